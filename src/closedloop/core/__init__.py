@@ -1,0 +1,1 @@
+"""Core: config, stage contract, artifacts, registry, pipeline, run directory."""

@@ -1,0 +1,1 @@
+"""Data: the dataset bundle and the data sources that produce it."""

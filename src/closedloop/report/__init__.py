@@ -1,0 +1,1 @@
+"""The run report: blocks, plots and the self-contained HTML file."""

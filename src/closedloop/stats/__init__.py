@@ -1,0 +1,1 @@
+"""Metrics and statistics used by every stage."""
