@@ -76,12 +76,15 @@ class Split:
             cols = []
             for name in self.X.columns:
                 col = self.X[name]
-                if isinstance(col.dtype, pd.CategoricalDtype) or col.dtype == object or col.dtype == bool:
-                    codes = pd.Categorical(col).codes.astype(np.float32)
+                if isinstance(col.dtype, pd.CategoricalDtype):
+                    # codes from the dtype's fixed categories, identical across splits
+                    codes = col.cat.codes.to_numpy().astype(np.float32)
                     codes[codes < 0] = np.nan
                     cols.append(codes)
                 else:
-                    cols.append(col.to_numpy(dtype=np.float32, na_value=np.nan))
+                    cols.append(
+                        pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float32, na_value=np.nan)
+                    )
             return np.stack(cols, axis=1) if cols else np.zeros((len(self.X), 0), np.float32)
         return self.X.reshape(len(self.X), -1).astype(np.float32) / 255.0
 

@@ -1,0 +1,1 @@
+"""Built-in model families (importing this registers them)."""

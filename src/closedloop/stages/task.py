@@ -1,0 +1,438 @@
+"""Task definition: what is predicted from what, how success is measured, and the limits it must fit.
+
+Everything not declared is inferred from the data, and each inference is recorded in
+``TaskSpec.inferred`` so the report can say *why* (e.g. "primary metric pr_auc: minority class is 7%").
+A declaration that contradicts the data (binary declared, 5 classes found) is an error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from closedloop.core.artifacts import JsonArtifact
+from closedloop.core.config import StageConfig
+from closedloop.core.errors import DataError
+from closedloop.core.registry import register_stage
+from closedloop.core.stage import RunContext, Stage, StageIO
+from closedloop.data.bundle import DatasetBundle
+
+ProblemType = Literal["binary", "multiclass", "multilabel", "ordinal", "regression"]
+
+MEDMNIST_TASKS: dict[str, ProblemType] = {
+    "binary-class": "binary",
+    "multi-class": "multiclass",
+    "multi-label, binary-class": "multilabel",
+    "ordinal-regression": "ordinal",
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class Reference(_Section):
+    """A level to compare against: human, literature or the current system."""
+
+    name: str
+    """E.g. 'radiologist', 'MedMNIST v2 ResNet-18 (28)'."""
+    level: Literal["human", "literature", "current_system"] = "literature"
+    metrics: dict[str, float] = Field(default_factory=dict)
+    """Metric name -> value, e.g. {auc: 0.944}."""
+    source: str = ""
+    """Where the number comes from (paper, URL, internal report)."""
+
+
+class Constraints(_Section):
+    """Production limits, part of the task from day one."""
+
+    max_latency_ms: float | None = None
+    """Largest acceptable latency (p95, milliseconds) at ``latency_batch_size``."""
+    latency_batch_size: int = Field(1, ge=1)
+    """Batch size at which latency is measured."""
+    max_model_size_mb: float | None = None
+    """Largest acceptable model file size in MB."""
+    target_runtime: Literal["onnxruntime", "torch"] = "onnxruntime"
+    """Where the model will run."""
+    device: Literal["cpu", "cuda"] = "cpu"
+    """Device of the production runtime."""
+    threads: int = Field(1, ge=1)
+    """CPU threads available for inference in production."""
+
+
+class Business(_Section):
+    """Turns a confusion matrix into "per day: N caught, M missed, K false alarms"."""
+
+    cases_per_day: float | None = None
+    """How many cases the model will see per day."""
+    prevalence: float | None = Field(None, gt=0, lt=1)
+    """Share of positives in production (binary); inferred from train when omitted."""
+    cost_false_positive: float = 1.0
+    """Cost of one false alarm (any unit; only the ratio to the false-negative cost matters)."""
+    cost_false_negative: float = 1.0
+    """Cost of one missed positive."""
+    positive_name: str | None = None
+    """What a positive is called, e.g. 'pneumonia'."""
+
+
+class ValidationProtocol(_Section):
+    """How models are compared before the single test opening."""
+
+    protocol: Literal["holdout", "kfold", "repeated_kfold"] | None = None
+    """Chosen by data size when omitted: small data -> repeated k-fold, large -> hold-out."""
+    folds: int = Field(5, ge=2)
+    repeats: int = Field(3, ge=1)
+
+
+class DefineTaskConfig(StageConfig):
+    """Declare the task; anything omitted is inferred from the data and reported."""
+
+    problem_type: ProblemType | None = None
+    """binary, multiclass, multilabel, ordinal or regression; inferred when omitted."""
+    inputs: str | None = None
+    """What the model sees, in words (default: from the dataset)."""
+    target: str | None = None
+    """What it predicts, in words (default: from the dataset)."""
+    positive_class: int | None = None
+    """Index of the positive class for binary tasks (default 1)."""
+    metric: str | None = None
+    """Primary metric (auc, acc, pr_auc, f1, balanced_accuracy, rmse, mae); chosen by rule when omitted."""
+    metrics: list[str] | None = None
+    """All metrics to report (default: by rule, primary first)."""
+    acceptance: dict[str, float] = Field(default_factory=dict)
+    """The bar: metric -> minimum (or maximum for rmse/mae) to accept a model."""
+    references: list[Reference] = Field(default_factory=list)
+    """Human, literature or current-system levels to compare against."""
+    constraints: Constraints = Field(default_factory=Constraints)
+    business: Business = Field(default_factory=Business)
+    intended_use: str = ""
+    """Who uses the model, for what decision (goes into the model card)."""
+    known_misuse: list[str] = Field(default_factory=list)
+    """Uses the model is not fit for (goes into the model card)."""
+    validation: ValidationProtocol = Field(default_factory=ValidationProtocol)
+    imbalance_threshold: float = Field(0.2, gt=0, lt=0.5)
+    """A class share below this makes the data 'imbalanced' for the metric rule."""
+
+
+class TaskSpec(JsonArtifact):
+    """The task every later stage reads. Layout: ``artifact.json``."""
+
+    problem_type: ProblemType
+    n_outputs: int
+    """Classes (binary: 2), labels (multi-label), or 1 (regression)."""
+    label_names: list[str]
+    positive_class: int | None
+    inputs: str
+    target: str
+    data_kind: Literal["images", "table"]
+    input_shape: list[int]
+    """(H, W, C) for images, (n_features,) for tables."""
+    primary_metric: str
+    metrics: list[str]
+    metric_convention: Literal["medmnist", "standard"]
+    higher_is_better: bool
+    acceptance: dict[str, float]
+    references: list[Reference]
+    constraints: Constraints
+    business: Business
+    intended_use: str
+    known_misuse: list[str]
+    validation: ValidationProtocol
+    class_counts: dict[str, list[int]]
+    """Per split (train, val) counts per class (multi-label: positives per label)."""
+    inferred: dict[str, str]
+    """Field -> why it was inferred (the report shows these)."""
+
+    @property
+    def is_classification(self) -> bool:
+        return self.problem_type != "regression"
+
+
+def _class_counts(y: np.ndarray, problem: str, n_outputs: int) -> list[int]:
+    if problem == "multilabel":
+        return [int(v) for v in np.asarray(y).reshape(len(y), -1).sum(axis=0)]
+    if problem == "regression":
+        return []
+    return [int(v) for v in np.bincount(np.asarray(y).reshape(-1).astype(int), minlength=n_outputs)]
+
+
+def infer_problem_type(data: DatasetBundle) -> tuple[ProblemType, str]:
+    y = np.asarray(data.train.y)
+    if data.meta.task_hint in MEDMNIST_TASKS:
+        return MEDMNIST_TASKS[data.meta.task_hint], f"declared by the source ({data.meta.task_hint!r})"
+    if y.ndim == 2 and y.shape[1] > 1:
+        return "multilabel", f"target has {y.shape[1]} columns"
+    flat = y.reshape(-1)
+    if flat.dtype.kind == "f" and not np.all(np.equal(np.mod(flat[np.isfinite(flat)], 1), 0)):
+        return "regression", "target has non-integer values"
+    n = len(np.unique(flat))
+    if n == 2:
+        return "binary", "target has 2 distinct values"
+    if flat.dtype.kind == "f" and n > 20:
+        return "regression", f"numeric target with {n} distinct values"
+    return "multiclass", f"target has {n} distinct classes"
+
+
+def choose_metrics(
+    problem: ProblemType, counts: list[int], medmnist: bool, threshold: float
+) -> tuple[str, list[str], str]:
+    """The metric rule. Returns (primary, all, reason)."""
+    share = min(counts) / max(sum(counts), 1) if counts else 1.0
+    if problem == "regression":
+        return "rmse", ["rmse", "mae"], "regression: RMSE primary, MAE beside it"
+    if problem == "multilabel":
+        return "auc", ["auc", "acc"], "multi-label: mean per-label ROC AUC (and mean per-label accuracy)"
+    imbalanced = share < threshold if problem == "binary" else (min(counts) / max(max(counts), 1)) < threshold
+    if medmnist:
+        extra = ["pr_auc", "f1", "balanced_accuracy"] if imbalanced else ["balanced_accuracy"]
+        return (
+            "auc",
+            ["auc", "acc", *extra],
+            "MedMNIST task: AUC and ACC as MedMNIST defines them"
+            + (f"; minority class is {share:.0%}, so PR AUC and F1 are reported too" if imbalanced else ""),
+        )
+    if problem == "binary":
+        if imbalanced:
+            return (
+                "pr_auc",
+                ["pr_auc", "auc", "precision", "recall", "f1"],
+                f"imbalanced (minority {share:.0%} < {threshold:.0%}): PR AUC next to ROC AUC",
+            )
+        return "auc", ["auc", "acc", "f1"], f"balanced (minority {share:.0%}): ROC AUC and accuracy"
+    if imbalanced:
+        return (
+            "balanced_accuracy",
+            ["balanced_accuracy", "auc", "f1", "acc"],
+            "imbalanced classes: balanced accuracy and macro F1",
+        )
+    return "acc", ["acc", "auc", "balanced_accuracy"], "balanced classes: accuracy and macro ROC AUC"
+
+
+def choose_protocol(n_labeled: int, has_source_val: bool) -> tuple[str, str]:
+    if n_labeled < 1000:
+        return (
+            "repeated_kfold",
+            f"{n_labeled} labeled samples (< 1,000): repeated k-fold for stable estimates",
+        )
+    if n_labeled < 5000 and not has_source_val:
+        return "kfold", f"{n_labeled} labeled samples (< 5,000): k-fold"
+    return "holdout", f"{n_labeled} labeled samples: a hold-out validation split is large enough"
+
+
+@register_stage("task")
+class DefineTask(Stage):
+    """Pin down the task: problem type, metrics, acceptance bar, constraints, business framing."""
+
+    Config = DefineTaskConfig
+    version = "1"
+
+    class Inputs(StageIO):
+        data: DatasetBundle
+
+    class Outputs(StageIO):
+        task: TaskSpec
+
+    def run(self, inputs: Inputs, ctx: RunContext) -> Outputs:
+        return self.Outputs(task=build_task_spec(self.config, inputs.data))
+
+    def summarize(self, outputs: Outputs) -> dict[str, Any]:
+        t = outputs.task
+        return {
+            "problem_type": t.problem_type,
+            "n_outputs": t.n_outputs,
+            "primary_metric": t.primary_metric,
+            "metrics": t.metrics,
+            "acceptance": t.acceptance,
+            "validation_protocol": t.validation.protocol,
+            "inferred": sorted(t.inferred),
+        }
+
+    def report(self, outputs: Outputs, stage_dir: Path) -> list[Any]:
+        from closedloop.report.blocks import KeyValues, Paragraph, Table
+
+        t = outputs.task
+        blocks: list[Any] = [
+            Paragraph(
+                f"Predict <b>{t.target}</b> from <b>{t.inputs}</b> ({t.problem_type}, {t.n_outputs} outputs)."
+            ),
+            KeyValues(
+                {
+                    "primary metric": t.primary_metric,
+                    "metrics": ", ".join(t.metrics),
+                    "metric convention": t.metric_convention,
+                    "acceptance bar": t.acceptance or "none declared",
+                    "validation protocol": t.validation.protocol,
+                    "constraints": {k: v for k, v in t.constraints.model_dump().items() if v is not None},
+                    "business framing": {k: v for k, v in t.business.model_dump().items() if v is not None},
+                    "intended use": t.intended_use or "not declared",
+                    "known misuse": "; ".join(t.known_misuse) or "not declared",
+                },
+                title="Task",
+            ),
+        ]
+        if t.inferred:
+            blocks.append(
+                Table([{"field": k, "inferred because": v} for k, v in t.inferred.items()], title="Inferred")
+            )
+        if t.references:
+            blocks.append(Table([r.model_dump() for r in t.references], title="Reference levels"))
+        return blocks
+
+
+def build_task_spec(cfg: DefineTaskConfig, data: DatasetBundle) -> TaskSpec:
+    """Combine the declaration with the data; raise :class:`DataError` where they disagree."""
+    inferred: dict[str, str] = {}
+    y = np.asarray(data.train.y)
+    name = data.meta.name
+    if len(y) == 0:
+        raise DataError(f"dataset {name!r}: the train split is empty")
+    inferred_type, why = infer_problem_type(data)
+    problem = cfg.problem_type or inferred_type
+    if cfg.problem_type is None:
+        inferred["problem_type"] = why
+    labels_all = np.concatenate(
+        [
+            np.asarray(data.train.y).reshape(len(data.train.y), -1),
+            np.asarray(data.val.y).reshape(len(data.val.y), -1),
+        ]
+    )
+
+    if problem == "regression":
+        n_outputs = 1
+    elif problem == "multilabel":
+        if y.ndim != 2:
+            raise DataError(
+                f"dataset {name!r}: multilabel declared but the target has one column (shape {y.shape})"
+            )
+        n_outputs = y.shape[1]
+    else:
+        if y.ndim == 2 and y.shape[1] > 1:
+            raise DataError(
+                f"dataset {name!r}: {problem} declared but the target has {y.shape[1]} columns (multi-label?)"
+            )
+        classes = np.unique(labels_all)
+        if np.any(classes < 0) or np.any(np.mod(classes, 1) != 0):
+            raise DataError(
+                f"dataset {name!r}: class labels must be integers 0..K-1, found {classes[:10].tolist()}"
+            )
+        n_found = len(np.unique(y.reshape(-1)))
+        if n_found < 2:
+            raise DataError(
+                f"dataset {name!r}: the train target has a single class ({classes.tolist()}); nothing to learn"
+            )
+        n_outputs = max(int(classes.max()) + 1, len(data.meta.label_names))
+        if problem == "binary" and n_outputs != 2:
+            raise DataError(
+                f"dataset {name!r}: problem_type binary declared, but {n_outputs} classes found ({classes[:10].tolist()})"
+            )
+
+    label_names = list(data.meta.label_names) or (
+        [] if problem == "regression" else [str(i) for i in range(n_outputs)]
+    )
+    counts = {s: _class_counts(getattr(data, s).y, problem, n_outputs) for s in ("train", "val")}
+
+    if problem == "multilabel" and counts["train"] and min(counts["train"]) == 0:
+        empty = [label_names[i] for i, c in enumerate(counts["train"]) if c == 0]
+        raise DataError(f"dataset {name!r}: label(s) {empty} have no positive example in train")
+
+    medmnist = data.meta.source == "medmnist"
+    primary, metrics, why = choose_metrics(problem, counts["train"], medmnist, cfg.imbalance_threshold)
+    if cfg.metric is None:
+        inferred["primary_metric"] = why
+    else:
+        primary = cfg.metric
+    if cfg.metrics is not None:
+        metrics = list(cfg.metrics)
+    if primary not in metrics:
+        metrics = [primary, *metrics]
+    _check_metric_names([primary, *metrics, *cfg.acceptance])
+
+    positive = None
+    if problem == "binary":
+        positive = 1 if cfg.positive_class is None else cfg.positive_class
+        if positive not in (0, 1):
+            raise DataError(f"positive_class must be 0 or 1 for a binary task, got {positive}")
+
+    business = cfg.business
+    if problem == "binary" and business.prevalence is None:
+        prev = counts["train"][positive] / max(sum(counts["train"]), 1)
+        business = business.model_copy(update={"prevalence": round(prev, 4)})
+        inferred["business.prevalence"] = f"train prevalence of class {label_names[positive]!r}: {prev:.3f}"
+    if problem == "binary" and business.positive_name is None:
+        business = business.model_copy(update={"positive_name": label_names[positive]})
+
+    validation = cfg.validation
+    if validation.protocol is None:
+        n_labeled = len(data.train) + len(data.val)
+        proto, why = choose_protocol(n_labeled, data.meta.split_origin == "source")
+        validation = validation.model_copy(update={"protocol": proto})
+        inferred["validation.protocol"] = why
+
+    if data.kind == "images":
+        input_shape = list(data.image_shape or ())
+        inputs_desc = (
+            cfg.inputs or f"{input_shape[0]}x{input_shape[1]} images with {input_shape[2]} channel(s)"
+        )
+    else:
+        input_shape = [data.train.X.shape[1]]
+        inputs_desc = cfg.inputs or f"{input_shape[0]} tabular features"
+    if cfg.inputs is None:
+        inferred["inputs"] = "from the dataset"
+    target_desc = cfg.target or (
+        f"{data.meta.name} label ({', '.join(label_names[:6])}{'...' if len(label_names) > 6 else ''})"
+    )
+
+    return TaskSpec(
+        problem_type=problem,
+        n_outputs=n_outputs,
+        label_names=label_names,
+        positive_class=positive,
+        inputs=inputs_desc,
+        target=target_desc,
+        data_kind=data.kind,  # type: ignore[arg-type]
+        input_shape=input_shape,
+        primary_metric=primary,
+        metrics=list(dict.fromkeys(metrics)),
+        metric_convention="medmnist" if medmnist else "standard",
+        higher_is_better=primary not in ("rmse", "mae", "ece", "log_loss"),
+        acceptance=dict(cfg.acceptance),
+        references=list(cfg.references),
+        constraints=cfg.constraints,
+        business=business,
+        intended_use=cfg.intended_use,
+        known_misuse=list(cfg.known_misuse),
+        validation=validation,
+        class_counts=counts,
+        inferred=inferred,
+    )
+
+
+KNOWN_METRICS = (
+    "auc",
+    "acc",
+    "pr_auc",
+    "f1",
+    "precision",
+    "recall",
+    "balanced_accuracy",
+    "rmse",
+    "mae",
+    "ece",
+    "log_loss",
+)
+
+
+def _check_metric_names(names: list[str]) -> None:
+    from closedloop.core.errors import ConfigError
+
+    for n in names:
+        if n not in KNOWN_METRICS:
+            import difflib
+
+            hint = difflib.get_close_matches(n, KNOWN_METRICS, n=1)
+            raise ConfigError(
+                f"stage 'task': unknown metric {n!r}{f' (did you mean {hint[0]!r}?)' if hint else ''}; valid: {', '.join(KNOWN_METRICS)}"
+            )
