@@ -42,7 +42,7 @@ class Registry:
             for mod in self._builtin_modules:
                 importlib.import_module(mod)
 
-    def keys(self) -> list[str]:
+    def names(self) -> list[str]:
         self._load_builtins()
         return sorted(self._items)
 

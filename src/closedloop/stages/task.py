@@ -346,8 +346,7 @@ def build_task_spec(cfg: DefineTaskConfig, data: DatasetBundle) -> TaskSpec:
         primary = cfg.metric
     if cfg.metrics is not None:
         metrics = list(cfg.metrics)
-    if primary not in metrics:
-        metrics = [primary, *metrics]
+    metrics = [primary, *(m for m in metrics if m != primary)]
     _check_metric_names([primary, *metrics, *cfg.acceptance])
 
     positive = None

@@ -1,0 +1,140 @@
+"""Command line: ``closedloop run | validate | schema | stages | monitor | retrain``.
+
+A user error (bad config, missing file, wrong wiring) prints a one-screen message and exits with
+status 2; a stage that fails during a run exits with status 1 after writing the summary and report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from closedloop.core.errors import ClosedLoopError
+
+EXIT_USER_ERROR = 2
+EXIT_STAGE_FAILED = 1
+
+
+def _pipeline(args: argparse.Namespace) -> Any:
+    from closedloop.core.pipeline import Pipeline
+
+    if args.resume and not args.config:
+        return Pipeline.from_yaml(Path(args.resume) / "config.yaml", overrides=args.set)
+    if not args.config:
+        raise ClosedLoopError("give a CONFIG file (or --resume RUN_DIR)")
+    return Pipeline.from_yaml(args.config, overrides=args.set)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    pipeline = _pipeline(args)
+    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    result = pipeline.run(
+        out=args.out, resume=args.resume, only=only, unseal_test=args.unseal_test, cache=not args.no_cache
+    )
+    for name, st in result.summary["stages"].items():
+        extra = " (cached)" if st.get("cached") else ""
+        line = f"  {name:<12} {st['status']:<8} {st['seconds']:7.1f} s{extra}"
+        if st.get("error"):
+            line += f"\n      {st['error']}"
+        print(line)
+    print(f"status: {result.summary['status']}")
+    print(f"report: {result.report_path}")
+    print(f"summary: {result.run_dir / 'summary.json'}")
+    return 0 if result.ok else EXIT_STAGE_FAILED
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from closedloop.core.pipeline import Pipeline
+
+    p = Pipeline.from_yaml(args.config, overrides=args.set)
+    print(f"{args.config}: ok ({len(p.stages)} stages: {', '.join(s.name for s in p.stages)})")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from closedloop.core.schema import pipeline_schema
+
+    print(json.dumps(pipeline_schema(), indent=2))
+    return 0
+
+
+def cmd_stages(args: argparse.Namespace) -> int:
+    from closedloop.core.registry import SOURCES, STAGES
+
+    print("stages:")
+    for key, cls in STAGES.items().items():
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        print(f"  {key:<10} {doc}")
+    print("data sources:")
+    for key, cls in SOURCES.items().items():
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        print(f"  {key:<13} {doc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="closedloop", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a pipeline from a YAML config")
+    run.add_argument("config", nargs="?", help="pipeline YAML file")
+    run.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.max_epochs=3"
+    )
+    run.add_argument("--out", help="run directory to create (default runs/<name>/<timestamp>-<hash>)")
+    run.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue a crashed run from its first unfinished stage"
+    )
+    run.add_argument("--only", metavar="STAGES", help="comma-separated stages to run (plus what they need)")
+    run.add_argument(
+        "--unseal-test", metavar="REASON", help="re-open the test split for an already evaluated pipeline"
+    )
+    run.add_argument(
+        "--no-cache", action="store_true", help="do not reuse identical stages from earlier runs"
+    )
+    run.set_defaults(func=cmd_run)
+
+    val = sub.add_parser("validate", help="check a config without running it")
+    val.add_argument("config")
+    val.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    val.set_defaults(func=cmd_validate)
+
+    sch = sub.add_parser("schema", help="print the JSON Schema of pipeline configs (for editor completion)")
+    sch.set_defaults(func=cmd_schema)
+
+    stg = sub.add_parser("stages", help="list registered stages and data sources")
+    stg.set_defaults(func=cmd_stages)
+
+    try:
+        from closedloop.stages.monitor.cli import add_commands
+    except ImportError:
+        add_commands = None
+    if add_commands is not None:
+        add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # stage log files get INFO; the terminal only what was asked
+        handler.setLevel(level)
+    try:
+        return int(args.func(args) or 0)
+    except ClosedLoopError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted; resume with: closedloop run --resume <run dir>", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

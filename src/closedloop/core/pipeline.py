@@ -1,0 +1,648 @@
+"""The pipeline: an ordered list of stages whose typed inputs and outputs are wired by name.
+
+Build it from YAML or from Python; the wiring is checked when it is built, before anything runs.
+
+Example:
+    >>> from closedloop import Pipeline
+    >>> from closedloop.stages.load_data import LoadData
+    >>> from closedloop.stages.task import DefineTask
+    >>> p = Pipeline([DefineTask()], data=LoadData(source="sklearn", options={"name": "digits"}), name="doc")
+    >>> [s.name for s in p.stages]
+    ['data', 'task']
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from closedloop.core.artifacts import Artifact
+from closedloop.core.config import (
+    PipelineSpec,
+    StageSpec,
+    apply_overrides,
+    load_yaml_file,
+    validate_model,
+)
+from closedloop.core.errors import ClosedLoopError, ConfigError, RunDirError, WiringError
+from closedloop.core.io import (
+    canonical_json,
+    hash_tree,
+    read_json,
+    sha256_text,
+    write_json_atomic,
+    write_text_atomic,
+)
+from closedloop.core.ledger import TestLedger, ValidationLedger
+from closedloop.core.registry import STAGES
+from closedloop.core.rundir import MANIFEST, claim_out_dir, environment, new_run_dir, stage_dirname
+from closedloop.core.stage import RunContext, Stage
+
+log = logging.getLogger("closedloop")
+
+
+def class_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _stage_spec_fingerprint(stage: Stage) -> dict[str, Any]:
+    return {
+        "class": class_path(type(stage)),
+        "version": type(stage).version,
+        "config": stage.config.model_dump(mode="json"),
+    }
+
+
+@dataclass
+class StageRecord:
+    """One stage's line in the manifest."""
+
+    name: str
+    kind: str
+    cls: str
+    version: str
+    fingerprint: str = ""
+    status: str = "pending"  # pending | ok | failed | skipped
+    seconds: float = 0.0
+    cached: bool = False
+    dir: str = ""
+    artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    error: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "class": self.cls,
+            "version": self.version,
+            "fingerprint": self.fingerprint,
+            "status": self.status,
+            "seconds": round(self.seconds, 3),
+            "cached": self.cached,
+            "dir": self.dir,
+            "artifacts": self.artifacts,
+            "error": self.error,
+        }
+
+
+class RunResult:
+    """What a run produced: its directory, summary and artifacts. Renders its report in notebooks."""
+
+    def __init__(self, run_dir: Path, summary: dict[str, Any], outputs: dict[str, Artifact]) -> None:
+        self.run_dir = Path(run_dir)
+        self.summary = summary
+        self._outputs = outputs
+
+    @property
+    def ok(self) -> bool:
+        return self.summary.get("status") == "ok"
+
+    @property
+    def report_path(self) -> Path:
+        return self.run_dir / "report.html"
+
+    def artifact(self, name: str) -> Artifact:
+        """The artifact called ``name`` (e.g. ``"model"``, ``"task"``) produced by this run."""
+        if name not in self._outputs:
+            raise KeyError(f"no artifact {name!r} in this run; have: {sorted(self._outputs)}")
+        return self._outputs[name]
+
+    def __getitem__(self, stage: str) -> dict[str, Any]:
+        return self.summary["stages"][stage]
+
+    def __repr__(self) -> str:
+        return f"RunResult(status={self.summary.get('status')!r}, run_dir='{self.run_dir}')"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        doc = (
+            self.report_path.read_text(encoding="utf-8") if self.report_path.is_file() else "<p>no report</p>"
+        )
+        return (
+            f"<p><b>closedloop run</b> {html.escape(str(self.run_dir))}: status <b>{self.summary.get('status')}</b></p>"
+            f'<iframe srcdoc="{html.escape(doc, quote=True)}" style="width:100%;height:600px;border:1px solid #ccc"></iframe>'
+        )
+
+
+class Pipeline:
+    """An ordered list of stages, wired by artifact name and checked when built.
+
+    Args:
+        stages: stage instances in order. If the first is not a data-loading stage, pass ``data``.
+        data: a :class:`~closedloop.stages.load_data.LoadData` stage, or a mapping like
+            ``{"source": "sklearn", "name": "digits"}``.
+        name: pipeline name (runs go to ``<runs_dir>/<name>/``).
+        seed: the run's seed.
+        runs_dir: where run directories are created.
+    """
+
+    def __init__(
+        self,
+        stages: list[Stage],
+        *,
+        data: Stage | dict[str, Any] | None = None,
+        name: str = "pipeline",
+        seed: int = 0,
+        runs_dir: str | Path = "runs",
+    ) -> None:
+        from closedloop.stages.load_data import LoadData
+
+        stages = list(stages)
+        if isinstance(data, dict):
+            data = _load_data_stage(data, where="data")
+        if data is not None:
+            stages = [data, *stages]
+        if not stages:
+            raise WiringError("a pipeline needs at least one stage")
+        for s in stages:
+            if not isinstance(s, Stage):
+                raise WiringError(f"pipeline stages must be Stage instances, got {type(s).__name__}: {s!r}")
+        self.stages = stages
+        self.name = name
+        self.seed = seed
+        self.runs_dir = Path(runs_dir)
+        self._has_loader = isinstance(stages[0], LoadData)
+        self.check_wiring()
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> Pipeline:
+        """Build from a YAML file; ``overrides`` are ``key.path=value`` strings (``--set``)."""
+        raw = load_yaml_file(path)
+        return cls.from_dict(raw, overrides=overrides, where=str(path))
+
+    @classmethod
+    def from_dict(
+        cls, raw: dict[str, Any], *, overrides: list[str] | None = None, where: str = "<config>"
+    ) -> Pipeline:
+        raw = apply_overrides(raw, overrides or [])
+        spec: PipelineSpec = validate_model(PipelineSpec, raw, where=where)
+        data_stage = _load_data_stage(spec.data, where=where)
+        stages: list[Stage] = []
+        for i, st in enumerate(spec.stages):
+            stages.append(_build_stage(st, where=where, index=i))
+        names = [s.name for s in [data_stage, *stages]]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ConfigError(f"{where}: stage name(s) {sorted(dup)} used twice; give each a distinct 'name'")
+        return cls(stages, data=data_stage, name=spec.name, seed=spec.seed, runs_dir=spec.runs_dir)
+
+    def resolved_config(self) -> dict[str, Any]:
+        """The config with all defaults filled and full class paths (saved as ``config.yaml``)."""
+        first, rest = self.stages[0], self.stages[1:]
+        data = {"source": first.config.source, **_source_options(first)} if self._has_loader else None
+        out: dict[str, Any] = {"name": self.name, "seed": self.seed, "runs_dir": str(self.runs_dir)}
+        if data is not None:
+            out["data"] = data
+        out["stages"] = [
+            {"kind": class_path(type(s)), "name": s.name, "params": s.config.model_dump(mode="json")}
+            for s in rest
+        ]
+        return out
+
+    def fingerprint(self) -> str:
+        return sha256_text(
+            canonical_json({"seed": self.seed, "stages": [_stage_spec_fingerprint(s) for s in self.stages]})
+        )
+
+    # -- wiring ---------------------------------------------------------------------------------
+    def check_wiring(self) -> dict[str, dict[str, str]]:
+        """Map each stage's inputs to the producing stage; raise :class:`WiringError` if impossible."""
+        names = [s.name for s in self.stages]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise WiringError(f"stage name(s) {sorted(dup)} used twice; give each a distinct name")
+        produced: dict[str, tuple[str, type]] = {}
+        wiring: dict[str, dict[str, str]] = {}
+        for i, stage in enumerate(self.stages):
+            wiring[stage.name] = {}
+            for port in stage.input_ports():
+                if port.name in produced:
+                    producer, tp = produced[port.name]
+                    if not issubclass(tp, port.type):
+                        raise WiringError(
+                            f"stage {stage.name!r} needs input {port.name!r} of type {port.type.__name__}, but stage "
+                            f"{producer!r} produces {port.name!r} of type {tp.__name__}"
+                        )
+                    wiring[stage.name][port.name] = producer
+                elif port.required:
+                    later = [
+                        s.name
+                        for s in self.stages[i + 1 :]
+                        if any(p.name == port.name for p in s.output_ports())
+                    ]
+                    if later:
+                        raise WiringError(
+                            f"stage {stage.name!r} needs {port.name!r}, which only the later stage {later[0]!r} "
+                            "produces: the wiring is cyclic or out of order; move the producer earlier"
+                        )
+                    have = ", ".join(f"{k} (from {v[0]})" for k, v in produced.items()) or "nothing"
+                    raise WiringError(
+                        f"stage {stage.name!r} needs input {port.name!r} ({port.type.__name__}), but no earlier stage "
+                        f"produces it; earlier stages produce: {have}"
+                    )
+            for port in stage.output_ports():
+                produced[port.name] = (stage.name, port.type)
+        return wiring
+
+    def _needed_for(self, only: list[str]) -> set[str]:
+        wiring = self.check_wiring()
+        known = {s.name for s in self.stages} | {type(s).key for s in self.stages}
+        unknown = [o for o in only if o not in known]
+        if unknown:
+            raise ConfigError(
+                f"--only: unknown stage(s) {unknown}; stages are {[s.name for s in self.stages]}"
+            )
+        by_key = {type(s).key: s.name for s in self.stages}
+        todo = [by_key.get(o, o) for o in only]
+        needed: set[str] = set()
+        while todo:
+            n = todo.pop()
+            if n in needed:
+                continue
+            needed.add(n)
+            todo.extend(wiring[n].values())
+        return needed
+
+    # -- running --------------------------------------------------------------------------------
+    def run(
+        self,
+        *,
+        out: str | Path | None = None,
+        resume: str | Path | None = None,
+        only: list[str] | None = None,
+        unseal_test: str | None = None,
+        progress: bool | None = None,
+        cache: bool = True,
+    ) -> RunResult:
+        """Run the stages and write the run directory. Returns a :class:`RunResult`.
+
+        Args:
+            out: run directory to create (default ``<runs_dir>/<name>/<timestamp>-<fp8>/``).
+            resume: an existing run directory to continue from its first unfinished stage.
+            only: stage names to run (plus the stages they need); the others are skipped.
+            unseal_test: a reason to re-open the test split for an already-evaluated pipeline.
+            progress: show progress bars (default: on a terminal and not under CI).
+            cache: reuse results of identical stages from earlier runs of this pipeline name.
+        """
+        fp = self.fingerprint()
+        if resume is not None:
+            run_dir = Path(resume)
+            if not (run_dir / MANIFEST).is_file():
+                raise RunDirError(
+                    f"--resume {run_dir}: no {MANIFEST} there; it is not a closedloop run directory"
+                )
+            previous = read_json(run_dir / MANIFEST)
+            if previous.get("pipeline_fingerprint") != fp:
+                raise RunDirError(
+                    f"--resume {run_dir}: that run was made by a different pipeline (fingerprint "
+                    f"{str(previous.get('pipeline_fingerprint'))[:8]} vs {fp[:8]}); resume it with its own config.yaml"
+                )
+            run_id = previous.get("run_id", run_dir.name)
+        else:
+            previous = None
+            run_dir = (
+                claim_out_dir(Path(out), fp) if out is not None else new_run_dir(self.runs_dir, self.name, fp)
+            )
+            run_id = run_dir.name
+        if progress is None:
+            progress = sys.stderr.isatty() and not os.environ.get("CI")
+        needed = self._needed_for(only) if only else {s.name for s in self.stages}
+
+        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(self.resolved_config(), sort_keys=False))
+        env = environment(self.seed)
+        if previous is None or not (run_dir / "env.json").is_file():
+            write_json_atomic(run_dir / "env.json", env)
+        test_ledger = TestLedger(
+            global_path=self.runs_dir / self.name / "test_ledger.jsonl",
+            run_path=run_dir / "test_ledger.jsonl",
+            run_id=run_id,
+            unseal_reason=unseal_test,
+        )
+        val_ledger = ValidationLedger(run_dir / "validation_ledger.jsonl")
+        prev_records = {r["name"]: r for r in (previous or {}).get("stages", [])}
+
+        records: list[StageRecord] = []
+        outputs: dict[str, Artifact] = {}
+        artifact_hashes: dict[str, str] = {}
+        failed = False
+        wiring = self.check_wiring()
+        t_run = time.perf_counter()
+        for i, stage in enumerate(self.stages, start=1):
+            rec = StageRecord(stage.name, type(stage).key, class_path(type(stage)), type(stage).version)
+            rec.dir = f"stages/{stage_dirname(i, stage.name)}"
+            records.append(rec)
+            if failed or stage.name not in needed:
+                rec.status = "skipped"
+                continue
+            inputs = {p: outputs[p] for p in wiring[stage.name] if p in outputs}
+            rec.fingerprint = sha256_text(
+                canonical_json(
+                    {
+                        **_stage_spec_fingerprint(stage),
+                        "seed": self.seed,
+                        "inputs": {p: artifact_hashes[p] for p in sorted(inputs)},
+                    }
+                )
+            )
+            final_dir = run_dir / rec.dir
+            t0 = time.perf_counter()
+            try:
+                reused = self._reuse(rec, final_dir, prev_records.get(stage.name), cache)
+                if reused:
+                    stage_outputs = _load_outputs(stage, final_dir)
+                else:
+                    stage_outputs = self._execute(
+                        stage, inputs, rec, final_dir, run_dir, test_ledger, val_ledger, progress
+                    )
+                rec.status = "ok"
+            except Exception as exc:  # a failing stage is recorded; the run stops but still reports
+                rec.status = "failed"
+                rec.error = _describe(exc)
+                log.error("stage %s failed: %s", stage.name, rec.error)
+                failed = True
+                rec.seconds = time.perf_counter() - t0
+                self._write_manifest(run_dir, run_id, fp, records, "failed")
+                continue
+            rec.seconds = time.perf_counter() - t0 if not rec.cached else rec.seconds
+            for port in stage.output_ports():
+                art = getattr(stage_outputs, port.name)
+                if art is None:
+                    continue
+                outputs[port.name] = art
+                artifact_hashes[port.name] = rec.artifacts[port.name]["hash"]
+            try:
+                rec.summary = _jsonable(stage.summarize(stage_outputs))
+            except Exception as exc:  # a broken summary must not lose the run
+                rec.summary = {"summary_error": _describe(exc)}
+            self._write_manifest(run_dir, run_id, fp, records, "running")
+
+        status = "failed" if failed else "ok"
+        self._write_manifest(run_dir, run_id, fp, records, status)
+        summary = self._summary(
+            run_dir, records, status, time.perf_counter() - t_run, test_ledger, val_ledger
+        )
+        write_json_atomic(run_dir / "summary.json", summary)
+        from closedloop.report.html import write_report
+
+        write_report(run_dir, self, records, outputs, summary)
+        return RunResult(run_dir, summary, outputs)
+
+    def _reuse(self, rec: StageRecord, final_dir: Path, prev: dict[str, Any] | None, cache: bool) -> bool:
+        """Reuse a finished stage: from this run (resume) or from an earlier run with the same fingerprint."""
+        if (
+            final_dir.is_dir()
+            and prev
+            and prev.get("status") == "ok"
+            and prev.get("fingerprint") == rec.fingerprint
+        ):
+            rec.cached, rec.seconds, rec.artifacts = True, prev.get("seconds", 0.0), prev.get("artifacts", {})
+            return True
+        if final_dir.exists():
+            shutil.rmtree(final_dir)  # stale result of a different fingerprint: never mix it with the new one
+        if not cache:
+            return False
+        source = _find_cached(
+            self.runs_dir / self.name, rec.name, rec.fingerprint, exclude=final_dir.parent.parent
+        )
+        if source is None:
+            return False
+        src_dir, src_rec = source
+        tmp = final_dir.with_name(final_dir.name + ".copy")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        shutil.copytree(src_dir, tmp)
+        tmp.rename(final_dir)
+        rec.cached, rec.seconds, rec.artifacts = (
+            True,
+            src_rec.get("seconds", 0.0),
+            src_rec.get("artifacts", {}),
+        )
+        log.info("stage %s: cache hit (fingerprint %s)", rec.name, rec.fingerprint[:8])
+        return True
+
+    def _execute(
+        self,
+        stage: Stage,
+        inputs: dict[str, Artifact],
+        rec: StageRecord,
+        final_dir: Path,
+        run_dir: Path,
+        test_ledger: TestLedger,
+        val_ledger: ValidationLedger,
+        progress: bool,
+    ) -> Any:
+        tmp_dir = final_dir.with_name(final_dir.name + ".tmp")
+        marker = tmp_dir / "fingerprint.txt"
+        if tmp_dir.exists() and (not marker.is_file() or marker.read_text().strip() != rec.fingerprint):
+            shutil.rmtree(
+                tmp_dir
+            )  # a crashed attempt of a different stage config: its checkpoints do not apply
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        marker.write_text(rec.fingerprint)
+        ctx = RunContext(
+            stage_name=stage.name,
+            stage_dir=tmp_dir,
+            seed=self.seed,
+            fingerprint=rec.fingerprint,
+            run_dir=run_dir,
+            test_ledger=test_ledger,
+            validation_ledger=val_ledger,
+            progress_enabled=progress,
+        )
+        handler = logging.FileHandler(tmp_dir / "log.txt", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger("closedloop")
+        root.addHandler(handler)
+        if root.level == logging.NOTSET or root.level > logging.INFO:
+            root.setLevel(logging.INFO)
+        try:
+            log.info("stage %s: running (%s)", stage.name, type(stage).__qualname__)
+            stage_outputs = stage.execute(inputs, ctx)
+            rec.artifacts = _save_outputs(stage, stage_outputs, tmp_dir)
+        except Exception:
+            (tmp_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+            raise
+        finally:
+            root.removeHandler(handler)
+            handler.close()
+        write_json_atomic(
+            tmp_dir / "stage.json",
+            {
+                "name": stage.name,
+                "class": rec.cls,
+                "version": rec.version,
+                "fingerprint": rec.fingerprint,
+                "config": stage.config.model_dump(mode="json"),
+                "artifacts": rec.artifacts,
+            },
+        )
+        marker.unlink()
+        os.replace(tmp_dir, final_dir)  # the rename is what makes a stage complete
+        return stage_outputs
+
+    def _write_manifest(
+        self, run_dir: Path, run_id: str, fp: str, records: list[StageRecord], status: str
+    ) -> None:
+        write_json_atomic(
+            run_dir / MANIFEST,
+            {
+                "run_id": run_id,
+                "name": self.name,
+                "pipeline_fingerprint": fp,
+                "status": status,
+                "stages": [r.to_json() for r in records],
+            },
+        )
+
+    def _summary(
+        self,
+        run_dir: Path,
+        records: list[StageRecord],
+        status: str,
+        seconds: float,
+        test_ledger: TestLedger,
+        val_ledger: ValidationLedger,
+    ) -> dict[str, Any]:
+        stages: dict[str, Any] = {}
+        for r in records:
+            arts: dict[str, str] = {}
+            for name, info in r.artifacts.items():
+                arts[name] = info["path"]
+                for key, rel in info.get("files", {}).items():
+                    arts[key] = f"{info['path']}/{rel}"
+            entry = {
+                "status": r.status,
+                "seconds": round(r.seconds, 3),
+                "dir": r.dir,
+                "artifacts": arts,
+                "cached": r.cached,
+            }
+            if r.error:
+                entry["error"] = r.error
+            for k, v in r.summary.items():
+                entry.setdefault(k, v)
+            stages[r.name] = entry
+        return {
+            "name": self.name,
+            "status": status,
+            "run_dir": str(run_dir),
+            "seconds": round(seconds, 3),
+            "seed": self.seed,
+            "stages": stages,
+            "test_openings": test_ledger.entries(),
+            "n_validation_configs": val_ledger.count(),
+        }
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+def _load_data_stage(data: dict[str, Any], *, where: str) -> Stage:
+    from closedloop.stages.load_data import LoadData
+
+    if not isinstance(data, dict) or "source" not in data:
+        raise ConfigError(
+            f"{where}: data: expected a mapping with a 'source' key, e.g. {{source: sklearn, name: digits}}"
+        )
+    options = {k: v for k, v in data.items() if k != "source"}
+    return LoadData(source=data["source"], options=options, name="data")
+
+
+def _source_options(stage: Stage) -> dict[str, Any]:
+    src = stage.source()  # type: ignore[attr-defined]
+    return src.config.model_dump(mode="json")
+
+
+def _build_stage(st: StageSpec, *, where: str, index: int) -> Stage:
+    cls = STAGES.resolve(st.kind, where=f"{where}: stages[{index}].kind")
+    if not (isinstance(cls, type) and issubclass(cls, Stage)):
+        raise ConfigError(f"{where}: stages[{index}].kind: {st.kind!r} is not a Stage subclass")
+    name = st.name or cls.key or cls.__name__
+    from pydantic import ValidationError
+
+    from closedloop.core.config import format_validation_error
+
+    try:
+        config = cls.Config.model_validate(st.params)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, cls.Config, where=where, prefix=f"{name}")) from None
+    return cls(config, name=name)
+
+
+def _save_outputs(stage: Stage, outputs: Any, stage_dir: Path) -> dict[str, dict[str, Any]]:
+    records = {}
+    for port in stage.output_ports():
+        art = getattr(outputs, port.name)
+        if art is None:
+            continue
+        d = stage_dir / "artifacts" / port.name
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+        art.save(d)
+        rel = d.relative_to(stage_dir.parent.parent)  # relative to the run directory
+        rel_path = str(rel).replace(stage_dir.name, stage_dir.name.removesuffix(".tmp"), 1)
+        records[port.name] = {
+            "path": rel_path,
+            "type": class_path(type(art)),
+            "hash": hash_tree(d),
+            "files": art.files(d),
+        }
+    return records
+
+
+def _load_outputs(stage: Stage, stage_dir: Path) -> Any:
+    values = {}
+    for port in stage.output_ports():
+        d = stage_dir / "artifacts" / port.name
+        if d.is_dir():
+            values[port.name] = port.type.load(d)
+    return type(stage).Outputs(**values)
+
+
+def _find_cached(
+    pipeline_runs: Path, stage_name: str, fingerprint: str, exclude: Path
+) -> tuple[Path, dict] | None:
+    if not pipeline_runs.is_dir():
+        return None
+    for manifest in sorted(pipeline_runs.glob(f"*/{MANIFEST}"), reverse=True):
+        if manifest.parent.resolve() == Path(exclude).resolve():
+            continue
+        try:
+            data = read_json(manifest)
+        except Exception:
+            continue
+        for r in data.get("stages", []):
+            if (
+                r.get("name") == stage_name
+                and r.get("fingerprint") == fingerprint
+                and r.get("status") == "ok"
+            ):
+                d = manifest.parent / r["dir"]
+                if d.is_dir():
+                    return d, r
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ClosedLoopError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _jsonable(obj: Any) -> Any:
+    import json
+
+    from closedloop.core.io import to_json
+
+    return json.loads(to_json(obj))
