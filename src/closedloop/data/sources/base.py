@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from closedloop.core.config import validate_model
 from closedloop.data.bundle import DatasetBundle
@@ -16,6 +16,24 @@ class SourceConfig(BaseModel):
     model_config = ConfigDict(
         extra="forbid", frozen=True, use_attribute_docstrings=True, protected_namespaces=()
     )
+
+
+class SplitFractionsConfig(SourceConfig):
+    """Config fields shared by sources that split the data themselves."""
+
+    val_fraction: float = Field(0.15, gt=0, lt=1)
+    """Share of the rows that goes to the validation split (when the data has no splits)."""
+    test_fraction: float = Field(0.15, gt=0, lt=1)
+    """Share of the rows that goes to the sealed test split (when the data has no splits)."""
+
+    @model_validator(mode="after")
+    def _fractions_leave_train(self) -> SplitFractionsConfig:
+        if self.val_fraction + self.test_fraction >= 0.95:
+            raise ValueError(
+                f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction:.2f}; "
+                "expected below 0.95 so that the train split keeps data"
+            )
+        return self
 
 
 class DataSource:

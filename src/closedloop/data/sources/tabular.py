@@ -1,0 +1,202 @@
+"""A table from a CSV or Parquet file: one target column, the rest are features.
+
+Missing feature values stay missing (NaN / pandas NA). Text, bool and string columns become pandas
+``category`` columns whose categories come from the whole file, so category codes mean the same in
+every split. String class targets are encoded to ``0..K-1`` in sorted order (``meta.label_names``
+keeps the original values); numeric targets with many distinct values are regression.
+
+YAML::
+
+    data: {source: tabular, path: data/churn.csv, target: churned, drop: [customer_id]}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from closedloop.core.errors import DataError
+from closedloop.core.registry import register_source
+from closedloop.data.bundle import SPLITS, TARGET_COLUMN, DatasetBundle, DatasetMeta
+from closedloop.data.sources.base import DataSource, SplitFractionsConfig
+from closedloop.data.splits import MAX_CLASSES, split_arrays, take
+from closedloop.data.validate import validate_bundle
+
+CSV_SUFFIXES = (".csv", ".tsv", ".txt")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+class TabularConfig(SplitFractionsConfig):
+    """A CSV or Parquet file with a target column."""
+
+    path: str
+    """CSV (.csv, .tsv) or Parquet (.parquet, .pq) file; relative to the working directory."""
+    target: str
+    """Name of the column to predict."""
+    split_column: str | None = None
+    """Column whose values (train, val, test) assign each row to a split; without it splits are made
+    here (seeded, stratified by class)."""
+    categorical: list[str] | None = None
+    """Columns to treat as categories; default: every text, bool or string column."""
+    drop: list[str] = Field(default_factory=list)
+    """Columns to ignore (ids, leaky columns)."""
+    target_type: Literal["auto", "classes", "regression"] = "auto"
+    """auto: text/bool targets and numeric ones with at most 20 distinct values are classes, others
+    regression."""
+
+
+def _read(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    try:
+        if suffix in PARQUET_SUFFIXES:
+            return pd.read_parquet(path)
+        if suffix in CSV_SUFFIXES:
+            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+    except Exception as exc:  # noqa: BLE001 - parser errors vary by engine; all get one clear message
+        raise DataError(f"table {path}: cannot be read: {exc}") from None
+    raise DataError(
+        f"table {path}: unknown file type {suffix!r}; expected {', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)}"
+    )
+
+
+def _require_columns(df: pd.DataFrame, names: list[str], *, where: str, field: str) -> None:
+    missing = [n for n in names if n not in df.columns]
+    if missing:
+        raise DataError(
+            f"{where}: {field} column(s) {missing} not found; the file's columns are {list(map(str, df.columns))}"
+        )
+
+
+def _encode_target(
+    col: pd.Series, *, target_type: str, where: str
+) -> tuple[np.ndarray, list[str], bool, str]:
+    """(y, label_names, regression, how) for the target column."""
+    missing = col.isna().to_numpy()
+    if missing.any():
+        rows = ", ".join(str(i) for i in np.flatnonzero(missing)[:5])
+        raise DataError(
+            f"{where}: target column {col.name!r} has {int(missing.sum())} missing value(s) (rows {rows}); "
+            "expected a label on every row: drop or fill those rows"
+        )
+    numeric = pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype)
+    if target_type == "regression" or (
+        target_type == "auto"
+        and numeric
+        and (not np.all(np.mod(col.to_numpy(dtype=np.float64), 1) == 0) or col.nunique() > MAX_CLASSES)
+    ):
+        if not numeric:
+            raise DataError(f"{where}: target column {col.name!r} is not numeric; regression needs numbers")
+        return col.to_numpy(dtype=np.float64), [], True, "regression (numeric target)"
+    values = sorted(col.unique().tolist(), key=lambda v: (str(type(v)), v))
+    if numeric and values == list(range(len(values))):
+        return col.to_numpy(dtype=np.int64), [str(v) for v in values], False, "classes 0..K-1 as given"
+    index = {v: i for i, v in enumerate(values)}
+    y = col.map(index).to_numpy(dtype=np.int64)
+    return y, [str(v) for v in values], False, "classes encoded in sorted order of their values"
+
+
+@register_source("tabular")
+class TabularSource(DataSource):
+    """A CSV or Parquet table; splits from ``split_column`` or made here (seeded, stratified)."""
+
+    Config = TabularConfig
+    config: TabularConfig
+
+    def load(self, seed: int) -> DatasetBundle:
+        cfg = self.config
+        path = Path(cfg.path).expanduser().resolve()
+        where = f"table {path}"
+        if not path.is_file():
+            raise DataError(f"{where}: file not found; expected a CSV or Parquet file")
+        df = _read(path)
+        df.columns = [str(c) for c in df.columns]
+        if cfg.target not in df.columns:
+            raise DataError(
+                f"{where}: target column {cfg.target!r} not found; the file's columns are {list(df.columns)}"
+            )
+        _require_columns(df, cfg.drop, where=where, field="drop")
+        _require_columns(df, list(cfg.categorical or []), where=where, field="categorical")
+        if cfg.split_column is not None:
+            _require_columns(df, [cfg.split_column], where=where, field="split_column")
+        if TARGET_COLUMN in df.columns:
+            raise DataError(f"{where}: column name {TARGET_COLUMN!r} is reserved; rename that column")
+        df = df.reset_index(drop=True)
+
+        excluded = {cfg.target, *cfg.drop, *([cfg.split_column] if cfg.split_column else [])}
+        features = [c for c in df.columns if c not in excluded]
+        if not features:
+            raise DataError(f"{where}: no feature columns left after removing target, split_column and drop")
+        X = df[features].copy()
+        if cfg.categorical is None:
+            categorical = [
+                c
+                for c in features
+                if X[c].dtype == object
+                or pd.api.types.is_bool_dtype(X[c].dtype)
+                or pd.api.types.is_string_dtype(X[c].dtype)
+                or isinstance(X[c].dtype, pd.CategoricalDtype)
+            ]
+        else:
+            categorical = [c for c in cfg.categorical if c in features]
+        for c in categorical:
+            # categories from the whole file (sorted), so codes agree across splits
+            cats = sorted(X[c].dropna().unique().tolist(), key=lambda v: (str(type(v)), v))
+            X[c] = pd.Categorical(X[c], categories=cats)
+        for c in features:
+            if c not in categorical and X[c].dtype == object:
+                raise DataError(f"{where}: column {c!r} holds text; list it in `categorical` or `drop`")
+
+        y, label_names, regression, how = _encode_target(
+            df[cfg.target], target_type=cfg.target_type, where=where
+        )
+        provenance: dict[str, Any] = {
+            "file": str(path),
+            "rows": len(df),
+            "target": cfg.target,
+            "target_encoding": how,
+        }
+        warnings: list[str] = []
+        if cfg.split_column is not None:
+            labels = df[cfg.split_column].astype("string").str.strip().str.lower()
+            bad = ~labels.isin(SPLITS).fillna(False).to_numpy(dtype=bool)
+            if bad.any():
+                found = sorted({str(v) for v in df[cfg.split_column][bad].unique().tolist()})[:10]
+                rows = ", ".join(str(i) for i in np.flatnonzero(bad)[:5])
+                raise DataError(
+                    f"{where}: split_column {cfg.split_column!r} has values {found} (rows {rows}); "
+                    "expected train, val or test on every row"
+                )
+            splits = {s: take(X, y, np.flatnonzero((labels == s).to_numpy(dtype=bool))) for s in SPLITS}
+            split_origin = "source"
+            provenance["split_column"] = cfg.split_column
+        else:
+            splits, plan = split_arrays(
+                X,
+                y,
+                val_fraction=cfg.val_fraction,
+                test_fraction=cfg.test_fraction,
+                seed=seed,
+                label_names=label_names,
+            )
+            split_origin = "seeded_stratified"
+            provenance["splits"] = plan.provenance(seed, cfg.val_fraction, cfg.test_fraction)
+            if plan.small_classes and plan.note:
+                warnings.append(f"{path.name}: {plan.note}")
+        meta = DatasetMeta(
+            name=path.stem,
+            source="tabular",
+            kind="table",
+            task_hint="regression" if regression else None,
+            label_names=label_names,
+            feature_names=features,
+            categorical_features=categorical,
+            split_origin=split_origin,
+            provenance=provenance,
+            warnings=warnings,
+        )
+        bundle = DatasetBundle(meta=meta, splits=splits)
+        return validate_bundle(bundle, where=where)
