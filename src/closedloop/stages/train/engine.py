@@ -1,0 +1,552 @@
+"""The training engine: in-memory tensors, batched augmentation, AdamW, schedules, early stopping and
+resumable checkpoints.
+
+Data stay ``uint8`` tensors (images, NCHW) in memory; a batch is an index slice, converted to float,
+augmented and normalized on the batch. Every random draw of the loop (shuffling, augmentation, mixup)
+comes from one ``torch.Generator`` whose state is checkpointed with the model, optimizer, scheduler
+and global RNG after every epoch, so a run killed mid-training resumes to the same result.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from closedloop.stages.train.augment import AugmentParams, augment_images, mix_batch
+
+CLASSIFICATION = ("binary", "multiclass", "multilabel", "ordinal")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite (the trial is stopped and recorded, not the run)."""
+
+
+@dataclass(frozen=True)
+class HParams:
+    """Optimization and regularization knobs of one training run."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    l1: float = 0.0
+    label_smoothing: float = 0.0
+    schedule: str = "onecycle"
+    """onecycle | cosine | constant."""
+    warmup: float = 0.2
+    """Share of steps spent warming up (onecycle / cosine)."""
+    grad_clip: float | None = 5.0
+    class_weight: str = "none"
+    """none | balanced | sqrt: per-sample loss weights from train class frequencies."""
+    sampler: str = "shuffle"
+    """shuffle | balanced (draw classes equally often; resampling instead of weighting)."""
+    patience: int | None = None
+    """Early stopping: epochs without improvement of the validation metric (None: never stop early)."""
+    ordinal_loss: str = "sord"
+    """ordinal tasks: ce | sord (soft ordinal labels, neighbours share probability mass)."""
+    augment: AugmentParams = field(default_factory=AugmentParams)
+
+    def with_(self, **kw: Any) -> HParams:
+        aug_keys = {k: kw.pop(k) for k in list(kw) if k in AugmentParams.__dataclass_fields__}
+        out = replace(self, **kw)
+        if aug_keys:
+            out = replace(out, augment=replace(out.augment, **aug_keys))
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HParams:
+        d = dict(d)
+        aug = AugmentParams(**d.pop("augment", {}))
+        return cls(**d, augment=aug)
+
+
+@dataclass
+class TensorSet:
+    """One split in memory: ``x`` uint8 NCHW images or float32 (N, F) normalized table rows;
+    ``y`` targets (float (N, K) for binary/multilabel/regression, long (N,) for multiclass/ordinal)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    y_np: np.ndarray
+    """Targets as given (for metrics)."""
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, idx: np.ndarray | torch.Tensor) -> TensorSet:
+        i = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+        return TensorSet(self.x[i], self.y[i], self.y_np[np.asarray(idx)])
+
+    @staticmethod
+    def concat(a: TensorSet, b: TensorSet) -> TensorSet:
+        return TensorSet(torch.cat([a.x, b.x]), torch.cat([a.y, b.y]), np.concatenate([a.y_np, b.y_np]))
+
+
+def n_logits_for(problem_type: str, n_outputs: int) -> int:
+    return 1 if problem_type in ("binary", "regression") else int(n_outputs)
+
+
+def make_tensor_set(X: Any, y: np.ndarray, pre: Any, problem_type: str) -> TensorSet:
+    """Split arrays -> :class:`TensorSet` using the preprocessing (tables are normalized once here)."""
+    from closedloop.models.trained import raw_array
+
+    if pre.input_kind == "images":
+        arr = np.asarray(X)
+        if arr.dtype != np.uint8:
+            arr = np.clip(arr, 0, 255).astype(np.uint8)
+        x = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).contiguous()
+    else:
+        a = raw_array(X)
+        fill = np.asarray(pre.impute if pre.impute is not None else [0.0] * a.shape[1], np.float32)
+        a = np.where(np.isnan(a), fill[None, :], a)
+        a = (a - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
+        x = torch.from_numpy(a.astype(np.float32))
+    y_np = np.asarray(y)
+    if problem_type in ("multiclass", "ordinal"):
+        yt = torch.from_numpy(y_np.reshape(-1).astype(np.int64))
+    else:
+        yt = torch.from_numpy(y_np.reshape(len(y_np), -1).astype(np.float32))
+    return TensorSet(x, yt, y_np)
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]]
+    best_epoch: int
+    """1-based epoch with the best validation score (last epoch when there is no validation)."""
+    best_score: float | None
+    stopped: str
+    """completed | early_stopped | time_budget."""
+    seconds: float
+    val_logits: np.ndarray | None = None
+    """Validation logits of the returned (best) weights."""
+
+
+class Engine:
+    """Trains and evaluates one network for one task.
+
+    Args:
+        problem_type, n_outputs: from the task.
+        mean, std: per-channel normalization (images; tables arrive normalized).
+        metric: validation metric for early stopping and selection; ``higher_is_better`` its direction.
+        device: "cpu" or "cuda"; on CUDA, bf16 autocast and channels-last are used.
+    """
+
+    def __init__(
+        self,
+        problem_type: str,
+        n_outputs: int,
+        *,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+        metric: str = "loss",
+        higher_is_better: bool = False,
+        metric_convention: str = "standard",
+        device: str = "cpu",
+        class_counts: list[int] | None = None,
+        eval_batch_size: int = 1024,
+    ) -> None:
+        self.problem_type = problem_type
+        self.n_outputs = n_outputs
+        self.n_logits = n_logits_for(problem_type, n_outputs)
+        self.device = torch.device(device)
+        self.mean = torch.tensor(mean or [0.0], dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std or [1.0], dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self.metric = metric
+        self.higher_is_better = higher_is_better
+        self.metric_convention = metric_convention
+        self.class_counts = class_counts
+        self.eval_batch_size = eval_batch_size
+        self.cuda = self.device.type == "cuda"
+
+    # -- batches --------------------------------------------------------------------------------
+    def to_input(
+        self, xb: torch.Tensor, aug: AugmentParams | None, g: torch.Generator | None
+    ) -> torch.Tensor:
+        xb = xb.to(self.device, non_blocking=True)
+        if xb.dtype == torch.uint8:
+            xb = xb.float().div_(255.0)
+            if aug is not None and g is not None:
+                xb = augment_images(xb, aug, g)
+            xb = (xb - self.mean) / self.std
+            if self.cuda:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+        return xb
+
+    def soft_targets(self, yb: torch.Tensor, hp: HParams) -> torch.Tensor:
+        """Targets as (N, K) floats (so mixup and label smoothing work the same for every task)."""
+        yb = yb.to(self.device)
+        if self.problem_type in ("multiclass", "ordinal"):
+            k = self.n_logits
+            if self.problem_type == "ordinal" and hp.ordinal_loss == "sord":
+                ranks = torch.arange(k, device=yb.device, dtype=torch.float32)
+                t = torch.softmax(-((ranks[None, :] - yb[:, None].float()) ** 2), dim=1)
+            else:
+                t = F.one_hot(yb, k).float()
+            if hp.label_smoothing > 0:
+                t = t * (1 - hp.label_smoothing) + hp.label_smoothing / k
+            return t
+        if self.problem_type == "regression":
+            return yb.float()
+        t = yb.float()
+        if hp.label_smoothing > 0:
+            t = t * (1 - hp.label_smoothing) + 0.5 * hp.label_smoothing
+        return t
+
+    def class_weights(self, hp: HParams, y: TensorSet) -> torch.Tensor | None:
+        if hp.class_weight == "none" or self.problem_type == "regression":
+            return None
+        if self.problem_type in ("binary", "multilabel"):
+            ym = y.y.float()
+            pos = ym.mean(0).clamp(1e-3, 1 - 1e-3)
+            w = torch.stack([0.5 / (1 - pos), 0.5 / pos])  # (2, L): weight of a negative, of a positive
+        else:
+            counts = torch.bincount(y.y, minlength=self.n_logits).float().clamp(min=1)
+            w = counts.sum() / (len(counts) * counts)
+        if hp.class_weight == "sqrt":
+            w = w.sqrt()
+        return w.to(self.device)
+
+    def loss(
+        self, logits: torch.Tensor, t: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Mean loss for soft targets ``t``: BCE (binary, multi-label), CE (multi-class, ordinal), MSE."""
+        logits = logits.float()
+        if self.problem_type == "regression":
+            return F.mse_loss(logits, t)
+        if self.problem_type in ("binary", "multilabel"):
+            per = F.binary_cross_entropy_with_logits(logits, t, reduction="none")
+            if weights is not None:
+                per = per * (t * weights[1] + (1 - t) * weights[0])
+            return per.mean()
+        per = -(t * F.log_softmax(logits, dim=1)).sum(1)
+        if weights is not None:
+            per = per * (t * weights[None, :]).sum(1)
+        return per.mean()
+
+    # -- evaluation -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_logits(self, net: nn.Module, data: TensorSet) -> np.ndarray:
+        net.eval()
+        outs = []
+        for i in range(0, len(data), self.eval_batch_size):
+            xb = self.to_input(data.x[i : i + self.eval_batch_size], None, None)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
+                outs.append(net(xb).float().cpu())
+        return torch.cat(outs).numpy() if outs else np.zeros((0, self.n_logits), np.float32)
+
+    def evaluate(self, logits: np.ndarray, data: TensorSet) -> dict[str, float]:
+        """Validation loss and metric from logits (no smoothing, no weights)."""
+        lt = torch.from_numpy(logits)
+        t = self.soft_targets(data.y, HParams(label_smoothing=0.0, ordinal_loss="ce")).cpu()
+        out = {"loss": float(self.loss(lt, t))}
+        if self.metric != "loss":
+            out[self.metric] = score(
+                self.metric, data.y_np, logits, self.problem_type, self.metric_convention
+            )
+        return out
+
+    def selection_score(self, ev: dict[str, float]) -> float:
+        """Higher is better, whatever the metric."""
+        v = ev.get(self.metric, ev["loss"])
+        if not np.isfinite(v):
+            return -math.inf
+        return v if (self.higher_is_better and self.metric != "loss") else -v
+
+    # -- training -------------------------------------------------------------------------------
+    def make_optimizer(self, net: nn.Module, hp: HParams, total_steps: int) -> tuple[Any, Any]:
+        decay = [p for p in net.parameters() if p.requires_grad and p.ndim > 1]
+        no_decay = [p for p in net.parameters() if p.requires_grad and p.ndim <= 1]
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=hp.lr,
+        )
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda=_schedule(hp, total_steps))
+        return opt, sched
+
+    def fit(
+        self,
+        net: nn.Module,
+        train: TensorSet,
+        val: TensorSet | None,
+        hp: HParams,
+        *,
+        seed: int,
+        checkpoint: Path | None = None,
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+        deadline: float | None = None,
+        restore_best: bool = True,
+        max_steps: int | None = None,
+    ) -> FitResult:
+        """Train ``net`` in place. ``on_epoch(epoch, record)`` may raise to stop (Optuna pruning).
+
+        With ``checkpoint``, the full state is saved after every epoch and a run finding the file resumes.
+        """
+        t0 = time.time()
+        net.to(self.device)
+        if self.cuda:
+            net.to(memory_format=torch.channels_last)
+        dist = _dist_info()
+        n = len(train)
+        bs = min(hp.batch_size, n)
+        steps_per_epoch = max(1, n // (bs * dist[1]))
+        total = steps_per_epoch * hp.epochs if max_steps is None else max_steps
+        opt, sched = self.make_optimizer(net, hp, total)
+        g = torch.Generator().manual_seed(int(seed))
+        weights = self.class_weights(hp, train)
+        model = net
+        if dist[1] > 1:
+            model = nn.parallel.DistributedDataParallel(net)
+        history: list[dict[str, float]] = []
+        best = (-math.inf, 0, None)  # score, epoch, state
+        start_epoch, bad = 0, 0
+        if checkpoint is not None and Path(checkpoint).is_file():
+            ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
+            net.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["scheduler"])
+            g.set_state(ck["generator"])
+            torch.set_rng_state(ck["torch_rng"])
+            history = ck["history"]
+            start_epoch, bad = int(ck["epoch"]), int(ck["bad_epochs"])
+            best = (float(ck["best_score"]), int(ck["best_epoch"]), ck["best_state"])
+        sampling = _sampler(hp, train, self.problem_type)
+        stopped, step = "completed", start_epoch * steps_per_epoch
+        for epoch in range(start_epoch, hp.epochs):
+            model.train()
+            if sampling is None:
+                perm = torch.randperm(n, generator=g)
+            else:
+                perm = torch.multinomial(sampling, n, replacement=True, generator=g)
+            perm = perm[dist[0] :: dist[1]]
+            tot, cnt = 0.0, 0
+            for b in range(steps_per_epoch):
+                if max_steps is not None and step >= max_steps:
+                    break
+                idx = perm[b * bs : (b + 1) * bs]
+                xb = self.to_input(train.x[idx], hp.augment, g)
+                t = self.soft_targets(train.y[idx], hp)
+                if xb.dim() == 4:
+                    xb, t = mix_batch(xb, t, hp.augment, g, step)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
+                    logits = model(xb)
+                loss = self.loss(logits, t, weights)
+                if hp.l1 > 0:
+                    loss = loss + hp.l1 * sum(p.abs().sum() for p in net.parameters() if p.ndim > 1)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"non-finite training loss ({float(loss)}) at epoch {epoch + 1}, step {b + 1} "
+                        f"(lr {sched.get_last_lr()[0]:.2g}); lower the learning rate or check the inputs"
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if hp.grad_clip:
+                    nn.utils.clip_grad_norm_(net.parameters(), hp.grad_clip)
+                opt.step()
+                sched.step()
+                step += 1
+                tot += float(loss.detach()) * len(idx)
+                cnt += len(idx)
+            rec: dict[str, float] = {"epoch": epoch + 1, "train_loss": tot / max(cnt, 1)}
+            rec["lr"] = float(sched.get_last_lr()[0])
+            if val is not None and len(val):
+                ev = self.evaluate(self.predict_logits(net, val), val)
+                rec.update({f"val_{k}": v for k, v in ev.items()})
+                sc = self.selection_score(ev)
+            else:
+                sc = -rec["train_loss"] if np.isfinite(rec["train_loss"]) else -math.inf
+            rec["seconds"] = time.time() - t0
+            history.append(rec)
+            if sc > best[0] or best[2] is None:
+                best = (sc, epoch + 1, _cpu_state(net) if restore_best else None)
+                bad = 0
+            else:
+                bad += 1
+            if checkpoint is not None and dist[0] == 0:
+                _save_checkpoint(
+                    checkpoint,
+                    {
+                        "model": net.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "generator": g.get_state(),
+                        "torch_rng": torch.get_rng_state(),
+                        "history": history,
+                        "epoch": epoch + 1,
+                        "bad_epochs": bad,
+                        "best_score": best[0],
+                        "best_epoch": best[1],
+                        "best_state": best[2] if best[2] is not None else {},
+                    },
+                )
+            if on_epoch is not None:
+                on_epoch(epoch + 1, rec)
+            if hp.patience is not None and val is not None and bad >= hp.patience:
+                stopped = "early_stopped"
+                break
+            if deadline is not None and time.time() > deadline and epoch + 1 < hp.epochs:
+                stopped = "time_budget"
+                break
+        if restore_best and val is not None and best[2]:
+            net.load_state_dict(best[2])
+        val_logits = self.predict_logits(net, val) if val is not None and len(val) else None
+        return FitResult(
+            history=history,
+            best_epoch=best[1] if val is not None else len(history),
+            best_score=None if val is None else float(best[0]),
+            stopped=stopped,
+            seconds=time.time() - t0,
+            val_logits=val_logits,
+        )
+
+    def lr_range_test(
+        self,
+        net: nn.Module,
+        train: TensorSet,
+        hp: HParams,
+        *,
+        seed: int,
+        steps: int = 60,
+        lr_min: float = 1e-5,
+        lr_max: float = 1.0,
+    ) -> tuple[list[float], list[float], float]:
+        """LR finder (Smith 2015): raise the LR exponentially for ``steps`` batches; suggest the LR
+        one decade below the loss minimum (the network is modified; pass a copy)."""
+        net = net.to(self.device).train()
+        g = torch.Generator().manual_seed(seed)
+        opt = torch.optim.AdamW(net.parameters(), lr=lr_min, weight_decay=hp.weight_decay)
+        lrs, losses, smooth = [], [], None
+        bs = min(hp.batch_size, len(train))
+        for i in range(steps):
+            lr = lr_min * (lr_max / lr_min) ** (i / max(steps - 1, 1))
+            for grp in opt.param_groups:
+                grp["lr"] = lr
+            idx = torch.randint(0, len(train), (bs,), generator=g)
+            xb = self.to_input(train.x[idx], None, None)
+            loss = self.loss(net(xb), self.soft_targets(train.y[idx], hp))
+            if not torch.isfinite(loss):
+                break
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            v = float(loss)
+            smooth = v if smooth is None else 0.7 * smooth + 0.3 * v
+            lrs.append(lr)
+            losses.append(smooth)
+            if smooth > 4 * min(losses):
+                break
+        best = lrs[int(np.argmin(losses))] if losses else hp.lr
+        return lrs, losses, float(best / 10)
+
+
+def _schedule(hp: HParams, total: int) -> Callable[[int], float]:
+    warm = max(1, int(hp.warmup * total)) if hp.schedule != "constant" else 0
+
+    def f(step: int) -> float:
+        if hp.schedule == "constant":
+            return 1.0
+        if step < warm:
+            start = 1 / 25 if hp.schedule == "onecycle" else 0.0
+            return start + (1 - start) * (step + 1) / warm
+        prog = min(1.0, (step - warm) / max(1, total - warm))
+        floor = 1e-4 if hp.schedule == "onecycle" else 0.0
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * prog))
+
+    return f
+
+
+def _sampler(hp: HParams, train: TensorSet, problem_type: str) -> torch.Tensor | None:
+    if hp.sampler != "balanced" or problem_type not in ("binary", "multiclass", "ordinal"):
+        return None
+    y = train.y.reshape(len(train), -1)[:, 0].long() if problem_type == "binary" else train.y
+    counts = torch.bincount(y).float().clamp(min=1)
+    return (1.0 / counts)[y].double()
+
+
+def _cpu_state(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    from closedloop.core.io import atomic_path
+
+    with atomic_path(Path(path)) as tmp:
+        torch.save(state, tmp)
+
+
+def _dist_info() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def score(
+    metric: str, y_true: np.ndarray, logits: np.ndarray, problem_type: str, convention: str = "standard"
+) -> float:
+    """One metric from logits (probabilities via the package's prediction convention)."""
+    from closedloop.models.trained import logits_to_proba
+
+    proba = logits_to_proba(logits, problem_type)
+    try:
+        from closedloop.stats.metrics import compute_metrics
+
+        return float(compute_metrics([metric], y_true, proba, problem_type, convention=convention)[metric])
+    except ImportError:
+        return _fallback_metric(metric, y_true, proba, problem_type)
+    except Exception:  # a metric undefined on this sample (one class present) must not stop training
+        try:
+            return _fallback_metric(metric, y_true, proba, problem_type)
+        except Exception:
+            return float("nan")
+
+
+def _fallback_metric(metric: str, y_true: np.ndarray, proba: np.ndarray, problem_type: str) -> float:
+    from sklearn import metrics as skm
+
+    y = np.asarray(y_true)
+    if problem_type == "regression":
+        err = proba.reshape(-1) - y.reshape(-1).astype(float)
+        return float(np.sqrt(np.mean(err**2))) if metric == "rmse" else float(np.mean(np.abs(err)))
+    if problem_type == "binary":
+        yb = y.reshape(-1).astype(int)
+        p = proba[:, 1]
+        if metric == "auc":
+            return float(skm.roc_auc_score(yb, p))
+        if metric == "pr_auc":
+            return float(skm.average_precision_score(yb, p))
+        pred = (p >= 0.5).astype(int)
+        if metric == "balanced_accuracy":
+            return float(skm.balanced_accuracy_score(yb, pred))
+        if metric == "f1":
+            return float(skm.f1_score(yb, pred))
+        return float(np.mean(pred == yb))
+    if problem_type == "multilabel":
+        if metric == "auc":
+            return float(np.mean([skm.roc_auc_score(y[:, i], proba[:, i]) for i in range(y.shape[1])]))
+        return float(np.mean((proba >= 0.5) == y))
+    yk = y.reshape(-1).astype(int)
+    if metric == "auc":
+        return float(skm.roc_auc_score(yk, proba, multi_class="ovr", labels=list(range(proba.shape[1]))))
+    pred = proba.argmax(1)
+    if metric == "balanced_accuracy":
+        return float(skm.balanced_accuracy_score(yk, pred))
+    if metric == "f1":
+        return float(skm.f1_score(yk, pred, average="macro"))
+    return float(np.mean(pred == yk))
+
+
+def clone_network(net: nn.Module) -> nn.Module:
+    return copy.deepcopy(net)
