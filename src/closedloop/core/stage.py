@@ -171,6 +171,9 @@ class Stage:
     """Registry key (set by :func:`~closedloop.core.registry.register_stage`)."""
     version: ClassVar[str] = "1"
     """Bump to invalidate cached results when the stage's logic changes."""
+    nondeterministic_outputs: ClassVar[tuple[str, ...]] = ()
+    """Output ports that legitimately differ between identical runs (e.g. they hold measured
+    latencies); the common determinism check skips them."""
     Config: ClassVar[type[StageConfig]] = StageConfig
     Inputs: ClassVar[type[StageIO]] = StageIO
     Outputs: ClassVar[type[StageIO]] = StageIO

@@ -24,7 +24,9 @@ class LoadDataConfig(StageConfig):
     @model_validator(mode="after")
     def _validate_options(self) -> LoadDataConfig:
         cls = SOURCES.resolve(self.source, where="data.source")
-        cls(self.options)  # validates; raises ConfigError naming data.<field>
+        # store the source's full, validated config so equal data configs fingerprint equally
+        full = cls(self.options).config.model_dump(mode="json")
+        object.__setattr__(self, "options", full)
         return self
 
 

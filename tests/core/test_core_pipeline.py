@@ -1,0 +1,166 @@
+"""Pipeline: wiring checks, run directory, caching, resume, --only and --out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import toy_pkg
+from closedloop import Pipeline
+from closedloop.core.errors import RunDirError, WiringError
+from closedloop.stages.load_data import LoadData
+
+DATA = {"source": "toy_pkg:ToySource", "n": 30}
+
+
+def test_missing_input_names_both_stages() -> None:
+    with pytest.raises(
+        WiringError, match="stage 'needs_model' needs input 'missing_thing'.*earlier stages produce"
+    ):
+        Pipeline([toy_pkg.SumPixels(), toy_pkg.Double(), toy_pkg.NeedsModel()], data=DATA)
+
+
+def test_out_of_order_wiring_is_reported_as_cycle() -> None:
+    with pytest.raises(WiringError, match="only the later stage 'sum_pixels'.*cyclic or out of order"):
+        Pipeline([toy_pkg.Double(), toy_pkg.SumPixels()], data=DATA)
+
+
+def test_wrong_artifact_type_names_producer() -> None:
+    from closedloop.core.stage import RunContext, Stage, StageIO
+
+    class WantsBundleAsTotal(Stage):
+        class Inputs(StageIO):
+            data: toy_pkg.Total
+
+        class Outputs(StageIO):
+            other: toy_pkg.Total
+
+        def run(self, inputs: object, ctx: RunContext) -> object:  # pragma: no cover
+            raise AssertionError
+
+    with pytest.raises(
+        WiringError,
+        match="needs input 'data' of type Total, but stage 'data' produces 'data' of type DatasetBundle",
+    ):
+        Pipeline([WantsBundleAsTotal()], data=DATA)
+
+
+def test_run_directory_layout_and_summary(runs_dir: Path) -> None:
+    res = Pipeline([toy_pkg.SumPixels(), toy_pkg.Double()], data=DATA, name="toy").run(progress=False)
+    assert res.ok
+    d = res.run_dir
+    assert d.parent == Path("runs") / "toy"
+    for f in ("config.yaml", "env.json", "manifest.json", "summary.json", "report.html"):
+        assert (d / f).is_file(), f
+    s = json.loads((d / "summary.json").read_text())
+    assert s["name"] == "toy" and s["status"] == "ok"
+    st = s["stages"]["sum_pixels"]
+    assert st["status"] == "ok" and st["dir"] == "stages/02_sum_pixels"
+    assert (d / st["artifacts"]["total"] / "artifact.json").is_file()
+    assert st["total"] == pytest.approx(res.artifact("total").value)
+    assert not list(d.glob("stages/*.tmp"))
+    env = json.loads((d / "env.json").read_text())
+    assert env["seed"] == 0 and env["packages"]["numpy"]
+    html = (d / "report.html").read_text()
+    assert "sum_pixels" in html and "<script" not in html and 'src="http' not in html
+    assert "closedloop run" in res._repr_html_()
+
+
+def test_cache_hit_and_invalidation(runs_dir: Path) -> None:
+    make = lambda scale: Pipeline([toy_pkg.SumPixels(scale=scale), toy_pkg.Double()], data=DATA, name="toy")  # noqa: E731
+    make(1.0).run(progress=False)
+    again = make(1.0).run(progress=False)
+    assert all(s["cached"] for s in again.summary["stages"].values())
+    changed = make(2.0).run(progress=False)
+    st = changed.summary["stages"]
+    assert st["data"]["cached"] and not st["sum_pixels"]["cached"] and not st["double"]["cached"]
+    assert changed.artifact("doubled").value == pytest.approx(2 * again.artifact("doubled").value)
+
+
+def test_crash_then_resume(runs_dir: Path, tmp_path: Path) -> None:
+    flag = tmp_path / "crash"
+    flag.write_text("1")
+    pipe = Pipeline([toy_pkg.SumPixels(), toy_pkg.Double(crash_flag=str(flag))], data=DATA, name="toy")
+    res = pipe.run(progress=False)
+    assert not res.ok
+    s = res.summary["stages"]
+    assert s["double"]["status"] == "failed" and "simulated crash" in s["double"]["error"]
+    assert (res.run_dir / "report.html").is_file() and (res.run_dir / "summary.json").is_file()
+    # a crashed stage never looks complete; its scratch space (checkpoints) survives for the resume
+    assert not (res.run_dir / "stages/03_double").exists()
+    assert (res.run_dir / "stages/03_double.tmp/work/started.txt").is_file()
+    flag.unlink()
+    resumed = pipe.run(resume=res.run_dir, progress=False)
+    assert resumed.ok and resumed.run_dir == res.run_dir
+    assert resumed.summary["stages"]["sum_pixels"]["cached"]
+    assert not resumed.summary["stages"]["double"]["cached"]
+    assert (res.run_dir / "stages/03_double/artifacts/doubled/artifact.json").is_file()
+    assert not (res.run_dir / "stages/03_double.tmp").exists()
+
+
+def test_resume_with_other_pipeline_is_refused(runs_dir: Path) -> None:
+    res = Pipeline([toy_pkg.SumPixels()], data=DATA, name="toy").run(progress=False)
+    with pytest.raises(RunDirError, match="different pipeline"):
+        Pipeline([toy_pkg.SumPixels(scale=5)], data=DATA, name="toy").run(resume=res.run_dir)
+
+
+def test_out_dir_of_another_run_is_refused(runs_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "myrun"
+    Pipeline([toy_pkg.SumPixels()], data=DATA, name="toy").run(out=out, progress=False)
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(RunDirError, match="already holds run"):
+        Pipeline([toy_pkg.SumPixels(scale=3)], data=DATA, name="toy").run(out=out)
+    assert sorted(p.name for p in out.iterdir()) == before
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirError, match="not a closedloop run"):
+        Pipeline([toy_pkg.SumPixels()], data=DATA, name="toy").run(out=junk)
+
+
+def test_only_runs_subset_and_what_it_needs(runs_dir: Path) -> None:
+    res = Pipeline([toy_pkg.SumPixels(), toy_pkg.Double()], data=DATA, name="toy").run(
+        only=["sum_pixels"], progress=False
+    )
+    st = res.summary["stages"]
+    assert (
+        st["data"]["status"] == "ok"
+        and st["sum_pixels"]["status"] == "ok"
+        and st["double"]["status"] == "skipped"
+    )
+
+
+def test_python_and_yaml_build_the_same_pipeline(tmp_path: Path) -> None:
+    p = toy_pkg.write_config(tmp_path / "c.yaml")
+    from_yaml = Pipeline.from_yaml(p)
+    from_python = Pipeline(
+        [toy_pkg.SumPixels(name="sum"), toy_pkg.Double(name="double")],
+        data=LoadData(source="toy_pkg:ToySource", options={"n": 40}, name="data"),
+        name="toy",
+    )
+    assert from_yaml.fingerprint() == from_python.fingerprint()
+
+
+def test_stage_must_not_override_execute() -> None:
+    from closedloop.core.stage import Stage
+
+    with pytest.raises(TypeError, match="do not override execute"):
+
+        class Bad(Stage):  # noqa: F841
+            def execute(self, inputs, ctx):  # type: ignore[override]
+                return None
+
+
+def test_stage_ports_must_be_artifacts() -> None:
+    from closedloop.core.stage import Stage, StageIO
+
+    with pytest.raises(TypeError, match="ports must be Artifact subclasses"):
+
+        class Bad(Stage):  # noqa: F841
+            class Inputs(StageIO):
+                x: int
+
+            def run(self, inputs, ctx):
+                return None
