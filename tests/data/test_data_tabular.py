@@ -1,0 +1,182 @@
+"""The tabular source (CSV / Parquet)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from closedloop.core.errors import ConfigError, DataError
+from closedloop.data.bundle import DatasetBundle
+from closedloop.data.sources.tabular import TabularSource
+
+
+def frame(n: int = 60) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    age = rng.normal(40, 10, n)
+    age[[3, 17]] = np.nan
+    return pd.DataFrame(
+        {
+            "id": np.arange(n),
+            "age": age,
+            "plan": rng.choice(["basic", "pro", None], n),
+            "active": rng.random(n) < 0.5,
+            "churn": np.where(np.arange(n) % 3 == 0, "yes", "no"),
+        }
+    )
+
+
+def write_csv(tmp_path: Path, df: pd.DataFrame, name: str = "churn.csv") -> str:
+    path = tmp_path / name
+    df.to_csv(path, index=False)
+    return str(path)
+
+
+def test_csv_with_string_target_and_categoricals(tmp_path):
+    path = write_csv(tmp_path, frame())
+    b = TabularSource(path=path, target="churn", drop=["id"]).load(seed=0)
+    m = b.meta
+    assert m.name == "churn" and m.kind == "table" and m.split_origin == "seeded_stratified"
+    assert m.label_names == ["no", "yes"]
+    assert m.feature_names == ["age", "plan", "active"]
+    assert set(m.categorical_features) == {"plan", "active"}
+    assert list(b.train.X.columns) == ["age", "plan", "active"]
+    assert isinstance(b.train.X["plan"].dtype, pd.CategoricalDtype)
+    assert b.train.y.dtype == np.int64 and set(b.train.y.tolist()) == {0, 1}
+    assert sum(b.sizes().values()) == 60
+    # missing values stay missing
+    total_nan = sum(int(s.X["age"].isna().sum()) for s in b.splits.values())
+    assert total_nan == 2
+    total_na_plan = sum(int(s.X["plan"].isna().sum()) for s in b.splits.values())
+    assert total_na_plan == int(frame()["plan"].isna().sum()) > 0
+
+
+def test_categories_come_from_the_whole_file(tmp_path):
+    df = frame()
+    df["split"] = ["train"] * 40 + ["val"] * 10 + ["test"] * 10
+    df.loc[55, "plan"] = "enterprise"  # only in the test split
+    path = write_csv(tmp_path, df)
+    b = TabularSource(path=path, target="churn", split_column="split", drop=["id"]).load(seed=0)
+    assert b.meta.split_origin == "source" and b.sizes() == {"train": 40, "val": 10, "test": 10}
+    cats = list(b.train.X["plan"].cat.categories)
+    assert cats == ["basic", "enterprise", "pro"]
+    assert list(b.val.X["plan"].cat.categories) == cats
+    code_pro = cats.index("pro")
+    f = b.train.features()
+    rows = (b.train.X["plan"] == "pro").to_numpy()
+    assert np.all(f[rows, 1] == code_pro)
+
+
+def test_parquet_and_round_trip(tmp_path):
+    path = tmp_path / "churn.parquet"
+    frame().to_parquet(path, index=False)
+    b = TabularSource(path=str(path), target="churn").load(seed=1)
+    assert "id" in b.meta.feature_names
+    b.save(tmp_path / "bundle")
+    back = DatasetBundle.load(tmp_path / "bundle")
+    assert back.meta == b.meta and back.sizes() == b.sizes()
+    np.testing.assert_array_equal(back.train.features(), b.train.features())
+    np.testing.assert_array_equal(back.val.y, b.val.y)
+    assert list(back.train.X["plan"].cat.categories) == list(b.train.X["plan"].cat.categories)
+
+
+def test_deterministic_splits(tmp_path):
+    path = write_csv(tmp_path, frame())
+    a = TabularSource(path=path, target="churn").load(seed=5)
+    b = TabularSource(path=path, target="churn").load(seed=5)
+    c = TabularSource(path=path, target="churn").load(seed=6)
+    pd.testing.assert_frame_equal(a.train.X, b.train.X)
+    assert not a.train.X["id"].equals(c.train.X["id"])
+
+
+def test_regression_target(tmp_path):
+    df = frame()
+    df["spend"] = np.random.default_rng(1).gamma(2.0, 50.0, len(df))
+    path = write_csv(tmp_path, df.drop(columns=["churn"]))
+    b = TabularSource(path=path, target="spend").load(seed=0)
+    assert b.train.y.dtype == np.float64 and b.meta.label_names == [] and b.meta.task_hint == "regression"
+    assert "regression" in b.meta.provenance["splits"]["note"]
+
+
+def test_integer_classes_are_remapped(tmp_path):
+    df = frame().drop(columns=["churn"])
+    df["grade"] = np.where(np.arange(len(df)) % 2 == 0, 3, 7)
+    b = TabularSource(path=write_csv(tmp_path, df), target="grade").load(seed=0)
+    assert b.meta.label_names == ["3", "7"] and set(b.train.y.tolist()) == {0, 1}
+
+
+def test_explicit_categorical_list(tmp_path):
+    df = frame()
+    df["zip"] = np.arange(len(df)) % 4
+    b = TabularSource(
+        path=write_csv(tmp_path, df), target="churn", categorical=["zip", "plan"], drop=["active"]
+    ).load(0)
+    assert b.meta.categorical_features == ["zip", "plan"]
+    assert isinstance(b.train.X["zip"].dtype, pd.CategoricalDtype)
+
+
+def test_missing_target_column_lists_columns(tmp_path):
+    path = write_csv(tmp_path, frame())
+    with pytest.raises(DataError, match=r"churn.csv: target column 'label' not found.*\['id', 'age'"):
+        TabularSource(path=path, target="label").load(seed=0)
+
+
+def test_unknown_drop_column(tmp_path):
+    with pytest.raises(DataError, match=r"drop column\(s\) \['nope'\] not found"):
+        TabularSource(path=write_csv(tmp_path, frame()), target="churn", drop=["nope"]).load(seed=0)
+
+
+def test_inf_in_features(tmp_path):
+    df = frame()
+    df.loc[5, "age"] = np.inf
+    path = tmp_path / "t.parquet"
+    df.to_parquet(path)
+    with pytest.raises(DataError, match=r"t.parquet: split '\w+': column 'age' has 1 infinite value"):
+        TabularSource(path=str(path), target="churn").load(seed=0)
+
+
+def test_bad_split_values(tmp_path):
+    df = frame()
+    df["split"] = ["train"] * 50 + ["valid"] * 10
+    with pytest.raises(DataError, match=r"split_column 'split' has values \['valid'\]"):
+        TabularSource(path=write_csv(tmp_path, df), target="churn", split_column="split").load(seed=0)
+
+
+def test_empty_split_from_split_column(tmp_path):
+    df = frame()
+    df["split"] = ["train"] * 50 + ["test"] * 10
+    with pytest.raises(DataError, match=r"churn.csv: split 'val' is empty"):
+        TabularSource(path=write_csv(tmp_path, df), target="churn", split_column="split").load(seed=0)
+
+
+def test_single_class_train(tmp_path):
+    df = frame()
+    df["split"] = np.where(df["churn"] == "yes", "val", "train")
+    df.loc[1, "split"] = "test"
+    df.loc[0, "split"] = "test"
+    with pytest.raises(DataError, match=r"split 'train': every example has the same class \('no'\)"):
+        TabularSource(path=write_csv(tmp_path, df), target="churn", split_column="split").load(seed=0)
+
+
+def test_missing_target_values(tmp_path):
+    df = frame()
+    df.loc[[4, 9], "churn"] = None
+    with pytest.raises(DataError, match=r"target column 'churn' has 2 missing value\(s\) \(rows 4, 9\)"):
+        TabularSource(path=write_csv(tmp_path, df), target="churn").load(seed=0)
+
+
+def test_missing_file_and_bad_suffix(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        TabularSource(path=str(tmp_path / "nope.csv"), target="y").load(seed=0)
+    (tmp_path / "data.xlsx").write_bytes(b"x")
+    with pytest.raises(DataError, match="unknown file type '.xlsx'"):
+        TabularSource(path=str(tmp_path / "data.xlsx"), target="y").load(seed=0)
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match=r"unknown key 'targt' \(did you mean 'target'\?\)"):
+        TabularSource(path="x.csv", targt="y")
+    with pytest.raises(ConfigError, match="data.target: required"):
+        TabularSource(path="x.csv")
