@@ -1,0 +1,211 @@
+"""A standalone predictor for an exported closedloop model: needs only numpy and onnxruntime.
+
+This file imports nothing from closedloop (and never torch), so it can be copied next to the model
+and used on its own::
+
+    from predictor import Predictor          # or: from closedloop.serving import Predictor
+    p = Predictor("exported/")                # reads predictor.json and the ONNX file it names
+    p.predict_proba(images_uint8)             # (N, H, W, C) raw pixels 0..255, or (N, F) raw features
+    p.predict_labels(images_uint8)            # class names, using the validation-chosen threshold
+
+Command line: ``python predictor.py MODEL_DIR INPUT.npy [--variant int8]`` prints JSON predictions.
+
+The ONNX graph contains the input normalization; this module only checks the input contract
+(shape, dtype), applies the calibrated temperature and the link function, and turns probabilities
+into decisions with the threshold stored in the metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+METADATA_FILE = "predictor.json"
+FORMAT_VERSION = 1
+
+
+class PredictorError(ValueError):
+    """The model files or the input do not follow the predictor's contract."""
+
+
+def _logits_to_proba(logits: np.ndarray, problem_type: str, temperature: float) -> np.ndarray:
+    # Same convention as closedloop.models.trained.logits_to_proba (kept in sync by a test).
+    z = np.asarray(logits, dtype=np.float64) / float(temperature)
+    if problem_type == "regression":
+        return np.asarray(logits, dtype=np.float64).reshape(len(z), -1)
+    if problem_type == "binary":
+        p = 1.0 / (1.0 + np.exp(-z.reshape(-1)))
+        return np.stack([1 - p, p], axis=1)
+    if problem_type == "multilabel":
+        return 1.0 / (1.0 + np.exp(-z))
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def load_metadata(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check ``predictor.json`` in ``directory``."""
+    path = Path(directory) / METADATA_FILE
+    if not path.is_file():
+        raise PredictorError(
+            f"{path}: predictor metadata not found (expected the export stage's {METADATA_FILE})"
+        )
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PredictorError(f"{path}: not valid JSON ({exc})") from None
+    missing = [k for k in ("problem_type", "input", "models", "temperature") if k not in meta]
+    if missing:
+        raise PredictorError(f"{path}: missing key(s) {missing}")
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise PredictorError(
+            f"{path}: format_version {meta['format_version']} is newer than this predictor ({FORMAT_VERSION})"
+        )
+    return meta
+
+
+class Predictor:
+    """Run an exported model on raw inputs and return calibrated probabilities and decisions.
+
+    Args:
+        directory: folder holding ``predictor.json`` and the ONNX files it names.
+        variant: which model file to run (``fp32``, ``int8``, ``student``...); default: the shipped one.
+        threads: intra-op threads for onnxruntime (default: the value recorded at export).
+    """
+
+    def __init__(
+        self, directory: str | os.PathLike[str], variant: str | None = None, threads: int | None = None
+    ) -> None:
+        import onnxruntime as ort
+
+        self.directory = Path(directory)
+        self.meta = load_metadata(self.directory)
+        models = self.meta["models"]
+        self.variant = variant or self.meta.get("shipped") or next(iter(models))
+        if self.variant not in models:
+            raise PredictorError(
+                f"variant {self.variant!r} not in {self.directory / METADATA_FILE}; have {sorted(models)}"
+            )
+        entry = models[self.variant]
+        entry = entry if isinstance(entry, dict) else {"file": entry}
+        path = self.directory / entry["file"]
+        if not path.is_file():
+            raise PredictorError(f"{path}: model file not found")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads or self.meta.get("threads") or 1)
+        opts.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            raise PredictorError(
+                f"{path}: cannot load the ONNX model ({type(exc).__name__}: {exc})"
+            ) from None
+        self.input_name = self.session.get_inputs()[0].name
+        inp = self.meta["input"]
+        self.input_shape = tuple(int(d) for d in inp["shape"])
+        self.input_kind = inp.get("kind", "images")
+        self.problem_type = self.meta["problem_type"]
+        # A variant (e.g. a distilled student) may carry its own calibration.
+        self.temperature = float(entry.get("temperature", self.meta.get("temperature", 1.0)))
+        self.threshold = entry.get("threshold", self.meta.get("threshold"))
+        self.label_names = list(self.meta.get("label_names") or [])
+
+    # -- input contract ---------------------------------------------------------------------------
+    def check_input(self, x: Any) -> np.ndarray:
+        """Return ``x`` as a float32 array ``(N, *input_shape)`` or raise :class:`PredictorError`."""
+        arr = np.asarray(x)
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+            raise PredictorError(
+                f"input dtype {arr.dtype} is not numeric; expected {self.meta['input'].get('accepts', 'uint8 or float32')}"
+            )
+        if np.issubdtype(arr.dtype, np.complexfloating):
+            raise PredictorError(f"input dtype {arr.dtype} is complex; expected real pixel/feature values")
+        want = self.input_shape
+        if arr.shape == want:
+            raise PredictorError(
+                f"input shape {arr.shape} is one sample without a batch axis; expected (N, {', '.join(map(str, want))}) "
+                "- use x[None]"
+            )
+        if arr.ndim != len(want) + 1 or tuple(arr.shape[1:]) != want:
+            raise PredictorError(
+                f"input shape {tuple(arr.shape)} does not match the model: expected (N, {', '.join(map(str, want))})"
+                + (" with channels last (N, H, W, C)" if self.input_kind == "images" else "")
+            )
+        if self.input_kind == "images" and np.issubdtype(arr.dtype, np.floating):
+            finite = arr[np.isfinite(arr)]
+            if finite.size != arr.size:
+                raise PredictorError("image input contains NaN or infinite values")
+            if finite.size and (finite.min() < 0 or finite.max() > 255):
+                raise PredictorError(
+                    f"image values range {finite.min():.3g}..{finite.max():.3g}; expected raw pixels in 0..255 "
+                    "(do not normalize: the model does)"
+                )
+        return np.ascontiguousarray(arr, dtype=np.float32)
+
+    # -- inference --------------------------------------------------------------------------------
+    def predict_logits(self, x: Any, batch_size: int = 256) -> np.ndarray:
+        arr = self.check_input(x)
+        outs = [
+            self.session.run(None, {self.input_name: arr[i : i + batch_size]})[0]
+            for i in range(0, len(arr), batch_size)
+        ]
+        if not outs:
+            return np.zeros((0, 1), np.float32)
+        return np.concatenate(outs).reshape(len(arr), -1)
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        """Calibrated probabilities (binary: ``(N, 2)``; multiclass: ``(N, K)``; multilabel: ``(N, L)``)."""
+        return _logits_to_proba(self.predict_logits(x), self.problem_type, self.temperature)
+
+    def predict(self, x: Any) -> np.ndarray:
+        """Decisions: class indices (binary uses the validation-chosen threshold), 0/1 per label, or values."""
+        proba = self.predict_proba(x)
+        if self.problem_type == "regression":
+            return proba.reshape(-1)
+        if self.problem_type == "binary":
+            thr = 0.5 if self.threshold is None else float(self.threshold)
+            return (proba[:, 1] >= thr).astype(np.int64)
+        if self.problem_type == "multilabel":
+            thr = 0.5 if self.threshold is None else float(self.threshold)
+            return (proba >= thr).astype(np.int64)
+        return proba.argmax(axis=1).astype(np.int64)
+
+    def predict_labels(self, x: Any) -> list[Any]:
+        """Class names for each sample (lists of names for multi-label)."""
+        pred = self.predict(x)
+        names = self.label_names
+        if self.problem_type == "regression" or not names:
+            return pred.tolist()
+        if self.problem_type == "multilabel":
+            return [[names[j] for j in np.flatnonzero(row)] for row in pred]
+        return [names[int(i)] for i in pred]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(
+        description="Predict with an exported closedloop model (numpy + onnxruntime)."
+    )
+    ap.add_argument("model_dir")
+    ap.add_argument("input_npy", help="a .npy file with raw inputs (N, H, W, C) or (N, F)")
+    ap.add_argument("--variant", default=None)
+    args = ap.parse_args(argv)
+    try:
+        p = Predictor(args.model_dir, variant=args.variant)
+        x = np.load(args.input_npy, allow_pickle=False)
+        out = {"variant": p.variant, "proba": p.predict_proba(x).tolist(), "labels": p.predict_labels(x)}
+    except (PredictorError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,98 @@
+"""Short training loops on raw inputs: knowledge distillation and the fine-tune after pruning.
+
+Distillation loss (Hinton et al.): ``alpha * T^2 * soft(student/T, teacher/T) + (1 - alpha) * hard``;
+soft is KL for softmax outputs, BCE against sigmoid(teacher/T) for one-logit / multi-label outputs
+and MSE to the teacher for regression.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def hard_loss(logits: torch.Tensor, y: torch.Tensor, problem: str) -> torch.Tensor:
+    if problem == "binary":
+        return F.binary_cross_entropy_with_logits(logits.reshape(-1), y.reshape(-1).float())
+    if problem == "multilabel":
+        return F.binary_cross_entropy_with_logits(logits, y.reshape(logits.shape).float())
+    if problem == "regression":
+        return F.mse_loss(logits.reshape(-1), y.reshape(-1).float())
+    return F.cross_entropy(logits, y.reshape(-1).long())
+
+
+def soft_loss(student: torch.Tensor, teacher: torch.Tensor, problem: str, T: float) -> torch.Tensor:
+    if problem == "regression":
+        return F.mse_loss(student, teacher)
+    if problem in ("binary", "multilabel"):
+        return F.binary_cross_entropy_with_logits(student / T, torch.sigmoid(teacher / T)) * T * T
+    return (
+        F.kl_div(
+            F.log_softmax(student / T, 1),
+            F.log_softmax(teacher / T, 1),
+            log_target=True,
+            reduction="batchmean",
+        )
+        * T
+        * T
+    )
+
+
+def fit(
+    module: nn.Module,
+    X: np.ndarray,
+    y: np.ndarray,
+    problem: str,
+    *,
+    epochs: int,
+    lr: float = 1e-3,
+    batch_size: int = 128,
+    seed: int = 0,
+    teacher_logits: np.ndarray | None = None,
+    temperature: float = 4.0,
+    alpha: float = 0.7,
+    threads: int | None = None,
+) -> nn.Module:
+    """Train ``module`` (taking raw inputs) with Adam; with ``teacher_logits``, distill from them."""
+    if threads:
+        torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(seed)
+    Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+    yt = torch.from_numpy(
+        np.asarray(y).astype(np.float32 if problem in ("binary", "multilabel", "regression") else np.int64)
+    )
+    Tt = None if teacher_logits is None else torch.from_numpy(np.asarray(teacher_logits, dtype=np.float32))
+    params = [p for p in module.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr)
+    module.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(Xt), generator=g)
+        for i in range(0, len(order), batch_size):
+            idx = order[i : i + batch_size]
+            if len(idx) < 2:
+                continue
+            out = module(Xt[idx])
+            loss = hard_loss(out, yt[idx], problem)
+            if Tt is not None:
+                loss = (
+                    alpha * soft_loss(out, Tt[idx].reshape(out.shape), problem, temperature)
+                    + (1 - alpha) * loss
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return module.eval()
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def build_student(spec: Any, input_shape: list[int], n_logits: int) -> nn.Module:
+    from closedloop.models.registry import build_network
+
+    return build_network(spec, input_shape, n_logits)

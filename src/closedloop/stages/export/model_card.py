@@ -1,0 +1,192 @@
+"""The model card: one markdown page a reviewer can read without the run directory.
+
+Sections for the audit, baselines and the training evaluation appear only when those artifacts are
+wired in (they are optional inputs of the export stage).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 1000 else f"{v:,.0f}"
+    return str(v)
+
+
+def _artifact_items(art: Any, limit: int = 12) -> list[str]:
+    """Readable bullet lines from an optional artifact whose exact shape this module does not know."""
+    try:
+        summary = art.model_dump(mode="json") if hasattr(art, "model_dump") else dict(vars(art))
+    except Exception:
+        return [f"(could not read {type(art).__name__})"]
+    lines = []
+    for k, v in summary.items():
+        if isinstance(v, dict | list) and len(str(v)) > 200:
+            v = f"{type(v).__name__} with {len(v)} entries"
+        lines.append(f"- **{k}**: {v}")
+        if len(lines) >= limit:
+            break
+    return lines
+
+
+def per_day(task: Any, y: np.ndarray, proba: np.ndarray, threshold: float) -> str | None:
+    """Binary tasks with ``business.cases_per_day``: caught / missed / false alarms per day at the threshold."""
+    b = task.business
+    if task.problem_type != "binary" or not b.cases_per_day:
+        return None
+    yi = np.asarray(y).reshape(-1).astype(int)
+    pred = (proba[:, 1] >= threshold).astype(int)
+    pos, neg = yi == 1, yi == 0
+    sens = float(pred[pos].mean()) if pos.any() else float("nan")
+    fpr = float(pred[neg].mean()) if neg.any() else float("nan")
+    prev = b.prevalence or float(pos.mean())
+    n_pos, n_neg = b.cases_per_day * prev, b.cases_per_day * (1 - prev)
+    name = b.positive_name or "positive"
+    cost = (1 - sens) * n_pos * b.cost_false_negative + fpr * n_neg * b.cost_false_positive
+    return (
+        f"Per day ({b.cases_per_day:,.0f} cases, {prev:.1%} {name}): about **{sens * n_pos:,.1f} {name} caught**, "
+        f"**{(1 - sens) * n_pos:,.1f} missed**, **{fpr * n_neg:,.1f} false alarms** "
+        f"(sensitivity {sens:.3f}, false-positive rate {fpr:.3f} on validation; expected cost {cost:,.1f})."
+    )
+
+
+def render_model_card(
+    *,
+    task: Any,
+    model: Any,
+    data_meta: Any,
+    measurements: dict[str, Any],
+    per_day_text: str | None,
+    montage: str | None,
+    montage_error: str | None,
+    audit: Any = None,
+    baseline: Any = None,
+    evaluation: Any = None,
+) -> str:
+    m = measurements
+    metric = task.primary_metric
+    shipped = m["shipped"]
+    L: list[str] = [f"# Model card: {data_meta.name} ({task.problem_type})", ""]
+    L += [
+        "## Intended use",
+        task.intended_use or "_Not declared in the task (set `intended_use` in the task stage)._",
+        "",
+        "## Known misuse",
+        *([f"- {x}" for x in task.known_misuse] or ["_None declared (set `known_misuse`)._"]),
+        "",
+        "## Model",
+        f"- Predicts **{task.target}** from **{task.inputs}**; classes: {', '.join(task.label_names) or 'n/a'}",
+        f"- Family `{model.spec.family}` {model.spec.params or ''}, {model.n_parameters():,} parameters",
+        f"- Shipped variant: **{shipped}** (`{m['variants'][shipped]['file']}`), blessed: **{m['blessed']}**",
+        f"- Calibrated temperature {model.temperature:.3f}; operating threshold "
+        + (
+            f"{model.threshold:.4f} (chosen on validation)" if model.threshold is not None else "argmax / 0.5"
+        ),
+        "",
+        "## Data",
+        f"- Source `{data_meta.source}`, dataset `{data_meta.name}`; class counts {task.class_counts}",
+    ]
+    if data_meta.warnings:
+        L += [f"- Loader warning: {w}" for w in data_meta.warnings]
+    if audit is not None:
+        L += ["", "### Audit findings", *_artifact_items(audit)]
+    L += ["", "## Metrics (validation; the single test evaluation belongs to training)", ""]
+    L += [
+        "| variant | " + metric + " | 95% CI | diff vs fp32 [95% CI] | size | p50 / p95 ms | accepted |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, v in m["variants"].items():
+        c = v.get("comparison")
+        lat = m["latency_ms"].get(name, {})
+        cells = (
+            [
+                _fmt(c["value"]),
+                f"[{c['ci'][0]:.4f}, {c['ci'][1]:.4f}]",
+                f"{c['diff']:+.4f} [{c['diff_ci'][0]:+.4f}, {c['diff_ci'][1]:+.4f}]",
+            ]
+            if c
+            else ["-", "-", "-"]
+        )
+        acc = "yes" if v["accepted"] else f"no: {v.get('reason', '')}"
+        L.append(
+            f"| {name} | {' | '.join(cells)} | {v.get('size_bytes', 0) / 1e6:.3f} MB | "
+            f"{lat.get('p50', float('nan')):.3f} / {lat.get('p95', float('nan')):.3f} | {acc} |"
+        )
+    if task.acceptance:
+        L += ["", f"Acceptance bar: {task.acceptance}; checks: {m['checks']}"]
+    if evaluation is not None:
+        L += ["", "### Training evaluation", *_artifact_items(evaluation)]
+    if baseline is not None:
+        L += ["", "### Baselines", *_artifact_items(baseline)]
+    if task.references:
+        L += ["", "### References"]
+        L += [f"- {r.name} ({r.level}): {r.metrics} {r.source}" for r in task.references]
+    L += ["", "## Operating point"]
+    L.append(per_day_text or "_No per-day framing: set `business.cases_per_day` (binary tasks)._")
+    L += ["", "## Worst validation errors"]
+    if montage:
+        L.append(f"![worst errors]({montage})")
+    else:
+        L.append(f"_Montage not drawn: {montage_error or 'not an image task'}._")
+    L += [
+        "",
+        "## Limits",
+        f"- Inputs must match the training distribution: {task.inputs}; raw values as documented in `predictor.json`.",
+        "- Metrics are validation estimates with bootstrap intervals; a new site, scanner or population may differ.",
+        "- int8 outputs differ slightly from fp32 (see the parity figures in `measurements.json`).",
+        "",
+        "## Monitoring drift",
+        "- Log inputs' summary statistics and predicted probabilities per day; compare with the validation profile "
+        "(the `monitor` stage does this from the export folder).",
+        "- Alert when the positive rate at the threshold or the mean probability moves outside its validation interval; "
+        "re-label a sample and re-evaluate before trusting the model again.",
+        "",
+    ]
+    return "\n".join(L)
+
+
+def worst_errors_montage(
+    X: np.ndarray,
+    y: np.ndarray,
+    proba: np.ndarray,
+    problem: str,
+    label_names: list[str],
+    path: Path,
+    k: int = 16,
+) -> Path:
+    """A grid of the ``k`` most confident wrong validation predictions (image tasks)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    yi = np.asarray(y).reshape(-1).astype(int)
+    conf_true = proba[np.arange(len(yi)), yi]
+    pred = proba.argmax(axis=1)
+    wrong = np.flatnonzero(pred != yi)
+    if len(wrong) == 0:
+        raise ValueError("no validation errors")
+    order = wrong[np.argsort(conf_true[wrong])][:k]
+    cols = min(8, len(order))
+    rows = int(np.ceil(len(order) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+
+    def name(c: int) -> str:
+        return label_names[c] if c < len(label_names) else str(c)
+
+    for ax, i in zip(axes.ravel(), order, strict=False):
+        img = X[i]
+        ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
+        ax.set_title(f"y={name(yi[i])}\np={name(pred[i])} {proba[i, pred[i]]:.2f}", fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

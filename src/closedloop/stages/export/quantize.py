@@ -1,0 +1,128 @@
+"""int8 quantization with onnxruntime: static QDQ per-channel (CNNs) or dynamic (MLPs).
+
+``quant_pre_process`` (shape inference + graph optimization) runs first, as onnxruntime recommends.
+Only compute ops are quantized; the input normalization at the top of the graph stays float so raw
+pixel / feature values keep their full precision.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from closedloop.core.errors import DataError
+from closedloop.stages.export.errors import ExportError
+from closedloop.stages.export.onnx_export import INPUT_NAME
+
+STATIC_OPS = [
+    "Conv",
+    "Gemm",
+    "MatMul",
+    "Relu",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "Add",
+    "Flatten",
+]
+DYNAMIC_OPS = ["MatMul", "Gemm"]
+
+
+def _reader(batches: list[np.ndarray]):  # -> CalibrationDataReader
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            b = next(self._it, None)
+            return None if b is None else {INPUT_NAME: b}
+
+        def rewind(self) -> None:
+            self._it = iter(batches)
+
+    return _Reader()
+
+
+def check_calibration(calib: np.ndarray, input_shape: list[int]) -> np.ndarray:
+    """Calibration data must be raw inputs ``(N, *input_shape)``; return it as float32."""
+    arr = np.asarray(calib)
+    if arr.ndim != len(input_shape) + 1 or list(arr.shape[1:]) != list(input_shape) or len(arr) == 0:
+        raise DataError(
+            f"calibration data has shape {tuple(arr.shape)}; expected (N>0, {', '.join(map(str, input_shape))}) "
+            "raw inputs like the model's (images channels-last, pixel values 0..255)"
+        )
+    if not np.issubdtype(arr.dtype, np.number):
+        raise DataError(f"calibration data dtype {arr.dtype} is not numeric")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def quantize_model(
+    fp32_path: Path,
+    out_path: Path,
+    *,
+    mode: Literal["static", "dynamic"],
+    calibration: np.ndarray | None,
+    input_shape: list[int],
+    per_channel: bool = True,
+    batch_size: int = 32,
+) -> Path:
+    """Write an int8 model to ``out_path``. ``calibration`` (raw train inputs) is needed for static."""
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    out_path = Path(out_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        logging.getLogger("root").setLevel(logging.ERROR)  # the quantizer logs warnings to the root logger
+        try:
+            quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
+        except Exception:
+            # Symbolic shape inference fails on some graphs; the ONNX shape inference still runs.
+            quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        try:
+            if mode == "static":
+                if calibration is None:
+                    raise DataError("static quantization needs calibration data (raw train inputs)")
+                calib = check_calibration(calibration, input_shape)
+                batches = [calib[i : i + batch_size] for i in range(0, len(calib), batch_size)]
+                quantize_static(
+                    str(pre),
+                    str(out_path),
+                    _reader(batches),
+                    quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=STATIC_OPS,
+                    per_channel=per_channel,
+                    activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax,
+                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+                )
+            elif mode == "dynamic":
+                quantize_dynamic(
+                    str(pre),
+                    str(out_path),
+                    op_types_to_quantize=DYNAMIC_OPS,
+                    per_channel=per_channel,
+                    weight_type=QuantType.QInt8,
+                )
+            else:
+                raise ExportError(f"unknown quantization mode {mode!r}; expected static or dynamic")
+        except (DataError, ExportError):
+            raise
+        except Exception as exc:
+            raise ExportError(
+                f"{mode} quantization of {fp32_path} failed: {type(exc).__name__}: {str(exc)[:300]}"
+            ) from None
+    return out_path
