@@ -19,6 +19,20 @@ from closedloop.core.io import append_jsonl
 Purpose = Literal["evaluation", "audit"]
 
 
+def _append(path: Path, record: dict[str, Any]) -> None:
+    """Append one record, first closing a torn last line (a crash mid-write) so the new record
+    starts on its own line and stays readable."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size > 0:
+        with open(path, "rb") as f:
+            f.seek(-1, 2)
+            torn = f.read(1) != b"\n"
+        if torn:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write("\n")
+    append_jsonl(path, record)
+
+
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     import json
 
@@ -80,9 +94,36 @@ class TestLedger:
             "unseal_reason": self.unseal_reason if unsealed else None,
             "previous_openings": len(previous),
         }
-        append_jsonl(self.global_path, record)
-        append_jsonl(self.run_path, record)
+        _append(self.global_path, record)
+        if Path(self.run_path) != Path(self.global_path):
+            _append(self.run_path, record)
         return record
+
+    def history(self, fingerprint: str | None = None) -> list[dict[str, Any]]:
+        """Every opening recorded for this pipeline (all runs), optionally for one fingerprint."""
+        rows = _read_jsonl(self.global_path)
+        return [r for r in rows if fingerprint is None or r.get("fingerprint") == fingerprint]
+
+    def is_sealed(self, fingerprint: str) -> bool:
+        """True when an evaluation opening for ``fingerprint`` would be refused (without unsealing)."""
+        return any(
+            e.get("purpose") == "evaluation" and e.get("run_id") != self.run_id
+            for e in self.history(fingerprint)
+        )
+
+    def rows(self) -> list[dict[str, Any]]:
+        """This run's openings as report table rows (when, by what, why)."""
+        return [
+            {
+                "when": e.get("time"),
+                "stage": e.get("stage"),
+                "purpose": e.get("purpose"),
+                "reason": e.get("reason"),
+                "unsealed": e.get("unseal_reason") or "",
+                "earlier openings": e.get("previous_openings", 0),
+            }
+            for e in self.entries()
+        ]
 
 
 @dataclass
@@ -95,13 +136,43 @@ class ValidationLedger:
     def record(
         self, *, stage: str, description: str, params: dict[str, Any], metrics: dict[str, Any]
     ) -> None:
-        rec = {"stage": stage, "description": description, "params": params, "metrics": metrics}
+        rec = {
+            "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "stage": stage,
+            "description": description,
+            "params": params,
+            "metrics": metrics,
+        }
         self.entries_.append(rec)
-        append_jsonl(self.path, rec)
+        _append(self.path, rec)
 
     def entries(self, stage: str | None = None) -> list[dict[str, Any]]:
         rows = _read_jsonl(self.path)
         return [r for r in rows if stage is None or r.get("stage") == stage]
 
     def count(self, stage: str | None = None) -> int:
+        """How many configurations were evaluated on validation (in one stage, or in all)."""
         return len(self.entries(stage))
+
+    def by_stage(self) -> dict[str, int]:
+        """Stage -> number of configurations it evaluated on validation, in first-seen order."""
+        out: dict[str, int] = {}
+        for r in self.entries():
+            out[str(r.get("stage"))] = out.get(str(r.get("stage")), 0) + 1
+        return out
+
+    def selected_among(self, stage: str | None = None) -> str:
+        """The report's sentence, e.g. "selected among 14 configurations (baseline: 6, train: 8)"."""
+        n = self.count(stage)
+        text = f"selected among {n} configuration{'s' if n != 1 else ''} evaluated on validation"
+        parts = self.by_stage() if stage is None else {}
+        if len(parts) > 1:
+            text += " (" + ", ".join(f"{k}: {v}" for k, v in parts.items()) + ")"
+        return text
+
+    def rows(self, stage: str | None = None) -> list[dict[str, Any]]:
+        """Report table rows: what was evaluated and its validation metrics."""
+        return [
+            {"stage": r.get("stage"), "configuration": r.get("description"), **(r.get("metrics") or {})}
+            for r in self.entries(stage)
+        ]
