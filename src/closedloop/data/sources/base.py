@@ -46,7 +46,10 @@ class DataSource:
     def __init__(self, config: SourceConfig | dict[str, Any] | None = None, **params: Any) -> None:
         data = config.model_dump() if isinstance(config, SourceConfig) else dict(config or {})
         self.config = validate_model(
-            type(self).Config, {**data, **params}, where=f"data source {type(self).key!r}", prefix="data"
+            type(self).Config,
+            {**data, **params},
+            where=f"data source {type(self).key or type(self).__qualname__!r}",
+            prefix="data",
         )
 
     def load(self, seed: int) -> DatasetBundle:
