@@ -180,3 +180,14 @@ def test_config_errors():
         TabularSource(path="x.csv", targt="y")
     with pytest.raises(ConfigError, match="data.target: required"):
         TabularSource(path="x.csv")
+
+
+def test_text_column_not_listed_as_categorical(tmp_path):
+    path = write_csv(tmp_path, frame())
+    with pytest.raises(DataError, match=r"column 'plan' holds text; list it in `categorical` or `drop`"):
+        TabularSource(path=path, target="churn", categorical=["active"]).load(seed=0)
+
+
+def test_path_objects_are_accepted(tmp_path):
+    path = Path(write_csv(tmp_path, frame()))
+    assert TabularSource(path=path, target="churn").config.path == str(path)

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import os
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from closedloop.core.config import validate_model
 from closedloop.data.bundle import DatasetBundle
+
+
+def _fspath(value: Any) -> Any:
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+#: A path option: YAML gives a string, Python may pass a ``pathlib.Path``; stored as ``str``.
+PathStr = Annotated[str, BeforeValidator(_fspath)]
 
 
 class SourceConfig(BaseModel):

@@ -23,7 +23,7 @@ from pydantic import Field
 from closedloop.core.errors import DataError
 from closedloop.core.registry import register_source
 from closedloop.data.bundle import SPLITS, DatasetBundle, DatasetMeta, Split
-from closedloop.data.sources.base import DataSource, SplitFractionsConfig
+from closedloop.data.sources.base import DataSource, PathStr, SplitFractionsConfig
 from closedloop.data.splits import split_arrays
 from closedloop.data.validate import validate_bundle
 
@@ -34,7 +34,7 @@ _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 class ImageFolderConfig(SplitFractionsConfig):
     """A folder of class subfolders (or of train/val/test folders of class subfolders)."""
 
-    root: str
+    root: PathStr
     """Folder with one subfolder per class, or with train/, val/ and test/ each holding class subfolders.
     ``~`` is expanded; relative paths are relative to the working directory."""
     grayscale: bool | None = None

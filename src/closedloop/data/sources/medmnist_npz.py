@@ -32,7 +32,7 @@ from pydantic_core import PydanticCustomError
 from closedloop.core.errors import ConfigError, DataError
 from closedloop.core.registry import register_source
 from closedloop.data.bundle import SPLITS, DatasetBundle, DatasetMeta, Split
-from closedloop.data.sources.base import DataSource, SourceConfig
+from closedloop.data.sources.base import DataSource, PathStr, SourceConfig
 from closedloop.data.splits import stratified_subsample
 from closedloop.data.validate import check_image_values, validate_bundle
 
@@ -100,7 +100,7 @@ class MedMNISTConfig(SourceConfig):
     """Dataset flag from ``medmnist.INFO``: pneumoniamnist, breastmnist, chestmnist, retinamnist, ..."""
     size: Literal[28, 64, 128, 224] = 28
     """Image side in pixels; 28 reads ``<flag>.npz``, others ``<flag>_<size>.npz``."""
-    root: str = "~/.medmnist"
+    root: PathStr = "~/.medmnist"
     """Folder holding the ``.npz`` files; ``~`` is expanded, relative paths are relative to the
     working directory."""
     download: bool = True

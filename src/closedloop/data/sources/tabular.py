@@ -22,7 +22,7 @@ from pydantic import Field
 from closedloop.core.errors import DataError
 from closedloop.core.registry import register_source
 from closedloop.data.bundle import SPLITS, TARGET_COLUMN, DatasetBundle, DatasetMeta
-from closedloop.data.sources.base import DataSource, SplitFractionsConfig
+from closedloop.data.sources.base import DataSource, PathStr, SplitFractionsConfig
 from closedloop.data.splits import MAX_CLASSES, split_arrays, take
 from closedloop.data.validate import validate_bundle
 
@@ -33,7 +33,7 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 class TabularConfig(SplitFractionsConfig):
     """A CSV or Parquet file with a target column."""
 
-    path: str
+    path: PathStr
     """CSV (.csv, .tsv) or Parquet (.parquet, .pq) file; relative to the working directory."""
     target: str
     """Name of the column to predict."""
@@ -147,7 +147,7 @@ class TabularSource(DataSource):
             cats = sorted(X[c].dropna().unique().tolist(), key=lambda v: (str(type(v)), v))
             X[c] = pd.Categorical(X[c], categories=cats)
         for c in features:
-            if c not in categorical and X[c].dtype == object:
+            if c not in categorical and (X[c].dtype == object or pd.api.types.is_string_dtype(X[c].dtype)):
                 raise DataError(f"{where}: column {c!r} holds text; list it in `categorical` or `drop`")
 
         y, label_names, regression, how = _encode_target(
