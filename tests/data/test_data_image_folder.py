@@ -139,3 +139,16 @@ def test_config_errors():
         ImageFolderSource(root="x", gray=True)
     with pytest.raises(ConfigError, match="data.root: required"):
         ImageFolderSource()
+
+
+def test_16bit_grayscale_is_scaled_not_clipped(tmp_path):
+    root = tmp_path / "ct"
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(4):
+            arr = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 60 + i).astype(np.uint16)
+            Image.fromarray(arr).save(root / cls / f"{i}.png")
+    b = ImageFolderSource(root=str(root)).load(seed=0)
+    assert b.image_shape == (8, 8, 1)
+    X = np.concatenate([b.train.X, b.val.X])
+    assert X.max() == 255 and X.min() == 0 and len(np.unique(X)) > 32

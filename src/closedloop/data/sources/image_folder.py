@@ -78,22 +78,20 @@ def _read_images(files: list[Path], *, gray: bool, size: int | None, where: str)
     """Decode ``files`` to one uint8 (N, H, W, C) array."""
     from PIL import Image, UnidentifiedImageError
 
-    images = []
+    arrays = []
+    first_shape: tuple[int, ...] | None = None
+    first_file: Path | None = None
     for f in files:
         try:
-            with Image.open(f) as im:
-                im.load()
-                images.append(im.copy())
+            with Image.open(f) as opened:
+                opened.load()
+                im = opened.copy()
         except (UnidentifiedImageError, OSError) as exc:
             raise DataError(
                 f"{where}: cannot read image {f}: {exc}; expected a png/jpg/jpeg/bmp file"
             ) from None
-    arrays = []
-    first_shape: tuple[int, ...] | None = None
-    first_file: Path | None = None
-    for f, im in zip(files, images, strict=True):
         if im.mode in ("I", "I;16", "I;16B", "I;16L", "F") and gray:
-            # 16-bit / float grayscale: scale the file's own range to 0..255 instead of clipping
+            # 16-bit / float grayscale: PIL would clip to 0..255; scale this image's own min..max instead
             a = np.asarray(im, dtype=np.float64)
             lo, hi = float(a.min()), float(a.max())
             a = np.zeros_like(a) if hi <= lo else (a - lo) * (255.0 / (hi - lo))
