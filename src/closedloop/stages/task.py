@@ -161,6 +161,8 @@ def _class_counts(y: np.ndarray, problem: str, n_outputs: int) -> list[int]:
 
 def infer_problem_type(data: DatasetBundle) -> tuple[ProblemType, str]:
     y = np.asarray(data.train.y)
+    if data.meta.task_hint in ("regression", "binary", "multiclass", "multilabel", "ordinal"):
+        return data.meta.task_hint, f"declared by the source ({data.meta.task_hint!r})"  # type: ignore[return-value]
     if data.meta.task_hint in MEDMNIST_TASKS:
         return MEDMNIST_TASKS[data.meta.task_hint], f"declared by the source ({data.meta.task_hint!r})"
     if y.ndim == 2 and y.shape[1] > 1:
