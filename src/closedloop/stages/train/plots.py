@@ -1,0 +1,107 @@
+"""Figures of the training stage (matplotlib, Agg backend, PNG)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def curves(path: str, runs: dict[str, list[dict[str, float]]], title: str, metric: str | None = None) -> None:
+    """Train/val loss per epoch for each run (and the validation metric on a second panel)."""
+    plt = _plt()
+    has_metric = metric is not None and any(f"val_{metric}" in r for h in runs.values() for r in h)
+    fig, axes = plt.subplots(
+        1, 2 if has_metric else 1, figsize=(10 if has_metric else 5.5, 3.6), squeeze=False
+    )
+    ax = axes[0][0]
+    for i, (name, hist) in enumerate(runs.items()):
+        color = f"C{i % 10}"
+        ep = [r["epoch"] for r in hist]
+        ax.plot(ep, [r["train_loss"] for r in hist], "--", color=color, label=f"{name} train")
+        if any("val_loss" in r for r in hist):
+            ax.plot(ep, [r.get("val_loss") for r in hist], "-", color=color, label=f"{name} val")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    if has_metric:
+        ax2 = axes[0][1]
+        for i, (name, hist) in enumerate(runs.items()):
+            ax2.plot(
+                [r["epoch"] for r in hist],
+                [r.get(f"val_{metric}") for r in hist],
+                color=f"C{i % 10}",
+                label=name,
+            )
+        ax2.set_xlabel("epoch")
+        ax2.set_ylabel(f"validation {metric}")
+        ax2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def sanity(path: str, losses: list[float]) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.semilogy(range(1, len(losses) + 1), [max(v, 1e-6) for v in losses])
+    ax.set_xlabel("step (same batch)")
+    ax.set_ylabel("training loss")
+    ax.set_title("Sanity: overfitting one batch")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def lr_finder(path: str, lrs: list[float], losses: list[float], chosen: float) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.semilogx(lrs, losses)
+    ax.axvline(chosen, color="C3", ls="--", label=f"suggested {chosen:.2g}")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("smoothed loss")
+    ax.legend()
+    ax.set_title("LR range test")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def trials(path: str, values: list[float | None], metric: str) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    xs = [i for i, v in enumerate(values) if v is not None]
+    ys = [v for v in values if v is not None]
+    ax.plot(xs, ys, "o", label="trial")
+    best, run = [], None
+    for v in ys:
+        run = v if run is None or v > run else run
+        best.append(run)
+    ax.plot(xs, best, "-", color="C3", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"validation {metric} (selection score)")
+    ax.set_title("Tuning trials")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def importance(path: str, imp: dict[str, float]) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 0.4 * max(len(imp), 2) + 1))
+    names = list(imp)[::-1]
+    ax.barh(names, [imp[n] for n in names])
+    ax.set_xlabel("importance (fANOVA share of variance)")
+    ax.set_title("What each knob mattered")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
