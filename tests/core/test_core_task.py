@@ -1,0 +1,87 @@
+"""Task definition: inference rules, declarations checked against the data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from closedloop.core.errors import ConfigError, DataError
+from closedloop.data.bundle import DatasetBundle, DatasetMeta, Split
+from closedloop.stages.task import DefineTaskConfig, build_task_spec
+from conftest import digits_bundle
+
+
+def _binary(prevalence: float, n: int = 400, source: str = "test") -> DatasetBundle:
+    rng = np.random.default_rng(0)
+    splits = {}
+    for s in ("train", "val", "test"):
+        y = (rng.random(n) < prevalence).astype(np.int64)
+        y[:2] = [0, 1]
+        splits[s] = Split(X=rng.integers(0, 255, (n, 4, 4, 1), dtype=np.uint8), y=y)
+    return DatasetBundle(meta=DatasetMeta(name="b", source=source, kind="images"), splits=splits)
+
+
+def test_multiclass_inferred_and_reported() -> None:
+    t = build_task_spec(DefineTaskConfig(), digits_bundle())
+    assert t.problem_type == "multiclass" and t.n_outputs == 10
+    assert t.primary_metric == "acc" and "auc" in t.metrics
+    assert "problem_type" in t.inferred and "primary_metric" in t.inferred
+
+
+def test_imbalanced_binary_gets_pr_auc() -> None:
+    t = build_task_spec(DefineTaskConfig(), _binary(0.05))
+    assert t.problem_type == "binary" and t.primary_metric == "pr_auc" and "auc" in t.metrics
+    assert t.business.prevalence == pytest.approx(0.05, abs=0.03)
+
+
+def test_balanced_binary_gets_auc_and_accuracy() -> None:
+    t = build_task_spec(DefineTaskConfig(), _binary(0.5))
+    assert t.primary_metric == "auc" and "acc" in t.metrics
+
+
+def test_medmnist_uses_medmnist_definitions() -> None:
+    b = _binary(0.7, source="medmnist")
+    b.meta.task_hint = "binary-class"
+    t = build_task_spec(DefineTaskConfig(), b)
+    assert t.metric_convention == "medmnist" and t.metrics[:2] == ["auc", "acc"]
+
+
+def test_binary_declared_but_ten_classes_found() -> None:
+    with pytest.raises(DataError, match="binary declared, but 10 classes found"):
+        build_task_spec(DefineTaskConfig(problem_type="binary"), digits_bundle())
+
+
+def test_single_class_target_is_an_error() -> None:
+    b = _binary(0.5)
+    for s in b.splits.values():
+        s.y[:] = 1
+    with pytest.raises(DataError, match="single class"):
+        build_task_spec(DefineTaskConfig(), b)
+
+
+def test_unknown_metric_lists_valid_ones() -> None:
+    with pytest.raises(
+        ConfigError, match="unknown metric 'acuracy'.*did you mean 'accuracy'|unknown metric 'acuracy'"
+    ):
+        build_task_spec(DefineTaskConfig(metric="acuracy"), digits_bundle())
+
+
+def test_validation_protocol_by_size() -> None:
+    small = build_task_spec(DefineTaskConfig(), digits_bundle((300, 100, 100)))
+    assert small.validation.protocol == "repeated_kfold"
+    declared = build_task_spec(
+        DefineTaskConfig(validation={"protocol": "holdout"}), digits_bundle((300, 100, 100))
+    )
+    assert declared.validation.protocol == "holdout" and "validation.protocol" not in declared.inferred
+
+
+def test_constraints_and_business_are_carried() -> None:
+    cfg = DefineTaskConfig(
+        constraints={"max_latency_ms": 20, "max_model_size_mb": 4},
+        business={"cases_per_day": 200, "cost_false_negative": 5},
+        intended_use="triage",
+    )
+    t = build_task_spec(cfg, _binary(0.3))
+    assert (
+        t.constraints.max_latency_ms == 20 and t.business.cases_per_day == 200 and t.intended_use == "triage"
+    )
