@@ -1,0 +1,173 @@
+"""Check 6, target leakage: how well each feature *alone* predicts the target (cross-validated).
+
+Each feature is cut into quantile bins (missing values get their own bin, since missingness can leak
+too); the class frequencies per bin learned on k-1 folds predict the held-out fold; the score is the
+out-of-fold AUC (macro one-vs-rest for multiclass; R^2 for regression). Non-monotone relations count.
+Images: every pixel of a downsampled grid plus whole-image statistics (a burned-in marker leaks).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+from sklearn.metrics import r2_score, roc_auc_score
+from sklearn.model_selection import KFold, StratifiedKFold
+
+from closedloop.stages.audit.base import AuditCheck, AuditContext, CheckConfig, CheckResult
+from closedloop.stages.audit.features import class_labels, downsample
+from closedloop.stages.audit.plots import new_figure, save
+
+
+class TargetLeakageConfig(CheckConfig):
+    error_auc: float = Field(0.99, gt=0.5, le=1)
+    """A single feature with out-of-fold AUC (or R^2) at or above this is an error."""
+    info_auc: float = Field(0.9, gt=0.5, le=1)
+    """Strong single features above this are listed (info): check they exist at prediction time."""
+    bins: int = Field(16, ge=2)
+    folds: int = Field(3, ge=2)
+    max_samples: int = Field(20000, ge=50)
+
+
+def single_feature_scores(
+    F: np.ndarray, y: np.ndarray, classification: bool, bins: int, folds: int, seed: int
+) -> np.ndarray:
+    """Out-of-fold score of a per-bin frequency model on each column of ``F`` (NaN = own bin)."""
+    n, d = F.shape
+    if classification:
+        classes, yk = np.unique(y, return_inverse=True)
+        K = len(classes)
+        cv: Any = StratifiedKFold(min(folds, int(np.bincount(yk).min())), shuffle=True, random_state=seed)
+        split = list(cv.split(F, yk))
+    else:
+        yk = y.astype(float)
+        split = list(KFold(folds, shuffle=True, random_state=seed).split(F))
+    scores = np.full(d, np.nan)
+    qs = np.linspace(0, 1, bins + 1)[1:-1]
+    for j in range(d):
+        col = F[:, j]
+        finite = np.isfinite(col)
+        if finite.sum() == 0 or np.nanmin(col) == np.nanmax(col) and finite.all():
+            scores[j] = 0.5 if classification else 0.0
+            continue
+        edges = np.unique(np.nanquantile(col, qs)) if finite.any() else np.array([])
+        b = np.where(finite, np.searchsorted(edges, np.nan_to_num(col), side="right"), len(edges) + 1)
+        nb = len(edges) + 2
+        if classification:
+            P = np.zeros((n, K))
+            for tr, te in split:
+                cnt = np.zeros((nb, K))
+                np.add.at(cnt, (b[tr], yk[tr]), 1)
+                prior = np.bincount(yk[tr], minlength=K) / len(tr)
+                P[te] = (cnt[b[te]] + prior) / (cnt[b[te]].sum(1, keepdims=True) + 1)
+            try:
+                scores[j] = roc_auc_score(yk, P[:, 1]) if K == 2 else roc_auc_score(yk, P, multi_class="ovr")
+            except ValueError:
+                scores[j] = np.nan
+        else:
+            pred = np.zeros(n)
+            for tr, te in split:
+                s = np.bincount(b[tr], weights=yk[tr], minlength=nb)
+                c = np.bincount(b[tr], minlength=nb)
+                mu = yk[tr].mean()
+                pred[te] = (s[b[te]] + mu) / (c[b[te]] + 1)
+            scores[j] = r2_score(yk, pred)
+    return scores
+
+
+class TargetLeakage(AuditCheck):
+    """Features that alone nearly predict the target: likely information from the future."""
+
+    name = "target_leakage"
+    applies_to = frozenset({"images", "table"})
+    Config = TargetLeakageConfig
+
+    def run(self, data: Any, task: Any, ctx: AuditContext) -> CheckResult:
+        cfg: TargetLeakageConfig = self.config  # type: ignore[assignment]
+        train = data.train
+        y = np.asarray(train.y)
+        yc = class_labels(y)
+        classification = task.is_classification if task is not None else yc is not None
+        if task is not None and task.problem_type == "multilabel":
+            y, classification = y.reshape(len(y), -1)[:, 0], True  # first label only: a cheap proxy
+            yc = y.astype(int)
+        idx = np.arange(len(y))
+        if len(idx) > cfg.max_samples:
+            idx = np.sort(ctx.rng("subsample").choice(len(y), cfg.max_samples, replace=False))
+        if data.kind == "images":
+            X = train.X[idx]
+            grid = downsample(X, max_side=16)
+            side = int(round(np.sqrt(grid.shape[1] / X.shape[-1])))
+            flat = X.reshape(len(X), -1).astype(np.float32)
+            extra = np.stack([flat.mean(1), flat.std(1), flat.min(1), flat.max(1)], 1)
+            F = np.concatenate([grid, extra], 1)
+            names = [
+                f"pixel block {i // X.shape[-1] // side},{i // X.shape[-1] % side}"
+                for i in range(grid.shape[1])
+            ]
+            names += ["image mean", "image std", "image min", "image max"]
+        else:
+            F = train.features()[idx]
+            names = [str(c) for c in train.X.columns]
+        target = (yc if classification else y.astype(float))[idx]  # type: ignore[index]
+        scores = single_feature_scores(F, target, classification, cfg.bins, cfg.folds, ctx.run.seed)
+        order = np.argsort(-np.nan_to_num(scores, nan=-1))
+        metric = "AUC" if classification else "R^2"
+        table = pd.DataFrame(
+            {"feature": [names[i] for i in order], f"oof_{metric}": np.round(scores[order], 4)}
+        )
+        res = CheckResult(tables={"leakage_scores": table.head(200)})
+        res.metrics["max_single_feature_score"] = (
+            round(float(np.nanmax(scores)), 4) if np.isfinite(scores).any() else None
+        )
+        res.metrics["top_feature"] = names[order[0]] if len(order) else None
+        leaks = [i for i in order if scores[i] >= cfg.error_auc]
+        strong = [i for i in order if cfg.info_auc <= scores[i] < cfg.error_auc]
+        for i in leaks[:10]:
+            res.findings.append(
+                self.finding(
+                    "error",
+                    f"{names[i]!r} alone predicts the target (out-of-fold {metric} {scores[i]:.3f}). A feature this "
+                    "good is usually information not available at prediction time (the classic case: 'took "
+                    "antibiotics' predicting pneumonia) or a marker of the label's origin (a scanner tag, a burned-in "
+                    "annotation). Remove it or prove it is known before the prediction is made.",
+                    feature=names[i],
+                    score=float(scores[i]),
+                )
+            )
+        if strong:
+            res.findings.append(
+                self.finding(
+                    "info",
+                    f"strong single features (out-of-fold {metric} >= {cfg.info_auc}): "
+                    f"{[names[i] for i in strong[:5]]}; check they are available at prediction time",
+                    features={names[i]: float(scores[i]) for i in strong[:10]},
+                )
+            )
+        if not leaks and not strong:
+            res.findings.append(
+                self.finding(
+                    "info",
+                    f"no single feature predicts the target alone (best: {names[order[0]]!r}, "
+                    f"out-of-fold {metric} {scores[order[0]]:.3f})",
+                )
+            )
+        top = order[:15]
+        fig, ax = new_figure(5, 0.25 * len(top) + 1)
+        ax.barh(
+            np.arange(len(top))[::-1],
+            scores[top],
+            color=["C3" if scores[i] >= cfg.error_auc else "C0" for i in top],
+        )
+        ax.set_yticks(np.arange(len(top))[::-1], [names[i][:28] for i in top], fontsize=7)
+        ax.axvline(cfg.error_auc, color="C3", ls="--", lw=1)
+        ax.set_xlabel(f"single-feature out-of-fold {metric}")
+        if classification:
+            ax.set_xlim(0.5, 1.0)
+        save(fig, ctx.figures_dir / "target_leakage.png")
+        res.figures["target_leakage.png"] = (
+            f"Predictive power of each feature alone (red line: error at {cfg.error_auc})."
+        )
+        return res

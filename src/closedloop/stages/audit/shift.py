@@ -1,0 +1,126 @@
+"""Check 7, train vs. test shift (representativeness): adversarial validation.
+
+A gradient-boosted classifier learns to tell train from test (and train from val) on cheap features
+(PCA of pixels plus image statistics, or the table's columns); its cross-validated AUC near 0.5 means
+the splits look alike. Above ``warning_auc`` the features that differ most (Kolmogorov-Smirnov) are named.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+from scipy.stats import ks_2samp
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+from closedloop.stages.audit.base import AuditCheck, AuditContext, CheckConfig, CheckResult
+from closedloop.stages.audit.features import model_features
+from closedloop.stages.audit.plots import new_figure, save
+
+
+class SplitShiftConfig(CheckConfig):
+    warning_auc: float = Field(0.6, gt=0.5, le=1)
+    """Adversarial AUC above this is a warning (the split is not representative of train)."""
+    max_per_split: int = Field(3000, ge=20)
+    """Samples per split used (random subsample)."""
+    compare: list[str] = Field(default_factory=lambda: ["test", "val"])
+    """Splits compared with train."""
+
+
+def _image_stats(X: np.ndarray) -> np.ndarray:
+    f = X.reshape(len(X), -1).astype(np.float32)
+    return np.stack([f.mean(1), f.std(1), np.percentile(f, 5, axis=1), np.percentile(f, 95, axis=1)], 1)
+
+
+class SplitShift(AuditCheck):
+    """Adversarial validation: can a classifier tell train from test?"""
+
+    name = "split_shift"
+    applies_to = frozenset({"images", "table"})
+    Config = SplitShiftConfig
+    needs_test = True
+
+    def run(self, data: Any, task: Any, ctx: AuditContext) -> CheckResult:
+        cfg: SplitShiftConfig = self.config  # type: ignore[assignment]
+        splits = ctx.splits(
+            with_test="test" in cfg.compare, reason="adversarial validation of test inputs vs train"
+        )
+        feats = model_features(ctx, splits, data.kind)
+        rng = ctx.rng("subsample")
+        res = CheckResult()
+        fig, ax = new_figure(5, 3.2)
+        for other in [s for s in cfg.compare if s in splits]:
+            ia = rng.choice(len(feats["train"]), min(len(feats["train"]), cfg.max_per_split), replace=False)
+            ib = rng.choice(len(feats[other]), min(len(feats[other]), cfg.max_per_split), replace=False)
+            if len(ib) < 10 or len(ia) < 10:
+                res.findings.append(
+                    self.finding("info", f"{other} has too few samples for adversarial validation")
+                )
+                continue
+            A, B = feats["train"][ia], feats[other][ib]
+            if data.kind == "images":
+                names = [f"pixel PC{i + 1}" for i in range(A.shape[1])] + [
+                    "mean intensity",
+                    "contrast (std)",
+                    "p5 intensity",
+                    "p95 intensity",
+                ]
+                A = np.concatenate([A, _image_stats(splits["train"].X[ia])], 1)
+                B = np.concatenate([B, _image_stats(splits[other].X[ib])], 1)
+            else:
+                names = [str(c) for c in data.train.X.columns]
+            X = np.concatenate([A, B])
+            z = np.r_[np.zeros(len(A)), np.ones(len(B))]
+            clf = HistGradientBoostingClassifier(
+                max_iter=100, learning_rate=0.1, max_leaf_nodes=15, random_state=0
+            )
+            p = cross_val_predict(
+                clf, X, z, cv=StratifiedKFold(5, shuffle=True, random_state=0), method="predict_proba"
+            )[:, 1]
+            auc = float(roc_auc_score(z, p))
+            ks = np.array([ks_2samp(A[:, j], B[:, j]).statistic for j in range(A.shape[1])])
+            top = np.argsort(-ks)[:5]
+            diff = [
+                {
+                    "feature": names[j],
+                    "ks": round(float(ks[j]), 3),
+                    "train_mean": round(float(A[:, j].mean()), 3),
+                    f"{other}_mean": round(float(B[:, j].mean()), 3),
+                }
+                for j in top
+            ]
+            res.tables[f"shift_{other}_features"] = pd.DataFrame(diff)
+            res.metrics[f"adversarial_auc_{other}"] = round(auc, 4)
+            if auc > cfg.warning_auc:
+                res.findings.append(
+                    self.finding(
+                        "warning",
+                        f"{other} differs from train: a classifier tells them apart with AUC {auc:.3f} "
+                        f"(0.5 = indistinguishable). Most different: "
+                        + ", ".join(f"{d['feature']} (KS {d['ks']})" for d in diff[:3])
+                        + f". Scores on {other} may not reflect train-like data, and vice versa.",
+                        auc=auc,
+                        features=diff,
+                    )
+                )
+            else:
+                res.findings.append(
+                    self.finding(
+                        "info", f"train vs {other}: adversarial AUC {auc:.3f} (no shift detected)", auc=auc
+                    )
+                )
+            from sklearn.metrics import roc_curve
+
+            fpr, tpr, _ = roc_curve(z, p)
+            ax.plot(fpr, tpr, label=f"train vs {other}: AUC {auc:.3f}")
+        ax.plot([0, 1], [0, 1], "k:", lw=1)
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate")
+        ax.legend(fontsize=7)
+        save(fig, ctx.figures_dir / "split_shift.png")
+        res.figures["split_shift.png"] = "Adversarial validation ROC: a diagonal means the splits look alike."
+        return res
