@@ -1,0 +1,120 @@
+"""The flywheel's first half: choose what to label next.
+
+Production samples are ranked by two signals, each turned into a percentile so they can be averaged:
+
+* uncertainty: normalized entropy of the calibrated probabilities (and the top-2 margin);
+* drift contribution: how far a sample lies from the reference (distance to its nearest reference
+  embeddings relative to the reference's own nearest-neighbour distances, and the largest robust
+  z-score of its monitored features).
+
+The queue is exported as image files (or rows) plus ``queue.csv`` with ids, predictions and scores.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from closedloop.stages.monitor.profile import ReferenceProfile
+from closedloop.stages.monitor.tests import Sample, _sqdist, predicted_classes
+
+
+def uncertainty(proba: np.ndarray, problem: str) -> tuple[np.ndarray, np.ndarray]:
+    """(normalized entropy in [0, 1], 1 - margin between the top two probabilities)."""
+    p = np.clip(np.asarray(proba, np.float64), 1e-12, 1.0)
+    if problem == "multilabel":
+        ent = -(p * np.log(p) + (1 - p) * np.log(np.clip(1 - p, 1e-12, 1))).mean(axis=1) / np.log(2)
+        margin = 1 - np.abs(2 * p - 1).min(axis=1)
+        return ent, margin
+    ent = -(p * np.log(p)).sum(axis=1) / np.log(max(p.shape[1], 2))
+    top = np.sort(p, axis=1)[:, -2:]
+    return ent, 1 - (top[:, -1] - top[:, 0])
+
+
+def _knn_dist(A: np.ndarray, B: np.ndarray, k: int, exclude_self: bool = False) -> np.ndarray:
+    d = np.sqrt(_sqdist(A.astype(np.float32), B.astype(np.float32)))
+    if exclude_self:
+        np.fill_diagonal(d, np.inf)
+    k = min(k, d.shape[1] - (1 if exclude_self else 0))
+    return np.sort(d, axis=1)[:, :k].mean(axis=1)
+
+
+def drift_scores(profile: ReferenceProfile, win: Sample, k: int = 5) -> np.ndarray:
+    """Per-sample drift contribution in [0, 1]: the larger of the embedding-distance and the feature
+    z-score percentiles against the reference's own distribution."""
+    ref = profile.reference
+    scores = []
+    if ref.embeddings is not None and win.embeddings is not None and ref.embeddings.shape[1]:
+        own = _knn_dist(ref.embeddings, ref.embeddings, k, exclude_self=True)
+        new = _knn_dist(win.embeddings, ref.embeddings, k)
+        scores.append(np.searchsorted(np.sort(own), new) / len(own))
+    if ref.features.shape[1]:
+        med = np.nanmedian(ref.features, axis=0)
+        mad = np.nanmedian(np.abs(ref.features - med), axis=0) * 1.4826
+        mad = np.where(mad > 0, mad, np.nanstd(ref.features, axis=0) + 1e-6)
+        zr = np.nanmax(np.abs(ref.features - med) / mad, axis=1)
+        zw = np.nan_to_num(np.nanmax(np.abs(win.features - med) / mad, axis=1), nan=0.0)
+        scores.append(np.searchsorted(np.sort(np.nan_to_num(zr)), zw) / len(zr))
+    if not scores:
+        return np.zeros(len(win))
+    return np.max(np.stack(scores), axis=0)
+
+
+def build_queue(profile: ReferenceProfile, win: Sample, ids: np.ndarray | None, k: int = 50) -> pd.DataFrame:
+    """The ``k`` samples most worth labeling, best first (priority = mean of the two percentiles)."""
+    info = profile.info
+    n = len(win)
+    ids = np.arange(n) if ids is None else np.asarray(ids)
+    df = pd.DataFrame({"id": ids})
+    if win.proba is not None and info.problem_type != "regression":
+        ent, margin = uncertainty(win.proba, info.problem_type)
+        df["entropy"] = ent
+        df["margin"] = margin
+        if info.problem_type in ("binary", "multiclass", "ordinal"):
+            pred = predicted_classes(win.proba, info.problem_type, info.threshold)
+            df["predicted"] = [info.label_names[c] if c < len(info.label_names) else str(c) for c in pred]
+            df["confidence"] = (
+                win.proba[np.arange(n), pred]
+                if info.problem_type != "binary"
+                else np.where(pred == 1, win.proba[:, 1], win.proba[:, 0])
+            )
+        unc_rank = pd.Series(ent).rank(pct=True).to_numpy()
+    else:
+        unc_rank = np.zeros(n)
+    df["drift_score"] = drift_scores(profile, win)
+    drift_rank = pd.Series(df["drift_score"]).rank(pct=True).to_numpy()
+    df["priority"] = 0.5 * unc_rank + 0.5 * drift_rank
+    df["reason"] = np.where(unc_rank >= drift_rank, "uncertain", "drifted")
+    return df.sort_values("priority", ascending=False).head(k).reset_index(drop=True)
+
+
+def export_queue(
+    queue: pd.DataFrame, raw: Any, keep: np.ndarray | None, profile: ReferenceProfile, out_dir: Path
+) -> Path:
+    """Write ``queue.csv`` and the samples (PNG images, or ``rows.csv`` for tables) into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    queue = queue.copy()
+    pos = {int(v): i for i, v in enumerate(keep if keep is not None else range(len(raw)))}
+    if profile.info.kind == "images":
+        from PIL import Image
+
+        img_dir = out_dir / "images"
+        img_dir.mkdir(exist_ok=True)
+        files = []
+        for sid in queue["id"]:
+            arr = np.asarray(raw[pos[int(sid)]])
+            arr = np.clip(arr, 0, 255).astype(np.uint8)
+            img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+            name = f"images/{int(sid):07d}.png"
+            img.save(out_dir / name)
+            files.append(name)
+        queue["file"] = files
+    else:
+        rows = raw.iloc[[pos[int(s)] for s in queue["id"]]].copy()
+        rows.insert(0, "id", queue["id"].to_numpy())
+        rows.to_csv(out_dir / "rows.csv", index=False)
+    queue.to_csv(out_dir / "queue.csv", index=False)
+    return out_dir / "queue.csv"

@@ -1,0 +1,480 @@
+"""Checking production data against a reference profile.
+
+Example:
+    >>> monitor = Monitor.load("runs/pneumonia/20250101-120000-abcd1234")   # doctest: +SKIP
+    >>> result = monitor.check(images)                                      # doctest: +SKIP
+    >>> result["alert"], result["p_values"], result["estimated"]            # doctest: +SKIP
+    >>> stream = monitor.check_stream(images, window=200)                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from closedloop.core.errors import DataError, RunDirError
+from closedloop.stages.monitor.estimate import estimate, realized
+from closedloop.stages.monitor.profile import ReferenceProfile, forward_all, model_input, summary_features
+from closedloop.stages.monitor.tests import TESTS, Sample, run_tests
+
+MIN_WINDOW = 10
+"""Fewer samples than this cannot support any of the tests."""
+
+
+def model_fingerprint(model: Any) -> str:
+    """sha256 of the network weights (key order fixed), independent of how the file was written."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.network.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def find_artifacts(run_dir: Path, name: str) -> list[Path]:
+    run_dir = Path(run_dir)
+    return sorted(p for p in run_dir.glob(f"stages/*/artifacts/{name}") if p.is_dir())
+
+
+@dataclass
+class Prepared:
+    """A validated batch: raw model input, monitored features and data-quality findings."""
+
+    raw: Any
+    quality: dict[str, Any] = field(default_factory=dict)
+    keep: np.ndarray | None = None
+    """Indices of the rows kept (rows that cannot be scored, e.g. NaN pixels, are dropped)."""
+
+
+class Monitor:
+    """Compares production windows with a :class:`ReferenceProfile` using the profile's model."""
+
+    def __init__(self, profile: ReferenceProfile, model: Any, *, seed: int = 0) -> None:
+        self.profile = profile
+        self.model = model
+        self.seed = seed
+
+    # -- loading --------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, run_dir: str | Path, *, model_dir: str | Path | None = None, seed: int = 0) -> Monitor:
+        """Load the reference profile and the model from a run directory (or a profile directory)."""
+        from closedloop.models.trained import TrainedModel
+
+        run_dir = Path(run_dir)
+        if not run_dir.exists():
+            raise RunDirError(f"{run_dir}: no such run directory")
+        if (run_dir / "profile.json").is_file():
+            profile_dir = run_dir
+        else:
+            found = find_artifacts(run_dir, "reference")
+            found = [p for p in found if (p / "profile.json").is_file()]
+            if not found:
+                raise RunDirError(
+                    f"{run_dir}: this run has no reference profile (stages/*/artifacts/reference/profile.json). "
+                    "Build one: add '- kind: monitor' after the train stage of the pipeline YAML and run "
+                    "'closedloop run CONFIG' (the cached stages are reused), or in Python run the "
+                    "BuildMonitorProfile stage on the run's data, task and model."
+                )
+            profile_dir = found[-1]
+        profile = ReferenceProfile.load(profile_dir)
+        if model_dir is not None:
+            model = TrainedModel.load(Path(model_dir))
+        else:
+            roots = [run_dir, *run_dir.parents[:4]] if profile_dir == run_dir else [run_dir]
+            candidates: list[Path] = []
+            for root in roots:
+                candidates = [p for p in find_artifacts(root, "model") if (p / "model.json").is_file()]
+                if candidates:
+                    break
+            if not candidates:
+                raise RunDirError(
+                    f"{run_dir}: found the reference profile but no trained model "
+                    "(stages/*/artifacts/model/model.json); pass model_dir= (or --model DIR)"
+                )
+            model = None
+            for cand in reversed(candidates):
+                m = TrainedModel.load(cand)
+                if model_fingerprint(m) == profile.info.model_sha256:
+                    model = m
+                    break
+            if model is None:
+                raise RunDirError(
+                    f"{run_dir}: none of the models {[str(c) for c in candidates]} is the one the reference "
+                    "profile was built with (weights hash differs); rerun the monitor stage"
+                )
+        return cls(profile, model, seed=seed)
+
+    # -- input validation -----------------------------------------------------------------------
+    def schema(self) -> str:
+        i = self.profile.info
+        if i.kind == "images":
+            return f"uint8 images shaped (N, {', '.join(map(str, i.input_shape))}) with pixel values 0..255"
+        return f"a table with columns {i.input_columns}"
+
+    def prepare(self, batch: Any) -> Prepared:
+        """Validate a batch against the profile's schema; fixable problems become findings."""
+        info = self.profile.info
+        if info.kind == "images":
+            return self._prepare_images(batch)
+        return self._prepare_table(batch, info.input_columns)
+
+    def _prepare_images(self, batch: Any) -> Prepared:
+        shape = tuple(self.profile.info.input_shape)
+        try:
+            x = np.asarray(batch)
+        except Exception as exc:  # ragged lists
+            raise DataError(
+                f"production data: cannot read as an array ({exc}); expected {self.schema()}"
+            ) from None
+        if x.dtype.kind not in "uifb":
+            raise DataError(f"production data: dtype {x.dtype} is not numeric; expected {self.schema()}")
+        if x.ndim == 3 and shape[-1] == 1:
+            x = x[..., None]
+        if x.ndim == 2 and len(shape) == 3 and x.shape[1] == int(np.prod(shape)):
+            x = x.reshape(len(x), *shape)
+        if x.ndim != 4:
+            raise DataError(f"production data: got shape {x.shape}; expected {self.schema()}")
+        if len(x) == 0:
+            raise DataError(f"empty window: 0 samples; expected {self.schema()}")
+        if x.shape[1:] != shape:
+            hint = ""
+            if x.shape[1] == shape[2] and x.shape[2:] == shape[:2]:
+                hint = " (channels-first? transpose to (N, H, W, C))"
+            elif x.shape[1:3] == shape[:2]:
+                hint = f" ({x.shape[3]} channel(s) where the model takes {shape[2]})"
+            else:
+                hint = f" (images are {x.shape[1]}x{x.shape[2]}, the model takes {shape[0]}x{shape[1]}: resize them)"
+            raise DataError(f"production data: got shape {x.shape}{hint}; expected {self.schema()}")
+        quality: dict[str, Any] = {"n_rows": int(len(x)), "warnings": []}
+        keep = np.arange(len(x))
+        if x.dtype.kind == "f":
+            bad = ~np.isfinite(x).reshape(len(x), -1).all(axis=1)
+            quality["rows_with_missing"] = int(bad.sum())
+            if bad.any():
+                quality["warnings"].append(f"{int(bad.sum())} image(s) with NaN/inf pixels were not scored")
+                keep = np.flatnonzero(~bad)
+                x = x[keep]
+            if len(x) and float(np.nanmax(x)) <= 1.0:
+                quality["warnings"].append(
+                    "pixel values are all <= 1.0: the data looks scaled to [0, 1] while the model expects 0..255"
+                )
+        if len(x) and (x.min() < 0 or x.max() > 255):
+            quality["warnings"].append("pixel values outside 0..255 were clipped")
+            x = np.clip(x, 0, 255)
+        if len(x) == 0:
+            raise DataError("empty window: no image could be scored (all had NaN pixels)")
+        return Prepared(raw=x, quality=quality, keep=keep)
+
+    def _prepare_table(self, batch: Any, columns: list[str]) -> Prepared:
+        if isinstance(batch, np.ndarray):
+            if batch.ndim != 2 or batch.shape[1] != len(columns):
+                raise DataError(
+                    f"production data: got an array of shape {batch.shape}; expected {self.schema()}"
+                )
+            batch = pd.DataFrame(batch, columns=columns)
+        if not isinstance(batch, pd.DataFrame):
+            raise DataError(f"production data: got {type(batch).__name__}; expected {self.schema()}")
+        missing = [c for c in columns if c not in batch.columns]
+        if missing:
+            raise DataError(f"production data: missing column(s) {missing}; expected {self.schema()}")
+        if len(batch) == 0:
+            raise DataError(f"empty window: 0 rows; expected {self.schema()}")
+        df = batch[columns]
+        na = df.isna()
+        quality: dict[str, Any] = {
+            "n_rows": int(len(df)),
+            "n_missing_values": int(na.to_numpy().sum()),
+            "rows_with_missing": int(na.any(axis=1).sum()),
+            "missing_by_feature": {c: int(v) for c, v in na.sum().items() if v},
+            "warnings": [],
+        }
+        extra = [c for c in batch.columns if c not in columns]
+        if extra:
+            quality["warnings"].append(f"extra column(s) ignored: {extra[:10]}")
+        ref_missing = dict(zip(self.profile.info.feature_names, self.profile.info.missing_rate, strict=False))
+        for c, v in quality["missing_by_feature"].items():
+            rate = v / len(df)
+            if rate > ref_missing.get(c, 0.0) + 0.05:
+                quality["warnings"].append(
+                    f"column {c!r}: {rate:.0%} missing (reference {ref_missing.get(c, 0.0):.0%})"
+                )
+        for c in df.columns:
+            if c not in self.profile.info.categories and not pd.api.types.is_numeric_dtype(df[c]):
+                bad = pd.to_numeric(df[c], errors="coerce").isna() & ~df[c].isna()
+                if bad.any():
+                    quality["warnings"].append(
+                        f"column {c!r}: {int(bad.sum())} non-numeric value(s) treated as missing"
+                    )
+        return Prepared(raw=df, quality=quality, keep=np.arange(len(df)))
+
+    # -- scoring --------------------------------------------------------------------------------
+    def sample(self, prepared: Prepared, labels: Any = None) -> Sample:
+        """Features, reduced embeddings and probabilities of a prepared batch (one forward pass)."""
+        info = self.profile.info
+        feats = summary_features(info, prepared.raw)
+        x = model_input(info, prepared.raw)
+        for j, name in enumerate(info.input_columns):
+            if name in info.categories:  # unseen categories are missing for the model
+                col = x[:, j]
+                col[col >= len(info.categories[name])] = np.nan
+        emb, proba = forward_all(self.model, x)
+        y = None
+        if labels is not None:
+            y = np.asarray(labels)
+            if len(y) != prepared.quality.get("n_rows", len(y)):
+                raise DataError(f"labels: {len(y)} given for {prepared.quality.get('n_rows')} samples")
+            y = y[prepared.keep] if prepared.keep is not None else y
+        return Sample(features=feats, embeddings=self.profile.reduce(emb), proba=proba, labels=y)
+
+    def _evaluate(self, win: Sample, quality: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        info = self.profile.info
+        ref = self.profile.reference
+        ctx = self.profile.context(rng)
+        keys = list(info.tests)
+        if win.labels is not None and "label_shift" not in keys:
+            keys.append("label_shift")
+        results = run_tests(keys, ref, win, ctx)
+        p_values = {k: float(r.p_value) for k, r in results.items()}
+        unlabeled = {k: p for k, p in p_values.items() if not TESTS[k].needs_labels}
+        min_p = min(unlabeled.values()) if unlabeled else 1.0
+        thr = self.profile.threshold_for(len(win))
+        alert = "alarm" if min_p <= thr["alarm"] else "warn" if min_p <= thr["warn"] else "ok"
+        evidence = []
+        for k, r in sorted(results.items(), key=lambda kv: kv[1].p_value):
+            if r.p_value <= thr["warn"]:
+                evidence.append(f"{k}: p={r.p_value:.2g} ({TESTS[k].description.split(':')[0]})")
+        label_p = p_values.get("label_shift")
+        if label_p is not None and label_p <= info.alpha:
+            evidence.append(f"label_shift: p={label_p:.2g}: the class frequencies changed (prior shift)")
+            if alert == "ok":
+                alert = "warn"
+        if quality.get("warnings"):
+            evidence += [f"data quality: {w}" for w in quality["warnings"]]
+            if alert == "ok":
+                alert = "warn"
+        est = (
+            estimate(win.proba, info.problem_type, info.threshold, info.metrics, rng=rng)
+            if win.proba is not None
+            else {}
+        )
+        out: dict[str, Any] = {
+            "n": int(len(win)),
+            "alert": alert,
+            "p_values": p_values,
+            "min_p": float(min_p),
+            "thresholds": thr,
+            "estimated": {m: v["value"] for m, v in est.items()},
+            "estimated_interval": {m: [v["low"], v["high"]] for m, v in est.items()},
+            "reference_performance": dict(info.reference_performance),
+            "evidence": evidence,
+            "data_quality": quality,
+            "tests": {
+                k: {"statistic": r.statistic, "effect": r.effect, "details": r.details}
+                for k, r in results.items()
+            },
+        }
+        if "features" in results:
+            out["top_features"] = [
+                {k: d[k] for k in ("feature", "p_value", "psi") if k in d}
+                for d in results["features"].details[:5]
+            ]
+        if win.labels is not None and win.proba is not None:
+            real = realized(info.metrics, win.labels, win.proba, info.problem_type, info.threshold)
+            out["realized"] = real
+            out["estimate_gap"] = {
+                m: out["estimated"][m] - v for m, v in real.items() if m in out["estimated"]
+            }
+        return out
+
+    def check(self, batch: Any, labels: Any = None) -> dict[str, Any]:
+        """Check one window: alert level, p-value per test, estimated (and realized) performance."""
+        prepared = self.prepare(batch)
+        win = self.sample(prepared, labels)
+        if len(win) < MIN_WINDOW:
+            raise DataError(
+                f"window of {len(win)} samples: at least {MIN_WINDOW} are needed for the drift tests"
+            )
+        return self._evaluate(win, prepared.quality, np.random.default_rng(self.seed))
+
+    def check_stream(self, data: Any, window: int = 200, labels: Any = None) -> MonitorResult:
+        """Split ``data`` into consecutive windows of ``window`` samples and check each (a last window
+        shorter than half the size is merged into the one before)."""
+        if window < MIN_WINDOW:
+            raise DataError(f"--window {window}: at least {MIN_WINDOW} samples per window are needed")
+        prepared = self.prepare(data)
+        full = self.sample(prepared, labels)
+        n = len(full)
+        bounds = list(range(0, n, window))
+        if len(bounds) > 1 and n - bounds[-1] < window // 2:
+            bounds.pop()
+        if not bounds:
+            raise DataError("empty stream: no samples")
+        windows = []
+        row_ids = prepared.keep if prepared.keep is not None else np.arange(n)
+        for i, start in enumerate(bounds):
+            end = bounds[i + 1] if i + 1 < len(bounds) else n
+            if end - start < MIN_WINDOW:
+                raise DataError(f"{n} samples: too few for a window (at least {MIN_WINDOW} needed)")
+            idx = np.arange(start, end)
+            quality = _window_quality(prepared.quality, self.profile.info.kind, prepared.raw, idx)
+            res = self._evaluate(full.take(idx), quality, np.random.default_rng([self.seed, i]))
+            windows.append(
+                {"index": i, "start": int(row_ids[start]), "end": int(row_ids[end - 1]) + 1, **res}
+            )
+        return MonitorResult(
+            windows=windows, window=window, alpha=self.profile.info.alpha, quality=prepared.quality
+        )
+
+    # -- flywheel and shadow mode ---------------------------------------------------------------
+    def review_queue(self, data: Any, k: int = 50, out_dir: str | Path | None = None) -> pd.DataFrame:
+        """Rank samples by uncertainty and drift contribution; optionally export them for labeling."""
+        from closedloop.stages.monitor.flywheel import build_queue, export_queue
+
+        prepared = self.prepare(data)
+        win = self.sample(prepared)
+        queue = build_queue(self.profile, win, prepared.keep, k=k)
+        if out_dir is not None:
+            export_queue(queue, prepared.raw, prepared.keep, self.profile, Path(out_dir))
+        return queue
+
+    @staticmethod
+    def shadow(champion: Monitor, challenger: Monitor, batch: Any) -> dict[str, Any]:
+        """Run both models on the same batch: disagreement and each model's estimated performance."""
+        from closedloop.stages.monitor.tests import predicted_classes
+
+        out: dict[str, Any] = {}
+        preds = {}
+        for name, mon in (("champion", champion), ("challenger", challenger)):
+            prepared = mon.prepare(batch)
+            s = mon.sample(prepared)
+            info = mon.profile.info
+            est = estimate(s.proba, info.problem_type, info.threshold, info.metrics)
+            preds[name] = (s.proba, info)
+            out[name] = {
+                "estimated": {m: v["value"] for m, v in est.items()},
+                "estimated_interval": {m: [v["low"], v["high"]] for m, v in est.items()},
+                "reference_performance": info.reference_performance,
+            }
+        (pa, ia), (pb, ib) = preds["champion"], preds["challenger"]
+        if len(pa) != len(pb):
+            raise DataError("shadow mode: the two models scored different numbers of samples")
+        out["n"] = int(len(pa))
+        if ia.problem_type in ("binary", "multiclass", "ordinal"):
+            ca = predicted_classes(pa, ia.problem_type, ia.threshold)
+            cb = predicted_classes(pb, ib.problem_type, ib.threshold)
+            out["disagreement"] = float(np.mean(ca != cb))
+            out["disagreement_count"] = int(np.sum(ca != cb))
+        out["mean_abs_probability_difference"] = (
+            float(np.abs(pa - pb).mean()) if pa.shape == pb.shape else None
+        )
+        return out
+
+
+def _window_quality(full: dict[str, Any], kind: str, raw: Any, idx: np.ndarray) -> dict[str, Any]:
+    """Data-quality findings restricted to one window (tables: recount missing values)."""
+    if kind != "table":
+        q = {"n_rows": int(len(idx)), "warnings": []}
+        return q
+    df = raw.iloc[idx]
+    na = df.isna()
+    q = {
+        "n_rows": int(len(df)),
+        "n_missing_values": int(na.to_numpy().sum()),
+        "rows_with_missing": int(na.any(axis=1).sum()),
+        "missing_by_feature": {c: int(v) for c, v in na.sum().items() if v},
+        "warnings": [
+            w
+            for w in full.get("warnings", [])
+            if "missing" in w and any(c in w for c in na.columns if na[c].any())
+        ],
+    }
+    return q
+
+
+@dataclass
+class MonitorResult:
+    """The result of :meth:`Monitor.check_stream` (what ``closedloop monitor --out`` writes)."""
+
+    windows: list[dict[str, Any]]
+    window: int
+    alpha: float
+    quality: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        alerts = [w["alert"] for w in self.windows]
+        return {
+            "n_windows": len(alerts),
+            "n_alarm": alerts.count("alarm"),
+            "n_warn": alerts.count("warn"),
+            "n_ok": alerts.count("ok"),
+            "alarm_rate": alerts.count("alarm") / max(len(alerts), 1),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "window": self.window,
+            "alpha": self.alpha,
+            "summary": self.summary(),
+            "data_quality": self.quality,
+            "windows": self.windows,
+        }
+
+    def plot(self, path: str | Path) -> Path:
+        """Drift timeline: min-p per window against the alarm/warn thresholds, and the estimates."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        path = Path(path)
+        idx = [w["index"] for w in self.windows]
+        fig, axes = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+        ax = axes[0]
+        keys = sorted({k for w in self.windows for k in w["p_values"]})
+        for k in keys:
+            ax.plot(
+                idx, [max(w["p_values"].get(k, np.nan), 1e-6) for w in self.windows], ".-", lw=0.8, label=k
+            )
+        ax.plot(
+            idx,
+            [w["thresholds"]["alarm"] for w in self.windows],
+            "r--",
+            lw=1,
+            label="alarm threshold (min-p)",
+        )
+        ax.plot(
+            idx, [w["thresholds"]["warn"] for w in self.windows], "--", color="orange", lw=1, label="warn"
+        )
+        for w in self.windows:
+            if w["alert"] != "ok":
+                ax.axvspan(
+                    w["index"] - 0.5,
+                    w["index"] + 0.5,
+                    color="red" if w["alert"] == "alarm" else "orange",
+                    alpha=0.12,
+                )
+        ax.set_yscale("log")
+        ax.set_ylabel("p-value")
+        ax.legend(fontsize=6, ncol=2)
+        ax = axes[1]
+        for m in sorted({m for w in self.windows for m in w["estimated"]}):
+            ax.plot(idx, [w["estimated"].get(m, np.nan) for w in self.windows], ".-", label=f"estimated {m}")
+            if any("realized" in w for w in self.windows):
+                ax.plot(
+                    idx,
+                    [w.get("realized", {}).get(m, np.nan) for w in self.windows],
+                    "x:",
+                    label=f"realized {m}",
+                )
+        ax.set_xlabel("window")
+        ax.set_ylabel("metric")
+        ax.legend(fontsize=6)
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path

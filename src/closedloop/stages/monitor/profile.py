@@ -1,0 +1,217 @@
+"""The reference profile: what production data is compared against.
+
+Built from the validation split only (never test): half of it is the reference sample, the other
+half supplies in-distribution windows on which the alarm thresholds are calibrated, so the per-window
+false alarm rate is the configured ``alpha`` rather than folklore.
+
+Layout::
+
+    <dir>/profile.json     schema, tests, thresholds per window size, reliability, distributions
+    <dir>/arrays.npz       reference features, PCA-reduced embeddings, probabilities, labels,
+                           the PCA basis (mean, components)
+
+Loading needs neither the training data nor the model; the monitor finds the model by the weights
+hash recorded here (``model_sha256``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Self
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from closedloop.core.artifacts import Artifact
+from closedloop.core.io import atomic_path, read_json, to_json, write_text_atomic
+from closedloop.stages.monitor.features import image_feature_names, image_features, table_features
+from closedloop.stages.monitor.tests import Sample, TestContext
+
+FORMAT_VERSION = 1
+
+
+class ProfileInfo(BaseModel):
+    """The JSON part of a :class:`ReferenceProfile`."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    format_version: int = FORMAT_VERSION
+    kind: Literal["images", "table"]
+    input_shape: list[int]
+    """(H, W, C) or (F,): the schema production data must match."""
+    input_columns: list[str] = Field(default_factory=list)
+    """Tables: the feature columns the model reads, in order."""
+    categories: dict[str, list[str]] = Field(default_factory=dict)
+    """Tables: reference categories of each categorical column."""
+    feature_names: list[str]
+    """Monitored per-sample features (images: intensity statistics; tables: the columns)."""
+    categorical: list[int] = Field(default_factory=list)
+    problem_type: str
+    n_outputs: int
+    label_names: list[str]
+    threshold: float
+    """Decision threshold on P(positive) for binary tasks (0.5 when the model has none)."""
+    metrics: list[str]
+    """Metrics estimated without labels."""
+    tests: list[str]
+    alpha: float
+    warn_alpha: float
+    thresholds: dict[str, dict[str, float]]
+    """Window size -> {"alarm": t, "warn": t} on the min-p over the unlabeled tests."""
+    calibration: dict[str, Any]
+    bandwidth: float
+    permutations: int
+    pca_dims: int
+    embedding_dim: int
+    reference_size: int
+    calibration_size: int
+    model_sha256: str
+    reference_performance: dict[str, float] = Field(default_factory=dict)
+    reliability: dict[str, Any] = Field(default_factory=dict)
+    prediction_distribution: list[float] = Field(default_factory=list)
+    label_distribution: list[float] = Field(default_factory=list)
+    missing_rate: list[float] = Field(default_factory=list)
+    source: dict[str, Any] = Field(default_factory=dict)
+
+
+class ReferenceProfile(Artifact):
+    """Reference statistics and calibrated thresholds for drift monitoring (layout in the module doc)."""
+
+    def __init__(
+        self,
+        info: ProfileInfo,
+        reference: Sample,
+        pca_mean: np.ndarray,
+        pca_components: np.ndarray,
+    ) -> None:
+        self.info = info
+        self.reference = reference
+        self.pca_mean = np.asarray(pca_mean, dtype=np.float32)
+        self.pca_components = np.asarray(pca_components, dtype=np.float32)
+
+    # -- helpers used by the monitor -----------------------------------------------------------
+    def reduce(self, emb: np.ndarray) -> np.ndarray:
+        """Penultimate features -> the profile's PCA space."""
+        return ((np.asarray(emb, np.float32) - self.pca_mean) @ self.pca_components.T).astype(np.float32)
+
+    def context(self, rng: np.random.Generator) -> TestContext:
+        i = self.info
+        return TestContext(
+            problem_type=i.problem_type,
+            threshold=i.threshold,
+            feature_names=i.feature_names,
+            categorical=i.categorical,
+            bandwidth=i.bandwidth,
+            permutations=i.permutations,
+            rng=rng,
+        )
+
+    def threshold_for(self, n: int) -> dict[str, float]:
+        """Alarm/warn thresholds for a window of ``n`` samples: interpolated in log(n) between the
+        calibrated sizes, clamped at the ends."""
+        sizes = sorted(int(k) for k in self.info.thresholds)
+        if not sizes:
+            return {"alarm": self.info.alpha, "warn": self.info.warn_alpha}
+        x = np.log([max(s, 1) for s in sizes])
+        out = {}
+        for level in ("alarm", "warn"):
+            y = np.log([max(self.info.thresholds[str(s)][level], 1e-12) for s in sizes])
+            out[level] = float(np.exp(np.interp(np.log(max(n, 1)), x, y)))
+        return out
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        write_text_atomic(directory / "profile.json", to_json(self.info.model_dump(mode="json")))
+        arrays: dict[str, np.ndarray] = {
+            "features": self.reference.features,
+            "pca_mean": self.pca_mean,
+            "pca_components": self.pca_components,
+        }
+        for name in ("embeddings", "proba", "labels"):
+            val = getattr(self.reference, name)
+            if val is not None:
+                arrays[name] = val
+        with atomic_path(directory / "arrays.npz") as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        from closedloop.core.errors import RunDirError
+
+        directory = Path(directory)
+        if not (directory / "profile.json").is_file():
+            raise RunDirError(
+                f"{directory}: no reference profile (profile.json) here. Build one by adding "
+                "'- kind: monitor' after the train stage in the pipeline YAML and running it."
+            )
+        meta = read_json(directory / "profile.json")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise RunDirError(
+                f"{directory}: reference profile format {meta.get('format_version')} is not supported "
+                f"(expected {FORMAT_VERSION}); rebuild it by rerunning the pipeline's monitor stage"
+            )
+        info = ProfileInfo.model_validate(meta)
+        with np.load(directory / "arrays.npz", allow_pickle=False) as z:
+            arrs = {k: z[k] for k in z.files}
+        ref = Sample(
+            features=arrs["features"],
+            embeddings=arrs.get("embeddings"),
+            proba=arrs.get("proba"),
+            labels=arrs.get("labels"),
+        )
+        return cls(info, ref, arrs["pca_mean"], arrs["pca_components"])
+
+    def files(self, directory: Path) -> dict[str, str]:
+        return {"profile": "profile.json", "arrays": "arrays.npz"}
+
+
+# -- computing what the tests look at -------------------------------------------------------------
+@torch.no_grad()
+def forward_all(model: Any, raw: np.ndarray, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Penultimate features and calibrated probabilities in one pass (``head(features(x))``)."""
+    from closedloop.models.trained import logits_to_proba
+
+    module = model.raw_module()
+    head = getattr(model.network, "head", None)
+    feats, logits = [], []
+    for i in range(0, len(raw), batch_size):
+        xb = torch.from_numpy(np.ascontiguousarray(raw[i : i + batch_size], dtype=np.float32))
+        f = module.features(xb)
+        z = head(f) if head is not None else module(xb)
+        feats.append(f.float().reshape(len(xb), -1).numpy())
+        logits.append(z.float().numpy())
+    if not feats:
+        width = 1 if model.problem_type in ("binary", "regression") else model.n_outputs
+        return np.zeros((0, 0), np.float32), np.zeros((0, width))
+    emb = np.concatenate(feats)
+    proba = logits_to_proba(np.concatenate(logits), model.problem_type, model.temperature)
+    return emb, proba
+
+
+def summary_features(info: ProfileInfo, X: Any) -> np.ndarray:
+    if info.kind == "images":
+        return image_features(X)
+    return table_features(X, info.input_columns, info.categories)
+
+
+def model_input(info: ProfileInfo, X: Any) -> np.ndarray:
+    """Raw model input: float32 images (N,H,W,C) or the table as float32 (categoricals as codes)."""
+    if info.kind == "images":
+        return np.asarray(X, dtype=np.float32)
+    return table_features(X, info.input_columns, info.categories).astype(np.float32)
+
+
+def table_schema(df: pd.DataFrame) -> tuple[list[str], dict[str, list[str]]]:
+    cats = {
+        str(c): [str(v) for v in df[c].cat.categories]
+        for c in df.columns
+        if isinstance(df[c].dtype, pd.CategoricalDtype)
+    }
+    return [str(c) for c in df.columns], cats
+
+
+def image_names(shape: list[int]) -> list[str]:
+    return image_feature_names(int(shape[-1]))

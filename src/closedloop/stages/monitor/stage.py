@@ -1,0 +1,367 @@
+"""The pipeline stage that builds the reference profile (``kind: monitor``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from closedloop.core.config import StageConfig
+from closedloop.core.errors import ConfigError, DataError
+from closedloop.core.registry import register_stage
+from closedloop.core.stage import RunContext, Stage, StageIO
+from closedloop.data.bundle import DatasetBundle
+from closedloop.models.trained import TrainedModel
+from closedloop.stages.monitor.estimate import SUPPORTED, realized, reliability
+from closedloop.stages.monitor.monitor import model_fingerprint
+from closedloop.stages.monitor.profile import (
+    ProfileInfo,
+    ReferenceProfile,
+    forward_all,
+    image_names,
+    model_input,
+    summary_features,
+    table_schema,
+)
+from closedloop.stages.monitor.tests import TESTS, UNLABELED_DEFAULT, Sample, median_bandwidth, run_tests
+from closedloop.stages.task import TaskSpec
+
+
+class BuildMonitorProfileConfig(StageConfig):
+    """How the reference profile is built and how its alarm thresholds are calibrated."""
+
+    reference_fraction: float = Field(0.5, gt=0.1, lt=0.9)
+    """Share of the validation split kept as the reference sample; the rest calibrates thresholds."""
+    max_reference: int = Field(500, ge=20)
+    """Largest reference sample (embedding sample size); bounds the cost of the MMD test."""
+    pca_dims: int = Field(16, ge=1)
+    """Embeddings are reduced to this many principal components (fit on a train sample)."""
+    pca_fit_samples: int = Field(2000, ge=50)
+    """Train samples used to fit the PCA basis."""
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    """Target false alarm rate per window (alert 'alarm')."""
+    warn_alpha: float = Field(0.2, gt=0, lt=1)
+    """Looser level for 'warn'."""
+    window_sizes: list[int] = Field(default_factory=lambda: [50, 100, 200, 500])
+    """Window sizes at which thresholds are calibrated (others are interpolated in log size)."""
+    calibration_windows: int = Field(200, ge=20)
+    """In-distribution windows drawn per size to calibrate the thresholds."""
+    permutations: int = Field(200, ge=20)
+    """Permutations of the MMD test."""
+    tests: list[str] = Field(default_factory=lambda: list(UNLABELED_DEFAULT))
+    """Unlabeled drift tests combined into the alert (label_shift runs on its own when labels arrive)."""
+    metrics: list[str] | None = None
+    """Metrics estimated without labels (default: the task's metrics among acc, auc, balanced_accuracy)."""
+
+    @field_validator("tests")
+    @classmethod
+    def _known_tests(cls, v: list[str]) -> list[str]:
+        unknown = [t for t in v if t not in TESTS]
+        if unknown:
+            raise ValueError(f"unknown drift test(s) {unknown}; known: {sorted(TESTS)}")
+        if not v:
+            raise ValueError("name at least one drift test")
+        return v
+
+
+def _split_indices(
+    y: np.ndarray, frac: float, rng: np.random.Generator, stratify: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    n = len(y)
+    if not stratify:
+        perm = rng.permutation(n)
+        k = int(round(frac * n))
+        return np.sort(perm[:k]), np.sort(perm[k:])
+    ref, cal = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        k = int(round(frac * len(idx)))
+        ref.append(idx[:k])
+        cal.append(idx[k:])
+    return np.sort(np.concatenate(ref)), np.sort(np.concatenate(cal))
+
+
+def calibrate(
+    pool: Sample,
+    n_ref: int,
+    tests: list[str],
+    template: ReferenceProfile,
+    sizes: list[int],
+    n_windows: int,
+    alpha: float,
+    warn_alpha: float,
+    rng: np.random.Generator,
+) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    """Null distribution of the min-p over the tests, by re-splitting in-distribution data.
+
+    Each draw splits the in-distribution pool into a pseudo-reference and a window (without replacement), so
+    both are exchangeable samples of the same distribution, and records the smallest p-value. The
+    ``alpha`` quantile is the alarm threshold: combining correlated tests by min-p then fires on
+    ``alpha`` of in-distribution windows. Sizes the pool cannot hold next to a reference of at least
+    50 are skipped (their thresholds are extrapolated).
+    """
+    thresholds: dict[str, dict[str, float]] = {}
+    notes: dict[str, Any] = {
+        "method": "min-p over tests, quantile of re-split in-distribution windows",
+        "sizes": {},
+    }
+    N = len(pool)
+    for n in sizes:
+        m = min(n_ref, N - n)
+        if m < 50:
+            notes["sizes"][str(n)] = "skipped: the held-out pool is too small"
+            continue
+        minps = []
+        for b in range(n_windows):
+            perm = rng.permutation(N)
+            ref, win = pool.take(perm[:m]), pool.take(perm[m : m + n])
+            ctx = template.context(np.random.default_rng([int(rng.integers(1 << 31)), b]))
+            ctx.effects = False
+            res = run_tests(tests, ref, win, ctx)
+            minps.append(min((r.p_value for r in res.values()), default=1.0))
+        minps_arr = np.array(minps)
+        thresholds[str(n)] = {
+            "alarm": float(np.quantile(minps_arr, alpha, method="lower")),
+            "warn": float(np.quantile(minps_arr, warn_alpha, method="lower")),
+        }
+        notes["sizes"][str(n)] = {"pseudo_reference": m, "windows": n_windows}
+    return thresholds, notes
+
+
+def build_profile(
+    config: BuildMonitorProfileConfig,
+    data: DatasetBundle,
+    task: TaskSpec,
+    model: TrainedModel,
+    rng: np.random.Generator,
+) -> ReferenceProfile:
+    """Build the reference from the validation split (never test) and calibrate the thresholds."""
+    val = data.val
+    if len(val) < 60:
+        raise DataError(
+            f"dataset {data.meta.name!r}: the validation split has {len(val)} samples; the monitor needs at "
+            "least 60 (a reference half and a calibration half)"
+        )
+    kind = data.kind
+    if kind == "images":
+        shape = list(data.image_shape or ())
+        columns, cats = [], {}
+        names = image_names(shape)
+    else:
+        columns, cats = table_schema(val.X)
+        shape = [len(columns)]
+        names = list(columns)
+    problem = task.problem_type
+    threshold = float(model.threshold) if (model.threshold is not None and problem == "binary") else 0.5
+    metrics = (
+        config.metrics
+        or [m for m in task.metrics if m in SUPPORTED]
+        or (["acc"] if problem != "regression" else [])
+    )
+    info_kw: dict[str, Any] = {
+        "kind": kind,
+        "input_shape": shape,
+        "input_columns": columns,
+        "categories": cats,
+        "feature_names": names,
+        "categorical": [i for i, c in enumerate(names) if c in cats],
+        "problem_type": problem,
+        "n_outputs": task.n_outputs,
+        "label_names": task.label_names,
+        "threshold": threshold,
+        "metrics": metrics,
+    }
+    tmp_info = ProfileInfo(
+        **info_kw,
+        tests=config.tests,
+        alpha=config.alpha,
+        warn_alpha=config.warn_alpha,
+        thresholds={},
+        calibration={},
+        bandwidth=1.0,
+        permutations=config.permutations,
+        pca_dims=0,
+        embedding_dim=0,
+        reference_size=0,
+        calibration_size=0,
+        model_sha256="",
+    )
+    feats = summary_features(tmp_info, val.X)
+    emb, proba = forward_all(model, model_input(tmp_info, val.X))
+    # PCA basis from a train sample: independent of the validation windows used for calibration
+    tr = data.train
+    pick = rng.choice(len(tr), min(len(tr), config.pca_fit_samples), replace=False)
+    Xtr = tr.X.iloc[np.sort(pick)] if kind == "table" else tr.X[np.sort(pick)]
+    emb_tr, _ = forward_all(model, model_input(tmp_info, Xtr))
+    mean = emb_tr.mean(axis=0)
+    d = int(min(config.pca_dims, emb_tr.shape[1], max(len(emb_tr) - 1, 1)))
+    _, _, vt = np.linalg.svd(emb_tr - mean, full_matrices=False)
+    components = vt[:d]
+    red = ((emb - mean) @ components.T).astype(np.float32)
+    y = np.asarray(val.y)
+    labels = y if problem != "regression" else None
+    full = Sample(
+        features=feats, embeddings=red, proba=proba if problem != "regression" else None, labels=labels
+    )
+    stratify = problem in ("binary", "multiclass", "ordinal")
+    ref_idx, cal_idx = _split_indices(
+        y.reshape(len(y), -1)[:, 0] if stratify else y, config.reference_fraction, rng, stratify
+    )
+    if len(ref_idx) > config.max_reference:
+        ref_idx = np.sort(rng.choice(ref_idx, config.max_reference, replace=False))
+    ref = full.take(ref_idx)
+    bandwidth = median_bandwidth(ref.embeddings) if ref.embeddings is not None else 1.0
+    perf, rel, pred_dist, label_dist = {}, {}, [], []
+    if full.proba is not None and problem != "regression":
+        perf = realized(metrics, y[ref_idx], full.proba[ref_idx], problem, threshold)
+        rel = reliability(full.proba, y, problem, threshold)
+        if problem in ("binary", "multiclass", "ordinal"):
+            from closedloop.stages.monitor.tests import predicted_classes
+
+            pc = predicted_classes(ref.proba, problem, threshold)
+            pred_dist = (np.bincount(pc, minlength=task.n_outputs) / len(pc)).tolist()
+            yy = y[ref_idx].reshape(-1).astype(int)
+            label_dist = (np.bincount(yy, minlength=task.n_outputs) / len(yy)).tolist()
+    missing = np.isnan(feats[ref_idx]).mean(axis=0).tolist() if len(names) else []
+    info = ProfileInfo(
+        **info_kw,
+        tests=config.tests,
+        alpha=config.alpha,
+        warn_alpha=config.warn_alpha,
+        thresholds={},
+        calibration={},
+        bandwidth=bandwidth,
+        permutations=config.permutations,
+        pca_dims=d,
+        embedding_dim=int(emb.shape[1]),
+        reference_size=int(len(ref_idx)),
+        calibration_size=int(len(cal_idx)),
+        model_sha256=model_fingerprint(model),
+        reference_performance=perf,
+        reliability=rel,
+        prediction_distribution=pred_dist,
+        label_distribution=label_dist,
+        missing_rate=missing,
+        source={"dataset": data.meta.name, "split": "val", "n_val": len(val)},
+    )
+    profile = ReferenceProfile(info, ref, mean, components)
+    # Re-splitting all of validation gives exchangeable (pseudo-reference, window) pairs, so the min-p
+    # null distribution is the one a fixed reference meets on fresh in-distribution windows.
+    thresholds, notes = calibrate(
+        full,
+        len(ref_idx),
+        config.tests,
+        profile,
+        sorted(config.window_sizes),
+        config.calibration_windows,
+        config.alpha,
+        config.warn_alpha,
+        rng,
+    )
+    if not thresholds:  # tiny validation split: fall back to Bonferroni, and say so
+        k = len(config.tests)
+        thresholds = {"100": {"alarm": config.alpha / k, "warn": config.warn_alpha / k}}
+        notes["fallback"] = "pool too small to calibrate; Bonferroni over the tests"
+    profile.info = info.model_copy(update={"thresholds": thresholds, "calibration": notes})
+    return profile
+
+
+@register_stage("monitor")
+class BuildMonitorProfile(Stage):
+    """Build the drift-monitoring reference profile from validation data, with calibrated thresholds."""
+
+    Config = BuildMonitorProfileConfig
+    version = "1"
+
+    class Inputs(StageIO):
+        data: DatasetBundle
+        task: TaskSpec
+        model: TrainedModel
+
+    class Outputs(StageIO):
+        reference: ReferenceProfile
+
+    def run(self, inputs: Inputs, ctx: RunContext) -> Outputs:
+        if inputs.task.data_kind != inputs.data.kind:
+            raise ConfigError(
+                f"stage {self.name!r}: task is for {inputs.task.data_kind}, data is {inputs.data.kind}"
+            )
+        profile = build_profile(self.config, inputs.data, inputs.task, inputs.model, ctx.rng("profile"))
+        return self.Outputs(reference=profile)
+
+    def summarize(self, outputs: Outputs) -> dict[str, Any]:
+        i = outputs.reference.info
+        return {
+            "reference": {
+                "kind": i.kind,
+                "input_shape": i.input_shape,
+                "reference_size": i.reference_size,
+                "calibration_size": i.calibration_size,
+                "n_features": len(i.feature_names),
+                "embedding_dim": i.embedding_dim,
+                "pca_dims": i.pca_dims,
+                "tests": i.tests,
+                "alpha": i.alpha,
+                "warn_alpha": i.warn_alpha,
+                "thresholds": i.thresholds,
+                "metrics": i.metrics,
+                "reference_performance": i.reference_performance,
+                "ece": i.reliability.get("ece"),
+                "format_version": i.format_version,
+            }
+        }
+
+    def report(self, outputs: Outputs, stage_dir: Path) -> list[Any]:
+        from closedloop.report.blocks import Figure, KeyValues, Paragraph, Table
+
+        i = outputs.reference.info
+        blocks: list[Any] = [
+            Paragraph(
+                f"Reference profile from {i.reference_size} validation samples; thresholds calibrated on "
+                f"{i.calibration_size} held-out validation samples so that about {i.alpha:.0%} of in-distribution "
+                "windows raise an alarm. Check production data with <code>closedloop monitor RUN_DIR DATA</code>."
+            ),
+            KeyValues(self.summarize(outputs)["reference"], title="Reference profile"),
+            Table(
+                [{"window": k, **v} for k, v in sorted(i.thresholds.items(), key=lambda kv: int(kv[0]))],
+                title="Calibrated min-p thresholds per window size",
+            ),
+            Table([{"test": k, "what": TESTS[k].description} for k in i.tests], title="Drift tests"),
+        ]
+        fig = _reliability_figure(outputs.reference, stage_dir)
+        if fig is not None:
+            blocks.append(
+                Figure(fig, "Confidence vs. accuracy on validation (the relation the estimate relies on)")
+            )
+        return blocks
+
+
+def _reliability_figure(profile: ReferenceProfile, stage_dir: Path) -> str | None:
+    rel = profile.info.reliability
+    if not rel or not rel.get("confidence"):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(stage_dir) / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    axes[0].plot([0, 1], [0, 1], "k:", lw=1)
+    axes[0].plot(rel["confidence"], rel["accuracy"], "o-")
+    axes[0].set_xlabel("confidence")
+    axes[0].set_ylabel("accuracy")
+    axes[0].set_title(f"reliability (ECE {rel.get('ece', 0):.3f})")
+    from closedloop.stages.monitor.tests import confidences
+
+    if profile.reference.proba is not None:
+        conf = confidences(profile.reference.proba, profile.info.problem_type, profile.info.threshold)
+        axes[1].hist(conf, bins=20)
+        axes[1].set_xlabel("confidence (reference)")
+    fig.tight_layout()
+    fig.savefig(out / "monitor_reliability.png", dpi=100)
+    plt.close(fig)
+    return "figures/monitor_reliability.png"
