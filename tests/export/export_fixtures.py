@@ -99,7 +99,7 @@ def digits_bundle(binary: bool = False) -> DatasetBundle:
     )
 
 
-def digits_model(bundle: DatasetBundle, steps: int = 150, width: int = 8) -> TrainedModel:
+def digits_model(bundle: DatasetBundle, steps: int = 80, width: int = 8) -> TrainedModel:
     binary = len(bundle.meta.label_names) == 2
     n_logits = 1 if binary else 10
     spec = ModelSpec(family="test_export_cnn", params={"width": width})

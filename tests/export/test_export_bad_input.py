@@ -1,0 +1,159 @@
+"""Bad input for the export stage and the predictor: each fails cleanly with a message that says why."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from export_fixtures import TinyCNN, digits_bundle, digits_model, task_for  # noqa: E402
+
+from closedloop.core.errors import ClosedLoopError, DataError  # noqa: E402
+from closedloop.core.stage import RunContext  # noqa: E402
+from closedloop.models.registry import MODELS, register_model  # noqa: E402
+from closedloop.models.trained import ModelSpec, TrainedModel  # noqa: E402
+from closedloop.serving import Predictor, PredictorError  # noqa: E402
+from closedloop.stages.export import ExportError, ExportModel, ParityError  # noqa: E402
+from closedloop.stages.export.onnx_export import export_onnx, onnx_session  # noqa: E402
+from closedloop.stages.export.parity import compare_outputs, require_parity  # noqa: E402
+from closedloop.stages.export.quantize import quantize_model  # noqa: E402
+
+FAST = {"latency": {"repeats": 5, "warmup": 1}, "bootstrap": 10, "calibration_samples": 64}
+
+
+class SvdNet(TinyCNN):
+    """Uses an op the ONNX exporter does not know (singular values)."""
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.svdvals(x[:, 0]).reshape(len(x), -1)[:, :1].repeat(1, 16)
+
+
+if "test_export_svd" not in MODELS._items:
+
+    @register_model("test_export_svd")
+    def _svd(input_shape: list[int], n_logits: int) -> nn.Module:
+        return SvdNet(input_shape[-1], n_logits)
+
+
+@pytest.fixture(scope="module")
+def small():
+    b = digits_bundle(binary=True)
+    return b, digits_model(b, steps=40), task_for(b)
+
+
+@pytest.fixture(scope="module")
+def exported(small, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    b, m, t = small
+    d = tmp_path_factory.mktemp("exp")
+    out = ExportModel(**FAST).execute(
+        {"data": b, "task": t, "model": m}, RunContext(stage_name="export", stage_dir=d, seed=0)
+    )
+    return out.exported.directory
+
+
+def test_export_unsupported_op_names_the_op(small, tmp_path: Path) -> None:
+    b, m, t = small
+    bad = TrainedModel(
+        spec=ModelSpec(family="test_export_svd"),
+        network=MODELS.resolve("test_export_svd")([8, 8, 1], 1),
+        preprocessing=m.preprocessing,
+        problem_type="binary",
+        n_outputs=2,
+        label_names=["low", "high"],
+    )
+    with pytest.raises(ExportError, match="svdvals") as info:
+        ExportModel(**FAST).execute(
+            {"data": b, "task": t, "model": bad}, RunContext(stage_name="export", stage_dir=tmp_path, seed=0)
+        )
+    assert isinstance(info.value, ClosedLoopError)
+
+
+def test_export_calibration_of_the_wrong_shape(small, tmp_path: Path) -> None:
+    _, m, _ = small
+    path = export_onnx(m.raw_module(), torch.zeros(2, 8, 8, 1), tmp_path / "m.onnx")
+    with pytest.raises(
+        DataError, match=r"calibration data has shape \(10, 8, 8\).*expected \(N>0, 8, 8, 1\)"
+    ):
+        quantize_model(
+            path, tmp_path / "q.onnx", mode="static", calibration=np.zeros((10, 8, 8)), input_shape=[8, 8, 1]
+        )
+
+
+def test_export_int8_beyond_tolerance_is_rejected_not_shipped(small, tmp_path: Path) -> None:
+    b, m, t = small
+    stage = ExportModel(**FAST, int8_max_prob_diff=1e-9)
+    out = stage.execute(
+        {"data": b, "task": t, "model": m}, RunContext(stage_name="export", stage_dir=tmp_path, seed=0)
+    )
+    meas = out.exported.measurements
+    assert meas["variants"]["int8"]["accepted"] is False
+    assert "P(int8) - P(fp32)" in meas["variants"]["int8"]["reason"]
+    assert meas["shipped"] != "int8"
+    meta = json.loads((out.exported.directory / "predictor.json").read_text())
+    assert "int8" not in meta["models"] and "int8" in meta["rejected"]
+    assert stage.summarize(out)["int8"]["accepted"] is False
+
+
+def test_export_parity_failure_lists_the_largest_differences() -> None:
+    ref = np.zeros((20, 3), np.float32)
+    got = ref.copy()
+    got[7, 2] = 0.5
+    res = compare_outputs(ref, got, 1e-3, 1e-5)
+    assert not res.passed and res.worst[0]["sample"] == 7 and res.worst[0]["output"] == 2
+    with pytest.raises(ParityError, match=r"sample 7 out 2: torch 0 vs onnx 0.5"):
+        require_parity(res, "model.onnx", 1e-3, 1e-5)
+    assert compare_outputs(ref, ref + 1e-7, 1e-3, 1e-5).passed
+
+
+def test_export_predictor_rejects_wrong_shape_and_dtype(exported: Path) -> None:
+    p = Predictor(exported)
+    with pytest.raises(PredictorError, match=r"expected \(N, 8, 8, 1\)"):
+        p.predict_proba(np.zeros((2, 8, 8), np.uint8))
+    with pytest.raises(PredictorError, match="without a batch axis"):
+        p.predict_proba(np.zeros((8, 8, 1), np.uint8))
+    with pytest.raises(PredictorError, match="not numeric"):
+        p.predict_proba(np.array([[["a"] * 1] * 8] * 8 * 2, dtype=object).reshape(2, 8, 8, 1))
+    with pytest.raises(PredictorError, match="0..255"):
+        p.predict_proba(np.full((1, 8, 8, 1), 0.5, np.float32) * -1)
+    with pytest.raises(PredictorError, match="variant 'nope'"):
+        Predictor(exported, variant="nope")
+
+
+def test_export_corrupted_model_file_gives_a_clear_error(exported: Path, tmp_path: Path) -> None:
+    import shutil
+
+    d = tmp_path / "broken"
+    shutil.copytree(exported, d)
+    meta = json.loads((d / "predictor.json").read_text())
+    f = d / meta["models"][meta["shipped"]]["file"]
+    f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 3])
+    with pytest.raises(PredictorError, match="cannot load the ONNX model"):
+        Predictor(d)
+    with pytest.raises(ExportError, match="cannot load"):
+        onnx_session(f)
+    (d / "predictor.json").write_text("{not json")
+    with pytest.raises(PredictorError, match="not valid JSON"):
+        Predictor(d)
+    # and in a separate process the host survives: a clean error line and exit code 2, no crash
+    np.save(tmp_path / "x.npy", np.zeros((1, 8, 8, 1), np.uint8))
+    (d / "predictor.json").write_text(json.dumps(meta))
+    r = subprocess.run(
+        [sys.executable, str(d / "predictor.py"), str(d), str(tmp_path / "x.npy")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and "cannot load the ONNX model" in r.stderr
+
+
+def test_export_serving_does_not_import_torch() -> None:
+    code = "import sys, closedloop.serving; assert 'torch' not in sys.modules, 'torch imported'; print('ok')"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr

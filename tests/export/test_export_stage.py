@@ -1,0 +1,144 @@
+"""The export stage end to end on tiny trained models (digits CNN, synthetic-table MLP)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from export_fixtures import digits_bundle, digits_model, table_bundle, table_model, task_for  # noqa: E402
+
+from closedloop.core.stage import RunContext  # noqa: E402
+from closedloop.models.trained import logits_to_proba  # noqa: E402
+from closedloop.serving import Predictor  # noqa: E402
+from closedloop.serving.predictor import _logits_to_proba  # noqa: E402
+from closedloop.stages.export import ExportBundle, ExportModel  # noqa: E402
+
+FAST = {"latency": {"repeats": 10, "warmup": 2}, "bootstrap": 30, "calibration_samples": 128}
+
+
+@pytest.fixture(scope="module")
+def binary_run(tmp_path_factory: pytest.TempPathFactory):
+    b = digits_bundle(binary=True)
+    m = digits_model(b)
+    t = task_for(
+        b, business={"cases_per_day": 100}, acceptance={"auc": 0.8}, constraints={"max_latency_ms": 1000}
+    )
+    stage = ExportModel(
+        **FAST, prune={"amount": 0.3, "epochs": 1}, distill={"params": {"width": 4}, "epochs": 2}
+    )
+    d = tmp_path_factory.mktemp("export_bin")
+    out = stage.execute(
+        {"data": b, "task": t, "model": m}, RunContext(stage_name="export", stage_dir=d, seed=0)
+    )
+    return b, m, t, stage, out, d
+
+
+def test_export_summary_has_the_issue_keys(binary_run) -> None:
+    _, _, _, stage, out, _ = binary_run
+    s = stage.summarize(out)
+    assert s["fp32"]["size_bytes"] > 0 and s["int8"]["size_bytes"] > 0
+    assert 0 <= s["parity_max_abs_diff"] <= 1e-3
+    assert 0.5 < s["int8"]["val"]["auc"] <= 1
+    for v in ("torch_fp32", "fp32", "int8", "student", "pruned"):
+        assert s["latency_ms"][v]["p50"] > 0 and s["latency_ms"][v]["p95"] >= s["latency_ms"][v]["p50"]
+        assert s["throughput"][v] > 0
+    assert isinstance(s["blessed"], bool)
+    files = out.exported.files()
+    for key in ("onnx_fp32", "onnx_int8", "predictor_metadata", "model_card"):
+        assert (out.exported.directory / files[key]).is_file(), key
+    dist = out.exported.measurements["distillation"]
+    assert dist["student_parameters"] < dist["teacher_parameters"]
+    assert {"student_alone_val_auc", "student_distilled_val_auc", "distilled_minus_alone"} <= set(dist)
+
+
+def test_export_predictor_matches_the_torch_model(binary_run) -> None:
+    b, m, _, _, out, _ = binary_run
+    X = b.val.X[:40]
+    ref = m.predict_proba(X)
+    p = Predictor(out.exported.directory, variant="fp32")
+    np.testing.assert_allclose(p.predict_proba(X), ref, rtol=1e-4, atol=1e-5)
+    # uint8 and float pixels give the same answer; the threshold comes from the metadata
+    np.testing.assert_allclose(p.predict_proba(X.astype(np.float32)), p.predict_proba(X), atol=1e-7)
+    assert p.threshold == pytest.approx(0.45)
+    expected = (ref[:, 1] >= 0.45).astype(int)
+    assert p.predict(X).tolist() == expected.tolist()
+    assert set(p.predict_labels(X)) <= {"low", "high"}
+    shipped = Predictor(out.exported.directory)
+    assert shipped.variant == out.exported.measurements["shipped"]
+    assert out.exported.measurements["variants"][shipped.variant]["accepted"]
+    assert shipped.predict_proba(X).shape == ref.shape
+
+
+def test_export_metadata_and_model_card(binary_run) -> None:
+    _, m, t, _, out, _ = binary_run
+    meta = json.loads((out.exported.directory / "predictor.json").read_text())
+    assert meta["input"]["shape"] == [8, 8, 1] and meta["input"]["kind"] == "images"
+    assert meta["temperature"] == pytest.approx(1.2) and meta["label_names"] == ["low", "high"]
+    assert meta["problem_type"] == "binary" and meta["shipped"] in meta["models"]
+    card = out.exported.model_card
+    for section in (
+        "Intended use",
+        "Known misuse",
+        "Metrics",
+        "Operating point",
+        "Limits",
+        "Monitoring drift",
+    ):
+        assert f"## {section}" in card
+    assert "Per day (100 cases" in card and "0.4500" in card
+
+
+def test_export_bundle_save_load_and_report(binary_run, tmp_path: Path) -> None:
+    _, _, _, stage, out, d = binary_run
+    out.exported.save(tmp_path)
+    loaded = ExportBundle.load(tmp_path)
+    assert loaded.measurements["shipped"] == out.exported.measurements["shipped"]
+    assert stage.summarize(type(out)(exported=loaded))["blessed"] == stage.summarize(out)["blessed"]
+    assert Predictor(tmp_path).predict(digits_bundle(True).val.X[:3]).shape == (3,)
+    blocks = stage.report(type(out)(exported=loaded), d)
+    kinds = {type(x).__name__ for x in blocks}
+    assert {"Callout", "Table", "Section"} <= kinds
+
+
+def test_export_multiclass_defaults_ship_int8(tmp_path: Path) -> None:
+    b = digits_bundle(binary=False)
+    m = digits_model(b, steps=60, width=16)
+    t = task_for(b)
+    stage = ExportModel(**FAST)
+    out = stage.execute(
+        {"data": b, "task": t, "model": m}, RunContext(stage_name="export", stage_dir=tmp_path, seed=0)
+    )
+    meas = out.exported.measurements
+    assert meas["quantization"] == "static"
+    assert meas["variants"]["int8"]["size_bytes"] < meas["variants"]["fp32"]["size_bytes"]
+    p = Predictor(out.exported.directory, variant="fp32")
+    assert p.predict_proba(b.val.X[:5]).shape == (5, 10)
+    np.testing.assert_allclose(p.predict_proba(b.val.X[:5]).sum(1), 1, atol=1e-6)
+
+
+def test_export_table_mlp_uses_dynamic_quantization(tmp_path: Path) -> None:
+    b = table_bundle()
+    m = table_model(b)
+    t = task_for(b)
+    stage = ExportModel(**FAST)
+    out = stage.execute(
+        {"data": b, "task": t, "model": m}, RunContext(stage_name="export", stage_dir=tmp_path, seed=0)
+    )
+    meas = out.exported.measurements
+    assert meas["quantization"] == "dynamic" and "int8" in meas["variants"]
+    X = b.val.features()
+    assert np.isnan(X).any()  # missing values go in raw; imputation is inside the graph
+    p = Predictor(out.exported.directory, variant="fp32")
+    np.testing.assert_allclose(p.predict_proba(X), m.predict_proba(b.val.X), rtol=1e-4, atol=1e-5)
+    assert "montage" not in out.exported.model_card.lower() or "not drawn" in out.exported.model_card
+
+
+@pytest.mark.parametrize("problem", ["binary", "multiclass", "multilabel", "regression"])
+def test_export_predictor_link_matches_the_package_convention(problem: str) -> None:
+    z = np.random.default_rng(0).normal(size=(7, 1 if problem in ("binary", "regression") else 3))
+    np.testing.assert_allclose(_logits_to_proba(z, problem, 1.7), logits_to_proba(z, problem, 1.7))
