@@ -164,3 +164,21 @@ def test_stage_ports_must_be_artifacts() -> None:
 
             def run(self, inputs, ctx):
                 return None
+
+
+def test_edited_data_file_is_not_served_from_cache(runs_dir: Path, tmp_path: Path) -> None:
+    import os
+
+    import numpy as np
+    import pandas as pd
+
+    csv = tmp_path / "t.csv"
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"a": rng.normal(size=200), "y": rng.integers(0, 2, 200)})
+    df.to_csv(csv, index=False)
+    make = lambda: Pipeline([], data={"source": "tabular", "path": str(csv), "target": "y"}, name="tab")  # noqa: E731
+    make().run(progress=False)
+    assert make().run(progress=False).summary["stages"]["data"]["cached"]
+    df.assign(a=df.a * 2).to_csv(csv, index=False)
+    os.utime(csv, ns=(1, 1))
+    assert not make().run(progress=False).summary["stages"]["data"]["cached"]

@@ -353,6 +353,7 @@ class Pipeline:
                         **_stage_spec_fingerprint(stage),
                         "seed": self.seed,
                         "inputs": {p: artifact_hashes[p] for p in sorted(inputs)},
+                        "extra": stage.cache_key(),
                     }
                 )
             )

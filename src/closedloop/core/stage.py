@@ -222,6 +222,10 @@ class Stage:
         )
         return f"{type(self).__name__}({fields})"
 
+    def cache_key(self) -> str:
+        """Extra fingerprint input for what the config cannot see (e.g. a data file's mtime)."""
+        return ""
+
     # -- ports --------------------------------------------------------------------------------
     @classmethod
     def input_ports(cls) -> list[Port]:

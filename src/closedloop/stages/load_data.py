@@ -45,6 +45,9 @@ class LoadData(Stage):
     def source(self) -> Any:
         return SOURCES.resolve(self.config.source)(self.config.options)
 
+    def cache_key(self) -> str:
+        return self.source().content_key()
+
     def run(self, inputs: Inputs, ctx: RunContext) -> Outputs:
         return self.Outputs(data=self.source().load(ctx.seed))
 

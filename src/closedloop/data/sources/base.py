@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
@@ -64,3 +65,21 @@ class DataSource:
     def load(self, seed: int) -> DatasetBundle:
         """Read (or download) the data and return train/val/test splits with metadata."""
         raise NotImplementedError
+
+    def content_key(self) -> str:
+        """A cheap key that changes when the files behind this source change (size and mtime of
+        every file named by a ``path``/``root`` field), so an edited file is not served from cache."""
+        import os
+
+        parts = []
+        for field_name in ("path", "root"):
+            value = getattr(self.config, field_name, None)
+            if not value:
+                continue
+            p = Path(os.path.expanduser(str(value)))
+            files = [p] if p.is_file() else sorted(p.rglob("*"))[:200_000] if p.is_dir() else []
+            for f in files:
+                if f.is_file():
+                    st = f.stat()
+                    parts.append(f"{f}:{st.st_size}:{st.st_mtime_ns}")
+        return "|".join(parts)
