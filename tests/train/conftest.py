@@ -1,14 +1,36 @@
-"""Small bundles for the training tests (sklearn digits as 8x8 uint8 images)."""
+"""Small bundles and a tiny training config for the training tests (sklearn digits as 8x8 uint8 images)."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from closedloop.core.ledger import TestLedger, ValidationLedger
+from closedloop.core.stage import RunContext
 from closedloop.data.bundle import DatasetBundle, DatasetMeta, Split
 
+TINY: dict[str, Any] = {
+    "preset": "quick",
+    "budget_minutes": 30,  # the trial count, not the clock, ends each phase (deterministic)
+    "ladder": [{"width": 4, "depth": 1}, {"width": 8, "depth": 1}],
+    "baseline_epochs": 1,
+    "ladder_epochs": 3,
+    "n_trials": 2,
+    "max_epochs": 3,
+    "sanity_steps": 80,
+    "sanity_lr": 0.01,
+    "batch_size": 64,
+    "n_bootstrap": 200,
+    "threads": 1,
+}
 
-def digits_bundle(classes: tuple[int, ...] = (0, 1), n_per_split: tuple[int, int, int] = (240, 80, 80), seed: int = 0) -> DatasetBundle:
+
+def digits_bundle(
+    classes: tuple[int, ...] = (0, 1), n_per_split: tuple[int, int, int] = (240, 80, 80), seed: int = 0
+) -> DatasetBundle:
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -19,16 +41,31 @@ def digits_bundle(classes: tuple[int, ...] = (0, 1), n_per_split: tuple[int, int
     a, b, c = n_per_split
     parts = {"train": idx[:a], "val": idx[a : a + b], "test": idx[a + b : a + b + c]}
     splits = {k: Split(X=X[v], y=y[v]) for k, v in parts.items()}
-    names = [str(k) for k in classes]
-    meta = DatasetMeta(name="digits", source="sklearn", kind="images", label_names=names, n_channels=1)
+    meta = DatasetMeta(
+        name="digits", source="sklearn", kind="images", label_names=[str(k) for k in classes], n_channels=1
+    )
     return DatasetBundle(meta=meta, splits=splits)
 
 
-@pytest.fixture
+def make_ctx(stage_dir: Path, seed: int = 0) -> RunContext:
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    return RunContext(
+        stage_name="train",
+        stage_dir=stage_dir,
+        seed=seed,
+        fingerprint="f" * 64,
+        test_ledger=TestLedger(stage_dir / "global_test.jsonl", stage_dir / "run_test.jsonl", run_id="r1"),
+        validation_ledger=ValidationLedger(stage_dir / "validation.jsonl"),
+    )
+
+
+@pytest.fixture(scope="session")
 def binary_digits() -> DatasetBundle:
     return digits_bundle((3, 8))
 
 
-@pytest.fixture
-def multiclass_digits() -> DatasetBundle:
-    return digits_bundle((0, 1, 2), (150, 60, 60))
+@pytest.fixture(scope="session")
+def binary_task(binary_digits: DatasetBundle) -> Any:
+    from closedloop.stages.task import DefineTaskConfig, build_task_spec
+
+    return build_task_spec(DefineTaskConfig(), binary_digits)

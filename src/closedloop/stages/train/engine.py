@@ -348,7 +348,7 @@ class Engine:
                     loss = loss + hp.l1 * sum(p.abs().sum() for p in net.parameters() if p.ndim > 1)
                 if not torch.isfinite(loss):
                     raise NonFiniteLossError(
-                        f"non-finite training loss ({float(loss)}) at epoch {epoch + 1}, step {b + 1} "
+                        f"non-finite training loss ({float(loss.detach())}) at epoch {epoch + 1}, step {b + 1} "
                         f"(lr {sched.get_last_lr()[0]:.2g}); lower the learning rate or check the inputs"
                     )
                 opt.zero_grad(set_to_none=True)

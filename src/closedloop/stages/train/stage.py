@@ -218,7 +218,7 @@ class TrainModel(Stage):
         return [{**cfg.model_params, **r} for r in rungs] or [dict(cfg.model_params)]
 
     def sanity_check(self, sess: TrainSession) -> dict[str, Any]:
-        return ph.sanity(sess, self.ladder(sess)[0])
+        return ph.sanity(sess, self.ladder(sess)[-1])  # the largest rung: can this family learn at all?
 
     def beat_baseline(self, sess: TrainSession, baseline: Any) -> dict[str, Any]:
         return ph.beat_baseline(sess, self.ladder(sess)[0], baseline)
