@@ -1,0 +1,166 @@
+"""``closedloop monitor`` and ``closedloop retrain`` (added to the main CLI by :func:`add_commands`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from closedloop.core.errors import DataError
+
+IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def read_data(path: str | Path, split: str = "test", kind: str = "images") -> tuple[Any, np.ndarray | None]:
+    """Production data from an .npz (``images`` or MedMNIST ``<split>_images``; ``--split all``
+    concatenates train, val, test), an image folder (files, or class subfolders whose names become
+    labels), or a CSV/Parquet table. Returns (data, labels or None)."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            keys = set(z.files)
+            if "images" in keys:
+                return z["images"], (z["labels"] if "labels" in keys else None)
+            splits = ["train", "val", "test"] if split == "all" else [split]
+            missing = [s for s in splits if f"{s}_images" not in keys]
+            if missing:
+                raise DataError(
+                    f"{path}: no 'images' array and no {', '.join(f'{s}_images' for s in missing)}; "
+                    f"arrays present: {sorted(keys)}"
+                )
+            X = np.concatenate([z[f"{s}_images"] for s in splits])
+            y = (
+                np.concatenate([z[f"{s}_labels"] for s in splits])
+                if all(f"{s}_labels" in keys for s in splits)
+                else None
+            )
+            return X, y
+    if path.is_dir():
+        from PIL import Image
+
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXT)
+        if not files:
+            raise DataError(f"{path}: no image files ({', '.join(IMAGE_EXT)})")
+        imgs = [np.asarray(Image.open(f)) for f in files]
+        shapes = {i.shape for i in imgs}
+        if len(shapes) > 1:
+            raise DataError(f"{path}: images have different shapes {sorted(shapes)[:4]}; resize them first")
+        return np.stack(imgs), None
+    if path.suffix in (".csv", ".parquet"):
+        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        return df, None
+    raise DataError(f"{path}: unsupported data file; expected .npz, .csv, .parquet or an image folder")
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from closedloop.core.io import to_json, write_text_atomic
+    from closedloop.stages.monitor.monitor import Monitor
+
+    monitor = Monitor.load(args.run_dir, model_dir=args.model)
+    data, labels = read_data(args.data, args.split, monitor.profile.info.kind)
+    if args.label_column and hasattr(data, "columns"):
+        if args.label_column not in data.columns:
+            raise DataError(f"{args.data}: no label column {args.label_column!r}")
+        labels = data.pop(args.label_column).to_numpy()
+    if args.no_labels:
+        labels = None
+    window = args.window or len(data)
+    result = monitor.check_stream(data, window=window, labels=labels)
+    out = result.to_dict()
+    out["run_dir"] = str(args.run_dir)
+    out["data"] = str(args.data)
+    if args.plot:
+        out["timeline_plot"] = str(result.plot(args.plot))
+    if args.review:
+        queue = monitor.review_queue(data, k=args.review, out_dir=args.review_dir)
+        out["review_queue"] = {"n": len(queue), "dir": str(args.review_dir) if args.review_dir else None}
+    if args.out:
+        write_text_atomic(Path(args.out), to_json(out))
+    s = out["summary"]
+    print(f"{s['n_windows']} window(s) of {window}: {s['n_alarm']} alarm, {s['n_warn']} warn, {s['n_ok']} ok")
+    for w in out["windows"]:
+        est = ", ".join(f"{k}~{v:.3f}" for k, v in w["estimated"].items())
+        ev = "; ".join(w["evidence"][:2])
+        print(
+            f"  [{w['index']:>3}] {w['start']}-{w['end']}: {w['alert']:<5} min-p={w['min_p']:.2g}  {est}  {ev}"
+        )
+    if args.out:
+        print(f"written: {args.out}")
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from closedloop.stages.monitor.retrain import run_retrain
+
+    out = run_retrain(
+        args.config,
+        args.add_labeled,
+        champion=args.champion,
+        overrides=args.set,
+        on=args.on,
+        alpha=args.alpha,
+        unseal_test=args.unseal_test,
+    )
+    c = out["comparison"]
+    print(
+        f"challenger {out['challenger']}\nchampion   {out['champion']}\n{c['metric']}: "
+        f"{c['value_b']:.4f} -> {c['value_a']:.4f} (delta {c['delta']:+.4f}, 95% CI [{c['ci95'][0]:+.4f}, "
+        f"{c['ci95'][1]:+.4f}], p={c['p_value']:.3g}) on {out['n_heldout']} {out['heldout_split']} samples"
+    )
+    print(("PROMOTE: " if out["promote"] else "keep the champion: ") + "; ".join(out["reasons"]))
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+def add_commands(subparsers: Any) -> None:
+    """Add ``monitor`` and ``retrain`` to the main CLI's subparsers."""
+    mon = subparsers.add_parser("monitor", help="check production data against a run's reference profile")
+    mon.add_argument("run_dir", help="run directory holding the monitor stage's reference profile")
+    mon.add_argument("data", help=".npz (images or <split>_images), image folder, or CSV/Parquet")
+    mon.add_argument("--window", type=int, default=None, help="samples per window (default: one window)")
+    mon.add_argument("--out", help="write the JSON result here")
+    mon.add_argument("--split", default="test", help="split of a MedMNIST-style .npz (train/val/test/all)")
+    mon.add_argument("--model", help="model directory (default: the run's model artifact)")
+    mon.add_argument("--plot", help="write the drift timeline PNG here")
+    mon.add_argument(
+        "--review", type=int, default=0, metavar="K", help="export the K samples most worth labeling"
+    )
+    mon.add_argument(
+        "--review-dir", default="review_queue", help="where --review writes images and queue.csv"
+    )
+    mon.add_argument("--label-column", help="table column holding labels (realized performance)")
+    mon.add_argument("--no-labels", action="store_true", help="ignore labels found in the data")
+    mon.set_defaults(func=cmd_monitor)
+
+    rt = subparsers.add_parser(
+        "retrain", help="retrain with newly labeled samples and compare with the champion"
+    )
+    rt.add_argument("config", help="the pipeline YAML of the deployed model")
+    rt.add_argument("--add-labeled", required=True, help="folder of class subfolders, or a labeled CSV")
+    rt.add_argument("--champion", help="run directory of the deployed model (default: the latest run)")
+    rt.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    rt.add_argument("--on", choices=["test", "val"], default="test", help="held-out split for the comparison")
+    rt.add_argument("--alpha", type=float, default=0.05, help="significance level for promotion")
+    rt.add_argument("--unseal-test", metavar="REASON")
+    rt.add_argument("--out", help="write the comparison JSON here")
+    rt.set_defaults(func=cmd_retrain)
+
+
+def main(argv: list[str] | None = None) -> int:  # standalone use: python -m closedloop.stages.monitor.cli
+    parser = argparse.ArgumentParser(prog="closedloop")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,305 @@
+"""The flywheel's second half: retrain with newly labeled samples and compare with the champion.
+
+``closedloop retrain CONFIG --add-labeled DIR [--champion RUN_DIR]``
+
+1. The config's ``data:`` section is wrapped in the ``augmented`` source, which loads the original
+   source and appends the labeled samples to *train* only (validation and test stay identical, so
+   both models are judged on the same held-out data). The added files' hash and count are recorded in
+   the dataset's provenance: a new, recorded dataset version.
+2. The pipeline reruns (unchanged stages come from the cache).
+3. Challenger and champion are scored on the same held-out split (test by default, the opening is
+   written to the test ledger) with the paired statistics of :mod:`closedloop.stats.paired`.
+   Promotion is recommended only when the challenger is significantly better (one-sided paired test
+   at ``alpha``) *and* meets the task's acceptance bar and constraints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from closedloop.core.errors import ConfigError, DataError, RunDirError
+from closedloop.core.io import hash_tree, to_json, write_text_atomic
+from closedloop.core.registry import SOURCES, register_source
+from closedloop.data.bundle import TARGET_COLUMN, DatasetBundle, Split
+from closedloop.data.sources.base import DataSource, SourceConfig
+
+IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+class AugmentedConfig(SourceConfig):
+    """Another source plus newly labeled samples appended to its train split."""
+
+    base: dict[str, Any]
+    """The original ``data:`` section (``source`` and its options)."""
+    labeled: str
+    """Folder of class subfolders with image files, or a CSV/Parquet file (features + label column)."""
+    label_column: str = "label"
+    """Label column of a labeled table."""
+    note: str = Field("", description="free text recorded with the dataset version")
+
+
+def read_labeled(
+    path: Path, bundle: DatasetBundle, label_column: str = "label"
+) -> tuple[Any, np.ndarray, int]:
+    """Read labeled samples in the bundle's format: (X, y, n)."""
+    names = list(bundle.meta.label_names)
+    if not path.exists():
+        raise DataError(f"--add-labeled {path}: no such file or folder")
+    if bundle.kind == "images":
+        from PIL import Image
+
+        if not path.is_dir():
+            raise DataError(
+                f"--add-labeled {path}: expected a folder of class subfolders (<class>/<image>.png)"
+            )
+        h, w, c = bundle.image_shape or (0, 0, 0)
+        xs, ys = [], []
+        for sub in sorted(p for p in path.iterdir() if p.is_dir()):
+            if sub.name in names:
+                cls = names.index(sub.name)
+            elif sub.name.isdigit() and int(sub.name) < max(len(names), 1 << 30):
+                cls = int(sub.name)
+            else:
+                raise DataError(f"--add-labeled {path}: folder {sub.name!r} is not a class ({names})")
+            for f in sorted(sub.iterdir()):
+                if f.suffix.lower() not in IMAGE_EXT:
+                    continue
+                img = Image.open(f).convert("L" if c == 1 else "RGB")
+                if img.size != (w, h):
+                    img = img.resize((w, h), Image.BILINEAR)
+                arr = np.asarray(img, dtype=np.uint8)
+                xs.append(arr[..., None] if c == 1 else arr)
+                ys.append(cls)
+        if not xs:
+            raise DataError(f"--add-labeled {path}: no images found in class subfolders")
+        return np.stack(xs), np.asarray(ys, dtype=bundle.train.y.dtype), len(xs)
+    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    col = label_column if label_column in df else TARGET_COLUMN if TARGET_COLUMN in df else None
+    if col is None:
+        raise DataError(f"--add-labeled {path}: no label column {label_column!r}")
+    y = df.pop(col).to_numpy()
+    cols = list(bundle.train.X.columns)
+    missing = [c for c in cols if c not in df]
+    if missing:
+        raise DataError(f"--add-labeled {path}: missing feature column(s) {missing}")
+    X = df[cols].copy()
+    for c in cols:
+        if isinstance(bundle.train.X[c].dtype, pd.CategoricalDtype):
+            X[c] = pd.Categorical(X[c], categories=bundle.train.X[c].cat.categories)
+    if names and y.dtype.kind in "OU":
+        y = np.array([names.index(v) for v in y])
+    return X, y.astype(bundle.train.y.dtype), len(X)
+
+
+@register_source("augmented")
+class AugmentedSource(DataSource):
+    """A source plus newly labeled samples appended to train (a new, recorded dataset version)."""
+
+    Config = AugmentedConfig
+
+    def load(self, seed: int) -> DatasetBundle:
+        base = dict(self.config.base)
+        key = base.pop("source", None)
+        if key is None:
+            raise ConfigError("data.base: the wrapped data section needs a 'source'")
+        bundle = SOURCES.resolve(key, where="data.base.source")(base).load(seed)
+        path = Path(self.config.labeled).expanduser()
+        X_new, y_new, n = read_labeled(path, bundle, self.config.label_column)
+        tr = bundle.train
+        if bundle.kind == "images":
+            X = np.concatenate([tr.X, X_new])
+        else:
+            X = pd.concat([tr.X, X_new], ignore_index=True)
+        y = np.concatenate([np.asarray(tr.y), y_new])
+        added_hash = hash_tree(path)
+        version = hashlib.sha256(
+            (to_json(bundle.meta.provenance, indent=None) + added_hash).encode()
+        ).hexdigest()[:16]
+        prov = dict(bundle.meta.provenance)
+        prov["augmented"] = {
+            "labeled": str(path.resolve()),
+            "n_added": n,
+            "added_sha256": added_hash,
+            "dataset_version": version,
+            "note": self.config.note,
+        }
+        meta = bundle.meta.model_copy(update={"provenance": prov})
+        splits = dict(bundle.splits)
+        splits["train"] = Split(X=X, y=y)
+        return DatasetBundle(meta=meta, splits=splits)
+
+
+# -- champion vs challenger ----------------------------------------------------------------------
+def _load_run(run_dir: Path) -> tuple[Any, Any]:
+    from closedloop.models.trained import TrainedModel
+    from closedloop.stages.monitor.monitor import find_artifacts
+    from closedloop.stages.task import TaskSpec
+
+    models = [p for p in find_artifacts(run_dir, "model") if (p / "model.json").is_file()]
+    tasks = [p for p in find_artifacts(run_dir, "task") if (p / "artifact.json").is_file()]
+    if not models:
+        raise RunDirError(f"{run_dir}: no trained model (stages/*/artifacts/model/model.json)")
+    return TrainedModel.load(models[-1]), (TaskSpec.load(tasks[-1]) if tasks else None)
+
+
+def latency_ms(model: Any, batch: np.ndarray, reps: int = 30) -> float:
+    import torch
+
+    module = model.raw_module()
+    x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+    times = []
+    with torch.no_grad():
+        module(x)
+        for _ in range(reps):
+            t = time.perf_counter()
+            module(x)
+            times.append((time.perf_counter() - t) * 1000)
+    return float(np.percentile(times, 95))
+
+
+def compare_runs(
+    champion_dir: Path,
+    challenger_dir: Path,
+    X: Any,
+    y: np.ndarray,
+    *,
+    alpha: float = 0.05,
+    metric: str | None = None,
+) -> dict[str, Any]:
+    """Paired comparison on the same held-out data and the promotion decision with its reasons."""
+    from closedloop.models.trained import raw_array
+    from closedloop.stats.paired import compare
+
+    champ, task = _load_run(champion_dir)
+    chall, task_b = _load_run(challenger_dir)
+    task = task_b or task
+    problem = chall.problem_type
+    metric = metric or (task.primary_metric if task else "acc")
+    convention = task.metric_convention if task else "standard"
+    pa, pb = chall.predict_proba(X), champ.predict_proba(X)
+    res = compare(metric, y, pa, pb, problem, convention=convention, threshold=chall.threshold, alpha=alpha)
+    better = res.delta > 0 if res.higher_is_better else res.delta < 0
+    significant = better and res.p_one_sided < alpha
+    reasons, constraints = [], {}
+    if task is not None:
+        for m, bar in task.acceptance.items():
+            if m == res.metric:
+                ok = res.value_a >= bar if res.higher_is_better else res.value_a <= bar
+                constraints[f"acceptance.{m}"] = {"value": res.value_a, "bar": bar, "ok": bool(ok)}
+        c = task.constraints
+        if c.max_model_size_mb is not None:
+            size = (
+                sum(f.stat().st_size for f in (challenger_dir).glob("stages/*/artifacts/model/weights.pt"))
+                / 1e6
+            )
+            constraints["max_model_size_mb"] = {
+                "value": size,
+                "bar": c.max_model_size_mb,
+                "ok": size <= c.max_model_size_mb,
+            }
+        if c.max_latency_ms is not None:
+            raw = raw_array(X)[: c.latency_batch_size]
+            lat = latency_ms(chall, raw)
+            constraints["max_latency_ms"] = {
+                "value": lat,
+                "bar": c.max_latency_ms,
+                "ok": lat <= c.max_latency_ms,
+            }
+    meets = all(v["ok"] for v in constraints.values())
+    if not better:
+        reasons.append(f"the challenger is not better on {res.metric} (delta {res.delta:+.4f})")
+    elif not significant:
+        reasons.append(
+            f"the improvement {res.delta:+.4f} is not significant (one-sided p={res.p_one_sided:.3g} >= {alpha})"
+        )
+    reasons += [
+        f"constraint {k} not met ({v['value']:.4g} vs {v['bar']})"
+        for k, v in constraints.items()
+        if not v["ok"]
+    ]
+    promote = bool(significant and meets)
+    if promote:
+        reasons.append(
+            f"{res.metric} {res.value_b:.4f} -> {res.value_a:.4f} (delta {res.delta:+.4f}, 95% CI "
+            f"[{res.ci95[0]:+.4f}, {res.ci95[1]:+.4f}], one-sided p={res.p_one_sided:.3g}); constraints met"
+        )
+    return {
+        "champion": str(champion_dir),
+        "challenger": str(challenger_dir),
+        "n_heldout": int(len(y)),
+        "comparison": res.to_dict(),
+        "constraints": constraints,
+        "promote": promote,
+        "reasons": reasons,
+    }
+
+
+def run_retrain(
+    config: str | Path,
+    add_labeled: str | Path,
+    *,
+    champion: str | Path | None = None,
+    overrides: list[str] | None = None,
+    on: str = "test",
+    alpha: float = 0.05,
+    unseal_test: str | None = None,
+) -> dict[str, Any]:
+    """Retrain with the labeled samples merged in, then compare with the champion (see module doc)."""
+    from closedloop.core.config import load_yaml_file
+    from closedloop.core.ledger import TestLedger
+    from closedloop.core.pipeline import Pipeline
+    from closedloop.core.stage import RunContext
+
+    raw = load_yaml_file(config)
+    base = dict(raw.get("data") or {})
+    if base.get("source") == "augmented":
+        raise ConfigError(f"{config}: the data section is already augmented; pass the original config")
+    raw["data"] = {"source": "augmented", "base": base, "labeled": str(Path(add_labeled).resolve())}
+    runs_root = Path(raw.get("runs_dir", "runs")) / str(raw.get("name"))
+    if champion is None:
+        previous = sorted(p for p in runs_root.glob("*") if (p / "manifest.json").is_file())
+        if not previous:
+            raise RunDirError(
+                f"no champion: no earlier run under {runs_root}; pass --champion RUN_DIR (the deployed model's run)"
+            )
+        champion = previous[-1]
+    champion = Path(champion)
+    result = Pipeline.from_dict(raw, overrides=overrides or [], where=str(config)).run()
+    if not result.ok:
+        raise RunDirError(f"the challenger run failed: see {result.run_dir}")
+    src = SOURCES.resolve(base["source"])({k: v for k, v in base.items() if k != "source"})
+    bundle = src.load(int(raw.get("seed", 0)))
+    if on == "test":
+        ledger = TestLedger(
+            global_path=runs_root / "test_ledger.jsonl",
+            run_path=result.run_dir / "test_ledger.jsonl",
+            run_id=result.run_dir.name,
+            unseal_reason=unseal_test,
+        )
+        ctx = RunContext(
+            stage_name="retrain",
+            stage_dir=result.run_dir,
+            seed=0,
+            fingerprint="retrain-compare:"
+            + hashlib.sha256(f"{champion.resolve()}|{result.run_dir.resolve()}".encode()).hexdigest(),
+            test_ledger=ledger,
+        )
+        held = ctx.open_test(bundle, reason="champion vs challenger comparison (closedloop retrain)")
+    else:
+        held = bundle.val
+    out = compare_runs(champion, result.run_dir, held.X, np.asarray(held.y), alpha=alpha)
+    out["heldout_split"] = on
+    out["dataset_version"] = (
+        result.summary.get("stages", {}).get("data", {}).get("provenance", {}).get("augmented")
+        if isinstance(result.summary.get("stages", {}).get("data"), dict)
+        else None
+    )
+    write_text_atomic(result.run_dir / "retrain.json", to_json(out))
+    return out

@@ -1,0 +1,136 @@
+"""Small models and datasets for the monitor tests (digits images, a synthetic table)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from closedloop.data.bundle import DatasetBundle, DatasetMeta, Split
+from closedloop.models.registry import register_model
+from closedloop.models.trained import ModelSpec, Preprocessing, TrainedModel
+
+
+class TinyCNN(nn.Module):
+    def __init__(self, shape: list[int], n: int) -> None:
+        super().__init__()
+        h, w, c = shape
+        self.body = nn.Sequential(
+            nn.Conv2d(c, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * h * w, 16), nn.ReLU()
+        )
+        self.head = nn.Linear(16, n)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class TinyMLP(nn.Module):
+    def __init__(self, shape: list[int], n: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(shape[0], 16), nn.ReLU())
+        self.head = nn.Linear(16, n)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+@register_model("monitor_test_cnn")
+def _cnn(shape: list[int], n: int) -> nn.Module:
+    return TinyCNN(shape, n)
+
+
+@register_model("monitor_test_mlp")
+def _mlp(shape: list[int], n: int) -> nn.Module:
+    return TinyMLP(shape, n)
+
+
+def _fit(model: TrainedModel, X: np.ndarray, y: np.ndarray, steps: int, binary: bool) -> None:
+    torch.manual_seed(0)
+    mod = model.raw_module().train()
+    opt = torch.optim.Adam(model.network.parameters(), 1e-2)
+    xt = torch.tensor(X, dtype=torch.float32)
+    yt = torch.tensor(y)
+    for _ in range(steps):
+        opt.zero_grad()
+        out = mod(xt)
+        loss = (
+            nn.functional.binary_cross_entropy_with_logits(out.reshape(-1), yt.float())
+            if binary
+            else nn.functional.cross_entropy(out, yt.long())
+        )
+        loss.backward()
+        opt.step()
+    model.network.eval()
+
+
+def digits_setup() -> tuple[DatasetBundle, TrainedModel]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    X = (d.images / 16 * 255).astype(np.uint8)[..., None]
+    y = d.target
+    p = np.random.default_rng(0).permutation(len(y))
+    tr, va, te = p[:1000], p[1000:1400], p[1400:]
+    bundle = DatasetBundle(
+        DatasetMeta(name="digits", source="sklearn", kind="images", label_names=[str(i) for i in range(10)]),
+        {"train": Split(X[tr], y[tr]), "val": Split(X[va], y[va]), "test": Split(X[te], y[te])},
+    )
+    torch.manual_seed(0)
+    model = TrainedModel(
+        spec=ModelSpec(family="monitor_test_cnn"),
+        network=TinyCNN([8, 8, 1], 10),
+        preprocessing=Preprocessing(input_kind="images", input_shape=[8, 8, 1], mean=[0.3], std=[0.4]),
+        problem_type="multiclass",
+        n_outputs=10,
+        label_names=[str(i) for i in range(10)],
+    )
+    _fit(model, X[tr], y[tr], 60, binary=False)
+    return bundle, model
+
+
+def table_setup() -> tuple[DatasetBundle, TrainedModel]:
+    rng = np.random.default_rng(0)
+    n = 900
+    a = rng.normal(size=n)
+    b = rng.normal(size=n)
+    color = rng.choice(["red", "green", "blue"], size=n)
+    y = ((a + 0.5 * b + (color == "red") + rng.normal(0, 0.5, n)) > 0.5).astype(int)
+    df = pd.DataFrame({"a": a, "b": b, "color": pd.Categorical(color, categories=["blue", "green", "red"])})
+    df.loc[rng.choice(n, 30, replace=False), "b"] = np.nan
+    idx = {"train": np.arange(0, 500), "val": np.arange(500, 750), "test": np.arange(750, n)}
+    bundle = DatasetBundle(
+        DatasetMeta(
+            name="synth",
+            source="tabular",
+            kind="table",
+            label_names=["no", "yes"],
+            categorical_features=["color"],
+        ),
+        {k: Split(df.iloc[v].reset_index(drop=True), y[v]) for k, v in idx.items()},
+    )
+    feats = Split(df, y).features()
+    med = np.nanmedian(feats, axis=0)
+    model = TrainedModel(
+        spec=ModelSpec(family="monitor_test_mlp"),
+        network=TinyMLP([3], 1),
+        preprocessing=Preprocessing(
+            input_kind="table",
+            input_shape=[3],
+            mean=[0.0, 0.0, 1.0],
+            std=[1.0, 1.0, 1.0],
+            impute=med.tolist(),
+            feature_names=["a", "b", "color"],
+        ),
+        problem_type="binary",
+        n_outputs=2,
+        label_names=["no", "yes"],
+    )
+    _fit(model, Split(bundle.train.X, y).features(), bundle.train.y, 80, binary=True)
+    return bundle, model

@@ -1,0 +1,178 @@
+"""Monitor: profile stage, checks, bad input, stream/CLI output, flywheel and estimates."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from closedloop.core.errors import ConfigError, DataError, RunDirError
+from closedloop.core.stage import RunContext
+from closedloop.stages.monitor import BuildMonitorProfile, DriftTest, Monitor, ReferenceProfile
+from closedloop.stages.monitor.estimate import estimate, expected_auc_binary
+from closedloop.stages.task import DefineTaskConfig, build_task_spec
+
+sys.path.insert(0, str(Path(__file__).parent))
+from monitor_helpers import digits_setup, table_setup  # noqa: E402
+
+FAST = {"calibration_windows": 30, "window_sizes": [50, 100], "permutations": 60}
+
+
+def _run_dir(tmp: Path, model, profile) -> Path:
+    run = tmp / "run"
+    model.save(run / "stages/05_train/artifacts/model")
+    profile.save(run / "stages/07_monitor/artifacts/reference")
+    return run
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    bundle, model = digits_setup()
+    task = build_task_spec(DefineTaskConfig(), bundle)
+    tmp = tmp_path_factory.mktemp("digits")
+    stage = BuildMonitorProfile(**FAST)
+    out = stage.execute({"data": bundle, "task": task, "model": model}, RunContext("monitor", tmp, seed=0))
+    run = _run_dir(tmp, model, out.reference)
+    return bundle, model, stage, out, run
+
+
+def test_profile_summary_and_round_trip(digits):
+    bundle, model, stage, out, run = digits
+    ref = stage.summarize(out)["reference"]
+    assert ref["reference_size"] + ref["calibration_size"] == 400 and 190 <= ref["reference_size"] <= 210
+    assert set(ref["thresholds"]) == {"50", "100"}
+    for t in ref["thresholds"].values():
+        assert 0 < t["alarm"] <= t["warn"] < 1
+    loaded = ReferenceProfile.load(run / "stages/07_monitor/artifacts/reference")
+    assert loaded.info == out.reference.info
+    np.testing.assert_array_equal(loaded.reference.embeddings, out.reference.reference.embeddings)
+    assert stage.report(out, run)  # works from saved outputs
+
+
+def test_clean_window_ok_and_shift_alarms(digits):
+    bundle, model, _, _, run = digits
+    mon = Monitor.load(run)
+    test = bundle.unsealed_test(__import__("closedloop.core.stage", fromlist=["_TEST_TOKEN"])._TEST_TOKEN)
+    clean = mon.check(test.X[:100], labels=test.y[:100])
+    assert clean["alert"] != "alarm"
+    assert set(clean["p_values"]) >= {"features", "embedding_mmd", "bbsd", "predicted_class", "confidence"}
+    assert abs(clean["estimated"]["acc"] - clean["realized"]["acc"]) < 0.15
+    dark = (test.X[:100].astype(float) * 0.5).astype(np.uint8)
+    shifted = mon.check(dark)
+    assert shifted["alert"] == "alarm"
+    assert shifted["p_values"]["features"] < 1e-6
+    assert shifted["top_features"][0]["feature"].startswith(("intensity", "grid"))
+
+
+def test_bad_input_messages(digits):
+    bundle, _, _, _, run = digits
+    mon = Monitor.load(run)
+    X = bundle.val.X[:50]
+    with pytest.raises(DataError, match=r"expected uint8 images shaped \(N, 8, 8, 1\)"):
+        mon.check(np.zeros((50, 10, 10, 1), np.uint8))
+    with pytest.raises(DataError, match="3 channel"):
+        mon.check(np.repeat(X, 3, axis=3))
+    with pytest.raises(DataError, match="channels-first"):
+        mon.check(X.transpose(0, 3, 1, 2).copy())
+    with pytest.raises(DataError, match="not numeric"):
+        mon.check(np.array([["a"] * 64] * 5, dtype=object).reshape(5, 8, 8, 1))
+    with pytest.raises(DataError, match="empty window"):
+        mon.check(X[:0])
+    with_nan = X.astype(np.float32)
+    with_nan[:3, 0, 0, 0] = np.nan
+    res = mon.check(with_nan)
+    assert res["data_quality"]["rows_with_missing"] == 3 and res["n"] == 47
+    assert any("NaN" in e for e in res["evidence"])
+
+
+def test_run_dir_without_profile(tmp_path):
+    (tmp_path / "stages/01_data/artifacts").mkdir(parents=True)
+    with pytest.raises(RunDirError, match="kind: monitor"):
+        Monitor.load(tmp_path)
+
+
+def test_stream_cli_and_review_queue(digits, tmp_path):
+    from closedloop.stages.monitor.cli import main
+
+    bundle, _, _, _, run = digits
+    X = np.concatenate([bundle.val.X[:150], (bundle.val.X[150:300] * 0.5).astype(np.uint8)])
+    np.savez(tmp_path / "prod.npz", images=X[..., 0])
+    out = tmp_path / "res.json"
+    rc = main([
+        "monitor", str(run), str(tmp_path / "prod.npz"), "--window", "50", "--out", str(out),
+        "--plot", str(tmp_path / "t.png"), "--review", "10", "--review-dir", str(tmp_path / "queue"),
+    ])  # fmt: skip
+    assert rc == 0
+    res = json.loads(out.read_text())
+    alerts = [w["alert"] for w in res["windows"]]
+    assert len(alerts) == 6 and alerts[3:] == ["alarm"] * 3
+    w = res["windows"][0]
+    assert {"alert", "p_values", "estimated", "min_p", "evidence"} <= set(w)
+    assert "acc" in w["estimated"]
+    q = pd.read_csv(tmp_path / "queue" / "queue.csv")
+    assert len(q) == 10 and (tmp_path / "queue" / q["file"][0]).is_file()
+    assert q["priority"].is_monotonic_decreasing
+    assert (tmp_path / "t.png").stat().st_size > 0
+
+
+def test_shadow_mode(digits):
+    bundle, _, _, _, run = digits
+    a = Monitor.load(run)
+    res = Monitor.shadow(a, a, bundle.val.X[:80])
+    assert res["disagreement"] == 0.0 and res["n"] == 80
+    assert res["champion"]["estimated"] == res["challenger"]["estimated"]
+
+
+def test_table_monitor_missing_values_and_schema(tmp_path):
+    bundle, model = table_setup()
+    task = build_task_spec(DefineTaskConfig(), bundle)
+    out = BuildMonitorProfile(**FAST).execute(
+        {"data": bundle, "task": task, "model": model}, RunContext("monitor", tmp_path, seed=0)
+    )
+    mon = Monitor(out.reference, model)
+    df = bundle.val.X.copy()
+    df.loc[:39, "a"] = np.nan
+    res = mon.check(df)
+    assert res["data_quality"]["missing_by_feature"]["a"] == 40
+    assert any("'a'" in w for w in res["data_quality"]["warnings"])
+    with pytest.raises(DataError, match=r"missing column\(s\) \['color'\]"):
+        mon.check(df.drop(columns=["color"]))
+    shifted = bundle.val.X.copy()
+    shifted["color"] = "red"
+    assert mon.check(shifted)["alert"] == "alarm"
+
+
+def test_config_and_registry_contracts():
+    with pytest.raises(ConfigError, match="unknown drift test"):
+        BuildMonitorProfile(tests=["kolmogorov"])
+    with pytest.raises(TypeError, match="implement run"):
+
+        class Incomplete(DriftTest):  # noqa: F841
+            key = "incomplete_test"
+            description = "x"
+
+
+def test_cbpe_matches_simulation():
+    rng = np.random.default_rng(0)
+    p = rng.beta(2, 2, 400)
+    proba = np.stack([1 - p, p], axis=1)
+    est = estimate(proba, "binary", 0.5, ["acc", "auc"], rng=rng)
+    ys = (rng.random((300, 400)) < p).astype(int)
+    from sklearn.metrics import roc_auc_score
+
+    assert abs(est["acc"]["value"] - np.mean(((p >= 0.5) == ys).mean(axis=1))) < 0.01
+    assert abs(est["auc"]["value"] - np.mean([roc_auc_score(y, p) for y in ys])) < 0.01
+    assert est["auc"]["low"] < est["auc"]["value"] < est["auc"]["high"]
+    q = np.array([0.2, 0.2, 0.9, 0.5])
+    num = den = 0.0
+    for i in range(4):
+        for j in range(4):
+            if i != j:
+                w = q[i] * (1 - q[j])
+                den += w
+                num += w * ((q[i] > q[j]) + 0.5 * (q[i] == q[j]))
+    assert expected_auc_binary(q) == pytest.approx(num / den)
