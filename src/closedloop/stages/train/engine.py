@@ -360,6 +360,8 @@ class Engine:
                 step += 1
                 tot += float(loss.detach()) * len(idx)
                 cnt += len(idx)
+            if dist[1] > 1:
+                _average_buffers(net, dist[1])
             rec: dict[str, float] = {"epoch": epoch + 1, "train_loss": tot / max(cnt, 1)}
             rec["lr"] = float(sched.get_last_lr()[0])
             if val is not None and len(val):
@@ -485,6 +487,15 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
     with atomic_path(Path(path)) as tmp:
         torch.save(state, tmp)
+
+
+def _average_buffers(net: nn.Module, world: int) -> None:
+    """BatchNorm running statistics drift apart on different shards: average them after each epoch so
+    every rank evaluates, checkpoints and keeps identical weights."""
+    for buf in net.buffers():
+        if buf.is_floating_point():
+            torch.distributed.all_reduce(buf, op=torch.distributed.ReduceOp.SUM)
+            buf.div_(world)
 
 
 def _dist_info() -> tuple[int, int]:
