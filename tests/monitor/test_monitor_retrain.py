@@ -1,0 +1,75 @@
+"""Retrain flywheel: the augmented data source and the champion/challenger decision."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from closedloop.core.errors import DataError
+from closedloop.stages.monitor.retrain import AugmentedSource, compare_runs
+from closedloop.stages.task import DefineTaskConfig, build_task_spec
+
+sys.path.insert(0, str(Path(__file__).parent))
+from monitor_helpers import digits_setup  # noqa: E402
+
+
+def _labeled_dir(tmp: Path, n: int = 6) -> Path:
+    root = tmp / "labeled"
+    for cls in ("3", "7"):
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(root / cls / f"{i}.png")
+    return root
+
+
+def test_augmented_source_appends_to_train_and_records_version(tmp_path):
+    root = _labeled_dir(tmp_path)
+    base = AugmentedSource({"base": {"source": "sklearn", "name": "digits"}, "labeled": str(root)}).load(0)
+    plain = (
+        __import__("closedloop.core.registry", fromlist=["SOURCES"])
+        .SOURCES.resolve("sklearn")({"name": "digits"})
+        .load(0)
+    )
+    assert len(base.train) == len(plain.train) + 12
+    assert base.sizes()["val"] == plain.sizes()["val"]
+    aug = base.meta.provenance["augmented"]
+    assert aug["n_added"] == 12 and len(aug["dataset_version"]) == 16
+    assert sorted(np.asarray(base.train.y)[-12:].tolist()) == [3] * 6 + [7] * 6
+    with pytest.raises(DataError, match="not a class"):
+        (root / "zebra").mkdir()
+        AugmentedSource({"base": {"source": "sklearn", "name": "digits"}, "labeled": str(root)}).load(0)
+
+
+def test_compare_runs_promotes_only_a_significantly_better_challenger(tmp_path):
+    bundle, good = digits_setup()
+    task = build_task_spec(DefineTaskConfig(acceptance={"acc": 0.5}), bundle)
+    import torch
+
+    from closedloop.models.trained import TrainedModel
+
+    weak = TrainedModel.load(_save(tmp_path / "tmp_good", good))
+    with torch.no_grad():  # a much worse champion: noise on the weights
+        for p in weak.network.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    for name, model in (("champ", weak), ("chall", good)):
+        _save(tmp_path / name / "stages/05_train/artifacts/model", model)
+        task.save(_mk(tmp_path / name / "stages/02_task/artifacts/task"))
+    test = bundle.unsealed_test(__import__("closedloop.core.stage", fromlist=["_TEST_TOKEN"])._TEST_TOKEN)
+    res = compare_runs(tmp_path / "champ", tmp_path / "chall", test.X, test.y)
+    assert res["comparison"]["delta"] > 0 and res["promote"], res["reasons"]
+    same = compare_runs(tmp_path / "chall", tmp_path / "chall", test.X, test.y)
+    assert not same["promote"] and "not better" in same["reasons"][0]
+
+
+def _mk(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _save(p: Path, model) -> Path:
+    model.save(_mk(p))
+    return p
