@@ -38,10 +38,10 @@ def _standardize_rows(V: np.ndarray) -> np.ndarray:
 
 
 def _raw_rows(
-    split: Split, kind: str, col_center: np.ndarray | None, col_scale: np.ndarray | None
+    split: Split, kind: str, col_center: np.ndarray | None, col_scale: np.ndarray | None, max_side: int = 16
 ) -> np.ndarray:
     if kind == "images":
-        return _standardize_rows(downsample(split.X))  # type: ignore[arg-type]
+        return _standardize_rows(downsample(split.X, max_side))  # type: ignore[arg-type]
     F = split.features()
     F = np.where(np.isnan(F), col_center, F) if col_center is not None else np.nan_to_num(F)
     return ((F - col_center) / col_scale).astype(np.float32) if col_scale is not None else F
@@ -74,7 +74,7 @@ def _project(pca: PCA | None, V: np.ndarray) -> np.ndarray:
 
 
 def dup_embedding(
-    ctx: Any, splits: dict[str, Split], kind: str, n_components: int = 32
+    ctx: Any, splits: dict[str, Split], kind: str, n_components: int = 32, max_side: int = 16
 ) -> dict[str, np.ndarray]:
     """Embeddings for near-duplicate search, one array per split (cached per audit)."""
 
@@ -84,13 +84,13 @@ def dup_embedding(
             center, scale = table_stats(splits["train"])
         return {"center": center, "scale": scale, "emb": {}, "pca": None, "fitted": False}
 
-    state = ctx.cached(f"dup_embedding/{n_components}", build)
+    state = ctx.cached(f"dup_embedding/{n_components}/{max_side}", build)
     for name, split in splits.items():
         if name in state["emb"]:
             continue
-        V = _raw_rows(split, kind, state["center"], state["scale"])
+        V = _raw_rows(split, kind, state["center"], state["scale"], max_side)
         if not state["fitted"]:
-            base = V if name == "train" else _raw_rows(splits["train"], kind, state["center"], state["scale"])
+            base = V if name == "train" else _raw_rows(splits["train"], kind, state["center"], state["scale"], max_side)
             state["pca"] = (
                 _fit_pca(base, n_components, np.random.default_rng(0)) if kind == "images" else None
             )

@@ -22,7 +22,7 @@ from closedloop.stages.audit.plots import new_figure, save
 
 
 class TargetLeakageConfig(CheckConfig):
-    error_auc: float = Field(0.99, gt=0.5, le=1)
+    error_auc: float = Field(0.98, gt=0.5, le=1)
     """A single feature with out-of-fold AUC (or R^2) at or above this is an error."""
     info_auc: float = Field(0.9, gt=0.5, le=1)
     """Strong single features above this are listed (info): check they exist at prediction time."""
