@@ -12,10 +12,10 @@ import time
 import numpy as np
 from cleanlab.filter import find_label_issues
 from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.linear_model import LogisticRegression
 
 from closedloop.core.stage import RunContext
 from closedloop.data.bundle import DatasetBundle, DatasetMeta, Split
@@ -40,16 +40,22 @@ def prf(flagged: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
 def main() -> None:
     X, y = load_digits(return_X_y=True)
     imgs = np.round(X * 255 / 16).astype(np.uint8).reshape(-1, 8, 8, 1)
-    meta = DatasetMeta(name="digits", source="sklearn", kind="images", label_names=[str(i) for i in range(10)])
+    meta = DatasetMeta(
+        name="digits", source="sklearn", kind="images", label_names=[str(i) for i in range(10)]
+    )
     print(f"digits: {len(y)} images; label issues flagged on all of them (train = everything, val empty)")
-    print(f"{'noise':>6} {'seed':>4} | {'audit P':>8} {'R':>6} {'F1':>6} {'sec':>5} | {'logreg P':>8} {'R':>6} {'F1':>6}")
+    print(
+        f"{'noise':>6} {'seed':>4} | {'audit P':>8} {'R':>6} {'F1':>6} {'sec':>5} | {'logreg P':>8} {'R':>6} {'F1':>6}"
+    )
     agg: dict[float, list[tuple[float, float]]] = {}
     for rate in (0.05, 0.10, 0.20):
         for seed in (0, 1, 2):
             yn, truth = flip(y, rate, seed)
             empty = Split(imgs[:0], yn[:0])
             b = DatasetBundle(meta=meta, splits={"train": Split(imgs, yn), "val": empty, "test": empty})
-            ctx = AuditContext(RunContext(stage_name="audit", stage_dir=__import__("pathlib").Path("/tmp"), seed=seed), b)
+            ctx = AuditContext(
+                RunContext(stage_name="audit", stage_dir=__import__("pathlib").Path("/tmp"), seed=seed), b
+            )
             t0 = time.perf_counter()
             res = LabelIssues({"max_samples": 5000}).run(b, None, ctx)
             dt = time.perf_counter() - t0
@@ -59,11 +65,15 @@ def main() -> None:
             P = cross_val_predict(lr, X, yn, cv=cv, method="predict_proba")
             base = prf(np.flatnonzero(find_label_issues(yn, P)), truth)
             agg.setdefault(rate, []).append((ours[2], base[2]))
-            print(f"{rate:6.0%} {seed:4d} | {ours[0]:8.3f} {ours[1]:6.3f} {ours[2]:6.3f} {dt:5.1f} | {base[0]:8.3f} {base[1]:6.3f} {base[2]:6.3f}")
+            print(
+                f"{rate:6.0%} {seed:4d} | {ours[0]:8.3f} {ours[1]:6.3f} {ours[2]:6.3f} {dt:5.1f} | {base[0]:8.3f} {base[1]:6.3f} {base[2]:6.3f}"
+            )
     for rate, v in agg.items():
         a = np.array(v)
-        print(f"mean F1 at {rate:.0%}: audit {a[:, 0].mean():.3f} vs 5-fold logistic regression {a[:, 1].mean():.3f} "
-              f"(ratio {a[:, 0].mean() / a[:, 1].mean():.2f})")
+        print(
+            f"mean F1 at {rate:.0%}: audit {a[:, 0].mean():.3f} vs 5-fold logistic regression {a[:, 1].mean():.3f} "
+            f"(ratio {a[:, 0].mean() / a[:, 1].mean():.2f})"
+        )
 
 
 if __name__ == "__main__":

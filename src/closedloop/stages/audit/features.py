@@ -48,7 +48,15 @@ def _raw_rows(
 
 
 def table_stats(train: Split) -> tuple[np.ndarray, np.ndarray]:
+    import warnings
+
     F = train.features()
+    with warnings.catch_warnings():  # all-missing columns are reported by feature_quality
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _table_stats(F)
+
+
+def _table_stats(F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     med = np.nanmedian(F, axis=0) if F.size else np.zeros(F.shape[1], np.float32)
     med = np.nan_to_num(med).astype(np.float32)
     sd = np.nanstd(F, axis=0) if F.size else np.ones(F.shape[1], np.float32)
@@ -90,7 +98,11 @@ def dup_embedding(
             continue
         V = _raw_rows(split, kind, state["center"], state["scale"], max_side)
         if not state["fitted"]:
-            base = V if name == "train" else _raw_rows(splits["train"], kind, state["center"], state["scale"], max_side)
+            base = (
+                V
+                if name == "train"
+                else _raw_rows(splits["train"], kind, state["center"], state["scale"], max_side)
+            )
             state["pca"] = (
                 _fit_pca(base, n_components, np.random.default_rng(0)) if kind == "images" else None
             )

@@ -103,6 +103,7 @@ class AuditDataset(Stage):
     """Look at the data before any model: duplicates and leakage, label issues, balance, shift,
     quality, provenance and whether the data is enough. Findings go to summary.json."""
 
+    nondeterministic_outputs = ("audit",)  # holds per-check wall times; everything else is seeded
     Config = AuditDatasetConfig
     version = "1"
 
