@@ -2,9 +2,9 @@
 per-sample torchvision transforms (the MedMNIST-example way) and (b) the same in-memory batched loop
 written by hand without the framework. Same model (small_cnn width 16), data (PneumoniaMNIST-28 train,
 4,708 images), batch size (128), optimizer (AdamW) and augmentation (affine: rotate 10 deg, shift 10%,
-scale 10%, horizontal flip, brightness/contrast 0.1). The three are interleaved, repeated, median taken.
+scale 10%, horizontal flip, brightness/contrast 0.1). The three run in short interleaved blocks (median over blocks).
 
-Run: .venv/bin/python benchmarks/bench_train_speed.py [--epochs-per-rep 1] [--reps 3]
+Run: .venv/bin/python benchmarks/bench_train_speed.py [--steps 12] [--reps 9]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def model(seed: int = 0) -> torch.nn.Module:
     return build_network(ModelSpec(family="small_cnn", params={"width": 16}), [28, 28, 1], 1)
 
 
-def run_dataloader(images: np.ndarray, labels: np.ndarray, mean: float, std: float, epochs: int) -> float:
+def run_dataloader(images: np.ndarray, labels: np.ndarray, mean: float, std: float, steps: int) -> float:
     from PIL import Image
     from torchvision.transforms import v2
 
@@ -60,51 +60,49 @@ def run_dataloader(images: np.ndarray, labels: np.ndarray, mean: float, std: flo
     opt = torch.optim.AdamW(net.parameters(), lr=LR)
     net.train()
     n, t0 = 0, time.perf_counter()
-    for _ in range(epochs):
-        for xb, yb in dl:
-            loss = F.binary_cross_entropy_with_logits(net(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            n += len(xb)
+    for b, (xb, yb) in enumerate(dl):
+        if b == steps:
+            break
+        loss = F.binary_cross_entropy_with_logits(net(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        n += len(xb)
     return n / (time.perf_counter() - t0)
 
 
-def run_by_hand(x: torch.Tensor, y: torch.Tensor, mean: float, std: float, epochs: int) -> float:
+def run_by_hand(x: torch.Tensor, y: torch.Tensor, mean: float, std: float, steps: int) -> float:
     net = model()
     opt = torch.optim.AdamW(net.parameters(), lr=LR)
     g = torch.Generator().manual_seed(0)
     net.train()
-    steps = len(x) // BS
     n, t0 = 0, time.perf_counter()
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=g)
-        for b in range(steps):
-            idx = perm[b * BS : (b + 1) * BS]
-            xb = augment_images(x[idx].float().div_(255.0), AUG, g)
-            xb = (xb - mean) / std
-            loss = F.binary_cross_entropy_with_logits(net(xb), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            n += len(idx)
+    perm = torch.randperm(len(x), generator=g)
+    for b in range(steps):
+        idx = perm[b * BS : (b + 1) * BS]
+        xb = augment_images(x[idx].float().div_(255.0), AUG, g)
+        xb = (xb - mean) / std
+        loss = F.binary_cross_entropy_with_logits(net(xb), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        n += len(idx)
     return n / (time.perf_counter() - t0)
 
 
-def run_engine(tr, pre: Preprocessing, epochs: int) -> float:
+def run_engine(tr, pre: Preprocessing, steps: int) -> float:
     eng = Engine("binary", 2, mean=pre.mean, std=pre.std)
-    hp = HParams(epochs=epochs, batch_size=BS, lr=LR, augment=AUG, grad_clip=None)
+    hp = HParams(epochs=1, batch_size=BS, lr=LR, augment=AUG, grad_clip=None)
     net = model()
     t0 = time.perf_counter()
-    res = eng.fit(net, tr, None, hp, seed=0, restore_best=False)
-    steps = len(tr) // BS
-    return steps * BS * epochs / (time.perf_counter() - t0 - 0.0) if res.history else 0.0
+    eng.fit(net, tr, None, hp, seed=0, restore_best=False, max_steps=steps)
+    return steps * BS / (time.perf_counter() - t0)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs-per-rep", type=int, default=1)
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=12, help="batches per block")
+    ap.add_argument("--reps", type=int, default=9)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -115,15 +113,21 @@ def main() -> None:
     tr = make_tensor_set(images[..., None], labels, pre, "binary")
     x, y = tr.x, tr.y
     res: dict[str, list[float]] = {"dataloader": [], "by_hand": [], "engine": []}
-    run_engine(tr, pre, 1)  # warm-up (first-call allocations) for all three paths share the process
-    for _ in range(args.reps):
-        res["dataloader"].append(run_dataloader(images, labels, mean, std, args.epochs_per_rep))
-        res["by_hand"].append(run_by_hand(x, y, mean, std, args.epochs_per_rep))
-        res["engine"].append(run_engine(tr, pre, args.epochs_per_rep))
+    run_engine(tr, pre, 3)  # warm-up: first-call allocations
+    run_by_hand(x, y, mean, std, 3)
+    for r in range(args.reps):
+        # short blocks, interleaved with a rotating order, so the load of a shared machine hits all three alike
+        order = [
+            ("dataloader", lambda: run_dataloader(images, labels, mean, std, args.steps)),
+            ("by_hand", lambda: run_by_hand(x, y, mean, std, args.steps)),
+            ("engine", lambda: run_engine(tr, pre, args.steps)),
+        ]
+        for name, fn in order[r % 3 :] + order[: r % 3]:
+            res[name].append(fn())
     med = {k: statistics.median(v) for k, v in res.items()}
     print(
         f"PneumoniaMNIST-28 train ({len(images)} images), small_cnn width 16, batch {BS}, same augmentation, "
-        f"{args.reps} interleaved reps x {args.epochs_per_rep} epoch(s), torch threads {args.threads}"
+        f"{args.reps} interleaved blocks of {args.steps} batches, torch threads {args.threads}"
     )
     for k, v in res.items():
         print(f"  {k:<11} median {med[k]:8.0f} img/s   (reps: {', '.join(f'{r:.0f}' for r in v)})")

@@ -21,9 +21,18 @@ TINY_PARAMS: dict[str, dict[str, Any]] = {
     "task": {},
     "audit": {},
     "baseline": {},
-    "train": {"preset": "quick"},
+    "train": {
+        "preset": "quick",
+        "budget_minutes": 10,  # generous: a budget cut would make the two determinism runs differ
+        "n_trials": 2,
+        "max_epochs": 2,
+        "ladder_epochs": 2,
+        "baseline_epochs": 1,
+        "ladder": [{"width": 4}, {"width": 8}],
+        "n_bootstrap": 200,
+    },
     "export": {},
-    "monitor": {},
+    "monitor": {"calibration_windows": 40, "permutations": 50, "window_sizes": [50, 100]},
 }
 ORDER = ["task", "audit", "baseline", "train", "export", "monitor"]
 
@@ -31,10 +40,13 @@ ORDER = ["task", "audit", "baseline", "train", "export", "monitor"]
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
     """One tiny pipeline over all built-in stages: its artifacts are the inputs of each check."""
+    from closedloop.core.checks import GivenArtifacts
+    from conftest import digits_bundle
+
     runs = tmp_path_factory.mktemp("common_runs")
+    given = GivenArtifacts.of({"data": digits_bundle((300, 100, 100))}, runs / "given")
     stages = [STAGES.resolve(k)(**TINY_PARAMS[k]) for k in ORDER if k in STAGES.names()]
-    data = STAGES.resolve("data")(**TINY_PARAMS["data"], name="data")
-    result = Pipeline(stages, data=data, name="common", runs_dir=runs).run(progress=False)
+    result = Pipeline([given, *stages], name="common", runs_dir=runs).run(progress=False)
     failed = {k: v.get("error") for k, v in result.summary["stages"].items() if v["status"] != "ok"}
     assert not failed, failed
     return result
@@ -46,7 +58,9 @@ def test_every_stage_has_a_fixture() -> None:
 
 
 @pytest.mark.parametrize("key", sorted(TINY_PARAMS))
-def test_stage_contract(key: str, upstream: RunResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stage_contract(
+    key: str, upstream: RunResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if key not in STAGES.names():
         pytest.skip(f"stage {key!r} is not registered in this build")
     monkeypatch.chdir(tmp_path)

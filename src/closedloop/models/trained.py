@@ -187,8 +187,14 @@ class TrainedModel(Artifact):
 
     def save(self, directory: Path) -> None:
         directory = Path(directory)
+        import io
+
+        # through a buffer: torch.save names the zip's root after the file, and the atomic temp name is
+        # random, so saving to the temp path directly would make identical weights hash differently
+        buf = io.BytesIO()
+        torch.save(self.network.state_dict(), buf)
         with atomic_path(directory / "weights.pt") as tmp:
-            torch.save(self.network.state_dict(), tmp)
+            tmp.write_bytes(buf.getvalue())
         write_text_atomic(directory / "model.json", to_json(self._meta()))
 
     @classmethod

@@ -415,6 +415,7 @@ class FitBaselines(Stage):
 
     Config = FitBaselinesConfig
     version = "1"
+    nondeterministic_outputs = ("baseline",)  # holds per-baseline fit times; the metrics are seeded
 
     class Inputs(StageIO):
         data: DatasetBundle

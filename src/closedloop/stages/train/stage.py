@@ -192,6 +192,7 @@ class _Resolved:
 class TrainModel(Stage):
     """Overfit one batch, beat the baseline, scale until it overfits, regularize and tune, final fit."""
 
+    nondeterministic_outputs = ("evaluation",)  # holds phase wall times and budget decisions
     Config = TrainConfig
     version = "1"
 
