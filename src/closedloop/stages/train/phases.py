@@ -464,7 +464,7 @@ def tune(
                 if trial.should_prune():
                     raise optuna.TrialPruned()
 
-            res = eng.fit(net, sess.train, sess.val, hp, seed=seed, on_epoch=report)
+            res = eng.fit(net, sess.train, sess.val, hp, seed=seed, on_epoch=report, deadline=deadline)
         except optuna.TrialPruned:
             vals = list(trial.storage.get_trial(trial._trial_id).intermediate_values.values())
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
