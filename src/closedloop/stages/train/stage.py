@@ -46,7 +46,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": {
         "budget_minutes": 10.0,
         "baseline_epochs": 6,
-        "ladder_epochs": 12,
+        "ladder_epochs": 8,
         "n_trials": 10,
         "max_epochs": 20,
         "patience": 5,
