@@ -23,6 +23,7 @@ TINY: dict[str, Any] = {
     "sanity_steps": 80,
     "sanity_lr": 0.01,
     "batch_size": 64,
+    "min_steps_per_epoch": 0,
     "n_bootstrap": 200,
     "threads": 1,
 }

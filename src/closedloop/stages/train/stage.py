@@ -109,6 +109,8 @@ class TrainConfig(StageConfig):
     ladder: list[dict[str, Any]] | None = None
     """Capacity rungs (family params), smallest first; default by family and preset."""
     batch_size: int = Field(128, ge=1)
+    min_steps_per_epoch: int = Field(16, ge=0)
+    """Small data: halve the batch size (not below 8) until an epoch has at least this many steps (0: off)."""
     lr: float = Field(3e-3, gt=0)
     """Peak learning rate before tuning (the search spans lr/10 .. 3*lr)."""
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
@@ -356,8 +358,15 @@ class TrainModel(Stage):
             device=device,
         )
         a = cfg.augment
+        batch_size = cfg.batch_size
+        while (
+            cfg.min_steps_per_epoch
+            and batch_size > 8
+            and len(data.train) // batch_size < cfg.min_steps_per_epoch
+        ):
+            batch_size //= 2
         hp = HParams(
-            batch_size=cfg.batch_size,
+            batch_size=batch_size,
             lr=cfg.lr,
             schedule=cfg.schedule,
             grad_clip=cfg.grad_clip,
@@ -378,7 +387,7 @@ class TrainModel(Stage):
         )
         tr = make_tensor_set(data.train.X, data.train.y, pre, task.problem_type)
         va = make_tensor_set(data.val.X, data.val.y, pre, task.problem_type)
-        return TrainSession(
+        sess = TrainSession(
             cfg=cfg,
             task=task,
             data=data,
@@ -392,6 +401,14 @@ class TrainModel(Stage):
             base_hp=hp,
             budget_s=60.0 * cfg.budget_minutes,
         )
+        if batch_size != cfg.batch_size:
+            sess.decide(
+                "setup",
+                f"batch size {batch_size} instead of {cfg.batch_size}: {len(data.train)} training examples would give "
+                f"fewer than {cfg.min_steps_per_epoch} optimizer steps per epoch",
+                {"n_train": len(data.train), "batch_size": batch_size},
+            )
+        return sess
 
     # -- summary and report -----------------------------------------------------------------------
     def summarize(self, outputs: Outputs) -> dict[str, Any]:
