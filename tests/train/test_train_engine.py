@@ -9,7 +9,12 @@ import torch
 from closedloop.models.registry import build_network
 from closedloop.models.trained import ModelSpec, Preprocessing
 from closedloop.stages.train.augment import AugmentParams, augment_images, mix_batch
-from closedloop.stages.train.calibration import choose_threshold, fit_temperature
+from closedloop.stages.train.calibration import (
+    choose_threshold,
+    fit_bias_temperature,
+    fit_temperature,
+    fold_logit_bias,
+)
 from closedloop.stages.train.engine import Engine, HParams, NonFiniteLossError, make_tensor_set
 
 from .conftest import digits_bundle
@@ -107,6 +112,37 @@ def test_train_temperature_recovers_known_scale() -> None:
     y = (rng.random(4000) < 1 / (1 + np.exp(-z))).astype(int)
     t = fit_temperature((z * 3)[:, None], y, "binary")  # logits 3x too confident -> T ~ 3
     assert 2.6 < t < 3.4
+
+
+def test_train_bias_temperature_undoes_a_prior_shift() -> None:
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 2, 4000)
+    y = (rng.random(4000) < 1 / (1 + np.exp(-z))).astype(int)
+    # what class re-weighting does: every logit shifted (here by -1.5) and over-confident (x2)
+    t, b = fit_bias_temperature((2 * z - 1.5)[:, None], y, "binary")
+    assert 1.7 < t < 2.3 and 1.2 < b[0] < 1.8
+    # temperature alone cannot remove the shift: bias-corrected NLL is lower
+    from closedloop.stages.train.calibration import _nll
+
+    zs = (2 * z - 1.5)[:, None]
+    assert _nll(zs + b, y, "binary", t) < _nll(zs, y, "binary", fit_temperature(zs, y, "binary")) - 0.01
+
+
+def test_train_bias_temperature_multiclass_and_fold() -> None:
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 1.5, (3000, 3))
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    y = np.array([rng.choice(3, p=row) for row in p])
+    shift = np.array([1.0, 0.0, -1.0])
+    t, b = fit_bias_temperature(z + shift, y, "multiclass")
+    assert 0.85 < t < 1.15
+    np.testing.assert_allclose(b, -shift, atol=0.2)  # centred offsets undo the centred shift
+    net = _net()
+    x = torch.rand(4, 1, 8, 8)
+    before = net(x).detach()
+    assert fold_logit_bias(net, np.array([0.75]))
+    torch.testing.assert_close(net(x).detach(), before + 0.75)
+    assert not fold_logit_bias(net, np.array([1.0, 2.0]))  # wrong size: left alone
 
 
 def test_train_threshold_rules() -> None:

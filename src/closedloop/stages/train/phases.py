@@ -640,7 +640,7 @@ def final_fit(sess: TrainSession, tuned: dict[str, Any]) -> tuple[Any, dict[str,
     """Retrain the chosen configuration (train+val, chosen epochs, optionally several seeds), calibrate
     with the temperature and threshold fitted on the selected configuration's validation predictions."""
     from closedloop.models.trained import ModelSpec, TrainedModel
-    from closedloop.stages.train.calibration import choose_threshold, fit_temperature
+    from closedloop.stages.train.calibration import choose_threshold
 
     cfg, eng, task = sess.cfg, sess.engine, sess.task
     mp = tuned["model_params"]
@@ -679,7 +679,11 @@ def final_fit(sess: TrainSession, tuned: dict[str, Any]) -> tuple[Any, dict[str,
     else:
         spec = ModelSpec(family=sess.family, params=mp)
         network = nets[0]
-    temperature = fit_temperature(val_logits, sess.val.y_np, task.problem_type)
+    temperature, bias, calibrated = _calibrate(
+        network, val_logits, sess.val.y_np, task.problem_type, cfg.calibration
+    )
+    if calibrated == "bias+temperature":
+        val_logits = np.asarray(val_logits).reshape(len(val_logits), -1) + bias
     threshold, why = None, ""
     p_val = logits_to_proba(val_logits, task.problem_type, temperature)
     if task.problem_type == "binary":
@@ -695,9 +699,16 @@ def final_fit(sess: TrainSession, tuned: dict[str, Any]) -> tuple[Any, dict[str,
     sess.decide(
         "final",
         f"trained the chosen configuration on {cfg.final_fit} for {epochs} epoch(s) "
-        f"({cfg.final_seeds} seed(s)); temperature {temperature:.3f} fitted on validation"
+        f"({cfg.final_seeds} seed(s)); {_calibration_text(calibrated, temperature, bias)}"
         + (f"; operating threshold {threshold:.3f}: {why}" if threshold is not None else ""),
-        {"epochs": epochs, "temperature": temperature, "threshold": threshold, "seeds": cfg.final_seeds},
+        {
+            "epochs": epochs,
+            "calibration": calibrated,
+            "temperature": temperature,
+            "logit_bias": [float(b) for b in bias],
+            "threshold": threshold,
+            "seeds": cfg.final_seeds,
+        },
     )
     model = TrainedModel(
         spec=spec,
@@ -714,15 +725,42 @@ def final_fit(sess: TrainSession, tuned: dict[str, Any]) -> tuple[Any, dict[str,
             "hparams": hp.as_dict(),
             "seeds": cfg.final_seeds,
             "threshold_rule": why,
+            "calibration": calibrated,
+            "logit_bias": [float(b) for b in bias],
         },
     )
     return model, {
         "epochs": epochs,
+        "calibration": calibrated,
         "temperature": temperature,
         "threshold": threshold,
         "threshold_rule": why,
         "val_proba": p_val,
     }
+
+
+def _calibrate(
+    network: torch.nn.Module, val_logits: np.ndarray, y_val: np.ndarray, problem_type: str, method: str
+) -> tuple[float, np.ndarray, str]:
+    """Fit the calibration on validation logits; fold a logit offset into ``network``'s head.
+    Returns (temperature, offset, method actually applied)."""
+    from closedloop.stages.train.calibration import fit_bias_temperature, fit_temperature, fold_logit_bias
+
+    k = int(np.asarray(val_logits).reshape(len(val_logits), -1).shape[1])
+    if method == "bias+temperature" and problem_type != "regression":
+        temperature, bias = fit_bias_temperature(val_logits, y_val, problem_type)
+        if fold_logit_bias(network, bias):
+            return temperature, bias, "bias+temperature"
+    return fit_temperature(val_logits, y_val, problem_type), np.zeros(k), "temperature"
+
+
+def _calibration_text(method: str, temperature: float, bias: np.ndarray) -> str:
+    if method == "bias+temperature":
+        offs = ", ".join(f"{b:+.3f}" for b in bias)
+        return (
+            f"temperature {temperature:.3f} and logit offset [{offs}] fitted on validation (bias-corrected)"
+        )
+    return f"temperature {temperature:.3f} fitted on validation"
 
 
 def evaluate_on_test(sess: TrainSession, model: Any, p_val: np.ndarray, baseline: Any) -> dict[str, Any]:

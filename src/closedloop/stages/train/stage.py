@@ -144,6 +144,9 @@ class TrainConfig(StageConfig):
     """More than 1: an ensemble of seeds (logits averaged)."""
     threshold: Literal["cost", "youden", "fixed"] = "cost"
     """Binary operating threshold on validation: task costs, Youden's J (prevalence-free) or 0.5."""
+    calibration: Literal["bias+temperature", "temperature"] = "bias+temperature"
+    """Fitted on validation: a temperature and one offset per logit (undoes the prior shift of class
+    weighting; folded into the head bias) or the temperature alone."""
     gate: Literal["warn", "fail"] = "warn"
     """fail: the stage fails (after writing the evaluation) when the model does not beat the baseline."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -196,7 +199,7 @@ class TrainModel(Stage):
 
     nondeterministic_outputs = ("evaluation",)  # holds phase wall times and budget decisions
     Config = TrainConfig
-    version = "1"
+    version = "2"  # 2: bias-corrected calibration by default
 
     class Inputs(StageIO):
         data: DatasetBundle
