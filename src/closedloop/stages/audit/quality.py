@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from closedloop.stages.audit.base import AuditCheck, AuditContext, CheckConfig, CheckResult
+from closedloop.stages.audit.base import AuditCheck, AuditContext, CheckConfig, CheckResult, Severity
 from closedloop.stages.audit.plots import new_figure, plt, save
 
 
@@ -70,52 +70,33 @@ class FeatureQuality(AuditCheck):
                     "outlier_share": round(out_share, 4),
                 }
             )
+            notes: list[tuple[Severity, str, dict[str, float]]] = []
             if miss == 1.0:
-                res.findings.append(
-                    self.finding(
-                        "warning", f"column {col!r} is missing in every train row: drop it", column=col
-                    )
-                )
+                notes.append(("warning", f"column {col!r} is missing in every train row: drop it", {}))
             elif miss > cfg.missing_warning:
-                res.findings.append(
-                    self.finding(
-                        "warning",
-                        f"column {col!r} is missing in {miss:.0%} of train rows",
-                        column=col,
-                        missing=miss,
-                    )
+                notes.append(
+                    ("warning", f"column {col!r} is missing in {miss:.0%} of train rows", {"missing": miss})
                 )
             elif miss > 0:
-                res.findings.append(
-                    self.finding(
-                        "info",
-                        f"column {col!r} is missing in {miss:.1%} of train rows",
-                        column=col,
-                        missing=miss,
-                    )
+                notes.append(
+                    ("info", f"column {col!r} is missing in {miss:.1%} of train rows", {"missing": miss})
                 )
             if miss < 1.0 and vc.size == 1:
-                res.findings.append(
-                    self.finding(
-                        "warning",
-                        f"column {col!r} is constant in train: it carries no information",
-                        column=col,
-                    )
+                notes.append(
+                    ("warning", f"column {col!r} is constant in train: it carries no information", {})
                 )
             elif vc.size > 1 and top_share > cfg.near_constant:
-                res.findings.append(
-                    self.finding(
-                        "info", f"column {col!r} is near-constant ({top_share:.1%} one value)", column=col
-                    )
-                )
+                notes.append(("info", f"column {col!r} is near-constant ({top_share:.1%} one value)", {}))
             if out_share > cfg.outlier_warning:
-                res.findings.append(
-                    self.finding(
+                notes.append(
+                    (
                         "warning",
-                        f"column {col!r}: {out_share:.1%} of train values are outliers (robust z > {cfg.outlier_z:g})",
-                        column=col,
+                        f"column {col!r}: {out_share:.1%} of train values are outliers "
+                        f"(robust z > {cfg.outlier_z:g})",
+                        {},
                     )
                 )
+            res.findings.extend(self.finding(level, msg, column=col, **extra) for level, msg, extra in notes)
         res.tables["feature_quality"] = pd.DataFrame(rows)
         res.metrics["n_missing_columns"] = int(sum(r["missing"] > 0 for r in rows))
         numeric = [c for c in X.columns if pd.api.types.is_numeric_dtype(X[c]) and X[c].notna().any()][
