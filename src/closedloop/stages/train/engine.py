@@ -454,6 +454,22 @@ class Engine:
         return lrs, losses, float(best / 10)
 
 
+def make_engine(task: Any, pre: Any, device: str) -> Engine:
+    """The :class:`Engine` for ``task`` (a TaskSpec) on ``device``, normalizing images with the
+    preprocessing's train statistics (tables arrive normalized). Used by the stage and by ``torchrun``."""
+    images = pre.input_kind == "images"
+    return Engine(
+        task.problem_type,
+        task.n_outputs,
+        mean=pre.mean if images else None,
+        std=pre.std if images else None,
+        metric=task.primary_metric,
+        higher_is_better=task.higher_is_better,
+        metric_convention=task.metric_convention,
+        device=device,
+    )
+
+
 def _schedule(hp: HParams, total: int) -> Callable[[int], float]:
     warm = max(1, int(hp.warmup * total)) if hp.schedule != "constant" else 0
 

@@ -29,7 +29,7 @@ from closedloop.stages.baseline import BaselineReport
 from closedloop.stages.task import TaskSpec
 from closedloop.stages.train import phases as ph
 from closedloop.stages.train.augment import AugmentParams
-from closedloop.stages.train.engine import Engine, HParams, make_tensor_set
+from closedloop.stages.train.engine import HParams, make_engine, make_tensor_set
 from closedloop.stages.train.session import TrainSession
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -350,16 +350,7 @@ class TrainModel(Stage):
             raise ConfigError(f"train.tune_knobs: unknown knob(s) {unknown}; allowed: {ALL_KNOBS}")
         pre = make_preprocessing(data, task)
         family = cfg.family or ("small_cnn" if data.kind == "images" else "mlp")
-        eng = Engine(
-            task.problem_type,
-            task.n_outputs,
-            mean=pre.mean if pre.input_kind == "images" else None,
-            std=pre.std if pre.input_kind == "images" else None,
-            metric=task.primary_metric,
-            higher_is_better=task.higher_is_better,
-            metric_convention=task.metric_convention,
-            device=device,
-        )
+        eng = make_engine(task, pre, device)
         a = cfg.augment
         batch_size = cfg.batch_size
         while (
