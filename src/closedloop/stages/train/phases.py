@@ -3,6 +3,7 @@ decisions with evidence, writes its figures and returns a JSON-able outcome (cac
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from typing import Any
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 from closedloop.core.errors import StageFailedError
+from closedloop.core.io import to_json, write_text_atomic
 from closedloop.models.trained import logits_to_proba
 from closedloop.stages.train import plots
 from closedloop.stages.train.engine import HParams, NonFiniteLossError, TensorSet
@@ -586,6 +588,22 @@ def tune(
             rung["val_metric"],
             (f"rung_{sess.phases['scale_up']['chosen']}_val_logits.npy"),
         )
+    if fallback:
+        # the kept rung has no tuned value to reset: nothing to ablate
+        knob_gains: dict[str, Any] = {}
+        why = "the unregularized capacity rung was kept: no tuned value to reset"
+        skipped = [{"knob": k, "reason": why} for k in space] if cfg.ablate_knobs else []
+    else:
+        knob_gains, skipped = knob_ablation(
+            sess,
+            model_params,
+            knobs,
+            space,
+            importance,
+            best_logits,
+            seed=sess.ctx.seed * 1000 + int(best.user_attrs.get("k", best.number)),
+            deadline=deadline,
+        )
     gain_txt = (
         f"; against the unregularized capacity rung it changes validation {task.primary_metric} by "
         f"{gain['delta']:+.4f} (95% CI [{gain['ci95'][0]:+.4f}, {gain['ci95'][1]:+.4f}], optimistic: chosen on the same data)"
@@ -613,6 +631,8 @@ def tune(
         "failures": failures,
         "importance": importance,
         "gain_vs_unregularized": gain,
+        "knob_gains": knob_gains,
+        "knob_gains_skipped": skipped,
         "trials": [
             {
                 "trial": i,
@@ -626,6 +646,146 @@ def tune(
         "best_trial_number": best.number,
         "space": {k: list(v) for k, v in space.items()},
     }
+
+
+def neutral_knobs(sess: TrainSession) -> dict[str, Any]:
+    """Each knob's neutral value: no regularization (0), the un-tuned defaults for lr and epochs."""
+    return {
+        "lr": sess.base_hp.lr,
+        "epochs": sess.cfg.max_epochs,
+        "weight_decay": 0.0,
+        "dropout": 0.0,
+        "l1": 0.0,
+        "strength": 0.0,
+        "label_smoothing": 0.0,
+        "mixup": 0.0,
+    }
+
+
+def knob_ablation(
+    sess: TrainSession,
+    model_params: dict[str, Any],
+    knobs: dict[str, Any],
+    space: dict[str, tuple[Any, ...]],
+    importance: dict[str, float],
+    chosen_logits: np.ndarray,
+    *,
+    seed: int,
+    deadline: float,
+) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """What each knob bought: retrain the chosen configuration on train with one knob reset to its
+    neutral value (same seed), and compare the two on validation with a paired bootstrap.
+
+    Ablates the ``cfg.ablate_knobs`` most important knobs (fANOVA), or, without importance, the first
+    ones whose chosen value differs from neutral. Each fit is a configuration scored on validation:
+    it goes into the ledger. Fits finished before an interruption are reused from ``work/ablation/``.
+    Returns ``({knob: {chosen, neutral, delta, ci95, metric, ...}}, [{knob, reason} skipped])``.
+    """
+    from closedloop.stats.paired import compare
+
+    cfg, eng, task = sess.cfg, sess.engine, sess.task
+    n = cfg.ablate_knobs or 0
+    neutral = neutral_knobs(sess)
+    cands = [k for k in space if k in knobs and k in neutral and float(knobs[k]) != float(neutral[k])]
+    if importance:
+        cands.sort(key=lambda k: -importance.get(k, 0.0))  # stable: search-space order on ties
+    todo = cands[:n]
+    gains: dict[str, Any] = {}
+    skipped: list[dict[str, str]] = []
+    if not todo:
+        if n:
+            sess.decide("tune", "knob ablation: no tuned knob differs from its neutral value", {})
+        return gains, skipped
+    folder = sess.work / "ablation"
+    folder.mkdir(exist_ok=True)
+    p_chosen = logits_to_proba(chosen_logits, task.problem_type)
+    for i, k in enumerate(todo):
+        cache = folder / f"{k}.json"
+        if cache.is_file():  # fitted (and put in the ledger) by an interrupted run
+            gains[k] = json.loads(cache.read_text(encoding="utf-8"))
+            sess.n_configs += 1
+            continue
+        if time.time() > deadline:
+            skipped += [{"knob": kk, "reason": "time budget spent"} for kk in todo[i:]]
+            sess.decide(
+                "tune",
+                f"tuning time budget spent: knob ablation skipped for {', '.join(todo[i:])}",
+                {"skipped": todo[i:]},
+            )
+            break
+        ablated = {**knobs, k: neutral[k]}
+        mp, hp = split_params(sess, model_params, ablated)
+        desc = f"knob ablation: {k} reset to {_fmt(neutral[k])}"
+        try:
+            net = sess.build(mp, seed)
+            res = eng.fit(net, sess.train, sess.val, hp, seed=seed, deadline=deadline)
+        except NonFiniteLossError as exc:
+            sess.record(desc + " (failed)", {"model": mp, **_flat(ablated)}, {task.primary_metric: None})
+            skipped.append({"knob": k, "reason": str(exc)})
+            continue
+        value = selection_value(eng, res.best_score)
+        sess.record(
+            desc,
+            {"model": mp, **_flat(ablated)},
+            {task.primary_metric: value, "best_epoch": res.best_epoch, "status": "complete"},
+        )
+        entry: dict[str, Any] = {
+            "knob": k,
+            "chosen": knobs[k],
+            "neutral": neutral[k],
+            "metric": task.primary_metric,
+            "importance": importance.get(k),
+            "delta": None,
+            "ci95": None,
+            "best_epoch": res.best_epoch,
+            "stopped": res.stopped,
+        }
+        try:
+            cmp = compare(
+                task.primary_metric,
+                sess.val.y_np,
+                p_chosen,
+                logits_to_proba(res.val_logits, task.problem_type),
+                task.problem_type,
+                n_resamples=cfg.n_bootstrap,
+                seed=sess.ctx.seed,
+                convention=task.metric_convention,
+            )
+            entry.update(
+                delta=cmp.delta,
+                ci95=list(cmp.ci95),
+                value_chosen=cmp.value_a,
+                value_ablated=cmp.value_b,
+                p_one_sided=cmp.p_one_sided,
+                higher_is_better=cmp.higher_is_better,
+            )
+        except Exception as exc:  # the interval is evidence, not a reason to stop training
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+        write_text_atomic(cache, to_json(entry))
+        gains[k] = entry
+    parts = [
+        f"{k} {_fmt(g['chosen'])} -> {_fmt(g['neutral'])}: "
+        + (
+            f"{g['delta']:+.4f} (95% CI [{g['ci95'][0]:+.4f}, {g['ci95'][1]:+.4f}])"
+            if g["delta"] is not None
+            else "no interval (" + g.get("error", "") + ")"
+        )
+        + (", cut short by the time budget" if g.get("stopped") == "time_budget" else "")
+        for k, g in gains.items()
+    ]
+    if parts:
+        sess.decide(
+            "tune",
+            f"what each knob bought (validation {task.primary_metric} of the chosen configuration minus the "
+            "same configuration retrained with that one knob reset to neutral; optimistic: chosen on the "
+            "same data): " + "; ".join(parts),
+            {"knob_gains": gains, "skipped": skipped},
+        )
+    return gains, skipped
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
 def _flat(knobs: dict[str, Any]) -> dict[str, Any]:
