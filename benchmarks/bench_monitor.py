@@ -114,6 +114,29 @@ SHIFTS = {
 }
 
 
+# stronger versions of each shift, for the direction-of-change check (section 4): at the moderate
+# severities the model's realized AUC barely moves, so its sign is noise
+STRONG = {
+    "brightness +60": lambda X: np.clip(X.astype(np.float32) + 60, 0, 255).astype(np.uint8),
+    "contrast x0.5": lambda X: np.clip((X.astype(np.float32) - X.mean()) * 0.5 + X.mean(), 0, 255).astype(
+        np.uint8
+    ),
+    "gamma 2.0": lambda X: (255 * (X / 255.0) ** 2.0).astype(np.uint8),
+    "gaussian noise sd 25": lambda X: np.clip(
+        X + np.random.default_rng(2).normal(0, 25, X.shape), 0, 255
+    ).astype(np.uint8),
+    "blur sigma 1.2": lambda X: _pil_map(X, lambda im: im.filter(ImageFilter.GaussianBlur(1.2))),
+    "jpeg quality 5": lambda X: jpeg(X, 5),
+    "rotation 30 deg": lambda X: _pil_map(X, lambda im: im.rotate(30, resample=Image.BILINEAR)),
+}
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB: how much a shift changes the pixels (higher = milder)."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
 def windows_from(n_pool: int, n: int, k: int, rng: np.random.Generator) -> list[np.ndarray]:
     return [rng.choice(n_pool, n, replace=n > n_pool) for _ in range(k)]
 
@@ -240,56 +263,99 @@ def main() -> None:
     print(
         f"   label-free estimate on test windows: AUC est {est_t:.3f} vs realized {real_t:.3f}; ACC est {est_ta:.3f} vs realized {real_ta:.3f}"
     )
+    pt_raw = {k: np.mean([r["p_values"][k] < info.alpha for r in res_test]) for k in res_test[0]["p_values"]}
+    pt_bal = {
+        k: np.mean([r["p_values"][k] < info.alpha for r in res_test_bal]) for k in res_test_bal[0]["p_values"]
+    }
+    print(
+        "   explanation: the test split differs from train/val in two ways at once.\n"
+        f"   - prior shift: fewer pneumonia cases ({y['test'].mean():.0%} vs {val_prev:.0%}); once labels arrive the "
+        f"label_shift test sees it in {pt_raw['label_shift']:.0%} of windows (it escalates ok -> warn, hence\n"
+        f"     warn-or-alarm {rate(res_test, ('alarm', 'warn')):.0%}), and the confidence distribution moves "
+        f"with the class mix (confidence test {pt_raw['confidence']:.0%}).\n"
+        "   - covariate shift: resampled to the val prevalence the prior shift is gone (label_shift "
+        f"{pt_bal['label_shift']:.0%}, confidence {pt_bal['confidence']:.0%}),\n"
+        f"     yet the embeddings (MMD {pt_bal['embedding_mmd']:.0%}) and the predicted classes "
+        f"({pt_bal['predicted_class']:.0%}: the model calls more test images pneumonia at equal prevalence)\n"
+        "     still differ: the test images were acquired differently. At the test's own prevalence the two effects\n"
+        f"     partly cancel in the predicted-class share (that test fires in only {pt_raw['predicted_class']:.0%}), "
+        f"which is why the alarm rate is lower ({rate(res_test):.0%}) than at val prevalence ({rate(res_test_bal):.0%})."
+    )
 
     # 3. generated shifts: detection rate vs window size
     sizes = [50, 100, 200, 500]
     print(
-        "\n3. Detection rate (alarm) of generated shifts applied to val images; windows per cell: 100 (n=200), 40 (others)"
+        "\n3. Detection rate (alarm) of generated moderate shifts applied to val images; windows per cell: "
+        "100 (n=200), 40 (others)\n   severity as PSNR against the clean images (inf: pixels unchanged); "
+        "realized AUC/ACC change vs the same clean windows; top feature = most often the most drifted"
     )
     print(
-        f"   {'shift':<28}"
-        + "".join(f"n={n:<8}" for n in sizes)
-        + "  est AUC / realized AUC / est ACC / realized ACC (n=200)"
+        f"   {'shift':<24}{'PSNR':>6}  "
+        + "".join(f"n={n:<6}" for n in sizes)
+        + "  est AUC / real AUC (change) / est ACC / real ACC (change) at n=200   top feature"
     )
-    ref_est = np.mean([r["estimated"]["auc"] for r in res_val])
-    det200 = {}
+
+    def mean_of(rs, kind, m):
+        return float(np.nanmean([r[kind][m] for r in rs]))
+
+    def paired_change(rs, idxs, m):
+        """Realized metric change against the clean val images of the very same windows."""
+        clean = [realized_on(sv, idx, m) for idx in idxs]
+        return float(np.nanmean([r["realized"][m] for r in rs]) - np.nanmean(clean))
+
+    def realized_on(sample, idx, m):
+        from closedloop.stages.monitor.estimate import realized
+
+        w = sample.take(idx)
+        return realized([m], w.labels, w.proba, info.problem_type, info.threshold)[m]
+
+    ref_est = {m: mean_of(res_val, "estimated", m) for m in ("auc", "acc")}
+    det200, idx200 = {}, {}
     all_shifts = {**SHIFTS, "prevalence 74% -> 40%": None}
     for name, fn in all_shifts.items():
         if fn is None:
-            s = sv
+            s, db = sv, float("inf")
             idx_for = lambda n, k: prevalence_windows(yv, n, k, 0.40, rng)  # noqa: E731
         else:
-            s = mon.sample(mon.prepare(fn(Xv)), yv)
+            Xs = fn(Xv)
+            s, db = mon.sample(mon.prepare(Xs), yv), psnr(Xs, Xv)
             idx_for = lambda n, k: windows_from(len(Xv), n, k, rng)  # noqa: E731
         row = []
         for n in sizes:
-            rs = run_windows(s, idx_for(n, 100 if n == 200 else 40))
+            idxs = idx_for(n, 100 if n == 200 else 40)
+            rs = run_windows(s, idxs)
             row.append(rate(rs))
             if n == 200:
-                det200[name] = rs
-        rs = det200[name]
-        e_auc, r_auc = (
-            np.mean([r["estimated"]["auc"] for r in rs]),
-            np.nanmean([r["realized"]["auc"] for r in rs]),
-        )
-        e_acc, r_acc = (
-            np.mean([r["estimated"]["acc"] for r in rs]),
-            np.nanmean([r["realized"]["acc"] for r in rs]),
-        )
+                det200[name], idx200[name] = rs, idxs
+        rs, idxs = det200[name], idx200[name]
+        top: dict[str, int] = {}
+        for r in rs:
+            if r["alert"] == "alarm" and r.get("top_features"):
+                f = r["top_features"][0]["feature"]
+                top[f] = top.get(f, 0) + 1
+        top_f = max(top, key=top.get) if top else "-"
         print(
-            f"   {name:<28}"
-            + "".join(f"{v:<10.0%}" for v in row)
-            + f"  {e_auc:.3f} / {r_auc:.3f} / {e_acc:.3f} / {r_acc:.3f}"
+            f"   {name:<24}{db:>6.1f}  "
+            + "".join(f"{v:<8.0%}" for v in row)
+            + f"  {mean_of(rs, 'estimated', 'auc'):.3f} / {mean_of(rs, 'realized', 'auc'):.3f} "
+            f"({paired_change(rs, idxs, 'auc'):+.3f}) / {mean_of(rs, 'estimated', 'acc'):.3f} / "
+            f"{mean_of(rs, 'realized', 'acc'):.3f} ({paired_change(rs, idxs, 'acc'):+.3f})   {top_f}"
         )
+    worst = min(np.mean([r["alert"] == "alarm" for r in rs]) for rs in det200.values())
+    print(
+        f"   lowest detection rate at n=200 over the {len(det200)} shift kinds: {worst:.0%} (target >= 90%)"
+    )
 
     # 4. label-free estimate on in-distribution windows
     res_lab = run_windows(sv, windows_from(len(Xv), 200, 200, rng))
     print(
         "\n4. Label-free performance estimate (CBPE) on 200 in-distribution windows of 200 (target |error| <= 0.03)"
     )
+    spread = {}
     for m in ("auc", "acc"):
         e = np.array([r["estimated"][m] for r in res_lab])
         rl = np.array([r["realized"][m] for r in res_lab])
+        spread[m] = float(np.std(rl))
         cover = np.mean(
             [
                 r["estimated_interval"][m][0] <= r["realized"][m] <= r["estimated_interval"][m][1]
@@ -297,14 +363,62 @@ def main() -> None:
             ]
         )
         print(f"   {m}: mean estimate {e.mean():.3f}, mean realized {rl.mean():.3f}, bias {np.mean(e - rl):+.3f}, "
-              f"mean |error| per window {np.mean(np.abs(e - rl)):.3f}, 95% interval coverage {cover:.0%}")  # fmt: skip
-    print("   direction under shift (est vs realized change from in-distribution, AUC):")
-    base_r = np.mean([r["realized"]["auc"] for r in res_lab])
+              f"mean |error| per window {np.mean(np.abs(e - rl)):.3f}, max |error| {np.max(np.abs(e - rl)):.3f}, "
+              f"95% interval coverage {cover:.0%}, realized spread (SD) per window {spread[m]:.3f}")  # fmt: skip
+    print(
+        "   direction under shift: estimated vs realized change from in-distribution (mean over windows of 200).\n"
+        "   A direction is judged only where the realized change exceeds the in-distribution per-window spread\n"
+        f"   of the realized metric (SD: AUC {spread['auc']:.3f}, ACC {spread['acc']:.3f}); smaller changes are noise,\n"
+        "   their sign means nothing ('noise'). Moderate shifts from section 3, then stronger versions of each kind."
+    )
+    base_r = {m: mean_of(res_lab, "realized", m) for m in ("auc", "acc")}
+    direction: dict[str, list[dict[str, float]]] = {}
     for name, rs in det200.items():
-        de = np.mean([r["estimated"]["auc"] for r in rs]) - ref_est
-        dr = np.nanmean([r["realized"]["auc"] for r in rs]) - base_r
-        agree = "same direction" if np.sign(de) == np.sign(dr) else "OPPOSITE"
-        print(f"     {name:<28} est {de:+.3f}  realized {dr:+.3f}  {agree}")
+        direction[name] = rs
+    for name, fn in {**STRONG, "prevalence 74% -> 20%": None}.items():
+        if fn is None:
+            s = sv
+            idxs = prevalence_windows(yv, 200, 50, 0.20, rng)
+        else:
+            s = mon.sample(mon.prepare(fn(Xv)), yv)
+            idxs = windows_from(len(Xv), 200, 50, rng)
+        direction[name] = run_windows(s, idxs)
+    tally = {"right": 0, "wrong": 0, "noise": 0}
+    by_metric = {m: {"right": 0, "wrong": 0} for m in ("auc", "acc")}
+    wrong: list[tuple[str, str, float]] = []
+    print(f"     {'shift':<24}{'AUC est':>9}{'real':>8}  {'':<10}{'ACC est':>9}{'real':>8}")
+    for name, rs in direction.items():
+        cells = []
+        for m in ("auc", "acc"):
+            de = mean_of(rs, "estimated", m) - ref_est[m]
+            dr = mean_of(rs, "realized", m) - base_r[m]
+            if abs(dr) <= spread[m]:
+                verdict = "noise"
+                tally["noise"] += 1
+            elif np.sign(de) == np.sign(dr):
+                verdict = "right"
+                tally["right"] += 1
+                by_metric[m]["right"] += 1
+            else:
+                verdict = "WRONG"
+                tally["wrong"] += 1
+                by_metric[m]["wrong"] += 1
+                wrong.append((name, m, float(np.mean([r["alert"] == "alarm" for r in rs]))))
+            cells.append(f"{de:>+9.3f}{dr:>+8.3f}  {verdict:<10}")
+        print(f"     {name:<24}" + "".join(cells))
+    judged = tally["right"] + tally["wrong"]
+    print(
+        f"   direction right in {tally['right']} of {judged} judged cases "
+        f"({tally['noise']} within noise, not judged): "
+        + ", ".join(f"{m.upper()} {v['right']}/{v['right'] + v['wrong']}" for m, v in by_metric.items())
+    )
+    if wrong:
+        print(
+            "   wrong: "
+            + ", ".join(f"{n} ({m.upper()}; drift alarm in {a:.0%} of its windows)" for n, m, a in wrong)
+            + ".\n   There the model stays confident while its accuracy falls: calibration no longer holds, "
+            "which a\n   confidence-based estimate cannot see; the drift alarm is the primary signal."
+        )
 
     # 5. speed
     X1000 = X["test"][:624]

@@ -176,3 +176,68 @@ def test_cbpe_matches_simulation():
                 den += w
                 num += w * ((q[i] > q[j]) + 0.5 * (q[i] == q[j]))
     assert expected_auc_binary(q) == pytest.approx(num / den)
+
+
+def test_blockiness_reacts_to_jpeg_like_compression():
+    import io
+
+    from PIL import Image
+
+    from closedloop.stages.monitor.features import blockiness, image_feature_names, image_features
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:28, 0:28]
+    imgs = []
+    for _ in range(20):  # smooth random images with some texture
+        a, b, c = rng.uniform(0.1, 0.4, 3)
+        img = 128 + 60 * np.sin(a * xx + b * yy + c * 10) + rng.normal(0, 6, (28, 28))
+        imgs.append(np.clip(img, 0, 255).astype(np.uint8))
+    X = np.stack(imgs)
+
+    def jpeg(im: np.ndarray, q: int) -> np.ndarray:
+        buf = io.BytesIO()
+        Image.fromarray(im).save(buf, format="JPEG", quality=q)
+        return np.asarray(Image.open(io.BytesIO(buf.getvalue())))
+
+    J = np.stack([jpeg(im, 30) for im in X])
+    b0, b1 = blockiness(X.astype(np.float32)), blockiness(J.astype(np.float32))
+    assert np.all(np.abs(b0 - 1) < 0.3) and np.median(b1) > np.median(b0) + 0.2
+    assert np.all(blockiness(np.zeros((3, 8, 8), np.float32)) == 0)  # too small for a block boundary
+    names = image_feature_names(1)
+    feats = image_features(X[..., None])
+    assert feats.shape[1] == len(names)
+    np.testing.assert_allclose(feats[:, names.index("intensity_blockiness")], b0, rtol=1e-5)
+
+
+def test_calibration_kernel_reuse_gives_the_same_p_values():
+    from closedloop.stages.monitor.tests import EmbeddingMMD, Sample, TestContext, gaussian_kernel
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(120, 4)).astype(np.float32)
+    pool = Sample(features=np.zeros((120, 1), np.float32), embeddings=emb, index=np.arange(120))
+    ref, win = pool.take(np.arange(0, 70)), pool.take(np.arange(70, 120))
+
+    def ctx(kernel):
+        return TestContext(
+            "binary", 0.5, ["f"], [], bandwidth=2.0, permutations=80, rng=np.random.default_rng(5),
+            pool_kernel=kernel,
+        )  # fmt: skip
+
+    plain = EmbeddingMMD().run(ref, win, ctx(None))
+    reused = EmbeddingMMD().run(ref, win, ctx(gaussian_kernel(emb, 2.0)))
+    assert reused.p_value == plain.p_value
+    assert reused.statistic == pytest.approx(plain.statistic, rel=1e-5)
+
+
+def test_old_profile_format_asks_for_a_rebuild(digits, tmp_path):
+    import shutil
+
+    _, _, _, _, run = digits
+    src = run / "stages/07_monitor/artifacts/reference"
+    dst = tmp_path / "old"
+    shutil.copytree(src, dst)
+    meta = json.loads((dst / "profile.json").read_text())
+    meta["format_version"] = 1
+    (dst / "profile.json").write_text(json.dumps(meta))
+    with pytest.raises(RunDirError, match="rebuild it"):
+        ReferenceProfile.load(dst)

@@ -82,6 +82,11 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     if args.review:
         queue = monitor.review_queue(data, k=args.review, out_dir=args.review_dir)
         out["review_queue"] = {"n": len(queue), "dir": str(args.review_dir) if args.review_dir else None}
+    if args.shadow:
+        out["shadow"] = {
+            "challenger_run": str(args.shadow),
+            **shadow_report(monitor, Monitor.load(args.shadow), data, out["windows"]),
+        }
     if args.out:
         write_text_atomic(Path(args.out), to_json(out))
     s = out["summary"]
@@ -92,9 +97,35 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         print(
             f"  [{w['index']:>3}] {w['start']}-{w['end']}: {w['alert']:<5} min-p={w['min_p']:.2g}  {est}  {ev}"
         )
+    if args.shadow:
+        sh = out["shadow"]["overall"]
+        print(f"shadow mode against {args.shadow} on {sh['n']} samples:")
+        for name in ("champion", "challenger"):
+            est = ", ".join(f"{k}~{v:.3f}" for k, v in sh[name]["estimated"].items())
+            print(f"  {name:<10} estimated {est}")
+        if "disagreement" in sh:
+            print(f"  disagreement {sh['disagreement']:.1%} ({sh['disagreement_count']} samples)")
     if args.out:
         print(f"written: {args.out}")
     return 0
+
+
+def shadow_report(champion: Any, challenger: Any, data: Any, windows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Shadow mode over the same windows as the drift check: both models score every production
+    window; disagreement and each model's label-free estimate, overall and per window."""
+    from closedloop.stages.monitor.monitor import Monitor
+
+    def rows(start: int, end: int) -> Any:
+        return data.iloc[start:end] if hasattr(data, "iloc") else data[start:end]
+
+    per_window = []
+    for w in windows:
+        res = Monitor.shadow(champion, challenger, rows(w["start"], w["end"]))
+        per_window.append({"index": w["index"], "start": w["start"], "end": w["end"], **res})
+    return {
+        "overall": Monitor.shadow(champion, challenger, data),
+        "windows": per_window,
+    }
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
@@ -115,6 +146,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         f"{c['value_b']:.4f} -> {c['value_a']:.4f} (delta {c['delta']:+.4f}, 95% CI [{c['ci95'][0]:+.4f}, "
         f"{c['ci95'][1]:+.4f}], p={c['p_value']:.3g}) on {out['n_heldout']} {out['heldout_split']} samples"
     )
+    dv = out.get("dataset_version") or {}
+    if dv:
+        print(f"dataset version {dv['dataset_version']}: {dv['n_added']} labeled sample(s) added to train")
     print(("PROMOTE: " if out["promote"] else "keep the champion: ") + "; ".join(out["reasons"]))
     if args.out:
         Path(args.out).write_text(json.dumps(out, indent=2, default=str))
@@ -139,6 +173,12 @@ def add_commands(subparsers: Any) -> None:
     )
     mon.add_argument("--label-column", help="table column holding labels (realized performance)")
     mon.add_argument("--no-labels", action="store_true", help="ignore labels found in the data")
+    mon.add_argument(
+        "--shadow",
+        metavar="CHALLENGER_RUN",
+        help="shadow mode: also run this run's model on the same windows; report disagreement and "
+        "each model's estimated performance",
+    )
     mon.set_defaults(func=cmd_monitor)
 
     rt = subparsers.add_parser(

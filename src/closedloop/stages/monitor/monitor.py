@@ -20,7 +20,7 @@ import pandas as pd
 from closedloop.core.errors import DataError, RunDirError
 from closedloop.stages.monitor.estimate import estimate, realized
 from closedloop.stages.monitor.profile import ReferenceProfile, forward_all, model_input, summary_features
-from closedloop.stages.monitor.tests import TESTS, Sample, run_tests
+from closedloop.stages.monitor.tests import TESTS, Sample, run_tests, single_threaded_blas
 
 MIN_WINDOW = 10
 """Fewer samples than this cannot support any of the tests."""
@@ -237,7 +237,8 @@ class Monitor:
         keys = list(info.tests)
         if win.labels is not None and "label_shift" not in keys:
             keys.append("label_shift")
-        results = run_tests(keys, ref, win, ctx)
+        with single_threaded_blas():
+            results = run_tests(keys, ref, win, ctx)
         p_values = {k: float(r.p_value) for k, r in results.items()}
         unlabeled = {k: p for k, p in p_values.items() if not TESTS[k].needs_labels}
         min_p = min(unlabeled.values()) if unlabeled else 1.0

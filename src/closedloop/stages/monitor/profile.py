@@ -29,7 +29,8 @@ from closedloop.core.io import atomic_path, read_json, to_json, write_text_atomi
 from closedloop.stages.monitor.features import image_feature_names, image_features, table_features
 from closedloop.stages.monitor.tests import Sample, TestContext
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: images gained the ``intensity_blockiness`` feature (profiles of version 1 must be rebuilt)."""
 
 
 class ProfileInfo(BaseModel):

@@ -7,6 +7,7 @@
    both models are judged on the same held-out data). The added files' hash and count are recorded in
    the dataset's provenance: a new, recorded dataset version.
 2. The pipeline reruns (unchanged stages come from the cache).
+   The version is also appended to ``<runs_dir>/<name>/dataset_versions.jsonl``.
 3. Challenger and champion are scored on the same held-out split (test by default, the opening is
    written to the test ledger) with the paired statistics of :mod:`closedloop.stats.paired`.
    Promotion is recommended only when the challenger is significantly better (one-sided paired test
@@ -296,10 +297,25 @@ def run_retrain(
         held = bundle.val
     out = compare_runs(champion, result.run_dir, held.X, np.asarray(held.y), alpha=alpha)
     out["heldout_split"] = on
-    out["dataset_version"] = (
-        result.summary.get("stages", {}).get("data", {}).get("provenance", {}).get("augmented")
-        if isinstance(result.summary.get("stages", {}).get("data"), dict)
-        else None
-    )
+    out["dataset_version"] = record_dataset_version(runs_root, result.run_dir)
     write_text_atomic(result.run_dir / "retrain.json", to_json(out))
     return out
+
+
+def record_dataset_version(runs_root: Path, run_dir: Path) -> dict[str, Any] | None:
+    """The challenger's dataset version (from its data artifact's provenance), appended to
+    ``<runs_root>/dataset_versions.jsonl`` so every merged set of labels stays on record."""
+    from closedloop.core.io import read_json
+    from closedloop.stages.monitor.monitor import find_artifacts
+
+    metas = [p / "meta.json" for p in find_artifacts(run_dir, "data") if (p / "meta.json").is_file()]
+    if not metas:
+        return None
+    aug = (read_json(metas[-1]).get("provenance") or {}).get("augmented")
+    if not aug:
+        return None
+    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "run_id": run_dir.name, **aug}
+    runs_root.mkdir(parents=True, exist_ok=True)
+    with open(runs_root / "dataset_versions.jsonl", "a", encoding="utf-8") as f:
+        f.write(to_json(entry, indent=None) + "\n")
+    return aug

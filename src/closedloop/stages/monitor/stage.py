@@ -25,7 +25,15 @@ from closedloop.stages.monitor.profile import (
     summary_features,
     table_schema,
 )
-from closedloop.stages.monitor.tests import TESTS, UNLABELED_DEFAULT, Sample, median_bandwidth, run_tests
+from closedloop.stages.monitor.tests import (
+    TESTS,
+    UNLABELED_DEFAULT,
+    Sample,
+    gaussian_kernel,
+    median_bandwidth,
+    run_tests,
+    single_threaded_blas,
+)
 from closedloop.stages.task import TaskSpec
 
 
@@ -108,19 +116,25 @@ def calibrate(
         "sizes": {},
     }
     N = len(pool)
+    pool = Sample(pool.features, pool.embeddings, pool.proba, pool.labels, index=np.arange(N))
+    kernel = None
+    if "embedding_mmd" in tests and pool.embeddings is not None and pool.embeddings.shape[1]:
+        kernel = gaussian_kernel(pool.embeddings, template.info.bandwidth)  # one matrix for all splits
     for n in sizes:
         m = min(n_ref, N - n)
         if m < 50:
             notes["sizes"][str(n)] = "skipped: the held-out pool is too small"
             continue
         minps = []
-        for b in range(n_windows):
-            perm = rng.permutation(N)
-            ref, win = pool.take(perm[:m]), pool.take(perm[m : m + n])
-            ctx = template.context(np.random.default_rng([int(rng.integers(1 << 31)), b]))
-            ctx.effects = False
-            res = run_tests(tests, ref, win, ctx)
-            minps.append(min((r.p_value for r in res.values()), default=1.0))
+        with single_threaded_blas():
+            for b in range(n_windows):
+                perm = rng.permutation(N)
+                ref, win = pool.take(perm[:m]), pool.take(perm[m : m + n])
+                ctx = template.context(np.random.default_rng([int(rng.integers(1 << 31)), b]))
+                ctx.effects = False
+                ctx.pool_kernel = kernel
+                res = run_tests(tests, ref, win, ctx)
+                minps.append(min((r.p_value for r in res.values()), default=1.0))
         minps_arr = np.array(minps)
         thresholds[str(n)] = {
             "alarm": float(np.quantile(minps_arr, alpha, method="lower")),
@@ -197,7 +211,8 @@ def build_profile(
     emb_tr, _ = forward_all(model, model_input(tmp_info, Xtr))
     mean = emb_tr.mean(axis=0)
     d = int(min(config.pca_dims, emb_tr.shape[1], max(len(emb_tr) - 1, 1)))
-    _, _, vt = np.linalg.svd(emb_tr - mean, full_matrices=False)
+    with single_threaded_blas():
+        _, _, vt = np.linalg.svd(emb_tr - mean, full_matrices=False)
     components = vt[:d]
     red = ((emb - mean) @ components.T).astype(np.float32)
     y = np.asarray(val.y)
@@ -273,7 +288,7 @@ class BuildMonitorProfile(Stage):
     """Build the drift-monitoring reference profile from validation data, with calibrated thresholds."""
 
     Config = BuildMonitorProfileConfig
-    version = "1"
+    version = "2"  # 2: blockiness feature (profile format 2)
 
     class Inputs(StageIO):
         data: DatasetBundle

@@ -34,6 +34,8 @@ class Sample:
     """(N, K) calibrated probabilities in the package convention."""
     labels: np.ndarray | None = None
     """Labels when they have arrived (class indices; multilabel (N, L))."""
+    index: np.ndarray | None = None
+    """Row numbers in a pool whose kernel matrix is precomputed (threshold calibration), else None."""
 
     def __len__(self) -> int:
         return len(self.features)
@@ -42,7 +44,9 @@ class Sample:
         def sel(a: np.ndarray | None) -> np.ndarray | None:
             return None if a is None else a[idx]
 
-        return Sample(self.features[idx], sel(self.embeddings), sel(self.proba), sel(self.labels))
+        return Sample(
+            self.features[idx], sel(self.embeddings), sel(self.proba), sel(self.labels), sel(self.index)
+        )
 
 
 @dataclass
@@ -60,6 +64,10 @@ class TestContext:
     effects: bool = True
     """Compute effect sizes and evidence (off while calibrating, where only p-values matter)."""
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+    pool_kernel: np.ndarray | None = None
+    """Gaussian kernel over a pool of embeddings that both samples index into (``Sample.index``):
+    calibration draws hundreds of (reference, window) splits of one pool, and slicing this matrix
+    gives the same kernel values as recomputing them for every split."""
 
 
 @dataclass
@@ -103,6 +111,26 @@ class DriftTest:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+_BLAS: Any = None
+
+
+def single_threaded_blas() -> Any:
+    """Context manager limiting BLAS to one thread. The tests' matrix products are small (a few
+    hundred rows), where a second BLAS thread gains little on a quiet machine and loses several-fold
+    when the cores are shared (threads spin waiting for each other)."""
+    global _BLAS
+    try:
+        if _BLAS is None:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS = ThreadpoolController()
+        return _BLAS.limit(limits=1, user_api="blas")
+    except Exception:  # threadpoolctl missing or unable to inspect the libraries: leave BLAS alone
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
 def ks_columns(A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Two-sample KS statistic and asymptotic p-value for every column at once.
 
@@ -254,17 +282,28 @@ def median_bandwidth(X: np.ndarray, max_n: int = 500, seed: int = 0) -> float:
     return med if med > 0 else 1.0
 
 
+def gaussian_kernel(Z: np.ndarray, bandwidth: float) -> np.ndarray:
+    """``exp(-|z_i - z_j|^2 / (2 bandwidth^2))`` over the rows of ``Z`` (float32)."""
+    Z = np.asarray(Z, dtype=np.float32)
+    return np.exp(-_sqdist(Z, Z) / np.float32(2.0 * bandwidth**2))
+
+
 def mmd_permutation_test(
-    X: np.ndarray, Y: np.ndarray, bandwidth: float, permutations: int, rng: np.random.Generator
+    X: np.ndarray,
+    Y: np.ndarray,
+    bandwidth: float,
+    permutations: int,
+    rng: np.random.Generator,
+    K: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """Biased MMD^2 with a Gaussian kernel and a vectorized permutation test: (statistic, p-value).
 
     All permutations are evaluated at once as quadratic forms ``w^T K w`` over the pooled kernel matrix,
-    so the cost is one (P x N) @ (N x N) product.
+    so the cost is one (P x N) @ (N x N) product. ``K``: the kernel over ``[X; Y]`` when already known.
     """
-    Z = np.vstack([X, Y]).astype(np.float32)
     n, m = len(X), len(Y)
-    K = np.exp(-_sqdist(Z, Z) / np.float32(2.0 * bandwidth**2))
+    if K is None:
+        K = gaussian_kernel(np.vstack([X, Y]), bandwidth)
     w_obs = np.concatenate([np.full(n, 1.0 / n), np.full(m, -1.0 / m)]).astype(np.float32)
     W = np.vstack([w_obs[None, :], rng.permuted(np.tile(w_obs, (permutations, 1)), axis=1)])
     stats_ = ((W @ K) * W).sum(axis=1)
@@ -288,9 +327,15 @@ class EmbeddingMMD(DriftTest):
     def run(self, ref: Sample, win: Sample, ctx: TestContext) -> TestResult:
         assert ref.embeddings is not None and win.embeddings is not None
         Y = win.embeddings
+        pick = None
         if len(Y) > self.max_window:
-            Y = Y[ctx.rng.choice(len(Y), self.max_window, replace=False)]
-        stat, p = mmd_permutation_test(ref.embeddings, Y, ctx.bandwidth, ctx.permutations, ctx.rng)
+            pick = ctx.rng.choice(len(Y), self.max_window, replace=False)
+            Y = Y[pick]
+        K = None
+        if ctx.pool_kernel is not None and ref.index is not None and win.index is not None:
+            rows = np.concatenate([ref.index, win.index if pick is None else win.index[pick]])
+            K = ctx.pool_kernel[np.ix_(rows, rows)]
+        stat, p = mmd_permutation_test(ref.embeddings, Y, ctx.bandwidth, ctx.permutations, ctx.rng, K=K)
         return TestResult(p_value=p, statistic=stat, effect={"mmd2": stat})
 
 
