@@ -48,22 +48,10 @@ def digits_bundle(seed: int = 0) -> DatasetBundle:
 
 
 def pneumonia_bundle() -> DatasetBundle:
-    """PneumoniaMNIST-28 from the shared npz (train/val/test as released)."""
-    path = MEDMNIST / "pneumoniamnist.npz"
-    with np.load(path) as z:
-        splits = {
-            k: Split(X=z[f"{k}_images"][..., None], y=z[f"{k}_labels"].reshape(-1).astype(np.int64))
-            for k in ("train", "val", "test")
-        }
-    meta = DatasetMeta(
-        name="pneumoniamnist",
-        source="medmnist",
-        kind="images",
-        task_hint="binary-class",
-        label_names=["normal", "pneumonia"],
-        n_channels=1,
-    )
-    return DatasetBundle(meta=meta, splits=splits)
+    """PneumoniaMNIST-28 from the shared npz (train/val/test as released), through the library's source."""
+    from closedloop.data.sources.medmnist_npz import MedMNISTSource
+
+    return MedMNISTSource({"flag": "pneumoniamnist", "root": str(MEDMNIST), "download": False}).load(0)
 
 
 def run_audit(

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from export_fixtures import digits_bundle, digits_model, table_bundle, table_model, task_for  # noqa: E402
 
 from closedloop.core.stage import RunContext  # noqa: E402
-from closedloop.models.trained import logits_to_proba  # noqa: E402
+from closedloop.models.trained import ModelSpec, logits_to_proba  # noqa: E402
 from closedloop.serving import Predictor  # noqa: E402
 from closedloop.serving.predictor import _logits_to_proba  # noqa: E402
 from closedloop.stages.export import ExportBundle, ExportModel  # noqa: E402
@@ -53,6 +53,9 @@ def test_export_summary_has_the_issue_keys(binary_run) -> None:
         assert (out.exported.directory / files[key]).is_file(), key
     dist = out.exported.measurements["distillation"]
     assert dist["student_parameters"] < dist["teacher_parameters"]
+    # the requested width 4 has 0.28 of the teacher's parameters: the stage shrinks it to fit 1/4
+    assert dist["parameter_ratio"] <= 0.25 and dist["student_size_choice"]["requested_width"] == 4
+    assert dist["student_spec"]["params"]["width"] == dist["student_size_choice"]["width"] < 4
     assert {"student_alone_val_auc", "student_distilled_val_auc", "distilled_minus_alone"} <= set(dist)
 
 
@@ -142,3 +145,47 @@ def test_export_table_mlp_uses_dynamic_quantization(tmp_path: Path) -> None:
 def test_export_predictor_link_matches_the_package_convention(problem: str) -> None:
     z = np.random.default_rng(0).normal(size=(7, 1 if problem in ("binary", "regression") else 3))
     np.testing.assert_allclose(_logits_to_proba(z, problem, 1.7), logits_to_proba(z, problem, 1.7))
+
+
+def test_student_width_is_the_largest_within_the_parameter_bound() -> None:
+    from closedloop.core.errors import ConfigError
+    from closedloop.stages.export.distill import build_student, choose_student, n_params
+
+    teacher = n_params(build_student(ModelSpec(family="small_cnn", params={"width": 16}), [28, 28, 1], 1))
+    spec, info = choose_student(
+        "small_cnn", {}, [28, 28, 1], 1, teacher_parameters=teacher, max_ratio=0.25, default_width=16
+    )
+    width = spec.params["width"]
+    assert info["parameters"] <= 0.25 * teacher < info["candidates"][str(width + 1)]
+    spec, _ = choose_student(
+        "small_cnn", {"width": 3}, [28, 28, 1], 1, teacher_parameters=teacher, max_ratio=0.25
+    )
+    assert spec.params["width"] == 3  # an explicit width that fits is kept
+    with pytest.raises(ConfigError, match="max_parameter_ratio"):
+        choose_student("small_cnn", {}, [28, 28, 1], 1, teacher_parameters=100, max_ratio=0.25)
+
+
+def test_int8_file_is_compacted_and_scalars_are_full_rank(binary_run) -> None:
+    import onnx
+
+    _, _, _, _, out, _ = binary_run
+    d = out.exported.directory
+    q = onnx.load(str(d / "model_int8.onnx"))
+    assert not q.graph.value_info and all(len(t.name) <= 4 for t in q.graph.initializer)
+    assert {i.name for i in q.graph.input} == {"x"} and {o.name for o in q.graph.output} == {"logits"}
+    assert any(t.data_type == onnx.TensorProto.INT32 for t in q.graph.initializer)  # int32 biases
+    fp = onnx.load(str(d / "model_fp32.onnx"))
+    consts = {t.name: len(t.dims) for t in fp.graph.initializer}
+    for node in fp.graph.node:
+        if node.op_type in ("Add", "Sub", "Mul", "Div"):
+            assert all(consts.get(i, 4) == 4 for i in node.input), node  # no rank-0 operand left
+
+
+def test_latency_is_timed_interleaved() -> None:
+    from closedloop.stages.export.latency import measure_all
+
+    calls: list[str] = []
+    runners = {k: (lambda x, k=k: calls.append(k)) for k in ("a", "b", "c")}
+    t = measure_all(runners, np.zeros((3, 2), np.float32), threads=1, repeats=6, warmup=0)
+    assert set(t) == {"a", "b", "c"} and all(v.throughput_per_s > 0 for v in t.values())
+    assert calls[:6] == ["a", "b", "c", "b", "c", "a"]  # round-robin, rotating order

@@ -3,6 +3,9 @@
 Distillation loss (Hinton et al.): ``alpha * T^2 * soft(student/T, teacher/T) + (1 - alpha) * hard``;
 soft is KL for softmax outputs, BCE against sigmoid(teacher/T) for one-logit / multi-label outputs
 and MSE to the teacher for regression.
+
+The student's size is bounded by construction: :func:`choose_student` builds candidates and keeps the
+largest ``width`` whose parameter count is at most ``max_ratio`` x the teacher's.
 """
 
 from __future__ import annotations
@@ -96,3 +99,74 @@ def build_student(spec: Any, input_shape: list[int], n_logits: int) -> nn.Module
     from closedloop.models.registry import build_network
 
     return build_network(spec, input_shape, n_logits)
+
+
+def choose_student(
+    family: str,
+    params: dict[str, Any],
+    input_shape: list[int],
+    n_logits: int,
+    *,
+    teacher_parameters: int,
+    max_ratio: float | None,
+    default_width: int | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """The student's ModelSpec and how its size was chosen.
+
+    With ``max_ratio``, and a family that takes ``width`` (small_cnn, mlp), the width is the largest
+    one, up to ``params['width']`` (else ``default_width``, the teacher's, else 256), whose student
+    has at most ``max_ratio * teacher_parameters`` parameters; candidates are built and counted.
+    A family without ``width`` must fit as configured.
+
+    Raises:
+        ConfigError: no student of this family fits the bound.
+    """
+    from closedloop.core.errors import ConfigError
+    from closedloop.models.trained import ModelSpec
+
+    def count(p: dict[str, Any]) -> int:
+        return n_params(build_student(ModelSpec(family=family, params=p), input_shape, n_logits))
+
+    given = dict(params)
+    if max_ratio is None:
+        return ModelSpec(family=family, params=given), {"parameters": count(given), "max_ratio": None}
+    bound = max_ratio * teacher_parameters
+    tried: dict[int, int] = {}
+
+    def fits(width: int) -> bool:
+        tried[width] = count({**given, "width": width})
+        return tried[width] <= bound
+
+    try:
+        has_width = fits(1)
+    except TypeError:  # the family has no width knob
+        has_width = None
+    if has_width is None:
+        n = count(given)
+        if n > bound:
+            raise ConfigError(
+                f"stage 'export': distill student {family}({given}) has {n:,} parameters = "
+                f"{n / teacher_parameters:.3f} of the teacher's {teacher_parameters:,} "
+                f"(> max_parameter_ratio {max_ratio}); pick a smaller student"
+            )
+        return ModelSpec(family=family, params=given), {"parameters": n, "max_ratio": max_ratio}
+    if not has_width:
+        raise ConfigError(
+            f"stage 'export': even width 1 of {family} has {tried[1]:,} parameters, more than "
+            f"max_parameter_ratio {max_ratio} x the teacher's {teacher_parameters:,}"
+        )
+    lo, hi = 1, int(given.get("width") or default_width or 256)  # lo always fits
+    if fits(hi):
+        lo = hi
+    while hi - lo > 1:  # parameter count grows with width: bisect for the largest width that fits
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    chosen = {**given, "width": lo}
+    info = {
+        "parameters": tried[lo],
+        "max_ratio": max_ratio,
+        "width": lo,
+        "requested_width": given.get("width"),
+        "candidates": {str(w): n for w, n in sorted(tried.items())},
+    }
+    return ModelSpec(family=family, params=chosen), info

@@ -1,4 +1,7 @@
-"""Latency (p50/p95 at a batch size, after warm-up) and throughput at batch 64, on a fixed thread count."""
+"""Latency (p50/p95 at a batch size, after warm-up) and throughput at batch 64, on a fixed thread count.
+
+All variants are timed interleaved (round-robin), so their ratios hold on a loaded, shared machine.
+"""
 
 from __future__ import annotations
 
@@ -21,19 +24,26 @@ class Timing(BaseModel):
     threads: int
 
 
-def _time_calls(fn: Callable[[], Any], repeats: int, warmup: int) -> np.ndarray:
+def _interleaved(calls: dict[str, Callable[[], Any]], repeats: int, warmup: int) -> dict[str, np.ndarray]:
+    """Seconds per call of each function, timed round-robin (the order rotates every round) so all of
+    them see the same machine load: on a shared CPU, timing one variant after the other would turn a
+    load change between them into a false speed ratio."""
+    names = list(calls)
     for _ in range(warmup):
-        fn()
-    out = np.empty(repeats)
+        for n in names:
+            calls[n]()
+    out = {n: np.empty(repeats) for n in names}
     for i in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out[i] = time.perf_counter() - t0
+        k = i % len(names)
+        for n in names[k:] + names[:k]:
+            t0 = time.perf_counter()
+            calls[n]()
+            out[n][i] = time.perf_counter() - t0
     return out
 
 
-def measure(
-    run: Callable[[np.ndarray], Any],
+def measure_all(
+    runners: dict[str, Callable[[np.ndarray], Any]],
     sample: np.ndarray,
     *,
     threads: int,
@@ -41,8 +51,9 @@ def measure(
     throughput_batch: int = 64,
     repeats: int = 100,
     warmup: int = 10,
-) -> Timing:
-    """Time ``run(batch)``: per-call latency at ``latency_batch`` and samples/s at ``throughput_batch``.
+) -> dict[str, Timing]:
+    """Time every ``run(batch)``, interleaved: per-call latency at ``latency_batch`` (p50 / p95 of
+    ``repeats`` calls) and samples/s at ``throughput_batch`` (median of ``max(20, repeats // 4)`` calls).
 
     ``sample`` is tiled when smaller than the throughput batch.
     """
@@ -50,21 +61,25 @@ def measure(
     pool = np.concatenate([sample] * reps)[: max(throughput_batch, latency_batch)]
     small = np.ascontiguousarray(pool[:latency_batch])
     big = np.ascontiguousarray(pool[:throughput_batch])
-    lat = _time_calls(lambda: run(small), repeats, warmup)
-    thr_reps = max(10, repeats // 4)
-    tput = _time_calls(lambda: run(big), thr_reps, max(2, warmup // 2))
-    return Timing(
-        p50_ms=float(np.percentile(lat, 50) * 1e3),
-        p95_ms=float(np.percentile(lat, 95) * 1e3),
-        latency_batch_size=latency_batch,
-        throughput_per_s=float(throughput_batch / np.median(tput)),
-        throughput_batch_size=throughput_batch,
-        threads=threads,
+    lat = _interleaved({n: (lambda r=r: r(small)) for n, r in runners.items()}, repeats, warmup)
+    tput = _interleaved(
+        {n: (lambda r=r: r(big)) for n, r in runners.items()}, max(20, repeats // 4), max(2, warmup // 2)
     )
+    return {
+        n: Timing(
+            p50_ms=float(np.percentile(lat[n], 50) * 1e3),
+            p95_ms=float(np.percentile(lat[n], 95) * 1e3),
+            latency_batch_size=latency_batch,
+            throughput_per_s=float(throughput_batch / np.median(tput[n])),
+            throughput_batch_size=throughput_batch,
+            threads=threads,
+        )
+        for n in runners
+    }
 
 
 def torch_runner(module: Any, threads: int) -> Callable[[np.ndarray], Any]:
-    """Eager PyTorch fp32 on ``threads`` threads (restored by :func:`restore_torch_threads`)."""
+    """Eager PyTorch fp32 on ``threads`` threads (the caller restores torch's thread count)."""
     import torch
 
     torch.set_num_threads(threads)

@@ -13,10 +13,10 @@ import torch
 
 from closedloop.core.io import to_json, write_text_atomic
 from closedloop.core.stage import RunContext
-from closedloop.models.trained import ModelSpec, RawInputNetwork, TrainedModel, logits_to_proba, raw_array
+from closedloop.models.trained import RawInputNetwork, TrainedModel, logits_to_proba, raw_array
 from closedloop.stages.export import distill as D
 from closedloop.stages.export.evaluate import LOWER_IS_BETTER, all_metrics, compare_metric
-from closedloop.stages.export.latency import measure, onnx_runner, torch_runner
+from closedloop.stages.export.latency import measure_all, onnx_runner, torch_runner
 from closedloop.stages.export.model_card import per_day, render_model_card, worst_errors_montage
 from closedloop.stages.export.onnx_export import export_onnx, onnx_session
 from closedloop.stages.export.parity import compare_outputs, require_parity
@@ -84,15 +84,18 @@ def run_export(cfg: ExportModelConfig, inputs: Any, ctx: RunContext) -> ExportBu
     ytr = np.asarray(data.train.y)
     thr = model.threshold
 
+    def export(module: torch.nn.Module, key: str) -> Path:
+        return export_onnx(
+            module,
+            torch.from_numpy(Xval[:2].copy()),
+            out / FILES[key],
+            opset=cfg.opset,
+            exporter=cfg.exporter,
+        )
+
     # 1. fp32 export + checks + parity against PyTorch ------------------------------------------------
     teacher = model.raw_module()
-    fp32_path = export_onnx(
-        teacher,
-        torch.from_numpy(Xval[:2].copy()),
-        out / FILES["onnx_fp32"],
-        opset=cfg.opset,
-        exporter=cfg.exporter,
-    )
+    fp32_path = export(teacher, "onnx_fp32")
     fp32 = onnx_session(fp32_path, threads)
     ref_logits = _torch_logits(teacher, Xval)
     fp32_logits = _logits(fp32, Xval)
@@ -115,6 +118,17 @@ def run_export(cfg: ExportModelConfig, inputs: Any, ctx: RunContext) -> ExportBu
         }
     }
     sessions: dict[str, Any] = {"fp32": fp32}
+
+    def add_variant(name: str, path: Path, temperature: float, **extra: Any) -> None:
+        """Open an ONNX session for a compressed variant and record its file, size and calibration."""
+        sessions[name] = onnx_session(path, threads)
+        variants[name] = {
+            "file": FILES[f"onnx_{name}"],
+            "size_bytes": os.path.getsize(path),
+            **extra,
+            "temperature": temperature,
+            "threshold": thr,
+        }
 
     def judge(name: str, logits: np.ndarray, temperature: float, extra_reason: str | None = None) -> None:
         p = logits_to_proba(logits, problem, temperature)
@@ -147,14 +161,7 @@ def run_export(cfg: ExportModelConfig, inputs: Any, ctx: RunContext) -> ExportBu
             input_shape=list(task.input_shape),
             per_channel=cfg.per_channel,
         )
-        sessions["int8"] = onnx_session(int8_path, threads)
-        variants["int8"] = {
-            "file": FILES["onnx_int8"],
-            "size_bytes": os.path.getsize(int8_path),
-            "mode": mode,
-            "temperature": model.temperature,
-            "threshold": thr,
-        }
+        add_variant("int8", int8_path, model.temperature, mode=mode)
         q_logits = _logits(sessions["int8"], Xval)
         q_par = compare_outputs(fp32_logits, q_logits, cfg.rtol, cfg.atol)
         variants["int8"]["parity_vs_fp32"] = q_par.model_dump(
@@ -180,22 +187,14 @@ def run_export(cfg: ExportModelConfig, inputs: Any, ctx: RunContext) -> ExportBu
         if cfg.prune.epochs:
             D.fit(raw, Xtr, ytr, problem, epochs=cfg.prune.epochs, lr=cfg.prune.lr, seed=ctx.seed)
         finalize(net)
-        path = export_onnx(
-            raw.eval(),
-            torch.from_numpy(Xval[:2].copy()),
-            out / FILES["onnx_pruned"],
-            opset=cfg.opset,
-            exporter=cfg.exporter,
+        path = export(raw.eval(), "onnx_pruned")
+        add_variant(
+            "pruned",
+            path,
+            model.temperature,
+            sparsity=sp,
+            note="dense ONNX storage: zeros do not shrink the file unless compressed",
         )
-        sessions["pruned"] = onnx_session(path, threads)
-        variants["pruned"] = {
-            "file": FILES["onnx_pruned"],
-            "size_bytes": os.path.getsize(path),
-            "sparsity": sp,
-            "note": "dense ONNX storage: zeros do not shrink the file unless compressed",
-            "temperature": model.temperature,
-            "threshold": thr,
-        }
         judge("pruned", _logits(sessions["pruned"], Xval), model.temperature)
 
     # 4. optional distillation ----------------------------------------------------------------------------
@@ -203,7 +202,16 @@ def run_export(cfg: ExportModelConfig, inputs: Any, ctx: RunContext) -> ExportBu
     student_raw = None
     if cfg.distill is not None:
         dc = cfg.distill
-        spec = ModelSpec(family=dc.family or model.spec.family, params=dict(dc.params))
+        family = dc.family or model.spec.family
+        spec, size_choice = D.choose_student(
+            family,
+            dict(dc.params),
+            list(task.input_shape),
+            n_logits,
+            teacher_parameters=model.n_parameters(),
+            max_ratio=dc.max_parameter_ratio,
+            default_width=model.spec.params.get("width") if family == model.spec.family else None,
+        )
         teacher_tr = _torch_logits(teacher, Xtr)
         students = {}
         for kind, tl in (("distilled", teacher_tr), ("alone", None)):
@@ -229,26 +237,13 @@ def run_export(cfg: ExportModelConfig, inputs: Any, ctx: RunContext) -> ExportBu
         p_alone = logits_to_proba(s_logits["alone"], problem, temps["alone"])
         p_kd = logits_to_proba(s_logits["distilled"], problem, temps["distilled"])
         student_raw = students["distilled"]
-        path = export_onnx(
-            student_raw,
-            torch.from_numpy(Xval[:2].copy()),
-            out / FILES["onnx_student"],
-            opset=cfg.opset,
-            exporter=cfg.exporter,
-        )
-        sessions["student"] = onnx_session(path, threads)
+        path = export(student_raw, "onnx_student")
+        n_t, n_s = model.n_parameters(), D.n_params(student_raw.network)
+        add_variant("student", path, temps["distilled"], parameters=n_s)
         sp_par = compare_outputs(
             s_logits["distilled"], _logits(sessions["student"], Xval), cfg.rtol, cfg.atol
         )
         require_parity(sp_par, f"{path.name} vs PyTorch", cfg.rtol, cfg.atol)
-        n_t, n_s = model.n_parameters(), D.n_params(student_raw.network)
-        variants["student"] = {
-            "file": FILES["onnx_student"],
-            "size_bytes": os.path.getsize(path),
-            "parameters": n_s,
-            "temperature": temps["distilled"],
-            "threshold": thr,
-        }
         judge("student", s_logits["distilled"], temps["distilled"])
         vs_alone = compare_metric(
             metric, yval, p_kd, p_alone, problem, thr, n_boot=cfg.bootstrap, seed=ctx.seed
@@ -256,6 +251,7 @@ def run_export(cfg: ExportModelConfig, inputs: Any, ctx: RunContext) -> ExportBu
         t_val = variants["fp32"]["comparison"]["value"]
         distillation = {
             "student_spec": spec.model_dump(),
+            "student_size_choice": size_choice,
             "teacher_parameters": n_t,
             "student_parameters": n_s,
             "parameter_ratio": n_s / max(n_t, 1),
@@ -279,20 +275,17 @@ def run_export(cfg: ExportModelConfig, inputs: Any, ctx: RunContext) -> ExportBu
         "torch_fp32": torch_runner(teacher, threads),
         **{k: onnx_runner(s) for k, s in sessions.items()},
     }
-    latency_ms: dict[str, dict[str, float]] = {}
-    throughput: dict[str, float] = {}
-    for name, run in runners.items():
-        t = measure(
-            run,
-            sample,
-            threads=threads,
-            latency_batch=lb,
-            throughput_batch=cfg.latency.throughput_batch_size,
-            repeats=cfg.latency.repeats,
-            warmup=cfg.latency.warmup,
-        )
-        latency_ms[name] = {"p50": t.p50_ms, "p95": t.p95_ms}
-        throughput[name] = t.throughput_per_s
+    timings = measure_all(
+        runners,
+        sample,
+        threads=threads,
+        latency_batch=lb,
+        throughput_batch=cfg.latency.throughput_batch_size,
+        repeats=cfg.latency.repeats,
+        warmup=cfg.latency.warmup,
+    )
+    latency_ms = {n: {"p50": t.p50_ms, "p95": t.p95_ms} for n, t in timings.items()}
+    throughput = {n: t.throughput_per_s for n, t in timings.items()}
     torch.set_num_threads(torch_threads)
 
     # 6. which variant ships, and is it blessed ----------------------------------------------------------

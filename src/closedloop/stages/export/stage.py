@@ -57,7 +57,10 @@ class DistillConfig(_Section):
     family: str | None = None
     """Student model family (registry key); default: the teacher's."""
     params: dict[str, Any] = Field(default_factory=dict)
-    """Student hyper-parameters (e.g. a smaller width)."""
+    """Student hyper-parameters; ``width`` is an upper bound (default: the teacher's), see below."""
+    max_parameter_ratio: float | None = Field(0.25, gt=0, le=1)
+    """Largest student / teacher parameter ratio. For families with ``width`` the largest width that fits
+    is chosen by building candidates; other families must fit as configured. None: no bound."""
     epochs: int = Field(5, ge=1)
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.7, ge=0, le=1)
