@@ -206,3 +206,10 @@ def test_train_table_multiclass_with_mlp(tmp_path) -> None:
     assert s["model"]["family"] == "mlp" and s["beats_baseline"] is None
     assert s["test"]["acc"]["value"] > 0.8, s["decisions"]
     assert out.model.predict_proba(data.val.X).shape == (60, 3)
+
+
+def test_train_one_epoch_budget_runs(binary_digits, binary_task, tmp_path) -> None:
+    # max_epochs 1 leaves no epoch range to search: the epochs knob is dropped, nothing crashes
+    cfg = {**TINY, "max_epochs": 1}
+    out = TrainModel(**cfg).execute({"data": binary_digits, "task": binary_task}, make_ctx(tmp_path))
+    assert out.evaluation.chosen["epochs"] in (1, TINY["ladder_epochs"])  # a trial or the unregularized rung

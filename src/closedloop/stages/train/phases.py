@@ -310,8 +310,10 @@ def search_space(sess: TrainSession) -> dict[str, tuple[Any, ...]]:
         "weight_decay": ("float", 1e-5, 0.3, True),
         "dropout": ("float", 0.0, 0.5, False),
         "l1": ("float", 1e-8, 1e-4, True),
-        "epochs": ("int", max(2, cfg.max_epochs // 3), cfg.max_epochs, False),
+        "epochs": ("int", min(cfg.max_epochs, max(2, cfg.max_epochs // 3)), cfg.max_epochs, False),
     }
+    if cfg.max_epochs < 2:  # a one-epoch budget leaves nothing to tune about epochs
+        space.pop("epochs")
     if sess.pre.input_kind == "images":
         space["strength"] = ("float", 0.0, 1.0, False)
     if task.problem_type != "regression":
