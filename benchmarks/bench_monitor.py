@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -99,36 +100,43 @@ def jpeg(X: np.ndarray, q: int) -> np.ndarray:
     return _pil_map(X, f)
 
 
-SHIFTS = {
-    "brightness +20": lambda X: np.clip(X.astype(np.float32) + 20, 0, 255).astype(np.uint8),
-    "contrast x0.8": lambda X: np.clip((X.astype(np.float32) - X.mean()) * 0.8 + X.mean(), 0, 255).astype(
-        np.uint8
-    ),
-    "gamma 1.3": lambda X: (255 * (X / 255.0) ** 1.3).astype(np.uint8),
-    "gaussian noise sd 8": lambda X: np.clip(
-        X + np.random.default_rng(1).normal(0, 8, X.shape), 0, 255
-    ).astype(np.uint8),
-    "blur sigma 0.6": lambda X: _pil_map(X, lambda im: im.filter(ImageFilter.GaussianBlur(0.6))),
-    "jpeg quality 30": lambda X: jpeg(X, 30),
-    "rotation 10 deg": lambda X: _pil_map(X, lambda im: im.rotate(10, resample=Image.BILINEAR)),
-}
+def shifts(
+    brightness: float,
+    contrast: float,
+    gamma: float,
+    noise_sd: float,
+    blur: float,
+    quality: int,
+    degrees: float,
+    seed: int,
+) -> dict[str, Any]:
+    """One of each generated shift kind at the given severities, named by severity."""
+
+    def contrast_fn(X: np.ndarray) -> np.ndarray:
+        return np.clip((X.astype(np.float32) - X.mean()) * contrast + X.mean(), 0, 255).astype(np.uint8)
+
+    def noise_fn(X: np.ndarray) -> np.ndarray:
+        return np.clip(X + np.random.default_rng(seed).normal(0, noise_sd, X.shape), 0, 255).astype(np.uint8)
+
+    return {
+        f"brightness +{brightness:g}": lambda X: np.clip(X.astype(np.float32) + brightness, 0, 255).astype(
+            np.uint8
+        ),
+        f"contrast x{contrast:g}": contrast_fn,
+        f"gamma {gamma:g}": lambda X: (255 * (X / 255.0) ** gamma).astype(np.uint8),
+        f"gaussian noise sd {noise_sd:g}": noise_fn,
+        f"blur sigma {blur:g}": lambda X: _pil_map(X, lambda im: im.filter(ImageFilter.GaussianBlur(blur))),
+        f"jpeg quality {quality}": lambda X: jpeg(X, quality),
+        f"rotation {degrees:g} deg": lambda X: _pil_map(
+            X, lambda im: im.rotate(degrees, resample=Image.BILINEAR)
+        ),
+    }
 
 
+SHIFTS = shifts(20, 0.8, 1.3, 8, 0.6, 30, 10, seed=1)
 # stronger versions of each shift, for the direction-of-change check (section 4): at the moderate
 # severities the model's realized AUC barely moves, so its sign is noise
-STRONG = {
-    "brightness +60": lambda X: np.clip(X.astype(np.float32) + 60, 0, 255).astype(np.uint8),
-    "contrast x0.5": lambda X: np.clip((X.astype(np.float32) - X.mean()) * 0.5 + X.mean(), 0, 255).astype(
-        np.uint8
-    ),
-    "gamma 2.0": lambda X: (255 * (X / 255.0) ** 2.0).astype(np.uint8),
-    "gaussian noise sd 25": lambda X: np.clip(
-        X + np.random.default_rng(2).normal(0, 25, X.shape), 0, 255
-    ).astype(np.uint8),
-    "blur sigma 1.2": lambda X: _pil_map(X, lambda im: im.filter(ImageFilter.GaussianBlur(1.2))),
-    "jpeg quality 5": lambda X: jpeg(X, 5),
-    "rotation 30 deg": lambda X: _pil_map(X, lambda im: im.rotate(30, resample=Image.BILINEAR)),
-}
+STRONG = shifts(60, 0.5, 2.0, 25, 1.2, 5, 30, seed=2)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
