@@ -213,3 +213,14 @@ def test_train_one_epoch_budget_runs(binary_digits, binary_task, tmp_path) -> No
     cfg = {**TINY, "max_epochs": 1}
     out = TrainModel(**cfg).execute({"data": binary_digits, "task": binary_task}, make_ctx(tmp_path))
     assert out.evaluation.chosen["epochs"] in (1, TINY["ladder_epochs"])  # a trial or the unregularized rung
+
+
+def test_train_bias_corrected_calibration_is_folded_into_the_model(
+    binary_digits, binary_task, tmp_path
+) -> None:
+    cfg = {**TINY, "calibration": "bias+temperature", "class_weight": "balanced"}
+    out = TrainModel(**cfg).execute({"data": binary_digits, "task": binary_task}, make_ctx(tmp_path))
+    final = [d for d in out.evaluation.decisions if d["phase"] == "final" and "logit_bias" in d["evidence"]]
+    assert final and "bias-corrected" in final[0]["decision"]
+    assert out.model.info["calibration"] == "bias+temperature"
+    assert len(out.model.info["logit_bias"]) == 1

@@ -152,9 +152,9 @@ class TrainConfig(StageConfig):
     """More than 1: an ensemble of seeds (logits averaged)."""
     threshold: Literal["cost", "youden", "fixed"] = "cost"
     """Binary operating threshold on validation: task costs, Youden's J (prevalence-free) or 0.5."""
-    calibration: Literal["bias+temperature", "temperature"] = "bias+temperature"
-    """Fitted on validation: a temperature and one offset per logit (undoes the prior shift of class
-    weighting; folded into the head bias) or the temperature alone."""
+    calibration: Literal["temperature", "bias+temperature"] = "temperature"
+    """Fitted on validation: the temperature alone, or a temperature and one offset per logit
+    (bias-corrected; undoes the prior shift of class weighting; folded into the head bias)."""
     gate: Literal["warn", "fail"] = "warn"
     """fail: the stage fails (after writing the evaluation) when the model does not beat the baseline."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -207,7 +207,7 @@ class TrainModel(Stage):
 
     nondeterministic_outputs = ("evaluation",)  # holds phase wall times and budget decisions
     Config = TrainConfig
-    version = "2"  # 2: bias-corrected calibration by default
+    version = "2"  # 2: calibration option, knob ablation
 
     class Inputs(StageIO):
         data: DatasetBundle
