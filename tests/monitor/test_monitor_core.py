@@ -66,6 +66,10 @@ def test_clean_window_ok_and_shift_alarms(digits):
     assert shifted["alert"] == "alarm"
     assert shifted["p_values"]["features"] < 1e-6
     assert shifted["top_features"][0]["feature"].startswith(("intensity", "grid"))
+    # the label-free estimate is flagged where input drift can break the calibration it relies on
+    assert clean["estimate_reliable"] is True  # no alarm, so no input test at the alarm level
+    assert shifted["estimate_reliable"] is False
+    assert any("label-free estimate" in e and "optimistic" in e for e in shifted["evidence"])
 
 
 def test_bad_input_messages(digits):

@@ -40,6 +40,10 @@ def find_artifacts(run_dir: Path, name: str) -> list[Path]:
     return sorted(p for p in run_dir.glob(f"stages/*/artifacts/{name}") if p.is_dir())
 
 
+# tests on the inputs themselves (not on the model outputs or labels)
+COVARIATE_TESTS = ("features", "embedding_mmd")
+
+
 @dataclass
 class Prepared:
     """A validated batch: raw model input, monitored features and data-quality findings."""
@@ -262,9 +266,18 @@ class Monitor:
             if win.proba is not None
             else {}
         )
+        # confidence-based estimation assumes calibration survives the shift; input drift at the alarm
+        # level is where it most often does not (models grow over-confident off their training data)
+        covariate = [k for k in COVARIATE_TESTS if k in p_values and p_values[k] <= thr["alarm"]]
+        if covariate and est:
+            evidence.append(
+                f"label-free estimate: input drift ({', '.join(covariate)}) can break the calibration it "
+                "relies on; treat it as optimistic until labels arrive"
+            )
         out: dict[str, Any] = {
             "n": int(len(win)),
             "alert": alert,
+            "estimate_reliable": bool(est) and not covariate,
             "p_values": p_values,
             "min_p": float(min_p),
             "thresholds": thr,
