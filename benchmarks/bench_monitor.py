@@ -372,6 +372,7 @@ def main() -> None:
         )
         print(f"   {m}: mean estimate {e.mean():.3f}, mean realized {rl.mean():.3f}, bias {np.mean(e - rl):+.3f}, "
               f"mean |error| per window {np.mean(np.abs(e - rl)):.3f}, max |error| {np.max(np.abs(e - rl)):.3f}, "
+              f"windows within 0.03: {np.mean(np.abs(e - rl) <= 0.03):.1%}, "
               f"95% interval coverage {cover:.0%}, realized spread (SD) per window {spread[m]:.3f}")  # fmt: skip
     print(
         "   direction under shift: estimated vs realized change from in-distribution (mean over windows of 200).\n"
@@ -393,7 +394,7 @@ def main() -> None:
         direction[name] = run_windows(s, idxs)
     tally = {"right": 0, "wrong": 0, "noise": 0}
     by_metric = {m: {"right": 0, "wrong": 0} for m in ("auc", "acc")}
-    wrong: list[tuple[str, str, float]] = []
+    wrong: list[tuple[str, str, float, float]] = []
     print(f"     {'shift':<24}{'AUC est':>9}{'real':>8}  {'':<10}{'ACC est':>9}{'real':>8}")
     for name, rs in direction.items():
         cells = []
@@ -411,7 +412,8 @@ def main() -> None:
                 verdict = "WRONG"
                 tally["wrong"] += 1
                 by_metric[m]["wrong"] += 1
-                wrong.append((name, m, float(np.mean([r["alert"] == "alarm" for r in rs]))))
+                flagged = float(np.mean([not r.get("estimate_reliable", True) for r in rs]))
+                wrong.append((name, m, float(np.mean([r["alert"] == "alarm" for r in rs])), flagged))
             cells.append(f"{de:>+9.3f}{dr:>+8.3f}  {verdict:<10}")
         print(f"     {name:<24}" + "".join(cells))
     judged = tally["right"] + tally["wrong"]
@@ -423,7 +425,10 @@ def main() -> None:
     if wrong:
         print(
             "   wrong: "
-            + ", ".join(f"{n} ({m.upper()}; drift alarm in {a:.0%} of its windows)" for n, m, a in wrong)
+            + ", ".join(
+                f"{n} ({m.upper()}; drift alarm in {a:.0%} of its windows, estimate flagged unreliable in {f:.0%})"
+                for n, m, a, f in wrong
+            )
             + ".\n   There the model stays confident while its accuracy falls: calibration no longer holds, "
             "which a\n   confidence-based estimate cannot see; the drift alarm is the primary signal."
         )
