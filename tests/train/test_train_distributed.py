@@ -62,7 +62,7 @@ def test_train_torchrun_two_processes(tmp_path) -> None:
 
 
 SYNC_BN_SCRIPT = """
-import json, sys
+import json, os, sys
 import torch
 import torch.distributed as dist
 from closedloop.stages.train.distributed import CpuSyncBatchNorm, sync_batchnorm
@@ -90,7 +90,11 @@ g = net[1].weight.grad.clone()
 dist.all_reduce(g)  # what DDP sums: each rank's share of the global loss
 res["grad_err"] = float((g - ref[1].weight.grad).abs().max())
 open(sys.argv[1] + f"/sync{rank}.json", "w").write(json.dumps(res))
+dist.barrier()  # neither rank tears gloo down while the other still talks to it
 dist.destroy_process_group()
+# skip C++ static destructors: a thread torch leaves behind after a backward through gloo collectives
+# can abort interpreter shutdown ("terminate called without an active exception") after the work is done
+os._exit(0)
 """
 
 
