@@ -224,3 +224,34 @@ def test_train_bias_corrected_calibration_is_folded_into_the_model(
     assert final and "bias-corrected" in final[0]["decision"]
     assert out.model.info["calibration"] == "bias+temperature"
     assert len(out.model.info["logit_bias"]) == 1
+
+
+def test_train_small_data_cross_validated_selection(binary_digits, binary_task, tmp_path) -> None:
+    assert binary_task.validation.protocol == "repeated_kfold"  # 320 labeled cases: the task's rule
+    task = binary_task.model_copy(
+        update={"validation": binary_task.validation.model_copy(update={"folds": 3, "repeats": 2})}
+    )
+    ctx = make_ctx(tmp_path)
+    stage = TrainModel(**{**TINY, "cv_candidates": 2})
+    out = stage.execute({"data": binary_digits, "task": task}, ctx)
+    cv = out.evaluation.phases["cross_validate"]
+    assert (cv["folds"], cv["repeats"]) == (3, 2)
+    assert len(cv["candidates"]) == 2 and cv["candidates"][0]["candidate"] == "hold-out choice"
+    for row in cv["candidates"]:
+        assert len(row["cv_per_repeat"]) == 2 and 0.5 < row["cv_mean"] <= 1.0
+    best = max(cv["candidates"], key=lambda r: r["cv_mean"])
+    assert cv["chosen"] == best["candidate"]
+    assert cv["tuned"]["calibration_logits_file"].startswith("cv/")
+    oof = np.load(ctx.work_dir / cv["tuned"]["calibration_logits_file"])
+    assert oof.shape == (len(binary_digits.train) + len(binary_digits.val), 1)
+    summary = stage.summarize(out)["cross_validation"]
+    assert summary["chosen"] == cv["chosen"] and len(summary["candidates"]) == 2
+    ledger = [json.loads(line) for line in (ctx.stage_dir / "validation.jsonl").read_text().splitlines()]
+    assert sum("cross-validation of the" in e["description"] for e in ledger) == 2
+    assert any("cross-validated 2 candidate(s)" in d["decision"] for d in out.evaluation.decisions)
+
+
+def test_train_cross_validation_follows_the_task_protocol(full_run) -> None:
+    # the quick preset sets cv_candidates 0: no cross-validation, the hold-out choice is final
+    _, out, _ = full_run
+    assert out.evaluation.phases["cross_validate"]["skipped"] == "cv_candidates is 0"

@@ -795,6 +795,184 @@ def _flat(knobs: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------
+# 4b. cross-validated selection on small data (the task's validation protocol)
+
+
+def cv_splits(y: np.ndarray, problem_type: str, folds: int, repeats: int, seed: int) -> list[list[tuple]]:
+    """``repeats`` lists of ``folds`` (train_idx, held_out_idx) pairs over ``len(y)`` samples, stratified
+    by class for single-label classification."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    labels = np.asarray(y).reshape(len(y), -1)
+    stratify = problem_type in ("binary", "multiclass", "ordinal")
+    out = []
+    for r in range(repeats):
+        if stratify:
+            cls = labels[:, 0].astype(int)
+            k = max(2, min(folds, int(np.bincount(cls).min(initial=folds) or folds)))
+            splitter: Any = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed + r)
+            out.append(list(splitter.split(np.zeros(len(cls)), cls)))
+        else:
+            splitter = KFold(n_splits=folds, shuffle=True, random_state=seed + r)
+            out.append(list(splitter.split(np.zeros(len(labels)))))
+    return out
+
+
+def _cv_candidates(sess: TrainSession, tuned: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """The hold-out choice first, then the next best complete trials, then the unregularized rung:
+    each as the dict ``final_fit`` takes."""
+    cands = [{**tuned, "label": "hold-out choice"}]
+    higher = sess.task.higher_is_better
+    ladder_params = sess.phases.get("scale_up", {}).get("params", {})
+    trials = [t for t in tuned.get("trials", []) if t["state"] == "COMPLETE" and t["value"] is not None]
+    trials.sort(key=lambda t: (-t["value"] if higher else t["value"], t["trial"]))
+    chosen_file = tuned.get("val_logits_file")
+    for t in trials:
+        if len(cands) >= n:
+            break
+        if chosen_file == f"trials/{t['trial']}.npy":
+            continue
+        mp, hp = split_params(sess, ladder_params, dict(t["params"]))
+        best_epoch = int(t.get("best_epoch") or hp.epochs)
+        cands.append(
+            {
+                **tuned,
+                "label": f"trial {t['trial']}",
+                "model_params": mp,
+                "hparams": hp.as_dict(),
+                "knobs": dict(t["params"]),
+                "best_epoch": best_epoch,
+                "val_metric": t["value"],
+                "val_logits_file": f"trials/{t['trial']}.npy",
+            }
+        )
+    rows = sess.phases.get("scale_up", {}).get("rungs", [])
+    if rows and len(cands) < n and tuned.get("knobs"):
+        chosen = sess.phases["scale_up"]["chosen"]
+        rung = rows[chosen]
+        hp = sess.base_hp.with_(epochs=int(rung["best_epoch"]), strength=0.0, weight_decay=0.0, patience=None)
+        cands.append(
+            {
+                **tuned,
+                "label": "unregularized rung",
+                "model_params": dict(ladder_params),
+                "hparams": hp.as_dict(),
+                "knobs": {},
+                "best_epoch": int(rung["best_epoch"]),
+                "val_metric": rung["val_metric"],
+                "val_logits_file": f"rung_{chosen}_val_logits.npy",
+            }
+        )
+    return cands
+
+
+def cross_validate(sess: TrainSession, tuned: dict[str, Any]) -> dict[str, Any]:
+    """Small data: re-rank the best configurations by the task's k-fold protocol on train+val.
+
+    A hold-out split of a small dataset is a noisy judge (BreastMNIST's has 78 images), so when the task
+    chose ``kfold`` / ``repeated_kfold``, the ``cv_candidates`` best configurations on the hold-out split
+    (plus the unregularized rung) are each trained on k-1 folds of train+val for their chosen epochs
+    and scored on the held-out fold. The configuration with the best mean out-of-fold metric is kept,
+    and its out-of-fold logits (averaged over repeats, like the final ensemble averages seeds) calibrate
+    the final model: every train+val case, predicted by models that did not see it. The candidates are
+    configurations already counted; their cross-validation scores go into the validation ledger.
+    Returns ``{"tuned": <what final_fit takes>, ...evidence}``."""
+    from closedloop.stats.metrics import compute_metric
+
+    cfg, eng, task = sess.cfg, sess.engine, sess.task
+    proto = task.validation
+    n = cfg.cv_candidates or 0
+    if proto.protocol not in ("kfold", "repeated_kfold") or n < 1:
+        why = f"protocol {proto.protocol}" if n else "cv_candidates is 0"
+        return {"tuned": tuned, "skipped": why}
+    repeats = proto.repeats if proto.protocol == "repeated_kfold" else 1
+    data = TensorSet.concat(sess.train, sess.val)
+    y = data.y_np
+    splits = cv_splits(y, task.problem_type, proto.folds, repeats, sess.ctx.seed)
+    folds = len(splits[0])
+    deadline = sess.deadline("tune")
+    folder = sess.work / "cv"
+    folder.mkdir(exist_ok=True)
+    sign = 1.0 if task.higher_is_better else -1.0
+    rows: list[dict[str, Any]] = []
+    best: tuple[float, int] | None = None
+    for ci, cand in enumerate(_cv_candidates(sess, tuned, n)):
+        cache = folder / f"candidate{ci}.json"
+        if cache.is_file():  # scored (and put in the ledger) by an interrupted run
+            row = json.loads(cache.read_text(encoding="utf-8"))
+        else:
+            if time.time() > deadline and ci > 0:
+                sess.decide("tune", f"cross-validation: time budget spent after {ci} candidate(s)", {})
+                break
+            hp = HParams.from_dict(cand["hparams"]).with_(
+                epochs=max(1, int(cand["best_epoch"])), patience=None
+            )
+            oof = np.zeros((repeats, len(data), sess.n_logits))
+            for r, fold_list in enumerate(splits):
+                for f, (tr_idx, te_idx) in enumerate(fold_list):
+                    seed = sess.ctx.seed * 1000 + 101 * r + f
+                    net = sess.build(cand["model_params"], seed)
+                    eng.fit(net, data.subset(tr_idx), None, hp, seed=seed, restore_best=False)
+                    oof[r, te_idx] = eng.predict_logits(net, data.subset(te_idx)).reshape(len(te_idx), -1)
+            scores = [
+                compute_metric(
+                    task.primary_metric,
+                    y,
+                    logits_to_proba(oof[r], task.problem_type),
+                    task.problem_type,
+                    convention=task.metric_convention,
+                )
+                for r in range(repeats)
+            ]
+            np.save(folder / f"candidate{ci}_oof.npy", oof.mean(axis=0))
+            row = {
+                "candidate": cand["label"],
+                "knobs": cand["knobs"],
+                "epochs": int(hp.epochs),
+                "holdout": cand["val_metric"],
+                "cv_mean": float(np.mean(scores)),
+                "cv_sd_over_repeats": float(np.std(scores, ddof=1)) if repeats > 1 else None,
+                "cv_per_repeat": [float(v) for v in scores],
+            }
+            sess.ctx.record_validation(
+                f"cross-validation of the {cand['label']} ({folds}-fold x {repeats} on train+val)",
+                {"model": cand["model_params"], **_flat(cand["knobs"])},
+                {task.primary_metric: row["cv_mean"], "status": "cross-validated"},
+            )
+            write_text_atomic(cache, json.dumps(row))
+        rows.append(row)
+        if best is None or sign * row["cv_mean"] > sign * best[0]:
+            best = (row["cv_mean"], ci)
+    assert best is not None
+    cands = _cv_candidates(sess, tuned, n)
+    chosen = {k: v for k, v in cands[best[1]].items() if k != "label"}
+    chosen["calibration_logits_file"] = f"cv/candidate{best[1]}_oof.npy"
+    np.save(folder / "oof_labels.npy", y)
+    chosen["calibration_labels_file"] = "cv/oof_labels.npy"
+    listing = "; ".join(
+        f"{r['candidate']} {r['cv_mean']:.4f}"
+        + (f" (sd {r['cv_sd_over_repeats']:.4f})" if r["cv_sd_over_repeats"] is not None else "")
+        for r in rows
+    )
+    kept = "kept the hold-out choice" if best[1] == 0 else f"switched to the {rows[best[1]]['candidate']}"
+    sess.decide(
+        "tune",
+        f"cross-validated {len(rows)} candidate(s) on train+val ({folds}-fold x {repeats}, {len(data)} cases; "
+        f"task protocol {proto.protocol}): mean out-of-fold {task.primary_metric} {listing}; {kept}. "
+        "Calibration uses the chosen configuration's out-of-fold predictions.",
+        {"candidates": rows, "folds": folds, "repeats": repeats},
+    )
+    return {
+        "tuned": chosen,
+        "protocol": proto.protocol,
+        "folds": folds,
+        "repeats": repeats,
+        "candidates": rows,
+        "chosen": rows[best[1]]["candidate"],
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
 # 5. final fit, calibration, the single test opening
 
 
@@ -841,18 +1019,21 @@ def final_fit(sess: TrainSession, tuned: dict[str, Any]) -> tuple[Any, dict[str,
     else:
         spec = ModelSpec(family=sess.family, params=mp)
         network = nets[0]
-    temperature, bias, calibrated = _calibrate(
-        network, val_logits, sess.val.y_np, task.problem_type, cfg.calibration
-    )
+    cal_logits, cal_y = val_logits, sess.val.y_np
+    if tuned.get("calibration_logits_file"):  # out-of-fold predictions from cross-validation
+        cal_logits = np.load(sess.work / tuned["calibration_logits_file"])
+        cal_y = np.load(sess.work / tuned["calibration_labels_file"])
+    temperature, bias, calibrated = _calibrate(network, cal_logits, cal_y, task.problem_type, cfg.calibration)
     if calibrated == "bias+temperature":
         val_logits = np.asarray(val_logits).reshape(len(val_logits), -1) + bias
+        cal_logits = np.asarray(cal_logits).reshape(len(cal_logits), -1) + bias
     threshold, why = None, ""
     p_val = logits_to_proba(val_logits, task.problem_type, temperature)
     if task.problem_type == "binary":
         b = task.business
         threshold, why = choose_threshold(
-            sess.val.y_np,
-            p_val[:, 1],
+            cal_y,
+            logits_to_proba(cal_logits, task.problem_type, temperature)[:, 1],
             rule=cfg.threshold,
             cost_fp=b.cost_false_positive,
             cost_fn=b.cost_false_negative,

@@ -42,6 +42,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "patience": 3,
         "sanity_steps": 100,
         "ablate_knobs": 0,
+        "cv_candidates": 0,
         "ladder_size": 2,
     },
     "default": {
@@ -53,6 +54,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "patience": 5,
         "sanity_steps": 150,
         "ablate_knobs": 2,
+        "cv_candidates": 3,
         "ladder_size": 3,
     },
     "thorough": {
@@ -64,6 +66,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "patience": 8,
         "sanity_steps": 300,
         "ablate_knobs": 4,
+        "cv_candidates": 5,
         "ladder_size": 4,
     },
 }
@@ -135,6 +138,11 @@ class TrainConfig(StageConfig):
     """Upper bound of the tuned number of epochs."""
     patience: int | None = Field(None, ge=1)
     """Early stopping patience (epochs) in tuning trials."""
+    cv_candidates: int | None = Field(None, ge=0)
+    """Small data (the task's validation protocol is kfold / repeated_kfold): how many of the best
+    configurations on the hold-out split (plus the unregularized rung) are re-ranked by cross-validation
+    on train+val; the winner's out-of-fold predictions calibrate the final model (preset: quick 0,
+    default 3, thorough 5; 0: off)."""
     ablate_knobs: int | None = Field(None, ge=0)
     """How many knobs to ablate after tuning (preset: quick 0, default 2, thorough 4): the most important
     ones (fANOVA) are each reset to neutral (0; lr and epochs: the un-tuned defaults) and the chosen
@@ -245,6 +253,10 @@ class TrainModel(Stage):
     ) -> dict[str, Any]:
         return ph.tune(sess, model_params, ladder_logits)
 
+    def cross_validate(self, sess: TrainSession, tuned: dict[str, Any]) -> dict[str, Any]:
+        """Small data: re-rank the best configurations by the task's k-fold protocol (``tuned`` key: the pick)."""
+        return ph.cross_validate(sess, tuned)
+
     def final_fit(self, sess: TrainSession, tuned: dict[str, Any]) -> tuple[TrainedModel, dict[str, Any]]:
         return ph.final_fit(sess, tuned)
 
@@ -295,8 +307,9 @@ class TrainModel(Stage):
         tuned = cached(
             "tune", lambda: self.tune(sess, ladder["params"], np.load(lpath) if lpath.is_file() else None)
         )
+        cv = cached("cross_validate", lambda: self.cross_validate(sess, tuned))
         t = time.time()
-        model, fin = self.final_fit(sess, tuned)
+        model, fin = self.final_fit(sess, cv["tuned"])
         ev = ph.evaluate_on_test(sess, model, fin.pop("val_proba"), baseline)
         fin["seconds"] = round(time.time() - t, 2)
         sess.phases["final"] = {**fin, "test": ev["test"], "val": ev["val"], "test_ece": ev.get("test_ece")}
@@ -451,6 +464,7 @@ class TrainModel(Stage):
                 for k, g in tune.get("knob_gains", {}).items()
             },
             "knob_gains_skipped": tune.get("knob_gains_skipped", []),
+            "cross_validation": _cv_summary(ev.phases.get("cross_validate")),
             "seconds": ev.seconds,
         }
 
@@ -553,6 +567,23 @@ class TrainModel(Stage):
                         f"{t['n_trials']} trials: {t['n_complete']} complete, {t['n_pruned']} pruned, {t['n_failed']} failed."
                     )
                 )
+                cvp = ev.phases.get("cross_validate") or {}
+                if cvp.get("candidates"):
+                    body.append(
+                        Table(
+                            [
+                                {
+                                    "candidate": r["candidate"],
+                                    "hold-out": r["holdout"],
+                                    "CV mean": round(r["cv_mean"], 4),
+                                    "sd over repeats": r["cv_sd_over_repeats"],
+                                    "epochs": r["epochs"],
+                                }
+                                for r in cvp["candidates"]
+                            ],
+                            title=f"Cross-validated selection ({cvp['folds']}-fold x {cvp['repeats']} on train+val)",
+                        )
+                    )
             if body:
                 blocks.append(Section(title, body))
         return blocks
@@ -609,3 +640,10 @@ def make_preprocessing(data: DatasetBundle, task: TaskSpec) -> Preprocessing:
         impute=med.tolist(),
         feature_names=[str(c) for c in data.train.X.columns],
     )
+
+
+def _cv_summary(cv: dict[str, Any] | None) -> dict[str, Any] | None:
+    """summary.json view of the cross-validated selection (None when it did not run)."""
+    if not cv or not cv.get("candidates"):
+        return None
+    return {k: cv[k] for k in ("protocol", "folds", "repeats", "chosen", "candidates")}
