@@ -249,6 +249,10 @@ def test_train_small_data_cross_validated_selection(binary_digits, binary_task, 
     ledger = [json.loads(line) for line in (ctx.stage_dir / "validation.jsonl").read_text().splitlines()]
     assert sum("cross-validation of the" in e["description"] for e in ledger) == 2
     assert any("cross-validated 2 candidate(s)" in d["decision"] for d in out.evaluation.decisions)
+    from closedloop.report.html import render_blocks
+
+    html = render_blocks(stage.report(out, ctx.stage_dir), ctx.stage_dir)
+    assert "Cross-validated selection (3-fold x 2 on train+val)" in html
 
 
 def test_train_cross_validation_follows_the_task_protocol(full_run) -> None:
