@@ -809,7 +809,8 @@ def cv_splits(y: np.ndarray, problem_type: str, folds: int, repeats: int, seed: 
     for r in range(repeats):
         if stratify:
             cls = labels[:, 0].astype(int)
-            k = max(2, min(folds, int(np.bincount(cls).min(initial=folds) or folds)))
+            counts = np.bincount(cls)
+            k = max(2, min(folds, int(counts[counts > 0].min())))  # every fold holds every class
             splitter: Any = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed + r)
             out.append(list(splitter.split(np.zeros(len(cls)), cls)))
         else:
@@ -896,7 +897,8 @@ def cross_validate(sess: TrainSession, tuned: dict[str, Any]) -> dict[str, Any]:
     sign = 1.0 if task.higher_is_better else -1.0
     rows: list[dict[str, Any]] = []
     best: tuple[float, int] | None = None
-    for ci, cand in enumerate(_cv_candidates(sess, tuned, n)):
+    cands = _cv_candidates(sess, tuned, n)
+    for ci, cand in enumerate(cands):
         cache = folder / f"candidate{ci}.json"
         if cache.is_file():  # scored (and put in the ledger) by an interrupted run
             row = json.loads(cache.read_text(encoding="utf-8"))
@@ -944,7 +946,6 @@ def cross_validate(sess: TrainSession, tuned: dict[str, Any]) -> dict[str, Any]:
         if best is None or sign * row["cv_mean"] > sign * best[0]:
             best = (row["cv_mean"], ci)
     assert best is not None
-    cands = _cv_candidates(sess, tuned, n)
     chosen = {k: v for k, v in cands[best[1]].items() if k != "label"}
     chosen["calibration_logits_file"] = f"cv/candidate{best[1]}_oof.npy"
     np.save(folder / "oof_labels.npy", y)
