@@ -182,3 +182,41 @@ def test_edited_data_file_is_not_served_from_cache(runs_dir: Path, tmp_path: Pat
     df.assign(a=df.a * 2).to_csv(csv, index=False)
     os.utime(csv, ns=(1, 1))
     assert not make().run(progress=False).summary["stages"]["data"]["cached"]
+
+
+def test_inputs_from_feeds_a_port_from_a_differently_named_artifact(runs_dir: Path, tmp_path: Path) -> None:
+    # a second Double reads the first one's `doubled` through its `total` port: 4x the sum
+    first = toy_pkg.Double(name="double")
+    second = toy_pkg.Double(name="quadruple", inputs_from={"total": "doubled"})
+    pipe = Pipeline([toy_pkg.SumPixels(), first, second], data=DATA, runs_dir=runs_dir)
+    assert pipe.check_wiring()["quadruple"] == {"total": "double"}
+    res = pipe.run(progress=False)
+    total = res.summary["stages"]["sum_pixels"]["total"]
+    assert res.artifact("doubled").value == 4 * total  # the last producer of `doubled` wins
+    cfg = pipe.resolved_config()
+    assert cfg["stages"][-1]["inputs_from"] == {"total": "doubled"}
+    yaml_path = tmp_path / "p.yaml"
+    yaml_path.write_text(
+        'name: toy\ndata: {source: "toy_pkg:ToySource", n: 30}\nstages:\n'
+        "  - kind: toy_pkg:SumPixels\n  - {kind: toy_pkg:Double, name: double}\n"
+        "  - {kind: toy_pkg:Double, name: quadruple, inputs_from: {total: doubled}}\n"
+    )
+    assert Pipeline.from_yaml(yaml_path).check_wiring()["quadruple"] == {"total": "double"}
+
+
+def test_inputs_from_errors_name_the_port_and_the_artifact(tmp_path: Path) -> None:
+    from closedloop.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown input port\(s\) \['totl'\].*input ports are \['total'\]"):
+        toy_pkg.Double(inputs_from={"totl": "doubled"})
+    with pytest.raises(
+        WiringError, match=r"needs input 'total' \(from 'nothing_here'\).*produces 'nothing_here'"
+    ):
+        Pipeline([toy_pkg.SumPixels(), toy_pkg.Double(inputs_from={"total": "nothing_here"})], data=DATA)
+    yaml_path = tmp_path / "p.yaml"
+    yaml_path.write_text(
+        'name: toy\ndata: {source: "toy_pkg:ToySource", n: 30}\nstages:\n'
+        "  - kind: toy_pkg:SumPixels\n  - {kind: toy_pkg:Double, inputs_from: {totl: total}}\n"
+    )
+    with pytest.raises(ConfigError, match=r"stages\[1\]\.inputs_from: .*unknown input port"):
+        Pipeline.from_yaml(yaml_path)

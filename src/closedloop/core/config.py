@@ -35,6 +35,9 @@ class StageSpec(BaseModel):
     """Name in the run directory and summary; defaults to the kind's key."""
     params: dict[str, Any] = Field(default_factory=dict)
     """Validated by the stage's own config model."""
+    inputs_from: dict[str, str] = Field(default_factory=dict)
+    """Input port -> the earlier artifact that feeds it, when the names differ (``{data: clean_data}``
+    trains on the audit's de-duplicated bundle); unnamed ports take the artifact of their own name."""
 
 
 class PipelineSpec(BaseModel):

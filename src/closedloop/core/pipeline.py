@@ -59,7 +59,7 @@ def _stage_spec_fingerprint(stage: Stage) -> dict[str, Any]:
         "class": class_path(type(stage)),
         "version": type(stage).version,
         "config": stage.config.model_dump(mode="json"),
-    }
+    } | ({"inputs_from": dict(sorted(stage.inputs_from.items()))} if stage.inputs_from else {})
 
 
 @dataclass
@@ -207,6 +207,7 @@ class Pipeline:
             out["data"] = data
         out["stages"] = [
             {"kind": class_path(type(s)), "name": s.name, "params": s.config.model_dump(mode="json")}
+            | ({"inputs_from": dict(s.inputs_from)} if s.inputs_from else {})
             for s in rest
         ]
         return out
@@ -228,29 +229,31 @@ class Pipeline:
         for i, stage in enumerate(self.stages):
             wiring[stage.name] = {}
             for port in stage.input_ports():
-                if port.name in produced:
-                    producer, tp = produced[port.name]
+                source = stage.source_of(port.name)
+                named = repr(port.name) if source == port.name else f"{port.name!r} (from {source!r})"
+                if source in produced:
+                    producer, tp = produced[source]
                     if not issubclass(tp, port.type):
                         raise WiringError(
-                            f"stage {stage.name!r} needs input {port.name!r} of type {port.type.__name__}, but stage "
-                            f"{producer!r} produces {port.name!r} of type {tp.__name__}"
+                            f"stage {stage.name!r} needs input {named} of type {port.type.__name__}, but stage "
+                            f"{producer!r} produces {source!r} of type {tp.__name__}"
                         )
                     wiring[stage.name][port.name] = producer
-                elif port.required:
+                elif port.required or source != port.name:
                     later = [
                         s.name
                         for s in self.stages[i + 1 :]
-                        if any(p.name == port.name for p in s.output_ports())
+                        if any(p.name == source for p in s.output_ports())
                     ]
                     if later:
                         raise WiringError(
-                            f"stage {stage.name!r} needs {port.name!r}, which only the later stage {later[0]!r} "
+                            f"stage {stage.name!r} needs {named}, which only the later stage {later[0]!r} "
                             "produces: the wiring is cyclic or out of order; move the producer earlier"
                         )
                     have = ", ".join(f"{k} (from {v[0]})" for k, v in produced.items()) or "nothing"
                     raise WiringError(
-                        f"stage {stage.name!r} needs input {port.name!r} ({port.type.__name__}), but no earlier stage "
-                        f"produces it; earlier stages produce: {have}"
+                        f"stage {stage.name!r} needs input {named} ({port.type.__name__}), but no earlier stage "
+                        f"produces {source!r}; earlier stages produce: {have}"
                     )
             for port in stage.output_ports():
                 produced[port.name] = (stage.name, port.type)
@@ -346,13 +349,14 @@ class Pipeline:
             if failed or stage.name not in needed:
                 rec.status = "skipped"
                 continue
-            inputs = {p: outputs[p] for p in wiring[stage.name] if p in outputs}
+            sources = {p: stage.source_of(p) for p in wiring[stage.name]}
+            inputs = {p: outputs[src] for p, src in sources.items() if src in outputs}
             rec.fingerprint = sha256_text(
                 canonical_json(
                     {
                         **_stage_spec_fingerprint(stage),
                         "seed": self.seed,
-                        "inputs": {p: artifact_hashes[p] for p in sorted(inputs)},
+                        "inputs": {p: artifact_hashes[sources[p]] for p in sorted(inputs)},
                         "extra": stage.cache_key(),
                     }
                 )
@@ -577,7 +581,10 @@ def _build_stage(st: StageSpec, *, where: str, index: int) -> Stage:
         config = cls.Config.model_validate(st.params)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, cls.Config, where=where, prefix=f"{name}")) from None
-    return cls(config, name=name)
+    try:
+        return cls(config, name=name, inputs_from=st.inputs_from)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: stages[{index}].inputs_from: {exc}") from None
 
 
 def _save_outputs(stage: Stage, outputs: Any, stage_dir: Path) -> dict[str, dict[str, Any]]:

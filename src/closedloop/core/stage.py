@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict
 
 from closedloop.core.artifacts import Artifact
 from closedloop.core.config import StageConfig, validate_model
-from closedloop.core.errors import WiringError
+from closedloop.core.errors import ConfigError, WiringError
 from closedloop.core.ledger import Purpose, TestLedger, ValidationLedger
 
 _TEST_TOKEN = object()
@@ -197,7 +197,13 @@ class Stage:
                 )
 
     def __init__(
-        self, config: StageConfig | dict[str, Any] | None = None, /, *, name: str | None = None, **params: Any
+        self,
+        config: StageConfig | dict[str, Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        inputs_from: dict[str, str] | None = None,
+        **params: Any,
     ) -> None:
         if isinstance(config, StageConfig):
             if params:
@@ -209,6 +215,19 @@ class Stage:
             merged = {**(config or {}), **params}
             self.config = validate_model(type(self).Config, merged, where=self.display_name(name))
         self.name = name or type(self).key or _snake(type(self).__name__)
+        ports = [p.name for p in type(self).input_ports()]
+        unknown = sorted(set(inputs_from or {}) - set(ports))
+        if unknown:
+            raise ConfigError(
+                f"{self.display_name(name)}: inputs_from names unknown input port(s) {unknown}; "
+                f"its input ports are {ports}"
+            )
+        self.inputs_from: dict[str, str] = dict(inputs_from or {})
+        """Input port -> name of the earlier artifact feeding it (default: the port's own name)."""
+
+    def source_of(self, port: str) -> str:
+        """The artifact name that feeds input ``port`` in a pipeline."""
+        return self.inputs_from.get(port, port)
 
     @classmethod
     def display_name(cls, name: str | None = None) -> str:
