@@ -164,8 +164,8 @@ class AuditDataset(Stage):
             lines = "\n".join(f"- [{f['check']}] {f['message']}" for f in stopping[:10])
             raise DataError(
                 f"stage {self.name!r}: the audit found {len(stopping)} finding(s) matching stop_on {cfg.stop_on}:\n{lines}\n"
-                f"The full report is in {where}. Fix the data (e.g. drop_duplicates: true and use clean_data), "
-                "or set stop_on: [] to continue anyway."
+                f"The full report is in {where}. Fix the data (e.g. drop_duplicates: true, stop_on: [] and "
+                "inputs_from: {data: clean_data} on the stages after the audit), or set stop_on: [] to continue anyway."
             )
         return self.Outputs(audit=report, clean_data=clean)
 
