@@ -388,17 +388,7 @@ class TrainModel(Stage):
             class_weight=cfg.class_weight,
             sampler=cfg.sampler,
             ordinal_loss=cfg.ordinal_loss,
-            augment=AugmentParams(
-                strength=0.0,
-                shift=a.shift,
-                hflip=a.hflip,
-                vflip=a.vflip,
-                rotate=a.rotate,
-                scale=a.scale,
-                brightness=a.brightness,
-                contrast=a.contrast,
-                cutmix=a.cutmix,
-            ),
+            augment=AugmentParams(strength=0.0, **a.model_dump()),  # same field names; tuning sets strength
         )
         tr = make_tensor_set(data.train.X, data.train.y, pre, task.problem_type)
         va = make_tensor_set(data.val.X, data.val.y, pre, task.problem_type)
