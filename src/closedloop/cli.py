@@ -7,6 +7,7 @@ status 2; a stage that fails during a run exits with status 1 after writing the 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -17,6 +18,15 @@ from closedloop.core.errors import ClosedLoopError
 
 EXIT_USER_ERROR = 2
 EXIT_STAGE_FAILED = 1
+
+# Each feature adds its own subcommands through ``add_commands(subparsers)`` in its module, so the
+# CLI stays one short file and a feature's optional dependencies are imported only when its command runs.
+COMMAND_MODULES = (
+    "closedloop.stages.monitor.cli",  # monitor, retrain
+    "closedloop.serving.cli",  # serve, compare-live
+    "closedloop.labeling.cli",  # label
+    "closedloop.report.cli",  # runs, compare
+)
 
 
 def _pipeline(args: argparse.Namespace) -> Any:
@@ -110,12 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     stg = sub.add_parser("stages", help="list registered stages and data sources")
     stg.set_defaults(func=cmd_stages)
 
-    try:
-        from closedloop.stages.monitor.cli import add_commands
-    except ImportError:
-        add_commands = None
-    if add_commands is not None:
-        add_commands(sub)
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("closedloop"):
+                continue  # that feature's module is not part of this install
+            raise
+        module.add_commands(sub)
     return parser
 
 
