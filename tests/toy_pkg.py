@@ -10,6 +10,7 @@ import numpy as np
 from closedloop import JsonArtifact, RunContext, Stage, StageConfig, StageIO
 from closedloop.data.bundle import DatasetBundle, DatasetMeta, Split
 from closedloop.data.sources.base import DataSource, SourceConfig
+from closedloop.stages.baseline import Baseline
 
 
 class ToySourceConfig(SourceConfig):
@@ -119,3 +120,20 @@ stages:
 
 
 _ = os
+
+
+class ToyCentroid(Baseline):
+    """A user baseline named by import path in YAML (``extra: ["toy_pkg:ToyCentroid"]``)."""
+
+    name = "toy_centroid"
+    description = "the nearest class mean on scaled features"
+    problems = frozenset({"binary", "multiclass"})
+
+    def build(self, task, seed, n_rows):  # noqa: ANN001, ANN201
+        from sklearn.neighbors import NearestCentroid
+
+        class CentroidProba(NearestCentroid):
+            def predict_proba(self, X):  # noqa: ANN001, ANN202
+                return np.eye(len(self.classes_))[np.searchsorted(self.classes_, self.predict(X))]
+
+        return self.scaled(task, CentroidProba())

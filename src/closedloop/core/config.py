@@ -24,6 +24,15 @@ class StageConfig(BaseModel):
     )
 
 
+class PluginSpec(BaseModel):
+    """One configured plug-in (audit check, baseline, drift test): a registered name or
+    ``pkg.module:Class``, and its params."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 class StageSpec(BaseModel):
     """One entry of a pipeline's ``stages:`` list."""
 

@@ -46,9 +46,10 @@ class Registry:
         self._load_builtins()
         return sorted(self._items)
 
-    def items(self) -> dict[str, type]:
+    def items(self, *, sort: bool = True) -> dict[str, type]:
+        """Name -> class, sorted by name, or in registration order with ``sort=False``."""
         self._load_builtins()
-        return dict(sorted(self._items.items()))
+        return dict(sorted(self._items.items())) if sort else dict(self._items)
 
     def resolve(self, name: str, *, where: str = "") -> Any:
         """Return the class for a registry key or an import path ``module:Class``."""

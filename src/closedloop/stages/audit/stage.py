@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from threadpoolctl import threadpool_limits
 
-from closedloop.core.config import StageConfig
+from closedloop.core.config import PluginSpec, StageConfig
 from closedloop.core.errors import ConfigError, DataError
 from closedloop.core.registry import register_stage
 from closedloop.core.stage import RunContext, Stage, StageIO
@@ -45,12 +45,7 @@ DEFAULT_CHECKS = [
 ]
 
 
-class CheckSpec(BaseModel):
-    """One configured check: a registered name or ``pkg.module:Class``, and its params."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
+CheckSpec = PluginSpec  # one configured check: a registered name or ``pkg.module:Class``, and its params
 
 
 class AuditDatasetConfig(StageConfig):

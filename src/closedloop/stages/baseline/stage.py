@@ -10,7 +10,7 @@ The best one (by the task's primary metric) sets the bar.
 YAML::
 
     - kind: baseline
-      config: {knn_neighbors: 15, tree_ensemble: false}
+      params: {knn_neighbors: 15, tree_ensemble: false, extra: ["my_pkg.baselines:Centroid"]}
 
 Python::
 
@@ -28,44 +28,20 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from closedloop.core.artifacts import JsonArtifact
-from closedloop.core.config import StageConfig
+from closedloop.core.config import PluginSpec, StageConfig
 from closedloop.core.errors import ConfigError, DataError
 from closedloop.core.registry import register_stage
 from closedloop.core.stage import RunContext, Stage, StageIO
 from closedloop.data.bundle import DatasetBundle, Split
+from closedloop.stages.baseline.base import BASELINES, Baseline, resolve_baseline
+from closedloop.stages.baseline.builtin import PersistenceModel
 from closedloop.stages.task import TaskSpec
 from closedloop.stats.bootstrap import metrics_with_ci
 from closedloop.stats.errors import StatsError
 from closedloop.stats.metrics import higher_is_better
-
-BaselineName = Literal[
-    "most_frequent",
-    "prior",
-    "stratified",
-    "mean",
-    "median",
-    "persistence",
-    "logistic",
-    "ridge",
-    "knn",
-    "tree_ensemble",
-]
-
-DESCRIPTIONS = {
-    "most_frequent": "always the most frequent class (per label for multi-label)",
-    "prior": "the training class shares as probabilities",
-    "stratified": "a random class drawn with the training class shares",
-    "mean": "the training mean",
-    "median": "the training median",
-    "persistence": "the previous observation's target (ordered by the time column)",
-    "logistic": "L2-regularized logistic regression on scaled features",
-    "ridge": "ridge (L2) linear regression on scaled features",
-    "knn": "k-nearest neighbours on scaled features",
-    "tree_ensemble": "histogram gradient-boosted trees",
-}
 
 
 class FitBaselinesConfig(StageConfig):
@@ -90,6 +66,18 @@ class FitBaselinesConfig(StageConfig):
     time_column: str | None = None
     """Table column ordering the rows in time: enables the persistence baseline
     (default: the dataset's declared ``time_column``, if any)."""
+    extra: list[str | PluginSpec] = Field(default_factory=list)
+    """More baselines by registered name or import path (or ``{name, params}``), after the built-ins."""
+
+    @field_validator("extra")
+    @classmethod
+    def _resolve(cls, v: list[str | PluginSpec]) -> list[str | PluginSpec]:
+        for i, spec in enumerate(v):
+            name, params = (spec, {}) if isinstance(spec, str) else (spec.name, spec.params)
+            resolve_baseline(name, where=f"stage 'baseline': extra[{i}]")(
+                params, where=f"stage 'baseline': extra[{i}] ({name}).params"
+            )
+        return v
 
 
 class MetricCI(BaseModel):
@@ -200,7 +188,7 @@ class BaselineModel:
         return f"BaselineModel({self.name!r}, {type(self.estimator).__name__})"
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        if isinstance(self.estimator, _Persistence):
+        if isinstance(self.estimator, PersistenceModel):
             return self.estimator.predict(X)
         F = _features(X)
         est = self.estimator
@@ -230,54 +218,6 @@ def _label_classes(est: Any, j: int) -> np.ndarray:
     return c[j] if isinstance(c, list) else c
 
 
-class _Persistence:
-    """Predicts the target of the latest earlier row (by time) seen in fit; before any, the prior."""
-
-    def __init__(self, time_column: str, problem_type: str, n_outputs: int) -> None:
-        self.time_column = time_column
-        self.problem_type = problem_type
-        self.n_outputs = n_outputs
-
-    def fit(self, X: pd.DataFrame, y: np.ndarray) -> _Persistence:
-        t = _time_values(X, self.time_column)
-        order = np.argsort(t, kind="mergesort")
-        self.t_ = t[order]
-        self.y_ = np.asarray(y)[order]
-        self.fallback_ = self._encode(self.y_).mean(axis=0)
-        return self
-
-    def _encode(self, y: np.ndarray) -> np.ndarray:
-        if self.problem_type == "regression":
-            return np.asarray(y, dtype=np.float64).reshape(len(y), 1)
-        if self.problem_type == "multilabel":
-            return np.asarray(y, dtype=np.float64).reshape(len(y), -1)
-        k = 2 if self.problem_type == "binary" else self.n_outputs
-        return np.eye(k)[np.asarray(y).reshape(-1).astype(np.int64)]
-
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        t = _time_values(X, self.time_column)
-        idx = np.searchsorted(self.t_, t, side="left") - 1  # strictly earlier rows only
-        enc = self._encode(self.y_)
-        out = np.where((idx >= 0)[:, None], enc[np.clip(idx, 0, None)], self.fallback_[None, :])
-        return out
-
-
-def _time_values(X: Any, col: str) -> np.ndarray:
-    if not isinstance(X, pd.DataFrame) or col not in X.columns:
-        cols = list(X.columns)[:20] if isinstance(X, pd.DataFrame) else "images"
-        raise DataError(f"baseline 'persistence': time column {col!r} not found; columns: {cols}")
-    v = X[col]
-    if pd.api.types.is_datetime64_any_dtype(v):
-        return v.to_numpy().astype("datetime64[ns]").astype(np.int64).astype(np.float64)
-    num = pd.to_numeric(v, errors="coerce")
-    if num.isna().any():
-        conv = pd.to_datetime(v, errors="coerce")
-        if conv.isna().any():
-            raise DataError(f"baseline 'persistence': time column {col!r} has missing or unparsable values")
-        return conv.to_numpy().astype("datetime64[ns]").astype(np.int64).astype(np.float64)
-    return num.to_numpy(dtype=np.float64)
-
-
 def _subsample(split: Split, n_max: int | None, seed: int, stratify: bool) -> Split:
     n = len(split)
     if n_max is None or n <= n_max:
@@ -298,29 +238,28 @@ def _subsample(split: Split, n_max: int | None, seed: int, stratify: bool) -> Sp
     return Split(X=X, y=np.asarray(split.y)[idx])
 
 
+def configured_baselines(task: TaskSpec, cfg: FitBaselinesConfig, time_column: str | None) -> list[Baseline]:
+    """The baselines that apply to this task, simplest first (ties in the bar go to the simpler one):
+    the built-ins switched on in the config, then the config's ``extra`` ones."""
+    out: list[Baseline] = []
+    for cls in BASELINES.items(sort=False).values():
+        switched_on = cls.switch == "always" or (cls.switch is not None and getattr(cfg, cls.switch))
+        if not switched_on or not cls.applies(task):
+            continue
+        if cls.needs_time_column and time_column is None:
+            continue
+        out.append(cls({field: getattr(cfg, src) for field, src in cls.stage_params.items()}))
+    for i, spec in enumerate(cfg.extra):
+        name, params = (spec, {}) if isinstance(spec, str) else (spec.name, spec.params)
+        cls = resolve_baseline(name, where=f"stage 'baseline': extra[{i}]")
+        if cls.applies(task):
+            out.append(cls(params))
+    return out
+
+
 def candidate_names(task: TaskSpec, cfg: FitBaselinesConfig, time_column: str | None) -> list[str]:
-    """Baselines that apply to this task, simplest first (ties in the bar go to the simpler one)."""
-    clf = task.problem_type != "regression"
-    names: list[str] = []
-    if cfg.trivial:
-        names += ["most_frequent", "prior", "stratified"] if clf else ["mean", "median"]
-    if time_column is not None and task.data_kind == "table":
-        names.append("persistence")
-    if cfg.linear:
-        names.append("logistic" if clf else "ridge")
-    if cfg.knn:
-        names.append("knn")
-    if cfg.tree_ensemble and task.data_kind == "table":
-        names.append("tree_ensemble")
-    return names
-
-
-def _params(name: str, cfg: FitBaselinesConfig) -> dict[str, Any]:
-    return {
-        "logistic": {"C": cfg.C},
-        "ridge": {"alpha": cfg.ridge_alpha},
-        "knn": {"n_neighbors": cfg.knn_neighbors},
-    }.get(name, {})
+    """Names of :func:`configured_baselines`."""
+    return [b.name for b in configured_baselines(task, cfg, time_column)]
 
 
 def fit_baseline(
@@ -332,69 +271,49 @@ def fit_baseline(
     seed: int,
     time_column: str | None = None,
 ) -> BaselineModel:
-    """Fit one baseline on ``split`` (deterministic given ``seed``)."""
-    from sklearn.dummy import DummyClassifier, DummyRegressor
-    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression, Ridge
-    from sklearn.multiclass import OneVsRestClassifier
-    from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    """Fit one configured baseline on ``split`` (deterministic given ``seed``)."""
+    by_name = {b.name: b for b in configured_baselines(task, cfg, time_column)}
+    if name not in by_name:
+        if name == "persistence":
+            raise ConfigError("baseline 'persistence' needs a time column (config time_column)")
+        raise ConfigError(
+            f"baseline {name!r} is not configured for this task; configured: {', '.join(by_name)}"
+        )
+    return fit_one(by_name[name], split, task, cfg, seed=seed, time_column=time_column)
 
+
+def fit_one(
+    baseline: Baseline,
+    split: Split,
+    task: TaskSpec,
+    cfg: FitBaselinesConfig,
+    *,
+    seed: int,
+    time_column: str | None = None,
+) -> BaselineModel:
+    """Fit ``baseline`` on ``split``: subsampled to ``max_train`` unless it is trivial."""
     pt = task.problem_type
     clf = pt != "regression"
     y = np.asarray(split.y)
     y = y.reshape(len(y), -1) if pt == "multilabel" else y.reshape(len(y))
     if clf:
         y = y.astype(np.int64)
-    if name == "persistence":
-        if time_column is None:
-            raise ConfigError("baseline 'persistence' needs a time column (config time_column)")
-        return BaselineModel(
-            name, _Persistence(time_column, pt, task.n_outputs).fit(split.X, y), pt, task.n_outputs
-        )
-
-    trivial = {"most_frequent", "prior", "stratified", "mean", "median"}
-    if name not in trivial:
+    if baseline.needs_time_column:
+        assert time_column is not None
+        model = PersistenceModel(time_column, pt, task.n_outputs).fit(split.X, y)
+        return BaselineModel(baseline.name, model, pt, task.n_outputs)
+    if baseline.subsample:
         split = _subsample(split, cfg.max_train, seed, stratify=pt in ("binary", "multiclass", "ordinal"))
         y = np.asarray(split.y)
         y = y.reshape(len(y), -1).astype(np.int64) if pt == "multilabel" else y.reshape(len(y))
         if clf and pt != "multilabel":
             y = y.astype(np.int64)
     F = _features(split)
-
-    def scaled(est: Any) -> Any:
-        steps: list[Any] = []
-        if task.data_kind == "table":
-            steps.append(SimpleImputer(strategy="median", keep_empty_features=True))
-        return make_pipeline(*steps, StandardScaler(), est)
-
-    if name in ("most_frequent", "prior", "stratified"):
-        est: Any = DummyClassifier(strategy=name, random_state=seed)
-    elif name in ("mean", "median"):
-        est = DummyRegressor(strategy=name)
-    elif name == "logistic":
-        lr = LogisticRegression(C=cfg.C, max_iter=200, tol=1e-3, random_state=seed)
-        est = scaled(OneVsRestClassifier(lr) if pt == "multilabel" else lr)
-    elif name == "ridge":
-        est = scaled(Ridge(alpha=cfg.ridge_alpha))
-    elif name == "knn":
-        k = min(cfg.knn_neighbors, len(F))
-        est = scaled(KNeighborsClassifier(n_neighbors=k) if clf else KNeighborsRegressor(n_neighbors=k))
-    elif name == "tree_ensemble":
-        if not clf:
-            est = HistGradientBoostingRegressor(random_state=seed)
-        elif pt == "multilabel":
-            est = OneVsRestClassifier(HistGradientBoostingClassifier(random_state=seed))
-        else:
-            est = HistGradientBoostingClassifier(random_state=seed)
-    else:
-        raise ConfigError(f"unknown baseline {name!r}; known: {', '.join(DESCRIPTIONS)}")
+    est = baseline.build(task, seed, len(F))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence warnings of a baseline are not actionable
         est.fit(F, y)
-    return BaselineModel(name, est, pt, task.n_outputs)
+    return BaselineModel(baseline.name, est, pt, task.n_outputs)
 
 
 # -- the stage ------------------------------------------------------------------------------------
@@ -432,31 +351,26 @@ class FitBaselines(Stage):
                 f"stage {self.name!r}: time_column {cfg.time_column!r} is not a column of the table "
                 f"(columns: {list(data.train.X.columns)[:20]})"
             )
-        names = candidate_names(task, cfg, time_column if data.kind == "table" else None)
-        if not names:
+        baselines = configured_baselines(task, cfg, time_column if data.kind == "table" else None)
+        if not baselines:
             raise ConfigError(f"stage {self.name!r}: every baseline family is switched off in the config")
         y_val = np.asarray(data.val.y)
         results: list[BaselineResult] = []
-        for name in ctx.progress(names, desc="baselines"):
+        for baseline in ctx.progress(baselines, desc="baselines"):
+            name = baseline.name
             t0 = time.perf_counter()
-            if name == "persistence":
-                # validation rows may use the labels of earlier rows (train or validation): that is persistence
-                model = fit_baseline(
-                    name, _concat(data.train, data.val), task, cfg, seed=ctx.seed, time_column=time_column
-                )
-            else:
-                model = fit_baseline(name, data.train, task, cfg, seed=ctx.seed, time_column=time_column)
+            # persistence: validation rows may use the labels of earlier rows (train or validation)
+            split = _concat(data.train, data.val) if baseline.needs_time_column else data.train
+            model = fit_one(baseline, split, task, cfg, seed=ctx.seed, time_column=time_column)
             proba = model.predict_proba(data.val.X)
             fit_s = time.perf_counter() - t0
             val = _score(task, y_val, proba, cfg.n_resamples, ctx.seed)
-            params = _params(name, cfg)
+            params = baseline.params()
             results.append(
                 BaselineResult(
                     name=name,
-                    kind="trivial"
-                    if name in ("most_frequent", "prior", "stratified", "mean", "median", "persistence")
-                    else "simple",
-                    description=DESCRIPTIONS[name],
+                    kind=baseline.kind,
+                    description=baseline.description,
                     params=params,
                     val=val,
                     fit_seconds=round(fit_s, 3),
