@@ -89,3 +89,15 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
     assert resolved["stages"][0]["params"] == {"scale": 1.0}
     again = Pipeline.from_dict(yaml.safe_load(yaml.safe_dump(resolved)))
     assert again.fingerprint() == pipe.fingerprint()
+
+
+def test_binary_config_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "model.yaml"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\xc9\xff")
+    with pytest.raises(ConfigError, match=r"model\.yaml: not a text file \(byte 0x89 at offset 0"):
+        Pipeline.from_yaml(path)
+
+
+def test_directory_as_config_says_so(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory; expected a YAML config file"):
+        Pipeline.from_yaml(tmp_path)

@@ -220,3 +220,15 @@ def test_inputs_from_errors_name_the_port_and_the_artifact(tmp_path: Path) -> No
     )
     with pytest.raises(ConfigError, match=r"stages\[1\]\.inputs_from: .*unknown input port"):
         Pipeline.from_yaml(yaml_path)
+
+
+def test_optional_input_produced_by_a_later_stage_is_an_ordering_error(tmp_path) -> None:
+    cfg = tmp_path / "o.yaml"
+    cfg.write_text(
+        "name: o\ndata: {source: sklearn, name: digits}\n"
+        "stages: [{kind: task}, {kind: train, params: {preset: quick}}, {kind: baseline}]\n"
+    )
+    with pytest.raises(
+        WiringError, match="'train' takes the optional input 'baseline'.*move 'baseline' before 'train'"
+    ):
+        Pipeline.from_yaml(cfg)

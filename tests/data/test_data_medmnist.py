@@ -246,3 +246,10 @@ def test_metadata_does_not_import_torch():
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_empty_split_names_the_file_and_split(tmp_path):
+    empty = np.zeros((0, 28, 28), dtype=np.uint8)
+    make_npz(tmp_path / "breastmnist.npz", val_images=empty, val_labels=np.zeros((0, 1), dtype=np.uint8))
+    with pytest.raises(DataError, match=r"breastmnist\.npz: the val split is empty"):
+        MedMNISTSource(flag="breastmnist", root=str(tmp_path), download=False).load(seed=0)

@@ -191,3 +191,12 @@ def test_text_column_not_listed_as_categorical(tmp_path):
 def test_path_objects_are_accepted(tmp_path):
     path = Path(write_csv(tmp_path, frame()))
     assert TabularSource(path=path, target="churn").config.path == str(path)
+
+
+def test_header_without_rows_names_the_file(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("a,b,churn\n")
+    with pytest.raises(
+        DataError, match=r"empty\.csv: the file has a header \(a, b, churn\) but no data rows"
+    ):
+        TabularSource(path=path, target="churn").load(seed=0)

@@ -132,10 +132,19 @@ def validate_model(model: type[BaseModel], data: Any, *, where: str, prefix: str
 def load_yaml_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; malformed YAML names the file, line and column."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(
+            f"{path}: is a directory; expected a YAML config file (e.g. configs/quickstart.yaml)"
+        )
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a text file (byte {exc.object[exc.start]:#04x} at offset {exc.start} is not UTF-8); "
+            "expected a YAML config file"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -239,17 +239,22 @@ class Pipeline:
                             f"{producer!r} produces {source!r} of type {tp.__name__}"
                         )
                     wiring[stage.name][port.name] = producer
-                elif port.required or source != port.name:
+                else:
+                    # An optional input produced only by a later stage is an ordering mistake (e.g. train
+                    # before baseline would silently run without the baseline gate), not an absent input.
                     later = [
                         s.name
                         for s in self.stages[i + 1 :]
                         if any(p.name == source for p in s.output_ports())
                     ]
                     if later:
+                        kind = "needs" if port.required else "takes the optional input"
                         raise WiringError(
-                            f"stage {stage.name!r} needs {named}, which only the later stage {later[0]!r} "
-                            "produces: the wiring is cyclic or out of order; move the producer earlier"
+                            f"stage {stage.name!r} {kind} {named}, which only the later stage {later[0]!r} "
+                            f"produces: the wiring is cyclic or out of order; move {later[0]!r} before {stage.name!r}"
                         )
+                    if not port.required and source == port.name:
+                        continue
                     have = ", ".join(f"{k} (from {v[0]})" for k, v in produced.items()) or "nothing"
                     raise WiringError(
                         f"stage {stage.name!r} needs input {named} ({port.type.__name__}), but no earlier stage "

@@ -274,6 +274,11 @@ class MedMNISTSource(DataSource):
                     raw_x, raw_y = npz[ikey], npz[lkey]
                 except Exception as exc:  # noqa: BLE001
                     raise DataError(f"{where}: cannot read {ikey!r}/{lkey!r}: {exc}") from None
+                if len(raw_x) == 0 or len(raw_y) == 0:
+                    raise DataError(
+                        f"{where}: the {name} split is empty ({ikey!r} has {len(raw_x)} images, {lkey!r} "
+                        f"{len(raw_y)} labels); expected at least one labelled image in each of {', '.join(SPLITS)}"
+                    )
                 X = _images(raw_x, where=where, key=ikey, size=cfg.size, channels=channels)
                 y = _labels(
                     raw_y, where=where, key=lkey, n=len(X), multilabel=multilabel, n_labels=len(label_names)

@@ -113,6 +113,11 @@ class TabularSource(DataSource):
         if not path.is_file():
             raise DataError(f"{where}: file not found; expected a CSV or Parquet file")
         df = _read(path)
+        if len(df) == 0:
+            raise DataError(
+                f"{where}: the file has a header ({', '.join(map(str, df.columns))}) but no data rows; "
+                "expected one row per example"
+            )
         df.columns = [str(c) for c in df.columns]
         if cfg.target not in df.columns:
             raise DataError(
