@@ -13,6 +13,10 @@ let zoom = 0;            // 0 = fit on first image
 let toggled = new Set(); // multi-label: classes switched on for the item on screen
 const undoStack = [];    // ids this page decided, newest last
 let chain = Promise.resolve();
+// What happened when (page clock): "saved" when the server confirmed a row, "shown" when an item's
+// image (or row) is on screen. Tests and the benchmark read it to check that each save came first.
+window.labelLog = [];
+function logEvent(event, id) { window.labelLog.push({ event, id, t: Date.now() }); }
 
 async function api(path, payload) {
   const init = payload === undefined ? {} : {
@@ -62,7 +66,7 @@ function buildClasses() {
 }
 
 function fitZoom(img) {
-  if (!zoom && img.naturalWidth) zoom = Math.max(1, Math.floor(420 / Math.max(img.naturalWidth, img.naturalHeight)));
+  if (!zoom && img.naturalWidth) zoom = Math.max(1, Math.floor(392 / Math.max(img.naturalWidth, img.naturalHeight)));
   if (img.naturalWidth) img.style.width = img.naturalWidth * zoom + "px";
   $("zoom").textContent = zoom;
 }
@@ -86,7 +90,7 @@ function render() {
   $("itemid").textContent = `id ${it.id}`;
   if (Q.kind === "images") {
     const img = $("img");
-    img.onload = () => fitZoom(img);
+    img.onload = () => { fitZoom(img); logEvent("shown", it.id); };
     img.src = "/api/image/" + encodeURIComponent(it.id);
   } else {
     const t = $("features");
@@ -98,6 +102,7 @@ function render() {
       tr.appendChild(th);
       tr.insertCell().textContent = v;
     }
+    logEvent("shown", it.id);
   }
   const sugg = it.predicted.length ? it.predicted.join(" + ") : "(none)";
   const conf = it.confidence === null ? "" : ` · confidence ${pct(it.confidence)}`;
@@ -131,6 +136,7 @@ async function save(status, label) {
   body.dataset.busy = "1";
   try {
     const res = await api("/api/label", { id: it.id, status, label, annotator: annotator() });
+    logEvent("saved", it.id);
     decisions = res.decisions;
     undoStack.push(it.id);
     body.dataset.saves = Number(body.dataset.saves) + 1;
@@ -215,7 +221,9 @@ function handle(e) {
 }
 
 function enqueue(fn) {
-  chain = chain.then(fn).catch((err) => hint(String(err)));
+  chain = chain.then(fn).catch((err) => hint(String(err))).then(() => {
+    body.dataset.handled = Number(body.dataset.handled || 0) + 1;  // keys fully processed so far
+  });
   return chain;
 }
 
