@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
@@ -152,7 +153,21 @@ def _who(ann: dict[str, Any]) -> str:
 
 
 def _when(ann: dict[str, Any]) -> str:
-    return str(ann.get("updated_at") or ann.get("created_at") or "")
+    """The annotation's ISO time (``updated_at``, else ``created_at``), or "" when it has none."""
+    raw = str(ann.get("updated_at") or ann.get("created_at") or "")
+    try:
+        datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return ""
+    return raw
+
+
+def _order(ann: dict[str, Any]) -> tuple[datetime, str]:
+    when = _when(ann)
+    t = datetime.fromisoformat(when.replace("Z", "+00:00")) if when else datetime.min.replace(tzinfo=UTC)
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return t, str(ann.get("id", ""))
 
 
 def from_label_studio(
@@ -213,7 +228,7 @@ def from_label_studio(
         if not live:
             empty += 1
             continue
-        ann = max(live, key=lambda a: (_when(a), str(a.get("id", ""))))
+        ann = max(live, key=_order)
         names: list[str] = []
         for r in ann.get("result") or []:
             if r.get("type") == "choices" and r.get("from_name") == FROM_NAME:
