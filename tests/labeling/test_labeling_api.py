@@ -109,3 +109,39 @@ def test_cli_export_and_bad_queue(tmp_path: Path, capsys) -> None:
     assert "no such queue folder" in capsys.readouterr().err
     summary = json.loads((tmp_path / "out" / "export.json").read_text())
     assert summary["n_exported"] == 1
+
+
+def test_cli_serves_the_page_in_a_real_server_process(tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import time
+
+    import httpx
+
+    qdir = make_queue(tmp_path, n=3)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    cmd = [sys.executable, "-m", "closedloop", "label", str(qdir), "--port", str(port), "--annotator", "cy"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                q = httpx.get(f"{url}/api/queue", timeout=5).json()
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.2)
+        assert q["annotator"] == "cy" and len(q["items"]) == 3
+        r = httpx.post(f"{url}/api/label", json={"id": "102", "status": "labeled", "label": ["fox"]})
+        assert r.status_code == 200
+        assert "102,fox,cy," in (qdir / "labels.csv").read_text()
+        assert "closedloop label" in httpx.get(url).text
+    finally:
+        proc.terminate()
+        proc.wait(30)
