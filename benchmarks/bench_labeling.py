@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 import tempfile
 import time
@@ -77,6 +78,8 @@ def main() -> None:
     print(
         f"# .venv/bin/python benchmarks/bench_labeling.py --n {args.n}  ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)"
     )
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"load average at start: {load} on {os.cpu_count()} cores (shared machine: times are inflated)")
     with tempfile.TemporaryDirectory() as tmp:
         qdir, truth = build_queue_dir(Path(tmp), args.n + 1)  # +1: the last label has a next image
         q = pd.read_csv(qdir / "queue.csv", dtype={"id": str})

@@ -111,6 +111,7 @@ def test_cli_export_and_bad_queue(tmp_path: Path, capsys) -> None:
     assert summary["n_exported"] == 1
 
 
+@pytest.mark.slow  # a fresh interpreter imports the whole CLI
 def test_cli_serves_the_page_in_a_real_server_process(tmp_path: Path) -> None:
     import os
     import socket

@@ -11,14 +11,12 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from browser import body_attr, chrome, missing, open_page, press, wait_for  # noqa: E402
+from browser import body_attr, chrome, missing, open_page, press  # noqa: E402
 from labeling_helpers import CLASSES, make_queue  # noqa: E402
 
 from closedloop.labeling import background, create_app, load_queue  # noqa: E402
 
 pytestmark = pytest.mark.skipif(missing() is not None, reason=f"no headless browser: {missing()}")
-
-DOCS_SCREENSHOT = Path(__file__).parents[2] / "docs" / "labeling.png"
 
 
 @pytest.fixture(scope="module")
@@ -151,20 +149,3 @@ def test_invalid_labels_file_named_on_the_page(driver, tmp_path: Path) -> None:
         assert body_attr(driver, "state") == "error"
         err = driver.find_element("id", "error").text
         assert "labels.csv line 3" in err and "wolf" in err
-
-
-def test_docs_screenshot(driver, tmp_path: Path) -> None:
-    """Regenerate docs/labeling.png (only when asked: CLOSEDLOOP_DOCS_SCREENSHOT=1)."""
-    import os
-
-    if not os.environ.get("CLOSEDLOOP_DOCS_SCREENSHOT"):
-        pytest.skip("set CLOSEDLOOP_DOCS_SCREENSHOT=1 to rewrite docs/labeling.png")
-    qdir = make_queue(tmp_path, n=24, classes=["normal", "pneumonia"])
-    with background(create_app(qdir, annotator="ada")) as url:
-        driver.set_window_size(900, 560)
-        open_page(driver, url)
-        for key in ["1", "2", "2", "s", "7"]:
-            press(driver, key)
-        wait_for(lambda: driver.execute_script("return document.getElementById('img').complete"))
-        driver.save_screenshot(str(DOCS_SCREENSHOT))
-        driver.set_window_size(1000, 700)
