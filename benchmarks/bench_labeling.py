@@ -28,7 +28,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "labeling"))
-from browser import body_attr, chrome, missing, open_page, press  # noqa: E402
+from labeling_browser import body_attr, chrome, missing, open_page, press  # noqa: E402
 
 from closedloop.labeling import background, create_app  # noqa: E402
 from closedloop.stages.monitor.flywheel import export_queue, uncertainty  # noqa: E402

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from browser import body_attr, chrome, missing, open_page, press  # noqa: E402
+from labeling_browser import body_attr, chrome, missing, open_page, press  # noqa: E402
 from labeling_helpers import CLASSES, make_queue  # noqa: E402
 
 from closedloop.labeling import background, create_app, load_queue  # noqa: E402
@@ -149,3 +149,16 @@ def test_invalid_labels_file_named_on_the_page(driver, tmp_path: Path) -> None:
         assert body_attr(driver, "state") == "error"
         err = driver.find_element("id", "error").text
         assert "labels.csv line 3" in err and "wolf" in err
+
+
+def test_labels_file_broken_while_labeling(driver, tmp_path: Path) -> None:
+    qdir = make_queue(tmp_path, n=5)
+    with background(create_app(qdir)) as url:
+        open_page(driver, url)
+        press(driver, "1")
+        with open(qdir / "labels.csv", "a") as fh:  # someone edits the file by hand meanwhile
+            fh.write("101,dog,bo,2026-11-30T20:00:01.000Z,maybe,cat\n")
+        press(driver, "2")
+        assert "labels.csv line 3: status 'maybe'" in driver.find_element("id", "error").text
+        assert body_attr(driver, "itemId") == "101"  # not moved on: nothing was saved
+        assert (qdir / "labels.csv").read_text().count("\n") == 3

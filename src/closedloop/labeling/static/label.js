@@ -39,6 +39,13 @@ function showError(msg) {
 
 function hint(msg) { $("hint").textContent = msg || ""; }
 
+// A rejected save: a broken labels.csv (someone edited it) stops the page with the line to fix;
+// anything else (a bad label) is a hint and the item stays on screen.
+function failed(prefix, e) {
+  if (e.message.includes("labels.csv line")) showError(e.message);
+  else hint(prefix + e.message);
+}
+
 function annotator() { return params.get("annotator") || Q.annotator; }
 
 function pct(p) { return (100 * p).toFixed(p >= 0.995 || p < 0.005 ? 1 : 0) + "%"; }
@@ -145,7 +152,7 @@ async function save(status, label) {
     if (nxt >= 0) idx = nxt;
     render();
   } catch (e) {
-    hint("not saved: " + e.message);
+    failed("not saved: ", e);
   } finally {
     body.dataset.busy = "";
   }
@@ -187,7 +194,7 @@ async function undo() {
     render();
   } catch (e) {
     undoStack.push(id);
-    hint("not undone: " + e.message);
+    failed("not undone: ", e);
   } finally {
     body.dataset.busy = "";
   }
