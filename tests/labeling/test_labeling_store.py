@@ -119,6 +119,16 @@ def test_queue_reader_and_its_bad_input(tmp_path: Path) -> None:
     ):
         load_queue(qdir)
 
+    bad = make_queue(tmp_path / "c", n=2)
+    q2 = __import__("pandas").read_csv(bad / "queue.csv")
+    q2.loc[0, "file"] = "../../secret.png"
+    q2.to_csv(bad / "queue.csv", index=False)
+    with pytest.raises(DataError, match=r"outside the queue folder: \['../../secret.png'\]"):
+        load_queue(bad)
+    q2.iloc[:0].to_csv(bad / "queue.csv", index=False)
+    with pytest.raises(DataError, match="the queue has no items"):
+        load_queue(bad)
+
     # an older queue without queue.json or probability columns: the class list must be given
     old = make_queue(tmp_path / "b", n=4)
     (old / "queue.json").unlink()

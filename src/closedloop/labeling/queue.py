@@ -126,7 +126,13 @@ def load_queue(
         multilabel = meta.get("problem_type") == "multilabel"
     threshold = float(meta.get("threshold", 0.5))
     kind: Literal["images", "table"] = "images" if "file" in df else "table"
+    if df.empty:
+        raise DataError(f"{qcsv}: the queue has no items")
     if kind == "images":
+        root = qdir.resolve()
+        outside = [str(f) for f in df["file"] if not (qdir / str(f)).resolve().is_relative_to(root)]
+        if outside:  # the page serves these files: nothing outside the queue folder
+            raise DataError(f"{qcsv}: file(s) outside the queue folder: {outside[:5]}")
         missing = [str(f) for f in df["file"] if not (qdir / str(f)).is_file()]
         if missing:
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
