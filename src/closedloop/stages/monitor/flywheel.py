@@ -12,6 +12,7 @@ The queue is exported as image files (or rows) plus ``queue.csv`` with ids, pred
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -92,12 +93,36 @@ def build_queue(profile: ReferenceProfile, win: Sample, ids: np.ndarray | None, 
 
 
 def export_queue(
-    queue: pd.DataFrame, raw: Any, keep: np.ndarray | None, profile: ReferenceProfile, out_dir: Path
+    queue: pd.DataFrame,
+    raw: Any,
+    keep: np.ndarray | None,
+    profile: ReferenceProfile,
+    out_dir: Path,
+    proba: np.ndarray | None = None,
 ) -> Path:
-    """Write ``queue.csv`` and the samples (PNG images, or ``rows.csv`` for tables) into ``out_dir``."""
+    """Write ``queue.csv`` and the samples (PNG images, or ``rows.csv`` for tables) into ``out_dir``.
+
+    With ``proba`` (rows aligned with ``raw``), ``queue.csv`` gains one ``p_<class>`` column per class
+    so a labeling tool can show the model's top classes; ``queue.json`` records the class names and
+    problem type, which the labeling page (``closedloop label``) reads.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     queue = queue.copy()
     pos = {int(v): i for i, v in enumerate(keep if keep is not None else range(len(raw)))}
+    info = profile.info
+    if proba is not None and info.problem_type != "regression":
+        rows = np.asarray(proba)[[pos[int(s)] for s in queue["id"]]]
+        names = list(info.label_names) or [str(c) for c in range(rows.shape[1])]
+        if rows.shape[1] == len(names):
+            for c, name in enumerate(names):
+                queue[f"p_{name}"] = np.round(rows[:, c], 6)
+    meta = {
+        "kind": info.kind,
+        "problem_type": info.problem_type,
+        "label_names": list(info.label_names),
+        "threshold": info.threshold,
+    }
+    (out_dir / "queue.json").write_text(json.dumps(meta, indent=2))
     if profile.info.kind == "images":
         from PIL import Image
 

@@ -352,7 +352,7 @@ class Monitor:
         win = self.sample(prepared)
         queue = build_queue(self.profile, win, prepared.keep, k=k)
         if out_dir is not None:
-            export_queue(queue, prepared.raw, prepared.keep, self.profile, Path(out_dir))
+            export_queue(queue, prepared.raw, prepared.keep, self.profile, Path(out_dir), proba=win.proba)
         return queue
 
     @staticmethod

@@ -1,0 +1,112 @@
+"""Labeled samples out of a queue folder, in the layout ``closedloop retrain --add-labeled`` reads.
+
+Images (single-label): ``DIR/<class>/<image>.png``. Tables: ``DIR/labeled.csv`` (feature columns plus
+``label``, the class name; pass that file to ``--add-labeled``). Multi-label images: ``DIR/images/`` plus
+``DIR/labels.csv`` (``file, labels`` joined by ``;``), a layout ``--add-labeled`` does not read yet.
+Every export also writes ``DIR/not_exported.csv`` (skipped, unsure and undecided items, listed and
+not exported) and ``DIR/export.json`` (the counts). The folder appears whole or not at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from closedloop.core.errors import DataError
+from closedloop.labeling.queue import load_queue
+from closedloop.labeling.store import SEP, LabelStore
+
+
+class NotExported(BaseModel):
+    """An item left out of the export, and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    status: str
+    """``skipped``, ``unsure`` or ``unlabeled``."""
+
+
+class ExportResult(BaseModel):
+    """What ``export_labels`` wrote."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    out_dir: Path
+    add_labeled: Path
+    """What to pass to ``closedloop retrain --add-labeled``."""
+    n_exported: int
+    per_class: dict[str, int]
+    not_exported: list[NotExported]
+
+
+def export_labels(
+    queue_dir: str | Path,
+    out_dir: str | Path,
+    classes: list[str] | None = None,
+    multilabel: bool | None = None,
+) -> ExportResult:
+    """Write the items labeled in ``queue_dir/labels.csv`` to ``out_dir`` (which must not exist or be
+    empty); skipped, unsure and undecided items are listed in ``not_exported.csv``."""
+    queue = load_queue(queue_dir, classes=classes, multilabel=multilabel)
+    store = LabelStore(queue.dir / "labels.csv", queue.ids, queue.classes, queue.multilabel)
+    current = store.current()
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(f"--export {out}: already exists and is not an empty folder; choose a new folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the export is an ordinary folder
+    try:
+        per_class: Counter[str] = Counter()
+        left: list[NotExported] = []
+        rows: list[dict[str, str]] = []
+        for it in queue.items:
+            d = current.get(it.id)
+            if d is None or d.status != "labeled":
+                left.append(NotExported(id=it.id, status=d.status if d else "unlabeled"))
+                continue
+            per_class.update(d.label)
+            if queue.kind == "table":
+                rows.append({**it.features, "label": SEP.join(d.label)})
+            elif queue.multilabel:
+                assert it.file is not None
+                (tmp / "images").mkdir(exist_ok=True)
+                shutil.copy2(queue.dir / it.file, tmp / "images" / Path(it.file).name)
+                rows.append({"file": f"images/{Path(it.file).name}", "labels": SEP.join(d.label)})
+            else:
+                assert it.file is not None
+                (tmp / d.label[0]).mkdir(exist_ok=True)
+                shutil.copy2(queue.dir / it.file, tmp / d.label[0] / Path(it.file).name)
+        if rows:
+            name = "labeled.csv" if queue.kind == "table" else "labels.csv"
+            with open(tmp / name, "w", newline="", encoding="utf-8") as fh:
+                w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+                w.writeheader()
+                w.writerows(rows)
+        with open(tmp / "not_exported.csv", "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["id", "status"])
+            w.writerows([[n.id, n.status] for n in left])
+        n = sum(1 for it in queue.items if (d := current.get(it.id)) and d.status == "labeled")
+        add = out / "labeled.csv" if queue.kind == "table" else out
+        result = ExportResult(
+            out_dir=out, add_labeled=add, n_exported=n, per_class=dict(per_class), not_exported=left
+        )
+        (tmp / "export.json").write_text(
+            json.dumps({"queue": str(queue.dir.resolve()), **result.model_dump(mode="json")}, indent=2)
+        )
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return result
