@@ -42,7 +42,7 @@ def run(flag: str, tmp: Path) -> None:
     )
     print(
         f"  baseline stage: {elapsed:.1f} s for {len(report.results)} baselines with 95% CIs "
-        f"(fit times: {', '.join(f'{r.name} {r.fit_seconds:.1f}s' for r in report.results)})"
+        f"(fit times: {', '.join(f'{k} {v:.1f}s' for k, v in ctx.timings.items())})"
     )
     print(f"  {ctx.validation_ledger.selected_among()}; best on validation: {report.best}")
     test = ctx.open_test(bundle, reason="benchmark: baseline figures on test")

@@ -99,3 +99,21 @@ def test_fit_baseline_names_what_is_configured(digits) -> None:  # noqa: ANN001
     ]
     with pytest.raises(ConfigError, match="not configured"):
         fit_baseline("knn", bundle.train, task, cfg, seed=0)
+
+
+def test_fit_times_live_in_the_manifest_not_in_the_artifact(runs_dir: Path) -> None:
+    import json
+
+    from closedloop.core.pipeline import Pipeline
+    from closedloop.stages.baseline import FitBaselines
+    from closedloop.stages.task import DefineTask
+
+    result = Pipeline(
+        [DefineTask(), FitBaselines(knn=False)], data={"source": "sklearn", "name": "digits"}, name="t"
+    ).run(progress=False)
+    timings = result.summary["stages"]["baseline"]["timings"]
+    assert set(timings) == {"fit most_frequent", "fit prior", "fit stratified", "fit logistic"}
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert [s["timings"] for s in manifest["stages"] if s["name"] == "baseline"] == [timings]
+    saved = (result.run_dir / result.summary["stages"]["baseline"]["artifacts"]["baseline"]).rglob("*.json")
+    assert not any("seconds" in p.read_text() for p in saved)  # artifacts stay deterministic

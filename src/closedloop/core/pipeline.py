@@ -78,6 +78,7 @@ class StageRecord:
     artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
     error: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -92,6 +93,7 @@ class StageRecord:
             "dir": self.dir,
             "artifacts": self.artifacts,
             "error": self.error,
+            "timings": self.timings,
         }
 
 
@@ -418,6 +420,7 @@ class Pipeline:
             and prev.get("fingerprint") == rec.fingerprint
         ):
             rec.cached, rec.seconds, rec.artifacts = True, prev.get("seconds", 0.0), prev.get("artifacts", {})
+            rec.timings = prev.get("timings", {})
             return True
         if final_dir.exists():
             shutil.rmtree(final_dir)  # stale result of a different fingerprint: never mix it with the new one
@@ -439,6 +442,7 @@ class Pipeline:
             src_rec.get("seconds", 0.0),
             src_rec.get("artifacts", {}),
         )
+        rec.timings = src_rec.get("timings", {})
         log.info("stage %s: cache hit (fingerprint %s)", rec.name, rec.fingerprint[:8])
         return True
 
@@ -481,6 +485,7 @@ class Pipeline:
             log.info("stage %s: running (%s)", stage.name, type(stage).__qualname__)
             stage_outputs = stage.execute(inputs, ctx)
             rec.artifacts = _save_outputs(stage, stage_outputs, tmp_dir)
+            rec.timings = dict(ctx.timings)
         except Exception:
             (tmp_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
             raise
@@ -496,6 +501,7 @@ class Pipeline:
                 "fingerprint": rec.fingerprint,
                 "config": stage.config.model_dump(mode="json"),
                 "artifacts": rec.artifacts,
+                "timings": rec.timings,
             },
         )
         marker.unlink()
@@ -541,6 +547,8 @@ class Pipeline:
             }
             if r.error:
                 entry["error"] = r.error
+            if r.timings:
+                entry["timings"] = r.timings
             for k, v in r.summary.items():
                 entry.setdefault(k, v)
             stages[r.name] = entry

@@ -31,9 +31,11 @@ from __future__ import annotations
 import inspect
 import logging
 import random
+import time
 import types
 import typing
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Union
@@ -95,6 +97,9 @@ class RunContext:
     validation_ledger: ValidationLedger | None = None
     progress_enabled: bool = False
     logger: logging.Logger = field(default_factory=lambda: log)
+    timings: dict[str, float] = field(default_factory=dict)
+    """Wall times by label (``ctx.timed("fit knn")``): saved in the manifest, stage.json and summary,
+    never inside artifacts, so that artifacts (and the fingerprints built on them) stay deterministic."""
     _opened: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -110,6 +115,15 @@ class RunContext:
         p = self.stage_dir / "work"
         p.mkdir(parents=True, exist_ok=True)
         return p
+
+    @contextmanager
+    def timed(self, label: str) -> Iterator[None]:
+        """Add the wall time of the ``with`` block to ``timings[label]``."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[label] = round(self.timings.get(label, 0.0) + time.perf_counter() - t0, 3)
 
     def rng(self, salt: str = "") -> np.random.Generator:
         """A generator seeded from the run seed, the stage and ``salt``: reproducible and independent."""
