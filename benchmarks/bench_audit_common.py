@@ -55,12 +55,15 @@ def pneumonia_bundle() -> DatasetBundle:
 
 
 def run_audit(
-    data: DatasetBundle, stage_dir: Path | None = None, **params: Any
+    data: DatasetBundle, stage_dir: Path | None = None, timings: dict[str, float] | None = None, **params: Any
 ) -> tuple[Any, float, AuditDataset]:
-    """Run the audit stage; returns (outputs, seconds, stage)."""
+    """Run the audit stage; returns (outputs, seconds, stage); per-check wall times go into ``timings``."""
     task = build_task_spec(DefineTaskConfig(), data)
     stage = AuditDataset(params)
     d = Path(stage_dir or tempfile.mkdtemp(prefix="audit-"))
     t0 = time.perf_counter()
-    out = stage.execute({"data": data, "task": task}, RunContext(stage_name="audit", stage_dir=d, seed=0))
+    ctx = RunContext(stage_name="audit", stage_dir=d, seed=0)
+    out = stage.execute({"data": data, "task": task}, ctx)
+    if timings is not None:
+        timings.update(ctx.timings)
     return out, time.perf_counter() - t0, stage

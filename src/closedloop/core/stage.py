@@ -166,6 +166,16 @@ class RunContext:
             )
 
 
+def stage_timings(stage_dir: Path) -> dict[str, float]:
+    """The wall times a finished stage recorded with ``ctx.timed`` (from its ``stage.json``)."""
+    path = Path(stage_dir) / "stage.json"
+    if not path.is_file():
+        return {}
+    import json
+
+    return dict(json.loads(path.read_text(encoding="utf-8")).get("timings", {}))
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))

@@ -30,7 +30,8 @@ class AuditReport(Artifact):
     findings: list[dict[str, Any]] = field(default_factory=list)
     """``{check, severity, message, evidence}``, in check order."""
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """check -> ``{status: ok|skipped|failed, seconds, metrics, figures: {file: caption}, tables: [names], note}``."""
+    """check -> ``{status: ok|skipped|failed, metrics, figures: {file: caption}, tables: [names], note}``
+    (wall times are in the stage's ``timings``, not here)."""
     failed: dict[str, str] = field(default_factory=dict)
     """check -> error message, for checks that raised."""
     fixes: list[dict[str, Any]] = field(default_factory=list)

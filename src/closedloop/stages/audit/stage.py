@@ -7,7 +7,6 @@ samples (val and test are kept as they are) and records what it dropped in the r
 
 from __future__ import annotations
 
-import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from threadpoolctl import threadpool_limits
 from closedloop.core.config import PluginSpec, StageConfig
 from closedloop.core.errors import ConfigError, DataError
 from closedloop.core.registry import register_stage
-from closedloop.core.stage import RunContext, Stage, StageIO
+from closedloop.core.stage import RunContext, Stage, StageIO, stage_timings
 from closedloop.data.bundle import DatasetBundle, Split
 from closedloop.stages.audit.base import (
     SEVERITIES,
@@ -98,7 +97,6 @@ class AuditDataset(Stage):
     """Look at the data before any model: duplicates and leakage, label issues, balance, shift,
     quality, provenance and whether the data is enough. Findings go to summary.json."""
 
-    nondeterministic_outputs = ("audit",)  # holds per-check wall times; everything else is seeded
     Config = AuditDatasetConfig
     version = "1"
 
@@ -119,37 +117,11 @@ class AuditDataset(Stage):
             cls: type[AuditCheck] = resolve_check(name)
             check = cls(params)
             actx.current_check = cls.name
-            t0 = time.perf_counter()
-            entry: dict[str, Any] = {"status": "ok", "metrics": {}, "figures": {}, "tables": []}
-            if data.kind not in cls.applies_to:
-                note = (
-                    f"check {cls.name!r} applies to {sorted(cls.applies_to)} data, not {data.kind}: skipped"
-                )
-                entry.update(status="skipped", note=note)
-                report.findings.append(Finding(cls.name, "info", note).to_dict())
-            else:
-                try:
-                    # one OpenMP thread: on a shared 2-core machine spinning OpenMP workers (boosting,
-                    # kNN) slowed checks 20x under contention; BLAS keeps its threads
-                    with threadpool_limits(limits=1, user_api="openmp"):
-                        res = check.run(data, task, actx)
-                    entry.update(metrics=res.metrics, figures=res.figures, tables=sorted(res.tables))
-                    report.findings += [f.to_dict() for f in res.findings]
-                    report.tables.update(res.tables)
-                except CheckSkipped as exc:
-                    entry.update(status="skipped", note=str(exc))
-                    report.findings.append(Finding(cls.name, "info", f"skipped: {exc}").to_dict())
-                except Exception as exc:  # a broken check must not hide the others' findings
-                    msg = f"{type(exc).__name__}: {exc}"
-                    entry.update(status="failed", note=msg)
-                    report.failed[cls.name] = msg
-                    report.findings.append(
-                        Finding(cls.name, "warning", f"check failed and was skipped: {msg}").to_dict()
-                    )
-                    ctx.logger.warning("audit check %s failed:\n%s", cls.name, traceback.format_exc())
-            entry["seconds"] = round(time.perf_counter() - t0, 3)
+            with ctx.timed(f"check {cls.name}"):
+                entry = self._run_check(check, data, task, actx, report, ctx)
             report.results[cls.name] = entry
-            ctx.logger.info("audit check %s: %s in %.1fs", cls.name, entry["status"], entry["seconds"])
+            seconds = ctx.timings[f"check {cls.name}"]
+            ctx.logger.info("audit check %s: %s in %.1fs", cls.name, entry["status"], seconds)
         clean = self._drop_duplicates(data, report) if cfg.drop_duplicates else None
         stopping = [f for f in report.findings if _stops(f, cfg.stop_on)]
         if stopping:
@@ -199,6 +171,44 @@ class AuditDataset(Stage):
             splits={"train": Split(X=X, y=tr.y[keep]), "val": data.val, "test": data.splits["test"]},
         )
 
+    @staticmethod
+    def _run_check(
+        check: AuditCheck,
+        data: DatasetBundle,
+        task: TaskSpec,
+        actx: AuditContext,
+        report: AuditReport,
+        ctx: RunContext,
+    ) -> dict[str, Any]:
+        """Run one check; its findings go into ``report``; returns its ``results`` entry."""
+        cls = type(check)
+        entry: dict[str, Any] = {"status": "ok", "metrics": {}, "figures": {}, "tables": []}
+        if data.kind not in cls.applies_to:
+            note = f"check {cls.name!r} applies to {sorted(cls.applies_to)} data, not {data.kind}: skipped"
+            entry.update(status="skipped", note=note)
+            report.findings.append(Finding(cls.name, "info", note).to_dict())
+        else:
+            try:
+                # one OpenMP thread: on a shared 2-core machine spinning OpenMP workers (boosting,
+                # kNN) slowed checks 20x under contention; BLAS keeps its threads
+                with threadpool_limits(limits=1, user_api="openmp"):
+                    res = check.run(data, task, actx)
+                entry.update(metrics=res.metrics, figures=res.figures, tables=sorted(res.tables))
+                report.findings += [f.to_dict() for f in res.findings]
+                report.tables.update(res.tables)
+            except CheckSkipped as exc:
+                entry.update(status="skipped", note=str(exc))
+                report.findings.append(Finding(cls.name, "info", f"skipped: {exc}").to_dict())
+            except Exception as exc:  # a broken check must not hide the others' findings
+                msg = f"{type(exc).__name__}: {exc}"
+                entry.update(status="failed", note=msg)
+                report.failed[cls.name] = msg
+                report.findings.append(
+                    Finding(cls.name, "warning", f"check failed and was skipped: {msg}").to_dict()
+                )
+                ctx.logger.warning("audit check %s failed:\n%s", cls.name, traceback.format_exc())
+        return entry
+
     def summarize(self, outputs: Outputs) -> dict[str, Any]:
         r = outputs.audit
         metrics = {k: v.get("metrics", {}) for k, v in r.results.items()}
@@ -229,6 +239,7 @@ class AuditDataset(Stage):
         from closedloop.report.blocks import Callout, Figure, KeyValues, Paragraph, Section, Table
 
         r = outputs.audit
+        timings = stage_timings(stage_dir)
         blocks: list[Any] = [
             Paragraph(
                 f"{len(r.results)} checks: {r.count('error')} error(s), {r.count('warning')} warning(s), "
@@ -241,7 +252,7 @@ class AuditDataset(Stage):
         for name, res in r.results.items():
             sec: list[Any] = [
                 Paragraph(
-                    f"status: {res['status']} ({res.get('seconds', 0):.1f}s)"
+                    f"status: {res['status']} ({timings.get(f'check {name}', 0.0):.1f}s)"
                     + (f"; {res['note']}" if res.get("note") else "")
                 )
             ]
