@@ -158,8 +158,6 @@ class Pipeline:
         seed: int = 0,
         runs_dir: str | Path = "runs",
     ) -> None:
-        from closedloop.stages.load_data import LoadData
-
         stages = list(stages)
         if isinstance(data, dict):
             data = _load_data_stage(data, where="data")
@@ -174,7 +172,7 @@ class Pipeline:
         self.name = name
         self.seed = seed
         self.runs_dir = Path(runs_dir)
-        self._has_loader = isinstance(stages[0], LoadData)
+        self._has_loader = isinstance(stages[0], _data_loader_class())
         self.check_wiring()
 
     # -- construction ---------------------------------------------------------------------------
@@ -565,15 +563,18 @@ class Pipeline:
 
 
 # -- helpers ------------------------------------------------------------------------------------------
-def _load_data_stage(data: dict[str, Any], *, where: str) -> Stage:
-    from closedloop.stages.load_data import LoadData
+def _data_loader_class() -> type[Stage]:
+    # The registry names the loader (stage key "data"): core never imports the stages package.
+    return STAGES.resolve("data")  # type: ignore[no-any-return]
 
+
+def _load_data_stage(data: dict[str, Any], *, where: str) -> Stage:
     if not isinstance(data, dict) or "source" not in data:
         raise ConfigError(
             f"{where}: data: expected a mapping with a 'source' key, e.g. {{source: sklearn, name: digits}}"
         )
     options = {k: v for k, v in data.items() if k != "source"}
-    return LoadData(source=data["source"], options=options, name="data")
+    return _data_loader_class()(source=data["source"], options=options, name="data")
 
 
 def _source_options(stage: Stage) -> dict[str, Any]:
