@@ -14,13 +14,14 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(path: Path, *, top_level_only: bool) -> list[tuple[int, str]]:
-    """(line, imported module) for every closedloop import, skipping ``if TYPE_CHECKING:`` blocks."""
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """(line, imported module) for every closedloop import, in functions too; ``if TYPE_CHECKING:``
+    blocks are skipped (annotations only)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
     found: list[tuple[int, str]] = []
 
-    def visit(node: ast.AST, depth: int) -> None:
+    def visit(node: ast.AST) -> None:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
                 continue
@@ -36,11 +37,9 @@ def _imports(path: Path, *, top_level_only: bool) -> list[tuple[int, str]]:
                     found.append((child.lineno, mod))
                     # `from closedloop.x import y` may import the submodule closedloop.x.y
                     found.extend((child.lineno, f"{mod}.{a.name}") for a in child.names)
-            nested = isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-            if not (top_level_only and nested and not isinstance(child, ast.ClassDef)):
-                visit(child, depth + 1)
+            visit(child)
 
-    visit(tree, 0)
+    visit(tree)
     return found
 
 
@@ -48,7 +47,7 @@ def test_lower_layers_never_import_stages() -> None:
     offenders = []
     for layer in LOWER_LAYERS:
         for path in sorted((SRC / layer).rglob("*.py")):
-            for line, mod in _imports(path, top_level_only=False):
+            for line, mod in _imports(path):
                 if mod == "closedloop.stages" or mod.startswith("closedloop.stages."):
                     offenders.append(f"{path.relative_to(SRC)}:{line} imports {mod}")
     assert not offenders, "lower layers import stages:\n" + "\n".join(offenders)
@@ -59,7 +58,7 @@ def test_no_import_cycles() -> None:
     modules = {_module_name(p): p for p in SRC.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
-        deps = {m for _, m in _imports(path, top_level_only=False) if m in modules and m != name}
+        deps = {m for _, m in _imports(path) if m in modules and m != name}
         # importing a.b.c runs a/__init__ and a/b/__init__ first, but that is not a cycle of ideas
         graph[name] = {d for d in deps if not name.startswith(d + ".")}
     cycles: list[list[str]] = []
