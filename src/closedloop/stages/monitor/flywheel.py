@@ -44,15 +44,21 @@ def _knn_dist(A: np.ndarray, B: np.ndarray, k: int, exclude_self: bool = False) 
     return np.sort(d, axis=1)[:, :k].mean(axis=1)
 
 
+def embedding_drift(ref: np.ndarray, win: np.ndarray, k: int = 5) -> np.ndarray:
+    """Percentile of each window sample's mean distance to its ``k`` nearest reference embeddings
+    among the reference's own nearest-neighbour distances (0 = as close as a typical reference point)."""
+    own = _knn_dist(ref, ref, k, exclude_self=True)
+    new = _knn_dist(win, ref, k)
+    return np.searchsorted(np.sort(own), new) / len(own)
+
+
 def drift_scores(profile: ReferenceProfile, win: Sample, k: int = 5) -> np.ndarray:
     """Per-sample drift contribution in [0, 1]: the larger of the embedding-distance and the feature
     z-score percentiles against the reference's own distribution."""
     ref = profile.reference
     scores = []
     if ref.embeddings is not None and win.embeddings is not None and ref.embeddings.shape[1]:
-        own = _knn_dist(ref.embeddings, ref.embeddings, k, exclude_self=True)
-        new = _knn_dist(win.embeddings, ref.embeddings, k)
-        scores.append(np.searchsorted(np.sort(own), new) / len(own))
+        scores.append(embedding_drift(ref.embeddings, win.embeddings, k))
     if ref.features.shape[1]:
         med = np.nanmedian(ref.features, axis=0)
         mad = np.nanmedian(np.abs(ref.features - med), axis=0) * 1.4826

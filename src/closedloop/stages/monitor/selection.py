@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from closedloop.core.errors import ConfigError
 
@@ -298,14 +298,19 @@ class ReviewConfig(BaseModel):
     control_fraction: float = Field(0.1, ge=0, le=0.5)
     """Share of the queue drawn uniformly at random (``selected_by = random_control``)."""
 
-    @model_validator(mode="after")
-    def _check(self) -> ReviewConfig:
+    @field_validator("strategy")
+    @classmethod
+    def _known(cls, v: str) -> str:
         try:
-            cls = get_strategy(self.strategy)
+            get_strategy(v)
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
+        return v
+
+    @model_validator(mode="after")
+    def _check_params(self) -> ReviewConfig:
         try:
-            cls.Config(**self.params)
+            get_strategy(self.strategy).Config(**self.params)
         except ValidationError as exc:
             bad = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise ValueError(f"review strategy {self.strategy!r} params: {bad}") from None
