@@ -70,6 +70,16 @@ def features(d: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
     )
 
 
+def review(spec: str) -> ReviewConfig:
+    """``name`` or ``name:key=value,key=value`` (a strategy with parameters, e.g. ``power:beta=2``)."""
+    name, _, rest = spec.partition(":")
+    params = {}
+    for kv in filter(None, rest.split(",")):
+        key, _, val = kv.partition("=")
+        params[key] = val if val.isalpha() else float(val)
+    return ReviewConfig(strategy=name, params=params)
+
+
 def fit(X: np.ndarray, y: np.ndarray) -> LogisticRegression:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -103,7 +113,7 @@ def curve(
             break
         pool = np.setdiff1d(np.arange(len(ytr)), labeled)
         cands = Candidates(priority(model, Xtr[pool], Xtr[labeled]), Xtr[pool], Xtr[labeled])
-        chosen = select(cands, n_per_round, ReviewConfig(strategy=strategy), seed=seed * 1000 + r)
+        chosen = select(cands, n_per_round, review(strategy), seed=seed * 1000 + r)
         labeled += pool[chosen.indices].tolist()  # reveal their labels
     return aucs
 
@@ -190,7 +200,7 @@ def duplicates(args: argparse.Namespace, say) -> dict[str, list[int]]:
         emb = pca.transform(pool_flat)
         cands = Candidates(priority(model, emb, Xtr[lab]), emb, Xtr[lab])
         for s in args.strategies:
-            chosen = select(cands, 20, ReviewConfig(strategy=s), seed=seed)
+            chosen = select(cands, 20, review(s), seed=seed)
             counts[s].append(int(is_copy[chosen.indices].sum()))
     for s, c in counts.items():
         say(f"  {s:<10} copies in the queue of 20 per seed {c}: mean {np.mean(c):.1f}, max {max(c)}")
@@ -202,7 +212,7 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--datasets", nargs="+", default=list(SETUPS))
-    ap.add_argument("--strategies", nargs="+", default=sorted(STRATEGIES))
+    ap.add_argument("--strategies", nargs="+", default=[*sorted(STRATEGIES), "power:min_distance=0"])
     ap.add_argument("--out", help="also write the printed lines here (first line: the command and date)")
     args = ap.parse_args()
     if "random" not in args.strategies:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -28,7 +28,7 @@ from closedloop.core.errors import ConfigError
 
 STRATEGIES: dict[str, type[QueueStrategy]] = {}
 
-DEFAULT_STRATEGY = "diverse"
+DEFAULT_STRATEGY = "power"
 """Chosen by ``benchmarks/bench_flywheel.py`` (see docs/monitor.md, "Choosing what to label")."""
 
 CONTROL = "random_control"
@@ -147,19 +147,56 @@ class RandomStrategy(QueueStrategy):
 
 
 class PowerConfig(StrategyConfig):
-    beta: float = Field(4.0, gt=0)
-    """Exponent on the priority: larger is closer to plain top-k, smaller closer to random."""
+    beta: float = Field(4.0, ge=0)
+    """Exponent on the priority: larger is closer to plain top-k, 0 is uniform random."""
+    min_distance: float = Field(0.25, ge=0)
+    """Skip near-duplicates: a draw closer than this fraction of the reference's median
+    nearest-neighbour distance to a sample already chosen or labeled waits until the end (0: off)."""
 
 
 class PowerStrategy(QueueStrategy):
     key = "power"
-    description = "stochastic power sampling: draw without replacement with probability ~ priority**beta"
+    description = (
+        "stochastic power sampling: draw without replacement with probability ~ priority**beta, "
+        "skipping near-duplicates of what is chosen or labeled"
+    )
     Config = PowerConfig
 
     def select(self, cands: Candidates, k: int, rng: np.random.Generator) -> np.ndarray:
         # Gumbel-top-k on beta * log(priority) samples without replacement in proportion to priority**beta
         logp = self.config.beta * np.log(np.clip(cands.priority, 1e-12, None))
-        return _top(logp + rng.gumbel(size=len(cands)), k)
+        order = _top(logp + rng.gumbel(size=len(cands)), len(cands))
+        if self.config.min_distance <= 0 or cands.embeddings is None:
+            return order[:k]
+        return _skip_near_duplicates(order, cands, k, self.config.min_distance)
+
+
+def _skip_near_duplicates(order: np.ndarray, cands: Candidates, k: int, frac: float) -> np.ndarray:
+    """The first ``k`` of ``order`` that are not within ``frac`` x (median nearest-neighbour distance)
+    of a sample taken before them or of the reference; skipped ones fill up the end if needed."""
+    X = _embeddings(cands)
+    ref = cands.reference if cands.reference is not None and len(cands.reference) >= 2 else None
+    basis = np.asarray(ref if ref is not None else X[order[: min(len(order), 1000)]], np.float64)
+    nn = np.sqrt(_min_sqdist_excluding_self(basis))
+    r2 = (frac * float(np.median(nn))) ** 2
+    near = _min_sqdist(X, ref) if ref is not None else np.full(len(X), np.inf)
+    taken: list[int] = []
+    skipped: list[int] = []
+    for i in order:
+        if len(taken) == k:
+            break
+        if near[i] < r2:
+            skipped.append(int(i))
+            continue
+        taken.append(int(i))
+        near = np.minimum(near, ((X - X[i]) ** 2).sum(axis=1))
+    return np.array(taken + skipped[: k - len(taken)], dtype=np.int64)
+
+
+def _min_sqdist_excluding_self(X: np.ndarray) -> np.ndarray:
+    d = (X**2).sum(axis=1)[:, None] + (X**2).sum(axis=1)[None, :] - 2 * X @ X.T
+    np.fill_diagonal(d, np.inf)
+    return np.maximum(d.min(axis=1), 0.0)
 
 
 class KCenterConfig(StrategyConfig):
@@ -246,21 +283,31 @@ def _typicality(X: np.ndarray, n_neighbors: int) -> np.ndarray:
 
 class DiverseConfig(StrategyConfig):
     prefilter: float = Field(10.0, ge=1)
-    """Cluster the ``prefilter * k`` highest-priority samples."""
+    """Cluster ``prefilter * k`` high-priority samples."""
+    sampling: Literal["top", "power"] = "top"
+    """How those are found: the top priorities, or power sampling (``beta``) over the priorities."""
+    beta: float = Field(4.0, ge=0)
+    """Exponent of the power sampling."""
 
 
 class DiverseStrategy(QueueStrategy):
     key = "diverse"
     description = (
-        "priority with diversity: k-means (weighted by priority) over the top prefilter*k samples, "
-        "then the highest-priority sample of each cluster"
+        "priority with diversity: k-means (weighted by priority) over prefilter*k high-priority "
+        "samples, then the highest-priority sample of each cluster"
     )
     Config = DiverseConfig
 
     def select(self, cands: Candidates, k: int, rng: np.random.Generator) -> np.ndarray:
         X = _embeddings(cands)
         k = min(k, len(X))
-        top = _top(cands.priority, int(np.ceil(self.config.prefilter * k)))
+        m = int(np.ceil(self.config.prefilter * k))
+        if self.config.sampling == "power":
+            logp = self.config.beta * np.log(np.clip(cands.priority, 1e-12, None))
+            top = _top(logp + rng.gumbel(size=len(cands)), m)
+            top = top[np.argsort(-cands.priority[top], kind="stable")]
+        else:
+            top = _top(cands.priority, m)
         if len(top) <= k:
             return top[:k]
         w = cands.priority[top]
