@@ -129,8 +129,8 @@ def paired(diff: np.ndarray, rng: np.random.Generator) -> tuple[float, float, fl
     return m, m - t * se, m + t * se, float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))
 
 
-def learning_curves(args: argparse.Namespace, say) -> dict[str, dict[str, float]]:
-    results: dict[str, dict[str, float]] = {}
+def learning_curves(args: argparse.Namespace, say) -> dict[str, dict[str, str]]:
+    results: dict[str, dict[str, str]] = {}
     for flag in args.datasets:
         n0, n_round = SETUPS[flag]
         Xtr, ytr, Xva, yva, *_ = features(load(flag))
@@ -148,9 +148,9 @@ def learning_curves(args: argparse.Namespace, say) -> dict[str, dict[str, float]
             curves[s] = np.array(runs)
         labels_at = [n0 + r * n_round for r in range(args.rounds + 1)]
         say(f"mean validation AUC by number of labels ({time.perf_counter() - t0:.0f} s)")
-        say(f"  {'strategy':<10}" + "".join(f"{n:>8}" for n in labels_at) + "   AULC")
+        say(f"  {'strategy':<21}" + "".join(f"{n:>8}" for n in labels_at) + "   AULC")
         for s, c in curves.items():
-            say(f"  {s:<10}" + "".join(f"{v:8.4f}" for v in c.mean(axis=0)) + f" {c.mean():7.4f}")
+            say(f"  {s:<21}" + "".join(f"{v:8.4f}" for v in c.mean(axis=0)) + f" {c.mean():7.4f}")
         say("area under the curve (mean AUC over the points) minus random's, paired over seeds:")
         rng = np.random.default_rng(0)
         base = curves["random"].mean(axis=1)
@@ -161,11 +161,10 @@ def learning_curves(args: argparse.Namespace, say) -> dict[str, dict[str, float]
             m, tlo, thi, blo, bhi = paired(c.mean(axis=1) - base, rng)
             verdict = "better" if tlo > 0 else "worse" if thi < 0 else "no significant difference"
             say(
-                f"  {s:<10} {m:+.4f}  95% t [{tlo:+.4f}, {thi:+.4f}]  bootstrap [{blo:+.4f}, {bhi:+.4f}]  "
+                f"  {s:<21} {m:+.4f}  95% t [{tlo:+.4f}, {thi:+.4f}]  bootstrap [{blo:+.4f}, {bhi:+.4f}]  "
                 f"wins {int((c.mean(axis=1) > base).sum())}/{len(base)}  -> {verdict}"
             )
-            results[flag][s] = m if tlo <= 0 <= thi else (1.0 if tlo > 0 else -1.0) * abs(m)
-            results[flag][s + "_verdict"] = {"better": 1.0, "worse": -1.0}.get(verdict, 0.0)
+            results[flag][s] = verdict
     return results
 
 
@@ -203,7 +202,7 @@ def duplicates(args: argparse.Namespace, say) -> dict[str, list[int]]:
             chosen = select(cands, 20, review(s), seed=seed)
             counts[s].append(int(is_copy[chosen.indices].sum()))
     for s, c in counts.items():
-        say(f"  {s:<10} copies in the queue of 20 per seed {c}: mean {np.mean(c):.1f}, max {max(c)}")
+        say(f"  {s:<21} copies in the queue of 20 per seed {c}: mean {np.mean(c):.1f}, max {max(c)}")
     return counts
 
 
@@ -231,35 +230,23 @@ def main() -> int:
     t0 = time.perf_counter()
     res = learning_curves(args, say)
     dup = duplicates(args, say)
-    say("\n== verdict")
+    say("\n== verdict (paired 95% t interval of the area under the learning curve, strategy - random)")
     for s in args.strategies:
-        if s == "random":
-            continue
-        v = [res[f].get(s + "_verdict", 0.0) for f in res]
-        word = {
-            1.0: "beats random significantly",
-            -1.0: "is significantly worse than random",
-            0.0: "no significant difference from random",
-        }
-        say(
-            f"  {s:<10} "
-            + "; ".join(f"{f}: {word[x]}" for f, x in zip(res, v, strict=True))
-            + f"; near-copies max {max(dup[s])}/20"
-        )
-    better = [
-        s for s in args.strategies if s != "random" and all(res[f].get(s + "_verdict") == 1.0 for f in res)
-    ]
+        if s != "random":
+            per = "; ".join(f"{f}: {res[f][s]}" for f in res)
+            say(f"  {s:<21} {per}; near-copies in a queue of 20: max {max(dup[s])}")
+    better = [s for s in args.strategies if s != "random" and all(res[f][s] == "better" for f in res)]
     say(
-        "  strategies significantly better than random on every dataset: "
-        + (", ".join(better) if better else "NONE (with these seeds no strategy beats random significantly)")
+        "  significantly better than random on every dataset: "
+        + (", ".join(better) if better else "NONE: no strategy beats random significantly on all datasets")
     )
-    worse = [f for f in res if res[f].get(DEFAULT_STRATEGY + "_verdict") == -1.0]
+    worse = [f for f in res if res[f].get(DEFAULT_STRATEGY) == "worse"]
     say(
         f"  default {DEFAULT_STRATEGY!r}: "
         + (
             f"significantly WORSE than random on {worse}"
             if worse
-            else "not significantly worse than random on any dataset"
+            else "not significantly worse than random anywhere"
         )
         + f"; near-copies max {max(dup[DEFAULT_STRATEGY])} of 20 (target <= 2)"
     )
