@@ -177,6 +177,7 @@ def duplicates(args: argparse.Namespace, say) -> dict[str, list[int]]:
         "of an uncertain image (top 10% entropy, highest priority among those); queue of 20"
     )
     counts: dict[str, list[int]] = {s: [] for s in args.strategies}
+    from_control = dict.fromkeys(args.strategies, 0)
     for seed in range(args.seeds):
         rng = np.random.default_rng([seed, 2])
         lab = initial(ytr, 200, rng)
@@ -201,8 +202,12 @@ def duplicates(args: argparse.Namespace, say) -> dict[str, list[int]]:
         for s in args.strategies:
             chosen = select(cands, 20, review(s), seed=seed)
             counts[s].append(int(is_copy[chosen.indices].sum()))
+            from_control[s] += int(is_copy[chosen.indices[np.array(chosen.selected_by) == CONTROL]].sum())
     for s, c in counts.items():
-        say(f"  {s:<21} copies in the queue of 20 per seed {c}: mean {np.mean(c):.1f}, max {max(c)}")
+        say(
+            f"  {s:<21} copies in the queue of 20 per seed {c}: mean {np.mean(c):.1f}, max {max(c)} "
+            f"({from_control[s]} of the {sum(c)} drawn by the random control slice)"
+        )
     return counts
 
 

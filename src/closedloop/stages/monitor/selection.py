@@ -62,7 +62,7 @@ class Candidates:
 class StrategyConfig(BaseModel):
     """Parameters of a strategy (none by default)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class QueueStrategy:
@@ -336,7 +336,7 @@ def get_strategy(name: str) -> type[QueueStrategy]:
 class ReviewConfig(BaseModel):
     """How the review queue is chosen (``kind: monitor`` params ``review:``, or ``--strategy``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     strategy: str = DEFAULT_STRATEGY
     """Registered strategy: priority, power, kcenter, typical, diverse, random."""
