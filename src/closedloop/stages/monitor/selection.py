@@ -149,7 +149,7 @@ class RandomStrategy(QueueStrategy):
 class PowerConfig(StrategyConfig):
     beta: float = Field(4.0, ge=0)
     """Exponent on the priority: larger is closer to plain top-k, 0 is uniform random."""
-    min_distance: float = Field(0.25, ge=0)
+    min_distance: float = Field(0.5, ge=0)
     """Skip near-duplicates: a draw closer than this fraction of the reference's median
     nearest-neighbour distance to a sample already chosen or labeled waits until the end (0: off)."""
 
