@@ -80,8 +80,11 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     if args.plot:
         out["timeline_plot"] = str(result.plot(args.plot))
     if args.review:
-        queue = monitor.review_queue(data, k=args.review, out_dir=args.review_dir)
+        queue = monitor.review_queue(data, k=args.review, out_dir=args.review_dir, strategy=args.strategy)
         out["review_queue"] = {"n": len(queue), "dir": str(args.review_dir) if args.review_dir else None}
+        out["review_queue"]["selected_by"] = {
+            str(k): int(v) for k, v in queue["selected_by"].value_counts().items()
+        }
     if args.shadow:
         out["shadow"] = {
             "challenger_run": str(args.shadow),
@@ -170,6 +173,9 @@ def add_commands(subparsers: Any) -> None:
     )
     mon.add_argument(
         "--review-dir", default="review_queue", help="where --review writes images and queue.csv"
+    )
+    mon.add_argument(
+        "--strategy", help="review queue selection (default: the profile's, see docs/monitor.md)"
     )
     mon.add_argument("--label-column", help="table column holding labels (realized performance)")
     mon.add_argument("--no-labels", action="store_true", help="ignore labels found in the data")

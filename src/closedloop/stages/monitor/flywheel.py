@@ -7,7 +7,8 @@ Production samples are ranked by two signals, each turned into a percentile so t
   embeddings relative to the reference's own nearest-neighbour distances, and the largest robust
   z-score of its monitored features).
 
-The queue is exported as image files (or rows) plus ``queue.csv`` with ids, predictions and scores.
+A selection strategy (``selection.py``, default diversity-aware, with a random control slice) picks
+the queue from these scores. The queue is exported as image files (or rows) plus ``queue.csv`` with ids, predictions and scores.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from closedloop.stages.monitor.profile import ReferenceProfile
+from closedloop.stages.monitor.selection import Candidates, ReviewConfig, select
 from closedloop.stages.monitor.tests import Sample, _sqdist, predicted_classes
 
 
@@ -43,15 +45,21 @@ def _knn_dist(A: np.ndarray, B: np.ndarray, k: int, exclude_self: bool = False) 
     return np.sort(d, axis=1)[:, :k].mean(axis=1)
 
 
+def embedding_drift(ref: np.ndarray, win: np.ndarray, k: int = 5) -> np.ndarray:
+    """Percentile of each window sample's mean distance to its ``k`` nearest reference embeddings
+    among the reference's own nearest-neighbour distances (0 = as close as a typical reference point)."""
+    own = _knn_dist(ref, ref, k, exclude_self=True)
+    new = _knn_dist(win, ref, k)
+    return np.searchsorted(np.sort(own), new) / len(own)
+
+
 def drift_scores(profile: ReferenceProfile, win: Sample, k: int = 5) -> np.ndarray:
     """Per-sample drift contribution in [0, 1]: the larger of the embedding-distance and the feature
     z-score percentiles against the reference's own distribution."""
     ref = profile.reference
     scores = []
     if ref.embeddings is not None and win.embeddings is not None and ref.embeddings.shape[1]:
-        own = _knn_dist(ref.embeddings, ref.embeddings, k, exclude_self=True)
-        new = _knn_dist(win.embeddings, ref.embeddings, k)
-        scores.append(np.searchsorted(np.sort(own), new) / len(own))
+        scores.append(embedding_drift(ref.embeddings, win.embeddings, k))
     if ref.features.shape[1]:
         med = np.nanmedian(ref.features, axis=0)
         mad = np.nanmedian(np.abs(ref.features - med), axis=0) * 1.4826
@@ -64,8 +72,16 @@ def drift_scores(profile: ReferenceProfile, win: Sample, k: int = 5) -> np.ndarr
     return np.max(np.stack(scores), axis=0)
 
 
-def build_queue(profile: ReferenceProfile, win: Sample, ids: np.ndarray | None, k: int = 50) -> pd.DataFrame:
-    """The ``k`` samples most worth labeling, best first (priority = mean of the two percentiles)."""
+def build_queue(
+    profile: ReferenceProfile,
+    win: Sample,
+    ids: np.ndarray | None,
+    k: int = 50,
+    review: ReviewConfig | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The ``k`` samples most worth labeling, highest priority first (priority = mean of the two
+    percentiles), chosen by the ``review`` strategy with its random control slice (``selected_by``)."""
     info = profile.info
     n = len(win)
     ids = np.arange(n) if ids is None else np.asarray(ids)
@@ -89,7 +105,15 @@ def build_queue(profile: ReferenceProfile, win: Sample, ids: np.ndarray | None, 
     drift_rank = pd.Series(df["drift_score"]).rank(pct=True).to_numpy()
     df["priority"] = 0.5 * unc_rank + 0.5 * drift_rank
     df["reason"] = np.where(unc_rank >= drift_rank, "uncertain", "drifted")
-    return df.sort_values("priority", ascending=False).head(k).reset_index(drop=True)
+    emb, ref = win.embeddings, profile.reference.embeddings
+    if emb is None or not emb.shape[1]:  # no model embeddings: standardized monitored features instead
+        mu, sd = np.nanmean(profile.reference.features, axis=0), np.nanstd(profile.reference.features, axis=0)
+        sd = np.where(sd > 0, sd, 1.0)
+        emb = np.nan_to_num((win.features - mu) / sd)
+        ref = np.nan_to_num((profile.reference.features - mu) / sd)
+    chosen = select(Candidates(df["priority"].to_numpy(), emb, ref), k, review, seed=seed)
+    out = df.iloc[chosen.indices].assign(selected_by=chosen.selected_by)
+    return out.sort_values("priority", ascending=False, kind="stable").reset_index(drop=True)
 
 
 def export_queue(

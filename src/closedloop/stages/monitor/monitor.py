@@ -344,13 +344,26 @@ class Monitor:
         )
 
     # -- flywheel and shadow mode ---------------------------------------------------------------
-    def review_queue(self, data: Any, k: int = 50, out_dir: str | Path | None = None) -> pd.DataFrame:
-        """Rank samples by uncertainty and drift contribution; optionally export them for labeling."""
+    def review_queue(
+        self,
+        data: Any,
+        k: int = 50,
+        out_dir: str | Path | None = None,
+        strategy: str | None = None,
+        review: Any = None,
+    ) -> pd.DataFrame:
+        """Choose the ``k`` samples most worth labeling with the profile's review strategy (or
+        ``strategy`` / a ``ReviewConfig``); optionally export them for labeling."""
         from closedloop.stages.monitor.flywheel import build_queue, export_queue
+        from closedloop.stages.monitor.selection import ReviewConfig, get_strategy
 
+        cfg: ReviewConfig = review or self.profile.info.review
+        if strategy is not None and strategy != cfg.strategy:
+            get_strategy(strategy)  # unknown name: ConfigError with a "did you mean"
+            cfg = ReviewConfig(strategy=strategy, control_fraction=cfg.control_fraction)
         prepared = self.prepare(data)
         win = self.sample(prepared)
-        queue = build_queue(self.profile, win, prepared.keep, k=k)
+        queue = build_queue(self.profile, win, prepared.keep, k=k, review=cfg, seed=self.seed)
         if out_dir is not None:
             export_queue(queue, prepared.raw, prepared.keep, self.profile, Path(out_dir), proba=win.proba)
         return queue

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from closedloop.core.artifacts import Artifact
 from closedloop.core.io import atomic_path, read_json, to_json, write_text_atomic
 from closedloop.stages.monitor.features import image_feature_names, image_features, table_features
+from closedloop.stages.monitor.selection import ReviewConfig
 from closedloop.stages.monitor.tests import Sample, TestContext
 
 FORMAT_VERSION = 2
@@ -75,6 +76,8 @@ class ProfileInfo(BaseModel):
     label_distribution: list[float] = Field(default_factory=list)
     missing_rate: list[float] = Field(default_factory=list)
     source: dict[str, Any] = Field(default_factory=dict)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
+    """How ``closedloop monitor --review K`` chooses the queue unless ``--strategy`` overrides it."""
 
 
 class ReferenceProfile(Artifact):

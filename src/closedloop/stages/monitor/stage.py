@@ -25,6 +25,7 @@ from closedloop.stages.monitor.profile import (
     summary_features,
     table_schema,
 )
+from closedloop.stages.monitor.selection import ReviewConfig
 from closedloop.stages.monitor.tests import (
     TESTS,
     UNLABELED_DEFAULT,
@@ -62,6 +63,8 @@ class BuildMonitorProfileConfig(StageConfig):
     """Unlabeled drift tests combined into the alert (label_shift runs on its own when labels arrive)."""
     metrics: list[str] | None = None
     """Metrics estimated without labels (default: the task's metrics among acc, auc, balanced_accuracy)."""
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
+    """Review queue selection (``strategy``, its ``params``, ``control_fraction``), kept in the profile."""
 
     @field_validator("tests")
     @classmethod
@@ -186,6 +189,7 @@ def build_profile(
         "label_names": task.label_names,
         "threshold": threshold,
         "metrics": metrics,
+        "review": config.review,
     }
     tmp_info = ProfileInfo(
         **info_kw,
@@ -322,6 +326,7 @@ class BuildMonitorProfile(Stage):
                 "warn_alpha": i.warn_alpha,
                 "thresholds": i.thresholds,
                 "metrics": i.metrics,
+                "review_strategy": i.review.strategy,
                 "reference_performance": i.reference_performance,
                 "ece": i.reliability.get("ece"),
                 "format_version": i.format_version,
