@@ -15,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "monitor"))
 
-FAST = {"calibration_windows": 30, "window_sizes": [50, 100, 200], "permutations": 60}
+FAST = {"calibration_windows": 20, "window_sizes": [50, 100, 200], "permutations": 20}
 _CACHE: dict[str, Any] = {}
 T0 = dt.datetime(2026, 11, 30, 21, 0, 0, tzinfo=dt.UTC)
 
@@ -31,13 +31,11 @@ def tiny_run(tmp_path_factory: Any) -> TinyRun:
     """Built once per test session (a few seconds): digits CNN, monitor profile and task artifact."""
     if "run" in _CACHE:
         return _CACHE["run"]
-    from monitor_helpers import digits_setup
-
+    bundle, model = _digits_model()
     from closedloop.core.stage import _TEST_TOKEN, RunContext
     from closedloop.stages.monitor.stage import BuildMonitorProfile
     from closedloop.stages.task import DefineTaskConfig, build_task_spec
 
-    bundle, model = digits_setup()
     task = build_task_spec(DefineTaskConfig(acceptance={"acc": 0.5}), bundle)
     tmp = tmp_path_factory.mktemp("livelog_run")
     out = BuildMonitorProfile(**FAST).execute(
@@ -51,6 +49,42 @@ def tiny_run(tmp_path_factory: Any) -> TinyRun:
     proba = model.predict_proba(test.X)
     _CACHE["run"] = TinyRun(run, test.X, test.y, proba, list(bundle.meta.label_names))
     return _CACHE["run"]
+
+
+def _digits_model() -> tuple[Any, Any]:
+    """monitor_helpers' digits CNN, trained briefly on a subset, single-threaded (the cores are shared)."""
+    import torch
+    from monitor_helpers import TinyCNN, _fit
+    from sklearn.datasets import load_digits
+
+    from closedloop.data.bundle import DatasetBundle, DatasetMeta, Split
+    from closedloop.models.trained import ModelSpec, Preprocessing, TrainedModel
+
+    d = load_digits()
+    X = (d.images / 16 * 255).astype(np.uint8)[..., None]
+    y = d.target
+    p = np.random.default_rng(0).permutation(len(y))
+    tr, va, te = p[:600], p[600:1000], p[1000:1400]
+    bundle = DatasetBundle(
+        DatasetMeta(name="digits", source="sklearn", kind="images", label_names=[str(i) for i in range(10)]),
+        {"train": Split(X[tr], y[tr]), "val": Split(X[va], y[va]), "test": Split(X[te], y[te])},
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        model = TrainedModel(
+            spec=ModelSpec(family="monitor_test_cnn"),
+            network=TinyCNN([8, 8, 1], 10),
+            preprocessing=Preprocessing(input_kind="images", input_shape=[8, 8, 1], mean=[0.3], std=[0.4]),
+            problem_type="multiclass",
+            n_outputs=10,
+            label_names=[str(i) for i in range(10)],
+        )
+        _fit(model, X[tr], y[tr], 25, binary=False)
+    finally:
+        torch.set_num_threads(threads)
+    return bundle, model
 
 
 def _mk(p: Path) -> Path:
