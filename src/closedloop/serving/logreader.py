@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import math
 import os
 import re
 import warnings
@@ -34,6 +35,7 @@ Route = Literal["champion", "canary", "shadow"]
 ROUTES: tuple[Route, ...] = ("champion", "canary", "shadow")
 FILE_RE = re.compile(r"^(requests|feedback)-(.+)-(\d+)\.jsonl$")
 DTYPES = ("uint8", "int8", "uint16", "int16", "int32", "int64", "float16", "float32", "float64", "bool")
+_ITEMSIZE = {d: np.dtype(d).itemsize for d in DTYPES}
 
 
 class LogReadError(DataError):
@@ -59,7 +61,7 @@ class TensorData(_Line):
 
     def nbytes(self) -> int:
         """Bytes the shape and dtype call for."""
-        return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
+        return math.prod(self.shape) * _ITEMSIZE[self.dtype]
 
     def encoded_nbytes(self) -> int:
         """Bytes the base64 text decodes to (without decoding it)."""
@@ -309,8 +311,12 @@ class RequestLog:
         return str(times.min()) + "Z", str(times.max()) + "Z"
 
 
-def _utc(t: dt.datetime) -> np.datetime64:
-    return np.datetime64(t.astimezone(dt.UTC).replace(tzinfo=None), "us")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _utc_us(t: dt.datetime) -> int:
+    """Microseconds since the epoch (exact, unlike float timestamps)."""
+    return (t - _EPOCH) // dt.timedelta(microseconds=1)
 
 
 def build_rows(route: str, records: list[Located], labels: dict[tuple[str, int], object]) -> RouteRows:
@@ -333,7 +339,7 @@ def build_rows(route: str, records: list[Located], labels: dict[tuple[str, int],
         width = k.pop()
         rid += [rec.request_id] * n
         idx += list(range(n))
-        times += [_utc(rec.time)] * n
+        times += [_utc_us(rec.time)] * n
         proba += rec.proba or []
         decisions = list(rec.labels or [None] * n)
         dec += decisions if len(decisions) == n else [None] * n
@@ -373,7 +379,7 @@ def build_rows(route: str, records: list[Located], labels: dict[tuple[str, int],
         route=route,
         request_id=request_id,
         index=index,
-        time=np.array(times, dtype="datetime64[us]"),
+        time=np.array(times, dtype=np.int64).astype("datetime64[us]"),
         proba=np.asarray(proba, dtype=np.float64).reshape(len(rid), width or 0),
         decision=np.array([*dec, 0], dtype=object)[:-1],
         model_version=np.array(ver, dtype=object),
