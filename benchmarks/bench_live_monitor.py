@@ -178,6 +178,10 @@ def main() -> None:
         print(
             f"LiveMonitor first status() on a 1,000-record log (read + window + tests): {1000 * (time.perf_counter() - t):.0f} ms, level {first.level}, tests {sorted(first.p_values)}"
         )
+        print(
+            "  (the level on test-split traffic: PneumoniaMNIST's test split differs from validation in prevalence "
+            "and acquisition; docs/results/monitor.txt, section 2)"
+        )
         lat_new, lat_cached = [], []
         for k in range(args.polls):
             write_log(

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -152,6 +153,7 @@ class LiveMonitor:
         self._counts = {"records": 0, "canary": 0, "shadow": 0, "errors": 0, "feedback": 0, "other": 0}
         self._notes: list[str] = []
         self._cached: LiveStatus | None = None
+        self._lock = threading.Lock()  # the server may ask for a status from several threads at once
 
     # -- reading ------------------------------------------------------------------------------------
     def _ingest(self, reqs: list[Located], fbs: list[Located]) -> None:
@@ -199,15 +201,16 @@ class LiveMonitor:
     # -- evaluating ---------------------------------------------------------------------------------
     def status(self) -> LiveStatus:
         """Read what was appended to the log and check the latest window (cached while nothing new)."""
-        t0 = time.perf_counter()
-        reqs, fbs = self._tail.poll()
-        if self._cached is not None and not reqs and not fbs:
-            return self._cached
-        self._ingest(reqs, fbs)
-        status = self._evaluate()
-        status.seconds = time.perf_counter() - t0
-        self._cached = status
-        return status
+        with self._lock:
+            t0 = time.perf_counter()
+            reqs, fbs = self._tail.poll()
+            if self._cached is not None and not reqs and not fbs:
+                return self._cached
+            self._ingest(reqs, fbs)
+            status = self._evaluate()
+            status.seconds = time.perf_counter() - t0
+            self._cached = status
+            return status
 
     def _window_rows(self) -> tuple[np.ndarray, np.ndarray | None, list[_Entry], str | None]:
         """Probabilities and features of the last ``window`` rows (features None when some row
