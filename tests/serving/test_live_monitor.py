@@ -120,7 +120,7 @@ def test_other_model_versions_are_not_monitored(run, tmp_path):
         [request(run.X[i : i + 1], run.proba[i : i + 1], t=i, version="older") for i in range(30)],
     )
     status = LiveMonitor(run.run, tmp_path).status()
-    assert status.n_records == 0 and status.level == "insufficient_data"
+    assert status.n_records == 0 and status.n_other_versions == 30 and status.level == "insufficient_data"
 
 
 BLOCK_TORCH = """

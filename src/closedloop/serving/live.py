@@ -76,6 +76,8 @@ class LiveStatus(BaseModel):
     n_shadow_records: int = 0
     n_errors: int = 0
     """Champion calls logged as failed."""
+    n_other_versions: int = 0
+    """Champion records of other model versions (e.g. before a promotion), not monitored here."""
     model_version: str | None = None
     evaluated_on: str
     log_warnings: list[str] = Field(default_factory=list)
@@ -127,9 +129,12 @@ class LiveMonitor:
         self.max_join = max_join
         profile = ReferenceProfile.load(find_profile_dir(self.run_dir))  # loaded once: the cache
         self.profile = profile
+        self.model_versions: set[str] | None = None
         if model_version == "auto":
-            model_version = self.run_dir.name if (self.run_dir / "stages").is_dir() else None
-        self.model_version = model_version
+            if (self.run_dir / "stages").is_dir():  # a run directory (or a link to one): its name
+                self.model_versions = {self.run_dir.name, self.run_dir.resolve().name}
+        elif model_version is not None:
+            self.model_versions = {model_version}
         info = profile.info
         self.skipped = {k: v for k, v in LIVE_SKIPS.items() if k in info.tests}
         live_tests = [t for t in info.tests if t not in self.skipped]
@@ -165,7 +170,7 @@ class LiveMonitor:
             if rec.status != "ok" or not rec.proba:
                 self._counts["errors"] += 1
                 continue
-            if self.model_version is not None and rec.model_version != self.model_version:
+            if self.model_versions is not None and rec.model_version not in self.model_versions:
                 self._counts["other"] += 1
                 continue
             self._counts["records"] += 1
@@ -274,6 +279,7 @@ class LiveMonitor:
             "n_canary_records": self._counts["canary"],
             "n_shadow_records": self._counts["shadow"],
             "n_errors": self._counts["errors"],
+            "n_other_versions": self._counts["other"],
             "model_version": ", ".join(versions) or None,
             "log_warnings": [*self._tail.warnings, *real_notes][-20:],
         }
