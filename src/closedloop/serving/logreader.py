@@ -52,7 +52,7 @@ class _Line(BaseModel):
 
 
 class TensorData(_Line):
-    """A raw model input batch, C-order bytes in base64."""
+    """A raw model input batch: C-order, little-endian bytes in base64; ``dtype`` is numpy's name."""
 
     shape: list[int] = Field(min_length=1)
     dtype: Literal[DTYPES]  # type: ignore[valid-type]
@@ -75,7 +75,7 @@ class TensorData(_Line):
             raise ValueError(
                 f"inputs: {len(raw)} bytes decoded, expected {self.nbytes()} for shape {self.shape} {self.dtype}"
             )
-        return np.frombuffer(raw, dtype=np.dtype(self.dtype)).reshape(self.shape)
+        return np.frombuffer(raw, dtype=np.dtype(self.dtype).newbyteorder("<")).reshape(self.shape)
 
 
 class RequestLine(_Line):
