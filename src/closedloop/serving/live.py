@@ -146,7 +146,7 @@ class LiveMonitor:
             p = ReferenceProfile(
                 info.model_copy(update={"tests": tests}), live_ref, profile.pca_mean, profile.pca_components
             )
-            return Monitor(p, model=None, seed=seed)
+            return Monitor(p, model=None, seed=seed, effects=False)
 
         self._monitor = monitor(live_tests)
         self._monitor_outputs_only = monitor([t for t in live_tests if t != "features"])
@@ -221,23 +221,36 @@ class LiveMonitor:
         """Probabilities and features of the last ``window`` rows (features None when some row
         has no usable inputs), the entries, and why features are missing."""
         entries = self._buffer
+        self._compute_features([e for e in entries if not e.features_done])
         proba = np.concatenate([e.proba for e in entries]) if entries else np.zeros((0, 0))
-        why = None
-        feats = []
-        for e in entries:
-            if not e.features_done:
-                e.features, e.why = self._features(e.rec)
-                e.features_done = True
-            if e.features is None:
-                why = e.why
-            feats.append(e.features)
         n = min(self.window, len(proba))
+        why = next((e.why for e in entries if e.features is None), None)
         features = None
-        if why is None and entries:
-            features = np.concatenate(feats)[-n:] if n else None
+        if why is None and n:
+            features = np.concatenate([e.features for e in entries])[-n:]  # type: ignore[misc]
         return proba[len(proba) - n :], features, entries, why
 
-    def _features(self, rec: RequestLine) -> tuple[np.ndarray | None, str | None]:
+    def _compute_features(self, todo: list[_Entry]) -> None:
+        """Monitored features of new entries, in one call (per-record calls cost more than the work)."""
+        info = self.profile.info
+        arrays = []
+        for e in todo:
+            e.features_done = True
+            x, e.why = self._inputs(e.rec)
+            if x is not None:
+                arrays.append((e, x))
+        if not arrays:
+            return
+        X = np.concatenate([x for _, x in arrays])
+        # tables: the predictor's input is the feature matrix itself
+        F = summary_features(info, X) if info.kind == "images" else np.asarray(X, dtype=np.float32)
+        start = 0
+        for e, x in arrays:
+            e.features = F[start : start + len(x)]
+            start += len(x)
+
+    def _inputs(self, rec: RequestLine) -> tuple[np.ndarray | None, str | None]:
+        """The record's decoded inputs, or why they cannot be used."""
         info = self.profile.info
         if rec.inputs is None:
             return None, "the server logs no inputs (input reduction 'none'), so the input tests cannot run"
@@ -250,9 +263,7 @@ class LiveMonitor:
                 f"request {rec.request_id}: logged inputs shaped {list(x.shape[1:])}, the reference profile "
                 f"has {info.input_shape}"
             )
-        if info.kind == "images":
-            return summary_features(info, x), None
-        return np.asarray(x, dtype=np.float32), None  # tables: the predictor's input is the feature matrix
+        return x, None
 
     def _evaluate(self) -> LiveStatus:
         info = self.profile.info

@@ -76,10 +76,13 @@ class Prepared:
 class Monitor:
     """Compares production windows with a :class:`ReferenceProfile` using the profile's model."""
 
-    def __init__(self, profile: ReferenceProfile, model: Any, *, seed: int = 0) -> None:
+    def __init__(self, profile: ReferenceProfile, model: Any, *, seed: int = 0, effects: bool = True) -> None:
         self.profile = profile
         self.model = model
         self.seed = seed
+        self.effects = effects
+        """Compute effect sizes and per-feature details (the live monitor, which reports p-values and
+        evidence only, turns them off: they are most of a window's cost)."""
 
     # -- loading --------------------------------------------------------------------------------
     @classmethod
@@ -243,6 +246,7 @@ class Monitor:
         info = self.profile.info
         ref = self.profile.reference
         ctx = self.profile.context(rng)
+        ctx.effects = self.effects
         keys = list(info.tests)
         if win.labels is not None and "label_shift" not in keys:
             keys.append("label_shift")
