@@ -96,6 +96,28 @@ def test_realized_metrics_from_feedback(run, tmp_path):
     assert any("'cat'" in w for w in status.log_warnings)
 
 
+def test_cold_start_on_a_large_log_equals_reading_it_as_it_grew(run, tmp_path):
+    cold_dir, warm_dir = tmp_path / "cold", tmp_path / "warm"
+    warm = LiveMonitor(run.run, warm_dir, window=20)
+    for log in (cold_dir, warm_dir):
+        _traffic(log, run, run.X[:10], run.proba[:10])
+    assert warm.status().n_records == 10
+    for log in (cold_dir, warm_dir):  # the monitor that started early now reads only what is appended
+        ids = _traffic(log, run, run.X[10:120], run.proba[10:120], t0=10, prefix="s")
+        ids = [f"r{k}" for k in range(10)] + ids
+        fb = [feedback(ids[i], run.names[int(run.y[i])], t=500 + i) for i in range(80)]
+        write(log, "feedback-w9-000000.jsonl", fb)
+    cold = LiveMonitor(run.run, cold_dir, window=20).status()
+    grown = warm.status()
+    assert cold.n_records == grown.n_records == 120 and cold.n_rows == 20
+    assert cold.p_values == grown.p_values and cold.realized == grown.realized
+    assert cold.n_feedback == grown.n_feedback == 80 and cold.n_feedback_window == 20
+    # the realized metrics are on the latest 20 labeled rows, whose requests lie far before the window
+    truth = float((run.proba[60:80].argmax(1) == run.y[60:80]).mean())
+    assert cold.realized["acc"] == pytest.approx(truth)
+    assert cold.window_start.startswith("2026-11-30T21:01:40")  # rows 100..119 only
+
+
 def test_feedback_before_its_request_is_joined_later(run, tmp_path):
     write(tmp_path, "feedback-a-000000.jsonl", [feedback("late", run.names[int(run.y[0])], t=0)])
     write(tmp_path, "requests-a-000000.jsonl", [])

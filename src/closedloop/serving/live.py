@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections import deque
@@ -26,12 +27,22 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from closedloop.serving.logreader import Located, LogTail, RequestLine
+from closedloop.serving.logreader import (
+    FILE_RE,
+    Located,
+    LogReadError,
+    LogTail,
+    RequestLine,
+    parse_line,
+    read_file,
+)
 from closedloop.stages.monitor.estimate import realized
 from closedloop.stages.monitor.monitor import MIN_WINDOW, Monitor, find_profile_dir
 from closedloop.stages.monitor.profile import ReferenceProfile, summary_features
 from closedloop.stages.monitor.tests import Sample
 
+_ID_RE = re.compile(rb'"request_id"\s*:\s*"([^"]*)"')
+_ROUTE_RE = re.compile(rb'"route"\s*:\s*"(\w+)"')
 LIVE_SKIPS = {
     "embedding_mmd": (
         "needs the torch model's penultimate-layer embeddings, which the exported ONNX model does not "
@@ -47,7 +58,8 @@ class LiveStatus(BaseModel):
 
     level: Literal["ok", "warn", "alarm", "insufficient_data"]
     n_records: int
-    """Champion request records read from the log so far (all windows)."""
+    """Champion request records in the log so far (all windows; at the first status of a large log,
+    lines older than the window are counted without being validated)."""
     n_rows: int
     """Inputs in the evaluated window (a batch request contributes one row per input)."""
     window: int
@@ -199,6 +211,45 @@ class LiveMonitor:
                 rows += len(self._buffer[keep].proba)
             del self._buffer[:keep]
 
+    def _cold_start(self) -> tuple[list[Located], list[Located]]:
+        """First read of a log that may be large: all feedback, but of the request files only the
+        lines that can matter - the last ``window`` lines of each file (the newest rows overall are
+        among them) and the requests that feedback names. The other lines are counted by route
+        without being validated; from then on every appended line is validated."""
+        tail = self._tail
+        if not self.log_dir.is_dir():
+            return [], []
+        files = sorted(p for p in self.log_dir.iterdir() if FILE_RE.match(p.name))
+        fbs: list[Located] = []
+        for path in (p for p in files if p.name.startswith("feedback-")):
+            lines, end, nxt, notes = read_file(path, final=False, skip_invalid=True)
+            tail.offsets[path] = (end, nxt)
+            tail.warnings = (tail.warnings + notes)[-20:]
+            fbs += lines
+        wanted = {loc.line.request_id for loc in fbs}
+        reqs: list[Located] = []
+        for path in (p for p in files if p.name.startswith("requests-")):
+            data = path.read_bytes()
+            end = data.rfind(b"\n") + 1
+            lines = data[:end].split(b"\n")[:-1] if end else []
+            first_kept = max(0, len(lines) - self.window)
+            for i, raw in enumerate(lines):
+                m = _ID_RE.search(raw)
+                if i < first_kept and not (m and m.group(1).decode() in wanted):
+                    route = _ROUTE_RE.search(raw)
+                    key = route.group(1).decode() if route else ""
+                    if key == "champion":
+                        self._counts["records"] += 1
+                    elif key in ("canary", "shadow"):
+                        self._counts[key] += 1
+                    continue
+                try:
+                    reqs.append(Located(parse_line("requests", raw, str(path), i + 1), str(path), i + 1))
+                except LogReadError as exc:
+                    tail.warnings = [*tail.warnings, f"{path}:{i + 1}: skipped an invalid line: {exc}"][-20:]
+            tail.offsets[path] = (end, len(lines) + 1)
+        return reqs, fbs
+
     def _add_label(self, proba_row: np.ndarray, label: Any) -> None:
         self._counts["feedback"] += 1
         self._labeled.append((proba_row, label))
@@ -208,7 +259,8 @@ class LiveMonitor:
         """Read what was appended to the log and check the latest window (cached while nothing new)."""
         with self._lock:
             t0 = time.perf_counter()
-            reqs, fbs = self._tail.poll()
+            # the first read that finds files is the cold start; after it, only appended bytes are read
+            reqs, fbs = self._tail.poll() if self._tail.offsets else self._cold_start()
             if self._cached is not None and not reqs and not fbs:
                 return self._cached
             self._ingest(reqs, fbs)
