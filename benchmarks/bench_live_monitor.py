@@ -18,7 +18,6 @@ import json
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -93,11 +92,11 @@ def _mk(p: Path) -> Path:
     return p
 
 
-def record(x: np.ndarray, p: float, t: dt.datetime, version: str) -> str:
+def record(x: np.ndarray, p: float, t: dt.datetime, version: str, rid: str) -> str:
     return json.dumps(
         {
             "kind": "request",
-            "request_id": uuid.uuid4().hex,
+            "request_id": rid,
             "time": t.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "model_name": "pneumoniamnist",
             "model_version": version,
@@ -123,7 +122,7 @@ def write_log(
     lines: dict[int, list[str]] = {w: [] for w in range(workers)}
     for i in range(start, start + n):
         t = t0 + dt.timedelta(milliseconds=10 * i)
-        lines[i % workers].append(record(X[i % len(X)], float(P[i % len(P)]), t, version) + "\n")
+        lines[i % workers].append(record(X[i % len(X)], float(P[i % len(P)]), t, version, f"{i:032x}") + "\n")
     for w, text in lines.items():
         with open(log / f"requests-w{w}-000000.jsonl", "a", encoding="utf-8") as f:
             f.write("".join(text))
@@ -200,11 +199,25 @@ def main() -> None:
         )
         q = np.percentile(lat_cached, [50, 95])
         print(f"status() with nothing new (cached): median {q[0]:.2f} ms, p95 {q[1]:.2f} ms")
+        # feedback for every 20th request, spread over the whole log (the cold start must join it)
+        t0 = dt.datetime(2026, 11, 30, 23, 0, tzinfo=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        with open(big / "feedback-w0-000000.jsonl", "w", encoding="utf-8") as f:
+            for i in range(0, args.records, 20):
+                fb = {
+                    "kind": "feedback",
+                    "request_id": f"{i:032x}",
+                    "index": 0,
+                    "label": "normal",
+                    "time": t0,
+                }
+                f.write(json.dumps(fb) + "\n")
         mon_big = LiveMonitor(run, big, window=args.window)
         t = time.perf_counter()
-        mon_big.status()
+        s = mon_big.status()
         print(
-            f"LiveMonitor cold start on the {args.records}-record log (reads it all once): {time.perf_counter() - t:.1f} s"
+            f"LiveMonitor cold start on the {args.records}-record log with {args.records // 20} feedback labels "
+            f"(validates the newest lines and the requests feedback names): {time.perf_counter() - t:.2f} s; "
+            f"n_records {s.n_records}, n_feedback {s.n_feedback}"
         )
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}")
 

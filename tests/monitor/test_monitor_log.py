@@ -92,3 +92,5 @@ def test_monitor_log_errors(run, tmp_path, capsys):
     write(no_inputs, "requests-a-000000.jsonl", [request(None, run.proba[:5], t=0)])
     assert main(["monitor", str(run.run), str(no_inputs)]) != 0
     assert "no inputs" in capsys.readouterr().err
+    assert main(["monitor", str(run.run), str(no_inputs), "--shadow", str(run.run)]) != 0
+    assert "closedloop compare-live" in capsys.readouterr().err

@@ -145,6 +145,16 @@ def test_other_model_versions_are_not_monitored(run, tmp_path):
     assert status.n_records == 0 and status.n_other_versions == 30 and status.level == "insufficient_data"
 
 
+def test_bad_arguments(run, tmp_path):
+    from closedloop.core.errors import ConfigError, RunDirError
+
+    with pytest.raises(ConfigError, match="window=5: at least 10 rows"):
+        LiveMonitor(run.run, tmp_path, window=5)
+    with pytest.raises(RunDirError, match="no reference profile.*kind: monitor"):
+        LiveMonitor(tmp_path, tmp_path)
+    assert LiveMonitor(run.run, tmp_path / "not-yet").status().level == "insufficient_data"
+
+
 BLOCK_TORCH = """
 import sys
 class _Block:

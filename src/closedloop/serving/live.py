@@ -27,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from closedloop.core.errors import ConfigError
 from closedloop.serving.logreader import (
     FILE_RE,
     Located,
@@ -133,7 +134,7 @@ class LiveMonitor:
         max_join: int = 100_000,
     ) -> None:
         if window < MIN_WINDOW:
-            raise ValueError(f"window={window}: at least {MIN_WINDOW} rows are needed for the drift tests")
+            raise ConfigError(f"window={window}: at least {MIN_WINDOW} rows are needed for the drift tests")
         self.run_dir = Path(run_dir)
         self.log_dir = Path(log_dir)
         self.window = int(window)

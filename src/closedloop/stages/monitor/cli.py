@@ -68,6 +68,11 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     path = Path(args.data)
     if path.is_dir() and (is_log_dir(path) or any(path.glob("*.jsonl"))):
         log_files(path)  # a directory of .jsonl files without requests-*.jsonl: say what is missing
+        if args.shadow:
+            raise DataError(
+                f"--shadow with a request log: the log already holds the challenger's records; compare them "
+                f"with 'closedloop compare-live {path}'"
+            )
         from closedloop.stages.monitor.logmonitor import monitor_log
 
         out = monitor_log(
