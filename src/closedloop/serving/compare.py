@@ -10,8 +10,8 @@
   arm's labeled rows, with an independent two-sample bootstrap interval and p-value.
 
 The recommendation applies the rule of ``closedloop retrain`` (:func:`promotion_rule`): promote
-only when the challenger is better, significantly (one-sided p < alpha), and meets the task's
-acceptance bar and latency constraint (from the logged latencies).
+only when the challenger is better, significantly (one-sided p < alpha), and meets every acceptance
+bar of the task on the labeled rows and the latency constraint (p95 of its logged calls).
 """
 
 from __future__ import annotations
@@ -107,7 +107,8 @@ def promotion_rule(
     challenger is better, significantly (one-sided p < alpha), and meets every constraint.
 
     The one adapter between compare-live and that rule: when the rule lives in ``closedloop.stats``
-    as a shared function, this body becomes a call to it.
+    as a shared function (``closedloop.stats.promotion.decide_promotion`` is being written), this
+    body becomes a call to it; for the paired (shadow) design it can take the labeled pairs directly.
     """
     if perf is None:
         return False, ["no feedback labels on the compared rows: which model is better cannot be judged yet"]
@@ -325,6 +326,7 @@ def compare_live(
     constraints: dict[str, ConstraintCheck] = {}
     has_labels = any(f is not None for f in chall.feedback) and any(f is not None for f in champ.feedback)
     task = None
+    labeled_challenger: tuple[np.ndarray, np.ndarray] | None = None
     if has_labels or run_dir is not None:
         task = _load_task(
             [str(run_dir)] if run_dir is not None else [*chall.run_dirs[::-1], *champ.run_dirs[::-1]]
@@ -336,6 +338,7 @@ def compare_live(
             pos, y, unknown = _labels(champ, ia, task)
             n_labeled = len(pos)
             if n_labeled:
+                labeled_challenger = (y, chall.proba[ib[pos]])
                 res = compare(
                     task.metric,
                     y,
@@ -366,6 +369,7 @@ def compare_live(
             unknown = sorted(set(unknown) | set(unknown_b))
             n_labeled = len(pa) + len(pb)
             if len(pa) and len(pb):
+                labeled_challenger = (ya, chall.proba[pa])
                 perf = independent_compare(
                     task.metric,
                     ya,
@@ -380,13 +384,8 @@ def compare_live(
                 )
         if unknown:
             warns.append(f"feedback label(s) {unknown[:5]} are not classes {task.label_names}; ignored")
-    if perf is not None and task is not None:
-        bar = task.acceptance.get(perf.metric)
-        if bar is not None:
-            ok = perf.value_challenger >= bar if perf.higher_is_better else perf.value_challenger <= bar
-            constraints[f"acceptance.{perf.metric}"] = ConstraintCheck(
-                value=perf.value_challenger, bar=bar, ok=bool(ok)
-            )
+    if perf is not None and task is not None and labeled_challenger is not None:
+        constraints.update(_acceptance(task, *labeled_challenger, warns))
     if task is not None and task.max_latency_ms is not None:
         per_call = _per_call_latency(chall)
         if len(per_call):
@@ -446,6 +445,27 @@ def _parse_time(text: str) -> np.datetime64:
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.UTC)
     return np.datetime64(t.astimezone(dt.UTC).replace(tzinfo=None), "us")
+
+
+def _acceptance(
+    task: _Task, y: np.ndarray, proba: np.ndarray, warns: list[str]
+) -> dict[str, ConstraintCheck]:
+    """Every acceptance bar of the task, measured on the challenger's labeled rows."""
+    from closedloop.stats.errors import StatsError
+    from closedloop.stats.metrics import compute_metric, higher_is_better
+
+    out = {}
+    for name, bar in task.acceptance.items():
+        try:
+            v = compute_metric(
+                name, y, proba, task.problem_type, threshold=task.threshold, convention=task.convention
+            )
+        except StatsError as exc:  # e.g. AUC while a single class has come back
+            warns.append(f"acceptance.{name} not measurable on the labeled rows: {exc}")
+            continue
+        ok = v >= bar if higher_is_better(name) else v <= bar
+        out[f"acceptance.{name}"] = ConstraintCheck(value=float(v), bar=float(bar), ok=bool(ok))
+    return out
 
 
 def _per_call_latency(rows: RouteRows) -> np.ndarray:
