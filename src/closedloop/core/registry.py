@@ -81,7 +81,7 @@ class Registry:
 
 STAGES = Registry(
     "stage",
-    builtin_modules=("closedloop.stages",),
+    builtin_modules=("closedloop.stages.all_stages",),
 )
 SOURCES = Registry("data source", builtin_modules=("closedloop.data.sources",))
 

@@ -1,17 +1,30 @@
 """Drift monitor and data flywheel: reference profile (pipeline stage), production checks, label-free
-performance estimates, review queues and challenger-vs-champion retraining. See docs/monitor.md."""
+performance estimates, review queues and challenger-vs-champion retraining. See docs/monitor.md.
 
-from closedloop.stages.monitor.monitor import Monitor, MonitorResult
-from closedloop.stages.monitor.profile import ReferenceProfile
-from closedloop.stages.monitor.stage import BuildMonitorProfile, BuildMonitorProfileConfig
-from closedloop.stages.monitor.tests import TESTS, DriftTest
+The names below are loaded on first use: the live monitor inside the serving process imports
+``closedloop.stages.monitor.tests``/``.profile``/``.estimate`` and must not pull in the pipeline stage
+(which imports torch).
+"""
 
-__all__ = [
-    "TESTS",
-    "BuildMonitorProfile",
-    "BuildMonitorProfileConfig",
-    "DriftTest",
-    "Monitor",
-    "MonitorResult",
-    "ReferenceProfile",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "TESTS": "tests",
+    "DriftTest": "tests",
+    "Monitor": "monitor",
+    "MonitorResult": "monitor",
+    "ReferenceProfile": "profile",
+    "BuildMonitorProfile": "stage",
+    "BuildMonitorProfileConfig": "stage",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"closedloop.stages.monitor.{_EXPORTS[name]}"), name)
+    raise AttributeError(name)

@@ -62,7 +62,48 @@ def read_data(path: str | Path, split: str = "test", kind: str = "images") -> tu
 
 def cmd_monitor(args: argparse.Namespace) -> int:
     from closedloop.core.io import to_json, write_text_atomic
+    from closedloop.serving.logreader import is_log_dir, log_files
     from closedloop.stages.monitor.monitor import Monitor
+
+    path = Path(args.data)
+    if path.is_dir() and (is_log_dir(path) or any(path.glob("*.jsonl"))):
+        log_files(path)  # a directory of .jsonl files without requests-*.jsonl: say what is missing
+        if args.shadow:
+            raise DataError(
+                f"--shadow with a request log: the log already holds the challenger's records; compare them "
+                f"with 'closedloop compare-live {path}'"
+            )
+        from closedloop.stages.monitor.logmonitor import monitor_log
+
+        out = monitor_log(
+            Monitor.load(args.run_dir, model_dir=args.model),
+            path,
+            run_dir=args.run_dir,
+            window=args.window,
+            review=args.review,
+            review_dir=args.review_dir,
+        )
+        out["run_dir"] = str(args.run_dir)
+        if args.plot:
+            from closedloop.stages.monitor.monitor import MonitorResult
+
+            res = MonitorResult(windows=out["windows"], window=out["window"], alpha=out["alpha"])
+            out["timeline_plot"] = str(res.plot(args.plot))
+        if args.out:
+            write_text_atomic(Path(args.out), to_json(out))
+        _print_windows(out)
+        lg = out["log"]
+        print(
+            f"log {path}: {lg['n_records']} champion record(s), {lg['n_rows']} row(s) from "
+            f"{len(lg['files'])} file(s); {lg['n_labeled']} row(s) with feedback labels"
+        )
+        for w in lg["warnings"][:5]:
+            print(f"  warning: {w}")
+        if "review_queue" in out:
+            print(f"review queue: {out['review_queue']['n']} row(s) in {out['review_queue']['dir']}")
+        if args.out:
+            print(f"written: {args.out}")
+        return 0
 
     monitor = Monitor.load(args.run_dir, model_dir=args.model)
     data, labels = read_data(args.data, args.split, monitor.profile.info.kind)
@@ -92,14 +133,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         }
     if args.out:
         write_text_atomic(Path(args.out), to_json(out))
-    s = out["summary"]
-    print(f"{s['n_windows']} window(s) of {window}: {s['n_alarm']} alarm, {s['n_warn']} warn, {s['n_ok']} ok")
-    for w in out["windows"]:
-        est = ", ".join(f"{k}~{v:.3f}" for k, v in w["estimated"].items())
-        ev = "; ".join(w["evidence"][:2])
-        print(
-            f"  [{w['index']:>3}] {w['start']}-{w['end']}: {w['alert']:<5} min-p={w['min_p']:.2g}  {est}  {ev}"
-        )
+    out["window"] = window
+    _print_windows(out)
     if args.shadow:
         sh = out["shadow"]["overall"]
         print(f"shadow mode against {args.shadow} on {sh['n']} samples:")
@@ -111,6 +146,21 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     if args.out:
         print(f"written: {args.out}")
     return 0
+
+
+def _print_windows(out: dict[str, Any]) -> None:
+    s = out["summary"]
+    print(
+        f"{s['n_windows']} window(s) of {out['window']}: {s['n_alarm']} alarm, {s['n_warn']} warn, {s['n_ok']} ok"
+    )
+    for w in out["windows"]:
+        est = ", ".join(f"{k}~{v:.3f}" for k, v in w["estimated"].items())
+        real = ", ".join(f"{k}={v:.3f}" for k, v in w.get("realized", {}).items())
+        real = f"  realized {real} (n={w['n_labeled']})" if real and "n_labeled" in w else ""
+        ev = "; ".join(w["evidence"][:2])
+        print(
+            f"  [{w['index']:>3}] {w['start']}-{w['end']}: {w['alert']:<5} min-p={w['min_p']:.2g}  {est}{real}  {ev}"
+        )
 
 
 def shadow_report(champion: Any, challenger: Any, data: Any, windows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -162,8 +212,14 @@ def add_commands(subparsers: Any) -> None:
     """Add ``monitor`` and ``retrain`` to the main CLI's subparsers."""
     mon = subparsers.add_parser("monitor", help="check production data against a run's reference profile")
     mon.add_argument("run_dir", help="run directory holding the monitor stage's reference profile")
-    mon.add_argument("data", help=".npz (images or <split>_images), image folder, or CSV/Parquet")
-    mon.add_argument("--window", type=int, default=None, help="samples per window (default: one window)")
+    mon.add_argument(
+        "data",
+        help=".npz (images or <split>_images), image folder, CSV/Parquet, or a request log directory "
+        "(the server's --log-dir: windows over the logged champion traffic, realized metrics from feedback)",
+    )
+    mon.add_argument(
+        "--window", type=int, default=None, help="samples per window (default: one window; logs: 200)"
+    )
     mon.add_argument("--out", help="write the JSON result here")
     mon.add_argument("--split", default="test", help="split of a MedMNIST-style .npz (train/val/test/all)")
     mon.add_argument("--model", help="model directory (default: the run's model artifact)")

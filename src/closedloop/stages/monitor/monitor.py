@@ -40,6 +40,25 @@ def find_artifacts(run_dir: Path, name: str) -> list[Path]:
     return sorted(p for p in run_dir.glob(f"stages/*/artifacts/{name}") if p.is_dir())
 
 
+def find_profile_dir(run_dir: str | Path) -> Path:
+    """The reference profile's directory: ``run_dir`` itself when it holds ``profile.json``, else the
+    run's last monitor stage artifact."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise RunDirError(f"{run_dir}: no such run directory")
+    if (run_dir / "profile.json").is_file():
+        return run_dir
+    found = [p for p in find_artifacts(run_dir, "reference") if (p / "profile.json").is_file()]
+    if not found:
+        raise RunDirError(
+            f"{run_dir}: this run has no reference profile (stages/*/artifacts/reference/profile.json). "
+            "Build one: add '- kind: monitor' after the train stage of the pipeline YAML and run "
+            "'closedloop run CONFIG' (the cached stages are reused), or in Python run the "
+            "BuildMonitorProfile stage on the run's data, task and model."
+        )
+    return found[-1]
+
+
 # tests on the inputs themselves (not on the model outputs or labels)
 COVARIATE_TESTS = ("features", "embedding_mmd")
 
@@ -57,10 +76,13 @@ class Prepared:
 class Monitor:
     """Compares production windows with a :class:`ReferenceProfile` using the profile's model."""
 
-    def __init__(self, profile: ReferenceProfile, model: Any, *, seed: int = 0) -> None:
+    def __init__(self, profile: ReferenceProfile, model: Any, *, seed: int = 0, effects: bool = True) -> None:
         self.profile = profile
         self.model = model
         self.seed = seed
+        self.effects = effects
+        """Compute effect sizes and per-feature details (the live monitor, which reports p-values and
+        evidence only, turns them off: they are most of a window's cost)."""
 
     # -- loading --------------------------------------------------------------------------------
     @classmethod
@@ -69,21 +91,7 @@ class Monitor:
         from closedloop.models.trained import TrainedModel
 
         run_dir = Path(run_dir)
-        if not run_dir.exists():
-            raise RunDirError(f"{run_dir}: no such run directory")
-        if (run_dir / "profile.json").is_file():
-            profile_dir = run_dir
-        else:
-            found = find_artifacts(run_dir, "reference")
-            found = [p for p in found if (p / "profile.json").is_file()]
-            if not found:
-                raise RunDirError(
-                    f"{run_dir}: this run has no reference profile (stages/*/artifacts/reference/profile.json). "
-                    "Build one: add '- kind: monitor' after the train stage of the pipeline YAML and run "
-                    "'closedloop run CONFIG' (the cached stages are reused), or in Python run the "
-                    "BuildMonitorProfile stage on the run's data, task and model."
-                )
-            profile_dir = found[-1]
+        profile_dir = find_profile_dir(run_dir)
         profile = ReferenceProfile.load(profile_dir)
         if model_dir is not None:
             model = TrainedModel.load(Path(model_dir))
@@ -238,6 +246,7 @@ class Monitor:
         info = self.profile.info
         ref = self.profile.reference
         ctx = self.profile.context(rng)
+        ctx.effects = self.effects
         keys = list(info.tests)
         if win.labels is not None and "label_shift" not in keys:
             keys.append("label_shift")
@@ -303,6 +312,14 @@ class Monitor:
                 m: out["estimated"][m] - v for m, v in real.items() if m in out["estimated"]
             }
         return out
+
+    def evaluate(
+        self, win: Sample, quality: dict[str, Any] | None = None, seed: Any = None
+    ) -> dict[str, Any]:
+        """Check an already scored window (features and probabilities computed elsewhere, e.g. from a
+        request log): the same result as :meth:`check`, without touching the model."""
+        rng = np.random.default_rng(self.seed if seed is None else seed)
+        return self._evaluate(win, quality or {"n_rows": len(win), "warnings": []}, rng)
 
     def check(self, batch: Any, labels: Any = None) -> dict[str, Any]:
         """Check one window: alert level, p-value per test, estimated (and realized) performance."""

@@ -21,7 +21,6 @@ from typing import Any, Literal, Self
 
 import numpy as np
 import pandas as pd
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from closedloop.core.artifacts import Artifact
@@ -173,20 +172,22 @@ class ReferenceProfile(Artifact):
 
 
 # -- computing what the tests look at -------------------------------------------------------------
-@torch.no_grad()
 def forward_all(model: Any, raw: np.ndarray, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Penultimate features and calibrated probabilities in one pass (``head(features(x))``)."""
+    import torch  # not at module level: the serving process loads profiles and never imports torch
+
     from closedloop.models.trained import logits_to_proba
 
     module = model.raw_module()
     head = getattr(model.network, "head", None)
     feats, logits = [], []
-    for i in range(0, len(raw), batch_size):
-        xb = torch.from_numpy(np.ascontiguousarray(raw[i : i + batch_size], dtype=np.float32))
-        f = module.features(xb)
-        z = head(f) if head is not None else module(xb)
-        feats.append(f.float().reshape(len(xb), -1).numpy())
-        logits.append(z.float().numpy())
+    with torch.no_grad():
+        for i in range(0, len(raw), batch_size):
+            xb = torch.from_numpy(np.ascontiguousarray(raw[i : i + batch_size], dtype=np.float32))
+            f = module.features(xb)
+            z = head(f) if head is not None else module(xb)
+            feats.append(f.float().reshape(len(xb), -1).numpy())
+            logits.append(z.float().numpy())
     if not feats:
         width = 1 if model.problem_type in ("binary", "regression") else model.n_outputs
         return np.zeros((0, 0), np.float32), np.zeros((0, width))
