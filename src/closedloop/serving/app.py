@@ -5,7 +5,8 @@ Endpoints: the Open Inference Protocol V2 (``/v2/...``), ``/predict`` and ``/fee
 Every error is JSON ``{"error": "..."}`` naming the problem. See docs/serving.md.
 """
 
-from __future__ import annotations
+# No "from __future__ import annotations": FastAPI reads the route signatures, whose types are imported
+# inside build_app (the web stack is imported only when an app is built).
 
 import json
 import os
@@ -16,8 +17,14 @@ from typing import Any
 import numpy as np
 
 from closedloop.serving.model import ServedModel
-from closedloop.serving.protocol import HEADER_LENGTH, OutputTensor, ProtocolError, encode_response
-from closedloop.serving.protocol import parse_infer_request, requested_outputs
+from closedloop.serving.protocol import (
+    HEADER_LENGTH,
+    OutputTensor,
+    ProtocolError,
+    encode_response,
+    parse_infer_request,
+    requested_outputs,
+)
 from closedloop.serving.service import ServeOptions, Service, new_request_id
 
 OPTIONS_ENV = "CLOSEDLOOP_SERVE_OPTIONS"

@@ -154,6 +154,10 @@ class Service:
                         else ""
                     )
                 )
+        if model.input_kind == "images" and arr.dtype.kind in "iu" and (arr.min() < 0 or arr.max() > 255):
+            raise ProtocolError(
+                f"{what}: image values range {arr.min()}..{arr.max()}; expected raw pixels in 0..255"
+            )
         try:
             model.predictor.check_input(arr)
         except PredictorError as exc:
