@@ -8,6 +8,7 @@ Every error is JSON ``{"error": "..."}`` naming the problem. See docs/serving.md
 # No "from __future__ import annotations": FastAPI reads the route signatures, whose types are imported
 # inside build_app (the web stack is imported only when an app is built).
 
+import contextlib
 import json
 import os
 import time
@@ -325,10 +326,8 @@ def build_app(service: Service) -> Any:
         if service.metrics is None:
             raise ProtocolError("metrics are off (started with metrics=False)", 404)
         if opts.log_dir and time.monotonic() - monitor_cache.get("time", -1e9) > MONITOR_TTL_S:
-            try:
+            with contextlib.suppress(ProtocolError):  # the gauges keep their last values; /monitor says why
                 await run_in_threadpool(monitor_status)
-            except ProtocolError:
-                pass  # the gauges keep their last values; /monitor says why
         content, ctype = service.metrics.render()
         return Response(content, media_type=ctype)
 

@@ -3,6 +3,7 @@ and writing the request log. ``app.py`` only parses HTTP and calls this."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import uuid
 from dataclasses import dataclass
@@ -225,10 +226,8 @@ class Service:
         except Exception as exc:  # never affects the response (already sent) nor the server
             if self.metrics:
                 self.metrics.shadow_errors.inc()
-            try:
+            with contextlib.suppress(Exception):  # e.g. a full disk: still not the client's problem
                 self._log_error(model, "shadow", request_id, x, exc)
-            except Exception:
-                pass
 
     def _inputs(self, x: np.ndarray) -> LoggedArray | None:
         return LoggedArray.from_array(x) if self.options.input_reduction == "full" else None
