@@ -426,6 +426,7 @@ def test_shadow_is_logged_never_returned_and_its_failure_is_harmless(
         object.__setattr__(broken, "predict", _raise)  # the shadow model now fails on every call
         res = c.post(f"/v2/models/{NAME}/infer", json=oip(X[:2], id="r0"))
         assert res.content == bodies[0][0]
+        app.state.service.shadow_runner.flush()
         assert "closedloop_shadow_errors_total 1.0" in c.get("/metrics").text
     errs = [r for r in records(tmp_path / "log2") if r["route"] == "shadow"]
     assert errs[0]["status"] == "error" and "shadow exploded" in errs[0]["error"]

@@ -75,7 +75,6 @@ def build_app(service: Service) -> Any:
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response
-    from starlette.background import BackgroundTask
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -100,9 +99,7 @@ def build_app(service: Service) -> Any:
     @app.exception_handler(ProtocolError)
     async def _protocol_error(request: Request, exc: ProtocolError) -> Any:
         if service.metrics:
-            service.metrics.requests.labels(
-                endpoint=request.url.path.rsplit("/", 1)[-1], route="-", status=str(exc.status)
-            ).inc()
+            service.metrics.count(request.url.path.rsplit("/", 1)[-1], "-", str(exc.status))
         return _error(exc.status, str(exc))
 
     @app.exception_handler(StarletteHTTPException)
@@ -181,6 +178,7 @@ def build_app(service: Service) -> Any:
         available = ["proba"] if routing.champion.problem_type == "regression" else ["proba", "label"]
         names, binary = requested_outputs(req, available)
         scored = await run_in_threadpool(service.score, routing, x, rid)
+        service.shadow(routing, x, rid)  # the answer is determined: the shadow scores it off this path
         tensors = {
             "proba": OutputTensor("proba", "FP64", scored.proba),
             "label": OutputTensor(
@@ -193,18 +191,12 @@ def build_app(service: Service) -> Any:
         if header_len is not None:
             headers[HEADER_LENGTH] = str(header_len)
         if service.metrics:
-            service.metrics.requests.labels(endpoint="infer", route=scored.route, status="200").inc()
+            service.metrics.count("infer", scored.route, "200")
         return Response(
             content,
             media_type="application/octet-stream" if header_len is not None else "application/json",
             headers=headers,
-            background=_shadow_task(routing, x, rid),
         )
-
-    def _shadow_task(routing: Any, x: np.ndarray, rid: str) -> Any:
-        if routing.shadow is None:
-            return None
-        return BackgroundTask(run_in_threadpool, service.shadow, routing, x, rid)
 
     @app.post("/v2/models/{name}/infer")
     async def infer_latest(request: Request, name: str) -> Any:
@@ -232,12 +224,12 @@ def build_app(service: Service) -> Any:
             x = service.check_json_inputs(data, model)
         rid = new_request_id(request.headers.get("x-request-id"))
         scored = await run_in_threadpool(service.score, routing, x, rid)
+        service.shadow(routing, x, rid)
         if service.metrics:
-            service.metrics.requests.labels(endpoint="predict", route=scored.route, status="200").inc()
+            service.metrics.count("predict", scored.route, "200")
         return JSONResponse(
             _predictions(service.name, scored),
             headers={"x-request-id": rid},
-            background=_shadow_task(routing, x, rid),
         )
 
     async def _images_from_form(request: Request, body: bytes, model: ServedModel) -> np.ndarray:

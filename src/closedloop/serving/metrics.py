@@ -57,6 +57,24 @@ class ServiceMetrics:
             **gauge_kw,
         )
 
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    # labels() takes a lock and builds a key on every call; the hot path reuses the children.
+    def count(self, endpoint: str, route: str, status: str) -> None:
+        key = ("r", endpoint, route, status)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.requests.labels(endpoint=endpoint, route=route, status=status)
+        child.inc()
+
+    def observe(self, route: str, n_inputs: int, seconds: float) -> None:
+        key = ("o", route)
+        pair = self._children.get(key)
+        if pair is None:
+            pair = self._children[key] = (self.inputs.labels(route=route), self.latency.labels(route=route))
+        pair[0].inc(n_inputs)
+        pair[1].observe(seconds)
+
     def observe_monitor(self, status: dict[str, Any]) -> None:
         """Set the gauges from a ``LiveStatus.model_dump()``: the level, and every number in it by path."""
         self.monitor_level.set(LEVELS.get(str(status.get("level")), -1.0))
