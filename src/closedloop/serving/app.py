@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
+from pydantic_core import to_json
 
 from closedloop.serving.model import ServedModel
 from closedloop.serving.protocol import (
@@ -227,8 +228,9 @@ def build_app(service: Service) -> Any:
         service.shadow(routing, x, rid)
         if service.metrics:
             service.metrics.count("predict", scored.route, "200")
-        return JSONResponse(
-            _predictions(service.name, scored),
+        return Response(
+            to_json(_predictions(service.name, scored)),
+            media_type="application/json",
             headers={"x-request-id": rid},
         )
 

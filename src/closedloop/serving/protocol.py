@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import to_json
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -250,7 +251,8 @@ def encode_response(
                 else t.array.reshape(-1).tolist()
             )
         out_json.append(entry)
-    header = json.dumps({**head, "outputs": out_json}, separators=(",", ":")).encode("utf-8")
+    # pydantic-core's encoder writes floats (shortest round-trip form) several times faster than json
+    header = to_json({**head, "outputs": out_json})
     if not chunks:
         return header, None
     return header + b"".join(chunks), len(header)
