@@ -216,3 +216,22 @@ def test_two_workers_share_one_port_metrics_and_log(runs, serve, tmp_path: Path)
     assert promote.status_code == 409 and "2 workers" in promote.json()["error"]
     assert server.stop() in STOPPED
     assert len(log_records(log)) == 40
+
+
+def test_a_killed_server_keeps_every_acknowledged_record(runs, serve, tmp_path: Path) -> None:
+    import httpx
+
+    log = tmp_path / "log"
+    server = serve([runs["champion"], "--log-dir", log])
+    X = images(seed=6, n=4)[0]
+    body = {
+        "inputs": [{"name": "x", "shape": [1, 8, 8, 1], "datatype": "UINT8", "data": X[:1].ravel().tolist()}]
+    }
+    with httpx.Client(timeout=20) as c:
+        ids = [
+            c.post(f"{server.url}/v2/models/{NAME}/infer", json={**body, "id": f"k{i}"}).json()["id"]
+            for i in range(25)
+        ]
+    server.proc.kill()  # SIGKILL: no shutdown code runs at all
+    server.proc.wait(timeout=30)
+    assert [r["request_id"] for r in log_records(log)] == ids
