@@ -106,6 +106,11 @@ class Server:
             time.sleep(0.2)
         raise SystemExit(f"{self.label} not ready after {timeout} s")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used (all its threads), from /proc."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -133,6 +138,8 @@ class Load:
     errors: int = 0
     bodies: dict[str, bytes] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    cpu_ms: float = float("nan")
+    """Server CPU time per acknowledged request (robust to other load on the machine)."""
 
     def rate(self) -> float:
         return len(self.acked) / self.seconds if self.seconds else 0.0
@@ -201,9 +208,15 @@ def load(
     max_seconds: float,
     prefix: str,
     keep: bool = False,
-    on_ack=None,
-) -> Load:  # noqa: ANN001
-    return asyncio.run(_load(url, bodies, concurrency, max_requests, max_seconds, prefix, keep, on_ack))
+    on_ack=None,  # noqa: ANN001
+    server: Server | None = None,
+) -> Load:
+    """A bounded load run; with ``server``, also its CPU time per acknowledged request."""
+    cpu0 = server.cpu_seconds() if server else 0.0
+    out = asyncio.run(_load(url, bodies, concurrency, max_requests, max_seconds, prefix, keep, on_ack))
+    if server is not None and out.acked:
+        out.cpu_ms = (server.cpu_seconds() - cpu0) * 1000 / len(out.acked)
+    return out
 
 
 def oip_bodies(X: np.ndarray, batch: int, name: str) -> list[bytes]:
@@ -263,7 +276,7 @@ def main() -> int:
     ap.add_argument("--run-dir", help="run with an exported model (default: run the quickstart first)")
     ap.add_argument("--seconds", type=float, default=4.0, help="time bound per load cell")
     ap.add_argument("--requests", type=int, default=1500, help="request bound per load cell")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds for the concurrency-8 ratio")
+    ap.add_argument("--rounds", type=int, default=6, help="interleaved rounds for the concurrency-8 ratio")
     ap.add_argument("--out", help="also write the printed report here")
     args = ap.parse_args()
 
@@ -348,9 +361,14 @@ def main() -> int:
         bodies = {b: oip_bodies(X, b, model.input_name) for b in (1, 16)}
         say("\n## 2. throughput and latency (same httpx client; closedloop with request log + metrics on)")
         say(
-            f"{'server':<22}{'batch':>6}{'conc':>6}{'requests':>10}{'req/s':>9}{'inputs/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+            "cpu ms/req = the server process's CPU time per request (its own work, whatever else loads the machine)"
+        )
+        say(
+            f"{'server':<22}{'batch':>6}{'conc':>6}{'requests':>10}{'req/s':>9}{'inputs/s':>10}{'p50 ms':>9}"
+            f"{'p95 ms':>9}{'p99 ms':>9}{'cpu ms/req':>12}"
         )
         acked_total: list[str] = []
+        acked_log_only: list[str] = []
         for batch in (1, 16):
             for conc in (1, 8, 32):
                 for srv in (logged, minimal):
@@ -361,12 +379,13 @@ def main() -> int:
                         max_requests=args.requests,
                         max_seconds=args.seconds,
                         prefix=f"g-{srv.label[:3]}-{batch}-{conc}",
+                        server=srv,
                     )
                     if srv is logged:
                         acked_total += res.acked
                     say(
                         f"{srv.label:<22}{batch:>6}{conc:>6}{len(res.acked):>10}{res.rate():>9.0f}{res.rate() * batch:>10.0f}"
-                        f"{res.pct(50):>9.2f}{res.pct(95):>9.2f}{res.pct(99):>9.2f}"
+                        f"{res.pct(50):>9.2f}{res.pct(95):>9.2f}{res.pct(99):>9.2f}{res.cpu_ms:>12.2f}"
                         + (f"  ({res.errors} errors)" if res.errors else "")
                     )
 
@@ -381,32 +400,48 @@ def main() -> int:
             label="closedloop (all on)",
         )
         servers += [off, on]
+        log_only = closedloop_server(run_dir, "--log-dir", str(tmp / "log-only"), label="closedloop (log)")
+        servers.append(log_only)
+        say(f"\n## 3. closedloop / minimal at concurrency 8 ({args.rounds} interleaved rounds)")
         say(
-            f"\n## 3. closedloop / minimal throughput at concurrency 8 ({args.rounds} interleaved rounds, median req/s)"
+            "off = no request log, no metrics, no shadow; log = request log + metrics; on = log + metrics + shadow model"
         )
-        say("all off = no request log, no metrics, no shadow; all on = request log + metrics + shadow model")
+        say(
+            "throughput ratio = median over rounds of (closedloop req/s / minimal req/s in the adjacent run);"
+        )
+        say(
+            "capacity ratio = minimal's server CPU per request / closedloop's (what a machine of its own would"
+        )
+        say("show at saturation; the shared machine's other load moves throughput, not this)")
         for batch in (1, 16):
-            rates: dict[str, list[float]] = {"minimal": [], "off": [], "on": []}
+            rates: dict[str, list[float]] = {"minimal": [], "off": [], "log": [], "on": []}
+            cpu: dict[str, list[float]] = {"minimal": [], "off": [], "log": [], "on": []}
             for rnd in range(args.rounds):
-                for key, srv in (("minimal", minimal), ("off", off), ("on", on)):
+                for key, srv in (("minimal", minimal), ("off", off), ("log", log_only), ("on", on)):
                     res = load(
                         srv.url + infer_path,
                         bodies[batch],
                         8,
                         max_requests=args.requests,
-                        max_seconds=args.seconds,
+                        max_seconds=args.seconds / 2,
                         prefix=f"r-{key}-{batch}-{rnd}",
+                        server=srv,
                     )
                     rates[key].append(res.rate())
+                    cpu[key].append(res.cpu_ms)
                     if key == "on":
                         acked_total += res.acked
-            med = {k: statistics.median(v) for k, v in rates.items()}
-            for key in ("off", "on"):
-                ratio = med[key] / med["minimal"]
+                    if key == "log":
+                        acked_log_only += res.acked
+            for key in ("off", "log", "on"):
+                ratio = statistics.median(a / b for a, b in zip(rates[key], rates["minimal"], strict=True))
+                cap = statistics.median(cpu["minimal"]) / statistics.median(cpu[key])
                 say(
-                    f"batch {batch:>2}: closedloop {key:<3} {med[key]:7.0f} req/s vs minimal {med['minimal']:7.0f} req/s "
-                    f"-> ratio {ratio:.2f}  {'OK' if ratio >= 0.8 else 'BELOW TARGET'} (>= 0.8)   rounds: "
-                    + ", ".join(f"{a:.0f}/{b:.0f}" for a, b in zip(rates[key], rates["minimal"], strict=True))
+                    f"batch {batch:>2}, closedloop {key:<3}: throughput ratio {ratio:.2f} "
+                    f"{'OK' if ratio >= 0.8 else 'BELOW TARGET'} (>= 0.8; medians {statistics.median(rates[key]):.0f} vs "
+                    f"{statistics.median(rates['minimal']):.0f} req/s); capacity ratio {cap:.2f} "
+                    f"{'OK' if cap >= 0.8 else 'BELOW TARGET'} (cpu {statistics.median(cpu[key]):.2f} vs "
+                    f"{statistics.median(cpu['minimal']):.2f} ms/req)"
                 )
 
         # -- 6. shadow never changes a response -------------------------------------------------------
@@ -446,9 +481,12 @@ def main() -> int:
 
         # -- 4. no acknowledged request lost --------------------------------------------------------------
         say("\n## 4. requests acknowledged vs records in the request log")
-        for srv in (logged, on):
+        for srv in (logged, on, log_only):
             assert srv.stop() in (0, -signal.SIGTERM)
-        logged_ids = set(log_ids(tmp / "log-main")) | set(log_ids(tmp / "log-on"))
+        acked_total += acked_log_only
+        logged_ids = (
+            set(log_ids(tmp / "log-main")) | set(log_ids(tmp / "log-on")) | set(log_ids(tmp / "log-only"))
+        )
         lost = [r for r in acked_total if r not in logged_ids]
         say(
             f"under load (sections 2-3): {len(acked_total)} acknowledged, {len(lost)} missing from the log  {'OK' if not lost else 'FAIL'}"

@@ -27,6 +27,7 @@ from closedloop.serving.protocol import (
     parse_infer_request,
     requested_outputs,
 )
+from closedloop.serving.routing import Routing
 from closedloop.serving.service import ServeOptions, Service, new_request_id
 
 OPTIONS_ENV = "CLOSEDLOOP_SERVE_OPTIONS"
@@ -168,17 +169,24 @@ def build_app(service: Service) -> Any:
     async def model_version_ready(name: str, version: str) -> Any:
         return await model_ready(model_or_404(name, version).name)
 
+    async def score(routing: Routing, x: np.ndarray, rid: str) -> Any:
+        if service.inline(x):
+            return service.score(routing, x, rid)
+        return await run_in_threadpool(service.score, routing, x, rid)
+
     # -- inference (OIP) ---------------------------------------------------------------------------------
     async def infer(request: Request, name: str, version: str | None) -> Any:
-        model_or_404(name, version)
+        routing = service.router.current  # read once: a swap mid-request does not split this request
+        if version is not None:  # a client asking for one version gets that model, never the canary
+            routing = Routing(champion=model_or_404(name, version))
+        model_or_404(name)
         body = await read_body(request, opts.max_body_bytes)
         req = parse_infer_request(body, request.headers.get(HEADER_LENGTH.lower()))
-        routing = service.router.current  # read once: a swap mid-request does not split this request
         x = service.check_oip_inputs(req, routing.champion)
         rid = new_request_id(req.id or request.headers.get("x-request-id"))
         available = ["proba"] if routing.champion.problem_type == "regression" else ["proba", "label"]
         names, binary = requested_outputs(req, available)
-        scored = await run_in_threadpool(service.score, routing, x, rid)
+        scored = await score(routing, x, rid)
         service.shadow(routing, x, rid)  # the answer is determined: the shadow scores it off this path
         tensors = {
             "proba": OutputTensor("proba", "FP64", scored.proba),
@@ -224,7 +232,7 @@ def build_app(service: Service) -> Any:
                 raise ProtocolError(f"malformed JSON body: {exc}; expected a JSON array of inputs") from None
             x = service.check_json_inputs(data, model)
         rid = new_request_id(request.headers.get("x-request-id"))
-        scored = await run_in_threadpool(service.score, routing, x, rid)
+        scored = await score(routing, x, rid)
         service.shadow(routing, x, rid)
         if service.metrics:
             service.metrics.count("predict", scored.route, "200")

@@ -40,15 +40,18 @@ class LoggedArray(BaseModel):
 
     @classmethod
     def from_array(cls, arr: np.ndarray) -> LoggedArray:
-        arr = np.ascontiguousarray(arr)
-        return cls(
+        """``dtype`` is numpy's name (``uint8``, ``float32``...); the bytes are little-endian."""
+        arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+        return cls.model_construct(
             shape=list(arr.shape),
-            dtype=arr.dtype.str.lstrip("<|="),
+            dtype=arr.dtype.name,
+            encoding="base64",
             data=base64.b64encode(arr.tobytes()).decode(),
         )
 
     def to_array(self) -> np.ndarray:
-        return np.frombuffer(base64.b64decode(self.data), dtype=np.dtype(self.dtype)).reshape(self.shape)
+        dtype = np.dtype(self.dtype).newbyteorder("<")
+        return np.frombuffer(base64.b64decode(self.data), dtype=dtype).reshape(self.shape)
 
 
 class RequestRecord(BaseModel):
@@ -163,6 +166,11 @@ class RequestLogWriter:
         """Append one record; returns once the line is written to the file."""
         line = (record.model_dump_json() + "\n").encode("utf-8")
         (self._feedback if record.kind == "feedback" else self._requests).write(line)
+
+    def write_many(self, records: list[RequestRecord]) -> None:
+        """Append several request records with one write (the shadow thread's batches)."""
+        if records:
+            self._requests.write(b"".join((r.model_dump_json() + "\n").encode("utf-8") for r in records))
 
     def close(self) -> None:
         self._requests.close()

@@ -60,6 +60,10 @@ class ServeOptions(BaseModel):
     """Number of uvicorn worker processes (promotion then needs a restart; see docs/serving.md)."""
     metrics: bool = True
     """Count requests and latencies for /metrics."""
+    inline_below_ms: float = Field(1.0, ge=0.0)
+    """Score on the event loop, without a hop to a worker thread, when the model's warm-up latency per
+    input is below this and the batch is small: for tiny models the hop costs more than the inference.
+    0 always uses the thread pool."""
 
 
 @dataclass
@@ -103,16 +107,24 @@ class Service:
         )
         self.metrics = ServiceMetrics() if options.metrics else None
         self.shadow_runner = ShadowRunner(self._score_shadow)
+        self.ms_per_input = float("inf")  # measured in warm_up
         self.ready = False
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def warm_up(self) -> None:
-        """One inference per loaded model; the server reports ready only after this."""
+        """One inference per loaded model (and a few timed ones); the server reports ready after this."""
         routing = self.router.current
+        times = []
         for model in (routing.champion, routing.challenger):
             if model is not None:
                 model.warm_up()
+                times += [model.predict(np.zeros((1, *model.input_shape), np.float32))[2] for _ in range(5)]
+        self.ms_per_input = float(np.median(times))
         self.ready = True
+
+    def inline(self, x: np.ndarray) -> bool:
+        """Whether to score ``x`` on the event loop (tiny model, small batch) rather than in a thread."""
+        return self.ms_per_input * len(x) < self.options.inline_below_ms
 
     def close(self) -> None:
         """Drain the shadow queue, then close the log (uvicorn has already finished the requests)."""
@@ -240,12 +252,12 @@ class Service:
             for job in jobs:  # score one by one, so only the failing requests get error records
                 self._score_shadow_one(job)
             return
-        start = 0
+        records, start = [], 0
         for job in jobs:
             n = len(job.x)
             # the batch's time shared by rows: what each request would have cost the shadow model
-            with contextlib.suppress(Exception):
-                self._log(
+            records.append(
+                self._record(
                     model,
                     "shadow",
                     job.request_id,
@@ -254,7 +266,11 @@ class Service:
                     labels[start : start + n],
                     ms * n / len(proba),
                 )
+            )
             start += n
+        if self.writer is not None:
+            with contextlib.suppress(Exception):  # e.g. a full disk: not the (long answered) client's problem
+                self.writer.write_many(records)
 
     def _score_shadow_one(self, job: ShadowJob) -> None:
         try:
@@ -279,27 +295,38 @@ class Service:
         labels: list[Any],
         ms: float,
     ) -> None:
+        record = self._record(model, route, rid, x, proba, labels, ms)
+        if self.writer is not None:
+            self.writer.write(record)
+
+    def _record(
+        self,
+        model: ServedModel,
+        route: str,
+        rid: str,
+        x: np.ndarray,
+        proba: np.ndarray,
+        labels: list[Any],
+        ms: float,
+    ) -> RequestRecord:
+        """The log record of one scored request (also counts it in the metrics)."""
         if self.metrics:
             self.metrics.observe(route, len(x), ms / 1000.0)
-        if self.writer is None:
-            return
-        self.writer.write(
-            RequestRecord.model_construct(  # every field is ours: validating them again costs throughput
-                kind="request",
-                time=utc_now(),
-                status="ok",
-                error=None,
-                request_id=rid,
-                model_name=model.name,
-                model_version=model.version,
-                run_dir=str(model.run_dir),
-                route=route,  # type: ignore[arg-type]
-                variant=model.variant,
-                inputs=self._inputs(x),
-                proba=proba.tolist(),
-                labels=labels,
-                latency_ms=round(ms, 4),
-            )
+        return RequestRecord.model_construct(  # every field is ours: validating them again costs throughput
+            kind="request",
+            time=utc_now(),
+            status="ok",
+            error=None,
+            request_id=rid,
+            model_name=model.name,
+            model_version=model.version,
+            run_dir=str(model.run_dir),
+            route=route,
+            variant=model.variant,
+            inputs=self._inputs(x) if self.writer is not None else None,
+            proba=proba.tolist(),
+            labels=labels,
+            latency_ms=round(ms, 4),
         )
 
     def _log_error(self, model: ServedModel, route: str, rid: str, x: np.ndarray, exc: Exception) -> None:
