@@ -60,10 +60,6 @@ class ServeOptions(BaseModel):
     """Number of uvicorn worker processes (promotion then needs a restart; see docs/serving.md)."""
     metrics: bool = True
     """Count requests and latencies for /metrics."""
-    inline_below_ms: float = Field(1.0, ge=0.0)
-    """Score on the event loop, without a hop to a worker thread, when the model's warm-up latency per
-    input is below this and the batch is small: for tiny models the hop costs more than the inference.
-    0 always uses the thread pool."""
 
 
 @dataclass
@@ -107,24 +103,16 @@ class Service:
         )
         self.metrics = ServiceMetrics() if options.metrics else None
         self.shadow_runner = ShadowRunner(self._score_shadow)
-        self.ms_per_input = float("inf")  # measured in warm_up
         self.ready = False
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def warm_up(self) -> None:
-        """One inference per loaded model (and a few timed ones); the server reports ready after this."""
+        """One inference per loaded model; the server reports ready only after this."""
         routing = self.router.current
-        times = []
         for model in (routing.champion, routing.challenger):
             if model is not None:
                 model.warm_up()
-                times += [model.predict(np.zeros((1, *model.input_shape), np.float32))[2] for _ in range(5)]
-        self.ms_per_input = float(np.median(times))
         self.ready = True
-
-    def inline(self, x: np.ndarray) -> bool:
-        """Whether to score ``x`` on the event loop (tiny model, small batch) rather than in a thread."""
-        return self.ms_per_input * len(x) < self.options.inline_below_ms
 
     def close(self) -> None:
         """Drain the shadow queue, then close the log (uvicorn has already finished the requests)."""
