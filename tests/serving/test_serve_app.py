@@ -294,7 +294,10 @@ def test_body_over_the_limit_is_413(runs: dict[str, Path], X) -> None:
         res = c.post(f"/v2/models/{NAME}/infer", json=oip(X[:16]))
         pred = c.post("/predict", json=X[:16].tolist())
         small = c.post(f"/v2/models/{NAME}/infer", json=oip(X[:1]))
-    for r in (res, pred):
+        chunks = [json.dumps(oip(X[:16])).encode()[i : i + 500] for i in range(0, 6000, 500)]
+        chunked = c.post(f"/v2/models/{NAME}/infer", content=iter(chunks))  # no Content-Length
+    assert "content-length" not in chunked.request.headers
+    for r in (res, pred, chunked):
         assert r.status_code == 413 and "over the limit of 2000 bytes" in r.json()["error"]
     assert small.status_code == 200
 

@@ -45,3 +45,45 @@ def test_the_log_reader_reads_what_the_service_writes(runs: dict[str, Path], tmp
     lines = [json.loads(x) for x in f.read_text().splitlines()[:-1]]
     for line in lines:  # every written line validates against the reader's own line model
         logreader.RequestLine.model_validate(line)
+
+
+@pytest.mark.slow  # trains the live monitor's tiny torch model once
+def test_monitor_endpoint_runs_the_live_monitor(
+    runs: dict[str, Path], tmp_path: Path, tmp_path_factory
+) -> None:
+    pytest.importorskip("closedloop.serving.live")
+    fixtures = pytest.importorskip("livelog_fixtures")
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from closedloop.serving.app import create_app
+
+    # the live monitor's tiny run (task, model, reference profile) plus an exported model to serve
+    tiny = fixtures.tiny_run(tmp_path_factory)
+    run = tmp_path / "runs" / tiny.run.name
+    shutil.copytree(tiny.run, run)
+    shutil.copytree(
+        next(runs["champion"].glob("stages/*/artifacts/exported")),
+        run / "stages/06_export/artifacts/exported",
+    )
+    X = images(seed=12, n=240)[0]
+    with TestClient(create_app(run, log_dir=str(tmp_path / "log"))) as c:
+        for i in range(0, 240, 4):
+            body = {
+                "inputs": [
+                    {
+                        "name": "x",
+                        "shape": [4, 8, 8, 1],
+                        "datatype": "UINT8",
+                        "data": X[i : i + 4].ravel().tolist(),
+                    }
+                ]
+            }
+            assert c.post(f"/v2/models/{run.name}/infer", json=body).status_code == 200
+        status = c.get("/monitor")
+        metrics = c.get("/metrics").text
+    assert status.status_code == 200, status.text
+    body = status.json()
+    assert body["n_records"] == 60 and body["level"] in ("ok", "warn", "alarm")
+    assert f"closedloop_monitor_level {({'ok': 0.0, 'warn': 1.0, 'alarm': 2.0})[body['level']]}" in metrics
