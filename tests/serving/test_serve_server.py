@@ -212,7 +212,7 @@ def test_two_workers_share_one_port_metrics_and_log(runs, serve, tmp_path: Path)
         metrics = c.get(f"{server.url}/metrics").text
         promote = c.post(f"{server.url}/admin/promote")
     assert codes == [200] * 40
-    assert 'closedloop_requests_total{endpoint="infer",route="champion",status="200"} 40.0' in metrics
+    assert 'closedloop_requests_total{endpoint="infer_latest",route="champion",status="200"} 40.0' in metrics
     assert promote.status_code == 409 and "2 workers" in promote.json()["error"]
     assert server.stop() in STOPPED
     assert len(log_records(log)) == 40

@@ -101,7 +101,9 @@ def build_app(service: Service) -> Any:
     @app.exception_handler(ProtocolError)
     async def _protocol_error(request: Request, exc: ProtocolError) -> Any:
         if service.metrics:
-            service.metrics.count(request.url.path.rsplit("/", 1)[-1], "-", str(exc.status))
+            # the route's name, not the path: a client's made-up model names must not become label values
+            endpoint = getattr(request.scope.get("route"), "name", "other")
+            service.metrics.count(endpoint, "-", str(exc.status))
         return _error(exc.status, str(exc))
 
     @app.exception_handler(StarletteHTTPException)
@@ -208,7 +210,7 @@ def build_app(service: Service) -> Any:
         if n_header is not None:
             headers[HEADER_LENGTH] = str(n_header)
         if service.metrics:
-            service.metrics.count("infer", scored.route, "200")
+            service.metrics.count(request.scope["route"].name, scored.route, "200")
         return Response(
             content,
             media_type="application/octet-stream" if n_header is not None else "application/json",
@@ -236,7 +238,7 @@ def build_app(service: Service) -> Any:
         rid = new_request_id(request.headers.get("x-request-id"))
         scored, content = await run_in_threadpool(predict_work, body, x, rid, routing)
         if service.metrics:
-            service.metrics.count("predict", scored.route, "200")
+            service.metrics.count(request.scope["route"].name, scored.route, "200")
         return Response(content, media_type="application/json", headers={"x-request-id": rid})
 
     def predict_work(body: bytes, x: np.ndarray | None, rid: str, routing: Routing) -> Any:
