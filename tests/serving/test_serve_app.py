@@ -519,3 +519,16 @@ def test_monitor_status_and_gauges(runs: dict[str, Path], tmp_path: Path, monkey
     assert seen == [(runs["champion"].resolve(), tmp_path)]
     assert "closedloop_monitor_level 1.0" in metrics
     assert 'closedloop_monitor_value{field="p_values.ks"} 0.01' in metrics
+
+
+def test_an_internal_failure_is_a_json_500_and_not_acknowledged(
+    runs: dict[str, Path], X, tmp_path: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    app = create_app(runs["champion"], log_dir=str(tmp_path))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        object.__setattr__(app.state.service.router.current.champion, "predict", _raise)
+        res = c.post(f"/v2/models/{NAME}/infer", json=oip(X[:1]))
+    assert res.status_code == 500 and "RuntimeError: shadow exploded" in res.json()["error"]
+    assert records(tmp_path) == []

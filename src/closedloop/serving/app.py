@@ -118,6 +118,11 @@ def build_app(service: Service) -> Any:
         errs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
         return _error(400, f"invalid request: {errs}")
 
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception) -> Any:
+        # e.g. a failing model or a full disk under the request log: the client still gets JSON
+        return _error(500, f"internal error while answering {request.url.path}: {type(exc).__name__}: {exc}")
+
     def model_or_404(name: str, version: str | None = None) -> ServedModel:
         champion = service.router.current.champion
         if name != service.name:
