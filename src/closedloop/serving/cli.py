@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 from typing import Any
@@ -60,8 +61,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from closedloop.serving.app import OPTIONS_ENV
 
     Service(opts.model_copy(update={"log_dir": None, "metrics": False}))  # refuse to start before forking
+    own_prom_dir = None
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="closedloop-prom-")
+        own_prom_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="closedloop-prom-")
     os.environ[OPTIONS_ENV] = opts.model_dump_json()
     print(
         f"serving {opts.run_dir} with {opts.workers} workers on http://{args.host}:{args.port}",
@@ -76,6 +78,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         timeout_graceful_shutdown=30,
     )
+    if own_prom_dir:
+        shutil.rmtree(own_prom_dir, ignore_errors=True)
     return 0
 
 
