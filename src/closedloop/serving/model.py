@@ -131,9 +131,10 @@ class ServedModel:
 
     # -- inference ------------------------------------------------------------------------------------
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, list[Any], float]:
-        """Calibrated probabilities, decisions (class names) and latency in ms for a checked batch."""
+        """Calibrated probabilities, decisions (class names) and latency in ms for a batch already
+        checked against the input contract (``Service.check_array``)."""
         t0 = time.perf_counter()
-        proba = self.predictor.predict_proba(x)
+        proba = self.predictor.proba_of_checked(x)
         labels = decisions(self.predictor, proba)
         return proba, labels, (time.perf_counter() - t0) * 1000.0
 

@@ -25,7 +25,7 @@ Route = Literal["champion", "canary", "shadow"]
 
 def utc_now() -> str:
     """ISO 8601 UTC time with microseconds and a ``Z`` suffix, as the log stores it."""
-    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return _dt.datetime.now(_dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 class LoggedArray(BaseModel):
