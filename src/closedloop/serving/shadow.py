@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,13 +35,19 @@ class ShadowRunner:
         score_batch: called with up to ``max_batch`` jobs of one model; must not raise.
         max_queue: jobs waiting beyond this are dropped (and counted in ``dropped``).
         max_batch: jobs scored together at most.
+        linger_s: how long to wait for more jobs once one arrived.
     """
 
     def __init__(
-        self, score_batch: Callable[[list[ShadowJob]], None], max_queue: int = 10_000, max_batch: int = 64
+        self,
+        score_batch: Callable[[list[ShadowJob]], None],
+        max_queue: int = 10_000,
+        max_batch: int = 64,
+        linger_s: float = 0.005,
     ) -> None:
         self.score_batch = score_batch
         self.max_batch = max_batch
+        self.linger_s = linger_s
         self.queue: queue.Queue[ShadowJob | None] = queue.Queue(maxsize=max_queue)
         self.dropped = 0
         self._thread: threading.Thread | None = None
@@ -77,11 +84,12 @@ class ShadowRunner:
 
     def _run(self) -> None:
         while True:
-            first = self.queue.get()
-            batch = [first]
-            while len(batch) < self.max_batch:
+            batch = [self.queue.get()]
+            # wait a little for more: fewer, larger model calls (nobody waits for a shadow's answer)
+            deadline = time.monotonic() + self.linger_s
+            while len(batch) < self.max_batch and batch[-1] is not None:
                 try:
-                    batch.append(self.queue.get_nowait())
+                    batch.append(self.queue.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
             jobs = [j for j in batch if j is not None]
