@@ -148,7 +148,15 @@ class Predictor:
 
     # -- inference --------------------------------------------------------------------------------
     def predict_logits(self, x: Any, batch_size: int = 256) -> np.ndarray:
-        arr = self.check_input(x)
+        return self._run(self.check_input(x), batch_size)
+
+    def proba_of_checked(self, arr: np.ndarray) -> np.ndarray:
+        """:meth:`predict_proba` for an input already checked against the contract (a server that
+        validated the request itself skips the second check); ``arr`` is converted to float32."""
+        logits = self._run(np.ascontiguousarray(arr, dtype=np.float32), 256)
+        return _logits_to_proba(logits, self.problem_type, self.temperature)
+
+    def _run(self, arr: np.ndarray, batch_size: int) -> np.ndarray:
         outs = [
             self.session.run(None, {self.input_name: arr[i : i + batch_size]})[0]
             for i in range(0, len(arr), batch_size)

@@ -1,0 +1,566 @@
+"""closedloop serve under load, on loopback only, bounded in requests and time (a few minutes in all).
+
+    python benchmarks/bench_serve.py --run-dir RUN_DIR [--out docs/results/serve.txt]
+
+RUN_DIR is a run with an exported model (default: the quickstart pipeline is run into a temporary
+folder first, which takes minutes). Prints:
+
+1. parity: probabilities from /v2/models/{name}/infer and /predict vs the in-process Predictor, 256 inputs;
+2. throughput and p50/p95/p99 latency at concurrency 1, 8, 32, single inputs and batches of 16, for
+   closedloop (request log on) and, side by side with the same client, a minimal hand-written
+   FastAPI + onnxruntime server on the same model file;
+3. the ratio closedloop / minimal at concurrency 8, with logging, metrics and the shadow model off and on
+   (interleaved rounds, median);
+4. requests acknowledged vs records in the log, under load and after SIGTERM mid-load;
+5. the canary share over 2,000 requests against its target (in standard deviations);
+6. whether responses are byte-identical with and without --shadow.
+
+Inputs are images of the run's validation split (no performance figure is computed from them: parity,
+latency and routing only). Servers are subprocesses (one uvicorn worker each) on free 127.0.0.1 ports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as _dt
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+
+MINIMAL_SERVER = '''
+"""A minimal hand-written FastAPI + onnxruntime server (the comparison point): parse, run, answer."""
+import json, sys
+import numpy as np, onnxruntime as ort
+from fastapi import FastAPI
+
+meta = json.load(open(sys.argv[1] + "/predictor.json"))
+entry = meta["models"][meta["shipped"]]
+opts = ort.SessionOptions(); opts.intra_op_num_threads = 1; opts.inter_op_num_threads = 1
+sess = ort.InferenceSession(sys.argv[1] + "/" + entry["file"], opts, providers=["CPUExecutionProvider"])
+name, T = sess.get_inputs()[0].name, float(entry["temperature"])
+app = FastAPI()
+
+@app.post("/v2/models/{model}/infer")
+def infer(model: str, req: dict) -> dict:
+    t = req["inputs"][0]
+    x = np.asarray(t["data"], dtype=np.float32).reshape(t["shape"])
+    z = sess.run(None, {name: x})[0].astype(np.float64) / T
+    e = np.exp(z - z.max(1, keepdims=True)); p = e / e.sum(1, keepdims=True)
+    return {"model_name": model, "id": req.get("id"), "outputs": [
+        {"name": "proba", "datatype": "FP64", "shape": list(p.shape), "data": p.ravel().tolist()}]}
+
+if __name__ == "__main__":
+    import uvicorn
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A server subprocess on a free loopback port."""
+
+    def __init__(self, argv: list[str], label: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.label = label
+        env = {**os.environ, "PYTHONPATH": str(SRC)}
+        self.proc = subprocess.Popen(
+            [sys.executable, *[a.replace("{port}", str(self.port)) for a in argv]],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    def wait(self, path: str, timeout: float = 120.0) -> Server:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"{self.label} exited: {self.proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(self.url + path, timeout=1).status_code in (200, 405):
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise SystemExit(f"{self.label} not ready after {timeout} s")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used (all its threads), from /proc."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return int(self.proc.returncode)
+
+
+def closedloop_server(run_dir: Path, *args: str, label: str = "closedloop") -> Server:
+    argv = ["-m", "closedloop.serving", "serve", str(run_dir), "--port", "{port}", *args]
+    return Server(argv, label).wait("/v2/health/ready")
+
+
+@dataclass
+class Load:
+    """One bounded load run: what was sent, acknowledged and how long each took."""
+
+    n: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    acked: list[str] = field(default_factory=list)
+    errors: int = 0
+    bodies: dict[str, bytes] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    cpu_ms: float = float("nan")
+    """Server CPU time per acknowledged request (robust to other load on the machine)."""
+
+    def rate(self) -> float:
+        return len(self.acked) / self.seconds if self.seconds else 0.0
+
+    def pct(self, q: float) -> float:
+        return float(np.percentile(self.latencies, q)) * 1000 if self.latencies else float("nan")
+
+
+async def _load(
+    url: str,
+    bodies: list[bytes],
+    concurrency: int,
+    max_requests: int,
+    max_seconds: float,
+    prefix: str,
+    keep: bool,
+    on_ack=None,  # noqa: ANN001
+) -> Load:
+    import httpx
+
+    out = Load()
+    counter = iter(range(max_requests))
+    deadline = time.monotonic() + max_seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        for i in counter:
+            if time.monotonic() > deadline:
+                return
+            rid = f"{prefix}-{i}"
+            body = bodies[i % len(bodies)].replace(b"__ID__", rid.encode())
+            t0 = time.perf_counter()
+            try:
+                res = await client.post(
+                    url, content=body, headers={"Content-Type": "application/json", "X-Request-Id": rid}
+                )
+            except httpx.HTTPError:
+                out.errors += 1
+                return
+            dt = time.perf_counter() - t0
+            out.n += 1
+            if res.status_code == 200:
+                out.latencies.append(dt)
+                out.acked.append(rid)
+                if keep:
+                    out.bodies[rid] = res.content
+                    out.versions[rid] = res.json().get("model_version", "")
+                if on_ack is not None:
+                    on_ack(len(out.acked))
+            else:
+                out.errors += 1
+
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        out.seconds = time.perf_counter() - t0
+    return out
+
+
+def load(
+    url: str,
+    bodies: list[bytes],
+    concurrency: int,
+    *,
+    max_requests: int,
+    max_seconds: float,
+    prefix: str,
+    keep: bool = False,
+    on_ack=None,  # noqa: ANN001
+    server: Server | None = None,
+) -> Load:
+    """A bounded load run; with ``server``, also its CPU time per acknowledged request."""
+    cpu0 = server.cpu_seconds() if server else 0.0
+    out = asyncio.run(_load(url, bodies, concurrency, max_requests, max_seconds, prefix, keep, on_ack))
+    if server is not None and out.acked:
+        out.cpu_ms = (server.cpu_seconds() - cpu0) * 1000 / len(out.acked)
+    return out
+
+
+def oip_bodies(X: np.ndarray, batch: int, name: str) -> list[bytes]:
+    """OIP JSON request bodies (id placeholder __ID__) cycling through ``X`` in batches."""
+    out = []
+    for i in range(0, len(X) - batch + 1, batch):
+        x = X[i : i + batch]
+        body = {
+            "id": "__ID__",
+            "inputs": [
+                {"name": name, "shape": list(x.shape), "datatype": "UINT8", "data": x.ravel().tolist()}
+            ],
+        }
+        out.append(json.dumps(body).encode())
+    return out
+
+
+def log_ids(log_dir: Path, route: str = "champion") -> list[str]:
+    ids = []
+    for f in sorted(log_dir.glob("requests-*.jsonl")):
+        for line in f.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if r["route"] == route:
+                ids.append(r["request_id"])
+    return ids
+
+
+def ensure_run_dir(arg: str | None, tmp: Path) -> Path:
+    if arg:
+        return Path(arg).resolve()
+    out = tmp / "quickstart"
+    print(f"# no --run-dir: running configs/quickstart.yaml into {out} (minutes)", flush=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "closedloop",
+            "run",
+            str(ROOT / "configs" / "quickstart.yaml"),
+            "--out",
+            str(out),
+            "--only",
+            "export",
+        ],
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        cwd=ROOT,
+    )
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run-dir", help="run with an exported model (default: run the quickstart first)")
+    ap.add_argument("--seconds", type=float, default=4.0, help="time bound per load cell")
+    ap.add_argument("--requests", type=int, default=1500, help="request bound per load cell")
+    ap.add_argument("--rounds", type=int, default=6, help="interleaved rounds for the concurrency-8 ratio")
+    ap.add_argument("--out", help="also write the printed report here")
+    args = ap.parse_args()
+
+    lines: list[str] = []
+
+    def say(s: str = "") -> None:
+        print(s, flush=True)
+        lines.append(s)
+
+    say(
+        f"$ python benchmarks/bench_serve.py {' '.join(sys.argv[1:])}   # {_dt.datetime.now(_dt.UTC):%Y-%m-%d %H:%M} UTC"
+    )
+    tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    servers: list[Server] = []
+    try:
+        run_dir = ensure_run_dir(args.run_dir, tmp)
+        # the challenger: the same exported model under another version name (its cost is the champion's)
+        challenger = tmp / f"{run_dir.name}-challenger"
+        shutil.copytree(run_dir, challenger, ignore=shutil.ignore_patterns("checkpoints", "*.pt"))
+
+        sys.path.insert(0, str(SRC))
+        from closedloop.serving.model import ServedModel
+
+        model = ServedModel.load(run_dir)
+        data = next(run_dir.glob("stages/*/artifacts/data/val.npz"), None)
+        if data is None:
+            raise SystemExit(f"{run_dir}: no data artifact with val.npz")
+        with np.load(data, allow_pickle=False) as z:
+            X = z["X"]
+        X = np.concatenate([X] * (1 + 256 // len(X)))[:256]
+        say(
+            f"model: {model.name} version {model.version} variant {model.variant} input {list(model.input_shape)} "
+            f"(ONNX {model.predictor.directory.name}/{model.predictor.meta['models'][model.variant]['file']})"
+        )
+        say(
+            f"inputs: 256 images of the run's validation split ({data}); cpu cores: {os.cpu_count()}, "
+            f"load average at start: {os.getloadavg()[0]:.1f}"
+        )
+        infer_path = f"/v2/models/{model.name}/infer"
+
+        # -- 1. parity ---------------------------------------------------------------------------
+        logged = closedloop_server(run_dir, "--log-dir", str(tmp / "log-main"), label="closedloop (log on)")
+        servers.append(logged)
+        import httpx
+
+        want = model.predictor.predict_proba(X)
+        got_v2, got_pred = [], []
+        with httpx.Client(timeout=30) as c:
+            for i in range(0, 256, 16):
+                x = X[i : i + 16]
+                r = c.post(
+                    logged.url + infer_path,
+                    json={
+                        "inputs": [
+                            {
+                                "name": model.input_name,
+                                "shape": list(x.shape),
+                                "datatype": "UINT8",
+                                "data": x.ravel().tolist(),
+                            }
+                        ]
+                    },
+                )
+                got_v2.append(np.array(r.json()["outputs"][0]["data"]).reshape(len(x), -1))
+                p = c.post(logged.url + "/predict", json=x.tolist()).json()["predictions"]
+                got_pred.append(np.array([[row["probabilities"][k] for k in model.label_names] for row in p]))
+        d_v2 = float(np.abs(np.concatenate(got_v2) - want).max())
+        d_pred = float(np.abs(np.concatenate(got_pred) - want).max())
+        say("\n## 1. parity with the in-process Predictor (256 inputs)")
+        say(
+            f"/v2 infer  max |p_server - p_predictor| = {d_v2:.2e}  {'OK' if d_v2 <= 1e-6 else 'FAIL'} (<= 1e-6)"
+        )
+        say(
+            f"/predict   max |p_server - p_predictor| = {d_pred:.2e}  {'OK' if d_pred <= 1e-6 else 'FAIL'} (<= 1e-6)"
+        )
+
+        # -- 2. grid ---------------------------------------------------------------------------------
+        minimal_py = tmp / "minimal_server.py"
+        minimal_py.write_text(MINIMAL_SERVER)
+        minimal = Server([str(minimal_py), str(model.export_dir), "{port}"], "minimal").wait("/docs")
+        servers.append(minimal)
+        bodies = {b: oip_bodies(X, b, model.input_name) for b in (1, 16)}
+        say("\n## 2. throughput and latency (same httpx client; closedloop with request log + metrics on)")
+        say(
+            "cpu ms/req = the server process's CPU time per request (its own work, whatever else loads the machine)"
+        )
+        say(
+            f"{'server':<22}{'batch':>6}{'conc':>6}{'requests':>10}{'req/s':>9}{'inputs/s':>10}{'p50 ms':>9}"
+            f"{'p95 ms':>9}{'p99 ms':>9}{'cpu ms/req':>12}"
+        )
+        acked_total: list[str] = []
+        acked_log_only: list[str] = []
+        for batch in (1, 16):
+            for conc in (1, 8, 32):
+                for srv in (logged, minimal):
+                    res = load(
+                        srv.url + infer_path,
+                        bodies[batch],
+                        conc,
+                        max_requests=args.requests,
+                        max_seconds=args.seconds,
+                        prefix=f"g-{srv.label[:3]}-{batch}-{conc}",
+                        server=srv,
+                    )
+                    if srv is logged:
+                        acked_total += res.acked
+                    say(
+                        f"{srv.label:<22}{batch:>6}{conc:>6}{len(res.acked):>10}{res.rate():>9.0f}{res.rate() * batch:>10.0f}"
+                        f"{res.pct(50):>9.2f}{res.pct(95):>9.2f}{res.pct(99):>9.2f}{res.cpu_ms:>12.2f}"
+                        + (f"  ({res.errors} errors)" if res.errors else "")
+                    )
+
+        # -- 3. ratio at concurrency 8 -------------------------------------------------------------------
+        off = closedloop_server(run_dir, "--no-metrics", label="closedloop (all off)")
+        on = closedloop_server(
+            run_dir,
+            "--log-dir",
+            str(tmp / "log-on"),
+            "--shadow",
+            str(challenger),
+            label="closedloop (all on)",
+        )
+        servers += [off, on]
+        log_only = closedloop_server(run_dir, "--log-dir", str(tmp / "log-only"), label="closedloop (log)")
+        servers.append(log_only)
+        say(f"\n## 3. closedloop / minimal at concurrency 8 ({args.rounds} interleaved rounds)")
+        say(
+            "off = no request log, no metrics, no shadow; log = request log + metrics; on = log + metrics + shadow model"
+        )
+        say(
+            "throughput ratio = median over rounds of (closedloop req/s / minimal req/s in the adjacent run);"
+        )
+        say(
+            "capacity ratio = minimal's server CPU per request / closedloop's (what a machine of its own would"
+        )
+        say("show at saturation; the shared machine's other load moves throughput, not this)")
+        for batch in (1, 16):
+            rates: dict[str, list[float]] = {"minimal": [], "off": [], "log": [], "on": []}
+            cpu: dict[str, list[float]] = {"minimal": [], "off": [], "log": [], "on": []}
+            for rnd in range(args.rounds):
+                for key, srv in (("minimal", minimal), ("off", off), ("log", log_only), ("on", on)):
+                    res = load(
+                        srv.url + infer_path,
+                        bodies[batch],
+                        8,
+                        max_requests=args.requests,
+                        max_seconds=args.seconds / 2,
+                        prefix=f"r-{key}-{batch}-{rnd}",
+                        server=srv,
+                    )
+                    rates[key].append(res.rate())
+                    cpu[key].append(res.cpu_ms)
+                    if key == "on":
+                        acked_total += res.acked
+                    if key == "log":
+                        acked_log_only += res.acked
+            for key in ("off", "log", "on"):
+                ratio = statistics.median(a / b for a, b in zip(rates[key], rates["minimal"], strict=True))
+                cap = statistics.median(cpu["minimal"]) / statistics.median(cpu[key])
+                say(
+                    f"batch {batch:>2}, closedloop {key:<3}: throughput ratio {ratio:.2f} "
+                    f"{'OK' if ratio >= 0.8 else 'BELOW TARGET'} (>= 0.8; medians {statistics.median(rates[key]):.0f} vs "
+                    f"{statistics.median(rates['minimal']):.0f} req/s); capacity ratio {cap:.2f} "
+                    f"{'OK' if cap >= 0.8 else 'BELOW TARGET'} (cpu {statistics.median(cpu[key]):.2f} vs "
+                    f"{statistics.median(cpu['minimal']):.2f} ms/req)"
+                )
+
+        # -- 6. shadow never changes a response -------------------------------------------------------
+        say("\n## 6. shadow never changes a response")
+        same = 0
+        n_cmp = 0
+        with httpx.Client(timeout=30) as c:
+            for i in range(100):
+                x = X[i : i + 2]
+                body = {
+                    "id": f"cmp-{i}",
+                    "inputs": [
+                        {
+                            "name": model.input_name,
+                            "shape": list(x.shape),
+                            "datatype": "UINT8",
+                            "data": x.ravel().tolist(),
+                        }
+                    ],
+                }
+                a = c.post(off.url + infer_path, json=body).content
+                b = c.post(on.url + infer_path, json=body).content
+                pa = c.post(
+                    off.url + "/predict", json=x.tolist(), headers={"X-Request-Id": f"cmp-{i}"}
+                ).content
+                pb = c.post(
+                    on.url + "/predict", json=x.tolist(), headers={"X-Request-Id": f"cmp-{i}"}
+                ).content
+                same += (a == b) + (pa == pb)
+                n_cmp += 2
+        time.sleep(1.0)  # let the last shadow tasks finish before counting them
+        n_shadow = len(log_ids(tmp / "log-on", "shadow"))
+        say(
+            f"byte-identical responses with and without --shadow: {same}/{n_cmp}  {'OK' if same == n_cmp else 'FAIL'} "
+            f"(the shadow server logged {n_shadow} shadow records)"
+        )
+
+        # -- 4. no acknowledged request lost --------------------------------------------------------------
+        say("\n## 4. requests acknowledged vs records in the request log")
+        for srv in (logged, on, log_only):
+            assert srv.stop() in (0, -signal.SIGTERM)
+        acked_total += acked_log_only
+        logged_ids = (
+            set(log_ids(tmp / "log-main")) | set(log_ids(tmp / "log-on")) | set(log_ids(tmp / "log-only"))
+        )
+        lost = [r for r in acked_total if r not in logged_ids]
+        say(
+            f"under load (sections 2-3): {len(acked_total)} acknowledged, {len(lost)} missing from the log  {'OK' if not lost else 'FAIL'}"
+        )
+        victim = closedloop_server(run_dir, "--log-dir", str(tmp / "log-term"), label="closedloop (SIGTERM)")
+        servers.append(victim)
+        sent_at: list[float] = []
+
+        def on_ack(n: int) -> None:
+            if n == 300 and not sent_at:
+                sent_at.append(time.monotonic())
+                victim.proc.send_signal(signal.SIGTERM)
+
+        res = load(
+            victim.url + infer_path,
+            bodies[1],
+            16,
+            max_requests=5000,
+            max_seconds=30,
+            prefix="term",
+            on_ack=on_ack,
+        )
+        rc = victim.proc.wait(timeout=60)
+        in_log = set(log_ids(tmp / "log-term"))
+        lost = [r for r in res.acked if r not in in_log]
+        say(
+            f"SIGTERM after 300 acknowledged (concurrency 16): {len(res.acked)} acknowledged, {len(in_log)} records, "
+            f"{len(lost)} acknowledged but missing  {'OK' if not lost else 'FAIL'}; refused after the signal: {res.errors}; exit {rc}"
+        )
+
+        # -- 5. canary share ------------------------------------------------------------------------------------
+        share = 0.1
+        canary = closedloop_server(
+            run_dir,
+            "--canary",
+            str(challenger),
+            "--canary-share",
+            str(share),
+            "--log-dir",
+            str(tmp / "log-canary"),
+            label="canary",
+        )
+        servers.append(canary)
+        res = load(
+            canary.url + infer_path,
+            bodies[1],
+            16,
+            max_requests=2000,
+            max_seconds=120,
+            prefix="canary",
+            keep=True,
+        )
+        n = len(res.acked)
+        k = sum(v == challenger.name for v in res.versions.values())
+        sd = (n * share * (1 - share)) ** 0.5
+        z = (k - n * share) / sd
+        say("\n## 5. canary share")
+        say(
+            f"{k} of {n} requests answered by the canary (target {share:.0%} = {n * share:.0f}, sd {sd:.1f}): "
+            f"{z:+.2f} sd  {'OK' if abs(z) <= 3 else 'FAIL'} (within 3 sd)"
+        )
+        canary_log = set(log_ids(tmp / "log-canary", "canary"))
+        say(
+            f"canary records in the log: {len(canary_log)} (= {k} answered)  {'OK' if len(canary_log) == k else 'FAIL'}"
+        )
+    finally:
+        for s in servers:
+            s.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,356 @@
+"""The service's logic without the web framework: options, input checks, routing a request to a model,
+and writing the request log. ``app.py`` only parses HTTP and calls this."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from closedloop.serving.metrics import ServiceMetrics
+from closedloop.serving.model import ServedModel, ServeError
+from closedloop.serving.protocol import DecodedRequest, ProtocolError
+from closedloop.serving.requestlog import (
+    FeedbackRecord,
+    LoggedArray,
+    RequestLogWriter,
+    RequestRecord,
+    utc_now,
+)
+from closedloop.serving.routing import Router, Routing
+from closedloop.serving.shadow import ShadowJob, ShadowRunner
+
+ACCEPTED_DATATYPES = ("UINT8", "UINT16", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64")
+
+
+class ServeOptions(BaseModel):
+    """Everything ``create_app`` and ``closedloop serve`` take (also passed to uvicorn workers as JSON)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_dir: str
+    """Run directory of the champion (it must hold the export stage's output)."""
+    variant: str | None = None
+    """Model file to serve: int8, fp32, student, ... (default: the variant the export stage shipped)."""
+    log_dir: str | None = None
+    """Request log folder; without it nothing is logged and /feedback and /monitor answer 503."""
+    shadow: str | None = None
+    """Run directory of a challenger scored on every request, logged, never returned."""
+    canary: str | None = None
+    """Run directory of a challenger that answers ``canary_share`` of the requests."""
+    canary_share: float = Field(0.1, ge=0.0, le=1.0)
+    model_name: str | None = None
+    """Name clients use in /v2/models/{name} (default: the pipeline's name)."""
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1)
+    """Larger request bodies get 413."""
+    input_reduction: Literal["full", "none"] = "full"
+    """What the log keeps of each input: the raw array (``full``) or nothing (``none``)."""
+    log_max_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    """Rotate a log file past this size."""
+    fsync: Literal["none", "always"] = "none"
+    """``always``: fsync every record (survives a machine crash, costs throughput)."""
+    workers: int = Field(1, ge=1)
+    """Number of uvicorn worker processes (promotion then needs a restart; see docs/serving.md)."""
+    metrics: bool = True
+    """Count requests and latencies for /metrics."""
+
+
+@dataclass
+class Scored:
+    """What answered a request."""
+
+    request_id: str
+    model: ServedModel
+    route: Literal["champion", "canary"]
+    proba: np.ndarray
+    labels: list[Any]
+
+
+def new_request_id(given: str | None) -> str:
+    return given if given else uuid.uuid4().hex
+
+
+class Service:
+    """Loaded models, the router, the request log and the metrics of one process."""
+
+    def __init__(self, options: ServeOptions) -> None:
+        self.options = options
+        if options.shadow and options.canary:
+            raise ServeError("give --shadow or --canary, not both (one challenger at a time)")
+        champion = ServedModel.load(options.run_dir, options.variant, options.model_name)
+        challenger, mode = None, None
+        for role in ("shadow", "canary"):
+            path = getattr(options, role)
+            if path:
+                challenger = ServedModel.load(path, options.variant, champion.name)
+                champion.check_compatible(challenger, role)
+                mode = role
+        self.router = Router(
+            Routing(champion=champion, challenger=challenger, mode=mode, canary_share=options.canary_share)
+        )
+        self.name = champion.name
+        self.writer = (
+            RequestLogWriter(options.log_dir, max_bytes=options.log_max_bytes, fsync=options.fsync)
+            if options.log_dir
+            else None
+        )
+        self.metrics = ServiceMetrics() if options.metrics else None
+        self.shadow_runner = ShadowRunner(self._score_shadow)
+        self.ready = False
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """One inference per loaded model; the server reports ready only after this."""
+        routing = self.router.current
+        for model in (routing.champion, routing.challenger):
+            if model is not None:
+                model.warm_up()
+        self.ready = True
+
+    def close(self) -> None:
+        """Drain the shadow queue, then close the log (uvicorn has already finished the requests)."""
+        self.shadow_runner.close()
+        if self.writer is not None:
+            self.writer.close()
+
+    # -- inputs ----------------------------------------------------------------------------------------
+    def check_oip_inputs(self, req: DecodedRequest, model: ServedModel) -> np.ndarray:
+        """The single input tensor of an OIP request, checked against the model's contract."""
+        if len(req.inputs) != 1:
+            got = ", ".join(repr(i.name) for i in req.inputs) or "none"
+            raise ProtocolError(
+                f"wrong number of inputs: model {model.name!r} takes 1 input ({model.input_name!r}), "
+                f"got {len(req.inputs)} ({got})"
+            )
+        inp = req.inputs[0]
+        if inp.name != model.input_name:
+            raise ProtocolError(
+                f"unknown input {inp.name!r}; model {model.name!r} takes {model.input_name!r}"
+            )
+        if inp.datatype not in ACCEPTED_DATATYPES:
+            raise ProtocolError(
+                f"input {inp.name!r}: datatype {inp.datatype} is not accepted; expected FP32 "
+                f"(also {', '.join(d for d in ACCEPTED_DATATYPES if d != 'FP32')})"
+            )
+        return self.check_array(inp.array, model, f"input {inp.name!r}")
+
+    def check_array(self, arr: np.ndarray, model: ServedModel, what: str) -> np.ndarray:
+        want = model.input_shape
+        if arr.ndim != len(want) + 1 or tuple(arr.shape[1:]) != want or arr.shape[0] == 0:
+            raise ProtocolError(
+                f"{what}: shape {list(arr.shape)} does not match the model; expected [N, "
+                f"{', '.join(map(str, want))}] with N >= 1"
+                + (" (images channels last: N, H, W, C)" if model.input_kind == "images" else "")
+            )
+        # The same contract as Predictor.check_input (which runs again inside predict), with the
+        # messages naming the request's input.
+        if arr.dtype.kind == "f":
+            bad = ~np.isfinite(arr)
+            # NaN is the table contract's "missing value"; images and infinities have no such meaning
+            if model.input_kind != "images":
+                bad &= ~np.isnan(arr)
+            if bad.any():
+                first = [int(i) for i in np.argwhere(bad)[0]]
+                hint = " (NaN marks a missing feature only in tables)" if model.input_kind == "images" else ""
+                raise ProtocolError(
+                    f"{what}: {int(bad.sum())} value(s) are NaN or infinite (first at index {first}); "
+                    f"expected finite numbers{hint}"
+                )
+        if model.input_kind == "images" and arr.dtype != np.uint8:
+            lo, hi = arr.min(), arr.max()
+            if lo < 0 or hi > 255:
+                raise ProtocolError(
+                    f"{what}: image values range {lo:.6g}..{hi:.6g}; expected raw pixels in 0..255 "
+                    "(do not normalize: the model does)"
+                )
+        return arr
+
+    def check_json_inputs(self, data: Any, model: ServedModel) -> np.ndarray:
+        """``/predict``'s JSON array: one element per input (nested lists, or for tables objects by feature)."""
+        if not isinstance(data, list) or not data:
+            raise ProtocolError(
+                "the body must be a non-empty JSON array with one element per input "
+                f"(each of shape {list(model.input_shape)})"
+            )
+        names = model.predictor.meta["input"].get("feature_names")
+        if model.input_kind != "images" and names and all(isinstance(r, dict) for r in data):
+            rows = []
+            for i, row in enumerate(data):
+                missing = [n for n in names if n not in row]
+                unknown = [k for k in row if k not in names]
+                if missing or unknown:
+                    raise ProtocolError(
+                        f"input {i}: missing feature(s) {missing}, unknown feature(s) {unknown}; "
+                        f"expected {names} (null for a missing value)"
+                    )
+                rows.append([math.nan if row[n] is None else row[n] for n in names])
+            data = rows
+        try:
+            arr = np.asarray(data)
+        except (TypeError, ValueError):
+            arr = None
+        if arr is None or arr.dtype.kind not in "biuf":
+            raise ProtocolError(
+                f"the inputs are not arrays of numbers of one shape; expected {len(data)} x "
+                f"{list(model.input_shape)} numbers"
+            )
+        return self.check_array(arr, model, "inputs")
+
+    # -- scoring -----------------------------------------------------------------------------------------
+    def score(self, routing: Routing, x: np.ndarray, request_id: str) -> Scored:
+        """Answer with the champion, or the canary for its share of request ids (champion if it fails).
+        The record is in the log when this returns."""
+        if routing.answers_with_canary(request_id):
+            assert routing.challenger is not None
+            try:
+                proba, labels, ms = routing.challenger.predict(x)
+            except Exception as exc:  # a failing canary must not fail the request: the champion answers
+                self._log_error(routing.challenger, "canary", request_id, x, exc)
+                if self.metrics:
+                    self.metrics.fallbacks.inc()
+            else:
+                self._log(routing.challenger, "canary", request_id, x, proba, labels, ms)
+                return Scored(request_id, routing.challenger, "canary", proba, labels)
+        proba, labels, ms = routing.champion.predict(x)
+        self._log(routing.champion, "champion", request_id, x, proba, labels, ms)
+        return Scored(request_id, routing.champion, "champion", proba, labels)
+
+    def shadow(self, routing: Routing, x: np.ndarray, request_id: str) -> None:
+        """Hand the input to the shadow model's thread (call once the response is determined)."""
+        if routing.shadow is not None:
+            self.shadow_runner.submit(ShadowJob(routing.shadow, x, request_id))
+
+    def _score_shadow(self, jobs: list[ShadowJob]) -> None:
+        """One model call for the queued inputs of one shadow model, one record per request; failures
+        are logged and counted, never raised (the responses are long gone)."""
+        model = jobs[0].model
+        try:
+            proba, labels, ms = model.predict(np.concatenate([j.x for j in jobs]))
+        except Exception:
+            for job in jobs:  # score one by one, so only the failing requests get error records
+                self._score_shadow_one(job)
+            return
+        records, start = [], 0
+        for job in jobs:
+            n = len(job.x)
+            # the batch's time shared by rows: what each request would have cost the shadow model
+            records.append(
+                self._record(
+                    model,
+                    "shadow",
+                    job.request_id,
+                    job.x,
+                    proba[start : start + n],
+                    labels[start : start + n],
+                    ms * n / len(proba),
+                )
+            )
+            start += n
+        if self.writer is not None:
+            with contextlib.suppress(Exception):  # e.g. a full disk: not the (long answered) client's problem
+                self.writer.write_many(records)
+
+    def _score_shadow_one(self, job: ShadowJob) -> None:
+        try:
+            proba, labels, ms = job.model.predict(job.x)
+            self._log(job.model, "shadow", job.request_id, job.x, proba, labels, ms)
+        except Exception as exc:
+            if self.metrics:
+                self.metrics.shadow_errors.inc()
+            with contextlib.suppress(Exception):  # e.g. a full disk: still not the client's problem
+                self._log_error(job.model, "shadow", job.request_id, job.x, exc)
+
+    def _inputs(self, x: np.ndarray) -> LoggedArray | None:
+        return LoggedArray.from_array(x) if self.options.input_reduction == "full" else None
+
+    def _log(
+        self,
+        model: ServedModel,
+        route: str,
+        rid: str,
+        x: np.ndarray,
+        proba: np.ndarray,
+        labels: list[Any],
+        ms: float,
+    ) -> None:
+        if self.writer is None:
+            if self.metrics:
+                self.metrics.observe(route, len(x), ms / 1000.0)
+            return
+        self.writer.write(self._record(model, route, rid, x, proba, labels, ms))
+
+    def _record(
+        self,
+        model: ServedModel,
+        route: str,
+        rid: str,
+        x: np.ndarray,
+        proba: np.ndarray,
+        labels: list[Any],
+        ms: float,
+    ) -> RequestRecord:
+        """The log record of one scored request (also counts it in the metrics)."""
+        if self.metrics:
+            self.metrics.observe(route, len(x), ms / 1000.0)
+        return RequestRecord.model_construct(  # every field is ours: validating them again costs throughput
+            kind="request",
+            time=utc_now(),
+            status="ok",
+            error=None,
+            request_id=rid,
+            model_name=model.name,
+            model_version=model.version,
+            run_dir=str(model.run_dir),
+            route=route,
+            variant=model.variant,
+            inputs=self._inputs(x),
+            proba=proba.tolist(),
+            labels=labels,
+            latency_ms=round(ms, 4),
+        )
+
+    def _log_error(self, model: ServedModel, route: str, rid: str, x: np.ndarray, exc: Exception) -> None:
+        if self.writer is None:
+            return
+        self.writer.write(
+            RequestRecord(
+                request_id=rid,
+                model_name=model.name,
+                model_version=model.version,
+                run_dir=str(model.run_dir),
+                route=route,  # type: ignore[arg-type]
+                variant=model.variant,
+                inputs=self._inputs(x),
+                proba=None,
+                labels=None,
+                latency_ms=0.0,
+                status="error",
+                error=f"{type(exc).__name__}: {exc}",
+            )
+        )
+
+    # -- feedback ----------------------------------------------------------------------------------------
+    def feedback(self, record: FeedbackRecord) -> None:
+        model = self.router.current.champion
+        names = model.label_names
+        given = record.label if isinstance(record.label, list) else [record.label]
+        if model.problem_type != "multilabel" and isinstance(record.label, list):
+            raise ProtocolError(
+                f"label: one class name expected for a {model.problem_type} model, got a list"
+            )
+        unknown = [g for g in given if g not in names]
+        if unknown:
+            raise ProtocolError(f"label: unknown class {unknown[0]!r}; this model's classes are {names}")
+        if self.writer is None:
+            raise ProtocolError("feedback needs a request log: start the server with --log-dir", status=503)
+        self.writer.write(record)
+
+
+def resolve(path: str | None) -> str | None:
+    return str(Path(path).expanduser().resolve()) if path else None

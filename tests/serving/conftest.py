@@ -1,0 +1,116 @@
+"""Fixtures for the serving tests: small run directories (see serve_fixtures.py) and a real server process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from serve_fixtures import make_run_dir  # noqa: E402
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+# Started before closedloop: any `import torch` in the server process fails, so a test passing through
+# a server started this way proves the service never imports torch.
+BLOCK_TORCH = """
+import sys
+class _NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this serving test process")
+        return None
+sys.meta_path.insert(0, _NoTorch())
+"""
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """champion, challenger (other weights), binary, other_schema (16x16 input) and a corrupt-ONNX run."""
+    root = tmp_path_factory.mktemp("runs")
+    out = {
+        "champion": make_run_dir(root, version="20260101-000000-champion"),
+        "challenger": make_run_dir(root, version="20260102-000000-challenger", seed=1),
+        "binary": make_run_dir(root, name="shapes2", version="20260103-000000-binary", n_classes=2),
+        "other_schema": make_run_dir(root, version="20260104-000000-other", input_shape=(16, 16, 1)),
+    }
+    corrupt = make_run_dir(root, version="20260105-000000-corrupt")
+    (next(corrupt.glob("stages/*/artifacts/exported")) / "model_fp32.onnx").write_bytes(b"not an onnx file")
+    out["corrupt"] = corrupt
+    empty = root / "20260106-000000-noexport"
+    (empty / "stages" / "01_task").mkdir(parents=True)
+    out["no_export"] = empty
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """``closedloop serve`` in a subprocess that cannot import torch, on a free loopback port."""
+
+    def __init__(self, args: list[str], tmp: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp / f"server-{self.port}.log"
+        code = BLOCK_TORCH + (
+            "from closedloop.serving.cli import main\n"
+            f"raise SystemExit(main(['serve', *{args!r}, '--port', '{self.port}']))\n"
+        )
+        env = {**os.environ, "PYTHONPATH": str(SRC)}
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code], stdout=self.log.open("wb"), stderr=subprocess.STDOUT, env=env
+        )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/v2/health/ready", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"server not ready after {timeout} s:\n{self.log.read_text()}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return int(self.proc.returncode)
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator:
+    """Start servers with ``serve([RUN_DIR, options...])``; all are stopped at the end of the test."""
+    started: list[ServerProcess] = []
+
+    def start(args: list[str], ready: bool = True) -> ServerProcess:
+        server = ServerProcess([str(a) for a in args], tmp_path)
+        started.append(server)
+        if ready:
+            server.wait_ready()
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
