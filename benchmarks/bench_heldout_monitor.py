@@ -7,7 +7,7 @@ AUC (on the held-out calibration split and on the unseen images) next to the pre
 interval. ``--holdout-fraction 0`` reproduces the old behaviour (everything after the refit on
 trained-on validation data) for comparison.
 
-Run: PYTHONPATH=src .venv/bin/python benchmarks/bench_heldout_monitor.py [--preset quick] [--windows 200]
+Run: PYTHONPATH=src .venv/bin/python benchmarks/bench_heldout_monitor.py [--preset default] [--windows 200]
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def run_pipeline(data_root: Path, runs: Path, preset: str, train_extra: dict[str
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--preset", default="quick", choices=["quick", "default", "thorough"])
+    ap.add_argument("--preset", default="default", choices=["quick", "default", "thorough"])
     ap.add_argument("--remove", type=int, default=1000)
     ap.add_argument("--windows", type=int, default=200)
     ap.add_argument("--window", type=int, default=200)
