@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -67,6 +68,7 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=200)
     ap.add_argument("--window", type=int, default=200)
     ap.add_argument("--holdout-fraction", type=float, default=None)
+    ap.add_argument("--train-set", default="{}", help="extra train params as JSON (e.g. a larger budget)")
     ap.add_argument(
         "--audit", action="store_true", help="keep the audit stage (off: it does not change training)"
     )
@@ -75,7 +77,9 @@ def main() -> None:
     from closedloop.stages.monitor import Monitor
     from closedloop.stages.monitor.estimate import realized
 
-    extra = {} if args.holdout_fraction is None else {"holdout_fraction": args.holdout_fraction}
+    extra = json.loads(args.train_set)
+    if args.holdout_fraction is not None:
+        extra["holdout_fraction"] = args.holdout_fraction
     with tempfile.TemporaryDirectory(prefix="closedloop_heldout_") as tmp:
         t0 = time.time()
         Xu, yu = write_reduced_npz(NPZ, Path(tmp) / "data", args.remove, args.seed)
