@@ -160,8 +160,8 @@ def main() -> None:
         f"{d['parameter_ratio']:.3f} of teacher (target <= 0.25; widths tried: {d['student_size_choice']['candidates']})"
     )
     print(
-        f"val AUC teacher {d['teacher_val_auc']:.4f}  student distilled {d['student_distilled_val_auc']:.4f}  "
-        f"student alone {d['student_alone_val_auc']:.4f}  retained {d['retained_share_of_teacher']:.4f} (target >= 0.99)  "
+        f"held-out AUC teacher {d['teacher_auc']:.4f}  student distilled {d['student_distilled_auc']:.4f}  "
+        f"student alone {d['student_alone_auc']:.4f}  retained {d['retained_share_of_teacher']:.4f} (target >= 0.99)  "
         f"distilled - alone {d['distilled_minus_alone']:+.4f} [{d['distilled_minus_alone_95ci'][0]:+.4f}, {d['distilled_minus_alone_95ci'][1]:+.4f}]"
     )
     print(f"shipped: {m['shipped']}  blessed: {s['blessed']}  checks: {m['checks_text']}")

@@ -76,6 +76,8 @@ def one_run(dataset: str, seed: int, preset: str, extra: dict[str, Any], workdir
         "test": {k: v["value"] for k, v in s["test"].items()},
         "test_ci": {k: v["ci95"] for k, v in s["test"].items()},
         "val": {k: v["value"] for k, v in s["val"].items()},
+        "heldout": {k: v["value"] for k, v in (s.get("heldout") or {}).items()},
+        "evaluated_on": s.get("evaluated_on", {}),
         "n_configs": s["n_configs"],
         "beats_baseline": s["beats_baseline"]["sentence"] if s["beats_baseline"] else None,
         "model": s["model"],
@@ -106,7 +108,9 @@ def main() -> None:
             print(
                 f"[{args.dataset} seed {seed}] test "
                 + ", ".join(f"{k} {v:.4f}" for k, v in r["test"].items())
-                + f" | val auc {r['val'].get('auc', float('nan')):.4f} | {r['n_configs']} configs | "
+                + f" | val auc {r['val'].get('auc', float('nan')):.4f}"
+                + f" | held-out auc {r['heldout'].get('auc', float('nan')):.4f}"
+                + f" | evaluated_on {r['evaluated_on']} | {r['n_configs']} configs | "
                 f"train stage {r['train_minutes']:.1f} min (phases s: {r['phase_seconds']}) | "
                 f"model {r['model']['family']} {r['model']['params']} ({r['model']['n_parameters']:,} params, "
                 f"{r['model']['epochs']} epochs) | test openings {r['test_openings']}",

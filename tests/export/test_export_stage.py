@@ -43,7 +43,7 @@ def test_export_summary_has_the_issue_keys(binary_run) -> None:
     s = stage.summarize(out)
     assert s["fp32"]["size_bytes"] > 0 and s["int8"]["size_bytes"] > 0
     assert 0 <= s["parity_max_abs_diff"] <= 1e-3
-    assert 0.5 < s["int8"]["val"]["auc"] <= 1
+    assert 0.5 < s["int8"]["metrics"]["auc"] <= 1
     for v in ("torch_fp32", "fp32", "int8", "student", "pruned"):
         assert s["latency_ms"][v]["p50"] > 0 and s["latency_ms"][v]["p95"] >= s["latency_ms"][v]["p50"]
         assert s["throughput"][v] > 0
@@ -56,7 +56,7 @@ def test_export_summary_has_the_issue_keys(binary_run) -> None:
     # the requested width 4 has 0.28 of the teacher's parameters: the stage shrinks it to fit 1/4
     assert dist["parameter_ratio"] <= 0.25 and dist["student_size_choice"]["requested_width"] == 4
     assert dist["student_spec"]["params"]["width"] == dist["student_size_choice"]["width"] < 4
-    assert {"student_alone_val_auc", "student_distilled_val_auc", "distilled_minus_alone"} <= set(dist)
+    assert {"student_alone_auc", "student_distilled_auc", "distilled_minus_alone"} <= set(dist)
 
 
 def test_export_predictor_matches_the_torch_model(binary_run) -> None:

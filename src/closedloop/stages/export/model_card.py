@@ -34,7 +34,9 @@ def _artifact_items(art: Any, limit: int = 12) -> list[str]:
     return lines
 
 
-def per_day(task: Any, y: np.ndarray, proba: np.ndarray, threshold: float) -> str | None:
+def per_day(
+    task: Any, y: np.ndarray, proba: np.ndarray, threshold: float, evaluated_on: str = "validation"
+) -> str | None:
     """Binary tasks with ``business.cases_per_day``: caught / missed / false alarms per day at the threshold."""
     b = task.business
     if task.problem_type != "binary" or not b.cases_per_day:
@@ -51,7 +53,8 @@ def per_day(task: Any, y: np.ndarray, proba: np.ndarray, threshold: float) -> st
     return (
         f"Per day ({b.cases_per_day:,.0f} cases, {prev:.1%} {name}): about **{sens * n_pos:,.1f} {name} caught**, "
         f"**{(1 - sens) * n_pos:,.1f} missed**, **{fpr * n_neg:,.1f} false alarms** "
-        f"(sensitivity {sens:.3f}, false-positive rate {fpr:.3f} on validation; expected cost {cost:,.1f})."
+        f"(sensitivity {sens:.3f}, false-positive rate {fpr:.3f} on {len(yi)} {evaluated_on} samples the model "
+        f"did not train on; expected cost {cost:,.1f})."
     )
 
 
@@ -70,6 +73,11 @@ def render_model_card(
 ) -> str:
     m = measurements
     metric = task.primary_metric
+    on = m.get("evaluated_on", "validation")
+    on_text = f"{m.get('n_evaluated', '?')} {on} samples the deployed model did not train on"
+    if on == "trained_on":
+        on_text = "validation samples the deployed model TRAINED ON (nothing was held out): optimistic"
+    cal_on = getattr(model, "info", {}).get("calibrated_on", "validation")
     shipped = m["shipped"]
     L: list[str] = [f"# Model card: {data_meta.name} ({task.problem_type})", ""]
     L += [
@@ -85,7 +93,9 @@ def render_model_card(
         f"- Shipped variant: **{shipped}** (`{m['variants'][shipped]['file']}`), blessed: **{m['blessed']}**",
         f"- Calibrated temperature {model.temperature:.3f}; operating threshold "
         + (
-            f"{model.threshold:.4f} (chosen on validation)" if model.threshold is not None else "argmax / 0.5"
+            f"{model.threshold:.4f} (chosen on {cal_on} predictions)"
+            if model.threshold is not None
+            else "argmax / 0.5"
         ),
         "",
         "## Data",
@@ -95,7 +105,9 @@ def render_model_card(
         L += [f"- Loader warning: {w}" for w in data_meta.warnings]
     if audit is not None:
         L += ["", "### Audit findings", *_artifact_items(audit)]
-    L += ["", "## Metrics (validation; the single test evaluation belongs to training)", ""]
+    L += ["", f"## Metrics (on {on_text}; the single test evaluation belongs to training)", ""]
+    if m.get("evaluated_on_note"):
+        L += [f"_Held-out split: {m['evaluated_on_note']}._", ""]
     L += [
         "| variant | " + metric + " | 95% CI | diff vs fp32 [95% CI] | size | p50 / p95 ms | accepted |",
         "|---|---|---|---|---|---|---|",
@@ -128,7 +140,7 @@ def render_model_card(
         L += [f"- {r.name} ({r.level}): {r.metrics} {r.source}" for r in task.references]
     L += ["", "## Operating point"]
     L.append(per_day_text or "_No per-day framing: set `business.cases_per_day` (binary tasks)._")
-    L += ["", "## Worst validation errors"]
+    L += ["", f"## Most confident errors ({on_text})"]
     if montage:
         L.append(f"![worst errors]({montage})")
     else:
@@ -137,13 +149,13 @@ def render_model_card(
         "",
         "## Limits",
         f"- Inputs must match the training distribution: {task.inputs}; raw values as documented in `predictor.json`.",
-        "- Metrics are validation estimates with bootstrap intervals; a new site, scanner or population may differ.",
+        f"- Metrics are estimates on {on} data with bootstrap intervals; a new site, scanner or population may differ.",
         "- int8 outputs differ slightly from fp32 (see the parity figures in `measurements.json`).",
         "",
         "## Monitoring drift",
-        "- Log inputs' summary statistics and predicted probabilities per day; compare with the validation profile "
+        "- Log inputs' summary statistics and predicted probabilities per day; compare with the reference profile "
         "(the `monitor` stage does this from the export folder).",
-        "- Alert when the positive rate at the threshold or the mean probability moves outside its validation interval; "
+        "- Alert when the positive rate at the threshold or the mean probability moves outside its reference interval; "
         "re-label a sample and re-evaluate before trusting the model again.",
         "",
     ]
@@ -159,7 +171,7 @@ def worst_errors_montage(
     path: Path,
     k: int = 16,
 ) -> Path:
-    """A grid of the ``k`` most confident wrong validation predictions (image tasks)."""
+    """A grid of the ``k`` most confident wrong predictions on held-out samples (image tasks)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -170,7 +182,7 @@ def worst_errors_montage(
     pred = proba.argmax(axis=1)
     wrong = np.flatnonzero(pred != yi)
     if len(wrong) == 0:
-        raise ValueError("no validation errors")
+        raise ValueError("no errors on the held-out samples")
     order = wrong[np.argsort(conf_true[wrong])][:k]
     cols = min(8, len(order))
     rows = int(np.ceil(len(order) / cols))

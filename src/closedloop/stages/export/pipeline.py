@@ -23,6 +23,7 @@ from closedloop.stages.export.parity import compare_outputs, require_parity
 from closedloop.stages.export.prune import finalize, prune_network
 from closedloop.stages.export.quantize import quantize_model
 from closedloop.stages.export.stage import FILES, ExportBundle, ExportModelConfig, _validate
+from closedloop.stages.train.heldout import heldout_split
 
 SHIP_ORDER = ("int8", "student", "pruned", "fp32")
 
@@ -78,8 +79,13 @@ def run_export(cfg: ExportModelConfig, inputs: Any, ctx: RunContext) -> ExportBu
     out.mkdir(parents=True)
     log = ctx.logger
 
-    Xval = raw_array(data.val.X)
-    yval = np.asarray(data.val.y)
+    # Everything below is scored on the rows the deployed model did not train on (the held-out
+    # calibration split recorded by the train stage), never on trained-on validation rows.
+    held, evaluated_on, held_note = heldout_split(model, data, "export")
+    if evaluated_on == "trained_on":
+        log.warning("export: %s; variant figures are on trained-on data", held_note)
+    Xval = raw_array(held.X)
+    yval = np.asarray(held.y)
     Xtr = raw_array(data.train.X)
     ytr = np.asarray(data.train.y)
     thr = model.threshold
@@ -101,7 +107,9 @@ def run_export(cfg: ExportModelConfig, inputs: Any, ctx: RunContext) -> ExportBu
     fp32_logits = _logits(fp32, Xval)
     n_par = min(cfg.parity_samples, len(Xval))
     parity = compare_outputs(ref_logits[:n_par], fp32_logits[:n_par], cfg.rtol, cfg.atol)
-    require_parity(parity, f"{fp32_path.name} vs PyTorch on {n_par} validation samples", cfg.rtol, cfg.atol)
+    require_parity(
+        parity, f"{fp32_path.name} vs PyTorch on {n_par} {evaluated_on} samples", cfg.rtol, cfg.atol
+    )
     p_ref = logits_to_proba(fp32_logits, problem, model.temperature)
 
     variants: dict[str, dict[str, Any]] = {
@@ -114,7 +122,7 @@ def run_export(cfg: ExportModelConfig, inputs: Any, ctx: RunContext) -> ExportBu
             "comparison": compare_metric(
                 metric, yval, p_ref, p_ref, problem, thr, n_boot=cfg.bootstrap, seed=ctx.seed
             ).model_dump(),
-            "val_metrics": all_metrics(task.metrics, yval, p_ref, problem, thr),
+            "metrics": all_metrics(task.metrics, yval, p_ref, problem, thr),
         }
     }
     sessions: dict[str, Any] = {"fp32": fp32}
@@ -135,7 +143,7 @@ def run_export(cfg: ExportModelConfig, inputs: Any, ctx: RunContext) -> ExportBu
         cmp = compare_metric(metric, yval, p, p_ref, problem, thr, n_boot=cfg.bootstrap, seed=ctx.seed)
         v = variants[name]
         v["comparison"] = cmp.model_dump()
-        v["val_metrics"] = all_metrics(task.metrics, yval, p, problem, thr)
+        v["metrics"] = all_metrics(task.metrics, yval, p, problem, thr)
         v["max_prob_diff_vs_fp32"] = float(np.abs(p - p_ref).max()) if len(p) else 0.0
         reasons = []
         if cmp.loss > cfg.tolerance:
@@ -255,9 +263,10 @@ def run_export(cfg: ExportModelConfig, inputs: Any, ctx: RunContext) -> ExportBu
             "teacher_parameters": n_t,
             "student_parameters": n_s,
             "parameter_ratio": n_s / max(n_t, 1),
-            f"teacher_val_{metric}": t_val,
-            f"student_distilled_val_{metric}": variants["student"]["comparison"]["value"],
-            f"student_alone_val_{metric}": vs_alone.reference,
+            "evaluated_on": evaluated_on,
+            f"teacher_{metric}": t_val,
+            f"student_distilled_{metric}": variants["student"]["comparison"]["value"],
+            f"student_alone_{metric}": vs_alone.reference,
             "distilled_minus_alone": vs_alone.diff,
             "distilled_minus_alone_95ci": vs_alone.diff_ci,
             "retained_share_of_teacher": variants["student"]["comparison"]["value"] / t_val
@@ -302,11 +311,12 @@ def run_export(cfg: ExportModelConfig, inputs: Any, ctx: RunContext) -> ExportBu
                 variants[name]["size_bytes"] / 1e6 <= c.max_model_size_mb
             )
         for m_name, bar in task.acceptance.items():
-            val = variants[name].get("val_metrics", {}).get(m_name)
+            val = variants[name].get("metrics", {}).get(m_name)
             if val is None:
                 continue
             ok = val <= bar if m_name in LOWER_IS_BETTER else val >= bar
-            checks[f"val {m_name} {val:.4f} {'<=' if m_name in LOWER_IS_BETTER else '>='} {bar}"] = bool(ok)
+            rel = "<=" if m_name in LOWER_IS_BETTER else ">="
+            checks[f"{evaluated_on} {m_name} {val:.4f} {rel} {bar}"] = bool(ok)
         return checks
 
     if cfg.ship != "auto":
@@ -367,7 +377,7 @@ def run_export(cfg: ExportModelConfig, inputs: Any, ctx: RunContext) -> ExportBu
     if task.data_kind == "images" and problem in ("binary", "multiclass", "ordinal"):
         try:
             png = worst_errors_montage(
-                data.val.X, yval, p_ship, problem, model.label_names, ctx.figures_dir / FILES["worst_errors"]
+                held.X, yval, p_ship, problem, model.label_names, ctx.figures_dir / FILES["worst_errors"]
             )
             shutil.copy2(png, out / FILES["worst_errors"])
             montage = FILES["worst_errors"]
@@ -378,6 +388,9 @@ def run_export(cfg: ExportModelConfig, inputs: Any, ctx: RunContext) -> ExportBu
 
     measurements: dict[str, Any] = {
         "metric": metric,
+        "evaluated_on": evaluated_on,
+        "n_evaluated": int(len(yval)),
+        "evaluated_on_note": held_note,
         "shipped": shipped,
         "blessed": blessed,
         "checks": checks,
@@ -397,7 +410,7 @@ def run_export(cfg: ExportModelConfig, inputs: Any, ctx: RunContext) -> ExportBu
         model=model,
         data_meta=data.meta,
         measurements=measurements,
-        per_day_text=per_day(task, yval, p_ship, 0.5 if thr is None else thr),
+        per_day_text=per_day(task, yval, p_ship, 0.5 if thr is None else thr, evaluated_on),
         montage=montage,
         montage_error=montage_error,
         audit=getattr(inputs, "audit", None),

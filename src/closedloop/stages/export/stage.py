@@ -1,7 +1,8 @@
 """The export stage: ONNX fp32 + int8 (+ pruned, + distilled student), parity, latency, model card.
 
-Everything is evaluated on validation (the test split stays sealed: the single final test
-evaluation belongs to training). A compressed variant that loses more than ``tolerance`` of the
+Everything is evaluated on the validation rows the deployed model did not train on (the held-out
+calibration split the train stage recorded; ``measurements["evaluated_on"]`` says which), and the
+test split stays sealed: the single final test evaluation belongs to training. A compressed variant that loses more than ``tolerance`` of the
 primary metric, or whose int8 probabilities drift too far from fp32, is rejected with the reason.
 """
 
@@ -90,9 +91,9 @@ class ExportModelConfig(StageConfig):
     calibration_samples: int = Field(256, ge=1)
     """Train samples used to calibrate static quantization."""
     tolerance: float = Field(0.01, ge=0)
-    """Largest primary-metric loss (vs fp32, on validation) for a compressed variant to be accepted."""
+    """Largest primary-metric loss (vs fp32, on the held-out split) for a compressed variant to be accepted."""
     int8_max_prob_diff: float = Field(0.1, gt=0)
-    """Largest |P(int8) - P(fp32)| on validation for the int8 model to be accepted (its parity bar)."""
+    """Largest |P(int8) - P(fp32)| on the held-out split for the int8 model to be accepted (its parity bar)."""
     rtol: float = 1e-3
     """Parity of ONNX fp32 vs PyTorch: relative tolerance."""
     atol: float = 1e-5
@@ -204,11 +205,13 @@ class ExportModel(Stage):
             "latency_ms": m["latency_ms"],
             "throughput": m["throughput"],
             "export_seconds": m["seconds"],
+            "evaluated_on": m.get("evaluated_on", "validation"),
+            "n_evaluated": m.get("n_evaluated"),
         }
         for name, v in m["variants"].items():
             entry: dict[str, Any] = {"size_bytes": v.get("size_bytes"), "accepted": v["accepted"]}
             if v.get("comparison"):
-                entry["val"] = {metric: v["comparison"]["value"]}
+                entry["metrics"] = {metric: v["comparison"]["value"], "ci95": v["comparison"]["ci"]}
             out[name] = entry
         return out
 
@@ -254,11 +257,25 @@ class ExportModel(Stage):
                     "reason": v.get("reason", ""),
                 }
             )
-        blocks.append(Table(rows, title="Variants (validation)"))
+        on = m.get("evaluated_on", "validation")
+        blocks.append(
+            Table(
+                rows,
+                title=f"Variants, evaluated on {m.get('n_evaluated', '?')} samples ({on}): "
+                + m.get("evaluated_on_note", ""),
+            )
+        )
         if m.get("distillation"):
             blocks.append(KeyValues(m["distillation"], title="Distillation"))
         if (stage_dir / "figures" / FILES["worst_errors"]).is_file():
-            blocks.append(Figure(f"figures/{FILES['worst_errors']}", "Most confident validation errors"))
+            blocks.append(
+                Figure(
+                    f"figures/{FILES['worst_errors']}",
+                    f"Most confident errors on the {on} samples (not trained on)"
+                    if on != "trained_on"
+                    else "Most confident errors on trained-on data (nothing was held out)",
+                )
+            )
         card = b.directory / FILES["model_card"]
         if card.is_file():
             blocks.append(

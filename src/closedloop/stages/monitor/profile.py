@@ -1,8 +1,10 @@
 """The reference profile: what production data is compared against.
 
-Built from the validation split only (never test): half of it is the reference sample, the other
-half supplies in-distribution windows on which the alarm thresholds are calibrated, so the per-window
-false alarm rate is the configured ``alpha`` rather than folklore.
+Built from the deployed model's outputs on validation rows it did not train on (the held-out split
+the train stage recorded; never test): half of them are the reference sample, and re-splits of all
+of them supply in-distribution windows on which the alarm thresholds are calibrated, so the
+per-window false alarm rate is the configured ``alpha`` on unseen data, not on data the model
+memorized (``info.source["evaluated_on"]`` says which rows were used).
 
 Layout::
 

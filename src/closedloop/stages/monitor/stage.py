@@ -42,7 +42,8 @@ class BuildMonitorProfileConfig(StageConfig):
     """How the reference profile is built and how its alarm thresholds are calibrated."""
 
     reference_fraction: float = Field(0.5, gt=0.1, lt=0.9)
-    """Share of the validation split kept as the reference sample; the rest calibrates thresholds."""
+    """Share of the held-out split (validation rows the deployed model did not train on) kept as the
+    reference sample; thresholds are calibrated by re-splitting all of it."""
     max_reference: int = Field(500, ge=20)
     """Largest reference sample (embedding sample size); bounds the cost of the MMD test."""
     pca_dims: int = Field(16, ge=1)
@@ -75,6 +76,10 @@ class BuildMonitorProfileConfig(StageConfig):
         if not v:
             raise ValueError("name at least one drift test")
         return v
+
+
+MIN_POOL = 20
+"""Fewest held-out samples a profile is built from (below about 100, thresholds fall back to Bonferroni)."""
 
 
 def _split_indices(
@@ -154,12 +159,17 @@ def build_profile(
     model: TrainedModel,
     rng: np.random.Generator,
 ) -> ReferenceProfile:
-    """Build the reference from the validation split (never test) and calibrate the thresholds."""
-    val = data.val
-    if len(val) < 60:
+    """Build the reference from the deployed model's outputs on validation rows it did not train on
+    (the held-out split the train stage recorded; never test) and calibrate the thresholds on them."""
+    from closedloop.stages.train.heldout import heldout_split
+
+    val, evaluated_on, held_note = heldout_split(model, data, "monitor")
+    if len(val) < MIN_POOL:
         raise DataError(
-            f"dataset {data.meta.name!r}: the validation split has {len(val)} samples; the monitor needs at "
-            "least 60 (a reference half and a calibration half)"
+            f"dataset {data.meta.name!r}: {len(val)} validation samples are unseen by the deployed model "
+            f"({evaluated_on}: {held_note}); the monitor needs at least {MIN_POOL} (a reference half and a "
+            "calibration half). Raise the train stage's holdout_fraction / min_holdout, or use a larger "
+            "validation split"
         )
     kind = data.kind
     if kind == "images":
@@ -263,7 +273,14 @@ def build_profile(
         prediction_distribution=pred_dist,
         label_distribution=label_dist,
         missing_rate=missing,
-        source={"dataset": data.meta.name, "split": "val", "n_val": len(val)},
+        source={
+            "dataset": data.meta.name,
+            "split": "val",
+            "evaluated_on": evaluated_on,
+            "n": len(val),
+            "n_val": len(data.val),
+            "note": held_note,
+        },
     )
     profile = ReferenceProfile(info, ref, mean, components)
     # Re-splitting all of validation gives exchangeable (pseudo-reference, window) pairs, so the min-p
@@ -289,10 +306,10 @@ def build_profile(
 
 @register_stage("monitor")
 class BuildMonitorProfile(Stage):
-    """Build the drift-monitoring reference profile from validation data, with calibrated thresholds."""
+    """Build the drift-monitoring reference profile from held-out validation data, with calibrated thresholds."""
 
     Config = BuildMonitorProfileConfig
-    version = "2"  # 2: blockiness feature (profile format 2)
+    version = "3"  # 3: reference from the model's held-out rows; 2: blockiness feature (profile format 2)
 
     class Inputs(StageIO):
         data: DatasetBundle
@@ -316,6 +333,7 @@ class BuildMonitorProfile(Stage):
             "reference": {
                 "kind": i.kind,
                 "input_shape": i.input_shape,
+                "evaluated_on": i.source.get("evaluated_on", "validation"),
                 "reference_size": i.reference_size,
                 "calibration_size": i.calibration_size,
                 "n_features": len(i.feature_names),
@@ -337,11 +355,19 @@ class BuildMonitorProfile(Stage):
         from closedloop.report.blocks import Figure, KeyValues, Paragraph, Table
 
         i = outputs.reference.info
+        on = i.source.get("evaluated_on", "validation")
+        where = (
+            f"{i.source.get('n', '?')} {on} samples the deployed model did not train on"
+            if on != "trained_on"
+            else f"{i.source.get('n', '?')} validation samples the deployed model TRAINED ON (nothing held out)"
+        )
         blocks: list[Any] = [
             Paragraph(
-                f"Reference profile from {i.reference_size} validation samples; thresholds calibrated on "
-                f"{i.calibration_size} held-out validation samples so that about {i.alpha:.0%} of in-distribution "
-                "windows raise an alarm. Check production data with <code>closedloop monitor RUN_DIR DATA</code>."
+                f"Reference profile, softmax and confidence references and the confidence-accuracy relation "
+                f"from {where} ({i.source.get('note', '')}): {i.reference_size} form the reference sample; "
+                f"thresholds are calibrated by re-splitting all {i.reference_size + i.calibration_size} so that "
+                f"about {i.alpha:.0%} of in-distribution windows raise an alarm. Check production data with "
+                "<code>closedloop monitor RUN_DIR DATA</code>."
             ),
             KeyValues(self.summarize(outputs)["reference"], title="Reference profile"),
             Table(
@@ -353,7 +379,10 @@ class BuildMonitorProfile(Stage):
         fig = _reliability_figure(outputs.reference, stage_dir)
         if fig is not None:
             blocks.append(
-                Figure(fig, "Confidence vs. accuracy on validation (the relation the estimate relies on)")
+                Figure(
+                    fig,
+                    f"Confidence vs. accuracy on the {on} samples (the relation the label-free estimate relies on)",
+                )
             )
         return blocks
 

@@ -978,35 +978,55 @@ def cross_validate(sess: TrainSession, tuned: dict[str, Any]) -> dict[str, Any]:
 
 
 def final_fit(sess: TrainSession, tuned: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """Retrain the chosen configuration (train+val, chosen epochs, optionally several seeds), calibrate
-    with the temperature and threshold fitted on the selected configuration's validation predictions."""
+    """Retrain the chosen configuration on train + the validation rows not held out (chosen epochs,
+    optionally several seeds), then fit the temperature and threshold on the deployed model's own
+    predictions for the held-out rows (k-fold protocols: the cross-validation's out-of-fold
+    predictions, which already exist). See :mod:`closedloop.stages.train.heldout`."""
     from closedloop.models.trained import ModelSpec, TrainedModel
     from closedloop.stages.train.calibration import choose_threshold
+    from closedloop.stages.train.heldout import INFO_KEY, fit_rows
 
     cfg, eng, task = sess.cfg, sess.engine, sess.task
+    plan = sess.heldout
     mp = tuned["model_params"]
     epochs = max(1, int(tuned["best_epoch"]))
     hp = HParams.from_dict(tuned["hparams"]).with_(epochs=epochs, patience=None)
-    val_logits = np.load(sess.work / tuned["val_logits_file"])
+    val_logits = np.load(sess.work / tuned["val_logits_file"])  # the selected configuration, before the refit
+    hold = sess.val.subset(np.asarray(plan.indices, dtype=np.int64))
+    fit_idx = fit_rows(plan)
+    fit_data = TensorSet.concat(sess.train, sess.val.subset(fit_idx)) if len(fit_idx) else sess.train
+    if cfg.final_fit == "train":
+        fitted_on = "train"
+    elif len(fit_idx) == 0:
+        fitted_on = "train (validation too small to split)"
+    elif len(fit_idx) == plan.n_val:
+        fitted_on = "train+val"
+    else:
+        fitted_on = f"train + {len(fit_idx)} of {plan.n_val} validation samples"
+    sess.decide("final", plan.note, {"n_heldout": len(plan.indices), "n_val": plan.n_val, "fit": fitted_on})
     nets, histories = [], {}
     for s in range(cfg.final_seeds):
         seed = sess.ctx.seed + 7919 * s
         net = sess.build(mp, seed)
-        if cfg.final_fit == "train+val":
-            data = TensorSet.concat(sess.train, sess.val)
-            res = eng.fit(
-                net, data, None, hp, seed=seed, checkpoint=sess.work / f"final_seed{s}.pt", restore_best=False
-            )
-        else:
+        if cfg.final_fit == "train":
             res = eng.fit(
                 net, sess.train, sess.val, hp, seed=seed, checkpoint=sess.work / f"final_seed{s}.pt"
             )
-            val_logits = res.val_logits if s == 0 else val_logits
+        else:
+            res = eng.fit(
+                net,
+                fit_data,
+                None,
+                hp,
+                seed=seed,
+                checkpoint=sess.work / f"final_seed{s}.pt",
+                restore_best=False,
+            )
         histories[f"final seed {s}"] = res.history
         nets.append(net.cpu().eval())
     sess.curves.update(histories)
     plots.curves(
-        sess.figure("final.png", f"Final fit on {cfg.final_fit} ({epochs} epochs): training loss", "final"),
+        sess.figure("final.png", f"Final fit on {fitted_on} ({epochs} epochs): training loss", "final"),
         histories,
         "Final fit",
     )
@@ -1020,16 +1040,27 @@ def final_fit(sess: TrainSession, tuned: dict[str, Any]) -> tuple[Any, dict[str,
     else:
         spec = ModelSpec(family=sess.family, params=mp)
         network = nets[0]
-    cal_logits, cal_y = val_logits, sess.val.y_np
-    if tuned.get("calibration_logits_file"):  # out-of-fold predictions from cross-validation
+    # the deployed model (ensemble included) scores the rows it did not train on
+    hold_logits = np.asarray(eng.predict_logits(network.to(eng.device), hold)).reshape(len(hold), -1)
+    network = network.cpu().eval()
+    if tuned.get("calibration_logits_file"):  # k-fold protocol: cross-validation's out-of-fold predictions
+        cal_on = "out_of_fold"
         cal_logits = np.load(sess.work / tuned["calibration_logits_file"])
         cal_y = np.load(sess.work / tuned["calibration_labels_file"])
+    elif plan.evaluated_on in ("calibration", "validation"):
+        cal_on = plan.evaluated_on
+        cal_logits, cal_y = hold_logits, hold.y_np
+    else:  # nothing held out (holdout_fraction 0): the selected configuration's pre-refit predictions
+        cal_on = "validation_pre_refit"
+        cal_logits, cal_y = val_logits, sess.val.y_np
     temperature, bias, calibrated = _calibrate(network, cal_logits, cal_y, task.problem_type, cfg.calibration)
     if calibrated == "bias+temperature":
         val_logits = np.asarray(val_logits).reshape(len(val_logits), -1) + bias
         cal_logits = np.asarray(cal_logits).reshape(len(cal_logits), -1) + bias
+        hold_logits = hold_logits + bias
     threshold, why = None, ""
     p_val = logits_to_proba(val_logits, task.problem_type, temperature)
+    p_hold = logits_to_proba(hold_logits, task.problem_type, temperature)
     if task.problem_type == "binary":
         b = task.business
         threshold, why = choose_threshold(
@@ -1040,10 +1071,19 @@ def final_fit(sess: TrainSession, tuned: dict[str, Any]) -> tuple[Any, dict[str,
             cost_fn=b.cost_false_negative,
             prevalence=b.prevalence,
         )
+        why = why.replace("on validation", f"on {CAL_TEXT[cal_on]}")
+    evaluated_on = {
+        "temperature": cal_on,
+        "val": "validation" if cfg.final_fit == "train" else "validation_pre_refit",
+        "heldout": plan.evaluated_on,
+        "test": "test",
+    }
+    if threshold is not None:
+        evaluated_on["threshold"] = cal_on
     sess.decide(
         "final",
-        f"trained the chosen configuration on {cfg.final_fit} for {epochs} epoch(s) "
-        f"({cfg.final_seeds} seed(s)); {_calibration_text(calibrated, temperature, bias)}"
+        f"trained the chosen configuration on {fitted_on} for {epochs} epoch(s) "
+        f"({cfg.final_seeds} seed(s)); {_calibration_text(calibrated, temperature, bias, cal_on, len(cal_y))}"
         + (f"; operating threshold {threshold:.3f}: {why}" if threshold is not None else ""),
         {
             "epochs": epochs,
@@ -1052,6 +1092,7 @@ def final_fit(sess: TrainSession, tuned: dict[str, Any]) -> tuple[Any, dict[str,
             "logit_bias": [float(b) for b in bias],
             "threshold": threshold,
             "seeds": cfg.final_seeds,
+            "evaluated_on": evaluated_on,
         },
     )
     model = TrainedModel(
@@ -1065,22 +1106,37 @@ def final_fit(sess: TrainSession, tuned: dict[str, Any]) -> tuple[Any, dict[str,
         threshold=threshold,
         info={
             "trained_on": cfg.final_fit,
+            "fitted_on": fitted_on,
             "epochs": epochs,
             "hparams": hp.as_dict(),
             "seeds": cfg.final_seeds,
             "threshold_rule": why,
             "calibration": calibrated,
+            "calibrated_on": cal_on,
             "logit_bias": [float(b) for b in bias],
+            INFO_KEY: plan.model_dump(),
         },
     )
     return model, {
         "epochs": epochs,
+        "fitted_on": fitted_on,
+        "n_heldout": len(plan.indices),
         "calibration": calibrated,
         "temperature": temperature,
         "threshold": threshold,
         "threshold_rule": why,
+        "evaluated_on": evaluated_on,
         "val_proba": p_val,
+        "heldout_proba": p_hold,
     }
+
+
+CAL_TEXT = {
+    "calibration": "the held-out calibration split (deployed model)",
+    "validation": "validation (deployed model, fitted on train only)",
+    "out_of_fold": "out-of-fold predictions of the k-fold cross-validation",
+    "validation_pre_refit": "validation predictions of the selected configuration before the refit",
+}
 
 
 def _calibrate(
@@ -1098,17 +1154,19 @@ def _calibrate(
     return fit_temperature(val_logits, y_val, problem_type), np.zeros(k), "temperature"
 
 
-def _calibration_text(method: str, temperature: float, bias: np.ndarray) -> str:
+def _calibration_text(method: str, temperature: float, bias: np.ndarray, on: str, n: int) -> str:
+    where = f"{CAL_TEXT[on]}, {n} samples"
     if method == "bias+temperature":
         offs = ", ".join(f"{b:+.3f}" for b in bias)
-        return (
-            f"temperature {temperature:.3f} and logit offset [{offs}] fitted on validation (bias-corrected)"
-        )
-    return f"temperature {temperature:.3f} fitted on validation"
+        return f"temperature {temperature:.3f} and logit offset [{offs}] fitted on {where} (bias-corrected)"
+    return f"temperature {temperature:.3f} fitted on {where}"
 
 
-def evaluate_on_test(sess: TrainSession, model: Any, p_val: np.ndarray, baseline: Any) -> dict[str, Any]:
-    """Validation metrics with intervals, then the single opening of the test split."""
+def evaluate_on_test(
+    sess: TrainSession, model: Any, p_val: np.ndarray, p_hold: np.ndarray, baseline: Any
+) -> dict[str, Any]:
+    """Validation metrics (selected configuration before the refit) and the deployed model's metrics on
+    its held-out rows, with intervals; then the single opening of the test split."""
     from closedloop.stats.bootstrap import metrics_with_ci
 
     cfg, task = sess.cfg, sess.task
@@ -1119,10 +1177,19 @@ def evaluate_on_test(sess: TrainSession, model: Any, p_val: np.ndarray, baseline
         "seed": sess.ctx.seed,
     }
     val = metrics_with_ci(task.metrics, sess.val.y_np, p_val, task.problem_type, **kw)
+    y_hold = sess.val.y_np[np.asarray(sess.heldout.indices, dtype=np.int64)]
+    heldout = None
+    if len(y_hold) and sess.heldout.evaluated_on != "trained_on":
+        from closedloop.stats.errors import StatsError
+
+        try:
+            heldout = metrics_with_ci(task.metrics, y_hold, p_hold, task.problem_type, **kw)
+        except StatsError as exc:  # e.g. one class among a handful of held-out rows
+            sess.decide("final", f"no metrics on the {len(y_hold)} held-out samples: {exc}", {})
     test_split = sess.ctx.open_test(sess.data, reason="final evaluation", purpose="evaluation")
     p_test = model.predict_proba(test_split.X)
     test = metrics_with_ci(task.metrics, np.asarray(test_split.y), p_test, task.problem_type, **kw)
-    out: dict[str, Any] = {"val": val, "test": test, "n_test": len(test_split)}
+    out: dict[str, Any] = {"val": val, "heldout": heldout, "test": test, "n_test": len(test_split)}
     if task.problem_type == "binary":
         from closedloop.stages.train.calibration import expected_calibration_error
 

@@ -46,6 +46,8 @@ class TrainSession:
     phases: dict[str, dict[str, Any]] = field(default_factory=dict)
     figures: list[dict[str, str]] = field(default_factory=list)
     n_configs: int = 0
+    heldout: Any = None
+    """:class:`closedloop.stages.train.heldout.HeldOut`: validation rows kept out of the final fit."""
 
     # -- time -----------------------------------------------------------------------------------
     def deadline(self, phase: str) -> float:

@@ -30,6 +30,7 @@ from closedloop.stages.task import TaskSpec
 from closedloop.stages.train import phases as ph
 from closedloop.stages.train.augment import AugmentParams
 from closedloop.stages.train.engine import HParams, make_engine, make_tensor_set
+from closedloop.stages.train.heldout import plan_heldout
 from closedloop.stages.train.session import TrainSession
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -156,12 +157,21 @@ class TrainConfig(StageConfig):
     """Optuna RDB storage URL shared by several machines (default: a SQLite file in the stage's work folder)."""
     study_name: str | None = None
     final_fit: Literal["train+val", "train"] = "train+val"
+    holdout_fraction: float = Field(0.5, ge=0, lt=1)
+    """Share of the validation split kept out of a train+val final fit (stratified): the deployed
+    model's predictions on it fit the temperature and threshold and feed the export gate, the model
+    card and the monitor's reference, so no figure after the fit comes from trained-on data (0: keep
+    nothing out; later figures are then labelled ``trained_on``). See docs/training.md."""
+    min_holdout: int = Field(30, ge=2)
+    """Fewest held-out samples: a smaller share is raised to this; a validation split of this size or
+    less is held out whole (the final fit then uses train only). The report says which happened."""
     final_seeds: int = Field(1, ge=1)
     """More than 1: an ensemble of seeds (logits averaged)."""
     threshold: Literal["cost", "youden", "fixed"] = "cost"
-    """Binary operating threshold on validation: task costs, Youden's J (prevalence-free) or 0.5."""
+    """Binary operating threshold, fitted with the temperature (held-out or out-of-fold predictions): task
+    costs, Youden's J (prevalence-free) or 0.5."""
     calibration: Literal["temperature", "bias+temperature"] = "temperature"
-    """Fitted on validation: the temperature alone, or a temperature and one offset per logit
+    """Fitted on the deployed model's held-out predictions (k-fold protocols: out-of-fold): the temperature alone, or a temperature and one offset per logit
     (bias-corrected; undoes the prior shift of class weighting; folded into the head bias)."""
     gate: Literal["warn", "fail"] = "warn"
     """fail: the stage fails (after writing the evaluation) when the model does not beat the baseline."""
@@ -194,6 +204,12 @@ class EvaluationReport(JsonArtifact):
     seconds: float
     primary_metric: str
     baseline_name: str | None = None
+    heldout: dict[str, Any] | None = None
+    """The deployed model's metrics (with 95% CIs) on the samples it did not train on (``calibration``)."""
+    evaluated_on: dict[str, str] = Field(default_factory=dict)
+    """Which data each figure was computed on: ``test``, ``val``, ``heldout``, ``temperature``, ``threshold``."""
+    heldout_note: str | None = None
+    """How the held-out split was made (and any fallback for a small validation split)."""
 
 
 class _Resolved:
@@ -215,7 +231,7 @@ class TrainModel(Stage):
 
     nondeterministic_outputs = ("evaluation",)  # holds phase wall times and budget decisions
     Config = TrainConfig
-    version = "2"  # 2: calibration option, knob ablation
+    version = "3"  # 3: held-out calibration split; 2: calibration option, knob ablation
 
     class Inputs(StageIO):
         data: DatasetBundle
@@ -310,9 +326,15 @@ class TrainModel(Stage):
         cv = cached("cross_validate", lambda: self.cross_validate(sess, tuned))
         t = time.time()
         model, fin = self.final_fit(sess, cv["tuned"])
-        ev = ph.evaluate_on_test(sess, model, fin.pop("val_proba"), baseline)
+        ev = ph.evaluate_on_test(sess, model, fin.pop("val_proba"), fin.pop("heldout_proba"), baseline)
         fin["seconds"] = round(time.time() - t, 2)
-        sess.phases["final"] = {**fin, "test": ev["test"], "val": ev["val"], "test_ece": ev.get("test_ece")}
+        sess.phases["final"] = {
+            **fin,
+            "test": ev["test"],
+            "val": ev["val"],
+            "heldout": ev["heldout"],
+            "test_ece": ev.get("test_ece"),
+        }
         evaluation = EvaluationReport(
             phases=sess.phases,
             curves=sess.curves,
@@ -335,6 +357,9 @@ class TrainModel(Stage):
             seconds=round(sess.elapsed(), 1),
             primary_metric=sess.task.primary_metric,
             baseline_name=getattr(baseline, "best", None),
+            heldout=ev["heldout"],
+            evaluated_on=fin["evaluated_on"],
+            heldout_note=sess.heldout.note,
         )
         bb = ev["beats_baseline"]
         if self.config.gate == "fail" and bb is not None and not bb.get("significant"):
@@ -405,6 +430,16 @@ class TrainModel(Stage):
             family=family,
             base_hp=hp,
             budget_s=60.0 * cfg.budget_minutes,
+            heldout=plan_heldout(
+                data.val.X,
+                np.asarray(data.val.y),
+                problem_type=task.problem_type,
+                final_fit=cfg.final_fit,
+                fraction=cfg.holdout_fraction,
+                min_size=cfg.min_holdout,
+                n_train=len(data.train),
+                seed=ctx.seed,
+            ),
         )
         if batch_size != cfg.batch_size:
             sess.decide(
@@ -423,6 +458,11 @@ class TrainModel(Stage):
         return {
             "test": {k: {"value": v["value"], "ci95": v["ci95"]} for k, v in ev.test.items()},
             "val": {k: {"value": v["value"], "ci95": v["ci95"]} for k, v in ev.val.items()},
+            "heldout": None
+            if ev.heldout is None
+            else {k: {"value": v["value"], "ci95": v["ci95"]} for k, v in ev.heldout.items()},
+            "evaluated_on": ev.evaluated_on,
+            "heldout_note": ev.heldout_note,
             "n_configs": ev.n_configs,
             "beats_baseline": None
             if bb is None
@@ -482,6 +522,16 @@ class TrainModel(Stage):
                     "No baseline was wired into this stage: the model is not compared with one.", "warning"
                 )
             )
+        on = ev.evaluated_on
+        val_col = EVALUATED_ON_TEXT.get(on.get("val", "validation"), "validation")
+        hold_col = EVALUATED_ON_TEXT.get(on.get("heldout", ""), "held-out")
+
+        def ci(d: dict[str, Any] | None, k: str) -> str | None:
+            if not d or k not in d:
+                return None
+            v = d[k]
+            return f"{v['value']:.4f} [{v['ci95'][0]:.4f}, {v['ci95'][1]:.4f}]"
+
         blocks.append(
             Table(
                 [
@@ -489,13 +539,23 @@ class TrainModel(Stage):
                         "metric": k,
                         "test": round(v["value"], 4),
                         "95% CI": f"[{v['ci95'][0]:.4f}, {v['ci95'][1]:.4f}]",
-                        "validation": round(ev.val[k]["value"], 4) if k in ev.val else None,
+                        val_col: round(ev.val[k]["value"], 4) if k in ev.val else None,
+                        hold_col: ci(ev.heldout, k),
                     }
                     for k, v in ev.test.items()
                 ],
-                title="Test metrics (test set opened once)",
+                title="Test metrics (test set opened once) and the data each other column was computed on",
             )
         )
+        if on:
+            blocks.append(
+                KeyValues(
+                    {fig: f"{o} ({EVALUATED_ON_TEXT.get(o, o)})" for fig, o in on.items()},
+                    title="evaluated_on: which data each figure was computed on",
+                )
+            )
+        if ev.heldout_note:
+            blocks.append(Paragraph(f"Held-out split: {ev.heldout_note}."))
         blocks.append(Paragraph(f"Selected among {ev.n_configs} configurations evaluated on validation."))
         titles = {
             "setup": "Setup",
@@ -578,6 +638,15 @@ class TrainModel(Stage):
                 blocks.append(Section(title, body))
         return blocks
 
+
+EVALUATED_ON_TEXT = {
+    "calibration": "held-out calibration split (deployed model, never trained on)",
+    "validation": "validation (deployed model fitted on train only)",
+    "validation_pre_refit": "validation (selected configuration before the refit)",
+    "out_of_fold": "out-of-fold (k-fold cross-validation on train+val)",
+    "trained_on": "trained-on data (nothing held out)",
+    "test": "test (opened once)",
+}
 
 KNOB_GAINS_TITLE = (
     "What each knob bought: validation difference, chosen configuration minus the same configuration "

@@ -1,0 +1,194 @@
+"""The held-out split: validation samples kept out of the final fit.
+
+After the final refit on train+val the deployed model has seen the validation split, so nothing
+computed afterwards (temperature, threshold, the export gate, the model card's errors, the monitor's
+reference) may use it. The train stage reserves a stratified part of validation ("calibration"),
+refits on train + the rest, and records which rows it kept out in ``TrainedModel.info["heldout"]``;
+the export and monitor stages read that record back with :func:`heldout_split` and score the deployed
+model on those rows only. Every figure says which data it came from (``evaluated_on``):
+
+* ``calibration`` - held-out validation rows the deployed model never trained on;
+* ``validation`` - the whole validation split, when the final fit used train only;
+* ``out_of_fold`` - k-fold predictions of models that did not see the sample (k-fold protocols);
+* ``validation_pre_refit`` - validation predictions of the selected configuration before the refit
+  (a model that did not train on them, but not the deployed one);
+* ``trained_on`` - data the deployed model trained on (only when nothing was held out; never a
+  figure to trust, and never called "validation").
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from closedloop.core.errors import ConfigError
+
+EvaluatedOn = Literal[
+    "calibration", "validation", "out_of_fold", "validation_pre_refit", "trained_on", "test"
+]
+
+INFO_KEY = "heldout"
+
+
+class HeldOut(BaseModel):
+    """Which validation rows the deployed model never trained on (stored in ``model.info``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    indices: list[int]
+    """Rows of the validation split kept out of the final fit (sorted)."""
+    n_val: int
+    """Size of the validation split the indices refer to."""
+    evaluated_on: EvaluatedOn
+    """Label of figures computed on these rows: ``calibration`` (part of validation reserved),
+    ``validation`` (all of it: final fit on train only) or ``trained_on`` (nothing reserved)."""
+    note: str
+    """How the split was made, including any fallback and why."""
+    checksum: str
+    """Hash of the held-out rows (inputs and labels): a later stage given other data fails loudly."""
+
+
+def rows_checksum(X: Any, y: np.ndarray, idx: np.ndarray) -> str:
+    """sha256 over the selected rows' inputs and labels (images: raw bytes; tables: pandas row hashes)."""
+    import pandas as pd
+
+    h = hashlib.sha256()
+    idx = np.asarray(idx, dtype=np.int64)
+    if isinstance(X, pd.DataFrame):
+        h.update(pd.util.hash_pandas_object(X.iloc[idx], index=False).to_numpy().tobytes())
+    else:
+        h.update(np.ascontiguousarray(np.asarray(X)[idx]).tobytes())
+    h.update(np.ascontiguousarray(np.asarray(y)[idx]).astype(np.float64).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _stratified_pick(y: np.ndarray, k: int, stratify: bool, rng: np.random.Generator) -> np.ndarray:
+    """``k`` rows, each class keeping its share (largest remainders), or a plain draw."""
+    n = len(y)
+    if not stratify or k >= n:
+        return np.sort(rng.permutation(n)[:k])
+    classes, counts = np.unique(y, return_counts=True)
+    exact = k * counts / n
+    take = np.floor(exact).astype(int)
+    for j in np.argsort(-(exact - take), kind="stable")[: k - take.sum()]:
+        take[j] += 1
+    picked = [rng.permutation(np.flatnonzero(y == c))[:t] for c, t in zip(classes, take, strict=True)]
+    return np.sort(np.concatenate(picked))
+
+
+def plan_heldout(
+    X_val: Any,
+    y_val: np.ndarray,
+    *,
+    problem_type: str,
+    final_fit: str,
+    fraction: float,
+    min_size: int,
+    n_train: int,
+    seed: int,
+) -> HeldOut:
+    """Choose the validation rows kept out of the final fit, and say how (``note``).
+
+    ``final_fit: train`` keeps all of validation out. Otherwise ``fraction`` of it is reserved
+    (stratified by class); below ``min_size`` rows, ``min_size`` are reserved, and a validation split
+    smaller than ``min_size`` is kept out whole (the final fit then uses train only)."""
+    y = np.asarray(y_val)
+    n_val = len(y)
+    if n_val == 0:
+        raise ConfigError("train: the validation split is empty; nothing can be held out for calibration")
+    strat = y.reshape(n_val, -1)[:, 0] if problem_type in ("binary", "multiclass", "ordinal") else y
+    rng = np.random.default_rng([int(seed), 0x4E1D])
+    stratify = problem_type in ("binary", "multiclass", "ordinal")
+    if final_fit == "train":
+        idx = np.arange(n_val)
+        on: EvaluatedOn = "validation"
+        note = f"final fit on train only: all {n_val} validation samples are unseen by the deployed model"
+    elif fraction <= 0:
+        idx = np.arange(n_val)
+        on = "trained_on"
+        note = (
+            f"holdout_fraction 0: nothing reserved; the final fit uses train+val, so figures computed after "
+            f"it on the {n_val} validation samples are on trained-on data (labelled 'trained_on')"
+        )
+    else:
+        want = int(round(fraction * n_val))
+        if n_val <= min_size:
+            idx = np.arange(n_val)
+            on = "validation"
+            note = (
+                f"the validation split has {n_val} samples, not more than min_holdout={min_size}: reserving "
+                f"{fraction:g} of it ({want}) would leave too few to calibrate on, so all {n_val} are held out "
+                f"and the final fit uses train only ({n_train} samples) instead of train+val"
+            )
+        elif want < min_size:
+            idx = _stratified_pick(strat, min_size, stratify, rng)
+            on = "calibration"
+            note = (
+                f"the validation split has {n_val} samples: holdout_fraction {fraction:g} would reserve {want} "
+                f"(< min_holdout={min_size}); reserved {min_size} instead, and the final fit uses train "
+                f"({n_train}) + the other {n_val - min_size} validation samples"
+            )
+        else:
+            idx = _stratified_pick(strat, want, stratify, rng)
+            on = "calibration"
+            note = (
+                f"{len(idx)} of {n_val} validation samples ({fraction:g}, stratified) reserved as the "
+                f"calibration split; the final fit uses train ({n_train}) + the other {n_val - len(idx)}"
+            )
+    return HeldOut(
+        indices=[int(i) for i in idx],
+        n_val=n_val,
+        evaluated_on=on,
+        note=note,
+        checksum=rows_checksum(X_val, y, idx),
+    )
+
+
+def fit_rows(plan: HeldOut) -> np.ndarray:
+    """Validation rows that go into the final fit (none when all are held out)."""
+    if plan.evaluated_on == "trained_on":
+        return np.arange(plan.n_val)
+    keep = np.ones(plan.n_val, dtype=bool)
+    keep[np.asarray(plan.indices, dtype=np.int64)] = False
+    return np.flatnonzero(keep)
+
+
+def heldout_split(model: Any, data: Any, stage: str) -> tuple[Any, str, str]:
+    """The validation rows the deployed ``model`` did not train on, for a stage after training.
+
+    Returns ``(split, evaluated_on, note)``. A model without a held-out record (trained outside the
+    train stage) gets the whole validation split, labelled ``validation`` when its record says it was
+    fitted on train only and ``trained_on`` when it says train+val. Raises when the record does not
+    match ``data`` (another dataset or split than the one the model was trained with)."""
+    from closedloop.data.bundle import Split
+
+    val = data.val
+    raw = getattr(model, "info", {}).get(INFO_KEY)
+    if raw is None:
+        trained_on = getattr(model, "info", {}).get("trained_on")
+        if trained_on == "train+val":
+            return val, "trained_on", "the model records a fit on train+val and no held-out split"
+        return (
+            val,
+            "validation",
+            "the model records no held-out split; its training data did not include validation",
+        )
+    plan = HeldOut.model_validate(raw)
+    idx = np.asarray(plan.indices, dtype=np.int64)
+    if len(val) != plan.n_val or (len(idx) and idx.max() >= len(val)):
+        raise ConfigError(
+            f"stage {stage!r}: the model's held-out record refers to a validation split of {plan.n_val} samples, "
+            f"but this stage's data has {len(val)}; wire the same data (e.g. inputs_from: {{data: ...}}) into "
+            "train and this stage"
+        )
+    got = rows_checksum(val.X, np.asarray(val.y), idx)
+    if got != plan.checksum:
+        raise ConfigError(
+            f"stage {stage!r}: the validation rows the model held out (checksum {plan.checksum}) differ from "
+            f"this stage's data (checksum {got}); wire the same data into train and this stage"
+        )
+    X = val.X.iloc[idx].reset_index(drop=True) if hasattr(val.X, "iloc") else np.asarray(val.X)[idx]
+    return Split(X=X, y=np.asarray(val.y)[idx]), plan.evaluated_on, plan.note
