@@ -30,6 +30,7 @@ from closedloop.stages.task import TaskSpec
 from closedloop.stages.train import phases as ph
 from closedloop.stages.train.augment import AugmentParams
 from closedloop.stages.train.engine import HParams, make_engine, make_tensor_set
+from closedloop.stages.train.selection import selection_evidence
 from closedloop.stages.train.session import TrainSession
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -194,6 +195,8 @@ class EvaluationReport(JsonArtifact):
     seconds: float
     primary_metric: str
     baseline_name: str | None = None
+    selection: dict[str, Any] | None = None
+    """The winner's validation score and the search's optimism (SelectionBias, evaluated_on validation)."""
 
 
 class _Resolved:
@@ -311,6 +314,7 @@ class TrainModel(Stage):
         t = time.time()
         model, fin = self.final_fit(sess, cv["tuned"])
         ev = ph.evaluate_on_test(sess, model, fin.pop("val_proba"), baseline)
+        sb = selection_evidence(sess, cv["tuned"])
         fin["seconds"] = round(time.time() - t, 2)
         sess.phases["final"] = {**fin, "test": ev["test"], "val": ev["val"], "test_ece": ev.get("test_ece")}
         evaluation = EvaluationReport(
@@ -335,6 +339,7 @@ class TrainModel(Stage):
             seconds=round(sess.elapsed(), 1),
             primary_metric=sess.task.primary_metric,
             baseline_name=getattr(baseline, "best", None),
+            selection=None if sb is None else sb.model_dump(mode="json"),
         )
         bb = ev["beats_baseline"]
         if self.config.gate == "fail" and bb is not None and not bb.get("significant"):
@@ -433,13 +438,17 @@ class TrainModel(Stage):
                     "delta",
                     "ci95",
                     "p_value",
-                    "p_holm",
+                    "p_adjusted",
+                    "correction",
+                    "n_test_comparisons",
                     "n_configs",
                     "significant",
                     "baseline",
+                    "evaluated_on",
                     "sentence",
                 )
             },
+            "selection": ev.selection,
             "decisions": ev.decisions,
             "model": {
                 "family": ev.chosen["family"],
@@ -496,7 +505,7 @@ class TrainModel(Stage):
                 title="Test metrics (test set opened once)",
             )
         )
-        blocks.append(Paragraph(f"Selected among {ev.n_configs} configurations evaluated on validation."))
+        blocks.append(Paragraph(_selection_text(ev)))
         titles = {
             "setup": "Setup",
             "sanity": "1. Sanity: overfit one batch",
@@ -629,6 +638,21 @@ def make_preprocessing(data: DatasetBundle, task: TaskSpec) -> Preprocessing:
         std=std.tolist(),
         impute=med.tolist(),
         feature_names=[str(c) for c in data.train.X.columns],
+    )
+
+
+def _selection_text(ev: EvaluationReport) -> str:
+    """The validation side of the evidence: "selected among N" and how optimistic that makes the score."""
+    text = f"Selected among {ev.n_configs} configurations evaluated on validation"
+    sel = ev.selection
+    if not sel:
+        return text + " (selection bias not estimated)."
+    return (
+        f"{text}. Winner's validation {sel['metric']}: {sel['winner_value']:.4f}, estimated selection bias "
+        f"{sel['optimism']:+.4f} (bootstrap of the selection among the {sel['n_candidates']} candidates with "
+        f"saved predictions, on {sel['n_validation']} validation cases): expect about "
+        f"{sel['corrected_value']:.4f} on new data. The search is corrected for here, on validation; the "
+        "test comparison above is a single declared comparison and needs no correction for it."
     )
 
 
