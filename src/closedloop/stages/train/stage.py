@@ -445,6 +445,8 @@ class TrainModel(Stage):
                     "significant",
                     "baseline",
                     "evaluated_on",
+                    "method",
+                    "n",
                     "sentence",
                 )
             },
