@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,7 @@ import numpy as np
 from scipy.stats import norm
 
 from closedloop.stats.multiple import holm
-from closedloop.stats.selection import selection_bias
+from closedloop.stats.selection import SelectionBias, selection_bias
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,6 +77,30 @@ def breast_run(run: Path | None) -> Path:
     return out
 
 
+def breast_selection(run: Path) -> SelectionBias:
+    """The run's selection bias, recomputed with the current method from the saved validation logits."""
+    from closedloop.models.trained import logits_to_proba
+    from closedloop.stages.train.selection import candidate_files
+
+    work = next(run.glob("stages/*_train")) / "work"
+    y_val = np.load(next(run.glob("stages/*_data")) / "artifacts/data/val.npz")["y"]
+    phase = json.loads((work / "phase_cross_validate.json").read_text(encoding="utf-8"))
+    chosen = phase["outcome"]["tuned"]["val_logits_file"]
+    files = candidate_files(work)
+    probas = [logits_to_proba(np.load(work / rel), "binary") for _, rel in files]
+    rels = [rel for _, rel in files]
+    return selection_bias(
+        "auc",
+        y_val,
+        probas,
+        "binary",
+        names=[n for n, _ in files],
+        winner=rels.index(chosen),
+        convention="medmnist",
+        n_resamples=1000,
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", type=Path, default=None, help="a finished BreastMNIST run directory")
@@ -98,22 +123,27 @@ def main() -> None:
     run = breast_run(args.run)
     summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
     tr = next(v for v in summary["stages"].values() if isinstance(v, dict) and "beats_baseline" in v)
-    sel, bb = tr.get("selection"), tr["beats_baseline"]
+    bb = tr["beats_baseline"]
     print(f"\n== BreastMNIST, shipped config ({run}) ==")
-    if sel:
-        print(
-            f"winner's validation AUC {sel['winner_value']:.4f} (selected among {sel['n_candidates']} candidates "
-            f"with saved predictions, {tr['n_configs']} configurations scored on validation by the train stage; "
-            f"{summary.get('n_validation_configs')} in the run incl. baselines)"
-        )
-        print(
-            f"estimated selection bias {sel['optimism']:+.4f} -> expected on new data {sel['corrected_value']:.4f} "
-            f"(winner re-picked in {sel['winner_repick_rate']:.0%} of resamples)"
-        )
-    test_auc = tr["test"]["auc"]["value"]
+    sb = breast_selection(run)
     print(
-        f"final model's test AUC {test_auc:.4f} (refit on train+val, 3 seeds; n = {bb.get('n')})"
-        + (f": realized validation-test gap {sel['winner_value'] - test_auc:+.4f}" if sel else "")
+        f"winner ({sb.winner}): validation AUC {sb.winner_value:.4f}, selected among {sb.n_candidates} candidates "
+        f"with saved validation predictions ({tr['n_configs']} configurations scored on validation by the train "
+        f"stage, {summary.get('n_validation_configs')} in the run incl. baselines)"
+    )
+    print(
+        f"estimated selection bias {sb.optimism:+.4f} (out-of-bootstrap {sb.optimism_out_of_bootstrap:+.4f}, "
+        f"in-sample {sb.optimism_in_sample:+.4f}) -> expected on new data {sb.corrected_value:.4f}; "
+        f"winner re-picked in {sb.winner_repick_rate:.0%} of resamples"
+    )
+    test_auc = tr["test"]["auc"]["value"]
+    n_test = bb.get("n") or int(re.search(r"n = (\d+)", bb["sentence"]).group(1))
+    se = [(v["auc"]["ci95"][1] - v["auc"]["ci95"][0]) / 3.92 for v in (tr["val"], tr["test"])]
+    print(
+        f"final model's test AUC {test_auc:.4f} (the chosen configuration refit on train+val, 3 seeds; "
+        f"n = {n_test}): realized validation-test gap {sb.winner_value - test_auc:+.4f} "
+        f"(+/- {np.hypot(*se):.4f}, one SE from the two 95% intervals), of which the estimate explains "
+        f"{sb.optimism:+.4f}"
     )
     p = bb["p_value"]
     for label, n in (("train-stage N", tr["n_configs"]), ("run N", summary.get("n_validation_configs") or 1)):
@@ -123,8 +153,8 @@ def main() -> None:
             + ("significant" if p_old < 0.05 and bb["delta"] > 0 else "NOT significant")
         )
     print(
-        f"gate AFTER (the declared comparison, {bb.get('correction', 'none')}): delta {bb['delta']:+.3f}, "
-        f"95% CI [{bb['ci95'][0]:.3f}, {bb['ci95'][1]:.3f}], one-sided p = {p:.4f} -> "
+        f"gate AFTER (the declared comparison, correction: {bb.get('correction', 'none')}): delta "
+        f"{bb['delta']:+.3f}, 95% CI [{bb['ci95'][0]:.3f}, {bb['ci95'][1]:.3f}], one-sided p = {p:.4f} -> "
         + ("significant" if bb["significant"] else "NOT significant")
     )
     print("gate sentence: " + bb["sentence"])

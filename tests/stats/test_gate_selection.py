@@ -40,7 +40,8 @@ def test_single_declared_comparison_is_not_multiplied_by_the_number_of_configs()
     assert res.p_adjusted == res.p_value
     assert res.significant and res.correction == "none" and res.n_test_comparisons == 1
     assert res.n_configs == 14 and res.evaluated_on == "test"
-    assert res.ci95[0] > 0
+    assert res.ci95[0] > 0 and res.ci95[0] <= res.bound95 <= res.delta
+    assert "one-sided 95% bound > +0.0" in res.sentence
     assert "no correction for the 14 configurations" in res.sentence
     assert "NOT" not in res.sentence
     # n_configs changes nothing in the decision

@@ -52,6 +52,9 @@ class TestComparison(BaseModel):
     delta: float
     """``model - baseline``."""
     ci95: list[float]
+    bound95: float
+    """One-sided 95% bound on ``delta`` on the side of "the model is better" (lower bound when higher
+    is better): the interval of the one-sided claim."""
     p_value: float
     """One-sided (H0: the model is not better), this comparison alone."""
     p_two_sided: float
@@ -77,6 +80,8 @@ class GateResult(BaseModel):
     baseline: str
     delta: float
     ci95: list[float]
+    bound95: float
+    """One-sided 95% bound of the declared comparison (see :class:`TestComparison`)."""
     p_value: float
     """One-sided p-value of the declared comparison, uncorrected."""
     p_two_sided: float
@@ -153,6 +158,7 @@ def compare_family(
             baseline=name,
             delta=r.delta,
             ci95=list(r.ci95),
+            bound95=r.bound_one_sided,
             p_value=r.p_one_sided,
             p_two_sided=r.p_value,
             p_adjusted=pa,
@@ -201,7 +207,8 @@ def gate_on_test(
     lo, hi = d.ci95
     core = (
         f"{d.metric} {_fmt(d.model_value)} for the model vs {_fmt(d.baseline_value)} for the {d.baseline} "
-        f"(difference {d.delta:+.3f}, 95% CI [{_fmt(lo)}, {_fmt(hi)}], n = {d.n})"
+        f"(difference {d.delta:+.3f}, 95% CI [{_fmt(lo)}, {_fmt(hi)}], one-sided 95% bound "
+        f"{'>' if d.higher_is_better else '<'} {d.bound95:+.3f}, n = {d.n})"
     )
     if k == 1:
         correction = "none"
@@ -238,6 +245,7 @@ def gate_on_test(
         baseline=d.baseline,
         delta=d.delta,
         ci95=[lo, hi],
+        bound95=d.bound95,
         p_value=d.p_value,
         p_two_sided=d.p_two_sided,
         p_adjusted=d.p_adjusted,

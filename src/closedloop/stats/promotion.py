@@ -67,6 +67,8 @@ class PromotionDecision(BaseModel):
     delta: float
     """``challenger - champion`` on ``metric``."""
     ci95: list[float]
+    bound95: float
+    """One-sided 95% bound on ``delta`` on the side of "the challenger is better"."""
     p_value: float
     """One-sided (H0: the challenger is not better), the declared comparison alone."""
     p_adjusted: float
@@ -174,6 +176,7 @@ def decide_promotion(
         metric=d.metric,
         delta=d.delta,
         ci95=list(d.ci95),
+        bound95=d.bound95,
         p_value=d.p_value,
         p_adjusted=d.p_adjusted,
         correction=correction,

@@ -218,7 +218,7 @@ class TrainModel(Stage):
 
     nondeterministic_outputs = ("evaluation",)  # holds phase wall times and budget decisions
     Config = TrainConfig
-    version = "2"  # 2: calibration option, knob ablation
+    version = "3"  # 2: calibration option, knob ablation; 3: gate without Holm over N, selection bias
 
     class Inputs(StageIO):
         data: DatasetBundle
@@ -437,6 +437,7 @@ class TrainModel(Stage):
                     "metric",
                     "delta",
                     "ci95",
+                    "bound95",
                     "p_value",
                     "p_adjusted",
                     "correction",
