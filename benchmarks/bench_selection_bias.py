@@ -127,13 +127,15 @@ def main() -> None:
     print(f"\n== BreastMNIST, shipped config ({run}) ==")
     sb = breast_selection(run)
     print(
-        f"winner ({sb.winner}): validation AUC {sb.winner_value:.4f}, selected among {sb.n_candidates} candidates "
+        f"winner ({sb.winner}"
+        + ("" if sb.winner_is_best else ", chosen by cross-validation, not the best on validation")
+        + f"): validation AUC {sb.winner_value:.4f}, selected among {sb.n_candidates} candidates "
         f"with saved validation predictions ({tr['n_configs']} configurations scored on validation by the train "
         f"stage, {summary.get('n_validation_configs')} in the run incl. baselines)"
     )
     print(
         f"estimated selection bias {sb.optimism:+.4f} (out-of-bootstrap {sb.optimism_out_of_bootstrap:+.4f}, "
-        f"in-sample {sb.optimism_in_sample:+.4f}) -> expected on new data {sb.corrected_value:.4f}; "
+        f"in-sample {sb.optimism_in_sample:+.4f}) -> expected on new data {'' if sb.winner_is_best else '>= '}{sb.corrected_value:.4f}; "
         f"winner re-picked in {sb.winner_repick_rate:.0%} of resamples"
     )
     test_auc = tr["test"]["auc"]["value"]

@@ -74,7 +74,8 @@ class SelectionBias(BaseModel):
     optimism_in_sample: float
     """Resample score minus full-sample score of the re-picked candidate (undershoots)."""
     corrected_value: float
-    """``winner_value`` with the optimism removed: roughly what to expect on new data."""
+    """``winner_value`` with the optimism removed: roughly what to expect on new data (a floor when the
+    winner was not the best on validation, whose inflation the best-of-N optimism overstates)."""
     winner_repick_rate: float
     """Share of resamples in which the selection picked the same winner (stability of the choice)."""
     higher_is_better: bool
@@ -149,7 +150,13 @@ def selection_bias(
         f"about {corrected:.4f} on new data"
     )
     if win != best:
-        sentence += " (the chosen configuration was not the best on validation: its score is less inflated)"
+        sentence = (
+            f"validation {metric} {value:.4f} for the chosen configuration, which was not the best of the {n} "
+            f"configurations on these {len(y)} validation cases (the best scored {full[best]:.4f}; the choice "
+            f"used another criterion): the best-of-{n} score is flattered by about {bias:.4f} (bootstrap of the "
+            f"selection, {len(ins)} resamples), which overstates the chosen one's inflation, so expect at "
+            f"least about {corrected:.4f} on new data"
+        )
     return SelectionBias(
         metric=metric,
         n_candidates=n,

@@ -650,10 +650,14 @@ def _selection_text(ev: EvaluationReport) -> str:
     sel = ev.selection
     if not sel:
         return text + " (selection bias not estimated)."
+    expect = "about" if sel["winner_is_best"] else "at least about"
+    how = (
+        "" if sel["winner_is_best"] else " (it was chosen by cross-validation, not as the best on validation)"
+    )
     return (
-        f"{text}. Winner's validation {sel['metric']}: {sel['winner_value']:.4f}, estimated selection bias "
+        f"{text}. Winner's validation {sel['metric']}: {sel['winner_value']:.4f}{how}, estimated selection bias "
         f"{sel['optimism']:+.4f} (bootstrap of the selection among the {sel['n_candidates']} candidates with "
-        f"saved predictions, on {sel['n_validation']} validation cases): expect about "
+        f"saved predictions, on {sel['n_validation']} validation cases): expect {expect} "
         f"{sel['corrected_value']:.4f} on new data. The search is corrected for here, on validation; the "
         "test comparison above is a single declared comparison and needs no correction for it."
     )
