@@ -105,9 +105,13 @@ def test_selection_bias_is_positive_for_many_equal_configs_and_zero_for_one() ->
     assert abs(one.optimism) < 0.005 and one.winner_repick_rate == 1.0
     assert many.optimism > 5 * abs(one.optimism)
     # a winner chosen by another criterion (e.g. cross-validation): flagged, the corrected value is a floor
-    worst = int(np.argmin([selection_bias("auc", y, [c], "binary", n_resamples=1).winner_value for c in cands]))
+    worst = int(
+        np.argmin([selection_bias("auc", y, [c], "binary", n_resamples=1).winner_value for c in cands])
+    )
     other = selection_bias("auc", y, cands, "binary", winner=worst, n_resamples=200)
-    assert not other.winner_is_best and "at least" in other.sentence and other.winner == f"configuration {worst}"
+    assert (
+        not other.winner_is_best and "at least" in other.sentence and other.winner == f"configuration {worst}"
+    )
 
 
 def test_selection_bias_tracks_the_realized_gap_with_known_truth() -> None:
