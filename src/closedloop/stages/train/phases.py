@@ -1202,17 +1202,18 @@ def evaluate_on_test(
 
     on = "train+val" if cfg.final_fit == "train+val" else "train"
     p_base = baseline_proba(baseline, sess.data, task, test_split.X, on=on)
+    best = getattr(baseline, "best", None)
     bb = beats_baseline(
         np.asarray(test_split.y),
         p_test,
         p_base,
         task,
-        n_configs=max(sess.n_configs, 1),
+        n_configs=sess.n_configs,  # reported only: the search happened on validation, not on test
         seed=sess.ctx.seed,
         n_resamples=cfg.n_bootstrap,
         threshold=model.threshold,
-    )
-    bb["baseline"] = getattr(baseline, "best", None)
+        baseline_name=f"best baseline ({best})" if best else "best baseline",
+    ).to_dict()
     out["beats_baseline"] = bb
     sess.decide("final", bb["sentence"], {k: v for k, v in bb.items() if k != "sentence"})
     return out

@@ -31,6 +31,7 @@ from closedloop.stages.train import phases as ph
 from closedloop.stages.train.augment import AugmentParams
 from closedloop.stages.train.engine import HParams, make_engine, make_tensor_set
 from closedloop.stages.train.heldout import plan_heldout
+from closedloop.stages.train.selection import selection_evidence
 from closedloop.stages.train.session import TrainSession
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -210,6 +211,8 @@ class EvaluationReport(JsonArtifact):
     """Which data each figure was computed on: ``test``, ``val``, ``heldout``, ``temperature``, ``threshold``."""
     heldout_note: str | None = None
     """How the held-out split was made (and any fallback for a small validation split)."""
+    selection: dict[str, Any] | None = None
+    """The winner's validation score and the search's optimism (SelectionBias, evaluated_on validation)."""
 
 
 class _Resolved:
@@ -231,7 +234,7 @@ class TrainModel(Stage):
 
     nondeterministic_outputs = ("evaluation",)  # holds phase wall times and budget decisions
     Config = TrainConfig
-    version = "3"  # 3: held-out calibration split; 2: calibration option, knob ablation
+    version = "4"  # 4: held-out calibration split + gate without Holm over N, selection bias; 2: calibration option, knob ablation
 
     class Inputs(StageIO):
         data: DatasetBundle
@@ -327,6 +330,7 @@ class TrainModel(Stage):
         t = time.time()
         model, fin = self.final_fit(sess, cv["tuned"])
         ev = ph.evaluate_on_test(sess, model, fin.pop("val_proba"), fin.pop("heldout_proba"), baseline)
+        sb = selection_evidence(sess, cv["tuned"])
         fin["seconds"] = round(time.time() - t, 2)
         sess.phases["final"] = {
             **fin,
@@ -360,6 +364,7 @@ class TrainModel(Stage):
             heldout=ev["heldout"],
             evaluated_on=fin["evaluated_on"],
             heldout_note=sess.heldout.note,
+            selection=None if sb is None else sb.model_dump(mode="json"),
         )
         bb = ev["beats_baseline"]
         if self.config.gate == "fail" and bb is not None and not bb.get("significant"):
@@ -472,14 +477,21 @@ class TrainModel(Stage):
                     "metric",
                     "delta",
                     "ci95",
+                    "bound95",
                     "p_value",
-                    "p_holm",
+                    "p_adjusted",
+                    "correction",
+                    "n_test_comparisons",
                     "n_configs",
                     "significant",
                     "baseline",
+                    "evaluated_on",
+                    "method",
+                    "n",
                     "sentence",
                 )
             },
+            "selection": ev.selection,
             "decisions": ev.decisions,
             "model": {
                 "family": ev.chosen["family"],
@@ -556,7 +568,7 @@ class TrainModel(Stage):
             )
         if ev.heldout_note:
             blocks.append(Paragraph(f"Held-out split: {ev.heldout_note}."))
-        blocks.append(Paragraph(f"Selected among {ev.n_configs} configurations evaluated on validation."))
+        blocks.append(Paragraph(_selection_text(ev)))
         titles = {
             "setup": "Setup",
             "sanity": "1. Sanity: overfit one batch",
@@ -698,6 +710,25 @@ def make_preprocessing(data: DatasetBundle, task: TaskSpec) -> Preprocessing:
         std=std.tolist(),
         impute=med.tolist(),
         feature_names=[str(c) for c in data.train.X.columns],
+    )
+
+
+def _selection_text(ev: EvaluationReport) -> str:
+    """The validation side of the evidence: "selected among N" and how optimistic that makes the score."""
+    text = f"Selected among {ev.n_configs} configurations evaluated on validation"
+    sel = ev.selection
+    if not sel:
+        return text + " (selection bias not estimated)."
+    expect = "about" if sel["winner_is_best"] else "at least about"
+    how = (
+        "" if sel["winner_is_best"] else " (it was chosen by cross-validation, not as the best on validation)"
+    )
+    return (
+        f"{text}. Winner's validation {sel['metric']}: {sel['winner_value']:.4f}{how}, estimated selection bias "
+        f"{sel['optimism']:+.4f} (bootstrap of the selection among the {sel['n_candidates']} candidates with "
+        f"saved predictions, on {sel['n_validation']} validation cases): expect {expect} "
+        f"{sel['corrected_value']:.4f} on new data. The search is corrected for here, on validation; the "
+        "test comparison above is a single declared comparison and needs no correction for it."
     )
 
 
