@@ -32,6 +32,11 @@ class PluginSpec(BaseModel):
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
 
+    @staticmethod
+    def parts(spec: str | PluginSpec) -> tuple[str, dict[str, Any]]:
+        """``"name"`` or ``{name, params}`` -> (name, params)."""
+        return (spec, {}) if isinstance(spec, str) else (spec.name, dict(spec.params))
+
 
 class StageSpec(BaseModel):
     """One entry of a pipeline's ``stages:`` list."""

@@ -72,7 +72,7 @@ class FitBaselinesConfig(StageConfig):
     @classmethod
     def _resolve(cls, v: list[str | PluginSpec]) -> list[str | PluginSpec]:
         for i, spec in enumerate(v):
-            name, params = (spec, {}) if isinstance(spec, str) else (spec.name, spec.params)
+            name, params = PluginSpec.parts(spec)
             resolve_baseline(name, where=f"stage 'baseline': extra[{i}]")(
                 params, where=f"stage 'baseline': extra[{i}] ({name}).params"
             )
@@ -248,7 +248,7 @@ def configured_baselines(task: TaskSpec, cfg: FitBaselinesConfig, time_column: s
             continue
         out.append(cls({field: getattr(cfg, src) for field, src in cls.stage_params.items()}))
     for i, spec in enumerate(cfg.extra):
-        name, params = (spec, {}) if isinstance(spec, str) else (spec.name, spec.params)
+        name, params = PluginSpec.parts(spec)
         cls = resolve_baseline(name, where=f"stage 'baseline': extra[{i}]")
         if cls.applies(task):
             out.append(cls(params))

@@ -13,6 +13,7 @@ import torch
 
 from closedloop.core.errors import StageFailedError
 from closedloop.core.io import to_json, write_text_atomic
+from closedloop.models.registry import accepts_param
 from closedloop.models.trained import logits_to_proba
 from closedloop.stages.train import plots
 from closedloop.stages.train.engine import HParams, NonFiniteLossError, TensorSet
@@ -314,6 +315,8 @@ def search_space(sess: TrainSession) -> dict[str, tuple[Any, ...]]:
     }
     if cfg.max_epochs < 2:  # a one-epoch budget leaves nothing to tune about epochs
         space.pop("epochs")
+    if not accepts_param(sess.family, "dropout"):  # a custom family without a dropout parameter
+        space.pop("dropout")
     if sess.pre.input_kind == "images":
         space["strength"] = ("float", 0.0, 1.0, False)
     if task.problem_type != "regression":

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from closedloop.core.artifacts import JsonArtifact
 from closedloop.core.config import StageConfig
@@ -104,7 +104,8 @@ class AugmentSettings(StageConfig):
 
 
 class TrainConfig(StageConfig):
-    """Overfit-then-regularize training. ``None`` fields take the preset's value."""
+    """Overfit-then-regularize training. Fields left unset (or ``null``) take the preset's value when
+    the config is validated, so the saved ``config.yaml`` records the numbers a run used."""
 
     preset: Literal["quick", "default", "thorough"] = "default"
     """quick (~2 min), default (~10 min) or thorough (~30 min) on a small CPU."""
@@ -181,13 +182,23 @@ class TrainConfig(StageConfig):
     """torch CPU threads (default: torch's choice)."""
     n_bootstrap: int = Field(1000, ge=100)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_preset(cls, data: Any) -> Any:
+        """Unset preset-controlled fields -> the preset's values (an unknown preset is left to the
+        field's own check, which names the allowed ones)."""
+        if not isinstance(data, dict):
+            return data
+        name = data.get("preset", "default")
+        preset = PRESETS.get(name) if isinstance(name, str) else None
+        if preset is None:
+            return data
+        filled = {k: v for k, v in preset.items() if k in cls.model_fields and data.get(k) is None}
+        return {**data, **filled}
+
     def resolved(self) -> dict[str, Any]:
-        p = PRESETS[self.preset]
-        return {
-            k: (getattr(self, k) if getattr(self, k, None) is not None else v)
-            for k, v in p.items()
-            if k != "ladder_size"
-        }
+        """The preset-controlled values (all filled at validation)."""
+        return {k: getattr(self, k) for k in PRESETS[self.preset] if k in type(self).model_fields}
 
 
 class EvaluationReport(JsonArtifact):
