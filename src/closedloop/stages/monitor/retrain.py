@@ -229,6 +229,7 @@ def compare_runs(
             **first.model_dump(mode="json"),
             "value_a": first.model_value,
             "value_b": first.baseline_value,
+            "p_one_sided": first.p_value,  # the rule's p-value is one-sided; kept under its old name too
         },
         "constraints": {ch.name: {"value": ch.value, "bar": ch.bar, "ok": ch.ok} for ch in decision.checks},
         "promote": decision.promote,
