@@ -66,8 +66,8 @@ class TrackingSpec(BaseModel):
     def _known_backend(cls, v: str) -> str:
         from closedloop.tracking.base import TRACKERS  # light module: no tracking library imported
 
-        if v not in TRACKERS:
-            raise ValueError(f"a registered tracking backend: {', '.join(sorted(TRACKERS))}")
+        if v not in TRACKERS.names() and ":" not in v:  # "my_pkg.module:MyTracker" resolves when used
+            raise ValueError(f"a registered tracking backend ({', '.join(TRACKERS.names())})")
         return v
 
 

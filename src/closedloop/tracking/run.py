@@ -213,7 +213,12 @@ def track_run(
     except Exception as exc:  # tracking is optional: the run's own files are what must not be lost
         status.ok = False
         status.error = f"{type(exc).__name__}: {exc}".strip()[:1000]
-        log.warning("tracking (%s) failed: %s; the run's files are complete in %s", spec.backend, status.error, run_dir)
+        log.warning(
+            "tracking (%s) failed: %s; the run's files are complete in %s",
+            spec.backend,
+            status.error,
+            run_dir,
+        )
     summary["tracking"] = status.model_dump()
     write(summary)
     if tracker is None or not status.ok:

@@ -312,7 +312,13 @@ class TrainModel(Stage):
         model, fin = self.final_fit(sess, cv["tuned"])
         ev = ph.evaluate_on_test(sess, model, fin.pop("val_proba"), baseline)
         fin["seconds"] = round(time.time() - t, 2)
-        sess.phases["final"] = {**fin, "test": ev["test"], "val": ev["val"], "test_ece": ev.get("test_ece")}
+        sess.phases["final"] = {
+            **fin,
+            "test": ev["test"],
+            "val": ev["val"],
+            "test_ece": ev.get("test_ece"),
+            "per_day": ev.get("per_day"),
+        }
         evaluation = EvaluationReport(
             phases=sess.phases,
             curves=sess.curves,
