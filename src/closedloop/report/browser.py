@@ -61,7 +61,13 @@ def check_first_screen(
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = _find(CHROMIUM, "Chromium")
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars"):
+    for a in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+    ):
         opts.add_argument(a)
     opts.add_argument(f"--window-size={width},{height}")
     driver = webdriver.Chrome(service=Service(_find(CHROMEDRIVER, "chromedriver")), options=opts)
