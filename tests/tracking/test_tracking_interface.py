@@ -142,10 +142,9 @@ def test_flatteners() -> None:
 def test_import_closedloop_does_not_import_mlflow(tmp_path: Path) -> None:
     code = (
         "import sys, closedloop\n"
-        "from closedloop import Pipeline\n"
-        "import closedloop.tracking, closedloop.report.cli\n"
-        "p = Pipeline.from_dict({'name': 't', 'data': {'source': 'sklearn', 'name': 'digits'}, 'stages': [],"
-        " 'tracking': {'backend': 'mlflow', 'uri': 'sqlite:///x.db'}})\n"
+        "import closedloop.tracking, closedloop.report.cli, closedloop.report.html\n"
+        "from closedloop.core.config import TrackingSpec\n"
+        "TrackingSpec(backend='mlflow', uri='sqlite:///x.db')\n"
         "print('mlflow' in sys.modules)\n"
     )
     src = str(Path(__file__).resolve().parents[2] / "src")
