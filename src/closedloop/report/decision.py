@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -343,3 +344,10 @@ def decide(ev: RunEvidence, rules: Rules | None = None) -> Decision:
     elif not audit:
         d.audit_note = "no errors or warnings"
     return d
+
+
+def decision_of(run_dir: str | Path) -> Decision:
+    """The decision of a finished run directory (what its report's first screen shows)."""
+    from closedloop.report.evidence import gather
+
+    return decide(gather(run_dir))
