@@ -91,7 +91,7 @@ def test_first_screen_shows_every_decision_item(tmp_path: Path) -> None:
     driver = webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER[0]), options=opts)
     try:
         driver.get((run / "report.html").resolve().as_uri())
-        custody = driver.find_element(By.ID, "custody")
+        custody = driver.find_element(By.XPATH, "//*[@id='custody']/ancestor::details")
         assert custody.get_attribute("open") is None
         driver.find_element(By.CSS_SELECTOR, 'nav.toc a[href="#custody"]').click()
         assert custody.get_attribute("open") is not None  # the link opened its section

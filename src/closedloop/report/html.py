@@ -16,12 +16,11 @@ body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;colo
 .layout{display:grid;grid-template-columns:170px minmax(0,1fr)}
 nav.toc{position:sticky;top:0;align-self:start;height:100vh;overflow:auto;background:#f8f8f8;border-right:1px solid #e5e5e5;padding:.8em .6em;box-sizing:border-box;font-size:.85em}
 nav.toc a{display:block;margin:.15em 0;color:#1d4ed8;text-decoration:none} nav.toc .toc-title{font-weight:700;margin-bottom:.4em}
-.toc-tools{margin-top:.8em} .toc-tools button{font-size:.8em;margin:.1em 0}
 main{padding:.2em 1.4em 2em;max-width:1080px}
 h1{margin:.3em 0 0;font-size:1.5em} .runline{margin:.1em 0;color:#666;font-size:.85em} .tracking{margin:.1em 0;font-size:.85em;color:#555}
 details.sec{border-top:1px solid #eee} details.sec>summary{cursor:pointer;list-style-position:inside}
 details.sec>summary h2{display:inline;font-size:1.2em;margin:0} details.sec>summary{padding:.5em 0}
-.sec-body{padding-bottom:1em} h3{margin-top:1.2em}
+.sec-body{padding-bottom:1em;scroll-margin-top:3em} h3{margin-top:1.2em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.9em} td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top}
 th{background:#f6f6f6} .kv td:first-child{font-weight:600;white-space:nowrap}
 .callout{padding:.5em .8em;border-left:4px solid;margin:.6em 0;border-radius:3px}
@@ -101,10 +100,11 @@ def render_blocks(blocks: list[Any], stage_dir: Path) -> str:
 
 
 def _section(anchor: str, title_html: str, body: str, *, open_: bool = False) -> str:
-    """A collapsible section (native ``<details>``); the table of contents links to ``anchor``."""
+    """A collapsible section (native ``<details>``). The anchor sits inside the collapsed part, so
+    following a table-of-contents link opens the section (the browser reveals the target; no script)."""
     return (
-        f'<details class="sec" id="{anchor}"{" open" if open_ else ""}><summary><h2>{title_html}</h2></summary>'
-        f'<div class="sec-body">{body}</div></details>'
+        f'<details class="sec"{" open" if open_ else ""}><summary><h2>{title_html}</h2></summary>'
+        f'<div class="sec-body" id="{anchor}">{body}</div></details>'
     )
 
 
@@ -138,15 +138,6 @@ def _tracking_html(summary: dict[str, Any]) -> str:
         f'<div class="callout warning" data-decision="tracking">Tracking ({html.escape(t["backend"])}) failed: '
         f"{html.escape(str(t.get('error')))}. Nothing is lost: every file of this run is in the run directory.</div>"
     )
-
-
-SCRIPT = """
-// Open a collapsed section when its table-of-contents link (or the address's #anchor) points at it.
-function openTarget(){var el=document.getElementById(location.hash.slice(1));
-  while(el){if(el.tagName==='DETAILS')el.open=true;el=el.parentElement;}}
-window.addEventListener('hashchange',openTarget);document.addEventListener('DOMContentLoaded',openTarget);
-function setAll(open){document.querySelectorAll('details.sec').forEach(function(d){d.open=open;});}
-"""
 
 
 def write_report(
@@ -211,10 +202,9 @@ def write_report(
     status = summary.get("status", "?")
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <title>closedloop: {html.escape(summary.get("name", ""))}</title>
-<style>{CSS}{DECISION_CSS}</style><script>{SCRIPT}</script></head><body>
+<style>{CSS}{DECISION_CSS}</style></head><body>
 <div class="layout"><nav class="toc"><div class="toc-title">closedloop</div>{"".join(toc)}
-<div class="toc-tools"><button type="button" onclick="setAll(true)">expand all</button>
-<button type="button" onclick="setAll(false)">collapse all</button></div></nav>
+</nav>
 <main>
 <h1>{html.escape(summary.get("name", ""))} <small class="status-{status}">{status}</small></h1>
 <p class="runline">{summary.get("seconds", 0):.1f} s &middot; seed {summary.get("seed")}
