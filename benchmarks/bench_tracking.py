@@ -26,6 +26,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3, help="pairs of runs (tracked, untracked)")
     ap.add_argument("--config", default=str(ROOT / "configs/quickstart.yaml"))
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run"
+    )
     args = ap.parse_args()
 
     import closedloop.tracking.run as tr
@@ -59,12 +62,17 @@ def main() -> None:
         walls: dict[bool, list[float]] = {True: [], False: []}
         for i in range(args.repeats):
             for tracked in (True, False) if i % 2 == 0 else (False, True):
-                overrides = [f"runs_dir={tmp}/runs-{i}-{int(tracked)}"]
+                overrides = [f"runs_dir={tmp}/runs-{i}-{int(tracked)}", *args.set]
                 if tracked:
                     overrides += ["tracking.backend=mlflow", f"tracking.uri={uri}"]
                 pipe = Pipeline.from_yaml(args.config, overrides=overrides)
                 t0 = time.perf_counter()
                 res = pipe.run(progress=False)
+                if not res.ok:  # a failed stage would make the two runs incomparable
+                    bad = {
+                        k: v.get("error") for k, v in res.summary["stages"].items() if v["status"] == "failed"
+                    }
+                    raise SystemExit(f"the pipeline failed, so the timing means nothing: {bad}")
                 walls[tracked].append(time.perf_counter() - t0)
                 extra = ""
                 if tracked:
