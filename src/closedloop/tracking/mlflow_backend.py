@@ -21,13 +21,13 @@ from closedloop.tracking.base import Tracker, register_tracker
 if TYPE_CHECKING:
     from closedloop.core.config import TrackingSpec
 
-_BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. /:]")
+_BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")  # what MLflow accepts on every OS
 _BATCH = 100  # MLflow accepts at most 100 params and 1,000 metrics per batch call
 
 
 def metric_key(key: str) -> str:
-    """A key MLflow accepts (letters, digits, ``_-. /:``); other characters become ``_``."""
-    return _BAD_KEY_CHARS.sub("_", key)[:250]
+    """A key MLflow accepts (letters, digits, ``_-. /``, no empty path parts); others become ``_``."""
+    return re.sub(r"/+", "/", _BAD_KEY_CHARS.sub("_", key)).strip("/")[:250] or "_"
 
 
 def resolve_uri(spec: TrackingSpec) -> str:
@@ -97,7 +97,8 @@ class MlflowTracker(Tracker):
     def log_params(self, params: dict[str, str]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(metric_key(k), str(v)[:6000]) for k, v in params.items()]
+        clean = {metric_key(k): str(v)[:6000] for k, v in params.items()}  # one value per cleaned key
+        items = [Param(k, v) for k, v in clean.items()]
         for i in range(0, len(items), _BATCH):
             self.client.log_batch(self._run(), params=items[i : i + _BATCH])
 
@@ -105,7 +106,8 @@ class MlflowTracker(Tracker):
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(metric_key(k), float(v), now, step or 0) for k, v in metrics.items()]
+        clean = {metric_key(k): float(v) for k, v in metrics.items()}
+        items = [Metric(k, v, now, step or 0) for k, v in clean.items()]
         for i in range(0, len(items), 10 * _BATCH):
             self.client.log_batch(self._run(), metrics=items[i : i + 10 * _BATCH])
 
