@@ -3,13 +3,12 @@
 Test figures are shown side by side from each run's own evaluation. Paired statistics (the same samples
 scored by both) are computed where that is honest: on validation, from each run's selected
 configuration's saved validation predictions (made before any refit on train+val), and on test only
-when both runs have already opened it for their evaluation (the comparison is then recorded in the
-test ledger of each run's pipeline).
+when both runs have already opened it for their evaluation (the opening is then recorded in the
+test ledger of run B's pipeline, like every other).
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import html
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from closedloop.core.errors import ClosedLoopError, RunDirError
-from closedloop.core.io import append_jsonl, read_json
+from closedloop.core.io import read_json
 from closedloop.report.evidence import gather
 from closedloop.report.runs import require_run_dir
 from closedloop.tracking.run import config_params
@@ -256,7 +255,7 @@ class _NotShared(Exception):
 def _test_paired(
     a: Path, b: Path, task: dict[str, Any], metrics: list[str], n: int, seed: int
 ) -> tuple[dict[str, Paired], dict[str, Any]]:
-    """Score both final models on the test split they both already opened; record it in both ledgers."""
+    """Score both final models on the test split they both already opened (recorded in the ledger)."""
     from closedloop.data.bundle import DatasetBundle
     from closedloop.models.trained import TrainedModel
 
@@ -265,26 +264,33 @@ def _test_paired(
     }
     if any(d is None or m is None for d, m in dirs.values()):
         raise _NotShared("a run has no saved data or model")
+    import hashlib
+
+    from closedloop.core.ledger import TestLedger
+    from closedloop.core.stage import RunContext
+
     bundles = {k: DatasetBundle.load(d) for k, (d, _) in dirs.items()}
-    if not (
-        _same(bundles["a"].test.y, bundles["b"].test.y) and _same(bundles["a"].test.X, bundles["b"].test.X)
-    ):
+    # The test split opens only through the ledger: recorded in run B's pipeline ledger, purpose evaluation
+    # of this pair (a repeated comparison of the same pair is recorded as a deliberate re-opening).
+    ctx = RunContext(
+        stage_name="compare",
+        stage_dir=b,
+        seed=seed,
+        fingerprint="compare:" + hashlib.sha256(f"{a.resolve()}|{b.resolve()}".encode()).hexdigest(),
+        test_ledger=TestLedger(
+            global_path=b.parent / "test_ledger.jsonl",
+            run_path=b / "test_ledger.jsonl",
+            run_id=b.name,
+            unseal_reason="closedloop compare: both runs had already opened the test split",
+        ),
+    )
+    reason = f"closedloop compare {a.name} {b.name}: paired comparison of two already evaluated models"
+    ta, tb = (ctx.open_test(bundles[k], reason=reason) for k in ("a", "b"))
+    if not (_same(ta.y, tb.y) and _same(ta.X, tb.X)):
         raise _NotShared("the runs' test samples differ")
     models = {k: TrainedModel.load(m) for k, (_, m) in dirs.items()}
-    X, y = bundles["a"].test.X, np.asarray(bundles["a"].test.y)
+    X, y = ta.X, np.asarray(ta.y)
     pa, pb = models["a"].predict_proba(X), models["b"].predict_proba(X)
-    now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    for r in (a, b):
-        append_jsonl(
-            r.parent / "test_ledger.jsonl",
-            {
-                "time": now,
-                "run_id": r.name,
-                "stage": "compare",
-                "purpose": "comparison",
-                "reason": f"closedloop compare {a.name} {b.name} (both runs had opened the test split)",
-            },
-        )
     return _paired(metrics, y, pa, pb, task, n, seed), bundles
 
 
@@ -293,6 +299,10 @@ def _v(x: float | None, ci: tuple[float, float] | None = None) -> str:
     if x is None:
         return "-"
     return f"{x:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
+
+
+def _set(v: str | None) -> str:
+    return "(not set)" if v is None else repr(v) if v == "" else v
 
 
 def _pd(p: Paired | None) -> str:
@@ -307,7 +317,9 @@ def format_comparison(c: Comparison) -> str:
     L = [f"A: {c.run_a}", f"B: {c.run_b}", f"task {c.task} on {c.dataset}", ""]
     L.append(f"config differences ({len(c.config_diffs)}):")
     w = max([len(d.key) for d in c.config_diffs] + [3])
-    L += [f"  {d.key:<{w}}  A={d.a}  B={d.b}" for d in c.config_diffs] or ["  none: the same configuration"]
+    L += [f"  {d.key:<{w}}  A={_set(d.a)}  B={_set(d.b)}" for d in c.config_diffs] or [
+        "  none: the same configuration"
+    ]
     L.append("")
     head = ("metric", "data", "A [95% CI]", "B [95% CI]", "B - A paired [95% CI], p")
     rows = [
@@ -324,7 +336,7 @@ def comparison_html(c: Comparison) -> str:
     """The same as one self-contained HTML page."""
     e = html.escape
     diffs = "".join(
-        f"<tr><td><code>{e(d.key)}</code></td><td>{e(str(d.a))}</td><td>{e(str(d.b))}</td></tr>"
+        f"<tr><td><code>{e(d.key)}</code></td><td>{e(_set(d.a))}</td><td>{e(_set(d.b))}</td></tr>"
         for d in c.config_diffs
     )
     rows = "".join(
