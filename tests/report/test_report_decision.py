@@ -123,3 +123,4 @@ def test_failed_run(tmp_path):
     assert d.next_step.action == "fix_failure" and "boom" in d.next_step.reasons[0]
     assert "failed before the test" in d.metrics_note
     assert d.constraints_note.startswith("not measured")
+    assert "failed before the test" in d.per_day_note

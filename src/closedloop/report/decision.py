@@ -335,6 +335,8 @@ def decide(ev: RunEvidence, rules: Rules | None = None) -> Decision:
     if ev.per_day is None:
         if ev.problem_type not in (None, "binary"):
             d.per_day_note = f"per-day counts apply to binary tasks; this task is {ev.problem_type}"
+        elif not ev.test:
+            d.per_day_note = ev.test_missing_reason or "not evaluated on test"
         elif not ev.business_declared:
             d.per_day_note = "no business.cases_per_day declared in the task"
         else:
