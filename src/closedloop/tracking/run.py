@@ -188,6 +188,8 @@ def track_run(
         status.run_id = tracker.start(status.experiment, run_dir.name, tags)
         status.url = tracker.url()
         params = config_params(config)
+        if params.get("tracking.uri"):
+            params["tracking.uri"] = redact(params["tracking.uri"]) or ""  # never send a password along
         tracker.log_params(params)
         status.n_params = len(params)
         metrics = headline_metrics(summary)
