@@ -313,6 +313,9 @@ class Pipeline:
             cache: reuse results of identical stages from earlier runs of this pipeline name.
         """
         fp = self.fingerprint()
+        from closedloop.tracking.run import prepare_tracking, track_run
+
+        prepare_tracking(self.tracking)  # the tracking library loads in the background while stages run
         if resume is not None:
             run_dir = Path(resume)
             if not (run_dir / MANIFEST).is_file():
@@ -412,7 +415,6 @@ class Pipeline:
             run_dir, records, status, time.perf_counter() - t_run, test_ledger, val_ledger
         )
         from closedloop.report.html import write_report
-        from closedloop.tracking.run import track_run
 
         def write_outputs(s: dict[str, Any]) -> None:
             write_json_atomic(run_dir / "summary.json", s)

@@ -45,6 +45,11 @@ class Tracker:
     def __init__(self, spec: TrackingSpec) -> None:
         self.spec = spec
 
+    @classmethod
+    def prepare(cls) -> None:
+        """Called in a background thread when a run starts: load heavy libraries early (no I/O to the
+        tracking store, no state shared with the run)."""
+
     def start(self, experiment: str, run_name: str, tags: dict[str, str]) -> str | None:
         """Open a run; return its id (``None`` when the backend has no runs)."""
         return None

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from closedloop.core.config import TrackingSpec
 
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")  # what MLflow accepts on every OS
+_CLIENTS: dict[str, Any] = {}
 _BATCH = 100  # MLflow accepts at most 100 params and 1,000 metrics per batch call
 
 
@@ -71,9 +72,18 @@ class MlflowTracker(Tracker):
             raise ConfigError(
                 "tracking.backend: mlflow needs the mlflow package: pip install 'closedloop[mlflow]'"
             ) from None
-        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        if (
+            self.uri not in _CLIENTS
+        ):  # one store connection per process and URI (notebooks run many pipelines)
+            _CLIENTS[self.uri] = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        self.client = _CLIENTS[self.uri]
         self.run_id: str | None = None
         self.experiment_id: str | None = None
+
+    @classmethod
+    def prepare(cls) -> None:
+        import mlflow.entities  # noqa: F401  (the import is the slow part of a first tracked run)
+        import mlflow.tracking  # noqa: F401
 
     def _artifact_location(self, experiment: str) -> str | None:
         """SQLite stores keep artifacts next to the database file (MLflow's default is ./mlruns of the cwd)."""

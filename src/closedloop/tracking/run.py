@@ -8,8 +8,10 @@ files as artifacts, and the exported model as a new registered-model version.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,8 @@ class TrackingStatus(BaseModel):
     n_metrics: int = 0
     n_curve_points: int = 0
     n_artifacts: int = 0
+    seconds: float = 0.0
+    """Time spent sending (not counting writing the run's own files)."""
 
 
 def redact(uri: str | None) -> str | None:
@@ -154,6 +158,19 @@ def model_files(run_dir: Path) -> list[Path]:
     return files
 
 
+def prepare_tracking(spec: TrackingSpec | None) -> None:
+    """Start loading the backend's library in a background thread while the stages run."""
+    if spec is None or spec.backend == "none":
+        return
+    import threading
+
+    def load() -> None:
+        with contextlib.suppress(Exception):  # the tracking call itself reports any problem
+            TRACKERS.resolve(spec.backend).prepare()
+
+    threading.Thread(target=load, name="closedloop-tracking-prepare", daemon=True).start()
+
+
 def make_tracker(spec: TrackingSpec) -> Tracker:
     cls = TRACKERS.resolve(spec.backend, where="tracking.backend")
     return cls(spec)
@@ -172,6 +189,7 @@ def track_run(
         write(summary)
         return
     run_dir = Path(run_dir)
+    t0 = time.perf_counter()
     status = TrackingStatus(backend=spec.backend, uri=redact(spec.uri))
     tracker: Tracker | None = None
     name = str(summary.get("name") or "pipeline")
@@ -221,6 +239,7 @@ def track_run(
             status.error,
             run_dir,
         )
+    status.seconds = round(time.perf_counter() - t0, 3)
     summary["tracking"] = status.model_dump()
     write(summary)
     if tracker is None or not status.ok:
