@@ -78,7 +78,7 @@ def main() -> None:
                     inside.append(tt["seconds"])
                     extra = f", tracking ok={tt['ok']}, {tt['seconds']:.2f} s inside the tracking call, model version {tt['model_version']}"
                 print(
-                    f"pair {i + 1}: {'with' if tracked else 'without'} tracking: {wall:.1f} s{extra}",
+                    f"pair {i + 1}: {'with' if tracked else 'without'} tracking: {wall:.1f} s wall, {cpu:.1f} s CPU{extra}",
                     flush=True,
                 )
     with_t, without = statistics.mean(walls[True]), statistics.mean(walls[False])
