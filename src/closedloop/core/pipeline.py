@@ -29,6 +29,7 @@ from closedloop.core.artifacts import Artifact
 from closedloop.core.config import (
     PipelineSpec,
     StageSpec,
+    TrackingSpec,
     apply_overrides,
     load_yaml_file,
     validate_model,
@@ -147,6 +148,7 @@ class Pipeline:
         name: pipeline name (runs go to ``<runs_dir>/<name>/``).
         seed: the run's seed.
         runs_dir: where run directories are created.
+        tracking: experiment tracking (``{"backend": "mlflow", "uri": ...}``); off when ``None``.
     """
 
     def __init__(
@@ -157,6 +159,7 @@ class Pipeline:
         name: str = "pipeline",
         seed: int = 0,
         runs_dir: str | Path = "runs",
+        tracking: TrackingSpec | dict[str, Any] | None = None,
     ) -> None:
         stages = list(stages)
         if isinstance(data, dict):
@@ -172,6 +175,7 @@ class Pipeline:
         self.name = name
         self.seed = seed
         self.runs_dir = Path(runs_dir)
+        self.tracking = validate_model(TrackingSpec, tracking, where="tracking") if tracking else None
         self._has_loader = isinstance(stages[0], _data_loader_class())
         self.check_wiring()
 
@@ -196,7 +200,14 @@ class Pipeline:
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ConfigError(f"{where}: stage name(s) {sorted(dup)} used twice; give each a distinct 'name'")
-        return cls(stages, data=data_stage, name=spec.name, seed=spec.seed, runs_dir=spec.runs_dir)
+        return cls(
+            stages,
+            data=data_stage,
+            name=spec.name,
+            seed=spec.seed,
+            runs_dir=spec.runs_dir,
+            tracking=spec.tracking,
+        )
 
     def resolved_config(self) -> dict[str, Any]:
         """The config with all defaults filled and full class paths (saved as ``config.yaml``)."""
@@ -210,6 +221,8 @@ class Pipeline:
             | ({"inputs_from": dict(s.inputs_from)} if s.inputs_from else {})
             for s in rest
         ]
+        if self.tracking is not None:
+            out["tracking"] = self.tracking.model_dump(mode="json")
         return out
 
     def fingerprint(self) -> str:
@@ -305,6 +318,9 @@ class Pipeline:
             cache: reuse results of identical stages from earlier runs of this pipeline name.
         """
         fp = self.fingerprint()
+        from closedloop.tracking.run import prepare_tracking, track_run
+
+        prepare_tracking(self.tracking)  # the tracking library loads in the background while stages run
         if resume is not None:
             run_dir = Path(resume)
             if not (run_dir / MANIFEST).is_file():
@@ -403,10 +419,15 @@ class Pipeline:
         summary = self._summary(
             run_dir, records, status, time.perf_counter() - t_run, test_ledger, val_ledger
         )
-        write_json_atomic(run_dir / "summary.json", summary)
         from closedloop.report.html import write_report
 
-        write_report(run_dir, self, records, outputs, summary)
+        def write_outputs(s: dict[str, Any]) -> None:
+            write_json_atomic(run_dir / "summary.json", s)
+            write_report(run_dir, self, records, outputs, s)
+
+        # Experiment tracking (when configured) logs the finished run, then the files are written with
+        # its outcome in them; a tracking failure is reported there and never stops the run.
+        track_run(self.tracking, run_dir, summary, self.resolved_config(), write_outputs)
         return RunResult(run_dir, summary, outputs)
 
     def _reuse(self, rec: StageRecord, final_dir: Path, prev: dict[str, Any] | None, cache: bool) -> bool:

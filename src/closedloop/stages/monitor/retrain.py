@@ -312,6 +312,10 @@ def run_retrain(
     out = compare_runs(champion, result.run_dir, held.X, np.asarray(held.y), alpha=alpha, evaluated_on=on)
     out["heldout_split"] = on
     out["dataset_version"] = record_dataset_version(runs_root, result.run_dir)
+    from closedloop.tracking.aliases import apply_promotion
+
+    # with tracking configured, champion/challenger aliases follow this decision (and only it)
+    out["aliases"] = apply_promotion(result.run_dir, out["promote"], reasons=out["reasons"])
     write_text_atomic(result.run_dir / "retrain.json", to_json(out))
     return out
 

@@ -1197,6 +1197,21 @@ def evaluate_on_test(
         from closedloop.stages.train.calibration import expected_calibration_error
 
         out["test_ece"] = expected_calibration_error(p_test[:, 1], np.asarray(test_split.y))
+        from closedloop.stats.business import per_day
+
+        try:  # the report's first screen: "per day: N caught, M missed" with intervals, on test
+            pd_ = per_day(
+                np.asarray(test_split.y),
+                p_test,
+                0.5 if model.threshold is None else model.threshold,
+                task.business,
+                n_resamples=cfg.n_bootstrap,
+                seed=sess.ctx.seed,
+            )
+            out["per_day"] = {**pd_, "evaluated_on": "test"}
+        except Exception as exc:  # e.g. a test split without positives: say why instead of failing
+            out["per_day"] = None
+            sess.decide("final", f"no per-day framing: {exc}", {})
     if baseline is None:
         out["beats_baseline"] = None
         sess.decide("final", "no baseline given: the test result cannot be compared with one", {})

@@ -349,6 +349,7 @@ class TrainModel(Stage):
             "val": ev["val"],
             "heldout": ev["heldout"],
             "test_ece": ev.get("test_ece"),
+            "per_day": ev.get("per_day"),
         }
         evaluation = EvaluationReport(
             phases=sess.phases,
