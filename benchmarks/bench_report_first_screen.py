@@ -52,7 +52,7 @@ def main() -> None:
     from closedloop.report.browser import check_first_screen
     from closedloop.report.decision import decide
     from closedloop.report.evidence import gather
-    from closedloop.report.html import rerender
+    from closedloop.report.rerender import rerender
 
     n_ok = 0
     for name, (config, overrides) in RUNS.items():
