@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from serve_fixtures import images
-
-from conftest import free_port
+from serve_helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CORE_FOR_SERVING = ("numpy", "scipy", "pandas", "pydantic", "pyyaml", "onnxruntime")
