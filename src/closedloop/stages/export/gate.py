@@ -6,18 +6,17 @@ and the checks' pass/fail are recorded in the export folder, the measured figure
 
 from __future__ import annotations
 
-from typing import Any
-
 from closedloop.stages.export.evaluate import LOWER_IS_BETTER
 from closedloop.stages.export.latency import Timing
 from closedloop.stages.export.results import GateDecision, Variant
+from closedloop.stages.task import TaskSpec
 
 SHIP_ORDER = ("int8", "student", "pruned", "fp32")
 """``ship: auto`` takes the first of these that is accepted and meets the constraints."""
 
 
 def constraint_checks(
-    name: str, variants: dict[str, Variant], timings: dict[str, Timing], task: Any, evaluated_on: str
+    name: str, variants: dict[str, Variant], timings: dict[str, Timing], task: TaskSpec, evaluated_on: str
 ) -> dict[str, bool]:
     """Check text -> passed, for one variant: p95 latency, file size, the task's acceptance bar."""
     c = task.constraints
@@ -39,7 +38,7 @@ def constraint_checks(
 
 
 def decide(
-    ship: str, variants: dict[str, Variant], timings: dict[str, Timing], task: Any, evaluated_on: str
+    ship: str, variants: dict[str, Variant], timings: dict[str, Timing], task: TaskSpec, evaluated_on: str
 ) -> GateDecision:
     """The shipped variant (``ship``, or the first of :data:`SHIP_ORDER` that passes) and its checks."""
     if ship != "auto":

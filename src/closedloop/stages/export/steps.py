@@ -45,6 +45,7 @@ from closedloop.stages.export.variants import (
     pruned_step,
     student_step,
 )
+from closedloop.stages.task import TaskSpec
 from closedloop.stages.train.heldout import heldout_split
 
 PREDICTOR_SOURCE = Path(__file__).resolve().parents[2] / "serving" / "predictor.py"
@@ -63,7 +64,7 @@ def heldout_rows(model: TrainedModel, data: Any, ctx: RunContext) -> HeldOutRows
 
 def measure_latency(
     cfg: ExportModelConfig,
-    task: Any,
+    task: TaskSpec,
     teacher: torch.nn.Module,
     runs: dict[str, VariantRun],
     rows: HeldOutRows,
@@ -90,7 +91,7 @@ def measure_latency(
 
 
 def predictor_metadata(
-    task: Any, model: TrainedModel, variants: dict[str, Variant], gate: GateDecision, threads: int
+    task: TaskSpec, model: TrainedModel, variants: dict[str, Variant], gate: GateDecision, threads: int
 ) -> dict[str, Any]:
     """``predictor.json``: the input contract, calibration, and the variants a predictor may load."""
     pre = model.preprocessing
@@ -127,7 +128,7 @@ def predictor_metadata(
 
 
 def montage_step(
-    task: Any, model: TrainedModel, rows: HeldOutRows, p_ship: np.ndarray, ctx: RunContext, out: Path
+    task: TaskSpec, model: TrainedModel, rows: HeldOutRows, p_ship: np.ndarray, ctx: RunContext, out: Path
 ) -> tuple[str | None, str | None]:
     """The most confident errors on the held-out rows (image classification): (file, why not drawn)."""
     if not (task.data_kind == "images" and task.problem_type in ("binary", "multiclass", "ordinal")):

@@ -25,6 +25,7 @@ from closedloop.stages.export.parity import ParityResult, compare_outputs, requi
 from closedloop.stages.export.prune import finalize, prune_network
 from closedloop.stages.export.quantize import quantize_model
 from closedloop.stages.export.results import Distillation, HeldOutRows, Variant, VariantRun
+from closedloop.stages.task import TaskSpec
 from closedloop.stages.train.calibration import fit_temperature
 
 
@@ -54,7 +55,7 @@ class Judge:
     def __init__(
         self,
         cfg: ExportModelConfig,
-        task: Any,
+        task: TaskSpec,
         rows: HeldOutRows,
         p_ref: np.ndarray,
         threshold: float | None,
@@ -128,7 +129,12 @@ class Fp32Run(VariantRun):
 
 
 def fp32_step(
-    cfg: ExportModelConfig, task: Any, model: TrainedModel, rows: HeldOutRows, export: Exporter, seed: int
+    cfg: ExportModelConfig,
+    task: TaskSpec,
+    model: TrainedModel,
+    rows: HeldOutRows,
+    export: Exporter,
+    seed: int,
 ) -> Fp32Run:
     """Export fp32, check it against PyTorch on the held-out rows (or fail), and score it."""
     problem, metric, thr = task.problem_type, task.primary_metric, model.threshold
@@ -157,7 +163,7 @@ def fp32_step(
 
 def int8_step(
     cfg: ExportModelConfig,
-    task: Any,
+    task: TaskSpec,
     model: TrainedModel,
     rows: HeldOutRows,
     fp32: Fp32Run,
@@ -200,7 +206,7 @@ def int8_step(
 
 def pruned_step(
     pc: PruneConfig | None,
-    task: Any,
+    task: TaskSpec,
     model: TrainedModel,
     rows: HeldOutRows,
     X_train: np.ndarray,
@@ -240,7 +246,7 @@ class StudentRun(VariantRun):
 def student_step(
     dc: DistillConfig | None,
     cfg: ExportModelConfig,
-    task: Any,
+    task: TaskSpec,
     model: TrainedModel,
     rows: HeldOutRows,
     fp32: Fp32Run,
