@@ -64,7 +64,16 @@ def check(data: DatasetBundle, tmp: Path, **params):  # type: ignore[no-untyped-
 def test_cnn_finds_planted_flips_on_tiny_images(tmp_path: Path) -> None:
     X, y = shapes(400, seed=0)
     noisy, truth = flipped(y, 0.1, seed=1)
-    res = check(bundle(X, noisy), tmp_path, models=["cnn"], folds=3, cnn_epochs=3, cnn_width=8, jobs=2)
+    res = check(
+        bundle(X, noisy),
+        tmp_path,
+        models=["cnn"],
+        folds=3,
+        cnn_epochs=3,
+        cnn_min_steps=60,
+        cnn_width=8,
+        jobs=2,
+    )
     found = res.tables["label_issues"]["index"].to_numpy()
     assert res.metrics["models"] == "cnn"
     assert res.metrics["oof_accuracy_cnn"] > 0.8  # it learned the shapes
@@ -117,13 +126,14 @@ stages:
       stop_on: []
       checks:
         - name: label_issues
-          params: {models: [cnn, knn], folds: 3, cnn_epochs: 2, cnn_width: 4, cnn_hflip: false, jobs: 1}
+          params: {models: [cnn, knn], folds: 3, cnn_epochs: 2, cnn_min_steps: 10, cnn_width: 4, cnn_hflip: false, jobs: 1}
 """,
         encoding="utf-8",
     )
     stage = next(s for s in Pipeline.from_yaml(cfg_file).stages if isinstance(s, AuditDataset))
-    X, y = shapes(120, seed=3)
-    data = bundle(X, y)
+    X, y = shapes(150, seed=3)
+    data = bundle(X[:100], y[:100])
+    data.splits["val"], data.splits["test"] = Split(X[100:125], y[100:125]), Split(X[125:], y[125:])
     task = build_task_spec(DefineTaskConfig(), data)
     out = stage.execute(
         {"data": data, "task": task}, RunContext(stage_name="audit", stage_dir=tmp_path, seed=0)

@@ -36,6 +36,8 @@ class LabelIssuesConfig(CheckConfig):
     """The SVC is dropped from the ensemble above this many samples (its cost grows ~n^2)."""
     cnn_epochs: int = Field(4, ge=1, le=100)
     """Epochs of each fold's CNN: few on purpose (a longer fit memorizes the flipped labels)."""
+    cnn_min_steps: int = Field(150, ge=1)
+    """Small sets train more epochs (at most 50) until each fold takes this many optimizer steps."""
     cnn_width: int = Field(16, ge=2, le=256)
     """Channels of the CNN's first block (then 2x and 4x)."""
     cnn_hflip: bool = True
@@ -92,6 +94,7 @@ def oof_probabilities(
             splits,
             n_classes,
             epochs=cfg.cnn_epochs,
+            min_steps=cfg.cnn_min_steps,
             width=cfg.cnn_width,
             hflip=cfg.cnn_hflip,
             jobs=cfg.jobs,

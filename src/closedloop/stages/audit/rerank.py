@@ -184,6 +184,21 @@ def review_after_training(
     return out.model_copy(update={"note": note, "file": f"{out_dir.name}/{FILE}"})
 
 
+def review_summary(review: dict[str, Any] | None) -> dict[str, Any] | None:
+    """summary.json view of the train stage's second ranking (None when there is none)."""
+    if not review:
+        return None
+    r = LabelIssueList.model_validate(review)
+    return {
+        "n_flagged": r.n_flagged,
+        "n_examined": r.n_examined,
+        "estimated_noise_rate": r.estimated_noise_rate,
+        "evaluated_on": r.evaluated_on,
+        "file": r.file,
+        "top": [i.model_dump() for i in r.issues[:5]],
+    }
+
+
 def review_blocks(review: dict[str, Any] | None, top: int = 20) -> list[Any]:
     """Report blocks for the train stage's second ranking (a section; nothing when absent)."""
     from closedloop.report.blocks import Paragraph, Section, Table
