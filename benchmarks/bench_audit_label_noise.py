@@ -23,8 +23,6 @@ import numpy as np
 from cleanlab.filter import find_label_issues
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from closedloop.core.stage import RunContext
@@ -86,13 +84,14 @@ def audit_check(
 def cleanlab_recipe(
     tr: np.ndarray, ytr: np.ndarray, va: np.ndarray, yva: np.ndarray, seed: int
 ) -> tuple[np.ndarray, float]:
-    """cleanlab's documented recipe: 5-fold logistic regression on the (standardized) pixels."""
+    """cleanlab's documented recipe: 5-fold logistic regression probabilities on the pixels (in [0, 1])."""
     X = np.concatenate([tr, va]).reshape(len(tr) + len(va), -1).astype(np.float64) / 255.0
     y = np.concatenate([ytr, yva])
     t0 = time.perf_counter()
     cv = StratifiedKFold(5, shuffle=True, random_state=seed)
-    lr = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    P = cross_val_predict(lr, X, y, cv=cv, method="predict_proba")
+    lr = LogisticRegression(max_iter=1000)
+    with threadpool_limits(limits=1):  # one BLAS thread: two spinning ones ran slower on the shared machine
+        P = cross_val_predict(lr, X, y, cv=cv, method="predict_proba")
     flagged = np.flatnonzero(find_label_issues(y, P))
     return flagged[flagged < len(tr)], time.perf_counter() - t0
 
@@ -102,10 +101,14 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="one seed per case (for a smoke run)")
     args = ap.parse_args()
     many = (0,) if args.quick else (0, 1, 2)
-    plan = [
-        ("pneumoniamnist", (0.05, 0.10, 0.20), (0,)),
-        ("breastmnist", (0.10,), many),
-        ("digits", (0.05, 0.10, 0.20), many),
+    plan = [  # (case, noise rate, seeds): one seed where a run costs minutes on the shared machine
+        ("pneumoniamnist", 0.10, (0,)),
+        ("pneumoniamnist", 0.05, (0,)),
+        ("pneumoniamnist", 0.20, (0,)),
+        ("breastmnist", 0.10, many),
+        ("digits", 0.10, many),
+        ("digits", 0.05, (0,)),
+        ("digits", 0.20, (0,)),
     ]
     print(
         f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start (shared); "
@@ -116,21 +119,20 @@ def main() -> None:
         f" | {'recipe P':>8} {'R':>5} {'F1':>5} {'s':>5} | models"
     )
     agg: dict[tuple[str, float], list[tuple[float, float]]] = {}
-    for case, rates, seeds in plan:
+    for case, rate, seeds in plan:
         tr, ytr, va, yva, names = load(case)
-        for rate in rates:
-            for seed in seeds:
-                yn, truth = flip(ytr, len(names), rate, seed)
-                flagged, wall, cpu, models = audit_check(tr, yn, va, yva, names, seed)
-                ours = prf(flagged, truth)
-                base_flags, base_s = cleanlab_recipe(tr, yn, va, yva, seed)
-                base = prf(base_flags, truth)
-                agg.setdefault((case, rate), []).append((ours[2], base[2]))
-                print(
-                    f"{case:>15} {rate:5.0%} {seed:4d} | {ours[0]:7.3f} {ours[1]:5.3f} {ours[2]:5.3f} {wall:6.1f} {cpu:6.1f}"
-                    f" | {base[0]:8.3f} {base[1]:5.3f} {base[2]:5.3f} {base_s:5.1f} | {models}",
-                    flush=True,
-                )
+        for seed in seeds:
+            yn, truth = flip(ytr, len(names), rate, seed)
+            flagged, wall, cpu, models = audit_check(tr, yn, va, yva, names, seed)
+            ours = prf(flagged, truth)
+            base_flags, base_s = cleanlab_recipe(tr, yn, va, yva, seed)
+            base = prf(base_flags, truth)
+            agg.setdefault((case, rate), []).append((ours[2], base[2]))
+            print(
+                f"{case:>15} {rate:5.0%} {seed:4d} | {ours[0]:7.3f} {ours[1]:5.3f} {ours[2]:5.3f} {wall:6.1f} {cpu:6.1f}"
+                f" | {base[0]:8.3f} {base[1]:5.3f} {base[2]:5.3f} {base_s:5.1f} | {models}",
+                flush=True,
+            )
     for (case, rate), v in agg.items():
         a = np.array(v)
         print(

@@ -34,11 +34,11 @@ class LabelIssuesConfig(CheckConfig):
     """Larger train+val sets are subsampled (stratified) to this many samples."""
     svc_max_samples: int = Field(4000, ge=50)
     """The SVC is dropped from the ensemble above this many samples (its cost grows ~n^2)."""
-    cnn_epochs: int = Field(4, ge=1, le=100)
+    cnn_epochs: int = Field(8, ge=1, le=100)
     """Epochs of each fold's CNN: few on purpose (a longer fit memorizes the flipped labels)."""
     cnn_min_steps: int = Field(150, ge=1)
     """Small sets train more epochs (at most 50) until each fold takes this many optimizer steps."""
-    cnn_width: int = Field(16, ge=2, le=256)
+    cnn_width: int = Field(8, ge=2, le=256)
     """Channels of the CNN's first block (then 2x and 4x)."""
     cnn_hflip: bool = True
     """Random horizontal flips while training the CNN (turn off when left/right matters)."""
