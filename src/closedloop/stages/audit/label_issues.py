@@ -9,6 +9,7 @@ subsampled (stratified) to keep it fast.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 import numpy as np
@@ -44,8 +45,9 @@ class LabelIssuesConfig(CheckConfig):
     """Random horizontal flips while training the CNN (turn off when left/right matters)."""
     prefilter: bool = True
     """Leave the samples the quicker models flag out of the CNN's training folds (clean, then train)."""
-    jobs: int = Field(2, ge=1, le=64)
-    """CNN folds trained at the same time, one torch thread each."""
+    jobs: int | None = Field(None, ge=1, le=64)
+    """CNN folds trained at the same time, one torch thread each (default: one per CPU core, at most
+    one per fold)."""
     filter_by: Literal["prune_by_noise_rate", "prune_by_class", "both", "confident_learning"] = (
         "prune_by_noise_rate"
     )
@@ -97,7 +99,7 @@ def oof_probabilities(
             min_steps=cfg.cnn_min_steps,
             width=cfg.cnn_width,
             hflip=cfg.cnn_hflip,
-            jobs=cfg.jobs,
+            jobs=cfg.jobs or min(folds, os.cpu_count() or 1),
             seed=seed,
             exclude=exclude,
         )
