@@ -212,6 +212,7 @@ class LabelIssues(AuditCheck):
                 },
                 "models": "+".join(models),
                 "folds": folds,
+                "cnn_excluded_from_training": n_excluded,
                 "n_examined": int(len(y)),
             }
         )
