@@ -1,6 +1,7 @@
 """Out-of-fold class probabilities from quick models, averaged: what confident learning ranks on.
 
-Which models (``auto``, measured in benchmarks/bench_audit_label_noise.py):
+Which models (``auto``; the defaults are measured in benchmarks/bench_audit_label_noise.py, the
+alternatives tried are listed in docs/audit.md):
 
 * images: a small CNN cross-fitted on the pixels (:mod:`quick_cnn`), averaged with an RBF SVC
   (Platt-scaled; up to ``svc_max_samples``) and a distance-weighted kNN on standardized PCA features.
