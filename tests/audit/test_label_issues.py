@@ -95,7 +95,7 @@ def test_boosted_trees_find_flips_on_a_table(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     n = 600
     df = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n), "c": rng.normal(size=n)})
-    df.loc[rng.random(n) < 0.1, "c"] = np.nan  # boosted trees take missing values
+    df.loc[rng.random(n) < 0.1, "c"] = np.nan  # missing values are imputed before the models
     y = ((df.a + 0.5 * df.b**2) > 0.5).astype(np.int64).to_numpy()
     noisy, truth = flipped(y, 0.1, seed=2)
     res = check(bundle(df, noisy, kind="table"), tmp_path, models=["hgb"])

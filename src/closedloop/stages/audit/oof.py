@@ -6,7 +6,8 @@ alternatives tried are listed in docs/audit.md):
 * images: a small CNN cross-fitted on the pixels (:mod:`quick_cnn`), averaged with an RBF SVC
   (Platt-scaled; up to ``svc_max_samples``) and a distance-weighted kNN on standardized PCA features.
   The PCA models alone rank digits well but not chest X-rays; the CNN alone is weaker on tiny sets.
-* tables: gradient-boosted trees (HistGradientBoosting, native missing values) averaged with a kNN.
+* tables: gradient-boosted trees (HistGradientBoosting) averaged with a kNN, both on the imputed,
+  standardized columns.
 
 Every model sees the same folds, so the average is still out-of-fold.
 """
