@@ -25,6 +25,7 @@ from closedloop.core.stage import RunContext, Stage, StageIO
 from closedloop.data.bundle import DatasetBundle
 from closedloop.models.registry import build_network
 from closedloop.models.trained import ModelSpec, Preprocessing, TrainedModel
+from closedloop.stages.audit.rerank import review_after_training, review_blocks, review_summary
 from closedloop.stages.baseline import BaselineReport
 from closedloop.stages.task import TaskSpec
 from closedloop.stages.train import phases as ph
@@ -351,6 +352,11 @@ class TrainModel(Stage):
             "test_ece": ev.get("test_ece"),
             "per_day": ev.get("per_day"),
         }
+        review = review_after_training(
+            sess.work, cv["tuned"], inputs.data, sess.task.problem_type, ctx.stage_dir / "label_review"
+        )
+        if review is not None:  # the trained configuration ranks suspected label errors again (no extra fit)
+            sess.phases["label_review"] = review.head(50).model_dump(mode="json")
         evaluation = EvaluationReport(
             phases=sess.phases,
             curves=sess.curves,
@@ -519,6 +525,7 @@ class TrainModel(Stage):
             },
             "knob_gains_skipped": tune.get("knob_gains_skipped", []),
             "cross_validation": _cv_summary(ev.phases.get("cross_validate")),
+            "label_review": review_summary(ev.phases.get("label_review")),
             "seconds": ev.seconds,
         }
 
@@ -660,7 +667,7 @@ class TrainModel(Stage):
                     )
             if body:
                 blocks.append(Section(title, body))
-        return blocks
+        return blocks + review_blocks(ev.phases.get("label_review"))
 
 
 EVALUATED_ON_TEXT = {
