@@ -2,16 +2,19 @@
 
 A family is a callable ``(input_shape, n_logits, **params) -> nn.Module`` whose module has
 ``features(x)`` and ``head``; register one with ``@register_model("name")`` or name it in YAML by import
-path (``my_pkg.models:build``).
+path (``my_pkg.models:build``). The tuner sets a network knob (``dropout``) only in families whose
+builder takes it by name or forwards ``**params`` (see :func:`accepts_param`).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
+from closedloop.core.errors import ConfigError
 from closedloop.core.registry import Registry
 
 MODELS = Registry("model family", builtin_modules=("closedloop.models.families",))
@@ -25,3 +28,15 @@ def register_model(key: str) -> Callable[[Any], Any]:
 def build_network(spec: Any, input_shape: list[int] | tuple[int, ...], n_logits: int) -> nn.Module:
     builder = MODELS.resolve(spec.family, where="model.family")
     return builder(list(input_shape), int(n_logits), **spec.params)
+
+
+def accepts_param(family: str, name: str) -> bool:
+    """Whether the family's builder takes the keyword ``name`` (by name, or through ``**params``).
+    A family that cannot be resolved here (a stage's own ``build_network`` hook builds it) is assumed
+    to take it, as before."""
+    try:
+        builder = MODELS.resolve(family, where="model.family")
+        params = inspect.signature(builder).parameters.values()
+    except (ConfigError, TypeError, ValueError):
+        return True
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
