@@ -75,7 +75,7 @@ def main() -> None:
     ap.add_argument("--new", type=Path, default=ROOT, help="code to compare (default: this checkout)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/refactor_identity"))
     ap.add_argument("--only", action="append", help="case name(s)")
-    ap.add_argument("--pre-only", action="store_true", help="only run the pre-refactor side")
+    ap.add_argument("--side", choices=("pre", "new", "both"), default="both", help="run only one side")
     ap.add_argument("--keep", action="store_true", help="reuse finished runs under --work")
     a = ap.parse_args()
     cases = {k: v for k, v in CASES.items() if not a.only or k in a.only}
@@ -88,14 +88,14 @@ def main() -> None:
     for name, args in cases.items():
         sides = {}
         for side, code in (("pre", a.pre), ("new", a.new)):
-            if side == "new" and a.pre_only:
+            if a.side not in ("both", side):
                 continue
             out = a.work / f"{side}_{name}" if a.keep else a.work / f"{side}_{name}_{os.getpid()}"
             t = time.time()
             run(code, args, out, a.work / f"{side}_{name}.log")
             sides[side] = out
             print(f"{name}: {side} run {time.time() - t:.0f} s -> {out}", flush=True)
-        if a.pre_only:
+        if a.side != "both":
             continue
         pre, new = sides["pre"], sides["new"]
         checks = {
