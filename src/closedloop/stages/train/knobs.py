@@ -50,6 +50,7 @@ class Knob:
     log: bool = False
 
     def cast(self, value: Any) -> Any:
+        """Integers for int knobs; network params as plain floats (optimizer values pass unchanged)."""
         return int(value) if self.kind == "int" else float(value) if self.applies == "model" else value
 
 

@@ -28,7 +28,7 @@ from closedloop.stages.train.outcomes import (
     TuneOutcome,
 )
 from closedloop.stages.train.phases.base import Phase
-from closedloop.stages.train.phases.space import split_params
+from closedloop.stages.train.phases.space import split_params, unregularized
 from closedloop.stages.train.session import TrainSession, flat, rung_logits_file, trial_logits_file
 
 
@@ -116,7 +116,7 @@ def candidates(sess: TrainSession, tuned: TuneOutcome, n: int) -> list[tuple[str
         )
     if ladder is not None and ladder.rungs and len(cands) < n and tuned.knobs:
         rung = ladder.rung
-        hp = sess.base_hp.with_(epochs=int(rung.best_epoch), strength=0.0, weight_decay=0.0, patience=None)
+        hp = unregularized(sess, int(rung.best_epoch))
         cands.append(
             (
                 "unregularized rung",

@@ -12,6 +12,7 @@ import numpy as np
 from closedloop.stages.train import plots
 from closedloop.stages.train.outcomes import Rung, ScaleUpOutcome
 from closedloop.stages.train.phases.base import Phase
+from closedloop.stages.train.phases.space import unregularized
 from closedloop.stages.train.session import TrainSession, rung_logits_file, selection_value
 
 LADDER_COLUMNS = (
@@ -70,7 +71,7 @@ def overfits(history: list[dict[str, float]]) -> dict[str, Any]:
 
 def scale_up(sess: TrainSession, rungs: list[dict[str, Any]]) -> ScaleUpOutcome:
     cfg, eng = sess.cfg, sess.engine
-    hp = sess.base_hp.with_(epochs=cfg.ladder_epochs, strength=0.0, weight_decay=0.0, patience=None)
+    hp = unregularized(sess, cfg.ladder_epochs or 2)
     rows: list[Rung] = []
     runs: dict[str, list[dict[str, float]]] = {}
     deadline = sess.deadline("scale_up")

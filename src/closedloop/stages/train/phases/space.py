@@ -31,3 +31,8 @@ def split_params(
     return K.split_params(
         sess.base_hp, model_params, knobs, patience=sess.cfg.patience, max_epochs=sess.cfg.max_epochs or 1
     )
+
+
+def unregularized(sess: TrainSession, epochs: int) -> HParams:
+    """The capacity ladder's setting: no augmentation, no weight decay, no early stopping."""
+    return sess.base_hp.with_(epochs=epochs, strength=0.0, weight_decay=0.0, patience=None)

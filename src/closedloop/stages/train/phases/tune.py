@@ -20,7 +20,7 @@ from closedloop.stages.train.phases.ablation import knob_ablation
 from closedloop.stages.train.phases.base import Phase
 from closedloop.stages.train.phases.beat_baseline import EPOCH_SECONDS
 from closedloop.stages.train.phases.scale_up import rung_seconds
-from closedloop.stages.train.phases.space import search_space, split_params
+from closedloop.stages.train.phases.space import search_space, split_params, unregularized
 from closedloop.stages.train.session import (
     TrainSession,
     flat,
@@ -244,7 +244,7 @@ def choose(
         )
         knobs = {}
         mp = dict(model_params)
-        hp = sess.base_hp.with_(epochs=int(rung.best_epoch), strength=0.0, weight_decay=0.0, patience=None)
+        hp = unregularized(sess, int(rung.best_epoch))
         best_epoch, chosen_value, logits_file = (
             rung.best_epoch,
             rung.val_metric,

@@ -1,0 +1,51 @@
+"""Presets are filled at validation: the saved config.yaml records the numbers a run used."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from closedloop.core.errors import ConfigError
+from closedloop.core.pipeline import Pipeline
+from closedloop.stages.train import TrainConfig
+from closedloop.stages.train.stage import PRESETS
+
+PRESET_FIELDS = [k for k in PRESETS["default"] if k in TrainConfig.model_fields]
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_preset_values_are_filled_and_explicit_values_win(preset: str) -> None:
+    cfg = TrainConfig(preset=preset)
+    assert {k: getattr(cfg, k) for k in PRESET_FIELDS} == {k: PRESETS[preset][k] for k in PRESET_FIELDS}
+    assert TrainConfig(preset=preset, **{k: PRESETS[preset][k] for k in PRESET_FIELDS}) == cfg
+    assert TrainConfig(preset=preset, n_trials=1, max_epochs=None).n_trials == 1
+    assert TrainConfig(preset=preset, max_epochs=None).max_epochs == PRESETS[preset]["max_epochs"]
+
+
+def test_unknown_preset_is_still_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match=r"train.*preset.*'fast'.*'quick', 'default' or 'thorough'"):
+        Pipeline.from_dict(
+            {"name": "p", "data": {"source": "sklearn", "name": "digits"},
+             "stages": [{"kind": "task"}, {"kind": "train", "params": {"preset": "fast"}}]},
+        )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_saved_config_has_the_preset_numbers_and_reruns_with_the_same_fingerprint(runs_dir: Path) -> None:
+    cfg = runs_dir.parent / "p.yaml"
+    cfg.write_text(
+        "name: presets\ndata: {source: sklearn, name: digits}\nstages:\n  - kind: task\n"
+        "  - kind: train\n    params: {preset: quick, n_trials: 1, ladder: [{width: 4}], threads: 1}\n"
+    )
+    result = Pipeline.from_yaml(cfg).run(progress=False)
+    assert result.ok, result.summary
+    saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
+    train = next(s for s in saved["stages"] if s["name"] == "train")["params"]
+    assert all(train[k] is not None for k in PRESET_FIELDS), train
+    assert train["max_epochs"] == PRESETS["quick"]["max_epochs"] and train["n_trials"] == 1
+    again = Pipeline.from_yaml(result.run_dir / "config.yaml")
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert again.fingerprint() == Pipeline.from_yaml(cfg).fingerprint() == manifest["pipeline_fingerprint"]
