@@ -73,6 +73,9 @@ def main() -> None:
         "--audit", action="store_true", help="keep the audit stage (off: it does not change training)"
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--workdir", default=None, help="keep data and runs here (outside the repo) instead of a temp dir"
+    )
     args = ap.parse_args()
     from closedloop.stages.monitor import Monitor
     from closedloop.stages.monitor.estimate import realized
@@ -80,7 +83,8 @@ def main() -> None:
     extra = json.loads(args.train_set)
     if args.holdout_fraction is not None:
         extra["holdout_fraction"] = args.holdout_fraction
-    with tempfile.TemporaryDirectory(prefix="closedloop_heldout_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="closedloop_heldout_") as scratch:
+        tmp = args.workdir or scratch
         t0 = time.time()
         Xu, yu = write_reduced_npz(NPZ, Path(tmp) / "data", args.remove, args.seed)
         res = run_pipeline(Path(tmp) / "data", Path(tmp) / "runs", args.preset, extra, args.audit)
@@ -152,7 +156,9 @@ def main() -> None:
             f"   pre-refit validation AUC (selected configuration, did not train on val): {v['value']:.4f} "
             f"[{v['ci95'][0]:.4f}, {v['ci95'][1]:.4f}]"
         )
-        bundle = res.artifact("exported")
+        from closedloop.stages.export import ExportBundle
+
+        bundle = ExportBundle.load(res.run_dir / res["export"]["artifacts"]["exported"])
         from sklearn.metrics import roc_auc_score
 
         for name in ("fp32", "int8"):

@@ -35,7 +35,7 @@ def __getattr__(name: str):  # lazy: importing closedloop must not import torch 
 
         return check_stage
     if name == "RunResult":
-        from closedloop.core.pipeline import RunResult
+        from closedloop.core.records import RunResult
 
         return RunResult
     raise AttributeError(name)

@@ -11,7 +11,7 @@ import pytest
 from closedloop.core.errors import ConfigError
 from closedloop.data.bundle import Split
 from closedloop.stages.baseline import BASELINES, FitBaselinesConfig, fit_baseline
-from closedloop.stages.baseline.stage import configured_baselines, fit_one
+from closedloop.stages.baseline.fit import configured_baselines, fit_one
 from closedloop.stages.task import DefineTaskConfig, build_task_spec
 
 PROBLEM_TARGETS = {

@@ -157,3 +157,40 @@ def test_export_serving_does_not_import_torch() -> None:
     code = "import sys, closedloop.serving; assert 'torch' not in sys.modules, 'torch imported'; print('ok')"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+
+
+@pytest.mark.parametrize(
+    ("params", "needed"),
+    [
+        ("{ship: student}", "distill: section"),
+        ("{ship: pruned}", "prune: section"),
+        ("{ship: int8, quantize: none}", "contradicts quantize: none"),
+    ],
+)
+def test_export_ship_without_its_variant_fails_at_validate(params: str, needed: str, tmp_path: Path) -> None:
+    """Caught by `closedloop validate` (the config's validators), not after the whole training."""
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(
+        "name: bad\ndata: {source: sklearn, name: digits}\nstages:\n  - kind: task\n  - kind: train\n"
+        f"  - kind: export\n    params: {params}\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "closedloop", "validate", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "export.ship" in r.stderr and needed in r.stderr and "Traceback" not in r.stderr
+
+
+def test_export_config_checks_run_when_the_stage_is_built() -> None:
+    from closedloop.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"ship: got 'student'; expected a distill: section"):
+        ExportModel(ship="student")
+    assert ExportModel(ship="student", distill={}).config.ship == "student"
+    # a broken distill section is reported as itself, not as a second complaint about ship
+    with pytest.raises(ConfigError) as info:
+        ExportModel(ship="student", distill={"epochs": 0})
+    assert "distill.epochs" in str(info.value) and "ship" not in str(info.value)

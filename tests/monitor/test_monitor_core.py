@@ -156,7 +156,7 @@ def test_config_and_registry_contracts():
     with pytest.raises(TypeError, match="implement run"):
 
         class Incomplete(DriftTest):  # noqa: F841
-            key = "incomplete_test"
+            name = "incomplete_test"
             description = "x"
 
 
@@ -214,7 +214,9 @@ def test_blockiness_reacts_to_jpeg_like_compression():
 
 
 def test_calibration_kernel_reuse_gives_the_same_p_values():
-    from closedloop.stages.monitor.tests import EmbeddingMMD, Sample, TestContext, gaussian_kernel
+    from closedloop.stages.monitor.drift import DriftContext, Sample
+    from closedloop.stages.monitor.drift.builtin import EmbeddingMMD
+    from closedloop.stages.monitor.drift.stats import gaussian_kernel
 
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(120, 4)).astype(np.float32)
@@ -222,9 +224,9 @@ def test_calibration_kernel_reuse_gives_the_same_p_values():
     ref, win = pool.take(np.arange(0, 70)), pool.take(np.arange(70, 120))
 
     def ctx(kernel):
-        return TestContext(
+        return DriftContext(
             "binary", 0.5, ["f"], [], bandwidth=2.0, permutations=80, rng=np.random.default_rng(5),
-            pool_kernel=kernel,
+            pool={} if kernel is None else {"embedding_mmd": kernel},
         )  # fmt: skip
 
     plain = EmbeddingMMD().run(ref, win, ctx(None))

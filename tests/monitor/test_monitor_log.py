@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "serving"))
+sys.path.append(str(Path(__file__).parents[1] / "serving"))
 from livelog_fixtures import feedback, request, tiny_run, write  # noqa: E402
 
 from closedloop.cli import main  # noqa: E402

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from serve_fixtures import images
+from serve_helpers import BLOCK_TORCH, SRC  # noqa: I001
 
 from closedloop.serving import Predictor
-from conftest import BLOCK_TORCH, SRC  # noqa: I001
 
 NAME = "shapes"
 # uvicorn drains the requests in flight on SIGTERM, then re-raises the signal: a graceful stop ends with -15

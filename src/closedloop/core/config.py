@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from closedloop.core.errors import ConfigError
 
@@ -32,6 +32,11 @@ class PluginSpec(BaseModel):
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
 
+    @staticmethod
+    def parts(spec: str | PluginSpec) -> tuple[str, dict[str, Any]]:
+        """``"name"`` or ``{name, params}`` -> (name, params)."""
+        return (spec, {}) if isinstance(spec, str) else (spec.name, dict(spec.params))
+
 
 class StageSpec(BaseModel):
     """One entry of a pipeline's ``stages:`` list."""
@@ -49,6 +54,37 @@ class StageSpec(BaseModel):
     trains on the audit's de-duplicated bundle); unnamed ports take the artifact of their own name."""
 
 
+class TrackingSpec(BaseModel):
+    """Experiment tracking (``tracking:`` in the pipeline YAML); off unless a backend is named.
+
+    The backend is looked up in :data:`closedloop.tracking.TRACKERS`; a tracking failure never stops
+    the run: ``summary.json`` and the report say what failed and why.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    backend: str = "none"
+    """``none`` or a registered tracker (``mlflow``)."""
+    uri: str | None = None
+    """Tracking URI (``sqlite:///mlflow.db``, ``http://host:5000``, ``file:./mlruns``); default: the
+    backend's environment variable (``MLFLOW_TRACKING_URI``)."""
+    experiment: str | None = None
+    """Experiment name; default: the pipeline name."""
+    registered_model: str | None = None
+    """Name under which the exported model is registered; default: the pipeline name."""
+    timeout_s: float = Field(10.0, gt=0)
+    """Per-request timeout for remote tracking servers; an unreachable server fails fast."""
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        from closedloop.tracking.base import TRACKERS  # light module: no tracking library imported
+
+        if v not in TRACKERS.names() and ":" not in v:  # "my_pkg.module:MyTracker" resolves when used
+            raise ValueError(f"a registered tracking backend ({', '.join(TRACKERS.names())})")
+        return v
+
+
 class PipelineSpec(BaseModel):
     """The top level of a pipeline YAML file."""
 
@@ -64,6 +100,8 @@ class PipelineSpec(BaseModel):
     """Data source: ``source`` names it, the other keys are its config."""
     stages: list[StageSpec]
     """Stages in order; each names a ``kind`` and its ``params``."""
+    tracking: TrackingSpec | None = None
+    """Experiment tracking, e.g. ``{backend: mlflow, uri: sqlite:///mlflow.db}``; off when omitted."""
 
 
 def _fmt_value(value: Any) -> str:

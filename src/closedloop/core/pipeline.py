@@ -15,126 +15,46 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 import time
-import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from closedloop.core.artifacts import Artifact
+from closedloop.core.cache import class_path, reuse_stage, stage_fingerprint, stage_spec_fingerprint
+from closedloop.core.commit import execute_stage, load_outputs
 from closedloop.core.config import (
     PipelineSpec,
     StageSpec,
+    TrackingSpec,
     apply_overrides,
     load_yaml_file,
     validate_model,
 )
-from closedloop.core.errors import ClosedLoopError, ConfigError, RunDirError, WiringError
+from closedloop.core.errors import ConfigError, RunDirError, WiringError
 from closedloop.core.io import (
     canonical_json,
-    hash_tree,
     read_json,
     sha256_text,
     write_json_atomic,
     write_text_atomic,
 )
 from closedloop.core.ledger import TestLedger, ValidationLedger
+from closedloop.core.records import (
+    RunResult,
+    StageRecord,
+    build_summary,
+    describe_error,
+    jsonable,
+    write_manifest,
+)
 from closedloop.core.registry import STAGES
 from closedloop.core.rundir import MANIFEST, claim_out_dir, environment, new_run_dir, stage_dirname
-from closedloop.core.stage import RunContext, Stage
+from closedloop.core.stage import Stage
 
 log = logging.getLogger("closedloop")
-
-
-def class_path(cls: type) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
-def _stage_spec_fingerprint(stage: Stage) -> dict[str, Any]:
-    return {
-        "class": class_path(type(stage)),
-        "version": type(stage).version,
-        "config": stage.config.model_dump(mode="json"),
-    } | ({"inputs_from": dict(sorted(stage.inputs_from.items()))} if stage.inputs_from else {})
-
-
-@dataclass
-class StageRecord:
-    """One stage's line in the manifest."""
-
-    name: str
-    kind: str
-    cls: str
-    version: str
-    fingerprint: str = ""
-    status: str = "pending"  # pending | ok | failed | skipped
-    seconds: float = 0.0
-    cached: bool = False
-    dir: str = ""
-    artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
-    error: str | None = None
-    summary: dict[str, Any] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "class": self.cls,
-            "version": self.version,
-            "fingerprint": self.fingerprint,
-            "status": self.status,
-            "seconds": round(self.seconds, 3),
-            "cached": self.cached,
-            "dir": self.dir,
-            "artifacts": self.artifacts,
-            "error": self.error,
-            "timings": self.timings,
-        }
-
-
-class RunResult:
-    """What a run produced: its directory, summary and artifacts. Renders its report in notebooks."""
-
-    def __init__(self, run_dir: Path, summary: dict[str, Any], outputs: dict[str, Artifact]) -> None:
-        self.run_dir = Path(run_dir)
-        self.summary = summary
-        self._outputs = outputs
-
-    @property
-    def ok(self) -> bool:
-        return self.summary.get("status") == "ok"
-
-    @property
-    def report_path(self) -> Path:
-        return self.run_dir / "report.html"
-
-    def artifact(self, name: str) -> Artifact:
-        """The artifact called ``name`` (e.g. ``"model"``, ``"task"``) produced by this run."""
-        if name not in self._outputs:
-            raise KeyError(f"no artifact {name!r} in this run; have: {sorted(self._outputs)}")
-        return self._outputs[name]
-
-    def __getitem__(self, stage: str) -> dict[str, Any]:
-        return self.summary["stages"][stage]
-
-    def __repr__(self) -> str:
-        return f"RunResult(status={self.summary.get('status')!r}, run_dir='{self.run_dir}')"
-
-    def _repr_html_(self) -> str:
-        import html
-
-        doc = (
-            self.report_path.read_text(encoding="utf-8") if self.report_path.is_file() else "<p>no report</p>"
-        )
-        return (
-            f"<p><b>closedloop run</b> {html.escape(str(self.run_dir))}: status <b>{self.summary.get('status')}</b></p>"
-            f'<iframe srcdoc="{html.escape(doc, quote=True)}" style="width:100%;height:600px;border:1px solid #ccc"></iframe>'
-        )
 
 
 class Pipeline:
@@ -147,6 +67,7 @@ class Pipeline:
         name: pipeline name (runs go to ``<runs_dir>/<name>/``).
         seed: the run's seed.
         runs_dir: where run directories are created.
+        tracking: experiment tracking (``{"backend": "mlflow", "uri": ...}``); off when ``None``.
     """
 
     def __init__(
@@ -157,6 +78,7 @@ class Pipeline:
         name: str = "pipeline",
         seed: int = 0,
         runs_dir: str | Path = "runs",
+        tracking: TrackingSpec | dict[str, Any] | None = None,
     ) -> None:
         stages = list(stages)
         if isinstance(data, dict):
@@ -172,6 +94,7 @@ class Pipeline:
         self.name = name
         self.seed = seed
         self.runs_dir = Path(runs_dir)
+        self.tracking = validate_model(TrackingSpec, tracking, where="tracking") if tracking else None
         self._has_loader = isinstance(stages[0], _data_loader_class())
         self.check_wiring()
 
@@ -196,7 +119,14 @@ class Pipeline:
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ConfigError(f"{where}: stage name(s) {sorted(dup)} used twice; give each a distinct 'name'")
-        return cls(stages, data=data_stage, name=spec.name, seed=spec.seed, runs_dir=spec.runs_dir)
+        return cls(
+            stages,
+            data=data_stage,
+            name=spec.name,
+            seed=spec.seed,
+            runs_dir=spec.runs_dir,
+            tracking=spec.tracking,
+        )
 
     def resolved_config(self) -> dict[str, Any]:
         """The config with all defaults filled and full class paths (saved as ``config.yaml``)."""
@@ -210,11 +140,13 @@ class Pipeline:
             | ({"inputs_from": dict(s.inputs_from)} if s.inputs_from else {})
             for s in rest
         ]
+        if self.tracking is not None:
+            out["tracking"] = self.tracking.model_dump(mode="json")
         return out
 
     def fingerprint(self) -> str:
         return sha256_text(
-            canonical_json({"seed": self.seed, "stages": [_stage_spec_fingerprint(s) for s in self.stages]})
+            canonical_json({"seed": self.seed, "stages": [stage_spec_fingerprint(s) for s in self.stages]})
         )
 
     # -- wiring ---------------------------------------------------------------------------------
@@ -305,6 +237,9 @@ class Pipeline:
             cache: reuse results of identical stages from earlier runs of this pipeline name.
         """
         fp = self.fingerprint()
+        from closedloop.tracking.run import prepare_tracking, track_run
+
+        prepare_tracking(self.tracking)  # the tracking library loads in the background while stages run
         if resume is not None:
             run_dir = Path(resume)
             if not (run_dir / MANIFEST).is_file():
@@ -356,34 +291,33 @@ class Pipeline:
                 continue
             sources = {p: stage.source_of(p) for p in wiring[stage.name]}
             inputs = {p: outputs[src] for p, src in sources.items() if src in outputs}
-            rec.fingerprint = sha256_text(
-                canonical_json(
-                    {
-                        **_stage_spec_fingerprint(stage),
-                        "seed": self.seed,
-                        "inputs": {p: artifact_hashes[sources[p]] for p in sorted(inputs)},
-                        "extra": stage.cache_key(),
-                    }
-                )
+            rec.fingerprint = stage_fingerprint(
+                stage, self.seed, {p: artifact_hashes[sources[p]] for p in inputs}
             )
             final_dir = run_dir / rec.dir
             t0 = time.perf_counter()
             try:
-                reused = self._reuse(rec, final_dir, prev_records.get(stage.name), cache)
+                reused = reuse_stage(
+                    rec,
+                    final_dir,
+                    prev_records.get(stage.name),
+                    cache=cache,
+                    pipeline_runs=self.runs_dir / self.name,
+                )
                 if reused:
-                    stage_outputs = _load_outputs(stage, final_dir)
+                    stage_outputs = load_outputs(stage, final_dir)
                 else:
-                    stage_outputs = self._execute(
-                        stage, inputs, rec, final_dir, run_dir, test_ledger, val_ledger, progress
+                    stage_outputs = execute_stage(
+                        stage, inputs, rec, final_dir, run_dir, self.seed, test_ledger, val_ledger, progress
                     )
                 rec.status = "ok"
             except Exception as exc:  # a failing stage is recorded; the run stops but still reports
                 rec.status = "failed"
-                rec.error = _describe(exc)
+                rec.error = describe_error(exc)
                 log.error("stage %s failed: %s", stage.name, rec.error)
                 failed = True
                 rec.seconds = time.perf_counter() - t0
-                self._write_manifest(run_dir, run_id, fp, records, "failed")
+                write_manifest(run_dir, run_id, self.name, fp, records, "failed")
                 continue
             rec.seconds = time.perf_counter() - t0 if not rec.cached else rec.seconds
             for port in stage.output_ports():
@@ -393,173 +327,33 @@ class Pipeline:
                 outputs[port.name] = art
                 artifact_hashes[port.name] = rec.artifacts[port.name]["hash"]
             try:
-                rec.summary = _jsonable(stage.summarize(stage_outputs))
+                rec.summary = jsonable(stage.summarize(stage_outputs))
             except Exception as exc:  # a broken summary must not lose the run
-                rec.summary = {"summary_error": _describe(exc)}
-            self._write_manifest(run_dir, run_id, fp, records, "running")
+                rec.summary = {"summary_error": describe_error(exc)}
+            write_manifest(run_dir, run_id, self.name, fp, records, "running")
 
         status = "failed" if failed else "ok"
-        self._write_manifest(run_dir, run_id, fp, records, status)
-        summary = self._summary(
-            run_dir, records, status, time.perf_counter() - t_run, test_ledger, val_ledger
+        write_manifest(run_dir, run_id, self.name, fp, records, status)
+        summary = build_summary(
+            self.name,
+            self.seed,
+            run_dir,
+            records,
+            status,
+            time.perf_counter() - t_run,
+            test_ledger,
+            val_ledger,
         )
-        write_json_atomic(run_dir / "summary.json", summary)
         from closedloop.report.html import write_report
 
-        write_report(run_dir, self, records, outputs, summary)
+        def write_outputs(s: dict[str, Any]) -> None:
+            write_json_atomic(run_dir / "summary.json", s)
+            write_report(run_dir, self, records, outputs, s)
+
+        # Experiment tracking (when configured) logs the finished run, then the files are written with
+        # its outcome in them; a tracking failure is reported there and never stops the run.
+        track_run(self.tracking, run_dir, summary, self.resolved_config(), write_outputs)
         return RunResult(run_dir, summary, outputs)
-
-    def _reuse(self, rec: StageRecord, final_dir: Path, prev: dict[str, Any] | None, cache: bool) -> bool:
-        """Reuse a finished stage: from this run (resume) or from an earlier run with the same fingerprint."""
-        if (
-            final_dir.is_dir()
-            and prev
-            and prev.get("status") == "ok"
-            and prev.get("fingerprint") == rec.fingerprint
-        ):
-            rec.cached, rec.seconds, rec.artifacts = True, prev.get("seconds", 0.0), prev.get("artifacts", {})
-            rec.timings = prev.get("timings", {})
-            return True
-        if final_dir.exists():
-            shutil.rmtree(final_dir)  # stale result of a different fingerprint: never mix it with the new one
-        if not cache:
-            return False
-        source = _find_cached(
-            self.runs_dir / self.name, rec.name, rec.fingerprint, exclude=final_dir.parent.parent
-        )
-        if source is None:
-            return False
-        src_dir, src_rec = source
-        tmp = final_dir.with_name(final_dir.name + ".copy")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        shutil.copytree(src_dir, tmp)
-        tmp.rename(final_dir)
-        rec.cached, rec.seconds, rec.artifacts = (
-            True,
-            src_rec.get("seconds", 0.0),
-            src_rec.get("artifacts", {}),
-        )
-        rec.timings = src_rec.get("timings", {})
-        log.info("stage %s: cache hit (fingerprint %s)", rec.name, rec.fingerprint[:8])
-        return True
-
-    def _execute(
-        self,
-        stage: Stage,
-        inputs: dict[str, Artifact],
-        rec: StageRecord,
-        final_dir: Path,
-        run_dir: Path,
-        test_ledger: TestLedger,
-        val_ledger: ValidationLedger,
-        progress: bool,
-    ) -> Any:
-        tmp_dir = final_dir.with_name(final_dir.name + ".tmp")
-        marker = tmp_dir / "fingerprint.txt"
-        if tmp_dir.exists() and (not marker.is_file() or marker.read_text().strip() != rec.fingerprint):
-            shutil.rmtree(
-                tmp_dir
-            )  # a crashed attempt of a different stage config: its checkpoints do not apply
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        marker.write_text(rec.fingerprint)
-        ctx = RunContext(
-            stage_name=stage.name,
-            stage_dir=tmp_dir,
-            seed=self.seed,
-            fingerprint=rec.fingerprint,
-            run_dir=run_dir,
-            test_ledger=test_ledger,
-            validation_ledger=val_ledger,
-            progress_enabled=progress,
-        )
-        handler = logging.FileHandler(tmp_dir / "log.txt", encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root = logging.getLogger("closedloop")
-        root.addHandler(handler)
-        if root.level == logging.NOTSET or root.level > logging.INFO:
-            root.setLevel(logging.INFO)
-        try:
-            log.info("stage %s: running (%s)", stage.name, type(stage).__qualname__)
-            stage_outputs = stage.execute(inputs, ctx)
-            rec.artifacts = _save_outputs(stage, stage_outputs, tmp_dir)
-            rec.timings = dict(ctx.timings)
-        except Exception:
-            (tmp_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
-            raise
-        finally:
-            root.removeHandler(handler)
-            handler.close()
-        write_json_atomic(
-            tmp_dir / "stage.json",
-            {
-                "name": stage.name,
-                "class": rec.cls,
-                "version": rec.version,
-                "fingerprint": rec.fingerprint,
-                "config": stage.config.model_dump(mode="json"),
-                "artifacts": rec.artifacts,
-                "timings": rec.timings,
-            },
-        )
-        marker.unlink()
-        os.replace(tmp_dir, final_dir)  # the rename is what makes a stage complete
-        return stage_outputs
-
-    def _write_manifest(
-        self, run_dir: Path, run_id: str, fp: str, records: list[StageRecord], status: str
-    ) -> None:
-        write_json_atomic(
-            run_dir / MANIFEST,
-            {
-                "run_id": run_id,
-                "name": self.name,
-                "pipeline_fingerprint": fp,
-                "status": status,
-                "stages": [r.to_json() for r in records],
-            },
-        )
-
-    def _summary(
-        self,
-        run_dir: Path,
-        records: list[StageRecord],
-        status: str,
-        seconds: float,
-        test_ledger: TestLedger,
-        val_ledger: ValidationLedger,
-    ) -> dict[str, Any]:
-        stages: dict[str, Any] = {}
-        for r in records:
-            arts: dict[str, str] = {}
-            for name, info in r.artifacts.items():
-                arts[name] = info["path"]
-                for key, rel in info.get("files", {}).items():
-                    arts[key] = f"{info['path']}/{rel}"
-            entry = {
-                "status": r.status,
-                "seconds": round(r.seconds, 3),
-                "dir": r.dir,
-                "artifacts": arts,
-                "cached": r.cached,
-            }
-            if r.error:
-                entry["error"] = r.error
-            if r.timings:
-                entry["timings"] = r.timings
-            for k, v in r.summary.items():
-                entry.setdefault(k, v)
-            stages[r.name] = entry
-        return {
-            "name": self.name,
-            "status": status,
-            "run_dir": str(run_dir),
-            "seconds": round(seconds, 3),
-            "seed": self.seed,
-            "stages": stages,
-            "test_openings": test_ledger.entries(),
-            "n_validation_configs": val_ledger.count(),
-        }
 
 
 # -- helpers ------------------------------------------------------------------------------------------
@@ -599,72 +393,3 @@ def _build_stage(st: StageSpec, *, where: str, index: int) -> Stage:
         return cls(config, name=name, inputs_from=st.inputs_from)
     except ConfigError as exc:
         raise ConfigError(f"{where}: stages[{index}].inputs_from: {exc}") from None
-
-
-def _save_outputs(stage: Stage, outputs: Any, stage_dir: Path) -> dict[str, dict[str, Any]]:
-    records = {}
-    for port in stage.output_ports():
-        art = getattr(outputs, port.name)
-        if art is None:
-            continue
-        d = stage_dir / "artifacts" / port.name
-        if d.exists():
-            shutil.rmtree(d)
-        d.mkdir(parents=True)
-        art.save(d)
-        rel = d.relative_to(stage_dir.parent.parent)  # relative to the run directory
-        rel_path = str(rel).replace(stage_dir.name, stage_dir.name.removesuffix(".tmp"), 1)
-        records[port.name] = {
-            "path": rel_path,
-            "type": class_path(type(art)),
-            "hash": hash_tree(d),
-            "files": art.files(d),
-        }
-    return records
-
-
-def _load_outputs(stage: Stage, stage_dir: Path) -> Any:
-    values = {}
-    for port in stage.output_ports():
-        d = stage_dir / "artifacts" / port.name
-        if d.is_dir():
-            values[port.name] = port.type.load(d)
-    return type(stage).Outputs(**values)
-
-
-def _find_cached(
-    pipeline_runs: Path, stage_name: str, fingerprint: str, exclude: Path
-) -> tuple[Path, dict] | None:
-    if not pipeline_runs.is_dir():
-        return None
-    for manifest in sorted(pipeline_runs.glob(f"*/{MANIFEST}"), reverse=True):
-        if manifest.parent.resolve() == Path(exclude).resolve():
-            continue
-        try:
-            data = read_json(manifest)
-        except Exception:
-            continue
-        for r in data.get("stages", []):
-            if (
-                r.get("name") == stage_name
-                and r.get("fingerprint") == fingerprint
-                and r.get("status") == "ok"
-            ):
-                d = manifest.parent / r["dir"]
-                if d.is_dir():
-                    return d, r
-    return None
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ClosedLoopError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _jsonable(obj: Any) -> Any:
-    import json
-
-    from closedloop.core.io import to_json
-
-    return json.loads(to_json(obj))

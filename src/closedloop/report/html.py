@@ -8,12 +8,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-from closedloop.core.io import write_text_atomic
+from closedloop.core.io import write_json_atomic, write_text_atomic
 from closedloop.report.blocks import Callout, Figure, Html, KeyValues, Paragraph, Section, Table
 
 CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-h1{margin-bottom:.2em} h2{border-bottom:2px solid #eee;padding-bottom:.2em;margin-top:2em} h3{margin-top:1.4em}
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;color:#222}
+.layout{display:grid;grid-template-columns:170px minmax(0,1fr)}
+nav.toc{position:sticky;top:0;align-self:start;height:100vh;overflow:auto;background:#f8f8f8;border-right:1px solid #e5e5e5;padding:.8em .6em;box-sizing:border-box;font-size:.85em}
+nav.toc a{display:block;margin:.15em 0;color:#1d4ed8;text-decoration:none} nav.toc .toc-title{font-weight:700;margin-bottom:.4em}
+main{padding:.2em 1.4em 2em;max-width:1080px}
+h1{margin:.3em 0 0;font-size:1.5em} .runline{margin:.1em 0;color:#666;font-size:.85em} .tracking{margin:.1em 0;font-size:.85em;color:#555}
+details.sec{border-top:1px solid #eee} details.sec>summary{cursor:pointer;list-style-position:inside}
+details.sec>summary h2{display:inline;font-size:1.2em;margin:0} details.sec>summary{padding:.5em 0}
+.sec-body{padding-bottom:1em;scroll-margin-top:3em} h3{margin-top:1.2em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.9em} td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top}
 th{background:#f6f6f6} .kv td:first-child{font-weight:600;white-space:nowrap}
 .callout{padding:.5em .8em;border-left:4px solid;margin:.6em 0;border-radius:3px}
@@ -22,7 +29,6 @@ th{background:#f6f6f6} .kv td:first-child{font-weight:600;white-space:nowrap}
 .status-ok{color:#16a34a}.status-failed{color:#dc2626}.status-skipped{color:#888}
 figure{margin:.8em 0} figure img{max-width:100%;border:1px solid #eee} figcaption{font-size:.85em;color:#555}
 code,pre{background:#f6f6f6;padding:.1em .3em;border-radius:3px} pre{padding:.6em;overflow:auto;white-space:pre-wrap}
-nav a{margin-right:1em}
 """
 
 
@@ -93,18 +99,63 @@ def render_blocks(blocks: list[Any], stage_dir: Path) -> str:
     return "\n".join(out)
 
 
+def _section(anchor: str, title_html: str, body: str, *, open_: bool = False) -> str:
+    """A collapsible section (native ``<details>``). The anchor sits inside the collapsed part, so
+    following a table-of-contents link opens the section (the browser reveals the target; no script)."""
+    return (
+        f'<details class="sec"{" open" if open_ else ""}><summary><h2>{title_html}</h2></summary>'
+        f'<div class="sec-body" id="{anchor}">{body}</div></details>'
+    )
+
+
+def _decision_html(run_dir: Path, summary: dict[str, Any]) -> str:
+    """The first screen; a broken decision must not lose the rest of the report."""
+    from closedloop.report.decision import decide
+    from closedloop.report.evidence import gather
+    from closedloop.report.first_screen import render_decision
+
+    try:
+        decision = decide(gather(run_dir, summary))
+    except Exception as exc:
+        return f'<div class="callout warning">decision summary failed: {html.escape(repr(exc))}</div>'
+    write_json_atomic(Path(run_dir) / "decision.json", decision.model_dump(mode="json"))
+    return render_decision(decision)
+
+
+def _tracking_html(summary: dict[str, Any]) -> str:
+    t = summary.get("tracking")
+    if not t:
+        return ""
+    if t.get("ok"):
+        where = t.get("url") or t.get("uri")
+        version = (
+            f"; model {html.escape(str(t.get('registered_model')))} version {html.escape(str(t.get('model_version')))}"
+            if t.get("model_version")
+            else ""
+        )
+        return f'<p class="tracking">Tracked in {html.escape(t["backend"])}: {html.escape(str(where))}{version}</p>'
+    return (
+        f'<div class="callout warning" data-decision="tracking">Tracking ({html.escape(t["backend"])}) failed: '
+        f"{html.escape(str(t.get('error')))}. Nothing is lost: every file of this run is in the run directory.</div>"
+    )
+
+
 def write_report(
     run_dir: Path, pipeline: Any, records: list[Any], outputs: dict[str, Any], summary: dict[str, Any]
 ) -> Path:
-    """Render every stage's report hook into ``run_dir/report.html`` (atomically)."""
+    """Render the decision (first screen) and every stage's report hook into ``run_dir/report.html``."""
+    from closedloop.report.first_screen import CSS as DECISION_CSS
+
     sections = []
-    nav = []
+    toc = ['<a href="#decision">Decision</a>']
     for stage, rec in zip(pipeline.stages, records, strict=True):
         anchor = f"stage-{rec.name}"
-        nav.append(f'<a href="#{anchor}">{html.escape(rec.name)}</a>')
+        toc.append(
+            f'<a href="#{anchor}">{html.escape(rec.name)} <small class="status-{rec.status}">{rec.status}</small></a>'
+        )
         head = (
-            f'<h2 id="{anchor}">{html.escape(rec.name)} <small class="status-{rec.status}">{rec.status}'
-            f"{' (cached)' if rec.cached else ''}</small> <small>{rec.seconds:.1f} s</small></h2>"
+            f'{html.escape(rec.name)} <small class="status-{rec.status}">{rec.status}'
+            f"{' (cached)' if rec.cached else ''}</small> <small>{rec.seconds:.1f} s</small>"
         )
         body = ""
         if type(stage).__doc__:
@@ -120,30 +171,48 @@ def write_report(
                 body += render_blocks(stage.report(stage_outputs, stage_dir), stage_dir)
             except Exception as exc:  # a broken report hook must not lose the rest of the report
                 body += f'<div class="callout warning">report section failed: {html.escape(repr(exc))}</div>'
-        sections.append(head + body)
+        sections.append(_section(anchor, head, body, open_=rec.status == "failed"))
 
     ledger = summary.get("test_openings") or []
-    ledger_html = "<h2 id='custody'>Test-set custody</h2>"
+    custody = ""
     if ledger:
-        ledger_html += render_blocks(
+        custody += render_blocks(
             [Table(ledger, columns=["time", "stage", "purpose", "reason", "unsealed", "unseal_reason"])],
             run_dir,
         )
     else:
-        ledger_html += "<p>The test split was not opened in this run.</p>"
-    ledger_html += (
+        custody += "<p>The test split was not opened in this run.</p>"
+    custody += (
         f"<p>Configurations evaluated on validation in this run: <b>{summary.get('n_validation_configs', 0)}</b> "
         "(every model selection below was made among these).</p>"
     )
+    sections.append(_section("custody", "Test-set custody", custody))
+    toc.append('<a href="#custody">test custody</a>')
+    if summary.get("tracking"):
+        t = summary["tracking"]
+        sections.append(
+            _section(
+                "tracking",
+                f"Experiment tracking <small>{html.escape(t['backend'])}</small>",
+                render_blocks([KeyValues({k: v for k, v in t.items() if v not in (None, "")})], run_dir),
+                open_=not t.get("ok"),
+            )
+        )
+        toc.append('<a href="#tracking">tracking</a>')
     status = summary.get("status", "?")
-    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>closedloop: {html.escape(summary.get("name", ""))}</title>
-<style>{CSS}</style></head><body>
-<h1>closedloop run: {html.escape(summary.get("name", ""))}</h1>
-<p>Status <b class="status-{status}">{status}</b> &middot; {summary.get("seconds", 0):.1f} s &middot; seed {summary.get("seed")}
+    doc = f"""<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>closedloop: {html.escape(summary.get("name", ""))}</title>
+<style>{CSS}{DECISION_CSS}</style></head><body>
+<div class="layout"><nav class="toc"><div class="toc-title">closedloop</div>{"".join(toc)}
+</nav>
+<main>
+<h1>{html.escape(summary.get("name", ""))} <small class="status-{status}">{status}</small></h1>
+<p class="runline">{summary.get("seconds", 0):.1f} s &middot; seed {summary.get("seed")}
 &middot; <code>{html.escape(str(run_dir))}</code></p>
-<nav>{"".join(nav)}<a href="#custody">test custody</a></nav>
+{_tracking_html(summary)}
+{_decision_html(Path(run_dir), summary)}
 {"".join(sections)}
-{ledger_html}
+</main></div>
 </body></html>"""
     path = Path(run_dir) / "report.html"
     write_text_atomic(path, doc)

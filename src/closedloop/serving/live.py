@@ -27,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from closedloop.core.config import PluginSpec
 from closedloop.core.errors import ConfigError
 from closedloop.serving.logreader import (
     FILE_RE,
@@ -37,10 +38,10 @@ from closedloop.serving.logreader import (
     parse_line,
     read_file,
 )
+from closedloop.stages.monitor.drift.base import Sample
 from closedloop.stages.monitor.estimate import realized
 from closedloop.stages.monitor.monitor import MIN_WINDOW, Monitor, find_profile_dir
 from closedloop.stages.monitor.profile import ReferenceProfile, summary_features
-from closedloop.stages.monitor.tests import Sample
 
 _ID_RE = re.compile(rb'"request_id"\s*:\s*"([^"]*)"')
 _ROUTE_RE = re.compile(rb'"route"\s*:\s*"(\w+)"')
@@ -149,20 +150,21 @@ class LiveMonitor:
         elif model_version is not None:
             self.model_versions = {model_version}
         info = profile.info
-        self.skipped = {k: v for k, v in LIVE_SKIPS.items() if k in info.tests}
-        live_tests = [t for t in info.tests if t not in self.skipped]
+        self.test_names = [PluginSpec.parts(t)[0] for t in info.tests]
+        self.skipped = {k: v for k, v in LIVE_SKIPS.items() if k in self.test_names}
+        live_tests = [t for t in info.tests if PluginSpec.parts(t)[0] not in self.skipped]
         ref = profile.reference
         # the reference without embeddings: the embedding test then does not apply
         live_ref = Sample(features=ref.features, embeddings=None, proba=ref.proba, labels=ref.labels)
 
-        def monitor(tests: list[str]) -> Monitor:
+        def monitor(tests: list[str | PluginSpec]) -> Monitor:
             p = ReferenceProfile(
                 info.model_copy(update={"tests": tests}), live_ref, profile.pca_mean, profile.pca_components
             )
             return Monitor(p, model=None, seed=seed, effects=False)
 
         self._monitor = monitor(live_tests)
-        self._monitor_outputs_only = monitor([t for t in live_tests if t != "features"])
+        self._monitor_outputs_only = monitor([t for t in live_tests if PluginSpec.parts(t)[0] != "features"])
         self._tail = LogTail(self.log_dir)
         self._buffer: list[_Entry] = []
         self._proba_by_key: dict[tuple[str, int], np.ndarray] = {}
@@ -323,7 +325,7 @@ class LiveMonitor:
         proba, features, entries, why = self._window_rows()
         n = len(proba)
         skipped = dict(self.skipped)
-        if why is not None and "features" in info.tests:
+        if why is not None and "features" in self.test_names:
             skipped["features"] = why
         versions = sorted({e.rec.model_version for e in entries})
         start = _iso(entries[0].rec) if entries else None

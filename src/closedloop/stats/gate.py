@@ -1,24 +1,33 @@
-"""The gate: does the trained model beat the best baseline on test, beyond chance and selection?
+"""The gate: does the trained model beat the best baseline on test, beyond chance?
 
 Called once, at the single final test evaluation, with the model's and the refitted best
-baseline's predictions on the same test examples. The p-value is one-sided (H0: the model is not
-better) and Holm-adjusted for the ``n_configs`` configurations tried on validation before picking
-this one; the caller then applies its :data:`GatePolicy` with :func:`apply_policy`.
+baseline's predictions on the same test examples. The test split is opened once, for one model
+chosen on validation, so the declared comparison (primary metric, model vs best baseline,
+one-sided: H0 "the model is not better") needs no correction for the configurations searched on
+validation: that selection happened on other data, and its optimism is reported beside the
+validation score (:mod:`closedloop.stats.selection`). When several metrics or baselines are compared
+on test, Holm's adjustment runs over exactly those test comparisons, and the sentence says so.
+The caller then applies its :data:`GatePolicy` with :func:`apply_policy`.
 
 Example:
     >>> import numpy as np
     >>> from closedloop.stats.gate import beats_baseline
     >>> # task = build_task_spec(...); result = beats_baseline(y, p_model, p_base, task, n_configs=12)
-    >>> # result["significant"], result["sentence"]
+    >>> # result.significant, result.sentence, result.to_dict()
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import BaseModel, ConfigDict
+
 from closedloop.core.errors import ClosedLoopError
-from closedloop.stats.multiple import holm_best_of
+from closedloop.stats.errors import StatsError
+from closedloop.stats.metrics import Convention
+from closedloop.stats.multiple import holm
 from closedloop.stats.paired import compare
 
 if TYPE_CHECKING:
@@ -32,6 +41,73 @@ class GateFailedError(ClosedLoopError):
     """The model did not beat the best baseline significantly and the policy is ``fail``."""
 
 
+class TestComparison(BaseModel):
+    """One paired comparison made on test: model vs one baseline on one metric."""
+
+    __test__ = False  # not a pytest class
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metric: str
+    baseline: str
+    delta: float
+    """``model - baseline``."""
+    ci95: list[float]
+    bound95: float
+    """One-sided 95% bound on ``delta`` on the side of "the model is better" (lower bound when higher
+    is better): the interval of the one-sided claim."""
+    p_value: float
+    """One-sided (H0: the model is not better), this comparison alone."""
+    p_two_sided: float
+    p_adjusted: float
+    """Holm over the test comparisons made (equals ``p_value`` when there is one)."""
+    model_value: float
+    baseline_value: float
+    higher_is_better: bool
+    method: str
+    n: int
+
+    @property
+    def better(self) -> bool:
+        return self.delta > 0 if self.higher_is_better else self.delta < 0
+
+
+class GateResult(BaseModel):
+    """The gate's decision on the declared comparison, with every test comparison made."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metric: str
+    baseline: str
+    delta: float
+    ci95: list[float]
+    bound95: float
+    """One-sided 95% bound of the declared comparison (see :class:`TestComparison`)."""
+    p_value: float
+    """One-sided p-value of the declared comparison, uncorrected."""
+    p_two_sided: float
+    p_adjusted: float
+    """The p-value the decision uses: ``p_value``, or Holm over several test comparisons."""
+    correction: str
+    """"none" (one declared comparison) or "Holm over K test comparisons"."""
+    n_test_comparisons: int
+    n_configs: int
+    """Configurations scored on validation before the choice (reported, not corrected for here)."""
+    significant: bool
+    model_value: float
+    baseline_value: float
+    higher_is_better: bool
+    method: str
+    n: int
+    alpha: float
+    evaluated_on: Literal["test"] = "test"
+    comparisons: list[TestComparison]
+    sentence: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (for artifacts and summary.json)."""
+        return self.model_dump(mode="json")
+
+
 def _fmt(x: float) -> str:
     return f"{x:.3f}" if abs(x) >= 0.001 or x == 0 else f"{x:.1e}"
 
@@ -40,87 +116,192 @@ def _fmt_p(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def compare_family(
+    y_true: Any,
+    model_proba: Any,
+    others: Mapping[str, Any],
+    metrics: Sequence[str],
+    problem_type: str,
+    *,
+    convention: Convention = "standard",
+    threshold: float | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> list[TestComparison]:
+    """The model against each of ``others`` on each metric (metric-major order, so the first entry
+    is the declared comparison), one-sided p-values Holm-adjusted over this family."""
+    if not others or not metrics:
+        raise StatsError("a comparison family needs at least one metric and one model to compare with")
+    results = [
+        (
+            name,
+            compare(
+                metric,
+                y_true,
+                model_proba,
+                proba,
+                problem_type,
+                n_resamples=n_resamples,
+                seed=seed,
+                convention=convention,
+                threshold=threshold,
+                method="auto",
+            ),
+        )
+        for metric in metrics
+        for name, proba in others.items()
+    ]
+    adjusted = holm([r.p_one_sided for _, r in results])
+    return [
+        TestComparison(
+            metric=r.metric,
+            baseline=name,
+            delta=r.delta,
+            ci95=list(r.ci95),
+            bound95=r.bound_one_sided,
+            p_value=r.p_one_sided,
+            p_two_sided=r.p_value,
+            p_adjusted=pa,
+            model_value=r.value_a,
+            baseline_value=r.value_b,
+            higher_is_better=r.higher_is_better,
+            method=r.method,
+            n=r.n,
+        )
+        for (name, r), pa in zip(results, adjusted, strict=True)
+    ]
+
+
+def gate_on_test(
+    y_true: Any,
+    model_proba: Any,
+    baselines: Mapping[str, Any],
+    task: TaskSpec,
+    *,
+    metrics: Sequence[str] | None = None,
+    n_configs: int = 0,
+    seed: int = 0,
+    n_resamples: int = 1000,
+    alpha: float = 0.05,
+    threshold: float | None = None,
+) -> GateResult:
+    """Model vs each baseline on each metric (the declared one first: the task's primary metric
+    against the first baseline). The decision is on the declared comparison, Holm-adjusted over
+    the comparisons made here when there are several; ``n_configs`` is only reported."""
+    primary = task.primary_metric
+    wanted = [primary, *[m for m in (metrics or []) if m != primary]]
+    comps = compare_family(
+        y_true,
+        model_proba,
+        baselines,
+        wanted,
+        task.problem_type,
+        convention=task.metric_convention,
+        threshold=threshold,
+        n_resamples=n_resamples,
+        seed=seed,
+    )
+    d = comps[0]
+    k = len(comps)
+    significant = bool(d.better and d.p_adjusted < alpha)
+    lo, hi = d.ci95
+    core = (
+        f"{d.metric} {_fmt(d.model_value)} for the model vs {_fmt(d.baseline_value)} for the {d.baseline} "
+        f"(difference {d.delta:+.3f}, 95% CI [{_fmt(lo)}, {_fmt(hi)}], one-sided 95% bound "
+        f"{'>' if d.higher_is_better else '<'} {d.bound95:+.3f}, n = {d.n})"
+    )
+    if k == 1:
+        correction = "none"
+        p_text = f"one-sided p = {_fmt_p(d.p_value)} ({d.method})"
+        why_none = (
+            "one declared comparison on a test split opened once: no correction for the "
+            + (f"{n_configs} configurations " if n_configs > 0 else "configurations ")
+            + "searched on validation, whose selection happened there"
+        )
+    else:
+        correction = f"Holm over {k} test comparisons"
+        family = f"{', '.join(dict.fromkeys(c.metric for c in comps))} vs {', '.join(baselines)}"
+        p_text = (
+            f"one-sided p = {_fmt_p(d.p_value)} ({d.method}), {_fmt_p(d.p_adjusted)} after Holm "
+            f"adjustment over the {k} comparisons made on test ({family})"
+        )
+        why_none = ""
+    if significant:
+        sentence = f"The model beats the {d.baseline} on test: {core}; {p_text}."
+    else:
+        why = (
+            f"it scores worse than the {d.baseline}"
+            if not d.better and d.delta != 0
+            else f"{p_text}, not below {alpha}"
+        )
+        sentence = (
+            f"The model does NOT significantly beat the {d.baseline} on test: {core}; {why}. "
+            "Treat it as no better than the simple baseline until more or better data say otherwise."
+        )
+    if why_none:
+        sentence += f" ({why_none.capitalize()}.)"
+    return GateResult(
+        metric=d.metric,
+        baseline=d.baseline,
+        delta=d.delta,
+        ci95=[lo, hi],
+        bound95=d.bound95,
+        p_value=d.p_value,
+        p_two_sided=d.p_two_sided,
+        p_adjusted=d.p_adjusted,
+        correction=correction,
+        n_test_comparisons=k,
+        n_configs=max(0, int(n_configs)),
+        significant=significant,
+        model_value=d.model_value,
+        baseline_value=d.baseline_value,
+        higher_is_better=d.higher_is_better,
+        method=d.method,
+        n=d.n,
+        alpha=alpha,
+        comparisons=comps,
+        sentence=sentence,
+    )
+
+
 def beats_baseline(
     y_true: Any,
     model_proba: Any,
     baseline_proba: Any,
     task: TaskSpec,
     *,
-    n_configs: int,
+    n_configs: int = 0,
     seed: int = 0,
     n_resamples: int = 1000,
     alpha: float = 0.05,
     threshold: float | None = None,
-) -> dict[str, Any]:
-    """Model vs. best baseline on the task's primary metric.
+    baseline_name: str = "best baseline",
+) -> GateResult:
+    """The single declared comparison: model vs the best baseline on the primary metric.
 
-    Returns ``{metric, delta, ci95, p_value, p_holm, n_configs, significant, sentence, ...}``:
-    ``delta = model - baseline``; ``p_value`` one-sided; ``p_holm`` conservative over the
-    ``n_configs`` configurations tried; ``significant`` when the model is better and
-    ``p_holm < alpha``.
+    ``n_configs`` (configurations tried on validation) is reported, not corrected for: see the
+    module docstring. ``result.p_adjusted == result.p_value`` here.
     """
-    metric = task.primary_metric
-    res = compare(
-        metric,
+    return gate_on_test(
         y_true,
         model_proba,
-        baseline_proba,
-        task.problem_type,
-        n_resamples=n_resamples,
+        {baseline_name: baseline_proba},
+        task,
+        n_configs=n_configs,
         seed=seed,
-        convention=task.metric_convention,
+        n_resamples=n_resamples,
+        alpha=alpha,
         threshold=threshold,
-        method="auto",
     )
-    n_configs = max(1, int(n_configs))
-    p_holm = holm_best_of(res.p_one_sided, n_configs)
-    better = res.delta > 0 if res.higher_is_better else res.delta < 0
-    significant = bool(better and p_holm < alpha)
-    lo, hi = res.ci95
-    core = (
-        f"{metric} {_fmt(res.value_a)} for the model vs {_fmt(res.value_b)} for the best baseline "
-        f"(difference {res.delta:+.3f}, 95% CI [{_fmt(lo)}, {_fmt(hi)}], n = {res.n})"
-    )
-    sel = f"selected among {n_configs} configuration{'s' if n_configs != 1 else ''}"
-    if significant:
-        sentence = (
-            f"The model beats the best baseline on test: {core}; one-sided p = {_fmt_p(res.p_one_sided)}, "
-            f"{_fmt_p(p_holm)} after Holm adjustment ({sel})."
-        )
-    else:
-        why = (
-            "it scores worse than the baseline"
-            if not better and res.delta != 0
-            else f"the Holm-adjusted p-value is {_fmt_p(p_holm)} ({sel}), not below {alpha}"
-        )
-        sentence = (
-            f"The model does NOT significantly beat the best baseline on test: {core}; {why}. "
-            "Treat it as no better than the simple baseline until more or better data say otherwise."
-        )
-    return {
-        "metric": metric,
-        "delta": res.delta,
-        "ci95": [lo, hi],
-        "p_value": res.p_one_sided,
-        "p_two_sided": res.p_value,
-        "p_holm": p_holm,
-        "n_configs": n_configs,
-        "significant": significant,
-        "model_value": res.value_a,
-        "baseline_value": res.value_b,
-        "higher_is_better": res.higher_is_better,
-        "method": res.method,
-        "n": res.n,
-        "sentence": sentence,
-    }
 
 
-def apply_policy(result: dict[str, Any], policy: GatePolicy) -> None:
+def apply_policy(result: GateResult | Mapping[str, Any], policy: GatePolicy) -> None:
     """Warn (log) or raise :class:`GateFailedError` when ``result`` is not significant."""
-    if result.get("significant"):
+    if policy not in ("warn", "fail"):
+        raise ClosedLoopError(f"unknown gate policy {policy!r}; expected 'warn' or 'fail'")
+    r = result.to_dict() if isinstance(result, GateResult) else result
+    if r.get("significant"):
         return
     if policy == "fail":
-        raise GateFailedError(result["sentence"] + " (gate policy: fail)")
-    if policy != "warn":
-        raise ClosedLoopError(f"unknown gate policy {policy!r}; expected 'warn' or 'fail'")
-    log.warning("%s", result["sentence"])
+        raise GateFailedError(r["sentence"] + " (gate policy: fail)")
+    log.warning("%s", r["sentence"])

@@ -1,5 +1,10 @@
 """Multiple comparisons: Holm's step-down adjustment.
 
+Use it over the hypotheses actually tested on the same data (several metrics or baselines compared
+on test; many features tested in one monitoring window). It is not the correction for a search over
+configurations on validation: the test split never saw that search (see
+:mod:`closedloop.stats.selection` for the search's own optimism).
+
 Example:
     >>> from closedloop.stats.multiple import holm
     >>> [round(p, 3) for p in holm([0.01, 0.04, 0.03])]
@@ -29,14 +34,3 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     out = np.empty(m)
     out[order] = adjusted
     return out.tolist()
-
-
-def holm_best_of(p_value: float, n_configs: int) -> float:
-    """Holm-adjusted p-value of the one configuration tested, when ``n_configs`` were tried.
-
-    Only the selected configuration is tested; the others are treated as having p = 1 (unknown),
-    which makes this the conservative bound ``min(1, n_configs * p)`` (Holm's first step).
-    """
-    if n_configs < 1:
-        raise StatsError(f"n_configs must be at least 1, got {n_configs}")
-    return holm([p_value, *([1.0] * (n_configs - 1))])[0]

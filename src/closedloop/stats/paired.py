@@ -49,6 +49,9 @@ class PairedResult:
     higher_is_better: bool
     p_one_sided: float
     """One-sided: H0 '``a`` is not better than ``b``' (direction from ``higher_is_better``)."""
+    bound_one_sided: float = float("nan")
+    """One-sided (1 - alpha) bootstrap bound on ``delta`` on the side of '``a`` is better': a lower
+    bound when higher is better, an upper bound otherwise (the interval of a one-sided claim)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -185,12 +188,13 @@ def compare(
     delta = va - vb
     lo, hi = percentile_ci(d, alpha)
     b = len(d)
+    hib = m.higher_is_better
+    bound = float(np.quantile(d, alpha if hib else 1 - alpha)) if b else float("nan")
     if b == 0:
         raise StatsError(f"paired bootstrap of {metric!r}: the metric was undefined on every resample")
     # p-values from the bootstrap distribution of the difference (+1 so that p is never 0)
     n_le, n_ge = int(np.sum(d <= 0)), int(np.sum(d >= 0))
     p_two = min(1.0, 2 * min(n_le + 1, n_ge + 1) / (b + 1))
-    hib = m.higher_is_better
     p_one = (n_le + 1) / (b + 1) if hib else (n_ge + 1) / (b + 1)
     label = "paired bootstrap"
     if method == "auto":
@@ -220,4 +224,5 @@ def compare(
         value_b=vb,
         higher_is_better=hib,
         p_one_sided=float(p_one),
+        bound_one_sided=bound,
     )

@@ -39,7 +39,6 @@ from closedloop.data.bundle import DatasetBundle, Split
 
 Severity = Literal["info", "warning", "error"]
 SEVERITIES: tuple[str, ...] = ("info", "warning", "error")
-DataKind = Literal["images", "table"]
 
 CHECKS = Registry("audit check", builtin_modules=("closedloop.stages.audit",))
 """Every defined :class:`AuditCheck` subclass, by ``name``."""

@@ -1,40 +1,53 @@
 """Check 4, label issues: confident learning (cleanlab) on out-of-fold probabilities.
 
-Plain 5-fold logistic regression gives cleanlab over-confident, poorly ranked probabilities on
-pixels; an ensemble of an RBF SVC (Platt-scaled) and a distance-weighted kNN on standardized
-(PCA) features ranks mislabeled samples much better (digits, 10% flipped: F1 0.82 -> ~0.9; see
-benchmarks/bench_audit_label_noise.py). Large sets are subsampled (stratified) to keep it fast.
+The probabilities come from quick models cross-fitted on train+val (:mod:`oof`): on images a small
+CNN on the pixels averaged with an RBF SVC and a kNN on PCA features, on tables gradient-boosted
+trees and a kNN. Plain 5-fold logistic regression (cleanlab's documented recipe) ranks mislabeled
+images worse; see benchmarks/bench_audit_label_noise.py for both, side by side. Large sets are
+subsampled (stratified) to keep it fast.
 """
 
 from __future__ import annotations
 
-import warnings
+import os
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import Field
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
-from sklearn.neighbors import KNeighborsClassifier
-from sklearn.svm import SVC
 
 from closedloop.stages.audit.base import AuditCheck, AuditContext, CheckConfig, CheckResult, CheckSkipped
 from closedloop.stages.audit.features import class_labels, model_features
+from closedloop.stages.audit.oof import AUTO, ModelName, average_oof, sklearn_oof
 from closedloop.stages.audit.plots import montage
 
 COLUMNS = ["split", "index", "given_label", "suggested_label", "score"]
 
 
 class LabelIssuesConfig(CheckConfig):
-    models: list[Literal["svc", "knn", "logreg"]] = Field(default_factory=lambda: ["svc", "knn"])
-    """Models whose out-of-fold probabilities are averaged."""
+    models: list[ModelName] | Literal["auto"] = "auto"
+    """Models whose out-of-fold probabilities are averaged: cnn (images only), hgb (boosted trees),
+    svc, knn, logreg. auto: cnn + svc + knn on images, hgb + knn on tables."""
     folds: int = Field(5, ge=2)
     """k of the k-fold (reduced, and said so, when a class has fewer samples)."""
     max_samples: int = Field(6000, ge=50)
     """Larger train+val sets are subsampled (stratified) to this many samples."""
     svc_max_samples: int = Field(4000, ge=50)
     """The SVC is dropped from the ensemble above this many samples (its cost grows ~n^2)."""
+    cnn_epochs: int = Field(8, ge=1, le=100)
+    """Epochs of each fold's CNN: few on purpose (a longer fit memorizes the flipped labels)."""
+    cnn_min_steps: int = Field(150, ge=1)
+    """Small sets train more epochs (at most 50) until each fold takes this many optimizer steps."""
+    cnn_width: int = Field(8, ge=2, le=256)
+    """Channels of the CNN's first block (then 2x and 4x)."""
+    cnn_hflip: bool = True
+    """Random horizontal flips while training the CNN (turn off when left/right matters)."""
+    prefilter: bool = True
+    """Leave the samples the quicker models flag out of the CNN's training folds (clean, then train)."""
+    jobs: int | None = Field(None, ge=1, le=64)
+    """CNN folds trained at the same time, one torch thread each (default: one per CPU core, at most
+    one per fold)."""
     filter_by: Literal["prune_by_noise_rate", "prune_by_class", "both", "confident_learning"] = (
         "prune_by_noise_rate"
     )
@@ -46,28 +59,51 @@ class LabelIssuesConfig(CheckConfig):
 
 
 def oof_probabilities(
-    X: np.ndarray, y: np.ndarray, models: list[str], folds: int, seed: int, n_classes: int
-) -> np.ndarray:
-    """Average out-of-fold class probabilities of the given quick models."""
-    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    P = np.zeros((len(y), n_classes), np.float64)
-    for tr, te in cv.split(X, y):
-        fold = np.zeros((len(te), n_classes))
-        for name in models:
-            if name == "svc":
-                m: Any = SVC(C=10, gamma="scale", probability=True, random_state=seed)
-            elif name == "knn":
-                m = KNeighborsClassifier(n_neighbors=min(10, len(tr)), weights="distance")
-            else:
-                m = LogisticRegression(max_iter=500, C=0.1)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                m.fit(X[tr], y[tr])
-                p = m.predict_proba(X[te])
-            fold[:, m.classes_] += p
-        P[te] = fold / len(models)
-    P = np.clip(P, 1e-6, None)
-    return P / P.sum(1, keepdims=True)
+    images: np.ndarray | None,
+    X: np.ndarray,
+    y: np.ndarray,
+    models: list[str],
+    folds: int,
+    seed: int,
+    n_classes: int,
+    cfg: LabelIssuesConfig | None = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
+    """Averaged out-of-fold probabilities of ``models`` (all on the same stratified folds), each
+    model's own, and how many samples the CNN did not train on. ``images`` feeds the CNN, ``X`` (PCA
+    or table features) the others. The quick models run first; with ``cfg.prefilter`` the samples
+    they flag are left out of the CNN's training parts (cleanlab's clean-then-retrain, once)."""
+    from cleanlab.filter import find_label_issues
+
+    cfg = cfg or LabelIssuesConfig()
+    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(X, y))
+    parts: dict[str, np.ndarray] = {
+        name: sklearn_oof(X, y, name, splits, seed, n_classes) for name in models if name != "cnn"
+    }
+    n_excluded = 0
+    if "cnn" in models:
+        from closedloop.stages.audit.quick_cnn import cnn_oof_probabilities
+
+        if images is None:
+            raise ValueError("the cnn model needs images")
+        exclude = None
+        if cfg.prefilter and parts:
+            exclude = np.zeros(len(y), bool)
+            exclude[find_label_issues(y, average_oof(parts), filter_by=cfg.filter_by)] = True
+            n_excluded = int(exclude.sum())
+        parts["cnn"] = cnn_oof_probabilities(
+            images,
+            y,
+            splits,
+            n_classes,
+            epochs=cfg.cnn_epochs,
+            min_steps=cfg.cnn_min_steps,
+            width=cfg.cnn_width,
+            hflip=cfg.cnn_hflip,
+            jobs=cfg.jobs or min(folds, os.cpu_count() or 1),
+            seed=seed,
+            exclude=exclude,
+        )
+    return average_oof(parts), parts, n_excluded
 
 
 class LabelIssues(AuditCheck):
@@ -97,6 +133,7 @@ class LabelIssues(AuditCheck):
         local = np.concatenate([np.arange(len(ys["train"])), np.arange(len(ys["val"]))])  # type: ignore[arg-type]
         res = CheckResult()
         notes = []
+        keep = None
         if len(y) > cfg.max_samples:
             rng = ctx.rng("subsample")
             n_all = len(y)
@@ -118,10 +155,32 @@ class LabelIssues(AuditCheck):
             notes.append(
                 f"smallest class has {int(counts.min())} samples: used {folds}-fold instead of {cfg.folds}-fold"
             )
-        models = [m for m in cfg.models if not (m == "svc" and len(y) > cfg.svc_max_samples)] or ["knn"]
-        if models != cfg.models:
+        wanted: list[str] = list(AUTO[data.kind] if cfg.models == "auto" else cfg.models)
+        if "cnn" in wanted and data.kind != "images":
+            notes.append("the cnn model applies to images only: left out on this table")
+        models = [
+            m
+            for m in wanted
+            if not (m == "svc" and len(y) > cfg.svc_max_samples)
+            and not (m == "cnn" and data.kind != "images")
+        ] or ["knn"]
+        if "svc" in wanted and "svc" not in models:
             notes.append(f"{len(y)} samples > svc_max_samples: the SVC was left out of the ensemble")
-        P = oof_probabilities(X, y_enc, models, folds, ctx.run.seed, len(present))
+        images = None
+        if "cnn" in models:
+            n_train = len(splits["train"].X)
+            rows = keep if keep is not None else np.arange(len(y))
+            images = np.concatenate(
+                [splits["train"].X[rows[rows < n_train]], splits["val"].X[rows[rows >= n_train] - n_train]]
+            )
+        P, parts, n_excluded = oof_probabilities(
+            images, X, y_enc, models, folds, ctx.run.seed, len(present), cfg
+        )
+        if n_excluded:
+            notes.append(
+                f"the CNN trained without the {n_excluded} sample(s) the quicker models flagged "
+                "(each is still predicted by the fold that holds it out)"
+            )
         issues = find_label_issues(
             y_enc, P, filter_by=cfg.filter_by, return_indices_ranked_by="self_confidence"
         )
@@ -147,8 +206,13 @@ class LabelIssues(AuditCheck):
                 "flagged_fraction": round(len(df) / len(y), 4),
                 "estimated_noise_rate": round(noise, 4),
                 "oof_accuracy": round(acc, 4),
-                "models": models,
+                **{
+                    f"oof_accuracy_{k}": round(float((v.argmax(1) == y_enc).mean()), 4)
+                    for k, v in parts.items()
+                },
+                "models": "+".join(models),
                 "folds": folds,
+                "cnn_excluded_from_training": n_excluded,
                 "n_examined": int(len(y)),
             }
         )

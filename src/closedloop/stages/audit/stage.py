@@ -62,7 +62,7 @@ class AuditDatasetConfig(StageConfig):
     @classmethod
     def _resolve(cls, v: list[str | CheckSpec]) -> list[str | CheckSpec]:
         for i, spec in enumerate(v):
-            name, params = (spec, {}) if isinstance(spec, str) else (spec.name, spec.params)
+            name, params = PluginSpec.parts(spec)
             check = resolve_check(name, where=f"stage 'audit': checks[{i}]")
             check(params, where=f"stage 'audit': checks[{i}] ({name}).params")
         return v
@@ -79,7 +79,7 @@ class AuditDatasetConfig(StageConfig):
         return v
 
     def specs(self) -> list[tuple[str, dict[str, Any]]]:
-        return [(s, {}) if isinstance(s, str) else (s.name, dict(s.params)) for s in self.checks]
+        return [PluginSpec.parts(s) for s in self.checks]
 
 
 def _stops(finding: dict[str, Any], stop_on: list[str]) -> bool:

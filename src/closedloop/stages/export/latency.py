@@ -95,3 +95,34 @@ def torch_runner(module: Any, threads: int) -> Callable[[np.ndarray], Any]:
 def onnx_runner(session: Any) -> Callable[[np.ndarray], Any]:
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x})
+
+
+# --- where the figures go: the stage's timings (stage.json, manifest, summary), never the artifact ---
+
+CORE_SECONDS = "export + quantize + checks"
+"""Timing label: wall seconds of the fp32 export, int8 quantization and their checks."""
+
+
+def record_timings(timings: dict[str, Timing], into: dict[str, float]) -> None:
+    """Put measured latencies into a stage's timings (``ctx.timings``) as ``latency_ms.<variant>.p50``,
+    ``latency_ms.<variant>.p95`` and ``throughput.<variant>`` (samples/s): they differ between identical
+    runs, so they stay out of the hashed export folder."""
+    for name, t in timings.items():
+        into[f"latency_ms.{name}.p50"] = t.p50_ms
+        into[f"latency_ms.{name}.p95"] = t.p95_ms
+        into[f"throughput.{name}"] = t.throughput_per_s
+
+
+def latency_from_timings(timings: dict[str, float]) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """``({variant: {"p50": ms, "p95": ms}}, {variant: samples/s})`` read back from a stage's timings
+    (``ctx.timings`` or :func:`closedloop.core.stage.stage_timings`)."""
+    latency: dict[str, dict[str, float]] = {}
+    throughput: dict[str, float] = {}
+    for label, value in timings.items():
+        kind, _, rest = label.partition(".")
+        if kind == "latency_ms":
+            name, _, pct = rest.rpartition(".")
+            latency.setdefault(name, {})[pct] = value
+        elif kind == "throughput":
+            throughput[rest] = value
+    return latency, throughput

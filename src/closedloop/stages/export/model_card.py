@@ -1,7 +1,8 @@
 """The model card: one markdown page a reviewer can read without the run directory.
 
 Sections for the audit, baselines and the training evaluation appear only when those artifacts are
-wired in (they are optional inputs of the export stage).
+wired in (they are optional inputs of the export stage). The card holds no measured latency, so it is
+the same for the same config, seed and inputs.
 """
 
 from __future__ import annotations
@@ -10,6 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+LATENCY_NOTE = (
+    "Latency (p50 / p95 per variant) and throughput are measured on the export machine; they are in the "
+    "run's report and its `stage.json` timings, not in this folder (they differ between identical runs). "
+    "The latency constraint's pass/fail is among the export checks (`measurements.json`)."
+)
 
 
 def _fmt(v: Any) -> str:
@@ -109,12 +116,11 @@ def render_model_card(
     if m.get("evaluated_on_note"):
         L += [f"_Held-out split: {m['evaluated_on_note']}._", ""]
     L += [
-        "| variant | " + metric + " | 95% CI | diff vs fp32 [95% CI] | size | p50 / p95 ms | accepted |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | " + metric + " | 95% CI | diff vs fp32 [95% CI] | size | accepted |",
+        "|---|---|---|---|---|---|",
     ]
     for name, v in m["variants"].items():
         c = v.get("comparison")
-        lat = m["latency_ms"].get(name, {})
         cells = (
             [
                 _fmt(c["value"]),
@@ -125,10 +131,8 @@ def render_model_card(
             else ["-", "-", "-"]
         )
         acc = "yes" if v["accepted"] else f"no: {v.get('reason', '')}"
-        L.append(
-            f"| {name} | {' | '.join(cells)} | {v.get('size_bytes', 0) / 1e6:.3f} MB | "
-            f"{lat.get('p50', float('nan')):.3f} / {lat.get('p95', float('nan')):.3f} | {acc} |"
-        )
+        L.append(f"| {name} | {' | '.join(cells)} | {v.get('size_bytes', 0) / 1e6:.3f} MB | {acc} |")
+    L += ["", LATENCY_NOTE]
     if task.acceptance:
         L += ["", f"Acceptance bar: {task.acceptance}; checks: {m['checks']}"]
     if evaluation is not None:

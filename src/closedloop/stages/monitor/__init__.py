@@ -2,7 +2,7 @@
 performance estimates, review queues and challenger-vs-champion retraining. See docs/monitor.md.
 
 The names below are loaded on first use: the live monitor inside the serving process imports
-``closedloop.stages.monitor.tests``/``.profile``/``.estimate`` and must not pull in the pipeline stage
+``closedloop.stages.monitor.drift``/``.profile``/``.estimate`` and must not pull in the pipeline stage
 (which imports torch).
 """
 
@@ -12,8 +12,9 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "TESTS": "tests",
-    "DriftTest": "tests",
+    "DRIFT_TESTS": "drift",
+    "DriftTest": "drift",
+    "DriftTestConfig": "drift",
     "Monitor": "monitor",
     "MonitorResult": "monitor",
     "ReferenceProfile": "profile",

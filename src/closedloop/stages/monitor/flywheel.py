@@ -20,9 +20,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from closedloop.stages.monitor.drift.base import Sample
+from closedloop.stages.monitor.drift.predictions import predicted_classes
+from closedloop.stages.monitor.drift.stats import sqdist
 from closedloop.stages.monitor.profile import ReferenceProfile
 from closedloop.stages.monitor.selection import Candidates, ReviewConfig, select
-from closedloop.stages.monitor.tests import Sample, _sqdist, predicted_classes
 
 
 def uncertainty(proba: np.ndarray, problem: str) -> tuple[np.ndarray, np.ndarray]:
@@ -38,7 +40,7 @@ def uncertainty(proba: np.ndarray, problem: str) -> tuple[np.ndarray, np.ndarray
 
 
 def _knn_dist(A: np.ndarray, B: np.ndarray, k: int, exclude_self: bool = False) -> np.ndarray:
-    d = np.sqrt(_sqdist(A.astype(np.float32), B.astype(np.float32)))
+    d = np.sqrt(sqdist(A.astype(np.float32), B.astype(np.float32)))
     if exclude_self:
         np.fill_diagonal(d, np.inf)
     k = min(k, d.shape[1] - (1 if exclude_self else 0))

@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 
 from closedloop.core.errors import DataError, RunDirError
+from closedloop.stages.monitor.drift import DEFAULT_LABEL_TESTS, DriftTest, Sample, build_tests, run_tests
+from closedloop.stages.monitor.drift.stats import single_threaded_blas
 from closedloop.stages.monitor.estimate import estimate, realized
 from closedloop.stages.monitor.profile import ReferenceProfile, forward_all, model_input, summary_features
-from closedloop.stages.monitor.tests import TESTS, Sample, run_tests, single_threaded_blas
 
 MIN_WINDOW = 10
 """Fewer samples than this cannot support any of the tests."""
@@ -59,10 +60,6 @@ def find_profile_dir(run_dir: str | Path) -> Path:
     return found[-1]
 
 
-# tests on the inputs themselves (not on the model outputs or labels)
-COVARIATE_TESTS = ("features", "embedding_mmd")
-
-
 @dataclass
 class Prepared:
     """A validated batch: raw model input, monitored features and data-quality findings."""
@@ -83,6 +80,10 @@ class Monitor:
         self.effects = effects
         """Compute effect sizes and per-feature details (the live monitor, which reports p-values and
         evidence only, turns them off: they are most of a window's cost)."""
+        self.tests = build_tests(profile.info.tests, where="reference profile tests")
+        """The profile's drift tests, in order."""
+        self.label_tests = [] if any(t.needs_labels for t in self.tests) else build_tests(DEFAULT_LABEL_TESTS)
+        """Label tests added when labels arrive and the profile names none."""
 
     # -- loading --------------------------------------------------------------------------------
     @classmethod
@@ -247,25 +248,25 @@ class Monitor:
         ref = self.profile.reference
         ctx = self.profile.context(rng)
         ctx.effects = self.effects
-        keys = list(info.tests)
-        if win.labels is not None and "label_shift" not in keys:
-            keys.append("label_shift")
+        tests: dict[str, DriftTest] = {t.name: t for t in self.tests}
+        if win.labels is not None:
+            tests.update({t.name: t for t in self.label_tests})
         with single_threaded_blas():
-            results = run_tests(keys, ref, win, ctx)
+            results = run_tests(list(tests.values()), ref, win, ctx)
         p_values = {k: float(r.p_value) for k, r in results.items()}
-        unlabeled = {k: p for k, p in p_values.items() if not TESTS[k].needs_labels}
+        unlabeled = {k: p for k, p in p_values.items() if not tests[k].needs_labels}
         min_p = min(unlabeled.values()) if unlabeled else 1.0
         thr = self.profile.threshold_for(len(win))
         alert = "alarm" if min_p <= thr["alarm"] else "warn" if min_p <= thr["warn"] else "ok"
         evidence = []
         for k, r in sorted(results.items(), key=lambda kv: kv[1].p_value):
             if r.p_value <= thr["warn"]:
-                evidence.append(f"{k}: p={r.p_value:.2g} ({TESTS[k].description.split(':')[0]})")
-        label_p = p_values.get("label_shift")
-        if label_p is not None and label_p <= info.alpha:
-            evidence.append(f"label_shift: p={label_p:.2g}: the class frequencies changed (prior shift)")
-            if alert == "ok":
-                alert = "warn"
+                evidence.append(f"{k}: p={r.p_value:.2g} ({tests[k].headline()})")
+        for k, p in p_values.items():
+            if tests[k].needs_labels and p <= info.alpha:
+                evidence.append(f"{k}: p={p:.2g}: {tests[k].label_evidence or tests[k].description}")
+                if alert == "ok":
+                    alert = "warn"
         if quality.get("warnings"):
             evidence += [f"data quality: {w}" for w in quality["warnings"]]
             if alert == "ok":
@@ -277,7 +278,7 @@ class Monitor:
         )
         # confidence-based estimation assumes calibration survives the shift; input drift at the alarm
         # level is where it most often does not (models grow over-confident off their training data)
-        covariate = [k for k in COVARIATE_TESTS if k in p_values and p_values[k] <= thr["alarm"]]
+        covariate = [k for k in p_values if tests[k].covariate and p_values[k] <= thr["alarm"]]
         if covariate and est:
             evidence.append(
                 f"label-free estimate: input drift ({', '.join(covariate)}) can break the calibration it "
@@ -388,7 +389,7 @@ class Monitor:
     @staticmethod
     def shadow(champion: Monitor, challenger: Monitor, batch: Any) -> dict[str, Any]:
         """Run both models on the same batch: disagreement and each model's estimated performance."""
-        from closedloop.stages.monitor.tests import predicted_classes
+        from closedloop.stages.monitor.drift.predictions import predicted_classes
 
         out: dict[str, Any] = {}
         preds = {}

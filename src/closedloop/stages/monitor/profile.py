@@ -26,10 +26,11 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from closedloop.core.artifacts import Artifact
+from closedloop.core.config import PluginSpec
 from closedloop.core.io import atomic_path, read_json, to_json, write_text_atomic
+from closedloop.stages.monitor.drift.base import DriftContext, Sample
 from closedloop.stages.monitor.features import image_feature_names, image_features, table_features
 from closedloop.stages.monitor.selection import ReviewConfig
-from closedloop.stages.monitor.tests import Sample, TestContext
 
 FORMAT_VERSION = 2
 """2: images gained the ``intensity_blockiness`` feature (profiles of version 1 must be rebuilt)."""
@@ -58,7 +59,8 @@ class ProfileInfo(BaseModel):
     """Decision threshold on P(positive) for binary tasks (0.5 when the model has none)."""
     metrics: list[str]
     """Metrics estimated without labels."""
-    tests: list[str]
+    tests: list[str | PluginSpec]
+    """Drift tests by name or ``{name, params}`` (as configured)."""
     alpha: float
     warn_alpha: float
     thresholds: dict[str, dict[str, float]]
@@ -101,9 +103,9 @@ class ReferenceProfile(Artifact):
         """Penultimate features -> the profile's PCA space."""
         return ((np.asarray(emb, np.float32) - self.pca_mean) @ self.pca_components.T).astype(np.float32)
 
-    def context(self, rng: np.random.Generator) -> TestContext:
+    def context(self, rng: np.random.Generator) -> DriftContext:
         i = self.info
-        return TestContext(
+        return DriftContext(
             problem_type=i.problem_type,
             threshold=i.threshold,
             feature_names=i.feature_names,

@@ -10,8 +10,10 @@
    The version is also appended to ``<runs_dir>/<name>/dataset_versions.jsonl``.
 3. Challenger and champion are scored on the same held-out split (test by default, the opening is
    written to the test ledger) with the paired statistics of :mod:`closedloop.stats.paired`.
-   Promotion is recommended only when the challenger is significantly better (one-sided paired test
-   at ``alpha``) *and* meets the task's acceptance bar and constraints.
+   The rule is :func:`closedloop.stats.promotion.decide_promotion` (shared with live comparisons):
+   promote only when the challenger is significantly better on the primary metric (one declared,
+   one-sided paired test at ``alpha``: not corrected for the configurations its run searched on
+   validation, which did not see these cases) *and* meets the task's acceptance bars and constraints.
 """
 
 from __future__ import annotations
@@ -173,73 +175,85 @@ def compare_runs(
     *,
     alpha: float = 0.05,
     metric: str | None = None,
+    evaluated_on: str = "test",
 ) -> dict[str, Any]:
-    """Paired comparison on the same held-out data and the promotion decision with its reasons."""
+    """Paired comparison on the same held-out data and the promotion decision with its reasons
+    (the rule: :func:`closedloop.stats.promotion.decide_promotion`)."""
     from closedloop.models.trained import raw_array
-    from closedloop.stats.paired import compare
+    from closedloop.stats.promotion import Check, decide_promotion
 
     champ, task = _load_run(champion_dir)
     chall, task_b = _load_run(challenger_dir)
     task = task_b or task
-    problem = chall.problem_type
     metric = metric or (task.primary_metric if task else "acc")
-    convention = task.metric_convention if task else "standard"
-    pa, pb = chall.predict_proba(X), champ.predict_proba(X)
-    res = compare(metric, y, pa, pb, problem, convention=convention, threshold=chall.threshold, alpha=alpha)
-    better = res.delta > 0 if res.higher_is_better else res.delta < 0
-    significant = better and res.p_one_sided < alpha
-    reasons, constraints = [], {}
+    constraints: list[Check] = []
     if task is not None:
-        for m, bar in task.acceptance.items():
-            if m == res.metric:
-                ok = res.value_a >= bar if res.higher_is_better else res.value_a <= bar
-                constraints[f"acceptance.{m}"] = {"value": res.value_a, "bar": bar, "ok": bool(ok)}
         c = task.constraints
         if c.max_model_size_mb is not None:
             size = (
-                sum(f.stat().st_size for f in (challenger_dir).glob("stages/*/artifacts/model/weights.pt"))
+                sum(f.stat().st_size for f in challenger_dir.glob("stages/*/artifacts/model/weights.pt"))
                 / 1e6
             )
-            constraints["max_model_size_mb"] = {
-                "value": size,
-                "bar": c.max_model_size_mb,
-                "ok": size <= c.max_model_size_mb,
-            }
+            constraints.append(
+                Check(
+                    name="max_model_size_mb",
+                    value=size,
+                    bar=c.max_model_size_mb,
+                    ok=size <= c.max_model_size_mb,
+                )
+            )
         if c.max_latency_ms is not None:
-            raw = raw_array(X)[: c.latency_batch_size]
-            lat = latency_ms(chall, raw)
-            constraints["max_latency_ms"] = {
-                "value": lat,
-                "bar": c.max_latency_ms,
-                "ok": lat <= c.max_latency_ms,
-            }
-    meets = all(v["ok"] for v in constraints.values())
-    if not better:
-        reasons.append(f"the challenger is not better on {res.metric} (delta {res.delta:+.4f})")
-    elif not significant:
-        reasons.append(
-            f"the improvement {res.delta:+.4f} is not significant (one-sided p={res.p_one_sided:.3g} >= {alpha})"
-        )
-    reasons += [
-        f"constraint {k} not met ({v['value']:.4g} vs {v['bar']})"
-        for k, v in constraints.items()
-        if not v["ok"]
-    ]
-    promote = bool(significant and meets)
-    if promote:
-        reasons.append(
-            f"{res.metric} {res.value_b:.4f} -> {res.value_a:.4f} (delta {res.delta:+.4f}, 95% CI "
-            f"[{res.ci95[0]:+.4f}, {res.ci95[1]:+.4f}], one-sided p={res.p_one_sided:.3g}); constraints met"
-        )
+            lat = latency_ms(chall, raw_array(X)[: c.latency_batch_size])
+            constraints.append(
+                Check(name="max_latency_ms", value=lat, bar=c.max_latency_ms, ok=lat <= c.max_latency_ms)
+            )
+    decision = decide_promotion(
+        y,
+        chall.predict_proba(X),
+        champ.predict_proba(X),
+        metric=metric,
+        problem_type=chall.problem_type,
+        convention=task.metric_convention if task else "standard",
+        threshold=chall.threshold,
+        alpha=alpha,
+        acceptance=task.acceptance if task else {},
+        constraints=constraints,
+        evaluated_on=evaluated_on,
+    )
+    first = decision.comparisons[0]
     return {
         "champion": str(champion_dir),
         "challenger": str(challenger_dir),
         "n_heldout": int(len(y)),
-        "comparison": res.to_dict(),
-        "constraints": constraints,
-        "promote": promote,
-        "reasons": reasons,
+        "comparison": {
+            **first.model_dump(mode="json"),
+            "value_a": first.model_value,
+            "value_b": first.baseline_value,
+            "p_one_sided": first.p_value,  # the rule's p-value is one-sided; kept under its old name too
+        },
+        "constraints": {ch.name: {"value": ch.value, "bar": ch.bar, "ok": ch.ok} for ch in decision.checks},
+        "promote": decision.promote,
+        "reasons": decision.reasons,
+        "rule": decision.rule,
+        "decision": decision.to_dict(),
+        "challenger_selection": _selection_of(challenger_dir),
     }
+
+
+def _selection_of(run_dir: Path) -> dict[str, Any] | None:
+    """The challenger run's validation-side evidence: "selected among N" and the selection bias."""
+    from closedloop.core.io import read_json
+
+    p = run_dir / "summary.json"
+    if not p.is_file():
+        return None
+    stages = read_json(p).get("stages") or {}
+    found = [
+        v["selection"]
+        for v in stages.values()
+        if isinstance(v, dict) and isinstance(v.get("selection"), dict)
+    ]
+    return found[-1] if found else None
 
 
 def run_retrain(
@@ -295,9 +309,13 @@ def run_retrain(
         held = ctx.open_test(bundle, reason="champion vs challenger comparison (closedloop retrain)")
     else:
         held = bundle.val
-    out = compare_runs(champion, result.run_dir, held.X, np.asarray(held.y), alpha=alpha)
+    out = compare_runs(champion, result.run_dir, held.X, np.asarray(held.y), alpha=alpha, evaluated_on=on)
     out["heldout_split"] = on
     out["dataset_version"] = record_dataset_version(runs_root, result.run_dir)
+    from closedloop.tracking.aliases import apply_promotion
+
+    # with tracking configured, champion/challenger aliases follow this decision (and only it)
+    out["aliases"] = apply_promotion(result.run_dir, out["promote"], reasons=out["reasons"])
     write_text_atomic(result.run_dir / "retrain.json", to_json(out))
     return out
 

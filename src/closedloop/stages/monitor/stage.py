@@ -8,12 +8,15 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator
 
-from closedloop.core.config import StageConfig
+from closedloop.core.config import PluginSpec, StageConfig
 from closedloop.core.errors import ConfigError, DataError
 from closedloop.core.registry import register_stage
 from closedloop.core.stage import RunContext, Stage, StageIO
 from closedloop.data.bundle import DatasetBundle
 from closedloop.models.trained import TrainedModel
+from closedloop.stages.monitor.drift import DEFAULT_TESTS, DriftTest, Sample, build_tests, run_tests
+from closedloop.stages.monitor.drift.predictions import confidences, predicted_classes
+from closedloop.stages.monitor.drift.stats import median_bandwidth, single_threaded_blas
 from closedloop.stages.monitor.estimate import SUPPORTED, realized, reliability
 from closedloop.stages.monitor.monitor import model_fingerprint
 from closedloop.stages.monitor.profile import (
@@ -26,15 +29,6 @@ from closedloop.stages.monitor.profile import (
     table_schema,
 )
 from closedloop.stages.monitor.selection import ReviewConfig
-from closedloop.stages.monitor.tests import (
-    TESTS,
-    UNLABELED_DEFAULT,
-    Sample,
-    gaussian_kernel,
-    median_bandwidth,
-    run_tests,
-    single_threaded_blas,
-)
 from closedloop.stages.task import TaskSpec
 
 
@@ -60,8 +54,10 @@ class BuildMonitorProfileConfig(StageConfig):
     """In-distribution windows drawn per size to calibrate the thresholds."""
     permutations: int = Field(200, ge=20)
     """Permutations of the MMD test."""
-    tests: list[str] = Field(default_factory=lambda: list(UNLABELED_DEFAULT))
-    """Unlabeled drift tests combined into the alert (label_shift runs on its own when labels arrive)."""
+    tests: list[str | PluginSpec] = Field(default_factory=lambda: list(DEFAULT_TESTS))
+    """Drift tests by registered name or import path ``pkg.module:Class`` (or ``{name, params}``), in
+    order. The unlabeled ones are combined into the calibrated alert; label tests (default
+    ``label_shift``, added when none is named) run on their own when labels arrive."""
     metrics: list[str] | None = None
     """Metrics estimated without labels (default: the task's metrics among acc, auc, balanced_accuracy)."""
     review: ReviewConfig = Field(default_factory=ReviewConfig)
@@ -69,12 +65,10 @@ class BuildMonitorProfileConfig(StageConfig):
 
     @field_validator("tests")
     @classmethod
-    def _known_tests(cls, v: list[str]) -> list[str]:
-        unknown = [t for t in v if t not in TESTS]
-        if unknown:
-            raise ValueError(f"unknown drift test(s) {unknown}; known: {sorted(TESTS)}")
-        if not v:
-            raise ValueError("name at least one drift test")
+    def _resolve_tests(cls, v: list[str | PluginSpec]) -> list[str | PluginSpec]:
+        tests = build_tests(v, where="stage 'monitor': tests")
+        if not any(not t.needs_labels for t in tests):
+            raise ValueError("name at least one drift test that runs without labels")
         return v
 
 
@@ -102,7 +96,7 @@ def _split_indices(
 def calibrate(
     pool: Sample,
     n_ref: int,
-    tests: list[str],
+    tests: list[DriftTest],
     template: ReferenceProfile,
     sizes: list[int],
     n_windows: int,
@@ -125,9 +119,10 @@ def calibrate(
     }
     N = len(pool)
     pool = Sample(pool.features, pool.embeddings, pool.proba, pool.labels, index=np.arange(N))
-    kernel = None
-    if "embedding_mmd" in tests and pool.embeddings is not None and pool.embeddings.shape[1]:
-        kernel = gaussian_kernel(pool.embeddings, template.info.bandwidth)  # one matrix for all splits
+    tests = [t for t in tests if not t.needs_labels]  # label tests are not part of the min-p rule
+    # computed once for all the splits, with a generator of its own so the splits' draws stay the same
+    setup = template.context(np.random.default_rng(0))
+    pool_cache = {t.name: t.prepare_pool(pool, setup) for t in tests}
     for n in sizes:
         m = min(n_ref, N - n)
         if m < 50:
@@ -140,7 +135,7 @@ def calibrate(
                 ref, win = pool.take(perm[:m]), pool.take(perm[m : m + n])
                 ctx = template.context(np.random.default_rng([int(rng.integers(1 << 31)), b]))
                 ctx.effects = False
-                ctx.pool_kernel = kernel
+                ctx.pool = pool_cache
                 res = run_tests(tests, ref, win, ctx)
                 minps.append(min((r.p_value for r in res.values()), default=1.0))
         minps_arr = np.array(minps)
@@ -247,8 +242,6 @@ def build_profile(
         perf = realized(metrics, y[ref_idx], full.proba[ref_idx], problem, threshold)
         rel = reliability(full.proba, y, problem, threshold)
         if problem in ("binary", "multiclass", "ordinal"):
-            from closedloop.stages.monitor.tests import predicted_classes
-
             pc = predicted_classes(ref.proba, problem, threshold)
             pred_dist = (np.bincount(pc, minlength=task.n_outputs) / len(pc)).tolist()
             yy = y[ref_idx].reshape(-1).astype(int)
@@ -285,10 +278,11 @@ def build_profile(
     profile = ReferenceProfile(info, ref, mean, components)
     # Re-splitting all of validation gives exchangeable (pseudo-reference, window) pairs, so the min-p
     # null distribution is the one a fixed reference meets on fresh in-distribution windows.
+    tests = build_tests(config.tests, where="stage 'monitor': tests")
     thresholds, notes = calibrate(
         full,
         len(ref_idx),
-        config.tests,
+        tests,
         profile,
         sorted(config.window_sizes),
         config.calibration_windows,
@@ -297,7 +291,7 @@ def build_profile(
         rng,
     )
     if not thresholds:  # tiny validation split: fall back to Bonferroni, and say so
-        k = len(config.tests)
+        k = sum(not t.needs_labels for t in tests)
         thresholds = {"100": {"alarm": config.alpha / k, "warn": config.warn_alpha / k}}
         notes["fallback"] = "pool too small to calibrate; Bonferroni over the tests"
     profile.info = info.model_copy(update={"thresholds": thresholds, "calibration": notes})
@@ -374,7 +368,9 @@ class BuildMonitorProfile(Stage):
                 [{"window": k, **v} for k, v in sorted(i.thresholds.items(), key=lambda kv: int(kv[0]))],
                 title="Calibrated min-p thresholds per window size",
             ),
-            Table([{"test": k, "what": TESTS[k].description} for k in i.tests], title="Drift tests"),
+            Table(
+                [{"test": t.name, "what": t.description} for t in build_tests(i.tests)], title="Drift tests"
+            ),
         ]
         fig = _reliability_figure(outputs.reference, stage_dir)
         if fig is not None:
@@ -404,8 +400,6 @@ def _reliability_figure(profile: ReferenceProfile, stage_dir: Path) -> str | Non
     axes[0].set_xlabel("confidence")
     axes[0].set_ylabel("accuracy")
     axes[0].set_title(f"reliability (ECE {rel.get('ece', 0):.3f})")
-    from closedloop.stages.monitor.tests import confidences
-
     if profile.reference.proba is not None:
         conf = confidences(profile.reference.proba, profile.info.problem_type, profile.info.threshold)
         axes[1].hist(conf, bins=20)

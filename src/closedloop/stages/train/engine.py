@@ -9,7 +9,6 @@ and global RNG after every epoch, so a run killed mid-training resumes to the sa
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable
@@ -523,57 +522,14 @@ def _dist_info() -> tuple[int, int]:
 def score(
     metric: str, y_true: np.ndarray, logits: np.ndarray, problem_type: str, convention: str = "standard"
 ) -> float:
-    """One metric from logits (probabilities via the package's prediction convention)."""
+    """One metric from logits (probabilities via the package's prediction convention); NaN where the
+    metric is undefined on this sample (e.g. AUC with one class present), which must not stop training."""
     from closedloop.models.trained import logits_to_proba
+    from closedloop.stats.errors import StatsError
+    from closedloop.stats.metrics import compute_metrics
 
     proba = logits_to_proba(logits, problem_type)
     try:
-        from closedloop.stats.metrics import compute_metrics
-
         return float(compute_metrics([metric], y_true, proba, problem_type, convention=convention)[metric])
-    except ImportError:
-        return _fallback_metric(metric, y_true, proba, problem_type)
-    except Exception:  # a metric undefined on this sample (one class present) must not stop training
-        try:
-            return _fallback_metric(metric, y_true, proba, problem_type)
-        except Exception:
-            return float("nan")
-
-
-def _fallback_metric(metric: str, y_true: np.ndarray, proba: np.ndarray, problem_type: str) -> float:
-    from sklearn import metrics as skm
-
-    y = np.asarray(y_true)
-    if problem_type == "regression":
-        err = proba.reshape(-1) - y.reshape(-1).astype(float)
-        return float(np.sqrt(np.mean(err**2))) if metric == "rmse" else float(np.mean(np.abs(err)))
-    if problem_type == "binary":
-        yb = y.reshape(-1).astype(int)
-        p = proba[:, 1]
-        if metric == "auc":
-            return float(skm.roc_auc_score(yb, p))
-        if metric == "pr_auc":
-            return float(skm.average_precision_score(yb, p))
-        pred = (p >= 0.5).astype(int)
-        if metric == "balanced_accuracy":
-            return float(skm.balanced_accuracy_score(yb, pred))
-        if metric == "f1":
-            return float(skm.f1_score(yb, pred))
-        return float(np.mean(pred == yb))
-    if problem_type == "multilabel":
-        if metric == "auc":
-            return float(np.mean([skm.roc_auc_score(y[:, i], proba[:, i]) for i in range(y.shape[1])]))
-        return float(np.mean((proba >= 0.5) == y))
-    yk = y.reshape(-1).astype(int)
-    if metric == "auc":
-        return float(skm.roc_auc_score(yk, proba, multi_class="ovr", labels=list(range(proba.shape[1]))))
-    pred = proba.argmax(1)
-    if metric == "balanced_accuracy":
-        return float(skm.balanced_accuracy_score(yk, pred))
-    if metric == "f1":
-        return float(skm.f1_score(yk, pred, average="macro"))
-    return float(np.mean(pred == yk))
-
-
-def clone_network(net: nn.Module) -> nn.Module:
-    return copy.deepcopy(net)
+    except StatsError:
+        return float("nan")

@@ -168,3 +168,5 @@ class FinalOutcome(Outcome):
     val: dict[str, Any]
     heldout: dict[str, Any] | None
     test_ece: float | None = None
+    per_day: dict[str, Any] | None = None
+    """Binary tasks: per-day counts on test (``evaluated_on: test``); the report's first screen reads it."""

@@ -24,6 +24,7 @@ def report_blocks(ev: EvaluationReport, phases: list[Phase], timings: dict[str, 
     """Headline (baseline verdict, test table, evaluated_on), then one section per phase: its
     decisions, figures and the blocks the phase itself adds."""
     from closedloop.report.blocks import Callout, Figure, KeyValues, Paragraph, Section, Table
+    from closedloop.stages.audit.rerank import review_blocks
 
     figs: dict[str, list[Any]] = {}
     for f in ev.figures:
@@ -74,7 +75,7 @@ def report_blocks(ev: EvaluationReport, phases: list[Phase], timings: dict[str, 
         )
     if ev.heldout_note:
         blocks.append(Paragraph(f"Held-out split: {ev.heldout_note}."))
-    blocks.append(Paragraph(f"Selected among {ev.n_configs} configurations evaluated on validation."))
+    blocks.append(Paragraph(selection_text(ev)))
     extra: dict[str, list[Any]] = {}
     for p in phases:
         if p.name in ev.phases:
@@ -84,7 +85,8 @@ def report_blocks(ev: EvaluationReport, phases: list[Phase], timings: dict[str, 
         body += extra.get(phase, [])
         if body:
             blocks.append(Section(title, body))
-    return blocks
+    review = None if ev.label_review is None else ev.label_review.model_dump(mode="json")
+    return blocks + review_blocks(review)
 
 
 EVALUATED_ON_TEXT = {
@@ -95,6 +97,25 @@ EVALUATED_ON_TEXT = {
     "trained_on": "trained-on data (nothing held out)",
     "test": "test (opened once)",
 }
+
+
+def selection_text(ev: EvaluationReport) -> str:
+    """The validation side of the evidence: "selected among N" and how optimistic that makes the score."""
+    text = f"Selected among {ev.n_configs} configurations evaluated on validation"
+    sel = ev.selection
+    if not sel:
+        return text + " (selection bias not estimated)."
+    expect = "about" if sel["winner_is_best"] else "at least about"
+    how = (
+        "" if sel["winner_is_best"] else " (it was chosen by cross-validation, not as the best on validation)"
+    )
+    return (
+        f"{text}. Winner's validation {sel['metric']}: {sel['winner_value']:.4f}{how}, estimated selection bias "
+        f"{sel['optimism']:+.4f} (bootstrap of the selection among the {sel['n_candidates']} candidates with "
+        f"saved predictions, on {sel['n_validation']} validation cases): expect {expect} "
+        f"{sel['corrected_value']:.4f} on new data. The search is corrected for here, on validation; the "
+        "test comparison above is a single declared comparison and needs no correction for it."
+    )
 
 
 def cv_summary(cv: dict[str, Any] | None) -> dict[str, Any] | None:

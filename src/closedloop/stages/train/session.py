@@ -22,6 +22,7 @@ from closedloop.stages.train.config import TrainConfig
 from closedloop.stages.train.engine import Engine, HParams, TensorSet, n_logits_for
 from closedloop.stages.train.heldout import HeldOut
 from closedloop.stages.train.outcomes import Outcome
+from closedloop.stats.selection import SelectionBias
 
 OutcomeT = TypeVar("OutcomeT", bound=Outcome)
 
@@ -80,6 +81,8 @@ class TrainSession:
     """Set by the final phase."""
     beats_baseline: dict[str, Any] | None = None
     """The test comparison with the best baseline (final phase; None without a baseline)."""
+    selection: SelectionBias | None = None
+    """The winner's validation score and the search's optimism (final phase; None when not estimated)."""
 
     # -- time -----------------------------------------------------------------------------------
     def deadline(self, phase: str) -> float:

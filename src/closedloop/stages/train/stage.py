@@ -25,6 +25,7 @@ from closedloop.core.stage import RunContext, Stage, StageIO, stage_timings
 from closedloop.data.bundle import DatasetBundle
 from closedloop.models.registry import build_network
 from closedloop.models.trained import ModelSpec, Preprocessing, TrainedModel
+from closedloop.stages.audit.rerank import LabelIssueList, review_after_training, review_summary
 from closedloop.stages.baseline import BaselineReport
 from closedloop.stages.task import TaskSpec
 from closedloop.stages.train import report as R
@@ -34,7 +35,7 @@ from closedloop.stages.train.driver import budget_table, run_phases
 from closedloop.stages.train.engine import HParams, make_engine, make_tensor_set
 from closedloop.stages.train.heldout import plan_heldout
 from closedloop.stages.train.knobs import ALL_KNOBS
-from closedloop.stages.train.outcomes import FinalOutcome, TuneOutcome
+from closedloop.stages.train.outcomes import CrossValidateOutcome, FinalOutcome, TuneOutcome
 from closedloop.stages.train.phases import PHASES, Phase
 from closedloop.stages.train.phases.tune import KNOB_GAINS_TITLE, knob_gain_rows
 from closedloop.stages.train.session import TrainSession
@@ -64,6 +65,11 @@ class EvaluationReport(JsonArtifact):
     """Which data each figure was computed on: ``test``, ``val``, ``heldout``, ``temperature``, ``threshold``."""
     heldout_note: str | None = None
     """How the held-out split was made (and any fallback for a small validation split)."""
+    selection: dict[str, Any] | None = None
+    """The winner's validation score and the search's optimism (SelectionBias, evaluated_on validation)."""
+    label_review: LabelIssueList | None = None
+    """Suspected label errors ranked again by the trained configuration's predictions (top 50; the
+    full list is in ``label_review/``); None for tasks or runs without such predictions."""
 
 
 @register_stage("train")
@@ -71,7 +77,7 @@ class TrainModel(Stage):
     """Overfit one batch, beat the baseline, scale until it overfits, regularize and tune, final fit."""
 
     Config = TrainConfig
-    version = "3"  # 3: held-out calibration split; 2: calibration option, knob ablation
+    version = "4"  # 4: held-out calibration split + gate without Holm over N, selection bias; 2: calibration option, knob ablation
     phases: ClassVar[tuple[type[Phase], ...]] = PHASES
     """The phases in running order (their budget shares must add up to 1)."""
 
@@ -113,6 +119,15 @@ class TrainModel(Stage):
         tuned = sess.get(TuneOutcome)
         if fin is None or model is None or tuned is None:
             raise StageFailedError("train: the phases ended without a final model")
+        cv = sess.get(CrossValidateOutcome)
+        chosen = cv.tuned if cv is not None else tuned.config()
+        review = review_after_training(  # the trained configuration ranks suspected label errors again
+            sess.work,
+            chosen.model_dump(),
+            inputs.data,
+            sess.task.problem_type,
+            ctx.stage_dir / "label_review",
+        )
         evaluation = EvaluationReport(
             phases={k: v.model_dump(mode="json") for k, v in sess.outcomes.items()},
             curves=sess.curves,
@@ -137,6 +152,8 @@ class TrainModel(Stage):
             heldout=fin.heldout,
             evaluated_on=fin.evaluated_on,
             heldout_note=sess.heldout.note,
+            selection=None if sess.selection is None else sess.selection.model_dump(mode="json"),
+            label_review=None if review is None else review.head(50),
         )
         bb = sess.beats_baseline
         if self.config.gate == "fail" and bb is not None and not bb.get("significant"):
@@ -226,7 +243,22 @@ class TrainModel(Stage):
         def with_ci(d: dict[str, Any]) -> dict[str, Any]:
             return {k: {"value": v["value"], "ci95": v["ci95"]} for k, v in d.items()}
 
-        bb_keys = ("metric", "delta", "ci95", "p_value", "p_holm", "n_configs", "significant", "baseline")
+        bb_keys = (
+            "metric",
+            "delta",
+            "ci95",
+            "bound95",
+            "p_value",
+            "p_adjusted",
+            "correction",
+            "n_test_comparisons",
+            "n_configs",
+            "significant",
+            "baseline",
+            "evaluated_on",
+            "method",
+            "n",
+        )
         return {
             "test": with_ci(ev.test),
             "val": with_ci(ev.val),
@@ -235,6 +267,7 @@ class TrainModel(Stage):
             "heldout_note": ev.heldout_note,
             "n_configs": ev.n_configs,
             "beats_baseline": None if bb is None else {k: bb.get(k) for k in (*bb_keys, "sentence")},
+            "selection": ev.selection,
             "decisions": ev.decisions,
             "model": {
                 "family": ev.chosen["family"],
@@ -250,6 +283,9 @@ class TrainModel(Stage):
             },
             "knob_gains_skipped": tune.get("knob_gains_skipped", []),
             "cross_validation": R.cv_summary(ev.phases.get("cross_validate")),
+            "label_review": review_summary(
+                None if ev.label_review is None else ev.label_review.model_dump(mode="json")
+            ),
         }
 
     def report(self, outputs: Outputs, stage_dir: Path) -> list[Any]:

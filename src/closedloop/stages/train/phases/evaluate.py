@@ -20,6 +20,8 @@ class Evaluation:
     test: dict[str, Any]
     n_test: int
     test_ece: float | None = None
+    per_day: dict[str, Any] | None = None
+    """Binary tasks: caught / missed / false alarms per day on test (``stats.business.per_day``)."""
     beats_baseline: dict[str, Any] | None = None
 
 
@@ -55,6 +57,21 @@ def evaluate_on_test(
         from closedloop.stages.train.calibration import expected_calibration_error
 
         out.test_ece = expected_calibration_error(p_test[:, 1], np.asarray(test_split.y))
+        from closedloop.stats.business import per_day
+
+        try:  # the report's first screen: "per day: N caught, M missed" with intervals, on test
+            pd_ = per_day(
+                np.asarray(test_split.y),
+                p_test,
+                0.5 if model.threshold is None else model.threshold,
+                task.business,
+                n_resamples=cfg.n_bootstrap,
+                seed=sess.ctx.seed,
+            )
+            out.per_day = {**pd_, "evaluated_on": "test"}
+        except Exception as exc:  # e.g. a test split without positives: say why instead of failing
+            out.per_day = None
+            sess.decide("final", f"no per-day framing: {exc}", {})
     if baseline is None:
         sess.decide("final", "no baseline given: the test result cannot be compared with one", {})
         return out
@@ -62,17 +79,18 @@ def evaluate_on_test(
 
     on = "train+val" if cfg.final_fit == "train+val" else "train"
     p_base = baseline_proba(baseline, sess.data, task, test_split.X, on=on)
+    best = getattr(baseline, "best", None)
     bb = beats_baseline(
         np.asarray(test_split.y),
         p_test,
         p_base,
         task,
-        n_configs=max(sess.n_configs, 1),
+        n_configs=sess.n_configs,  # reported only: the search happened on validation, not on test
         seed=sess.ctx.seed,
         n_resamples=cfg.n_bootstrap,
         threshold=model.threshold,
-    )
-    bb["baseline"] = getattr(baseline, "best", None)
+        baseline_name=f"best baseline ({best})" if best else "best baseline",
+    ).to_dict()
     out.beats_baseline = bb
     sess.decide("final", bb["sentence"], {k: v for k, v in bb.items() if k != "sentence"})
     return out

@@ -22,6 +22,7 @@ from closedloop.stages.train.heldout import INFO_KEY, fit_rows
 from closedloop.stages.train.outcomes import CrossValidateOutcome, FinalOutcome, TunedConfig, TuneOutcome
 from closedloop.stages.train.phases.base import Phase
 from closedloop.stages.train.phases.evaluate import evaluate_on_test
+from closedloop.stages.train.selection import selection_evidence
 from closedloop.stages.train.session import TrainSession
 
 
@@ -41,6 +42,7 @@ class Final(Phase):
             raise StageFailedError("train: the final fit needs the tune phase's outcome")
         model, fin = final_fit(sess, tuned)
         ev = evaluate_on_test(sess, model, fin.val_proba, fin.heldout_proba, sess.baseline)
+        sess.selection = selection_evidence(sess, tuned)
         sess.model = model
         sess.beats_baseline = ev.beats_baseline
         return FinalOutcome(
@@ -56,6 +58,7 @@ class Final(Phase):
             val=ev.val,
             heldout=ev.heldout,
             test_ece=ev.test_ece,
+            per_day=ev.per_day,
         )
 
 

@@ -1,0 +1,113 @@
+"""The export stage's config: its sections and every cross-field check, as pydantic validators.
+
+The checks run when the config is validated (``closedloop validate``, building the pipeline), so a
+contradiction such as ``ship: student`` without a ``distill:`` section fails before any training.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
+from closedloop.core.config import StageConfig
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class PruneConfig(_Section):
+    """Global magnitude pruning of conv/linear weights, then a short fine-tune."""
+
+    amount: float = Field(0.5, gt=0, lt=1)
+    """Share of weights set to zero."""
+    epochs: int = Field(1, ge=0)
+    """Fine-tune epochs after pruning."""
+    lr: float = 3e-4
+
+
+class DistillConfig(_Section):
+    """Knowledge distillation into a smaller student (reported against the student trained alone)."""
+
+    family: str | None = None
+    """Student model family (registry key); default: the teacher's."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Student hyper-parameters; ``width`` is an upper bound (default: the teacher's), see below."""
+    max_parameter_ratio: float | None = Field(0.25, gt=0, le=1)
+    """Largest student / teacher parameter ratio. For families with ``width`` the largest width that fits
+    is chosen by building candidates; other families must fit as configured. None: no bound."""
+    epochs: int = Field(5, ge=1)
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.7, ge=0, le=1)
+    """Weight of the soft (teacher) loss; 1 - alpha on the hard labels."""
+    lr: float = 2e-3
+    batch_size: int = Field(128, ge=2)
+
+
+class LatencyConfig(_Section):
+    repeats: int = Field(100, ge=5)
+    warmup: int = Field(10, ge=0)
+    threads: int | None = Field(None, ge=1)
+    """CPU threads; default: the task's ``constraints.threads``."""
+    throughput_batch_size: int = Field(64, ge=1)
+
+
+#: ship value -> (the section it needs, how to tell it is missing)
+_SHIP_NEEDS = {
+    "student": ("distill", "a distill: section (ship: student ships the distilled student)"),
+    "pruned": ("prune", "a prune: section (ship: pruned ships the pruned model)"),
+}
+
+
+class ExportModelConfig(StageConfig):
+    """Export to ONNX, quantize, optionally prune and distill, measure, and write the model card."""
+
+    opset: int = Field(17, ge=17)
+    """ONNX opset (>= 17)."""
+    exporter: Literal["torchscript", "dynamo"] = "torchscript"
+    """torch.onnx exporter; torchscript is much faster for these models, dynamo is the new default."""
+    quantize: Literal["auto", "static", "dynamic", "none"] = "auto"
+    """int8 mode: auto = static (QDQ, per-channel) for images, dynamic for tables."""
+    per_channel: bool = True
+    calibration_samples: int = Field(256, ge=1)
+    """Train samples used to calibrate static quantization."""
+    tolerance: float = Field(0.01, ge=0)
+    """Largest primary-metric loss (vs fp32, on the held-out split) for a compressed variant to be accepted."""
+    int8_max_prob_diff: float = Field(0.1, gt=0)
+    """Largest |P(int8) - P(fp32)| on the held-out split for the int8 model to be accepted (its parity bar)."""
+    rtol: float = 1e-3
+    """Parity of ONNX fp32 vs PyTorch: relative tolerance."""
+    atol: float = 1e-5
+    """Parity of ONNX fp32 vs PyTorch: absolute tolerance."""
+    parity_samples: int = Field(256, ge=1)
+    prune: PruneConfig | None = None
+    distill: DistillConfig | None = None
+    latency: LatencyConfig = Field(default_factory=LatencyConfig)
+    ship: Literal["auto", "fp32", "int8", "student", "pruned"] = "auto"
+    """Variant to ship; auto = the first accepted of int8, student, pruned, fp32 that meets the constraints."""
+    bootstrap: int = Field(200, ge=0)
+    """Bootstrap resamples for metric intervals."""
+
+    @field_validator("ship")
+    @classmethod
+    def _ship_has_its_variant(cls, ship: str, info: ValidationInfo) -> str:
+        # ship is declared after quantize/prune/distill, so their validated values are in info.data
+        # (a section that failed its own validation is absent: its error is reported instead).
+        if ship in _SHIP_NEEDS:
+            section, needed = _SHIP_NEEDS[ship]
+            if section in info.data and info.data[section] is None:
+                raise PydanticCustomError("ship_needs_section", needed)
+        if ship == "int8" and info.data.get("quantize") == "none":
+            raise PydanticCustomError(
+                "ship_contradicts_quantize",
+                "quantize: auto, static or dynamic (ship: int8 contradicts quantize: none)",
+            )
+        return ship
+
+    def quantize_mode(self, data_kind: str) -> str:
+        """The int8 mode for a task's data kind (``auto`` = static for images, dynamic for tables)."""
+        if self.quantize != "auto":
+            return self.quantize
+        return "static" if data_kind == "images" else "dynamic"

@@ -1,0 +1,258 @@
+"""Send a finished pipeline run to the configured tracker; a tracking failure never loses the run.
+
+Called once, by the pipeline, after every stage ran: the run's files are already complete on disk.
+What is sent: the resolved config as parameters, each stage's headline figures (from the summary) and
+the training curves (with epochs as steps) as metrics, the report, summary, config, model card and ONNX
+files as artifacts, and the exported model as a new registered-model version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict
+
+from closedloop.core.config import TrackingSpec
+from closedloop.core.io import read_json
+from closedloop.tracking.base import TRACKERS, Tracker
+
+log = logging.getLogger("closedloop")
+
+MODEL_FOLDER = "model"
+
+
+class TrackingStatus(BaseModel):
+    """What the tracker received (``summary.json["tracking"]``); ``error`` says why when it failed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str
+    ok: bool = False
+    error: str | None = None
+    uri: str | None = None
+    experiment: str | None = None
+    run_id: str | None = None
+    url: str | None = None
+    registered_model: str | None = None
+    model_version: str | None = None
+    n_params: int = 0
+    n_metrics: int = 0
+    n_curve_points: int = 0
+    n_artifacts: int = 0
+    seconds: float = 0.0
+    """Time spent sending (not counting writing the run's own files)."""
+
+
+def redact(uri: str | None) -> str | None:
+    """The URI without a password (``http://user:***@host``)."""
+    if not uri:
+        return uri
+    parts = urlsplit(uri)
+    if parts.password:
+        host = parts.hostname or ""
+        netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return uri
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists of stages are keyed by their ``name``."""
+    out: dict[str, Any] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(obj, list) and obj and all(isinstance(x, dict) and "name" in x for x in obj):
+        for x in obj:
+            out.update(flatten({k: v for k, v in x.items() if k != "name"}, f"{prefix}.{x['name']}"))
+    else:
+        out[prefix] = obj
+    return out
+
+
+def config_params(config: dict[str, Any]) -> dict[str, str]:
+    """The resolved config as ``dotted.key -> text`` (``stages.train.params.max_epochs -> "6"``)."""
+    return {k: ("" if v is None else str(v)) for k, v in flatten(config).items()}
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool):
+        return float(v)
+    if isinstance(v, int | float) and math.isfinite(float(v)):
+        return float(v)
+    return None
+
+
+def headline_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """Every finite number in each stage's summary (``train/test/auc``, ``train/test/auc/ci_low``, ...)."""
+    out: dict[str, float] = {"run/seconds": float(summary.get("seconds") or 0.0)}
+
+    def walk(obj: Any, key: str, depth: int) -> None:
+        if depth > 5:
+            return
+        if isinstance(obj, dict):
+            ci = obj.get("ci95")
+            if isinstance(ci, list | tuple) and len(ci) == 2:
+                for suffix, x in (("ci_low", ci[0]), ("ci_high", ci[1])):
+                    n = _number(x)
+                    if n is not None:
+                        out[f"{key}/{suffix}"] = n
+            for k, v in obj.items():
+                if k not in ("ci95", "seconds", "dir", "artifacts", "cached"):
+                    walk(v, f"{key}/{k}", depth + 1)
+            return
+        n = _number(obj)
+        if n is not None:
+            out[key] = n
+
+    for name, st in (summary.get("stages") or {}).items():
+        if isinstance(st, dict) and st.get("status") == "ok":
+            walk({k: v for k, v in st.items() if k != "status"}, name, 0)
+            out[f"{name}/seconds"] = float(st.get("seconds") or 0.0)
+    return out
+
+
+def _artifact_dirs(run_dir: Path, type_suffix: str) -> list[Path]:
+    """Artifact folders whose class (from manifest.json) ends with ``type_suffix``."""
+    manifest = run_dir / "manifest.json"
+    if not manifest.is_file():
+        return []
+    out = []
+    for st in read_json(manifest).get("stages", []):
+        if st.get("status") != "ok":
+            continue
+        for info in (st.get("artifacts") or {}).values():
+            if str(info.get("type", "")).endswith(type_suffix) and (run_dir / info["path"]).is_dir():
+                out.append(run_dir / info["path"])
+    return out
+
+
+def training_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """``curves/<curve>/<quantity>`` -> [(epoch, value), ...] from the training stage's evaluation."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for d in _artifact_dirs(run_dir, ":EvaluationReport"):
+        curves = read_json(d / "artifact.json").get("curves") or {}
+        for curve, rows in curves.items():
+            for i, row in enumerate(rows if isinstance(rows, list) else []):
+                if not isinstance(row, dict):
+                    continue
+                step = row.get("epoch", i + 1)
+                for k, v in row.items():
+                    n = _number(v)
+                    if k not in ("epoch", "step") and n is not None and not isinstance(v, bool):
+                        out.setdefault(f"curves/{curve}/{k}", []).append((int(step), n))
+    return out
+
+
+def model_files(run_dir: Path) -> list[Path]:
+    """The exported bundle's files (ONNX models, model card, predictor metadata)."""
+    files: list[Path] = []
+    for d in _artifact_dirs(run_dir, ":ExportBundle"):
+        files += sorted(p for p in d.iterdir() if p.is_file())
+    return files
+
+
+def prepare_tracking(spec: TrackingSpec | None) -> None:
+    """Start loading the backend's library in a background thread while the stages run."""
+    if spec is None or spec.backend == "none":
+        return
+    import threading
+
+    def load() -> None:
+        with contextlib.suppress(Exception):  # the tracking call itself reports any problem
+            TRACKERS.resolve(spec.backend).prepare()
+
+    threading.Thread(target=load, name="closedloop-tracking-prepare", daemon=True).start()
+
+
+def make_tracker(spec: TrackingSpec) -> Tracker:
+    cls = TRACKERS.resolve(spec.backend, where="tracking.backend")
+    return cls(spec)
+
+
+def track_run(
+    spec: TrackingSpec | None,
+    run_dir: Path,
+    summary: dict[str, Any],
+    config: dict[str, Any],
+    write: Callable[[dict[str, Any]], None],
+) -> None:
+    """Log the run, put the outcome in ``summary["tracking"]``, call ``write(summary)`` (summary.json
+    and report.html), then upload the report. Without a backend this is just ``write(summary)``."""
+    if spec is None or spec.backend == "none":
+        write(summary)
+        return
+    run_dir = Path(run_dir)
+    t0 = time.perf_counter()
+    status = TrackingStatus(backend=spec.backend, uri=redact(spec.uri))
+    tracker: Tracker | None = None
+    name = str(summary.get("name") or "pipeline")
+    try:
+        tracker = make_tracker(spec)
+        status.uri = redact(getattr(tracker, "uri", spec.uri))
+        status.experiment = spec.experiment or name
+        tags = {
+            "closedloop.pipeline": name,
+            "closedloop.run_dir": str(run_dir.resolve()),
+            "closedloop.run_id": run_dir.name,
+            "closedloop.status": str(summary.get("status")),
+        }
+        status.run_id = tracker.start(status.experiment, run_dir.name, tags)
+        status.url = tracker.url()
+        params = config_params(config)
+        if params.get("tracking.uri"):
+            params["tracking.uri"] = redact(params["tracking.uri"]) or ""  # never send a password along
+        tracker.log_params(params)
+        status.n_params = len(params)
+        metrics = headline_metrics(summary)
+        tracker.log_metrics(metrics)
+        status.n_metrics = len(metrics)
+        for key, points in training_curves(run_dir).items():
+            tracker.log_curve(key, points)
+            status.n_curve_points += len(points)
+        for f in (run_dir / "config.yaml", run_dir / "manifest.json"):
+            if f.is_file():
+                tracker.log_artifact(f)
+                status.n_artifacts += 1
+        files = model_files(run_dir)
+        for f in files:
+            tracker.log_artifact(f, MODEL_FOLDER)
+            status.n_artifacts += 1
+        if files:
+            status.registered_model = spec.registered_model or name
+            status.model_version = tracker.register_model(
+                status.registered_model, MODEL_FOLDER, {"closedloop.run_dir": str(run_dir.resolve())}
+            )
+        status.ok = True
+    except Exception as exc:  # tracking is optional: the run's own files are what must not be lost
+        status.ok = False
+        status.error = f"{type(exc).__name__}: {exc}".strip()[:1000]
+        log.warning(
+            "tracking (%s) failed: %s; the run's files are complete in %s",
+            spec.backend,
+            status.error,
+            run_dir,
+        )
+    status.seconds = round(time.perf_counter() - t0, 3)
+    summary["tracking"] = status.model_dump()
+    write(summary)
+    if tracker is None or not status.ok:
+        return
+    try:
+        for f in (run_dir / "summary.json", run_dir / "report.html"):
+            if f.is_file():
+                tracker.log_artifact(f)
+                status.n_artifacts += 1
+        tracker.finish(summary.get("status") == "ok")
+    except Exception as exc:
+        status.ok = False
+        status.error = f"uploading the report failed: {type(exc).__name__}: {exc}"[:1000]
+        log.warning("tracking (%s): %s", spec.backend, status.error)
+        summary["tracking"] = status.model_dump()
+        write(summary)

@@ -1,0 +1,126 @@
+"""The decision rules on constructed evidence: verdicts, the gate as reported, the next step."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_run import audit, evaluation, make_run, measurements, task  # noqa: E402
+
+from closedloop.report.decision import Rules, decide, verdict  # noqa: E402
+from closedloop.report.evidence import (  # noqa: E402
+    AuditEvidence,
+    Estimate,
+    GateEvidence,
+    RunEvidence,
+    gate_evidence,
+    gather,
+)
+
+
+def test_verdict_uses_the_interval():
+    assert verdict(Estimate(value=0.95, ci95=(0.92, 0.97)), 0.9, True) == "met"
+    assert verdict(Estimate(value=0.89, ci95=(0.85, 0.95)), 0.9, True) == "undecided"
+    assert verdict(Estimate(value=0.80, ci95=(0.75, 0.85)), 0.9, True) == "missed"
+    # lower is better (rmse <= 0.3)
+    assert verdict(Estimate(value=0.2, ci95=(0.15, 0.25)), 0.3, False) == "met"
+    assert verdict(Estimate(value=0.35, ci95=(0.31, 0.4)), 0.3, False) == "missed"
+    assert verdict(None, 0.9, True) == "not_measured"
+
+
+def test_gate_fields_read_as_reported():
+    holm = gate_evidence(
+        {"metric": "auc", "delta": 0.1, "p_value": 0.01, "p_holm": 0.07, "n_configs": 7, "significant": False}
+    )
+    assert holm.p_reported == 0.07 and "Holm over 7" in holm.correction
+    # a gate that reports its own adjusted p and correction wins over p_holm
+    new = gate_evidence(
+        {
+            "metric": "auc",
+            "delta": 0.1,
+            "p_value": 0.01,
+            "p_holm": 0.07,
+            "p_adjusted": 0.01,
+            "correction": "none (single declared comparison)",
+            "n_configs": 7,
+            "significant": True,
+        }
+    )
+    assert new.p_reported == 0.01 and new.correction.startswith("none") and new.significant
+
+
+def test_full_run_ships(tmp_path):
+    ev = gather(make_run(tmp_path))
+    d = decide(ev)
+    assert [m.verdict for m in d.metrics] == ["met", "met"]
+    assert d.baseline is not None and d.baseline.significant and d.baseline.p_reported == 0.0028
+    assert [c.met for c in d.constraints] == [True, True]
+    assert d.per_day is not None and d.per_day.caught.ci95 == (110.0, 119.0)
+    assert d.next_step.action == "ship"
+
+
+def test_not_beating_the_baseline_blocks_ship_and_more_data_is_advised(tmp_path):
+    bb = evaluation()["beats_baseline"] | {"significant": False, "delta": 0.004, "ci95": [-0.01, 0.02]}
+    run = make_run(
+        tmp_path, artifacts={"evaluation": evaluation(beats_baseline=bb), "audit": audit(gain=0.03)}
+    )
+    d = decide(gather(run))
+    assert not d.baseline.significant
+    assert d.next_step.action == "collect_more_data"
+    assert any("does not beat" in r for r in d.next_step.reasons)
+
+
+def test_data_problems_come_first(tmp_path):
+    findings = [
+        {"check": "duplicates", "severity": "error", "message": "56 test images have a copy in train"}
+    ]
+    run = make_run(tmp_path, artifacts={"audit": audit(findings, train_test=56, noise=0.12)})
+    d = decide(gather(run))
+    assert d.next_step.action == "fix_data"
+    text = " ".join(d.next_step.reasons)
+    assert "12%" in text and "56%" in text and "duplicates" in text
+    assert d.audit[0].severity == "error"
+
+
+def test_near_reference_stops_tuning(tmp_path):
+    run = make_run(
+        tmp_path,
+        artifacts={
+            "task": task(references=[{"name": "radiologist", "level": "human", "metrics": {"auc": 0.955}}]),
+            "exported": measurements(latency_ms={"int8": {"p95": 50.0}}),
+        },
+    )
+    d = decide(gather(run))
+    assert d.constraints[0].met is False
+    assert d.next_step.action == "stop_tuning"
+    assert "radiologist" in d.next_step.reasons[0]
+
+
+def test_undecided_and_missing_items_say_why():
+    ev = RunEvidence(
+        name="x",
+        problem_type="multiclass",
+        primary_metric="acc",
+        acceptance={"acc": 0.9},
+        test={"acc": Estimate(value=0.91, ci95=(0.88, 0.94))},
+        gate=GateEvidence(metric="acc", delta=0.01, significant=False, p_reported=0.3, correction="none"),
+        audit=AuditEvidence(),
+    )
+    d = decide(ev, Rules())
+    assert d.metrics[0].verdict == "undecided"
+    assert "binary" in d.per_day_note
+    assert "no latency or size constraint" in d.constraints_note
+    assert d.audit_note == "no errors or warnings"
+    assert d.next_step.action == "improve_model"
+
+
+def test_failed_run(tmp_path):
+    run = make_run(
+        tmp_path, status="failed", artifacts={"evaluation": None, "exported": None}, failed={"train": "boom"}
+    )
+    d = decide(gather(run))
+    assert d.next_step.action == "fix_failure" and "boom" in d.next_step.reasons[0]
+    assert "failed before the test" in d.metrics_note
+    assert d.constraints_note.startswith("not measured")
+    assert "failed before the test" in d.per_day_note

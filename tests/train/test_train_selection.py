@@ -1,0 +1,52 @@
+"""The train stage's selection evidence: candidates' saved validation logits -> selection bias."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from closedloop.stages.train.selection import candidate_files, selection_evidence
+
+
+def _session(work: Path, y: np.ndarray) -> SimpleNamespace:
+    decisions: list[tuple[str, str]] = []
+    return SimpleNamespace(
+        work=work,
+        val=SimpleNamespace(y_np=y),
+        task=SimpleNamespace(primary_metric="auc", problem_type="binary", metric_convention="medmnist"),
+        cfg=SimpleNamespace(n_bootstrap=200),
+        ctx=SimpleNamespace(seed=0),
+        n_configs=12,
+        decisions=decisions,
+        decide=lambda phase, text, evidence: decisions.append((phase, text)),
+    )
+
+
+def test_selection_evidence_from_saved_logits(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 120)
+    (tmp_path / "trials").mkdir()
+    for r in range(2):
+        np.save(tmp_path / f"rung_{r}_val_logits.npy", (y + rng.normal(size=120) * 1.5)[:, None])
+    for t in (0, 1, 2, 10):
+        np.save(tmp_path / "trials" / f"{t}.npy", (y + rng.normal(size=120) * 1.5)[:, None])
+    files = candidate_files(tmp_path)
+    assert [n for n, _ in files] == [
+        "ladder rung 1",
+        "ladder rung 2",
+        "tuning trial 0",
+        "tuning trial 1",
+        "tuning trial 2",
+        "tuning trial 10",
+    ]
+    sess = _session(tmp_path, y)
+    sb = selection_evidence(sess, SimpleNamespace(val_logits_file="trials/2.npy"))  # type: ignore[arg-type]
+    assert sb is not None and sb.n_candidates == 6 and sb.winner == "tuning trial 2"
+    assert sb.evaluated_on == "validation" and sb.optimism > 0
+    assert "6 configurations" in sess.decisions[-1][1]
+    assert "12 configurations were scored on validation" in sess.decisions[-1][1]
+    # a chosen file that is not among the candidates: no estimate, and the report says why
+    assert selection_evidence(sess, SimpleNamespace(val_logits_file="cv/x.npy")) is None  # type: ignore[arg-type]
+    assert "not estimated" in sess.decisions[-1][1]
