@@ -41,7 +41,7 @@ ORDER = ["task", "audit", "baseline", "train", "export", "monitor"]
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
     """One tiny pipeline over all built-in stages: its artifacts are the inputs of each check."""
     from closedloop.core.checks import GivenArtifacts
-    from conftest import digits_bundle
+    from common_data import digits_bundle
 
     runs = tmp_path_factory.mktemp("common_runs")
     given = GivenArtifacts.of({"data": digits_bundle((300, 100, 100))}, runs / "given")

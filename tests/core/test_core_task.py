@@ -8,7 +8,7 @@ import pytest
 from closedloop.core.errors import ConfigError, DataError
 from closedloop.data.bundle import DatasetBundle, DatasetMeta, Split
 from closedloop.stages.task import DefineTaskConfig, build_task_spec
-from conftest import digits_bundle
+from common_data import digits_bundle
 
 
 def _binary(prevalence: float, n: int = 400, source: str = "test") -> DatasetBundle:

@@ -1,0 +1,25 @@
+"""Tiny hand-made datasets shared by tests (a uniquely named module: several test folders put their
+own directory on sys.path, so ``from conftest import ...`` could find the wrong conftest)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from closedloop.data.bundle import DatasetBundle, DatasetMeta, Split
+
+
+def digits_bundle(n_per_split: tuple[int, int, int] = (400, 150, 150), seed: int = 0) -> DatasetBundle:
+    """scikit-learn digits as 8x8 uint8 images, split by hand (independent of the data sources)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(len(d.target))
+    X = (d.images * (255 / 16)).round().astype(np.uint8)[..., None]
+    y = d.target.astype(np.int64)
+    a, b, c = n_per_split
+    parts = {"train": idx[:a], "val": idx[a : a + b], "test": idx[a + b : a + b + c]}
+    meta = DatasetMeta(
+        name="digits", source="test", kind="images", label_names=[str(i) for i in range(10)], n_channels=1
+    )
+    return DatasetBundle(meta=meta, splits={k: Split(X=X[v], y=y[v]) for k, v in parts.items()})
