@@ -74,7 +74,8 @@ def test_train_stage_saves_and_reports_a_second_ranking(tmp_path: Path) -> None:
     )
     stage = TrainModel(**TINY)
     out = stage.execute({"data": data, "task": task}, ctx)
-    review = out.evaluation.phases["label_review"]
+    assert out.evaluation.label_review is not None
+    review = out.evaluation.label_review.model_dump(mode="json")
     assert review["evaluated_on"] == "out_of_fold" and review["n_examined"] == 300
     # the saved list is the plain re-ranking of the chosen configuration's out-of-fold predictions,
     # train rows first, then val (the order cross-validation concatenated them in)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from closedloop.stages.train import TrainModel
-from closedloop.stages.train import phases as ph
+from closedloop.stages.train.phases.ablation import knob_ablation
+from closedloop.stages.train.phases.space import search_space
 from closedloop.stages.train.stage import KNOB_GAINS_TITLE, TrainConfig
 
 from .conftest import TINY, make_ctx
@@ -109,28 +110,29 @@ def test_knob_ablation_follows_importance_and_respects_the_budget(
     binary_digits, binary_task, tmp_path
 ) -> None:
     sess, ctx = _session(binary_digits, binary_task, tmp_path / "a", ablate_knobs=2)
-    space = ph.search_space(sess)
+    space = search_space(sess)
     knobs = {"lr": sess.base_hp.lr, "dropout": 0.2, "weight_decay": 0.01, "l1": 1e-6, "epochs": 2}
     importance = {"lr": 0.5, "l1": 0.3, "dropout": 0.15, "weight_decay": 0.05}
     logits = np.zeros((len(sess.val), 1), np.float32)
     mp = {"width": 8, "depth": 1}
     # over budget before the first fit: every selected knob is skipped, and the log says so
-    gains, skipped = ph.knob_ablation(sess, mp, knobs, space, importance, logits, seed=0, deadline=0.0)
+    gains, skipped = knob_ablation(sess, mp, knobs, space, importance, logits, seed=0, deadline=0.0)
     # lr equals its un-tuned default: not a candidate; then by importance
-    assert gains == {} and [s["knob"] for s in skipped] == ["l1", "dropout"]
-    assert all(s["reason"] == "time budget spent" for s in skipped)
+    assert gains == {} and [s.knob for s in skipped] == ["l1", "dropout"]
+    assert all(s.reason == "time budget spent" for s in skipped)
     assert any("ablation skipped for l1, dropout" in d["decision"] for d in sess.decisions)
     assert ctx.validation_ledger.count() == 0 and sess.n_configs == 0
     # in budget: the most important differing knob is refitted; a resumed run reuses the fit
     sess, ctx = _session(binary_digits, binary_task, tmp_path / "b", ablate_knobs=1)
-    gains, skipped = ph.knob_ablation(sess, mp, knobs, space, importance, logits, seed=0, deadline=math.inf)
+    gains, skipped = knob_ablation(sess, mp, knobs, space, importance, logits, seed=0, deadline=math.inf)
     assert list(gains) == ["l1"] and skipped == []
     g = gains["l1"]
-    assert g["neutral"] == 0.0 and g["chosen"] == 1e-6 and g["importance"] == 0.3
-    assert g["value_chosen"] == pytest.approx(0.5)  # constant logits score AUC 0.5
-    assert g["ci95"][0] <= g["delta"] <= g["ci95"][1]
-    assert g["delta"] == pytest.approx(0.5 - g["value_ablated"], abs=1e-12)
-    assert ctx.validation_ledger.entries()[0]["metrics"]["auc"] == pytest.approx(g["value_ablated"])
+    assert g.neutral == 0.0 and g.chosen == 1e-6 and g.importance == 0.3
+    assert g.value_chosen == pytest.approx(0.5)  # constant logits score AUC 0.5
+    assert g.ci95 is not None and g.delta is not None and g.value_ablated is not None
+    assert g.ci95[0] <= g.delta <= g.ci95[1]
+    assert g.delta == pytest.approx(0.5 - g.value_ablated, abs=1e-12)
+    assert ctx.validation_ledger.entries()[0]["metrics"]["auc"] == pytest.approx(g.value_ablated)
     assert ctx.validation_ledger.count() == 1 and sess.n_configs == 1
-    again, _ = ph.knob_ablation(sess, mp, knobs, space, importance, logits, seed=0, deadline=math.inf)
+    again, _ = knob_ablation(sess, mp, knobs, space, importance, logits, seed=0, deadline=math.inf)
     assert again == gains and ctx.validation_ledger.count() == 1 and sess.n_configs == 2

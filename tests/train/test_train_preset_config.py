@@ -11,7 +11,7 @@ import yaml
 from closedloop.core.errors import ConfigError
 from closedloop.core.pipeline import Pipeline
 from closedloop.stages.train import TrainConfig
-from closedloop.stages.train.stage import PRESETS
+from closedloop.stages.train.config import PRESETS
 
 PRESET_FIELDS = [k for k in PRESETS["default"] if k in TrainConfig.model_fields]
 

@@ -42,11 +42,11 @@ def test_selection_evidence_from_saved_logits(tmp_path: Path) -> None:
         "tuning trial 10",
     ]
     sess = _session(tmp_path, y)
-    sb = selection_evidence(sess, {"val_logits_file": "trials/2.npy"})  # type: ignore[arg-type]
+    sb = selection_evidence(sess, SimpleNamespace(val_logits_file="trials/2.npy"))  # type: ignore[arg-type]
     assert sb is not None and sb.n_candidates == 6 and sb.winner == "tuning trial 2"
     assert sb.evaluated_on == "validation" and sb.optimism > 0
     assert "6 configurations" in sess.decisions[-1][1]
     assert "12 configurations were scored on validation" in sess.decisions[-1][1]
     # a chosen file that is not among the candidates: no estimate, and the report says why
-    assert selection_evidence(sess, {"val_logits_file": "cv/x.npy"}) is None  # type: ignore[arg-type]
+    assert selection_evidence(sess, SimpleNamespace(val_logits_file="cv/x.npy")) is None  # type: ignore[arg-type]
     assert "not estimated" in sess.decisions[-1][1]

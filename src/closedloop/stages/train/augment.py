@@ -9,31 +9,40 @@ parameters per call, i.e. per batch, which is why the per-sample version lives h
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
+
+from closedloop.core.config import StageConfig
 
 
-@dataclass(frozen=True)
-class AugmentParams:
-    """Augmentation at ``strength`` 1.0; every amplitude is multiplied by ``strength``."""
+class AugmentSettings(StageConfig):
+    """Augmentation amplitudes at strength 1 (the ``train.augment`` config section; tuning scales them
+    by ``strength`` in [0, 1]). Declared once: :class:`AugmentParams` adds the two tuned values."""
+
+    shift: float = Field(0.1, ge=0, le=0.5)
+    """Largest translation as a fraction of the image side."""
+    hflip: bool = True
+    """Random horizontal flips (turn off when left/right matters)."""
+    vflip: bool = False
+    rotate: float = Field(10.0, ge=0, le=180)
+    """Largest rotation in degrees."""
+    scale: float = Field(0.1, ge=0, le=0.5)
+    """Largest relative zoom in or out."""
+    brightness: float = Field(0.1, ge=0, le=1)
+    contrast: float = Field(0.1, ge=0, le=1)
+    cutmix: float = Field(0.0, ge=0)
+    """CutMix Beta(alpha, alpha) parameter; 0 disables it (mixup and cutmix alternate when both are on).
+    Mixup is a tuning knob."""
+
+
+class AugmentParams(AugmentSettings):
+    """The settings plus the tuned values: every amplitude is multiplied by ``strength``."""
 
     strength: float = 0.0
-    shift: float = 0.1
-    """Largest translation, as a fraction of the image side."""
-    hflip: bool = True
-    vflip: bool = False
-    rotate: float = 10.0
-    """Largest rotation in degrees."""
-    scale: float = 0.1
-    """Largest relative zoom in or out."""
-    brightness: float = 0.1
-    contrast: float = 0.1
     mixup: float = 0.0
     """Mixup Beta(alpha, alpha) parameter; 0 disables it."""
-    cutmix: float = 0.0
-    """CutMix Beta(alpha, alpha) parameter; 0 disables it (mixup and cutmix alternate when both are on)."""
 
     @property
     def geometric(self) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +56,15 @@ class HParams:
     augment: AugmentParams = field(default_factory=AugmentParams)
 
     def with_(self, **kw: Any) -> HParams:
-        aug_keys = {k: kw.pop(k) for k in list(kw) if k in AugmentParams.__dataclass_fields__}
+        aug_keys = {k: kw.pop(k) for k in list(kw) if k in AugmentParams.model_fields}
         out = replace(self, **kw)
         if aug_keys:
-            out = replace(out, augment=replace(out.augment, **aug_keys))
+            out = replace(out, augment=out.augment.model_copy(update=aug_keys))
         return out
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {**d, "augment": self.augment.model_dump()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> HParams:
@@ -369,8 +370,7 @@ class Engine:
                 sc = self.selection_score(ev)
             else:
                 sc = -rec["train_loss"] if np.isfinite(rec["train_loss"]) else -math.inf
-            rec["seconds"] = time.time() - t0
-            history.append(rec)
+            history.append(rec)  # no wall times: histories enter artifacts (FitResult.seconds has it)
             if sc > best[0] or best[2] is None:
                 best = (sc, epoch + 1, _cpu_state(net) if restore_best else None)
                 bad = 0

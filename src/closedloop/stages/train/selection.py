@@ -12,23 +12,27 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from closedloop.models.trained import logits_to_proba
-from closedloop.stages.train.session import TrainSession
+from closedloop.stages.train.outcomes import TunedConfig
+from closedloop.stages.train.session import TrainSession, rung_logits_file, trial_logits_file
 from closedloop.stats.errors import StatsError
 from closedloop.stats.selection import SelectionBias, selection_bias
 
 
 def candidate_files(work: Path) -> list[tuple[str, str]]:
     """``(name, path relative to work)`` of every hold-out candidate with saved validation logits."""
-    out = []
-    for p in sorted(work.glob("rung_*_val_logits.npy"), key=lambda p: _num(p.name)):
-        out.append((f"ladder rung {_num(p.name) + 1}", p.name))
-    for p in sorted((work / "trials").glob("*.npy"), key=lambda p: _num(p.name)):
-        out.append((f"tuning trial {_num(p.name)}", f"trials/{p.name}"))
+    # a file is a candidate's when its name is what session's name helper gives for its number
+    rungs = sorted(_num(p.name) for p in work.glob("*.npy") if p.name == rung_logits_file(_num(p.name)))
+    out = [(f"ladder rung {r + 1}", rung_logits_file(r)) for r in rungs]
+    trials = sorted(
+        _num(p.name)
+        for p in (work / trial_logits_file(0)).parent.glob("*.npy")
+        if p.relative_to(work).as_posix() == trial_logits_file(_num(p.name))
+    )
+    out += [(f"tuning trial {t}", trial_logits_file(t)) for t in trials]
     return out
 
 
@@ -37,11 +41,11 @@ def _num(name: str) -> int:
     return int(m.group()) if m else -1
 
 
-def selection_evidence(sess: TrainSession, tuned: dict[str, Any]) -> SelectionBias | None:
+def selection_evidence(sess: TrainSession, tuned: TunedConfig) -> SelectionBias | None:
     """Selection bias of the chosen configuration's hold-out validation score (None without
     candidates, e.g. a resumed run whose logits are gone; the reason is logged as a decision)."""
     files = candidate_files(sess.work)
-    chosen = tuned.get("val_logits_file")
+    chosen = tuned.val_logits_file
     names = [n for n, _ in files]
     rels = [r for _, r in files]
     if not files or chosen not in rels:

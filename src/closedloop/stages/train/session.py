@@ -1,38 +1,61 @@
-"""Shared state of one training stage run: data in memory, engine, time budget, decision log, curves.
-
-Each phase stores its outcome as JSON in ``work/phaseN.json``; a resumed run reuses finished phases.
-"""
+"""Shared state of one training stage run: data in memory, engine, time budget, decision log, curves,
+the finished phases' typed outcomes, and the names of the files phases leave in ``work/``."""
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
 
 from closedloop.core.errors import ConfigError
-from closedloop.core.io import to_json, write_text_atomic
-from closedloop.models.trained import ModelSpec, Preprocessing
+from closedloop.core.stage import RunContext
+from closedloop.data.bundle import DatasetBundle
+from closedloop.models.trained import ModelSpec, Preprocessing, TrainedModel
+from closedloop.stages.baseline import BaselineReport
+from closedloop.stages.task import TaskSpec
+from closedloop.stages.train.config import TrainConfig
 from closedloop.stages.train.engine import Engine, HParams, TensorSet, n_logits_for
+from closedloop.stages.train.heldout import HeldOut
+from closedloop.stages.train.outcomes import Outcome
+from closedloop.stats.selection import SelectionBias
 
-PHASES = ("sanity", "beat_baseline", "scale_up", "tune", "final")
-BUDGET_SHARE = {"sanity": 0.03, "beat_baseline": 0.10, "scale_up": 0.27, "tune": 0.40, "final": 0.20}
+OutcomeT = TypeVar("OutcomeT", bound=Outcome)
+
+
+class NetworkBuilder(Protocol):
+    """The stage's custom-model hook (``TrainModel.build_network``)."""
+
+    def build_network(self, spec: ModelSpec, input_shape: list[int], n_logits: int) -> torch.nn.Module: ...
+
+
+# -- the files phases leave in work/ (one name per kind, built here only) ---------------------------
+def rung_logits_file(index: int) -> str:
+    """Validation logits of ladder rung ``index`` (0-based), relative to ``work/``."""
+    return f"rung_{index}_val_logits.npy"
+
+
+def trial_logits_file(number: int) -> str:
+    """Validation logits of the Optuna trial ``number``."""
+    return f"trials/{number}.npy"
+
+
+DEFAULT_LOGITS_FILE = "default_val_logits.npy"
 
 
 @dataclass
 class TrainSession:
-    """Everything the phases share. Built by :meth:`TrainModel.run`."""
+    """Everything the phases share. Built by :meth:`TrainModel.make_session`."""
 
-    cfg: Any
-    task: Any
-    data: Any
-    ctx: Any
-    stage: Any
+    cfg: TrainConfig
+    task: TaskSpec
+    data: DatasetBundle
+    ctx: RunContext
+    stage: NetworkBuilder
     pre: Preprocessing
     engine: Engine
     train: TensorSet
@@ -40,27 +63,55 @@ class TrainSession:
     family: str
     base_hp: HParams
     budget_s: float
+    heldout: HeldOut
+    """Validation rows kept out of the final fit (:mod:`closedloop.stages.train.heldout`)."""
+    budget: dict[str, float]
+    """Phase -> share of the budget, in running order (the driver's table)."""
+    ladder: list[dict[str, Any]]
+    """Capacity rungs (family params), smallest first."""
+    baseline: BaselineReport | None = None
+    """The baseline stage's report (its best model is refitted for the comparisons), or None."""
     t0: float = field(default_factory=time.time)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     curves: dict[str, list[dict[str, float]]] = field(default_factory=dict)
-    phases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
     figures: list[dict[str, str]] = field(default_factory=list)
     n_configs: int = 0
-    heldout: Any = None
-    """:class:`closedloop.stages.train.heldout.HeldOut`: validation rows kept out of the final fit."""
+    model: TrainedModel | None = None
+    """Set by the final phase."""
+    beats_baseline: dict[str, Any] | None = None
+    """The test comparison with the best baseline (final phase; None without a baseline)."""
+    selection: SelectionBias | None = None
+    """The winner's validation score and the search's optimism (final phase; None when not estimated)."""
 
     # -- time -----------------------------------------------------------------------------------
     def deadline(self, phase: str) -> float:
         """End of ``phase``'s share of the budget (unused time of earlier phases rolls over)."""
+        if phase not in self.budget:
+            raise ConfigError(
+                f"train: phase {phase!r} has no share in the time budget table {list(self.budget)}"
+            )
         upto = 0.0
-        for p in PHASES:
-            upto += BUDGET_SHARE[p]
+        for p, share in self.budget.items():
+            upto += share
             if p == phase:
                 break
         return self.t0 + upto * self.budget_s
 
     def elapsed(self) -> float:
         return time.time() - self.t0
+
+    def note_time(self, label: str, seconds: float) -> None:
+        """A wall time the budget uses later (kept in ``ctx.timings``, never in artifacts)."""
+        self.ctx.timings[label] = round(seconds, 3)
+
+    # -- outcomes of finished phases ----------------------------------------------------------------
+    def get(self, kind: type[OutcomeT]) -> OutcomeT | None:
+        """The outcome of the finished phase that returns ``kind`` (None when it did not run)."""
+        for out in self.outcomes.values():
+            if isinstance(out, kind):
+                return out
+        return None
 
     # -- log --------------------------------------------------------------------------------------
     def decide(self, phase: str, decision: str, evidence: Any) -> None:
@@ -71,14 +122,12 @@ class TrainSession:
     def work(self) -> Path:
         return self.ctx.work_dir
 
-    def load_phase(self, phase: str) -> dict[str, Any] | None:
-        p = self.work / f"phase_{phase}.json"
-        if not p.is_file():
-            return None
-        return json.loads(p.read_text(encoding="utf-8"))
+    def load_logits(self, name: str) -> np.ndarray:
+        return np.load(self.work / name)
 
-    def save_phase(self, phase: str, out: dict[str, Any]) -> None:
-        write_text_atomic(self.work / f"phase_{phase}.json", to_json(out))
+    def save_logits(self, name: str, logits: np.ndarray | None) -> None:
+        (self.work / name).parent.mkdir(parents=True, exist_ok=True)
+        np.save(self.work / name, logits)
 
     # -- models -----------------------------------------------------------------------------------
     @property
@@ -90,7 +139,7 @@ class TrainSession:
         spec = ModelSpec(family=self.family, params=params)
         torch.manual_seed(seed)
         net = self.stage.build_network(spec, self.pre.input_shape, self.n_logits)
-        check_network(net, spec, self, self.task)
+        check_network(net, spec, self)
         return net
 
     def record(self, description: str, params: dict[str, Any], metrics: dict[str, Any]) -> None:
@@ -107,8 +156,9 @@ class TrainSession:
         return str(self.ctx.figures_dir / name)
 
 
-def check_network(net: torch.nn.Module, spec: ModelSpec, sess: TrainSession, task: Any) -> None:
+def check_network(net: torch.nn.Module, spec: ModelSpec, sess: TrainSession) -> None:
     """A custom model must follow the convention and produce the task's output shape."""
+    task = sess.task
     if not callable(getattr(net, "features", None)) or not isinstance(
         getattr(net, "head", None), torch.nn.Linear
     ):
@@ -134,3 +184,12 @@ def selection_value(engine: Engine, score: float | None) -> float | None:
     if score is None or not np.isfinite(score):
         return None
     return score if (engine.higher_is_better and engine.metric != "loss") else -score
+
+
+def flat(knobs: dict[str, Any]) -> dict[str, Any]:
+    """Knob values as the ledger records them."""
+    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in knobs.items()}
+
+
+def fmt(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)

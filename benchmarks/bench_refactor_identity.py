@@ -1,0 +1,117 @@
+"""Same config + seed before and after the training refactor (issue 14): identical numbers?
+
+Runs each config with the pre-refactor code (a detached worktree of the commit the refactor branched
+from, ``--pre``) and with this checkout's code, each with ``--no-cache --out <tmp>`` and a budget
+large enough that no wall-time budget cut occurs (``train.budget_minutes=1000``; so the comparison
+does not depend on machine load), only up to the export stage. Compares the test metrics in
+``summary.json``, the validation ledger rows (without times) and the sha256 of every exported ONNX
+file; prints IDENTICAL / DIFFERENT per item.
+
+    python benchmarks/bench_refactor_identity.py --pre /tmp/pre_trainsplit [--only quickstart]
+    python benchmarks/bench_refactor_identity.py --pre A --new A   # old vs old: the check is stable
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = {
+    "quickstart": ["configs/quickstart.yaml"],
+    "breastmnist_quick": ["configs/breastmnist.yaml", "--set", "train.preset=quick"],
+    "pneumoniamnist_quick": ["configs/pneumoniamnist.yaml", "--set", "train.preset=quick"],
+}
+NO_CUT = ["--set", "train.budget_minutes=1000"]
+VOLATILE = {"time", "timestamp", "seconds", "created", "at", "wall_s", "run_id", "run_dir"}
+
+
+def run(code: Path, args: list[str], out: Path, log: Path) -> None:
+    """``closedloop run`` with ``code``'s sources, from this checkout (so ../shared data resolves)."""
+    if (out / "summary.json").is_file():  # reuse a finished run (--keep)
+        return
+    env = {**os.environ, "PYTHONPATH": str(code / "src")}
+    cfg = str(ROOT / args[0])  # same YAML for both sides; relative data paths resolve from here
+    cmd = [sys.executable, "-m", "closedloop", "run", cfg, *args[1:], *NO_CUT]
+    cmd += ["--no-cache", "--out", str(out), "--only", "export"]
+    with open(log, "w") as fh:
+        subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=fh, stderr=subprocess.STDOUT)
+
+
+def test_metrics(run_dir: Path) -> dict:
+    s = json.loads((run_dir / "summary.json").read_text())
+    stages = s.get("stages", s)
+    train = stages.get("train", stages)
+    train = train.get("summary", train)
+    return train["test"]
+
+
+def ledger(run_dir: Path) -> list[dict]:
+    paths = sorted(run_dir.rglob("validation_ledger.jsonl"))
+    rows = []
+    for p in paths:
+        for line in p.read_text().splitlines():
+            if line.strip():
+                rows.append({k: v for k, v in json.loads(line).items() if k not in VOLATILE})
+    return rows
+
+
+def onnx_hashes(run_dir: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(run_dir.rglob("*.onnx"))
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pre", required=True, type=Path, help="worktree of the pre-refactor commit")
+    ap.add_argument("--new", type=Path, default=ROOT, help="code to compare (default: this checkout)")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/refactor_identity"))
+    ap.add_argument("--only", action="append", help="case name(s)")
+    ap.add_argument("--side", choices=("pre", "new", "both"), default="both", help="run only one side")
+    ap.add_argument("--keep", action="store_true", help="reuse finished runs under --work")
+    a = ap.parse_args()
+    cases = {k: v for k, v in CASES.items() if not a.only or k in a.only}
+    print(
+        f"# python benchmarks/bench_refactor_identity.py --pre {a.pre} --new {a.new}  ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})"
+    )
+    print(f"# budget: {' '.join(NO_CUT)} (large enough that no wall-time budget cut occurs)")
+    a.work.mkdir(parents=True, exist_ok=True)
+    all_same = True
+    for name, args in cases.items():
+        sides = {}
+        for side, code in (("pre", a.pre), ("new", a.new)):
+            if a.side not in ("both", side):
+                continue
+            out = a.work / f"{side}_{name}" if a.keep else a.work / f"{side}_{name}_{os.getpid()}"
+            t = time.time()
+            run(code, args, out, a.work / f"{side}_{name}.log")
+            sides[side] = out
+            print(f"{name}: {side} run {time.time() - t:.0f} s -> {out}", flush=True)
+        if a.side != "both":
+            continue
+        pre, new = sides["pre"], sides["new"]
+        checks = {
+            "test metrics (summary.json)": (test_metrics(pre), test_metrics(new)),
+            "validation ledger rows (without times)": (ledger(pre), ledger(new)),
+            "ONNX sha256": (onnx_hashes(pre), onnx_hashes(new)),
+        }
+        for item, (x, y) in checks.items():
+            same = x == y and bool(x)
+            all_same &= same
+            extra = f" ({len(x)} rows)" if isinstance(x, list) else f" ({len(x)} entries)"
+            print(f"{name}: {item}: {'IDENTICAL' if same else 'DIFFERENT'}{extra}")
+        m = test_metrics(new)
+        print(f"{name}: test " + ", ".join(f"{k}={v['value']:.6f}" for k, v in m.items()))
+    print("ALL IDENTICAL" if all_same else "SOME DIFFERENT")
+
+
+if __name__ == "__main__":
+    main()

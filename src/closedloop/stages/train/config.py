@@ -1,0 +1,158 @@
+"""The ``train`` stage's config: presets, default capacity ladders, and every option with its meaning."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from closedloop.core.config import StageConfig
+from closedloop.stages.train.augment import AugmentSettings
+from closedloop.stages.train.knobs import ALL_KNOBS
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {
+        "budget_minutes": 2.0,
+        "baseline_epochs": 3,
+        "ladder_epochs": 5,
+        "n_trials": 4,
+        "max_epochs": 8,
+        "patience": 3,
+        "sanity_steps": 100,
+        "ablate_knobs": 0,
+        "cv_candidates": 0,
+        "ladder_size": 2,
+    },
+    "default": {
+        "budget_minutes": 10.0,
+        "baseline_epochs": 6,
+        "ladder_epochs": 8,
+        "n_trials": 10,
+        "max_epochs": 20,
+        "patience": 5,
+        "sanity_steps": 150,
+        "ablate_knobs": 2,
+        "cv_candidates": 3,
+        "ladder_size": 3,
+    },
+    "thorough": {
+        "budget_minutes": 30.0,
+        "baseline_epochs": 10,
+        "ladder_epochs": 20,
+        "n_trials": 30,
+        "max_epochs": 40,
+        "patience": 8,
+        "sanity_steps": 300,
+        "ablate_knobs": 4,
+        "cv_candidates": 5,
+        "ladder_size": 4,
+    },
+}
+
+LADDERS: dict[str, list[dict[str, Any]]] = {
+    "small_cnn": [{"width": 8}, {"width": 16}, {"width": 32}, {"width": 48}],
+    "mlp": [
+        {"width": 32, "depth": 1},
+        {"width": 128, "depth": 2},
+        {"width": 512, "depth": 2},
+        {"width": 1024, "depth": 3},
+    ],
+}
+
+
+class TrainConfig(StageConfig):
+    """Overfit-then-regularize training. Fields left unset (or ``null``) take the preset's value when
+    the config is validated, so the saved ``config.yaml`` records the numbers a run used."""
+
+    preset: Literal["quick", "default", "thorough"] = "default"
+    """quick (~2 min), default (~10 min) or thorough (~30 min) on a small CPU."""
+    budget_minutes: float | None = Field(None, gt=0)
+    """Wall-clock budget for all five phases, split 3/10/27/40/20% (unused time rolls over)."""
+    family: str | None = None
+    """Model family (small_cnn, resnet18, resnet50, mlp) or an import path; default small_cnn for images, mlp for tables."""
+    model_params: dict[str, Any] = Field(default_factory=dict)
+    """Fixed parameters of the family (e.g. {depth: 3, pretrained: false}); ladder rungs are merged over them."""
+    ladder: list[dict[str, Any]] | None = None
+    """Capacity rungs (family params), smallest first; default by family and preset."""
+    batch_size: int = Field(128, ge=1)
+    min_steps_per_epoch: int = Field(16, ge=0)
+    """Small data: halve the batch size (not below 8) until an epoch has at least this many steps (0: off)."""
+    lr: float = Field(3e-3, gt=0)
+    """Peak learning rate before tuning (the search spans lr/10 .. 3*lr)."""
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    grad_clip: float | None = Field(5.0, gt=0)
+    class_weight: Literal["none", "balanced", "sqrt"] = "none"
+    """Loss weights from train class frequencies (imbalance)."""
+    sampler: Literal["shuffle", "balanced"] = "shuffle"
+    """balanced: resample classes equally often instead of weighting."""
+    ordinal_loss: Literal["ce", "sord"] = "sord"
+    """Ordinal tasks: plain cross-entropy or soft ordinal labels."""
+    augment: AugmentSettings = Field(default_factory=AugmentSettings)
+    sanity_batch: int = Field(32, ge=2)
+    sanity_steps: int | None = Field(None, ge=1)
+    sanity_lr: float = Field(3e-3, gt=0)
+    baseline_epochs: int | None = Field(None, ge=1)
+    ladder_epochs: int | None = Field(None, ge=2)
+    n_trials: int | None = Field(None, ge=1)
+    max_epochs: int | None = Field(None, ge=1)
+    """Upper bound of the tuned number of epochs."""
+    patience: int | None = Field(None, ge=1)
+    """Early stopping patience (epochs) in tuning trials."""
+    cv_candidates: int | None = Field(None, ge=0)
+    """Small data (the task's validation protocol is kfold / repeated_kfold): how many of the best
+    configurations on the hold-out split (plus the unregularized rung) are re-ranked by cross-validation
+    on train+val; the winner's out-of-fold predictions calibrate the final model (preset: quick 0,
+    default 3, thorough 5; 0: off)."""
+    ablate_knobs: int | None = Field(None, ge=0)
+    """How many knobs to ablate after tuning (preset: quick 0, default 2, thorough 4): the most important
+    ones (fANOVA) are each reset to neutral (0; lr and epochs: the un-tuned defaults) and the chosen
+    configuration retrained on train; the validation difference gets a paired bootstrap 95% CI. Each
+    fit counts toward the tune phase's time budget and the validation ledger (0: off)."""
+    tune_knobs: list[str] = Field(default_factory=lambda: list(ALL_KNOBS))
+    """Knobs the search may change (lr, weight_decay, dropout, l1, strength, label_smoothing, mixup, epochs)."""
+    lr_finder: bool = False
+    """Run an LR range test before tuning and centre the LR search on its suggestion."""
+    storage: str | None = None
+    """Optuna RDB storage URL shared by several machines (default: a SQLite file in the stage's work folder)."""
+    study_name: str | None = None
+    final_fit: Literal["train+val", "train"] = "train+val"
+    holdout_fraction: float = Field(0.5, ge=0, lt=1)
+    """Share of the validation split kept out of a train+val final fit (stratified): the deployed
+    model's predictions on it fit the temperature and threshold and feed the export gate, the model
+    card and the monitor's reference, so no figure after the fit comes from trained-on data (0: keep
+    nothing out; later figures are then labelled ``trained_on``). See docs/training.md."""
+    min_holdout: int = Field(30, ge=2)
+    """Fewest held-out samples: a smaller share is raised to this; a validation split of this size or
+    less is held out whole (the final fit then uses train only). The report says which happened."""
+    final_seeds: int = Field(1, ge=1)
+    """More than 1: an ensemble of seeds (logits averaged)."""
+    threshold: Literal["cost", "youden", "fixed"] = "cost"
+    """Binary operating threshold, fitted with the temperature (held-out or out-of-fold predictions): task
+    costs, Youden's J (prevalence-free) or 0.5."""
+    calibration: Literal["temperature", "bias+temperature"] = "temperature"
+    """Fitted on the deployed model's held-out predictions (k-fold protocols: out-of-fold): the temperature alone, or a temperature and one offset per logit
+    (bias-corrected; undoes the prior shift of class weighting; folded into the head bias)."""
+    gate: Literal["warn", "fail"] = "warn"
+    """fail: the stage fails (after writing the evaluation) when the model does not beat the baseline."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1)
+    """torch CPU threads (default: torch's choice)."""
+    n_bootstrap: int = Field(1000, ge=100)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_preset(cls, data: Any) -> Any:
+        """Unset preset-controlled fields -> the preset's values (an unknown preset is left to the
+        field's own check, which names the allowed ones)."""
+        if not isinstance(data, dict):
+            return data
+        name = data.get("preset", "default")
+        preset = PRESETS.get(name) if isinstance(name, str) else None
+        if preset is None:
+            return data
+        filled = {k: v for k, v in preset.items() if k in cls.model_fields and data.get(k) is None}
+        return {**data, **filled}
+
+    def resolved(self) -> dict[str, Any]:
+        """The preset-controlled values (all filled at validation)."""
+        return {k: getattr(self, k) for k in PRESETS[self.preset] if k in type(self).model_fields}

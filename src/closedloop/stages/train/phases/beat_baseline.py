@@ -1,0 +1,102 @@
+"""Phase 2: train a small default model; compare it with the best baseline on validation (paired test)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from closedloop.models.trained import logits_to_proba
+from closedloop.stages.train import plots
+from closedloop.stages.train.outcomes import BaselineOutcome
+from closedloop.stages.train.phases.base import Phase
+from closedloop.stages.train.session import DEFAULT_LOGITS_FILE, TrainSession, selection_value
+
+EPOCH_SECONDS = "beat_baseline seconds per epoch"
+"""``ctx.timings`` label: the tune phase sizes its minimum trial with it."""
+
+
+class BeatBaseline(Phase):
+    name = "beat_baseline"
+    budget_share = 0.10
+    outcome = BaselineOutcome
+
+    def run(self, sess: TrainSession) -> BaselineOutcome:
+        return beat_baseline(sess, sess.ladder[0], sess.baseline)
+
+
+def baseline_proba(baseline: Any, data: Any, task: Any, X: Any, on: str) -> np.ndarray:
+    """Probabilities of the best baseline refitted ``on`` train or train+val, for inputs ``X``."""
+    est = baseline.fit_best(data, task, on=on)
+    try:
+        return np.asarray(est.predict_proba(X))
+    except Exception:
+        from closedloop.data.bundle import Split
+
+        return np.asarray(est.predict_proba(Split(X=X, y=np.zeros(len(X))).features()))
+
+
+def beat_baseline(sess: TrainSession, params: dict[str, Any], baseline: Any) -> BaselineOutcome:
+    cfg, task = sess.cfg, sess.task
+    net = sess.build(params, sess.ctx.seed)
+    hp = sess.base_hp.with_(epochs=cfg.baseline_epochs, strength=0.0)
+    res = sess.engine.fit(
+        net, sess.train, sess.val, hp, seed=sess.ctx.seed, deadline=sess.deadline("beat_baseline")
+    )
+    sess.note_time(EPOCH_SECONDS, res.seconds / max(len(res.history), 1))
+    sess.curves["default model"] = res.history
+    plots.curves(
+        sess.figure(
+            "beat_baseline.png", "Small default model: train/val loss and validation metric", "beat_baseline"
+        ),
+        {"default": res.history},
+        "Default model",
+        sess.engine.metric,
+    )
+    value = selection_value(sess.engine, res.best_score)
+    sess.record(
+        "default model (beat the baseline)", {"model": params, **hp.as_dict()}, {task.primary_metric: value}
+    )
+    sess.save_logits(DEFAULT_LOGITS_FILE, res.val_logits)
+    out = BaselineOutcome(
+        params=params, val_metric=value, best_epoch=res.best_epoch, history=res.history, comparison=None
+    )
+    if baseline is None:
+        sess.decide(
+            "beat_baseline",
+            "no baseline given to the stage: the default model cannot be compared with one (wire a baseline stage)",
+            {"val_" + task.primary_metric: value},
+        )
+        return out
+    try:
+        from closedloop.stats.paired import compare
+
+        p_base = baseline_proba(baseline, sess.data, task, sess.data.val.X, on="train")
+        p_model = logits_to_proba(res.val_logits, task.problem_type)
+        cmp = compare(
+            task.primary_metric,
+            sess.val.y_np,
+            p_model,
+            p_base,
+            task.problem_type,
+            seed=sess.ctx.seed,
+            convention=task.metric_convention,
+            method="auto",
+        ).to_dict()
+    except Exception as exc:  # the comparison is evidence, not a reason to stop training
+        out.comparison = {"error": f"{type(exc).__name__}: {exc}"}
+        sess.decide("beat_baseline", f"could not compare with the baseline ({exc})", {})
+        return out
+    out.comparison = cmp
+    better = cmp["delta"] > 0 if cmp["higher_is_better"] else cmp["delta"] < 0
+    verdict = "beats" if better and cmp["p_one_sided"] < 0.05 else "does not significantly beat"
+    sess.decide(
+        "beat_baseline",
+        f"the small default model {verdict} the best baseline ({baseline.best}) on validation: "
+        f"{task.primary_metric} {cmp['value_a']:.3f} vs {cmp['value_b']:.3f} "
+        f"(difference {cmp['delta']:+.3f}, 95% CI [{cmp['ci95'][0]:.3f}, {cmp['ci95'][1]:.3f}], "
+        f"one-sided p = {cmp['p_one_sided']:.3g})"
+        + ("" if verdict == "beats" else "; continuing - capacity and tuning may still close the gap"),
+        cmp,
+    )
+    return out

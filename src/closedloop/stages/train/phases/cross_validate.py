@@ -1,0 +1,232 @@
+"""Phase 4b: small data - re-rank the best configurations by the task's k-fold protocol on train+val.
+
+A hold-out split of a small dataset is a noisy judge (BreastMNIST's has 78 images), so when the task
+chose ``kfold`` / ``repeated_kfold``, the ``cv_candidates`` best configurations on the hold-out split
+(plus the unregularized rung) are each trained on k-1 folds of train+val for their chosen epochs and
+scored on the held-out fold. The configuration with the best mean out-of-fold metric is kept, and its
+out-of-fold logits (averaged over repeats, like the final ensemble averages seeds) calibrate the final
+model: every train+val case, predicted by models that did not see it. The candidates are
+configurations already counted; their cross-validation scores go into the validation ledger.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from closedloop.core.errors import StageFailedError
+from closedloop.core.io import write_text_atomic
+from closedloop.models.trained import logits_to_proba
+from closedloop.stages.train.engine import HParams, TensorSet
+from closedloop.stages.train.outcomes import (
+    CrossValidateOutcome,
+    CVRow,
+    ScaleUpOutcome,
+    TunedConfig,
+    TuneOutcome,
+)
+from closedloop.stages.train.phases.base import Phase
+from closedloop.stages.train.phases.space import split_params, unregularized
+from closedloop.stages.train.session import TrainSession, flat, rung_logits_file, trial_logits_file
+
+
+class CrossValidate(Phase):
+    name = "cross_validate"
+    budget_share = 0.0  # shares the tune phase's deadline
+    outcome = CrossValidateOutcome
+    section = "tune"
+
+    def run(self, sess: TrainSession) -> CrossValidateOutcome:
+        tuned = sess.get(TuneOutcome)
+        if tuned is None:
+            raise StageFailedError("train: cross-validation needs the tune phase's outcome")
+        return cross_validate(sess, tuned)
+
+    def report(self, outcome: Any, timings: dict[str, float]) -> list[Any]:
+        from closedloop.report.blocks import Table
+
+        if not outcome.get("candidates"):
+            return []
+        rows = [
+            {
+                "candidate": r["candidate"],
+                "hold-out": r["holdout"],
+                "CV mean": round(r["cv_mean"], 4),
+                "sd over repeats": r["cv_sd_over_repeats"],
+                "epochs": r["epochs"],
+            }
+            for r in outcome["candidates"]
+        ]
+        title = f"Cross-validated selection ({outcome['folds']}-fold x {outcome['repeats']} on train+val)"
+        return [Table(rows, title=title)]
+
+
+def cv_splits(y: np.ndarray, problem_type: str, folds: int, repeats: int, seed: int) -> list[list[tuple]]:
+    """``repeats`` lists of ``folds`` (train_idx, held_out_idx) pairs over ``len(y)`` samples, stratified
+    by class for single-label classification."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    labels = np.asarray(y).reshape(len(y), -1)
+    stratify = problem_type in ("binary", "multiclass", "ordinal")
+    out = []
+    for r in range(repeats):
+        if stratify:
+            cls = labels[:, 0].astype(int)
+            counts = np.bincount(cls)
+            k = max(2, min(folds, int(counts[counts > 0].min())))  # every fold holds every class
+            splitter: Any = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed + r)
+            out.append(list(splitter.split(np.zeros(len(cls)), cls)))
+        else:
+            splitter = KFold(n_splits=folds, shuffle=True, random_state=seed + r)
+            out.append(list(splitter.split(np.zeros(len(labels)))))
+    return out
+
+
+def candidates(sess: TrainSession, tuned: TuneOutcome, n: int) -> list[tuple[str, TunedConfig]]:
+    """The hold-out choice first, then the next best complete trials, then the unregularized rung."""
+    base = tuned.config()
+    cands = [("hold-out choice", base)]
+    higher = sess.task.higher_is_better
+    ladder = sess.get(ScaleUpOutcome)
+    ladder_params = ladder.params if ladder is not None else {}
+    trials = [t for t in tuned.trials if t.state == "COMPLETE" and t.value is not None]
+    trials.sort(key=lambda t: (-t.value if higher else t.value, t.trial))  # type: ignore[operator]
+    for t in trials:
+        if len(cands) >= n:
+            break
+        if base.val_logits_file == trial_logits_file(t.trial):
+            continue
+        mp, hp = split_params(sess, ladder_params, dict(t.params))
+        cands.append(
+            (
+                f"trial {t.trial}",
+                base.model_copy(
+                    update={
+                        "model_params": mp,
+                        "hparams": hp.as_dict(),
+                        "knobs": dict(t.params),
+                        "best_epoch": int(t.best_epoch or hp.epochs),
+                        "val_metric": t.value,
+                        "val_logits_file": trial_logits_file(t.trial),
+                    }
+                ),
+            )
+        )
+    if ladder is not None and ladder.rungs and len(cands) < n and tuned.knobs:
+        rung = ladder.rung
+        hp = unregularized(sess, int(rung.best_epoch))
+        cands.append(
+            (
+                "unregularized rung",
+                base.model_copy(
+                    update={
+                        "model_params": dict(ladder_params),
+                        "hparams": hp.as_dict(),
+                        "knobs": {},
+                        "best_epoch": int(rung.best_epoch),
+                        "val_metric": rung.val_metric,
+                        "val_logits_file": rung_logits_file(ladder.chosen),
+                    }
+                ),
+            )
+        )
+    return cands
+
+
+def cross_validate(sess: TrainSession, tuned: TuneOutcome) -> CrossValidateOutcome:
+    from closedloop.stats.metrics import compute_metric
+
+    cfg, eng, task = sess.cfg, sess.engine, sess.task
+    proto = task.validation
+    n = cfg.cv_candidates or 0
+    if proto.protocol not in ("kfold", "repeated_kfold") or n < 1:
+        why = f"protocol {proto.protocol}" if n else "cv_candidates is 0"
+        return CrossValidateOutcome(tuned=tuned.config(), skipped=why)
+    repeats = proto.repeats if proto.protocol == "repeated_kfold" else 1
+    data = TensorSet.concat(sess.train, sess.val)
+    y = data.y_np
+    splits = cv_splits(y, task.problem_type, proto.folds, repeats, sess.ctx.seed)
+    folds = len(splits[0])
+    deadline = sess.deadline("cross_validate")
+    folder = sess.work / "cv"
+    folder.mkdir(exist_ok=True)
+    sign = 1.0 if task.higher_is_better else -1.0
+    rows: list[CVRow] = []
+    best: tuple[float, int] | None = None
+    cands = candidates(sess, tuned, n)
+    for ci, (label, cand) in enumerate(cands):
+        cache = folder / f"candidate{ci}.json"
+        if cache.is_file():  # scored (and put in the ledger) by an interrupted run
+            row = CVRow.model_validate_json(cache.read_text(encoding="utf-8"))
+        else:
+            if time.time() > deadline and ci > 0:
+                sess.decide("tune", f"cross-validation: time budget spent after {ci} candidate(s)", {})
+                break
+            hp = HParams.from_dict(cand.hparams).with_(epochs=max(1, int(cand.best_epoch)), patience=None)
+            oof = np.zeros((repeats, len(data), sess.n_logits))
+            for r, fold_list in enumerate(splits):
+                for f, (tr_idx, te_idx) in enumerate(fold_list):
+                    seed = sess.ctx.seed * 1000 + 101 * r + f
+                    net = sess.build(cand.model_params, seed)
+                    eng.fit(net, data.subset(tr_idx), None, hp, seed=seed, restore_best=False)
+                    oof[r, te_idx] = eng.predict_logits(net, data.subset(te_idx)).reshape(len(te_idx), -1)
+            scores = [
+                compute_metric(
+                    task.primary_metric,
+                    y,
+                    logits_to_proba(oof[r], task.problem_type),
+                    task.problem_type,
+                    convention=task.metric_convention,
+                )
+                for r in range(repeats)
+            ]
+            np.save(folder / f"candidate{ci}_oof.npy", oof.mean(axis=0))
+            row = CVRow(
+                candidate=label,
+                knobs=cand.knobs,
+                epochs=int(hp.epochs),
+                holdout=cand.val_metric,
+                cv_mean=float(np.mean(scores)),
+                cv_sd_over_repeats=float(np.std(scores, ddof=1)) if repeats > 1 else None,
+                cv_per_repeat=[float(v) for v in scores],
+            )
+            sess.ctx.record_validation(
+                f"cross-validation of the {label} ({folds}-fold x {repeats} on train+val)",
+                {"model": cand.model_params, **flat(cand.knobs)},
+                {task.primary_metric: row.cv_mean, "status": "cross-validated"},
+            )
+            write_text_atomic(cache, row.model_dump_json())
+        rows.append(row)
+        if best is None or sign * row.cv_mean > sign * best[0]:
+            best = (row.cv_mean, ci)
+    assert best is not None
+    np.save(folder / "oof_labels.npy", y)
+    chosen = cands[best[1]][1].model_copy(
+        update={
+            "calibration_logits_file": f"cv/candidate{best[1]}_oof.npy",
+            "calibration_labels_file": "cv/oof_labels.npy",
+        }
+    )
+    listing = "; ".join(
+        f"{r.candidate} {r.cv_mean:.4f}"
+        + (f" (sd {r.cv_sd_over_repeats:.4f})" if r.cv_sd_over_repeats is not None else "")
+        for r in rows
+    )
+    kept = "kept the hold-out choice" if best[1] == 0 else f"switched to the {rows[best[1]].candidate}"
+    sess.decide(
+        "tune",
+        f"cross-validated {len(rows)} candidate(s) on train+val ({folds}-fold x {repeats}, {len(data)} cases; "
+        f"task protocol {proto.protocol}): mean out-of-fold {task.primary_metric} {listing}; {kept}. "
+        "Calibration uses the chosen configuration's out-of-fold predictions.",
+        {"candidates": [r.model_dump() for r in rows], "folds": folds, "repeats": repeats},
+    )
+    return CrossValidateOutcome(
+        tuned=chosen,
+        protocol=proto.protocol,
+        folds=folds,
+        repeats=repeats,
+        candidates=rows,
+        chosen=rows[best[1]].candidate,
+    )

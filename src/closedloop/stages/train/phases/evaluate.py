@@ -1,0 +1,96 @@
+"""The final model's figures: validation and held-out metrics with intervals, then the single opening of
+the test split and the comparison with the best baseline there."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from closedloop.models.trained import TrainedModel
+from closedloop.stages.train.phases.beat_baseline import baseline_proba
+from closedloop.stages.train.session import TrainSession
+
+
+@dataclass
+class Evaluation:
+    val: dict[str, Any]
+    heldout: dict[str, Any] | None
+    test: dict[str, Any]
+    n_test: int
+    test_ece: float | None = None
+    per_day: dict[str, Any] | None = None
+    """Binary tasks: caught / missed / false alarms per day on test (``stats.business.per_day``)."""
+    beats_baseline: dict[str, Any] | None = None
+
+
+def evaluate_on_test(
+    sess: TrainSession, model: TrainedModel, p_val: np.ndarray, p_hold: np.ndarray, baseline: Any
+) -> Evaluation:
+    """Validation metrics (selected configuration before the refit) and the deployed model's metrics on
+    its held-out rows, with intervals; then the single opening of the test split."""
+    from closedloop.stats.bootstrap import metrics_with_ci
+
+    cfg, task = sess.cfg, sess.task
+    kw = {
+        "threshold": model.threshold,
+        "convention": task.metric_convention,
+        "n_resamples": cfg.n_bootstrap,
+        "seed": sess.ctx.seed,
+    }
+    val = metrics_with_ci(task.metrics, sess.val.y_np, p_val, task.problem_type, **kw)
+    y_hold = sess.val.y_np[np.asarray(sess.heldout.indices, dtype=np.int64)]
+    heldout = None
+    if len(y_hold) and sess.heldout.evaluated_on != "trained_on":
+        from closedloop.stats.errors import StatsError
+
+        try:
+            heldout = metrics_with_ci(task.metrics, y_hold, p_hold, task.problem_type, **kw)
+        except StatsError as exc:  # e.g. one class among a handful of held-out rows
+            sess.decide("final", f"no metrics on the {len(y_hold)} held-out samples: {exc}", {})
+    test_split = sess.ctx.open_test(sess.data, reason="final evaluation", purpose="evaluation")
+    p_test = model.predict_proba(test_split.X)
+    test = metrics_with_ci(task.metrics, np.asarray(test_split.y), p_test, task.problem_type, **kw)
+    out = Evaluation(val=val, heldout=heldout, test=test, n_test=len(test_split))
+    if task.problem_type == "binary":
+        from closedloop.stages.train.calibration import expected_calibration_error
+
+        out.test_ece = expected_calibration_error(p_test[:, 1], np.asarray(test_split.y))
+        from closedloop.stats.business import per_day
+
+        try:  # the report's first screen: "per day: N caught, M missed" with intervals, on test
+            pd_ = per_day(
+                np.asarray(test_split.y),
+                p_test,
+                0.5 if model.threshold is None else model.threshold,
+                task.business,
+                n_resamples=cfg.n_bootstrap,
+                seed=sess.ctx.seed,
+            )
+            out.per_day = {**pd_, "evaluated_on": "test"}
+        except Exception as exc:  # e.g. a test split without positives: say why instead of failing
+            out.per_day = None
+            sess.decide("final", f"no per-day framing: {exc}", {})
+    if baseline is None:
+        sess.decide("final", "no baseline given: the test result cannot be compared with one", {})
+        return out
+    from closedloop.stats.gate import beats_baseline
+
+    on = "train+val" if cfg.final_fit == "train+val" else "train"
+    p_base = baseline_proba(baseline, sess.data, task, test_split.X, on=on)
+    best = getattr(baseline, "best", None)
+    bb = beats_baseline(
+        np.asarray(test_split.y),
+        p_test,
+        p_base,
+        task,
+        n_configs=sess.n_configs,  # reported only: the search happened on validation, not on test
+        seed=sess.ctx.seed,
+        n_resamples=cfg.n_bootstrap,
+        threshold=model.threshold,
+        baseline_name=f"best baseline ({best})" if best else "best baseline",
+    ).to_dict()
+    out.beats_baseline = bb
+    sess.decide("final", bb["sentence"], {k: v for k, v in bb.items() if k != "sentence"})
+    return out

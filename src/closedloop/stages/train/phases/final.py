@@ -1,0 +1,257 @@
+"""Phase 5: the final fit of the chosen configuration, its calibration on data it did not train on,
+and the single opening of the test split (:mod:`.evaluate`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from closedloop.core.errors import StageFailedError
+from closedloop.models.trained import ModelSpec, TrainedModel, logits_to_proba
+from closedloop.stages.train import plots
+from closedloop.stages.train.calibration import (
+    choose_threshold,
+    fit_bias_temperature,
+    fit_temperature,
+    fold_logit_bias,
+)
+from closedloop.stages.train.engine import HParams, TensorSet
+from closedloop.stages.train.heldout import INFO_KEY, fit_rows
+from closedloop.stages.train.outcomes import CrossValidateOutcome, FinalOutcome, TunedConfig, TuneOutcome
+from closedloop.stages.train.phases.base import Phase
+from closedloop.stages.train.phases.evaluate import evaluate_on_test
+from closedloop.stages.train.selection import selection_evidence
+from closedloop.stages.train.session import TrainSession
+
+
+class Final(Phase):
+    """Not cached: the model is the stage's output, and the test split is opened once per run."""
+
+    name = "final"
+    budget_share = 0.20
+    outcome = FinalOutcome
+    cached = False
+
+    def run(self, sess: TrainSession) -> FinalOutcome:
+        cv = sess.get(CrossValidateOutcome)
+        tune = sess.get(TuneOutcome)
+        tuned = cv.tuned if cv is not None else tune.config() if tune is not None else None
+        if tuned is None:
+            raise StageFailedError("train: the final fit needs the tune phase's outcome")
+        model, fin = final_fit(sess, tuned)
+        ev = evaluate_on_test(sess, model, fin.val_proba, fin.heldout_proba, sess.baseline)
+        sess.selection = selection_evidence(sess, tuned)
+        sess.model = model
+        sess.beats_baseline = ev.beats_baseline
+        return FinalOutcome(
+            epochs=fin.epochs,
+            fitted_on=fin.fitted_on,
+            n_heldout=fin.n_heldout,
+            calibration=fin.calibration,
+            temperature=fin.temperature,
+            threshold=fin.threshold,
+            threshold_rule=fin.threshold_rule,
+            evaluated_on=fin.evaluated_on,
+            test=ev.test,
+            val=ev.val,
+            heldout=ev.heldout,
+            test_ece=ev.test_ece,
+            per_day=ev.per_day,
+        )
+
+
+@dataclass
+class FinalFit:
+    """The deployed model's settings and its probabilities on validation and the held-out rows."""
+
+    epochs: int
+    fitted_on: str
+    n_heldout: int
+    calibration: str
+    temperature: float
+    threshold: float | None
+    threshold_rule: str
+    evaluated_on: dict[str, str]
+    val_proba: np.ndarray
+    heldout_proba: np.ndarray
+
+
+def final_fit(sess: TrainSession, tuned: TunedConfig) -> tuple[TrainedModel, FinalFit]:
+    """Retrain the chosen configuration on train + the validation rows not held out (chosen epochs,
+    optionally several seeds), then fit the temperature and threshold on the deployed model's own
+    predictions for the held-out rows (k-fold protocols: the cross-validation's out-of-fold
+    predictions, which already exist). See :mod:`closedloop.stages.train.heldout`."""
+    cfg, eng, task = sess.cfg, sess.engine, sess.task
+    plan = sess.heldout
+    mp = tuned.model_params
+    epochs = max(1, int(tuned.best_epoch))
+    hp = HParams.from_dict(tuned.hparams).with_(epochs=epochs, patience=None)
+    val_logits = sess.load_logits(tuned.val_logits_file)  # the selected configuration, before the refit
+    hold = sess.val.subset(np.asarray(plan.indices, dtype=np.int64))
+    fit_idx = fit_rows(plan)
+    fit_data = TensorSet.concat(sess.train, sess.val.subset(fit_idx)) if len(fit_idx) else sess.train
+    if cfg.final_fit == "train":
+        fitted_on = "train"
+    elif len(fit_idx) == 0:
+        fitted_on = "train (validation too small to split)"
+    elif len(fit_idx) == plan.n_val:
+        fitted_on = "train+val"
+    else:
+        fitted_on = f"train + {len(fit_idx)} of {plan.n_val} validation samples"
+    sess.decide("final", plan.note, {"n_heldout": len(plan.indices), "n_val": plan.n_val, "fit": fitted_on})
+    nets, histories = [], {}
+    for s in range(cfg.final_seeds):
+        seed = sess.ctx.seed + 7919 * s
+        net = sess.build(mp, seed)
+        if cfg.final_fit == "train":
+            res = eng.fit(
+                net, sess.train, sess.val, hp, seed=seed, checkpoint=sess.work / f"final_seed{s}.pt"
+            )
+        else:
+            res = eng.fit(
+                net,
+                fit_data,
+                None,
+                hp,
+                seed=seed,
+                checkpoint=sess.work / f"final_seed{s}.pt",
+                restore_best=False,
+            )
+        histories[f"final seed {s}"] = res.history
+        nets.append(net.cpu().eval())
+    sess.curves.update(histories)
+    plots.curves(
+        sess.figure("final.png", f"Final fit on {fitted_on} ({epochs} epochs): training loss", "final"),
+        histories,
+        "Final fit",
+    )
+    if len(nets) > 1:
+        from closedloop.models.families.ensemble import EnsembleNet
+
+        spec = ModelSpec(
+            family="ensemble", params={"member": {"family": sess.family, "params": mp}, "n": len(nets)}
+        )
+        network: torch.nn.Module = EnsembleNet(nets, sess.n_logits)
+    else:
+        spec = ModelSpec(family=sess.family, params=mp)
+        network = nets[0]
+    # the deployed model (ensemble included) scores the rows it did not train on
+    hold_logits = np.asarray(eng.predict_logits(network.to(eng.device), hold)).reshape(len(hold), -1)
+    network = network.cpu().eval()
+    if tuned.calibration_logits_file and tuned.calibration_labels_file:  # k-fold: out-of-fold predictions
+        cal_on = "out_of_fold"
+        cal_logits = sess.load_logits(tuned.calibration_logits_file)
+        cal_y = sess.load_logits(tuned.calibration_labels_file)
+    elif plan.evaluated_on in ("calibration", "validation"):
+        cal_on = plan.evaluated_on
+        cal_logits, cal_y = hold_logits, hold.y_np
+    else:  # nothing held out (holdout_fraction 0): the selected configuration's pre-refit predictions
+        cal_on = "validation_pre_refit"
+        cal_logits, cal_y = val_logits, sess.val.y_np
+    temperature, bias, calibrated = _calibrate(network, cal_logits, cal_y, task.problem_type, cfg.calibration)
+    if calibrated == "bias+temperature":
+        val_logits = np.asarray(val_logits).reshape(len(val_logits), -1) + bias
+        cal_logits = np.asarray(cal_logits).reshape(len(cal_logits), -1) + bias
+        hold_logits = hold_logits + bias
+    threshold, why = None, ""
+    p_val = logits_to_proba(val_logits, task.problem_type, temperature)
+    p_hold = logits_to_proba(hold_logits, task.problem_type, temperature)
+    if task.problem_type == "binary":
+        b = task.business
+        threshold, why = choose_threshold(
+            cal_y,
+            logits_to_proba(cal_logits, task.problem_type, temperature)[:, 1],
+            rule=cfg.threshold,
+            cost_fp=b.cost_false_positive,
+            cost_fn=b.cost_false_negative,
+            prevalence=b.prevalence,
+        )
+        why = why.replace("on validation", f"on {CAL_TEXT[cal_on]}")
+    evaluated_on = {
+        "temperature": cal_on,
+        "val": "validation" if cfg.final_fit == "train" else "validation_pre_refit",
+        "heldout": plan.evaluated_on,
+        "test": "test",
+    }
+    if threshold is not None:
+        evaluated_on["threshold"] = cal_on
+    sess.decide(
+        "final",
+        f"trained the chosen configuration on {fitted_on} for {epochs} epoch(s) "
+        f"({cfg.final_seeds} seed(s)); {_calibration_text(calibrated, temperature, bias, cal_on, len(cal_y))}"
+        + (f"; operating threshold {threshold:.3f}: {why}" if threshold is not None else ""),
+        {
+            "epochs": epochs,
+            "calibration": calibrated,
+            "temperature": temperature,
+            "logit_bias": [float(b) for b in bias],
+            "threshold": threshold,
+            "seeds": cfg.final_seeds,
+            "evaluated_on": evaluated_on,
+        },
+    )
+    model = TrainedModel(
+        spec=spec,
+        network=network,
+        preprocessing=sess.pre,
+        problem_type=task.problem_type,
+        n_outputs=task.n_outputs,
+        label_names=list(task.label_names),
+        temperature=temperature,
+        threshold=threshold,
+        info={
+            "trained_on": cfg.final_fit,
+            "fitted_on": fitted_on,
+            "epochs": epochs,
+            "hparams": hp.as_dict(),
+            "seeds": cfg.final_seeds,
+            "threshold_rule": why,
+            "calibration": calibrated,
+            "calibrated_on": cal_on,
+            "logit_bias": [float(b) for b in bias],
+            INFO_KEY: plan.model_dump(),
+        },
+    )
+    return model, FinalFit(
+        epochs=epochs,
+        fitted_on=fitted_on,
+        n_heldout=len(plan.indices),
+        calibration=calibrated,
+        temperature=temperature,
+        threshold=threshold,
+        threshold_rule=why,
+        evaluated_on=evaluated_on,
+        val_proba=p_val,
+        heldout_proba=p_hold,
+    )
+
+
+CAL_TEXT = {
+    "calibration": "the held-out calibration split (deployed model)",
+    "validation": "validation (deployed model, fitted on train only)",
+    "out_of_fold": "out-of-fold predictions of the k-fold cross-validation",
+    "validation_pre_refit": "validation predictions of the selected configuration before the refit",
+}
+
+
+def _calibrate(
+    network: torch.nn.Module, val_logits: np.ndarray, y_val: np.ndarray, problem_type: str, method: str
+) -> tuple[float, np.ndarray, str]:
+    """Fit the calibration on validation logits; fold a logit offset into ``network``'s head.
+    Returns (temperature, offset, method actually applied)."""
+    k = int(np.asarray(val_logits).reshape(len(val_logits), -1).shape[1])
+    if method == "bias+temperature" and problem_type != "regression":
+        temperature, bias = fit_bias_temperature(val_logits, y_val, problem_type)
+        if fold_logit_bias(network, bias):
+            return temperature, bias, "bias+temperature"
+    return fit_temperature(val_logits, y_val, problem_type), np.zeros(k), "temperature"
+
+
+def _calibration_text(method: str, temperature: float, bias: np.ndarray, on: str, n: int) -> str:
+    where = f"{CAL_TEXT[on]}, {n} samples"
+    if method == "bias+temperature":
+        offs = ", ".join(f"{b:+.3f}" for b in bias)
+        return f"temperature {temperature:.3f} and logit offset [{offs}] fitted on {where} (bias-corrected)"
+    return f"temperature {temperature:.3f} fitted on {where}"

@@ -1,0 +1,72 @@
+"""The Optuna study of the tune phase: opened (or resumed) by its public API only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from closedloop.stages.train.session import TrainSession
+
+
+def n_startup(sess: TrainSession) -> int:
+    return max(2, min(5, (sess.cfg.n_trials or 1) // 3))
+
+
+def storage_url(sess: TrainSession) -> str:
+    return sess.cfg.storage or f"sqlite:///{sess.work / 'study.db'}"
+
+
+def open_study(sess: TrainSession, name: str, seed: int) -> Any:
+    import optuna
+
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup(sess))
+    pruner = optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=max(2, (sess.cfg.max_epochs or 1) // 6), reduction_factor=3
+    )
+    return optuna.create_study(
+        study_name=name,
+        storage=storage_url(sess),
+        direction="maximize",
+        sampler=sampler,
+        pruner=pruner,
+        load_if_exists=True,
+    )
+
+
+def study_for(sess: TrainSession) -> Any:
+    """The session's study. A trial killed mid-way stays RUNNING: the search restarts from a copy
+    without it, so the resumed study's history (and hence every later suggestion and pruning decision)
+    equals an uninterrupted run's."""
+    import optuna
+
+    cfg = sess.cfg
+    base_name = cfg.study_name or f"closedloop-train-{sess.ctx.fingerprint[:12] or 'run'}-seed{sess.ctx.seed}"
+    study = open_study(sess, base_name, sess.ctx.seed)
+    running = optuna.trial.TrialState.RUNNING
+    stale = [t for t in study.get_trials(deepcopy=False) if t.state == running]
+    if stale and cfg.storage is None:
+        finished = [t for t in study.get_trials() if t.state != running]
+        names = set(optuna.get_all_study_names(storage=storage_url(sess)))
+        k = 1
+        while f"{base_name}-resumed{k}" in names:
+            k += 1
+        study = open_study(sess, f"{base_name}-resumed{k}", sess.ctx.seed)
+        study.add_trials(finished)
+        sess.decide(
+            "tune",
+            f"resumed the search: {len(finished)} finished trial(s) kept, {len(stale)} interrupted trial(s) re-run",
+            {},
+        )
+    return study
+
+
+def seeded_sampler(sess: TrainSession, k: int) -> Any:
+    """A fresh sampler seeded by the trial's index: suggestions depend on the finished history only."""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=sess.ctx.seed * 1000 + k, n_startup_trials=n_startup(sess))
+
+
+def intermediate_values(study: Any, trial: Any) -> list[float]:
+    """The scores ``trial`` reported so far (public API: the study's frozen copy of the trial)."""
+    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+    return list(frozen.intermediate_values.values())

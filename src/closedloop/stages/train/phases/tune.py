@@ -1,0 +1,375 @@
+"""Phase 4: regularize and tune - an Optuna search over the knobs of :mod:`..knobs` on validation, with
+successive-halving pruning, inside the phase's time budget; then the knob ablation (:mod:`.ablation`).
+Resumable: finished trials live in the study database (:mod:`.study`)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from closedloop.core.errors import StageFailedError
+from closedloop.models.trained import logits_to_proba
+from closedloop.stages.train import knobs as K
+from closedloop.stages.train import plots
+from closedloop.stages.train.engine import NonFiniteLossError
+from closedloop.stages.train.outcomes import ScaleUpOutcome, Skipped, TrialRow, TuneOutcome
+from closedloop.stages.train.phases import study as S
+from closedloop.stages.train.phases.ablation import knob_ablation
+from closedloop.stages.train.phases.base import Phase
+from closedloop.stages.train.phases.beat_baseline import EPOCH_SECONDS
+from closedloop.stages.train.phases.scale_up import rung_seconds
+from closedloop.stages.train.phases.space import search_space, split_params, unregularized
+from closedloop.stages.train.session import (
+    TrainSession,
+    flat,
+    rung_logits_file,
+    selection_value,
+    trial_logits_file,
+)
+
+
+class Tune(Phase):
+    name = "tune"
+    budget_share = 0.40
+    outcome = TuneOutcome
+
+    def run(self, sess: TrainSession) -> TuneOutcome:
+        ladder = sess.get(ScaleUpOutcome)
+        if ladder is None:
+            raise StageFailedError("train: the tune phase needs the scale_up phase's outcome")
+        path = sess.work / rung_logits_file(ladder.chosen)
+        return tune(sess, ladder.params, np.load(path) if path.is_file() else None)
+
+    def report(self, outcome: Any, timings: dict[str, float]) -> list[Any]:
+        from closedloop.report.blocks import KeyValues, Paragraph, Table
+
+        t = outcome
+        body: list[Any] = [
+            KeyValues(
+                {k: (round(v, 5) if isinstance(v, float) else v) for k, v in t["knobs"].items()},
+                title="Chosen values",
+            )
+        ]
+        if t.get("importance"):
+            body.append(
+                KeyValues({k: round(v, 3) for k, v in t["importance"].items()}, title="Knob importance")
+            )
+        if t.get("knob_gains"):
+            body.append(Table(knob_gain_rows(t["knob_gains"]), title=KNOB_GAINS_TITLE))
+        not_ablated: dict[str, list[str]] = {}
+        for g in t.get("knob_gains_skipped", []):
+            not_ablated.setdefault(g["reason"], []).append(g["knob"])
+        body.extend(Paragraph(f"Not ablated ({why}): {', '.join(ks)}.") for why, ks in not_ablated.items())
+        body.append(
+            Paragraph(
+                f"{t['n_trials']} trials: {t['n_complete']} complete, {t['n_pruned']} pruned, {t['n_failed']} failed."
+            )
+        )
+        return body
+
+
+def _epoch_seconds(sess: TrainSession, ladder: ScaleUpOutcome | None) -> float:
+    """Seconds per epoch seen so far (sizes the smallest useful trial; a budget input, not an artifact)."""
+    t = sess.ctx.timings
+    epoch_s = max(t.get(EPOCH_SECONDS, 1.0), 0.05)
+    if ladder is not None and ladder.rungs:
+        rung_s = t.get(rung_seconds(ladder.rung.rung), 0.0)
+        epoch_s = max(epoch_s, rung_s / max(sess.cfg.ladder_epochs or 1, 1))
+    return epoch_s
+
+
+def tune(sess: TrainSession, model_params: dict[str, Any], ladder_logits: np.ndarray | None) -> TuneOutcome:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cfg, eng, task = sess.cfg, sess.engine, sess.task
+    max_epochs = cfg.max_epochs or 1
+    space = search_space(sess)
+    study = S.study_for(sess)
+    deadline = sess.deadline("tune")
+    ladder = sess.get(ScaleUpOutcome)
+    epoch_s = _epoch_seconds(sess, ladder)
+    min_epochs = max(2, max_epochs // 6)
+    n_trials = cfg.n_trials or 1
+    remaining = deadline - time.time()
+    forced_epochs: int | None = None
+    if remaining < epoch_s * min_epochs and not [t for t in study.trials if t.state.is_finished()]:
+        n_trials = 1
+        space = {k: v for k, v in space.items() if k != "epochs"}
+        # no seconds in the decision: it enters the evaluation artifact (the numbers are in ctx.timings)
+        sess.decide(
+            "tune",
+            f"the time budget left for tuning is too small for one trial of {min_epochs} epochs: running the "
+            f"minimum - one trial with the default regularization for {min_epochs} epochs",
+            {"min_epochs": min_epochs},
+        )
+        sess.note_time("tune seconds left at start", max(remaining, 0.0))
+        study.enqueue_trial(K.default_trial(space))
+        forced_epochs = min_epochs
+    elif not study.trials:
+        study.enqueue_trial(K.default_trial(space, lr=sess.base_hp.lr, max_epochs=max_epochs))
+    # trials finished before a crash were recorded in the ledger by the interrupted run: count them
+    sess.n_configs += len([t for t in study.trials if t.state.is_finished()])
+    failures: list[dict[str, Any]] = []
+    while True:
+        done = [t for t in study.trials if t.state.is_finished()]
+        if len(done) >= n_trials:
+            break
+        if done and time.time() > deadline:
+            sess.decide(
+                "tune", f"tuning time budget spent after {len(done)} trial(s) (of {n_trials} planned)", {}
+            )
+            break
+        k = len(done)
+        study.sampler = S.seeded_sampler(sess, k)
+        trial = study.ask()
+        knobs = K.suggest(trial, space)
+        if forced_epochs is not None:
+            knobs["epochs"] = forced_epochs
+        mp, hp = split_params(sess, model_params, knobs)
+        seed = sess.ctx.seed * 1000 + k
+        try:
+            net = sess.build(mp, seed)
+
+            def report(epoch: int, rec: dict[str, float], trial: Any = trial) -> None:
+                ev = {m.removeprefix("val_"): v for m, v in rec.items() if m.startswith("val_")}
+                trial.report(eng.selection_score(ev), epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+
+            res = eng.fit(net, sess.train, sess.val, hp, seed=seed, on_epoch=report, deadline=deadline)
+        except optuna.TrialPruned:
+            vals = S.intermediate_values(study, trial)
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            best_v = selection_value(eng, max(vals)) if vals else None
+            sess.record(
+                f"tuning trial {k} (pruned)",
+                {"model": mp, **flat(knobs)},
+                {task.primary_metric: best_v, "status": "pruned"},
+            )
+            continue
+        except NonFiniteLossError as exc:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            failures.append({"trial": k, "knobs": knobs, "reason": str(exc)})
+            sess.decide("tune", f"trial {k} stopped: {exc}; recorded and continuing", {"knobs": knobs})
+            sess.record(
+                f"tuning trial {k} (failed)",
+                {"model": mp, **flat(knobs)},
+                {task.primary_metric: None, "status": "non-finite loss"},
+            )
+            continue
+        trial.set_user_attr("best_epoch", res.best_epoch)
+        trial.set_user_attr("stopped", res.stopped)
+        trial.set_user_attr("history", res.history)
+        trial.set_user_attr("k", k)
+        sess.save_logits(trial_logits_file(trial.number), res.val_logits)
+        study.tell(trial, res.best_score)
+        sess.record(
+            f"tuning trial {k}",
+            {"model": mp, **flat(knobs)},
+            {
+                task.primary_metric: selection_value(eng, res.best_score),
+                "best_epoch": res.best_epoch,
+                "status": "complete",
+            },
+        )
+    return choose(sess, study, model_params, ladder_logits, space, forced_epochs, failures, deadline)
+
+
+def choose(
+    sess: TrainSession,
+    study: Any,
+    model_params: dict[str, Any],
+    ladder_logits: np.ndarray | None,
+    space: K.Space,
+    forced_epochs: int | None,
+    failures: list[dict[str, Any]],
+    deadline: float,
+) -> TuneOutcome:
+    """Pick the best complete trial (or keep the unregularized rung when no trial beats it), with its
+    evidence: figures, knob importance, the gain over the rung and the knob ablation."""
+    import optuna
+
+    cfg, eng, task = sess.cfg, sess.engine, sess.task
+    complete_state = optuna.trial.TrialState.COMPLETE
+    complete = [t for t in study.trials if t.state == complete_state]
+    if not complete:
+        raise StageFailedError(
+            "train: no tuning trial finished (all pruned or failed: "
+            + "; ".join(f["reason"] for f in failures[:3])
+            + "). Lower the learning rate range or check the data."
+        )
+    best = max(complete, key=lambda t: (t.value, -t.number))
+    knobs = dict(best.params)
+    if forced_epochs is not None:
+        knobs["epochs"] = forced_epochs
+    mp, hp = split_params(sess, model_params, knobs)
+    best_logits = sess.load_logits(trial_logits_file(best.number))
+    values = [selection_value(eng, t.value) if t.state == complete_state else None for t in study.trials]
+    plots.trials(
+        sess.figure("trials.png", "Validation score of each tuning trial", "tune"),
+        values,
+        task.primary_metric,
+    )
+    best_hist = best.user_attrs.get("history", [])
+    sess.curves["best trial"] = best_hist
+    plots.curves(
+        sess.figure("best_trial.png", "Best tuning trial: train/val loss and validation metric", "tune"),
+        {"best trial": best_hist},
+        "Best trial",
+        eng.metric,
+    )
+    importance = _importance(sess, study, complete)
+    gain = _gain(sess, best_logits, ladder_logits)
+    n_done = len([t for t in study.trials if t.state.is_finished()])
+    chosen_value = selection_value(eng, best.value)
+    logits_file = trial_logits_file(best.number)
+    best_epoch = int(best.user_attrs.get("best_epoch") or hp.epochs)
+    ladder = sess.get(ScaleUpOutcome)
+    rung = ladder.rung if ladder is not None and ladder.rungs else None
+    fallback = (
+        rung is not None and rung.score is not None and rung.score > best.value and ladder_logits is not None
+    )
+    knob_gains: dict[str, Any] = {}
+    skipped: list[Skipped] = []
+    if fallback and rung is not None and ladder is not None:
+        # regularization did not help on validation: keep the unregularized capacity rung, say so
+        sess.decide(
+            "tune",
+            f"no tuning trial beat the unregularized capacity rung on validation ({task.primary_metric} "
+            f"{rung.val_metric:.4f} vs {chosen_value:.4f}): keeping the rung's configuration",
+            {"rung": rung.rung, "best_trial": best.user_attrs.get("k", best.number)},
+        )
+        knobs = {}
+        mp = dict(model_params)
+        hp = unregularized(sess, int(rung.best_epoch))
+        best_epoch, chosen_value, logits_file = (
+            rung.best_epoch,
+            rung.val_metric,
+            rung_logits_file(ladder.chosen),
+        )
+        # the kept rung has no tuned value to reset: nothing to ablate
+        why = "the unregularized capacity rung was kept: no tuned value to reset"
+        skipped = [Skipped(knob=k, reason=why) for k in space] if cfg.ablate_knobs else []
+    else:
+        knob_gains, skipped = knob_ablation(
+            sess,
+            model_params,
+            knobs,
+            space,
+            importance,
+            best_logits,
+            seed=sess.ctx.seed * 1000 + int(best.user_attrs.get("k", best.number)),
+            deadline=deadline,
+        )
+        gain_txt = (
+            f"; against the unregularized capacity rung it changes validation {task.primary_metric} by "
+            f"{gain['delta']:+.4f} (95% CI [{gain['ci95'][0]:+.4f}, {gain['ci95'][1]:+.4f}], optimistic: chosen on the same data)"
+            if gain and "delta" in gain
+            else ""
+        )
+        sess.decide(
+            "tune",
+            f"chose trial {best.user_attrs.get('k', best.number)} among {n_done} tuning trials "
+            f"(validation {task.primary_metric} {chosen_value:.4f}, best epoch {best_epoch})" + gain_txt,
+            {"knobs": knobs, "importance": importance},
+        )
+    return TuneOutcome(
+        model_params=mp,
+        hparams=hp.as_dict(),
+        knobs=knobs,
+        best_epoch=best_epoch,
+        val_metric=chosen_value,
+        val_logits_file=logits_file,
+        n_trials=n_done,
+        n_complete=len(complete),
+        n_pruned=len([t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]),
+        n_failed=len(failures),
+        failures=failures,
+        importance=importance,
+        gain_vs_unregularized=gain,
+        knob_gains=knob_gains,
+        knob_gains_skipped=skipped,
+        trials=[
+            TrialRow(
+                trial=i,
+                state=t.state.name,
+                value=values[i],
+                params=t.params,
+                best_epoch=t.user_attrs.get("best_epoch"),
+            )
+            for i, t in enumerate(study.trials)
+        ],
+        best_trial_number=best.number,
+        space={k: d.as_list() for k, d in space.items()},
+    )
+
+
+def _importance(sess: TrainSession, study: Any, complete: list[Any]) -> dict[str, float]:
+    """fANOVA knob importance (needs three varied, finished trials)."""
+    import optuna
+
+    importance: dict[str, float] = {}
+    if len(complete) < 3:
+        return importance
+    try:
+        importance = {
+            k: float(v)
+            for k, v in optuna.importance.get_param_importances(
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+            ).items()
+        }
+        plots.importance(sess.figure("importance.png", "Knob importance (fANOVA)", "tune"), importance)
+    except Exception as exc:  # importance needs varied, finished trials
+        sess.ctx.logger.info("train: knob importance unavailable: %s", exc)
+    return importance
+
+
+def _gain(
+    sess: TrainSession, best_logits: np.ndarray, ladder_logits: np.ndarray | None
+) -> dict[str, Any] | None:
+    """The chosen trial against the unregularized rung on validation (paired; optimistic)."""
+    if ladder_logits is None:
+        return None
+    task = sess.task
+    try:
+        from closedloop.stats.paired import compare
+
+        return compare(
+            task.primary_metric,
+            sess.val.y_np,
+            logits_to_proba(best_logits, task.problem_type),
+            logits_to_proba(ladder_logits, task.problem_type),
+            task.problem_type,
+            seed=sess.ctx.seed,
+            convention=task.metric_convention,
+        ).to_dict()
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+KNOB_GAINS_TITLE = (
+    "What each knob bought: validation difference, chosen configuration minus the same configuration "
+    "retrained with that one knob reset (paired bootstrap; optimistic, chosen on the same data)"
+)
+
+
+def knob_gain_rows(gains: dict[str, Any]) -> list[dict[str, Any]]:
+    """Report rows of the tune phase's knob ablation."""
+
+    def r(v: Any) -> Any:
+        return round(v, 5) if isinstance(v, float) else v
+
+    return [
+        {
+            "knob": k,
+            "importance": None if g.get("importance") is None else round(g["importance"], 3),
+            "chosen": r(g["chosen"]),
+            "neutral": r(g["neutral"]),
+            f"Δ {g['metric']}": None if g["delta"] is None else round(g["delta"], 4),
+            "95% CI": None if g["ci95"] is None else f"[{g['ci95'][0]:+.4f}, {g['ci95'][1]:+.4f}]",
+        }
+        for k, g in gains.items()
+    ]

@@ -1,0 +1,125 @@
+"""The train stage's report blocks and summary.json view, built from the evaluation artifact and the
+stage's timings (``ctx.timings``: phase and rung wall times are not in the artifact)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from closedloop.stages.train.phases.base import Phase
+    from closedloop.stages.train.stage import EvaluationReport
+
+TITLES = {
+    "setup": "Setup",
+    "sanity": "1. Sanity: overfit one batch",
+    "beat_baseline": "2. Beat the baseline",
+    "scale_up": "3. Scale up until it overfits",
+    "lr_finder": "LR range test",
+    "tune": "4. Regularize and tune",
+    "final": "5. Final fit and test",
+}
+
+
+def report_blocks(ev: EvaluationReport, phases: list[Phase], timings: dict[str, float]) -> list[Any]:
+    """Headline (baseline verdict, test table, evaluated_on), then one section per phase: its
+    decisions, figures and the blocks the phase itself adds."""
+    from closedloop.report.blocks import Callout, Figure, KeyValues, Paragraph, Section, Table
+    from closedloop.stages.audit.rerank import review_blocks
+
+    figs: dict[str, list[Any]] = {}
+    for f in ev.figures:
+        figs.setdefault(f["phase"], []).append(Figure(f["path"], f["caption"]))
+    by_phase: dict[str, list[dict[str, Any]]] = {}
+    for d in ev.decisions:
+        by_phase.setdefault(d["phase"], []).append(d)
+
+    blocks: list[Any] = []
+    bb = ev.beats_baseline
+    if bb is not None:
+        blocks.append(Callout(bb["sentence"], "ok" if bb.get("significant") else "warning"))
+    else:
+        blocks.append(
+            Callout("No baseline was wired into this stage: the model is not compared with one.", "warning")
+        )
+    on = ev.evaluated_on
+    val_col = EVALUATED_ON_TEXT.get(on.get("val", "validation"), "validation")
+    hold_col = EVALUATED_ON_TEXT.get(on.get("heldout", ""), "held-out")
+
+    def ci(d: dict[str, Any] | None, k: str) -> str | None:
+        if not d or k not in d:
+            return None
+        v = d[k]
+        return f"{v['value']:.4f} [{v['ci95'][0]:.4f}, {v['ci95'][1]:.4f}]"
+
+    blocks.append(
+        Table(
+            [
+                {
+                    "metric": k,
+                    "test": round(v["value"], 4),
+                    "95% CI": f"[{v['ci95'][0]:.4f}, {v['ci95'][1]:.4f}]",
+                    val_col: round(ev.val[k]["value"], 4) if k in ev.val else None,
+                    hold_col: ci(ev.heldout, k),
+                }
+                for k, v in ev.test.items()
+            ],
+            title="Test metrics (test set opened once) and the data each other column was computed on",
+        )
+    )
+    if on:
+        blocks.append(
+            KeyValues(
+                {fig: f"{o} ({EVALUATED_ON_TEXT.get(o, o)})" for fig, o in on.items()},
+                title="evaluated_on: which data each figure was computed on",
+            )
+        )
+    if ev.heldout_note:
+        blocks.append(Paragraph(f"Held-out split: {ev.heldout_note}."))
+    blocks.append(Paragraph(selection_text(ev)))
+    extra: dict[str, list[Any]] = {}
+    for p in phases:
+        if p.name in ev.phases:
+            extra.setdefault(p.section or p.name, []).extend(p.report(ev.phases[p.name], timings))
+    for phase, title in TITLES.items():
+        body = [Paragraph(d["decision"]) for d in by_phase.get(phase, [])] + figs.get(phase, [])
+        body += extra.get(phase, [])
+        if body:
+            blocks.append(Section(title, body))
+    review = None if ev.label_review is None else ev.label_review.model_dump(mode="json")
+    return blocks + review_blocks(review)
+
+
+EVALUATED_ON_TEXT = {
+    "calibration": "held-out calibration split (deployed model, never trained on)",
+    "validation": "validation (deployed model fitted on train only)",
+    "validation_pre_refit": "validation (selected configuration before the refit)",
+    "out_of_fold": "out-of-fold (k-fold cross-validation on train+val)",
+    "trained_on": "trained-on data (nothing held out)",
+    "test": "test (opened once)",
+}
+
+
+def selection_text(ev: EvaluationReport) -> str:
+    """The validation side of the evidence: "selected among N" and how optimistic that makes the score."""
+    text = f"Selected among {ev.n_configs} configurations evaluated on validation"
+    sel = ev.selection
+    if not sel:
+        return text + " (selection bias not estimated)."
+    expect = "about" if sel["winner_is_best"] else "at least about"
+    how = (
+        "" if sel["winner_is_best"] else " (it was chosen by cross-validation, not as the best on validation)"
+    )
+    return (
+        f"{text}. Winner's validation {sel['metric']}: {sel['winner_value']:.4f}{how}, estimated selection bias "
+        f"{sel['optimism']:+.4f} (bootstrap of the selection among the {sel['n_candidates']} candidates with "
+        f"saved predictions, on {sel['n_validation']} validation cases): expect {expect} "
+        f"{sel['corrected_value']:.4f} on new data. The search is corrected for here, on validation; the "
+        "test comparison above is a single declared comparison and needs no correction for it."
+    )
+
+
+def cv_summary(cv: dict[str, Any] | None) -> dict[str, Any] | None:
+    """summary.json view of the cross-validated selection (None when it did not run)."""
+    if not cv or not cv.get("candidates"):
+        return None
+    return {k: cv[k] for k in ("protocol", "folds", "repeats", "chosen", "candidates")}

@@ -1,0 +1,94 @@
+"""The training package's parts without a training run: the knob registry and what is derived from
+it, the phase budget table, typed outcomes."""
+
+from __future__ import annotations
+
+import pytest
+
+from closedloop.core.errors import ConfigError
+from closedloop.stages.train import knobs as K
+from closedloop.stages.train.driver import budget_table
+from closedloop.stages.train.engine import HParams
+from closedloop.stages.train.outcomes import TuneOutcome
+from closedloop.stages.train.phases import PHASES
+from closedloop.stages.train.phases.base import Phase
+from closedloop.stages.train.phases.sanity import Sanity
+
+IMAGES = K.SpaceContext(lr=3e-3, max_epochs=9, problem_type="binary", input_kind="images", family="small_cnn")
+
+
+def test_search_space_default_trial_and_neutral_values_come_from_the_registry() -> None:
+    space = K.search_space(IMAGES, K.ALL_KNOBS)
+    assert list(space) == [k.name for k in K.KNOBS]  # images + classification: every knob applies
+    assert space["lr"].as_list() == ["float", pytest.approx(3e-4), pytest.approx(9e-3), True]
+    assert space["epochs"].as_list() == ["int", 3, 9, False]
+    table = K.SpaceContext(**{**IMAGES.model_dump(), "input_kind": "table", "problem_type": "regression"})
+    assert set(K.search_space(table, K.ALL_KNOBS)) == {"lr", "weight_decay", "dropout", "l1", "epochs"}
+    assert list(K.search_space(IMAGES, ["l1", "lr"])) == ["lr", "l1"]  # allowed filters, order kept
+    first = K.default_trial(space, lr=3e-3, max_epochs=9)
+    assert first == {
+        "weight_decay": 1e-4,
+        "dropout": 0.1,
+        "l1": 1e-8,
+        "strength": 0.5,
+        "label_smoothing": 0.0,
+        "mixup": 0.0,
+        "lr": 3e-3,
+        "epochs": 9,
+    }
+    assert "lr" not in K.default_trial(space)  # the minimum trial samples lr
+    neutral = K.neutral_values(3e-3, 9)
+    assert neutral["lr"] == 3e-3 and neutral["epochs"] == 9 and neutral["dropout"] == 0.0
+
+
+def test_split_params_sends_each_knob_where_the_registry_says() -> None:
+    mp, hp = K.split_params(
+        HParams(),
+        {"width": 8},
+        {"dropout": 0.3, "lr": 0.01, "epochs": 4.0, "strength": 0.7},
+        patience=2,
+        max_epochs=9,
+    )
+    assert mp == {"width": 8, "dropout": 0.3}
+    assert hp.lr == 0.01 and hp.epochs == 4 and isinstance(hp.epochs, int) and hp.patience == 2
+    assert hp.augment.strength == 0.7 and "dropout" not in hp.as_dict()
+    _, hp = K.split_params(HParams(), {}, {}, patience=None, max_epochs=9)
+    assert hp.epochs == 9  # no epochs knob: the configured maximum
+
+
+def test_a_family_without_dropout_is_not_given_one() -> None:
+    custom = K.SpaceContext(**{**IMAGES.model_dump(), "family": "tests.toy_pkg:no_such_builder"})
+    # a family the registry cannot resolve is built by the stage's own hook: assumed to take it
+    assert "dropout" in K.search_space(custom, K.ALL_KNOBS)
+
+
+def test_budget_shares_must_add_up_and_an_unknown_phase_has_no_deadline() -> None:
+    phases = [p() for p in PHASES]
+    table = budget_table(phases)
+    assert list(table) == [p.name for p in phases] and sum(table.values()) == pytest.approx(1.0)
+
+    class Extra(Phase):
+        name = "extra"
+        budget_share = 0.1
+        outcome = TuneOutcome
+
+        def run(self, sess):  # pragma: no cover - never run
+            raise AssertionError
+
+    with pytest.raises(ConfigError, match="add up to 1.100"):
+        budget_table([*phases, Extra()])
+    with pytest.raises(ConfigError, match="share a name"):
+        budget_table([Sanity(), Sanity()])
+
+
+def test_deadline_of_a_phase_missing_from_the_table_is_an_error(binary_digits, binary_task, tmp_path) -> None:
+    from closedloop.stages.train import TrainModel
+
+    from .conftest import TINY, make_ctx
+
+    stage = TrainModel(**TINY)
+    sess = stage.make_session(stage.Inputs(data=binary_digits, task=binary_task), make_ctx(tmp_path))
+    assert sess.deadline("final") == pytest.approx(sess.t0 + sess.budget_s)
+    assert sess.deadline("cross_validate") == sess.deadline("tune")  # shares the tune phase's time
+    with pytest.raises(ConfigError, match="'polish' has no share"):
+        sess.deadline("polish")
