@@ -3,6 +3,9 @@
 Endpoints: the Open Inference Protocol V2 (``/v2/...``), ``/predict`` and ``/feedback`` for people,
 ``/monitor`` and ``/metrics`` for operators, ``/admin/promote`` and ``/admin/rollback`` (localhost only).
 Every error is JSON ``{"error": "..."}`` naming the problem. See docs/serving.md.
+
+Over 400 lines but one idea: the HTTP surface. Every route is thin; the logic lives in service.py,
+protocol.py, routing.py and requestlog.py.
 """
 
 # No "from __future__ import annotations": FastAPI reads the route signatures, whose types are imported

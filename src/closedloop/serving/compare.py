@@ -12,6 +12,9 @@
 The recommendation applies the rule of ``closedloop retrain`` (:func:`promotion_rule`): promote
 only when the challenger is better, significantly (one-sided p < alpha), and meets every acceptance
 bar of the task on the labeled rows and the latency constraint (p95 of its logged calls).
+
+Over 400 lines but one idea: champion vs challenger from the log (joining, statistics, the decision,
+its text and HTML).
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ the calibrated alarm threshold conservative, never looser.
 Example:
     >>> live = LiveMonitor("runs/pneumonia/20261130-201500-1a2b3c4d", "logs/")   # doctest: +SKIP
     >>> s = live.status(); s.level, s.p_values, s.estimated, s.realized          # doctest: +SKIP
+
+Over 400 lines but one idea: the torch-free live window over the log (cache, tail, tests, estimate).
 """
 
 from __future__ import annotations

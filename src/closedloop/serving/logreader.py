@@ -12,6 +12,8 @@ Example:
     >>> log = read_log("logs/")                                  # doctest: +SKIP
     >>> log.champion.proba.shape, log.champion.inputs.shape      # doctest: +SKIP
     >>> log.champion.feedback[:5]                                # doctest: +SKIP
+
+Over 400 lines but one idea: reading and validating the request-log format.
 """
 
 from __future__ import annotations

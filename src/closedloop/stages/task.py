@@ -3,6 +3,9 @@
 Everything not declared is inferred from the data, and each inference is recorded in
 ``TaskSpec.inferred`` so the report can say *why* (e.g. "primary metric pr_auc: minority class is 7%").
 A declaration that contradicts the data (binary declared, 5 classes found) is an error.
+
+Over 400 lines but one idea: the task definition (its config, the inference of what was not declared,
+and its report).
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ Example:
     >>> result = monitor.check(images)                                      # doctest: +SKIP
     >>> result["alert"], result["p_values"], result["estimated"]            # doctest: +SKIP
     >>> stream = monitor.check_stream(images, window=200)                   # doctest: +SKIP
+
+Over 400 lines but one idea: checking windows of production data against the reference.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ the queue on copies of one uncertain image, since copies share its score.
 
 A new strategy: subclass :class:`QueueStrategy`, set ``key``, ``description`` (and ``Config`` for
 its parameters) and implement ``select``; the class registers itself.
+
+Over 400 lines but one idea (choosing what to label): each strategy is a short class; splitting them
+would scatter one registry.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""The pipeline stage that builds the reference profile (``kind: monitor``)."""
+"""The pipeline stage that builds the reference profile (``kind: monitor``).
+
+Over 400 lines but one idea: building the reference profile; most of it is the stage's report.
+"""
 
 from __future__ import annotations
 

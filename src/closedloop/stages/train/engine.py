@@ -5,6 +5,8 @@ Data stay ``uint8`` tensors (images, NCHW) in memory; a batch is an index slice,
 augmented and normalized on the batch. Every random draw of the loop (shuffling, augmentation, mixup)
 comes from one ``torch.Generator`` whose state is checkpointed with the model, optimizer, scheduler
 and global RNG after every epoch, so a run killed mid-training resumes to the same result.
+
+Over 400 lines but one idea: the training loop (the only place that iterates over batches).
 """
 
 from __future__ import annotations
