@@ -3,6 +3,8 @@ own directory on sys.path, so ``from conftest import ...`` could find the wrong 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from closedloop.data.bundle import DatasetBundle, DatasetMeta, Split
@@ -23,3 +25,21 @@ def digits_bundle(n_per_split: tuple[int, int, int] = (400, 150, 150), seed: int
         name="digits", source="test", kind="images", label_names=[str(i) for i in range(10)], n_channels=1
     )
     return DatasetBundle(meta=meta, splits={k: Split(X=X[v], y=y[v]) for k, v in parts.items()})
+
+
+#: train-stage params for a seconds-long, deterministic run on tiny data
+TINY_TRAIN: dict[str, Any] = {
+    "preset": "quick",
+    "budget_minutes": 30,  # the trial count, not the clock, ends each phase (deterministic)
+    "ladder": [{"width": 4, "depth": 1}, {"width": 8, "depth": 1}],
+    "baseline_epochs": 1,
+    "ladder_epochs": 3,
+    "n_trials": 2,
+    "max_epochs": 3,
+    "sanity_steps": 80,
+    "sanity_lr": 0.01,
+    "batch_size": 64,
+    "min_steps_per_epoch": 0,
+    "n_bootstrap": 200,
+    "threads": 1,
+}

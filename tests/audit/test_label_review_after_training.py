@@ -15,23 +15,9 @@ from closedloop.models.trained import logits_to_proba
 from closedloop.stages.audit.rerank import FILE, rerank_label_issues
 from closedloop.stages.task import DefineTaskConfig, build_task_spec
 from closedloop.stages.train.stage import TrainModel
+from common_data import TINY_TRAIN
 
-TINY = {
-    "preset": "quick",
-    "budget_minutes": 30,
-    "ladder": [{"width": 4, "depth": 1}, {"width": 8, "depth": 1}],
-    "baseline_epochs": 1,
-    "ladder_epochs": 3,
-    "n_trials": 2,
-    "max_epochs": 3,
-    "sanity_steps": 80,
-    "sanity_lr": 0.01,
-    "batch_size": 64,
-    "min_steps_per_epoch": 0,
-    "n_bootstrap": 200,
-    "threads": 1,
-    "cv_candidates": 1,
-}
+TINY = {**TINY_TRAIN, "cv_candidates": 1}
 
 
 def digits_0_vs_1(flips: np.ndarray) -> DatasetBundle:

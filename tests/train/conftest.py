@@ -11,22 +11,9 @@ import pytest
 from closedloop.core.ledger import TestLedger, ValidationLedger
 from closedloop.core.stage import RunContext
 from closedloop.data.bundle import DatasetBundle, DatasetMeta, Split
+from common_data import TINY_TRAIN
 
-TINY: dict[str, Any] = {
-    "preset": "quick",
-    "budget_minutes": 30,  # the trial count, not the clock, ends each phase (deterministic)
-    "ladder": [{"width": 4, "depth": 1}, {"width": 8, "depth": 1}],
-    "baseline_epochs": 1,
-    "ladder_epochs": 3,
-    "n_trials": 2,
-    "max_epochs": 3,
-    "sanity_steps": 80,
-    "sanity_lr": 0.01,
-    "batch_size": 64,
-    "min_steps_per_epoch": 0,
-    "n_bootstrap": 200,
-    "threads": 1,
-}
+TINY: dict[str, Any] = TINY_TRAIN  # shared with tests outside tests/train (tests/common_data.py)
 
 
 def digits_bundle(
