@@ -144,3 +144,29 @@ def test_bad_tracking_uri_loses_nothing(uri: str, expected: str, runs_dir: Path)
     assert "Tracking (mlflow) failed" in report
     for f in ("config.yaml", "manifest.json", "summary.json", "report.html"):
         assert (res.run_dir / f).is_file()
+
+
+def test_helper_process_forwards_calls_and_errors(store: str, tmp_path: Path) -> None:
+    """MLflow runs in a helper process during a pipeline run: results and errors come back as they would
+    in-process, and a helper that died is reported, not waited on."""
+    from closedloop.tracking.worker import RemoteTrackerError, TrackerProcess
+
+    proc = TrackerProcess(TrackingSpec(backend="mlflow", uri=store))
+    try:
+        assert proc.call("uri") == store
+        run_id = proc.call("start", "helper-exp", "r1", {"k": "v"})
+        proc.call("log_metrics", {"a/b": 1.5}, None)
+        proc.call("finish", True)
+        assert _client(store).get_run(run_id).data.metrics["a/b"] == 1.5
+    finally:
+        proc.close()
+
+    bad = TrackerProcess(TrackingSpec(backend="mlflow", uri="mlfow://typo"))
+    with pytest.raises(RemoteTrackerError, match="unknown scheme 'mlfow'") as err:
+        bad.call("start", "e", "r", {})
+    assert err.value.kind == "ConfigError"
+    bad._proc.kill()
+    bad._proc.wait()
+    with pytest.raises(RemoteTrackerError, match="helper process ended"):
+        bad.call("url")
+    bad.close()

@@ -239,7 +239,6 @@ class Pipeline:
         fp = self.fingerprint()
         from closedloop.tracking.run import prepare_tracking, track_run
 
-        prepare_tracking(self.tracking)  # the tracking library loads in the background while stages run
         if resume is not None:
             run_dir = Path(resume)
             if not (run_dir / MANIFEST).is_file():
@@ -259,6 +258,7 @@ class Pipeline:
                 claim_out_dir(Path(out), fp) if out is not None else new_run_dir(self.runs_dir, self.name, fp)
             )
             run_id = run_dir.name
+        tracker_process = prepare_tracking(self.tracking)  # the tracking library loads while stages run
         if progress is None:
             progress = sys.stderr.isatty() and not os.environ.get("CI")
         needed = self._needed_for(only) if only else {s.name for s in self.stages}
@@ -352,7 +352,7 @@ class Pipeline:
 
         # Experiment tracking (when configured) logs the finished run, then the files are written with
         # its outcome in them; a tracking failure is reported there and never stops the run.
-        track_run(self.tracking, run_dir, summary, self.resolved_config(), write_outputs)
+        track_run(self.tracking, run_dir, summary, self.resolved_config(), write_outputs, tracker_process)
         return RunResult(run_dir, summary, outputs)
 
 

@@ -42,13 +42,17 @@ class Tracker:
     Any exception a method raises is caught by the caller and reported as "tracking failed".
     """
 
+    out_of_process: bool = False
+    """True: a pipeline run talks to this backend through a helper process (its library is heavy to
+    import; see :mod:`closedloop.tracking.worker`). The class must then live in an importable module."""
+
     def __init__(self, spec: TrackingSpec) -> None:
         self.spec = spec
 
     @classmethod
     def prepare(cls) -> None:
-        """Called in a background thread when a run starts: load heavy libraries early (no I/O to the
-        tracking store, no state shared with the run)."""
+        """Called when a run starts, in a background thread or the helper process: load heavy libraries
+        early (no I/O to the tracking store, no state shared with the run)."""
 
     def start(self, experiment: str, run_name: str, tags: dict[str, str]) -> str | None:
         """Open a run; return its id (``None`` when the backend has no runs)."""

@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict
@@ -22,6 +22,9 @@ from pydantic import BaseModel, ConfigDict
 from closedloop.core.config import TrackingSpec
 from closedloop.core.io import read_json
 from closedloop.tracking.base import TRACKERS, Tracker
+
+if TYPE_CHECKING:
+    from closedloop.tracking.worker import TrackerProcess
 
 log = logging.getLogger("closedloop")
 
@@ -158,22 +161,42 @@ def model_files(run_dir: Path) -> list[Path]:
     return files
 
 
-def prepare_tracking(spec: TrackingSpec | None) -> None:
-    """Start loading the backend's library in a background thread while the stages run."""
+def prepare_tracking(spec: TrackingSpec | None) -> TrackerProcess | None:
+    """Start loading the backend's library while the stages run: in a helper process for a backend
+    marked ``out_of_process`` (returned; pass it to :func:`track_run`), else in a background thread."""
     if spec is None or spec.backend == "none":
-        return
+        return None
+    try:
+        cls = TRACKERS.resolve(spec.backend)
+        if cls.out_of_process:
+            from closedloop.tracking.worker import TrackerProcess
+
+            return TrackerProcess(spec)
+    except Exception:  # the tracking call itself reports any problem
+        return None
     import threading
 
     def load() -> None:
-        with contextlib.suppress(Exception):  # the tracking call itself reports any problem
-            TRACKERS.resolve(spec.backend).prepare()
+        with contextlib.suppress(Exception):
+            cls.prepare()
 
     threading.Thread(target=load, name="closedloop-tracking-prepare", daemon=True).start()
+    return None
 
 
-def make_tracker(spec: TrackingSpec) -> Tracker:
+def make_tracker(spec: TrackingSpec, process: TrackerProcess | None = None) -> Tracker:
+    """The configured backend, or its stand-in talking to ``process`` when one was prepared."""
+    if process is not None:
+        from closedloop.tracking.worker import RemoteTracker
+
+        return RemoteTracker(spec, process)
     cls = TRACKERS.resolve(spec.backend, where="tracking.backend")
     return cls(spec)
+
+
+def describe_error(exc: BaseException) -> str:
+    """``"ErrorClass: message"``, with the class name from the helper process when it came from there."""
+    return f"{getattr(exc, 'kind', type(exc).__name__)}: {exc}".strip()
 
 
 def track_run(
@@ -182,19 +205,35 @@ def track_run(
     summary: dict[str, Any],
     config: dict[str, Any],
     write: Callable[[dict[str, Any]], None],
+    process: TrackerProcess | None = None,
 ) -> None:
     """Log the run, put the outcome in ``summary["tracking"]``, call ``write(summary)`` (summary.json
-    and report.html), then upload the report. Without a backend this is just ``write(summary)``."""
+    and report.html), then upload the report. Without a backend this is just ``write(summary)``.
+    ``process`` (from :func:`prepare_tracking`) is used for the calls, then closed."""
     if spec is None or spec.backend == "none":
         write(summary)
         return
-    run_dir = Path(run_dir)
+    try:
+        _track(spec, Path(run_dir), summary, config, write, process)
+    finally:
+        if process is not None:
+            process.close()
+
+
+def _track(
+    spec: TrackingSpec,
+    run_dir: Path,
+    summary: dict[str, Any],
+    config: dict[str, Any],
+    write: Callable[[dict[str, Any]], None],
+    process: TrackerProcess | None,
+) -> None:
     t0 = time.perf_counter()
     status = TrackingStatus(backend=spec.backend, uri=redact(spec.uri))
     tracker: Tracker | None = None
     name = str(summary.get("name") or "pipeline")
     try:
-        tracker = make_tracker(spec)
+        tracker = make_tracker(spec, process)
         status.uri = redact(getattr(tracker, "uri", spec.uri))
         status.experiment = spec.experiment or name
         tags = {
@@ -232,7 +271,7 @@ def track_run(
         status.ok = True
     except Exception as exc:  # tracking is optional: the run's own files are what must not be lost
         status.ok = False
-        status.error = f"{type(exc).__name__}: {exc}".strip()[:1000]
+        status.error = describe_error(exc)[:1000]
         log.warning(
             "tracking (%s) failed: %s; the run's files are complete in %s",
             spec.backend,
@@ -252,7 +291,7 @@ def track_run(
         tracker.finish(summary.get("status") == "ok")
     except Exception as exc:
         status.ok = False
-        status.error = f"uploading the report failed: {type(exc).__name__}: {exc}"[:1000]
+        status.error = f"uploading the report failed: {describe_error(exc)}"[:1000]
         log.warning("tracking (%s): %s", spec.backend, status.error)
         summary["tracking"] = status.model_dump()
         write(summary)
