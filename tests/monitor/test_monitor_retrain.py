@@ -73,3 +73,51 @@ def _mk(p: Path) -> Path:
 def _save(p: Path, model) -> Path:
     model.save(_mk(p))
     return p
+
+
+def test_val_comparison_uses_only_rows_both_models_held_out(tmp_path):
+    """``retrain --on val`` scores champion and challenger only on validation rows neither trained on."""
+    import copy
+
+    from closedloop.core.errors import RunDirError
+    from closedloop.models.trained import TrainedModel
+    from closedloop.stages.monitor.retrain import unseen_by_both
+    from closedloop.stages.train.heldout import INFO_KEY, HeldOut, rows_checksum
+
+    bundle, good = digits_setup()
+    task = build_task_spec(DefineTaskConfig(), bundle)
+    val = bundle.val
+    n_val = len(val)
+
+    def plan(idx: np.ndarray, on: str = "calibration") -> dict:
+        return HeldOut(
+            indices=[int(i) for i in idx],
+            n_val=n_val,
+            evaluated_on=on,
+            note="test",
+            checksum=rows_checksum(val.X, np.asarray(val.y), idx),
+        ).model_dump()
+
+    def run(name: str, heldout: dict | None) -> Path:
+        model = TrainedModel.load(_save(tmp_path / f"tmp_{name}", good))
+        model.info = copy.deepcopy(model.info)
+        if heldout is None:
+            model.info.pop(INFO_KEY, None)
+            model.info["trained_on"] = "train+val"
+        else:
+            model.info[INFO_KEY] = heldout
+        _save(tmp_path / name / "stages/05_train/artifacts/model", model)
+        task.save(_mk(tmp_path / name / "stages/02_task/artifacts/task"))
+        return tmp_path / name
+
+    champ = run("champ", plan(np.arange(0, 60)))
+    chall = run("chall", plan(np.arange(30, 90)))
+    held, label = unseen_by_both(champ, chall, bundle)
+    assert len(held) == 30 and "30 of" in label
+    np.testing.assert_array_equal(held.y, np.asarray(val.y)[30:60])
+    res = compare_runs(champ, chall, held.X, held.y, evaluated_on=label)
+    assert res["n_heldout"] == 30
+
+    trained_on_all = run("old", None)
+    with pytest.raises(RunDirError, match="unseen by both"):
+        unseen_by_both(trained_on_all, chall, bundle)

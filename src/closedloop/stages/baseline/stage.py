@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from closedloop.core.artifacts import JsonArtifact
 from closedloop.core.errors import ConfigError, DataError
 from closedloop.core.registry import register_stage
 from closedloop.core.stage import RunContext, Stage, StageIO
-from closedloop.data.bundle import DatasetBundle
+from closedloop.data.bundle import DatasetBundle, Split
 from closedloop.stages.baseline.config import FitBaselinesConfig
 from closedloop.stages.baseline.fit import BaselineModel, _concat, configured_baselines, fit_baseline, fit_one
 from closedloop.stages.task import TaskSpec
@@ -91,20 +92,41 @@ class BaselineReport(JsonArtifact):
         raise KeyError(f"no baseline {name!r}; have {[r.name for r in self.results]}")
 
     def fit(
-        self, name: str, data: DatasetBundle, task: TaskSpec, *, on: Literal["train", "train+val"] = "train"
+        self,
+        name: str,
+        data: DatasetBundle,
+        task: TaskSpec,
+        *,
+        on: Literal["train", "train+val"] = "train",
+        val_rows: np.ndarray | None = None,
     ) -> BaselineModel:
-        """Refit baseline ``name`` (same settings and seed as in the stage) on train or train+val."""
+        """Refit baseline ``name`` (same settings and seed as in the stage) on train or train+val.
+
+        ``val_rows``: with ``on="train+val"``, only these validation rows join train (the rows the
+        trained model's final fit used, so both sides of a test comparison saw the same data)."""
         if on not in ("train", "train+val"):
             raise ConfigError(f"fit_best: on must be 'train' or 'train+val', got {on!r}")
         cfg = FitBaselinesConfig.model_validate(self.config)
-        split = data.train if on == "train" else _concat(data.train, data.val)
+        split = data.train
+        if on == "train+val":
+            val = data.val
+            if val_rows is not None:
+                rows = np.asarray(val_rows, dtype=np.int64)
+                X = val.X.iloc[rows] if isinstance(val.X, pd.DataFrame) else val.X[rows]
+                val = Split(X=X, y=np.asarray(val.y)[rows])
+            split = _concat(data.train, val) if len(val) else data.train
         return fit_baseline(name, split, task, cfg, seed=self.seed, time_column=self.time_column)
 
     def fit_best(
-        self, data: DatasetBundle, task: TaskSpec, *, on: Literal["train", "train+val"] = "train"
+        self,
+        data: DatasetBundle,
+        task: TaskSpec,
+        *,
+        on: Literal["train", "train+val"] = "train",
+        val_rows: np.ndarray | None = None,
     ) -> BaselineModel:
         """Refit the best baseline; the result has ``predict_proba(X)`` in the prediction convention."""
-        return self.fit(self.best, data, task, on=on)
+        return self.fit(self.best, data, task, on=on, val_rows=val_rows)
 
 
 # -- the stage ------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@
 2. The pipeline reruns (unchanged stages come from the cache).
    The version is also appended to ``<runs_dir>/<name>/dataset_versions.jsonl``.
 3. Challenger and champion are scored on the same held-out split (test by default, the opening is
-   written to the test ledger) with the paired statistics of :mod:`closedloop.stats.paired`.
+   written to the test ledger; ``--on val``: only the validation rows both models held out of their
+   final fits) with the paired statistics of :mod:`closedloop.stats.paired`.
    The rule is :func:`closedloop.stats.promotion.decide_promotion` (shared with live comparisons):
    promote only when the challenger is significantly better on the primary metric (one declared,
    one-sided paired test at ``alpha``: not corrected for the configurations its run searched on
@@ -308,7 +309,7 @@ def run_retrain(
         )
         held = ctx.open_test(bundle, reason="champion vs challenger comparison (closedloop retrain)")
     else:
-        held = bundle.val
+        held, on = unseen_by_both(champion, result.run_dir, bundle)
     out = compare_runs(champion, result.run_dir, held.X, np.asarray(held.y), alpha=alpha, evaluated_on=on)
     out["heldout_split"] = on
     out["dataset_version"] = record_dataset_version(runs_root, result.run_dir)
@@ -318,6 +319,28 @@ def run_retrain(
     out["aliases"] = apply_promotion(result.run_dir, out["promote"], reasons=out["reasons"])
     write_text_atomic(result.run_dir / "retrain.json", to_json(out))
     return out
+
+
+def unseen_by_both(champion_dir: Path, challenger_dir: Path, bundle: DatasetBundle) -> tuple[Split, str]:
+    """The validation rows neither model trained on (their final fits used train + the rest of val),
+    and how to label them. Raises when there are none: compare on test then."""
+    from closedloop.stages.train.heldout import heldout_split, unseen_val_rows
+
+    champ, _ = _load_run(champion_dir)
+    chall, _ = _load_run(challenger_dir)
+    heldout_split(chall, bundle, "retrain")  # same validation split as the challenger trained with
+    n_val = len(bundle.val)
+    rows = np.intersect1d(unseen_val_rows(champ, n_val), unseen_val_rows(chall, n_val))
+    if len(rows) == 0:
+        raise RunDirError(
+            f"--on val: none of the {n_val} validation samples is unseen by both the champion "
+            f"({champion_dir}) and the challenger ({challenger_dir}); their final fits used validation. "
+            "Compare with --on test instead"
+        )
+    val = bundle.val
+    X = val.X.iloc[rows].reset_index(drop=True) if isinstance(val.X, pd.DataFrame) else val.X[rows]
+    label = f"validation rows unseen by both models ({len(rows)} of {n_val})"
+    return Split(X=X, y=np.asarray(val.y)[rows]), label
 
 
 def record_dataset_version(runs_root: Path, run_dir: Path) -> dict[str, Any] | None:

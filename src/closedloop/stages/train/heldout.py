@@ -156,6 +156,19 @@ def fit_rows(plan: HeldOut) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
+def unseen_val_rows(model: Any, n_val: int) -> np.ndarray:
+    """Indices of the validation rows ``model`` did not train on (from its held-out record; a model
+    without one: all rows when it records a fit on train only, none when on train+val)."""
+    info = getattr(model, "info", {}) or {}
+    raw = info.get(INFO_KEY)
+    if raw is None:
+        return np.arange(0 if info.get("trained_on") == "train+val" else n_val)
+    plan = HeldOut.model_validate(raw)
+    if plan.evaluated_on == "trained_on":
+        return np.arange(0)
+    return np.asarray(plan.indices, dtype=np.int64)
+
+
 def heldout_split(model: Any, data: Any, stage: str) -> tuple[Any, str, str]:
     """The validation rows the deployed ``model`` did not train on, for a stage after training.
 

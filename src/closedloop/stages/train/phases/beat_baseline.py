@@ -25,9 +25,12 @@ class BeatBaseline(Phase):
         return beat_baseline(sess, sess.ladder[0], sess.baseline)
 
 
-def baseline_proba(baseline: Any, data: Any, task: Any, X: Any, on: str) -> np.ndarray:
-    """Probabilities of the best baseline refitted ``on`` train or train+val, for inputs ``X``."""
-    est = baseline.fit_best(data, task, on=on)
+def baseline_proba(
+    baseline: Any, data: Any, task: Any, X: Any, on: str, val_rows: np.ndarray | None = None
+) -> np.ndarray:
+    """Probabilities of the best baseline refitted ``on`` train or train+val (only ``val_rows`` of
+    val, when given), for inputs ``X``."""
+    est = baseline.fit_best(data, task, on=on, val_rows=val_rows)
     try:
         return np.asarray(est.predict_proba(X))
     except Exception:

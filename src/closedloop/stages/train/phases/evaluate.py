@@ -75,10 +75,13 @@ def evaluate_on_test(
     if baseline is None:
         sess.decide("final", "no baseline given: the test result cannot be compared with one", {})
         return out
+    from closedloop.stages.train.heldout import fit_rows
     from closedloop.stats.gate import beats_baseline
 
+    # The baseline refits on exactly the rows the model's final fit used (train + the validation rows
+    # not held out for calibration), so neither side of the comparison has seen more data.
     on = "train+val" if cfg.final_fit == "train+val" else "train"
-    p_base = baseline_proba(baseline, sess.data, task, test_split.X, on=on)
+    p_base = baseline_proba(baseline, sess.data, task, test_split.X, on=on, val_rows=fit_rows(sess.heldout))
     best = getattr(baseline, "best", None)
     bb = beats_baseline(
         np.asarray(test_split.y),
