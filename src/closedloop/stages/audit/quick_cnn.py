@@ -8,7 +8,12 @@ memorizes the flipped labels and stops disagreeing with them.
 Speed on a small, shared CPU: each fold trains with one intra-op thread and the folds run side by
 side in ``jobs`` Python threads (torch releases the GIL in its kernels). Measured on a 2-core machine
 under load, two threads of one process each synchronizing their OpenMP workers ran ~6x slower per
-image than one thread; whole folds in parallel never wait on each other.
+image than one thread; whole folds in parallel never wait on each other. All five folds at once beat
+two at a time on 2 cores (PneumoniaMNIST 31 s vs 39 s): with two, the fifth fold ran alone.
+
+The recipe (16 epochs of batch 128 with mixup) was chosen on PneumoniaMNIST with 10% flipped labels
+over 3 flip seeds, against 8 epochs of batch 64 without mixup, 16 epochs without mixup, a generalized
+cross-entropy loss, and a second round trained without the first round's suspects (which did not help).
 """
 
 from __future__ import annotations
@@ -67,13 +72,14 @@ def cnn_oof_probabilities(
     folds: list[tuple[np.ndarray, np.ndarray]],
     n_classes: int,
     *,
-    epochs: int = 8,
+    epochs: int = 16,
     min_steps: int = 150,
     width: int = 8,
-    batch_size: int = 64,
-    lr: float = 3e-3,
+    batch_size: int = 128,
+    lr: float = 6e-3,
     hflip: bool = True,
-    jobs: int = 2,
+    mixup: float = 0.4,
+    jobs: int = 5,
     seed: int = 0,
     exclude: np.ndarray | None = None,
 ) -> np.ndarray:
@@ -87,6 +93,8 @@ def cnn_oof_probabilities(
         min_steps: small sets train for more epochs until each fold takes this many optimizer steps
             (BreastMNIST's ~500 training images make 8 steps an epoch: 4 epochs would not converge).
         hflip: random horizontal flips (and flip test-time averaging); off where left/right matters.
+        mixup: Beta(a, a) parameter of mixup (Zhang et al. 2018: blended image pairs with blended
+            targets slow the memorization of wrong labels); 0 turns it off.
         jobs: folds trained at the same time (one torch thread each).
         seed: seeds weights, batch order and augmentation of fold ``f`` with ``seed + f``.
         exclude: (N,) bool, samples left out of every fold's training part (suspected label errors
@@ -112,6 +120,7 @@ def cnn_oof_probabilities(
             torch.from_numpy(np.asarray(te_idx, np.int64)),
         )
         net, gen = nets[f], torch.Generator().manual_seed(seed + f)
+        mix_rng = np.random.default_rng(seed + f)
         opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
         per_epoch = math.ceil(len(tr) / batch_size)
         n_epochs = max(epochs, min(50, math.ceil(min_steps / per_epoch)))
@@ -129,7 +138,15 @@ def cnn_oof_probabilities(
                     xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
                 dy, dx = torch.randint(-pad, pad + 1, (2,), generator=gen).tolist()
                 xb = torch.roll(xb, (dy, dx), (2, 3))
-                loss = torch.nn.functional.cross_entropy(net(xb), yt[idx])
+                yb = yt[idx]
+                if mixup > 0:
+                    lam = float(mix_rng.beta(mixup, mixup))
+                    perm = torch.randperm(len(idx), generator=gen)
+                    logits = net(lam * xb + (1 - lam) * xb[perm])
+                    ce = torch.nn.functional.cross_entropy
+                    loss = lam * ce(logits, yb) + (1 - lam) * ce(logits, yb[perm])
+                else:
+                    loss = torch.nn.functional.cross_entropy(net(xb), yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -20,16 +20,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from closedloop.stages.audit.label_issues import COLUMNS
+from closedloop.stages.audit.label_issues import COLUMNS, FilterBy, flag_label_issues
 
 FILE = "label_issues_after_training.csv"
-FilterBy = Literal["prune_by_noise_rate", "prune_by_class", "both", "confident_learning"]
 
 
 class LabelIssue(BaseModel):
@@ -77,7 +76,7 @@ def rerank_label_issues(
     oof_proba: np.ndarray,
     ids: Sequence[tuple[str, int]],
     *,
-    filter_by: FilterBy = "prune_by_noise_rate",
+    filter_by: FilterBy = "ranked_noise_rate",
     evaluated_on: str = "out_of_fold",
     source: str = "",
 ) -> LabelIssueList:
@@ -87,11 +86,10 @@ def rerank_label_issues(
         labels: (N,) given integer class labels; column ``c`` of ``oof_proba`` is class ``c``.
         oof_proba: (N, K) class probabilities from models that did not train on the sample.
         ids: (split, row) of each sample, in the same order.
-        filter_by: cleanlab's filter.
+        filter_by: which samples are flagged (as in the audit's check, :func:`flag_label_issues`).
         evaluated_on, source: recorded with the list (which data, which model).
     """
     from cleanlab.count import estimate_joint
-    from cleanlab.filter import find_label_issues
 
     y = np.asarray(labels).reshape(-1)
     P = np.asarray(oof_proba, dtype=np.float64)
@@ -113,7 +111,7 @@ def rerank_label_issues(
         raise ValueError("rerank_label_issues: need at least two classes among the labels")
     Q = np.clip(P[:, present], 1e-6, None)  # cleanlab wants every class present and no zero rows
     Q = Q / Q.sum(1, keepdims=True)
-    order = find_label_issues(y_enc, Q, filter_by=filter_by, return_indices_ranked_by="self_confidence")
+    order = flag_label_issues(y_enc, Q, filter_by)
     noise = float(1.0 - np.trace(estimate_joint(y_enc, Q)))
     suggested = present[Q.argmax(1)]
     score = 1.0 - Q[np.arange(len(y)), y_enc]
