@@ -276,11 +276,14 @@ def gather(run_dir: str | Path, summary: dict[str, Any] | None = None) -> RunEvi
     if meas:
         shipped = meas.get("shipped")
         var = (meas.get("variants") or {}).get(shipped) or {}
-        lat = (meas.get("latency_ms") or {}).get(shipped) or {}
+        p95 = ((meas.get("latency_ms") or {}).get(shipped) or {}).get("p95")  # runs before timings moved
+        if p95 is None:  # measured latencies are stage timings (summary.json), not hashed artifact content
+            timed = [v.get("timings") or {} for v in stages.values() if v.get("shipped") == shipped]
+            p95 = next((t[f"latency_ms.{shipped}.p95"] for t in timed if f"latency_ms.{shipped}.p95" in t), None)
         ev.shipped = ShippedEvidence(
             variant=str(shipped),
             blessed=bool(meas.get("blessed")),
-            latency_p95_ms=lat.get("p95"),
+            latency_p95_ms=p95,
             size_mb=var["size_bytes"] / 1e6 if var.get("size_bytes") else None,
             checks={str(k): bool(v) for k, v in (meas.get("checks") or {}).items()},
         )
