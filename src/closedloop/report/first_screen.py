@@ -45,9 +45,10 @@ def _ci(ci: tuple[float, float] | None, digits: int = 3) -> str:
 
 
 def _p(p: float | None) -> str:
+    """``"p = 0.012"`` or ``"p < 0.001"``."""
     if p is None:
-        return "?"
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+        return "p = ?"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
 def _badge(kind: str, text: str | None = None) -> str:
@@ -95,7 +96,7 @@ def render_decision(d: Decision) -> str:
         body = (
             f"<p>{_badge('yes' if b.significant else 'no', 'beats it' if b.significant else 'not significantly')} "
             f"vs <b>{_e(b.baseline or 'best baseline')}</b>: {_e(b.metric)} difference "
-            f"<b>{b.delta:+.3f}</b> {_ci(b.ci95)}, p = {_p(b.p_reported)}{corr}{among}; "
+            f"<b>{b.delta:+.3f}</b> {_ci(b.ci95)}, {_p(b.p_reported)}{corr}{among}; "
             f"<small>on {_e(b.evaluated_on)}</small></p>"
         )
     else:
