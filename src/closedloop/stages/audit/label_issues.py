@@ -3,8 +3,8 @@
 The probabilities come from quick models cross-fitted on train+val (:mod:`oof`): on images a small
 CNN on the pixels averaged with an RBF SVC, a kNN and a logistic regression on PCA features, on
 tables gradient-boosted trees and a kNN. The flagged samples are the least self-confident ones, as
-many as cleanlab's noise-rate filter flags (:func:`flag_label_issues`). Plain 5-fold logistic regression (cleanlab's documented recipe) ranks mislabeled
-images worse; see benchmarks/bench_audit_label_noise.py for both, side by side. Large sets are
+many as cleanlab's noise-rate filter flags (:func:`flag_label_issues`). Plain 5-fold logistic
+regression (cleanlab's documented recipe) ranks mislabeled images worse; see benchmarks/bench_audit_label_noise.py for both, side by side. Large sets are
 subsampled (stratified) to keep it fast.
 """
 
@@ -32,8 +32,8 @@ def flag_label_issues(y: np.ndarray, P: np.ndarray, filter_by: FilterBy = "ranke
     ``ranked_noise_rate`` flags as many samples as cleanlab's ``prune_by_noise_rate`` filter does, but
     the least self-confident ones overall. The filter picks, per (given, true) class pair, the samples
     with the largest margin; on PneumoniaMNIST with 10% flipped labels the one global ranking flagged
-    the flips better (F1 0.907 vs 0.887 over 3 flip seeds, same models, same count; docs/audit.md). Any other value
-    is one of cleanlab's ``find_label_issues`` filters.
+    the flips better (F1 0.907 vs 0.887 over 3 flip seeds, same models, same count; docs/audit.md).
+    Any other value is one of cleanlab's ``find_label_issues`` filters.
 
     Example:
         >>> y = np.array([0, 0, 0, 0, 1, 1, 1, 1, 0, 1])

@@ -91,7 +91,7 @@ def cnn_oof_probabilities(
         folds: (train_idx, held_out_idx) pairs covering every sample once as held out.
         epochs, width, batch_size, lr: the training recipe (AdamW, one-cycle schedule).
         min_steps: small sets train for more epochs until each fold takes this many optimizer steps
-            (BreastMNIST's ~500 training images make 8 steps an epoch: 4 epochs would not converge).
+            (BreastMNIST's ~500 training images make 4 steps an epoch: 16 epochs would not converge).
         hflip: random horizontal flips (and flip test-time averaging); off where left/right matters.
         mixup: Beta(a, a) parameter of mixup (Zhang et al. 2018: blended image pairs with blended
             targets slow the memorization of wrong labels); 0 turns it off.
