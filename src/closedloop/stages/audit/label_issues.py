@@ -4,8 +4,9 @@ The probabilities come from quick models cross-fitted on train+val (:mod:`oof`):
 CNN on the pixels averaged with an RBF SVC, a kNN and a logistic regression on PCA features, on
 tables gradient-boosted trees and a kNN. The flagged samples are the least self-confident ones, as
 many as cleanlab's noise-rate filter flags (:func:`flag_label_issues`). Plain 5-fold logistic
-regression (cleanlab's documented recipe) ranks mislabeled images worse; see benchmarks/bench_audit_label_noise.py for both, side by side. Large sets are
-subsampled (stratified) to keep it fast.
+regression (cleanlab's documented recipe) ranks mislabeled images worse; see
+benchmarks/bench_audit_label_noise.py for both, side by side. Large sets are subsampled (stratified)
+to keep it fast.
 """
 
 from __future__ import annotations
