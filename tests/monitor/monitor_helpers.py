@@ -70,14 +70,18 @@ def _fit(model: TrainedModel, X: np.ndarray, y: np.ndarray, steps: int, binary: 
     model.network.eval()
 
 
-def digits_setup() -> tuple[DatasetBundle, TrainedModel]:
+def digits_setup(
+    n_train: int = 1000, n_test: int | None = None, steps: int = 60
+) -> tuple[DatasetBundle, TrainedModel]:
+    """Digits split train / 400 val / test (the rest, or ``n_test``) and a small CNN fitted on train."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
     X = (d.images / 16 * 255).astype(np.uint8)[..., None]
     y = d.target
     p = np.random.default_rng(0).permutation(len(y))
-    tr, va, te = p[:1000], p[1000:1400], p[1400:]
+    end = None if n_test is None else n_train + 400 + n_test
+    tr, va, te = p[:n_train], p[n_train : n_train + 400], p[n_train + 400 : end]
     bundle = DatasetBundle(
         DatasetMeta(name="digits", source="sklearn", kind="images", label_names=[str(i) for i in range(10)]),
         {"train": Split(X[tr], y[tr]), "val": Split(X[va], y[va]), "test": Split(X[te], y[te])},
@@ -91,7 +95,7 @@ def digits_setup() -> tuple[DatasetBundle, TrainedModel]:
         n_outputs=10,
         label_names=[str(i) for i in range(10)],
     )
-    _fit(model, X[tr], y[tr], 60, binary=False)
+    _fit(model, X[tr], y[tr], steps, binary=False)
     return bundle, model
 
 

@@ -54,37 +54,14 @@ def tiny_run(tmp_path_factory: Any) -> TinyRun:
 def _digits_model() -> tuple[Any, Any]:
     """monitor_helpers' digits CNN, trained briefly on a subset, single-threaded (the cores are shared)."""
     import torch
-    from monitor_helpers import TinyCNN, _fit
-    from sklearn.datasets import load_digits
+    from monitor_helpers import digits_setup
 
-    from closedloop.data.bundle import DatasetBundle, DatasetMeta, Split
-    from closedloop.models.trained import ModelSpec, Preprocessing, TrainedModel
-
-    d = load_digits()
-    X = (d.images / 16 * 255).astype(np.uint8)[..., None]
-    y = d.target
-    p = np.random.default_rng(0).permutation(len(y))
-    tr, va, te = p[:600], p[600:1000], p[1000:1400]
-    bundle = DatasetBundle(
-        DatasetMeta(name="digits", source="sklearn", kind="images", label_names=[str(i) for i in range(10)]),
-        {"train": Split(X[tr], y[tr]), "val": Split(X[va], y[va]), "test": Split(X[te], y[te])},
-    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        torch.manual_seed(0)
-        model = TrainedModel(
-            spec=ModelSpec(family="monitor_test_cnn"),
-            network=TinyCNN([8, 8, 1], 10),
-            preprocessing=Preprocessing(input_kind="images", input_shape=[8, 8, 1], mean=[0.3], std=[0.4]),
-            problem_type="multiclass",
-            n_outputs=10,
-            label_names=[str(i) for i in range(10)],
-        )
-        _fit(model, X[tr], y[tr], 25, binary=False)
+        return digits_setup(n_train=600, n_test=400, steps=25)
     finally:
         torch.set_num_threads(threads)
-    return bundle, model
 
 
 def _mk(p: Path) -> Path:
