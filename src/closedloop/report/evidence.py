@@ -278,8 +278,9 @@ def gather(run_dir: str | Path, summary: dict[str, Any] | None = None) -> RunEvi
         var = (meas.get("variants") or {}).get(shipped) or {}
         p95 = ((meas.get("latency_ms") or {}).get(shipped) or {}).get("p95")  # runs before timings moved
         if p95 is None:  # measured latencies are stage timings (summary.json), not hashed artifact content
+            key = f"latency_ms.{shipped}.p95"
             timed = [v.get("timings") or {} for v in stages.values() if v.get("shipped") == shipped]
-            p95 = next((t[f"latency_ms.{shipped}.p95"] for t in timed if f"latency_ms.{shipped}.p95" in t), None)
+            p95 = next((t[key] for t in timed if key in t), None)
         ev.shipped = ShippedEvidence(
             variant=str(shipped),
             blessed=bool(meas.get("blessed")),

@@ -166,7 +166,8 @@ def _count(inp: RequestInput) -> int:
     return math.prod(inp.shape)
 
 
-def _from_binary(inp: RequestInput, buf: memoryview) -> np.ndarray:
+def _numeric_dtype(inp: RequestInput) -> np.dtype:
+    """The numpy dtype of a numeric input's ``datatype``; a clear error for BYTES or an unknown name."""
     if inp.datatype == "BYTES":
         raise ProtocolError(f"input {inp.name!r}: datatype BYTES is not a numeric tensor")
     dt = DATATYPES.get(inp.datatype)
@@ -174,6 +175,11 @@ def _from_binary(inp: RequestInput, buf: memoryview) -> np.ndarray:
         raise ProtocolError(
             f"input {inp.name!r}: unknown datatype {inp.datatype!r}; expected one of {list(DATATYPES)}"
         )
+    return dt
+
+
+def _from_binary(inp: RequestInput, buf: memoryview) -> np.ndarray:
+    dt = _numeric_dtype(inp)
     n = _count(inp)
     if len(buf) != n * dt.itemsize:
         raise ProtocolError(
@@ -186,13 +192,7 @@ def _from_binary(inp: RequestInput, buf: memoryview) -> np.ndarray:
 def _from_json(inp: RequestInput) -> np.ndarray:
     if inp.data is None:
         raise ProtocolError(f"input {inp.name!r}: no 'data' and no binary_data_size parameter")
-    if inp.datatype == "BYTES":
-        raise ProtocolError(f"input {inp.name!r}: datatype BYTES is not a numeric tensor")
-    dt = DATATYPES.get(inp.datatype)
-    if dt is None:
-        raise ProtocolError(
-            f"input {inp.name!r}: unknown datatype {inp.datatype!r}; expected one of {list(DATATYPES)}"
-        )
+    dt = _numeric_dtype(inp)
     n = _count(inp)
     try:
         arr = np.asarray(inp.data).reshape(-1)
