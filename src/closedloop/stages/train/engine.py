@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from closedloop.core.killpoints import kill_point
+from closedloop.core.seeds import derive_seed
 from closedloop.stages.train.augment import AugmentParams, augment_images, mix_batch
 
 CLASSIFICATION = ("binary", "multiclass", "multilabel", "ordinal")
@@ -292,11 +294,48 @@ class Engine:
         deadline: float | None = None,
         restore_best: bool = True,
         max_steps: int | None = None,
+        label: str | None = None,
     ) -> FitResult:
         """Train ``net`` in place. ``on_epoch(epoch, record)`` may raise to stop (Optuna pruning).
 
         With ``checkpoint``, the full state is saved after every epoch and a run finding the file resumes.
+        Every random draw depends on ``seed`` (and the checkpoint) alone: the loop's generator, and the
+        global RNG that dropout reads, seeded here and restored for the caller afterwards (a fit never
+        reads or leaves a state an earlier fit touched). ``label`` names its kill points
+        (``<label>/epoch<n>``, :mod:`closedloop.core.killpoints`).
         """
+        devices = [self.device.index or 0] if self.cuda else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(derive_seed(seed, "global rng"))
+            return self._fit(
+                net,
+                train,
+                val,
+                hp,
+                seed=seed,
+                checkpoint=checkpoint,
+                on_epoch=on_epoch,
+                deadline=deadline,
+                restore_best=restore_best,
+                max_steps=max_steps,
+                label=label,
+            )
+
+    def _fit(
+        self,
+        net: nn.Module,
+        train: TensorSet,
+        val: TensorSet | None,
+        hp: HParams,
+        *,
+        seed: int,
+        checkpoint: Path | None,
+        on_epoch: Callable[[int, dict[str, float]], None] | None,
+        deadline: float | None,
+        restore_best: bool,
+        max_steps: int | None,
+        label: str | None,
+    ) -> FitResult:
         t0 = time.time()
         net.to(self.device)
         if self.cuda:
@@ -395,6 +434,8 @@ class Engine:
                         "best_state": best[2] if best[2] is not None else {},
                     },
                 )
+            if label is not None:
+                kill_point(f"{label}/epoch{epoch + 1}")
             if on_epoch is not None:
                 on_epoch(epoch + 1, rec)
             if hp.patience is not None and val is not None and bad >= hp.patience:
