@@ -102,12 +102,17 @@ def _restore(sess: TrainSession, phase: Phase, phases: list[Phase]) -> bool:
         restored = (log["decisions"], log["curves"], log["figures"], int(log["n_configs"]))
         mine = outcomes[phase.name]
     except (ValueError, KeyError, TypeError, ValidationError) as exc:
+        # the later phases' files were built on this one: they run again too (from their own work
+        # files where they have them, e.g. the study database), and the note stays in the log
+        later = [p.name for p in phases[[p.name for p in phases].index(phase.name) :]]
+        for name in later:
+            (sess.work / phase_file(name)).unlink(missing_ok=True)
         sess.decide(
             phase.name,
-            f"the saved result of this phase ({path.name}) is damaged ({type(exc).__name__}): running the phase again",
+            f"the saved result of this phase ({path.name}) is damaged ({type(exc).__name__}): running it "
+            "and the phases after it again",
             {"file": path.name},
         )
-        path.unlink()
         return False
     sess.decisions, sess.curves, sess.figures, sess.n_configs = restored
     sess.outcomes = outcomes

@@ -354,8 +354,8 @@ class Engine:
         history: list[dict[str, float]] = []
         best = (-math.inf, 0, None)  # score, epoch, state
         start_epoch, bad = 0, 0
-        if checkpoint is not None and Path(checkpoint).is_file():
-            ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        ck = _load_checkpoint(Path(checkpoint)) if checkpoint is not None else None
+        if ck is not None:
             net.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
             sched.load_state_dict(ck["scheduler"])
@@ -538,6 +538,27 @@ def _sampler(hp: HParams, train: TensorSet, problem_type: str) -> torch.Tensor |
 
 def _cpu_state(net: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The saved state, or None (no file, or a damaged one: deleted, and the fit starts over; it is
+    written atomically, so only an outside hand can damage it, and it is never read half)."""
+    if not path.is_file():
+        return None
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        missing = {"model", "optimizer", "scheduler", "generator", "torch_rng", "epoch"} - set(ck)
+        if missing:
+            raise KeyError(f"missing {sorted(missing)}")
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint means: start over
+        import logging
+
+        logging.getLogger("closedloop").warning(
+            "checkpoint %s is damaged (%s): starting the fit over", path, exc
+        )
+        path.unlink()
+        return None
+    return ck  # type: ignore[no-any-return]
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:

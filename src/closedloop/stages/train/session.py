@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from closedloop.core.errors import ConfigError
+from closedloop.core.io import save_npy_atomic
 from closedloop.core.seeds import derive_seed
 from closedloop.core.stage import RunContext
 from closedloop.data.bundle import DatasetBundle
@@ -127,8 +128,7 @@ class TrainSession:
         return np.load(self.work / name)
 
     def save_logits(self, name: str, logits: np.ndarray | None) -> None:
-        (self.work / name).parent.mkdir(parents=True, exist_ok=True)
-        np.save(self.work / name, logits)
+        save_npy_atomic(self.work / name, logits)  # a kill never leaves half a file to read
 
     # -- models -----------------------------------------------------------------------------------
     @property

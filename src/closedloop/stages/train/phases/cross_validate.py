@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from closedloop.core.errors import StageFailedError
-from closedloop.core.io import write_text_atomic
+from closedloop.core.io import save_npy_atomic, write_text_atomic
 from closedloop.core.seeds import derive_seed
 from closedloop.models.trained import logits_to_proba
 from closedloop.stages.train.engine import HParams, TensorSet
@@ -195,7 +195,7 @@ def cross_validate(sess: TrainSession, tuned: TuneOutcome) -> CrossValidateOutco
                 )
                 for r in range(repeats)
             ]
-            np.save(folder / f"candidate{ci}_oof.npy", oof.mean(axis=0))
+            save_npy_atomic(folder / f"candidate{ci}_oof.npy", oof.mean(axis=0))
             row = CVRow(
                 candidate=label,
                 knobs=cand.knobs,
@@ -215,7 +215,7 @@ def cross_validate(sess: TrainSession, tuned: TuneOutcome) -> CrossValidateOutco
         if best is None or sign * row.cv_mean > sign * best[0]:
             best = (row.cv_mean, ci)
     assert best is not None
-    np.save(folder / "oof_labels.npy", y)
+    save_npy_atomic(folder / "oof_labels.npy", y)
     chosen = cands[best[1]][1].model_copy(
         update={
             "calibration_logits_file": f"cv/candidate{best[1]}_oof.npy",
