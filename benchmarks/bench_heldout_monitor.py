@@ -77,8 +77,8 @@ def main() -> None:
         "--workdir", default=None, help="keep data and runs here (outside the repo) instead of a temp dir"
     )
     args = ap.parse_args()
-    from closedloop.stages.monitor import Monitor
-    from closedloop.stages.monitor.estimate import realized
+    from closedloop.monitoring import Monitor
+    from closedloop.monitoring.estimate import realized
 
     extra = json.loads(args.train_set)
     if args.holdout_fraction is not None:

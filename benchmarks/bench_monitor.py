@@ -21,7 +21,8 @@ from closedloop.core.stage import RunContext
 from closedloop.data.bundle import DatasetBundle, DatasetMeta, Split
 from closedloop.models.registry import register_model
 from closedloop.models.trained import ModelSpec, Preprocessing, TrainedModel
-from closedloop.stages.monitor import BuildMonitorProfile, Monitor
+from closedloop.monitoring import Monitor
+from closedloop.stages.monitor import BuildMonitorProfile
 from closedloop.stages.task import DefineTaskConfig, build_task_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -312,7 +313,7 @@ def main() -> None:
         return float(np.nanmean([r["realized"][m] for r in rs]) - np.nanmean(clean))
 
     def realized_on(sample, idx, m):
-        from closedloop.stages.monitor.estimate import realized
+        from closedloop.monitoring.estimate import realized
 
         w = sample.take(idx)
         return realized([m], w.labels, w.proba, info.problem_type, info.threshold)[m]

@@ -12,8 +12,9 @@ import pytest
 
 from closedloop.core.errors import ConfigError, DataError, RunDirError
 from closedloop.core.stage import RunContext
-from closedloop.stages.monitor import BuildMonitorProfile, DriftTest, Monitor, ReferenceProfile
-from closedloop.stages.monitor.estimate import estimate, expected_auc_binary
+from closedloop.monitoring import DriftTest, Monitor, ReferenceProfile
+from closedloop.monitoring.estimate import estimate, expected_auc_binary
+from closedloop.stages.monitor import BuildMonitorProfile
 from closedloop.stages.task import DefineTaskConfig, build_task_spec
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -187,7 +188,7 @@ def test_blockiness_reacts_to_jpeg_like_compression():
 
     from PIL import Image
 
-    from closedloop.stages.monitor.features import blockiness, image_feature_names, image_features
+    from closedloop.monitoring.features import blockiness, image_feature_names, image_features
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:28, 0:28]
@@ -214,9 +215,9 @@ def test_blockiness_reacts_to_jpeg_like_compression():
 
 
 def test_calibration_kernel_reuse_gives_the_same_p_values():
-    from closedloop.stages.monitor.drift import DriftContext, Sample
-    from closedloop.stages.monitor.drift.builtin import EmbeddingMMD
-    from closedloop.stages.monitor.drift.stats import gaussian_kernel
+    from closedloop.monitoring.drift import DriftContext, Sample
+    from closedloop.monitoring.drift.builtin import EmbeddingMMD
+    from closedloop.monitoring.drift.stats import gaussian_kernel
 
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(120, 4)).astype(np.float32)

@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from livelog_fixtures import feedback, request, tiny_run, write  # noqa: E402
 
-from closedloop.serving.live import LiveMonitor, LiveStatus  # noqa: E402
+from closedloop.monitoring.live import LiveMonitor, LiveStatus  # noqa: E402
 
 VERSION = "20261130-200000-abcd1234"
 
@@ -168,9 +168,9 @@ sys.meta_path.insert(0, _Block())
 def test_live_monitor_runs_without_torch(run, tmp_path):
     _traffic(tmp_path, run, run.X[:50], run.proba[:50])
     code = BLOCK_TORCH + textwrap.dedent(f"""
-        from closedloop.serving.live import LiveMonitor
-        from closedloop.serving.logreader import read_log
-        from closedloop.serving import compare
+        from closedloop.monitoring.live import LiveMonitor
+        from closedloop.monitoring.logreader import read_log
+        from closedloop.monitoring import compare
         s = LiveMonitor({str(run.run)!r}, {str(tmp_path)!r}, window=50).status()
         assert s.level in ("ok", "warn", "alarm"), s
         assert len(read_log({str(tmp_path)!r}).champion) == 50

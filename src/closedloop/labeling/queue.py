@@ -1,6 +1,6 @@
 """A review queue folder as the labeling tools read it.
 
-Layout (written by ``closedloop monitor ... --review K``, see ``stages/monitor/flywheel.py``)::
+Layout (written by ``closedloop monitor ... --review K``, see ``monitoring/flywheel.py``)::
 
     QUEUE_DIR/
       queue.csv      id, predicted, confidence, reason, priority, ..., p_<class> per class, file (images)

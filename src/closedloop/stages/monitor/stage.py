@@ -17,12 +17,12 @@ from closedloop.core.registry import register_stage
 from closedloop.core.stage import RunContext, Stage, StageIO
 from closedloop.data.bundle import DatasetBundle
 from closedloop.models.trained import TrainedModel
-from closedloop.stages.monitor.drift import DEFAULT_TESTS, DriftTest, Sample, build_tests, run_tests
-from closedloop.stages.monitor.drift.predictions import confidences, predicted_classes
-from closedloop.stages.monitor.drift.stats import median_bandwidth, single_threaded_blas
-from closedloop.stages.monitor.estimate import SUPPORTED, realized, reliability
-from closedloop.stages.monitor.monitor import model_fingerprint
-from closedloop.stages.monitor.profile import (
+from closedloop.monitoring.drift import DEFAULT_TESTS, DriftTest, Sample, build_tests, run_tests
+from closedloop.monitoring.drift.predictions import confidences, predicted_classes
+from closedloop.monitoring.drift.stats import median_bandwidth, single_threaded_blas
+from closedloop.monitoring.estimate import SUPPORTED, realized, reliability
+from closedloop.monitoring.monitor import model_fingerprint
+from closedloop.monitoring.profile import (
     ProfileInfo,
     ReferenceProfile,
     forward_all,
@@ -31,7 +31,7 @@ from closedloop.stages.monitor.profile import (
     summary_features,
     table_schema,
 )
-from closedloop.stages.monitor.selection import ReviewConfig
+from closedloop.monitoring.selection import ReviewConfig
 from closedloop.stages.task import TaskSpec
 
 

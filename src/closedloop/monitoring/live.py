@@ -31,7 +31,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from closedloop.core.config import PluginSpec
 from closedloop.core.errors import ConfigError
-from closedloop.serving.logreader import (
+from closedloop.monitoring.drift.base import Sample
+from closedloop.monitoring.estimate import realized
+from closedloop.monitoring.logreader import (
     FILE_RE,
     Located,
     LogReadError,
@@ -40,10 +42,8 @@ from closedloop.serving.logreader import (
     parse_line,
     read_file,
 )
-from closedloop.stages.monitor.drift.base import Sample
-from closedloop.stages.monitor.estimate import realized
-from closedloop.stages.monitor.monitor import MIN_WINDOW, Monitor, find_profile_dir
-from closedloop.stages.monitor.profile import ReferenceProfile, summary_features
+from closedloop.monitoring.monitor import MIN_WINDOW, Monitor, find_profile_dir
+from closedloop.monitoring.profile import ReferenceProfile, summary_features
 
 _ID_RE = re.compile(rb'"request_id"\s*:\s*"([^"]*)"')
 _ROUTE_RE = re.compile(rb'"route"\s*:\s*"(\w+)"')

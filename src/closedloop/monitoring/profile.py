@@ -28,9 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from closedloop.core.artifacts import Artifact
 from closedloop.core.config import PluginSpec
 from closedloop.core.io import atomic_path, read_json, to_json, write_text_atomic
-from closedloop.stages.monitor.drift.base import DriftContext, Sample
-from closedloop.stages.monitor.features import image_feature_names, image_features, table_features
-from closedloop.stages.monitor.selection import ReviewConfig
+from closedloop.monitoring.drift.base import DriftContext, Sample
+from closedloop.monitoring.features import image_feature_names, image_features, table_features
+from closedloop.monitoring.selection import ReviewConfig
 
 FORMAT_VERSION = 2
 """2: images gained the ``intensity_blockiness`` feature (profiles of version 1 must be rebuilt)."""

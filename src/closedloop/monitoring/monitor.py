@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 
 from closedloop.core.errors import DataError, RunDirError
-from closedloop.stages.monitor.drift import DEFAULT_LABEL_TESTS, DriftTest, Sample, build_tests, run_tests
-from closedloop.stages.monitor.drift.stats import single_threaded_blas
-from closedloop.stages.monitor.estimate import estimate, realized
-from closedloop.stages.monitor.profile import ReferenceProfile, forward_all, model_input, summary_features
+from closedloop.monitoring.drift import DEFAULT_LABEL_TESTS, DriftTest, Sample, build_tests, run_tests
+from closedloop.monitoring.drift.stats import single_threaded_blas
+from closedloop.monitoring.estimate import estimate, realized
+from closedloop.monitoring.profile import ReferenceProfile, forward_all, model_input, summary_features
 
 MIN_WINDOW = 10
 """Fewer samples than this cannot support any of the tests."""
@@ -374,8 +374,8 @@ class Monitor:
     ) -> pd.DataFrame:
         """Choose the ``k`` samples most worth labeling with the profile's review strategy (or
         ``strategy`` / a ``ReviewConfig``); optionally export them for labeling."""
-        from closedloop.stages.monitor.flywheel import build_queue, export_queue
-        from closedloop.stages.monitor.selection import ReviewConfig, get_strategy
+        from closedloop.monitoring.flywheel import build_queue, export_queue
+        from closedloop.monitoring.selection import ReviewConfig, get_strategy
 
         cfg: ReviewConfig = review or self.profile.info.review
         if strategy is not None and strategy != cfg.strategy:
@@ -391,7 +391,7 @@ class Monitor:
     @staticmethod
     def shadow(champion: Monitor, challenger: Monitor, batch: Any) -> dict[str, Any]:
         """Run both models on the same batch: disagreement and each model's estimated performance."""
-        from closedloop.stages.monitor.drift.predictions import predicted_classes
+        from closedloop.monitoring.drift.predictions import predicted_classes
 
         out: dict[str, Any] = {}
         preds = {}

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from closedloop.core.errors import DataError
-from closedloop.serving.logreader import RouteRows, read_log
-from closedloop.stages.monitor.estimate import realized
-from closedloop.stages.monitor.monitor import Monitor
+from closedloop.monitoring.estimate import realized
+from closedloop.monitoring.logreader import RouteRows, read_log
+from closedloop.monitoring.monitor import Monitor
 
 DEFAULT_WINDOW = 200
 
@@ -144,7 +144,7 @@ def export_review_queue(
 ) -> dict[str, Any]:
     """The ``k`` unlabeled logged rows most worth labeling, exported with their request id and index
     (what ``POST /feedback`` takes) next to the usual ``queue.csv`` columns."""
-    from closedloop.stages.monitor.flywheel import build_queue, export_queue
+    from closedloop.monitoring.flywheel import build_queue, export_queue
 
     assert rows.inputs is not None
     todo = np.setdiff1d(np.arange(len(rows)), labeled)
