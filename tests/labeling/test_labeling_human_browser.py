@@ -91,7 +91,9 @@ def test_blind_human_baseline_in_the_browser_reaches_the_next_report(tmp_path: P
     ref = json.loads((runs / "demo" / "human_reference.json").read_text())["reference"]
     assert ref["level"] == "human" and ref["n"] == 40 and ref["metrics"]["acc"] == pytest.approx(35 / 40)
 
-    result = Pipeline([DefineTask()], data={"source": "sklearn", "name": "digits"}, name="demo", runs_dir=runs).run()
+    result = Pipeline(
+        [DefineTask()], data={"source": "sklearn", "name": "digits"}, name="demo", runs_dir=runs
+    ).run()
     task = json.loads(next(result.run_dir.glob("stages/*task/artifacts/task/artifact.json")).read_text())
     assert [r["level"] for r in task["references"]] == ["human"]
     report = result.report_path.read_text()

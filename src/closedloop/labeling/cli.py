@@ -24,13 +24,58 @@ def cmd_label(args: argparse.Namespace) -> int:
     from closedloop.core.errors import ConfigError
 
     opts = {"classes": _classes(args.classes), "multilabel": True if args.multilabel else None}
-    actions = [a for a in (args.export, args.to_label_studio, args.from_label_studio) if a]
+    actions = [
+        a
+        for a in (args.export, args.to_label_studio, args.from_label_studio, args.agreement, args.consensus)
+        if a
+    ]
     if len(actions) > 1:
-        raise ConfigError("give at most one of --export, --to-label-studio, --from-label-studio")
+        raise ConfigError(
+            "give at most one of --export, --to-label-studio, --from-label-studio, --agreement, --consensus"
+        )
+    if args.agreement:
+        from closedloop.labeling.agreement import write_agreement
+
+        rep = write_agreement(args.queue_dir, args.agreement)
+        f, a = rep.fleiss_kappa, rep.krippendorff_alpha
+        print(
+            f"{len(rep.annotators)} annotators, {rep.n_items_multi} items labeled by two or more: Fleiss' kappa "
+            f"{f.value:.3f} [{f.ci95[0]:.3f}, {f.ci95[1]:.3f}], Krippendorff's alpha {a.value:.3f} "
+            f"[{a.ci95[0]:.3f}, {a.ci95[1]:.3f}]"
+        )
+        for pr in rep.pairs:
+            k = pr.kappa
+            what = f"kappa {k.value:.3f} [{k.ci95[0]:.3f}, {k.ci95[1]:.3f}]" if k else pr.note
+            print(f"  {pr.a} vs {pr.b}: {pr.n_shared} shared items, {what}")
+        print(f"written: {args.agreement} (most disagreed items side by side) and its .json")
+        return 0
+    if args.consensus:
+        from closedloop.labeling.consensus import queue_consensus
+
+        res_c = queue_consensus(
+            args.queue_dir,
+            probs=args.probs,
+            adjudicate_below=args.adjudicate_below,
+            adjudicator=args.adjudicator,
+        )
+        src = f"model probabilities from {res_c.probs_from}" if res_c.probs_from else "no model probabilities"
+        print(f"consensus of {res_c.n_items} items by {res_c.method} ({src}): {res_c.consensus_file}")
+        for who, q in sorted(res_c.annotators.items(), key=lambda x: -x[1]):
+            print(f"  annotator {who}: quality {q:.3f}")
+        if res_c.to_adjudicate:
+            where = (
+                f"assigned to {res_c.adjudicator} in assignments.csv"
+                if res_c.adjudicator
+                else "give --adjudicator NAME to send them back to the queue"
+            )
+            print(f"{len(res_c.to_adjudicate)} item(s) below quality {args.adjudicate_below}: {where}")
+        return 0
     if args.export:
         from closedloop.labeling.export import export_labels
 
-        res = export_labels(args.queue_dir, args.export, **opts)
+        res = export_labels(args.queue_dir, args.export, adjudicate_below=args.adjudicate_below, **opts)
+        if res.labels_from != "labels.csv":
+            print(f"several annotators: labels from {res.labels_from}")
         per = ", ".join(f"{k} {v}" for k, v in sorted(res.per_class.items())) or "none"
         print(f"exported {res.n_exported} labeled samples to {res.out_dir} ({per})")
         by: dict[str, list[str]] = {}
@@ -200,4 +245,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--from-label-studio", metavar="EXPORT.json", help="append a Label Studio JSON export to labels.csv"
     )
+    p.add_argument("--agreement", metavar="OUT.html", help="agreement between annotators (and OUT.json)")
+    p.add_argument(
+        "--consensus", action="store_true", help="consensus labels and annotator quality (CROWDLAB)"
+    )
+    p.add_argument(
+        "--probs",
+        metavar="CSV",
+        help="with --consensus: model probabilities (id, p_<class>; default queue.csv's; 'none': majority vote)",
+    )
+    p.add_argument(
+        "--adjudicate-below",
+        type=float,
+        default=0.5,
+        help="consensus quality under which an item goes back for adjudication (default 0.5)",
+    )
+    p.add_argument("--adjudicator", help="with --consensus: assign low-quality items to this annotator")
     p.set_defaults(func=cmd_label)
