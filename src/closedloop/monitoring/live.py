@@ -44,6 +44,7 @@ from closedloop.monitoring.logreader import (
 )
 from closedloop.monitoring.monitor import MIN_WINDOW, Monitor, find_profile_dir
 from closedloop.monitoring.profile import ReferenceProfile, summary_features
+from closedloop.monitoring.stream import StreamStatus, StreamTest, stream_scores
 
 _ID_RE = re.compile(rb'"request_id"\s*:\s*"([^"]*)"')
 _ROUTE_RE = re.compile(rb'"route"\s*:\s*"(\w+)"')
@@ -96,6 +97,11 @@ class LiveStatus(BaseModel):
     """Champion records of other model versions (e.g. before a promotion), not monitored here."""
     model_version: str | None = None
     evaluated_on: str
+    stream: StreamStatus | None = None
+    """The stream test over every champion row since the live monitor started (beside the window's
+    level): its alarm controls false alarms over the whole stream, however often it is read."""
+    guarantee: str = ""
+    """What the window's alarm promises for this deployment (the profile's sentence)."""
     log_warnings: list[str] = Field(default_factory=list)
     seconds: float = 0.0
     """Time this status took to compute."""
@@ -174,11 +180,13 @@ class LiveMonitor:
         self._labeled: deque[tuple[np.ndarray, Any]] = deque(maxlen=self.window)
         self._counts = {"records": 0, "canary": 0, "shadow": 0, "errors": 0, "feedback": 0, "other": 0}
         self._notes: list[str] = []
+        self._stream = StreamTest(profile.stream, info.stream_alpha, seed=seed) if profile.stream else None
         self._cached: LiveStatus | None = None
         self._lock = threading.Lock()  # the server may ask for a status from several threads at once
 
     # -- reading ------------------------------------------------------------------------------------
     def _ingest(self, reqs: list[Located], fbs: list[Located]) -> None:
+        fresh: list[_Entry] = []
         for loc in reqs:
             rec: RequestLine = loc.line  # type: ignore[assignment]
             if rec.route != "champion":
@@ -192,13 +200,20 @@ class LiveMonitor:
                 continue
             self._counts["records"] += 1
             proba = np.asarray(rec.proba, dtype=np.float64)
-            self._buffer.append(_Entry(rec, (rec.time, loc.file, loc.lineno), proba))
+            entry = _Entry(rec, (rec.time, loc.file, loc.lineno), proba)
+            self._buffer.append(entry)
+            fresh.append(entry)
             for i, row in enumerate(proba):
                 key = (rec.request_id, i)
                 self._proba_by_key[key] = row
                 if key in self._pending:
                     self._add_label(row, self._pending.pop(key))
         _trim_fifo(self._proba_by_key, self.max_join)
+        if self._stream is not None and fresh:  # arrival order: time, then file and line
+            fresh.sort(key=lambda e: e.order)
+            info = self.profile.info
+            rows = np.concatenate([e.proba for e in fresh])
+            self._stream.update(stream_scores(rows, info.problem_type, info.threshold))
         for loc in fbs:
             key = (loc.line.request_id, loc.line.index)
             row = self._proba_by_key.get(key)
@@ -350,6 +365,8 @@ class LiveMonitor:
             "n_other_versions": self._counts["other"],
             "model_version": ", ".join(versions) or None,
             "log_warnings": [*self._tail.warnings, *real_notes][-20:],
+            "stream": self._stream.status() if self._stream is not None else None,
+            "guarantee": info.guarantee,
         }
         source = (
             f"the last {n} champion rows logged in {self.log_dir} ({start} to {end}): production inputs, "

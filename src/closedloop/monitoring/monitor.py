@@ -24,6 +24,7 @@ from closedloop.monitoring.drift import DEFAULT_LABEL_TESTS, DriftTest, Sample, 
 from closedloop.monitoring.drift.stats import single_threaded_blas
 from closedloop.monitoring.estimate import estimate, realized
 from closedloop.monitoring.profile import ReferenceProfile, forward_all, model_input, summary_features
+from closedloop.monitoring.stream import StreamTest, stream_scores
 
 MIN_WINDOW = 10
 """Fewer samples than this cannot support any of the tests."""
@@ -293,6 +294,7 @@ class Monitor:
             "p_values": p_values,
             "min_p": float(min_p),
             "thresholds": thr,
+            "guarantee": self.profile.guarantee_for(len(win)),
             "estimated": {m: v["value"] for m, v in est.items()},
             "estimated_interval": {m: [v["low"], v["high"]] for m, v in est.items()},
             "reference_performance": dict(info.reference_performance),
@@ -334,9 +336,19 @@ class Monitor:
             )
         return self._evaluate(win, prepared.quality, np.random.default_rng(self.seed))
 
+    def stream_test(self) -> StreamTest:
+        """A stream test starting at the reference (``closedloop.monitoring.stream``)."""
+        return StreamTest(self.profile.stream, self.profile.info.stream_alpha, seed=self.seed)
+
+    def stream_update(self, test: StreamTest, win: Sample) -> dict[str, Any]:
+        """Feed a window's rows to the stream test; its status after them, as a dict."""
+        info = self.profile.info
+        return test.update(stream_scores(win.proba, info.problem_type, info.threshold)).model_dump()
+
     def check_stream(self, data: Any, window: int = 200, labels: Any = None) -> MonitorResult:
         """Split ``data`` into consecutive windows of ``window`` samples and check each (a last window
-        shorter than half the size is merged into the one before)."""
+        shorter than half the size is merged into the one before). The stream test follows all the
+        rows, in order, beside the per-window alerts."""
         if window < MIN_WINDOW:
             raise DataError(f"--window {window}: at least {MIN_WINDOW} samples per window are needed")
         prepared = self.prepare(data)
@@ -348,6 +360,7 @@ class Monitor:
         if not bounds:
             raise DataError("empty stream: no samples")
         windows = []
+        stream = self.stream_test()
         row_ids = prepared.keep if prepared.keep is not None else np.arange(n)
         for i, start in enumerate(bounds):
             end = bounds[i + 1] if i + 1 < len(bounds) else n
@@ -356,11 +369,17 @@ class Monitor:
             idx = np.arange(start, end)
             quality = _window_quality(prepared.quality, self.profile.info.kind, prepared.raw, idx)
             res = self._evaluate(full.take(idx), quality, np.random.default_rng([self.seed, i]))
+            res["stream"] = self.stream_update(stream, full.take(idx))
             windows.append(
                 {"index": i, "start": int(row_ids[start]), "end": int(row_ids[end - 1]) + 1, **res}
             )
         return MonitorResult(
-            windows=windows, window=window, alpha=self.profile.info.alpha, quality=prepared.quality
+            windows=windows,
+            window=window,
+            alpha=self.profile.info.alpha,
+            quality=prepared.quality,
+            stream=stream.status().model_dump(),
+            guarantee=self.profile.info.guarantee,
         )
 
     # -- flywheel and shadow mode ---------------------------------------------------------------
@@ -450,6 +469,10 @@ class MonitorResult:
     window: int
     alpha: float
     quality: dict[str, Any] = field(default_factory=dict)
+    stream: dict[str, Any] = field(default_factory=dict)
+    """The stream test after the last row (``StreamStatus``): beside the per-window alerts."""
+    guarantee: str = ""
+    """What the alarms promise (the profile's sentence)."""
 
     def summary(self) -> dict[str, Any]:
         alerts = [w["alert"] for w in self.windows]
@@ -459,6 +482,8 @@ class MonitorResult:
             "n_warn": alerts.count("warn"),
             "n_ok": alerts.count("ok"),
             "alarm_rate": alerts.count("alarm") / max(len(alerts), 1),
+            "stream_alarm": bool(self.stream.get("alarm", False)),
+            "stream_alarm_at": self.stream.get("alarm_at"),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -466,6 +491,8 @@ class MonitorResult:
             "window": self.window,
             "alpha": self.alpha,
             "summary": self.summary(),
+            "stream": self.stream,
+            "guarantee": self.guarantee,
             "data_quality": self.quality,
             "windows": self.windows,
         }
