@@ -82,6 +82,12 @@ class LiveStatus(BaseModel):
     """Label-free estimate of each metric on the window (from calibrated confidences)."""
     estimated_interval: dict[str, list[float]] = Field(default_factory=dict)
     estimate_reliable: bool = False
+    estimate_reason: str = ""
+    """Why the point estimate is withheld (empty when it is given)."""
+    estimate_withheld: dict[str, float] = Field(default_factory=dict)
+    """The label-free point estimate when it is not trusted (kept for the record, not a measurement)."""
+    spot_check: dict[str, Any] = Field(default_factory=dict)
+    """How many random labels would measure realized accuracy within +-0.05, and whether they are asked for."""
     reference_performance: dict[str, float] = Field(default_factory=dict)
     realized: dict[str, float] = Field(default_factory=dict)
     """Metrics on the latest champion rows with feedback labels (up to ``window`` of them)."""
@@ -395,6 +401,9 @@ class LiveMonitor:
             estimated=_finite(res["estimated"]),
             estimated_interval={k: v for k, v in res["estimated_interval"].items() if np.all(np.isfinite(v))},
             estimate_reliable=bool(res["estimate_reliable"]),
+            estimate_reason=res["estimate_reason"],
+            estimate_withheld=_finite(res["estimate_withheld"]),
+            spot_check=res["spot_check"],
             evaluated_on=source,
             **base,
         )

@@ -279,24 +279,34 @@ class Monitor:
             if win.proba is not None
             else {}
         )
-        # confidence-based estimation assumes calibration survives the shift; input drift at the alarm
-        # level is where it most often does not (models grow over-confident off their training data)
-        covariate = [k for k in p_values if tests[k].covariate and p_values[k] <= thr["alarm"]]
-        if covariate and est:
-            evidence.append(
-                f"label-free estimate: input drift ({', '.join(covariate)}) can break the calibration it "
-                "relies on; treat it as optimistic until labels arrive"
+        # confidence-based estimation (CBPE) assumes the reference's confidence-accuracy relation holds
+        # in the window; evidence that the window differs from the reference at the marginal alarm
+        # level (about alpha of in-distribution windows) is evidence it may not, so the point estimate
+        # is withheld there and random labels are asked for instead
+        level = thr.get("alarm_marginal", thr["alarm"])
+        differs = sorted((p, k) for k, p in unlabeled.items() if p <= level)
+        reliable = bool(est) and not differs
+        reason = ""
+        if est and differs:
+            which = ", ".join(f"{k} p={p:.2g}" for p, k in differs[:3])
+            reason = (
+                f"withheld: the window differs from the reference ({which}), so the confidence-accuracy "
+                "relation the label-free estimate assumes may not hold here; measure it on randomly chosen labels"
             )
+            evidence.append(f"label-free estimate {reason}")
         out: dict[str, Any] = {
             "n": int(len(win)),
             "alert": alert,
-            "estimate_reliable": bool(est) and not covariate,
+            "estimate_reliable": reliable,
+            "estimate_reason": reason,
             "p_values": p_values,
             "min_p": float(min_p),
             "thresholds": thr,
             "guarantee": self.profile.guarantee_for(len(win)),
-            "estimated": {m: v["value"] for m, v in est.items()},
-            "estimated_interval": {m: [v["low"], v["high"]] for m, v in est.items()},
+            "estimated": {m: v["value"] for m, v in est.items()} if reliable else {},
+            "estimated_interval": {m: [v["low"], v["high"]] for m, v in est.items()} if reliable else {},
+            "estimate_withheld": {m: v["value"] for m, v in est.items()} if not reliable else {},
+            "spot_check": spot_check(est, reliable),
             "reference_performance": dict(info.reference_performance),
             "evidence": evidence,
             "data_quality": quality,
@@ -313,9 +323,8 @@ class Monitor:
         if win.labels is not None and win.proba is not None:
             real = realized(info.metrics, win.labels, win.proba, info.problem_type, info.threshold)
             out["realized"] = real
-            out["estimate_gap"] = {
-                m: out["estimated"][m] - v for m, v in real.items() if m in out["estimated"]
-            }
+            point = out["estimated"] or out["estimate_withheld"]
+            out["estimate_gap"] = {m: point[m] - v for m, v in real.items() if m in point}
         return out
 
     def evaluate(
@@ -438,6 +447,28 @@ class Monitor:
             float(np.abs(pa - pb).mean()) if pa.shape == pb.shape else None
         )
         return out
+
+
+SPOT_CHECK_MARGIN = 0.05
+"""Half-width of the 95% interval a spot check of random labels should give realized accuracy."""
+
+
+def spot_check(est: dict[str, Any], reliable: bool) -> dict[str, Any]:
+    """How many randomly chosen labels would measure realized accuracy within +-0.05 (95%, normal
+    approximation), planned at the estimated accuracy when the estimate holds and at the worst case
+    (0.5) when it does not; asked for when the estimate is withheld."""
+    if "acc" not in est:
+        return {}
+    p = float(est["acc"]["value"]) if reliable else 0.5
+    p = min(max(p, 0.5), 0.999) if not reliable else min(max(p, 0.001), 0.999)
+    n = int(np.ceil(1.96**2 * p * (1 - p) / SPOT_CHECK_MARGIN**2))
+    return {
+        "labels_for_acc_within": SPOT_CHECK_MARGIN,
+        "labels_needed": n,
+        "planned_at_accuracy": p,
+        "asked": not reliable,
+        "note": "randomly chosen rows only: labels picked by uncertainty are biased and never enter realized metrics",
+    }
 
 
 def _window_quality(full: dict[str, Any], kind: str, raw: Any, idx: np.ndarray) -> dict[str, Any]:

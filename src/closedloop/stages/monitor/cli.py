@@ -155,6 +155,9 @@ def _print_windows(out: dict[str, Any]) -> None:
     )
     for w in out["windows"]:
         est = ", ".join(f"{k}~{v:.3f}" for k, v in w["estimated"].items())
+        if w.get("estimate_withheld"):
+            need = w.get("spot_check", {}).get("labels_needed")
+            est = "estimate withheld" + (f" (spot check: {need} random labels)" if need else "")
         real = ", ".join(f"{k}={v:.3f}" for k, v in w.get("realized", {}).items())
         real = f"  realized {real} (n={w['n_labeled']})" if real and "n_labeled" in w else ""
         ev = "; ".join(w["evidence"][:2])
