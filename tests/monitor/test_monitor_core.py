@@ -73,7 +73,7 @@ def test_clean_window_ok_and_shift_alarms(digits):
     assert any("label-free estimate withheld" in e and "random" in e for e in shifted["evidence"])
     # the point estimate is withheld (kept for the record) and random labels are asked for
     assert shifted["estimated"] == {} and "acc" in shifted["estimate_withheld"]
-    assert shifted["estimate_reason"].startswith("withheld: the window differs from the reference (")
+    assert shifted["estimate_reason"].startswith("withheld: the data differ from the reference (")
     assert shifted["spot_check"]["asked"] and shifted["spot_check"]["labels_needed"] == 385
     assert clean["spot_check"]["asked"] is False and clean["spot_check"]["labels_needed"] < 385
 

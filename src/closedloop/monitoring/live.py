@@ -391,7 +391,10 @@ class LiveMonitor:
             mon = self._monitor_outputs_only
         else:
             mon = self._monitor
-        res = mon.evaluate(Sample(features=features, proba=proba), seed=[self.seed, self._counts["records"]])
+        stream = self._stream.status().model_dump() if self._stream is not None else None
+        res = mon.evaluate(
+            Sample(features=features, proba=proba), seed=[self.seed, self._counts["records"]], stream=stream
+        )
         return LiveStatus(
             level=res["alert"],
             p_values=res["p_values"],

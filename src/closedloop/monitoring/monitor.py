@@ -246,7 +246,13 @@ class Monitor:
             y = y[prepared.keep] if prepared.keep is not None else y
         return Sample(features=feats, embeddings=self.profile.reduce(emb), proba=proba, labels=y)
 
-    def _evaluate(self, win: Sample, quality: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    def _evaluate(
+        self,
+        win: Sample,
+        quality: dict[str, Any],
+        rng: np.random.Generator,
+        stream: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         info = self.profile.info
         ref = self.profile.reference
         ctx = self.profile.context(rng)
@@ -285,12 +291,25 @@ class Monitor:
         # is withheld there and random labels are asked for instead
         level = thr.get("alarm_marginal", thr["alarm"])
         differs = sorted((p, k) for k, p in unlabeled.items() if p <= level)
-        reliable = bool(est) and not differs
+        # the stream since the reference is evidence too: once its alarm is raised, the stream is not
+        # the reference's distribution, and no later window's estimate is trusted (until a new reference)
+        drifted = bool(stream and stream.get("alarm"))
+        reliable = bool(est) and not differs and not drifted
         reason = ""
-        if est and differs:
+        if est and not reliable:
             which = ", ".join(f"{k} p={p:.2g}" for p, k in differs[:3])
+            if drifted:
+                assert stream is not None
+                which = ", ".join(
+                    x
+                    for x in (
+                        which,
+                        f"stream e-value {stream['max_e_value']:.3g} since row {stream['alarm_at']}",
+                    )
+                    if x
+                )
             reason = (
-                f"withheld: the window differs from the reference ({which}), so the confidence-accuracy "
+                f"withheld: the data differ from the reference ({which}), so the confidence-accuracy "
                 "relation the label-free estimate assumes may not hold here; measure it on randomly chosen labels"
             )
             evidence.append(f"label-free estimate {reason}")
@@ -328,12 +347,17 @@ class Monitor:
         return out
 
     def evaluate(
-        self, win: Sample, quality: dict[str, Any] | None = None, seed: Any = None
+        self,
+        win: Sample,
+        quality: dict[str, Any] | None = None,
+        seed: Any = None,
+        stream: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Check an already scored window (features and probabilities computed elsewhere, e.g. from a
-        request log): the same result as :meth:`check`, without touching the model."""
+        request log): the same result as :meth:`check`, without touching the model. ``stream``: the
+        stream test's status after the window (its alarm withholds the label-free estimate)."""
         rng = np.random.default_rng(self.seed if seed is None else seed)
-        return self._evaluate(win, quality or {"n_rows": len(win), "warnings": []}, rng)
+        return self._evaluate(win, quality or {"n_rows": len(win), "warnings": []}, rng, stream)
 
     def check(self, batch: Any, labels: Any = None) -> dict[str, Any]:
         """Check one window: alert level, p-value per test, estimated (and realized) performance."""
@@ -377,8 +401,9 @@ class Monitor:
                 raise DataError(f"{n} samples: too few for a window (at least {MIN_WINDOW} needed)")
             idx = np.arange(start, end)
             quality = _window_quality(prepared.quality, self.profile.info.kind, prepared.raw, idx)
-            res = self._evaluate(full.take(idx), quality, np.random.default_rng([self.seed, i]))
-            res["stream"] = self.stream_update(stream, full.take(idx))
+            status = self.stream_update(stream, full.take(idx))
+            res = self._evaluate(full.take(idx), quality, np.random.default_rng([self.seed, i]), status)
+            res["stream"] = status
             windows.append(
                 {"index": i, "start": int(row_ids[start]), "end": int(row_ids[end - 1]) + 1, **res}
             )
