@@ -75,7 +75,7 @@ def test_too_little_overlap_says_how_many(tmp_path: Path, capsys) -> None:
 
 def test_consensus_ranks_annotators_and_export_uses_it(tmp_path: Path, capsys) -> None:
     qdir, truth = _three_annotators(tmp_path)
-    res = queue_consensus(qdir, probs="none")  # majority vote
+    res = queue_consensus(qdir, probs="none", method="majority_vote")
     assert res.method == "majority_vote"
     assert res.annotators["ada"] > res.annotators["bo"] > res.annotators["cy"]
     cons = pd.read_csv(qdir / "consensus.csv", dtype=str).set_index("id")
@@ -88,6 +88,8 @@ def test_consensus_ranks_annotators_and_export_uses_it(tmp_path: Path, capsys) -
                 "label",
                 str(qdir),
                 "--consensus",
+                "--method",
+                "majority_vote",
                 "--probs",
                 "none",
                 "--adjudicate-below",
@@ -119,3 +121,29 @@ def test_crowdlab_with_model_probabilities(tmp_path: Path) -> None:
     assert c.labels.shape == (40,) and ((c.quality >= 0) & (c.quality <= 1)).all()
     with pytest.raises(DataError, match="have no label"):
         consensus(np.array([[0, -1], [-1, -1]]), 2)
+
+
+def test_dawid_skene_learns_who_to_trust_and_never_lets_the_model_alone_decide(tmp_path: Path) -> None:
+    qdir, truth = _three_annotators(tmp_path)
+    res = queue_consensus(qdir, probs="none")  # the default, without a model: one class prior
+    assert res.method == "dawid_skene"
+    assert res.annotators["ada"] > res.annotators["bo"] > res.annotators["cy"]
+    cons = pd.read_csv(qdir / "consensus.csv", dtype={"id": str}).set_index("id")
+    assert (cons["label"] == pd.Series(truth)).loc[cons.index[:30]].all()
+    # a model sure of a class no annotator gave: the consensus follows it, and the item goes to adjudication
+    q = load_queue(qdir)
+    probs = pd.DataFrame({"id": q.ids})
+    single = q.ids[35]  # labeled by one annotator only
+    given = cons.loc[single, "label"]
+    other = next(c for c in CLASSES if c != given)
+    for c in CLASSES:
+        probs[f"p_{c}"] = [(0.999 if c == other else 0.0005) if i == single else 1 / 3 for i in q.ids]
+    probs.to_csv(tmp_path / "probs.csv", index=False)
+    res = queue_consensus(qdir, probs=tmp_path / "probs.csv", adjudicator="dee")
+    cons = pd.read_csv(qdir / "consensus.csv", dtype={"id": str}).set_index("id")
+    assert cons.loc[single, "label"] == other and bool(cons.loc[single, "model_only"])
+    assert single in res.to_adjudicate and single in load_queue(qdir).assignments["dee"]
+    assert "adjudicate" in {n.status for n in export_labels(qdir, tmp_path / "x").not_exported if n.id == single}
+    L = np.array([[0, 1], [0, 0]])
+    with pytest.raises(DataError, match="consensus method 'vote'"):
+        consensus(L, 2, None, method="vote")

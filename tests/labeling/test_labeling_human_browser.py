@@ -96,6 +96,8 @@ def test_blind_human_baseline_in_the_browser_reaches_the_next_report(tmp_path: P
     ).run()
     task = json.loads(next(result.run_dir.glob("stages/*task/artifacts/task/artifact.json")).read_text())
     assert [r["level"] for r in task["references"]] == ["human"]
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert '"verdict": "not_distinguishable"' in json.dumps(summary)  # 39/40 vs 35/40: McNemar p = 0.22
     report = result.report_path.read_text()
     assert 'data-decision="human"' in report and "the measured human level" in report
     assert "acc 0.875" in report or "0.875" in report

@@ -57,6 +57,7 @@ def cmd_label(args: argparse.Namespace) -> int:
             probs=args.probs,
             adjudicate_below=args.adjudicate_below,
             adjudicator=args.adjudicator,
+            method=args.method,
         )
         src = f"model probabilities from {res_c.probs_from}" if res_c.probs_from else "no model probabilities"
         print(f"consensus of {res_c.n_items} items by {res_c.method} ({src}): {res_c.consensus_file}")
@@ -68,7 +69,10 @@ def cmd_label(args: argparse.Namespace) -> int:
                 if res_c.adjudicator
                 else "give --adjudicator NAME to send them back to the queue"
             )
-            print(f"{len(res_c.to_adjudicate)} item(s) below quality {args.adjudicate_below}: {where}")
+            print(
+                f"{len(res_c.to_adjudicate)} item(s) below quality {args.adjudicate_below} or labeled by the "
+                f"model alone: {where}"
+            )
         return 0
     if args.export:
         from closedloop.labeling.export import export_labels
@@ -261,4 +265,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="consensus quality under which an item goes back for adjudication (default 0.5)",
     )
     p.add_argument("--adjudicator", help="with --consensus: assign low-quality items to this annotator")
+    p.add_argument(
+        "--method",
+        default="dawid_skene",
+        choices=["dawid_skene", "crowdlab", "majority_vote"],
+        help="with --consensus: how labels are combined (default dawid_skene; see docs/labeling.md)",
+    )
     p.set_defaults(func=cmd_label)

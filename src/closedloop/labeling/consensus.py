@@ -1,12 +1,15 @@
 """One label per item from several annotators, a quality score per item and per annotator.
 
-CROWDLAB (cleanlab's ``get_label_quality_multiannotator``) weighs each annotator by how often they
+The default, Dawid & Skene's EM with the model's out-of-sample probabilities as each item's prior,
+learns one confusion matrix per annotator (class-dependent mistakes included) and combines every label
+an item has with the model's belief (``dawid_skene``). CROWDLAB (cleanlab's
+``get_label_quality_multiannotator``, the field's reference, ``method="crowdlab"``) weighs each annotator by how often they
 agree with the others and the model, and the model by how well it agrees with the annotators, so a
 reliable annotator's single label counts for more than an unreliable one's; it needs the model's
 *out-of-sample* probabilities for the items (a review queue's ``p_<class>`` columns are predictions on
 production data the model never trained on; a human-baseline folder's ``heldback.csv`` holds them for
-validation rows it never trained on). Without probabilities: majority vote (ties: lowest class index,
-reported), the baseline.
+validation rows it never trained on). Without probabilities: majority vote (ties: lowest class index),
+the baseline. ``benchmarks/bench_annotators.py`` compares the three.
 
 ``closedloop label QUEUE --consensus`` writes ``QUEUE/consensus.csv`` (``id, label, quality,
 n_annotations, agreement, method``) and ``QUEUE/annotators.csv`` (``annotator, quality,
@@ -34,7 +37,7 @@ from closedloop.labeling.store import LabelStore
 
 CONSENSUS = "consensus.csv"
 ANNOTATORS = "annotators.csv"
-Method = Literal["crowdlab", "majority_vote"]
+Method = Literal["crowdlab", "dawid_skene", "majority_vote"]
 COLLAPSED = 1e-3
 COLLAPSE_NOTE = (
     "CROWDLAB weighted every annotator ~0 (their agreement was no better than always answering the most "
@@ -72,7 +75,61 @@ def majority_vote(L: np.ndarray, n_classes: int) -> np.ndarray:
     return category_counts(L, n_classes).argmax(axis=1)
 
 
-def consensus(L: np.ndarray, n_classes: int, pred_probs: np.ndarray | None = None) -> Consensus:
+def dawid_skene(
+    L: np.ndarray,
+    n_classes: int,
+    pred_probs: np.ndarray | None = None,
+    n_iter: int = 100,
+    smoothing: float = 1.0,
+) -> Consensus:
+    """Dawid & Skene's EM: one confusion matrix per annotator (so class-dependent mistakes are learned),
+    the posterior of each item's class combining every label it has; with ``pred_probs`` the model's
+    out-of-sample probabilities are each item's prior (otherwise one class prior for all items).
+    Item quality: the posterior of the consensus class; annotator quality: their estimated accuracy
+    (prior-weighted diagonal of their confusion matrix)."""
+    from closedloop.stats.agreement import category_counts
+
+    L = np.asarray(L, dtype=np.int64)
+    labeled = L >= 0
+    n, m = L.shape
+    counts = category_counts(L, n_classes).astype(float)
+    base = None if pred_probs is None else np.clip(np.asarray(pred_probs, dtype=float), 1e-6, 1.0)
+    T = counts + (base if base is not None else 0.0)
+    T /= T.sum(axis=1, keepdims=True)
+    C = np.ones((m, n_classes, n_classes)) / n_classes
+    for _ in range(n_iter):
+        for j in range(m):  # M-step: each annotator's confusion C[j][true, given], Laplace-smoothed
+            rows = labeled[:, j]
+            onehot = np.eye(n_classes)[L[rows, j]]
+            Cj = T[rows].T @ onehot + smoothing
+            C[j] = Cj / Cj.sum(axis=1, keepdims=True)
+        prior = T.mean(axis=0)
+        logT = np.log(base) if base is not None else np.tile(np.log(prior), (n, 1))
+        for j in range(m):  # E-step: posterior of each item's class given every label it has
+            rows = labeled[:, j]
+            logT[rows] += np.log(C[j][:, L[rows, j]]).T
+        new = np.exp(logT - logT.max(axis=1, keepdims=True))
+        new /= new.sum(axis=1, keepdims=True)
+        done = np.abs(new - T).max() < 1e-6
+        T = new
+        if done:
+            break
+    labels = T.argmax(axis=1)
+    match = (labels[:, None] == L) & labeled
+    prior = T.mean(axis=0)
+    return Consensus(
+        method="dawid_skene",
+        labels=labels,
+        quality=T.max(axis=1),
+        agreement=(match.sum(axis=1) / labeled.sum(axis=1)),
+        annotator_quality=np.array([float(prior @ np.diag(C[j])) for j in range(m)]),
+        annotator_agreement=match.sum(axis=0) / np.maximum(labeled.sum(axis=0), 1),
+    )
+
+
+def consensus(
+    L: np.ndarray, n_classes: int, pred_probs: np.ndarray | None = None, method: str = "crowdlab"
+) -> Consensus:
     """CROWDLAB consensus with ``pred_probs`` (out-of-sample, ``(n_items, n_classes)``), else majority vote.
 
     ``L``: ``(n_items, n_annotators)`` class indices, ``-1`` where not labeled; every item and every
@@ -85,7 +142,15 @@ def consensus(L: np.ndarray, n_classes: int, pred_probs: np.ndarray | None = Non
     if not labeled.any(axis=1).all():
         raise DataError(f"{int((~labeled.any(axis=1)).sum())} item(s) have no label; leave them out first")
     counts = category_counts(L, n_classes)
-    if pred_probs is None:
+    if method == "dawid_skene":
+        if pred_probs is not None and np.asarray(pred_probs).shape != (len(L), n_classes):
+            raise DataError(
+                f"model probabilities have shape {np.asarray(pred_probs).shape}, expected {(len(L), n_classes)}"
+            )
+        return dawid_skene(L, n_classes, pred_probs)
+    if method not in ("crowdlab", "majority_vote"):
+        raise DataError(f"consensus method {method!r}: expected crowdlab, dawid_skene or majority_vote")
+    if pred_probs is None or method == "majority_vote":
         labels = counts.argmax(axis=1)
         agree = counts[np.arange(len(L)), labels] / counts.sum(axis=1)
         match = (labels[:, None] == L) & labeled
@@ -198,11 +263,14 @@ def queue_consensus(
     probs: str | Path | None = None,
     adjudicate_below: float = 0.5,
     adjudicator: str | None = None,
+    method: str = "dawid_skene",
 ) -> QueueConsensus:
     """Consensus of every labeled item in the queue; writes ``consensus.csv`` and ``annotators.csv``.
 
     ``probs``: a CSV with ``id`` and ``p_<class>`` (default: the queue's own ``queue.csv`` when it has
-    them); ``none`` forces majority vote. Items below ``adjudicate_below`` are assigned to ``adjudicator``.
+    them); ``none``: no model (majority vote, or Dawid-Skene with one class prior). Items below
+    ``adjudicate_below``, and items whose consensus label no annotator gave (the model overrode every
+    person: not a label to train on), are assigned to ``adjudicator``.
     """
     queue = load_queue(queue_dir)
     m = label_matrix(queue)
@@ -215,8 +283,9 @@ def queue_consensus(
     else:
         src = None if str(probs) == "none" else Path(probs)
     P = read_probs(src, m.ids, queue.classes) if src is not None else None
-    res = consensus(m.L, len(queue.classes), P)
+    res = consensus(m.L, len(queue.classes), P, method=method)
     n_ann = (m.L >= 0).sum(axis=1)
+    model_only = res.agreement == 0
     rows = pd.DataFrame(
         {
             "id": m.ids,
@@ -224,6 +293,7 @@ def queue_consensus(
             "quality": np.round(res.quality, 4),
             "n_annotations": n_ann,
             "agreement": np.round(res.agreement, 4),
+            "model_only": model_only,
             "method": res.method,
         }
     )
@@ -237,7 +307,7 @@ def queue_consensus(
         }
     )
     write_text_atomic(queue.dir / ANNOTATORS, ann.to_csv(index=False))
-    low = [i for i, q in zip(m.ids, res.quality, strict=True) if q < adjudicate_below]
+    low = [i for i, q, mo in zip(m.ids, res.quality, model_only, strict=True) if q < adjudicate_below or mo]
     if adjudicator and low:
         _assign_for_adjudication(queue, m, low, adjudicator)
     return QueueConsensus(
@@ -270,14 +340,17 @@ def _assign_for_adjudication(queue: LabelQueue, m: LabelMatrix, low: list[str], 
     write_assignments(queue.dir, assignment)
 
 
-def consensus_rows(queue: LabelQueue) -> dict[str, tuple[str, float]] | None:
-    """``consensus.csv`` as id -> (label, quality) when it is at least as new as ``labels.csv``."""
+def consensus_rows(queue: LabelQueue) -> dict[str, tuple[str, float, bool]] | None:
+    """``consensus.csv`` as id -> (label, quality, model_only) when it is at least as new as ``labels.csv``."""
     path = queue.dir / CONSENSUS
     labels = queue.dir / "labels.csv"
     if not path.is_file() or (labels.is_file() and labels.stat().st_mtime_ns > path.stat().st_mtime_ns):
         return None
     with open(path, newline="", encoding="utf-8") as fh:
-        return {r["id"]: (r["label"], float(r["quality"])) for r in csv.DictReader(fh)}
+        return {
+            r["id"]: (r["label"], float(r["quality"]), r.get("model_only") == "True")
+            for r in csv.DictReader(fh)
+        }
 
 
 def several_annotators(queue: LabelQueue) -> bool:

@@ -78,7 +78,7 @@ def export_labels(
         current = {
             i: (
                 r.model_copy(update={"label": [agreed[i][0]], "status": "labeled", "annotator": "consensus"})
-                if agreed[i][1] >= adjudicate_below
+                if agreed[i][1] >= adjudicate_below and not agreed[i][2]
                 else r.model_copy(update={"label": [], "status": "adjudicate"})
             )
             if i in agreed

@@ -325,6 +325,9 @@ class DefineTask(Stage):
             "acceptance": t.acceptance,
             "validation_protocol": t.validation.protocol,
             "inferred": sorted(t.inferred),
+            "human_reference": next(
+                (r.comparison.model_dump() | {"n": r.n} for r in t.references if r.comparison is not None), None
+            ),
         }
 
     def report(self, outputs: Outputs, stage_dir: Path) -> list[Any]:
