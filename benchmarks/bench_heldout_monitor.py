@@ -123,7 +123,7 @@ def main() -> None:
                 per_test[k] = per_test.get(k, 0) + int(p < info.alpha)
             got = realized(["auc", "acc"], labels, win.proba, info.problem_type, info.threshold)
             for m in ("auc", "acc"):
-                est[m].append(r["estimated"][m])
+                est[m].append({**r["estimated"], **r["estimate_withheld"]}[m])
                 real[m].append(got[m])
         alarm = np.mean([a == "alarm" for a in alerts])
         warn = np.mean([a in ("alarm", "warn") for a in alerts])

@@ -67,10 +67,15 @@ def test_clean_window_ok_and_shift_alarms(digits):
     assert shifted["alert"] == "alarm"
     assert shifted["p_values"]["features"] < 1e-6
     assert shifted["top_features"][0]["feature"].startswith(("intensity", "grid"))
-    # the label-free estimate is flagged where input drift can break the calibration it relies on
-    assert clean["estimate_reliable"] is True  # no alarm, so no input test at the alarm level
+    # the label-free estimate is withheld where the window differs from the reference
+    assert clean["estimate_reliable"] is True  # no test at the marginal alarm level
     assert shifted["estimate_reliable"] is False
-    assert any("label-free estimate" in e and "optimistic" in e for e in shifted["evidence"])
+    assert any("label-free estimate withheld" in e and "random" in e for e in shifted["evidence"])
+    # the point estimate is withheld (kept for the record) and random labels are asked for
+    assert shifted["estimated"] == {} and "acc" in shifted["estimate_withheld"]
+    assert shifted["estimate_reason"].startswith("withheld: the data differ from the reference (")
+    assert shifted["spot_check"]["asked"] and shifted["spot_check"]["labels_needed"] == 385
+    assert clean["spot_check"]["asked"] is False and clean["spot_check"]["labels_needed"] < 385
 
 
 def test_bad_input_messages(digits):

@@ -80,6 +80,9 @@ def test_darker_scanner_alarms_on_the_latest_window(run, tmp_path):
     assert shifted.level == "alarm" and shifted.p_values["features"] < 1e-6
     assert shifted.n_records == 200 and shifted.n_rows == 100
     assert shifted.window_start.startswith("2026-11-30T21:16:40")  # only the newest 100 rows
+    # the stream test follows every row since the monitor started, beside the window's level
+    assert shifted.stream is not None and shifted.stream.n == 200
+    assert first.stream is not None and first.stream.n == 100 and not first.stream.alarm
 
 
 def test_realized_metrics_from_feedback(run, tmp_path):

@@ -112,9 +112,8 @@ def monitor_log(
                 except ValueError:
                     continue
             w["realized"] = {k: v for k, v in real.items() if np.isfinite(v)}
-            w["estimate_gap"] = {
-                m: w["estimated"][m] - v for m, v in w["realized"].items() if m in w["estimated"]
-            }
+            point = w["estimated"] or w["estimate_withheld"]
+            w["estimate_gap"] = {m: point[m] - v for m, v in w["realized"].items() if m in point}
     out = result.to_dict()
     out["evaluated_on"] = (
         f"champion requests logged in {log_dir} ({windows[0]['time_start']} to {windows[-1]['time_end']}): "

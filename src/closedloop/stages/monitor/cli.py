@@ -155,12 +155,27 @@ def _print_windows(out: dict[str, Any]) -> None:
     )
     for w in out["windows"]:
         est = ", ".join(f"{k}~{v:.3f}" for k, v in w["estimated"].items())
+        if w.get("estimate_withheld"):
+            need = w.get("spot_check", {}).get("labels_needed")
+            est = "estimate withheld" + (f" (spot check: {need} random labels)" if need else "")
         real = ", ".join(f"{k}={v:.3f}" for k, v in w.get("realized", {}).items())
         real = f"  realized {real} (n={w['n_labeled']})" if real and "n_labeled" in w else ""
         ev = "; ".join(w["evidence"][:2])
+        st = w.get("stream", {})
+        stream = f"  stream e={st['e_value']:.3g}{' ALARM' if st.get('alarm') else ''}" if st else ""
         print(
-            f"  [{w['index']:>3}] {w['start']}-{w['end']}: {w['alert']:<5} min-p={w['min_p']:.2g}  {est}{real}  {ev}"
+            f"  [{w['index']:>3}] {w['start']}-{w['end']}: {w['alert']:<5} min-p={w['min_p']:.2g}{stream}  "
+            f"{est}{real}  {ev}"
         )
+    st = out.get("stream") or {}
+    if st:
+        verdict = f"ALARM (raised at row {st['alarm_at']})" if st["alarm"] else "no alarm"
+        print(
+            f"stream test over all {st['n']} row(s): {verdict}; e-value {st['e_value']:.3g} "
+            f"(alarm at {st['threshold']:.3g}, false-alarm rate <= {st['alpha']:g} over the whole stream)"
+        )
+    if out.get("guarantee"):
+        print(f"guarantee: {out['guarantee']}")
 
 
 def shadow_report(champion: Any, challenger: Any, data: Any, windows: list[dict[str, Any]]) -> dict[str, Any]:
