@@ -137,12 +137,9 @@ def fingerprint_of_run(run: Path) -> dict[str, Any]:
         rows = [json.loads(x) for x in (run / name).read_text().splitlines() if x.strip()]
         return [{k: v for k, v in r.items() if k not in drop} for r in rows]
 
-    summary = json.loads((run / "summary.json").read_text())
-    stages = {s["name"]: s for s in summary["stages"]} if isinstance(summary.get("stages"), list) else {}
-    train = (stages.get("train") or {}).get("summary") or summary.get("stages", {}).get("train", {})
-    metrics = {
-        k: train.get(k) for k in ("test", "val", "heldout", "temperature", "threshold", "n_configs", "model")
-    }
+    train = json.loads((run / "summary.json").read_text())["stages"]["train"]
+    keys = ("test", "val", "heldout", "temperature", "threshold", "n_configs", "model")
+    metrics = {k: train.get(k) for k in keys}
     return {
         "files": files,
         "validation_ledger": lines("validation_ledger.jsonl", ("time",)),
