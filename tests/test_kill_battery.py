@@ -160,12 +160,14 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return tmp, tmp / "ref"
 
 
+@pytest.mark.timeout(900)  # includes the uninterrupted run of the fixture
 def test_every_kill_point_is_on_the_uninterrupted_path(setup: tuple[Path, Path]) -> None:
     tmp, _ = setup
     reached = set((tmp / "points.txt").read_text().split())
     assert not [p for p in KILL_CHAIN if p not in reached], sorted(reached)
 
 
+@pytest.mark.timeout(1800)  # ten CLI runs; ~2 min on a quiet 2-core machine
 def test_killed_in_every_phase_and_resumed_is_identical(setup: tuple[Path, Path]) -> None:
     tmp, ref = setup
     cfg = tmp / "kill.yaml"
