@@ -216,6 +216,7 @@ def compare_runs(
         problem_type=chall.problem_type,
         convention=task.metric_convention if task else "standard",
         threshold=chall.threshold,
+        champion_threshold=champ.threshold,  # each model at its own shipped operating point
         alpha=alpha,
         acceptance=task.acceptance if task else {},
         constraints=constraints,
