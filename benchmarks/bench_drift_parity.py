@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "monitor"
 def _run(kind: str) -> dict[str, Any]:
     from monitor_helpers import digits_setup, table_setup
 
-    from closedloop.stages.monitor import Monitor
+    from closedloop.monitoring import Monitor
     from closedloop.stages.monitor.stage import BuildMonitorProfileConfig, build_profile
     from closedloop.stages.task import DefineTaskConfig, build_task_spec
 

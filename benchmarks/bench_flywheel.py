@@ -3,7 +3,7 @@
 Part 1, learning curves. For PneumoniaMNIST and BreastMNIST (28x28): start from a small random labeled
 part of the train split; each round trains a quick model (logistic regression on 48 PCA components of
 the pixels, PCA fit on the unlabeled train images), scores the unlabeled rest of train, queues N samples
-with a strategy (through ``closedloop.stages.monitor.selection.select``, random control slice
+with a strategy (through ``closedloop.monitoring.selection.select``, random control slice
 included, priority computed as ``build_queue`` does: mean of the entropy and embedding-drift
 percentiles), reveals their true labels and retrains. AUC is measured on the validation split, which
 no model ever trains on. Every strategy starts from the same labeled set in a seed (paired design);
@@ -35,8 +35,8 @@ from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from closedloop.stages.monitor.flywheel import embedding_drift, uncertainty  # noqa: E402
-from closedloop.stages.monitor.selection import (  # noqa: E402
+from closedloop.monitoring.flywheel import embedding_drift, uncertainty  # noqa: E402
+from closedloop.monitoring.selection import (  # noqa: E402
     CONTROL,
     DEFAULT_STRATEGY,
     STRATEGIES,

@@ -77,8 +77,8 @@ def main() -> None:
         "--workdir", default=None, help="keep data and runs here (outside the repo) instead of a temp dir"
     )
     args = ap.parse_args()
-    from closedloop.stages.monitor import Monitor
-    from closedloop.stages.monitor.estimate import realized
+    from closedloop.monitoring import Monitor
+    from closedloop.monitoring.estimate import realized
 
     extra = json.loads(args.train_set)
     if args.holdout_fraction is not None:
@@ -123,7 +123,7 @@ def main() -> None:
                 per_test[k] = per_test.get(k, 0) + int(p < info.alpha)
             got = realized(["auc", "acc"], labels, win.proba, info.problem_type, info.threshold)
             for m in ("auc", "acc"):
-                est[m].append(r["estimated"][m])
+                est[m].append({**r["estimated"], **r["estimate_withheld"]}[m])
                 real[m].append(got[m])
         alarm = np.mean([a == "alarm" for a in alerts])
         warn = np.mean([a in ("alarm", "warn") for a in alerts])

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "tests" / "labeling"))
 from labeling_browser import body_attr, chrome, missing, open_page, press  # noqa: E402
 
 from closedloop.labeling import background, create_app  # noqa: E402
-from closedloop.stages.monitor.flywheel import export_queue, uncertainty  # noqa: E402
+from closedloop.monitoring.flywheel import export_queue, uncertainty  # noqa: E402
 
 MEDMNIST = ROOT.parent / "shared" / "data" / "medmnist" / "pneumoniamnist.npz"
 CLASSES = ["normal", "pneumonia"]

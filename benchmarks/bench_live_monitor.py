@@ -135,8 +135,8 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=200)
     ap.add_argument("--polls", type=int, default=30)
     args = ap.parse_args()
-    from closedloop.serving.live import LiveMonitor
-    from closedloop.serving.logreader import read_log
+    from closedloop.monitoring.live import LiveMonitor
+    from closedloop.monitoring.logreader import read_log
 
     print(
         f"$ PYTHONPATH=src python benchmarks/bench_live_monitor.py --records {args.records}   # {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC"

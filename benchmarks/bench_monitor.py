@@ -21,7 +21,8 @@ from closedloop.core.stage import RunContext
 from closedloop.data.bundle import DatasetBundle, DatasetMeta, Split
 from closedloop.models.registry import register_model
 from closedloop.models.trained import ModelSpec, Preprocessing, TrainedModel
-from closedloop.stages.monitor import BuildMonitorProfile, Monitor
+from closedloop.monitoring import Monitor
+from closedloop.stages.monitor import BuildMonitorProfile
 from closedloop.stages.task import DefineTaskConfig, build_task_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -264,9 +265,9 @@ def main() -> None:
         "   most drifted feature per window (count): "
         + ", ".join(f"{k} {v}" for k, v in sorted(feats.items(), key=lambda kv: -kv[1])[:4])
     )
-    est_t = np.mean([r["estimated"]["auc"] for r in res_test])
+    est_t = np.mean([{**r["estimated"], **r["estimate_withheld"]}["auc"] for r in res_test])
     real_t = np.nanmean([r["realized"]["auc"] for r in res_test])
-    est_ta = np.mean([r["estimated"]["acc"] for r in res_test])
+    est_ta = np.mean([{**r["estimated"], **r["estimate_withheld"]}["acc"] for r in res_test])
     real_ta = np.nanmean([r["realized"]["acc"] for r in res_test])
     print(
         f"   label-free estimate on test windows: AUC est {est_t:.3f} vs realized {real_t:.3f}; ACC est {est_ta:.3f} vs realized {real_ta:.3f}"
@@ -312,7 +313,7 @@ def main() -> None:
         return float(np.nanmean([r["realized"][m] for r in rs]) - np.nanmean(clean))
 
     def realized_on(sample, idx, m):
-        from closedloop.stages.monitor.estimate import realized
+        from closedloop.monitoring.estimate import realized
 
         w = sample.take(idx)
         return realized([m], w.labels, w.proba, info.problem_type, info.threshold)[m]
@@ -361,13 +362,14 @@ def main() -> None:
     )
     spread = {}
     for m in ("auc", "acc"):
-        e = np.array([r["estimated"][m] for r in res_lab])
+        e = np.array([{**r["estimated"], **r["estimate_withheld"]}[m] for r in res_lab])
         rl = np.array([r["realized"][m] for r in res_lab])
         spread[m] = float(np.std(rl))
         cover = np.mean(
             [
                 r["estimated_interval"][m][0] <= r["realized"][m] <= r["estimated_interval"][m][1]
                 for r in res_lab
+                if r["estimated_interval"]  # withheld estimates have no interval
             ]
         )
         print(f"   {m}: mean estimate {e.mean():.3f}, mean realized {rl.mean():.3f}, bias {np.mean(e - rl):+.3f}, "

@@ -32,8 +32,8 @@ from closedloop.core.stage import RunContext
 from closedloop.data.bundle import DatasetBundle, DatasetMeta, Split
 from closedloop.models.registry import MODELS, accepts_param, build_network
 from closedloop.models.trained import ModelSpec
+from closedloop.monitoring.drift import DRIFT_TESTS, DriftContext, DriftResult, Sample, resolve_drift_test
 from closedloop.stages.audit.base import CHECKS, SEVERITIES, AuditContext, CheckResult, CheckSkipped, Finding
-from closedloop.stages.monitor.drift import DRIFT_TESTS, DriftContext, DriftResult, Sample, resolve_drift_test
 from closedloop.stages.task import DefineTaskConfig, build_task_spec
 
 for _pkg in ("stages", "data", "models"):  # register every built-in plug-in, whatever imported it

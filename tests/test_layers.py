@@ -1,4 +1,5 @@
-"""The architecture a newcomer can see: lower layers never import stages, and no import cycles."""
+"""The architecture a newcomer can see: lower layers never import stages, monitoring sits below both the
+stages and the server (neither of which imports the other), and no import cycles."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "closedloop"
-LOWER_LAYERS = ("core", "stats", "data", "models")
+LOWER_LAYERS = ("core", "stats", "data", "models", "monitoring")
 
 
 def _module_name(path: Path) -> str:
@@ -17,8 +18,12 @@ def _module_name(path: Path) -> str:
 def _imports(path: Path) -> list[tuple[int, str]]:
     """(line, imported module) for every closedloop import, in functions too; ``if TYPE_CHECKING:``
     blocks are skipped (annotations only)."""
+    return _imports_of(path, _module_name(path))
+
+
+def _imports_of(path: Path, module: str) -> list[tuple[int, str]]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: list[tuple[int, str]] = []
 
     def visit(node: ast.AST) -> None:
@@ -51,6 +56,38 @@ def test_lower_layers_never_import_stages() -> None:
                 if mod == "closedloop.stages" or mod.startswith("closedloop.stages."):
                     offenders.append(f"{path.relative_to(SRC)}:{line} imports {mod}")
     assert not offenders, "lower layers import stages:\n" + "\n".join(offenders)
+
+
+def _offenders(layer: str, forbidden: tuple[str, ...]) -> list[str]:
+    out = []
+    for path in sorted((SRC / layer).rglob("*.py")):
+        for line, mod in _imports(path):
+            if any(mod == f"closedloop.{f}" or mod.startswith(f"closedloop.{f}.") for f in forbidden):
+                out.append(f"{path.relative_to(SRC)}:{line} imports {mod}")
+    return out
+
+
+def test_monitoring_sits_below_stages_and_serving() -> None:
+    """The monitor library is shared by the monitor stage and the server; it imports neither."""
+    offenders = _offenders("monitoring", ("stages", "serving"))
+    assert not offenders, "monitoring imports a layer above it:\n" + "\n".join(offenders)
+
+
+def test_serving_and_stages_never_import_each_other() -> None:
+    """The server runs without the pipeline (no torch) and the pipeline without the server; what both
+    need (the request log, the profile, the drift tests) lives in ``closedloop.monitoring``."""
+    offenders = _offenders("serving", ("stages",)) + _offenders("stages", ("serving",))
+    assert not offenders, "serving and stages import each other:\n" + "\n".join(offenders)
+
+
+def test_the_layer_checks_see_a_violation(tmp_path: Path) -> None:
+    """The checks above read imports inside functions too; this guards the reader itself."""
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "def f():\n    from closedloop.stages.task import TaskSpec\n    import closedloop.serving.app\n"
+    )
+    mods = [m for _, m in _imports_of(bad, "closedloop.monitoring.bad")]
+    assert "closedloop.stages.task" in mods and "closedloop.serving.app" in mods
 
 
 def test_no_import_cycles() -> None:

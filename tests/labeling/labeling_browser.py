@@ -25,8 +25,9 @@ def missing() -> str | None:
     return None
 
 
-def chrome(width: int = 1000, height: int = 700) -> Any:
-    """A headless Chromium window."""
+def chrome(width: int = 1000, height: int = 700, network_log: bool = False) -> Any:
+    """A headless Chromium window; with ``network_log`` Chrome's performance log records every
+    network event, so a test can read back each response the page received (:func:`responses`)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -35,7 +36,28 @@ def chrome(width: int = 1000, height: int = 700) -> Any:
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
         opts.add_argument(arg)
     opts.add_argument(f"--window-size={width},{height}")
+    if network_log:
+        opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+
+
+def responses(driver: Any) -> list[tuple[str, str, str]]:
+    """(url, mime type, body) of every response since the last call (needs ``chrome(network_log=True)``);
+    binary bodies come back base64-encoded, as Chrome gives them."""
+    import json
+
+    out = []
+    for entry in driver.get_log("performance"):
+        msg = json.loads(entry["message"])["message"]
+        if msg.get("method") != "Network.responseReceived":
+            continue
+        params = msg["params"]
+        try:
+            body = driver.execute_cdp_cmd("Network.getResponseBody", {"requestId": params["requestId"]})
+        except Exception:  # noqa: BLE001 - a response without a body (e.g. a redirect) has nothing to check
+            continue
+        out.append((params["response"]["url"], params["response"].get("mimeType", ""), body.get("body", "")))
+    return out
 
 
 def wait_for(cond: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_monitor_queue_to_labels_to_retrain_input(tmp_path: Path) -> None:
-    from closedloop.stages.monitor.flywheel import export_queue
+    from closedloop.monitoring.flywheel import export_queue
     from closedloop.stages.monitor.retrain import read_labeled
 
     rng = np.random.default_rng(0)
@@ -61,7 +61,7 @@ def test_monitor_queue_to_labels_to_retrain_input(tmp_path: Path) -> None:
 
 
 def test_old_queue_without_probabilities_still_loads(tmp_path: Path) -> None:
-    from closedloop.stages.monitor.flywheel import export_queue
+    from closedloop.monitoring.flywheel import export_queue
 
     raw = np.zeros((5, 8, 8, 1), dtype=np.uint8)
     queue = pd.DataFrame(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from closedloop.stages.monitor.drift import DriftResult, DriftTest, DriftTestConfig
+from closedloop.monitoring.drift import DriftResult, DriftTest, DriftTestConfig
 
 
 class FirstColumnShift(DriftTest):

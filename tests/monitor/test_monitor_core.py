@@ -12,8 +12,9 @@ import pytest
 
 from closedloop.core.errors import ConfigError, DataError, RunDirError
 from closedloop.core.stage import RunContext
-from closedloop.stages.monitor import BuildMonitorProfile, DriftTest, Monitor, ReferenceProfile
-from closedloop.stages.monitor.estimate import estimate, expected_auc_binary
+from closedloop.monitoring import DriftTest, Monitor, ReferenceProfile
+from closedloop.monitoring.estimate import estimate, expected_auc_binary
+from closedloop.stages.monitor import BuildMonitorProfile
 from closedloop.stages.task import DefineTaskConfig, build_task_spec
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -66,10 +67,15 @@ def test_clean_window_ok_and_shift_alarms(digits):
     assert shifted["alert"] == "alarm"
     assert shifted["p_values"]["features"] < 1e-6
     assert shifted["top_features"][0]["feature"].startswith(("intensity", "grid"))
-    # the label-free estimate is flagged where input drift can break the calibration it relies on
-    assert clean["estimate_reliable"] is True  # no alarm, so no input test at the alarm level
+    # the label-free estimate is withheld where the window differs from the reference
+    assert clean["estimate_reliable"] is True  # no test at the marginal alarm level
     assert shifted["estimate_reliable"] is False
-    assert any("label-free estimate" in e and "optimistic" in e for e in shifted["evidence"])
+    assert any("label-free estimate withheld" in e and "random" in e for e in shifted["evidence"])
+    # the point estimate is withheld (kept for the record) and random labels are asked for
+    assert shifted["estimated"] == {} and "acc" in shifted["estimate_withheld"]
+    assert shifted["estimate_reason"].startswith("withheld: the data differ from the reference (")
+    assert shifted["spot_check"]["asked"] and shifted["spot_check"]["labels_needed"] == 385
+    assert clean["spot_check"]["asked"] is False and clean["spot_check"]["labels_needed"] < 385
 
 
 def test_bad_input_messages(digits):
@@ -187,7 +193,7 @@ def test_blockiness_reacts_to_jpeg_like_compression():
 
     from PIL import Image
 
-    from closedloop.stages.monitor.features import blockiness, image_feature_names, image_features
+    from closedloop.monitoring.features import blockiness, image_feature_names, image_features
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:28, 0:28]
@@ -214,9 +220,9 @@ def test_blockiness_reacts_to_jpeg_like_compression():
 
 
 def test_calibration_kernel_reuse_gives_the_same_p_values():
-    from closedloop.stages.monitor.drift import DriftContext, Sample
-    from closedloop.stages.monitor.drift.builtin import EmbeddingMMD
-    from closedloop.stages.monitor.drift.stats import gaussian_kernel
+    from closedloop.monitoring.drift import DriftContext, Sample
+    from closedloop.monitoring.drift.builtin import EmbeddingMMD
+    from closedloop.monitoring.drift.stats import gaussian_kernel
 
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(120, 4)).astype(np.float32)

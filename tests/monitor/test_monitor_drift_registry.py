@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from closedloop.core.errors import ConfigError
-from closedloop.stages.monitor import BuildMonitorProfileConfig, Monitor
+from closedloop.monitoring import Monitor
+from closedloop.stages.monitor import BuildMonitorProfileConfig
 from closedloop.stages.monitor.stage import build_profile
 from closedloop.stages.task import DefineTaskConfig, build_task_spec
 
@@ -61,7 +62,7 @@ def _profile(table, tests):  # noqa: ANN001, ANN202
 
 
 def test_user_tests_by_import_path_with_params_run_in_the_monitor(table, tmp_path: Path) -> None:
-    from closedloop.stages.monitor.profile import ReferenceProfile
+    from closedloop.monitoring.profile import ReferenceProfile
 
     spec = {"name": "drift_plugins:FirstColumnShift", "params": {"tolerance": 0.5}}
     profile = _profile(table, ["features", spec, "drift_plugins:AllPositive"])
@@ -88,3 +89,13 @@ def test_label_tests_do_not_enter_the_calibrated_thresholds(table) -> None:
     plain = _profile(table, ["features", "bbsd"])
     with_label = _profile(table, ["features", "label_shift", "bbsd"])
     assert with_label.info.thresholds == plain.info.thresholds
+
+
+def test_the_old_drift_import_path_still_works():
+    """Plug-ins written against ``closedloop.stages.monitor.drift`` (docs/extending.md before the library
+    moved to ``closedloop.monitoring``) get the same classes and the same registry."""
+    import closedloop.monitoring.drift as new
+    import closedloop.stages.monitor.drift as old
+
+    assert old.DriftTest is new.DriftTest and old.DRIFT_TESTS is new.DRIFT_TESTS
+    assert old.DriftTestConfig is new.DriftTestConfig and old.DriftResult is new.DriftResult

@@ -17,7 +17,7 @@ import yaml
 
 from closedloop.cli import main
 from closedloop.core.registry import SOURCES
-from closedloop.stages.monitor import Monitor
+from closedloop.monitoring import Monitor
 
 TRAIN = {  # seconds on 2 cores: one small MLP rung, one tuning trial, two epochs
     "preset": "quick",

@@ -10,8 +10,8 @@ import pytest
 
 from closedloop.core.errors import DataError
 from closedloop.core.stage import RunContext
+from closedloop.monitoring.features import image_features
 from closedloop.stages.monitor import BuildMonitorProfile
-from closedloop.stages.monitor.features import image_features
 from closedloop.stages.task import DefineTaskConfig, build_task_spec
 from closedloop.stages.train.heldout import plan_heldout
 

@@ -14,9 +14,9 @@ from pydantic import ValidationError
 
 from closedloop.core.errors import ConfigError
 from closedloop.core.stage import RunContext
-from closedloop.stages.monitor import BuildMonitorProfile, Monitor
-from closedloop.stages.monitor.flywheel import uncertainty
-from closedloop.stages.monitor.selection import (
+from closedloop.monitoring import Monitor
+from closedloop.monitoring.flywheel import uncertainty
+from closedloop.monitoring.selection import (
     CONTROL,
     DEFAULT_STRATEGY,
     STRATEGIES,
@@ -25,6 +25,7 @@ from closedloop.stages.monitor.selection import (
     ReviewConfig,
     select,
 )
+from closedloop.stages.monitor import BuildMonitorProfile
 from closedloop.stages.task import DefineTaskConfig, build_task_spec
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from livelog_fixtures import feedback, request, tiny_run, write  # noqa: E402
 
 from closedloop.core.errors import DataError  # noqa: E402
-from closedloop.serving.compare import add_arguments, compare_live  # noqa: E402
-from closedloop.serving.compare import run as run_cmd
+from closedloop.monitoring.compare import add_arguments, compare_live  # noqa: E402
+from closedloop.monitoring.compare import run as run_cmd
 
 
 @pytest.fixture(scope="module")

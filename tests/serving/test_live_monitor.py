@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from livelog_fixtures import feedback, request, tiny_run, write  # noqa: E402
 
-from closedloop.serving.live import LiveMonitor, LiveStatus  # noqa: E402
+from closedloop.monitoring.live import LiveMonitor, LiveStatus  # noqa: E402
 
 VERSION = "20261130-200000-abcd1234"
 
@@ -80,6 +80,9 @@ def test_darker_scanner_alarms_on_the_latest_window(run, tmp_path):
     assert shifted.level == "alarm" and shifted.p_values["features"] < 1e-6
     assert shifted.n_records == 200 and shifted.n_rows == 100
     assert shifted.window_start.startswith("2026-11-30T21:16:40")  # only the newest 100 rows
+    # the stream test follows every row since the monitor started, beside the window's level
+    assert shifted.stream is not None and shifted.stream.n == 200
+    assert first.stream is not None and first.stream.n == 100 and not first.stream.alarm
 
 
 def test_realized_metrics_from_feedback(run, tmp_path):
@@ -168,9 +171,9 @@ sys.meta_path.insert(0, _Block())
 def test_live_monitor_runs_without_torch(run, tmp_path):
     _traffic(tmp_path, run, run.X[:50], run.proba[:50])
     code = BLOCK_TORCH + textwrap.dedent(f"""
-        from closedloop.serving.live import LiveMonitor
-        from closedloop.serving.logreader import read_log
-        from closedloop.serving import compare
+        from closedloop.monitoring.live import LiveMonitor
+        from closedloop.monitoring.logreader import read_log
+        from closedloop.monitoring import compare
         s = LiveMonitor({str(run.run)!r}, {str(tmp_path)!r}, window=50).status()
         assert s.level in ("ok", "warn", "alarm"), s
         assert len(read_log({str(tmp_path)!r}).champion) == 50

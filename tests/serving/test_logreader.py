@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from livelog_fixtures import feedback, request, write  # noqa: E402
 
-from closedloop.serving.logreader import LogReadError, LogReadWarning, LogTail, is_log_dir, read_log  # noqa: E402
+from closedloop.monitoring.logreader import LogReadError, LogReadWarning, LogTail, is_log_dir, read_log  # noqa: E402
 
 
 def _img(v: int, n: int = 1) -> np.ndarray:

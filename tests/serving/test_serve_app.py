@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from pydantic import BaseModel
 
+from closedloop.monitoring.requestlog import LoggedArray
 from closedloop.serving import Predictor
 from closedloop.serving.app import create_app
 from closedloop.serving.model import ServeError
-from closedloop.serving.requestlog import LoggedArray
 from closedloop.serving.routing import canary_fraction
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -487,10 +487,10 @@ def test_monitor_503_without_log_dir_or_live_module(
     with client(runs["champion"]) as c:
         res = c.get("/monitor")
     assert res.status_code == 503 and "--log-dir" in res.json()["error"]
-    monkeypatch.setitem(sys.modules, "closedloop.serving.live", None)  # import fails
+    monkeypatch.setitem(sys.modules, "closedloop.monitoring.live", None)  # import fails
     with client(runs["champion"], log_dir=str(tmp_path)) as c:
         res = c.get("/monitor")
-    assert res.status_code == 503 and "closedloop.serving.live" in res.json()["error"]
+    assert res.status_code == 503 and "closedloop.monitoring.live" in res.json()["error"]
 
 
 class _FakeStatus(BaseModel):
@@ -510,7 +510,7 @@ def test_monitor_status_and_gauges(runs: dict[str, Path], tmp_path: Path, monkey
             return _FakeStatus(level="warn", n_records=12, p_values={"ks": 0.01})
 
     monkeypatch.setitem(
-        sys.modules, "closedloop.serving.live", types.SimpleNamespace(LiveMonitor=FakeLiveMonitor)
+        sys.modules, "closedloop.monitoring.live", types.SimpleNamespace(LiveMonitor=FakeLiveMonitor)
     )
     with client(runs["champion"], log_dir=str(tmp_path)) as c:
         res = c.get("/monitor")

@@ -1,4 +1,4 @@
-"""What the service writes is what the log reader (``closedloop.serving.logreader``) reads."""
+"""What the service writes is what the log reader (``closedloop.monitoring.logreader``) reads."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from serve_fixtures import images
 
 
 def test_the_log_reader_reads_what_the_service_writes(runs: dict[str, Path], tmp_path: Path) -> None:
-    logreader = pytest.importorskip("closedloop.serving.logreader")
+    logreader = pytest.importorskip("closedloop.monitoring.logreader")
     from fastapi.testclient import TestClient
 
     from closedloop.serving.app import create_app
@@ -51,7 +51,7 @@ def test_the_log_reader_reads_what_the_service_writes(runs: dict[str, Path], tmp
 def test_monitor_endpoint_runs_the_live_monitor(
     runs: dict[str, Path], tmp_path: Path, tmp_path_factory
 ) -> None:
-    pytest.importorskip("closedloop.serving.live")
+    pytest.importorskip("closedloop.monitoring.live")
     fixtures = pytest.importorskip("livelog_fixtures")
     import shutil
 
@@ -87,3 +87,7 @@ def test_monitor_endpoint_runs_the_live_monitor(
     body = status.json()
     assert body["n_records"] == 60 and body["level"] in ("ok", "warn", "alarm")
     assert f"closedloop_monitor_level {({'ok': 0.0, 'warn': 1.0, 'alarm': 2.0})[body['level']]}" in metrics
+    # the stream test beside the window's level: over every champion row since the monitor started
+    assert body["stream"]["n"] == 240 and body["stream"]["threshold"] == 20.0
+    assert f"closedloop_monitor_stream_alarm {float(body['stream']['alarm'])}" in metrics
+    assert 'closedloop_monitor_value{field="stream.e_value"}' in metrics

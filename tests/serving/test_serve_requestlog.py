@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from closedloop.serving.requestlog import FeedbackRecord, LoggedArray, RequestLogWriter, RequestRecord
+from closedloop.monitoring.requestlog import FeedbackRecord, LoggedArray, RequestLogWriter, RequestRecord
 from closedloop.serving.shadow import ShadowJob, ShadowRunner
 
 

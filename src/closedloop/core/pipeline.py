@@ -95,6 +95,8 @@ class Pipeline:
         self.seed = seed
         self.runs_dir = Path(runs_dir)
         self.tracking = validate_model(TrackingSpec, tracking, where="tracking") if tracking else None
+        for s in stages:
+            s.pipeline_home = self.runs_dir / name
         self._has_loader = isinstance(stages[0], _data_loader_class())
         self.check_wiring()
 

@@ -201,6 +201,9 @@ class Stage:
     Config: ClassVar[type[StageConfig]] = StageConfig
     Inputs: ClassVar[type[StageIO]] = StageIO
     Outputs: ClassVar[type[StageIO]] = StageIO
+    pipeline_home: Path | None = None
+    """``<runs_dir>/<name>/`` of the pipeline this stage belongs to (set by the Pipeline), where files
+    shared by all its runs live: the test ledger, a measured human reference. None outside a pipeline."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -5,6 +5,11 @@ Images (single-label): ``DIR/<class>/<image>.png``. Tables: ``DIR/labeled.csv`` 
 ``DIR/labels.csv`` (``file, labels`` joined by ``;``), a layout ``--add-labeled`` does not read yet.
 Every export also writes ``DIR/not_exported.csv`` (skipped, unsure and undecided items, listed and
 not exported) and ``DIR/export.json`` (the counts). The folder appears whole or not at all.
+
+When several annotators labeled a single-label queue, the export uses the consensus label
+(``consensus.py``: CROWDLAB with the queue's probabilities, else majority vote; recomputed when
+``labels.csv`` is newer than ``consensus.csv``); items whose consensus quality is below
+``adjudicate_below`` are not exported (status ``adjudicate``) until someone adjudicates them.
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
 from closedloop.core.errors import DataError
+from closedloop.labeling.consensus import consensus_rows, queue_consensus, several_annotators
 from closedloop.labeling.queue import load_queue
 from closedloop.labeling.store import SEP, LabelStore
 
@@ -31,7 +38,14 @@ class NotExported(BaseModel):
 
     id: str
     status: str
-    """``skipped``, ``unsure`` or ``unlabeled``."""
+    """``skipped``, ``unsure``, ``unlabeled`` or ``adjudicate`` (consensus quality too low)."""
+
+
+class Decided(NamedTuple):
+    """The decision an export acts on: from labels.csv, or the consensus of several annotators."""
+
+    status: str
+    label: list[str]
 
 
 class ExportResult(BaseModel):
@@ -45,6 +59,8 @@ class ExportResult(BaseModel):
     n_exported: int
     per_class: dict[str, int]
     not_exported: list[NotExported]
+    labels_from: str = "labels.csv"
+    """``labels.csv`` (latest decision per item) or ``consensus.csv`` (several annotators)."""
 
 
 def export_labels(
@@ -52,12 +68,24 @@ def export_labels(
     out_dir: str | Path,
     classes: list[str] | None = None,
     multilabel: bool | None = None,
+    adjudicate_below: float = 0.5,
 ) -> ExportResult:
     """Write the items labeled in ``queue_dir/labels.csv`` to ``out_dir`` (which must not exist or be
-    empty); skipped, unsure and undecided items are listed in ``not_exported.csv``."""
+    empty); skipped, unsure and undecided items are listed in ``not_exported.csv``. With several
+    annotators, the consensus labels (see the module docstring)."""
     queue = load_queue(queue_dir, classes=classes, multilabel=multilabel)
     store = LabelStore(queue.dir / "labels.csv", queue.ids, queue.classes, queue.multilabel)
-    current = store.current()
+    current = {i: Decided(r.status, r.label) for i, r in store.current().items()}
+    labels_from = "labels.csv"
+    if not queue.multilabel and several_annotators(queue):
+        agreed = consensus_rows(queue)
+        if agreed is None:
+            queue_consensus(queue.dir)
+            agreed = consensus_rows(queue) or {}
+        labels_from = "consensus.csv"
+        for i, (label, quality, model_only) in agreed.items():
+            ok = quality >= adjudicate_below and not model_only
+            current[i] = Decided("labeled", [label]) if ok else Decided("adjudicate", [])
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"--export {out}: already exists and is not an empty folder; choose a new folder")
@@ -98,7 +126,12 @@ def export_labels(
         n = sum(1 for it in queue.items if (d := current.get(it.id)) and d.status == "labeled")
         add = out / "labeled.csv" if queue.kind == "table" else out
         result = ExportResult(
-            out_dir=out, add_labeled=add, n_exported=n, per_class=dict(per_class), not_exported=left
+            out_dir=out,
+            add_labeled=add,
+            n_exported=n,
+            per_class=dict(per_class),
+            not_exported=left,
+            labels_from=labels_from,
         )
         (tmp / "export.json").write_text(
             json.dumps({"queue": str(queue.dir.resolve()), **result.model_dump(mode="json")}, indent=2)

@@ -9,8 +9,10 @@ plus ``<Choices>`` with one ``<Choice>`` per class. Each task's ``data`` carries
 ``closedloop_queue`` (a fingerprint of ``queue.csv``) so an export can be matched to its queue.
 
 In (``--from-label-studio EXPORT.json``): Label Studio's JSON export (a list of tasks with
-``annotations``). Per task the newest annotation (by ``updated_at``, then ``created_at``) that is not
-``was_cancelled`` wins and is appended to ``labels.csv``; cancelled annotations are reported.
+``annotations``). Per task and per annotator (``completed_by``) the newest annotation (by
+``updated_at``, then ``created_at``) that is not ``was_cancelled`` is appended to ``labels.csv`` as
+``labelstudio:<user>``, so several annotators' labels stay side by side for agreement and consensus;
+cancelled annotations are reported.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 
 from closedloop.core.errors import DataError
 from closedloop.labeling.queue import LabelQueue, load_queue
-from closedloop.labeling.store import LabelStore
+from closedloop.labeling.store import LabelStore, check_annotator
 
 FROM_NAME = "label"
 
@@ -228,33 +230,43 @@ def from_label_studio(
         if not live:
             empty += 1
             continue
-        ann = max(live, key=_order)
-        names: list[str] = []
-        for r in ann.get("result") or []:
-            if r.get("type") == "choices" and r.get("from_name") == FROM_NAME:
-                names += [str(c) for c in (r.get("value") or {}).get("choices", [])]
-        unknown = [n for n in names if n not in queue.classes]
-        if unknown:
-            bad[item_id] = unknown
-            continue
-        if not names or (not queue.multilabel and len(names) != 1):
-            raise DataError(
-                f"--from-label-studio {path}: task {t.get('id')} (closedloop_id {item_id}): annotation "
-                f"{ann.get('id')} has choices {names}; expected "
-                f"{'at least one' if queue.multilabel else 'exactly one'} of {queue.classes} "
-                f"in a '{FROM_NAME}' Choices result"
-            )
-        chosen.append((item_id, names, _who(ann), _when(ann)))
+        by_who: dict[str, list[dict[str, Any]]] = {}
+        for a in live:
+            by_who.setdefault(_who(a), []).append(a)
+        for who, theirs in by_who.items():
+            ann = max(theirs, key=_order)
+            try:
+                check_annotator(who)
+            except ValueError as exc:
+                raise DataError(
+                    f"--from-label-studio {path}: task {t.get('id')}: annotation {ann.get('id')}: {exc}"
+                ) from None
+            names: list[str] = []
+            for r in ann.get("result") or []:
+                if r.get("type") == "choices" and r.get("from_name") == FROM_NAME:
+                    names += [str(c) for c in (r.get("value") or {}).get("choices", [])]
+            unknown = [n for n in names if n not in queue.classes]
+            if unknown:
+                bad[item_id] = unknown
+                continue
+            if not names or (not queue.multilabel and len(names) != 1):
+                raise DataError(
+                    f"--from-label-studio {path}: task {t.get('id')} (closedloop_id {item_id}): annotation "
+                    f"{ann.get('id')} has choices {names}; expected "
+                    f"{'at least one' if queue.multilabel else 'exactly one'} of {queue.classes} "
+                    f"in a '{FROM_NAME}' Choices result"
+                )
+            chosen.append((item_id, names, who, _when(ann)))
     if bad:
         listed = "; ".join(f"id {k}: {v}" for k, v in list(bad.items())[:5])
         raise DataError(
             f"--from-label-studio {path}: class names not in this queue's class list {queue.classes}: {listed}"
         )
     store = LabelStore(queue.dir / "labels.csv", queue.ids, queue.classes, queue.multilabel)
-    current = store.current()
+    current = store.current_by_annotator()
     n_new = 0
     for item_id, names, who, when in chosen:
-        d = current.get(item_id)
+        d = current.get((item_id, who))
         if d and d.status == "labeled" and d.label == names and d.annotator == who and d.time == when:
             continue
         store.append(item_id, names, "labeled", who, queue.item(item_id).predicted, time=when or None)

@@ -1,6 +1,6 @@
 """A review queue folder as the labeling tools read it.
 
-Layout (written by ``closedloop monitor ... --review K``, see ``stages/monitor/flywheel.py``)::
+Layout (written by ``closedloop monitor ... --review K``, see ``monitoring/flywheel.py``)::
 
     QUEUE_DIR/
       queue.csv      id, predicted, confidence, reason, priority, ..., p_<class> per class, file (images)
@@ -8,6 +8,10 @@ Layout (written by ``closedloop monitor ... --review K``, see ``stages/monitor/f
       images/*.png   one image per queued sample (images), or
       rows.csv       id + the sample's feature columns (tables)
       labels.csv     written by the labeling page (see store.py)
+      assignments.csv  optional: which annotator labels which item (see assign.py)
+
+A *blind* queue (``queue.json`` ``"blind": true``, written by ``closedloop human-baseline``) carries
+no model output at all; ``closedloop label QUEUE --blind`` hides it for any queue (see blind.py).
 """
 
 from __future__ import annotations
@@ -67,6 +71,17 @@ class LabelQueue(BaseModel):
     multilabel: bool
     classes: list[str]
     items: list[QueueItem]
+    blind: bool = False
+    """Declared blind in queue.json: the page never shows or sends model output."""
+    seed: int = 0
+    """Seed of the blind order (queue.json)."""
+    assignments: dict[str, list[str]] = Field(default_factory=dict)
+    """Annotator -> assigned item ids (assignments.csv); empty: anyone labels anything."""
+
+    @property
+    def independent(self) -> bool:
+        """Each annotator sees only their own decisions (blind or assigned queues)."""
+        return self.blind or bool(self.assignments)
 
     def item(self, item_id: str) -> QueueItem:
         for it in self.items:
@@ -175,4 +190,16 @@ def load_queue(
                 features=rows.get(_text(r["id"]), {}),
             )
         )
-    return LabelQueue(dir=qdir, kind=kind, multilabel=multilabel, classes=names, items=items)
+    from closedloop.labeling.assign import read_assignments
+
+    ids = [it.id for it in items]
+    return LabelQueue(
+        dir=qdir,
+        kind=kind,
+        multilabel=multilabel,
+        classes=names,
+        items=items,
+        blind=bool(meta.get("blind", False)),
+        seed=int(meta.get("seed", 0)),
+        assignments=read_assignments(qdir, ids),
+    )

@@ -29,6 +29,31 @@ COLUMNS = ["id", "label", "annotator", "time", "status", "predicted"]
 Status = Literal["labeled", "skipped", "unsure", "undone"]
 STATUSES = ("labeled", "skipped", "unsure", "undone")
 SEP = ";"
+MAX_ANNOTATOR = 64
+
+
+def check_annotator(name: str) -> str:
+    """Return ``name`` if it can be recorded as an annotator, else raise ``ValueError`` saying why.
+
+    Any printable text is fine (commas and quotes are CSV-quoted; the page shows names as text, never
+    as HTML); control characters (a newline would split a row), surrounding spaces and empty or very
+    long names are refused.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("annotator name is empty; give a name such as 'ada'")
+    if name != name.strip():
+        raise ValueError(f"annotator name {name!r} starts or ends with spaces")
+    bad = sorted({c for c in name if not c.isprintable()})
+    if bad:
+        raise ValueError(
+            f"annotator name {name!r} contains control character(s) {[hex(ord(c)) for c in bad]}; "
+            "use printable text"
+        )
+    if len(name) > MAX_ANNOTATOR:
+        raise ValueError(
+            f"annotator name {name[:20]!r}... has {len(name)} characters (at most {MAX_ANNOTATOR})"
+        )
+    return name
 
 
 class LabelsFileError(DataError):
@@ -88,6 +113,7 @@ class LabelStore:
         if item_id not in self.ids:
             raise KeyError(item_id)
         self.check_label(label, status)
+        check_annotator(annotator)
         row = LabelRow(
             id=item_id,
             label=list(label),
@@ -180,3 +206,17 @@ class LabelStore:
             else:
                 stack.append(row)
         return {i: s[-1] for i, s in stacks.items() if s}
+
+    def current_by_annotator(self) -> dict[tuple[str, str], LabelRow]:
+        """The decision in force per (id, annotator): as :meth:`current`, but each annotator's
+        decisions stand on their own (an annotator who labels an item twice: the latest wins, both rows
+        stay in the file; an ``undone`` row withdraws only its own annotator's latest decision)."""
+        stacks: dict[tuple[str, str], list[LabelRow]] = {}
+        for row in self.rows():
+            stack = stacks.setdefault((row.id, row.annotator), [])
+            if row.status == "undone":
+                if stack:
+                    stack.pop()
+            else:
+                stack.append(row)
+        return {k: s[-1] for k, s in stacks.items() if s}

@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from closedloop.report.evidence import Estimate, GateEvidence, PerDay, RunEvidence
+from closedloop.report.evidence import Estimate, GateEvidence, PerDay, Reference, RunEvidence
 
 Verdict = Literal["met", "missed", "undecided"]
 Action = Literal["fix_failure", "fix_data", "ship", "stop_tuning", "collect_more_data", "improve_model"]
@@ -116,6 +116,8 @@ class Decision(_Model):
     per_day_note: str = ""
     audit: list[AuditLine] = Field(default_factory=list)
     audit_note: str = ""
+    human: Reference | None = None
+    """The measured human level with its paired comparison (``closedloop human-baseline``), if any."""
     next_step: NextStep
 
 
@@ -316,6 +318,7 @@ def decide(ev: RunEvidence, rules: Rules | None = None) -> Decision:
         constraints=constraints,
         per_day=ev.per_day,
         audit=audit,
+        human=next((r for r in ev.references if r.level == "human" and r.comparison is not None), None),
         next_step=next_step(ev, metrics, constraints, audit, rules),
     )
     if not ev.acceptance:

@@ -92,10 +92,30 @@ class AuditEvidence(_Model):
     gain_ci: tuple[float, float] | None = None
 
 
+class HumanLevel(_Model):
+    """A measured human level (``closedloop human-baseline``): the model against the human on the same
+    items, paired."""
+
+    metric: str
+    model_value: float
+    human_value: float
+    delta: float
+    ci95: tuple[float, float]
+    p_value: float
+    method: str
+    verdict: str
+    """better / not_distinguishable / worse (the model against the human)."""
+    evaluated_on: str
+    model_run: str
+
+
 class Reference(_Model):
     name: str
     level: str
     metrics: dict[str, float] = Field(default_factory=dict)
+    ci95: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    n: int | None = None
+    comparison: HumanLevel | None = None
 
 
 class RunEvidence(_Model):
@@ -201,7 +221,8 @@ def _audit(report: dict[str, Any] | None, n_test: int | None) -> AuditEvidence |
     def metric(check: str, key: str) -> Any:
         return ((res.get(check) or {}).get("metrics") or {}).get(key)
 
-    pairs = metric("duplicates", "pairs") or {}
+    # exact copies + near pairs in excess of the data's density; older reports: every close pair
+    pairs = metric("duplicates", "overlap") or metric("duplicates", "pairs") or {}
     overlap = None
     if pairs and n_test:
         overlap = min(1.0, (pairs.get("train-test", 0) + pairs.get("val-test", 0)) / n_test)
@@ -250,7 +271,14 @@ def gather(run_dir: str | Path, summary: dict[str, Any] | None = None) -> RunEvi
         )
         ev.business_declared = bool((task.get("business") or {}).get("cases_per_day"))
         ev.references = [
-            Reference(name=r["name"], level=r.get("level", "literature"), metrics=r.get("metrics") or {})
+            Reference(
+                name=r["name"],
+                level=r.get("level", "literature"),
+                metrics=r.get("metrics") or {},
+                ci95={k: c for k, v in (r.get("ci95") or {}).items() if (c := _ci(v)) is not None},
+                n=r.get("n"),
+                comparison=HumanLevel.model_validate(r["comparison"]) if r.get("comparison") else None,
+            )
             for r in task.get("references") or []
         ]
     evaluation = _first_json(_artifact_dirs(run_dir, manifest, ":EvaluationReport"), "artifact.json")

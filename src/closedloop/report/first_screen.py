@@ -61,6 +61,29 @@ def _count(e: Estimate) -> str:
     return f"<b>{e.value:,.{d}f}</b> <small>[{lo:,.{d}f}, {hi:,.{d}f}]</small>"
 
 
+VERDICT_WORDS = {
+    "better": ("yes", "significantly better than"),
+    "not_distinguishable": ("undecided", "not distinguishable from"),
+    "worse": ("no", "significantly worse than"),
+}
+
+
+def _human(d: Decision) -> str:
+    """One line: the model against the measured human level (paired, on the human's items)."""
+    h = d.human
+    if h is None or h.comparison is None:
+        return ""
+    c = h.comparison
+    kind, words = VERDICT_WORDS.get(c.verdict, ("unknown", c.verdict))
+    run = c.model_run.rstrip("/").rsplit("/", 1)[-1]
+    return (
+        f'<p data-decision="human">{_badge(kind, "human level")} the model is <b>{_e(words)}</b> the measured '
+        f"human level: {_e(c.metric)} {_num(c.model_value)} vs {_num(c.human_value)}, difference "
+        f"<b>{c.delta:+.3f}</b> {_ci(c.ci95)}, {_p(c.p_value)} <small>({_e(c.method)}; "
+        f"{_e(c.evaluated_on)}; model of run {_e(run)})</small></p>"
+    )
+
+
 def render_decision(d: Decision) -> str:
     """The decision panel (one ``<section>``); self-contained apart from :data:`CSS`."""
     ns = d.next_step
@@ -101,6 +124,7 @@ def render_decision(d: Decision) -> str:
         )
     else:
         body = f'<p class="note">{_e(d.baseline_note)}</p>'
+    body += _human(d)
     baseline = f'<div class="card" data-decision="baseline"><h3>Beats the best baseline?</h3>{body}</div>'
 
     if d.constraints:

@@ -285,7 +285,7 @@ def build_app(service: Service) -> Any:
         """The true label of input ``index`` of request ``request_id``; appended to the feedback log."""
         from pydantic import ValidationError
 
-        from closedloop.serving.requestlog import FeedbackRecord
+        from closedloop.monitoring.requestlog import FeedbackRecord
 
         body = await read_body(request, opts.max_body_bytes)
         try:
@@ -315,10 +315,10 @@ def build_app(service: Service) -> Any:
         if not opts.log_dir:
             raise ProtocolError("the live monitor needs a request log: start the server with --log-dir", 503)
         try:
-            from closedloop.serving.live import LiveMonitor
+            from closedloop.monitoring.live import LiveMonitor
         except ImportError as exc:
             raise ProtocolError(
-                f"the live monitor (closedloop.serving.live) is not available: {exc}", 503
+                f"the live monitor (closedloop.monitoring.live) is not available: {exc}", 503
             ) from None
         champion = service.router.current.champion
         key = str(champion.run_dir)

@@ -85,7 +85,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_compare_unavailable(args: argparse.Namespace) -> int:
     raise ClosedLoopError(
-        f"compare-live is not available in this install: closedloop.serving.compare cannot be imported ({args.why})"
+        f"compare-live is not available in this install: closedloop.monitoring.compare cannot be imported ({args.why})"
     )
 
 
@@ -123,7 +123,7 @@ def add_commands(subparsers: Any) -> None:
     srv.set_defaults(func=cmd_serve)
 
     try:
-        from closedloop.serving.compare import add_arguments, run
+        from closedloop.monitoring.compare import add_arguments, run
     except ImportError as exc:
         cmp = subparsers.add_parser(
             "compare-live", help="champion vs challenger from a request log (unavailable)"

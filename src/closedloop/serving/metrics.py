@@ -50,6 +50,11 @@ class ServiceMetrics:
             "Live monitor alert level (-1 insufficient data, 0 ok, 1 warn, 2 alarm)",
             **gauge_kw,
         )
+        self.monitor_stream_alarm = Gauge(
+            "closedloop_monitor_stream_alarm",
+            "Live monitor stream test (1 once its evidence over the whole stream crossed 1/alpha, else 0)",
+            **gauge_kw,
+        )
         self.monitor_value = Gauge(
             "closedloop_monitor_value",
             "Live monitor numbers (p-values, estimates, realized metrics)",
@@ -78,6 +83,7 @@ class ServiceMetrics:
     def observe_monitor(self, status: dict[str, Any]) -> None:
         """Set the gauges from a ``LiveStatus.model_dump()``: the level, and every number in it by path."""
         self.monitor_level.set(LEVELS.get(str(status.get("level")), -1.0))
+        self.monitor_stream_alarm.set(1.0 if (status.get("stream") or {}).get("alarm") else 0.0)
         for path, value in _numbers(status):
             self.monitor_value.labels(field=path).set(value)
 

@@ -13,16 +13,16 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from closedloop.serving.metrics import ServiceMetrics
-from closedloop.serving.model import ServedModel, ServeError
-from closedloop.serving.protocol import DecodedRequest, ProtocolError
-from closedloop.serving.requestlog import (
+from closedloop.monitoring.requestlog import (
     FeedbackRecord,
     LoggedArray,
     RequestLogWriter,
     RequestRecord,
     utc_now,
 )
+from closedloop.serving.metrics import ServiceMetrics
+from closedloop.serving.model import ServedModel, ServeError
+from closedloop.serving.protocol import DecodedRequest, ProtocolError
 from closedloop.serving.routing import Router, Routing
 from closedloop.serving.shadow import ShadowJob, ShadowRunner
 

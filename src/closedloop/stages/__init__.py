@@ -1,8 +1,8 @@
 """Pipeline stages, one module or package per stage.
 
-Importing this package imports no stage (and so never torch): the serving process reads the monitor's
-torch-free parts (``closedloop.stages.monitor.drift``, ``.profile``, ...) and Python always runs a
-package's ``__init__`` before its submodules. The built-in stages register themselves when
+Importing this package imports no stage (and so never torch): Python always runs a package's
+``__init__`` before its submodules, and a stage's light parts (``closedloop.stages.monitor.cli``) are
+imported by the command line. The built-in stages register themselves when
 :mod:`closedloop.stages.all_stages` is imported, which the stage registry does on first lookup.
 """
 

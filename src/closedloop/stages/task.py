@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from closedloop.core.artifacts import JsonArtifact
 from closedloop.core.config import StageConfig
-from closedloop.core.errors import DataError
+from closedloop.core.errors import ConfigError, DataError
+from closedloop.core.io import sha256_file
 from closedloop.core.registry import register_stage
 from closedloop.core.stage import RunContext, Stage, StageIO
 from closedloop.data.bundle import DatasetBundle
@@ -37,6 +38,40 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
+class HumanComparison(_Section):
+    """The model against a measured human level on the same items (``closedloop human-baseline``)."""
+
+    metric: str
+    model_value: float
+    human_value: float
+    delta: float
+    """model - human."""
+    ci95: list[float]
+    """Paired bootstrap interval of ``delta``."""
+    p_value: float
+    method: str
+    """How ``p_value`` was computed (McNemar for accuracy, paired bootstrap otherwise)."""
+    verdict: Literal["better", "not_distinguishable", "worse"]
+    """The model is significantly better than / not distinguishable from / worse than the human level."""
+    evaluated_on: str
+    """The items: split, how they were drawn, and that the compared model never trained on them."""
+    model_run: str
+    """The run whose model was compared."""
+
+    def sentence(self) -> str:
+        words = {
+            "better": "significantly better than",
+            "not_distinguishable": "not distinguishable from",
+            "worse": "significantly worse than",
+        }[self.verdict]
+        p = "p < 0.001" if self.p_value < 0.001 else f"p = {self.p_value:.3f}"
+        return (
+            f"the model is {words} the measured human level: {self.metric} {self.model_value:.3f} vs "
+            f"{self.human_value:.3f}, difference {self.delta:+.3f} [{self.ci95[0]:+.3f}, {self.ci95[1]:+.3f}], "
+            f"{p} ({self.method}; {self.evaluated_on}; model of run {Path(self.model_run).name})"
+        )
+
+
 class Reference(_Section):
     """A level to compare against: human, literature or the current system."""
 
@@ -47,6 +82,12 @@ class Reference(_Section):
     """Metric name -> value, e.g. {auc: 0.944}."""
     source: str = ""
     """Where the number comes from (paper, URL, internal report)."""
+    ci95: dict[str, list[float]] = Field(default_factory=dict)
+    """Metric name -> 95% interval, for measured levels (``closedloop human-baseline``)."""
+    n: int | None = None
+    """Number of items the level was measured on."""
+    comparison: HumanComparison | None = None
+    """A measured human level: the model against the human on the same items (paired)."""
 
 
 class Constraints(_Section):
@@ -109,6 +150,10 @@ class DefineTaskConfig(StageConfig):
     """The bar: metric -> minimum (or maximum for rmse/mae) to accept a model."""
     references: list[Reference] = Field(default_factory=list)
     """Human, literature or current-system levels to compare against."""
+    human_reference: str = "auto"
+    """A measured human level (``closedloop human-baseline``) added to ``references``: ``auto`` reads
+    ``<runs_dir>/<name>/human_reference.json`` when it exists, a path reads that file, ``none`` reads
+    nothing."""
     constraints: Constraints = Field(default_factory=Constraints)
     business: Business = Field(default_factory=Business)
     intended_use: str = ""
@@ -240,8 +285,35 @@ class DefineTask(Stage):
     class Outputs(StageIO):
         task: TaskSpec
 
+    def human_reference_file(self) -> Path | None:
+        """The measured human level this run reads, if any (see ``human_reference``)."""
+        v = self.config.human_reference
+        if v == "none":
+            return None
+        if v == "auto":
+            path = self.pipeline_home / HUMAN_REFERENCE if self.pipeline_home is not None else None
+            return path if path is not None and path.is_file() else None
+        path = Path(v).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"task.human_reference: {path} does not exist; expected the human_reference.json written by "
+                "'closedloop human-baseline RUN --score DIR' (or 'auto' / 'none')"
+            )
+        return path
+
+    def cache_key(self) -> str:
+        # the file is read at run time: its content, not its name, decides whether a cached task is stale
+        path = self.human_reference_file()
+        return sha256_file(path) if path is not None else ""
+
     def run(self, inputs: Inputs, ctx: RunContext) -> Outputs:
-        return self.Outputs(task=build_task_spec(self.config, inputs.data))
+        spec = build_task_spec(self.config, inputs.data)
+        path = self.human_reference_file()
+        if path is not None:
+            human = read_human_reference(path)
+            spec.references = [*spec.references, human]
+            ctx.logger.info("task: measured human level from %s", path)
+        return self.Outputs(task=spec)
 
     def summarize(self, outputs: Outputs) -> dict[str, Any]:
         t = outputs.task
@@ -253,6 +325,9 @@ class DefineTask(Stage):
             "acceptance": t.acceptance,
             "validation_protocol": t.validation.protocol,
             "inferred": sorted(t.inferred),
+            "human_reference": next(
+                (r.comparison.model_dump() | {"n": r.n} for r in t.references if r.comparison is not None), None
+            ),
         }
 
     def report(self, outputs: Outputs, stage_dir: Path) -> list[Any]:
@@ -283,8 +358,46 @@ class DefineTask(Stage):
                 Table([{"field": k, "inferred because": v} for k, v in t.inferred.items()], title="Inferred")
             )
         if t.references:
-            blocks.append(Table([r.model_dump() for r in t.references], title="Reference levels"))
+            rows = []
+            for r in t.references:
+                ci = {k: f"[{v[0]:.3f}, {v[1]:.3f}]" for k, v in r.ci95.items()}
+                rows.append(
+                    {
+                        "name": r.name,
+                        "level": r.level,
+                        "metrics": {k: round(v, 4) for k, v in r.metrics.items()},
+                        "95% CI": ci or "",
+                        "n": r.n if r.n is not None else "",
+                        "source": r.source,
+                        "model vs this level": r.comparison.sentence() if r.comparison else "",
+                    }
+                )
+            blocks.append(Table(rows, title="Reference levels"))
         return blocks
+
+
+HUMAN_REFERENCE = "human_reference.json"
+
+
+def read_human_reference(path: Path) -> Reference:
+    """The ``reference`` of a ``human_reference.json`` (written by ``closedloop human-baseline``)."""
+    import json
+
+    from pydantic import ValidationError
+
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        ref = Reference.model_validate(raw["reference"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValidationError) as exc:
+        raise ConfigError(
+            f"task.human_reference: {path} is not a human_reference.json written by 'closedloop "
+            f"human-baseline' ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        ) from None
+    if ref.level != "human":
+        raise ConfigError(
+            f"task.human_reference: {path} holds a reference of level {ref.level!r}, expected 'human'"
+        )
+    return ref
 
 
 def build_task_spec(cfg: DefineTaskConfig, data: DatasetBundle) -> TaskSpec:

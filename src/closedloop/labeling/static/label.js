@@ -111,20 +111,22 @@ function render() {
     }
     logEvent("shown", it.id);
   }
-  const sugg = it.predicted.length ? it.predicted.join(" + ") : "(none)";
-  const conf = it.confidence === null ? "" : ` · confidence ${pct(it.confidence)}`;
-  $("prediction").innerHTML = "";
-  const b = document.createElement("b");
-  b.textContent = sugg;
-  $("prediction").append(b, document.createTextNode(conf));
-  const ol = $("top3");
-  ol.textContent = "";
-  for (const s of it.top) {
-    const li = document.createElement("li");
-    li.textContent = `${s.name} ${pct(s.p)}`;
-    ol.appendChild(li);
+  if ($("prediction")) {  // absent in blind mode: the server sends the page without model panels
+    const sugg = it.predicted.length ? it.predicted.join(" + ") : "(none)";
+    const conf = it.confidence === null ? "" : ` · confidence ${pct(it.confidence)}`;
+    $("prediction").innerHTML = "";
+    const b = document.createElement("b");
+    b.textContent = sugg;
+    $("prediction").append(b, document.createTextNode(conf));
+    const ol = $("top3");
+    ol.textContent = "";
+    for (const s of it.top) {
+      const li = document.createElement("li");
+      li.textContent = `${s.name} ${pct(s.p)}`;
+      ol.appendChild(li);
+    }
+    $("reason").textContent = it.reason ? `${it.reason}: ${it.reason_text}` : "(not recorded)";
   }
-  $("reason").textContent = it.reason ? `${it.reason}: ${it.reason_text}` : "(not recorded)";
   const d = decisions[it.id];
   const dec = $("decision");
   dec.className = d ? d.status : "";
@@ -177,6 +179,7 @@ async function classKey(i) {
 async function accept() {
   const it = Q.items[idx];
   if (Q.multilabel) return save("labeled", [...toggled]);
+  if (Q.blind) { hint("blind labeling: no suggestion; press a class key"); return; }
   if (!it.predicted.length) { hint("no suggestion for this item: press a class key"); return; }
   await save("labeled", [it.predicted[0]]);
 }
@@ -242,14 +245,21 @@ document.addEventListener("keydown", (e) => {
 
 async function load() {
   try {
-    Q = await api("/api/queue");
+    const who = params.get("annotator");
+    Q = await api("/api/queue" + (who ? "?annotator=" + encodeURIComponent(who) : ""));
   } catch (e) {
     showError(e.message);
     return;
   }
   decisions = Q.decisions;
+  for (const it of Q.items) {  // blind items carry no model fields at all
+    it.predicted = it.predicted || [];
+    it.top = it.top || [];
+    if (it.confidence === undefined) it.confidence = null;
+  }
+  if (!Q.items.length) { showError(`no items for annotator ${annotator()} in this queue`); return; }
   idx = Q.resume >= 0 ? Q.resume : 0;
-  $("qname").textContent = `${Q.name} · annotator ${annotator()}`;
+  $("qname").textContent = `${Q.name} · annotator ${annotator()}${Q.blind ? " · blind" : ""}`;
   $("img").hidden = Q.kind !== "images";
   $("zoomline").hidden = Q.kind !== "images";
   $("features").hidden = Q.kind === "images";

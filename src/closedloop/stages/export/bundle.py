@@ -65,6 +65,18 @@ class ExportBundle(Artifact):
         return (self.directory / FILES["model_card"]).read_text(encoding="utf-8")
 
     def predictor(self, variant: str | None = None) -> Any:
-        from closedloop.serving import Predictor
+        """The bundle's own standalone ``predictor.py`` (the file a deployment copies), loaded from this
+        folder: the stages never import the server (``tests/test_layers.py``)."""
+        import importlib.util
+        import sys
 
-        return Predictor(self.directory, variant=variant)
+        path = self.directory / FILES["predictor"]
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: the export bundle has no standalone predictor.py")
+        name = f"_closedloop_bundle_predictor_{abs(hash(str(path.resolve())))}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # read fresh each call: the file belongs to this bundle
+        spec.loader.exec_module(module)
+        return module.Predictor(self.directory, variant=variant)

@@ -141,7 +141,12 @@ def render_model_card(
         L += ["", "### Baselines", *_artifact_items(baseline)]
     if task.references:
         L += ["", "### References"]
-        L += [f"- {r.name} ({r.level}): {r.metrics} {r.source}" for r in task.references]
+        for r in task.references:
+            ci = "".join(f", {k} 95% CI [{v[0]:.3f}, {v[1]:.3f}]" for k, v in r.ci95.items() if k in ("acc",))
+            n = f", {r.n} items" if r.n else ""
+            L.append(f"- {r.name} ({r.level}): {r.metrics}{ci}{n} {r.source}")
+            if r.comparison is not None:
+                L.append(f"  - {r.comparison.sentence()}")
     L += ["", "## Operating point"]
     L.append(per_day_text or "_No per-day framing: set `business.cases_per_day` (binary tasks)._")
     L += ["", f"## Most confident errors ({on_text})"]

@@ -1,9 +1,10 @@
-"""Drift monitor and data flywheel: reference profile (pipeline stage), production checks, label-free
-performance estimates, review queues and challenger-vs-champion retraining. See docs/monitor.md.
+"""The ``monitor`` stage (the reference profile a run ships with) and the ``monitor`` / ``retrain``
+commands. The monitor library itself (drift tests, profile, estimates, review queues, the request log,
+the live monitor) is :mod:`closedloop.monitoring`; see docs/monitor.md.
 
-The names below are loaded on first use: the live monitor inside the serving process imports
-``closedloop.stages.monitor.drift``/``.profile``/``.estimate`` and must not pull in the pipeline stage
-(which imports torch).
+The names below are loaded on first use (the stage imports torch). ``Monitor``, ``ReferenceProfile``
+and the drift-test names are re-exported from :mod:`closedloop.monitoring` for code written before
+the library moved there.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "DRIFT_TESTS": "drift",
-    "DriftTest": "drift",
-    "DriftTestConfig": "drift",
-    "Monitor": "monitor",
-    "MonitorResult": "monitor",
-    "ReferenceProfile": "profile",
-    "BuildMonitorProfile": "stage",
-    "BuildMonitorProfileConfig": "stage",
+    "DRIFT_TESTS": "closedloop.monitoring.drift",
+    "DriftTest": "closedloop.monitoring.drift",
+    "DriftTestConfig": "closedloop.monitoring.drift",
+    "Monitor": "closedloop.monitoring.monitor",
+    "MonitorResult": "closedloop.monitoring.monitor",
+    "ReferenceProfile": "closedloop.monitoring.profile",
+    "BuildMonitorProfile": "closedloop.stages.monitor.stage",
+    "BuildMonitorProfileConfig": "closedloop.stages.monitor.stage",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -27,5 +28,5 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        return getattr(importlib.import_module(f"closedloop.stages.monitor.{_EXPORTS[name]}"), name)
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(name)

@@ -62,8 +62,8 @@ def read_data(path: str | Path, split: str = "test", kind: str = "images") -> tu
 
 def cmd_monitor(args: argparse.Namespace) -> int:
     from closedloop.core.io import to_json, write_text_atomic
-    from closedloop.serving.logreader import is_log_dir, log_files
-    from closedloop.stages.monitor.monitor import Monitor
+    from closedloop.monitoring.logreader import is_log_dir, log_files
+    from closedloop.monitoring.monitor import Monitor
 
     path = Path(args.data)
     if path.is_dir() and (is_log_dir(path) or any(path.glob("*.jsonl"))):
@@ -73,7 +73,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
                 f"--shadow with a request log: the log already holds the challenger's records; compare them "
                 f"with 'closedloop compare-live {path}'"
             )
-        from closedloop.stages.monitor.logmonitor import monitor_log
+        from closedloop.monitoring.logmonitor import monitor_log
 
         out = monitor_log(
             Monitor.load(args.run_dir, model_dir=args.model),
@@ -85,7 +85,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         )
         out["run_dir"] = str(args.run_dir)
         if args.plot:
-            from closedloop.stages.monitor.monitor import MonitorResult
+            from closedloop.monitoring.monitor import MonitorResult
 
             res = MonitorResult(windows=out["windows"], window=out["window"], alpha=out["alpha"])
             out["timeline_plot"] = str(res.plot(args.plot))
@@ -155,18 +155,33 @@ def _print_windows(out: dict[str, Any]) -> None:
     )
     for w in out["windows"]:
         est = ", ".join(f"{k}~{v:.3f}" for k, v in w["estimated"].items())
+        if w.get("estimate_withheld"):
+            need = w.get("spot_check", {}).get("labels_needed")
+            est = "estimate withheld" + (f" (spot check: {need} random labels)" if need else "")
         real = ", ".join(f"{k}={v:.3f}" for k, v in w.get("realized", {}).items())
         real = f"  realized {real} (n={w['n_labeled']})" if real and "n_labeled" in w else ""
         ev = "; ".join(w["evidence"][:2])
+        st = w.get("stream", {})
+        stream = f"  stream e={st['e_value']:.3g}{' ALARM' if st.get('alarm') else ''}" if st else ""
         print(
-            f"  [{w['index']:>3}] {w['start']}-{w['end']}: {w['alert']:<5} min-p={w['min_p']:.2g}  {est}{real}  {ev}"
+            f"  [{w['index']:>3}] {w['start']}-{w['end']}: {w['alert']:<5} min-p={w['min_p']:.2g}{stream}  "
+            f"{est}{real}  {ev}"
         )
+    st = out.get("stream") or {}
+    if st:
+        verdict = f"ALARM (raised at row {st['alarm_at']})" if st["alarm"] else "no alarm"
+        print(
+            f"stream test over all {st['n']} row(s): {verdict}; e-value {st['e_value']:.3g} "
+            f"(alarm at {st['threshold']:.3g}, false-alarm rate <= {st['alpha']:g} over the whole stream)"
+        )
+    if out.get("guarantee"):
+        print(f"guarantee: {out['guarantee']}")
 
 
 def shadow_report(champion: Any, challenger: Any, data: Any, windows: list[dict[str, Any]]) -> dict[str, Any]:
     """Shadow mode over the same windows as the drift check: both models score every production
     window; disagreement and each model's label-free estimate, overall and per window."""
-    from closedloop.stages.monitor.monitor import Monitor
+    from closedloop.monitoring.monitor import Monitor
 
     def rows(start: int, end: int) -> Any:
         return data.iloc[start:end] if hasattr(data, "iloc") else data[start:end]

@@ -143,7 +143,7 @@ class AugmentedSource(DataSource):
 # -- champion vs challenger ----------------------------------------------------------------------
 def _load_run(run_dir: Path) -> tuple[Any, Any]:
     from closedloop.models.trained import TrainedModel
-    from closedloop.stages.monitor.monitor import find_artifacts
+    from closedloop.monitoring.monitor import find_artifacts
     from closedloop.stages.task import TaskSpec
 
     models = [p for p in find_artifacts(run_dir, "model") if (p / "model.json").is_file()]
@@ -425,7 +425,7 @@ def record_dataset_version(runs_root: Path, run_dir: Path) -> dict[str, Any] | N
     """The challenger's dataset version (from its data artifact's provenance), appended to
     ``<runs_root>/dataset_versions.jsonl`` so every merged set of labels stays on record."""
     from closedloop.core.io import read_json
-    from closedloop.stages.monitor.monitor import find_artifacts
+    from closedloop.monitoring.monitor import find_artifacts
 
     metas = [p / "meta.json" for p in find_artifacts(run_dir, "data") if (p / "meta.json").is_file()]
     if not metas:

@@ -17,12 +17,12 @@ from closedloop.core.registry import register_stage
 from closedloop.core.stage import RunContext, Stage, StageIO
 from closedloop.data.bundle import DatasetBundle
 from closedloop.models.trained import TrainedModel
-from closedloop.stages.monitor.drift import DEFAULT_TESTS, DriftTest, Sample, build_tests, run_tests
-from closedloop.stages.monitor.drift.predictions import confidences, predicted_classes
-from closedloop.stages.monitor.drift.stats import median_bandwidth, single_threaded_blas
-from closedloop.stages.monitor.estimate import SUPPORTED, realized, reliability
-from closedloop.stages.monitor.monitor import model_fingerprint
-from closedloop.stages.monitor.profile import (
+from closedloop.monitoring.drift import DEFAULT_TESTS, DriftTest, Sample, build_tests, run_tests
+from closedloop.monitoring.drift.predictions import confidences, predicted_classes
+from closedloop.monitoring.drift.stats import median_bandwidth, single_threaded_blas
+from closedloop.monitoring.estimate import SUPPORTED, realized, reliability
+from closedloop.monitoring.monitor import model_fingerprint
+from closedloop.monitoring.profile import (
     ProfileInfo,
     ReferenceProfile,
     forward_all,
@@ -31,7 +31,8 @@ from closedloop.stages.monitor.profile import (
     summary_features,
     table_schema,
 )
-from closedloop.stages.monitor.selection import ReviewConfig
+from closedloop.monitoring.selection import ReviewConfig
+from closedloop.monitoring.stream import stream_scores
 from closedloop.stages.task import TaskSpec
 
 
@@ -49,12 +50,24 @@ class BuildMonitorProfileConfig(StageConfig):
     """Train samples used to fit the PCA basis."""
     alpha: float = Field(0.05, gt=0, lt=0.5)
     """Target false alarm rate per window (alert 'alarm')."""
+    delta: float | None = Field(0.1, gt=0, lt=1)
+    """Per-deployment guarantee: the alarm's false-alarm rate on in-distribution windows is at most
+    ``alpha`` for the reference this deployment has, with probability at least ``1 - delta`` over the
+    draw of the held-out rows. The alarm threshold is calibrated at the marginal level ``alpha *
+    delta`` (Markov's inequality turns an average into a per-reference bound). None: ``alpha`` on
+    average over references only (the rule before; one deployment in seven then saw twice the rate)."""
+    require_guarantee: bool = False
+    """Fail when the held-out rows are too few for the per-deployment guarantee (default: fall back to
+    Bonferroni over the tests and say in the report that there is no guarantee)."""
+    stream_alpha: float = Field(0.05, gt=0, lt=0.5)
+    """False-alarm rate of the stream test over the whole stream, however often it is read."""
     warn_alpha: float = Field(0.2, gt=0, lt=1)
     """Looser level for 'warn'."""
     window_sizes: list[int] = Field(default_factory=lambda: [50, 100, 200, 500])
     """Window sizes at which thresholds are calibrated (others are interpolated in log size)."""
-    calibration_windows: int = Field(200, ge=20)
-    """In-distribution windows drawn per size to calibrate the thresholds."""
+    calibration_windows: int = Field(400, ge=20)
+    """In-distribution windows drawn per size to calibrate the thresholds (the per-deployment level
+    ``alpha * delta`` needs at least ``1 / (alpha * delta)`` of them to be resolved)."""
     permutations: int = Field(200, ge=20)
     """Permutations of the MMD test."""
     tests: list[str | PluginSpec] = Field(default_factory=lambda: list(DEFAULT_TESTS))
@@ -106,6 +119,7 @@ def calibrate(
     alpha: float,
     warn_alpha: float,
     rng: np.random.Generator,
+    delta: float | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
     """Null distribution of the min-p over the tests, by re-splitting in-distribution data.
 
@@ -114,6 +128,10 @@ def calibrate(
     ``alpha`` quantile is the alarm threshold: combining correlated tests by min-p then fires on
     ``alpha`` of in-distribution windows. Sizes the pool cannot hold next to a reference of at least
     50 are skipped (their thresholds are extrapolated).
+
+    With ``delta``, the alarm threshold is the ``alpha * delta`` quantile instead: a rule whose false
+    alarm rate averaged over references is ``alpha * delta`` has, by Markov's inequality, a rate above
+    ``alpha`` for at most a share ``delta`` of references (``alarm_marginal`` keeps the ``alpha`` quantile).
     """
     thresholds: dict[str, dict[str, float]] = {}
     notes: dict[str, Any] = {
@@ -142,11 +160,18 @@ def calibrate(
                 res = run_tests(tests, ref, win, ctx)
                 minps.append(min((r.p_value for r in res.values()), default=1.0))
         minps_arr = np.array(minps)
+        level = alpha * delta if delta is not None else alpha
         thresholds[str(n)] = {
-            "alarm": float(np.quantile(minps_arr, alpha, method="lower")),
+            "alarm": float(np.quantile(minps_arr, level, method="lower")),
             "warn": float(np.quantile(minps_arr, warn_alpha, method="lower")),
+            "alarm_marginal": float(np.quantile(minps_arr, alpha, method="lower")),
         }
         notes["sizes"][str(n)] = {"pseudo_reference": m, "windows": n_windows}
+        if delta is not None and n_windows * alpha * delta < 1:
+            notes["sizes"][str(n)]["unresolved"] = (
+                f"{n_windows} windows cannot resolve the {alpha * delta:.2%} quantile (needs "
+                f"{int(np.ceil(1 / (alpha * delta)))}); the threshold is the smallest min-p seen"
+            )
     return thresholds, notes
 
 
@@ -255,6 +280,8 @@ def build_profile(
         tests=config.tests,
         alpha=config.alpha,
         warn_alpha=config.warn_alpha,
+        delta=config.delta,
+        stream_alpha=config.stream_alpha,
         thresholds={},
         calibration={},
         bandwidth=bandwidth,
@@ -278,7 +305,10 @@ def build_profile(
             "note": held_note,
         },
     )
-    profile = ReferenceProfile(info, ref, mean, components)
+    # every held-out row: the stream test ranks production against all of them (the scores use the
+    # model's outputs only, so they need no split from the reference sample)
+    stream = stream_scores(full.proba, problem, threshold)
+    profile = ReferenceProfile(info, ref, mean, components, stream)
     # Re-splitting all of validation gives exchangeable (pseudo-reference, window) pairs, so the min-p
     # null distribution is the one a fixed reference meets on fresh in-distribution windows.
     tests = build_tests(config.tests, where="stage 'monitor': tests")
@@ -292,13 +322,64 @@ def build_profile(
         config.alpha,
         config.warn_alpha,
         rng,
+        config.delta,
     )
     if not thresholds:  # tiny validation split: fall back to Bonferroni, and say so
+        smallest = min(config.window_sizes)
+        # a guarantee the YAML requires and the data cannot give is an error; by default it degrades,
+        # and the profile's guarantee sentence (report, CLI) says there is none
+        if config.delta is not None and config.require_guarantee:
+            raise DataError(
+                f"dataset {data.meta.name!r}: {len(val)} held-out samples are too few for the requested "
+                f"per-deployment guarantee (false-alarm rate <= {config.alpha:g} with probability >= "
+                f"{1 - config.delta:g}): calibrating windows of {smallest} needs at least {smallest + 50} "
+                f"held-out samples (a window and a pseudo-reference of 50). With {len(val)} the monitor can "
+                f"give only a marginal, uncalibrated rate (Bonferroni over the tests, alpha {config.alpha:g} "
+                "on average over references): set the monitor stage's 'require_guarantee: false' to accept that, or hold "
+                "out more validation rows (train stage holdout_fraction / min_holdout)"
+            )
         k = sum(not t.needs_labels for t in tests)
         thresholds = {"100": {"alarm": config.alpha / k, "warn": config.warn_alpha / k}}
         notes["fallback"] = "pool too small to calibrate; Bonferroni over the tests"
-    profile.info = info.model_copy(update={"thresholds": thresholds, "calibration": notes})
+    profile.info = info.model_copy(
+        update={
+            "thresholds": thresholds,
+            "calibration": notes,
+            "guarantee": _guarantee_sentence(config, len(val), thresholds, notes),
+        }
+    )
     return profile
+
+
+def _guarantee_sentence(
+    config: BuildMonitorProfileConfig, n_pool: int, thresholds: dict[str, Any], notes: dict[str, Any]
+) -> str:
+    """What the alarm promises and what that rests on, in words (the report and the CLI show it)."""
+    sizes = ", ".join(sorted(thresholds, key=int))
+    if "fallback" in notes:
+        smallest = min(config.window_sizes)
+        return (
+            f"No calibrated guarantee: {n_pool} held-out samples are too few to calibrate (windows of {smallest} "
+            f"need at least {smallest + 50}); the alarm uses Bonferroni over the tests, a marginal rate."
+        )
+    stream = (
+        f" The stream alarm (all rows since the reference) has a false-alarm rate <= {config.stream_alpha:g} over "
+        "runs however often it is read (Ville's inequality on conformal test martingales)."
+    )
+    if config.delta is None:
+        return (
+            f"Per-window alarm rate {config.alpha:g} on average over draws of the reference (windows of {sizes}); "
+            "one deployment's own rate can be higher." + stream
+        )
+    return (
+        f"For this deployment's reference, in-distribution windows of {sizes} rows raise an alarm at a rate "
+        f"<= {config.alpha:g} with probability >= {1 - config.delta:g} over the draw of the {n_pool} held-out "
+        f"rows: the threshold is calibrated at the marginal rate {config.alpha * config.delta:g} by re-splitting "
+        "the held-out rows, and Markov's inequality bounds the share of references whose rate exceeds "
+        f"{config.alpha:g} by {config.delta:g}. It rests on the held-out rows being exchangeable with "
+        "in-distribution production data (same distribution, independent rows) and on the re-splits "
+        "reproducing the reference-and-window draw." + stream
+    )
 
 
 @register_stage("monitor")
@@ -306,7 +387,7 @@ class BuildMonitorProfile(Stage):
     """Build the drift-monitoring reference profile from held-out validation data, with calibrated thresholds."""
 
     Config = BuildMonitorProfileConfig
-    version = "3"  # 3: reference from the model's held-out rows; 2: blockiness feature (profile format 2)
+    version = "4"  # 4: per-deployment thresholds, stream scores (profile format 3); 3: held-out reference
 
     class Inputs(StageIO):
         data: DatasetBundle
@@ -338,7 +419,10 @@ class BuildMonitorProfile(Stage):
                 "pca_dims": i.pca_dims,
                 "tests": i.tests,
                 "alpha": i.alpha,
+                "delta": i.delta,
                 "warn_alpha": i.warn_alpha,
+                "stream_alpha": i.stream_alpha,
+                "guarantee": i.guarantee,
                 "thresholds": i.thresholds,
                 "metrics": i.metrics,
                 "review_strategy": i.review.strategy,
@@ -362,10 +446,10 @@ class BuildMonitorProfile(Stage):
             Paragraph(
                 f"Reference profile, softmax and confidence references and the confidence-accuracy relation "
                 f"from {where} ({i.source.get('note', '')}): {i.reference_size} form the reference sample; "
-                f"thresholds are calibrated by re-splitting all {i.reference_size + i.calibration_size} so that "
-                f"about {i.alpha:.0%} of in-distribution windows raise an alarm. Check production data with "
-                "<code>closedloop monitor RUN_DIR DATA</code>."
+                f"thresholds are calibrated by re-splitting all {i.reference_size + i.calibration_size}. Check "
+                "production data with <code>closedloop monitor RUN_DIR DATA</code>."
             ),
+            Paragraph(f"<b>What the alarm promises.</b> {i.guarantee}"),
             KeyValues(self.summarize(outputs)["reference"], title="Reference profile"),
             Table(
                 [{"window": k, **v} for k, v in sorted(i.thresholds.items(), key=lambda kv: int(kv[0]))],

@@ -9,7 +9,7 @@ registers it, so a user adds a test by subclassing and naming it in the monitor 
 
 Example:
     >>> import numpy as np
-    >>> from closedloop.stages.monitor.drift import DriftResult, DriftTest, DriftTestConfig
+    >>> from closedloop.monitoring.drift import DriftResult, DriftTest, DriftTestConfig
     >>> class MeanShift(DriftTest):
     ...     name = "doc_mean_shift"
     ...     description = "first feature: absolute difference of means against a fixed tolerance"
@@ -36,7 +36,7 @@ from closedloop.core.config import PluginSpec, validate_model
 from closedloop.core.errors import ConfigError
 from closedloop.core.registry import Registry
 
-DRIFT_TESTS = Registry("drift test", builtin_modules=("closedloop.stages.monitor.drift.builtin",))
+DRIFT_TESTS = Registry("drift test", builtin_modules=("closedloop.monitoring.drift.builtin",))
 """Every defined :class:`DriftTest` subclass, by ``name``."""
 
 PROBLEM_TYPES = ("binary", "multiclass", "ordinal", "multilabel", "regression")

@@ -4,7 +4,7 @@ One file per worker process (``requests-<worker>-<seq>.jsonl``, ``feedback-<work
 rotated by size. Each record is one ``os.write`` of a whole line on an ``O_APPEND`` descriptor, done
 before the HTTP response is sent: once a client has its answer the record is in the kernel's page cache,
 so a crash or SIGTERM of the server cannot lose it (``fsync="always"`` also survives a power cut).
-Readers (``closedloop.serving.logreader``) tolerate a truncated last line.
+Readers (``closedloop.monitoring.logreader``) tolerate a truncated last line.
 """
 
 from __future__ import annotations

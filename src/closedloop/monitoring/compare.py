@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from closedloop.core.errors import DataError
-from closedloop.serving.logreader import RouteRows, read_log
+from closedloop.monitoring.logreader import RouteRows, read_log
 
 
 class DisagreementStat(BaseModel):
@@ -211,8 +211,8 @@ class _Task(BaseModel):
 
 
 def _load_task(candidates: list[str]) -> _Task:
-    from closedloop.stages.monitor.monitor import find_artifacts
-    from closedloop.stages.task import TaskSpec
+    from closedloop.core.io import read_json
+    from closedloop.monitoring.monitor import find_artifacts
 
     tried = []
     for cand in candidates:
@@ -221,17 +221,23 @@ def _load_task(candidates: list[str]) -> _Task:
         tried.append(str(run))
         if not tasks:
             continue
-        task = TaskSpec.load(tasks[-1])
-        return _Task(
-            problem_type=task.problem_type,
-            label_names=task.label_names,
-            metric=task.primary_metric,
-            convention=task.metric_convention,
-            acceptance=task.acceptance,
-            max_latency_ms=task.constraints.max_latency_ms,
-            threshold=_threshold(run),
-            source=str(tasks[-1]),
-        )
+        # the task stage's artifact read as JSON: monitoring sits below the stages and never imports them
+        task = read_json(tasks[-1] / "artifact.json")
+        try:
+            return _Task(
+                problem_type=task["problem_type"],
+                label_names=task["label_names"],
+                metric=task["primary_metric"],
+                convention=task["metric_convention"],
+                acceptance=task["acceptance"],
+                max_latency_ms=(task.get("constraints") or {}).get("max_latency_ms"),
+                threshold=_threshold(run),
+                source=str(tasks[-1]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(
+                f"{tasks[-1] / 'artifact.json'}: not a task artifact this version reads ({exc}); rerun the run's task stage"
+            ) from exc
     raise DataError(
         f"cannot find the task (stages/*/artifacts/task/artifact.json) in {tried or 'no run directory'}: the "
         "records' run_dir no longer exists here; pass --run-dir CHALLENGER_RUN_DIR"
@@ -252,7 +258,7 @@ def _threshold(run: Path) -> float | None:
 
 def _labels(rows: RouteRows, idx: np.ndarray, task: _Task) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(positions within ``idx`` with a known label, labels as indices / multi-hot, unknown names)."""
-    from closedloop.stages.monitor.logmonitor import label_indices
+    from closedloop.monitoring.logmonitor import label_indices
 
     pos, y, unknown = label_indices(rows.feedback[idx], task.label_names, task.problem_type)
     return pos, y, unknown

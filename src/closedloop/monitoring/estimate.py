@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import rankdata
 
-from closedloop.stages.monitor.drift.predictions import confidences, predicted_classes
+from closedloop.monitoring.drift.predictions import confidences, predicted_classes
 
 SUPPORTED = ("acc", "auc", "balanced_accuracy")
 

@@ -20,10 +20,11 @@ import numpy as np
 import pandas as pd
 
 from closedloop.core.errors import DataError, RunDirError
-from closedloop.stages.monitor.drift import DEFAULT_LABEL_TESTS, DriftTest, Sample, build_tests, run_tests
-from closedloop.stages.monitor.drift.stats import single_threaded_blas
-from closedloop.stages.monitor.estimate import estimate, realized
-from closedloop.stages.monitor.profile import ReferenceProfile, forward_all, model_input, summary_features
+from closedloop.monitoring.drift import DEFAULT_LABEL_TESTS, DriftTest, Sample, build_tests, run_tests
+from closedloop.monitoring.drift.stats import single_threaded_blas
+from closedloop.monitoring.estimate import estimate, realized
+from closedloop.monitoring.profile import ReferenceProfile, forward_all, model_input, summary_features
+from closedloop.monitoring.stream import StreamTest, stream_scores
 
 MIN_WINDOW = 10
 """Fewer samples than this cannot support any of the tests."""
@@ -245,7 +246,13 @@ class Monitor:
             y = y[prepared.keep] if prepared.keep is not None else y
         return Sample(features=feats, embeddings=self.profile.reduce(emb), proba=proba, labels=y)
 
-    def _evaluate(self, win: Sample, quality: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    def _evaluate(
+        self,
+        win: Sample,
+        quality: dict[str, Any],
+        rng: np.random.Generator,
+        stream: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         info = self.profile.info
         ref = self.profile.reference
         ctx = self.profile.context(rng)
@@ -278,23 +285,47 @@ class Monitor:
             if win.proba is not None
             else {}
         )
-        # confidence-based estimation assumes calibration survives the shift; input drift at the alarm
-        # level is where it most often does not (models grow over-confident off their training data)
-        covariate = [k for k in p_values if tests[k].covariate and p_values[k] <= thr["alarm"]]
-        if covariate and est:
-            evidence.append(
-                f"label-free estimate: input drift ({', '.join(covariate)}) can break the calibration it "
-                "relies on; treat it as optimistic until labels arrive"
+        # confidence-based estimation (CBPE) assumes the reference's confidence-accuracy relation holds
+        # in the window; evidence that the window differs from the reference at the marginal alarm
+        # level (about alpha of in-distribution windows) is evidence it may not, so the point estimate
+        # is withheld there and random labels are asked for instead
+        level = thr.get("alarm_marginal", thr["alarm"])
+        differs = sorted((p, k) for k, p in unlabeled.items() if p <= level)
+        # the stream since the reference is evidence too: once its alarm is raised, the stream is not
+        # the reference's distribution, and no later window's estimate is trusted (until a new reference)
+        drifted = bool(stream and stream.get("alarm"))
+        reliable = bool(est) and not differs and not drifted
+        reason = ""
+        if est and not reliable:
+            which = ", ".join(f"{k} p={p:.2g}" for p, k in differs[:3])
+            if drifted:
+                assert stream is not None
+                which = ", ".join(
+                    x
+                    for x in (
+                        which,
+                        f"stream e-value {stream['max_e_value']:.3g} since row {stream['alarm_at']}",
+                    )
+                    if x
+                )
+            reason = (
+                f"withheld: the data differ from the reference ({which}), so the confidence-accuracy "
+                "relation the label-free estimate assumes may not hold here; measure it on randomly chosen labels"
             )
+            evidence.append(f"label-free estimate {reason}")
         out: dict[str, Any] = {
             "n": int(len(win)),
             "alert": alert,
-            "estimate_reliable": bool(est) and not covariate,
+            "estimate_reliable": reliable,
+            "estimate_reason": reason,
             "p_values": p_values,
             "min_p": float(min_p),
             "thresholds": thr,
-            "estimated": {m: v["value"] for m, v in est.items()},
-            "estimated_interval": {m: [v["low"], v["high"]] for m, v in est.items()},
+            "guarantee": self.profile.guarantee_for(len(win)),
+            "estimated": {m: v["value"] for m, v in est.items()} if reliable else {},
+            "estimated_interval": {m: [v["low"], v["high"]] for m, v in est.items()} if reliable else {},
+            "estimate_withheld": {m: v["value"] for m, v in est.items()} if not reliable else {},
+            "spot_check": spot_check(est, reliable),
             "reference_performance": dict(info.reference_performance),
             "evidence": evidence,
             "data_quality": quality,
@@ -311,18 +342,22 @@ class Monitor:
         if win.labels is not None and win.proba is not None:
             real = realized(info.metrics, win.labels, win.proba, info.problem_type, info.threshold)
             out["realized"] = real
-            out["estimate_gap"] = {
-                m: out["estimated"][m] - v for m, v in real.items() if m in out["estimated"]
-            }
+            point = out["estimated"] or out["estimate_withheld"]
+            out["estimate_gap"] = {m: point[m] - v for m, v in real.items() if m in point}
         return out
 
     def evaluate(
-        self, win: Sample, quality: dict[str, Any] | None = None, seed: Any = None
+        self,
+        win: Sample,
+        quality: dict[str, Any] | None = None,
+        seed: Any = None,
+        stream: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Check an already scored window (features and probabilities computed elsewhere, e.g. from a
-        request log): the same result as :meth:`check`, without touching the model."""
+        request log): the same result as :meth:`check`, without touching the model. ``stream``: the
+        stream test's status after the window (its alarm withholds the label-free estimate)."""
         rng = np.random.default_rng(self.seed if seed is None else seed)
-        return self._evaluate(win, quality or {"n_rows": len(win), "warnings": []}, rng)
+        return self._evaluate(win, quality or {"n_rows": len(win), "warnings": []}, rng, stream)
 
     def check(self, batch: Any, labels: Any = None) -> dict[str, Any]:
         """Check one window: alert level, p-value per test, estimated (and realized) performance."""
@@ -334,9 +369,19 @@ class Monitor:
             )
         return self._evaluate(win, prepared.quality, np.random.default_rng(self.seed))
 
+    def stream_test(self) -> StreamTest:
+        """A stream test starting at the reference (``closedloop.monitoring.stream``)."""
+        return StreamTest(self.profile.stream, self.profile.info.stream_alpha, seed=self.seed)
+
+    def stream_update(self, test: StreamTest, win: Sample) -> dict[str, Any]:
+        """Feed a window's rows to the stream test; its status after them, as a dict."""
+        info = self.profile.info
+        return test.update(stream_scores(win.proba, info.problem_type, info.threshold)).model_dump()
+
     def check_stream(self, data: Any, window: int = 200, labels: Any = None) -> MonitorResult:
         """Split ``data`` into consecutive windows of ``window`` samples and check each (a last window
-        shorter than half the size is merged into the one before)."""
+        shorter than half the size is merged into the one before). The stream test follows all the
+        rows, in order, beside the per-window alerts."""
         if window < MIN_WINDOW:
             raise DataError(f"--window {window}: at least {MIN_WINDOW} samples per window are needed")
         prepared = self.prepare(data)
@@ -348,6 +393,7 @@ class Monitor:
         if not bounds:
             raise DataError("empty stream: no samples")
         windows = []
+        stream = self.stream_test()
         row_ids = prepared.keep if prepared.keep is not None else np.arange(n)
         for i, start in enumerate(bounds):
             end = bounds[i + 1] if i + 1 < len(bounds) else n
@@ -355,12 +401,19 @@ class Monitor:
                 raise DataError(f"{n} samples: too few for a window (at least {MIN_WINDOW} needed)")
             idx = np.arange(start, end)
             quality = _window_quality(prepared.quality, self.profile.info.kind, prepared.raw, idx)
-            res = self._evaluate(full.take(idx), quality, np.random.default_rng([self.seed, i]))
+            status = self.stream_update(stream, full.take(idx))
+            res = self._evaluate(full.take(idx), quality, np.random.default_rng([self.seed, i]), status)
+            res["stream"] = status
             windows.append(
                 {"index": i, "start": int(row_ids[start]), "end": int(row_ids[end - 1]) + 1, **res}
             )
         return MonitorResult(
-            windows=windows, window=window, alpha=self.profile.info.alpha, quality=prepared.quality
+            windows=windows,
+            window=window,
+            alpha=self.profile.info.alpha,
+            quality=prepared.quality,
+            stream=stream.status().model_dump(),
+            guarantee=self.profile.info.guarantee,
         )
 
     # -- flywheel and shadow mode ---------------------------------------------------------------
@@ -374,8 +427,8 @@ class Monitor:
     ) -> pd.DataFrame:
         """Choose the ``k`` samples most worth labeling with the profile's review strategy (or
         ``strategy`` / a ``ReviewConfig``); optionally export them for labeling."""
-        from closedloop.stages.monitor.flywheel import build_queue, export_queue
-        from closedloop.stages.monitor.selection import ReviewConfig, get_strategy
+        from closedloop.monitoring.flywheel import build_queue, export_queue
+        from closedloop.monitoring.selection import ReviewConfig, get_strategy
 
         cfg: ReviewConfig = review or self.profile.info.review
         if strategy is not None and strategy != cfg.strategy:
@@ -391,7 +444,7 @@ class Monitor:
     @staticmethod
     def shadow(champion: Monitor, challenger: Monitor, batch: Any) -> dict[str, Any]:
         """Run both models on the same batch: disagreement and each model's estimated performance."""
-        from closedloop.stages.monitor.drift.predictions import predicted_classes
+        from closedloop.monitoring.drift.predictions import predicted_classes
 
         out: dict[str, Any] = {}
         preds = {}
@@ -419,6 +472,28 @@ class Monitor:
             float(np.abs(pa - pb).mean()) if pa.shape == pb.shape else None
         )
         return out
+
+
+SPOT_CHECK_MARGIN = 0.05
+"""Half-width of the 95% interval a spot check of random labels should give realized accuracy."""
+
+
+def spot_check(est: dict[str, Any], reliable: bool) -> dict[str, Any]:
+    """How many randomly chosen labels would measure realized accuracy within +-0.05 (95%, normal
+    approximation), planned at the estimated accuracy when the estimate holds and at the worst case
+    (0.5) when it does not; asked for when the estimate is withheld."""
+    if "acc" not in est:
+        return {}
+    p = float(est["acc"]["value"]) if reliable else 0.5
+    p = min(max(p, 0.5), 0.999) if not reliable else min(max(p, 0.001), 0.999)
+    n = int(np.ceil(1.96**2 * p * (1 - p) / SPOT_CHECK_MARGIN**2))
+    return {
+        "labels_for_acc_within": SPOT_CHECK_MARGIN,
+        "labels_needed": n,
+        "planned_at_accuracy": p,
+        "asked": not reliable,
+        "note": "randomly chosen rows only: labels picked by uncertainty are biased and never enter realized metrics",
+    }
 
 
 def _window_quality(full: dict[str, Any], kind: str, raw: Any, idx: np.ndarray) -> dict[str, Any]:
@@ -450,6 +525,10 @@ class MonitorResult:
     window: int
     alpha: float
     quality: dict[str, Any] = field(default_factory=dict)
+    stream: dict[str, Any] = field(default_factory=dict)
+    """The stream test after the last row (``StreamStatus``): beside the per-window alerts."""
+    guarantee: str = ""
+    """What the alarms promise (the profile's sentence)."""
 
     def summary(self) -> dict[str, Any]:
         alerts = [w["alert"] for w in self.windows]
@@ -459,6 +538,8 @@ class MonitorResult:
             "n_warn": alerts.count("warn"),
             "n_ok": alerts.count("ok"),
             "alarm_rate": alerts.count("alarm") / max(len(alerts), 1),
+            "stream_alarm": bool(self.stream.get("alarm", False)),
+            "stream_alarm_at": self.stream.get("alarm_at"),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -466,6 +547,8 @@ class MonitorResult:
             "window": self.window,
             "alpha": self.alpha,
             "summary": self.summary(),
+            "stream": self.stream,
+            "guarantee": self.guarantee,
             "data_quality": self.quality,
             "windows": self.windows,
         }

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from closedloop.stages.monitor.drift.base import Sample
-from closedloop.stages.monitor.drift.predictions import predicted_classes
-from closedloop.stages.monitor.drift.stats import sqdist
-from closedloop.stages.monitor.profile import ReferenceProfile
-from closedloop.stages.monitor.selection import Candidates, ReviewConfig, select
+from closedloop.monitoring.drift.base import Sample
+from closedloop.monitoring.drift.predictions import predicted_classes
+from closedloop.monitoring.drift.stats import sqdist
+from closedloop.monitoring.profile import ReferenceProfile
+from closedloop.monitoring.selection import Candidates, ReviewConfig, select
 
 
 def uncertainty(proba: np.ndarray, problem: str) -> tuple[np.ndarray, np.ndarray]:

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from closedloop.core.errors import DataError
-from closedloop.serving.logreader import RouteRows, read_log
-from closedloop.stages.monitor.estimate import realized
-from closedloop.stages.monitor.monitor import Monitor
+from closedloop.monitoring.estimate import realized
+from closedloop.monitoring.logreader import RouteRows, read_log
+from closedloop.monitoring.monitor import Monitor
 
 DEFAULT_WINDOW = 200
 
@@ -112,9 +112,8 @@ def monitor_log(
                 except ValueError:
                     continue
             w["realized"] = {k: v for k, v in real.items() if np.isfinite(v)}
-            w["estimate_gap"] = {
-                m: w["estimated"][m] - v for m, v in w["realized"].items() if m in w["estimated"]
-            }
+            point = w["estimated"] or w["estimate_withheld"]
+            w["estimate_gap"] = {m: point[m] - v for m, v in w["realized"].items() if m in point}
     out = result.to_dict()
     out["evaluated_on"] = (
         f"champion requests logged in {log_dir} ({windows[0]['time_start']} to {windows[-1]['time_end']}): "
@@ -144,7 +143,7 @@ def export_review_queue(
 ) -> dict[str, Any]:
     """The ``k`` unlabeled logged rows most worth labeling, exported with their request id and index
     (what ``POST /feedback`` takes) next to the usual ``queue.csv`` columns."""
-    from closedloop.stages.monitor.flywheel import build_queue, export_queue
+    from closedloop.monitoring.flywheel import build_queue, export_queue
 
     assert rows.inputs is not None
     todo = np.setdiff1d(np.arange(len(rows)), labeled)

@@ -31,7 +31,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from closedloop.core.config import PluginSpec
 from closedloop.core.errors import ConfigError
-from closedloop.serving.logreader import (
+from closedloop.monitoring.drift.base import Sample
+from closedloop.monitoring.estimate import realized
+from closedloop.monitoring.logreader import (
     FILE_RE,
     Located,
     LogReadError,
@@ -40,10 +42,9 @@ from closedloop.serving.logreader import (
     parse_line,
     read_file,
 )
-from closedloop.stages.monitor.drift.base import Sample
-from closedloop.stages.monitor.estimate import realized
-from closedloop.stages.monitor.monitor import MIN_WINDOW, Monitor, find_profile_dir
-from closedloop.stages.monitor.profile import ReferenceProfile, summary_features
+from closedloop.monitoring.monitor import MIN_WINDOW, Monitor, find_profile_dir
+from closedloop.monitoring.profile import ReferenceProfile, summary_features
+from closedloop.monitoring.stream import StreamStatus, StreamTest, stream_scores
 
 _ID_RE = re.compile(rb'"request_id"\s*:\s*"([^"]*)"')
 _ROUTE_RE = re.compile(rb'"route"\s*:\s*"(\w+)"')
@@ -81,6 +82,12 @@ class LiveStatus(BaseModel):
     """Label-free estimate of each metric on the window (from calibrated confidences)."""
     estimated_interval: dict[str, list[float]] = Field(default_factory=dict)
     estimate_reliable: bool = False
+    estimate_reason: str = ""
+    """Why the point estimate is withheld (empty when it is given)."""
+    estimate_withheld: dict[str, float] = Field(default_factory=dict)
+    """The label-free point estimate when it is not trusted (kept for the record, not a measurement)."""
+    spot_check: dict[str, Any] = Field(default_factory=dict)
+    """How many random labels would measure realized accuracy within +-0.05, and whether they are asked for."""
     reference_performance: dict[str, float] = Field(default_factory=dict)
     realized: dict[str, float] = Field(default_factory=dict)
     """Metrics on the latest champion rows with feedback labels (up to ``window`` of them)."""
@@ -96,6 +103,11 @@ class LiveStatus(BaseModel):
     """Champion records of other model versions (e.g. before a promotion), not monitored here."""
     model_version: str | None = None
     evaluated_on: str
+    stream: StreamStatus | None = None
+    """The stream test over every champion row since the live monitor started (beside the window's
+    level): its alarm controls false alarms over the whole stream, however often it is read."""
+    guarantee: str = ""
+    """What the window's alarm promises for this deployment (the profile's sentence)."""
     log_warnings: list[str] = Field(default_factory=list)
     seconds: float = 0.0
     """Time this status took to compute."""
@@ -174,11 +186,13 @@ class LiveMonitor:
         self._labeled: deque[tuple[np.ndarray, Any]] = deque(maxlen=self.window)
         self._counts = {"records": 0, "canary": 0, "shadow": 0, "errors": 0, "feedback": 0, "other": 0}
         self._notes: list[str] = []
+        self._stream = StreamTest(profile.stream, info.stream_alpha, seed=seed) if profile.stream else None
         self._cached: LiveStatus | None = None
         self._lock = threading.Lock()  # the server may ask for a status from several threads at once
 
     # -- reading ------------------------------------------------------------------------------------
     def _ingest(self, reqs: list[Located], fbs: list[Located]) -> None:
+        fresh: list[_Entry] = []
         for loc in reqs:
             rec: RequestLine = loc.line  # type: ignore[assignment]
             if rec.route != "champion":
@@ -192,13 +206,20 @@ class LiveMonitor:
                 continue
             self._counts["records"] += 1
             proba = np.asarray(rec.proba, dtype=np.float64)
-            self._buffer.append(_Entry(rec, (rec.time, loc.file, loc.lineno), proba))
+            entry = _Entry(rec, (rec.time, loc.file, loc.lineno), proba)
+            self._buffer.append(entry)
+            fresh.append(entry)
             for i, row in enumerate(proba):
                 key = (rec.request_id, i)
                 self._proba_by_key[key] = row
                 if key in self._pending:
                     self._add_label(row, self._pending.pop(key))
         _trim_fifo(self._proba_by_key, self.max_join)
+        if self._stream is not None and fresh:  # arrival order: time, then file and line
+            fresh.sort(key=lambda e: e.order)
+            info = self.profile.info
+            rows = np.concatenate([e.proba for e in fresh])
+            self._stream.update(stream_scores(rows, info.problem_type, info.threshold))
         for loc in fbs:
             key = (loc.line.request_id, loc.line.index)
             row = self._proba_by_key.get(key)
@@ -350,6 +371,8 @@ class LiveMonitor:
             "n_other_versions": self._counts["other"],
             "model_version": ", ".join(versions) or None,
             "log_warnings": [*self._tail.warnings, *real_notes][-20:],
+            "stream": self._stream.status() if self._stream is not None else None,
+            "guarantee": info.guarantee,
         }
         source = (
             f"the last {n} champion rows logged in {self.log_dir} ({start} to {end}): production inputs, "
@@ -368,7 +391,10 @@ class LiveMonitor:
             mon = self._monitor_outputs_only
         else:
             mon = self._monitor
-        res = mon.evaluate(Sample(features=features, proba=proba), seed=[self.seed, self._counts["records"]])
+        stream = self._stream.status().model_dump() if self._stream is not None else None
+        res = mon.evaluate(
+            Sample(features=features, proba=proba), seed=[self.seed, self._counts["records"]], stream=stream
+        )
         return LiveStatus(
             level=res["alert"],
             p_values=res["p_values"],
@@ -378,6 +404,9 @@ class LiveMonitor:
             estimated=_finite(res["estimated"]),
             estimated_interval={k: v for k, v in res["estimated_interval"].items() if np.all(np.isfinite(v))},
             estimate_reliable=bool(res["estimate_reliable"]),
+            estimate_reason=res["estimate_reason"],
+            estimate_withheld=_finite(res["estimate_withheld"]),
+            spot_check=res["spot_check"],
             evaluated_on=source,
             **base,
         )

@@ -1,6 +1,10 @@
-"""Drift tests: one class per test, registered by name (like the audit's checks); see ``base``."""
+"""Moved to :mod:`closedloop.monitoring.drift`. This name stays so drift-test plug-ins written against
+``closedloop.stages.monitor.drift`` (the path docs/extending.md gave before the move) keep importing;
+new code imports ``closedloop.monitoring.drift``."""
 
-from closedloop.stages.monitor.drift.base import (
+from closedloop.monitoring.drift import (
+    DEFAULT_LABEL_TESTS,
+    DEFAULT_TESTS,
     DRIFT_TESTS,
     DriftContext,
     DriftResult,
@@ -11,7 +15,6 @@ from closedloop.stages.monitor.drift.base import (
     resolve_drift_test,
     run_tests,
 )
-from closedloop.stages.monitor.drift.builtin import DEFAULT_LABEL_TESTS, DEFAULT_TESTS
 
 __all__ = [
     "DEFAULT_LABEL_TESTS",

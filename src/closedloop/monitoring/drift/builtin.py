@@ -9,9 +9,9 @@ import numpy as np
 from pydantic import Field
 from scipy import stats as sps
 
-from closedloop.stages.monitor.drift.base import DriftContext, DriftResult, DriftTest, DriftTestConfig, Sample
-from closedloop.stages.monitor.drift.predictions import confidences, predicted_classes, prob_columns
-from closedloop.stages.monitor.drift.stats import (
+from closedloop.monitoring.drift.base import DriftContext, DriftResult, DriftTest, DriftTestConfig, Sample
+from closedloop.monitoring.drift.predictions import confidences, predicted_classes, prob_columns
+from closedloop.monitoring.drift.stats import (
     chi2_counts,
     gaussian_kernel,
     holm,

@@ -10,7 +10,8 @@ Layout::
 
     <dir>/profile.json     schema, tests, thresholds per window size, reliability, distributions
     <dir>/arrays.npz       reference features, PCA-reduced embeddings, probabilities, labels,
-                           the PCA basis (mean, components)
+                           the PCA basis (mean, components), and ``stream_<score>``: the stream
+                           test's scores on every held-out row (``closedloop.monitoring.stream``)
 
 Loading needs neither the training data nor the model; the monitor finds the model by the weights
 hash recorded here (``model_sha256``).
@@ -28,12 +29,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from closedloop.core.artifacts import Artifact
 from closedloop.core.config import PluginSpec
 from closedloop.core.io import atomic_path, read_json, to_json, write_text_atomic
-from closedloop.stages.monitor.drift.base import DriftContext, Sample
-from closedloop.stages.monitor.features import image_feature_names, image_features, table_features
-from closedloop.stages.monitor.selection import ReviewConfig
+from closedloop.monitoring.drift.base import DriftContext, Sample
+from closedloop.monitoring.features import image_feature_names, image_features, table_features
+from closedloop.monitoring.selection import ReviewConfig
 
-FORMAT_VERSION = 2
-"""2: images gained the ``intensity_blockiness`` feature (profiles of version 1 must be rebuilt)."""
+FORMAT_VERSION = 3
+"""3: per-deployment alarm thresholds (``delta``) and the stream test's held-out scores; 2: images
+gained the ``intensity_blockiness`` feature. Older profiles must be rebuilt."""
 
 
 class ProfileInfo(BaseModel):
@@ -64,7 +66,16 @@ class ProfileInfo(BaseModel):
     alpha: float
     warn_alpha: float
     thresholds: dict[str, dict[str, float]]
-    """Window size -> {"alarm": t, "warn": t} on the min-p over the unlabeled tests."""
+    """Window size -> {"alarm": t, "warn": t, "alarm_marginal": t} on the min-p over the unlabeled
+    tests: ``alarm`` at the per-deployment level (``alpha * delta``), ``alarm_marginal`` at ``alpha``."""
+    delta: float | None = None
+    """The per-deployment guarantee's confidence: the alarm's false-alarm rate is at most ``alpha`` for
+    this reference with probability at least ``1 - delta`` (None: ``alpha`` holds on average over
+    references only)."""
+    guarantee: str = ""
+    """The guarantee in one sentence and what it rests on (the report and ``closedloop monitor`` show it)."""
+    stream_alpha: float = 0.05
+    """False-alarm rate of the stream test over the whole stream (``closedloop.monitoring.stream``)."""
     calibration: dict[str, Any]
     bandwidth: float
     permutations: int
@@ -92,11 +103,14 @@ class ReferenceProfile(Artifact):
         reference: Sample,
         pca_mean: np.ndarray,
         pca_components: np.ndarray,
+        stream: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.info = info
         self.reference = reference
         self.pca_mean = np.asarray(pca_mean, dtype=np.float32)
         self.pca_components = np.asarray(pca_components, dtype=np.float32)
+        self.stream = dict(stream or {})
+        """Stream-test score -> its values on every held-out row (the rows production is ranked against)."""
 
     # -- helpers used by the monitor -----------------------------------------------------------
     def reduce(self, emb: np.ndarray) -> np.ndarray:
@@ -123,10 +137,30 @@ class ReferenceProfile(Artifact):
             return {"alarm": self.info.alpha, "warn": self.info.warn_alpha}
         x = np.log([max(s, 1) for s in sizes])
         out = {}
-        for level in ("alarm", "warn"):
+        levels = ["alarm", "warn"] + (
+            ["alarm_marginal"] if all("alarm_marginal" in self.info.thresholds[str(s)] for s in sizes) else []
+        )
+        for level in levels:
             y = np.log([max(self.info.thresholds[str(s)][level], 1e-12) for s in sizes])
             out[level] = float(np.exp(np.interp(np.log(max(n, 1)), x, y)))
         return out
+
+    def guarantee_for(self, n: int) -> str:
+        """Whether the per-deployment guarantee covers a window of ``n`` rows, in one sentence."""
+        sizes = sorted(int(k) for k in self.info.thresholds)
+        if self.info.delta is None:
+            return f"none per deployment: the alarm rate is {self.info.alpha:.0%} on average over references"
+        if "fallback" in self.info.calibration or not sizes:
+            return "none: the held-out pool was too small to calibrate any window size"
+        if n > max(sizes) or n < min(sizes):
+            return (
+                f"extrapolated: thresholds are calibrated for windows of {min(sizes)} to {max(sizes)} rows, "
+                f"this window has {n}"
+            )
+        return (
+            f"false-alarm rate <= {self.info.alpha:.0%} for this reference with probability >= "
+            f"{1 - self.info.delta:.0%}"
+        )
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, directory: Path) -> None:
@@ -141,6 +175,8 @@ class ReferenceProfile(Artifact):
             val = getattr(self.reference, name)
             if val is not None:
                 arrays[name] = val
+        for name, val in self.stream.items():
+            arrays[f"stream_{name}"] = np.asarray(val, dtype=np.float64)
         with atomic_path(directory / "arrays.npz") as tmp, open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
 
@@ -158,7 +194,9 @@ class ReferenceProfile(Artifact):
         if meta.get("format_version") != FORMAT_VERSION:
             raise RunDirError(
                 f"{directory}: reference profile format {meta.get('format_version')} is not supported "
-                f"(expected {FORMAT_VERSION}); rebuild it by rerunning the pipeline's monitor stage"
+                f"(expected {FORMAT_VERSION}: per-deployment alarm thresholds and the stream test need it); "
+                "rebuild it by rerunning the pipeline's monitor stage ('closedloop run CONFIG' reruns only that "
+                "stage and what follows)"
             )
         info = ProfileInfo.model_validate(meta)
         with np.load(directory / "arrays.npz", allow_pickle=False) as z:
@@ -169,7 +207,8 @@ class ReferenceProfile(Artifact):
             proba=arrs.get("proba"),
             labels=arrs.get("labels"),
         )
-        return cls(info, ref, arrs["pca_mean"], arrs["pca_components"])
+        stream = {k.removeprefix("stream_"): v for k, v in arrs.items() if k.startswith("stream_")}
+        return cls(info, ref, arrs["pca_mean"], arrs["pca_components"], stream)
 
     def files(self, directory: Path) -> dict[str, str]:
         return {"profile": "profile.json", "arrays": "arrays.npz"}

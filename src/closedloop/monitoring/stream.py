@@ -1,0 +1,168 @@
+"""Evidence that accumulates over the stream: a conformal test martingale per monitored score.
+
+A mild shift can hide in every window of 200 and still be plain in the whole stream. Each production
+row gets a score per stream statistic (the model's confidence; for binary tasks also its probability
+of the positive class) and an **online conformal p-value**: the rank of its score among the
+held-out reference rows and every production row seen before it (ties broken at random). If the
+stream is exchangeable with the held-out rows (no shift), these p-values are independent and
+uniform (Vovk, Nouretdinov & Gammerman 2003), so any bet that is fixed before a row arrives and pays
+on average 1 under the uniform distribution makes a test martingale. The bet here is a histogram
+of the p-values seen so far, mixed half and half with the uniform density (the "plug-in" betting
+function): under a persistent shift the p-values pile up at one end, the histogram learns where,
+and the wealth grows. The stream statistic is the mean of the martingales (a mean of test
+martingales is one), and by Ville's inequality
+
+    P(the stream statistic ever reaches 1/alpha) <= alpha,
+
+whatever the number of looks: the stream alarm's false-alarm rate over the whole stream is at most
+``alpha`` over runs (draws of the reference rows and of the stream). The rows must arrive in an order
+that does not depend on their values (arrival time is such an order).
+
+What it rests on: the held-out reference rows and the in-distribution production rows are
+exchangeable (same distribution, independent), and the model and the score are fixed before the
+stream starts. A reset (a new reference from a verified production period) starts a new martingale.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from closedloop.monitoring.drift.predictions import confidences
+
+BINS = 10
+"""Histogram bins of the betting function."""
+CHUNK = 512
+"""Rows ranked at once (pairwise comparisons within a chunk; the sorted set is merged once per chunk)."""
+MIX = 0.5
+"""Weight of the learned histogram in the bet (the rest is the uniform density: a bad bet loses at
+most half the wealth per row)."""
+
+
+def stream_scores(proba: np.ndarray | None, problem_type: str, threshold: float) -> dict[str, np.ndarray]:
+    """The per-row scores the stream test follows: computed from the served probabilities only, so
+    the offline monitor and the torch-free live monitor follow the same statistic."""
+    if proba is None or problem_type == "regression" or len(proba) == 0:
+        return {}
+    p = np.asarray(proba, dtype=np.float64)
+    out = {"confidence": confidences(p, problem_type, threshold).astype(np.float64)}
+    if problem_type == "binary":
+        out["positive_probability"] = (p[:, -1] if p.ndim == 2 else p).astype(np.float64)
+    return out
+
+
+class StreamStatus(BaseModel):
+    """The stream test's state after the rows seen so far (what CLI, JSON, ``GET /monitor`` show)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    alarm: bool
+    """True once the stream statistic has reached ``threshold`` (it stays raised until a reset)."""
+    e_value: float
+    """The stream statistic now: the mean of the martingales (1 at the start; large = evidence of shift)."""
+    max_e_value: float
+    threshold: float
+    """1 / alpha_stream."""
+    alpha: float
+    n: int
+    """Production rows seen since the reference (or the last reset)."""
+    alarm_at: int | None = None
+    """Row count at which the stream alarm was first raised."""
+    by_score: dict[str, float] = Field(default_factory=dict)
+    """Each score's martingale now."""
+    reference_rows: int = 0
+    """Held-out rows the first production row was ranked against."""
+    rests_on: str = (
+        "held-out reference rows and in-distribution production rows are exchangeable; rows arrive in an "
+        "order that does not depend on their values; false-alarm rate <= alpha over runs, however often it is read"
+    )
+
+
+class StreamTest:
+    """Online conformal p-values and plug-in betting martingales, one per score (module doc)."""
+
+    def __init__(self, calibration: dict[str, np.ndarray], alpha: float = 0.05, seed: Any = 0) -> None:
+        if not 0 < alpha < 1:
+            raise ValueError(f"stream alpha={alpha}: expected a value in (0, 1)")
+        self.alpha = float(alpha)
+        self.rng = np.random.default_rng(seed)
+        self.names = sorted(calibration)
+        self._sorted = {k: np.sort(np.asarray(calibration[k], dtype=np.float64)) for k in self.names}
+        self.reference_rows = min((len(v) for v in self._sorted.values()), default=0)
+        self._counts = {k: np.zeros(BINS) for k in self.names}
+        self._log_m = {k: 0.0 for k in self.names}
+        self.n = 0
+        self.alarm_at: int | None = None
+        self.max_e = 1.0
+
+    def _pvalues(self, name: str, scores: np.ndarray) -> np.ndarray:
+        """Online conformal p-values of ``scores`` (in order): each row ranked among the reference and
+        all rows before it (ties at random), then added to the ranked set."""
+        out = np.empty(len(scores))
+        for start in range(0, len(scores), CHUNK):
+            chunk = scores[start : start + CHUNK]
+            seen = self._sorted[name]
+            right = np.searchsorted(seen, chunk, side="right")
+            left = np.searchsorted(seen, chunk, side="left")
+            earlier = np.tri(len(chunk), k=-1, dtype=bool)  # [j, i]: row i came before row j
+            above = ((chunk[None, :] > chunk[:, None]) & earlier).sum(axis=1)
+            tied = ((chunk[None, :] == chunk[:, None]) & earlier).sum(axis=1)
+            greater = len(seen) - right + above
+            equal = right - left + tied
+            u = self.rng.uniform(size=len(chunk))
+            out[start : start + len(chunk)] = (greater + u * (equal + 1)) / (
+                len(seen) + np.arange(len(chunk)) + 1
+            )
+            self._sorted[name] = np.sort(np.concatenate([seen, chunk]))
+        return out
+
+    def update(self, scores: dict[str, np.ndarray]) -> StreamStatus:
+        """Feed the next rows (in arrival order); returns the status after them."""
+        if not self.names:
+            return self.status()
+        missing = [k for k in self.names if k not in scores]
+        if missing:
+            raise ValueError(f"stream test: scores {missing} are missing")
+        n_new = len(scores[self.names[0]])
+        logs = {k: np.empty(n_new) for k in self.names}
+        for k in self.names:
+            p = self._pvalues(k, np.asarray(scores[k], dtype=np.float64))
+            counts = self._counts[k]
+            lm = self._log_m[k]
+            for j, pj in enumerate(p):
+                b = min(int(pj * BINS), BINS - 1)
+                density = BINS * (counts[b] + 1) / (counts.sum() + BINS)  # predictable: past p-values only
+                lm += float(np.log((1 - MIX) + MIX * density))
+                counts[b] += 1
+                logs[k][j] = lm
+            self._log_m[k] = lm
+        # the mean of the martingales, row by row (for the first crossing)
+        stacked = np.stack([logs[k] for k in self.names])
+        top = stacked.max(axis=0)
+        mean_e = np.exp(top) * np.exp(stacked - top).mean(axis=0)
+        crossed = np.flatnonzero(mean_e >= 1 / self.alpha)
+        if self.alarm_at is None and len(crossed):
+            self.alarm_at = self.n + int(crossed[0]) + 1
+        self.max_e = max(self.max_e, float(mean_e.max()) if len(mean_e) else 1.0)
+        self.n += n_new
+        return self.status()
+
+    def e_value(self) -> float:
+        if not self.names:
+            return 1.0
+        return float(np.mean([np.exp(v) for v in self._log_m.values()]))
+
+    def status(self) -> StreamStatus:
+        return StreamStatus(
+            alarm=self.alarm_at is not None,
+            e_value=self.e_value(),
+            max_e_value=self.max_e,
+            threshold=1 / self.alpha,
+            alpha=self.alpha,
+            n=self.n,
+            alarm_at=self.alarm_at,
+            by_score={k: float(np.exp(v)) for k, v in self._log_m.items()},
+            reference_rows=self.reference_rows,
+        )
