@@ -300,9 +300,10 @@ def build_app(service: Service) -> Any:
                 f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:3]
             )
             raise ProtocolError(f"invalid feedback ({errs}); expected {{request_id, index, label}}") from None
-        await run_in_threadpool(service.feedback, record)
+        found = await run_in_threadpool(service.feedback, record)
         return {
-            "status": "recorded",
+            "status": "verified",
+            "found_in": found.where,
             "request_id": record.request_id,
             "index": record.index,
             "label": record.label,

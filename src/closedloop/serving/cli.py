@@ -19,7 +19,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from closedloop.serving.model import ServeError
-    from closedloop.serving.service import ServeOptions, Service, resolve
+    from closedloop.serving.service import ServeOptions, Service, check_log_dir, resolve
 
     if args.canary_share is not None and not args.canary:
         raise ServeError("--canary-share needs --canary RUN_DIR")
@@ -61,6 +61,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from closedloop.serving.app import OPTIONS_ENV
 
     Service(opts.model_copy(update={"log_dir": None, "metrics": False}))  # refuse to start before forking
+    if opts.log_dir:
+        check_log_dir(opts.log_dir)
     own_prom_dir = None
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         own_prom_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="closedloop-prom-")

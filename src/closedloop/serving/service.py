@@ -20,6 +20,7 @@ from closedloop.monitoring.requestlog import (
     RequestRecord,
     utc_now,
 )
+from closedloop.serving.feedback import Answered, AnsweredIndex, check_feedback_target
 from closedloop.serving.metrics import ServiceMetrics
 from closedloop.serving.model import ServedModel, ServeError
 from closedloop.serving.protocol import DecodedRequest, ProtocolError
@@ -95,12 +96,9 @@ class Service:
             Routing(champion=champion, challenger=challenger, mode=mode, canary_share=options.canary_share)
         )
         self.name = champion.name
-        self.writer = (
-            RequestLogWriter(options.log_dir, max_bytes=options.log_max_bytes, fsync=options.fsync)
-            if options.log_dir
-            else None
-        )
+        self.writer = _open_log(options) if options.log_dir else None
         self.metrics = ServiceMetrics() if options.metrics else None
+        self.answered = AnsweredIndex()
         self.shadow_runner = ShadowRunner(self._score_shadow)
         self.ready = False
 
@@ -284,6 +282,8 @@ class Service:
                 self.metrics.observe(route, len(x), ms / 1000.0)
             return
         self.writer.write(self._record(model, route, rid, x, proba, labels, ms))
+        if route != "shadow":
+            self.answered.add(rid, len(x))
 
     def _record(
         self,
@@ -336,7 +336,8 @@ class Service:
         )
 
     # -- feedback ----------------------------------------------------------------------------------------
-    def feedback(self, record: FeedbackRecord) -> None:
+    def feedback(self, record: FeedbackRecord) -> Answered:
+        """Check the label and the request it names (see feedback.py), then append it to the log."""
         model = self.router.current.champion
         names = model.label_names
         given = record.label if isinstance(record.label, list) else [record.label]
@@ -349,7 +350,30 @@ class Service:
             raise ProtocolError(f"label: unknown class {unknown[0]!r}; this model's classes are {names}")
         if self.writer is None:
             raise ProtocolError("feedback needs a request log: start the server with --log-dir", status=503)
+        found = check_feedback_target(self.answered, self.writer.log_dir, record.request_id, record.index)
         self.writer.write(record)
+        return found
+
+
+def check_log_dir(log_dir: str) -> None:
+    """One sentence when ``--log-dir`` names something that cannot be the request log's folder."""
+    path = Path(log_dir)
+    if path.exists() and not path.is_dir():
+        raise ServeError(
+            f"--log-dir {path}: this is an existing file, not a folder; give a folder for the request log "
+            "(it is created when missing)"
+        )
+
+
+def _open_log(options: ServeOptions) -> RequestLogWriter:
+    assert options.log_dir is not None
+    check_log_dir(options.log_dir)
+    try:
+        return RequestLogWriter(options.log_dir, max_bytes=options.log_max_bytes, fsync=options.fsync)
+    except OSError as exc:
+        raise ServeError(
+            f"--log-dir {options.log_dir}: cannot create the request log's folder there ({exc.strerror or exc})"
+        ) from None
 
 
 def resolve(path: str | None) -> str | None:
