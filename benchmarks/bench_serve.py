@@ -567,6 +567,8 @@ class HeyRun:
     seconds: float
     latencies_ms: np.ndarray
     csv: Path
+    cpu_ms: float = float("nan")
+    """Server CPU time per answered request (its own work, whatever else loads the machine)."""
 
     def rate(self) -> float:
         return self.ok / self.seconds if self.seconds else 0.0
@@ -577,15 +579,16 @@ class HeyRun:
     def row(self) -> str:
         return (
             f"{self.label:<34}{self.ok:>7}{self.errors:>7}{self.rate():>9.0f}{self.pct(50):>9.2f}{self.pct(90):>9.2f}"
-            f"{self.pct(99):>9.2f}"
+            f"{self.pct(99):>9.2f}{self.cpu_ms:>12.3f}"
         )
 
 
-HEADER = f"{'server':<34}{'ok':>7}{'errors':>7}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
+HEADER = f"{'server':<34}{'ok':>7}{'errors':>7}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'cpu ms/req':>12}"
 
 
 def run_hey(url: str, body: Path, n: int, conc: int, csv: Path, label: str) -> HeyRun:
     """``hey -n N -c C -m POST -T application/json -D BODY -o csv URL``; the CSV is kept in ``csv``."""
+    n = max(conc, n // conc * conc)  # hey sends n // c requests from each of its c workers
     out = subprocess.run(
         [
             "hey",
@@ -743,17 +746,21 @@ def main() -> int:
         )
         servers += [bare, plain, batched]
 
+        cpus: list[float] = []  # capacity ratios of the last comparison: bare's CPU per request / ours
+
         def compare(
             title: str, a: Server, b: Server, conc_a: int, conc_b: int
         ) -> tuple[list[float], list[float], list[HeyRun]]:
             say(f"\n{title}")
             say(HEADER)
             rates, p99s, runs_a = [], [], []
+            cpus.clear()
             for rnd in range(args.rounds):
                 order = [(b, conc_b), (a, conc_a)] if rnd % 2 == 0 else [(a, conc_a), (b, conc_b)]
                 got = {}
                 for srv, conc in order:
                     tag = f"{srv.label.split()[0]}-{'batched' if srv is batched else 'plain'}-c{conc}-r{rnd}"
+                    cpu0 = srv.cpu_seconds()
                     got[srv.label] = r = run_load(
                         srv.url + infer_path,
                         body,
@@ -763,8 +770,10 @@ def main() -> int:
                         f"{srv.label} c={conc} round {rnd + 1}",
                         use_hey,
                     )
+                    r.cpu_ms = (srv.cpu_seconds() - cpu0) * 1000 / max(r.ok, 1)
                     say(r.row())
                 ra, rb = got[a.label], got[b.label]
+                cpus.append(rb.cpu_ms / ra.cpu_ms)
                 rates.append(ra.rate() / rb.rate())
                 p99s.append(ra.pct(99) / rb.pct(99))
                 runs_a.append(ra)
@@ -781,6 +790,7 @@ def main() -> int:
         say(
             f"throughput ratio closedloop / bare: {spread(rates)}  {'OK' if statistics.median(rates) >= 1.0 else 'BELOW TARGET'} (>= 1.0)"
         )
+        say(f"capacity ratio (bare cpu/req / closedloop cpu/req): {spread(cpus)}")
         say(
             f"p99 ratio closedloop / bare:        {spread(p99s)}  {'OK' if statistics.median(p99s) <= 1.2 else 'ABOVE TARGET'} (<= 1.2)"
         )
@@ -794,6 +804,7 @@ def main() -> int:
             32,
         )
         p99 = [r.pct(99) for r in runs]
+        say(f"capacity ratio (bare cpu/req / batched closedloop cpu/req): {spread(cpus)}")
         say(
             f"throughput ratio batched closedloop / bare: {spread(rates)}  {'OK' if statistics.median(rates) >= 2.0 else 'BELOW TARGET'} (>= 2.0)"
         )
@@ -848,6 +859,13 @@ def main() -> int:
             f"max |p_unbatched - Predictor(256 at once)| = {float(np.abs(p_plain - want).max()):.3g}; "
             f"max |p_batched - Predictor(256 at once)| = {float(np.abs(p_batched - want).max()):.3g}"
         )
+        # onnxruntime's kernels may depend on the batch size: check the model itself, one by one vs 32 at once
+        singles = np.concatenate([model.predict(X[i : i + 1])[0] for i in range(256)])
+        for size in (2, 8, 32, 256):
+            grouped = np.concatenate([model.predict(X[i : i + size])[0] for i in range(0, 256, size)])
+            say(
+                f"in process: max |p(batches of {size}) - p(one at a time)| = {float(np.abs(grouped - singles).max()):.3g}"
+            )
         dec_b = p_batched[:, 1] >= float(model.predictor.threshold or 0.5)
         dec_p = p_plain[:, 1] >= float(model.predictor.threshold or 0.5)
         say(f"decisions that differ batched vs unbatched: {int((dec_b != dec_p).sum())} of 256")

@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
 
 
 def median_us(fn: Callable[[], object], n: int) -> float:
@@ -91,7 +90,13 @@ def main() -> int:
     ap.add_argument("--run-dir", required=True, help="run with an exported model")
     ap.add_argument("--n", type=int, default=2000, help="calls per part")
     ap.add_argument("--out", help="also write the printed report here")
+    ap.add_argument(
+        "--src",
+        default=str(ROOT / "src"),
+        help="closedloop source tree to time (e.g. an older checkout's src, for a before/after comparison)",
+    )
     args = ap.parse_args()
+    sys.path.insert(0, args.src)
 
     from closedloop.monitoring.requestlog import RequestLogWriter
     from closedloop.serving.app import build_app
@@ -132,6 +137,7 @@ def main() -> int:
                 ]
             }
         ).encode()
+        say(f"closedloop source: {Path(sys.modules['closedloop'].__file__).parent}")
         say(
             f"model: {model.name} {model.variant} input {list(model.input_shape)}; body {len(body)} bytes (one image, OIP JSON)"
         )
@@ -175,6 +181,16 @@ def main() -> int:
             f"{'whole request through the ASGI app (no sockets)':<52}{median_us(asgi_call(app, f'/v2/models/{model.name}/infer', body), args.n):>11.1f}"
         )
         service.close()
+        ns: dict[str, object] = {}
+        sys.argv = ["bare", str(model.export_dir), "0"]
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from bench_serve import MINIMAL_SERVER
+
+        exec(
+            compile(MINIMAL_SERVER, "bare_app", "exec"), ns
+        )  # the benchmark's bare FastAPI + onnxruntime app
+        bare = median_us(asgi_call(ns["app"], f"/v2/models/{model.name}/infer", body), args.n)
+        say(f"{'the bare FastAPI + onnxruntime app, whole request':<52}{bare:>11.1f}")
     if args.out:
         Path(args.out).write_text("\n".join(lines) + "\n")
     return 0
