@@ -46,12 +46,16 @@ def find_artifacts(run_dir: Path, name: str) -> list[Path]:
 
 def find_profile_dir(run_dir: str | Path) -> Path:
     """The reference profile's directory: ``run_dir`` itself when it holds ``profile.json``, else the
-    run's last monitor stage artifact."""
+    newest reference set from a verified production period (``run_dir/references/<time>/``, written by
+    ``closedloop monitor ... --set-reference``), else the run's last monitor stage artifact."""
     run_dir = Path(run_dir)
     if not run_dir.exists():
         raise RunDirError(f"{run_dir}: no such run directory")
     if (run_dir / "profile.json").is_file():
         return run_dir
+    refreshed = sorted(p.parent for p in run_dir.glob("references/*/profile.json"))
+    if refreshed:
+        return refreshed[-1]
     found = [p for p in find_artifacts(run_dir, "reference") if (p / "profile.json").is_file()]
     if not found:
         raise RunDirError(
