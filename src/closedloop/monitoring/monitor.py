@@ -594,6 +594,25 @@ class MonitorResult:
         ax.set_yscale("log")
         ax.set_ylabel("p-value")
         ax.legend(fontsize=6, ncol=2)
+        if all(w.get("stream") for w in self.windows):  # the stream test beside the windows
+            twin = ax.twinx()
+            twin.plot(
+                idx,
+                [max(w["stream"]["e_value"], 1e-3) for w in self.windows],
+                "k-",
+                lw=1.5,
+                label="stream e-value",
+            )
+            twin.axhline(
+                self.windows[0]["stream"]["threshold"],
+                color="k",
+                ls=":",
+                lw=1,
+                label="stream alarm (1/alpha)",
+            )
+            twin.set_yscale("log")
+            twin.set_ylabel("stream e-value")
+            twin.legend(fontsize=6, loc="lower right")
         ax = axes[1]
         for m in sorted({m for w in self.windows for m in w["estimated"]}):
             ax.plot(idx, [w["estimated"].get(m, np.nan) for w in self.windows], ".-", label=f"estimated {m}")
