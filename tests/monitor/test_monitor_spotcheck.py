@@ -105,6 +105,7 @@ def test_spot_check_bad_input(run, tmp_path, capsys):
     )
 
 
+@pytest.mark.slow  # builds a profile
 def test_set_reference_from_a_verified_period(run, tmp_path, capsys):
     bundle, _ = _digits_model()  # the same data the tiny run's model was trained on (deterministic)
     runc = tmp_path / "runs" / run.run.name

@@ -80,6 +80,11 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         )
     if is_log:
         log_files(path)  # a directory of .jsonl files without requests-*.jsonl: say what is missing
+        spot = _spot_checks(args, path)  # first: a bad labels file fails before the long drift check
+        if "new_reference" in spot:  # the log so far is the verified period: nothing after it to monitor yet
+            if args.out:
+                write_text_atomic(Path(args.out), to_json({"run_dir": str(args.run_dir), **spot}))
+            return 0
         if args.shadow:
             raise DataError(
                 f"--shadow with a request log: the log already holds the challenger's records; compare them "
@@ -96,6 +101,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             review_dir=args.review_dir,
         )
         out["run_dir"] = str(args.run_dir)
+        out.update(spot)
         if args.plot:
             from closedloop.monitoring.monitor import MonitorResult
 
@@ -111,7 +117,6 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         )
         for w in lg["warnings"][:5]:
             print(f"  warning: {w}")
-        _spot_checks(args, path, out)
         if "review_queue" in out:
             print(f"review queue: {out['review_queue']['n']} row(s) in {out['review_queue']['dir']}")
         if args.out:
@@ -161,12 +166,12 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     return 0
 
 
-def _spot_checks(args: argparse.Namespace, log_dir: Path, out: dict[str, Any]) -> None:
+def _spot_checks(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     """--spot-check N (draw random rows to label), --spot-check-labels FILE (realized metrics from
     them only) and --set-reference (a verified period becomes the new reference)."""
+    out: dict[str, Any] = {}
     if not (args.spot_check or args.spot_check_labels):
-        return
-    from closedloop.core.io import to_json, write_text_atomic
+        return out
     from closedloop.monitoring import spotcheck
     from closedloop.monitoring.logmonitor import champion_rows
     from closedloop.monitoring.monitor import Monitor
@@ -217,8 +222,7 @@ def _spot_checks(args: argparse.Namespace, log_dir: Path, out: dict[str, Any]) -
             )
             out["new_reference"] = str(new)
             print(f"new reference from the verified period: {new} (the stream test restarts there)")
-    if args.out:
-        write_text_atomic(Path(args.out), to_json(out))
+    return out
 
 
 def _print_windows(out: dict[str, Any]) -> None:
