@@ -291,6 +291,10 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         f"{c['value_b']:.4f} -> {c['value_a']:.4f} (delta {c['delta']:+.4f}, 95% CI [{c['ci95'][0]:+.4f}, "
         f"{c['ci95'][1]:+.4f}], p={c['p_value']:.3g}) on {out['n_heldout']} {out['heldout_split']} samples"
     )
+    ex = out.get("excluded") or {}
+    if ex.get("n"):
+        by = ", ".join(f"{k} {v}" for k, v in ex["by"].items())
+        print(f"left out {ex['n']} of {ex['of']} held-out sample(s) a model trained on (content hash: {by})")
     dv = out.get("dataset_version") or {}
     if dv:
         print(f"dataset version {dv['dataset_version']}: {dv['n_added']} labeled sample(s) added to train")
@@ -364,7 +368,13 @@ def add_commands(subparsers: Any) -> None:
     rt.add_argument("config", help="the pipeline YAML of the deployed model")
     rt.add_argument("--add-labeled", required=True, help="folder of class subfolders, or a labeled CSV")
     rt.add_argument("--champion", help="run directory of the deployed model (default: the latest run)")
-    rt.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    rt.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override as in 'closedloop run' (data.root=...); the comparison uses the same resolved data",
+    )
     rt.add_argument("--on", choices=["test", "val"], default="test", help="held-out split for the comparison")
     rt.add_argument("--alpha", type=float, default=0.05, help="significance level for promotion")
     rt.add_argument("--unseal-test", metavar="REASON")
