@@ -193,6 +193,12 @@ def gate_evidence(bb: dict[str, Any]) -> GateEvidence:
     )
 
 
+def _on_test(v: dict[str, Any]) -> str:
+    """``test``, plus the decision rule of a threshold-dependent figure (shipped threshold or 0.5)."""
+    at = v.get("decided_at")
+    return "test" if not at or at == "threshold-free" else f"test, at {at}"
+
+
 def _per_day(d: dict[str, Any] | None) -> PerDay | None:
     if not d:
         return None
@@ -209,7 +215,8 @@ def _per_day(d: dict[str, Any] | None) -> PerDay | None:
         positive_name=d.get("positive_name"),
         cases=d.get("cases"),
         prevalence=d.get("prevalence"),
-        evaluated_on=d.get("evaluated_on", "test"),
+        evaluated_on=d.get("evaluated_on", "test")
+        + (f", at the shipped threshold {d['threshold']:.4g}" if d.get("threshold") is not None else ""),
     )
 
 
@@ -284,7 +291,7 @@ def gather(run_dir: str | Path, summary: dict[str, Any] | None = None) -> RunEvi
     evaluation = _first_json(_artifact_dirs(run_dir, manifest, ":EvaluationReport"), "artifact.json")
     if evaluation:
         for k, v in (evaluation.get("test") or {}).items():
-            ev.test[k] = Estimate(value=v["value"], ci95=_ci(v.get("ci95")), evaluated_on="test")
+            ev.test[k] = Estimate(value=v["value"], ci95=_ci(v.get("ci95")), evaluated_on=_on_test(v))
         if evaluation.get("beats_baseline"):
             ev.gate = gate_evidence(evaluation["beats_baseline"])
         final = (evaluation.get("phases") or {}).get("final") or {}
@@ -293,7 +300,7 @@ def gather(run_dir: str | Path, summary: dict[str, Any] | None = None) -> RunEvi
         train = next((v for v in stages.values() if isinstance(v.get("test"), dict)), None)
         if train:
             for k, v in train["test"].items():
-                ev.test[k] = Estimate(value=v["value"], ci95=_ci(v.get("ci95")))
+                ev.test[k] = Estimate(value=v["value"], ci95=_ci(v.get("ci95")), evaluated_on=_on_test(v))
             if train.get("beats_baseline"):
                 ev.gate = gate_evidence(train["beats_baseline"])
     if not ev.test:
