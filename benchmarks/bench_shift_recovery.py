@@ -57,6 +57,7 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=25)
     ap.add_argument("--labels", type=int, default=100, help="production labels per draw")
     ap.add_argument("--half", choices=["dev", "report"], default="report")
+    ap.add_argument("--eval-fraction", type=float, default=0.5, help="closedloop adapt --eval-fraction")
     ap.add_argument("--scenarios", default="test,gaussian_noise,contrast,in_distribution")
     args = ap.parse_args()
 
@@ -80,7 +81,7 @@ def main() -> None:
         f"== bench_shift_recovery: PneumoniaMNIST, champion {run_dir.name} (shipped config, quick preset, "
         f"1,000 train images held out; threshold {model.threshold:.4f}, costs FP {costs[0]:g} / FN {costs[1]:g}); "
         f"{args.draws} draws of {args.labels} production labels; {args.half} half of the test images "
-        f"({len(half)}); 2 shared cores =="
+        f"({len(half)}); --eval-fraction {args.eval_fraction}; 2 shared cores =="
     )
     scenarios = {
         "test": (X_test[half], y_test[half]),
@@ -101,7 +102,12 @@ def main() -> None:
             lab.parent.mkdir(parents=True, exist_ok=True)
             np.savez(lab, images=X[idx], labels=y[idx], model_version=run_dir.name)
             r = run_adapt(
-                run_dir, lab, seed=i, out=work / f"{name}-{args.half}-{i}", unseal_test=f"bench draw {i}"
+                run_dir,
+                lab,
+                seed=i,
+                eval_fraction=args.eval_fraction,
+                out=work / f"{name}-{args.half}-{i}",
+                unseal_test=f"bench draw {i}",
             )
             rec = r.choice.chosen
             chall = point(y[unseen], rec.decide(p_all[unseen]), costs)

@@ -90,6 +90,8 @@ class AuditEvidence(_Model):
     gain_at_2x: float | None = None
     """Error reduction the learning curve predicts with twice the training data."""
     gain_ci: tuple[float, float] | None = None
+    test_shift_auc: float | None = None
+    """Adversarial AUC of train vs test (split-shift check): 0.5 when test looks like train."""
 
 
 class HumanLevel(_Model):
@@ -138,6 +140,8 @@ class RunEvidence(_Model):
     business_declared: bool = False
     per_day: PerDay | None = None
     audit: AuditEvidence | None = None
+    selection: dict[str, Any] | None = None
+    """The train stage's selection-bias estimate (metric, corrected_value: what validation predicts)."""
     references: list[Reference] = Field(default_factory=list)
     tracking: dict[str, Any] | None = None
 
@@ -242,6 +246,7 @@ def _audit(report: dict[str, Any] | None, n_test: int | None) -> AuditEvidence |
         test_overlap=overlap,
         gain_at_2x=metric("learning_curve", "gain_at_2x"),
         gain_ci=_ci(metric("learning_curve", "gain_90ci")),
+        test_shift_auc=metric("split_shift", "adversarial_auc_test"),
     )
 
 
@@ -326,4 +331,7 @@ def gather(run_dir: str | Path, summary: dict[str, Any] | None = None) -> RunEvi
     n_test = next((v["sizes"].get("test") for v in stages.values() if isinstance(v.get("sizes"), dict)), None)
     audit_dirs = _artifact_dirs(run_dir, manifest, ":AuditReport")
     ev.audit = _audit(_first_json(audit_dirs, "report.json"), n_test)
+    ev.selection = next(
+        (v["selection"] for v in stages.values() if isinstance(v.get("selection"), dict)), None
+    )
     return ev
