@@ -58,6 +58,9 @@ def main() -> None:
     ap.add_argument("--labels", type=int, default=100, help="production labels per draw")
     ap.add_argument("--half", choices=["dev", "report"], default="report")
     ap.add_argument("--eval-fraction", type=float, default=0.5, help="closedloop adapt --eval-fraction")
+    ap.add_argument(
+        "--metric", default="expected_cost", help="closedloop adapt --metric (the declared comparison)"
+    )
     ap.add_argument("--scenarios", default="test,gaussian_noise,contrast,in_distribution")
     args = ap.parse_args()
 
@@ -81,7 +84,7 @@ def main() -> None:
         f"== bench_shift_recovery: PneumoniaMNIST, champion {run_dir.name} (shipped config, quick preset, "
         f"1,000 train images held out; threshold {model.threshold:.4f}, costs FP {costs[0]:g} / FN {costs[1]:g}); "
         f"{args.draws} draws of {args.labels} production labels; {args.half} half of the test images "
-        f"({len(half)}); --eval-fraction {args.eval_fraction}; 2 shared cores =="
+        f"({len(half)}); --eval-fraction {args.eval_fraction}, --metric {args.metric}; 2 shared cores =="
     )
     scenarios = {
         "test": (X_test[half], y_test[half]),
