@@ -37,6 +37,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             fsync=args.fsync,
             workers=args.workers,
             metrics=not args.no_metrics,
+            app_dir=resolve(args.app),
         )
     except ValidationError as exc:
         err = exc.errors()[0]
@@ -118,6 +119,7 @@ def add_commands(subparsers: Any) -> None:
     srv.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     srv.add_argument("--model-name", help="OIP model name (default: the pipeline's name)")
     srv.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024, help="larger bodies get 413")
+    srv.add_argument("--app", metavar="WEB_DIR", help="an export-web folder of this run, served at /app/")
     srv.add_argument("--no-metrics", action="store_true", help="do not count requests for /metrics")
     srv.add_argument("--log-level", default="warning", help="uvicorn's log level")
     srv.set_defaults(func=cmd_serve)

@@ -59,6 +59,8 @@ class ServeOptions(BaseModel):
     """Number of uvicorn worker processes (promotion then needs a restart; see docs/serving.md)."""
     metrics: bool = True
     """Count requests and latencies for /metrics."""
+    app_dir: str | None = None
+    """An ``export-web`` folder of this run, served at /app/ (the model running in the browser)."""
 
 
 @dataclass
