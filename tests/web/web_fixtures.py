@@ -17,7 +17,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "export"))
 sys.path.insert(0, str(HERE.parent / "labeling"))
 
-FAST = {"latency": {"repeats": 5, "warmup": 1}, "bootstrap": 30, "calibration_samples": 128}
+# int8 always accepted: these tiny models test page-vs-Python parity, not quantization quality
+FAST = {
+    "latency": {"repeats": 5, "warmup": 1},
+    "bootstrap": 30,
+    "calibration_samples": 128,
+    "int8_max_prob_diff": 0.5,
+    "tolerance": 1.0,
+}
 
 
 def runtime_missing() -> str | None:
@@ -98,3 +105,54 @@ def static_server(folder: Path) -> Iterator[tuple[str, http.server.ThreadingHTTP
     finally:
         server.shutdown()
         server.server_close()
+
+
+def chrome_with(*extra: str):
+    """labeling_browser.chrome with extra command-line switches (e.g. WebAssembly switched off)."""
+    from labeling_browser import CHROMEDRIVER, CHROMIUM
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", *extra):
+        opts.add_argument(arg)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+
+
+def open_page(driver, url: str, timeout: float = 90.0) -> str:
+    """Load the page and wait until it is ready (or says why not); returns its state."""
+    from labeling_browser import body_attr, wait_for
+
+    driver.get(url)
+    wait_for(lambda: body_attr(driver, "state") in ("ready", "error", "nowasm"), timeout, "the page to load")
+    return body_attr(driver, "state")
+
+
+def page_rows(driver) -> list[dict]:
+    """What the results table shows, one dict per row (full-precision probabilities from data-proba)."""
+    rows = []
+    for tr in driver.find_elements("css selector", "#results tbody tr"):
+        row = {
+            "name": tr.get_attribute("data-file"),
+            "status": tr.get_attribute("data-status"),
+            "text": tr.text,
+        }
+        if row["status"] == "ok":
+            row["proba"] = json.loads(tr.get_attribute("data-proba"))
+            row["label"] = json.loads(tr.get_attribute("data-label"))
+            row["ms"] = float(tr.get_attribute("data-ms"))
+        else:
+            row["reason"] = tr.get_attribute("data-reason")
+        rows.append(row)
+    return rows
+
+
+def upload(driver, paths: list[Path], timeout: float = 120.0) -> list[dict]:
+    """Pick ``paths`` in the page's file input, as a person would; the rows they produced."""
+    from labeling_browser import body_attr, wait_for
+
+    before = int(body_attr(driver, "done") or 0)
+    driver.find_element("id", "files").send_keys("\n".join(str(p) for p in paths))
+    wait_for(lambda: int(body_attr(driver, "done") or 0) >= before + len(paths), timeout, "the predictions")
+    return page_rows(driver)[before:]

@@ -126,7 +126,7 @@ def build_spec(
         ),
         problem_type=meta["problem_type"],
         class_names=[str(n) for n in meta.get("label_names") or []],
-        positive_class=meta.get("positive_class"),
+        positive_class=None if meta.get("positive_class") is None else str(meta["positive_class"]),
         temperature=float(entry.get("temperature", meta.get("temperature", 1.0))),
         threshold=None if threshold is None else float(threshold),
         input=InputContract(

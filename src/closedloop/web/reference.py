@@ -27,9 +27,15 @@ class SpecPredictor:
         )
 
     def logits(self, x: np.ndarray) -> np.ndarray:
+        """One input at a time, as the page runs them: a dynamically quantized int8 model (table
+        models) quantizes its activations with the range of the whole batch, so its answer for a row
+        depends on the other rows sent with it."""
         arr = np.ascontiguousarray(x, dtype=np.float32)
-        out = self.session.run(None, {self.spec.input.name: arr})[0]
-        return np.asarray(out).reshape(len(arr), -1)
+        outs = [
+            np.asarray(self.session.run(None, {self.spec.input.name: arr[i : i + 1]})[0])
+            for i in range(len(arr))
+        ]
+        return np.concatenate(outs).reshape(len(arr), -1) if outs else np.zeros((0, 1), np.float32)
 
     def proba(self, x: np.ndarray) -> np.ndarray:
         from closedloop.serving.predictor import _logits_to_proba

@@ -360,7 +360,11 @@ async function start() {
     $("image-note").textContent = `The model takes ${W}x${H} ${C === 1 ? "grayscale" : "RGB"} images; `
       + "others are converted as the server converts them.";
     $("image-input").hidden = false;
-    $("files").addEventListener("change", (e) => handleFiles(Array.from(e.target.files)));
+    $("files").addEventListener("change", (e) => {
+      const files = Array.from(e.target.files);
+      e.target.value = ""; // picking the same files again is a new request
+      handleFiles(files);
+    });
     const drop = $("drop");
     drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
     drop.addEventListener("dragleave", () => drop.classList.remove("over"));
