@@ -21,8 +21,9 @@ its in-distribution production. The model stays the same across draws.
    measured once, quoted). A stream of 600 rows is three windows of 200 drawn from the half (it has
    312; no repeats inside a window); the whole half in a random order (312 rows) is reported beside it.
 4. The label-free estimate, window by window inside those streams (the stream's alarm withholds it too):
-   withheld with a reason, or within 0.03 of realized AUC and ACC? In-distribution: the first 2,000-row
-   stream of each draw (10 windows); test distribution: the windows of the 600-row streams.
+   withheld with a reason, or within 0.03 of realized AUC and ACC? In-distribution: section 1's windows
+   (on their own) and the first 2,000-row stream of each draw (10 windows, with the stream's status);
+   test distribution: the windows of the 600-row streams.
 
 Run: PYTHONPATH=src .venv/bin/python benchmarks/bench_monitor_guarantee.py --workdir /tmp/mon19/r2500 --half report
 """

@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "closedloop.serving.cli",  # serve, compare-live
     "closedloop.labeling.cli",  # label
     "closedloop.report.cli",  # runs, compare
+    "closedloop.adapt.cli",  # adapt
     "closedloop.web.cli",  # export-web
 )
 

@@ -143,7 +143,9 @@ def test_dawid_skene_learns_who_to_trust_and_never_lets_the_model_alone_decide(t
     cons = pd.read_csv(qdir / "consensus.csv", dtype={"id": str}).set_index("id")
     assert cons.loc[single, "label"] == other and bool(cons.loc[single, "model_only"])
     assert single in res.to_adjudicate and single in load_queue(qdir).assignments["dee"]
-    assert "adjudicate" in {n.status for n in export_labels(qdir, tmp_path / "x").not_exported if n.id == single}
+    assert "adjudicate" in {
+        n.status for n in export_labels(qdir, tmp_path / "x").not_exported if n.id == single
+    }
     L = np.array([[0, 1], [0, 0]])
     with pytest.raises(DataError, match="consensus method 'vote'"):
         consensus(L, 2, None, method="vote")

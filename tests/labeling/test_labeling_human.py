@@ -87,3 +87,29 @@ def test_task_reads_a_human_reference_and_refuses_a_wrong_file(tmp_path: Path) -
     with pytest.raises(ConfigError, match="does not exist"):
         DefineTask(human_reference=str(tmp_path / "nope.json")).cache_key()
     assert DefineTask(human_reference="none").cache_key() == ""
+
+
+def test_rescore_against_another_runs_model(run: Path, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    hb = tmp_path / "hb"
+    assert main(["human-baseline", str(run), "--n", "30", "--out", str(hb), "--seed", "2"]) == 0
+    _label(hb, "ada", wrong_every=0)
+    other = tmp_path / "runs" / "demo" / "other"
+    shutil.copytree(run, other)  # same data and model, another run folder: the comparison is recomputed
+    assert main(["human-baseline", "--score", str(hb), "--run", str(other), "--no-publish"]) == 0
+    res = json.loads((hb / "human_reference.json").read_text())
+    assert res["reference"]["comparison"]["model_run"] == str(other.resolve())
+    assert res["reference"]["metrics"]["acc"] == 1.0
+    # a run whose validation split holds other items is refused
+    bad = tmp_path / "runs" / "demo" / "bad"
+    shutil.copytree(run, bad)
+    from closedloop.data.bundle import DatasetBundle
+
+    data_dir = next(bad.glob("stages/*data/artifacts/data"))
+    data = DatasetBundle.load(data_dir)
+    data.splits["val"].X[:] = 255 - data.splits["val"].X
+    data.save(data_dir)
+    capsys.readouterr()
+    assert main(["human-baseline", "--score", str(hb), "--run", str(bad), "--no-publish"]) == 2
+    assert "does not hold the items of this human baseline" in capsys.readouterr().err

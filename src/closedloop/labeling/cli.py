@@ -150,6 +150,7 @@ def cmd_human_baseline(args: argparse.Namespace) -> int:
             metric=args.metric,
             publish=not args.no_publish,
             seed=args.seed,
+            run=args.run,
         )
         for s in res.annotators:
             if not s.human:
@@ -215,6 +216,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--per-item", type=int, default=None, help="annotators per overlapping item (default all)")
     h.add_argument("--score", metavar="DIR", help="score a labeled human-baseline folder")
     h.add_argument("--annotator", default=None, help="with --score: whose labels make the human level")
+    h.add_argument(
+        "--run",
+        metavar="RUN",
+        help="with --score: compare this run's model (e.g. a retrained one) on the same items",
+    )
     h.add_argument("--metric", default="acc", help="with --score: acc or balanced_accuracy (the verdict)")
     h.add_argument(
         "--no-publish", action="store_true", help="with --score: do not write into the pipeline's runs folder"

@@ -21,6 +21,7 @@ import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
@@ -38,6 +39,13 @@ class NotExported(BaseModel):
     id: str
     status: str
     """``skipped``, ``unsure``, ``unlabeled`` or ``adjudicate`` (consensus quality too low)."""
+
+
+class Decided(NamedTuple):
+    """The decision an export acts on: from labels.csv, or the consensus of several annotators."""
+
+    status: str
+    label: list[str]
 
 
 class ExportResult(BaseModel):
@@ -67,7 +75,7 @@ def export_labels(
     annotators, the consensus labels (see the module docstring)."""
     queue = load_queue(queue_dir, classes=classes, multilabel=multilabel)
     store = LabelStore(queue.dir / "labels.csv", queue.ids, queue.classes, queue.multilabel)
-    current = store.current()
+    current = {i: Decided(r.status, r.label) for i, r in store.current().items()}
     labels_from = "labels.csv"
     if not queue.multilabel and several_annotators(queue):
         agreed = consensus_rows(queue)
@@ -75,16 +83,9 @@ def export_labels(
             queue_consensus(queue.dir)
             agreed = consensus_rows(queue) or {}
         labels_from = "consensus.csv"
-        current = {
-            i: (
-                r.model_copy(update={"label": [agreed[i][0]], "status": "labeled", "annotator": "consensus"})
-                if agreed[i][1] >= adjudicate_below and not agreed[i][2]
-                else r.model_copy(update={"label": [], "status": "adjudicate"})
-            )
-            if i in agreed
-            else r
-            for i, r in current.items()
-        }
+        for i, (label, quality, model_only) in agreed.items():
+            ok = quality >= adjudicate_below and not model_only
+            current[i] = Decided("labeled", [label]) if ok else Decided("adjudicate", [])
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"--export {out}: already exists and is not an empty folder; choose a new folder")

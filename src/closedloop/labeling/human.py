@@ -58,6 +58,9 @@ class HumanBaselinePlan(BaseModel):
     annotators: list[str] = Field(default_factory=list)
     overlap: float = 0.0
     created: str
+    rows_checksum: str | None = None
+    """Hash of the drawn rows (inputs and labels): re-scoring against another run's model checks that
+    its validation split holds the very same items."""
 
 
 class MetricCI(BaseModel):
@@ -149,7 +152,7 @@ def create_human_baseline(
     from closedloop.data.bundle import DatasetBundle
     from closedloop.models.trained import TrainedModel
     from closedloop.stages.task import TaskSpec
-    from closedloop.stages.train.heldout import heldout_split, unseen_val_rows
+    from closedloop.stages.train.heldout import heldout_split, rows_checksum, unseen_val_rows
 
     run = Path(run_dir)
     if split != "val":
@@ -181,7 +184,7 @@ def create_human_baseline(
     proba_pool = model.predict_proba(X_pool)
     proba = np.full((len(val), proba_pool.shape[1]), np.nan)
     proba[pool] = proba_pool
-    qdir, _ = make_blind_queue(
+    qdir, held = make_blind_queue(
         val.X,
         val.y,
         list(task.label_names),
@@ -212,6 +215,7 @@ def create_human_baseline(
         label_names=list(task.label_names),
         primary_metric=task.primary_metric,
         model_threshold=model.threshold,
+        rows_checksum=rows_checksum(val.X, np.asarray(val.y), held["index"].to_numpy()),
         annotators=list(annotators or []),
         overlap=overlap,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -268,6 +272,41 @@ def _metrics(
     return out
 
 
+def _probs_of_run(
+    run: Path, plan: HumanBaselinePlan, held: pd.DataFrame
+) -> tuple[dict[str, np.ndarray], float | None, str]:
+    """Another run's model on the human's items: (id -> probabilities, its threshold, run dir).
+
+    Raises:
+        DataError: the run's validation split does not hold the same items, or its model trained on some.
+    """
+    from closedloop.data.bundle import DatasetBundle
+    from closedloop.models.trained import TrainedModel
+    from closedloop.stages.train.heldout import rows_checksum, unseen_val_rows
+
+    data = DatasetBundle.load(_artifact(run, ":DatasetBundle"))
+    model = TrainedModel.load(_artifact(run, ":TrainedModel"))
+    idx = held["index"].to_numpy(dtype=np.int64)
+    val = data.val
+    same = len(val) > int(idx.max()) and (
+        plan.rows_checksum is None or rows_checksum(val.X, np.asarray(val.y), idx) == plan.rows_checksum
+    )
+    if not same:
+        raise DataError(
+            f"--run {run}: its validation split does not hold the items of this human baseline (drawn from "
+            f"{plan.run_dir}); compare runs on the same data"
+        )
+    seen = sorted(set(idx.tolist()) - set(unseen_val_rows(model, len(val)).tolist()))
+    if seen:
+        raise DataError(
+            f"--run {run}: its model trained on {len(seen)} of the {len(idx)} human-labeled items (validation rows "
+            f"{seen[:5]}); a paired comparison needs items it never saw"
+        )
+    X = val.X.iloc[idx] if isinstance(val.X, pd.DataFrame) else val.X[idx]
+    P = model.predict_proba(X)
+    return {i: P[k] for k, i in enumerate(held["id"])}, model.threshold, str(run.resolve())
+
+
 Verdict = Literal["better", "not_distinguishable", "worse"]
 
 
@@ -285,10 +324,12 @@ def score_human_baseline(
     n_resamples: int = 2000,
     seed: int = 0,
     publish: bool = True,
+    run: str | Path | None = None,
 ) -> HumanBaselineResult:
     """Score the labels in ``out_dir/queue/labels.csv`` against the held-back truth, the model on the same
     items, and write ``human_reference.json`` (in ``out_dir`` and, with ``publish``, in the pipeline's
-    home where the next run reads it).
+    home where the next run reads it). With ``run``, the model compared is that run's (say, a retrained
+    one), scored now on the same items, which must be in its validation split and unseen by it.
 
     Raises:
         DataError: not a human-baseline folder, an unknown annotator, fewer than ``MIN_SCORED`` labeled
@@ -323,6 +364,9 @@ def score_human_baseline(
     truth = {r.id: names.index(r.label) for r in held.itertuples()}
     pcols = [f"p_{c}" for c in names]
     probs = {r["id"]: np.array([r[c] for c in pcols], dtype=float) for r in held.to_dict("records")}
+    threshold, model_run = plan.model_threshold, plan.run_dir
+    if run is not None:
+        probs, threshold, model_run = _probs_of_run(Path(run), plan, held)
     problem = plan.problem_type
     scores: list[AnnotatorScore] = []
     paired: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -338,7 +382,7 @@ def score_human_baseline(
         H = np.zeros((len(labeled), len(names)))
         H[np.arange(len(labeled)), [names.index(rows[i].label[0]) for i in labeled]] = 1.0
         M = np.stack([probs[i] for i in labeled])
-        th = plan.model_threshold
+        th = threshold
         scores.append(
             AnnotatorScore(
                 annotator=who,
@@ -373,7 +417,7 @@ def score_human_baseline(
             problem,
             n_resamples=n_resamples,
             seed=seed,
-            threshold=plan.model_threshold,
+            threshold=threshold,
             method="auto",
         )
         comps.append(
@@ -387,7 +431,7 @@ def score_human_baseline(
                 method=r.method,
                 verdict=_verdict(r.delta, r.p_value),
                 evaluated_on=on,
-                model_run=plan.run_dir,
+                model_run=model_run,
             )
         )
     main = next(c for c in comps if c.metric == metric)

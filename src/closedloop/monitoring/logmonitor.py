@@ -61,6 +61,14 @@ def _select_version(rows: RouteRows, run_dir: Path | None, notes: list[str]) -> 
     return rows.take(np.flatnonzero(mine))
 
 
+def champion_rows(log_dir: str | Path, run_dir: str | Path | None = None) -> tuple[RouteRows, list[str]]:
+    """The logged champion rows of the run's model version (all rows when the log names none), and notes."""
+    log = read_log(log_dir)
+    notes = list(log.warnings)
+    run = Path(run_dir) if run_dir is not None and (Path(run_dir) / "stages").is_dir() else None
+    return _select_version(log.champion, run, notes), notes
+
+
 def monitor_log(
     monitor: Monitor,
     log_dir: str | Path,
@@ -89,6 +97,13 @@ def monitor_log(
     if not rows.has_input.all():
         notes.append(f"{int((~rows.has_input).sum())} row(s) logged without inputs left out")
         rows = rows.take(np.flatnonzero(rows.has_input))
+    since = info.source.get("verified_through")
+    if since:  # a reference set from a verified period: monitor (and stream) what came after it
+        after = rows.time > np.datetime64(str(since).removesuffix("Z"))
+        notes.append(f"{int((~after).sum())} row(s) up to the reference's verified period ({since}) left out")
+        rows = rows.take(np.flatnonzero(after))
+        if not len(rows):
+            raise DataError(f"{log_dir}: no champion row after the reference's verified period ({since}) yet")
     window = window or min(DEFAULT_WINDOW, len(rows))
     result = monitor.check_stream(rows.inputs, window=window)
     labeled, y, unknown = label_indices(rows.feedback, info.label_names, info.problem_type)

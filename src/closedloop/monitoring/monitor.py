@@ -46,12 +46,16 @@ def find_artifacts(run_dir: Path, name: str) -> list[Path]:
 
 def find_profile_dir(run_dir: str | Path) -> Path:
     """The reference profile's directory: ``run_dir`` itself when it holds ``profile.json``, else the
-    run's last monitor stage artifact."""
+    newest reference set from a verified production period (``run_dir/references/<time>/``, written by
+    ``closedloop monitor ... --set-reference``), else the run's last monitor stage artifact."""
     run_dir = Path(run_dir)
     if not run_dir.exists():
         raise RunDirError(f"{run_dir}: no such run directory")
     if (run_dir / "profile.json").is_file():
         return run_dir
+    refreshed = sorted(p.parent for p in run_dir.glob("references/*/profile.json"))
+    if refreshed:
+        return refreshed[-1]
     found = [p for p in find_artifacts(run_dir, "reference") if (p / "profile.json").is_file()]
     if not found:
         raise RunDirError(
@@ -590,6 +594,25 @@ class MonitorResult:
         ax.set_yscale("log")
         ax.set_ylabel("p-value")
         ax.legend(fontsize=6, ncol=2)
+        if all(w.get("stream") for w in self.windows):  # the stream test beside the windows
+            twin = ax.twinx()
+            twin.plot(
+                idx,
+                [max(w["stream"]["e_value"], 1e-3) for w in self.windows],
+                "k-",
+                lw=1.5,
+                label="stream e-value",
+            )
+            twin.axhline(
+                self.windows[0]["stream"]["threshold"],
+                color="k",
+                ls=":",
+                lw=1,
+                label="stream alarm (1/alpha)",
+            )
+            twin.set_yscale("log")
+            twin.set_ylabel("stream e-value")
+            twin.legend(fontsize=6, loc="lower right")
         ax = axes[1]
         for m in sorted({m for w in self.windows for m in w["estimated"]}):
             ax.plot(idx, [w["estimated"].get(m, np.nan) for w in self.windows], ".-", label=f"estimated {m}")

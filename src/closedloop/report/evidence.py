@@ -221,7 +221,8 @@ def _audit(report: dict[str, Any] | None, n_test: int | None) -> AuditEvidence |
     def metric(check: str, key: str) -> Any:
         return ((res.get(check) or {}).get("metrics") or {}).get(key)
 
-    pairs = metric("duplicates", "pairs") or {}
+    # exact copies + near pairs in excess of the data's density; older reports: every close pair
+    pairs = metric("duplicates", "overlap") or metric("duplicates", "pairs") or {}
     overlap = None
     if pairs and n_test:
         overlap = min(1.0, (pairs.get("train-test", 0) + pairs.get("val-test", 0)) / n_test)

@@ -326,7 +326,8 @@ class DefineTask(Stage):
             "validation_protocol": t.validation.protocol,
             "inferred": sorted(t.inferred),
             "human_reference": next(
-                (r.comparison.model_dump() | {"n": r.n} for r in t.references if r.comparison is not None), None
+                (r.comparison.model_dump() | {"n": r.n} for r in t.references if r.comparison is not None),
+                None,
             ),
         }
 

@@ -1,9 +1,12 @@
 """Check 3, duplicates and leakage between splits.
 
 Exact duplicates: a content hash per sample (bytes of the image, or the row's values), within and
-across splits. Near duplicates across splits: nearest neighbours of val/test samples among train
-(and of test among val) in a cheap embedding (standardized, downsampled pixels projected on a PCA),
-with a nearest-neighbour index: memory O(n), never an n x n matrix. Train/test overlap is an error.
+across splits; an exact train/test copy is an error. Near duplicates across splits: nearest
+neighbours of val/test samples among train (and of test among val) in a cheap embedding
+(standardized, downsampled pixels projected on a PCA), with a nearest-neighbour index: memory O(n),
+never an n x n matrix. A near pair is an overlap only in *excess* of the data's own density
+(:mod:`closedloop.stages.audit.near_density`): test samples close to train more often than train
+samples are close to each other.
 """
 
 from __future__ import annotations
@@ -15,13 +18,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from pydantic import Field
-from sklearn.neighbors import NearestNeighbors
 
 from closedloop.stages.audit.base import AuditCheck, AuditContext, CheckConfig, CheckResult, Severity
 from closedloop.stages.audit.features import class_labels, dup_embedding
+from closedloop.stages.audit.near_density import NearExcess, near_excess
 from closedloop.stages.audit.plots import montage
 
-COLUMNS = ["split_a", "index_a", "split_b", "index_b", "distance", "kind"]
+COLUMNS = ["split_a", "index_a", "split_b", "index_b", "distance", "kind", "excess"]
 ORDER = {"train": 0, "val": 1, "test": 2}
 
 
@@ -29,10 +32,23 @@ class DuplicatesConfig(CheckConfig):
     near: bool = True
     """Also search near duplicates across splits (embedding nearest neighbours)."""
     max_distance: float = Field(0.125, ge=0)
-    """Embedding distance (unit-norm standardized vectors, so 0..2) under which two samples are near
-    duplicates. Calibrated on digits and PneumoniaMNIST: copies with Gaussian noise (sd 8/255) or a
-    brightness/contrast change fall under 0.12; the closest distinct cross-split images are above 0.13.
+    """Embedding distance (unit-norm standardized vectors, so 0..2) under which two samples are
+    *close*. Copies with Gaussian noise (sd 8/255) or a brightness/contrast change fall under 0.12 on
+    digits and PneumoniaMNIST. Close is not copied: a cross-split pair is an overlap only when the
+    query split has more close samples than the reference split has within itself (``excess_alpha``).
     Spatial translations are not detected (the embedding is not shift-invariant)."""
+    excess_alpha: float = Field(0.001, gt=0, lt=1)
+    """One-sided Fisher p-value under which an excess of close test->train pairs over the train->train
+    rate is an overlap (``overlap_severity``), when it is also at least ``min_excess`` of test."""
+    warn_alpha: float = Field(0.05, gt=0, lt=1)
+    """p-value under which a smaller or less certain excess is reported as a warning."""
+    min_excess: float = Field(0.01, ge=0, le=1)
+    """Smallest excess share of the query split that is an overlap error (below: a warning)."""
+    density_quantile: float = Field(0.01, gt=0, lt=1)
+    """Where the data is denser than ``max_distance``, the excess is also tested below this quantile of
+    the reference split's own nearest-neighbour distances (Bonferroni over the two looks)."""
+    null_samples: int = Field(5000, ge=10)
+    """At most this many reference samples measure the reference's own nearest-neighbour spacing."""
     n_components: int = Field(32, ge=2)
     """PCA dimensions of the near-duplicate embedding."""
     overlap_severity: Severity = "error"
@@ -62,38 +78,48 @@ class Duplicates(AuditCheck):
         splits = ctx.splits(
             with_test=True, reason="exact and near duplicates between test inputs and train/val"
         )
+        hashes = {name: content_hashes(split) for name, split in splits.items()}
         groups: dict[bytes, list[tuple[str, int]]] = defaultdict(list)
-        for name, split in splits.items():
-            for i, h in enumerate(content_hashes(split)):
+        for name, hs in hashes.items():
+            for i, h in enumerate(hs):
                 groups[h].append((name, i))
-        rows: list[tuple[str, int, str, int, float, str]] = []
+        rows: list[tuple[str, int, str, int, float, str, bool]] = []
         for members in groups.values():
             if len(members) > 1:
                 anchor = members[0]  # a star, not all pairs: k copies give k-1 rows
-                rows += [(anchor[0], anchor[1], m[0], m[1], 0.0, "exact") for m in members[1:]]
-        exact_pairs = {(a, i, b, j) for a, i, b, j, _, _ in rows}
+                rows += [(anchor[0], anchor[1], m[0], m[1], 0.0, "exact", True) for m in members[1:]]
+        near: dict[tuple[str, str], NearExcess] = {}
         if cfg.near:
             emb = dup_embedding(ctx, splits, data.kind, cfg.n_components)
-            for ref, queries in (("train", ("val", "test")), ("val", ("test",))):
-                if len(emb[ref]) == 0:
+            rng = np.random.default_rng(0)
+            for ref, q in (("train", "val"), ("train", "test"), ("val", "test")):
+                if len(emb[ref]) == 0 or len(emb[q]) == 0:
                     continue
-                nn = NearestNeighbors(n_neighbors=1, algorithm="brute").fit(emb[ref])
-                for q in queries:
-                    if len(emb[q]) == 0:
-                        continue
-                    dist, idx = nn.kneighbors(emb[q])
-                    for j in np.flatnonzero(dist[:, 0] <= cfg.max_distance):
-                        i = int(idx[j, 0])
-                        if (ref, i, q, int(j)) not in exact_pairs:
-                            rows.append((ref, i, q, int(j), round(float(dist[j, 0]), 5), "near"))
+                ref_set = set(hashes[ref])
+                exact_q = np.fromiter((h in ref_set for h in hashes[q]), bool, len(hashes[q]))
+                ne = near_excess(
+                    emb[ref],
+                    emb[q],
+                    hashes[ref],
+                    exact_q,
+                    cfg.max_distance,
+                    cfg.null_samples,
+                    rng,
+                    cfg.density_quantile,
+                )
+                near[(ref, q)] = ne
+                flagged = set(ne.excess_queries(cfg.warn_alpha).tolist())
+                for j in np.flatnonzero(ne.judged & (ne.dist <= cfg.max_distance)):
+                    d = round(float(ne.dist[j]), 5)
+                    rows.append((ref, int(ne.index[j]), q, int(j), d, "near", int(j) in flagged))
         # order each pair train < val < test so "split_a" is the earlier split
-        rows = [r if ORDER[r[0]] <= ORDER[r[2]] else (r[2], r[3], r[0], r[1], r[4], r[5]) for r in rows]
+        rows = [r if ORDER[r[0]] <= ORDER[r[2]] else (r[2], r[3], r[0], r[1], *r[4:]) for r in rows]
         df = pd.DataFrame(rows, columns=COLUMNS).astype(
-            {"index_a": "int64", "index_b": "int64", "distance": "float64"}
+            {"index_a": "int64", "index_b": "int64", "distance": "float64", "excess": "bool"}
         )
         df = df.sort_values(["split_a", "split_b", "distance", "index_a"]).reset_index(drop=True)
         res = CheckResult(tables={"duplicates": df})
-        res.findings += self._findings(df, splits, cfg)
+        res.findings += self._findings(df, splits, cfg, near)
         pairs = {
             f"{a}-{b}": int(((df.split_a == a) & (df.split_b == b)).sum())
             for a in ORDER
@@ -105,51 +131,63 @@ class Duplicates(AuditCheck):
                 "pairs": pairs,
                 "n_exact": int((df.kind == "exact").sum()),
                 "n_near": int((df.kind == "near").sum()),
+                "overlap": {  # exact copies plus near pairs in excess of the data's own density
+                    f"{a}-{b}": int(df[(df.split_a == a) & (df.split_b == b) & df.excess].index_b.nunique())
+                    for a, b in (("train", "val"), ("train", "test"), ("val", "test"))
+                },
+                "near_density": {
+                    f"{a}-{b}": {
+                        "threshold": ne.threshold,
+                        "ratio_cut": None if ne.ratio_cut is None else round(ne.ratio_cut, 4),
+                        f"{b}_close_rate": round(ne.query_rate, 4),
+                        f"{a}_within_rate": round(ne.null_rate, 4),
+                        "excess": round(ne.excess, 4),
+                        "n_excess": ne.n_excess,
+                        "p_value": float(f"{ne.p_value:.3g}"),
+                    }
+                    for (a, b), ne in near.items()
+                },
             }
         )
         if data.kind == "images" and len(df):
             self._montage(df, splits, ctx, res)
         return res
 
-    def _findings(self, df: pd.DataFrame, splits: dict[str, Any], cfg: DuplicatesConfig) -> list[Any]:
+    def _findings(
+        self,
+        df: pd.DataFrame,
+        splits: dict[str, Any],
+        cfg: DuplicatesConfig,
+        near: dict[tuple[str, str], NearExcess],
+    ) -> list[Any]:
         out = []
-        for a, b in (
-            ("train", "test"),
-            ("val", "test"),
-            ("train", "val"),
-            ("train", "train"),
-            ("val", "val"),
-            ("test", "test"),
-        ):
+        for a, b in (("train", "test"), ("val", "test"), ("train", "val")):
             sub = df[(df.split_a == a) & (df.split_b == b)]
+            exact = sub[sub.kind == "exact"]
+            ne = near.get((a, b))
+            if len(exact):
+                n_b = int(exact.index_b.nunique())
+                sev: Severity = cfg.overlap_severity if (a, b) == ("train", "test") else "warning"
+                msg = (
+                    f"{a}/{b} overlap: {n_b} {b} sample(s) ({n_b / max(len(splits[b]), 1):.1%}) are exact "
+                    f"copies of {a} samples. {_consequence(b)}"
+                )
+                examples = exact.head(5)[["index_a", "index_b"]].to_dict("records")
+                out.append(
+                    self.finding(sev, msg, pairs=len(exact), **{f"{b}_samples": n_b}, examples=examples)
+                )
+            if ne is not None and ne.n_close:
+                out.append(self._near_finding(a, b, sub[sub.kind == "near"], ne, cfg))
+        for a in ("train", "val", "test"):
+            sub = df[(df.split_a == a) & (df.split_b == a)]
             if not len(sub):
                 continue
-            n_ex, n_near = int((sub.kind == "exact").sum()), int((sub.kind == "near").sum())
-            n_b = int(sub.index_b.nunique())
-            what = f"{n_ex} exact" + (f" and {n_near} near" if n_near else "")
-            examples = sub.head(5)[["index_a", "index_b", "distance"]].to_dict("records")
-            if a == b:
-                conflict = self._conflicts(sub, splits[a])
-                msg = f"{what} duplicate(s) within {a}"
-                msg += f"; {conflict} of them with different labels" if conflict else ""
-                sev: Severity = "warning" if conflict or n_ex / max(len(splits[a]), 1) > 0.01 else "info"
-                out.append(
-                    self.finding(sev, msg, pairs=len(sub), conflicting_labels=conflict, examples=examples)
-                )
-            elif b == "test":
-                sev = cfg.overlap_severity if a == "train" else "warning"
-                msg = (
-                    f"{a}/test overlap: {n_b} test sample(s) ({n_b / max(len(splits['test']), 1):.1%}) have {what} "
-                    f"duplicate(s) in {a}. Test scores on them measure memory, not generalization: remove them "
-                    "from train (drop_duplicates: true) or de-duplicate the source, and split by patient/source."
-                )
-                out.append(self.finding(sev, msg, pairs=len(sub), test_samples=n_b, examples=examples))
-            else:
-                msg = (
-                    f"train/val overlap: {n_b} val sample(s) ({n_b / max(len(splits['val']), 1):.1%}) have {what} "
-                    "duplicate(s) in train: validation scores (model selection, early stopping) are optimistic."
-                )
-                out.append(self.finding("warning", msg, pairs=len(sub), val_samples=n_b, examples=examples))
+            conflict = self._conflicts(sub, splits[a])
+            msg = f"{len(sub)} exact duplicate(s) within {a}"
+            msg += f"; {conflict} of them with different labels" if conflict else ""
+            sev = "warning" if conflict or len(sub) / max(len(splits[a]), 1) > 0.01 else "info"
+            examples = sub.head(5)[["index_a", "index_b"]].to_dict("records")
+            out.append(self.finding(sev, msg, pairs=len(sub), conflicting_labels=conflict, examples=examples))
         if not len(df):
             out.append(
                 self.finding(
@@ -157,6 +195,44 @@ class Duplicates(AuditCheck):
                 )
             )
         return out
+
+    def _near_finding(self, a: str, b: str, sub: pd.DataFrame, ne: NearExcess, cfg: DuplicatesConfig) -> Any:
+        sig = ne.p_value < cfg.excess_alpha and ne.excess >= cfg.min_excess
+        sev: Severity = "info"
+        if sig:
+            sev = cfg.overlap_severity if (a, b) == ("train", "test") else "warning"
+        elif ne.p_value < cfg.warn_alpha and ne.n_excess:
+            sev = "warning"
+        how = f"embedding distance <= {ne.threshold:g}"
+        if ne.ratio_cut is not None:
+            how += f" and <= {ne.ratio_cut:.2f} x that neighbour's own nearest-neighbour distance"
+        close = (
+            f"{ne.n_close} {b} sample(s) ({ne.query_rate:.1%}) have a near neighbour in {a} ({how}), "
+            f"vs {ne.null_rate:.1%} of {a} samples within {a} (the data's own density)"
+        )
+        if sev == "info":
+            msg = (
+                f"{a}/{b}: {close}, one-sided p = {ne.p_value:.2g}: no excess over the data's density, so these "
+                "are close samples of a dense dataset, not an overlap (the pairs are in duplicates.csv)."
+            )
+        else:
+            msg = (
+                f"{a}/{b} overlap: {close}: an excess of {ne.excess:.1%} of {b} (about {ne.n_excess} sample(s), "
+                f"one-sided Fisher p = {ne.p_value:.2g}). The {ne.n_excess} pair(s) most likely to be copies are "
+                f"marked excess in duplicates.csv. {_consequence(b)}"
+            )
+        flagged = sub[sub.excess] if sev != "info" else sub
+        examples = flagged.head(5)[["index_a", "index_b", "distance"]].to_dict("records")
+        return self.finding(
+            sev,
+            msg,
+            pairs=len(sub),
+            **{f"{b}_close_rate": round(ne.query_rate, 4), f"{a}_within_rate": round(ne.null_rate, 4)},
+            excess=round(ne.excess, 4),
+            n_excess=ne.n_excess,
+            p_value=float(f"{ne.p_value:.3g}"),
+            examples=examples,
+        )
 
     @staticmethod
     def _conflicts(sub: pd.DataFrame, split: Any) -> int:
@@ -183,3 +259,12 @@ class Duplicates(AuditCheck):
         res.figures["duplicates.png"] = (
             "Duplicate pairs side by side (cross-split pairs first), with distance."
         )
+
+
+def _consequence(split: str) -> str:
+    if split == "test":
+        return (
+            "Test scores on them measure memory, not generalization: remove them from train "
+            "(drop_duplicates: true) or de-duplicate the source, and split by patient/source."
+        )
+    return "Validation scores (model selection, early stopping) are optimistic."

@@ -148,7 +148,8 @@ class AuditDataset(Stage):
             )
             return None
         d = report.duplicates
-        cross = d[(d.split_a == "train") & (d.split_b != "train")].index_a
+        # exact copies and near pairs in excess of the data's own density (not every close pair)
+        cross = d[(d.split_a == "train") & (d.split_b != "train") & d.excess].index_a
         within = d[(d.split_a == "train") & (d.split_b == "train")].index_b
         drop = np.unique(np.concatenate([cross.to_numpy(int), within.to_numpy(int)]))
         keep = np.setdiff1d(np.arange(len(data.train)), drop)

@@ -66,8 +66,25 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     from closedloop.monitoring.monitor import Monitor
 
     path = Path(args.data)
-    if path.is_dir() and (is_log_dir(path) or any(path.glob("*.jsonl"))):
+    is_log = path.is_dir() and (is_log_dir(path) or any(path.glob("*.jsonl")))
+    if args.set_reference is not None and not args.spot_check_labels:
+        raise DataError(
+            "--set-reference without a verified period: a new reference (and a reset of the stream test) needs "
+            "a spot check that agrees with the current one; draw one with --spot-check N, label it, and pass "
+            "--spot-check-labels spot_check.csv"
+        )
+    if (args.spot_check or args.spot_check_labels) and not is_log:
+        raise DataError(
+            f"{path}: --spot-check / --spot-check-labels draw from and join with a request log directory "
+            "(the server's --log-dir)"
+        )
+    if is_log:
         log_files(path)  # a directory of .jsonl files without requests-*.jsonl: say what is missing
+        spot = _spot_checks(args, path)  # first: a bad labels file fails before the long drift check
+        if "new_reference" in spot:  # the log so far is the verified period: nothing after it to monitor yet
+            if args.out:
+                write_text_atomic(Path(args.out), to_json({"run_dir": str(args.run_dir), **spot}))
+            return 0
         if args.shadow:
             raise DataError(
                 f"--shadow with a request log: the log already holds the challenger's records; compare them "
@@ -84,6 +101,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             review_dir=args.review_dir,
         )
         out["run_dir"] = str(args.run_dir)
+        out.update(spot)
         if args.plot:
             from closedloop.monitoring.monitor import MonitorResult
 
@@ -146,6 +164,65 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     if args.out:
         print(f"written: {args.out}")
     return 0
+
+
+def _spot_checks(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
+    """--spot-check N (draw random rows to label), --spot-check-labels FILE (realized metrics from
+    them only) and --set-reference (a verified period becomes the new reference)."""
+    out: dict[str, Any] = {}
+    if not (args.spot_check or args.spot_check_labels):
+        return out
+    from closedloop.monitoring import spotcheck
+    from closedloop.monitoring.logmonitor import champion_rows
+    from closedloop.monitoring.monitor import Monitor
+
+    monitor = Monitor.load(args.run_dir, model_dir=args.model)
+    info = monitor.profile.info
+    rows, _ = champion_rows(log_dir, args.run_dir)
+    if args.spot_check:
+        with_input = rows.take(np.flatnonzero(rows.has_input)) if rows.inputs is not None else rows
+        picked = spotcheck.draw(with_input, args.spot_check, seed=args.seed)
+        csv_path = spotcheck.export(with_input, picked, Path(args.spot_check_dir), info.kind)
+        out["spot_check_drawn"] = {"n": int(len(picked)), "file": str(csv_path)}
+        print(
+            f"spot check: {len(picked)} row(s) drawn uniformly at random -> {csv_path} (fill in 'label', then "
+            f"pass it as --spot-check-labels)"
+        )
+    if args.spot_check_labels:
+        pos, y = spotcheck.read_labels(
+            Path(args.spot_check_labels), rows, info.label_names, info.problem_type
+        )
+        check = spotcheck.measure(y, rows.proba[pos], info, seed=args.seed)
+        out["spot_check"] = check
+        got = ", ".join(
+            f"{m}={v['value']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]"
+            for m, v in check["metrics"].items()
+        )
+        agree = check.get("agrees_with_reference")
+        print(
+            f"spot check: realized on {check['n']} random row(s): {got}"
+            + (
+                ""
+                if agree is None
+                else f"; {'agrees' if agree else 'DISAGREES'} with the reference accuracy "
+                f"{check['reference_acc']:.3f}"
+            )
+        )
+        if args.set_reference is not None:
+            from closedloop.stages.monitor.reference import set_reference
+
+            new = set_reference(
+                monitor,
+                Path(args.run_dir),
+                rows,
+                pos,
+                y,
+                check,
+                Path(args.set_reference) if args.set_reference else None,
+            )
+            out["new_reference"] = str(new)
+            print(f"new reference from the verified period: {new} (the stream test restarts there)")
+    return out
 
 
 def _print_windows(out: dict[str, Any]) -> None:
@@ -214,6 +291,10 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         f"{c['value_b']:.4f} -> {c['value_a']:.4f} (delta {c['delta']:+.4f}, 95% CI [{c['ci95'][0]:+.4f}, "
         f"{c['ci95'][1]:+.4f}], p={c['p_value']:.3g}) on {out['n_heldout']} {out['heldout_split']} samples"
     )
+    ex = out.get("excluded") or {}
+    if ex.get("n"):
+        by = ", ".join(f"{k} {v}" for k, v in ex["by"].items())
+        print(f"left out {ex['n']} of {ex['of']} held-out sample(s) a model trained on (content hash: {by})")
     dv = out.get("dataset_version") or {}
     if dv:
         print(f"dataset version {dv['dataset_version']}: {dv['n_added']} labeled sample(s) added to train")
@@ -251,6 +332,29 @@ def add_commands(subparsers: Any) -> None:
     mon.add_argument("--label-column", help="table column holding labels (realized performance)")
     mon.add_argument("--no-labels", action="store_true", help="ignore labels found in the data")
     mon.add_argument(
+        "--spot-check",
+        type=int,
+        default=0,
+        metavar="N",
+        help="request logs: draw N logged rows uniformly at random for labeling (spot_check.csv)",
+    )
+    mon.add_argument("--spot-check-dir", default="spot_check", help="where --spot-check writes")
+    mon.add_argument(
+        "--spot-check-labels",
+        metavar="FILE",
+        help="the filled-in spot_check.csv: realized metrics with intervals from those random rows only",
+    )
+    mon.add_argument(
+        "--set-reference",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="DIR",
+        help="with --spot-check-labels that agree: the verified rows become the new reference "
+        "(default RUN_DIR/references/<time>); the stream test restarts there",
+    )
+    mon.add_argument("--seed", type=int, default=0, help="seed of the spot check's random draw")
+    mon.add_argument(
         "--shadow",
         metavar="CHALLENGER_RUN",
         help="shadow mode: also run this run's model on the same windows; report disagreement and "
@@ -264,7 +368,13 @@ def add_commands(subparsers: Any) -> None:
     rt.add_argument("config", help="the pipeline YAML of the deployed model")
     rt.add_argument("--add-labeled", required=True, help="folder of class subfolders, or a labeled CSV")
     rt.add_argument("--champion", help="run directory of the deployed model (default: the latest run)")
-    rt.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    rt.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override as in 'closedloop run' (data.root=...); the comparison uses the same resolved data",
+    )
     rt.add_argument("--on", choices=["test", "val"], default="test", help="held-out split for the comparison")
     rt.add_argument("--alpha", type=float, default=0.05, help="significance level for promotion")
     rt.add_argument("--unseal-test", metavar="REASON")

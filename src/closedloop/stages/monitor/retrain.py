@@ -216,6 +216,7 @@ def compare_runs(
         problem_type=chall.problem_type,
         convention=task.metric_convention if task else "standard",
         threshold=chall.threshold,
+        champion_threshold=champ.threshold,  # each model at its own shipped operating point
         alpha=alpha,
         acceptance=task.acceptance if task else {},
         constraints=constraints,
@@ -257,6 +258,29 @@ def _selection_of(run_dir: Path) -> dict[str, Any] | None:
     return found[-1] if found else None
 
 
+def resolve_retrain_config(
+    config: str | Path, add_labeled: str | Path, overrides: list[str] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The challenger's resolved pipeline mapping (``--set`` overrides applied, the data section
+    wrapped in the ``augmented`` source) and its resolved original ``data:`` section.
+
+    Overrides name the original data section as in ``closedloop run`` (``data.root=...``); the older
+    form through the wrapper (``data.base.root=...``) means the same and is accepted.
+    """
+    from closedloop.core.config import apply_overrides, load_yaml_file
+
+    raw = load_yaml_file(config)
+    if (raw.get("data") or {}).get("source") == "augmented":
+        raise ConfigError(f"{config}: the data section is already augmented; pass the original config")
+    sets = [o.replace("data.base.", "data.", 1) if o.startswith("data.base.") else o for o in overrides or []]
+    raw = apply_overrides(raw, sets)
+    base = dict(raw.get("data") or {})
+    if "source" not in base:
+        raise ConfigError(f"{config}: data: needs a 'source'")
+    raw["data"] = {"source": "augmented", "base": base, "labeled": str(Path(add_labeled).resolve())}
+    return raw, base
+
+
 def run_retrain(
     config: str | Path,
     add_labeled: str | Path,
@@ -267,17 +291,16 @@ def run_retrain(
     alpha: float = 0.05,
     unseal_test: str | None = None,
 ) -> dict[str, Any]:
-    """Retrain with the labeled samples merged in, then compare with the champion (see module doc)."""
-    from closedloop.core.config import load_yaml_file
+    """Retrain with the labeled samples merged in, then compare with the champion (see module doc).
+
+    Both models are scored on the held-out split of the challenger's *resolved* data (the YAML file
+    with every ``--set`` applied), and any held-out sample whose content either model trained on is
+    left out of the comparison (recorded under ``excluded``)."""
     from closedloop.core.ledger import TestLedger
     from closedloop.core.pipeline import Pipeline
     from closedloop.core.stage import RunContext
 
-    raw = load_yaml_file(config)
-    base = dict(raw.get("data") or {})
-    if base.get("source") == "augmented":
-        raise ConfigError(f"{config}: the data section is already augmented; pass the original config")
-    raw["data"] = {"source": "augmented", "base": base, "labeled": str(Path(add_labeled).resolve())}
+    raw, base = resolve_retrain_config(config, add_labeled, overrides)
     runs_root = Path(raw.get("runs_dir", "runs")) / str(raw.get("name"))
     if champion is None:
         previous = sorted(p for p in runs_root.glob("*") if (p / "manifest.json").is_file())
@@ -287,11 +310,14 @@ def run_retrain(
             )
         champion = previous[-1]
     champion = Path(champion)
-    result = Pipeline.from_dict(raw, overrides=overrides or [], where=str(config)).run()
+    result = Pipeline.from_dict(raw, where=str(config)).run()
     if not result.ok:
         raise RunDirError(f"the challenger run failed: see {result.run_dir}")
-    src = SOURCES.resolve(base["source"])({k: v for k, v in base.items() if k != "source"})
-    bundle = src.load(int(raw.get("seed", 0)))
+    seed = int(raw.get("seed", 0))
+    bundle = SOURCES.resolve(base["source"])({k: v for k, v in base.items() if k != "source"}).load(seed)
+    challenger_bundle = SOURCES.resolve("augmented")(
+        {k: v for k, v in raw["data"].items() if k != "source"}
+    ).load(seed)
     if on == "test":
         ledger = TestLedger(
             global_path=runs_root / "test_ledger.jsonl",
@@ -308,10 +334,21 @@ def run_retrain(
             test_ledger=ledger,
         )
         held = ctx.open_test(bundle, reason="champion vs challenger comparison (closedloop retrain)")
+        trained = [("challenger", challenger_bundle.train, challenger_bundle.val)]
     else:
         held, on = unseen_by_both(champion, result.run_dir, bundle)
+        trained = [("challenger", challenger_bundle.train)]
+    trained += [("champion", *champion_training_splits(champion, seed, with_val=on == "test"))]
+    held, excluded = drop_trained_on(held, trained)
+    if len(held) == 0:
+        raise DataError(
+            f"every one of the {excluded['n']} held-out samples was in a model's training data "
+            f"(by content hash: {excluded['by']}); nothing unseen is left to compare on"
+        )
     out = compare_runs(champion, result.run_dir, held.X, np.asarray(held.y), alpha=alpha, evaluated_on=on)
     out["heldout_split"] = on
+    out["excluded"] = excluded
+    out["data"] = {"resolved": base, "overrides": list(overrides or [])}
     out["dataset_version"] = record_dataset_version(runs_root, result.run_dir)
     from closedloop.tracking.aliases import apply_promotion
 
@@ -319,6 +356,47 @@ def run_retrain(
     out["aliases"] = apply_promotion(result.run_dir, out["promote"], reasons=out["reasons"])
     write_text_atomic(result.run_dir / "retrain.json", to_json(out))
     return out
+
+
+def champion_training_splits(champion_dir: Path, seed: int, *, with_val: bool = True) -> list[Split]:
+    """The splits the champion's run trained (and selected) on, from its own saved ``config.yaml``."""
+    from closedloop.core.config import load_yaml_file
+
+    cfg = champion_dir / "config.yaml"
+    if not cfg.is_file():
+        return []  # a bare model directory: only the challenger's data can be checked
+    data = dict(load_yaml_file(cfg).get("data") or {})
+    key = data.pop("source", None)
+    if key is None:
+        return []
+    b = SOURCES.resolve(key, where=f"{cfg}: data.source")(data).load(seed)
+    return [b.train, b.val] if with_val and "val" in b.splits else [b.train]
+
+
+def drop_trained_on(held: Split, trained: list[tuple[Any, ...]]) -> tuple[Split, dict[str, Any]]:
+    """``held`` without the samples whose content (image bytes or row values) appears in a model's
+    training splits; ``trained`` is ``[(model name, split, ...), ...]``. A split name says nothing
+    about content: a labeled folder can hold copies of test images."""
+    from closedloop.stages.audit.duplicates import content_hashes
+
+    keys = content_hashes(held)
+    drop = np.zeros(len(keys), bool)
+    by: dict[str, int] = {}
+    for name, *splits in trained:
+        seen = {h for s in splits for h in content_hashes(s)}
+        hit = np.array([k in seen for k in keys], bool)
+        if hit.any():
+            by[name] = int(hit.sum())
+        drop |= hit
+    keep = np.flatnonzero(~drop)
+    X = held.X.iloc[keep].reset_index(drop=True) if isinstance(held.X, pd.DataFrame) else held.X[keep]
+    info = {
+        "n": int(drop.sum()),
+        "of": len(keys),
+        "by": by,
+        "rule": "held-out samples whose content hash is in either model's training data are left out",
+    }
+    return Split(X=X, y=np.asarray(held.y)[keep]), info
 
 
 def unseen_by_both(champion_dir: Path, challenger_dir: Path, bundle: DatasetBundle) -> tuple[Split, str]:

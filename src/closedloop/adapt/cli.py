@@ -1,0 +1,68 @@
+"""``closedloop adapt`` (added to the main CLI by :func:`add_commands`)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from closedloop.adapt.run import run_adapt
+
+    r = run_adapt(
+        args.run_dir,
+        args.labels,
+        eval_labels=args.eval_labels,
+        eval_fraction=args.eval_fraction,
+        seed=args.seed,
+        alpha=args.alpha,
+        margin=args.margin,
+        effect=args.effect,
+        out=args.out,
+        unseal_test=args.unseal_test,
+    )
+    print(r.split.note)
+    c = r.choice.chosen
+    print(
+        f"challenger: {c.method} recalibration, threshold {c.threshold:.4f} (champion {r.champion_threshold:.4f}); "
+        f"fitted in {r.seconds['recalibration_fit'] * 1000:.0f} ms"
+    )
+    for name, m in r.production.items():
+        print(
+            f"  {name:<10} at its shipped threshold on the evaluation part: ACC {m['acc']:.3f}, "
+            f"sensitivity {m['sensitivity']:.3f}, specificity {m['specificity']:.3f}, "
+            f"expected cost {m['expected_cost']:.4f}"
+        )
+    d = r.decision
+    print(("PROMOTE: " if d.promote else "keep the champion: ") + "; ".join(d.reasons))
+    print(f"written: {r.out_dir}/adapt.json, adapt.md, recalibration.json")
+    return 0
+
+
+def add_commands(subparsers: Any) -> None:
+    ad = subparsers.add_parser(
+        "adapt", help="recalibrate the deployed model on production labels and judge it on production"
+    )
+    ad.add_argument("run_dir", help="run directory of the deployed model (the champion)")
+    ad.add_argument(
+        "labels",
+        help=".npz (images, labels[, selected_by, model_version, proba]) or CSV/Parquet with a label column",
+    )
+    ad.add_argument(
+        "--eval-labels", help="judge on this file instead of a random part of LABELS (randomly selected only)"
+    )
+    ad.add_argument(
+        "--eval-fraction", type=float, default=0.5, help="share of LABELS that judges (default 0.5)"
+    )
+    ad.add_argument("--seed", type=int, default=0, help="seed of the adaptation/evaluation split")
+    ad.add_argument("--alpha", type=float, default=0.05, help="one-sided significance level")
+    ad.add_argument(
+        "--margin",
+        type=float,
+        default=0.02,
+        help="non-inferiority margin on the original test (expected cost per case)",
+    )
+    ad.add_argument("--effect", type=float, help="smallest cost reduction worth detecting (sizes the split)")
+    ad.add_argument("--out", help="output folder (default RUN/adapt/<time>)")
+    ad.add_argument("--unseal-test", metavar="REASON", help="re-open the test split for this comparison")
+    ad.set_defaults(func=cmd_adapt)

@@ -1,0 +1,304 @@
+"""``closedloop adapt RUN LABELS``: adapt the deployed model to production, judge it on production.
+
+1. The labeled production samples are checked (classes of the task, the model version that served
+   them) and split at random into an adaptation part and an evaluation part (stratified, seeded,
+   recorded; only randomly selected samples may judge: :mod:`closedloop.adapt.split`). A separate
+   ``--eval-labels`` file is refused when it holds uncertainty-selected samples.
+2. Recalibration challengers (:mod:`closedloop.stats.recalibration`: threshold, Platt, temperature;
+   the network untouched, torch-free) are fitted on the adaptation part; the one with the lowest
+   cross-validated expected cost on that part alone is chosen.
+3. The rule :func:`closedloop.stats.promotion.decide_promotion` judges it against the champion, each
+   at its own threshold: better on the evaluation part (paired, one-sided, the declared metric) AND
+   non-inferior within the declared margin on the original test split, opened through the test
+   ledger, without any sample either model trained or adapted on (content hash).
+4. ``adapt.json`` (everything), ``recalibration.json`` (the challenger) and ``adapt.md`` are written
+   to ``--out`` (default ``RUN/adapt/<time>``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from closedloop.adapt.labels import RANDOM_SOURCES, ProductionLabels, read_production_labels
+from closedloop.adapt.split import AdaptSplit, needed_for_effect, split_production
+from closedloop.core.errors import DataError
+from closedloop.core.io import to_json, write_text_atomic
+from closedloop.stats.promotion import PairedCases, PromotionDecision, decide_promotion
+from closedloop.stats.recalibration import RecalibrationChoice, choose_recalibration
+
+
+class Declared(BaseModel):
+    """What the decision will be made on, fixed before any evaluation label is looked at."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metric: str
+    alpha: float
+    margin: float
+    """Non-inferiority margin on the original test split, in the metric's units."""
+    effect: float
+    """The smallest improvement worth detecting (sizes the evaluation part)."""
+    costs: tuple[float, float]
+    """``(cost_false_positive, cost_false_negative)``: the task's business costs (1, 1 when none)."""
+    eval_fraction: float
+    seed: int
+
+
+class AdaptResult(BaseModel):
+    """Everything ``closedloop adapt`` decided and why (``adapt.json``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    champion: str
+    labels: str
+    n_labels: int
+    declared: Declared
+    split: AdaptSplit
+    n_needed_for_effect: int
+    choice: RecalibrationChoice
+    champion_threshold: float
+    decision: PromotionDecision
+    production: dict[str, dict[str, float]]
+    """Champion and challenger at their shipped thresholds on the evaluation part: acc,
+    sensitivity, specificity, expected_cost."""
+    excluded_from_test: dict[str, Any]
+    seconds: dict[str, float]
+    out_dir: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def operating_point(y: np.ndarray, decisions: np.ndarray, costs: tuple[float, float]) -> dict[str, float]:
+    """ACC, sensitivity, specificity and expected cost per case of binary decisions."""
+    y = np.asarray(y).astype(int)
+    d = np.asarray(decisions).astype(bool)
+    pos, neg = y == 1, y == 0
+    return {
+        "acc": float(np.mean(d == pos)),
+        "sensitivity": float(d[pos].mean()) if pos.any() else float("nan"),
+        "specificity": float((~d[neg]).mean()) if neg.any() else float("nan"),
+        "expected_cost": float((costs[0] * np.sum(d & neg) + costs[1] * np.sum(~d & pos)) / len(y)),
+        "n": float(len(y)),
+    }
+
+
+def _p_pos(p: np.ndarray) -> np.ndarray:
+    p = np.asarray(p, dtype=np.float64)
+    return p[:, -1] if p.ndim == 2 else p.reshape(-1)
+
+
+def check_version(labels: ProductionLabels, run_dir: Path, what: str) -> None:
+    """Production labels must come from requests the deployed model (this run) served."""
+    if labels.model_version is None:
+        return
+    versions = sorted(set(labels.model_version.tolist()))
+    ok = {run_dir.name, run_dir.resolve().name}
+    wrong = [v for v in versions if v not in ok]
+    if wrong:
+        raise DataError(
+            f"{labels.path}: {what} were served by model version(s) {wrong[:3]}, not by {run_dir.name} "
+            "(the run being adapted); adapt the model that served them, or drop those rows"
+        )
+
+
+def run_adapt(
+    run_dir: str | Path,
+    labels_path: str | Path,
+    *,
+    eval_labels: str | Path | None = None,
+    eval_fraction: float = 0.5,
+    seed: int = 0,
+    alpha: float = 0.05,
+    margin: float = 0.02,
+    effect: float | None = None,
+    out: str | Path | None = None,
+    unseal_test: str | None = None,
+) -> AdaptResult:
+    """Adapt, judge and record (module docstring)."""
+    from closedloop.stages.monitor.retrain import _load_run
+
+    t_start = time.perf_counter()
+    run_dir = Path(run_dir)
+    model, task = _load_run(run_dir)
+    if model.problem_type != "binary":
+        raise DataError(
+            f"{run_dir}: adapt recalibrates binary models; this one is {model.problem_type} "
+            "(retrain with --add-labeled instead)"
+        )
+    names = list(model.label_names) or ["0", "1"]
+    labels = read_production_labels(labels_path, names)
+    check_version(labels, run_dir, "the labeled samples")
+    biz = getattr(task, "business", None) if task is not None else None
+    costs = (
+        (float(biz.cost_false_positive), float(biz.cost_false_negative)) if biz is not None else (1.0, 1.0)
+    )
+    champion_t = 0.5 if model.threshold is None else float(model.threshold)
+
+    def champion_p(part: ProductionLabels) -> np.ndarray:
+        return part.proba if part.proba is not None else _p_pos(model.predict_proba(part.X))
+
+    p_all = champion_p(labels)
+    champ_cost = np.where(
+        (p_all >= champion_t) & (labels.y == 0),
+        costs[0],
+        np.where((p_all < champion_t) & (labels.y == 1), costs[1], 0.0),
+    )
+    effect = float(effect) if effect is not None else max(0.25 * float(champ_cost.mean()), 1e-3)
+    declared = Declared(
+        metric="expected_cost", alpha=alpha, margin=margin, effect=effect, costs=costs,
+        eval_fraction=eval_fraction, seed=seed,
+    )  # fmt: skip
+    needed = needed_for_effect(float(champ_cost.std()) or costs[1] / 2, effect, alpha)
+
+    if eval_labels is not None:
+        ev_labels = read_production_labels(eval_labels, names)
+        check_version(ev_labels, run_dir, "the evaluation samples")
+        if ev_labels.selected_by is not None and not ev_labels.randomly_selected().all():
+            bad = sorted(set(ev_labels.selected_by[~ev_labels.randomly_selected()].tolist()))
+            raise DataError(
+                f"{eval_labels}: {int((~ev_labels.randomly_selected()).sum())} evaluation sample(s) were selected "
+                f"by {bad} (chosen for being uncertain or unusual), which biases any score on them; evaluation "
+                f"data must be randomly selected ({', '.join(sorted(RANDOM_SOURCES))}). Pass them as LABELS to "
+                "adapt on instead"
+            )
+        adapt_part, eval_part = labels, ev_labels
+        split = AdaptSplit(
+            seed=seed, eval_fraction=len(ev_labels) / (len(ev_labels) + len(labels)),
+            adaptation=list(range(len(labels))), evaluation=list(range(len(ev_labels))),
+            n_random=len(ev_labels), note=f"adaptation: all of {labels.path}; evaluation: all of {eval_labels}",
+        )  # fmt: skip
+        p_adapt, p_eval = p_all, champion_p(ev_labels)
+    else:
+        split = split_production(labels, eval_fraction=eval_fraction, seed=seed, needed=needed)
+        ia, ie = np.asarray(split.adaptation, int), np.asarray(split.evaluation, int)
+        adapt_part, eval_part = labels.take(ia), labels.take(ie)
+        p_adapt, p_eval = p_all[ia], p_all[ie]
+
+    t0 = time.perf_counter()
+    choice = choose_recalibration(adapt_part.y, p_adapt, costs=costs, seed=seed)
+    t_fit = time.perf_counter() - t0
+    recal = choice.chosen
+
+    out_dir = Path(out) if out else run_dir / "adapt" / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    reference, excluded = _reference(run_dir, model, recal, adapt_part, unseal_test)
+    decision = decide_promotion(
+        eval_part.y, recal.apply(p_eval), p_eval, metric="expected_cost", problem_type="binary",
+        threshold=recal.threshold, champion_threshold=champion_t, alpha=alpha, costs=costs,
+        extra_metrics=(), reference=reference, margin=margin,
+        evaluated_on=f"the production evaluation part ({len(eval_part)} randomly selected labels)",
+        seed=seed,
+    )  # fmt: skip
+    production = {
+        "champion": operating_point(eval_part.y, p_eval >= champion_t, costs),
+        "challenger": operating_point(eval_part.y, recal.decide(p_eval), costs),
+    }
+    result = AdaptResult(
+        champion=str(run_dir),
+        labels=str(labels_path),
+        n_labels=len(labels),
+        declared=declared,
+        split=split,
+        n_needed_for_effect=needed,
+        choice=choice,
+        champion_threshold=champion_t,
+        decision=decision,
+        production=production,
+        excluded_from_test=excluded,
+        seconds={"recalibration_fit": t_fit, "total": time.perf_counter() - t_start},
+        out_dir=str(out_dir),
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / "recalibration.json", to_json(recal.model_dump(mode="json")))
+    write_text_atomic(out_dir / "adapt.json", to_json(result.to_dict()))
+    write_text_atomic(out_dir / "adapt.md", render_markdown(result))
+    return result
+
+
+def _reference(
+    run_dir: Path, model: Any, recal: Any, adapted_on: ProductionLabels, unseal_test: str | None
+) -> tuple[PairedCases | None, dict[str, Any]]:
+    """The original test split (through the test ledger) without the samples either model trained
+    or adapted on, scored by both; ``(None, why)`` when the run has no saved config to load it from."""
+    from closedloop.core.config import load_yaml_file
+    from closedloop.core.ledger import TestLedger
+    from closedloop.core.registry import SOURCES
+    from closedloop.core.stage import RunContext
+    from closedloop.data.bundle import Split
+    from closedloop.stages.monitor.retrain import champion_training_splits, drop_trained_on
+
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        return None, {"skipped": f"{cfg_path} not found: no original test split to check non-inferiority on"}
+    cfg = load_yaml_file(cfg_path)
+    data = dict(cfg.get("data") or {})
+    seed = int(cfg.get("seed", 0))
+    bundle = SOURCES.resolve(data.pop("source"))(data).load(seed)
+    runs_root = Path(cfg.get("runs_dir", "runs")) / str(cfg.get("name"))
+    if not runs_root.is_dir():
+        runs_root = run_dir.parent
+    fp = hashlib.sha256(f"{run_dir.resolve()}|{to_json(recal.model_dump(mode='json'))}".encode()).hexdigest()
+    ctx = RunContext(
+        stage_name="adapt",
+        stage_dir=run_dir,
+        seed=0,
+        fingerprint="adapt-compare:" + fp,
+        test_ledger=TestLedger(
+            global_path=runs_root / "test_ledger.jsonl",
+            run_path=run_dir / "test_ledger.jsonl",
+            run_id=f"adapt-{fp[:12]}",
+            unseal_reason=unseal_test,
+        ),
+    )
+    test = ctx.open_test(bundle, reason="non-inferiority of an adapted challenger (closedloop adapt)")
+    trained = [("champion", *champion_training_splits(run_dir, seed))]
+    trained.append(("challenger (adaptation labels)", Split(X=adapted_on.X, y=adapted_on.y)))
+    held, excluded = drop_trained_on(test, trained)
+    if len(held) == 0:
+        return None, {**excluded, "skipped": "no test sample is left that neither model saw"}
+    p = _p_pos(model.predict_proba(held.X))
+    return PairedCases(y_true=np.asarray(held.y), challenger_proba=recal.apply(p), champion_proba=p), excluded
+
+
+def render_markdown(r: AdaptResult) -> str:
+    """A short human-readable record of the adaptation and its judgement."""
+    d = r.decision
+    ch = r.choice
+    lines = [
+        f"# Adaptation of {r.champion}",
+        "",
+        f"**{'PROMOTE' if d.promote else 'keep the champion'}**: " + "; ".join(d.reasons),
+        "",
+        f"- labels: {r.labels} ({r.n_labels}); {r.split.note}",
+        f"- declared before evaluation: metric {r.declared.metric} at costs FP {r.declared.costs[0]:g} / "
+        f"FN {r.declared.costs[1]:g}, alpha {r.declared.alpha}, non-inferiority margin {r.declared.margin:g} "
+        f"on the original test split, effect {r.declared.effect:.4g} "
+        f"(about {r.n_needed_for_effect} evaluation labels to detect it with 80% power)",
+        f"- challenger: {ch.chosen.method} recalibration (slope {ch.chosen.slope:.3f}, intercept "
+        f"{ch.chosen.intercept:.3f}), threshold {ch.chosen.threshold:.4f} (champion {r.champion_threshold:.4f}); "
+        "chosen by cross-validated expected cost on the adaptation part only: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in ch.cv_cost.items()),
+        "",
+        "| at its shipped threshold, on the production evaluation part | ACC | sensitivity | specificity | expected cost |",
+        "|---|---|---|---|---|",
+    ]
+    for name, m in r.production.items():
+        lines.append(
+            f"| {name} | {m['acc']:.3f} | {m['sensitivity']:.3f} | {m['specificity']:.3f} | {m['expected_cost']:.4f} |"
+        )
+    ni = d.non_inferiority
+    lines += [
+        "",
+        f"- better on production: {d.metric} {d.champion_value:.4f} -> {d.challenger_value:.4f} "
+        f"(one-sided p = {d.p_value:.3g}, n = {d.n}, {d.method})",
+        f"- not worse on the original test split: {ni.sentence if ni else r.excluded_from_test.get('skipped')}",
+        f"- left out of the test comparison: {r.excluded_from_test.get('n', 0)} sample(s) a model trained or adapted on",
+        f"- recalibration fitted in {r.seconds['recalibration_fit'] * 1000:.0f} ms",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,169 @@
+"""Near duplicates judged against the data's own density.
+
+A fixed distance threshold says "close", not "copied": on a dense dataset (small ultrasound or fundus
+images, a table of a few discrete columns) many samples have a neighbour under any fixed threshold
+*inside one split*, where no leak is possible. So a query split (test) is compared with the reference
+split's own spacing (train): the share of test samples with a train neighbour within a threshold
+against the share of train samples with another train sample that close (leave-one-out, exact copies
+merged so they do not count as density). Only an *excess* of close test samples is an overlap, tested
+with a one-sided Fisher exact test, in two looks: distance alone (under the configured "close"
+distance), and distance relative to the neighbour's own spacing (a copy sits much closer to its source
+than the source's other neighbours do; a sample in a dense region does not), cut at the reference's
+own 1% quantile of that ratio - on very dense data almost every sample is "close", so copies only
+stand out relative to the local spacing. The smaller p-value counts, Bonferroni-corrected for the two
+looks. The pairs that most likely make the excess are the close test samples with the smallest ratio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import fisher_exact
+from sklearn.neighbors import NearestNeighbors
+
+
+@dataclass
+class NearExcess:
+    """Query -> reference nearest neighbours and the excess over the reference's own density."""
+
+    threshold: float
+    """The distance under which two samples are close."""
+    ratio_cut: float | None
+    """When the relative look gave the smaller p-value: close also means a distance at most this
+    fraction of the neighbour's own spacing (the reference's ``density_quantile`` of that ratio)."""
+    n_query: int
+    """Query samples judged (those with an exact copy in the reference are left to the exact check)."""
+    n_close: int
+    """Of those, with a reference neighbour within ``threshold``."""
+    n_null: int
+    """Reference samples (distinct contents, at most ``max_null``) whose leave-one-out neighbour was measured."""
+    n_null_close: int
+    p_value: float
+    """One-sided Fisher exact test (Bonferroni over the thresholds looked at): are query samples close
+    to the reference more often than reference samples are?"""
+    dist: np.ndarray
+    """Per query sample: distance to its nearest reference sample."""
+    index: np.ndarray
+    """Per query sample: index of that reference sample (in the reference split)."""
+    ratio: np.ndarray
+    """Per query sample: ``dist`` over that reference sample's own nearest-neighbour distance."""
+    judged: np.ndarray
+    """Per query sample: True when it counts in ``n_query`` (no exact copy in the reference)."""
+
+    @property
+    def close(self) -> np.ndarray:
+        """Per query sample: judged and close under the reported look."""
+        c = self.judged & (self.dist <= self.threshold)
+        return c & (self.ratio <= self.ratio_cut) if self.ratio_cut is not None else c
+
+    @property
+    def query_rate(self) -> float:
+        return self.n_close / max(self.n_query, 1)
+
+    @property
+    def null_rate(self) -> float:
+        return self.n_null_close / max(self.n_null, 1)
+
+    @property
+    def excess(self) -> float:
+        """Share of query samples that are close beyond what the reference's density predicts."""
+        return max(0.0, self.query_rate - self.null_rate)
+
+    @property
+    def n_excess(self) -> int:
+        return int(round(self.excess * self.n_query))
+
+    def excess_queries(self, alpha: float) -> np.ndarray:
+        """Indices of the ``n_excess`` close query samples most likely to be copies (smallest relative
+        distance), when the excess is significant at ``alpha``; else empty."""
+        if self.p_value >= alpha or self.n_excess == 0:
+            return np.empty(0, int)
+        close = np.flatnonzero(self.close)
+        order = np.lexsort((self.dist[close], self.ratio[close]))
+        return close[order[: self.n_excess]]
+
+
+def near_excess(
+    ref: np.ndarray,
+    query: np.ndarray,
+    ref_hashes: list[bytes],
+    query_exact: np.ndarray,
+    threshold: float,
+    max_null: int,
+    rng: np.random.Generator,
+    density_quantile: float = 0.01,
+) -> NearExcess:
+    """Compare query -> ref nearest-neighbour distances with ref -> ref ones (leave one out).
+
+    ``query_exact`` marks query samples with an exact copy in ``ref`` (judged by the exact check).
+    Memory O(n): a brute nearest-neighbour index, queried in chunks by scikit-learn.
+    """
+    seen: set[bytes] = set()
+    distinct: list[int] = []  # exact copies inside ref are one sample: a copy is not density
+    for i, h in enumerate(ref_hashes):
+        if h not in seen:
+            seen.add(h)
+            distinct.append(i)
+    keep = np.asarray(distinct, int)
+    U = ref[keep]
+    nn = NearestNeighbors(n_neighbors=min(2, len(U)), algorithm="brute").fit(U)
+    d, u = nn.kneighbors(query, n_neighbors=1)
+    dist, pos = d[:, 0], u[:, 0]
+    judged = ~np.asarray(query_exact, bool)
+    ratio = np.full(len(dist), np.inf)
+    null_d, null_r = np.empty(0), np.empty(0)
+    if len(U) >= 3:
+        # each matched reference sample's own spacing: distance to its nearest *other* distinct sample
+        matched = np.unique(pos)
+        spacing = np.full(len(U), np.inf)
+        spacing[matched] = nn.kneighbors(U[matched], n_neighbors=2)[0][:, 1]
+        ratio = dist / np.maximum(spacing[pos], 1e-12)
+        null_d, null_r = _leave_one_out(nn, U, rng.choice(len(U), min(len(U), max_null), replace=False))
+    n_query, n_null = int(judged.sum()), len(null_d)
+    looks: list[float | None] = [None]  # None: distance alone; a float: also relative distance <= it
+    if n_null:
+        looks.append(float(np.quantile(null_r, density_quantile)))
+    best: tuple[float, float | None, int, int] = (2.0, None, 0, 0)
+    for cut in looks:
+        q_close = judged & (dist <= threshold)
+        r_close = null_d <= threshold
+        if cut is not None:
+            q_close &= ratio <= cut
+            r_close &= null_r <= cut
+        n_close, n_null_close = int(q_close.sum()), int(r_close.sum())
+        p = 1.0
+        if n_query and n_null:
+            table = [[n_close, n_query - n_close], [n_null_close, n_null - n_null_close]]
+            p = float(fisher_exact(table, alternative="greater").pvalue)
+        if p < best[0]:
+            best = (p, cut, n_close, n_null_close)
+    p, cut, n_close, n_null_close = best
+    p = min(1.0, p * len(looks))
+    return NearExcess(
+        threshold=threshold,
+        ratio_cut=cut,
+        n_query=n_query,
+        n_close=n_close,
+        n_null=n_null,
+        n_null_close=n_null_close,
+        p_value=p,
+        dist=dist,
+        index=keep[pos],
+        ratio=ratio,
+        judged=judged,
+    )
+
+
+def _leave_one_out(nn: NearestNeighbors, U: np.ndarray, sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For sampled reference points ``a``: distance to their nearest other point ``b``, and that
+    distance over ``b``'s own spacing without ``a`` - what a query's distance and ratio are compared to."""
+    d2, i2 = nn.kneighbors(U[sample], n_neighbors=2)
+    self_first = i2[:, 0] == sample  # ties at distance 0 may list another point first
+    b = np.where(self_first, i2[:, 1], i2[:, 0])
+    d_ab = np.where(self_first, d2[:, 1], d2[:, 0])
+    d3, i3 = nn.kneighbors(U[b], n_neighbors=3)
+    other = (i3 != sample[:, None]) & (i3 != b[:, None])
+    first = other.argmax(axis=1)
+    s_b = d3[np.arange(len(b)), first]
+    return d_ab, d_ab / np.maximum(s_b, 1e-12)

@@ -1,0 +1,114 @@
+"""``closedloop monitor RUN LOG --spot-check-labels FILE --set-reference``: a new reference from a
+verified production period.
+
+The rows of a spot check are drawn uniformly at random from production and labeled, so they are an
+unbiased, labeled sample of the current traffic the deployed model never trained on: exactly what
+the monitor stage builds a profile from. When the spot check agrees with the old reference (its
+accuracy inside the spot check's interval), they become the held-out rows of a new profile, built by
+the monitor stage's own code with the old profile's settings, written next to the run
+(``RUN_DIR/references/<UTC time>/``), where the monitor, the live monitor and the stream test pick it up
+(the stream restarts at the new reference). A period whose spot check disagrees is not verified and
+never becomes a reference: that would bless a degraded model.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from closedloop.core.errors import DataError
+from closedloop.monitoring.logreader import RouteRows
+from closedloop.monitoring.monitor import Monitor, find_artifacts
+
+
+def set_reference(
+    monitor: Monitor,
+    run_dir: Path,
+    rows: RouteRows,
+    pos: np.ndarray,
+    y: np.ndarray,
+    check: dict[str, Any],
+    out_dir: Path | None = None,
+    seed: int = 0,
+) -> Path:
+    """Build and save the new reference profile; returns its directory."""
+    from closedloop.data.bundle import DatasetBundle, Split
+    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig, build_profile
+    from closedloop.stages.task import TaskSpec
+    from closedloop.stages.train.heldout import INFO_KEY
+
+    info = monitor.profile.info
+    if not check.get("agrees_with_reference", False):
+        acc = check.get("metrics", {}).get("acc", {})
+        raise DataError(
+            f"--set-reference: the spot check does not verify this period: realized accuracy "
+            f"{acc.get('value', float('nan')):.3f} (95% CI {_interval(acc.get('ci95'))}) on {check.get('n')} random "
+            f"rows vs {check.get('reference_acc', float('nan')):.3f} at the reference. A new reference would bless a "
+            "degraded model; retrain first (closedloop retrain)"
+        )
+    if info.kind != "images" or rows.inputs is None:
+        raise DataError(
+            "--set-reference: building a reference from logged rows is supported for image models only"
+        )
+    data_dirs = [p for p in find_artifacts(run_dir, "data") if p.is_dir()]
+    task_dirs = [p for p in find_artifacts(run_dir, "task") if (p / "artifact.json").is_file()]
+    if not data_dirs or not task_dirs:
+        raise DataError(
+            f"{run_dir}: --set-reference needs the run's data and task artifacts (stages/*/artifacts/)"
+        )
+    data = DatasetBundle.load(data_dirs[-1])
+    task = TaskSpec.load(task_dirs[-1])
+    X = np.asarray(rows.inputs[pos])
+    bundle = dataclasses.replace(data, splits={**data.splits, "val": Split(X=X, y=y)})
+    model = copy.copy(monitor.model)
+    # the verified rows are the held-out split now: the model never trained on production
+    model.info = {k: v for k, v in monitor.model.info.items() if k != INFO_KEY} | {"trained_on": "train"}
+    cfg = BuildMonitorProfileConfig(
+        alpha=info.alpha,
+        warn_alpha=info.warn_alpha,
+        delta=info.delta,
+        stream_alpha=info.stream_alpha,
+        tests=info.tests,
+        window_sizes=sorted(int(k) for k in info.thresholds),
+        permutations=info.permutations,
+        calibration_windows=max(
+            [
+                int(v.get("windows", 0))
+                for v in info.calibration.get("sizes", {}).values()
+                if isinstance(v, dict)
+            ]
+            or [BuildMonitorProfileConfig().calibration_windows]
+        ),
+        pca_dims=max(info.pca_dims, 1),
+        metrics=info.metrics,
+        review=info.review,
+        require_guarantee=info.delta is not None,
+    )
+    profile = build_profile(cfg, bundle, task, model, np.random.default_rng(seed))
+    through = str(rows.time[pos].max()) + "Z"
+    profile.info = profile.info.model_copy(
+        update={
+            "source": {
+                **profile.info.source,
+                "split": "production spot check",
+                "evaluated_on": "production_spot_check",
+                "verified_through": through,
+                "spot_check": {k: v for k, v in check.items() if k != "rows"},
+                "note": f"{len(pos)} production rows drawn at random and labeled; the spot check agreed "
+                "with the previous reference",
+            }
+        }
+    )
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    out = Path(out_dir) if out_dir else Path(run_dir) / "references" / stamp
+    profile.save(out)
+    return out
+
+
+def _interval(ci: Any) -> str:
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "n/a"

@@ -1,0 +1,87 @@
+"""Near duplicates judged against the data's own density: a dense dataset is not an overlap; near
+copies planted in it are, with the pairs that make the excess; exact copies stay exact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tests.audit.test_audit_stage import run
+
+from closedloop.core.errors import DataError
+from closedloop.data.bundle import DatasetBundle, DatasetMeta, Split
+from closedloop.stages.audit.near_density import near_excess
+
+
+def dense_images(n: int = 1500, seed: int = 0) -> DatasetBundle:
+    """Images from 40 prototypes with small noise: many samples have a close neighbour in every split."""
+    rng = np.random.default_rng(seed)
+    protos = rng.uniform(0, 255, (40, 8, 8, 1))
+    k = rng.integers(0, 40, n)
+    X = np.clip(protos[k] + rng.normal(0, 6, (n, 8, 8, 1)), 0, 255).round().astype(np.uint8)
+    y = k % 2
+    a, b = int(n * 0.6), int(n * 0.8)
+    meta = DatasetMeta(name="dense", source="synthetic", kind="images", label_names=["0", "1"])
+    return DatasetBundle(
+        meta=meta,
+        splits={"train": Split(X[:a], y[:a]), "val": Split(X[a:b], y[a:b]), "test": Split(X[b:], y[b:])},
+    )
+
+
+def plant(b: DatasetBundle, n: int, sd: float, seed: int = 1) -> tuple[DatasetBundle, set[int]]:
+    rng = np.random.default_rng(seed)
+    te, src = b.splits["test"], rng.choice(len(b.train), n, replace=False)
+    copies = (
+        np.clip(b.train.X[src] + rng.normal(0, sd, b.train.X[src].shape), 0, 255).round().astype(np.uint8)
+    )
+    test = Split(np.concatenate([te.X, copies]), np.concatenate([te.y, b.train.y[src]]))
+    return DatasetBundle(meta=b.meta, splits={"train": b.train, "val": b.val, "test": test}), set(
+        range(len(te), len(te) + n)
+    )
+
+
+def test_dense_data_is_not_an_overlap_but_the_old_constant_would_say_so(tmp_path: Path) -> None:
+    b = dense_images()
+    _, out = run(b, tmp_path, checks=["duplicates"])  # stop_on default: duplicates:error; must not stop
+    m = out.audit.results["duplicates"]["metrics"]
+    d = out.audit.duplicates
+    tt = d[(d.split_a == "train") & (d.split_b == "test") & (d.kind == "near")]
+    assert len(tt) > 0.5 * len(b.splits["test"])  # the fixed threshold alone calls most of test an overlap
+    assert m["near_density"]["train-test"]["n_excess"] <= 3
+    assert m["overlap"]["train-test"] <= 3
+    sev = {
+        f["severity"]
+        for f in out.audit.findings
+        if f["check"] == "duplicates" and "train/test" in f["message"]
+    }
+    assert sev == {"info"}
+    assert not tt.excess.all()
+
+
+def test_planted_near_copies_in_dense_data_are_an_overlap_with_their_pairs(tmp_path: Path) -> None:
+    leaked, truth = plant(dense_images(), 15, sd=1.0)
+    with pytest.raises(DataError, match="train/test overlap"):
+        run(leaked, tmp_path / "a", checks=["duplicates"])
+    _, out = run(leaked, tmp_path / "b", checks=["duplicates"], stop_on=[], drop_duplicates=True)
+    d = out.audit.duplicates
+    flagged = set(d[(d.split_a == "train") & (d.split_b == "test") & d.excess].index_b)
+    assert len(flagged & truth) / len(truth) >= 0.9
+    f = next(f for f in out.audit.findings if "train/test overlap" in f["message"])
+    assert f["severity"] == "error" and f["evidence"]["p_value"] < 0.001 and f["evidence"]["examples"]
+    # the fix drops the train sources of the excess pairs, not every train sample that has a close test sample
+    assert out.audit.fixes[0]["n_dropped"] < (d.kind == "near").sum()
+
+
+def test_exact_copies_stay_exact_and_are_left_out_of_the_density_comparison() -> None:
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(200, 4)).astype(np.float32)
+    query = np.concatenate([ref[:5], rng.normal(size=(50, 4)).astype(np.float32)])
+    hashes = [r.tobytes() for r in ref]
+    exact = np.array([True] * 5 + [False] * 50)
+    ne = near_excess(ref, query, hashes, exact, 0.05, 1000, rng)
+    assert ne.n_query == 50 and ne.judged[:5].sum() == 0
+    # copies inside the reference do not count as its density: duplicate half the reference
+    twice = np.concatenate([ref, ref[:100]])
+    ne2 = near_excess(twice, query, [r.tobytes() for r in twice], exact, 0.05, 1000, rng)
+    assert ne2.n_null == 200 and ne2.null_rate == ne.null_rate

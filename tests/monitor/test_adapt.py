@@ -1,0 +1,148 @@
+"""``closedloop adapt``: a recalibration challenger fitted on a random part of the production labels,
+judged on the other part and, for non-inferiority, on the original test split (through the ledger).
+
+The champion is a tiny CNN on synthetic MedMNIST-format images whose shipped threshold flags nearly
+every image (as PneumoniaMNIST's does on its test distribution): it ranks well, decides badly.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from closedloop.cli import main
+from closedloop.core.registry import SOURCES
+from closedloop.models.trained import ModelSpec, Preprocessing, TrainedModel
+from closedloop.stages.task import DefineTaskConfig, build_task_spec
+
+sys.path.insert(0, str(Path(__file__).parent))
+from monitor_helpers import TinyCNN, _fit  # noqa: E402
+
+
+def _images(rng: np.random.Generator, n: int, shift: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Class 1 is brighter on average; a per-image brightness offset makes the classes overlap."""
+    y = rng.integers(0, 2, n)
+    offset = 20 * y + rng.normal(0, 12, n) + 40 + shift
+    X = rng.integers(0, 100, (n, 28, 28)) + offset[:, None, None]
+    return np.clip(X, 0, 255).astype(np.uint8), y
+
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory) -> tuple[Path, np.random.Generator]:
+    tmp = tmp_path_factory.mktemp("adapt")
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 300), ("val", 100), ("test", 120)):
+        X, y = _images(rng, n)
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = X, y.reshape(-1, 1).astype(np.uint8)
+    (tmp / "data").mkdir()
+    np.savez(tmp / "data" / "pneumoniamnist.npz", **arrays)
+    data = {"source": "medmnist", "flag": "pneumoniamnist", "size": 28, "root": str(tmp / "data")}
+    bundle = SOURCES.resolve("medmnist")({k: v for k, v in data.items() if k != "source"}).load(0)
+    run = tmp / "runs" / "shift" / "20260101-000000-champion"
+    cfg = {
+        "name": "shift",
+        "seed": 0,
+        "runs_dir": str(tmp / "runs"),
+        "data": data,
+        "stages": [{"kind": "task"}],
+    }
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    task = build_task_spec(
+        DefineTaskConfig(business={"cost_false_positive": 1, "cost_false_negative": 1}), bundle
+    )
+    task.save(run / "stages/02_task/artifacts/task")
+    model = TrainedModel(
+        spec=ModelSpec(family="monitor_test_cnn"),
+        network=TinyCNN([28, 28, 1], 1),
+        preprocessing=Preprocessing(input_kind="images", input_shape=[28, 28, 1], mean=[0.3], std=[0.2]),
+        problem_type="binary",
+        n_outputs=2,
+        label_names=list(bundle.meta.label_names),
+    )
+    _fit(model, bundle.train.X, np.asarray(bundle.train.y), 15, binary=True)  # not saturated
+    # an operating point that does not survive (as PneumoniaMNIST's on its test distribution): it
+    # flags 95% of the negatives
+    p_neg = model.predict_proba(bundle.val.X)[np.asarray(bundle.val.y) == 0, 1]
+    model.threshold = float(np.quantile(p_neg, 0.05))
+    model.save(run / "stages/03_train/artifacts/model")
+    return run, rng
+
+
+def _labels(path: Path, run: Path, n: int, seed: int, *, shift: int = 0, **extra) -> Path:
+    X, y = _images(np.random.default_rng(seed), n, shift)
+    np.savez(path, images=X, labels=y, model_version=run.name, **extra)
+    return path
+
+
+def test_adapt_recalibrates_judges_on_production_and_records_everything(champion, tmp_path, capsys):
+    run, _ = champion
+    n = 200
+    sel = np.where(np.arange(n) % 4 == 0, "priority", "random_control")
+    labels = _labels(tmp_path / "prod.npz", run, n, 1, selected_by=sel)
+    out = tmp_path / "adapt_out"
+    assert main(["adapt", str(run), str(labels), "--out", str(out), "--seed", "3"]) == 0
+    printed = capsys.readouterr().out
+    res = json.loads((out / "adapt.json").read_text())
+    d = res["decision"]
+    # the champion flags almost every image; the recalibrated challenger does not
+    champ, chall = res["production"]["champion"], res["production"]["challenger"]
+    assert champ["specificity"] < 0.3 and chall["specificity"] > champ["specificity"] + 0.3
+    assert d["promote"] and d["metric"] == "expected_cost" and d["p_value"] < 0.05, d["reasons"]
+    assert d["non_inferiority"]["ok"] and d["non_inferiority"]["evaluated_on"] == "test"
+    assert d["champion_threshold"] < 0.5 and d["threshold"] == res["choice"]["chosen"]["threshold"]
+    # the split: recorded, stratified, seeded, and never judged on uncertainty-selected samples
+    split = res["split"]
+    assert sorted(split["adaptation"] + split["evaluation"]) == list(range(n))
+    assert all(sel[i] == "random_control" for i in split["evaluation"])
+    assert split["seed"] == 3 and res["declared"]["costs"] == [1.0, 1.0]
+    assert set(res["choice"]["cv_cost"]) == {"threshold", "platt", "temperature"}
+    assert (out / "recalibration.json").is_file() and "PROMOTE" in (out / "adapt.md").read_text()
+    assert "PROMOTE" in printed and "specificity" in printed
+    # the original test split was opened through the ledger, once per challenger
+    ledger = (run.parent / "test_ledger.jsonl").read_text().splitlines()
+    assert any("closedloop adapt" in line for line in ledger)
+
+
+def test_adapt_bad_input(champion, tmp_path, capsys):
+    run, _ = champion
+    few = _labels(tmp_path / "few.npz", run, 12, 2)
+    assert main(["adapt", str(run), str(few), "--out", str(tmp_path / "o1")]) == 2
+    err = capsys.readouterr().err
+    assert "too few production labels" in err and "evaluation labels" in err
+
+    good = _labels(tmp_path / "good.npz", run, 60, 3)
+    biased = _labels(tmp_path / "biased.npz", run, 40, 4, selected_by=np.array(["priority"] * 40))
+    rc = main(["adapt", str(run), str(good), "--eval-labels", str(biased), "--out", str(tmp_path / "o2")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "['priority']" in err and "randomly selected" in err
+
+    X, _ = _images(np.random.default_rng(5), 30)
+    np.savez(tmp_path / "classes.npz", images=X, labels=np.arange(30) % 3)
+    assert main(["adapt", str(run), str(tmp_path / "classes.npz")]) == 2
+    assert "label value(s) [2] are not classes" in capsys.readouterr().err
+
+    other = tmp_path / "other.npz"
+    np.savez(other, images=X, labels=np.arange(30) % 2, model_version="20250101-000000-older")
+    assert main(["adapt", str(run), str(other)]) == 2
+    assert "served by model version(s) ['20250101-000000-older']" in capsys.readouterr().err
+
+
+def test_adapt_is_not_promoted_when_it_is_worse_on_the_original_test(champion, tmp_path):
+    """Production from a brighter scanner: a threshold refitted there is better there, but much worse
+    on the original test split, and the rule's second part blocks it."""
+    from closedloop.adapt.run import run_adapt
+
+    run, _ = champion
+    labels = _labels(tmp_path / "bright.npz", run, 200, 6, shift=25)
+    res = run_adapt(run, labels, out=tmp_path / "o")
+    ni = res.decision.non_inferiority
+    assert ni is not None and not ni.ok and not res.decision.promote
+    assert any("NOT non-inferior" in r for r in res.decision.reasons)

@@ -1,0 +1,76 @@
+"""The two-part promotion rule: better on production (each model at its own threshold), and not worse
+than a declared margin on the original test split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from closedloop.stats.errors import StatsError
+from closedloop.stats.promotion import PairedCases, at_own_threshold, cost_comparison, decide_promotion
+
+
+def _scores(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    p = 1 / (1 + np.exp(-(2.5 * (y - 0.5) + rng.normal(size=n)) - 2.0))  # ranks well, too high
+    return y, p
+
+
+def test_own_threshold_mapping_keeps_decisions_and_ranking() -> None:
+    p = np.array([0.01, 0.06, 0.07, 0.2, 0.9])
+    q = at_own_threshold(p, 0.07)
+    np.testing.assert_array_equal(q >= 0.5, p >= 0.07)
+    assert np.all(np.diff(q) > 0)
+
+
+def test_a_better_threshold_is_promoted_on_cost_and_balanced_accuracy() -> None:
+    y, p = _scores(300, 0)
+    # same probabilities: the champion flags almost everything (threshold 0.05), the challenger's
+    # threshold was refitted where it now works
+    d = decide_promotion(
+        y, p, p, metric="expected_cost", problem_type="binary", threshold=0.85, champion_threshold=0.05,
+        costs=(1.0, 2.0), extra_metrics=["balanced_accuracy"],
+    )  # fmt: skip
+    assert d.comparisons[0].metric == "expected_cost" and not d.higher_is_better
+    assert d.challenger_value < d.champion_value and d.promote, d.reasons
+    assert d.threshold == 0.85 and d.champion_threshold == 0.05
+    assert d.comparisons[1].metric == "balanced_accuracy" and d.comparisons[1].delta > 0
+    # identical decisions: not better
+    same = decide_promotion(
+        y, p, p, metric="expected_cost", problem_type="binary", threshold=0.3, costs=(1.0, 2.0)
+    )
+    assert not same.promote and "not better" in same.reasons[0]
+
+
+def test_non_inferiority_on_the_original_test_blocks_a_challenger_worse_there() -> None:
+    y, p = _scores(300, 1)
+    y_old, p_old = _scores(300, 2)
+    p_bad = np.where(y_old == 1, p_old * 0.2, p_old)  # the challenger misses most positives there
+    ref_bad = PairedCases(y_true=y_old, challenger_proba=p_bad, champion_proba=p_old, evaluated_on="test")
+    d = decide_promotion(
+        y, p, p, metric="balanced_accuracy", problem_type="binary", threshold=0.85, champion_threshold=0.05,
+        reference=ref_bad, margin=0.02, evaluated_on="production evaluation part",
+    )  # fmt: skip
+    assert d.significant and not d.promote
+    assert d.non_inferiority is not None and not d.non_inferiority.ok
+    assert any("NOT non-inferior" in r for r in d.reasons)
+    ref_same = PairedCases(y_true=y_old, challenger_proba=p_old, champion_proba=p_old)
+    ok = decide_promotion(
+        y, p, p, metric="balanced_accuracy", problem_type="binary", threshold=0.85, champion_threshold=0.05,
+        reference=ref_same, margin=0.02,
+    )  # fmt: skip
+    assert ok.promote and ok.non_inferiority.ok and "non-inferior within" in ok.reasons[-1]
+
+
+def test_bad_input() -> None:
+    y, p = _scores(50, 3)
+    with pytest.raises(StatsError, match="costs"):
+        decide_promotion(y, p, p, metric="expected_cost", problem_type="binary")
+    with pytest.raises(StatsError, match="margin"):
+        decide_promotion(
+            y, p, p, metric="acc", problem_type="binary", margin=-1,
+            reference=PairedCases(y_true=y, challenger_proba=p, champion_proba=p),
+        )  # fmt: skip
+    with pytest.raises(StatsError, match="equal"):
+        cost_comparison(y, p[:10] > 0.5, p > 0.5, (1, 1))
