@@ -291,6 +291,7 @@ async function bench(n = 200) {
   setState("busy", `Timing ${n} runs...`, "info");
   const times = [];
   for (let i = 0; i < n; i++) times.push((await predictOne(page.lastInput)).ms);
+  page.benchTimes = times.slice();
   times.sort((a, b) => a - b);
   const median = n % 2 ? times[(n - 1) / 2] : (times[n / 2 - 1] + times[n / 2]) / 2;
   const out = $("bench-result");
