@@ -32,6 +32,10 @@ from closedloop.core.io import to_json, write_text_atomic
 from closedloop.stats.promotion import PairedCases, PromotionDecision, decide_promotion
 from closedloop.stats.recalibration import RecalibrationChoice, choose_recalibration
 
+DECLARABLE = ("expected_cost", "balanced_accuracy", "acc")
+"""Metrics ``adapt`` may declare: the task's cost per case (default), or decision metrics at each
+model's own shipped threshold."""
+
 
 class Declared(BaseModel):
     """What the decision will be made on, fixed before any evaluation label is looked at."""
@@ -118,6 +122,7 @@ def run_adapt(
     alpha: float = 0.05,
     margin: float = 0.02,
     effect: float | None = None,
+    metric: str = "expected_cost",
     out: str | Path | None = None,
     unseal_test: str | None = None,
 ) -> AdaptResult:
@@ -151,8 +156,10 @@ def run_adapt(
         np.where((p_all < champion_t) & (labels.y == 1), costs[1], 0.0),
     )
     effect = float(effect) if effect is not None else max(0.25 * float(champ_cost.mean()), 1e-3)
+    if metric not in DECLARABLE:
+        raise DataError(f"--metric {metric!r}: expected one of {', '.join(DECLARABLE)}")
     declared = Declared(
-        metric="expected_cost", alpha=alpha, margin=margin, effect=effect, costs=costs,
+        metric=metric, alpha=alpha, margin=margin, effect=effect, costs=costs,
         eval_fraction=eval_fraction, seed=seed,
     )  # fmt: skip
     needed = needed_for_effect(float(champ_cost.std()) or costs[1] / 2, effect, alpha)
@@ -189,7 +196,7 @@ def run_adapt(
     out_dir = Path(out) if out else run_dir / "adapt" / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     reference, excluded = _reference(run_dir, model, recal, adapt_part, unseal_test)
     decision = decide_promotion(
-        eval_part.y, recal.apply(p_eval), p_eval, metric="expected_cost", problem_type="binary",
+        eval_part.y, recal.apply(p_eval), p_eval, metric=metric, problem_type="binary",
         threshold=recal.threshold, champion_threshold=champion_t, alpha=alpha, costs=costs,
         extra_metrics=(), reference=reference, margin=margin,
         evaluated_on=f"the production evaluation part ({len(eval_part)} randomly selected labels)",
