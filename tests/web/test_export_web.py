@@ -169,8 +169,16 @@ def test_the_page_equals_python_on_images(folders, browser, variant: str, tmp_pa
     rng = np.random.default_rng(1)
     Image.fromarray(rng.integers(0, 256, (13, 21, 3), dtype=np.uint8), "RGB").save(tmp_path / "wide_rgb.png")
     Image.fromarray(rng.integers(0, 256, (5, 6), dtype=np.uint8), "L").save(tmp_path / "small.png")
+    smooth = np.kron(rng.integers(0, 256, (7, 7, 3)), np.ones((4, 4, 1))).astype(np.uint8)
+    Image.fromarray(smooth, "RGB").save(tmp_path / "photo.jpg", quality=90)  # 4:2:0 chroma, 28x28
     (tmp_path / "notes.txt").write_text("not a picture")
-    files = [*paths, tmp_path / "wide_rgb.png", tmp_path / "small.png", tmp_path / "notes.txt"]
+    files = [
+        *paths,
+        tmp_path / "wide_rgb.png",
+        tmp_path / "small.png",
+        tmp_path / "photo.jpg",
+        tmp_path / "notes.txt",
+    ]
     ref = SpecPredictor(folders[variant])
     with static_server(folders[variant]) as (url, server):
         assert open_page(browser, url) == "ready"
@@ -181,7 +189,7 @@ def test_the_page_equals_python_on_images(folders, browser, variant: str, tmp_pa
         server.server_close()
         again = upload(browser, paths[:2])
     assert [r["name"] for r in rows] == [p.name for p in files]
-    images = [p for p in files if p.suffix == ".png"]
+    images = [p for p in files if p.suffix in (".png", ".jpg")]
     x = np.stack([decode_image(p.read_bytes(), p.name, (8, 8, 1)) for p in images])  # as the server converts
     want = ref.proba(x)
     got = np.array([r["proba"] for r in rows[: len(images)]])
