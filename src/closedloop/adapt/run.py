@@ -74,6 +74,7 @@ class AdaptResult(BaseModel):
     excluded_from_test: dict[str, Any]
     seconds: dict[str, float]
     out_dir: str
+    warnings: list[str] = []
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -206,6 +207,13 @@ def run_adapt(
         "champion": operating_point(eval_part.y, p_eval >= champion_t, costs),
         "challenger": operating_point(eval_part.y, recal.decide(p_eval), costs),
     }
+    warnings = []
+    if len(eval_part) < needed:
+        warnings.append(
+            f"the evaluation part has {len(eval_part)} labels; detecting the declared effect "
+            f"({effect:.3g} {declared.metric}) with 80% power needs about {needed}: a 'keep' may only mean "
+            "too few labels"
+        )
     result = AdaptResult(
         champion=str(run_dir),
         labels=str(labels_path),
@@ -220,6 +228,7 @@ def run_adapt(
         excluded_from_test=excluded,
         seconds={"recalibration_fit": t_fit, "total": time.perf_counter() - t_start},
         out_dir=str(out_dir),
+        warnings=warnings,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "recalibration.json", to_json(recal.model_dump(mode="json")))
@@ -307,5 +316,6 @@ def render_markdown(r: AdaptResult) -> str:
         f"- not worse on the original test split: {ni.sentence if ni else r.excluded_from_test.get('skipped')}",
         f"- left out of the test comparison: {r.excluded_from_test.get('n', 0)} sample(s) a model trained or adapted on",
         f"- recalibration fitted in {r.seconds['recalibration_fit'] * 1000:.0f} ms",
+        *[f"- warning: {w}" for w in r.warnings],
     ]
     return "\n".join(lines) + "\n"
