@@ -305,7 +305,9 @@ def main() -> None:
     )
 
     def mean_of(rs, kind, m):
-        return float(np.nanmean([r[kind][m] for r in rs]))
+        # a withheld label-free estimate still has its number (estimate_withheld): the direction check uses it
+        rows = [{**r["estimated"], **r["estimate_withheld"]} if kind == "estimated" else r[kind] for r in rs]
+        return float(np.nanmean([row[m] for row in rows]))
 
     def paired_change(rs, idxs, m):
         """Realized metric change against the clean val images of the very same windows."""
