@@ -271,15 +271,8 @@ def ensure_run_dir(arg: str | None, tmp: Path) -> Path:
     return out
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run-dir", help="run with an exported model (default: run the quickstart first)")
-    ap.add_argument("--seconds", type=float, default=4.0, help="time bound per load cell")
-    ap.add_argument("--requests", type=int, default=1500, help="request bound per load cell")
-    ap.add_argument("--rounds", type=int, default=6, help="interleaved rounds for the concurrency-8 ratio")
-    ap.add_argument("--out", help="also write the printed report here")
-    args = ap.parse_args()
-
+def httpx_sections(args: argparse.Namespace) -> int:
+    """The earlier sections (our own httpx client): grid, shadow/log/metrics ratios, SIGTERM, canary."""
     lines: list[str] = []
 
     def say(s: str = "") -> None:
@@ -559,6 +552,364 @@ def main() -> int:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text("\n".join(lines) + "\n")
+    return 0
+
+
+# == the load client no one here wrote: Debian's hey ====================================================
+@dataclass
+class HeyRun:
+    """One ``hey`` run: its CSV (one row per completed request) summarized."""
+
+    label: str
+    n_sent: int
+    ok: int
+    errors: int
+    seconds: float
+    latencies_ms: np.ndarray
+    csv: Path
+    cpu_ms: float = float("nan")
+    """Server CPU time per answered request (its own work, whatever else loads the machine)."""
+
+    def rate(self) -> float:
+        return self.ok / self.seconds if self.seconds else 0.0
+
+    def pct(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if len(self.latencies_ms) else float("nan")
+
+    def row(self) -> str:
+        return (
+            f"{self.label:<34}{self.ok:>7}{self.errors:>7}{self.rate():>9.0f}{self.pct(50):>9.2f}{self.pct(90):>9.2f}"
+            f"{self.pct(99):>9.2f}{self.cpu_ms:>12.3f}"
+        )
+
+
+HEADER = f"{'server':<34}{'ok':>7}{'errors':>7}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'cpu ms/req':>12}"
+
+
+def run_hey(url: str, body: Path, n: int, conc: int, csv: Path, label: str) -> HeyRun:
+    """``hey -n N -c C -m POST -T application/json -D BODY -o csv URL``; the CSV is kept in ``csv``."""
+    n = max(conc, n // conc * conc)  # hey sends n // c requests from each of its c workers
+    out = subprocess.run(
+        [
+            "hey",
+            "-n",
+            str(n),
+            "-c",
+            str(conc),
+            "-t",
+            "20",
+            "-m",
+            "POST",
+            "-T",
+            "application/json",
+            "-D",
+            str(body),
+            "-o",
+            "csv",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
+    csv.write_text(out)
+    rows = [r.split(",") for r in out.splitlines()[1:] if r.strip()]
+    # columns: response-time,DNS+dialup,DNS,Request-write,Response-delay,Response-read,status-code,offset
+    resp = np.array([float(r[0]) for r in rows])
+    status = np.array([int(r[6]) for r in rows])
+    offset = np.array([float(r[7]) for r in rows])
+    ok = status == 200
+    seconds = float((offset + resp).max() - offset.min()) if len(rows) else 0.0
+    return HeyRun(label, n, int(ok.sum()), n - int(ok.sum()), seconds, resp[ok] * 1000, csv)
+
+
+def run_load(url: str, body: Path, n: int, conc: int, csv: Path, label: str, use_hey: bool) -> HeyRun:
+    """hey when installed, else the same bounded load from httpx (with the same CSV and figures)."""
+    if use_hey:
+        return run_hey(url, body, n, conc, csv, label)
+    res = load(url, [body.read_bytes()], conc, max_requests=n, max_seconds=120, prefix=label[:8])
+    lat = np.array(res.latencies) * 1000
+    csv.write_text("response-time\n" + "".join(f"{v / 1000:.6f}\n" for v in lat))
+    return HeyRun(label, n, len(res.acked), n - len(res.acked), res.seconds, lat, csv)
+
+
+def spread(values: list[float]) -> str:
+    return f"median {statistics.median(values):.2f} (min {min(values):.2f}, max {max(values):.2f}; {len(values)} rounds)"
+
+
+def metric_value(url: str, name: str) -> float:
+    import httpx
+
+    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return float("nan")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run-dir", help="run with an exported model (default: run the quickstart first)")
+    ap.add_argument("--requests", type=int, default=3000, help="requests per hey run")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per comparison")
+    ap.add_argument("--max-batch-size", type=int, default=32)
+    ap.add_argument("--max-queue-delay-ms", type=float, default=5.0)
+    ap.add_argument(
+        "--csv-dir", help="keep hey's CSVs (one row per request) here (default: a temporary folder)"
+    )
+    ap.add_argument("--out", help="also write the printed report here")
+    ap.add_argument(
+        "--httpx-sections", action="store_true", help="then run the earlier httpx-client sections"
+    )
+    args = ap.parse_args()
+
+    lines: list[str] = []
+
+    def say(s: str = "") -> None:
+        print(s, flush=True)
+        lines.append(s)
+
+    say(
+        f"$ python benchmarks/bench_serve.py {' '.join(sys.argv[1:])}   # {_dt.datetime.now(_dt.UTC):%Y-%m-%d %H:%M} UTC"
+    )
+    tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    csv_dir = Path(args.csv_dir) if args.csv_dir else tmp / "csv"
+    csv_dir.mkdir(parents=True, exist_ok=True)
+    servers: list[Server] = []
+    use_hey = shutil.which("hey") is not None
+    try:
+        run_dir = ensure_run_dir(args.run_dir, tmp)
+        sys.path.insert(0, str(SRC))
+        from closedloop.serving.model import ServedModel
+        from closedloop.serving.service import task_max_latency_ms
+
+        model = ServedModel.load(run_dir)
+        data = next(run_dir.glob("stages/*/artifacts/data/val.npz"), None)
+        if data is None:
+            raise SystemExit(f"{run_dir}: no data artifact with val.npz")
+        with np.load(data, allow_pickle=False) as z:
+            X = z["X"]
+        X = np.concatenate([X] * (1 + 256 // len(X)))[:256]
+        max_ms, task_file = task_max_latency_ms(run_dir)
+        say(
+            f"model: {model.name} version {model.version} variant {model.variant} input {list(model.input_shape)} "
+            f"(ONNX {model.predictor.directory.name}/{model.predictor.meta['models'][model.variant]['file']})"
+        )
+        say(f"task max_latency_ms: {max_ms} ({task_file})")
+        say(
+            f"inputs: images of the run's validation split ({data}); cpu cores: {os.cpu_count()} SHARED with other "
+            f"engineers' work (load average at start: {os.getloadavg()[0]:.1f}): absolute figures are noisy, ratios "
+            "come from adjacent, interleaved runs"
+        )
+        say(
+            "client: "
+            + (
+                "hey (" + shutil.which("hey") + "), one CSV row per request in " + str(csv_dir)
+                if use_hey
+                else "NOTICE: hey is not installed (apt-get install hey); falling back to the httpx client"
+            )
+        )
+        infer_path = f"/v2/models/{model.name}/infer"
+        body = tmp / "body.json"
+        x1 = X[:1]
+        body.write_text(
+            json.dumps(
+                {
+                    "inputs": [
+                        {
+                            "name": model.input_name,
+                            "shape": list(x1.shape),
+                            "datatype": "UINT8",
+                            "data": x1.ravel().tolist(),
+                        }
+                    ]
+                }
+            )
+        )
+
+        minimal_py = tmp / "minimal_server.py"
+        minimal_py.write_text(MINIMAL_SERVER)
+        bare = Server([str(minimal_py), str(model.export_dir), "{port}"], "bare FastAPI+onnxruntime").wait(
+            "/docs"
+        )
+        plain = closedloop_server(
+            run_dir, "--log-dir", str(tmp / "log-plain"), label="closedloop serve --log-dir"
+        )
+        batch_args = [
+            "--max-batch-size",
+            str(args.max_batch_size),
+            "--max-queue-delay-ms",
+            str(args.max_queue_delay_ms),
+        ]
+        batched = closedloop_server(
+            run_dir, "--log-dir", str(tmp / "log-batched"), *batch_args, label="closedloop batched"
+        )
+        servers += [bare, plain, batched]
+
+        cpus: list[float] = []  # capacity ratios of the last comparison: bare's CPU per request / ours
+
+        def compare(
+            title: str, a: Server, b: Server, conc_a: int, conc_b: int
+        ) -> tuple[list[float], list[float], list[HeyRun]]:
+            say(f"\n{title}")
+            say(HEADER)
+            rates, p99s, runs_a = [], [], []
+            cpus.clear()
+            for rnd in range(args.rounds):
+                order = [(b, conc_b), (a, conc_a)] if rnd % 2 == 0 else [(a, conc_a), (b, conc_b)]
+                got = {}
+                for srv, conc in order:
+                    tag = f"{srv.label.split()[0]}-{'batched' if srv is batched else 'plain'}-c{conc}-r{rnd}"
+                    cpu0 = srv.cpu_seconds()
+                    got[srv.label] = r = run_load(
+                        srv.url + infer_path,
+                        body,
+                        args.requests,
+                        conc,
+                        csv_dir / f"{tag}.csv",
+                        f"{srv.label} c={conc} round {rnd + 1}",
+                        use_hey,
+                    )
+                    r.cpu_ms = (srv.cpu_seconds() - cpu0) * 1000 / max(r.ok, 1)
+                    say(r.row())
+                ra, rb = got[a.label], got[b.label]
+                cpus.append(rb.cpu_ms / ra.cpu_ms)
+                rates.append(ra.rate() / rb.rate())
+                p99s.append(ra.pct(99) / rb.pct(99))
+                runs_a.append(ra)
+            return rates, p99s, runs_a
+
+        # -- 1. concurrency 8, one image per request, logging on, no batching ------------------------------
+        rates, p99s, _ = compare(
+            "## 1. concurrency 8, one image per request: closedloop (request log + metrics on, unbatched) vs bare",
+            plain,
+            bare,
+            8,
+            8,
+        )
+        say(
+            f"throughput ratio closedloop / bare: {spread(rates)}  {'OK' if statistics.median(rates) >= 1.0 else 'BELOW TARGET'} (>= 1.0)"
+        )
+        say(f"capacity ratio (bare cpu/req / closedloop cpu/req): {spread(cpus)}")
+        say(
+            f"p99 ratio closedloop / bare:        {spread(p99s)}  {'OK' if statistics.median(p99s) <= 1.2 else 'ABOVE TARGET'} (<= 1.2)"
+        )
+
+        # -- 2. concurrency 32 with dynamic batching vs the bare app (unbatched) ---------------------------
+        rates, p99s, runs = compare(
+            f"## 2. concurrency 32: closedloop with {' '.join(batch_args)} (log on) vs bare (unbatched)",
+            batched,
+            bare,
+            32,
+            32,
+        )
+        p99 = [r.pct(99) for r in runs]
+        say(f"capacity ratio (bare cpu/req / batched closedloop cpu/req): {spread(cpus)}")
+        say(
+            f"throughput ratio batched closedloop / bare: {spread(rates)}  {'OK' if statistics.median(rates) >= 2.0 else 'BELOW TARGET'} (>= 2.0)"
+        )
+        if max_ms is not None:
+            say(
+                f"batched p99 ms: {spread(p99)} vs the task's max_latency_ms {max_ms:g}  {'OK' if max(p99) <= max_ms else 'ABOVE'}"
+            )
+        n_calls = metric_value(batched.url, "closedloop_batch_size_count")
+        n_inputs = metric_value(batched.url, "closedloop_batch_size_sum")
+        say(
+            f"/metrics: {n_calls:.0f} model calls for {n_inputs:.0f} inputs, mean batch {n_inputs / max(n_calls, 1):.1f}"
+        )
+
+        # -- 3. batched outputs vs unbatched, 256 inputs ---------------------------------------------------
+        say(
+            "\n## 3. batched vs unbatched outputs (256 images sent concurrently, 32 at a time, one per request)"
+        )
+        bodies_1 = oip_bodies(X, 1, model.input_name)
+
+        def probas(srv: Server, prefix: str) -> np.ndarray:
+            res = load(
+                srv.url + infer_path,
+                bodies_1,
+                32,
+                max_requests=256,
+                max_seconds=120,
+                prefix=prefix,
+                keep=True,
+            )
+            assert len(res.acked) == 256, (len(res.acked), res.errors)
+            rows = {}
+            for rid, content in res.bodies.items():
+                out = json.loads(content)["outputs"][0]
+                rows[int(rid.rsplit("-", 1)[1])] = out["data"]
+            return np.array([rows[i] for i in range(256)])
+
+        calls0 = metric_value(batched.url, "closedloop_batch_size_count")
+        inputs0 = metric_value(batched.url, "closedloop_batch_size_sum")
+        p_batched, p_plain = probas(batched, "same-b"), probas(plain, "same-p")
+        calls = metric_value(batched.url, "closedloop_batch_size_count") - calls0
+        inputs = metric_value(batched.url, "closedloop_batch_size_sum") - inputs0
+        want = model.predictor.predict_proba(X)
+        d = float(np.abs(p_batched - p_plain).max())
+        say(
+            f"the batched server answered them in {calls:.0f} model calls (mean batch {inputs / max(calls, 1):.1f})"
+        )
+        say(
+            f"max |p_batched - p_unbatched| = {d:.3g}  {'OK (identical)' if d == 0 else 'NOT IDENTICAL'}; "
+            f"rows differing: {int((np.abs(p_batched - p_plain).max(1) > 0).sum())} of 256"
+        )
+        say(
+            f"max |p_unbatched - Predictor(256 at once)| = {float(np.abs(p_plain - want).max()):.3g}; "
+            f"max |p_batched - Predictor(256 at once)| = {float(np.abs(p_batched - want).max()):.3g}"
+        )
+        # onnxruntime's kernels may depend on the batch size: check the model itself, one by one vs 32 at once
+        singles = np.concatenate([model.predict(X[i : i + 1])[0] for i in range(256)])
+        for size in (2, 8, 32, 256):
+            grouped = np.concatenate([model.predict(X[i : i + size])[0] for i in range(0, 256, size)])
+            say(
+                f"in process: max |p(batches of {size}) - p(one at a time)| = {float(np.abs(grouped - singles).max()):.3g}"
+            )
+        dec_b = p_batched[:, 1] >= float(model.predictor.threshold or 0.5)
+        dec_p = p_plain[:, 1] >= float(model.predictor.threshold or 0.5)
+        say(f"decisions that differ batched vs unbatched: {int((dec_b != dec_p).sum())} of 256")
+
+        # -- 4. kill -9 under load with batching -----------------------------------------------------------
+        say("\n## 4. kill -9 under load, batching on: every acknowledged request in the log")
+        victim = closedloop_server(
+            run_dir, "--log-dir", str(tmp / "log-kill"), *batch_args, label="closedloop (kill -9)"
+        )
+        servers.append(victim)
+        killed: list[float] = []
+
+        def on_ack(n: int) -> None:
+            if n == 500 and not killed:
+                killed.append(time.monotonic())
+                victim.proc.send_signal(signal.SIGKILL)
+
+        res = load(
+            victim.url + infer_path,
+            bodies_1,
+            32,
+            max_requests=20000,
+            max_seconds=60,
+            prefix="kill",
+            on_ack=on_ack,
+        )
+        rc = victim.proc.wait(timeout=60)
+        in_log = set(log_ids(tmp / "log-kill"))
+        lost = [r for r in res.acked if r not in in_log]
+        say(
+            f"SIGKILL after 500 acknowledged (concurrency 32): {len(res.acked)} acknowledged, {len(in_log)} records, "
+            f"{len(lost)} acknowledged but missing  {'OK' if not lost else 'FAIL'}; failed after the kill: {res.errors}; exit {rc}"
+        )
+    finally:
+        for srv in servers:
+            srv.stop()
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text("\n".join(lines) + "\n")
+        shutil.rmtree(tmp, ignore_errors=True)
+    if args.httpx_sections:
+        return httpx_sections(
+            argparse.Namespace(run_dir=args.run_dir, seconds=4.0, requests=1500, rounds=6, out=None)
+        )
     return 0
 
 

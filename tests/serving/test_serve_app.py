@@ -166,20 +166,48 @@ def test_predict_json_and_image_upload(runs: dict[str, Path], X, tmp_path: Path)
     assert [r["inputs"]["shape"] for r in records(tmp_path)] == [[4, 8, 8, 1], [2, 8, 8, 1]]
 
 
-def test_feedback_is_logged_and_validated(runs: dict[str, Path], tmp_path: Path) -> None:
+def test_feedback_is_checked_against_the_request_it_names(runs: dict[str, Path], X, tmp_path: Path) -> None:
     with client(runs["binary"], log_dir=str(tmp_path)) as c:
+        assert c.post("/v2/models/shapes2/infer", json=oip(X[:3], id="r1")).status_code == 200
         ok = c.post("/feedback", json={"request_id": "r1", "index": 2, "label": "high"})
         unknown = c.post("/feedback", json={"request_id": "r1", "label": "pneumonia"})
         no_id = c.post("/feedback", json={"label": "high"})
         neg = c.post("/feedback", json={"request_id": "r1", "index": -1, "label": "high"})
-    assert ok.status_code == 200
+        typo = c.post("/feedback", json={"request_id": "r2", "label": "high"})
+        past = c.post("/feedback", json={"request_id": "r1", "index": 3, "label": "high"})
+        far = c.post("/feedback", json={"request_id": "r1", "index": 999, "label": "high"})
+    assert ok.status_code == 200 and ok.json()["status"] == "verified"
     assert unknown.status_code == 400 and "unknown class 'pneumonia'" in unknown.json()["error"]
     assert no_id.status_code == 400 and "request_id" in no_id.json()["error"]
     assert neg.status_code == 400 and "index" in neg.json()["error"]
+    assert typo.status_code == 404 and "'r2'" in typo.json()["error"] and "refused" in typo.json()["error"]
+    for res, i in ((past, 3), (far, 999)):
+        assert res.status_code == 400, res.text
+        assert f"index {i} is past the inputs of request 'r1'" in res.json()["error"]
+        assert "3 input(s)" in res.json()["error"]
     fb = records(tmp_path, "feedback")
     assert [(r["kind"], r["request_id"], r["index"], r["label"]) for r in fb] == [
         ("feedback", "r1", 2, "high")
     ]
+
+
+def test_feedback_finds_requests_another_worker_or_an_earlier_process_logged(
+    runs: dict[str, Path], X, tmp_path: Path
+) -> None:
+    # an earlier server process (a restart, or another --workers process) answered "old" into the same folder
+    with client(runs["binary"], log_dir=str(tmp_path)) as c:
+        assert c.post("/v2/models/shapes2/infer", json=oip(X[:2], id="old")).status_code == 200
+    shadow_only = {**records(tmp_path)[0], "request_id": "shadowed", "route": "shadow"}
+    failed = {**records(tmp_path)[0], "request_id": "failed", "status": "error", "labels": None}
+    with open(tmp_path / "requests-other-000000.jsonl", "w") as f:
+        f.write(json.dumps(shadow_only) + "\n" + json.dumps(failed) + "\n")
+    with client(runs["binary"], log_dir=str(tmp_path)) as c:
+        ok = c.post("/feedback", json={"request_id": "old", "index": 1, "label": "low"})
+        past = c.post("/feedback", json={"request_id": "old", "index": 2, "label": "low"})
+        never = [c.post("/feedback", json={"request_id": r, "label": "low"}) for r in ("shadowed", "failed")]
+    assert ok.status_code == 200 and ok.json()["status"] == "verified" and ok.json()["found_in"] == "log"
+    assert past.status_code == 400 and "2 input(s)" in past.json()["error"]
+    assert [r.status_code for r in never] == [404, 404]  # a shadow or failed record answered no client
 
 
 def test_feedback_without_log_dir_is_503(runs: dict[str, Path]) -> None:

@@ -90,6 +90,8 @@ def _cli(
         ("corrupt", "cannot load the ONNX model"),
         ("shadow_schema", "input schema differs"),
         ("missing", "no such run directory"),
+        ("log_dir_is_a_file", "this is an existing file, not a folder"),
+        ("log_dir_is_a_file_workers", "this is an existing file, not a folder"),
     ],
 )
 def test_serve_refuses_to_start_with_a_one_screen_message(
@@ -100,7 +102,12 @@ def test_serve_refuses_to_start_with_a_one_screen_message(
         "corrupt": [str(runs["corrupt"])],
         "shadow_schema": [str(runs["champion"]), "--shadow", str(runs["other_schema"])],
         "missing": [str(tmp_path / "nothing")],
+        "log_dir_is_a_file": [str(runs["champion"]), "--log-dir", str(tmp_path / "a-file")],
+        "log_dir_is_a_file_workers": [
+            *(str(runs["champion"]), "--log-dir", str(tmp_path / "a-file"), "--workers", "2")
+        ],
     }[case]
+    (tmp_path / "a-file").write_text("not a folder")
     r = _cli(["serve", *args, "--port", "1"])
     assert r.returncode == 2, r.stdout + r.stderr
     assert message in r.stderr and r.stderr.startswith("error: ")

@@ -21,15 +21,10 @@ from typing import Any
 import numpy as np
 from pydantic_core import to_json
 
+from closedloop.serving.batching import Batcher
+from closedloop.serving.infer_route import InferRoute
 from closedloop.serving.model import ServedModel
-from closedloop.serving.protocol import (
-    HEADER_LENGTH,
-    OutputTensor,
-    ProtocolError,
-    encode_response,
-    parse_infer_request,
-    requested_outputs,
-)
+from closedloop.serving.protocol import ProtocolError
 from closedloop.serving.routing import Routing
 from closedloop.serving.service import ServeOptions, Service, new_request_id
 
@@ -100,6 +95,10 @@ def build_app(service: Service) -> Any:
         lifespan=lifespan,
     )
     app.state.service = service
+    if opts.app_dir:  # the export-web page at /app/ (closedloop.web.mount)
+        from closedloop.web.mount import mount_page
+
+        mount_page(app, opts.app_dir, opts.run_dir)
 
     @app.exception_handler(ProtocolError)
     async def _protocol_error(request: Request, exc: ProtocolError) -> Any:
@@ -179,60 +178,7 @@ def build_app(service: Service) -> Any:
     async def model_version_ready(name: str, version: str) -> Any:
         return await model_ready(model_or_404(name, version).name)
 
-    # -- inference (OIP) ---------------------------------------------------------------------------------
-    def infer_work(body: bytes, header_len: str | None, header_id: str | None, routing: Routing) -> Any:
-        """Parse, check, score, log and encode one request: run in a worker thread, so the event loop
-        only moves bytes (onnxruntime releases the GIL; scoring tiny models on the loop itself was
-        measured: no less CPU per request and lower throughput)."""
-        req = parse_infer_request(body, header_len)
-        x = service.check_oip_inputs(req, routing.champion)
-        rid = new_request_id(req.id or header_id)
-        available = ["proba"] if routing.champion.problem_type == "regression" else ["proba", "label"]
-        names, binary = requested_outputs(req, available)
-        scored = service.score(routing, x, rid)  # logged when this returns
-        service.shadow(routing, x, rid)  # the answer is determined: the shadow scores it off this path
-        tensors = {
-            "proba": OutputTensor("proba", "FP64", scored.proba),
-            "label": OutputTensor(
-                "label", "BYTES", np.array([_label_text(v) for v in scored.labels], dtype=object)
-            ),
-        }
-        head = {"model_name": service.name, "model_version": scored.model.version, "id": rid}
-        content, n_header = encode_response(head, [tensors[n] for n in names], binary)
-        return scored, content, n_header
-
-    async def infer(request: Request, name: str, version: str | None) -> Any:
-        routing = service.router.current  # read once: a swap mid-request does not split this request
-        if version is not None:  # a client asking for one version gets that model, never the canary
-            routing = Routing(champion=model_or_404(name, version))
-        model_or_404(name)
-        body = await read_body(request, opts.max_body_bytes)
-        scored, content, n_header = await run_in_threadpool(
-            infer_work,
-            body,
-            request.headers.get(HEADER_LENGTH.lower()),
-            request.headers.get("x-request-id"),
-            routing,
-        )
-        headers = {"x-request-id": scored.request_id}
-        if n_header is not None:
-            headers[HEADER_LENGTH] = str(n_header)
-        if service.metrics:
-            service.metrics.count(request.scope["route"].name, scored.route, "200")
-        return Response(
-            content,
-            media_type="application/octet-stream" if n_header is not None else "application/json",
-            headers=headers,
-        )
-
-    @app.post("/v2/models/{name}/infer")
-    async def infer_latest(request: Request, name: str) -> Any:
-        return await infer(request, name, None)
-
-    @app.post("/v2/models/{name}/versions/{version}/infer")
-    async def infer_version(request: Request, name: str, version: str) -> Any:
-        return await infer(request, name, version)
-
+    # -- inference (OIP): served by InferRoute in front of this app (see build_app's end) ------------
     # -- convenience endpoints -------------------------------------------------------------------------
     @app.post("/predict")
     async def predict(request: Request) -> Any:
@@ -300,9 +246,10 @@ def build_app(service: Service) -> Any:
                 f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:3]
             )
             raise ProtocolError(f"invalid feedback ({errs}); expected {{request_id, index, label}}") from None
-        await run_in_threadpool(service.feedback, record)
+        found = await run_in_threadpool(service.feedback, record)
         return {
-            "status": "recorded",
+            "status": "verified",
+            "found_in": found.where,
             "request_id": record.request_id,
             "index": record.index,
             "label": record.label,
@@ -388,7 +335,10 @@ def build_app(service: Service) -> Any:
     async def routing_state() -> dict[str, Any]:
         return service.router.current.describe()
 
-    return app
+    batcher = None
+    if opts.max_batch_size is not None:
+        batcher = Batcher(service, opts.max_batch_size, opts.max_queue_delay_ms, run_in_threadpool)
+    return InferRoute(app, service, model_or_404, batcher, run_in_threadpool)
 
 
 def _n_proba(model: ServedModel) -> int:
@@ -397,10 +347,6 @@ def _n_proba(model: ServedModel) -> int:
     if model.problem_type == "regression":
         return 1
     return len(model.label_names) or -1
-
-
-def _label_text(value: Any) -> str:
-    return ";".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _predictions(name: str, scored: Any) -> dict[str, Any]:

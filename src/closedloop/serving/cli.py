@@ -19,8 +19,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from closedloop.serving.model import ServeError
-    from closedloop.serving.service import ServeOptions, Service, resolve
+    from closedloop.serving.service import ServeOptions, Service, check_log_dir, resolve
 
+    if args.max_queue_delay_ms is not None and args.max_batch_size is None:
+        raise ServeError("--max-queue-delay-ms needs --max-batch-size N (dynamic batching is off without it)")
     if args.canary_share is not None and not args.canary:
         raise ServeError("--canary-share needs --canary RUN_DIR")
     try:
@@ -37,6 +39,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             fsync=args.fsync,
             workers=args.workers,
             metrics=not args.no_metrics,
+            max_batch_size=args.max_batch_size,
+            **({} if args.max_queue_delay_ms is None else {"max_queue_delay_ms": args.max_queue_delay_ms}),
+            app_dir=resolve(args.app),
         )
     except ValidationError as exc:
         err = exc.errors()[0]
@@ -61,6 +66,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from closedloop.serving.app import OPTIONS_ENV
 
     Service(opts.model_copy(update={"log_dir": None, "metrics": False}))  # refuse to start before forking
+    if opts.log_dir:
+        check_log_dir(opts.log_dir)
     own_prom_dir = None
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         own_prom_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="closedloop-prom-")
@@ -116,8 +123,21 @@ def add_commands(subparsers: Any) -> None:
         "--canary-share", type=float, default=None, help="share answered by --canary (default 0.1)"
     )
     srv.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    srv.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=None,
+        help="dynamic batching: gather concurrent requests into model calls of up to N inputs (default off)",
+    )
+    srv.add_argument(
+        "--max-queue-delay-ms",
+        type=float,
+        default=None,
+        help="dynamic batching: longest wait for batch-mates (default 2; below the task's max_latency_ms)",
+    )
     srv.add_argument("--model-name", help="OIP model name (default: the pipeline's name)")
     srv.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024, help="larger bodies get 413")
+    srv.add_argument("--app", metavar="WEB_DIR", help="an export-web folder of this run, served at /app/")
     srv.add_argument("--no-metrics", action="store_true", help="do not count requests for /metrics")
     srv.add_argument("--log-level", default="warning", help="uvicorn's log level")
     srv.set_defaults(func=cmd_serve)

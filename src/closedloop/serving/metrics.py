@@ -44,6 +44,23 @@ class ServiceMetrics:
         self.shadow_errors = Counter(
             "closedloop_shadow_errors", "Shadow model failures (never returned)", **kw
         )
+        self.batch_inputs = Histogram(
+            "closedloop_batch_size",
+            "Inputs per model call of the dynamic batcher (--max-batch-size)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            **kw,
+        )
+        self.batch_requests = Histogram(
+            "closedloop_batch_requests",
+            "Requests per model call of the dynamic batcher (--max-batch-size)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            **kw,
+        )
+        self.abandoned = Counter(
+            "closedloop_batch_abandoned",
+            "Requests whose client disconnected while they waited in the batch queue (never scored)",
+            **kw,
+        )
         gauge_kw = dict(kw, multiprocess_mode="mostrecent") if multiprocess() else kw
         self.monitor_level = Gauge(
             "closedloop_monitor_level",
@@ -79,6 +96,10 @@ class ServiceMetrics:
             pair = self._children[key] = (self.inputs.labels(route=route), self.latency.labels(route=route))
         pair[0].inc(n_inputs)
         pair[1].observe(seconds)
+
+    def observe_batch(self, n_requests: int, n_inputs: int) -> None:
+        self.batch_requests.observe(n_requests)
+        self.batch_inputs.observe(n_inputs)
 
     def observe_monitor(self, status: dict[str, Any]) -> None:
         """Set the gauges from a ``LiveStatus.model_dump()``: the level, and every number in it by path."""

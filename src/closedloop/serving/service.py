@@ -8,7 +8,7 @@ import math
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,11 +20,15 @@ from closedloop.monitoring.requestlog import (
     RequestRecord,
     utc_now,
 )
+from closedloop.serving.feedback import Answered, AnsweredIndex, check_feedback_target
 from closedloop.serving.metrics import ServiceMetrics
 from closedloop.serving.model import ServedModel, ServeError
 from closedloop.serving.protocol import DecodedRequest, ProtocolError
 from closedloop.serving.routing import Router, Routing
 from closedloop.serving.shadow import ShadowJob, ShadowRunner
+
+if TYPE_CHECKING:
+    from closedloop.serving.batching import Pending
 
 ACCEPTED_DATATYPES = ("UINT8", "UINT16", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64")
 
@@ -59,6 +63,12 @@ class ServeOptions(BaseModel):
     """Number of uvicorn worker processes (promotion then needs a restart; see docs/serving.md)."""
     metrics: bool = True
     """Count requests and latencies for /metrics."""
+    max_batch_size: int | None = Field(None, ge=1)
+    """Dynamic batching: gather concurrent requests into model calls of up to this many inputs (off: None)."""
+    max_queue_delay_ms: float = Field(2.0, ge=0.0)
+    """Dynamic batching: the longest a request waits for batch-mates (below the task's max_latency_ms)."""
+    app_dir: str | None = None
+    """An ``export-web`` folder of this run, served at /app/ (the model running in the browser)."""
 
 
 @dataclass
@@ -95,12 +105,11 @@ class Service:
             Routing(champion=champion, challenger=challenger, mode=mode, canary_share=options.canary_share)
         )
         self.name = champion.name
-        self.writer = (
-            RequestLogWriter(options.log_dir, max_bytes=options.log_max_bytes, fsync=options.fsync)
-            if options.log_dir
-            else None
-        )
+        self.writer = _open_log(options) if options.log_dir else None
         self.metrics = ServiceMetrics() if options.metrics else None
+        self.answered = AnsweredIndex()
+        if options.max_batch_size is not None:
+            check_batching(options, [m for m in (champion, challenger) if m is not None])
         self.shadow_runner = ShadowRunner(self._score_shadow)
         self.ready = False
 
@@ -221,6 +230,56 @@ class Service:
         self._log(routing.champion, "champion", request_id, x, proba, labels, ms)
         return Scored(request_id, routing.champion, "champion", proba, labels)
 
+    def score_batch(self, batch: list[Pending]) -> list[Scored | Exception]:
+        """Score queued requests with one model call per model (champion, canary), one record each,
+        all written before any is answered. If a batch's call fails, its requests are scored one by one,
+        so only a request that fails on its own gets an error."""
+        groups: dict[int, list[Pending]] = {}
+        for p in batch:
+            model = (
+                p.routing.challenger if p.routing.answers_with_canary(p.request_id) else p.routing.champion
+            )
+            groups.setdefault(id(model), []).append(p)
+        out: dict[int, Scored | Exception] = {}
+        for group in groups.values():
+            routing = group[0].routing
+            canary = routing.answers_with_canary(group[0].request_id)
+            model = routing.challenger if canary else routing.champion
+            assert model is not None
+            route: Literal["champion", "canary"] = "canary" if canary else "champion"
+            try:
+                proba, labels, ms = model.predict(np.concatenate([p.x for p in group]))
+            except Exception:
+                for p in group:
+                    try:
+                        out[id(p)] = self.score(p.routing, p.x, p.request_id)
+                    except Exception as exc:
+                        out[id(p)] = exc
+                continue
+            if self.metrics:
+                self.metrics.observe_batch(len(group), len(proba))
+            records, scored, start = [], [], 0
+            for p in group:
+                n = len(p.x)
+                # each request waited for the whole call: its latency is the batch's
+                sl = slice(start, start + n)
+                scored.append(Scored(p.request_id, model, route, proba[sl], labels[sl]))
+                records.append(self._record(model, route, p.request_id, p.x, proba[sl], labels[sl], ms))
+                start += n
+            try:
+                if self.writer is not None:
+                    self.writer.write_many(records)
+            except Exception as exc:  # e.g. a full disk: nothing of this group is acknowledged
+                for p in group:
+                    out[id(p)] = exc
+                continue
+            for p, sc in zip(group, scored, strict=True):
+                if self.writer is not None:
+                    self.answered.add(p.request_id, len(p.x))
+                self.shadow(p.routing, p.x, p.request_id)
+                out[id(p)] = sc
+        return [out[id(p)] for p in batch]
+
     def shadow(self, routing: Routing, x: np.ndarray, request_id: str) -> None:
         """Hand the input to the shadow model's thread (call once the response is determined)."""
         if routing.shadow is not None:
@@ -284,6 +343,8 @@ class Service:
                 self.metrics.observe(route, len(x), ms / 1000.0)
             return
         self.writer.write(self._record(model, route, rid, x, proba, labels, ms))
+        if route != "shadow":
+            self.answered.add(rid, len(x))
 
     def _record(
         self,
@@ -336,7 +397,8 @@ class Service:
         )
 
     # -- feedback ----------------------------------------------------------------------------------------
-    def feedback(self, record: FeedbackRecord) -> None:
+    def feedback(self, record: FeedbackRecord) -> Answered:
+        """Check the label and the request it names (see feedback.py), then append it to the log."""
         model = self.router.current.champion
         names = model.label_names
         given = record.label if isinstance(record.label, list) else [record.label]
@@ -349,7 +411,69 @@ class Service:
             raise ProtocolError(f"label: unknown class {unknown[0]!r}; this model's classes are {names}")
         if self.writer is None:
             raise ProtocolError("feedback needs a request log: start the server with --log-dir", status=503)
+        found = check_feedback_target(self.answered, self.writer.log_dir, record.request_id, record.index)
         self.writer.write(record)
+        return found
+
+
+def task_max_latency_ms(run_dir: Path) -> tuple[float | None, Path | None]:
+    """The task's ``constraints.max_latency_ms`` from a run's task artifact, and the file it came from."""
+    import json
+
+    for path in sorted(run_dir.glob("stages/*/artifacts/task/artifact.json"), reverse=True):
+        try:
+            value = (json.loads(path.read_text(encoding="utf-8")).get("constraints") or {}).get(
+                "max_latency_ms"
+            )
+        except (OSError, ValueError, AttributeError):
+            continue
+        return (float(value) if value is not None else None), path
+    return None, None
+
+
+def onnx_batch_limit(model: ServedModel) -> int | None:
+    """The largest batch the ONNX graph takes: its input's first dimension when fixed, else None."""
+    dim = model.predictor.session.get_inputs()[0].shape[0]
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
+def check_batching(options: ServeOptions, models: list[ServedModel]) -> None:
+    """Refuse a batch size the models cannot take, or a queue delay the task's latency budget cannot."""
+    assert options.max_batch_size is not None
+    for model in models:
+        limit = onnx_batch_limit(model)
+        if limit is not None and options.max_batch_size > limit:
+            raise ServeError(
+                f"--max-batch-size {options.max_batch_size}: the model of {model.run_dir} takes batches of at "
+                f"most {limit} (its ONNX input {model.predictor.input_name!r} has a fixed first dimension {limit})"
+            )
+    bound, source = task_max_latency_ms(Path(options.run_dir))
+    if bound is not None and options.max_queue_delay_ms >= bound:
+        raise ServeError(
+            f"--max-queue-delay-ms {options.max_queue_delay_ms:g}: a request could wait longer than the task "
+            f"allows for its whole answer (constraints.max_latency_ms {bound:g} in {source}); give less than {bound:g}"
+        )
+
+
+def check_log_dir(log_dir: str) -> None:
+    """One sentence when ``--log-dir`` names something that cannot be the request log's folder."""
+    path = Path(log_dir)
+    if path.exists() and not path.is_dir():
+        raise ServeError(
+            f"--log-dir {path}: this is an existing file, not a folder; give a folder for the request log "
+            "(it is created when missing)"
+        )
+
+
+def _open_log(options: ServeOptions) -> RequestLogWriter:
+    assert options.log_dir is not None
+    check_log_dir(options.log_dir)
+    try:
+        return RequestLogWriter(options.log_dir, max_bytes=options.log_max_bytes, fsync=options.fsync)
+    except OSError as exc:
+        raise ServeError(
+            f"--log-dir {options.log_dir}: cannot create the request log's folder there ({exc.strerror or exc})"
+        ) from None
 
 
 def resolve(path: str | None) -> str | None:

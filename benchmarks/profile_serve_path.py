@@ -1,0 +1,200 @@
+"""Where the time of one ``/v2/models/{name}/infer`` request goes, part by part, in process.
+
+    python benchmarks/profile_serve_path.py --run-dir RUN_DIR [--n 2000] [--out docs/results/serve_path.txt]
+
+Each part of the request path is timed on its own with the same one-image OIP JSON body a load client
+sends (the first image of the run's validation split): protocol parsing, the input check, the model
+call, the log record (build + JSON + write), the metrics, response encoding, and the whole request
+through the ASGI app (routing, body reading, thread hop, response) driven in process without sockets.
+Median microseconds over ``--n`` calls, after a warm-up. CPU time of this one process, so other load on
+the machine moves these numbers less than it moves throughput (it still moves them: the machine is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as _dt
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def median_us(fn: Callable[[], object], n: int) -> float:
+    for _ in range(min(200, n)):
+        fn()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e6
+
+
+def asgi_call(app: object, path: str, body: bytes) -> Callable[[], object]:
+    """One POST through the ASGI app on a private event loop (no sockets, no HTTP parsing)."""
+    loop = asyncio.new_event_loop()
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 8080),
+    }
+
+    async def once() -> int:
+        sent = False
+        status = 0
+
+        async def receive() -> dict:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.sleep(3600)
+            return {"type": "http.disconnect"}
+
+        async def send(msg: dict) -> None:
+            nonlocal status
+            if msg["type"] == "http.response.start":
+                status = msg["status"]
+
+        await app(dict(scope), receive, send)  # type: ignore[operator]
+        return status
+
+    def call() -> object:
+        status = loop.run_until_complete(once())
+        assert status == 200, status
+        return status
+
+    return call
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run-dir", required=True, help="run with an exported model")
+    ap.add_argument("--n", type=int, default=2000, help="calls per part")
+    ap.add_argument("--out", help="also write the printed report here")
+    ap.add_argument(
+        "--src",
+        default=str(ROOT / "src"),
+        help="closedloop source tree to time (e.g. an older checkout's src, for a before/after comparison)",
+    )
+    args = ap.parse_args()
+    sys.path.insert(0, args.src)
+
+    from closedloop.monitoring.requestlog import RequestLogWriter
+    from closedloop.serving.app import build_app
+    from closedloop.serving.protocol import (
+        OutputTensor,
+        encode_response,
+        parse_infer_request,
+        requested_outputs,
+    )
+    from closedloop.serving.service import ServeOptions, Service
+
+    run_dir = Path(args.run_dir).resolve()
+    data = next(run_dir.glob("stages/*/artifacts/data/val.npz"))
+    with np.load(data, allow_pickle=False) as z:
+        x1 = z["X"][:1]
+    lines: list[str] = []
+
+    def say(s: str = "") -> None:
+        print(s, flush=True)
+        lines.append(s)
+
+    say(
+        f"$ python benchmarks/profile_serve_path.py {' '.join(sys.argv[1:])}   # {_dt.datetime.now(_dt.UTC):%Y-%m-%d %H:%M} UTC"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        service = Service(ServeOptions(run_dir=str(run_dir), log_dir=tmp))
+        service.warm_up()
+        model = service.router.current.champion
+        body = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": model.input_name,
+                        "shape": list(x1.shape),
+                        "datatype": "UINT8",
+                        "data": x1.ravel().tolist(),
+                    }
+                ]
+            }
+        ).encode()
+        say(f"closedloop source: {Path(sys.modules['closedloop'].__file__).parent}")
+        say(
+            f"model: {model.name} {model.variant} input {list(model.input_shape)}; body {len(body)} bytes (one image, OIP JSON)"
+        )
+        req = parse_infer_request(body, None)
+        x = service.check_oip_inputs(req, model)
+        proba, labels, ms = model.predict(x)
+        writer: RequestLogWriter = service.writer  # type: ignore[assignment]
+        routing = service.router.current
+        names, binary = requested_outputs(req, ["proba", "label"])
+
+        def record() -> object:
+            return service._record(model, "champion", "rid", x, proba, labels, ms)
+
+        rec = record()
+
+        def encode() -> object:
+            tensors = [
+                OutputTensor("proba", "FP64", proba),
+                OutputTensor("label", "BYTES", np.array([str(v) for v in labels], dtype=object)),
+            ]
+            return encode_response(
+                {"model_name": model.name, "model_version": model.version, "id": "rid"}, tensors, binary
+            )
+
+        parts: list[tuple[str, Callable[[], object]]] = [
+            ("protocol: parse JSON + validate + decode tensor", lambda: parse_infer_request(body, None)),
+            ("input check (shape, finite, range)", lambda: service.check_oip_inputs(req, model)),
+            ("model: onnxruntime + calibration + decision", lambda: model.predict(x)),
+            ("log: build the record (+ metrics observe)", record),
+            ("log: record to JSON", lambda: rec.model_dump_json()),
+            ("log: write (one os.write, O_APPEND)", lambda: writer._requests.write(b"x" * 1200 + b"\n")),
+            ("routing: read the current state", lambda: routing.answers_with_canary("rid")),
+            ("response: encode", encode),
+            ("service.score (model + record + write)", lambda: service.score(routing, x, "rid")),
+        ]
+        say(f"\n{'part':<52}{'median us':>11}")
+        for name, fn in parts:
+            say(f"{name:<52}{median_us(fn, args.n):>11.1f}")
+        app = build_app(service)
+        say(
+            f"{'whole request through the ASGI app (no sockets)':<52}{median_us(asgi_call(app, f'/v2/models/{model.name}/infer', body), args.n):>11.1f}"
+        )
+        service.close()
+        ns: dict[str, object] = {}
+        sys.argv = ["bare", str(model.export_dir), "0"]
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from bench_serve import MINIMAL_SERVER
+
+        exec(
+            compile(MINIMAL_SERVER, "bare_app", "exec"), ns
+        )  # the benchmark's bare FastAPI + onnxruntime app
+        bare = median_us(asgi_call(ns["app"], f"/v2/models/{model.name}/infer", body), args.n)
+        say(f"{'the bare FastAPI + onnxruntime app, whole request':<52}{bare:>11.1f}")
+    if args.out:
+        Path(args.out).write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
