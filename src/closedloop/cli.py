@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "closedloop.labeling.cli",  # label
     "closedloop.report.cli",  # runs, compare
     "closedloop.adapt.cli",  # adapt
+    "closedloop.web.cli",  # export-web
 )
 
 

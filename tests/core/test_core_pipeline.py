@@ -100,10 +100,22 @@ def test_crash_then_resume(runs_dir: Path, tmp_path: Path) -> None:
     assert not (res.run_dir / "stages/03_double.tmp").exists()
 
 
-def test_resume_with_other_pipeline_is_refused(runs_dir: Path) -> None:
+def test_resume_with_other_pipeline_is_refused_naming_what_changed(runs_dir: Path) -> None:
     res = Pipeline([toy_pkg.SumPixels()], data=DATA, name="toy").run(progress=False)
-    with pytest.raises(RunDirError, match="different pipeline"):
+    with pytest.raises(RunDirError, match=r"refused, the config changed .*stages\[0\]\.params\.scale: 1\.0 -> 5\.0"):
         Pipeline([toy_pkg.SumPixels(scale=5)], data=DATA, name="toy").run(resume=res.run_dir)
+
+
+def test_resume_after_a_code_change_is_refused(runs_dir: Path) -> None:
+    import json
+
+    res = Pipeline([toy_pkg.SumPixels()], data=DATA, name="toy").run(progress=False)
+    env_file = res.run_dir / "env.json"
+    env = json.loads(env_file.read_text())
+    assert len(env["code_digest"]) == 64
+    env_file.write_text(json.dumps({**env, "code_digest": "0" * 64}))  # as if started by other code
+    with pytest.raises(RunDirError, match=r"refused, the closedloop code changed .*digest 000000000000 -> "):
+        Pipeline([toy_pkg.SumPixels()], data=DATA, name="toy").run(resume=res.run_dir)
 
 
 def test_out_dir_of_another_run_is_refused(runs_dir: Path, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from closedloop.core.errors import ConfigError, StageFailedError
+from closedloop.core.ledger import TestLedger, ValidationLedger
 from closedloop.models.registry import build_network
 from closedloop.models.trained import TrainedModel
 from closedloop.stages.train import TrainModel
@@ -132,6 +133,37 @@ def test_train_stage_resume_after_kill_matches_uninterrupted(
         assert got["test"][name]["value"] == pytest.approx(v["value"], abs=1e-9)
     assert got["threshold"] == pytest.approx(expected["threshold"])
     assert got["n_configs"] == expected["n_configs"]
+
+
+def test_train_stage_damaged_work_files_are_run_again_never_half_read(
+    full_run, binary_digits, binary_task, baseline, tmp_path
+) -> None:
+    import shutil
+
+    stage, out, ctx = full_run
+    expected = stage.summarize(out)
+    shutil.copytree(ctx.stage_dir, tmp_path / "copy")
+    work = tmp_path / "copy" / "work"
+    phase = work / "phase_scale_up.json"
+    phase.write_bytes(phase.read_bytes()[: phase.stat().st_size // 2])  # as if cut by a kill
+    (work / "final_seed0.pt").write_bytes(b"PK\x03\x04 not a whole checkpoint")
+    n_ledger = ctx.validation_ledger.count()
+    again = TrainModel(**TINY)
+    got = again.summarize(
+        again.execute(
+            {"data": binary_digits, "task": binary_task, "baseline": baseline}, make_ctx(tmp_path / "copy")
+        )
+    )
+    assert any("phase_scale_up.json) is damaged" in d["decision"] for d in got["decisions"])
+    for name, v in expected["test"].items():
+        assert got["test"][name]["value"] == v["value"]
+    assert (got["temperature"], got["n_configs"]) == (expected["temperature"], expected["n_configs"])
+    # the re-run rungs and the re-opened test split are the same evaluations, not new ones
+    assert ValidationLedger(tmp_path / "copy" / "validation.jsonl").count() == n_ledger
+    assert (
+        len(TestLedger(tmp_path / "copy" / "g.jsonl", tmp_path / "copy" / "run_test.jsonl", "r1").entries())
+        == 1
+    )
 
 
 class _WrongShape(TrainModel):

@@ -18,6 +18,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         margin=args.margin,
         effect=args.effect,
+        metric=args.metric,
         out=args.out,
         unseal_test=args.unseal_test,
     )
@@ -33,6 +34,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             f"sensitivity {m['sensitivity']:.3f}, specificity {m['specificity']:.3f}, "
             f"expected cost {m['expected_cost']:.4f}"
         )
+    for w in r.warnings:
+        print(f"warning: {w}")
     d = r.decision
     print(("PROMOTE: " if d.promote else "keep the champion: ") + "; ".join(d.reasons))
     print(f"written: {r.out_dir}/adapt.json, adapt.md, recalibration.json")
@@ -63,6 +66,12 @@ def add_commands(subparsers: Any) -> None:
         help="non-inferiority margin on the original test (expected cost per case)",
     )
     ad.add_argument("--effect", type=float, help="smallest cost reduction worth detecting (sizes the split)")
+    ad.add_argument(
+        "--metric",
+        default="expected_cost",
+        choices=["expected_cost", "balanced_accuracy", "acc"],
+        help="the declared comparison, each model at its own threshold (default: expected cost at the task's costs)",
+    )
     ad.add_argument("--out", help="output folder (default RUN/adapt/<time>)")
     ad.add_argument("--unseal-test", metavar="REASON", help="re-open the test split for this comparison")
     ad.set_defaults(func=cmd_adapt)

@@ -32,6 +32,10 @@ from closedloop.core.io import to_json, write_text_atomic
 from closedloop.stats.promotion import PairedCases, PromotionDecision, decide_promotion
 from closedloop.stats.recalibration import RecalibrationChoice, choose_recalibration
 
+DECLARABLE = ("expected_cost", "balanced_accuracy", "acc")
+"""Metrics ``adapt`` may declare: the task's cost per case (default), or decision metrics at each
+model's own shipped threshold."""
+
 
 class Declared(BaseModel):
     """What the decision will be made on, fixed before any evaluation label is looked at."""
@@ -70,6 +74,7 @@ class AdaptResult(BaseModel):
     excluded_from_test: dict[str, Any]
     seconds: dict[str, float]
     out_dir: str
+    warnings: list[str] = []
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -118,6 +123,7 @@ def run_adapt(
     alpha: float = 0.05,
     margin: float = 0.02,
     effect: float | None = None,
+    metric: str = "expected_cost",
     out: str | Path | None = None,
     unseal_test: str | None = None,
 ) -> AdaptResult:
@@ -151,8 +157,10 @@ def run_adapt(
         np.where((p_all < champion_t) & (labels.y == 1), costs[1], 0.0),
     )
     effect = float(effect) if effect is not None else max(0.25 * float(champ_cost.mean()), 1e-3)
+    if metric not in DECLARABLE:
+        raise DataError(f"--metric {metric!r}: expected one of {', '.join(DECLARABLE)}")
     declared = Declared(
-        metric="expected_cost", alpha=alpha, margin=margin, effect=effect, costs=costs,
+        metric=metric, alpha=alpha, margin=margin, effect=effect, costs=costs,
         eval_fraction=eval_fraction, seed=seed,
     )  # fmt: skip
     needed = needed_for_effect(float(champ_cost.std()) or costs[1] / 2, effect, alpha)
@@ -189,7 +197,7 @@ def run_adapt(
     out_dir = Path(out) if out else run_dir / "adapt" / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     reference, excluded = _reference(run_dir, model, recal, adapt_part, unseal_test)
     decision = decide_promotion(
-        eval_part.y, recal.apply(p_eval), p_eval, metric="expected_cost", problem_type="binary",
+        eval_part.y, recal.apply(p_eval), p_eval, metric=metric, problem_type="binary",
         threshold=recal.threshold, champion_threshold=champion_t, alpha=alpha, costs=costs,
         extra_metrics=(), reference=reference, margin=margin,
         evaluated_on=f"the production evaluation part ({len(eval_part)} randomly selected labels)",
@@ -199,6 +207,13 @@ def run_adapt(
         "champion": operating_point(eval_part.y, p_eval >= champion_t, costs),
         "challenger": operating_point(eval_part.y, recal.decide(p_eval), costs),
     }
+    warnings = []
+    if len(eval_part) < needed:
+        warnings.append(
+            f"the evaluation part has {len(eval_part)} labels; detecting the declared effect "
+            f"({effect:.3g} {declared.metric}) with 80% power needs about {needed}: a 'keep' may only mean "
+            "too few labels"
+        )
     result = AdaptResult(
         champion=str(run_dir),
         labels=str(labels_path),
@@ -213,6 +228,7 @@ def run_adapt(
         excluded_from_test=excluded,
         seconds={"recalibration_fit": t_fit, "total": time.perf_counter() - t_start},
         out_dir=str(out_dir),
+        warnings=warnings,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "recalibration.json", to_json(recal.model_dump(mode="json")))
@@ -300,5 +316,6 @@ def render_markdown(r: AdaptResult) -> str:
         f"- not worse on the original test split: {ni.sentence if ni else r.excluded_from_test.get('skipped')}",
         f"- left out of the test comparison: {r.excluded_from_test.get('n', 0)} sample(s) a model trained or adapted on",
         f"- recalibration fitted in {r.seconds['recalibration_fit'] * 1000:.0f} ms",
+        *[f"- warning: {w}" for w in r.warnings],
     ]
     return "\n".join(lines) + "\n"

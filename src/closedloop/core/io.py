@@ -102,6 +102,12 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     write_text_atomic(path, to_json(obj) + "\n")
 
 
+def save_npy_atomic(path: Path, array: Any) -> None:
+    """``np.save`` that a crash cannot leave half written (the file appears whole or not at all)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.asarray(array))
+
+
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 

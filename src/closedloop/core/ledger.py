@@ -72,6 +72,15 @@ class TestLedger:
             and e.get("purpose") == "evaluation"
             and e.get("run_id") != self.run_id
         ]
+        again = [  # this run's stage opened it before a crash: the resumed attempt is the same opening
+            e
+            for e in self.entries()
+            if e.get("run_id") == self.run_id
+            and (e.get("stage"), e.get("fingerprint"), e.get("purpose"), e.get("reason"))
+            == (stage, fingerprint, purpose, reason)
+        ]
+        if again:
+            return again[0]
         unsealed = False
         if purpose == "evaluation" and previous:
             if not self.unseal_reason:
@@ -126,12 +135,22 @@ class TestLedger:
         ]
 
 
+def _entry_key(rec: dict[str, Any]) -> str:
+    """A validation entry without its time: equal for an evaluation re-done after a crash (the stage
+    names each configuration it evaluates, and the evaluation is deterministic)."""
+    from closedloop.core.io import canonical_json
+
+    return canonical_json({k: v for k, v in rec.items() if k != "time"})
+
+
 @dataclass
 class ValidationLedger:
     """Every configuration evaluated on validation, so a report can say "selected among N"."""
 
     path: Path
     entries_: list[dict[str, Any]] = field(default_factory=list)
+    _keys: set[str] | None = field(default=None, repr=False)
+    """What is already in the file (loaded at the first record): an identical entry is not added twice."""
 
     def record(
         self, *, stage: str, description: str, params: dict[str, Any], metrics: dict[str, Any]
@@ -143,6 +162,12 @@ class ValidationLedger:
             "params": params,
             "metrics": metrics,
         }
+        key = _entry_key(rec)
+        if self._keys is None:
+            self._keys = {_entry_key(r) for r in self.entries()}
+        if key in self._keys:  # the same evaluation, re-done by a stage resumed after a crash
+            return
+        self._keys.add(key)
         self.entries_.append(rec)
         _append(self.path, rec)
 

@@ -51,6 +51,7 @@ from closedloop.core.records import (
     write_manifest,
 )
 from closedloop.core.registry import STAGES
+from closedloop.core.resume import resume_refusal
 from closedloop.core.rundir import MANIFEST, claim_out_dir, environment, new_run_dir, stage_dirname
 from closedloop.core.stage import Stage
 
@@ -248,6 +249,15 @@ class Pipeline:
                     f"--resume {run_dir}: no {MANIFEST} there; it is not a closedloop run directory"
                 )
             previous = read_json(run_dir / MANIFEST)
+            old_config = run_dir / "config.yaml"
+            refusal = resume_refusal(
+                run_dir,
+                yaml.safe_load(old_config.read_text(encoding="utf-8")) if old_config.is_file() else None,
+                self.resolved_config(),
+                read_json(run_dir / "env.json") if (run_dir / "env.json").is_file() else {},
+            )
+            if refusal is not None:
+                raise RunDirError(refusal)
             if previous.get("pipeline_fingerprint") != fp:
                 raise RunDirError(
                     f"--resume {run_dir}: that run was made by a different pipeline (fingerprint "

@@ -20,6 +20,7 @@ from typing import Any
 
 from closedloop.core.errors import RunDirError
 from closedloop.core.io import read_json
+from closedloop.core.resume import CODE_DIGEST, code_digest
 
 MANIFEST = "manifest.json"
 
@@ -106,6 +107,7 @@ def environment(seed: int) -> dict[str, Any]:
         "argv": sys.argv,
         "seed": seed,
         "git_sha": git_sha(),
+        CODE_DIGEST: code_digest(),
         "packages": versions,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }

@@ -116,6 +116,8 @@ class Decision(_Model):
     per_day_note: str = ""
     audit: list[AuditLine] = Field(default_factory=list)
     audit_note: str = ""
+    gap_note: str = ""
+    """When test falls below what validation and the selection bias predict: what the gap means."""
     human: Reference | None = None
     """The measured human level with its paired comparison (``closedloop human-baseline``), if any."""
     next_step: NextStep
@@ -302,6 +304,41 @@ def next_step(
     )
 
 
+SHIFT_AUC = 0.6
+"""Adversarial AUC above which the audit's split-shift check warns (its default ``warning_auc``)."""
+
+
+def val_test_gap(ev: RunEvidence) -> str:
+    """A sentence when the test score falls outside what validation, corrected for the selection,
+    predicts, read next to the audit's split-shift finding; empty otherwise."""
+    sel = ev.selection or {}
+    m, expect = sel.get("metric"), sel.get("corrected_value")
+    est = ev.test.get(m) if m else None
+    if est is None or expect is None:
+        return ""
+    lo, hi = est.ci95 or (est.value, est.value)
+    hib = m not in ev.lower_is_better
+    if (hi >= expect) if hib else (lo <= expect):
+        return ""
+    head = (
+        f"Test {m} {est.value:.4f} [{lo:.4f}, {hi:.4f}] is {'below' if hib else 'above'} what validation and the "
+        f"selection bias predict ({expect:.4f}): the gap is not the selection."
+    )
+    auc = ev.audit.test_shift_auc if ev.audit else None
+    if auc is not None and auc > SHIFT_AUC:
+        return (
+            f"{head} Validation does not represent test: the audit found them distinguishable (adversarial AUC "
+            f"{auc:.2f}). Expect production to look like test, not validation; plan for spot checks and "
+            "adaptation (closedloop adapt)."
+        )
+    if auc is not None:
+        return (
+            f"{head} The audit did not tell test from train (adversarial AUC {auc:.2f}): look for label or "
+            "acquisition differences the image statistics miss; plan for spot checks."
+        )
+    return f"{head} No split-shift audit ran to say whether test differs from train; plan for spot checks."
+
+
 def decide(ev: RunEvidence, rules: Rules | None = None) -> Decision:
     """Compute the run's :class:`Decision` from its evidence."""
     rules = rules or Rules()
@@ -348,6 +385,7 @@ def decide(ev: RunEvidence, rules: Rules | None = None) -> Decision:
         d.audit_note = "no audit stage in this run"
     elif not audit:
         d.audit_note = "no errors or warnings"
+    d.gap_note = val_test_gap(ev)
     return d
 
 

@@ -90,6 +90,8 @@ class AuditEvidence(_Model):
     gain_at_2x: float | None = None
     """Error reduction the learning curve predicts with twice the training data."""
     gain_ci: tuple[float, float] | None = None
+    test_shift_auc: float | None = None
+    """Adversarial AUC of train vs test (split-shift check): 0.5 when test looks like train."""
 
 
 class HumanLevel(_Model):
@@ -138,6 +140,8 @@ class RunEvidence(_Model):
     business_declared: bool = False
     per_day: PerDay | None = None
     audit: AuditEvidence | None = None
+    selection: dict[str, Any] | None = None
+    """The train stage's selection-bias estimate (metric, corrected_value: what validation predicts)."""
     references: list[Reference] = Field(default_factory=list)
     tracking: dict[str, Any] | None = None
 
@@ -193,6 +197,12 @@ def gate_evidence(bb: dict[str, Any]) -> GateEvidence:
     )
 
 
+def _on_test(v: dict[str, Any]) -> str:
+    """``test``, plus the decision rule of a threshold-dependent figure (shipped threshold or 0.5)."""
+    at = v.get("decided_at")
+    return "test" if not at or at == "threshold-free" else f"test, at {at}"
+
+
 def _per_day(d: dict[str, Any] | None) -> PerDay | None:
     if not d:
         return None
@@ -209,7 +219,8 @@ def _per_day(d: dict[str, Any] | None) -> PerDay | None:
         positive_name=d.get("positive_name"),
         cases=d.get("cases"),
         prevalence=d.get("prevalence"),
-        evaluated_on=d.get("evaluated_on", "test"),
+        evaluated_on=d.get("evaluated_on", "test")
+        + (f", at the shipped threshold {d['threshold']:.4g}" if d.get("threshold") is not None else ""),
     )
 
 
@@ -235,6 +246,7 @@ def _audit(report: dict[str, Any] | None, n_test: int | None) -> AuditEvidence |
         test_overlap=overlap,
         gain_at_2x=metric("learning_curve", "gain_at_2x"),
         gain_ci=_ci(metric("learning_curve", "gain_90ci")),
+        test_shift_auc=metric("split_shift", "adversarial_auc_test"),
     )
 
 
@@ -284,7 +296,7 @@ def gather(run_dir: str | Path, summary: dict[str, Any] | None = None) -> RunEvi
     evaluation = _first_json(_artifact_dirs(run_dir, manifest, ":EvaluationReport"), "artifact.json")
     if evaluation:
         for k, v in (evaluation.get("test") or {}).items():
-            ev.test[k] = Estimate(value=v["value"], ci95=_ci(v.get("ci95")), evaluated_on="test")
+            ev.test[k] = Estimate(value=v["value"], ci95=_ci(v.get("ci95")), evaluated_on=_on_test(v))
         if evaluation.get("beats_baseline"):
             ev.gate = gate_evidence(evaluation["beats_baseline"])
         final = (evaluation.get("phases") or {}).get("final") or {}
@@ -293,7 +305,7 @@ def gather(run_dir: str | Path, summary: dict[str, Any] | None = None) -> RunEvi
         train = next((v for v in stages.values() if isinstance(v.get("test"), dict)), None)
         if train:
             for k, v in train["test"].items():
-                ev.test[k] = Estimate(value=v["value"], ci95=_ci(v.get("ci95")))
+                ev.test[k] = Estimate(value=v["value"], ci95=_ci(v.get("ci95")), evaluated_on=_on_test(v))
             if train.get("beats_baseline"):
                 ev.gate = gate_evidence(train["beats_baseline"])
     if not ev.test:
@@ -319,4 +331,7 @@ def gather(run_dir: str | Path, summary: dict[str, Any] | None = None) -> RunEvi
     n_test = next((v["sizes"].get("test") for v in stages.values() if isinstance(v.get("sizes"), dict)), None)
     audit_dirs = _artifact_dirs(run_dir, manifest, ":AuditReport")
     ev.audit = _audit(_first_json(audit_dirs, "report.json"), n_test)
+    ev.selection = next(
+        (v["selection"] for v in stages.values() if isinstance(v.get("selection"), dict)), None
+    )
     return ev

@@ -182,6 +182,8 @@ def render_decision(d: Decision) -> str:
         body = lines + more
     else:
         body = f'<p class="note">{_e(d.audit_note)}</p>'
+    if d.gap_note:  # the val->test gap, read next to the audit's split-shift finding
+        body = f'<p data-decision="gap"><span class="sev-warning">gap</span> {_e(d.gap_note)}</p>' + body
     audit = f'<div class="card wide" data-decision="audit"><h3>Audit: errors and warnings</h3>{body}</div>'
 
     return (

@@ -95,6 +95,10 @@ def build_app(service: Service) -> Any:
         lifespan=lifespan,
     )
     app.state.service = service
+    if opts.app_dir:  # the export-web page at /app/ (closedloop.web.mount)
+        from closedloop.web.mount import mount_page
+
+        mount_page(app, opts.app_dir, opts.run_dir)
 
     @app.exception_handler(ProtocolError)
     async def _protocol_error(request: Request, exc: ProtocolError) -> Any:

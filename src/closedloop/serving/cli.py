@@ -41,6 +41,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             metrics=not args.no_metrics,
             max_batch_size=args.max_batch_size,
             **({} if args.max_queue_delay_ms is None else {"max_queue_delay_ms": args.max_queue_delay_ms}),
+            app_dir=resolve(args.app),
         )
     except ValidationError as exc:
         err = exc.errors()[0]
@@ -136,6 +137,7 @@ def add_commands(subparsers: Any) -> None:
     )
     srv.add_argument("--model-name", help="OIP model name (default: the pipeline's name)")
     srv.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024, help="larger bodies get 413")
+    srv.add_argument("--app", metavar="WEB_DIR", help="an export-web folder of this run, served at /app/")
     srv.add_argument("--no-metrics", action="store_true", help="do not count requests for /metrics")
     srv.add_argument("--log-level", default="warning", help="uvicorn's log level")
     srv.set_defaults(func=cmd_serve)

@@ -67,6 +67,8 @@ class ServeOptions(BaseModel):
     """Dynamic batching: gather concurrent requests into model calls of up to this many inputs (off: None)."""
     max_queue_delay_ms: float = Field(2.0, ge=0.0)
     """Dynamic batching: the longest a request waits for batch-mates (below the task's max_latency_ms)."""
+    app_dir: str | None = None
+    """An ``export-web`` folder of this run, served at /app/ (the model running in the browser)."""
 
 
 @dataclass

@@ -24,6 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from closedloop.core.killpoints import kill_point
+from closedloop.core.seeds import derive_seed
+
 MAX_SIDE = 32
 """Larger images are block-averaged down to at most this side before the CNN (speed)."""
 
@@ -96,7 +99,8 @@ def cnn_oof_probabilities(
         mixup: Beta(a, a) parameter of mixup (Zhang et al. 2018: blended image pairs with blended
             targets slow the memorization of wrong labels); 0 turns it off.
         jobs: folds trained at the same time (one torch thread each).
-        seed: seeds weights, batch order and augmentation of fold ``f`` with ``seed + f``.
+        seed: the run's seed; fold ``f`` draws its weights, batch order and augmentation from
+            ``derive_seed(seed, "audit", "cnn", "fold", f)`` alone (:mod:`closedloop.core.seeds`).
         exclude: (N,) bool, samples left out of every fold's training part (suspected label errors
             found by quicker models); they are still predicted by the fold that holds them out.
     """
@@ -104,10 +108,12 @@ def cnn_oof_probabilities(
 
     x = torch.from_numpy(_to_tensor_input(images))
     yt = torch.from_numpy(np.asarray(y, np.int64))
+    seeds = [derive_seed(seed, "audit", "cnn", "fold", f) for f in range(len(folds))]
     nets = []
-    for f in range(len(folds)):  # built in this thread: the global RNG is not shared with workers
-        torch.manual_seed(seed + f)
-        nets.append(_network(x.shape[1], n_classes, width))
+    for f in range(len(folds)):  # built in this thread, on a forked global RNG left as it was
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seeds[f])
+            nets.append(_network(x.shape[1], n_classes, width))
     out = np.zeros((len(y), n_classes), np.float64)
 
     def fit_one(f: int) -> None:
@@ -119,8 +125,8 @@ def cnn_oof_probabilities(
             torch.from_numpy(np.asarray(tr_idx, np.int64)),
             torch.from_numpy(np.asarray(te_idx, np.int64)),
         )
-        net, gen = nets[f], torch.Generator().manual_seed(seed + f)
-        mix_rng = np.random.default_rng(seed + f)
+        net, gen = nets[f], torch.Generator().manual_seed(seeds[f])
+        mix_rng = np.random.default_rng(seeds[f])
         opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
         per_epoch = math.ceil(len(tr) / batch_size)
         n_epochs = max(epochs, min(50, math.ceil(min_steps / per_epoch)))
@@ -128,7 +134,8 @@ def cnn_oof_probabilities(
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
         pad = max(1, x.shape[-1] // 14)  # random shifts of up to ~7% of the side
         net.train()
-        for _ in range(n_epochs):
+        for epoch in range(n_epochs):
+            kill_point(f"audit/label_issues/cnn/fold{f}/epoch{epoch}")
             order = tr[torch.randperm(len(tr), generator=gen)]
             for s in range(0, len(order), batch_size):
                 idx = order[s : s + batch_size]

@@ -17,6 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from closedloop.core.config import PluginSpec, StageConfig
 from closedloop.core.errors import ConfigError, DataError
+from closedloop.core.killpoints import kill_point
 from closedloop.core.registry import register_stage
 from closedloop.core.stage import RunContext, Stage, StageIO, stage_timings
 from closedloop.data.bundle import DatasetBundle, Split
@@ -120,6 +121,7 @@ class AuditDataset(Stage):
             with ctx.timed(f"check {cls.name}"):
                 entry = self._run_check(check, data, task, actx, report, ctx)
             report.results[cls.name] = entry
+            kill_point(f"audit/{cls.name}/done")
             seconds = ctx.timings[f"check {cls.name}"]
             ctx.logger.info("audit check %s: %s in %.1fs", cls.name, entry["status"], seconds)
         clean = self._drop_duplicates(data, report) if cfg.drop_duplicates else None

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from closedloop.core.io import to_json, write_text_atomic
+from closedloop.core.killpoints import kill_point
 from closedloop.core.stage import RunContext
 from closedloop.models.trained import TrainedModel, logits_to_proba, raw_array
 from closedloop.stages.export.bundle import FILES, ExportBundle
@@ -161,12 +162,14 @@ def run_export(cfg: ExportModelConfig, inputs: Any, ctx: RunContext) -> ExportBu
 
     with ctx.timed(CORE_SECONDS):
         fp32 = fp32_step(cfg, task, model, rows, export, ctx.seed)
+        kill_point("export/fp32")
         judge = Judge(cfg, task, rows, fp32.proba, model.threshold, ctx.seed, ctx.logger)
         int8 = int8_step(cfg, task, model, rows, fp32, X_train, ctx.rng("calibration"), export, judge)
     pruned = pruned_step(cfg.prune, task, model, rows, X_train, y_train, ctx.seed, export, judge)
     student = student_step(
         cfg.distill, cfg, task, model, rows, fp32, X_train, y_train, ctx.seed, export, judge
     )
+    kill_point("export/variants")
     runs: dict[str, VariantRun] = {"fp32": fp32}
     for name, run in (("int8", int8), ("pruned", pruned), ("student", student)):
         if run is not None:
@@ -175,6 +178,7 @@ def run_export(cfg: ExportModelConfig, inputs: Any, ctx: RunContext) -> ExportBu
 
     timings = measure_latency(cfg, task, fp32.teacher, runs, rows, threads)
     record_timings(timings, ctx.timings)
+    kill_point("export/latency")
     gate = decide(cfg.ship, variants, timings, task, rows.evaluated_on)
 
     write_text_atomic(

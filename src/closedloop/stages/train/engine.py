@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from closedloop.core.killpoints import kill_point
+from closedloop.core.seeds import derive_seed
 from closedloop.stages.train.augment import AugmentParams, augment_images, mix_batch
 
 CLASSIFICATION = ("binary", "multiclass", "multilabel", "ordinal")
@@ -292,11 +294,48 @@ class Engine:
         deadline: float | None = None,
         restore_best: bool = True,
         max_steps: int | None = None,
+        label: str | None = None,
     ) -> FitResult:
         """Train ``net`` in place. ``on_epoch(epoch, record)`` may raise to stop (Optuna pruning).
 
         With ``checkpoint``, the full state is saved after every epoch and a run finding the file resumes.
+        Every random draw depends on ``seed`` (and the checkpoint) alone: the loop's generator, and the
+        global RNG that dropout reads, seeded here and restored for the caller afterwards (a fit never
+        reads or leaves a state an earlier fit touched). ``label`` names its kill points
+        (``<label>/epoch<n>``, :mod:`closedloop.core.killpoints`).
         """
+        devices = [self.device.index or 0] if self.cuda else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(derive_seed(seed, "global rng"))
+            return self._fit(
+                net,
+                train,
+                val,
+                hp,
+                seed=seed,
+                checkpoint=checkpoint,
+                on_epoch=on_epoch,
+                deadline=deadline,
+                restore_best=restore_best,
+                max_steps=max_steps,
+                label=label,
+            )
+
+    def _fit(
+        self,
+        net: nn.Module,
+        train: TensorSet,
+        val: TensorSet | None,
+        hp: HParams,
+        *,
+        seed: int,
+        checkpoint: Path | None,
+        on_epoch: Callable[[int, dict[str, float]], None] | None,
+        deadline: float | None,
+        restore_best: bool,
+        max_steps: int | None,
+        label: str | None,
+    ) -> FitResult:
         t0 = time.time()
         net.to(self.device)
         if self.cuda:
@@ -315,8 +354,8 @@ class Engine:
         history: list[dict[str, float]] = []
         best = (-math.inf, 0, None)  # score, epoch, state
         start_epoch, bad = 0, 0
-        if checkpoint is not None and Path(checkpoint).is_file():
-            ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        ck = _load_checkpoint(Path(checkpoint)) if checkpoint is not None else None
+        if ck is not None:
             net.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
             sched.load_state_dict(ck["scheduler"])
@@ -395,6 +434,8 @@ class Engine:
                         "best_state": best[2] if best[2] is not None else {},
                     },
                 )
+            if label is not None:
+                kill_point(f"{label}/epoch{epoch + 1}")
             if on_epoch is not None:
                 on_epoch(epoch + 1, rec)
             if hp.patience is not None and val is not None and bad >= hp.patience:
@@ -497,6 +538,27 @@ def _sampler(hp: HParams, train: TensorSet, problem_type: str) -> torch.Tensor |
 
 def _cpu_state(net: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The saved state, or None (no file, or a damaged one: deleted, and the fit starts over; it is
+    written atomically, so only an outside hand can damage it, and it is never read half)."""
+    if not path.is_file():
+        return None
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        missing = {"model", "optimizer", "scheduler", "generator", "torch_rng", "epoch"} - set(ck)
+        if missing:
+            raise KeyError(f"missing {sorted(missing)}")
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint means: start over
+        import logging
+
+        logging.getLogger("closedloop").warning(
+            "checkpoint %s is damaged (%s): starting the fit over", path, exc
+        )
+        path.unlink()
+        return None
+    return ck  # type: ignore[no-any-return]
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 
 from closedloop.core.errors import ConfigError
+from closedloop.core.io import save_npy_atomic
+from closedloop.core.seeds import derive_seed
 from closedloop.core.stage import RunContext
 from closedloop.data.bundle import DatasetBundle
 from closedloop.models.trained import ModelSpec, Preprocessing, TrainedModel
@@ -126,19 +128,26 @@ class TrainSession:
         return np.load(self.work / name)
 
     def save_logits(self, name: str, logits: np.ndarray | None) -> None:
-        (self.work / name).parent.mkdir(parents=True, exist_ok=True)
-        np.save(self.work / name, logits)
+        save_npy_atomic(self.work / name, logits)  # a kill never leaves half a file to read
 
     # -- models -----------------------------------------------------------------------------------
     @property
     def n_logits(self) -> int:
         return n_logits_for(self.task.problem_type, self.task.n_outputs)
 
+    def seed(self, *place: str | int) -> int:
+        """The seed of one use of randomness in this stage, e.g. ``sess.seed("tune", "trial", 3)``: a
+        function of the run seed and the place alone (:mod:`closedloop.core.seeds`), so a resumed run
+        draws what an uninterrupted one draws."""
+        return derive_seed(self.ctx.seed, "train", *place)
+
     def build(self, params: dict[str, Any], seed: int) -> torch.nn.Module:
-        """Seeded network of the session's family, checked against the task's output shape."""
+        """Network of the session's family initialized from ``seed`` alone (the global RNG is forked:
+        it is neither read nor left changed), checked against the task's output shape."""
         spec = ModelSpec(family=self.family, params=params)
-        torch.manual_seed(seed)
-        net = self.stage.build_network(spec, self.pre.input_shape, self.n_logits)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = self.stage.build_network(spec, self.pre.input_shape, self.n_logits)
         check_network(net, spec, self)
         return net
 

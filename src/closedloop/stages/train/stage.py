@@ -241,7 +241,8 @@ class TrainModel(Stage):
         tune = ev.phases.get("tune", {})
 
         def with_ci(d: dict[str, Any]) -> dict[str, Any]:
-            return {k: {"value": v["value"], "ci95": v["ci95"]} for k, v in d.items()}
+            keep = ("value", "ci95", "decided_at")  # decided_at: shipped threshold, 0.5 or threshold-free
+            return {k: {f: v[f] for f in keep if f in v} for k, v in d.items()}
 
         bb_keys = (
             "metric",

@@ -68,7 +68,9 @@ def knob_ablation(
         desc = f"knob ablation: {k} reset to {fmt(neutral[k])}"
         try:
             net = sess.build(mp, seed)
-            res = eng.fit(net, sess.train, sess.val, hp, seed=seed, deadline=deadline)
+            res = eng.fit(
+                net, sess.train, sess.val, hp, seed=seed, deadline=deadline, label=f"train/tune/ablation/{k}"
+            )
         except NonFiniteLossError as exc:
             sess.record(desc + " (failed)", {"model": mp, **flat(ablated)}, {task.primary_metric: None})
             skipped.append(Skipped(knob=k, reason=str(exc)))

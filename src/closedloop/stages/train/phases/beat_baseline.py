@@ -41,10 +41,17 @@ def baseline_proba(
 
 def beat_baseline(sess: TrainSession, params: dict[str, Any], baseline: Any) -> BaselineOutcome:
     cfg, task = sess.cfg, sess.task
-    net = sess.build(params, sess.ctx.seed)
+    seed = sess.seed("beat_baseline")
+    net = sess.build(params, seed)
     hp = sess.base_hp.with_(epochs=cfg.baseline_epochs, strength=0.0)
     res = sess.engine.fit(
-        net, sess.train, sess.val, hp, seed=sess.ctx.seed, deadline=sess.deadline("beat_baseline")
+        net,
+        sess.train,
+        sess.val,
+        hp,
+        seed=seed,
+        deadline=sess.deadline("beat_baseline"),
+        label="train/beat_baseline",
     )
     sess.note_time(EPOCH_SECONDS, res.seconds / max(len(res.history), 1))
     sess.curves["default model"] = res.history

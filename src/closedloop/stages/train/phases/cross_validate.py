@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from closedloop.core.errors import StageFailedError
-from closedloop.core.io import write_text_atomic
+from closedloop.core.io import save_npy_atomic, write_text_atomic
+from closedloop.core.seeds import derive_seed
 from closedloop.models.trained import logits_to_proba
 from closedloop.stages.train.engine import HParams, TensorSet
 from closedloop.stages.train.outcomes import (
@@ -76,12 +77,16 @@ def cv_splits(y: np.ndarray, problem_type: str, folds: int, repeats: int, seed: 
             cls = labels[:, 0].astype(int)
             counts = np.bincount(cls)
             k = max(2, min(folds, int(counts[counts > 0].min())))  # every fold holds every class
-            splitter: Any = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed + r)
+            splitter: Any = StratifiedKFold(n_splits=k, shuffle=True, random_state=_repeat_seed(seed, r))
             out.append(list(splitter.split(np.zeros(len(cls)), cls)))
         else:
-            splitter = KFold(n_splits=folds, shuffle=True, random_state=seed + r)
+            splitter = KFold(n_splits=folds, shuffle=True, random_state=_repeat_seed(seed, r))
             out.append(list(splitter.split(np.zeros(len(labels)))))
     return out
+
+
+def _repeat_seed(seed: int, repeat: int) -> int:
+    return derive_seed(seed, "repeat", repeat) % (1 << 32)  # scikit-learn takes 32-bit seeds
 
 
 def candidates(sess: TrainSession, tuned: TuneOutcome, n: int) -> list[tuple[str, TunedConfig]]:
@@ -147,7 +152,7 @@ def cross_validate(sess: TrainSession, tuned: TuneOutcome) -> CrossValidateOutco
     repeats = proto.repeats if proto.protocol == "repeated_kfold" else 1
     data = TensorSet.concat(sess.train, sess.val)
     y = data.y_np
-    splits = cv_splits(y, task.problem_type, proto.folds, repeats, sess.ctx.seed)
+    splits = cv_splits(y, task.problem_type, proto.folds, repeats, sess.seed("cross_validate", "splits"))
     folds = len(splits[0])
     deadline = sess.deadline("cross_validate")
     folder = sess.work / "cv"
@@ -168,9 +173,17 @@ def cross_validate(sess: TrainSession, tuned: TuneOutcome) -> CrossValidateOutco
             oof = np.zeros((repeats, len(data), sess.n_logits))
             for r, fold_list in enumerate(splits):
                 for f, (tr_idx, te_idx) in enumerate(fold_list):
-                    seed = sess.ctx.seed * 1000 + 101 * r + f
+                    seed = sess.seed("cross_validate", "candidate", ci, "repeat", r, "fold", f)
                     net = sess.build(cand.model_params, seed)
-                    eng.fit(net, data.subset(tr_idx), None, hp, seed=seed, restore_best=False)
+                    eng.fit(
+                        net,
+                        data.subset(tr_idx),
+                        None,
+                        hp,
+                        seed=seed,
+                        restore_best=False,
+                        label=f"train/cross_validate/candidate{ci}/repeat{r}/fold{f}",
+                    )
                     oof[r, te_idx] = eng.predict_logits(net, data.subset(te_idx)).reshape(len(te_idx), -1)
             scores = [
                 compute_metric(
@@ -182,7 +195,7 @@ def cross_validate(sess: TrainSession, tuned: TuneOutcome) -> CrossValidateOutco
                 )
                 for r in range(repeats)
             ]
-            np.save(folder / f"candidate{ci}_oof.npy", oof.mean(axis=0))
+            save_npy_atomic(folder / f"candidate{ci}_oof.npy", oof.mean(axis=0))
             row = CVRow(
                 candidate=label,
                 knobs=cand.knobs,
@@ -202,7 +215,7 @@ def cross_validate(sess: TrainSession, tuned: TuneOutcome) -> CrossValidateOutco
         if best is None or sign * row.cv_mean > sign * best[0]:
             best = (row.cv_mean, ci)
     assert best is not None
-    np.save(folder / "oof_labels.npy", y)
+    save_npy_atomic(folder / "oof_labels.npy", y)
     chosen = cands[best[1]][1].model_copy(
         update={
             "calibration_logits_file": f"cv/candidate{best[1]}_oof.npy",

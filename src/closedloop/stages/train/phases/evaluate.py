@@ -25,6 +25,29 @@ class Evaluation:
     beats_baseline: dict[str, Any] | None = None
 
 
+THRESHOLD_FREE = frozenset({"auc", "pr_auc", "log_loss", "ece", "rmse", "mae"})
+
+
+def label_operating_points(
+    metrics: dict[str, Any], problem_type: str, convention: str, threshold: float | None
+) -> dict[str, Any]:
+    """Add ``decided_at`` to each metric: the decision rule its number was computed at, so a reader can
+    tell a figure at the shipped threshold from one at 0.5 (the MedMNIST literature's ACC)."""
+    t = 0.5 if threshold is None else float(threshold)
+    out = {}
+    for name, m in metrics.items():
+        if name in THRESHOLD_FREE:
+            at = "threshold-free"
+        elif problem_type not in ("binary", "multilabel"):
+            at = "argmax"
+        elif name == "acc" and convention == "medmnist":
+            at = "0.5 (MedMNIST convention, not the shipped threshold)"
+        else:
+            at = f"shipped threshold {t:.4g}"
+        out[name] = {**m, "decided_at": at} if isinstance(m, dict) else m
+    return out
+
+
 def evaluate_on_test(
     sess: TrainSession, model: TrainedModel, p_val: np.ndarray, p_hold: np.ndarray, baseline: Any
 ) -> Evaluation:
@@ -52,7 +75,13 @@ def evaluate_on_test(
     test_split = sess.ctx.open_test(sess.data, reason="final evaluation", purpose="evaluation")
     p_test = model.predict_proba(test_split.X)
     test = metrics_with_ci(task.metrics, np.asarray(test_split.y), p_test, task.problem_type, **kw)
-    out = Evaluation(val=val, heldout=heldout, test=test, n_test=len(test_split))
+
+    def label(d: dict[str, Any] | None) -> dict[str, Any] | None:
+        if d is None:
+            return None
+        return label_operating_points(d, task.problem_type, task.metric_convention, model.threshold)
+
+    out = Evaluation(val=label(val), heldout=label(heldout), test=label(test), n_test=len(test_split))
     if task.problem_type == "binary":
         from closedloop.stages.train.calibration import expected_calibration_error
 

@@ -103,21 +103,14 @@ def final_fit(sess: TrainSession, tuned: TunedConfig) -> tuple[TrainedModel, Fin
     sess.decide("final", plan.note, {"n_heldout": len(plan.indices), "n_val": plan.n_val, "fit": fitted_on})
     nets, histories = [], {}
     for s in range(cfg.final_seeds):
-        seed = sess.ctx.seed + 7919 * s
+        seed = sess.seed("final", "member", s)
         net = sess.build(mp, seed)
+        ckpt, label = sess.work / f"final_seed{s}.pt", f"train/final/member{s}"
         if cfg.final_fit == "train":
-            res = eng.fit(
-                net, sess.train, sess.val, hp, seed=seed, checkpoint=sess.work / f"final_seed{s}.pt"
-            )
+            res = eng.fit(net, sess.train, sess.val, hp, seed=seed, checkpoint=ckpt, label=label)
         else:
             res = eng.fit(
-                net,
-                fit_data,
-                None,
-                hp,
-                seed=seed,
-                checkpoint=sess.work / f"final_seed{s}.pt",
-                restore_best=False,
+                net, fit_data, None, hp, seed=seed, checkpoint=ckpt, restore_best=False, label=label
             )
         histories[f"final seed {s}"] = res.history
         nets.append(net.cpu().eval())

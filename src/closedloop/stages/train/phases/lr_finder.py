@@ -22,8 +22,9 @@ class LrFinder(Phase):
     def run(self, sess: TrainSession) -> LrFinderOutcome:
         ladder = sess.get(ScaleUpOutcome)
         params = ladder.params if ladder is not None else sess.ladder[0]
-        net = sess.build(params, sess.ctx.seed)
-        lrs, losses, lr = sess.engine.lr_range_test(net, sess.train, sess.base_hp, seed=sess.ctx.seed)
+        seed = sess.seed("lr_finder")
+        net = sess.build(params, seed)
+        lrs, losses, lr = sess.engine.lr_range_test(net, sess.train, sess.base_hp, seed=seed)
         plots.lr_finder(sess.figure("lr_finder.png", "LR range test", "lr_finder"), lrs, losses, lr)
         sess.base_hp = sess.base_hp.with_(lr=lr)
         sess.decide(

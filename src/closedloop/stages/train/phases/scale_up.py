@@ -83,9 +83,18 @@ def scale_up(sess: TrainSession, rungs: list[dict[str, Any]]) -> ScaleUpOutcome:
                 {"rung": params},
             )
             break
-        net = sess.build(params, sess.ctx.seed)
+        seed = sess.seed("scale_up", "rung", r)
+        net = sess.build(params, seed)
         n_par = sum(p.numel() for p in net.parameters())
-        res = eng.fit(net, sess.train, sess.val, hp, seed=sess.ctx.seed, deadline=deadline if r > 0 else None)
+        res = eng.fit(
+            net,
+            sess.train,
+            sess.val,
+            hp,
+            seed=seed,
+            deadline=deadline if r > 0 else None,
+            label=f"train/scale_up/rung{r + 1}",
+        )
         sess.note_time(rung_seconds(r + 1), round(res.seconds, 1))
         name = f"rung {r + 1}: " + ", ".join(f"{k}={v}" for k, v in params.items())
         runs[name] = res.history

@@ -63,7 +63,8 @@ def seeded_sampler(sess: TrainSession, k: int) -> Any:
     """A fresh sampler seeded by the trial's index: suggestions depend on the finished history only."""
     import optuna
 
-    return optuna.samplers.TPESampler(seed=sess.ctx.seed * 1000 + k, n_startup_trials=n_startup(sess))
+    seed = sess.seed("tune", "sampler", k) % (1 << 32)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup(sess))
 
 
 def intermediate_values(study: Any, trial: Any) -> list[float]:

@@ -70,6 +70,11 @@ class Tune(Phase):
         return body
 
 
+def trial_seed(sess: TrainSession, k: int) -> int:
+    """Weights, batch order and augmentation of tuning trial ``k`` (0-based, in running order)."""
+    return sess.seed("tune", "trial", k)
+
+
 def _epoch_seconds(sess: TrainSession, ladder: ScaleUpOutcome | None) -> float:
     """Seconds per epoch seen so far (sizes the smallest useful trial; a budget input, not an artifact)."""
     t = sess.ctx.timings
@@ -129,7 +134,7 @@ def tune(sess: TrainSession, model_params: dict[str, Any], ladder_logits: np.nda
         if forced_epochs is not None:
             knobs["epochs"] = forced_epochs
         mp, hp = split_params(sess, model_params, knobs)
-        seed = sess.ctx.seed * 1000 + k
+        seed = trial_seed(sess, k)
         try:
             net = sess.build(mp, seed)
 
@@ -139,7 +144,16 @@ def tune(sess: TrainSession, model_params: dict[str, Any], ladder_logits: np.nda
                 if trial.should_prune():
                     raise optuna.TrialPruned()
 
-            res = eng.fit(net, sess.train, sess.val, hp, seed=seed, on_epoch=report, deadline=deadline)
+            res = eng.fit(
+                net,
+                sess.train,
+                sess.val,
+                hp,
+                seed=seed,
+                on_epoch=report,
+                deadline=deadline,
+                label=f"train/tune/trial{k}",
+            )
         except optuna.TrialPruned:
             vals = S.intermediate_values(study, trial)
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -261,7 +275,7 @@ def choose(
             space,
             importance,
             best_logits,
-            seed=sess.ctx.seed * 1000 + int(best.user_attrs.get("k", best.number)),
+            seed=trial_seed(sess, int(best.user_attrs.get("k", best.number))),  # paired: same init
             deadline=deadline,
         )
         gain_txt = (

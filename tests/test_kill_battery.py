@@ -1,0 +1,196 @@
+"""The kill battery: a tiny quickstart-like pipeline killed with SIGKILL inside every train phase, the
+audit and the export, resumed each time, ends identical to an uninterrupted run (weights and ONNX
+sha256, ledgers, summary metrics). Plus the bad input of a resume: a damaged work file, a changed
+config or code version.
+
+Kill points are named places (:mod:`closedloop.core.killpoints`), not moments: the run kills itself
+when ``CLOSEDLOOP_KILL_AT`` names the point it reaches, so the test never guesses a timing. The kills
+are chained: the run killed at point 1 is resumed with point 2 armed, and so on, then resumed to the
+end, so one test covers every point (and resuming an already resumed run) for the cost of ~2 runs.
+The budget is far above what the run needs: the trial and epoch counts, not the clock, end each phase.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from closedloop.core.killpoints import KILL_AT, KILL_LOG
+
+pytestmark = pytest.mark.slow
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+KILL_CHAIN = [
+    "audit/label_issues/cnn/fold1/epoch1",  # inside the audit's cross-fitted CNN (a worker thread)
+    "train/sanity/step3",
+    "train/beat_baseline/epoch1",
+    "train/scale_up/rung2/epoch1",  # rung 1 is finished and in the ledger: it must not count twice
+    "train/tune/trial1/epoch1",  # inside the second trial
+    "train/tune/saved",  # between phases
+    "train/final/member0/epoch1",  # after the final fit's first checkpoint
+    "export/fp32",
+    "export/latency",
+]
+
+
+def write_data(root: Path) -> None:
+    """Digits 0-9 as 28x28 'breastmnist' images (label: digit >= 5), 300/100/100 per split."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    idx = np.random.default_rng(0).permutation(len(d.target))
+    small = (d.images * (255 / 16)).round().astype(np.uint8)
+    big = np.pad(np.kron(small, np.ones((3, 3), np.uint8)), ((0, 0), (2, 2), (2, 2)))
+    arrays = {}
+    for name, part in (("train", idx[:300]), ("val", idx[300:400]), ("test", idx[400:500])):
+        arrays[f"{name}_images"] = big[part]
+        arrays[f"{name}_labels"] = (d.target[part] >= 5).astype(np.uint8).reshape(-1, 1)
+    np.savez(root / "breastmnist.npz", **arrays)
+
+
+def config(root: Path, runs: Path) -> dict[str, Any]:
+    return {
+        "name": "kill_battery",
+        "seed": 0,
+        "runs_dir": str(runs),
+        "data": {"source": "medmnist", "flag": "breastmnist", "root": str(root), "download": False},
+        "stages": [
+            {"kind": "task"},
+            {
+                "kind": "audit",
+                "params": {
+                    "checks": [
+                        "samples",
+                        "class_balance",
+                        "duplicates",
+                        {
+                            "name": "label_issues",
+                            "params": {"folds": 3, "cnn_epochs": 2, "cnn_min_steps": 1, "jobs": 1},
+                        },
+                    ]
+                },
+            },
+            {"kind": "baseline", "params": {"knn": False}},
+            {
+                "kind": "train",
+                "params": {
+                    "preset": "quick",
+                    "budget_minutes": 60,
+                    "ladder": [{"width": 4}, {"width": 8}],
+                    "baseline_epochs": 2,
+                    "ladder_epochs": 2,
+                    "n_trials": 3,
+                    "max_epochs": 3,
+                    "sanity_steps": 60,
+                    "sanity_lr": 0.01,
+                    "batch_size": 64,
+                    "min_steps_per_epoch": 0,
+                    "n_bootstrap": 200,
+                    "threads": 1,
+                    "ablate_knobs": 1,
+                },
+            },
+            {"kind": "export", "params": {"latency": {"repeats": 5, "warmup": 1}, "bootstrap": 50}},
+        ],
+    }
+
+
+def cli(args: list[str], kill_at: str | None = None, log: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(SRC), "CI": "1"}
+    env.pop(KILL_AT, None)
+    if kill_at:
+        env[KILL_AT] = kill_at
+    if log:
+        env[KILL_LOG] = str(log)
+    return subprocess.run(
+        [sys.executable, "-m", "closedloop", "run", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def fingerprint_of_run(run: Path) -> dict[str, Any]:
+    """What must be identical: weights, ONNX files, ledgers (without times), summary metrics."""
+    files = {
+        str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((run / "stages").rglob("*"))
+        if p.is_file()
+        and (p.suffix == ".onnx" or (p.parent.name == "model" and "artifacts" in p.parts))
+        and ".tmp" not in str(p)
+    }
+    assert any(k.endswith(".onnx") for k in files) and any("train" in k for k in files), files
+
+    def lines(name: str, drop: tuple[str, ...]) -> list[dict[str, Any]]:
+        rows = [json.loads(x) for x in (run / name).read_text().splitlines() if x.strip()]
+        return [{k: v for k, v in r.items() if k not in drop} for r in rows]
+
+    train = json.loads((run / "summary.json").read_text())["stages"]["train"]
+    keys = ("test", "val", "heldout", "temperature", "threshold", "n_configs", "model")
+    metrics = {k: train.get(k) for k in keys}
+    return {
+        "files": files,
+        "validation_ledger": lines("validation_ledger.jsonl", ("time",)),
+        "test_ledger": lines("test_ledger.jsonl", ("time", "run_id")),
+        "metrics": metrics,
+    }
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("kill")
+    write_data(tmp)
+    ref_cfg = tmp / "ref.yaml"
+    ref_cfg.write_text(yaml.safe_dump(config(tmp, tmp / "runs_ref")))
+    points = tmp / "points.txt"
+    done = cli([str(ref_cfg), "--out", str(tmp / "ref")], log=points)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return tmp, tmp / "ref"
+
+
+@pytest.mark.timeout(900)  # includes the uninterrupted run of the fixture
+def test_every_kill_point_is_on_the_uninterrupted_path(setup: tuple[Path, Path]) -> None:
+    tmp, _ = setup
+    reached = set((tmp / "points.txt").read_text().split())
+    assert not [p for p in KILL_CHAIN if p not in reached], sorted(reached)
+
+
+@pytest.mark.timeout(1800)  # ten CLI runs; ~2 min on a quiet 2-core machine
+def test_killed_in_every_phase_and_resumed_is_identical(setup: tuple[Path, Path]) -> None:
+    tmp, ref = setup
+    cfg = tmp / "kill.yaml"
+    cfg.write_text(yaml.safe_dump(config(tmp, tmp / "runs_kill")))
+    run = tmp / "killed"
+    for i, point in enumerate(KILL_CHAIN):
+        args = [str(cfg), "--out", str(run)] if i == 0 else ["--resume", str(run)]
+        got = cli(args, kill_at=point)
+        assert got.returncode == -signal.SIGKILL, (
+            f"not killed at {point}: rc {got.returncode}\n{got.stderr[-2000:]}"
+        )
+    last = cli(["--resume", str(run)])
+    assert last.returncode == 0, last.stderr[-3000:]
+    expected, actual = fingerprint_of_run(ref), fingerprint_of_run(run)
+    for key in expected:
+        assert actual[key] == expected[key], key
+    train_dir = next((run / "stages").glob("*_train"))
+    timings = json.loads((train_dir / "stage.json").read_text())["timings"]
+    assert timings["attempts"] == 7  # sanity, beat_baseline, scale_up, tune twice, final, the end
+    decisions = [
+        d["decision"]
+        for d in json.loads((train_dir / "artifacts" / "evaluation" / "artifact.json").read_text())[
+            "decisions"
+        ]
+    ]
+    assert any(d.startswith("resumed after an interruption (attempt 2) with ") for d in decisions), decisions
