@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from closedloop.adapt.labels import RANDOM_SOURCES, ProductionLabels, read_production_labels
+from closedloop.adapt.labels import RANDOM_SOURCES, ProductionLabels, check_version, read_production_labels
 from closedloop.adapt.split import AdaptSplit, needed_for_effect, split_production
 from closedloop.core.errors import DataError
 from closedloop.core.io import to_json, write_text_atomic
@@ -97,20 +97,6 @@ def operating_point(y: np.ndarray, decisions: np.ndarray, costs: tuple[float, fl
 def _p_pos(p: np.ndarray) -> np.ndarray:
     p = np.asarray(p, dtype=np.float64)
     return p[:, -1] if p.ndim == 2 else p.reshape(-1)
-
-
-def check_version(labels: ProductionLabels, run_dir: Path, what: str) -> None:
-    """Production labels must come from requests the deployed model (this run) served."""
-    if labels.model_version is None:
-        return
-    versions = sorted(set(labels.model_version.tolist()))
-    ok = {run_dir.name, run_dir.resolve().name}
-    wrong = [v for v in versions if v not in ok]
-    if wrong:
-        raise DataError(
-            f"{labels.path}: {what} were served by model version(s) {wrong[:3]}, not by {run_dir.name} "
-            "(the run being adapted); adapt the model that served them, or drop those rows"
-        )
 
 
 def run_adapt(
