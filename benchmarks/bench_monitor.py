@@ -287,8 +287,10 @@ def main() -> None:
         f"     yet the embeddings (MMD {pt_bal['embedding_mmd']:.0%}) and the predicted classes "
         f"({pt_bal['predicted_class']:.0%}: the model calls more test images pneumonia at equal prevalence)\n"
         "     still differ: the test images were acquired differently. At the test's own prevalence the two effects\n"
-        f"     partly cancel in the predicted-class share (that test fires in only {pt_raw['predicted_class']:.0%}), "
-        f"which is why the alarm rate is lower ({rate(res_test):.0%}) than at val prevalence ({rate(res_test_bal):.0%})."
+        f"     partly cancel in the predicted-class share (that test fires in only {pt_raw['predicted_class']:.0%}); "
+        f"alarm rate {rate(res_test):.0%} at the test's prevalence, {rate(res_test_bal):.0%} at the val prevalence\n"
+        "     (per-window alarms at the per-deployment level, alpha*delta: a mild shift like this one is the stream\n"
+        "     test's job, benchmarks/bench_monitor_guarantee.py)."
     )
 
     # 3. generated shifts: detection rate vs window size
@@ -305,7 +307,9 @@ def main() -> None:
     )
 
     def mean_of(rs, kind, m):
-        return float(np.nanmean([r[kind][m] for r in rs]))
+        # a withheld label-free estimate still has its number (estimate_withheld): the direction check uses it
+        rows = [{**r["estimated"], **r["estimate_withheld"]} if kind == "estimated" else r[kind] for r in rs]
+        return float(np.nanmean([row[m] for row in rows]))
 
     def paired_change(rs, idxs, m):
         """Realized metric change against the clean val images of the very same windows."""

@@ -109,6 +109,7 @@ def main() -> None:
                 lab,
                 seed=i,
                 eval_fraction=args.eval_fraction,
+                metric=args.metric,
                 out=work / f"{name}-{args.half}-{i}",
                 unseal_test=f"bench draw {i}",
             )

@@ -16,7 +16,18 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_heldout_monitor import write_reduced_npz  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out" / "shift_recovery"
-NPZ = Path("/work/shared/data/medmnist/pneumoniamnist.npz")
+# the shared read-only MedMNIST copy, next to the checkout (main) or two levels up (a worktree)
+NPZ = (
+    next(
+        (
+            p
+            for p in (ROOT.parent / "shared", ROOT.parent.parent / "shared")
+            if (p / "data/medmnist").is_dir()
+        ),
+        ROOT.parent / "shared",
+    )
+    / "data/medmnist/pneumoniamnist.npz"
+)
 CONFIG = ROOT / "configs" / "pneumoniamnist.yaml"
 KEEP = ("task", "baseline", "train")
 

@@ -121,3 +121,45 @@ def test_val_comparison_uses_only_rows_both_models_held_out(tmp_path):
     trained_on_all = run("old", None)
     with pytest.raises(RunDirError, match="unseen by both"):
         unseen_by_both(trained_on_all, chall, bundle)
+
+
+def test_compare_runs_with_production_labels_uses_the_two_part_rule(tmp_path):
+    """``retrain --eval-labels``: better on the production labels AND non-inferior on the held-out split."""
+    import torch
+
+    from closedloop.core.stage import _TEST_TOKEN
+    from closedloop.models.trained import TrainedModel
+    from closedloop.stages.monitor.retrain import production_eval_set
+
+    bundle, good = digits_setup()
+    task = build_task_spec(DefineTaskConfig(), bundle)
+    weak = TrainedModel.load(_save(tmp_path / "tmp_good", good))
+    with torch.no_grad():
+        for p in weak.network.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    for name, model in (("champ", weak), ("chall", good)):
+        _save(tmp_path / name / "stages/05_train/artifacts/model", model)
+        task.save(_mk(tmp_path / name / "stages/02_task/artifacts/task"))
+    test = bundle.unsealed_test(_TEST_TOKEN)
+    X, y = test.X, np.asarray(test.y)
+    res = compare_runs(
+        tmp_path / "champ", tmp_path / "chall", X[:150], y[:150], production=(X[150:], y[150:])
+    )
+    d = res["decision"]
+    assert d["evaluated_on"].startswith("the production evaluation labels") and d["n"] == len(y) - 150
+    assert d["non_inferiority"]["n"] == 150 and d["non_inferiority"]["ok"] and res["promote"]
+    # the champion judged against itself on production: not better, whatever the held-out split says
+    same = compare_runs(
+        tmp_path / "chall", tmp_path / "chall", X[:150], y[:150], production=(X[150:], y[150:])
+    )
+    assert not same["promote"]
+
+    # production evaluation labels must be randomly selected, and unseen by the challenger
+    np.savez(
+        tmp_path / "biased.npz", images=X[:20, ..., 0], labels=y[:20], selected_by=np.array(["priority"] * 20)
+    )
+    with pytest.raises(DataError, match=r"selected by \['priority'\]"):
+        production_eval_set(tmp_path / "biased.npz", bundle, tmp_path / "champ", [])
+    np.savez(tmp_path / "seen.npz", images=X[:20, ..., 0], labels=y[:20])
+    with pytest.raises(DataError, match="in the challenger's training data"):
+        production_eval_set(tmp_path / "seen.npz", bundle, tmp_path / "champ", [("challenger", test)])

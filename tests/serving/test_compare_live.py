@@ -74,6 +74,11 @@ def test_shadow_better_is_promoted_with_paired_statistics(run, tmp_path):
     assert c.promote and c.recommendation == "promote"
     assert c.constraints["acceptance.acc"].ok
     assert "joined to the champion's by (request_id, index)" in c.evaluated_on
+    # the decision is the shared rule's, on the same pairs (figures and reasons agree with it)
+    from closedloop.stats.promotion import decide_promotion
+
+    d = decide_promotion(y, p_shadow, p_champ, metric="acc", problem_type="multiclass", n_resamples=500)
+    assert c.performance.p_one_sided == pytest.approx(d.p_value) and "on live" in c.reasons[-1]
 
 
 def test_equal_models_keep_the_champion(run, tmp_path):

@@ -74,3 +74,24 @@ def test_bad_input() -> None:
         )  # fmt: skip
     with pytest.raises(StatsError, match="equal"):
         cost_comparison(y, p[:10] > 0.5, p > 0.5, (1, 1))
+
+
+def test_recalibration_methods_and_the_choice() -> None:
+    from closedloop.stats.recalibration import choose_recalibration, expected_cost, fit_recalibration
+
+    y, p = _scores(200, 4)  # ranks well, scores too high: the 0.5 threshold flags most negatives
+    costs = (1.0, 1.0)
+    base = expected_cost(y, p >= 0.5, costs)
+    for method in ("threshold", "platt", "temperature"):
+        r = fit_recalibration(y, p, method, costs=costs)
+        assert r.n_fit == 200 and expected_cost(y, r.decide(p), costs) <= base
+        assert np.all(np.diff(r.apply(np.sort(p))) >= 0)  # monotone: the ranking is untouched
+    c = choose_recalibration(y, p, costs=costs, seed=0)
+    assert set(c.cv_cost) == {"threshold", "platt", "temperature"} and c.folds == 5
+    assert c.cv_cost[c.chosen.method] == min(c.cv_cost.values())
+    with pytest.raises(StatsError, match="all equal"):
+        fit_recalibration(y, np.full(200, 0.9999), "platt", costs=costs)
+    with pytest.raises(StatsError, match="both classes"):
+        fit_recalibration(np.ones(20, int), p[:20], "threshold", costs=costs)
+    with pytest.raises(StatsError, match="at least 2 labels of each class"):
+        choose_recalibration(np.r_[np.ones(20, int), 0], p[:21], costs=costs)

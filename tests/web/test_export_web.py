@@ -113,7 +113,10 @@ def folders(runs, runtime_ok, tmp_path_factory: pytest.TempPathFactory) -> dict[
     for variant in ("fp32", "int8"):
         out[variant] = root / variant
         assert main(["export-web", str(runs["images"]), str(out[variant]), "--variant", variant]) == 0
-    out["table"] = export_web(runs["table"], root / "table").out_dir
+    for variant in ("fp32", "int8"):  # int8 here is dynamic quantization (MatMulInteger)
+        out[f"table_{variant}"] = export_web(
+            runs["table"], root / f"table_{variant}", variant=variant
+        ).out_dir
     return out
 
 
@@ -145,7 +148,7 @@ def test_the_folder_is_self_contained_and_its_spec_is_the_predictors(runs, folde
         for name in ("index.html", "app.js"):
             urls = set(re.findall(r"https?://[^\s\"'`)]+", (folder / name).read_text()))
             assert urls <= {"http://127.0.0.1:8000/"}, (name, urls)
-    table = WebSpec.load(folders["table"])
+    table = WebSpec.load(folders["table_int8"])
     assert table.input.kind == "table" and table.input.feature_names == [f"f{i}" for i in range(6)]
 
 
@@ -169,8 +172,16 @@ def test_the_page_equals_python_on_images(folders, browser, variant: str, tmp_pa
     rng = np.random.default_rng(1)
     Image.fromarray(rng.integers(0, 256, (13, 21, 3), dtype=np.uint8), "RGB").save(tmp_path / "wide_rgb.png")
     Image.fromarray(rng.integers(0, 256, (5, 6), dtype=np.uint8), "L").save(tmp_path / "small.png")
+    smooth = np.kron(rng.integers(0, 256, (7, 7, 3)), np.ones((4, 4, 1))).astype(np.uint8)
+    Image.fromarray(smooth, "RGB").save(tmp_path / "photo.jpg", quality=90)  # 4:2:0 chroma, 28x28
     (tmp_path / "notes.txt").write_text("not a picture")
-    files = [*paths, tmp_path / "wide_rgb.png", tmp_path / "small.png", tmp_path / "notes.txt"]
+    files = [
+        *paths,
+        tmp_path / "wide_rgb.png",
+        tmp_path / "small.png",
+        tmp_path / "photo.jpg",
+        tmp_path / "notes.txt",
+    ]
     ref = SpecPredictor(folders[variant])
     with static_server(folders[variant]) as (url, server):
         assert open_page(browser, url) == "ready"
@@ -181,7 +192,7 @@ def test_the_page_equals_python_on_images(folders, browser, variant: str, tmp_pa
         server.server_close()
         again = upload(browser, paths[:2])
     assert [r["name"] for r in rows] == [p.name for p in files]
-    images = [p for p in files if p.suffix == ".png"]
+    images = [p for p in files if p.suffix in (".png", ".jpg")]
     x = np.stack([decode_image(p.read_bytes(), p.name, (8, 8, 1)) for p in images])  # as the server converts
     want = ref.proba(x)
     got = np.array([r["proba"] for r in rows[: len(images)]])
@@ -199,15 +210,16 @@ def test_the_page_equals_python_on_images(folders, browser, variant: str, tmp_pa
     assert np.abs(np.array([r["proba"] for r in again]) - want[:2]).max() <= TOL
 
 
-def test_the_page_equals_python_on_a_table(folders, browser) -> None:
+@pytest.mark.parametrize("variant", ["fp32", "int8"])
+def test_the_page_equals_python_on_a_table(folders, browser, variant: str) -> None:
     from export_fixtures import table_bundle
 
     F = table_bundle().val.features()[:20]
     lines = [",".join("" if np.isnan(v) else repr(float(v)) for v in row) for row in F]
     lines.append("1,2,3")
     lines.append("1,2,three,4,5,6")
-    ref = SpecPredictor(folders["table"])
-    with static_server(folders["table"]) as (url, _):
+    ref = SpecPredictor(folders[f"table_{variant}"])
+    with static_server(folders[f"table_{variant}"]) as (url, _):
         assert open_page(browser, url) == "ready"
         box = browser.find_element("id", "rows")
         box.clear()
@@ -243,6 +255,11 @@ def test_a_browser_without_webassembly_gets_a_clear_message(folders) -> None:
         driver.quit()
 
 
+def test_a_page_opened_as_a_file_says_to_serve_it(folders, browser) -> None:
+    assert open_page(browser, (folders["fp32"] / "index.html").as_uri()) == "error"
+    assert "Open this page over HTTP" in browser.find_element("id", "message").text
+
+
 def test_closedloop_serve_serves_the_page_at_app(runs, folders, browser, tmp_path: Path) -> None:
     sys.path.insert(0, str(Path(__file__).parents[1] / "serving"))
     from serve_helpers import ServerProcess
@@ -251,7 +268,7 @@ def test_closedloop_serve_serves_the_page_at_app(runs, folders, browser, tmp_pat
     from closedloop.serving.app import create_app
 
     with pytest.raises(ClosedLoopError, match="is not one of the models"):
-        create_app(runs["images"], app_dir=str(folders["table"]))
+        create_app(runs["images"], app_dir=str(folders["table_fp32"]))
     server = ServerProcess([str(runs["images"]), "--app", str(folders["int8"])], tmp_path)
     try:
         server.wait_ready()

@@ -34,6 +34,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             f"sensitivity {m['sensitivity']:.3f}, specificity {m['specificity']:.3f}, "
             f"expected cost {m['expected_cost']:.4f}"
         )
+    for w in r.warnings:
+        print(f"warning: {w}")
     d = r.decision
     print(("PROMOTE: " if d.promote else "keep the champion: ") + "; ".join(d.reasons))
     print(f"written: {r.out_dir}/adapt.json, adapt.md, recalibration.json")

@@ -134,3 +134,17 @@ def read_production_labels(path: str | Path, label_names: list[str]) -> Producti
         proba=None if proba is None else np.asarray(proba, dtype=np.float64),
         path=str(path),
     )
+
+
+def check_version(labels: ProductionLabels, run_dir: Path, what: str) -> None:
+    """Production labels must come from requests the deployed model (this run) served."""
+    if labels.model_version is None:
+        return
+    versions = sorted(set(labels.model_version.tolist()))
+    ok = {run_dir.name, run_dir.resolve().name}
+    wrong = [v for v in versions if v not in ok]
+    if wrong:
+        raise DataError(
+            f"{labels.path}: {what} were served by model version(s) {wrong[:3]}, not by {run_dir.name} "
+            "(the run being adapted); adapt the model that served them, or drop those rows"
+        )

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from closedloop.adapt.labels import RANDOM_SOURCES, ProductionLabels, read_production_labels
+from closedloop.adapt.labels import RANDOM_SOURCES, ProductionLabels, check_version, read_production_labels
 from closedloop.adapt.split import AdaptSplit, needed_for_effect, split_production
 from closedloop.core.errors import DataError
 from closedloop.core.io import to_json, write_text_atomic
@@ -74,6 +74,7 @@ class AdaptResult(BaseModel):
     excluded_from_test: dict[str, Any]
     seconds: dict[str, float]
     out_dir: str
+    warnings: list[str] = []
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -96,20 +97,6 @@ def operating_point(y: np.ndarray, decisions: np.ndarray, costs: tuple[float, fl
 def _p_pos(p: np.ndarray) -> np.ndarray:
     p = np.asarray(p, dtype=np.float64)
     return p[:, -1] if p.ndim == 2 else p.reshape(-1)
-
-
-def check_version(labels: ProductionLabels, run_dir: Path, what: str) -> None:
-    """Production labels must come from requests the deployed model (this run) served."""
-    if labels.model_version is None:
-        return
-    versions = sorted(set(labels.model_version.tolist()))
-    ok = {run_dir.name, run_dir.resolve().name}
-    wrong = [v for v in versions if v not in ok]
-    if wrong:
-        raise DataError(
-            f"{labels.path}: {what} were served by model version(s) {wrong[:3]}, not by {run_dir.name} "
-            "(the run being adapted); adapt the model that served them, or drop those rows"
-        )
 
 
 def run_adapt(
@@ -206,6 +193,13 @@ def run_adapt(
         "champion": operating_point(eval_part.y, p_eval >= champion_t, costs),
         "challenger": operating_point(eval_part.y, recal.decide(p_eval), costs),
     }
+    warnings = []
+    if len(eval_part) < needed:
+        warnings.append(
+            f"the evaluation part has {len(eval_part)} labels; detecting the declared effect "
+            f"({effect:.3g} {declared.metric}) with 80% power needs about {needed}: a 'keep' may only mean "
+            "too few labels"
+        )
     result = AdaptResult(
         champion=str(run_dir),
         labels=str(labels_path),
@@ -220,6 +214,7 @@ def run_adapt(
         excluded_from_test=excluded,
         seconds={"recalibration_fit": t_fit, "total": time.perf_counter() - t_start},
         out_dir=str(out_dir),
+        warnings=warnings,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "recalibration.json", to_json(recal.model_dump(mode="json")))
@@ -307,5 +302,6 @@ def render_markdown(r: AdaptResult) -> str:
         f"- not worse on the original test split: {ni.sentence if ni else r.excluded_from_test.get('skipped')}",
         f"- left out of the test comparison: {r.excluded_from_test.get('n', 0)} sample(s) a model trained or adapted on",
         f"- recalibration fitted in {r.seconds['recalibration_fit'] * 1000:.0f} ms",
+        *[f"- warning: {w}" for w in r.warnings],
     ]
     return "\n".join(lines) + "\n"

@@ -9,9 +9,11 @@
   so the two arms are independent samples of the same traffic: the difference in the metric on each
   arm's labeled rows, with an independent two-sample bootstrap interval and p-value.
 
-The recommendation applies the rule of ``closedloop retrain`` (:func:`promotion_rule`): promote
-only when the challenger is better, significantly (one-sided p < alpha), and meets every acceptance
-bar of the task on the labeled rows and the latency constraint (p95 of its logged calls).
+The recommendation applies the one promotion rule (:func:`closedloop.stats.promotion.decide_promotion`,
+shared with ``closedloop retrain`` and ``closedloop adapt``) to the paired (shadow) rows; the canary's
+independent arms use :func:`promotion_rule`, the same rule on a two-sample comparison: promote only when
+the challenger is better, significantly (one-sided p < alpha), and meets every acceptance bar of the
+task on the labeled rows and the latency constraint (p95 of its logged calls).
 
 Over 400 lines but one idea: champion vs challenger from the log (joining, statistics, the decision,
 its text and HTML).
@@ -336,6 +338,9 @@ def compare_live(
     has_labels = any(f is not None for f in chall.feedback) and any(f is not None for f in champ.feedback)
     task = None
     labeled_challenger: tuple[np.ndarray, np.ndarray] | None = None
+    labeled_pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = (
+        None  # paired design: y, challenger, champion
+    )
     if has_labels or run_dir is not None:
         task = _load_task(
             [str(run_dir)] if run_dir is not None else [*chall.run_dirs[::-1], *champ.run_dirs[::-1]]
@@ -348,6 +353,7 @@ def compare_live(
             n_labeled = len(pos)
             if n_labeled:
                 labeled_challenger = (y, chall.proba[ib[pos]])
+                labeled_pairs = (y, chall.proba[ib[pos]], champ.proba[ia[pos]])
                 res = compare(
                     task.metric,
                     y,
@@ -405,7 +411,41 @@ def compare_live(
                 ok=p95 <= task.max_latency_ms,
                 note=f"p95 of {len(per_call)} logged {route} calls",
             )
-    promote, reasons = promotion_rule(perf, constraints, alpha)
+    if labeled_pairs is not None and task is not None:
+        # the paired (shadow) design: the one promotion rule of retrain and adapt, on the same labeled rows
+        from closedloop.stats.promotion import Check, decide_promotion
+
+        decision = decide_promotion(
+            *labeled_pairs,
+            metric=task.metric,
+            problem_type=task.problem_type,
+            convention=task.convention,
+            threshold=task.threshold,
+            alpha=alpha,
+            constraints=[
+                Check(name=f"constraint {k}", value=v.value, bar=v.bar, ok=v.ok)
+                for k, v in constraints.items()
+            ],
+            evaluated_on="live",
+            n_resamples=n_resamples,
+            seed=seed,
+        )
+        promote, reasons = decision.promote, list(decision.reasons)
+        first = decision.comparisons[0]  # the figures shown are the ones the rule decided on
+        perf = MetricComparison(
+            metric=first.metric,
+            value_champion=first.baseline_value,
+            value_challenger=first.model_value,
+            delta=first.delta,
+            ci95=list(first.ci95),
+            p_value=first.p_two_sided,
+            p_one_sided=first.p_value,
+            higher_is_better=first.higher_is_better,
+            method=first.method + " on (request_id, index)-joined rows",
+            n=first.n,
+        )
+    else:  # canary: two independent arms; the same rule on the independent two-sample comparison
+        promote, reasons = promotion_rule(perf, constraints, alpha)
     times = np.concatenate([champ.time, chall.time])
     span = f"{times.min()}Z to {times.max()}Z"
     evaluated_on = (

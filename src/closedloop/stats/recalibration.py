@@ -115,7 +115,13 @@ def fit_recalibration(
         return Recalibration(method=method, threshold=t, costs=(cost_fp, cost_fn), n_fit=len(y))
     if method not in METHODS:
         raise StatsError(f"unknown recalibration method {method!r}; expected one of {METHODS}")
-    slope, icpt = _fit_logistic(_logit(p), y.astype(float), intercept=method == "platt")
+    z = _logit(p)
+    if np.ptp(z) < 1e-6:  # e.g. saturated scores: a slope on a constant is not identified
+        raise StatsError(
+            f"{method}: the champion's scores are all equal on these {len(y)} labels (P(pos) = {p[0]:.6g}); "
+            "nothing to recalibrate"
+        )
+    slope, icpt = _fit_logistic(z, y.astype(float), intercept=method == "platt")
     return Recalibration(
         method=method, slope=slope, intercept=icpt, threshold=bayes, costs=(cost_fp, cost_fn), n_fit=len(y)
     )

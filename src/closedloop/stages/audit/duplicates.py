@@ -47,7 +47,7 @@ class DuplicatesConfig(CheckConfig):
     density_quantile: float = Field(0.01, gt=0, lt=1)
     """Where the data is denser than ``max_distance``, the excess is also tested below this quantile of
     the reference split's own nearest-neighbour distances (Bonferroni over the two looks)."""
-    null_samples: int = Field(5000, ge=10)
+    null_samples: int = Field(2000, ge=10)
     """At most this many reference samples measure the reference's own nearest-neighbour spacing."""
     n_components: int = Field(32, ge=2)
     """PCA dimensions of the near-duplicate embedding."""

@@ -47,7 +47,8 @@ class NearExcess:
     index: np.ndarray
     """Per query sample: index of that reference sample (in the reference split)."""
     ratio: np.ndarray
-    """Per query sample: ``dist`` over that reference sample's own nearest-neighbour distance."""
+    """Per query sample: ``dist`` over that reference sample's own nearest-neighbour distance (inf
+    for queries farther than ``threshold``, where it is not needed)."""
     judged: np.ndarray
     """Per query sample: True when it counts in ``n_query`` (no exact copy in the reference)."""
 
@@ -115,9 +116,11 @@ def near_excess(
     null_d, null_r = np.empty(0), np.empty(0)
     if len(U) >= 3:
         # each matched reference sample's own spacing: distance to its nearest *other* distinct sample
-        matched = np.unique(pos)
+        # (only for close queries: the ratio matters only under ``threshold``)
+        matched = np.unique(pos[dist <= threshold])
         spacing = np.full(len(U), np.inf)
-        spacing[matched] = nn.kneighbors(U[matched], n_neighbors=2)[0][:, 1]
+        if len(matched):
+            spacing[matched] = nn.kneighbors(U[matched], n_neighbors=2)[0][:, 1]
         ratio = dist / np.maximum(spacing[pos], 1e-12)
         null_d, null_r = _leave_one_out(nn, U, rng.choice(len(U), min(len(U), max_null), replace=False))
     n_query, n_null = int(judged.sum()), len(null_d)

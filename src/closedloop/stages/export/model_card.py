@@ -60,7 +60,8 @@ def per_day(
     return (
         f"Per day ({b.cases_per_day:,.0f} cases, {prev:.1%} {name}): about **{sens * n_pos:,.1f} {name} caught**, "
         f"**{(1 - sens) * n_pos:,.1f} missed**, **{fpr * n_neg:,.1f} false alarms** "
-        f"(sensitivity {sens:.3f}, false-positive rate {fpr:.3f} on {len(yi)} {evaluated_on} samples the model "
+        f"(at the shipped threshold {threshold:.4g}: sensitivity {sens:.3f}, false-positive rate {fpr:.3f} on "
+        f"{len(yi)} {evaluated_on} samples the model "
         f"did not train on; expected cost {cost:,.1f})."
     )
 

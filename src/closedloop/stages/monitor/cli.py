@@ -284,13 +284,19 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         on=args.on,
         alpha=args.alpha,
         unseal_test=args.unseal_test,
+        eval_labels=args.eval_labels,
+        margin=args.margin,
     )
     c = out["comparison"]
     print(
         f"challenger {out['challenger']}\nchampion   {out['champion']}\n{c['metric']}: "
         f"{c['value_b']:.4f} -> {c['value_a']:.4f} (delta {c['delta']:+.4f}, 95% CI [{c['ci95'][0]:+.4f}, "
-        f"{c['ci95'][1]:+.4f}], p={c['p_value']:.3g}) on {out['n_heldout']} {out['heldout_split']} samples"
+        f"{c['ci95'][1]:+.4f}], p={c['p_value']:.3g}) on {out['decision']['n']} samples of "
+        f"{out['decision']['evaluated_on']}"
     )
+    ni = out["decision"].get("non_inferiority")
+    if ni:
+        print(f"non-inferiority {ni['sentence']}")
     ex = out.get("excluded") or {}
     if ex.get("n"):
         by = ", ".join(f"{k} {v}" for k, v in ex["by"].items())
@@ -378,6 +384,12 @@ def add_commands(subparsers: Any) -> None:
     rt.add_argument("--on", choices=["test", "val"], default="test", help="held-out split for the comparison")
     rt.add_argument("--alpha", type=float, default=0.05, help="significance level for promotion")
     rt.add_argument("--unseal-test", metavar="REASON")
+    rt.add_argument(
+        "--eval-labels",
+        help="randomly selected labeled production samples (.npz/.csv as for 'adapt'): the challenger must be "
+        "better there and non-inferior (--margin) on the held-out split",
+    )
+    rt.add_argument("--margin", type=float, default=0.02, help="non-inferiority margin with --eval-labels")
     rt.add_argument("--out", help="write the comparison JSON here")
     rt.set_defaults(func=cmd_retrain)
 

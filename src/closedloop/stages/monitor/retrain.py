@@ -177,11 +177,17 @@ def compare_runs(
     alpha: float = 0.05,
     metric: str | None = None,
     evaluated_on: str = "test",
+    production: tuple[Any, np.ndarray] | None = None,
+    margin: float = 0.02,
 ) -> dict[str, Any]:
     """Paired comparison on the same held-out data and the promotion decision with its reasons
-    (the rule: :func:`closedloop.stats.promotion.decide_promotion`)."""
+    (the rule: :func:`closedloop.stats.promotion.decide_promotion`).
+
+    With ``production`` (randomly selected labeled production samples, ``(X, y)``), the challenger must
+    be better *there*, and ``X, y`` (the held-out split) becomes the non-inferiority check within
+    ``margin``: the two-part rule ``closedloop adapt`` uses."""
     from closedloop.models.trained import raw_array
-    from closedloop.stats.promotion import Check, decide_promotion
+    from closedloop.stats.promotion import Check, PairedCases, decide_promotion
 
     champ, task = _load_run(champion_dir)
     chall, task_b = _load_run(challenger_dir)
@@ -208,6 +214,16 @@ def compare_runs(
             constraints.append(
                 Check(name="max_latency_ms", value=lat, bar=c.max_latency_ms, ok=lat <= c.max_latency_ms)
             )
+    reference = None
+    if production is not None:
+        reference = PairedCases(
+            y_true=np.asarray(y),
+            challenger_proba=chall.predict_proba(X),
+            champion_proba=champ.predict_proba(X),
+            evaluated_on=evaluated_on,
+        )
+        X, y = production
+        evaluated_on = f"the production evaluation labels ({len(y)} randomly selected)"
     decision = decide_promotion(
         y,
         chall.predict_proba(X),
@@ -221,6 +237,8 @@ def compare_runs(
         acceptance=task.acceptance if task else {},
         constraints=constraints,
         evaluated_on=evaluated_on,
+        reference=reference,
+        margin=margin,
     )
     first = decision.comparisons[0]
     return {
@@ -290,8 +308,14 @@ def run_retrain(
     on: str = "test",
     alpha: float = 0.05,
     unseal_test: str | None = None,
+    eval_labels: str | Path | None = None,
+    margin: float = 0.02,
 ) -> dict[str, Any]:
     """Retrain with the labeled samples merged in, then compare with the champion (see module doc).
+
+    With ``eval_labels`` (randomly selected labeled production samples, the format of
+    ``closedloop adapt``), the challenger must be better on them and non-inferior within ``margin``
+    on the held-out split.
 
     Both models are scored on the held-out split of the challenger's *resolved* data (the YAML file
     with every ``--set`` applied), and any held-out sample whose content either model trained on is
@@ -345,7 +369,21 @@ def run_retrain(
             f"every one of the {excluded['n']} held-out samples was in a model's training data "
             f"(by content hash: {excluded['by']}); nothing unseen is left to compare on"
         )
-    out = compare_runs(champion, result.run_dir, held.X, np.asarray(held.y), alpha=alpha, evaluated_on=on)
+    production = None
+    if eval_labels is not None:
+        production = production_eval_set(
+            eval_labels, bundle, champion, [("challenger", challenger_bundle.train)]
+        )
+    out = compare_runs(
+        champion,
+        result.run_dir,
+        held.X,
+        np.asarray(held.y),
+        alpha=alpha,
+        evaluated_on=on,
+        production=production,
+        margin=margin,
+    )
     out["heldout_split"] = on
     out["excluded"] = excluded
     out["data"] = {"resolved": base, "overrides": list(overrides or [])}
@@ -356,6 +394,32 @@ def run_retrain(
     out["aliases"] = apply_promotion(result.run_dir, out["promote"], reasons=out["reasons"])
     write_text_atomic(result.run_dir / "retrain.json", to_json(out))
     return out
+
+
+def production_eval_set(
+    path: str | Path, bundle: DatasetBundle, champion: Path, trained: list[tuple[Any, ...]]
+) -> tuple[Any, np.ndarray]:
+    """Randomly selected labeled production samples to judge on (uncertainty-selected ones refused),
+    without any a model trained on (content hash)."""
+    from closedloop.adapt.labels import RANDOM_SOURCES, check_version, read_production_labels
+
+    labels = read_production_labels(path, list(bundle.meta.label_names))
+    check_version(labels, champion, "the evaluation samples")
+    random = labels.randomly_selected()
+    if not random.all():
+        bad = sorted(set(labels.selected_by[~random].tolist()))  # type: ignore[index]
+        raise DataError(
+            f"{path}: {int((~random).sum())} evaluation sample(s) were selected by {bad} (chosen for being "
+            f"uncertain or unusual), which biases any score on them; evaluation data must be randomly selected "
+            f"({', '.join(sorted(RANDOM_SOURCES))}); add them with --add-labeled instead"
+        )
+    held, excluded = drop_trained_on(Split(X=labels.X, y=labels.y), trained)
+    if excluded["n"]:
+        raise DataError(
+            f"{path}: {excluded['n']} evaluation sample(s) are in the challenger's training data (content hash "
+            "matches --add-labeled); judge on samples it never saw"
+        )
+    return held.X, np.asarray(held.y)
 
 
 def champion_training_splits(champion_dir: Path, seed: int, *, with_val: bool = True) -> list[Split]:
