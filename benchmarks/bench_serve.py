@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as _dt
+import importlib.util
 import json
 import os
 import shutil
@@ -652,8 +653,8 @@ def main() -> int:
     ap.add_argument("--run-dir", help="run with an exported model (default: run the quickstart first)")
     ap.add_argument("--requests", type=int, default=3000, help="requests per hey run")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per comparison")
-    ap.add_argument("--max-batch-size", type=int, default=32)
-    ap.add_argument("--max-queue-delay-ms", type=float, default=5.0)
+    ap.add_argument("--max-batch-size", type=int, default=16)
+    ap.add_argument("--max-queue-delay-ms", type=float, default=2.0)
     ap.add_argument(
         "--csv-dir", help="keep hey's CSVs (one row per request) here (default: a temporary folder)"
     )
@@ -700,6 +701,13 @@ def main() -> int:
             f"inputs: images of the run's validation split ({data}); cpu cores: {os.cpu_count()} SHARED with other "
             f"engineers' work (load average at start: {os.getloadavg()[0]:.1f}): absolute figures are noisy, ratios "
             "come from adjacent, interleaved runs"
+        )
+        import uvicorn.config
+
+        http_impl = "httptools" if uvicorn.config.HTTPTOOLS_INSTALLED else "h11"
+        loop_impl = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+        say(
+            f"both servers: uvicorn {uvicorn.__version__}, one process, HTTP parser {http_impl}, event loop {loop_impl}"
         )
         say(
             "client: "
