@@ -1,22 +1,24 @@
-"""closedloop serve under load, on loopback only, bounded in requests and time (a few minutes in all).
+"""closedloop serve under load, measured with a load client no one here wrote (Debian's ``hey``).
 
-    python benchmarks/bench_serve.py --run-dir RUN_DIR [--out docs/results/serve.txt]
+    python benchmarks/bench_serve.py --run-dir RUN_DIR [--out docs/results/serve.txt] [--csv-dir DIR]
 
 RUN_DIR is a run with an exported model (default: the quickstart pipeline is run into a temporary
-folder first, which takes minutes). Prints:
+folder first, which takes minutes). ``hey`` (``apt-get install hey``) drives both servers with the same
+one-image OIP JSON body; without it the benchmark says so and falls back to its own httpx client. Each
+hey run keeps its CSV (one row per request) in ``--csv-dir``. Prints:
 
-1. parity: probabilities from /v2/models/{name}/infer and /predict vs the in-process Predictor, 256 inputs;
-2. throughput and p50/p95/p99 latency at concurrency 1, 8, 32, single inputs and batches of 16, for
-   closedloop (request log on) and, side by side with the same client, a minimal hand-written
-   FastAPI + onnxruntime server on the same model file;
-3. the ratio closedloop / minimal at concurrency 8, with logging, metrics and the shadow model off and on
-   (interleaved rounds, median);
-4. requests acknowledged vs records in the log, under load and after SIGTERM mid-load;
-5. the canary share over 2,000 requests against its target (in standard deviations);
-6. whether responses are byte-identical with and without --shadow.
+1. concurrency 8, unbatched, request log + metrics on: closedloop vs a bare FastAPI + onnxruntime app
+   (one session, one thread) in interleaved rounds: req/s, p50/p90/p99, errors, server CPU per request,
+   and the ratios per round (median, min, max);
+2. concurrency 32 with ``--max-batch-size``/``--max-queue-delay-ms`` vs the bare app (unbatched), the
+   batched p99 against the task's ``max_latency_ms``, and the batch sizes from ``/metrics``;
+3. batched vs unbatched outputs on 256 inputs (max |delta|), and the model itself at batch sizes 1..256;
+4. kill -9 under load with batching on: every acknowledged request in the log.
 
-Inputs are images of the run's validation split (no performance figure is computed from them: parity,
-latency and routing only). Servers are subprocesses (one uvicorn worker each) on free 127.0.0.1 ports.
+``--httpx-sections`` then runs the earlier sections (own httpx client: grid, log/metrics/shadow ratios,
+SIGTERM mid-load, canary share, shadow byte-identity). Servers are subprocesses (one uvicorn worker
+each) on free 127.0.0.1 ports; every load is bounded in requests and time. Inputs are images of the
+run's validation split (latency, parity and logging only: no performance figure is computed from them).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as _dt
+import importlib.util
 import json
 import os
 import shutil
@@ -652,8 +655,8 @@ def main() -> int:
     ap.add_argument("--run-dir", help="run with an exported model (default: run the quickstart first)")
     ap.add_argument("--requests", type=int, default=3000, help="requests per hey run")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per comparison")
-    ap.add_argument("--max-batch-size", type=int, default=32)
-    ap.add_argument("--max-queue-delay-ms", type=float, default=5.0)
+    ap.add_argument("--max-batch-size", type=int, default=16)
+    ap.add_argument("--max-queue-delay-ms", type=float, default=2.0)
     ap.add_argument(
         "--csv-dir", help="keep hey's CSVs (one row per request) here (default: a temporary folder)"
     )
@@ -700,6 +703,13 @@ def main() -> int:
             f"inputs: images of the run's validation split ({data}); cpu cores: {os.cpu_count()} SHARED with other "
             f"engineers' work (load average at start: {os.getloadavg()[0]:.1f}): absolute figures are noisy, ratios "
             "come from adjacent, interleaved runs"
+        )
+        import uvicorn
+
+        http_impl = "httptools" if importlib.util.find_spec("httptools") else "h11"
+        loop_impl = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+        say(
+            f"both servers: uvicorn {uvicorn.__version__}, one process, HTTP parser {http_impl}, event loop {loop_impl}"
         )
         say(
             "client: "

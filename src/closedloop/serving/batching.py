@@ -12,8 +12,8 @@ like any other (the same holds unbatched: a record is written before the respons
 client leaving after that is not something the server can see).
 
 The queue lives on the event loop (no lock: only the loop touches it); a batch runs in a worker thread
-so the loop keeps accepting requests while onnxruntime works, one batch at a time (the next one gathers
-meanwhile, which is what makes batches grow under load).
+so the loop keeps accepting requests while onnxruntime works; up to ``IN_FLIGHT`` batches run at once,
+and while all of them are busy the queue keeps gathering, which is what makes batches grow under load.
 """
 
 from __future__ import annotations
@@ -30,6 +30,10 @@ import numpy as np
 if TYPE_CHECKING:
     from closedloop.serving.routing import Routing
     from closedloop.serving.service import Scored, Service
+
+
+IN_FLIGHT = 2
+"""Batches scored at the same time: while one runs in onnxruntime, the next can too (two cores)."""
 
 
 @dataclass(eq=False)
@@ -107,13 +111,19 @@ class Batcher:
     async def _loop(self) -> None:
         assert self._wakeup is not None
         wakeup = self._wakeup
+        slots = asyncio.Semaphore(IN_FLIGHT)
+        running: set[asyncio.Task[None]] = set()
         while True:
             while not any(not p.abandoned for p in self.queue):
                 self.queue.clear()
                 self.rows = 0
                 wakeup.clear()
                 await wakeup.wait()
-            first = next(p for p in self.queue if not p.abandoned)
+            await slots.acquire()  # while every slot is busy, the queue keeps growing
+            first = next((p for p in self.queue if not p.abandoned), None)
+            if first is None:
+                slots.release()
+                continue
             deadline = first.enqueued + self.max_delay_s
             while self.rows < self.max_batch_size and not first.abandoned:
                 left = deadline - time.monotonic()
@@ -126,18 +136,27 @@ class Batcher:
                     break
             batch = self._take()
             if not batch:
+                slots.release()
                 continue
+            task = asyncio.get_running_loop().create_task(self._run(batch, slots))
+            running.add(task)  # a reference, so the task is not garbage-collected mid-run
+            task.add_done_callback(running.discard)
+
+    async def _run(self, batch: list[Pending], slots: asyncio.Semaphore) -> None:
+        try:
             try:
                 results = await self.run_in_thread(self.service.score_batch, batch)
             except Exception as exc:  # score_batch answers per request; this is a bug or a full disk
                 results = [exc] * len(batch)
-            for pending, result in zip(batch, results, strict=True):
-                if pending.future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    pending.future.set_exception(result)
-                else:
-                    pending.future.set_result(result)
+        finally:
+            slots.release()
+        for pending, result in zip(batch, results, strict=True):
+            if pending.future.done():
+                continue
+            if isinstance(result, BaseException):
+                pending.future.set_exception(result)
+            else:
+                pending.future.set_result(result)
 
 
 async def wait_for_disconnect(receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
