@@ -102,7 +102,9 @@ def test_crash_then_resume(runs_dir: Path, tmp_path: Path) -> None:
 
 def test_resume_with_other_pipeline_is_refused_naming_what_changed(runs_dir: Path) -> None:
     res = Pipeline([toy_pkg.SumPixels()], data=DATA, name="toy").run(progress=False)
-    with pytest.raises(RunDirError, match=r"refused, the config changed .*stages\[0\]\.params\.scale: 1\.0 -> 5\.0"):
+    with pytest.raises(
+        RunDirError, match=r"refused, the config changed .*stages\[0\]\.params\.scale: 1\.0 -> 5\.0"
+    ):
         Pipeline([toy_pkg.SumPixels(scale=5)], data=DATA, name="toy").run(resume=res.run_dir)
 
 
