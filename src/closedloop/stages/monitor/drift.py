@@ -1,31 +1,6 @@
 """Moved to :mod:`closedloop.monitoring.drift`. This name stays so drift-test plug-ins written against
 ``closedloop.stages.monitor.drift`` (the path docs/extending.md gave before the move) keep importing;
-new code imports ``closedloop.monitoring.drift``."""
+new code imports ``closedloop.monitoring.drift``. The names are that package's ``__all__``, listed once there."""
 
-from closedloop.monitoring.drift import (
-    DEFAULT_LABEL_TESTS,
-    DEFAULT_TESTS,
-    DRIFT_TESTS,
-    DriftContext,
-    DriftResult,
-    DriftTest,
-    DriftTestConfig,
-    Sample,
-    build_tests,
-    resolve_drift_test,
-    run_tests,
-)
-
-__all__ = [
-    "DEFAULT_LABEL_TESTS",
-    "DEFAULT_TESTS",
-    "DRIFT_TESTS",
-    "DriftContext",
-    "DriftResult",
-    "DriftTest",
-    "DriftTestConfig",
-    "Sample",
-    "build_tests",
-    "resolve_drift_test",
-    "run_tests",
-]
+from closedloop.monitoring.drift import *  # noqa: F403
+from closedloop.monitoring.drift import __all__  # noqa: F401
