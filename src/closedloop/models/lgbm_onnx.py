@@ -101,7 +101,10 @@ def logits_onnx(
     ]
     binary = tree.op_type == "TreeEnsembleClassifier" and w.shape[1] == 1
     if binary:  # [-raw, raw] -> raw
-        inits += [numpy_helper.from_array(np.array(v, np.int64), n) for v, n in (([1], "s0"), ([2], "s1"), ([1], "ax"))]
+        inits += [
+            numpy_helper.from_array(np.array(v, np.int64), n)
+            for v, n in (([1], "s0"), ([2], "s1"), ([1], "ax"))
+        ]
         nodes.append(helper.make_node("Slice", [raw, "s0", "s1", "ax"], ["raw_score"]))
         raw = "raw_score"
     nodes += [

@@ -110,7 +110,11 @@ def export_trees(module: nn.Module, path: Path, opset: int) -> Path:
     if booster is None:
         raise ExportError("the tree model holds no trained booster: nothing to export")
     data = logits_onnx(
-        booster, net.n_in, net.head.weight.detach().cpu().numpy(), net.head.bias.detach().cpu().numpy(), opset=opset
+        booster,
+        net.n_in,
+        net.head.weight.detach().cpu().numpy(),
+        net.head.bias.detach().cpu().numpy(),
+        opset=opset,
     )
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

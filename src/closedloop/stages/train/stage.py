@@ -182,7 +182,8 @@ class TrainModel(Stage):
         eng = make_tree_engine(cfg, data, task, pre) if trees else make_engine(task, pre, device)
         batch_size = cfg.batch_size
         while (
-            cfg.min_steps_per_epoch
+            not trees  # batches mean nothing to boosting
+            and cfg.min_steps_per_epoch
             and batch_size > 8
             and len(data.train) // batch_size < cfg.min_steps_per_epoch
         ):
@@ -301,7 +302,9 @@ def make_tree_engine(cfg: TrainConfig, data: DatasetBundle, task: TaskSpec, pre:
     from closedloop.stages.train.tree_engine import TreeEngine
 
     if data.kind != "table":
-        raise ConfigError(f"train.family: {cfg.family!r} is a tree family; it trains on tables, not {data.kind}")
+        raise ConfigError(
+            f"train.family: {cfg.family!r} is a tree family; it trains on tables, not {data.kind}"
+        )
     if cfg.final_seeds > 1:
         raise ConfigError(
             f"train.final_seeds: {cfg.final_seeds} - a seed ensemble of trees cannot be exported yet; "

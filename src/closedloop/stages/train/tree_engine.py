@@ -26,7 +26,12 @@ from closedloop.core.errors import ConfigError
 from closedloop.core.killpoints import kill_point
 from closedloop.stages.train.engine import Engine, FitResult, HParams, TensorSet
 
-OBJECTIVES = {"binary": "binary", "multiclass": "multiclass", "ordinal": "multiclass", "regression": "regression"}
+OBJECTIVES = {
+    "binary": "binary",
+    "multiclass": "multiclass",
+    "ordinal": "multiclass",
+    "regression": "regression",
+}
 METRICS = {"binary": "binary_logloss", "multiclass": "multi_logloss", "regression": "l2"}
 
 
@@ -211,7 +216,12 @@ class TreeEngine(Engine):
                 raise lgb.callback.EarlyStopException(env.iteration + 1, env.evaluation_result_list)
 
         booster = lgb.train(
-            params, data, num_boost_round=steps, valid_sets=[data], valid_names=["batch"], callbacks=[per_round]
+            params,
+            data,
+            num_boost_round=steps,
+            valid_sets=[data],
+            valid_names=["batch"],
+            callbacks=[per_round],
         )
         tree.set_booster(booster)
         return losses
@@ -221,4 +231,3 @@ class TreeEngine(Engine):
             "train.lr_finder: the LR range test is for networks trained by gradient descent; tree "
             "families tune learning_rate directly (set lr_finder: false)"
         )
-

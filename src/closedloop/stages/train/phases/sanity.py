@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import torch
 
 from closedloop.core.errors import StageFailedError
-from closedloop.core.killpoints import kill_point
 from closedloop.stages.train import plots
-from closedloop.stages.train.engine import HParams, TensorSet
+from closedloop.stages.train.engine import TensorSet
 from closedloop.stages.train.outcomes import SanityOutcome
 from closedloop.stages.train.phases.base import Phase
 from closedloop.stages.train.session import TrainSession
