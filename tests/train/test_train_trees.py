@@ -45,7 +45,13 @@ def tree_table(n: int = 600, seed: int = 0) -> DatasetBundle:
     z = 1.5 * a - b + np.where(color == "blue", 1.5, 0.0) + np.nan_to_num(c) * 0.5
     y = (z + rng.normal(0, 0.7, n) > 0.8).astype(np.int64)  # imbalanced: about a third positive
     X = pd.DataFrame(
-        {"a": a, "b": b, "c": c, "color": pd.Categorical(color, categories=["blue", "green", "red"])}
+        {
+            "a": a,
+            "b": b,
+            "c": c,
+            "noise": rng.normal(size=n),
+            "color": pd.Categorical(color, categories=["blue", "green", "red"]),
+        }
     )
     parts = np.split(np.arange(n), [int(n * 0.6), int(n * 0.8)])
     splits = {
@@ -95,6 +101,15 @@ def test_tree_family_through_the_train_stage(run: RunResult) -> None:
     assert s["n_configs"] >= 1 + 1 + TREE_TRAIN["n_trials"]
     model = run.artifact("model")
     assert model.info["hparams"]["class_weight"] == "balanced"
+    imp = s["feature_importance"]
+    assert imp["evaluated_on"] == {"gain": "trained_on", "permutation": "calibration"} and imp["n_rows"] == 60
+    by = {f["feature"]: f for f in imp["features"]}
+    assert abs(sum(f["gain"] for f in by.values()) - 1) < 1e-4
+    assert imp["features"][0]["feature"] == "a"  # the strongest signal ranks first on held-out rows
+    lo, hi = by["a"]["permutation_ci95"]
+    assert lo > 0 and by["noise"]["permutation_ci95"][0] <= 0 <= by["noise"]["permutation_ci95"][1] + 1e-9
+    report = (run.run_dir / "report.html").read_text()
+    assert "Feature importance" in report and "held-out rows" in report
     assert model.preprocessing.native_missing and model.preprocessing.impute is None
 
 
@@ -139,7 +154,7 @@ def test_tree_export_parity_and_served_rows(run: RunResult) -> None:
 
 def test_tree_monitor_reference_on_table_features(run: RunResult) -> None:
     ref = run.summary["stages"]["monitor"]["reference"]
-    assert ref["kind"] == "table" and ref["n_features"] == 4 and "features" in ref["tests"]
+    assert ref["kind"] == "table" and ref["n_features"] == 5 and "features" in ref["tests"]
 
 
 def test_ship_int8_is_refused_for_trees(run: RunResult, tmp_path: Path) -> None:

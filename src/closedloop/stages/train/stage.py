@@ -23,7 +23,7 @@ from closedloop.core.io import to_json, write_text_atomic
 from closedloop.core.registry import register_stage
 from closedloop.core.stage import RunContext, Stage, StageIO, stage_timings
 from closedloop.data.bundle import DatasetBundle
-from closedloop.models.registry import build_network, family_kind
+from closedloop.models.registry import build_network, family_kind, network_kind
 from closedloop.models.trained import ModelSpec, Preprocessing, TrainedModel
 from closedloop.stages.audit.rerank import LabelIssueList, review_after_training, review_summary
 from closedloop.stages.baseline import BaselineReport
@@ -34,6 +34,7 @@ from closedloop.stages.train.config import LADDERS, PRESETS, TrainConfig
 from closedloop.stages.train.driver import budget_table, run_phases
 from closedloop.stages.train.engine import Engine, HParams, make_engine, make_tensor_set
 from closedloop.stages.train.heldout import plan_heldout
+from closedloop.stages.train.importance import ImportanceReport, tree_importance
 from closedloop.stages.train.knobs import ALL_KNOBS
 from closedloop.stages.train.outcomes import CrossValidateOutcome, FinalOutcome, TuneOutcome
 from closedloop.stages.train.phases import PHASES, Phase
@@ -68,6 +69,9 @@ class EvaluationReport(JsonArtifact):
     selection: dict[str, Any] | None = None
     """The winner's validation score and the search's optimism (SelectionBias, evaluated_on validation)."""
     label_review: LabelIssueList | None = None
+    feature_importance: ImportanceReport | None = None
+    """Tree models: gain (trained-on rows) and permutation importance (held-out rows, 95% CIs);
+    None for networks (:mod:`closedloop.stages.train.importance`)."""
     """Suspected label errors ranked again by the trained configuration's predictions (top 50; the
     full list is in ``label_review/``); None for tasks or runs without such predictions."""
 
@@ -128,6 +132,18 @@ class TrainModel(Stage):
             sess.task.problem_type,
             ctx.stage_dir / "label_review",
         )
+        importance = None
+        if network_kind(model.network) == "trees":
+            plan = sess.heldout
+            held = None
+            if plan.evaluated_on != "trained_on" and plan.indices:
+                held = sess.val.subset(np.asarray(plan.indices, dtype=np.int64))
+            importance = tree_importance(
+                model.network, sess.pre.feature_names, held, sess.engine, seed=sess.seed("importance")
+            )
+            sess.decide(
+                "final", f"feature importance: {importance.note}", {"evaluated_on": importance.evaluated_on}
+            )
         evaluation = EvaluationReport(
             phases={k: v.model_dump(mode="json") for k, v in sess.outcomes.items()},
             curves=sess.curves,
@@ -154,6 +170,7 @@ class TrainModel(Stage):
             heldout_note=sess.heldout.note,
             selection=None if sess.selection is None else sess.selection.model_dump(mode="json"),
             label_review=None if review is None else review.head(50),
+            feature_importance=importance,
         )
         bb = sess.beats_baseline
         if self.config.gate == "fail" and bb is not None and not bb.get("significant"):
@@ -286,6 +303,7 @@ class TrainModel(Stage):
             },
             "knob_gains_skipped": tune.get("knob_gains_skipped", []),
             "cross_validation": R.cv_summary(ev.phases.get("cross_validate")),
+            "feature_importance": R.importance_summary(ev.feature_importance),
             "label_review": review_summary(
                 None if ev.label_review is None else ev.label_review.model_dump(mode="json")
             ),
