@@ -102,8 +102,10 @@ def test_adapt_recalibrates_judges_on_production_and_records_everything(champion
     assert sorted(split["adaptation"] + split["evaluation"]) == list(range(n))
     assert all(sel[i] == "random_control" for i in split["evaluation"])
     assert split["seed"] == 3 and res["declared"]["costs"] == [1.0, 1.0]
-    assert set(res["choice"]["cv_cost"]) == {"threshold", "platt", "temperature"}
-    assert (out / "recalibration.json").is_file() and "PROMOTE" in (out / "adapt.md").read_text()
+    cv = res["choice"]["cv_cost"]
+    assert {"threshold", "platt", "temperature"} < set(cv) and any(k.startswith("head(") for k in cv)
+    assert res["choice"]["candidates"] == len(cv) and "adaptation labels only" in res["choice"]["selection"]
+    assert (out / "challenger.json").is_file() and "PROMOTE" in (out / "adapt.md").read_text()
     assert "PROMOTE" in printed and "specificity" in printed
     # the original test split was opened through the ledger, once per challenger
     ledger = (run.parent / "test_ledger.jsonl").read_text().splitlines()
@@ -146,3 +148,32 @@ def test_adapt_is_not_promoted_when_it_is_worse_on_the_original_test(champion, t
     ni = res.decision.non_inferiority
     assert ni is not None and not ni.ok and not res.decision.promote
     assert any("NOT non-inferior" in r for r in res.decision.reasons)
+
+
+def test_adapt_writes_the_adapted_model_and_refuses_unknown_challengers(champion, tmp_path, capsys):
+    """The chosen challenger written into the champion's head is a model whose probabilities and
+    decision are the challenger's (what serving and the monitor read), with its own threshold."""
+    from closedloop.adapt.challengers import AdaptedChallenger
+    from closedloop.adapt.run import run_adapt
+
+    run, _ = champion
+    labels = _labels(tmp_path / "prod.npz", run, 160, 8)
+    for families in (("head",), ("recalibration",)):
+        out = tmp_path / "-".join(families)
+        res = run_adapt(run, labels, out=out, challengers=families)
+        chosen = AdaptedChallenger.model_validate_json((out / "challenger.json").read_text())
+        assert chosen.method == res.choice.chosen.method
+        assert (chosen.method == "head") == (families == ("head",))
+        adapted = TrainedModel.load(out / "model")
+        assert adapted.threshold == pytest.approx(chosen.threshold) and adapted.temperature == 1.0
+        X = np.load(labels)["images"][..., None]
+        champ = TrainedModel.load(run / "stages/03_train/artifacts/model")
+        z = champ.predict_logits(X).reshape(-1) / champ.temperature
+        phi = champ.embed(X) if chosen.head is not None else None
+        np.testing.assert_allclose(adapted.predict_proba(X)[:, 1], chosen.proba(z, phi), atol=1e-4)
+        assert f"P(pos) >= {chosen.threshold:.4f}" in (out / "adapt.md").read_text()
+
+    assert (
+        main(["adapt", str(run), str(labels), "--challengers", "retrain", "--out", str(tmp_path / "x")]) == 2
+    )
+    assert "--challengers 'retrain'" in capsys.readouterr().err
