@@ -78,17 +78,30 @@ def fit_head(
     scale[scale < 1e-8] = 1.0
     X = np.column_stack([z, np.ones_like(z), (phi - center) / scale])
     pen = np.full(X.shape[1], float(l2))
-    pen[:2] = 1e-3  # slope and intercept nearly free (as in Platt scaling)
+    pen[:2] = 1e-2  # slope and intercept nearly free (as in Platt scaling)
     w = np.zeros(X.shape[1])
     w[0] = 1.0
+
+    def loss(w: np.ndarray) -> float:
+        m = X @ w  # log(1 + e^m) - y m, stably, plus the penalty
+        return float(np.sum(np.logaddexp(0, m) - y * m) + 0.5 * np.sum(pen * w * w))
+
+    current = loss(w)
     for _ in range(iters):
         q = expit(X @ w)
         grad = X.T @ (q - y) + pen * w
         H = (X * (q * (1 - q))[:, None]).T @ X + np.diag(pen)
         step = np.linalg.solve(H, grad)
-        w -= step
-        if np.max(np.abs(step)) < 1e-8:
+        # damped Newton: halve the step until the penalized loss falls (nearly separable labels
+        # otherwise overshoot to huge weights)
+        t = 1.0
+        while t > 1e-6 and loss(w - t * step) > current:
+            t /= 2
+        w = w - t * step
+        new = loss(w)
+        if current - new < 1e-10 * max(1.0, abs(current)):
             break
+        current = new
     cost_fp, cost_fn = (float(c) for c in costs)
     return HeadFit(
         slope=float(w[0]),

@@ -12,9 +12,12 @@
    at its own threshold: better on the evaluation part (paired, one-sided, the declared metric) AND
    non-inferior within the declared margin on the original test split, opened through the test
    ledger, without any sample either model trained or adapted on (content hash).
-4. ``adapt.json`` (everything), ``challenger.json`` (the challenger), ``adapt.md`` and ``model/``
+4. ``adapt.json`` (everything), ``challenger.json`` (the challenger), ``adapt.md``, ``model/``
    (the adapted model: the champion's network with the challenger written into its head, its own
-   threshold) are written to ``--out`` (default ``RUN/adapt/<time>``).
+   threshold) and ``model_fp32.onnx`` + ``predictor.json`` (the same, servable:
+   ``closedloop serve RUN --shadow OUT``; :mod:`closedloop.adapt.servable`) are written to ``--out``
+   (default ``RUN/adapt/<time>``), with the adapted model's own monitor reference
+   (``references/<time>/``: :mod:`closedloop.adapt.reference`) when the champion has one.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ from pydantic import BaseModel, ConfigDict
 
 from closedloop.adapt.challengers import FAMILIES, ChallengerChoice, adapted_model, choose_challenger
 from closedloop.adapt.labels import RANDOM_SOURCES, ProductionLabels, check_version, read_production_labels
+from closedloop.adapt.reference import adapted_reference
+from closedloop.adapt.servable import write_servable
 from closedloop.adapt.split import AdaptSplit, needed_for_effect, split_production
-from closedloop.core.errors import DataError
+from closedloop.core.errors import ClosedLoopError, DataError
 from closedloop.core.io import to_json, write_text_atomic
 from closedloop.stats.errors import StatsError
 from closedloop.stats.promotion import PairedCases, PromotionDecision, decide_promotion
@@ -78,6 +83,9 @@ class AdaptResult(BaseModel):
     excluded_from_test: dict[str, Any]
     seconds: dict[str, float]
     out_dir: str
+    monitor_reference: dict[str, str | None] = {}
+    """``path`` of the adapted model's own monitor reference (``None`` when the champion has no
+    reference to build it like) and a ``note`` saying what it is."""
     warnings: list[str] = []
 
     def to_dict(self) -> dict[str, Any]:
@@ -243,8 +251,13 @@ def run_adapt(
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "challenger.json", to_json(chosen.model_dump(mode="json")))
     try:
-        adapted_model(model, chosen).save(out_dir / "model")
-    except StatsError as exc:  # e.g. a network without a linear head: the decision stands, no model folder
+        adapted = adapted_model(model, chosen)
+        adapted.save(out_dir / "model")
+        pos = getattr(task, "positive_class", None) if task is not None else None
+        write_servable(adapted, out_dir, positive_class=pos, adapted_from=run_dir.name)
+        ref_dir, ref_note = adapted_reference(run_dir, adapted, out_dir, seed=seed)
+        result.monitor_reference.update(path=None if ref_dir is None else str(ref_dir), note=ref_note)
+    except (StatsError, ClosedLoopError) as exc:  # e.g. no linear head: the decision stands, nothing to serve
         result.warnings.append(f"adapted model not written: {exc}")
     write_text_atomic(out_dir / "adapt.json", to_json(result.to_dict()))
     write_text_atomic(out_dir / "adapt.md", render_markdown(result))
@@ -332,7 +345,9 @@ def render_markdown(r: AdaptResult) -> str:
         f"- not worse on the original test split: {ni.sentence if ni else r.excluded_from_test.get('skipped')}",
         f"- left out of the test comparison: {r.excluded_from_test.get('n', 0)} sample(s) a model trained or adapted on",
         f"- challengers fitted and chosen in {r.seconds['challenger_fit'] * 1000:.0f} ms",
-        f"- the adapted model (served decision: P(pos) >= {ch.chosen.threshold:.4f}): {r.out_dir}/model",
+        f"- the adapted model (served decision: P(pos) >= {ch.chosen.threshold:.4f}): {r.out_dir}/model; serve it "
+        f"next to the champion: closedloop serve {r.champion} --shadow {r.out_dir}",
+        f"- its monitor reference: {r.monitor_reference.get('path') or r.monitor_reference.get('note', 'none')}",
         *[f"- warning: {w}" for w in r.warnings],
     ]
     return "\n".join(lines) + "\n"
