@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import torch
 
 from closedloop.core.errors import StageFailedError
-from closedloop.core.killpoints import kill_point
 from closedloop.stages.train import plots
-from closedloop.stages.train.engine import HParams, TensorSet
+from closedloop.stages.train.engine import TensorSet
 from closedloop.stages.train.outcomes import SanityOutcome
 from closedloop.stages.train.phases.base import Phase
 from closedloop.stages.train.session import TrainSession
@@ -36,26 +34,13 @@ def sanity(sess: TrainSession, params: dict) -> SanityOutcome:
     idx = rng.permutation(len(sess.train))[: cfg.sanity_batch]
     batch = sess.train.subset(idx)
     net = sess.build(params, sess.ctx.seed)
-    net.to(eng.device).train()
-    hp = HParams(label_smoothing=0.0, ordinal_loss="ce")
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.sanity_lr, weight_decay=0.0)
-    xb = eng.to_input(batch.x, None, None)
-    t = eng.soft_targets(batch.y, hp)
-    losses: list[float] = []
-    target = None
     deadline = sess.deadline("sanity") + 30  # the sanity check is cheap; never skip it for time
-    for step in range(cfg.sanity_steps or 1):
-        kill_point(f"train/sanity/step{step}")
-        loss = eng.loss(net(xb), t)
-        v = float(loss.detach())
-        losses.append(v)
-        if target is None:
-            target = max(0.05 * v, 0.02) if sess.task.problem_type != "regression" else 0.05 * v
-        if not math.isfinite(v) or v <= target or time.time() > deadline:
-            break
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    losses = eng.overfit_batch(
+        net, batch, steps=cfg.sanity_steps or 1, lr=cfg.sanity_lr, deadline=deadline, label="train/sanity"
+    )
+    target = None
+    if losses:
+        target = max(0.05 * losses[0], 0.02) if sess.task.problem_type != "regression" else 0.05 * losses[0]
     plots.sanity(sess.figure("sanity.png", "Training loss on one fixed batch", "sanity"), losses)
     ok = bool(losses and math.isfinite(losses[-1]) and target is not None and min(losses) <= target)
     evidence = {
