@@ -49,8 +49,8 @@ LAYERS: list[tuple[str, ...]] = layers_from_doc()
 TOP = ("cli", "__main__", "__init__")
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(SRC.parent).with_suffix("").parts
+def module_name(path: Path, src: Path = SRC) -> str:
+    parts = path.relative_to(src.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -97,7 +97,7 @@ def package_edges(src: Path = SRC) -> dict[tuple[str, str], list[str]]:
     packages |= {"__init__", "__main__"}
     edges: dict[tuple[str, str], list[str]] = defaultdict(list)
     for path in sorted(src.rglob("*.py")):
-        mod = module_name(path)
+        mod = module_name(path, src)
         src_pkg = "__init__" if path == src / "__init__.py" else top_package(mod)
         for line, imported in imports_of(path, mod):
             dst = top_package(imported)

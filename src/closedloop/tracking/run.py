@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict
 
 from closedloop.core.io import read_json
+from closedloop.core.run_reader import RunDir
 from closedloop.tracking.base import TRACKERS, Tracker
 from closedloop.tracking.config import TrackingSpec
 
@@ -122,25 +123,15 @@ def headline_metrics(summary: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def _artifact_dirs(run_dir: Path, type_suffix: str) -> list[Path]:
-    """Artifact folders whose class (from manifest.json) ends with ``type_suffix``."""
-    manifest = run_dir / "manifest.json"
-    if not manifest.is_file():
-        return []
-    out = []
-    for st in read_json(manifest).get("stages", []):
-        if st.get("status") != "ok":
-            continue
-        for info in (st.get("artifacts") or {}).values():
-            if str(info.get("type", "")).endswith(type_suffix) and (run_dir / info["path"]).is_dir():
-                out.append(run_dir / info["path"])
-    return out
+def _artifact_dirs(run_dir: Path, type_name: str) -> list[Path]:
+    """Artifact folders of that class (by name) that exist."""
+    return [d for d in RunDir(run_dir).artifact_dirs(type_name) if d.is_dir()]
 
 
 def training_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """``curves/<curve>/<quantity>`` -> [(epoch, value), ...] from the training stage's evaluation."""
     out: dict[str, list[tuple[int, float]]] = {}
-    for d in _artifact_dirs(run_dir, ":EvaluationReport"):
+    for d in _artifact_dirs(run_dir, "EvaluationReport"):
         curves = read_json(d / "artifact.json").get("curves") or {}
         for curve, rows in curves.items():
             for i, row in enumerate(rows if isinstance(rows, list) else []):
@@ -157,7 +148,7 @@ def training_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 def model_files(run_dir: Path) -> list[Path]:
     """The exported bundle's files (ONNX models, model card, predictor metadata)."""
     files: list[Path] = []
-    for d in _artifact_dirs(run_dir, ":ExportBundle"):
+    for d in _artifact_dirs(run_dir, "ExportBundle"):
         files += sorted(p for p in d.iterdir() if p.is_file())
     return files
 
