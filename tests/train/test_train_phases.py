@@ -92,3 +92,36 @@ def test_deadline_of_a_phase_missing_from_the_table_is_an_error(binary_digits, b
     assert sess.deadline("cross_validate") == sess.deadline("tune")  # shares the tune phase's time
     with pytest.raises(ConfigError, match="'polish' has no share"):
         sess.deadline("polish")
+
+
+def test_final_fit_plan_drops_members_then_epochs_and_a_resume_keeps_it(
+    binary_digits, binary_task, tmp_path
+) -> None:
+    import time
+
+    from closedloop.stages.train import TrainModel
+    from closedloop.stages.train.final_plan import PLAN_FILE, plan_final
+    from closedloop.stages.train.phases.beat_baseline import EPOCH_SECONDS
+
+    from .conftest import TINY, make_ctx
+
+    stage = TrainModel(**TINY)
+    sess = stage.make_session(stage.Inputs(data=binary_digits, task=binary_task), make_ctx(tmp_path))
+    n = len(sess.train)
+    sess.ctx.timings[EPOCH_SECONDS] = 1.0  # 1 s per epoch over the train rows
+    sess.budget_s = 100.0
+    plan = plan_final(sess, epochs=10, members=3, n_rows=n)  # the budget starts now: nothing to cut
+    assert (plan.epochs, plan.members, plan.why) == (10, 3, None) and not sess.decisions
+    (sess.work / PLAN_FILE).unlink()
+    sess.t0 = time.time() - 80  # the final phase's deadline is 20 s away, 17 s of it for the fit
+    plan = plan_final(sess, epochs=10, members=3, n_rows=n)
+    assert (plan.epochs, plan.members) == (10, 1) and plan.shrunk
+    assert "ensemble members 3 -> 1" in sess.decisions[-1]["decision"]
+    sess.t0 = time.time() - 200  # resumed with no time left: the saved plan (its checkpoints') holds
+    assert plan_final(sess, epochs=10, members=3, n_rows=n) == plan
+    assert sess.decisions[-1]["decision"] == sess.decisions[-2]["decision"]  # said again, the same
+    (sess.work / PLAN_FILE).write_text("{", encoding="utf-8")  # damaged: planned again, never half read
+    sess.t0 = time.time() - 80
+    plan = plan_final(sess, epochs=30, members=2, n_rows=n)
+    assert plan.members == 1 and 14 <= plan.epochs <= 17
+    assert "epochs 30 -> " in sess.decisions[-1]["decision"]

@@ -21,7 +21,7 @@ from closedloop.models.trained import ModelSpec, Preprocessing, TrainedModel
 from closedloop.stages.baseline import BaselineReport
 from closedloop.stages.task import TaskSpec
 from closedloop.stages.train.config import TrainConfig
-from closedloop.stages.train.engine import Engine, HParams, TensorSet, n_logits_for
+from closedloop.stages.train.engine import Engine, FitResult, HParams, TensorSet, n_logits_for
 from closedloop.stages.train.heldout import HeldOut
 from closedloop.stages.train.outcomes import Outcome
 from closedloop.stats.selection import SelectionBias
@@ -102,6 +102,18 @@ class TrainSession:
 
     def elapsed(self) -> float:
         return time.time() - self.t0
+
+    def note_cut(self, phase: str, what: str, res: FitResult, planned: int) -> None:
+        """Say in the decision log when the time budget cut a fit short (a fit the clock did not cut
+        adds nothing, so the log of a run the budget does not bind is the same however it ran)."""
+        if res.stopped != "time_budget":
+            return
+        done = round(res.epochs_done, 2)
+        self.decide(
+            phase,
+            f"{what} cut short by the time budget after {done:g} of {planned} epoch(s)",
+            {"epochs_done": done, "epochs_planned": planned},
+        )
 
     def note_time(self, label: str, seconds: float) -> None:
         """A wall time the budget uses later (kept in ``ctx.timings``, never in artifacts)."""

@@ -92,10 +92,11 @@ def scale_up(sess: TrainSession, rungs: list[dict[str, Any]]) -> ScaleUpOutcome:
             sess.val,
             hp,
             seed=seed,
-            deadline=deadline if r > 0 else None,
+            deadline=deadline,  # the first rung too: cut, it still scores what it trained
             label=f"train/scale_up/rung{r + 1}",
         )
         sess.note_time(rung_seconds(r + 1), round(res.seconds, 1))
+        sess.note_cut("scale_up", f"rung {r + 1}", res, hp.epochs)
         name = f"rung {r + 1}: " + ", ".join(f"{k}={v}" for k, v in params.items())
         runs[name] = res.history
         sess.curves[name] = res.history

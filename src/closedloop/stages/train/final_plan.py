@@ -1,0 +1,143 @@
+"""How much final fit the time left buys. The final phase has its share of the budget like the others:
+before fitting, it compares the time the chosen epochs and ensemble members would take (seconds per
+epoch measured by the earlier phases, scaled to the rows of the final fit) with the time left to its
+deadline, less a reserve for calibration and the test evaluation, and drops ensemble members first
+(a luxury), then epochs (never below one), saying in the decision log what it cut and why.
+
+The plan is saved in ``work/final_plan.json`` before the first fit: a final fit killed and resumed
+keeps the plan its checkpoints were trained under (the schedule of the learning rate depends on the
+number of epochs), so a resumed run ends like an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+from pydantic import BaseModel, ValidationError
+
+from closedloop.core.io import to_json, write_text_atomic
+from closedloop.stages.train.outcomes import ScaleUpOutcome
+from closedloop.stages.train.phases.beat_baseline import COMPARISON_SECONDS, EPOCH_SECONDS
+from closedloop.stages.train.phases.scale_up import rung_seconds
+from closedloop.stages.train.session import TrainSession
+
+PLAN_FILE = "final_plan.json"
+
+EVALUATION_SECONDS = "final evaluation seconds"
+"""``ctx.timings`` label: what follows the final fit (the test evaluation, its bootstrap intervals,
+the baseline's refit, the selection bias)."""
+
+EVALUATION_RESERVE = 0.15
+"""Least share of the final phase's own budget kept for what follows the fit."""
+
+COMPARISON_FACTOR = 5.0
+"""The evaluation after the final fit costs about this many times the beat_baseline phase's
+comparison (the same kinds of work: a baseline refit and paired bootstraps, on three splits and the
+selection bias instead of one; measured by benchmarks/bench_train_resume.py)."""
+
+
+class FinalPlan(BaseModel):
+    """The final fit's size, as chosen before it started."""
+
+    epochs: int
+    members: int
+    asked_epochs: int
+    asked_members: int
+    seconds_per_epoch: float | None
+    """Estimated for the final fit's rows (None: no earlier phase measured one)."""
+    why: str | None = None
+    """What was cut and why (None: nothing was)."""
+
+    @property
+    def shrunk(self) -> bool:
+        return (self.epochs, self.members) != (self.asked_epochs, self.asked_members)
+
+
+def epoch_seconds(sess: TrainSession, n_rows: int) -> float | None:
+    """Seconds one epoch over ``n_rows`` rows takes, from the slowest per-epoch time the earlier phases
+    measured (the default model's fit, the chosen capacity rung's), scaled by rows. A budget input
+    only: it never enters an artifact of a run the budget does not bind."""
+    t = sess.ctx.timings
+    seen = []
+    if EPOCH_SECONDS in t:
+        seen.append(float(t[EPOCH_SECONDS]))
+    ladder = sess.get(ScaleUpOutcome)
+    if ladder is not None and ladder.rungs:
+        rung_s = t.get(rung_seconds(ladder.rung.rung))
+        if rung_s:
+            seen.append(float(rung_s) / max(sess.cfg.ladder_epochs or 1, 1))
+    if not seen:
+        return None
+    return max(seen) * n_rows / max(len(sess.train), 1)
+
+
+def fit_deadline(sess: TrainSession) -> float:
+    """``time.time()`` by which the final fit stops (mid-epoch if the estimate was wrong); relative to
+    the session's clock, so a resumed attempt has what the interrupted ones left."""
+    return sess.deadline("final") - evaluation_reserve(sess)
+
+
+def evaluation_reserve(sess: TrainSession) -> float:
+    """Seconds kept before the final phase's deadline for the evaluation that follows the fit: the
+    larger of a share of the phase's budget and an estimate from the beat_baseline comparison's time."""
+    share = sess.budget.get("final", 0.0) * sess.budget_s
+    measured = COMPARISON_FACTOR * float(sess.ctx.timings.get(COMPARISON_SECONDS, 0.0))
+    return max(EVALUATION_RESERVE * share, measured)
+
+
+def plan_final(sess: TrainSession, epochs: int, members: int, n_rows: int) -> FinalPlan:
+    """The saved plan of an interrupted attempt, or a new one fitted to the time left."""
+    path = sess.work / PLAN_FILE
+    if path.is_file():
+        try:
+            plan = FinalPlan.model_validate(json.loads(path.read_text(encoding="utf-8")))
+            if (plan.asked_epochs, plan.asked_members) == (epochs, members):
+                return _announce(sess, plan)
+        except (ValueError, ValidationError):  # damaged: never read half of it, plan again
+            pass
+    left = fit_deadline(sess) - time.time()
+    per_epoch = epoch_seconds(sess, n_rows)
+    e, m, why = epochs, members, None
+    if per_epoch is not None and epochs * members * per_epoch > left:
+        need = epochs * members * per_epoch
+        m = max(1, min(members, math.floor(left / (epochs * per_epoch))))
+        if m == 1 and epochs * per_epoch > left:
+            e = max(1, min(epochs, math.floor(left / per_epoch)))
+        cut = [] if (m, e) != (members, epochs) else ["nothing left to cut (one member, one epoch)"]
+        if m < members:
+            cut.append(f"ensemble members {members} -> {m}")
+        if e < epochs:
+            cut.append(f"epochs {epochs} -> {e}")
+        why = (
+            f"the time budget left for the final fit ({max(left, 0):.0f} s, keeping "
+            f"{evaluation_reserve(sess):.0f} s for calibration and the test evaluation) is "
+            f"short of the {need:.0f} s that {members} member(s) x {epochs} epoch(s) would take at "
+            f"~{per_epoch:.2g} s per epoch: " + ", ".join(cut) + "; the fit stops at its deadline"
+        )
+    plan = FinalPlan(
+        epochs=e,
+        members=m,
+        asked_epochs=epochs,
+        asked_members=members,
+        seconds_per_epoch=per_epoch,
+        why=why,
+    )
+    write_text_atomic(path, to_json(plan.model_dump()))
+    return _announce(sess, plan)
+
+
+def _announce(sess: TrainSession, plan: FinalPlan) -> FinalPlan:
+    if plan.why:
+        sess.decide(
+            "final",
+            plan.why,
+            {
+                "epochs": plan.epochs,
+                "members": plan.members,
+                "asked_epochs": plan.asked_epochs,
+                "asked_members": plan.asked_members,
+            },
+        )
+    return plan
