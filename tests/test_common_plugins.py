@@ -244,6 +244,7 @@ MODEL_FIXTURES: dict[str, tuple[dict[str, Any], list[int]]] = {
     "resnet50": ({}, [16, 16, 1]),
     "mlp": ({"width": 8, "depth": 2}, [5]),
     "ensemble": ({"member": {"family": "mlp", "params": {"width": 8}}, "n": 2}, [5]),
+    "lgbm": ({"num_leaves": 4}, [5]),  # untrained: raw scores 0 (tests/train/test_train_trees.py trains it)
 }
 
 

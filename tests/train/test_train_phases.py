@@ -19,7 +19,18 @@ IMAGES = K.SpaceContext(lr=3e-3, max_epochs=9, problem_type="binary", input_kind
 
 def test_search_space_default_trial_and_neutral_values_come_from_the_registry() -> None:
     space = K.search_space(IMAGES, K.ALL_KNOBS)
-    assert list(space) == [k.name for k in K.KNOBS]  # images + classification: every knob applies
+    tree_knobs = {
+        "learning_rate",
+        "min_child_samples",
+        "reg_lambda",
+        "reg_alpha",
+        "feature_fraction",
+        "bagging_fraction",
+    }
+    # images + classification: every network knob applies, no tree knob
+    assert list(space) == [k.name for k in K.KNOBS if k.name not in tree_knobs]
+    trees = K.SpaceContext(lr=3e-3, max_epochs=9, problem_type="binary", input_kind="table", family="lgbm")
+    assert set(K.search_space(trees, K.ALL_KNOBS)) == tree_knobs | {"epochs"}
     assert space["lr"].as_list() == ["float", pytest.approx(3e-4), pytest.approx(9e-3), True]
     assert space["epochs"].as_list() == ["int", 3, 9, False]
     table = K.SpaceContext(**{**IMAGES.model_dump(), "input_kind": "table", "problem_type": "regression"})

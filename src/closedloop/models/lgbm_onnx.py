@@ -46,18 +46,76 @@ def float32_thresholds(booster: Any) -> Any:
     return lgb.Booster(model_str=text)
 
 
-def lightgbm_to_onnx(model: Any, n_features: int) -> bytes:
-    """A LightGBM classifier (``LGBMClassifier`` or ``Booster``) -> ONNX bytes: input ``input``
-    float32 (N, n_features) with NaN for missing; outputs ``label`` and ``probabilities`` (N, K)
-    (``zipmap=False``: a plain tensor, not a list of dicts)."""
+def _convert(model: Any, n_features: int, input_name: str) -> Any:
     import onnxmltools
     from onnxmltools.convert.common.data_types import FloatTensorType
 
     booster = model.booster_ if hasattr(model, "booster_") else model
-    onx = onnxmltools.convert_lightgbm(
+    return onnxmltools.convert_lightgbm(
         float32_thresholds(booster),
-        initial_types=[("input", FloatTensorType([None, int(n_features)]))],
+        initial_types=[(input_name, FloatTensorType([None, int(n_features)]))],
         target_opset=ONNX_OPSET,
         zipmap=False,
     )
-    return onx.SerializeToString()
+
+
+def lightgbm_to_onnx(model: Any, n_features: int) -> bytes:
+    """A LightGBM classifier (``LGBMClassifier`` or ``Booster``) -> ONNX bytes: input ``input``
+    float32 (N, n_features) with NaN for missing; outputs ``label`` and ``probabilities`` (N, K)
+    (``zipmap=False``: a plain tensor, not a list of dicts)."""
+    return _convert(model, n_features, "input").SerializeToString()
+
+
+def logits_onnx(
+    booster: Any,
+    n_features: int,
+    head_weight: np.ndarray,
+    head_bias: np.ndarray,
+    *,
+    input_name: str = "x",
+    output_name: str = "logits",
+    opset: int = 17,
+) -> bytes:
+    """A tree family's network as ONNX (:class:`closedloop.models.families.lgbm.TreeEnsemble`):
+    ``logits = raw @ head_weight.T + head_bias``, where ``raw`` is the booster's raw score (binary and
+    regression: (N, 1); multi-class: (N, K)), the same as the module computes. The converter's tree
+    node gives probabilities; its ``post_transform`` is set to NONE, which leaves the raw scores
+    (binary: [-raw, raw], of which the second column is kept). The ``ai.onnx`` domain is declared at
+    ``opset`` (the graph's Slice/MatMul/Add mean the same from 13 on); the trees stay in ``ai.onnx.ml``.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = _convert(booster, n_features, input_name)
+    g = m.graph
+    tree = next(n for n in g.node if n.op_type.startswith("TreeEnsemble"))
+    for a in tree.attribute:
+        if a.name == "post_transform":
+            a.s = b"NONE"
+    raw = tree.output[1] if tree.op_type == "TreeEnsembleClassifier" else tree.output[0]
+    w = np.asarray(head_weight, np.float32)
+    nodes = [tree]
+    inits = [
+        numpy_helper.from_array(w.T.copy(), "head_weight_t"),
+        numpy_helper.from_array(np.asarray(head_bias, np.float32).reshape(-1), "head_bias"),
+    ]
+    binary = tree.op_type == "TreeEnsembleClassifier" and w.shape[1] == 1
+    if binary:  # [-raw, raw] -> raw
+        inits += [
+            numpy_helper.from_array(np.array(v, np.int64), n)
+            for v, n in (([1], "s0"), ([2], "s1"), ([1], "ax"))
+        ]
+        nodes.append(helper.make_node("Slice", [raw, "s0", "s1", "ax"], ["raw_score"]))
+        raw = "raw_score"
+    nodes += [
+        helper.make_node("MatMul", [raw, "head_weight_t"], ["head_mm"]),
+        helper.make_node("Add", ["head_mm", "head_bias"], [output_name]),
+    ]
+    out = helper.make_tensor_value_info(output_name, onnx.TensorProto.FLOAT, [None, int(w.shape[0])])
+    graph = helper.make_graph(nodes, "closedloop_trees", list(g.input), [out], initializer=inits)
+    ml = next((o.version for o in m.opset_import if o.domain == "ai.onnx.ml"), 1)
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", int(opset)), helper.make_opsetid("ai.onnx.ml", ml)]
+    )
+    model.ir_version = min(model.ir_version, 9)
+    return model.SerializeToString()

@@ -40,3 +40,21 @@ def accepts_param(family: str, name: str) -> bool:
     except (ConfigError, TypeError, ValueError):
         return True
     return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def family_kind(family: str) -> str:
+    """``"trees"`` for a tree family (trained by the tree engine, exported by its own converter),
+    ``"network"`` for every gradient-trained ``nn.Module`` family (a builder marks itself with a
+    ``family_kind`` attribute; an unresolvable name is a network, as a stage's own hook builds it)."""
+    try:
+        builder = MODELS.resolve(family, where="model.family")
+    except ConfigError:
+        return "network"
+    return str(getattr(builder, "family_kind", "network"))
+
+
+def network_kind(net: nn.Module) -> str:
+    """The kind of a built network: ``"trees"`` when it (or every member of a seed ensemble) is a tree
+    ensemble holding a booster, else ``"network"``."""
+    members = list(getattr(net, "members", [net]))
+    return "trees" if members and all(hasattr(m, "lgb_booster") for m in members) else "network"

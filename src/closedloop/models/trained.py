@@ -53,6 +53,9 @@ class Preprocessing(BaseModel):
     impute: list[float] | None = None
     """Per-feature fill value for missing table values (train medians)."""
     feature_names: list[str] = Field(default_factory=list)
+    native_missing: bool = False
+    """Tables for tree families: values pass through unchanged, NaN included (the trees route missing
+    values themselves; no imputation, no scaling: ``mean`` 0 and ``std`` 1)."""
 
 
 class RawInputNetwork(nn.Module):
@@ -71,8 +74,11 @@ class RawInputNetwork(nn.Module):
         self.register_buffer("std", torch.tensor(pre.std, dtype=torch.float32).reshape(shape))
         fill = pre.impute if pre.impute is not None else [0.0] * len(pre.mean)
         self.register_buffer("fill", torch.tensor(fill, dtype=torch.float32).reshape(1, -1))
+        self.passthrough = pre.native_missing
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        if self.passthrough:
+            return x
         if self.kind == "images":
             x = x.permute(0, 3, 1, 2) / 255.0
         else:

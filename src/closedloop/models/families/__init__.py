@@ -1,3 +1,3 @@
 """Built-in model families (importing this registers them)."""
 
-from closedloop.models.families import ensemble, mlp, resnet, small_cnn  # noqa: F401
+from closedloop.models.families import ensemble, lgbm, mlp, resnet, small_cnn  # noqa: F401

@@ -14,6 +14,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from closedloop.core.io import atomic_path
+from closedloop.models.registry import network_kind
 from closedloop.stages.export.errors import ExportError
 
 INPUT_NAME = "x"
@@ -46,6 +48,9 @@ def export_onnx(
     module = module.eval()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    network = getattr(module, "network", None)
+    if network is not None and network_kind(network) == "trees":
+        return export_trees(module, path, opset)
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
@@ -88,6 +93,31 @@ def export_onnx(
             "Replace the op with supported ones or try exporter: dynamo."
         ) from None
     full_rank_scalars(path)
+    check_onnx(path, min_opset=opset)
+    return path
+
+
+def export_trees(module: nn.Module, path: Path, opset: int) -> Path:
+    """A tree family's raw-input module (no preprocessing: values and NaN pass through) -> ONNX by
+    LightGBM's converter (:func:`closedloop.models.lgbm_onnx.logits_onnx`), not by tracing: the same
+    input ``x`` and output ``logits`` as every other export."""
+    from closedloop.models.lgbm_onnx import logits_onnx
+
+    net = module.network  # type: ignore[union-attr]
+    if not getattr(module, "passthrough", False):
+        raise ExportError("a tree model's preprocessing must pass values through (native_missing)")
+    booster = net.lgb_booster()
+    if booster is None:
+        raise ExportError("the tree model holds no trained booster: nothing to export")
+    data = logits_onnx(
+        booster,
+        net.n_in,
+        net.head.weight.detach().cpu().numpy(),
+        net.head.bias.detach().cpu().numpy(),
+        opset=opset,
+    )
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
     check_onnx(path, min_opset=opset)
     return path
 

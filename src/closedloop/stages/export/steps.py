@@ -44,6 +44,7 @@ from closedloop.stages.export.variants import (
     int8_step,
     onnx_logits,
     pruned_step,
+    refuse_for_trees,
     student_step,
 )
 from closedloop.stages.task import TaskSpec
@@ -152,6 +153,7 @@ def montage_step(
 def run_export(cfg: ExportModelConfig, inputs: Any, ctx: RunContext) -> ExportBundle:
     """Run every step; the folder (ONNX files, metadata, card) is deterministic, timings go to ``ctx``."""
     data, task, model = inputs.data, inputs.task, inputs.model
+    refuse_for_trees(cfg, model)
     threads = cfg.latency.threads or task.constraints.threads
     out = ctx.work_dir / "export"
     shutil.rmtree(out, ignore_errors=True)

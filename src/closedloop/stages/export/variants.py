@@ -15,10 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from closedloop.models.registry import network_kind
 from closedloop.models.trained import RawInputNetwork, TrainedModel, logits_to_proba
 from closedloop.stages.export import distill as D
 from closedloop.stages.export.bundle import FILES
 from closedloop.stages.export.config import DistillConfig, ExportModelConfig, PruneConfig
+from closedloop.stages.export.errors import ExportError
 from closedloop.stages.export.evaluate import all_metrics, compare_metric
 from closedloop.stages.export.onnx_export import export_onnx, onnx_session
 from closedloop.stages.export.parity import ParityResult, compare_outputs, require_parity
@@ -103,6 +105,31 @@ class Judge:
         )
 
 
+def is_trees(model: TrainedModel) -> bool:
+    """A tree family's model (exported by its converter; no int8, pruning or distillation variant)."""
+    return network_kind(model.network) == "trees"
+
+
+def refuse_for_trees(cfg: ExportModelConfig, model: TrainedModel) -> None:
+    """Tree models have no weight matrices: ``ship: int8`` and the prune/distill sections mean nothing."""
+    if not is_trees(model):
+        return
+    family = model.spec.family
+    if cfg.ship == "int8":
+        raise ExportError(
+            f"export.ship: int8 - the model is a tree ensemble ({family}): its parameters are split "
+            "thresholds and leaf values, not weight matrices, so there is nothing to quantize and no int8 "
+            "variant; use ship: auto or fp32 (the fp32 tree model is already small and fast: see its "
+            "size and latency in the measurements)"
+        )
+    for section in ("prune", "distill"):
+        if getattr(cfg, section) is not None:
+            raise ExportError(
+                f"export.{section}: the model is a tree ensemble ({family}); {section} works on networks. "
+                f"Remove the {section}: section (or train a network family)"
+            )
+
+
 class Exporter:
     """Writes a raw-input module to ONNX in the export folder (a sample of held-out rows traces it)."""
 
@@ -174,7 +201,7 @@ def int8_step(
 ) -> VariantRun | None:
     """Quantize fp32 to int8 (static: calibrated on a seeded train sample); its bar: probability drift."""
     mode = cfg.quantize_mode(task.data_kind)
-    if mode == "none":
+    if mode == "none" or is_trees(model):  # trees: no weight matrices, nothing to quantize
         return None
     idx = rng.choice(len(X_train), size=min(cfg.calibration_samples, len(X_train)), replace=False)
     path = quantize_model(

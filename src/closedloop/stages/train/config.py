@@ -57,6 +57,8 @@ LADDERS: dict[str, list[dict[str, Any]]] = {
         {"width": 512, "depth": 2},
         {"width": 1024, "depth": 3},
     ],
+    # trees: leaves per tree, unregularized (min_child_samples 1); an epoch is 20 boosting rounds
+    "lgbm": [{"num_leaves": 4}, {"num_leaves": 16}, {"num_leaves": 64}, {"num_leaves": 256}],
 }
 
 
@@ -69,7 +71,7 @@ class TrainConfig(StageConfig):
     budget_minutes: float | None = Field(None, gt=0)
     """Wall-clock budget for all five phases, split 3/10/27/40/20% (unused time rolls over)."""
     family: str | None = None
-    """Model family (small_cnn, resnet18, resnet50, mlp) or an import path; default small_cnn for images, mlp for tables."""
+    """Model family (small_cnn, resnet18, resnet50, mlp, lgbm: gradient-boosted trees for tables) or an import path; default small_cnn for images, mlp for tables."""
     model_params: dict[str, Any] = Field(default_factory=dict)
     """Fixed parameters of the family (e.g. {depth: 3, pretrained: false}); ladder rungs are merged over them."""
     ladder: list[dict[str, Any]] | None = None
@@ -109,7 +111,9 @@ class TrainConfig(StageConfig):
     configuration retrained on train; the validation difference gets a paired bootstrap 95% CI. Each
     fit counts toward the tune phase's time budget and the validation ledger (0: off)."""
     tune_knobs: list[str] = Field(default_factory=lambda: list(ALL_KNOBS))
-    """Knobs the search may change (lr, weight_decay, dropout, l1, strength, label_smoothing, mixup, epochs)."""
+    """Knobs the search may change (networks: lr, weight_decay, dropout, l1, strength, label_smoothing, mixup,
+    epochs; tree families: learning_rate, min_child_samples, reg_lambda, reg_alpha, feature_fraction,
+    bagging_fraction, epochs); each applies only where it means something."""
     lr_finder: bool = False
     """Run an LR range test before tuning and centre the LR search on its suggestion."""
     storage: str | None = None
@@ -136,7 +140,7 @@ class TrainConfig(StageConfig):
     """fail: the stage fails (after writing the evaluation) when the model does not beat the baseline."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1)
-    """torch CPU threads (default: torch's choice)."""
+    """torch CPU threads (default: torch's choice); tree families: LightGBM threads (default 1)."""
     n_bootstrap: int = Field(1000, ge=100)
 
     @model_validator(mode="before")

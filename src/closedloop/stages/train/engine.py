@@ -114,10 +114,16 @@ def make_tensor_set(X: Any, y: np.ndarray, pre: Any, problem_type: str) -> Tenso
         x = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).contiguous()
     else:
         a = raw_array(X)
+        if getattr(pre, "native_missing", False):  # tree families: raw values, NaN kept
+            return _tensor_set(torch.from_numpy(np.ascontiguousarray(a, np.float32)), y, problem_type)
         fill = np.asarray(pre.impute if pre.impute is not None else [0.0] * a.shape[1], np.float32)
         a = np.where(np.isnan(a), fill[None, :], a)
         a = (a - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
         x = torch.from_numpy(a.astype(np.float32))
+    return _tensor_set(x, y, problem_type)
+
+
+def _tensor_set(x: torch.Tensor, y: np.ndarray, problem_type: str) -> TensorSet:
     y_np = np.asarray(y)
     if problem_type in ("multiclass", "ordinal"):
         yt = torch.from_numpy(y_np.reshape(-1).astype(np.int64))
@@ -480,6 +486,33 @@ class Engine:
             seconds=time.time() - t0,
             val_logits=val_logits,
         )
+
+    def overfit_batch(
+        self, net: nn.Module, batch: TensorSet, *, steps: int, lr: float, deadline: float, label: str
+    ) -> list[float]:
+        """The sanity check's loop: full-batch AdamW at ``lr`` on one fixed batch, no regularization,
+        the loss before each step, until it reaches 5% of the first (0.02 at least for classification)
+        or ``steps``. Tree engines boost instead (:mod:`.tree_engine`)."""
+        net.to(self.device).train()
+        hp = HParams(label_smoothing=0.0, ordinal_loss="ce")
+        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0)
+        xb = self.to_input(batch.x, None, None)
+        t = self.soft_targets(batch.y, hp)
+        losses: list[float] = []
+        target = None
+        for step in range(steps):
+            kill_point(f"{label}/step{step}")
+            loss = self.loss(net(xb), t)
+            v = float(loss.detach())
+            losses.append(v)
+            if target is None:
+                target = max(0.05 * v, 0.02) if self.problem_type != "regression" else 0.05 * v
+            if not math.isfinite(v) or v <= target or time.time() > deadline:
+                break
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return losses
 
     def lr_range_test(
         self,

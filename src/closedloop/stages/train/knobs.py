@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from closedloop.models.registry import accepts_param
+from closedloop.models.registry import accepts_param, family_kind
 from closedloop.stages.train.engine import HParams
 
 
@@ -60,10 +60,20 @@ def _epochs(c: SpaceContext) -> Range | None:
     return (min(c.max_epochs, max(2, c.max_epochs // 3)), c.max_epochs)
 
 
+def _net(rng: Callable[[SpaceContext], Range | None]) -> Callable[[SpaceContext], Range | None]:
+    """A knob of gradient-trained networks: no range for tree families."""
+    return lambda c: None if family_kind(c.family) == "trees" else rng(c)
+
+
+def _tree(rng: Range) -> Callable[[SpaceContext], Range | None]:
+    """A knob of tree families (LightGBM's parameter of the same name, a builder param)."""
+    return lambda c: rng if family_kind(c.family) == "trees" else None
+
+
 # the order is the search space's (Optuna suggests in this order: changing it changes the trials)
 KNOBS: tuple[Knob, ...] = (
-    Knob("lr", "float", "optimizer", lambda c: (c.lr / 10, c.lr * 3), None, None, log=True),
-    Knob("weight_decay", "float", "optimizer", lambda c: (1e-5, 0.3), 1e-4, 0.0, log=True),
+    Knob("lr", "float", "optimizer", _net(lambda c: (c.lr / 10, c.lr * 3)), None, None, log=True),
+    Knob("weight_decay", "float", "optimizer", _net(lambda c: (1e-5, 0.3)), 1e-4, 0.0, log=True),
     Knob(
         "dropout",
         "float",
@@ -73,7 +83,7 @@ KNOBS: tuple[Knob, ...] = (
         0.1,
         0.0,
     ),
-    Knob("l1", "float", "optimizer", lambda c: (1e-8, 1e-4), 1e-8, 0.0, log=True),
+    Knob("l1", "float", "optimizer", _net(lambda c: (1e-8, 1e-4)), 1e-8, 0.0, log=True),
     Knob("epochs", "int", "optimizer", _epochs, None, None),
     Knob(
         "strength",
@@ -87,7 +97,7 @@ KNOBS: tuple[Knob, ...] = (
         "label_smoothing",
         "float",
         "optimizer",
-        lambda c: (0.0, 0.2) if c.problem_type != "regression" else None,
+        _net(lambda c: (0.0, 0.2) if c.problem_type != "regression" else None),
         0.0,
         0.0,
     ),
@@ -99,6 +109,14 @@ KNOBS: tuple[Knob, ...] = (
         0.0,
         0.0,
     ),
+    # tree families (family_kind "trees"): the first trial is LightGBM's defaults; neutral = the
+    # unregularized builder defaults the capacity ladder trains with
+    Knob("learning_rate", "float", "model", _tree((0.01, 0.3)), 0.1, 0.1, log=True),
+    Knob("min_child_samples", "int", "model", _tree((2, 100)), 20, 1),
+    Knob("reg_lambda", "float", "model", _tree((1e-3, 30.0)), 1e-3, 0.0, log=True),
+    Knob("reg_alpha", "float", "model", _tree((1e-3, 10.0)), 1e-3, 0.0, log=True),
+    Knob("feature_fraction", "float", "model", _tree((0.4, 1.0)), 1.0, 1.0),
+    Knob("bagging_fraction", "float", "model", _tree((0.5, 1.0)), 1.0, 1.0),
 )
 BY_NAME = {k.name: k for k in KNOBS}
 ALL_KNOBS = [k.name for k in KNOBS]

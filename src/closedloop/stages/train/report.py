@@ -85,8 +85,41 @@ def report_blocks(ev: EvaluationReport, phases: list[Phase], timings: dict[str, 
         body += extra.get(phase, [])
         if body:
             blocks.append(Section(title, body))
+    if ev.feature_importance is not None:
+        blocks.append(importance_section(ev.feature_importance))
     review = None if ev.label_review is None else ev.label_review.model_dump(mode="json")
     return blocks + review_blocks(review)
+
+
+def importance_section(imp: Any) -> Any:
+    """Tree models: gain and permutation importance, each column saying which data it comes from."""
+    from closedloop.report.blocks import Paragraph, Section, Table
+
+    perm_col = f"permutation ({imp.metric} drop, held-out rows)"
+    rows = [
+        {
+            "feature": f.feature,
+            "gain share (trained-on rows)": round(f.gain, 4),
+            perm_col: None if f.permutation is None else round(f.permutation, 4),
+            "95% CI": None
+            if f.permutation_ci95 is None
+            else f"[{f.permutation_ci95[0]:.4f}, {f.permutation_ci95[1]:.4f}]",
+        }
+        for f in imp.features[:30]
+    ]
+    return Section("Feature importance", [Paragraph(imp.note[0].upper() + imp.note[1:] + "."), Table(rows)])
+
+
+def importance_summary(imp: Any) -> dict[str, Any] | None:
+    """summary.json view of the tree importance (None for networks)."""
+    if imp is None:
+        return None
+    return {
+        "metric": imp.metric,
+        "evaluated_on": imp.evaluated_on,
+        "n_rows": imp.n_rows,
+        "features": [f.model_dump() for f in imp.features],
+    }
 
 
 EVALUATED_ON_TEXT = {

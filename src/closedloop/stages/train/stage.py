@@ -23,7 +23,7 @@ from closedloop.core.io import to_json, write_text_atomic
 from closedloop.core.registry import register_stage
 from closedloop.core.stage import RunContext, Stage, StageIO, stage_timings
 from closedloop.data.bundle import DatasetBundle
-from closedloop.models.registry import build_network
+from closedloop.models.registry import build_network, family_kind, network_kind
 from closedloop.models.trained import ModelSpec, Preprocessing, TrainedModel
 from closedloop.stages.audit.rerank import LabelIssueList, review_after_training, review_summary
 from closedloop.stages.baseline import BaselineReport
@@ -32,8 +32,9 @@ from closedloop.stages.train import report as R
 from closedloop.stages.train.augment import AugmentParams
 from closedloop.stages.train.config import LADDERS, PRESETS, TrainConfig
 from closedloop.stages.train.driver import budget_table, run_phases
-from closedloop.stages.train.engine import HParams, make_engine, make_tensor_set
+from closedloop.stages.train.engine import Engine, HParams, make_engine, make_tensor_set
 from closedloop.stages.train.heldout import plan_heldout
+from closedloop.stages.train.importance import ImportanceReport, tree_importance
 from closedloop.stages.train.knobs import ALL_KNOBS
 from closedloop.stages.train.outcomes import CrossValidateOutcome, FinalOutcome, TuneOutcome
 from closedloop.stages.train.phases import PHASES, Phase
@@ -68,6 +69,9 @@ class EvaluationReport(JsonArtifact):
     selection: dict[str, Any] | None = None
     """The winner's validation score and the search's optimism (SelectionBias, evaluated_on validation)."""
     label_review: LabelIssueList | None = None
+    feature_importance: ImportanceReport | None = None
+    """Tree models: gain (trained-on rows) and permutation importance (held-out rows, 95% CIs);
+    None for networks (:mod:`closedloop.stages.train.importance`)."""
     """Suspected label errors ranked again by the trained configuration's predictions (top 50; the
     full list is in ``label_review/``); None for tasks or runs without such predictions."""
 
@@ -128,6 +132,18 @@ class TrainModel(Stage):
             sess.task.problem_type,
             ctx.stage_dir / "label_review",
         )
+        importance = None
+        if network_kind(model.network) == "trees":
+            plan = sess.heldout
+            held = None
+            if plan.evaluated_on != "trained_on" and plan.indices:
+                held = sess.val.subset(np.asarray(plan.indices, dtype=np.int64))
+            importance = tree_importance(
+                model.network, sess.pre.feature_names, held, sess.engine, seed=sess.seed("importance")
+            )
+            sess.decide(
+                "final", f"feature importance: {importance.note}", {"evaluated_on": importance.evaluated_on}
+            )
         evaluation = EvaluationReport(
             phases={k: v.model_dump(mode="json") for k, v in sess.outcomes.items()},
             curves=sess.curves,
@@ -154,6 +170,7 @@ class TrainModel(Stage):
             heldout_note=sess.heldout.note,
             selection=None if sess.selection is None else sess.selection.model_dump(mode="json"),
             label_review=None if review is None else review.head(50),
+            feature_importance=importance,
         )
         bb = sess.beats_baseline
         if self.config.gate == "fail" and bb is not None and not bb.get("significant"):
@@ -176,12 +193,14 @@ class TrainModel(Stage):
         unknown = [k for k in cfg.tune_knobs if k not in ALL_KNOBS]
         if unknown:
             raise ConfigError(f"train.tune_knobs: unknown knob(s) {unknown}; allowed: {ALL_KNOBS}")
-        pre = make_preprocessing(data, task)
         family = cfg.family or ("small_cnn" if data.kind == "images" else "mlp")
-        eng = make_engine(task, pre, device)
+        trees = family_kind(family) == "trees"
+        pre = make_preprocessing(data, task, native_missing=trees)
+        eng = make_tree_engine(cfg, data, task, pre) if trees else make_engine(task, pre, device)
         batch_size = cfg.batch_size
         while (
-            cfg.min_steps_per_epoch
+            not trees  # batches mean nothing to boosting
+            and cfg.min_steps_per_epoch
             and batch_size > 8
             and len(data.train) // batch_size < cfg.min_steps_per_epoch
         ):
@@ -284,6 +303,7 @@ class TrainModel(Stage):
             },
             "knob_gains_skipped": tune.get("knob_gains_skipped", []),
             "cross_validation": R.cv_summary(ev.phases.get("cross_validate")),
+            "feature_importance": R.importance_summary(ev.feature_importance),
             "label_review": review_summary(
                 None if ev.label_review is None else ev.label_review.model_dump(mode="json")
             ),
@@ -294,8 +314,35 @@ class TrainModel(Stage):
         return R.report_blocks(outputs.evaluation, phases, stage_timings(stage_dir))
 
 
-def make_preprocessing(data: DatasetBundle, task: TaskSpec) -> Preprocessing:
-    """Normalization statistics from the train split only."""
+def make_tree_engine(cfg: TrainConfig, data: DatasetBundle, task: TaskSpec, pre: Preprocessing) -> Engine:
+    """The engine of a tree family (:mod:`.tree_engine`): the data's categorical columns split natively,
+    ``threads`` LightGBM threads (default 1: one OpenMP thread per fit on a small shared CPU)."""
+    from closedloop.stages.train.tree_engine import TreeEngine
+
+    if data.kind != "table":
+        raise ConfigError(
+            f"train.family: {cfg.family!r} is a tree family; it trains on tables, not {data.kind}"
+        )
+    if cfg.final_seeds > 1:
+        raise ConfigError(
+            f"train.final_seeds: {cfg.final_seeds} - a seed ensemble of trees cannot be exported yet; "
+            "use final_seeds: 1 with a tree family (the tuned bagging/feature fractions are its seeds' only effect)"
+        )
+    cats = set(data.meta.categorical_features)
+    return TreeEngine(
+        task.problem_type,
+        task.n_outputs,
+        metric=task.primary_metric,
+        higher_is_better=task.higher_is_better,
+        metric_convention=task.metric_convention,
+        categorical=[i for i, n in enumerate(pre.feature_names) if n in cats],
+        threads=cfg.threads or 1,
+    )
+
+
+def make_preprocessing(data: DatasetBundle, task: TaskSpec, native_missing: bool = False) -> Preprocessing:
+    """Normalization statistics from the train split only (``native_missing``, tree families: none,
+    values pass through with NaN for missing)."""
     if data.kind == "images":
         x = np.asarray(data.train.X)
         if x.ndim != 4:
@@ -312,11 +359,14 @@ def make_preprocessing(data: DatasetBundle, task: TaskSpec) -> Preprocessing:
     filled = np.where(np.isnan(feats), med[None, :], feats)
     mean, std = filled.mean(0), filled.std(0)
     std = np.where(std < 1e-9, 1.0, std)
+    if native_missing:
+        mean, std, med = np.zeros_like(mean), np.ones_like(std), None
     return Preprocessing(
         input_kind="table",
         input_shape=[feats.shape[1]],
         mean=mean.tolist(),
         std=std.tolist(),
-        impute=med.tolist(),
+        impute=None if med is None else med.tolist(),
         feature_names=[str(c) for c in data.train.X.columns],
+        native_missing=native_missing,
     )

@@ -9,9 +9,8 @@ import numpy as np
 import torch
 
 from closedloop.core.errors import StageFailedError
-from closedloop.core.killpoints import kill_point
 from closedloop.stages.train import plots
-from closedloop.stages.train.engine import HParams, TensorSet
+from closedloop.stages.train.engine import TensorSet
 from closedloop.stages.train.outcomes import SanityOutcome
 from closedloop.stages.train.phases.base import Phase
 from closedloop.stages.train.session import TrainSession
@@ -36,35 +35,28 @@ def sanity(sess: TrainSession, params: dict) -> SanityOutcome:
     idx = rng.permutation(len(sess.train))[: cfg.sanity_batch]
     batch = sess.train.subset(idx)
     net = sess.build(params, sess.ctx.seed)
-    net.to(eng.device).train()
-    hp = HParams(label_smoothing=0.0, ordinal_loss="ce")
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.sanity_lr, weight_decay=0.0)
-    xb = eng.to_input(batch.x, None, None)
-    t = eng.soft_targets(batch.y, hp)
-    losses: list[float] = []
-    target = None
     # a grace as long as its own share (proportional to the budget, so a short budget stays short):
     # the check is cheap, and a slow machine should not make it inconclusive
     deadline = sess.deadline("sanity") + Sanity.budget_share * sess.budget_s
-    cut = False
-    for step in range(cfg.sanity_steps or 1):
-        kill_point(f"train/sanity/step{step}")
-        loss = eng.loss(net(xb), t)
-        v = float(loss.detach())
-        losses.append(v)
-        if target is None:
-            target = max(0.05 * v, 0.02) if sess.task.problem_type != "regression" else 0.05 * v
-        if not math.isfinite(v) or v <= target:
-            break
-        if time.time() > deadline:
-            cut = True
-            break
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    steps = cfg.sanity_steps or 1
+    losses = eng.overfit_batch(
+        net, batch, steps=steps, lr=cfg.sanity_lr, deadline=deadline, label="train/sanity"
+    )
+    target = None
+    if losses:
+        target = max(0.05 * losses[0], 0.02) if sess.task.problem_type != "regression" else 0.05 * losses[0]
+    # the loop stopped before its steps with a finite loss above the target: the clock stopped it
+    cut = bool(
+        losses
+        and target is not None
+        and len(losses) < steps
+        and all(math.isfinite(v) for v in losses)
+        and losses[-1] > target
+        and time.time() > deadline
+    )
     plots.sanity(sess.figure("sanity.png", "Training loss on one fixed batch", "sanity"), losses)
     ok = bool(losses and math.isfinite(losses[-1]) and target is not None and min(losses) <= target)
-    if not ok and cut and all(math.isfinite(v) for v in losses):
+    if not ok and cut and target is not None:
         # the clock, not the model, ended it: inconclusive, not failed (a failure stops the run)
         trend = "falling" if min(losses) < losses[0] else "not falling yet"
         sess.decide(

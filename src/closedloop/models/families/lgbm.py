@@ -1,0 +1,175 @@
+"""Gradient-boosted trees (LightGBM) in the network shape every stage reads (issue #25).
+
+A tree ensemble is not trained by gradient descent, yet training, calibration, export and the monitor
+all read a model as ``features(x)`` (the embedding) and ``head: nn.Linear`` (logits =
+``head(features(x))``). :class:`TreeEnsemble` keeps that contract: ``features`` is the booster's raw
+score (one column per logit) and ``head`` starts as the identity, so temperature/bias calibration and
+seed ensembles (:mod:`.ensemble`) fold into it as for any network. The booster itself lives in the
+``booster`` buffer as the bytes of LightGBM's text format, so ``weights.pt`` holds it and it loads with
+``torch.load(weights_only=True)`` (nothing unpickled). Training is the tree engine's
+(:mod:`closedloop.stages.train.tree_engine`); the family's kind, ``"trees"``, tells the train stage to
+use it. Needs the optional extra ``closedloop[trees]`` (imported lazily).
+
+Missing values stay NaN (LightGBM routes them natively) and categorical columns arrive as the data
+layer's fixed category codes; a code the model never saw (or a negative one) goes where LightGBM
+sends an unseen category: to the side of the split that does not list it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from closedloop.models.registry import register_model
+
+LGBM_PARAMS = (
+    "num_leaves",
+    "max_depth",
+    "learning_rate",
+    "min_child_samples",
+    "reg_lambda",
+    "reg_alpha",
+    "feature_fraction",
+    "bagging_fraction",
+)
+
+
+class TreeEnsemble(nn.Module):
+    """A LightGBM booster as a module: ``features(x)`` = raw scores ``(N, n_logits)``, ``head`` identity.
+
+    Args:
+        n_in: number of table columns.
+        n_logits: 1 (binary, regression) or K (multi-class).
+        rounds_per_epoch: boosting rounds that make one "epoch" of the stage's loop (its curves, early
+            stopping, pruning and the tuned ``epochs`` count in these units).
+        the rest: LightGBM's parameters of the same name. The defaults are the *unregularized* ones
+            (the capacity ladder's setting); the tuner sets the regularizing ones.
+    """
+
+    def __init__(
+        self,
+        n_in: int,
+        n_logits: int,
+        *,
+        num_leaves: int = 31,
+        max_depth: int = -1,
+        learning_rate: float = 0.1,
+        min_child_samples: int = 1,
+        reg_lambda: float = 0.0,
+        reg_alpha: float = 0.0,
+        feature_fraction: float = 1.0,
+        bagging_fraction: float = 1.0,
+        rounds_per_epoch: int = 20,
+    ) -> None:
+        super().__init__()
+        if num_leaves < 2 or rounds_per_epoch < 1 or min_child_samples < 1:
+            raise ValueError(
+                f"lgbm: num_leaves >= 2, rounds_per_epoch >= 1 and min_child_samples >= 1 needed (got "
+                f"{num_leaves}, {rounds_per_epoch}, {min_child_samples})"
+            )
+        self.n_in, self.n_logits = int(n_in), int(n_logits)
+        self.rounds_per_epoch = int(rounds_per_epoch)
+        self.params: dict[str, Any] = {
+            "num_leaves": int(num_leaves),
+            "max_depth": int(max_depth),
+            "learning_rate": float(learning_rate),
+            "min_child_samples": int(min_child_samples),
+            "reg_lambda": float(reg_lambda),
+            "reg_alpha": float(reg_alpha),
+            "feature_fraction": float(feature_fraction),
+            "bagging_fraction": float(bagging_fraction),
+        }
+        self.register_buffer("booster", torch.zeros(0, dtype=torch.uint8))
+        self.head = nn.Linear(self.n_logits, self.n_logits)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.eye(self.n_logits))
+            self.head.bias.zero_()
+        self._cache: tuple[int, Any] | None = None
+
+    # -- the booster --------------------------------------------------------------------------
+    def set_booster(self, booster: Any) -> None:
+        """Store a trained ``lightgbm.Booster`` (its text format) in the ``booster`` buffer."""
+        text = booster.model_to_string().encode("utf-8")
+        self.booster = torch.frombuffer(bytearray(text), dtype=torch.uint8).clone()
+        self._cache = None
+
+    def lgb_booster(self) -> Any:
+        """The ``lightgbm.Booster`` held in the buffer (None before training)."""
+        if self.booster.numel() == 0:
+            return None
+        key = hash(self.booster.numpy().tobytes())
+        if self._cache is None or self._cache[0] != key:
+            import lightgbm as lgb
+
+            self._cache = (key, lgb.Booster(model_str=bytes(self.booster.numpy()).decode("utf-8")))
+        return self._cache[1]
+
+    def n_leaves(self) -> int:
+        b = self.lgb_booster()
+        if b is None:
+            return 0
+        return int(sum(t["num_leaves"] for t in b.dump_model()["tree_info"]))
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kw: Any) -> None:
+        # the buffer's length is the model text's: take the saved one's size before the copy
+        key = prefix + "booster"
+        if key in state_dict:
+            self.booster = torch.zeros_like(state_dict[key])
+            self._cache = None
+        super()._load_from_state_dict(state_dict, prefix, *args, **kw)
+
+    # -- the network contract -----------------------------------------------------------------
+    def raw_scores(self, x: np.ndarray) -> np.ndarray:
+        """Raw boosting scores ``(N, n_logits)`` (zeros before training)."""
+        b = self.lgb_booster()
+        if b is None or len(x) == 0:
+            return np.zeros((len(x), self.n_logits), np.float32)
+        raw = b.predict(np.asarray(x, np.float32), raw_score=True, num_threads=1)
+        return np.asarray(raw, np.float32).reshape(len(x), self.n_logits)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.detach().reshape(len(x), -1).float().cpu().numpy()
+        return torch.from_numpy(self.raw_scores(flat)).to(self.head.weight.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+@register_model("lgbm")
+def build_lgbm(
+    input_shape: list[int],
+    n_logits: int,
+    *,
+    num_leaves: int = 31,
+    max_depth: int = -1,
+    learning_rate: float = 0.1,
+    min_child_samples: int = 1,
+    reg_lambda: float = 0.0,
+    reg_alpha: float = 0.0,
+    feature_fraction: float = 1.0,
+    bagging_fraction: float = 1.0,
+    rounds_per_epoch: int = 20,
+) -> TreeEnsemble:
+    """Tables only (``input_shape`` (F,)). Params: LightGBM's num_leaves, max_depth, learning_rate,
+    min_child_samples, reg_lambda, reg_alpha, feature_fraction, bagging_fraction; rounds_per_epoch."""
+    if len(input_shape) != 1:
+        raise ValueError(f"lgbm: gradient-boosted trees take tables (F,), not inputs of shape {input_shape}")
+    return TreeEnsemble(
+        int(input_shape[0]),
+        n_logits,
+        num_leaves=num_leaves,
+        max_depth=max_depth,
+        learning_rate=learning_rate,
+        min_child_samples=min_child_samples,
+        reg_lambda=reg_lambda,
+        reg_alpha=reg_alpha,
+        feature_fraction=feature_fraction,
+        bagging_fraction=bagging_fraction,
+        rounds_per_epoch=rounds_per_epoch,
+    )
+
+
+build_lgbm.family_kind = "trees"  # type: ignore[attr-defined]

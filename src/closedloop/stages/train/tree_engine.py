@@ -1,0 +1,233 @@
+"""The engine of tree families (``family_kind == "trees"``, e.g. ``lgbm``): LightGBM boosting behind
+the same interface as :class:`~closedloop.stages.train.engine.Engine`, so every phase (sanity, ladder,
+tuning with pruning, cross-validation, final fit, calibration) runs unchanged.
+
+One "epoch" is ``rounds_per_epoch`` boosting rounds of the family: after each, the callback scores
+validation with the stage's metric, keeps the best round (early stopping on validation only, with the
+config's patience), calls ``on_epoch`` (Optuna pruning) and the kill point, and stops at the deadline.
+``hp.epochs`` (the tuned knob) caps the rounds; ``hp.class_weight`` becomes per-row weights; the seed of
+``fit`` is LightGBM's (bagging, column sampling), with ``deterministic`` and one thread by default
+(trees on a 2-core machine: one OpenMP thread per trial, issue #25). A killed tree fit restarts from
+the beginning of that fit (no mid-fit checkpoint: fits take seconds, and a seeded refit is identical).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from closedloop.core.errors import ConfigError
+from closedloop.core.killpoints import kill_point
+from closedloop.stages.train.engine import Engine, FitResult, HParams, TensorSet
+
+OBJECTIVES = {
+    "binary": "binary",
+    "multiclass": "multiclass",
+    "ordinal": "multiclass",
+    "regression": "regression",
+}
+METRICS = {"binary": "binary_logloss", "multiclass": "multi_logloss", "regression": "l2"}
+
+
+def _tree(net: nn.Module) -> Any:
+    if not hasattr(net, "lgb_booster"):
+        raise ConfigError(
+            f"the tree engine trains tree families only, not {type(net).__name__} "
+            "(a seed ensemble of trees is built from members trained one by one)"
+        )
+    return net
+
+
+class TreeEngine(Engine):
+    """:class:`Engine` for tree families. Args as :class:`Engine`, plus ``categorical`` (column
+    indices LightGBM splits natively as categories) and ``threads`` (LightGBM's, default 1)."""
+
+    def __init__(self, *args: Any, categorical: list[int] | None = None, threads: int = 1, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        if self.problem_type not in OBJECTIVES:
+            raise ConfigError(
+                f"train.family: tree families support binary, multiclass, ordinal and regression tasks, "
+                f"not {self.problem_type}; use family: mlp"
+            )
+        self.categorical = list(categorical or [])
+        self.threads = int(threads)
+
+    # -- LightGBM ---------------------------------------------------------------------------------
+    def lgb_params(self, tree: Any, seed: int, **over: Any) -> dict[str, Any]:
+        p = dict(tree.params) | over
+        out = {
+            "objective": OBJECTIVES[self.problem_type],
+            "metric": METRICS[OBJECTIVES[self.problem_type]],
+            **p,
+            "bagging_freq": 1 if p["bagging_fraction"] < 1 else 0,
+            "seed": int(seed) % (2**31 - 1),
+            "deterministic": True,
+            "force_row_wise": True,
+            "num_threads": self.threads,
+            "verbosity": -1,
+            "feature_pre_filter": False,
+        }
+        if out["objective"] == "multiclass":
+            out["num_class"] = self.n_logits
+        return out
+
+    def dataset(self, data: TensorSet, hp: HParams | None, **params: Any) -> Any:
+        import lightgbm as lgb
+
+        y = np.asarray(data.y_np)
+        label = y.reshape(len(y)) if self.problem_type != "regression" else y.reshape(len(y), -1)[:, 0]
+        weight = None
+        if hp is not None and (w := self.class_weights(hp, data)) is not None:
+            w = w.cpu().numpy()
+            if self.problem_type == "binary":
+                yb = label.astype(np.float64)
+                weight = yb * w[1].reshape(-1)[0] + (1 - yb) * w[0].reshape(-1)[0]
+            else:
+                weight = w[label.astype(np.int64)]
+        return lgb.Dataset(
+            data.x.numpy(),
+            label=label,
+            weight=weight,
+            categorical_feature=self.categorical or "auto",
+            params={"verbosity": -1, "feature_pre_filter": False, **params},
+            free_raw_data=False,
+        )
+
+    # -- the Engine interface -----------------------------------------------------------------------
+    def fit(
+        self,
+        net: nn.Module,
+        train: TensorSet,
+        val: TensorSet | None,
+        hp: HParams,
+        *,
+        seed: int,
+        checkpoint: Path | None = None,
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+        deadline: float | None = None,
+        restore_best: bool = True,
+        max_steps: int | None = None,
+        label: str | None = None,
+    ) -> FitResult:
+        import lightgbm as lgb
+
+        t0 = time.time()
+        tree = _tree(net)
+        rpe = tree.rounds_per_epoch
+        rounds = rpe * max(1, hp.epochs) if max_steps is None else max(1, max_steps)
+        params = self.lgb_params(tree, seed)
+        dtrain = self.dataset(train, hp, **{k: params[k] for k in ("min_child_samples",)})
+        has_val = val is not None and len(val) > 0
+        xv = val.x.numpy() if has_val else None
+        val_raw = np.zeros((len(val) if has_val else 0, self.n_logits), np.float64)
+        history: list[dict[str, float]] = []
+        state = {"best": -math.inf, "best_round": 0, "bad": 0, "done": 0, "stopped": "completed"}
+
+        def per_round(env: Any) -> None:
+            r = env.iteration + 1
+            if r % rpe and r != rounds:
+                return
+            train_loss = float(env.evaluation_result_list[0][2])
+            rec: dict[str, float] = {"epoch": len(history) + 1, "train_loss": train_loss}
+            rec["lr"] = float(params["learning_rate"])
+            if has_val:
+                chunk = env.model.predict(
+                    xv, raw_score=True, start_iteration=state["done"], num_iteration=r - state["done"]
+                )
+                val_raw[:] += np.asarray(chunk).reshape(len(xv), -1)
+                state["done"] = r
+                ev = self.evaluate(val_raw.astype(np.float32), val)
+                rec.update({f"val_{k}": v for k, v in ev.items()})
+                sc = self.selection_score(ev)
+            else:
+                sc = -train_loss if math.isfinite(train_loss) else -math.inf
+            history.append(rec)
+            if sc > state["best"] or state["best_round"] == 0:
+                state.update(best=sc, best_round=r, bad=0)
+            else:
+                state["bad"] += 1
+            if label is not None:
+                kill_point(f"{label}/epoch{rec['epoch']}")
+            if on_epoch is not None:
+                on_epoch(int(rec["epoch"]), rec)
+            if hp.patience is not None and has_val and state["bad"] >= hp.patience:
+                state["stopped"] = "early_stopped"
+                raise lgb.callback.EarlyStopException(r, env.evaluation_result_list)
+            if deadline is not None and time.time() > deadline and r < rounds:
+                state["stopped"] = "time_budget"
+                raise lgb.callback.EarlyStopException(r, env.evaluation_result_list)
+
+        booster = lgb.train(
+            params,
+            dtrain,
+            num_boost_round=rounds,
+            valid_sets=[dtrain],
+            valid_names=["training"],
+            callbacks=[per_round],
+        )
+        keep = state["best_round"] if (restore_best and has_val) else booster.current_iteration()
+        tree.set_booster(lgb.Booster(model_str=booster.model_to_string(num_iteration=max(1, keep))))
+        val_logits = self.predict_logits(net, val) if has_val else None
+        return FitResult(
+            history=history,
+            best_epoch=max(1, math.ceil(keep / rpe)) if has_val else len(history),
+            best_score=float(state["best"]) if has_val else None,
+            stopped=str(state["stopped"]),
+            seconds=time.time() - t0,
+            val_logits=val_logits,
+        )
+
+    def overfit_batch(
+        self, net: nn.Module, batch: TensorSet, *, steps: int, lr: float, deadline: float, label: str
+    ) -> list[float]:
+        """The sanity check for trees: boost on the batch alone with no minimum leaf size (LightGBM's
+        learning rate, at least 0.3, not the network's ``sanity_lr``), the training loss after each
+        round, until it reaches 5% of the first (0.02 at least) or ``steps`` rounds."""
+        import lightgbm as lgb
+
+        tree = _tree(net)
+        params = self.lgb_params(
+            tree,
+            0,
+            learning_rate=max(0.3, tree.params["learning_rate"]),
+            min_child_samples=1,
+            min_sum_hessian_in_leaf=0.0,
+            min_data_in_bin=1,
+            feature_fraction=1.0,
+            bagging_fraction=1.0,
+            reg_lambda=0.0,
+            reg_alpha=0.0,
+        )
+        data = self.dataset(batch, None, min_data_in_bin=1, min_child_samples=1)
+        losses: list[float] = []
+
+        def per_round(env: Any) -> None:
+            kill_point(f"{label}/step{env.iteration}")
+            v = float(env.evaluation_result_list[0][2])
+            losses.append(v)
+            target = max(0.05 * losses[0], 0.02) if self.problem_type != "regression" else 0.05 * losses[0]
+            if not math.isfinite(v) or v <= target or time.time() > deadline:
+                raise lgb.callback.EarlyStopException(env.iteration + 1, env.evaluation_result_list)
+
+        booster = lgb.train(
+            params,
+            data,
+            num_boost_round=steps,
+            valid_sets=[data],
+            valid_names=["batch"],
+            callbacks=[per_round],
+        )
+        tree.set_booster(booster)
+        return losses
+
+    def lr_range_test(self, *args: Any, **kw: Any) -> tuple[list[float], list[float], float]:
+        raise ConfigError(
+            "train.lr_finder: the LR range test is for networks trained by gradient descent; tree "
+            "families tune learning_rate directly (set lr_finder: false)"
+        )

@@ -1,0 +1,172 @@
+"""The tree family (``family: lgbm``) through the loop: train stage (ladder, tree knobs, k-fold, class
+weights, ledgers, contract battery), export (ONNX parity, no int8), the served predictor on rows with
+missing values and an unseen category, and the monitor's table reference."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("lightgbm")
+pytest.importorskip("onnxmltools")
+
+from closedloop.core.checks import GivenArtifacts, check_stage  # noqa: E402
+from closedloop.core.pipeline import Pipeline, RunResult  # noqa: E402
+from closedloop.data.bundle import DatasetBundle, DatasetMeta, Split  # noqa: E402
+from closedloop.models.trained import TrainedModel  # noqa: E402
+from closedloop.stages.train import TrainModel  # noqa: E402
+
+TREE_TRAIN: dict[str, Any] = {
+    "preset": "quick",
+    "family": "lgbm",
+    "budget_minutes": 30,  # the trial count, not the clock, ends each phase (deterministic)
+    "ladder": [{"num_leaves": 4}, {"num_leaves": 16}],
+    "ladder_epochs": 3,
+    "n_trials": 3,
+    "max_epochs": 4,
+    "cv_candidates": 2,
+    "class_weight": "balanced",
+    "n_bootstrap": 200,
+}
+
+
+def tree_table(n: int = 600, seed: int = 0) -> DatasetBundle:
+    """Numeric columns, one with 15% missing values, and a categorical column that matters."""
+    rng = np.random.default_rng(seed)
+    color = rng.choice(["red", "green", "blue"], n, p=[0.5, 0.3, 0.2])
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    c = rng.normal(size=n)
+    c[rng.random(n) < 0.15] = np.nan
+    z = 1.5 * a - b + np.where(color == "blue", 1.5, 0.0) + np.nan_to_num(c) * 0.5
+    y = (z + rng.normal(0, 0.7, n) > 0.8).astype(np.int64)  # imbalanced: about a third positive
+    X = pd.DataFrame(
+        {
+            "a": a,
+            "b": b,
+            "c": c,
+            "noise": rng.normal(size=n),
+            "color": pd.Categorical(color, categories=["blue", "green", "red"]),
+        }
+    )
+    parts = np.split(np.arange(n), [int(n * 0.6), int(n * 0.8)])
+    splits = {
+        k: Split(X.iloc[p].reset_index(drop=True), y[p])
+        for k, p in zip(("train", "val", "test"), parts, strict=True)
+    }
+    meta = DatasetMeta(
+        name="trees", source="test", kind="table", label_names=["no", "yes"], categorical_features=["color"]
+    )
+    return DatasetBundle(meta=meta, splits=splits)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    from closedloop.core.registry import STAGES
+
+    runs = tmp_path_factory.mktemp("tree_runs")
+    given = GivenArtifacts.of({"data": tree_table()}, runs / "given")
+    stages = [
+        STAGES.resolve("task")(),
+        STAGES.resolve("baseline")(knn=False, n_resamples=200),
+        TrainModel(**TREE_TRAIN),
+        STAGES.resolve("export")(),
+        STAGES.resolve("monitor")(calibration_windows=40, permutations=50, window_sizes=[30]),
+    ]
+    result = Pipeline([given, *stages], name="trees", runs_dir=runs).run(progress=False)
+    failed = {k: v.get("error") for k, v in result.summary["stages"].items() if v["status"] != "ok"}
+    assert not failed, failed
+    return result
+
+
+def test_tree_family_through_the_train_stage(run: RunResult) -> None:
+    s = run.summary["stages"]["train"]
+    assert s["model"]["family"] == "lgbm"
+    phases = {d["phase"] for d in s["decisions"]}
+    assert {"sanity", "scale_up", "tune", "final"} <= phases
+    ev = run.artifact("evaluation")
+    # tree knobs were searched; the network knobs do not apply to trees
+    space = ev.phases["tune"]["space"]
+    assert {"learning_rate", "min_child_samples", "reg_lambda", "feature_fraction"} <= set(space)
+    assert not {"lr", "weight_decay", "dropout", "l1", "label_smoothing"} & set(space)
+    # small table: the task's k-fold protocol re-ranks candidates by cross-validation
+    cv = ev.phases.get("cross_validate")
+    assert cv is not None and cv["skipped"] is None and len(cv["candidates"]) == 2, cv
+    assert s["test"]["auc"]["value"] > 0.8
+    assert s["evaluated_on"]["test"] == "test"
+    assert s["n_configs"] >= 1 + 1 + TREE_TRAIN["n_trials"]
+    model = run.artifact("model")
+    assert model.info["hparams"]["class_weight"] == "balanced"
+    imp = s["feature_importance"]
+    assert imp["evaluated_on"] == {"gain": "trained_on", "permutation": "calibration"} and imp["n_rows"] == 60
+    by = {f["feature"]: f for f in imp["features"]}
+    assert abs(sum(f["gain"] for f in by.values()) - 1) < 1e-4
+    assert imp["features"][0]["feature"] == "a"  # the strongest signal ranks first on held-out rows
+    lo, hi = by["a"]["permutation_ci95"]
+    assert lo > 0 and by["noise"]["permutation_ci95"][0] <= 0 <= by["noise"]["permutation_ci95"][1] + 1e-9
+    report = (run.run_dir / "report.html").read_text()
+    assert "Feature importance" in report and "held-out rows" in report
+    assert model.preprocessing.native_missing and model.preprocessing.impute is None
+
+
+@pytest.mark.slow
+def test_tree_train_stage_passes_the_contract_battery(run: RunResult, tmp_path: Path) -> None:
+    inputs = {k: run.artifact(k) for k in ("data", "task", "baseline")}
+    check_stage(TrainModel(**TREE_TRAIN), inputs, tmp_path)  # save/load, same seed -> same artifacts
+
+
+def test_tree_model_saves_and_loads_without_unpickling(run: RunResult, tmp_path: Path) -> None:
+    model = run.artifact("model")
+    model.save(tmp_path / "m")
+    back = TrainedModel.load(tmp_path / "m")
+    X = run.artifact("data").val.X
+    np.testing.assert_array_equal(model.predict_proba(X), back.predict_proba(X))
+
+
+def test_tree_export_parity_and_served_rows(run: RunResult) -> None:
+    m = run.summary["stages"]["export"]
+    assert m["shipped"] == "fp32" and m["parity_max_abs_diff"] <= 1e-5
+    from closedloop.stages.export.bundle import ExportBundle
+
+    bundle = ExportBundle.load(run.run_dir / m["artifacts"]["exported"])
+    meas = json.loads((bundle.directory / "measurements.json").read_text())
+    assert "int8" not in meas["variants"]
+    model = run.artifact("model")
+    pred = bundle.predictor()  # the folder's own standalone, torch-free predictor
+    X = run.artifact("data").val.X
+    rows = X.iloc[:20].copy()
+    feats = model.preprocessing.feature_names
+    arr = np.stack(
+        [pd.to_numeric(rows[c], errors="coerce") if c != "color" else rows[c].cat.codes for c in feats], 1
+    )
+    arr = arr.astype(np.float32)
+    arr[0, feats.index("c")] = np.nan  # a missing value
+    arr[1, feats.index("color")] = 7.0  # a category code the model never saw
+    p_onnx = pred.predict_proba(arr)
+    p_torch = model.predict_proba(pd.DataFrame(arr, columns=feats))
+    assert np.isfinite(p_onnx).all()
+    assert np.abs(p_onnx - p_torch).max() <= 1e-5
+
+
+def test_tree_monitor_reference_on_table_features(run: RunResult) -> None:
+    ref = run.summary["stages"]["monitor"]["reference"]
+    assert ref["kind"] == "table" and ref["n_features"] == 5 and "features" in ref["tests"]
+
+
+def test_ship_int8_is_refused_for_trees(run: RunResult, tmp_path: Path) -> None:
+    from closedloop.core.errors import ClosedLoopError
+    from closedloop.core.registry import STAGES
+
+    from .conftest import make_ctx
+
+    ctx = make_ctx(tmp_path / "export")
+    ctx.stage_name = "export"
+    inputs = {k: run.artifact(k) for k in ("data", "task", "model")}
+    with pytest.raises(
+        ClosedLoopError, match=r"export.ship: int8 .* tree ensemble \(lgbm\).* nothing to quantize"
+    ):
+        STAGES.resolve("export")(ship="int8").execute(inputs, ctx)
