@@ -3,6 +3,8 @@ it, the phase budget table, typed outcomes."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from closedloop.core.errors import ConfigError
@@ -112,27 +114,42 @@ def test_final_fit_plan_drops_members_then_epochs_and_a_resume_keeps_it(
 
     from closedloop.stages.train import TrainModel
     from closedloop.stages.train.final_plan import PLAN_FILE, plan_final
-    from closedloop.stages.train.phases.beat_baseline import EPOCH_SECONDS
+    from closedloop.stages.train.outcomes import Rung, ScaleUpOutcome
+    from closedloop.stages.train.phases.scale_up import rung_step_seconds
 
     from .conftest import TINY, make_ctx
 
     stage = TrainModel(**TINY)
     sess = stage.make_session(stage.Inputs(data=binary_digits, task=binary_task), make_ctx(tmp_path))
-    n = len(sess.train)
-    sess.ctx.timings[EPOCH_SECONDS] = 1.0  # 1 s per epoch over the train rows
+    rung = Rung(
+        rung=2,
+        params={},
+        n_parameters=1,
+        val_metric=0.9,
+        score=0.9,
+        best_epoch=1,
+        overfits=False,
+        val_loss_min_epoch=None,
+    )
+    sess.outcomes["scale_up"] = ScaleUpOutcome(rungs=[rung, rung], chosen=1, params={}, any_overfits=False)
+    sess.ctx.timings[rung_step_seconds(2)] = 0.1  # the chosen rung: 0.1 s per step, 10 steps an epoch
     sess.budget_s = 100.0
-    plan = plan_final(sess, epochs=10, members=3, n_rows=n)  # the budget starts now: nothing to cut
+
+    def plan_final_(epochs: int, members: int) -> Any:
+        return plan_final(sess, epochs=epochs, members=members, n_rows=100, batch_size=10)
+
+    plan = plan_final_(10, 3)  # the budget starts now: nothing to cut
     assert (plan.epochs, plan.members, plan.why) == (10, 3, None) and not sess.decisions
     (sess.work / PLAN_FILE).unlink()
     sess.t0 = time.time() - 80  # the final phase's deadline is 20 s away, 17 s of it for the fit
-    plan = plan_final(sess, epochs=10, members=3, n_rows=n)
+    plan = plan_final_(10, 3)
     assert (plan.epochs, plan.members) == (10, 1) and plan.shrunk
     assert "ensemble members 3 -> 1" in sess.decisions[-1]["decision"]
     sess.t0 = time.time() - 200  # resumed with no time left: the saved plan (its checkpoints') holds
-    assert plan_final(sess, epochs=10, members=3, n_rows=n) == plan
+    assert plan_final_(10, 3) == plan
     assert sess.decisions[-1]["decision"] == sess.decisions[-2]["decision"]  # said again, the same
     (sess.work / PLAN_FILE).write_text("{", encoding="utf-8")  # damaged: planned again, never half read
     sess.t0 = time.time() - 80
-    plan = plan_final(sess, epochs=30, members=2, n_rows=n)
+    plan = plan_final_(30, 2)
     assert plan.members == 1 and 14 <= plan.epochs <= 17
     assert "epochs 30 -> " in sess.decisions[-1]["decision"]

@@ -143,6 +143,9 @@ class FitResult:
     seconds: float
     val_logits: np.ndarray | None = None
     """Validation logits of the returned (best) weights."""
+    step_seconds: float | None = None
+    """Mean wall seconds of one training step in this process (None: no step taken); what the final
+    phase sizes its fit with (a budget input, never in an artifact)."""
 
     @property
     def epochs_done(self) -> float:
@@ -381,6 +384,7 @@ class Engine:
         sampling = _sampler(hp, train, self.problem_type)
         stopped, step = "completed", start_epoch * steps_per_epoch
         start_step, cut_in_epoch = step, deadline is not None and dist[1] == 1
+        loop_s, loop_steps = 0.0, 0
         for epoch in range(start_epoch, hp.epochs):
             model.train()
             if sampling is None:
@@ -389,6 +393,7 @@ class Engine:
                 perm = torch.multinomial(sampling, n, replacement=True, generator=g)
             perm = perm[dist[0] :: dist[1]]
             tot, cnt, cut = 0.0, 0, False
+            loop_t0, steps_before = time.perf_counter(), step
             for b in range(steps_per_epoch):
                 if max_steps is not None and step >= max_steps:
                     break
@@ -423,6 +428,7 @@ class Engine:
                 step += 1
                 tot += float(loss.detach()) * len(idx)
                 cnt += len(idx)
+            loop_s, loop_steps = loop_s + time.perf_counter() - loop_t0, loop_steps + step - steps_before
             if dist[1] > 1:
                 _average_buffers(net, dist[1])
             if cut and cnt == 0:  # nothing trained in this epoch: it is not one
@@ -484,6 +490,7 @@ class Engine:
             best_score=None if val is None else float(best[0]),
             stopped=stopped,
             seconds=time.time() - t0,
+            step_seconds=loop_s / loop_steps if loop_steps else None,
             val_logits=val_logits,
         )
 

@@ -1,6 +1,6 @@
 """How much final fit the time left buys. The final phase has its share of the budget like the others:
-before fitting, it compares the time the chosen epochs and ensemble members would take (seconds per
-epoch measured by the earlier phases, scaled to the rows of the final fit) with the time left to its
+before fitting, it compares the time the chosen epochs and ensemble members would take (the chosen
+capacity rung's seconds per training step times the final fit's steps) with the time left to its
 deadline, less a reserve for calibration and the test evaluation, and drops ensemble members first
 (a luxury), then epochs (never below one), saying in the decision log what it cut and why.
 
@@ -19,8 +19,8 @@ from pydantic import BaseModel, ValidationError
 
 from closedloop.core.io import to_json, write_text_atomic
 from closedloop.stages.train.outcomes import ScaleUpOutcome
-from closedloop.stages.train.phases.beat_baseline import COMPARISON_SECONDS, EPOCH_SECONDS
-from closedloop.stages.train.phases.scale_up import rung_seconds
+from closedloop.stages.train.phases.beat_baseline import COMPARISON_SECONDS
+from closedloop.stages.train.phases.scale_up import rung_step_seconds
 from closedloop.stages.train.session import TrainSession
 
 PLAN_FILE = "final_plan.json"
@@ -55,22 +55,18 @@ class FinalPlan(BaseModel):
         return (self.epochs, self.members) != (self.asked_epochs, self.asked_members)
 
 
-def epoch_seconds(sess: TrainSession, n_rows: int) -> float | None:
-    """Seconds one epoch over ``n_rows`` rows takes, from the slowest per-epoch time the earlier phases
-    measured (the default model's fit, the chosen capacity rung's), scaled by rows. A budget input
+def epoch_seconds(sess: TrainSession, n_rows: int, batch_size: int) -> float | None:
+    """Seconds one epoch of ``n_rows`` rows in batches of ``batch_size`` takes: the chosen capacity
+    rung's measured seconds per training step (the same network; a cut fit measures it as well as a
+    whole one) times the steps of an epoch (None: the rung's fit took no step here). A budget input
     only: it never enters an artifact of a run the budget does not bind."""
-    t = sess.ctx.timings
-    seen = []
-    if EPOCH_SECONDS in t:
-        seen.append(float(t[EPOCH_SECONDS]))
     ladder = sess.get(ScaleUpOutcome)
-    if ladder is not None and ladder.rungs:
-        rung_s = t.get(rung_seconds(ladder.rung.rung))
-        if rung_s:
-            seen.append(float(rung_s) / max(sess.cfg.ladder_epochs or 1, 1))
-    if not seen:
+    if ladder is None or not ladder.rungs:
         return None
-    return max(seen) * n_rows / max(len(sess.train), 1)
+    step_s = sess.ctx.timings.get(rung_step_seconds(ladder.rung.rung))
+    if not step_s:
+        return None
+    return float(step_s) * max(1, n_rows // max(1, min(batch_size, n_rows)))
 
 
 def fit_deadline(sess: TrainSession) -> float:
@@ -87,7 +83,7 @@ def evaluation_reserve(sess: TrainSession) -> float:
     return max(EVALUATION_RESERVE * share, measured)
 
 
-def plan_final(sess: TrainSession, epochs: int, members: int, n_rows: int) -> FinalPlan:
+def plan_final(sess: TrainSession, epochs: int, members: int, n_rows: int, batch_size: int) -> FinalPlan:
     """The saved plan of an interrupted attempt, or a new one fitted to the time left."""
     path = sess.work / PLAN_FILE
     if path.is_file():
@@ -98,7 +94,7 @@ def plan_final(sess: TrainSession, epochs: int, members: int, n_rows: int) -> Fi
         except (ValueError, ValidationError):  # damaged: never read half of it, plan again
             pass
     left = fit_deadline(sess) - time.time()
-    per_epoch = epoch_seconds(sess, n_rows)
+    per_epoch = epoch_seconds(sess, n_rows, batch_size)
     e, m, why = epochs, members, None
     if per_epoch is not None and epochs * members * per_epoch > left:
         need = epochs * members * per_epoch

@@ -105,9 +105,8 @@ def final_fit(sess: TrainSession, tuned: TunedConfig) -> tuple[TrainedModel, Fin
         fitted_on = f"train + {len(fit_idx)} of {plan.n_val} validation samples"
     sess.decide("final", plan.note, {"n_heldout": len(plan.indices), "n_val": plan.n_val, "fit": fitted_on})
     # the final fit has its share of the budget: fewer members, then fewer epochs, when time is short
-    size = plan_final(
-        sess, epochs, cfg.final_seeds, len(sess.train if cfg.final_fit == "train" else fit_data)
-    )
+    n_fit = len(sess.train if cfg.final_fit == "train" else fit_data)
+    size = plan_final(sess, epochs, cfg.final_seeds, n_fit, hp.batch_size)
     epochs, hp, deadline = size.epochs, hp.with_(epochs=size.epochs), fit_deadline(sess)
     nets, histories = [], {}
     for s in range(size.members):
