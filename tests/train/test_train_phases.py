@@ -153,3 +153,12 @@ def test_final_fit_plan_drops_members_then_epochs_and_a_resume_keeps_it(
     plan = plan_final_(30, 2)
     assert plan.members == 1 and 14 <= plan.epochs <= 17
     assert "epochs 30 -> " in sess.decisions[-1]["decision"]
+    # a slow machine (the baseline comparison took long): every earlier phase ends early enough to
+    # leave the final phase's evaluation its measured time, the final deadline stays the budget's end
+    from closedloop.stages.train.session import COMPARISON_SECONDS
+
+    sess.ctx.timings[COMPARISON_SECONDS] = 5.0  # reserve 6 x 5 s = 30 s, above 15% of the final's 20 s
+    assert sess.reserve() == pytest.approx(30.0)
+    assert sess.deadline("tune") == pytest.approx(sess.t0 + 70.0)  # its share would end at 90 s
+    assert sess.deadline("beat_baseline") == pytest.approx(sess.t0 + 13.0)  # unclamped: before 70 s
+    assert sess.deadline("final") == pytest.approx(sess.t0 + 100.0)

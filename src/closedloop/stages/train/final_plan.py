@@ -19,7 +19,6 @@ from pydantic import BaseModel, ValidationError
 
 from closedloop.core.io import to_json, write_text_atomic
 from closedloop.stages.train.outcomes import ScaleUpOutcome
-from closedloop.stages.train.phases.beat_baseline import COMPARISON_SECONDS
 from closedloop.stages.train.phases.scale_up import rung_step_seconds
 from closedloop.stages.train.session import TrainSession
 
@@ -28,14 +27,6 @@ PLAN_FILE = "final_plan.json"
 EVALUATION_SECONDS = "final evaluation seconds"
 """``ctx.timings`` label: what follows the final fit (the test evaluation, its bootstrap intervals,
 the baseline's refit, the selection bias)."""
-
-EVALUATION_RESERVE = 0.15
-"""Least share of the final phase's own budget kept for what follows the fit."""
-
-COMPARISON_FACTOR = 5.0
-"""The evaluation after the final fit costs about this many times the beat_baseline phase's
-comparison (the same kinds of work: a baseline refit and paired bootstraps, on three splits and the
-selection bias instead of one; measured by benchmarks/bench_train_resume.py)."""
 
 
 class FinalPlan(BaseModel):
@@ -70,17 +61,10 @@ def epoch_seconds(sess: TrainSession, n_rows: int, batch_size: int) -> float | N
 
 
 def fit_deadline(sess: TrainSession) -> float:
-    """``time.time()`` by which the final fit stops (mid-epoch if the estimate was wrong); relative to
-    the session's clock, so a resumed attempt has what the interrupted ones left."""
-    return sess.deadline("final") - evaluation_reserve(sess)
-
-
-def evaluation_reserve(sess: TrainSession) -> float:
-    """Seconds kept before the final phase's deadline for the evaluation that follows the fit: the
-    larger of a share of the phase's budget and an estimate from the beat_baseline comparison's time."""
-    share = sess.budget.get("final", 0.0) * sess.budget_s
-    measured = COMPARISON_FACTOR * float(sess.ctx.timings.get(COMPARISON_SECONDS, 0.0))
-    return max(EVALUATION_RESERVE * share, measured)
+    """``time.time()`` by which the final fit stops (mid-epoch if the estimate was wrong): the final
+    deadline less :meth:`TrainSession.reserve` for the evaluation after it; relative to the session's
+    clock, so a resumed attempt has what the interrupted ones left."""
+    return sess.deadline("final") - sess.reserve()
 
 
 def plan_final(sess: TrainSession, epochs: int, members: int, n_rows: int, batch_size: int) -> FinalPlan:
@@ -108,7 +92,7 @@ def plan_final(sess: TrainSession, epochs: int, members: int, n_rows: int, batch
             cut.append(f"epochs {epochs} -> {e}")
         why = (
             f"the time budget left for the final fit ({max(left, 0):.0f} s, keeping "
-            f"{evaluation_reserve(sess):.0f} s for calibration and the test evaluation) is "
+            f"{sess.reserve():.0f} s for calibration and the test evaluation) is "
             f"short of the {need:.0f} s that {members} member(s) x {epochs} epoch(s) would take at "
             f"~{per_epoch:.2g} s per epoch: " + ", ".join(cut) + "; the fit stops at its deadline"
         )

@@ -11,13 +11,15 @@ from closedloop.models.trained import logits_to_proba
 from closedloop.stages.train import plots
 from closedloop.stages.train.outcomes import BaselineOutcome
 from closedloop.stages.train.phases.base import Phase
-from closedloop.stages.train.session import DEFAULT_LOGITS_FILE, TrainSession, selection_value
+from closedloop.stages.train.session import (
+    COMPARISON_SECONDS,
+    DEFAULT_LOGITS_FILE,
+    TrainSession,
+    selection_value,
+)
 
 EPOCH_SECONDS = "beat_baseline seconds per epoch"
 """``ctx.timings`` label: the tune phase sizes its minimum trial with it."""
-COMPARISON_SECONDS = "beat_baseline comparison seconds"
-"""``ctx.timings`` label: the baseline's refit and the paired bootstrap on validation, which the final
-phase's reserve for its own evaluation is sized with (:mod:`..final_plan`)."""
 
 
 class BeatBaseline(Phase):
