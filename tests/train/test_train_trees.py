@@ -170,3 +170,25 @@ def test_ship_int8_is_refused_for_trees(run: RunResult, tmp_path: Path) -> None:
         ClosedLoopError, match=r"export.ship: int8 .* tree ensemble \(lgbm\).* nothing to quantize"
     ):
         STAGES.resolve("export")(ship="int8").execute(inputs, ctx)
+
+
+def test_served_tree_model_takes_feature_rows(run: RunResult, tmp_path: Path) -> None:
+    """``closedloop serve``'s /predict on a table model: rows keyed by feature name with null for a
+    missing value, category codes (an unseen code is answered, not refused), and the errors."""
+    from fastapi.testclient import TestClient
+
+    from closedloop.serving.app import create_app
+
+    client = TestClient(create_app(run.run_dir, log_dir=str(tmp_path / "log")))
+    row = {"a": 0.5, "b": -1.0, "c": None, "noise": 0.0, "color": 0.0}
+    ok = client.post("/predict", json=[row, {**row, "color": 9.0}])
+    assert ok.status_code == 200, ok.text
+    preds = ok.json()["predictions"]
+    assert len(preds) == 2 and all(abs(sum(p["probabilities"].values()) - 1) < 1e-6 for p in preds)
+    wide = client.post("/predict", json=[[0.0] * 6])
+    assert wide.status_code == 400 and "expected [N, 5]" in wide.json()["error"]
+    unknown = client.post("/predict", json=[{**row, "extra": 1.0}])
+    assert unknown.status_code == 400 and "unknown feature(s) ['extra']" in unknown.json()["error"]
+    text = client.post("/predict", json=[{**row, "color": "blue"}])
+    assert text.status_code == 400
+    assert text.json()["error"].startswith("input 0: feature 'color' is 'blue', not a number")

@@ -198,6 +198,12 @@ class Service:
                         f"input {i}: missing feature(s) {missing}, unknown feature(s) {unknown}; "
                         f"expected {names} (null for a missing value)"
                     )
+                text = next((n for n in names if isinstance(row[n], str | bool | list | dict)), None)
+                if text is not None:  # name the field: "not arrays of numbers" would not say which
+                    raise ProtocolError(
+                        f"input {i}: feature {text!r} is {row[text]!r}, not a number; send numbers (a "
+                        "categorical feature as its category code, null for a missing value)"
+                    )
                 rows.append([math.nan if row[n] is None else row[n] for n in names])
             data = rows
         try:

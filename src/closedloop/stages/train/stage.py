@@ -30,6 +30,7 @@ from closedloop.stages.baseline import BaselineReport
 from closedloop.stages.task import TaskSpec
 from closedloop.stages.train import report as R
 from closedloop.stages.train.augment import AugmentParams
+from closedloop.stages.train.checks import check_training_data
 from closedloop.stages.train.config import LADDERS, PRESETS, TrainConfig
 from closedloop.stages.train.driver import budget_table, run_phases
 from closedloop.stages.train.engine import Engine, HParams, make_engine, make_tensor_set
@@ -193,6 +194,7 @@ class TrainModel(Stage):
         unknown = [k for k in cfg.tune_knobs if k not in ALL_KNOBS]
         if unknown:
             raise ConfigError(f"train.tune_knobs: unknown knob(s) {unknown}; allowed: {ALL_KNOBS}")
+        check_training_data(data, task.problem_type)
         family = cfg.family or ("small_cnn" if data.kind == "images" else "mlp")
         trees = family_kind(family) == "trees"
         pre = make_preprocessing(data, task, native_missing=trees)
@@ -354,19 +356,26 @@ def make_preprocessing(data: DatasetBundle, task: TaskSpec, native_missing: bool
             input_kind="images", input_shape=list(x.shape[1:]), mean=mean.tolist(), std=std.tolist()
         )
     feats = data.train.features()
+    if native_missing:  # trees route missing values themselves: nothing to impute or scale
+        n = feats.shape[1]
+        return Preprocessing(
+            input_kind="table",
+            input_shape=[n],
+            mean=[0.0] * n,
+            std=[1.0] * n,
+            feature_names=[str(c) for c in data.train.X.columns],
+            native_missing=True,
+        )
     med = np.nanmedian(np.where(np.isfinite(feats), feats, np.nan), axis=0)
     med = np.where(np.isnan(med), 0.0, med)
     filled = np.where(np.isnan(feats), med[None, :], feats)
     mean, std = filled.mean(0), filled.std(0)
     std = np.where(std < 1e-9, 1.0, std)
-    if native_missing:
-        mean, std, med = np.zeros_like(mean), np.ones_like(std), None
     return Preprocessing(
         input_kind="table",
         input_shape=[feats.shape[1]],
         mean=mean.tolist(),
         std=std.tolist(),
-        impute=None if med is None else med.tolist(),
+        impute=med.tolist(),
         feature_names=[str(c) for c in data.train.X.columns],
-        native_missing=native_missing,
     )
