@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from closedloop.stages.train.phases.workers import shared_storage
 from closedloop.stages.train.session import TrainSession
 
 
@@ -11,7 +12,11 @@ def n_startup(sess: TrainSession) -> int:
     return max(2, min(5, (sess.cfg.n_trials or 1) // 3))
 
 
-def storage_url(sess: TrainSession) -> str:
+def storage_url(sess: TrainSession) -> Any:
+    """The study's storage: the configured URL; else, with several workers, a journal file they can
+    share (:mod:`.workers`); else a SQLite file in the work folder."""
+    if sess.cfg.workers > 1:
+        return shared_storage(sess.cfg.storage, sess.work)
     return sess.cfg.storage or f"sqlite:///{sess.work / 'study.db'}"
 
 
