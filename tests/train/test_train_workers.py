@@ -16,7 +16,11 @@ from .conftest import TINY, make_ctx
 
 
 def _tune_rows(ctx) -> list[str]:
-    return [e["description"] for e in ctx.validation_ledger.entries() if e["description"].startswith("tuning trial")]
+    return [
+        e["description"]
+        for e in ctx.validation_ledger.entries()
+        if e["description"].startswith("tuning trial")
+    ]
 
 
 def _study(work):
@@ -29,16 +33,21 @@ def _study(work):
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def _killer(work, killed: list[int], stop: threading.Event) -> None:
+def _journal_study(work):
+    return _study(work) if (work / "study.journal").is_file() else None
+
+
+def killer(load_study, killed: list[int], stop: threading.Event) -> None:
     """SIGKILL the first worker seen running a trial (after its first epoch was reported)."""
     import optuna
 
     while not stop.is_set() and not killed:
         time.sleep(0.05)
-        if not (work / "study.journal").is_file():
-            continue
         try:
-            trials = _study(work).get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+            study = load_study()
+            if study is None:
+                continue
+            trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
         except Exception:  # the journal is being created
             continue
         for t in trials:
@@ -61,7 +70,7 @@ def test_two_workers_one_killed_mid_trial_exact_count_each_configuration_once(
     work = tmp_path / "work"
     killed: list[int] = []
     stop = threading.Event()
-    th = threading.Thread(target=_killer, args=(work, killed, stop), daemon=True)
+    th = threading.Thread(target=killer, args=(lambda: _journal_study(work), killed, stop), daemon=True)
     th.start()
     try:
         out = stage.execute({"data": binary_digits, "task": binary_task}, ctx)

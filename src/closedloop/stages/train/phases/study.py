@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from closedloop.stages.train.phases.workers import shared_storage
+from closedloop.stages.train.phases.workers import rdb_url, shared_storage
 from closedloop.stages.train.session import TrainSession
 
 
@@ -17,7 +17,7 @@ def storage_url(sess: TrainSession) -> Any:
     share (:mod:`.workers`); else a SQLite file in the work folder."""
     if sess.cfg.workers > 1:
         return shared_storage(sess.cfg.storage, sess.work)
-    return sess.cfg.storage or f"sqlite:///{sess.work / 'study.db'}"
+    return rdb_url(sess.cfg.storage) if sess.cfg.storage else f"sqlite:///{sess.work / 'study.db'}"
 
 
 def open_study(sess: TrainSession, name: str, seed: int) -> Any:

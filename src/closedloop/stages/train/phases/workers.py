@@ -56,6 +56,13 @@ def storage_problem(url: str | None, workers: int) -> str | None:
     return None
 
 
+def rdb_url(url: str) -> str:
+    """``postgresql://`` with the driver of the ``scale`` extra (SQLAlchemy 2.1 would pick psycopg 3)."""
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
+
+
 def check_reachable(url: str) -> None:
     """Connect once (5 s timeout) so an unreachable server fails with one clear message."""
     if urlparse(url).scheme == "sqlite":
@@ -65,7 +72,7 @@ def check_reachable(url: str) -> None:
     except ImportError as exc:  # pragma: no cover - optuna depends on sqlalchemy
         raise ConfigError(f"train.storage: {url!r} needs sqlalchemy: {exc}") from exc
     try:
-        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 5})
+        engine = sqlalchemy.create_engine(rdb_url(url), connect_args={"connect_timeout": 5})
         with engine.connect():
             pass
         engine.dispose()
@@ -81,7 +88,7 @@ def check_reachable(url: str) -> None:
 def shared_storage(url: str | None, work: Path) -> Any:
     """The Optuna storage object several processes share: the journal file by default."""
     if url is not None:
-        return url
+        return rdb_url(url)
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
