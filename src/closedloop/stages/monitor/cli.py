@@ -183,7 +183,8 @@ def _spot_checks(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         with_input = rows.take(np.flatnonzero(rows.has_input)) if rows.inputs is not None else rows
         picked = spotcheck.draw(with_input, args.spot_check, seed=args.seed)
         csv_path = spotcheck.export(with_input, picked, Path(args.spot_check_dir), info.kind)
-        out["spot_check_drawn"] = {"n": int(len(picked)), "file": str(csv_path)}
+        record = spotcheck.record_picks(Path(args.run_dir), with_input, picked, args.seed)
+        out["spot_check_drawn"] = {"n": int(len(picked)), "file": str(csv_path), "record": str(record)}
         print(
             f"spot check: {len(picked)} row(s) drawn uniformly at random -> {csv_path} (fill in 'label', then "
             f"pass it as --spot-check-labels)"
