@@ -179,3 +179,44 @@ def test_stream_bets_combine_and_refuse_bad_settings():
             ValueError, match="expected \\(bins >= 1, histogram weight in \\(0, 1\\]\\) pairs"
         ):
             StreamTest(cal, 0.05, bets=bad)
+
+
+@pytest.mark.slow  # builds two profiles
+def test_a_table_models_verified_period_becomes_its_reference(tmp_path):
+    from closedloop.monitoring import ReferenceProfile
+    from closedloop.stages.monitor.reference import set_reference
+
+    bundle, model = table_setup()
+    task = build_task_spec(DefineTaskConfig(), bundle)
+    profile = (
+        BuildMonitorProfile(**FAST)
+        .execute({"data": bundle, "task": task, "model": model}, RunContext("monitor", tmp_path, seed=0))
+        .reference
+    )
+    run = tmp_path / "run"
+    bundle.save(run / "stages/00_data/artifacts/data")
+    task.save(run / "stages/01_task/artifacts/task")
+    model.save(run / "stages/05_train/artifacts/model")
+    profile.save(run / "stages/07_monitor/artifacts/reference")
+    mon = Monitor(profile, model)
+    df = bundle.val.X
+    rows = _rows(len(df))
+    rows = RouteRows(
+        **{
+            **vars(rows),
+            "inputs": model_input(profile.info, df),
+            "has_input": np.ones(len(df), dtype=bool),
+            "proba": mon.sample(mon.prepare(df)).proba,
+        }
+    )
+    pos = np.arange(len(df))
+    check = {"agrees_with_reference": True, "n": len(df)}
+    new = set_reference(mon, run, rows, pos, bundle.val.y, check)
+    ref = ReferenceProfile.load(new)
+    assert ref.info.kind == "table" and ref.info.source["evaluated_on"] == "production_spot_check"
+    assert ref.info.reference_size + ref.info.calibration_size == len(df)
+    assert ref.info.categories == profile.info.categories
+    # rows logged without their inputs cannot become a reference
+    gaps = RouteRows(**{**vars(rows), "has_input": np.arange(len(df)) % 50 != 0})
+    with pytest.raises(DataError, match="the log holds no inputs for 5 of the spot check's rows"):
+        set_reference(mon, run, gaps, pos, bundle.val.y, check)
