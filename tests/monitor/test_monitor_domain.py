@@ -220,3 +220,20 @@ def test_a_table_models_verified_period_becomes_its_reference(tmp_path):
     gaps = RouteRows(**{**vars(rows), "has_input": np.arange(len(df)) % 50 != 0})
     with pytest.raises(DataError, match="the log holds no inputs for 5 of the spot check's rows"):
         set_reference(mon, run, gaps, pos, bundle.val.y, check)
+
+
+def test_a_logged_random_mark_reaches_the_rows(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parents[1] / "serving"))
+    from livelog_fixtures import feedback, request, write
+
+    from closedloop.monitoring.logreader import read_log
+
+    proba = np.array([[0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    x = np.zeros((3, 4), dtype=np.float32)
+    write(tmp_path, "requests-a-000000.jsonl", [request(x, proba, t=1, request_id="q", names=["a", "b"])])
+    fb = [feedback("q", "b", t=2, index=0, random=True), feedback("q", "a", t=3, index=1)]
+    fb.append(FeedbackRecord(request_id="q", index=2, label="b", random=True).model_dump())
+    write(tmp_path, "feedback-a-000000.jsonl", fb)
+    rows = read_log(tmp_path).champion
+    assert rows.feedback_random.tolist() == [True, False, True]
+    assert rows.take(np.array([1, 2])).feedback_random.tolist() == [False, True]

@@ -343,7 +343,8 @@ def add_commands(subparsers: Any) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="request logs: draw N logged rows uniformly at random for labeling (spot_check.csv)",
+        help="request logs: draw N logged rows uniformly at random for labeling (spot_check.csv); the "
+        "picks are recorded in RUN_DIR/spot_checks/ so their labels count as random, also via POST /feedback",
     )
     mon.add_argument("--spot-check-dir", default="spot_check", help="where --spot-check writes")
     mon.add_argument(
