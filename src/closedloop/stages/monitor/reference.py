@@ -105,6 +105,8 @@ def profile_config(info: Any) -> Any:
         warn_alpha=info.warn_alpha,
         delta=info.delta,
         stream_alpha=info.stream_alpha,
+        domain_alpha=info.domain_alpha,
+        min_ess_fraction=info.min_ess_fraction,
         tests=info.tests,
         window_sizes=sorted(int(k) for k in info.thresholds),
         permutations=info.permutations,
