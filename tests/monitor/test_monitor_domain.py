@@ -237,3 +237,13 @@ def test_a_logged_random_mark_reaches_the_rows(tmp_path):
     rows = read_log(tmp_path).champion
     assert rows.feedback_random.tolist() == [True, False, True]
     assert rows.take(np.array([1, 2])).feedback_random.tolist() == [False, True]
+
+
+def test_domain_settings_bad_config():
+    from closedloop.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="domain_alpha"):
+        BuildMonitorProfile(domain_alpha=0.7)
+    with pytest.raises(ConfigError, match="min_ess_fraction"):
+        BuildMonitorProfile(min_ess_fraction=0)
+    assert BuildMonitorProfile(domain_alpha=None).config.domain_alpha is None
