@@ -192,3 +192,12 @@ def test_served_tree_model_takes_feature_rows(run: RunResult, tmp_path: Path) ->
     text = client.post("/predict", json=[{**row, "color": "blue"}])
     assert text.status_code == 400
     assert text.json()["error"].startswith("input 0: feature 'color' is 'blue', not a number")
+
+
+def test_the_trees_config_validates() -> None:
+    from closedloop.core.pipeline import Pipeline
+
+    root = Path(__file__).resolve().parents[2]
+    p = Pipeline.from_yaml(root / "configs" / "tabular_trees.yaml")
+    train = next(s for s in p.stages if s.name == "train")
+    assert train.config.family == "lgbm"
