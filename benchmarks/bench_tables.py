@@ -151,9 +151,7 @@ def closedloop_run(data: Any, family: str, runs: Path, full: bool = False) -> tu
     stages: list[Any] = [STAGES.resolve("task")()]
     if full:
         stages += [STAGES.resolve("audit")(), STAGES.resolve("baseline")()]
-    stages.append(TrainModel(**TRAIN, family=family))
-    if family == "lgbm":
-        stages.append(STAGES.resolve("export")())
+    stages += [TrainModel(**TRAIN, family=family), STAGES.resolve("export")()]
     if full:
         stages.append(STAGES.resolve("monitor")())
     t0 = time.perf_counter()
@@ -182,7 +180,7 @@ def table(name: str, runs: Path) -> None:
     plain = lgb.LGBMClassifier(n_jobs=1, verbose=-1, random_state=0).fit(X_dev, y_dev)
     plain_s = time.perf_counter() - t0
     p_plain = plain.predict_proba(Xt)[:, 1]
-    probs, val_auc, train_s = {}, {}, {}
+    probs, val_auc, train_s, shipped = {}, {}, {}, {}
     for family in ("lgbm", "mlp"):
         res, _ = closedloop_run(
             data, family, runs / family, full=(family == "lgbm" and name == "synthetic_50k")
@@ -192,6 +190,12 @@ def table(name: str, runs: Path) -> None:
         val_auc[family] = s["train"]["val"]["auc"]["value"]
         model = res.artifact("model")
         probs[family] = model.predict_proba(Xt)[:, 1]
+        e = s["export"]
+        shipped[family] = {
+            v: (e[v]["size_bytes"] / 1024, e["timings"].get(f"latency_ms.{v}.p50"))
+            for v in ("fp32", "int8")
+            if isinstance(e.get(v), dict) and "size_bytes" in e[v]
+        }
         if family == "lgbm":
             exp = ExportBundle.load(res.run_dir / s["export"]["artifacts"]["exported"])
             pred = exp.predictor()
@@ -233,6 +237,16 @@ def table(name: str, runs: Path) -> None:
     say(
         f"closedloop's choice on validation: {chosen} (val AUC trees {val_auc['lgbm']:.4f}, MLP {val_auc['mlp']:.4f})"
         f"{tie}; its test AUC {roc_auc_score(yt, probs[chosen]):.4f}"
+    )
+    say(
+        "ONNX size / p50 latency (the task's latency batch, 1 thread): "
+        + "; ".join(
+            f"{'trees' if f == 'lgbm' else 'MLP'} {v} {kb:.0f} KiB {ms:.3f} ms"
+            for f, d in shipped.items()
+            for v, (kb, ms) in d.items()
+            if ms is not None
+        )
+        + " (trees: no int8, nothing to quantize)"
     )
     say(
         f"train stage wall time: trees {train_s['lgbm']:.1f} s, MLP {train_s['mlp']:.1f} s (ratio MLP/trees "
