@@ -102,8 +102,10 @@ def test_adapt_recalibrates_judges_on_production_and_records_everything(champion
     assert sorted(split["adaptation"] + split["evaluation"]) == list(range(n))
     assert all(sel[i] == "random_control" for i in split["evaluation"])
     assert split["seed"] == 3 and res["declared"]["costs"] == [1.0, 1.0]
-    assert set(res["choice"]["cv_cost"]) == {"threshold", "platt", "temperature"}
-    assert (out / "recalibration.json").is_file() and "PROMOTE" in (out / "adapt.md").read_text()
+    cv = res["choice"]["cv_cost"]
+    assert {"threshold", "platt", "temperature"} < set(cv) and any(k.startswith("head(") for k in cv)
+    assert res["choice"]["candidates"] == len(cv) and "adaptation labels only" in res["choice"]["selection"]
+    assert (out / "challenger.json").is_file() and "PROMOTE" in (out / "adapt.md").read_text()
     assert "PROMOTE" in printed and "specificity" in printed
     # the original test split was opened through the ledger, once per challenger
     ledger = (run.parent / "test_ledger.jsonl").read_text().splitlines()
@@ -146,3 +148,125 @@ def test_adapt_is_not_promoted_when_it_is_worse_on_the_original_test(champion, t
     ni = res.decision.non_inferiority
     assert ni is not None and not ni.ok and not res.decision.promote
     assert any("NOT non-inferior" in r for r in res.decision.reasons)
+
+
+def test_adapt_writes_the_adapted_model_and_refuses_unknown_challengers(champion, tmp_path, capsys):
+    """The chosen challenger written into the champion's head is a model whose probabilities and
+    decision are the challenger's (what serving and the monitor read), with its own threshold."""
+    from closedloop.adapt.challengers import AdaptedChallenger
+    from closedloop.adapt.run import run_adapt
+
+    run, _ = champion
+    labels = _labels(tmp_path / "prod.npz", run, 160, 8)
+    for families in (("head",), ("recalibration",)):
+        out = tmp_path / "-".join(families)
+        res = run_adapt(run, labels, out=out, challengers=families)
+        chosen = AdaptedChallenger.model_validate_json((out / "challenger.json").read_text())
+        assert chosen.method == res.choice.chosen.method
+        assert (chosen.method == "head") == (families == ("head",))
+        adapted = TrainedModel.load(out / "model")
+        assert adapted.threshold == pytest.approx(chosen.threshold) and adapted.temperature == 1.0
+        X = np.load(labels)["images"][..., None]
+        champ = TrainedModel.load(run / "stages/03_train/artifacts/model")
+        z = champ.predict_logits(X).reshape(-1) / champ.temperature
+        phi = champ.embed(X) if chosen.head is not None else None
+        np.testing.assert_allclose(adapted.predict_proba(X)[:, 1], chosen.proba(z, phi), atol=1e-4)
+        assert f"P(pos) >= {chosen.threshold:.4f}" in (out / "adapt.md").read_text()
+
+    assert (
+        main(["adapt", str(run), str(labels), "--challengers", "retrain", "--out", str(tmp_path / "x")]) == 2
+    )
+    assert "--challengers 'retrain'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_live_loop_adapted_model_served_in_shadow_and_judged_by_compare_live(champion, tmp_path, capsys):
+    """The adapted folder is served next to the champion (real server, real HTTP client); feedback
+    labels come back; compare-live pairs the two on the same requests with the same rule."""
+    import httpx
+
+    from closedloop.adapt.run import run_adapt
+    from closedloop.adapt.servable import write_servable
+    from closedloop.monitoring.compare import compare_live
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "serving"))
+    from serve_helpers import ServerProcess
+
+    run, _ = champion
+    res = run_adapt(run, _labels(tmp_path / "prod.npz", run, 160, 11), out=tmp_path / "adapted")
+    assert res.decision.promote, res.decision.reasons
+    champ = TrainedModel.load(run / "stages/03_train/artifacts/model")
+    write_servable(champ, tmp_path / "champion")
+    X, y = _images(np.random.default_rng(12), 200)
+    names = champ.label_names
+    server = ServerProcess(
+        [
+            str(tmp_path / "champion"),
+            "--shadow",
+            str(tmp_path / "adapted"),
+            "--log-dir",
+            str(tmp_path / "log"),
+        ],
+        tmp_path,
+    )
+    try:
+        server.wait_ready()
+        for b in range(0, len(y), 25):
+            r = httpx.post(
+                f"{server.url}/predict",
+                json=X[b : b + 25, ..., None].tolist(),
+                headers={"X-Request-Id": f"r{b}"},
+            )
+            assert r.status_code == 200, r.text
+            decision = r.json()["predictions"][0]["decision"]
+            assert decision["threshold"] == pytest.approx(champ.threshold)  # the champion answers
+            for j in range(25):
+                fb = {"request_id": f"r{b}", "index": j, "label": names[int(y[b + j])]}
+                assert httpx.post(f"{server.url}/feedback", json=fb).status_code == 200
+    finally:
+        server.stop()
+    # the rule adapt declared (expected cost, each model at its own served threshold), now on live traffic
+    live = compare_live(tmp_path / "log", run_dir=run, metric="expected_cost")
+    assert live.challenger_route == "shadow" and live.design == "paired"
+    assert live.challenger_versions == ["adapted"] and live.n_pairs == 200 and live.n_labeled == 200
+    assert live.promote and live.performance is not None and live.performance.metric == "expected_cost"
+    assert live.performance.value_challenger < live.performance.value_champion, live.reasons
+    # an unknown metric is refused with its name
+    assert main(["compare-live", str(tmp_path / "log"), "--run-dir", str(run), "--metric", "nonsense"]) == 2
+    assert "nonsense" in capsys.readouterr().err
+
+
+def test_adapt_builds_the_adapted_models_own_monitor_reference(champion, tmp_path):
+    """With a champion that has a monitor reference, the adapted folder gets its own, built the same
+    way on the same held-out rows but with the adapted model's outputs; the monitor loads it."""
+    import shutil
+
+    from closedloop.adapt.run import run_adapt
+    from closedloop.monitoring.monitor import Monitor
+    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig, build_profile
+    from closedloop.stages.task import TaskSpec
+
+    src, _ = champion
+    run = tmp_path / "runs" / "shift" / src.name
+    shutil.copytree(src.parent.parent, tmp_path / "runs")
+    data = dict(yaml.safe_load((run / "config.yaml").read_text())["data"])
+    bundle = SOURCES.resolve(data.pop("source"))(data).load(0)
+    bundle.save(run / "stages/01_data/artifacts/data")
+    model = TrainedModel.load(run / "stages/03_train/artifacts/model")
+    task = TaskSpec.load(run / "stages/02_task/artifacts/task")
+    cfg = BuildMonitorProfileConfig(calibration_windows=20, permutations=30, window_sizes=[50])
+    build_profile(cfg, bundle, task, model, np.random.default_rng(0)).save(
+        run / "stages/04_monitor/artifacts/reference"
+    )
+    labels = _labels(tmp_path / "prod.npz", run, 160, 13)
+    res = run_adapt(run, labels, out=tmp_path / "adapted", challengers=("head",))
+    ref = res.monitor_reference["path"]
+    assert ref is not None and Path(ref).parent == tmp_path / "adapted" / "references"
+    new = Monitor.load(tmp_path / "adapted", model_dir=tmp_path / "adapted" / "model")
+    old = Monitor.load(run)
+    assert new.profile.info.thresholds.keys() == old.profile.info.thresholds.keys()
+    assert new.profile.info.source["adapted_from"] == str(run)
+    # same held-out rows, the adapted model's own probabilities
+    assert len(new.profile.reference.proba) == len(old.profile.reference.proba)
+    assert not np.allclose(new.profile.reference.proba, old.profile.reference.proba)
+    assert not [w for w in res.warnings if "not written" in w]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from closedloop.adapt.arguments import add_promotion_arguments
+
 
 def cmd_adapt(args: argparse.Namespace) -> int:
     from closedloop.adapt.run import run_adapt
@@ -21,12 +23,13 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         metric=args.metric,
         out=args.out,
         unseal_test=args.unseal_test,
+        challengers=tuple(x.strip() for x in args.challengers.split(",") if x.strip()),
     )
     print(r.split.note)
     c = r.choice.chosen
     print(
-        f"challenger: {c.method} recalibration, threshold {c.threshold:.4f} (champion {r.champion_threshold:.4f}); "
-        f"fitted in {r.seconds['recalibration_fit'] * 1000:.0f} ms"
+        f"challenger: {c.describe()} (champion threshold {r.champion_threshold:.4f}); "
+        f"{r.choice.candidates} candidates fitted and chosen in {r.seconds['challenger_fit'] * 1000:.0f} ms"
     )
     for name, m in r.production.items():
         print(
@@ -38,32 +41,32 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         print(f"warning: {w}")
     d = r.decision
     print(("PROMOTE: " if d.promote else "keep the champion: ") + "; ".join(d.reasons))
-    print(f"written: {r.out_dir}/adapt.json, adapt.md, recalibration.json")
+    print(f"written: {r.out_dir}/adapt.json, adapt.md, challenger.json, model/ (the adapted model)")
     return 0
 
 
 def add_commands(subparsers: Any) -> None:
     ad = subparsers.add_parser(
-        "adapt", help="recalibrate the deployed model on production labels and judge it on production"
+        "adapt",
+        help="adapt the deployed model (recalibration or last-layer fine-tune) on production labels and judge it on production",
     )
     ad.add_argument("run_dir", help="run directory of the deployed model (the champion)")
     ad.add_argument(
         "labels",
         help=".npz (images, labels[, selected_by, model_version, proba]) or CSV/Parquet with a label column",
     )
-    ad.add_argument(
-        "--eval-labels", help="judge on this file instead of a random part of LABELS (randomly selected only)"
+    add_promotion_arguments(
+        ad, eval_labels_help="judge on this file instead of a random part of LABELS (randomly selected only)"
     )
     ad.add_argument(
         "--eval-fraction", type=float, default=0.5, help="share of LABELS that judges (default 0.5)"
     )
     ad.add_argument("--seed", type=int, default=0, help="seed of the adaptation/evaluation split")
-    ad.add_argument("--alpha", type=float, default=0.05, help="one-sided significance level")
     ad.add_argument(
-        "--margin",
-        type=float,
-        default=0.02,
-        help="non-inferiority margin on the original test (expected cost per case)",
+        "--challengers",
+        default="recalibration,head",
+        help="challenger families tried, comma-separated: recalibration (threshold, Platt, temperature), head "
+        "(last layer fine-tuned toward the champion's); chosen on the adaptation part (default: both)",
     )
     ad.add_argument("--effect", type=float, help="smallest cost reduction worth detecting (sizes the split)")
     ad.add_argument(
@@ -73,5 +76,4 @@ def add_commands(subparsers: Any) -> None:
         help="the declared comparison, each model at its own threshold (default: expected cost at the task's costs)",
     )
     ad.add_argument("--out", help="output folder (default RUN/adapt/<time>)")
-    ad.add_argument("--unseal-test", metavar="REASON", help="re-open the test split for this comparison")
     ad.set_defaults(func=cmd_adapt)

@@ -4,15 +4,20 @@
    them) and split at random into an adaptation part and an evaluation part (stratified, seeded,
    recorded; only randomly selected samples may judge: :mod:`closedloop.adapt.split`). A separate
    ``--eval-labels`` file is refused when it holds uncertainty-selected samples.
-2. Recalibration challengers (:mod:`closedloop.stats.recalibration`: threshold, Platt, temperature;
-   the network untouched, torch-free) are fitted on the adaptation part; the one with the lowest
-   cross-validated expected cost on that part alone is chosen.
+2. Challengers (:mod:`closedloop.adapt.challengers`): recalibrations (threshold, Platt, temperature)
+   and the last layer fine-tuned toward the champion's (:mod:`closedloop.adapt.head`), fitted on the
+   adaptation part; the one with the lowest cross-validated expected cost on that part alone is
+   chosen, its threshold re-chosen there at the task's costs.
 3. The rule :func:`closedloop.stats.promotion.decide_promotion` judges it against the champion, each
    at its own threshold: better on the evaluation part (paired, one-sided, the declared metric) AND
    non-inferior within the declared margin on the original test split, opened through the test
    ledger, without any sample either model trained or adapted on (content hash).
-4. ``adapt.json`` (everything), ``recalibration.json`` (the challenger) and ``adapt.md`` are written
-   to ``--out`` (default ``RUN/adapt/<time>``).
+4. ``adapt.json`` (everything), ``challenger.json`` (the challenger), ``adapt.md``, ``model/``
+   (the adapted model: the champion's network with the challenger written into its head, its own
+   threshold) and ``model_fp32.onnx`` + ``predictor.json`` (the same, servable:
+   ``closedloop serve RUN --shadow OUT``; :mod:`closedloop.adapt.servable`) are written to ``--out``
+   (default ``RUN/adapt/<time>``), with the adapted model's own monitor reference
+   (``references/<time>/``: :mod:`closedloop.adapt.reference`) when the champion has one.
 """
 
 from __future__ import annotations
@@ -25,12 +30,16 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from closedloop.adapt.challengers import FAMILIES, ChallengerChoice, adapted_model, choose_challenger
 from closedloop.adapt.labels import RANDOM_SOURCES, ProductionLabels, check_version, read_production_labels
+from closedloop.adapt.reference import adapted_reference
+from closedloop.adapt.servable import write_servable
 from closedloop.adapt.split import AdaptSplit, needed_for_effect, split_production
-from closedloop.core.errors import DataError
+from closedloop.core.errors import ClosedLoopError, DataError
 from closedloop.core.io import to_json, write_text_atomic
+from closedloop.stats.errors import StatsError
 from closedloop.stats.promotion import PairedCases, PromotionDecision, decide_promotion
-from closedloop.stats.recalibration import RecalibrationChoice, choose_recalibration
+from closedloop.stats.recalibration import _logit
 
 DECLARABLE = ("expected_cost", "balanced_accuracy", "acc")
 """Metrics ``adapt`` may declare: the task's cost per case (default), or decision metrics at each
@@ -65,7 +74,7 @@ class AdaptResult(BaseModel):
     declared: Declared
     split: AdaptSplit
     n_needed_for_effect: int
-    choice: RecalibrationChoice
+    choice: ChallengerChoice
     champion_threshold: float
     decision: PromotionDecision
     production: dict[str, dict[str, float]]
@@ -74,6 +83,9 @@ class AdaptResult(BaseModel):
     excluded_from_test: dict[str, Any]
     seconds: dict[str, float]
     out_dir: str
+    monitor_reference: dict[str, str | None] = {}
+    """``path`` of the adapted model's own monitor reference (``None`` when the champion has no
+    reference to build it like) and a ``note`` saying what it is."""
     warnings: list[str] = []
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +124,7 @@ def run_adapt(
     metric: str = "expected_cost",
     out: str | Path | None = None,
     unseal_test: str | None = None,
+    challengers: tuple[str, ...] = FAMILIES,
 ) -> AdaptResult:
     """Adapt, judge and record (module docstring)."""
     from closedloop.stages.monitor.retrain import _load_run
@@ -133,8 +146,23 @@ def run_adapt(
     )
     champion_t = 0.5 if model.threshold is None else float(model.threshold)
 
+    bad = [c for c in challengers if c not in FAMILIES] or ([] if challengers else ["(none)"])
+    if bad:
+        raise DataError(
+            f"--challengers {','.join(challengers)!r}: {bad} not known; expected some of {', '.join(FAMILIES)}"
+        )
+    use_features = "head" in challengers
+
     def champion_p(part: ProductionLabels) -> np.ndarray:
         return part.proba if part.proba is not None else _p_pos(model.predict_proba(part.X))
+
+    def scores(part: ProductionLabels, p: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The champion's logit (after its temperature) and, for head challengers, its features."""
+        if part.proba is not None:
+            z = _logit(p)
+        else:
+            z = model.predict_logits(part.X).reshape(-1).astype(np.float64) / float(model.temperature)
+        return z, (model.embed(part.X).astype(np.float64) if use_features else None)
 
     p_all = champion_p(labels)
     champ_cost = np.where(
@@ -169,29 +197,33 @@ def run_adapt(
             n_random=len(ev_labels), note=f"adaptation: all of {labels.path}; evaluation: all of {eval_labels}",
         )  # fmt: skip
         p_adapt, p_eval = p_all, champion_p(ev_labels)
+        (z_adapt, f_adapt), (z_eval, f_eval) = scores(labels, p_adapt), scores(ev_labels, p_eval)
     else:
         split = split_production(labels, eval_fraction=eval_fraction, seed=seed, needed=needed)
         ia, ie = np.asarray(split.adaptation, int), np.asarray(split.evaluation, int)
         adapt_part, eval_part = labels.take(ia), labels.take(ie)
         p_adapt, p_eval = p_all[ia], p_all[ie]
+        z_all, f_all = scores(labels, p_all)
+        z_adapt, z_eval = z_all[ia], z_all[ie]
+        f_adapt, f_eval = (None, None) if f_all is None else (f_all[ia], f_all[ie])
 
     t0 = time.perf_counter()
-    choice = choose_recalibration(adapt_part.y, p_adapt, costs=costs, seed=seed)
+    choice = choose_challenger(adapt_part.y, z_adapt, f_adapt, costs=costs, families=challengers, seed=seed)
     t_fit = time.perf_counter() - t0
-    recal = choice.chosen
+    chosen = choice.chosen
 
     out_dir = Path(out) if out else run_dir / "adapt" / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    reference, excluded = _reference(run_dir, model, recal, adapt_part, unseal_test)
+    reference, excluded = _reference(run_dir, model, chosen, adapt_part, unseal_test)
     decision = decide_promotion(
-        eval_part.y, recal.apply(p_eval), p_eval, metric=metric, problem_type="binary",
-        threshold=recal.threshold, champion_threshold=champion_t, alpha=alpha, costs=costs,
+        eval_part.y, chosen.proba(z_eval, f_eval), p_eval, metric=metric, problem_type="binary",
+        threshold=chosen.threshold, champion_threshold=champion_t, alpha=alpha, costs=costs,
         extra_metrics=(), reference=reference, margin=margin,
         evaluated_on=f"the production evaluation part ({len(eval_part)} randomly selected labels)",
         seed=seed,
     )  # fmt: skip
     production = {
         "champion": operating_point(eval_part.y, p_eval >= champion_t, costs),
-        "challenger": operating_point(eval_part.y, recal.decide(p_eval), costs),
+        "challenger": operating_point(eval_part.y, chosen.decide(z_eval, f_eval), costs),
     }
     warnings = []
     if len(eval_part) < needed:
@@ -212,19 +244,28 @@ def run_adapt(
         decision=decision,
         production=production,
         excluded_from_test=excluded,
-        seconds={"recalibration_fit": t_fit, "total": time.perf_counter() - t_start},
+        seconds={"challenger_fit": t_fit, "total": time.perf_counter() - t_start},
         out_dir=str(out_dir),
         warnings=warnings,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_dir / "recalibration.json", to_json(recal.model_dump(mode="json")))
+    write_text_atomic(out_dir / "challenger.json", to_json(chosen.model_dump(mode="json")))
+    try:
+        adapted = adapted_model(model, chosen)
+        adapted.save(out_dir / "model")
+        pos = getattr(task, "positive_class", None) if task is not None else None
+        write_servable(adapted, out_dir, positive_class=pos, adapted_from=run_dir.name)
+        ref_dir, ref_note = adapted_reference(run_dir, adapted, out_dir, seed=seed)
+        result.monitor_reference.update(path=None if ref_dir is None else str(ref_dir), note=ref_note)
+    except (StatsError, ClosedLoopError) as exc:  # e.g. no linear head: the decision stands, nothing to serve
+        result.warnings.append(f"adapted model not written: {exc}")
     write_text_atomic(out_dir / "adapt.json", to_json(result.to_dict()))
     write_text_atomic(out_dir / "adapt.md", render_markdown(result))
     return result
 
 
 def _reference(
-    run_dir: Path, model: Any, recal: Any, adapted_on: ProductionLabels, unseal_test: str | None
+    run_dir: Path, model: Any, chosen: Any, adapted_on: ProductionLabels, unseal_test: str | None
 ) -> tuple[PairedCases | None, dict[str, Any]]:
     """The original test split (through the test ledger) without the samples either model trained
     or adapted on, scored by both; ``(None, why)`` when the run has no saved config to load it from."""
@@ -245,7 +286,7 @@ def _reference(
     runs_root = Path(cfg.get("runs_dir", "runs")) / str(cfg.get("name"))
     if not runs_root.is_dir():
         runs_root = run_dir.parent
-    fp = hashlib.sha256(f"{run_dir.resolve()}|{to_json(recal.model_dump(mode='json'))}".encode()).hexdigest()
+    fp = hashlib.sha256(f"{run_dir.resolve()}|{to_json(chosen.model_dump(mode='json'))}".encode()).hexdigest()
     ctx = RunContext(
         stage_name="adapt",
         stage_dir=run_dir,
@@ -265,7 +306,11 @@ def _reference(
     if len(held) == 0:
         return None, {**excluded, "skipped": "no test sample is left that neither model saw"}
     p = _p_pos(model.predict_proba(held.X))
-    return PairedCases(y_true=np.asarray(held.y), challenger_proba=recal.apply(p), champion_proba=p), excluded
+    z = model.predict_logits(held.X).reshape(-1).astype(np.float64) / float(model.temperature)
+    phi = model.embed(held.X).astype(np.float64) if chosen.head is not None else None
+    return PairedCases(
+        y_true=np.asarray(held.y), challenger_proba=chosen.proba(z, phi), champion_proba=p
+    ), excluded
 
 
 def render_markdown(r: AdaptResult) -> str:
@@ -282,10 +327,8 @@ def render_markdown(r: AdaptResult) -> str:
         f"FN {r.declared.costs[1]:g}, alpha {r.declared.alpha}, non-inferiority margin {r.declared.margin:g} "
         f"on the original test split, effect {r.declared.effect:.4g} "
         f"(about {r.n_needed_for_effect} evaluation labels to detect it with 80% power)",
-        f"- challenger: {ch.chosen.method} recalibration (slope {ch.chosen.slope:.3f}, intercept "
-        f"{ch.chosen.intercept:.3f}), threshold {ch.chosen.threshold:.4f} (champion {r.champion_threshold:.4f}); "
-        "chosen by cross-validated expected cost on the adaptation part only: "
-        + ", ".join(f"{k} {v:.4f}" for k, v in ch.cv_cost.items()),
+        f"- challenger: {ch.chosen.describe()} (champion threshold {r.champion_threshold:.4f})",
+        f"- selection: {ch.selection}: " + ", ".join(f"{k} {v:.4f}" for k, v in ch.cv_cost.items()),
         "",
         "| at its shipped threshold, on the production evaluation part | ACC | sensitivity | specificity | expected cost |",
         "|---|---|---|---|---|",
@@ -301,7 +344,10 @@ def render_markdown(r: AdaptResult) -> str:
         f"(one-sided p = {d.p_value:.3g}, n = {d.n}, {d.method})",
         f"- not worse on the original test split: {ni.sentence if ni else r.excluded_from_test.get('skipped')}",
         f"- left out of the test comparison: {r.excluded_from_test.get('n', 0)} sample(s) a model trained or adapted on",
-        f"- recalibration fitted in {r.seconds['recalibration_fit'] * 1000:.0f} ms",
+        f"- challengers fitted and chosen in {r.seconds['challenger_fit'] * 1000:.0f} ms",
+        f"- the adapted model (served decision: P(pos) >= {ch.chosen.threshold:.4f}): {r.out_dir}/model; serve it "
+        f"next to the champion: closedloop serve {r.champion} --shadow {r.out_dir}",
+        f"- its monitor reference: {r.monitor_reference.get('path') or r.monitor_reference.get('note', 'none')}",
         *[f"- warning: {w}" for w in r.warnings],
     ]
     return "\n".join(lines) + "\n"

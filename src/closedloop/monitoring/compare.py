@@ -209,6 +209,8 @@ class _Task(BaseModel):
     acceptance: dict[str, float] = Field(default_factory=dict)
     max_latency_ms: float | None = None
     threshold: float | None = None
+    costs: tuple[float, float] | None = None
+    """``(cost_false_positive, cost_false_negative)`` from the task's business section, if any."""
     source: str
 
 
@@ -234,6 +236,7 @@ def _load_task(candidates: list[str]) -> _Task:
                 acceptance=task["acceptance"],
                 max_latency_ms=(task.get("constraints") or {}).get("max_latency_ms"),
                 threshold=_threshold(run),
+                costs=_costs(task.get("business")),
                 source=str(tasks[-1]),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -246,11 +249,19 @@ def _load_task(candidates: list[str]) -> _Task:
     )
 
 
+def _costs(business: Any) -> tuple[float, float] | None:
+    if not isinstance(business, dict) or business.get("cost_false_negative") is None:
+        return None
+    return float(business.get("cost_false_positive", 1.0)), float(business["cost_false_negative"])
+
+
 def _threshold(run: Path) -> float | None:
-    """The decision threshold of the run's shipped export variant (predictor.json), else None."""
+    """The decision threshold of the run's shipped export variant (predictor.json), else None; ``run``
+    may also be a served folder holding predictor.json itself (e.g. ``closedloop adapt``'s output)."""
     import json
 
-    for meta in sorted(run.glob("stages/*/artifacts/*/predictor.json"))[-1:]:
+    own = [run / "predictor.json"] if (run / "predictor.json").is_file() else []
+    for meta in (own or sorted(run.glob("stages/*/artifacts/*/predictor.json")))[-1:]:
         m = json.loads(meta.read_text(encoding="utf-8"))
         entry = (m.get("models") or {}).get(m.get("shipped"), {})
         thr = entry.get("threshold", m.get("threshold")) if isinstance(entry, dict) else m.get("threshold")
@@ -283,6 +294,7 @@ def compare_live(
     alpha: float = 0.05,
     n_resamples: int = 1000,
     seed: int = 0,
+    metric: str | None = None,
 ) -> LiveComparison:
     """Champion vs challenger from the log (see the module doc).
 
@@ -290,6 +302,9 @@ def compare_live(
         challenger: ``shadow`` or ``canary`` records; ``auto`` takes shadow when present.
         run_dir: the challenger's run directory, for the task (metric, classes, acceptance); default:
             the ``run_dir`` the records name.
+        metric: the declared comparison of the paired (shadow) design (default: the task's primary
+            metric), e.g. ``expected_cost`` at the task's costs; each model is judged at its own
+            served threshold (the ``predictor.json`` of the folder its records name).
         since: only rows logged at or after this ISO time (e.g. leave out requests whose feedback
             labels were used to train the challenger).
     """
@@ -415,12 +430,22 @@ def compare_live(
         # the paired (shadow) design: the one promotion rule of retrain and adapt, on the same labeled rows
         from closedloop.stats.promotion import Check, decide_promotion
 
+        declared = metric or task.metric
+        if declared == "expected_cost" and task.costs is None:
+            raise DataError(
+                f"--metric expected_cost: the task ({task.source}) declares no business costs "
+                "(business.cost_false_negative)"
+            )
+        own = [_threshold(Path(r)) for r in chall.run_dirs[-1:]]
+        theirs = [_threshold(Path(r)) for r in champ.run_dirs[-1:]]
         decision = decide_promotion(
             *labeled_pairs,
-            metric=task.metric,
+            metric=declared,
+            costs=task.costs,
             problem_type=task.problem_type,
             convention=task.convention,
-            threshold=task.threshold,
+            threshold=own[0] if own and own[0] is not None else task.threshold,
+            champion_threshold=theirs[0] if theirs and theirs[0] is not None else task.threshold,
             alpha=alpha,
             constraints=[
                 Check(name=f"constraint {k}", value=v.value, bar=v.bar, ok=v.ok)
@@ -549,7 +574,7 @@ def summary_lines(c: LiveComparison) -> list[str]:
 
 def to_html(c: LiveComparison) -> str:
     """A one-page, self-contained HTML report."""
-    from closedloop.report.blocks import Callout, KeyValues, Paragraph, Table
+    from closedloop.core.blocks import Callout, KeyValues, Paragraph, Table
     from closedloop.report.html import CSS, render_blocks
 
     blocks: list[Any] = [
@@ -592,6 +617,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level for promotion")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    parser.add_argument(
+        "--metric",
+        help="the declared comparison for shadow (paired) logs, each model at its own served threshold, e.g. "
+        "expected_cost (the task's costs; what 'closedloop adapt' declares by default); default: the task's "
+        "primary metric",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -607,6 +638,7 @@ def run(args: argparse.Namespace) -> int:
         since=args.since,
         alpha=args.alpha,
         n_resamples=args.resamples,
+        metric=args.metric,
     )
     for line in summary_lines(c):
         print(line)

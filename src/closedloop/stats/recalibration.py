@@ -85,14 +85,26 @@ def _fit_logistic(z: np.ndarray, y: np.ndarray, *, intercept: bool) -> tuple[flo
     w = np.array([1.0, 0.0])
     X = np.column_stack([z, np.ones_like(z)]) if intercept else z[:, None]
     w = w[: X.shape[1]]
+
+    def loss(w: np.ndarray) -> float:
+        m = X @ w
+        return float(np.sum(np.logaddexp(0, m) - y * m) + 0.5e-3 * np.sum(w * w))
+
+    current = loss(w)
     for _ in range(50):
         q = expit(X @ w)
         grad = X.T @ (q - y) + 1e-3 * w
         H = (X * (q * (1 - q))[:, None]).T @ X + 1e-3 * np.eye(len(w))
         step = np.linalg.solve(H, grad)
-        w = w - step
-        if np.max(np.abs(step)) < 1e-8:
+        # damped: a full Newton step on nearly separable labels overshoots to absurd slopes
+        t = 1.0
+        while t > 1e-6 and loss(w - t * step) > current:
+            t /= 2
+        w = w - t * step
+        new = loss(w)
+        if np.max(np.abs(t * step)) < 1e-8 or current - new < 1e-12 * max(1.0, abs(current)):
             break
+        current = new
     return float(w[0]), float(w[1]) if intercept else 0.0
 
 

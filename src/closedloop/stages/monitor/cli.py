@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from closedloop.adapt.arguments import add_promotion_arguments
 from closedloop.core.errors import DataError
 
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp")
@@ -382,14 +383,7 @@ def add_commands(subparsers: Any) -> None:
         help="override as in 'closedloop run' (data.root=...); the comparison uses the same resolved data",
     )
     rt.add_argument("--on", choices=["test", "val"], default="test", help="held-out split for the comparison")
-    rt.add_argument("--alpha", type=float, default=0.05, help="significance level for promotion")
-    rt.add_argument("--unseal-test", metavar="REASON")
-    rt.add_argument(
-        "--eval-labels",
-        help="randomly selected labeled production samples (.npz/.csv as for 'adapt'): the challenger must be "
-        "better there and non-inferior (--margin) on the held-out split",
-    )
-    rt.add_argument("--margin", type=float, default=0.02, help="non-inferiority margin with --eval-labels")
+    add_promotion_arguments(rt)
     rt.add_argument("--out", help="write the comparison JSON here")
     rt.set_defaults(func=cmd_retrain)
 

@@ -38,7 +38,7 @@ def set_reference(
 ) -> Path:
     """Build and save the new reference profile; returns its directory."""
     from closedloop.data.bundle import DatasetBundle, Split
-    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig, build_profile
+    from closedloop.stages.monitor.stage import build_profile
     from closedloop.stages.task import TaskSpec
     from closedloop.stages.train.heldout import INFO_KEY
 
@@ -68,7 +68,35 @@ def set_reference(
     model = copy.copy(monitor.model)
     # the verified rows are the held-out split now: the model never trained on production
     model.info = {k: v for k, v in monitor.model.info.items() if k != INFO_KEY} | {"trained_on": "train"}
-    cfg = BuildMonitorProfileConfig(
+    cfg = profile_config(info)
+    profile = build_profile(cfg, bundle, task, model, np.random.default_rng(seed))
+    through = str(rows.time[pos].max()) + "Z"
+    profile.info = profile.info.model_copy(
+        update={
+            "source": {
+                **profile.info.source,
+                "split": "production spot check",
+                "evaluated_on": "production_spot_check",
+                "verified_through": through,
+                "spot_check": {k: v for k, v in check.items() if k != "rows"},
+                "note": f"{len(pos)} production rows drawn at random and labeled; the spot check agreed "
+                "with the previous reference",
+            }
+        }
+    )
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    out = Path(out_dir) if out_dir else Path(run_dir) / "references" / stamp
+    profile.save(out)
+    return out
+
+
+def profile_config(info: Any) -> Any:
+    """The monitor stage's settings a profile was built with (its ``ProfileInfo``), to build another
+    reference the same way (a verified period here; an adapted model's own reference in
+    :mod:`closedloop.adapt.reference`)."""
+    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
+
+    return BuildMonitorProfileConfig(
         alpha=info.alpha,
         warn_alpha=info.warn_alpha,
         delta=info.delta,
@@ -89,25 +117,6 @@ def set_reference(
         review=info.review,
         require_guarantee=info.delta is not None,
     )
-    profile = build_profile(cfg, bundle, task, model, np.random.default_rng(seed))
-    through = str(rows.time[pos].max()) + "Z"
-    profile.info = profile.info.model_copy(
-        update={
-            "source": {
-                **profile.info.source,
-                "split": "production spot check",
-                "evaluated_on": "production_spot_check",
-                "verified_through": through,
-                "spot_check": {k: v for k, v in check.items() if k != "rows"},
-                "note": f"{len(pos)} production rows drawn at random and labeled; the spot check agreed "
-                "with the previous reference",
-            }
-        }
-    )
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
-    out = Path(out_dir) if out_dir else Path(run_dir) / "references" / stamp
-    profile.save(out)
-    return out
 
 
 def _interval(ci: Any) -> str:
