@@ -176,6 +176,18 @@ def main() -> None:
             f"of the champion's cost) with 80% power: median {np.median(nd[:, 1]):.0f}; one-sided p median "
             f"{np.median(nd[:, 2]):.3f} (10th-90th pct {np.percentile(nd[:, 2], 10):.3f}-{np.percentile(nd[:, 2], 90):.3f})"
         )
+        # the ceiling of any operating-point change: the threshold chosen at the task's costs on ALL the
+        # production images of this scenario (an oracle that sees the answers; not a deployable model)
+        from closedloop.stats.business import choose_threshold
+
+        t_or = choose_threshold(y, p_all, cost_fp=costs[0], cost_fn=costs[1], prevalence=float(y.mean()))
+        orc = point(y, p_all >= t_or, costs)
+        champ_all = point(y, p_all >= model.threshold, costs)
+        print(
+            f"  oracle threshold at the task's costs on all {len(y)} images (sees the answers): ACC {orc['acc']:.3f}, "
+            f"specificity {orc['specificity']:.3f}, sensitivity {orc['sensitivity']:.3f}, cost change "
+            f"{orc['expected_cost'] / champ_all['expected_cost'] - 1:+.1%}"
+        )
         shifted = name != "in_distribution"
         targets = (
             [
