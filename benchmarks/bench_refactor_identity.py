@@ -17,19 +17,32 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = {
     "quickstart": ["configs/quickstart.yaml"],
     "breastmnist_quick": ["configs/breastmnist.yaml", "--set", "train.preset=quick"],
     "pneumoniamnist_quick": ["configs/pneumoniamnist.yaml", "--set", "train.preset=quick"],
+    "tabular": ["configs/tabular_breast_cancer.yaml"],
 }
 NO_CUT = ["--set", "train.budget_minutes=1000"]
 VOLATILE = {"time", "timestamp", "seconds", "created", "at", "wall_s", "run_id", "run_dir"}
+# wall times also sit under these keys in summary.json / decision.json
+VOLATILE_SUMMARY = VOLATILE | {
+    "timings",
+    "fit_seconds",
+    "latency_ms",
+    "latency",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+}
 
 
 def run(code: Path, args: list[str], out: Path, log: Path) -> None:
@@ -60,6 +73,51 @@ def ledger(run_dir: Path) -> list[dict]:
             if line.strip():
                 rows.append({k: v for k, v in json.loads(line).items() if k not in VOLATILE})
     return rows
+
+
+def _clean(obj: Any, run_dir: Path) -> Any:
+    if isinstance(obj, dict):
+        return {
+            k: _clean(v, run_dir) for k, v in obj.items() if k not in VOLATILE_SUMMARY and "seconds" not in k
+        }
+    if isinstance(obj, list):
+        return [_clean(v, run_dir) for v in obj]
+    if isinstance(obj, str):
+        return obj.replace(str(run_dir), "<RUN>")
+    return obj
+
+
+def summary_json(run_dir: Path) -> dict:
+    """summary.json without wall times and the run's own path."""
+    return _clean(json.loads((run_dir / "summary.json").read_text()), run_dir)
+
+
+def decision_json(run_dir: Path) -> dict:
+    return _clean(json.loads((run_dir / "decision.json").read_text()), run_dir)
+
+
+def report_text(run_dir: Path) -> list[str]:
+    """report.html's visible text (tags, inlined images, wall times and the run's path removed)."""
+    page = (run_dir / "report.html").read_text()
+    page = re.sub(r"<style>.*?</style>|<img [^>]*>", "", page, flags=re.S)
+    text = re.sub(r"<[^>]+>", " ", page).replace(str(run_dir), "<RUN>")
+    text = re.sub(r"\b\d+(\.\d+)?\s*(s|ms)\b", "<T>", text)
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _first_difference(x: Any, y: Any, at: str = "") -> str:
+    """Where two values first differ (for a DIFFERENT line)."""
+    if isinstance(x, dict) and isinstance(y, dict):
+        for k in sorted(set(x) | set(y), key=str):
+            if x.get(k) != y.get(k):
+                return _first_difference(x.get(k), y.get(k), f"{at}.{k}")
+    if isinstance(x, list) and isinstance(y, list):
+        for i, (a, b) in enumerate(zip(x, y, strict=False)):
+            if a != b:
+                return _first_difference(a, b, f"{at}[{i}]")
+        if len(x) != len(y):
+            return f" at {at}: length {len(x)} vs {len(y)}"
+    return f" at {at or 'top'}: {str(x)[:120]!r} vs {str(y)[:120]!r}"
 
 
 def onnx_hashes(run_dir: Path) -> dict[str, str]:
@@ -102,12 +160,17 @@ def main() -> None:
             "test metrics (summary.json)": (test_metrics(pre), test_metrics(new)),
             "validation ledger rows (without times)": (ledger(pre), ledger(new)),
             "ONNX sha256": (onnx_hashes(pre), onnx_hashes(new)),
+            "summary.json (without wall times)": (summary_json(pre), summary_json(new)),
+            "decision.json (first screen)": (decision_json(pre), decision_json(new)),
+            "report.html text (without wall times)": (report_text(pre), report_text(new)),
         }
         for item, (x, y) in checks.items():
             same = x == y and bool(x)
             all_same &= same
             extra = f" ({len(x)} rows)" if isinstance(x, list) else f" ({len(x)} entries)"
-            print(f"{name}: {item}: {'IDENTICAL' if same else 'DIFFERENT'}{extra}")
+            print(
+                f"{name}: {item}: {'IDENTICAL' if same else 'DIFFERENT'}{extra}{'' if same else _first_difference(x, y)}"
+            )
         m = test_metrics(new)
         print(f"{name}: test " + ", ".join(f"{k}={v['value']:.6f}" for k, v in m.items()))
     print("ALL IDENTICAL" if all_same else "SOME DIFFERENT")

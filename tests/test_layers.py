@@ -119,3 +119,49 @@ def test_no_import_cycles() -> None:
     # a package __init__ re-exporting its submodules is not a cycle of ideas
     real = [c for c in cycles if not all(m == c[0] or m.startswith(c[0] + ".") for m in c)]
     assert not real, "import cycles:\n" + "\n".join(" -> ".join(c) for c in real)
+
+
+def _package_graph():  # benchmarks/package_graph.py prints the graph; the test reads the same code
+    import importlib.util
+
+    path = SRC.parents[1] / "benchmarks" / "package_graph.py"
+    spec = importlib.util.spec_from_file_location("package_graph", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_core_imports_neither_the_report_nor_the_tracker() -> None:
+    """They are pipeline callbacks found by name (core.callbacks.CALLBACKS), as stages are."""
+    offenders = _offenders("core", ("report", "tracking"))
+    assert not offenders, "core imports its consumers:\n" + "\n".join(offenders)
+
+
+def test_package_graph_follows_the_layer_table_of_architecture_md() -> None:
+    """Every arrow between packages points up docs/architecture.md's layer table (the table is read from
+    the doc, so the doc and this test cannot drift); the known exceptions are listed with their reason
+    in benchmarks/package_graph.py and must still exist (a fixed one is removed from the list)."""
+    g = _package_graph()
+    packages = {p.name for p in SRC.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    placed = {p for row in g.LAYERS for p in row}
+    assert packages <= placed, (
+        f"packages missing from docs/architecture.md's layer table: {packages - placed}"
+    )
+    bad = g.violations(g.package_edges())
+    new = {k: v for k, v in bad.items() if k not in g.KNOWN}
+    assert not new, "imports against the layers:\n" + "\n".join(f"{k}: {v}" for k, v in new.items())
+    stale = set(g.KNOWN) - set(bad)
+    assert not stale, f"fixed, remove from KNOWN in benchmarks/package_graph.py: {stale}"
+    # each pair importing each other is one of the known exceptions, never a new one
+    assert {m.replace(" <-> ", "") for m in g.mutual_pairs(g.package_edges())} <= {
+        "".join(sorted(k.split(" -> "))) for k in g.KNOWN
+    }
+
+
+def test_the_graph_check_sees_an_upward_arrow(tmp_path: Path) -> None:
+    g = _package_graph()
+    edges = {("core", "report"): ["core/x.py:1"], ("report", "core"): ["report/y.py:2"]}
+    bad = g.violations(edges)
+    assert "upward, and the two import each other" in bad["core -> report"]
+    assert g.mutual_pairs(edges) == ["core <-> report"]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
 from closedloop import JsonArtifact, RunContext, Stage, StageConfig, StageIO
+from closedloop.core.callbacks import Callback
 from closedloop.data.bundle import DatasetBundle, DatasetMeta, Split
 from closedloop.data.sources.base import DataSource, SourceConfig
 from closedloop.stages.baseline import Baseline
@@ -137,3 +139,12 @@ class ToyCentroid(Baseline):
                 return np.eye(len(self.classes_))[np.searchsorted(self.classes_, self.predict(X))]
 
         return self.scaled(task, CentroidProba())
+
+
+class CountStages(Callback):
+    """A user callback named from YAML by import path (``callbacks: ["toy_pkg:CountStages"]``)."""
+
+    ended: ClassVar[list[str]] = []
+
+    def on_stage_end(self, run: Any, stage: Any, record: Any) -> None:
+        CountStages.ended.append(stage.name)

@@ -108,7 +108,7 @@ def test_smoke_all_checks_save_load_summarize_report(tmp_path: Path) -> None:
     assert {"findings", "n_errors", "n_warnings"} <= set(s)
     assert all(set(f) == {"check", "severity", "message"} for f in s["findings"])
     blocks = stage.report(type(out)(audit=back), tmp_path)
-    from closedloop.report.blocks import Figure, Section
+    from closedloop.core.blocks import Figure, Section
 
     figs = [b for sec in blocks if isinstance(sec, Section) for b in sec.blocks if isinstance(b, Figure)]
     assert figs and all((tmp_path / f.path).is_file() for f in figs)

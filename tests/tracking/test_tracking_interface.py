@@ -143,7 +143,7 @@ def test_import_closedloop_does_not_import_mlflow(tmp_path: Path) -> None:
     code = (
         "import sys, closedloop\n"
         "import closedloop.tracking, closedloop.report.cli, closedloop.report.html\n"
-        "from closedloop.core.config import TrackingSpec\n"
+        "from closedloop.tracking.config import TrackingSpec\n"
         "TrackingSpec(backend='mlflow', uri='sqlite:///x.db')\n"
         "print('mlflow' in sys.modules)\n"
     )

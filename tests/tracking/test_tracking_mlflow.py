@@ -14,8 +14,8 @@ from fake_run import make_run  # noqa: E402
 
 import toy_pkg  # noqa: E402
 from closedloop import Pipeline  # noqa: E402
-from closedloop.core.config import TrackingSpec  # noqa: E402
 from closedloop.tracking import apply_promotion, move_alias, track_run  # noqa: E402
+from closedloop.tracking.config import TrackingSpec  # noqa: E402
 
 pytest.importorskip("mlflow")
 pytestmark = pytest.mark.slow  # importing MLflow and creating its SQLite schema take seconds

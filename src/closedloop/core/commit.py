@@ -102,6 +102,10 @@ def save_outputs(stage: Stage, outputs: Any, stage_dir: Path) -> dict[str, dict[
             "hash": hash_tree(d),
             "files": art.files(d),
         }
+        if (
+            str(art.layout_version) != "1"
+        ):  # absent means 1: manifests of unversioned artifacts stay as they were
+            records[port.name]["layout"] = str(art.layout_version)
     return records
 
 

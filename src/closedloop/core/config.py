@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from closedloop.core.errors import ConfigError
 
@@ -54,37 +54,6 @@ class StageSpec(BaseModel):
     trains on the audit's de-duplicated bundle); unnamed ports take the artifact of their own name."""
 
 
-class TrackingSpec(BaseModel):
-    """Experiment tracking (``tracking:`` in the pipeline YAML); off unless a backend is named.
-
-    The backend is looked up in :data:`closedloop.tracking.TRACKERS`; a tracking failure never stops
-    the run: ``summary.json`` and the report say what failed and why.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
-    backend: str = "none"
-    """``none`` or a registered tracker (``mlflow``)."""
-    uri: str | None = None
-    """Tracking URI (``sqlite:///mlflow.db``, ``http://host:5000``, ``file:./mlruns``); default: the
-    backend's environment variable (``MLFLOW_TRACKING_URI``)."""
-    experiment: str | None = None
-    """Experiment name; default: the pipeline name."""
-    registered_model: str | None = None
-    """Name under which the exported model is registered; default: the pipeline name."""
-    timeout_s: float = Field(10.0, gt=0)
-    """Per-request timeout for remote tracking servers; an unreachable server fails fast."""
-
-    @field_validator("backend")
-    @classmethod
-    def _known_backend(cls, v: str) -> str:
-        from closedloop.tracking.base import TRACKERS  # light module: no tracking library imported
-
-        if v not in TRACKERS.names() and ":" not in v:  # "my_pkg.module:MyTracker" resolves when used
-            raise ValueError(f"a registered tracking backend ({', '.join(TRACKERS.names())})")
-        return v
-
-
 class PipelineSpec(BaseModel):
     """The top level of a pipeline YAML file."""
 
@@ -100,8 +69,13 @@ class PipelineSpec(BaseModel):
     """Data source: ``source`` names it, the other keys are its config."""
     stages: list[StageSpec]
     """Stages in order; each names a ``kind`` and its ``params``."""
-    tracking: TrackingSpec | None = None
-    """Experiment tracking, e.g. ``{backend: mlflow, uri: sqlite:///mlflow.db}``; off when omitted."""
+    tracking: dict[str, Any] | None = None
+    """Experiment tracking, e.g. ``{backend: mlflow, uri: sqlite:///mlflow.db}``; off when omitted.
+    Checked by the tracking callback's own config (:class:`closedloop.tracking.config.TrackingSpec`):
+    core does not know the trackers."""
+    callbacks: list[str] = Field(default_factory=list)
+    """Extra pipeline callbacks, by registry name or import path (``my_pkg.hooks:Notify``), called
+    after the default ones (the HTML report, and the tracker when ``tracking`` is set)."""
 
 
 def _fmt_value(value: Any) -> str:

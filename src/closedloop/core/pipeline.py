@@ -24,23 +24,17 @@ import yaml
 
 from closedloop.core.artifacts import Artifact
 from closedloop.core.cache import class_path, reuse_stage, stage_fingerprint, stage_spec_fingerprint
+from closedloop.core.callbacks import CALLBACKS, Callback, CallbackList, RunState, resolve_callback
 from closedloop.core.commit import execute_stage, load_outputs
 from closedloop.core.config import (
     PipelineSpec,
     StageSpec,
-    TrackingSpec,
     apply_overrides,
     load_yaml_file,
     validate_model,
 )
 from closedloop.core.errors import ConfigError, RunDirError, WiringError
-from closedloop.core.io import (
-    canonical_json,
-    read_json,
-    sha256_text,
-    write_json_atomic,
-    write_text_atomic,
-)
+from closedloop.core.io import canonical_json, read_json, sha256_text, write_json_atomic, write_text_atomic
 from closedloop.core.ledger import TestLedger, ValidationLedger
 from closedloop.core.records import (
     RunResult,
@@ -69,6 +63,9 @@ class Pipeline:
         seed: the run's seed.
         runs_dir: where run directories are created.
         tracking: experiment tracking (``{"backend": "mlflow", "uri": ...}``); off when ``None``.
+        callbacks: extra :class:`~closedloop.core.callbacks.Callback` instances (or registry names /
+            import paths), called after the defaults: the HTML report, then the tracker when
+            ``tracking`` is set.
     """
 
     def __init__(
@@ -79,7 +76,8 @@ class Pipeline:
         name: str = "pipeline",
         seed: int = 0,
         runs_dir: str | Path = "runs",
-        tracking: TrackingSpec | dict[str, Any] | None = None,
+        tracking: Any = None,
+        callbacks: list[Callback | str] | None = None,
     ) -> None:
         stages = list(stages)
         if isinstance(data, dict):
@@ -95,7 +93,18 @@ class Pipeline:
         self.name = name
         self.seed = seed
         self.runs_dir = Path(runs_dir)
-        self.tracking = validate_model(TrackingSpec, tracking, where="tracking") if tracking else None
+        # the tracker checks its own section: core carries it without knowing the trackers
+        self._tracker = CALLBACKS.resolve("tracking")(tracking) if tracking else None
+        self.tracking = self._tracker.spec if self._tracker is not None else None
+        self.callbacks: list[Callback] = [
+            resolve_callback(c) if isinstance(c, str) else c for c in (callbacks or [])
+        ]
+        self._callback_names = [c for c in (callbacks or []) if isinstance(c, str)]
+        bad = [c for c in self.callbacks if not isinstance(c, Callback)]
+        if bad:
+            raise WiringError(
+                f"callbacks must be Callback instances, got {type(bad[0]).__name__}: {bad[0]!r}"
+            )
         for s in stages:
             s.pipeline_home = self.runs_dir / name
         self._has_loader = isinstance(stages[0], _data_loader_class())
@@ -122,14 +131,21 @@ class Pipeline:
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ConfigError(f"{where}: stage name(s) {sorted(dup)} used twice; give each a distinct 'name'")
-        return cls(
+        tracking = None
+        if spec.tracking is not None:
+            tracking = CALLBACKS.resolve("tracking")(spec.tracking, where=where, prefix="tracking").spec
+        callbacks = [resolve_callback(c, where=f"{where}: callbacks") for c in spec.callbacks]
+        pipeline = cls(
             stages,
             data=data_stage,
             name=spec.name,
             seed=spec.seed,
             runs_dir=spec.runs_dir,
-            tracking=spec.tracking,
+            tracking=tracking,
+            callbacks=callbacks,
         )
+        pipeline._callback_names = list(spec.callbacks)
+        return pipeline
 
     def resolved_config(self) -> dict[str, Any]:
         """The config with all defaults filled and full class paths (saved as ``config.yaml``)."""
@@ -145,7 +161,16 @@ class Pipeline:
         ]
         if self.tracking is not None:
             out["tracking"] = self.tracking.model_dump(mode="json")
+        if self._callback_names:
+            out["callbacks"] = list(self._callback_names)
         return out
+
+    def run_callbacks(self) -> list[Callback]:
+        """The callbacks of one run, in calling order: the report, the tracker (if set), the extras."""
+        defaults: list[Callback] = [CALLBACKS.resolve("report")()]
+        if self._tracker is not None:
+            defaults.append(self._tracker)
+        return [*defaults, *self.callbacks]
 
     def fingerprint(self) -> str:
         return sha256_text(
@@ -240,8 +265,6 @@ class Pipeline:
             cache: reuse results of identical stages from earlier runs of this pipeline name.
         """
         fp = self.fingerprint()
-        from closedloop.tracking.run import prepare_tracking, track_run
-
         if resume is not None:
             run_dir = Path(resume)
             if not (run_dir / MANIFEST).is_file():
@@ -270,7 +293,6 @@ class Pipeline:
                 claim_out_dir(Path(out), fp) if out is not None else new_run_dir(self.runs_dir, self.name, fp)
             )
             run_id = run_dir.name
-        tracker_process = prepare_tracking(self.tracking)  # the tracking library loads while stages run
         if progress is None:
             progress = sys.stderr.isatty() and not os.environ.get("CI")
         needed = self._needed_for(only) if only else {s.name for s in self.stages}
@@ -290,6 +312,10 @@ class Pipeline:
 
         records: list[StageRecord] = []
         outputs: dict[str, Artifact] = {}
+        hooks = CallbackList(self.run_callbacks())
+        state = RunState(self, run_dir, records, outputs)
+        state._hooks = hooks
+        hooks.call("on_run_start", state)
         artifact_hashes: dict[str, str] = {}
         failed = False
         wiring = self.check_wiring()
@@ -307,6 +333,7 @@ class Pipeline:
                 stage, self.seed, {p: artifact_hashes[sources[p]] for p in inputs}
             )
             final_dir = run_dir / rec.dir
+            hooks.call("on_stage_start", state, stage, rec)
             t0 = time.perf_counter()
             try:
                 reused = reuse_stage(
@@ -330,6 +357,7 @@ class Pipeline:
                 failed = True
                 rec.seconds = time.perf_counter() - t0
                 write_manifest(run_dir, run_id, self.name, fp, records, "failed")
+                hooks.call("on_stage_end", state, stage, rec)
                 continue
             rec.seconds = time.perf_counter() - t0 if not rec.cached else rec.seconds
             for port in stage.output_ports():
@@ -343,6 +371,7 @@ class Pipeline:
             except Exception as exc:  # a broken summary must not lose the run
                 rec.summary = {"summary_error": describe_error(exc)}
             write_manifest(run_dir, run_id, self.name, fp, records, "running")
+            hooks.call("on_stage_end", state, stage, rec)
 
         status = "failed" if failed else "ok"
         write_manifest(run_dir, run_id, self.name, fp, records, status)
@@ -356,15 +385,16 @@ class Pipeline:
             test_ledger,
             val_ledger,
         )
-        from closedloop.report.html import write_report
-
-        def write_outputs(s: dict[str, Any]) -> None:
-            write_json_atomic(run_dir / "summary.json", s)
-            write_report(run_dir, self, records, outputs, s)
-
-        # Experiment tracking (when configured) logs the finished run, then the files are written with
-        # its outcome in them; a tracking failure is reported there and never stops the run.
-        track_run(self.tracking, run_dir, summary, self.resolved_config(), write_outputs, tracker_process)
+        if hooks.errors:  # a hook failed before there was a summary to say so
+            summary["callback_errors"] = list(hooks.errors)
+        state.summary = summary
+        # The tracker logs the run here (its outcome goes into the summary); then summary.json is
+        # written and the report renders from it.
+        hooks.call("on_run_end", state)
+        n_errors = len(hooks.errors)
+        state.write_summary()
+        if len(hooks.errors) > n_errors:  # a failure after the summary was written is still recorded
+            write_json_atomic(run_dir / "summary.json", summary)
         return RunResult(run_dir, summary, outputs)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from closedloop.core.callbacks import CALLBACKS
 from closedloop.core.config import PipelineSpec
 from closedloop.core.registry import SOURCES, STAGES
 
@@ -12,6 +13,14 @@ def pipeline_schema() -> dict[str, Any]:
     """A JSON Schema where ``stages[].params`` is chosen by ``kind`` (if/then per registered stage)."""
     schema = PipelineSpec.model_json_schema()
     defs = schema.setdefault("$defs", {})
+    # the tracking section is checked by the tracker's own config (core carries it as a mapping)
+    tracking = CALLBACKS.resolve("tracking").Config.model_json_schema()
+    defs.update(tracking.pop("$defs", {}))
+    defs["TrackingSpec"] = tracking
+    schema["properties"]["tracking"] = {
+        "anyOf": [{"$ref": "#/$defs/TrackingSpec"}, {"type": "null"}],
+        "default": None,
+    }
     branches = []
     for key, cls in STAGES.items().items():
         if key == "data":

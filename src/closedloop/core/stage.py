@@ -292,7 +292,7 @@ class Stage:
 
     def report(self, outputs: Any, stage_dir: Path) -> list[Any]:
         """Blocks for this stage's section of ``report.html``. Default: the summary as key/values."""
-        from closedloop.report.blocks import KeyValues
+        from closedloop.core.blocks import KeyValues
 
         summary = self.summarize(outputs)
         return [KeyValues(summary)] if summary else []

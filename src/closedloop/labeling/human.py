@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from closedloop.core.errors import ConfigError, DataError
 from closedloop.core.io import read_json, write_json_atomic
+from closedloop.core.run_reader import RunDir
 from closedloop.labeling.blind import HELDBACK, QUEUE_SUBDIR, make_blind_queue
 from closedloop.labeling.queue import load_queue
 from closedloop.labeling.store import LabelStore
@@ -102,22 +103,15 @@ class HumanBaselineResult(BaseModel):
 
 # -- reading a run -------------------------------------------------------------------------------------
 def _artifact(run_dir: Path, type_suffix: str) -> Path:
-    manifest_path = run_dir / "manifest.json"
-    if not manifest_path.is_file():
+    run = RunDir(run_dir)
+    if not run.has_manifest():
         raise DataError(
             f"{run_dir}: no manifest.json; expected a closedloop run directory (runs/<name>/<run>)"
         )
-    manifest = read_json(manifest_path)
-    found = [
-        run_dir / info["path"]
-        for st in manifest.get("stages", [])
-        if st.get("status") == "ok"
-        for info in (st.get("artifacts") or {}).values()
-        if str(info.get("type", "")).endswith(type_suffix)
-    ]
-    if not found:
+    found = run.artifact_dir(type_suffix.lstrip(":"))
+    if found is None:
         raise DataError(f"{run_dir}: the run has no finished {type_suffix.lstrip(':')} artifact")
-    return found[-1]
+    return found
 
 
 def _pipeline_home(run_dir: Path) -> Path:

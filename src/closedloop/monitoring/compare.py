@@ -574,7 +574,7 @@ def summary_lines(c: LiveComparison) -> list[str]:
 
 def to_html(c: LiveComparison) -> str:
     """A one-page, self-contained HTML report."""
-    from closedloop.report.blocks import Callout, KeyValues, Paragraph, Table
+    from closedloop.core.blocks import Callout, KeyValues, Paragraph, Table
     from closedloop.report.html import CSS, render_blocks
 
     blocks: list[Any] = [

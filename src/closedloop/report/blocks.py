@@ -1,61 +1,6 @@
-"""Report building blocks. A stage's :meth:`~closedloop.core.stage.Stage.report` returns a list of
-these; :mod:`closedloop.report.html` renders them into one self-contained HTML file."""
+"""The old import path of the report blocks; they moved to :mod:`closedloop.core.blocks` (the stage
+contract speaks them, so they sit beside it). Kept so that user stages written against it still work."""
 
-from __future__ import annotations
+from closedloop.core.blocks import Block, Callout, Figure, Html, KeyValues, Paragraph, Section, Table
 
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
-
-
-@dataclass
-class Paragraph:
-    text: str
-
-
-@dataclass
-class Callout:
-    """A highlighted sentence: ``level`` info (blue), warning (amber) or error (red)."""
-
-    text: str
-    level: Literal["info", "ok", "warning", "error"] = "info"
-
-
-@dataclass
-class KeyValues:
-    items: dict[str, Any]
-    title: str | None = None
-
-
-@dataclass
-class Table:
-    rows: list[dict[str, Any]]
-    title: str | None = None
-    columns: list[str] | None = None
-    max_rows: int = 50
-
-
-@dataclass
-class Figure:
-    """An image file (PNG/SVG); a relative path is taken from the stage's folder."""
-
-    path: Path | str
-    caption: str = ""
-
-
-@dataclass
-class Html:
-    """Raw HTML for what the other blocks cannot say (kept small; no scripts)."""
-
-    html: str
-
-
-@dataclass
-class Section:
-    """A sub-heading grouping blocks."""
-
-    title: str
-    blocks: list[Any] = field(default_factory=list)
-
-
-Block = Paragraph | Callout | KeyValues | Table | Figure | Html | Section
+__all__ = ["Block", "Callout", "Figure", "Html", "KeyValues", "Paragraph", "Section", "Table"]

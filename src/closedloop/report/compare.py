@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from closedloop.core.errors import ClosedLoopError, RunDirError
 from closedloop.core.io import read_json
+from closedloop.core.run_reader import RunDir
 from closedloop.report.evidence import gather
 from closedloop.report.runs import require_run_dir
 from closedloop.tracking.run import config_params
@@ -88,13 +89,8 @@ def _task_id(run_dir: Path) -> str:
 
 # -- evidence on shared samples --------------------------------------------------------------------------
 def _artifact(run_dir: Path, suffix: str) -> Path | None:
-    for st in read_json(run_dir / "manifest.json").get("stages", []):
-        if st.get("status") != "ok":
-            continue
-        for info in (st.get("artifacts") or {}).values():
-            if str(info.get("type", "")).endswith(suffix):
-                return run_dir / info["path"]
-    return None
+    """The first finished artifact of that type (the loaded data, not the audit's cleaned copy)."""
+    return RunDir(run_dir).artifact_dir(suffix.lstrip(":"), first=True)
 
 
 def _same(x: Any, y: Any) -> bool:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from closedloop.core.errors import RunDirError
 from closedloop.core.io import read_json
+from closedloop.core.run_reader import RunDir
 
 
 class _Model(BaseModel):
@@ -147,17 +148,6 @@ class RunEvidence(_Model):
 
 
 # -- reading a run directory ---------------------------------------------------------------------------
-def _artifact_dirs(run_dir: Path, manifest: dict[str, Any], type_suffix: str) -> list[Path]:
-    out = []
-    for st in manifest.get("stages", []):
-        if st.get("status") != "ok":
-            continue
-        for info in (st.get("artifacts") or {}).values():
-            if str(info.get("type", "")).endswith(type_suffix):
-                out.append(run_dir / info["path"])
-    return out
-
-
 def _first_json(dirs: list[Path], name: str) -> dict[str, Any] | None:
     for d in dirs:
         if (d / name).is_file():
@@ -257,7 +247,7 @@ def gather(run_dir: str | Path, summary: dict[str, Any] | None = None) -> RunEvi
         if not (run_dir / "summary.json").is_file():
             raise RunDirError(f"{run_dir}: no summary.json; it is not a finished closedloop run directory")
         summary = read_json(run_dir / "summary.json")
-    manifest = read_json(run_dir / "manifest.json") if (run_dir / "manifest.json").is_file() else {}
+    run = RunDir(run_dir)
     stages = summary.get("stages") or {}
     ev = RunEvidence(
         name=str(summary.get("name", "")),
@@ -266,7 +256,7 @@ def gather(run_dir: str | Path, summary: dict[str, Any] | None = None) -> RunEvi
         failed={k: str(v.get("error") or "failed") for k, v in stages.items() if v.get("status") == "failed"},
         tracking=summary.get("tracking"),
     )
-    task = _first_json(_artifact_dirs(run_dir, manifest, ":TaskSpec"), "artifact.json")
+    task = _first_json(run.artifact_dirs("TaskSpec"), "artifact.json")
     if task:
         from closedloop.stats.metrics import higher_is_better
 
@@ -293,7 +283,7 @@ def gather(run_dir: str | Path, summary: dict[str, Any] | None = None) -> RunEvi
             )
             for r in task.get("references") or []
         ]
-    evaluation = _first_json(_artifact_dirs(run_dir, manifest, ":EvaluationReport"), "artifact.json")
+    evaluation = _first_json(run.artifact_dirs("EvaluationReport"), "artifact.json")
     if evaluation:
         for k, v in (evaluation.get("test") or {}).items():
             ev.test[k] = Estimate(value=v["value"], ci95=_ci(v.get("ci95")), evaluated_on=_on_test(v))
@@ -312,7 +302,7 @@ def gather(run_dir: str | Path, summary: dict[str, Any] | None = None) -> RunEvi
         ev.test_missing_reason = (
             "the run failed before the test evaluation" if ev.failed else "no stage evaluated a model on test"
         )
-    meas = _first_json(_artifact_dirs(run_dir, manifest, ":ExportBundle"), "measurements.json")
+    meas = _first_json(run.artifact_dirs("ExportBundle"), "measurements.json")
     if meas:
         shipped = meas.get("shipped")
         var = (meas.get("variants") or {}).get(shipped) or {}
@@ -329,7 +319,7 @@ def gather(run_dir: str | Path, summary: dict[str, Any] | None = None) -> RunEvi
             checks={str(k): bool(v) for k, v in (meas.get("checks") or {}).items()},
         )
     n_test = next((v["sizes"].get("test") for v in stages.values() if isinstance(v.get("sizes"), dict)), None)
-    audit_dirs = _artifact_dirs(run_dir, manifest, ":AuditReport")
+    audit_dirs = run.artifact_dirs("AuditReport")
     ev.audit = _audit(_first_json(audit_dirs, "report.json"), n_test)
     ev.selection = next(
         (v["selection"] for v in stages.values() if isinstance(v.get("selection"), dict)), None

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from closedloop.core.blocks import Callout, Figure, Html, KeyValues, Paragraph, Section, Table
 from closedloop.core.io import write_json_atomic, write_text_atomic
-from closedloop.report.blocks import Callout, Figure, Html, KeyValues, Paragraph, Section, Table
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;color:#222}
@@ -199,6 +199,17 @@ def write_report(
             )
         )
         toc.append('<a href="#tracking">tracking</a>')
+    if summary.get("callback_errors"):
+        failed = [
+            Callout(f"{e['callback']} failed in {e['hook']}: {e['error']}", "warning")
+            for e in summary["callback_errors"]
+        ]
+        sections.append(
+            _section(
+                "callbacks", "Callbacks <small>failed</small>", render_blocks(failed, run_dir), open_=True
+            )
+        )
+        toc.append('<a href="#callbacks">callbacks</a>')
     status = summary.get("status", "?")
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <title>closedloop: {html.escape(summary.get("name", ""))}</title>

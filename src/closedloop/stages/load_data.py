@@ -56,7 +56,7 @@ class LoadData(Stage):
         return {"name": d.meta.name, "kind": d.kind, "sizes": d.sizes(), "warnings": d.meta.warnings}
 
     def report(self, outputs: Outputs, stage_dir: Path) -> list[Any]:
-        from closedloop.report.blocks import Callout, KeyValues
+        from closedloop.core.blocks import Callout, KeyValues
 
         d = outputs.data
         blocks: list[Any] = [

@@ -332,7 +332,7 @@ class DefineTask(Stage):
         }
 
     def report(self, outputs: Outputs, stage_dir: Path) -> list[Any]:
-        from closedloop.report.blocks import KeyValues, Paragraph, Table
+        from closedloop.core.blocks import KeyValues, Paragraph, Table
 
         t = outputs.task
         blocks: list[Any] = [

@@ -13,8 +13,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-from closedloop.core.config import TrackingSpec
 from closedloop.core.errors import ConfigError
+from closedloop.tracking.config import TrackingSpec
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"

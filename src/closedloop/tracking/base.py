@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 from closedloop.core.registry import Registry
 
 if TYPE_CHECKING:
-    from closedloop.core.config import TrackingSpec
+    from closedloop.tracking.config import TrackingSpec
 
 T = TypeVar("T")
 

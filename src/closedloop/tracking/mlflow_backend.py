@@ -19,7 +19,7 @@ from closedloop.core.errors import ConfigError
 from closedloop.tracking.base import Tracker, register_tracker
 
 if TYPE_CHECKING:
-    from closedloop.core.config import TrackingSpec
+    from closedloop.tracking.config import TrackingSpec
 
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")  # what MLflow accepts on every OS
 _CLIENTS: dict[str, Any] = {}

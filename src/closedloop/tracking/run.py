@@ -13,15 +13,17 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict
 
-from closedloop.core.config import TrackingSpec
 from closedloop.core.io import read_json
+from closedloop.core.run_reader import RunDir
 from closedloop.tracking.base import TRACKERS, Tracker
+from closedloop.tracking.config import TrackingSpec
 
 if TYPE_CHECKING:
     from closedloop.tracking.worker import TrackerProcess
@@ -121,25 +123,15 @@ def headline_metrics(summary: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def _artifact_dirs(run_dir: Path, type_suffix: str) -> list[Path]:
-    """Artifact folders whose class (from manifest.json) ends with ``type_suffix``."""
-    manifest = run_dir / "manifest.json"
-    if not manifest.is_file():
-        return []
-    out = []
-    for st in read_json(manifest).get("stages", []):
-        if st.get("status") != "ok":
-            continue
-        for info in (st.get("artifacts") or {}).values():
-            if str(info.get("type", "")).endswith(type_suffix) and (run_dir / info["path"]).is_dir():
-                out.append(run_dir / info["path"])
-    return out
+def _artifact_dirs(run_dir: Path, type_name: str) -> list[Path]:
+    """Artifact folders of that class (by name) that exist."""
+    return [d for d in RunDir(run_dir).artifact_dirs(type_name) if d.is_dir()]
 
 
 def training_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """``curves/<curve>/<quantity>`` -> [(epoch, value), ...] from the training stage's evaluation."""
     out: dict[str, list[tuple[int, float]]] = {}
-    for d in _artifact_dirs(run_dir, ":EvaluationReport"):
+    for d in _artifact_dirs(run_dir, "EvaluationReport"):
         curves = read_json(d / "artifact.json").get("curves") or {}
         for curve, rows in curves.items():
             for i, row in enumerate(rows if isinstance(rows, list) else []):
@@ -156,7 +148,7 @@ def training_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 def model_files(run_dir: Path) -> list[Path]:
     """The exported bundle's files (ONNX models, model card, predictor metadata)."""
     files: list[Path] = []
-    for d in _artifact_dirs(run_dir, ":ExportBundle"):
+    for d in _artifact_dirs(run_dir, "ExportBundle"):
         files += sorted(p for p in d.iterdir() if p.is_file())
     return files
 
@@ -199,6 +191,17 @@ def describe_error(exc: BaseException) -> str:
     return f"{getattr(exc, 'kind', type(exc).__name__)}: {exc}".strip()
 
 
+@dataclass
+class TrackingSession:
+    """A run logged to the tracker, waiting for its summary and report to be uploaded."""
+
+    spec: TrackingSpec
+    run_dir: Path
+    status: TrackingStatus
+    tracker: Tracker | None
+    process: TrackerProcess | None
+
+
 def track_run(
     spec: TrackingSpec | None,
     run_dir: Path,
@@ -209,25 +212,26 @@ def track_run(
 ) -> None:
     """Log the run, put the outcome in ``summary["tracking"]``, call ``write(summary)`` (summary.json
     and report.html), then upload the report. Without a backend this is just ``write(summary)``.
-    ``process`` (from :func:`prepare_tracking`) is used for the calls, then closed."""
-    if spec is None or spec.backend == "none":
+    ``process`` (from :func:`prepare_tracking`) is used for the calls, then closed. The pipeline does
+    the same through :class:`closedloop.tracking.callback.TrackRun`."""
+    session = log_tracking(spec, Path(run_dir), summary, config, process)
+    write(summary)
+    if session is not None and finish_tracking(session, summary):
         write(summary)
-        return
-    try:
-        _track(spec, Path(run_dir), summary, config, write, process)
-    finally:
-        if process is not None:
-            process.close()
 
 
-def _track(
-    spec: TrackingSpec,
+def log_tracking(
+    spec: TrackingSpec | None,
     run_dir: Path,
     summary: dict[str, Any],
     config: dict[str, Any],
-    write: Callable[[dict[str, Any]], None],
-    process: TrackerProcess | None,
-) -> None:
+    process: TrackerProcess | None = None,
+) -> TrackingSession | None:
+    """Log the finished run (params, metrics, curves, model files) and put the outcome in
+    ``summary["tracking"]``; None without a backend. Pass the session to :func:`finish_tracking`
+    once summary.json and report.html are written."""
+    if spec is None or spec.backend == "none":
+        return None
     t0 = time.perf_counter()
     status = TrackingStatus(backend=spec.backend, uri=redact(spec.uri))
     tracker: Tracker | None = None
@@ -280,18 +284,29 @@ def _track(
         )
     status.seconds = round(time.perf_counter() - t0, 3)
     summary["tracking"] = status.model_dump()
-    write(summary)
-    if tracker is None or not status.ok:
-        return
+    return TrackingSession(spec, run_dir, status, tracker, process)
+
+
+def finish_tracking(session: TrackingSession, summary: dict[str, Any]) -> bool:
+    """Upload summary.json and report.html and close the tracker run; True when the upload failed
+    and ``summary["tracking"]`` changed (write the summary again)."""
+    status, tracker = session.status, session.tracker
     try:
-        for f in (run_dir / "summary.json", run_dir / "report.html"):
-            if f.is_file():
-                tracker.log_artifact(f)
-                status.n_artifacts += 1
-        tracker.finish(summary.get("status") == "ok")
-    except Exception as exc:
-        status.ok = False
-        status.error = f"uploading the report failed: {describe_error(exc)}"[:1000]
-        log.warning("tracking (%s): %s", spec.backend, status.error)
-        summary["tracking"] = status.model_dump()
-        write(summary)
+        if tracker is None or not status.ok:
+            return False
+        try:
+            for f in (session.run_dir / "summary.json", session.run_dir / "report.html"):
+                if f.is_file():
+                    tracker.log_artifact(f)
+                    status.n_artifacts += 1
+            tracker.finish(summary.get("status") == "ok")
+        except Exception as exc:
+            status.ok = False
+            status.error = f"uploading the report failed: {describe_error(exc)}"[:1000]
+            log.warning("tracking (%s): %s", session.spec.backend, status.error)
+            summary["tracking"] = status.model_dump()
+            return True
+        return False
+    finally:
+        if session.process is not None:
+            session.process.close()

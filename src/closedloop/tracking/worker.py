@@ -11,7 +11,7 @@ A backend opts in with ``out_of_process = True`` (MLflow does). The helper proce
 closes: at :meth:`TrackerProcess.close`, or when the run's process exits.
 
 Example:
-    >>> from closedloop.core.config import TrackingSpec
+    >>> from closedloop.tracking.config import TrackingSpec
     >>> from closedloop.tracking.worker import TrackerProcess
     >>> proc = TrackerProcess(TrackingSpec(backend="none"))
     >>> proc.call("start", "exp", "run", {}) is None
@@ -29,8 +29,8 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
-from closedloop.core.config import TrackingSpec
 from closedloop.tracking.base import TRACKERS, Tracker
+from closedloop.tracking.config import TrackingSpec
 
 _CALLS = frozenset(
     {"start", "log_params", "log_metrics", "log_curve", "log_artifact", "register_model", "find_version"}

@@ -199,7 +199,7 @@ def review_summary(review: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def review_blocks(review: dict[str, Any] | None, top: int = 20) -> list[Any]:
     """Report blocks for the train stage's second ranking (a section; nothing when absent)."""
-    from closedloop.report.blocks import Paragraph, Section, Table
+    from closedloop.core.blocks import Paragraph, Section, Table
 
     if not review:
         return []

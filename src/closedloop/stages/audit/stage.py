@@ -239,7 +239,7 @@ class AuditDataset(Stage):
         return out
 
     def report(self, outputs: Outputs, stage_dir: Path) -> list[Any]:
-        from closedloop.report.blocks import Callout, Figure, KeyValues, Paragraph, Section, Table
+        from closedloop.core.blocks import Callout, Figure, KeyValues, Paragraph, Section, Table
 
         r = outputs.audit
         timings = stage_timings(stage_dir)

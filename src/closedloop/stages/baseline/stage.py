@@ -236,7 +236,7 @@ class FitBaselines(Stage):
         }
 
     def report(self, outputs: Outputs, stage_dir: Path) -> list[Any]:
-        from closedloop.report.blocks import Callout, Figure, Paragraph, Table
+        from closedloop.core.blocks import Callout, Figure, Paragraph, Table
 
         r = outputs.baseline
         best = r.result(r.best)

@@ -1,0 +1,143 @@
+"""The counts issue #22 names, for this checkout and for an earlier commit, side by side.
+
+* string-keyed reads (``x.get("k")`` and ``x["k"]``) in the modules that read a run's artifacts back
+  outside the stage that made them (report/evidence.py, report/compare.py, tracking/run.py,
+  monitoring/compare.py, the former serving/compare.py): an upper bound on keyed JSON reads, since
+  a few of them read summary.json or a model's metadata rather than an artifact;
+* copies of "find this artifact in a run directory": functions outside ``core/run_reader.py`` that walk
+  the manifest's per-stage ``artifacts`` themselves, or glob ``stages/*/artifacts``;
+* the package graph against docs/architecture.md's layer table (``benchmarks/package_graph.py``).
+
+    python benchmarks/bench_redesign_counts.py [--before REF]    # default REF: 14c91fc (before #22 step 2)
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.util
+import subprocess
+import sys
+import tarfile
+import tempfile
+from io import BytesIO
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+READERS = (
+    "report/evidence.py",
+    "report/compare.py",
+    "tracking/run.py",
+    "monitoring/compare.py",
+    "serving/compare.py",
+)
+LOOKUP_HOME = "core/run_reader.py"
+PRODUCERS = ("core/commit.py", "core/records.py", "core/cache.py", "core/pipeline.py", "core/rundir.py")
+
+
+def keyed_reads(path: Path) -> int:
+    """``.get("k")`` calls and ``["k"]`` subscripts read (not assigned) with a string constant key."""
+    n = 0
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ) or (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.ctx, ast.Load)
+            and isinstance(node.slice, ast.Constant)
+            and isinstance(node.slice.value, str)
+        ):
+            n += 1
+    return n
+
+
+def lookup_copies(src: Path) -> list[str]:
+    """Functions that find artifacts in a run directory themselves (manifest walk or folder glob)."""
+    out = []
+    for path in sorted(src.rglob("*.py")):
+        rel = str(path.relative_to(src))
+        if rel == LOOKUP_HOME or rel in PRODUCERS:
+            continue
+        for fn in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(fn, ast.FunctionDef):
+                continue
+            text = ast.unparse(fn)
+            walks_manifest = "'artifacts'" in text and "'stages'" in text and "'type'" in text
+            globs = "stages/*/artifacts" in text and ".glob(" in text
+            if walks_manifest or globs:
+                out.append(f"{rel}:{fn.name}")
+    return out
+
+
+def graph_line(root: Path) -> str:
+    spec = importlib.util.spec_from_file_location(
+        "package_graph_counts", ROOT / "benchmarks" / "package_graph.py"
+    )
+    assert spec is not None and spec.loader is not None
+    g = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(g)
+    layers = g.layers_from_doc(root / "docs" / "architecture.md")
+    g.LAYERS[:] = layers
+    edges = g.package_edges(root / "src" / "closedloop")
+    bad = g.violations(edges)
+    return (
+        f"arrows {len(edges)}, against architecture.md's layers {len(bad)} ({sorted(bad)}), "
+        f"package pairs importing each other {len(g.mutual_pairs(edges))} {g.mutual_pairs(edges)}"
+    )
+
+
+def core_imports(src: Path, packages: tuple[str, ...]) -> int:
+    spec = importlib.util.spec_from_file_location(
+        "package_graph_core", ROOT / "benchmarks" / "package_graph.py"
+    )
+    assert spec is not None and spec.loader is not None
+    g = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(g)
+    n = 0
+    for path in (src / "core").rglob("*.py"):
+        for _, mod in g.imports_of(path, g.module_name(path, src)):
+            if any(mod.startswith(f"closedloop.{p}") for p in packages):
+                n += 1
+    return n
+
+
+def report(root: Path, label: str) -> None:
+    src = root / "src" / "closedloop"
+    reads = {r: keyed_reads(src / r) for r in READERS if (src / r).is_file()}
+    copies = lookup_copies(src)
+    print(f"[{label}] string-keyed reads in artifact readers: {sum(reads.values())} {reads}")
+    print(f"[{label}] copies of the artifact lookup outside core/run_reader.py: {len(copies)} {copies}")
+    print(f"[{label}] one run-directory reader in core: {(src / LOOKUP_HOME).is_file()}")
+    print(
+        f"[{label}] core import lines naming report or tracking: {core_imports(src, ('report', 'tracking'))}"
+    )
+    print(f"[{label}] package graph: {graph_line(root)}")
+
+
+def checkout(ref: str, into: Path) -> Path:
+    data = subprocess.run(
+        ["git", "archive", ref, "src", "docs"], cwd=ROOT, check=True, capture_output=True
+    ).stdout
+    with tarfile.open(fileobj=BytesIO(data)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--before", default="14c91fc", help="git ref to count for comparison")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        report(checkout(a.before, Path(tmp)), f"before {a.before}")
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    report(ROOT, f"now {head.stdout.strip()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
