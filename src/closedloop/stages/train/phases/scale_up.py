@@ -31,6 +31,11 @@ def rung_seconds(rung: int) -> str:
     return f"scale_up rung {rung}"
 
 
+def rung_step_seconds(rung: int) -> str:
+    """``ctx.timings`` label: seconds per training step of rung ``rung`` (sizes the final fit)."""
+    return f"scale_up rung {rung} seconds per step"
+
+
 class ScaleUp(Phase):
     name = "scale_up"
     budget_share = 0.27
@@ -92,10 +97,13 @@ def scale_up(sess: TrainSession, rungs: list[dict[str, Any]]) -> ScaleUpOutcome:
             sess.val,
             hp,
             seed=seed,
-            deadline=deadline if r > 0 else None,
+            deadline=deadline,  # the first rung too: cut, it still scores what it trained
             label=f"train/scale_up/rung{r + 1}",
         )
         sess.note_time(rung_seconds(r + 1), round(res.seconds, 1))
+        sess.note_cut("scale_up", f"rung {r + 1}", res, hp.epochs)
+        if res.step_seconds is not None:
+            sess.note_time(rung_step_seconds(r + 1), res.step_seconds)
         name = f"rung {r + 1}: " + ", ".join(f"{k}={v}" for k, v in params.items())
         runs[name] = res.history
         sess.curves[name] = res.history
