@@ -181,6 +181,7 @@ def tune(sess: TrainSession, model_params: dict[str, Any], ladder_logits: np.nda
             continue
         trial.set_user_attr("best_epoch", res.best_epoch)
         trial.set_user_attr("stopped", res.stopped)
+        sess.note_cut("tune", f"trial {k}", res, hp.epochs)
         trial.set_user_attr("history", res.history)
         trial.set_user_attr("k", k)
         sess.save_logits(trial_logits_file(trial.number), res.val_logits)
