@@ -103,6 +103,7 @@ def main() -> None:
         phi_all = model.embed(X).astype(np.float64)
         families = tuple(args.challengers.split(","))
         rows = []
+        need: list[tuple[int, int, float]] = []
         for i in range(args.draws):
             rng = np.random.default_rng([7, i])
             idx = np.sort(rng.choice(len(y), args.labels, replace=False))
@@ -124,6 +125,7 @@ def main() -> None:
             chall = point(y[unseen], rec.decide(z_all[unseen], phi_all[unseen]), costs)
             champ = point(y[unseen], p_all[unseen] >= model.threshold, costs)
             rows.append((r.decision.promote, chall, champ, r.seconds["challenger_fit"], rec.method))
+            need.append((len(r.split.evaluation), r.n_needed_for_effect, r.decision.p_value))
         promoted = np.array([r[0] for r in rows])
         ch = {
             k: np.array([r[1][k] for r in rows])
@@ -167,6 +169,24 @@ def main() -> None:
         print(
             f"  chosen challenger: {methods}; fit + choice time median {np.median(fit) * 1000:.1f} ms, "
             f"max {fit.max() * 1000:.1f} ms"
+        )
+        nd = np.array(need, float)
+        print(
+            f"  evaluation labels per draw {np.median(nd[:, 0]):.0f}; needed to detect the declared effect (a quarter "
+            f"of the champion's cost) with 80% power: median {np.median(nd[:, 1]):.0f}; one-sided p median "
+            f"{np.median(nd[:, 2]):.3f} (10th-90th pct {np.percentile(nd[:, 2], 10):.3f}-{np.percentile(nd[:, 2], 90):.3f})"
+        )
+        # the ceiling of any operating-point change: the threshold chosen at the task's costs on ALL the
+        # production images of this scenario (an oracle that sees the answers; not a deployable model)
+        from closedloop.stats.business import choose_threshold
+
+        t_or = choose_threshold(y, p_all, cost_fp=costs[0], cost_fn=costs[1], prevalence=float(y.mean()))
+        orc = point(y, p_all >= t_or, costs)
+        champ_all = point(y, p_all >= model.threshold, costs)
+        print(
+            f"  oracle threshold at the task's costs on all {len(y)} images (sees the answers): ACC {orc['acc']:.3f}, "
+            f"specificity {orc['specificity']:.3f}, sensitivity {orc['sensitivity']:.3f}, cost change "
+            f"{orc['expected_cost'] / champ_all['expected_cost'] - 1:+.1%}"
         )
         shifted = name != "in_distribution"
         targets = (

@@ -1,38 +1,42 @@
 """Resume means identical, and a crash buys no time (issue #27). Three parts, each run through the CLI
-in subprocesses killed with SIGKILL at named kill points (``CLOSEDLOOP_KILL_AT``,
-:mod:`closedloop.core.killpoints`), then ``closedloop run --resume``:
+in subprocesses killed with SIGKILL, then ``closedloop run --resume``:
 
 1. **quickstart kill battery**: ``configs/quickstart.yaml`` with a budget far above what it needs (the
-   trial and epoch counts, not the clock, end each phase), killed inside every train phase, the audit
-   and the export. The kills are chained (killed at point 1, resumed and killed at point 2, ...,
+   trial and epoch counts, not the clock, end each phase), killed at named kill points
+   (``CLOSEDLOOP_KILL_AT``, :mod:`closedloop.core.killpoints`) inside every train phase, the audit and
+   the export. The kills are chained (killed at point 1, resumed and killed at point 2, ...,
    resumed to the end) and the end is compared with an uninterrupted run: weights and ONNX sha256,
    ledgers, summary metrics.
-2. **PneumoniaMNIST, quick preset** (subsampled to 1,200 per split, seeded and stratified): one run
-   killed inside tuning, one inside the final fit, each resumed and compared with an uninterrupted run.
-3. **Budget under synthetic load**: the PneumoniaMNIST train stage with a 1-minute budget while two
-   busy-looping processes hold both cores, uninterrupted and killed inside tuning + resumed: seconds
-   spent per phase over all attempts against the phase's deadline, and the decision saying how much
-   budget the resumed attempt had left.
+2. **PneumoniaMNIST, quick preset made small for a shared 2-core machine** (400 images per split,
+   seeded and stratified; 2 trials of at most 4 epochs, 3-epoch ladder): one run killed inside
+   tuning, one inside the final fit, each resumed and compared with an uninterrupted run.
+3. **Budget under synthetic load**: the PneumoniaMNIST train stage (1,200 images per split) with
+   60 s and 120 s budgets while two busy-looping processes hold both cores, over several seeds;
+   uninterrupted, and killed (SIGKILL to the process group) at half the budget after the train
+   stage's clock started, then resumed: seconds spent per phase over all attempts against the
+   phase's deadline, the total against the budget (target: within 10%), and the decisions saying
+   what the clock cut and how much budget the resumed attempt had left.
 
-Run: .venv/bin/python benchmarks/bench_train_resume.py [--parts 1,2,3]
+Run: .venv/bin/python benchmarks/bench_train_resume.py [--parts 1,2,3] [--draws 3] [--budgets 60,120]
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import multiprocessing as mp
 import os
 import signal
+import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from closedloop.core.killpoints import cli_command, fingerprint_differences, resume_fingerprint, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_ROOT = (ROOT / ".." / "shared" / "data" / "medmnist").resolve()
@@ -52,51 +56,17 @@ QUICKSTART_CHAIN = [
 ]
 
 
-def cli(args: list[str], kill_at: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CI": "1"}
-    env.pop("CLOSEDLOOP_KILL_AT", None)
-    if kill_at:
-        env["CLOSEDLOOP_KILL_AT"] = kill_at
-    return subprocess.run(
-        [sys.executable, "-m", "closedloop", "run", *args], env=env, capture_output=True, text=True
-    )
-
-
 def must(done: subprocess.CompletedProcess, what: str, killed: bool = False) -> None:
     ok = done.returncode == -signal.SIGKILL if killed else done.returncode == 0
     if not ok:
         raise SystemExit(f"{what}: rc {done.returncode}\n{done.stderr[-3000:]}")
 
 
-def identity(run: Path) -> dict[str, Any]:
-    """What must be identical: weights and ONNX files, ledgers (without times), summary metrics."""
-    files = {
-        str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted((run / "stages").rglob("*"))
-        if p.is_file()
-        and (p.suffix == ".onnx" or (p.parent.name == "model" and "artifacts" in p.parts))
-        and ".tmp" not in str(p)
-    }
-
-    def lines(name: str, drop: tuple[str, ...]) -> list[dict[str, Any]]:
-        rows = [json.loads(x) for x in (run / name).read_text().splitlines() if x.strip()]
-        return [{k: v for k, v in r.items() if k not in drop} for r in rows]
-
-    train = json.loads((run / "summary.json").read_text())["stages"]["train"]
-    keys = ("test", "val", "heldout", "temperature", "threshold", "n_configs", "model")
-    return {
-        "files": files,
-        "validation_ledger": lines("validation_ledger.jsonl", ("time",)),
-        "test_ledger": lines("test_ledger.jsonl", ("time", "run_id")),
-        "metrics": {k: train.get(k) for k in keys},
-    }
-
-
 def compare(ref: Path, run: Path) -> tuple[bool, str]:
-    a, b = identity(ref), identity(run)
+    a, b = resume_fingerprint(ref), resume_fingerprint(run)
     n_files = len(a["files"])
     n_onnx = sum(k.endswith(".onnx") for k in a["files"])
-    diff = [k for k in a if a[k] != b[k]]
+    diff = fingerprint_differences(a, b)
     same = not diff
     test = {k: round(v["value"], 6) for k, v in b["metrics"]["test"].items()}
     return same, (
@@ -124,74 +94,78 @@ def quickstart_battery(tmp: Path) -> None:
     for s in cfg["stages"]:
         if s["kind"] == "train":
             s["params"]["budget_minutes"] = 60
-    out = {}
     for name in ("ref", "kill"):
         cfg["runs_dir"] = str(tmp / f"runs_{name}")
         (tmp / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
     t = time.time()
-    must(cli([str(tmp / "ref.yaml"), "--out", str(tmp / "ref")]), "uninterrupted quickstart")
-    out["ref"] = time.time() - t
-    print(f"[1] quickstart (train budget 60 min, monitor left out), uninterrupted: {out['ref']:.0f} s")
+    must(run_cli([str(tmp / "ref.yaml"), "--out", str(tmp / "ref")]), "uninterrupted quickstart")
+    print(f"[1] quickstart (train budget 60 min, monitor left out), uninterrupted: {time.time() - t:.0f} s")
     run = tmp / "killed"
     t = time.time()
     for i, point in enumerate(QUICKSTART_CHAIN):
         args = [str(tmp / "kill.yaml"), "--out", str(run)] if i == 0 else ["--resume", str(run)]
-        must(cli(args, kill_at=point), f"kill at {point}", killed=True)
+        must(run_cli(args, kill_at=point), f"kill at {point}", killed=True)
         print(f"    killed (SIGKILL) at {point}")
-    must(cli(["--resume", str(run)]), "final resume")
+    must(run_cli(["--resume", str(run)]), "final resume")
     same, text = compare(tmp / "ref", run)
-    print(
-        f"    {len(QUICKSTART_CHAIN)} kills, {len(QUICKSTART_CHAIN)} resumes + 1 to the end ({time.time() - t:.0f} s): {text}"
-    )
-    print(
-        f"[1] kill battery on quickstart: {len(QUICKSTART_CHAIN)} kill points x {'identical' if same else 'NOT identical'}"
-    )
+    n = len(QUICKSTART_CHAIN)
+    print(f"    {n} kills, {n} resumes + 1 to the end ({time.time() - t:.0f} s): {text}")
+    print(f"[1] kill battery on quickstart: {n} kill points x {'identical' if same else 'NOT identical'}")
     resumed = [d for d in decisions(run) if "resumed after an interruption" in d]
     for d in resumed[:2]:
         print(f"    decision: {d}")
 
 
 # -- parts 2 and 3 ------------------------------------------------------------------------------------
-def pneumonia_config(tmp: Path, name: str, train: dict[str, Any]) -> Path:
+def pneumonia_config(
+    tmp: Path, name: str, train: dict[str, Any], *, per_split: int, seed: int = 0, runs: str | None = None
+) -> Path:
     cfg = {
         "name": f"resume_{name}",
-        "seed": 0,
-        "runs_dir": str(tmp / f"runs_{name}"),
+        "seed": seed,
+        "runs_dir": str(tmp / (runs or f"runs_{name}")),
         "data": {
             "source": "medmnist",
             "flag": "pneumoniamnist",
             "root": str(DATA_ROOT),
             "download": False,
-            "max_per_split": 1200,
+            "max_per_split": per_split,
         },
-        "stages": [
-            {"kind": "task"},
-            {"kind": "baseline"},
-            {"kind": "train", "params": train},
-        ],
+        "stages": [{"kind": "task"}, {"kind": "baseline"}, {"kind": "train", "params": train}],
     }
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
 
-QUICK = {"preset": "quick", "class_weight": "balanced", "n_trials": 4, "threads": 2}
+QUICK = {"preset": "quick", "class_weight": "balanced", "threads": 2}
+SMALL = {**QUICK, "n_trials": 2, "max_epochs": 4, "ladder_epochs": 3, "baseline_epochs": 2}
+"""Part 2: the quick preset cut down so three runs and two resumes finish on a shared 2-core machine."""
 
 
 def pneumonia_identity(tmp: Path) -> None:
     tmp.mkdir(parents=True)
-    train = {**QUICK, "budget_minutes": 120}
+    train = {**SMALL, "budget_minutes": 120}
+    per = 400
     t = time.time()
-    must(cli([str(pneumonia_config(tmp, "p_ref", train)), "--out", str(tmp / "p_ref")]), "uninterrupted")
-    print(f"[2] PneumoniaMNIST quick preset (1,200 per split), uninterrupted: {time.time() - t:.0f} s")
-    for point in ("train/tune/trial1/epoch2", "train/final/member0/epoch2"):
+    ref_cfg = pneumonia_config(tmp, "p_ref", train, per_split=per)
+    must(run_cli([str(ref_cfg), "--out", str(tmp / "p_ref")]), "uninterrupted")
+    print(
+        f"[2] PneumoniaMNIST quick preset made small ({per} per split, 2 trials, <= 4 epochs, "
+        f"3-epoch ladder; budget 120 min, not binding), uninterrupted: {time.time() - t:.0f} s"
+    )
+    n_same = 0
+    points = ("train/tune/trial1/epoch1", "train/final/member0/epoch1")
+    for point in points:
         run = tmp / f"p_{point.split('/')[1]}"
-        cfg = pneumonia_config(tmp, run.name, train)
-        must(cli([str(cfg), "--out", str(run)], kill_at=point), f"kill at {point}", killed=True)
+        cfg = pneumonia_config(tmp, run.name, train, per_split=per)
+        must(run_cli([str(cfg), "--out", str(run)], kill_at=point), f"kill at {point}", killed=True)
         t = time.time()
-        must(cli(["--resume", str(run)]), "resume")
+        must(run_cli(["--resume", str(run)]), "resume")
         same, text = compare(tmp / "p_ref", run)
+        n_same += same
         print(f"    killed at {point}, resumed in {time.time() - t:.0f} s: {text}")
+    print(f"[2] PneumoniaMNIST kills in tune and final: {n_same} of {len(points)} identical")
 
 
 def busy() -> None:
@@ -199,59 +173,120 @@ def busy() -> None:
         pass
 
 
-def spent_vs_budget(run: Path, budget_s: float) -> list[str]:
-    timings = json.loads((train_dir(run) / "stage.json").read_text())["timings"]
+PHASES = ("sanity", "beat_baseline", "scale_up", "tune", "final")
+
+
+def timings_of(run: Path) -> dict[str, Any]:
+    return json.loads((train_dir(run) / "stage.json").read_text())["timings"]
+
+
+def spent(run: Path) -> tuple[dict[str, float], int]:
+    timings = timings_of(run)
+    out = {p: float(timings.get(f"phase {p}, all attempts", 0.0)) for p in PHASES}
+    out["tune"] += float(timings.get("phase cross_validate, all attempts", 0.0))
+    return out, int(timings.get("attempts", 1))
+
+
+def phase_lines(per_phase: dict[str, float], budget_s: float) -> str:
     shares = {"sanity": 0.03, "beat_baseline": 0.10, "scale_up": 0.27, "tune": 0.40, "final": 0.20}
-    lines, upto, cum = [], 0.0, 0.0
+    parts, upto, cum = [], 0.0, 0.0
     for phase, share in shares.items():
-        spent = float(timings.get(f"phase {phase}, all attempts", 0.0))
-        if phase == "tune":
-            spent += float(timings.get("phase cross_validate, all attempts", 0.0))
         upto += share * budget_s
-        cum += spent
-        lines.append(
-            f"{phase} {spent:.1f} s (deadline at {upto:.0f} s, ended at {cum:.1f} s = {cum / upto:.0%} of it)"
-        )
-    lines.append(
-        f"total {cum:.1f} s of the {budget_s:.0f} s budget = {cum / budget_s:.0%}; attempts {timings.get('attempts')}"
+        cum += per_phase[phase]
+        parts.append(f"{phase} {per_phase[phase]:.1f} s (ends {cum:.1f} s, deadline {upto:.0f} s)")
+    return "; ".join(parts)
+
+
+def kill_at_time(args: list[str], run: Path, after_s: float) -> str:
+    """Run ``closedloop run ARGS`` and SIGKILL its process group ``after_s`` seconds after the train
+    stage's clock file appears (a crash at a moment, as a user would see one); returns the phase the
+    clock was in."""
+    cmd, env = cli_command(args)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
     )
-    return lines
+    seen: float | None = None
+    clock: Path | None = None
+    while proc.poll() is None:
+        if clock is None and run.is_dir():
+            clock = next(run.rglob("clock.json"), None)
+            if clock is not None:
+                seen = time.time()
+        if seen is not None and time.time() - seen >= after_s:
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.1)
+    proc.wait()
+    if proc.returncode != -signal.SIGKILL:
+        raise SystemExit(f"not killed at {after_s:.0f} s: rc {proc.returncode}\n{proc.stderr.read()[-3000:]}")
+    record = json.loads(clock.read_text()) if clock is not None else {"spent": {}}
+    return list(record["spent"])[-1] if record["spent"] else "setup"
 
 
-def budget_under_load(tmp: Path, reference: bool = True) -> None:
+def budget_under_load(tmp: Path, budgets: list[float], draws: int) -> None:
     tmp.mkdir(parents=True)
-    budget_min = 1.0
-    train = {**QUICK, "budget_minutes": budget_min, "n_trials": 20}
     load = [mp.Process(target=busy, daemon=True) for _ in range(2)]
     for p in load:
         p.start()
+    ratios: dict[str, list[float]] = {"uninterrupted": [], "killed": []}
+    print(
+        f"[3] PneumoniaMNIST quick preset (1,200 per split, up to 20 trials) under synthetic load "
+        f"(2 busy processes on 2 cores), budgets {', '.join(f'{b:.0f} s' for b in budgets)}, seeds 0..{draws - 1}:"
+    )
     try:
-        ref = tmp / "b_ref"
-        if reference:
-            must(
-                cli([str(pneumonia_config(tmp, "b_ref", train)), "--out", str(ref)]),
-                "uninterrupted under load",
-            )
-        run = tmp / "b_kill"
-        cfg = pneumonia_config(tmp, "b_kill", train)
-        must(cli([str(cfg), "--out", str(run)], kill_at="train/tune/trial0/epoch1"), "kill", killed=True)
-        time.sleep(5)  # the time between the crash and the resume is not the run's
-        must(cli(["--resume", str(run)]), "resume under load")
+        for seed in range(draws):
+            for budget_s in budgets:
+                train = {**QUICK, "budget_minutes": budget_s / 60, "n_trials": 20}
+                for kind in ("uninterrupted", "killed"):
+                    name = f"b{budget_s:.0f}_{kind}_s{seed}"
+                    # task and baseline come from a runs folder's cache across budgets (same seed)
+                    cfg = pneumonia_config(
+                        tmp, name, train, per_split=1200, seed=seed, runs=f"runs_{kind}_s{seed}"
+                    )
+                    run = tmp / name
+                    t = time.time()
+                    where = ""
+                    if kind == "uninterrupted":
+                        must(run_cli([str(cfg), "--out", str(run)]), name)
+                    else:
+                        phase = kill_at_time([str(cfg), "--out", str(run)], run, budget_s / 2)
+                        where = f", killed at {budget_s / 2:.0f} s into train (in {phase})"
+                        time.sleep(5)  # the time between the crash and the resume is not the run's
+                        must(run_cli(["--resume", str(run)]), f"resume {name}")
+                    per_phase, attempts = spent(run)
+                    total = sum(per_phase.values())
+                    ratios[kind].append(total / budget_s)
+                    print(
+                        f"    seed {seed}, budget {budget_s:.0f} s, {kind}{where}: train phases spent "
+                        f"{total:.1f} s = {total / budget_s:.0%} of the budget over {attempts} attempt(s) "
+                        f"(wall {time.time() - t:.0f} s incl. data, task, baseline, report)"
+                    )
+                    t = timings_of(run)
+                    print(
+                        f"      {phase_lines(per_phase, budget_s)}; final evaluation "
+                        f"{t.get('final evaluation seconds', 0):.1f} s (beat_baseline comparison "
+                        f"{t.get('beat_baseline comparison seconds', 0):.1f} s)"
+                    )
+                    for d in decisions(run):
+                        if any(w in d for w in ("time budget", "resumed after", "cut short")):
+                            print(f"      decision: {d}")
     finally:
         for p in load:
             p.kill()
-    print(f"[3] budget {budget_min * 60:.0f} s under synthetic load (2 busy processes on 2 cores):")
-    for name, where in (("uninterrupted", ref), ("killed in tune + resumed", run))[0 if reference else 1 :]:
-        print(f"    {name}: " + "; ".join(spent_vs_budget(where, budget_min * 60)))
-        for d in decisions(where):
-            if "time budget" in d or "resumed after" in d:
-                print(f"      decision: {d}")
+    for kind, rs in ratios.items():
+        over = sum(r <= 1.10 for r in rs)
+        within = sum(abs(r - 1) <= 0.10 for r in rs)
+        print(
+            f"[3] {kind}: spent/budget min {min(rs):.0%}, median {statistics.median(rs):.0%}, max {max(rs):.0%} "
+            f"over {len(rs)} runs; at most 110% of the budget in {over} of {len(rs)}, within 90-110% in {within}"
+        )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--parts", default="1,2,3")
-    ap.add_argument("--no-reference", action="store_true", help="part 3: only the killed and resumed run")
+    ap.add_argument("--draws", type=int, default=3, help="part 3: seeds per budget")
+    ap.add_argument("--budgets", default="60,120", help="part 3: budgets in seconds")
     args = ap.parse_args()
     parts = args.parts.split(",")
     print(f"# machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start (shared)")
@@ -261,7 +296,8 @@ def main() -> None:
         if "2" in parts:
             pneumonia_identity(Path(tmp) / "p")
         if "3" in parts:
-            budget_under_load(Path(tmp) / "b", reference=not args.no_reference)
+            budgets = [float(b) for b in args.budgets.split(",")]
+            budget_under_load(Path(tmp) / "b", budgets, args.draws)
 
 
 if __name__ == "__main__":

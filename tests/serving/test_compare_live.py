@@ -166,6 +166,10 @@ def test_bad_input(run, tmp_path):
     with pytest.raises(DataError, match=r"cannot find the task.*/nowhere/run.*--run-dir"):
         compare_live(other)
     assert compare_live(other, run_dir=run.run).n_labeled == 1
+    with pytest.raises(
+        DataError, match="--metric expected_cost: needs a binary task with business costs.* is multiclass"
+    ):
+        compare_live(other, run_dir=run.run, metric="expected_cost")
     with pytest.raises(DataError, match="--since 'noon'"):
         compare_live(other, since="noon")
 

@@ -87,6 +87,24 @@ def test_train_engine_resume_equals_uninterrupted(sets, tmp_path) -> None:
     assert ck["epoch"] == 4
 
 
+def test_train_engine_deadline_stops_inside_an_epoch(sets, tmp_path) -> None:
+    tr, va, eng = sets
+    hp = HParams(epochs=4, batch_size=8, lr=1e-2)
+    steps = len(tr) // 8
+    # a deadline already past: one step (so there are weights to score), the part-epoch scored
+    res = eng.fit(_net(), tr, va, hp, seed=0, deadline=0.0, checkpoint=tmp_path / "c.pt")
+    assert res.stopped == "time_budget" and len(res.history) == 1
+    assert res.history[0]["epoch_fraction"] == pytest.approx(8 / len(tr), abs=1e-3)
+    assert 0 < res.epochs_done < 1 and res.val_logits.shape == (len(va), 1)
+    assert not (tmp_path / "c.pt").exists()  # a part-epoch is never checkpointed: a resume redoes it
+    # a deadline that never binds changes nothing, and no record says epoch_fraction
+    free = eng.fit(_net(), tr, va, hp, seed=0, deadline=float("inf"))
+    plain = eng.fit(_net(), tr, va, hp, seed=0)
+    assert free.stopped == "completed" and steps > 1
+    assert free.history == plain.history and "epoch_fraction" not in free.history[-1]
+    np.testing.assert_array_equal(free.val_logits, plain.val_logits)
+
+
 def test_train_engine_non_finite_loss_is_reported(sets) -> None:
     tr, va, eng = sets
 

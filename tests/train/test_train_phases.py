@@ -3,6 +3,8 @@ it, the phase budget table, typed outcomes."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from closedloop.core.errors import ConfigError
@@ -103,3 +105,60 @@ def test_deadline_of_a_phase_missing_from_the_table_is_an_error(binary_digits, b
     assert sess.deadline("cross_validate") == sess.deadline("tune")  # shares the tune phase's time
     with pytest.raises(ConfigError, match="'polish' has no share"):
         sess.deadline("polish")
+
+
+def test_final_fit_plan_drops_members_then_epochs_and_a_resume_keeps_it(
+    binary_digits, binary_task, tmp_path
+) -> None:
+    import time
+
+    from closedloop.stages.train import TrainModel
+    from closedloop.stages.train.final_plan import PLAN_FILE, plan_final
+    from closedloop.stages.train.outcomes import Rung, ScaleUpOutcome
+    from closedloop.stages.train.phases.scale_up import rung_step_seconds
+
+    from .conftest import TINY, make_ctx
+
+    stage = TrainModel(**TINY)
+    sess = stage.make_session(stage.Inputs(data=binary_digits, task=binary_task), make_ctx(tmp_path))
+    rung = Rung(
+        rung=2,
+        params={},
+        n_parameters=1,
+        val_metric=0.9,
+        score=0.9,
+        best_epoch=1,
+        overfits=False,
+        val_loss_min_epoch=None,
+    )
+    sess.outcomes["scale_up"] = ScaleUpOutcome(rungs=[rung, rung], chosen=1, params={}, any_overfits=False)
+    sess.ctx.timings[rung_step_seconds(2)] = 0.1  # the chosen rung: 0.1 s per step, 10 steps an epoch
+    sess.budget_s = 100.0
+
+    def plan_final_(epochs: int, members: int) -> Any:
+        return plan_final(sess, epochs=epochs, members=members, n_rows=100, batch_size=10)
+
+    plan = plan_final_(10, 3)  # the budget starts now: nothing to cut
+    assert (plan.epochs, plan.members, plan.why) == (10, 3, None) and not sess.decisions
+    (sess.work / PLAN_FILE).unlink()
+    sess.t0 = time.time() - 80  # the final phase's deadline is 20 s away, 17 s of it for the fit
+    plan = plan_final_(10, 3)
+    assert (plan.epochs, plan.members) == (10, 1) and plan.shrunk
+    assert "ensemble members 3 -> 1" in sess.decisions[-1]["decision"]
+    sess.t0 = time.time() - 200  # resumed with no time left: the saved plan (its checkpoints') holds
+    assert plan_final_(10, 3) == plan
+    assert sess.decisions[-1]["decision"] == sess.decisions[-2]["decision"]  # said again, the same
+    (sess.work / PLAN_FILE).write_text("{", encoding="utf-8")  # damaged: planned again, never half read
+    sess.t0 = time.time() - 80
+    plan = plan_final_(30, 2)
+    assert plan.members == 1 and 14 <= plan.epochs <= 17
+    assert "epochs 30 -> " in sess.decisions[-1]["decision"]
+    # a slow machine (the baseline comparison took long): every earlier phase ends early enough to
+    # leave the final phase's evaluation its measured time, the final deadline stays the budget's end
+    from closedloop.stages.train.session import COMPARISON_SECONDS
+
+    sess.ctx.timings[COMPARISON_SECONDS] = 5.0  # reserve 6 x 5 s = 30 s, above 15% of the final's 20 s
+    assert sess.reserve() == pytest.approx(30.0)
+    assert sess.deadline("tune") == pytest.approx(sess.t0 + 70.0)  # its share would end at 90 s
+    assert sess.deadline("beat_baseline") == pytest.approx(sess.t0 + 13.0)  # unclamped: before 70 s
+    assert sess.deadline("final") == pytest.approx(sess.t0 + 100.0)

@@ -210,6 +210,9 @@ def test_train_tiny_budget_runs_the_minimum_and_gate_fail_raises(
     ev = json.loads((ctx.work_dir / "evaluation.json").read_text())
     texts = [d["decision"] for d in ev["decisions"]]
     assert any("too small for one trial" in t for t in texts), texts
+    # the clock cuts inside epochs and the one-batch check, and the log says what it cut
+    assert any(t.startswith("the time budget cut the one-batch check short") for t in texts), texts
+    assert any("fit cut short by the time budget after" in t for t in texts), texts
     assert "gate: fail" in str(err.value)
 
 

@@ -431,10 +431,10 @@ def compare_live(
         from closedloop.stats.promotion import Check, decide_promotion
 
         declared = metric or task.metric
-        if declared == "expected_cost" and task.costs is None:
+        if declared == "expected_cost" and (task.costs is None or task.problem_type != "binary"):
             raise DataError(
-                f"--metric expected_cost: the task ({task.source}) declares no business costs "
-                "(business.cost_false_negative)"
+                f"--metric expected_cost: needs a binary task with business costs (business.cost_false_negative); "
+                f"the task ({task.source}) is {task.problem_type} with costs {task.costs}"
             )
         own = [_threshold(Path(r)) for r in chall.run_dirs[-1:]]
         theirs = [_threshold(Path(r)) for r in champ.run_dirs[-1:]]

@@ -38,6 +38,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -222,40 +223,42 @@ def cost_comparison(
     )
 
 
-def _comparisons(
-    y: Any,
-    chall: Any,
-    champ: Any,
-    metrics: list[str],
-    problem_type: str,
-    *,
-    convention: Convention,
-    threshold: float | None,
-    champion_threshold: float | None,
-    costs: tuple[float, float] | None,
-    n_resamples: int,
-    seed: int,
-) -> list[TestComparison]:
+@dataclass(frozen=True)
+class Scoring:
+    """How both models are scored, the same in each part of the rule: the task, each model's own
+    threshold, the costs of ``expected_cost``, and the resampling."""
+
+    problem_type: str
+    convention: Convention = "standard"
+    threshold: float | None = None
+    champion_threshold: float | None = None
+    costs: tuple[float, float] | None = None
+    n_resamples: int = 1000
+    seed: int = 0
+
+
+def _comparisons(y: Any, chall: Any, champ: Any, metrics: list[str], s: Scoring) -> list[TestComparison]:
     """Challenger vs champion on each metric, in order, Holm over them. Threshold-dependent metrics
     of a binary task see each model's decisions at its own threshold; threshold-free ones
     (``auc``, ``log_loss``, ...) see the probabilities."""
-    own = problem_type == "binary"
+    own = s.problem_type == "binary"
     out: list[TestComparison] = []
     for m in metrics:
         if m == "expected_cost":
-            if problem_type != "binary" or costs is None:
+            if s.problem_type != "binary" or s.costs is None:
                 raise StatsError("metric 'expected_cost' needs a binary task and costs=(cost_fp, cost_fn)")
-            ca = at_own_threshold(chall, threshold) >= 0.5
-            cb = at_own_threshold(champ, champion_threshold) >= 0.5
-            out.append(cost_comparison(y, ca, cb, costs, n_resamples=n_resamples, seed=seed))
+            ca = at_own_threshold(chall, s.threshold) >= 0.5
+            cb = at_own_threshold(champ, s.champion_threshold) >= 0.5
+            out.append(cost_comparison(y, ca, cb, s.costs, n_resamples=s.n_resamples, seed=s.seed))
             continue
         if own and m not in THRESHOLD_FREE:
-            a, b, t = at_own_threshold(chall, threshold), at_own_threshold(champ, champion_threshold), 0.5
+            a, b = at_own_threshold(chall, s.threshold), at_own_threshold(champ, s.champion_threshold)
+            t = 0.5
         else:
-            a, b, t = chall, champ, threshold
+            a, b, t = chall, champ, s.threshold
         out += compare_family(
-            y, a, {"champion": b}, [m], problem_type,
-            convention=convention, threshold=t, n_resamples=n_resamples, seed=seed,
+            y, a, {"champion": b}, [m], s.problem_type,
+            convention=s.convention, threshold=t, n_resamples=s.n_resamples, seed=s.seed,
         )  # fmt: skip
     if len(out) > 1:
         adj = holm([c.p_value for c in out])
@@ -277,13 +280,14 @@ def non_inferiority(
     seed: int = 0,
 ) -> NonInferiority:
     """Part 2 of the rule on ``cases``: is ``challenger - champion`` no worse than ``margin``?"""
+    scoring = Scoring(problem_type, convention, threshold, champion_threshold, costs, n_resamples, seed)
+    return _non_inferiority(cases, metric, margin, scoring)
+
+
+def _non_inferiority(cases: PairedCases, metric: str, margin: float, s: Scoring) -> NonInferiority:
     if margin < 0:
         raise StatsError(f"the non-inferiority margin must be >= 0, got {margin}")
-    (c,) = _comparisons(
-        cases.y_true, cases.challenger_proba, cases.champion_proba, [metric], problem_type,
-        convention=convention, threshold=threshold, champion_threshold=champion_threshold,
-        costs=costs, n_resamples=n_resamples, seed=seed,
-    )  # fmt: skip
+    (c,) = _comparisons(cases.y_true, cases.challenger_proba, cases.champion_proba, [metric], s)
     ok = bool(c.bound95 >= -margin) if c.higher_is_better else bool(c.bound95 <= margin)
     side = "lower" if c.higher_is_better else "upper"
     sentence = (
@@ -334,30 +338,12 @@ def decide_promotion(
     (default: the challenger's, the old single-threshold behaviour); ``reference`` is the original
     test split for the non-inferiority part, judged within ``margin`` on the same metric."""
     champion_threshold = threshold if champion_threshold is None else champion_threshold
+    scoring = Scoring(problem_type, convention, threshold, champion_threshold, costs, n_resamples, seed)
     metrics = [metric, *[m for m in extra_metrics if m != metric]]
-    comps = _comparisons(
-        y_true, challenger_proba, champion_proba, metrics, problem_type,
-        convention=convention, threshold=threshold, champion_threshold=champion_threshold,
-        costs=costs, n_resamples=n_resamples, seed=seed,
-    )  # fmt: skip
+    comps = _comparisons(y_true, challenger_proba, champion_proba, metrics, scoring)
     d = comps[0]
     significant = bool(d.better and d.p_adjusted < alpha)
-    ni = (
-        non_inferiority(
-            reference,
-            metric=metric,
-            margin=margin,
-            problem_type=problem_type,
-            convention=convention,
-            threshold=threshold,
-            champion_threshold=champion_threshold,
-            costs=costs,
-            n_resamples=n_resamples,
-            seed=seed,
-        )  # fmt: skip
-        if reference is not None
-        else None
-    )
+    ni = _non_inferiority(reference, metric, margin, scoring) if reference is not None else None
     accept_metrics = {k: v for k, v in (acceptance or {}).items()}
     checks = [
         *acceptance_checks(

@@ -143,6 +143,14 @@ class FitResult:
     seconds: float
     val_logits: np.ndarray | None = None
     """Validation logits of the returned (best) weights."""
+    step_seconds: float | None = None
+    """Mean wall seconds of one training step in this process (None: no step taken); what the final
+    phase sizes its fit with (a budget input, never in an artifact)."""
+
+    @property
+    def epochs_done(self) -> float:
+        """Epochs trained, a part-epoch cut by the deadline counted by its share."""
+        return float(sum(float(r.get("epoch_fraction", 1.0)) for r in self.history))
 
 
 class Engine:
@@ -304,6 +312,9 @@ class Engine:
     ) -> FitResult:
         """Train ``net`` in place. ``on_epoch(epoch, record)`` may raise to stop (Optuna pruning).
 
+        With ``deadline`` (a ``time.time()`` value), the fit stops within one batch of it, after at
+        least one step: a part-epoch is scored and marked ``epoch_fraction`` in the history, and
+        ``stopped`` says ``time_budget``.
         With ``checkpoint``, the full state is saved after every epoch and a run finding the file resumes.
         Every random draw depends on ``seed`` (and the checkpoint) alone: the loop's generator, and the
         global RNG that dropout reads, seeded here and restored for the caller afterwards (a fit never
@@ -372,6 +383,8 @@ class Engine:
             best = (float(ck["best_score"]), int(ck["best_epoch"]), ck["best_state"])
         sampling = _sampler(hp, train, self.problem_type)
         stopped, step = "completed", start_epoch * steps_per_epoch
+        start_step, cut_in_epoch = step, deadline is not None and dist[1] == 1
+        loop_s, loop_steps = 0.0, 0
         for epoch in range(start_epoch, hp.epochs):
             model.train()
             if sampling is None:
@@ -379,9 +392,17 @@ class Engine:
             else:
                 perm = torch.multinomial(sampling, n, replacement=True, generator=g)
             perm = perm[dist[0] :: dist[1]]
-            tot, cnt = 0.0, 0
+            tot, cnt, cut = 0.0, 0, False
+            loop_t0, steps_before = time.perf_counter(), step
             for b in range(steps_per_epoch):
                 if max_steps is not None and step >= max_steps:
+                    break
+                # the deadline is read before every batch (a clock read costs ~0.1 us, a batch
+                # milliseconds), so a phase ends within one batch of its share of the budget; a fit
+                # always takes one step, so it has weights to score. Not under DDP: the ranks must
+                # agree where to stop, and one rank's clock read is not another's
+                if cut_in_epoch and step > start_step and time.time() > deadline:  # type: ignore[operator]
+                    cut = True
                     break
                 idx = perm[b * bs : (b + 1) * bs]
                 xb = self.to_input(train.x[idx], hp.augment, g)
@@ -407,10 +428,16 @@ class Engine:
                 step += 1
                 tot += float(loss.detach()) * len(idx)
                 cnt += len(idx)
+            loop_s, loop_steps = loop_s + time.perf_counter() - loop_t0, loop_steps + step - steps_before
             if dist[1] > 1:
                 _average_buffers(net, dist[1])
+            if cut and cnt == 0:  # nothing trained in this epoch: it is not one
+                stopped = "time_budget"
+                break
             rec: dict[str, float] = {"epoch": epoch + 1, "train_loss": tot / max(cnt, 1)}
             rec["lr"] = float(sched.get_last_lr()[0])
+            if cut:  # the part of the epoch done when the time ran out (only ever in a cut fit)
+                rec["epoch_fraction"] = round(cnt / max(len(perm), 1), 4)
             if val is not None and len(val):
                 ev = self.evaluate(self.predict_logits(net, val), val)
                 rec.update({f"val_{k}": v for k, v in ev.items()})
@@ -423,6 +450,10 @@ class Engine:
                 bad = 0
             else:
                 bad += 1
+            if cut:  # a part-epoch is scored (a fit cut in its first epoch has nothing else), never
+                # checkpointed or offered to pruning: a resume restarts it from the last whole epoch
+                stopped = "time_budget"
+                break
             if checkpoint is not None and dist[0] == 0:
                 _save_checkpoint(
                     checkpoint,
@@ -459,6 +490,7 @@ class Engine:
             best_score=None if val is None else float(best[0]),
             stopped=stopped,
             seconds=time.time() - t0,
+            step_seconds=loop_s / loop_steps if loop_steps else None,
             val_logits=val_logits,
         )
 

@@ -19,12 +19,15 @@ class Outcome(BaseModel):
 
 class SanityOutcome(Outcome):
     ok: bool
+    """The batch was fitted to the target (a run whose check failed stops; see ``cut_by_time``)."""
     losses: list[float]
     batch_size: int
     steps: int
     initial_loss: float | None
     final_loss: float | None
     target_loss: float | None
+    cut_by_time: bool = False
+    """The time budget ended the check before the target (inconclusive: ``ok`` is False, the run goes on)."""
 
 
 class BaselineOutcome(Outcome):

@@ -21,7 +21,7 @@ from closedloop.models.trained import ModelSpec, Preprocessing, TrainedModel
 from closedloop.stages.baseline import BaselineReport
 from closedloop.stages.task import TaskSpec
 from closedloop.stages.train.config import TrainConfig
-from closedloop.stages.train.engine import Engine, HParams, TensorSet, n_logits_for
+from closedloop.stages.train.engine import Engine, FitResult, HParams, TensorSet, n_logits_for
 from closedloop.stages.train.heldout import HeldOut
 from closedloop.stages.train.outcomes import Outcome
 from closedloop.stats.selection import SelectionBias
@@ -47,6 +47,17 @@ def trial_logits_file(number: int) -> str:
 
 
 DEFAULT_LOGITS_FILE = "default_val_logits.npy"
+
+# -- what the budget keeps for the work after the last fit ------------------------------------------
+COMPARISON_SECONDS = "beat_baseline comparison seconds"
+"""``ctx.timings`` label: the beat_baseline phase's baseline refit and paired bootstrap on validation."""
+RESERVE_SHARE = 0.15
+"""Least share of the last phase's budget kept for its work after the fit."""
+RESERVE_FACTOR = 6.0
+"""The final phase's work besides its fit (the test evaluation and its bootstrap intervals, the
+baseline's refit, the selection bias, calibration, figures) costs about this many times the
+beat_baseline comparison, the same kinds of work on one split (3.4 to 7.8 times in
+benchmarks/bench_train_resume.py's runs under load)."""
 
 
 @dataclass
@@ -88,7 +99,9 @@ class TrainSession:
 
     # -- time -----------------------------------------------------------------------------------
     def deadline(self, phase: str) -> float:
-        """End of ``phase``'s share of the budget (unused time of earlier phases rolls over)."""
+        """End of ``phase``'s share of the budget (unused time of earlier phases rolls over). No phase
+        before the last ends later than the budget's end less :meth:`reserve`: on a slow machine the
+        last phase's work after its fit, which no deadline can cut, must still fit in the budget."""
         if phase not in self.budget:
             raise ConfigError(
                 f"train: phase {phase!r} has no share in the time budget table {list(self.budget)}"
@@ -98,10 +111,33 @@ class TrainSession:
             upto += share
             if p == phase:
                 break
-        return self.t0 + upto * self.budget_s
+        end = self.t0 + upto * self.budget_s
+        if phase == list(self.budget)[-1]:
+            return end
+        return min(end, self.t0 + self.budget_s - self.reserve())
+
+    def reserve(self) -> float:
+        """Seconds kept at the end of the budget for the last phase's work after its fit: the larger
+        of a share of that phase's budget and an estimate from the beat_baseline comparison's time
+        (0 until measured), so it grows with the machine's slowness."""
+        last = list(self.budget.values())[-1] if self.budget else 0.0
+        measured = RESERVE_FACTOR * float(self.ctx.timings.get(COMPARISON_SECONDS, 0.0))
+        return max(RESERVE_SHARE * last * self.budget_s, measured)
 
     def elapsed(self) -> float:
         return time.time() - self.t0
+
+    def note_cut(self, phase: str, what: str, res: FitResult, planned: int) -> None:
+        """Say in the decision log when the time budget cut a fit short (a fit the clock did not cut
+        adds nothing, so the log of a run the budget does not bind is the same however it ran)."""
+        if res.stopped != "time_budget":
+            return
+        done = round(res.epochs_done, 2)
+        self.decide(
+            phase,
+            f"{what} cut short by the time budget after {done:g} of {planned} epoch(s)",
+            {"epochs_done": done, "epochs_planned": planned},
+        )
 
     def note_time(self, label: str, seconds: float) -> None:
         """A wall time the budget uses later (kept in ``ctx.timings``, never in artifacts)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,12 @@ from closedloop.models.trained import logits_to_proba
 from closedloop.stages.train import plots
 from closedloop.stages.train.outcomes import BaselineOutcome
 from closedloop.stages.train.phases.base import Phase
-from closedloop.stages.train.session import DEFAULT_LOGITS_FILE, TrainSession, selection_value
+from closedloop.stages.train.session import (
+    COMPARISON_SECONDS,
+    DEFAULT_LOGITS_FILE,
+    TrainSession,
+    selection_value,
+)
 
 EPOCH_SECONDS = "beat_baseline seconds per epoch"
 """``ctx.timings`` label: the tune phase sizes its minimum trial with it."""
@@ -53,7 +59,14 @@ def beat_baseline(sess: TrainSession, params: dict[str, Any], baseline: Any) -> 
         deadline=sess.deadline("beat_baseline"),
         label="train/beat_baseline",
     )
-    sess.note_time(EPOCH_SECONDS, res.seconds / max(len(res.history), 1))
+    n, bs = len(sess.train), min(hp.batch_size, len(sess.train))
+    epoch_s = (  # from the training steps, so a fit the clock cut early is not read as a slow one
+        res.step_seconds * max(1, n // max(bs, 1))
+        if res.step_seconds
+        else res.seconds / max(res.epochs_done, 1e-3)
+    )
+    sess.note_time(EPOCH_SECONDS, epoch_s)
+    sess.note_cut("beat_baseline", "the default model's fit", res, hp.epochs)
     sess.curves["default model"] = res.history
     plots.curves(
         sess.figure(
@@ -78,6 +91,7 @@ def beat_baseline(sess: TrainSession, params: dict[str, Any], baseline: Any) -> 
             {"val_" + task.primary_metric: value},
         )
         return out
+    t0 = time.perf_counter()
     try:
         from closedloop.stats.paired import compare
 
@@ -97,6 +111,7 @@ def beat_baseline(sess: TrainSession, params: dict[str, Any], baseline: Any) -> 
         out.comparison = {"error": f"{type(exc).__name__}: {exc}"}
         sess.decide("beat_baseline", f"could not compare with the baseline ({exc})", {})
         return out
+    sess.note_time(COMPARISON_SECONDS, time.perf_counter() - t0)
     out.comparison = cmp
     better = cmp["delta"] > 0 if cmp["higher_is_better"] else cmp["delta"] < 0
     verdict = "beats" if better and cmp["p_one_sided"] < 0.05 else "does not significantly beat"

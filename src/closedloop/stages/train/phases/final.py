@@ -3,6 +3,7 @@ and the single opening of the test split (:mod:`.evaluate`)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ from closedloop.stages.train.calibration import (
     fold_logit_bias,
 )
 from closedloop.stages.train.engine import HParams, TensorSet
+from closedloop.stages.train.final_plan import EVALUATION_SECONDS, fit_deadline, plan_final
 from closedloop.stages.train.heldout import INFO_KEY, fit_rows
 from closedloop.stages.train.outcomes import CrossValidateOutcome, FinalOutcome, TunedConfig, TuneOutcome
 from closedloop.stages.train.phases.base import Phase
@@ -41,8 +43,9 @@ class Final(Phase):
         if tuned is None:
             raise StageFailedError("train: the final fit needs the tune phase's outcome")
         model, fin = final_fit(sess, tuned)
-        ev = evaluate_on_test(sess, model, fin.val_proba, fin.heldout_proba, sess.baseline)
-        sess.selection = selection_evidence(sess, tuned)
+        with sess.ctx.timed(EVALUATION_SECONDS):
+            ev = evaluate_on_test(sess, model, fin.val_proba, fin.heldout_proba, sess.baseline)
+            sess.selection = selection_evidence(sess, tuned)
         sess.model = model
         sess.beats_baseline = ev.beats_baseline
         return FinalOutcome(
@@ -101,17 +104,35 @@ def final_fit(sess: TrainSession, tuned: TunedConfig) -> tuple[TrainedModel, Fin
     else:
         fitted_on = f"train + {len(fit_idx)} of {plan.n_val} validation samples"
     sess.decide("final", plan.note, {"n_heldout": len(plan.indices), "n_val": plan.n_val, "fit": fitted_on})
+    # the final fit has its share of the budget: fewer members, then fewer epochs, when time is short
+    n_fit = len(sess.train if cfg.final_fit == "train" else fit_data)
+    size = plan_final(sess, epochs, cfg.final_seeds, n_fit, hp.batch_size)
+    epochs, hp, deadline = size.epochs, hp.with_(epochs=size.epochs), fit_deadline(sess)
     nets, histories = [], {}
-    for s in range(cfg.final_seeds):
+    for s in range(size.members):
+        if s > 0 and time.time() > deadline:
+            sess.decide("final", f"time budget spent: the ensemble keeps {s} of {size.members} members", {})
+            break
         seed = sess.seed("final", "member", s)
         net = sess.build(mp, seed)
         ckpt, label = sess.work / f"final_seed{s}.pt", f"train/final/member{s}"
         if cfg.final_fit == "train":
-            res = eng.fit(net, sess.train, sess.val, hp, seed=seed, checkpoint=ckpt, label=label)
+            res = eng.fit(
+                net, sess.train, sess.val, hp, seed=seed, checkpoint=ckpt, deadline=deadline, label=label
+            )
         else:
             res = eng.fit(
-                net, fit_data, None, hp, seed=seed, checkpoint=ckpt, restore_best=False, label=label
+                net,
+                fit_data,
+                None,
+                hp,
+                seed=seed,
+                checkpoint=ckpt,
+                restore_best=False,
+                deadline=deadline,
+                label=label,
             )
+        sess.note_cut("final", f"member {s}'s fit", res, epochs)
         histories[f"final seed {s}"] = res.history
         nets.append(net.cpu().eval())
     sess.curves.update(histories)
@@ -173,7 +194,7 @@ def final_fit(sess: TrainSession, tuned: TunedConfig) -> tuple[TrainedModel, Fin
     sess.decide(
         "final",
         f"trained the chosen configuration on {fitted_on} for {epochs} epoch(s) "
-        f"({cfg.final_seeds} seed(s)); {_calibration_text(calibrated, temperature, bias, cal_on, len(cal_y))}"
+        f"({len(nets)} seed(s)); {_calibration_text(calibrated, temperature, bias, cal_on, len(cal_y))}"
         + (f"; operating threshold {threshold:.3f}: {why}" if threshold is not None else ""),
         {
             "epochs": epochs,
@@ -181,7 +202,7 @@ def final_fit(sess: TrainSession, tuned: TunedConfig) -> tuple[TrainedModel, Fin
             "temperature": temperature,
             "logit_bias": [float(b) for b in bias],
             "threshold": threshold,
-            "seeds": cfg.final_seeds,
+            "seeds": len(nets),
             "evaluated_on": evaluated_on,
         },
     )
@@ -199,7 +220,7 @@ def final_fit(sess: TrainSession, tuned: TunedConfig) -> tuple[TrainedModel, Fin
             "fitted_on": fitted_on,
             "epochs": epochs,
             "hparams": hp.as_dict(),
-            "seeds": cfg.final_seeds,
+            "seeds": len(nets),
             "threshold_rule": why,
             "calibration": calibrated,
             "calibrated_on": cal_on,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import torch
@@ -34,15 +35,47 @@ def sanity(sess: TrainSession, params: dict) -> SanityOutcome:
     idx = rng.permutation(len(sess.train))[: cfg.sanity_batch]
     batch = sess.train.subset(idx)
     net = sess.build(params, sess.ctx.seed)
-    deadline = sess.deadline("sanity") + 30  # the sanity check is cheap; never skip it for time
+    # a grace as long as its own share (proportional to the budget, so a short budget stays short):
+    # the check is cheap, and a slow machine should not make it inconclusive
+    deadline = sess.deadline("sanity") + Sanity.budget_share * sess.budget_s
+    steps = cfg.sanity_steps or 1
     losses = eng.overfit_batch(
-        net, batch, steps=cfg.sanity_steps or 1, lr=cfg.sanity_lr, deadline=deadline, label="train/sanity"
+        net, batch, steps=steps, lr=cfg.sanity_lr, deadline=deadline, label="train/sanity"
     )
     target = None
     if losses:
         target = max(0.05 * losses[0], 0.02) if sess.task.problem_type != "regression" else 0.05 * losses[0]
+    # the loop stopped before its steps with a finite loss above the target: the clock stopped it
+    cut = bool(
+        losses
+        and target is not None
+        and len(losses) < steps
+        and all(math.isfinite(v) for v in losses)
+        and losses[-1] > target
+        and time.time() > deadline
+    )
     plots.sanity(sess.figure("sanity.png", "Training loss on one fixed batch", "sanity"), losses)
     ok = bool(losses and math.isfinite(losses[-1]) and target is not None and min(losses) <= target)
+    if not ok and cut and target is not None:
+        # the clock, not the model, ended it: inconclusive, not failed (a failure stops the run)
+        trend = "falling" if min(losses) < losses[0] else "not falling yet"
+        sess.decide(
+            "sanity",
+            f"the time budget cut the one-batch check short after {len(losses)} step(s), before the target "
+            f"(loss {losses[0]:.3g} -> {min(losses):.3g}, target {target:.3g}, {trend}): inconclusive; "
+            "continuing",
+            {"batch_size": len(idx), "steps": len(losses), "target_loss": target, "cut_by_time": True},
+        )
+        return SanityOutcome(
+            ok=False,
+            losses=losses,
+            batch_size=len(idx),
+            steps=len(losses),
+            initial_loss=losses[0],
+            final_loss=losses[-1],
+            target_loss=target,
+            cut_by_time=True,
+        )
     evidence = {
         "batch_size": len(idx),
         "steps": len(losses),

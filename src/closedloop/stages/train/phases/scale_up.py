@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from closedloop.models.registry import n_parameters
 from closedloop.stages.train import plots
 from closedloop.stages.train.outcomes import Rung, ScaleUpOutcome
 from closedloop.stages.train.phases.base import Phase
@@ -29,6 +30,11 @@ LADDER_COLUMNS = (
 def rung_seconds(rung: int) -> str:
     """``ctx.timings`` label of rung ``rung``'s (1-based) fit."""
     return f"scale_up rung {rung}"
+
+
+def rung_step_seconds(rung: int) -> str:
+    """``ctx.timings`` label: seconds per training step of rung ``rung`` (sizes the final fit)."""
+    return f"scale_up rung {rung} seconds per step"
 
 
 class ScaleUp(Phase):
@@ -85,17 +91,20 @@ def scale_up(sess: TrainSession, rungs: list[dict[str, Any]]) -> ScaleUpOutcome:
             break
         seed = sess.seed("scale_up", "rung", r)
         net = sess.build(params, seed)
-        n_par = sum(p.numel() for p in net.parameters())
         res = eng.fit(
             net,
             sess.train,
             sess.val,
             hp,
             seed=seed,
-            deadline=deadline if r > 0 else None,
+            deadline=deadline,  # the first rung too: cut, it still scores what it trained
             label=f"train/scale_up/rung{r + 1}",
         )
+        n_par = n_parameters(net)  # after the fit: a tree ensemble's size is its leaves
         sess.note_time(rung_seconds(r + 1), round(res.seconds, 1))
+        sess.note_cut("scale_up", f"rung {r + 1}", res, hp.epochs)
+        if res.step_seconds is not None:
+            sess.note_time(rung_step_seconds(r + 1), res.step_seconds)
         name = f"rung {r + 1}: " + ", ".join(f"{k}={v}" for k, v in params.items())
         runs[name] = res.history
         sess.curves[name] = res.history

@@ -1,0 +1,123 @@
+"""How much final fit the time left buys. The final phase has its share of the budget like the others:
+before fitting, it compares the time the chosen epochs and ensemble members would take (the chosen
+capacity rung's seconds per training step times the final fit's steps) with the time left to its
+deadline, less a reserve for calibration and the test evaluation, and drops ensemble members first
+(a luxury), then epochs (never below one), saying in the decision log what it cut and why.
+
+The plan is saved in ``work/final_plan.json`` before the first fit: a final fit killed and resumed
+keeps the plan its checkpoints were trained under (the schedule of the learning rate depends on the
+number of epochs), so a resumed run ends like an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+from pydantic import BaseModel, ValidationError
+
+from closedloop.core.io import to_json, write_text_atomic
+from closedloop.stages.train.outcomes import ScaleUpOutcome
+from closedloop.stages.train.phases.scale_up import rung_step_seconds
+from closedloop.stages.train.session import TrainSession
+
+PLAN_FILE = "final_plan.json"
+
+EVALUATION_SECONDS = "final evaluation seconds"
+"""``ctx.timings`` label: what follows the final fit (the test evaluation, its bootstrap intervals,
+the baseline's refit, the selection bias)."""
+
+
+class FinalPlan(BaseModel):
+    """The final fit's size, as chosen before it started."""
+
+    epochs: int
+    members: int
+    asked_epochs: int
+    asked_members: int
+    seconds_per_epoch: float | None
+    """Estimated for the final fit's rows (None: no earlier phase measured one)."""
+    why: str | None = None
+    """What was cut and why (None: nothing was)."""
+
+    @property
+    def shrunk(self) -> bool:
+        return (self.epochs, self.members) != (self.asked_epochs, self.asked_members)
+
+
+def epoch_seconds(sess: TrainSession, n_rows: int, batch_size: int) -> float | None:
+    """Seconds one epoch of ``n_rows`` rows in batches of ``batch_size`` takes: the chosen capacity
+    rung's measured seconds per training step (the same network; a cut fit measures it as well as a
+    whole one) times the steps of an epoch (None: the rung's fit took no step here). A budget input
+    only: it never enters an artifact of a run the budget does not bind."""
+    ladder = sess.get(ScaleUpOutcome)
+    if ladder is None or not ladder.rungs:
+        return None
+    step_s = sess.ctx.timings.get(rung_step_seconds(ladder.rung.rung))
+    if not step_s:
+        return None
+    return float(step_s) * max(1, n_rows // max(1, min(batch_size, n_rows)))
+
+
+def fit_deadline(sess: TrainSession) -> float:
+    """``time.time()`` by which the final fit stops (mid-epoch if the estimate was wrong): the final
+    deadline less :meth:`TrainSession.reserve` for the evaluation after it; relative to the session's
+    clock, so a resumed attempt has what the interrupted ones left."""
+    return sess.deadline("final") - sess.reserve()
+
+
+def plan_final(sess: TrainSession, epochs: int, members: int, n_rows: int, batch_size: int) -> FinalPlan:
+    """The saved plan of an interrupted attempt, or a new one fitted to the time left."""
+    path = sess.work / PLAN_FILE
+    if path.is_file():
+        try:
+            plan = FinalPlan.model_validate(json.loads(path.read_text(encoding="utf-8")))
+            if (plan.asked_epochs, plan.asked_members) == (epochs, members):
+                return _announce(sess, plan)
+        except (ValueError, ValidationError):  # damaged: never read half of it, plan again
+            pass
+    left = fit_deadline(sess) - time.time()
+    per_epoch = epoch_seconds(sess, n_rows, batch_size)
+    e, m, why = epochs, members, None
+    if per_epoch is not None and epochs * members * per_epoch > left:
+        need = epochs * members * per_epoch
+        m = max(1, min(members, math.floor(left / (epochs * per_epoch))))
+        if m == 1 and epochs * per_epoch > left:
+            e = max(1, min(epochs, math.floor(left / per_epoch)))
+        cut = [] if (m, e) != (members, epochs) else ["nothing left to cut (one member, one epoch)"]
+        if m < members:
+            cut.append(f"ensemble members {members} -> {m}")
+        if e < epochs:
+            cut.append(f"epochs {epochs} -> {e}")
+        why = (
+            f"the time budget left for the final fit ({max(left, 0):.0f} s, keeping "
+            f"{sess.reserve():.0f} s for calibration and the test evaluation) is "
+            f"short of the {need:.0f} s that {members} member(s) x {epochs} epoch(s) would take at "
+            f"~{per_epoch:.2g} s per epoch: " + ", ".join(cut) + "; the fit stops at its deadline"
+        )
+    plan = FinalPlan(
+        epochs=e,
+        members=m,
+        asked_epochs=epochs,
+        asked_members=members,
+        seconds_per_epoch=per_epoch,
+        why=why,
+    )
+    write_text_atomic(path, to_json(plan.model_dump()))
+    return _announce(sess, plan)
+
+
+def _announce(sess: TrainSession, plan: FinalPlan) -> FinalPlan:
+    if plan.why:
+        sess.decide(
+            "final",
+            plan.why,
+            {
+                "epochs": plan.epochs,
+                "members": plan.members,
+                "asked_epochs": plan.asked_epochs,
+                "asked_members": plan.asked_members,
+            },
+        )
+    return plan
