@@ -135,14 +135,36 @@ def main() -> None:
     est_in: list[tuple[bool, dict[str, float]]] = []
     est_test: list[tuple[bool, dict[str, float]]] = []
 
+    # per window: draw, flagged, domain-flagged, |CBPE - realized|, |weighted calibration - realized|
     def gap(r: dict[str, Any], y: np.ndarray, proba: np.ndarray) -> tuple[bool, dict[str, float]]:
         real = realized(["auc", "acc"], y, proba, "binary", r_threshold[0])
         point = r["estimated"] or r["estimate_withheld"]
+        weighted = r.get("estimate_weighted") or {}
+        domain_flag = (
+            "domain classifier" in r["estimate_reason"] or "importance weights" in r["estimate_reason"]
+        )
+        domain_rows.append(
+            {
+                "draw": current_draw[0],
+                "flagged": not r["estimate_reliable"],
+                "domain": domain_flag,
+                "auc": (r.get("domain") or {}).get("auc", float("nan")),
+                "ess_fraction": (r.get("domain") or {}).get("ess_fraction", float("nan")),
+                "err": max(abs(point[m] - real[m]) for m in ("auc", "acc")),
+                "err_weighted": max(abs(weighted[m] - real[m]) for m in ("auc", "acc"))
+                if weighted
+                else float("nan"),
+            }
+        )
         return (not r["estimate_reliable"], {m: abs(point[m] - real[m]) for m in ("auc", "acc")})
+
+    domain_rows: list[dict[str, Any]] = []
+    current_draw = [0]
 
     r_threshold = [0.5]
     Xt, yt = test_halves()[args.half]
     for d in range(args.draws):
+        current_draw[0] = d
         rng = np.random.default_rng([19, d])
         perm = rng.permutation(len(yu))
         pool, rest = np.sort(perm[: args.pool]), perm[args.pool :]
@@ -165,6 +187,7 @@ def main() -> None:
             idx = rng.choice(rest, 200, replace=False)
             r = mon.evaluate(full.take(idx), seed=[d, w])
             est_in.append(gap(r, yu[idx], proba_u[idx]))
+            domain_rows[-1]["kind"] = "in"
             alarms_new.append(r["min_p"] <= thr["alarm"])
             alarms_old.append(r["min_p"] <= thr["alarm_marginal"])
         rates_new.append(float(np.mean(alarms_new)))
@@ -183,6 +206,7 @@ def main() -> None:
                 if o == 0:
                     r = mon.evaluate(full.take(widx), seed=[d, 200 + k], stream=status)
                     est_in.append(gap(r, yu[widx], proba_u[widx]))
+                    domain_rows[-1]["kind"] = "in"
             stream_fa.append(st.alarm_at is not None)
         # the test distribution as a stream: three windows of 200 (each without repeats) = 600 rows
         tsample = Sample(features=feats_t, embeddings=profile.reduce(emb_t), proba=proba_t)
@@ -195,6 +219,7 @@ def main() -> None:
                 ).model_dump()
                 r = mon.evaluate(tsample.take(widx), seed=[d, 500 + 3 * o + k], stream=status)
                 est_test.append(gap(r, yt[widx], proba_t[widx]))
+                domain_rows[-1]["kind"] = "test"
                 tdist["win_new"].append(r["min_p"] <= thr["alarm"])
                 tdist["win_old"].append(r["min_p"] <= thr["alarm_marginal"])
             tdist["600"].append(st.alarm_at)
@@ -282,6 +307,30 @@ def main() -> None:
         "   targets: in-distribution <= 10% flagged and the unflagged within 0.03; test distribution: every window"
     )
     print("   within 0.03 or flagged (with its reason)")
+    print(
+        f"\n5. Domain classifier (reference rows vs the window; flag at p <= {info0.domain_alpha}, or ESS fraction < "
+        f"{info0.min_ess_fraction}) and the importance-weighted calibration"
+    )
+    for kind, label in (("in", "unseen in-distribution"), ("test", f"test distribution ({args.half} half)")):
+        rows = [r for r in domain_rows if r.get("kind") == kind]
+        if not rows:
+            continue
+        per_draw = [
+            np.mean([r["domain"] for r in rows if r["draw"] == d]) for d in sorted({r["draw"] for r in rows})
+        ]
+        auc = np.array([r["auc"] for r in rows])
+        essf = np.array([r["ess_fraction"] for r in rows])
+        err, errw = np.array([r["err"] for r in rows]), np.array([r["err_weighted"] for r in rows])
+        print(
+            f"   {label}: {len(rows)} windows; domain-flagged {np.mean([r['domain'] for r in rows]):.1%} "
+            f"(per draw: median {np.median(per_draw):.0%}, 90th pct {np.quantile(per_draw, 0.9):.0%}, max {max(per_draw):.0%}); "
+            f"domain AUC median {np.nanmedian(auc):.3f} (10th-90th {np.nanquantile(auc, 0.1):.3f}-{np.nanquantile(auc, 0.9):.3f}); "
+            f"ESS fraction median {np.nanmedian(essf):.2f} (min {np.nanmin(essf):.2f})"
+        )
+        print(
+            f"     max(|AUC err|, |ACC err|) over all windows: CBPE median {np.median(err):.3f}, within 0.03 {np.mean(err <= 0.03):.0%}; "
+            f"importance-weighted calibration median {np.nanmedian(errw):.3f}, within 0.03 {np.nanmean(errw <= 0.03):.0%}"
+        )
     print(f"total {time.time() - t0:.0f} s")
 
 

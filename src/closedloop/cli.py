@@ -42,6 +42,7 @@ def _pipeline(args: argparse.Namespace) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    args.set += [f"train.workers={args.workers}"] if args.workers else []  # docs/scaling.md
     pipeline = _pipeline(args)
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
     result = pipeline.run(
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--no-cache", action="store_true", help="do not reuse identical stages from earlier runs"
     )
+    run.add_argument("--workers", type=int, metavar="N", help="tuning trials in N processes on one study")
     run.set_defaults(func=cmd_run)
 
     val = sub.add_parser("validate", help="check a config without running it")

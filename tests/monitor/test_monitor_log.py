@@ -38,7 +38,14 @@ def _log(tmp: Path, run) -> tuple[Path, list[str]]:
     write(log, "requests-a-000001.jsonl", recs[100::2])
     write(log, "requests-b-000000.jsonl", recs[1::2], tail='{"kind": "request", "reque')
     write(log, "requests-b-000000.jsonl", [])
-    fb = [feedback(ids[r], run.names[int(run.y[r])], t=400 + r, index=r % 2) for r in range(0, 300, 5)]
+    # every 5th row labeled at random (marked so); every 7th not on it labeled by someone else's choice
+    fb = [
+        feedback(ids[r], run.names[int(run.y[r])], t=400 + r, index=r % 2, random=True)
+        for r in range(0, 300, 5)
+    ]
+    fb += [
+        feedback(ids[r], run.names[int(run.y[r])], t=800 + r, index=r % 2) for r in range(0, 300, 7) if r % 5
+    ]
     write(log, "feedback-c-000000.jsonl", fb)
     return log, ids
 
@@ -71,6 +78,10 @@ def test_monitor_reads_a_log_directory(run, tmp_path, capsys):
     w0 = res["windows"][0]
     truth = float((run.proba[0:100:5].argmax(1) == run.y[0:100:5]).mean())
     assert w0["n_labeled"] == 20 and w0["realized"]["acc"] == pytest.approx(truth)
+    # labels not marked random never enter realized metrics (they are counted and named)
+    assert w0["n_labeled_not_random"] == len([r for r in range(0, 100, 7) if r % 5])
+    assert res["log"]["n_labeled_not_random"] == len([r for r in range(0, 300, 7) if r % 5])
+    assert any("not marked random" in w for w in res["log"]["warnings"])
     assert res["log"]["n_labeled"] == 60 and any("truncated" in w for w in res["log"]["warnings"])
     assert "never trained on" in res["evaluated_on"]
     # the review queue: unlabeled rows only, with what POST /feedback needs

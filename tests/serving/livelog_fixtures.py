@@ -114,8 +114,11 @@ def request(
     }
 
 
-def feedback(request_id: str, label: Any, *, t: float, index: int = 0) -> dict[str, Any]:
-    return {"kind": "feedback", "request_id": request_id, "index": index, "label": label, "time": stamp(t)}
+def feedback(
+    request_id: str, label: Any, *, t: float, index: int = 0, random: bool | None = None
+) -> dict[str, Any]:
+    rec = {"kind": "feedback", "request_id": request_id, "index": index, "label": label, "time": stamp(t)}
+    return rec if random is None else {**rec, "random": random}
 
 
 def write(log_dir: Path, name: str, records: list[dict[str, Any]], tail: str = "") -> Path:

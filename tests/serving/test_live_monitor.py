@@ -89,14 +89,17 @@ def test_realized_metrics_from_feedback(run, tmp_path):
     ids = _traffic(tmp_path, run, run.X[:120], run.proba[:120])
     names = run.names
     # feedback for the first 80 requests, written by another worker, one of them a name the model lacks
-    fb = [feedback(ids[i], names[int(run.y[i])], t=500 + i) for i in range(80)]
-    fb.append(feedback(ids[80], "cat", t=600))
+    fb = [feedback(ids[i], names[int(run.y[i])], t=500 + i, random=True) for i in range(80)]
+    fb.append(feedback(ids[80], "cat", t=600, random=True))
+    # labels not chosen at random (all wrong here) never enter realized metrics
+    fb += [feedback(ids[i], names[(int(run.y[i]) + 1) % len(names)], t=700 + i) for i in range(90, 100)]
     write(tmp_path, "feedback-w9-000000.jsonl", fb)
     status = LiveMonitor(run.run, tmp_path, window=200).status()
     truth = float((run.proba[:80].argmax(1) == run.y[:80]).mean())
-    assert status.n_feedback == 81 and status.n_feedback_window == 80
+    assert status.n_feedback == 91 and status.n_feedback_window == 80
     assert status.realized["acc"] == pytest.approx(truth)
     assert any("'cat'" in w for w in status.log_warnings)
+    assert any("10 feedback label(s) not marked random" in w for w in status.log_warnings)
 
 
 def test_cold_start_on_a_large_log_equals_reading_it_as_it_grew(run, tmp_path):
@@ -108,7 +111,7 @@ def test_cold_start_on_a_large_log_equals_reading_it_as_it_grew(run, tmp_path):
     for log in (cold_dir, warm_dir):  # the monitor that started early now reads only what is appended
         ids = _traffic(log, run, run.X[10:120], run.proba[10:120], t0=10, prefix="s")
         ids = [f"r{k}" for k in range(10)] + ids
-        fb = [feedback(ids[i], run.names[int(run.y[i])], t=500 + i) for i in range(80)]
+        fb = [feedback(ids[i], run.names[int(run.y[i])], t=500 + i, random=True) for i in range(80)]
         write(log, "feedback-w9-000000.jsonl", fb)
     cold = LiveMonitor(run.run, cold_dir, window=20).status()
     grown = warm.status()

@@ -58,3 +58,10 @@ def network_kind(net: nn.Module) -> str:
     ensemble holding a booster, else ``"network"``."""
     members = list(getattr(net, "members", [net]))
     return "trees" if members and all(hasattr(m, "lgb_booster") for m in members) else "network"
+
+
+def n_parameters(net: nn.Module) -> int:
+    """Fitted values of a model: a network's parameters; a tree ensemble's leaves (each a fitted
+    value) plus its head."""
+    leaves = sum(m.n_leaves() for m in getattr(net, "members", [net]) if hasattr(m, "n_leaves"))
+    return int(leaves + sum(p.numel() for p in net.parameters()))

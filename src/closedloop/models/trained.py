@@ -176,7 +176,10 @@ class TrainedModel(Artifact):
         return self._batched(X, "features", batch_size)
 
     def n_parameters(self) -> int:
-        return sum(p.numel() for p in self.network.parameters())
+        """Parameters of a network; leaves (+ head) of a tree ensemble."""
+        from closedloop.models.registry import n_parameters
+
+        return n_parameters(self.network)
 
     # -- persistence ----------------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:

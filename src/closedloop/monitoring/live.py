@@ -30,7 +30,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from closedloop.core.config import PluginSpec
-from closedloop.core.errors import ConfigError
+from closedloop.core.errors import ConfigError, DataError
 from closedloop.monitoring.drift.base import Sample
 from closedloop.monitoring.estimate import realized
 from closedloop.monitoring.logreader import (
@@ -44,6 +44,7 @@ from closedloop.monitoring.logreader import (
 )
 from closedloop.monitoring.monitor import MIN_WINDOW, Monitor, find_profile_dir
 from closedloop.monitoring.profile import ReferenceProfile, summary_features
+from closedloop.monitoring.spotcheck import recorded_picks
 from closedloop.monitoring.stream import StreamStatus, StreamTest, stream_scores
 
 _ID_RE = re.compile(rb'"request_id"\s*:\s*"([^"]*)"')
@@ -182,10 +183,16 @@ class LiveMonitor:
         self._tail = LogTail(self.log_dir)
         self._buffer: list[_Entry] = []
         self._proba_by_key: dict[tuple[str, int], np.ndarray] = {}
-        self._pending: dict[tuple[str, int], Any] = {}
-        self._labeled: deque[tuple[np.ndarray, Any]] = deque(maxlen=self.window)
+        self._pending: dict[tuple[str, int], tuple[Any, bool]] = {}
+        # (probabilities, label, chosen at random): only random labels enter realized metrics
+        self._labeled: deque[tuple[np.ndarray, Any, bool]] = deque(maxlen=self.window)
         self._counts = {"records": 0, "canary": 0, "shadow": 0, "errors": 0, "feedback": 0, "other": 0}
         self._notes: list[str] = []
+        try:  # rows a recorded spot check picked count as random without the feedback's mark
+            self._picks = recorded_picks(self.run_dir)
+        except DataError as exc:
+            self._picks = set()
+            self._notes.append(str(exc))
         self._stream = StreamTest(profile.stream, info.stream_alpha, seed=seed) if profile.stream else None
         self._cached: LiveStatus | None = None
         self._lock = threading.Lock()  # the server may ask for a status from several threads at once
@@ -213,7 +220,7 @@ class LiveMonitor:
                 key = (rec.request_id, i)
                 self._proba_by_key[key] = row
                 if key in self._pending:
-                    self._add_label(row, self._pending.pop(key))
+                    self._add_label(row, *self._pending.pop(key))
         _trim_fifo(self._proba_by_key, self.max_join)
         if self._stream is not None and fresh:  # arrival order: time, then file and line
             fresh.sort(key=lambda e: e.order)
@@ -223,10 +230,11 @@ class LiveMonitor:
         for loc in fbs:
             key = (loc.line.request_id, loc.line.index)
             row = self._proba_by_key.get(key)
+            chosen = bool(loc.line.random) or key in self._picks  # type: ignore[union-attr]
             if row is None:  # the request may sit in a file not read yet
-                self._pending[key] = loc.line.label  # type: ignore[union-attr]
+                self._pending[key] = (loc.line.label, chosen)  # type: ignore[union-attr]
             else:
-                self._add_label(row, loc.line.label)  # type: ignore[union-attr]
+                self._add_label(row, loc.line.label, chosen)  # type: ignore[union-attr]
         _trim_fifo(self._pending, self.max_join)
         if reqs:
             self._buffer.sort(key=lambda e: e.order)
@@ -276,9 +284,9 @@ class LiveMonitor:
             tail.offsets[path] = (end, len(lines) + 1)
         return reqs, fbs
 
-    def _add_label(self, proba_row: np.ndarray, label: Any) -> None:
+    def _add_label(self, proba_row: np.ndarray, label: Any, chosen: bool) -> None:
         self._counts["feedback"] += 1
-        self._labeled.append((proba_row, label))
+        self._labeled.append((proba_row, label, chosen))
 
     # -- evaluating ---------------------------------------------------------------------------------
     def status(self) -> LiveStatus:
@@ -412,13 +420,17 @@ class LiveMonitor:
         )
 
     def _realized(self) -> tuple[dict[str, float], int, list[str]]:
-        """Metrics on the labeled champion rows; labels the profile does not know are skipped."""
+        """Metrics on the labeled champion rows chosen at random (feedback marked ``random`` or a
+        recorded spot check's pick); labels the profile does not know are skipped."""
         info = self.profile.info
         if not self._labeled:
             return {}, 0, []
         names = {n: i for i, n in enumerate(info.label_names)}
         rows, ys, bad = [], [], set()
-        for p, label in self._labeled:
+        not_random = sum(1 for *_, chosen in self._labeled if not chosen)
+        for p, label, chosen in self._labeled:
+            if not chosen:
+                continue
             try:
                 if info.problem_type == "multilabel":
                     labels = [label] if isinstance(label, str) else list(label)
@@ -436,6 +448,11 @@ class LiveMonitor:
             if bad
             else []
         )
+        if not_random:
+            notes.append(
+                f'{not_random} feedback label(s) not marked random (not a spot check\'s pick, no "random": true) '
+                "left out of realized metrics: labels chosen by uncertainty are biased"
+            )
         if not rows:
             return {}, 0, notes
         proba, y = np.stack(rows), np.asarray(ys)

@@ -17,6 +17,7 @@ from closedloop.core.errors import DataError
 from closedloop.monitoring.estimate import realized
 from closedloop.monitoring.logreader import RouteRows, read_log
 from closedloop.monitoring.monitor import Monitor
+from closedloop.monitoring.spotcheck import recorded_picks
 
 DEFAULT_WINDOW = 200
 
@@ -69,6 +70,19 @@ def champion_rows(log_dir: str | Path, run_dir: str | Path | None = None) -> tup
     return _select_version(log.champion, run, notes), notes
 
 
+def random_rows(rows: RouteRows, run_dir: str | Path | None) -> np.ndarray:
+    """(R,) bool: the row's label may enter realized metrics (its feedback is marked random, or a
+    recorded spot check of ``run_dir`` picked it)."""
+    marked = rows.feedback_random if rows.feedback_random is not None else np.zeros(len(rows), dtype=bool)
+    picks = recorded_picks(Path(run_dir) if run_dir is not None else None)
+    if picks:
+        picked = np.array(
+            [(str(r), int(i)) in picks for r, i in zip(rows.request_id, rows.index, strict=True)], dtype=bool
+        )
+        marked = marked | picked
+    return marked
+
+
 def monitor_log(
     monitor: Monitor,
     log_dir: str | Path,
@@ -111,12 +125,22 @@ def monitor_log(
         notes.append(
             f"feedback label(s) {unknown[:5]} are not classes of the model {info.label_names}; ignored"
         )
+    # realized metrics from randomly chosen rows only: feedback marked random, or rows a recorded spot
+    # check picked; labels chosen by uncertainty or drift (the review queue) are a biased sample
+    is_random = random_rows(rows, run_dir)[labeled]
+    if len(labeled) and not is_random.all():
+        notes.append(
+            f"{int((~is_random).sum())} feedback label(s) not marked random (not a spot check's pick, no "
+            '"random": true) left out of realized metrics: labels chosen by uncertainty are biased'
+        )
     windows = result.windows
     for w in windows:
-        sel = (labeled >= w["start"]) & (labeled < w["end"])
+        inside = (labeled >= w["start"]) & (labeled < w["end"])
+        sel = inside & is_random
         w["time_start"] = str(rows.time[w["start"]]) + "Z"
         w["time_end"] = str(rows.time[w["end"] - 1]) + "Z"
         w["n_labeled"] = int(sel.sum())
+        w["n_labeled_not_random"] = int((inside & ~is_random).sum())
         if sel.any():
             real = {}
             for m in info.metrics:
@@ -140,7 +164,8 @@ def monitor_log(
         "files": log.files,
         "n_records": rows.n_records,
         "n_rows": len(rows),
-        "n_labeled": int(len(labeled)),
+        "n_labeled": int(is_random.sum()),
+        "n_labeled_not_random": int((~is_random).sum()),
         "n_feedback_matched": log.n_feedback_matched,
         "n_canary_rows": len(log.canary),
         "n_shadow_rows": len(log.shadow),

@@ -109,6 +109,8 @@ class FeedbackLine(_Line):
     index: int = Field(0, ge=0)
     label: str | list[str]
     time: AwareDatetime
+    random: bool = False
+    """The row was chosen at random for labeling (``FeedbackRecord.random``)."""
 
 
 LINE_MODELS: dict[str, type[RequestLine] | type[FeedbackLine]] = {
@@ -253,6 +255,8 @@ class RouteRows:
     n_errors: int
     """Failed calls of this route (no rows)."""
     run_dirs: list[str] = field(default_factory=list)
+    feedback_random: np.ndarray | None = None
+    """(R,) bool: the row's latest feedback says it was chosen at random (None: no such mark read)."""
 
     def __len__(self) -> int:
         return len(self.request_id)
@@ -283,6 +287,7 @@ class RouteRows:
             n_records=len(set(self.request_id[idx].tolist())),
             n_errors=0,
             run_dirs=self.run_dirs,
+            feedback_random=None if self.feedback_random is None else self.feedback_random[idx],
         )
 
 
@@ -321,8 +326,14 @@ def _utc_us(t: dt.datetime) -> int:
     return (t - _EPOCH) // dt.timedelta(microseconds=1)
 
 
-def build_rows(route: str, records: list[Located], labels: dict[tuple[str, int], object]) -> RouteRows:
-    """Rows of ``records`` (already ordered) with the feedback ``labels`` attached."""
+def build_rows(
+    route: str,
+    records: list[Located],
+    labels: dict[tuple[str, int], object],
+    random_rows: set[tuple[str, int]] | None = None,
+) -> RouteRows:
+    """Rows of ``records`` (already ordered) with the feedback ``labels`` attached; ``random_rows``:
+    the rows whose latest feedback is marked random."""
     ok = [r for r in records if r.line.status == "ok" and r.line.proba]  # type: ignore[union-attr]
     n_err = len(records) - len(ok)
     rid, idx, times, proba, dec, ver, lat, arrs, has = [], [], [], [], [], [], [], [], []
@@ -392,7 +403,19 @@ def build_rows(route: str, records: list[Located], labels: dict[tuple[str, int],
         n_records=len(ok),
         n_errors=n_err,
         run_dirs=runs,
+        feedback_random=np.array(
+            [(r, i) in (random_rows or set()) for r, i in zip(rid, idx, strict=True)], dtype=bool
+        ),
     )
+
+
+def random_feedback(feedback: list[Located]) -> set[tuple[str, int]]:
+    """(request_id, index) of the rows whose latest feedback is marked ``random``."""
+    latest: dict[tuple[str, int], bool] = {}
+    for loc in sorted(feedback, key=lambda f: (f.line.time, f.file, f.lineno)):
+        fb: FeedbackLine = loc.line  # type: ignore[assignment]
+        latest[(fb.request_id, fb.index)] = fb.random
+    return {k for k, v in latest.items() if v}
 
 
 def feedback_map(feedback: list[Located]) -> dict[tuple[str, int], object]:
@@ -422,8 +445,9 @@ def read_log(log_dir: str | os.PathLike[str]) -> RequestLog:
     # time first; file and line keep a stable order for records written in the same microsecond
     requests.sort(key=lambda r: (r.line.time, r.file, r.lineno))
     labels = feedback_map(feedback)
+    marked = random_feedback(feedback)
     routes = {
-        name: build_rows(name, [r for r in requests if r.line.route == name], labels)  # type: ignore[union-attr]
+        name: build_rows(name, [r for r in requests if r.line.route == name], labels, marked)  # type: ignore[union-attr]
         for name in ROUTES
     }
     known = {

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from closedloop.core.errors import DataError, RunDirError
+from closedloop.monitoring.domain import DomainCheck, domain_check, weighted_platt
 from closedloop.monitoring.drift import DEFAULT_LABEL_TESTS, DriftTest, Sample, build_tests, run_tests
 from closedloop.monitoring.drift.stats import single_threaded_blas
 from closedloop.monitoring.estimate import estimate, realized
@@ -298,10 +299,24 @@ class Monitor:
         # the stream since the reference is evidence too: once its alarm is raised, the stream is not
         # the reference's distribution, and no later window's estimate is trusted (until a new reference)
         drifted = bool(stream and stream.get("alarm"))
-        reliable = bool(est) and not differs and not drifted
+        # a domain classifier between the reference and the window: a covariate shift the per-feature
+        # tests miss, and importance weights whose effective sample size says whether the reference
+        # can still speak for this window at all
+        domain, weighted = self._domain(win, rng) if est else (None, {})
+        domain_why = []
+        if domain is not None and info.domain_alpha is not None and domain.p_value <= info.domain_alpha:
+            domain_why.append(
+                f"a domain classifier tells the window from the reference, AUC {domain.auc:.2f} p={domain.p_value:.2g}"
+            )
+        if domain is not None and domain.ess_fraction < info.min_ess_fraction:
+            domain_why.append(
+                f"importance weights are extreme: {domain.ess:.0f} of {domain.n_reference} reference rows effectively "
+                f"speak for the window (ESS fraction {domain.ess_fraction:.2f} < {info.min_ess_fraction:g})"
+            )
+        reliable = bool(est) and not differs and not drifted and not domain_why
         reason = ""
         if est and not reliable:
-            which = ", ".join(f"{k} p={p:.2g}" for p, k in differs[:3])
+            which = ", ".join([*(f"{k} p={p:.2g}" for p, k in differs[:3]), *domain_why])
             if drifted:
                 assert stream is not None
                 which = ", ".join(
@@ -330,6 +345,8 @@ class Monitor:
             "estimated_interval": {m: [v["low"], v["high"]] for m, v in est.items()} if reliable else {},
             "estimate_withheld": {m: v["value"] for m, v in est.items()} if not reliable else {},
             "spot_check": spot_check(est, reliable),
+            "domain": domain.model_dump() if domain is not None else None,
+            "estimate_weighted": weighted,
             "reference_performance": dict(info.reference_performance),
             "evidence": evidence,
             "data_quality": quality,
@@ -349,6 +366,27 @@ class Monitor:
             point = out["estimated"] or out["estimate_withheld"]
             out["estimate_gap"] = {m: point[m] - v for m, v in real.items() if m in point}
         return out
+
+    def _domain(self, win: Sample, rng: np.random.Generator) -> tuple[DomainCheck | None, dict[str, float]]:
+        """The domain check and (binary tasks) the importance-weighted calibration's estimate; none when
+        the profile has no labeled reference probabilities or the check is switched off."""
+        info, ref = self.profile.info, self.profile.reference
+        if (
+            (info.domain_alpha is None and info.min_ess_fraction <= 0)
+            or ref.proba is None
+            or win.proba is None
+            or info.problem_type not in ("binary", "multiclass", "ordinal")
+            or min(len(ref), len(win)) < 10
+        ):
+            return None, {}
+        check, w = domain_check(ref, win, info.problem_type, rng)
+        weighted: dict[str, float] = {}
+        labels = ref.labels
+        if info.problem_type == "binary" and labels is not None and len(np.unique(labels)) == 2:
+            p = weighted_platt(ref.proba, labels, w, win.proba)
+            est = estimate(p, info.problem_type, info.threshold, info.metrics, rng=rng)
+            weighted = {m: v["value"] for m, v in est.items()}
+        return check, weighted
 
     def evaluate(
         self,

@@ -75,6 +75,10 @@ class ProfileInfo(BaseModel):
     guarantee: str = ""
     """The guarantee in one sentence and what it rests on (the report and ``closedloop monitor`` show it)."""
     stream_alpha: float = 0.05
+    domain_alpha: float | None = 0.01
+    """Domain classifier p-value at which the label-free estimate is flagged (``monitoring.domain``)."""
+    min_ess_fraction: float = 0.5
+    """Importance weights leaving fewer effective reference rows than this fraction flag the estimate."""
     """False-alarm rate of the stream test over the whole stream (``closedloop.monitoring.stream``)."""
     calibration: dict[str, Any]
     bandwidth: float
@@ -250,6 +254,31 @@ def model_input(info: ProfileInfo, X: Any) -> np.ndarray:
     if info.kind == "images":
         return np.asarray(X, dtype=np.float32)
     return table_features(X, info.input_columns, info.categories).astype(np.float32)
+
+
+def table_from_inputs(info: ProfileInfo, X: np.ndarray) -> pd.DataFrame:
+    """The table a logged model input came from: the inverse of :func:`model_input` for tables
+    (numeric columns as logged; categorical codes back to the reference categories, an unseen or
+    missing code as missing), so logged rows can become a new reference (``--set-reference``)."""
+    if info.kind != "table":
+        raise ValueError(f"table_from_inputs: the profile is for {info.kind}, not a table")
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or X.shape[1] != len(info.input_columns):
+        raise ValueError(
+            f"logged table inputs of shape {X.shape}: expected (N, {len(info.input_columns)}) for columns "
+            f"{info.input_columns}"
+        )
+    cols: dict[str, Any] = {}
+    for j, name in enumerate(info.input_columns):
+        if name in info.categories:
+            cats = list(info.categories[name])
+            codes = X[:, j]
+            ok = np.isfinite(codes) & (codes >= 0) & (codes < len(cats))
+            values = [cats[int(c)] if good else None for c, good in zip(codes, ok, strict=True)]
+            cols[name] = pd.Categorical(values, categories=cats)
+        else:
+            cols[name] = X[:, j]
+    return pd.DataFrame(cols)
 
 
 def table_schema(df: pd.DataFrame) -> tuple[list[str], dict[str, list[str]]]:

@@ -86,6 +86,10 @@ class FeedbackRecord(BaseModel):
     index: int = Field(0, ge=0)
     label: str | list[str]
     time: str = Field(default_factory=utc_now)
+    random: bool = False
+    """True when the row was chosen uniformly at random for labeling (a spot check's pick, the
+    review queue's random-control slice): only such labels enter realized metrics, because labels
+    chosen by uncertainty or drift are a biased sample of production."""
 
 
 class _RotatingFile:

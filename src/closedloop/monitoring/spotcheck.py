@@ -14,6 +14,8 @@ spot check's interval) makes the period *verified*: its rows may become a new re
 from __future__ import annotations
 
 import csv
+import datetime as dt
+import json
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,43 @@ def draw(rows: RouteRows, n: int, seed: int = 0) -> np.ndarray:
     if n > len(rows):
         raise DataError(f"--spot-check {n}: the log holds only {len(rows)} champion row(s) to draw from")
     return np.sort(np.random.default_rng(seed).choice(len(rows), n, replace=False))
+
+
+PICKS_DIR = "spot_checks"
+"""Under the run directory: one JSON file per ``--spot-check`` draw, listing the rows it picked."""
+
+
+def record_picks(run_dir: Path, rows: RouteRows, picked: np.ndarray, seed: int) -> Path:
+    """Record the drawn rows (``RUN_DIR/spot_checks/<UTC time>.json``) so that labels arriving for them
+    later, by ``POST /feedback`` or ``--spot-check-labels``, are known to be random picks and count in
+    realized metrics (labels of other rows do not, unless marked ``random``)."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-%f")
+    path = Path(run_dir) / PICKS_DIR / f"{stamp}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "drawn": stamp,
+        "seed": int(seed),
+        "how": "uniformly at random, without replacement, from the logged champion rows",
+        "rows": [[str(rows.request_id[r]), int(rows.index[r])] for r in picked],
+    }
+    write_text_atomic(path, json.dumps(doc, indent=1) + "\n")
+    return path
+
+
+def recorded_picks(run_dir: Path | None) -> set[tuple[str, int]]:
+    """Every (request_id, index) a recorded spot check picked (empty without a run directory)."""
+    if run_dir is None or not (Path(run_dir) / PICKS_DIR).is_dir():
+        return set()
+    out: set[tuple[str, int]] = set()
+    for path in sorted((Path(run_dir) / PICKS_DIR).glob("*.json")):
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            out |= {(str(r), int(i)) for r, i in doc["rows"]}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(
+                f"{path}: not a spot-check record ({exc}); expected {{'rows': [[request_id, index], ...]}}"
+            ) from None
+    return out
 
 
 def export(rows: RouteRows, picked: np.ndarray, out_dir: Path, kind: str) -> Path:

@@ -33,12 +33,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from closedloop.monitoring.drift.predictions import confidences
 
 BINS = 10
-"""Histogram bins of the betting function."""
+"""Histogram bins of the default betting function."""
 CHUNK = 512
 """Rows ranked at once (pairwise comparisons within a chunk; the sorted set is merged once per chunk)."""
 MIX = 0.5
-"""Weight of the learned histogram in the bet (the rest is the uniform density: a bad bet loses at
-most half the wealth per row)."""
+"""Weight of the learned histogram in the default bet (the rest is the uniform density: a bad bet
+loses at most half the wealth per row)."""
+BETS: tuple[tuple[int, float], ...] = ((BINS, MIX),)
+"""The betting functions, (histogram bins, weight of the histogram), each giving one martingale per
+score; the stream statistic is the mean of them all (a mean of test martingales is one, so Ville's
+bound needs no correction for their number)."""
 
 
 def stream_scores(proba: np.ndarray | None, problem_type: str, threshold: float) -> dict[str, np.ndarray]:
@@ -83,16 +87,28 @@ class StreamStatus(BaseModel):
 class StreamTest:
     """Online conformal p-values and plug-in betting martingales, one per score (module doc)."""
 
-    def __init__(self, calibration: dict[str, np.ndarray], alpha: float = 0.05, seed: Any = 0) -> None:
+    def __init__(
+        self,
+        calibration: dict[str, np.ndarray],
+        alpha: float = 0.05,
+        seed: Any = 0,
+        bets: tuple[tuple[int, float], ...] = BETS,
+    ) -> None:
         if not 0 < alpha < 1:
             raise ValueError(f"stream alpha={alpha}: expected a value in (0, 1)")
+        bad = [b for b in bets if int(b[0]) < 1 or not 0 < float(b[1]) <= 1]
+        if not bets or bad:
+            raise ValueError(
+                f"stream bets {list(bets)}: expected (bins >= 1, histogram weight in (0, 1]) pairs, at least one"
+            )
+        self.bets = tuple((int(b), float(m)) for b, m in bets)
         self.alpha = float(alpha)
         self.rng = np.random.default_rng(seed)
         self.names = sorted(calibration)
         self._sorted = {k: np.sort(np.asarray(calibration[k], dtype=np.float64)) for k in self.names}
         self.reference_rows = min((len(v) for v in self._sorted.values()), default=0)
-        self._counts = {k: np.zeros(BINS) for k in self.names}
-        self._log_m = {k: 0.0 for k in self.names}
+        self._counts = {(k, j): np.zeros(b) for k in self.names for j, (b, _) in enumerate(self.bets)}
+        self._log_m = {(k, j): 0.0 for k in self.names for j in range(len(self.bets))}
         self.n = 0
         self.alarm_at: int | None = None
         self.max_e = 1.0
@@ -126,20 +142,24 @@ class StreamTest:
         if missing:
             raise ValueError(f"stream test: scores {missing} are missing")
         n_new = len(scores[self.names[0]])
-        logs = {k: np.empty(n_new) for k in self.names}
+        logs = {key: np.empty(n_new) for key in self._log_m}
         for k in self.names:
             p = self._pvalues(k, np.asarray(scores[k], dtype=np.float64))
-            counts = self._counts[k]
-            lm = self._log_m[k]
-            for j, pj in enumerate(p):
-                b = min(int(pj * BINS), BINS - 1)
-                density = BINS * (counts[b] + 1) / (counts.sum() + BINS)  # predictable: past p-values only
-                lm += float(np.log((1 - MIX) + MIX * density))
-                counts[b] += 1
-                logs[k][j] = lm
-            self._log_m[k] = lm
+            for jb, (bins, mix) in enumerate(self.bets):
+                counts = self._counts[(k, jb)]
+                lm = self._log_m[(k, jb)]
+                out = logs[(k, jb)]
+                for j, pj in enumerate(p):
+                    b = min(int(pj * bins), bins - 1)
+                    density = (
+                        bins * (counts[b] + 1) / (counts.sum() + bins)
+                    )  # predictable: past p-values only
+                    lm += float(np.log((1 - mix) + mix * density))
+                    counts[b] += 1
+                    out[j] = lm
+                self._log_m[(k, jb)] = lm
         # the mean of the martingales, row by row (for the first crossing)
-        stacked = np.stack([logs[k] for k in self.names])
+        stacked = np.stack(list(logs.values()))
         top = stacked.max(axis=0)
         mean_e = np.exp(top) * np.exp(stacked - top).mean(axis=0)
         crossed = np.flatnonzero(mean_e >= 1 / self.alpha)
@@ -154,6 +174,13 @@ class StreamTest:
             return 1.0
         return float(np.mean([np.exp(v) for v in self._log_m.values()]))
 
+    def by_score(self) -> dict[str, float]:
+        """Each score's wealth: the mean of its bets' martingales."""
+        return {
+            k: float(np.mean([np.exp(self._log_m[(k, j)]) for j in range(len(self.bets))]))
+            for k in self.names
+        }
+
     def status(self) -> StreamStatus:
         return StreamStatus(
             alarm=self.alarm_at is not None,
@@ -163,6 +190,6 @@ class StreamTest:
             alpha=self.alpha,
             n=self.n,
             alarm_at=self.alarm_at,
-            by_score={k: float(np.exp(v)) for k, v in self._log_m.items()},
+            by_score=self.by_score(),
             reference_rows=self.reference_rows,
         )

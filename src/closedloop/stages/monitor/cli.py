@@ -184,7 +184,8 @@ def _spot_checks(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         with_input = rows.take(np.flatnonzero(rows.has_input)) if rows.inputs is not None else rows
         picked = spotcheck.draw(with_input, args.spot_check, seed=args.seed)
         csv_path = spotcheck.export(with_input, picked, Path(args.spot_check_dir), info.kind)
-        out["spot_check_drawn"] = {"n": int(len(picked)), "file": str(csv_path)}
+        record = spotcheck.record_picks(Path(args.run_dir), with_input, picked, args.seed)
+        out["spot_check_drawn"] = {"n": int(len(picked)), "file": str(csv_path), "record": str(record)}
         print(
             f"spot check: {len(picked)} row(s) drawn uniformly at random -> {csv_path} (fill in 'label', then "
             f"pass it as --spot-check-labels)"
@@ -343,7 +344,8 @@ def add_commands(subparsers: Any) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="request logs: draw N logged rows uniformly at random for labeling (spot_check.csv)",
+        help="request logs: draw N logged rows uniformly at random for labeling (spot_check.csv); the "
+        "picks are recorded in RUN_DIR/spot_checks/ so their labels count as random, also via POST /feedback",
     )
     mon.add_argument("--spot-check-dir", default="spot_check", help="where --spot-check writes")
     mon.add_argument(

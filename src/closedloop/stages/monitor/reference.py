@@ -24,6 +24,7 @@ import numpy as np
 from closedloop.core.errors import DataError
 from closedloop.monitoring.logreader import RouteRows
 from closedloop.monitoring.monitor import Monitor, find_artifacts
+from closedloop.monitoring.profile import table_from_inputs
 
 
 def set_reference(
@@ -51,9 +52,11 @@ def set_reference(
             f"rows vs {check.get('reference_acc', float('nan')):.3f} at the reference. A new reference would bless a "
             "degraded model; retrain first (closedloop retrain)"
         )
-    if info.kind != "images" or rows.inputs is None:
+    if rows.inputs is None or not rows.has_input[pos].all():
         raise DataError(
-            "--set-reference: building a reference from logged rows is supported for image models only"
+            "--set-reference: the log holds no inputs for "
+            f"{int((~rows.has_input[pos]).sum()) if rows.inputs is not None else len(pos)} of the spot check's "
+            "rows (the server ran with input reduction 'none'); a reference needs the rows themselves"
         )
     data_dirs = [p for p in find_artifacts(run_dir, "data") if p.is_dir()]
     task_dirs = [p for p in find_artifacts(run_dir, "task") if (p / "artifact.json").is_file()]
@@ -63,7 +66,8 @@ def set_reference(
         )
     data = DatasetBundle.load(data_dirs[-1])
     task = TaskSpec.load(task_dirs[-1])
-    X = np.asarray(rows.inputs[pos])
+    # images are logged as they are; tables as the model's float inputs (categoricals as codes)
+    X = np.asarray(rows.inputs[pos]) if info.kind == "images" else table_from_inputs(info, rows.inputs[pos])
     bundle = dataclasses.replace(data, splits={**data.splits, "val": Split(X=X, y=y)})
     model = copy.copy(monitor.model)
     # the verified rows are the held-out split now: the model never trained on production
@@ -101,6 +105,8 @@ def profile_config(info: Any) -> Any:
         warn_alpha=info.warn_alpha,
         delta=info.delta,
         stream_alpha=info.stream_alpha,
+        domain_alpha=info.domain_alpha,
+        min_ess_fraction=info.min_ess_fraction,
         tests=info.tests,
         window_sizes=sorted(int(k) for k in info.thresholds),
         permutations=info.permutations,

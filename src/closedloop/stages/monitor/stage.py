@@ -60,6 +60,13 @@ class BuildMonitorProfileConfig(StageConfig):
     """Fail when the held-out rows are too few for the per-deployment guarantee (default: fall back to
     Bonferroni over the tests and say in the report that there is no guarantee)."""
     stream_alpha: float = Field(0.05, gt=0, lt=0.5)
+    domain_alpha: float | None = Field(0.01, gt=0, lt=0.5)
+    """The label-free estimate is flagged unreliable when a domain classifier (reference rows vs the
+    window, on the model's outputs and embeddings) separates them at this p-value
+    (``closedloop.monitoring.domain``). None: no domain check."""
+    min_ess_fraction: float = Field(0.5, gt=0, le=1)
+    """...or when the importance weights leave fewer than this fraction of the reference rows
+    effectively speaking for the window (extreme weights)."""
     """False-alarm rate of the stream test over the whole stream, however often it is read."""
     warn_alpha: float = Field(0.2, gt=0, lt=1)
     """Looser level for 'warn'."""
@@ -282,6 +289,8 @@ def build_profile(
         warn_alpha=config.warn_alpha,
         delta=config.delta,
         stream_alpha=config.stream_alpha,
+        domain_alpha=config.domain_alpha,
+        min_ess_fraction=config.min_ess_fraction,
         thresholds={},
         calibration={},
         bandwidth=bandwidth,
@@ -422,6 +431,8 @@ class BuildMonitorProfile(Stage):
                 "delta": i.delta,
                 "warn_alpha": i.warn_alpha,
                 "stream_alpha": i.stream_alpha,
+                "domain_alpha": i.domain_alpha,
+                "min_ess_fraction": i.min_ess_fraction,
                 "guarantee": i.guarantee,
                 "thresholds": i.thresholds,
                 "metrics": i.metrics,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from closedloop.core.config import StageConfig
 from closedloop.stages.train.augment import AugmentSettings
@@ -117,7 +117,12 @@ class TrainConfig(StageConfig):
     lr_finder: bool = False
     """Run an LR range test before tuning and centre the LR search on its suggestion."""
     storage: str | None = None
-    """Optuna RDB storage URL shared by several machines (default: a SQLite file in the stage's work folder)."""
+    """Optuna RDB storage URL shared by several machines, e.g. postgresql://user:pw@host:5432/db (default:
+    a SQLite file in the stage's work folder; with ``workers`` > 1 a journal file there; SQLite is
+    refused with several workers). See docs/scaling.md."""
+    workers: int = Field(1, ge=1, validate_default=True)
+    """Tuning trials run in this many worker processes sharing one Optuna study (one torch thread each;
+    ``closedloop run --workers N``). At most ``n_trials``."""
     study_name: str | None = None
     final_fit: Literal["train+val", "train"] = "train+val"
     holdout_fraction: float = Field(0.5, ge=0, lt=1)
@@ -156,6 +161,23 @@ class TrainConfig(StageConfig):
             return data
         filled = {k: v for k, v in preset.items() if k in cls.model_fields and data.get(k) is None}
         return {**data, **filled}
+
+    @field_validator("workers")
+    @classmethod
+    def _check_workers(cls, workers: int, info: ValidationInfo) -> int:
+        """Refused before any work: more workers than trials, a storage they cannot share, a bad URL."""
+        from closedloop.stages.train.phases.workers import storage_problem
+
+        n_trials = info.data.get("n_trials")
+        if n_trials is not None and workers > n_trials:
+            raise ValueError(
+                f"workers: {workers} is more than n_trials: {n_trials}; a worker would have no trial "
+                "to run (lower workers or raise n_trials)"
+            )
+        problem = storage_problem(info.data.get("storage"), workers)
+        if problem:
+            raise ValueError(problem)
+        return workers
 
     def resolved(self) -> dict[str, Any]:
         """The preset-controlled values (all filled at validation)."""

@@ -40,6 +40,7 @@ from closedloop.stages.train.knobs import ALL_KNOBS
 from closedloop.stages.train.outcomes import CrossValidateOutcome, FinalOutcome, TuneOutcome
 from closedloop.stages.train.phases import PHASES, Phase
 from closedloop.stages.train.phases.tune import KNOB_GAINS_TITLE, knob_gain_rows
+from closedloop.stages.train.phases.workers import check_reachable
 from closedloop.stages.train.session import TrainSession
 
 __all__ = ["KNOB_GAINS_TITLE", "EvaluationReport", "TrainConfig", "TrainModel", "knob_gain_rows"]
@@ -110,6 +111,8 @@ class TrainModel(Stage):
 
     # -- driver ---------------------------------------------------------------------------------
     def run(self, inputs: Inputs, ctx: RunContext) -> Outputs:
+        if self.config.storage:  # an unreachable study database fails here, before any training
+            check_reachable(self.config.storage)
         phases = [p() for p in self.phases]
         sess = self.make_session(inputs, ctx, budget_table(phases))
         if inputs.baseline is None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from closedloop.models.registry import n_parameters
 from closedloop.stages.train import plots
 from closedloop.stages.train.outcomes import Rung, ScaleUpOutcome
 from closedloop.stages.train.phases.base import Phase
@@ -90,7 +91,6 @@ def scale_up(sess: TrainSession, rungs: list[dict[str, Any]]) -> ScaleUpOutcome:
             break
         seed = sess.seed("scale_up", "rung", r)
         net = sess.build(params, seed)
-        n_par = sum(p.numel() for p in net.parameters())
         res = eng.fit(
             net,
             sess.train,
@@ -100,6 +100,7 @@ def scale_up(sess: TrainSession, rungs: list[dict[str, Any]]) -> ScaleUpOutcome:
             deadline=deadline,  # the first rung too: cut, it still scores what it trained
             label=f"train/scale_up/rung{r + 1}",
         )
+        n_par = n_parameters(net)  # after the fit: a tree ensemble's size is its leaves
         sess.note_time(rung_seconds(r + 1), round(res.seconds, 1))
         sess.note_cut("scale_up", f"rung {r + 1}", res, hp.epochs)
         if res.step_seconds is not None:

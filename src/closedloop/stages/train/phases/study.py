@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from closedloop.stages.train.phases.workers import rdb_url, shared_storage
 from closedloop.stages.train.session import TrainSession
 
 
@@ -11,8 +12,12 @@ def n_startup(sess: TrainSession) -> int:
     return max(2, min(5, (sess.cfg.n_trials or 1) // 3))
 
 
-def storage_url(sess: TrainSession) -> str:
-    return sess.cfg.storage or f"sqlite:///{sess.work / 'study.db'}"
+def storage_url(sess: TrainSession) -> Any:
+    """The study's storage: the configured URL; else, with several workers, a journal file they can
+    share (:mod:`.workers`); else a SQLite file in the work folder."""
+    if sess.cfg.workers > 1:
+        return shared_storage(sess.cfg.storage, sess.work)
+    return rdb_url(sess.cfg.storage) if sess.cfg.storage else f"sqlite:///{sess.work / 'study.db'}"
 
 
 def open_study(sess: TrainSession, name: str, seed: int) -> Any:

@@ -4,6 +4,7 @@ Resumable: finished trials live in the study database (:mod:`.study`)."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -16,6 +17,7 @@ from closedloop.stages.train import plots
 from closedloop.stages.train.engine import NonFiniteLossError
 from closedloop.stages.train.outcomes import ScaleUpOutcome, Skipped, TrialRow, TuneOutcome
 from closedloop.stages.train.phases import study as S
+from closedloop.stages.train.phases import workers as W
 from closedloop.stages.train.phases.ablation import knob_ablation
 from closedloop.stages.train.phases.base import Phase
 from closedloop.stages.train.phases.beat_baseline import EPOCH_SECONDS
@@ -115,6 +117,9 @@ def tune(sess: TrainSession, model_params: dict[str, Any], ladder_logits: np.nda
         forced_epochs = min_epochs
     elif not study.trials:
         study.enqueue_trial(K.default_trial(space, lr=sess.base_hp.lr, max_epochs=max_epochs))
+    if cfg.workers > 1:
+        failures = tune_in_workers(sess, study, model_params, space, n_trials, forced_epochs, deadline)
+        return choose(sess, study, model_params, ladder_logits, space, forced_epochs, failures, deadline)
     # trials finished before a crash were recorded in the ledger by the interrupted run: count them
     sess.n_configs += len([t for t in study.trials if t.state.is_finished()])
     failures: list[dict[str, Any]] = []
@@ -191,6 +196,126 @@ def tune(sess: TrainSession, model_params: dict[str, Any], ladder_logits: np.nda
             },
         )
     return choose(sess, study, model_params, ladder_logits, space, forced_epochs, failures, deadline)
+
+
+def tune_in_workers(
+    sess: TrainSession,
+    study: Any,
+    model_params: dict[str, Any],
+    space: K.Space,
+    n_trials: int,
+    forced_epochs: int | None,
+    deadline: float,
+) -> list[dict[str, Any]]:
+    """Run the trials in ``cfg.workers`` forked processes (:mod:`.workers`), then write the validation
+    ledger from the study: each counted trial once, whoever ran it (a resumed run writes it whole)."""
+    import optuna
+
+    def run_trials() -> None:
+        own = S.open_study(sess, study.study_name, sess.ctx.seed)  # a connection of its own
+        worker_trials(sess, own, model_params, space, n_trials, forced_epochs, deadline)
+
+    deaths = W.run_workers(study, sess.cfg.workers, n_trials, run_trials, sess.ctx.logger)
+    trials = sorted(study.get_trials(), key=lambda t: t.number)
+    killed = [t.number for t in trials if t.state == optuna.trial.TrialState.FAIL and not W.counted(t)]
+    sess.decide(
+        "tune",
+        f"ran the trials in {sess.cfg.workers} worker processes on one study; {deaths} worker(s) died and "
+        f"{len(killed)} interrupted or surplus trial(s) were not counted",
+        {"workers": sess.cfg.workers, "worker_deaths": deaths, "not_counted": killed},
+    )
+    failures: list[dict[str, Any]] = []
+    task = sess.task
+    for t in trials:
+        if not W.counted(t):
+            continue
+        mp, _ = split_params(sess, model_params, dict(t.params))
+        params = {"model": mp, **flat(dict(t.params))}
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            metrics = {
+                task.primary_metric: selection_value(sess.engine, t.value),
+                "best_epoch": t.user_attrs.get("best_epoch"),
+                "status": "complete",
+            }
+            sess.record(f"tuning trial {t.number}", params, metrics)
+        elif t.state == optuna.trial.TrialState.PRUNED:
+            vals = list(t.intermediate_values.values())
+            best_v = selection_value(sess.engine, max(vals)) if vals else None
+            sess.record(
+                f"tuning trial {t.number} (pruned)", params, {task.primary_metric: best_v, "status": "pruned"}
+            )
+        else:
+            reason = str(t.user_attrs.get(W.FAILURE))
+            failures.append({"trial": t.number, "knobs": dict(t.params), "reason": reason})
+            sess.record(
+                f"tuning trial {t.number} (failed)", params, {task.primary_metric: None, "status": reason}
+            )
+    return failures
+
+
+def worker_trials(
+    sess: TrainSession,
+    study: Any,
+    model_params: dict[str, Any],
+    space: K.Space,
+    n_trials: int,
+    forced_epochs: int | None,
+    deadline: float,
+) -> None:
+    """One worker's loop: ask, fit, tell until the study holds ``n_trials`` counted or running trials.
+    Writes no ledger and no report (the leader does); seeds come from the trial's number."""
+    import optuna
+
+    running = optuna.trial.TrialState.RUNNING
+    eng = sess.engine
+
+    def taken(trials: list[Any]) -> int:
+        return len([t for t in trials if W.counted(t) or t.state == running])
+
+    while True:
+        trials = study.get_trials(deepcopy=False)
+        if taken(trials) >= n_trials:
+            return
+        if [t for t in trials if W.counted(t)] and time.time() > deadline:
+            return
+        study.sampler = S.seeded_sampler(sess, len(trials))
+        trial = study.ask()
+        trial.set_user_attr("pid", os.getpid())  # the leader fails it if this process dies
+        earlier = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number]
+        if taken(earlier) >= n_trials:  # another worker asked at the same moment and took the last slot
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)  # no FAILURE attr: not counted
+            return
+        knobs = K.suggest(trial, space)
+        if forced_epochs is not None:
+            knobs["epochs"] = forced_epochs
+        mp, hp = split_params(sess, model_params, knobs)
+        seed = trial_seed(sess, trial.number)
+        try:
+            net = sess.build(mp, seed)
+
+            def report(epoch: int, rec: dict[str, float], trial: Any = trial) -> None:
+                ev = {m.removeprefix("val_"): v for m, v in rec.items() if m.startswith("val_")}
+                trial.report(eng.selection_score(ev), epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+
+            res = eng.fit(
+                net, sess.train, sess.val, hp, seed=seed, on_epoch=report, deadline=deadline,
+                label=f"train/tune/trial{trial.number}",
+            )  # fmt: skip
+        except optuna.TrialPruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            continue
+        except NonFiniteLossError as exc:
+            trial.set_user_attr(W.FAILURE, f"non-finite loss: {exc}")
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        trial.set_user_attr("best_epoch", res.best_epoch)
+        trial.set_user_attr("stopped", res.stopped)
+        trial.set_user_attr("history", res.history)
+        trial.set_user_attr("k", trial.number)
+        sess.save_logits(trial_logits_file(trial.number), res.val_logits)
+        study.tell(trial, res.best_score)
 
 
 def choose(

@@ -1,0 +1,116 @@
+"""Tuning trials in several worker processes on one Optuna study (journal file): exact trial count,
+one ledger row per configuration, a worker killed with SIGKILL mid-trial, and the refused inputs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from closedloop.stages.train import TrainModel
+
+from .conftest import TINY, make_ctx
+
+
+def _tune_rows(ctx) -> list[str]:
+    return [
+        e["description"]
+        for e in ctx.validation_ledger.entries()
+        if e["description"].startswith("tuning trial")
+    ]
+
+
+def _study(work):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(work / "study.journal")))
+    (name,) = optuna.get_all_study_names(storage)
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def _journal_study(work):
+    return _study(work) if (work / "study.journal").is_file() else None
+
+
+def killer(load_study, killed: list[int], stop: threading.Event) -> None:
+    """SIGKILL the first worker seen running a trial (after its first epoch was reported)."""
+    import optuna
+
+    while not stop.is_set() and not killed:
+        time.sleep(0.05)
+        try:
+            study = load_study()
+            if study is None:
+                continue
+            trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        except Exception:  # the journal is being created
+            continue
+        for t in trials:
+            pid = t.user_attrs.get("pid")
+            if pid and t.intermediate_values:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(t.number)
+                return
+
+
+@pytest.mark.slow
+def test_two_workers_one_killed_mid_trial_exact_count_each_configuration_once(
+    binary_digits, binary_task, tmp_path
+) -> None:
+    import optuna
+
+    n = 4
+    ctx = make_ctx(tmp_path)
+    stage = TrainModel(**{**TINY, "n_trials": n, "max_epochs": 6, "workers": 2})
+    work = tmp_path / "work"
+    killed: list[int] = []
+    stop = threading.Event()
+    th = threading.Thread(target=killer, args=(lambda: _journal_study(work), killed, stop), daemon=True)
+    th.start()
+    try:
+        out = stage.execute({"data": binary_digits, "task": binary_task}, ctx)
+    finally:
+        stop.set()
+        th.join()
+    assert killed, "the test did not manage to kill a worker mid-trial"
+    study = _study(work)
+    trials = study.get_trials()
+    counted = [t for t in trials if t.state != optuna.trial.TrialState.FAIL or t.user_attrs.get("failure")]
+    assert len(counted) == n  # the killed trial was retried: exactly the declared count
+    dead = next(t for t in trials if t.number == killed[0])
+    assert dead.state == optuna.trial.TrialState.FAIL and not dead.user_attrs.get("failure")
+    rows = _tune_rows(ctx)
+    assert len(rows) == n and len(set(rows)) == n  # every counted trial in the ledger, once
+    assert all(f"trial {killed[0]}" not in r.split(" (")[0] + " " for r in rows)
+    s = stage.summarize(out)
+    assert s["n_configs"] == ctx.validation_ledger.count("train")
+    assert "auc" in s["test"]
+
+
+def test_workers_refuse_sqlite_malformed_url_and_more_workers_than_trials() -> None:
+    from closedloop.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="SQLite, which several worker processes cannot share"):
+        TrainModel(**{**TINY, "workers": 2, "storage": "sqlite:////tmp/x.db"})
+    with pytest.raises(ConfigError, match="not a storage URL closedloop can use"):
+        TrainModel(**{**TINY, "storage": "postgres-ish://nowhere"})
+    with pytest.raises(ConfigError, match="workers: 3 is more than n_trials: 2"):
+        TrainModel(**{**TINY, "workers": 3})
+
+
+def test_unreachable_storage_fails_before_training(binary_digits, binary_task, tmp_path) -> None:
+    from closedloop.core.errors import ConfigError
+
+    url = "postgresql://u:p@127.0.0.1:1/db"  # port 1: nothing listens
+    t0 = time.time()
+    with pytest.raises(ConfigError, match="cannot reach|database driver"):
+        TrainModel(**{**TINY, "storage": url}).execute(
+            {"data": binary_digits, "task": binary_task}, make_ctx(tmp_path)
+        )
+    assert time.time() - t0 < 10
+    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").iterdir())
