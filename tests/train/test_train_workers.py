@@ -114,3 +114,16 @@ def test_unreachable_storage_fails_before_training(binary_digits, binary_task, t
         )
     assert time.time() - t0 < 10
     assert not (tmp_path / "work").exists() or not any((tmp_path / "work").iterdir())
+
+
+def test_cli_workers_more_than_trials_exits_2_naming_the_field(tmp_path, capsys) -> None:
+    from pathlib import Path
+
+    from closedloop.cli import main
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
+    rc = main(["run", str(config), "--workers", "99", "--out", str(tmp_path / "run")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "train.workers" in err and "99 is more than n_trials" in err
+    assert not (tmp_path / "run").exists()
