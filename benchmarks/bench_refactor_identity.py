@@ -53,6 +53,9 @@ def run(code: Path, args: list[str], out: Path, log: Path) -> None:
     cfg = str(ROOT / args[0])  # same YAML for both sides; relative data paths resolve from here
     cmd = [sys.executable, "-m", "closedloop", "run", cfg, *args[1:], *NO_CUT]
     cmd += ["--no-cache", "--out", str(out), "--only", "export"]
+    # each side keeps its own global test ledger: the second opening of the same pipeline's test split
+    # would otherwise be refused (runs_dir is not part of any fingerprint)
+    cmd += ["--set", f"runs_dir={out.parent / (out.name + '_runs')}"]
     with open(log, "w") as fh:
         subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=fh, stderr=subprocess.STDOUT)
 

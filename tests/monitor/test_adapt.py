@@ -106,7 +106,7 @@ def test_adapt_recalibrates_judges_on_production_and_records_everything(champion
     assert {"threshold", "platt", "temperature"} < set(cv) and any(k.startswith("head(") for k in cv)
     assert res["choice"]["candidates"] == len(cv) and "adaptation labels only" in res["choice"]["selection"]
     assert (out / "challenger.json").is_file() and "PROMOTE" in (out / "adapt.md").read_text()
-    assert "PROMOTE" in printed and "specificity" in printed
+    assert "PROMOTE" in printed and "specificity" in printed and f"--shadow {out}" in printed
     # the original test split was opened through the ledger, once per challenger
     ledger = (run.parent / "test_ledger.jsonl").read_text().splitlines()
     assert any("closedloop adapt" in line for line in ledger)

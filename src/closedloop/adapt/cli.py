@@ -42,6 +42,9 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     d = r.decision
     print(("PROMOTE: " if d.promote else "keep the champion: ") + "; ".join(d.reasons))
     print(f"written: {r.out_dir}/adapt.json, adapt.md, challenger.json, model/ (the adapted model)")
+    print(f"serve it next to the champion: closedloop serve {r.champion} --shadow {r.out_dir}")
+    ref = r.monitor_reference
+    print(f"its monitor reference: {ref.get('path')}" if ref.get("path") else f"note: {ref.get('note')}")
     return 0
 
 
