@@ -18,7 +18,7 @@ quickstart: $(STAMP)
 	$(BIN)/closedloop run configs/quickstart.yaml
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples

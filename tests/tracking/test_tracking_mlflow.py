@@ -128,7 +128,11 @@ def _closed_port() -> int:
         ("mlfow://typo", "unknown scheme 'mlfow'"),
         ("sqlite:////no/such/folder/mlflow.db", "folder of the SQLite file does not exist"),
     ],
-    ids=["closed-port", "unknown-scheme", "missing-sqlite-folder"],  # stable ids: the port differs per process
+    ids=[
+        "closed-port",
+        "unknown-scheme",
+        "missing-sqlite-folder",
+    ],  # stable ids: the port differs per process
 )
 def test_bad_tracking_uri_loses_nothing(uri: str, expected: str, runs_dir: Path) -> None:
     pipe = Pipeline(
