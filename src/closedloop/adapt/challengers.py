@@ -26,7 +26,13 @@ from scipy.special import expit
 
 from closedloop.adapt.head import L2_GRID, HeadFit, fit_head
 from closedloop.stats.errors import StatsError
-from closedloop.stats.recalibration import METHODS, Recalibration, expected_cost, fit_recalibration
+from closedloop.stats.recalibration import (
+    METHODS,
+    Recalibration,
+    expected_cost,
+    fit_recalibration,
+    stratified_folds,
+)
 
 Family = Literal["recalibration", "head"]
 FAMILIES: tuple[Family, ...] = ("recalibration", "head")
@@ -123,16 +129,7 @@ def choose_challenger(
     names = _candidates(tuple(families))
     if phi is None:
         names = [n for n in names if not n.startswith("head")]
-    k = int(min(folds, np.bincount(y, minlength=2).min()))
-    if k < 2:
-        raise StatsError(
-            f"choosing a challenger needs at least 2 adaptation labels of each class; got {np.bincount(y, minlength=2).tolist()}"
-        )
-    rng = np.random.default_rng([seed, 31])
-    fold = np.empty(len(y), int)
-    for c in (0, 1):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        fold[idx] = np.arange(len(idx)) % k
+    fold, k = stratified_folds(y, folds, seed, what="choosing a challenger from adaptation labels")
     cv: dict[str, float] = {}
     for name in names:
         cost = 0.0

@@ -46,19 +46,7 @@ def write_servable(
         "models": {
             "fp32": {"file": ONNX_FILE, "temperature": adapted.temperature, "threshold": adapted.threshold}
         },
-        "input": {
-            "name": "x",
-            "kind": pre.input_kind,
-            "shape": list(pre.input_shape),
-            "dtype": "float32",
-            "accepts": (
-                "uint8 or float pixel values 0..255, shape (N, H, W, C), channels last"
-                if pre.input_kind == "images"
-                else "float feature values in the training columns' order, NaN for missing"
-            ),
-            "feature_names": pre.feature_names,
-            "normalization_in_graph": {"mean": pre.mean, "std": pre.std, "impute": pre.impute},
-        },
+        "input": pre.input_contract(),
         "output": "logits; proba = sigmoid(logits / temperature)",
         "adapted_from": adapted_from,
         "rejected": {},

@@ -57,6 +57,22 @@ class Preprocessing(BaseModel):
     """Tables for tree families: values pass through unchanged, NaN included (the trees route missing
     values themselves; no imputation, no scaling: ``mean`` 0 and ``std`` 1)."""
 
+    def input_contract(self) -> dict[str, Any]:
+        """The ``input`` section of an exported model's predictor.json (what the ONNX graph accepts)."""
+        return {
+            "name": "x",
+            "kind": self.input_kind,
+            "shape": list(self.input_shape),
+            "dtype": "float32",
+            "accepts": (
+                "uint8 or float pixel values 0..255, shape (N, H, W, C), channels last"
+                if self.input_kind == "images"
+                else "float feature values in the training columns' order, NaN for missing"
+            ),
+            "feature_names": self.feature_names,
+            "normalization_in_graph": {"mean": self.mean, "std": self.std, "impute": self.impute},
+        }
+
 
 class RawInputNetwork(nn.Module):
     """Wraps a network with its preprocessing so it takes raw inputs (for ONNX export and serving).

@@ -157,6 +157,22 @@ class RecalibrationChoice(BaseModel):
     folds: int
 
 
+def stratified_folds(y: np.ndarray, folds: int, seed: int, *, what: str) -> tuple[np.ndarray, int]:
+    """Each binary label's fold index (classes spread evenly, seeded) and the fold count actually used
+    (``folds``, fewer when a class has fewer labels; at least 2, else a StatsError naming ``what``)."""
+    k = int(min(folds, np.bincount(y, minlength=2).min()))
+    if k < 2:
+        raise StatsError(
+            f"{what} needs at least 2 labels of each class; got {np.bincount(y, minlength=2).tolist()}"
+        )
+    rng = np.random.default_rng([seed, 31])
+    fold = np.empty(len(y), int)
+    for c in (0, 1):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        fold[idx] = np.arange(len(idx)) % k
+    return fold, k
+
+
 def choose_recalibration(
     y_true: Any,
     proba: Any,
@@ -170,16 +186,7 @@ def choose_recalibration(
     ``methods``, simplest first), then refit it on all the labels."""
     y = np.asarray(y_true).reshape(-1).astype(int)
     p = _p_pos(proba)
-    k = int(min(folds, np.bincount(y, minlength=2).min()))
-    if k < 2:
-        raise StatsError(
-            f"choosing a recalibration needs at least 2 labels of each class; got {np.bincount(y, minlength=2).tolist()}"
-        )
-    rng = np.random.default_rng([seed, 31])
-    fold = np.empty(len(y), int)
-    for c in (0, 1):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        fold[idx] = np.arange(len(idx)) % k
+    fold, k = stratified_folds(y, folds, seed, what="choosing a recalibration")
     cv: dict[str, float] = {}
     for m in methods:
         cost = 0.0

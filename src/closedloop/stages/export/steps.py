@@ -111,19 +111,7 @@ def predictor_metadata(
             for n, v in variants.items()
             if v.accepted or n == gate.shipped
         },
-        "input": {
-            "name": "x",
-            "kind": pre.input_kind,
-            "shape": list(pre.input_shape),
-            "dtype": "float32",
-            "accepts": (
-                "uint8 or float pixel values 0..255, shape (N, H, W, C), channels last"
-                if pre.input_kind == "images"
-                else "float feature values in the training columns' order, NaN for missing"
-            ),
-            "feature_names": pre.feature_names,
-            "normalization_in_graph": {"mean": pre.mean, "std": pre.std, "impute": pre.impute},
-        },
+        "input": pre.input_contract(),
         "output": "logits; proba = link(logits / temperature) (sigmoid for binary/multilabel, softmax for multiclass)",
         "rejected": {n: v.reason or "" for n, v in variants.items() if not v.accepted},
     }
