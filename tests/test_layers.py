@@ -3,7 +3,7 @@ stages and the server (neither of which imports the other), and no import cycles
 
 from __future__ import annotations
 
-import ast
+import functools
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "closedloop"
@@ -22,30 +22,7 @@ def _imports(path: Path) -> list[tuple[int, str]]:
 
 
 def _imports_of(path: Path, module: str) -> list[tuple[int, str]]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    found: list[tuple[int, str]] = []
-
-    def visit(node: ast.AST) -> None:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
-                continue
-            if isinstance(child, ast.Import):
-                found.extend((child.lineno, a.name) for a in child.names if a.name.startswith("closedloop"))
-            elif isinstance(child, ast.ImportFrom):
-                mod = child.module or ""
-                if child.level:
-                    base = package.split(".")
-                    base = base[: len(base) - child.level + 1]
-                    mod = ".".join([*base, mod] if mod else base)
-                if mod.startswith("closedloop"):
-                    found.append((child.lineno, mod))
-                    # `from closedloop.x import y` may import the submodule closedloop.x.y
-                    found.extend((child.lineno, f"{mod}.{a.name}") for a in child.names)
-            visit(child)
-
-    visit(tree)
-    return found
+    return _package_graph().imports_of(path, module)
 
 
 def test_lower_layers_never_import_stages() -> None:
@@ -121,6 +98,7 @@ def test_no_import_cycles() -> None:
     assert not real, "import cycles:\n" + "\n".join(" -> ".join(c) for c in real)
 
 
+@functools.cache
 def _package_graph():  # benchmarks/package_graph.py prints the graph; the test reads the same code
     import importlib.util
 
