@@ -24,10 +24,15 @@ def my_pkg(tmp_path, monkeypatch):
     (pkg / "__init__.py").write_text("")
     (pkg / "sources.py").write_text(code)
     monkeypatch.syspath_prepend(str(tmp_path))
+    _forget_my_pkg()  # another test (docs/extending.md's) may have imported a different my_pkg
     rng = np.random.default_rng(0)
     data = np.column_stack([rng.normal(size=(60, 3)), np.arange(60) % 2])
     np.save(tmp_path / "readings.npy", data)
     yield tmp_path
+    _forget_my_pkg()
+
+
+def _forget_my_pkg() -> None:
     import sys
 
     for name in [m for m in sys.modules if m == "my_pkg" or m.startswith("my_pkg.")]:
