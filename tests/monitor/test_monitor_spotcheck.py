@@ -57,14 +57,17 @@ def _fill(csv_path: Path, run, out: Path, rows: int | None = None) -> list[dict[
 def test_spot_check_draws_random_rows_and_measures_them(run, tmp_path, capsys):
     log = _log(tmp_path, run)
     drawn = tmp_path / "spot"
-    assert main(["monitor", str(run.run), str(log), "--window", "100", "--spot-check", "120",
+    # a copy: the draw is recorded in the run folder, which the session-wide tiny run shares with other tests
+    runc = tmp_path / "runs" / run.run.name
+    shutil.copytree(run.run, runc)
+    assert main(["monitor", str(runc), str(log), "--window", "100", "--spot-check", "120",
                  "--spot-check-dir", str(drawn)]) == 0  # fmt: skip
     assert "spot check: 120 row(s) drawn uniformly at random" in capsys.readouterr().out
     lines = _fill(drawn / "spot_check.csv", run, tmp_path / "labels.csv")
     assert len(lines) == 120 and len({(r["request_id"], r["index"]) for r in lines}) == 120
     assert all((drawn / r["file"]).is_file() for r in lines)
     out = tmp_path / "res.json"
-    assert main(["monitor", str(run.run), str(log), "--window", "100", "--spot-check-labels",
+    assert main(["monitor", str(runc), str(log), "--window", "100", "--spot-check-labels",
                  str(tmp_path / "labels.csv"), "--out", str(out)]) == 0  # fmt: skip
     res = json.loads(out.read_text())["spot_check"]
     rows = [int(r["request_id"][1:]) + int(r["index"]) for r in lines]

@@ -42,7 +42,7 @@ def killer(load_study, killed: list[int], stop: threading.Event) -> None:
     import optuna
 
     while not stop.is_set() and not killed:
-        time.sleep(0.05)
+        time.sleep(0.02)
         try:
             study = load_study()
             if study is None:
@@ -66,7 +66,7 @@ def test_two_workers_one_killed_mid_trial_exact_count_each_configuration_once(
 
     n = 4
     ctx = make_ctx(tmp_path)
-    stage = TrainModel(**{**TINY, "n_trials": n, "max_epochs": 6, "workers": 2})
+    stage = TrainModel(**{**TINY, "n_trials": n, "max_epochs": 10, "workers": 2})
     work = tmp_path / "work"
     killed: list[int] = []
     stop = threading.Event()

@@ -81,7 +81,7 @@ def test_two_workers_on_postgres_one_killed_exact_count_same_shape_as_one_proces
     import optuna
 
     n = 4
-    cfg = {**TINY, "n_trials": n, "max_epochs": 6}
+    cfg = {**TINY, "n_trials": n, "max_epochs": 10}  # long enough trials for the killer to catch one
     inputs = {"data": binary_digits, "task": binary_task}
     multi_ctx = make_ctx(tmp_path / "multi")
     multi = TrainModel(**cfg, workers=2, storage=postgres_url, study_name="shared")
