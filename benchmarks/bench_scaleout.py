@@ -20,29 +20,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
+from bench_train_resume import pneumonia_config  # the same task -> baseline -> train config
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA_ROOT = Path("/work/shared/data/medmnist")
 
 
 def config(tmp: Path, name: str, train: dict[str, Any], per_split: int) -> Path:
-    cfg = {
-        "name": f"scaleout_{name}",
-        "seed": 0,
-        "runs_dir": str(tmp / "runs"),
-        "data": {
-            "source": "medmnist",
-            "flag": "pneumoniamnist",
-            "root": str(DATA_ROOT),
-            "download": False,
-            "max_per_split": per_split,
-        },
-        "stages": [{"kind": "task"}, {"kind": "baseline"}, {"kind": "train", "params": train}],
-    }
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return pneumonia_config(tmp, name, train, per_split=per_split, runs="runs", prefix="scaleout")
 
 
 def tune_study(out: Path) -> Any:

@@ -118,10 +118,18 @@ def quickstart_battery(tmp: Path) -> None:
 
 # -- parts 2 and 3 ------------------------------------------------------------------------------------
 def pneumonia_config(
-    tmp: Path, name: str, train: dict[str, Any], *, per_split: int, seed: int = 0, runs: str | None = None
+    tmp: Path,
+    name: str,
+    train: dict[str, Any],
+    *,
+    per_split: int,
+    seed: int = 0,
+    runs: str | None = None,
+    prefix: str = "resume",
 ) -> Path:
+    """task -> baseline -> train on PneumoniaMNIST (``per_split`` images per split), written to ``tmp``."""
     cfg = {
-        "name": f"resume_{name}",
+        "name": f"{prefix}_{name}",
         "seed": seed,
         "runs_dir": str(tmp / (runs or f"runs_{name}")),
         "data": {
