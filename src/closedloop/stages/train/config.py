@@ -117,13 +117,17 @@ class TrainConfig(StageConfig):
     lr_finder: bool = False
     """Run an LR range test before tuning and centre the LR search on its suggestion."""
     storage: str | None = None
-    """Optuna RDB storage URL shared by several machines, e.g. postgresql://user:pw@host:5432/db (default:
-    a SQLite file in the stage's work folder; with ``workers`` > 1 a journal file there; SQLite is
-    refused with several workers). See docs/scaling.md."""
+    """The tuning study's storage, which ``closedloop worker`` processes can join: an RDB URL shared by
+    several machines, e.g. postgresql://user:pw@host:5432/db, or a journal file path ending in
+    ``.journal`` (default: a SQLite file in the stage's work folder; with ``workers`` > 1 a journal file
+    there; SQLite is refused with several workers). See docs/scaling.md."""
     workers: int = Field(1, ge=1, validate_default=True)
     """Tuning trials run in this many worker processes sharing one Optuna study (one torch thread each;
     ``closedloop run --workers N``). At most ``n_trials``."""
     study_name: str | None = None
+    heartbeat_seconds: int = Field(10, ge=1)
+    """RDB storage: a running trial records a heartbeat this often; one silent for three times this
+    (its process or machine died) is failed and queued again with the same parameters."""
     final_fit: Literal["train+val", "train"] = "train+val"
     holdout_fraction: float = Field(0.5, ge=0, lt=1)
     """Share of the validation split kept out of a train+val final fit (stratified): the deployed
