@@ -51,7 +51,7 @@ def cli(args: list[str], log: Path, **env: str) -> subprocess.Popen:
         )
 
 
-def open_study(storage: Any) -> Any:
+def open_study(storage: Any, name: str | None = None) -> Any:
     """The leader's study once its tune phase opened it (None before)."""
     import optuna
 
@@ -59,21 +59,23 @@ def open_study(storage: Any) -> Any:
 
     try:
         for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False):
-            if s.user_attrs.get(OPEN_ATTR):
+            if s.user_attrs.get(OPEN_ATTR) and name in (None, s.study_name):
                 return optuna.load_study(study_name=s.study_name, storage=storage)
     except Exception:  # the storage is being created
         return None
     return None
 
 
-def kill_worker_mid_trial(storage: Any, worker: subprocess.Popen, timeout: float = 240) -> int:
+def kill_worker_mid_trial(
+    storage: Any, worker: subprocess.Popen, name: str | None = None, timeout: float = 240
+) -> int:
     """SIGKILL ``worker`` once it runs a trial that reported an epoch; the trial's number."""
     import optuna
 
     t_end = time.time() + timeout
     while time.time() < t_end and worker.poll() is None:
         time.sleep(0.05)
-        study = open_study(storage)
+        study = open_study(storage, name)
         if study is None:
             continue
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -90,7 +92,7 @@ def kill_worker_mid_trial(storage: Any, worker: subprocess.Popen, timeout: float
     raise AssertionError(f"the joined worker never ran a trial (exit {worker.poll()})")
 
 
-def check_study_and_run(storage: Any, run: Path, killed: int) -> None:
+def check_study_and_run(storage: Any, run: Path, killed: int | None, name: str | None = None) -> Any:
     """Exactly N counted trials, the killed one failed (not counted) and retried with its parameters,
     one ledger row per counted trial, the report's decision naming the joined trials."""
     import optuna
@@ -100,16 +102,17 @@ def check_study_and_run(storage: Any, run: Path, killed: int) -> None:
     (name,) = [
         s.study_name
         for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)
-        if FINGERPRINT_ATTR in s.user_attrs
+        if FINGERPRINT_ATTR in s.user_attrs and name in (None, s.study_name)
     ]
     study = optuna.load_study(study_name=name, storage=storage)
     assert study.user_attrs[OPEN_ATTR] is False  # the leader closed it when the phase ended
     trials = study.get_trials()
     counted = [t for t in trials if t.state != optuna.trial.TrialState.FAIL or t.user_attrs.get("failure")]
     assert len(counted) == N_TRIALS, [(t.number, t.state.name) for t in trials]
-    dead = next(t for t in trials if t.number == killed)
-    assert dead.state in (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
-    if dead.state == optuna.trial.TrialState.FAIL:  # the pruner may have ended it at the same moment
+    dead = next((t for t in trials if t.number == killed), None)
+    if dead is not None:
+        assert dead.state in (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
+    if dead is not None and dead.state == optuna.trial.TrialState.FAIL:  # else the pruner ended it first
         retry = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
         assert len(retry) == 1 and retry[0] in counted and retry[0].params == dead.params
     rows = [
@@ -122,13 +125,25 @@ def check_study_and_run(storage: Any, run: Path, killed: int) -> None:
     assert summary["status"] == "ok"
     decisions = [d["decision"] for d in summary["stages"]["train"]["decisions"] if d["phase"] == "tune"]
     assert any("joined `closedloop worker`" in d for d in decisions), decisions
-    joined = [t for t in counted if t.user_attrs.get("val_logits")]
-    assert joined, "no counted trial came from the joined worker"
+    return study
+
+
+def check_joined(study: Any, run: Path) -> None:
+    """Some counted trial came from a joined worker; the leader copied its logits into work/."""
+    import optuna
+
+    joined = [
+        t
+        for t in study.get_trials()
+        if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("val_logits")
+    ]
+    assert joined, "no complete trial came from a joined worker"
     work = next(run.glob("stages/*train/work"))
-    assert all((work / "trials" / f"{t.number}.npy").is_file() for t in joined)  # copied by the leader
+    assert all((work / "trials" / f"{t.number}.npy").is_file() for t in joined)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # separate processes, each starting torch, on a loaded CI machine
 def test_joined_worker_killed_mid_trial_on_journal_file_exact_count_and_mismatch_refused(tmp_path) -> None:
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -166,7 +181,7 @@ def test_joined_worker_killed_mid_trial_on_journal_file_exact_count_and_mismatch
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    check_study_and_run(storage, run, killed)
+    check_joined(check_study_and_run(storage, run, killed), run)
     assert "counted trials" in (tmp_path / "second.log").read_text()
 
 
