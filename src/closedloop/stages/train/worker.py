@@ -74,11 +74,14 @@ def _train_inputs(pipeline: Any, stage: Any, scratch: Path) -> dict[str, Any]:
     return {p: result.artifact(stage.source_of(p)) for p in ("data", "task")}
 
 
-def _find_study(storage: Any, url: str, name: str | None, mine: dict[str, str], wait_s: float) -> str:
-    """The leader's open study this worker matches: ``name`` when given, else the open closedloop study
-    with this worker's fingerprint (none open: a finished one with it, which the worker leaves at once).
-    Waits up to ``wait_s`` for the leader to reach its tune phase; an open study whose fingerprint
-    differs is refused with the differing fields."""
+def _find_study(
+    storage: Any, url: str, name: str | None, mine: dict[str, dict[str, str]], wait_s: float
+) -> tuple[str, str]:
+    """The leader's open study this worker matches, and its family: ``name`` when given, else the open
+    closedloop study with one of this worker's fingerprints (``mine``: family -> fingerprint; a family
+    list tunes one family at a time, each in its own study; none open: a finished one, which the worker
+    leaves at once). Waits up to ``wait_s`` for the leader to reach its tune phase; an open study whose
+    fingerprint differs is refused with the differing fields."""
     import optuna
 
     t_end = time.time() + wait_s
@@ -86,16 +89,20 @@ def _find_study(storage: Any, url: str, name: str | None, mine: dict[str, str], 
         summaries = optuna.study.get_all_study_summaries(storage, include_best_trial=False)
         ours = [s for s in summaries if J.FINGERPRINT_ATTR in s.user_attrs]
         if name is not None:
-            ours = [s for s in ours if s.study_name == name]
+            ours = [s for s in ours if s.study_name == name or s.study_name.startswith(f"{name}-")]
         open_ = [s for s in ours if s.user_attrs.get(J.OPEN_ATTR)]
-        same = [s for s in open_ if s.user_attrs[J.FINGERPRINT_ATTR] == mine]
-        if not same and not open_:  # the leader's phase already ended: join it to find it complete
-            same = [s for s in ours if s.user_attrs[J.FINGERPRINT_ATTR] == mine]
-        if same:
-            return max(same, key=lambda s: s.datetime_start or 0).study_name
+        for pool in (open_, [] if open_ else ours):  # none open: the leader's phase already ended
+            same = [
+                (s, fam) for s in pool for fam, fp in mine.items() if s.user_attrs[J.FINGERPRINT_ATTR] == fp
+            ]
+            if same:
+                study, family = max(same, key=lambda sf: sf[0].datetime_start or 0)
+                return study.study_name, family
         if open_:
             other = max(open_, key=lambda s: s.datetime_start or 0)
-            diff = J.differences(other.user_attrs[J.FINGERPRINT_ATTR], mine)
+            theirs = other.user_attrs[J.FINGERPRINT_ATTR]
+            closest = mine.get(theirs.get("family", ""), next(iter(mine.values())))
+            diff = J.differences(theirs, closest)
             raise ConfigError(
                 f"closedloop worker: study {other.study_name!r} at {W.redact(url)} was started with a "
                 f"different config (fingerprint mismatch); its trials would not be comparable. "
@@ -149,10 +156,12 @@ def join_study(
     try:
         inputs = _train_inputs(pipeline, stage, folder)
         ctx = RunContext(stage_name=stage.name, stage_dir=folder / "train", seed=pipeline.seed)
-        sess = stage.make_session(stage.Inputs(data=inputs["data"], task=inputs["task"]), ctx)
-        mine = J.fingerprint(sess)
+        both = stage.Inputs(data=inputs["data"], task=inputs["task"])
+        sessions = {f: stage.make_session(both, ctx, family=f) for f in stage.config.families(both.data.kind)}
+        mine = {f: J.fingerprint(s) for f, s in sessions.items()}
         probe = W.shared_storage(storage, ctx.work_dir)
-        name = _find_study(probe, storage, study_name or stage.config.study_name, mine, wait_s)
+        name, family = _find_study(probe, storage, study_name or stage.config.study_name, mine, wait_s)
+        sess = sessions[family]
         attrs = optuna.load_study(study_name=name, storage=probe).user_attrs
         plan = J.TrialPlan.model_validate(attrs[J.PLAN_ATTR])
         optuna.logging.set_verbosity(optuna.logging.WARNING)
