@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from closedloop.core.config import StageConfig
 from closedloop.stages.train.augment import AugmentSettings
@@ -60,6 +60,16 @@ LADDERS: dict[str, list[dict[str, Any]]] = {
     # trees: leaves per tree, unregularized (min_child_samples 1); an epoch is 20 boosting rounds
     "lgbm": [{"num_leaves": 4}, {"num_leaves": 16}, {"num_leaves": 64}, {"num_leaves": 256}],
 }
+
+
+class FinalSettings(BaseModel):
+    """How the final fit runs (not what it computes): ``train: {final: {nproc: 2}}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    nproc: int = Field(1, ge=1)
+    """Data-parallel ranks the stage launches for the final fit and each ensemble member
+    (torch.distributed, gloo on CPU; the per-rank batch is the batch divided by nproc, so the global
+    batch and the schedule are the one-process fit's). See docs/scaling.md."""
 
 
 class TrainConfig(StageConfig):
@@ -145,6 +155,8 @@ class TrainConfig(StageConfig):
     """Fewest held-out samples: a smaller share is raised to this; a validation split of this size or
     less is held out whole (the final fit then uses train only). The report says which happened."""
     final_seeds: int = Field(1, ge=1)
+    final: FinalSettings = Field(default_factory=FinalSettings)
+    """The final fit's launch: ``nproc`` data-parallel ranks (1: one process)."""
     """More than 1: an ensemble of seeds (logits averaged)."""
     threshold: Literal["cost", "youden", "fixed"] = "cost"
     """Binary operating threshold, fitted with the temperature (held-out or out-of-fold predictions): task

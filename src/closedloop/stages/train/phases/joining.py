@@ -33,7 +33,9 @@ OPEN_ATTR = "closedloop.open"
 LOGITS_ATTR = "val_logits"
 """User attr of a trial a joined worker ran: its validation logits (``.npy`` bytes, base64)."""
 
-SCALE_FIELDS = frozenset({"workers", "storage", "study_name", "threads", "device", "heartbeat_seconds"})
+SCALE_FIELDS = frozenset(
+    {"workers", "storage", "study_name", "threads", "device", "heartbeat_seconds", "final"}
+)
 """Train settings that say where and how fast trials run, not what they compute: left out of the
 fingerprint (a worker on another machine may use other threads or a GPU)."""
 
