@@ -43,8 +43,14 @@ def test_final_fit_on_two_ranks_same_family_loads_and_says_so(binary_digits, bin
     assert 0.5 < s["test"]["auc"]["value"] <= 1.0  # it learned (test split, once)
 
 
-def test_final_ranks_refused_before_training(binary_digits, binary_task, tmp_path) -> None:
+def test_final_ranks_refused_before_training(capsys) -> None:
+    from closedloop.cli import main
     from closedloop.stages.train.data_parallel import check_ranks
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
+    assert main(["validate", str(config), "--set", "train.final.nproc=0"]) == 2
+    assert "train.final.nproc: got 0" in capsys.readouterr().err
+    assert main(["validate", str(config), "--set", "train.final.nproc=2"]) == 0
 
     with pytest.raises(ConfigError, match="nproc"):
         TrainModel(**{**TINY, "final": {"nproc": 0}})
@@ -62,11 +68,16 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # three runs in separate processes
 def test_final_fit_on_ranks_killed_then_resumed_equals_uninterrupted(tmp_path) -> None:
-    config = write_config(tmp_path / "ranks.yaml", final={"nproc": 2}, max_epochs=6)
+    # two pipelines alike but for their runs folder: each opens its own test split once
+    config = write_config(tmp_path / "ranks.yaml", runs="runs_killed", final={"nproc": 2}, max_epochs=6)
+    other = write_config(tmp_path / "whole.yaml", runs="runs_whole", final={"nproc": 2}, max_epochs=6)
     env = {**os.environ, "PYTHONPATH": str(SRC), "CI": "1"}
     cmd = [sys.executable, "-m", "closedloop", "run", str(config)]
     whole = subprocess.run(
-        [*cmd, "--out", str(tmp_path / "whole")], env=env, capture_output=True, timeout=600
+        [sys.executable, "-m", "closedloop", "run", str(other), "--out", str(tmp_path / "whole")],
+        env=env,
+        capture_output=True,
+        timeout=600,
     )
     assert whole.returncode == 0, whole.stdout.decode()[-3000:]
     killed = tmp_path / "killed"

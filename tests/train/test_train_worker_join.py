@@ -25,10 +25,12 @@ TEN_CLASSES = {"ladder": [{"width": 8, "depth": 1}, {"width": 16, "depth": 1}], 
 """All ten digits (the config's data): a little more capacity than TINY's two-class ladder."""
 
 
-def write_config(path: Path, **train: Any) -> Path:
+def write_config(path: Path, runs: str = "runs", **train: Any) -> Path:
+    """A digits pipeline (data, task, train) whose runs folder (and test ledger) is next to it."""
     cfg = {
         "name": "joined",
         "seed": 0,
+        "runs_dir": str(path.parent / runs),
         "data": {"source": "sklearn", "name": "digits"},
         "stages": [
             {"kind": "task"},
