@@ -1,6 +1,6 @@
 """Data-parallel final fit (issue #23): the train stage's launcher on 2 ranks (gloo, 1 torch thread
-each) against the one-process fit (2 torch threads), on PneumoniaMNIST, 3 seeds each, interleaved in
-one run. Both fit the same fixed configuration on the train split (the launcher's per-rank batch is the
+each) against the one-process fit with 2 torch threads (the same CPU) and with 1 thread (no thread
+oversubscription on a loaded machine), on PneumoniaMNIST, 3 seeds each, interleaved in one run. Both fit the same fixed configuration on the train split (the launcher's per-rank batch is the
 batch / 2, so the global batch and the schedule are equal) and are scored once on the test split, which
 neither trained nor was tuned on. Prints each seed's test AUC, each arm's 3-seed spread, whether the
 2-rank mean lies within the one-process spread, and the wall-time ratio.
@@ -78,25 +78,27 @@ def main() -> None:
             proba = logits_to_proba(logits, task.problem_type)
             return float(compute_metrics(["auc"], test_set.y_np, proba, task.problem_type)["auc"])
 
-        rows: dict[str, list[tuple[float, float]]] = {"1 process x 2 threads": [], "2 ranks x 1 thread": []}
+        one2, one1, two = "1 process x 2 threads", "1 process x 1 thread", "2 ranks x 1 thread"
+        rows: dict[str, list[tuple[float, float]]] = {one2: [], one1: [], two: []}
         for k in range(a.seeds):
             seed = sess.seed("final", "member", k)
+            for arm, threads in ((one2, 2), (one1, 1)):
+                torch.set_num_threads(threads)
+                net = sess.build(mp, seed)
+                t0 = time.perf_counter()
+                eng.fit(net, sess.train, None, hp, seed=seed, restore_best=False)
+                rows[arm].append((time.perf_counter() - t0, auc(net.eval())))
             torch.set_num_threads(2)
-            net = sess.build(mp, seed)
-            t0 = time.perf_counter()
-            eng.fit(net, sess.train, None, hp, seed=seed, restore_best=False)
-            rows["1 process x 2 threads"].append((time.perf_counter() - t0, auc(net.eval())))
             net = sess.build(mp, seed)
             t0 = time.perf_counter()
             net, _, _ = fit_on_ranks(
                 net, {"train": sess.train, "val": None, "seed": seed, "restore_best": False}, eng.fit, hp,
                 nproc=2, out=tmp / f"ranks{k}.pt", threads=2,
             )  # fmt: skip
-            rows["2 ranks x 1 thread"].append((time.perf_counter() - t0, auc(net.eval())))
-            one, two = rows["1 process x 2 threads"][-1], rows["2 ranks x 1 thread"][-1]
+            rows[two].append((time.perf_counter() - t0, auc(net.eval())))
             print(
-                f"  seed {k}: test AUC 1 process {one[1]:.4f} ({one[0]:.1f} s), 2 ranks {two[1]:.4f} "
-                f"({two[0]:.1f} s); wall ratio 2 ranks / 1 process {two[0] / one[0]:.2f}"
+                f"  seed {k}: test AUC / wall: "
+                + "; ".join(f"{arm} {r[-1][1]:.4f} / {r[-1][0]:.1f} s" for arm, r in rows.items())
             )
         for name, r in rows.items():
             aucs = [x[1] for x in r]
@@ -104,20 +106,19 @@ def main() -> None:
                 f"{name:<22} test AUC mean {statistics.mean(aucs):.4f}, {a.seeds}-seed range "
                 f"[{min(aucs):.4f}, {max(aucs):.4f}], wall mean {statistics.mean(x[0] for x in r):.1f} s"
             )
-        one_aucs = [x[1] for x in rows["1 process x 2 threads"]]
-        two_mean = statistics.mean(x[1] for x in rows["2 ranks x 1 thread"])
+        one_aucs = [x[1] for x in rows[one2]]
+        two_mean = statistics.mean(x[1] for x in rows[two])
         inside = min(one_aucs) <= two_mean <= max(one_aucs)
         print(
-            f"2-rank mean test AUC {two_mean:.4f} within the one-process {a.seeds}-seed range "
+            f"2-rank mean test AUC {two_mean:.4f} within the one-process (2 threads) {a.seeds}-seed range "
             f"[{min(one_aucs):.4f}, {max(one_aucs):.4f}]: {'yes' if inside else 'no'}"
         )
-        ratios = [
-            t[0] / o[0]
-            for o, t in zip(rows["1 process x 2 threads"], rows["2 ranks x 1 thread"], strict=True)
-        ]
-        print(
-            f"wall-time ratio 2 ranks / 1 process: median {statistics.median(ratios):.2f} (per seed {', '.join(f'{x:.2f}' for x in ratios)})"
-        )
+        for base in (one2, one1):
+            ratios = [t[0] / o[0] for o, t in zip(rows[base], rows[two], strict=True)]
+            print(
+                f"wall-time ratio 2 ranks / {base}: median {statistics.median(ratios):.2f} "
+                f"(per seed {', '.join(f'{x:.2f}' for x in ratios)})"
+            )
 
 
 if __name__ == "__main__":

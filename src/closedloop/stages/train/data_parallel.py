@@ -25,6 +25,7 @@ import multiprocessing as mp
 import os
 import socket
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,8 @@ def _rank_main(
     from closedloop.stages.train.distributed import sync_batchnorm
 
     _die_with_parent()
+    # DDP's bucket-layout note for single-channel conv weights: a performance remark, not an error
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     code = 0
     try:
         torch.set_num_threads(threads)
