@@ -172,7 +172,7 @@ def test_joined_worker_on_another_machine_killed_heartbeat_fails_and_retries_its
     worker = cli(["worker", str(config), "--storage", postgres_url], tmp_path / "worker.log", **elsewhere)
     second = cli(["worker", str(config), "--storage", postgres_url], tmp_path / "second.log", **elsewhere)
     try:
-        killed = kill_worker_mid_trial(url, worker, name)
+        killed = kill_worker_mid_trial(url, worker, name, timeout=600)
         assert leader.wait(timeout=600) == 0, (tmp_path / "leader.log").read_text()
         assert second.wait(timeout=120) == 0, (tmp_path / "second.log").read_text()
     finally:

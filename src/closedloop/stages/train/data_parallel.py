@@ -72,7 +72,7 @@ def _rank_main(
 ) -> None:  # pragma: no cover - runs in the forked rank (tests check its outputs)
     import torch.distributed as dist
 
-    from closedloop.stages.train.distributed import sync_batchnorm
+    from closedloop.stages.train.sync_bn import sync_batchnorm
 
     _die_with_parent()
     # DDP's bucket-layout note for single-channel conv weights: a performance remark, not an error
