@@ -96,6 +96,15 @@ class TrainSession:
     """The test comparison with the best baseline (final phase; None without a baseline)."""
     selection: SelectionBias | None = None
     """The winner's validation score and the search's optimism (final phase; None when not estimated)."""
+    tag: str = ""
+    """A family list (:mod:`closedloop.stages.train.families`): the family's name, put before its
+    decisions and figure captions; empty for a single-family run."""
+    final_reserve: bool = True
+    """Keep :meth:`reserve` before the last phase's end (False for a family of a family list, whose
+    final fit, if chosen, runs later with the stage's whole budget)."""
+    rivals: list[tuple[str, Path]] = field(default_factory=list)
+    """The other families' (name, work folder) of a family list: their candidates enter the selection
+    bias (:mod:`closedloop.stages.train.selection`)."""
 
     # -- time -----------------------------------------------------------------------------------
     def deadline(self, phase: str) -> float:
@@ -112,7 +121,7 @@ class TrainSession:
             if p == phase:
                 break
         end = self.t0 + upto * self.budget_s
-        if phase == list(self.budget)[-1]:
+        if phase == list(self.budget)[-1] or not self.final_reserve:
             return end
         return min(end, self.t0 + self.budget_s - self.reserve())
 
@@ -153,6 +162,8 @@ class TrainSession:
 
     # -- log --------------------------------------------------------------------------------------
     def decide(self, phase: str, decision: str, evidence: Any) -> None:
+        if self.tag:
+            decision = f"{self.tag}: {decision}"
         self.decisions.append({"phase": phase, "decision": decision, "evidence": evidence})
         self.ctx.logger.info("train/%s: %s", phase, decision)
 
@@ -196,9 +207,12 @@ class TrainSession:
         self.ctx.record_validation(description, params, clean)
 
     def figure(self, name: str, caption: str, phase: str) -> str:
-        rel = f"figures/{name}"
-        self.figures.append({"path": rel, "caption": caption, "phase": phase})
-        return str(self.ctx.figures_dir / name)
+        path = self.ctx.figures_dir / name  # a family of a family list draws in figures/<family>/
+        rel = path.relative_to(self.ctx.stage_dir).as_posix()
+        self.figures.append(
+            {"path": rel, "caption": f"{self.tag}: {caption}" if self.tag else caption, "phase": phase}
+        )
+        return str(path)
 
 
 def check_network(net: torch.nn.Module, spec: ModelSpec, sess: TrainSession) -> None:
