@@ -82,6 +82,7 @@ def main() -> None:
     )
     args = ap.parse_args()
 
+    import torch
     from sklearn.metrics import roc_auc_score
 
     from closedloop.adapt.challengers import choose_challenger
@@ -89,10 +90,7 @@ def main() -> None:
     from closedloop.core.io import read_json
     from closedloop.models.trained import TrainedModel
     from closedloop.monitoring.monitor import find_artifacts
-    from closedloop.monitoring.monitor import find_artifacts as _find
     from closedloop.stages.monitor.retrain import _load_run
-
-    import torch
 
     torch.set_num_threads(1)  # the machine is shared: one thread per process avoids oversubscription
     t0 = time.time()
@@ -107,7 +105,7 @@ def main() -> None:
     half = halves[args.half]
     assert find_artifacts(run_dir, "model") and isinstance(model, TrainedModel)
     info = read_json(OUT / "champion.json")
-    test_auc = _champion_test_auc(run_dir, _find)
+    test_auc = _champion_test_auc(run_dir, find_artifacts)
     print(
         f"== bench_shift_recovery: PneumoniaMNIST, champion {run_dir.name} (shipped config, quick preset with "
         f"budget_minutes {info.get('budget_minutes', 2)}, 1,000 train images held out; test AUC {test_auc}; "
