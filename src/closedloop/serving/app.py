@@ -196,15 +196,19 @@ def build_app(service: Service) -> Any:
         return Response(content, media_type="application/json", headers={"x-request-id": rid})
 
     def predict_work(body: bytes, x: np.ndarray | None, rid: str, routing: Routing) -> Any:
+        unseen: list[dict[str, Any]] = []  # category names the model never saw: answered as missing
         if x is None:
             try:
                 data = json.loads(body)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise ProtocolError(f"malformed JSON body: {exc}; expected a JSON array of inputs") from None
-            x = service.check_json_inputs(data, routing.champion)
+            x = service.check_json_inputs(data, routing.champion, unseen)
         scored = service.score(routing, x, rid)
         service.shadow(routing, x, rid)
-        return scored, to_json(_predictions(service.name, scored))
+        out = _predictions(service.name, scored)
+        if unseen:
+            out["unseen_categories"] = unseen
+        return scored, to_json(out)
 
     async def _images_from_form(request: Request, body: bytes, model: ServedModel) -> np.ndarray:
         from starlette.datastructures import UploadFile

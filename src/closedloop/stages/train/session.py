@@ -51,13 +51,16 @@ DEFAULT_LOGITS_FILE = "default_val_logits.npy"
 # -- what the budget keeps for the work after the last fit ------------------------------------------
 COMPARISON_SECONDS = "beat_baseline comparison seconds"
 """``ctx.timings`` label: the beat_baseline phase's baseline refit and paired bootstrap on validation."""
+TRIAL_STEP_SECONDS = "tune latest trial seconds per step"
+"""``ctx.timings`` label: seconds per training step of the latest tuning trial (the chosen network
+under the load of the moment: what the final fit is sized with, :mod:`.final_plan`)."""
 RESERVE_SHARE = 0.15
 """Least share of the last phase's budget kept for its work after the fit."""
 RESERVE_FACTOR = 6.0
-"""The final phase's work besides its fit (the test evaluation and its bootstrap intervals, the
-baseline's refit, the selection bias, calibration, figures) costs about this many times the
-beat_baseline comparison, the same kinds of work on one split (3.4 to 7.8 times in
-benchmarks/bench_train_resume.py's runs under load)."""
+"""The final phase's work after its fit (the test evaluation and its bootstrap intervals, the
+selection bias, calibration, figures; the baseline's refit is done before the fit) costs about this
+many times the beat_baseline comparison, the same kinds of work on one split (3.4 to 7.8 times in
+benchmarks/bench_train_resume.py's runs under load, measured with the refit in both)."""
 
 
 @dataclass

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 import torch
 from pydantic import Field
 
@@ -394,6 +395,11 @@ def make_preprocessing(data: DatasetBundle, task: TaskSpec, native_missing: bool
             input_kind="images", input_shape=list(x.shape[1:]), mean=mean.tolist(), std=std.tolist()
         )
     feats = data.train.features()
+    cats = {  # the names behind each categorical column's codes (fixed by the dtype, same in every split)
+        str(c): [str(v) for v in data.train.X[c].cat.categories]
+        for c in data.train.X.columns
+        if isinstance(data.train.X[c].dtype, pd.CategoricalDtype)
+    }
     if native_missing:  # trees route missing values themselves: nothing to impute or scale
         n = feats.shape[1]
         return Preprocessing(
@@ -403,6 +409,7 @@ def make_preprocessing(data: DatasetBundle, task: TaskSpec, native_missing: bool
             std=[1.0] * n,
             feature_names=[str(c) for c in data.train.X.columns],
             native_missing=True,
+            categories=cats,
         )
     med = np.nanmedian(np.where(np.isfinite(feats), feats, np.nan), axis=0)
     med = np.where(np.isnan(med), 0.0, med)
@@ -416,4 +423,5 @@ def make_preprocessing(data: DatasetBundle, task: TaskSpec, native_missing: bool
         std=std.tolist(),
         impute=med.tolist(),
         feature_names=[str(c) for c in data.train.X.columns],
+        categories=cats,
     )
