@@ -78,3 +78,16 @@ def test_family_and_tune_knobs_fail_at_validate(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match="has no model family class 'no_such_builder'"):
         Pipeline.from_yaml(path)
+
+
+def test_a_family_declares_its_ladder_with_itself() -> None:
+    """One place: the built-in families register their ladders; the train stage reads them there."""
+    from closedloop.models.registry import family_ladder
+    from closedloop.stages.train import TrainModel
+
+    assert family_ladder("mlp")[0] == {"width": 32, "depth": 1}
+    assert [r["num_leaves"] for r in family_ladder("lgbm")] == [4, 16, 64, 256]
+    assert family_ladder("closedloop.models.registry:build_network") == [{}]  # no ladder: one rung
+    quick = TrainModel(preset="quick", family="small_cnn")
+    assert quick.ladder("small_cnn") == family_ladder("small_cnn")[: PRESETS["quick"]["ladder_size"]]
+    assert TrainModel(family="mlp", ladder=[{"width": 4}]).ladder("mlp") == [{"width": 4}]

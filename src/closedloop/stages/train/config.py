@@ -52,18 +52,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-LADDERS: dict[str, list[dict[str, Any]]] = {
-    "small_cnn": [{"width": 8}, {"width": 16}, {"width": 32}, {"width": 48}],
-    "mlp": [
-        {"width": 32, "depth": 1},
-        {"width": 128, "depth": 2},
-        {"width": 512, "depth": 2},
-        {"width": 1024, "depth": 3},
-    ],
-    # trees: leaves per tree, unregularized (min_child_samples 1); an epoch is 20 boosting rounds
-    "lgbm": [{"num_leaves": 4}, {"num_leaves": 16}, {"num_leaves": 64}, {"num_leaves": 256}],
-}
-
 
 class TrainConfig(StageConfig):
     """Overfit-then-regularize training. Fields left unset (or ``null``) take the preset's value when
