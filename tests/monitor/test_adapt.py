@@ -207,7 +207,12 @@ def test_live_loop_adapted_model_served_in_shadow_and_judged_by_compare_live(cha
     from serve_helpers import ServerProcess
 
     run, _ = champion
-    res = run_adapt(run, _labels(tmp_path / "prod.npz", run, 160, 11), out=tmp_path / "adapted")
+    res = run_adapt(
+        run,
+        _labels(tmp_path / "prod.npz", run, 160, 11),
+        out=tmp_path / "adapted",
+        challengers=("recalibration", "head"),
+    )
     assert res.decision.promote, res.decision.reasons
     champ = TrainedModel.load(run / "stages/03_train/artifacts/model")
     write_servable(champ, tmp_path / "champion")
