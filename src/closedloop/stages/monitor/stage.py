@@ -23,6 +23,7 @@ from closedloop.monitoring.drift.stats import median_bandwidth, single_threaded_
 from closedloop.monitoring.estimate import SUPPORTED, realized, reliability
 from closedloop.monitoring.monitor import model_fingerprint
 from closedloop.monitoring.profile import (
+    DOMAIN_MAX_ROWS,
     ProfileInfo,
     ReferenceProfile,
     forward_all,
@@ -317,7 +318,12 @@ def build_profile(
     # every held-out row: the stream test ranks production against all of them (the scores use the
     # model's outputs only, so they need no split from the reference sample)
     stream = stream_scores(full.proba, problem, threshold)
-    profile = ReferenceProfile(info, ref, mean, components, stream)
+    # the domain check compares windows with every held-out row (it needs no re-split calibration)
+    domain_idx = np.arange(len(full))
+    if len(domain_idx) > DOMAIN_MAX_ROWS:
+        # a generator of its own: the calibration's draws stay the ones of profiles built before
+        domain_idx = np.sort(np.random.default_rng(0).choice(domain_idx, DOMAIN_MAX_ROWS, replace=False))
+    profile = ReferenceProfile(info, ref, mean, components, stream, full.take(domain_idx))
     # Re-splitting all of validation gives exchangeable (pseudo-reference, window) pairs, so the min-p
     # null distribution is the one a fixed reference meets on fresh in-distribution windows.
     tests = build_tests(config.tests, where="stage 'monitor': tests")
@@ -396,7 +402,7 @@ class BuildMonitorProfile(Stage):
     """Build the drift-monitoring reference profile from held-out validation data, with calibrated thresholds."""
 
     Config = BuildMonitorProfileConfig
-    version = "4"  # 4: per-deployment thresholds, stream scores (profile format 3); 3: held-out reference
+    version = "5"  # 5: every held-out row kept for the domain check; 4: per-deployment thresholds, stream scores (profile format 3); 3: held-out reference
 
     class Inputs(StageIO):
         data: DatasetBundle
