@@ -216,7 +216,7 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--datasets", nargs="+", default=list(SETUPS))
-    ap.add_argument("--strategies", nargs="+", default=[*sorted(STRATEGIES), "power:min_distance=0"])
+    ap.add_argument("--strategies", nargs="+", default=[*STRATEGIES.names(), "power:min_distance=0"])
     ap.add_argument("--out", help="also write the printed lines here (first line: the command and date)")
     args = ap.parse_args()
     if "random" not in args.strategies:

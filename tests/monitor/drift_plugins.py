@@ -30,6 +30,23 @@ class AllPositive(DriftTest):
     description = "labels: every label is positive"
     label_evidence = "only positives arrived"
     needs_labels = True
+    uses = frozenset({"labels"})
 
     def run(self, ref, win, ctx) -> DriftResult:  # noqa: ANN001
         return DriftResult(p_value=0.0 if np.all(win.labels == 1) else 1.0, statistic=0.0)
+
+
+class EmbeddingNorm(DriftTest):
+    """Reads only the embeddings: p = 0 when their mean norm moved by more than 1."""
+
+    name = "embedding_norm"
+    description = "embeddings: mean norm moved"
+    uses = frozenset({"embeddings"})
+
+    def run(self, ref, win, ctx) -> DriftResult:  # noqa: ANN001
+        gap = abs(
+            float(
+                np.linalg.norm(win.embeddings, axis=1).mean() - np.linalg.norm(ref.embeddings, axis=1).mean()
+            )
+        )
+        return DriftResult(p_value=0.0 if gap > 1 else 1.0, statistic=gap)

@@ -99,3 +99,25 @@ def test_the_old_drift_import_path_still_works():
 
     assert old.DriftTest is new.DriftTest and old.DRIFT_TESTS is new.DRIFT_TESTS
     assert old.DriftTestConfig is new.DriftTestConfig and old.DriftResult is new.DriftResult
+
+
+def test_the_live_monitor_derives_its_skips_from_what_each_test_uses() -> None:
+    """No list of names: a user test that reads embeddings is skipped live for the same reason as
+    the built-in embedding test, and a test that reads only outputs runs."""
+    from closedloop.monitoring.drift import DriftTest
+    from closedloop.monitoring.live import live_skips
+
+    skips = live_skips(
+        ["features", "embedding_mmd", "drift_plugins:EmbeddingNorm", "bbsd", "drift_plugins:AllPositive"]
+    )
+    assert set(skips) == {"embedding_mmd", "embedding_norm"}
+    assert all("ONNX" in why for why in skips.values())
+    with pytest.raises(TypeError, match="uses must be a non-empty subset"):
+
+        class Pixels(DriftTest):  # noqa: F841
+            name = "pixels_only"
+            description = "pixels: reads what a Sample does not carry"
+            uses = frozenset({"pixels"})
+
+            def run(self, ref, win, ctx):  # noqa: ANN001, ANN202
+                raise NotImplementedError

@@ -116,6 +116,7 @@ def test_final_fit_plan_drops_members_then_epochs_and_a_resume_keeps_it(
     from closedloop.stages.train.final_plan import PLAN_FILE, plan_final
     from closedloop.stages.train.outcomes import Rung, ScaleUpOutcome
     from closedloop.stages.train.phases.scale_up import rung_step_seconds
+    from closedloop.stages.train.session import TRIAL_STEP_SECONDS
 
     from .conftest import TINY, make_ctx
 
@@ -148,6 +149,14 @@ def test_final_fit_plan_drops_members_then_epochs_and_a_resume_keeps_it(
     sess.t0 = time.time() - 200  # resumed with no time left: the saved plan (its checkpoints') holds
     assert plan_final_(10, 3) == plan
     assert sess.decisions[-1]["decision"] == sess.decisions[-2]["decision"]  # said again, the same
+    # the latest tuning trial's step (the chosen network under the load of the moment) sizes the fit:
+    # the machine got 4x slower since the ladder, so 17 s buy 4 epochs, not 17
+    (sess.work / PLAN_FILE).unlink()
+    sess.t0 = time.time() - 80
+    sess.ctx.timings[TRIAL_STEP_SECONDS] = 0.4
+    plan = plan_final_(20, 1)
+    assert plan.seconds_per_epoch == pytest.approx(4.0) and plan.epochs == 4
+    del sess.ctx.timings[TRIAL_STEP_SECONDS]
     (sess.work / PLAN_FILE).write_text("{", encoding="utf-8")  # damaged: planned again, never half read
     sess.t0 = time.time() - 80
     plan = plan_final_(30, 2)

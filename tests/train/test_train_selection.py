@@ -10,10 +10,12 @@ import numpy as np
 from closedloop.stages.train.selection import candidate_files, selection_evidence
 
 
-def _session(work: Path, y: np.ndarray) -> SimpleNamespace:
+def _session(work: Path, y: np.ndarray, rivals: list[tuple[str, Path]] | None = None) -> SimpleNamespace:
     decisions: list[tuple[str, str]] = []
     return SimpleNamespace(
         work=work,
+        family="mlp",
+        rivals=rivals or [],
         val=SimpleNamespace(y_np=y),
         task=SimpleNamespace(primary_metric="auc", problem_type="binary", metric_convention="medmnist"),
         cfg=SimpleNamespace(n_bootstrap=200),
@@ -50,3 +52,23 @@ def test_selection_evidence_from_saved_logits(tmp_path: Path) -> None:
     # a chosen file that is not among the candidates: no estimate, and the report says why
     assert selection_evidence(sess, SimpleNamespace(val_logits_file="cv/x.npy")) is None  # type: ignore[arg-type]
     assert "not estimated" in sess.decisions[-1][1]
+
+
+def test_selection_evidence_covers_the_other_families_of_a_family_list(tmp_path: Path) -> None:
+    """A family list: the rival families' candidates enter the estimate, named by family."""
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 120)
+    mine, rival = tmp_path / "family_mlp", tmp_path / "family_lgbm"
+    for work in (mine, rival):
+        (work / "trials").mkdir(parents=True)
+        np.save(work / "rung_0_val_logits.npy", (y + rng.normal(size=120) * 1.5)[:, None])
+        for t in range(3):
+            np.save(work / "trials" / f"{t}.npy", (y + rng.normal(size=120) * 1.5)[:, None])
+    alone = selection_evidence(_session(mine, y), SimpleNamespace(val_logits_file="trials/1.npy"))  # type: ignore[arg-type]
+    both = selection_evidence(
+        _session(mine, y, [("lgbm", rival)]),
+        SimpleNamespace(val_logits_file="trials/1.npy"),  # type: ignore[arg-type]
+    )
+    assert alone is not None and both is not None
+    assert (alone.n_candidates, both.n_candidates) == (4, 8)
+    assert both.winner == "mlp tuning trial 1" and alone.winner == "tuning trial 1"

@@ -3,6 +3,7 @@ category at serving time, the documented behaviour without a crash)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -86,3 +87,32 @@ def test_all_missing_column_trains_and_is_never_split_on(tmp_path: Path) -> None
     imp = {f.feature: f for f in out.evaluation.feature_importance.features}
     assert imp["c"].gain == 0.0 and imp["c"].permutation == 0.0
     assert out.evaluation.test["auc"]["value"] > 0.7
+
+
+@pytest.mark.parametrize(
+    ("family", "export", "field"),
+    [
+        ("lgbm", "ship: int8", r"export.ship: int8 - the train stage trains lgbm, a tree ensemble"),
+        ("[mlp, lgbm]", "ship: int8", r"export.ship: int8 - .*family list \['mlp', 'lgbm'\] includes lgbm"),
+        ("lgbm", "prune: {amount: 0.5}", r"export.prune: the train stage trains lgbm"),
+        ("[mlp, small_cnn]", "ship: int8", None),  # no tree family could ship: accepted
+    ],
+)
+def test_int8_prune_distill_with_a_tree_family_fail_at_validate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], family: str, export: str, field: str | None
+) -> None:
+    """``closedloop validate`` refuses before any training (exit 2, the field named), not when export starts."""
+    from closedloop.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "name: t\ndata: {source: sklearn, name: breast_cancer}\nstages:\n  - kind: task\n"
+        f"  - kind: train\n    params: {{family: {family}}}\n  - kind: export\n    params: {{{export}}}\n"
+    )
+    code = main(["validate", str(cfg)])
+    err = capsys.readouterr().err
+    if field is None:
+        assert code == 0, err
+    else:
+        assert code == 2 and len(err.strip().splitlines()) == 1
+        assert re.search(field, err), err

@@ -220,6 +220,8 @@ class Pipeline:
                         f"stage {stage.name!r} needs input {named} ({port.type.__name__}), but no earlier stage "
                         f"produces {source!r}; earlier stages produce: {have}"
                     )
+            by_name = {s.name: s for s in self.stages[:i]}
+            stage.check_producers({port: by_name[src] for port, src in wiring[stage.name].items()})
             for port in stage.output_ports():
                 produced[port.name] = (stage.name, port.type)
         return wiring

@@ -286,6 +286,12 @@ class Stage:
         """Compute the outputs from the inputs. Write figures to ``ctx.figures_dir``."""
         raise NotImplementedError
 
+    def check_producers(self, producers: dict[str, Stage]) -> None:
+        """A check across stages when the pipeline is built (``closedloop validate``), before any work:
+        ``producers`` maps each wired input port to the stage that produces it. Raise
+        :class:`~closedloop.core.errors.ConfigError` naming the field. Default: nothing to check."""
+        return None
+
     def summarize(self, outputs: Any) -> dict[str, Any]:
         """Headline figures for ``summary.json`` (``stages.<name>.*``). Default: none."""
         return {}

@@ -91,7 +91,10 @@ class LiveComparison(BaseModel):
     n_pairs: int
     """Rows both models scored (shadow only)."""
     n_labeled: int
-    """Rows with feedback labels behind ``performance``."""
+    """Rows with feedback labels behind ``performance`` (randomly selected ones only)."""
+    n_labeled_not_random: int = 0
+    """Labeled rows left out of ``performance`` and the decision: their feedback is not marked
+    ``random`` and no recorded spot check picked them (labels chosen by uncertainty are biased)."""
     disagreement: DisagreementStat | None = None
     mean_abs_probability_difference: float | None = None
     performance: MetricComparison | None = None
@@ -116,7 +119,9 @@ def promotion_rule(
     body becomes a call to it; for the paired (shadow) design it can take the labeled pairs directly.
     """
     if perf is None:
-        return False, ["no feedback labels on the compared rows: which model is better cannot be judged yet"]
+        return False, [
+            "no feedback labels on randomly selected compared rows: which model is better cannot be judged yet"
+        ]
     better = perf.delta > 0 if perf.higher_is_better else perf.delta < 0
     significant = better and perf.p_one_sided < alpha
     reasons = []
@@ -277,6 +282,21 @@ def _labels(rows: RouteRows, idx: np.ndarray, task: _Task) -> tuple[np.ndarray, 
     return pos, y, unknown
 
 
+def _random_only(
+    rows: RouteRows, idx: np.ndarray, pos: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The labeled positions (within ``idx``) whose label was randomly selected (feedback marked
+    random, or a recorded spot check of the rows' run picked them), their labels, and how many were
+    left out. Only these may judge a model (the issue's rule; the monitor's realized metrics too)."""
+    from closedloop.monitoring.logmonitor import random_rows
+
+    if not len(pos):
+        return pos, y, 0
+    sub = rows.take(idx[pos])
+    keep = random_rows(sub, sub.run_dirs[-1] if sub.run_dirs else None)
+    return pos[keep], y[keep], int((~keep).sum())
+
+
 def _decisions_differ(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     def norm(v: Any) -> Any:
         return tuple(v) if isinstance(v, list) else v
@@ -348,6 +368,7 @@ def compare_live(
         if champ.proba.shape[1] == chall.proba.shape[1]:
             mean_abs = float(np.abs(champ.proba[ia] - chall.proba[ib]).mean())
     n_labeled = 0
+    n_not_random = 0
     perf = None
     constraints: dict[str, ConstraintCheck] = {}
     has_labels = any(f is not None for f in chall.feedback) and any(f is not None for f in champ.feedback)
@@ -365,6 +386,7 @@ def compare_live(
 
         if design == "paired":
             pos, y, unknown = _labels(champ, ia, task)
+            pos, y, n_not_random = _random_only(champ, ia, pos, y)
             n_labeled = len(pos)
             if n_labeled:
                 labeled_challenger = (y, chall.proba[ib[pos]])
@@ -396,6 +418,9 @@ def compare_live(
         else:
             pa, ya, unknown = _labels(chall, np.arange(len(chall)), task)
             pb, yb, unknown_b = _labels(champ, np.arange(len(champ)), task)
+            pa, ya, left_a = _random_only(chall, np.arange(len(chall)), pa, ya)
+            pb, yb, left_b = _random_only(champ, np.arange(len(champ)), pb, yb)
+            n_not_random = left_a + left_b
             unknown = sorted(set(unknown) | set(unknown_b))
             n_labeled = len(pa) + len(pb)
             if len(pa) and len(pb):
@@ -414,6 +439,12 @@ def compare_live(
                 )
         if unknown:
             warns.append(f"feedback label(s) {unknown[:5]} are not classes {task.label_names}; ignored")
+        if n_not_random:
+            warns.append(
+                f"{n_not_random} feedback label(s) not marked random (no '\"random\": true', not a recorded spot "
+                "check's pick) left out of the comparison and the decision: labels chosen for being uncertain "
+                "or unusual are biased"
+            )
     if perf is not None and task is not None and labeled_challenger is not None:
         constraints.update(_acceptance(task, *labeled_challenger, warns))
     if task is not None and task.max_latency_ms is not None:
@@ -482,7 +513,12 @@ def compare_live(
             if design == "paired"
             else "answer other requests"
         )
-        + (f"; metric on {n_labeled} row(s) with feedback labels" if n_labeled else "; no feedback labels")
+        + (
+            f"; metric on {n_labeled} randomly selected row(s) with feedback labels"
+            if n_labeled
+            else "; no feedback labels on randomly selected rows"
+        )
+        + (f" ({n_not_random} labeled row(s) not randomly selected left out)" if n_not_random else "")
         + ". Neither model trained on this traffic unless its labels were fed back into a retrain: then "
         "compare only later traffic (--since)."
     )
@@ -496,6 +532,7 @@ def compare_live(
         n_challenger_rows=len(chall),
         n_pairs=n_pairs,
         n_labeled=n_labeled,
+        n_labeled_not_random=n_not_random,
         disagreement=disagreement,
         mean_abs_probability_difference=mean_abs,
         performance=perf,

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from closedloop.core.config import PluginSpec
 from closedloop.core.errors import ConfigError, DataError
-from closedloop.monitoring.drift.base import Sample
+from closedloop.monitoring.drift.base import Sample, resolve_drift_test
 from closedloop.monitoring.estimate import realized
 from closedloop.monitoring.logreader import (
     FILE_RE,
@@ -49,12 +49,29 @@ from closedloop.monitoring.stream import StreamStatus, StreamTest, stream_scores
 
 _ID_RE = re.compile(rb'"request_id"\s*:\s*"([^"]*)"')
 _ROUTE_RE = re.compile(rb'"route"\s*:\s*"(\w+)"')
-LIVE_SKIPS = {
-    "embedding_mmd": (
+LIVE_UNAVAILABLE = {
+    "embeddings": (
         "needs the torch model's penultimate-layer embeddings, which the exported ONNX model does not "
         "output; run 'closedloop monitor RUN_DIR LOG_DIR' offline for it"
     ),
 }
+"""Sample inputs the live monitor cannot provide, and why: a drift test whose ``uses`` names one of
+them is skipped live with that sentence (derived from the test's declaration, not a list of names)."""
+
+
+def live_skips(test_specs: list[str | PluginSpec]) -> dict[str, str]:
+    """Test name -> why it does not run live, for the profile's tests that read an unavailable input."""
+    out: dict[str, str] = {}
+    for spec in test_specs:
+        cls = _test_class(spec)
+        missing = sorted(set(cls.uses) & set(LIVE_UNAVAILABLE))
+        if missing:
+            out[cls.name] = "; ".join(LIVE_UNAVAILABLE[m] for m in missing)
+    return out
+
+
+def _test_class(spec: str | PluginSpec) -> type:
+    return resolve_drift_test(PluginSpec.parts(spec)[0], where="live monitor")
 
 
 class LiveStatus(BaseModel):
@@ -103,6 +120,9 @@ class LiveStatus(BaseModel):
     n_other_versions: int = 0
     """Champion records of other model versions (e.g. before a promotion), not monitored here."""
     model_version: str | None = None
+    reference: str | None = None
+    """The reference profile's directory this monitor compares with (after ``/admin/promote``: the
+    promoted model's own, e.g. the ``references/`` an adapted folder carries)."""
     evaluated_on: str
     stream: StreamStatus | None = None
     """The stream test over every champion row since the live monitor started (beside the window's
@@ -156,18 +176,21 @@ class LiveMonitor:
         self.window = int(window)
         self.seed = seed
         self.max_join = max_join
-        profile = ReferenceProfile.load(find_profile_dir(self.run_dir))  # loaded once: the cache
+        self.profile_dir = find_profile_dir(self.run_dir)
+        profile = ReferenceProfile.load(self.profile_dir)  # loaded once: the cache
         self.profile = profile
         self.model_versions: set[str] | None = None
         if model_version == "auto":
-            if (self.run_dir / "stages").is_dir():  # a run directory (or a link to one): its name
+            # a run directory (or a link to one) or a served folder (e.g. an adapted model): its name,
+            # which the server logs as the version (so rows an earlier champion served are not mixed in)
+            if (self.run_dir / "stages").is_dir() or (self.run_dir / "predictor.json").is_file():
                 self.model_versions = {self.run_dir.name, self.run_dir.resolve().name}
         elif model_version is not None:
             self.model_versions = {model_version}
         info = profile.info
         self.test_names = [PluginSpec.parts(t)[0] for t in info.tests]
-        self.skipped = {k: v for k, v in LIVE_SKIPS.items() if k in self.test_names}
-        live_tests = [t for t in info.tests if PluginSpec.parts(t)[0] not in self.skipped]
+        self.skipped = live_skips(info.tests)
+        live_tests = [t for t in info.tests if _test_class(t).name not in self.skipped]
         ref = profile.reference
         # the reference without embeddings: the embedding test then does not apply
         live_ref = Sample(features=ref.features, embeddings=None, proba=ref.proba, labels=ref.labels)
@@ -185,7 +208,11 @@ class LiveMonitor:
             return Monitor(p, model=None, seed=seed, effects=False)
 
         self._monitor = monitor(live_tests)
-        self._monitor_outputs_only = monitor([t for t in live_tests if PluginSpec.parts(t)[0] != "features"])
+        # windows whose inputs were not logged: only the tests that do not read the inputs
+        self._input_tests = [_test_class(t).name for t in live_tests if "features" in _test_class(t).uses]
+        self._monitor_outputs_only = monitor(
+            [t for t in live_tests if _test_class(t).name not in self._input_tests]
+        )
         self._tail = LogTail(self.log_dir)
         self._buffer: list[_Entry] = []
         self._proba_by_key: dict[tuple[str, int], np.ndarray] = {}
@@ -362,8 +389,8 @@ class LiveMonitor:
         proba, features, entries, why = self._window_rows()
         n = len(proba)
         skipped = dict(self.skipped)
-        if why is not None and "features" in self.test_names:
-            skipped["features"] = why
+        if why is not None:
+            skipped.update(dict.fromkeys(self._input_tests, why))
         versions = sorted({e.rec.model_version for e in entries})
         start = _iso(entries[0].rec) if entries else None
         end = _iso(entries[-1].rec) if entries else None
@@ -384,6 +411,7 @@ class LiveMonitor:
             "n_errors": self._counts["errors"],
             "n_other_versions": self._counts["other"],
             "model_version": ", ".join(versions) or None,
+            "reference": str(self.profile_dir),
             "log_warnings": [*self._tail.warnings, *real_notes][-20:],
             "stream": self._stream.status() if self._stream is not None else None,
             "guarantee": info.guarantee,

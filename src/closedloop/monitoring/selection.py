@@ -20,7 +20,6 @@ would scatter one registry.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -28,8 +27,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from closedloop.core.errors import ConfigError
+from closedloop.core.registry import Registry
 
-STRATEGIES: dict[str, type[QueueStrategy]] = {}
+STRATEGIES = Registry("review strategy")
+"""Every defined :class:`QueueStrategy` subclass, by ``key`` (the built-ins are defined below)."""
 
 DEFAULT_STRATEGY = "power"
 """Chosen by ``benchmarks/bench_flywheel.py`` (see docs/monitor.md, "Choosing what to label")."""
@@ -85,11 +86,10 @@ class QueueStrategy:
             raise TypeError(f"{cls.__qualname__}: describe the strategy in 'description'")
         if not issubclass(cls.Config, StrategyConfig):
             raise TypeError(f"{cls.__qualname__}: Config must subclass StrategyConfig")
-        if cls.key in STRATEGIES and STRATEGIES[cls.key].__qualname__ != cls.__qualname__:
-            raise TypeError(
-                f"queue strategy {cls.key!r} is already registered to {STRATEGIES[cls.key].__qualname__}"
-            )
-        STRATEGIES[cls.key] = cls
+        try:
+            STRATEGIES.register(cls.key)(cls)
+        except ValueError as exc:
+            raise TypeError(str(exc)) from None
 
     def __init__(self, config: StrategyConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()
@@ -326,14 +326,12 @@ class DiverseStrategy(QueueStrategy):
 
 # -- configuration and the common driver ----------------------------------------------------------
 def get_strategy(name: str) -> type[QueueStrategy]:
-    """The registered strategy class, or a :class:`ConfigError` with a "did you mean"."""
-    if name not in STRATEGIES:
-        hint = difflib.get_close_matches(str(name), list(STRATEGIES), n=1)
-        raise ConfigError(
-            f"unknown review strategy {name!r}{f' (did you mean {hint[0]!r}?)' if hint else ''}; "
-            f"known: {', '.join(sorted(STRATEGIES))}"
-        )
-    return STRATEGIES[name]
+    """A registered strategy key or an import path ``pkg.module:Class`` -> the strategy class; else a
+    :class:`ConfigError` with a "did you mean"."""
+    cls = STRATEGIES.resolve(str(name), where="review strategy")
+    if not (isinstance(cls, type) and issubclass(cls, QueueStrategy)):
+        raise ConfigError(f"review strategy: {name!r} is not a QueueStrategy subclass (got {cls!r})")
+    return cls
 
 
 class ReviewConfig(BaseModel):
@@ -342,7 +340,8 @@ class ReviewConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     strategy: str = DEFAULT_STRATEGY
-    """Registered strategy: priority, power, kcenter, typical, diverse, random."""
+    """Registered strategy (priority, power, kcenter, typical, diverse, random) or an import path
+    ``my_pkg.module:MyStrategy``."""
     params: dict[str, float | int | bool | str] = Field(default_factory=dict)
     """The strategy's own parameters (validated by its ``Config``)."""
     control_fraction: float = Field(0.1, ge=0, le=0.5)

@@ -18,6 +18,7 @@ import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -65,6 +66,10 @@ class InferRoute:
         self.batcher = batcher
         self.run_in_thread = run_in_thread
         self.inline = service.options.fsync == "none"
+        # one thread for the unbatched model call: onnxruntime releases the GIL, so the event loop
+        # parses and answers other requests on the second core meanwhile (one thread: the calls of a
+        # one-thread session would only queue behind each other in more)
+        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="closedloop-model")
 
     def __getattr__(self, name: str) -> Any:  # state, routes, ...: the FastAPI app's
         return getattr(self.app, name)
@@ -103,7 +108,7 @@ class InferRoute:
                 if answer is None:
                     return  # left while queued: never scored, never logged, nobody to answer
             elif self.inline and len(body) <= INLINE_MAX_BYTES:
-                answer = self.work(body, header_len, given_id, routing)
+                answer = await self.overlapped(body, header_len, given_id, routing)
             else:
                 answer = await self.run_in_thread(self.work, body, header_len, given_id, routing)
         except ProtocolError as exc:
@@ -166,6 +171,16 @@ class InferRoute:
         x, rid, names, binary = self.prepare(body, header_len, given_id, routing)
         scored = self.service.score(routing, x, rid)  # logged when this returns
         self.service.shadow(routing, x, rid)  # the answer is determined: the shadow scores it off this path
+        return (scored, *self.encode(scored, names, binary))
+
+    async def overlapped(
+        self, body: bytes, header_len: str | None, given_id: str | None, routing: Routing
+    ) -> tuple[Scored, bytes, int | None]:
+        """:meth:`work` with the model call and its log record in the model thread, the rest here."""
+        x, rid, names, binary = self.prepare(body, header_len, given_id, routing)
+        loop = asyncio.get_running_loop()
+        scored = await loop.run_in_executor(self._model_thread, self.service.score, routing, x, rid)
+        self.service.shadow(routing, x, rid)  # logged when score returned; the shadow runs off this path
         return (scored, *self.encode(scored, names, binary))
 
     async def batched(

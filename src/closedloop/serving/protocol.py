@@ -22,6 +22,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import to_json
 
+try:  # the `serve` extra brings orjson: it parses a one-image OIP body about 5x faster than json
+    from orjson import JSONDecodeError as _FastJSONError
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - the standard library alone still serves
+    _fast_loads = None
+
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 DATATYPES: dict[str, np.dtype] = {
@@ -103,6 +109,18 @@ def _pydantic_message(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _loads(head: bytes) -> Any:
+    """JSON text -> Python: orjson when it can; the standard library decides everything orjson refuses
+    (the NaN/Infinity literals Python's json writes, integers beyond 64 bits, malformed text), so what is
+    accepted and every error message stay the standard library's."""
+    if _fast_loads is not None:
+        try:
+            return _fast_loads(head)
+        except _FastJSONError:
+            pass
+    return json.loads(head)
+
+
 def parse_infer_request(body: bytes, header_length: str | None) -> DecodedRequest:
     """Decode an inference request body (JSON, or JSON + binary tensors) into numpy arrays."""
     if header_length is not None:
@@ -119,7 +137,7 @@ def parse_infer_request(body: bytes, header_length: str | None) -> DecodedReques
     else:
         head, tail = body, memoryview(b"")
     try:
-        raw = json.loads(head)
+        raw = _loads(head)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         where = f"the first {header_length} bytes (the JSON header)" if header_length else "the body"
         raise ProtocolError(f"malformed JSON in {where}: {exc}") from None

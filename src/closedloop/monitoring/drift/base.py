@@ -40,6 +40,8 @@ DRIFT_TESTS = Registry("drift test", builtin_modules=("closedloop.monitoring.dri
 """Every defined :class:`DriftTest` subclass, by ``name``."""
 
 PROBLEM_TYPES = ("binary", "multiclass", "ordinal", "multilabel", "regression")
+SAMPLE_INPUTS = ("features", "embeddings", "proba", "labels")
+"""What a :class:`Sample` can carry; a test declares in ``uses`` which of them it reads."""
 
 
 @dataclass
@@ -120,6 +122,9 @@ class DriftTest:
     """Compares the inputs themselves: an alarm here warns that the label-free estimate (which assumes
     calibration survives) is optimistic."""
     problem_types: ClassVar[tuple[str, ...]] = PROBLEM_TYPES
+    uses: ClassVar[frozenset[str]] = frozenset({"features"})
+    """Which parts of a :class:`Sample` the test reads (a subset of ``SAMPLE_INPUTS``): a monitor that
+    cannot provide one of them (the live monitor has no embeddings) skips the test and says why."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -136,6 +141,8 @@ class DriftTest:
             raise TypeError(f"{where}: problem_types must be a subset of {PROBLEM_TYPES}")
         if not (isinstance(cls.Config, type) and issubclass(cls.Config, DriftTestConfig)):
             raise TypeError(f"{where}: Config must subclass DriftTestConfig")
+        if not (cls.uses and set(cls.uses) <= set(SAMPLE_INPUTS)):
+            raise TypeError(f"{where}: uses must be a non-empty subset of {SAMPLE_INPUTS}")
         DRIFT_TESTS.register(cls.name)(cls)
 
     def __init__(self, params: dict[str, Any] | DriftTestConfig | None = None, *, where: str = "") -> None:
@@ -151,8 +158,9 @@ class DriftTest:
         return cls.description.split(":")[0]
 
     def applies(self, ref: Sample, ctx: DriftContext) -> bool:
-        """Whether the test can run on this reference (problem type, available outputs)."""
-        return ctx.problem_type in self.problem_types
+        """Whether the test can run on this reference: its problem type, and every input it ``uses``
+        present in the reference sample."""
+        return ctx.problem_type in self.problem_types and all(getattr(ref, u) is not None for u in self.uses)
 
     def prepare_pool(self, pool: Sample, ctx: DriftContext) -> Any:
         """Optional: something computed once over a calibration pool (stored in ``ctx.pool[name]``)."""

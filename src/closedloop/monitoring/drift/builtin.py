@@ -89,6 +89,7 @@ class FeatureDrift(DriftTest):
 
 class EmbeddingMMD(DriftTest):
     name = "embedding_mmd"
+    uses = frozenset({"embeddings"})
     description = (
         "multivariate: kernel MMD on PCA-reduced penultimate-layer embeddings, Gaussian kernel with the "
         "median-heuristic bandwidth, permutation p-value"
@@ -129,9 +130,7 @@ class _OnPredictions(DriftTest):
 
     __abstract__ = True
     problem_types = _CLASSIFY
-
-    def applies(self, ref: Sample, ctx: DriftContext) -> bool:
-        return super().applies(ref, ctx) and ref.proba is not None
+    uses = frozenset({"proba"})
 
 
 class BlackBoxShift(_OnPredictions):
@@ -193,13 +192,11 @@ class ConfidenceDrift(_OnPredictions):
 
 class LabelShift(DriftTest):
     name = "label_shift"
+    uses = frozenset({"labels"})
     description = "prior (label) shift once labels arrive: chi-squared test on class frequencies"
     label_evidence = "the class frequencies changed (prior shift)"
     needs_labels = True
     problem_types = _SINGLE_LABEL
-
-    def applies(self, ref: Sample, ctx: DriftContext) -> bool:
-        return super().applies(ref, ctx) and ref.labels is not None
 
     def run(self, ref: Sample, win: Sample, ctx: DriftContext) -> DriftResult:
         assert ref.labels is not None and win.labels is not None

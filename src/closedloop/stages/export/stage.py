@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from closedloop.core.errors import ConfigError
 from closedloop.core.registry import register_stage
 from closedloop.core.stage import RunContext, Stage, StageIO, stage_timings
 from closedloop.data.bundle import DatasetBundle
@@ -25,6 +26,7 @@ from closedloop.stages.export.bundle import FILES, ExportBundle
 from closedloop.stages.export.config import ExportModelConfig
 from closedloop.stages.export.latency import CORE_SECONDS, latency_from_timings
 from closedloop.stages.export.steps import run_export
+from closedloop.stages.export.variants import tree_refusal
 from closedloop.stages.task import TaskSpec
 from closedloop.stages.train import EvaluationReport
 
@@ -50,6 +52,25 @@ class ExportModel(Stage):
 
     def run(self, inputs: Any, ctx: RunContext) -> Any:
         return self.Outputs(exported=run_export(self.config, inputs, ctx))  # type: ignore[arg-type]
+
+    def check_producers(self, producers: dict[str, Stage]) -> None:
+        """``closedloop validate``: a config that would make the export refuse a tree model (``ship:
+        int8``, ``prune:``, ``distill:``) fails when the pipeline is built, not after training, when the
+        stage producing the model names a tree family it may ship (``candidate_families``)."""
+        from closedloop.models.registry import family_kind
+
+        families = getattr(producers.get("model"), "candidate_families", None)
+        if not callable(families):
+            return
+        names = list(families())
+        for family in names:
+            what = (
+                f"the train stage's family list {names} includes {family}, a tree ensemble it may choose"
+                if len(names) > 1
+                else f"the train stage trains {family}, a tree ensemble"
+            )
+            if family_kind(family) == "trees" and (problem := tree_refusal(self.config, family, what)):
+                raise ConfigError(problem)
 
     def summarize(self, outputs: Any) -> dict[str, Any]:
         """Latency and throughput are in the entry's ``timings`` (``latency_ms.<variant>.p95``, ...)."""

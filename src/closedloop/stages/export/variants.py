@@ -112,22 +112,29 @@ def is_trees(model: TrainedModel) -> bool:
 
 def refuse_for_trees(cfg: ExportModelConfig, model: TrainedModel) -> None:
     """Tree models have no weight matrices: ``ship: int8`` and the prune/distill sections mean nothing."""
-    if not is_trees(model):
-        return
-    family = model.spec.family
+    if is_trees(model):
+        problem = tree_refusal(cfg, model.spec.family)
+        if problem:
+            raise ExportError(problem)
+
+
+def tree_refusal(cfg: ExportModelConfig, family: str, what: str | None = None) -> str | None:
+    """Why this export config cannot ship a tree model of ``family`` (None when it can). ``what``: the
+    reason's subject when it is said before training (default: the trained model)."""
+    what = what or f"the model is a tree ensemble ({family})"
     if cfg.ship == "int8":
-        raise ExportError(
-            f"export.ship: int8 - the model is a tree ensemble ({family}): its parameters are split "
-            "thresholds and leaf values, not weight matrices, so there is nothing to quantize and no int8 "
-            "variant; use ship: auto or fp32 (the fp32 tree model is already small and fast: see its "
-            "size and latency in the measurements)"
+        return (
+            f"export.ship: int8 - {what}: its parameters are split thresholds and leaf values, not weight "
+            "matrices, so there is nothing to quantize and no int8 variant; use ship: auto or fp32 (the fp32 "
+            "tree model is already small and fast: see its size and latency in the measurements)"
         )
     for section in ("prune", "distill"):
         if getattr(cfg, section) is not None:
-            raise ExportError(
-                f"export.{section}: the model is a tree ensemble ({family}); {section} works on networks. "
-                f"Remove the {section}: section (or train a network family)"
+            return (
+                f"export.{section}: {what}; {section} works on networks. Remove the {section}: section "
+                "(or train network families only)"
             )
+    return None
 
 
 class Exporter:

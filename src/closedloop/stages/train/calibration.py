@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 
 from closedloop.models.trained import logits_to_proba
+from closedloop.stats.business import choose_threshold as cost_threshold
+from closedloop.stats.business import youden_threshold
 
 
 def _nll(logits: np.ndarray, y: np.ndarray, problem_type: str, temperature: float) -> float:
@@ -106,35 +108,17 @@ def choose_threshold(
 ) -> tuple[float, str]:
     """Binary operating threshold chosen on validation. Returns (threshold, why).
 
-    rule ``cost``: minimize expected cost with the task's costs (the statistics module's
-    ``choose_threshold`` when available); ``youden``: maximize sensitivity + specificity, which does
-    not depend on prevalence (the choice when the deployment class mix may differ); ``0.5``: fixed.
+    rule ``cost``: minimize expected cost with the task's costs (:func:`closedloop.stats.business.
+    choose_threshold`, the one cost rule that adapt and recalibration use too); ``youden``: maximize
+    sensitivity + specificity, which does not depend on prevalence (the choice when the deployment class
+    mix may differ); ``fixed``: 0.5.
     """
     y = y_val.reshape(-1).astype(int)
     if rule == "fixed":
         return 0.5, "fixed at 0.5"
     if rule == "cost":
-        try:
-            from closedloop.stats.business import choose_threshold as stats_choose
-
-            thr = float(stats_choose(y, p_pos, cost_fp=cost_fp, cost_fn=cost_fn, prevalence=prevalence))
-            return thr, f"minimum expected cost on validation (cost FP {cost_fp:g}, FN {cost_fn:g})"
-        except ImportError:
-            pass
-        cands = np.unique(np.concatenate([[0.5], p_pos]))
-        costs = [
-            cost_fp * np.sum((p_pos >= c) & (y == 0)) + cost_fn * np.sum((p_pos < c) & (y == 1))
-            for c in cands
-        ]
-        return float(cands[int(np.argmin(costs))]), (
-            f"minimum expected cost on validation (cost FP {cost_fp:g}, FN {cost_fn:g})"
-        )
-    # youden
-    cands = np.unique(p_pos)
-    pos, neg = max((y == 1).sum(), 1), max((y == 0).sum(), 1)
-    j = [np.sum((p_pos >= c) & (y == 1)) / pos + np.sum((p_pos < c) & (y == 0)) / neg for c in cands]
-    best = int(np.argmax(j))
-    # midpoint to the next lower score: a threshold that does not sit exactly on one validation case
-    lower = cands[best - 1] if best > 0 else 0.0
-    thr = float((cands[best] + lower) / 2)
-    return thr, "maximum sensitivity + specificity on validation (Youden's J; independent of prevalence)"
+        thr = float(cost_threshold(y, p_pos, cost_fp=cost_fp, cost_fn=cost_fn, prevalence=prevalence))
+        return thr, f"minimum expected cost on validation (cost FP {cost_fp:g}, FN {cost_fn:g})"
+    return youden_threshold(y, p_pos), (
+        "maximum sensitivity + specificity on validation (Youden's J; independent of prevalence)"
+    )

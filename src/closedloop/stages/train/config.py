@@ -70,12 +70,19 @@ class TrainConfig(StageConfig):
     """quick (~2 min), default (~10 min) or thorough (~30 min) on a small CPU."""
     budget_minutes: float | None = Field(None, gt=0)
     """Wall-clock budget for all five phases, split 3/10/27/40/20% (unused time rolls over)."""
-    family: str | None = None
-    """Model family (small_cnn, resnet18, resnet50, mlp, lgbm: gradient-boosted trees for tables) or an import path; default small_cnn for images, mlp for tables."""
+    family: str | list[str] | None = None
+    """Model family (small_cnn, resnet18, resnet50, mlp, lgbm: gradient-boosted trees for tables) or an
+    import path; default small_cnn for images, mlp for tables. A list (e.g. ``[lgbm, mlp]``) is a family
+    choice inside the run: each family goes through sanity, baseline, ladder, tuning and cross-validation
+    on the same splits, the family is chosen on validation like any other candidate (every configuration
+    of every family counts in the validation ledger and the selection bias), and only the chosen one is
+    fitted finally and opens the test split (:mod:`closedloop.stages.train.families`)."""
     model_params: dict[str, Any] = Field(default_factory=dict)
-    """Fixed parameters of the family (e.g. {depth: 3, pretrained: false}); ladder rungs are merged over them."""
-    ladder: list[dict[str, Any]] | None = None
-    """Capacity rungs (family params), smallest first; default by family and preset."""
+    """Fixed parameters of the family (e.g. {depth: 3, pretrained: false}); ladder rungs are merged over
+    them (one family only)."""
+    ladder: list[dict[str, Any]] | dict[str, list[dict[str, Any]]] | None = None
+    """Capacity rungs (family params), smallest first; default by family and preset. With a family list:
+    a mapping family -> rungs (families not named keep their default ladder)."""
     batch_size: int = Field(128, ge=1)
     min_steps_per_epoch: int = Field(16, ge=0)
     """Small data: halve the batch size (not below 8) until an epoch has at least this many steps (0: off)."""
@@ -161,6 +168,52 @@ class TrainConfig(StageConfig):
             return data
         filled = {k: v for k, v in preset.items() if k in cls.model_fields and data.get(k) is None}
         return {**data, **filled}
+
+    @field_validator("family")
+    @classmethod
+    def _check_family(cls, family: str | list[str] | None) -> str | list[str] | None:
+        """A family list: non-empty, no repeats; a one-element list is that family."""
+        if not isinstance(family, list):
+            return family
+        if not family:
+            raise ValueError("family: an empty list; name one family or several, e.g. [lgbm, mlp]")
+        repeated = sorted({f for f in family if family.count(f) > 1})
+        if repeated:
+            raise ValueError(f"family: {repeated} listed more than once in {family}")
+        return family[0] if len(family) == 1 else family
+
+    @model_validator(mode="after")
+    def _check_family_list(self) -> TrainConfig:
+        """What a single family's settings mean with a family list: refused where ambiguous."""
+        fams = self.family if isinstance(self.family, list) else None
+        if fams is None:
+            if isinstance(self.ladder, dict):
+                raise ValueError(
+                    "ladder: a mapping family -> rungs is for a family list (family: [lgbm, mlp]); "
+                    "with one family give the rungs as a list"
+                )
+            return self
+        if self.model_params:
+            raise ValueError(
+                f"model_params: {self.model_params} with a family list {fams}: fixed parameters belong to "
+                "one family; give them per family through ladder: {family: [rungs]} or train one family"
+            )
+        if isinstance(self.ladder, list):
+            raise ValueError(
+                f"ladder: a list of rungs with a family list {fams}; give a mapping family -> rungs, "
+                "e.g. ladder: {lgbm: [{num_leaves: 8}], mlp: [{width: 64, depth: 1}]}"
+            )
+        if isinstance(self.ladder, dict):
+            unknown = sorted(set(self.ladder) - set(fams))
+            if unknown:
+                raise ValueError(f"ladder: {unknown} not in the family list {fams}")
+        return self
+
+    def families(self, data_kind: str) -> list[str]:
+        """The families this run trains, in the order given (the default for the data kind if unset)."""
+        if isinstance(self.family, list):
+            return list(self.family)
+        return [self.family or ("small_cnn" if data_kind == "images" else "mlp")]
 
     @field_validator("workers")
     @classmethod

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from closedloop.core.io import to_json, write_text_atomic
 from closedloop.stages.train.outcomes import ScaleUpOutcome
 from closedloop.stages.train.phases.scale_up import rung_step_seconds
-from closedloop.stages.train.session import TrainSession
+from closedloop.stages.train.session import TRIAL_STEP_SECONDS, TrainSession
 
 PLAN_FILE = "final_plan.json"
 
@@ -47,14 +47,17 @@ class FinalPlan(BaseModel):
 
 
 def epoch_seconds(sess: TrainSession, n_rows: int, batch_size: int) -> float | None:
-    """Seconds one epoch of ``n_rows`` rows in batches of ``batch_size`` takes: the chosen capacity
-    rung's measured seconds per training step (the same network; a cut fit measures it as well as a
-    whole one) times the steps of an epoch (None: the rung's fit took no step here). A budget input
-    only: it never enters an artifact of a run the budget does not bind."""
+    """Seconds one epoch of ``n_rows`` rows in batches of ``batch_size`` takes: the latest measured
+    seconds per training step of the chosen network (the last tuning trial's, under the load of the
+    moment; else the chosen capacity rung's; a cut fit measures it as well as a whole one) times the
+    steps of an epoch (None: no fit of it took a step here). A budget input only: it never enters an
+    artifact of a run the budget does not bind."""
     ladder = sess.get(ScaleUpOutcome)
     if ladder is None or not ladder.rungs:
         return None
-    step_s = sess.ctx.timings.get(rung_step_seconds(ladder.rung.rung))
+    step_s = sess.ctx.timings.get(TRIAL_STEP_SECONDS) or sess.ctx.timings.get(
+        rung_step_seconds(ladder.rung.rung)
+    )
     if not step_s:
         return None
     return float(step_s) * max(1, n_rows // max(1, min(batch_size, n_rows)))

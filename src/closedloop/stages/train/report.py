@@ -16,6 +16,7 @@ TITLES = {
     "scale_up": "3. Scale up until it overfits",
     "lr_finder": "LR range test",
     "tune": "4. Regularize and tune",
+    "families": "Family choice",
     "final": "5. Final fit and test",
 }
 
@@ -77,6 +78,10 @@ def report_blocks(ev: EvaluationReport, phases: list[Phase], timings: dict[str, 
         blocks.append(Paragraph(f"Held-out split: {ev.heldout_note}."))
     blocks.append(Paragraph(selection_text(ev)))
     extra: dict[str, list[Any]] = {}
+    if ev.families is not None:
+        from closedloop.stages.train.families import family_blocks
+
+        extra["families"] = family_blocks(ev.families)
     for p in phases:
         if p.name in ev.phases:
             extra.setdefault(p.section or p.name, []).extend(p.report(ev.phases[p.name], timings))

@@ -44,18 +44,21 @@ def _num(name: str) -> int:
 def selection_evidence(sess: TrainSession, tuned: TunedConfig) -> SelectionBias | None:
     """Selection bias of the chosen configuration's hold-out validation score (None without
     candidates, e.g. a resumed run whose logits are gone; the reason is logged as a decision)."""
-    files = candidate_files(sess.work)
-    chosen = tuned.val_logits_file
+    own = [(f"{sess.family} {n}" if sess.rivals else n, sess.work / r) for n, r in candidate_files(sess.work)]
+    # a family list: every family's candidates were in the selection, so all enter the estimate
+    rival = [(f"{fam} {n}", work / r) for fam, work in sess.rivals for n, r in candidate_files(work)]
+    files = own + rival
+    chosen = sess.work / tuned.val_logits_file
     names = [n for n, _ in files]
     rels = [r for _, r in files]
-    if not files or chosen not in rels:
+    if not own or chosen not in rels:
         sess.decide(
             "final", "selection bias not estimated: the candidates' validation logits are missing", {}
         )
         return None
     task = sess.task
     try:
-        probas = [logits_to_proba(np.load(sess.work / r), task.problem_type) for r in rels]
+        probas = [logits_to_proba(np.load(r), task.problem_type) for r in rels]
         sb = selection_bias(
             task.primary_metric,
             sess.val.y_np,

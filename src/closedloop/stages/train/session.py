@@ -51,13 +51,16 @@ DEFAULT_LOGITS_FILE = "default_val_logits.npy"
 # -- what the budget keeps for the work after the last fit ------------------------------------------
 COMPARISON_SECONDS = "beat_baseline comparison seconds"
 """``ctx.timings`` label: the beat_baseline phase's baseline refit and paired bootstrap on validation."""
+TRIAL_STEP_SECONDS = "tune latest trial seconds per step"
+"""``ctx.timings`` label: seconds per training step of the latest tuning trial (the chosen network
+under the load of the moment: what the final fit is sized with, :mod:`.final_plan`)."""
 RESERVE_SHARE = 0.15
 """Least share of the last phase's budget kept for its work after the fit."""
 RESERVE_FACTOR = 6.0
-"""The final phase's work besides its fit (the test evaluation and its bootstrap intervals, the
-baseline's refit, the selection bias, calibration, figures) costs about this many times the
-beat_baseline comparison, the same kinds of work on one split (3.4 to 7.8 times in
-benchmarks/bench_train_resume.py's runs under load)."""
+"""The final phase's work after its fit (the test evaluation and its bootstrap intervals, the
+selection bias, calibration, figures; the baseline's refit is done before the fit) costs about this
+many times the beat_baseline comparison, the same kinds of work on one split (3.4 to 7.8 times in
+benchmarks/bench_train_resume.py's runs under load, measured with the refit in both)."""
 
 
 @dataclass
@@ -96,6 +99,15 @@ class TrainSession:
     """The test comparison with the best baseline (final phase; None without a baseline)."""
     selection: SelectionBias | None = None
     """The winner's validation score and the search's optimism (final phase; None when not estimated)."""
+    tag: str = ""
+    """A family list (:mod:`closedloop.stages.train.families`): the family's name, put before its
+    decisions and figure captions; empty for a single-family run."""
+    final_reserve: bool = True
+    """Keep :meth:`reserve` before the last phase's end (False for a family of a family list, whose
+    final fit, if chosen, runs later with the stage's whole budget)."""
+    rivals: list[tuple[str, Path]] = field(default_factory=list)
+    """The other families' (name, work folder) of a family list: their candidates enter the selection
+    bias (:mod:`closedloop.stages.train.selection`)."""
 
     # -- time -----------------------------------------------------------------------------------
     def deadline(self, phase: str) -> float:
@@ -112,7 +124,7 @@ class TrainSession:
             if p == phase:
                 break
         end = self.t0 + upto * self.budget_s
-        if phase == list(self.budget)[-1]:
+        if phase == list(self.budget)[-1] or not self.final_reserve:
             return end
         return min(end, self.t0 + self.budget_s - self.reserve())
 
@@ -153,6 +165,8 @@ class TrainSession:
 
     # -- log --------------------------------------------------------------------------------------
     def decide(self, phase: str, decision: str, evidence: Any) -> None:
+        if self.tag:
+            decision = f"{self.tag}: {decision}"
         self.decisions.append({"phase": phase, "decision": decision, "evidence": evidence})
         self.ctx.logger.info("train/%s: %s", phase, decision)
 
@@ -196,9 +210,12 @@ class TrainSession:
         self.ctx.record_validation(description, params, clean)
 
     def figure(self, name: str, caption: str, phase: str) -> str:
-        rel = f"figures/{name}"
-        self.figures.append({"path": rel, "caption": caption, "phase": phase})
-        return str(self.ctx.figures_dir / name)
+        path = self.ctx.figures_dir / name  # a family of a family list draws in figures/<family>/
+        rel = path.relative_to(self.ctx.stage_dir).as_posix()
+        self.figures.append(
+            {"path": rel, "caption": f"{self.tag}: {caption}" if self.tag else caption, "phase": phase}
+        )
+        return str(path)
 
 
 def check_network(net: torch.nn.Module, spec: ModelSpec, sess: TrainSession) -> None:

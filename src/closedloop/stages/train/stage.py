@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 import torch
 from pydantic import Field
 
@@ -34,6 +35,7 @@ from closedloop.stages.train.checks import check_training_data
 from closedloop.stages.train.config import LADDERS, PRESETS, TrainConfig
 from closedloop.stages.train.driver import budget_table, run_phases
 from closedloop.stages.train.engine import Engine, HParams, make_engine, make_tensor_set
+from closedloop.stages.train.families import FamilyChoice, family_summary, run_families
 from closedloop.stages.train.heldout import plan_heldout
 from closedloop.stages.train.importance import ImportanceReport, tree_importance
 from closedloop.stages.train.knobs import ALL_KNOBS
@@ -71,11 +73,14 @@ class EvaluationReport(JsonArtifact):
     selection: dict[str, Any] | None = None
     """The winner's validation score and the search's optimism (SelectionBias, evaluated_on validation)."""
     label_review: LabelIssueList | None = None
+    """Suspected label errors ranked again by the trained configuration's predictions (top 50; the
+    full list is in ``label_review/``); None for tasks or runs without such predictions."""
     feature_importance: ImportanceReport | None = None
     """Tree models: gain (trained-on rows) and permutation importance (held-out rows, 95% CIs);
     None for networks (:mod:`closedloop.stages.train.importance`)."""
-    """Suspected label errors ranked again by the trained configuration's predictions (top 50; the
-    full list is in ``label_review/``); None for tasks or runs without such predictions."""
+    families: FamilyChoice | None = None
+    """A family list: each family's candidate, which won on validation and by how much; None for one
+    family (:mod:`closedloop.stages.train.families`)."""
 
 
 @register_stage("train")
@@ -103,26 +108,40 @@ class TrainModel(Stage):
 
     def ladder(self, family: str) -> list[dict[str, Any]]:
         cfg = self.config
-        if cfg.ladder is not None:
+        if isinstance(cfg.ladder, dict) and family in cfg.ladder:  # a family list: rungs per family
+            rungs = cfg.ladder[family]
+        elif isinstance(cfg.ladder, list):
             rungs = cfg.ladder
         else:
             rungs = LADDERS.get(family, [{}])[: PRESETS[cfg.preset]["ladder_size"]]
         return [{**cfg.model_params, **r} for r in rungs] or [dict(cfg.model_params)]
+
+    def candidate_families(self) -> list[str]:
+        """The families this stage may ship (a later stage checks its config against them when the
+        pipeline is built); the data kind's default network when none is named."""
+        fam = self.config.family
+        return list(fam) if isinstance(fam, list) else [fam] if fam else []
 
     # -- driver ---------------------------------------------------------------------------------
     def run(self, inputs: Inputs, ctx: RunContext) -> Outputs:
         if self.config.storage:  # an unreachable study database fails here, before any training
             check_reachable(self.config.storage)
         phases = [p() for p in self.phases]
-        sess = self.make_session(inputs, ctx, budget_table(phases))
-        if inputs.baseline is None:
-            sess.decide(
-                "setup",
-                "no baseline input: the stage trains and evaluates, but cannot say whether the "
-                "model beats a simple baseline",
-                {},
-            )
-        run_phases(sess, phases)
+        families = self.config.families(inputs.data.kind)
+        choice: FamilyChoice | None = None
+        if len(families) > 1:  # a family choice inside the run (:mod:`.families`)
+
+            def make(fctx: RunContext, budget: dict[str, float], family: str) -> TrainSession:
+                s = self.make_session(inputs, fctx, budget, family=family)
+                self._note_no_baseline(s, inputs)
+                return s
+
+            budget_s = 60.0 * (self.config.budget_minutes or 1.0)
+            sess, choice = run_families(make, phases, families, ctx, budget_s)
+        else:
+            sess = self.make_session(inputs, ctx, budget_table(phases))
+            self._note_no_baseline(sess, inputs)
+            run_phases(sess, phases)
         fin, model = sess.get(FinalOutcome), sess.model
         tuned = sess.get(TuneOutcome)
         if fin is None or model is None or tuned is None:
@@ -175,6 +194,7 @@ class TrainModel(Stage):
             selection=None if sess.selection is None else sess.selection.model_dump(mode="json"),
             label_review=None if review is None else review.head(50),
             feature_importance=importance,
+            families=choice,
         )
         bb = sess.beats_baseline
         if self.config.gate == "fail" and bb is not None and not bb.get("significant"):
@@ -184,9 +204,24 @@ class TrainModel(Stage):
             )
         return self.Outputs(model=model, evaluation=evaluation)
 
+    @staticmethod
+    def _note_no_baseline(sess: TrainSession, inputs: Inputs) -> None:
+        if inputs.baseline is None:
+            sess.decide(
+                "setup",
+                "no baseline input: the stage trains and evaluates, but cannot say whether the "
+                "model beats a simple baseline",
+                {},
+            )
+
     def make_session(
-        self, inputs: Inputs, ctx: RunContext, budget: dict[str, float] | None = None
+        self,
+        inputs: Inputs,
+        ctx: RunContext,
+        budget: dict[str, float] | None = None,
+        family: str | None = None,
     ) -> TrainSession:
+        """The session of one family (default: the config's only family, or the data kind's default)."""
         cfg = self.config
         data, task = inputs.data, inputs.task
         if cfg.threads:
@@ -198,10 +233,10 @@ class TrainModel(Stage):
         if unknown:
             raise ConfigError(f"train.tune_knobs: unknown knob(s) {unknown}; allowed: {ALL_KNOBS}")
         check_training_data(data, task.problem_type)
-        family = cfg.family or ("small_cnn" if data.kind == "images" else "mlp")
+        family = family or cfg.families(data.kind)[0]
         trees = family_kind(family) == "trees"
         pre = make_preprocessing(data, task, native_missing=trees)
-        eng = make_tree_engine(cfg, data, task, pre) if trees else make_engine(task, pre, device)
+        eng = make_tree_engine(cfg, data, task, pre, family) if trees else make_engine(task, pre, device)
         batch_size = cfg.batch_size
         while (
             not trees  # batches mean nothing to boosting
@@ -309,6 +344,7 @@ class TrainModel(Stage):
             "knob_gains_skipped": tune.get("knob_gains_skipped", []),
             "cross_validation": R.cv_summary(ev.phases.get("cross_validate")),
             "feature_importance": R.importance_summary(ev.feature_importance),
+            "families": family_summary(ev.families),
             "label_review": review_summary(
                 None if ev.label_review is None else ev.label_review.model_dump(mode="json")
             ),
@@ -319,15 +355,15 @@ class TrainModel(Stage):
         return R.report_blocks(outputs.evaluation, phases, stage_timings(stage_dir))
 
 
-def make_tree_engine(cfg: TrainConfig, data: DatasetBundle, task: TaskSpec, pre: Preprocessing) -> Engine:
+def make_tree_engine(
+    cfg: TrainConfig, data: DatasetBundle, task: TaskSpec, pre: Preprocessing, family: str
+) -> Engine:
     """The engine of a tree family (:mod:`.tree_engine`): the data's categorical columns split natively,
     ``threads`` LightGBM threads (default 1: one OpenMP thread per fit on a small shared CPU)."""
     from closedloop.stages.train.tree_engine import TreeEngine
 
     if data.kind != "table":
-        raise ConfigError(
-            f"train.family: {cfg.family!r} is a tree family; it trains on tables, not {data.kind}"
-        )
+        raise ConfigError(f"train.family: {family!r} is a tree family; it trains on tables, not {data.kind}")
     if cfg.final_seeds > 1:
         raise ConfigError(
             f"train.final_seeds: {cfg.final_seeds} - a seed ensemble of trees cannot be exported yet; "
@@ -359,6 +395,11 @@ def make_preprocessing(data: DatasetBundle, task: TaskSpec, native_missing: bool
             input_kind="images", input_shape=list(x.shape[1:]), mean=mean.tolist(), std=std.tolist()
         )
     feats = data.train.features()
+    cats = {  # the names behind each categorical column's codes (fixed by the dtype, same in every split)
+        str(c): [str(v) for v in data.train.X[c].cat.categories]
+        for c in data.train.X.columns
+        if isinstance(data.train.X[c].dtype, pd.CategoricalDtype)
+    }
     if native_missing:  # trees route missing values themselves: nothing to impute or scale
         n = feats.shape[1]
         return Preprocessing(
@@ -368,6 +409,7 @@ def make_preprocessing(data: DatasetBundle, task: TaskSpec, native_missing: bool
             std=[1.0] * n,
             feature_names=[str(c) for c in data.train.X.columns],
             native_missing=True,
+            categories=cats,
         )
     med = np.nanmedian(np.where(np.isfinite(feats), feats, np.nan), axis=0)
     med = np.where(np.isnan(med), 0.0, med)
@@ -381,4 +423,5 @@ def make_preprocessing(data: DatasetBundle, task: TaskSpec, native_missing: bool
         std=std.tolist(),
         impute=med.tolist(),
         feature_names=[str(c) for c in data.train.X.columns],
+        categories=cats,
     )

@@ -9,8 +9,11 @@ from typing import Any
 import numpy as np
 
 from closedloop.models.trained import TrainedModel
-from closedloop.stages.train.phases.beat_baseline import baseline_proba
+from closedloop.stages.train.phases.beat_baseline import predict_baseline, refit_baseline
 from closedloop.stages.train.session import TrainSession
+
+REFIT_SECONDS = "final baseline refit seconds"
+"""``ctx.timings`` label: the best baseline's refit on the final fit's rows, done before the final fit."""
 
 
 @dataclass
@@ -48,11 +51,34 @@ def label_operating_points(
     return out
 
 
+def refit_for_test(sess: TrainSession) -> Any:
+    """The best baseline refitted on exactly the rows the model's final fit uses (train + the
+    validation rows not held out for calibration), so neither side of the test comparison has seen
+    more data; None without a baseline. Called before the final fit (work no deadline can cut, done
+    first so the fit is given what is left); an error is kept and raised where the comparison is made."""
+    if sess.baseline is None:
+        return None
+    from closedloop.stages.train.heldout import fit_rows
+
+    on = "train+val" if sess.cfg.final_fit == "train+val" else "train"
+    with sess.ctx.timed(REFIT_SECONDS):
+        try:
+            return refit_baseline(sess.baseline, sess.data, sess.task, on, val_rows=fit_rows(sess.heldout))
+        except Exception as exc:  # raised again at the comparison (evaluate_on_test), as before the move
+            return exc
+
+
 def evaluate_on_test(
-    sess: TrainSession, model: TrainedModel, p_val: np.ndarray, p_hold: np.ndarray, baseline: Any
+    sess: TrainSession,
+    model: TrainedModel,
+    p_val: np.ndarray,
+    p_hold: np.ndarray,
+    baseline: Any,
+    refitted: Any = None,
 ) -> Evaluation:
     """Validation metrics (selected configuration before the refit) and the deployed model's metrics on
-    its held-out rows, with intervals; then the single opening of the test split."""
+    its held-out rows, with intervals; then the single opening of the test split. ``refitted``: the
+    baseline from :func:`refit_for_test` (refitted here when not given)."""
     from closedloop.stats.bootstrap import metrics_with_ci
 
     cfg, task = sess.cfg, sess.task
@@ -104,13 +130,12 @@ def evaluate_on_test(
     if baseline is None:
         sess.decide("final", "no baseline given: the test result cannot be compared with one", {})
         return out
-    from closedloop.stages.train.heldout import fit_rows
     from closedloop.stats.gate import beats_baseline
 
-    # The baseline refits on exactly the rows the model's final fit used (train + the validation rows
-    # not held out for calibration), so neither side of the comparison has seen more data.
-    on = "train+val" if cfg.final_fit == "train+val" else "train"
-    p_base = baseline_proba(baseline, sess.data, task, test_split.X, on=on, val_rows=fit_rows(sess.heldout))
+    est = refitted if refitted is not None else refit_for_test(sess)
+    if isinstance(est, Exception):
+        raise est
+    p_base = predict_baseline(est, test_split.X)
     best = getattr(baseline, "best", None)
     bb = beats_baseline(
         np.asarray(test_split.y),

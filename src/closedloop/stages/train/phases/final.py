@@ -23,7 +23,7 @@ from closedloop.stages.train.final_plan import EVALUATION_SECONDS, fit_deadline,
 from closedloop.stages.train.heldout import INFO_KEY, fit_rows
 from closedloop.stages.train.outcomes import CrossValidateOutcome, FinalOutcome, TunedConfig, TuneOutcome
 from closedloop.stages.train.phases.base import Phase
-from closedloop.stages.train.phases.evaluate import evaluate_on_test
+from closedloop.stages.train.phases.evaluate import evaluate_on_test, refit_for_test
 from closedloop.stages.train.selection import selection_evidence
 from closedloop.stages.train.session import TrainSession
 
@@ -42,9 +42,10 @@ class Final(Phase):
         tuned = cv.tuned if cv is not None else tune.config() if tune is not None else None
         if tuned is None:
             raise StageFailedError("train: the final fit needs the tune phase's outcome")
+        refitted = refit_for_test(sess)  # before the fit: its time comes out of the fit's deadline
         model, fin = final_fit(sess, tuned)
         with sess.ctx.timed(EVALUATION_SECONDS):
-            ev = evaluate_on_test(sess, model, fin.val_proba, fin.heldout_proba, sess.baseline)
+            ev = evaluate_on_test(sess, model, fin.val_proba, fin.heldout_proba, sess.baseline, refitted)
             sess.selection = selection_evidence(sess, tuned)
         sess.model = model
         sess.beats_baseline = ev.beats_baseline

@@ -15,6 +15,9 @@ from closedloop.stages.train.outcomes import SanityOutcome
 from closedloop.stages.train.phases.base import Phase
 from closedloop.stages.train.session import TrainSession
 
+FIGURE_SECONDS = "sanity figure seconds"
+"""``ctx.timings`` label: drawing the sanity figure, work after the loop that no deadline cuts."""
+
 
 class Sanity(Phase):
     name = "sanity"
@@ -54,7 +57,8 @@ def sanity(sess: TrainSession, params: dict) -> SanityOutcome:
         and losses[-1] > target
         and time.time() > deadline
     )
-    plots.sanity(sess.figure("sanity.png", "Training loss on one fixed batch", "sanity"), losses)
+    with sess.ctx.timed(FIGURE_SECONDS):  # the first figure of the stage (the plotting library loads)
+        plots.sanity(sess.figure("sanity.png", "Training loss on one fixed batch", "sanity"), losses)
     ok = bool(losses and math.isfinite(losses[-1]) and target is not None and min(losses) <= target)
     if not ok and cut and target is not None:
         # the clock, not the model, ended it: inconclusive, not failed (a failure stops the run)

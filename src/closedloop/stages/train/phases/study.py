@@ -45,6 +45,8 @@ def study_for(sess: TrainSession) -> Any:
 
     cfg = sess.cfg
     base_name = cfg.study_name or f"closedloop-train-{sess.ctx.fingerprint[:12] or 'run'}-seed{sess.ctx.seed}"
+    if sess.tag:  # a family list: one study per family (a shared storage holds them side by side)
+        base_name += f"-{sess.tag}"
     study = open_study(sess, base_name, sess.ctx.seed)
     running = optuna.trial.TrialState.RUNNING
     stale = [t for t in study.get_trials(deepcopy=False) if t.state == running]

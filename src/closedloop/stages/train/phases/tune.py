@@ -21,9 +21,10 @@ from closedloop.stages.train.phases import workers as W
 from closedloop.stages.train.phases.ablation import knob_ablation
 from closedloop.stages.train.phases.base import Phase
 from closedloop.stages.train.phases.beat_baseline import EPOCH_SECONDS
-from closedloop.stages.train.phases.scale_up import rung_seconds
+from closedloop.stages.train.phases.scale_up import rung_seconds, rung_step_seconds
 from closedloop.stages.train.phases.space import search_space, split_params, unregularized
 from closedloop.stages.train.session import (
+    TRIAL_STEP_SECONDS,
     TrainSession,
     flat,
     rung_logits_file,
@@ -78,8 +79,14 @@ def trial_seed(sess: TrainSession, k: int) -> int:
 
 
 def _epoch_seconds(sess: TrainSession, ladder: ScaleUpOutcome | None) -> float:
-    """Seconds per epoch seen so far (sizes the smallest useful trial; a budget input, not an artifact)."""
+    """Seconds per epoch of the network the trials train (sizes the smallest useful trial; a budget
+    input, not an artifact): the chosen rung's measured seconds per training step times the steps of
+    an epoch; without one, the default model's epoch (a smaller network, measured earlier, first steps
+    included: under load it can read several times too slow)."""
     t = sess.ctx.timings
+    if ladder is not None and ladder.rungs and t.get(rung_step_seconds(ladder.rung.rung)):
+        n, bs = len(sess.train), min(sess.base_hp.batch_size, len(sess.train))
+        return max(float(t[rung_step_seconds(ladder.rung.rung)]) * max(1, n // max(bs, 1)), 0.05)
     epoch_s = max(t.get(EPOCH_SECONDS, 1.0), 0.05)
     if ladder is not None and ladder.rungs:
         rung_s = t.get(rung_seconds(ladder.rung.rung), 0.0)
@@ -181,6 +188,8 @@ def tune(sess: TrainSession, model_params: dict[str, Any], ladder_logits: np.nda
             continue
         trial.set_user_attr("best_epoch", res.best_epoch)
         trial.set_user_attr("stopped", res.stopped)
+        if res.step_seconds is not None:  # the latest measure of the chosen network's step (final_plan)
+            sess.note_time(TRIAL_STEP_SECONDS, res.step_seconds)
         sess.note_cut("tune", f"trial {k}", res, hp.epochs)
         trial.set_user_attr("history", res.history)
         trial.set_user_attr("k", k)
