@@ -27,7 +27,12 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SETTINGS = {"before": (False, False), "pool": (True, False), "features": (False, True), "pool+features": (True, True)}
+SETTINGS = {
+    "before": (False, False),
+    "pool": (True, False),
+    "features": (False, True),
+    "pool+features": (True, True),
+}
 """name -> (every held-out row on the reference side, summary features as inputs)."""
 
 
@@ -81,7 +86,11 @@ def main() -> None:
                 win = Sample(features=f[idx], embeddings=profile.reduce(emb[idx]), proba=p[idx])
                 real = realized(["auc", "acc"], y[idx], p[idx], "binary", info.threshold)
                 e = estimate(p[idx], "binary", info.threshold, ["auc", "acc"])
-                row = {"draw": d, "kind": kind, "err": max(abs(e[m]["value"] - real[m]) for m in ("auc", "acc"))}
+                row = {
+                    "draw": d,
+                    "kind": kind,
+                    "err": max(abs(e[m]["value"] - real[m]) for m in ("auc", "acc")),
+                }
                 for name, (use_pool, feats) in SETTINGS.items():
                     ref = profile.domain if use_pool else profile.reference
                     chk, _ = domain_check(ref, win, "binary", rng, features=feats)
@@ -93,7 +102,10 @@ def main() -> None:
     pd.set_option("display.width", 200)
     n_in, n_test = int((df.kind == "in").sum()), int((df.kind == "test").sum())
     print(f"\n{n_in} in-distribution and {n_test} dev-half test windows of 200, {draws} draws")
-    print("test windows where plain CBPE is off by more than 0.03:", f"{(df[df.kind == 'test'].err > 0.03).mean():.0%}")
+    print(
+        "test windows where plain CBPE is off by more than 0.03:",
+        f"{(df[df.kind == 'test'].err > 0.03).mean():.0%}",
+    )
     for name in SETTINGS:
         s_in, s_te = df[df.kind == "in"], df[df.kind == "test"]
         print(
