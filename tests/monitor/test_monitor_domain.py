@@ -82,7 +82,7 @@ def test_monitor_flags_the_estimate_when_the_window_is_told_apart():
     out = BuildMonitorProfile(**FAST).execute(
         {"data": bundle, "task": task, "model": model}, RunContext("monitor", Path("."), seed=0)
     )
-    assert out.reference.info.domain_alpha == 0.01 and out.reference.info.min_ess_fraction == 0.5
+    assert out.reference.info.domain_alpha == 0.05 and out.reference.info.min_ess_fraction == 0.25
     mon = Monitor(out.reference, model)
     res = mon.check(bundle.splits["test"].X)
     assert res["domain"]["n_window"] == len(bundle.splits["test"].X) and 0 <= res["domain"]["auc"] <= 1

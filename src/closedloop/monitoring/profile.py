@@ -81,9 +81,9 @@ class ProfileInfo(BaseModel):
     guarantee: str = ""
     """The guarantee in one sentence and what it rests on (the report and ``closedloop monitor`` show it)."""
     stream_alpha: float = 0.05
-    domain_alpha: float | None = 0.01
+    domain_alpha: float | None = 0.05
     """Domain classifier p-value at which the label-free estimate is flagged (``monitoring.domain``)."""
-    min_ess_fraction: float = 0.5
+    min_ess_fraction: float = 0.25
     """Importance weights leaving fewer effective reference rows than this fraction flag the estimate."""
     """False-alarm rate of the stream test over the whole stream (``closedloop.monitoring.stream``)."""
     calibration: dict[str, Any]

@@ -33,7 +33,7 @@ from closedloop.monitoring.profile import (
     table_schema,
 )
 from closedloop.monitoring.selection import ReviewConfig
-from closedloop.monitoring.stream import stream_scores
+from closedloop.monitoring.stream import reference_stream_scores
 from closedloop.stages.task import TaskSpec
 
 
@@ -61,11 +61,11 @@ class BuildMonitorProfileConfig(StageConfig):
     """Fail when the held-out rows are too few for the per-deployment guarantee (default: fall back to
     Bonferroni over the tests and say in the report that there is no guarantee)."""
     stream_alpha: float = Field(0.05, gt=0, lt=0.5)
-    domain_alpha: float | None = Field(0.01, gt=0, lt=0.5)
+    domain_alpha: float | None = Field(0.05, gt=0, lt=0.5)
     """The label-free estimate is flagged unreliable when a domain classifier (reference rows vs the
     window, on the model's outputs and embeddings) separates them at this p-value
     (``closedloop.monitoring.domain``). None: no domain check."""
-    min_ess_fraction: float = Field(0.5, gt=0, le=1)
+    min_ess_fraction: float = Field(0.25, gt=0, le=1)
     """...or when the importance weights leave fewer than this fraction of the reference rows
     effectively speaking for the window (extreme weights)."""
     """False-alarm rate of the stream test over the whole stream, however often it is read."""
@@ -317,7 +317,7 @@ def build_profile(
     )
     # every held-out row: the stream test ranks production against all of them (the scores use the
     # model's outputs only, so they need no split from the reference sample)
-    stream = stream_scores(full.proba, problem, threshold)
+    stream = reference_stream_scores(full.proba, problem, threshold)
     # the domain check compares windows with every held-out row (it needs no re-split calibration)
     domain_idx = np.arange(len(full))
     if len(domain_idx) > DOMAIN_MAX_ROWS:
