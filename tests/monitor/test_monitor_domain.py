@@ -261,6 +261,8 @@ def test_the_domain_rows_survive_a_save_and_an_older_profile_uses_its_reference(
         .execute({"data": bundle, "task": task, "model": model}, RunContext("monitor", Path("."), seed=0))
         .reference
     )
+    # a binary task's stream test follows P(positive) alone (the confidence is a function of it)
+    assert sorted(prof.stream) == ["positive_probability"]
     prof.save(tmp_path)
     back = type(prof).load(tmp_path)
     assert len(back.domain) == len(prof.domain) > len(back.reference)

@@ -439,6 +439,8 @@ class BuildMonitorProfile(Stage):
                 "stream_alpha": i.stream_alpha,
                 "domain_alpha": i.domain_alpha,
                 "min_ess_fraction": i.min_ess_fraction,
+                "domain_rows": len(outputs.reference.domain),
+                "stream_scores": sorted(outputs.reference.stream),
                 "guarantee": i.guarantee,
                 "thresholds": i.thresholds,
                 "metrics": i.metrics,
@@ -463,7 +465,9 @@ class BuildMonitorProfile(Stage):
             Paragraph(
                 f"Reference profile, softmax and confidence references and the confidence-accuracy relation "
                 f"from {where} ({i.source.get('note', '')}): {i.reference_size} form the reference sample; "
-                f"thresholds are calibrated by re-splitting all {i.reference_size + i.calibration_size}. Check "
+                f"thresholds are calibrated by re-splitting all {i.reference_size + i.calibration_size}; the "
+                f"domain check (is the label-free estimate still reliable?) compares each window with "
+                f"{len(outputs.reference.domain)} of them. Check "
                 "production data with <code>closedloop monitor RUN_DIR DATA</code>."
             ),
             Paragraph(f"<b>What the alarm promises.</b> {i.guarantee}"),
