@@ -104,6 +104,7 @@ def test_adapt_recalibrates_judges_on_production_and_records_everything(champion
     assert split["seed"] == 3 and res["declared"]["costs"] == [1.0, 1.0]
     cv = res["choice"]["cv_cost"]
     assert {"threshold", "platt", "temperature"} < set(cv) and any(k.startswith("head(") for k in cv)
+    assert any(k.startswith("finetune(") for k in cv)  # every family by default, the fine-tune included
     assert res["choice"]["candidates"] == len(cv) and "adaptation labels only" in res["choice"]["selection"]
     assert (out / "challenger.json").is_file() and "PROMOTE" in (out / "adapt.md").read_text()
     assert "PROMOTE" in printed and "specificity" in printed and f"--shadow {out}" in printed
@@ -144,7 +145,9 @@ def test_adapt_is_not_promoted_when_it_is_worse_on_the_original_test(champion, t
 
     run, _ = champion
     labels = _labels(tmp_path / "bright.npz", run, 200, 6, shift=25)
-    res = run_adapt(run, labels, out=tmp_path / "o")
+    # a re-mapping of the champion's scores (a fine-tune that replays the training data can be good on
+    # both distributions, which is what the replay is for)
+    res = run_adapt(run, labels, out=tmp_path / "o", challengers=("recalibration", "head"))
     ni = res.decision.non_inferiority
     assert ni is not None and not ni.ok and not res.decision.promote
     assert any("NOT non-inferior" in r for r in res.decision.reasons)
@@ -204,7 +207,12 @@ def test_live_loop_adapted_model_served_in_shadow_and_judged_by_compare_live(cha
     from serve_helpers import ServerProcess
 
     run, _ = champion
-    res = run_adapt(run, _labels(tmp_path / "prod.npz", run, 160, 11), out=tmp_path / "adapted")
+    res = run_adapt(
+        run,
+        _labels(tmp_path / "prod.npz", run, 160, 11),
+        out=tmp_path / "adapted",
+        challengers=("recalibration", "head"),
+    )
     assert res.decision.promote, res.decision.reasons
     champ = TrainedModel.load(run / "stages/03_train/artifacts/model")
     write_servable(champ, tmp_path / "champion")
@@ -382,3 +390,47 @@ def test_admin_promote_switches_the_live_monitor_to_the_adapted_models_reference
         assert back["monitor_reference"] == before["reference"]
     finally:
         server.stop()
+
+
+def test_compare_live_judges_a_canary_adapted_model_at_its_own_threshold(champion, tmp_path):
+    """A canary answers other requests: each arm is scored at the threshold of the folder its
+    records name (the adapted folder's own), on the declared metric, from random labels only."""
+    from closedloop.adapt.run import operating_point, run_adapt
+    from closedloop.adapt.servable import write_servable
+    from closedloop.monitoring.compare import compare_live
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "serving"))
+    from livelog_fixtures import feedback, request, write
+
+    run, _ = champion
+    adapted_dir = tmp_path / "adapted"
+    run_adapt(
+        run, _labels(tmp_path / "prod.npz", run, 160, 16), out=adapted_dir, challengers=("recalibration",)
+    )
+    champ = TrainedModel.load(run / "stages/03_train/artifacts/model")
+    adapted = TrainedModel.load(adapted_dir / "model")
+    served = tmp_path / "champion"
+    write_servable(champ, served)  # its predictor.json carries the champion's threshold
+    X, y = _images(np.random.default_rng(17), 240)
+    names, recs, fb = champ.label_names, [], []
+    arms: dict[str, tuple[list[int], np.ndarray]] = {}
+    for name, model, folder in (("canary", adapted, adapted_dir), ("champion", champ, served)):
+        rows = [i for i in range(len(y)) if (i % 2 == 0) == (name == "canary")]
+        P = model.predict_proba(X[rows][..., None])
+        arms[name] = (rows, P[:, 1] >= model.threshold)
+        for k, i in enumerate(rows):
+            kw = {"route": name, "request_id": f"c{i}", "run_dir": str(folder), "version": folder.name}
+            recs.append(request(X[i : i + 1], P[k : k + 1], t=i, names=names, **kw))
+            fb.append(feedback(f"c{i}", names[int(y[i])], t=1000 + i, random=True))
+    write(tmp_path / "log", "requests-a-000000.jsonl", sorted(recs, key=lambda r: r["time"]))
+    write(tmp_path / "log", "feedback-a-000000.jsonl", fb)
+    costs = (1.0, 1.0)  # the fixture task's
+    want = {k: operating_point(y[rows], d, costs) for k, (rows, d) in arms.items()}
+    c = compare_live(tmp_path / "log", run_dir=run, metric="expected_cost", n_resamples=300)
+    assert c.challenger_route == "canary" and c.design == "independent" and c.n_labeled == len(y)
+    assert c.performance.value_challenger == pytest.approx(want["canary"]["expected_cost"])
+    assert c.performance.value_champion == pytest.approx(want["champion"]["expected_cost"])
+    assert "own threshold" in c.performance.method
+    acc = compare_live(tmp_path / "log", run_dir=run, metric="acc", n_resamples=300).performance
+    assert acc.value_challenger == pytest.approx(want["canary"]["acc"])
+    assert acc.value_champion == pytest.approx(want["champion"]["acc"])

@@ -5,11 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from closedloop.adapt.arguments import add_promotion_arguments
-
-DEFAULT_CHALLENGERS = ("recalibration", "head", "finetune")
-"""``closedloop adapt``'s default families (the same as :data:`closedloop.adapt.run.DEFAULT_CHALLENGERS`;
-kept here so ``closedloop --help`` does not import numpy)."""
+from closedloop.adapt.arguments import DEFAULT_CHALLENGERS, add_promotion_arguments
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:

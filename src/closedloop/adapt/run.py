@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from closedloop.adapt.arguments import DEFAULT_CHALLENGERS
 from closedloop.adapt.challengers import (
     FAMILIES,
     ChallengerChoice,
@@ -49,8 +50,6 @@ from closedloop.stats.errors import StatsError
 from closedloop.stats.promotion import PairedCases, PromotionDecision, decide_promotion
 from closedloop.stats.recalibration import _logit
 
-DEFAULT_CHALLENGERS: tuple[str, ...] = FAMILIES
-"""Every family (decided on the development half of bench_shift_recovery.py; docs/adapt.md)."""
 DECLARABLE = ("expected_cost", "balanced_accuracy", "acc")
 """Metrics ``adapt`` may declare: the task's cost per case (default), or decision metrics at each
 model's own shipped threshold."""

@@ -24,7 +24,7 @@ from closedloop.core.io import to_json, write_text_atomic
 from closedloop.core.registry import register_stage
 from closedloop.core.stage import RunContext, Stage, StageIO, stage_timings
 from closedloop.data.bundle import DatasetBundle
-from closedloop.models.registry import build_network, family_kind, network_kind
+from closedloop.models.registry import build_network, family_kind, family_ladder, network_kind
 from closedloop.models.trained import ModelSpec, Preprocessing, TrainedModel
 from closedloop.stages.audit.rerank import LabelIssueList, review_after_training, review_summary
 from closedloop.stages.baseline import BaselineReport
@@ -32,7 +32,7 @@ from closedloop.stages.task import TaskSpec
 from closedloop.stages.train import report as R
 from closedloop.stages.train.augment import AugmentParams
 from closedloop.stages.train.checks import check_training_data
-from closedloop.stages.train.config import LADDERS, PRESETS, TrainConfig
+from closedloop.stages.train.config import PRESETS, TrainConfig
 from closedloop.stages.train.driver import budget_table, run_phases
 from closedloop.stages.train.engine import Engine, HParams, make_engine, make_tensor_set
 from closedloop.stages.train.families import FamilyChoice, family_summary, run_families
@@ -113,7 +113,7 @@ class TrainModel(Stage):
         elif isinstance(cfg.ladder, list):
             rungs = cfg.ladder
         else:
-            rungs = LADDERS.get(family, [{}])[: PRESETS[cfg.preset]["ladder_size"]]
+            rungs = family_ladder(family)[: PRESETS[cfg.preset]["ladder_size"]]
         return [{**cfg.model_params, **r} for r in rungs] or [dict(cfg.model_params)]
 
     def candidate_families(self) -> list[str]:
