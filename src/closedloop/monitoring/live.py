@@ -194,10 +194,16 @@ class LiveMonitor:
         ref = profile.reference
         # the reference without embeddings: the embedding test then does not apply
         live_ref = Sample(features=ref.features, embeddings=None, proba=ref.proba, labels=ref.labels)
+        dom = profile.domain
+        live_domain = Sample(features=dom.features, embeddings=None, proba=dom.proba, labels=dom.labels)
 
         def monitor(tests: list[str | PluginSpec]) -> Monitor:
             p = ReferenceProfile(
-                info.model_copy(update={"tests": tests}), live_ref, profile.pca_mean, profile.pca_components
+                info.model_copy(update={"tests": tests}),
+                live_ref,
+                profile.pca_mean,
+                profile.pca_components,
+                domain=live_domain,
             )
             return Monitor(p, model=None, seed=seed, effects=False)
 
