@@ -189,9 +189,51 @@ def test_served_tree_model_takes_feature_rows(run: RunResult, tmp_path: Path) ->
     assert wide.status_code == 400 and "expected [N, 5]" in wide.json()["error"]
     unknown = client.post("/predict", json=[{**row, "extra": 1.0}])
     assert unknown.status_code == 400 and "unknown feature(s) ['extra']" in unknown.json()["error"]
-    text = client.post("/predict", json=[{**row, "color": "blue"}])
+    text = client.post("/predict", json=[{**row, "a": "blue"}])  # text in a numeric column
     assert text.status_code == 400
-    assert text.json()["error"].startswith("input 0: feature 'color' is 'blue', not a number")
+    assert text.json()["error"].startswith("input 0: feature 'a' is 'blue', not a number")
+
+
+def test_categories_by_name_through_the_http_server(run: RunResult, tmp_path: Path) -> None:
+    """``closedloop serve`` in its own process, a real HTTP client: a categorical feature by name gives
+    the answer of its code; a name the model never saw is answered as a missing value and listed in
+    ``unseen_categories``; predictor.json carries the names."""
+    import sys
+
+    import httpx
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "serving"))
+    from serve_helpers import ServerProcess
+
+    exported = run.run_dir / run.summary["stages"]["export"]["artifacts"]["exported"]
+    meta = json.loads((exported / "predictor.json").read_text())
+    assert meta["input"]["categories"] == {"color": ["blue", "green", "red"]}
+    server = ServerProcess([str(run.run_dir), "--log-dir", str(tmp_path / "log")], tmp_path)
+    try:
+        server.wait_ready()
+        row = {"a": 0.5, "b": -1.0, "c": None, "noise": 0.0}
+        body = [
+            {**row, "color": "green"},
+            {**row, "color": 1.0},
+            {**row, "color": "purple"},
+            {**row, "color": None},
+        ]
+        r = httpx.post(f"{server.url}/predict", json=body, timeout=30)
+        assert r.status_code == 200, r.text
+        out = r.json()
+        probs = [p["probabilities"] for p in out["predictions"]]
+        assert probs[0] == probs[1]  # "green" is code 1
+        assert probs[2] == probs[3]  # an unseen name is a missing value
+        assert out["unseen_categories"] == [{"index": 2, "feature": "color", "value": "purple"}]
+        lists = [[0.5, -1.0, 0.7, 0.0, "green"], [0.5, -1.0, 0.7, 0.0, 1.0]]  # rows in column order
+        as_lists = httpx.post(f"{server.url}/predict", json=lists, timeout=30)
+        assert as_lists.status_code == 200, as_lists.text
+        p_lists = [p["probabilities"] for p in as_lists.json()["predictions"]]
+        assert p_lists[0] == p_lists[1]
+        known = httpx.post(f"{server.url}/predict", json=body[:2], timeout=30).json()
+        assert "unseen_categories" not in known
+    finally:
+        server.stop()
 
 
 def test_the_trees_config_validates() -> None:

@@ -56,6 +56,9 @@ class Preprocessing(BaseModel):
     native_missing: bool = False
     """Tables for tree families: values pass through unchanged, NaN included (the trees route missing
     values themselves; no imputation, no scaling: ``mean`` 0 and ``std`` 1)."""
+    categories: dict[str, list[str]] = Field(default_factory=dict)
+    """Tables: each categorical column's category names in code order (code ``i`` is ``categories[c][i]``),
+    so a served request may send the name instead of the code (docs/serving.md)."""
 
     def input_contract(self) -> dict[str, Any]:
         """The ``input`` section of an exported model's predictor.json (what the ONNX graph accepts)."""
@@ -70,6 +73,7 @@ class Preprocessing(BaseModel):
                 else "float feature values in the training columns' order, NaN for missing"
             ),
             "feature_names": self.feature_names,
+            "categories": self.categories,
             "normalization_in_graph": {"mean": self.mean, "std": self.std, "impute": self.impute},
         }
 

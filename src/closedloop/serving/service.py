@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from closedloop.core.io import read_json
+from closedloop.core.run_reader import RunDir
 from closedloop.monitoring.requestlog import (
     FeedbackRecord,
     LoggedArray,
@@ -20,6 +22,7 @@ from closedloop.monitoring.requestlog import (
     RequestRecord,
     utc_now,
 )
+from closedloop.serving.categories import category_codes, encode_names
 from closedloop.serving.feedback import Answered, AnsweredIndex, check_feedback_target
 from closedloop.serving.metrics import ServiceMetrics
 from closedloop.serving.model import ServedModel, ServeError
@@ -180,14 +183,21 @@ class Service:
                 )
         return arr
 
-    def check_json_inputs(self, data: Any, model: ServedModel) -> np.ndarray:
-        """``/predict``'s JSON array: one element per input (nested lists, or for tables objects by feature)."""
+    def check_json_inputs(
+        self, data: Any, model: ServedModel, unseen: list[dict[str, Any]] | None = None
+    ) -> np.ndarray:
+        """``/predict``'s JSON array: one element per input (nested lists, or for tables objects by feature).
+        A categorical feature may be sent by name (:mod:`.categories`); an unseen name is a missing value,
+        listed in ``unseen``."""
         if not isinstance(data, list) or not data:
             raise ProtocolError(
                 "the body must be a non-empty JSON array with one element per input "
                 f"(each of shape {list(model.input_shape)})"
             )
-        names = model.predictor.meta["input"].get("feature_names")
+        contract = model.predictor.meta["input"]
+        names = contract.get("feature_names")
+        codes = category_codes(contract) if model.input_kind != "images" else {}
+        unseen = [] if unseen is None else unseen
         if model.input_kind != "images" and names and all(isinstance(r, dict) for r in data):
             rows = []
             for i, row in enumerate(data):
@@ -198,14 +208,19 @@ class Service:
                         f"input {i}: missing feature(s) {missing}, unknown feature(s) {unknown}; "
                         f"expected {names} (null for a missing value)"
                     )
-                text = next((n for n in names if isinstance(row[n], str | bool | list | dict)), None)
+                values = encode_names([row[n] for n in names], names, codes, i, unseen)
+                text = next(
+                    (j for j, v in enumerate(values) if isinstance(v, str | bool | list | dict)), None
+                )
                 if text is not None:  # name the field: "not arrays of numbers" would not say which
                     raise ProtocolError(
-                        f"input {i}: feature {text!r} is {row[text]!r}, not a number; send numbers (a "
-                        "categorical feature as its category code, null for a missing value)"
+                        f"input {i}: feature {names[text]!r} is {values[text]!r}, not a number; send numbers "
+                        "(a categorical feature as its category name or code, null for a missing value)"
                     )
-                rows.append([math.nan if row[n] is None else row[n] for n in names])
+                rows.append([math.nan if v is None else v for v in values])
             data = rows
+        elif codes and names and all(isinstance(r, list) and len(r) == len(names) for r in data):
+            data = [encode_names(r, names, codes, i, unseen) for i, r in enumerate(data)]
         try:
             arr = np.asarray(data)
         except (TypeError, ValueError):
@@ -424,17 +439,15 @@ class Service:
 
 def task_max_latency_ms(run_dir: Path) -> tuple[float | None, Path | None]:
     """The task's ``constraints.max_latency_ms`` from a run's task artifact, and the file it came from."""
-    import json
-
-    for path in sorted(run_dir.glob("stages/*/artifacts/task/artifact.json"), reverse=True):
-        try:
-            value = (json.loads(path.read_text(encoding="utf-8")).get("constraints") or {}).get(
-                "max_latency_ms"
-            )
-        except (OSError, ValueError, AttributeError):
-            continue
-        return (float(value) if value is not None else None), path
-    return None, None
+    found = RunDir(run_dir).artifact_dir("TaskSpec")
+    if found is None:
+        return None, None
+    path = found / "artifact.json"
+    try:
+        value = (read_json(path).get("constraints") or {}).get("max_latency_ms")
+    except (OSError, ValueError, AttributeError):
+        return None, None
+    return (float(value) if value is not None else None), path
 
 
 def onnx_batch_limit(model: ServedModel) -> int | None:

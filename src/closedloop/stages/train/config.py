@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from closedloop.core.config import StageConfig
+from closedloop.core.errors import ConfigError
+from closedloop.models.registry import MODELS
 from closedloop.stages.train.augment import AugmentSettings
 from closedloop.stages.train.knobs import ALL_KNOBS
 
@@ -47,18 +50,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "cv_candidates": 5,
         "ladder_size": 4,
     },
-}
-
-LADDERS: dict[str, list[dict[str, Any]]] = {
-    "small_cnn": [{"width": 8}, {"width": 16}, {"width": 32}, {"width": 48}],
-    "mlp": [
-        {"width": 32, "depth": 1},
-        {"width": 128, "depth": 2},
-        {"width": 512, "depth": 2},
-        {"width": 1024, "depth": 3},
-    ],
-    # trees: leaves per tree, unregularized (min_child_samples 1); an epoch is 20 boosting rounds
-    "lgbm": [{"num_leaves": 4}, {"num_leaves": 16}, {"num_leaves": 64}, {"num_leaves": 256}],
 }
 
 
@@ -185,10 +176,27 @@ class TrainConfig(StageConfig):
         filled = {k: v for k, v in preset.items() if k in cls.model_fields and data.get(k) is None}
         return {**data, **filled}
 
+    @field_validator("tune_knobs")
+    @classmethod
+    def _check_knobs(cls, knobs: list[str]) -> list[str]:
+        """Unknown knob names fail at ``closedloop validate`` with the allowed ones."""
+        unknown = [k for k in knobs if k not in ALL_KNOBS]
+        if unknown:
+            hints = {k: difflib.get_close_matches(k, ALL_KNOBS, n=1) for k in unknown}
+            said = "; ".join(f"{k!r} (did you mean {h[0]!r}?)" if h else repr(k) for k, h in hints.items())
+            raise ValueError(f"unknown knob(s) {said}; allowed: {', '.join(ALL_KNOBS)}")
+        return knobs
+
     @field_validator("family")
     @classmethod
     def _check_family(cls, family: str | list[str] | None) -> str | list[str] | None:
-        """A family list: non-empty, no repeats; a one-element list is that family."""
+        """Every family resolves (registered key or import path: a typo fails at ``closedloop validate``,
+        not after the audit); a family list: non-empty, no repeats; a one-element list is that family."""
+        for name in family if isinstance(family, list) else [family] if family is not None else []:
+            try:
+                MODELS.resolve(name, where="family")
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
         if not isinstance(family, list):
             return family
         if not family:

@@ -67,11 +67,15 @@ def tree_importance(
             sel = slice(None) if idx is None else idx
             return score(engine.metric, y[sel], logits[sel], engine.problem_type, engine.metric_convention)
 
+        base_boot = np.array([metric(base, b) for b in boots])  # the same for every column: once
         for j in range(len(names)):
             x = heldout.x.clone()
             x[:, j] = x[rng.permutation(n), j]
             shuffled = np.asarray(engine.predict_logits(network, TensorSet(x, heldout.y, y))).reshape(n, -1)
-            drops = np.array([sign * (metric(base, b) - metric(shuffled, b)) for b in boots])
+            if np.array_equal(shuffled, base):  # a column no split reads (or no row moved): exactly 0
+                perm[j] = (0.0, [0.0, 0.0])
+                continue
+            drops = sign * (base_boot - np.array([metric(shuffled, b) for b in boots]))
             drops = drops[np.isfinite(drops)]
             lo, hi = (np.quantile(drops, [0.025, 0.975]).tolist()) if len(drops) else (np.nan, np.nan)
             perm[j] = (sign * (metric(base) - metric(shuffled)), [float(lo), float(hi)])

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 import torch
 from pydantic import Field
 
@@ -23,7 +24,7 @@ from closedloop.core.io import to_json, write_text_atomic
 from closedloop.core.registry import register_stage
 from closedloop.core.stage import RunContext, Stage, StageIO, stage_timings
 from closedloop.data.bundle import DatasetBundle
-from closedloop.models.registry import build_network, family_kind, network_kind
+from closedloop.models.registry import build_network, family_kind, family_ladder, network_kind
 from closedloop.models.trained import ModelSpec, Preprocessing, TrainedModel
 from closedloop.stages.audit.rerank import LabelIssueList, review_after_training, review_summary
 from closedloop.stages.baseline import BaselineReport
@@ -31,7 +32,7 @@ from closedloop.stages.task import TaskSpec
 from closedloop.stages.train import report as R
 from closedloop.stages.train.augment import AugmentParams
 from closedloop.stages.train.checks import check_training_data
-from closedloop.stages.train.config import LADDERS, PRESETS, TrainConfig
+from closedloop.stages.train.config import PRESETS, TrainConfig
 from closedloop.stages.train.data_parallel import check_ranks
 from closedloop.stages.train.driver import budget_table, run_phases
 from closedloop.stages.train.engine import Engine, HParams, make_engine, make_tensor_set
@@ -113,7 +114,7 @@ class TrainModel(Stage):
         elif isinstance(cfg.ladder, list):
             rungs = cfg.ladder
         else:
-            rungs = LADDERS.get(family, [{}])[: PRESETS[cfg.preset]["ladder_size"]]
+            rungs = family_ladder(family)[: PRESETS[cfg.preset]["ladder_size"]]
         return [{**cfg.model_params, **r} for r in rungs] or [dict(cfg.model_params)]
 
     def candidate_families(self) -> list[str]:
@@ -397,6 +398,11 @@ def make_preprocessing(data: DatasetBundle, task: TaskSpec, native_missing: bool
             input_kind="images", input_shape=list(x.shape[1:]), mean=mean.tolist(), std=std.tolist()
         )
     feats = data.train.features()
+    cats = {  # the names behind each categorical column's codes (fixed by the dtype, same in every split)
+        str(c): [str(v) for v in data.train.X[c].cat.categories]
+        for c in data.train.X.columns
+        if isinstance(data.train.X[c].dtype, pd.CategoricalDtype)
+    }
     if native_missing:  # trees route missing values themselves: nothing to impute or scale
         n = feats.shape[1]
         return Preprocessing(
@@ -406,6 +412,7 @@ def make_preprocessing(data: DatasetBundle, task: TaskSpec, native_missing: bool
             std=[1.0] * n,
             feature_names=[str(c) for c in data.train.X.columns],
             native_missing=True,
+            categories=cats,
         )
     med = np.nanmedian(np.where(np.isfinite(feats), feats, np.nan), axis=0)
     med = np.where(np.isnan(med), 0.0, med)
@@ -419,4 +426,5 @@ def make_preprocessing(data: DatasetBundle, task: TaskSpec, native_missing: bool
         std=std.tolist(),
         impute=med.tolist(),
         feature_names=[str(c) for c in data.train.X.columns],
+        categories=cats,
     )
