@@ -125,8 +125,8 @@ class TrainConfig(StageConfig):
     """Run an LR range test before tuning and centre the LR search on its suggestion."""
     storage: str | None = None
     """Optuna RDB storage URL shared by several machines, e.g. postgresql://user:pw@host:5432/db (default:
-    a SQLite file in the stage's work folder; with ``workers`` > 1 a journal file there; SQLite is
-    refused with several workers). See docs/scaling.md."""
+    Optuna's journal file ``study.journal`` in the stage's work folder; SQLite is refused with several
+    workers). See docs/scaling.md."""
     workers: int = Field(1, ge=1, validate_default=True)
     """Tuning trials run in this many worker processes sharing one Optuna study (one torch thread each;
     ``closedloop run --workers N``). At most ``n_trials``."""

@@ -13,11 +13,13 @@ def n_startup(sess: TrainSession) -> int:
 
 
 def storage_url(sess: TrainSession) -> Any:
-    """The study's storage: the configured URL; else, with several workers, a journal file they can
-    share (:mod:`.workers`); else a SQLite file in the work folder."""
-    if sess.cfg.workers > 1:
+    """The study's storage: the configured URL; else Optuna's journal file in the work folder, which
+    several workers can share (:mod:`.workers`) and one process writes cheaply: one appended line per
+    write instead of a SQLite commit (the SQLite study was over half of a small table's tree train stage;
+    6-8x slower than the journal for the same trials, ``benchmarks/profile_tree_stage.py``)."""
+    if sess.cfg.workers > 1 or not sess.cfg.storage:
         return shared_storage(sess.cfg.storage, sess.work)
-    return rdb_url(sess.cfg.storage) if sess.cfg.storage else f"sqlite:///{sess.work / 'study.db'}"
+    return rdb_url(sess.cfg.storage)
 
 
 def open_study(sess: TrainSession, name: str, seed: int) -> Any:
