@@ -8,9 +8,11 @@ windows of 200 from the dev half, each without repeats: detection within 600 row
 ``bets``: betting functions (histogram bins / weight of the histogram), the default first.
 ``pcs``: the default bet with the first 0 / 2 / 4 embedding PCA components (fitted on the held-out rows)
 added as stream scores beside the confidence and P(positive).
+``p1``: the default bet on P(positive) alone beside the default (confidence and P(positive)): for a
+binary task the confidence is a function of P(positive), so its martingale may only halve the mean.
 Output: docs/results/monitor_stream_dev.txt.
 
-Run: PYTHONPATH=src .venv/bin/python benchmarks/tune_monitor_stream.py bets|pcs THRESHOLD
+Run: PYTHONPATH=src .venv/bin/python benchmarks/tune_monitor_stream.py bets|pcs|p1 THRESHOLD
 (THRESHOLD: the run's shipped decision threshold, as the profile uses)
 """
 
@@ -63,11 +65,18 @@ def main() -> None:
 
     def scores(p: np.ndarray, e: np.ndarray, mean: np.ndarray, comps: np.ndarray, k: int) -> dict:
         s = stream_scores(p, "binary", thr)
+        if k < 0:  # P(positive) alone
+            return {"positive_probability": s["positive_probability"]}
         z = (e - mean) @ comps[:k].T
         return s | {f"pc{j}": z[:, j] for j in range(k)}
 
     runs = [(name, bets, 0) for name, bets in VARIANTS.items()] if mode == "bets" else []
     runs += [(f"PCs {k}", VARIANTS["base 10/.5"], k) for k in (0, 2, 4)] if mode == "pcs" else []
+    runs += (
+        [("base 10/.5", VARIANTS["base 10/.5"], 0), ("P(positive) only", VARIANTS["base 10/.5"], -1)]
+        if mode == "p1"
+        else []
+    )
     for name, bets, k in runs:
         fa, det, at = [], [], []
         for d in range(20):

@@ -1,6 +1,9 @@
 """Every registered plug-in passes its family's common battery, the way test_common.py checks stages.
 
-Families: audit checks, drift tests, model families, data sources. Each battery is parametrized over
+Families: audit checks, drift tests, model families, data sources. The first three batteries are public
+(``closedloop.stages.audit.checks.check_audit_check``, ``closedloop.monitoring.drift.checks.check_drift_test``,
+``closedloop.models.checks.check_model_family``), so a user runs the same on a plug-in of their own
+(docs/extending.md does). Each battery is parametrized over
 its registry, so a new built-in plug-in is tested for free; one that needs a tiny fixture (a model
 family's params and input shape, a data source's files) and has none fails ``test_every_*_has_a_fixture``.
 Only closedloop's own plug-ins are collected: classes defined by tests or user packages come and go
@@ -9,9 +12,7 @@ with what a session has imported.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import inspect
 import json
 import pkgutil
 from collections.abc import Callable
@@ -22,19 +23,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 import closedloop
 from closedloop.core.errors import ConfigError
-from closedloop.core.ledger import TestLedger
 from closedloop.core.registry import SOURCES, Registry
-from closedloop.core.stage import RunContext
 from closedloop.data.bundle import DatasetBundle, DatasetMeta, Split
-from closedloop.models.registry import MODELS, accepts_param, build_network
-from closedloop.models.trained import ModelSpec
-from closedloop.monitoring.drift import DRIFT_TESTS, DriftContext, DriftResult, Sample, resolve_drift_test
-from closedloop.stages.audit.base import CHECKS, SEVERITIES, AuditContext, CheckResult, CheckSkipped, Finding
-from closedloop.stages.task import DefineTaskConfig, build_task_spec
+from closedloop.models.checks import check_model_family
+from closedloop.models.registry import MODELS
+from closedloop.monitoring.drift import DRIFT_TESTS
+from closedloop.monitoring.drift.checks import PROBLEMS, check_drift_test
+from closedloop.stages.audit.base import CHECKS
+from closedloop.stages.audit.checks import bundle_digest, check_audit_check
 
 for _pkg in ("stages", "data", "models"):  # register every built-in plug-in, whatever imported it
     for _mod in pkgutil.walk_packages(
@@ -91,149 +90,20 @@ def tiny_data(kind: str) -> DatasetBundle:
     return tiny_images() if kind == "images" else tiny_table()
 
 
-def bundle_digest(data: DatasetBundle) -> str:
-    h = hashlib.sha256()
-    for name, split in sorted(data.splits.items()):
-        X = split.X
-        if isinstance(X, pd.DataFrame):  # values and dtypes (object arrays have no stable bytes)
-            X = pd.util.hash_pandas_object(X).to_numpy()
-            h.update(str(split.X.dtypes.to_dict()).encode())
-        h.update(name.encode() + np.ascontiguousarray(X).tobytes() + np.asarray(split.y).tobytes())
-    return h.hexdigest()
-
-
-def run_check(cls: type, data: DatasetBundle, tmp: Path) -> tuple[CheckResult | str, RunContext]:
-    ctx = RunContext(
-        stage_name="audit",
-        stage_dir=tmp,
-        seed=0,
-        test_ledger=TestLedger(tmp / "g.jsonl", tmp / "r.jsonl", run_id="r"),
-    )
-    actx = AuditContext(ctx, data)
-    actx.current_check = cls.name
-    task = build_task_spec(DefineTaskConfig(), data)
-    try:
-        with threadpool_limits(limits=1, user_api="openmp"):  # as the audit stage runs them
-            return cls().run(data, task, actx), ctx
-    except CheckSkipped as exc:
-        return f"skipped: {exc}", ctx
-
-
 @pytest.mark.parametrize("kind", ["images", "table"])
 @pytest.mark.parametrize("name", builtin(CHECKS))
 def test_audit_check_battery(name: str, kind: str, tmp_path: Path) -> None:
     cls = CHECKS.resolve(name)
     if kind not in cls.applies_to:
         pytest.skip(f"{name} applies to {sorted(cls.applies_to)}")
-    data = tiny_data(kind)
-    before = bundle_digest(data)
-    res, ctx = run_check(cls, data, tmp_path / "a")
-    assert bundle_digest(data) == before, "a check must not modify the data"
-    if isinstance(res, str):  # a check may decline data it cannot judge, with a reason
-        assert len(res) > len("skipped: ")
-        return
-    assert isinstance(res, CheckResult)
-    for f in res.findings:
-        assert isinstance(f, Finding) and f.check == name and f.severity in SEVERITIES and f.message
-        as_json(f.to_dict())
-    for fig in res.figures:
-        assert (ctx.figures_dir / fig).is_file(), f"{name}: figure {fig} not written to ctx.figures_dir"
-    assert all(isinstance(t, pd.DataFrame) for t in res.tables.values())
-    json.dumps(res.metrics, default=float)
-    opened = [e for e in ctx.test_ledger.entries() if name in e["reason"]]  # type: ignore[union-attr]
-    assert not opened or cls.needs_test, f"{name} opens the test split but declares needs_test = False"
-    again, _ = run_check(cls, data, tmp_path / "b")
-    assert isinstance(again, CheckResult)
-    assert as_json([f.to_dict() for f in again.findings]) == as_json([f.to_dict() for f in res.findings])
-    assert as_json(again.metrics) == as_json(res.metrics), "same data and seed must give the same metrics"
-
-
-@pytest.mark.parametrize("name", builtin(CHECKS))
-def test_audit_check_config_and_name(name: str) -> None:
-    cls = CHECKS.resolve(name)
-    with pytest.raises(ConfigError, match=rf"{name}.*unknown key 'no_such_option'"):
-        cls({"no_such_option": 1})
-    assert CHECKS.resolve(f"{cls.__module__}:{cls.__qualname__}") is cls
+    check_audit_check(cls, tiny_data(kind), tmp_path)
 
 
 # -- drift tests ----------------------------------------------------------------------------------
-def drift_samples(problem: str, shift: float) -> tuple[Sample, Sample, list[str]]:
-    """A reference and a window; ``shift`` moves every quantity a test may watch (features,
-    embeddings, probabilities, labels) by a large amount."""
-    rng = np.random.default_rng(0)
-    k = 3 if problem == "multiclass" else 2
-
-    def make(n: int, s: float) -> Sample:
-        feats = rng.normal(s, 1.0, (n, 3))
-        feats[:, 2] = rng.integers(0, 3, n) if s == 0 else 2  # a categorical column
-        logits = rng.normal(0, 1, (n, k)) + np.eye(k)[np.zeros(n, int)] * 3 * s
-        proba = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-        if problem == "regression":
-            return Sample(feats, rng.normal(s, 1.0, (n, 4)).astype(np.float32))
-        labels = rng.integers(0, k, n) if s == 0 else np.zeros(n, int)
-        return Sample(feats, rng.normal(s, 1.0, (n, 4)).astype(np.float32), proba, labels)
-
-    ref = make(150, 0.0)
-    win = make(100, shift) if shift else ref.take(np.arange(100))
-    return ref, win, ["x0", "x1", "cat"]
-
-
-def drift_context(problem: str, names: list[str], seed: int = 0) -> DriftContext:
-    return DriftContext(
-        problem, 0.5, names, [2], bandwidth=3.0, permutations=100, rng=np.random.default_rng(seed)
-    )
-
-
-@pytest.mark.parametrize("problem", ["binary", "multiclass", "regression"])
 @pytest.mark.parametrize("name", builtin(DRIFT_TESTS))
-def test_drift_test_battery(name: str, problem: str) -> None:
-    test = DRIFT_TESTS.resolve(name)()
-    ref, same, names = drift_samples(problem, 0.0)
-    if not test.applies(ref, drift_context(problem, names)):
-        pytest.skip(f"{name} does not apply to {problem}")
-    _, shifted, _ = drift_samples(problem, 3.0)
-    quiet = test.run(ref, same, drift_context(problem, names))
-    loud = test.run(ref, shifted, drift_context(problem, names))
-    for r in (quiet, loud):
-        assert isinstance(r, DriftResult) and 0.0 <= r.p_value <= 1.0 and np.isfinite(r.statistic)
-        assert all(np.isfinite(v) for v in r.effect.values())
-        as_json(r.details)
-    assert quiet.p_value > 0.2, f"{name}: p={quiet.p_value} on a window drawn from the reference itself"
-    assert loud.p_value < 0.01, f"{name}: p={loud.p_value} on a window shifted by 3 SD"
-    again = test.run(ref, shifted, drift_context(problem, names))
-    assert (again.p_value, again.statistic) == (loud.p_value, loud.statistic), "seeded: same numbers"
-    lean = drift_context(problem, names)
-    lean.effects = False  # the calibration path computes p-values only
-    assert test.run(ref, shifted, lean).p_value == loud.p_value
-
-
-@pytest.mark.parametrize("name", builtin(DRIFT_TESTS))
-def test_drift_test_pool_cache_gives_the_same_p_values(name: str) -> None:
-    """What a test precomputes over a calibration pool must not change its p-values."""
-    test = DRIFT_TESTS.resolve(name)()
-    ref, win, names = drift_samples("binary", 0.5)
-    pool = Sample(
-        np.vstack([ref.features, win.features]),
-        np.vstack([ref.embeddings, win.embeddings]),
-        np.vstack([ref.proba, win.proba]),
-        np.concatenate([ref.labels, win.labels]),
-        index=np.arange(len(ref) + len(win)),
-    )
-    r, w = pool.take(np.arange(len(ref))), pool.take(np.arange(len(ref), len(pool)))
-    if not test.applies(r, drift_context("binary", names)):
-        pytest.skip(f"{name} does not apply")
-    cached = drift_context("binary", names)
-    cached.pool = {name: test.prepare_pool(pool, drift_context("binary", names))}
-    assert test.run(r, w, cached).p_value == test.run(r, w, drift_context("binary", names)).p_value
-
-
-@pytest.mark.parametrize("name", builtin(DRIFT_TESTS))
-def test_drift_test_config_and_name(name: str) -> None:
-    cls = DRIFT_TESTS.resolve(name)
-    with pytest.raises(ConfigError, match=rf"{name}.*unknown key 'no_such_option'"):
-        cls({"no_such_option": 1})
-    assert resolve_drift_test(f"{cls.__module__}:{cls.__qualname__}") is cls
-    assert cls.headline() and cls.description
+def test_drift_test_battery(name: str) -> None:
+    declined = check_drift_test(name)
+    assert len(declined) < len(PROBLEMS), f"{name} applies to none of {PROBLEMS}"
 
 
 # -- model families -------------------------------------------------------------------------------
@@ -253,45 +123,11 @@ def test_every_model_family_has_a_fixture() -> None:
     assert not missing, f"model families without a MODEL_FIXTURES entry in {__file__}: {missing}"
 
 
-def _input(shape: list[int]) -> torch.Tensor:
-    g = torch.Generator().manual_seed(0)
-    if len(shape) == 3:  # (H, W, C) images enter the network channels-first
-        return torch.rand(2, shape[2], shape[0], shape[1], generator=g)
-    return torch.randn(2, *shape, generator=g)
-
-
 @pytest.mark.parametrize(
     "family", [pytest.param(f, marks=pytest.mark.slow) if f == "resnet50" else f for f in builtin(MODELS)]
 )
 def test_model_family_battery(family: str) -> None:
-    params, shape = MODEL_FIXTURES[family]
-    n_logits = 3
-    x = _input(shape)
-    torch.manual_seed(0)
-    net = build_network(ModelSpec(family=family, params=params), shape, n_logits).eval()
-    with torch.no_grad():
-        feats = net.features(x)
-        out = net(x)
-        assert feats.ndim == 2 and feats.shape[0] == 2
-        assert isinstance(net.head, torch.nn.Linear) and net.head.in_features == feats.shape[1]
-        assert out.shape == (2, n_logits) and torch.isfinite(out).all()
-        # the monitor and the export read embeddings as features(x) and logits as head(features(x))
-        torch.testing.assert_close(net.head(feats), out)
-        torch.manual_seed(0)
-        twin = build_network(ModelSpec(family=family, params=params), shape, n_logits).eval()
-        torch.testing.assert_close(twin(x), out)  # seeded construction gives the same weights
-        one = build_network(ModelSpec(family=family, params=params), shape, 1).eval()
-        assert one(x).shape == (2, 1)  # binary and regression heads have one logit
-    if accepts_param(family, "dropout"):  # the tuner will pass it: the family must take it
-        build_network(ModelSpec(family=family, params={**params, "dropout": 0.2}), shape, n_logits)
-
-
-@pytest.mark.parametrize("family", builtin(MODELS))
-def test_model_family_signature(family: str) -> None:
-    builder = MODELS.resolve(family)
-    first = list(inspect.signature(builder).parameters)[:2]
-    assert len(first) == 2, f"{family}: a builder takes (input_shape, n_logits, **params)"
-    assert MODELS.resolve(f"{builder.__module__}:{builder.__qualname__}") is builder
+    check_model_family(family, *MODEL_FIXTURES[family])
 
 
 # -- data sources ---------------------------------------------------------------------------------
@@ -363,3 +199,39 @@ def test_data_source_battery(key: str, tmp_path: Path) -> None:
     for name in (key, f"{cls.__module__}:{cls.__qualname__}"):
         raw = {"name": "p", "data": {"source": name, **config}, "stages": [{"kind": "task"}]}
         Pipeline.from_dict(raw).check_wiring()
+
+
+def test_the_public_batteries_fail_a_broken_plugin() -> None:
+    """The batteries are not decoration: a drift test blind to a 3-SD shift and a network whose
+    head does not produce its output are both refused, each with a sentence naming the failure."""
+    from closedloop.monitoring.drift import DriftResult, DriftTest
+
+    class Blind(DriftTest):
+        name = "blind_battery_probe"
+        description = "blind: never sees anything"
+
+        def run(self, ref, win, ctx) -> DriftResult:  # noqa: ANN001
+            return DriftResult(p_value=1.0, statistic=0.0)
+
+    with pytest.raises(AssertionError, match="blind_battery_probe.*shifted by 3 SD"):
+        check_drift_test(Blind)
+    with pytest.raises(AssertionError, match="head\\(features\\(x\\)\\) != forward\\(x\\)"):
+        check_model_family("test_common_plugins:skewed_mlp", {}, [5])
+
+
+def skewed_mlp(input_shape: list[int], n_logits: int) -> torch.nn.Module:
+    """A family that breaks the contract: forward adds 1 to what head(features(x)) gives."""
+
+    class Skewed(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = torch.nn.Linear(input_shape[0], 4)
+            self.head = torch.nn.Linear(4, n_logits)
+
+        def features(self, x: torch.Tensor) -> torch.Tensor:
+            return self.body(x)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.features(x)) + 1
+
+    return Skewed()

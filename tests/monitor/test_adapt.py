@@ -104,6 +104,7 @@ def test_adapt_recalibrates_judges_on_production_and_records_everything(champion
     assert split["seed"] == 3 and res["declared"]["costs"] == [1.0, 1.0]
     cv = res["choice"]["cv_cost"]
     assert {"threshold", "platt", "temperature"} < set(cv) and any(k.startswith("head(") for k in cv)
+    assert any(k.startswith("finetune(") for k in cv)  # every family by default, the fine-tune included
     assert res["choice"]["candidates"] == len(cv) and "adaptation labels only" in res["choice"]["selection"]
     assert (out / "challenger.json").is_file() and "PROMOTE" in (out / "adapt.md").read_text()
     assert "PROMOTE" in printed and "specificity" in printed and f"--shadow {out}" in printed
@@ -144,7 +145,9 @@ def test_adapt_is_not_promoted_when_it_is_worse_on_the_original_test(champion, t
 
     run, _ = champion
     labels = _labels(tmp_path / "bright.npz", run, 200, 6, shift=25)
-    res = run_adapt(run, labels, out=tmp_path / "o")
+    # a re-mapping of the champion's scores (a fine-tune that replays the training data can be good on
+    # both distributions, which is what the replay is for)
+    res = run_adapt(run, labels, out=tmp_path / "o", challengers=("recalibration", "head"))
     ni = res.decision.non_inferiority
     assert ni is not None and not ni.ok and not res.decision.promote
     assert any("NOT non-inferior" in r for r in res.decision.reasons)
@@ -158,20 +161,31 @@ def test_adapt_writes_the_adapted_model_and_refuses_unknown_challengers(champion
 
     run, _ = champion
     labels = _labels(tmp_path / "prod.npz", run, 160, 8)
-    for families in (("head",), ("recalibration",)):
+    import onnxruntime as ort
+
+    for families in (("head",), ("recalibration",), ("finetune",)):
         out = tmp_path / "-".join(families)
         res = run_adapt(run, labels, out=out, challengers=families)
         chosen = AdaptedChallenger.model_validate_json((out / "challenger.json").read_text())
         assert chosen.method == res.choice.chosen.method
         assert (chosen.method == "head") == (families == ("head",))
+        assert (chosen.method == "finetune") == (families == ("finetune",))
         adapted = TrainedModel.load(out / "model")
         assert adapted.threshold == pytest.approx(chosen.threshold) and adapted.temperature == 1.0
         X = np.load(labels)["images"][..., None]
         champ = TrainedModel.load(run / "stages/03_train/artifacts/model")
         z = champ.predict_logits(X).reshape(-1) / champ.temperature
         phi = champ.embed(X) if chosen.head is not None else None
-        np.testing.assert_allclose(adapted.predict_proba(X)[:, 1], chosen.proba(z, phi), atol=1e-4)
+        # the JSON record keeps what was done; a fine-tuned challenger's network is the saved model
+        live = res.choice.chosen if chosen.finetune is not None else chosen
+        np.testing.assert_allclose(adapted.predict_proba(X)[:, 1], live.proba(z, phi, X), atol=1e-4)
         assert f"P(pos) >= {chosen.threshold:.4f}" in (out / "adapt.md").read_text()
+        # the servable folder computes the same logits (what the server answers with)
+        onnx = ort.InferenceSession(str(out / "model_fp32.onnx")).run(None, {"x": X.astype(np.float32)})[0]
+        np.testing.assert_allclose(onnx.reshape(-1), adapted.predict_logits(X).reshape(-1), atol=1e-3)
+    assert chosen.finetune is not None and chosen.finetune.spec.replay_weight > 0
+    assert chosen.finetune.n_replay_per_epoch > 0  # the champion's training data was replayed
+    assert "fine-tuned from the champion's weights" in (tmp_path / "finetune" / "adapt.md").read_text()
 
     assert (
         main(["adapt", str(run), str(labels), "--challengers", "retrain", "--out", str(tmp_path / "x")]) == 2
@@ -193,7 +207,12 @@ def test_live_loop_adapted_model_served_in_shadow_and_judged_by_compare_live(cha
     from serve_helpers import ServerProcess
 
     run, _ = champion
-    res = run_adapt(run, _labels(tmp_path / "prod.npz", run, 160, 11), out=tmp_path / "adapted")
+    res = run_adapt(
+        run,
+        _labels(tmp_path / "prod.npz", run, 160, 11),
+        out=tmp_path / "adapted",
+        challengers=("recalibration", "head"),
+    )
     assert res.decision.promote, res.decision.reasons
     champ = TrainedModel.load(run / "stages/03_train/artifacts/model")
     write_servable(champ, tmp_path / "champion")
@@ -221,7 +240,7 @@ def test_live_loop_adapted_model_served_in_shadow_and_judged_by_compare_live(cha
             decision = r.json()["predictions"][0]["decision"]
             assert decision["threshold"] == pytest.approx(champ.threshold)  # the champion answers
             for j in range(25):
-                fb = {"request_id": f"r{b}", "index": j, "label": names[int(y[b + j])]}
+                fb = {"request_id": f"r{b}", "index": j, "label": names[int(y[b + j])], "random": True}
                 assert httpx.post(f"{server.url}/feedback", json=fb).status_code == 200
     finally:
         server.stop()
@@ -270,3 +289,148 @@ def test_adapt_builds_the_adapted_models_own_monitor_reference(champion, tmp_pat
     assert len(new.profile.reference.proba) == len(old.profile.reference.proba)
     assert not np.allclose(new.profile.reference.proba, old.profile.reference.proba)
     assert not [w for w in res.warnings if "not written" in w]
+
+
+def test_finetune_trains_its_scope_is_pulled_toward_the_champion_and_is_seeded(champion):
+    import torch
+
+    from closedloop.adapt.finetune import FinetuneSpec, fine_tune
+
+    run, _ = champion
+    champ = TrainedModel.load(run / "stages/03_train/artifacts/model")
+    X, y = _images(np.random.default_rng(21), 60, shift=15)
+    Xr, yr = _images(np.random.default_rng(22), 80)
+    X, Xr = X[..., None], Xr[..., None]
+
+    def tune(**kw):
+        return fine_tune(champ, X, y, FinetuneSpec(epochs=3, **kw), costs=(1.0, 5.0), replay=(Xr, yr), seed=0)
+
+    a, fa = tune(scope="last_block", pull=0.0)
+    b, _ = tune(scope="last_block", pull=0.0)
+    np.testing.assert_array_equal(a.predict_logits(X), b.predict_logits(X))  # seeded
+    before, after = champ.network.state_dict(), a.network.state_dict()
+    assert torch.equal(before["body.0.weight"], after["body.0.weight"])  # outside the last block
+    assert not torch.equal(before["body.3.weight"], after["body.3.weight"])  # the body's last layer
+    full, ff = tune(scope="all", pull=0.0)
+    assert not torch.equal(before["body.0.weight"], full.network.state_dict()["body.0.weight"])
+    _, pulled = tune(scope="all", pull=10.0)
+    assert pulled.weight_change < 0.5 * ff.weight_change  # L2-SP keeps it near the champion
+    assert fa.n_replay_per_epoch == len(y) and tune(scope="all", replay_weight=0.0)[1].n_replay_per_epoch == 0
+    assert fa.threshold == pytest.approx(1 / 6)  # the Bayes threshold at costs 1 / 5
+    assert torch.equal(
+        before["body.0.weight"], champ.network.state_dict()["body.0.weight"]
+    )  # champion intact
+
+
+@pytest.mark.slow
+def test_admin_promote_switches_the_live_monitor_to_the_adapted_models_reference(champion, tmp_path):
+    """Served with its adapted challenger in shadow, the champion is monitored against its own
+    reference; after POST /admin/promote the monitor compares with the adapted model's own reference
+    and only the rows the adapted model served (real server, real HTTP client)."""
+    import shutil
+
+    import httpx
+
+    from closedloop.adapt.run import run_adapt
+    from closedloop.adapt.servable import write_servable
+    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig, build_profile
+    from closedloop.stages.task import TaskSpec
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "serving"))
+    from serve_helpers import ServerProcess
+
+    src, _ = champion
+    run = tmp_path / "runs" / "shift" / src.name
+    shutil.copytree(src.parent.parent, tmp_path / "runs")
+    data = dict(yaml.safe_load((run / "config.yaml").read_text())["data"])
+    bundle = SOURCES.resolve(data.pop("source"))(data).load(0)
+    bundle.save(run / "stages/01_data/artifacts/data")
+    model = TrainedModel.load(run / "stages/03_train/artifacts/model")
+    task = TaskSpec.load(run / "stages/02_task/artifacts/task")
+    cfg = BuildMonitorProfileConfig(calibration_windows=20, permutations=30, window_sizes=[50])
+    profile = build_profile(cfg, bundle, task, model, np.random.default_rng(0))
+    profile.save(run / "stages/04_monitor/artifacts/reference")
+    res = run_adapt(
+        run, _labels(tmp_path / "prod.npz", run, 160, 14), out=tmp_path / "adapted", challengers=("head",)
+    )
+    adapted_ref = res.monitor_reference["path"]
+    assert adapted_ref is not None
+    served = tmp_path / "champion"
+    write_servable(model, served)
+    profile.save(served / "references" / "20260101-000000")  # the champion's own reference, served with it
+    X, _ = _images(np.random.default_rng(15), 120)
+    server = ServerProcess(
+        [str(served), "--shadow", str(tmp_path / "adapted"), "--log-dir", str(tmp_path / "log")], tmp_path
+    )
+
+    def send(first: int) -> None:
+        for b in range(first, first + 60, 20):
+            r = httpx.post(
+                f"{server.url}/predict",
+                json=X[b : b + 20, ..., None].tolist(),
+                headers={"X-Request-Id": f"r{b}"},
+                timeout=60,
+            )
+            assert r.status_code == 200, r.text
+
+    try:
+        server.wait_ready()
+        send(0)
+        before = httpx.get(f"{server.url}/monitor", timeout=120).json()
+        assert before["reference"] == str(served / "references" / "20260101-000000")
+        assert before["model_version"] == "champion"
+        r = httpx.post(f"{server.url}/admin/promote", timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.json()["champion"]["version"] == "adapted" and r.json()["monitor_reference"] == adapted_ref
+        send(60)
+        after = httpx.get(f"{server.url}/monitor", timeout=120).json()
+        assert after["reference"] == adapted_ref and after["model_version"] == "adapted"
+        assert after["n_records"] == 3  # the three batches the adapted model answered, not the champion's
+        back = httpx.post(f"{server.url}/admin/rollback", timeout=60).json()
+        assert back["monitor_reference"] == before["reference"]
+    finally:
+        server.stop()
+
+
+def test_compare_live_judges_a_canary_adapted_model_at_its_own_threshold(champion, tmp_path):
+    """A canary answers other requests: each arm is scored at the threshold of the folder its
+    records name (the adapted folder's own), on the declared metric, from random labels only."""
+    from closedloop.adapt.run import operating_point, run_adapt
+    from closedloop.adapt.servable import write_servable
+    from closedloop.monitoring.compare import compare_live
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "serving"))
+    from livelog_fixtures import feedback, request, write
+
+    run, _ = champion
+    adapted_dir = tmp_path / "adapted"
+    run_adapt(
+        run, _labels(tmp_path / "prod.npz", run, 160, 16), out=adapted_dir, challengers=("recalibration",)
+    )
+    champ = TrainedModel.load(run / "stages/03_train/artifacts/model")
+    adapted = TrainedModel.load(adapted_dir / "model")
+    served = tmp_path / "champion"
+    write_servable(champ, served)  # its predictor.json carries the champion's threshold
+    X, y = _images(np.random.default_rng(17), 240)
+    names, recs, fb = champ.label_names, [], []
+    arms: dict[str, tuple[list[int], np.ndarray]] = {}
+    for name, model, folder in (("canary", adapted, adapted_dir), ("champion", champ, served)):
+        rows = [i for i in range(len(y)) if (i % 2 == 0) == (name == "canary")]
+        P = model.predict_proba(X[rows][..., None])
+        arms[name] = (rows, P[:, 1] >= model.threshold)
+        for k, i in enumerate(rows):
+            kw = {"route": name, "request_id": f"c{i}", "run_dir": str(folder), "version": folder.name}
+            recs.append(request(X[i : i + 1], P[k : k + 1], t=i, names=names, **kw))
+            fb.append(feedback(f"c{i}", names[int(y[i])], t=1000 + i, random=True))
+    write(tmp_path / "log", "requests-a-000000.jsonl", sorted(recs, key=lambda r: r["time"]))
+    write(tmp_path / "log", "feedback-a-000000.jsonl", fb)
+    costs = (1.0, 1.0)  # the fixture task's
+    want = {k: operating_point(y[rows], d, costs) for k, (rows, d) in arms.items()}
+    c = compare_live(tmp_path / "log", run_dir=run, metric="expected_cost", n_resamples=300)
+    assert c.challenger_route == "canary" and c.design == "independent" and c.n_labeled == len(y)
+    assert c.performance.value_challenger == pytest.approx(want["canary"]["expected_cost"])
+    assert c.performance.value_champion == pytest.approx(want["champion"]["expected_cost"])
+    assert "own threshold" in c.performance.method
+    acc = compare_live(tmp_path / "log", run_dir=run, metric="acc", n_resamples=300).performance
+    assert acc.value_challenger == pytest.approx(want["canary"]["acc"])
+    assert acc.value_champion == pytest.approx(want["champion"]["acc"])

@@ -46,6 +46,8 @@ def test_profile_summary_and_round_trip(digits):
     ref = stage.summarize(out)["reference"]
     assert ref["reference_size"] + ref["calibration_size"] == 400 and 190 <= ref["reference_size"] <= 210
     assert set(ref["thresholds"]) == {"50", "100"}
+    # every held-out row speaks in the domain check; a multiclass stream test follows the confidence
+    assert ref["domain_rows"] == 400 and ref["stream_scores"] == ["confidence"]
     for t in ref["thresholds"].values():
         assert 0 < t["alarm"] <= t["warn"] < 1
     loaded = ReferenceProfile.load(run / "stages/07_monitor/artifacts/reference")

@@ -82,10 +82,14 @@ def test_monitor_flags_the_estimate_when_the_window_is_told_apart():
     out = BuildMonitorProfile(**FAST).execute(
         {"data": bundle, "task": task, "model": model}, RunContext("monitor", Path("."), seed=0)
     )
-    assert out.reference.info.domain_alpha == 0.01 and out.reference.info.min_ess_fraction == 0.5
+    assert out.reference.info.domain_alpha == 0.05 and out.reference.info.min_ess_fraction == 0.25
     mon = Monitor(out.reference, model)
     res = mon.check(bundle.splits["test"].X)
     assert res["domain"]["n_window"] == len(bundle.splits["test"].X) and 0 <= res["domain"]["auc"] <= 1
+    # the reference side is every held-out row, not the reference half; the inputs include the columns
+    info = out.reference.info
+    assert res["domain"]["n_reference"] == info.reference_size + info.calibration_size > info.reference_size
+    assert [i for i in res["domain"]["inputs"] if i.startswith("feature")]
     assert set(res["estimate_weighted"]) == set(res["estimated"] or res["estimate_withheld"])
     shifted = bundle.splits["test"].X.copy()
     shifted["a"] = shifted["a"] + 1.5
@@ -247,3 +251,41 @@ def test_domain_settings_bad_config():
     with pytest.raises(ConfigError, match="min_ess_fraction"):
         BuildMonitorProfile(min_ess_fraction=0)
     assert BuildMonitorProfile(domain_alpha=None).config.domain_alpha is None
+
+
+def test_the_domain_rows_survive_a_save_and_an_older_profile_uses_its_reference(tmp_path):
+    bundle, model = table_setup()
+    task = build_task_spec(DefineTaskConfig(), bundle)
+    prof = (
+        BuildMonitorProfile(**FAST)
+        .execute({"data": bundle, "task": task, "model": model}, RunContext("monitor", Path("."), seed=0))
+        .reference
+    )
+    # a binary task's stream test follows P(positive) alone (the confidence is a function of it)
+    assert sorted(prof.stream) == ["positive_probability"]
+    prof.save(tmp_path)
+    back = type(prof).load(tmp_path)
+    assert len(back.domain) == len(prof.domain) > len(back.reference)
+    assert np.array_equal(back.domain.proba, prof.domain.proba)
+    assert np.array_equal(back.domain.labels, prof.domain.labels)
+    # a profile saved before the domain rows were kept: the domain check uses the reference sample
+    with np.load(tmp_path / "arrays.npz") as z:
+        arrays = {k: z[k] for k in z.files if not k.startswith("domain_")}
+    np.savez_compressed(tmp_path / "arrays.npz", **arrays)
+    old = type(prof).load(tmp_path)
+    assert old.domain is old.reference
+    res = Monitor(old, model).check(bundle.splits["test"].X)
+    assert res["domain"]["n_reference"] == len(old.reference)
+
+
+def test_domain_inputs_skip_constant_and_fill_missing_columns():
+    rng = np.random.default_rng(3)
+    ref, win = _sample(rng, 120), _sample(rng, 120, shift=0.0)
+    ref.features = np.c_[np.zeros(120), rng.normal(size=120)]
+    win.features = np.c_[np.zeros(120), rng.normal(size=120) + 3.0]
+    win.features[:10, 1] = np.nan  # missing table values are filled, not fatal
+    chk, w = domain_check(ref, win, "binary", rng)
+    assert "feature0" not in chk.inputs and "feature1" in chk.inputs  # the constant column says nothing
+    assert chk.p_value < 1e-6 and np.isfinite(w).all()
+    off, _ = domain_check(ref, win, "binary", rng, features=False)
+    assert "feature1" not in off.inputs and off.p_value > chk.p_value

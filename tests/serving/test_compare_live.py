@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -33,7 +34,9 @@ def _planted(y: np.ndarray, acc: float, rng: np.random.Generator, k: int = 10) -
     return p
 
 
-def _shadow_log(tmp: Path, run, p_champ: np.ndarray, p_shadow: np.ndarray, labeled: bool = True) -> None:
+def _shadow_log(
+    tmp: Path, run, p_champ: np.ndarray, p_shadow: np.ndarray, labeled: bool = True, random: Any = True
+) -> None:
     """Batches of 2; shadow records in *reverse* time order and in other files, so that rows only
     line up when joined by (request_id, index)."""
     n = len(p_champ)
@@ -44,7 +47,16 @@ def _shadow_log(tmp: Path, run, p_champ: np.ndarray, p_shadow: np.ndarray, label
         champ.append(request(run.X[i : i + 2], p_champ[i : i + 2], t=b, **kw))
         shadow.append(request(run.X[i : i + 2], p_shadow[i : i + 2], t=10_000 - b, route="shadow", **kw))
         if labeled:
-            fb += [feedback(rid, run.names[int(run.y[i + j])], t=20_000 + i, index=j) for j in range(2)]
+            fb += [
+                feedback(
+                    rid,
+                    run.names[int(run.y[i + j])],
+                    t=20_000 + i,
+                    index=j,
+                    random=random if isinstance(random, bool) else bool(random[i + j]),
+                )  # fmt: skip
+                for j in range(2)
+            ]
     write(tmp, "requests-a-000000.jsonl", champ[::2])
     write(tmp, "requests-b-000000.jsonl", champ[1::2])
     write(tmp, "requests-a-000001.jsonl", shadow[::-1])
@@ -111,6 +123,32 @@ def test_without_feedback_only_disagreement(run, tmp_path):
     assert not c.promote and "no feedback labels" in c.reasons[0]
 
 
+def test_only_randomly_selected_labels_judge(run, tmp_path):
+    """Labels of rows chosen for review (not marked random) are left out of the comparison and the
+    decision: here they would make a no-better challenger look much better."""
+    rng = np.random.default_rng(7)
+    y = run.y[:300]
+    chosen = np.arange(300) % 3 != 0  # two thirds labeled because a strategy picked them
+    p_champ = _planted(y, 0.6, rng)
+    p_shadow = np.where(chosen[:, None], _planted(y, 0.98, rng), p_champ)  # better only where picked
+    _shadow_log(tmp_path, run, p_champ, p_shadow, random=~chosen)
+    c = compare_live(tmp_path, n_resamples=300)
+    assert c.n_labeled == int((~chosen).sum()) and c.n_labeled_not_random == int(chosen.sum())
+    assert c.performance.delta == pytest.approx(0.0) and not c.promote
+    assert any("not marked random" in w for w in c.warnings)
+    assert "not randomly selected left out" in c.evaluated_on
+    # the same log with every label marked random would promote: the filter is what keeps it
+    every = tmp_path / "all_random"
+    _shadow_log(every, run, p_champ, p_shadow, random=True)
+    assert compare_live(every, n_resamples=300).promote
+    # no random label at all: nothing to judge on
+    none = tmp_path / "none_random"
+    _shadow_log(none, run, p_champ, p_shadow, random=False)
+    c = compare_live(none, n_resamples=300)
+    assert c.n_labeled == 0 and c.n_labeled_not_random == 300 and not c.promote
+    assert "no feedback labels on randomly selected" in c.reasons[0]
+
+
 def test_canary_arms_are_compared_as_independent_samples(run, tmp_path):
     rng = np.random.default_rng(5)
     y = run.y[:400]
@@ -129,7 +167,7 @@ def test_canary_arms_are_compared_as_independent_samples(run, tmp_path):
                 names=run.names,
             )
         )
-        fb.append(feedback(f"c{i}", run.names[int(y[i])], t=1000 + i))
+        fb.append(feedback(f"c{i}", run.names[int(y[i])], t=1000 + i, random=True))
     write(tmp_path, "requests-a-000000.jsonl", recs)
     write(tmp_path, "feedback-a-000000.jsonl", fb)
     c = compare_live(tmp_path, n_resamples=500)
@@ -162,7 +200,7 @@ def test_bad_input(run, tmp_path):
             ),
         ],
     )
-    write(other, "feedback-a-000000.jsonl", [feedback(rid, "3", t=1)])
+    write(other, "feedback-a-000000.jsonl", [feedback(rid, "3", t=1, random=True)])
     with pytest.raises(DataError, match=r"cannot find the task.*/nowhere/run.*--run-dir"):
         compare_live(other)
     assert compare_live(other, run_dir=run.run).n_labeled == 1

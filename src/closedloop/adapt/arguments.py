@@ -6,6 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+DEFAULT_CHALLENGERS: tuple[str, ...] = ("recalibration", "head", "finetune")
+"""``closedloop adapt``'s challenger families by default (here, light, so ``--help`` imports no numpy);
+the choice among them is made by cross-validation on the adaptation labels."""
+
 EVAL_LABELS_HELP = (
     "randomly selected labeled production samples (.npz: images, labels[, selected_by, model_version, proba]; "
     "or CSV/Parquet with a label column): the challenger must be better there (uncertainty-selected samples "

@@ -1,9 +1,12 @@
 """The adapted challengers ``closedloop adapt`` tries, and the choice among them.
 
 Candidates (``--challengers``): ``recalibration`` (threshold at the task's costs, Platt,
-temperature: :mod:`closedloop.stats.recalibration`) and ``head`` (the last layer fine-tuned toward
+temperature: :mod:`closedloop.stats.recalibration`), ``head`` (the last layer fine-tuned toward
 the champion's, one candidate per penalty in :data:`closedloop.adapt.head.L2_GRID`:
-:mod:`closedloop.adapt.head`). Every candidate is scored by stratified k-fold cross-validated
+:mod:`closedloop.adapt.head`) and ``finetune`` (the network fine-tuned from the champion's weights
+with the champion's training data replayed, one candidate per recipe in
+:data:`closedloop.adapt.finetune.FINETUNE_GRID`: :mod:`closedloop.adapt.finetune`; torch, the
+only family that needs the images). Every candidate is scored by stratified k-fold cross-validated
 expected cost **on the adaptation labels only**, on the same folds; the lowest wins (ties: the
 simpler, listed first) and is refitted on all adaptation labels. That is where the selection
 happens, so that is where its optimism stays: the cross-validated cost of the winner is never
@@ -18,12 +21,14 @@ the same probabilities (tested), and ``closedloop monitor --model`` can read it.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 from scipy.special import expit
 
+from closedloop.adapt.finetune import FINETUNE_GRID, FinetuneFit, FinetuneSpec
 from closedloop.adapt.head import L2_GRID, HeadFit, fit_head
 from closedloop.stats.errors import StatsError
 from closedloop.stats.recalibration import (
@@ -34,8 +39,20 @@ from closedloop.stats.recalibration import (
     stratified_folds,
 )
 
-Family = Literal["recalibration", "head"]
-FAMILIES: tuple[Family, ...] = ("recalibration", "head")
+Family = Literal["recalibration", "head", "finetune"]
+FAMILIES: tuple[Family, ...] = ("recalibration", "head", "finetune")
+TORCH_FREE: tuple[Family, ...] = ("recalibration", "head")
+"""Families that need only the champion's logits and features (seconds, no torch)."""
+
+
+@dataclass(frozen=True)
+class FinetuneData:
+    """What the ``finetune`` family needs beyond logits: the champion, the adaptation images, and the
+    champion's training data to replay (``None``: production labels only)."""
+
+    model: Any
+    X: Any
+    replay: tuple[np.ndarray, np.ndarray] | None
 
 
 class AdaptedChallenger(BaseModel):
@@ -45,13 +62,23 @@ class AdaptedChallenger(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     method: str
-    """``threshold``, ``platt``, ``temperature`` or ``head``."""
+    """``threshold``, ``platt``, ``temperature``, ``head`` or ``finetune``."""
     recalibration: Recalibration | None = None
+    """For ``finetune``: the Platt map fitted on out-of-fold logits, folded into its head."""
     head: HeadFit | None = None
+    finetune: FinetuneFit | None = None
     threshold: float
     """The served decision: P(pos) >= threshold (re-chosen on production labels)."""
+    _network: Any = PrivateAttr(default=None)
+    """``finetune``: the fine-tuned :class:`~closedloop.models.trained.TrainedModel` (recalibrated)."""
 
-    def proba(self, z: np.ndarray, phi: np.ndarray | None) -> np.ndarray:
+    def proba(self, z: np.ndarray, phi: np.ndarray | None, X: Any = None) -> np.ndarray:
+        """P(pos) from the champion's logit ``z`` and features ``phi``; a fine-tuned challenger
+        scores the inputs ``X`` with its own network."""
+        if self.finetune is not None:
+            if self._network is None or X is None:
+                raise StatsError("a fine-tuned challenger scores inputs with its own network: pass X")
+            return np.asarray(self._network.predict_proba(X), np.float64)[:, 1]
         if self.head is not None:
             if phi is None:
                 raise StatsError("a head challenger needs the champion's features")
@@ -59,10 +86,19 @@ class AdaptedChallenger(BaseModel):
         assert self.recalibration is not None
         return self.recalibration.apply(expit(np.asarray(z, np.float64)))
 
-    def decide(self, z: np.ndarray, phi: np.ndarray | None) -> np.ndarray:
-        return self.proba(z, phi) >= self.threshold
+    def decide(self, z: np.ndarray, phi: np.ndarray | None, X: Any = None) -> np.ndarray:
+        return self.proba(z, phi, X) >= self.threshold
 
     def describe(self) -> str:
+        if self.finetune is not None:
+            f, r = self.finetune, self.recalibration
+            assert r is not None
+            return (
+                f"network fine-tuned from the champion's weights ({f.spec.name()}, {f.spec.epochs} epochs, lr "
+                f"{f.spec.lr:g}, {f.trained_parameters:,} parameters trained, |change| {f.weight_change:.3f}), "
+                f"operating point from its out-of-fold logits: {r.method} (slope {r.slope:.3f}, intercept "
+                f"{r.intercept:.3f}), threshold {self.threshold:.4f}"
+            )
         if self.head is not None:
             h = self.head
             return (
@@ -96,7 +132,50 @@ def _candidates(families: tuple[str, ...]) -> list[str]:
         names += list(METHODS)
     if "head" in families:
         names += [f"head(l2={v:g})" for v in L2_GRID]
+    if "finetune" in families:
+        names += [f"{spec.name()}+{m}" for spec in FINETUNE_GRID for m in FINETUNE_MAPS]
     return names
+
+
+FINETUNE_MAPS = ("platt", "threshold")
+"""How a fine-tuned network's out-of-fold logits set its operating point: a Platt map and the Bayes
+threshold, or the threshold at the task's costs read off them directly (each a candidate)."""
+
+
+def _finetune_spec(name: str) -> tuple[FinetuneSpec, str] | None:
+    """``(recipe, map)`` of a fine-tune candidate's name, ``None`` for other candidates."""
+    for spec in FINETUNE_GRID:
+        for m in FINETUNE_MAPS:
+            if name == f"{spec.name()}+{m}":
+                return spec, m
+    return None
+
+
+def _finetuned(
+    spec: FinetuneSpec,
+    how: str,
+    y: np.ndarray,
+    z_oof: np.ndarray,
+    data: FinetuneData,
+    costs: tuple[float, float],
+    seed: int,
+) -> AdaptedChallenger:
+    """The network fine-tuned on every adaptation label, with the operating point its out-of-fold
+    logits give (``how``: a Platt map folded into its head, or a threshold read off them)."""
+    import torch
+
+    from closedloop.adapt.finetune import fine_tune
+
+    tuned, fit = fine_tune(data.model, data.X, y, spec, costs=costs, replay=data.replay, seed=seed)
+    rec = fit_recalibration(y, expit(z_oof), how, costs=costs)  # type: ignore[arg-type]
+    if how == "platt":
+        with torch.no_grad():
+            tuned.network.head.weight.mul_(rec.slope)
+            tuned.network.head.bias.mul_(rec.slope).add_(rec.intercept)
+    tuned.threshold = rec.threshold
+    out = AdaptedChallenger(method="finetune", recalibration=rec, finetune=fit, threshold=rec.threshold)
+    out._network = tuned
+    return out
 
 
 def fit_candidate(
@@ -118,21 +197,56 @@ def choose_challenger(
     phi: Any | None,
     *,
     costs: tuple[float, float],
-    families: tuple[str, ...] = FAMILIES,
+    families: tuple[str, ...] = TORCH_FREE,
     folds: int = 5,
     seed: int = 0,
+    finetune: FinetuneData | None = None,
 ) -> ChallengerChoice:
-    """Cross-validate every candidate on the same stratified folds, refit the best (module docstring)."""
+    """Cross-validate every candidate on the same stratified folds, refit the best (module docstring).
+    ``finetune`` (the champion, the adaptation images, replay data) is needed for that family."""
+    from closedloop.adapt.finetune import cross_fit
+
     y = np.asarray(y_true).reshape(-1).astype(int)
     z = np.asarray(z, np.float64).reshape(-1)
     phi = None if phi is None else np.asarray(phi, np.float64)
     names = _candidates(tuple(families))
     if phi is None:
         names = [n for n in names if not n.startswith("head")]
+    if finetune is None:
+        names = [n for n in names if _finetune_spec(n) is None]
     fold, k = stratified_folds(y, folds, seed, what="choosing a challenger from adaptation labels")
     cv: dict[str, float] = {}
+    oof: dict[str, np.ndarray] = {}
     for name in names:
         cost = 0.0
+        ft = _finetune_spec(name)
+        if ft is not None:
+            assert finetune is not None
+            spec, how = ft
+            # out-of-fold logits of the fine-tune (once per recipe); each fold's decision uses the
+            # map fitted on the other folds' out-of-fold logits (nested: no fold judges a map fitted
+            # on itself)
+            try:
+                if spec.name() not in oof:
+                    oof[spec.name()] = cross_fit(
+                        finetune.model,
+                        finetune.X,
+                        y,
+                        fold,
+                        spec,
+                        costs=costs,
+                        replay=finetune.replay,
+                        seed=seed,
+                    )
+                zf = oof[spec.name()]
+                for f in range(k):
+                    tr, te = fold != f, fold == f
+                    r = fit_recalibration(y[tr], expit(zf[tr]), how, costs=costs)  # type: ignore[arg-type]
+                    cost += expected_cost(y[te], r.apply(expit(zf[te])) >= r.threshold, costs) * te.sum()
+            except StatsError:
+                cost = float("inf")
+            cv[name] = cost / len(y)
+            continue
         for f in range(k):
             tr, te = fold != f, fold == f
             try:
@@ -143,8 +257,15 @@ def choose_challenger(
             cost += expected_cost(y[te], c.decide(z[te], None if phi is None else phi[te]), costs) * te.sum()
         cv[name] = cost / len(y)
     best = min(names, key=lambda n: (cv[n], names.index(n)))
+    best_ft = _finetune_spec(best)
+    if best_ft is not None:
+        assert finetune is not None
+        spec, how = best_ft
+        chosen = _finetuned(spec, how, y, oof[spec.name()], finetune, costs, seed)
+    else:
+        chosen = fit_candidate(best, y, z, phi, costs)
     return ChallengerChoice(
-        chosen=fit_candidate(best, y, z, phi, costs),
+        chosen=chosen,
         cv_cost=cv,
         folds=k,
         candidates=len(names),
@@ -163,6 +284,10 @@ def adapted_model(model: Any, chosen: AdaptedChallenger) -> Any:
 
     from closedloop.models.trained import TrainedModel
 
+    if chosen.finetune is not None:
+        if chosen._network is None:
+            raise StatsError("this fine-tuned challenger was read from JSON: its network was not kept")
+        return chosen._network
     net = copy.deepcopy(model.network)
     head = getattr(net, "head", None)
     if not isinstance(head, torch.nn.Linear) or head.out_features != 1:

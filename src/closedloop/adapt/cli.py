@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from closedloop.adapt.arguments import add_promotion_arguments
+from closedloop.adapt.arguments import DEFAULT_CHALLENGERS, add_promotion_arguments
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
@@ -51,7 +51,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 def add_commands(subparsers: Any) -> None:
     ad = subparsers.add_parser(
         "adapt",
-        help="adapt the deployed model (recalibration or last-layer fine-tune) on production labels and judge it on production",
+        help="adapt the deployed model (recalibration, last-layer or whole-network fine-tune) on production labels and judge it on production",
     )
     ad.add_argument("run_dir", help="run directory of the deployed model (the champion)")
     ad.add_argument(
@@ -67,9 +67,11 @@ def add_commands(subparsers: Any) -> None:
     ad.add_argument("--seed", type=int, default=0, help="seed of the adaptation/evaluation split")
     ad.add_argument(
         "--challengers",
-        default="recalibration,head",
-        help="challenger families tried, comma-separated: recalibration (threshold, Platt, temperature), head "
-        "(last layer fine-tuned toward the champion's); chosen on the adaptation part (default: both)",
+        default=",".join(DEFAULT_CHALLENGERS),
+        help="challenger families tried, comma-separated: recalibration (threshold, Platt, temperature; "
+        "torch-free, seconds), head (last layer fine-tuned toward the champion's), finetune (the network "
+        "fine-tuned from the champion's weights, its training data replayed; torch); chosen by cross-validation "
+        f"on the adaptation part (default: {','.join(DEFAULT_CHALLENGERS)})",
     )
     ad.add_argument("--effect", type=float, help="smallest cost reduction worth detecting (sizes the split)")
     ad.add_argument(

@@ -4,10 +4,12 @@
    them) and split at random into an adaptation part and an evaluation part (stratified, seeded,
    recorded; only randomly selected samples may judge: :mod:`closedloop.adapt.split`). A separate
    ``--eval-labels`` file is refused when it holds uncertainty-selected samples.
-2. Challengers (:mod:`closedloop.adapt.challengers`): recalibrations (threshold, Platt, temperature)
-   and the last layer fine-tuned toward the champion's (:mod:`closedloop.adapt.head`), fitted on the
-   adaptation part; the one with the lowest cross-validated expected cost on that part alone is
-   chosen, its threshold re-chosen there at the task's costs.
+2. Challengers (:mod:`closedloop.adapt.challengers`): recalibrations (threshold, Platt, temperature),
+   the last layer fine-tuned toward the champion's (:mod:`closedloop.adapt.head`) and the network
+   fine-tuned from the champion's weights with its training data replayed
+   (:mod:`closedloop.adapt.finetune`), fitted on the adaptation part; the one with the lowest
+   cross-validated expected cost on that part alone is chosen, its threshold re-chosen there at the
+   task's costs.
 3. The rule :func:`closedloop.stats.promotion.decide_promotion` judges it against the champion, each
    at its own threshold: better on the evaluation part (paired, one-sided, the declared metric) AND
    non-inferior within the declared margin on the original test split, opened through the test
@@ -30,7 +32,14 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from closedloop.adapt.challengers import FAMILIES, ChallengerChoice, adapted_model, choose_challenger
+from closedloop.adapt.arguments import DEFAULT_CHALLENGERS
+from closedloop.adapt.challengers import (
+    FAMILIES,
+    ChallengerChoice,
+    FinetuneData,
+    adapted_model,
+    choose_challenger,
+)
 from closedloop.adapt.labels import RANDOM_SOURCES, ProductionLabels, check_version, read_production_labels
 from closedloop.adapt.reference import adapted_reference
 from closedloop.adapt.servable import write_servable
@@ -124,7 +133,7 @@ def run_adapt(
     metric: str = "expected_cost",
     out: str | Path | None = None,
     unseal_test: str | None = None,
-    challengers: tuple[str, ...] = FAMILIES,
+    challengers: tuple[str, ...] = DEFAULT_CHALLENGERS,
 ) -> AdaptResult:
     """Adapt, judge and record (module docstring)."""
     from closedloop.stages.monitor.retrain import _load_run
@@ -207,15 +216,21 @@ def run_adapt(
         z_adapt, z_eval = z_all[ia], z_all[ie]
         f_adapt, f_eval = (None, None) if f_all is None else (f_all[ia], f_all[ie])
 
+    warnings: list[str] = []
+    finetune = None
+    if "finetune" in challengers:
+        finetune = FinetuneData(model, adapt_part.X, _replay(run_dir, seed, warnings))
     t0 = time.perf_counter()
-    choice = choose_challenger(adapt_part.y, z_adapt, f_adapt, costs=costs, families=challengers, seed=seed)
+    choice = choose_challenger(
+        adapt_part.y, z_adapt, f_adapt, costs=costs, families=challengers, seed=seed, finetune=finetune
+    )
     t_fit = time.perf_counter() - t0
     chosen = choice.chosen
 
     out_dir = Path(out) if out else run_dir / "adapt" / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     reference, excluded = _reference(run_dir, model, chosen, adapt_part, unseal_test)
     decision = decide_promotion(
-        eval_part.y, chosen.proba(z_eval, f_eval), p_eval, metric=metric, problem_type="binary",
+        eval_part.y, chosen.proba(z_eval, f_eval, eval_part.X), p_eval, metric=metric, problem_type="binary",
         threshold=chosen.threshold, champion_threshold=champion_t, alpha=alpha, costs=costs,
         extra_metrics=(), reference=reference, margin=margin,
         evaluated_on=f"the production evaluation part ({len(eval_part)} randomly selected labels)",
@@ -223,9 +238,8 @@ def run_adapt(
     )  # fmt: skip
     production = {
         "champion": operating_point(eval_part.y, p_eval >= champion_t, costs),
-        "challenger": operating_point(eval_part.y, chosen.decide(z_eval, f_eval), costs),
+        "challenger": operating_point(eval_part.y, chosen.decide(z_eval, f_eval, eval_part.X), costs),
     }
-    warnings = []
     if len(eval_part) < needed:
         warnings.append(
             f"the evaluation part has {len(eval_part)} labels; detecting the declared effect "
@@ -262,6 +276,18 @@ def run_adapt(
     write_text_atomic(out_dir / "adapt.json", to_json(result.to_dict()))
     write_text_atomic(out_dir / "adapt.md", render_markdown(result))
     return result
+
+
+def _replay(run_dir: Path, seed: int, warnings: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The champion's training split, replayed by the fine-tune (``None`` with a warning when the
+    run has no saved config to load it from: the fine-tune then sees production labels only)."""
+    from closedloop.stages.monitor.retrain import champion_training_splits
+
+    splits = champion_training_splits(run_dir, seed, with_val=False)
+    if not splits:
+        warnings.append(f"{run_dir}/config.yaml not found: the fine-tune replays no training data")
+        return None
+    return np.asarray(splits[0].X), np.asarray(splits[0].y).reshape(-1).astype(int)
 
 
 def _reference(
@@ -309,7 +335,7 @@ def _reference(
     z = model.predict_logits(held.X).reshape(-1).astype(np.float64) / float(model.temperature)
     phi = model.embed(held.X).astype(np.float64) if chosen.head is not None else None
     return PairedCases(
-        y_true=np.asarray(held.y), challenger_proba=chosen.proba(z, phi), champion_proba=p
+        y_true=np.asarray(held.y), challenger_proba=chosen.proba(z, phi, held.X), champion_proba=p
     ), excluded
 
 

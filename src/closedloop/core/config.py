@@ -101,6 +101,8 @@ def format_validation_error(
             msg += f"; allowed keys: {', '.join(known)}" if known else ""
         elif kind == "missing":
             msg = "required field is missing"
+        elif kind == "value_error":  # a validator's own sentence already says what was expected
+            msg = f"got {_fmt_value(err.get('input'))}: {err['msg'].removeprefix('Value error, ')}"
         else:
             msg = (
                 f"got {_fmt_value(err.get('input'))}; expected {err['msg'].removeprefix('Input should be ')}"

@@ -20,9 +20,28 @@ from closedloop.core.registry import Registry
 MODELS = Registry("model family", builtin_modules=("closedloop.models.families",))
 
 
-def register_model(key: str) -> Callable[[Any], Any]:
-    """Register a model builder ``(input_shape, n_logits, **params) -> nn.Module``."""
-    return MODELS.register(key)
+def register_model(key: str, *, ladder: list[dict[str, Any]] | None = None) -> Callable[[Any], Any]:
+    """Register a model builder ``(input_shape, n_logits, **params) -> nn.Module``; ``ladder`` is its
+    capacity ladder (family params per rung, smallest first), which the train stage climbs when the
+    config names no rungs. A family named by import path sets ``builder.ladder = [...]`` itself."""
+    register = MODELS.register(key)
+
+    def deco(builder: Any) -> Any:
+        if ladder is not None:
+            builder.ladder = [dict(r) for r in ladder]
+        return register(builder)
+
+    return deco
+
+
+def family_ladder(family: str) -> list[dict[str, Any]]:
+    """The family's own capacity ladder (its builder's ``ladder``); ``[{}]`` (one rung, the builder's
+    defaults) for a family without one or one the registry cannot resolve (a stage's own hook builds it)."""
+    try:
+        builder = MODELS.resolve(family, where="model.family")
+    except ConfigError:
+        return [{}]
+    return [dict(r) for r in getattr(builder, "ladder", None) or [{}]]
 
 
 def build_network(spec: Any, input_shape: list[int] | tuple[int, ...], n_logits: int) -> nn.Module:

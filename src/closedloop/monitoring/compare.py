@@ -6,8 +6,12 @@
   difference in the task's primary metric with its interval and p-value
   (:func:`closedloop.stats.paired.compare`, the statistics ``closedloop retrain`` uses).
 * **Canary** (``--canary RUN_DIR``): the challenger answered other requests (a deterministic share),
-  so the two arms are independent samples of the same traffic: the difference in the metric on each
-  arm's labeled rows, with an independent two-sample bootstrap interval and p-value.
+  so the two arms are independent samples of the same traffic: the difference in the declared metric
+  on each arm's labeled rows, each arm at the threshold of the folder its records name, with an
+  independent two-sample bootstrap interval and p-value.
+
+Only randomly selected labels judge (feedback marked ``random`` or a recorded spot check's picks);
+other labelled rows are counted in ``n_labeled_not_random`` and left out.
 
 The recommendation applies the one promotion rule (:func:`closedloop.stats.promotion.decide_promotion`,
 shared with ``closedloop retrain`` and ``closedloop adapt``) to the paired (shadow) rows; the canary's
@@ -91,7 +95,10 @@ class LiveComparison(BaseModel):
     n_pairs: int
     """Rows both models scored (shadow only)."""
     n_labeled: int
-    """Rows with feedback labels behind ``performance``."""
+    """Rows with feedback labels behind ``performance`` (randomly selected ones only)."""
+    n_labeled_not_random: int = 0
+    """Labeled rows left out of ``performance`` and the decision: their feedback is not marked
+    ``random`` and no recorded spot check picked them (labels chosen by uncertainty are biased)."""
     disagreement: DisagreementStat | None = None
     mean_abs_probability_difference: float | None = None
     performance: MetricComparison | None = None
@@ -116,7 +123,9 @@ def promotion_rule(
     body becomes a call to it; for the paired (shadow) design it can take the labeled pairs directly.
     """
     if perf is None:
-        return False, ["no feedback labels on the compared rows: which model is better cannot be judged yet"]
+        return False, [
+            "no feedback labels on randomly selected compared rows: which model is better cannot be judged yet"
+        ]
     better = perf.delta > 0 if perf.higher_is_better else perf.delta < 0
     significant = better and perf.p_one_sided < alpha
     reasons = []
@@ -200,6 +209,74 @@ def independent_compare(
     )
 
 
+def _canary_compare(
+    task: _Task,
+    metric: str | None,
+    challenger: tuple[np.ndarray, np.ndarray, RouteRows],
+    champion: tuple[np.ndarray, np.ndarray, RouteRows],
+    n_resamples: int,
+    seed: int,
+) -> MetricComparison:
+    """The canary's two arms on the declared metric (``metric``, default the task's primary one), each
+    arm at the threshold of the folder its records name (an adapted challenger decides at its own)."""
+    from closedloop.stats.promotion import at_own_threshold
+
+    declared = metric or task.metric
+    (ya, Pa, rows_a), (yb, Pb, rows_b) = challenger, champion
+    if task.problem_type != "binary":
+        if declared == "expected_cost":
+            raise DataError(
+                f"--metric expected_cost: needs a binary task; the task ({task.source}) is {task.problem_type}"
+            )
+        return independent_compare(
+            declared, ya, Pa, yb, Pb, task.problem_type, threshold=task.threshold, convention=task.convention,
+            n_resamples=n_resamples, seed=seed,
+        )  # fmt: skip
+    t_a, t_b = (_own_threshold(rows, task) for rows in (rows_a, rows_b))
+    # each arm re-mapped so that its own threshold lands on 0.5 (ranking unchanged)
+    qa, qb = at_own_threshold(Pa, t_a), at_own_threshold(Pb, t_b)
+    if declared != "expected_cost":
+        return independent_compare(
+            declared, ya, qa, yb, qb, "binary", threshold=0.5, convention=task.convention,
+            n_resamples=n_resamples, seed=seed,
+        )  # fmt: skip
+    if task.costs is None:
+        raise DataError(
+            f"--metric expected_cost: needs business costs (business.cost_false_negative) in the task ({task.source})"
+        )
+    cost_fp, cost_fn = task.costs
+
+    def per_case(y: np.ndarray, q: np.ndarray) -> np.ndarray:
+        d = q >= 0.5
+        return np.where(d & (y == 0), cost_fp, 0.0) + np.where(~d & (y == 1), cost_fn, 0.0)
+
+    ca, cb = per_case(np.asarray(ya), qa), per_case(np.asarray(yb), qb)
+    rng = np.random.default_rng([seed, 21])
+    boot = np.array(
+        [rng.choice(ca, len(ca)).mean() - rng.choice(cb, len(cb)).mean() for _ in range(n_resamples)]
+    )
+    n_le, n_ge = int(np.sum(boot <= 0)), int(np.sum(boot >= 0))
+    return MetricComparison(
+        metric="expected_cost",
+        value_champion=float(cb.mean()),
+        value_challenger=float(ca.mean()),
+        delta=float(ca.mean() - cb.mean()),
+        ci95=[float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
+        p_value=float(min(1.0, 2 * min(n_le + 1, n_ge + 1) / (len(boot) + 1))),
+        p_one_sided=float((n_ge + 1) / (len(boot) + 1)),
+        higher_is_better=False,
+        method="independent two-sample bootstrap of the cost per case, each arm at its own threshold "
+        "(canary arms answer different requests)",
+        n=int(len(ca) + len(cb)),
+    )
+
+
+def _own_threshold(rows: RouteRows, task: _Task) -> float | None:
+    """The threshold of the folder the rows' latest records name (the task's when it has none)."""
+    own = [_threshold(Path(r)) for r in rows.run_dirs[-1:]]
+    return own[0] if own and own[0] is not None else task.threshold
+
+
 # -- task facts from the run directories --------------------------------------------------------------
 class _Task(BaseModel):
     problem_type: str
@@ -260,13 +337,18 @@ def _threshold(run: Path) -> float | None:
     may also be a served folder holding predictor.json itself (e.g. ``closedloop adapt``'s output)."""
     import json
 
-    own = [run / "predictor.json"] if (run / "predictor.json").is_file() else []
-    for meta in (own or sorted(run.glob("stages/*/artifacts/*/predictor.json")))[-1:]:
-        m = json.loads(meta.read_text(encoding="utf-8"))
-        entry = (m.get("models") or {}).get(m.get("shipped"), {})
-        thr = entry.get("threshold", m.get("threshold")) if isinstance(entry, dict) else m.get("threshold")
-        return None if thr is None else float(thr)
-    return None
+    from closedloop.core.run_reader import RunDir
+
+    meta = run / "predictor.json"
+    if not meta.is_file():
+        export = RunDir(run).artifact_dir("ExportBundle")
+        if export is None or not (export / "predictor.json").is_file():
+            return None
+        meta = export / "predictor.json"
+    m = json.loads(meta.read_text(encoding="utf-8"))
+    entry = (m.get("models") or {}).get(m.get("shipped"), {})
+    thr = entry.get("threshold", m.get("threshold")) if isinstance(entry, dict) else m.get("threshold")
+    return None if thr is None else float(thr)
 
 
 def _labels(rows: RouteRows, idx: np.ndarray, task: _Task) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -275,6 +357,21 @@ def _labels(rows: RouteRows, idx: np.ndarray, task: _Task) -> tuple[np.ndarray, 
 
     pos, y, unknown = label_indices(rows.feedback[idx], task.label_names, task.problem_type)
     return pos, y, unknown
+
+
+def _random_only(
+    rows: RouteRows, idx: np.ndarray, pos: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The labeled positions (within ``idx``) whose label was randomly selected (feedback marked
+    random, or a recorded spot check of the rows' run picked them), their labels, and how many were
+    left out. Only these may judge a model (the issue's rule; the monitor's realized metrics too)."""
+    from closedloop.monitoring.logmonitor import random_rows
+
+    if not len(pos):
+        return pos, y, 0
+    sub = rows.take(idx[pos])
+    keep = random_rows(sub, sub.run_dirs[-1] if sub.run_dirs else None)
+    return pos[keep], y[keep], int((~keep).sum())
 
 
 def _decisions_differ(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -302,9 +399,9 @@ def compare_live(
         challenger: ``shadow`` or ``canary`` records; ``auto`` takes shadow when present.
         run_dir: the challenger's run directory, for the task (metric, classes, acceptance); default:
             the ``run_dir`` the records name.
-        metric: the declared comparison of the paired (shadow) design (default: the task's primary
-            metric), e.g. ``expected_cost`` at the task's costs; each model is judged at its own
-            served threshold (the ``predictor.json`` of the folder its records name).
+        metric: the declared comparison (default: the task's primary metric), e.g. ``expected_cost``
+            at the task's costs; in both designs each model is judged at its own served threshold
+            (the ``predictor.json`` of the folder its records name).
         since: only rows logged at or after this ISO time (e.g. leave out requests whose feedback
             labels were used to train the challenger).
     """
@@ -348,6 +445,7 @@ def compare_live(
         if champ.proba.shape[1] == chall.proba.shape[1]:
             mean_abs = float(np.abs(champ.proba[ia] - chall.proba[ib]).mean())
     n_labeled = 0
+    n_not_random = 0
     perf = None
     constraints: dict[str, ConstraintCheck] = {}
     has_labels = any(f is not None for f in chall.feedback) and any(f is not None for f in champ.feedback)
@@ -365,6 +463,7 @@ def compare_live(
 
         if design == "paired":
             pos, y, unknown = _labels(champ, ia, task)
+            pos, y, n_not_random = _random_only(champ, ia, pos, y)
             n_labeled = len(pos)
             if n_labeled:
                 labeled_challenger = (y, chall.proba[ib[pos]])
@@ -396,24 +495,29 @@ def compare_live(
         else:
             pa, ya, unknown = _labels(chall, np.arange(len(chall)), task)
             pb, yb, unknown_b = _labels(champ, np.arange(len(champ)), task)
+            pa, ya, left_a = _random_only(chall, np.arange(len(chall)), pa, ya)
+            pb, yb, left_b = _random_only(champ, np.arange(len(champ)), pb, yb)
+            n_not_random = left_a + left_b
             unknown = sorted(set(unknown) | set(unknown_b))
             n_labeled = len(pa) + len(pb)
             if len(pa) and len(pb):
                 labeled_challenger = (ya, chall.proba[pa])
-                perf = independent_compare(
-                    task.metric,
-                    ya,
-                    chall.proba[pa],
-                    yb,
-                    champ.proba[pb],
-                    task.problem_type,
-                    threshold=task.threshold,
-                    convention=task.convention,
-                    n_resamples=n_resamples,
-                    seed=seed,
+                perf = _canary_compare(
+                    task,
+                    metric,
+                    (ya, chall.proba[pa], chall),
+                    (yb, champ.proba[pb], champ),
+                    n_resamples,
+                    seed,
                 )
         if unknown:
             warns.append(f"feedback label(s) {unknown[:5]} are not classes {task.label_names}; ignored")
+        if n_not_random:
+            warns.append(
+                f"{n_not_random} feedback label(s) not marked random (no '\"random\": true', not a recorded spot "
+                "check's pick) left out of the comparison and the decision: labels chosen for being uncertain "
+                "or unusual are biased"
+            )
     if perf is not None and task is not None and labeled_challenger is not None:
         constraints.update(_acceptance(task, *labeled_challenger, warns))
     if task is not None and task.max_latency_ms is not None:
@@ -436,16 +540,14 @@ def compare_live(
                 f"--metric expected_cost: needs a binary task with business costs (business.cost_false_negative); "
                 f"the task ({task.source}) is {task.problem_type} with costs {task.costs}"
             )
-        own = [_threshold(Path(r)) for r in chall.run_dirs[-1:]]
-        theirs = [_threshold(Path(r)) for r in champ.run_dirs[-1:]]
         decision = decide_promotion(
             *labeled_pairs,
             metric=declared,
             costs=task.costs,
             problem_type=task.problem_type,
             convention=task.convention,
-            threshold=own[0] if own and own[0] is not None else task.threshold,
-            champion_threshold=theirs[0] if theirs and theirs[0] is not None else task.threshold,
+            threshold=_own_threshold(chall, task),
+            champion_threshold=_own_threshold(champ, task),
             alpha=alpha,
             constraints=[
                 Check(name=f"constraint {k}", value=v.value, bar=v.bar, ok=v.ok)
@@ -482,7 +584,12 @@ def compare_live(
             if design == "paired"
             else "answer other requests"
         )
-        + (f"; metric on {n_labeled} row(s) with feedback labels" if n_labeled else "; no feedback labels")
+        + (
+            f"; metric on {n_labeled} randomly selected row(s) with feedback labels"
+            if n_labeled
+            else "; no feedback labels on randomly selected rows"
+        )
+        + (f" ({n_not_random} labeled row(s) not randomly selected left out)" if n_not_random else "")
         + ". Neither model trained on this traffic unless its labels were fed back into a retrain: then "
         "compare only later traffic (--since)."
     )
@@ -496,6 +603,7 @@ def compare_live(
         n_challenger_rows=len(chall),
         n_pairs=n_pairs,
         n_labeled=n_labeled,
+        n_labeled_not_random=n_not_random,
         disagreement=disagreement,
         mean_abs_probability_difference=mean_abs,
         performance=perf,
@@ -619,7 +727,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     parser.add_argument(
         "--metric",
-        help="the declared comparison for shadow (paired) logs, each model at its own served threshold, e.g. "
+        help="the declared comparison (shadow or canary), each model at its own served threshold, e.g. "
         "expected_cost (the task's costs; what 'closedloop adapt' declares by default); default: the task's "
         "primary metric",
     )

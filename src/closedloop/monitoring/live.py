@@ -120,6 +120,9 @@ class LiveStatus(BaseModel):
     n_other_versions: int = 0
     """Champion records of other model versions (e.g. before a promotion), not monitored here."""
     model_version: str | None = None
+    reference: str | None = None
+    """The reference profile's directory this monitor compares with (after ``/admin/promote``: the
+    promoted model's own, e.g. the ``references/`` an adapted folder carries)."""
     evaluated_on: str
     stream: StreamStatus | None = None
     """The stream test over every champion row since the live monitor started (beside the window's
@@ -173,11 +176,14 @@ class LiveMonitor:
         self.window = int(window)
         self.seed = seed
         self.max_join = max_join
-        profile = ReferenceProfile.load(find_profile_dir(self.run_dir))  # loaded once: the cache
+        self.profile_dir = find_profile_dir(self.run_dir)
+        profile = ReferenceProfile.load(self.profile_dir)  # loaded once: the cache
         self.profile = profile
         self.model_versions: set[str] | None = None
         if model_version == "auto":
-            if (self.run_dir / "stages").is_dir():  # a run directory (or a link to one): its name
+            # a run directory (or a link to one) or a served folder (e.g. an adapted model): its name,
+            # which the server logs as the version (so rows an earlier champion served are not mixed in)
+            if (self.run_dir / "stages").is_dir() or (self.run_dir / "predictor.json").is_file():
                 self.model_versions = {self.run_dir.name, self.run_dir.resolve().name}
         elif model_version is not None:
             self.model_versions = {model_version}
@@ -188,10 +194,16 @@ class LiveMonitor:
         ref = profile.reference
         # the reference without embeddings: the embedding test then does not apply
         live_ref = Sample(features=ref.features, embeddings=None, proba=ref.proba, labels=ref.labels)
+        dom = profile.domain
+        live_domain = Sample(features=dom.features, embeddings=None, proba=dom.proba, labels=dom.labels)
 
         def monitor(tests: list[str | PluginSpec]) -> Monitor:
             p = ReferenceProfile(
-                info.model_copy(update={"tests": tests}), live_ref, profile.pca_mean, profile.pca_components
+                info.model_copy(update={"tests": tests}),
+                live_ref,
+                profile.pca_mean,
+                profile.pca_components,
+                domain=live_domain,
             )
             return Monitor(p, model=None, seed=seed, effects=False)
 
@@ -399,6 +411,7 @@ class LiveMonitor:
             "n_errors": self._counts["errors"],
             "n_other_versions": self._counts["other"],
             "model_version": ", ".join(versions) or None,
+            "reference": str(self.profile_dir),
             "log_warnings": [*self._tail.warnings, *real_notes][-20:],
             "stream": self._stream.status() if self._stream is not None else None,
             "guarantee": info.guarantee,

@@ -370,7 +370,7 @@ class Monitor:
     def _domain(self, win: Sample, rng: np.random.Generator) -> tuple[DomainCheck | None, dict[str, float]]:
         """The domain check and (binary tasks) the importance-weighted calibration's estimate; none when
         the profile has no labeled reference probabilities or the check is switched off."""
-        info, ref = self.profile.info, self.profile.reference
+        info, ref = self.profile.info, self.profile.domain
         if (
             (info.domain_alpha is None and info.min_ess_fraction <= 0)
             or ref.proba is None

@@ -320,9 +320,24 @@ def build_app(service: Service) -> Any:
 
         admin(request)
         try:
-            return {"status": "promoted", **service.router.promote().describe()}
+            new = service.router.promote()
         except RoutingError as exc:
             raise ProtocolError(str(exc), 409) from None
+        return {
+            "status": "promoted",
+            **new.describe(),
+            "monitor_reference": _reference_of(new.champion.run_dir),
+        }
+
+    def _reference_of(run_dir: Any) -> str:
+        """The monitor reference the live monitor uses from now on: the new champion's own (its run's,
+        or the ``references/`` an adapted folder carries); /monitor reloads it at its next call."""
+        from closedloop.monitoring.monitor import find_profile_dir
+
+        try:
+            return str(find_profile_dir(run_dir))
+        except Exception as exc:  # e.g. a folder without a reference: promotion stands, monitoring says why
+            return f"none: {exc}"
 
     @app.post("/admin/rollback")
     async def rollback(request: Request) -> Any:
@@ -331,9 +346,14 @@ def build_app(service: Service) -> Any:
 
         admin(request)
         try:
-            return {"status": "rolled back", **service.router.rollback().describe()}
+            back = service.router.rollback()
         except RoutingError as exc:
             raise ProtocolError(str(exc), 409) from None
+        return {
+            "status": "rolled back",
+            **back.describe(),
+            "monitor_reference": _reference_of(back.champion.run_dir),
+        }
 
     @app.get("/admin/routing")
     async def routing_state() -> dict[str, Any]:

@@ -138,7 +138,11 @@ class TreeEnsemble(nn.Module):
         return self.head(self.features(x))
 
 
-@register_model("lgbm")
+@register_model(
+    "lgbm",
+    # leaves per tree, unregularized (min_child_samples 1); an epoch is 20 boosting rounds
+    ladder=[{"num_leaves": 4}, {"num_leaves": 16}, {"num_leaves": 64}, {"num_leaves": 256}],
+)
 def build_lgbm(
     input_shape: list[int],
     n_logits: int,

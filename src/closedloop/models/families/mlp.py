@@ -48,7 +48,15 @@ class MLP(nn.Module):
         return self.head(self.features(x))
 
 
-@register_model("mlp")
+@register_model(
+    "mlp",
+    ladder=[
+        {"width": 32, "depth": 1},
+        {"width": 128, "depth": 2},
+        {"width": 512, "depth": 2},
+        {"width": 1024, "depth": 3},
+    ],
+)
 def build_mlp(input_shape: list[int], n_logits: int, **params: object) -> MLP:
     """``input_shape`` is (F,) for tables or (H, W, C) for images (flattened). Params: width, depth, dropout."""
     return MLP(int(math.prod(input_shape)), n_logits, **params)  # type: ignore[arg-type]

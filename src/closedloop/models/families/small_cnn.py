@@ -62,7 +62,7 @@ class SmallCNN(nn.Module):
         return self.head(self.dropout(self.features(x)))
 
 
-@register_model("small_cnn")
+@register_model("small_cnn", ladder=[{"width": 8}, {"width": 16}, {"width": 32}, {"width": 48}])
 def build_small_cnn(input_shape: list[int], n_logits: int, **params: object) -> SmallCNN:
     """``input_shape`` is (H, W, C). Params: width, depth, blocks, dropout."""
     if len(input_shape) != 3:

@@ -23,6 +23,7 @@ from closedloop.monitoring.drift.stats import median_bandwidth, single_threaded_
 from closedloop.monitoring.estimate import SUPPORTED, realized, reliability
 from closedloop.monitoring.monitor import model_fingerprint
 from closedloop.monitoring.profile import (
+    DOMAIN_MAX_ROWS,
     ProfileInfo,
     ReferenceProfile,
     forward_all,
@@ -32,7 +33,7 @@ from closedloop.monitoring.profile import (
     table_schema,
 )
 from closedloop.monitoring.selection import ReviewConfig
-from closedloop.monitoring.stream import stream_scores
+from closedloop.monitoring.stream import reference_stream_scores
 from closedloop.stages.task import TaskSpec
 
 
@@ -60,11 +61,11 @@ class BuildMonitorProfileConfig(StageConfig):
     """Fail when the held-out rows are too few for the per-deployment guarantee (default: fall back to
     Bonferroni over the tests and say in the report that there is no guarantee)."""
     stream_alpha: float = Field(0.05, gt=0, lt=0.5)
-    domain_alpha: float | None = Field(0.01, gt=0, lt=0.5)
+    domain_alpha: float | None = Field(0.05, gt=0, lt=0.5)
     """The label-free estimate is flagged unreliable when a domain classifier (reference rows vs the
     window, on the model's outputs and embeddings) separates them at this p-value
     (``closedloop.monitoring.domain``). None: no domain check."""
-    min_ess_fraction: float = Field(0.5, gt=0, le=1)
+    min_ess_fraction: float = Field(0.25, gt=0, le=1)
     """...or when the importance weights leave fewer than this fraction of the reference rows
     effectively speaking for the window (extreme weights)."""
     """False-alarm rate of the stream test over the whole stream, however often it is read."""
@@ -316,8 +317,13 @@ def build_profile(
     )
     # every held-out row: the stream test ranks production against all of them (the scores use the
     # model's outputs only, so they need no split from the reference sample)
-    stream = stream_scores(full.proba, problem, threshold)
-    profile = ReferenceProfile(info, ref, mean, components, stream)
+    stream = reference_stream_scores(full.proba, problem, threshold)
+    # the domain check compares windows with every held-out row (it needs no re-split calibration)
+    domain_idx = np.arange(len(full))
+    if len(domain_idx) > DOMAIN_MAX_ROWS:
+        # a generator of its own: the calibration's draws stay the ones of profiles built before
+        domain_idx = np.sort(np.random.default_rng(0).choice(domain_idx, DOMAIN_MAX_ROWS, replace=False))
+    profile = ReferenceProfile(info, ref, mean, components, stream, full.take(domain_idx))
     # Re-splitting all of validation gives exchangeable (pseudo-reference, window) pairs, so the min-p
     # null distribution is the one a fixed reference meets on fresh in-distribution windows.
     tests = build_tests(config.tests, where="stage 'monitor': tests")
@@ -396,7 +402,7 @@ class BuildMonitorProfile(Stage):
     """Build the drift-monitoring reference profile from held-out validation data, with calibrated thresholds."""
 
     Config = BuildMonitorProfileConfig
-    version = "4"  # 4: per-deployment thresholds, stream scores (profile format 3); 3: held-out reference
+    version = "5"  # 5: every held-out row kept for the domain check; 4: per-deployment thresholds, stream scores (profile format 3); 3: held-out reference
 
     class Inputs(StageIO):
         data: DatasetBundle
@@ -433,6 +439,8 @@ class BuildMonitorProfile(Stage):
                 "stream_alpha": i.stream_alpha,
                 "domain_alpha": i.domain_alpha,
                 "min_ess_fraction": i.min_ess_fraction,
+                "domain_rows": len(outputs.reference.domain),
+                "stream_scores": sorted(outputs.reference.stream),
                 "guarantee": i.guarantee,
                 "thresholds": i.thresholds,
                 "metrics": i.metrics,
@@ -457,7 +465,9 @@ class BuildMonitorProfile(Stage):
             Paragraph(
                 f"Reference profile, softmax and confidence references and the confidence-accuracy relation "
                 f"from {where} ({i.source.get('note', '')}): {i.reference_size} form the reference sample; "
-                f"thresholds are calibrated by re-splitting all {i.reference_size + i.calibration_size}. Check "
+                f"thresholds are calibrated by re-splitting all {i.reference_size + i.calibration_size}; the "
+                f"domain check (is the label-free estimate still reliable?) compares each window with "
+                f"{len(outputs.reference.domain)} of them. Check "
                 "production data with <code>closedloop monitor RUN_DIR DATA</code>."
             ),
             Paragraph(f"<b>What the alarm promises.</b> {i.guarantee}"),

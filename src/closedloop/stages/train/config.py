@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from closedloop.core.config import StageConfig
+from closedloop.core.errors import ConfigError
+from closedloop.models.registry import MODELS
 from closedloop.stages.train.augment import AugmentSettings
 from closedloop.stages.train.knobs import ALL_KNOBS
 
@@ -49,17 +52,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-LADDERS: dict[str, list[dict[str, Any]]] = {
-    "small_cnn": [{"width": 8}, {"width": 16}, {"width": 32}, {"width": 48}],
-    "mlp": [
-        {"width": 32, "depth": 1},
-        {"width": 128, "depth": 2},
-        {"width": 512, "depth": 2},
-        {"width": 1024, "depth": 3},
-    ],
-    # trees: leaves per tree, unregularized (min_child_samples 1); an epoch is 20 boosting rounds
-    "lgbm": [{"num_leaves": 4}, {"num_leaves": 16}, {"num_leaves": 64}, {"num_leaves": 256}],
-}
+
+class FinalSettings(BaseModel):
+    """How the final fit runs (not what it computes): ``train: {final: {nproc: 2}}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    nproc: int = Field(1, ge=1)
+    """Data-parallel ranks the stage launches for the final fit and each ensemble member
+    (torch.distributed, gloo on CPU; the per-rank batch is the batch divided by nproc, so the global
+    batch and the schedule are the one-process fit's). See docs/scaling.md."""
 
 
 class TrainConfig(StageConfig):
@@ -124,13 +125,17 @@ class TrainConfig(StageConfig):
     lr_finder: bool = False
     """Run an LR range test before tuning and centre the LR search on its suggestion."""
     storage: str | None = None
-    """Optuna RDB storage URL shared by several machines, e.g. postgresql://user:pw@host:5432/db (default:
-    Optuna's journal file ``study.journal`` in the stage's work folder; SQLite is refused with several
-    workers). See docs/scaling.md."""
+    """The tuning study's storage, which ``closedloop worker`` processes can join: an RDB URL shared by
+    several machines, e.g. postgresql://user:pw@host:5432/db, or a journal file path ending in
+    ``.journal`` (default: Optuna's journal file ``study.journal`` in the stage's work folder; SQLite is
+    refused with several workers). See docs/scaling.md."""
     workers: int = Field(1, ge=1, validate_default=True)
     """Tuning trials run in this many worker processes sharing one Optuna study (one torch thread each;
     ``closedloop run --workers N``). At most ``n_trials``."""
     study_name: str | None = None
+    heartbeat_seconds: int = Field(10, ge=1)
+    """RDB storage: a running trial records a heartbeat this often; one silent for three times this
+    (its process or machine died) is failed and queued again with the same parameters."""
     final_fit: Literal["train+val", "train"] = "train+val"
     holdout_fraction: float = Field(0.5, ge=0, lt=1)
     """Share of the validation split kept out of a train+val final fit (stratified): the deployed
@@ -141,6 +146,8 @@ class TrainConfig(StageConfig):
     """Fewest held-out samples: a smaller share is raised to this; a validation split of this size or
     less is held out whole (the final fit then uses train only). The report says which happened."""
     final_seeds: int = Field(1, ge=1)
+    final: FinalSettings = Field(default_factory=FinalSettings)
+    """The final fit's launch: ``nproc`` data-parallel ranks (1: one process)."""
     """More than 1: an ensemble of seeds (logits averaged)."""
     threshold: Literal["cost", "youden", "fixed"] = "cost"
     """Binary operating threshold, fitted with the temperature (held-out or out-of-fold predictions): task
@@ -169,10 +176,27 @@ class TrainConfig(StageConfig):
         filled = {k: v for k, v in preset.items() if k in cls.model_fields and data.get(k) is None}
         return {**data, **filled}
 
+    @field_validator("tune_knobs")
+    @classmethod
+    def _check_knobs(cls, knobs: list[str]) -> list[str]:
+        """Unknown knob names fail at ``closedloop validate`` with the allowed ones."""
+        unknown = [k for k in knobs if k not in ALL_KNOBS]
+        if unknown:
+            hints = {k: difflib.get_close_matches(k, ALL_KNOBS, n=1) for k in unknown}
+            said = "; ".join(f"{k!r} (did you mean {h[0]!r}?)" if h else repr(k) for k, h in hints.items())
+            raise ValueError(f"unknown knob(s) {said}; allowed: {', '.join(ALL_KNOBS)}")
+        return knobs
+
     @field_validator("family")
     @classmethod
     def _check_family(cls, family: str | list[str] | None) -> str | list[str] | None:
-        """A family list: non-empty, no repeats; a one-element list is that family."""
+        """Every family resolves (registered key or import path: a typo fails at ``closedloop validate``,
+        not after the audit); a family list: non-empty, no repeats; a one-element list is that family."""
+        for name in family if isinstance(family, list) else [family] if family is not None else []:
+            try:
+                MODELS.resolve(name, where="family")
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
         if not isinstance(family, list):
             return family
         if not family:

@@ -24,7 +24,7 @@ from closedloop.core.io import to_json, write_text_atomic
 from closedloop.core.registry import register_stage
 from closedloop.core.stage import RunContext, Stage, StageIO, stage_timings
 from closedloop.data.bundle import DatasetBundle
-from closedloop.models.registry import build_network, family_kind, network_kind
+from closedloop.models.registry import build_network, family_kind, family_ladder, network_kind
 from closedloop.models.trained import ModelSpec, Preprocessing, TrainedModel
 from closedloop.stages.audit.rerank import LabelIssueList, review_after_training, review_summary
 from closedloop.stages.baseline import BaselineReport
@@ -32,7 +32,8 @@ from closedloop.stages.task import TaskSpec
 from closedloop.stages.train import report as R
 from closedloop.stages.train.augment import AugmentParams
 from closedloop.stages.train.checks import check_training_data
-from closedloop.stages.train.config import LADDERS, PRESETS, TrainConfig
+from closedloop.stages.train.config import PRESETS, TrainConfig
+from closedloop.stages.train.data_parallel import check_ranks
 from closedloop.stages.train.driver import budget_table, run_phases
 from closedloop.stages.train.engine import Engine, HParams, make_engine, make_tensor_set
 from closedloop.stages.train.families import FamilyChoice, family_summary, run_families
@@ -113,7 +114,7 @@ class TrainModel(Stage):
         elif isinstance(cfg.ladder, list):
             rungs = cfg.ladder
         else:
-            rungs = LADDERS.get(family, [{}])[: PRESETS[cfg.preset]["ladder_size"]]
+            rungs = family_ladder(family)[: PRESETS[cfg.preset]["ladder_size"]]
         return [{**cfg.model_params, **r} for r in rungs] or [dict(cfg.model_params)]
 
     def candidate_families(self) -> list[str]:
@@ -235,6 +236,7 @@ class TrainModel(Stage):
         check_training_data(data, task.problem_type)
         family = family or cfg.families(data.kind)[0]
         trees = family_kind(family) == "trees"
+        check_ranks(cfg.final.nproc, device, family_kind(family))  # before any training
         pre = make_preprocessing(data, task, native_missing=trees)
         eng = make_tree_engine(cfg, data, task, pre, family) if trees else make_engine(task, pre, device)
         batch_size = cfg.batch_size
@@ -337,6 +339,7 @@ class TrainModel(Stage):
             },
             "temperature": ev.chosen["temperature"],
             "threshold": ev.chosen["threshold"],
+            "final_ranks": ev.phases.get("final", {}).get("ranks", 1),
             "knob_gains": {
                 k: {f: g.get(f) for f in ("chosen", "neutral", "delta", "ci95", "metric", "importance")}
                 for k, g in tune.get("knob_gains", {}).items()
