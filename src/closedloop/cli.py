@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "closedloop.report.cli",  # runs, compare
     "closedloop.adapt.cli",  # adapt
     "closedloop.web.cli",  # export-web
+    "closedloop.stages.train.cli",  # worker
 )
 
 
@@ -43,6 +44,7 @@ def _pipeline(args: argparse.Namespace) -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     args.set += [f"train.workers={args.workers}"] if args.workers else []  # docs/scaling.md
+    args.set += [f"train.storage={args.storage}"] if args.storage else []
     pipeline = _pipeline(args)
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
     result = pipeline.run(
@@ -111,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-cache", action="store_true", help="do not reuse identical stages from earlier runs"
     )
     run.add_argument("--workers", type=int, metavar="N", help="tuning trials in N processes on one study")
+    run.add_argument(
+        "--storage", metavar="URL", help="the tuning study's storage (closedloop worker joins it)"
+    )
     run.set_defaults(func=cmd_run)
 
     val = sub.add_parser("validate", help="check a config without running it")

@@ -45,6 +45,14 @@ def tiny_run(tmp_path_factory: Any) -> TinyRun:
     task.save(_mk(run / "stages/01_task/artifacts/task"))
     model.save(run / "stages/05_train/artifacts/model")
     out.reference.save(_mk(run / "stages/07_monitor/artifacts/reference"))
+    from serve_fixtures import record_artifact
+
+    for stage, name, obj in (
+        ("task", "task", task),
+        ("train", "model", model),
+        ("monitor", "reference", out.reference),
+    ):
+        record_artifact(run, stage, name, f"{type(obj).__module__}:{type(obj).__qualname__}")
     test = bundle.unsealed_test(_TEST_TOKEN)  # never seen by the model nor the profile
     proba = model.predict_proba(test.X)
     _CACHE["run"] = TinyRun(run, test.X, test.y, proba, list(bundle.meta.label_names))

@@ -116,4 +116,20 @@ def make_run_dir(
     }
     (export / "predictor.json").write_text(json.dumps(meta, indent=2))
     (run / "manifest.json").write_text(json.dumps({"name": name, "run_id": version, "status": "ok"}))
+    record_artifact(run, "export", "exported", "closedloop.stages.export.bundle:ExportBundle")
     return run
+
+
+def record_artifact(run: Path, stage: str, name: str, type_path: str) -> None:
+    """List ``run/stages/*_<stage>/artifacts/<name>`` in the run's manifest.json, as the pipeline does
+    for every artifact it commits (readers find artifacts through the manifest, not by globbing)."""
+    folder = next(run.glob(f"stages/*_{stage}/artifacts/{name}"))
+    path = run / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.is_file() else {"status": "ok"}
+    stages = manifest.setdefault("stages", [])
+    entry = next((st for st in stages if st["name"] == stage), None)
+    if entry is None:
+        entry = {"name": stage, "status": "ok", "artifacts": {}}
+        stages.append(entry)
+    entry["artifacts"][name] = {"path": str(folder.relative_to(run)), "type": type_path}
+    path.write_text(json.dumps(manifest))

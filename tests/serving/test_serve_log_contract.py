@@ -67,6 +67,9 @@ def test_monitor_endpoint_runs_the_live_monitor(
         next(runs["champion"].glob("stages/*/artifacts/exported")),
         run / "stages/06_export/artifacts/exported",
     )
+    from serve_fixtures import record_artifact
+
+    record_artifact(run, "export", "exported", "closedloop.stages.export.bundle:ExportBundle")
     X = images(seed=12, n=240)[0]
     with TestClient(create_app(run, log_dir=str(tmp_path / "log"))) as c:
         for i in range(0, 240, 4):

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -34,34 +35,55 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class PgServer:
+    """A throwaway PostgreSQL server: a temporary data directory, a free 127.0.0.1 port; ``stop`` and
+    ``start`` stand for a database that goes away and comes back."""
+
+    def __init__(self, bindir: str) -> None:
+        self.bindir, self.root = bindir, tempfile.mkdtemp(prefix="closedloop-pg-")
+        self.as_user: list[str] = []
+        if os.getuid() == 0:  # initdb refuses root: run the server as an unprivileged user
+            user = "postgres" if shutil.which("runuser") and _has_user("postgres") else "nobody"
+            shutil.chown(self.root, user)
+            self.as_user = ["runuser", "-u", user, "--"]
+        self.data, self.port = os.path.join(self.root, "data"), _free_port()
+        self.url = f"postgresql://closedloop@127.0.0.1:{self.port}/study"
+        self._run(f"{bindir}/initdb", "-D", self.data, "-A", "trust", "-U", "closedloop", "--no-sync")
+        self.start()
+        self._run(f"{bindir}/createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "closedloop", "study")
+
+    def _run(self, *cmd: str) -> None:
+        subprocess.run([*self.as_user, *cmd], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        log = os.path.join(self.root, "log")
+        self._run(f"{self.bindir}/pg_ctl", "-D", self.data, "-o", opts, "-l", log, "-w", "start")
+
+    def stop(self) -> None:
+        subprocess.run(
+            [*self.as_user, f"{self.bindir}/pg_ctl", "-D", self.data, "-m", "immediate", "stop"],
+            capture_output=True,
+        )
+
+
 @pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
+def postgres() -> Iterator[PgServer]:
     pytest.importorskip("psycopg2", reason="psycopg2 not installed: pip install 'closedloop[scale]'")
     bindir = _bin()
     if bindir is None:
         pytest.skip("PostgreSQL is not installed (.ci/run installs Debian's postgresql; apt-get failed here)")
-    root = tempfile.mkdtemp(prefix="closedloop-pg-")
-    as_user: list[str] = []
-    if os.getuid() == 0:  # initdb refuses root: run the server as an unprivileged user
-        user = "postgres" if shutil.which("runuser") and _has_user("postgres") else "nobody"
-        shutil.chown(root, user)
-        as_user = ["runuser", "-u", user, "--"]
-    data, port = os.path.join(root, "data"), _free_port()
-
-    def run(*cmd: str) -> None:
-        subprocess.run([*as_user, *cmd], check=True, capture_output=True, timeout=120)
-
-    run(f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", "closedloop", "--no-sync")
-    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    run(f"{bindir}/pg_ctl", "-D", data, "-o", opts, "-l", os.path.join(root, "log"), "-w", "start")
+    server = PgServer(bindir)
     try:
-        run(f"{bindir}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "closedloop", "study")
-        yield f"postgresql://closedloop@127.0.0.1:{port}/study"
+        yield server
     finally:
-        subprocess.run(
-            [*as_user, f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True
-        )
-        shutil.rmtree(root, ignore_errors=True)
+        server.stop()
+        shutil.rmtree(server.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def postgres_url(postgres: PgServer) -> str:
+    return postgres.url
 
 
 def _has_user(name: str) -> bool:
@@ -125,3 +147,79 @@ def test_two_workers_on_postgres_one_killed_exact_count_same_shape_as_one_proces
     assert [type(b).__name__ for b in multi.report(out, tmp_path)] == [
         type(b).__name__ for b in one.report(one_out, tmp_path)
     ]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # separate processes, each starting torch, on a loaded CI machine
+def test_joined_worker_on_another_machine_killed_heartbeat_fails_and_retries_its_trial(
+    postgres_url, tmp_path
+) -> None:
+    """The worker calls its machine "elsewhere": no pid check reaches it, only Optuna's heartbeat."""
+    from .test_train_worker_join import (
+        check_joined,
+        check_study_and_run,
+        cli,
+        kill_worker_mid_trial,
+        open_study,
+        write_config,
+    )
+
+    url, name = rdb_url(postgres_url), "joined-heartbeat"
+    config = write_config(tmp_path / "joined.yaml", heartbeat_seconds=1, study_name=name)
+    run = tmp_path / "run"
+    leader = cli(["run", str(config), "--storage", postgres_url, "--out", str(run)], tmp_path / "leader.log")
+    elsewhere = {"CLOSEDLOOP_WORKER_HOST": "elsewhere"}
+    worker = cli(["worker", str(config), "--storage", postgres_url], tmp_path / "worker.log", **elsewhere)
+    second = cli(["worker", str(config), "--storage", postgres_url], tmp_path / "second.log", **elsewhere)
+    try:
+        killed = kill_worker_mid_trial(url, worker, name, timeout=600)
+        assert leader.wait(timeout=600) == 0, (tmp_path / "leader.log").read_text()
+        assert second.wait(timeout=120) == 0, (tmp_path / "second.log").read_text()
+    finally:
+        for p in (leader, worker, second):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    study = check_study_and_run(url, run, killed, name)
+    check_joined(study, run)
+    assert open_study(url, name) is None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # a run and its resume in separate processes
+def test_server_lost_mid_tune_fails_clearly_and_resume_completes_once_back(postgres, tmp_path) -> None:
+    import json
+
+    import optuna
+
+    from .test_train_worker_join import N_TRIALS, check_study_and_run, cli, open_study, write_config
+
+    url, name = rdb_url(postgres.url), "server-lost"
+    config = write_config(tmp_path / "lost.yaml", study_name=name, workers=2)
+    run = tmp_path / "run"
+    leader = cli(["run", str(config), "--storage", postgres.url, "--out", str(run)], tmp_path / "leader.log")
+    try:
+        t_end = time.time() + 400
+        while time.time() < t_end:  # stop the server once the study holds a finished trial
+            time.sleep(0.2)
+            assert leader.poll() is None, (tmp_path / "leader.log").read_text()
+            study = open_study(url, name)
+            if study is not None and any(t.state.is_finished() for t in study.get_trials(deepcopy=False)):
+                break
+        postgres.stop()
+        assert leader.wait(timeout=300) == 1
+    finally:
+        if leader.poll() is None:
+            leader.kill()
+            leader.wait()
+        postgres.start()
+    log = (tmp_path / "leader.log").read_text()
+    assert f"train.storage: lost the study database '{postgres.url}'" in log, log
+    assert "closedloop run --resume" in log
+    summary = json.loads((run / "summary.json").read_text())
+    assert "lost the study database" in summary["stages"]["train"]["error"]
+    resumed = cli(["run", "--resume", str(run)], tmp_path / "resume.log")
+    assert resumed.wait(timeout=600) == 0, (tmp_path / "resume.log").read_text()
+    study = check_study_and_run(url, run, None, name)
+    assert len([t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]) >= 1
+    assert len({t.number for t in study.get_trials() if t.state != optuna.trial.TrialState.FAIL}) == N_TRIALS

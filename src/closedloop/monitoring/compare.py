@@ -337,13 +337,18 @@ def _threshold(run: Path) -> float | None:
     may also be a served folder holding predictor.json itself (e.g. ``closedloop adapt``'s output)."""
     import json
 
-    own = [run / "predictor.json"] if (run / "predictor.json").is_file() else []
-    for meta in (own or sorted(run.glob("stages/*/artifacts/*/predictor.json")))[-1:]:
-        m = json.loads(meta.read_text(encoding="utf-8"))
-        entry = (m.get("models") or {}).get(m.get("shipped"), {})
-        thr = entry.get("threshold", m.get("threshold")) if isinstance(entry, dict) else m.get("threshold")
-        return None if thr is None else float(thr)
-    return None
+    from closedloop.core.run_reader import RunDir
+
+    meta = run / "predictor.json"
+    if not meta.is_file():
+        export = RunDir(run).artifact_dir("ExportBundle")
+        if export is None or not (export / "predictor.json").is_file():
+            return None
+        meta = export / "predictor.json"
+    m = json.loads(meta.read_text(encoding="utf-8"))
+    entry = (m.get("models") or {}).get(m.get("shipped"), {})
+    thr = entry.get("threshold", m.get("threshold")) if isinstance(entry, dict) else m.get("threshold")
+    return None if thr is None else float(thr)
 
 
 def _labels(rows: RouteRows, idx: np.ndarray, task: _Task) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from closedloop.core.errors import ClosedLoopError
+from closedloop.core.run_reader import RunDir
 from closedloop.serving.predictor import METADATA_FILE, Predictor, PredictorError
 
 
@@ -23,18 +24,19 @@ class ServeError(ClosedLoopError):
 
 
 def find_export_dir(run_dir: Path) -> Path:
-    """The export stage's folder in ``run_dir`` (or ``run_dir`` itself when it holds predictor.json)."""
+    """The export stage's folder in ``run_dir`` (or ``run_dir`` itself when it holds predictor.json,
+    as an ``adapt`` output folder does); the run directory's own reader finds it."""
     if (run_dir / METADATA_FILE).is_file():
         return run_dir
-    found = sorted(p.parent for p in run_dir.glob(f"stages/*/artifacts/*/{METADATA_FILE}"))
-    if not found:
+    found = RunDir(run_dir).artifact_dir("ExportBundle")
+    if found is None or not (found / METADATA_FILE).is_file():
         hint = (
             "it has no stages/ folder: is it a closedloop run directory?"
             if not (run_dir / "stages").is_dir()
             else "run the export stage first: closedloop run CONFIG --resume RUN_DIR (or --only export)"
         )
-        raise ServeError(f"{run_dir}: no exported model (stages/*/artifacts/*/{METADATA_FILE}); {hint}")
-    return found[-1]
+        raise ServeError(f"{run_dir}: no exported model (an export stage's {METADATA_FILE}); {hint}")
+    return found
 
 
 def _pipeline_name(run_dir: Path) -> str:

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from closedloop.core.io import read_json
+from closedloop.core.run_reader import RunDir
 from closedloop.monitoring.requestlog import (
     FeedbackRecord,
     LoggedArray,
@@ -437,17 +439,15 @@ class Service:
 
 def task_max_latency_ms(run_dir: Path) -> tuple[float | None, Path | None]:
     """The task's ``constraints.max_latency_ms`` from a run's task artifact, and the file it came from."""
-    import json
-
-    for path in sorted(run_dir.glob("stages/*/artifacts/task/artifact.json"), reverse=True):
-        try:
-            value = (json.loads(path.read_text(encoding="utf-8")).get("constraints") or {}).get(
-                "max_latency_ms"
-            )
-        except (OSError, ValueError, AttributeError):
-            continue
-        return (float(value) if value is not None else None), path
-    return None, None
+    found = RunDir(run_dir).artifact_dir("TaskSpec")
+    if found is None:
+        return None, None
+    path = found / "artifact.json"
+    try:
+        value = (read_json(path).get("constraints") or {}).get("max_latency_ms")
+    except (OSError, ValueError, AttributeError):
+        return None, None
+    return (float(value) if value is not None else None), path
 
 
 def onnx_batch_limit(model: ServedModel) -> int | None:

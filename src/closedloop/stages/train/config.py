@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from closedloop.core.config import StageConfig
 from closedloop.core.errors import ConfigError
@@ -51,6 +51,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "ladder_size": 4,
     },
 }
+
+
+class FinalSettings(BaseModel):
+    """How the final fit runs (not what it computes): ``train: {final: {nproc: 2}}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    nproc: int = Field(1, ge=1)
+    """Data-parallel ranks the stage launches for the final fit and each ensemble member
+    (torch.distributed, gloo on CPU; the per-rank batch is the batch divided by nproc, so the global
+    batch and the schedule are the one-process fit's). See docs/scaling.md."""
 
 
 class TrainConfig(StageConfig):
@@ -115,13 +125,17 @@ class TrainConfig(StageConfig):
     lr_finder: bool = False
     """Run an LR range test before tuning and centre the LR search on its suggestion."""
     storage: str | None = None
-    """Optuna RDB storage URL shared by several machines, e.g. postgresql://user:pw@host:5432/db (default:
-    a SQLite file in the stage's work folder; with ``workers`` > 1 a journal file there; SQLite is
-    refused with several workers). See docs/scaling.md."""
+    """The tuning study's storage, which ``closedloop worker`` processes can join: an RDB URL shared by
+    several machines, e.g. postgresql://user:pw@host:5432/db, or a journal file path ending in
+    ``.journal`` (default: a SQLite file in the stage's work folder; with ``workers`` > 1 a journal file
+    there; SQLite is refused with several workers). See docs/scaling.md."""
     workers: int = Field(1, ge=1, validate_default=True)
     """Tuning trials run in this many worker processes sharing one Optuna study (one torch thread each;
     ``closedloop run --workers N``). At most ``n_trials``."""
     study_name: str | None = None
+    heartbeat_seconds: int = Field(10, ge=1)
+    """RDB storage: a running trial records a heartbeat this often; one silent for three times this
+    (its process or machine died) is failed and queued again with the same parameters."""
     final_fit: Literal["train+val", "train"] = "train+val"
     holdout_fraction: float = Field(0.5, ge=0, lt=1)
     """Share of the validation split kept out of a train+val final fit (stratified): the deployed
@@ -132,6 +146,8 @@ class TrainConfig(StageConfig):
     """Fewest held-out samples: a smaller share is raised to this; a validation split of this size or
     less is held out whole (the final fit then uses train only). The report says which happened."""
     final_seeds: int = Field(1, ge=1)
+    final: FinalSettings = Field(default_factory=FinalSettings)
+    """The final fit's launch: ``nproc`` data-parallel ranks (1: one process)."""
     """More than 1: an ensemble of seeds (logits averaged)."""
     threshold: Literal["cost", "youden", "fixed"] = "cost"
     """Binary operating threshold, fitted with the temperature (held-out or out-of-fold predictions): task

@@ -162,6 +162,8 @@ class FinalOutcome(Outcome):
     epochs: int
     fitted_on: str
     n_heldout: int
+    ranks: int = 1
+    """Data-parallel ranks of the final fit (``train.final.nproc``)."""
     calibration: str
     temperature: float
     threshold: float | None

@@ -33,6 +33,7 @@ from closedloop.stages.train import report as R
 from closedloop.stages.train.augment import AugmentParams
 from closedloop.stages.train.checks import check_training_data
 from closedloop.stages.train.config import PRESETS, TrainConfig
+from closedloop.stages.train.data_parallel import check_ranks
 from closedloop.stages.train.driver import budget_table, run_phases
 from closedloop.stages.train.engine import Engine, HParams, make_engine, make_tensor_set
 from closedloop.stages.train.families import FamilyChoice, family_summary, run_families
@@ -235,6 +236,7 @@ class TrainModel(Stage):
         check_training_data(data, task.problem_type)
         family = family or cfg.families(data.kind)[0]
         trees = family_kind(family) == "trees"
+        check_ranks(cfg.final.nproc, device, family_kind(family))  # before any training
         pre = make_preprocessing(data, task, native_missing=trees)
         eng = make_tree_engine(cfg, data, task, pre, family) if trees else make_engine(task, pre, device)
         batch_size = cfg.batch_size
@@ -337,6 +339,7 @@ class TrainModel(Stage):
             },
             "temperature": ev.chosen["temperature"],
             "threshold": ev.chosen["threshold"],
+            "final_ranks": ev.phases.get("final", {}).get("ranks", 1),
             "knob_gains": {
                 k: {f: g.get(f) for f in ("chosen", "neutral", "delta", "ci95", "metric", "importance")}
                 for k, g in tune.get("knob_gains", {}).items()

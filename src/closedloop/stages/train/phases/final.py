@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from closedloop.stages.train.calibration import (
     fit_temperature,
     fold_logit_bias,
 )
+from closedloop.stages.train.data_parallel import BACKEND, fit_on_ranks
 from closedloop.stages.train.engine import HParams, TensorSet
 from closedloop.stages.train.final_plan import EVALUATION_SECONDS, fit_deadline, plan_final
 from closedloop.stages.train.heldout import INFO_KEY, fit_rows
@@ -53,6 +55,7 @@ class Final(Phase):
             epochs=fin.epochs,
             fitted_on=fin.fitted_on,
             n_heldout=fin.n_heldout,
+            ranks=fin.ranks,
             calibration=fin.calibration,
             temperature=fin.temperature,
             threshold=fin.threshold,
@@ -73,6 +76,7 @@ class FinalFit:
     epochs: int
     fitted_on: str
     n_heldout: int
+    ranks: int
     calibration: str
     temperature: float
     threshold: float | None
@@ -110,6 +114,7 @@ def final_fit(sess: TrainSession, tuned: TunedConfig) -> tuple[TrainedModel, Fin
     size = plan_final(sess, epochs, cfg.final_seeds, n_fit, hp.batch_size)
     epochs, hp, deadline = size.epochs, hp.with_(epochs=size.epochs), fit_deadline(sess)
     nets, histories = [], {}
+    ranks, n_sync = cfg.final.nproc, 0
     for s in range(size.members):
         if s > 0 and time.time() > deadline:
             sess.decide("final", f"time budget spent: the ensemble keeps {s} of {size.members} members", {})
@@ -117,25 +122,32 @@ def final_fit(sess: TrainSession, tuned: TunedConfig) -> tuple[TrainedModel, Fin
         seed = sess.seed("final", "member", s)
         net = sess.build(mp, seed)
         ckpt, label = sess.work / f"final_seed{s}.pt", f"train/final/member{s}"
-        if cfg.final_fit == "train":
-            res = eng.fit(
-                net, sess.train, sess.val, hp, seed=seed, checkpoint=ckpt, deadline=deadline, label=label
+        on = (
+            {"train": sess.train, "val": sess.val}
+            if cfg.final_fit == "train"
+            else {"train": fit_data, "val": None}
+        )
+        how: dict[str, Any] = {"seed": seed, "checkpoint": ckpt, "deadline": deadline, "label": label}
+        if cfg.final_fit != "train":
+            how["restore_best"] = False
+        if ranks > 1:  # the same fit on several ranks (:mod:`..data_parallel`); rank 0's weights come back
+            out = sess.work / f"final_seed{s}_ranks.pt"
+            net, res, n_sync = fit_on_ranks(
+                net, on | how, eng.fit, hp, nproc=ranks, out=out, threads=cfg.threads
             )
         else:
-            res = eng.fit(
-                net,
-                fit_data,
-                None,
-                hp,
-                seed=seed,
-                checkpoint=ckpt,
-                restore_best=False,
-                deadline=deadline,
-                label=label,
-            )
+            res = eng.fit(net, on["train"], on["val"], hp, **how)
         sess.note_cut("final", f"member {s}'s fit", res, epochs)
         histories[f"final seed {s}"] = res.history
         nets.append(net.cpu().eval())
+    if ranks > 1:
+        sess.decide(
+            "final",
+            f"the final fit ran data-parallel on {ranks} ranks (torch.distributed, {BACKEND}; per-rank batch "
+            f"{max(1, hp.batch_size // ranks)}, global batch {max(1, hp.batch_size // ranks) * ranks}; "
+            f"{n_sync} BatchNorm layer(s) synchronized) for each of {len(nets)} member(s)",
+            {"ranks": ranks, "backend": BACKEND, "sync_batchnorm_layers": n_sync},
+        )
     sess.curves.update(histories)
     plots.curves(
         sess.figure("final.png", f"Final fit on {fitted_on} ({epochs} epochs): training loss", "final"),
@@ -222,6 +234,7 @@ def final_fit(sess: TrainSession, tuned: TunedConfig) -> tuple[TrainedModel, Fin
             "epochs": epochs,
             "hparams": hp.as_dict(),
             "seeds": len(nets),
+            "ranks": ranks,
             "threshold_rule": why,
             "calibration": calibrated,
             "calibrated_on": cal_on,
@@ -233,6 +246,7 @@ def final_fit(sess: TrainSession, tuned: TunedConfig) -> tuple[TrainedModel, Fin
         epochs=epochs,
         fitted_on=fitted_on,
         n_heldout=len(plan.indices),
+        ranks=ranks,
         calibration=calibrated,
         temperature=temperature,
         threshold=threshold,

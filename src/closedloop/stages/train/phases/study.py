@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from closedloop.stages.train.phases.workers import rdb_url, shared_storage
+from closedloop.stages.train.phases.workers import is_shared, rdb_url, shared_storage
 from closedloop.stages.train.session import TrainSession
 
 
@@ -12,15 +12,20 @@ def n_startup(sess: TrainSession) -> int:
     return max(2, min(5, (sess.cfg.n_trials or 1) // 3))
 
 
+def in_workers(sess: TrainSession) -> bool:
+    """Trials run in worker processes: several of them, or a storage ``closedloop worker``s can join."""
+    return sess.cfg.workers > 1 or is_shared(sess.cfg.storage)
+
+
 def storage_url(sess: TrainSession) -> Any:
-    """The study's storage: the configured URL; else, with several workers, a journal file they can
-    share (:mod:`.workers`); else a SQLite file in the work folder."""
-    if sess.cfg.workers > 1:
-        return shared_storage(sess.cfg.storage, sess.work)
+    """The study's storage: the configured URL (an RDB with Optuna's heartbeat); else, with several
+    workers, a journal file they can share (:mod:`.workers`); else a SQLite file in the work folder."""
+    if in_workers(sess):
+        return shared_storage(sess.cfg.storage, sess.work, sess.cfg.heartbeat_seconds)
     return rdb_url(sess.cfg.storage) if sess.cfg.storage else f"sqlite:///{sess.work / 'study.db'}"
 
 
-def open_study(sess: TrainSession, name: str, seed: int) -> Any:
+def open_study(sess: TrainSession, name: str, seed: int, storage: Any = None) -> Any:
     import optuna
 
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup(sess))
@@ -29,7 +34,7 @@ def open_study(sess: TrainSession, name: str, seed: int) -> Any:
     )
     return optuna.create_study(
         study_name=name,
-        storage=storage_url(sess),
+        storage=storage if storage is not None else storage_url(sess),
         direction="maximize",
         sampler=sampler,
         pruner=pruner,

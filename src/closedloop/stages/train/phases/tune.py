@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ from closedloop.stages.train import knobs as K
 from closedloop.stages.train import plots
 from closedloop.stages.train.engine import NonFiniteLossError
 from closedloop.stages.train.outcomes import ScaleUpOutcome, Skipped, TrialRow, TuneOutcome
+from closedloop.stages.train.phases import joining as J
 from closedloop.stages.train.phases import study as S
 from closedloop.stages.train.phases import workers as W
 from closedloop.stages.train.phases.ablation import knob_ablation
@@ -124,7 +126,7 @@ def tune(sess: TrainSession, model_params: dict[str, Any], ladder_logits: np.nda
         forced_epochs = min_epochs
     elif not study.trials:
         study.enqueue_trial(K.default_trial(space, lr=sess.base_hp.lr, max_epochs=max_epochs))
-    if cfg.workers > 1:
+    if S.in_workers(sess):
         failures = tune_in_workers(sess, study, model_params, space, n_trials, forced_epochs, deadline)
         return choose(sess, study, model_params, ladder_logits, space, forced_epochs, failures, deadline)
     # trials finished before a crash were recorded in the ledger by the interrupted run: count them
@@ -216,22 +218,45 @@ def tune_in_workers(
     forced_epochs: int | None,
     deadline: float,
 ) -> list[dict[str, Any]]:
-    """Run the trials in ``cfg.workers`` forked processes (:mod:`.workers`), then write the validation
-    ledger from the study: each counted trial once, whoever ran it (a resumed run writes it whole)."""
+    """Run the trials in ``cfg.workers`` forked processes (:mod:`.workers`), joined by any
+    ``closedloop worker`` that matches the study's fingerprint (:mod:`.joining`); then write the
+    validation ledger from the study: each counted trial once, whoever ran it (a resumed run writes it
+    whole)."""
     import optuna
 
-    def run_trials() -> None:
-        own = S.open_study(sess, study.study_name, sess.ctx.seed)  # a connection of its own
-        worker_trials(sess, own, model_params, space, n_trials, forced_epochs, deadline)
+    cfg = sess.cfg
+    plan = J.TrialPlan(
+        model_params=model_params,
+        space=space,
+        n_trials=n_trials,
+        forced_epochs=forced_epochs,
+        deadline=deadline,
+        heartbeat_seconds=cfg.heartbeat_seconds if cfg.storage and not W.is_journal(cfg.storage) else None,
+    )
+    try:
+        J.publish(study, J.fingerprint(sess), plan)
 
-    deaths = W.run_workers(study, sess.cfg.workers, n_trials, run_trials, sess.ctx.logger)
-    trials = sorted(study.get_trials(), key=lambda t: t.number)
+        def run_trials() -> None:
+            own = S.open_study(sess, study.study_name, sess.ctx.seed)  # a connection of its own
+            worker_trials(sess, own, plan, keep_logits_in_study=False)
+
+        deaths = W.run_workers(study, cfg.workers, n_trials, run_trials, sess.ctx.logger, cfg.storage)
+        J.close(study)
+        joined = J.collect_logits(sess, study)
+        trials = sorted(study.get_trials(), key=lambda t: t.number)
+    except StageFailedError:
+        raise
+    except Exception as exc:  # a storage call failed: say so plainly when the database is gone
+        W.storage_lost(cfg.storage, exc)
+        raise
     killed = [t.number for t in trials if t.state == optuna.trial.TrialState.FAIL and not W.counted(t)]
+    where = W.redact(cfg.storage) if cfg.storage else "the journal file in work/"
     sess.decide(
         "tune",
-        f"ran the trials in {sess.cfg.workers} worker processes on one study; {deaths} worker(s) died and "
-        f"{len(killed)} interrupted or surplus trial(s) were not counted",
-        {"workers": sess.cfg.workers, "worker_deaths": deaths, "not_counted": killed},
+        f"ran the trials in {cfg.workers} worker process(es) on one study ({where}); {deaths} worker(s) "
+        f"died; {joined} trial(s) came from joined `closedloop worker` processes; {len(killed)} "
+        "interrupted or surplus trial(s) were not counted",
+        {"workers": cfg.workers, "worker_deaths": deaths, "joined_trials": joined, "not_counted": killed},
     )
     failures: list[dict[str, Any]] = []
     task = sess.task
@@ -262,69 +287,89 @@ def tune_in_workers(
     return failures
 
 
+class _Surplus(Exception):
+    """Another worker asked at the same moment and took the last slot: this trial is not run."""
+
+
+POLL_SECONDS = 0.5
+
+
 def worker_trials(
-    sess: TrainSession,
-    study: Any,
-    model_params: dict[str, Any],
-    space: K.Space,
-    n_trials: int,
-    forced_epochs: int | None,
-    deadline: float,
-) -> None:
-    """One worker's loop: ask, fit, tell until the study holds ``n_trials`` counted or running trials.
-    Writes no ledger and no report (the leader does); seeds come from the trial's number."""
+    sess: TrainSession, study: Any, plan: J.TrialPlan, *, keep_logits_in_study: bool
+) -> list[int]:
+    """One worker's loop (a fork of the leader or a joined ``closedloop worker``): run one trial at a
+    time through ``study.optimize`` (Optuna's heartbeat runs during it on an RDB) until the study holds
+    ``plan.n_trials`` counted trials; while the last ones run elsewhere, wait, failing any whose process
+    died (:func:`.workers.fail_lost`) so their retry is run here. Writes no ledger and no report (the
+    leader does); seeds come from the trial's number (a retry: the number it retries). Returns the
+    numbers of the trials this process finished."""
     import optuna
 
-    running = optuna.trial.TrialState.RUNNING
-    eng = sess.engine
+    st = optuna.trial.TrialState
+    eng, space, n_trials = sess.engine, plan.search_space(), plan.n_trials
+    ran: list[int] = []
+    current: list[int] = []
 
     def taken(trials: list[Any]) -> int:
-        return len([t for t in trials if W.counted(t) or t.state == running])
+        return len([t for t in trials if W.counted(t) or t.state == st.RUNNING])
 
-    while True:
-        trials = study.get_trials(deepcopy=False)
-        if taken(trials) >= n_trials:
-            return
-        if [t for t in trials if W.counted(t)] and time.time() > deadline:
-            return
-        study.sampler = S.seeded_sampler(sess, len(trials))
-        trial = study.ask()
-        trial.set_user_attr("pid", os.getpid())  # the leader fails it if this process dies
-        earlier = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number]
-        if taken(earlier) >= n_trials:  # another worker asked at the same moment and took the last slot
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)  # no FAILURE attr: not counted
-            return
+    def objective(trial: Any) -> float:
+        trial.set_user_attr(W.WORKER, W.worker_id(trial.number))  # failed and retried if this process dies
+        current.append(trial.number)
+        trial.set_user_attr("pid", os.getpid())
+        frozen = {t.number: t for t in study.get_trials(deepcopy=False)}
+        if taken([t for n, t in frozen.items() if n < trial.number]) >= n_trials:
+            raise _Surplus()
         knobs = K.suggest(trial, space)
-        if forced_epochs is not None:
-            knobs["epochs"] = forced_epochs
-        mp, hp = split_params(sess, model_params, knobs)
-        seed = trial_seed(sess, trial.number)
+        if plan.forced_epochs is not None:
+            knobs["epochs"] = plan.forced_epochs
+        mp, hp = split_params(sess, plan.model_params, knobs)
+        seed = trial_seed(sess, W.origin(frozen[trial.number]))
+
+        def report(epoch: int, rec: dict[str, float]) -> None:
+            ev = {m.removeprefix("val_"): v for m, v in rec.items() if m.startswith("val_")}
+            trial.report(eng.selection_score(ev), epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
         try:
             net = sess.build(mp, seed)
-
-            def report(epoch: int, rec: dict[str, float], trial: Any = trial) -> None:
-                ev = {m.removeprefix("val_"): v for m, v in rec.items() if m.startswith("val_")}
-                trial.report(eng.selection_score(ev), epoch)
-                if trial.should_prune():
-                    raise optuna.TrialPruned()
-
             res = eng.fit(
-                net, sess.train, sess.val, hp, seed=seed, on_epoch=report, deadline=deadline,
+                net, sess.train, sess.val, hp, seed=seed, on_epoch=report, deadline=plan.deadline,
                 label=f"train/tune/trial{trial.number}",
             )  # fmt: skip
-        except optuna.TrialPruned:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            continue
         except NonFiniteLossError as exc:
-            trial.set_user_attr(W.FAILURE, f"non-finite loss: {exc}")
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            continue
+            trial.set_user_attr(W.FAILURE, f"non-finite loss: {exc}")  # counted: the model's own failure
+            raise
         trial.set_user_attr("best_epoch", res.best_epoch)
         trial.set_user_attr("stopped", res.stopped)
         trial.set_user_attr("history", res.history)
         trial.set_user_attr("k", trial.number)
-        sess.save_logits(trial_logits_file(trial.number), res.val_logits)
-        study.tell(trial, res.best_score)
+        if keep_logits_in_study:  # no shared work/ folder: the leader copies them out of the study
+            trial.set_user_attr(J.LOGITS_ATTR, J.encode_logits(res.val_logits))
+        else:
+            sess.save_logits(trial_logits_file(trial.number), res.val_logits)
+        return float(res.best_score)
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a surplus trial is not worth a warning
+    while True:
+        W.fail_lost(study)
+        trials = study.get_trials(deepcopy=False)
+        done = [t for t in trials if W.counted(t)]
+        if len(done) >= n_trials or time.time() > plan.deadline + (0 if done else 3600):
+            return ran
+        waiting = [t for t in trials if t.state == st.WAITING]
+        if not waiting and taken(trials) >= n_trials:
+            time.sleep(POLL_SECONDS)  # the last trials run elsewhere: finish them if their process dies
+            continue
+        study.sampler = S.seeded_sampler(sess, len(trials))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # optuna: "heartbeat ... with Study.optimize" is what this is
+            study.optimize(objective, n_trials=1, catch=(_Surplus, NonFiniteLossError), gc_after_trial=False)
+        if current:
+            mine = current.pop()
+            if any(W.counted(t) for t in study.get_trials(deepcopy=False) if t.number == mine):
+                ran.append(mine)
 
 
 def choose(

@@ -10,15 +10,25 @@ ledger is written by the leader from ``study.trials`` after the workers are done
 any worker scored, once.
 
 Storage: several processes need a storage they can share safely. The default is Optuna's journal file
-in the stage's work folder; an RDB URL (PostgreSQL) works too; SQLite is refused (Optuna's FAQ: parallel
-writers hit "database is locked"). Seeds come from the trial's number (``core.seeds``), never from which
-worker ran it.
+in the stage's work folder (or a ``.journal`` path the user names); an RDB URL (PostgreSQL) works too;
+SQLite is refused (Optuna's FAQ: parallel writers hit "database is locked"). Seeds come from the trial's
+number (``core.seeds``; a retried trial: the number of the trial it retries), never from which worker
+ran it.
+
+Liveness: every running trial carries ``worker`` = ``host:pid:number``. A trial whose process is gone is
+failed (not counted) and queued again with the same parameters (Optuna's
+``RetryHeartbeatStaleTrialCallback``): on this host by a pid check that any worker or the leader runs
+(:func:`fail_lost`), across machines by Optuna's RDB heartbeat (``heartbeat_interval`` /
+``grace_period``; the journal storage has no heartbeat in Optuna 5).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import socket
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -29,12 +39,32 @@ from closedloop.core.errors import ConfigError, StageFailedError
 # trial without it was killed with its worker (the leader failed it) or was surplus: retried, not counted.
 FAILURE = "failure"
 RDB_SCHEMES = ("postgresql", "postgresql+psycopg2", "mysql", "mysql+pymysql")
+JOURNAL_SUFFIX = ".journal"
+WORKER = "worker"  # user attr of a running trial: host:pid:number of the process running it
+
+
+def is_journal(url: str | None) -> bool:
+    """A journal file path (``/shared/study.journal``): Optuna's append-only file storage."""
+    return url is not None and "://" not in url and url.endswith(JOURNAL_SUFFIX)
+
+
+def is_shared(url: str | None) -> bool:
+    """A storage other processes (``closedloop worker``) can join: an RDB URL or a journal file."""
+    return url is not None and (is_journal(url) or urlparse(url).scheme in RDB_SCHEMES)
+
+
+def redact(url: str) -> str:
+    """The URL without its password (for messages and the report)."""
+    p = urlparse(url)
+    if p.password:
+        return url.replace(f":{p.password}@", ":***@", 1)
+    return url
 
 
 def storage_problem(url: str | None, workers: int) -> str | None:
     """Why ``url`` cannot serve ``workers`` processes (a storage they cannot share, a malformed URL),
     checked with the config, before any work starts; None when it can."""
-    if url is None:
+    if url is None or is_journal(url):
         return None
     scheme = urlparse(url).scheme
     if scheme == "sqlite":
@@ -48,7 +78,8 @@ def storage_problem(url: str | None, workers: int) -> str | None:
     if scheme not in RDB_SCHEMES:
         return (
             f"train.storage: {url!r} is not a storage URL closedloop can use; expected "
-            "postgresql://user:password@host:port/db (or sqlite:///path for one process)"
+            "postgresql://user:password@host:port/db, a path ending in .journal (Optuna's journal file), "
+            "or sqlite:///path for one process"
         )
     parsed = urlparse(url)
     if not parsed.hostname or not parsed.path.strip("/"):
@@ -65,7 +96,7 @@ def rdb_url(url: str) -> str:
 
 def check_reachable(url: str) -> None:
     """Connect once (5 s timeout) so an unreachable server fails with one clear message."""
-    if urlparse(url).scheme == "sqlite":
+    if is_journal(url) or urlparse(url).scheme == "sqlite":
         return
     try:
         import sqlalchemy
@@ -81,18 +112,97 @@ def check_reachable(url: str) -> None:
             f"train.storage: {url!r} needs the database driver ({exc.name}): pip install 'closedloop[scale]'"
         ) from exc
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"train.storage: cannot reach {url!r}: {first}") from exc
+        raise ConfigError(f"train.storage: cannot reach {redact(url)!r}: {first_line(exc)}") from exc
 
 
-def shared_storage(url: str | None, work: Path) -> Any:
-    """The Optuna storage object several processes share: the journal file by default."""
-    if url is not None:
-        return rdb_url(url)
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def shared_storage(url: str | None, work: Path, heartbeat: int | None = None) -> Any:
+    """The Optuna storage object several processes share: the journal file by default. An RDB gets
+    Optuna's heartbeat (a running trial records one every ``heartbeat`` seconds; silent for three
+    times that, it is failed and queued again) and a connection check before each use (a server that
+    restarted is reconnected to)."""
+    import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    return JournalStorage(JournalFileBackend(str(work / "study.journal")))
+    if url is None or is_journal(url):
+        path = Path(url) if url is not None else work / "study.journal"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    engine: dict[str, Any] = {"pool_pre_ping": True}
+    if urlparse(url).scheme.startswith("postgresql"):
+        engine["connect_args"] = {"connect_timeout": 5}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            rdb_url(url),
+            engine_kwargs=engine,
+            heartbeat_interval=heartbeat,
+            grace_period=None if heartbeat is None else 3 * heartbeat,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(),
+        )
+
+
+HOST_ENV = "CLOSEDLOOP_WORKER_HOST"
+"""The name a process gives its machine in ``worker`` (default: the host name). Two containers that
+share a host name need distinct ones; the tests use it to stand for another machine."""
+
+
+def host_name() -> str:
+    return os.environ.get(HOST_ENV) or socket.gethostname()
+
+
+def worker_id(number: int) -> str:
+    """``host:pid:number``: which process runs trial ``number`` (the number ties it to this trial: a
+    retried trial inherits its predecessor's user attributes until its own process overwrites them)."""
+    return f"{host_name()}:{os.getpid()}:{number}"
+
+
+def origin(t: Any) -> int:
+    """The trial a retried trial repeats (its seed's number); the trial's own number otherwise."""
+    first = t.system_attrs.get("failed_trial")
+    return int(first) if first is not None else int(t.number)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a process of another user: alive
+        return True
+    return True
+
+
+def fail_lost(study: Any) -> list[int]:
+    """Fail the running trials whose process is gone and queue each again with the same parameters:
+    elsewhere by the RDB heartbeat (Optuna's ``fail_stale_trials``), on this host by pid. Returns the
+    numbers failed here by pid (another process may have failed one first: it is skipped)."""
+    import optuna
+
+    running = (optuna.trial.TrialState.RUNNING,)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # heartbeat storages only; retried by the callback
+    failed: list[int] = []
+    host = host_name()
+    for t in study.get_trials(deepcopy=True, states=running):
+        who = str(t.user_attrs.get(WORKER, "")).split(":")
+        if len(who) != 3 or who[0] != host or who[2] != str(t.number) or _alive(int(who[1])):
+            continue
+        try:
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)  # no FAILURE attr: not counted
+        except Exception:  # another process failed it first; it queued the retry
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.RetryHeartbeatStaleTrialCallback()(study, t)
+        failed.append(t.number)
+    return failed
 
 
 def counted(t: Any) -> bool:
@@ -114,56 +224,65 @@ def _worker_main(run_trials: Any) -> None:
     run_trials()
 
 
-def run_workers(study: Any, workers: int, n_trials: int, run_trials: Any, log: Any) -> int:
-    """Fork ``workers`` processes running ``run_trials()`` until the study holds ``n_trials`` counted
-    trials; replace dead ones (their trials marked killed). Returns how many workers died."""
-    import optuna
-
+def run_workers(
+    study: Any, workers: int, n_trials: int, run_trials: Any, log: Any, storage: str | None = None
+) -> int:
+    """Fork ``workers`` processes running ``run_trials()``; each returns once the study holds
+    ``n_trials`` counted trials (its own, other forks' or joined ``closedloop worker``s') or the time
+    is up. A dead fork is replaced (its trial failed and queued again by :func:`fail_lost`); a dead
+    fork whose database is gone ends the stage with one message naming it. Returns how many died."""
     ctx = mp.get_context("fork")  # the worker inherits the leader's session: data, engine, outcomes
     procs = [ctx.Process(target=_worker_main, args=(run_trials,), daemon=True) for _ in range(workers)]
     for p in procs:
         p.start()
     deaths = 0
     max_deaths = n_trials + workers  # a worker that dies on every start is a bug, not bad luck
-    while True:
-        time.sleep(0.2)
-        alive = []
-        for p in procs:
-            if p.is_alive():
-                alive.append(p)
-                continue
-            p.join()
-            if p.exitcode == 0:
-                continue
-            deaths += 1
-            mark_killed(study, p.pid)
-            log.warning("train: tuning worker pid %s died (exit %s); its trial is retried", p.pid, p.exitcode)
-            if deaths > max_deaths:
-                for q in alive:
-                    q.kill()
-                raise StageFailedError(
-                    f"train: {deaths} tuning workers died; the last exit code was {p.exitcode}"
+    try:
+        while procs:
+            time.sleep(0.2)
+            alive = [p for p in procs if p.is_alive()]
+            for p in procs:
+                if p in alive:
+                    continue
+                p.join()
+                if p.exitcode == 0:
+                    continue
+                deaths += 1
+                storage_lost(storage)  # a database that went away: no use starting another worker
+                fail_lost(study)
+                log.warning(
+                    "train: tuning worker pid %s died (exit %s); its trial is retried", p.pid, p.exitcode
                 )
-            fresh = ctx.Process(target=_worker_main, args=(run_trials,), daemon=True)
-            fresh.start()
-            alive.append(fresh)
-        procs = alive
-        if not procs:
-            break
-    n = len([t for t in study.get_trials(deepcopy=False) if counted(t)])
-    running = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
-    if running:
-        # a worker ended without telling (cannot happen for exit 0); keep the study consistent
-        for number in running:
-            study.tell(number, state=optuna.trial.TrialState.FAIL)
+                if deaths > max_deaths:
+                    raise StageFailedError(
+                        f"train: {deaths} tuning workers died; the last exit code was {p.exitcode}"
+                    )
+                fresh = ctx.Process(target=_worker_main, args=(run_trials,), daemon=True)
+                fresh.start()
+                alive.append(fresh)
+            procs = alive
+        n = len([t for t in study.get_trials(deepcopy=False) if counted(t)])
+    except BaseException:
+        for q in procs:
+            if q.is_alive():
+                q.kill()
+                q.join()
+        raise
     if n < n_trials:
         log.info("train: workers stopped with %d of %d trials (time budget)", n, n_trials)
     return deaths
 
 
-def mark_killed(study: Any, pid: int | None) -> None:
-    import optuna
-
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if t.user_attrs.get("pid") == pid:
-            study.tell(t.number, state=optuna.trial.TrialState.FAIL)  # no FAILURE attr: not counted
+def storage_lost(storage: str | None, exc: BaseException | None = None) -> None:
+    """Raise one clear error when the study's database cannot be reached (after a worker died or a
+    storage call failed); return when it can (or the storage is a local file)."""
+    if storage is None or is_journal(storage):
+        return
+    try:
+        check_reachable(storage)
+    except ConfigError as lost:
+        why = first_line(lost.__cause__ or lost)
+        raise StageFailedError(
+            f"train.storage: lost the study database {redact(storage)!r} during tuning ({why}); the trials "
+            "it holds are kept: when it is back, continue with `closedloop run --resume <run dir>`"
+        ) from (exc or lost)
