@@ -264,7 +264,7 @@ def table(name: str, runs: Path) -> None:
     rows = {r["family"]: r for r in fam["rows"]}
     trees_better = rows["lgbm"]["score"] > rows["mlp"]["score"]
     say(
-        f"family choice on {fam['evaluated_on']} AUC: trees {rows['lgbm']['score']:.4f}, MLP "
+        f"family choice on {fam['evaluated_on']} {fam['metric']} (the task's metric): trees {rows['lgbm']['score']:.4f}, MLP "
         f"{rows['mlp']['score']:.4f} -> chose {chosen} (difference {fam['difference']:+.4f}); tree family chosen "
         f"whenever better on validation: {'yes' if (chosen == 'lgbm') == trees_better else 'NO'}"
     )
@@ -308,13 +308,13 @@ def table(name: str, runs: Path) -> None:
         f"learning_rate {info['learning_rate']:.3f}"
     )
     say(
-        f"test AUC [95% CI]: closedloop's choice ({chosen}) {auc_ci(yt, p_choice, boots)}; tuned LightGBM "
+        f"test ROC AUC [95% CI]: closedloop's choice ({chosen}) {auc_ci(yt, p_choice, boots)}; tuned LightGBM "
         f"{auc_ci(yt, p_plain, boots)}; closedloop MLP {mlp_note} {auc_ci(yt, p_mlp, boots)}"
     )
     d_plain, d_mlp = paired_diff(yt, p_choice, p_plain, boots), paired_diff(yt, p_choice, p_mlp, boots)
     met = d_plain[2] >= 0 and d_mlp[2] >= 0  # neither is significantly better than closedloop's choice
     say(
-        f"paired test AUC difference, closedloop's choice minus: tuned LightGBM {fmt_diff(d_plain)}; MLP "
+        f"paired test ROC AUC difference, closedloop's choice minus: tuned LightGBM {fmt_diff(d_plain)}; MLP "
         f"{fmt_diff(d_mlp)} -> "
         f"target (>= the better of the two within the interval) {'met' if met else 'NOT met'}"
     )

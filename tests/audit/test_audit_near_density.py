@@ -85,3 +85,21 @@ def test_exact_copies_stay_exact_and_are_left_out_of_the_density_comparison() ->
     twice = np.concatenate([ref, ref[:100]])
     ne2 = near_excess(twice, query, [r.tobytes() for r in twice], exact, 0.05, 1000, rng)
     assert ne2.n_null == 200 and ne2.null_rate == ne.null_rate
+
+
+def test_the_excess_pairs_are_ranked_by_the_look_that_found_the_excess() -> None:
+    """Query 0 is a copy (the smallest distance, but its source has a near twin: a middling ratio);
+    query 1 is natural (farther, in a sparse region: a small ratio). One excess sample: distance look ->
+    the copy; relative look -> the smallest ratio."""
+    from closedloop.stages.audit.near_density import NearExcess
+
+    def ne(cut: float | None) -> NearExcess:
+        return NearExcess(
+            threshold=0.125, ratio_cut=cut, n_query=10, n_close=3, n_null=100, n_null_close=20, p_value=0.001,
+            dist=np.array([0.01, 0.08, 0.1, 0.5]), index=np.arange(4), ratio=np.array([0.6, 0.2, 0.9, np.inf]),
+            judged=np.ones(4, bool),
+        )  # fmt: skip
+
+    assert ne(None).n_excess == 1 and ne(None).excess_queries(0.05).tolist() == [0]
+    assert ne(0.7).excess_queries(0.05).tolist() == [1]
+    assert ne(None).excess_queries(0.0001).tolist() == []  # not significant: nothing marked

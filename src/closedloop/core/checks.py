@@ -150,3 +150,16 @@ def check_stage(stage: Stage, inputs: dict[str, Artifact], workdir: Path, *, see
     second = pipe.run(progress=False)
     assert second.summary["stages"][stage.name]["cached"], f"{name}: identical rerun was not a cache hit"
     return summary
+
+
+def check_plugin_naming(cls: type, resolve: Any, name: str) -> None:
+    """Part of every plug-in battery: an unknown config key fails with a :class:`ConfigError` naming it,
+    and ``resolve("module:Class")`` (the registry's lookup) gives back this very class."""
+    try:
+        cls({"no_such_option": 1})
+    except ConfigError as exc:
+        assert "no_such_option" in str(exc), f"{name}: the config error does not name the key: {exc}"
+    else:
+        raise AssertionError(f"{name}: an unknown config key was accepted")
+    path = f"{cls.__module__}:{cls.__qualname__}"
+    assert resolve(path) is cls, f"{name}: {path!r} does not resolve to the class"

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from closedloop.core.errors import ConfigError
+from closedloop.core.checks import check_plugin_naming
 from closedloop.monitoring.drift.base import DriftContext, DriftResult, DriftTest, Sample, resolve_drift_test
 
 PROBLEMS = ("binary", "multiclass", "regression")
@@ -91,14 +91,7 @@ def check_drift_test(test: str | type[DriftTest], problems: Sequence[str] = PROB
         lean.effects = False  # the calibration path computes p-values only
         assert inst.run(ref, shifted, lean).p_value == loud.p_value, f"{name}: effects=False changes p"
     _check_pool_cache(cls)
-    try:
-        cls({"no_such_option": 1})
-    except ConfigError as exc:
-        assert "no_such_option" in str(exc), f"{name}: the config error does not name the key: {exc}"
-    else:
-        raise AssertionError(f"{name}: an unknown config key was accepted")
-    path = f"{cls.__module__}:{cls.__qualname__}"
-    assert resolve_drift_test(path) is cls, f"{name}: {path!r} does not resolve to the class"
+    check_plugin_naming(cls, resolve_drift_test, name)
     assert cls.headline() and cls.description
     return declined
 

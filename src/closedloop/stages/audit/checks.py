@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from closedloop.core.errors import ConfigError
+from closedloop.core.checks import check_plugin_naming
 from closedloop.core.ledger import TestLedger
 from closedloop.core.stage import RunContext
 from closedloop.data.bundle import DatasetBundle
@@ -114,12 +114,5 @@ def check_audit_check(
     assert as_json(again.metrics) == as_json(res.metrics), (
         f"{name}: same data and seed must give the same metrics"
     )
-    try:
-        cls({"no_such_option": 1})
-    except ConfigError as exc:
-        assert "no_such_option" in str(exc), f"{name}: the config error does not name the key: {exc}"
-    else:
-        raise AssertionError(f"{name}: an unknown config key was accepted")
-    path = f"{cls.__module__}:{cls.__qualname__}"
-    assert CHECKS.resolve(path) is cls, f"{name}: {path!r} does not resolve to the class"
+    check_plugin_naming(cls, CHECKS.resolve, name)
     return res

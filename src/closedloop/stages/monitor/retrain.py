@@ -31,6 +31,7 @@ from pydantic import Field
 from closedloop.core.errors import ConfigError, DataError, RunDirError
 from closedloop.core.io import hash_tree, to_json, write_text_atomic
 from closedloop.core.registry import SOURCES, register_source
+from closedloop.core.run_reader import RunDir
 from closedloop.data.bundle import TARGET_COLUMN, DatasetBundle, Split
 from closedloop.data.sources.base import DataSource, SourceConfig
 
@@ -197,10 +198,8 @@ def compare_runs(
     if task is not None:
         c = task.constraints
         if c.max_model_size_mb is not None:
-            size = (
-                sum(f.stat().st_size for f in challenger_dir.glob("stages/*/artifacts/model/weights.pt"))
-                / 1e6
-            )
+            model_dir = RunDir(challenger_dir).require_dir("TrainedModel")
+            size = sum(f.stat().st_size for f in model_dir.glob("weights.pt")) / 1e6
             constraints.append(
                 Check(
                     name="max_model_size_mb",

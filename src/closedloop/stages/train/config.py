@@ -127,8 +127,8 @@ class TrainConfig(StageConfig):
     storage: str | None = None
     """The tuning study's storage, which ``closedloop worker`` processes can join: an RDB URL shared by
     several machines, e.g. postgresql://user:pw@host:5432/db, or a journal file path ending in
-    ``.journal`` (default: a SQLite file in the stage's work folder; with ``workers`` > 1 a journal file
-    there; SQLite is refused with several workers). See docs/scaling.md."""
+    ``.journal`` (default: Optuna's journal file ``study.journal`` in the stage's work folder; SQLite is
+    refused with several workers). See docs/scaling.md."""
     workers: int = Field(1, ge=1, validate_default=True)
     """Tuning trials run in this many worker processes sharing one Optuna study (one torch thread each;
     ``closedloop run --workers N``). At most ``n_trials``."""

@@ -18,11 +18,13 @@ def in_workers(sess: TrainSession) -> bool:
 
 
 def storage_url(sess: TrainSession) -> Any:
-    """The study's storage: the configured URL (an RDB with Optuna's heartbeat); else, with several
-    workers, a journal file they can share (:mod:`.workers`); else a SQLite file in the work folder."""
-    if in_workers(sess):
+    """The study's storage: the configured URL (an RDB with Optuna's heartbeat when workers share it);
+    else Optuna's journal file in the work folder, which several workers can share (:mod:`.workers`)
+    and one process writes cheaply: one appended line per write instead of a SQLite commit (the SQLite
+    study was half of a small table's tree train stage: ``benchmarks/profile_tree_stage.py``)."""
+    if in_workers(sess) or not sess.cfg.storage:
         return shared_storage(sess.cfg.storage, sess.work, sess.cfg.heartbeat_seconds)
-    return rdb_url(sess.cfg.storage) if sess.cfg.storage else f"sqlite:///{sess.work / 'study.db'}"
+    return rdb_url(sess.cfg.storage)
 
 
 def open_study(sess: TrainSession, name: str, seed: int, storage: Any = None) -> Any:
