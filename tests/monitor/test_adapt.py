@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -255,13 +256,11 @@ def test_live_loop_adapted_model_served_in_shadow_and_judged_by_compare_live(cha
     assert "nonsense" in capsys.readouterr().err
 
 
-def test_adapt_builds_the_adapted_models_own_monitor_reference(champion, tmp_path):
-    """With a champion that has a monitor reference, the adapted folder gets its own, built the same
-    way on the same held-out rows but with the adapted model's outputs; the monitor loads it."""
+def _champion_with_reference(champion, tmp_path: Path) -> tuple[Path, Any, Any, Any]:
+    """A copy of the champion run with its data saved and a monitor reference built (a real run's
+    layout), and (run, bundle, task, model)."""
     import shutil
 
-    from closedloop.adapt.run import run_adapt
-    from closedloop.monitoring.monitor import Monitor
     from closedloop.stages.monitor.stage import BuildMonitorProfileConfig, build_profile
     from closedloop.stages.task import TaskSpec
 
@@ -277,6 +276,16 @@ def test_adapt_builds_the_adapted_models_own_monitor_reference(champion, tmp_pat
     build_profile(cfg, bundle, task, model, np.random.default_rng(0)).save(
         run / "stages/04_monitor/artifacts/reference"
     )
+    return run, bundle, task, model
+
+
+def test_adapt_builds_the_adapted_models_own_monitor_reference(champion, tmp_path):
+    """With a champion that has a monitor reference, the adapted folder gets its own, built the same
+    way on the same held-out rows but with the adapted model's outputs; the monitor loads it."""
+    from closedloop.adapt.run import run_adapt
+    from closedloop.monitoring.monitor import Monitor
+
+    run, *_ = _champion_with_reference(champion, tmp_path)
     labels = _labels(tmp_path / "prod.npz", run, 160, 13)
     res = run_adapt(run, labels, out=tmp_path / "adapted", challengers=("head",))
     ref = res.monitor_reference["path"]
@@ -333,23 +342,11 @@ def test_admin_promote_switches_the_live_monitor_to_the_adapted_models_reference
 
     from closedloop.adapt.run import run_adapt
     from closedloop.adapt.servable import write_servable
-    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig, build_profile
-    from closedloop.stages.task import TaskSpec
 
     sys.path.insert(0, str(Path(__file__).parents[1] / "serving"))
     from serve_helpers import ServerProcess
 
-    src, _ = champion
-    run = tmp_path / "runs" / "shift" / src.name
-    shutil.copytree(src.parent.parent, tmp_path / "runs")
-    data = dict(yaml.safe_load((run / "config.yaml").read_text())["data"])
-    bundle = SOURCES.resolve(data.pop("source"))(data).load(0)
-    bundle.save(run / "stages/01_data/artifacts/data")
-    model = TrainedModel.load(run / "stages/03_train/artifacts/model")
-    task = TaskSpec.load(run / "stages/02_task/artifacts/task")
-    cfg = BuildMonitorProfileConfig(calibration_windows=20, permutations=30, window_sizes=[50])
-    profile = build_profile(cfg, bundle, task, model, np.random.default_rng(0))
-    profile.save(run / "stages/04_monitor/artifacts/reference")
+    run, _, _, model = _champion_with_reference(champion, tmp_path)
     res = run_adapt(
         run, _labels(tmp_path / "prod.npz", run, 160, 14), out=tmp_path / "adapted", challengers=("head",)
     )
@@ -357,7 +354,8 @@ def test_admin_promote_switches_the_live_monitor_to_the_adapted_models_reference
     assert adapted_ref is not None
     served = tmp_path / "champion"
     write_servable(model, served)
-    profile.save(served / "references" / "20260101-000000")  # the champion's own reference, served with it
+    # the champion's own reference, served with it
+    shutil.copytree(run / "stages/04_monitor/artifacts/reference", served / "references" / "20260101-000000")
     X, _ = _images(np.random.default_rng(15), 120)
     server = ServerProcess(
         [str(served), "--shadow", str(tmp_path / "adapted"), "--log-dir", str(tmp_path / "log")], tmp_path
