@@ -28,7 +28,7 @@ COMMAND_MODULES = (
     "closedloop.report.cli",  # runs, compare
     "closedloop.adapt.cli",  # adapt
     "closedloop.web.cli",  # export-web
-    "closedloop.stages.train.cli",  # worker
+    "closedloop.stages.worker_cli",  # worker (outside stages/train: that package imports torch)
 )
 
 

@@ -74,7 +74,21 @@ def exported_run(root: Path, kind: str, acceptance: dict[str, float] | None = No
         "run_id": run.name,
         "name": f"tiny-{kind}",
         "status": "ok",
-        "stages": [{"name": "export", "kind": "export", "status": "ok", "error": None}],
+        "stages": [
+            {
+                "name": "export",
+                "kind": "export",
+                "status": "ok",
+                "error": None,
+                # listed as the pipeline lists every artifact: readers find it through the manifest
+                "artifacts": {
+                    "exported": {
+                        "path": "stages/05_export/artifacts/exported",
+                        "type": f"{type(out.exported).__module__}:{type(out.exported).__qualname__}",
+                    }
+                },
+            }
+        ],
     }
     (run / "manifest.json").write_text(json.dumps(manifest))
     return run

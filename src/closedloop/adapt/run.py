@@ -120,6 +120,12 @@ def _p_pos(p: np.ndarray) -> np.ndarray:
     return p[:, -1] if p.ndim == 2 else p.reshape(-1)
 
 
+def _is_tree_model(model: Any) -> bool:
+    from closedloop.models.registry import network_kind  # torch: only when a fine-tune was asked for
+
+    return network_kind(model.network) == "trees"
+
+
 def run_adapt(
     run_dir: str | Path,
     labels_path: str | Path,
@@ -217,6 +223,12 @@ def run_adapt(
         f_adapt, f_eval = (None, None) if f_all is None else (f_all[ia], f_all[ie])
 
     warnings: list[str] = []
+    if "finetune" in challengers and _is_tree_model(model):
+        challengers = tuple(c for c in challengers if c != "finetune")
+        warnings.append(
+            "the fine-tune challenger was left out: the champion is a tree model (boosted trees are not "
+            "fine-tuned by gradient steps; retrain with the labels added: closedloop retrain)"
+        )
     finetune = None
     if "finetune" in challengers:
         finetune = FinetuneData(model, adapt_part.X, _replay(run_dir, seed, warnings))

@@ -1,4 +1,8 @@
-"""``closedloop worker CONFIG --storage URL`` (added to the main CLI by :func:`add_commands`)."""
+"""``closedloop worker CONFIG --storage URL`` (added to the main CLI by :func:`add_commands`).
+
+It lives outside ``stages/train/``: importing any module of that package runs its ``__init__``, which
+imports torch, and the command line must start without torch (``closedloop serve`` in a serving-only
+environment)."""
 
 from __future__ import annotations
 
