@@ -103,4 +103,6 @@ def test_adapt_with_production_labels_on_a_tree_run(
     assert res["decision"]["metric"] == "expected_cost"
     assert sorted(res["split"]["adaptation"] + res["split"]["evaluation"]) == list(range(240))
     assert res["choice"]["candidates"] >= 1
-    assert not [k for k in res["choice"]["cv_cost"] if "finetune" in k]  # trees are not fine-tuned by gradients
+    assert not [
+        k for k in res["choice"]["cv_cost"] if "finetune" in k
+    ]  # trees are not fine-tuned by gradients
