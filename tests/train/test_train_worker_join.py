@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -130,8 +131,16 @@ def check_study_and_run(storage: Any, run: Path, killed: int | None, name: str |
     return study
 
 
-def check_joined(study: Any, run: Path) -> None:
-    """Some counted trial came from a joined worker; the leader copied its logits into work/."""
+def finished_by(log: Path) -> int:
+    """How many trials a ``closedloop worker`` says it finished (its last line), 0 if it says none."""
+    found = re.findall(r"this worker finished (\d+) trial", log.read_text()) if log.is_file() else []
+    return int(found[-1]) if found else 0
+
+
+def check_joined(study: Any, run: Path, *, expect_joined: bool = True) -> None:
+    """The leader copied every joined worker's trial logits into work/; ``expect_joined``: some counted
+    trial came from a joined worker. (A worker that joins after the leader's own workers took every
+    trial, which a loaded machine can cause, has none to hand over: the caller passes what it said.)"""
     import optuna
 
     joined = [
@@ -139,7 +148,7 @@ def check_joined(study: Any, run: Path) -> None:
         for t in study.get_trials()
         if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("val_logits")
     ]
-    assert joined, "no complete trial came from a joined worker"
+    assert joined or not expect_joined, "no complete trial came from a joined worker"
     work = next(run.glob("stages/*train/work"))
     assert all((work / "trials" / f"{t.number}.npy").is_file() for t in joined)
 
@@ -183,7 +192,9 @@ def test_joined_worker_killed_mid_trial_on_journal_file_exact_count_and_mismatch
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    check_joined(check_study_and_run(storage, run, killed), run)
+    # the killed worker's trial was a joined worker's; the second one may find every trial taken
+    second_finished = finished_by(tmp_path / "second.log")
+    check_joined(check_study_and_run(storage, run, killed), run, expect_joined=second_finished > 0)
     assert "counted trials" in (tmp_path / "second.log").read_text()
 
 
