@@ -136,6 +136,8 @@ def test_retrained_challenger_trains_on_one_part_sets_its_threshold_on_the_other
     assert all(h in trained for h in fit_h), "the fit part was added to train"
     assert not any(h in trained for h in cal_h), "the threshold's labels were never trained on"
     assert data.meta.provenance["augmented"]["n_added"] == fit.n_added
+    versions = (run.parent / "dataset_versions.jsonl").read_text().splitlines()
+    assert any(json.loads(v)["run_id"] == new_run.name for v in versions)  # a recorded dataset version
     # the threshold: the task's costs on the calibration part, scored by the retrained network
     model = TrainedModel.load(out.parent / "alone" / "model")
     y_all = np.concatenate([yp, yt])

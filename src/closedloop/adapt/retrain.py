@@ -165,7 +165,7 @@ def retrain_challenger(
     """(the retrained :class:`~closedloop.models.trained.TrainedModel` at its production threshold,
     what was done): module docstring."""
     from closedloop.core.pipeline import Pipeline
-    from closedloop.stages.monitor.retrain import _load_run, resolve_retrain_config
+    from closedloop.stages.monitor.retrain import _load_run, record_dataset_version, resolve_retrain_config
     from closedloop.stats.recalibration import fit_recalibration
 
     t0 = time.perf_counter()
@@ -183,6 +183,7 @@ def retrain_challenger(
     result = Pipeline.from_dict(raw, where=f"{cfg} (retrained challenger)").run(progress=False)
     if not result.ok:
         raise RunDirError(f"the retrained challenger's run failed: see {result.run_dir}")
+    record_dataset_version(Path(raw["runs_dir"]) / raw["name"], Path(result.run_dir))  # lineage, as retrain
     model, _ = _load_run(Path(result.run_dir))
     own = None if model.threshold is None else float(model.threshold)
     p_cal = np.asarray(model.predict_proba(cal_part.X), np.float64)[:, -1]
