@@ -487,3 +487,24 @@ def test_retrained_challengers_split_needs_both_classes_in_each_part():
     assert len(fit) == len(cal) == 10 and not set(fit) & set(cal)
     with pytest.raises(DataError, match="each needs at least 2 of every class"):
         split_for_retrain(np.array([0] * 10 + [1, 1, 1]), 0.5, seed=0)
+
+
+def test_an_augmented_source_refilled_at_the_same_path_is_new_data_for_the_cache(champion, tmp_path):
+    """Each retrain writes its labeled samples to a folder; refilled at the same path with other
+    samples, the data stage must not be served from the cache of the previous run."""
+    from PIL import Image
+
+    from closedloop.core.registry import SOURCES
+    from closedloop.stages.monitor.retrain import AugmentedSource  # registers "augmented"
+
+    run, _ = champion
+    assert SOURCES.resolve("augmented") is AugmentedSource
+    base = yaml.safe_load((run / "config.yaml").read_text())["data"]
+    folder = tmp_path / "labeled"
+    (folder / "normal").mkdir(parents=True)
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(folder / "normal" / "a.png")
+    src = SOURCES.resolve("augmented")({"base": base, "labeled": str(folder)})
+    first = src.content_key()
+    assert src.content_key() == first  # stable while nothing changes
+    Image.fromarray(np.full((28, 28), 9, np.uint8)).save(folder / "normal" / "a.png")  # same name, new bytes
+    assert src.content_key() != first
