@@ -14,6 +14,23 @@ def _plt() -> Any:
     return plt
 
 
+def warm() -> float:
+    """Load the plotting library and render one small line plot into memory; returns the render's
+    wall seconds: what drawing a figure costs on this machine now (a phase keeps it from its fit)."""
+    import io
+    import time
+
+    plt = _plt()
+    t0 = time.perf_counter()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax.plot(range(20), [1.0 / (i + 1) for i in range(20)])
+    ax.set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(io.BytesIO(), dpi=90, format="png")
+    plt.close(fig)
+    return time.perf_counter() - t0
+
+
 def curves(path: str, runs: dict[str, list[dict[str, float]]], title: str, metric: str | None = None) -> None:
     """Train/val loss per epoch for each run (and the validation metric on a second panel)."""
     plt = _plt()
