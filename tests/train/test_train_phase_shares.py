@@ -37,12 +37,15 @@ def test_a_fit_past_its_deadline_takes_one_step_and_its_kept_logits_equal_a_fres
     net = sess.build(sess.ladder[0], 1)
     res = sess.engine.fit(net, sess.train, sess.val, hp, seed=1, deadline=time.time() - 1.0)
     assert res.stopped == "time_budget" and len(res.history) == 1
+    assert res.steps_timed == 0  # its only step paid the one-time costs: it predicts nothing
     assert 0 < res.history[0]["epoch_fraction"] < 1
     # the logits returned are the scored epoch's, not a second pass; a fresh pass gives the same bits
     assert np.array_equal(res.val_logits, sess.engine.predict_logits(net, sess.val))
     net2 = sess.build(sess.ladder[0], 1)
     whole = sess.engine.fit(net2, sess.train, sess.val, hp, seed=1)
     assert whole.stopped == "completed" and len(whole.history) == 2
+    steps = 2 * max(1, len(sess.train) // min(hp.batch_size, len(sess.train)))
+    assert whole.steps_timed == steps - 1 and sess.engine.eval_row_seconds > 0
     assert np.array_equal(whole.val_logits, sess.engine.predict_logits(net2, sess.val))
 
 
@@ -86,3 +89,23 @@ def test_beat_baseline_keeps_its_measured_work_after_the_fit(binary_digits, bina
     assert after_fit_seconds(sess, None) == pytest.approx(0.5)  # no baseline: the figure's two panels
     p = np.tile([[0.3, 0.7]], (len(sess.val), 1))
     assert after_fit_seconds(sess, p) > 0.5  # and the comparison, timed on a tenth of its resamples
+
+
+def test_a_loop_starts_no_fit_that_its_measured_least_cost_would_end_late(
+    binary_digits, binary_task, tmp_path
+) -> None:
+    from closedloop.stages.train.engine import FitResult
+    from closedloop.stages.train.session import EVAL_ROW_SECONDS, LATEST_STEP_SECONDS
+
+    sess = _session(binary_digits, binary_task, tmp_path)
+    assert sess.least_fit_seconds() == 0.0  # nothing measured: the plain deadline
+    one_step = FitResult(history=[], best_epoch=1, best_score=None, stopped="time_budget", seconds=9.0)
+    one_step.step_seconds, one_step.steps_timed = 9.0, 0  # a first step only: not a measure
+    sess.note_fit(one_step)
+    assert LATEST_STEP_SECONDS not in sess.ctx.timings
+    warm = FitResult(history=[], best_epoch=1, best_score=None, stopped="completed", seconds=9.0)
+    warm.step_seconds, warm.steps_timed = 0.5, 12
+    sess.engine.eval_row_seconds = 0.01
+    sess.note_fit(warm)
+    assert sess.ctx.timings[EVAL_ROW_SECONDS] == pytest.approx(0.01)
+    assert sess.least_fit_seconds() == pytest.approx(0.5 + 0.01 * len(sess.val))

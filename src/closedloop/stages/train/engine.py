@@ -144,8 +144,11 @@ class FitResult:
     val_logits: np.ndarray | None = None
     """Validation logits of the returned (best) weights."""
     step_seconds: float | None = None
-    """Mean wall seconds of one training step in this process (None: no step taken); what the final
-    phase sizes its fit with (a budget input, never in an artifact)."""
+    """Mean wall seconds of one training step in this process after the fit's first (which pays
+    one-time costs; its own time when it is the only one; None: no step taken); what the final phase
+    sizes its fit with (a budget input, never in an artifact)."""
+    steps_timed: int = 0
+    """Steps ``step_seconds`` averages (0: only the first step, one-time costs included)."""
 
     @property
     def epochs_done(self) -> float:
@@ -189,6 +192,9 @@ class Engine:
         self.class_counts = class_counts
         self.eval_batch_size = eval_batch_size
         self.cuda = self.device.type == "cuda"
+        self.eval_row_seconds: float | None = None
+        """Wall seconds per row of the latest validation pass of a fit (None before the first): what
+        scoring costs under the load of the moment (a budget input, never in an artifact)."""
 
     # -- batches --------------------------------------------------------------------------------
     def to_input(
@@ -389,10 +395,10 @@ class Engine:
         sampling = _sampler(hp, train, self.problem_type)
         stopped, step = "completed", start_epoch * steps_per_epoch
         start_step, cut_in_epoch = step, deadline is not None and dist[1] == 1
-        loop_s, loop_steps = 0.0, 0
-        # the last step's and the last validation pass's wall seconds (this process, under the load of
-        # the moment): what the next step and the scoring after a cut will cost (budget inputs only)
-        last_step_s, eval_s = 0.0, None
+        # step and validation-pass wall seconds (this process, under the load of the moment): what the
+        # next step and the scoring after a cut will cost (budget inputs only). The fit's first step
+        # pays one-time costs (allocations, kernel selection): it is timed apart and never predicts
+        first_step_s, warm_s, warm_steps, last_step_s, eval_s = None, 0.0, 0, 0.0, None
         n_val = len(val) if val is not None else 0
         for epoch in range(start_epoch, hp.epochs):
             model.train()
@@ -402,7 +408,6 @@ class Engine:
                 perm = torch.multinomial(sampling, n, replacement=True, generator=g)
             perm = perm[dist[0] :: dist[1]]
             tot, cnt, cut = 0.0, 0, False
-            loop_t0, steps_before = time.perf_counter(), step
             for b in range(steps_per_epoch):
                 if max_steps is not None and step >= max_steps:
                     break
@@ -414,7 +419,10 @@ class Engine:
                 # measured, or estimated as one step per batch of validation rows before the first)
                 # must end by the deadline, so the fit returns by it instead of one step after
                 if cut_in_epoch and step > start_step:
-                    tail = eval_s if eval_s is not None else last_step_s * math.ceil(n_val / bs)
+                    tail = eval_s
+                    if tail is None:
+                        per_row = self.eval_row_seconds
+                        tail = per_row * n_val if per_row else last_step_s * math.ceil(n_val / bs)
                     if past_deadline(time.time(), deadline, last_step_s + tail):  # type: ignore[arg-type]
                         cut = True
                         break
@@ -443,8 +451,11 @@ class Engine:
                 step += 1
                 tot += float(loss.detach()) * len(idx)
                 cnt += len(idx)
-                last_step_s, scored_logits = time.perf_counter() - step_t0, None
-            loop_s, loop_steps = loop_s + time.perf_counter() - loop_t0, loop_steps + step - steps_before
+                took, scored_logits = time.perf_counter() - step_t0, None
+                if first_step_s is None:
+                    first_step_s = took
+                else:
+                    warm_s, warm_steps, last_step_s = warm_s + took, warm_steps + 1, took
             if dist[1] > 1:
                 _average_buffers(net, dist[1])
             if cut and cnt == 0:  # nothing trained in this epoch: it is not one
@@ -459,6 +470,7 @@ class Engine:
                 eval_t0 = time.perf_counter()
                 epoch_logits = self.predict_logits(net, val)
                 eval_s, scored_logits = time.perf_counter() - eval_t0, epoch_logits
+                self.eval_row_seconds = eval_s / len(val)
                 ev = self.evaluate(epoch_logits, val)
                 rec.update({f"val_{k}": v for k, v in ev.items()})
                 sc = self.selection_score(ev)
@@ -514,7 +526,8 @@ class Engine:
             best_score=None if val is None else float(best[0]),
             stopped=stopped,
             seconds=time.time() - t0,
-            step_seconds=loop_s / loop_steps if loop_steps else None,
+            step_seconds=warm_s / warm_steps if warm_steps else first_step_s,
+            steps_timed=warm_steps,
             val_logits=val_logits,
         )
 

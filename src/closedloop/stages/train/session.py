@@ -52,7 +52,9 @@ DEFAULT_LOGITS_FILE = "default_val_logits.npy"
 COMPARISON_SECONDS = "beat_baseline comparison seconds"
 """``ctx.timings`` label: the beat_baseline phase's baseline refit and paired bootstrap on validation."""
 LATEST_STEP_SECONDS = "latest seconds per step"
-"""``ctx.timings`` label: seconds per training step of the latest fit that took one (any phase)."""
+"""``ctx.timings`` label: seconds per training step (after its first) of the latest fit that took two."""
+EVAL_ROW_SECONDS = "latest validation seconds per row"
+"""``ctx.timings`` label: seconds per row of the latest validation pass (what predictions cost now)."""
 TRIAL_STEP_SECONDS = "tune latest trial seconds per step"
 """``ctx.timings`` label: seconds per training step of the latest tuning trial (the chosen network
 under the load of the moment: what the final fit is sized with, :mod:`.final_plan`)."""
@@ -167,17 +169,15 @@ class TrainSession:
         per_row = float(cmp_s) / (2 * COMPARISON_RESAMPLES * n_val)
         rows = len(self.task.metrics) * (n_val + n_hold + n_test) + 3 * n_test
         boot = per_row * rows * self.cfg.n_bootstrap
-        step_s = float(
-            self.ctx.timings.get(TRIAL_STEP_SECONDS) or self.ctx.timings.get(LATEST_STEP_SECONDS) or 0.0
-        )
-        bs = max(1, self.base_hp.batch_size)
-        predict = step_s * math.ceil((n_val + n_test) / bs)
+        row_s = float(self.ctx.timings.get(EVAL_ROW_SECONDS) or 0.0)
+        predict = row_s * (n_val + n_test)
         figure = float(self.ctx.timings.get(DRAW_SECONDS, 0.0))
         seconds = RESERVE_MARGIN * (boot + predict + figure)
         how = (
             f"measured: bootstrap {boot:.1f} s ({rows * self.cfg.n_bootstrap:,} resampled rows at the "
             f"beat_baseline comparison's {per_row * 1e6:.2g} us each), predictions {predict:.1f} s "
-            f"({n_val + n_test} rows at {step_s:.2g} s per step of {bs}), figure {figure:.1f} s, "
+            f"({n_val + n_test} rows at the latest validation pass's {row_s * 1e3:.2g} ms each), "
+            f"figure {figure:.1f} s, "
             f"x {RESERVE_MARGIN:g}"
         )
         return Reserve(seconds, how, True)
@@ -196,6 +196,20 @@ class TrainSession:
             f"{what} cut short by the time budget after {done:g} of {planned} epoch(s)",
             {"epochs_done": done, "epochs_planned": planned},
         )
+
+    def note_fit(self, res: FitResult) -> None:
+        """Keep a fit's measured step (when it took more than its first) and the engine's latest
+        validation pass per row: what the next fits, the final plan and the reserve are sized with."""
+        if res.step_seconds is not None and res.steps_timed:
+            self.note_time(LATEST_STEP_SECONDS, res.step_seconds)
+        if self.engine.eval_row_seconds:
+            self.ctx.timings[EVAL_ROW_SECONDS] = self.engine.eval_row_seconds
+
+    def least_fit_seconds(self) -> float:
+        """What a new fit costs at least now: one training step and one validation pass, as last
+        measured (0 before any fit): a loop does not start a fit (a rung, a trial) with less left."""
+        t = self.ctx.timings
+        return float(t.get(LATEST_STEP_SECONDS, 0.0)) + float(t.get(EVAL_ROW_SECONDS, 0.0)) * len(self.val)
 
     def note_time(self, label: str, seconds: float) -> None:
         """A wall time the budget uses later (kept in ``ctx.timings``, never in artifacts)."""

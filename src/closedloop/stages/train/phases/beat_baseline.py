@@ -14,7 +14,6 @@ from closedloop.stages.train.phases.base import Phase
 from closedloop.stages.train.session import (
     COMPARISON_SECONDS,
     DEFAULT_LOGITS_FILE,
-    LATEST_STEP_SECONDS,
     TrainSession,
     selection_value,
 )
@@ -127,8 +126,7 @@ def beat_baseline(sess: TrainSession, params: dict[str, Any], baseline: Any) -> 
         else res.seconds / max(res.epochs_done, 1e-3)
     )
     sess.note_time(EPOCH_SECONDS, epoch_s)
-    if res.step_seconds:
-        sess.note_time(LATEST_STEP_SECONDS, res.step_seconds)
+    sess.note_fit(res)
     sess.note_cut("beat_baseline", "the default model's fit", res, hp.epochs)
     sess.curves["default model"] = res.history
     plots.curves(
