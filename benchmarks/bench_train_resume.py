@@ -10,14 +10,18 @@ in subprocesses killed with SIGKILL, then ``closedloop run --resume``:
 2. **PneumoniaMNIST, quick preset made small for a shared 2-core machine** (400 images per split,
    seeded and stratified; 2 trials of at most 4 epochs, 3-epoch ladder): one run killed inside
    tuning, one inside the final fit, each resumed and compared with an uninterrupted run.
-3. **Budget under synthetic load**: the PneumoniaMNIST train stage (1,200 images per split) with
-   60 s and 120 s budgets while two busy-looping processes hold both cores, over several seeds;
-   uninterrupted, and killed (SIGKILL to the process group) at half the budget after the train
-   stage's clock started, then resumed: seconds spent per phase over all attempts against the
-   phase's deadline, the total against the budget (target: within 10%), and the decisions saying
-   what the clock cut and how much budget the resumed attempt had left.
+3. **Budget under synthetic load**: the quickstart's data and train settings with a 3-minute budget
+   and 200 trials (so the clock, not a count, ends the run) while ``--load`` busy-looping processes
+   (2: both cores; 0: a run as quiet as the shared machine allows) hold the cores, over ``--draws``
+   seeds from ``--seed0``; uninterrupted, and killed (SIGKILL to the process group) at half the budget
+   after the train stage's clock started, then resumed: per phase, the seconds spent over all
+   attempts against what the phase was given (target: within 10 %), where it ended against its
+   deadline, the total against the budget, the measured costs (with the final reserve beside the
+   final evaluation's seconds) and the decisions saying what the clock cut and how much budget the
+   resumed attempt had left; then per phase, spent / given over every run.
 
-Run: .venv/bin/python benchmarks/bench_train_resume.py [--parts 1,2,3] [--draws 3] [--budgets 60,120]
+Run: .venv/bin/python benchmarks/bench_train_resume.py [--parts 1,2,3] [--draws 3] [--budgets 180] [--load 2]
+[--seed0 0]
 """
 
 from __future__ import annotations

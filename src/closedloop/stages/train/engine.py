@@ -400,6 +400,12 @@ class Engine:
         # pays one-time costs (allocations, kernel selection): it is timed apart and never predicts
         first_step_s, warm_s, warm_steps, last_step_s, eval_s = None, 0.0, 0, 0.0, None
         n_val = len(val) if val is not None else 0
+        if cut_in_epoch and n_val and self.eval_row_seconds is None:
+            # no validation pass measured in this process yet: time one on this network now (eval
+            # mode, no gradient, no random draw: it changes nothing the fit computes)
+            probe_t0 = time.perf_counter()
+            self.predict_logits(net, val)  # type: ignore[arg-type]
+            self.eval_row_seconds = (time.perf_counter() - probe_t0) / n_val
         for epoch in range(start_epoch, hp.epochs):
             model.train()
             if sampling is None:
