@@ -98,8 +98,10 @@ class RunDir:
                 why = f"it was written in layout version {written}; this closedloop reads version {current}"
             else:
                 why = f"it does not match layout version {current} ({type(exc).__name__}: {str(exc)[:200]})"
+            name = str(getattr(kind, "record_file", ""))  # the file that holds the record, if one does
+            where = directory / name if name else directory
             raise RunDirError(
-                f"{directory}: cannot read this {_type_name(kind)} artifact (stage {stage!r}): {why}. "
+                f"{where}: cannot read this {_type_name(kind)} artifact (stage {stage!r}): {why}. "
                 f"Re-run that stage with this version: closedloop run {self.path / 'config.yaml'} "
                 f"--out NEW_DIR (or use the closedloop version that wrote it)"
             ) from None
