@@ -9,15 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import Any, ClassVar, Self
 
+import pandas as pd  # the side tables (and pydantic reads the dataclass's field types when it checks a port)
 from pydantic import BaseModel, ConfigDict, Field
 
 from closedloop.core.artifacts import Artifact
 from closedloop.core.io import atomic_path, read_json, to_json, write_text_atomic
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 
 class AuditFinding(BaseModel):
@@ -78,8 +76,6 @@ class AuditReport(Artifact):
     def table(self, name: str) -> pd.DataFrame:
         if name in self.tables:
             return self.tables[name]
-        import pandas as pd  # only here: the findings and results are read without pandas
-
         return pd.DataFrame(columns=SIDE_COLUMNS.get(name, []))
 
     def finding_records(self) -> list[AuditFinding]:
@@ -122,8 +118,6 @@ class AuditReport(Artifact):
     def load(cls, directory: Path) -> Self:
         directory = Path(directory)
         body = read_json(directory / "report.json")
-        import pandas as pd  # the side tables are CSV files
-
         tables = {}
         for name in body.get("tables", []):
             p = directory / f"{name}.csv"

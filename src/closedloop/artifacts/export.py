@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from closedloop.core.artifacts import Artifact
 from closedloop.core.io import read_json, to_json, write_text_atomic
@@ -124,6 +124,42 @@ FILES = {
     "worst_errors": "worst_errors.png",
     "predictor": "predictor.py",
 }
+
+
+class ServedModel(BaseModel):
+    """One model file the predictor can serve (``predictor.json: models.<variant>``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    file: str
+    temperature: float = 1.0
+    threshold: float | None = None
+
+
+class PredictorInfo(BaseModel):
+    """``predictor.json``, the input contract and calibration the server and the standalone predictor
+    read (they read it as plain JSON: ``predictor.py`` runs without closedloop). Typed here for the
+    readers inside closedloop; a served folder (``closedloop adapt``'s output) has one too."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format_version: int = 1
+    problem_type: str | None = None
+    label_names: list[str] = Field(default_factory=list)
+    temperature: float = 1.0
+    threshold: float | None = None
+    shipped: str | None = None
+    models: dict[str, ServedModel] = Field(default_factory=dict)
+
+    @classmethod
+    def read(cls, path: Path) -> Self:
+        return cls.model_validate(read_json(Path(path)))
+
+    @property
+    def shipped_threshold(self) -> float | None:
+        """The shipped variant's decision threshold (the folder's own when no variant is named)."""
+        entry = self.models.get(self.shipped) if self.shipped else None
+        return self.threshold if entry is None else entry.threshold
 
 
 class ExportBundle(Artifact):
