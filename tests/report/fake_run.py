@@ -127,6 +127,33 @@ def selection(**kw: Any) -> dict[str, Any]:
     return SelectionBias.model_validate(base | kw).model_dump(mode="json")
 
 
+def tune(**kw: Any) -> dict[str, Any]:
+    """The tune phase's outcome (what compare reads: the chosen configuration's validation logits)."""
+    from closedloop.artifacts.training import TuneOutcome
+
+    base = {
+        "model_params": {"width": 8},
+        "hparams": {"lr": 0.001},
+        "knobs": {},
+        "best_epoch": 2,
+        "val_metric": 0.9,
+        "val_logits_file": "val.npy",
+        "n_trials": 1,
+        "n_complete": 1,
+        "n_pruned": 0,
+        "n_failed": 0,
+        "failures": [],
+        "importance": {},
+        "gain_vs_unregularized": None,
+        "knob_gains": {},
+        "knob_gains_skipped": [],
+        "trials": [],
+        "best_trial_number": 0,
+        "space": {},
+    }
+    return TuneOutcome.model_validate(base | kw).model_dump(mode="json")
+
+
 def evaluation(**kw: Any) -> dict[str, Any]:
     from closedloop.artifacts.evaluation import EvaluationReport
 

@@ -57,3 +57,18 @@ def test_runs_lists_an_older_run_as_unreadable_and_compare_exits_2(tmp_path: Pat
     assert rows["new"]["status"] == "ok"
     assert main(["compare", str(new), str(old), "--html", str(tmp_path / "c.html")]) == 2
     assert "artifact.json: cannot read this EvaluationReport artifact" in capsys.readouterr().err
+
+
+def test_an_older_phase_record_is_one_clear_error(tmp_path: Path) -> None:
+    from closedloop.artifacts.evaluation import EvaluationReport
+    from closedloop.artifacts.training import TuneOutcome
+    from closedloop.core.run_reader import RunDir
+
+    run = make_run(tmp_path)
+    path = next(run.glob("stages/05_train/artifacts/evaluation/artifact.json"))
+    body = json.loads(path.read_text())
+    body["phases"]["tune"] = {"val_logits_file": "val.npy"}  # a tune record without its other fields
+    path.write_text(json.dumps(body), encoding="utf-8")
+    report = RunDir(run).artifact(EvaluationReport)  # the report itself is this version's
+    with pytest.raises(RunDirError, match=r"phases.tune is not a TuneOutcome of this version .* re-run"):
+        report.outcome(TuneOutcome)

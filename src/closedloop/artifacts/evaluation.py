@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from closedloop.artifacts.figures import Figure
 from closedloop.artifacts.gate import GateResult
 from closedloop.artifacts.selection import SelectionBias
 from closedloop.artifacts.training import FamilyChoice, ImportanceReport, LabelIssueList, Outcome
 from closedloop.core.artifacts import JsonArtifact
+from closedloop.core.errors import RunDirError
 
 OutcomeT = TypeVar("OutcomeT", bound=Outcome)
 
@@ -72,4 +73,13 @@ class EvaluationReport(JsonArtifact):
     def outcome(self, kind: type[OutcomeT]) -> OutcomeT | None:
         """The recorded outcome of the phase that returns ``kind`` (None when that phase did not run)."""
         raw = self.phases.get(kind.phase)
-        return None if raw is None else kind.model_validate(raw)
+        if raw is None:
+            return None
+        try:
+            return kind.model_validate(raw)
+        except ValidationError as exc:  # an older layout of that phase's record: say so, once
+            raise RunDirError(
+                f"the evaluation report's phases.{kind.phase} is not a {kind.__name__} of this version "
+                f"({exc.error_count()} field(s) differ, e.g. {exc.errors()[0]['loc']}); re-run the train "
+                "stage with this version (or use the closedloop version that wrote it)"
+            ) from None
