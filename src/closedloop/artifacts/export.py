@@ -79,7 +79,9 @@ class Variant(_Record):
     @model_serializer(mode="wrap")
     def _written(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """Variant-specific keys only where they apply (the threshold always): the file's layout."""
-        return {k: v for k, v in handler(self).items() if v is not None or k == "threshold"}
+        out = {k: v for k, v in handler(self).items() if v is not None}
+        out["threshold"] = self.threshold  # always written (last when None, as the layout always had it)
+        return out
 
     def record(self) -> dict[str, Any]:
         """The JSON record (as written in ``measurements.json``)."""
