@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -30,11 +31,11 @@ from scipy.special import expit
 
 from closedloop.adapt.finetune import FINETUNE_GRID, FinetuneFit, FinetuneSpec
 from closedloop.adapt.head import L2_GRID, HeadFit, fit_head
+from closedloop.adapt.retrain import RetrainFit
 from closedloop.stats.errors import StatsError
 from closedloop.stats.recalibration import (
     METHODS,
     Recalibration,
-    expected_cost,
     fit_recalibration,
     stratified_folds,
 )
@@ -62,22 +63,28 @@ class AdaptedChallenger(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     method: str
-    """``threshold``, ``platt``, ``temperature``, ``head`` or ``finetune``."""
+    """``threshold``, ``platt``, ``temperature``, ``head``, ``finetune`` or ``retrain``."""
     recalibration: Recalibration | None = None
     """For ``finetune``: the Platt map fitted on out-of-fold logits, folded into its head."""
     head: HeadFit | None = None
     finetune: FinetuneFit | None = None
+    retrain: RetrainFit | None = None
+    """The retrained challenger (:mod:`closedloop.adapt.retrain`): its own run, scored by its network."""
     threshold: float
     """The served decision: P(pos) >= threshold (re-chosen on production labels)."""
     _network: Any = PrivateAttr(default=None)
-    """``finetune``: the fine-tuned :class:`~closedloop.models.trained.TrainedModel` (recalibrated)."""
+    """``finetune``/``retrain``: the challenger's own :class:`~closedloop.models.trained.TrainedModel`."""
+
+    def own_network(self) -> bool:
+        """Whether it scores inputs with its own network (fine-tuned or retrained), not the champion's."""
+        return self.finetune is not None or self.retrain is not None
 
     def proba(self, z: np.ndarray, phi: np.ndarray | None, X: Any = None) -> np.ndarray:
-        """P(pos) from the champion's logit ``z`` and features ``phi``; a fine-tuned challenger
-        scores the inputs ``X`` with its own network."""
-        if self.finetune is not None:
+        """P(pos) from the champion's logit ``z`` and features ``phi``; a fine-tuned or retrained
+        challenger scores the inputs ``X`` with its own network."""
+        if self.own_network():
             if self._network is None or X is None:
-                raise StatsError("a fine-tuned challenger scores inputs with its own network: pass X")
+                raise StatsError(f"a {self.method} challenger scores inputs with its own network: pass X")
             return np.asarray(self._network.predict_proba(X), np.float64)[:, 1]
         if self.head is not None:
             if phi is None:
@@ -90,6 +97,14 @@ class AdaptedChallenger(BaseModel):
         return self.proba(z, phi, X) >= self.threshold
 
     def describe(self) -> str:
+        if self.retrain is not None:
+            t = self.retrain
+            return (
+                f"retrained with {len(t.fit_rows)} production labels added to train (weight {t.spec.weight}: "
+                f"{t.n_added} samples; run {Path(t.run_dir).name}), threshold {self.threshold:.4f} at the task's "
+                f"costs on {len(t.calibration_rows)} production labels it never trained on (its own run chose "
+                f"{'none' if t.own_threshold is None else f'{t.own_threshold:.4f}'} on in-distribution validation)"
+            )
         if self.finetune is not None:
             f, r = self.finetune, self.recalibration
             assert r is not None
@@ -121,6 +136,9 @@ class ChallengerChoice(BaseModel):
     folds: int
     candidates: int
     selection: str
+    oof_costs: list[float] = []
+    """The chosen candidate's out-of-fold cost of each adaptation label (compared with the retrained
+    challenger's on its calibration rows)."""
 
 
 def _candidates(families: tuple[str, ...]) -> list[str]:
@@ -217,8 +235,10 @@ def choose_challenger(
     fold, k = stratified_folds(y, folds, seed, what="choosing a challenger from adaptation labels")
     cv: dict[str, float] = {}
     oof: dict[str, np.ndarray] = {}
+    rows: dict[str, np.ndarray] = {}
     for name in names:
         cost = 0.0
+        row = np.zeros(len(y))
         ft = _finetune_spec(name)
         if ft is not None:
             assert finetune is not None
@@ -242,10 +262,12 @@ def choose_challenger(
                 for f in range(k):
                     tr, te = fold != f, fold == f
                     r = fit_recalibration(y[tr], expit(zf[tr]), how, costs=costs)  # type: ignore[arg-type]
-                    cost += expected_cost(y[te], r.apply(expit(zf[te])) >= r.threshold, costs) * te.sum()
+                    row[te] = _row_costs(y[te], r.apply(expit(zf[te])) >= r.threshold, costs)
+                cost = float(row.sum())
             except StatsError:
                 cost = float("inf")
             cv[name] = cost / len(y)
+            rows[name] = row
             continue
         for f in range(k):
             tr, te = fold != f, fold == f
@@ -254,8 +276,10 @@ def choose_challenger(
             except StatsError:
                 cost = float("inf")
                 break
-            cost += expected_cost(y[te], c.decide(z[te], None if phi is None else phi[te]), costs) * te.sum()
+            row[te] = _row_costs(y[te], c.decide(z[te], None if phi is None else phi[te]), costs)
+            cost = float(row.sum())
         cv[name] = cost / len(y)
+        rows[name] = row
     best = min(names, key=lambda n: (cv[n], names.index(n)))
     best_ft = _finetune_spec(best)
     if best_ft is not None:
@@ -269,12 +293,19 @@ def choose_challenger(
         cv_cost=cv,
         folds=k,
         candidates=len(names),
+        oof_costs=rows[best].tolist(),
         selection=(
             f"{len(names)} candidates, chosen by {k}-fold cross-validated expected cost on the adaptation labels "
             "only; the evaluation part judges the one chosen (one paired test, no correction for candidates "
             "needed there; the winner's cross-validated cost is optimistic and not reported as performance)"
         ),
     )
+
+
+def _row_costs(y: np.ndarray, d: np.ndarray, costs: tuple[float, float]) -> np.ndarray:
+    """Each case's cost: ``cost_fp`` per false alarm, ``cost_fn`` per miss, 0 when right."""
+    d = np.asarray(d).astype(bool)
+    return np.where(d & (y == 0), costs[0], np.where(~d & (y == 1), costs[1], 0.0))
 
 
 def adapted_model(model: Any, chosen: AdaptedChallenger) -> Any:
@@ -284,9 +315,9 @@ def adapted_model(model: Any, chosen: AdaptedChallenger) -> Any:
 
     from closedloop.models.trained import TrainedModel
 
-    if chosen.finetune is not None:
+    if chosen.own_network():
         if chosen._network is None:
-            raise StatsError("this fine-tuned challenger was read from JSON: its network was not kept")
+            raise StatsError(f"this {chosen.method} challenger was read from JSON: its network was not kept")
         return chosen._network
     net = copy.deepcopy(model.network)
     head = getattr(net, "head", None)

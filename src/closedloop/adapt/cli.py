@@ -9,7 +9,22 @@ from closedloop.adapt.arguments import DEFAULT_CHALLENGERS, add_promotion_argume
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
+    from closedloop.adapt.retrain import RetrainSpec
     from closedloop.adapt.run import run_adapt
+    from closedloop.core.errors import ConfigError
+
+    try:
+        spec = RetrainSpec(
+            calibration_fraction=args.retrain_calibration_fraction,
+            weight=args.retrain_weight,
+            overrides=tuple(args.retrain_set or ()),
+        )
+    except ValueError as exc:  # pydantic: name the flag and the value
+        first = exc.errors()[0] if hasattr(exc, "errors") else {}
+        flag = {"calibration_fraction": "--retrain-calibration-fraction", "weight": "--retrain-weight"}.get(
+            str((first.get("loc") or ("",))[0]), "--retrain-*"
+        )
+        raise ConfigError(f"{flag} {first.get('input')!r}: {first.get('msg', exc)}") from exc
 
     r = run_adapt(
         args.run_dir,
@@ -24,6 +39,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         out=args.out,
         unseal_test=args.unseal_test,
         challengers=tuple(x.strip() for x in args.challengers.split(",") if x.strip()),
+        retrain=spec,
     )
     print(r.split.note)
     c = r.choice.chosen
@@ -31,6 +47,20 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         f"challenger: {c.describe()} (champion threshold {r.champion_threshold:.4f}); "
         f"{r.choice.candidates} candidates fitted and chosen in {r.seconds['challenger_fit'] * 1000:.0f} ms"
     )
+    if r.retrain_choice:
+        rc = r.retrain_choice
+        other = rc["other_oof_cost_on_calibration_rows"]
+        print(
+            f"retrained challenger: cost {rc['retrain_calibration_cost']:.4f} on its {rc['n_calibration']} "
+            "calibration labels"
+            + ("" if other is None else f" vs {other:.4f} for {rc['other_chosen']} (out of fold)")
+            + f": {rc['chosen']} chosen ({r.seconds['retrain']:.0f} s)"
+        )
+    ex = r.excluded_from_production
+    if ex.get("n"):
+        print(
+            f"left out of the evaluation part: {ex['n']} sample(s) a model trained or adapted on {ex['by']}"
+        )
     for name, m in r.production.items():
         print(
             f"  {name:<10} at its shipped threshold on the evaluation part: ACC {m['acc']:.3f}, "
@@ -70,8 +100,29 @@ def add_commands(subparsers: Any) -> None:
         default=",".join(DEFAULT_CHALLENGERS),
         help="challenger families tried, comma-separated: recalibration (threshold, Platt, temperature; "
         "torch-free, seconds), head (last layer fine-tuned toward the champion's), finetune (the network "
-        "fine-tuned from the champion's weights, its training data replayed; torch); chosen by cross-validation "
-        f"on the adaptation part (default: {','.join(DEFAULT_CHALLENGERS)})",
+        "fine-tuned from the champion's weights, its training data replayed; torch), retrain (the champion's "
+        "config rerun with part of the adaptation labels added to train, its threshold set on the rest; "
+        "minutes); chosen on the adaptation part only "
+        f"(default: {','.join(DEFAULT_CHALLENGERS)})",
+    )
+    ad.add_argument(
+        "--retrain-weight",
+        type=int,
+        default=1,
+        help="retrain: each production label is added to train this many times (default 1)",
+    )
+    ad.add_argument(
+        "--retrain-calibration-fraction",
+        type=float,
+        default=0.5,
+        help="retrain: share of the adaptation part kept out of training to set its threshold on (default 0.5)",
+    )
+    ad.add_argument(
+        "--retrain-set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="retrain: override the champion's config for the retrain, as closedloop run --set "
+        "(e.g. train.budget_minutes=5); repeatable",
     )
     ad.add_argument("--effect", type=float, help="smallest cost reduction worth detecting (sizes the split)")
     ad.add_argument(

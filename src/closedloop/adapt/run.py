@@ -9,7 +9,12 @@
    fine-tuned from the champion's weights with its training data replayed
    (:mod:`closedloop.adapt.finetune`), fitted on the adaptation part; the one with the lowest
    cross-validated expected cost on that part alone is chosen, its threshold re-chosen there at the
-   task's costs.
+   task's costs. With ``retrain`` among the challengers, the champion's own config is also rerun
+   with part of the adaptation labels added to train and its threshold set on the rest
+   (:mod:`closedloop.adapt.retrain`); it replaces the chosen one when its cross-fitted cost on those
+   calibration labels is lower than the chosen one's out-of-fold cost on the same labels.
+   Evaluation samples whose content (hash) is among the adaptation labels or the champion's training
+   data are dropped from the evaluation part (recorded in ``excluded_from_production``).
 3. The rule :func:`closedloop.stats.promotion.decide_promotion` judges it against the champion, each
    at its own threshold: better on the evaluation part (paired, one-sided, the declared metric) AND
    non-inferior within the declared margin on the original test split, opened through the test
@@ -42,6 +47,7 @@ from closedloop.adapt.challengers import (
 )
 from closedloop.adapt.labels import RANDOM_SOURCES, ProductionLabels, check_version, read_production_labels
 from closedloop.adapt.reference import adapted_reference
+from closedloop.adapt.retrain import RetrainSpec
 from closedloop.adapt.servable import write_servable
 from closedloop.adapt.split import AdaptSplit, needed_for_effect, split_production
 from closedloop.core.errors import ClosedLoopError, DataError
@@ -49,6 +55,10 @@ from closedloop.core.io import to_json, write_text_atomic
 from closedloop.stats.errors import StatsError
 from closedloop.stats.promotion import PairedCases, PromotionDecision, decide_promotion
 from closedloop.stats.recalibration import _logit
+
+ADAPT_FAMILIES = (*FAMILIES, "retrain")
+"""``--challengers`` values: the families of :mod:`closedloop.adapt.challengers` and the retrained
+challenger (:mod:`closedloop.adapt.retrain`: a pipeline run, minutes)."""
 
 DECLARABLE = ("expected_cost", "balanced_accuracy", "acc")
 """Metrics ``adapt`` may declare: the task's cost per case (default), or decision metrics at each
@@ -90,6 +100,12 @@ class AdaptResult(BaseModel):
     """Champion and challenger at their shipped thresholds on the evaluation part: acc,
     sensitivity, specificity, expected_cost."""
     excluded_from_test: dict[str, Any]
+    excluded_from_production: dict[str, Any] = {}
+    """Evaluation samples left out because their content is among the adaptation labels or the
+    champion's training data (by content hash): ``n``, ``of``, ``by``."""
+    retrain_choice: dict[str, Any] = {}
+    """With ``retrain``: the retrained challenger's cross-fitted cost on its calibration labels, the
+    chosen other challenger's out-of-fold cost on the same labels, and which won."""
     seconds: dict[str, float]
     out_dir: str
     monitor_reference: dict[str, str | None] = {}
@@ -140,6 +156,7 @@ def run_adapt(
     out: str | Path | None = None,
     unseal_test: str | None = None,
     challengers: tuple[str, ...] = DEFAULT_CHALLENGERS,
+    retrain: RetrainSpec | None = None,
 ) -> AdaptResult:
     """Adapt, judge and record (module docstring)."""
     from closedloop.stages.monitor.retrain import _load_run
@@ -161,11 +178,18 @@ def run_adapt(
     )
     champion_t = 0.5 if model.threshold is None else float(model.threshold)
 
-    bad = [c for c in challengers if c not in FAMILIES] or ([] if challengers else ["(none)"])
+    bad = [c for c in challengers if c not in ADAPT_FAMILIES] or ([] if challengers else ["(none)"])
     if bad:
         raise DataError(
-            f"--challengers {','.join(challengers)!r}: {bad} not known; expected some of {', '.join(FAMILIES)}"
+            f"--challengers {','.join(challengers)!r}: {bad} not known; expected some of {', '.join(ADAPT_FAMILIES)}"
         )
+    with_retrain = "retrain" in challengers
+    challengers = tuple(c for c in challengers if c != "retrain")
+    retrain_spec = retrain or RetrainSpec()
+    if with_retrain:
+        from closedloop.adapt.retrain import check_retrain_config
+
+        check_retrain_config(run_dir, retrain_spec)
     use_features = "head" in challengers
 
     def champion_p(part: ProductionLabels) -> np.ndarray:
@@ -222,6 +246,17 @@ def run_adapt(
         z_adapt, z_eval = z_all[ia], z_all[ie]
         f_adapt, f_eval = (None, None) if f_all is None else (f_all[ia], f_all[ie])
 
+    keep, excluded_prod = _unseen_by_either(run_dir, seed, eval_part, adapt_part)
+    if not keep.all():
+        eval_part, p_eval, z_eval = eval_part.take(np.flatnonzero(keep)), p_eval[keep], z_eval[keep]
+        f_eval = None if f_eval is None else f_eval[keep]
+    if len(eval_part) == 0 or len(np.unique(eval_part.y)) < 2:
+        raise DataError(
+            f"{eval_labels or labels_path}: after leaving out the {excluded_prod['n']} evaluation sample(s) a model "
+            f"trained or adapted on (by content hash: {excluded_prod['by']}), {len(eval_part)} are left "
+            f"(classes {sorted(set(eval_part.y.tolist()))}): judge on samples neither model saw, of both classes"
+        )
+
     warnings: list[str] = []
     if "finetune" in challengers and _is_tree_model(model):
         challengers = tuple(c for c in challengers if c != "finetune")
@@ -233,13 +268,26 @@ def run_adapt(
     if "finetune" in challengers:
         finetune = FinetuneData(model, adapt_part.X, _replay(run_dir, seed, warnings))
     t0 = time.perf_counter()
-    choice = choose_challenger(
-        adapt_part.y, z_adapt, f_adapt, costs=costs, families=challengers, seed=seed, finetune=finetune
+    choice = (
+        choose_challenger(
+            adapt_part.y, z_adapt, f_adapt, costs=costs, families=challengers, seed=seed, finetune=finetune
+        )
+        if challengers
+        else None
     )
     t_fit = time.perf_counter() - t0
+    out_dir = Path(out) if out else run_dir / "adapt" / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    retrain_choice: dict[str, Any] = {}
+    t_retrain = 0.0
+    if with_retrain:
+        t1 = time.perf_counter()
+        choice, retrain_choice = _with_retrained(
+            run_dir, adapt_part, names, retrain_spec, choice, costs=costs, seed=seed, work=out_dir
+        )
+        t_retrain = time.perf_counter() - t1
+    assert choice is not None
     chosen = choice.chosen
 
-    out_dir = Path(out) if out else run_dir / "adapt" / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     reference, excluded = _reference(run_dir, model, chosen, adapt_part, unseal_test)
     decision = decide_promotion(
         eval_part.y, chosen.proba(z_eval, f_eval, eval_part.X), p_eval, metric=metric, problem_type="binary",
@@ -270,7 +318,9 @@ def run_adapt(
         decision=decision,
         production=production,
         excluded_from_test=excluded,
-        seconds={"challenger_fit": t_fit, "total": time.perf_counter() - t_start},
+        excluded_from_production=excluded_prod,
+        retrain_choice=retrain_choice,
+        seconds={"challenger_fit": t_fit, "retrain": t_retrain, "total": time.perf_counter() - t_start},
         out_dir=str(out_dir),
         warnings=warnings,
     )
@@ -288,6 +338,89 @@ def run_adapt(
     write_text_atomic(out_dir / "adapt.json", to_json(result.to_dict()))
     write_text_atomic(out_dir / "adapt.md", render_markdown(result))
     return result
+
+
+def _unseen_by_either(
+    run_dir: Path, seed: int, eval_part: ProductionLabels, adapt_part: ProductionLabels
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """(mask of evaluation samples whose content no model trained or adapted on, what was left out).
+    The adaptation labels train every challenger; the champion's training split trained the champion
+    (and the retrained challenger). A row index says nothing about content: a file can repeat a sample."""
+    from closedloop.data.bundle import Split
+    from closedloop.stages.audit.duplicates import content_hashes
+    from closedloop.stages.monitor.retrain import champion_training_splits
+
+    keys = content_hashes(Split(X=eval_part.X, y=eval_part.y))
+    drop = np.zeros(len(keys), bool)
+    by: dict[str, int] = {}
+    trained = [("adaptation labels (every challenger)", [Split(X=adapt_part.X, y=adapt_part.y)])]
+    trained.append(("champion's training data", champion_training_splits(run_dir, seed)))
+    for name, splits in trained:
+        seen = {h for s in splits for h in content_hashes(s)}
+        hit = np.array([k in seen for k in keys], bool)
+        if hit.any():
+            by[name] = int(hit.sum())
+        drop |= hit
+    return ~drop, {
+        "n": int(drop.sum()),
+        "of": len(keys),
+        "by": by,
+        "rule": "evaluation samples whose content hash is among the adaptation labels or the champion's "
+        "training data are left out",
+    }
+
+
+def _with_retrained(
+    run_dir: Path,
+    adapt_part: ProductionLabels,
+    names: list[str],
+    spec: RetrainSpec,
+    choice: ChallengerChoice | None,
+    *,
+    costs: tuple[float, float],
+    seed: int,
+    work: Path,
+) -> tuple[ChallengerChoice, dict[str, Any]]:
+    """The retrained challenger, and the choice between it and ``choice`` (the other families'
+    winner) on the retrain's calibration labels: its cross-fitted cost there against the winner's
+    out-of-fold cost on the same rows (ties: the winner, which needs no new run)."""
+    from closedloop.adapt.challengers import AdaptedChallenger
+    from closedloop.adapt.retrain import retrain_challenger
+
+    net, fit = retrain_challenger(run_dir, adapt_part, names, spec, costs=costs, seed=seed, work=work)
+    ch = AdaptedChallenger(method="retrain", retrain=fit, threshold=float(net.threshold))
+    ch._network = net
+    cal = np.asarray(fit.calibration_rows, int)
+    other = None if choice is None else float(np.mean(np.asarray(choice.oof_costs)[cal]))
+    wins = other is None or fit.calibration_cost < other
+    info = {
+        "retrain_calibration_cost": fit.calibration_cost,
+        "other_chosen": None if choice is None else choice.chosen.method,
+        "other_oof_cost_on_calibration_rows": other,
+        "chosen": "retrain" if wins else "other",
+        "n_calibration": len(cal),
+        "rule": "expected cost per case on the retrain's calibration labels (never trained on by it): its "
+        "threshold cross-fitted there vs the other challengers' winner out of fold; lower wins, ties keep the winner",
+    }
+    if not wins:
+        assert choice is not None
+        return choice, info
+    cv = {**(choice.cv_cost if choice else {}), "retrain (calibration labels)": fit.calibration_cost}
+    return ChallengerChoice(
+        chosen=ch,
+        cv_cost=cv,
+        folds=choice.folds if choice else 0,
+        candidates=(choice.candidates if choice else 0) + 1,
+        selection=(
+            "the retrained challenger, chosen over "
+            + (
+                "nothing else (retrain only)"
+                if choice is None
+                else f"the other families' winner ({choice.chosen.method})"
+            )
+            + " on its calibration labels; the evaluation part judges the one chosen"
+        ),
+    ), info
 
 
 def _replay(run_dir: Path, seed: int, warnings: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -367,6 +500,23 @@ def render_markdown(r: AdaptResult) -> str:
         f"(about {r.n_needed_for_effect} evaluation labels to detect it with 80% power)",
         f"- challenger: {ch.chosen.describe()} (champion threshold {r.champion_threshold:.4f})",
         f"- selection: {ch.selection}: " + ", ".join(f"{k} {v:.4f}" for k, v in ch.cv_cost.items()),
+        *(
+            [
+                f"- retrained challenger: cost {r.retrain_choice['retrain_calibration_cost']:.4f} on its "
+                f"{r.retrain_choice['n_calibration']} calibration labels vs "
+                + (
+                    "no other challenger"
+                    if r.retrain_choice["other_oof_cost_on_calibration_rows"] is None
+                    else f"{r.retrain_choice['other_oof_cost_on_calibration_rows']:.4f} for "
+                    f"{r.retrain_choice['other_chosen']} (out of fold)"
+                )
+                + f": {r.retrain_choice['chosen']} chosen"
+            ]
+            if r.retrain_choice
+            else []
+        ),
+        f"- left out of the production evaluation: {r.excluded_from_production.get('n', 0)} sample(s) whose content "
+        f"a model trained or adapted on {r.excluded_from_production.get('by') or ''}".rstrip(),
         "",
         "| at its shipped threshold, on the production evaluation part | ACC | sensitivity | specificity | expected cost |",
         "|---|---|---|---|---|",

@@ -22,7 +22,7 @@ from closedloop.monitoring.requestlog import (
     RequestRecord,
     utc_now,
 )
-from closedloop.serving.categories import category_codes, encode_names
+from closedloop.serving.categories import category_codes, encode_names, oip_table_rows
 from closedloop.serving.feedback import Answered, AnsweredIndex, check_feedback_target
 from closedloop.serving.metrics import ServiceMetrics
 from closedloop.serving.model import ServedModel, ServeError
@@ -132,8 +132,20 @@ class Service:
             self.writer.close()
 
     # -- inputs ----------------------------------------------------------------------------------------
-    def check_oip_inputs(self, req: DecodedRequest, model: ServedModel) -> np.ndarray:
-        """The single input tensor of an OIP request, checked against the model's contract."""
+    def check_oip_inputs(
+        self, req: DecodedRequest, model: ServedModel, unseen: list[dict[str, Any]] | None = None
+    ) -> np.ndarray:
+        """The single input tensor of an OIP request, checked against the model's contract. A table
+        may also come by name (:func:`~closedloop.serving.categories.oip_table_rows`); unseen category
+        names are missing values, listed in ``unseen``."""
+        contract = model.predictor.meta["input"]
+        if model.input_kind != "images" and contract.get("feature_names"):
+            rows = oip_table_rows(
+                req.inputs, model.input_name, contract["feature_names"], category_codes(contract),
+                [] if unseen is None else unseen,
+            )  # fmt: skip
+            if rows is not None:
+                return self.check_array(rows, model, "inputs")
         if len(req.inputs) != 1:
             got = ", ".join(repr(i.name) for i in req.inputs) or "none"
             raise ProtocolError(

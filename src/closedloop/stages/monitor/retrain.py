@@ -109,6 +109,16 @@ class AugmentedSource(DataSource):
 
     Config = AugmentedConfig
 
+    def content_key(self) -> str:
+        """The wrapped source's key and the labeled samples' content hash: a folder refilled at the
+        same path (each ``closedloop adapt`` retrain, a reused ``--add-labeled`` folder) is new data,
+        never a cache hit of the previous run."""
+        base = dict(self.config.base)
+        key = base.pop("source", None)
+        inner = SOURCES.resolve(key, where="data.base.source")(base).content_key() if key else ""
+        path = Path(self.config.labeled).expanduser()
+        return f"{inner}|labeled:{hash_tree(path) if path.exists() else 'missing'}"
+
     def load(self, seed: int) -> DatasetBundle:
         base = dict(self.config.base)
         key = base.pop("source", None)

@@ -1,0 +1,206 @@
+"""The retrained challenger of ``closedloop adapt --challengers ...,retrain``.
+
+The recalibration, last-layer and fine-tune challengers start from the champion's network. This one
+is the existing retrain path (:func:`closedloop.stages.monitor.retrain.resolve_retrain_config`: the
+champion's own saved ``config.yaml``, its ``data:`` section wrapped in the ``augmented`` source)
+with production labels added to train:
+
+1. the adaptation part is split again (stratified, seeded, recorded) into a **fit** part, added to
+   the champion's training split ``weight`` times (the declared weight: each production sample
+   counts as ``weight`` training samples), and a **calibration** part the retrained model never sees;
+2. the pipeline reruns in the champion's runs folder (a new run next to it, its test opening in the
+   same test ledger), with ``overrides`` in ``closedloop run --set`` form (e.g. a smaller budget);
+3. its **operating point** is the threshold at the task's costs on the calibration part: production
+   labels, never data the model trained on (its own run's threshold comes from in-distribution
+   validation data, which is what the issue found wrong after a shift);
+4. its score for the choice against the other challengers is its expected cost on the calibration
+   part with the threshold cross-fitted there (each fold decided by a threshold fitted on the other
+   folds), compared with the other challengers' out-of-fold costs on the same rows
+   (:func:`closedloop.adapt.run.run_adapt`). The evaluation part is never read here.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from closedloop.adapt.labels import ProductionLabels
+from closedloop.core.errors import DataError, RunDirError
+from closedloop.stats.errors import StatsError
+
+
+class RetrainSpec(BaseModel):
+    """How the retrained challenger is made (declared before any evaluation label is read)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    calibration_fraction: float = Field(0.5, gt=0, lt=1)
+    """Share of the adaptation part kept out of training to set the threshold on."""
+    weight: int = Field(1, ge=1, le=1000)
+    """Each production sample is added to train this many times."""
+    overrides: tuple[str, ...] = ()
+    """``closedloop run --set`` overrides of the champion's config for the retrain (e.g.
+    ``train.budget_minutes=5``)."""
+
+
+class RetrainFit(BaseModel):
+    """What the retrain did (``challenger.json`` -> ``retrain``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    spec: RetrainSpec
+    run_dir: str
+    """The retrained run (next to the champion)."""
+    fit_rows: list[int]
+    """Rows of the adaptation part added to train."""
+    calibration_rows: list[int]
+    """Rows of the adaptation part the threshold was chosen on (never trained on)."""
+    n_added: int
+    """Training samples added (``len(fit_rows) * weight``)."""
+    own_threshold: float | None
+    """The threshold the retrained run chose on its own (in-distribution) validation data, replaced."""
+    calibration_cost: float
+    """Expected cost per case on the calibration part, threshold cross-fitted there."""
+    seconds: float
+
+
+def check_retrain_config(run_dir: Path, spec: RetrainSpec) -> None:
+    """Fail before any fitting when the champion has no config to rerun or an override is wrong
+    (a ConfigError naming the ``--retrain-set`` value, from the pipeline's own validation)."""
+    from closedloop.core.pipeline import Pipeline
+    from closedloop.stages.monitor.retrain import resolve_retrain_config
+
+    cfg = Path(run_dir) / "config.yaml"
+    if not cfg.is_file():
+        raise RunDirError(
+            f"{cfg} not found: the retrained challenger reruns the champion's own config; leave 'retrain' out "
+            "of --challengers for a bare model folder"
+        )
+    raw, _ = resolve_retrain_config(cfg, Path(run_dir), list(spec.overrides))
+    Pipeline.from_dict(raw, where=f"{cfg} with --retrain-set {' '.join(spec.overrides) or '(none)'}")
+
+
+def split_for_retrain(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit rows, calibration rows) of the adaptation part: stratified, seeded; each part keeps at
+    least 2 of each class (else a DataError saying how many are needed)."""
+    rng = np.random.default_rng([seed, 41])
+    cal: list[int] = []
+    for c in np.unique(y):
+        pool = rng.permutation(np.flatnonzero(y == c))
+        cal += pool[: int(round(fraction * len(pool)))].tolist()
+    cal_arr = np.sort(np.asarray(cal, int))
+    fit_arr = np.setdiff1d(np.arange(len(y)), cal_arr)
+    counts = {
+        n: np.bincount(y[i], minlength=2).tolist() for n, i in (("fit", fit_arr), ("calibration", cal_arr))
+    }
+    if min(min(v) for v in counts.values()) < 2 or len(np.unique(y)) < 2:
+        raise DataError(
+            f"the retrained challenger splits the {len(y)} adaptation labels into a part added to train and a "
+            f"part that sets its threshold; per class {counts}: each needs at least 2 of every class (label more "
+            "production samples, or leave 'retrain' out of --challengers)"
+        )
+    return fit_arr, cal_arr
+
+
+def write_labeled(part: ProductionLabels, names: list[str], folder: Path, weight: int) -> int:
+    """The production samples in the ``augmented`` source's format, each ``weight`` times: class
+    subfolders of PNG files (images) or a CSV with a ``label`` column (tables). Returns the count."""
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(part.X, pd.DataFrame):
+        df = pd.concat([part.X.assign(label=[names[int(v)] for v in part.y])] * weight, ignore_index=True)
+        df.to_csv(folder / "labeled.csv", index=False)
+        return len(df)
+    from PIL import Image
+
+    X = np.asarray(part.X)
+    if X.dtype != np.uint8:
+        raise DataError("the retrained challenger adds production images as PNG files: expected uint8 images")
+    n = 0
+    for i, (x, c) in enumerate(zip(X, part.y, strict=True)):
+        sub = folder / names[int(c)]
+        sub.mkdir(exist_ok=True)
+        img = Image.fromarray(x[..., 0] if x.ndim == 3 and x.shape[-1] == 1 else x)
+        for k in range(weight):
+            img.save(sub / f"p{i:05d}_{k:03d}.png")
+            n += 1
+    return n
+
+
+def _labeled_path(part: ProductionLabels, folder: Path) -> Path:
+    import pandas as pd
+
+    return folder / "labeled.csv" if isinstance(part.X, pd.DataFrame) else folder
+
+
+def cross_fitted_cost(y: np.ndarray, p: np.ndarray, costs: tuple[float, float], seed: int) -> float:
+    """Expected cost per case of thresholds at the task's costs, each fold decided by a threshold
+    fitted on the other folds (no row judged by a threshold fitted on itself)."""
+    from closedloop.stats.recalibration import expected_cost, fit_recalibration, stratified_folds
+
+    fold, k = stratified_folds(y, 5, seed, what="scoring the retrained challenger on its calibration labels")
+    cost = 0.0
+    for f in range(k):
+        tr, te = fold != f, fold == f
+        r = fit_recalibration(y[tr], p[tr], "threshold", costs=costs)
+        cost += expected_cost(y[te], p[te] >= r.threshold, costs) * te.sum()
+    return cost / len(y)
+
+
+def retrain_challenger(
+    run_dir: Path,
+    adapt_part: ProductionLabels,
+    label_names: list[str],
+    spec: RetrainSpec,
+    *,
+    costs: tuple[float, float],
+    seed: int,
+    work: Path,
+) -> tuple[Any, RetrainFit]:
+    """(the retrained :class:`~closedloop.models.trained.TrainedModel` at its production threshold,
+    what was done): module docstring."""
+    from closedloop.core.pipeline import Pipeline
+    from closedloop.stages.monitor.retrain import _load_run, record_dataset_version, resolve_retrain_config
+    from closedloop.stats.recalibration import fit_recalibration
+
+    t0 = time.perf_counter()
+    cfg = Path(run_dir) / "config.yaml"
+    if not cfg.is_file():
+        raise RunDirError(f"{cfg} not found: the retrained challenger reruns the champion's own config")
+    fit_rows, cal_rows = split_for_retrain(adapt_part.y, spec.calibration_fraction, seed)
+    fit_part, cal_part = adapt_part.take(fit_rows), adapt_part.take(cal_rows)
+    folder = Path(work) / "retrain_labeled"
+    n_added = write_labeled(fit_part, label_names, folder, spec.weight)
+    raw, _ = resolve_retrain_config(cfg, _labeled_path(fit_part, folder), list(spec.overrides))
+    # the new run sits next to the champion (<runs_dir>/<name>/<run id>): same test ledger
+    raw["runs_dir"] = str(Path(run_dir).resolve().parent.parent)
+    raw["name"] = Path(run_dir).resolve().parent.name
+    result = Pipeline.from_dict(raw, where=f"{cfg} (retrained challenger)").run(progress=False)
+    if not result.ok:
+        raise RunDirError(f"the retrained challenger's run failed: see {result.run_dir}")
+    record_dataset_version(Path(raw["runs_dir"]) / raw["name"], Path(result.run_dir))  # lineage, as retrain
+    model, _ = _load_run(Path(result.run_dir))
+    own = None if model.threshold is None else float(model.threshold)
+    p_cal = np.asarray(model.predict_proba(cal_part.X), np.float64)[:, -1]
+    try:
+        rec = fit_recalibration(cal_part.y, p_cal, "threshold", costs=costs)
+        cal_cost = cross_fitted_cost(cal_part.y, p_cal, costs, seed)
+    except StatsError as exc:
+        raise DataError(f"the retrained challenger's calibration labels: {exc}") from exc
+    model.threshold = float(rec.threshold)
+    fit = RetrainFit(
+        spec=spec,
+        run_dir=str(result.run_dir),
+        fit_rows=fit_rows.tolist(),
+        calibration_rows=cal_rows.tolist(),
+        n_added=n_added,
+        own_threshold=own,
+        calibration_cost=cal_cost,
+        seconds=time.perf_counter() - t0,
+    )
+    return model, fit
