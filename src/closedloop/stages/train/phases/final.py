@@ -154,7 +154,17 @@ def final_fit(sess: TrainSession, tuned: TunedConfig) -> tuple[TrainedModel, Fin
         histories,
         "Final fit",
     )
-    if len(nets) > 1:
+    if len(nets) > 1 and all(hasattr(n, "lgb_booster") for n in nets):  # trees: one booster of all members
+        from closedloop.models.families.lgbm import average_members
+
+        spec, network = ModelSpec(family=sess.family, params=mp), average_members(nets)
+        sess.decide(
+            "final",
+            f"the seed ensemble of {len(nets)} tree members is one booster of all their trees with leaf "
+            "values divided by the member count: its raw scores are the members' mean",
+            {"members": len(nets), "leaves": network.n_leaves()},
+        )
+    elif len(nets) > 1:
         from closedloop.models.families.ensemble import EnsembleNet
 
         spec = ModelSpec(
