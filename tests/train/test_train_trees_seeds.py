@@ -3,11 +3,14 @@ scores (binary and multi-class), and members that cannot be averaged are refused
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 lgb = pytest.importorskip("lightgbm")
+pytest.importorskip("onnxmltools")
 
 from closedloop.models.families.lgbm import TreeEnsemble, average_boosters, average_members  # noqa: E402
 
@@ -56,3 +59,38 @@ def test_members_that_cannot_be_averaged_are_refused() -> None:
         average_boosters(texts)
     with pytest.raises(ValueError, match="no member"):
         average_boosters([])
+
+
+def _run(tmp: Path, fraction: float):  # type: ignore[no-untyped-def]
+    from closedloop.core.checks import GivenArtifacts
+    from closedloop.core.pipeline import Pipeline
+    from closedloop.core.registry import STAGES
+    from closedloop.stages.train import TrainModel
+
+    from .test_train_trees import tree_table
+    from .test_train_trees_bad_input import QUICK
+
+    train = TrainModel(
+        **QUICK,
+        final_seeds=2,
+        tune_knobs=["learning_rate"],  # the sampling fractions stay as given
+        model_params={"feature_fraction": fraction, "bagging_fraction": fraction},
+    )
+    given = GivenArtifacts.of({"data": tree_table(300)}, tmp / "given")
+    stages = [STAGES.resolve("task")(), train, STAGES.resolve("export")()]
+    res = Pipeline([given, *stages], name="seeds", runs_dir=tmp).run(progress=False)
+    assert all(v["status"] == "ok" for v in res.summary["stages"].values()), res.summary
+    return res
+
+
+def test_a_tree_seed_ensemble_through_train_and_export(tmp_path: Path) -> None:
+    """``final_seeds: 2`` with row/column sampling: two members, shipped as one lgbm booster, exported
+    with ONNX parity; without sampling the seeds would fit the same trees: one member, said so."""
+    res = _run(tmp_path / "a", 0.7)
+    s = res.summary["stages"]
+    assert s["train"]["model"]["family"] == "lgbm" and s["export"]["parity_max_abs_diff"] <= 1e-5
+    said = [d for d in s["train"]["decisions"] if "seed ensemble of 2 tree members" in d["decision"]]
+    assert said and said[0]["phase"] == "final" and said[0]["evidence"]["members"] == 2
+    same = _run(tmp_path / "b", 1.0).summary["stages"]["train"]["decisions"]
+    assert [d for d in same if "other seeds would fit the same trees: one member" in d["decision"]]
+    assert not [d for d in same if "seed ensemble of" in d["decision"]]
