@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from closedloop.serving.batching import Batcher, wait_for_disconnect
+from closedloop.serving.batching import Batcher, Pending, wait_for_disconnect
 from closedloop.serving.model import ServedModel
 from closedloop.serving.protocol import (
     HEADER_LENGTH,
@@ -197,16 +197,23 @@ class InferRoute:
                 self.prepare, body, header_len, given_id, routing
             )
         pending = self.batcher.submit(routing, x, rid)
-        gone = asyncio.ensure_future(wait_for_disconnect(receive))
+        # One watcher per queued request takes it out of the queue if its client leaves; it resolves the
+        # request's own future with None, so this awaits one future (no asyncio.wait, no second waiter)
+        watcher = asyncio.get_running_loop().create_task(self._drop_when_gone(pending, receive))
         try:
-            await asyncio.wait({pending.future, gone}, return_when=asyncio.FIRST_COMPLETED)
+            scored = await pending.future
         finally:
-            if not gone.done():
-                gone.cancel()
-        if not pending.future.done() and self.batcher.abandon(pending):
-            return None
-        scored = await pending.future  # its batch already started: answered (and logged) as usual
+            watcher.cancel()
+        if scored is None:
+            return None  # left while queued: never scored, never logged
         return (scored, *self.encode(scored, names, binary, unseen))
+
+    async def _drop_when_gone(self, pending: Pending, receive: Any) -> None:
+        """Wait for the client's disconnect; a request still queued then is dropped, never scored.
+        One whose batch already started is answered and logged as usual (nobody can tell it left)."""
+        await wait_for_disconnect(receive)
+        if not pending.future.done() and self.batcher is not None and self.batcher.abandon(pending):
+            pending.future.set_result(None)
 
     def encode(
         self,
