@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from closedloop.serving.batching import Batcher, wait_for_disconnect
+from closedloop.serving.batching import Batcher, Pending, wait_for_disconnect
 from closedloop.serving.model import ServedModel
 from closedloop.serving.protocol import (
     HEADER_LENGTH,
@@ -156,32 +156,34 @@ class InferRoute:
 
     def prepare(
         self, body: bytes, header_len: str | None, given_id: str | None, routing: Routing
-    ) -> tuple[np.ndarray, str, list[str], dict[str, bool]]:
-        """Parse and check one request: its input array, id and the outputs it asked for."""
+    ) -> tuple[np.ndarray, str, list[str], dict[str, bool], list[dict[str, Any]]]:
+        """Parse and check one request: its input array, id, the outputs it asked for and the category
+        names the model never saw (answered as missing values)."""
         req = parse_infer_request(body, header_len)
-        x = self.service.check_oip_inputs(req, routing.champion)
+        unseen: list[dict[str, Any]] = []
+        x = self.service.check_oip_inputs(req, routing.champion, unseen)
         available = ["proba"] if routing.champion.problem_type == "regression" else ["proba", "label"]
         names, binary = requested_outputs(req, available)
-        return x, new_request_id(req.id or given_id), names, binary
+        return x, new_request_id(req.id or given_id), names, binary, unseen
 
     def work(
         self, body: bytes, header_len: str | None, given_id: str | None, routing: Routing
     ) -> tuple[Scored, bytes, int | None]:
         """Parse, check, score, log and encode one request (unbatched)."""
-        x, rid, names, binary = self.prepare(body, header_len, given_id, routing)
+        x, rid, names, binary, unseen = self.prepare(body, header_len, given_id, routing)
         scored = self.service.score(routing, x, rid)  # logged when this returns
         self.service.shadow(routing, x, rid)  # the answer is determined: the shadow scores it off this path
-        return (scored, *self.encode(scored, names, binary))
+        return (scored, *self.encode(scored, names, binary, unseen))
 
     async def overlapped(
         self, body: bytes, header_len: str | None, given_id: str | None, routing: Routing
     ) -> tuple[Scored, bytes, int | None]:
         """:meth:`work` with the model call and its log record in the model thread, the rest here."""
-        x, rid, names, binary = self.prepare(body, header_len, given_id, routing)
+        x, rid, names, binary, unseen = self.prepare(body, header_len, given_id, routing)
         loop = asyncio.get_running_loop()
         scored = await loop.run_in_executor(self._model_thread, self.service.score, routing, x, rid)
         self.service.shadow(routing, x, rid)  # logged when score returned; the shadow runs off this path
-        return (scored, *self.encode(scored, names, binary))
+        return (scored, *self.encode(scored, names, binary, unseen))
 
     async def batched(
         self, body: bytes, header_len: str | None, given_id: str | None, routing: Routing, receive: Any
@@ -189,24 +191,37 @@ class InferRoute:
         """Check the request alone, queue it, and wait for its batch (None: the client left while queued)."""
         assert self.batcher is not None
         if len(body) <= INLINE_MAX_BYTES:
-            x, rid, names, binary = self.prepare(body, header_len, given_id, routing)
+            x, rid, names, binary, unseen = self.prepare(body, header_len, given_id, routing)
         else:
-            x, rid, names, binary = await self.run_in_thread(
+            x, rid, names, binary, unseen = await self.run_in_thread(
                 self.prepare, body, header_len, given_id, routing
             )
         pending = self.batcher.submit(routing, x, rid)
-        gone = asyncio.ensure_future(wait_for_disconnect(receive))
+        # One watcher per queued request takes it out of the queue if its client leaves; it resolves the
+        # request's own future with None, so this awaits one future (no asyncio.wait, no second waiter)
+        watcher = asyncio.get_running_loop().create_task(self._drop_when_gone(pending, receive))
         try:
-            await asyncio.wait({pending.future, gone}, return_when=asyncio.FIRST_COMPLETED)
+            scored = await pending.future
         finally:
-            if not gone.done():
-                gone.cancel()
-        if not pending.future.done() and self.batcher.abandon(pending):
-            return None
-        scored = await pending.future  # its batch already started: answered (and logged) as usual
-        return (scored, *self.encode(scored, names, binary))
+            watcher.cancel()
+        if scored is None:
+            return None  # left while queued: never scored, never logged
+        return (scored, *self.encode(scored, names, binary, unseen))
 
-    def encode(self, scored: Scored, names: list[str], binary: dict[str, bool]) -> tuple[bytes, int | None]:
+    async def _drop_when_gone(self, pending: Pending, receive: Any) -> None:
+        """Wait for the client's disconnect; a request still queued then is dropped, never scored.
+        One whose batch already started is answered and logged as usual (nobody can tell it left)."""
+        await wait_for_disconnect(receive)
+        if not pending.future.done() and self.batcher is not None and self.batcher.abandon(pending):
+            pending.future.set_result(None)
+
+    def encode(
+        self,
+        scored: Scored,
+        names: list[str],
+        binary: dict[str, bool],
+        unseen: list[dict[str, Any]] | None = None,
+    ) -> tuple[bytes, int | None]:
         tensors = {"proba": OutputTensor("proba", "FP64", scored.proba)}
         if "label" in names:
             tensors["label"] = OutputTensor(
@@ -217,6 +232,8 @@ class InferRoute:
             "model_version": scored.model.version,
             "id": scored.request_id,
         }
+        if unseen:  # category names the model never saw, answered as missing values (categories.py)
+            head["parameters"] = {"unseen_categories": unseen}
         return encode_response(head, [tensors[n] for n in names], binary)
 
 
