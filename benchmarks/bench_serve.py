@@ -939,6 +939,8 @@ def main() -> int:
             f"SIGKILL after 500 acknowledged (concurrency 32): {len(res.acked)} acknowledged, {len(in_log)} records, "
             f"{len(lost)} acknowledged but missing  {'OK' if not lost else 'FAIL'}; failed after the kill: {res.errors}; exit {rc}"
         )
+        # the machine is shared: the load at the end says whether it changed while the rounds ran
+        say(f"\nload average at end: {os.getloadavg()[0]:.1f}")
     finally:
         for srv in servers:
             srv.stop()
