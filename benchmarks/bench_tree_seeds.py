@@ -89,7 +89,7 @@ def table(name: str, runs: Path, fraction: float | None) -> None:
         f"{name} ({how}; chosen {frac}): members fitted for final_seeds 3: {members}; test AUC final_seeds 1 {auc_ci(yt, p[1], boots)}; final_seeds 3 {auc_ci(yt, p[3], boots)}; "
         f"3 - 1 {fmt_diff(paired_diff(yt, p[3], p[1], boots))}; final phase {t_final[1]:.1f} s vs {t_final[3]:.1f} s "
         f"(x{t_final[3] / max(t_final[1], 1e-9):.1f}); leaves {leaves[1]} vs {leaves[3]}; ONNX parity of the "
-        f"3-member booster on {len(yt)} test rows {parity:.2e} (bar 1e-5), {kib:.0f} KiB",
+        f"final_seeds 3 model on {len(yt)} test rows {parity:.2e} (bar 1e-5), {kib:.0f} KiB",
         flush=True,
     )
 

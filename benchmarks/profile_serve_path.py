@@ -268,6 +268,10 @@ def main() -> int:
         say(
             f"{'whole request through the ASGI app (no sockets)':<52}{median_us(asgi_call(app, infer_path, body), args.n):>11.1f}"
         )
+        whole, on_loop = concurrent_cpu_us(app, infer_path, body, 8, args.n * 2)
+        say(f"\nunbatched (the default), 8 concurrent clients, {args.n * 2} requests:")
+        say(f"{'  CPU per request, whole process (us)':<52}{whole:>11.1f}")
+        say(f"{'  CPU per request, event-loop thread (us)':<52}{on_loop:>11.1f}")
         service.close()
 
         batched = Service(
