@@ -140,3 +140,11 @@ def test_val_and_test_pooled_show_a_split_excess_that_neither_shows_alone(tmp_pa
     cfg = {"name": "duplicates", "params": {"pooled": False}}
     _, out = run(_split_leak(2), tmp_path / "c", checks=[cfg])
     assert "train-held-out" not in out.audit.results["duplicates"]["metrics"]["near_density"]
+
+
+def test_bad_pooled_value_names_the_field() -> None:
+    from closedloop.core.errors import ConfigError
+    from closedloop.stages.audit import AuditDataset
+
+    with pytest.raises(ConfigError, match="pooled"):
+        AuditDataset(checks=[{"name": "duplicates", "params": {"pooled": "both"}}])

@@ -4,6 +4,7 @@ and writing the request log. ``app.py`` only parses HTTP and calls this."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import uuid
 from dataclasses import dataclass
@@ -85,6 +86,20 @@ class Scored:
     labels: list[Any]
 
 
+def freeze_startup_heap() -> None:
+    """Hide what start-up built (models, the web framework, the routes: ~70,000 objects that live as long
+    as the process) from the cyclic garbage collector.
+
+    Every few thousand requests the collector makes a full pass over every object in the process. Over
+    the start-up heap such a pass took 17-40 ms under load, a pause that every request in flight waited
+    out, and with 32 clients that pause was the batched p99 (docs/serving.md, "Request path"). After
+    ``gc.freeze()`` a full pass sees only what requests created: about 0.2 ms. Garbage is collected first,
+    so only live objects are frozen; reference counting still frees frozen objects that are dropped.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def new_request_id(given: str | None) -> str:
     return given if given else uuid.uuid4().hex
 
@@ -123,6 +138,7 @@ class Service:
         for model in (routing.champion, routing.challenger):
             if model is not None:
                 model.warm_up()
+        freeze_startup_heap()
         self.ready = True
 
     def close(self) -> None:

@@ -115,7 +115,7 @@ class Duplicates(AuditCheck):
                     cfg.density_quantile,
                 )
                 near[(ref, q)] = ne
-                if q == "test" and ref == "train" and cfg.pooled and len(emb["val"]):
+                if q == "test" and ref == "train" and cfg.pooled and len(emb.get("val", [])):
                     ref_set_v = np.fromiter((h in ref_set for h in hashes["val"]), bool, len(hashes["val"]))
                     near[("train", "held-out")] = near_excess(
                         emb["train"],

@@ -367,11 +367,6 @@ def make_tree_engine(
 
     if data.kind != "table":
         raise ConfigError(f"train.family: {family!r} is a tree family; it trains on tables, not {data.kind}")
-    if cfg.final_seeds > 1:
-        raise ConfigError(
-            f"train.final_seeds: {cfg.final_seeds} - a seed ensemble of trees cannot be exported yet; "
-            "use final_seeds: 1 with a tree family (the tuned bagging/feature fractions are its seeds' only effect)"
-        )
     cats = set(data.meta.categorical_features)
     return TreeEngine(
         task.problem_type,

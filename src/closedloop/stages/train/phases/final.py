@@ -119,6 +119,14 @@ def final_fit(sess: TrainSession, tuned: TunedConfig) -> tuple[TrainedModel, Fin
         if s > 0 and time.time() > deadline:
             sess.decide("final", f"time budget spent: the ensemble keeps {s} of {size.members} members", {})
             break
+        if s == 1 and _same_tree_members(nets[0]):
+            sess.decide(
+                "final",
+                f"final_seeds: {size.members} - the tuned tree samples every row and column "
+                "(bagging_fraction and feature_fraction 1.0), so other seeds would fit the same trees: one member",
+                {"members": 1, "final_seeds": size.members},
+            )
+            break
         seed = sess.seed("final", "member", s)
         net = sess.build(mp, seed)
         ckpt, label = sess.work / f"final_seed{s}.pt", f"train/final/member{s}"
@@ -154,7 +162,17 @@ def final_fit(sess: TrainSession, tuned: TunedConfig) -> tuple[TrainedModel, Fin
         histories,
         "Final fit",
     )
-    if len(nets) > 1:
+    if len(nets) > 1 and all(hasattr(n, "lgb_booster") for n in nets):  # trees: one booster of all members
+        from closedloop.models.families.lgbm import average_members
+
+        spec, network = ModelSpec(family=sess.family, params=mp), average_members(nets)
+        sess.decide(
+            "final",
+            f"the seed ensemble of {len(nets)} tree members is one booster of all their trees with leaf "
+            "values divided by the member count: its raw scores are the members' mean",
+            {"members": len(nets), "leaves": network.n_leaves()},
+        )
+    elif len(nets) > 1:
         from closedloop.models.families.ensemble import EnsembleNet
 
         spec = ModelSpec(
@@ -284,3 +302,14 @@ def _calibration_text(method: str, temperature: float, bias: np.ndarray, on: str
         offs = ", ".join(f"{b:+.3f}" for b in bias)
         return f"temperature {temperature:.3f} and logit offset [{offs}] fitted on {where} (bias-corrected)"
     return f"temperature {temperature:.3f} fitted on {where}"
+
+
+def _same_tree_members(net: torch.nn.Module) -> bool:
+    """A tree member whose seed changes nothing: LightGBM's seed only drives row and column sampling."""
+    params = getattr(net, "params", None)
+    return (
+        hasattr(net, "lgb_booster")
+        and isinstance(params, dict)
+        and params.get("feature_fraction", 1.0) >= 1.0
+        and params.get("bagging_fraction", 1.0) >= 1.0
+    )
