@@ -7,7 +7,7 @@ import functools
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "closedloop"
-LOWER_LAYERS = ("core", "stats", "data", "models", "monitoring")
+LOWER_LAYERS = ("core", "artifacts", "stats", "data", "models", "monitoring")
 
 
 def _module_name(path: Path) -> str:

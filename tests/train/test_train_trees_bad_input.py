@@ -84,7 +84,7 @@ def test_all_missing_column_trains_and_is_never_split_on(tmp_path: Path) -> None
     out = _train(_with(d, **parts), tmp_path)
     imp = {f.feature: f for f in out.evaluation.feature_importance.features}
     assert imp["c"].gain == 0.0 and imp["c"].permutation == 0.0
-    assert out.evaluation.test["auc"]["value"] > 0.7
+    assert out.evaluation.test["auc"].value > 0.7
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from closedloop.core.errors import DataError, RunDirError
+from closedloop.core.run_reader import RunDir
 from closedloop.monitoring.domain import DomainCheck, domain_check, weighted_platt
 from closedloop.monitoring.drift import DEFAULT_LABEL_TESTS, DriftTest, Sample, build_tests, run_tests
 from closedloop.monitoring.drift.stats import single_threaded_blas
@@ -41,11 +42,6 @@ def model_fingerprint(model: Any) -> str:
     return h.hexdigest()
 
 
-def find_artifacts(run_dir: Path, name: str) -> list[Path]:
-    run_dir = Path(run_dir)
-    return sorted(p for p in run_dir.glob(f"stages/*/artifacts/{name}") if p.is_dir())
-
-
 def find_profile_dir(run_dir: str | Path) -> Path:
     """The reference profile's directory: ``run_dir`` itself when it holds ``profile.json``, else the
     newest reference set from a verified production period (``run_dir/references/<time>/``, written by
@@ -58,10 +54,10 @@ def find_profile_dir(run_dir: str | Path) -> Path:
     refreshed = sorted(p.parent for p in run_dir.glob("references/*/profile.json"))
     if refreshed:
         return refreshed[-1]
-    found = [p for p in find_artifacts(run_dir, "reference") if (p / "profile.json").is_file()]
+    found = [p for p in RunDir(run_dir).artifact_dirs(ReferenceProfile) if (p / "profile.json").is_file()]
     if not found:
         raise RunDirError(
-            f"{run_dir}: this run has no reference profile (stages/*/artifacts/reference/profile.json). "
+            f"{run_dir}: this run has no reference profile (no finished ReferenceProfile in its manifest.json). "
             "Build one: add '- kind: monitor' after the train stage of the pipeline YAML and run "
             "'closedloop run CONFIG' (the cached stages are reused), or in Python run the "
             "BuildMonitorProfile stage on the run's data, task and model."
@@ -109,7 +105,9 @@ class Monitor:
             roots = [run_dir, *run_dir.parents[:4]] if profile_dir == run_dir else [run_dir]
             candidates: list[Path] = []
             for root in roots:
-                candidates = [p for p in find_artifacts(root, "model") if (p / "model.json").is_file()]
+                candidates = [
+                    p for p in RunDir(root).artifact_dirs("TrainedModel") if (p / "model.json").is_file()
+                ]
                 if candidates:
                     break
             if not candidates:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from closedloop.core.io import read_json
+from closedloop.core.errors import RunDirError
 from closedloop.core.run_reader import RunDir
 from closedloop.monitoring.requestlog import (
     FeedbackRecord,
@@ -466,16 +466,19 @@ class Service:
 
 
 def task_max_latency_ms(run_dir: Path) -> tuple[float | None, Path | None]:
-    """The task's ``constraints.max_latency_ms`` from a run's task artifact, and the file it came from."""
-    found = RunDir(run_dir).artifact_dir("TaskSpec")
+    """The task's ``constraints.max_latency_ms`` from a run's task artifact, and the file it came from
+    (None, None without one, or for a task of an older layout: the latency bound is then not checked)."""
+    from closedloop.artifacts.task import TaskSpec
+
+    run = RunDir(run_dir)
+    found = run.artifact_dir(TaskSpec)
     if found is None:
         return None, None
-    path = found / "artifact.json"
     try:
-        value = (read_json(path).get("constraints") or {}).get("max_latency_ms")
-    except (OSError, ValueError, AttributeError):
+        value = run.artifact(TaskSpec).constraints.max_latency_ms
+    except RunDirError:
         return None, None
-    return (float(value) if value is not None else None), path
+    return value, found / TaskSpec.record_file
 
 
 def onnx_batch_limit(model: ServedModel) -> int | None:

@@ -195,7 +195,7 @@ def run_export(cfg: ExportModelConfig, inputs: Any, ctx: RunContext) -> ExportBu
         task=task,
         model=model,
         data_meta=data.meta,
-        measurements=measurements,
+        measurements=measurements.model_dump(mode="json"),
         per_day_text=per_day(task, rows.y, p_ship, 0.5 if thr is None else thr, rows.evaluated_on),
         montage=montage,
         montage_error=montage_error,
@@ -204,5 +204,5 @@ def run_export(cfg: ExportModelConfig, inputs: Any, ctx: RunContext) -> ExportBu
         evaluation=getattr(inputs, "evaluation", None),
     )
     write_text_atomic(out / FILES["model_card"], card)
-    write_text_atomic(out / FILES["measurements"], to_json(measurements))
+    write_text_atomic(out / FILES["measurements"], to_json(measurements.model_dump(mode="json")))
     return ExportBundle(out, measurements)
