@@ -21,13 +21,13 @@ from closedloop.core.errors import ClosedLoopError
 
 def adapted_reference(run_dir: Path, adapted: Any, out_dir: Path, seed: int = 0) -> tuple[Path | None, str]:
     """(the new profile's directory, a sentence saying what it is) or (None, why there is none)."""
+    from closedloop.artifacts.task import TaskSpec
     from closedloop.core.run_reader import RunDir
     from closedloop.data.bundle import DatasetBundle
     from closedloop.monitoring.monitor import find_profile_dir
     from closedloop.monitoring.profile import ReferenceProfile
     from closedloop.stages.monitor.reference import profile_config
     from closedloop.stages.monitor.stage import build_profile
-    from closedloop.stages.task import TaskSpec
 
     try:
         old = ReferenceProfile.load(find_profile_dir(run_dir))

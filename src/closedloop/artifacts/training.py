@@ -172,8 +172,10 @@ class CrossValidateOutcome(Outcome):
     chosen: str | None = None
 
 
-class FinalOutcome(Outcome):
-    phase: ClassVar[str] = "final"
+class FinalFit(Outcome):
+    """How the deployed model was fitted and calibrated: what the final fit hands to the evaluation,
+    and the first part of the final phase's record (one record, not a copy: see :class:`FinalOutcome`)."""
+
     epochs: int
     fitted_on: str
     n_heldout: int
@@ -184,6 +186,12 @@ class FinalOutcome(Outcome):
     threshold: float | None
     threshold_rule: str
     evaluated_on: dict[str, str]
+
+
+class FinalOutcome(FinalFit):
+    """The final phase's record: the fit, then its figures on validation, the held-out rows and test."""
+
+    phase: ClassVar[str] = "final"
     test: dict[str, Figure]
     val: dict[str, Figure]
     heldout: dict[str, Figure] | None

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from closedloop.artifacts.evaluation import EvaluationReport
 from closedloop.core.errors import ConfigError
 from closedloop.core.registry import register_stage
 from closedloop.core.stage import RunContext, Stage, StageIO, stage_timings
@@ -28,7 +29,6 @@ from closedloop.stages.export.latency import CORE_SECONDS, latency_from_timings
 from closedloop.stages.export.steps import run_export
 from closedloop.stages.export.variants import tree_refusal
 from closedloop.stages.task import TaskSpec
-from closedloop.stages.train import EvaluationReport
 
 
 @register_stage("export")

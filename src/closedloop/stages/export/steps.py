@@ -17,6 +17,7 @@ import torch
 from closedloop.core.io import to_json, write_text_atomic
 from closedloop.core.killpoints import kill_point
 from closedloop.core.stage import RunContext
+from closedloop.models.heldout import heldout_split
 from closedloop.models.trained import TrainedModel, logits_to_proba, raw_array
 from closedloop.stages.export.bundle import FILES, ExportBundle
 from closedloop.stages.export.config import ExportModelConfig
@@ -48,7 +49,6 @@ from closedloop.stages.export.variants import (
     student_step,
 )
 from closedloop.stages.task import TaskSpec
-from closedloop.stages.train.heldout import heldout_split
 
 PREDICTOR_SOURCE = Path(__file__).resolve().parents[2] / "serving" / "predictor.py"
 

@@ -39,10 +39,10 @@ def set_reference(
     seed: int = 0,
 ) -> Path:
     """Build and save the new reference profile; returns its directory."""
+    from closedloop.artifacts.heldout import INFO_KEY
     from closedloop.data.bundle import DatasetBundle, Split
     from closedloop.stages.monitor.stage import build_profile
     from closedloop.stages.task import TaskSpec
-    from closedloop.stages.train.heldout import INFO_KEY
 
     info = monitor.profile.info
     if not check.get("agrees_with_reference", False):

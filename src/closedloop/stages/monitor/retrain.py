@@ -476,7 +476,7 @@ def drop_trained_on(held: Split, trained: list[tuple[Any, ...]]) -> tuple[Split,
 def unseen_by_both(champion_dir: Path, challenger_dir: Path, bundle: DatasetBundle) -> tuple[Split, str]:
     """The validation rows neither model trained on (their final fits used train + the rest of val),
     and how to label them. Raises when there are none: compare on test then."""
-    from closedloop.stages.train.heldout import heldout_split, unseen_val_rows
+    from closedloop.models.heldout import heldout_split, unseen_val_rows
 
     champ, _ = _load_run(champion_dir)
     chall, _ = _load_run(challenger_dir)

@@ -204,7 +204,7 @@ def build_profile(
 ) -> ReferenceProfile:
     """Build the reference from the deployed model's outputs on validation rows it did not train on
     (the held-out split the train stage recorded; never test) and calibrate the thresholds on them."""
-    from closedloop.stages.train.heldout import heldout_split
+    from closedloop.models.heldout import heldout_split
 
     val, evaluated_on, held_note = heldout_split(model, data, "monitor")
     if len(val) < MIN_POOL:

@@ -49,6 +49,9 @@ def trial_logits_file(number: int) -> str:
 DEFAULT_LOGITS_FILE = "default_val_logits.npy"
 
 # -- what the budget keeps for the work after the last fit ------------------------------------------
+DRAW_SECONDS = "figure draw seconds"
+"""``ctx.timings`` label: one small figure's render, measured before the sanity loop; the phases keep
+it (times their figures' panels) from their fits' deadlines for the figures drawn after them."""
 COMPARISON_SECONDS = "beat_baseline comparison seconds"
 """``ctx.timings`` label: the beat_baseline phase's baseline refit and paired bootstrap on validation."""
 LATEST_STEP_SECONDS = "latest seconds per step"
@@ -163,8 +166,6 @@ class TrainSession:
             last = list(self.budget.values())[-1] if self.budget else 0.0
             share = RESERVE_SHARE * last * self.budget_s
             return Reserve(share, f"{RESERVE_SHARE:.0%} of the final phase's share: not measured yet", False)
-        from closedloop.stages.train.phases.sanity import DRAW_SECONDS
-
         n_hold, n_test = len(self.heldout.indices), len(self.data.splits["test"])  # row counts only
         per_row = float(cmp_s) / (2 * COMPARISON_RESAMPLES * n_val)
         rows = len(self.task.metrics) * (n_val + n_hold + n_test) + 3 * n_test

@@ -14,6 +14,7 @@ from closedloop.stages.train.phases.base import Phase
 from closedloop.stages.train.session import (
     COMPARISON_SECONDS,
     DEFAULT_LOGITS_FILE,
+    DRAW_SECONDS,
     TrainSession,
     selection_value,
 )
@@ -71,7 +72,6 @@ def after_fit_seconds(sess: TrainSession, p_base: np.ndarray | None) -> float:
     sanity check's measured draw each) and the paired comparison with the baseline, timed on a tenth
     of its resamples (the baseline against itself: the same arithmetic) and scaled up. The fit's
     deadline is the phase's less this, so the phase, not just its fit, ends by its share."""
-    from closedloop.stages.train.phases.sanity import DRAW_SECONDS
     from closedloop.stats.paired import compare
 
     figure = 2 * float(sess.ctx.timings.get(DRAW_SECONDS, 0.0))

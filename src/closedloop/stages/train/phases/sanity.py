@@ -13,16 +13,13 @@ from closedloop.stages.train import plots
 from closedloop.stages.train.engine import TensorSet
 from closedloop.stages.train.outcomes import SanityOutcome
 from closedloop.stages.train.phases.base import Phase
-from closedloop.stages.train.session import TrainSession
+from closedloop.stages.train.session import DRAW_SECONDS, TrainSession
 
 FIGURE_SECONDS = "sanity figure seconds"
 """``ctx.timings`` label: drawing the sanity figure, work after the loop that no deadline cuts."""
 BUILD_SECONDS = "sanity build seconds"
 """``ctx.timings`` label: the work before the loop (the plotting library's load, a measured test
 draw, the network's build), which no deadline cuts."""
-DRAW_SECONDS = "figure draw seconds"
-"""``ctx.timings`` label: one small figure's render, measured before the sanity loop; the phases keep
-it (times their figures' panels) from their fits' deadlines for the figures drawn after them."""
 GIVEN_SECONDS = "sanity given seconds"
 """``ctx.timings`` label: the seconds the sanity check was given, its share or, when more, its least
 cost measured at run time (the build, one step and its figure)."""
