@@ -156,9 +156,9 @@ class TrainSession:
         the machine's speed and the splits' sizes: its bootstrap intervals and comparisons (the
         beat_baseline comparison's seconds per resampled row and model, times the final evaluation's
         resampled rows: every task metric on validation, held-out and test, the per-day framing and
-        the paired test comparison, at ``n_bootstrap`` resamples), its predictions (the latest
-        measured training step per batch of rows: a step costs more than a forward pass) and its
-        figure (the measured draw), times :data:`RESERVE_MARGIN`. Before the comparison is measured,
+        the paired test comparison, at ``n_bootstrap`` resamples), its predictions (validation and
+        test rows at the latest validation pass's measured seconds per row) and its figure (the
+        measured draw), times :data:`RESERVE_MARGIN`. Before the comparison is measured,
         :data:`RESERVE_SHARE` of the last phase's budget."""
         cmp_s = self.ctx.timings.get(COMPARISON_SECONDS)
         n_val = len(self.val)
