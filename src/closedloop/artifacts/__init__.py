@@ -11,7 +11,8 @@ and core are imported here, so a torch-free server can read them.
 * :mod:`.gate` - the test gate's decision; :mod:`.selection` - the selection bias on validation;
 * :mod:`.training` - each train phase's outcome, the family choice, tree importance, the label review;
 * :mod:`.evaluation` - :class:`EvaluationReport` (``train`` stage);
-* :mod:`.export` - :class:`ExportBundle` and its :class:`ExportRecord` (``measurements.json``).
+* :mod:`.export` - :class:`ExportBundle` and its :class:`ExportRecord` (``measurements.json``);
+* :mod:`.webpage` - :class:`WebSpec`, the export-web folder's input contract (``spec.json``).
 """
 
 from __future__ import annotations

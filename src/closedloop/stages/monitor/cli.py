@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from closedloop.adapt.arguments import add_promotion_arguments
 from closedloop.core.errors import DataError
+from closedloop.stats.promotion_arguments import add_promotion_arguments
 
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp")
 

@@ -411,7 +411,7 @@ def production_eval_set(
 ) -> tuple[Any, np.ndarray]:
     """Randomly selected labeled production samples to judge on (uncertainty-selected ones refused),
     without any a model trained on (content hash)."""
-    from closedloop.adapt.labels import RANDOM_SOURCES, check_version, read_production_labels
+    from closedloop.monitoring.production_labels import RANDOM_SOURCES, check_version, read_production_labels
 
     labels = read_production_labels(path, list(bundle.meta.label_names))
     check_version(labels, champion, "the evaluation samples")
