@@ -130,7 +130,15 @@ def main() -> None:
     info0 = None
     rates_new, rates_old, stream_fa, guarantees = [], [], [], []
     det: dict[str, dict[str, list[bool]]] = {}
-    tdist: dict[str, list[Any]] = {"600": [], "whole": [], "win_new": [], "win_old": []}
+    tdist: dict[str, list[Any]] = {
+        "600": [],
+        "600_conf": [],
+        "whole": [],
+        "whole_conf": [],
+        "win_new": [],
+        "win_old": [],
+    }
+    stream_fa_conf: list[bool] = []
     # estimate reliability: (flagged, |estimate - realized| per metric) per window
     est_in: list[tuple[bool, dict[str, float]]] = []
     est_test: list[tuple[bool, dict[str, float]]] = []
@@ -139,6 +147,7 @@ def main() -> None:
     def gap(r: dict[str, Any], y: np.ndarray, proba: np.ndarray) -> tuple[bool, dict[str, float]]:
         real = realized(["auc", "acc"], y, proba, "binary", r_threshold[0])
         point = r["estimated"] or r["estimate_withheld"]
+        flags = set(r.get("estimate_flags", []))
         weighted = r.get("estimate_weighted") or {}
         domain_flag = (
             "domain classifier" in r["estimate_reason"] or "importance weights" in r["estimate_reason"]
@@ -148,6 +157,8 @@ def main() -> None:
                 "draw": current_draw[0],
                 "flagged": not r["estimate_reliable"],
                 "domain": domain_flag,
+                "other": bool(flags & {"drift", "ess", "stream"}),
+                "p_domain": (r.get("domain") or {}).get("p_value", 1.0),
                 "auc": (r.get("domain") or {}).get("auc", float("nan")),
                 "ess_fraction": (r.get("domain") or {}).get("ess_fraction", float("nan")),
                 "err": max(abs(point[m] - real[m]) for m in ("auc", "acc")),
@@ -197,35 +208,42 @@ def main() -> None:
             # 2,000 unseen in-distribution rows as windows of 200, read after each (looks do not inflate
             # the stream's rate); the first stream's windows also measure the estimate in a stream
             st = StreamTest(profile.stream, info.stream_alpha, seed=[d, 1, o])
+            sr = mon.stream_test()
             order = rng.permutation(rest)[:2000]
             for k, start in enumerate(range(0, 2000, 200)):
                 widx = order[start : start + 200]
-                status = st.update(
-                    stream_scores(proba_u[widx], info.problem_type, info.threshold)
-                ).model_dump()
+                st.update(stream_scores(proba_u[widx], info.problem_type, info.threshold))
+                status = mon.stream_update(sr, full.take(widx))
                 if o == 0:
                     r = mon.evaluate(full.take(widx), seed=[d, 200 + k], stream=status)
                     est_in.append(gap(r, yu[widx], proba_u[widx]))
                     domain_rows[-1]["kind"] = "in"
-            stream_fa.append(st.alarm_at is not None)
+            stream_fa.append(sr.alarm_at is not None)
+            stream_fa_conf.append(st.alarm_at is not None)
         # the test distribution as a stream: three windows of 200 (each without repeats) = 600 rows
         tsample = Sample(features=feats_t, embeddings=profile.reduce(emb_t), proba=proba_t)
         for o in range(args.stream_orders):
             st = StreamTest(profile.stream, info.stream_alpha, seed=[d, 2, o])
+            sr = mon.stream_test()
             for k in range(3):
                 widx = rng.choice(len(yt), 200, replace=False)
-                status = st.update(
-                    stream_scores(proba_t[widx], info.problem_type, info.threshold)
-                ).model_dump()
+                st.update(stream_scores(proba_t[widx], info.problem_type, info.threshold))
+                status = mon.stream_update(sr, tsample.take(widx))
                 r = mon.evaluate(tsample.take(widx), seed=[d, 500 + 3 * o + k], stream=status)
                 est_test.append(gap(r, yt[widx], proba_t[widx]))
                 domain_rows[-1]["kind"] = "test"
+                domain_rows[-1]["pos"] = k
                 tdist["win_new"].append(r["min_p"] <= thr["alarm"])
                 tdist["win_old"].append(r["min_p"] <= thr["alarm_marginal"])
-            tdist["600"].append(st.alarm_at)
+            tdist["600"].append(sr.alarm_at)
+            tdist["600_conf"].append(st.alarm_at)
+            whole = rng.permutation(len(yt))
             st = StreamTest(profile.stream, info.stream_alpha, seed=[d, 3, o])
-            st.update(stream_scores(proba_t[rng.permutation(len(yt))], info.problem_type, info.threshold))
-            tdist["whole"].append(st.alarm_at)
+            st.update(stream_scores(proba_t[whole], info.problem_type, info.threshold))
+            tdist["whole_conf"].append(st.alarm_at)
+            sr = mon.stream_test()
+            mon.stream_update(sr, tsample.take(whole))
+            tdist["whole"].append(sr.alarm_at)
         # generated shifts at window 200
         if d < args.shift_draws:
             pos, neg = rest[yu[rest] == 1], rest[yu[rest] == 0]
@@ -246,7 +264,7 @@ def main() -> None:
         print(
             f"  draw {d:>2}: alarm rate new {rates_new[-1]:.1%} / old {rates_old[-1]:.1%} "
             f"(thresholds {thr['alarm']:.4f} / {thr['alarm_marginal']:.4f}); stream 2000 in-dist alarm "
-            f"{stream_fa[-1]}; {time.time() - t0:.0f} s",
+            f"{stream_fa[-1]} (conformal {stream_fa_conf[-1]}); {time.time() - t0:.0f} s",
             flush=True,
         )
     assert info0 is not None
@@ -263,23 +281,31 @@ def main() -> None:
         worst_new = min(worst_new, n)
         print(f"   {name:<24} new {n:.0%}   old {o:.0%}")
     print(f"   lowest detection rate, new rule: {worst_new:.0%} (target >= 90%)")
-    print("\n3. Stream test")
     print(
-        f"   unseen in-distribution streams of 2,000 rows: stream alarm in {np.mean(stream_fa):.1%} of "
-        f"{len(stream_fa)} runs (target <= 5%)"
+        f"\n3. Stream test: 'reference' (the default: every row so far against the fixed held-out rows, a look every "
+        f"{info0.stream_look} rows spending alpha/(k(k+1))) and 'conformal' (the martingales before), same streams"
     )
-    a600 = [a for a in tdist["600"]]
-    hit = np.mean([a is not None and a <= 600 for a in a600])
-    at = [a for a in a600 if a is not None]
-    print(
-        f"   test distribution ({args.half} half), streams of 600 (3 windows of 200, each without repeats): alarm within 600 rows in "
-        f"{hit:.0%} of {len(a600)} orders (target >= 90%); median row of the alarm {np.median(at) if at else float('nan'):.0f}"
-    )
-    whole = tdist["whole"]
-    print(
-        f"   test distribution ({args.half} half), all {len(yt)} rows in a random order: alarm in "
-        f"{np.mean([a is not None for a in whole]):.0%} of {len(whole)} orders"
-    )
+    for label, fa, k600, kwhole in (
+        ("reference", stream_fa, "600", "whole"),
+        ("conformal", stream_fa_conf, "600_conf", "whole_conf"),
+    ):
+        a600 = tdist[k600]
+        hit = np.mean([a is not None and a <= 600 for a in a600])
+        at = [a for a in a600 if a is not None]
+        whole = tdist[kwhole]
+        print(
+            f"   [{label}] unseen in-distribution streams of 2,000 rows: stream alarm in {np.mean(fa):.1%} of "
+            f"{len(fa)} runs (target <= 5%)"
+        )
+        print(
+            f"   [{label}] test distribution ({args.half} half), streams of 600 (3 windows of 200, each without repeats): "
+            f"alarm within 600 rows in {hit:.0%} of {len(a600)} orders (target >= 90%); median row of the alarm "
+            f"{np.median(at) if at else float('nan'):.0f}"
+        )
+        print(
+            f"   [{label}] test distribution ({args.half} half), all {len(yt)} rows in a random order: alarm in "
+            f"{np.mean([a is not None for a in whole]):.0%} of {len(whole)} orders"
+        )
     print(
         f"   per-window alarms on test-distribution windows of 200: new rule {np.mean(tdist['win_new']):.0%}, "
         f"old rule {np.mean(tdist['win_old']):.0%}"
@@ -307,6 +333,34 @@ def main() -> None:
         "   targets: in-distribution <= 10% flagged and the unflagged within 0.03; test distribution: every window"
     )
     print("   within 0.03 or flagged (with its reason)")
+    marginal = info0.domain_alpha or 0.0
+    print(
+        "   the same windows under both domain flag levels (the other reasons, drift tests / ESS / stream alarm, kept):"
+    )
+    for lname, level in (
+        (f"per-deployment p <= {info0.domain_level:g} (configured)", info0.domain_level or 0.0),
+        (f"marginal p <= {marginal:g}", marginal),
+    ):
+        for kind, label in (("in", "in-distribution"), ("test", f"test ({args.half} half)")):
+            rows = [r for r in domain_rows if r.get("kind") == kind]
+            fl = [
+                r["other"] or r["p_domain"] <= level or r["ess_fraction"] < info0.min_ess_fraction
+                for r in rows
+            ]
+            off = [r for r, f in zip(rows, fl, strict=True) if not f and r["err"] > 0.03]
+            where = ""
+            if kind == "test":
+                where = (
+                    " (by window of the stream: "
+                    + ", ".join(
+                        ("1st", "2nd", "3rd")[k] + f" {sum(r.get('pos') == k for r in off)}" for k in range(3)
+                    )
+                    + ")"
+                )
+            print(
+                f"   [{lname}] {label}: flagged {np.mean(fl):.1%} of {len(rows)}; unflagged and off by > 0.03: "
+                f"{len(off)}{where}"
+            )
     print(
         f"\n5. Domain classifier (reference rows vs the window; flag at p <= {info0.domain_alpha}, or ESS fraction < "
         f"{info0.min_ess_fraction}) and the importance-weighted calibration"
@@ -318,6 +372,19 @@ def main() -> None:
         per_draw = [
             np.mean([r["domain"] for r in rows if r["draw"] == d]) for d in sorted({r["draw"] for r in rows})
         ]
+        if kind == "in":  # the domain flag's false-flag budget, one rate per deployment (draw)
+            for lname, level in (("per-deployment", info0.domain_level or 0.0), ("marginal", marginal)):
+                rates = [
+                    np.mean([r["p_domain"] <= level for r in rows if r["draw"] == d])
+                    for d in sorted({r["draw"] for r in rows})
+                ]
+                print(
+                    f"   in-distribution domain p-flag at p <= {level:g} ({lname}), per draw over {len(rates)} draws: "
+                    f"mean {np.mean(rates):.1%}, median {np.median(rates):.1%}, 90th pct {np.quantile(rates, 0.9):.1%}, "
+                    f"95th pct {np.quantile(rates, 0.95):.1%}, max {np.max(rates):.1%}; draws <= {info0.domain_alpha:g}: "
+                    f"{np.mean(np.asarray(rates) <= (info0.domain_alpha or 0)):.0%} (target: <= {info0.domain_alpha:g} in >= "
+                    f"{1 - (info0.domain_delta or 0):.0%} of draws)"
+                )
         auc = np.array([r["auc"] for r in rows])
         essf = np.array([r["ess_fraction"] for r in rows])
         err, errw = np.array([r["err"] for r in rows]), np.array([r["err_weighted"] for r in rows])

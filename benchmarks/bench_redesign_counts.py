@@ -7,6 +7,8 @@
 * copies of "find this artifact in a run directory": functions outside ``core/run_reader.py`` that walk
   the manifest's per-stage ``artifacts`` themselves, or glob ``stages/*/artifacts``;
 * the package graph against docs/architecture.md's layer table (``benchmarks/package_graph.py``);
+* the modules that read a stage's record from the stage module that writes it (outside the stages), and
+  the modules outside the train stage that read its held-out helper (the split is a typed record now);
 * "one place" per extension, read from the source: second tables a new plug-in would have to be added
   to (a family-ladder table in the train stage, a table of drift-test names in the live monitor, a
   private strategy dict outside the Registry), validate-time checks of ``family``/``tune_knobs``, public
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib.util
+import re
 import subprocess
 import sys
 import tarfile
@@ -120,6 +123,21 @@ def one_place(src: Path) -> dict[str, object]:
     train_cfg = _text(src / "stages/train/config.py")
     live = _text(src / "monitoring/live.py") + _text(src / "serving/live.py")
     selection = _text(src / "monitoring/selection.py") + _text(src / "stages/monitor/selection.py")
+    heldout = sorted(
+        str(p.relative_to(src))
+        for p in src.rglob("*.py")
+        if "stages.train.heldout import" in p.read_text()
+        and not str(p.relative_to(src)).startswith("stages/train")
+    )
+    record_import = re.compile(
+        r"from closedloop\.stages\.(task|train|train\.stage|train\.outcomes|export\.bundle|audit\.report) import .*"
+        r"\b(TaskSpec|EvaluationReport|ExportBundle|AuditReport|HeldOut|\w+Outcome|Reference|HumanComparison)\b"
+    )
+    records = sorted(
+        str(p.relative_to(src))
+        for p in src.rglob("*.py")
+        if not str(p.relative_to(src)).startswith("stages/") and record_import.search(p.read_text())
+    )
     knob_files = sorted(
         str(p.relative_to(src))
         for p in src.rglob("*.py")
@@ -136,6 +154,8 @@ def one_place(src: Path) -> dict[str, object]:
             for f in ("monitoring/drift/checks.py", "models/checks.py", "stages/audit/checks.py")
         ),
         "files naming the weight_decay knob": f"{len(knob_files)} {knob_files}",
+        "modules outside the train stage reading its held-out helper": f"{len(heldout)} {heldout}",
+        "modules outside the stages importing a stage module for a record type": f"{len(records)} {records}",
     }
 
 

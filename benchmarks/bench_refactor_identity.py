@@ -4,8 +4,9 @@ Runs each config with the pre-refactor code (a detached worktree of the commit t
 from, ``--pre``) and with this checkout's code, each with ``--no-cache --out <tmp>`` and a budget
 large enough that no wall-time budget cut occurs (``train.budget_minutes=1000``; so the comparison
 does not depend on machine load), only up to the export stage. Compares the test metrics in
-``summary.json``, the validation ledger rows (without times) and the sha256 of every exported ONNX
-file; prints IDENTICAL / DIFFERENT per item.
+``summary.json``, the validation ledger rows (without times), the sha256 of every exported ONNX
+file and of every JSON file saved as an artifact (the typed records), summary.json, decision.json and
+the report's text; prints IDENTICAL / DIFFERENT per item.
 
     python benchmarks/bench_refactor_identity.py --pre /tmp/pre_trainsplit [--only quickstart]
     python benchmarks/bench_refactor_identity.py --pre A --new A   # old vs old: the check is stable
@@ -130,6 +131,14 @@ def onnx_hashes(run_dir: Path) -> dict[str, str]:
     }
 
 
+def artifact_json(run_dir: Path) -> dict[str, str]:
+    """sha256 of every JSON file the stages saved as artifacts (the records the typed readers read)."""
+    return {
+        str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(run_dir.glob("stages/*/artifacts/**/*.json"))
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pre", required=True, type=Path, help="worktree of the pre-refactor commit")
@@ -163,6 +172,7 @@ def main() -> None:
             "test metrics (summary.json)": (test_metrics(pre), test_metrics(new)),
             "validation ledger rows (without times)": (ledger(pre), ledger(new)),
             "ONNX sha256": (onnx_hashes(pre), onnx_hashes(new)),
+            "artifact JSON files sha256": (artifact_json(pre), artifact_json(new)),
             "summary.json (without wall times)": (summary_json(pre), summary_json(new)),
             "decision.json (first screen)": (decision_json(pre), decision_json(new)),
             "report.html text (without wall times)": (report_text(pre), report_text(new)),

@@ -114,6 +114,13 @@ class Server:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def loop_cpu_seconds(self) -> float:
+        """CPU time of the server's main thread alone: uvicorn's event loop (the rest is the model and
+        batch threads); a one-worker server's main thread is the process's first task."""
+        stat = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -641,6 +648,17 @@ def spread(values: list[float]) -> str:
     return f"median {statistics.median(values):.2f} (min {min(values):.2f}, max {max(values):.2f}; {len(values)} rounds)"
 
 
+def cpu_split(split: list[tuple[float, float]]) -> str:
+    """Where closedloop's CPU per request went: the event loop (HTTP, parsing, queueing, the response)
+    and the other threads (the model call, the log record)."""
+    loop_ms = statistics.median(v[0] for v in split)
+    rest_ms = statistics.median(v[1] for v in split)
+    return (
+        f"closedloop cpu ms/req by thread: event loop {loop_ms:.3f}, model + log threads {rest_ms:.3f} "
+        f"(medians over {len(split)} rounds)"
+    )
+
+
 def metric_value(url: str, name: str) -> float:
     import httpx
 
@@ -762,6 +780,7 @@ def main() -> int:
         servers += [bare, plain, batched]
 
         cpus: list[float] = []  # capacity ratios of the last comparison: bare's CPU per request / ours
+        split: list[tuple[float, float]] = []  # ours: (event-loop thread, other threads) CPU ms per request
 
         def compare(
             title: str, a: Server, b: Server, conc_a: int, conc_b: int
@@ -770,12 +789,13 @@ def main() -> int:
             say(HEADER)
             rates, p99s, runs_a = [], [], []
             cpus.clear()
+            split.clear()
             for rnd in range(args.rounds):
                 order = [(b, conc_b), (a, conc_a)] if rnd % 2 == 0 else [(a, conc_a), (b, conc_b)]
                 got = {}
                 for srv, conc in order:
                     tag = f"{srv.label.split()[0]}-{'batched' if srv is batched else 'plain'}-c{conc}-r{rnd}"
-                    cpu0 = srv.cpu_seconds()
+                    cpu0, loop0 = srv.cpu_seconds(), srv.loop_cpu_seconds()
                     got[srv.label] = r = run_load(
                         srv.url + infer_path,
                         body,
@@ -786,6 +806,9 @@ def main() -> int:
                         use_hey,
                     )
                     r.cpu_ms = (srv.cpu_seconds() - cpu0) * 1000 / max(r.ok, 1)
+                    if srv is a:
+                        on_loop = (srv.loop_cpu_seconds() - loop0) * 1000 / max(r.ok, 1)
+                        split.append((on_loop, r.cpu_ms - on_loop))
                     say(r.row())
                 ra, rb = got[a.label], got[b.label]
                 cpus.append(rb.cpu_ms / ra.cpu_ms)
@@ -806,6 +829,7 @@ def main() -> int:
             f"throughput ratio closedloop / bare: {spread(rates)}  {'OK' if statistics.median(rates) >= 1.0 else 'BELOW TARGET'} (>= 1.0)"
         )
         say(f"capacity ratio (bare cpu/req / closedloop cpu/req): {spread(cpus)}")
+        say(cpu_split(split))
         say(
             f"p99 ratio closedloop / bare:        {spread(p99s)}  {'OK' if statistics.median(p99s) <= 1.2 else 'ABOVE TARGET'} (<= 1.2)"
         )
@@ -820,6 +844,7 @@ def main() -> int:
         )
         p99 = [r.pct(99) for r in runs]
         say(f"capacity ratio (bare cpu/req / batched closedloop cpu/req): {spread(cpus)}")
+        say(cpu_split(split))
         say(
             f"throughput ratio batched closedloop / bare: {spread(rates)}  {'OK' if statistics.median(rates) >= 2.0 else 'BELOW TARGET'} (>= 2.0)"
         )
@@ -914,6 +939,8 @@ def main() -> int:
             f"SIGKILL after 500 acknowledged (concurrency 32): {len(res.acked)} acknowledged, {len(in_log)} records, "
             f"{len(lost)} acknowledged but missing  {'OK' if not lost else 'FAIL'}; failed after the kill: {res.errors}; exit {rc}"
         )
+        # the machine is shared: the load at the end says whether it changed while the rounds ran
+        say(f"\nload average at end: {os.getloadavg()[0]:.1f}")
     finally:
         for srv in servers:
             srv.stop()

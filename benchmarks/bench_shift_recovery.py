@@ -59,17 +59,14 @@ def point(y: np.ndarray, d: np.ndarray, costs: tuple[float, float]) -> dict[str,
     return operating_point(y, d, costs)
 
 
-def _champion_test_auc(run_dir: Path, find: object) -> str:
+def _champion_test_auc(run_dir: Path) -> str:
     """The champion run's own test AUC (its one test opening), as its evaluation artifact records it."""
-    import json
+    from closedloop.artifacts.evaluation import EvaluationReport
+    from closedloop.core.run_reader import RunDir
 
-    for d in reversed(find(run_dir, "evaluation")):  # type: ignore[operator]
-        f = d / "artifact.json"
-        if f.is_file():
-            auc = (json.loads(f.read_text()).get("test") or {}).get("auc")
-            if auc is not None:
-                return f"{float(auc['value'] if isinstance(auc, dict) else auc):.3f}"
-    return "not recorded"
+    run = RunDir(run_dir)
+    auc = run.artifact(EvaluationReport).test.get("auc") if run.artifact_dir(EvaluationReport) else None
+    return "not recorded" if auc is None or auc.value is None else f"{auc.value:.3f}"
 
 
 def main() -> None:
@@ -97,7 +94,6 @@ def main() -> None:
     from closedloop.adapt.run import run_adapt
     from closedloop.core.io import read_json
     from closedloop.models.trained import TrainedModel
-    from closedloop.monitoring.monitor import find_artifacts
     from closedloop.stages.monitor.retrain import _load_run
 
     torch.set_num_threads(1)  # the machine is shared: one thread per process avoids oversubscription
@@ -111,9 +107,9 @@ def main() -> None:
     perm = np.random.default_rng(0).permutation(len(y_test))
     halves = {"dev": np.sort(perm[: len(perm) // 2]), "report": np.sort(perm[len(perm) // 2 :])}
     half = halves[args.half]
-    assert find_artifacts(run_dir, "model") and isinstance(model, TrainedModel)
+    assert isinstance(model, TrainedModel)
     info = read_json(OUT / "champion.json")
-    test_auc = _champion_test_auc(run_dir, find_artifacts)
+    test_auc = _champion_test_auc(run_dir)
     plan = info.get("final_plan") or {}
     plan_text = (
         f"final fit {plan.get('epochs')} of {plan.get('asked_epochs')} tuned epoch(s), "

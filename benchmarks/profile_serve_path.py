@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as _dt
+import gc
 import json
 import statistics
 import sys
@@ -85,6 +86,89 @@ def asgi_call(app: object, path: str, body: bytes) -> Callable[[], object]:
     return call
 
 
+def concurrent_cpu_us(app: object, path: str, body: bytes, clients: int, n: int) -> tuple[float, float]:
+    """``clients`` closed-loop clients send ``n`` requests in all through the ASGI app (no sockets):
+    CPU microseconds per request of the whole process (every thread: the batch threads too) and of the
+    event-loop thread alone, the part the single loop has to do for each request."""
+    loop = asyncio.new_event_loop()
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 8080),
+    }
+
+    async def request() -> None:
+        sent = False
+        done = asyncio.Event()
+        status = 0
+
+        async def receive() -> dict:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await done.wait()  # as uvicorn: the next message only comes after the response
+            return {"type": "http.disconnect"}
+
+        async def send(msg: dict) -> None:
+            nonlocal status
+            if msg["type"] == "http.response.start":
+                status = msg["status"]
+            elif not msg.get("more_body"):
+                done.set()
+
+        await app(dict(scope), receive, send)  # type: ignore[operator]
+        assert status == 200, status
+
+    async def client(count: int) -> None:
+        for _ in range(count):
+            await request()
+
+    async def run(count: int) -> None:
+        await asyncio.gather(*(client(count) for _ in range(clients)))
+
+    loop.run_until_complete(run(4))  # warm-up: the batcher's task starts on this loop
+    p0, t0 = time.process_time(), time.thread_time()
+    loop.run_until_complete(run(n // clients))
+    for task in asyncio.all_tasks(loop):  # the batcher's task: stop it before the loop goes
+        task.cancel()
+    loop.run_until_complete(asyncio.sleep(0.01))
+    loop.close()
+    p1, t1 = time.process_time(), time.thread_time()
+    total = n // clients * clients
+    return (p1 - p0) / total * 1e6, (t1 - t0) / total * 1e6
+
+
+def model_batch_us(model: object, x1: np.ndarray, batch: int = 32, n: int = 50) -> float:
+    """CPU microseconds per image of the model call alone at ``batch`` images per call."""
+    xb = np.repeat(x1, batch, axis=0)
+    for _ in range(5):
+        model.predict(xb)  # type: ignore[attr-defined]
+    t0 = time.thread_time()
+    for _ in range(n):
+        model.predict(xb)  # type: ignore[attr-defined]
+    return (time.thread_time() - t0) / (n * batch) * 1e6
+
+
+def full_collection_ms(repeat: int = 5) -> float:
+    """Median milliseconds of one full pass of the cyclic garbage collector over this process's heap."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        gc.collect()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run-dir", required=True, help="run with an exported model")
@@ -123,7 +207,10 @@ def main() -> int:
     )
     with tempfile.TemporaryDirectory() as tmp:
         service = Service(ServeOptions(run_dir=str(run_dir), log_dir=tmp))
-        service.warm_up()
+        app = build_app(service)
+        service.warm_up()  # what the app's lifespan does before the server reports ready
+        # what one full pass of the garbage collector costs now: a pause every request in flight waits out
+        gc_ms = full_collection_ms()
         model = service.router.current.champion
         body = json.dumps(
             {
@@ -176,11 +263,34 @@ def main() -> int:
         say(f"\n{'part':<52}{'median us':>11}")
         for name, fn in parts:
             say(f"{name:<52}{median_us(fn, args.n):>11.1f}")
-        app = build_app(service)
+        say(f"{'GC: one full collection after warm-up (ms)':<52}{gc_ms:>11.2f}")
+        infer_path = f"/v2/models/{model.name}/infer"
         say(
-            f"{'whole request through the ASGI app (no sockets)':<52}{median_us(asgi_call(app, f'/v2/models/{model.name}/infer', body), args.n):>11.1f}"
+            f"{'whole request through the ASGI app (no sockets)':<52}{median_us(asgi_call(app, infer_path, body), args.n):>11.1f}"
         )
+        whole, on_loop = concurrent_cpu_us(app, infer_path, body, 8, args.n * 2)
+        say(f"\nunbatched (the default), 8 concurrent clients, {args.n * 2} requests:")
+        say(f"{'  CPU per request, whole process (us)':<52}{whole:>11.1f}")
+        say(f"{'  CPU per request, event-loop thread (us)':<52}{on_loop:>11.1f}")
         service.close()
+
+        batched = Service(
+            ServeOptions(
+                run_dir=str(run_dir), log_dir=tmp + "/batched", max_batch_size=32, max_queue_delay_ms=2.0
+            )
+        )
+        batched_app = build_app(batched)
+        batched.warm_up()
+        whole, on_loop = concurrent_cpu_us(batched_app, infer_path, body, 32, args.n * 2)
+        batched.close()
+        say(
+            f"\nbatched (--max-batch-size 32 --max-queue-delay-ms 2), 32 concurrent clients, {args.n * 2} requests:"
+        )
+        say(f"{'  CPU per request, whole process (us)':<52}{whole:>11.1f}")
+        say(f"{'  CPU per request, event-loop thread (us)':<52}{on_loop:>11.1f}")
+        say(
+            f"{'  of which the model (onnxruntime, per image at batch 32)':<52}{model_batch_us(model, x1):>11.1f}"
+        )
         ns: dict[str, object] = {}
         sys.argv = ["bare", str(model.export_dir), "0"]
         sys.path.insert(0, str(ROOT / "benchmarks"))

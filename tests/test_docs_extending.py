@@ -86,8 +86,10 @@ def test_extending_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert any(f["check"] == "min_rows" for f in result.artifact("audit").findings)
     assert "naive_bayes" in [r.name for r in result.artifact("baseline").results]
     evaluation = result.artifact("evaluation")
-    assert evaluation.chosen["family"] == "my_pkg.models:tiny_mlp"
+    assert evaluation.chosen.family == "my_pkg.models:tiny_mlp"
     assert "dropout" not in evaluation.phases["tune"]["space"]
+    assert namespace["run"].artifact(namespace["RowCountsReport"]).rows == {"train": 420, "val": 90}
+    assert namespace["evaluation"].chosen.family == evaluation.chosen.family  # read back = in memory
     assert {"name": "my_pkg.drift:MeanShift", "params": {"feature": 0}} in stages["monitor"]["reference"][
         "tests"
     ]

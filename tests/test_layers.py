@@ -7,7 +7,7 @@ import functools
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "closedloop"
-LOWER_LAYERS = ("core", "stats", "data", "models", "monitoring")
+LOWER_LAYERS = ("core", "artifacts", "stats", "data", "models", "monitoring")
 
 
 def _module_name(path: Path) -> str:
@@ -143,3 +143,35 @@ def test_the_graph_check_sees_an_upward_arrow(tmp_path: Path) -> None:
     bad = g.violations(edges)
     assert "upward, and the two import each other" in bad["core -> report"]
     assert g.mutual_pairs(edges) == ["core <-> report"]
+
+
+RECORD_HOMES = (
+    "closedloop.stages.task",
+    "closedloop.stages.train",
+    "closedloop.stages.train.stage",
+    "closedloop.stages.train.outcomes",
+    "closedloop.stages.train.heldout",
+    "closedloop.stages.export.bundle",
+    "closedloop.stages.audit.report",
+)
+TRAIN_RECORDS = (
+    "closedloop.stages.train.stage",
+    "closedloop.stages.train.outcomes",
+    "closedloop.stages.train.heldout",
+)
+
+
+def test_readers_take_the_records_from_closedloop_artifacts() -> None:
+    """The records a stage writes (task spec, evaluation report, phase outcomes, the held-out split,
+    export and audit records) are read back from ``closedloop.artifacts`` (the held-out rows selected
+    with ``closedloop.models.heldout``): no package outside the stages imports the stage modules that
+    write them, and no other stage imports the train stage's records."""
+    offenders = []
+    for path in sorted(SRC.rglob("*.py")):
+        module = _module_name(path)
+        for line, mod in _imports(path):
+            outside = not module.startswith("closedloop.stages") and mod in RECORD_HOMES
+            other_stage = not module.startswith("closedloop.stages.train") and mod in TRAIN_RECORDS
+            if outside or other_stage:
+                offenders.append(f"{path.relative_to(SRC)}:{line} imports {mod}")
+    assert not offenders, "records read from the stage that writes them:\n" + "\n".join(offenders)

@@ -103,3 +103,48 @@ def test_the_excess_pairs_are_ranked_by_the_look_that_found_the_excess() -> None
     assert ne(None).n_excess == 1 and ne(None).excess_queries(0.05).tolist() == [0]
     assert ne(0.7).excess_queries(0.05).tolist() == [1]
     assert ne(None).excess_queries(0.0001).tolist() == []  # not significant: nothing marked
+
+
+def _split_leak(n_copies: int, seed: int = 0) -> DatasetBundle:
+    """Spread-out random images; val and test each get ``n_copies`` noisy copies of train images: too few
+    for either split's own look (two hypergeometric draws of 122 of 622), enough pooled."""
+    rng = np.random.default_rng(seed)
+    X = rng.integers(0, 256, (740, 8, 8, 1)).astype(np.float64)
+    parts = {"train": X[:500], "val": X[500:620], "test": X[620:740]}
+    for name in ("val", "test"):
+        src = rng.choice(500, n_copies, replace=False)
+        copies = X[src] + rng.normal(0, 3.0, X[src].shape)
+        parts[name] = np.concatenate([parts[name], copies])
+    splits = {
+        k: Split(np.clip(v, 0, 255).round().astype(np.uint8), np.arange(len(v)) % 2) for k, v in parts.items()
+    }
+    meta = DatasetMeta(name="leak", source="synthetic", kind="images", label_names=["0", "1"])
+    return DatasetBundle(meta=meta, splits=splits)
+
+
+def test_val_and_test_pooled_show_a_split_excess_that_neither_shows_alone(tmp_path: Path) -> None:
+    _, out = run(_split_leak(2), tmp_path / "a", checks=["duplicates"])  # a warning: the run goes on
+    nd = out.audit.results["duplicates"]["metrics"]["near_density"]
+    assert nd["train-test"]["p_value"] >= 0.05 and nd["train-val"]["p_value"] >= 0.05
+    assert nd["train-held-out"]["p_value"] < 0.05 and nd["train-held-out"]["n_excess"] == 4
+    f = next(f for f in out.audit.findings if f["message"].startswith("train/held-out"))
+    assert f["severity"] == "warning" and "not made by source" in f["message"]
+    ev = f["evidence"]
+    assert ev["held_out_close_rate"] > ev["train_within_rate"] and {e["split"] for e in ev["examples"]} == {
+        "val",
+        "test",
+    }
+    # a split whose own look already warns is not repeated by the pooled look; pooled: false turns it off
+    _, out = run(_split_leak(6), tmp_path / "b", checks=["duplicates"], stop_on=[])
+    assert not [f for f in out.audit.findings if f["message"].startswith("train/held-out")]
+    cfg = {"name": "duplicates", "params": {"pooled": False}}
+    _, out = run(_split_leak(2), tmp_path / "c", checks=[cfg])
+    assert "train-held-out" not in out.audit.results["duplicates"]["metrics"]["near_density"]
+
+
+def test_bad_pooled_value_names_the_field() -> None:
+    from closedloop.core.errors import ConfigError
+    from closedloop.stages.audit import AuditDataset
+
+    with pytest.raises(ConfigError, match="pooled"):
+        AuditDataset(checks=[{"name": "duplicates", "params": {"pooled": "both"}}])

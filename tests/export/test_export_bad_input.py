@@ -93,9 +93,9 @@ def test_export_int8_beyond_tolerance_is_rejected_not_shipped(small, tmp_path: P
         {"data": b, "task": t, "model": m}, RunContext(stage_name="export", stage_dir=tmp_path, seed=0)
     )
     meas = out.exported.measurements
-    assert meas["variants"]["int8"]["accepted"] is False
-    assert "P(int8) - P(fp32)" in meas["variants"]["int8"]["reason"]
-    assert meas["shipped"] != "int8"
+    assert meas.variants["int8"].accepted is False
+    assert "P(int8) - P(fp32)" in meas.variants["int8"].reason
+    assert meas.shipped != "int8"
     meta = json.loads((out.exported.directory / "predictor.json").read_text())
     assert "int8" not in meta["models"] and "int8" in meta["rejected"]
     assert stage.summarize(out)["int8"]["accepted"] is False

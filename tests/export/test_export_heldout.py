@@ -39,10 +39,10 @@ def test_export_gate_and_card_use_the_heldout_rows(tmp_path) -> None:
         {"data": b, "task": t, "model": m}, RunContext(stage_name="export", stage_dir=tmp_path, seed=0)
     )
     meas = out.exported.measurements
-    assert meas["evaluated_on"] == "calibration" and meas["n_evaluated"] == len(plan.indices) == 140
+    assert meas.evaluated_on == "calibration" and meas.n_evaluated == len(plan.indices) == 140
     idx = np.asarray(plan.indices)
     auc = roc_auc_score(val.y[idx], m.predict_proba(val.X[idx])[:, 1])
-    assert abs(meas["variants"]["fp32"]["comparison"]["value"] - auc) < 1e-4
+    assert abs(meas.variants["fp32"].comparison.value - auc) < 1e-4
     s = stage.summarize(out)
     assert s["evaluated_on"] == "calibration" and "val" not in s["fp32"]
     card = out.exported.model_card

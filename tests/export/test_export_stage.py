@@ -49,12 +49,14 @@ def test_export_summary_has_the_issue_keys(binary_run) -> None:
     for v in ("torch_fp32", "fp32", "int8", "student", "pruned"):
         assert latency[v]["p50"] > 0 and latency[v]["p95"] >= latency[v]["p50"]
         assert throughput[v] > 0
-    assert "latency_ms" not in out.exported.measurements and "seconds" not in out.exported.measurements
+    written = out.exported.measurements.model_dump(mode="json")
+    assert "latency_ms" not in written and "seconds" not in written
     assert isinstance(s["blessed"], bool)
     files = out.exported.files()
     for key in ("onnx_fp32", "onnx_int8", "predictor_metadata", "model_card"):
         assert (out.exported.directory / files[key]).is_file(), key
-    dist = out.exported.measurements["distillation"]
+    dist = out.exported.measurements.distillation
+    assert dist is not None
     assert dist["student_parameters"] < dist["teacher_parameters"]
     # the requested width 4 has 0.28 of the teacher's parameters: the stage shrinks it to fit 1/4
     assert dist["parameter_ratio"] <= 0.25 and dist["student_size_choice"]["requested_width"] == 4
@@ -75,8 +77,8 @@ def test_export_predictor_matches_the_torch_model(binary_run) -> None:
     assert p.predict(X).tolist() == expected.tolist()
     assert set(p.predict_labels(X)) <= {"low", "high"}
     shipped = Predictor(out.exported.directory)
-    assert shipped.variant == out.exported.measurements["shipped"]
-    assert out.exported.measurements["variants"][shipped.variant]["accepted"]
+    assert shipped.variant == out.exported.measurements.shipped
+    assert out.exported.measurements.variants[shipped.variant].accepted
     assert shipped.predict_proba(X).shape == ref.shape
 
 
@@ -103,7 +105,7 @@ def test_export_bundle_save_load_and_report(binary_run, tmp_path: Path) -> None:
     _, _, _, stage, out, d, _ = binary_run
     out.exported.save(tmp_path)
     loaded = ExportBundle.load(tmp_path)
-    assert loaded.measurements["shipped"] == out.exported.measurements["shipped"]
+    assert loaded.measurements.shipped == out.exported.measurements.shipped
     assert stage.summarize(type(out)(exported=loaded))["blessed"] == stage.summarize(out)["blessed"]
     assert Predictor(tmp_path).predict(digits_bundle(True).val.X[:3]).shape == (3,)
     blocks = stage.report(type(out)(exported=loaded), d)
@@ -120,8 +122,8 @@ def test_export_multiclass_defaults_ship_int8(tmp_path: Path) -> None:
         {"data": b, "task": t, "model": m}, RunContext(stage_name="export", stage_dir=tmp_path, seed=0)
     )
     meas = out.exported.measurements
-    assert meas["quantization"] == "static"
-    assert meas["variants"]["int8"]["size_bytes"] < meas["variants"]["fp32"]["size_bytes"]
+    assert meas.quantization == "static"
+    assert meas.variants["int8"].size_bytes < meas.variants["fp32"].size_bytes
     p = Predictor(out.exported.directory, variant="fp32")
     assert p.predict_proba(b.val.X[:5]).shape == (5, 10)
     np.testing.assert_allclose(p.predict_proba(b.val.X[:5]).sum(1), 1, atol=1e-6)
@@ -136,7 +138,7 @@ def test_export_table_mlp_uses_dynamic_quantization(tmp_path: Path) -> None:
         {"data": b, "task": t, "model": m}, RunContext(stage_name="export", stage_dir=tmp_path, seed=0)
     )
     meas = out.exported.measurements
-    assert meas["quantization"] == "dynamic" and "int8" in meas["variants"]
+    assert meas.quantization == "dynamic" and "int8" in meas.variants
     X = b.val.features()
     assert np.isnan(X).any()  # missing values go in raw; imputation is inside the graph
     p = Predictor(out.exported.directory, variant="fp32")

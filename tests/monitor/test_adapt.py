@@ -24,6 +24,8 @@ from closedloop.stages.task import DefineTaskConfig, build_task_spec
 sys.path.insert(0, str(Path(__file__).parent))
 from monitor_helpers import TinyCNN, _fit  # noqa: E402
 
+from run_fixtures import save_artifact  # noqa: E402
+
 
 def _images(rng: np.random.Generator, n: int, shift: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Class 1 is brighter on average; a per-image brightness offset makes the classes overlap."""
@@ -58,7 +60,7 @@ def champion(tmp_path_factory) -> tuple[Path, np.random.Generator]:
     task = build_task_spec(
         DefineTaskConfig(business={"cost_false_positive": 1, "cost_false_negative": 1}), bundle
     )
-    task.save(run / "stages/02_task/artifacts/task")
+    save_artifact(run, "02_task", "task", task)
     model = TrainedModel(
         spec=ModelSpec(family="monitor_test_cnn"),
         network=TinyCNN([28, 28, 1], 1),
@@ -72,7 +74,7 @@ def champion(tmp_path_factory) -> tuple[Path, np.random.Generator]:
     # flags 95% of the negatives
     p_neg = model.predict_proba(bundle.val.X)[np.asarray(bundle.val.y) == 0, 1]
     model.threshold = float(np.quantile(p_neg, 0.05))
-    model.save(run / "stages/03_train/artifacts/model")
+    save_artifact(run, "03_train", "model", model)
     return run, rng
 
 
@@ -270,12 +272,12 @@ def _champion_with_reference(champion, tmp_path: Path) -> tuple[Path, Any, Any, 
     shutil.copytree(src.parent.parent, tmp_path / "runs")
     data = dict(yaml.safe_load((run / "config.yaml").read_text())["data"])
     bundle = SOURCES.resolve(data.pop("source"))(data).load(0)
-    bundle.save(run / "stages/01_data/artifacts/data")
+    save_artifact(run, "01_data", "data", bundle)
     model = TrainedModel.load(run / "stages/03_train/artifacts/model")
     task = TaskSpec.load(run / "stages/02_task/artifacts/task")
     cfg = BuildMonitorProfileConfig(calibration_windows=20, permutations=30, window_sizes=[50])
-    build_profile(cfg, bundle, task, model, np.random.default_rng(0)).save(
-        run / "stages/04_monitor/artifacts/reference"
+    save_artifact(
+        run, "04_monitor", "reference", build_profile(cfg, bundle, task, model, np.random.default_rng(0))
     )
     return run, bundle, task, model
 

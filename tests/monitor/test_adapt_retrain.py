@@ -81,9 +81,9 @@ def test_retrained_challenger_trains_on_one_part_sets_its_threshold_on_the_other
 ):
     from closedloop.adapt.retrain import RetrainSpec
     from closedloop.adapt.run import run_adapt
+    from closedloop.core.run_reader import RunDir
     from closedloop.data.bundle import DatasetBundle
     from closedloop.models.trained import TrainedModel
-    from closedloop.monitoring.monitor import find_artifacts
     from closedloop.stages.audit.duplicates import content_hashes
     from closedloop.stats.recalibration import fit_recalibration
 
@@ -126,7 +126,7 @@ def test_retrained_challenger_trains_on_one_part_sets_its_threshold_on_the_other
     assert not set(fit.fit_rows) & set(fit.calibration_rows) and fit.n_added == 2 * len(fit.fit_rows)
     new_run = Path(fit.run_dir)
     assert new_run.parent == run.parent and new_run != run  # next to the champion, its own run
-    data = DatasetBundle.load(find_artifacts(new_run, "data")[-1])
+    data = DatasetBundle.load(RunDir(new_run).artifact_dirs(DatasetBundle)[-1])
     trained = set(content_hashes(data.train))
     X_all = np.concatenate([Xp, Xt])[..., None]
     from closedloop.data.bundle import Split

@@ -20,13 +20,15 @@ from closedloop.stages.task import DefineTaskConfig, build_task_spec
 sys.path.insert(0, str(Path(__file__).parent))
 from monitor_helpers import digits_setup, table_setup  # noqa: E402
 
+from run_fixtures import save_artifact  # noqa: E402
+
 FAST = {"calibration_windows": 30, "window_sizes": [50, 100], "permutations": 60}
 
 
 def _run_dir(tmp: Path, model, profile) -> Path:
     run = tmp / "run"
-    model.save(run / "stages/05_train/artifacts/model")
-    profile.save(run / "stages/07_monitor/artifacts/reference")
+    save_artifact(run, "05_train", "model", model)
+    save_artifact(run, "07_monitor", "reference", profile)
     return run
 
 

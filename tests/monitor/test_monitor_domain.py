@@ -30,6 +30,8 @@ from closedloop.stages.task import DefineTaskConfig, build_task_spec
 sys.path.insert(0, str(Path(__file__).parent))
 from monitor_helpers import table_setup  # noqa: E402
 
+from run_fixtures import save_artifact  # noqa: E402
+
 FAST = {"calibration_windows": 30, "window_sizes": [50, 100], "permutations": 60}
 
 
@@ -198,10 +200,10 @@ def test_a_table_models_verified_period_becomes_its_reference(tmp_path):
         .reference
     )
     run = tmp_path / "run"
-    bundle.save(run / "stages/00_data/artifacts/data")
-    task.save(run / "stages/01_task/artifacts/task")
-    model.save(run / "stages/05_train/artifacts/model")
-    profile.save(run / "stages/07_monitor/artifacts/reference")
+    save_artifact(run, "00_data", "data", bundle)
+    save_artifact(run, "01_task", "task", task)
+    save_artifact(run, "05_train", "model", model)
+    save_artifact(run, "07_monitor", "reference", profile)
     mon = Monitor(profile, model)
     df = bundle.val.X
     rows = _rows(len(df))

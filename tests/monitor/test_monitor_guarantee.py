@@ -20,6 +20,8 @@ from closedloop.stages.task import DefineTaskConfig, build_task_spec
 sys.path.insert(0, str(Path(__file__).parent))
 from monitor_helpers import digits_setup  # noqa: E402
 
+from run_fixtures import save_artifact  # noqa: E402
+
 FAST = {"calibration_windows": 40, "window_sizes": [50, 100], "permutations": 40}
 
 
@@ -31,8 +33,8 @@ def digits(tmp_path_factory):
     stage = BuildMonitorProfile(**FAST)
     out = stage.execute({"data": bundle, "task": task, "model": model}, RunContext("monitor", tmp, seed=0))
     run = tmp / "run"
-    model.save(run / "stages/05_train/artifacts/model")
-    out.reference.save(run / "stages/07_monitor/artifacts/reference")
+    save_artifact(run, "05_train", "model", model)
+    save_artifact(run, "07_monitor", "reference", out.reference)
     return bundle, model, task, stage, out.reference, run
 
 
@@ -72,7 +74,8 @@ def test_stream_result_beside_the_windows_in_python_json_and_cli(digits, tmp_pat
     out = tmp_path / "res.json"
     assert main(["monitor", str(run), str(tmp_path / "prod.npz"), "--window", "100", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "stream test over all 300 row(s): ALARM (raised at row" in text
+    assert "stream test over all 300 row(s) against the fixed reference, 1 look(s), last p=" in text
+    assert ": ALARM (raised at row 200)" in text
     assert "guarantee: For this deployment's reference" in text
     saved = json.loads(out.read_text())
     assert saved["stream"]["alarm"] is True and saved["summary"]["stream_alarm"] is True

@@ -16,6 +16,8 @@ from closedloop.stages.task import DefineTaskConfig, build_task_spec
 sys.path.insert(0, str(Path(__file__).parent))
 from monitor_helpers import digits_setup  # noqa: E402
 
+from run_fixtures import save_artifact  # noqa: E402
+
 
 def _labeled_dir(tmp: Path, n: int = 6) -> Path:
     root = tmp / "labeled"
@@ -56,8 +58,8 @@ def test_compare_runs_promotes_only_a_significantly_better_challenger(tmp_path):
         for p in weak.network.parameters():
             p.add_(torch.randn_like(p) * 0.5)
     for name, model in (("champ", weak), ("chall", good)):
-        _save(tmp_path / name / "stages/05_train/artifacts/model", model)
-        task.save(_mk(tmp_path / name / "stages/02_task/artifacts/task"))
+        save_artifact(tmp_path / name, "05_train", "model", model)
+        save_artifact(tmp_path / name, "02_task", "task", task)
     test = bundle.unsealed_test(__import__("closedloop.core.stage", fromlist=["_TEST_TOKEN"])._TEST_TOKEN)
     res = compare_runs(tmp_path / "champ", tmp_path / "chall", test.X, test.y)
     assert res["comparison"]["delta"] > 0 and res["promote"], res["reasons"]
@@ -106,8 +108,8 @@ def test_val_comparison_uses_only_rows_both_models_held_out(tmp_path):
             model.info["trained_on"] = "train+val"
         else:
             model.info[INFO_KEY] = heldout
-        _save(tmp_path / name / "stages/05_train/artifacts/model", model)
-        task.save(_mk(tmp_path / name / "stages/02_task/artifacts/task"))
+        save_artifact(tmp_path / name, "05_train", "model", model)
+        save_artifact(tmp_path / name, "02_task", "task", task)
         return tmp_path / name
 
     champ = run("champ", plan(np.arange(0, 60)))
@@ -138,8 +140,8 @@ def test_compare_runs_with_production_labels_uses_the_two_part_rule(tmp_path):
         for p in weak.network.parameters():
             p.add_(torch.randn_like(p) * 0.5)
     for name, model in (("champ", weak), ("chall", good)):
-        _save(tmp_path / name / "stages/05_train/artifacts/model", model)
-        task.save(_mk(tmp_path / name / "stages/02_task/artifacts/task"))
+        save_artifact(tmp_path / name, "05_train", "model", model)
+        save_artifact(tmp_path / name, "02_task", "task", task)
     test = bundle.unsealed_test(_TEST_TOKEN)
     X, y = test.X, np.asarray(test.y)
     res = compare_runs(

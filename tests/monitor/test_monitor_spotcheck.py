@@ -16,6 +16,7 @@ from livelog_fixtures import _digits_model, request, tiny_run, write  # noqa: E4
 
 from closedloop.cli import main  # noqa: E402
 from closedloop.monitoring.monitor import find_profile_dir  # noqa: E402
+from run_fixtures import save_artifact  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +114,7 @@ def test_set_reference_from_a_verified_period(run, tmp_path, capsys):
     bundle, _ = _digits_model()  # the same data the tiny run's model was trained on (deterministic)
     runc = tmp_path / "runs" / run.run.name
     shutil.copytree(run.run, runc)
-    bundle.save(runc / "stages/00_data/artifacts/data")
+    save_artifact(runc, "00_data", "data", bundle)
     log = _log(tmp_path, run)
     drawn = tmp_path / "spot"
     assert main(["monitor", str(runc), str(log), "--spot-check", "200", "--spot-check-dir", str(drawn)]) == 0

@@ -31,6 +31,8 @@ from closedloop.stages.task import DefineTaskConfig, build_task_spec
 sys.path.insert(0, str(Path(__file__).parent))
 from monitor_helpers import digits_setup  # noqa: E402
 
+from run_fixtures import save_artifact  # noqa: E402
+
 FAST = {"calibration_windows": 20, "window_sizes": [50], "permutations": 30}
 PROFILE_REVIEW = {"strategy": "kcenter", "control_fraction": 0.2}
 
@@ -124,8 +126,8 @@ def digits(tmp_path_factory):
     out = stage.execute({"data": bundle, "task": task, "model": model}, RunContext("monitor", tmp, seed=0))
     assert stage.summarize(out)["reference"]["review_strategy"] == "kcenter"  # in summary.json
     run = tmp / "run"
-    model.save(run / "stages/05_train/artifacts/model")
-    out.reference.save(run / "stages/07_monitor/artifacts/reference")
+    save_artifact(run, "05_train", "model", model)
+    save_artifact(run, "07_monitor", "reference", out.reference)
     return bundle, run
 
 

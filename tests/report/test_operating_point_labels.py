@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+from closedloop.artifacts.figures import Figure, PerDay
+from closedloop.artifacts.selection import SelectionBias
 from closedloop.report.evidence import _on_test, _per_day
 from closedloop.stages.train.phases.evaluate import label_operating_points
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_run import per_day, selection  # noqa: E402
 
 
 def test_each_metric_names_its_decision_rule() -> None:
@@ -16,10 +24,12 @@ def test_each_metric_names_its_decision_rule() -> None:
     assert std["acc"]["decided_at"] == "shipped threshold 0.073"
     assert label_operating_points(m, "multiclass", "standard", None)["acc"]["decided_at"] == "argmax"
     # the report's acceptance table and per-day panel carry the label
-    assert _on_test(med["acc"]) == "test, at 0.5 (MedMNIST convention, not the shipped threshold)"
-    assert _on_test(med["auc"]) == "test"
-    pd = {k: {"value": 1.0, "ci95": [0.5, 2.0]} for k in ("caught", "missed", "false_alarms")}
-    assert _per_day({**pd, "threshold": 0.073}).evaluated_on == "test, at the shipped threshold 0.073"
+    assert _on_test(Figure.model_validate(med["acc"])) == (
+        "test, at 0.5 (MedMNIST convention, not the shipped threshold)"
+    )
+    assert _on_test(Figure.model_validate(med["auc"])) == "test"
+    pd = PerDay.model_validate(per_day(threshold=0.073))
+    assert _per_day(pd).evaluated_on == "test, at the shipped threshold 0.073"
 
 
 def test_the_val_to_test_gap_is_explained_next_to_the_split_shift_finding() -> None:
@@ -28,7 +38,7 @@ def test_the_val_to_test_gap_is_explained_next_to_the_split_shift_finding() -> N
 
     ev = RunEvidence(name="p", run_dir="r", status="ok")
     ev.test["auc"] = Estimate(value=0.973, ci95=(0.96, 0.983))
-    ev.selection = {"metric": "auc", "corrected_value": 0.9965}
+    ev.selection = SelectionBias.model_validate(selection(metric="auc", corrected_value=0.9965))
     ev.audit = AuditEvidence(test_shift_auc=0.64)
     text = val_test_gap(ev)
     assert "below what validation and the selection bias predict (0.9965)" in text

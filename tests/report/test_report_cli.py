@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_run import evaluation, make_run, task  # noqa: E402
+from fake_run import evaluation, make_run, task, tune  # noqa: E402
 
 from closedloop.cli import main  # noqa: E402
 from closedloop.core.errors import ClosedLoopError, RunDirError  # noqa: E402
@@ -28,7 +28,7 @@ def _with_validation(run: Path, bundle, logits: np.ndarray) -> Path:
     np.save(run / "stages/05_train/work/val.npy", logits)
     ev_path = run / "stages/05_train/artifacts/evaluation/artifact.json"
     ev = json.loads(ev_path.read_text())
-    ev["phases"]["tune"] = {"val_logits_file": "val.npy"}
+    ev["phases"]["tune"] = tune(val_logits_file="val.npy")
     ev_path.write_text(json.dumps(ev))
     m = json.loads((run / "manifest.json").read_text())
     m["stages"].insert(

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_run import audit, evaluation, make_run, measurements, task  # noqa: E402
+from fake_run import audit, evaluation, gate, make_run, task  # noqa: E402
 
 from closedloop.report.decision import Rules, decide, verdict  # noqa: E402
 from closedloop.report.evidence import (  # noqa: E402
@@ -30,24 +30,14 @@ def test_verdict_uses_the_interval():
 
 
 def test_gate_fields_read_as_reported():
-    holm = gate_evidence(
-        {"metric": "auc", "delta": 0.1, "p_value": 0.01, "p_holm": 0.07, "n_configs": 7, "significant": False}
+    from closedloop.artifacts.gate import GateResult
+
+    g = gate_evidence(GateResult.model_validate(gate(significant=False, p_value=0.01, p_adjusted=0.07)))
+    assert g.p_reported == 0.07 and g.correction == "Holm over 7 test comparisons" and not g.significant
+    one = gate_evidence(
+        GateResult.model_validate(gate(p_adjusted=0.01, correction="none", n_test_comparisons=1))
     )
-    assert holm.p_reported == 0.07 and "Holm over 7" in holm.correction
-    # a gate that reports its own adjusted p and correction wins over p_holm
-    new = gate_evidence(
-        {
-            "metric": "auc",
-            "delta": 0.1,
-            "p_value": 0.01,
-            "p_holm": 0.07,
-            "p_adjusted": 0.01,
-            "correction": "none (single declared comparison)",
-            "n_configs": 7,
-            "significant": True,
-        }
-    )
-    assert new.p_reported == 0.01 and new.correction.startswith("none") and new.significant
+    assert one.p_reported == 0.01 and one.correction == "none" and one.significant
 
 
 def test_full_run_ships(tmp_path):
@@ -88,8 +78,8 @@ def test_near_reference_stops_tuning(tmp_path):
         tmp_path,
         artifacts={
             "task": task(references=[{"name": "radiologist", "level": "human", "metrics": {"auc": 0.955}}]),
-            "exported": measurements(latency_ms={"int8": {"p95": 50.0}}),
         },
+        export_timings={"latency_ms.int8.p95": 50.0},
     )
     d = decide(gather(run))
     assert d.constraints[0].met is False

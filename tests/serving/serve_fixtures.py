@@ -120,6 +120,39 @@ def make_run_dir(
     return run
 
 
+def write_task(run: Path, *, max_latency_ms: float | None = None) -> None:
+    """A task stage's artifact in ``run`` (a whole TaskSpec, as the task stage writes it), listed in
+    the manifest."""
+    from closedloop.artifacts.task import Business, Constraints, TaskSpec, ValidationProtocol
+
+    folder = run / "stages" / "02_task" / "artifacts" / "task"
+    folder.mkdir(parents=True)
+    TaskSpec(
+        problem_type="multiclass",
+        n_outputs=10,
+        label_names=[str(i) for i in range(10)],
+        positive_class=None,
+        inputs="8x8 shapes",
+        target="shape",
+        data_kind="images",
+        input_shape=[8, 8, 1],
+        primary_metric="acc",
+        metrics=["acc"],
+        metric_convention="standard",
+        higher_is_better=True,
+        acceptance={},
+        references=[],
+        constraints=Constraints(max_latency_ms=max_latency_ms),
+        business=Business(),
+        intended_use="",
+        known_misuse=[],
+        validation=ValidationProtocol(),
+        class_counts={},
+        inferred={},
+    ).save(folder)
+    record_artifact(run, "task", "task", "closedloop.artifacts.task:TaskSpec")
+
+
 def record_artifact(run: Path, stage: str, name: str, type_path: str) -> None:
     """List ``run/stages/*_<stage>/artifacts/<name>`` in the run's manifest.json, as the pipeline does
     for every artifact it commits (readers find artifacts through the manifest, not by globbing)."""

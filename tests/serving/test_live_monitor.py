@@ -82,6 +82,8 @@ def test_darker_scanner_alarms_on_the_latest_window(run, tmp_path):
     assert shifted.window_start.startswith("2026-11-30T21:16:40")  # only the newest 100 rows
     # the stream test follows every row since the monitor started, beside the window's level
     assert shifted.stream is not None and shifted.stream.n == 200
+    # against the fixed reference: one look at 200 rows, on the served outputs the log holds
+    assert shifted.stream.test == "reference" and shifted.stream.looks == 1
     assert first.stream is not None and first.stream.n == 100 and not first.stream.alarm
 
 

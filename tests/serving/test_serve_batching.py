@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from serve_fixtures import images, record_artifact
+from serve_fixtures import images, write_task
 from test_serve_server import _cli, log_records
 
 from closedloop.serving import Predictor
@@ -156,10 +156,7 @@ def _fixed_batch_run(runs, tmp_path: Path, dim: int) -> Path:
 def _run_with_latency_bound(runs, tmp_path: Path, max_latency_ms: float) -> Path:
     run = tmp_path / "bounded"
     shutil.copytree(runs["champion"], run)
-    task = run / "stages" / "02_task" / "artifacts" / "task"
-    task.mkdir(parents=True)
-    (task / "artifact.json").write_text(json.dumps({"constraints": {"max_latency_ms": max_latency_ms}}))
-    record_artifact(run, "task", "task", "closedloop.stages.task:TaskSpec")
+    write_task(run, max_latency_ms=max_latency_ms)
     return run
 
 

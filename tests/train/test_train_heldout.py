@@ -69,7 +69,8 @@ def test_final_fit_never_trains_on_the_heldout_rows(
     seen = _spy_final_fits(monkeypatch)
     stage = TrainModel(**TINY)
     out = stage.execute({"data": binary_digits, "task": binary_task}, make_ctx(tmp_path))
-    plan = HeldOut.model_validate(out.model.info["heldout"])
+    plan = out.model.heldout  # the typed record the model carries (closedloop.artifacts.heldout)
+    assert isinstance(plan, HeldOut) and plan == HeldOut.model_validate(out.model.info["heldout"])
     n_tr, n_val = len(binary_digits.train), len(binary_digits.val)
     assert plan.evaluated_on == "calibration" and len(plan.indices) == 40 and plan.n_val == n_val
     assert seen and all(val is None for _, val in seen)

@@ -164,10 +164,27 @@ def test_final_fit_plan_drops_members_then_epochs_and_a_resume_keeps_it(
     assert "epochs 30 -> " in sess.decisions[-1]["decision"]
     # a slow machine (the baseline comparison took long): every earlier phase ends early enough to
     # leave the final phase's evaluation its measured time, the final deadline stays the budget's end
-    from closedloop.stages.train.session import COMPARISON_SECONDS
+    from closedloop.stages.train.session import COMPARISON_SECONDS, RESERVE_SHARE
 
-    sess.ctx.timings[COMPARISON_SECONDS] = 5.0  # reserve 6 x 5 s = 30 s, above 15% of the final's 20 s
-    assert sess.reserve() == pytest.approx(30.0)
-    assert sess.deadline("tune") == pytest.approx(sess.t0 + 70.0)  # its share would end at 90 s
-    assert sess.deadline("beat_baseline") == pytest.approx(sess.t0 + 13.0)  # unclamped: before 70 s
+    sess.ctx.timings.pop(COMPARISON_SECONDS, None)  # nothing measured yet: a share of the final's budget
+    first = sess.reserve_estimate()
+    assert not first.measured and first.seconds == pytest.approx(RESERVE_SHARE * 0.20 * 100.0)
+    sess.ctx.timings[COMPARISON_SECONDS] = 0.5
+    small = sess.reserve_estimate()
+    sess.ctx.timings[COMPARISON_SECONDS] = 50.0  # a 100x slower comparison: a reserve far above 30 s
+    big = sess.reserve_estimate()
+    assert small.measured and big.measured and "measured: bootstrap" in big.how
+    assert big.seconds > 30.0 and big.seconds > 50 * small.seconds
+    assert sess.reserve() == pytest.approx(big.seconds)
+    end = sess.t0 + 100.0 - big.seconds  # every earlier phase ends early enough to leave it
+    assert sess.deadline("tune") == pytest.approx(min(sess.t0 + 90.0, end))
     assert sess.deadline("final") == pytest.approx(sess.t0 + 100.0)
+    # the final plan keeps that reserve and says in the decision log what it was measured from
+    (sess.work / PLAN_FILE).unlink()
+    sess.t0 = time.time() - 80
+    sess.ctx.timings[COMPARISON_SECONDS] = 0.5
+    plan = plan_final_(30, 1)
+    assert "measured: bootstrap" in sess.decisions[-1]["decision"]
+    from closedloop.stages.train.final_plan import RESERVE_SECONDS
+
+    assert sess.ctx.timings[RESERVE_SECONDS] == pytest.approx(sess.reserve(), abs=1e-3)

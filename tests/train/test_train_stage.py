@@ -247,7 +247,7 @@ def test_train_one_epoch_budget_runs(binary_digits, binary_task, tmp_path) -> No
     # max_epochs 1 leaves no epoch range to search: the epochs knob is dropped, nothing crashes
     cfg = {**TINY, "max_epochs": 1}
     out = TrainModel(**cfg).execute({"data": binary_digits, "task": binary_task}, make_ctx(tmp_path))
-    assert out.evaluation.chosen["epochs"] in (1, TINY["ladder_epochs"])  # a trial or the unregularized rung
+    assert out.evaluation.chosen.epochs in (1, TINY["ladder_epochs"])  # a trial or the unregularized rung
 
 
 def test_train_bias_corrected_calibration_is_folded_into_the_model(

@@ -232,8 +232,41 @@ def test_categories_by_name_through_the_http_server(run: RunResult, tmp_path: Pa
         assert p_lists[0] == p_lists[1]
         known = httpx.post(f"{server.url}/predict", json=body[:2], timeout=30).json()
         assert "unseen_categories" not in known
+        _v2_infer_by_name(server.url, p_lists[0])
     finally:
         server.stop()
+
+
+def _v2_infer_by_name(url: str, want: dict[str, float]) -> None:
+    """The OIP route takes the same names: the model's input as a BYTES tensor [N, F] in column order,
+    or one input per feature (MLServer's pandas-codec shape); unseen names in ``parameters``."""
+    import httpx
+
+    infer = f"{url}/v2/models/trees/infer"  # the served model is named after the run
+    name = httpx.get(infer.removesuffix("/infer"), timeout=10).json()["inputs"][0]["name"]
+    rows = {"name": name, "datatype": "BYTES", "shape": [2, 5], "data": [0.5, -1.0, 0.7, 0.0, "green", 0.5, -1.0, 0.7, 0.0, "purple"]}  # fmt: skip
+    r = httpx.post(infer, json={"inputs": [rows]}, timeout=30)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    proba = next(o for o in out["outputs"] if o["name"] == "proba")["data"]
+    assert abs(proba[1] - want["yes"]) < 1e-9  # "green" as by /predict with its code
+    assert out["parameters"]["unseen_categories"] == [{"index": 1, "feature": "color", "value": "purple"}]
+    cols = [
+        {"name": f, "datatype": "FP32", "shape": [2], "data": [v, v]}
+        for f, v in (("a", 0.5), ("b", -1.0), ("c", 0.7), ("noise", 0.0))
+    ] + [{"name": "color", "datatype": "BYTES", "shape": [2], "data": ["green", "green"]}]
+    r = httpx.post(infer, json={"inputs": cols}, timeout=30)
+    assert r.status_code == 200, r.text
+    by_col = next(o for o in r.json()["outputs"] if o["name"] == "proba")["data"]
+    assert abs(by_col[1] - want["yes"]) < 1e-6 and "parameters" not in r.json()
+    bad = [
+        ({"inputs": cols[1:]}, "inputs by feature: missing ['a']"),
+        ({"inputs": [{**rows, "shape": [2, 5], "data": ["x"] + rows["data"][1:]}]}, "feature 'a' is 'x', not a number"),
+        ({"inputs": [{**rows, "shape": [1, 10]}]}, "expected [N, 5] in the column order"),
+    ]  # fmt: skip
+    for body, message in bad:
+        r = httpx.post(infer, json=body, timeout=30)
+        assert r.status_code == 400 and message in r.json()["error"], r.text
 
 
 def test_the_trees_config_validates() -> None:
@@ -285,3 +318,43 @@ def test_monitor_and_labeling_on_served_tree_rows(run: RunResult, tmp_path: Path
     assert (queue / "rows.csv").is_file()
     items = TestClient(labeling_app(queue)).get("/api/queue").json()["items"]
     assert len(items) == 5 and set(items[0]["features"]) == {"a", "b", "c", "noise", "color"}
+
+
+def test_standalone_predictor_takes_category_names(run: RunResult, tmp_path: Path) -> None:
+    """The export folder's own predictor.py (numpy + onnxruntime only): objects keyed by feature, a
+    DataFrame or rows with category names give the answer of their codes; an unseen name is a missing
+    value listed in ``unseen_categories``; its command line reads a .json list of rows."""
+    import subprocess
+    import sys
+
+    from closedloop.stages.export.bundle import ExportBundle
+
+    m = run.summary["stages"]["export"]
+    bundle = ExportBundle.load(run.run_dir / m["artifacts"]["exported"])
+    pred = bundle.predictor()
+    PredictorError = sys.modules[type(pred).__module__].PredictorError  # the folder's own module
+    row = {"a": 0.5, "b": -1.0, "c": None, "noise": 0.0}
+    names = [{**row, "color": "green"}, {**row, "color": "purple"}]
+    codes = np.array([[0.5, -1.0, np.nan, 0.0, 1.0], [0.5, -1.0, np.nan, 0.0, np.nan]], np.float32)
+    p_names = pred.predict_proba(names)
+    assert pred.unseen_categories == [{"index": 1, "feature": "color", "value": "purple"}]
+    assert np.array_equal(p_names, pred.predict_proba(codes)) and pred.unseen_categories == []
+    assert np.array_equal(p_names, pred.predict_proba(pd.DataFrame(names)))
+    assert np.array_equal(
+        p_names, pred.predict_proba([[0.5, -1.0, None, 0.0, "green"], [0.5, -1.0, None, 0.0, "purple"]])
+    )
+    with pytest.raises(
+        PredictorError, match=r"row 0: missing feature\(s\) \['color'\], unknown feature\(s\) \['colour'\]"
+    ):
+        pred.predict_proba([{**row, "colour": "green"}])
+    with pytest.raises(PredictorError, match="row 0: feature 'a' is 'high', not a number"):
+        pred.predict_proba([{**row, "a": "high", "color": "red"}])
+    rows = tmp_path / "rows.json"
+    rows.write_text(json.dumps(names))
+    out = subprocess.run(
+        [sys.executable, "predictor.py", str(bundle.directory), str(rows)],
+        cwd=bundle.directory, capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    answer = json.loads(out.stdout)
+    assert np.allclose(answer["proba"], p_names) and answer["unseen_categories"][0]["value"] == "purple"

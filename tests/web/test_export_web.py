@@ -26,13 +26,13 @@ from web_fixtures import (  # noqa: E402
     upload,
 )
 
+from closedloop.artifacts.webpage import WebSpec  # noqa: E402
 from closedloop.cli import main  # noqa: E402
 from closedloop.serving import Predictor  # noqa: E402
 from closedloop.serving.images import decode_image  # noqa: E402
 from closedloop.serving.model import find_export_dir  # noqa: E402
 from closedloop.web.build import export_web  # noqa: E402
 from closedloop.web.reference import SpecPredictor  # noqa: E402
-from closedloop.web.spec import WebSpec  # noqa: E402
 
 TOL = 1e-5
 pytestmark = pytest.mark.slow  # the real export stage on two tiny models, then Chromium

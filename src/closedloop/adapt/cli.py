@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from closedloop.adapt.arguments import DEFAULT_CHALLENGERS, add_promotion_arguments
+from closedloop.adapt.arguments import DEFAULT_CHALLENGERS
+from closedloop.stats.promotion_arguments import add_promotion_arguments
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:

@@ -21,19 +21,20 @@ from closedloop.core.errors import ClosedLoopError
 
 def adapted_reference(run_dir: Path, adapted: Any, out_dir: Path, seed: int = 0) -> tuple[Path | None, str]:
     """(the new profile's directory, a sentence saying what it is) or (None, why there is none)."""
+    from closedloop.artifacts.task import TaskSpec
+    from closedloop.core.run_reader import RunDir
     from closedloop.data.bundle import DatasetBundle
-    from closedloop.monitoring.monitor import find_artifacts, find_profile_dir
+    from closedloop.monitoring.monitor import find_profile_dir
     from closedloop.monitoring.profile import ReferenceProfile
     from closedloop.stages.monitor.reference import profile_config
     from closedloop.stages.monitor.stage import build_profile
-    from closedloop.stages.task import TaskSpec
 
     try:
         old = ReferenceProfile.load(find_profile_dir(run_dir))
     except (ClosedLoopError, OSError) as exc:
         return None, f"no monitor reference for the adapted model: the champion has none ({exc})"
-    data_dirs = [p for p in find_artifacts(run_dir, "data") if p.is_dir()]
-    task_dirs = [p for p in find_artifacts(run_dir, "task") if (p / "artifact.json").is_file()]
+    data_dirs = [p for p in RunDir(run_dir).artifact_dirs(DatasetBundle) if p.is_dir()]
+    task_dirs = [p for p in RunDir(run_dir).artifact_dirs(TaskSpec) if (p / "artifact.json").is_file()]
     if not data_dirs or not task_dirs:
         return None, f"no monitor reference for the adapted model: {run_dir} has no data or task artifact"
     data = DatasetBundle.load(data_dirs[-1])

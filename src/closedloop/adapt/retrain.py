@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from closedloop.adapt.labels import ProductionLabels
 from closedloop.core.errors import DataError, RunDirError
+from closedloop.monitoring.production_labels import ProductionLabels
 from closedloop.stats.errors import StatsError
 
 

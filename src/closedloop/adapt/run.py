@@ -45,13 +45,18 @@ from closedloop.adapt.challengers import (
     adapted_model,
     choose_challenger,
 )
-from closedloop.adapt.labels import RANDOM_SOURCES, ProductionLabels, check_version, read_production_labels
 from closedloop.adapt.reference import adapted_reference
 from closedloop.adapt.retrain import RetrainSpec
 from closedloop.adapt.servable import write_servable
 from closedloop.adapt.split import AdaptSplit, needed_for_effect, split_production
 from closedloop.core.errors import ClosedLoopError, DataError
 from closedloop.core.io import to_json, write_text_atomic
+from closedloop.monitoring.production_labels import (
+    RANDOM_SOURCES,
+    ProductionLabels,
+    check_version,
+    read_production_labels,
+)
 from closedloop.stats.errors import StatsError
 from closedloop.stats.promotion import PairedCases, PromotionDecision, decide_promotion
 from closedloop.stats.recalibration import _logit

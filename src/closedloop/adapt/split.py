@@ -1,7 +1,7 @@
 """The random split of labeled production data into an adaptation part and an evaluation part.
 
 Stratified by class, seeded, and recorded (indices in the result). Only randomly selected samples
-(:data:`~closedloop.adapt.labels.RANDOM_SOURCES`) may enter the evaluation part; uncertainty-selected
+(:data:`~closedloop.monitoring.production_labels.RANDOM_SOURCES`) may enter the evaluation part; uncertainty-selected
 ones go to the adaptation part, where their bias only shapes the challenger, never its score.
 """
 
@@ -12,8 +12,8 @@ import math
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from closedloop.adapt.labels import ProductionLabels
 from closedloop.core.errors import DataError
+from closedloop.monitoring.production_labels import ProductionLabels
 
 MIN_PER_CLASS = 5
 """Fewest samples of each class in each part: fewer cannot fit a threshold or judge it."""

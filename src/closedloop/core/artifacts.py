@@ -33,6 +33,8 @@ class Artifact(ABC):
 
     #: Bump when the on-disk layout changes.
     layout_version: ClassVar[str] = "1"
+    #: The file that holds the record (named in the error when an older layout cannot be read).
+    record_file: ClassVar[str] = ""
 
     @abstractmethod
     def save(self, directory: Path) -> None:
@@ -55,6 +57,7 @@ class JsonArtifact(BaseModel, Artifact):
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    record_file: ClassVar[str] = "artifact.json"
 
     def save(self, directory: Path) -> None:
         write_text_atomic(Path(directory) / "artifact.json", to_json(self.model_dump(mode="json")))

@@ -81,25 +81,35 @@ class RunDir:
             )
         return found
 
+    def artifacts(self, kind: type[A]) -> list[A]:
+        """Every finished artifact of this type, loaded, in stage order (each read as :meth:`artifact`)."""
+        return [self._load(kind, stage, info) for stage, info in self._records(kind)]
+
     def artifact(self, kind: type[A]) -> A:
         """The last finished artifact of this type, loaded as that type.
 
         An artifact written in an older layout (``layout_version`` in the manifest, or none recorded)
         that no longer loads is a :class:`RunDirError` naming the folder, both versions and what to do.
         """
-        directory = self.require_dir(kind)
+        self.require_dir(kind)
         stage, info = self._records(kind)[-1]
+        return self._load(kind, stage, info)
+
+    def _load(self, kind: type[A], stage: str, info: dict[str, Any]) -> A:
+        directory = self.path / info["path"]
         written = str(info.get("layout", "1"))
         current = str(getattr(kind, "layout_version", "1"))
         try:
             return kind.load(directory)  # type: ignore[attr-defined,no-any-return]
-        except (ValidationError, KeyError, TypeError, ValueError) as exc:
+        except (ValidationError, KeyError, TypeError, ValueError, FileNotFoundError) as exc:
             if written != current:
                 why = f"it was written in layout version {written}; this closedloop reads version {current}"
             else:
                 why = f"it does not match layout version {current} ({type(exc).__name__}: {str(exc)[:200]})"
+            name = str(getattr(kind, "record_file", ""))  # the file that holds the record, if one does
+            where = directory / name if name else directory
             raise RunDirError(
-                f"{directory}: cannot read this {_type_name(kind)} artifact (stage {stage!r}): {why}. "
+                f"{where}: cannot read this {_type_name(kind)} artifact (stage {stage!r}): {why}. "
                 f"Re-run that stage with this version: closedloop run {self.path / 'config.yaml'} "
                 f"--out NEW_DIR (or use the closedloop version that wrote it)"
             ) from None

@@ -143,10 +143,10 @@ def create_human_baseline(
         DataError: not a run, a split that is not ``val``, a model that trained on all of validation,
             ``n`` larger than the pool, a split without labels.
     """
+    from closedloop.artifacts.task import TaskSpec
     from closedloop.data.bundle import DatasetBundle
+    from closedloop.models.heldout import heldout_split, rows_checksum, unseen_val_rows
     from closedloop.models.trained import TrainedModel
-    from closedloop.stages.task import TaskSpec
-    from closedloop.stages.train.heldout import heldout_split, rows_checksum, unseen_val_rows
 
     run = Path(run_dir)
     if split != "val":
@@ -275,8 +275,8 @@ def _probs_of_run(
         DataError: the run's validation split does not hold the same items, or its model trained on some.
     """
     from closedloop.data.bundle import DatasetBundle
+    from closedloop.models.heldout import rows_checksum, unseen_val_rows
     from closedloop.models.trained import TrainedModel
-    from closedloop.stages.train.heldout import rows_checksum, unseen_val_rows
 
     data = DatasetBundle.load(_artifact(run, ":DatasetBundle"))
     model = TrainedModel.load(_artifact(run, ":TrainedModel"))
@@ -329,7 +329,7 @@ def score_human_baseline(
         DataError: not a human-baseline folder, an unknown annotator, fewer than ``MIN_SCORED`` labeled
             items.
     """
-    from closedloop.stages.task import HumanComparison, Reference
+    from closedloop.artifacts.task import HumanComparison, Reference
     from closedloop.stats.paired import compare
 
     out = Path(out_dir)

@@ -25,6 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from closedloop.artifacts.heldout import HeldOut
 from closedloop.core.artifacts import Artifact
 from closedloop.core.io import atomic_path, read_json, to_json, write_text_atomic
 
@@ -164,6 +165,18 @@ class TrainedModel(Artifact):
         self.temperature = float(temperature)
         self.threshold = threshold
         self.info = dict(info or {})
+
+    @property
+    def heldout(self) -> HeldOut | None:
+        """The validation rows the train stage kept out of this model's final fit, as recorded in
+        ``info["heldout"]`` (None for a model trained elsewhere; :mod:`closedloop.models.heldout`)."""
+        return HeldOut.of(self.info)
+
+    @property
+    def trained_on(self) -> str | None:
+        """``train`` or ``train+val`` when the model says which (models without a held-out record)."""
+        value = self.info.get("trained_on")
+        return None if value is None else str(value)
 
     # -- inference ------------------------------------------------------------------------------
     def raw_module(self) -> RawInputNetwork:

@@ -292,63 +292,49 @@ class _Task(BaseModel):
 
 
 def _load_task(candidates: list[str]) -> _Task:
-    from closedloop.core.io import read_json
-    from closedloop.monitoring.monitor import find_artifacts
+    """The task of the first candidate run that has one, read as the task stage wrote it (an older
+    layout is one error naming the file and what to do)."""
+    from closedloop.artifacts.task import TaskSpec
+    from closedloop.core.run_reader import RunDir
 
     tried = []
     for cand in candidates:
-        run = Path(cand)
-        tasks = [p for p in find_artifacts(run, "task") if (p / "artifact.json").is_file()]
-        tried.append(str(run))
-        if not tasks:
+        run = RunDir(cand)
+        tried.append(str(run.path))
+        where = run.artifact_dir(TaskSpec)
+        if where is None:
             continue
-        # the task stage's artifact read as JSON: monitoring sits below the stages and never imports them
-        task = read_json(tasks[-1] / "artifact.json")
-        try:
-            return _Task(
-                problem_type=task["problem_type"],
-                label_names=task["label_names"],
-                metric=task["primary_metric"],
-                convention=task["metric_convention"],
-                acceptance=task["acceptance"],
-                max_latency_ms=(task.get("constraints") or {}).get("max_latency_ms"),
-                threshold=_threshold(run),
-                costs=_costs(task.get("business")),
-                source=str(tasks[-1]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(
-                f"{tasks[-1] / 'artifact.json'}: not a task artifact this version reads ({exc}); rerun the run's task stage"
-            ) from exc
+        task = run.artifact(TaskSpec)
+        return _Task(
+            problem_type=task.problem_type,
+            label_names=task.label_names,
+            metric=task.primary_metric,
+            convention=task.metric_convention,
+            acceptance=task.acceptance,
+            max_latency_ms=task.constraints.max_latency_ms,
+            threshold=_threshold(run.path),
+            costs=(task.business.cost_false_positive, task.business.cost_false_negative),
+            source=str(where),
+        )
     raise DataError(
-        f"cannot find the task (stages/*/artifacts/task/artifact.json) in {tried or 'no run directory'}: the "
-        "records' run_dir no longer exists here; pass --run-dir CHALLENGER_RUN_DIR"
+        f"cannot find the task (a TaskSpec artifact in manifest.json) in {tried or 'no run directory'}: "
+        "the records' run_dir no longer exists here; pass --run-dir CHALLENGER_RUN_DIR"
     )
-
-
-def _costs(business: Any) -> tuple[float, float] | None:
-    if not isinstance(business, dict) or business.get("cost_false_negative") is None:
-        return None
-    return float(business.get("cost_false_positive", 1.0)), float(business["cost_false_negative"])
 
 
 def _threshold(run: Path) -> float | None:
     """The decision threshold of the run's shipped export variant (predictor.json), else None; ``run``
     may also be a served folder holding predictor.json itself (e.g. ``closedloop adapt``'s output)."""
-    import json
-
+    from closedloop.artifacts.export import METADATA_FILE, ExportBundle, PredictorInfo
     from closedloop.core.run_reader import RunDir
 
-    meta = run / "predictor.json"
+    meta = run / METADATA_FILE
     if not meta.is_file():
-        export = RunDir(run).artifact_dir("ExportBundle")
-        if export is None or not (export / "predictor.json").is_file():
+        export = RunDir(run).artifact_dir(ExportBundle)
+        if export is None or not (export / METADATA_FILE).is_file():
             return None
-        meta = export / "predictor.json"
-    m = json.loads(meta.read_text(encoding="utf-8"))
-    entry = (m.get("models") or {}).get(m.get("shipped"), {})
-    thr = entry.get("threshold", m.get("threshold")) if isinstance(entry, dict) else m.get("threshold")
-    return None if thr is None else float(thr)
+        meta = export / METADATA_FILE
+    return PredictorInfo.read(meta).shipped_threshold
 
 
 def _labels(rows: RouteRows, idx: np.ndarray, task: _Task) -> tuple[np.ndarray, np.ndarray, list[str]]:

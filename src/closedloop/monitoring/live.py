@@ -45,7 +45,8 @@ from closedloop.monitoring.logreader import (
 from closedloop.monitoring.monitor import MIN_WINDOW, Monitor, find_profile_dir
 from closedloop.monitoring.profile import ReferenceProfile, summary_features
 from closedloop.monitoring.spotcheck import recorded_picks
-from closedloop.monitoring.stream import StreamStatus, StreamTest, stream_scores
+from closedloop.monitoring.stream import StreamStatus, stream_scores
+from closedloop.monitoring.stream_reference import ReferenceStreamTest, new_stream_test
 
 _ID_RE = re.compile(rb'"request_id"\s*:\s*"([^"]*)"')
 _ROUTE_RE = re.compile(rb'"route"\s*:\s*"(\w+)"')
@@ -226,7 +227,8 @@ class LiveMonitor:
         except DataError as exc:
             self._picks = set()
             self._notes.append(str(exc))
-        self._stream = StreamTest(profile.stream, info.stream_alpha, seed=seed) if profile.stream else None
+        stream = new_stream_test(profile, seed)
+        self._stream = stream if isinstance(stream, ReferenceStreamTest) or profile.stream else None
         self._cached: LiveStatus | None = None
         self._lock = threading.Lock()  # the server may ask for a status from several threads at once
 
@@ -259,7 +261,10 @@ class LiveMonitor:
             fresh.sort(key=lambda e: e.order)
             info = self.profile.info
             rows = np.concatenate([e.proba for e in fresh])
-            self._stream.update(stream_scores(rows, info.problem_type, info.threshold))
+            if isinstance(self._stream, ReferenceStreamTest):  # the served outputs against the reference's
+                self._stream.update(Sample(features=np.zeros((len(rows), 0)), proba=rows))
+            else:
+                self._stream.update(stream_scores(rows, info.problem_type, info.threshold))
         for loc in fbs:
             key = (loc.line.request_id, loc.line.index)
             row = self._proba_by_key.get(key)

@@ -20,12 +20,14 @@ import numpy as np
 import pandas as pd
 
 from closedloop.core.errors import DataError, RunDirError
+from closedloop.core.run_reader import RunDir
 from closedloop.monitoring.domain import DomainCheck, domain_check, weighted_platt
 from closedloop.monitoring.drift import DEFAULT_LABEL_TESTS, DriftTest, Sample, build_tests, run_tests
 from closedloop.monitoring.drift.stats import single_threaded_blas
 from closedloop.monitoring.estimate import estimate, realized
 from closedloop.monitoring.profile import ReferenceProfile, forward_all, model_input, summary_features
 from closedloop.monitoring.stream import StreamTest, stream_scores
+from closedloop.monitoring.stream_reference import ReferenceStreamTest, new_stream_test
 
 MIN_WINDOW = 10
 """Fewer samples than this cannot support any of the tests."""
@@ -40,11 +42,6 @@ def model_fingerprint(model: Any) -> str:
     return h.hexdigest()
 
 
-def find_artifacts(run_dir: Path, name: str) -> list[Path]:
-    run_dir = Path(run_dir)
-    return sorted(p for p in run_dir.glob(f"stages/*/artifacts/{name}") if p.is_dir())
-
-
 def find_profile_dir(run_dir: str | Path) -> Path:
     """The reference profile's directory: ``run_dir`` itself when it holds ``profile.json``, else the
     newest reference set from a verified production period (``run_dir/references/<time>/``, written by
@@ -57,10 +54,10 @@ def find_profile_dir(run_dir: str | Path) -> Path:
     refreshed = sorted(p.parent for p in run_dir.glob("references/*/profile.json"))
     if refreshed:
         return refreshed[-1]
-    found = [p for p in find_artifacts(run_dir, "reference") if (p / "profile.json").is_file()]
+    found = [p for p in RunDir(run_dir).artifact_dirs(ReferenceProfile) if (p / "profile.json").is_file()]
     if not found:
         raise RunDirError(
-            f"{run_dir}: this run has no reference profile (stages/*/artifacts/reference/profile.json). "
+            f"{run_dir}: this run has no reference profile (no finished ReferenceProfile in its manifest.json). "
             "Build one: add '- kind: monitor' after the train stage of the pipeline YAML and run "
             "'closedloop run CONFIG' (the cached stages are reused), or in Python run the "
             "BuildMonitorProfile stage on the run's data, task and model."
@@ -108,7 +105,9 @@ class Monitor:
             roots = [run_dir, *run_dir.parents[:4]] if profile_dir == run_dir else [run_dir]
             candidates: list[Path] = []
             for root in roots:
-                candidates = [p for p in find_artifacts(root, "model") if (p / "model.json").is_file()]
+                candidates = [
+                    p for p in RunDir(root).artifact_dirs("TrainedModel") if (p / "model.json").is_file()
+                ]
                 if candidates:
                     break
             if not candidates:
@@ -304,15 +303,21 @@ class Monitor:
         # can still speak for this window at all
         domain, weighted = self._domain(win, rng) if est else (None, {})
         domain_why = []
-        if domain is not None and info.domain_alpha is not None and domain.p_value <= info.domain_alpha:
+        flags = ["drift"] if differs else []
+        level_d = info.domain_level
+        if domain is not None and level_d is not None and domain.p_value <= level_d:
+            flags.append("domain")
             domain_why.append(
                 f"a domain classifier tells the window from the reference, AUC {domain.auc:.2f} p={domain.p_value:.2g}"
             )
         if domain is not None and domain.ess_fraction < info.min_ess_fraction:
+            flags.append("ess")
             domain_why.append(
                 f"importance weights are extreme: {domain.ess:.0f} of {domain.n_reference} reference rows effectively "
                 f"speak for the window (ESS fraction {domain.ess_fraction:.2f} < {info.min_ess_fraction:g})"
             )
+        if drifted:
+            flags.append("stream")
         reliable = bool(est) and not differs and not drifted and not domain_why
         reason = ""
         if est and not reliable:
@@ -337,6 +342,7 @@ class Monitor:
             "alert": alert,
             "estimate_reliable": reliable,
             "estimate_reason": reason,
+            "estimate_flags": flags if est else [],
             "p_values": p_values,
             "min_p": float(min_p),
             "thresholds": thr,
@@ -411,13 +417,16 @@ class Monitor:
             )
         return self._evaluate(win, prepared.quality, np.random.default_rng(self.seed))
 
-    def stream_test(self) -> StreamTest:
-        """A stream test starting at the reference (``closedloop.monitoring.stream``)."""
-        return StreamTest(self.profile.stream, self.profile.info.stream_alpha, seed=self.seed)
+    def stream_test(self) -> StreamTest | ReferenceStreamTest:
+        """A stream test starting at the reference: the profile's ``stream_test`` (``reference``:
+        ``closedloop.monitoring.stream_reference``; ``conformal``: ``closedloop.monitoring.stream``)."""
+        return new_stream_test(self.profile, self.seed)
 
-    def stream_update(self, test: StreamTest, win: Sample) -> dict[str, Any]:
+    def stream_update(self, test: StreamTest | ReferenceStreamTest, win: Sample) -> dict[str, Any]:
         """Feed a window's rows to the stream test; its status after them, as a dict."""
         info = self.profile.info
+        if isinstance(test, ReferenceStreamTest):
+            return test.update(win).model_dump()
         return test.update(stream_scores(win.proba, info.problem_type, info.threshold)).model_dump()
 
     def check_stream(self, data: Any, window: int = 200, labels: Any = None) -> MonitorResult:

@@ -81,11 +81,21 @@ class ProfileInfo(BaseModel):
     guarantee: str = ""
     """The guarantee in one sentence and what it rests on (the report and ``closedloop monitor`` show it)."""
     stream_alpha: float = 0.05
+    """False-alarm rate of the stream test over the whole stream (``closedloop.monitoring.stream``)."""
+    stream_test: Literal["reference", "conformal"] = "conformal"
+    """``reference``: every row since the reference against the fixed held-out rows, alpha spent over
+    looks (``monitoring.stream_reference``); ``conformal``: the conformal martingales (profiles built
+    before this field keep it)."""
+    stream_look: int = 200
+    """Rows between the reference stream test's looks."""
     domain_alpha: float | None = 0.05
-    """Domain classifier p-value at which the label-free estimate is flagged (``monitoring.domain``)."""
+    """The domain flag's false-flag budget (``monitoring.domain``)."""
+    domain_delta: float | None = None
+    """Per-deployment domain flag: the flag's false-flag rate is at most ``domain_alpha`` for this
+    reference with probability at least ``1 - domain_delta`` (flag at p <= ``domain_alpha *
+    domain_delta``, Markov's inequality). None: flag at p <= ``domain_alpha`` (on average over references)."""
     min_ess_fraction: float = 0.25
     """Importance weights leaving fewer effective reference rows than this fraction flag the estimate."""
-    """False-alarm rate of the stream test over the whole stream (``closedloop.monitoring.stream``)."""
     calibration: dict[str, Any]
     bandwidth: float
     permutations: int
@@ -102,6 +112,14 @@ class ProfileInfo(BaseModel):
     source: dict[str, Any] = Field(default_factory=dict)
     review: ReviewConfig = Field(default_factory=ReviewConfig)
     """How ``closedloop monitor --review K`` chooses the queue unless ``--strategy`` overrides it."""
+
+    @property
+    def domain_level(self) -> float | None:
+        """The domain p-value at which the estimate is flagged: ``domain_alpha * domain_delta`` for the
+        per-deployment budget, ``domain_alpha`` without it, None when the domain flag is off."""
+        if self.domain_alpha is None:
+            return None
+        return self.domain_alpha * (self.domain_delta if self.domain_delta is not None else 1.0)
 
 
 class ReferenceProfile(Artifact):

@@ -92,6 +92,15 @@ class StreamStatus(BaseModel):
     """Each score's martingale now."""
     reference_rows: int = 0
     """Held-out rows the first production row was ranked against."""
+    test: str = "conformal"
+    """Which stream test: ``conformal`` (this module's martingales; the reference grows with the
+    stream) or ``reference`` (``closedloop.monitoring.stream_reference``: every row so far against
+    the fixed held-out reference, alpha spent over looks)."""
+    p_value: float | None = None
+    """``reference`` test: the p-value at the last look."""
+    looks: int = 0
+    """``reference`` test: looks taken so far (one per ``look_rows`` rows)."""
+    look_rows: int = 0
     rests_on: str = (
         "held-out reference rows and in-distribution production rows are exchangeable; rows arrive in an "
         "order that does not depend on their values; false-alarm rate <= alpha over runs, however often it is read"

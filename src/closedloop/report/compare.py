@@ -17,8 +17,11 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from closedloop.artifacts.evaluation import EvaluationReport
+from closedloop.artifacts.figures import Estimate
+from closedloop.artifacts.task import TaskSpec
+from closedloop.artifacts.training import CrossValidateOutcome, TuneOutcome
 from closedloop.core.errors import ClosedLoopError, RunDirError
-from closedloop.core.io import read_json
 from closedloop.core.run_reader import RunDir
 from closedloop.report.evidence import gather
 from closedloop.report.runs import require_run_dir
@@ -100,13 +103,15 @@ def _same(x: Any, y: Any) -> bool:
 
 
 def _val_logits(run_dir: Path) -> np.ndarray | None:
-    ev_dir = _artifact(run_dir, ":EvaluationReport")
+    """The selected configuration's saved validation logits (cross-validation's choice, else tuning's)."""
+    run = RunDir(run_dir)
+    ev_dir = run.artifact_dir(EvaluationReport)
     if ev_dir is None:
         return None
-    phases = read_json(ev_dir / "artifact.json").get("phases") or {}
-    tuned = (phases.get("cross_validate") or {}).get("tuned") or phases.get("tune") or {}
-    f = tuned.get("val_logits_file")
-    path = ev_dir.parents[1] / "work" / f if f else None
+    ev = run.artifact(EvaluationReport)
+    cv, tune = ev.outcome(CrossValidateOutcome), ev.outcome(TuneOutcome)
+    tuned = cv.tuned if cv is not None else tune
+    path = ev_dir.parents[1] / "work" / tuned.val_logits_file if tuned is not None else None
     return np.load(path) if path is not None and path.is_file() else None
 
 
@@ -121,7 +126,7 @@ def _opened_test(run_dir: Path) -> bool:
 
 
 def _paired(
-    metrics: list[str], y: Any, pa: Any, pb: Any, task: dict[str, Any], n: int, seed: int
+    metrics: list[str], y: Any, pa: Any, pb: Any, task: TaskSpec, n: int, seed: int
 ) -> dict[str, Paired]:
     from closedloop.stats.paired import compare
 
@@ -133,10 +138,10 @@ def _paired(
                 y,
                 pb,
                 pa,
-                task["problem_type"],
+                task.problem_type,
                 n_resamples=n,
                 seed=seed,
-                convention=task.get("metric_convention", "standard"),
+                convention=task.metric_convention,
             )
         except Exception:  # a metric undefined on these samples: shown without a paired test
             continue
@@ -171,14 +176,13 @@ def compare_runs(
             out.config_diffs.append(ConfigDiff(key=k, a=pa_.get(k), b=pb_.get(k)))
     ea, eb = gather(a), gather(b)
     names = list(dict.fromkeys([*ea.test, *eb.test]))
-    task_dir = _artifact(b, ":TaskSpec")
-    task = read_json(task_dir / "artifact.json") if task_dir else {}
-    metrics = [m for m in (task.get("metrics") or names)]
+    task = RunDir(b).artifact(TaskSpec) if RunDir(b).artifact_dir(TaskSpec) is not None else None
+    metrics = list(task.metrics) if task is not None and task.metrics else names
 
     # test: side by side; paired only when both runs already opened it
     paired_test: dict[str, Paired] = {}
-    bundles: dict[str, Any] = {}
-    if _opened_test(a) and _opened_test(b) and task:
+    bundles: tuple[Any, Any] | None = None
+    if _opened_test(a) and _opened_test(b) and task is not None:
         try:
             paired_test, bundles = _test_paired(a, b, task, metrics, n_resamples, seed)
         except _NotShared as exc:
@@ -203,7 +207,7 @@ def compare_runs(
 
     # validation: paired on the selected configurations' saved predictions
     la, lb = _val_logits(a), _val_logits(b)
-    if la is None or lb is None or not task:
+    if la is None or lb is None or task is None:
         out.notes.append(
             "validation: no saved validation predictions in one of the runs; no paired statistics"
         )
@@ -211,8 +215,10 @@ def compare_runs(
     from closedloop.data.bundle import DatasetBundle
 
     try:
-        ba = bundles.get("a") or DatasetBundle.load(_artifact(a, ":DatasetBundle"))
-        bb = bundles.get("b") or DatasetBundle.load(_artifact(b, ":DatasetBundle"))
+        ba, bb = bundles or (
+            DatasetBundle.load(_artifact(a, ":DatasetBundle")),
+            DatasetBundle.load(_artifact(b, ":DatasetBundle")),
+        )
     except Exception as exc:
         out.notes.append(f"validation: the data artifacts could not be read ({exc}); no paired statistics")
         return out
@@ -221,23 +227,26 @@ def compare_runs(
         return out
     from closedloop.models.trained import logits_to_proba
 
-    pa = logits_to_proba(la, task["problem_type"])
-    pb = logits_to_proba(lb, task["problem_type"])
+    pa = logits_to_proba(la, task.problem_type)
+    pb = logits_to_proba(lb, task.problem_type)
     from closedloop.stats.bootstrap import metrics_with_ci
 
-    kw = {"convention": task.get("metric_convention", "standard"), "n_resamples": n_resamples, "seed": seed}
-    va = metrics_with_ci(metrics, np.asarray(ba.val.y), pa, task["problem_type"], **kw)
-    vb = metrics_with_ci(metrics, np.asarray(bb.val.y), pb, task["problem_type"], **kw)
+    def scored(bundle: Any, p: np.ndarray) -> dict[str, Estimate]:
+        kw = {"convention": task.metric_convention, "n_resamples": n_resamples, "seed": seed}
+        raw = metrics_with_ci(metrics, np.asarray(bundle.val.y), p, task.problem_type, **kw)
+        return {k: Estimate.model_validate(v) for k, v in raw.items()}
+
+    va, vb = scored(ba, pa), scored(bb, pb)
     pv = _paired(metrics, np.asarray(ba.val.y), pa, pb, task, n_resamples, seed)
     for m in metrics:
         out.metrics.append(
             MetricRow(
                 metric=m,
                 evaluated_on=VAL_NOTE,
-                a=va[m]["value"],
-                a_ci95=tuple(va[m]["ci95"]),
-                b=vb[m]["value"],
-                b_ci95=tuple(vb[m]["ci95"]),
+                a=va[m].value,
+                a_ci95=va[m].interval,
+                b=vb[m].value,
+                b_ci95=vb[m].interval,
                 paired=pv.get(m),
             )
         )
@@ -249,23 +258,21 @@ class _NotShared(Exception):
 
 
 def _test_paired(
-    a: Path, b: Path, task: dict[str, Any], metrics: list[str], n: int, seed: int
-) -> tuple[dict[str, Paired], dict[str, Any]]:
+    a: Path, b: Path, task: TaskSpec, metrics: list[str], n: int, seed: int
+) -> tuple[dict[str, Paired], tuple[Any, Any]]:
     """Score both final models on the test split they both already opened (recorded in the ledger)."""
     from closedloop.data.bundle import DatasetBundle
     from closedloop.models.trained import TrainedModel
 
-    dirs = {
-        k: (_artifact(r, ":DatasetBundle"), _artifact(r, ":TrainedModel")) for k, r in (("a", a), ("b", b))
-    }
-    if any(d is None or m is None for d, m in dirs.values()):
+    dirs = [(_artifact(r, ":DatasetBundle"), _artifact(r, ":TrainedModel")) for r in (a, b)]
+    if any(d is None or m is None for d, m in dirs):
         raise _NotShared("a run has no saved data or model")
     import hashlib
 
     from closedloop.core.ledger import TestLedger
     from closedloop.core.stage import RunContext
 
-    bundles = {k: DatasetBundle.load(d) for k, (d, _) in dirs.items()}
+    bundle_a, bundle_b = (DatasetBundle.load(d) for d, _ in dirs)
     # The test split opens only through the ledger: recorded in run B's pipeline ledger, purpose evaluation
     # of this pair (a repeated comparison of the same pair is recorded as a deliberate re-opening).
     ctx = RunContext(
@@ -281,13 +288,13 @@ def _test_paired(
         ),
     )
     reason = f"closedloop compare {a.name} {b.name}: paired comparison of two already evaluated models"
-    ta, tb = (ctx.open_test(bundles[k], reason=reason) for k in ("a", "b"))
+    ta, tb = (ctx.open_test(bundle, reason=reason) for bundle in (bundle_a, bundle_b))
     if not (_same(ta.y, tb.y) and _same(ta.X, tb.X)):
         raise _NotShared("the runs' test samples differ")
-    models = {k: TrainedModel.load(m) for k, (_, m) in dirs.items()}
+    model_a, model_b = (TrainedModel.load(m) for _, m in dirs)
     X, y = ta.X, np.asarray(ta.y)
-    pa, pb = models["a"].predict_proba(X), models["b"].predict_proba(X)
-    return _paired(metrics, y, pa, pb, task, n, seed), bundles
+    pa, pb = model_a.predict_proba(X), model_b.predict_proba(X)
+    return _paired(metrics, y, pa, pb, task, n, seed), (bundle_a, bundle_b)
 
 
 # -- output ----------------------------------------------------------------------------------------------

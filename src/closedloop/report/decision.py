@@ -311,10 +311,11 @@ SHIFT_AUC = 0.6
 def val_test_gap(ev: RunEvidence) -> str:
     """A sentence when the test score falls outside what validation, corrected for the selection,
     predicts, read next to the audit's split-shift finding; empty otherwise."""
-    sel = ev.selection or {}
-    m, expect = sel.get("metric"), sel.get("corrected_value")
-    est = ev.test.get(m) if m else None
-    if est is None or expect is None:
+    if ev.selection is None:
+        return ""
+    m, expect = ev.selection.metric, ev.selection.corrected_value
+    est = ev.test.get(m)
+    if est is None:
         return ""
     lo, hi = est.ci95 or (est.value, est.value)
     hib = m not in ev.lower_is_better

@@ -1,5 +1,7 @@
 """What the decision is computed from, read from a finished run directory (no model is loaded, no
-split is opened: every number comes from ``summary.json`` and the stages' saved artifacts).
+split is opened: every number comes from ``summary.json`` and the stages' saved artifacts, read back as
+their types through :class:`~closedloop.core.run_reader.RunDir`; an artifact of an older layout is one
+clear error naming its file, not a half-read report).
 
 :func:`gather` turns a run directory into :class:`RunEvidence`; tests build :class:`RunEvidence` by hand.
 """
@@ -11,8 +13,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from closedloop.core.errors import RunDirError
-from closedloop.core.io import read_json
+from closedloop.artifacts.audit import AuditReport
+from closedloop.artifacts.evaluation import EvaluationReport
+from closedloop.artifacts.export import ExportBundle
+from closedloop.artifacts.figures import Figure as FigureRecord
+from closedloop.artifacts.figures import PerDay as PerDayRecord
+from closedloop.artifacts.gate import GateResult
+from closedloop.artifacts.selection import SelectionBias
+from closedloop.artifacts.summary import RunSummary
+from closedloop.artifacts.task import TaskSpec
+from closedloop.artifacts.training import FinalOutcome
 from closedloop.core.run_reader import RunDir
 
 
@@ -141,187 +151,170 @@ class RunEvidence(_Model):
     business_declared: bool = False
     per_day: PerDay | None = None
     audit: AuditEvidence | None = None
-    selection: dict[str, Any] | None = None
+    selection: SelectionBias | None = None
     """The train stage's selection-bias estimate (metric, corrected_value: what validation predicts)."""
     references: list[Reference] = Field(default_factory=list)
     tracking: dict[str, Any] | None = None
 
 
 # -- reading a run directory ---------------------------------------------------------------------------
-def _first_json(dirs: list[Path], name: str) -> dict[str, Any] | None:
-    for d in dirs:
-        if (d / name).is_file():
-            return read_json(d / name)
-    return None
-
-
-def _ci(v: Any) -> tuple[float, float] | None:
-    if isinstance(v, list | tuple) and len(v) == 2 and all(isinstance(x, int | float) for x in v):
-        return (float(v[0]), float(v[1]))
-    return None
-
-
-def gate_evidence(bb: dict[str, Any]) -> GateEvidence:
-    """Read the gate's own fields; whichever adjusted p-value it reports is the one it decided on."""
-    n = bb.get("n_configs")
-    if bb.get("p_gate") is not None:
-        p, corr = bb["p_gate"], str(bb.get("correction") or "")
-    elif bb.get("p_adjusted") is not None:
-        p, corr = bb["p_adjusted"], str(bb.get("correction") or "adjusted")
-    elif bb.get("p_holm") is not None and not bb.get("correction"):
-        p, corr = bb["p_holm"], f"Holm over {n} configurations" if n else "Holm"
-    else:
-        p, corr = bb.get("p_value"), str(bb.get("correction") or "none")
+def gate_evidence(gate: GateResult) -> GateEvidence:
+    """The gate's own fields: the p-value it decided on and its correction, as it reported them."""
     return GateEvidence(
-        metric=str(bb.get("metric")),
-        baseline=bb.get("baseline"),
-        delta=float(bb.get("delta", 0.0)),
-        ci95=_ci(bb.get("ci95")),
-        p_value=bb.get("p_value"),
-        p_reported=p,
-        correction=corr,
-        n_configs=n,
-        significant=bool(bb.get("significant")),
-        sentence=str(bb.get("sentence") or ""),
-        evaluated_on=str(bb.get("evaluated_on") or "test"),
+        metric=gate.metric,
+        baseline=gate.baseline,
+        delta=gate.delta,
+        ci95=_pair(gate.ci95),
+        p_value=gate.p_value,
+        p_reported=gate.p_adjusted,
+        correction=gate.correction,
+        n_configs=gate.n_configs,
+        significant=gate.significant,
+        sentence=gate.sentence,
+        evaluated_on=gate.evaluated_on,
     )
 
 
-def _on_test(v: dict[str, Any]) -> str:
+def _pair(v: list[float] | tuple[float, float] | None) -> tuple[float, float] | None:
+    return None if v is None or len(v) != 2 else (float(v[0]), float(v[1]))
+
+
+def _estimate(f: FigureRecord, evaluated_on: str) -> Estimate | None:
+    return None if f.value is None else Estimate(value=f.value, ci95=f.interval, evaluated_on=evaluated_on)
+
+
+def _on_test(f: FigureRecord) -> str:
     """``test``, plus the decision rule of a threshold-dependent figure (shipped threshold or 0.5)."""
-    at = v.get("decided_at")
-    return "test" if not at or at == "threshold-free" else f"test, at {at}"
+    return "test" if not f.decided_at or f.decided_at == "threshold-free" else f"test, at {f.decided_at}"
 
 
-def _per_day(d: dict[str, Any] | None) -> PerDay | None:
-    if not d:
+def _per_day(d: PerDayRecord | None) -> PerDay | None:
+    if d is None:
         return None
 
-    def est(k: str) -> Estimate:
-        x = d[k]
-        return Estimate(value=x["value"], ci95=_ci(x.get("ci95")), evaluated_on=d.get("evaluated_on", "test"))
+    def est(x: FigureRecord | Any) -> Estimate:
+        return Estimate(value=x.value, ci95=x.interval, evaluated_on=d.evaluated_on)
 
     return PerDay(
-        unit=d.get("unit", "day"),
-        caught=est("caught"),
-        missed=est("missed"),
-        false_alarms=est("false_alarms"),
-        positive_name=d.get("positive_name"),
-        cases=d.get("cases"),
-        prevalence=d.get("prevalence"),
-        evaluated_on=d.get("evaluated_on", "test")
-        + (f", at the shipped threshold {d['threshold']:.4g}" if d.get("threshold") is not None else ""),
+        unit=d.unit,
+        caught=est(d.caught),
+        missed=est(d.missed),
+        false_alarms=est(d.false_alarms),
+        positive_name=d.positive_name,
+        cases=d.cases,
+        prevalence=d.prevalence,
+        evaluated_on=f"{d.evaluated_on}, at the shipped threshold {d.threshold:.4g}",
     )
 
 
-def _audit(report: dict[str, Any] | None, n_test: int | None) -> AuditEvidence | None:
+def _audit(report: AuditReport | None, n_test: int | None) -> AuditEvidence | None:
     if report is None:
         return None
-    res = report.get("results") or {}
 
-    def metric(check: str, key: str) -> Any:
-        return ((res.get(check) or {}).get("metrics") or {}).get(key)
+    def metrics(check: str) -> dict[str, Any]:
+        rec = report.check(check)
+        return {} if rec is None else rec.metrics
 
-    # exact copies + near pairs in excess of the data's density; older reports: every close pair
-    pairs = metric("duplicates", "overlap") or metric("duplicates", "pairs") or {}
+    # exact copies + near pairs in excess of the data's density (the check's own metric keys)
+    dup = metrics("duplicates")
+    pairs = dup.get("overlap") or dup.get("pairs") or {}  # "pairs": every close pair (a bound)
     overlap = None
     if pairs and n_test:
         overlap = min(1.0, (pairs.get("train-test", 0) + pairs.get("val-test", 0)) / n_test)
+    curve = metrics("learning_curve")
     return AuditEvidence(
         findings=[
-            Finding(check=f["check"], severity=f["severity"], message=f["message"])
-            for f in report.get("findings", [])
+            Finding(check=f.check, severity=f.severity, message=f.message) for f in report.finding_records()
         ],
-        estimated_noise_rate=metric("label_issues", "estimated_noise_rate"),
+        estimated_noise_rate=metrics("label_issues").get("estimated_noise_rate"),
         test_overlap=overlap,
-        gain_at_2x=metric("learning_curve", "gain_at_2x"),
-        gain_ci=_ci(metric("learning_curve", "gain_90ci")),
-        test_shift_auc=metric("split_shift", "adversarial_auc_test"),
+        gain_at_2x=curve.get("gain_at_2x"),
+        gain_ci=_pair(curve.get("gain_90ci")),
+        test_shift_auc=metrics("split_shift").get("adversarial_auc_test"),
     )
 
 
-def gather(run_dir: str | Path, summary: dict[str, Any] | None = None) -> RunEvidence:
+def _task(ev: RunEvidence, task: TaskSpec) -> None:
+    from closedloop.stats.metrics import higher_is_better
+
+    ev.problem_type = task.problem_type
+    ev.primary_metric = task.primary_metric
+    ev.acceptance = dict(task.acceptance)
+    ev.lower_is_better = sorted(m for m in set(task.metrics) | set(ev.acceptance) if not higher_is_better(m))
+    c = task.constraints
+    ev.constraints = ConstraintsEvidence(
+        max_latency_ms=c.max_latency_ms,
+        latency_batch_size=c.latency_batch_size,
+        max_model_size_mb=c.max_model_size_mb,
+    )
+    ev.business_declared = bool(task.business.cases_per_day)
+    ev.references = [
+        Reference(
+            name=r.name,
+            level=r.level,
+            metrics=dict(r.metrics),
+            ci95={k: c for k, v in r.ci95.items() if (c := _pair(v)) is not None},
+            n=r.n,
+            comparison=None if r.comparison is None else HumanLevel.model_validate(r.comparison.model_dump()),
+        )
+        for r in task.references
+    ]
+
+
+def _evaluation(ev: RunEvidence, evaluation: EvaluationReport) -> None:
+    for k, f in evaluation.test.items():
+        if (est := _estimate(f, _on_test(f))) is not None:
+            ev.test[k] = est
+    if evaluation.beats_baseline is not None:
+        ev.gate = gate_evidence(evaluation.beats_baseline)
+    final = evaluation.outcome(FinalOutcome)
+    ev.per_day = _per_day(None if final is None else final.per_day)
+    ev.selection = evaluation.selection
+
+
+def _shipped(ev: RunEvidence, exported: ExportBundle, summary: RunSummary) -> None:
+    m = exported.measurements
+    shipped = m.shipped_variant
+    # measured latencies are stage timings (summary.json), never hashed artifact content
+    key = f"latency_ms.{m.shipped}.p95"
+    p95 = next(
+        (s.timings[key] for s in summary.stages.values() if s.shipped == m.shipped and key in s.timings), None
+    )
+    ev.shipped = ShippedEvidence(
+        variant=m.shipped,
+        blessed=m.blessed,
+        latency_p95_ms=p95,
+        size_mb=shipped.size_bytes / 1e6 if shipped.size_bytes else None,
+        checks=dict(m.checks),
+    )
+
+
+def gather(run_dir: str | Path, summary: RunSummary | dict[str, Any] | None = None) -> RunEvidence:
     """Read a run directory into :class:`RunEvidence` (``summary`` defaults to its summary.json)."""
     run_dir = Path(run_dir)
     if summary is None:
-        if not (run_dir / "summary.json").is_file():
-            raise RunDirError(f"{run_dir}: no summary.json; it is not a finished closedloop run directory")
-        summary = read_json(run_dir / "summary.json")
+        summary = RunSummary.read(run_dir)
+    elif not isinstance(summary, RunSummary):
+        summary = RunSummary.model_validate(summary)
     run = RunDir(run_dir)
-    stages = summary.get("stages") or {}
     ev = RunEvidence(
-        name=str(summary.get("name", "")),
+        name=summary.name,
         run_dir=str(run_dir),
-        status=str(summary.get("status", "?")),
-        failed={k: str(v.get("error") or "failed") for k, v in stages.items() if v.get("status") == "failed"},
-        tracking=summary.get("tracking"),
+        status=summary.status,
+        failed={k: s.error or "failed" for k, s in summary.stages.items() if s.status == "failed"},
+        tracking=summary.tracking,
     )
-    task = _first_json(run.artifact_dirs("TaskSpec"), "artifact.json")
-    if task:
-        from closedloop.stats.metrics import higher_is_better
-
-        ev.problem_type = task.get("problem_type")
-        ev.primary_metric = task.get("primary_metric")
-        ev.acceptance = dict(task.get("acceptance") or {})
-        names = set(task.get("metrics") or []) | set(ev.acceptance)
-        ev.lower_is_better = sorted(m for m in names if not higher_is_better(m))
-        c = task.get("constraints") or {}
-        ev.constraints = ConstraintsEvidence(
-            max_latency_ms=c.get("max_latency_ms"),
-            latency_batch_size=c.get("latency_batch_size", 1),
-            max_model_size_mb=c.get("max_model_size_mb"),
-        )
-        ev.business_declared = bool((task.get("business") or {}).get("cases_per_day"))
-        ev.references = [
-            Reference(
-                name=r["name"],
-                level=r.get("level", "literature"),
-                metrics=r.get("metrics") or {},
-                ci95={k: c for k, v in (r.get("ci95") or {}).items() if (c := _ci(v)) is not None},
-                n=r.get("n"),
-                comparison=HumanLevel.model_validate(r["comparison"]) if r.get("comparison") else None,
-            )
-            for r in task.get("references") or []
-        ]
-    evaluation = _first_json(run.artifact_dirs("EvaluationReport"), "artifact.json")
-    if evaluation:
-        for k, v in (evaluation.get("test") or {}).items():
-            ev.test[k] = Estimate(value=v["value"], ci95=_ci(v.get("ci95")), evaluated_on=_on_test(v))
-        if evaluation.get("beats_baseline"):
-            ev.gate = gate_evidence(evaluation["beats_baseline"])
-        final = (evaluation.get("phases") or {}).get("final") or {}
-        ev.per_day = _per_day(evaluation.get("per_day") or final.get("per_day"))
-    else:
-        train = next((v for v in stages.values() if isinstance(v.get("test"), dict)), None)
-        if train:
-            for k, v in train["test"].items():
-                ev.test[k] = Estimate(value=v["value"], ci95=_ci(v.get("ci95")), evaluated_on=_on_test(v))
-            if train.get("beats_baseline"):
-                ev.gate = gate_evidence(train["beats_baseline"])
+    if run.artifact_dir(TaskSpec) is not None:
+        _task(ev, run.artifact(TaskSpec))
+    if run.artifact_dir(EvaluationReport) is not None:
+        _evaluation(ev, run.artifact(EvaluationReport))
     if not ev.test:
         ev.test_missing_reason = (
             "the run failed before the test evaluation" if ev.failed else "no stage evaluated a model on test"
         )
-    meas = _first_json(run.artifact_dirs("ExportBundle"), "measurements.json")
-    if meas:
-        shipped = meas.get("shipped")
-        var = (meas.get("variants") or {}).get(shipped) or {}
-        p95 = ((meas.get("latency_ms") or {}).get(shipped) or {}).get("p95")  # runs before timings moved
-        if p95 is None:  # measured latencies are stage timings (summary.json), not hashed artifact content
-            key = f"latency_ms.{shipped}.p95"
-            timed = [v.get("timings") or {} for v in stages.values() if v.get("shipped") == shipped]
-            p95 = next((t[key] for t in timed if key in t), None)
-        ev.shipped = ShippedEvidence(
-            variant=str(shipped),
-            blessed=bool(meas.get("blessed")),
-            latency_p95_ms=p95,
-            size_mb=var["size_bytes"] / 1e6 if var.get("size_bytes") else None,
-            checks={str(k): bool(v) for k, v in (meas.get("checks") or {}).items()},
-        )
-    n_test = next((v["sizes"].get("test") for v in stages.values() if isinstance(v.get("sizes"), dict)), None)
-    audit_dirs = run.artifact_dirs("AuditReport")
-    ev.audit = _audit(_first_json(audit_dirs, "report.json"), n_test)
-    ev.selection = next(
-        (v["selection"] for v in stages.values() if isinstance(v.get("selection"), dict)), None
-    )
+    if run.artifact_dir(ExportBundle) is not None:
+        _shipped(ev, run.artifact(ExportBundle), summary)
+    sizes = next((s.sizes for s in summary.stages.values() if s.sizes is not None), None)
+    audit = run.artifact(AuditReport) if run.artifact_dir(AuditReport) is not None else None
+    ev.audit = _audit(audit, None if sizes is None else sizes.test)
     return ev

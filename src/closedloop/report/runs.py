@@ -86,7 +86,11 @@ def run_row(run_dir: Path) -> RunRow:
     if not (run_dir / "summary.json").is_file():
         row.status = "running" if row.status == "running" else f"{row.status} (no summary)"
         return row
-    ev = gather(run_dir)
+    try:
+        ev = gather(run_dir)
+    except RunDirError as exc:  # one run of an older layout must not hide the others
+        row.status, row.next_step = "unreadable", str(exc).split(": ", 1)[-1][:160]
+        return row
     row.status = ev.status
     m = ev.primary_metric
     if m and m in ev.test:

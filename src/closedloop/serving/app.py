@@ -95,8 +95,8 @@ def build_app(service: Service) -> Any:
         lifespan=lifespan,
     )
     app.state.service = service
-    if opts.app_dir:  # the export-web page at /app/ (closedloop.web.mount)
-        from closedloop.web.mount import mount_page
+    if opts.app_dir:  # the export-web page at /app/ (closedloop.serving.page_mount)
+        from closedloop.serving.page_mount import mount_page
 
         mount_page(app, opts.app_dir, opts.run_dir)
 

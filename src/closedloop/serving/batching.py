@@ -43,7 +43,8 @@ class Pending:
     routing: Routing
     x: np.ndarray
     request_id: str
-    future: asyncio.Future[Scored]
+    future: asyncio.Future[Scored | None]
+    """The request's answer; None when its client left while it was queued (see ``InferRoute``)."""
     enqueued: float = field(default_factory=time.monotonic)
     abandoned: bool = False
 

@@ -2,12 +2,18 @@
 as before). The names come from ``predictor.json`` (``input.categories``: each categorical column's names
 in code order, fixed when the model was trained). A name the model never saw is treated as a missing value
 (NaN: the model routes it as it routes missing values) and listed in the response's
-``unseen_categories``, so the caller sees it; it is never refused and never crashes the request."""
+``unseen_categories``, so the caller sees it; it is never refused and never crashes the request. The
+OIP route (``/v2/models/{m}/infer``) takes the same names (:func:`oip_table_rows`) and lists unseen names
+in the response's ``parameters.unseen_categories``."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
+
+import numpy as np
+
+from closedloop.serving.protocol import ProtocolError
 
 
 def category_codes(contract: dict[str, Any]) -> dict[str, dict[str, int]]:
@@ -34,4 +40,72 @@ def encode_names(
             if code is None:
                 unseen.append({"index": index, "feature": feature, "value": v})
             out[j] = math.nan if code is None else code
+    return out
+
+
+def _number(v: Any, feature: str, where: str) -> float:
+    """A non-categorical table value as a float (null: missing); a text value names its feature."""
+    if v is None:
+        return math.nan
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            raise ProtocolError(
+                f"{where}: feature {feature!r} is {v!r}, not a number; send numbers (a categorical "
+                "feature as its category name or code, null for a missing value)"
+            ) from None
+    return float(v)
+
+
+def oip_table_rows(
+    inputs: list[Any],
+    input_name: str,
+    names: list[str],
+    codes: dict[str, dict[str, int]],
+    unseen: list[dict[str, Any]],
+) -> np.ndarray | None:
+    """Table rows from an OIP request that sends values by name, or None for the plain numeric tensor.
+
+    Two shapes are accepted (category names in either): the model's one input as a BYTES tensor of
+    shape ``[N, F]`` in column order (strings, numbers and null), or one input per feature (named by the
+    feature, shape ``[N]`` or ``[N, 1]``; BYTES for a categorical feature given by name, any numeric
+    datatype otherwise), as MLServer's pandas codec sends a data frame. An unseen name is a missing value
+    listed in ``unseen``."""
+    if len(inputs) == 1 and inputs[0].name == input_name:
+        inp = inputs[0]
+        if inp.datatype != "BYTES":
+            return None
+        arr = inp.array
+        if arr.ndim != 2 or arr.shape[1] != len(names):
+            raise ProtocolError(
+                f"input {inp.name!r}: BYTES shape {list(arr.shape)}; expected [N, {len(names)}] in the "
+                f"column order {names}"
+            )
+        rows = [encode_names(list(r), names, codes, i, unseen) for i, r in enumerate(arr.tolist())]
+    else:
+        given = [i.name for i in inputs]
+        if not set(given) & set(names):
+            return None  # not a by-feature request: the caller's usual input checks answer it
+        missing = [n for n in names if n not in given]
+        unknown = [g for g in given if g not in names]
+        if missing or unknown or len(set(given)) != len(given):
+            raise ProtocolError(
+                f"inputs by feature: missing {missing}, unknown {unknown}"
+                + (", a feature sent twice" if len(set(given)) != len(given) else "")
+                + f"; expected one input per feature {names} (shape [N])"
+            )
+        cols = {i.name: i.array.reshape(len(i.array), -1) if i.array.ndim else i.array for i in inputs}
+        bad = [n for n, c in cols.items() if c.ndim != 2 or c.shape[1] != 1]
+        lengths = {len(c) for c in cols.values() if c.ndim == 2}
+        if bad or len(lengths) != 1:
+            raise ProtocolError(
+                f"inputs by feature: each must have shape [N] or [N, 1] with the same N; got "
+                f"{ {n: list(c.shape) for n, c in cols.items()} }"
+            )
+        n = lengths.pop()
+        rows = [encode_names([cols[f][i, 0] for f in names], names, codes, i, unseen) for i in range(n)]
+    out = np.empty((len(rows), len(names)), np.float32)
+    for i, row in enumerate(rows):
+        out[i] = [_number(v, f, f"input {i}") for f, v in zip(names, row, strict=True)]
     return out

@@ -15,15 +15,17 @@ Errors are the same JSON ``{"error": ...}`` with the same statuses as the rest o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import queue
 import re
+import threading
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
-from closedloop.serving.batching import Batcher, wait_for_disconnect
+from closedloop.serving.batching import Batcher, Pending, wait_for_disconnect
 from closedloop.serving.model import ServedModel
 from closedloop.serving.protocol import (
     HEADER_LENGTH,
@@ -69,7 +71,7 @@ class InferRoute:
         # one thread for the unbatched model call: onnxruntime releases the GIL, so the event loop
         # parses and answers other requests on the second core meanwhile (one thread: the calls of a
         # one-thread session would only queue behind each other in more)
-        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="closedloop-model")
+        self._model_thread = ModelThread()
 
     def __getattr__(self, name: str) -> Any:  # state, routes, ...: the FastAPI app's
         return getattr(self.app, name)
@@ -156,32 +158,33 @@ class InferRoute:
 
     def prepare(
         self, body: bytes, header_len: str | None, given_id: str | None, routing: Routing
-    ) -> tuple[np.ndarray, str, list[str], dict[str, bool]]:
-        """Parse and check one request: its input array, id and the outputs it asked for."""
+    ) -> tuple[np.ndarray, str, list[str], dict[str, bool], list[dict[str, Any]]]:
+        """Parse and check one request: its input array, id, the outputs it asked for and the category
+        names the model never saw (answered as missing values)."""
         req = parse_infer_request(body, header_len)
-        x = self.service.check_oip_inputs(req, routing.champion)
+        unseen: list[dict[str, Any]] = []
+        x = self.service.check_oip_inputs(req, routing.champion, unseen)
         available = ["proba"] if routing.champion.problem_type == "regression" else ["proba", "label"]
         names, binary = requested_outputs(req, available)
-        return x, new_request_id(req.id or given_id), names, binary
+        return x, new_request_id(req.id or given_id), names, binary, unseen
 
     def work(
         self, body: bytes, header_len: str | None, given_id: str | None, routing: Routing
     ) -> tuple[Scored, bytes, int | None]:
         """Parse, check, score, log and encode one request (unbatched)."""
-        x, rid, names, binary = self.prepare(body, header_len, given_id, routing)
+        x, rid, names, binary, unseen = self.prepare(body, header_len, given_id, routing)
         scored = self.service.score(routing, x, rid)  # logged when this returns
         self.service.shadow(routing, x, rid)  # the answer is determined: the shadow scores it off this path
-        return (scored, *self.encode(scored, names, binary))
+        return (scored, *self.encode(scored, names, binary, unseen))
 
     async def overlapped(
         self, body: bytes, header_len: str | None, given_id: str | None, routing: Routing
     ) -> tuple[Scored, bytes, int | None]:
         """:meth:`work` with the model call and its log record in the model thread, the rest here."""
-        x, rid, names, binary = self.prepare(body, header_len, given_id, routing)
-        loop = asyncio.get_running_loop()
-        scored = await loop.run_in_executor(self._model_thread, self.service.score, routing, x, rid)
+        x, rid, names, binary, unseen = self.prepare(body, header_len, given_id, routing)
+        scored = await self._model_thread.run(self.service.score, routing, x, rid)
         self.service.shadow(routing, x, rid)  # logged when score returned; the shadow runs off this path
-        return (scored, *self.encode(scored, names, binary))
+        return (scored, *self.encode(scored, names, binary, unseen))
 
     async def batched(
         self, body: bytes, header_len: str | None, given_id: str | None, routing: Routing, receive: Any
@@ -189,24 +192,37 @@ class InferRoute:
         """Check the request alone, queue it, and wait for its batch (None: the client left while queued)."""
         assert self.batcher is not None
         if len(body) <= INLINE_MAX_BYTES:
-            x, rid, names, binary = self.prepare(body, header_len, given_id, routing)
+            x, rid, names, binary, unseen = self.prepare(body, header_len, given_id, routing)
         else:
-            x, rid, names, binary = await self.run_in_thread(
+            x, rid, names, binary, unseen = await self.run_in_thread(
                 self.prepare, body, header_len, given_id, routing
             )
         pending = self.batcher.submit(routing, x, rid)
-        gone = asyncio.ensure_future(wait_for_disconnect(receive))
+        # One watcher per queued request takes it out of the queue if its client leaves; it resolves the
+        # request's own future with None, so this awaits one future (no asyncio.wait, no second waiter)
+        watcher = asyncio.get_running_loop().create_task(self._drop_when_gone(pending, receive))
         try:
-            await asyncio.wait({pending.future, gone}, return_when=asyncio.FIRST_COMPLETED)
+            scored = await pending.future
         finally:
-            if not gone.done():
-                gone.cancel()
-        if not pending.future.done() and self.batcher.abandon(pending):
-            return None
-        scored = await pending.future  # its batch already started: answered (and logged) as usual
-        return (scored, *self.encode(scored, names, binary))
+            watcher.cancel()
+        if scored is None:
+            return None  # left while queued: never scored, never logged
+        return (scored, *self.encode(scored, names, binary, unseen))
 
-    def encode(self, scored: Scored, names: list[str], binary: dict[str, bool]) -> tuple[bytes, int | None]:
+    async def _drop_when_gone(self, pending: Pending, receive: Any) -> None:
+        """Wait for the client's disconnect; a request still queued then is dropped, never scored.
+        One whose batch already started is answered and logged as usual (nobody can tell it left)."""
+        await wait_for_disconnect(receive)
+        if not pending.future.done() and self.batcher is not None and self.batcher.abandon(pending):
+            pending.future.set_result(None)
+
+    def encode(
+        self,
+        scored: Scored,
+        names: list[str],
+        binary: dict[str, bool],
+        unseen: list[dict[str, Any]] | None = None,
+    ) -> tuple[bytes, int | None]:
         tensors = {"proba": OutputTensor("proba", "FP64", scored.proba)}
         if "label" in names:
             tensors["label"] = OutputTensor(
@@ -217,7 +233,50 @@ class InferRoute:
             "model_version": scored.model.version,
             "id": scored.request_id,
         }
+        if unseen:  # category names the model never saw, answered as missing values (categories.py)
+            head["parameters"] = {"unseen_categories": unseen}
         return encode_response(head, [tensors[n] for n in names], binary)
+
+
+class ModelThread:
+    """One daemon thread running the unbatched model calls, in order.
+
+    A hand-off costs one queue put, and the answer comes back with one ``call_soon_threadsafe``:
+    ``run_in_executor`` also builds a ``concurrent.futures.Future`` chained to the asyncio one, with
+    callbacks both ways, for every request."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None  # started by the first call (none when batching)
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """``fn(*args)`` in the model thread; await the returned future (call on the event loop)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="closedloop-model", daemon=True)
+            self._thread.start()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._jobs.put((loop, future, fn, args))
+        return future
+
+    def _work(self) -> None:
+        while True:
+            loop, future, fn, args = self._jobs.get()
+            try:
+                result, error = fn(*args), None
+            except BaseException as exc:  # handed to the awaiting request, as run_in_executor does
+                result, error = None, exc
+            with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile: nobody awaits
+                loop.call_soon_threadsafe(_settle, future, result, error)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():  # the request's task was cancelled (e.g. at shutdown)
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 def _text(value: bytes | None) -> str | None:

@@ -8,7 +8,15 @@ and used on its own::
     p.predict_proba(images_uint8)             # (N, H, W, C) raw pixels 0..255, or (N, F) raw features
     p.predict_labels(images_uint8)            # class names, using the validation-chosen threshold
 
-Command line: ``python predictor.py MODEL_DIR INPUT.npy [--variant int8]`` prints JSON predictions.
+Tables may be given by name: a list of objects keyed by feature, a pandas DataFrame, or rows in column
+order, with a categorical feature as its category name (or code) and None for a missing value. A name
+the model never saw is a missing value and is listed in ``p.unseen_categories`` after the call::
+
+    p.predict_proba([{"age": 61, "city": "Oslo"}, {"age": None, "city": "Atlantis"}])
+    p.unseen_categories                       # [{"index": 1, "feature": "city", "value": "Atlantis"}]
+
+Command line: ``python predictor.py MODEL_DIR INPUT.npy|INPUT.json [--variant int8]`` prints JSON
+predictions (a .json input: a list of such rows).
 
 The ONNX graph contains the input normalization; this module only checks the input contract
 (shape, dtype), applies the calibrated temperature and the link function, and turns probabilities
@@ -113,11 +121,71 @@ class Predictor:
         self.temperature = float(entry.get("temperature", self.meta.get("temperature", 1.0)))
         self.threshold = entry.get("threshold", self.meta.get("threshold"))
         self.label_names = list(self.meta.get("label_names") or [])
+        self.feature_names = list(inp.get("feature_names") or [])
+        self.categories = {
+            f: {str(n): i for i, n in enumerate(v)} for f, v in (inp.get("categories") or {}).items()
+        }
+        self.unseen_categories: list[dict[str, Any]] = []
+        """Category names the last call's rows held that the model never saw (answered as missing)."""
+
+    # -- table rows by name -----------------------------------------------------------------------
+    def encode_rows(self, x: Any) -> Any:
+        """Table rows by name (objects keyed by feature, a DataFrame, or rows with category names) as a
+        float32 array in column order; numeric arrays are returned unchanged. Records unseen names."""
+        self.unseen_categories = []
+        names = self.feature_names
+        if self.input_kind == "images" or not names:
+            return x
+        if hasattr(x, "columns") and hasattr(x, "to_dict"):  # a pandas DataFrame, without importing pandas
+            x = x.to_dict("records")
+        if isinstance(x, list | tuple) and x and all(isinstance(r, dict) for r in x):
+            rows = []
+            for i, r in enumerate(x):
+                missing, unknown = [n for n in names if n not in r], [k for k in r if k not in names]
+                if missing or unknown:
+                    raise PredictorError(
+                        f"row {i}: missing feature(s) {missing}, unknown feature(s) {unknown}; expected {names}"
+                    )
+                rows.append([r[n] for n in names])
+        else:
+            arr = np.asarray(x, dtype=object) if isinstance(x, list | tuple) else x
+            if not isinstance(arr, np.ndarray) or arr.dtype != object or arr.ndim != 2:
+                return x
+            if arr.shape[1] != len(names):
+                raise PredictorError(f"rows have {arr.shape[1]} values; expected {len(names)}: {names}")
+            rows = arr.tolist()
+        out = np.empty((len(rows), len(names)), np.float32)
+        for i, row in enumerate(rows):
+            out[i] = [self._value(i, f, v) for f, v in zip(names, row, strict=True)]
+        return out
+
+    def _value(self, i: int, feature: str, v: Any) -> float:
+        if v is None:
+            return float("nan")
+        if isinstance(v, str) and feature in self.categories:
+            code = self.categories[feature].get(v)
+            if code is None:
+                self.unseen_categories.append({"index": i, "feature": feature, "value": v})
+                return float("nan")
+            return float(code)
+        if isinstance(v, str | bool):
+            raise PredictorError(
+                f"row {i}: feature {feature!r} is {v!r}, not a number"
+                + (
+                    " (a categorical feature takes its category name or code)"
+                    if feature in self.categories
+                    else ""
+                )
+            )
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            raise PredictorError(f"row {i}: feature {feature!r} is {v!r}, not a number") from None
 
     # -- input contract ---------------------------------------------------------------------------
     def check_input(self, x: Any) -> np.ndarray:
         """Return ``x`` as a float32 array ``(N, *input_shape)`` or raise :class:`PredictorError`."""
-        arr = np.asarray(x)
+        arr = np.asarray(self.encode_rows(x))
         if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
             raise PredictorError(
                 f"input dtype {arr.dtype} is not numeric; expected {self.meta['input'].get('accepts', 'uint8 or float32')}"
@@ -201,13 +269,20 @@ def main(argv: list[str] | None = None) -> int:
         description="Predict with an exported closedloop model (numpy + onnxruntime)."
     )
     ap.add_argument("model_dir")
-    ap.add_argument("input_npy", help="a .npy file with raw inputs (N, H, W, C) or (N, F)")
+    ap.add_argument(
+        "input_npy", help="a .npy file with raw inputs (N, H, W, C) or (N, F), or a .json list of table rows"
+    )
     ap.add_argument("--variant", default=None)
     args = ap.parse_args(argv)
     try:
         p = Predictor(args.model_dir, variant=args.variant)
-        x = np.load(args.input_npy, allow_pickle=False)
+        if str(args.input_npy).endswith(".json"):
+            x = json.loads(Path(args.input_npy).read_text())
+        else:
+            x = np.load(args.input_npy, allow_pickle=False)
         out = {"variant": p.variant, "proba": p.predict_proba(x).tolist(), "labels": p.predict_labels(x)}
+        if p.unseen_categories:
+            out["unseen_categories"] = p.unseen_categories
     except (PredictorError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -210,6 +210,8 @@ def _from_binary(inp: RequestInput, buf: memoryview) -> np.ndarray:
 def _from_json(inp: RequestInput) -> np.ndarray:
     if inp.data is None:
         raise ProtocolError(f"input {inp.name!r}: no 'data' and no binary_data_size parameter")
+    if inp.datatype == "BYTES":  # table values by name (category names); the service decides their use
+        return _bytes_from_json(inp)
     dt = _numeric_dtype(inp)
     n = _count(inp)
     try:
@@ -233,6 +235,33 @@ def _from_json(inp: RequestInput) -> np.ndarray:
                 f"input {inp.name!r}: values {arr.min()}..{arr.max()} do not fit datatype {inp.datatype}"
             )
     return arr.astype(dt).reshape(inp.shape)
+
+
+def _bytes_from_json(inp: RequestInput) -> np.ndarray:
+    """A BYTES tensor's JSON data as an object array of its shape: strings, and for table rows also
+    numbers and null (a missing value), which the service checks column by column."""
+    flat: list[Any] = []
+
+    def walk(v: Any) -> None:
+        if isinstance(v, list):
+            for e in v:
+                walk(e)
+        elif v is None or isinstance(v, str | int | float) and not isinstance(v, bool):
+            flat.append(v)
+        else:
+            raise ProtocolError(
+                f"input {inp.name!r}: BYTES data holds {v!r}; expected strings, numbers or null"
+            )
+
+    walk(inp.data)
+    n = _count(inp)
+    if len(flat) != n:
+        raise ProtocolError(
+            f"input {inp.name!r}: 'data' has {len(flat)} elements but shape {inp.shape} needs {n}"
+        )
+    arr = np.empty(n, dtype=object)
+    arr[:] = flat
+    return arr.reshape(inp.shape)
 
 
 # -- responses ------------------------------------------------------------------------------------

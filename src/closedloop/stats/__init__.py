@@ -8,6 +8,7 @@
 * :mod:`~closedloop.stats.business` - operating threshold by expected cost, "per day" framing
 * :mod:`~closedloop.stats.gate` - "does the model beat the baseline?" (the declared test comparison)
 * :mod:`~closedloop.stats.promotion` - the champion/challenger promotion rule (``decide_promotion``)
+* :mod:`~closedloop.stats.promotion_arguments` - that rule's command-line flags (no numpy: ``--help`` stays light)
 """
 
 from closedloop.stats.errors import StatsError

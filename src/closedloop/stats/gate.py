@@ -22,8 +22,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
-
+from closedloop.artifacts.gate import GateResult, TestComparison
 from closedloop.core.errors import ClosedLoopError
 from closedloop.stats.errors import StatsError
 from closedloop.stats.metrics import Convention
@@ -31,7 +30,9 @@ from closedloop.stats.multiple import holm
 from closedloop.stats.paired import compare
 
 if TYPE_CHECKING:
-    from closedloop.stages.task import TaskSpec
+    from closedloop.artifacts.task import TaskSpec
+
+__all__ = ["GateFailedError", "GatePolicy", "GateResult", "TestComparison", "apply_policy", "beats_baseline"]
 
 GatePolicy = Literal["warn", "fail"]
 log = logging.getLogger("closedloop")
@@ -39,73 +40,6 @@ log = logging.getLogger("closedloop")
 
 class GateFailedError(ClosedLoopError):
     """The model did not beat the best baseline significantly and the policy is ``fail``."""
-
-
-class TestComparison(BaseModel):
-    """One paired comparison made on test: model vs one baseline on one metric."""
-
-    __test__ = False  # not a pytest class
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    metric: str
-    baseline: str
-    delta: float
-    """``model - baseline``."""
-    ci95: list[float]
-    bound95: float
-    """One-sided 95% bound on ``delta`` on the side of "the model is better" (lower bound when higher
-    is better): the interval of the one-sided claim."""
-    p_value: float
-    """One-sided (H0: the model is not better), this comparison alone."""
-    p_two_sided: float
-    p_adjusted: float
-    """Holm over the test comparisons made (equals ``p_value`` when there is one)."""
-    model_value: float
-    baseline_value: float
-    higher_is_better: bool
-    method: str
-    n: int
-
-    @property
-    def better(self) -> bool:
-        return self.delta > 0 if self.higher_is_better else self.delta < 0
-
-
-class GateResult(BaseModel):
-    """The gate's decision on the declared comparison, with every test comparison made."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    metric: str
-    baseline: str
-    delta: float
-    ci95: list[float]
-    bound95: float
-    """One-sided 95% bound of the declared comparison (see :class:`TestComparison`)."""
-    p_value: float
-    """One-sided p-value of the declared comparison, uncorrected."""
-    p_two_sided: float
-    p_adjusted: float
-    """The p-value the decision uses: ``p_value``, or Holm over several test comparisons."""
-    correction: str
-    """"none" (one declared comparison) or "Holm over K test comparisons"."""
-    n_test_comparisons: int
-    n_configs: int
-    """Configurations scored on validation before the choice (reported, not corrected for here)."""
-    significant: bool
-    model_value: float
-    baseline_value: float
-    higher_is_better: bool
-    method: str
-    n: int
-    alpha: float
-    evaluated_on: Literal["test"] = "test"
-    comparisons: list[TestComparison]
-    sentence: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (for artifacts and summary.json)."""
-        return self.model_dump(mode="json")
 
 
 def _fmt(x: float) -> str:

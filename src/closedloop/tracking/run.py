@@ -20,7 +20,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict
 
-from closedloop.core.io import read_json
+from closedloop.artifacts.evaluation import EvaluationReport
+from closedloop.artifacts.export import ExportBundle
+from closedloop.artifacts.summary import RunSummary
 from closedloop.core.run_reader import RunDir
 from closedloop.tracking.base import TRACKERS, Tracker
 from closedloop.tracking.config import TrackingSpec
@@ -94,9 +96,10 @@ def _number(v: Any) -> float | None:
     return None
 
 
-def headline_metrics(summary: dict[str, Any]) -> dict[str, float]:
+def headline_metrics(summary: RunSummary | dict[str, Any]) -> dict[str, float]:
     """Every finite number in each stage's summary (``train/test/auc``, ``train/test/auc/ci_low``, ...)."""
-    out: dict[str, float] = {"run/seconds": float(summary.get("seconds") or 0.0)}
+    summary = RunSummary.model_validate(summary)
+    out: dict[str, float] = {"run/seconds": summary.seconds}
 
     def walk(obj: Any, key: str, depth: int) -> None:
         if depth > 5:
@@ -116,28 +119,20 @@ def headline_metrics(summary: dict[str, Any]) -> dict[str, float]:
         if n is not None:
             out[key] = n
 
-    for name, st in (summary.get("stages") or {}).items():
-        if isinstance(st, dict) and st.get("status") == "ok":
-            walk({k: v for k, v in st.items() if k != "status"}, name, 0)
-            out[f"{name}/seconds"] = float(st.get("seconds") or 0.0)
+    for name, st in summary.stages.items():
+        if st.status == "ok":  # the entry as written: the stage's own keys and its timings
+            walk(st.model_dump(mode="json", exclude={"status"}, exclude_unset=True), name, 0)
+            out[f"{name}/seconds"] = st.seconds
     return out
-
-
-def _artifact_dirs(run_dir: Path, type_name: str) -> list[Path]:
-    """Artifact folders of that class (by name) that exist."""
-    return [d for d in RunDir(run_dir).artifact_dirs(type_name) if d.is_dir()]
 
 
 def training_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """``curves/<curve>/<quantity>`` -> [(epoch, value), ...] from the training stage's evaluation."""
     out: dict[str, list[tuple[int, float]]] = {}
-    for d in _artifact_dirs(run_dir, "EvaluationReport"):
-        curves = read_json(d / "artifact.json").get("curves") or {}
-        for curve, rows in curves.items():
-            for i, row in enumerate(rows if isinstance(rows, list) else []):
-                if not isinstance(row, dict):
-                    continue
-                step = row.get("epoch", i + 1)
+    for evaluation in RunDir(run_dir).artifacts(EvaluationReport):
+        for curve, rows in evaluation.curves.items():
+            for i, row in enumerate(rows):
+                step = row.get("epoch", i + 1)  # a point: its epoch and the quantities the curve tracks
                 for k, v in row.items():
                     n = _number(v)
                     if k not in ("epoch", "step") and n is not None and not isinstance(v, bool):
@@ -148,8 +143,9 @@ def training_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 def model_files(run_dir: Path) -> list[Path]:
     """The exported bundle's files (ONNX models, model card, predictor metadata)."""
     files: list[Path] = []
-    for d in _artifact_dirs(run_dir, "ExportBundle"):
-        files += sorted(p for p in d.iterdir() if p.is_file())
+    for d in RunDir(run_dir).artifact_dirs(ExportBundle):
+        if d.is_dir():
+            files += sorted(p for p in d.iterdir() if p.is_file())
     return files
 
 
@@ -235,7 +231,8 @@ def log_tracking(
     t0 = time.perf_counter()
     status = TrackingStatus(backend=spec.backend, uri=redact(spec.uri))
     tracker: Tracker | None = None
-    name = str(summary.get("name") or "pipeline")
+    record = RunSummary.model_validate(summary)
+    name = record.name or "pipeline"
     try:
         tracker = make_tracker(spec, process)
         status.uri = redact(getattr(tracker, "uri", spec.uri))
@@ -244,13 +241,13 @@ def log_tracking(
             "closedloop.pipeline": name,
             "closedloop.run_dir": str(run_dir.resolve()),
             "closedloop.run_id": run_dir.name,
-            "closedloop.status": str(summary.get("status")),
+            "closedloop.status": record.status,
         }
         status.run_id = tracker.start(status.experiment, run_dir.name, tags)
         status.url = tracker.url()
         params = config_params(config)
-        if params.get("tracking.uri"):
-            params["tracking.uri"] = redact(params["tracking.uri"]) or ""  # never send a password along
+        if "tracking.uri" in params:  # the config's tracking.uri is the spec's: never send a password along
+            params["tracking.uri"] = redact(spec.uri) or ""
         tracker.log_params(params)
         status.n_params = len(params)
         metrics = headline_metrics(summary)
@@ -299,7 +296,7 @@ def finish_tracking(session: TrackingSession, summary: dict[str, Any]) -> bool:
                 if f.is_file():
                     tracker.log_artifact(f)
                     status.n_artifacts += 1
-            tracker.finish(summary.get("status") == "ok")
+            tracker.finish(RunSummary.model_validate(summary).status == "ok")
         except Exception as exc:
             status.ok = False
             status.error = f"uploading the report failed: {describe_error(exc)}"[:1000]

@@ -3,7 +3,7 @@
 Layout of the folder::
 
     index.html, app.js        the page (no framework, no network access but its own folder)
-    spec.json                 the input contract (closedloop.web.spec.WebSpec), read by the page and Python
+    spec.json                 the input contract (closedloop.artifacts.webpage.WebSpec), read by the page and Python
     model.onnx                the chosen variant of the exported model, byte for byte
     runtime/                  onnxruntime-web's wasm build and the license named in spec.json, vendored from the pinned npm package
 
@@ -20,10 +20,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from closedloop.artifacts.webpage import SPEC_FILE, Card, InputContract, ModelFile, Runtime, Source, WebSpec
 from closedloop.core.errors import ClosedLoopError
 from closedloop.core.io import atomic_path, read_json, sha256_file, write_text_atomic
 from closedloop.web import runtime
-from closedloop.web.spec import SPEC_FILE, Card, InputContract, ModelFile, Runtime, Source, WebSpec
 
 PAGE_FILES = ("index.html", "app.js")
 MODEL_FILE = "model.onnx"

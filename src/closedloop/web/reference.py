@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from closedloop.web.spec import WebSpec
+from closedloop.artifacts.webpage import WebSpec
 
 
 class SpecPredictor:

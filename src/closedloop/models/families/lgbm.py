@@ -17,6 +17,7 @@ sends an unseen category: to the side of the split that does not list it.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -136,6 +137,57 @@ class TreeEnsemble(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+def average_boosters(texts: list[str]) -> str:
+    """One LightGBM model text whose raw score is the mean of the members' raw scores: every member's
+    trees, renumbered, with leaf values divided by the member count. A sum of trees is the booster's
+    raw score, so the mean of N boosters is one booster of all their trees at 1/N; the init score that
+    LightGBM folds into each member's first tree is averaged the same way. The members must share the
+    objective and columns (one training set, different seeds): the first one's header is kept, without
+    ``tree_sizes`` (LightGBM then reads the trees one by one)."""
+    if not texts:
+        raise ValueError("average_boosters: no member")
+    n = len(texts)
+    heads = [t[: t.index("\nTree=0\n") + 1] for t in texts]
+    same = {re.sub(r"(?m)^tree_sizes=.*\n", "", h) for h in heads}
+    if len(same) != 1:
+        raise ValueError("average_boosters: the members differ in objective, classes or columns")
+    blocks: list[str] = []
+    for t in texts:
+        body = t[t.index("\nTree=0\n") + 1 : t.index("end of trees")]
+        blocks += [b for b in re.split(r"(?m)^(?=Tree=\d+\n)", body) if b.strip()]
+
+    def scale(m: re.Match[str]) -> str:
+        return m[1] + "=" + " ".join(repr(float(v) / n) for v in m[2].split())
+
+    trees = [
+        re.sub(
+            r"(?m)^(leaf_value|internal_value)=(.*)$", scale, re.sub(r"^Tree=\d+", f"Tree={i}", b, count=1)
+        )
+        for i, b in enumerate(blocks)
+    ]
+    return same.pop() + "".join(trees) + texts[0][texts[0].index("end of trees") :]
+
+
+def average_members(members: list[TreeEnsemble]) -> TreeEnsemble:
+    """A seed ensemble of trained tree members as one :class:`TreeEnsemble` (:func:`average_boosters`):
+    its logits are the mean of the members' logits, as :class:`~.ensemble.EnsembleNet` would give, but
+    it is one booster, so export, ONNX parity, serving and the monitor treat it as any tree model.
+    The members' heads must still be the identity (before calibration)."""
+    import lightgbm as lgb
+
+    eye = torch.eye(members[0].n_logits)
+    for m in members:
+        if not (torch.equal(m.head.weight.detach().cpu(), eye) and not m.head.bias.detach().any()):
+            raise ValueError("average_members: a member's head is not the identity (calibrated already?)")
+        if m.lgb_booster() is None:
+            raise ValueError("average_members: a member has no trained booster")
+    texts = [bytes(m.booster.numpy()).decode("utf-8") for m in members]
+    first = members[0]
+    out = TreeEnsemble(first.n_in, first.n_logits, rounds_per_epoch=first.rounds_per_epoch, **first.params)
+    out.set_booster(lgb.Booster(model_str=average_boosters(texts)))
+    return out
 
 
 @register_model(

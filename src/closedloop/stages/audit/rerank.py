@@ -23,52 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
 
-from closedloop.stages.audit.label_issues import COLUMNS, FilterBy, flag_label_issues
+from closedloop.artifacts.training import LabelIssue, LabelIssueList
+from closedloop.stages.audit.label_issues import FilterBy, flag_label_issues
 
 FILE = "label_issues_after_training.csv"
-
-
-class LabelIssue(BaseModel):
-    """One suspected label error."""
-
-    model_config = ConfigDict(extra="forbid")
-    split: str
-    index: int
-    """Row in its split."""
-    given_label: int
-    suggested_label: int
-    score: float
-    """1 - out-of-sample probability of the given label (higher: more suspicious)."""
-
-
-class LabelIssueList(BaseModel):
-    """Suspected label errors, most suspicious first, and what they were computed on."""
-
-    model_config = ConfigDict(extra="forbid")
-    issues: list[LabelIssue] = Field(default_factory=list)
-    n_examined: int
-    n_flagged: int
-    estimated_noise_rate: float
-    """1 - trace of cleanlab's estimated joint of given and true labels."""
-    evaluated_on: str
-    """Which predictions ranked the labels, e.g. ``out_of_fold`` or ``validation``."""
-    source: str = ""
-    """Which model produced them, in words."""
-    note: str = ""
-    """What was left out, and why."""
-    file: str | None = None
-    """Where the full list was saved (relative to the stage folder)."""
-
-    def to_frame(self) -> pd.DataFrame:
-        """The list as the audit's ``label_issues.csv`` columns."""
-        return pd.DataFrame([i.model_dump() for i in self.issues], columns=COLUMNS)
-
-    def head(self, n: int) -> LabelIssueList:
-        """The same list with only its ``n`` most suspicious issues (counts unchanged)."""
-        return self.model_copy(update={"issues": self.issues[:n]})
 
 
 def rerank_label_issues(

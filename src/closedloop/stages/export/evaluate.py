@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel
+
+from closedloop.artifacts.export import MetricComparison
 
 LOWER_IS_BETTER = {"rmse", "mae", "log_loss", "ece"}
 
@@ -76,20 +77,6 @@ def metric_value(
     if name not in table:
         raise KeyError(name)
     return float(table[name]())
-
-
-class MetricComparison(BaseModel):
-    """A variant's metric on validation against the reference model's, with 95% bootstrap intervals."""
-
-    metric: str
-    value: float
-    ci: tuple[float, float]
-    reference: float
-    diff: float
-    """variant - reference (positive = better when higher is better)."""
-    diff_ci: tuple[float, float]
-    loss: float
-    """How much worse the variant is (>= 0 means worse), in the metric's units."""
 
 
 def compare_metric(

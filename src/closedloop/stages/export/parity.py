@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
-from pydantic import BaseModel
 
+from closedloop.artifacts.export import ParityResult
 from closedloop.stages.export.errors import ParityError
-
-
-class ParityResult(BaseModel):
-    """Largest differences between two output arrays on the same inputs."""
-
-    n: int
-    max_abs_diff: float
-    max_rel_diff: float
-    n_violations: int
-    passed: bool
-    worst: list[dict[str, Any]]
-    """The largest differences: sample index, output index, reference, candidate, |diff|."""
 
 
 def compare_outputs(

@@ -11,8 +11,18 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from closedloop.stages.export.evaluate import MetricComparison
-from closedloop.stages.export.parity import ParityResult
+from closedloop.artifacts.export import ExportRecord, MetricComparison, ParityResult, Variant
+
+__all__ = [
+    "Distillation",
+    "GateDecision",
+    "HeldOutRows",
+    "MetricComparison",
+    "ParityResult",
+    "Variant",
+    "VariantRun",
+    "measurements_record",
+]
 
 
 class _Result(BaseModel):
@@ -34,35 +44,6 @@ class HeldOutRows(_Held):
     evaluated_on: str
     """``calibration``, ``validation`` or ``trained_on`` (see closedloop.stages.train.heldout)."""
     note: str
-
-
-class Variant(_Result):
-    """One exported model file and how it scored against fp32 on the held-out rows."""
-
-    file: str
-    size_bytes: int
-    mode: str | None = None
-    """int8 only: static or dynamic quantization."""
-    sparsity: float | None = None
-    """pruned only: share of zero weights."""
-    note: str | None = None
-    parameters: int | None = None
-    """student only: parameter count."""
-    temperature: float
-    threshold: float | None
-    parity_vs_fp32: dict[str, float | int] | None = None
-    """int8 only: largest differences of its logits to fp32's."""
-    comparison: MetricComparison
-    metrics: dict[str, float]
-    max_prob_diff_vs_fp32: float | None = None
-    accepted: bool
-    reason: str | None = None
-
-    def record(self) -> dict[str, Any]:
-        """The JSON record: variant-specific keys only where they apply (the threshold always)."""
-        out = self.model_dump(exclude_none=True)
-        out["threshold"] = self.threshold
-        return out
 
 
 class VariantRun(_Held):
@@ -129,20 +110,22 @@ def measurements_record(
     threads: int,
     distillation: Distillation | None,
     quantization: str,
-) -> dict[str, Any]:
+) -> ExportRecord:
     """``measurements.json``: every deterministic figure of the export (no latencies, no wall times)."""
-    return {
-        "metric": metric,
-        "evaluated_on": rows.evaluated_on,
-        "n_evaluated": int(len(rows.y)),
-        "evaluated_on_note": rows.note,
-        "shipped": gate.shipped,
-        "blessed": gate.blessed,
-        "checks": dict(gate.checks),
-        "checks_text": [f"{k}: {'pass' if v else 'FAIL'}" for k, v in gate.checks.items()],
-        "parity": parity.model_dump(),
-        "variants": {n: v.record() for n, v in variants.items()},
-        "threads": threads,
-        "distillation": distillation.record(metric) if distillation is not None else None,
-        "quantization": quantization,
-    }
+    return ExportRecord.model_validate(
+        {
+            "metric": metric,
+            "evaluated_on": rows.evaluated_on,
+            "n_evaluated": int(len(rows.y)),
+            "evaluated_on_note": rows.note,
+            "shipped": gate.shipped,
+            "blessed": gate.blessed,
+            "checks": dict(gate.checks),
+            "checks_text": [f"{k}: {'pass' if v else 'FAIL'}" for k, v in gate.checks.items()],
+            "parity": parity,
+            "variants": variants,
+            "threads": threads,
+            "distillation": distillation.record(metric) if distillation is not None else None,
+            "quantization": quantization,
+        }
+    )

@@ -1,7 +1,7 @@
 """The export stage: ONNX fp32 + int8 (+ pruned, + distilled student), parity, latency, model card.
 
 Everything is evaluated on the validation rows the deployed model did not train on (the held-out
-calibration split the train stage recorded; ``measurements["evaluated_on"]`` says which), and the
+calibration split the train stage recorded; ``measurements.evaluated_on`` says which), and the
 test split stays sealed: the single final test evaluation belongs to training. A compressed variant
 that loses more than ``tolerance`` of the primary metric, or whose int8 probabilities drift too far
 from fp32, is rejected with the reason.
@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from closedloop.artifacts.evaluation import EvaluationReport
 from closedloop.core.errors import ConfigError
 from closedloop.core.registry import register_stage
 from closedloop.core.stage import RunContext, Stage, StageIO, stage_timings
@@ -28,7 +29,6 @@ from closedloop.stages.export.latency import CORE_SECONDS, latency_from_timings
 from closedloop.stages.export.steps import run_export
 from closedloop.stages.export.variants import tree_refusal
 from closedloop.stages.task import TaskSpec
-from closedloop.stages.train import EvaluationReport
 
 
 @register_stage("export")
@@ -75,18 +75,16 @@ class ExportModel(Stage):
     def summarize(self, outputs: Any) -> dict[str, Any]:
         """Latency and throughput are in the entry's ``timings`` (``latency_ms.<variant>.p95``, ...)."""
         m = outputs.exported.measurements
-        metric = m["metric"]
         out: dict[str, Any] = {
-            "shipped": m["shipped"],
-            "blessed": m["blessed"],
-            "parity_max_abs_diff": m["parity"]["max_abs_diff"],
-            "evaluated_on": m.get("evaluated_on", "validation"),
-            "n_evaluated": m.get("n_evaluated"),
+            "shipped": m.shipped,
+            "blessed": m.blessed,
+            "parity_max_abs_diff": m.parity.max_abs_diff,
+            "evaluated_on": m.evaluated_on,
+            "n_evaluated": m.n_evaluated,
         }
-        for name, v in m["variants"].items():
-            entry: dict[str, Any] = {"size_bytes": v.get("size_bytes"), "accepted": v["accepted"]}
-            if v.get("comparison"):
-                entry["metrics"] = {metric: v["comparison"]["value"], "ci95": v["comparison"]["ci"]}
+        for name, v in m.variants.items():
+            entry: dict[str, Any] = {"size_bytes": v.size_bytes, "accepted": v.accepted}
+            entry["metrics"] = {m.metric: v.comparison.value, "ci95": list(v.comparison.ci)}
             out[name] = entry
         return out
 
@@ -101,49 +99,47 @@ class ExportModel(Stage):
         latency_ms, throughput = latency_from_timings(timings)
         blocks: list[Any] = [
             Callout(
-                f"Shipped {m['shipped']}: "
-                + ("blessed" if m["blessed"] else "NOT blessed")
-                + f" ({'; '.join(m['checks_text'])})",
-                "ok" if m["blessed"] else "warning",
+                f"Shipped {m.shipped}: "
+                + ("blessed" if m.blessed else "NOT blessed")
+                + f" ({'; '.join(m.checks_text)})",
+                "ok" if m.blessed else "warning",
             ),
             KeyValues(
                 {
-                    "parity max |diff| (fp32 ONNX vs torch)": m["parity"]["max_abs_diff"],
+                    "parity max |diff| (fp32 ONNX vs torch)": m.parity.max_abs_diff,
                     "export + quantize + checks (s)": timings.get(CORE_SECONDS),
-                    "threads": m["threads"],
+                    "threads": m.threads,
                 },
                 title="Export",
             ),
         ]
         rows = []
-        for name, v in m["variants"].items():
-            c = v.get("comparison") or {}
+        for name, v in m.variants.items():
+            c = v.comparison
             lat = latency_ms.get(name, {})
             rows.append(
                 {
                     "variant": name,
-                    m["metric"]: c.get("value"),
-                    "95% CI": c.get("ci"),
-                    "diff vs fp32": c.get("diff"),
-                    "diff 95% CI": c.get("diff_ci"),
-                    "size (bytes)": v.get("size_bytes"),
+                    m.metric: c.value,
+                    "95% CI": c.ci,
+                    "diff vs fp32": c.diff,
+                    "diff 95% CI": c.diff_ci,
+                    "size (bytes)": v.size_bytes,
                     "p50 ms": lat.get("p50"),
                     "p95 ms": lat.get("p95"),
                     "throughput/s": throughput.get(name),
-                    "accepted": v["accepted"],
-                    "reason": v.get("reason", ""),
+                    "accepted": v.accepted,
+                    "reason": "" if v.reason is None else v.reason,
                 }
             )
-        on = m.get("evaluated_on", "validation")
+        on = m.evaluated_on
         blocks.append(
             Table(
-                rows,
-                title=f"Variants, evaluated on {m.get('n_evaluated', '?')} samples ({on}): "
-                + m.get("evaluated_on_note", ""),
+                rows, title=f"Variants, evaluated on {m.n_evaluated} samples ({on}): " + m.evaluated_on_note
             )
         )
-        if m.get("distillation"):
-            blocks.append(KeyValues(m["distillation"], title="Distillation"))
+        if m.distillation:
+            blocks.append(KeyValues(m.distillation, title="Distillation"))
         if (stage_dir / "figures" / FILES["worst_errors"]).is_file():
             blocks.append(
                 Figure(

@@ -17,6 +17,7 @@ import torch
 from closedloop.core.io import to_json, write_text_atomic
 from closedloop.core.killpoints import kill_point
 from closedloop.core.stage import RunContext
+from closedloop.models.heldout import heldout_split
 from closedloop.models.trained import TrainedModel, logits_to_proba, raw_array
 from closedloop.stages.export.bundle import FILES, ExportBundle
 from closedloop.stages.export.config import ExportModelConfig
@@ -48,7 +49,6 @@ from closedloop.stages.export.variants import (
     student_step,
 )
 from closedloop.stages.task import TaskSpec
-from closedloop.stages.train.heldout import heldout_split
 
 PREDICTOR_SOURCE = Path(__file__).resolve().parents[2] / "serving" / "predictor.py"
 
@@ -195,7 +195,7 @@ def run_export(cfg: ExportModelConfig, inputs: Any, ctx: RunContext) -> ExportBu
         task=task,
         model=model,
         data_meta=data.meta,
-        measurements=measurements,
+        measurements=measurements.model_dump(mode="json"),
         per_day_text=per_day(task, rows.y, p_ship, 0.5 if thr is None else thr, rows.evaluated_on),
         montage=montage,
         montage_error=montage_error,
@@ -204,5 +204,5 @@ def run_export(cfg: ExportModelConfig, inputs: Any, ctx: RunContext) -> ExportBu
         evaluation=getattr(inputs, "evaluation", None),
     )
     write_text_atomic(out / FILES["model_card"], card)
-    write_text_atomic(out / FILES["measurements"], to_json(measurements))
+    write_text_atomic(out / FILES["measurements"], to_json(measurements.model_dump(mode="json")))
     return ExportBundle(out, measurements)

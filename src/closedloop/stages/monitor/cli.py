@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from closedloop.adapt.arguments import add_promotion_arguments
 from closedloop.core.errors import DataError
+from closedloop.stats.promotion_arguments import add_promotion_arguments
 
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -249,8 +249,12 @@ def _print_windows(out: dict[str, Any]) -> None:
     st = out.get("stream") or {}
     if st:
         verdict = f"ALARM (raised at row {st['alarm_at']})" if st["alarm"] else "no alarm"
+        how = ""
+        if st.get("test") == "reference":  # against the fixed held-out rows, a look every look_rows rows
+            p = st.get("p_value")
+            how = f" against the fixed reference, {st['looks']} look(s)" + (f", last p={p:.2g}" if p else "")
         print(
-            f"stream test over all {st['n']} row(s): {verdict}; e-value {st['e_value']:.3g} "
+            f"stream test over all {st['n']} row(s){how}: {verdict}; e-value {st['e_value']:.3g} "
             f"(alarm at {st['threshold']:.3g}, false-alarm rate <= {st['alpha']:g} over the whole stream)"
         )
     if out.get("guarantee"):

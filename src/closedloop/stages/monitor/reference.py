@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from closedloop.core.errors import DataError
+from closedloop.core.run_reader import RunDir
 from closedloop.monitoring.logreader import RouteRows
-from closedloop.monitoring.monitor import Monitor, find_artifacts
+from closedloop.monitoring.monitor import Monitor
 from closedloop.monitoring.profile import table_from_inputs
 
 
@@ -38,10 +39,10 @@ def set_reference(
     seed: int = 0,
 ) -> Path:
     """Build and save the new reference profile; returns its directory."""
+    from closedloop.artifacts.heldout import INFO_KEY
     from closedloop.data.bundle import DatasetBundle, Split
     from closedloop.stages.monitor.stage import build_profile
     from closedloop.stages.task import TaskSpec
-    from closedloop.stages.train.heldout import INFO_KEY
 
     info = monitor.profile.info
     if not check.get("agrees_with_reference", False):
@@ -58,8 +59,9 @@ def set_reference(
             f"{int((~rows.has_input[pos]).sum()) if rows.inputs is not None else len(pos)} of the spot check's "
             "rows (the server ran with input reduction 'none'); a reference needs the rows themselves"
         )
-    data_dirs = [p for p in find_artifacts(run_dir, "data") if p.is_dir()]
-    task_dirs = [p for p in find_artifacts(run_dir, "task") if (p / "artifact.json").is_file()]
+    run = RunDir(run_dir)
+    data_dirs = [p for p in run.artifact_dirs(DatasetBundle) if p.is_dir()]
+    task_dirs = [p for p in run.artifact_dirs(TaskSpec) if (p / "artifact.json").is_file()]
     if not data_dirs or not task_dirs:
         raise DataError(
             f"{run_dir}: --set-reference needs the run's data and task artifacts (stages/*/artifacts/)"
@@ -106,6 +108,9 @@ def profile_config(info: Any) -> Any:
         delta=info.delta,
         stream_alpha=info.stream_alpha,
         domain_alpha=info.domain_alpha,
+        domain_delta=info.domain_delta,
+        stream_test=info.stream_test,
+        stream_look=info.stream_look,
         min_ess_fraction=info.min_ess_fraction,
         tests=info.tests,
         window_sizes=sorted(int(k) for k in info.thresholds),

@@ -153,12 +153,13 @@ class AugmentedSource(DataSource):
 
 # -- champion vs challenger ----------------------------------------------------------------------
 def _load_run(run_dir: Path) -> tuple[Any, Any]:
+    from closedloop.core.run_reader import RunDir
     from closedloop.models.trained import TrainedModel
-    from closedloop.monitoring.monitor import find_artifacts
     from closedloop.stages.task import TaskSpec
 
-    models = [p for p in find_artifacts(run_dir, "model") if (p / "model.json").is_file()]
-    tasks = [p for p in find_artifacts(run_dir, "task") if (p / "artifact.json").is_file()]
+    run = RunDir(run_dir)
+    models = [p for p in run.artifact_dirs(TrainedModel) if (p / "model.json").is_file()]
+    tasks = [p for p in run.artifact_dirs(TaskSpec) if (p / "artifact.json").is_file()]
     if not models:
         raise RunDirError(f"{run_dir}: no trained model (stages/*/artifacts/model/model.json)")
     return TrainedModel.load(models[-1]), (TaskSpec.load(tasks[-1]) if tasks else None)
@@ -410,7 +411,7 @@ def production_eval_set(
 ) -> tuple[Any, np.ndarray]:
     """Randomly selected labeled production samples to judge on (uncertainty-selected ones refused),
     without any a model trained on (content hash)."""
-    from closedloop.adapt.labels import RANDOM_SOURCES, check_version, read_production_labels
+    from closedloop.monitoring.production_labels import RANDOM_SOURCES, check_version, read_production_labels
 
     labels = read_production_labels(path, list(bundle.meta.label_names))
     check_version(labels, champion, "the evaluation samples")
@@ -475,7 +476,7 @@ def drop_trained_on(held: Split, trained: list[tuple[Any, ...]]) -> tuple[Split,
 def unseen_by_both(champion_dir: Path, challenger_dir: Path, bundle: DatasetBundle) -> tuple[Split, str]:
     """The validation rows neither model trained on (their final fits used train + the rest of val),
     and how to label them. Raises when there are none: compare on test then."""
-    from closedloop.stages.train.heldout import heldout_split, unseen_val_rows
+    from closedloop.models.heldout import heldout_split, unseen_val_rows
 
     champ, _ = _load_run(champion_dir)
     chall, _ = _load_run(challenger_dir)
@@ -498,9 +499,11 @@ def record_dataset_version(runs_root: Path, run_dir: Path) -> dict[str, Any] | N
     """The challenger's dataset version (from its data artifact's provenance), appended to
     ``<runs_root>/dataset_versions.jsonl`` so every merged set of labels stays on record."""
     from closedloop.core.io import read_json
-    from closedloop.monitoring.monitor import find_artifacts
+    from closedloop.core.run_reader import RunDir
 
-    metas = [p / "meta.json" for p in find_artifacts(run_dir, "data") if (p / "meta.json").is_file()]
+    metas = [
+        p / "meta.json" for p in RunDir(run_dir).artifact_dirs("DatasetBundle") if (p / "meta.json").is_file()
+    ]
     if not metas:
         return None
     aug = (read_json(metas[-1]).get("provenance") or {}).get("augmented")

@@ -6,7 +6,7 @@ Over 400 lines but one idea: building the reference profile; most of it is the s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -61,14 +61,26 @@ class BuildMonitorProfileConfig(StageConfig):
     """Fail when the held-out rows are too few for the per-deployment guarantee (default: fall back to
     Bonferroni over the tests and say in the report that there is no guarantee)."""
     stream_alpha: float = Field(0.05, gt=0, lt=0.5)
+    """False-alarm rate of the stream test over the whole stream, however often it is read."""
+    stream_test: Literal["reference", "conformal"] = "reference"
+    """``reference``: every row since the reference tested against the fixed held-out rows (the exact
+    domain check) every ``stream_look`` rows, alpha spent over the looks
+    (``closedloop.monitoring.stream_reference``); ``conformal``: conformal test martingales, whose
+    reference grows with the stream (``closedloop.monitoring.stream``)."""
+    stream_look: int = Field(200, ge=20, le=100_000)
+    """Rows between the reference stream test's looks."""
     domain_alpha: float | None = Field(0.05, gt=0, lt=0.5)
     """The label-free estimate is flagged unreliable when a domain classifier (reference rows vs the
-    window, on the model's outputs and embeddings) separates them at this p-value
-    (``closedloop.monitoring.domain``). None: no domain check."""
+    window, on the model's outputs, embeddings and summary features) separates them
+    (``closedloop.monitoring.domain``): the flag's false-flag budget. None: no domain check."""
+    domain_delta: float | None = Field(0.1, gt=0, lt=1)
+    """Per-deployment domain flag: its false-flag rate is at most ``domain_alpha`` for this reference
+    with probability at least ``1 - domain_delta`` (the flag is at p <= ``domain_alpha * domain_delta``;
+    Markov's inequality, as for the alarm's ``delta``). None: flag at p <= ``domain_alpha``, a budget
+    that holds on average over references only."""
     min_ess_fraction: float = Field(0.25, gt=0, le=1)
     """...or when the importance weights leave fewer than this fraction of the reference rows
     effectively speaking for the window (extreme weights)."""
-    """False-alarm rate of the stream test over the whole stream, however often it is read."""
     warn_alpha: float = Field(0.2, gt=0, lt=1)
     """Looser level for 'warn'."""
     window_sizes: list[int] = Field(default_factory=lambda: [50, 100, 200, 500])
@@ -192,7 +204,7 @@ def build_profile(
 ) -> ReferenceProfile:
     """Build the reference from the deployed model's outputs on validation rows it did not train on
     (the held-out split the train stage recorded; never test) and calibrate the thresholds on them."""
-    from closedloop.stages.train.heldout import heldout_split
+    from closedloop.models.heldout import heldout_split
 
     val, evaluated_on, held_note = heldout_split(model, data, "monitor")
     if len(val) < MIN_POOL:
@@ -290,7 +302,10 @@ def build_profile(
         warn_alpha=config.warn_alpha,
         delta=config.delta,
         stream_alpha=config.stream_alpha,
+        stream_test=config.stream_test,
+        stream_look=config.stream_look,
         domain_alpha=config.domain_alpha,
+        domain_delta=config.domain_delta,
         min_ess_fraction=config.min_ess_fraction,
         thresholds={},
         calibration={},
@@ -377,10 +392,28 @@ def _guarantee_sentence(
             f"No calibrated guarantee: {n_pool} held-out samples are too few to calibrate (windows of {smallest} "
             f"need at least {smallest + 50}); the alarm uses Bonferroni over the tests, a marginal rate."
         )
-    stream = (
-        f" The stream alarm (all rows since the reference) has a false-alarm rate <= {config.stream_alpha:g} over "
-        "runs however often it is read (Ville's inequality on conformal test martingales)."
-    )
+    if config.stream_test == "reference":
+        stream = (
+            f" The stream alarm (all rows since the reference, tested against the fixed held-out rows every "
+            f"{config.stream_look} rows, alpha/(k(k+1)) spent at look k) has a false-alarm rate <= "
+            f"{config.stream_alpha:g} over runs however often it is read (union bound over exact domain tests)."
+        )
+    else:
+        stream = (
+            f" The stream alarm (all rows since the reference) has a false-alarm rate <= {config.stream_alpha:g} over "
+            "runs however often it is read (Ville's inequality on conformal test martingales)."
+        )
+    if config.domain_alpha is not None and config.domain_delta is not None:
+        stream += (
+            f" The domain flag on the label-free estimate (p <= {config.domain_alpha * config.domain_delta:g}) "
+            f"flags in-distribution windows at a rate <= {config.domain_alpha:g} with probability >= "
+            f"{1 - config.domain_delta:g} over the draw of the held-out rows (an exact test; Markov's inequality)."
+        )
+    elif config.domain_alpha is not None:
+        stream += (
+            f" The domain flag on the label-free estimate (p <= {config.domain_alpha:g}) flags in-distribution "
+            f"windows at a rate {config.domain_alpha:g} on average over references; one deployment's own rate can be higher."
+        )
     if config.delta is None:
         return (
             f"Per-window alarm rate {config.alpha:g} on average over draws of the reference (windows of {sizes}); "
@@ -402,7 +435,7 @@ class BuildMonitorProfile(Stage):
     """Build the drift-monitoring reference profile from held-out validation data, with calibrated thresholds."""
 
     Config = BuildMonitorProfileConfig
-    version = "5"  # 5: every held-out row kept for the domain check; 4: per-deployment thresholds, stream scores (profile format 3); 3: held-out reference
+    version = "6"  # 6: fixed-reference stream test, per-deployment domain flag; 5: every held-out row kept for the domain check; 4: per-deployment thresholds, stream scores (profile format 3); 3: held-out reference
 
     class Inputs(StageIO):
         data: DatasetBundle
@@ -438,6 +471,10 @@ class BuildMonitorProfile(Stage):
                 "warn_alpha": i.warn_alpha,
                 "stream_alpha": i.stream_alpha,
                 "domain_alpha": i.domain_alpha,
+                "domain_delta": i.domain_delta,
+                "domain_level": i.domain_level,
+                "stream_test": i.stream_test,
+                "stream_look": i.stream_look,
                 "min_ess_fraction": i.min_ess_fraction,
                 "domain_rows": len(outputs.reference.domain),
                 "stream_scores": sorted(outputs.reference.stream),

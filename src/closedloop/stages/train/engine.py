@@ -144,8 +144,11 @@ class FitResult:
     val_logits: np.ndarray | None = None
     """Validation logits of the returned (best) weights."""
     step_seconds: float | None = None
-    """Mean wall seconds of one training step in this process (None: no step taken); what the final
-    phase sizes its fit with (a budget input, never in an artifact)."""
+    """Mean wall seconds of one training step in this process after the fit's first (which pays
+    one-time costs; its own time when it is the only one; None: no step taken); what the final phase
+    sizes its fit with (a budget input, never in an artifact)."""
+    steps_timed: int = 0
+    """Steps ``step_seconds`` averages (0: only the first step, one-time costs included)."""
 
     @property
     def epochs_done(self) -> float:
@@ -189,6 +192,9 @@ class Engine:
         self.class_counts = class_counts
         self.eval_batch_size = eval_batch_size
         self.cuda = self.device.type == "cuda"
+        self.eval_row_seconds: float | None = None
+        """Wall seconds per row of the latest validation pass of a fit (None before the first): what
+        scoring costs under the load of the moment (a budget input, never in an artifact)."""
 
     # -- batches --------------------------------------------------------------------------------
     def to_input(
@@ -370,6 +376,11 @@ class Engine:
             model = nn.parallel.DistributedDataParallel(net)
         history: list[dict[str, float]] = []
         best = (-math.inf, 0, None)  # score, epoch, state
+        # validation logits this process computed: of the best epoch's weights, and of the weights the
+        # net has now (None once a step changed them); the same weights give the same logits, so the
+        # pass after the loop is not run again
+        best_logits: np.ndarray | None = None
+        scored_logits: np.ndarray | None = None
         start_epoch, bad = 0, 0
         ck = _load_checkpoint(Path(checkpoint)) if checkpoint is not None else None
         if ck is not None:
@@ -384,7 +395,17 @@ class Engine:
         sampling = _sampler(hp, train, self.problem_type)
         stopped, step = "completed", start_epoch * steps_per_epoch
         start_step, cut_in_epoch = step, deadline is not None and dist[1] == 1
-        loop_s, loop_steps = 0.0, 0
+        # step and validation-pass wall seconds (this process, under the load of the moment): what the
+        # next step and the scoring after a cut will cost (budget inputs only). The fit's first step
+        # pays one-time costs (allocations, kernel selection): it is timed apart and never predicts
+        first_step_s, warm_s, warm_steps, last_step_s, eval_s = None, 0.0, 0, 0.0, None
+        n_val = len(val) if val is not None else 0
+        if cut_in_epoch and n_val and self.eval_row_seconds is None:
+            # no validation pass measured in this process yet: time one on this network now (eval
+            # mode, no gradient, no random draw: it changes nothing the fit computes)
+            probe_t0 = time.perf_counter()
+            self.predict_logits(net, val)  # type: ignore[arg-type]
+            self.eval_row_seconds = (time.perf_counter() - probe_t0) / n_val
         for epoch in range(start_epoch, hp.epochs):
             model.train()
             if sampling is None:
@@ -393,7 +414,6 @@ class Engine:
                 perm = torch.multinomial(sampling, n, replacement=True, generator=g)
             perm = perm[dist[0] :: dist[1]]
             tot, cnt, cut = 0.0, 0, False
-            loop_t0, steps_before = time.perf_counter(), step
             for b in range(steps_per_epoch):
                 if max_steps is not None and step >= max_steps:
                     break
@@ -401,9 +421,18 @@ class Engine:
                 # milliseconds), so a phase ends within one batch of its share of the budget; a fit
                 # always takes one step, so it has weights to score. Not under DDP: the ranks must
                 # agree where to stop, and one rank's clock read is not another's
-                if cut_in_epoch and step > start_step and time.time() > deadline:  # type: ignore[operator]
-                    cut = True
-                    break
+                # predictive: the next step and the scoring of the part-epoch (a validation pass,
+                # measured, or estimated as one step per batch of validation rows before the first)
+                # must end by the deadline, so the fit returns by it instead of one step after
+                if cut_in_epoch and step > start_step:
+                    tail = eval_s
+                    if tail is None:
+                        per_row = self.eval_row_seconds
+                        tail = per_row * n_val if per_row else last_step_s * math.ceil(n_val / bs)
+                    if past_deadline(time.time(), deadline, last_step_s + tail):  # type: ignore[arg-type]
+                        cut = True
+                        break
+                step_t0 = time.perf_counter()
                 idx = perm[b * bs : (b + 1) * bs]
                 xb = self.to_input(train.x[idx], hp.augment, g)
                 t = self.soft_targets(train.y[idx], hp)
@@ -428,7 +457,11 @@ class Engine:
                 step += 1
                 tot += float(loss.detach()) * len(idx)
                 cnt += len(idx)
-            loop_s, loop_steps = loop_s + time.perf_counter() - loop_t0, loop_steps + step - steps_before
+                took, scored_logits = time.perf_counter() - step_t0, None
+                if first_step_s is None:
+                    first_step_s = took
+                else:
+                    warm_s, warm_steps, last_step_s = warm_s + took, warm_steps + 1, took
             if dist[1] > 1:
                 _average_buffers(net, dist[1])
             if cut and cnt == 0:  # nothing trained in this epoch: it is not one
@@ -438,8 +471,13 @@ class Engine:
             rec["lr"] = float(sched.get_last_lr()[0])
             if cut:  # the part of the epoch done when the time ran out (only ever in a cut fit)
                 rec["epoch_fraction"] = round(cnt / max(len(perm), 1), 4)
+            epoch_logits = None
             if val is not None and len(val):
-                ev = self.evaluate(self.predict_logits(net, val), val)
+                eval_t0 = time.perf_counter()
+                epoch_logits = self.predict_logits(net, val)
+                eval_s, scored_logits = time.perf_counter() - eval_t0, epoch_logits
+                self.eval_row_seconds = eval_s / len(val)
+                ev = self.evaluate(epoch_logits, val)
                 rec.update({f"val_{k}": v for k, v in ev.items()})
                 sc = self.selection_score(ev)
             else:
@@ -447,6 +485,7 @@ class Engine:
             history.append(rec)  # no wall times: histories enter artifacts (FitResult.seconds has it)
             if sc > best[0] or best[2] is None:
                 best = (sc, epoch + 1, _cpu_state(net) if restore_best else None)
+                best_logits = epoch_logits
                 bad = 0
             else:
                 bad += 1
@@ -483,14 +522,18 @@ class Engine:
                 break
         if restore_best and val is not None and best[2]:
             net.load_state_dict(best[2])
-        val_logits = self.predict_logits(net, val) if val is not None and len(val) else None
+        val_logits = None
+        if val is not None and len(val):
+            kept = best_logits if restore_best and best[2] else scored_logits
+            val_logits = kept if kept is not None else self.predict_logits(net, val)
         return FitResult(
             history=history,
             best_epoch=best[1] if val is not None else len(history),
             best_score=None if val is None else float(best[0]),
             stopped=stopped,
             seconds=time.time() - t0,
-            step_seconds=loop_s / loop_steps if loop_steps else None,
+            step_seconds=warm_s / warm_steps if warm_steps else first_step_s,
+            steps_timed=warm_steps,
             val_logits=val_logits,
         )
 
@@ -507,18 +550,24 @@ class Engine:
         t = self.soft_targets(batch.y, hp)
         losses: list[float] = []
         target = None
+        step_s = 0.0  # the slowest whole step so far: under load step times are heavy-tailed, and
+        # the check's only cost is a step less, where one step too many overruns its share
         for step in range(steps):
             kill_point(f"{label}/step{step}")
+            step_t0 = time.perf_counter()
             loss = self.loss(net(xb), t)
             v = float(loss.detach())
             losses.append(v)
             if target is None:
                 target = max(0.05 * v, 0.02) if self.problem_type != "regression" else 0.05 * v
-            if not math.isfinite(v) or v <= target or time.time() > deadline:
+            # predictive: stop when the rest of this step (about a step less the forward pass just
+            # done) would end past the deadline, so the loop ends by it rather than one step after
+            if not math.isfinite(v) or v <= target or past_deadline(time.time(), deadline, step_s):
                 break
             opt.zero_grad()
             loss.backward()
             opt.step()
+            step_s = max(step_s, time.perf_counter() - step_t0)
         return losses
 
     def lr_range_test(
@@ -559,6 +608,13 @@ class Engine:
                 break
         best = lrs[int(np.argmin(losses))] if losses else hp.lr
         return lrs, losses, float(best / 10)
+
+
+def past_deadline(now: float, deadline: float, next_cost: float) -> bool:
+    """Whether work costing ``next_cost`` seconds, started ``now``, would end after ``deadline``
+    (all ``time.time()`` values): the loops ask before each step, so a phase ends by its deadline,
+    not one step (under load, seconds) after it."""
+    return now + max(0.0, next_cost) > deadline
 
 
 def make_engine(task: Any, pre: Any, device: str) -> Engine:

@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from closedloop.artifacts.training import FamilyChoice, FamilyRow
 from closedloop.core.errors import StageFailedError
 from closedloop.core.io import to_json, write_text_atomic
 from closedloop.core.stage import RunContext
 from closedloop.models.trained import logits_to_proba
 from closedloop.stages.train.clock import BudgetClock
 from closedloop.stages.train.driver import budget_table, run_phases
-from closedloop.stages.train.outcomes import CrossValidateOutcome, Outcome, TunedConfig, TuneOutcome
+from closedloop.stages.train.outcomes import CrossValidateOutcome, TunedConfig, TuneOutcome
 from closedloop.stages.train.session import TrainSession
 
 if TYPE_CHECKING:
@@ -68,47 +69,6 @@ class FamilyContext(RunContext):
 def family_context(ctx: RunContext, family: str) -> FamilyContext:
     base = {f.name: getattr(ctx, f.name) for f in fields(RunContext)}
     return FamilyContext(**{**base, "timings": {}}, family=family)
-
-
-class FamilyRow(Outcome):
-    """One family's candidate: its chosen configuration and the score the family choice compared."""
-
-    family: str
-    kind: str
-    """``trees`` or ``network``."""
-    score: float | None
-    """The compared value of the task's primary metric (``evaluated_on``)."""
-    val_metric: float | None
-    """Its chosen configuration's validation score (hold-out)."""
-    cv_mean: float | None
-    """The mean out-of-fold score of its cross-validated choice (None when not cross-validated)."""
-    n_configs: int
-    """Configurations of this family scored on validation (ledger rows, cross-validation not counted)."""
-    model_params: dict[str, Any]
-    knobs: dict[str, Any]
-
-
-class FamilyChoice(Outcome):
-    """Which family won, on what data, and by how much."""
-
-    metric: str
-    evaluated_on: str
-    """``out_of_fold`` (every family cross-validated on train+val) or ``validation`` (hold-out)."""
-    rows: list[FamilyRow]
-    chosen: str
-    runner_up: str | None
-    """None when the other families were dropped (``dropped``)."""
-    dropped: dict[str, str] = {}
-    """Families that failed before the choice (e.g. their sanity check), with the reason."""
-    difference: float | None
-    """Winner's compared score minus the runner-up's (None with one family left)."""
-    paired_delta: float | None = None
-    """The same difference, paired on one set of predictions: the validation predictions, or the
-    repeat-averaged out-of-fold predictions (whose metric can differ from the mean over repeats)."""
-    paired_ci95: list[float] | None = None
-    """Paired bootstrap 95% interval of ``paired_delta`` (optimistic: the choice was made on these
-    predictions)."""
-    sentence: str
 
 
 def chosen_config(sess: TrainSession) -> TunedConfig:

@@ -24,6 +24,9 @@ from closedloop.stages.train.session import TRIAL_STEP_SECONDS, TrainSession
 
 PLAN_FILE = "final_plan.json"
 
+RESERVE_SECONDS = "final reserve seconds"
+"""``ctx.timings`` label: the reserve kept for the work after the final fit when it was planned
+(:meth:`TrainSession.reserve_estimate`), to set beside :data:`EVALUATION_SECONDS`."""
 EVALUATION_SECONDS = "final evaluation seconds"
 """``ctx.timings`` label: what follows the final fit (the test evaluation, its bootstrap intervals,
 the baseline's refit, the selection bias)."""
@@ -80,7 +83,9 @@ def plan_final(sess: TrainSession, epochs: int, members: int, n_rows: int, batch
                 return _announce(sess, plan)
         except (ValueError, ValidationError):  # damaged: never read half of it, plan again
             pass
-    left = fit_deadline(sess) - time.time()
+    reserve = sess.reserve_estimate()
+    sess.note_time(RESERVE_SECONDS, reserve.seconds)
+    left = sess.deadline("final") - reserve.seconds - time.time()
     per_epoch = epoch_seconds(sess, n_rows, batch_size)
     e, m, why = epochs, members, None
     if per_epoch is not None and epochs * members * per_epoch > left:
@@ -95,7 +100,7 @@ def plan_final(sess: TrainSession, epochs: int, members: int, n_rows: int, batch
             cut.append(f"epochs {epochs} -> {e}")
         why = (
             f"the time budget left for the final fit ({max(left, 0):.0f} s, keeping "
-            f"{sess.reserve():.0f} s for calibration and the test evaluation) is "
+            f"{reserve.seconds:.1f} s for calibration and the test evaluation, {reserve.how}) is "
             f"short of the {need:.0f} s that {members} member(s) x {epochs} epoch(s) would take at "
             f"~{per_epoch:.2g} s per epoch: " + ", ".join(cut) + "; the fit stops at its deadline"
         )

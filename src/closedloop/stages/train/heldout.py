@@ -3,9 +3,10 @@
 After the final refit on train+val the deployed model has seen the validation split, so nothing
 computed afterwards (temperature, threshold, the export gate, the model card's errors, the monitor's
 reference) may use it. The train stage reserves a stratified part of validation ("calibration"),
-refits on train + the rest, and records which rows it kept out in ``TrainedModel.info["heldout"]``;
-the export and monitor stages read that record back with :func:`heldout_split` and score the deployed
-model on those rows only. Every figure says which data it came from (``evaluated_on``):
+refits on train + the rest, and records which rows it kept out in ``TrainedModel.info["heldout"]``
+(the typed record :class:`~closedloop.artifacts.heldout.HeldOut`, read back as ``TrainedModel.heldout``);
+the export and monitor stages select those rows with :func:`closedloop.models.heldout.heldout_split`
+and score the deployed model on them only. Every figure says which data it came from (``evaluated_on``):
 
 * ``calibration`` - held-out validation rows the deployed model never trained on;
 * ``validation`` - the whole validation split, when the final fit used train only;
@@ -18,51 +19,24 @@ model on those rows only. Every figure says which data it came from (``evaluated
 
 from __future__ import annotations
 
-import hashlib
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
+from closedloop.artifacts.heldout import INFO_KEY, EvaluatedOn, HeldOut
 from closedloop.core.errors import ConfigError
+from closedloop.models.heldout import heldout_split, rows_checksum, unseen_val_rows
 
-EvaluatedOn = Literal[
-    "calibration", "validation", "out_of_fold", "validation_pre_refit", "trained_on", "test"
+__all__ = [  # the record and its readers live below the stages; named here as before
+    "INFO_KEY",
+    "EvaluatedOn",
+    "HeldOut",
+    "fit_rows",
+    "heldout_split",
+    "plan_heldout",
+    "rows_checksum",
+    "unseen_val_rows",
 ]
-
-INFO_KEY = "heldout"
-
-
-class HeldOut(BaseModel):
-    """Which validation rows the deployed model never trained on (stored in ``model.info``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    indices: list[int]
-    """Rows of the validation split kept out of the final fit (sorted)."""
-    n_val: int
-    """Size of the validation split the indices refer to."""
-    evaluated_on: EvaluatedOn
-    """Label of figures computed on these rows: ``calibration`` (part of validation reserved),
-    ``validation`` (all of it: final fit on train only) or ``trained_on`` (nothing reserved)."""
-    note: str
-    """How the split was made, including any fallback and why."""
-    checksum: str
-    """Hash of the held-out rows (inputs and labels): a later stage given other data fails loudly."""
-
-
-def rows_checksum(X: Any, y: np.ndarray, idx: np.ndarray) -> str:
-    """sha256 over the selected rows' inputs and labels (images: raw bytes; tables: pandas row hashes)."""
-    import pandas as pd
-
-    h = hashlib.sha256()
-    idx = np.asarray(idx, dtype=np.int64)
-    if isinstance(X, pd.DataFrame):
-        h.update(pd.util.hash_pandas_object(X.iloc[idx], index=False).to_numpy().tobytes())
-    else:
-        h.update(np.ascontiguousarray(np.asarray(X)[idx]).tobytes())
-    h.update(np.ascontiguousarray(np.asarray(y)[idx]).astype(np.float64).tobytes())
-    return h.hexdigest()[:16]
 
 
 def _stratified_pick(y: np.ndarray, k: int, stratify: bool, rng: np.random.Generator) -> np.ndarray:
@@ -154,54 +128,3 @@ def fit_rows(plan: HeldOut) -> np.ndarray:
     keep = np.ones(plan.n_val, dtype=bool)
     keep[np.asarray(plan.indices, dtype=np.int64)] = False
     return np.flatnonzero(keep)
-
-
-def unseen_val_rows(model: Any, n_val: int) -> np.ndarray:
-    """Indices of the validation rows ``model`` did not train on (from its held-out record; a model
-    without one: all rows when it records a fit on train only, none when on train+val)."""
-    info = getattr(model, "info", {}) or {}
-    raw = info.get(INFO_KEY)
-    if raw is None:
-        return np.arange(0 if info.get("trained_on") == "train+val" else n_val)
-    plan = HeldOut.model_validate(raw)
-    if plan.evaluated_on == "trained_on":
-        return np.arange(0)
-    return np.asarray(plan.indices, dtype=np.int64)
-
-
-def heldout_split(model: Any, data: Any, stage: str) -> tuple[Any, str, str]:
-    """The validation rows the deployed ``model`` did not train on, for a stage after training.
-
-    Returns ``(split, evaluated_on, note)``. A model without a held-out record (trained outside the
-    train stage) gets the whole validation split, labelled ``validation`` when its record says it was
-    fitted on train only and ``trained_on`` when it says train+val. Raises when the record does not
-    match ``data`` (another dataset or split than the one the model was trained with)."""
-    from closedloop.data.bundle import Split
-
-    val = data.val
-    raw = getattr(model, "info", {}).get(INFO_KEY)
-    if raw is None:
-        trained_on = getattr(model, "info", {}).get("trained_on")
-        if trained_on == "train+val":
-            return val, "trained_on", "the model records a fit on train+val and no held-out split"
-        return (
-            val,
-            "validation",
-            "the model records no held-out split; its training data did not include validation",
-        )
-    plan = HeldOut.model_validate(raw)
-    idx = np.asarray(plan.indices, dtype=np.int64)
-    if len(val) != plan.n_val or (len(idx) and idx.max() >= len(val)):
-        raise ConfigError(
-            f"stage {stage!r}: the model's held-out record refers to a validation split of {plan.n_val} samples, "
-            f"but this stage's data has {len(val)}; wire the same data (e.g. inputs_from: {{data: ...}}) into "
-            "train and this stage"
-        )
-    got = rows_checksum(val.X, np.asarray(val.y), idx)
-    if got != plan.checksum:
-        raise ConfigError(
-            f"stage {stage!r}: the validation rows the model held out (checksum {plan.checksum}) differ from "
-            f"this stage's data (checksum {got}); wire the same data into train and this stage"
-        )
-    X = val.X.iloc[idx].reset_index(drop=True) if hasattr(val.X, "iloc") else np.asarray(val.X)[idx]
-    return Split(X=X, y=np.asarray(val.y)[idx]), plan.evaluated_on, plan.note

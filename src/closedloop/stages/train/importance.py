@@ -15,30 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel
 
+from closedloop.artifacts.training import FeatureImportance, ImportanceReport
 from closedloop.stages.train.engine import Engine, TensorSet, score
-
-
-class FeatureImportance(BaseModel):
-    """One column's importance (``evaluation.feature_importance.features``)."""
-
-    feature: str
-    gain: float
-    """Share of the total split gain (0..1), on the final fit's training rows."""
-    permutation: float | None = None
-    """Primary-metric drop when the column is shuffled, on the held-out rows (higher: more important)."""
-    permutation_ci95: list[float] | None = None
-
-
-class ImportanceReport(BaseModel):
-    features: list[FeatureImportance]
-    """Sorted by permutation drop (gain when there is no permutation figure), largest first."""
-    metric: str
-    evaluated_on: dict[str, str]
-    n_rows: int
-    """Held-out rows the permutation figures were computed on (0: not computed)."""
-    note: str
 
 
 def tree_importance(

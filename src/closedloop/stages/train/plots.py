@@ -14,6 +14,19 @@ def _plt() -> Any:
     return plt
 
 
+def warm() -> float:
+    """Load the plotting library and render, into memory, a figure like the sanity check's (a log-scale
+    line, its labels and title, at its size and resolution); returns the render's wall seconds: what
+    drawing a figure costs on this machine now (a phase keeps it from its fit's deadline)."""
+    import io
+    import time
+
+    _plt()
+    t0 = time.perf_counter()
+    sanity(io.BytesIO(), [1.0 / (i + 1) for i in range(20)])
+    return time.perf_counter() - t0
+
+
 def curves(path: str, runs: dict[str, list[dict[str, float]]], title: str, metric: str | None = None) -> None:
     """Train/val loss per epoch for each run (and the validation metric on a second panel)."""
     plt = _plt()
@@ -49,7 +62,7 @@ def curves(path: str, runs: dict[str, list[dict[str, float]]], title: str, metri
     plt.close(fig)
 
 
-def sanity(path: str, losses: list[float]) -> None:
+def sanity(path: Any, losses: list[float]) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.semilogy(range(1, len(losses) + 1), [max(v, 1e-6) for v in losses])
@@ -57,7 +70,7 @@ def sanity(path: str, losses: list[float]) -> None:
     ax.set_ylabel("training loss")
     ax.set_title("Sanity: overfitting one batch")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, format="png")
     plt.close(fig)
 
 

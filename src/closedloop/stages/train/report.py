@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from closedloop.artifacts.evaluation import EvaluationReport
+    from closedloop.artifacts.figures import Figure as FigureRecord
     from closedloop.stages.train.phases.base import Phase
-    from closedloop.stages.train.stage import EvaluationReport
 
 TITLES = {
     "setup": "Setup",
@@ -37,7 +38,7 @@ def report_blocks(ev: EvaluationReport, phases: list[Phase], timings: dict[str, 
     blocks: list[Any] = []
     bb = ev.beats_baseline
     if bb is not None:
-        blocks.append(Callout(bb["sentence"], "ok" if bb.get("significant") else "warning"))
+        blocks.append(Callout(bb.sentence, "ok" if bb.significant else "warning"))
     else:
         blocks.append(
             Callout("No baseline was wired into this stage: the model is not compared with one.", "warning")
@@ -46,20 +47,20 @@ def report_blocks(ev: EvaluationReport, phases: list[Phase], timings: dict[str, 
     val_col = EVALUATED_ON_TEXT.get(on.get("val", "validation"), "validation")
     hold_col = EVALUATED_ON_TEXT.get(on.get("heldout", ""), "held-out")
 
-    def ci(d: dict[str, Any] | None, k: str) -> str | None:
+    def ci(d: dict[str, FigureRecord] | None, k: str) -> str | None:
         if not d or k not in d:
             return None
         v = d[k]
-        return f"{v['value']:.4f} [{v['ci95'][0]:.4f}, {v['ci95'][1]:.4f}]"
+        return f"{v.value:.4f} [{v.ci95[0]:.4f}, {v.ci95[1]:.4f}]"
 
     blocks.append(
         Table(
             [
                 {
                     "metric": k,
-                    "test": round(v["value"], 4),
-                    "95% CI": f"[{v['ci95'][0]:.4f}, {v['ci95'][1]:.4f}]",
-                    val_col: round(ev.val[k]["value"], 4) if k in ev.val else None,
+                    "test": round(v.value, 4),
+                    "95% CI": f"[{v.ci95[0]:.4f}, {v.ci95[1]:.4f}]",
+                    val_col: round(ev.val[k].value, 4) if k in ev.val else None,
                     hold_col: ci(ev.heldout, k),
                 }
                 for k, v in ev.test.items()
@@ -143,15 +144,13 @@ def selection_text(ev: EvaluationReport) -> str:
     sel = ev.selection
     if not sel:
         return text + " (selection bias not estimated)."
-    expect = "about" if sel["winner_is_best"] else "at least about"
-    how = (
-        "" if sel["winner_is_best"] else " (it was chosen by cross-validation, not as the best on validation)"
-    )
+    expect = "about" if sel.winner_is_best else "at least about"
+    how = "" if sel.winner_is_best else " (it was chosen by cross-validation, not as the best on validation)"
     return (
-        f"{text}. Winner's validation {sel['metric']}: {sel['winner_value']:.4f}{how}, estimated selection bias "
-        f"{sel['optimism']:+.4f} (bootstrap of the selection among the {sel['n_candidates']} candidates with "
-        f"saved predictions, on {sel['n_validation']} validation cases): expect {expect} "
-        f"{sel['corrected_value']:.4f} on new data. The search is corrected for here, on validation; the "
+        f"{text}. Winner's validation {sel.metric}: {sel.winner_value:.4f}{how}, estimated selection bias "
+        f"{sel.optimism:+.4f} (bootstrap of the selection among the {sel.n_candidates} candidates with "
+        f"saved predictions, on {sel.n_validation} validation cases): expect {expect} "
+        f"{sel.corrected_value:.4f} on new data. The search is corrected for here, on validation; the "
         "test comparison above is a single declared comparison and needs no correction for it."
     )
 

@@ -49,18 +49,36 @@ def trial_logits_file(number: int) -> str:
 DEFAULT_LOGITS_FILE = "default_val_logits.npy"
 
 # -- what the budget keeps for the work after the last fit ------------------------------------------
+DRAW_SECONDS = "figure draw seconds"
+"""``ctx.timings`` label: one small figure's render, measured before the sanity loop; the phases keep
+it (times their figures' panels) from their fits' deadlines for the figures drawn after them."""
 COMPARISON_SECONDS = "beat_baseline comparison seconds"
 """``ctx.timings`` label: the beat_baseline phase's baseline refit and paired bootstrap on validation."""
+LATEST_STEP_SECONDS = "latest seconds per step"
+"""``ctx.timings`` label: seconds per training step (after its first) of the latest fit that took two."""
+EVAL_ROW_SECONDS = "latest validation seconds per row"
+"""``ctx.timings`` label: seconds per row of the latest validation pass (what predictions cost now)."""
 TRIAL_STEP_SECONDS = "tune latest trial seconds per step"
 """``ctx.timings`` label: seconds per training step of the latest tuning trial (the chosen network
 under the load of the moment: what the final fit is sized with, :mod:`.final_plan`)."""
 RESERVE_SHARE = 0.15
-"""Least share of the last phase's budget kept for its work after the fit."""
-RESERVE_FACTOR = 6.0
-"""The final phase's work after its fit (the test evaluation and its bootstrap intervals, the
-selection bias, calibration, figures; the baseline's refit is done before the fit) costs about this
-many times the beat_baseline comparison, the same kinds of work on one split (3.4 to 7.8 times in
-benchmarks/bench_train_resume.py's runs under load, measured with the refit in both)."""
+"""Share of the last phase's budget kept for its work after the fit until this run has measured that
+work's parts (before the beat_baseline comparison, or in a run without a baseline)."""
+RESERVE_MARGIN = 1.25
+"""The measured reserve times this: the load may change between a part's measurement and the
+evaluation (benchmarks/bench_train_resume.py prints the reserve beside the evaluation's seconds)."""
+COMPARISON_RESAMPLES = 1000
+"""Resamples of the beat_baseline comparison (two models, one metric on validation)."""
+
+
+@dataclass(frozen=True)
+class Reserve:
+    """Seconds kept at the end of the budget for the final phase's work after its fit, and how."""
+
+    seconds: float
+    how: str
+    """What it was measured from (the decision log quotes it when the budget binds)."""
+    measured: bool
 
 
 @dataclass
@@ -129,12 +147,41 @@ class TrainSession:
         return min(end, self.t0 + self.budget_s - self.reserve())
 
     def reserve(self) -> float:
-        """Seconds kept at the end of the budget for the last phase's work after its fit: the larger
-        of a share of that phase's budget and an estimate from the beat_baseline comparison's time
-        (0 until measured), so it grows with the machine's slowness."""
-        last = list(self.budget.values())[-1] if self.budget else 0.0
-        measured = RESERVE_FACTOR * float(self.ctx.timings.get(COMPARISON_SECONDS, 0.0))
-        return max(RESERVE_SHARE * last * self.budget_s, measured)
+        """Seconds kept at the end of the budget for the last phase's work after its fit
+        (:meth:`reserve_estimate`)."""
+        return self.reserve_estimate().seconds
+
+    def reserve_estimate(self) -> Reserve:
+        """The final phase's work after its fit, estimated from what this run measured, so it follows
+        the machine's speed and the splits' sizes: its bootstrap intervals and comparisons (the
+        beat_baseline comparison's seconds per resampled row and model, times the final evaluation's
+        resampled rows: every task metric on validation, held-out and test, the per-day framing and
+        the paired test comparison, at ``n_bootstrap`` resamples), its predictions (validation and
+        test rows at the latest validation pass's measured seconds per row) and its figure (the
+        measured draw), times :data:`RESERVE_MARGIN`. Before the comparison is measured,
+        :data:`RESERVE_SHARE` of the last phase's budget."""
+        cmp_s = self.ctx.timings.get(COMPARISON_SECONDS)
+        n_val = len(self.val)
+        if not cmp_s or not n_val:
+            last = list(self.budget.values())[-1] if self.budget else 0.0
+            share = RESERVE_SHARE * last * self.budget_s
+            return Reserve(share, f"{RESERVE_SHARE:.0%} of the final phase's share: not measured yet", False)
+        n_hold, n_test = len(self.heldout.indices), len(self.data.splits["test"])  # row counts only
+        per_row = float(cmp_s) / (2 * COMPARISON_RESAMPLES * n_val)
+        rows = len(self.task.metrics) * (n_val + n_hold + n_test) + 3 * n_test
+        boot = per_row * rows * self.cfg.n_bootstrap
+        row_s = float(self.ctx.timings.get(EVAL_ROW_SECONDS) or 0.0)
+        predict = row_s * (n_val + n_test)
+        figure = float(self.ctx.timings.get(DRAW_SECONDS, 0.0))
+        seconds = RESERVE_MARGIN * (boot + predict + figure)
+        how = (
+            f"measured: bootstrap {boot:.1f} s ({rows * self.cfg.n_bootstrap:,} resampled rows at the "
+            f"beat_baseline comparison's {per_row * 1e6:.2g} us each), predictions {predict:.1f} s "
+            f"({n_val + n_test} rows at the latest validation pass's {row_s * 1e3:.2g} ms each), "
+            f"figure {figure:.1f} s, "
+            f"x {RESERVE_MARGIN:g}"
+        )
+        return Reserve(seconds, how, True)
 
     def elapsed(self) -> float:
         return time.time() - self.t0
@@ -150,6 +197,20 @@ class TrainSession:
             f"{what} cut short by the time budget after {done:g} of {planned} epoch(s)",
             {"epochs_done": done, "epochs_planned": planned},
         )
+
+    def note_fit(self, res: FitResult) -> None:
+        """Keep a fit's measured step (when it took more than its first) and the engine's latest
+        validation pass per row: what the next fits, the final plan and the reserve are sized with."""
+        if res.step_seconds is not None and res.steps_timed:
+            self.note_time(LATEST_STEP_SECONDS, res.step_seconds)
+        if self.engine.eval_row_seconds:
+            self.ctx.timings[EVAL_ROW_SECONDS] = self.engine.eval_row_seconds
+
+    def least_fit_seconds(self) -> float:
+        """What a new fit costs at least now: one training step and one validation pass, as last
+        measured (0 before any fit): a loop does not start a fit (a rung, a trial) with less left."""
+        t = self.ctx.timings
+        return float(t.get(LATEST_STEP_SECONDS, 0.0)) + float(t.get(EVAL_ROW_SECONDS, 0.0)) * len(self.val)
 
     def note_time(self, label: str, seconds: float) -> None:
         """A wall time the budget uses later (kept in ``ctx.timings``, never in artifacts)."""

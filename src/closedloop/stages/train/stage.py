@@ -16,9 +16,10 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import Field
 
-from closedloop.core.artifacts import JsonArtifact
+from closedloop.artifacts.evaluation import EvaluationReport
+from closedloop.artifacts.figures import Figure as FigureRecord
+from closedloop.artifacts.training import CrossValidateOutcome, FamilyChoice, FinalOutcome, TuneOutcome
 from closedloop.core.errors import ConfigError, StageFailedError
 from closedloop.core.io import to_json, write_text_atomic
 from closedloop.core.registry import register_stage
@@ -26,7 +27,7 @@ from closedloop.core.stage import RunContext, Stage, StageIO, stage_timings
 from closedloop.data.bundle import DatasetBundle
 from closedloop.models.registry import build_network, family_kind, family_ladder, network_kind
 from closedloop.models.trained import ModelSpec, Preprocessing, TrainedModel
-from closedloop.stages.audit.rerank import LabelIssueList, review_after_training, review_summary
+from closedloop.stages.audit.rerank import review_after_training, review_summary
 from closedloop.stages.baseline import BaselineReport
 from closedloop.stages.task import TaskSpec
 from closedloop.stages.train import report as R
@@ -36,52 +37,16 @@ from closedloop.stages.train.config import PRESETS, TrainConfig
 from closedloop.stages.train.data_parallel import check_ranks
 from closedloop.stages.train.driver import budget_table, run_phases
 from closedloop.stages.train.engine import Engine, HParams, make_engine, make_tensor_set
-from closedloop.stages.train.families import FamilyChoice, family_summary, run_families
+from closedloop.stages.train.families import family_summary, run_families
 from closedloop.stages.train.heldout import plan_heldout
-from closedloop.stages.train.importance import ImportanceReport, tree_importance
+from closedloop.stages.train.importance import tree_importance
 from closedloop.stages.train.knobs import ALL_KNOBS
-from closedloop.stages.train.outcomes import CrossValidateOutcome, FinalOutcome, TuneOutcome
 from closedloop.stages.train.phases import PHASES, Phase
 from closedloop.stages.train.phases.tune import KNOB_GAINS_TITLE, knob_gain_rows
 from closedloop.stages.train.phases.workers import check_reachable
 from closedloop.stages.train.session import TrainSession
 
 __all__ = ["KNOB_GAINS_TITLE", "EvaluationReport", "TrainConfig", "TrainModel", "knob_gain_rows"]
-
-
-class EvaluationReport(JsonArtifact):
-    """What the training stage found, phase by phase. Layout: ``artifact.json``. No wall times (those
-    are in the stage's timings), so the artifact is deterministic."""
-
-    phases: dict[str, Any]
-    """Each phase's outcome (:mod:`closedloop.stages.train.outcomes`), as JSON."""
-    curves: dict[str, list[dict[str, Any]]]
-    decisions: list[dict[str, Any]]
-    val: dict[str, Any]
-    test: dict[str, Any]
-    beats_baseline: dict[str, Any] | None
-    n_configs: int
-    chosen: dict[str, Any]
-    figures: list[dict[str, str]]
-    primary_metric: str
-    baseline_name: str | None = None
-    heldout: dict[str, Any] | None = None
-    """The deployed model's metrics (with 95% CIs) on the samples it did not train on (``calibration``)."""
-    evaluated_on: dict[str, str] = Field(default_factory=dict)
-    """Which data each figure was computed on: ``test``, ``val``, ``heldout``, ``temperature``, ``threshold``."""
-    heldout_note: str | None = None
-    """How the held-out split was made (and any fallback for a small validation split)."""
-    selection: dict[str, Any] | None = None
-    """The winner's validation score and the search's optimism (SelectionBias, evaluated_on validation)."""
-    label_review: LabelIssueList | None = None
-    """Suspected label errors ranked again by the trained configuration's predictions (top 50; the
-    full list is in ``label_review/``); None for tasks or runs without such predictions."""
-    feature_importance: ImportanceReport | None = None
-    """Tree models: gain (trained-on rows) and permutation importance (held-out rows, 95% CIs);
-    None for networks (:mod:`closedloop.stages.train.importance`)."""
-    families: FamilyChoice | None = None
-    """A family list: each family's candidate, which won on validation and by how much; None for one
-    family (:mod:`closedloop.stages.train.families`)."""
 
 
 @register_stage("train")
@@ -299,11 +264,11 @@ class TrainModel(Stage):
     def summarize(self, outputs: Outputs) -> dict[str, Any]:
         ev = outputs.evaluation
         bb = ev.beats_baseline
-        tune = ev.phases.get("tune", {})
+        tune, final = ev.outcome(TuneOutcome), ev.outcome(FinalOutcome)
 
-        def with_ci(d: dict[str, Any]) -> dict[str, Any]:
-            keep = ("value", "ci95", "decided_at")  # decided_at: shipped threshold, 0.5 or threshold-free
-            return {k: {f: v[f] for f in keep if f in v} for k, v in d.items()}
+        def with_ci(d: dict[str, FigureRecord]) -> dict[str, Any]:
+            # value, ci95 and decided_at (shipped threshold, 0.5 or threshold-free) as recorded
+            return {k: v.model_dump(mode="json", exclude_unset=True) for k, v in d.items()}
 
         bb_keys = (
             "metric",
@@ -328,23 +293,31 @@ class TrainModel(Stage):
             "evaluated_on": ev.evaluated_on,
             "heldout_note": ev.heldout_note,
             "n_configs": ev.n_configs,
-            "beats_baseline": None if bb is None else {k: bb.get(k) for k in (*bb_keys, "sentence")},
-            "selection": ev.selection,
+            "beats_baseline": None
+            if bb is None
+            else bb.model_dump(mode="json", include={*bb_keys, "sentence"}),
+            "selection": None if ev.selection is None else ev.selection.model_dump(mode="json"),
             "decisions": ev.decisions,
             "model": {
-                "family": ev.chosen["family"],
-                "params": ev.chosen["model_params"],
-                "n_parameters": ev.chosen["n_parameters"],
-                "epochs": ev.chosen["epochs"],
+                "family": ev.chosen.family,
+                "params": ev.chosen.model_params,
+                "n_parameters": ev.chosen.n_parameters,
+                "epochs": ev.chosen.epochs,
             },
-            "temperature": ev.chosen["temperature"],
-            "threshold": ev.chosen["threshold"],
-            "final_ranks": ev.phases.get("final", {}).get("ranks", 1),
-            "knob_gains": {
-                k: {f: g.get(f) for f in ("chosen", "neutral", "delta", "ci95", "metric", "importance")}
-                for k, g in tune.get("knob_gains", {}).items()
+            "temperature": ev.chosen.temperature,
+            "threshold": ev.chosen.threshold,
+            "final_ranks": 1 if final is None else final.ranks,
+            "knob_gains": {}
+            if tune is None
+            else {
+                k: g.model_dump(
+                    mode="json", include={"chosen", "neutral", "delta", "ci95", "metric", "importance"}
+                )
+                for k, g in tune.knob_gains.items()
             },
-            "knob_gains_skipped": tune.get("knob_gains_skipped", []),
+            "knob_gains_skipped": []
+            if tune is None
+            else [s.model_dump(mode="json") for s in tune.knob_gains_skipped],
             "cross_validation": R.cv_summary(ev.phases.get("cross_validate")),
             "feature_importance": R.importance_summary(ev.feature_importance),
             "families": family_summary(ev.families),
@@ -367,11 +340,6 @@ def make_tree_engine(
 
     if data.kind != "table":
         raise ConfigError(f"train.family: {family!r} is a tree family; it trains on tables, not {data.kind}")
-    if cfg.final_seeds > 1:
-        raise ConfigError(
-            f"train.final_seeds: {cfg.final_seeds} - a seed ensemble of trees cannot be exported yet; "
-            "use final_seeds: 1 with a tree family (the tuned bagging/feature fractions are its seeds' only effect)"
-        )
     cats = set(data.meta.categorical_features)
     return TreeEngine(
         task.problem_type,

@@ -14,6 +14,7 @@ from closedloop.stages.train.phases.base import Phase
 from closedloop.stages.train.session import (
     COMPARISON_SECONDS,
     DEFAULT_LOGITS_FILE,
+    DRAW_SECONDS,
     TrainSession,
     selection_value,
 )
@@ -21,7 +22,15 @@ from closedloop.stages.train.session import (
 EPOCH_SECONDS = "beat_baseline seconds per epoch"
 """``ctx.timings`` label: the tune phase sizes its minimum trial with it (when no rung measured one)."""
 REFIT_SECONDS = "beat_baseline baseline refit seconds"
-"""``ctx.timings`` label: the best baseline's refit on train, done before the default model's fit."""
+"""``ctx.timings`` label: the best baseline's refit on train and its validation predictions, done
+before the default model's fit."""
+AFTER_FIT_SECONDS = "beat_baseline kept after the fit seconds"
+"""``ctx.timings`` label: what the fit's deadline keeps before the phase's for the work after it (the
+paired comparison, timed on a tenth of its resamples before the fit, and the figure's draw)."""
+N_RESAMPLES = 1000
+"""The comparison's resamples (``stats.paired.compare``'s default, which the phase uses)."""
+PROBE_SHARE = 10
+"""The comparison's cost is measured on 1/PROBE_SHARE of its resamples (its cost is linear in them)."""
 
 
 class BeatBaseline(Phase):
@@ -58,25 +67,56 @@ def baseline_proba(
     return predict_baseline(refit_baseline(baseline, data, task, on, val_rows), X)
 
 
+def after_fit_seconds(sess: TrainSession, p_base: np.ndarray | None) -> float:
+    """Seconds the phase's work after its fit takes, measured now: the figure (two panels at the
+    sanity check's measured draw each) and the paired comparison with the baseline, timed on a tenth
+    of its resamples (the baseline against itself: the same arithmetic) and scaled up. The fit's
+    deadline is the phase's less this, so the phase, not just its fit, ends by its share."""
+    from closedloop.stats.paired import compare
+
+    figure = 2 * float(sess.ctx.timings.get(DRAW_SECONDS, 0.0))
+    if p_base is None:
+        return figure
+    t0 = time.perf_counter()
+    try:
+        compare(
+            sess.task.primary_metric,
+            sess.val.y_np,
+            p_base,
+            p_base,
+            sess.task.problem_type,
+            n_resamples=max(1, N_RESAMPLES // PROBE_SHARE),
+            seed=sess.ctx.seed,
+            convention=sess.task.metric_convention,
+            method="auto",
+        )
+    except Exception:  # the real comparison reports its own error; nothing to keep time for
+        return figure
+    return figure + PROBE_SHARE * (time.perf_counter() - t0)
+
+
 def beat_baseline(sess: TrainSession, params: dict[str, Any], baseline: Any) -> BaselineOutcome:
     cfg, task = sess.cfg, sess.task
-    est, refit_error = None, None
+    est, refit_error, p_base = None, None, None
     if baseline is not None:  # before the fit: see refit_baseline
         with sess.ctx.timed(REFIT_SECONDS):
             try:
                 est = refit_baseline(baseline, sess.data, task, on="train")
+                p_base = predict_baseline(est, sess.data.val.X)
             except Exception as exc:  # the comparison is evidence, not a reason to stop training
                 refit_error = exc
     seed = sess.seed("beat_baseline")
     net = sess.build(params, seed)
     hp = sess.base_hp.with_(epochs=cfg.baseline_epochs, strength=0.0)
+    after = after_fit_seconds(sess, p_base)
+    sess.note_time(AFTER_FIT_SECONDS, after)
     res = sess.engine.fit(
         net,
         sess.train,
         sess.val,
         hp,
         seed=seed,
-        deadline=sess.deadline("beat_baseline"),
+        deadline=sess.deadline("beat_baseline") - after,
         label="train/beat_baseline",
     )
     n, bs = len(sess.train), min(hp.batch_size, len(sess.train))
@@ -86,6 +126,7 @@ def beat_baseline(sess: TrainSession, params: dict[str, Any], baseline: Any) -> 
         else res.seconds / max(res.epochs_done, 1e-3)
     )
     sess.note_time(EPOCH_SECONDS, epoch_s)
+    sess.note_fit(res)
     sess.note_cut("beat_baseline", "the default model's fit", res, hp.epochs)
     sess.curves["default model"] = res.history
     plots.curves(
@@ -117,7 +158,6 @@ def beat_baseline(sess: TrainSession, params: dict[str, Any], baseline: Any) -> 
 
         if refit_error is not None:
             raise refit_error
-        p_base = predict_baseline(est, sess.data.val.X)
         p_model = logits_to_proba(res.val_logits, task.problem_type)
         cmp = compare(
             task.primary_metric,
@@ -125,6 +165,7 @@ def beat_baseline(sess: TrainSession, params: dict[str, Any], baseline: Any) -> 
             p_model,
             p_base,
             task.problem_type,
+            n_resamples=N_RESAMPLES,
             seed=sess.ctx.seed,
             convention=task.metric_convention,
             method="auto",

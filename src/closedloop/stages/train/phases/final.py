@@ -23,7 +23,13 @@ from closedloop.stages.train.data_parallel import BACKEND, fit_on_ranks
 from closedloop.stages.train.engine import HParams, TensorSet
 from closedloop.stages.train.final_plan import EVALUATION_SECONDS, fit_deadline, plan_final
 from closedloop.stages.train.heldout import INFO_KEY, fit_rows
-from closedloop.stages.train.outcomes import CrossValidateOutcome, FinalOutcome, TunedConfig, TuneOutcome
+from closedloop.stages.train.outcomes import (
+    CrossValidateOutcome,
+    FinalFit,
+    FinalOutcome,
+    TunedConfig,
+    TuneOutcome,
+)
 from closedloop.stages.train.phases.base import Phase
 from closedloop.stages.train.phases.evaluate import evaluate_on_test, refit_for_test
 from closedloop.stages.train.selection import selection_evidence
@@ -45,22 +51,16 @@ class Final(Phase):
         if tuned is None:
             raise StageFailedError("train: the final fit needs the tune phase's outcome")
         refitted = refit_for_test(sess)  # before the fit: its time comes out of the fit's deadline
-        model, fin = final_fit(sess, tuned)
+        model, fitted = final_fit(sess, tuned)
         with sess.ctx.timed(EVALUATION_SECONDS):
-            ev = evaluate_on_test(sess, model, fin.val_proba, fin.heldout_proba, sess.baseline, refitted)
+            ev = evaluate_on_test(
+                sess, model, fitted.val_proba, fitted.heldout_proba, sess.baseline, refitted
+            )
             sess.selection = selection_evidence(sess, tuned)
         sess.model = model
         sess.beats_baseline = ev.beats_baseline
         return FinalOutcome(
-            epochs=fin.epochs,
-            fitted_on=fin.fitted_on,
-            n_heldout=fin.n_heldout,
-            ranks=fin.ranks,
-            calibration=fin.calibration,
-            temperature=fin.temperature,
-            threshold=fin.threshold,
-            threshold_rule=fin.threshold_rule,
-            evaluated_on=fin.evaluated_on,
+            **fitted.fit.model_dump(),
             test=ev.test,
             val=ev.val,
             heldout=ev.heldout,
@@ -70,23 +70,16 @@ class Final(Phase):
 
 
 @dataclass
-class FinalFit:
-    """The deployed model's settings and its probabilities on validation and the held-out rows."""
+class Fitted:
+    """The final fit's record and the deployed model's probabilities on validation and the held-out
+    rows (which the evaluation scores; arrays never go into the record)."""
 
-    epochs: int
-    fitted_on: str
-    n_heldout: int
-    ranks: int
-    calibration: str
-    temperature: float
-    threshold: float | None
-    threshold_rule: str
-    evaluated_on: dict[str, str]
+    fit: FinalFit
     val_proba: np.ndarray
     heldout_proba: np.ndarray
 
 
-def final_fit(sess: TrainSession, tuned: TunedConfig) -> tuple[TrainedModel, FinalFit]:
+def final_fit(sess: TrainSession, tuned: TunedConfig) -> tuple[TrainedModel, Fitted]:
     """Retrain the chosen configuration on train + the validation rows not held out (chosen epochs,
     optionally several seeds), then fit the temperature and threshold on the deployed model's own
     predictions for the held-out rows (k-fold protocols: the cross-validation's out-of-fold
@@ -118,6 +111,14 @@ def final_fit(sess: TrainSession, tuned: TunedConfig) -> tuple[TrainedModel, Fin
     for s in range(size.members):
         if s > 0 and time.time() > deadline:
             sess.decide("final", f"time budget spent: the ensemble keeps {s} of {size.members} members", {})
+            break
+        if s == 1 and _same_tree_members(nets[0]):
+            sess.decide(
+                "final",
+                f"final_seeds: {size.members} - the tuned tree samples every row and column "
+                "(bagging_fraction and feature_fraction 1.0), so other seeds would fit the same trees: one member",
+                {"members": 1, "final_seeds": size.members},
+            )
             break
         seed = sess.seed("final", "member", s)
         net = sess.build(mp, seed)
@@ -154,7 +155,17 @@ def final_fit(sess: TrainSession, tuned: TunedConfig) -> tuple[TrainedModel, Fin
         histories,
         "Final fit",
     )
-    if len(nets) > 1:
+    if len(nets) > 1 and all(hasattr(n, "lgb_booster") for n in nets):  # trees: one booster of all members
+        from closedloop.models.families.lgbm import average_members
+
+        spec, network = ModelSpec(family=sess.family, params=mp), average_members(nets)
+        sess.decide(
+            "final",
+            f"the seed ensemble of {len(nets)} tree members is one booster of all their trees with leaf "
+            "values divided by the member count: its raw scores are the members' mean",
+            {"members": len(nets), "leaves": network.n_leaves()},
+        )
+    elif len(nets) > 1:
         from closedloop.models.families.ensemble import EnsembleNet
 
         spec = ModelSpec(
@@ -242,7 +253,7 @@ def final_fit(sess: TrainSession, tuned: TunedConfig) -> tuple[TrainedModel, Fin
             INFO_KEY: plan.model_dump(),
         },
     )
-    return model, FinalFit(
+    fit = FinalFit(
         epochs=epochs,
         fitted_on=fitted_on,
         n_heldout=len(plan.indices),
@@ -252,9 +263,8 @@ def final_fit(sess: TrainSession, tuned: TunedConfig) -> tuple[TrainedModel, Fin
         threshold=threshold,
         threshold_rule=why,
         evaluated_on=evaluated_on,
-        val_proba=p_val,
-        heldout_proba=p_hold,
     )
+    return model, Fitted(fit=fit, val_proba=p_val, heldout_proba=p_hold)
 
 
 CAL_TEXT = {
@@ -284,3 +294,14 @@ def _calibration_text(method: str, temperature: float, bias: np.ndarray, on: str
         offs = ", ".join(f"{b:+.3f}" for b in bias)
         return f"temperature {temperature:.3f} and logit offset [{offs}] fitted on {where} (bias-corrected)"
     return f"temperature {temperature:.3f} fitted on {where}"
+
+
+def _same_tree_members(net: torch.nn.Module) -> bool:
+    """A tree member whose seed changes nothing: LightGBM's seed only drives row and column sampling."""
+    params = getattr(net, "params", None)
+    return (
+        hasattr(net, "lgb_booster")
+        and isinstance(params, dict)
+        and params.get("feature_fraction", 1.0) >= 1.0
+        and params.get("bagging_fraction", 1.0) >= 1.0
+    )

@@ -13,10 +13,16 @@ from closedloop.stages.train import plots
 from closedloop.stages.train.engine import TensorSet
 from closedloop.stages.train.outcomes import SanityOutcome
 from closedloop.stages.train.phases.base import Phase
-from closedloop.stages.train.session import TrainSession
+from closedloop.stages.train.session import DRAW_SECONDS, TrainSession
 
 FIGURE_SECONDS = "sanity figure seconds"
 """``ctx.timings`` label: drawing the sanity figure, work after the loop that no deadline cuts."""
+BUILD_SECONDS = "sanity build seconds"
+"""``ctx.timings`` label: the work before the loop (the plotting library's load, a measured test
+draw, the network's build), which no deadline cuts."""
+GIVEN_SECONDS = "sanity given seconds"
+"""``ctx.timings`` label: the seconds the sanity check was given, its share or, when more, its least
+cost measured at run time (the build, one step and its figure)."""
 
 
 class Sanity(Phase):
@@ -37,26 +43,44 @@ def sanity(sess: TrainSession, params: dict) -> SanityOutcome:
     rng = np.random.default_rng(sess.ctx.seed)
     idx = rng.permutation(len(sess.train))[: cfg.sanity_batch]
     batch = sess.train.subset(idx)
-    net = sess.build(params, sess.ctx.seed)
-    # a grace as long as its own share (proportional to the budget, so a short budget stays short):
-    # the check is cheap, and a slow machine should not make it inconclusive
-    deadline = sess.deadline("sanity") + Sanity.budget_share * sess.budget_s
+    started = time.time()
+    with sess.ctx.timed(BUILD_SECONDS):
+        draw_s = plots.warm()  # the plotting library loads here, before the loop, not after it
+        net = sess.build(params, sess.ctx.seed)
+    sess.note_time(DRAW_SECONDS, draw_s)
+    # no grace: the loop stops when its next step would end past the share's end less the figure's
+    # measured draw, so the phase ends by its deadline; it always takes one step, so when the build
+    # and one step cost more than the share (a short budget on a loaded machine), it takes that
+    share_end = sess.deadline("sanity")
     steps = cfg.sanity_steps or 1
+    loop_t0 = time.time()
     losses = eng.overfit_batch(
-        net, batch, steps=steps, lr=cfg.sanity_lr, deadline=deadline, label="train/sanity"
+        net, batch, steps=steps, lr=cfg.sanity_lr, deadline=share_end - draw_s, label="train/sanity"
     )
+    least = (loop_t0 - started) + (time.time() - loop_t0) / max(1, len(losses)) + draw_s
+    given = max(share_end - started, least)
+    sess.note_time(GIVEN_SECONDS, given)
     target = None
     if losses:
         target = max(0.05 * losses[0], 0.02) if sess.task.problem_type != "regression" else 0.05 * losses[0]
     # the loop stopped before its steps with a finite loss above the target: the clock stopped it
+    # (the only other ways out of the loop are a non-finite loss and the target reached)
     cut = bool(
         losses
         and target is not None
         and len(losses) < steps
         and all(math.isfinite(v) for v in losses)
         and losses[-1] > target
-        and time.time() > deadline
     )
+    if cut and least > share_end - started:
+        sess.decide(
+            "sanity",
+            f"its share of the budget ({max(share_end - started, 0):.1f} s) is less than its least cost "
+            f"measured now ({least:.1f} s: the network's build and the plotting library "
+            f"{loop_t0 - started:.1f} s, one step {least - (loop_t0 - started) - draw_s:.1f} s, the "
+            f"figure {draw_s:.1f} s): it took {len(losses)} step(s), and the phases after it have what is left",
+            {"share_s": round(share_end - started, 2), "least_s": round(least, 2)},
+        )
     with sess.ctx.timed(FIGURE_SECONDS):  # the first figure of the stage (the plotting library loads)
         plots.sanity(sess.figure("sanity.png", "Training loss on one fixed batch", "sanity"), losses)
     ok = bool(losses and math.isfinite(losses[-1]) and target is not None and min(losses) <= target)

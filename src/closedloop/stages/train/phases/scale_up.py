@@ -11,6 +11,7 @@ import numpy as np
 
 from closedloop.models.registry import n_parameters
 from closedloop.stages.train import plots
+from closedloop.stages.train.engine import past_deadline
 from closedloop.stages.train.outcomes import Rung, ScaleUpOutcome
 from closedloop.stages.train.phases.base import Phase
 from closedloop.stages.train.phases.space import unregularized
@@ -82,7 +83,8 @@ def scale_up(sess: TrainSession, rungs: list[dict[str, Any]]) -> ScaleUpOutcome:
     runs: dict[str, list[dict[str, float]]] = {}
     deadline = sess.deadline("scale_up")
     for r, params in enumerate(rungs):
-        if r > 0 and time.time() > deadline:
+        # a rung costs at least a step and a validation pass: none is started that would end late
+        if r > 0 and past_deadline(time.time(), deadline, sess.least_fit_seconds()):
             sess.decide(
                 "scale_up",
                 f"time budget for the ladder spent; stopping before rung {r + 1}",
@@ -105,6 +107,7 @@ def scale_up(sess: TrainSession, rungs: list[dict[str, Any]]) -> ScaleUpOutcome:
         sess.note_cut("scale_up", f"rung {r + 1}", res, hp.epochs)
         if res.step_seconds is not None:
             sess.note_time(rung_step_seconds(r + 1), res.step_seconds)
+        sess.note_fit(res)
         name = f"rung {r + 1}: " + ", ".join(f"{k}={v}" for k, v in params.items())
         runs[name] = res.history
         sess.curves[name] = res.history

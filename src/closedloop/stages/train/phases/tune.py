@@ -15,7 +15,7 @@ from closedloop.core.errors import StageFailedError
 from closedloop.models.trained import logits_to_proba
 from closedloop.stages.train import knobs as K
 from closedloop.stages.train import plots
-from closedloop.stages.train.engine import NonFiniteLossError
+from closedloop.stages.train.engine import NonFiniteLossError, past_deadline
 from closedloop.stages.train.outcomes import ScaleUpOutcome, Skipped, TrialRow, TuneOutcome
 from closedloop.stages.train.phases import joining as J
 from closedloop.stages.train.phases import study as S
@@ -136,7 +136,8 @@ def tune(sess: TrainSession, model_params: dict[str, Any], ladder_logits: np.nda
         done = [t for t in study.trials if t.state.is_finished()]
         if len(done) >= n_trials:
             break
-        if done and time.time() > deadline:
+        # a trial costs at least a step and a validation pass: none is started that would end late
+        if done and past_deadline(time.time(), deadline, sess.least_fit_seconds()):
             sess.decide(
                 "tune", f"tuning time budget spent after {len(done)} trial(s) (of {n_trials} planned)", {}
             )
@@ -190,8 +191,9 @@ def tune(sess: TrainSession, model_params: dict[str, Any], ladder_logits: np.nda
             continue
         trial.set_user_attr("best_epoch", res.best_epoch)
         trial.set_user_attr("stopped", res.stopped)
-        if res.step_seconds is not None:  # the latest measure of the chosen network's step (final_plan)
+        if res.step_seconds is not None and res.steps_timed:  # the chosen network's step now (final_plan)
             sess.note_time(TRIAL_STEP_SECONDS, res.step_seconds)
+        sess.note_fit(res)
         sess.note_cut("tune", f"trial {k}", res, hp.epochs)
         trial.set_user_attr("history", res.history)
         trial.set_user_attr("k", k)

@@ -10,9 +10,10 @@ import mimetypes
 from pathlib import Path
 from typing import Any
 
+from closedloop.artifacts.webpage import WebSpec
 from closedloop.core.errors import ClosedLoopError
 from closedloop.core.io import sha256_file
-from closedloop.web.spec import WebSpec
+from closedloop.serving.model import find_export_dir
 
 # Browsers load the runtime's .mjs only as JavaScript and stream-compile .wasm only as application/wasm;
 # some systems' mime tables know neither.
@@ -22,8 +23,6 @@ mimetypes.add_type("application/wasm", ".wasm")
 
 def check_page(app_dir: str | Path, run_dir: str | Path) -> WebSpec:
     """The folder's spec, or a one-line reason it cannot be served next to ``run_dir``'s model."""
-    from closedloop.serving.model import find_export_dir
-
     app_dir = Path(app_dir)
     if not app_dir.is_dir():
         raise ClosedLoopError(

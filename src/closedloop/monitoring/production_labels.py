@@ -1,4 +1,4 @@
-"""Labeled production data for ``closedloop adapt``: reading and checking it.
+"""Labeled production data (for ``closedloop adapt`` and ``closedloop retrain``): reading and checking it.
 
 An ``.npz`` with ``images`` (or ``X``) and ``labels``, optionally ``selected_by`` (one string per
 sample: how the sample was chosen for labeling, e.g. ``random_control`` from the review queue),

@@ -1,0 +1,139 @@
+"""The audit's artifact: findings, each check's result, fixes applied, and the side tables.
+
+Written by the ``audit`` stage (:mod:`closedloop.stages.audit`); read back by the report as this type
+(``RunDir(path).artifact(AuditReport)``). A check's ``metrics`` are the check's own (a plug-in check
+names its own), so they stay a mapping; the finding and the check's status are typed records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import pandas as pd  # the side tables (and pydantic reads the dataclass's field types when it checks a port)
+from pydantic import BaseModel, ConfigDict, Field
+
+from closedloop.core.artifacts import Artifact
+from closedloop.core.io import atomic_path, read_json, to_json, write_text_atomic
+
+
+class AuditFinding(BaseModel):
+    """One thing the audit says about the data (``report.json: findings``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    check: str
+    severity: str
+    """``info``, ``warning`` or ``error``."""
+    message: str
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+
+class CheckRecord(BaseModel):
+    """One check's result (``report.json: results.<check>``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: str
+    """``ok``, ``skipped`` or ``failed``."""
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    """The check's own headline numbers (each check documents its keys)."""
+    figures: dict[str, str] = Field(default_factory=dict)
+    tables: list[str] = Field(default_factory=list)
+    note: str | None = None
+
+
+SIDE_COLUMNS = {
+    "duplicates": ["split_a", "index_a", "split_b", "index_b", "distance", "kind"],
+    "label_issues": ["split", "index", "given_label", "suggested_label", "score"],
+}
+
+
+@dataclass
+class AuditReport(Artifact):
+    """Findings, per-check results, failed checks, fixes applied, and tables.
+
+    Layout: ``<dir>/report.json`` (findings, results, failed, fixes, config),
+    ``<dir>/duplicates.csv`` (split_a, index_a, split_b, index_b, distance, kind),
+    ``<dir>/label_issues.csv`` (split, index, given_label, suggested_label, score = 1 - out-of-fold
+    probability of the given label), and ``<dir>/<table>.csv`` for each other table a check produced.
+    """
+
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    """``{check, severity, message, evidence}``, in check order."""
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """check -> ``{status: ok|skipped|failed, metrics, figures: {file: caption}, tables: [names], note}``
+    (wall times are in the stage's ``timings``, not here)."""
+    failed: dict[str, str] = field(default_factory=dict)
+    """check -> error message, for checks that raised."""
+    fixes: list[dict[str, Any]] = field(default_factory=list)
+    """Explicit fix steps applied to a *copy* of the data (e.g. drop_duplicates)."""
+    config: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+    record_file: ClassVar[str] = "report.json"
+
+    def table(self, name: str) -> pd.DataFrame:
+        if name in self.tables:
+            return self.tables[name]
+        return pd.DataFrame(columns=SIDE_COLUMNS.get(name, []))
+
+    def finding_records(self) -> list[AuditFinding]:
+        """The findings as typed records, in check order."""
+        return [AuditFinding.model_validate(f) for f in self.findings]
+
+    def check(self, name: str) -> CheckRecord | None:
+        """One check's result as a typed record (None when the check did not run)."""
+        entry = self.results.get(name)
+        return None if entry is None else CheckRecord.model_validate(entry)
+
+    @property
+    def duplicates(self) -> pd.DataFrame:
+        return self.table("duplicates")
+
+    @property
+    def label_issues(self) -> pd.DataFrame:
+        return self.table("label_issues")
+
+    def count(self, severity: str) -> int:
+        return sum(f["severity"] == severity for f in self.findings)
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        names = sorted(set(self.tables) | set(SIDE_COLUMNS))
+        for name in names:
+            with atomic_path(directory / f"{name}.csv") as tmp:
+                self.table(name).to_csv(tmp, index=False)
+        body = {
+            "findings": self.findings,
+            "results": self.results,
+            "failed": self.failed,
+            "fixes": self.fixes,
+            "config": self.config,
+            "tables": names,
+        }
+        write_text_atomic(directory / "report.json", to_json(body))
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        directory = Path(directory)
+        body = read_json(directory / "report.json")
+        tables = {}
+        for name in body.get("tables", []):
+            p = directory / f"{name}.csv"
+            if p.is_file():
+                try:
+                    tables[name] = pd.read_csv(p)
+                except pd.errors.EmptyDataError:
+                    tables[name] = pd.DataFrame(columns=SIDE_COLUMNS.get(name, []))
+        return cls(
+            findings=body["findings"],
+            results=body["results"],
+            failed=body["failed"],
+            fixes=body.get("fixes", []),
+            config=body.get("config", {}),
+            tables=tables,
+        )
+
+    def files(self, directory: Path) -> dict[str, str]:
+        return {"report": "report.json", "duplicates": "duplicates.csv", "label_issues": "label_issues.csv"}

@@ -1,0 +1,194 @@
+"""The stream test against a fixed reference: every row since the reference, tested at looks that spend alpha.
+
+The conformal martingale (``closedloop.monitoring.stream``) ranks each production row among the held-out
+rows *and every production row before it*: once a few hundred shifted rows have arrived they outnumber
+the reference, later shifted rows rank among them, and the evidence stops growing. This test keeps the
+reference fixed. Every ``look_rows`` rows (look ``k`` at ``k * look_rows`` rows) it runs the exact domain
+check (``closedloop.monitoring.domain``: a cross-fitted classifier between the held-out rows and all the
+production rows so far, one Mann-Whitney test per fold, Bonferroni) and raises the stream alarm when
+
+    p_k <= alpha * w_k,    w_k = 1 / (k (k + 1))    (sum over k = 1, 2, ... is 1).
+
+Each p_k is exact when the held-out rows and the production rows are exchangeable, so by the union bound
+
+    P(the alarm is ever raised) <= sum_k alpha * w_k = alpha,
+
+however many looks are taken and however often the status is read: the false-alarm rate over the whole
+stream is at most ``alpha`` over runs (draws of the reference and of the stream). Reading the status
+between looks shows the last look. The reported statistic is ``max_k w_k / p_k``: it reaches ``c`` with
+probability at most ``1 / c`` under no shift, and the alarm is at ``1 / alpha`` (the same scale as the
+conformal test's e-value).
+
+Rows beyond ``max_rows`` enter by reservoir sampling (each of the rows so far equally likely to be kept,
+decided without looking at their values), so a look costs the same however long the stream is and the
+p-values stay exact.
+
+What it rests on: the held-out rows are exchangeable with in-distribution production rows, the model is
+fixed, and rows arrive in an order that does not depend on their values. A reset (a new reference
+from a verified period) starts a new test.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from closedloop.monitoring.domain import MIN_ROWS, domain_check
+from closedloop.monitoring.drift.base import Sample
+from closedloop.monitoring.stream import StreamStatus, StreamTest
+
+if TYPE_CHECKING:
+    from closedloop.monitoring.profile import ReferenceProfile
+
+LOOK_ROWS = 200
+"""Rows between looks (the default window size)."""
+MAX_ROWS = 2000
+"""Production rows a look tests at most (a uniform reservoir of the rows so far beyond this)."""
+PROBLEMS = ("binary", "multiclass", "ordinal")
+"""Tasks with class probabilities (the domain check's inputs)."""
+
+
+def spend(k: int) -> float:
+    """The share of alpha spent at look ``k`` (1-based): ``1 / (k (k + 1))``, summing to 1."""
+    return 1.0 / (k * (k + 1))
+
+
+class ReferenceStreamTest:
+    """Domain checks of all rows so far against a fixed reference, alpha spent over looks (module doc)."""
+
+    def __init__(
+        self,
+        reference: Sample,
+        problem_type: str,
+        alpha: float = 0.05,
+        seed: Any = 0,
+        look_rows: int = LOOK_ROWS,
+        max_rows: int = MAX_ROWS,
+    ) -> None:
+        if not 0 < alpha < 1:
+            raise ValueError(f"stream alpha={alpha}: expected a value in (0, 1)")
+        if look_rows < MIN_ROWS:
+            raise ValueError(f"stream look_rows={look_rows}: expected at least {MIN_ROWS} rows between looks")
+        if max_rows < look_rows:
+            raise ValueError(f"stream max_rows={max_rows}: expected at least look_rows={look_rows}")
+        if problem_type not in PROBLEMS:
+            raise ValueError(
+                f"reference stream test: problem type {problem_type!r} has no class probabilities "
+                f"(expected one of {', '.join(PROBLEMS)})"
+            )
+        if reference.proba is None or len(reference) < MIN_ROWS:
+            raise ValueError(
+                f"reference stream test: the reference needs probabilities and at least {MIN_ROWS} rows "
+                f"(it has {len(reference)})"
+            )
+        self.reference = reference
+        self.problem_type = problem_type
+        self.alpha = float(alpha)
+        self.look_rows = int(look_rows)
+        self.max_rows = int(max_rows)
+        self.rng = np.random.default_rng(seed)
+        self.reference_rows = len(reference)
+        self.n = 0
+        self.looks = 0
+        self.alarm_at: int | None = None
+        self.stat = 1.0
+        self.max_stat = 1.0
+        self.p_value: float | None = None
+        self._kept: Sample | None = None  # the reservoir (at most max_rows rows)
+
+    def _keep(self, rows: Sample) -> None:
+        """Add rows to the reservoir (row ``t`` replaces a kept one with probability ``max_rows / (t + 1)``)."""
+        features = rows.features if rows.features.ndim == 2 else np.zeros((len(rows), 0))
+        rows = Sample(features=features, embeddings=rows.embeddings, proba=rows.proba)
+        if self._kept is None:
+            self._kept = rows.take(np.arange(0))
+        room = max(0, self.max_rows - len(self._kept))
+        head, tail = rows.take(np.arange(min(room, len(rows)))), np.arange(min(room, len(rows)), len(rows))
+        self._kept = _concat(self._kept, head)
+        if len(tail):
+            t = self.n + tail  # each row's index in the stream
+            slot = np.floor(self.rng.uniform(size=len(tail)) * (t + 1)).astype(int)
+            hit = slot < self.max_rows
+            for j, i in zip(slot[hit], tail[hit], strict=True):  # in order: a later row wins a slot
+                _assign(self._kept, int(j), rows, int(i))
+        self.n += len(rows)
+
+    def _look(self) -> None:
+        assert self._kept is not None
+        self.looks += 1
+        check, _ = domain_check(self.reference, self._kept, self.problem_type, self.rng)
+        self.p_value = max(check.p_value, 1e-300)
+        w = spend(self.looks)
+        self.stat = w / self.p_value
+        self.max_stat = max(self.max_stat, self.stat)
+        if self.alarm_at is None and self.p_value <= self.alpha * w:
+            self.alarm_at = self.n
+
+    def update(self, rows: Sample) -> StreamStatus:
+        """Feed the next rows (in arrival order; probabilities needed, summary features and embeddings
+        used when both sides have them); looks at every multiple of ``look_rows``."""
+        if rows.proba is None:
+            raise ValueError("reference stream test: the rows have no probabilities")
+        start = 0
+        while start < len(rows):
+            to_look = self.look_rows - self.n % self.look_rows
+            piece = np.arange(start, min(len(rows), start + to_look))
+            self._keep(rows.take(piece))
+            start += len(piece)
+            if self.n % self.look_rows == 0:
+                self._look()
+        return self.status()
+
+    def status(self) -> StreamStatus:
+        return StreamStatus(
+            alarm=self.alarm_at is not None,
+            e_value=self.stat,
+            max_e_value=self.max_stat,
+            threshold=1 / self.alpha,
+            alpha=self.alpha,
+            n=self.n,
+            alarm_at=self.alarm_at,
+            by_score={"domain": self.stat},
+            reference_rows=self.reference_rows,
+            test="reference",
+            p_value=self.p_value,
+            looks=self.looks,
+            look_rows=self.look_rows,
+            rests_on=(
+                "held-out reference rows and in-distribution production rows are exchangeable; rows arrive in "
+                f"an order that does not depend on their values; every {self.look_rows} rows an exact domain "
+                "check of the rows so far against the fixed reference spends alpha/(k(k+1)) at look k; "
+                "false-alarm rate <= alpha over runs, however often it is read"
+            ),
+        )
+
+
+def new_stream_test(profile: ReferenceProfile, seed: Any = 0) -> StreamTest | ReferenceStreamTest:
+    """The stream test a profile names (``ProfileInfo.stream_test``), starting at its reference. A
+    ``reference`` test needs class probabilities on the held-out rows; without them (regression) the
+    conformal test follows what the profile has."""
+    info, ref = profile.info, profile.domain
+    usable = info.problem_type in PROBLEMS and ref.proba is not None and len(ref) >= MIN_ROWS
+    if info.stream_test == "reference" and usable:
+        return ReferenceStreamTest(ref, info.problem_type, info.stream_alpha, seed, info.stream_look)
+    return StreamTest(profile.stream, info.stream_alpha, seed=seed)
+
+
+def _concat(a: Sample, b: Sample) -> Sample:
+    def cat(x: np.ndarray | None, y: np.ndarray | None) -> np.ndarray | None:
+        return None if x is None or y is None else np.concatenate([x, y])
+
+    return Sample(
+        features=np.concatenate([a.features, b.features]),
+        embeddings=cat(a.embeddings, b.embeddings),
+        proba=cat(a.proba, b.proba),
+    )
+
+
+def _assign(kept: Sample, slot: int, rows: Sample, i: int) -> None:
+    kept.features[slot] = rows.features[i]
+    if kept.embeddings is not None and rows.embeddings is not None:
+        kept.embeddings[slot] = rows.embeddings[i]
+    if kept.proba is not None and rows.proba is not None:
+        kept.proba[slot] = rows.proba[i]

@@ -1,0 +1,147 @@
+"""Issue 19: the stream test against a fixed reference (alpha spent over looks) and the per-deployment
+domain flag, with their settings (YAML / Python) and bad input."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from closedloop.core.errors import ConfigError
+from closedloop.core.stage import RunContext
+from closedloop.monitoring import Monitor
+from closedloop.monitoring.drift import Sample
+from closedloop.monitoring.stream import StreamTest
+from closedloop.monitoring.stream_reference import ReferenceStreamTest, new_stream_test, spend
+from closedloop.stages.monitor import BuildMonitorProfile
+from closedloop.stages.monitor.reference import profile_config
+from closedloop.stages.task import DefineTaskConfig, build_task_spec
+
+sys.path.insert(0, str(Path(__file__).parent))
+from monitor_helpers import digits_setup  # noqa: E402
+
+FAST = {"calibration_windows": 40, "window_sizes": [50, 100], "permutations": 40}
+
+
+def _rows(rng: np.random.Generator, n: int, shift: float = 0.0) -> Sample:
+    p = 1 / (1 + np.exp(-rng.normal(size=n)))
+    return Sample(features=rng.normal(size=(n, 3)) + shift, proba=np.stack([1 - p, p], axis=1))
+
+
+def test_spending_sums_to_alpha_and_looks_follow_the_row_count_not_the_chunks():
+    assert sum(spend(k) for k in range(1, 10_000)) == pytest.approx(1.0, abs=1e-3)
+    rng = np.random.default_rng(0)
+    st = ReferenceStreamTest(_rows(rng, 80), "binary", look_rows=50, max_rows=120, seed=0)
+    st.update(_rows(rng, 30))
+    assert st.status().looks == 0 and st.status().p_value is None  # no look before 50 rows
+    st.update(_rows(rng, 95))  # crosses 50 and 100 inside one chunk: two looks
+    s = st.status()
+    assert (s.n, s.looks, s.test, s.look_rows) == (125, 2, "reference", 50)
+    st.update(_rows(rng, 200))  # beyond max_rows: a reservoir of 120 rows is tested
+    assert st.status().looks == 6 and st._kept is not None and len(st._kept) == 120
+    assert st.status().reference_rows == 80 and "fixed reference" in st.status().rests_on
+
+
+def test_fixed_reference_stream_false_alarms_and_power_on_synthetic_rows():
+    """The union bound over looks: in-distribution streams rarely alarm, a mild shift is found early."""
+    rng = np.random.default_rng(1)
+    alarms = 0
+    for run in range(30):
+        st = ReferenceStreamTest(_rows(rng, 100), "binary", look_rows=60, max_rows=240, seed=run)
+        for _ in range(4):
+            st.update(_rows(rng, 60))
+        alarms += st.status().alarm
+    assert alarms <= 5  # 5% of 30 is 1.5; a binomial 5 or more is below 0.02
+    tests = []
+    for run in range(10):
+        st = ReferenceStreamTest(_rows(rng, 100), "binary", look_rows=60, max_rows=240, seed=run)
+        st.update(_rows(rng, 240, shift=0.5))
+        tests.append(st)
+    alarmed = [st for st in tests if st.alarm_at is not None]
+    assert len(alarmed) >= 8
+    for st in alarmed:  # raised at a look, where the statistic w_k / p_k reaches 1 / alpha
+        assert st.alarm_at % 60 == 0
+        assert st.status().max_e_value >= st.status().threshold == pytest.approx(20.0)
+    for st in tests:
+        if st.alarm_at is None:
+            assert st.status().max_e_value < 20.0
+
+
+def test_reference_stream_bad_input_names_the_setting():
+    rng = np.random.default_rng(2)
+    ref = _rows(rng, 50)
+    with pytest.raises(ValueError, match="stream alpha=1.5"):
+        ReferenceStreamTest(ref, "binary", alpha=1.5)
+    with pytest.raises(ValueError, match="look_rows=5: expected at least 10"):
+        ReferenceStreamTest(ref, "binary", look_rows=5)
+    with pytest.raises(ValueError, match="max_rows=40: expected at least look_rows=50"):
+        ReferenceStreamTest(ref, "binary", look_rows=50, max_rows=40)
+    with pytest.raises(ValueError, match="problem type 'regression'"):
+        ReferenceStreamTest(ref, "regression")
+    with pytest.raises(ValueError, match="at least 10 rows \\(it has 5\\)"):
+        ReferenceStreamTest(ref.take(np.arange(5)), "binary")
+    with pytest.raises(ValueError, match="the rows have no probabilities"):
+        ReferenceStreamTest(ref, "binary").update(Sample(features=np.zeros((20, 3))))
+
+
+def test_stream_and_domain_settings_bad_config():
+    with pytest.raises(ConfigError, match="stream_test"):
+        BuildMonitorProfile(stream_test="bogus")
+    with pytest.raises(ConfigError, match="stream_look"):
+        BuildMonitorProfile(stream_look=5)
+    with pytest.raises(ConfigError, match="domain_delta"):
+        BuildMonitorProfile(domain_delta=1.5)
+    cfg = BuildMonitorProfile(domain_delta=None, stream_test="conformal").config
+    assert cfg.domain_delta is None and cfg.stream_test == "conformal"
+
+
+@pytest.fixture(scope="module")
+def digits():
+    bundle, model = digits_setup()
+    task = build_task_spec(DefineTaskConfig(), bundle)
+    return bundle, model, task
+
+
+def _profile(digits, tmp: Path, **kw):
+    bundle, model, task = digits
+    stage = BuildMonitorProfile(**FAST, **kw)
+    out = stage.execute({"data": bundle, "task": task, "model": model}, RunContext("monitor", tmp, seed=0))
+    return stage, out.reference
+
+
+def test_profile_defaults_reach_the_summary_guarantee_and_monitor(digits, tmp_path):
+    bundle, model, _ = digits
+    stage, profile = _profile(digits, tmp_path)
+    info = profile.info
+    assert (info.stream_test, info.stream_look, info.domain_delta) == ("reference", 200, 0.1)
+    assert info.domain_level == pytest.approx(0.005)
+    assert "tested against the fixed held-out rows every 200 rows" in info.guarantee
+    assert "domain flag on the label-free estimate (p <= 0.005)" in info.guarantee
+    assert "probability >= 0.9 over the draw of the held-out rows" in info.guarantee
+    ref = stage.summarize(type(stage).Outputs(reference=profile))["reference"]
+    assert ref["stream_test"] == "reference" and ref["stream_look"] == 200
+    assert ref["domain_delta"] == 0.1 and ref["domain_level"] == pytest.approx(0.005)
+    # the settings survive a rebuild from the profile (a verified period, an adapted model's reference)
+    again = profile_config(info)
+    assert (again.stream_test, again.stream_look, again.domain_delta) == ("reference", 200, 0.1)
+    mon = Monitor(profile, model, seed=0, effects=False)
+    assert isinstance(mon.stream_test(), ReferenceStreamTest)
+    # a dark stream: the window's flags name the domain check, the stream alarms at a look
+    X = np.concatenate([bundle.val.X[:100], (bundle.val.X[100:400] * 0.5).astype(np.uint8)])
+    res = mon.check_stream(X, window=100)
+    assert res.stream["test"] == "reference" and res.stream["alarm"] and res.stream["alarm_at"] % 200 == 0
+    last = res.windows[-1]
+    assert not last["estimate_reliable"] and {"domain", "stream"} <= set(last["estimate_flags"])
+    assert res.windows[0]["estimate_flags"] == [] or "domain" not in res.windows[0]["estimate_flags"]
+
+
+def test_conformal_and_marginal_domain_flag_stay_available(digits, tmp_path):
+    _, model, _ = digits
+    _, profile = _profile(digits, tmp_path, stream_test="conformal", domain_delta=None)
+    assert isinstance(new_stream_test(profile), StreamTest)
+    assert profile.info.domain_level == pytest.approx(0.05)
+    assert "on average over references" in profile.info.guarantee
+    profile.info.domain_alpha = None
+    assert profile.info.domain_level is None
