@@ -40,10 +40,9 @@ def median_us(fn: Callable[[], object], n: int) -> float:
     return statistics.median(times) * 1e6
 
 
-def asgi_call(app: object, path: str, body: bytes) -> Callable[[], object]:
-    """One POST through the ASGI app on a private event loop (no sockets, no HTTP parsing)."""
-    loop = asyncio.new_event_loop()
-    scope = {
+def post_scope(path: str, body: bytes) -> dict[str, object]:
+    """The ASGI scope of one JSON POST to ``path`` from a local client."""
+    return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
@@ -57,6 +56,12 @@ def asgi_call(app: object, path: str, body: bytes) -> Callable[[], object]:
         "client": ("127.0.0.1", 1),
         "server": ("127.0.0.1", 8080),
     }
+
+
+def asgi_call(app: object, path: str, body: bytes) -> Callable[[], object]:
+    """One POST through the ASGI app on a private event loop (no sockets, no HTTP parsing)."""
+    loop = asyncio.new_event_loop()
+    scope = post_scope(path, body)
 
     async def once() -> int:
         sent = False
@@ -91,20 +96,7 @@ def concurrent_cpu_us(app: object, path: str, body: bytes, clients: int, n: int)
     CPU microseconds per request of the whole process (every thread: the batch threads too) and of the
     event-loop thread alone, the part the single loop has to do for each request."""
     loop = asyncio.new_event_loop()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 8080),
-    }
+    scope = post_scope(path, body)
 
     async def request() -> None:
         sent = False

@@ -43,3 +43,21 @@ TINY_TRAIN: dict[str, Any] = {
     "n_bootstrap": 200,
     "threads": 1,
 }
+
+
+#: train-stage params for the retrain/adapt pipelines on tiny images: one small MLP rung, one trial
+TINY_RETRAIN: dict[str, Any] = {
+    "preset": "quick",
+    "family": "mlp",
+    "ladder": [{"width": 16}],
+    "budget_minutes": 5,
+    "n_trials": 1,
+    "max_epochs": 2,
+    "ladder_epochs": 2,
+    "baseline_epochs": 1,
+    "sanity_steps": 60,
+    "sanity_lr": 0.01,
+    "sanity_batch": 8,
+    "n_bootstrap": 100,
+    "threads": 1,
+}

@@ -18,24 +18,11 @@ import yaml
 from PIL import Image
 
 from closedloop.cli import main
+from common_data import TINY_RETRAIN
 
 pytestmark = pytest.mark.slow  # three tiny pipeline runs (~20 s on 2 cores)
 
-TRAIN = {
-    "preset": "quick",
-    "family": "mlp",
-    "ladder": [{"width": 16}],
-    "budget_minutes": 5,
-    "n_trials": 1,
-    "max_epochs": 2,
-    "ladder_epochs": 2,
-    "baseline_epochs": 1,
-    "sanity_steps": 60,
-    "sanity_lr": 0.01,
-    "sanity_batch": 8,
-    "n_bootstrap": 100,
-    "threads": 1,
-}
+TRAIN = TINY_RETRAIN
 
 
 def _images(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
