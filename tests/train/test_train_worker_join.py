@@ -131,26 +131,37 @@ def check_study_and_run(storage: Any, run: Path, killed: int | None, name: str |
     return study
 
 
-def finished_by(log: Path) -> int:
-    """How many trials a ``closedloop worker`` says it finished (its last line), 0 if it says none."""
-    found = re.findall(r"this worker finished (\d+) trial", log.read_text()) if log.is_file() else []
-    return int(found[-1]) if found else 0
+def finished_by(log: Path) -> list[int]:
+    """The counted trials a ``closedloop worker`` says it finished (its last line), [] if none."""
+    found = (
+        re.findall(r"this worker finished \d+ trial\(s\) \[([\d, ]*)\]", log.read_text())
+        if log.is_file()
+        else []
+    )
+    return [int(n) for n in found[-1].split(",") if n.strip()] if found else []
 
 
-def check_joined(study: Any, run: Path, *, expect_joined: bool = True) -> None:
-    """The leader copied every joined worker's trial logits into work/; ``expect_joined``: some counted
-    trial came from a joined worker. (A worker that joins after the leader's own workers took every
-    trial, which a loaded machine can cause, has none to hand over: the caller passes what it said.)"""
+def check_joined(study: Any, run: Path, finished: list[int]) -> None:
+    """Every trial a joined worker says it finished (``finished``) is counted in the study, and the
+    leader copied the logits of each one that completed into work/ (a pruned or failed trial has none). A worker
+    that joins after the leader's own workers took every trial, which a loaded machine can cause,
+    finished none: then there is nothing to check for it."""
     import optuna
 
-    joined = [
-        t
-        for t in study.get_trials()
-        if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("val_logits")
-    ]
-    assert joined or not expect_joined, "no complete trial came from a joined worker"
+    from closedloop.stages.train.phases.workers import counted
+
+    by_number = {t.number: t for t in study.get_trials()}
     work = next(run.glob("stages/*train/work"))
-    assert all((work / "trials" / f"{t.number}.npy").is_file() for t in joined)
+    for n in finished:
+        t = by_number[n]
+        assert counted(t), f"trial {n}, which a joined worker finished, is {t.state.name} and not counted"
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            assert t.user_attrs.get("val_logits"), f"trial {n} carries no logits for the leader"
+            assert (work / "trials" / f"{n}.npy").is_file(), f"the leader did not copy trial {n}'s logits"
+    carried = [t.number for t in by_number.values() if t.user_attrs.get("val_logits")]
+    assert all((work / "trials" / f"{n}.npy").is_file() for n in carried), (
+        "a joined trial's logits were not copied"
+    )
 
 
 @pytest.mark.slow
@@ -193,8 +204,7 @@ def test_joined_worker_killed_mid_trial_on_journal_file_exact_count_and_mismatch
                 p.kill()
                 p.wait()
     # the killed worker's trial was a joined worker's; the second one may find every trial taken
-    second_finished = finished_by(tmp_path / "second.log")
-    check_joined(check_study_and_run(storage, run, killed), run, expect_joined=second_finished > 0)
+    check_joined(check_study_and_run(storage, run, killed), run, finished_by(tmp_path / "second.log"))
     assert "counted trials" in (tmp_path / "second.log").read_text()
 
 
