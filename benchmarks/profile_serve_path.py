@@ -58,33 +58,39 @@ def post_scope(path: str, body: bytes) -> dict[str, object]:
     }
 
 
+async def post_once(app: object, scope: dict[str, object], body: bytes) -> int:
+    """Send one request through the ASGI ``app``; its status. As uvicorn does, the receive channel
+    gives the body, then says "disconnect" only after the response has been sent."""
+    sent = False
+    done = asyncio.Event()
+    status = 0
+
+    async def receive() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(msg: dict) -> None:
+        nonlocal status
+        if msg["type"] == "http.response.start":
+            status = msg["status"]
+        elif not msg.get("more_body"):
+            done.set()
+
+    await app(dict(scope), receive, send)  # type: ignore[operator]
+    return status
+
+
 def asgi_call(app: object, path: str, body: bytes) -> Callable[[], object]:
     """One POST through the ASGI app on a private event loop (no sockets, no HTTP parsing)."""
     loop = asyncio.new_event_loop()
     scope = post_scope(path, body)
 
-    async def once() -> int:
-        sent = False
-        status = 0
-
-        async def receive() -> dict:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            await asyncio.sleep(3600)
-            return {"type": "http.disconnect"}
-
-        async def send(msg: dict) -> None:
-            nonlocal status
-            if msg["type"] == "http.response.start":
-                status = msg["status"]
-
-        await app(dict(scope), receive, send)  # type: ignore[operator]
-        return status
-
     def call() -> object:
-        status = loop.run_until_complete(once())
+        status = loop.run_until_complete(post_once(app, scope, body))
         assert status == 200, status
         return status
 
@@ -99,26 +105,7 @@ def concurrent_cpu_us(app: object, path: str, body: bytes, clients: int, n: int)
     scope = post_scope(path, body)
 
     async def request() -> None:
-        sent = False
-        done = asyncio.Event()
-        status = 0
-
-        async def receive() -> dict:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            await done.wait()  # as uvicorn: the next message only comes after the response
-            return {"type": "http.disconnect"}
-
-        async def send(msg: dict) -> None:
-            nonlocal status
-            if msg["type"] == "http.response.start":
-                status = msg["status"]
-            elif not msg.get("more_body"):
-                done.set()
-
-        await app(dict(scope), receive, send)  # type: ignore[operator]
+        status = await post_once(app, scope, body)
         assert status == 200, status
 
     async def client(count: int) -> None:

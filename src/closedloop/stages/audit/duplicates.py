@@ -225,9 +225,7 @@ class Duplicates(AuditCheck):
             sev = cfg.overlap_severity if (a, b) == ("train", "test") else "warning"
         elif ne.p_value < cfg.warn_alpha and ne.n_excess:
             sev = "warning"
-        how = f"embedding distance <= {ne.threshold:g}"
-        if ne.ratio_cut is not None:
-            how += f" and <= {ne.ratio_cut:.2f} x that neighbour's own nearest-neighbour distance"
+        how = ne.criterion
         close = (
             f"{ne.n_close} {b} sample(s) ({ne.query_rate:.1%}) have a near neighbour in {a} ({how}), "
             f"vs {ne.null_rate:.1%} of {a} samples within {a} (the data's own density)"
@@ -282,9 +280,7 @@ class Duplicates(AuditCheck):
             for j in rows[:5]
         ]
         alone = ", ".join(f"{q} alone {e.query_rate:.1%} (p = {e.p_value:.2g})" for q, e in each.items())
-        how = f"embedding distance <= {ne.threshold:g}"
-        if ne.ratio_cut is not None:
-            how += f" and <= {ne.ratio_cut:.2f} x that neighbour's own nearest-neighbour distance"
+        how = ne.criterion
         msg = (
             f"train/held-out: {ne.n_close} of {ne.n_query} val+test samples ({ne.query_rate:.1%}) have a near "
             f"neighbour in train ({how}), vs {ne.null_rate:.1%} of train samples within train: an excess of "

@@ -54,6 +54,14 @@ class NearExcess:
     """Per query sample: True when it counts in ``n_query`` (no exact copy in the reference)."""
 
     @property
+    def criterion(self) -> str:
+        """What "close" meant, in words, for the audit's messages."""
+        how = f"embedding distance <= {self.threshold:g}"
+        if self.ratio_cut is not None:
+            how += f" and <= {self.ratio_cut:.2f} x that neighbour's own nearest-neighbour distance"
+        return how
+
+    @property
     def close(self) -> np.ndarray:
         """Per query sample: judged and close under the reported look."""
         c = self.judged & (self.dist <= self.threshold)
