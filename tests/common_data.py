@@ -3,6 +3,8 @@ own directory on sys.path, so ``from conftest import ...`` could find the wrong 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,3 +63,25 @@ TINY_RETRAIN: dict[str, Any] = {
     "n_bootstrap": 100,
     "threads": 1,
 }
+
+
+def write_medmnist(
+    folder: Path,
+    images: Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]],
+    sizes: tuple[int, int, int],
+    rng: np.random.Generator,
+    *,
+    flag: str = "pneumoniamnist",
+) -> dict[str, np.ndarray]:
+    """A MedMNIST-shaped ``<flag>.npz`` in ``folder`` with ``sizes`` (train, val, test) samples, each
+    split drawn in turn by ``images(rng, n) -> (X, y)``; returns the arrays written."""
+    arrays: dict[str, np.ndarray] = {}
+    for split, n in zip(("train", "val", "test"), sizes, strict=True):
+        X, y = images(rng, n)
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = (
+            X,
+            np.asarray(y).reshape(-1, 1).astype(np.uint8),
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / f"{flag}.npz", **arrays)
+    return arrays

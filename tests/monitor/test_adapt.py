@@ -20,6 +20,7 @@ from closedloop.cli import main
 from closedloop.core.registry import SOURCES
 from closedloop.models.trained import ModelSpec, Preprocessing, TrainedModel
 from closedloop.stages.task import DefineTaskConfig, build_task_spec
+from common_data import write_medmnist
 
 sys.path.insert(0, str(Path(__file__).parent))
 from monitor_helpers import TinyCNN, _fit  # noqa: E402
@@ -39,12 +40,7 @@ def _images(rng: np.random.Generator, n: int, shift: int = 0) -> tuple[np.ndarra
 def champion(tmp_path_factory) -> tuple[Path, np.random.Generator]:
     tmp = tmp_path_factory.mktemp("adapt")
     rng = np.random.default_rng(0)
-    arrays = {}
-    for split, n in (("train", 300), ("val", 100), ("test", 120)):
-        X, y = _images(rng, n)
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = X, y.reshape(-1, 1).astype(np.uint8)
-    (tmp / "data").mkdir()
-    np.savez(tmp / "data" / "pneumoniamnist.npz", **arrays)
+    write_medmnist(tmp / "data", _images, (300, 100, 120), rng)
     data = {"source": "medmnist", "flag": "pneumoniamnist", "size": 28, "root": str(tmp / "data")}
     bundle = SOURCES.resolve("medmnist")({k: v for k, v in data.items() if k != "source"}).load(0)
     run = tmp / "runs" / "shift" / "20260101-000000-champion"

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from closedloop.cli import main
-from common_data import TINY_RETRAIN
+from common_data import TINY_RETRAIN, write_medmnist
 
 pytestmark = pytest.mark.slow  # three tiny pipeline runs (~30 s on 2 quiet cores)
 
@@ -33,12 +33,7 @@ def _images(rng: np.random.Generator, n: int, shift: int = 0) -> tuple[np.ndarra
 def champion(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
     tmp = tmp_path_factory.mktemp("adapt_retrain")
     rng = np.random.default_rng(0)
-    arrays = {}
-    for split, n in (("train", 240), ("val", 80), ("test", 90)):
-        X, y = _images(rng, n)
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = X, y.reshape(-1, 1).astype(np.uint8)
-    (tmp / "data").mkdir()
-    np.savez(tmp / "data" / "pneumoniamnist.npz", **arrays)
+    arrays = write_medmnist(tmp / "data", _images, (240, 80, 90), rng)
     cfg = {
         "name": "shift",
         "seed": 0,
