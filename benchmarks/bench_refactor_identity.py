@@ -32,6 +32,8 @@ CASES = {
     "pneumoniamnist_quick": ["configs/pneumoniamnist.yaml", "--set", "train.preset=quick"],
     "tabular": ["configs/tabular_breast_cancer.yaml"],
 }
+MEDMNIST = {"breastmnist_quick", "pneumoniamnist_quick"}
+"""Cases that read MedMNIST files: both sides get the same ``--set data.root=`` (``--data-root``)."""
 NO_CUT = ["--set", "train.budget_minutes=1000"]
 VOLATILE = {"time", "timestamp", "seconds", "created", "at", "wall_s", "run_id", "run_dir"}
 # wall times also sit under these keys in summary.json / decision.json
@@ -147,8 +149,18 @@ def main() -> None:
     ap.add_argument("--only", action="append", help="case name(s)")
     ap.add_argument("--side", choices=("pre", "new", "both"), default="both", help="run only one side")
     ap.add_argument("--keep", action="store_true", help="reuse finished runs under --work")
+    ap.add_argument(
+        "--data-root",
+        type=Path,
+        default=ROOT.parent / "shared" / "data" / "medmnist",
+        help="folder holding the MedMNIST .npz files (the configs' ../shared/data/medmnist from a checkout of main)",
+    )
     a = ap.parse_args()
     cases = {k: v for k, v in CASES.items() if not a.only or k in a.only}
+    for name in MEDMNIST & set(cases):
+        if not (a.data_root / f"{name.split('_')[0]}.npz").is_file():
+            ap.error(f"--data-root {a.data_root}: no {name.split('_')[0]}.npz there (case {name})")
+        cases[name] = [*cases[name], "--set", f"data.root={a.data_root.resolve()}"]
     print(
         f"# python benchmarks/bench_refactor_identity.py --pre {a.pre} --new {a.new}  ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})"
     )
