@@ -59,8 +59,13 @@ class FinalSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     nproc: int = Field(1, ge=1)
     """Data-parallel ranks the stage launches for the final fit and each ensemble member
-    (torch.distributed, gloo on CPU; the per-rank batch is the batch divided by nproc, so the global
-    batch and the schedule are the one-process fit's). See docs/scaling.md."""
+    (torch.distributed: gloo on CPU, NCCL on CUDA with one GPU per rank; the per-rank batch is the
+    batch divided by nproc, so the global batch and the schedule are the one-process fit's). See
+    docs/scaling.md."""
+    start: Literal["auto", "fork", "spawn"] = "auto"
+    """How the ranks' processes start: fork (inherits the session; Linux CPU), spawn (fresh
+    interpreters sent the same objects; needed on CUDA and off Linux), auto (spawn on CUDA or off
+    Linux, fork otherwise)."""
 
 
 class TrainConfig(StageConfig):
@@ -147,9 +152,9 @@ class TrainConfig(StageConfig):
     """Fewest held-out samples: a smaller share is raised to this; a validation split of this size or
     less is held out whole (the final fit then uses train only). The report says which happened."""
     final_seeds: int = Field(1, ge=1)
-    final: FinalSettings = Field(default_factory=FinalSettings)
-    """The final fit's launch: ``nproc`` data-parallel ranks (1: one process)."""
     """More than 1: an ensemble of seeds (logits averaged)."""
+    final: FinalSettings = Field(default_factory=FinalSettings)
+    """The final fit's launch: ``nproc`` data-parallel ranks (1: one process) and how they start."""
     threshold: Literal["cost", "youden", "fixed"] = "cost"
     """Binary operating threshold, fitted with the temperature (held-out or out-of-fold predictions): task
     costs, Youden's J (prevalence-free) or 0.5."""

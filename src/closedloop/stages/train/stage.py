@@ -200,7 +200,7 @@ class TrainModel(Stage):
         check_training_data(data, task.problem_type)
         family = family or cfg.families(data.kind)[0]
         trees = family_kind(family) == "trees"
-        check_ranks(cfg.final.nproc, device, family_kind(family))  # before any training
+        check_ranks(cfg.final.nproc, device, family_kind(family), cfg.final.start)  # before any training
         pre = make_preprocessing(data, task, native_missing=trees)
         eng = make_tree_engine(cfg, data, task, pre, family) if trees else make_engine(task, pre, device)
         batch_size = cfg.batch_size
