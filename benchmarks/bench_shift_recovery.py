@@ -59,6 +59,40 @@ def point(y: np.ndarray, d: np.ndarray, costs: tuple[float, float]) -> dict[str,
     return operating_point(y, d, costs)
 
 
+def threshold_bounds(
+    y: np.ndarray, p: np.ndarray, shipped: float, costs: tuple[float, float], n_eval: int, alpha: float = 0.05
+) -> dict[str, float]:
+    """What the best threshold on the champion's scores reaches on these images, chosen with every answer
+    known (an oracle, not a deployable model): the ceiling of every re-mapping challenger.
+
+    ``power``: the chance that the paired one-sided test on ``n_eval`` random evaluation labels finds
+    the oracle-threshold challenger better than the champion at the shipped threshold (normal
+    approximation of the per-case cost difference; the declared test is a sign-flip test)."""
+    from scipy.stats import norm
+
+    y = np.asarray(y).astype(int)
+    cand = np.unique(np.concatenate([[0.0, 1.0 + 1e-9], p]))
+    d = p[None, :] >= cand[:, None]  # decisions at every candidate threshold
+    pos, neg = y == 1, y == 0
+    sens = d[:, pos].mean(1)
+    spec = (~d[:, neg]).mean(1)
+    acc = (d == pos[None, :]).mean(1)
+    case_cost = np.where(d & neg[None, :], costs[0], 0.0) + np.where(~d & pos[None, :], costs[1], 0.0)
+    best = int(np.argmin(case_cost.mean(1)))
+    shipped_cost = np.where((p >= shipped) & neg, costs[0], 0.0) + np.where(
+        (p < shipped) & pos, costs[1], 0.0
+    )
+    diff = shipped_cost - case_cost[best]
+    sd = float(diff.std(ddof=1))
+    power = 0.0 if sd == 0 else float(norm.cdf(np.sqrt(n_eval) * diff.mean() / sd - norm.ppf(1 - alpha)))
+    return {
+        "acc": float(acc.max()),
+        "specificity_at_sens95": float(spec[sens >= 0.95].max()),
+        "cost_change": float(case_cost[best].mean() / shipped_cost.mean() - 1),
+        "power": power,
+    }
+
+
 def _champion_test_auc(run_dir: Path) -> str:
     """The champion run's own test AUC (its one test opening), as its evaluation artifact records it."""
     from closedloop.artifacts.evaluation import EvaluationReport
@@ -263,19 +297,39 @@ def main() -> None:
             f"specificity {orc['specificity']:.3f}, sensitivity {orc['sensitivity']:.3f}, cost change "
             f"{orc['expected_cost'] / champ_all['expected_cost'] - 1:+.1%}"
         )
+        bound = threshold_bounds(y, p_all, model.threshold, costs, n_eval=int(np.median(nd[:, 0])))
+        print(
+            f"  bound of any threshold on the champion's scores (all {len(y)} images, sees the answers): best ACC "
+            f"{bound['acc']:.3f}; best specificity with sensitivity >= 0.95 {bound['specificity_at_sens95']:.3f}; "
+            f"lowest cost change {bound['cost_change']:+.1%}; such an oracle challenger would be found better on "
+            f"{int(np.median(nd[:, 0]))} evaluation labels (one-sided p < 0.05) with probability about "
+            f"{bound['power']:.0%}. Re-mappings (threshold, Platt, temperature) cannot pass these; head, fine-tune "
+            "and retrain change the scores and can"
+        )
         shifted = name != "in_distribution"
         targets = (
             [
-                ("median ACC >= 0.90", np.median(ch["acc"]) >= 0.90),
-                ("median specificity >= 0.80", np.median(ch["specificity"]) >= 0.80),
-                ("median sensitivity >= 0.95", np.median(ch["sensitivity"]) >= 0.95),
-                ("median cost change <= -40%", -np.median(red) <= -0.40),
-                ("promoted >= 90%", promoted.mean() >= 0.90),
+                ("median ACC >= 0.90", np.median(ch["acc"]) >= 0.90, bound["acc"] >= 0.90),
+                (
+                    "median specificity >= 0.80",
+                    np.median(ch["specificity"]) >= 0.80,
+                    bound["specificity_at_sens95"] >= 0.80,
+                ),
+                ("median sensitivity >= 0.95", np.median(ch["sensitivity"]) >= 0.95, True),
+                ("median cost change <= -40%", -np.median(red) <= -0.40, bound["cost_change"] <= -0.40),
+                ("promoted >= 90%", promoted.mean() >= 0.90, bound["power"] >= 0.90),
             ]
             if shifted
-            else [("promoted <= 5%", promoted.mean() <= 0.05)]
+            else [("promoted <= 5%", promoted.mean() <= 0.05, True)]
         )
-        print("  targets: " + "; ".join(f"{t} {'met' if ok else 'NOT met'}" for t, ok in targets))
+        print(
+            "  targets: "
+            + "; ".join(
+                f"{t} {'met' if ok else 'NOT met'}"
+                + ("" if ok or reachable else " (beyond the threshold oracle's bound above)")
+                for t, ok, reachable in targets
+            )
+        )
     print(f"\n(champion run: {t_champion / 60:.1f} min including the cache check)")
 
 
