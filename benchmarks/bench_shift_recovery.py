@@ -60,14 +60,21 @@ def point(y: np.ndarray, d: np.ndarray, costs: tuple[float, float]) -> dict[str,
 
 
 def threshold_bounds(
-    y: np.ndarray, p: np.ndarray, shipped: float, costs: tuple[float, float], n_eval: int, alpha: float = 0.05
+    y: np.ndarray,
+    p: np.ndarray,
+    shipped: float,
+    costs: tuple[float, float],
+    n_eval: int,
+    n_all: int,
+    alpha: float = 0.05,
 ) -> dict[str, float]:
     """What the best threshold on the champion's scores reaches on these images, chosen with every answer
     known (an oracle, not a deployable model): the ceiling of every re-mapping challenger.
 
     ``power``: the chance that the paired one-sided test on ``n_eval`` random evaluation labels finds
     the oracle-threshold challenger better than the champion at the shipped threshold (normal
-    approximation of the per-case cost difference; the declared test is a sign-flip test)."""
+    approximation of the per-case cost difference; the declared test is a sign-flip test);
+    ``power_all_labels``: the same if all ``n_all`` labels of a draw judged (none left to adapt on)."""
     from scipy.stats import norm
 
     y = np.asarray(y).astype(int)
@@ -84,12 +91,16 @@ def threshold_bounds(
     )
     diff = shipped_cost - case_cost[best]
     sd = float(diff.std(ddof=1))
-    power = 0.0 if sd == 0 else float(norm.cdf(np.sqrt(n_eval) * diff.mean() / sd - norm.ppf(1 - alpha)))
+
+    def power(n: int) -> float:
+        return 0.0 if sd == 0 else float(norm.cdf(np.sqrt(n) * diff.mean() / sd - norm.ppf(1 - alpha)))
+
     return {
         "acc": float(acc.max()),
         "specificity_at_sens95": float(spec[sens >= 0.95].max()),
         "cost_change": float(case_cost[best].mean() / shipped_cost.mean() - 1),
-        "power": power,
+        "power": power(n_eval),
+        "power_all_labels": power(n_all),
     }
 
 
@@ -165,7 +176,10 @@ def main() -> None:
         "contrast": (contrast(X_test[half], np.random.default_rng(2)), y_test[half]),
         "in_distribution": (X_in, y_in),
     }
-    work = OUT / "adapt"
+    # a run with the retrained challenger writes elsewhere: it may run beside a run without it
+    work = OUT / (
+        "adapt" if "retrain" not in args.challengers else f"adapt-{args.challengers}-w{args.retrain_weight}"
+    )
     for name in args.scenarios.split(","):
         X, y = scenarios[name]
         p_all = model.predict_proba(X)[:, 1]
@@ -219,6 +233,15 @@ def main() -> None:
                 )
             )
             need.append((len(r.split.evaluation), r.n_needed_for_effect, r.decision.p_value))
+            # one line per draw as it ends: a run cut short (a shared machine) still says what it measured
+            print(
+                f"    draw {i}: {rec.method} chosen; unseen production ACC {chall['acc']:.3f} (champion "
+                f"{champ['acc']:.3f}), specificity {chall['specificity']:.3f}, sensitivity {chall['sensitivity']:.3f}, "
+                f"cost {chall['expected_cost']:.4f} vs {champ['expected_cost']:.4f}, AUC {chall['auc']:.3f} vs "
+                f"{champ['auc']:.3f}; better on production {rows[-1][6]} (p {r.decision.p_value:.3f}), non-inferior "
+                f"on clean test {rows[-1][7]}; promoted {r.decision.promote}; {rows[-1][3]:.0f} s",
+                flush=True,
+            )
         promoted = np.array([r[0] for r in rows])
         ch = {
             k: np.array([r[1][k] for r in rows])
@@ -297,14 +320,17 @@ def main() -> None:
             f"specificity {orc['specificity']:.3f}, sensitivity {orc['sensitivity']:.3f}, cost change "
             f"{orc['expected_cost'] / champ_all['expected_cost'] - 1:+.1%}"
         )
-        bound = threshold_bounds(y, p_all, model.threshold, costs, n_eval=int(np.median(nd[:, 0])))
+        bound = threshold_bounds(
+            y, p_all, model.threshold, costs, n_eval=int(np.median(nd[:, 0])), n_all=args.labels
+        )
         print(
             f"  bound of any threshold on the champion's scores (all {len(y)} images, sees the answers): best ACC "
             f"{bound['acc']:.3f}; best specificity with sensitivity >= 0.95 {bound['specificity_at_sens95']:.3f}; "
             f"lowest cost change {bound['cost_change']:+.1%}; such an oracle challenger would be found better on "
             f"{int(np.median(nd[:, 0]))} evaluation labels (one-sided p < 0.05) with probability about "
-            f"{bound['power']:.0%}. Re-mappings (threshold, Platt, temperature) cannot pass these; head, fine-tune "
-            "and retrain change the scores and can"
+            f"{bound['power']:.0%} ({bound['power_all_labels']:.0%} if all {args.labels} labels judged). "
+            "Re-mappings (threshold, Platt, temperature) cannot pass these; head, fine-tune and retrain change "
+            "the scores and can"
         )
         shifted = name != "in_distribution"
         targets = (
