@@ -117,6 +117,12 @@ def _champion_test_auc(run_dir: Path) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--draws", type=int, default=25)
+    ap.add_argument(
+        "--first-draw",
+        type=int,
+        default=0,
+        help="draws first..first+draws-1 (rounds of a long run, same seeds)",
+    )
     ap.add_argument("--labels", type=int, default=100, help="production labels per draw")
     ap.add_argument("--half", choices=["dev", "report"], default="report")
     ap.add_argument("--eval-fraction", type=float, default=0.5, help="closedloop adapt --eval-fraction")
@@ -166,7 +172,7 @@ def main() -> None:
         f"== bench_shift_recovery: PneumoniaMNIST, champion {run_dir.name} (shipped config, quick preset with "
         f"budget_minutes {info.get('budget_minutes', 2)} as a ceiling ({plan_text}), 1,000 train images held out; test AUC {test_auc}; "
         f"threshold {model.threshold:.4f}, costs FP {costs[0]:g} / FN {costs[1]:g}); "
-        f"{args.draws} draws of {args.labels} production labels; {args.half} half of the test images "
+        f"{args.draws} draws (from draw {args.first_draw}) of {args.labels} production labels; {args.half} half of the test images "
         f"({len(half)}); --eval-fraction {args.eval_fraction}, --metric {args.metric}, --challengers {args.challengers}; "
         "2 shared cores =="
     )
@@ -188,7 +194,7 @@ def main() -> None:
         families = tuple(args.challengers.split(","))
         rows = []
         need: list[tuple[int, int, float]] = []
-        for i in range(args.draws):
+        for i in range(args.first_draw, args.first_draw + args.draws):
             rng = np.random.default_rng([7, i])
             idx = np.sort(rng.choice(len(y), args.labels, replace=False))
             unseen = np.setdiff1d(np.arange(len(y)), idx)
