@@ -11,7 +11,7 @@ from closedloop.core.config import StageConfig
 from closedloop.core.errors import ConfigError
 from closedloop.models.registry import MODELS
 from closedloop.stages.train.augment import AugmentSettings
-from closedloop.stages.train.knobs import ALL_KNOBS
+from closedloop.stages.train.knobs import ALL_KNOBS, knob
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
@@ -126,7 +126,8 @@ class TrainConfig(StageConfig):
     tune_knobs: list[str] = Field(default_factory=lambda: list(ALL_KNOBS))
     """Knobs the search may change (networks: lr, weight_decay, dropout, l1, strength, label_smoothing, mixup,
     epochs; tree families: learning_rate, min_child_samples, reg_lambda, reg_alpha, feature_fraction,
-    bagging_fraction, epochs); each applies only where it means something."""
+    bagging_fraction, epochs; a knob of your own by import path, ``my_pkg.knobs:MyKnob``, see
+    docs/extending.md); each applies only where it means something."""
     lr_finder: bool = False
     """Run an LR range test before tuning and centre the LR search on its suggestion."""
     storage: str | None = None
@@ -184,8 +185,15 @@ class TrainConfig(StageConfig):
     @field_validator("tune_knobs")
     @classmethod
     def _check_knobs(cls, knobs: list[str]) -> list[str]:
-        """Unknown knob names fail at ``closedloop validate`` with the allowed ones."""
-        unknown = [k for k in knobs if k not in ALL_KNOBS]
+        """Unknown knob names fail at ``closedloop validate`` with the allowed ones; an import path
+        (``my_pkg.knobs:MyKnob``) must name a :class:`~closedloop.stages.train.knobs.Knob` class."""
+        for k in knobs:
+            if ":" in k:
+                try:
+                    knob(k)
+                except ConfigError as exc:
+                    raise ValueError(str(exc)) from None
+        unknown = [k for k in knobs if k not in ALL_KNOBS and ":" not in k]
         if unknown:
             hints = {k: difflib.get_close_matches(k, ALL_KNOBS, n=1) for k in unknown}
             said = "; ".join(f"{k!r} (did you mean {h[0]!r}?)" if h else repr(k) for k, h in hints.items())
