@@ -24,9 +24,11 @@ from pydantic_core import to_json
 
 try:  # the `serve` extra brings orjson: it parses a one-image OIP body about 5x faster than json
     from orjson import JSONDecodeError as _FastJSONError
+    from orjson import dumps as _fast_dumps
     from orjson import loads as _fast_loads
 except ImportError:  # pragma: no cover - the standard library alone still serves
     _fast_loads = None
+    _fast_dumps = to_json  # pydantic-core's encoder: the same text (shortest round-trip floats), slower
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -310,14 +312,12 @@ def encode_response(
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
-            entry["data"] = (
-                [b.decode("utf-8") for b in _bytes_elements(t.array)]
-                if t.datatype == "BYTES"
-                else t.array.reshape(-1).tolist()
-            )
+            flat = t.array.reshape(-1)
+            entry["data"] = [str(v) for v in flat] if t.datatype == "BYTES" else flat.tolist()
         out_json.append(entry)
-    # pydantic-core's encoder writes floats (shortest round-trip form) several times faster than json
-    header = to_json({**head, "outputs": out_json})
+    # orjson (or pydantic-core's encoder) writes floats in their shortest round-trip form, as Python's
+    # repr does, several times faster than json; orjson is again about 2x faster than pydantic-core
+    header = _fast_dumps({**head, "outputs": out_json})
     if not chunks:
         return header, None
     return header + b"".join(chunks), len(header)

@@ -359,7 +359,9 @@ class Service:
             if self.metrics:
                 self.metrics.observe("shadow", n, share_ms / 1000.0)
             sl = slice(start, start + n)
-            lines.append(self._line(model, "shadow", job.request_id, job.x, proba[sl], labels[sl], share_ms, now))
+            lines.append(
+                self._line(model, "shadow", job.request_id, job.x, proba[sl], labels[sl], share_ms, now)
+            )
             start += n
         if self.writer is not None:
             with contextlib.suppress(Exception):  # e.g. a full disk: not the (long answered) client's problem
