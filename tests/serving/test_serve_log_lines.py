@@ -37,7 +37,11 @@ CASES = {
         np.array([[math.inf], [math.nan]]),
         [math.inf, math.nan],
     ),
-    "a non-contiguous slice": (np.arange(48, dtype=np.uint16).reshape(4, 12)[::2, ::3], np.ones((2, 1)), [0.5, 2.0]),
+    "a non-contiguous slice": (
+        np.arange(48, dtype=np.uint16).reshape(4, 12)[::2, ::3],
+        np.ones((2, 1)),
+        [0.5, 2.0],
+    ),
 }
 
 
