@@ -207,13 +207,33 @@ FILES = {
 
 
 class ServedModel(BaseModel):
-    """One model file the predictor can serve (``predictor.json: models.<variant>``)."""
+    """One model file the predictor can serve (``predictor.json: models.<variant>``); a bare file name
+    (an older folder's entry) reads as that file."""
 
     model_config = ConfigDict(extra="allow")
 
     file: str
     temperature: float = 1.0
     threshold: float | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _file_name(cls, data: Any) -> Any:
+        return {"file": data} if isinstance(data, str) else data
+
+
+class InputInfo(BaseModel):
+    """``predictor.json: input``, the model's input contract (``Preprocessing.input_contract``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str = "images"
+    """``images`` or ``table``."""
+    shape: list[int]
+    """One sample's shape: (H, W, C) images, (F,) table rows."""
+    name: str | None = None
+    """The ONNX graph's input name."""
+    feature_names: list[str] | None = None
 
 
 class PredictorInfo(BaseModel):
@@ -226,10 +246,22 @@ class PredictorInfo(BaseModel):
     format_version: int = 1
     problem_type: str | None = None
     label_names: list[str] = Field(default_factory=list)
+    positive_class: str | int | None = None
     temperature: float = 1.0
     threshold: float | None = None
     shipped: str | None = None
     models: dict[str, ServedModel] = Field(default_factory=dict)
+    input: InputInfo | None = None
+
+    def variant_threshold(self, variant: str) -> float | None:
+        """That variant's own threshold where its entry names one (even ``null``), else the folder's."""
+        entry = self.models[variant]
+        return entry.threshold if "threshold" in entry.model_fields_set else self.threshold
+
+    def variant_temperature(self, variant: str) -> float:
+        """That variant's temperature where its entry names one, else the folder's."""
+        entry = self.models[variant]
+        return entry.temperature if "temperature" in entry.model_fields_set else self.temperature
 
     @classmethod
     def read(cls, path: Path) -> Self:
