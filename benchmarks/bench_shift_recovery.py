@@ -104,6 +104,17 @@ def threshold_bounds(
     }
 
 
+def print_bound(bound: dict[str, float], n_images: int, n_eval: int, n_labels: int) -> None:
+    print(
+        f"  bound of any threshold on the champion's scores (all {n_images} images, sees the answers): best ACC "
+        f"{bound['acc']:.3f}; best specificity with sensitivity >= 0.95 {bound['specificity_at_sens95']:.3f}; "
+        f"lowest cost change {bound['cost_change']:+.1%}; such an oracle challenger would be found better on "
+        f"{n_eval} evaluation labels (one-sided p < 0.05) with probability about {bound['power']:.0%} "
+        f"({bound['power_all_labels']:.0%} if all {n_labels} labels judged). Re-mappings (threshold, Platt, "
+        "temperature) cannot pass these; head, fine-tune and retrain change the scores and can"
+    )
+
+
 def _champion_test_auc(run_dir: Path) -> str:
     """The champion run's own test AUC (its one test opening), as its evaluation artifact records it."""
     from closedloop.artifacts.evaluation import EvaluationReport
@@ -135,6 +146,9 @@ def main() -> None:
     )
     ap.add_argument("--retrain-weight", type=int, default=1, help="closedloop adapt --retrain-weight")
     ap.add_argument("--retrain-set", action="append", default=[], help="closedloop adapt --retrain-set")
+    ap.add_argument(
+        "--bounds-only", action="store_true", help="only the threshold oracle's bound per scenario (seconds)"
+    )
     args = ap.parse_args()
 
     import torch
@@ -189,6 +203,20 @@ def main() -> None:
     for name in args.scenarios.split(","):
         X, y = scenarios[name]
         p_all = model.predict_proba(X)[:, 1]
+        if args.bounds_only:
+            n_eval = int(round(args.labels * args.eval_fraction))
+            c = point(y, p_all >= model.threshold, costs)
+            print(
+                f"\n[{name}] {len(y)} images; champion at its shipped threshold: ACC {c['acc']:.3f}, specificity "
+                f"{c['specificity']:.3f}, sensitivity {c['sensitivity']:.3f}, expected cost {c['expected_cost']:.4f}"
+            )
+            print_bound(
+                threshold_bounds(y, p_all, model.threshold, costs, n_eval=n_eval, n_all=args.labels),
+                len(y),
+                n_eval,
+                args.labels,
+            )
+            continue
         z_all = model.predict_logits(X).reshape(-1).astype(np.float64) / model.temperature
         phi_all = model.embed(X).astype(np.float64)
         families = tuple(args.challengers.split(","))
@@ -326,18 +354,9 @@ def main() -> None:
             f"specificity {orc['specificity']:.3f}, sensitivity {orc['sensitivity']:.3f}, cost change "
             f"{orc['expected_cost'] / champ_all['expected_cost'] - 1:+.1%}"
         )
-        bound = threshold_bounds(
-            y, p_all, model.threshold, costs, n_eval=int(np.median(nd[:, 0])), n_all=args.labels
-        )
-        print(
-            f"  bound of any threshold on the champion's scores (all {len(y)} images, sees the answers): best ACC "
-            f"{bound['acc']:.3f}; best specificity with sensitivity >= 0.95 {bound['specificity_at_sens95']:.3f}; "
-            f"lowest cost change {bound['cost_change']:+.1%}; such an oracle challenger would be found better on "
-            f"{int(np.median(nd[:, 0]))} evaluation labels (one-sided p < 0.05) with probability about "
-            f"{bound['power']:.0%} ({bound['power_all_labels']:.0%} if all {args.labels} labels judged). "
-            "Re-mappings (threshold, Platt, temperature) cannot pass these; head, fine-tune and retrain change "
-            "the scores and can"
-        )
+        n_eval = int(np.median(nd[:, 0]))
+        bound = threshold_bounds(y, p_all, model.threshold, costs, n_eval=n_eval, n_all=args.labels)
+        print_bound(bound, len(y), n_eval, args.labels)
         shifted = name != "in_distribution"
         targets = (
             [
