@@ -27,7 +27,20 @@ from closedloop.stages.monitor import BuildMonitorProfile
 from closedloop.stages.task import DefineTaskConfig, build_task_spec
 
 ROOT = Path(__file__).resolve().parents[1]
-NPZ = ROOT.parent / "shared" / "data" / "medmnist" / "pneumoniamnist.npz"
+NPZ = (
+    next(
+        (
+            p
+            for p in (ROOT.parent / "shared", ROOT.parent.parent / "shared")
+            if (p / "data" / "medmnist").is_dir()
+        ),
+        ROOT.parent / "shared",
+    )
+    / "data"
+    / "medmnist"
+    / "pneumoniamnist.npz"
+)
+"""The shared MedMNIST file (beside the checkout, or two levels up from a worktree under /work/wt/)."""
 SEED = 0
 torch.set_num_threads(2)
 
