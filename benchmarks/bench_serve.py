@@ -13,7 +13,10 @@ hey run keeps its CSV (one row per request) in ``--csv-dir``. Prints:
 2. concurrency 32 with ``--max-batch-size``/``--max-queue-delay-ms`` vs the bare app (unbatched), the
    batched p99 against the task's ``max_latency_ms``, and the batch sizes from ``/metrics``;
 3. batched vs unbatched outputs on 256 inputs (max |delta|), and the model itself at batch sizes 1..256;
-4. kill -9 under load with batching on: every acknowledged request in the log.
+4. kill -9 under load with batching on: every acknowledged request in the log;
+5. with ``--compare-src OLD_CHECKOUT/src``: the same run served by this source and by the older one,
+   unbatched c=8 and batched c=32, in interleaved rounds (req/s, p99, server CPU per request, ratios
+   new / old): a before/after of a change under the same client in one run.
 
 ``--httpx-sections`` then runs the earlier sections (own httpx client: grid, log/metrics/shadow ratios,
 SIGTERM mid-load, canary share, shadow byte-identity). Servers are subprocesses (one uvicorn worker
