@@ -123,9 +123,9 @@ def test_a_family_that_cannot_train_on_the_data_is_dropped_with_the_reason(tmp_p
 
     from .conftest import TINY, digits_bundle, make_ctx
 
-    data = digits_bundle((3, 8), (120, 40, 40))
+    data = digits_bundle((3, 8))
     task = build_task_spec(DefineTaskConfig(), data)
-    cfg = {**TINY, "family": ["lgbm", "small_cnn"], "ladder": {"small_cnn": TINY["ladder"][:1]}}
+    cfg = {**TINY, "family": ["lgbm", "small_cnn"], "ladder": {"small_cnn": TINY["ladder"]}}
     out = TrainModel(**cfg).execute({"data": data, "task": task}, make_ctx(tmp_path))
     assert out.model.spec.family == "small_cnn"
     line = next(d for d in out.evaluation.decisions if d["phase"] == "families")
