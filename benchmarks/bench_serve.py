@@ -11,9 +11,13 @@ hey run keeps its CSV (one row per request) in ``--csv-dir``. Prints:
    (one session, one thread) in interleaved rounds: req/s, p50/p90/p99, errors, server CPU per request,
    and the ratios per round (median, min, max);
 2. concurrency 32 with ``--max-batch-size``/``--max-queue-delay-ms`` vs the bare app (unbatched), the
-   batched p99 against the task's ``max_latency_ms``, and the batch sizes from ``/metrics``;
+   batched p99 against the task's ``max_latency_ms``, and the batch sizes from ``/metrics``
+   (``--also-batch 16/2 32/0.5``: 2b, the same against other batching settings, in the same run);
 3. batched vs unbatched outputs on 256 inputs (max |delta|), and the model itself at batch sizes 1..256;
-4. kill -9 under load with batching on: every acknowledged request in the log.
+4. kill -9 under load with batching on: every acknowledged request in the log;
+5. with ``--compare-src OLD_CHECKOUT/src``: the same run served by this source and by the older one,
+   unbatched c=8 and batched c=32, in interleaved rounds (req/s, p99, server CPU per request, ratios
+   new / old): a before/after of a change under the same client in one run.
 
 ``--httpx-sections`` then runs the earlier sections (own httpx client: grid, log/metrics/shadow ratios,
 SIGTERM mid-load, canary share, shadow byte-identity). Servers are subprocesses (one uvicorn worker
@@ -688,6 +692,13 @@ def main() -> int:
         "--httpx-sections", action="store_true", help="then run the earlier httpx-client sections"
     )
     ap.add_argument(
+        "--also-batch",
+        nargs="*",
+        default=[],
+        metavar="SIZE[/DELAY_MS]",
+        help="section 2b: repeat section 2 with these batching settings (e.g. 16/2 32/0.5), same bare app",
+    )
+    ap.add_argument(
         "--compare-src",
         help="an older closedloop source tree (e.g. a checkout's src): section 5 serves the same run with it "
         "and compares it with this source under the same client (req/s, p99, cpu per request)",
@@ -862,6 +873,45 @@ def main() -> int:
         say(
             f"/metrics: {n_calls:.0f} model calls for {n_inputs:.0f} inputs, mean batch {n_inputs / max(n_calls, 1):.1f}"
         )
+
+        # -- 2b. (--also-batch) the same comparison with other batching settings, same bare app -------------
+        for setting in args.also_batch:
+            size, _, delay = setting.partition("/")
+            other_args = [
+                "--max-batch-size",
+                size,
+                "--max-queue-delay-ms",
+                delay or str(args.max_queue_delay_ms),
+            ]
+            other = closedloop_server(
+                run_dir,
+                "--log-dir",
+                str(tmp / f"log-{size}-{delay}"),
+                *other_args,
+                label=f"batched {setting}",
+            )
+            servers.append(other)
+            rates, p99s, runs = compare(
+                f"## 2b. concurrency 32: closedloop with {' '.join(other_args)} (log on) vs bare (unbatched)",
+                other,
+                bare,
+                32,
+                32,
+            )
+            p99 = [r.pct(99) for r in runs]
+            say(f"capacity ratio (bare cpu/req / batched closedloop cpu/req): {spread(cpus)}")
+            say(cpu_split(split))
+            say(
+                f"throughput ratio batched closedloop / bare: {spread(rates)}  {'OK' if statistics.median(rates) >= 2.0 else 'BELOW TARGET'} (>= 2.0)"
+            )
+            if max_ms is not None:
+                say(
+                    f"batched p99 ms: {spread(p99)} vs the task's max_latency_ms {max_ms:g}  {'OK' if max(p99) <= max_ms else 'ABOVE'}"
+                )
+            n_calls = metric_value(other.url, "closedloop_batch_size_count")
+            n_inputs = metric_value(other.url, "closedloop_batch_size_sum")
+            say(f"/metrics: mean batch {n_inputs / max(n_calls, 1):.1f} ({n_calls:.0f} model calls)")
+            other.stop()
 
         # -- 3. batched outputs vs unbatched, 256 inputs ---------------------------------------------------
         say(

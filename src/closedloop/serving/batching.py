@@ -66,13 +66,19 @@ class Batcher:
         self.max_delay_s = max_queue_delay_ms / 1000.0
         self.queue: deque[Pending] = deque()
         self.rows = 0  # inputs waiting in the queue, abandoned requests not counted
-        self._idle = [ModelThread(f"closedloop-batch-{i}") for i in range(IN_FLIGHT)]
+        self._threads = [ModelThread(f"closedloop-batch-{i}") for i in range(IN_FLIGHT)]
+        self._idle = list(self._threads)
         self._timer: asyncio.TimerHandle | None = None
         self._running: set[asyncio.Task[None]] = set()  # references, so no task is collected mid-run
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def submit(self, routing: Routing, x: np.ndarray, request_id: str) -> Pending:
         """Queue a checked request (call on the event loop); await ``pending.future`` for its answer."""
         loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # the app served again on a new loop: nothing of the old one carries over
+            self._loop, self._timer, self.rows = loop, None, 0
+            self.queue.clear()
+            self._idle = list(self._threads)
         pending = Pending(routing, x, request_id, loop.create_future(), loop.time())
         self.queue.append(pending)
         self.rows += len(x)

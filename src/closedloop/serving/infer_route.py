@@ -223,9 +223,7 @@ class InferRoute:
     ) -> tuple[bytes, int | None]:
         tensors = {"proba": OutputTensor("proba", "FP64", scored.proba)}
         if "label" in names:
-            tensors["label"] = OutputTensor(
-                "label", "BYTES", np.array([label_text(v) for v in scored.labels], dtype=object)
-            )
+            tensors["label"] = OutputTensor("label", "BYTES", [label_text(v) for v in scored.labels])
         head = {
             "model_name": self.service.name,
             "model_version": scored.model.version,

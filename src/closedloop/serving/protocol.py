@@ -289,11 +289,15 @@ def _bytes_from_json(inp: RequestInput) -> np.ndarray:
 class OutputTensor:
     name: str
     datatype: str
-    array: np.ndarray  # numeric, or an object array of str for BYTES
+    array: np.ndarray | list[str]
+    """A numeric array, or for BYTES an object array of str or a plain list of str (one dimension)."""
 
+    def shape(self) -> list[int]:
+        return [len(self.array)] if isinstance(self.array, list) else list(self.array.shape)
 
-def _bytes_elements(arr: np.ndarray) -> list[bytes]:
-    return [str(v).encode("utf-8") for v in arr.reshape(-1)]
+    def strings(self) -> list[str]:
+        """A BYTES tensor's elements, flat."""
+        return self.array if isinstance(self.array, list) else [str(v) for v in self.array.reshape(-1)]
 
 
 def encode_response(
@@ -303,17 +307,16 @@ def encode_response(
     chunks: list[bytes] = []
     out_json = []
     for t in outputs:
-        entry: dict[str, Any] = {"name": t.name, "datatype": t.datatype, "shape": list(t.array.shape)}
+        entry: dict[str, Any] = {"name": t.name, "datatype": t.datatype, "shape": t.shape()}
         if binary.get(t.name, False):
             if t.datatype == "BYTES":
-                raw = b"".join(struct.pack("<I", len(b)) + b for b in _bytes_elements(t.array))
+                raw = b"".join(struct.pack("<I", len(b)) + b for b in (v.encode() for v in t.strings()))
             else:
                 raw = np.ascontiguousarray(t.array, dtype=DATATYPES[t.datatype]).tobytes()
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
-            flat = t.array.reshape(-1)
-            entry["data"] = [str(v) for v in flat] if t.datatype == "BYTES" else flat.tolist()
+            entry["data"] = t.strings() if t.datatype == "BYTES" else t.array.reshape(-1).tolist()  # type: ignore[union-attr]
         out_json.append(entry)
     # orjson (or pydantic-core's encoder) writes floats in their shortest round-trip form, as Python's
     # repr does, several times faster than json; orjson is again about 2x faster than pydantic-core

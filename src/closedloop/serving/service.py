@@ -329,9 +329,9 @@ class Service:
                 for p in group:
                     out[id(p)] = exc
                 continue
+            if self.writer is not None:
+                self.answered.add_many([(p.request_id, len(p.x)) for p in group])
             for p, sc in zip(group, scored, strict=True):
-                if self.writer is not None:
-                    self.answered.add(p.request_id, len(p.x))
                 self.shadow(p.routing, p.x, p.request_id)
                 out[id(p)] = sc
         return [out[id(p)] for p in batch]

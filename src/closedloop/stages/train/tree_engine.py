@@ -43,6 +43,13 @@ METRICS = {
 }
 
 
+class FamilyCannotTrain(ConfigError):
+    """A tree family cannot train on this data (its kind, or its task), whatever its settings. Alone, the
+    stage stops with it; in a family list (``family: [lgbm, mlp]``) the family is dropped with this reason
+    in the decision log and the others still compete (:func:`closedloop.stages.train.families.run_families`).
+    """
+
+
 def _tree(net: nn.Module) -> Any:
     if not hasattr(net, "lgb_booster"):
         raise ConfigError(
@@ -59,12 +66,12 @@ class TreeEngine(Engine):
     def __init__(self, *args: Any, categorical: list[int] | None = None, threads: int = 1, **kw: Any) -> None:
         super().__init__(*args, **kw)
         if self.problem_type not in OBJECTIVES:
-            raise ConfigError(
+            raise FamilyCannotTrain(
                 f"train.family: tree families support binary, multiclass, multilabel, ordinal and "
                 f"regression tasks, not {self.problem_type}; use family: mlp"
             )
         if self.problem_type == "multilabel" and self.n_logits < 2:
-            raise ConfigError(
+            raise FamilyCannotTrain(
                 f"train.family: a multilabel task needs at least 2 labels for a tree family "
                 f"(got {self.n_logits}); declare one label as a binary task"
             )
