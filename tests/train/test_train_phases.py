@@ -30,7 +30,7 @@ def test_search_space_default_trial_and_neutral_values_come_from_the_registry() 
         "bagging_fraction",
     }
     # images + classification: every network knob applies, no tree knob
-    assert list(space) == [k.name for k in K.KNOBS if k.name not in tree_knobs]
+    assert list(space) == [k for k in K.ALL_KNOBS if k not in tree_knobs]
     trees = K.SpaceContext(lr=3e-3, max_epochs=9, problem_type="binary", input_kind="table", family="lgbm")
     assert set(K.search_space(trees, K.ALL_KNOBS)) == tree_knobs | {"epochs"}
     assert space["lr"].as_list() == ["float", pytest.approx(3e-4), pytest.approx(9e-3), True]

@@ -114,15 +114,3 @@ def test_int8_prune_distill_with_a_tree_family_fail_at_validate(
     else:
         assert code == 2 and len(err.strip().splitlines()) == 1
         assert re.search(field, err), err
-
-
-def test_multilabel_with_a_tree_family_is_refused_naming_the_task(tmp_path: Path) -> None:
-    """Multi-label trees are not built (one booster per label is the way; not done): refused before any
-    fit, naming the family field, the problem type and what to use instead."""
-    d = tree_table(200)
-    parts = {k: Split(v.X, np.stack([v.y, 1 - v.y, v.y], 1).astype(np.float32)) for k, v in d.splits.items()}
-    multi = DatasetBundle(meta=d.meta.model_copy(update={"label_names": ["p", "q", "r"]}), splits=parts)
-    with pytest.raises(
-        ConfigError, match=r"train.family: tree families support .* not multilabel; use family: mlp"
-    ):
-        _train(multi, tmp_path)

@@ -124,6 +124,7 @@ def fine_tune(
     """(the fine-tuned :class:`~closedloop.models.trained.TrainedModel`, what was done): module docstring."""
     import torch
 
+    from closedloop.models.loop import fit_epochs
     from closedloop.models.trained import TrainedModel, raw_array
     from closedloop.stats.recalibration import fit_recalibration
 
@@ -162,24 +163,30 @@ def fine_tune(
     n_rep = len(y) if have_replay else 0
     module.eval()  # BatchNorm statistics and dropout frozen (module docstring)
     bce = torch.nn.functional.binary_cross_entropy_with_logits
-    for _ in range(spec.epochs):
-        order = torch.randperm(len(y), generator=g)
-        rep_idx = rng.choice(len(replay[1]), n_rep, replace=len(replay[1]) < n_rep) if have_replay else None
-        for b0 in range(0, len(y), spec.batch_size):
-            bi = order[b0 : b0 + spec.batch_size]
-            loss = bce(module(xs[bi]).reshape(-1), ys[bi])
-            if rep_idx is not None:
-                ri = rep_idx[b0 : b0 + spec.batch_size]
-                xr = torch.from_numpy(np.ascontiguousarray(raw_array(replay[0][ri])))
-                yr = torch.from_numpy(np.asarray(replay[1])[ri].reshape(-1).astype(np.float32))
-                loss = loss + spec.replay_weight * bce(module(xr).reshape(-1), yr)
-            if spec.pull > 0:
-                loss = loss + spec.pull * sum(
-                    ((p - p0) ** 2).sum() for p, p0 in zip(params, start, strict=True)
-                )
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    epoch_replay: dict[str, Any] = {"rows": None, "at": 0}  # this epoch's replay rows, the next batch's start
+
+    def draw_replay(epoch: int) -> None:
+        if have_replay:
+            epoch_replay["rows"] = rng.choice(len(replay[1]), n_rep, replace=len(replay[1]) < n_rep)
+        epoch_replay["at"] = 0
+
+    def batch_loss(bi: Any) -> Any:
+        loss = bce(module(xs[bi]).reshape(-1), ys[bi])
+        b0 = epoch_replay["at"]  # the batch's position in the epoch: its replay rows sit there
+        epoch_replay["at"] = b0 + len(bi)
+        if epoch_replay["rows"] is not None:
+            ri = epoch_replay["rows"][b0 : b0 + spec.batch_size]
+            xr = torch.from_numpy(np.ascontiguousarray(raw_array(replay[0][ri])))
+            yr = torch.from_numpy(np.asarray(replay[1])[ri].reshape(-1).astype(np.float32))
+            loss = loss + spec.replay_weight * bce(module(xr).reshape(-1), yr)
+        if spec.pull > 0:
+            loss = loss + spec.pull * sum(((p - p0) ** 2).sum() for p, p0 in zip(params, start, strict=True))
+        return loss
+
+    fit_epochs(  # the recipes' shared loop (closedloop.models.loop)
+        len(y), epochs=spec.epochs, batch_size=spec.batch_size, generator=g, optimizer=opt,
+        batch_loss=batch_loss, on_epoch=draw_replay,
+    )  # fmt: skip
     for p in module.parameters():
         p.requires_grad_(False)
     net.eval()

@@ -26,6 +26,7 @@ import numpy as np
 
 from closedloop.core.killpoints import kill_point
 from closedloop.core.seeds import derive_seed
+from closedloop.models.loop import fit_epochs
 
 MAX_SIDE = 32
 """Larger images are block-averaged down to at most this side before the CNN (speed)."""
@@ -133,31 +134,35 @@ def cnn_oof_probabilities(
         steps = n_epochs * per_epoch
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
         pad = max(1, x.shape[-1] // 14)  # random shifts of up to ~7% of the side
+        ce = torch.nn.functional.cross_entropy
+
+        def batch_loss(pos: Any) -> Any:
+            idx = tr[pos]
+            xb = x[idx]
+            if hflip:
+                flip = torch.rand(len(idx), generator=gen) < 0.5
+                xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
+            dy, dx = torch.randint(-pad, pad + 1, (2,), generator=gen).tolist()
+            xb = torch.roll(xb, (dy, dx), (2, 3))
+            yb = yt[idx]
+            if mixup <= 0:
+                return ce(net(xb), yb)
+            lam = float(mix_rng.beta(mixup, mixup))
+            perm = torch.randperm(len(idx), generator=gen)
+            logits = net(lam * xb + (1 - lam) * xb[perm])
+            return lam * ce(logits, yb) + (1 - lam) * ce(logits, yb[perm])
+
         net.train()
-        for epoch in range(n_epochs):
-            kill_point(f"audit/label_issues/cnn/fold{f}/epoch{epoch}")
-            order = tr[torch.randperm(len(tr), generator=gen)]
-            for s in range(0, len(order), batch_size):
-                idx = order[s : s + batch_size]
-                xb = x[idx]
-                if hflip:
-                    flip = torch.rand(len(idx), generator=gen) < 0.5
-                    xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
-                dy, dx = torch.randint(-pad, pad + 1, (2,), generator=gen).tolist()
-                xb = torch.roll(xb, (dy, dx), (2, 3))
-                yb = yt[idx]
-                if mixup > 0:
-                    lam = float(mix_rng.beta(mixup, mixup))
-                    perm = torch.randperm(len(idx), generator=gen)
-                    logits = net(lam * xb + (1 - lam) * xb[perm])
-                    ce = torch.nn.functional.cross_entropy
-                    loss = lam * ce(logits, yb) + (1 - lam) * ce(logits, yb[perm])
-                else:
-                    loss = torch.nn.functional.cross_entropy(net(xb), yb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
+        fit_epochs(  # the recipes' shared loop (closedloop.models.loop)
+            len(tr),
+            epochs=n_epochs,
+            batch_size=batch_size,
+            generator=gen,
+            optimizer=opt,
+            scheduler=sched,
+            batch_loss=batch_loss,
+            on_epoch=lambda epoch: kill_point(f"audit/label_issues/cnn/fold{f}/epoch{epoch}"),
+        )
         net.eval()
         with torch.no_grad():
             for s in range(0, len(te), 1024):

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from closedloop.models.loop import fit_epochs
+
 
 def hard_loss(logits: torch.Tensor, y: torch.Tensor, problem: str) -> torch.Tensor:
     if problem == "binary":
@@ -71,23 +73,25 @@ def fit(
     Tt = None if teacher_logits is None else torch.from_numpy(np.asarray(teacher_logits, dtype=np.float32))
     params = [p for p in module.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        out = module(Xt[idx])
+        loss = hard_loss(out, yt[idx], problem)
+        if Tt is None:
+            return loss
+        return alpha * soft_loss(out, Tt[idx].reshape(out.shape), problem, temperature) + (1 - alpha) * loss
+
     module.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(Xt), generator=g)
-        for i in range(0, len(order), batch_size):
-            idx = order[i : i + batch_size]
-            if len(idx) < 2:
-                continue
-            out = module(Xt[idx])
-            loss = hard_loss(out, yt[idx], problem)
-            if Tt is not None:
-                loss = (
-                    alpha * soft_loss(out, Tt[idx].reshape(out.shape), problem, temperature)
-                    + (1 - alpha) * loss
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    # the recipes' shared loop (closedloop.models.loop); a one-row batch is skipped (BatchNorm)
+    fit_epochs(
+        len(Xt),
+        epochs=epochs,
+        batch_size=batch_size,
+        generator=g,
+        optimizer=opt,
+        batch_loss=batch_loss,
+        min_batch=2,
+    )
     return module.eval()
 
 

@@ -11,7 +11,7 @@ from closedloop.core.config import StageConfig
 from closedloop.core.errors import ConfigError
 from closedloop.models.registry import MODELS
 from closedloop.stages.train.augment import AugmentSettings
-from closedloop.stages.train.knobs import ALL_KNOBS
+from closedloop.stages.train.knobs import ALL_KNOBS, knob
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
@@ -59,8 +59,13 @@ class FinalSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     nproc: int = Field(1, ge=1)
     """Data-parallel ranks the stage launches for the final fit and each ensemble member
-    (torch.distributed, gloo on CPU; the per-rank batch is the batch divided by nproc, so the global
-    batch and the schedule are the one-process fit's). See docs/scaling.md."""
+    (torch.distributed: gloo on CPU, NCCL on CUDA with one GPU per rank; the per-rank batch is the
+    batch divided by nproc, so the global batch and the schedule are the one-process fit's). See
+    docs/scaling.md."""
+    start: Literal["auto", "fork", "spawn"] = "auto"
+    """How the ranks' processes start: fork (inherits the session; Linux CPU), spawn (fresh
+    interpreters sent the same objects; needed on CUDA and off Linux), auto (spawn on CUDA or off
+    Linux, fork otherwise)."""
 
 
 class TrainConfig(StageConfig):
@@ -121,7 +126,8 @@ class TrainConfig(StageConfig):
     tune_knobs: list[str] = Field(default_factory=lambda: list(ALL_KNOBS))
     """Knobs the search may change (networks: lr, weight_decay, dropout, l1, strength, label_smoothing, mixup,
     epochs; tree families: learning_rate, min_child_samples, reg_lambda, reg_alpha, feature_fraction,
-    bagging_fraction, epochs); each applies only where it means something."""
+    bagging_fraction, epochs; a knob of your own by import path, ``my_pkg.knobs:MyKnob``, see
+    docs/extending.md); each applies only where it means something."""
     lr_finder: bool = False
     """Run an LR range test before tuning and centre the LR search on its suggestion."""
     storage: str | None = None
@@ -146,9 +152,9 @@ class TrainConfig(StageConfig):
     """Fewest held-out samples: a smaller share is raised to this; a validation split of this size or
     less is held out whole (the final fit then uses train only). The report says which happened."""
     final_seeds: int = Field(1, ge=1)
-    final: FinalSettings = Field(default_factory=FinalSettings)
-    """The final fit's launch: ``nproc`` data-parallel ranks (1: one process)."""
     """More than 1: an ensemble of seeds (logits averaged)."""
+    final: FinalSettings = Field(default_factory=FinalSettings)
+    """The final fit's launch: ``nproc`` data-parallel ranks (1: one process) and how they start."""
     threshold: Literal["cost", "youden", "fixed"] = "cost"
     """Binary operating threshold, fitted with the temperature (held-out or out-of-fold predictions): task
     costs, Youden's J (prevalence-free) or 0.5."""
@@ -179,8 +185,15 @@ class TrainConfig(StageConfig):
     @field_validator("tune_knobs")
     @classmethod
     def _check_knobs(cls, knobs: list[str]) -> list[str]:
-        """Unknown knob names fail at ``closedloop validate`` with the allowed ones."""
-        unknown = [k for k in knobs if k not in ALL_KNOBS]
+        """Unknown knob names fail at ``closedloop validate`` with the allowed ones; an import path
+        (``my_pkg.knobs:MyKnob``) must name a :class:`~closedloop.stages.train.knobs.Knob` class."""
+        for k in knobs:
+            if ":" in k:
+                try:
+                    knob(k)
+                except ConfigError as exc:
+                    raise ValueError(str(exc)) from None
+        unknown = [k for k in knobs if k not in ALL_KNOBS and ":" not in k]
         if unknown:
             hints = {k: difflib.get_close_matches(k, ALL_KNOBS, n=1) for k in unknown}
             said = "; ".join(f"{k!r} (did you mean {h[0]!r}?)" if h else repr(k) for k, h in hints.items())

@@ -1,33 +1,34 @@
 """The final fit on several ranks (``train: {final: {nproc: N}}``), launched by the stage itself.
 
-The stage forks N processes (they inherit the session: data, engine, chosen configuration; nothing is
-saved or typed by hand), each joins one ``torch.distributed`` process group (gloo on CPU) on a free
-127.0.0.1 port and runs the same :meth:`Engine.fit`, which wraps the network in
-``DistributedDataParallel`` and gives each rank every N-th example of the same seeded permutation. The
-per-rank batch is the configured batch divided by N, so the global batch, the step count and the
-learning-rate schedule are those of the one-process fit. BatchNorm layers are synchronized
-(:func:`closedloop.stages.train.distributed.sync_batchnorm`, as the ``torchrun`` entry point does);
-their state has BatchNorm's keys, so rank 0's weights load into the family's own network: the saved
-model is the same family and loads as today.
+The stage starts N processes, each joins one ``torch.distributed`` process group on a free
+127.0.0.1 port (gloo on CPU, NCCL on CUDA, one GPU per rank) and runs the same :meth:`Engine.fit`,
+which wraps the network in ``DistributedDataParallel`` and gives each rank every N-th example of the
+same seeded permutation. The per-rank batch is the configured batch divided by N, so the global batch,
+the step count and the learning-rate schedule are those of the one-process fit. BatchNorm layers are
+synchronized (:func:`closedloop.stages.train.sync_bn.sync_batchnorm`, as the ``torchrun`` entry point
+does); their state has BatchNorm's keys, so rank 0's weights load into the family's own network: the
+saved model is the same family and loads as today.
 Rank 0 writes the epoch checkpoint (the one-process fit's file: a killed run resumes from it, on any
 number of ranks) and, at the end, the weights and the fit's history, which the stage loads.
 
-CUDA (NCCL) is not launched this way: a forked child cannot use CUDA once the parent has, so on a GPU
-the stage refuses ``nproc > 1`` with a message (the ``torchrun`` entry point in
-:mod:`closedloop.stages.train.distributed` runs NCCL).
+How the ranks start (``final: {start: auto|fork|spawn}``): ``fork`` inherits the session (data, engine,
+chosen configuration) for free; ``spawn`` starts fresh interpreters and sends them the same objects
+pickled, which CUDA needs (a forked child cannot use CUDA once the parent has) and which is the only
+safe start where fork is not (macOS). ``auto``: spawn on CUDA or off Linux, fork otherwise. Nothing is
+saved or typed by hand either way.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
-import multiprocessing as mp
 import os
 import socket
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -36,10 +37,24 @@ from torch import nn
 from closedloop.core.errors import ConfigError, StageFailedError
 from closedloop.stages.train.engine import FitResult, HParams
 
-BACKEND = "gloo"
+StartMethod = Literal["auto", "fork", "spawn"]
 
 
-def check_ranks(nproc: int, device: str, family_kind: str) -> None:
+def backend_for(device: str) -> str:
+    """torch.distributed's backend for the ranks' device: NCCL between GPUs, gloo on CPU."""
+    return "nccl" if device.startswith("cuda") else "gloo"
+
+
+def start_method_for(start: StartMethod, device: str) -> Literal["fork", "spawn"]:
+    """``auto``: spawn where fork cannot serve (CUDA, or a platform other than Linux), fork otherwise."""
+    if start != "auto":
+        return start
+    return "spawn" if device.startswith("cuda") or not sys.platform.startswith("linux") else "fork"
+
+
+def check_ranks(
+    nproc: int, device: str, family_kind: str, start: StartMethod = "auto", gpus: int | None = None
+) -> None:
     """Refuse what this launcher cannot run, before any training."""
     if nproc <= 1:
         return
@@ -47,10 +62,18 @@ def check_ranks(nproc: int, device: str, family_kind: str) -> None:
         raise ConfigError(
             f"train.final.nproc: {nproc} - a tree family's boosting has no data-parallel fit here; use nproc: 1"
         )
-    if device.startswith("cuda"):
+    if not device.startswith("cuda"):
+        return
+    if start == "fork":
         raise ConfigError(
-            f"train.final.nproc: {nproc} on CUDA is not launched by the stage yet (forked ranks cannot use "
-            "CUDA); use nproc: 1 or the torchrun entry point (docs/scaling.md)"
+            "train.final.start: 'fork' with train.device cuda - a forked rank cannot use CUDA once the "
+            "stage has; use start: spawn (or auto)"
+        )
+    gpus = torch.cuda.device_count() if gpus is None else gpus
+    if nproc > gpus:
+        raise ConfigError(
+            f"train.final.nproc: {nproc} ranks on CUDA need one GPU each, but {gpus} GPU(s) are visible; "
+            f"use nproc <= {gpus}"
         )
 
 
@@ -68,8 +91,19 @@ def _die_with_parent() -> None:
 
 
 def _rank_main(
-    rank: int, nproc: int, port: int, build: Any, fit: Any, out: Path, threads: int
-) -> None:  # pragma: no cover - runs in the forked rank (tests check its outputs)
+    rank: int,
+    nproc: int,
+    port: int,
+    net: nn.Module,
+    fit: Any,
+    fit_kwargs: dict[str, Any],
+    hp: HParams,
+    out: Path,
+    threads: int,
+    device: str,
+) -> None:  # pragma: no cover - runs in the rank's process (tests check its outputs)
+    """One rank: join the group, fit (``fit(net, hp=hp, **fit_kwargs)``), rank 0 saves the result.
+    Every argument is inherited (fork) or pickled (spawn), so this is a module-level function."""
     import torch.distributed as dist
 
     from closedloop.stages.train.sync_bn import sync_batchnorm
@@ -80,11 +114,17 @@ def _rank_main(
     code = 0
     try:
         torch.set_num_threads(threads)
+        cuda = device.startswith("cuda")
+        if cuda:  # one GPU per rank: the engine's "cuda" is this rank's current device
+            torch.cuda.set_device(rank)
         os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-        dist.init_process_group(BACKEND, rank=rank, world_size=nproc)
+        dist.init_process_group(backend_for(device), rank=rank, world_size=nproc)
+        # spawn sends tensors as handles to one shared-memory copy: every rank would step the same
+        # weights; each rank trains its own copy (fork's copy-on-write gives the same)
+        net = copy.deepcopy(net)
         # synchronized BatchNorm has BatchNorm's state keys: rank 0's weights load into the plain network
-        net, n_sync = sync_batchnorm(build(), "cpu")
-        res: FitResult = fit(net)
+        net, n_sync = sync_batchnorm(net, "cuda" if cuda else "cpu")
+        res: FitResult = fit(net, hp=hp, **fit_kwargs)
         if rank == 0:
             state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
             torch.save(
@@ -122,24 +162,28 @@ def fit_on_ranks(
     nproc: int,
     out: Path,
     threads: int | None = None,
+    device: str = "cpu",
+    start: StartMethod = "auto",
 ) -> tuple[nn.Module, FitResult, int]:
-    """Run ``fit(net, hp=..., **fit_kwargs)`` on ``nproc`` forked ranks (``threads``, the one-process
-    fit's torch threads, shared among them); load rank 0's result into ``net``.
+    """Run ``fit(net, hp=..., **fit_kwargs)`` on ``nproc`` ranks (``threads``, the one-process fit's
+    torch threads, shared among them; ``start``: how the ranks' processes start, see the module
+    docstring); load rank 0's result into ``net``.
     Returns the network, rank 0's fit result and how many BatchNorm layers were synchronized."""
     per_rank = hp.with_(batch_size=max(1, hp.batch_size // nproc))
     threads = max(1, (threads or torch.get_num_threads()) // nproc)  # the one-process fit's CPU, shared
     out.unlink(missing_ok=True)
+    # torch's own context: tensors sent to spawned ranks go through torch's reducers
+    import torch.multiprocessing as tmp
 
-    def build() -> nn.Module:
-        return net
-
-    def run(rank_net: nn.Module) -> FitResult:
-        return fit(rank_net, hp=per_rank, **fit_kwargs)
-
-    ctx = mp.get_context("fork")
+    ctx = tmp.get_context(start_method_for(start, device))
     port = _free_port()
+    net = net.cpu()  # each rank moves its copy to its own device
     procs = [
-        ctx.Process(target=_rank_main, args=(r, nproc, port, build, run, out, threads), daemon=True)
+        ctx.Process(
+            target=_rank_main,
+            args=(r, nproc, port, net, fit, fit_kwargs, per_rank, out, threads, device),
+            daemon=True,
+        )
         for r in range(nproc)
     ]
     for p in procs:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,56 +25,15 @@ from torch import nn
 
 from closedloop.core.killpoints import kill_point
 from closedloop.core.seeds import derive_seed
+from closedloop.stages.train import knobs as K
 from closedloop.stages.train.augment import AugmentParams, augment_images, mix_batch
+from closedloop.stages.train.hparams import HParams
 
 CLASSIFICATION = ("binary", "multiclass", "multilabel", "ordinal")
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite (the trial is stopped and recorded, not the run)."""
-
-
-@dataclass(frozen=True)
-class HParams:
-    """Optimization and regularization knobs of one training run."""
-
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 3e-3
-    weight_decay: float = 0.0
-    l1: float = 0.0
-    label_smoothing: float = 0.0
-    schedule: str = "onecycle"
-    """onecycle | cosine | constant."""
-    warmup: float = 0.2
-    """Share of steps spent warming up (onecycle / cosine)."""
-    grad_clip: float | None = 5.0
-    class_weight: str = "none"
-    """none | balanced | sqrt: per-sample loss weights from train class frequencies."""
-    sampler: str = "shuffle"
-    """shuffle | balanced (draw classes equally often; resampling instead of weighting)."""
-    patience: int | None = None
-    """Early stopping: epochs without improvement of the validation metric (None: never stop early)."""
-    ordinal_loss: str = "sord"
-    """ordinal tasks: ce | sord (soft ordinal labels, neighbours share probability mass)."""
-    augment: AugmentParams = field(default_factory=AugmentParams)
-
-    def with_(self, **kw: Any) -> HParams:
-        aug_keys = {k: kw.pop(k) for k in list(kw) if k in AugmentParams.model_fields}
-        out = replace(self, **kw)
-        if aug_keys:
-            out = replace(out, augment=out.augment.model_copy(update=aug_keys))
-        return out
-
-    def as_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        return {**d, "augment": self.augment.model_dump()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> HParams:
-        d = dict(d)
-        aug = AugmentParams(**d.pop("augment", {}))
-        return cls(**d, augment=aug)
 
 
 @dataclass
@@ -229,15 +188,10 @@ class Engine:
                 t = torch.softmax(-((ranks[None, :] - yb[:, None].float()) ** 2), dim=1)
             else:
                 t = F.one_hot(yb, k).float()
-            if hp.label_smoothing > 0:
-                t = t * (1 - hp.label_smoothing) + hp.label_smoothing / k
-            return t
+            return _knob_targets(t, hp, k)
         if self.problem_type == "regression":
             return yb.float()
-        t = yb.float()
-        if hp.label_smoothing > 0:
-            t = t * (1 - hp.label_smoothing) + 0.5 * hp.label_smoothing
-        return t
+        return _knob_targets(yb.float(), hp, 2)  # each sigmoid output: two classes
 
     def class_weights(self, hp: HParams, y: TensorSet) -> torch.Tensor | None:
         if hp.class_weight == "none" or self.problem_type == "regression":
@@ -421,6 +375,7 @@ class Engine:
                 warp.load(ck["schedule"])
                 planned = warp.planned // steps_per_epoch
         sampling = _sampler(hp, train, self.problem_type)
+        loss_knobs = K.loss_hooks(hp)  # the tuned knobs that add to the loss, at a non-neutral value
         stopped, step = "completed", start_epoch * steps_per_epoch
         start_step, cut_in_epoch = step, deadline is not None and dist[1] == 1
         # step and validation-pass wall seconds (this process, under the load of the moment): what the
@@ -473,8 +428,8 @@ class Engine:
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
                     logits = model(xb)
                 loss = self.loss(logits, t, weights)
-                if hp.l1 > 0:
-                    loss = loss + hp.l1 * sum(p.abs().sum() for p in net.parameters() if p.ndim > 1)
+                for knob, value in loss_knobs:  # e.g. the l1 knob's penalty (knobs.py)
+                    loss = loss + knob.loss_term(value, net, logits)
                 if not torch.isfinite(loss):
                     raise NonFiniteLossError(
                         f"non-finite training loss ({float(loss.detach())}) at epoch {epoch + 1}, step {b + 1} "
@@ -734,6 +689,13 @@ def _schedule(hp: HParams, total: int) -> Callable[[int], float]:
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * prog))
 
     return f
+
+
+def _knob_targets(t: torch.Tensor, hp: HParams, classes: int) -> torch.Tensor:
+    """The training targets after every tuned knob that changes them (e.g. label smoothing)."""
+    for knob, value in K.target_hooks(hp):
+        t = knob.targets(value, t, classes)
+    return t
 
 
 def _sampler(hp: HParams, train: TensorSet, problem_type: str) -> torch.Tensor | None:

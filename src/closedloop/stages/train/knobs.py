@@ -1,21 +1,39 @@
-"""The tuned knobs, declared once: name, kind, search range, default (first trial), neutral value (the
-ablation's reset) and where the value goes (the network's params or the optimizer's :class:`HParams`).
+"""The tuned knobs: one class each, declaring everything the search, the ablation and the engine need.
 
-The search space, the first (default) trial, the ablation's neutral values and the split of a trial's
-values into network params and hyperparameters are all derived from :data:`KNOBS`. Adding a knob = one
-entry here (+ its use in the engine or the model family).
+A knob is a subclass of :class:`Knob`; defining the class registers it (the order of definition is the
+search space's: Optuna suggests in this order, so changing it changes the trials). It declares
+
+- its ``name``, ``kind`` (float or int), ``log`` scale and :meth:`Knob.range` for a task and data
+  (``None``: it does not apply there);
+- ``default``: its value in the first trial (the enqueued default configuration; ``None``: the
+  un-tuned base value, for ``lr`` and ``epochs``), and ``neutral``: the value with no effect, which
+  the knob ablation resets it to and which a run that does not tune it has;
+- where the value goes: ``applies = "model"`` (a parameter of the network's builder) or
+  ``"training"`` (the run's :class:`~closedloop.stages.train.hparams.HParams`: its own field if it has
+  one, else ``HParams.knobs``);
+- and, for a training knob the engine has no parameter for, what it does: the hooks
+  :meth:`Knob.targets` (soften the training targets) and :meth:`Knob.loss_term` (add to the training
+  loss). The engine calls every registered knob's hooks whose value is not neutral
+  (:func:`target_hooks`, :func:`loss_hooks`); it names no knob.
+
+So adding a knob touches one file: this one for a built-in knob, or the user's own module, named in
+``train.tune_knobs`` by its import path (``my_pkg.knobs:LogitPenalty``); docs/extending.md has a
+runnable example. :func:`closedloop.stages.train.knob_checks.check_knob` is the battery every
+registered knob passes (``tests/train/test_train_knob_battery.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from closedloop.core.errors import ConfigError
+from closedloop.core.registry import Registry
 from closedloop.models.registry import accepts_param, family_kind
-from closedloop.stages.train.engine import HParams
+from closedloop.stages.train.augment import AugmentParams
+from closedloop.stages.train.hparams import HParams
 
 
 class SpaceContext(BaseModel):
@@ -32,94 +50,230 @@ class SpaceContext(BaseModel):
 
 Range = tuple[float, float]
 
+REGISTRY = Registry("tuned knob")
+"""Name -> knob class; an import path ``module:Class`` imports (and so registers) a user's knob."""
+KNOBS: list[Knob] = []
+"""Every registered knob, one instance each, in the order of definition (the search order)."""
 
-@dataclass(frozen=True)
+
 class Knob:
-    """One tuned value. ``default``/``neutral`` ``None``: the un-tuned base value (``lr``, ``max_epochs``)."""
+    """One tuned value (module docstring). Subclass it and set the class attributes; override
+    :meth:`range`, and :meth:`targets` / :meth:`loss_term` for what a new training knob does."""
 
-    name: str
-    kind: Literal["float", "int"]
-    applies: Literal["model", "optimizer"]
-    """model: a parameter of the network's builder; optimizer: a field of :class:`HParams`."""
-    range: Callable[[SpaceContext], Range | None]
-    """(low, high) for this task and data, or ``None`` when the knob does not apply."""
-    default: float | None
-    """Value in the first trial (the enqueued default configuration)."""
-    neutral: float | None
-    """No effect: what the knob ablation resets it to."""
-    log: bool = False
+    name: ClassVar[str] = ""
+    kind: ClassVar[Literal["float", "int"]] = "float"
+    applies: ClassVar[Literal["model", "training"]] = "training"
+    """model: a parameter of the network's builder; training: a value of the run's HParams."""
+    default: ClassVar[float | None] = None
+    """Value in the first trial (``None``: the un-tuned base value)."""
+    neutral: ClassVar[float | None] = 0.0
+    """No effect: what the knob ablation resets it to (``None``: the un-tuned base value)."""
+    log: ClassVar[bool] = False
+
+    def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
+        """Checks the declaration and registers the knob (``abstract=True``: a shared base, not a knob)."""
+        super().__init_subclass__(**kwargs)
+        if abstract:
+            return
+        where = f"knob class {cls.__qualname__}"
+        if not cls.name.isidentifier():
+            raise TypeError(f"{where}: name {cls.name!r} must be a Python identifier")
+        if cls.kind not in ("float", "int") or cls.applies not in ("model", "training"):
+            raise TypeError(
+                f"{where}: kind {cls.kind!r} / applies {cls.applies!r} not float|int / model|training"
+            )
+        if cls.range is Knob.range:
+            raise TypeError(f"{where}: override range(context) (None where the knob does not apply)")
+        hooked = cls.targets is not Knob.targets or cls.loss_term is not Knob.loss_term
+        if cls.applies == "model" and hooked:
+            raise TypeError(f"{where}: a model knob reaches the network's builder, not the engine's hooks")
+        if cls.applies == "training" and not HParams.has_field(cls.name) and not hooked:
+            raise TypeError(
+                f"{where}: HParams has no field {cls.name!r}, so the engine would never read it; "
+                "override targets() or loss_term() to say what it does"
+            )
+        if cls.applies == "training" and not HParams.has_field(cls.name) and cls.neutral is None:
+            raise TypeError(f"{where}: a knob without an HParams field needs a neutral value (its absence)")
+        REGISTRY.register(cls.name)(cls)
+        KNOBS[:] = [k for k in KNOBS if k.name != cls.name] + [cls()]  # a re-definition replaces
+
+    def range(self, c: SpaceContext) -> Range | None:
+        """(low, high) for this task and data, or ``None`` when the knob does not apply."""
+        raise NotImplementedError
 
     def cast(self, value: Any) -> Any:
-        """Integers for int knobs; network params as plain floats (optimizer values pass unchanged)."""
+        """Integers for int knobs; network params as plain floats (training values pass unchanged)."""
         return int(value) if self.kind == "int" else float(value) if self.applies == "model" else value
 
+    def value(self, hp: HParams) -> Any:
+        """This (training) knob's value in ``hp``: its field, else ``hp.knobs``, else neutral."""
+        if self.applies != "training":
+            raise TypeError(f"knob {self.name!r} is a network parameter, not a value of HParams")
+        if self.name in AugmentParams.model_fields:
+            return getattr(hp.augment, self.name)
+        if HParams.has_field(self.name):
+            return getattr(hp, self.name)
+        return hp.knobs.get(self.name, self.neutral)
 
-def _epochs(c: SpaceContext) -> Range | None:
-    if c.max_epochs < 2:  # a one-epoch budget leaves nothing to tune about epochs
+    # -- engine hooks: called only when the value is not neutral ---------------------------------
+    def targets(self, value: Any, t: Any, classes: int) -> Any:
+        """Training targets ``t`` ((N, K) float tensor; ``classes`` K for a softmax, 2 for each
+        sigmoid output) -> the targets the loss is computed against. Default: unchanged."""
+        return t
+
+    def loss_term(self, value: Any, net: Any, logits: Any) -> Any:
+        """A term added to each batch's training loss (``net`` the network, ``logits`` its outputs
+        on the batch), or ``None``. Default: nothing."""
         return None
-    return (min(c.max_epochs, max(2, c.max_epochs // 3)), c.max_epochs)
 
 
-def _net(rng: Callable[[SpaceContext], Range | None]) -> Callable[[SpaceContext], Range | None]:
-    """A knob of gradient-trained networks: no range for tree families."""
-    return lambda c: None if family_kind(c.family) == "trees" else rng(c)
+def _hooks(method: str) -> Callable[[HParams], list[tuple[Knob, Any]]]:
+    def active(hp: HParams) -> list[tuple[Knob, Any]]:
+        out = []
+        for k in KNOBS:
+            if k.applies == "training" and getattr(type(k), method) is not getattr(Knob, method):
+                v = k.value(hp)
+                if v != k.neutral:
+                    out.append((k, v))
+        return out
+
+    return active
 
 
-def _tree(rng: Range) -> Callable[[SpaceContext], Range | None]:
-    """A knob of tree families (LightGBM's parameter of the same name, a builder param)."""
-    return lambda c: rng if family_kind(c.family) == "trees" else None
+target_hooks = _hooks("targets")
+"""``hp`` -> the (knob, value) pairs whose :meth:`Knob.targets` the engine applies."""
+loss_hooks = _hooks("loss_term")
+"""``hp`` -> the (knob, value) pairs whose :meth:`Knob.loss_term` the engine adds."""
 
 
-# the order is the search space's (Optuna suggests in this order: changing it changes the trials)
-KNOBS: tuple[Knob, ...] = (
-    Knob("lr", "float", "optimizer", _net(lambda c: (c.lr / 10, c.lr * 3)), None, None, log=True),
-    Knob("weight_decay", "float", "optimizer", _net(lambda c: (1e-5, 0.3)), 1e-4, 0.0, log=True),
-    Knob(
-        "dropout",
-        "float",
-        "model",
+def knob(name: str, *, where: str = "train.tune_knobs") -> Knob:
+    """The registered knob for a name or an import path (importing registers it)."""
+    found = next((k for k in KNOBS if k.name == name), None)
+    if found is not None:
+        return found
+    cls = REGISTRY.resolve(name, where=where)
+    if not (isinstance(cls, type) and issubclass(cls, Knob)):
+        raise ConfigError(f"{where}: {name!r} is not a Knob subclass (closedloop.stages.train.knobs.Knob)")
+    return next(k for k in KNOBS if k.name == cls.name)
+
+
+def _net_family(c: SpaceContext) -> bool:
+    return family_kind(c.family) != "trees"
+
+
+class _Trees(Knob, abstract=True):
+    """A knob of tree families: LightGBM's parameter of the same name, a builder param; the first
+    trial is LightGBM's default, neutral the unregularized builder default the ladder trains with."""
+
+    applies = "model"
+    bounds: ClassVar[Range] = (0.0, 1.0)
+
+    def range(self, c: SpaceContext) -> Range | None:
+        return None if _net_family(c) else self.bounds
+
+
+# -- the built-in knobs, in search order ------------------------------------------------------------
+class LR(Knob):
+    name, log, default, neutral = "lr", True, None, None
+
+    def range(self, c: SpaceContext) -> Range | None:
+        return (c.lr / 10, c.lr * 3) if _net_family(c) else None
+
+
+class WeightDecay(Knob):
+    name, log, default = "weight_decay", True, 1e-4
+
+    def range(self, c: SpaceContext) -> Range | None:
+        return (1e-5, 0.3) if _net_family(c) else None
+
+
+class Dropout(Knob):
+    name, applies, default = "dropout", "model", 0.1
+
+    def range(self, c: SpaceContext) -> Range | None:
         # a custom family without a dropout parameter is not given one
-        lambda c: (0.0, 0.5) if accepts_param(c.family, "dropout") else None,
-        0.1,
-        0.0,
-    ),
-    Knob("l1", "float", "optimizer", _net(lambda c: (1e-8, 1e-4)), 1e-8, 0.0, log=True),
-    Knob("epochs", "int", "optimizer", _epochs, None, None),
-    Knob(
-        "strength",
-        "float",
-        "optimizer",
-        lambda c: (0.0, 1.0) if c.input_kind == "images" else None,
-        0.5,
-        0.0,
-    ),
-    Knob(
-        "label_smoothing",
-        "float",
-        "optimizer",
-        _net(lambda c: (0.0, 0.2) if c.problem_type != "regression" else None),
-        0.0,
-        0.0,
-    ),
-    Knob(
-        "mixup",
-        "float",
-        "optimizer",
-        lambda c: (0.0, 0.4) if c.problem_type != "regression" and c.input_kind == "images" else None,
-        0.0,
-        0.0,
-    ),
-    # tree families (family_kind "trees"): the first trial is LightGBM's defaults; neutral = the
-    # unregularized builder defaults the capacity ladder trains with
-    Knob("learning_rate", "float", "model", _tree((0.01, 0.3)), 0.1, 0.1, log=True),
-    Knob("min_child_samples", "int", "model", _tree((2, 100)), 20, 1),
-    Knob("reg_lambda", "float", "model", _tree((1e-3, 30.0)), 1e-3, 0.0, log=True),
-    Knob("reg_alpha", "float", "model", _tree((1e-3, 10.0)), 1e-3, 0.0, log=True),
-    Knob("feature_fraction", "float", "model", _tree((0.4, 1.0)), 1.0, 1.0),
-    Knob("bagging_fraction", "float", "model", _tree((0.5, 1.0)), 1.0, 1.0),
-)
+        return (0.0, 0.5) if accepts_param(c.family, "dropout") else None
+
+
+class L1(Knob):
+    """An L1 penalty on the weight matrices and kernels (not biases or norms)."""
+
+    name, log, default = "l1", True, 1e-8
+
+    def range(self, c: SpaceContext) -> Range | None:
+        return (1e-8, 1e-4) if _net_family(c) else None
+
+    def loss_term(self, value: Any, net: Any, logits: Any) -> Any:
+        return value * sum(p.abs().sum() for p in net.parameters() if p.ndim > 1)
+
+
+class Epochs(Knob):
+    name, kind, default, neutral = "epochs", "int", None, None
+
+    def range(self, c: SpaceContext) -> Range | None:
+        if c.max_epochs < 2:  # a one-epoch budget leaves nothing to tune about epochs
+            return None
+        return (min(c.max_epochs, max(2, c.max_epochs // 3)), c.max_epochs)
+
+
+class Strength(Knob):
+    """The augmentation's strength (every amplitude of ``train.augment`` is scaled by it)."""
+
+    name, default = "strength", 0.5
+
+    def range(self, c: SpaceContext) -> Range | None:
+        return (0.0, 1.0) if c.input_kind == "images" else None
+
+
+class LabelSmoothing(Knob):
+    """Each target moves ``value`` of its mass to a uniform share over the classes."""
+
+    name, default = "label_smoothing", 0.0
+
+    def range(self, c: SpaceContext) -> Range | None:
+        return (0.0, 0.2) if _net_family(c) and c.problem_type != "regression" else None
+
+    def targets(self, value: Any, t: Any, classes: int) -> Any:
+        return t * (1 - value) + value / classes
+
+
+class Mixup(Knob):
+    """Mixup's Beta(a, a) parameter (the augmentation mixes each batch with a permutation of itself)."""
+
+    name, default = "mixup", 0.0
+
+    def range(self, c: SpaceContext) -> Range | None:
+        images_classes = c.problem_type != "regression" and c.input_kind == "images"
+        return (0.0, 0.4) if images_classes else None
+
+
+class LearningRate(_Trees):
+    name, log, default, neutral, bounds = "learning_rate", True, 0.1, 0.1, (0.01, 0.3)
+
+
+class MinChildSamples(_Trees):
+    name, kind, default, neutral, bounds = "min_child_samples", "int", 20, 1, (2, 100)
+
+
+class RegLambda(_Trees):
+    name, log, default, neutral, bounds = "reg_lambda", True, 1e-3, 0.0, (1e-3, 30.0)
+
+
+class RegAlpha(_Trees):
+    name, log, default, neutral, bounds = "reg_alpha", True, 1e-3, 0.0, (1e-3, 10.0)
+
+
+class FeatureFraction(_Trees):
+    name, default, neutral, bounds = "feature_fraction", 1.0, 1.0, (0.4, 1.0)
+
+
+class BaggingFraction(_Trees):
+    name, default, neutral, bounds = "bagging_fraction", 1.0, 1.0, (0.5, 1.0)
+
+
 BY_NAME = {k.name: k for k in KNOBS}
-ALL_KNOBS = [k.name for k in KNOBS]
+ALL_KNOBS = tuple(BY_NAME)
+"""The built-in knobs (``train.tune_knobs``' default); a user's knob is tuned where it is named."""
 
 
 class Dimension(BaseModel):
@@ -139,12 +293,14 @@ class Dimension(BaseModel):
 Space = dict[str, Dimension]
 
 
-def search_space(c: SpaceContext, allowed: list[str]) -> Space:
-    """Knob -> range, for the knobs that apply to the task and data and that ``allowed`` names."""
+def search_space(c: SpaceContext, allowed: list[str] | tuple[str, ...]) -> Space:
+    """Knob -> range, for the knobs that apply to the task and data and that ``allowed`` names (by
+    name or import path), in registration order."""
+    names = {knob(a).name for a in allowed}
     out: Space = {}
     for k in KNOBS:
-        rng = k.range(c)
-        if rng is not None and k.name in allowed:
+        rng = k.range(c) if k.name in names else None
+        if rng is not None:
             lo, hi = rng
             out[k.name] = Dimension(kind=k.kind, low=lo, high=hi, log=k.log)
     return out
@@ -182,13 +338,18 @@ def split_params(
     patience: int | None,
     max_epochs: int,
 ) -> tuple[dict[str, Any], HParams]:
-    """Knob values -> (network params, HParams): each knob goes where its registry entry says."""
+    """Knob values -> (network params, HParams): each knob goes where its class says (a training
+    knob without a field of its own into ``HParams.knobs``)."""
     mp = dict(model_params)
     opt: dict[str, Any] = {"epochs": max_epochs}
+    extra: dict[str, Any] = {}
     for name, value in knobs.items():
-        k = BY_NAME[name]
+        k = knob(name)
         if k.applies == "model":
             mp[name] = k.cast(value)
-        else:
+        elif HParams.has_field(name):
             opt[name] = k.cast(value)
-    return mp, base_hp.with_(patience=patience, **opt)
+        else:
+            extra[name] = k.cast(value)
+    hp = base_hp.with_(patience=patience, **opt)
+    return mp, (hp.with_(knobs={**hp.knobs, **extra}) if extra else hp)

@@ -40,7 +40,7 @@ from closedloop.stages.train.engine import Engine, HParams, make_engine, make_te
 from closedloop.stages.train.families import family_summary, run_families
 from closedloop.stages.train.heldout import plan_heldout
 from closedloop.stages.train.importance import tree_importance
-from closedloop.stages.train.knobs import ALL_KNOBS
+from closedloop.stages.train.knobs import knob
 from closedloop.stages.train.phases import PHASES, Phase
 from closedloop.stages.train.phases.tune import KNOB_GAINS_TITLE, knob_gain_rows
 from closedloop.stages.train.phases.workers import check_reachable
@@ -195,13 +195,12 @@ class TrainModel(Stage):
         device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         if device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("train.device: 'cuda' requested but no CUDA device is available")
-        unknown = [k for k in cfg.tune_knobs if k not in ALL_KNOBS]
-        if unknown:
-            raise ConfigError(f"train.tune_knobs: unknown knob(s) {unknown}; allowed: {ALL_KNOBS}")
+        for name in cfg.tune_knobs:  # each a registered knob (or an import path that registers one)
+            knob(name)
         check_training_data(data, task.problem_type)
         family = family or cfg.families(data.kind)[0]
         trees = family_kind(family) == "trees"
-        check_ranks(cfg.final.nproc, device, family_kind(family))  # before any training
+        check_ranks(cfg.final.nproc, device, family_kind(family), cfg.final.start)  # before any training
         pre = make_preprocessing(data, task, native_missing=trees)
         eng = make_tree_engine(cfg, data, task, pre, family) if trees else make_engine(task, pre, device)
         batch_size = cfg.batch_size

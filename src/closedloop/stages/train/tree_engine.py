@@ -29,10 +29,18 @@ from closedloop.stages.train.engine import Engine, FitResult, HParams, TensorSet
 OBJECTIVES = {
     "binary": "binary",
     "multiclass": "multiclass",
+    "multilabel": "multilabel",
     "ordinal": "multiclass",
     "regression": "regression",
 }
-METRICS = {"binary": "binary_logloss", "multiclass": "multi_logloss", "regression": "l2"}
+"""LightGBM's objective per problem type; ``multilabel`` is the per-label logistic objective of
+:mod:`closedloop.models.families.lgbm_multilabel` (one booster per label, grown in lockstep)."""
+METRICS = {
+    "binary": "binary_logloss",
+    "multiclass": "multi_logloss",
+    "regression": "l2",
+    "multilabel": "None",
+}
 
 
 def _tree(net: nn.Module) -> Any:
@@ -52,8 +60,13 @@ class TreeEngine(Engine):
         super().__init__(*args, **kw)
         if self.problem_type not in OBJECTIVES:
             raise ConfigError(
-                f"train.family: tree families support binary, multiclass, ordinal and regression tasks, "
-                f"not {self.problem_type}; use family: mlp"
+                f"train.family: tree families support binary, multiclass, multilabel, ordinal and "
+                f"regression tasks, not {self.problem_type}; use family: mlp"
+            )
+        if self.problem_type == "multilabel" and self.n_logits < 2:
+            raise ConfigError(
+                f"train.family: a multilabel task needs at least 2 labels for a tree family "
+                f"(got {self.n_logits}); declare one label as a binary task"
             )
         self.categorical = list(categorical or [])
         self.threads = int(threads)
@@ -73,17 +86,86 @@ class TreeEngine(Engine):
             "verbosity": -1,
             "feature_pre_filter": False,
         }
-        if out["objective"] == "multiclass":
+        if out["objective"] in ("multiclass", "multilabel"):
             out["num_class"] = self.n_logits
+        if out["objective"] == "multilabel":
+            del out["objective"]  # the fit passes its PerLabelLogistic (it holds that fit's targets)
         return out
 
-    def dataset(self, data: TensorSet, hp: HParams | None, **params: Any) -> Any:
+    def multilabel_objective(self, data: TensorSet, hp: HParams | None) -> tuple[Any, np.ndarray]:
+        """The per-label logistic objective of ``data``'s rows (class weights per label) and each
+        label's log-odds start (:mod:`closedloop.models.families.lgbm_multilabel`)."""
+        from closedloop.models.families.lgbm_multilabel import PerLabelLogistic, label_log_odds
+
+        y = np.asarray(data.y_np, np.float64).reshape(len(data), -1)
+        w = None
+        if hp is not None and (cw := self.class_weights(hp, data)) is not None:
+            w = cw.cpu().numpy().reshape(2, -1)
+        return PerLabelLogistic(y, w), label_log_odds(y, w)
+
+    def train_booster(
+        self,
+        params: dict[str, Any],
+        data: TensorSet,
+        hp: HParams | None,
+        rounds: int,
+        callback: Any,
+        objective: tuple[Any, np.ndarray] | None = None,
+        **ds: Any,
+    ) -> Any:
+        """``lgb.train`` on ``data``, the training loss reported to ``callback`` after each round.
+        ``objective``: a multi-label fit's (:meth:`multilabel_objective`); its start is the rows' init
+        score, which the booster's raw scores omit until :meth:`finished` folds it in."""
+        import lightgbm as lgb
+
+        feval = None
+        if objective is not None:
+            params = {**params, "objective": objective[0]}
+            feval = objective[0].metric
+            ds["init_score"] = np.tile(objective[1], (len(data), 1))
+        dtrain = self.dataset(data, hp, **ds)
+        return lgb.train(
+            params,
+            dtrain,
+            num_boost_round=rounds,
+            valid_sets=[dtrain],
+            valid_names=["training"],
+            feval=feval,
+            callbacks=[callback],
+        )
+
+    def finished(
+        self, booster: Any, objective: tuple[Any, np.ndarray] | None, num_iteration: int | None = None
+    ) -> Any:
+        """The booster a :class:`TreeEnsemble` keeps: its first ``num_iteration`` rounds (all: None); a
+        multi-label fit's start folded in and its objective declared one-vs-rest."""
+        import lightgbm as lgb
+
+        kept = lgb.Booster(model_str=booster.model_to_string(num_iteration=num_iteration))
+        if objective is None:
+            return kept
+        from closedloop.models.families.lgbm_multilabel import one_vs_rest_booster
+
+        return one_vs_rest_booster(kept, objective[1])
+
+    def dataset(
+        self, data: TensorSet, hp: HParams | None, *, init_score: np.ndarray | None = None, **params: Any
+    ) -> Any:
         import lightgbm as lgb
 
         y = np.asarray(data.y_np)
-        label = y.reshape(len(y)) if self.problem_type != "regression" else y.reshape(len(y), -1)[:, 0]
         weight = None
-        if hp is not None and (w := self.class_weights(hp, data)) is not None:
+        if self.problem_type == "multilabel":  # the targets and weights are the objective's (K columns)
+            label = np.zeros(len(y))
+        elif self.problem_type == "regression":
+            label = y.reshape(len(y), -1)[:, 0]
+        else:
+            label = y.reshape(len(y))
+        if (
+            self.problem_type != "multilabel"
+            and hp is not None
+            and (w := self.class_weights(hp, data)) is not None
+        ):
             w = w.cpu().numpy()
             if self.problem_type == "binary":
                 yb = label.astype(np.float64)
@@ -94,6 +176,7 @@ class TreeEngine(Engine):
             data.x.numpy(),
             label=label,
             weight=weight,
+            init_score=init_score,
             categorical_feature=self.categorical or "auto",
             params={"verbosity": -1, "feature_pre_filter": False, **params},
             free_raw_data=False,
@@ -123,10 +206,12 @@ class TreeEngine(Engine):
         rpe = tree.rounds_per_epoch
         rounds = rpe * max(1, hp.epochs) if max_steps is None else max(1, max_steps)
         params = self.lgb_params(tree, seed)
-        dtrain = self.dataset(train, hp, **{k: params[k] for k in ("min_child_samples",)})
+        objective = self.multilabel_objective(train, hp) if self.problem_type == "multilabel" else None
         has_val = val is not None and len(val) > 0
         xv = val.x.numpy() if has_val else None
         val_raw = np.zeros((len(val) if has_val else 0, self.n_logits), np.float64)
+        if objective is not None:  # the raw scores omit the start (init score) until finished()
+            val_raw += objective[1][None, :]
         history: list[dict[str, float]] = []
         state = {"best": -math.inf, "best_round": 0, "bad": 0, "done": 0, "stopped": "completed"}
 
@@ -164,16 +249,11 @@ class TreeEngine(Engine):
                 state["stopped"] = "time_budget"
                 raise lgb.callback.EarlyStopException(r, env.evaluation_result_list)
 
-        booster = lgb.train(
-            params,
-            dtrain,
-            num_boost_round=rounds,
-            valid_sets=[dtrain],
-            valid_names=["training"],
-            callbacks=[per_round],
+        booster = self.train_booster(
+            params, train, hp, rounds, per_round, objective, min_child_samples=params["min_child_samples"]
         )
         keep = state["best_round"] if (restore_best and has_val) else booster.current_iteration()
-        tree.set_booster(lgb.Booster(model_str=booster.model_to_string(num_iteration=max(1, keep))))
+        tree.set_booster(self.finished(booster, objective, max(1, keep)))
         val_logits = self.predict_logits(net, val) if has_val else None
         return FitResult(
             history=history,
@@ -205,7 +285,7 @@ class TreeEngine(Engine):
             reg_lambda=0.0,
             reg_alpha=0.0,
         )
-        data = self.dataset(batch, None, min_data_in_bin=1, min_child_samples=1)
+        objective = self.multilabel_objective(batch, None) if self.problem_type == "multilabel" else None
         losses: list[float] = []
 
         def per_round(env: Any) -> None:
@@ -216,15 +296,10 @@ class TreeEngine(Engine):
             if not math.isfinite(v) or v <= target or time.time() > deadline:
                 raise lgb.callback.EarlyStopException(env.iteration + 1, env.evaluation_result_list)
 
-        booster = lgb.train(
-            params,
-            data,
-            num_boost_round=steps,
-            valid_sets=[data],
-            valid_names=["batch"],
-            callbacks=[per_round],
+        booster = self.train_booster(
+            params, batch, None, steps, per_round, objective, min_data_in_bin=1, min_child_samples=1
         )
-        tree.set_booster(booster)
+        tree.set_booster(self.finished(booster, objective))
         return losses
 
     def lr_range_test(self, *args: Any, **kw: Any) -> tuple[list[float], list[float], float]:

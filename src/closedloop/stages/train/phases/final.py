@@ -19,7 +19,7 @@ from closedloop.stages.train.calibration import (
     fit_temperature,
     fold_logit_bias,
 )
-from closedloop.stages.train.data_parallel import BACKEND, fit_on_ranks
+from closedloop.stages.train.data_parallel import backend_for, fit_on_ranks, start_method_for
 from closedloop.stages.train.engine import FitResult, HParams, TensorSet
 from closedloop.stages.train.final_plan import (
     EVALUATION_SECONDS,
@@ -141,7 +141,15 @@ def final_fit(sess: TrainSession, tuned: TunedConfig) -> tuple[TrainedModel, Fit
         if ranks > 1:  # the same fit on several ranks (:mod:`..data_parallel`); rank 0's weights come back
             out = sess.work / f"final_seed{s}_ranks.pt"
             net, res, n_sync = fit_on_ranks(
-                net, on | how, eng.fit, hp, nproc=ranks, out=out, threads=cfg.threads
+                net,
+                on | how,
+                eng.fit,
+                hp,
+                nproc=ranks,
+                out=out,
+                threads=cfg.threads,
+                device=str(eng.device),
+                start=cfg.final.start,
             )
         else:
             if s == 0:  # the first member re-plans its epochs as it runs; the others train as many
@@ -154,12 +162,14 @@ def final_fit(sess: TrainSession, tuned: TunedConfig) -> tuple[TrainedModel, Fit
         histories[f"final seed {s}"] = res.history
         nets.append(net.cpu().eval())
     if ranks > 1:
+        backend, start = backend_for(str(eng.device)), start_method_for(cfg.final.start, str(eng.device))
         sess.decide(
             "final",
-            f"the final fit ran data-parallel on {ranks} ranks (torch.distributed, {BACKEND}; per-rank batch "
-            f"{max(1, hp.batch_size // ranks)}, global batch {max(1, hp.batch_size // ranks) * ranks}; "
-            f"{n_sync} BatchNorm layer(s) synchronized) for each of {len(nets)} member(s)",
-            {"ranks": ranks, "backend": BACKEND, "sync_batchnorm_layers": n_sync},
+            f"the final fit ran data-parallel on {ranks} ranks (torch.distributed, {backend}, ranks "
+            f"started by {start}; per-rank batch {max(1, hp.batch_size // ranks)}, global batch "
+            f"{max(1, hp.batch_size // ranks) * ranks}; {n_sync} BatchNorm layer(s) synchronized) for "
+            f"each of {len(nets)} member(s)",
+            {"ranks": ranks, "backend": backend, "start": start, "sync_batchnorm_layers": n_sync},
         )
     sess.curves.update(histories)
     plots.curves(

@@ -1,0 +1,181 @@
+"""Multi-label trees (``family: lgbm`` on a multilabel task): one logistic booster per label, grown in
+lockstep as one LightGBM model. Each label's trees are the binary booster of that label alone; the train
+stage, the ONNX export (per-label probabilities, parity on test rows), ``closedloop serve`` (/predict and
+/v2 infer through a real server and client) and the standalone predictor.py all give the same numbers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("lightgbm")
+pytest.importorskip("onnxmltools")
+
+from closedloop.core.pipeline import Pipeline, RunResult  # noqa: E402
+from closedloop.data.bundle import DatasetBundle, Split  # noqa: E402
+from closedloop.stages.train import TrainModel  # noqa: E402
+
+from .test_train_trees import tree_table  # noqa: E402
+
+LABELS = ["p", "q", "rare"]
+ML_TRAIN: dict[str, Any] = {
+    "preset": "quick",
+    "family": "lgbm",
+    "budget_minutes": 30,  # the trial count, not the clock, ends each phase (deterministic)
+    "ladder": [{"num_leaves": 4}, {"num_leaves": 16}],
+    "ladder_epochs": 2,
+    "n_trials": 2,
+    "max_epochs": 3,
+    "cv_candidates": 0,
+    "class_weight": "balanced",
+    "n_bootstrap": 100,
+}
+
+
+def multilabel_table(n: int = 600, seed: int = 0) -> DatasetBundle:
+    """The tree table with three labels: one from a numeric column, one from a numeric and the
+    categorical column, and a rare one (about 10%) from another numeric column."""
+    d = tree_table(n, seed)
+    rng = np.random.default_rng(seed + 1)
+
+    def labels(X: pd.DataFrame) -> np.ndarray:
+        p = X["a"].to_numpy() + 0.3 * rng.normal(size=len(X)) > 0.2
+        q = X["b"].to_numpy() + 1.5 * (X["color"] == "blue").to_numpy() + 0.3 * rng.normal(size=len(X)) > 0.5
+        rare = X["noise"].to_numpy() > 1.3
+        return np.stack([p, q, rare], 1).astype(np.float32)
+
+    parts = {k: Split(v.X, labels(v.X)) for k, v in d.splits.items()}
+    return DatasetBundle(meta=d.meta.model_copy(update={"label_names": LABELS}), splits=parts)
+
+
+def test_each_label_column_is_that_labels_own_binary_booster() -> None:
+    """The lockstep fit's column k equals LightGBM's own binary booster fitted on label k alone
+    (same start, same gradients): K independent boosters, held as one model."""
+    import lightgbm as lgb
+
+    from closedloop.models.families.lgbm_multilabel import (
+        PerLabelLogistic,
+        label_log_odds,
+        one_vs_rest_booster,
+    )
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 5))
+    y = np.stack([x[:, 0] > 0.3, x[:, 1] + x[:, 2] > 0, x[:, 3] > 1.2], 1).astype(np.float64)
+    common = {"num_leaves": 8, "learning_rate": 0.2, "verbosity": -1, "num_threads": 1, "deterministic": True}
+    objective, init = PerLabelLogistic(y), label_log_odds(y)
+    data = lgb.Dataset(x, label=np.zeros(len(x)), init_score=np.tile(init, (len(x), 1)))
+    joint = lgb.train({**common, "objective": objective, "num_class": 3}, data, num_boost_round=15)
+    model = one_vs_rest_booster(joint, init)
+    raw = model.predict(x, raw_score=True)
+    assert raw.shape == (400, 3)
+    np.testing.assert_allclose(model.predict(x), 1 / (1 + np.exp(-raw)), atol=1e-12)  # per-label sigmoid
+    for k in range(3):
+        alone = lgb.train(
+            {**common, "objective": "binary"}, lgb.Dataset(x, label=y[:, k]), num_boost_round=15
+        )
+        np.testing.assert_allclose(raw[:, k], alone.predict(x, raw_score=True), atol=1e-9)
+
+
+def test_a_one_label_multilabel_task_is_refused_naming_the_count() -> None:
+    from closedloop.core.errors import ConfigError
+    from closedloop.stages.train.tree_engine import TreeEngine
+
+    with pytest.raises(ConfigError, match=r"multilabel task needs at least 2 labels .*\(got 1\)"):
+        TreeEngine("multilabel", 1, metric="auc", higher_is_better=True)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    from closedloop.core.checks import GivenArtifacts
+    from closedloop.core.registry import STAGES
+
+    runs = tmp_path_factory.mktemp("ml_tree_runs")
+    given = GivenArtifacts.of({"data": multilabel_table()}, runs / "given")
+    stages = [STAGES.resolve("task")(), TrainModel(**ML_TRAIN), STAGES.resolve("export")()]
+    result = Pipeline([given, *stages], name="mltrees", runs_dir=runs).run(progress=False)
+    failed = {k: v.get("error") for k, v in result.summary["stages"].items() if v["status"] != "ok"}
+    assert not failed, failed
+    return result
+
+
+def test_multilabel_trees_train_and_export_with_parity(run: RunResult) -> None:
+    s = run.summary["stages"]
+    assert s["task"]["problem_type"] == "multilabel"
+    train = s["train"]
+    assert train["model"]["family"] == "lgbm"
+    assert {"sanity", "scale_up", "tune", "final"} <= {d["phase"] for d in train["decisions"]}
+    assert train["test"]["auc"]["value"] > 0.7
+    model = run.artifact("model")
+    assert (
+        "\nobjective=multiclassova num_class:3 sigmoid:1\n" in bytes(model.network.booster.numpy()).decode()
+    )
+    exp = s["export"]
+    assert exp["shipped"] == "fp32" and exp["parity_max_abs_diff"] <= 1e-5
+    from closedloop.stages.export.bundle import ExportBundle
+
+    bundle = ExportBundle.load(run.run_dir / exp["artifacts"]["exported"])
+    meta = json.loads((bundle.directory / "predictor.json").read_text())
+    assert meta["problem_type"] == "multilabel" and meta["label_names"] == LABELS
+    X = run.artifact("data").val.X
+    feats = model.preprocessing.feature_names
+    arr = np.stack(
+        [pd.to_numeric(X[c], errors="coerce") if c != "color" else X[c].cat.codes for c in feats], 1
+    ).astype(np.float32)
+    p_onnx = bundle.predictor().predict_proba(arr)
+    p_native = model.predict_proba(pd.DataFrame(arr, columns=feats))
+    assert p_onnx.shape == (len(X), 3) and np.abs(p_onnx - p_native).max() <= 1e-5
+    assert not np.allclose(p_onnx.sum(1), 1.0)  # per-label probabilities, not a distribution
+
+
+def test_multilabel_trees_served_and_in_the_standalone_predictor(run: RunResult, tmp_path: Path) -> None:
+    """``closedloop serve`` in its own process and httpx: /predict gives each label's probability and
+    the labels over the threshold; /v2 infer's ``proba`` is (N, 3); both equal predictor.py's answer."""
+    import httpx
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "serving"))
+    from serve_helpers import ServerProcess
+
+    from closedloop.stages.export.bundle import ExportBundle
+
+    bundle = ExportBundle.load(run.run_dir / run.summary["stages"]["export"]["artifacts"]["exported"])
+    rows = [
+        {"a": 1.5, "b": -1.0, "c": None, "noise": 0.0, "color": "blue"},
+        {"a": -1.5, "b": 2.0, "c": 0.3, "noise": 2.5, "color": "red"},
+    ]
+    want = bundle.predictor().predict_proba(rows)
+    file = tmp_path / "rows.json"
+    file.write_text(json.dumps(rows))
+    out = subprocess.run(
+        [sys.executable, "predictor.py", str(bundle.directory), str(file)],
+        cwd=bundle.directory, capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert np.allclose(json.loads(out.stdout)["proba"], want, atol=1e-7)
+    server = ServerProcess([str(run.run_dir), "--log-dir", str(tmp_path / "log")], tmp_path)
+    try:
+        server.wait_ready()
+        r = httpx.post(f"{server.url}/predict", json=rows, timeout=30)
+        assert r.status_code == 200, r.text
+        preds = r.json()["predictions"]
+        got = np.array([[p["probabilities"][n] for n in LABELS] for p in preds])
+        assert np.abs(got - want).max() <= 1e-6
+        assert preds[0]["label"] == [n for n, v in zip(LABELS, want[0], strict=True) if v >= 0.5]
+        infer = f"{server.url}/v2/models/mltrees/infer"
+        name = httpx.get(infer.removesuffix("/infer"), timeout=10).json()["inputs"][0]["name"]
+        flat = [v for row in rows for v in row.values()]
+        body = {"inputs": [{"name": name, "datatype": "BYTES", "shape": [2, 5], "data": flat}]}
+        r = httpx.post(infer, json=body, timeout=30)
+        assert r.status_code == 200, r.text
+        proba = next(o for o in r.json()["outputs"] if o["name"] == "proba")
+        assert proba["shape"] == [2, 3]
+        assert np.abs(np.array(proba["data"]).reshape(2, 3) - want).max() <= 1e-6
+    finally:
+        server.stop()
