@@ -137,17 +137,19 @@ def test_a_fit_that_replans_trains_the_epochs_it_asks_for_and_a_resume_walks_the
     import torch
 
     sess = _session(binary_digits, binary_task, tmp_path)
-    hp = sess.base_hp.with_(epochs=2)
-    asked: list[tuple[int, float]] = []
+    hp = sess.base_hp.with_(epochs=2, batch_size=30)  # 8 steps an epoch: its midpoint follows timed steps
+    asked: list[tuple[float, float]] = []
 
-    def replan(done: int, epoch_s: float) -> int:  # a fake clock: the plan depends on `done` alone
+    def replan(done: float, epoch_s: float) -> int:  # a fake clock: the plan depends on `done` alone
         asked.append((done, epoch_s))
-        return {1: 5, 2: 4}.get(done, 4)
+        return 5 if done < 1.5 else 4
 
     ref = sess.build(sess.ladder[0], 1)
     res = sess.engine.fit(ref, sess.train, None, hp, seed=1, replan=replan, restore_best=False)
-    assert [d for d, _ in asked] == [1, 2, 3] and all(s > 0 for _, s in asked)
-    assert len(res.history) == 4 and res.epochs_planned == 4 and res.replans == [(1, 5), (2, 4)]
+    # asked halfway through the first epoch (a first plan of 2 lengthened to 5 before its schedule
+    # ends), then after each whole epoch with epochs after it
+    assert [d for d, _ in asked] == [0.5, 1, 2, 3] and all(s > 0 for _, s in asked)
+    assert len(res.history) == 4 and res.epochs_planned == 4 and res.replans == [(0.5, 5), (2.0, 4)]
     assert res.history[-1]["lr"] < 1e-3 * hp.lr  # the schedule ran to its end at the new last epoch
     # killed after epoch 2 (its checkpoint keeps the re-plans), resumed: the same weights, bit for bit
     ck = tmp_path / "fit.pt"
@@ -166,7 +168,7 @@ def test_a_fit_that_replans_trains_the_epochs_it_asks_for_and_a_resume_walks_the
     again = sess.engine.fit(
         net, sess.train, None, hp, seed=1, replan=replan, checkpoint=ck, restore_best=False
     )
-    assert again.epochs_planned == 4 and again.replans == [(1, 5), (2, 4)] and len(again.history) == 4
+    assert again.epochs_planned == 4 and again.replans == [(0.5, 5), (2.0, 4)] and len(again.history) == 4
     for a, b in zip(ref.state_dict().values(), net.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     # a plan the replan never changes (a budget that does not bind) trains as a fit without one
@@ -191,6 +193,7 @@ def test_the_final_replanner_buys_what_the_time_left_allows_within_the_asked_epo
     assert sess.ctx.timings[FIT_EPOCH_SECONDS] == 100.0
     assert soon(1, 10.0) == 20  # never more than asked
     late = replanner(sess, plan, time.time() - 1.0, members=1)
-    assert late(4, 100.0) == 5  # past the deadline: one more epoch (the deadline cuts it), the schedule ends
+    assert late(4, 100.0) == 4  # past the deadline: no more (the engine keeps one, which the deadline cuts)
+    assert late(0.5, 100.0) == 1  # halfway through a first epoch: the schedule ends with this epoch
     shared = replanner(sess, plan, time.time() + 1100.0, members=2)
     assert shared(1, 100.0) == 6  # two members share it: 5 more epochs for the first, 6 for the second

@@ -114,8 +114,8 @@ class FitResult:
     epochs_planned: int | None = None
     """The epochs the learning-rate schedule ended planned for (``hp.epochs`` unless ``replan``
     changed it)."""
-    replans: list[tuple[int, int]] = field(default_factory=list)
-    """(after epoch, epochs planned from then on) for every change ``replan`` made, this attempt's
+    replans: list[tuple[float, int]] = field(default_factory=list)
+    """(epochs done, epochs planned from then on) for every change ``replan`` made, this attempt's
     and the checkpoint's."""
 
     @property
@@ -282,7 +282,7 @@ class Engine:
         restore_best: bool = True,
         max_steps: int | None = None,
         label: str | None = None,
-        replan: Callable[[int, float], int] | None = None,
+        replan: Callable[[float, float], int] | None = None,
     ) -> FitResult:
         """Train ``net`` in place. ``on_epoch(epoch, record)`` may raise to stop (Optuna pruning).
 
@@ -296,9 +296,11 @@ class Engine:
         (``<label>/epoch<n>``, :mod:`closedloop.core.killpoints`).
         With ``replan`` (a fit the time budget sizes), ``replan(epochs_done, epoch_seconds)`` is asked
         after every whole epoch that has epochs after it, with this fit's own wall seconds per epoch
-        (the mean of its latest epochs in this process), for the epochs to plan from then on (at least
-        one more): the schedule's remaining part is spread over them (:class:`ScheduleWarp`), so the
-        schedule still ends at an epoch's end; the plan is saved in the checkpoint.
+        (the mean of its latest epochs in this process), and halfway through the first epoch this
+        process trains (at its steps' pace so far), for the epochs to plan from then on (at least one
+        more after a whole epoch; at least the current one halfway): the schedule's remaining part is
+        spread over them (:class:`ScheduleWarp`), so the schedule still ends at an epoch's end; the
+        plan is saved in the checkpoint.
         """
         devices = [self.device.index or 0] if self.cuda else []
         with torch.random.fork_rng(devices=devices):
@@ -332,7 +334,7 @@ class Engine:
         restore_best: bool,
         max_steps: int | None,
         label: str | None,
-        replan: Callable[[int, float], int] | None,
+        replan: Callable[[float, float], int] | None,
     ) -> FitResult:
         t0 = time.time()
         net.to(self.device)
@@ -391,7 +393,7 @@ class Engine:
             probe_t0 = time.perf_counter()
             self.predict_logits(net, val)  # type: ignore[arg-type]
             self.eval_row_seconds = (time.perf_counter() - probe_t0) / n_val
-        epoch, epoch_mark = start_epoch - 1, time.perf_counter()
+        epoch, epoch_mark, mid = start_epoch - 1, time.perf_counter(), steps_per_epoch // 2
         while epoch + 1 < planned:
             epoch += 1
             model.train()
@@ -419,6 +421,15 @@ class Engine:
                     if past_deadline(time.time(), deadline, last_step_s + tail):  # type: ignore[arg-type]
                         cut = True
                         break
+                if warp is not None and replan is not None and not epoch_times and warm_steps and b == mid:
+                    # halfway through this attempt's first epoch, at its steps' pace (the first step's
+                    # one-time costs left out): a first plan of one epoch, or one far too long, is
+                    # re-planned before its schedule has ended
+                    est = warm_s / warm_steps * steps_per_epoch + (self.eval_row_seconds or 0.0) * n_val
+                    new = max(epoch + 1, int(replan(epoch + b / steps_per_epoch, est)))
+                    if new != planned:
+                        warp.replan(step, new * steps_per_epoch)
+                        planned = new
                 step_t0 = time.perf_counter()
                 idx = perm[b * bs : (b + 1) * bs]
                 xb = self.to_input(train.x[idx], hp.augment, g)
@@ -664,8 +675,8 @@ class ScheduleWarp:
         self.knots.append((int(step), float(self(step)), int(planned)))
         self.planned = int(planned)
 
-    def replans(self, steps_per_epoch: int) -> list[tuple[int, int]]:
-        return [(s // steps_per_epoch, p // steps_per_epoch) for s, _, p in self.knots]
+    def replans(self, steps_per_epoch: int) -> list[tuple[float, int]]:
+        return [(round(s / steps_per_epoch, 2), p // steps_per_epoch) for s, _, p in self.knots]
 
     def state(self) -> dict[str, Any]:
         return {"total": self.total, "planned": self.planned, "knots": [list(k) for k in self.knots]}

@@ -85,18 +85,19 @@ def epoch_seconds(sess: TrainSession, n_rows: int, batch_size: int) -> float | N
 
 def replanner(
     sess: TrainSession, plan: FinalPlan, deadline: float, members: int
-) -> Callable[[int, float], int]:
-    """``Engine.fit``'s ``replan`` for the first ensemble member: after ``done`` epochs at
-    ``epoch_s`` wall seconds each (the fit's own, as measured now), the epochs that the time left to
-    ``deadline`` buys, shared equally with the ``members - 1`` members after it (which train as many
-    epochs), rounded to the nearest whole epoch (the deadline cuts one that runs long); at least one
-    more, at most the asked epochs."""
+) -> Callable[[float, float], int]:
+    """``Engine.fit``'s ``replan`` for the first ensemble member: after ``done`` epochs (a fraction
+    halfway through one) at ``epoch_s`` wall seconds each (the fit's own, as measured now), the
+    epochs that the time left to ``deadline`` buys, shared equally with the ``members - 1`` members
+    after it (which train as many epochs), rounded to the nearest whole epoch (the deadline cuts one
+    that runs long); at most the asked epochs (the fit keeps at least the epoch it is in, and one
+    more after a whole epoch whose schedule has not ended)."""
 
-    def replan(done: int, epoch_s: float) -> int:
+    def replan(done: float, epoch_s: float) -> int:
         left = max(0.0, deadline - time.time())
         n = round((left / max(epoch_s, 1e-6) + done) / max(1, members))
         sess.note_time(FIT_EPOCH_SECONDS, epoch_s)
-        return min(plan.asked_epochs, max(done + 1, n))
+        return min(plan.asked_epochs, max(1, n))  # the fit keeps at least the epoch it is in
 
     return replan
 

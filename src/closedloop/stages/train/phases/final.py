@@ -321,7 +321,7 @@ def _calibration_text(method: str, temperature: float, bias: np.ndarray, on: str
 def _note_replans(sess: TrainSession, size: FinalPlan, planned: int, res: FitResult) -> None:
     """Say how the first member's fit re-planned its epochs as it ran (only a fit the budget binds
     re-plans, so the seconds quoted never enter the log of a run it does not bind)."""
-    steps = " -> ".join([str(planned)] + [f"{n} (after epoch {e})" for e, n in res.replans])
+    steps = " -> ".join([str(planned)] + [f"{n} (after {e:g} epochs)" for e, n in res.replans])
     sess.decide(
         "final",
         f"member 0's epochs re-planned as it ran, from its own epochs' wall time "
