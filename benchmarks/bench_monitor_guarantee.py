@@ -134,6 +134,7 @@ def main() -> None:
         "600": [],
         "600_conf": [],
         "whole": [],
+        "whole_end": [],
         "whole_conf": [],
         "win_new": [],
         "win_old": [],
@@ -149,9 +150,7 @@ def main() -> None:
         point = r["estimated"] or r["estimate_withheld"]
         flags = set(r.get("estimate_flags", []))
         weighted = r.get("estimate_weighted") or {}
-        domain_flag = (
-            "domain classifier" in r["estimate_reason"] or "importance weights" in r["estimate_reason"]
-        )
+        domain_flag = bool(flags & {"domain", "ess"})
         domain_rows.append(
             {
                 "draw": current_draw[0],
@@ -159,6 +158,7 @@ def main() -> None:
                 "domain": domain_flag,
                 "other": bool(flags & {"drift", "ess", "stream"}),
                 "p_domain": (r.get("domain") or {}).get("p_value", 1.0),
+                "p_classifier": (r.get("domain") or {}).get("p_classifier", 1.0),
                 "auc": (r.get("domain") or {}).get("auc", float("nan")),
                 "ess_fraction": (r.get("domain") or {}).get("ess_fraction", float("nan")),
                 "err": max(abs(point[m] - real[m]) for m in ("auc", "acc")),
@@ -244,6 +244,9 @@ def main() -> None:
             sr = mon.stream_test()
             mon.stream_update(sr, tsample.take(whole))
             tdist["whole"].append(sr.alarm_at)
+            sr = mon.stream_test()  # the same order read as a file: a last look at its end (row 312)
+            mon.stream_update(sr, tsample.take(whole), last=True)
+            tdist["whole_end"].append(sr.alarm_at)
         # generated shifts at window 200
         if d < args.shift_draws:
             pos, neg = rest[yu[rest] == 1], rest[yu[rest] == 0]
@@ -305,7 +308,14 @@ def main() -> None:
         print(
             f"   [{label}] test distribution ({args.half} half), all {len(yt)} rows in a random order: alarm in "
             f"{np.mean([a is not None for a in whole]):.0%} of {len(whole)} orders"
+            + (" (one look, at row 200)" if label == "reference" else "")
         )
+        if label == "reference":
+            end = tdist["whole_end"]
+            print(
+                f"   [{label}] the same orders read as a file (a last look at row {len(yt)}, spending alpha/6): alarm in "
+                f"{np.mean([a is not None for a in end]):.0%} of {len(end)} orders"
+            )
     print(
         f"   per-window alarms on test-distribution windows of 200: new rule {np.mean(tdist['win_new']):.0%}, "
         f"old rule {np.mean(tdist['win_old']):.0%}"
@@ -337,16 +347,22 @@ def main() -> None:
     print(
         "   the same windows under both domain flag levels (the other reasons, drift tests / ESS / stream alarm, kept):"
     )
-    for lname, level in (
-        (f"per-deployment p <= {info0.domain_level:g} (configured)", info0.domain_level or 0.0),
-        (f"marginal p <= {marginal:g}", marginal),
+    for lname, level, pkey in (
+        (
+            f"mean-shift test, per-deployment p <= {info0.domain_level:g} (configured)",
+            info0.domain_level or 0.0,
+            "p_domain",
+        ),
+        (f"mean-shift test, marginal p <= {marginal:g}", marginal, "p_domain"),
+        (
+            f"classifier p (session 8), per-deployment p <= {info0.domain_level:g}",
+            info0.domain_level or 0.0,
+            "p_classifier",
+        ),
     ):
         for kind, label in (("in", "in-distribution"), ("test", f"test ({args.half} half)")):
             rows = [r for r in domain_rows if r.get("kind") == kind]
-            fl = [
-                r["other"] or r["p_domain"] <= level or r["ess_fraction"] < info0.min_ess_fraction
-                for r in rows
-            ]
+            fl = [r["other"] or r[pkey] <= level or r["ess_fraction"] < info0.min_ess_fraction for r in rows]
             off = [r for r, f in zip(rows, fl, strict=True) if not f and r["err"] > 0.03]
             where = ""
             if kind == "test":
@@ -362,7 +378,7 @@ def main() -> None:
                 f"{len(off)}{where}"
             )
     print(
-        f"\n5. Domain classifier (reference rows vs the window; flag at p <= {info0.domain_alpha}, or ESS fraction < "
+        f"\n5. Domain check (the mean-shift permutation test's p, flag at p <= {info0.domain_level:g}; the classifier's AUC and importance weights, flag at ESS fraction < "
         f"{info0.min_ess_fraction}) and the importance-weighted calibration"
     )
     for kind, label in (("in", "unseen in-distribution"), ("test", f"test distribution ({args.half} half)")):
@@ -373,9 +389,13 @@ def main() -> None:
             np.mean([r["domain"] for r in rows if r["draw"] == d]) for d in sorted({r["draw"] for r in rows})
         ]
         if kind == "in":  # the domain flag's false-flag budget, one rate per deployment (draw)
-            for lname, level in (("per-deployment", info0.domain_level or 0.0), ("marginal", marginal)):
+            for lname, level, pkey in (
+                ("per-deployment, mean-shift test", info0.domain_level or 0.0, "p_domain"),
+                ("marginal, mean-shift test", marginal, "p_domain"),
+                ("per-deployment, classifier p (session 8)", info0.domain_level or 0.0, "p_classifier"),
+            ):
                 rates = [
-                    np.mean([r["p_domain"] <= level for r in rows if r["draw"] == d])
+                    np.mean([r[pkey] <= level for r in rows if r["draw"] == d])
                     for d in sorted({r["draw"] for r in rows})
                 ]
                 print(

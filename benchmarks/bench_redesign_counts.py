@@ -12,10 +12,14 @@
 * "one place" per extension, read from the source: second tables a new plug-in would have to be added
   to (a family-ladder table in the train stage, a table of drift-test names in the live monitor, a
   private strategy dict outside the Registry), validate-time checks of ``family``/``tune_knobs``, public
-  batteries, and the files that name a built-in optimizer knob (``weight_decay``): the knob count is
-  still above one.
+  batteries, and the files that name a built-in optimizer knob (``weight_decay``);
+* session 9: keyed reads in the second group of readers (web/build.py, report/html.py, report/runs.py),
+  whether ExportRecord's distillation part is still a dict, the training loops (functions calling
+  ``.backward()`` in a loop), and the engine lines that apply a knob by name (the l1 penalty, label
+  smoothing) against the engine calling each knob's hooks generically.
 
     python benchmarks/bench_redesign_counts.py [--before REF]    # default REF: 14c91fc (before #22 step 2)
+    python benchmarks/bench_redesign_counts.py --before 3088123  # session 9's start
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ READERS = (
     "monitoring/compare.py",
     "serving/compare.py",
 )
+SECOND_READERS = ("web/build.py", "report/html.py", "report/runs.py")
+"""Readers of a finished run counted from session 9 on (not in the line above, so it stays comparable)."""
+HOOKED_KNOBS = ("l1", "label_smoothing")
+"""Built-in knobs whose effect the engine had written out by name (now each knob's own hook)."""
 LOOKUP_HOME = "core/run_reader.py"
 PRODUCERS = ("core/commit.py", "core/records.py", "core/cache.py", "core/pipeline.py", "core/rundir.py")
 
@@ -62,6 +70,38 @@ def keyed_reads(path: Path) -> int:
         ):
             n += 1
     return n
+
+
+def training_loops(src: Path) -> list[str]:
+    """Functions that call ``.backward()`` inside a loop (a training loop each), as ``file:function``."""
+    out = []
+    for path in sorted(src.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for fn in ast.walk(tree):
+            if not isinstance(fn, ast.FunctionDef):
+                continue
+            inner = [n for n in ast.walk(fn) if isinstance(n, ast.FunctionDef) and n is not fn]
+            for loop in (n for n in ast.walk(fn) if isinstance(n, ast.For | ast.While)):
+                if any(loop in set(ast.walk(f)) for f in inner):
+                    continue  # counted with the nested function that holds it
+                calls = [
+                    c
+                    for c in ast.walk(loop)
+                    if isinstance(c, ast.Call)
+                    and isinstance(c.func, ast.Attribute)
+                    and c.func.attr == "backward"
+                ]
+                if calls:
+                    out.append(f"{path.relative_to(src)}:{fn.name}")
+                    break
+    return out
+
+
+def knob_lines_in_engine(src: Path) -> int:
+    """Lines of the training engine that read a built-in knob by its field to apply its effect."""
+    text = _text(src / "stages/train/engine.py")
+    pattern = re.compile(r"\bhp\.(" + "|".join(HOOKED_KNOBS) + r")\b")
+    return sum(1 for line in text.splitlines() if pattern.search(line))
 
 
 def lookup_copies(src: Path) -> list[str]:
@@ -151,7 +191,12 @@ def one_place(src: Path) -> dict[str, object]:
         and "MODELS.resolve" in train_cfg,
         "public plug-in batteries": sum(
             (src / f).is_file()
-            for f in ("monitoring/drift/checks.py", "models/checks.py", "stages/audit/checks.py")
+            for f in (
+                "monitoring/drift/checks.py",
+                "models/checks.py",
+                "stages/audit/checks.py",
+                "stages/train/knob_checks.py",
+            )
         ),
         "files naming the weight_decay knob": f"{len(knob_files)} {knob_files}",
         "modules outside the train stage reading its held-out helper": f"{len(heldout)} {heldout}",
@@ -172,6 +217,22 @@ def report(root: Path, label: str) -> None:
     print(f"[{label}] package graph: {graph_line(root)}")
     for what, value in one_place(src).items():
         print(f"[{label}] {what}: {value}")
+    second = {r: keyed_reads(src / r) for r in SECOND_READERS if (src / r).is_file()}
+    export_record = _text(src / "artifacts/export.py")
+    untyped = "distillation: dict[str, Any]" in export_record
+    print(
+        f"[{label}] string-keyed reads in web/build.py, report/html.py, report/runs.py: {sum(second.values())} {second}"
+    )
+    print(f"[{label}] ExportRecord's distillation part is a dict read by key: {untyped}")
+    loops = training_loops(src)
+    print(f"[{label}] training loops (functions calling .backward() in a loop): {len(loops)} {loops}")
+    engine = _text(src / "stages/train/engine.py")
+    generic = "loss_hooks(" in engine and "target_hooks(" in engine
+    print(
+        f"[{label}] engine lines applying a knob by name ({', '.join(HOOKED_KNOBS)}): {knob_lines_in_engine(src)}; "
+        f"engine calls every knob's hooks generically: {generic}; files to touch to add a knob with a new "
+        f"effect: {1 if generic else 2} ({'its class' if generic else 'knobs.py + an HParams field and engine code'})"
+    )
 
 
 def checkout(ref: str, into: Path) -> Path:

@@ -11,9 +11,13 @@ hey run keeps its CSV (one row per request) in ``--csv-dir``. Prints:
    (one session, one thread) in interleaved rounds: req/s, p50/p90/p99, errors, server CPU per request,
    and the ratios per round (median, min, max);
 2. concurrency 32 with ``--max-batch-size``/``--max-queue-delay-ms`` vs the bare app (unbatched), the
-   batched p99 against the task's ``max_latency_ms``, and the batch sizes from ``/metrics``;
+   batched p99 against the task's ``max_latency_ms``, and the batch sizes from ``/metrics``
+   (``--also-batch 16/2 32/0.5``: 2b, the same against other batching settings, in the same run);
 3. batched vs unbatched outputs on 256 inputs (max |delta|), and the model itself at batch sizes 1..256;
-4. kill -9 under load with batching on: every acknowledged request in the log.
+4. kill -9 under load with batching on: every acknowledged request in the log;
+5. with ``--compare-src OLD_CHECKOUT/src``: the same run served by this source and by the older one,
+   unbatched c=8 and batched c=32, in interleaved rounds (req/s, p99, server CPU per request, ratios
+   new / old): a before/after of a change under the same client in one run.
 
 ``--httpx-sections`` then runs the earlier sections (own httpx client: grid, log/metrics/shadow ratios,
 SIGTERM mid-load, canary share, shadow byte-identity). Servers are subprocesses (one uvicorn worker
@@ -82,11 +86,11 @@ def free_port() -> int:
 class Server:
     """A server subprocess on a free loopback port."""
 
-    def __init__(self, argv: list[str], label: str) -> None:
+    def __init__(self, argv: list[str], label: str, src: Path = SRC) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.label = label
-        env = {**os.environ, "PYTHONPATH": str(SRC)}
+        env = {**os.environ, "PYTHONPATH": str(src)}
         self.proc = subprocess.Popen(
             [sys.executable, *[a.replace("{port}", str(self.port)) for a in argv]],
             env=env,
@@ -132,9 +136,9 @@ class Server:
         return int(self.proc.returncode)
 
 
-def closedloop_server(run_dir: Path, *args: str, label: str = "closedloop") -> Server:
+def closedloop_server(run_dir: Path, *args: str, label: str = "closedloop", src: Path = SRC) -> Server:
     argv = ["-m", "closedloop.serving", "serve", str(run_dir), "--port", "{port}", *args]
-    return Server(argv, label).wait("/v2/health/ready")
+    return Server(argv, label, src).wait("/v2/health/ready")
 
 
 @dataclass
@@ -687,6 +691,18 @@ def main() -> int:
     ap.add_argument(
         "--httpx-sections", action="store_true", help="then run the earlier httpx-client sections"
     )
+    ap.add_argument(
+        "--also-batch",
+        nargs="*",
+        default=[],
+        metavar="SIZE[/DELAY_MS]",
+        help="section 2b: repeat section 2 with these batching settings (e.g. 16/2 32/0.5), same bare app",
+    )
+    ap.add_argument(
+        "--compare-src",
+        help="an older closedloop source tree (e.g. a checkout's src): section 5 serves the same run with it "
+        "and compares it with this source under the same client (req/s, p99, cpu per request)",
+    )
     args = ap.parse_args()
 
     lines: list[str] = []
@@ -794,7 +810,7 @@ def main() -> int:
                 order = [(b, conc_b), (a, conc_a)] if rnd % 2 == 0 else [(a, conc_a), (b, conc_b)]
                 got = {}
                 for srv, conc in order:
-                    tag = f"{srv.label.split()[0]}-{'batched' if srv is batched else 'plain'}-c{conc}-r{rnd}"
+                    tag = f"{srv.label.replace(' ', '_').replace('/', '_')}-c{conc}-r{rnd}"
                     cpu0, loop0 = srv.cpu_seconds(), srv.loop_cpu_seconds()
                     got[srv.label] = r = run_load(
                         srv.url + infer_path,
@@ -857,6 +873,45 @@ def main() -> int:
         say(
             f"/metrics: {n_calls:.0f} model calls for {n_inputs:.0f} inputs, mean batch {n_inputs / max(n_calls, 1):.1f}"
         )
+
+        # -- 2b. (--also-batch) the same comparison with other batching settings, same bare app -------------
+        for setting in args.also_batch:
+            size, _, delay = setting.partition("/")
+            other_args = [
+                "--max-batch-size",
+                size,
+                "--max-queue-delay-ms",
+                delay or str(args.max_queue_delay_ms),
+            ]
+            other = closedloop_server(
+                run_dir,
+                "--log-dir",
+                str(tmp / f"log-{size}-{delay}"),
+                *other_args,
+                label=f"batched {setting}",
+            )
+            servers.append(other)
+            rates, p99s, runs = compare(
+                f"## 2b. concurrency 32: closedloop with {' '.join(other_args)} (log on) vs bare (unbatched)",
+                other,
+                bare,
+                32,
+                32,
+            )
+            p99 = [r.pct(99) for r in runs]
+            say(f"capacity ratio (bare cpu/req / batched closedloop cpu/req): {spread(cpus)}")
+            say(cpu_split(split))
+            say(
+                f"throughput ratio batched closedloop / bare: {spread(rates)}  {'OK' if statistics.median(rates) >= 2.0 else 'BELOW TARGET'} (>= 2.0)"
+            )
+            if max_ms is not None:
+                say(
+                    f"batched p99 ms: {spread(p99)} vs the task's max_latency_ms {max_ms:g}  {'OK' if max(p99) <= max_ms else 'ABOVE'}"
+                )
+            n_calls = metric_value(other.url, "closedloop_batch_size_count")
+            n_inputs = metric_value(other.url, "closedloop_batch_size_sum")
+            say(f"/metrics: mean batch {n_inputs / max(n_calls, 1):.1f} ({n_calls:.0f} model calls)")
+            other.stop()
 
         # -- 3. batched outputs vs unbatched, 256 inputs ---------------------------------------------------
         say(
@@ -939,6 +994,31 @@ def main() -> int:
             f"SIGKILL after 500 acknowledged (concurrency 32): {len(res.acked)} acknowledged, {len(in_log)} records, "
             f"{len(lost)} acknowledged but missing  {'OK' if not lost else 'FAIL'}; failed after the kill: {res.errors}; exit {rc}"
         )
+        # -- 5. (--compare-src) this source against an older one, same run, same client ---------------------
+        if args.compare_src:
+            old_src = Path(args.compare_src).resolve()
+            say(f"\n## 5. this source ({SRC}) vs an older one ({old_src}), under hey, interleaved")
+            old_plain = closedloop_server(
+                run_dir, "--log-dir", str(tmp / "log-old-plain"), label="old serve --log-dir", src=old_src
+            )
+            old_batched = closedloop_server(
+                run_dir,
+                "--log-dir",
+                str(tmp / "log-old-batched"),
+                *batch_args,
+                label="old batched",
+                src=old_src,
+            )
+            servers += [old_plain, old_batched]
+            for title, new_srv, old_srv, conc in (
+                ("unbatched, concurrency 8", plain, old_plain, 8),
+                (f"batched ({' '.join(batch_args)}), concurrency 32", batched, old_batched, 32),
+            ):
+                rates, p99s, _ = compare(f"### {title}: new vs old", new_srv, old_srv, conc, conc)
+                say(f"throughput ratio new / old: {spread(rates)}")
+                say(f"cpu per request ratio new / old: {spread([1 / c for c in cpus])}")
+                say(f"p99 ratio new / old: {spread(p99s)}")
+
         # the machine is shared: the load at the end says whether it changed while the rounds ran
         say(f"\nload average at end: {os.getloadavg()[0]:.1f}")
     finally:

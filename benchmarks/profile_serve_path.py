@@ -8,6 +8,12 @@ call, the log record (build + JSON + write), the metrics, response encoding, and
 through the ASGI app (routing, body reading, thread hop, response) driven in process without sockets.
 Median microseconds over ``--n`` calls, after a warm-up. CPU time of this one process, so other load on
 the machine moves these numbers less than it moves throughput (it still moves them: the machine is shared).
+
+``--compare-src OLD_CHECKOUT/src --rounds R`` measures only the figure of merit, the CPU per request of
+the whole process with many clients at once (unbatched c=8, batched c=32), for the old source and this
+one in alternating subprocesses, R rounds, and prints the ratio new / old per round: a before/after in
+one run, on a machine others load too. (No sockets: uvicorn's own HTTP work, the same for both, is not
+in these figures; ``bench_serve.py --compare-src`` measures the servers under ``hey``.)
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import datetime as _dt
 import gc
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -148,18 +155,132 @@ def full_collection_ms(repeat: int = 5) -> float:
     return statistics.median(times) * 1e3
 
 
+CONCURRENT = {"unbatched c=8": (None, 8), "batched c=32": (32, 32)}
+"""The figure of merit's two settings: --max-batch-size (None: off) and concurrent clients."""
+
+
+def one_image_body(model: object, x1: np.ndarray) -> bytes:
+    """The OIP JSON body a load client sends: one image as a flat UINT8 list."""
+    tensor = {
+        "name": model.input_name,
+        "shape": list(x1.shape),
+        "datatype": "UINT8",
+        "data": x1.ravel().tolist(),
+    }  # type: ignore[attr-defined]
+    return json.dumps({"inputs": [tensor]}).encode()
+
+
+def concurrent_figures(run_dir: Path, x1: np.ndarray, n: int, tmp: str) -> dict[str, tuple[float, float]]:
+    """CPU microseconds per request (whole process, event-loop thread) in each ``CONCURRENT`` setting."""
+    from closedloop.serving.app import build_app
+    from closedloop.serving.service import ServeOptions, Service
+
+    out = {}
+    for name, (batch, clients) in CONCURRENT.items():
+        extra = {} if batch is None else {"max_batch_size": batch, "max_queue_delay_ms": 2.0}
+        service = Service(ServeOptions(run_dir=str(run_dir), log_dir=f"{tmp}/{name}", **extra))
+        app = build_app(service)
+        service.warm_up()
+        model = service.router.current.champion
+        out[name] = concurrent_cpu_us(
+            app, f"/v2/models/{model.name}/infer", one_image_body(model, x1), clients, n
+        )
+        service.close()
+    return out
+
+
+def compare_sources(args: argparse.Namespace) -> int:
+    """Old and new source in alternating subprocesses: CPU per request and the ratio new / old."""
+    lines: list[str] = []
+
+    def say(s: str = "") -> None:
+        print(s, flush=True)
+        lines.append(s)
+
+    say(
+        f"$ python benchmarks/profile_serve_path.py {' '.join(sys.argv[1:])}   # {_dt.datetime.now(_dt.UTC):%Y-%m-%d %H:%M} UTC"
+    )
+    say(f"old: {args.compare_src}; new: {args.src}; load average at start: {_load()}")
+    say("CPU microseconds per request in process (no sockets), whole process / event-loop thread")
+    sources = {"old": args.compare_src, "new": args.src}
+    ratios: dict[str, list[tuple[float, float]]] = {name: [] for name in CONCURRENT}
+    header = f"{'round':<8}{'source':<8}" + "".join(
+        f"{name + ' (process / loop)':>36}" for name in CONCURRENT
+    )
+    say(header)
+    for rnd in range(args.rounds):
+        got = {}
+        for label in ("old", "new") if rnd % 2 == 0 else ("new", "old"):
+            cmd = [
+                sys.executable,
+                __file__,
+                "--run-dir",
+                args.run_dir,
+                "--src",
+                sources[label],
+                "--n",
+                str(args.n),
+                "--concurrent-json",
+            ]
+            res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if res.returncode != 0:
+                raise SystemExit(f"{label} source failed:\n{res.stderr[-3000:]}")
+            got[label] = json.loads(res.stdout.strip().splitlines()[-1])
+            say(
+                f"{rnd + 1:<8}{label:<8}"
+                + "".join(
+                    f"{got[label][name][0]:>26.1f} / {got[label][name][1]:>7.1f}" for name in CONCURRENT
+                )
+            )
+        for name in CONCURRENT:
+            old, new = got["old"][name], got["new"][name]
+            ratios[name].append((new[0] / old[0], new[1] / old[1]))
+    for name in CONCURRENT:
+        whole = [r[0] for r in ratios[name]]
+        loop = [r[1] for r in ratios[name]]
+        say(
+            f"{name}: CPU per request new / old: whole process median {statistics.median(whole):.3f} "
+            f"(min {min(whole):.3f}, max {max(whole):.3f}), event-loop thread median {statistics.median(loop):.3f} "
+            f"(min {min(loop):.3f}, max {max(loop):.3f}); {args.rounds} rounds"
+        )
+    say(f"load average at end: {_load()}")
+    if args.out:
+        Path(args.out).write_text("\n".join(lines) + "\n")
+    return 0
+
+
+def _load() -> str:
+    import os
+
+    return " ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run-dir", required=True, help="run with an exported model")
-    ap.add_argument("--n", type=int, default=2000, help="calls per part")
+    ap.add_argument("--n", type=int, default=2000, help="calls per part (requests per setting: twice this)")
     ap.add_argument("--out", help="also write the printed report here")
     ap.add_argument(
         "--src",
         default=str(ROOT / "src"),
         help="closedloop source tree to time (e.g. an older checkout's src, for a before/after comparison)",
     )
+    ap.add_argument(
+        "--compare-src", help="an older source tree: print CPU per request old vs --src, interleaved"
+    )
+    ap.add_argument("--rounds", type=int, default=3, help="with --compare-src: alternating rounds")
+    ap.add_argument("--concurrent-json", action="store_true", help=argparse.SUPPRESS)  # a comparison's child
     args = ap.parse_args()
+    if args.compare_src:
+        return compare_sources(args)
     sys.path.insert(0, args.src)
+    if args.concurrent_json:
+        run_dir = Path(args.run_dir).resolve()
+        with np.load(next(run_dir.glob("stages/*/artifacts/data/val.npz")), allow_pickle=False) as z:
+            x1 = z["X"][:1]
+        with tempfile.TemporaryDirectory() as tmp:
+            print(json.dumps(concurrent_figures(run_dir, x1, args.n * 2, tmp)))
+        return 0
 
     from closedloop.monitoring.requestlog import RequestLogWriter
     from closedloop.serving.app import build_app
@@ -214,10 +335,24 @@ def main() -> int:
         routing = service.router.current
         names, binary = requested_outputs(req, ["proba", "label"])
 
-        def record() -> object:
-            return service._record(model, "champion", "rid", x, proba, labels, ms)
+        if hasattr(service, "_line"):  # the record as its JSON line (serving/log_lines.py)
 
-        rec = record()
+            def record() -> object:
+                return service._line(
+                    model, "champion", "rid", x, proba, labels, ms, "2026-01-01T00:00:00.000000Z"
+                )
+
+            def record_json() -> object:
+                return None  # the line above is already JSON
+        else:  # an older source: a pydantic record, then its JSON
+
+            def record() -> object:
+                return service._record(model, "champion", "rid", x, proba, labels, ms)
+
+            rec = record()
+
+            def record_json() -> object:
+                return rec.model_dump_json()
 
         def encode() -> object:
             tensors = [
@@ -232,8 +367,8 @@ def main() -> int:
             ("protocol: parse JSON + validate + decode tensor", lambda: parse_infer_request(body, None)),
             ("input check (shape, finite, range)", lambda: service.check_oip_inputs(req, model)),
             ("model: onnxruntime + calibration + decision", lambda: model.predict(x)),
-            ("log: build the record (+ metrics observe)", record),
-            ("log: record to JSON", lambda: rec.model_dump_json()),
+            ("log: build the record", record),
+            ("log: record to JSON (new: included above)", record_json),
             ("log: write (one os.write, O_APPEND)", lambda: writer._requests.write(b"x" * 1200 + b"\n")),
             ("routing: read the current state", lambda: routing.answers_with_canary("rid")),
             ("response: encode", encode),

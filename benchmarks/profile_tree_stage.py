@@ -4,8 +4,9 @@ the model fits and the work around them (Optuna's study storage, figures, featur
 baseline comparison, the selection bias). Cumulative times of parts of the call tree entered from outside
 them; Optuna's storage reads during pruning run inside the fits and are counted in both, so the parts
 can add up to a little more than the stage ("other", the rest, then goes negative). The tree family runs
-twice: with the default journal-file study and with the SQLite study it replaced (``storage:
-sqlite:///...``), same trials.
+three times, same trials: with the default study (the stage's own journal file, no fsync per record:
+``phases/journal.py``), with Optuna's own journal file (an fsync per record; a ``storage:`` path ending
+in ``.journal`` keeps it), and with the SQLite study of session 7 (``storage: sqlite:///...``).
 
 Run: .venv/bin/python benchmarks/profile_tree_stage.py [--table breast_cancer] [--out FILE]
 """
@@ -84,13 +85,17 @@ def main() -> None:
         res = first.run(progress=False)
         inputs = {k: res.artifact(k) for k in ("data", "task", "baseline")}
         TrainModel(**B.TRAIN, family="lgbm").execute(inputs, RunContext("train", runs / "warm", 0))  # imports
-        variants = {  # the default journal-file study, and the SQLite study it replaced (same trials)
+        variants = {  # the default study, Optuna's fsync'd journal, the SQLite study (same trials)
             "lgbm": {"family": "lgbm"},
+            "lgbm, Optuna's journal (fsync per record)": {
+                "family": "lgbm",
+                "storage": str(runs / "s.journal"),
+            },
             "lgbm, SQLite study": {"family": "lgbm", "storage": f"sqlite:///{runs / 'study.db'}"},
             "mlp": {"family": "mlp"},
         }
         for family, over in variants.items():
-            ctx = RunContext(stage_name="train", stage_dir=runs / family.replace(", ", "_"), seed=0)
+            ctx = RunContext(stage_name="train", stage_dir=runs / f"v{len(lines)}", seed=0)
             ctx.stage_dir.mkdir(parents=True)
             prof = cProfile.Profile()
             t0 = time.perf_counter()
@@ -101,6 +106,10 @@ def main() -> None:
             parts = part_seconds(pstats.Stats(prof))
             other = total - sum(parts.values())
             lines.append(f"{family}: train stage {total:.1f} s")
+            phases = {k.removeprefix("phase "): v for k, v in ctx.timings.items() if k.startswith("phase ")}
+            lines.append(
+                "  by phase: " + ", ".join(f"{k} {v:.2f} s" for k, v in phases.items() if "," not in k)
+            )
             for label, sec in [*parts.items(), ("other", other)]:
                 lines.append(f"  {label:<56} {sec:6.1f} s  {sec / total:5.1%}")
     print("\n".join(lines))

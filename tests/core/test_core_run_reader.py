@@ -66,3 +66,29 @@ def test_an_older_layout_is_refused_with_what_to_do(tmp_path: Path) -> None:
     assert "stages/00_note/artifacts/note" in msg and "stage 'note'" in msg
     assert "written in layout version 1; this closedloop reads version 2" in msg
     assert "Re-run that stage" in msg
+
+
+def test_the_manifest_and_the_predictor_metadata_read_as_typed_records(tmp_path) -> None:
+    """What export-web and ``closedloop runs`` read, typed: a missing manifest is empty, a variant's own
+    threshold wins even when it is ``null``, and a bare file name (an older folder) is that file."""
+    from closedloop.artifacts.export import PredictorInfo
+    from closedloop.core.run_reader import RunDir
+
+    assert RunDir(tmp_path).manifest_record.stages == [] and RunDir(tmp_path).manifest_record.status == "?"
+    (tmp_path / "manifest.json").write_text(
+        '{"name": "p", "status": "failed", "stages": [{"name": "export", "kind": "export", '
+        '"status": "failed", "error": "boom", "class": "x:Y"}]}'
+    )
+    st = RunDir(tmp_path).manifest_record.stages[0]
+    assert (st.kind, st.status, st.error) == ("export", "failed", "boom")
+    info = PredictorInfo.model_validate(
+        {
+            "threshold": 0.3,
+            "temperature": 1.5,
+            "models": {"fp32": {"file": "a.onnx", "threshold": None}, "int8": "b.onnx"},
+            "input": {"kind": "table", "shape": [4], "feature_names": ["a", "b", "c", "d"]},
+        }
+    )
+    assert info.variant_threshold("fp32") is None and info.variant_threshold("int8") == 0.3
+    assert info.models["int8"].file == "b.onnx" and info.variant_temperature("int8") == 1.5
+    assert info.input is not None and info.input.shape == [4] and info.input.kind == "table"

@@ -56,12 +56,16 @@ def test_export_summary_has_the_issue_keys(binary_run) -> None:
     for key in ("onnx_fp32", "onnx_int8", "predictor_metadata", "model_card"):
         assert (out.exported.directory / files[key]).is_file(), key
     dist = out.exported.measurements.distillation
-    assert dist is not None
-    assert dist["student_parameters"] < dist["teacher_parameters"]
+    assert dist is not None and dist.metric == "auc"
+    assert dist.student_parameters < dist.teacher_parameters
     # the requested width 4 has 0.28 of the teacher's parameters: the stage shrinks it to fit 1/4
-    assert dist["parameter_ratio"] <= 0.25 and dist["student_size_choice"]["requested_width"] == 4
-    assert dist["student_spec"]["params"]["width"] == dist["student_size_choice"]["width"] < 4
-    assert {"student_alone_auc", "student_distilled_auc", "distilled_minus_alone"} <= set(dist)
+    assert dist.parameter_ratio <= 0.25 and dist.student_size_choice["requested_width"] == 4
+    assert dist.student_spec["params"]["width"] == dist.student_size_choice["width"] < 4
+    # on disk the metric names the keys; read back from the file, the same typed record
+    on_disk = json.loads((out.exported.directory / "measurements.json").read_text())["distillation"]
+    assert {"student_alone_auc", "student_distilled_auc", "distilled_minus_alone"} <= set(on_disk)
+    assert on_disk == dist.record()
+    assert ExportBundle.load(out.exported.directory).measurements.distillation == dist
 
 
 def test_export_predictor_matches_the_torch_model(binary_run) -> None:

@@ -506,3 +506,34 @@ def test_an_augmented_source_refilled_at_the_same_path_is_new_data_for_the_cache
     assert src.content_key() == first  # stable while nothing changes
     Image.fromarray(np.full((28, 28), 9, np.uint8)).save(folder / "normal" / "a.png")  # same name, new bytes
     assert src.content_key() != first
+
+
+def test_adapt_bad_input_named_classes_uncertainty_only_and_mixed_versions(champion, tmp_path, capsys):
+    """The issue's bad-input items in the forms a labeling tool writes: class names rather than
+    indices, a file in which every sample was uncertainty-selected (nothing may judge), and one file
+    mixing rows served by this model with rows served by another."""
+    run, _ = champion
+    X, y = _images(np.random.default_rng(6), 80)
+    names = np.array(["normal", "pneumonia"])[y]
+    # a class the task does not have, by name
+    odd = names.copy()
+    odd[:3] = "covid"
+    np.savez(tmp_path / "named.npz", images=X, labels=odd, model_version=run.name)
+    assert main(["adapt", str(run), str(tmp_path / "named.npz"), "--out", str(tmp_path / "o1")]) == 2
+    err = capsys.readouterr().err
+    assert "['covid'] are not classes of this task" in err and "pneumonia" in err
+    # every sample chosen for being uncertain: the split refuses and says why
+    sel = np.array(["priority"] * 80)
+    np.savez(tmp_path / "biased.npz", images=X, labels=names, model_version=run.name, selected_by=sel)
+    assert main(["adapt", str(run), str(tmp_path / "biased.npz"), "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err
+    assert "0 randomly selected" in err and "['priority']" in err and "may adapt but never judge" in err
+    # one file, two model versions: the rows from the other version are counted and named
+    mv = np.array([run.name] * 70 + ["20250101-000000-older"] * 10)
+    np.savez(tmp_path / "mixed.npz", images=X, labels=names, model_version=mv)
+    assert main(["adapt", str(run), str(tmp_path / "mixed.npz"), "--out", str(tmp_path / "o3")]) == 2
+    err = capsys.readouterr().err
+    assert "served by model version(s) ['20250101-000000-older']" in err and "10 of 80" in err
+    assert (
+        not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
+    )

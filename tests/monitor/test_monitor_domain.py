@@ -15,7 +15,7 @@ import pytest
 from closedloop.core.errors import DataError
 from closedloop.core.stage import RunContext
 from closedloop.monitoring import Monitor
-from closedloop.monitoring.domain import domain_check, weighted_platt
+from closedloop.monitoring.domain import PERMUTATIONS, domain_check, weighted_platt
 from closedloop.monitoring.drift import Sample
 from closedloop.monitoring.features import table_features
 from closedloop.monitoring.logmonitor import random_rows
@@ -49,7 +49,8 @@ def test_domain_check_separates_a_shift_and_weights_say_how_far():
     assert sum(c.p_value <= 0.01 for c in same) <= 1
     assert min(c.ess_fraction for c in same) > 0.6 and max(abs(c.auc - 0.5) for c in same) < 0.15
     far, w = domain_check(ref, _sample(rng, 200, shift=1.5), "binary", rng)
-    assert far.p_value < 1e-4 and far.auc > 0.7 and far.ess_fraction < 0.6
+    assert far.p_classifier < 1e-4 and far.auc > 0.7 and far.ess_fraction < 0.6
+    assert far.p_value == pytest.approx(1 / (PERMUTATIONS + 1))  # no relabelling reaches the window's shift
     assert w.shape == (150,) and w.mean() == pytest.approx(1.0) and (w > 0).all()
     assert far.inputs[:2] == ["positive_log_odds", "confidence_log_odds"] and len(far.inputs) == 6
     # the live monitor has no embeddings: both sides then use the outputs only
@@ -97,7 +98,8 @@ def test_monitor_flags_the_estimate_when_the_window_is_told_apart():
     shifted["a"] = shifted["a"] + 1.5
     res = mon.check(shifted)
     assert not res["estimate_reliable"] and res["estimated"] == {}
-    assert "a domain classifier tells the window from the reference" in res["estimate_reason"]
+    assert "the window's inputs differ from the reference's (domain mean-shift test" in res["estimate_reason"]
+    assert "domain" in res["estimate_flags"] and res["domain"]["test"] == "mean_shift"
     # switched off: no domain block
     prof = copy.copy(out.reference)
     prof.info = prof.info.model_copy(update={"domain_alpha": None, "min_ess_fraction": 0.0})
@@ -288,6 +290,10 @@ def test_domain_inputs_skip_constant_and_fill_missing_columns():
     win.features[:10, 1] = np.nan  # missing table values are filled, not fatal
     chk, w = domain_check(ref, win, "binary", rng)
     assert "feature0" not in chk.inputs and "feature1" in chk.inputs  # the constant column says nothing
-    assert chk.p_value < 1e-6 and np.isfinite(w).all()
+    assert (
+        chk.p_classifier < 1e-6
+        and chk.p_value == pytest.approx(1 / (PERMUTATIONS + 1))
+        and np.isfinite(w).all()
+    )
     off, _ = domain_check(ref, win, "binary", rng, features=False)
-    assert "feature1" not in off.inputs and off.p_value > chk.p_value
+    assert "feature1" not in off.inputs and off.p_value > chk.p_value and off.p_classifier > chk.p_classifier

@@ -74,7 +74,8 @@ def test_stream_result_beside_the_windows_in_python_json_and_cli(digits, tmp_pat
     out = tmp_path / "res.json"
     assert main(["monitor", str(run), str(tmp_path / "prod.npz"), "--window", "100", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "stream test over all 300 row(s) against the fixed reference, 1 look(s), last p=" in text
+    # looks at row 200 and at the end of the file, row 300
+    assert "stream test over all 300 row(s) against the fixed reference, 2 look(s), last p=" in text
     assert ": ALARM (raised at row 200)" in text
     assert "guarantee: For this deployment's reference" in text
     saved = json.loads(out.read_text())

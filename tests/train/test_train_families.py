@@ -114,3 +114,25 @@ def test_family_list_settings_that_mean_nothing_are_refused() -> None:
         TrainModel(family=["mlp", "mlp"])
     assert TrainModel(family=["lgbm"]).config.family == "lgbm"
     assert np.array_equal(TrainModel(family=["lgbm", "mlp"]).config.families("table"), ["lgbm", "mlp"])
+
+
+def test_a_family_that_cannot_train_on_the_data_is_dropped_with_the_reason(tmp_path) -> None:
+    """``family: [lgbm, small_cnn]`` on images: the tree family cannot train on images, so it is dropped
+    before any work, the decision log says why, and the other family is trained and chosen."""
+    from closedloop.stages.task import DefineTaskConfig, build_task_spec
+
+    from .conftest import TINY, digits_bundle, make_ctx
+
+    data = digits_bundle((3, 8))
+    task = build_task_spec(DefineTaskConfig(), data)
+    cfg = {**TINY, "family": ["lgbm", "small_cnn"], "ladder": {"small_cnn": TINY["ladder"]}}
+    out = TrainModel(**cfg).execute({"data": data, "task": task}, make_ctx(tmp_path))
+    assert out.model.spec.family == "small_cnn"
+    line = next(d for d in out.evaluation.decisions if d["phase"] == "families")
+    assert (
+        "lgbm was dropped (train.family: 'lgbm' is a tree family; it trains on tables, not images)"
+        in (line["decision"])
+    )
+    assert line["evidence"]["dropped"] == {
+        "lgbm": "train.family: 'lgbm' is a tree family; it trains on tables, not images"
+    }

@@ -72,3 +72,11 @@ def test_the_battery_fails_a_knob_whose_neutral_value_has_an_effect() -> None:
 
     with pytest.raises(AssertionError, match="'warmup': at its neutral value 0.5 the fit differs"):
         check_knob("warmup")
+
+
+def test_a_knob_value_no_class_declares_is_refused_not_ignored() -> None:
+    from closedloop.core.errors import ConfigError
+
+    hp = HParams(knobs={"not_imported_here": 0.1})  # e.g. a process that never imported the knob's module
+    with pytest.raises(ConfigError, match=r"\['not_imported_here'\].*import the module defining it"):
+        K.loss_hooks(hp)

@@ -84,6 +84,40 @@ def test_each_label_column_is_that_labels_own_binary_booster() -> None:
         np.testing.assert_allclose(raw[:, k], alone.predict(x, raw_score=True), atol=1e-9)
 
 
+def test_seed_members_of_a_multilabel_fit_average_into_one_booster() -> None:
+    """``final_seeds``: multi-label members (bagging, different seeds) ship as one booster whose per-label
+    raw scores are the members' mean, still a one-vs-rest model."""
+    import lightgbm as lgb
+
+    from closedloop.models.families.lgbm import average_boosters
+    from closedloop.models.families.lgbm_multilabel import (
+        PerLabelLogistic,
+        label_log_odds,
+        one_vs_rest_booster,
+    )
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 4))
+    y = np.stack([x[:, 0] > 0, x[:, 1] > 0.5], 1).astype(np.float64)
+    init = label_log_odds(y)
+    members = []
+    for seed in (1, 2):
+        params = {
+            "objective": PerLabelLogistic(y),
+            "num_class": 2,
+            "bagging_fraction": 0.6,
+            "bagging_freq": 1,
+        }
+        params |= {"seed": seed, "num_leaves": 4, "verbosity": -1, "num_threads": 1}
+        data = lgb.Dataset(x, label=np.zeros(len(x)), init_score=np.tile(init, (len(x), 1)))
+        members.append(one_vs_rest_booster(lgb.train(params, data, num_boost_round=8), init))
+    raws = [m.predict(x, raw_score=True) for m in members]
+    assert not np.allclose(raws[0], raws[1])  # the seeds drew different rows
+    merged = lgb.Booster(model_str=average_boosters([m.model_to_string() for m in members]))
+    np.testing.assert_allclose(merged.predict(x, raw_score=True), (raws[0] + raws[1]) / 2, atol=1e-9)
+    assert "objective=multiclassova num_class:2 sigmoid:1" in merged.model_to_string()
+
+
 def test_a_one_label_multilabel_task_is_refused_naming_the_count() -> None:
     from closedloop.core.errors import ConfigError
     from closedloop.stages.train.tree_engine import TreeEngine

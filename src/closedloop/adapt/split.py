@@ -65,12 +65,19 @@ def split_production(labels: ProductionLabels, *, eval_fraction: float, seed: in
     short = {k: v for k, v in counts.items() if min(v) < MIN_PER_CLASS}
     if short:
         need_total = max(needed, 2 * MIN_PER_CLASS * len(counts["adaptation"]))
+        biased = (
+            ""
+            if eligible.all() or labels.selected_by is None
+            else f"; {int((~eligible).sum())} sample(s) were selected by "
+            f"{sorted(set(labels.selected_by[~eligible].tolist()))} (chosen for being uncertain or unusual): they "
+            "may adapt but never judge, since a score on them is biased"
+        )
         raise DataError(
             f"{labels.path}: too few production labels for the split: {len(y)} labels "
             f"({int(eligible.sum())} randomly selected), per class in each part {counts}; each part needs at least "
             f"{MIN_PER_CLASS} of every class, and a decision at the declared effect size needs about {needed} "
             f"randomly selected evaluation labels (about {math.ceil(needed / eval_fraction)} labels at "
-            f"--eval-fraction {eval_fraction}); label at least {need_total} random samples"
+            f"--eval-fraction {eval_fraction}); label at least {need_total} random samples{biased}"
         )
     note = f"stratified random split (seed {seed}): {len(ad_arr)} adaptation, {len(ev_arr)} evaluation; " + (
         "evaluation drawn only from the randomly selected samples "

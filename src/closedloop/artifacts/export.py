@@ -14,7 +14,14 @@ import shutil
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from closedloop.core.artifacts import Artifact
 from closedloop.core.io import read_json, to_json, write_text_atomic
@@ -88,6 +95,77 @@ class Variant(_Record):
         return self.model_dump(mode="json")
 
 
+class Distillation(_Record):
+    """The distilled student against the teacher and against the same student trained alone
+    (``measurements.json: distillation``). On disk the three metric values are keyed by the metric's
+    name (``teacher_auc``, ``student_distilled_auc``, ``student_alone_auc``), with the parameter ratio
+    and the retained share written beside them; read back, they are these typed fields."""
+
+    metric: str
+    student_spec: dict[str, Any]
+    """The student's ModelSpec (family and params)."""
+    student_size_choice: dict[str, Any]
+    """How its size was chosen (``closedloop.stages.export.distill.choose_student``)."""
+    teacher_parameters: int
+    student_parameters: int
+    evaluated_on: str
+    teacher: float
+    student_distilled: float
+    student_alone: float
+    distilled_minus_alone: float
+    distilled_minus_alone_95ci: tuple[float, float]
+    temperature: float
+    alpha: float
+    epochs: int
+
+    @property
+    def parameter_ratio(self) -> float:
+        return self.student_parameters / max(self.teacher_parameters, 1)
+
+    @property
+    def retained_share_of_teacher(self) -> float | None:
+        return self.student_distilled / self.teacher if self.teacher else None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_file(cls, data: Any) -> Any:
+        """The file's layout (metric-named keys, derived figures) -> the fields."""
+        if not isinstance(data, dict) or "metric" in data:
+            return data
+        metric = next((k[len("student_alone_") :] for k in data if k.startswith("student_alone_")), None)
+        if metric is None:
+            return data  # the field check names what is missing
+        named = {f"{role}_{metric}": role for role in ("teacher", "student_distilled", "student_alone")}
+        derived = {"parameter_ratio", "retained_share_of_teacher"}
+        return {"metric": metric} | {named.get(k, k): v for k, v in data.items() if k not in derived}
+
+    @model_serializer(mode="plain")
+    def _written(self) -> dict[str, Any]:
+        """The file's layout (the order it always had)."""
+        m = self.metric
+        return {
+            "student_spec": self.student_spec,
+            "student_size_choice": self.student_size_choice,
+            "teacher_parameters": self.teacher_parameters,
+            "student_parameters": self.student_parameters,
+            "parameter_ratio": self.parameter_ratio,
+            "evaluated_on": self.evaluated_on,
+            f"teacher_{m}": self.teacher,
+            f"student_distilled_{m}": self.student_distilled,
+            f"student_alone_{m}": self.student_alone,
+            "distilled_minus_alone": self.distilled_minus_alone,
+            "distilled_minus_alone_95ci": self.distilled_minus_alone_95ci,
+            "retained_share_of_teacher": self.retained_share_of_teacher,
+            "temperature": self.temperature,
+            "alpha": self.alpha,
+            "epochs": self.epochs,
+        }
+
+    def record(self) -> dict[str, Any]:
+        """The JSON record (as written in ``measurements.json``)."""
+        return self.model_dump(mode="json")
+
+
 class ExportRecord(_Record):
     """``measurements.json``: every deterministic figure of the export (no latencies, no wall times)."""
 
@@ -105,8 +183,8 @@ class ExportRecord(_Record):
     """fp32 ONNX against the trained model."""
     variants: dict[str, Variant]
     threads: int
-    distillation: dict[str, Any] | None
-    """The student against the teacher (keys named after the metric: ``teacher_auc``); None without one."""
+    distillation: Distillation | None
+    """The student against the teacher and alone; None without a ``distill:`` section."""
     quantization: str
 
     @property
@@ -129,13 +207,33 @@ FILES = {
 
 
 class ServedModel(BaseModel):
-    """One model file the predictor can serve (``predictor.json: models.<variant>``)."""
+    """One model file the predictor can serve (``predictor.json: models.<variant>``); a bare file name
+    (an older folder's entry) reads as that file."""
 
     model_config = ConfigDict(extra="allow")
 
     file: str
     temperature: float = 1.0
     threshold: float | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _file_name(cls, data: Any) -> Any:
+        return {"file": data} if isinstance(data, str) else data
+
+
+class InputInfo(BaseModel):
+    """``predictor.json: input``, the model's input contract (``Preprocessing.input_contract``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str = "images"
+    """``images`` or ``table``."""
+    shape: list[int]
+    """One sample's shape: (H, W, C) images, (F,) table rows."""
+    name: str | None = None
+    """The ONNX graph's input name."""
+    feature_names: list[str] | None = None
 
 
 class PredictorInfo(BaseModel):
@@ -148,10 +246,22 @@ class PredictorInfo(BaseModel):
     format_version: int = 1
     problem_type: str | None = None
     label_names: list[str] = Field(default_factory=list)
+    positive_class: str | int | None = None
     temperature: float = 1.0
     threshold: float | None = None
     shipped: str | None = None
     models: dict[str, ServedModel] = Field(default_factory=dict)
+    input: InputInfo | None = None
+
+    def variant_threshold(self, variant: str) -> float | None:
+        """That variant's own threshold where its entry names one (even ``null``), else the folder's."""
+        entry = self.models[variant]
+        return entry.threshold if "threshold" in entry.model_fields_set else self.threshold
+
+    def variant_temperature(self, variant: str) -> float:
+        """That variant's temperature where its entry names one, else the folder's."""
+        entry = self.models[variant]
+        return entry.temperature if "temperature" in entry.model_fields_set else self.temperature
 
     @classmethod
     def read(cls, path: Path) -> Self:

@@ -10,7 +10,7 @@ variant); a user stage's own keys stay in ``model_extra``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -50,6 +50,54 @@ class StageSummary(BaseModel):
     """The export stage: the variant that ships."""
 
 
+class TrackingStatus(BaseModel):
+    """What the tracker received (``summary.json: tracking``, written by ``tracking/run.py``);
+    ``error`` says why when it failed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str
+    ok: bool = False
+    error: str | None = None
+    uri: str | None = None
+    experiment: str | None = None
+    run_id: str | None = None
+    url: str | None = None
+    registered_model: str | None = None
+    model_version: str | None = None
+    n_params: int = 0
+    n_metrics: int = 0
+    n_curve_points: int = 0
+    n_artifacts: int = 0
+    seconds: float = 0.0
+    """Time spent sending (not counting writing the run's own files)."""
+
+
+class CallbackError(BaseModel):
+    """A pipeline callback that raised (``summary.json: callback_errors``, ``core/callbacks.py``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    callback: str
+    """``module:Class`` of the callback."""
+    hook: str
+    error: str
+
+
+class TestOpening(BaseModel):
+    """One opening of the sealed test split (``summary.json: test_openings``, the test ledger)."""
+
+    __test__ = False  # not a pytest class
+    model_config = ConfigDict(extra="allow")
+
+    time: str | None = None
+    stage: str | None = None
+    purpose: str | None = None
+    reason: str | None = None
+    unsealed: bool | None = None
+    unseal_reason: str | None = None
+
+
 class RunSummary(BaseModel):
     """``summary.json``."""
 
@@ -61,11 +109,11 @@ class RunSummary(BaseModel):
     seconds: float = 0.0
     seed: int | None = None
     stages: dict[str, StageSummary] = Field(default_factory=dict)
-    test_openings: list[dict[str, Any]] = Field(default_factory=list)
+    test_openings: list[TestOpening] = Field(default_factory=list)
     n_validation_configs: int | None = None
-    tracking: dict[str, Any] | None = None
+    tracking: TrackingStatus | None = None
     """The tracker's outcome (``tracking/callback.py``), when the run has a ``tracking:`` section."""
-    callback_errors: list[dict[str, Any]] = Field(default_factory=list)
+    callback_errors: list[CallbackError] = Field(default_factory=list)
 
     @classmethod
     def read(cls, run_dir: str | Path) -> Self:

@@ -19,7 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from closedloop.core.errors import RunDirError
 from closedloop.core.io import read_json
@@ -30,6 +30,31 @@ A = TypeVar("A")
 
 def _type_name(kind: type | str) -> str:
     return kind if isinstance(kind, str) else kind.__qualname__
+
+
+class ManifestStage(BaseModel):
+    """One stage's entry in ``manifest.json`` (``core.records.StageRecord`` writes it)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = ""
+    kind: str = ""
+    status: str = "pending"
+    """``pending``, ``ok``, ``failed`` or ``skipped``."""
+    error: str | None = None
+    dir: str = ""
+    artifacts: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class RunManifest(BaseModel):
+    """``manifest.json``: the run's name and status and each stage's entry."""
+
+    model_config = ConfigDict(extra="allow")
+
+    run_id: str = ""
+    name: str = ""
+    status: str = "?"
+    stages: list[ManifestStage] = Field(default_factory=list)
 
 
 class RunDir:
@@ -43,6 +68,11 @@ class RunDir:
         """``manifest.json`` (empty when the run has none: the lookups then find nothing)."""
         f = self.path / MANIFEST
         return read_json(f) if f.is_file() else {}
+
+    @cached_property
+    def manifest_record(self) -> RunManifest:
+        """``manifest.json`` as its typed record (empty when the run has none)."""
+        return RunManifest.model_validate(self.manifest)
 
     def has_manifest(self) -> bool:
         return (self.path / MANIFEST).is_file()

@@ -308,7 +308,8 @@ class Monitor:
         if domain is not None and level_d is not None and domain.p_value <= level_d:
             flags.append("domain")
             domain_why.append(
-                f"a domain classifier tells the window from the reference, AUC {domain.auc:.2f} p={domain.p_value:.2g}"
+                f"the window's inputs differ from the reference's (domain {domain.test.replace('_', '-')} test "
+                f"p={domain.p_value:.2g}, classifier AUC {domain.auc:.2f})"
             )
         if domain is not None and domain.ess_fraction < info.min_ess_fraction:
             flags.append("ess")
@@ -422,17 +423,23 @@ class Monitor:
         ``closedloop.monitoring.stream_reference``; ``conformal``: ``closedloop.monitoring.stream``)."""
         return new_stream_test(self.profile, self.seed)
 
-    def stream_update(self, test: StreamTest | ReferenceStreamTest, win: Sample) -> dict[str, Any]:
-        """Feed a window's rows to the stream test; its status after them, as a dict."""
+    def stream_update(
+        self, test: StreamTest | ReferenceStreamTest, win: Sample, last: bool = False
+    ) -> dict[str, Any]:
+        """Feed a window's rows to the stream test; its status after them, as a dict. ``last``: the
+        stream ends with these rows (a file read offline), so the fixed-reference test takes a last
+        look at them even between looks (:meth:`ReferenceStreamTest.finish`)."""
         info = self.profile.info
         if isinstance(test, ReferenceStreamTest):
-            return test.update(win).model_dump()
+            test.update(win)
+            return (test.finish() if last else test.status()).model_dump()
         return test.update(stream_scores(win.proba, info.problem_type, info.threshold)).model_dump()
 
     def check_stream(self, data: Any, window: int = 200, labels: Any = None) -> MonitorResult:
         """Split ``data`` into consecutive windows of ``window`` samples and check each (a last window
         shorter than half the size is merged into the one before). The stream test follows all the
-        rows, in order, beside the per-window alerts."""
+        rows, in order, beside the per-window alerts; the fixed-reference test takes a last look at the
+        end of the data (its end is known before any row is read), which the last window sees."""
         if window < MIN_WINDOW:
             raise DataError(f"--window {window}: at least {MIN_WINDOW} samples per window are needed")
         prepared = self.prepare(data)
@@ -452,7 +459,7 @@ class Monitor:
                 raise DataError(f"{n} samples: too few for a window (at least {MIN_WINDOW} needed)")
             idx = np.arange(start, end)
             quality = _window_quality(prepared.quality, self.profile.info.kind, prepared.raw, idx)
-            status = self.stream_update(stream, full.take(idx))
+            status = self.stream_update(stream, full.take(idx), last=i == len(bounds) - 1)
             res = self._evaluate(full.take(idx), quality, np.random.default_rng([self.seed, i]), status)
             res["stream"] = status
             windows.append(
@@ -643,12 +650,17 @@ class MonitorResult:
         ax.legend(fontsize=6, ncol=2)
         if all(w.get("stream") for w in self.windows):  # the stream test beside the windows
             twin = ax.twinx()
+            # the fixed-reference test's statistic is w_k / p_k at its last look (alarm at 1/alpha, as the
+            # conformal test's e-value): a step that moves at each look, not at each window
+            reference = self.windows[0]["stream"].get("test") == "reference"
+            name = "stream statistic (spent share / p)" if reference else "stream e-value"
             twin.plot(
                 idx,
                 [max(w["stream"]["e_value"], 1e-3) for w in self.windows],
                 "k-",
                 lw=1.5,
-                label="stream e-value",
+                label=name,
+                drawstyle="steps-post" if reference else "default",
             )
             twin.axhline(
                 self.windows[0]["stream"]["threshold"],
@@ -658,7 +670,7 @@ class MonitorResult:
                 label="stream alarm (1/alpha)",
             )
             twin.set_yscale("log")
-            twin.set_ylabel("stream e-value")
+            twin.set_ylabel(name)
             twin.legend(fontsize=6, loc="lower right")
         ax = axes[1]
         for m in sorted({m for w in self.windows for m in w["estimated"]}):

@@ -65,7 +65,7 @@ def _labels_to_index(raw: np.ndarray, names: list[str], path: Path) -> np.ndarra
     raw = np.asarray(raw).reshape(-1)
     if raw.dtype.kind in "OUS":
         text = raw.astype(str)
-        bad = sorted(set(text) - set(names) - {str(i) for i in range(len(names))})
+        bad = sorted({str(t) for t in text} - set(names) - {str(i) for i in range(len(names))})
         if bad:
             raise DataError(
                 f"{path}: label(s) {bad[:5]} are not classes of this task; expected one of {names} "
@@ -144,7 +144,9 @@ def check_version(labels: ProductionLabels, run_dir: Path, what: str) -> None:
     ok = {run_dir.name, run_dir.resolve().name}
     wrong = [v for v in versions if v not in ok]
     if wrong:
+        n_wrong = int(np.isin(labels.model_version, wrong).sum())
         raise DataError(
             f"{labels.path}: {what} were served by model version(s) {wrong[:3]}, not by {run_dir.name} "
-            "(the run being adapted); adapt the model that served them, or drop those rows"
+            f"(the run being adapted): {n_wrong} of {len(labels.y)} rows; adapt the model that served them, or "
+            "drop those rows"
         )

@@ -10,10 +10,10 @@ Readers (``closedloop.monitoring.logreader``) tolerate a truncated last line.
 from __future__ import annotations
 
 import base64
-import datetime as _dt
 import os
 import secrets
 import threading
+import time as _time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,9 +23,20 @@ from pydantic import BaseModel, ConfigDict, Field
 Route = Literal["champion", "canary", "shadow"]
 
 
+_second: tuple[int, str] = (-1, "")
+"""The last whole second formatted (the log writes thousands of records per second; formatting the date
+again for each cost more than the rest of the time stamp)."""
+
+
 def utc_now() -> str:
-    """ISO 8601 UTC time with microseconds and a ``Z`` suffix, as the log stores it."""
-    return _dt.datetime.now(_dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    """ISO 8601 UTC time with microseconds and a ``Z`` suffix, as the log stores it
+    (``2026-12-05T16:49:19.123456Z``)."""
+    global _second
+    seconds, ns = divmod(_time.time_ns(), 1_000_000_000)
+    cached = _second  # one read: another thread may replace it meanwhile, with an equally right value
+    if cached[0] != seconds:
+        cached = _second = (seconds, _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(seconds)))
+    return f"{cached[1]}.{ns // 1000:06d}Z"
 
 
 class LoggedArray(BaseModel):
@@ -175,6 +186,12 @@ class RequestLogWriter:
         """Append several request records with one write (the shadow thread's batches)."""
         if records:
             self._requests.write(b"".join((r.model_dump_json() + "\n").encode("utf-8") for r in records))
+
+    def write_lines(self, lines: bytes) -> None:
+        """Append request records already encoded as whole JSON lines (each ending in a newline), with one
+        write: the server's hot path encodes them itself (closedloop.serving.log_lines)."""
+        if lines:
+            self._requests.write(lines)
 
     def close(self) -> None:
         self._requests.close()

@@ -20,7 +20,7 @@ from closedloop.artifacts.figures import Figure as FigureRecord
 from closedloop.artifacts.figures import PerDay as PerDayRecord
 from closedloop.artifacts.gate import GateResult
 from closedloop.artifacts.selection import SelectionBias
-from closedloop.artifacts.summary import RunSummary
+from closedloop.artifacts.summary import RunSummary, TrackingStatus
 from closedloop.artifacts.task import TaskSpec
 from closedloop.artifacts.training import FinalOutcome
 from closedloop.core.run_reader import RunDir
@@ -154,7 +154,7 @@ class RunEvidence(_Model):
     selection: SelectionBias | None = None
     """The train stage's selection-bias estimate (metric, corrected_value: what validation predicts)."""
     references: list[Reference] = Field(default_factory=list)
-    tracking: dict[str, Any] | None = None
+    tracking: TrackingStatus | None = None
 
 
 # -- reading a run directory ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from closedloop.artifacts.summary import RunSummary, TrackingStatus
 from closedloop.core.blocks import Callout, Figure, Html, KeyValues, Paragraph, Section, Table
 from closedloop.core.io import write_json_atomic, write_text_atomic
 
@@ -122,21 +123,22 @@ def _decision_html(run_dir: Path, summary: dict[str, Any]) -> str:
     return render_decision(decision)
 
 
-def _tracking_html(summary: dict[str, Any]) -> str:
-    t = summary.get("tracking")
-    if not t:
+def _tracking_html(t: TrackingStatus | None) -> str:
+    if t is None:
         return ""
-    if t.get("ok"):
-        where = t.get("url") or t.get("uri")
+    if t.ok:
+        where = t.url or t.uri
         version = (
-            f"; model {html.escape(str(t.get('registered_model')))} version {html.escape(str(t.get('model_version')))}"
-            if t.get("model_version")
+            f"; model {html.escape(str(t.registered_model))} version {html.escape(str(t.model_version))}"
+            if t.model_version
             else ""
         )
-        return f'<p class="tracking">Tracked in {html.escape(t["backend"])}: {html.escape(str(where))}{version}</p>'
+        return (
+            f'<p class="tracking">Tracked in {html.escape(t.backend)}: {html.escape(str(where))}{version}</p>'
+        )
     return (
-        f'<div class="callout warning" data-decision="tracking">Tracking ({html.escape(t["backend"])}) failed: '
-        f"{html.escape(str(t.get('error')))}. Nothing is lost: every file of this run is in the run directory.</div>"
+        f'<div class="callout warning" data-decision="tracking">Tracking ({html.escape(t.backend)}) failed: '
+        f"{html.escape(str(t.error))}. Nothing is lost: every file of this run is in the run directory.</div>"
     )
 
 
@@ -173,7 +175,8 @@ def write_report(
                 body += f'<div class="callout warning">report section failed: {html.escape(repr(exc))}</div>'
         sections.append(_section(anchor, head, body, open_=rec.status == "failed"))
 
-    ledger = summary.get("test_openings") or []
+    run = RunSummary.model_validate(summary)  # read as the typed record, never by key
+    ledger = [o.model_dump() for o in run.test_openings]
     custody = ""
     if ledger:
         custody += render_blocks(
@@ -183,26 +186,26 @@ def write_report(
     else:
         custody += "<p>The test split was not opened in this run.</p>"
     custody += (
-        f"<p>Configurations evaluated on validation in this run: <b>{summary.get('n_validation_configs', 0)}</b> "
+        f"<p>Configurations evaluated on validation in this run: <b>{run.n_validation_configs or 0}</b> "
         "(every model selection below was made among these).</p>"
     )
     sections.append(_section("custody", "Test-set custody", custody))
     toc.append('<a href="#custody">test custody</a>')
-    if summary.get("tracking"):
-        t = summary["tracking"]
+    if run.tracking is not None:
+        t = run.tracking
+        shown = {k: v for k, v in t.model_dump().items() if v not in (None, "")}
         sections.append(
             _section(
                 "tracking",
-                f"Experiment tracking <small>{html.escape(t['backend'])}</small>",
-                render_blocks([KeyValues({k: v for k, v in t.items() if v not in (None, "")})], run_dir),
-                open_=not t.get("ok"),
+                f"Experiment tracking <small>{html.escape(t.backend)}</small>",
+                render_blocks([KeyValues(shown)], run_dir),
+                open_=not t.ok,
             )
         )
         toc.append('<a href="#tracking">tracking</a>')
-    if summary.get("callback_errors"):
+    if run.callback_errors:
         failed = [
-            Callout(f"{e['callback']} failed in {e['hook']}: {e['error']}", "warning")
-            for e in summary["callback_errors"]
+            Callout(f"{e.callback} failed in {e.hook}: {e.error}", "warning") for e in run.callback_errors
         ]
         sections.append(
             _section(
@@ -210,17 +213,17 @@ def write_report(
             )
         )
         toc.append('<a href="#callbacks">callbacks</a>')
-    status = summary.get("status", "?")
+    status = run.status
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
-<title>closedloop: {html.escape(summary.get("name", ""))}</title>
+<title>closedloop: {html.escape(run.name)}</title>
 <style>{CSS}{DECISION_CSS}</style></head><body>
 <div class="layout"><nav class="toc"><div class="toc-title">closedloop</div>{"".join(toc)}
 </nav>
 <main>
-<h1>{html.escape(summary.get("name", ""))} <small class="status-{status}">{status}</small></h1>
-<p class="runline">{summary.get("seconds", 0):.1f} s &middot; seed {summary.get("seed")}
+<h1>{html.escape(run.name)} <small class="status-{status}">{status}</small></h1>
+<p class="runline">{run.seconds:.1f} s &middot; seed {run.seed}
 &middot; <code>{html.escape(str(run_dir))}</code></p>
-{_tracking_html(summary)}
+{_tracking_html(run.tracking)}
 {_decision_html(Path(run_dir), summary)}
 {"".join(sections)}
 </main></div>

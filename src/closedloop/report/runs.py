@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from closedloop.core.errors import RunDirError
-from closedloop.core.io import read_json
+from closedloop.core.run_reader import RunDir
 
 MARKERS = ("manifest.json", "config.yaml")
 
@@ -76,12 +76,12 @@ def run_row(run_dir: Path) -> RunRow:
     from closedloop.report.decision import decide
     from closedloop.report.evidence import gather
 
-    manifest = read_json(run_dir / "manifest.json")
+    manifest = RunDir(run_dir).manifest_record
     row = RunRow(
-        name=str(manifest.get("name") or run_dir.parent.name),
+        name=manifest.name or run_dir.parent.name,
         run_dir=str(run_dir),
         time=_time(run_dir),
-        status=str(manifest.get("status", "?")),
+        status=manifest.status,
     )
     if not (run_dir / "summary.json").is_file():
         row.status = "running" if row.status == "running" else f"{row.status} (no summary)"

@@ -361,7 +361,7 @@ def build_app(service: Service) -> Any:
 
     batcher = None
     if opts.max_batch_size is not None:
-        batcher = Batcher(service, opts.max_batch_size, opts.max_queue_delay_ms, run_in_threadpool)
+        batcher = Batcher(service, opts.max_batch_size, opts.max_queue_delay_ms)
     return InferRoute(app, service, model_or_404, batcher, run_in_threadpool)
 
 

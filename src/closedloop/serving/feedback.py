@@ -51,6 +51,14 @@ class AnsweredIndex:
             if len(self._ids) > self.size:
                 self._ids.popitem(last=False)
 
+    def add_many(self, answered: list[tuple[str, int]]) -> None:
+        """:meth:`add` for a batch's requests, under one lock."""
+        with self._lock:
+            for request_id, n_inputs in answered:
+                self._ids[request_id] = n_inputs
+            while len(self._ids) > self.size:
+                self._ids.popitem(last=False)
+
     def get(self, request_id: str) -> int | None:
         with self._lock:
             return self._ids.get(request_id)

@@ -15,11 +15,8 @@ Errors are the same JSON ``{"error": ...}`` with the same statuses as the rest o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import queue
 import re
-import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,6 +24,7 @@ import numpy as np
 
 from closedloop.serving.batching import Batcher, Pending, wait_for_disconnect
 from closedloop.serving.model import ServedModel
+from closedloop.serving.model_thread import ModelThread
 from closedloop.serving.protocol import (
     HEADER_LENGTH,
     OutputTensor,
@@ -225,9 +223,7 @@ class InferRoute:
     ) -> tuple[bytes, int | None]:
         tensors = {"proba": OutputTensor("proba", "FP64", scored.proba)}
         if "label" in names:
-            tensors["label"] = OutputTensor(
-                "label", "BYTES", np.array([label_text(v) for v in scored.labels], dtype=object)
-            )
+            tensors["label"] = OutputTensor("label", "BYTES", [label_text(v) for v in scored.labels])
         head = {
             "model_name": self.service.name,
             "model_version": scored.model.version,
@@ -236,47 +232,6 @@ class InferRoute:
         if unseen:  # category names the model never saw, answered as missing values (categories.py)
             head["parameters"] = {"unseen_categories": unseen}
         return encode_response(head, [tensors[n] for n in names], binary)
-
-
-class ModelThread:
-    """One daemon thread running the unbatched model calls, in order.
-
-    A hand-off costs one queue put, and the answer comes back with one ``call_soon_threadsafe``:
-    ``run_in_executor`` also builds a ``concurrent.futures.Future`` chained to the asyncio one, with
-    callbacks both ways, for every request."""
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None  # started by the first call (none when batching)
-
-    def run(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-        """``fn(*args)`` in the model thread; await the returned future (call on the event loop)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="closedloop-model", daemon=True)
-            self._thread.start()
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._jobs.put((loop, future, fn, args))
-        return future
-
-    def _work(self) -> None:
-        while True:
-            loop, future, fn, args = self._jobs.get()
-            try:
-                result, error = fn(*args), None
-            except BaseException as exc:  # handed to the awaiting request, as run_in_executor does
-                result, error = None, exc
-            with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile: nobody awaits
-                loop.call_soon_threadsafe(_settle, future, result, error)
-
-
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.cancelled():  # the request's task was cancelled (e.g. at shutdown)
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
 
 
 def _text(value: bytes | None) -> str | None:

@@ -24,9 +24,11 @@ from pydantic_core import to_json
 
 try:  # the `serve` extra brings orjson: it parses a one-image OIP body about 5x faster than json
     from orjson import JSONDecodeError as _FastJSONError
+    from orjson import dumps as _fast_dumps
     from orjson import loads as _fast_loads
 except ImportError:  # pragma: no cover - the standard library alone still serves
     _fast_loads = None
+    _fast_dumps = to_json  # pydantic-core's encoder: the same text (shortest round-trip floats), slower
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -212,6 +214,10 @@ def _from_json(inp: RequestInput) -> np.ndarray:
         raise ProtocolError(f"input {inp.name!r}: no 'data' and no binary_data_size parameter")
     if inp.datatype == "BYTES":  # table values by name (category names); the service decides their use
         return _bytes_from_json(inp)
+    if inp.datatype == "UINT8" and type(inp.data) is list:
+        pixels = _uint8_from_flat_list(inp)
+        if pixels is not None:
+            return pixels
     dt = _numeric_dtype(inp)
     n = _count(inp)
     try:
@@ -235,6 +241,20 @@ def _from_json(inp: RequestInput) -> np.ndarray:
                 f"input {inp.name!r}: values {arr.min()}..{arr.max()} do not fit datatype {inp.datatype}"
             )
     return arr.astype(dt).reshape(inp.shape)
+
+
+def _uint8_from_flat_list(inp: RequestInput) -> np.ndarray | None:
+    """Raw pixels sent as one flat list of integers (what an image client sends), or None for anything
+    else. ``bytes()`` takes exactly the integers 0..255 (and booleans, as numpy's path does), about 3x
+    faster than numpy converts a list of Python ints; a nested list, a float, a value out of range or a
+    wrong count goes on through the general path, which accepts or refuses it with the same message."""
+    try:
+        pixels = bytes(inp.data)
+    except (TypeError, ValueError):
+        return None
+    if len(pixels) != _count(inp):
+        return None
+    return np.frombuffer(pixels, np.uint8).reshape(inp.shape)
 
 
 def _bytes_from_json(inp: RequestInput) -> np.ndarray:
@@ -269,11 +289,15 @@ def _bytes_from_json(inp: RequestInput) -> np.ndarray:
 class OutputTensor:
     name: str
     datatype: str
-    array: np.ndarray  # numeric, or an object array of str for BYTES
+    array: np.ndarray | list[str]
+    """A numeric array, or for BYTES an object array of str or a plain list of str (one dimension)."""
 
+    def shape(self) -> list[int]:
+        return [len(self.array)] if isinstance(self.array, list) else list(self.array.shape)
 
-def _bytes_elements(arr: np.ndarray) -> list[bytes]:
-    return [str(v).encode("utf-8") for v in arr.reshape(-1)]
+    def strings(self) -> list[str]:
+        """A BYTES tensor's elements, flat."""
+        return self.array if isinstance(self.array, list) else [str(v) for v in self.array.reshape(-1)]
 
 
 def encode_response(
@@ -283,23 +307,20 @@ def encode_response(
     chunks: list[bytes] = []
     out_json = []
     for t in outputs:
-        entry: dict[str, Any] = {"name": t.name, "datatype": t.datatype, "shape": list(t.array.shape)}
+        entry: dict[str, Any] = {"name": t.name, "datatype": t.datatype, "shape": t.shape()}
         if binary.get(t.name, False):
             if t.datatype == "BYTES":
-                raw = b"".join(struct.pack("<I", len(b)) + b for b in _bytes_elements(t.array))
+                raw = b"".join(struct.pack("<I", len(b)) + b for b in (v.encode() for v in t.strings()))
             else:
                 raw = np.ascontiguousarray(t.array, dtype=DATATYPES[t.datatype]).tobytes()
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
-            entry["data"] = (
-                [b.decode("utf-8") for b in _bytes_elements(t.array)]
-                if t.datatype == "BYTES"
-                else t.array.reshape(-1).tolist()
-            )
+            entry["data"] = t.strings() if t.datatype == "BYTES" else t.array.reshape(-1).tolist()  # type: ignore[union-attr]
         out_json.append(entry)
-    # pydantic-core's encoder writes floats (shortest round-trip form) several times faster than json
-    header = to_json({**head, "outputs": out_json})
+    # orjson (or pydantic-core's encoder) writes floats in their shortest round-trip form, as Python's
+    # repr does, several times faster than json; orjson is again about 2x faster than pydantic-core
+    header = _fast_dumps({**head, "outputs": out_json})
     if not chunks:
         return header, None
     return header + b"".join(chunks), len(header)

@@ -18,11 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict
-
 from closedloop.artifacts.evaluation import EvaluationReport
 from closedloop.artifacts.export import ExportBundle
-from closedloop.artifacts.summary import RunSummary
+from closedloop.artifacts.summary import RunSummary, TrackingStatus
 from closedloop.core.run_reader import RunDir
 from closedloop.tracking.base import TRACKERS, Tracker
 from closedloop.tracking.config import TrackingSpec
@@ -33,28 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("closedloop")
 
 MODEL_FOLDER = "model"
-
-
-class TrackingStatus(BaseModel):
-    """What the tracker received (``summary.json["tracking"]``); ``error`` says why when it failed."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    backend: str
-    ok: bool = False
-    error: str | None = None
-    uri: str | None = None
-    experiment: str | None = None
-    run_id: str | None = None
-    url: str | None = None
-    registered_model: str | None = None
-    model_version: str | None = None
-    n_params: int = 0
-    n_metrics: int = 0
-    n_curve_points: int = 0
-    n_artifacts: int = 0
-    seconds: float = 0.0
-    """Time spent sending (not counting writing the run's own files)."""
 
 
 def redact(uri: str | None) -> str | None:

@@ -18,11 +18,12 @@ import shutil
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
+from closedloop.artifacts.export import FILES, ExportRecord, PredictorInfo
 from closedloop.artifacts.webpage import SPEC_FILE, Card, InputContract, ModelFile, Runtime, Source, WebSpec
 from closedloop.core.errors import ClosedLoopError
 from closedloop.core.io import atomic_path, read_json, sha256_file, write_text_atomic
+from closedloop.core.run_reader import RunDir
 from closedloop.web import runtime
 
 PAGE_FILES = ("index.html", "app.js")
@@ -49,17 +50,14 @@ class WebBuild:
 
 def _failed_export(run_dir: Path) -> str | None:
     """The reason when the run's export stage did not finish (from manifest.json), else None."""
-    path = run_dir / "manifest.json"
-    if not path.is_file():
-        return None
     try:
-        stages = read_json(path).get("stages") or []
-    except (ValueError, AttributeError):
+        stages = RunDir(run_dir).manifest_record.stages
+    except ValueError:  # unreadable manifest: the export lookup below says what is missing
         return None
     for st in stages:
-        if isinstance(st, dict) and st.get("kind") == "export" and st.get("status") != "ok":
-            why = f": {st['error']}" if st.get("error") else ""
-            return f"its export stage {st.get('name', 'export')!r} is {st.get('status')}{why}"
+        if st.kind == "export" and st.status != "ok":
+            why = f": {st.error}" if st.error else ""
+            return f"its export stage {st.name or 'export'!r} is {st.status}{why}"
     return None
 
 
@@ -85,21 +83,32 @@ def _card(export_dir: Path, name: str) -> Card:
     return Card(name=name, intended_use=use or "not declared in the model card", known_misuse=misuse)
 
 
-def _variant(
-    meta: dict[str, Any], measurements: dict[str, Any], variant: str | None, where: Path
-) -> tuple[str, dict[str, Any]]:
-    models = meta["models"]
-    chosen = variant or meta.get("shipped") or next(iter(models))
+def _measurements(export_dir: Path) -> ExportRecord | None:
+    """``measurements.json`` as its typed record (None: the folder has none, e.g. an adapted model)."""
+    path = export_dir / FILES["measurements"]
+    return ExportRecord.model_validate(read_json(path)) if path.is_file() else None
+
+
+def _metadata(export_dir: Path) -> PredictorInfo:
+    """``predictor.json``, checked by the predictor's own reader, as its typed record."""
+    from closedloop.serving.predictor import load_metadata
+
+    return PredictorInfo.model_validate(load_metadata(export_dir))
+
+
+def _variant(meta: PredictorInfo, measurements: ExportRecord | None, variant: str | None, where: Path) -> str:
+    """The variant to export: the one asked for, else the shipped one; refused when rejected."""
+    models = meta.models
+    chosen = variant or meta.shipped or next(iter(models))
     if chosen not in models:
         raise ExportWebError(f"--variant {chosen!r}: {where} has {sorted(models)}")
-    info = (measurements.get("variants") or {}).get(chosen) or {}
-    if info and not info.get("accepted", True):
+    info = measurements.variants.get(chosen) if measurements is not None else None
+    if info is not None and not info.accepted:
         raise ExportWebError(
-            f"--variant {chosen!r} was rejected by the export stage ({info.get('reason') or 'not accepted'}); "
-            f"choose one of the accepted variants, e.g. the shipped {meta.get('shipped')!r}"
+            f"--variant {chosen!r} was rejected by the export stage ({info.reason or 'not accepted'}); "
+            f"choose one of the accepted variants, e.g. the shipped {meta.shipped!r}"
         )
-    entry = models[chosen]
-    return chosen, entry if isinstance(entry, dict) else {"file": entry}
+    return chosen
 
 
 def build_spec(
@@ -110,27 +119,26 @@ def build_spec(
     rt: runtime.RuntimeFiles,
     name: str,
 ) -> WebSpec:
-    from closedloop.serving.predictor import load_metadata
-
-    meta = load_metadata(export_dir)
-    mpath = export_dir / "measurements.json"
-    measurements = read_json(mpath) if mpath.is_file() else {}
-    chosen, entry = _variant(meta, measurements, variant, export_dir)
-    inp = meta["input"]
-    kind = inp.get("kind", "images")
-    shape = [int(d) for d in inp["shape"]]
-    threshold = entry.get("threshold", meta.get("threshold"))
+    meta = _metadata(export_dir)
+    measurements = _measurements(export_dir)
+    chosen = _variant(meta, measurements, variant, export_dir)
+    inp = meta.input
+    if inp is None:  # load_metadata refuses a predictor.json without one
+        raise ExportWebError(f"{export_dir}: predictor.json has no input contract")
+    kind = inp.kind
+    shape = [int(d) for d in inp.shape]
+    threshold = meta.variant_threshold(chosen)
     return WebSpec(
         model=ModelFile(
             file=MODEL_FILE, variant=chosen, sha256=sha256_file(model_path), bytes=model_path.stat().st_size
         ),
-        problem_type=meta["problem_type"],
-        class_names=[str(n) for n in meta.get("label_names") or []],
-        positive_class=None if meta.get("positive_class") is None else str(meta["positive_class"]),
-        temperature=float(entry.get("temperature", meta.get("temperature", 1.0))),
+        problem_type=str(meta.problem_type),
+        class_names=[str(n) for n in meta.label_names],
+        positive_class=None if meta.positive_class is None else str(meta.positive_class),
+        temperature=float(meta.variant_temperature(chosen)),
         threshold=None if threshold is None else float(threshold),
         input=InputContract(
-            name=str(inp.get("name") or "x"),
+            name=str(inp.name or "x"),
             kind=kind,
             shape=shape,
             channels=shape[-1] if kind == "images" else None,
@@ -140,15 +148,15 @@ def build_spec(
                 else "raw feature values as float32 in the order of feature_names; NaN = missing (the graph imputes)"
             ),
             image_conversion=IMAGE_CONVERSION if kind == "images" else None,
-            feature_names=inp.get("feature_names"),
+            feature_names=inp.feature_names,
         ),
         card=_card(export_dir, name),
         source=Source(
             run_dir=str(run_dir),
             run_id=run_dir.name,
             pipeline=name,
-            blessed=bool(measurements.get("blessed", False)),
-            checks=[str(c) for c in measurements.get("checks_text") or []],
+            blessed=measurements is not None and measurements.blessed,
+            checks=list(measurements.checks_text) if measurements is not None else [],
         ),
         runtime=Runtime(
             package=runtime.PACKAGE,
@@ -182,10 +190,11 @@ def export_web(
         export_dir = find_export_dir(run_dir)
     except ServeError as exc:
         raise ExportWebError(f"cannot export for the browser: {exc}") from None
-    mpath = export_dir / "measurements.json"
-    measurements = read_json(mpath) if mpath.is_file() else {}
-    if not measurements.get("blessed", False) and not allow_unblessed:
-        checks = "; ".join(measurements.get("checks_text") or []) or "no measurements.json"
+    measurements = _measurements(export_dir)
+    if not (measurements is not None and measurements.blessed) and not allow_unblessed:
+        checks = (
+            "; ".join(measurements.checks_text if measurements is not None else []) or "no measurements.json"
+        )
         raise ExportWebError(
             f"{run_dir}: its shipped model is not blessed ({checks}); a page would put an unchecked model "
             "in front of people. Fix the run, or pass --allow-unblessed (the page then says so)"
@@ -197,11 +206,9 @@ def export_web(
             f"{out_dir}: exists and is not an export-web folder; choose an empty or new folder"
         )
 
-    from closedloop.serving.predictor import load_metadata
-
-    meta = load_metadata(export_dir)
-    chosen, entry = _variant(meta, measurements, variant, export_dir)
-    src_model = export_dir / entry["file"]
+    meta = _metadata(export_dir)
+    chosen = _variant(meta, measurements, variant, export_dir)
+    src_model = export_dir / meta.models[chosen].file
     if not src_model.is_file():
         raise ExportWebError(f"{src_model}: model file of variant {chosen!r} not found")
 

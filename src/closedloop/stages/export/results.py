@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from closedloop.artifacts.export import ExportRecord, MetricComparison, ParityResult, Variant
+from closedloop.artifacts.export import Distillation, ExportRecord, MetricComparison, ParityResult, Variant
 
 __all__ = [
     "Distillation",
@@ -54,44 +54,6 @@ class VariantRun(_Held):
     logits: np.ndarray
 
 
-class Distillation(_Result):
-    """The student against the teacher and against the same student trained alone."""
-
-    student_spec: dict[str, Any]
-    student_size_choice: dict[str, Any]
-    teacher_parameters: int
-    student_parameters: int
-    evaluated_on: str
-    teacher: float
-    student_distilled: float
-    student_alone: float
-    distilled_minus_alone: float
-    distilled_minus_alone_95ci: tuple[float, float]
-    temperature: float
-    alpha: float
-    epochs: int
-
-    def record(self, metric: str) -> dict[str, Any]:
-        """The JSON record; metric values are keyed by the metric's name (``teacher_auc``)."""
-        return {
-            "student_spec": self.student_spec,
-            "student_size_choice": self.student_size_choice,
-            "teacher_parameters": self.teacher_parameters,
-            "student_parameters": self.student_parameters,
-            "parameter_ratio": self.student_parameters / max(self.teacher_parameters, 1),
-            "evaluated_on": self.evaluated_on,
-            f"teacher_{metric}": self.teacher,
-            f"student_distilled_{metric}": self.student_distilled,
-            f"student_alone_{metric}": self.student_alone,
-            "distilled_minus_alone": self.distilled_minus_alone,
-            "distilled_minus_alone_95ci": self.distilled_minus_alone_95ci,
-            "retained_share_of_teacher": self.student_distilled / self.teacher if self.teacher else None,
-            "temperature": self.temperature,
-            "alpha": self.alpha,
-            "epochs": self.epochs,
-        }
-
-
 class GateDecision(_Result):
     """Which variant ships and whether it is blessed, with every check that decided it."""
 
@@ -125,7 +87,7 @@ def measurements_record(
             "parity": parity,
             "variants": variants,
             "threads": threads,
-            "distillation": distillation.record(metric) if distillation is not None else None,
+            "distillation": distillation,
             "quantization": quantization,
         }
     )

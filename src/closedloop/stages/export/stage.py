@@ -139,7 +139,7 @@ class ExportModel(Stage):
             )
         )
         if m.distillation:
-            blocks.append(KeyValues(m.distillation, title="Distillation"))
+            blocks.append(KeyValues(m.distillation.record(), title="Distillation"))
         if (stage_dir / "figures" / FILES["worst_errors"]).is_file():
             blocks.append(
                 Figure(

@@ -347,6 +347,7 @@ def student_step(
         metric, rows.y, p_kd, p_alone, problem, model.threshold, n_boot=cfg.bootstrap, seed=seed
     )
     distillation = Distillation(
+        metric=metric,
         student_spec=spec.model_dump(),
         student_size_choice=size_choice,
         teacher_parameters=model.n_parameters(),

@@ -407,7 +407,8 @@ def _guarantee_sentence(
         stream += (
             f" The domain flag on the label-free estimate (p <= {config.domain_alpha * config.domain_delta:g}) "
             f"flags in-distribution windows at a rate <= {config.domain_alpha:g} with probability >= "
-            f"{1 - config.domain_delta:g} over the draw of the held-out rows (an exact test; Markov's inequality)."
+            f"{1 - config.domain_delta:g} over the draw of the held-out rows (an exact permutation test of the "
+            "window's mean inputs against the held-out rows'; Markov's inequality)."
         )
     elif config.domain_alpha is not None:
         stream += (
@@ -435,7 +436,7 @@ class BuildMonitorProfile(Stage):
     """Build the drift-monitoring reference profile from held-out validation data, with calibrated thresholds."""
 
     Config = BuildMonitorProfileConfig
-    version = "6"  # 6: fixed-reference stream test, per-deployment domain flag; 5: every held-out row kept for the domain check; 4: per-deployment thresholds, stream scores (profile format 3); 3: held-out reference
+    version = "7"  # 7: the domain flag's p from the mean-shift permutation test; 6: fixed-reference stream test, per-deployment domain flag; 5: every held-out row kept for the domain check; 4: per-deployment thresholds, stream scores (profile format 3); 3: held-out reference
 
     class Inputs(StageIO):
         data: DatasetBundle

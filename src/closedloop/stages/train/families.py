@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from closedloop.artifacts.training import FamilyChoice, FamilyRow
-from closedloop.core.errors import StageFailedError
+from closedloop.core.errors import ConfigError, StageFailedError
 from closedloop.core.io import to_json, write_text_atomic
 from closedloop.core.stage import RunContext
 from closedloop.models.trained import logits_to_proba
@@ -98,11 +98,22 @@ def run_families(
     full = budget_table(phases)
     share = 1.0 - full[last.name]
     sub_budget = {p.name: full[p.name] / share for p in select}
-    # every family's session is built first: a family that cannot train on this data fails before any work
-    sessions = [make(family_context(ctx, f), sub_budget, f) for f in families]
+    from closedloop.stages.train.tree_engine import FamilyCannotTrain
+
+    # every family's session is built first: a family that cannot train on this data (a tree family on
+    # images, say) is dropped before any work, with the reason; any other error stops the stage
+    sessions, failed = [], {}
+    for f in families:
+        try:
+            sessions.append(make(family_context(ctx, f), sub_budget, f))
+        except FamilyCannotTrain as exc:
+            failed[f] = str(exc)
+    if not sessions:
+        raise ConfigError(
+            "train.family: no listed family can train on this data: " + "; ".join(failed.values())
+        )
     allot_path = ctx.work_dir / ALLOTMENTS_FILE
     allotted: dict[str, float] = json.loads(allot_path.read_text()) if allot_path.is_file() else {}
-    failed: dict[str, str] = {}
     with BudgetClock(ctx.work_dir) as clock:
         t_stage = time.time() - clock.spent_before
         for i, sess in enumerate(sessions):

@@ -18,7 +18,9 @@ class HParams:
     lr: float = 3e-3
     weight_decay: float = 0.0
     l1: float = 0.0
+    """The l1 knob's value; its penalty is the knob's own hook (``knobs.L1.loss_term``)."""
     label_smoothing: float = 0.0
+    """The label-smoothing knob's value; the knob's hook softens the targets (``knobs.LabelSmoothing``)."""
     schedule: str = "onecycle"
     """onecycle | cosine | constant."""
     warmup: float = 0.2

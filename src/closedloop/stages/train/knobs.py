@@ -129,6 +129,13 @@ class Knob:
 
 def _hooks(method: str) -> Callable[[HParams], list[tuple[Knob, Any]]]:
     def active(hp: HParams) -> list[tuple[Knob, Any]]:
+        unknown = sorted(set(hp.knobs) - {k.name for k in KNOBS})
+        if unknown:  # a value no class here declares would be ignored without a word: refuse it
+            raise ConfigError(
+                f"the training settings carry knob value(s) {unknown} that no registered Knob class "
+                "declares in this process; import the module defining it (train.tune_knobs names it "
+                "by import path, my_pkg.knobs:MyKnob)"
+            )
         out = []
         for k in KNOBS:
             if k.applies == "training" and getattr(type(k), method) is not getattr(Knob, method):

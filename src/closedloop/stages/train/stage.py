@@ -335,10 +335,12 @@ def make_tree_engine(
 ) -> Engine:
     """The engine of a tree family (:mod:`.tree_engine`): the data's categorical columns split natively,
     ``threads`` LightGBM threads (default 1: one OpenMP thread per fit on a small shared CPU)."""
-    from closedloop.stages.train.tree_engine import TreeEngine
+    from closedloop.stages.train.tree_engine import FamilyCannotTrain, TreeEngine
 
     if data.kind != "table":
-        raise ConfigError(f"train.family: {family!r} is a tree family; it trains on tables, not {data.kind}")
+        raise FamilyCannotTrain(
+            f"train.family: {family!r} is a tree family; it trains on tables, not {data.kind}"
+        )
     cats = set(data.meta.categorical_features)
     return TreeEngine(
         task.problem_type,

@@ -541,6 +541,7 @@ def _gain(
             task.problem_type,
             seed=sess.ctx.seed,
             convention=task.metric_convention,
+            n_resamples=sess.cfg.n_bootstrap,
         ).to_dict()
     except Exception as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}

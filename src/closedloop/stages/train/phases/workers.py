@@ -129,8 +129,13 @@ def shared_storage(url: str | None, work: Path, heartbeat: int | None = None) ->
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    if url is None or is_journal(url):
-        path = Path(url) if url is not None else work / "study.journal"
+    if url is None:  # the stage's own journal: processes on this machine only (no fsync per record)
+        from closedloop.stages.train.phases.journal import UnsyncedJournalFile
+
+        work.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(UnsyncedJournalFile(str(work / "study.journal")))
+    if is_journal(url):
+        path = Path(url)
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     engine: dict[str, Any] = {"pool_pre_ping": True}

@@ -1,0 +1,135 @@
+"""How much faster the tree family's selection phases are than the MLP's, before and after a change
+(issue #25: "trees several times faster"; session 8 measured 2.3-2.8x).
+
+Per table, ``--rounds`` rounds; in each round the family run ``train: {family: [lgbm, mlp]}`` (the
+settings of ``bench_tables.py``: both families through sanity, beat the baseline, the ladder, tuning and
+cross-validation, the winner fitted finally) runs once with the code of ``--before`` (a commit, its
+``src/`` extracted by ``git archive`` into a temporary folder) and once with this checkout's ``src/``,
+in alternating order, each in its own Python process. From each run's stage timings: the selection
+seconds of each family (``family <name> seconds``) and their ratio MLP / trees, which comes from one run
+(the same machine state for both families); then the median over rounds for each code. The tree
+family's seconds per phase are printed too (``lgbm: phase <name>``), to say where its time goes.
+
+Timings are wall seconds on whatever machine runs it; run at normal priority when quoting them.
+
+Run: .venv/bin/python benchmarks/bench_tree_speed.py --before COMMIT [--tables nwtco,medexp]
+     [--rounds 3] [--out docs/results/tree_speed.txt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from io import BytesIO
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PHASES = ("sanity", "beat_baseline", "scale_up", "tune", "cross_validate")
+
+ONE_RUN = """
+import json, sys, tempfile
+from pathlib import Path
+sys.path.insert(0, {bench!r})
+import bench_tables as B
+from closedloop.core.checks import GivenArtifacts
+from closedloop.core.pipeline import Pipeline
+from closedloop.core.registry import STAGES
+from closedloop.stages.train import TrainModel
+X, y, cats = B.TABLES[{table!r}]()
+data, _, _ = B.bundle(X, y, cats, {table!r})
+with tempfile.TemporaryDirectory() as tmp:
+    runs = Path(tmp)
+    given = GivenArtifacts.of({{"data": data}}, runs / "given")
+    stages = [STAGES.resolve("task")(), TrainModel(**B.TRAIN, family=["lgbm", "mlp"])]
+    res = Pipeline([given, *stages], name="speed", runs_dir=runs).run(progress=False)
+    s = res.summary["stages"]["train"]
+    if s["status"] != "ok":
+        raise SystemExit(f"train failed: {{s.get('error')}}")
+    timings = json.loads((res.run_dir / s["dir"] / "stage.json").read_text())["timings"]
+print("TIMINGS " + json.dumps(timings))
+"""
+
+
+def extract(commit: str, into: Path) -> Path:
+    """``src/`` of ``commit`` (git archive) under ``into``; returns that ``src`` folder."""
+    blob = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", commit, "src"], check=True, capture_output=True
+    ).stdout
+    with tarfile.open(fileobj=BytesIO(blob)) as tar:
+        tar.extractall(into, filter="data")
+    return into / "src"
+
+
+def one_run(src: Path, table: str) -> dict[str, float]:
+    code = ONE_RUN.format(bench=str(ROOT / "benchmarks"), table=table)
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1800)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("TIMINGS ")), None)
+    if out.returncode != 0 or line is None:
+        raise SystemExit(f"{table} with {src}: exit {out.returncode}\n{out.stderr[-3000:]}")
+    return json.loads(line.removeprefix("TIMINGS "))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--before", required=True, help="the commit to compare this checkout with")
+    ap.add_argument("--tables", default="nwtco,medexp")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    head = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "src"], capture_output=True, text=True
+    )
+    lines = [
+        f"bench_tree_speed ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}): python "
+        f"benchmarks/bench_tree_speed.py {' '.join(sys.argv[1:])}; before = {args.before}, after = this "
+        f"checkout ({head}{', with uncommitted changes in src' if dirty.stdout.strip() else ''}); "
+        f"family run [lgbm, mlp], bench_tables.TRAIN; load average at start {os.getloadavg()[0]:.1f}"
+    ]
+    print(lines[0], flush=True)
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        codes = {"before": extract(args.before, Path(tmp)), "after": ROOT / "src"}
+        for table in args.tables.split(","):
+            got: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+            for r in range(args.rounds):
+                order = ["before", "after"] if r % 2 == 0 else ["after", "before"]
+                for name in order:
+                    t = one_run(codes[name], table)
+                    got[name].append(t)
+                    trees, mlp = t["family lgbm seconds"], t["family mlp seconds"]
+                    phases = ", ".join(f"{p} {t.get(f'lgbm: phase {p}', 0.0):.2f}" for p in PHASES)
+                    say(
+                        f"{table} round {r + 1} {name:>6}: selection trees {trees:.2f} s, MLP {mlp:.2f} s, "
+                        f"ratio MLP/trees {mlp / trees:.2f}; trees by phase: {phases}"
+                    )
+            for name in ("before", "after"):
+                ratios = [t["family mlp seconds"] / t["family lgbm seconds"] for t in got[name]]
+                trees = [t["family lgbm seconds"] for t in got[name]]
+                mlp = [t["family mlp seconds"] for t in got[name]]
+                say(
+                    f"{table} {name:>6}: median over {args.rounds} rounds: selection trees "
+                    f"{statistics.median(trees):.2f} s, MLP {statistics.median(mlp):.2f} s, ratio MLP/trees "
+                    f"{statistics.median(ratios):.2f} (min {min(ratios):.2f}, max {max(ratios):.2f})"
+                )
+    say(f"load average at the end {os.getloadavg()[0]:.1f}")
+    if args.out:
+        Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
