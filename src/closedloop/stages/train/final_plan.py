@@ -7,7 +7,8 @@ first (a luxury), then epochs (never below one), saying in the decision log what
 That first plan is a guess: under load a step's wall time is heavy-tailed and moves with the load
 (benchmarks/bench_train_resume.py measured a tuning trial's steps at median 0.08 s, mean 0.33 s,
 then the final fit's at 1.4 s a minute later), so no figure measured before the fit sizes it well.
-The fit therefore re-plans itself after each whole epoch from its own epochs' wall time
+The fit therefore re-plans itself after each whole epoch, and halfway through the first epoch it
+trains in this process, from its own epochs' wall time
 (:func:`replanner`, ``Engine.fit(replan=...)``): the epochs left are what the time left to its
 deadline buys, never more than asked, and the learning-rate schedule's remaining part is spread over
 them, so it still ends at an epoch's end. A re-plan can shorten a schedule or lengthen one that has
