@@ -303,6 +303,7 @@ def budget_under_load(
         p.start()
     ratios: dict[str, list[float]] = {"uninterrupted": [], "killed": []}
     per_phase_ratios: dict[str, list[float]] = {p: [] for p in PHASES}
+    plan_vs_fit: list[float] = []
     what = (
         f"under synthetic load ({load_procs} busy processes on 2 cores, stopping by themselves)"
         if load_procs
@@ -347,9 +348,26 @@ def budget_under_load(
                     for d in decisions(run):
                         if any(
                             w in d
-                            for w in ("time budget", "resumed after", "cut short", "reserve", "least cost")
+                            for w in (
+                                "time budget",
+                                "resumed after",
+                                "cut short",
+                                "reserve",
+                                "least cost",
+                                "re-planned",
+                            )
                         ):
                             print(f"      decision: {d}")
+                    plan_s, fit_s = (
+                        tm.get("final plan seconds per epoch"),
+                        tm.get("final fit seconds per epoch"),
+                    )
+                    if plan_s and fit_s:  # the first plan's guess against the fit's own epochs
+                        plan_vs_fit.append(plan_s / fit_s)
+                        print(
+                            f"      final: first plan ~{plan_s:.1f} s per epoch, the fit's own epochs "
+                            f"~{fit_s:.1f} s at its latest re-plan (plan / fit {plan_s / fit_s:.2f})"
+                        )
     finally:
         for p in load:
             p.kill()
@@ -360,6 +378,12 @@ def budget_under_load(
                 f"[3] {phase}: spent / given min {min(rs):.0%}, median {statistics.median(rs):.0%}, "
                 f"max {max(rs):.0%} over {len(rs)} run(s); over 110% in {over} of {len(rs)}"
             )
+    if plan_vs_fit:
+        print(
+            f"[3] final: first plan / the fit's own seconds per epoch min {min(plan_vs_fit):.2f}, median "
+            f"{statistics.median(plan_vs_fit):.2f}, max {max(plan_vs_fit):.2f} over {len(plan_vs_fit)} "
+            "run(s)"
+        )
     for kind, rs in ratios.items():
         if not rs:
             continue

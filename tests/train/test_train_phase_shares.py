@@ -109,3 +109,91 @@ def test_a_loop_starts_no_fit_that_its_measured_least_cost_would_end_late(
     sess.note_fit(warm)
     assert sess.ctx.timings[EVAL_ROW_SECONDS] == pytest.approx(0.01)
     assert sess.least_fit_seconds() == pytest.approx(0.5 + 0.01 * len(sess.val))
+
+
+def test_a_schedule_warp_maps_every_step_to_itself_until_a_replan_then_ends_the_schedule_at_the_new_end() -> (
+    None
+):
+    from closedloop.stages.train.engine import ScheduleWarp
+
+    warp = ScheduleWarp(30)
+    assert [warp(s) for s in range(31)] == list(range(31))  # unchanged: the same steps, bit for bit
+    assert all(isinstance(warp(s), int) for s in range(31))
+    warp.replan(10, 50)  # after 10 steps: the fit now ends at step 50, not 30
+    assert warp(10) == 10 and warp(50) == pytest.approx(30)  # no jump; the schedule still ends
+    assert [warp(s) for s in range(10)] == list(range(10))  # the steps before are what they were
+    assert all(warp(s) < warp(s + 1) for s in range(10, 50))
+    warp.replan(20, 25)  # shortened again after 20 steps
+    assert warp(20) == pytest.approx(10 + 10 * 20 / 40) and warp(25) == pytest.approx(30)
+    copy = ScheduleWarp(30)
+    copy.load(warp.state())
+    assert [copy(s) for s in range(26)] == [warp(s) for s in range(26)]
+    assert warp.replans(5) == [(2, 10), (4, 5)]  # (after epoch, epochs planned) at 5 steps an epoch
+
+
+def test_a_fit_that_replans_trains_the_epochs_it_asks_for_and_a_resume_walks_the_same_schedule(
+    binary_digits, binary_task, tmp_path
+) -> None:
+    import torch
+
+    sess = _session(binary_digits, binary_task, tmp_path)
+    hp = sess.base_hp.with_(epochs=2, batch_size=30)  # 8 steps an epoch: its midpoint follows timed steps
+    asked: list[tuple[float, float]] = []
+
+    def replan(done: float, epoch_s: float) -> int:  # a fake clock: the plan depends on `done` alone
+        asked.append((done, epoch_s))
+        return 5 if done < 1.5 else 4
+
+    ref = sess.build(sess.ladder[0], 1)
+    res = sess.engine.fit(ref, sess.train, None, hp, seed=1, replan=replan, restore_best=False)
+    # asked halfway through the first epoch (a first plan of 2 lengthened to 5 before its schedule
+    # ends), then after each whole epoch with epochs after it
+    assert [d for d, _ in asked] == [0.5, 1, 2, 3] and all(s > 0 for _, s in asked)
+    assert len(res.history) == 4 and res.epochs_planned == 4 and res.replans == [(0.5, 5), (2.0, 4)]
+    assert res.history[-1]["lr"] < 1e-3 * hp.lr  # the schedule ran to its end at the new last epoch
+    # killed after epoch 2 (its checkpoint keeps the re-plans), resumed: the same weights, bit for bit
+    ck = tmp_path / "fit.pt"
+
+    class Killed(Exception):
+        pass
+
+    def kill(epoch: int, rec: dict) -> None:  # noqa: ARG001
+        if epoch == 2:
+            raise Killed
+
+    net = sess.build(sess.ladder[0], 1)
+    with pytest.raises(Killed):
+        sess.engine.fit(net, sess.train, None, hp, seed=1, replan=replan, checkpoint=ck, on_epoch=kill)
+    net = sess.build(sess.ladder[0], 1)
+    again = sess.engine.fit(
+        net, sess.train, None, hp, seed=1, replan=replan, checkpoint=ck, restore_best=False
+    )
+    assert again.epochs_planned == 4 and again.replans == [(0.5, 5), (2.0, 4)] and len(again.history) == 4
+    for a, b in zip(ref.state_dict().values(), net.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    # a plan the replan never changes (a budget that does not bind) trains as a fit without one
+    plain, same = sess.build(sess.ladder[0], 1), sess.build(sess.ladder[0], 1)
+    sess.engine.fit(plain, sess.train, None, hp, seed=1)
+    kept = sess.engine.fit(same, sess.train, None, hp, seed=1, replan=lambda done, s: hp.epochs)
+    assert kept.replans == [] and kept.epochs_planned == hp.epochs
+    for a, b in zip(plain.state_dict().values(), same.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_the_final_replanner_buys_what_the_time_left_allows_within_the_asked_epochs(
+    binary_digits, binary_task, tmp_path
+) -> None:
+    from closedloop.stages.train.final_plan import FIT_EPOCH_SECONDS, FinalPlan, replanner
+
+    sess = _session(binary_digits, binary_task, tmp_path)
+    plan = FinalPlan(epochs=3, members=1, asked_epochs=20, asked_members=1, seconds_per_epoch=1.0)
+    # deadlines far from now and epochs of 100 s: a test under load moves nothing by a whole epoch
+    soon = replanner(sess, plan, time.time() + 1000.0, members=1)
+    assert soon(1, 100.0) == 11  # 10 more epochs of 100 s in 1000 s
+    assert sess.ctx.timings[FIT_EPOCH_SECONDS] == 100.0
+    assert soon(1, 10.0) == 20  # never more than asked
+    late = replanner(sess, plan, time.time() - 1.0, members=1)
+    assert late(4, 100.0) == 4  # past the deadline: no more (the engine keeps one, which the deadline cuts)
+    assert late(0.5, 100.0) == 1  # halfway through a first epoch: the schedule ends with this epoch
+    shared = replanner(sess, plan, time.time() + 1100.0, members=2)
+    assert shared(1, 100.0) == 6  # two members share it: 5 more epochs for the first, 6 for the second

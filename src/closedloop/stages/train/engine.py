@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,15 @@ class FitResult:
     sizes its fit with (a budget input, never in an artifact)."""
     steps_timed: int = 0
     """Steps ``step_seconds`` averages (0: only the first step, one-time costs included)."""
+    step_median: float | None = None
+    """Median wall seconds of those steps (under load step times are heavy-tailed: the median is the
+    typical step, the mean what a long fit costs; budget inputs only)."""
+    epochs_planned: int | None = None
+    """The epochs the learning-rate schedule ended planned for (``hp.epochs`` unless ``replan``
+    changed it)."""
+    replans: list[tuple[float, int]] = field(default_factory=list)
+    """(epochs done, epochs planned from then on) for every change ``replan`` made, this attempt's
+    and the checkpoint's."""
 
     @property
     def epochs_done(self) -> float:
@@ -245,14 +254,18 @@ class Engine:
         return v if (self.higher_is_better and self.metric != "loss") else -v
 
     # -- training -------------------------------------------------------------------------------
-    def make_optimizer(self, net: nn.Module, hp: HParams, total_steps: int) -> tuple[Any, Any]:
+    def make_optimizer(
+        self, net: nn.Module, hp: HParams, total_steps: int, warp: ScheduleWarp | None = None
+    ) -> tuple[Any, Any]:
         decay = [p for p in net.parameters() if p.requires_grad and p.ndim > 1]
         no_decay = [p for p in net.parameters() if p.requires_grad and p.ndim <= 1]
         opt = torch.optim.AdamW(
             [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=hp.lr,
         )
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda=_schedule(hp, total_steps))
+        f = _schedule(hp, total_steps)
+        lam = f if warp is None else (lambda step: f(warp(step)))  # noqa: E731
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda=lam)
         return opt, sched
 
     def fit(
@@ -269,6 +282,7 @@ class Engine:
         restore_best: bool = True,
         max_steps: int | None = None,
         label: str | None = None,
+        replan: Callable[[float, float], int] | None = None,
     ) -> FitResult:
         """Train ``net`` in place. ``on_epoch(epoch, record)`` may raise to stop (Optuna pruning).
 
@@ -280,6 +294,13 @@ class Engine:
         global RNG that dropout reads, seeded here and restored for the caller afterwards (a fit never
         reads or leaves a state an earlier fit touched). ``label`` names its kill points
         (``<label>/epoch<n>``, :mod:`closedloop.core.killpoints`).
+        With ``replan`` (a fit the time budget sizes), ``replan(epochs_done, epoch_seconds)`` is asked
+        after every whole epoch that has epochs after it, with this fit's own wall seconds per epoch
+        (the mean of its latest epochs in this process), and halfway through the first epoch this
+        process trains (at its steps' pace so far), for the epochs to plan from then on (at least one
+        more after a whole epoch; at least the current one halfway): the schedule's remaining part is
+        spread over them (:class:`ScheduleWarp`), so the schedule still ends at an epoch's end; the
+        plan is saved in the checkpoint.
         """
         devices = [self.device.index or 0] if self.cuda else []
         with torch.random.fork_rng(devices=devices):
@@ -296,6 +317,7 @@ class Engine:
                 restore_best=restore_best,
                 max_steps=max_steps,
                 label=label,
+                replan=replan,
             )
 
     def _fit(
@@ -312,6 +334,7 @@ class Engine:
         restore_best: bool,
         max_steps: int | None,
         label: str | None,
+        replan: Callable[[float, float], int] | None,
     ) -> FitResult:
         t0 = time.time()
         net.to(self.device)
@@ -322,7 +345,11 @@ class Engine:
         bs = min(hp.batch_size, n)
         steps_per_epoch = max(1, n // (bs * dist[1]))
         total = steps_per_epoch * hp.epochs if max_steps is None else max_steps
-        opt, sched = self.make_optimizer(net, hp, total)
+        # the schedule is planned in steps; a re-plan changes how fast its remaining part is walked
+        # (not under DDP: the ranks would have to agree on their clocks)
+        warp = ScheduleWarp(total) if replan is not None and max_steps is None and dist[1] == 1 else None
+        planned = hp.epochs
+        opt, sched = self.make_optimizer(net, hp, total, warp)
         g = torch.Generator().manual_seed(int(seed))
         weights = self.class_weights(hp, train)
         model = net
@@ -346,6 +373,9 @@ class Engine:
             history = ck["history"]
             start_epoch, bad = int(ck["epoch"]), int(ck["bad_epochs"])
             best = (float(ck["best_score"]), int(ck["best_epoch"]), ck["best_state"])
+            if warp is not None and ck.get("schedule"):
+                warp.load(ck["schedule"])
+                planned = warp.planned // steps_per_epoch
         sampling = _sampler(hp, train, self.problem_type)
         loss_knobs = K.loss_hooks(hp)  # the tuned knobs that add to the loss, at a non-neutral value
         stopped, step = "completed", start_epoch * steps_per_epoch
@@ -354,6 +384,8 @@ class Engine:
         # next step and the scoring after a cut will cost (budget inputs only). The fit's first step
         # pays one-time costs (allocations, kernel selection): it is timed apart and never predicts
         first_step_s, warm_s, warm_steps, last_step_s, eval_s = None, 0.0, 0, 0.0, None
+        step_times: list[float] = []
+        epoch_times: list[float] = []  # this fit's whole epochs in this process (what ``replan`` reads)
         n_val = len(val) if val is not None else 0
         if cut_in_epoch and n_val and self.eval_row_seconds is None:
             # no validation pass measured in this process yet: time one on this network now (eval
@@ -361,7 +393,9 @@ class Engine:
             probe_t0 = time.perf_counter()
             self.predict_logits(net, val)  # type: ignore[arg-type]
             self.eval_row_seconds = (time.perf_counter() - probe_t0) / n_val
-        for epoch in range(start_epoch, hp.epochs):
+        epoch, epoch_mark, mid = start_epoch - 1, time.perf_counter(), steps_per_epoch // 2
+        while epoch + 1 < planned:
+            epoch += 1
             model.train()
             if sampling is None:
                 perm = torch.randperm(n, generator=g)
@@ -387,6 +421,15 @@ class Engine:
                     if past_deadline(time.time(), deadline, last_step_s + tail):  # type: ignore[arg-type]
                         cut = True
                         break
+                if warp is not None and replan is not None and not epoch_times and warm_steps and b == mid:
+                    # halfway through this attempt's first epoch, at its steps' pace (the first step's
+                    # one-time costs left out): a first plan of one epoch, or one far too long, is
+                    # re-planned before its schedule has ended
+                    est = warm_s / warm_steps * steps_per_epoch + (self.eval_row_seconds or 0.0) * n_val
+                    new = max(epoch + 1, int(replan(epoch + b / steps_per_epoch, est)))
+                    if new != planned:
+                        warp.replan(step, new * steps_per_epoch)
+                        planned = new
                 step_t0 = time.perf_counter()
                 idx = perm[b * bs : (b + 1) * bs]
                 xb = self.to_input(train.x[idx], hp.augment, g)
@@ -417,6 +460,7 @@ class Engine:
                     first_step_s = took
                 else:
                     warm_s, warm_steps, last_step_s = warm_s + took, warm_steps + 1, took
+                    step_times.append(took)
             if dist[1] > 1:
                 _average_buffers(net, dist[1])
             if cut and cnt == 0:  # nothing trained in this epoch: it is not one
@@ -448,6 +492,16 @@ class Engine:
                 # checkpointed or offered to pruning: a resume restarts it from the last whole epoch
                 stopped = "time_budget"
                 break
+            # from the previous epoch's end: its checkpoint and callbacks are part of an epoch's cost
+            epoch_times.append(time.perf_counter() - epoch_mark)
+            epoch_mark = time.perf_counter()
+            if warp is not None and replan is not None and epoch + 1 < planned:
+                # before the checkpoint, which keeps the new plan: a resume walks the same schedule
+                recent = epoch_times[-REPLAN_EPOCHS:]
+                new = max(epoch + 2, int(replan(epoch + 1, sum(recent) / len(recent))))
+                if new != planned:
+                    warp.replan(step, new * steps_per_epoch)
+                    planned = new
             if checkpoint is not None and dist[0] == 0:
                 _save_checkpoint(
                     checkpoint,
@@ -463,6 +517,7 @@ class Engine:
                         "best_score": best[0],
                         "best_epoch": best[1],
                         "best_state": best[2] if best[2] is not None else {},
+                        "schedule": warp.state() if warp is not None else None,
                     },
                 )
             if label is not None:
@@ -472,7 +527,7 @@ class Engine:
             if hp.patience is not None and val is not None and bad >= hp.patience:
                 stopped = "early_stopped"
                 break
-            if deadline is not None and time.time() > deadline and epoch + 1 < hp.epochs:
+            if deadline is not None and time.time() > deadline and epoch + 1 < planned:
                 stopped = "time_budget"
                 break
         if restore_best and val is not None and best[2]:
@@ -489,6 +544,9 @@ class Engine:
             seconds=time.time() - t0,
             step_seconds=warm_s / warm_steps if warm_steps else first_step_s,
             steps_timed=warm_steps,
+            step_median=float(np.median(step_times)) if step_times else first_step_s,
+            epochs_planned=planned,
+            replans=warp.replans(steps_per_epoch) if warp is not None else [],
             val_logits=val_logits,
         )
 
@@ -586,6 +644,46 @@ def make_engine(task: Any, pre: Any, device: str) -> Engine:
         metric_convention=task.metric_convention,
         device=device,
     )
+
+
+REPLAN_EPOCHS = 3
+"""A re-plan reads the mean of the fit's latest this many epochs: the load of the moment, with one
+slow epoch damped."""
+
+
+class ScheduleWarp:
+    """Maps a fit's steps onto the steps of the schedule it was first planned with (``total``), so
+    the number of epochs can change while it trains and the schedule still runs to its end, without
+    a jump: from a re-plan at step ``s`` on, the schedule's remaining part is walked at the speed that
+    ends it at the new last step. Unchanged, it maps every step to itself (the same learning rates,
+    bit for bit)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = int(total)
+        self.planned = int(total)
+        self.knots: list[tuple[int, float, int]] = []
+        """(step, schedule step there, planned steps from there on), one per re-plan."""
+
+    def __call__(self, step: int) -> float:
+        for s0, v0, planned in reversed(self.knots):  # the latest re-plan at or before ``step``
+            if step >= s0:
+                return v0 + (step - s0) * (self.total - v0) / max(1, planned - s0)
+        return step
+
+    def replan(self, step: int, planned: int) -> None:
+        """From ``step`` on, the schedule ends at ``planned`` steps."""
+        self.knots.append((int(step), float(self(step)), int(planned)))
+        self.planned = int(planned)
+
+    def replans(self, steps_per_epoch: int) -> list[tuple[float, int]]:
+        return [(round(s / steps_per_epoch, 2), p // steps_per_epoch) for s, _, p in self.knots]
+
+    def state(self) -> dict[str, Any]:
+        return {"total": self.total, "planned": self.planned, "knots": [list(k) for k in self.knots]}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.total, self.planned = int(state["total"]), int(state["planned"])
+        self.knots = [(int(s), float(v), int(p)) for s, v, p in state["knots"]]
 
 
 def _schedule(hp: HParams, total: int) -> Callable[[int], float]:

@@ -1,12 +1,24 @@
 """How much final fit the time left buys. The final phase has its share of the budget like the others:
-before fitting, it compares the time the chosen epochs and ensemble members would take (the chosen
-capacity rung's seconds per training step times the final fit's steps) with the time left to its
-deadline, less a reserve for calibration and the test evaluation, and drops ensemble members first
-(a luxury), then epochs (never below one), saying in the decision log what it cut and why.
+before fitting, it compares the time the chosen epochs and ensemble members would take (the latest
+tuning trial's median seconds per training step times the final fit's steps) with the time left to
+its deadline, less a reserve for calibration and the test evaluation, and drops ensemble members
+first (a luxury), then epochs (never below one), saying in the decision log what it cut and why.
 
-The plan is saved in ``work/final_plan.json`` before the first fit: a final fit killed and resumed
-keeps the plan its checkpoints were trained under (the schedule of the learning rate depends on the
-number of epochs), so a resumed run ends like an uninterrupted one.
+That first plan is a guess: under load a step's wall time is heavy-tailed and moves with the load
+(benchmarks/bench_train_resume.py measured a tuning trial's steps at median 0.08 s, mean 0.33 s,
+then the final fit's at 1.4 s a minute later), so no figure measured before the fit sizes it well.
+The fit therefore re-plans itself after each whole epoch, and halfway through the first epoch it
+trains in this process, from its own epochs' wall time
+(:func:`replanner`, ``Engine.fit(replan=...)``): the epochs left are what the time left to its
+deadline buys, never more than asked, and the learning-rate schedule's remaining part is spread over
+them, so it still ends at an epoch's end. A re-plan can shorten a schedule or lengthen one that has
+not ended, never revive one that has: the first plan is made with the median step (the typical one,
+optimistic when the tail is heavy), since a plan too long costs nothing (the first re-plan shortens
+it) while a plan too short leaves time unused.
+
+The plan is saved in ``work/final_plan.json`` before the first fit, and every re-plan in the fit's
+checkpoint: a final fit killed and resumed keeps the schedule its checkpoints were trained under,
+so a resumed run ends like an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -14,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 
 from pydantic import BaseModel, ValidationError
 
@@ -27,6 +40,11 @@ PLAN_FILE = "final_plan.json"
 RESERVE_SECONDS = "final reserve seconds"
 """``ctx.timings`` label: the reserve kept for the work after the final fit when it was planned
 (:meth:`TrainSession.reserve_estimate`), to set beside :data:`EVALUATION_SECONDS`."""
+PLAN_EPOCH_SECONDS = "final plan seconds per epoch"
+"""``ctx.timings`` label: the first plan's estimate of an epoch (:func:`epoch_seconds`), to set
+beside :data:`FIT_EPOCH_SECONDS`."""
+FIT_EPOCH_SECONDS = "final fit seconds per epoch"
+"""``ctx.timings`` label: the final fit's own wall seconds per epoch at its latest re-plan."""
 EVALUATION_SECONDS = "final evaluation seconds"
 """``ctx.timings`` label: what follows the final fit (the test evaluation, its bootstrap intervals,
 the baseline's refit, the selection bias)."""
@@ -50,11 +68,11 @@ class FinalPlan(BaseModel):
 
 
 def epoch_seconds(sess: TrainSession, n_rows: int, batch_size: int) -> float | None:
-    """Seconds one epoch of ``n_rows`` rows in batches of ``batch_size`` takes: the latest measured
-    seconds per training step of the chosen network (the last tuning trial's, under the load of the
-    moment; else the chosen capacity rung's; a cut fit measures it as well as a whole one) times the
-    steps of an epoch (None: no fit of it took a step here). A budget input only: it never enters an
-    artifact of a run the budget does not bind."""
+    """Seconds one epoch of ``n_rows`` rows in batches of ``batch_size`` takes, for the first plan:
+    the latest measured typical (median) training step of the chosen network (the last tuning
+    trial's, under the load of the moment; else the chosen capacity rung's; a cut fit measures it
+    as well as a whole one) times the steps of an epoch (None: no fit of it took a step here). A
+    budget input only: it never enters an artifact of a run the budget does not bind."""
     ladder = sess.get(ScaleUpOutcome)
     if ladder is None or not ladder.rungs:
         return None
@@ -64,6 +82,25 @@ def epoch_seconds(sess: TrainSession, n_rows: int, batch_size: int) -> float | N
     if not step_s:
         return None
     return float(step_s) * max(1, n_rows // max(1, min(batch_size, n_rows)))
+
+
+def replanner(
+    sess: TrainSession, plan: FinalPlan, deadline: float, members: int
+) -> Callable[[float, float], int]:
+    """``Engine.fit``'s ``replan`` for the first ensemble member: after ``done`` epochs (a fraction
+    halfway through one) at ``epoch_s`` wall seconds each (the fit's own, as measured now), the
+    epochs that the time left to ``deadline`` buys, shared equally with the ``members - 1`` members
+    after it (which train as many epochs), rounded to the nearest whole epoch (the deadline cuts one
+    that runs long); at most the asked epochs (the fit keeps at least the epoch it is in, and one
+    more after a whole epoch whose schedule has not ended)."""
+
+    def replan(done: float, epoch_s: float) -> int:
+        left = max(0.0, deadline - time.time())
+        n = round((left / max(epoch_s, 1e-6) + done) / max(1, members))
+        sess.note_time(FIT_EPOCH_SECONDS, epoch_s)
+        return min(plan.asked_epochs, max(1, n))  # the fit keeps at least the epoch it is in
+
+    return replan
 
 
 def fit_deadline(sess: TrainSession) -> float:
@@ -87,6 +124,8 @@ def plan_final(sess: TrainSession, epochs: int, members: int, n_rows: int, batch
     sess.note_time(RESERVE_SECONDS, reserve.seconds)
     left = sess.deadline("final") - reserve.seconds - time.time()
     per_epoch = epoch_seconds(sess, n_rows, batch_size)
+    if per_epoch is not None:
+        sess.note_time(PLAN_EPOCH_SECONDS, per_epoch)
     e, m, why = epochs, members, None
     if per_epoch is not None and epochs * members * per_epoch > left:
         need = epochs * members * per_epoch

@@ -58,9 +58,10 @@ LATEST_STEP_SECONDS = "latest seconds per step"
 """``ctx.timings`` label: seconds per training step (after its first) of the latest fit that took two."""
 EVAL_ROW_SECONDS = "latest validation seconds per row"
 """``ctx.timings`` label: seconds per row of the latest validation pass (what predictions cost now)."""
-TRIAL_STEP_SECONDS = "tune latest trial seconds per step"
-"""``ctx.timings`` label: seconds per training step of the latest tuning trial (the chosen network
-under the load of the moment: what the final fit is sized with, :mod:`.final_plan`)."""
+TRIAL_STEP_SECONDS = "tune latest trial median seconds per step"
+"""``ctx.timings`` label: the median seconds per training step of the latest tuning trial (the chosen
+network's typical step under the load of the moment: what the final fit's first plan is sized with,
+:mod:`.final_plan`)."""
 RESERVE_SHARE = 0.15
 """Share of the last phase's budget kept for its work after the fit until this run has measured that
 work's parts (before the beat_baseline comparison, or in a run without a baseline)."""

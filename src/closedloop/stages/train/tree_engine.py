@@ -214,6 +214,7 @@ class TreeEngine(Engine):
         restore_best: bool = True,
         max_steps: int | None = None,
         label: str | None = None,
+        replan: Callable[[float, float], int] | None = None,  # rounds are not re-planned: the deadline cuts
     ) -> FitResult:
         import lightgbm as lgb
 

@@ -20,8 +20,15 @@ from closedloop.stages.train.calibration import (
     fold_logit_bias,
 )
 from closedloop.stages.train.data_parallel import backend_for, fit_on_ranks, start_method_for
-from closedloop.stages.train.engine import HParams, TensorSet
-from closedloop.stages.train.final_plan import EVALUATION_SECONDS, fit_deadline, plan_final
+from closedloop.stages.train.engine import FitResult, HParams, TensorSet
+from closedloop.stages.train.final_plan import (
+    EVALUATION_SECONDS,
+    FIT_EPOCH_SECONDS,
+    FinalPlan,
+    fit_deadline,
+    plan_final,
+    replanner,
+)
 from closedloop.stages.train.heldout import INFO_KEY, fit_rows
 from closedloop.stages.train.outcomes import (
     CrossValidateOutcome,
@@ -145,7 +152,12 @@ def final_fit(sess: TrainSession, tuned: TunedConfig) -> tuple[TrainedModel, Fit
                 start=cfg.final.start,
             )
         else:
+            if s == 0:  # the first member re-plans its epochs as it runs; the others train as many
+                how["replan"] = replanner(sess, size, deadline, size.members)
             res = eng.fit(net, on["train"], on["val"], hp, **how)
+        if s == 0 and res.epochs_planned is not None and res.epochs_planned != epochs:
+            _note_replans(sess, size, epochs, res)
+            epochs, hp = res.epochs_planned, hp.with_(epochs=res.epochs_planned)
         sess.note_cut("final", f"member {s}'s fit", res, epochs)
         histories[f"final seed {s}"] = res.history
         nets.append(net.cpu().eval())
@@ -304,6 +316,20 @@ def _calibration_text(method: str, temperature: float, bias: np.ndarray, on: str
         offs = ", ".join(f"{b:+.3f}" for b in bias)
         return f"temperature {temperature:.3f} and logit offset [{offs}] fitted on {where} (bias-corrected)"
     return f"temperature {temperature:.3f} fitted on {where}"
+
+
+def _note_replans(sess: TrainSession, size: FinalPlan, planned: int, res: FitResult) -> None:
+    """Say how the first member's fit re-planned its epochs as it ran (only a fit the budget binds
+    re-plans, so the seconds quoted never enter the log of a run it does not bind)."""
+    steps = " -> ".join([str(planned)] + [f"{n} (after {e:g} epochs)" for e, n in res.replans])
+    sess.decide(
+        "final",
+        f"member 0's epochs re-planned as it ran, from its own epochs' wall time "
+        f"(~{sess.ctx.timings.get(FIT_EPOCH_SECONDS, 0.0):.2g} s per epoch at the latest re-plan, "
+        f"planned at ~{size.seconds_per_epoch or 0.0:.2g} s): {steps} epochs; the "
+        "learning-rate schedule's remaining part was spread over the epochs left at each re-plan",
+        {"planned": planned, "replans": [list(r) for r in res.replans]},
+    )
 
 
 def _same_tree_members(net: torch.nn.Module) -> bool:

@@ -191,8 +191,8 @@ def tune(sess: TrainSession, model_params: dict[str, Any], ladder_logits: np.nda
             continue
         trial.set_user_attr("best_epoch", res.best_epoch)
         trial.set_user_attr("stopped", res.stopped)
-        if res.step_seconds is not None and res.steps_timed:  # the chosen network's step now (final_plan)
-            sess.note_time(TRIAL_STEP_SECONDS, res.step_seconds)
+        if res.step_median is not None and res.steps_timed:  # the chosen network's step now (final_plan)
+            sess.note_time(TRIAL_STEP_SECONDS, res.step_median)
         sess.note_fit(res)
         sess.note_cut("tune", f"trial {k}", res, hp.epochs)
         trial.set_user_attr("history", res.history)
