@@ -75,12 +75,15 @@ def kill_worker_mid_trial(
     """SIGKILL ``worker`` once it runs a trial that reported an epoch; the trial's number."""
     import optuna
 
-    t_end = time.time() + timeout
+    t_end, study = time.time() + timeout, None
     while time.time() < t_end and worker.poll() is None:
-        time.sleep(0.05)
-        study = open_study(storage, name)
+        # a tiny trial lives for a few tens of milliseconds after its first report: open the study
+        # once, then poll only its running trials
+        study = study or open_study(storage, name)
         if study is None:
+            time.sleep(0.05)
             continue
+        time.sleep(0.005)
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             who = str(t.user_attrs.get("worker", "")).split(":")
             if (
