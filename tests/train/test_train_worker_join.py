@@ -22,6 +22,9 @@ from .conftest import TINY
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 N_TRIALS = 6
+#: the pruner's first rung is at max_epochs // 6: at 30 a trial lives several epochs after its first
+#: report, so a test can catch it mid-trial (at 12, a trial of tens of milliseconds often finished first)
+KILLABLE_EPOCHS = 30
 TEN_CLASSES = {"ladder": [{"width": 8, "depth": 1}, {"width": 16, "depth": 1}], "sanity_steps": 200}
 """All ten digits (the config's data): a little more capacity than TINY's two-class ladder."""
 
@@ -174,7 +177,7 @@ def test_joined_worker_killed_mid_trial_on_journal_file_exact_count_and_mismatch
     from optuna.storages.journal import JournalFileBackend
 
     journal = tmp_path / "study.journal"
-    config = write_config(tmp_path / "joined.yaml")
+    config = write_config(tmp_path / "joined.yaml", max_epochs=KILLABLE_EPOCHS)
     run = tmp_path / "run"
     leader = cli(
         ["run", str(config), "--storage", str(journal), "--workers", "1", "--out", str(run)],

@@ -41,10 +41,13 @@ def killer(load_study, killed: list[int], stop: threading.Event) -> None:
     """SIGKILL the first worker seen running a trial (after its first epoch was reported)."""
     import optuna
 
+    study = None
     while not stop.is_set() and not killed:
-        time.sleep(0.02)
+        # a tiny trial lives for a few epochs of tens of milliseconds: open the study once, then poll
+        # only its running trials
+        time.sleep(0.005 if study is not None else 0.02)
         try:
-            study = load_study()
+            study = study or load_study()
             if study is None:
                 continue
             trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
@@ -66,7 +69,8 @@ def test_two_workers_one_killed_mid_trial_exact_count_each_configuration_once(
 
     n = 4
     ctx = make_ctx(tmp_path)
-    stage = TrainModel(**{**TINY, "n_trials": n, "max_epochs": 10, "workers": 2})
+    # max_epochs 30: the pruner's first rung at epoch 5 leaves a trial several epochs for the killer
+    stage = TrainModel(**{**TINY, "n_trials": n, "max_epochs": 30, "workers": 2})
     work = tmp_path / "work"
     killed: list[int] = []
     stop = threading.Event()
@@ -127,3 +131,27 @@ def test_cli_workers_more_than_trials_exits_2_naming_the_field(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "train.workers" in err and "99 is more than n_trials" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_running_trial_that_never_named_its_process_is_failed_and_retried(tmp_path) -> None:
+    """A process that died between creating a trial and naming itself (the database went away in that
+    moment) leaves a RUNNING trial no pid check or heartbeat reaches: once old enough it is retried,
+    while a trial a live process named is left alone."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from closedloop.stages.train.phases import workers as W
+
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "s.journal")))
+    study = optuna.create_study(study_name="orphans", storage=storage)
+    orphan = study.ask()  # never named: its creator is gone
+    named = study.ask()
+    named.set_user_attr(W.WORKER, W.worker_id(named.number))  # this live process
+    assert W.fail_lost(study) == []  # younger than the grace: its creator may still name it
+    assert W.fail_lost(study, orphan_seconds=0) == [orphan.number]
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[orphan.number] == optuna.trial.TrialState.FAIL
+    assert states[named.number] == optuna.trial.TrialState.RUNNING
+    retry = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.WAITING]
+    assert [W.origin(t) for t in retry] == [orphan.number]

@@ -103,7 +103,8 @@ def test_two_workers_on_postgres_one_killed_exact_count_same_shape_as_one_proces
     import optuna
 
     n = 4
-    cfg = {**TINY, "n_trials": n, "max_epochs": 10}  # long enough trials for the killer to catch one
+    # max_epochs 30: the pruner's first rung is at epoch 5, long enough trials for the killer to catch one
+    cfg = {**TINY, "n_trials": n, "max_epochs": 30}
     inputs = {"data": binary_digits, "task": binary_task}
     multi_ctx = make_ctx(tmp_path / "multi")
     multi = TrainModel(**cfg, workers=2, storage=postgres_url, study_name="shared")
@@ -156,6 +157,7 @@ def test_joined_worker_on_another_machine_killed_heartbeat_fails_and_retries_its
 ) -> None:
     """The worker calls its machine "elsewhere": no pid check reaches it, only Optuna's heartbeat."""
     from .test_train_worker_join import (
+        KILLABLE_EPOCHS,
         check_joined,
         check_study_and_run,
         cli,
@@ -166,7 +168,9 @@ def test_joined_worker_on_another_machine_killed_heartbeat_fails_and_retries_its
     )
 
     url, name = rdb_url(postgres_url), "joined-heartbeat"
-    config = write_config(tmp_path / "joined.yaml", heartbeat_seconds=1, study_name=name)
+    config = write_config(
+        tmp_path / "joined.yaml", heartbeat_seconds=1, study_name=name, max_epochs=KILLABLE_EPOCHS
+    )
     run = tmp_path / "run"
     leader = cli(["run", str(config), "--storage", postgres_url, "--out", str(run)], tmp_path / "leader.log")
     elsewhere = {"CLOSEDLOOP_WORKER_HOST": "elsewhere"}

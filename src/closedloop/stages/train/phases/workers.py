@@ -19,7 +19,9 @@ Liveness: every running trial carries ``worker`` = ``host:pid:number``. A trial 
 failed (not counted) and queued again with the same parameters (Optuna's
 ``RetryHeartbeatStaleTrialCallback``): on this host by a pid check that any worker or the leader runs
 (:func:`fail_lost`), across machines by Optuna's RDB heartbeat (``heartbeat_interval`` /
-``grace_period``; the journal storage has no heartbeat in Optuna 5).
+``grace_period``; the journal storage has no heartbeat in Optuna 5). A running trial that never got
+its ``worker`` attribute (its process died in the moment between creating and naming it, e.g. as the
+database went away) is failed and retried by any process once it is ``ORPHAN_SECONDS`` old.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import os
 import socket
 import time
 import warnings
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -41,6 +44,8 @@ FAILURE = "failure"
 RDB_SCHEMES = ("postgresql", "postgresql+psycopg2", "mysql", "mysql+pymysql")
 JOURNAL_SUFFIX = ".journal"
 WORKER = "worker"  # user attr of a running trial: host:pid:number of the process running it
+# a running trial without WORKER this old was created by a process that died before naming itself
+ORPHAN_SECONDS = 60.0
 
 
 def is_journal(url: str | None) -> bool:
@@ -183,10 +188,21 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def fail_lost(study: Any) -> list[int]:
+def _orphaned(t: Any, now: datetime, orphan_seconds: float) -> bool:
+    """A running trial that never got its ``worker`` attribute: its process died between creating it
+    and naming itself (the first thing a trial does), e.g. when the database went away in that moment.
+    No pid check or heartbeat can ever reach it, so once it is ``orphan_seconds`` old it is lost.
+    (Ages compare the creating machine's clock with this one's: keep the grace above their skew.)"""
+    if WORKER in t.user_attrs or t.datetime_start is None:
+        return False
+    return (now - t.datetime_start).total_seconds() >= orphan_seconds
+
+
+def fail_lost(study: Any, orphan_seconds: float = ORPHAN_SECONDS) -> list[int]:
     """Fail the running trials whose process is gone and queue each again with the same parameters:
-    elsewhere by the RDB heartbeat (Optuna's ``fail_stale_trials``), on this host by pid. Returns the
-    numbers failed here by pid (another process may have failed one first: it is skipped)."""
+    elsewhere by the RDB heartbeat (Optuna's ``fail_stale_trials``), on this host by pid, anywhere
+    when a trial never named its process (:func:`_orphaned`). Returns the numbers failed here (another
+    process may have failed one first: it is skipped)."""
     import optuna
 
     running = (optuna.trial.TrialState.RUNNING,)
@@ -194,10 +210,13 @@ def fail_lost(study: Any) -> list[int]:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # heartbeat storages only; retried by the callback
     failed: list[int] = []
-    host = host_name()
+    host, now = host_name(), datetime.now()  # optuna stamps trials with the local naive time
     for t in study.get_trials(deepcopy=True, states=running):
         who = str(t.user_attrs.get(WORKER, "")).split(":")
-        if len(who) != 3 or who[0] != host or who[2] != str(t.number) or _alive(int(who[1])):
+        mine_and_dead = (
+            len(who) == 3 and who[0] == host and who[2] == str(t.number) and not _alive(int(who[1]))
+        )
+        if not mine_and_dead and not _orphaned(t, now, orphan_seconds):
             continue
         try:
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)  # no FAILURE attr: not counted
