@@ -43,6 +43,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -851,25 +852,29 @@ def main() -> int:
         )
 
         # -- 2. concurrency 32 with dynamic batching vs the bare app (unbatched) ---------------------------
-        rates, p99s, runs = compare(
-            f"## 2. concurrency 32: closedloop with {' '.join(batch_args)} (log on) vs bare (unbatched)",
-            batched,
-            bare,
-            32,
-            32,
-        )
-        p99 = [r.pct(99) for r in runs]
-        say(f"capacity ratio (bare cpu/req / batched closedloop cpu/req): {spread(cpus)}")
-        say(cpu_split(split))
-        say(
-            f"throughput ratio batched closedloop / bare: {spread(rates)}  {'OK' if statistics.median(rates) >= 2.0 else 'BELOW TARGET'} (>= 2.0)"
-        )
-        if max_ms is not None:
+        def judge_batched(server: Any, title: str) -> tuple[float, float]:
+            """Section 2's comparison of one batched server with the bare app, judged against the
+            targets (p99: the worst round); returns its model calls and inputs from /metrics."""
+            rates, _, runs = compare(title, server, bare, 32, 32)
+            p99 = [r.pct(99) for r in runs]
+            say(f"capacity ratio (bare cpu/req / batched closedloop cpu/req): {spread(cpus)}")
+            say(cpu_split(split))
             say(
-                f"batched p99 ms: {spread(p99)} vs the task's max_latency_ms {max_ms:g}  {'OK' if max(p99) <= max_ms else 'ABOVE'}"
+                f"throughput ratio batched closedloop / bare: {spread(rates)}  {'OK' if statistics.median(rates) >= 2.0 else 'BELOW TARGET'} (>= 2.0)"
             )
-        n_calls = metric_value(batched.url, "closedloop_batch_size_count")
-        n_inputs = metric_value(batched.url, "closedloop_batch_size_sum")
+            if max_ms is not None:
+                say(
+                    f"batched p99 ms: {spread(p99)} vs the task's max_latency_ms {max_ms:g}  {'OK' if max(p99) <= max_ms else 'ABOVE'}"
+                )
+            return (
+                metric_value(server.url, "closedloop_batch_size_count"),
+                metric_value(server.url, "closedloop_batch_size_sum"),
+            )
+
+        n_calls, n_inputs = judge_batched(
+            batched,
+            f"## 2. concurrency 32: closedloop with {' '.join(batch_args)} (log on) vs bare (unbatched)",
+        )
         say(
             f"/metrics: {n_calls:.0f} model calls for {n_inputs:.0f} inputs, mean batch {n_inputs / max(n_calls, 1):.1f}"
         )
@@ -891,25 +896,10 @@ def main() -> int:
                 label=f"batched {setting}",
             )
             servers.append(other)
-            rates, p99s, runs = compare(
-                f"## 2b. concurrency 32: closedloop with {' '.join(other_args)} (log on) vs bare (unbatched)",
+            n_calls, n_inputs = judge_batched(
                 other,
-                bare,
-                32,
-                32,
+                f"## 2b. concurrency 32: closedloop with {' '.join(other_args)} (log on) vs bare (unbatched)",
             )
-            p99 = [r.pct(99) for r in runs]
-            say(f"capacity ratio (bare cpu/req / batched closedloop cpu/req): {spread(cpus)}")
-            say(cpu_split(split))
-            say(
-                f"throughput ratio batched closedloop / bare: {spread(rates)}  {'OK' if statistics.median(rates) >= 2.0 else 'BELOW TARGET'} (>= 2.0)"
-            )
-            if max_ms is not None:
-                say(
-                    f"batched p99 ms: {spread(p99)} vs the task's max_latency_ms {max_ms:g}  {'OK' if max(p99) <= max_ms else 'ABOVE'}"
-                )
-            n_calls = metric_value(other.url, "closedloop_batch_size_count")
-            n_inputs = metric_value(other.url, "closedloop_batch_size_sum")
             say(f"/metrics: mean batch {n_inputs / max(n_calls, 1):.1f} ({n_calls:.0f} model calls)")
             other.stop()
 

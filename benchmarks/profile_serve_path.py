@@ -189,8 +189,8 @@ def concurrent_figures(run_dir: Path, x1: np.ndarray, n: int, tmp: str) -> dict[
     return out
 
 
-def compare_sources(args: argparse.Namespace) -> int:
-    """Old and new source in alternating subprocesses: CPU per request and the ratio new / old."""
+def printer() -> tuple[list[str], Callable[[str], None]]:
+    """A ``say`` that prints a line and keeps it (for ``--out``), after the command line and the time."""
     lines: list[str] = []
 
     def say(s: str = "") -> None:
@@ -200,6 +200,12 @@ def compare_sources(args: argparse.Namespace) -> int:
     say(
         f"$ python benchmarks/profile_serve_path.py {' '.join(sys.argv[1:])}   # {_dt.datetime.now(_dt.UTC):%Y-%m-%d %H:%M} UTC"
     )
+    return lines, say
+
+
+def compare_sources(args: argparse.Namespace) -> int:
+    """Old and new source in alternating subprocesses: CPU per request and the ratio new / old."""
+    lines, say = printer()
     say(f"old: {args.compare_src}; new: {args.src}; load average at start: {_load()}")
     say("CPU microseconds per request in process (no sockets), whole process / event-loop thread")
     sources = {"old": args.compare_src, "new": args.src}
@@ -296,15 +302,7 @@ def main() -> int:
     data = next(run_dir.glob("stages/*/artifacts/data/val.npz"))
     with np.load(data, allow_pickle=False) as z:
         x1 = z["X"][:1]
-    lines: list[str] = []
-
-    def say(s: str = "") -> None:
-        print(s, flush=True)
-        lines.append(s)
-
-    say(
-        f"$ python benchmarks/profile_serve_path.py {' '.join(sys.argv[1:])}   # {_dt.datetime.now(_dt.UTC):%Y-%m-%d %H:%M} UTC"
-    )
+    lines, say = printer()
     with tempfile.TemporaryDirectory() as tmp:
         service = Service(ServeOptions(run_dir=str(run_dir), log_dir=tmp))
         app = build_app(service)
