@@ -22,19 +22,16 @@ from closedloop.core.pipeline import Pipeline, RunResult  # noqa: E402
 from closedloop.data.bundle import DatasetBundle, Split  # noqa: E402
 from closedloop.stages.train import TrainModel  # noqa: E402
 
-from .test_train_trees import tree_table  # noqa: E402
+from .test_train_trees import TREE_TRAIN, tree_table  # noqa: E402
 
 LABELS = ["p", "q", "rare"]
+#: the binary tree tests' settings, smaller: one multi-label stage is several boosters' work
 ML_TRAIN: dict[str, Any] = {
-    "preset": "quick",
-    "family": "lgbm",
-    "budget_minutes": 30,  # the trial count, not the clock, ends each phase (deterministic)
-    "ladder": [{"num_leaves": 4}, {"num_leaves": 16}],
+    **TREE_TRAIN,
     "ladder_epochs": 2,
     "n_trials": 2,
     "max_epochs": 3,
     "cv_candidates": 0,
-    "class_weight": "balanced",
     "n_bootstrap": 100,
 }
 
