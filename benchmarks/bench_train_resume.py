@@ -214,9 +214,9 @@ class Quality:
 
     def text(self) -> str:
         acc = "-" if self.test_acc is None else f"{self.test_acc:.3f}"
+        chose = "the capacity rung's (no trial beat it)" if self.tuned_epochs is None else self.tuned_epochs
         return (
-            f"test accuracy {acc}; the final fit trained {self.final_epochs} epoch(s), tuning chose "
-            f"{self.tuned_epochs}"
+            f"test accuracy {acc}; the final fit trained {self.final_epochs} epoch(s), tuning chose {chose}"
         )
 
 
