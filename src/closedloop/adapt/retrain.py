@@ -91,9 +91,6 @@ class RetrainFit(BaseModel):
 def check_retrain_config(run_dir: Path, spec: RetrainSpec) -> None:
     """Fail before any fitting when the champion has no config to rerun or an override is wrong
     (a ConfigError naming the ``--retrain-set`` value, from the pipeline's own validation)."""
-    from closedloop.core.pipeline import Pipeline
-    from closedloop.stages.monitor.retrain import resolve_retrain_config
-
     cfg = Path(run_dir) / "config.yaml"
     if not cfg.is_file():
         raise RunDirError(
@@ -108,6 +105,9 @@ def check_retrain_config(run_dir: Path, spec: RetrainSpec) -> None:
                 "--retrain-lr)"
             )
         return
+    from closedloop.core.pipeline import Pipeline
+    from closedloop.stages.monitor.retrain import resolve_retrain_config
+
     raw, _ = resolve_retrain_config(cfg, Path(run_dir), list(spec.overrides))
     Pipeline.from_dict(raw, where=f"{cfg} with --retrain-set {' '.join(spec.overrides) or '(none)'}")
 
@@ -192,8 +192,6 @@ def retrain_challenger(
 ) -> tuple[Any, RetrainFit]:
     """(the retrained :class:`~closedloop.models.trained.TrainedModel` at its production threshold,
     what was done): module docstring."""
-    from closedloop.core.pipeline import Pipeline
-    from closedloop.stages.monitor.retrain import _load_run, record_dataset_version, resolve_retrain_config
     from closedloop.stats.recalibration import fit_recalibration
 
     t0 = time.perf_counter()
@@ -206,6 +204,13 @@ def retrain_challenger(
         model, device, new_run = _warm_started(run_dir, fit_part, spec, seed)
         n_added = len(fit_rows) * spec.weight
     else:
+        from closedloop.core.pipeline import Pipeline
+        from closedloop.stages.monitor.retrain import (
+            _load_run,
+            record_dataset_version,
+            resolve_retrain_config,
+        )
+
         device = "cpu"
         folder = Path(work) / "retrain_labeled"
         n_added = write_labeled(fit_part, label_names, folder, spec.weight)
