@@ -374,7 +374,7 @@ def main() -> None:
         )
         print(
             f"  chosen challenger: {methods}; fit + choice time (every family) median {np.median(fit):.1f} s, "
-            f"max {fit.max():.1f} s (niced, shared cores); recalibration family alone median "
+            f"max {fit.max():.1f} s (wall time); recalibration family alone median "
             f"{np.median(t_recal) * 1000:.1f} ms, max {t_recal.max() * 1000:.1f} ms (target <= 5 s)"
         )
         nd = np.array(need, float)
