@@ -17,6 +17,8 @@ and the report summary. Meant for a machine with many cores (each process uses o
 warm start trains on CUDA when there is one).
 
 Run: PYTHONPATH=src python benchmarks/shift_recovery_tune.py [--jobs 14] [--dev-draws 6] [--report-draws 20]
+     [--grid "5:1:5e-4;20:1:5e-4"] [--skip-report]; later, the report half alone with the setting an
+     earlier (saved) tuning run chose: ... --chosen 20:1:5e-4
 """
 
 from __future__ import annotations
@@ -74,6 +76,11 @@ def main() -> None:
     ap.add_argument("--logs", default=str(ROOT / "benchmarks" / "out" / "shift_recovery_tune"))
     ap.add_argument("--skip-report", action="store_true")
     ap.add_argument(
+        "--chosen",
+        default=None,
+        help="'weight:epochs:lr' chosen by an earlier tuning run (its output saved): only the report half runs",
+    )
+    ap.add_argument(
         "--settings", type=int, default=len(GRID), help="the first N settings of GRID (a smoke run)"
     )
     ap.add_argument("--scenarios", default=",".join((*SHIFTED, "in_distribution")), help="report scenarios")
@@ -82,53 +89,69 @@ def main() -> None:
     logs.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
 
-    grid = GRID[: args.settings]
-    jobs = [(i, s, sc) for i, s in enumerate(grid) for sc in SHIFTED]
+    if args.chosen:
+        w, e, lr = args.chosen.split(":")
+        chosen = {"weight": int(w), "epochs": int(e), "lr": float(lr)}
+        print(f"setting chosen by an earlier tuning run on the development half: {args.chosen}", flush=True)
+    else:
+        grid = (
+            [
+                {"weight": int(w), "epochs": int(e), "lr": float(lr)}
+                for w, e, lr in (x.split(":") for x in args.grid.split(";"))
+            ]
+            if args.grid
+            else GRID
+        )[: args.settings]
+        jobs = [(i, s, sc) for i, s in enumerate(grid) for sc in SHIFTED]
 
-    def dev(job: tuple[int, dict, str]) -> tuple[int, str, str]:
-        i, s, sc = job
-        name = f"dev-s{i}-{sc}"
-        out = _bench(
-            ["--half", "dev", "--challengers", "retrain", "--scenarios", sc, "--draws", str(args.dev_draws),
-             *_setting_args(s), "--work", str(logs / "work" / name)],
-            logs / f"{name}.log",
-        )  # fmt: skip
-        return i, sc, out
+        def dev(job: tuple[int, dict, str]) -> tuple[int, str, str]:
+            i, s, sc = job
+            name = f"dev-s{i}-{sc}"
+            out = _bench(
+                ["--half", "dev", "--challengers", "retrain", "--scenarios", sc, "--draws", str(args.dev_draws),
+                 *_setting_args(s), "--work", str(logs / "work" / name)],
+                logs / f"{name}.log",
+            )  # fmt: skip
+            return i, sc, out
 
-    with ThreadPoolExecutor(args.jobs) as pool:
-        results = list(pool.map(dev, jobs))
-    table: dict[int, dict[str, tuple[int, float, str]]] = {i: {} for i in range(len(grid))}
-    for i, sc, out in results:
-        c, p = COST.search(out), PROMOTED.search(out)
-        a, parts = AUC.search(out), PARTS.search(out)
-        if c is None or p is None:
-            raise SystemExit(f"tuning run {i} {sc} failed: see {logs}/dev-s{i}-{sc}.log\n{out[-2000:]}")
-        extra = (f"AUC {a.group(1)}->{a.group(2)}" if a else "") + (
-            f", better {parts.group(1)}, non-inferior {parts.group(2)}" if parts else ""
+        with ThreadPoolExecutor(args.jobs) as pool:
+            results = list(pool.map(dev, jobs))
+        table: dict[int, dict[str, tuple[int, float, str]]] = {i: {} for i in range(len(grid))}
+        for i, sc, out in results:
+            c, p = COST.search(out), PROMOTED.search(out)
+            a, parts = AUC.search(out), PARTS.search(out)
+            if c is None or p is None:
+                raise SystemExit(f"tuning run {i} {sc} failed: see {logs}/dev-s{i}-{sc}.log\n{out[-2000:]}")
+            extra = (f"AUC {a.group(1)}->{a.group(2)}" if a else "") + (
+                f", better {parts.group(1)}, non-inferior {parts.group(2)}" if parts else ""
+            )
+            table[i][sc] = (int(p.group(1)), float(c.group(1)), extra)
+        print(
+            f"== tuning the warm-start retrain on the DEVELOPMENT half: {len(grid)} settings x {len(SHIFTED)} "
+            f"scenarios x {args.dev_draws} draws (the retrained challenger alone), {time.time() - t0:.0f} s =="
         )
-        table[i][sc] = (int(p.group(1)), float(c.group(1)), extra)
-    print(
-        f"== tuning the warm-start retrain on the DEVELOPMENT half: {len(grid)} settings x {len(SHIFTED)} "
-        f"scenarios x {args.dev_draws} draws (the retrained challenger alone), {time.time() - t0:.0f} s =="
-    )
 
-    def score(i: int) -> tuple[int, float, int]:
-        return (-sum(v[0] for v in table[i].values()), sum(v[1] for v in table[i].values()) / len(SHIFTED), i)
+        def score(i: int) -> tuple[int, float, int]:
+            return (
+                -sum(v[0] for v in table[i].values()),
+                sum(v[1] for v in table[i].values()) / len(SHIFTED),
+                i,
+            )
 
-    for i, s in enumerate(grid):
-        cells = "; ".join(
-            f"{sc} promoted {table[i][sc][0]}/{args.dev_draws}, cost {table[i][sc][1]:+.1f}% ({table[i][sc][2]})"
-            for sc in SHIFTED
+        for i, s in enumerate(grid):
+            cells = "; ".join(
+                f"{sc} promoted {table[i][sc][0]}/{args.dev_draws}, cost {table[i][sc][1]:+.1f}% ({table[i][sc][2]})"
+                for sc in SHIFTED
+            )
+            print(f"  weight {s['weight']:>3}, epochs {s['epochs']}, lr {s['lr']:g}: {cells}")
+        best = min(range(len(grid)), key=score)
+        chosen = grid[best]
+        print(
+            f"chosen by the declared rule (most promotions over the three scenarios, then the lowest mean median "
+            f"cost change, then the cheaper): weight {chosen['weight']}, epochs {chosen['epochs']}, lr {chosen['lr']:g} "
+            f"({-score(best)[0]} promotions, mean median cost change {score(best)[1]:+.1f}%)",
+            flush=True,
         )
-        print(f"  weight {s['weight']:>3}, epochs {s['epochs']}, lr {s['lr']:g}: {cells}")
-    best = min(range(len(grid)), key=score)
-    chosen = grid[best]
-    print(
-        f"chosen by the declared rule (most promotions over the three scenarios, then the lowest mean median "
-        f"cost change, then the cheaper): weight {chosen['weight']}, epochs {chosen['epochs']}, lr {chosen['lr']:g} "
-        f"({-score(best)[0]} promotions, mean median cost change {score(best)[1]:+.1f}%)",
-        flush=True,
-    )
     if args.skip_report:
         return
 
