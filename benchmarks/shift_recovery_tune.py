@@ -83,6 +83,11 @@ def main() -> None:
     ap.add_argument(
         "--settings", type=int, default=len(GRID), help="the first N settings of GRID (a smoke run)"
     )
+    ap.add_argument(
+        "--grid",
+        default=None,
+        help="settings to try instead of GRID, 'weight:epochs:lr' separated by ';' (cheaper first)",
+    )
     ap.add_argument("--scenarios", default=",".join((*SHIFTED, "in_distribution")), help="report scenarios")
     args = ap.parse_args()
     logs = Path(args.logs)
