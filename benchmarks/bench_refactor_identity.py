@@ -31,6 +31,8 @@ CASES = {
     "breastmnist_quick": ["configs/breastmnist.yaml", "--set", "train.preset=quick"],
     "pneumoniamnist_quick": ["configs/pneumoniamnist.yaml", "--set", "train.preset=quick"],
     "tabular": ["configs/tabular_breast_cancer.yaml"],
+    # the LR range test phase is off by default: this case runs it (session 10, its loop moved)
+    "quickstart_lr_finder": ["configs/quickstart.yaml", "--set", "train.lr_finder=true"],
 }
 MEDMNIST = {"breastmnist_quick", "pneumoniamnist_quick"}
 """Cases that read MedMNIST files: both sides get the same ``--set data.root=`` (``--data-root``)."""

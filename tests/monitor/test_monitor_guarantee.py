@@ -67,7 +67,7 @@ def test_stream_result_beside_the_windows_in_python_json_and_cli(digits, tmp_pat
     assert res.windows[0]["stream"]["n"] == 100 and res.windows[-1]["stream"]["n"] == 300
     # a dark stream: the evidence accumulates and the stream alarm is raised, after the first window
     assert res.stream["alarm"] and res.stream["alarm_at"] > 100
-    assert res.stream["e_value"] >= res.stream["threshold"] == pytest.approx(20.0)
+    assert res.stream["e_value"] >= res.stream["threshold"] == pytest.approx(200.0)  # 1/(alpha*delta)
     assert res.summary()["stream_alarm"] is True
     assert res.windows[0]["guarantee"].startswith("false-alarm rate <= 5%")
     np.savez(tmp_path / "prod.npz", images=X[..., 0])
