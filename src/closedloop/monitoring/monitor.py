@@ -407,7 +407,8 @@ class Monitor:
     ) -> dict[str, Any]:
         """Check an already scored window (features and probabilities computed elsewhere, e.g. from a
         request log): the same result as :meth:`check`, without touching the model. ``stream``: the
-        stream test's status after the window (its alarm withholds the label-free estimate)."""
+        stream test's status after the window (its evidence at the level over runs, ``evidence_at``, or
+        its alarm withholds the label-free estimate)."""
         rng = np.random.default_rng(self.seed if seed is None else seed)
         return self._evaluate(win, quality or {"n_rows": len(win), "warnings": []}, rng, stream)
 
