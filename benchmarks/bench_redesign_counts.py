@@ -210,6 +210,7 @@ def one_place(src: Path) -> dict[str, object]:
                 "models/checks.py",
                 "stages/audit/checks.py",
                 "stages/train/knob_checks.py",
+                "monitoring/selection_checks.py",
             )
         ),
         "files naming the weight_decay knob": f"{len(knob_files)} {knob_files}",

@@ -16,7 +16,7 @@ from closedloop.core.errors import ConfigError
 from closedloop.core.pipeline import Pipeline
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
-KINDS = {"sources", "checks", "baselines", "models", "drift", "stages", "knobs"}
+KINDS = {"sources", "checks", "baselines", "models", "drift", "review", "stages", "knobs"}
 
 
 def page() -> tuple[dict[str, str], list[str], list[str]]:
@@ -96,3 +96,4 @@ def test_extending_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         "tests"
     ]
     assert stages["row_counts"]["rows"] == {"train": 420, "val": 90}
+    assert stages["monitor"]["reference"]["review_strategy"] == "my_pkg.review:EveryOther"  # the page's
