@@ -153,10 +153,10 @@ def main() -> None:
         help="closedloop adapt --retrain-mode",
     )
     ap.add_argument(
-        "--retrain-epochs", type=int, default=2, help="closedloop adapt --retrain-epochs (warm_start)"
+        "--retrain-epochs", type=int, default=1, help="closedloop adapt --retrain-epochs (warm_start)"
     )
     ap.add_argument(
-        "--retrain-lr", type=float, default=3e-4, help="closedloop adapt --retrain-lr (warm_start)"
+        "--retrain-lr", type=float, default=5e-4, help="closedloop adapt --retrain-lr (warm_start)"
     )
     ap.add_argument(
         "--work", default=None, help="folder for the draws' files (default under the champion's cache)"
