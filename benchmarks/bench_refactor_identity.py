@@ -91,8 +91,13 @@ def _clean(obj: Any, run_dir: Path) -> Any:
     if isinstance(obj, list):
         return [_clean(v, run_dir) for v in obj]
     if isinstance(obj, str):
-        return obj.replace(str(run_dir), "<RUN>")
+        return _unpath(obj, run_dir)
     return obj
+
+
+def _unpath(text: str, run_dir: Path) -> str:
+    """``run_dir`` (as given, and resolved: a run reused through a symlink, ``--keep``) -> ``<RUN>``."""
+    return text.replace(str(run_dir.resolve()), "<RUN>").replace(str(run_dir), "<RUN>")
 
 
 def summary_json(run_dir: Path) -> dict:
@@ -114,7 +119,7 @@ def report_text(run_dir: Path) -> list[str]:
     """report.html's visible text (tags, inlined images, wall times and the run's path removed)."""
     page = (run_dir / "report.html").read_text()
     page = re.sub(r"<style>.*?</style>|<img [^>]*>", "", page, flags=re.S)
-    text = re.sub(r"<[^>]+>", " ", page).replace(str(run_dir), "<RUN>")
+    text = _unpath(re.sub(r"<[^>]+>", " ", page), run_dir)
     text = re.sub(r"\b\d+(\.\d+)?\s*(s|ms)\b", "<T>", text)
     return [line.strip() for line in text.splitlines() if line.strip()]
 

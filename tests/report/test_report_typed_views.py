@@ -49,6 +49,9 @@ def test_an_older_audit_report_reads_with_what_it_has() -> None:
     ev = _audit(older, n_test=4)
     assert ev is not None and ev.test_overlap == 0.5  # every close pair: the bound older reports give
     assert ev.estimated_noise_rate is None and ev.gain_ci is None and ev.test_shift_auc is None
+    undefined = _report({"learning_curve": {"gain_at_2x": None, "gain_90ci": [None, None]}})  # NaN
+    ev = _audit(undefined, n_test=4)
+    assert ev is not None and ev.gain_at_2x is None and ev.gain_ci is None
     none_ran = _report({})
     assert none_ran.metrics_of("learning_curve", LearningCurveMetrics).gain_at_2x is None
     assert none_ran.metrics_of("split_shift", SplitShiftMetrics).adversarial_auc_test is None

@@ -95,8 +95,8 @@ class LearningCurveMetrics(CheckMetrics):
 
     gain_at_2x: float | None = None
     """The error reduction predicted with twice the training data."""
-    gain_90ci: list[float] | None = None
-    """Its bootstrap 90% interval ``[low, high]``."""
+    gain_90ci: list[float | None] | None = None
+    """Its bootstrap 90% interval ``[low, high]`` (a bound is None where it was undefined: NaN)."""
 
 
 class SplitShiftMetrics(CheckMetrics):
@@ -107,6 +107,16 @@ class SplitShiftMetrics(CheckMetrics):
 
 
 M = TypeVar("M", bound=CheckMetrics)
+
+METRIC_VIEWS: dict[str, type[CheckMetrics]] = {
+    "duplicates": DuplicateMetrics,
+    "label_issues": LabelIssueMetrics,
+    "learning_curve": LearningCurveMetrics,
+    "split_shift": SplitShiftMetrics,
+}
+"""The built-in checks whose metrics are read outside the audit, and their views: checked when a report
+is loaded, so a record these views cannot read is the run reader's one clear error (the file, its
+layout version, what to do), not a failure later inside the report."""
 
 
 SIDE_COLUMNS = {
@@ -196,7 +206,7 @@ class AuditReport(Artifact):
                     tables[name] = pd.read_csv(p)
                 except pd.errors.EmptyDataError:
                     tables[name] = pd.DataFrame(columns=SIDE_COLUMNS.get(name, []))
-        return cls(
+        report = cls(
             findings=body["findings"],
             results=body["results"],
             failed=body["failed"],
@@ -204,6 +214,9 @@ class AuditReport(Artifact):
             config=body.get("config", {}),
             tables=tables,
         )
+        for name, view in METRIC_VIEWS.items():
+            report.metrics_of(name, view)  # a ValidationError here: the record is not this layout's
+        return report
 
     def files(self, directory: Path) -> dict[str, str]:
         return {"report": "report.json", "duplicates": "duplicates.csv", "label_issues": "label_issues.csv"}

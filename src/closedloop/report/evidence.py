@@ -181,8 +181,11 @@ def gate_evidence(gate: GateResult) -> GateEvidence:
     )
 
 
-def _pair(v: list[float] | tuple[float, float] | None) -> tuple[float, float] | None:
-    return None if v is None or len(v) != 2 else (float(v[0]), float(v[1]))
+def _pair(v: list[float | None] | tuple[float, float] | None) -> tuple[float, float] | None:
+    """Two bounds as numbers; None without two, or with an undefined one (NaN is written as null)."""
+    if v is None or len(v) != 2 or v[0] is None or v[1] is None:
+        return None
+    return (float(v[0]), float(v[1]))
 
 
 def _estimate(f: FigureRecord, evaluated_on: str) -> Estimate | None:

@@ -258,11 +258,14 @@ class Engine:
     def make_optimizer(
         self, net: nn.Module, hp: HParams, total_steps: int, warp: ScheduleWarp | None = None
     ) -> tuple[Any, Any]:
-        decay = [p for p in net.parameters() if p.requires_grad and p.ndim > 1]
-        no_decay = [p for p in net.parameters() if p.requires_grad and p.ndim <= 1]
+        # each group's options come from the optimizer knobs (knobs.py: the learning rate, the weight
+        # decay on the weights alone); the engine names none of them
+        groups: dict[K.OptimizerGroup, list[nn.Parameter]] = {
+            "weights": [p for p in net.parameters() if p.requires_grad and p.ndim > 1],
+            "others": [p for p in net.parameters() if p.requires_grad and p.ndim <= 1],
+        }
         opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=hp.lr,
+            [{"params": params, **K.optimizer_options(hp, group)} for group, params in groups.items()]
         )
         f = _schedule(hp, total_steps)
         lam = f if warp is None else (lambda step: f(warp(step)))  # noqa: E731
@@ -605,7 +608,10 @@ class Engine:
         fixed recipes' step loop (:func:`~closedloop.models.loop.train_steps`)."""
         net = net.to(self.device).train()
         g = torch.Generator().manual_seed(seed)
-        opt = torch.optim.AdamW(net.parameters(), lr=lr_min, weight_decay=hp.weight_decay)
+        # the optimizer knobs' options for the weights (weight decay included) on every parameter; the
+        # sweep sets the learning rate before each step
+        options = K.optimizer_options(hp, "weights")
+        opt = torch.optim.AdamW(net.parameters(), **{**options, "lr": lr_min})
         lrs: list[float] = []
         losses: list[float] = []  # smoothed
         bs = min(hp.batch_size, len(train))
@@ -631,7 +637,7 @@ class Engine:
             return loss
 
         train_steps(batches(), optimizer=opt, batch_loss=batch_loss)
-        best = lrs[int(np.argmin(losses))] if losses else hp.lr
+        best = lrs[int(np.argmin(losses))] if losses else options["lr"]  # no step: the base rate
         return lrs, losses, float(best / 10)
 
 

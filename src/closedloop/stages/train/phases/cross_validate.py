@@ -140,13 +140,18 @@ def candidates(sess: TrainSession, tuned: TuneOutcome, n: int) -> list[tuple[str
     return cands
 
 
+def runs_folds(sess: TrainSession) -> bool:
+    """Whether this phase trains anything: a k-fold protocol and at least one candidate."""
+    return sess.task.validation.protocol in ("kfold", "repeated_kfold") and (sess.cfg.cv_candidates or 0) >= 1
+
+
 def cross_validate(sess: TrainSession, tuned: TuneOutcome) -> CrossValidateOutcome:
     from closedloop.stats.metrics import compute_metric
 
     cfg, eng, task = sess.cfg, sess.engine, sess.task
     proto = task.validation
     n = cfg.cv_candidates or 0
-    if proto.protocol not in ("kfold", "repeated_kfold") or n < 1:
+    if not runs_folds(sess):
         why = f"protocol {proto.protocol}" if n else "cv_candidates is 0"
         return CrossValidateOutcome(tuned=tuned.config(), skipped=why)
     repeats = proto.repeats if proto.protocol == "repeated_kfold" else 1
