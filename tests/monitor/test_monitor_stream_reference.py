@@ -15,7 +15,7 @@ from closedloop.core.stage import RunContext
 from closedloop.monitoring import Monitor
 from closedloop.monitoring.drift import Sample
 from closedloop.monitoring.profile import ReferenceProfile
-from closedloop.monitoring.stream import StreamTest
+from closedloop.monitoring.stream import StreamStatus, StreamTest
 from closedloop.monitoring.stream_reference import ReferenceStreamTest, new_stream_test, spend
 from closedloop.stages.monitor import BuildMonitorProfile
 from closedloop.stages.monitor.reference import profile_config
@@ -168,6 +168,8 @@ def test_per_deployment_stream_level_spends_alpha_times_delta_on_the_same_looks(
         return hit[0] if hit else None
 
     assert over_runs.alarm_at == first(0.05) and per_dep.alarm_at == first(0.005)
+    # the evidence at the level over runs is kept beside the alarm (it withholds the label-free estimate)
+    assert over_runs.evidence_at == per_dep.evidence_at == first(0.05)
     s = per_dep.status()
     assert (s.alpha, s.delta, s.threshold) == (0.05, 0.1, pytest.approx(200.0))
     assert "for this reference with probability >= 0.9" in s.rests_on and "alpha*delta/(k(k+1))" in s.rests_on
@@ -204,6 +206,20 @@ def test_stream_delta_reaches_profile_summary_guarantee_and_rebuild(digits, tmp_
     assert profile_config(info).stream_delta == 0.1
     test = Monitor(profile, model, seed=0, effects=False).stream_test()
     assert test.delta == 0.1 and test.status().threshold == pytest.approx(200.0)
+    # the label-free estimate is withheld from the stream's evidence at 1/stream_alpha on, before its alarm
+    mon = Monitor(profile, model, seed=0, effects=False)
+    win = mon.sample(mon.prepare(digits[0].val.X[:100]))
+    quiet = StreamStatus(
+        alarm=False, e_value=1.0, max_e_value=1.0, threshold=200.0, alpha=0.05, delta=0.1, n=100
+    )
+    assert "stream" not in mon.evaluate(win, seed=0, stream=quiet.model_dump())["estimate_flags"]
+    seen = quiet.model_copy(update={"e_value": 30.0, "max_e_value": 30.0, "evidence_at": 100})
+    r = mon.evaluate(win, seed=0, stream=seen.model_dump())
+    assert (
+        not r["estimate_reliable"]
+        and "stream" in r["estimate_flags"]
+        and "since row 100" in r["estimate_reason"]
+    )
     # YAML stream_delta: null keeps the rate over runs, and the guarantee says one deployment's can be higher
     _, marginal = _profile(digits, tmp_path / "m", stream_delta=None)
     assert marginal.info.stream_delta is None and new_stream_test(

@@ -112,6 +112,11 @@ class StreamStatus(BaseModel):
     """Production rows seen since the reference (or the last reset)."""
     alarm_at: int | None = None
     """Row count at which the stream alarm was first raised."""
+    evidence_at: int | None = None
+    """Row count at which the evidence first reached ``1 / alpha``, the level over runs (without
+    ``delta``; the same as ``alarm_at`` when ``delta`` is None). The label-free estimate is withheld from
+    there on, as the drift tests' marginal level withholds it; the alarm waits for the per-deployment
+    level. None for statuses saved before it existed."""
     by_score: dict[str, float] = Field(default_factory=dict)
     """Each score's martingale now."""
     reference_rows: int = 0
@@ -164,6 +169,7 @@ class StreamTest:
         self._log_m = {(k, j): 0.0 for k in self.names for j in range(len(self.bets))}
         self.n = 0
         self.alarm_at: int | None = None
+        self.evidence_at: int | None = None
         self.max_e = 1.0
 
     def _pvalues(self, name: str, scores: np.ndarray) -> np.ndarray:
@@ -218,6 +224,9 @@ class StreamTest:
         crossed = np.flatnonzero(mean_e >= 1 / self.level)
         if self.alarm_at is None and len(crossed):
             self.alarm_at = self.n + int(crossed[0]) + 1
+        seen = np.flatnonzero(mean_e >= 1 / self.alpha)
+        if self.evidence_at is None and len(seen):
+            self.evidence_at = self.n + int(seen[0]) + 1
         self.max_e = max(self.max_e, float(mean_e.max()) if len(mean_e) else 1.0)
         self.n += n_new
         return self.status()
@@ -244,6 +253,7 @@ class StreamTest:
             delta=self.delta,
             n=self.n,
             alarm_at=self.alarm_at,
+            evidence_at=self.evidence_at,
             by_score=self.by_score(),
             reference_rows=self.reference_rows,
             rests_on=(

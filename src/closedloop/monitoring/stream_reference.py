@@ -111,6 +111,9 @@ class ReferenceStreamTest:
         self.n = 0
         self.looks = 0
         self.alarm_at: int | None = None
+        self.evidence_at: int | None = (
+            None  # p_k <= alpha * w_k: the level over runs (withholds the estimate)
+        )
         self.stat = 1.0
         self.max_stat = 1.0
         self.p_value: float | None = None
@@ -146,6 +149,8 @@ class ReferenceStreamTest:
         self.max_stat = max(self.max_stat, self.stat)
         if self.alarm_at is None and self.p_value <= self.level * w:
             self.alarm_at = self.n
+        if self.evidence_at is None and self.p_value <= self.alpha * w:
+            self.evidence_at = self.n
 
     def update(self, rows: Sample) -> StreamStatus:
         """Feed the next rows (in arrival order; probabilities needed, summary features and embeddings
@@ -183,6 +188,7 @@ class ReferenceStreamTest:
             delta=self.delta,
             n=self.n,
             alarm_at=self.alarm_at,
+            evidence_at=self.evidence_at,
             by_score={"domain": self.stat},
             reference_rows=self.reference_rows,
             test="reference",
