@@ -317,7 +317,7 @@ def main() -> None:
         if label == "reference":
             end = tdist["whole_end"]
             print(
-                f"   [{label}] the same orders read as a file (a last look at row {len(yt)}, spending alpha/6): alarm in "
+                f"   [{label}] the same orders read as a file (a last look at row {len(yt)}, spending the next share): alarm in "
                 f"{np.mean([a is not None for a in end]):.0%} of {len(end)} orders"
             )
     print(

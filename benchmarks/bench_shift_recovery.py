@@ -17,13 +17,16 @@ Scenarios: the test distribution as is; two medmnistc-style corruptions (severit
 in-distribution production (the 1,000 held-out train images), where nothing changed and an
 adaptation should almost never be promoted.
 
-With ``--challengers ...,retrain`` every draw also reruns the champion's config with half of the
-adaptation labels added to train (``closedloop adapt``'s retrained challenger; about a minute per
-draw on a quiet 2-core machine). Per scenario the bench prints, besides the targets, how many draws
+With ``--challengers ...,retrain`` every draw also retrains with half of the adaptation labels added
+to train (``closedloop adapt``'s retrained challenger): the champion's config rerun (``--retrain-mode
+pipeline``, about a minute per draw on a quiet 2-core machine) or its network trained further from its
+weights (``--retrain-mode warm_start --retrain-weight 20``, the setting chosen on the development
+half by ``shift_recovery_tune.py``; tens of seconds on a CPU). Per scenario the bench prints, besides the targets, how many draws
 were better on production (p < alpha), non-inferior on the clean original test split, and both.
 
 Run: PYTHONPATH=src .venv/bin/python benchmarks/bench_shift_recovery.py [--draws 25] [--half dev]
      [--challengers recalibration,head,finetune[,retrain]] [--eval-fraction 0.5] [--retrain-weight 1]
+     [--retrain-mode warm_start --retrain-epochs 1 --retrain-lr 5e-4]
 """
 
 from __future__ import annotations
@@ -153,10 +156,10 @@ def main() -> None:
         help="closedloop adapt --retrain-mode",
     )
     ap.add_argument(
-        "--retrain-epochs", type=int, default=2, help="closedloop adapt --retrain-epochs (warm_start)"
+        "--retrain-epochs", type=int, default=1, help="closedloop adapt --retrain-epochs (warm_start)"
     )
     ap.add_argument(
-        "--retrain-lr", type=float, default=3e-4, help="closedloop adapt --retrain-lr (warm_start)"
+        "--retrain-lr", type=float, default=5e-4, help="closedloop adapt --retrain-lr (warm_start)"
     )
     ap.add_argument(
         "--work", default=None, help="folder for the draws' files (default under the champion's cache)"

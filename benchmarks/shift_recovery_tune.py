@@ -75,6 +75,7 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=5, help="report draws per process")
     ap.add_argument("--logs", default=str(ROOT / "benchmarks" / "out" / "shift_recovery_tune"))
     ap.add_argument("--skip-report", action="store_true")
+    ap.add_argument("--reuse", action="store_true", help="keep tuning logs under --logs that finished")
     ap.add_argument(
         "--chosen",
         default=None,
@@ -112,6 +113,14 @@ def main() -> None:
         def dev(job: tuple[int, dict, str]) -> tuple[int, str, str]:
             i, s, sc = job
             name = f"dev-s{i}-{sc}"
+            done = logs / f"{name}.log"
+            if (
+                args.reuse
+                and done.is_file()
+                and COST.search(done.read_text())
+                and PROMOTED.search(done.read_text())
+            ):
+                return i, sc, done.read_text()  # finished in an earlier, cut run (same grid, same draws)
             out = _bench(
                 ["--half", "dev", "--challengers", "retrain", "--scenarios", sc, "--draws", str(args.dev_draws),
                  *_setting_args(s), "--work", str(logs / "work" / name)],

@@ -77,6 +77,7 @@ def test_stream_result_beside_the_windows_in_python_json_and_cli(digits, tmp_pat
     # looks at row 200 and at the end of the file, row 300
     assert "stream test over all 300 row(s) against the fixed reference, 2 look(s), last p=" in text
     assert ": ALARM (raised at row 200)" in text
+    assert "(alarm at 200; false-alarm rate <= 0.05 for this reference with probability >= 0.9" in text
     assert "guarantee: For this deployment's reference" in text
     saved = json.loads(out.read_text())
     assert saved["stream"]["alarm"] is True and saved["summary"]["stream_alarm"] is True

@@ -52,9 +52,11 @@ class RetrainSpec(BaseModel):
     """``pipeline``: the champion's config rerun (a new search and final fit, minutes);
     ``warm_start``: the champion's network trained further from its weights on its training split plus
     the production samples (seconds to tens of seconds: :mod:`closedloop.adapt.warm_retrain`)."""
-    epochs: int = Field(2, ge=1, le=100)
-    """``warm_start``: passes over the training split with the production samples added."""
-    lr: float = Field(3e-4, gt=0, le=1)
+    epochs: int = Field(1, ge=1, le=100)
+    """``warm_start``: passes over the training split with the production samples added (1, Adam's
+    ``lr`` 5e-4 and ``weight`` 20 were chosen on bench_shift_recovery's development half:
+    docs/results/shift_recovery_dev.txt)."""
+    lr: float = Field(5e-4, gt=0, le=1)
     """``warm_start``: Adam's learning rate."""
     batch_size: int = Field(64, ge=2)
     """``warm_start``: rows per step."""
