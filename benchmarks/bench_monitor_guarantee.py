@@ -210,7 +210,7 @@ def main() -> None:
         for o in range(args.null_streams):
             # 2,000 unseen in-distribution rows as windows of 200, read after each (looks do not inflate
             # the stream's rate); the first stream's windows also measure the estimate in a stream
-            st = StreamTest(profile.stream, info.stream_alpha, seed=[d, 1, o])
+            st = StreamTest(profile.stream, info.stream_alpha, seed=[d, 1, o], delta=info.stream_delta)
             sr = mon.stream_test()
             order = rng.permutation(rest)[:2000]
             for k, start in enumerate(range(0, 2000, 200)):
@@ -226,7 +226,7 @@ def main() -> None:
         # the test distribution as a stream: three windows of 200 (each without repeats) = 600 rows
         tsample = Sample(features=feats_t, embeddings=profile.reduce(emb_t), proba=proba_t)
         for o in range(args.stream_orders):
-            st = StreamTest(profile.stream, info.stream_alpha, seed=[d, 2, o])
+            st = StreamTest(profile.stream, info.stream_alpha, seed=[d, 2, o], delta=info.stream_delta)
             sr = mon.stream_test()
             for k in range(3):
                 widx = rng.choice(len(yt), 200, replace=False)
@@ -241,7 +241,7 @@ def main() -> None:
             tdist["600"].append(sr.alarm_at)
             tdist["600_conf"].append(st.alarm_at)
             whole = rng.permutation(len(yt))
-            st = StreamTest(profile.stream, info.stream_alpha, seed=[d, 3, o])
+            st = StreamTest(profile.stream, info.stream_alpha, seed=[d, 3, o], delta=info.stream_delta)
             st.update(stream_scores(proba_t[whole], info.problem_type, info.threshold))
             tdist["whole_conf"].append(st.alarm_at)
             sr = mon.stream_test()
@@ -289,7 +289,8 @@ def main() -> None:
     print(f"   lowest detection rate, new rule: {worst_new:.0%} (target >= 90%)")
     print(
         f"\n3. Stream test: 'reference' (the default: every row so far against the fixed held-out rows, a look every "
-        f"{info0.stream_look} rows spending alpha/(k(k+1))) and 'conformal' (the martingales before), same streams"
+        f"{info0.stream_look} rows spending {'alpha' if info0.stream_delta is None else 'alpha*delta'}/(k(k+1)); "
+        f"stream_delta {info0.stream_delta}) and 'conformal' (the martingales before, at the same level), same streams"
     )
     for label, fa, k600, kwhole in (
         ("reference", stream_fa, "600", "whole"),
@@ -316,7 +317,7 @@ def main() -> None:
         if label == "reference":
             end = tdist["whole_end"]
             print(
-                f"   [{label}] the same orders read as a file (a last look at row {len(yt)}, spending alpha/6): alarm in "
+                f"   [{label}] the same orders read as a file (a last look at row {len(yt)}, spending the next share): alarm in "
                 f"{np.mean([a is not None for a in end]):.0%} of {len(end)} orders"
             )
     print(

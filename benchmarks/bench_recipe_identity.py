@@ -2,7 +2,8 @@
 
 The audit's cross-fitted CNN (out-of-fold probabilities, with and without mixup), the export's
 distillation loop (hard and with a teacher; binary, multi-class, regression; a last batch of one row,
-skipped) and adapt's fine-tune (with and without replay; a partial last batch) are each run with the
+skipped), adapt's fine-tune (with and without replay; a partial last batch) and, from session 10, the
+train engine's sanity overfit and LR range test (on the same step loop since then) are each run with the
 same seeds by two checkouts' code (``--pre`` and ``--new``, each a folder holding ``src/``), in
 child processes; the sha256 of each result is printed and compared.
 
@@ -62,6 +63,7 @@ def recipes(model: str | None, data: str | None) -> list[str]:
             imgs, labels, folds, 2, epochs=2, min_steps=3, batch_size=16, mixup=mix, jobs=1, seed=2
         )
         out.append(f"audit cnn mixup={mix}: {_h(P)}")
+    out += engine_recipes()
     if model and data:
         from closedloop.adapt.finetune import FinetuneSpec, fine_tune
         from closedloop.models.trained import TrainedModel
@@ -75,6 +77,56 @@ def recipes(model: str | None, data: str | None) -> list[str]:
             tuned, info = fine_tune(champ, X, y, spec, costs=(1.0, 5.0), replay=(Xr, yr), seed=0)
             out.append(
                 f"adapt fine-tune replay={rw}: {_h(tuned.predict_logits(X))} (weight change {info.weight_change!r})"
+            )
+    return out
+
+
+def engine_recipes() -> list[str]:
+    """The train stage's two one-purpose loops (session 10: on the recipes' step loop): the sanity
+    check's overfit of one batch (stopped by its step count, by its loss target) and the LR range test
+    (a full sweep, one stopped by a diverging loss), on a binary and a multi-class image network."""
+    import time
+
+    import numpy as np
+    import torch
+
+    from closedloop.models.registry import build_network
+    from closedloop.models.trained import ModelSpec, Preprocessing
+    from closedloop.stages.train.engine import Engine, HParams, make_tensor_set
+
+    out = []
+    rng = np.random.default_rng(7)
+    imgs = rng.integers(0, 256, size=(96, 8, 8, 1), dtype=np.uint8)
+    pre = Preprocessing(input_kind="images", input_shape=[8, 8, 1], mean=[0.5], std=[0.3])
+    for problem, k in (("binary", 2), ("multiclass", 3)):
+        y = rng.integers(0, k, size=96)
+        y = y.reshape(-1, 1) if problem == "binary" else y
+        train = make_tensor_set(imgs, y, pre, problem)
+        eng = Engine(problem, k, mean=[0.5], std=[0.3])
+
+        def net(seed: int, k: int = k, problem: str = problem) -> torch.nn.Module:
+            torch.manual_seed(seed)
+            spec = ModelSpec(family="small_cnn", params={"width": 4, "depth": 1})
+            return build_network(spec, [8, 8, 1], 1 if problem == "binary" else k)
+
+        for steps in (3, 200):
+            m = net(1)
+            losses = eng.overfit_batch(
+                m, train.subset(np.arange(24)), steps=steps, lr=3e-2, deadline=time.time() + 3600, label="id"
+            )
+            w = torch.cat([v.detach().flatten().float() for v in m.state_dict().values()]).numpy()
+            out.append(
+                f"engine sanity overfit {problem} steps<={steps}: {len(losses)} losses {_h(np.array(losses))}, weights {_h(w)}"
+            )
+        for lr_max in (1.0, 1e4):
+            m = net(2)
+            lrs, losses, lr = eng.lr_range_test(
+                m, train, HParams(batch_size=32, weight_decay=1e-3), seed=4, steps=40, lr_max=lr_max
+            )
+            w = torch.cat([v.detach().flatten().float() for v in m.state_dict().values()]).numpy()
+            out.append(
+                f"engine lr range test {problem} lr_max={lr_max:g}: {len(lrs)} steps, losses {_h(np.array(losses))}, "
+                f"suggested lr {lr!r}, weights {_h(w)}"
             )
     return out
 

@@ -13,6 +13,8 @@
   to (a family-ladder table in the train stage, a table of drift-test names in the live monitor, a
   private strategy dict outside the Registry), validate-time checks of ``family``/``tune_knobs``, public
   batteries, and the files that name a built-in optimizer knob (``weight_decay``);
+* session 10: the engine's reads of a built-in knob's HParams field by name (``hp.lr``, ...) and
+  whether the optimizer is built from the knobs' declared options;
 * session 9: keyed reads in the second group of readers (web/build.py, report/html.py, report/runs.py),
   whether ExportRecord's distillation part is still a dict, the training loops (functions calling
   ``.backward()`` in a loop), and the engine lines that apply a knob by name (the l1 penalty, label
@@ -46,6 +48,8 @@ READERS = (
 SECOND_READERS = ("web/build.py", "report/html.py", "report/runs.py")
 """Readers of a finished run counted from session 9 on (not in the line above, so it stays comparable)."""
 HOOKED_KNOBS = ("l1", "label_smoothing")
+BUILT_IN_KNOBS = ("lr", "weight_decay", "dropout", "l1", "epochs", "strength", "label_smoothing", "mixup")
+"""The built-in network knobs (session 10: the engine's reads of their HParams fields are counted)."""
 """Built-in knobs whose effect the engine had written out by name (now each knob's own hook)."""
 LOOKUP_HOME = "core/run_reader.py"
 PRODUCERS = ("core/commit.py", "core/records.py", "core/cache.py", "core/pipeline.py", "core/rundir.py")
@@ -102,6 +106,16 @@ def knob_lines_in_engine(src: Path) -> int:
     text = _text(src / "stages/train/engine.py")
     pattern = re.compile(r"\bhp\.(" + "|".join(HOOKED_KNOBS) + r")\b")
     return sum(1 for line in text.splitlines() if pattern.search(line))
+
+
+def knob_reads_in_engine(src: Path) -> dict[str, int]:
+    """The training engine's reads of a built-in knob's HParams field (``hp.<knob>``), per knob."""
+    found = [
+        node.attr
+        for node in ast.walk(ast.parse(_text(src / "stages/train/engine.py")))
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "hp"
+    ]
+    return {k: found.count(k) for k in BUILT_IN_KNOBS if k in found}
 
 
 def lookup_copies(src: Path) -> list[str]:
@@ -196,6 +210,7 @@ def one_place(src: Path) -> dict[str, object]:
                 "models/checks.py",
                 "stages/audit/checks.py",
                 "stages/train/knob_checks.py",
+                "monitoring/selection_checks.py",
             )
         ),
         "files naming the weight_decay knob": f"{len(knob_files)} {knob_files}",
@@ -232,6 +247,13 @@ def report(root: Path, label: str) -> None:
         f"[{label}] engine lines applying a knob by name ({', '.join(HOOKED_KNOBS)}): {knob_lines_in_engine(src)}; "
         f"engine calls every knob's hooks generically: {generic}; files to touch to add a knob with a new "
         f"effect: {1 if generic else 2} ({'its class' if generic else 'knobs.py + an HParams field and engine code'})"
+    )
+    reads = knob_reads_in_engine(src)
+    options = "K.optimizer_options(" in engine
+    print(
+        f"[{label}] engine reads of a built-in knob's HParams field (hp.<knob>): {sum(reads.values())} {reads}; "
+        f"optimizer built from the knobs' declared options: {options}; files to touch to add an optimizer "
+        f"knob: {1 if options else 3} ({'its class' if options else 'knobs.py + an HParams field + engine code'})"
     )
 
 

@@ -31,6 +31,8 @@ CASES = {
     "breastmnist_quick": ["configs/breastmnist.yaml", "--set", "train.preset=quick"],
     "pneumoniamnist_quick": ["configs/pneumoniamnist.yaml", "--set", "train.preset=quick"],
     "tabular": ["configs/tabular_breast_cancer.yaml"],
+    # the LR range test phase is off by default: this case runs it (session 10, its loop moved)
+    "quickstart_lr_finder": ["configs/quickstart.yaml", "--set", "train.lr_finder=true"],
 }
 MEDMNIST = {"breastmnist_quick", "pneumoniamnist_quick"}
 """Cases that read MedMNIST files: both sides get the same ``--set data.root=`` (``--data-root``)."""
@@ -89,8 +91,13 @@ def _clean(obj: Any, run_dir: Path) -> Any:
     if isinstance(obj, list):
         return [_clean(v, run_dir) for v in obj]
     if isinstance(obj, str):
-        return obj.replace(str(run_dir), "<RUN>")
+        return _unpath(obj, run_dir)
     return obj
+
+
+def _unpath(text: str, run_dir: Path) -> str:
+    """``run_dir`` (as given, and resolved: a run reused through a symlink, ``--keep``) -> ``<RUN>``."""
+    return text.replace(str(run_dir.resolve()), "<RUN>").replace(str(run_dir), "<RUN>")
 
 
 def summary_json(run_dir: Path) -> dict:
@@ -112,7 +119,7 @@ def report_text(run_dir: Path) -> list[str]:
     """report.html's visible text (tags, inlined images, wall times and the run's path removed)."""
     page = (run_dir / "report.html").read_text()
     page = re.sub(r"<style>.*?</style>|<img [^>]*>", "", page, flags=re.S)
-    text = re.sub(r"<[^>]+>", " ", page).replace(str(run_dir), "<RUN>")
+    text = _unpath(re.sub(r"<[^>]+>", " ", page), run_dir)
     text = re.sub(r"\b\d+(\.\d+)?\s*(s|ms)\b", "<T>", text)
     return [line.strip() for line in text.splitlines() if line.strip()]
 

@@ -17,18 +17,22 @@ Scenarios: the test distribution as is; two medmnistc-style corruptions (severit
 in-distribution production (the 1,000 held-out train images), where nothing changed and an
 adaptation should almost never be promoted.
 
-With ``--challengers ...,retrain`` every draw also reruns the champion's config with half of the
-adaptation labels added to train (``closedloop adapt``'s retrained challenger; about a minute per
-draw on a quiet 2-core machine). Per scenario the bench prints, besides the targets, how many draws
+With ``--challengers ...,retrain`` every draw also retrains with half of the adaptation labels added
+to train (``closedloop adapt``'s retrained challenger): the champion's config rerun (``--retrain-mode
+pipeline``, about a minute per draw on a quiet 2-core machine) or its network trained further from its
+weights (``--retrain-mode warm_start --retrain-weight 20``, the setting chosen on the development
+half by ``shift_recovery_tune.py``; tens of seconds on a CPU). Per scenario the bench prints, besides the targets, how many draws
 were better on production (p < alpha), non-inferior on the clean original test split, and both.
 
 Run: PYTHONPATH=src .venv/bin/python benchmarks/bench_shift_recovery.py [--draws 25] [--half dev]
      [--challengers recalibration,head,finetune[,retrain]] [--eval-fraction 0.5] [--retrain-weight 1]
+     [--retrain-mode warm_start --retrain-epochs 1 --retrain-lr 5e-4]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -145,6 +149,21 @@ def main() -> None:
         "--challengers", default="recalibration,head,finetune", help="closedloop adapt --challengers"
     )
     ap.add_argument("--retrain-weight", type=int, default=1, help="closedloop adapt --retrain-weight")
+    ap.add_argument(
+        "--retrain-mode",
+        choices=["pipeline", "warm_start"],
+        default="pipeline",
+        help="closedloop adapt --retrain-mode",
+    )
+    ap.add_argument(
+        "--retrain-epochs", type=int, default=1, help="closedloop adapt --retrain-epochs (warm_start)"
+    )
+    ap.add_argument(
+        "--retrain-lr", type=float, default=5e-4, help="closedloop adapt --retrain-lr (warm_start)"
+    )
+    ap.add_argument(
+        "--work", default=None, help="folder for the draws' files (default under the champion's cache)"
+    )
     ap.add_argument("--retrain-set", action="append", default=[], help="closedloop adapt --retrain-set")
     ap.add_argument(
         "--bounds-only", action="store_true", help="only the threshold oracle's bound per scenario (seconds)"
@@ -187,8 +206,20 @@ def main() -> None:
         f"budget_minutes {info.get('budget_minutes', 2)} as a ceiling ({plan_text}), 1,000 train images held out; test AUC {test_auc}; "
         f"threshold {model.threshold:.4f}, costs FP {costs[0]:g} / FN {costs[1]:g}); "
         f"{args.draws} draws (from draw {args.first_draw}) of {args.labels} production labels; {args.half} half of the test images "
-        f"({len(half)}); --eval-fraction {args.eval_fraction}, --metric {args.metric}, --challengers {args.challengers}; "
-        "2 shared cores =="
+        f"({len(half)}); --eval-fraction {args.eval_fraction}, --metric {args.metric}, --challengers {args.challengers}"
+        + (
+            f" (retrain: {args.retrain_mode}, weight {args.retrain_weight}"
+            + (
+                f", {args.retrain_epochs} epoch(s), lr {args.retrain_lr:g}"
+                if args.retrain_mode == "warm_start"
+                else ""
+            )
+            + ")"
+            if "retrain" in args.challengers
+            else ""
+        )
+        + f"; {'device ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only'}; "
+        f"{os.cpu_count()} CPU cores =="
     )
     scenarios = {
         "test": (X_test[half], y_test[half]),
@@ -197,8 +228,15 @@ def main() -> None:
         "in_distribution": (X_in, y_in),
     }
     # a run with the retrained challenger writes elsewhere: it may run beside a run without it
-    work = OUT / (
-        "adapt" if "retrain" not in args.challengers else f"adapt-{args.challengers}-w{args.retrain_weight}"
+    work = (
+        Path(args.work)
+        if args.work
+        else OUT
+        / (
+            "adapt"
+            if "retrain" not in args.challengers
+            else f"adapt-{args.challengers}-{args.retrain_mode}-w{args.retrain_weight}-e{args.retrain_epochs}-lr{args.retrain_lr:g}"
+        )
     )
     for name in args.scenarios.split(","):
         X, y = scenarios[name]
@@ -238,7 +276,13 @@ def main() -> None:
                 out=work / f"{name}-{args.half}-{i}",
                 unseal_test=f"bench draw {i}",
                 challengers=families,
-                retrain=RetrainSpec(weight=args.retrain_weight, overrides=tuple(args.retrain_set)),
+                retrain=RetrainSpec(
+                    weight=args.retrain_weight,
+                    overrides=tuple(args.retrain_set),
+                    mode=args.retrain_mode,
+                    epochs=args.retrain_epochs,
+                    lr=args.retrain_lr,
+                ),
             )
             rec = r.choice.chosen
             p_ch = rec.proba(z_all[unseen], phi_all[unseen], X[unseen])
@@ -333,7 +377,7 @@ def main() -> None:
         )
         print(
             f"  chosen challenger: {methods}; fit + choice time (every family) median {np.median(fit):.1f} s, "
-            f"max {fit.max():.1f} s (niced, shared cores); recalibration family alone median "
+            f"max {fit.max():.1f} s (wall time); recalibration family alone median "
             f"{np.median(t_recal) * 1000:.1f} ms, max {t_recal.max() * 1000:.1f} ms (target <= 5 s)"
         )
         nd = np.array(need, float)

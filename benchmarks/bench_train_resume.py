@@ -30,11 +30,13 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import re
 import signal
 import statistics
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +200,40 @@ PHASES = ("sanity", "beat_baseline", "scale_up", "tune", "final")
 SHARES = {"sanity": 0.03, "beat_baseline": 0.10, "scale_up": 0.27, "tune": 0.40, "final": 0.20}
 
 
+BORROWED = "tune seconds borrowed from the final share"
+"""stage.json timings: how far tuning ran into the final's share (closedloop.stages.train.final_plan)."""
+
+
+@dataclass
+class Quality:
+    """What a budget-bound run shipped: the test accuracy and the final fit's epochs against the tuned."""
+
+    test_acc: float | None
+    final_epochs: int | None
+    tuned_epochs: int | None
+
+    def text(self) -> str:
+        acc = "-" if self.test_acc is None else f"{self.test_acc:.3f}"
+        chose = "the capacity rung's (no trial beat it)" if self.tuned_epochs is None else self.tuned_epochs
+        return (
+            f"test accuracy {acc}; the final fit trained {self.final_epochs} epoch(s), tuning chose {chose}"
+        )
+
+
+def quality(run: Path) -> Quality:
+    """The train stage's test accuracy (summary.json) and, from the decision log, the final fit's
+    epochs and the tuned (chosen) epochs (None when tuning kept the capacity rung)."""
+    train = json.loads((run / "summary.json").read_text())["stages"]["train"]
+    acc = (train.get("test") or {}).get("acc")
+    final = tuned = None
+    for d in decisions(run):
+        if m := re.search(r"^final: trained the chosen configuration .* for (\d+) epoch", d):
+            final = int(m.group(1))
+        if m := re.search(r"best epoch (\d+)\)", d):
+            tuned = int(m.group(1))
+    return Quality(None if acc is None else float(acc["value"]), final, tuned)
+
+
 def timings_of(run: Path) -> dict[str, Any]:
     return json.loads((train_dir(run) / "stage.json").read_text())["timings"]
 
@@ -211,12 +247,17 @@ def spent(run: Path) -> tuple[dict[str, float], int]:
 
 
 def phase_table(
-    per_phase: dict[str, float], budget_s: float, sanity_given: float | None = None
+    per_phase: dict[str, float],
+    budget_s: float,
+    sanity_given: float | None = None,
+    borrowed: float = 0.0,
 ) -> tuple[list[str], dict[str, float]]:
-    """Per phase: its share of the budget, its deadline (cumulative: unused time rolls over), what it
-    was given (its deadline less where the phase before it ended; for sanity, what the run recorded
-    when its least measured cost was above its share), the seconds it spent over all attempts,
-    spent / given, where it ended, and end / deadline. Also returns spent / given per phase."""
+    """Per phase: its share of the budget, its deadline (cumulative: unused time rolls over; tune's
+    moved later by the seconds it ``borrowed`` of the final's share, which the final fit was not
+    expected to need), what it was given (its deadline less where the phase before it ended; for
+    sanity, what the run recorded when its least measured cost was above its share), the seconds it
+    spent over all attempts, spent / given, where it ended, and end / deadline. Also returns spent /
+    given per phase."""
     head = (
         "phase",
         "share",
@@ -233,7 +274,8 @@ def phase_table(
     ratios: dict[str, float] = {}
     for phase in PHASES:
         upto += SHARES[phase] * budget_s
-        given = upto - cum
+        ends_by = upto + (borrowed if phase == "tune" else 0.0)
+        given = ends_by - cum
         if phase == "sanity" and sanity_given is not None:
             given = max(given, sanity_given)
         if given > 0:
@@ -242,12 +284,12 @@ def phase_table(
         cells = (
             f"{SHARES[phase]:.0%}",
             f"{SHARES[phase] * budget_s:.1f}",
-            f"{upto:.1f}",
+            f"{ends_by:.1f}",
             f"{given:.1f}",
             f"{per_phase[phase]:.1f}",
             f"{per_phase[phase] / given:.0%}" if given > 0 else "-",
             f"{cum:.1f}",
-            f"{cum / upto:.0%}",
+            f"{cum / ends_by:.0%}",
         )
         rows.append("      " + f"{phase:<14}" + "".join(f"{c:>13}" for c in cells))
     return rows, ratios
@@ -302,6 +344,7 @@ def budget_under_load(
     for p in load:
         p.start()
     ratios: dict[str, list[float]] = {"uninterrupted": [], "killed": []}
+    quality_of: dict[str, list[Quality]] = {"uninterrupted": [], "killed": []}
     per_phase_ratios: dict[str, list[float]] = {p: [] for p in PHASES}
     plan_vs_fit: list[float] = []
     what = (
@@ -338,7 +381,10 @@ def budget_under_load(
                         f"(wall {time.time() - t:.0f} s incl. data, task, baseline, report)"
                     )
                     tm = timings_of(run)
-                    rows, phase_ratios = phase_table(per_phase, budget_s, tm.get("sanity given seconds"))
+                    borrowed = float(tm.get(BORROWED, 0.0))
+                    rows, phase_ratios = phase_table(
+                        per_phase, budget_s, tm.get("sanity given seconds"), borrowed
+                    )
                     for row in rows:
                         print(row)
                     for phase, r in phase_ratios.items():
@@ -355,9 +401,16 @@ def budget_under_load(
                                 "reserve",
                                 "least cost",
                                 "re-planned",
+                                "final phase's share",
                             )
                         ):
                             print(f"      decision: {d}")
+                    q = quality(run)
+                    quality_of[kind].append(q)
+                    print(
+                        f"      model: {q.text()}"
+                        + (f"; tune borrowed {borrowed:.1f} s of the final's share" if borrowed else "")
+                    )
                     plan_s, fit_s = (
                         tm.get("final plan seconds per epoch"),
                         tm.get("final fit seconds per epoch"),
@@ -384,7 +437,20 @@ def budget_under_load(
             f"{statistics.median(plan_vs_fit):.2f}, max {max(plan_vs_fit):.2f} over {len(plan_vs_fit)} "
             "run(s)"
         )
-    for kind, rs in ratios.items():
+    for kind, qs in quality_of.items():
+        accs = [q.test_acc for q in qs if q.test_acc is not None]
+        if accs:
+            full = sum(
+                q.final_epochs is not None and q.tuned_epochs is not None and q.final_epochs >= q.tuned_epochs
+                for q in qs
+            )
+            print(
+                f"[3] {kind}: test accuracy (digits test split, never trained on) min {min(accs):.3f}, "
+                f"median {statistics.median(accs):.3f}, max {max(accs):.3f} over {len(accs)} run(s); "
+                f"the final fit trained all its tuned epochs in {full} of {len(qs)}"
+            )
+    every = [r for rs in ratios.values() for r in rs]
+    for kind, rs in [*ratios.items(), ("every run", every)]:
         if not rs:
             continue
         within = sum(abs(r - 1) <= 0.10 for r in rs)

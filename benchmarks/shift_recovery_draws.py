@@ -5,7 +5,12 @@ run in rounds (and may be cut short); each draw prints one line as it ends. This
 from the logs given (each log: one scenario, its ``[name]`` header) and prints, per scenario, the
 draws done and the same figures the bench prints for a whole run.
 
-Run: python benchmarks/shift_recovery_draws.py LOG [LOG ...]
+With ``--targets``: also the issue's targets per scenario, met or not (shifted scenarios: median ACC
+>= 0.90, specificity >= 0.80, sensitivity >= 0.95, cost change <= -40%, promoted >= 90%;
+in-distribution: promoted <= 5%), which challenger was chosen, the slowest recalibration-only fit and
+the threshold oracle's bound line the bench printed for the scenario.
+
+Run: python benchmarks/shift_recovery_draws.py [--targets] LOG [LOG ...]
 """
 
 from __future__ import annotations
@@ -23,19 +28,28 @@ DRAW = re.compile(
     r"\(p ([\d.]+)\), non-inferior on clean test (\w+); promoted (\w+); (\d+) s"
 )
 SCENARIO = re.compile(r"^\[(\w+)\] production")
+RECAL = re.compile(r"recalibration family alone median ([\d.]+) ms, max ([\d.]+) ms")
 
 
-def main(paths: list[str]) -> None:
+def main(paths: list[str], targets: bool = False) -> None:
     draws: dict[str, dict[int, tuple]] = defaultdict(dict)
+    bound: dict[str, str] = {}
+    recal_max: dict[str, float] = defaultdict(float)
     for path in paths:
         pending = []
+        scenario = None
         for line in Path(path).read_text().splitlines():
             if m := DRAW.search(line):
                 pending.append(m.groups())
             elif m := SCENARIO.match(line):  # the scenario's summary follows its draws
+                scenario = m.group(1)
                 for g in pending:
-                    draws[m.group(1)][int(g[0])] = g
+                    draws[scenario][int(g[0])] = g
                 pending = []
+            elif scenario and "bound of any threshold" in line:
+                bound.setdefault(scenario, line.strip())
+            elif scenario and (m := RECAL.search(line)):
+                recal_max[scenario] = max(recal_max[scenario], float(m.group(2)))
         if pending:  # cut short before the summary: the scenario is in the run's file name
             name = next(
                 (s for s in ("gaussian_noise", "contrast", "in_distribution", "test") if s in path), "?"
@@ -61,7 +75,30 @@ def main(paths: list[str]) -> None:
             f"{sum(b and n for b, n in zip(better, noninf, strict=True))}; promoted {sum(promoted)} of {len(g)}; "
             f"seconds per draw median {np.median([float(x[14]) for x in g]):.0f}"
         )
+        if not targets:
+            continue
+        chosen = {m: sum(x[1] == m for x in g) for m in sorted({x[1] for x in g})}
+        print(
+            f"  chosen challenger {chosen}; recalibration family alone at most {recal_max[name]:.1f} ms per draw "
+            "(target <= 5 s)"
+        )
+        if name in bound:
+            print(f"  {bound[name]}")
+        rate = float(np.mean(promoted))
+        checks = (
+            [("promoted <= 5%", rate <= 0.05)]
+            if name == "in_distribution"
+            else [
+                ("median ACC >= 0.90", np.median(f["acc"]) >= 0.90),
+                ("median specificity >= 0.80", np.median(f["spec"]) >= 0.80),
+                ("median sensitivity >= 0.95", np.median(f["sens"]) >= 0.95),
+                ("median cost change <= -40%", np.median(change) <= -0.40),
+                ("promoted >= 90%", rate >= 0.90),
+            ]
+        )
+        print("  targets: " + "; ".join(f"{t} {'met' if ok else 'NOT met'}" for t, ok in checks))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    flags = [a for a in sys.argv[1:] if a == "--targets"]
+    main([a for a in sys.argv[1:] if a != "--targets"], targets=bool(flags))

@@ -16,7 +16,7 @@ from closedloop.core.errors import ConfigError
 from closedloop.core.pipeline import Pipeline
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
-KINDS = {"sources", "checks", "baselines", "models", "drift", "stages", "knobs"}
+KINDS = {"sources", "checks", "baselines", "models", "drift", "review", "stages", "knobs"}
 
 
 def page() -> tuple[dict[str, str], list[str], list[str]]:
@@ -89,9 +89,11 @@ def test_extending_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert evaluation.chosen.family == "my_pkg.models:tiny_mlp"
     assert "dropout" not in evaluation.phases["tune"]["space"]
     assert "logit_penalty" in evaluation.phases["tune"]["space"]  # the page's knob, one class, was tuned
+    assert "adam_beta2" in evaluation.phases["tune"]["space"]  # and its optimizer knob
     assert namespace["run"].artifact(namespace["RowCountsReport"]).rows == {"train": 420, "val": 90}
     assert namespace["evaluation"].chosen.family == evaluation.chosen.family  # read back = in memory
     assert {"name": "my_pkg.drift:MeanShift", "params": {"feature": 0}} in stages["monitor"]["reference"][
         "tests"
     ]
     assert stages["row_counts"]["rows"] == {"train": 420, "val": 90}
+    assert stages["monitor"]["reference"]["review_strategy"] == "my_pkg.review:EveryOther"  # the page's

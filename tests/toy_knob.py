@@ -17,3 +17,16 @@ class LogitPenalty(Knob):
 
     def loss_term(self, value: Any, net: Any, logits: Any) -> Any:
         return value * logits.float().pow(2).mean()
+
+
+class AdamBeta2(Knob):
+    """AdamW's second-moment decay, an optimizer option (``toy_knob:AdamBeta2``): one class, no other
+    file; neutral is AdamW's own default, so a run that does not tune it is unchanged."""
+
+    name, applies, default, neutral = "adam_beta2", "optimizer", 0.999, 0.999
+
+    def range(self, c: SpaceContext) -> tuple[float, float] | None:
+        return (0.9, 0.9999) if c.family != "lgbm" else None
+
+    def optimizer_options(self, value: Any, group: str) -> dict[str, Any]:
+        return {"betas": (0.9, value)}

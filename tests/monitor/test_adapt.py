@@ -537,3 +537,75 @@ def test_adapt_bad_input_named_classes_uncertainty_only_and_mixed_versions(champ
     assert (
         not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
     )
+
+
+def test_warm_start_retrain_continues_from_the_champion_with_the_labels_added_and_sets_its_threshold_apart(
+    champion, tmp_path, capsys
+):
+    """``--retrain-mode warm_start``: no pipeline run; the champion's network trained further on its
+    training split with the fit part added ``weight`` times (seeded, the champion left intact), its
+    threshold at the task's costs on the calibration part it never trained on."""
+    import torch
+
+    from closedloop.adapt.warm_retrain import warm_retrain
+    from closedloop.core.registry import SOURCES
+    from closedloop.stats.recalibration import fit_recalibration
+
+    run, _ = champion
+    champ = TrainedModel.load(run / "stages/03_train/artifacts/model")
+    before = {k: v.clone() for k, v in champ.network.state_dict().items()}
+    labels = _labels(tmp_path / "prod.npz", run, 100, 31, shift=40)  # a brighter scanner
+    out = tmp_path / "warm"
+    rc = main([
+        "adapt", str(run), str(labels), "--challengers", "retrain", "--retrain-mode", "warm_start",
+        "--retrain-weight", "5", "--retrain-epochs", "1", "--retrain-lr", "0.001", "--out", str(out),
+    ])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    assert "trained further from the champion's weights" in capsys.readouterr().out
+    res = json.loads((out / "adapt.json").read_text())
+    fit = res["choice"]["chosen"]["retrain"]
+    assert fit["run_dir"] is None and fit["device"] in ("cpu", "cuda")
+    assert fit["spec"]["mode"] == "warm_start" and fit["n_added"] == 5 * len(fit["fit_rows"])
+    assert not (run.parent / "dataset_versions.jsonl").exists()  # no new run next to the champion
+    # the threshold: the task's costs on the calibration rows, scored by the retrained network
+    adapted = TrainedModel.load(out / "model")
+    with np.load(labels) as z:
+        X, y = z["images"][..., None], z["labels"]
+    ia = np.asarray(res["split"]["adaptation"])
+    cal = ia[fit["calibration_rows"]]
+    expect = fit_recalibration(y[cal], adapted.predict_proba(X[cal])[:, 1], "threshold", costs=(1.0, 1.0))
+    assert adapted.threshold == pytest.approx(expect.threshold)
+    assert all(torch.equal(before[k], v) for k, v in champ.network.state_dict().items())  # intact
+
+    # seeded; and the added samples pull it toward production (their loss falls below the champion's)
+    data = yaml.safe_load((run / "config.yaml").read_text())["data"]
+    train = SOURCES.resolve("medmnist")({k: v for k, v in data.items() if k != "source"}).load(0).train
+    fit_x, fit_y = X[ia[fit["fit_rows"]]], y[ia[fit["fit_rows"]]]
+
+    def warm(seed: int) -> TrainedModel:
+        return warm_retrain(
+            champ, (train.X, np.asarray(train.y)), (fit_x, fit_y), weight=5, epochs=1, lr=1e-3,
+            batch_size=64, seed=seed,
+        )[0]  # fmt: skip
+
+    a, b = warm(0), warm(0)
+    np.testing.assert_array_equal(a.predict_logits(fit_x), b.predict_logits(fit_x))
+
+    def loss(m: TrainedModel) -> float:
+        p = np.clip(m.predict_proba(fit_x)[:, 1], 1e-7, 1 - 1e-7)
+        return float(-np.mean(fit_y * np.log(p) + (1 - fit_y) * np.log(1 - p)))
+
+    assert loss(a) < loss(champ)
+
+
+def test_warm_start_retrain_bad_input(champion, tmp_path, capsys):
+    run, _ = champion
+    labels = _labels(tmp_path / "p.npz", run, 60, 32, shift=40)
+    base = ["adapt", str(run), str(labels), "--challengers", "retrain", "--out", str(tmp_path / "o")]
+    assert main([*base, "--retrain-mode", "warm_start", "--retrain-epochs", "0"]) == 2
+    assert "--retrain-epochs 0" in capsys.readouterr().err
+    assert main([*base, "--retrain-mode", "warm_start", "--retrain-lr", "-1"]) == 2
+    assert "--retrain-lr -1" in capsys.readouterr().err
+    assert main([*base, "--retrain-mode", "warm_start", "--retrain-set", "train.max_epochs=2"]) == 2
+    assert "reruns no config" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

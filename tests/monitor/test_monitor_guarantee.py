@@ -67,7 +67,7 @@ def test_stream_result_beside_the_windows_in_python_json_and_cli(digits, tmp_pat
     assert res.windows[0]["stream"]["n"] == 100 and res.windows[-1]["stream"]["n"] == 300
     # a dark stream: the evidence accumulates and the stream alarm is raised, after the first window
     assert res.stream["alarm"] and res.stream["alarm_at"] > 100
-    assert res.stream["e_value"] >= res.stream["threshold"] == pytest.approx(20.0)
+    assert res.stream["e_value"] >= res.stream["threshold"] == pytest.approx(200.0)  # 1/(alpha*delta)
     assert res.summary()["stream_alarm"] is True
     assert res.windows[0]["guarantee"].startswith("false-alarm rate <= 5%")
     np.savez(tmp_path / "prod.npz", images=X[..., 0])
@@ -77,6 +77,7 @@ def test_stream_result_beside_the_windows_in_python_json_and_cli(digits, tmp_pat
     # looks at row 200 and at the end of the file, row 300
     assert "stream test over all 300 row(s) against the fixed reference, 2 look(s), last p=" in text
     assert ": ALARM (raised at row 200)" in text
+    assert "(alarm at 200; false-alarm rate <= 0.05 for this reference with probability >= 0.9" in text
     assert "guarantee: For this deployment's reference" in text
     saved = json.loads(out.read_text())
     assert saved["stream"]["alarm"] is True and saved["summary"]["stream_alarm"] is True

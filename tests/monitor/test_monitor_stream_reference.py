@@ -3,6 +3,7 @@ domain flag, with their settings (YAML / Python) and bad input."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from closedloop.core.errors import ConfigError
 from closedloop.core.stage import RunContext
 from closedloop.monitoring import Monitor
 from closedloop.monitoring.drift import Sample
-from closedloop.monitoring.stream import StreamTest
+from closedloop.monitoring.profile import ReferenceProfile
+from closedloop.monitoring.stream import StreamStatus, StreamTest
 from closedloop.monitoring.stream_reference import ReferenceStreamTest, new_stream_test, spend
 from closedloop.stages.monitor import BuildMonitorProfile
 from closedloop.stages.monitor.reference import profile_config
@@ -145,3 +147,89 @@ def test_conformal_and_marginal_domain_flag_stay_available(digits, tmp_path):
     assert "on average over references" in profile.info.guarantee
     profile.info.domain_alpha = None
     assert profile.info.domain_level is None
+
+
+def test_per_deployment_stream_level_spends_alpha_times_delta_on_the_same_looks():
+    """stream_delta: the same p-values, the alarm at p_k <= alpha * delta / (k (k + 1)); the status says
+    what that promises for this reference."""
+    rng = np.random.default_rng(3)
+    ref, rows = _rows(rng, 100), _rows(rng, 240, shift=0.25)
+    over_runs = ReferenceStreamTest(ref, "binary", look_rows=60, max_rows=240, seed=5)
+    per_dep = ReferenceStreamTest(ref, "binary", look_rows=60, max_rows=240, seed=5, delta=0.1)
+    ps = []
+    for start in range(0, 240, 60):
+        over_runs.update(rows.take(np.arange(start, start + 60)))
+        per_dep.update(rows.take(np.arange(start, start + 60)))
+        assert per_dep.p_value == over_runs.p_value  # the level changes the alarm only, not the evidence
+        ps.append(per_dep.p_value)
+
+    def first(level: float) -> int | None:
+        hit = [60 * k for k, p in enumerate(ps, start=1) if p <= level * spend(k)]
+        return hit[0] if hit else None
+
+    assert over_runs.alarm_at == first(0.05) and per_dep.alarm_at == first(0.005)
+    # the evidence at the level over runs is kept beside the alarm (it withholds the label-free estimate)
+    assert over_runs.evidence_at == per_dep.evidence_at == first(0.05)
+    s = per_dep.status()
+    assert (s.alpha, s.delta, s.threshold) == (0.05, 0.1, pytest.approx(200.0))
+    assert "for this reference with probability >= 0.9" in s.rests_on and "alpha*delta/(k(k+1))" in s.rests_on
+    assert over_runs.status().delta is None and "over runs" in over_runs.status().rests_on
+    # a plain shift is still found at the per-deployment level
+    st = ReferenceStreamTest(ref, "binary", look_rows=60, max_rows=240, seed=6, delta=0.1)
+    assert st.update(_rows(rng, 120, shift=1.0)).alarm
+    # the conformal test takes the same setting: its alarm at 1 / (alpha * delta)
+    conf = StreamTest({"s": rng.random(200)}, 0.05, seed=0, delta=0.1)
+    assert conf.status().threshold == pytest.approx(200.0) and conf.status().delta == 0.1
+    assert "for this reference" in conf.status().rests_on
+
+
+def test_stream_delta_bad_input_names_the_value():
+    ref = _rows(np.random.default_rng(4), 50)
+    with pytest.raises(ValueError, match=r"stream delta=1.5: expected a value in \(0, 1\) or None"):
+        ReferenceStreamTest(ref, "binary", delta=1.5)
+    with pytest.raises(ValueError, match=r"stream delta=0: expected"):
+        StreamTest({"s": np.zeros(20)}, 0.05, delta=0)
+    with pytest.raises(ConfigError, match="stream_delta"):
+        BuildMonitorProfile(stream_delta=1.5)
+
+
+def test_stream_delta_reaches_profile_summary_guarantee_and_rebuild(digits, tmp_path):
+    _, model, _ = digits
+    stage, profile = _profile(digits, tmp_path)
+    info = profile.info
+    assert info.stream_delta == 0.1
+    assert (
+        "for this deployment's reference, a false-alarm rate <= 0.05 over the whole stream" in info.guarantee
+    )
+    assert "alpha*delta/(k(k+1)) spent at look k" in info.guarantee
+    assert stage.summarize(type(stage).Outputs(reference=profile))["reference"]["stream_delta"] == 0.1
+    assert profile_config(info).stream_delta == 0.1
+    test = Monitor(profile, model, seed=0, effects=False).stream_test()
+    assert test.delta == 0.1 and test.status().threshold == pytest.approx(200.0)
+    # the label-free estimate is withheld from the stream's evidence at 1/stream_alpha on, before its alarm
+    mon = Monitor(profile, model, seed=0, effects=False)
+    win = mon.sample(mon.prepare(digits[0].val.X[:100]))
+    quiet = StreamStatus(
+        alarm=False, e_value=1.0, max_e_value=1.0, threshold=200.0, alpha=0.05, delta=0.1, n=100
+    )
+    assert "stream" not in mon.evaluate(win, seed=0, stream=quiet.model_dump())["estimate_flags"]
+    seen = quiet.model_copy(update={"e_value": 30.0, "max_e_value": 30.0, "evidence_at": 100})
+    r = mon.evaluate(win, seed=0, stream=seen.model_dump())
+    assert (
+        not r["estimate_reliable"]
+        and "stream" in r["estimate_flags"]
+        and "since row 100" in r["estimate_reason"]
+    )
+    # YAML stream_delta: null keeps the rate over runs, and the guarantee says one deployment's can be higher
+    _, marginal = _profile(digits, tmp_path / "m", stream_delta=None)
+    assert marginal.info.stream_delta is None and new_stream_test(
+        marginal
+    ).status().threshold == pytest.approx(20.0)
+    assert "one deployment's own rate can be higher" in marginal.info.guarantee.split("The stream alarm")[1]
+    # a profile saved before the setting existed loads with the rate over runs it was built for
+    profile.save(tmp_path / "old")
+    meta = tmp_path / "old" / "profile.json"
+    raw = json.loads(meta.read_text())
+    raw.pop("stream_delta")
+    meta.write_text(json.dumps(raw))
+    assert ReferenceProfile.load(tmp_path / "old").info.stream_delta is None

@@ -72,3 +72,22 @@ def test_an_older_phase_record_is_one_clear_error(tmp_path: Path) -> None:
     report = RunDir(run).artifact(EvaluationReport)  # the report itself is this version's
     with pytest.raises(RunDirError, match=r"phases.tune is not a TuneOutcome of this version .* re-run"):
         report.outcome(TuneOutcome)
+
+
+def test_an_audit_check_metric_the_typed_view_cannot_read_is_one_clear_error(tmp_path: Path) -> None:
+    from fake_run import audit
+
+    from closedloop.artifacts.audit import AuditReport
+    from closedloop.core.run_reader import RunDir
+
+    body = audit()
+    body["results"]["learning_curve"]["metrics"]["gain_90ci"] = "0.01 to 0.03"  # not [low, high]
+    run = make_run(tmp_path, name="odd_audit", artifacts={"audit": body})
+    with pytest.raises(RunDirError) as err:
+        RunDir(run).artifact(AuditReport)
+    msg = str(err.value)
+    assert "stages/03_audit/artifacts/audit/report.json" in msg and "AuditReport" in msg  # the file
+    assert "layout version 1" in msg and "gain_90ci" in msg  # the version and the field
+    assert "Re-run that stage" in msg  # what to do
+    with pytest.raises(RunDirError, match="report.json"):
+        gather(run)

@@ -91,6 +91,8 @@ def test_monitor_endpoint_runs_the_live_monitor(
     assert body["n_records"] == 60 and body["level"] in ("ok", "warn", "alarm")
     assert f"closedloop_monitor_level {({'ok': 0.0, 'warn': 1.0, 'alarm': 2.0})[body['level']]}" in metrics
     # the stream test beside the window's level: over every champion row since the monitor started
-    assert body["stream"]["n"] == 240 and body["stream"]["threshold"] == 20.0
+    assert body["stream"]["n"] == 240 and body["stream"]["threshold"] == pytest.approx(
+        200.0
+    )  # 1/(alpha*delta)
     assert f"closedloop_monitor_stream_alarm {float(body['stream']['alarm'])}" in metrics
     assert 'closedloop_monitor_value{field="stream.e_value"}' in metrics

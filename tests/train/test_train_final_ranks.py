@@ -144,6 +144,37 @@ def test_spawned_ranks_fit_the_same_weights_as_forked_ranks(binary_digits, binar
         assert torch.equal(value, got["spawn"][0][key]), key
 
 
+@pytest.mark.slow
+def test_spawned_ranks_register_the_users_knobs_the_fit_carries(binary_digits, binary_task, tmp_path) -> None:
+    """A tuned knob of the user's (a class in their module, toy_knob:LogitPenalty) reaches spawned
+    ranks: each imports the module before fitting, and the fit equals the forked ranks' (the parent's
+    imports), bit for bit. Before, a spawned rank refused the value no class declared there."""
+    from closedloop.models.registry import build_network
+    from closedloop.models.trained import ModelSpec
+    from closedloop.stages.train import knobs as K
+    from closedloop.stages.train.data_parallel import fit_on_ranks
+    from closedloop.stages.train.engine import HParams, make_engine, make_tensor_set
+    from closedloop.stages.train.stage import make_preprocessing
+
+    K.knob("toy_knob:LogitPenalty")  # imported here (the parent), as train.tune_knobs would
+    pre = make_preprocessing(binary_digits, binary_task)
+    eng = make_engine(binary_task, pre, "cpu")
+    train = make_tensor_set(binary_digits.train.X, binary_digits.train.y, pre, "binary")
+    hp = HParams(epochs=1, batch_size=32, knobs={"logit_penalty": 0.05})
+    got = {}
+    for start in ("fork", "spawn"):
+        torch.manual_seed(0)
+        net = build_network(ModelSpec(family="small_cnn", params={"width": 4}), pre.input_shape, 1)
+        how = {"train": train, "val": None, "seed": 3, "label": f"knob_ranks/{start}"}
+        net, res, _ = fit_on_ranks(
+            net, how, eng.fit, hp, nproc=2, out=tmp_path / f"{start}.pt", threads=2, start=start
+        )
+        got[start] = (net.state_dict(), res.history)
+    assert got["fork"][1] == got["spawn"][1]
+    for key, value in got["fork"][0].items():
+        assert torch.equal(value, got["spawn"][0][key]), key
+
+
 def test_final_ranks_start_and_gpu_count_refused_before_training() -> None:
     from closedloop.stages.train.data_parallel import check_ranks, start_method_for
 

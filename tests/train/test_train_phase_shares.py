@@ -197,3 +197,98 @@ def test_the_final_replanner_buys_what_the_time_left_allows_within_the_asked_epo
     assert late(0.5, 100.0) == 1  # halfway through a first epoch: the schedule ends with this epoch
     shared = replanner(sess, plan, time.time() + 1100.0, members=2)
     assert shared(1, 100.0) == 6  # two members share it: 5 more epochs for the first, 6 for the second
+
+
+def _ladder(sess, best_epoch: int = 2, score: float | None = None) -> None:  # noqa: ANN001
+    from closedloop.stages.train.outcomes import Rung, ScaleUpOutcome
+
+    rung = Rung(
+        rung=1,
+        params={"width": 4, "depth": 1},
+        n_parameters=1,
+        val_metric=score,
+        score=score,
+        best_epoch=best_epoch,
+        overfits=False,
+        val_loss_min_epoch=None,
+    )
+    sess.outcomes["scale_up"] = ScaleUpOutcome(rungs=[rung], chosen=0, params=rung.params, any_overfits=False)
+
+
+def test_tuning_borrows_what_the_final_fit_will_not_need_and_no_more(
+    binary_digits, binary_task, tmp_path
+) -> None:
+    from closedloop.stages.train.final_plan import LEND_MARGIN, final_need, final_rows, tune_deadline
+    from closedloop.stages.train.session import LATEST_STEP_SECONDS
+
+    sess = _session(binary_digits, binary_task, tmp_path)
+    assert list(sess.budget)[-3:] == ["tune", "cross_validate", "final"]  # a hold-out task: no folds
+    sess.budget_s = 1000.0
+    own = sess.deadline("tune")
+    assert final_need(sess, 5) is None and tune_deadline(sess, 5) == own  # nothing measured: no lend
+    sess.ctx.timings[LATEST_STEP_SECONDS] = 0.01
+    steps = final_rows(sess) // sess.base_hp.batch_size
+    assert final_rows(sess) > len(sess.train)  # train + the validation rows not held out
+    assert final_need(sess, 5) == pytest.approx(0.01 * steps * 5 * sess.cfg.final_seeds)
+    lent = sess.deadline("final") - sess.reserve() - LEND_MARGIN * final_need(sess, 5)
+    assert tune_deadline(sess, 5) == pytest.approx(lent) and lent > own
+    assert tune_deadline(sess, 10) < tune_deadline(sess, 5)  # more final epochs: less lent
+    sess.ctx.timings[LATEST_STEP_SECONDS] = 100.0  # the final fit needs more than its share: no lend
+    assert tune_deadline(sess, 5) == own
+    sess.ctx.timings[LATEST_STEP_SECONDS] = 0.01
+    sess.cfg = sess.cfg.model_copy(update={"final": sess.cfg.final.model_copy(update={"nproc": 2})})
+    assert tune_deadline(sess, 5) == own  # a data-parallel final fit's step is not measured here
+    sess.cfg = sess.cfg.model_copy(update={"final": sess.cfg.final.model_copy(update={"nproc": 1})})
+    assert tune_deadline(sess, 5) > own
+    kfold = sess.task.validation.model_copy(update={"protocol": "kfold"})
+    sess.task = sess.task.model_copy(update={"validation": kfold})
+    sess.cfg = sess.cfg.model_copy(update={"cv_candidates": 2})
+    assert tune_deadline(sess, 5) == own  # the cross-validation trains after tuning, on its deadline
+
+
+def test_the_final_epochs_tuning_reserves_for_are_the_best_trials_or_the_kept_rungs(
+    binary_digits, binary_task, tmp_path
+) -> None:
+    import optuna
+
+    from closedloop.stages.train.phases.tune import _final_epochs
+
+    sess = _session(binary_digits, binary_task, tmp_path)
+    _ladder(sess, best_epoch=3, score=0.8)
+    study = optuna.create_study(direction="maximize")
+    ladder = sess.outcomes["scale_up"]
+    assert _final_epochs(study, ladder) == 3  # no trial yet: the rung's
+    for value, epoch in ((0.7, 9), (0.9, 5), (0.85, 12)):
+        t = study.ask()
+        t.set_user_attr("best_epoch", epoch)
+        study.tell(t, value)
+    assert _final_epochs(study, ladder) == 5  # the best trial's best epoch
+    _ladder(sess, best_epoch=3, score=0.95)
+    assert _final_epochs(study, sess.outcomes["scale_up"]) == 3  # the rung beats every trial: kept
+
+
+def test_a_tune_phase_past_its_own_deadline_runs_its_trials_on_the_final_share_and_says_so(
+    binary_digits, binary_task, tmp_path
+) -> None:
+    from closedloop.stages.train.final_plan import LENT_SECONDS
+    from closedloop.stages.train.phases.tune import tune
+    from closedloop.stages.train.session import LATEST_STEP_SECONDS
+
+    def run(step_s: float, where: str):  # noqa: ANN202
+        sess = _session(binary_digits, binary_task, tmp_path / where)
+        _ladder(sess)
+        sess.budget_s = 1000.0
+        sess.t0 = time.time() - 850.0  # tune's own deadline passed 50 s ago; the final's is 150 s away
+        sess.ctx.timings[LATEST_STEP_SECONDS] = step_s
+        out = tune(sess, {"width": 4, "depth": 1}, None)
+        return sess, out, [d["decision"] for d in sess.decisions]
+
+    # the measured step says the final fit needs little of its share: both trials run, whole
+    sess, out, said = run(0.001, "lent")
+    assert out.n_trials == 2 and not [d for d in said if "cut short" in d], said
+    assert any(d.startswith("tuning ran ") and "final phase's share" in d for d in said), said
+    assert sess.ctx.timings[LENT_SECONDS] > 40.0
+    # a final fit that needs all of its share lends nothing: one trial, cut at its first step
+    sess, out, said = run(100.0, "own")
+    assert out.n_trials == 1 and any("trial 0 cut short" in d for d in said), said
+    assert LENT_SECONDS not in sess.ctx.timings

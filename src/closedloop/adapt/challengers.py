@@ -99,11 +99,17 @@ class AdaptedChallenger(BaseModel):
     def describe(self) -> str:
         if self.retrain is not None:
             t = self.retrain
+            how = (
+                f"run {Path(t.run_dir).name}; its own run chose "
+                f"{'none' if t.own_threshold is None else f'{t.own_threshold:.4f}'} on in-distribution validation"
+                if t.run_dir is not None
+                else f"trained further from the champion's weights on its training split, {t.spec.epochs} "
+                f"epoch(s) at lr {t.spec.lr:g} on {t.device}"
+            )
             return (
-                f"retrained with {len(t.fit_rows)} production labels added to train (weight {t.spec.weight}: "
-                f"{t.n_added} samples; run {Path(t.run_dir).name}), threshold {self.threshold:.4f} at the task's "
-                f"costs on {len(t.calibration_rows)} production labels it never trained on (its own run chose "
-                f"{'none' if t.own_threshold is None else f'{t.own_threshold:.4f}'} on in-distribution validation)"
+                f"retrained with {len(t.fit_rows)} production labels added to train ({t.spec.describe()}: "
+                f"{t.n_added} samples; {how}), threshold {self.threshold:.4f} at the task's costs on "
+                f"{len(t.calibration_rows)} production labels it never trained on"
             )
         if self.finetune is not None:
             f, r = self.finetune, self.recalibration

@@ -19,12 +19,18 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             calibration_fraction=args.retrain_calibration_fraction,
             weight=args.retrain_weight,
             overrides=tuple(args.retrain_set or ()),
+            mode=args.retrain_mode,
+            epochs=args.retrain_epochs,
+            lr=args.retrain_lr,
         )
     except ValueError as exc:  # pydantic: name the flag and the value
         first = exc.errors()[0] if hasattr(exc, "errors") else {}
-        flag = {"calibration_fraction": "--retrain-calibration-fraction", "weight": "--retrain-weight"}.get(
-            str((first.get("loc") or ("",))[0]), "--retrain-*"
-        )
+        flag = {
+            "calibration_fraction": "--retrain-calibration-fraction",
+            "weight": "--retrain-weight",
+            "epochs": "--retrain-epochs",
+            "lr": "--retrain-lr",
+        }.get(str((first.get("loc") or ("",))[0]), "--retrain-*")
         raise ConfigError(f"{flag} {first.get('input')!r}: {first.get('msg', exc)}") from exc
 
     r = run_adapt(
@@ -117,6 +123,27 @@ def add_commands(subparsers: Any) -> None:
         type=float,
         default=0.5,
         help="retrain: share of the adaptation part kept out of training to set its threshold on (default 0.5)",
+    )
+    ad.add_argument(
+        "--retrain-mode",
+        choices=["pipeline", "warm_start"],
+        default="pipeline",
+        help="retrain: rerun the champion's config (pipeline; minutes) or train the champion's network further "
+        "from its weights on its training split plus the production labels (warm_start; seconds to tens of "
+        "seconds) (default pipeline)",
+    )
+    ad.add_argument(
+        "--retrain-epochs",
+        type=int,
+        default=1,
+        help="retrain, warm_start: passes over the training split (default 1: chosen with --retrain-weight 20 "
+        "and --retrain-lr 5e-4 on bench_shift_recovery's development half, docs/adapt.md)",
+    )
+    ad.add_argument(
+        "--retrain-lr",
+        type=float,
+        default=5e-4,
+        help="retrain, warm_start: Adam's learning rate (default 5e-4)",
     )
     ad.add_argument(
         "--retrain-set",

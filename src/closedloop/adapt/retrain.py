@@ -8,8 +8,11 @@ with production labels added to train:
 1. the adaptation part is split again (stratified, seeded, recorded) into a **fit** part, added to
    the champion's training split ``weight`` times (the declared weight: each production sample
    counts as ``weight`` training samples), and a **calibration** part the retrained model never sees;
-2. the pipeline reruns in the champion's runs folder (a new run next to it, its test opening in the
-   same test ledger), with ``overrides`` in ``closedloop run --set`` form (e.g. a smaller budget);
+2. ``mode="pipeline"``: the pipeline reruns in the champion's runs folder (a new run next to it, its
+   test opening in the same test ledger), with ``overrides`` in ``closedloop run --set`` form (e.g. a
+   smaller budget); ``mode="warm_start"``: the champion's network is trained further from its weights
+   on its own training split with the fit part added (:mod:`closedloop.adapt.warm_retrain`: no new
+   search, seconds to tens of seconds);
 3. its **operating point** is the threshold at the task's costs on the calibration part: production
    labels, never data the model trained on (its own run's threshold comes from in-distribution
    validation data, which is what the issue found wrong after a shift);
@@ -23,12 +26,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from closedloop.core.errors import DataError, RunDirError
+from closedloop.core.errors import ConfigError, DataError, RunDirError
 from closedloop.monitoring.production_labels import ProductionLabels
 from closedloop.stats.errors import StatsError
 
@@ -44,7 +47,24 @@ class RetrainSpec(BaseModel):
     """Each production sample is added to train this many times."""
     overrides: tuple[str, ...] = ()
     """``closedloop run --set`` overrides of the champion's config for the retrain (e.g.
-    ``train.budget_minutes=5``)."""
+    ``train.budget_minutes=5``); ``pipeline`` mode only."""
+    mode: Literal["pipeline", "warm_start"] = "pipeline"
+    """``pipeline``: the champion's config rerun (a new search and final fit, minutes);
+    ``warm_start``: the champion's network trained further from its weights on its training split plus
+    the production samples (seconds to tens of seconds: :mod:`closedloop.adapt.warm_retrain`)."""
+    epochs: int = Field(1, ge=1, le=100)
+    """``warm_start``: passes over the training split with the production samples added (1, Adam's
+    ``lr`` 5e-4 and ``weight`` 20 were chosen on bench_shift_recovery's development half:
+    docs/results/shift_recovery_dev.txt)."""
+    lr: float = Field(5e-4, gt=0, le=1)
+    """``warm_start``: Adam's learning rate."""
+    batch_size: int = Field(64, ge=2)
+    """``warm_start``: rows per step."""
+
+    def describe(self) -> str:
+        if self.mode == "pipeline":
+            return f"pipeline rerun, weight {self.weight}"
+        return f"warm start, weight {self.weight}, {self.epochs} epoch(s), lr {self.lr:g}"
 
 
 class RetrainFit(BaseModel):
@@ -53,8 +73,8 @@ class RetrainFit(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     spec: RetrainSpec
-    run_dir: str
-    """The retrained run (next to the champion)."""
+    run_dir: str | None
+    """The retrained run (next to the champion); ``None`` for a warm start (no run)."""
     fit_rows: list[int]
     """Rows of the adaptation part added to train."""
     calibration_rows: list[int]
@@ -66,20 +86,30 @@ class RetrainFit(BaseModel):
     calibration_cost: float
     """Expected cost per case on the calibration part, threshold cross-fitted there."""
     seconds: float
+    device: str = "cpu"
+    """Where a warm start trained (``cuda`` when there is one)."""
 
 
 def check_retrain_config(run_dir: Path, spec: RetrainSpec) -> None:
     """Fail before any fitting when the champion has no config to rerun or an override is wrong
     (a ConfigError naming the ``--retrain-set`` value, from the pipeline's own validation)."""
-    from closedloop.core.pipeline import Pipeline
-    from closedloop.stages.monitor.retrain import resolve_retrain_config
-
     cfg = Path(run_dir) / "config.yaml"
     if not cfg.is_file():
         raise RunDirError(
             f"{cfg} not found: the retrained challenger reruns the champion's own config; leave 'retrain' out "
             "of --challengers for a bare model folder"
         )
+    if spec.mode == "warm_start":
+        if spec.overrides:
+            raise ConfigError(
+                f"--retrain-set {' '.join(spec.overrides)}: overrides change the config of a pipeline rerun; "
+                "a warm-start retrain (--retrain-mode warm_start) reruns no config (use --retrain-epochs, "
+                "--retrain-lr)"
+            )
+        return
+    from closedloop.core.pipeline import Pipeline
+    from closedloop.stages.monitor.retrain import resolve_retrain_config
+
     raw, _ = resolve_retrain_config(cfg, Path(run_dir), list(spec.overrides))
     Pipeline.from_dict(raw, where=f"{cfg} with --retrain-set {' '.join(spec.overrides) or '(none)'}")
 
@@ -164,8 +194,6 @@ def retrain_challenger(
 ) -> tuple[Any, RetrainFit]:
     """(the retrained :class:`~closedloop.models.trained.TrainedModel` at its production threshold,
     what was done): module docstring."""
-    from closedloop.core.pipeline import Pipeline
-    from closedloop.stages.monitor.retrain import _load_run, record_dataset_version, resolve_retrain_config
     from closedloop.stats.recalibration import fit_recalibration
 
     t0 = time.perf_counter()
@@ -174,17 +202,30 @@ def retrain_challenger(
         raise RunDirError(f"{cfg} not found: the retrained challenger reruns the champion's own config")
     fit_rows, cal_rows = split_for_retrain(adapt_part.y, spec.calibration_fraction, seed)
     fit_part, cal_part = adapt_part.take(fit_rows), adapt_part.take(cal_rows)
-    folder = Path(work) / "retrain_labeled"
-    n_added = write_labeled(fit_part, label_names, folder, spec.weight)
-    raw, _ = resolve_retrain_config(cfg, _labeled_path(fit_part, folder), list(spec.overrides))
-    # the new run sits next to the champion (<runs_dir>/<name>/<run id>): same test ledger
-    raw["runs_dir"] = str(Path(run_dir).resolve().parent.parent)
-    raw["name"] = Path(run_dir).resolve().parent.name
-    result = Pipeline.from_dict(raw, where=f"{cfg} (retrained challenger)").run(progress=False)
-    if not result.ok:
-        raise RunDirError(f"the retrained challenger's run failed: see {result.run_dir}")
-    record_dataset_version(Path(raw["runs_dir"]) / raw["name"], Path(result.run_dir))  # lineage, as retrain
-    model, _ = _load_run(Path(result.run_dir))
+    if spec.mode == "warm_start":
+        model, device, new_run = _warm_started(run_dir, fit_part, spec, seed)
+        n_added = len(fit_rows) * spec.weight
+    else:
+        from closedloop.core.pipeline import Pipeline
+        from closedloop.stages.monitor.retrain import (
+            _load_run,
+            record_dataset_version,
+            resolve_retrain_config,
+        )
+
+        device = "cpu"
+        folder = Path(work) / "retrain_labeled"
+        n_added = write_labeled(fit_part, label_names, folder, spec.weight)
+        raw, _ = resolve_retrain_config(cfg, _labeled_path(fit_part, folder), list(spec.overrides))
+        # the new run sits next to the champion (<runs_dir>/<name>/<run id>): same test ledger
+        raw["runs_dir"] = str(Path(run_dir).resolve().parent.parent)
+        raw["name"] = Path(run_dir).resolve().parent.name
+        result = Pipeline.from_dict(raw, where=f"{cfg} (retrained challenger)").run(progress=False)
+        if not result.ok:
+            raise RunDirError(f"the retrained challenger's run failed: see {result.run_dir}")
+        record_dataset_version(Path(raw["runs_dir"]) / raw["name"], Path(result.run_dir))  # lineage
+        model, _ = _load_run(Path(result.run_dir))
+        new_run = str(result.run_dir)
     own = None if model.threshold is None else float(model.threshold)
     p_cal = np.asarray(model.predict_proba(cal_part.X), np.float64)[:, -1]
     try:
@@ -195,12 +236,33 @@ def retrain_challenger(
     model.threshold = float(rec.threshold)
     fit = RetrainFit(
         spec=spec,
-        run_dir=str(result.run_dir),
+        run_dir=new_run,
         fit_rows=fit_rows.tolist(),
         calibration_rows=cal_rows.tolist(),
         n_added=n_added,
         own_threshold=own,
         calibration_cost=cal_cost,
         seconds=time.perf_counter() - t0,
+        device=device,
     )
     return model, fit
+
+
+def _warm_started(
+    run_dir: Path, fit_part: ProductionLabels, spec: RetrainSpec, seed: int
+) -> tuple[Any, str, None]:
+    """(the champion trained further with ``fit_part`` added, its device, no run): a warm start."""
+    from closedloop.adapt.warm_retrain import warm_retrain
+    from closedloop.stages.monitor.retrain import _load_run, champion_training_splits
+
+    champion, _ = _load_run(Path(run_dir))
+    splits = champion_training_splits(Path(run_dir), seed, with_val=False)
+    if not splits:
+        raise RunDirError(
+            f"{run_dir}: no config.yaml to load the training split a warm-start retrain continues on"
+        )
+    model, device = warm_retrain(
+        champion, (np.asarray(splits[0].X), np.asarray(splits[0].y)), (np.asarray(fit_part.X), fit_part.y),
+        weight=spec.weight, epochs=spec.epochs, lr=spec.lr, batch_size=spec.batch_size, seed=seed,
+    )  # fmt: skip
+    return model, device, None

@@ -2,14 +2,17 @@
 
 Written by the ``audit`` stage (:mod:`closedloop.stages.audit`); read back by the report as this type
 (``RunDir(path).artifact(AuditReport)``). A check's ``metrics`` are the check's own (a plug-in check
-names its own), so they stay a mapping; the finding and the check's status are typed records.
+names its own), so they stay a mapping on disk; the finding and the check's status are typed records,
+and a reader outside the audit reads a built-in check's metrics through its typed view
+(:class:`DuplicateMetrics`, :class:`LabelIssueMetrics`, :class:`LearningCurveMetrics`,
+:class:`SplitShiftMetrics`; ``report.metrics_of("duplicates", DuplicateMetrics)``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 import pandas as pd  # the side tables (and pydantic reads the dataclass's field types when it checks a port)
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,6 +45,78 @@ class CheckRecord(BaseModel):
     figures: dict[str, str] = Field(default_factory=dict)
     tables: list[str] = Field(default_factory=list)
     note: str | None = None
+
+
+class CheckMetrics(BaseModel):
+    """A typed view of one built-in check's ``metrics`` (the fields a reader outside the audit uses;
+    the check's other keys are kept, unread). Every field is optional: a report from a version whose
+    check did not write it reads as ``None``."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class SplitPairs(BaseModel):
+    """Counts per pair of splits (``"train-test"``: between train and test, and so on)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    train_val: int = Field(0, alias="train-val")
+    train_test: int = Field(0, alias="train-test")
+    val_test: int = Field(0, alias="val-test")
+
+    @property
+    def counted(self) -> bool:
+        """Whether the check wrote any pair count here (an empty mapping counts nothing)."""
+        return bool(self.model_fields_set or self.model_extra)
+
+
+class DuplicateMetrics(CheckMetrics):
+    """The duplicates check (:mod:`closedloop.stages.audit.duplicates`)."""
+
+    overlap: SplitPairs | None = None
+    """Held-out rows with an exact copy, or a near copy in excess of the data's own density, per pair."""
+    pairs: SplitPairs | None = None
+    """Every close pair per pair of splits (an upper bound; all older reports have)."""
+
+    def held_out_copies(self) -> SplitPairs | None:
+        """The overlap counts, or every close pair where the report has no overlap (older format)."""
+        return next((p for p in (self.overlap, self.pairs) if p is not None and p.counted), None)
+
+
+class LabelIssueMetrics(CheckMetrics):
+    """The label-issue check (:mod:`closedloop.stages.audit.label_issues`)."""
+
+    estimated_noise_rate: float | None = None
+    """Estimated share of wrong labels in train."""
+
+
+class LearningCurveMetrics(CheckMetrics):
+    """The learning-curve check (:mod:`closedloop.stages.audit.learning_curve`)."""
+
+    gain_at_2x: float | None = None
+    """The error reduction predicted with twice the training data."""
+    gain_90ci: list[float | None] | None = None
+    """Its bootstrap 90% interval ``[low, high]`` (a bound is None where it was undefined: NaN)."""
+
+
+class SplitShiftMetrics(CheckMetrics):
+    """The split-shift check (:mod:`closedloop.stages.audit.split_shift`)."""
+
+    adversarial_auc_test: float | None = None
+    """The adversarial AUC of train against test (0.5: test looks like train)."""
+
+
+M = TypeVar("M", bound=CheckMetrics)
+
+METRIC_VIEWS: dict[str, type[CheckMetrics]] = {
+    "duplicates": DuplicateMetrics,
+    "label_issues": LabelIssueMetrics,
+    "learning_curve": LearningCurveMetrics,
+    "split_shift": SplitShiftMetrics,
+}
+"""The built-in checks whose metrics are read outside the audit, and their views: checked when a report
+is loaded, so a record these views cannot read is the run reader's one clear error (the file, its
+layout version, what to do), not a failure later inside the report."""
 
 
 SIDE_COLUMNS = {
@@ -87,6 +162,11 @@ class AuditReport(Artifact):
         entry = self.results.get(name)
         return None if entry is None else CheckRecord.model_validate(entry)
 
+    def metrics_of(self, name: str, view: type[M]) -> M:
+        """Check ``name``'s metrics read as ``view`` (every field ``None`` when the check did not run)."""
+        rec = self.check(name)
+        return view.model_validate({} if rec is None else rec.metrics)
+
     @property
     def duplicates(self) -> pd.DataFrame:
         return self.table("duplicates")
@@ -126,7 +206,7 @@ class AuditReport(Artifact):
                     tables[name] = pd.read_csv(p)
                 except pd.errors.EmptyDataError:
                     tables[name] = pd.DataFrame(columns=SIDE_COLUMNS.get(name, []))
-        return cls(
+        report = cls(
             findings=body["findings"],
             results=body["results"],
             failed=body["failed"],
@@ -134,6 +214,9 @@ class AuditReport(Artifact):
             config=body.get("config", {}),
             tables=tables,
         )
+        for name, view in METRIC_VIEWS.items():
+            report.metrics_of(name, view)  # a ValidationError here: the record is not this layout's
+        return report
 
     def files(self, directory: Path) -> dict[str, str]:
         return {"report": "report.json", "duplicates": "duplicates.csv", "label_issues": "label_issues.csv"}

@@ -35,6 +35,21 @@ class ChosenModel(BaseModel):
     knobs: dict[str, Any]
 
 
+class CurvePoint(BaseModel):
+    """One point of a training curve (``artifact.json: curves.<curve>[i]``): the epoch it was
+    measured at (absent in a curve without epochs) and the quantities the curve tracks (the other
+    keys, each curve its own: ``train_loss``, ``val_auc``, ...)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    epoch: Any = None
+
+    @property
+    def quantities(self) -> dict[str, Any]:
+        """Every other value of the point (the ``step`` key of older curves left out), as written."""
+        return {k: v for k, v in (self.model_extra or {}).items() if k != "step"}
+
+
 class EvaluationReport(JsonArtifact):
     """What the training stage found, phase by phase. Layout: ``artifact.json``. No wall times (those
     are in the stage's timings), so the artifact is deterministic."""
@@ -43,6 +58,7 @@ class EvaluationReport(JsonArtifact):
     """Each phase's outcome (:mod:`closedloop.artifacts.training`), as JSON, by phase name (a subclass
     of the stage may add its own phases); read one back typed with :meth:`outcome`."""
     curves: dict[str, list[dict[str, Any]]]
+    """Curve name -> its points as written (read typed with :meth:`curve_points`)."""
     decisions: list[dict[str, Any]]
     val: dict[str, Figure]
     test: dict[str, Figure]
@@ -69,6 +85,10 @@ class EvaluationReport(JsonArtifact):
     families: FamilyChoice | None = None
     """A family list: each family's candidate, which won on validation and by how much; None for one
     family (:mod:`closedloop.stages.train.families`)."""
+
+    def curve_points(self) -> dict[str, list[CurvePoint]]:
+        """Each curve's points as typed records."""
+        return {name: [CurvePoint.model_validate(row) for row in rows] for name, rows in self.curves.items()}
 
     def outcome(self, kind: type[OutcomeT]) -> OutcomeT | None:
         """The recorded outcome of the phase that returns ``kind`` (None when that phase did not run)."""

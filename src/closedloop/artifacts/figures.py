@@ -8,7 +8,9 @@ NaN), so a value or a bound may read back as None.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 
 class _Record(BaseModel):
@@ -26,6 +28,32 @@ class Estimate(_Record):
         """The interval as two numbers, or None when it is missing or a bound was undefined."""
         lo, hi = self.ci95 if self.ci95 is not None and len(self.ci95) == 2 else (None, None)
         return None if lo is None or hi is None else (float(lo), float(hi))
+
+
+class WithInterval(BaseModel):
+    """Any record that carries a ``ci95`` beside its ``value`` (a figure, an estimate, a metric in a
+    stage's summary or a report block), as read by the code that walks such records without knowing
+    their type: the tracker's headline metrics, the report's value formatter. Other keys are kept."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    value: Any = None
+    ci95: list[Any] | None = None
+
+    @classmethod
+    def read(cls, obj: Any) -> WithInterval | None:
+        """``obj`` as this view, or None when it is not a mapping with these fields' shapes."""
+        if not isinstance(obj, dict):
+            return None
+        try:
+            return cls.model_validate(obj)
+        except ValidationError:
+            return None
+
+    @property
+    def bounds(self) -> tuple[Any, Any] | None:
+        """The interval's two bounds as written (either may be None), or None without two."""
+        return (self.ci95[0], self.ci95[1]) if self.ci95 is not None and len(self.ci95) == 2 else None
 
 
 class Figure(Estimate):

@@ -295,9 +295,11 @@ class Monitor:
         # is withheld there and random labels are asked for instead
         level = thr.get("alarm_marginal", thr["alarm"])
         differs = sorted((p, k) for k, p in unlabeled.items() if p <= level)
-        # the stream since the reference is evidence too: once its alarm is raised, the stream is not
-        # the reference's distribution, and no later window's estimate is trusted (until a new reference)
-        drifted = bool(stream and stream.get("alarm"))
+        # the stream since the reference is evidence too: once its evidence reaches the level over runs
+        # (1/stream_alpha, as the drift tests above use their marginal level), the stream may not be the
+        # reference's distribution, and no later window's estimate is trusted (until a new reference);
+        # the stream ALARM waits for the per-deployment level (stream_delta)
+        drifted = bool(stream and (stream.get("alarm") or stream.get("evidence_at") is not None))
         # a domain classifier between the reference and the window: a covariate shift the per-feature
         # tests miss, and importance weights whose effective sample size says whether the reference
         # can still speak for this window at all
@@ -329,7 +331,8 @@ class Monitor:
                     x
                     for x in (
                         which,
-                        f"stream e-value {stream['max_e_value']:.3g} since row {stream['alarm_at']}",
+                        f"stream e-value {stream['max_e_value']:.3g} since row "
+                        f"{stream.get('evidence_at') or stream['alarm_at']}",
                     )
                     if x
                 )
@@ -404,7 +407,8 @@ class Monitor:
     ) -> dict[str, Any]:
         """Check an already scored window (features and probabilities computed elsewhere, e.g. from a
         request log): the same result as :meth:`check`, without touching the model. ``stream``: the
-        stream test's status after the window (its alarm withholds the label-free estimate)."""
+        stream test's status after the window (its evidence at the level over runs, ``evidence_at``, or
+        its alarm withholds the label-free estimate)."""
         rng = np.random.default_rng(self.seed if seed is None else seed)
         return self._evaluate(win, quality or {"n_rows": len(win), "warnings": []}, rng, stream)
 

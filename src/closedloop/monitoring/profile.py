@@ -82,6 +82,10 @@ class ProfileInfo(BaseModel):
     """The guarantee in one sentence and what it rests on (the report and ``closedloop monitor`` show it)."""
     stream_alpha: float = 0.05
     """False-alarm rate of the stream test over the whole stream (``closedloop.monitoring.stream``)."""
+    stream_delta: float | None = None
+    """Per-deployment stream alarm: its false-alarm rate over the whole stream is at most ``stream_alpha``
+    for this reference with probability at least ``1 - stream_delta`` (the alarm spends ``stream_alpha *
+    stream_delta``). None (profiles built before): ``stream_alpha`` over runs only."""
     stream_test: Literal["reference", "conformal"] = "conformal"
     """``reference``: every row since the reference against the fixed held-out rows, alpha spent over
     looks (``monitoring.stream_reference``); ``conformal``: the conformal martingales (profiles built

@@ -21,6 +21,11 @@ that does not depend on their values (arrival time is such an order).
 What it rests on: the held-out reference rows and the in-distribution production rows are
 exchangeable (same distribution, independent), and the model and the score are fixed before the
 stream starts. A reset (a new reference from a verified production period) starts a new martingale.
+
+Per deployment (``delta``): the alarm at ``1 / (alpha * delta)`` instead, so the rate over runs is at
+most ``alpha * delta`` and, by Markov's inequality over references, one reference's own rate exceeds
+``alpha`` with probability at most ``delta`` (``closedloop.monitoring.stream_reference`` says why a
+reference's luck matters).
 """
 
 from __future__ import annotations
@@ -43,6 +48,22 @@ BETS: tuple[tuple[int, float], ...] = ((BINS, MIX),)
 """The betting functions, (histogram bins, weight of the histogram), each giving one martingale per
 score; the stream statistic is the mean of them all (a mean of test martingales is one, so Ville's
 bound needs no correction for their number)."""
+
+
+def per_deployment_level(alpha: float, delta: float | None) -> float:
+    """The level the stream's alarm spends: ``alpha * delta`` per deployment (``alpha`` for this
+    reference with probability ``>= 1 - delta``), ``alpha`` over runs when ``delta`` is None."""
+    return alpha * (1.0 if delta is None else delta)
+
+
+def promise(alpha: float, delta: float | None) -> str:
+    """What the stream alarm's false-alarm rate is bounded by, in words (status and CLI show it)."""
+    if delta is None:
+        return f"false-alarm rate <= {alpha:g} over runs (draws of the reference and the stream), however often it is read"
+    return (
+        f"false-alarm rate <= {alpha:g} for this reference with probability >= {1 - delta:g} over the draw of "
+        f"the held-out rows (<= {alpha * delta:g} over runs; Markov's inequality), however often it is read"
+    )
 
 
 def stream_scores(proba: np.ndarray | None, problem_type: str, threshold: float) -> dict[str, np.ndarray]:
@@ -82,12 +103,20 @@ class StreamStatus(BaseModel):
     """The stream statistic now: the mean of the martingales (1 at the start; large = evidence of shift)."""
     max_e_value: float
     threshold: float
-    """1 / alpha_stream."""
+    """1 / (alpha * delta), or 1 / alpha without delta."""
     alpha: float
+    delta: float | None = None
+    """Per deployment: the rate is at most ``alpha`` for this reference with probability ``>= 1 - delta``
+    (the alarm spends ``alpha * delta``). None: ``alpha`` over runs only (profiles built before)."""
     n: int
     """Production rows seen since the reference (or the last reset)."""
     alarm_at: int | None = None
     """Row count at which the stream alarm was first raised."""
+    evidence_at: int | None = None
+    """Row count at which the evidence first reached ``1 / alpha``, the level over runs (without
+    ``delta``; the same as ``alarm_at`` when ``delta`` is None). The label-free estimate is withheld from
+    there on, as the drift tests' marginal level withholds it; the alarm waits for the per-deployment
+    level. None for statuses saved before it existed."""
     by_score: dict[str, float] = Field(default_factory=dict)
     """Each score's martingale now."""
     reference_rows: int = 0
@@ -105,6 +134,7 @@ class StreamStatus(BaseModel):
         "held-out reference rows and in-distribution production rows are exchangeable; rows arrive in an "
         "order that does not depend on their values; false-alarm rate <= alpha over runs, however often it is read"
     )
+    """What the alarm promises and what that rests on, in words."""
 
 
 class StreamTest:
@@ -116,9 +146,12 @@ class StreamTest:
         alpha: float = 0.05,
         seed: Any = 0,
         bets: tuple[tuple[int, float], ...] = BETS,
+        delta: float | None = None,
     ) -> None:
         if not 0 < alpha < 1:
             raise ValueError(f"stream alpha={alpha}: expected a value in (0, 1)")
+        if delta is not None and not 0 < delta < 1:
+            raise ValueError(f"stream delta={delta}: expected a value in (0, 1) or None")
         bad = [b for b in bets if int(b[0]) < 1 or not 0 < float(b[1]) <= 1]
         if not bets or bad:
             raise ValueError(
@@ -126,6 +159,8 @@ class StreamTest:
             )
         self.bets = tuple((int(b), float(m)) for b, m in bets)
         self.alpha = float(alpha)
+        self.delta = None if delta is None else float(delta)
+        self.level = per_deployment_level(self.alpha, self.delta)
         self.rng = np.random.default_rng(seed)
         self.names = sorted(calibration)
         self._sorted = {k: np.sort(np.asarray(calibration[k], dtype=np.float64)) for k in self.names}
@@ -134,6 +169,7 @@ class StreamTest:
         self._log_m = {(k, j): 0.0 for k in self.names for j in range(len(self.bets))}
         self.n = 0
         self.alarm_at: int | None = None
+        self.evidence_at: int | None = None
         self.max_e = 1.0
 
     def _pvalues(self, name: str, scores: np.ndarray) -> np.ndarray:
@@ -185,9 +221,12 @@ class StreamTest:
         stacked = np.stack(list(logs.values()))
         top = stacked.max(axis=0)
         mean_e = np.exp(top) * np.exp(stacked - top).mean(axis=0)
-        crossed = np.flatnonzero(mean_e >= 1 / self.alpha)
+        crossed = np.flatnonzero(mean_e >= 1 / self.level)
         if self.alarm_at is None and len(crossed):
             self.alarm_at = self.n + int(crossed[0]) + 1
+        seen = np.flatnonzero(mean_e >= 1 / self.alpha)
+        if self.evidence_at is None and len(seen):
+            self.evidence_at = self.n + int(seen[0]) + 1
         self.max_e = max(self.max_e, float(mean_e.max()) if len(mean_e) else 1.0)
         self.n += n_new
         return self.status()
@@ -209,10 +248,16 @@ class StreamTest:
             alarm=self.alarm_at is not None,
             e_value=self.e_value(),
             max_e_value=self.max_e,
-            threshold=1 / self.alpha,
+            threshold=1 / self.level,
             alpha=self.alpha,
+            delta=self.delta,
             n=self.n,
             alarm_at=self.alarm_at,
+            evidence_at=self.evidence_at,
             by_score=self.by_score(),
             reference_rows=self.reference_rows,
+            rests_on=(
+                "held-out reference rows and in-distribution production rows are exchangeable; rows arrive in "
+                f"an order that does not depend on their values; {promise(self.alpha, self.delta)}"
+            ),
         )

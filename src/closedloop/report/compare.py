@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from closedloop.artifacts.evaluation import EvaluationReport
 from closedloop.artifacts.figures import Estimate
+from closedloop.artifacts.summary import TestOpening
 from closedloop.artifacts.task import TaskSpec
 from closedloop.artifacts.training import CrossValidateOutcome, TuneOutcome
 from closedloop.core.errors import ClosedLoopError, RunDirError
@@ -75,14 +76,43 @@ def _config(run_dir: Path) -> dict[str, Any]:
     return yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
 
 
+class DataNaming(BaseModel):
+    """The part of a run's ``data:`` config (config.yaml) that names its dataset: its source and the
+    fields that say which dataset (not where it lives); the source's other settings are not read."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    source: Any = None
+    base: DataNaming | None = None
+    """``source: augmented`` (a retrain): the base dataset the labeled samples were added to."""
+    name: Any = None
+    flag: Any = None
+    size: Any = None
+    path: Any = None
+    file: Any = None
+    dataset: Any = None
+    target: Any = None
+
+    def words(self) -> str:
+        """``medmnist(flag=breastmnist, size=28)``: the source and each naming field that is set."""
+        named = self.model_dump(exclude={"source", "base"})
+        parts = [f"{k}={v}" for k, v in named.items() if v not in (None, "")]
+        source = self.source if "source" in self.model_fields_set else "?"
+        return f"{source}({', '.join(parts)})"
+
+
+class _RunConfigData(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    data: DataNaming | None = None
+
+
 def dataset_id(cfg: dict[str, Any]) -> str:
     """The data a run used, in words: its source and what names the dataset (not where it lives)."""
-    d = dict(cfg.get("data") or {})
-    if d.get("source") == "augmented":  # retrain: the base dataset plus labeled samples
-        d = dict(d.get("base") or {})
-    keys = ("name", "flag", "size", "path", "file", "dataset", "target")
-    parts = [f"{k}={d[k]}" for k in keys if d.get(k) not in (None, "")]
-    return f"{d.get('source', '?')}({', '.join(parts)})"
+    d = _RunConfigData.model_validate(cfg).data or DataNaming()
+    if d.source == "augmented":  # retrain: the base dataset plus labeled samples
+        d = d.base or DataNaming()
+    return d.words()
 
 
 def _task_id(run_dir: Path) -> str:
@@ -122,7 +152,7 @@ def _opened_test(run_dir: Path) -> bool:
     import json
 
     rows = [json.loads(x) for x in p.read_text(encoding="utf-8").splitlines() if x.strip()]
-    return any(r.get("purpose") == "evaluation" for r in rows)
+    return any(TestOpening.model_validate(r).purpose == "evaluation" for r in rows)
 
 
 def _paired(

@@ -13,7 +13,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from closedloop.artifacts.audit import AuditReport
+from closedloop.artifacts.audit import (
+    AuditReport,
+    DuplicateMetrics,
+    LabelIssueMetrics,
+    LearningCurveMetrics,
+    SplitShiftMetrics,
+)
 from closedloop.artifacts.evaluation import EvaluationReport
 from closedloop.artifacts.export import ExportBundle
 from closedloop.artifacts.figures import Figure as FigureRecord
@@ -175,8 +181,11 @@ def gate_evidence(gate: GateResult) -> GateEvidence:
     )
 
 
-def _pair(v: list[float] | tuple[float, float] | None) -> tuple[float, float] | None:
-    return None if v is None or len(v) != 2 else (float(v[0]), float(v[1]))
+def _pair(v: list[float | None] | tuple[float, float] | None) -> tuple[float, float] | None:
+    """Two bounds as numbers; None without two, or with an undefined one (NaN is written as null)."""
+    if v is None or len(v) != 2 or v[0] is None or v[1] is None:
+        return None
+    return (float(v[0]), float(v[1]))
 
 
 def _estimate(f: FigureRecord, evaluated_on: str) -> Estimate | None:
@@ -210,27 +219,21 @@ def _per_day(d: PerDayRecord | None) -> PerDay | None:
 def _audit(report: AuditReport | None, n_test: int | None) -> AuditEvidence | None:
     if report is None:
         return None
-
-    def metrics(check: str) -> dict[str, Any]:
-        rec = report.check(check)
-        return {} if rec is None else rec.metrics
-
-    # exact copies + near pairs in excess of the data's density (the check's own metric keys)
-    dup = metrics("duplicates")
-    pairs = dup.get("overlap") or dup.get("pairs") or {}  # "pairs": every close pair (a bound)
+    # exact copies + near pairs in excess of the data's density (every close pair: a bound, older reports)
+    pairs = report.metrics_of("duplicates", DuplicateMetrics).held_out_copies()
     overlap = None
-    if pairs and n_test:
-        overlap = min(1.0, (pairs.get("train-test", 0) + pairs.get("val-test", 0)) / n_test)
-    curve = metrics("learning_curve")
+    if pairs is not None and n_test:
+        overlap = min(1.0, (pairs.train_test + pairs.val_test) / n_test)
+    curve = report.metrics_of("learning_curve", LearningCurveMetrics)
     return AuditEvidence(
         findings=[
             Finding(check=f.check, severity=f.severity, message=f.message) for f in report.finding_records()
         ],
-        estimated_noise_rate=metrics("label_issues").get("estimated_noise_rate"),
+        estimated_noise_rate=report.metrics_of("label_issues", LabelIssueMetrics).estimated_noise_rate,
         test_overlap=overlap,
-        gain_at_2x=curve.get("gain_at_2x"),
-        gain_ci=_pair(curve.get("gain_90ci")),
-        test_shift_auc=metrics("split_shift").get("adversarial_auc_test"),
+        gain_at_2x=curve.gain_at_2x,
+        gain_ci=_pair(curve.gain_90ci),
+        test_shift_auc=report.metrics_of("split_shift", SplitShiftMetrics).adversarial_auc_test,
     )
 
 

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from closedloop.artifacts.figures import WithInterval
 from closedloop.artifacts.summary import RunSummary, TrackingStatus
 from closedloop.core.blocks import Callout, Figure, Html, KeyValues, Paragraph, Section, Table
 from closedloop.core.io import write_json_atomic, write_text_atomic
@@ -37,10 +38,15 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, dict):
-        if set(v) >= {"value", "ci95"} and isinstance(v.get("value"), int | float):
-            lo, hi = (v.get("ci95") or [None, None])[:2]
+        figure = WithInterval.read(v)  # a value with its 95% interval, in any block
+        if (
+            figure is not None
+            and {"value", "ci95"} <= figure.model_fields_set
+            and isinstance(figure.value, int | float)
+        ):
+            lo, hi = (figure.ci95 or [None, None])[:2]
             if lo is not None and hi is not None:
-                return f"{v['value']:.4f} [{lo:.4f}, {hi:.4f}]"
+                return f"{figure.value:.4f} [{lo:.4f}, {hi:.4f}]"
         return html.escape(json.dumps(v, default=str)[:400])
     if isinstance(v, list | tuple):
         return html.escape(", ".join(str(_plain(x)) for x in v)[:400])

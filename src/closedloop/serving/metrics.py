@@ -69,7 +69,7 @@ class ServiceMetrics:
         )
         self.monitor_stream_alarm = Gauge(
             "closedloop_monitor_stream_alarm",
-            "Live monitor stream test (1 once its evidence over the whole stream crossed 1/alpha, else 0)",
+            "Live monitor stream test (1 once its evidence over the whole stream crossed its threshold, 1/(alpha*delta), else 0)",
             **gauge_kw,
         )
         self.monitor_value = Gauge(

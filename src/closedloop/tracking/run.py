@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from pydantic import BaseModel, ConfigDict
+
 from closedloop.artifacts.evaluation import EvaluationReport
 from closedloop.artifacts.export import ExportBundle
+from closedloop.artifacts.figures import WithInterval
 from closedloop.artifacts.summary import RunSummary, TrackingStatus
 from closedloop.core.run_reader import RunDir
 from closedloop.tracking.base import TRACKERS, Tracker
@@ -45,6 +48,14 @@ def redact(uri: str | None) -> str | None:
     return uri
 
 
+class _Named(BaseModel):
+    """An entry of a config list that names itself (a stage: ``{name: train, params: {...}}``)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: Any
+
+
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists of stages are keyed by their ``name``."""
     out: dict[str, Any] = {}
@@ -52,8 +63,8 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
         for k, v in obj.items():
             out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
     elif isinstance(obj, list) and obj and all(isinstance(x, dict) and "name" in x for x in obj):
-        for x in obj:
-            out.update(flatten({k: v for k, v in x.items() if k != "name"}, f"{prefix}.{x['name']}"))
+        for entry in (_Named.model_validate(x) for x in obj):
+            out.update(flatten(dict(entry.model_extra or {}), f"{prefix}.{entry.name}"))
     else:
         out[prefix] = obj
     return out
@@ -81,9 +92,10 @@ def headline_metrics(summary: RunSummary | dict[str, Any]) -> dict[str, float]:
         if depth > 5:
             return
         if isinstance(obj, dict):
-            ci = obj.get("ci95")
-            if isinstance(ci, list | tuple) and len(ci) == 2:
-                for suffix, x in (("ci_low", ci[0]), ("ci_high", ci[1])):
+            figure = WithInterval.read(obj)  # a value with its 95% interval: both bounds too
+            bounds = figure.bounds if figure is not None else None
+            if bounds is not None:
+                for suffix, x in zip(("ci_low", "ci_high"), bounds, strict=True):
                     n = _number(x)
                     if n is not None:
                         out[f"{key}/{suffix}"] = n
@@ -106,12 +118,12 @@ def training_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """``curves/<curve>/<quantity>`` -> [(epoch, value), ...] from the training stage's evaluation."""
     out: dict[str, list[tuple[int, float]]] = {}
     for evaluation in RunDir(run_dir).artifacts(EvaluationReport):
-        for curve, rows in evaluation.curves.items():
-            for i, row in enumerate(rows):
-                step = row.get("epoch", i + 1)  # a point: its epoch and the quantities the curve tracks
-                for k, v in row.items():
+        for curve, points in evaluation.curve_points().items():
+            for i, point in enumerate(points):
+                step = point.epoch if "epoch" in point.model_fields_set else i + 1
+                for k, v in point.quantities.items():
                     n = _number(v)
-                    if k not in ("epoch", "step") and n is not None and not isinstance(v, bool):
+                    if n is not None and not isinstance(v, bool):
                         out.setdefault(f"curves/{curve}/{k}", []).append((int(step), n))
     return out
 

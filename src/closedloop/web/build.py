@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from closedloop.artifacts.export import FILES, ExportRecord, PredictorInfo
+from closedloop.artifacts.export import ExportBundle, ExportRecord, PredictorInfo
 from closedloop.artifacts.webpage import SPEC_FILE, Card, InputContract, ModelFile, Runtime, Source, WebSpec
 from closedloop.core.errors import ClosedLoopError
 from closedloop.core.io import atomic_path, read_json, sha256_file, write_text_atomic
@@ -85,7 +85,7 @@ def _card(export_dir: Path, name: str) -> Card:
 
 def _measurements(export_dir: Path) -> ExportRecord | None:
     """``measurements.json`` as its typed record (None: the folder has none, e.g. an adapted model)."""
-    path = export_dir / FILES["measurements"]
+    path = export_dir / ExportBundle.record_file
     return ExportRecord.model_validate(read_json(path)) if path.is_file() else None
 
 

@@ -228,6 +228,8 @@ def _spot_checks(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
 
 
 def _print_windows(out: dict[str, Any]) -> None:
+    from closedloop.monitoring.stream import promise
+
     s = out["summary"]
     print(
         f"{s['n_windows']} window(s) of {out['window']}: {s['n_alarm']} alarm, {s['n_warn']} warn, {s['n_ok']} ok"
@@ -255,7 +257,7 @@ def _print_windows(out: dict[str, Any]) -> None:
             how = f" against the fixed reference, {st['looks']} look(s)" + (f", last p={p:.2g}" if p else "")
         print(
             f"stream test over all {st['n']} row(s){how}: {verdict}; e-value {st['e_value']:.3g} "
-            f"(alarm at {st['threshold']:.3g}, false-alarm rate <= {st['alpha']:g} over the whole stream)"
+            f"(alarm at {st['threshold']:.3g}; {promise(st['alpha'], st.get('delta'))})"
         )
     if out.get("guarantee"):
         print(f"guarantee: {out['guarantee']}")

@@ -107,6 +107,7 @@ def profile_config(info: Any) -> Any:
         warn_alpha=info.warn_alpha,
         delta=info.delta,
         stream_alpha=info.stream_alpha,
+        stream_delta=info.stream_delta,
         domain_alpha=info.domain_alpha,
         domain_delta=info.domain_delta,
         stream_test=info.stream_test,

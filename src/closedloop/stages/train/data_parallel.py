@@ -101,9 +101,12 @@ def _rank_main(
     out: Path,
     threads: int,
     device: str,
+    knob_modules: list[str],
 ) -> None:  # pragma: no cover - runs in the rank's process (tests check its outputs)
     """One rank: join the group, fit (``fit(net, hp=hp, **fit_kwargs)``), rank 0 saves the result.
     Every argument is inherited (fork) or pickled (spawn), so this is a module-level function."""
+    import importlib
+
     import torch.distributed as dist
 
     from closedloop.stages.train.sync_bn import sync_batchnorm
@@ -113,6 +116,8 @@ def _rank_main(
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     code = 0
     try:
+        for module in knob_modules:  # a spawned rank registers the user's knobs the parent tuned
+            importlib.import_module(module)
         torch.set_num_threads(threads)
         cuda = device.startswith("cuda")
         if cuda:  # one GPU per rank: the engine's "cuda" is this rank's current device
@@ -153,6 +158,15 @@ def _rank_main(
     os._exit(code)  # no atexit of the parent's in a fork; gloo threads may not join cleanly at exit
 
 
+def _knob_modules(hp: HParams) -> list[str]:
+    """The modules defining the knobs whose values ``hp`` holds without a field of their own (a
+    user's knob, named by import path): a spawned rank imports them, so the engine finds their classes
+    registered there as in the parent (a forked rank has them already)."""
+    from closedloop.stages.train import knobs as K
+
+    return sorted({type(K.knob(name)).__module__ for name in hp.knobs})
+
+
 def fit_on_ranks(
     net: nn.Module,
     fit_kwargs: dict[str, Any],
@@ -181,7 +195,7 @@ def fit_on_ranks(
     procs = [
         ctx.Process(
             target=_rank_main,
-            args=(r, nproc, port, net, fit, fit_kwargs, per_rank, out, threads, device),
+            args=(r, nproc, port, net, fit, fit_kwargs, per_rank, out, threads, device, _knob_modules(hp)),
             daemon=True,
         )
         for r in range(nproc)

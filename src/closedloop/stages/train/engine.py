@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from torch import nn
 
 from closedloop.core.killpoints import kill_point
 from closedloop.core.seeds import derive_seed
+from closedloop.models.loop import train_steps
 from closedloop.stages.train import knobs as K
 from closedloop.stages.train.augment import AugmentParams, augment_images, mix_batch
 from closedloop.stages.train.hparams import HParams
@@ -257,11 +258,14 @@ class Engine:
     def make_optimizer(
         self, net: nn.Module, hp: HParams, total_steps: int, warp: ScheduleWarp | None = None
     ) -> tuple[Any, Any]:
-        decay = [p for p in net.parameters() if p.requires_grad and p.ndim > 1]
-        no_decay = [p for p in net.parameters() if p.requires_grad and p.ndim <= 1]
+        # each group's options come from the optimizer knobs (knobs.py: the learning rate, the weight
+        # decay on the weights alone); the engine names none of them
+        groups: dict[K.OptimizerGroup, list[nn.Parameter]] = {
+            "weights": [p for p in net.parameters() if p.requires_grad and p.ndim > 1],
+            "others": [p for p in net.parameters() if p.requires_grad and p.ndim <= 1],
+        }
         opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=hp.lr,
+            [{"params": params, **K.optimizer_options(hp, group)} for group, params in groups.items()]
         )
         f = _schedule(hp, total_steps)
         lam = f if warp is None else (lambda step: f(warp(step)))  # noqa: E731
@@ -553,34 +557,39 @@ class Engine:
     def overfit_batch(
         self, net: nn.Module, batch: TensorSet, *, steps: int, lr: float, deadline: float, label: str
     ) -> list[float]:
-        """The sanity check's loop: full-batch AdamW at ``lr`` on one fixed batch, no regularization,
-        the loss before each step, until it reaches 5% of the first (0.02 at least for classification)
-        or ``steps``. Tree engines boost instead (:mod:`.tree_engine`)."""
+        """The sanity check: full-batch AdamW at ``lr`` on one fixed batch, no regularization, the
+        loss before each step, until it reaches 5% of the first (0.02 at least for classification)
+        or ``steps``; the steps are the fixed recipes' step loop (:func:`~closedloop.models.loop.train_steps`).
+        Tree engines boost instead (:mod:`.tree_engine`)."""
         net.to(self.device).train()
         hp = HParams(label_smoothing=0.0, ordinal_loss="ce")
         opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0)
         xb = self.to_input(batch.x, None, None)
         t = self.soft_targets(batch.y, hp)
         losses: list[float] = []
-        target = None
-        step_s = 0.0  # the slowest whole step so far: under load step times are heavy-tailed, and
-        # the check's only cost is a step less, where one step too many overruns its share
-        for step in range(steps):
-            kill_point(f"{label}/step{step}")
-            step_t0 = time.perf_counter()
+        # the slowest whole step so far: under load step times are heavy-tailed, and the check's
+        # only cost is a step less, where one step too many overruns its share
+        slowest = [0.0]
+
+        def step_numbers() -> Iterator[int]:
+            for step in range(steps):
+                kill_point(f"{label}/step{step}")
+                step_t0 = time.perf_counter()
+                yield step  # resumed after the step (forward, backward, optimizer) is done
+                slowest[0] = max(slowest[0], time.perf_counter() - step_t0)
+
+        def batch_loss(_: int) -> torch.Tensor | None:
             loss = self.loss(net(xb), t)
             v = float(loss.detach())
             losses.append(v)
-            if target is None:
-                target = max(0.05 * v, 0.02) if self.problem_type != "regression" else 0.05 * v
+            target = max(0.05 * losses[0], 0.02) if self.problem_type != "regression" else 0.05 * losses[0]
             # predictive: stop when the rest of this step (about a step less the forward pass just
             # done) would end past the deadline, so the loop ends by it rather than one step after
-            if not math.isfinite(v) or v <= target or past_deadline(time.time(), deadline, step_s):
-                break
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            step_s = max(step_s, time.perf_counter() - step_t0)
+            if not math.isfinite(v) or v <= target or past_deadline(time.time(), deadline, slowest[0]):
+                return None
+            return loss
+
+        train_steps(step_numbers(), optimizer=opt, batch_loss=batch_loss)
         return losses
 
     def lr_range_test(
@@ -595,31 +604,40 @@ class Engine:
         lr_max: float = 1.0,
     ) -> tuple[list[float], list[float], float]:
         """LR finder (Smith 2015): raise the LR exponentially for ``steps`` batches; suggest the LR
-        one decade below the loss minimum (the network is modified; pass a copy)."""
+        one decade below the loss minimum (the network is modified; pass a copy). The steps are the
+        fixed recipes' step loop (:func:`~closedloop.models.loop.train_steps`)."""
         net = net.to(self.device).train()
         g = torch.Generator().manual_seed(seed)
-        opt = torch.optim.AdamW(net.parameters(), lr=lr_min, weight_decay=hp.weight_decay)
-        lrs, losses, smooth = [], [], None
+        # the optimizer knobs' options for the weights (weight decay included) on every parameter; the
+        # sweep sets the learning rate before each step
+        options = K.optimizer_options(hp, "weights")
+        opt = torch.optim.AdamW(net.parameters(), **{**options, "lr": lr_min})
+        lrs: list[float] = []
+        losses: list[float] = []  # smoothed
         bs = min(hp.batch_size, len(train))
-        for i in range(steps):
-            lr = lr_min * (lr_max / lr_min) ** (i / max(steps - 1, 1))
-            for grp in opt.param_groups:
-                grp["lr"] = lr
-            idx = torch.randint(0, len(train), (bs,), generator=g)
+
+        def batches() -> Iterator[tuple[float, torch.Tensor]]:
+            for i in range(steps):
+                lr = lr_min * (lr_max / lr_min) ** (i / max(steps - 1, 1))
+                for grp in opt.param_groups:
+                    grp["lr"] = lr
+                yield lr, torch.randint(0, len(train), (bs,), generator=g)
+                if losses[-1] > 4 * min(losses):  # read after the step: the loss has diverged
+                    return
+
+        def batch_loss(b: tuple[float, torch.Tensor]) -> torch.Tensor | None:
+            lr, idx = b
             xb = self.to_input(train.x[idx], None, None)
             loss = self.loss(net(xb), self.soft_targets(train.y[idx], hp))
             if not torch.isfinite(loss):
-                break
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            v = float(loss)
-            smooth = v if smooth is None else 0.7 * smooth + 0.3 * v
+                return None
+            v = float(loss.detach())
             lrs.append(lr)
-            losses.append(smooth)
-            if smooth > 4 * min(losses):
-                break
-        best = lrs[int(np.argmin(losses))] if losses else hp.lr
+            losses.append(v if not losses else 0.7 * losses[-1] + 0.3 * v)
+            return loss
+
+        train_steps(batches(), optimizer=opt, batch_loss=batch_loss)
+        best = lrs[int(np.argmin(losses))] if losses else options["lr"]  # no step: the base rate
         return lrs, losses, float(best / 10)
 
 

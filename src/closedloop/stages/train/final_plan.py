@@ -19,6 +19,15 @@ it) while a plan too short leaves time unused.
 The plan is saved in ``work/final_plan.json`` before the first fit, and every re-plan in the fit's
 checkpoint: a final fit killed and resumed keeps the schedule its checkpoints were trained under,
 so a resumed run ends like an uninterrupted one.
+
+The final fit never trains more epochs than tuning chose, so on a fast moment its share can be more
+than it can use (session 9 measured a fit of all its tuned epochs that ended with 89 % of its share
+unused, the run at 82 % of its budget). The tune phase therefore borrows the part of the final's share
+that the final fit is not expected to need (:func:`tune_deadline`): before each trial it estimates the
+final fit (the epochs of the best trial so far, every member, at the latest fit's mean step: a long
+fit pays the heavy tail of step times, so not the median) and may run until the final deadline less
+the reserve and :data:`LEND_MARGIN` times that estimate. If a later trial wins with more epochs, or
+the load rises, the final fit's plan and re-plans shorten it to its deadline, as before.
 """
 
 from __future__ import annotations
@@ -31,9 +40,11 @@ from collections.abc import Callable
 from pydantic import BaseModel, ValidationError
 
 from closedloop.core.io import to_json, write_text_atomic
+from closedloop.stages.train.heldout import fit_rows
 from closedloop.stages.train.outcomes import ScaleUpOutcome
+from closedloop.stages.train.phases.cross_validate import runs_folds
 from closedloop.stages.train.phases.scale_up import rung_step_seconds
-from closedloop.stages.train.session import TRIAL_STEP_SECONDS, TrainSession
+from closedloop.stages.train.session import LATEST_STEP_SECONDS, TRIAL_STEP_SECONDS, TrainSession
 
 PLAN_FILE = "final_plan.json"
 
@@ -48,6 +59,14 @@ FIT_EPOCH_SECONDS = "final fit seconds per epoch"
 EVALUATION_SECONDS = "final evaluation seconds"
 """``ctx.timings`` label: what follows the final fit (the test evaluation, its bootstrap intervals,
 the baseline's refit, the selection bias)."""
+
+
+LEND_MARGIN = 1.25
+"""The final fit's expected seconds times this are kept for it when tuning borrows the rest of the
+final phase's share: enough for a mean step that grows by a quarter before the final fit; a fit that
+needs more is shortened to its deadline by its plan and re-plans."""
+LENT_SECONDS = "tune seconds borrowed from the final share"
+"""``ctx.timings`` label: how far past its own deadline the tune phase ran on the final's share."""
 
 
 class FinalPlan(BaseModel):
@@ -82,6 +101,70 @@ def epoch_seconds(sess: TrainSession, n_rows: int, batch_size: int) -> float | N
     if not step_s:
         return None
     return float(step_s) * max(1, n_rows // max(1, min(batch_size, n_rows)))
+
+
+def final_rows(sess: TrainSession) -> int:
+    """Rows the final fit trains on: train, plus the validation rows not held out (train+val)."""
+    extra = 0 if sess.cfg.final_fit == "train" else len(fit_rows(sess.heldout))
+    return len(sess.train) + extra
+
+
+def final_need(sess: TrainSession, epochs: int) -> float | None:
+    """Seconds the final fit of ``epochs`` epochs (every ensemble member) is expected to take now: the
+    latest fit's mean step (a long fit pays the heavy tail of step times) times the steps of an epoch
+    of :func:`final_rows`, plus a validation pass per epoch when it fits on train only (None: no fit
+    took two steps yet). A budget input only."""
+    step_s = sess.ctx.timings.get(LATEST_STEP_SECONDS)
+    if not step_s:
+        return None
+    n = final_rows(sess)
+    per_epoch = float(step_s) * max(1, n // max(1, min(sess.base_hp.batch_size, n)))
+    if sess.cfg.final_fit == "train":
+        per_epoch += float(sess.engine.eval_row_seconds or 0.0) * len(sess.val)
+    return per_epoch * max(1, epochs) * sess.cfg.final_seeds
+
+
+def tune_deadline(sess: TrainSession, epochs: int) -> float:
+    """``time.time()`` by which tuning stops when the final fit will train ``epochs`` epochs: its own
+    deadline, or later when the final phase's share holds more than that fit needs (the final deadline
+    less the reserve and :data:`LEND_MARGIN` times :func:`final_need`). Only when the final phase comes
+    after tuning with nothing trained in between, in one process, with the stage's reserve (not a k-fold
+    protocol's cross-validation, a family of a family list, or a data-parallel final fit, whose step
+    this process does not measure)."""
+    own = sess.deadline("tune")
+    order = list(sess.budget)
+    between = order[order.index("tune") + 1 : -1] if "tune" in order else []
+    if (
+        order[-1:] != ["final"]
+        or any(sess.budget[p] for p in between)  # a phase with a share of its own runs in between
+        or runs_folds(sess)  # the cross-validation shares tune's deadline and trains after it
+        or not sess.final_reserve
+        or sess.cfg.final.nproc > 1
+    ):
+        return own
+    need = final_need(sess, epochs)
+    if need is None:
+        return own
+    return max(own, sess.deadline("final") - sess.reserve() - LEND_MARGIN * need)
+
+
+def note_borrowed(sess: TrainSession, epochs: int, ran_until: float) -> None:
+    """When tuning ran past its own deadline on the final's share (under a deadline ``ran_until`` of
+    :func:`tune_deadline`), say so: only a run the budget binds does (a run ended by its trial count
+    finishes before its own deadline, and its log is unchanged)."""
+    over = min(time.time(), ran_until) - sess.deadline("tune")
+    if over <= 0:
+        return
+    sess.note_time(LENT_SECONDS, over)
+    need = final_need(sess, epochs) or 0.0
+    sess.decide(
+        "tune",
+        f"tuning ran {over:.0f} s into the final phase's share, which the final fit is not expected to "
+        f"need: its {epochs} tuned epoch(s) x {sess.cfg.final_seeds} member(s) take ~{need:.2g} s at the "
+        f"latest fit's mean step, and {LEND_MARGIN:g} x that is kept for it (less if the load rises: "
+        "its plan then shortens it to its deadline)",
+        {"borrowed_s": round(over, 1), "final_epochs": epochs, "final_need_s": round(need, 2)},
+    )
 
 
 def replanner(

@@ -42,7 +42,7 @@ def check_knob(name: str | K.Knob) -> list[str]:
     per part. Raises ``AssertionError`` naming the knob and the failed check."""
     knob = K.knob(name) if isinstance(name, str) else name
     done = [_check_ranges(knob), _check_placement(knob)]
-    done.append(_check_effect(knob) if knob.applies == "training" else _check_builder(knob))
+    done.append(_check_builder(knob) if knob.applies == "model" else _check_effect(knob))
     return done
 
 

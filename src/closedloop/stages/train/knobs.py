@@ -8,13 +8,22 @@ search space's: Optuna suggests in this order, so changing it changes the trials
 - ``default``: its value in the first trial (the enqueued default configuration; ``None``: the
   un-tuned base value, for ``lr`` and ``epochs``), and ``neutral``: the value with no effect, which
   the knob ablation resets it to and which a run that does not tune it has;
-- where the value goes: ``applies = "model"`` (a parameter of the network's builder) or
-  ``"training"`` (the run's :class:`~closedloop.stages.train.hparams.HParams`: its own field if it has
-  one, else ``HParams.knobs``);
+- where the value goes: ``applies = "model"`` (a parameter of the network's builder), ``"optimizer"``
+  (options of the optimizer's parameter groups, :meth:`Knob.optimizer_options`: ``lr``,
+  ``weight_decay``) or ``"training"``; the value of an optimizer or training knob is kept in the run's
+  :class:`~closedloop.stages.train.hparams.HParams` (its own field if it has one, else ``HParams.knobs``);
 - and, for a training knob the engine has no parameter for, what it does: the hooks
   :meth:`Knob.targets` (soften the training targets) and :meth:`Knob.loss_term` (add to the training
-  loss). The engine calls every registered knob's hooks whose value is not neutral
-  (:func:`target_hooks`, :func:`loss_hooks`); it names no knob.
+  loss). The engine builds the optimizer from every optimizer knob's options
+  (:func:`optimizer_options`) and calls every training knob's hooks whose value is not neutral
+  (:func:`target_hooks`, :func:`loss_hooks`); it names no knob but one.
+
+The one: ``epochs``, a training knob with an HParams field of that name that the engine reads as the
+fit's length. It is not an effect applied to a step (which a hook could carry) but the shape of the
+fit: the schedule is planned over it, the final fit re-plans it as it runs, the pruner's rungs, the
+checkpoint and the run's records count it, and a data-parallel rank gets it with the rest of the
+HParams. A second knob cannot share that role, so a hook for it would have exactly one user
+(``tests/train/test_train_knob_battery.py`` checks the engine reads no other knob by name).
 
 So adding a knob touches one file: this one for a built-in knob, or the user's own module, named in
 ``train.tune_knobs`` by its import path (``my_pkg.knobs:LogitPenalty``); docs/extending.md has a
@@ -49,6 +58,8 @@ class SpaceContext(BaseModel):
 
 
 Range = tuple[float, float]
+OptimizerGroup = Literal["weights", "others"]
+"""The optimizer's parameter groups: weight matrices and kernels (``ndim > 1``), and the rest."""
 
 REGISTRY = Registry("tuned knob")
 """Name -> knob class; an import path ``module:Class`` imports (and so registers) a user's knob."""
@@ -62,8 +73,11 @@ class Knob:
 
     name: ClassVar[str] = ""
     kind: ClassVar[Literal["float", "int"]] = "float"
-    applies: ClassVar[Literal["model", "training"]] = "training"
-    """model: a parameter of the network's builder; training: a value of the run's HParams."""
+    applies: ClassVar[Literal["model", "optimizer", "training"]] = "training"
+    """model: a parameter of the network's builder; optimizer: options of the optimizer's parameter
+    groups (:meth:`optimizer_options`); training: a value the engine reads from the run's HParams
+    (its field) or applies through :meth:`targets` / :meth:`loss_term`. An optimizer or training
+    knob's value is kept in the run's HParams."""
     default: ClassVar[float | None] = None
     """Value in the first trial (``None``: the un-tuned base value)."""
     neutral: ClassVar[float | None] = 0.0
@@ -78,9 +92,15 @@ class Knob:
         where = f"knob class {cls.__qualname__}"
         if not cls.name.isidentifier():
             raise TypeError(f"{where}: name {cls.name!r} must be a Python identifier")
-        if cls.kind not in ("float", "int") or cls.applies not in ("model", "training"):
+        if cls.kind not in ("float", "int") or cls.applies not in ("model", "optimizer", "training"):
             raise TypeError(
-                f"{where}: kind {cls.kind!r} / applies {cls.applies!r} not float|int / model|training"
+                f"{where}: kind {cls.kind!r} / applies {cls.applies!r} not float|int / model|optimizer|training"
+            )
+        optimized = cls.optimizer_options is not Knob.optimizer_options
+        if optimized != (cls.applies == "optimizer"):
+            raise TypeError(
+                f"{where}: an optimizer knob (applies = 'optimizer') overrides optimizer_options(value, group), "
+                "and only an optimizer knob does"
             )
         if cls.range is Knob.range:
             raise TypeError(f"{where}: override range(context) (None where the knob does not apply)")
@@ -92,7 +112,7 @@ class Knob:
                 f"{where}: HParams has no field {cls.name!r}, so the engine would never read it; "
                 "override targets() or loss_term() to say what it does"
             )
-        if cls.applies == "training" and not HParams.has_field(cls.name) and cls.neutral is None:
+        if cls.applies != "model" and not HParams.has_field(cls.name) and cls.neutral is None:
             raise TypeError(f"{where}: a knob without an HParams field needs a neutral value (its absence)")
         REGISTRY.register(cls.name)(cls)
         KNOBS[:] = [k for k in KNOBS if k.name != cls.name] + [cls()]  # a re-definition replaces
@@ -106,14 +126,20 @@ class Knob:
         return int(value) if self.kind == "int" else float(value) if self.applies == "model" else value
 
     def value(self, hp: HParams) -> Any:
-        """This (training) knob's value in ``hp``: its field, else ``hp.knobs``, else neutral."""
-        if self.applies != "training":
+        """This (optimizer or training) knob's value in ``hp``: its field, else ``hp.knobs``, else neutral."""
+        if self.applies == "model":
             raise TypeError(f"knob {self.name!r} is a network parameter, not a value of HParams")
         if self.name in AugmentParams.model_fields:
             return getattr(hp.augment, self.name)
         if HParams.has_field(self.name):
             return getattr(hp, self.name)
         return hp.knobs.get(self.name, self.neutral)
+
+    # -- the optimizer: asked at every value (neutral is the optimizer's own default) --------------
+    def optimizer_options(self, value: Any, group: OptimizerGroup) -> dict[str, Any]:
+        """An optimizer knob's options (``torch.optim.AdamW``'s keyword names) for one parameter group:
+        ``"weights"`` (weight matrices and kernels) or ``"others"`` (biases, norms' scales)."""
+        return {}
 
     # -- engine hooks: called only when the value is not neutral ---------------------------------
     def targets(self, value: Any, t: Any, classes: int) -> Any:
@@ -127,15 +153,30 @@ class Knob:
         return None
 
 
+def _declared(hp: HParams) -> None:
+    unknown = sorted(set(hp.knobs) - {k.name for k in KNOBS})
+    if unknown:  # a value no class here declares would be ignored without a word: refuse it
+        raise ConfigError(
+            f"the training settings carry knob value(s) {unknown} that no registered Knob class "
+            "declares in this process; import the module defining it (train.tune_knobs names it "
+            "by import path, my_pkg.knobs:MyKnob)"
+        )
+
+
+def optimizer_options(hp: HParams, group: OptimizerGroup) -> dict[str, Any]:
+    """The options of the optimizer's parameter ``group`` from every optimizer knob, at its value in
+    ``hp`` (in registration order; the engine passes them to ``torch.optim.AdamW``)."""
+    _declared(hp)
+    out: dict[str, Any] = {}
+    for k in KNOBS:
+        if k.applies == "optimizer":
+            out.update(k.optimizer_options(k.value(hp), group))
+    return out
+
+
 def _hooks(method: str) -> Callable[[HParams], list[tuple[Knob, Any]]]:
     def active(hp: HParams) -> list[tuple[Knob, Any]]:
-        unknown = sorted(set(hp.knobs) - {k.name for k in KNOBS})
-        if unknown:  # a value no class here declares would be ignored without a word: refuse it
-            raise ConfigError(
-                f"the training settings carry knob value(s) {unknown} that no registered Knob class "
-                "declares in this process; import the module defining it (train.tune_knobs names it "
-                "by import path, my_pkg.knobs:MyKnob)"
-            )
+        _declared(hp)
         out = []
         for k in KNOBS:
             if k.applies == "training" and getattr(type(k), method) is not getattr(Knob, method):
@@ -181,17 +222,28 @@ class _Trees(Knob, abstract=True):
 
 # -- the built-in knobs, in search order ------------------------------------------------------------
 class LR(Knob):
-    name, log, default, neutral = "lr", True, None, None
+    """The optimizer's learning rate (the schedule's peak), for every parameter."""
+
+    name, applies, log, default, neutral = "lr", "optimizer", True, None, None
 
     def range(self, c: SpaceContext) -> Range | None:
         return (c.lr / 10, c.lr * 3) if _net_family(c) else None
 
+    def optimizer_options(self, value: Any, group: OptimizerGroup) -> dict[str, Any]:
+        return {"lr": value}
+
 
 class WeightDecay(Knob):
-    name, log, default = "weight_decay", True, 1e-4
+    """AdamW's decoupled weight decay, on the weight matrices and kernels only (a bias or a norm's
+    scale pulled towards 0 only shifts or shrinks the layer)."""
+
+    name, applies, log, default = "weight_decay", "optimizer", True, 1e-4
 
     def range(self, c: SpaceContext) -> Range | None:
         return (1e-5, 0.3) if _net_family(c) else None
+
+    def optimizer_options(self, value: Any, group: OptimizerGroup) -> dict[str, Any]:
+        return {"weight_decay": value if group == "weights" else 0.0}
 
 
 class Dropout(Knob):

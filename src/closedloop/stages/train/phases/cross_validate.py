@@ -157,6 +157,13 @@ def tree_epochs_cap(sess: TrainSession, cand: TunedConfig) -> int:
     return max(1, tuned, rung, int(cand.best_epoch))
 
 
+def runs_folds(sess: TrainSession) -> bool:
+    """Whether this phase trains anything: at least one candidate and a k-fold protocol (or trees on a
+    small table, :func:`tree_cv`)."""
+    kfold = sess.task.validation.protocol in ("kfold", "repeated_kfold")
+    return (kfold or tree_cv(sess)) and (sess.cfg.cv_candidates or 0) >= 1
+
+
 def cross_validate(sess: TrainSession, tuned: TuneOutcome) -> CrossValidateOutcome:
     from closedloop.stats.metrics import compute_metric
 
@@ -164,7 +171,7 @@ def cross_validate(sess: TrainSession, tuned: TuneOutcome) -> CrossValidateOutco
     proto = task.validation
     n = cfg.cv_candidates or 0
     trees = tree_cv(sess)
-    if n < 1 or (not trees and proto.protocol not in ("kfold", "repeated_kfold")):
+    if not runs_folds(sess):
         why = f"protocol {proto.protocol}" if n else "cv_candidates is 0"
         return CrossValidateOutcome(tuned=tuned.config(), skipped=why)
     kfold = proto.protocol in ("kfold", "repeated_kfold")

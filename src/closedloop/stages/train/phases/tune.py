@@ -16,6 +16,7 @@ from closedloop.models.trained import logits_to_proba
 from closedloop.stages.train import knobs as K
 from closedloop.stages.train import plots
 from closedloop.stages.train.engine import NonFiniteLossError, past_deadline
+from closedloop.stages.train.final_plan import note_borrowed, tune_deadline
 from closedloop.stages.train.outcomes import ScaleUpOutcome, Skipped, TrialRow, TuneOutcome
 from closedloop.stages.train.phases import joining as J
 from closedloop.stages.train.phases import study as S
@@ -96,6 +97,20 @@ def _epoch_seconds(sess: TrainSession, ladder: ScaleUpOutcome | None) -> float:
     return epoch_s
 
 
+def _final_epochs(study: Any, ladder: ScaleUpOutcome | None) -> int:
+    """The epochs the final fit trains if tuning ended now: the best complete trial's best epoch, or
+    the capacity rung's when none is complete or the rung scores better (``choose`` keeps it then)."""
+    import optuna
+
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    rung = ladder.rung if ladder is not None and ladder.rungs else None
+    if complete:
+        best = max(complete, key=lambda t: (t.value, -t.number))
+        if rung is None or rung.score is None or rung.score <= best.value:
+            return max(1, int(best.user_attrs.get("best_epoch") or 1))
+    return max(1, int(rung.best_epoch)) if rung is not None else 1
+
+
 def tune(sess: TrainSession, model_params: dict[str, Any], ladder_logits: np.ndarray | None) -> TuneOutcome:
     import optuna
 
@@ -104,8 +119,8 @@ def tune(sess: TrainSession, model_params: dict[str, Any], ladder_logits: np.nda
     max_epochs = cfg.max_epochs or 1
     space = search_space(sess)
     study = S.study_for(sess)
-    deadline = sess.deadline("tune")
     ladder = sess.get(ScaleUpOutcome)
+    deadline = tune_deadline(sess, _final_epochs(study, ladder))
     epoch_s = _epoch_seconds(sess, ladder)
     min_epochs = max(2, max_epochs // 6)
     n_trials = cfg.n_trials or 1
@@ -126,16 +141,21 @@ def tune(sess: TrainSession, model_params: dict[str, Any], ladder_logits: np.nda
         forced_epochs = min_epochs
     elif not study.trials:
         study.enqueue_trial(K.default_trial(space, lr=sess.base_hp.lr, max_epochs=max_epochs))
-    if S.in_workers(sess):
+    if S.in_workers(sess):  # the trials' deadline is set once: the final's epochs bounded by the most
+        deadline = tune_deadline(sess, forced_epochs or max_epochs)  # a trial can train
         failures = tune_in_workers(sess, study, model_params, space, n_trials, forced_epochs, deadline)
         return choose(sess, study, model_params, ladder_logits, space, forced_epochs, failures, deadline)
     # trials finished before a crash were recorded in the ledger by the interrupted run: count them
     sess.n_configs += len([t for t in study.trials if t.state.is_finished()])
     failures: list[dict[str, Any]] = []
+    ran_until = sess.deadline("tune")  # the latest deadline a trial ran under
     while True:
         done = [t for t in study.trials if t.state.is_finished()]
         if len(done) >= n_trials:
             break
+        # tuning may run on the part of the final's share that the final fit (the best trial's
+        # epochs so far) is not expected to need (final_plan.tune_deadline)
+        deadline = tune_deadline(sess, _final_epochs(study, ladder))
         # a trial costs at least a step and a validation pass: none is started that would end late
         if done and past_deadline(time.time(), deadline, sess.least_fit_seconds()):
             sess.decide(
@@ -149,6 +169,9 @@ def tune(sess: TrainSession, model_params: dict[str, Any], ladder_logits: np.nda
         if forced_epochs is not None:
             knobs["epochs"] = forced_epochs
         mp, hp = split_params(sess, model_params, knobs)
+        if not done:  # no best trial yet: this one's epochs are the final's
+            deadline = tune_deadline(sess, hp.epochs)
+        ran_until = max(ran_until, deadline)
         seed = trial_seed(sess, k)
         try:
             net = sess.build(mp, seed)
@@ -208,7 +231,7 @@ def tune(sess: TrainSession, model_params: dict[str, Any], ladder_logits: np.nda
                 "status": "complete",
             },
         )
-    return choose(sess, study, model_params, ladder_logits, space, forced_epochs, failures, deadline)
+    return choose(sess, study, model_params, ladder_logits, space, forced_epochs, failures, ran_until)
 
 
 def tune_in_workers(
@@ -450,6 +473,7 @@ def choose(
         why = "the unregularized capacity rung was kept: no tuned value to reset"
         skipped = [Skipped(knob=k, reason=why) for k in space] if cfg.ablate_knobs else []
     else:
+        deadline = max(deadline, tune_deadline(sess, best_epoch))  # the final's epochs are known now
         knob_gains, skipped = knob_ablation(
             sess,
             model_params,
@@ -472,6 +496,7 @@ def choose(
             f"(validation {task.primary_metric} {chosen_value:.4f}, best epoch {best_epoch})" + gain_txt,
             {"knobs": knobs, "importance": importance},
         )
+    note_borrowed(sess, int(best_epoch), deadline)
     return TuneOutcome(
         model_params=mp,
         hparams=hp.as_dict(),
