@@ -92,7 +92,8 @@ class TrainModel(Stage):
     # -- driver ---------------------------------------------------------------------------------
     def run(self, inputs: Inputs, ctx: RunContext) -> Outputs:
         # the figures go to a helper process while the stage trains (:mod:`.figure_worker`)
-        with plots.in_background(self.config.figures_in_background()):
+        kinds = [family_kind(f) for f in self.config.families(inputs.data.kind)]
+        with plots.in_background(self.config.figures_in_background(kinds)):
             return self._run(inputs, ctx)
 
     def _run(self, inputs: Inputs, ctx: RunContext) -> Outputs:
