@@ -157,12 +157,18 @@ def note_borrowed(sess: TrainSession, epochs: int, ran_until: float) -> None:
         return
     sess.note_time(LENT_SECONDS, over)
     need = final_need(sess, epochs) or 0.0
+    left = sess.deadline("final") - sess.reserve() - time.time()
+    now = (
+        f"at the latest fit's mean step they take ~{need:.2g} s, and {left:.0f} s are left for them"
+        if need * LEND_MARGIN <= left
+        else f"the load has risen since: at the latest fit's mean step they now take ~{need:.2g} s, "
+        f"more than the {max(left, 0.0):.0f} s left, so the final fit's plan shortens them to its deadline"
+    )
     sess.decide(
         "tune",
-        f"tuning ran {over:.0f} s into the final phase's share, which the final fit is not expected to "
-        f"need: its {epochs} tuned epoch(s) x {sess.cfg.final_seeds} member(s) take ~{need:.2g} s at the "
-        f"latest fit's mean step, and {LEND_MARGIN:g} x that is kept for it (less if the load rises: "
-        "its plan then shortens it to its deadline)",
+        f"tuning ran {over:.0f} s into the final phase's share, which the final fit's {epochs} tuned "
+        f"epoch(s) x {sess.cfg.final_seeds} member(s) were not expected to need when its last trial "
+        f"started ({LEND_MARGIN:g} x their expected time kept for them); {now}",
         {"borrowed_s": round(over, 1), "final_epochs": epochs, "final_need_s": round(need, 2)},
     )
 
