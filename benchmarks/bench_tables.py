@@ -49,6 +49,7 @@ import json
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,25 @@ TRAIN: dict[str, Any] = {
     "threads": 1,
     "n_bootstrap": 200,
 }
+TASK: dict[str, Any] = {}
 LINES: list[str] = []
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One binary table at one split seed: the target and what it rests on."""
+
+    table: str
+    seed: int
+    chosen: str
+    met: bool
+    vs_plain: tuple[float, float, float]
+    vs_mlp: tuple[float, float, float]
+    trees_when_better: bool
+    mlp_over_trees: float
+
+
+OUTCOMES: list[Outcome] = []
 
 
 def say(line: str) -> None:
@@ -193,14 +212,14 @@ def fmt_diff(d: tuple[float, float, float]) -> str:
 
 # -- runs ------------------------------------------------------------------------------------------
 def bundle(
-    X: pd.DataFrame, y: np.ndarray, cats: list[str], name: str
+    X: pd.DataFrame, y: np.ndarray, cats: list[str], name: str, seed: int = 0
 ) -> tuple[Any, pd.DataFrame, np.ndarray]:
     from closedloop.data.bundle import DatasetBundle, DatasetMeta, Split
 
     idx = np.arange(len(y))
     strata = y if y.ndim == 1 else y[:, 0]  # multi-label: stratified on the first label
-    dev, test = train_test_split(idx, test_size=0.2, stratify=strata, random_state=0)
-    tr, va = train_test_split(dev, test_size=0.2, stratify=strata[dev], random_state=0)
+    dev, test = train_test_split(idx, test_size=0.2, stratify=strata, random_state=seed)
+    tr, va = train_test_split(dev, test_size=0.2, stratify=strata[dev], random_state=seed)
     part = {"train": tr, "val": va, "test": test}
     splits = {k: Split(X.iloc[v].reset_index(drop=True), y[v]) for k, v in part.items()}
     names = ["0", "1"] if y.ndim == 1 else MULTILABEL_NAMES
@@ -216,7 +235,7 @@ def closedloop_run(data: Any, family: str | list[str], runs: Path, full: bool = 
 
     tag = family if isinstance(family, str) else "+".join(family)
     given = GivenArtifacts.of({"data": data}, runs / f"given_{tag}")
-    stages: list[Any] = [STAGES.resolve("task")()]
+    stages: list[Any] = [STAGES.resolve("task")(**TASK)]
     if full:
         stages += [STAGES.resolve("audit")(), STAGES.resolve("baseline")()]
     stages += [TrainModel(**TRAIN, family=family), STAGES.resolve("export")()]
@@ -229,14 +248,16 @@ def closedloop_run(data: Any, family: str | list[str], runs: Path, full: bool = 
     return result
 
 
-def tuned_lightgbm(X: pd.DataFrame, y: np.ndarray, seconds: float) -> tuple[Any, dict[str, Any], int]:
+def tuned_lightgbm(
+    X: pd.DataFrame, y: np.ndarray, seconds: float, seed: int = 0
+) -> tuple[Any, dict[str, Any], int]:
     """The practitioner's default: Optuna over LightGBM's usual knobs, stratified 5-fold CV ROC AUC with
     early stopping, for ``seconds``; refit on all of ``X`` with the best parameters and rounds."""
     import lightgbm as lgb
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    base = {"objective": "binary", "metric": "auc", "num_threads": 1, "verbosity": -1, "seed": 0}
+    base = {"objective": "binary", "metric": "auc", "num_threads": 1, "verbosity": -1, "seed": seed}
     dtrain = lgb.Dataset(
         X, label=y, params={"verbosity": -1, "feature_pre_filter": False}, free_raw_data=False
     )
@@ -259,14 +280,14 @@ def tuned_lightgbm(X: pd.DataFrame, y: np.ndarray, seconds: float) -> tuple[Any,
             num_boost_round=1000,
             nfold=5,
             stratified=True,
-            seed=0,
+            seed=seed,
             callbacks=[lgb.early_stopping(50, verbose=False)],
         )
         scores = cv["valid auc-mean"]
         trial.set_user_attr("rounds", int(np.argmax(scores)) + 1)
         return float(np.max(scores))
 
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
     study.optimize(objective, timeout=seconds)
     best = study.best_trial
     params = {**base, **best.params, "bagging_freq": 1}
@@ -275,15 +296,15 @@ def tuned_lightgbm(X: pd.DataFrame, y: np.ndarray, seconds: float) -> tuple[Any,
     return model, {"trials": len(study.trials), "cv_auc": best.value, **best.params}, rounds
 
 
-def multilabel_table(name: str, runs: Path) -> None:
+def multilabel_table(name: str, runs: Path, seed: int) -> None:
     """The multi-label table: the family choice, the other family alone, per-label test AUCs, parity."""
     from closedloop.stages.export.bundle import ExportBundle
 
     X, y, cats = TABLES[name]()
-    data, _, _ = bundle(X, y, cats, name)
+    data, _, _ = bundle(X, y, cats, name, seed)
     Xt, yt = data.splits["test"].X, np.asarray(data.splits["test"].y)
     say(
-        f"\n== {name}: {len(y):,} rows, {X.shape[1]} columns ({len(cats)} categorical), labels "
+        f"\n== {name} (split seed {seed}): {len(y):,} rows, {X.shape[1]} columns ({len(cats)} categorical), labels "
         + ", ".join(f"{n} {m:.1%}" for n, m in zip(MULTILABEL_NAMES, y.mean(0), strict=True))
         + f"; train {len(data.train)}, val {len(data.val)}, test {len(yt)} (untouched)"
     )
@@ -339,18 +360,18 @@ def multilabel_table(name: str, runs: Path) -> None:
     )
 
 
-def table(name: str, runs: Path) -> None:
+def table(name: str, runs: Path, seed: int) -> None:
     from closedloop.stages.export.bundle import ExportBundle
 
     if name == "medexp_multilabel":
-        multilabel_table(name, runs)
+        multilabel_table(name, runs, seed)
         return
 
     X, y, cats = TABLES[name]()
-    data, X_dev, y_dev = bundle(X, y, cats, name)
+    data, X_dev, y_dev = bundle(X, y, cats, name, seed)
     Xt, yt = data.splits["test"].X, np.asarray(data.splits["test"].y)
     say(
-        f"\n== {name}: {len(y):,} rows, {X.shape[1]} columns ({len(cats)} categorical), "
+        f"\n== {name} (split seed {seed}): {len(y):,} rows, {X.shape[1]} columns ({len(cats)} categorical), "
         f"train {len(data.train)}, val {len(data.val)}, test {len(yt)} (untouched), positives {y.mean():.1%}"
     )
     boots = boot_idx(yt)
@@ -401,7 +422,7 @@ def table(name: str, runs: Path) -> None:
         mlp_note = "(family: mlp alone)"
     # 3. the practitioner's tuned LightGBM, the same wall time as closedloop's train stage
     t0 = time.perf_counter()
-    plain, info, rounds = tuned_lightgbm(X_dev, y_dev, seconds=train_s)
+    plain, info, rounds = tuned_lightgbm(X_dev, y_dev, seconds=train_s, seed=seed)
     plain_s = time.perf_counter() - t0
     p_plain = plain.predict(Xt)
     say(
@@ -420,21 +441,65 @@ def table(name: str, runs: Path) -> None:
         f"{fmt_diff(d_mlp)} -> "
         f"target (>= the better of the two within the interval) {'met' if met else 'NOT met'}"
     )
+    OUTCOMES.append(
+        Outcome(
+            table=name,
+            seed=seed,
+            chosen=chosen,
+            met=met,
+            vs_plain=d_plain,
+            vs_mlp=d_mlp,
+            trees_when_better=(chosen == "lgbm") == trees_better,
+            mlp_over_trees=timings["family mlp seconds"] / max(timings["family lgbm seconds"], 1e-9),
+        )
+    )
+
+
+def summary() -> None:
+    """Every binary table at every seed: the target, the family choice and the speed ratio."""
+    if not OUTCOMES:
+        return
+    say("\n== summary over tables and split seeds")
+    for o in OUTCOMES:
+        say(
+            f"{o.table:<14} seed {o.seed}: chose {o.chosen:<4}; minus tuned LightGBM {fmt_diff(o.vs_plain)}; minus "
+            f"MLP {fmt_diff(o.vs_mlp)}; MLP/trees time {o.mlp_over_trees:.1f}x -> {'met' if o.met else 'NOT met'}"
+        )
+    met = sum(o.met for o in OUTCOMES)
+    chose = sum(o.trees_when_better for o in OUTCOMES)
+    ratios = [o.mlp_over_trees for o in OUTCOMES]
+    say(
+        f"target (closedloop >= the better of tuned LightGBM and MLP within the interval) met in {met} of "
+        f"{len(OUTCOMES)} (table, seed) runs; tree family chosen whenever better on validation in {chose} of "
+        f"{len(OUTCOMES)}; selection-phase time MLP/trees median {np.median(ratios):.1f}x (min {min(ratios):.1f}, "
+        f"max {max(ratios):.1f})"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=None)
-    ap.add_argument("--only", default=None, choices=sorted(TABLES))
+    ap.add_argument("--only", default=None, choices=sorted(TABLES), nargs="+")
+    ap.add_argument("--seeds", default=[0], type=int, nargs="+", help="split seeds (and the baseline's)")
+    ap.add_argument("--keep-runs", default=None, help="keep the closedloop runs in this folder")
+    ap.add_argument("--metric", default=None, help="the task's primary metric (default: the task's rule)")
+    ap.add_argument("--train", default=[], nargs="*", help="train params KEY=VALUE (JSON values) over TRAIN")
     args = ap.parse_args()
+    if args.metric:
+        TASK["metric"] = args.metric
+    TRAIN.update({k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.train)})
     say(
         f"bench_tables ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}): python benchmarks/bench_tables.py "
-        f"{' '.join(a for a in __import__('sys').argv[1:])}; train params {TRAIN}, family [lgbm, mlp]; "
+        f"{' '.join(a for a in __import__('sys').argv[1:])}; train params {TRAIN}, task params {TASK}, family "
+        "[lgbm, mlp]; "
         "2-core machine shared with other jobs"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        for name in [args.only] if args.only else list(TABLES):
-            table(name, Path(tmp) / name)
+        root = Path(args.keep_runs or tmp)
+        for seed in args.seeds:
+            for name in args.only or list(TABLES):
+                table(name, root / f"{name}_seed{seed}", seed)
+    summary()
     if args.out:
         Path(args.out).write_text("\n".join(LINES) + "\n", encoding="utf-8")
 

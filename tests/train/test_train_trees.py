@@ -93,9 +93,13 @@ def test_tree_family_through_the_train_stage(run: RunResult) -> None:
     space = ev.phases["tune"]["space"]
     assert {"learning_rate", "min_child_samples", "reg_lambda", "feature_fraction"} <= set(space)
     assert not {"lr", "weight_decay", "dropout", "l1", "label_smoothing"} & set(space)
-    # small table: the task's k-fold protocol re-ranks candidates by cross-validation
+    # small table: cross-validation re-ranks the candidates, each at the round count of its best
+    # out-of-fold score, which the final fit takes
     cv = ev.phases.get("cross_validate")
     assert cv is not None and cv["skipped"] is None and len(cv["candidates"]) == 2, cv
+    chosen = next(r for r in cv["candidates"] if r["candidate"] == cv["chosen"])
+    assert cv["tuned"]["best_epoch"] == chosen["epochs"]
+    assert chosen["cv_mean"] == max(r["cv_mean"] for r in cv["candidates"])
     assert s["test"]["auc"]["value"] > 0.8
     assert s["evaluated_on"]["test"] == "test"
     assert s["n_configs"] >= 1 + 1 + TREE_TRAIN["n_trials"]

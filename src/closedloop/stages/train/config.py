@@ -118,6 +118,15 @@ class TrainConfig(StageConfig):
     configurations on the hold-out split (plus the unregularized rung) are re-ranked by cross-validation
     on train+val; the winner's out-of-fold predictions calibrate the final model (preset: quick 0,
     default 3, thorough 5; 0: off)."""
+    tree_cv_rows: int = Field(0, ge=0)
+    """Tree families on a table of at most this many train+val rows re-rank their ``cv_candidates`` by
+    cross-validation on train+val (the task's folds) whatever the task's protocol: a tree fit takes
+    well under a second at this size, while a hold-out split of a few hundred rows is a noisy judge.
+    Each candidate's round count is chosen on the pooled out-of-fold metric after each epoch (as
+    ``lgb.cv`` does) and the final fit takes it. Calibration still uses the held-out split when there
+    is one. Default 0 (off: trees follow the task's protocol like networks): on MedExp it did not
+    measurably close the gap to a tuned LightGBM and it made the tree selection 2-3x slower
+    (docs/results/tables.txt); e.g. 20000 turns it on for tables up to 20,000 rows."""
     ablate_knobs: int | None = Field(None, ge=0)
     """How many knobs to ablate after tuning (preset: quick 0, default 2, thorough 4): the most important
     ones (fANOVA) are each reset to neutral (0; lr and epochs: the un-tuned defaults) and the chosen
@@ -164,9 +173,27 @@ class TrainConfig(StageConfig):
     gate: Literal["warn", "fail"] = "warn"
     """fail: the stage fails (after writing the evaluation) when the model does not beat the baseline."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    figures: Literal["auto", "background", "inline"] = "auto"
+    """Where the stage draws its figures: ``background``, a helper process that draws while the stage
+    trains (the stage still waits for every figure before it ends); ``inline``, in the stage's own
+    process between phases; ``auto``, background when every family is a tree family (one thread per
+    fit) on a machine with two cores or more, else inline. See
+    :mod:`closedloop.stages.train.figure_worker`."""
     threads: int | None = Field(None, ge=1)
     """torch CPU threads (default: torch's choice); tree families: LightGBM threads (default 1)."""
     n_bootstrap: int = Field(1000, ge=100)
+
+    def figures_in_background(self, kinds: list[str] | None = None) -> bool:
+        """Whether the figures go to a helper process (``figures``). auto: two cores or more and every
+        family of the stage (``kinds``: their kinds) a tree family, which fits on one thread; a network
+        trains on torch's threads, and a helper drawing beside it slowed the MLP's selection 1.6x on 2
+        cores (docs/results/tree_speed_session10.txt)."""
+        if self.figures != "auto":
+            return self.figures == "background"
+        import os
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return cores >= 2 and bool(kinds) and all(k == "trees" for k in kinds or [])
 
     @model_validator(mode="before")
     @classmethod

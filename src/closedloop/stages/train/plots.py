@@ -9,7 +9,57 @@ characters on the y axis, one line of axis label, a title.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from closedloop.stages.train.figure_worker import FigureWorker
+
+F = TypeVar("F", bound=Callable[..., None])
+_WORKER: list[FigureWorker] = []
+"""The helper process drawing this stage's figures (:mod:`.figure_worker`), while one is open."""
+
+
+@contextmanager
+def in_background(enabled: bool = True) -> Iterator[None]:
+    """Figures drawn inside this block go to a helper process (:mod:`.figure_worker`); the block
+    ends when every one of them is on disk. ``enabled`` False, or a helper that cannot start: inline."""
+    worker = None
+    if enabled and not _WORKER:
+        from closedloop.stages.train.figure_worker import FigureWorker
+
+        try:
+            worker = FigureWorker()
+        except OSError:
+            worker = None
+    if worker is None:
+        yield
+        return
+    _WORKER.append(worker)
+    try:
+        yield
+    except BaseException:
+        _WORKER.remove(worker)
+        worker.kill()
+        raise
+    _WORKER.remove(worker)
+    for name, args, kwargs in worker.finish():  # what the helper did not draw: drawn here
+        globals()[name](*args, **kwargs)
+
+
+def _drawn(fn: F) -> F:
+    """A drawing function that goes to the helper process when one is open and its path is a file."""
+
+    @functools.wraps(fn)
+    def draw(path: Any, *args: Any, **kwargs: Any) -> None:
+        if _WORKER and isinstance(path, str) and _WORKER[-1].submit((fn.__name__, (path, *args), kwargs)):
+            return
+        fn(path, *args, **kwargs)
+
+    return draw  # type: ignore[return-value]
+
 
 MARGINS_IN = {"left": 0.85, "right": 0.15, "bottom": 0.5, "top": 0.32}
 """Margins around the axes in inches (a y label plus tick labels on the left, an x label plus tick labels
@@ -47,16 +97,20 @@ def _plt() -> Any:
 def warm() -> float:
     """Load the plotting library and render, into memory, a figure like the sanity check's (a log-scale
     line, its labels and title, at its size and resolution); returns the render's wall seconds: what
-    drawing a figure costs on this machine now (a phase keeps it from its fit's deadline)."""
+    drawing a figure costs on this machine now (a phase keeps it from its fit's deadline). 0 while a
+    helper process draws the figures: they cost this process nothing."""
     import io
     import time
 
+    if _WORKER:
+        return 0.0
     _plt()
     t0 = time.perf_counter()
     sanity(io.BytesIO(), [1.0 / (i + 1) for i in range(20)])
     return time.perf_counter() - t0
 
 
+@_drawn
 def curves(path: str, runs: dict[str, list[dict[str, float]]], title: str, metric: str | None = None) -> None:
     """Train/val loss per epoch for each run (and the validation metric on a second panel)."""
     plt = _plt()
@@ -90,6 +144,7 @@ def curves(path: str, runs: dict[str, list[dict[str, float]]], title: str, metri
     _save(fig, path, plt)
 
 
+@_drawn
 def sanity(path: Any, losses: list[float]) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -100,6 +155,7 @@ def sanity(path: Any, losses: list[float]) -> None:
     _save(fig, path, plt, format="png")
 
 
+@_drawn
 def lr_finder(path: str, lrs: list[float], losses: list[float], chosen: float) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -112,6 +168,7 @@ def lr_finder(path: str, lrs: list[float], losses: list[float], chosen: float) -
     _save(fig, path, plt)
 
 
+@_drawn
 def trials(path: str, values: list[float | None], metric: str) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
@@ -130,6 +187,7 @@ def trials(path: str, values: list[float | None], metric: str) -> None:
     _save(fig, path, plt)
 
 
+@_drawn
 def importance(path: str, imp: dict[str, float]) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 0.4 * max(len(imp), 2) + 1))

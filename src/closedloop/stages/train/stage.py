@@ -30,6 +30,7 @@ from closedloop.models.trained import ModelSpec, Preprocessing, TrainedModel
 from closedloop.stages.audit.rerank import review_after_training, review_summary
 from closedloop.stages.baseline import BaselineReport
 from closedloop.stages.task import TaskSpec
+from closedloop.stages.train import plots
 from closedloop.stages.train import report as R
 from closedloop.stages.train.augment import AugmentParams
 from closedloop.stages.train.checks import check_training_data
@@ -90,6 +91,12 @@ class TrainModel(Stage):
 
     # -- driver ---------------------------------------------------------------------------------
     def run(self, inputs: Inputs, ctx: RunContext) -> Outputs:
+        # the figures go to a helper process while the stage trains (:mod:`.figure_worker`)
+        kinds = [family_kind(f) for f in self.config.families(inputs.data.kind)]
+        with plots.in_background(self.config.figures_in_background(kinds)):
+            return self._run(inputs, ctx)
+
+    def _run(self, inputs: Inputs, ctx: RunContext) -> Outputs:
         if self.config.storage:  # an unreachable study database fails here, before any training
             check_reachable(self.config.storage)
         phases = [p() for p in self.phases]

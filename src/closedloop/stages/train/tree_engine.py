@@ -281,6 +281,30 @@ class TreeEngine(Engine):
             val_logits=val_logits,
         )
 
+    def logits_by_epoch(self, net: nn.Module, data: TensorSet, epochs: int) -> np.ndarray:
+        """``(epochs, N, n_logits)``: the fitted model's logits on ``data`` after each epoch's rounds (a
+        fit cut short by the deadline keeps its last round for the epochs it did not reach). Cross-
+        validation picks a tree configuration's round count on these (:mod:`.phases.cross_validate`)."""
+        tree = _tree(net)
+        booster = tree.lgb_booster()
+        x = data.x.numpy().reshape(len(data), -1).astype(np.float32)
+        total = booster.current_iteration() if booster is not None else 0
+        raw = np.zeros((len(data), self.n_logits), np.float64)
+        weight = tree.head.weight.detach().cpu().double().numpy()
+        bias = tree.head.bias.detach().cpu().double().numpy()
+        out = np.zeros((epochs, len(data), self.n_logits), np.float32)
+        done = 0
+        for e in range(epochs):
+            upto = min(total, (e + 1) * tree.rounds_per_epoch)
+            if upto > done and len(data):
+                chunk = booster.predict(
+                    x, raw_score=True, start_iteration=done, num_iteration=upto - done, num_threads=1
+                )
+                raw += np.asarray(chunk, np.float64).reshape(len(data), self.n_logits)
+                done = upto
+            out[e] = raw @ weight.T + bias
+        return out
+
     def overfit_batch(
         self, net: nn.Module, batch: TensorSet, *, steps: int, lr: float, deadline: float, label: str
     ) -> list[float]:

@@ -140,9 +140,28 @@ def candidates(sess: TrainSession, tuned: TuneOutcome, n: int) -> list[tuple[str
     return cands
 
 
+def tree_cv(sess: TrainSession) -> bool:
+    """Trees on a small table cross-validate whatever the task's protocol (``train.tree_cv_rows``)."""
+    from closedloop.models.registry import family_kind
+
+    rows = len(sess.train) + len(sess.val)
+    limit = sess.cfg.tree_cv_rows
+    return family_kind(sess.family) == "trees" and limit > 0 and len(sess.val) > 0 and rows <= limit
+
+
+def tree_epochs_cap(sess: TrainSession, cand: TunedConfig) -> int:
+    """The epochs a tree candidate is boosted in each fold (its round count is then chosen on the
+    out-of-fold score after each): a tuning trial's own ``epochs`` knob, the ladder's epochs for a rung."""
+    tuned = int(HParams.from_dict(cand.hparams).epochs)
+    rung = int(sess.cfg.ladder_epochs or 1) if not cand.knobs else 0
+    return max(1, tuned, rung, int(cand.best_epoch))
+
+
 def runs_folds(sess: TrainSession) -> bool:
-    """Whether this phase trains anything: a k-fold protocol and at least one candidate."""
-    return sess.task.validation.protocol in ("kfold", "repeated_kfold") and (sess.cfg.cv_candidates or 0) >= 1
+    """Whether this phase trains anything: at least one candidate and a k-fold protocol (or trees on a
+    small table, :func:`tree_cv`)."""
+    kfold = sess.task.validation.protocol in ("kfold", "repeated_kfold")
+    return (kfold or tree_cv(sess)) and (sess.cfg.cv_candidates or 0) >= 1
 
 
 def cross_validate(sess: TrainSession, tuned: TuneOutcome) -> CrossValidateOutcome:
@@ -151,9 +170,11 @@ def cross_validate(sess: TrainSession, tuned: TuneOutcome) -> CrossValidateOutco
     cfg, eng, task = sess.cfg, sess.engine, sess.task
     proto = task.validation
     n = cfg.cv_candidates or 0
+    trees = tree_cv(sess)
     if not runs_folds(sess):
         why = f"protocol {proto.protocol}" if n else "cv_candidates is 0"
         return CrossValidateOutcome(tuned=tuned.config(), skipped=why)
+    kfold = proto.protocol in ("kfold", "repeated_kfold")
     repeats = proto.repeats if proto.protocol == "repeated_kfold" else 1
     data = TensorSet.concat(sess.train, sess.val)
     y = data.y_np
@@ -174,33 +195,52 @@ def cross_validate(sess: TrainSession, tuned: TuneOutcome) -> CrossValidateOutco
             if time.time() > deadline and ci > 0:
                 sess.decide("tune", f"cross-validation: time budget spent after {ci} candidate(s)", {})
                 break
-            hp = HParams.from_dict(cand.hparams).with_(epochs=max(1, int(cand.best_epoch)), patience=None)
-            oof = np.zeros((repeats, len(data), sess.n_logits))
+            epochs = tree_epochs_cap(sess, cand) if trees else max(1, int(cand.best_epoch))
+            hp = HParams.from_dict(cand.hparams).with_(epochs=epochs, patience=None)
+            # (repeats, epochs, rows, logits): a network's out-of-fold logits after its chosen epochs
+            # only (one epoch row); a tree's after every epoch, so the rounds are chosen on them
+            oof = np.zeros((repeats, epochs if trees else 1, len(data), sess.n_logits))
             for r, fold_list in enumerate(splits):
                 for f, (tr_idx, te_idx) in enumerate(fold_list):
                     seed = sess.seed("cross_validate", "candidate", ci, "repeat", r, "fold", f)
                     net = sess.build(cand.model_params, seed)
+                    held = data.subset(te_idx)
+                    # a tree fold stops once its held-out fold stops improving (lgb.cv's early stopping);
+                    # the epochs it did not reach keep its last round
                     eng.fit(
                         net,
                         data.subset(tr_idx),
-                        None,
-                        hp,
+                        held if trees else None,
+                        hp.with_(patience=cfg.patience) if trees else hp,
                         seed=seed,
+                        deadline=deadline if trees else None,
                         restore_best=False,
                         label=f"train/cross_validate/candidate{ci}/repeat{r}/fold{f}",
                     )
-                    oof[r, te_idx] = eng.predict_logits(net, data.subset(te_idx)).reshape(len(te_idx), -1)
-            scores = [
-                compute_metric(
-                    task.primary_metric,
-                    y,
-                    logits_to_proba(oof[r], task.problem_type),
-                    task.problem_type,
-                    convention=task.metric_convention,
-                )
-                for r in range(repeats)
+                    if trees:
+                        oof[r, :, te_idx] = eng.logits_by_epoch(net, held, epochs).transpose(1, 0, 2)
+                    else:
+                        oof[r, 0, te_idx] = eng.predict_logits(net, held).reshape(len(te_idx), -1)
+            by_epoch = [
+                [
+                    compute_metric(
+                        task.primary_metric,
+                        y,
+                        logits_to_proba(oof[r, e], task.problem_type),
+                        task.problem_type,
+                        convention=task.metric_convention,
+                    )
+                    for r in range(repeats)
+                ]
+                for e in range(oof.shape[1])
             ]
-            save_npy_atomic(folder / f"candidate{ci}_oof.npy", oof.mean(axis=0))
+            # the best epoch on the mean over repeats (ties: the fewer rounds)
+            pick = max(range(len(by_epoch)), key=lambda e: (sign * float(np.mean(by_epoch[e])), -e))
+            scores = by_epoch[pick]
+            if trees:
+                epochs = pick + 1
+                hp = hp.with_(epochs=epochs)
+            save_npy_atomic(folder / f"candidate{ci}_oof.npy", oof[:, pick].mean(axis=0))
             row = CVRow(
                 candidate=label,
                 knobs=cand.knobs,
@@ -221,23 +261,38 @@ def cross_validate(sess: TrainSession, tuned: TuneOutcome) -> CrossValidateOutco
             best = (row.cv_mean, ci)
     assert best is not None
     save_npy_atomic(folder / "oof_labels.npy", y)
-    chosen = cands[best[1]][1].model_copy(
-        update={
+    # trees: the final fit takes the cross-validated round count (the hold-out figures stay the
+    # candidate's own, which the family choice and the selection bias compare)
+    update: dict[str, Any] = {"best_epoch": rows[best[1]].epochs} if trees else {}
+    if kfold:  # a hold-out protocol keeps calibrating on the deployed model's held-out rows
+        update |= {
             "calibration_logits_file": f"cv/candidate{best[1]}_oof.npy",
             "calibration_labels_file": "cv/oof_labels.npy",
         }
-    )
+    chosen = cands[best[1]][1].model_copy(update=update)
     listing = "; ".join(
         f"{r.candidate} {r.cv_mean:.4f}"
         + (f" (sd {r.cv_sd_over_repeats:.4f})" if r.cv_sd_over_repeats is not None else "")
         for r in rows
     )
     kept = "kept the hold-out choice" if best[1] == 0 else f"switched to the {rows[best[1]].candidate}"
+    why = (
+        f"trees on a table of {len(data):,} rows (<= tree_cv_rows {cfg.tree_cv_rows:,}), each candidate "
+        "with the round count of its best pooled out-of-fold score"
+        if trees
+        else f"task protocol {proto.protocol}"
+    )
+    calibration = (
+        "Calibration uses the chosen configuration's out-of-fold predictions."
+        if kfold
+        else "Calibration uses the deployed model's held-out rows."
+    )
     sess.decide(
         "tune",
         f"cross-validated {len(rows)} candidate(s) on train+val ({folds}-fold x {repeats}, {len(data)} cases; "
-        f"task protocol {proto.protocol}): mean out-of-fold {task.primary_metric} {listing}; {kept}. "
-        "Calibration uses the chosen configuration's out-of-fold predictions.",
+        f"{why}): mean out-of-fold {task.primary_metric} {listing}; {kept}"
+        + (f" ({rows[best[1]].epochs} epochs)" if trees else "")
+        + f". {calibration}",
         {"candidates": [r.model_dump() for r in rows], "folds": folds, "repeats": repeats},
     )
     return CrossValidateOutcome(

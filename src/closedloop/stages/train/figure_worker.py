@@ -1,0 +1,96 @@
+"""The training stage's figures, drawn in one helper process while the stage goes on training.
+
+A figure costs the stage 0.1-0.4 s of matplotlib (and the first one about a second to import it); on a
+4,000-row table the tree family's fits take less than that, so its selection was half figures (issue
+#25, ``benchmarks/profile_tree_stage.py``). A figure needs nothing the phases after it use, so the
+stage hands each one to a helper process (``python -m closedloop.stages.train.figure_worker``: a fresh
+interpreter, not a fork of a process that holds LightGBM's and torch's threads) and goes on; on two or
+more cores the helper draws on a core the stage's single-threaded fits leave idle. The stage waits for
+every figure before it ends, so its outputs and report are those of inline drawing. A job the helper
+could not draw is drawn in the stage's own process (an error then surfaces as it would have inline),
+and when the helper cannot start every figure is drawn inline.
+
+``train: {figures: background}`` (the default on a machine with two cores or more) or ``inline``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+Job = tuple[str, tuple[Any, ...], dict[str, Any]]
+"""The name of a drawing function of :mod:`closedloop.stages.train.plots`, its args and kwargs."""
+
+
+class FigureWorker:
+    """One helper process that draws :mod:`~closedloop.stages.train.plots` jobs in order."""
+
+    def __init__(self) -> None:
+        import closedloop
+
+        # the helper imports the same closedloop as this process, however it was put on the path
+        root = str(Path(closedloop.__file__).resolve().parents[1])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+        env["MPLBACKEND"] = "Agg"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "closedloop.stages.train.figure_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        self.jobs: list[Job] = []
+
+    def submit(self, job: Job) -> bool:
+        """Send ``job`` to the helper; False when it is gone (the caller then draws inline)."""
+        assert self.proc.stdin is not None
+        try:
+            pickle.dump(job, self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            return False
+        self.jobs.append(job)
+        return True
+
+    def finish(self) -> list[Job]:
+        """Wait until the helper has drawn every job; returns the jobs it did not draw."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()
+        replies = self.proc.stdout.read().decode("utf-8", "replace").splitlines()
+        self.proc.wait()
+        replies += [""] * (len(self.jobs) - len(replies))  # a helper that died answered no more
+        return [job for job, reply in zip(self.jobs, replies, strict=False) if reply != "ok"]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def serve() -> None:
+    """The helper's loop: read pickled jobs from stdin until it closes, draw each, answer one line."""
+    from closedloop.stages.train import plots
+
+    stdin, stdout = sys.stdin.buffer, sys.stdout
+    while True:
+        try:
+            name, args, kwargs = pickle.load(stdin)
+        except EOFError:
+            return
+        try:
+            getattr(plots, name)(*args, **kwargs)
+            stdout.write("ok\n")
+        except Exception as exc:  # the stage redraws it in its own process, where the error surfaces
+            stdout.write(f"failed {type(exc).__name__}\n")
+        stdout.flush()
+
+
+if __name__ == "__main__":
+    serve()
