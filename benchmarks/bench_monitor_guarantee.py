@@ -70,6 +70,22 @@ def trained_run(workdir: Path, remove: int) -> tuple[Path, np.ndarray, np.ndarra
     return Path(res.run_dir), X, y
 
 
+def deployment(workdir: Path, remove: int):
+    """The trained run, its data, task and model (its held-out record dropped: each draw's held-out rows
+    are given as the validation split) and the removed (unseen) images and labels."""
+    from closedloop.data.bundle import DatasetBundle
+    from closedloop.models.trained import TrainedModel
+    from closedloop.stages.task import TaskSpec
+    from closedloop.stages.train.heldout import INFO_KEY
+
+    run, Xu, yu = trained_run(workdir, remove)
+    data = DatasetBundle.load(next(run.glob("stages/*_data/artifacts/data")))
+    task = TaskSpec.load(next(run.glob("stages/*_task/artifacts/task")))
+    model = TrainedModel.load(next(run.glob("stages/*_train/artifacts/model")))
+    model.info = {k: v for k, v in model.info.items() if k != INFO_KEY} | {"trained_on": "train"}
+    return run, data, task, model, Xu, yu
+
+
 def test_halves() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     z = np.load(npz_path())
     X, y = z["test_images"][..., None], z["test_labels"].reshape(-1).astype(int)
@@ -102,24 +118,16 @@ def main() -> None:
 
     from bench_monitor import SHIFTS
 
-    from closedloop.data.bundle import DatasetBundle, Split
-    from closedloop.models.trained import TrainedModel
+    from closedloop.data.bundle import Split
     from closedloop.monitoring import Monitor
     from closedloop.monitoring.drift import Sample
     from closedloop.monitoring.estimate import realized
     from closedloop.monitoring.profile import forward_all, model_input, summary_features
     from closedloop.monitoring.stream import StreamTest, stream_scores
     from closedloop.stages.monitor.stage import BuildMonitorProfileConfig, build_profile
-    from closedloop.stages.task import TaskSpec
-    from closedloop.stages.train.heldout import INFO_KEY
 
     t0 = time.time()
-    run, Xu, yu = trained_run(Path(args.workdir), args.remove)
-    data = DatasetBundle.load(next(run.glob("stages/*_data/artifacts/data")))
-    task = TaskSpec.load(next(run.glob("stages/*_task/artifacts/task")))
-    model = TrainedModel.load(next(run.glob("stages/*_train/artifacts/model")))
-    # each draw's held-out rows are given as the validation split; the model has no other held-out record
-    model.info = {k: v for k, v in model.info.items() if k != INFO_KEY} | {"trained_on": "train"}
+    run, data, task, model, Xu, yu = deployment(Path(args.workdir), args.remove)
     cfg = BuildMonitorProfileConfig(window_sizes=[200])
     print(
         f"== PneumoniaMNIST, {args.remove} train images removed before training (unseen, in-distribution); "

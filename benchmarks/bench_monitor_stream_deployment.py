@@ -93,23 +93,16 @@ def main() -> None:
     ap.add_argument("--half", choices=["dev", "report"], default="dev")
     args = ap.parse_args()
 
-    from bench_monitor_guarantee import SPLIT_SEED, test_halves, trained_run
+    from bench_monitor_guarantee import SPLIT_SEED, deployment, test_halves
 
-    from closedloop.data.bundle import DatasetBundle, Split
-    from closedloop.models.trained import TrainedModel
+    from closedloop.data.bundle import Split
     from closedloop.monitoring.drift import Sample
     from closedloop.monitoring.profile import forward_all, model_input, summary_features
     from closedloop.monitoring.stream_reference import ReferenceStreamTest, new_stream_test
     from closedloop.stages.monitor.stage import BuildMonitorProfileConfig, build_profile
-    from closedloop.stages.task import TaskSpec
-    from closedloop.stages.train.heldout import INFO_KEY
 
     t0 = time.time()
-    run, Xu, yu = trained_run(Path(args.workdir), args.remove)
-    data = DatasetBundle.load(next(run.glob("stages/*_data/artifacts/data")))
-    task = TaskSpec.load(next(run.glob("stages/*_task/artifacts/task")))
-    model = TrainedModel.load(next(run.glob("stages/*_train/artifacts/model")))
-    model.info = {k: v for k, v in model.info.items() if k != INFO_KEY} | {"trained_on": "train"}
+    run, data, task, model, Xu, yu = deployment(Path(args.workdir), args.remove)
     cfg = BuildMonitorProfileConfig(window_sizes=[200])
     alpha, delta = cfg.stream_alpha, cfg.stream_delta
     assert delta is not None
