@@ -16,6 +16,7 @@ and when the helper cannot start every figure is drawn inline.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import pickle
 import subprocess
@@ -23,12 +24,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-Job = tuple[str, tuple[Any, ...], dict[str, Any]]
-"""The name of a drawing function of :mod:`closedloop.stages.train.plots`, its args and kwargs."""
+Job = tuple[str, str, tuple[Any, ...], dict[str, Any]]
+"""A drawing function's module and name (the helper imports it by name, so this module imports no
+drawing code and :mod:`~closedloop.stages.train.plots` can import this one), its args and kwargs."""
 
 
 class FigureWorker:
-    """One helper process that draws :mod:`~closedloop.stages.train.plots` jobs in order."""
+    """One helper process that draws jobs (of :mod:`~closedloop.stages.train.plots`) in order."""
 
     def __init__(self) -> None:
         import closedloop
@@ -76,16 +78,14 @@ class FigureWorker:
 
 def serve() -> None:
     """The helper's loop: read pickled jobs from stdin until it closes, draw each, answer one line."""
-    from closedloop.stages.train import plots
-
     stdin, stdout = sys.stdin.buffer, sys.stdout
     while True:
         try:
-            name, args, kwargs = pickle.load(stdin)
+            module, name, args, kwargs = pickle.load(stdin)
         except EOFError:
             return
         try:
-            getattr(plots, name)(*args, **kwargs)
+            getattr(importlib.import_module(module), name)(*args, **kwargs)
             stdout.write("ok\n")
         except Exception as exc:  # the stage redraws it in its own process, where the error surfaces
             stdout.write(f"failed {type(exc).__name__}\n")

@@ -45,7 +45,7 @@ def in_background(enabled: bool = True) -> Iterator[None]:
         worker.kill()
         raise
     _WORKER.remove(worker)
-    for name, args, kwargs in worker.finish():  # what the helper did not draw: drawn here
+    for _, name, args, kwargs in worker.finish():  # what the helper did not draw: drawn here
         globals()[name](*args, **kwargs)
 
 
@@ -54,7 +54,11 @@ def _drawn(fn: F) -> F:
 
     @functools.wraps(fn)
     def draw(path: Any, *args: Any, **kwargs: Any) -> None:
-        if _WORKER and isinstance(path, str) and _WORKER[-1].submit((fn.__name__, (path, *args), kwargs)):
+        if (
+            _WORKER
+            and isinstance(path, str)
+            and _WORKER[-1].submit((fn.__module__, fn.__name__, (path, *args), kwargs))
+        ):
             return
         fn(path, *args, **kwargs)
 
