@@ -3,6 +3,7 @@ one ledger row per configuration, a worker killed with SIGKILL mid-trial, and th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -55,10 +56,34 @@ def killer(load_study, killed: list[int], stop: threading.Event) -> None:
             continue
         for t in trials:
             pid = t.user_attrs.get("pid")
-            if pid and t.intermediate_values:
+            if pid and t.intermediate_values and _still_running_when_frozen(study, t.number, pid):
                 os.kill(pid, signal.SIGKILL)
                 killed.append(t.number)
                 return
+
+
+def _still_running_when_frozen(study, number: int, pid: int) -> bool:
+    """Freeze the worker and look again: the trial read as running may have completed since (a kill
+    then lands between trials and interrupts nothing, the race CI found). True: the worker stays
+    frozen, for the caller's SIGKILL; False: it runs on."""
+    import optuna
+
+    try:
+        os.kill(pid, signal.SIGSTOP)
+    except ProcessLookupError:
+        return False
+    time.sleep(0.05)  # a state write the worker sent before it froze lands before we look
+    try:
+        running = {
+            u.number for u in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        }
+    except Exception:  # the storage is busy: let the worker go on and look at the next poll
+        running = set()
+    if number in running:
+        return True
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGCONT)
+    return False
 
 
 @pytest.mark.slow
