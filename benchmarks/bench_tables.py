@@ -296,6 +296,25 @@ def tuned_lightgbm(
     return model, {"trials": len(study.trials), "cv_auc": best.value, **best.params}, rounds
 
 
+def family_choice(res: Any, label: str) -> tuple[str, dict[str, Any], dict[str, float]]:
+    """Print the train stage's family choice on validation (``label`` names the metric's averaging) and
+    return the chosen family, the families' rows and the stage's timings."""
+    fam = res.summary["stages"]["train"]["families"]
+    chosen = fam["chosen"]
+    timings = json.loads((res.run_dir / res.summary["stages"]["train"]["dir"] / "stage.json").read_text())[
+        "timings"
+    ]
+    rows = {r["family"]: r for r in fam["rows"]}
+    trees_better = rows["lgbm"]["score"] > rows["mlp"]["score"]
+    difference = f" (difference {fam['difference']:+.4f})" if "difference" in fam else ""
+    say(
+        f"family choice on {fam['evaluated_on']} {fam['metric']} ({label}): trees {rows['lgbm']['score']:.4f}, MLP "
+        f"{rows['mlp']['score']:.4f} -> chose {chosen}{difference}; tree family chosen "
+        f"whenever better on validation: {'yes' if (chosen == 'lgbm') == trees_better else 'NO'}"
+    )
+    return chosen, rows, timings
+
+
 def multilabel_table(name: str, runs: Path, seed: int) -> None:
     """The multi-label table: the family choice, the other family alone, per-label test AUCs, parity."""
     from closedloop.stages.export.bundle import ExportBundle
@@ -310,16 +329,8 @@ def multilabel_table(name: str, runs: Path, seed: int) -> None:
     )
     res = closedloop_run(data, ["lgbm", "mlp"], runs / "choice")
     s = res.summary["stages"]
-    fam = s["train"]["families"]
-    chosen, other = fam["chosen"], "mlp" if fam["chosen"] == "lgbm" else "lgbm"
-    timings = json.loads((res.run_dir / s["train"]["dir"] / "stage.json").read_text())["timings"]
-    rows = {r["family"]: r for r in fam["rows"]}
-    trees_better = rows["lgbm"]["score"] > rows["mlp"]["score"]
-    say(
-        f"family choice on {fam['evaluated_on']} {fam['metric']} (macro over labels): trees "
-        f"{rows['lgbm']['score']:.4f}, MLP {rows['mlp']['score']:.4f} -> chose {chosen}; tree family chosen "
-        f"whenever better on validation: {'yes' if (chosen == 'lgbm') == trees_better else 'NO'}"
-    )
+    chosen, rows, timings = family_choice(res, "macro over labels")
+    other = "mlp" if chosen == "lgbm" else "lgbm"
     say(
         f"train stage wall time (family run): {s['train']['seconds']:.1f} s in all; selection phases trees "
         f"{timings['family lgbm seconds']:.1f} s, MLP {timings['family mlp seconds']:.1f} s (ratio MLP/trees "
@@ -378,19 +389,9 @@ def table(name: str, runs: Path, seed: int) -> None:
     # 1. closedloop's family choice inside one run (the 50k table: the whole pipeline)
     res = closedloop_run(data, ["lgbm", "mlp"], runs / "choice", full=(name == "synthetic_50k"))
     s = res.summary["stages"]
-    fam = s["train"]["families"]
-    chosen = fam["chosen"]
+    chosen, rows, timings = family_choice(res, "the task's metric")
     p_choice = res.artifact("model").predict_proba(Xt)[:, 1]
-    stage_dir = res.run_dir / s["train"]["dir"]
-    timings = json.loads((stage_dir / "stage.json").read_text())["timings"]
     train_s = s["train"]["seconds"]
-    rows = {r["family"]: r for r in fam["rows"]}
-    trees_better = rows["lgbm"]["score"] > rows["mlp"]["score"]
-    say(
-        f"family choice on {fam['evaluated_on']} {fam['metric']} (the task's metric): trees {rows['lgbm']['score']:.4f}, MLP "
-        f"{rows['mlp']['score']:.4f} -> chose {chosen} (difference {fam['difference']:+.4f}); tree family chosen "
-        f"whenever better on validation: {'yes' if (chosen == 'lgbm') == trees_better else 'NO'}"
-    )
     say(
         f"train stage wall time (family run): {train_s:.1f} s in all; selection phases trees "
         f"{timings['family lgbm seconds']:.1f} s, MLP {timings['family mlp seconds']:.1f} s (ratio MLP/trees "
@@ -449,7 +450,7 @@ def table(name: str, runs: Path, seed: int) -> None:
             met=met,
             vs_plain=d_plain,
             vs_mlp=d_mlp,
-            trees_when_better=(chosen == "lgbm") == trees_better,
+            trees_when_better=(chosen == "lgbm") == (rows["lgbm"]["score"] > rows["mlp"]["score"]),
             mlp_over_trees=timings["family mlp seconds"] / max(timings["family lgbm seconds"], 1e-9),
         )
     )
