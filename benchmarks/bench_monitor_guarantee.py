@@ -102,18 +102,24 @@ def spread(rates: list[float]) -> str:
     )
 
 
-def main() -> None:
+def deployment_parser() -> argparse.ArgumentParser:
+    """The arguments every per-deployment monitor benchmark takes: the trained run, its draws and the half."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--workdir", required=True, help="data copy and run (outside the repo); reused")
     ap.add_argument("--remove", type=int, default=2500, help="train images removed before training")
     ap.add_argument("--draws", type=int, default=20)
     ap.add_argument("--pool", type=int, default=262, help="held-out rows per deployment")
+    ap.add_argument("--null-streams", type=int, default=5, help="in-distribution streams of 2,000 per draw")
+    ap.add_argument("--half", choices=["dev", "report"], default="dev")
+    return ap
+
+
+def main() -> None:
+    ap = deployment_parser()
     ap.add_argument("--windows", type=int, default=100, help="in-distribution windows of 200 per draw")
     ap.add_argument("--shift-draws", type=int, default=3)
     ap.add_argument("--shift-windows", type=int, default=20)
     ap.add_argument("--stream-orders", type=int, default=2, help="test-distribution stream orders per draw")
-    ap.add_argument("--null-streams", type=int, default=5, help="in-distribution streams of 2,000 per draw")
-    ap.add_argument("--half", choices=["dev", "report"], default="dev")
     args = ap.parse_args()
 
     from bench_monitor import SHIFTS

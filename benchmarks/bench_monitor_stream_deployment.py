@@ -27,7 +27,6 @@ Run: PYTHONPATH=src .venv/bin/python benchmarks/bench_monitor_stream_deployment.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -83,17 +82,11 @@ def alarm_row(looks: list[tuple[int, float]], level: float) -> int | None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--workdir", required=True, help="data copy and run (outside the repo); reused")
-    ap.add_argument("--remove", type=int, default=2500)
-    ap.add_argument("--draws", type=int, default=20)
-    ap.add_argument("--pool", type=int, default=262, help="held-out rows per deployment")
-    ap.add_argument("--null-streams", type=int, default=5, help="in-distribution streams of 2,000 per draw")
-    ap.add_argument("--orders", type=int, default=5, help="test-distribution streams per draw")
-    ap.add_argument("--half", choices=["dev", "report"], default="dev")
-    args = ap.parse_args()
+    from bench_monitor_guarantee import SPLIT_SEED, deployment, deployment_parser, test_halves
 
-    from bench_monitor_guarantee import SPLIT_SEED, deployment, test_halves
+    ap = deployment_parser()
+    ap.add_argument("--orders", type=int, default=5, help="test-distribution streams per draw")
+    args = ap.parse_args()
 
     from closedloop.data.bundle import Split
     from closedloop.monitoring.drift import Sample
