@@ -4,8 +4,13 @@ For image sets (digits, PneumoniaMNIST, BreastMNIST) and tables (scikit-learn's 
 diabetes, a synthetic table): the train/test near-duplicate finding on the data as released (must not
 be a false overlap error), and with planted near-copies (5% of test: copies of random train samples
 with small noise; 3 seeds): recall of the planted copies among the pairs the audit marks as the excess,
-and the finding's severity. Exact duplicates are counted apart (they stay exact). The pooled look (val and test together against
-train's own density) is printed for the data as released: a warning about the split, never an error.
+and the severity of the near-duplicate finding about test (its own look, or val and test pooled). Exact
+duplicates are counted apart (they stay exact). Val and test pooled against train's own density is the
+one look that warns (each split alone speaks only at p < 0.001). Random re-splits (train, val and test
+pooled and dealt again at the released sizes, the null the pooled warning tests): how often the audit
+gives any near-duplicate warning or error (the rule before, each of three looks warning on its own at
+p < 0.05, counted from the same runs), and how often a random split shows a held-out excess at least as
+large as the released split's (a permutation p-value that does not rest on Fisher's independence).
 
 Run: .venv/bin/python benchmarks/bench_audit_density.py
 """
@@ -31,6 +36,7 @@ for cand in (Path(__file__).resolve().parents[1].parent / "shared" / "data" / "m
         MEDMNIST = cand
         break
 SEEDS = (1, 2, 3)
+RESPLITS = {"digits": 40, "pneumoniamnist": 40, "breastmnist": 200}
 
 
 def medmnist(flag: str) -> DatasetBundle:
@@ -85,13 +91,18 @@ def plant(b: DatasetBundle, seed: int) -> tuple[DatasetBundle, set[int]]:
 def near_line(out) -> tuple[str, dict, int]:  # type: ignore[no-untyped-def]
     res = out.audit.results["duplicates"]
     nd = res["metrics"]["near_density"].get("train-test", {})
-    sev = [
-        f["severity"]
-        for f in out.audit.findings
-        if f["check"] == "duplicates"
-        and f["message"].startswith("train/test")
-        and "exact" not in f["message"]
-    ]
+    rank = {"info": 0, "warning": 1, "error": 2}
+    sev = sorted(
+        (
+            f["severity"]
+            for f in out.audit.findings
+            if f["check"] == "duplicates"
+            and f["message"].startswith(("train/test", "train/held-out"))
+            and "exact" not in f["message"]
+        ),
+        key=rank.__getitem__,
+        reverse=True,
+    )
     exact = [f for f in out.audit.findings if f["check"] == "duplicates" and "exact copies" in f["message"]]
     n_exact = sum(
         f["evidence"].get("test_samples", 0) for f in exact if f["message"].startswith("train/test")
@@ -102,11 +113,54 @@ def near_line(out) -> tuple[str, dict, int]:  # type: ignore[no-untyped-def]
 def held_out_line(out) -> str:  # type: ignore[no-untyped-def]
     """The pooled look: val+test together against train's own density (a warning about the split)."""
     nd = out.audit.results["duplicates"]["metrics"]["near_density"].get("train-held-out", {})
-    sev = [f["severity"] for f in out.audit.findings if f["message"].startswith("train/held-out")]
+    found = [f for f in out.audit.findings if f["message"].startswith("train/held-out")]
+    pairs = ""
+    if found:
+        per = found[0]["evidence"]["per_split"]
+        pairs = "; excess pairs " + ", ".join(f"{v['excess_pairs']} in {q}" for q, v in per.items())
     return (
-        f"val+test pooled: finding {sev[0] if sev else 'none'} (held-out close "
+        f"val+test pooled: finding {found[0]['severity'] if found else 'none'} (held-out close "
         f"{nd.get('held-out_close_rate')}, train within {nd.get('train_within_rate')}, excess "
-        f"{nd.get('excess')}, p {nd.get('p_value')})"
+        f"{nd.get('excess')}, p {nd.get('p_value')}{pairs})"
+    )
+
+
+def resplit(b: DatasetBundle, seed: int) -> DatasetBundle:
+    """Train, val and test pooled and dealt again at random at the released sizes."""
+    parts = [b.train, b.val, b.splits["test"]]
+    X, y = np.concatenate([p.X for p in parts]), np.concatenate([p.y for p in parts])
+    perm = np.random.default_rng(seed).permutation(len(y))
+    cut = np.cumsum([len(p.y) for p in parts])[:-1]
+    idx = np.split(perm, cut)
+    splits = {k: Split(X=X[i], y=y[i]) for k, i in zip(("train", "val", "test"), idx, strict=True)}
+    return DatasetBundle(meta=b.meta, splits=splits)
+
+
+def near_warned(out, rule: str) -> bool:  # type: ignore[no-untyped-def]
+    """Any near-duplicate warning or error: from the audit's findings (``now``), or the rule before this
+    session (each of train/val, train/test, val/test and the pooled look warning at p < 0.05)."""
+    if rule == "now":
+        return any(
+            f["check"] == "duplicates" and f["severity"] != "info" and "exact" not in f["message"]
+            for f in out.audit.findings
+        )
+    nd = out.audit.results["duplicates"]["metrics"]["near_density"]
+    return any(v["p_value"] < 0.05 and v["n_excess"] for v in nd.values())
+
+
+def random_splits(name: str, b: DatasetBundle, observed: float) -> None:
+    n = RESPLITS[name]
+    now = before = at_least = 0
+    for seed in range(n):
+        out, _, _ = run_audit(resplit(b, 1000 + seed), checks=["duplicates"], stop_on=[])
+        now += near_warned(out, "now")
+        before += near_warned(out, "before")
+        ex = out.audit.results["duplicates"]["metrics"]["near_density"].get("train-held-out", {})
+        at_least += (ex.get("excess") or 0.0) >= observed
+    print(
+        f"   random re-splits ({n}): a near-duplicate warning or error in {now} ({now / n:.1%}; the rule before: "
+        f"{before}, {before / n:.1%}); held-out excess >= the released {observed}: {at_least} "
+        f"(permutation p {(at_least + 1) / (n + 1):.3f})"
     )
 
 
@@ -131,17 +185,20 @@ def main() -> None:
         sev, nd, n_exact = near_line(out)
         dt = time.perf_counter() - t0
         print(
-            f"{name}: as released: near train/test finding {sev} (test close {nd.get('test_close_rate')}, "
+            f"{name}: as released: near-duplicate finding about test {sev} (test alone: close {nd.get('test_close_rate')}, "
             f"train within {nd.get('train_within_rate')}, excess {nd.get('excess')}, p {nd.get('p_value')}); "
             f"exact train/test copies {n_exact} ({dt:.1f}s)"
         )
         print(f"   {held_out_line(out)}")
+        if name in RESPLITS:
+            nd_h = out.audit.results["duplicates"]["metrics"]["near_density"].get("train-held-out", {})
+            random_splits(name, b, nd_h.get("excess") or 0.0)
         rec, sevs = [], []
         for seed in SEEDS:
             planted, truth = plant(b, seed)
             out, _, _ = run_audit(planted, checks=["duplicates"], stop_on=[])
             d = out.audit.duplicates
-            flagged = set(d[(d.split_a == "train") & (d.split_b == "test") & d.excess].index_b)
+            flagged = set(d[(d.split_a == "train") & (d.split_b == "test") & d.excess].index_b)  # either look
             rec.append(len(flagged & truth) / len(truth))
             sevs.append(near_line(out)[0])
         all_recall += rec

@@ -105,14 +105,16 @@ def test_the_excess_pairs_are_ranked_by_the_look_that_found_the_excess() -> None
     assert ne(None).excess_queries(0.0001).tolist() == []  # not significant: nothing marked
 
 
-def _split_leak(n_copies: int, seed: int = 0) -> DatasetBundle:
-    """Spread-out random images; val and test each get ``n_copies`` noisy copies of train images: too few
-    for either split's own look (two hypergeometric draws of 122 of 622), enough pooled."""
+def _split_leak(n_copies: int, seed: int = 0, n_test: int | None = None, val: bool = True) -> DatasetBundle:
+    """Spread-out random images; val and test each get ``n_copies`` (test: ``n_test`` if given) noisy
+    copies of train images: too few for either split's own look (two hypergeometric draws of 122 of 622),
+    enough pooled."""
     rng = np.random.default_rng(seed)
     X = rng.integers(0, 256, (740, 8, 8, 1)).astype(np.float64)
-    parts = {"train": X[:500], "val": X[500:620], "test": X[620:740]}
+    parts = {"train": X[:500], "val": X[500:620] if val else X[:0], "test": X[620:740]}
     for name in ("val", "test"):
-        src = rng.choice(500, n_copies, replace=False)
+        n = n_copies if name == "val" or n_test is None else n_test
+        src = rng.choice(500, n if len(parts[name]) else 0, replace=False)
         copies = X[src] + rng.normal(0, 3.0, X[src].shape)
         parts[name] = np.concatenate([parts[name], copies])
     splits = {
@@ -134,12 +136,53 @@ def test_val_and_test_pooled_show_a_split_excess_that_neither_shows_alone(tmp_pa
         "val",
         "test",
     }
+    assert ev["per_split"]["val"]["excess_pairs"] == 2 and ev["per_split"]["test"]["excess_pairs"] == 2
+    assert "(2 in val, 2 in test) are marked excess" in f["message"]
     # a split whose own look already warns is not repeated by the pooled look; pooled: false turns it off
     _, out = run(_split_leak(6), tmp_path / "b", checks=["duplicates"], stop_on=[])
     assert not [f for f in out.audit.findings if f["message"].startswith("train/held-out")]
     cfg = {"name": "duplicates", "params": {"pooled": False}}
     _, out = run(_split_leak(2), tmp_path / "c", checks=[cfg])
     assert "train-held-out" not in out.audit.results["duplicates"]["metrics"]["near_density"]
+
+
+def test_a_weak_test_only_excess_warns_through_the_held_out_look_not_its_own(tmp_path: Path) -> None:
+    """Four copies in test alone: its own look is below the overlap level (an info pointing at the pooled
+    look), the pooled look warns and marks the four test pairs; ``pooled: false`` warns on test alone."""
+    leak = _split_leak(0, n_test=4)
+    _, out = run(leak, tmp_path / "a", checks=["duplicates"])
+    nd = out.audit.results["duplicates"]["metrics"]["near_density"]
+    assert 0.001 <= nd["train-test"]["p_value"] < 0.05 and nd["train-held-out"]["p_value"] < 0.05
+    own = next(f for f in out.audit.findings if f["message"].startswith("train/test"))
+    assert own["severity"] == "info" and "judged in the train/held-out finding" in own["message"]
+    pooled = next(f for f in out.audit.findings if f["message"].startswith("train/held-out"))
+    assert pooled["severity"] == "warning" and pooled["evidence"]["per_split"]["test"]["excess_pairs"] == 4
+    d = out.audit.duplicates
+    assert set(d[(d.split_b == "test") & d.excess].index_b) == {120, 121, 122, 123}  # the planted copies
+    cfg = {"name": "duplicates", "params": {"pooled": False}}
+    _, out = run(leak, tmp_path / "b", checks=[cfg])
+    own = next(f for f in out.audit.findings if f["message"].startswith("train/test"))
+    assert own["severity"] == "warning" and not any("held-out" in f["message"] for f in out.audit.findings)
+
+
+def test_without_val_the_held_out_look_is_test_alone(tmp_path: Path) -> None:
+    """An empty validation split (a bundle the Python API may pass): test alone is the held-out look."""
+    from closedloop.core.stage import RunContext
+    from closedloop.stages.audit import AuditDataset
+    from closedloop.stages.task import DefineTaskConfig, build_task_spec
+
+    leak = _split_leak(0, n_test=4, val=False)
+    task = build_task_spec(DefineTaskConfig(), _split_leak(0, n_test=4))
+    ctx = RunContext(stage_name="audit", stage_dir=tmp_path, seed=0)
+    out = AuditDataset(checks=["duplicates"]).execute({"data": leak, "task": task}, ctx)
+    nd = out.audit.results["duplicates"]["metrics"]["near_density"]
+    assert "train-val" not in nd and nd["train-held-out"]["p_value"] == nd["train-test"]["p_value"] < 0.05
+    pooled = next(f for f in out.audit.findings if f["message"].startswith("train/held-out"))
+    assert pooled["message"].startswith("train/held-out: 4 of 124 test samples")
+    assert (
+        list(pooled["evidence"]["per_split"]) == ["test"]
+        and "test scores may be optimistic" in pooled["message"]
+    )
 
 
 def test_bad_pooled_value_names_the_field() -> None:
