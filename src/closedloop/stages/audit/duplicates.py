@@ -10,19 +10,20 @@ samples are close to each other.
 
 Which held-out split the copies sit in matters (validation copies bias model selection, test copies
 the reported figure), but both bias a figure, so the held-out splits are judged *together* against
-train: val and test pooled ("held-out") is the one look that warns (at ``warn_alpha``), with each
-split's own rate and p-value and the split of every pair in its evidence. Each split's own look speaks
-only with strong evidence (``excess_alpha``): a train/test excess there is an overlap error (it stops the
-run by default), a train/val or val/test excess a warning. One warning test instead of three keeps the
-false-warning rate of a randomly split dataset near ``warn_alpha`` (benchmarks/bench_audit_density.py
-re-splits BreastMNIST at random and counts), and one small split rarely proves an excess on its own
-(BreastMNIST: 156 test images, p 0.10) where both together do (234, p 0.021).
+train as well as each alone: val and test pooled ("held-out") warns at half of ``warn_alpha``, each
+split alone at a quarter (weighted Bonferroni, :class:`WarnLevels`: any false warning on a randomly split
+dataset stays <= ``warn_alpha``), with each split's own rate and p-value and the split of every pair in
+the evidence. A strong train/test excess (``excess_alpha``) is an overlap error that stops the run by
+default. Before, each of the three looks warned at ``warn_alpha`` on its own: random re-splits of
+BreastMNIST gave a warning in 15% of splits (4.5% now; benchmarks/bench_audit_density.py). One small split
+rarely proves an excess alone (BreastMNIST: 156 test images, p 0.10) where both together do (234, p 0.021).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -64,8 +65,8 @@ class DuplicatesConfig(CheckConfig):
     overlap_severity: Severity = "error"
     """Severity of train/test overlap (exact or near)."""
     pooled: bool = True
-    """Judge val and test together against train (the one look that warns at ``warn_alpha``; each split's
-    own look then speaks only at ``excess_alpha``). False: each split alone, each warning at ``warn_alpha``."""
+    """Judge val and test together against train as well as each alone, ``warn_alpha`` shared out among
+    the looks (:class:`WarnLevels`). False: each split alone, each warning at ``warn_alpha``."""
 
 
 def content_hashes(split: Any) -> list[bytes]:
@@ -132,9 +133,12 @@ class Duplicates(AuditCheck):
                 )
             # the pairs marked as the excess: by a split's own look at the level it speaks at, and by
             # the pooled look (mapped back to each held-out split)
-            own_alpha = cfg.excess_alpha if cfg.pooled else cfg.warn_alpha
-            flagged = {k: set(ne.excess_queries(own_alpha).tolist()) for k, ne in near.items()}
-            for j in _pooled_excess(near, cfg.warn_alpha, splits):
+            levels = WarnLevels.of(cfg, len(held_out))
+            flagged = {
+                (ref, q): set(ne.excess_queries(max(levels.own(ref), cfg.excess_alpha)).tolist())
+                for (ref, q), ne in near.items()
+            }
+            for j in _pooled_excess(near, levels.pooled, splits):
                 flagged[("train", j[0])].add(j[1])
             for (ref, q), ne in near.items():
                 if q == "held-out":
@@ -149,7 +153,8 @@ class Duplicates(AuditCheck):
         )
         df = df.sort_values(["split_a", "split_b", "distance", "index_a"]).reset_index(drop=True)
         res = CheckResult(tables={"duplicates": df})
-        res.findings += self._findings(df, splits, cfg, near)
+        levels = WarnLevels.of(cfg, sum(("train", q) in near for q in ("val", "test")))
+        res.findings += self._findings(df, splits, cfg, near, levels)
         pairs = {
             f"{a}-{b}": int(((df.split_a == a) & (df.split_b == b)).sum())
             for a in ORDER
@@ -189,6 +194,7 @@ class Duplicates(AuditCheck):
         splits: dict[str, Any],
         cfg: DuplicatesConfig,
         near: dict[tuple[str, str], NearExcess],
+        levels: WarnLevels,
     ) -> list[Any]:
         out = []
         for a, b in (("train", "test"), ("val", "test"), ("train", "val")):
@@ -207,9 +213,10 @@ class Duplicates(AuditCheck):
                     self.finding(sev, msg, pairs=len(exact), **{f"{b}_samples": n_b}, examples=examples)
                 )
             if ne is not None and ne.n_close:
-                out.append(self._near_finding(a, b, sub[sub.kind == "near"], ne, cfg))
+                out.append(self._near_finding(a, b, sub[sub.kind == "near"], ne, cfg, levels))
         pooled = near.get(("train", "held-out"))
-        if pooled is not None and (finding := self._pooled_finding(pooled, near, splits, cfg)) is not None:
+        finding = None if pooled is None else self._pooled_finding(pooled, near, splits, cfg, levels)
+        if finding is not None:
             out.append(finding)
         for a in ("train", "val", "test"):
             sub = df[(df.split_a == a) & (df.split_b == a)]
@@ -230,23 +237,25 @@ class Duplicates(AuditCheck):
         return out
 
     @staticmethod
-    def _own_severity(a: str, b: str, ne: NearExcess, cfg: DuplicatesConfig) -> Severity:
+    def _own_severity(a: str, b: str, ne: NearExcess, cfg: DuplicatesConfig, levels: WarnLevels) -> Severity:
         """A split's own look: an overlap with strong evidence (``excess_alpha``, ``min_excess``); a weaker
-        excess is a warning only when the held-out splits are not judged together (``pooled: false``)."""
+        excess is a warning at the split's share of ``warn_alpha`` (:class:`WarnLevels`)."""
         if ne.p_value < cfg.excess_alpha and ne.excess >= cfg.min_excess:
             return cfg.overlap_severity if (a, b) == ("train", "test") else "warning"
-        if not cfg.pooled and ne.p_value < cfg.warn_alpha and ne.n_excess:
+        if ne.p_value < levels.own(a) and ne.n_excess:
             return "warning"
         return "info"
 
-    def _near_finding(self, a: str, b: str, sub: pd.DataFrame, ne: NearExcess, cfg: DuplicatesConfig) -> Any:
-        sev = self._own_severity(a, b, ne, cfg)
+    def _near_finding(
+        self, a: str, b: str, sub: pd.DataFrame, ne: NearExcess, cfg: DuplicatesConfig, levels: WarnLevels
+    ) -> Any:
+        sev = self._own_severity(a, b, ne, cfg, levels)
         how = ne.criterion
         close = (
             f"{ne.n_close} {b} sample(s) ({ne.query_rate:.1%}) have a near neighbour in {a} ({how}), "
             f"vs {ne.null_rate:.1%} of {a} samples within {a} (the data's own density)"
         )
-        if sev == "info" and (ne.p_value >= cfg.warn_alpha or not ne.n_excess):
+        if sev == "info" and (ne.p_value >= cfg.warn_alpha or not ne.n_excess or a != "train"):
             msg = (
                 f"{a}/{b}: {close}, one-sided p = {ne.p_value:.2g}: no excess over the data's density, so these "
                 "are close samples of a dense dataset, not an overlap (the pairs are in duplicates.csv)."
@@ -254,13 +263,9 @@ class Duplicates(AuditCheck):
         elif sev == "info":
             msg = (
                 f"{a}/{b}: {close}, one-sided p = {ne.p_value:.2g}: an excess of {ne.excess:.1%} of {b}, too "
-                f"uncertain for this split alone to be an overlap (p < {cfg.excess_alpha:g} is); "
-                + (
-                    "the held-out data as a whole is judged in the train/held-out finding."
-                    if a == "train"
-                    else ""
-                )
-            ).strip()
+                f"uncertain for this split alone (it warns at p < {levels.own(a):.3g}, its share of warn_alpha); "
+                "the held-out data as a whole is judged in the train/held-out finding."
+            )
         else:
             msg = (
                 f"{a}/{b} overlap: {close}: an excess of {ne.excess:.1%} of {b} (about {ne.n_excess} sample(s), "
@@ -277,6 +282,7 @@ class Duplicates(AuditCheck):
             excess=round(ne.excess, 4),
             n_excess=ne.n_excess,
             p_value=float(f"{ne.p_value:.3g}"),
+            warns_below=levels.own(a),
             examples=examples,
         )
 
@@ -286,15 +292,16 @@ class Duplicates(AuditCheck):
         near: dict[tuple[str, str], NearExcess],
         splits: dict[str, Any],
         cfg: DuplicatesConfig,
+        levels: WarnLevels,
     ) -> Any | None:
-        """The held-out splits together against train: a warning at ``warn_alpha`` with each split's own
-        evidence and the split of every pair, unless a split's own look already warned (said once)."""
-        if ne.p_value >= cfg.warn_alpha or not ne.n_excess:
+        """The held-out splits together against train: a warning at its share of ``warn_alpha`` with each
+        split's own evidence and the split of every pair, unless a split's own look already warned."""
+        if ne.p_value >= levels.pooled or not ne.n_excess:
             return None
         each = {q: near[("train", q)] for q in ("val", "test") if ("train", q) in near}
-        if any(self._own_severity("train", q, e, cfg) != "info" for q, e in each.items()):
+        if any(self._own_severity("train", q, e, cfg, levels) != "info" for q, e in each.items()):
             return None
-        excess = _pooled_excess(near, cfg.warn_alpha, splits)
+        excess = _pooled_excess(near, levels.pooled, splits)
         where = {q: sum(s == q for s, _ in excess) for q in each}
         examples = [
             {
@@ -313,7 +320,8 @@ class Duplicates(AuditCheck):
         msg = (
             f"train/held-out: {ne.n_close} of {ne.n_query} {names} samples ({ne.query_rate:.1%}) have a near "
             f"neighbour in train ({ne.criterion}), vs {ne.null_rate:.1%} of train samples within train: an excess "
-            f"of {ne.excess:.1%} (about {ne.n_excess} sample(s), one-sided Fisher p = {ne.p_value:.2g}); {alone}. "
+            f"of {ne.excess:.1%} (about {ne.n_excess} sample(s), one-sided Fisher p = {ne.p_value:.2g} < "
+            f"{levels.pooled:.3g}, this look's share of warn_alpha); {alone}. "
             f"The {ne.n_excess} pair(s) most likely to be copies ("
             + ", ".join(f"{n} in {q}" for q, n in where.items())
             + ") are marked excess in duplicates.csv. The held-out data sits closer to train than train sits "
@@ -331,6 +339,7 @@ class Duplicates(AuditCheck):
             excess=round(ne.excess, 4),
             n_excess=ne.n_excess,
             p_value=float(f"{ne.p_value:.3g}"),
+            warns_below=levels.pooled,
             per_split={
                 q: {
                     "close_rate": round(e.query_rate, 4),
@@ -368,6 +377,32 @@ class Duplicates(AuditCheck):
         res.figures["duplicates.png"] = (
             "Duplicate pairs side by side (cross-split pairs first), with distance."
         )
+
+
+@dataclass(frozen=True)
+class WarnLevels:
+    """The p-value under which each near-duplicate look warns. With val and test judged together
+    (``pooled``), the warning level ``warn_alpha`` is shared out in advance (weighted Bonferroni, so the
+    chance of any false warning on a randomly split dataset stays <= ``warn_alpha``): half to the held-out
+    data as a whole, a quarter to each held-out split alone against train (copies in one small split
+    are diluted in the pool: diabetes' 4 planted copies among 89 test rows, p 0.009 alone, 0.027 pooled),
+    none to val/test (it warns at ``excess_alpha``). One held-out split: it is the pooled look, at
+    ``warn_alpha``. ``pooled: false``: every look at ``warn_alpha`` (no family-wise bound)."""
+
+    pooled: float
+    split: float
+    val_test: float
+
+    @classmethod
+    def of(cls, cfg: DuplicatesConfig, n_held_out: int) -> WarnLevels:
+        if not cfg.pooled:
+            return cls(pooled=0.0, split=cfg.warn_alpha, val_test=cfg.warn_alpha)
+        if n_held_out < 2:
+            return cls(pooled=cfg.warn_alpha, split=0.0, val_test=cfg.excess_alpha)
+        return cls(pooled=cfg.warn_alpha / 2, split=cfg.warn_alpha / 4, val_test=cfg.excess_alpha)
+
+    def own(self, a: str) -> float:
+        return self.split if a == "train" else self.val_test
 
 
 def _pooled_excess(
