@@ -22,13 +22,14 @@ rarely proves an excess alone (BreastMNIST: 156 test images, p 0.10) where both 
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from pydantic import Field
+from scipy.stats import fisher_exact
 
 from closedloop.stages.audit.base import AuditCheck, AuditContext, CheckConfig, CheckResult, Severity
 from closedloop.stages.audit.features import class_labels, dup_embedding
@@ -152,9 +153,18 @@ class Duplicates(AuditCheck):
             {"index_a": "int64", "index_b": "int64", "distance": "float64", "excess": "bool"}
         )
         df = df.sort_values(["split_a", "split_b", "distance", "index_a"]).reset_index(drop=True)
-        res = CheckResult(tables={"duplicates": df})
         levels = WarnLevels.of(cfg, sum(("train", q) in near for q in ("val", "test")))
-        res.findings += self._findings(df, splits, cfg, near, levels)
+        exact_rates = {}  # tables that repeat rows by themselves: exact copies judged against that rate
+        if data.kind == "table":
+            for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+                rate = ExactRate.of(hashes[a], hashes[b])
+                if rate.n_twins and rate.n_copies:
+                    exact_rates[(a, b)] = rate
+                    if self._exact_severity(a, b, rate, cfg, levels) == "info":  # not copies: keep them
+                        natural = (df.kind == "exact") & (df.split_a == a) & (df.split_b == b)
+                        df.loc[natural, "excess"] = False
+        res = CheckResult(tables={"duplicates": df})
+        res.findings += self._findings(df, splits, cfg, near, levels, exact_rates)
         pairs = {
             f"{a}-{b}": int(((df.split_a == a) & (df.split_b == b)).sum())
             for a in ORDER
@@ -195,6 +205,7 @@ class Duplicates(AuditCheck):
         cfg: DuplicatesConfig,
         near: dict[tuple[str, str], NearExcess],
         levels: WarnLevels,
+        exact_rates: dict[tuple[str, str], ExactRate],
     ) -> list[Any]:
         out = []
         for a, b in (("train", "test"), ("val", "test"), ("train", "val")):
@@ -203,14 +214,38 @@ class Duplicates(AuditCheck):
             ne = near.get((a, b))
             if len(exact):
                 n_b = int(exact.index_b.nunique())
+                rate = exact_rates.get((a, b))
                 sev: Severity = cfg.overlap_severity if (a, b) == ("train", "test") else "warning"
                 msg = (
                     f"{a}/{b} overlap: {n_b} {b} sample(s) ({n_b / max(len(splits[b]), 1):.1%}) are exact "
                     f"copies of {a} samples. {_consequence(b)}"
                 )
+                judged = {}
+                if rate is not None:
+                    sev = self._exact_severity(a, b, rate, cfg, levels)
+                    vs = (
+                        f"vs {rate.twin_rate:.1%} of {a} rows equal to another {a} row (the table repeats rows "
+                        f"by itself), one-sided Fisher p = {rate.p_value:.2g}"
+                    )
+                    if sev == "info":
+                        msg = (
+                            f"{a}/{b}: {rate.n_copies} {b} row(s) ({rate.query_rate:.1%}) equal a {a} row, {vs}: "
+                            "no more than the data's own repetition (few, discrete columns), so not an overlap. "
+                            "Repeated rows are common cases, not copies; the figures on them are what a "
+                            "deployment sees."
+                        )
+                    else:
+                        msg = msg.replace(" are exact copies", f" are exact copies ({vs})", 1)
+                    judged = {
+                        f"{b}_copy_rate": round(rate.query_rate, 4),
+                        f"{a}_repeat_rate": round(rate.twin_rate, 4),
+                        "p_value": float(f"{rate.p_value:.3g}"),
+                    }
                 examples = exact.head(5)[["index_a", "index_b"]].to_dict("records")
                 out.append(
-                    self.finding(sev, msg, pairs=len(exact), **{f"{b}_samples": n_b}, examples=examples)
+                    self.finding(
+                        sev, msg, pairs=len(exact), **{f"{b}_samples": n_b}, **judged, examples=examples
+                    )
                 )
             if ne is not None and ne.n_close:
                 out.append(self._near_finding(a, b, sub[sub.kind == "near"], ne, cfg, levels))
@@ -235,6 +270,17 @@ class Duplicates(AuditCheck):
                 )
             )
         return out
+
+    @staticmethod
+    def _exact_severity(
+        a: str, b: str, rate: ExactRate, cfg: DuplicatesConfig, levels: WarnLevels
+    ) -> Severity:
+        """Exact copies in a table that repeats rows by itself: judged like a near excess."""
+        if rate.p_value < cfg.excess_alpha and rate.excess >= cfg.min_excess:
+            return cfg.overlap_severity if (a, b) == ("train", "test") else "warning"
+        if rate.p_value < max(levels.own(a), cfg.excess_alpha) and rate.excess:
+            return "warning"
+        return "info"
 
     @staticmethod
     def _own_severity(a: str, b: str, ne: NearExcess, cfg: DuplicatesConfig, levels: WarnLevels) -> Severity:
@@ -377,6 +423,42 @@ class Duplicates(AuditCheck):
         res.figures["duplicates.png"] = (
             "Duplicate pairs side by side (cross-split pairs first), with distance."
         )
+
+
+@dataclass(frozen=True)
+class ExactRate:
+    """Query rows with an exact copy in the reference split against the reference's own repetition: the
+    share of reference rows equal to another reference row. A table of a few discrete columns repeats
+    rows by itself (nwtco: 4 categorical columns, age and a flag; 71% of test rows equal a train row and
+    so do most train rows of another train row): there an exact copy is not a leak unless there are
+    more than the data's own rate predicts (one-sided Fisher, as for near copies)."""
+
+    n_query: int
+    n_copies: int
+    n_ref: int
+    n_twins: int
+    p_value: float
+
+    @property
+    def query_rate(self) -> float:
+        return self.n_copies / max(self.n_query, 1)
+
+    @property
+    def twin_rate(self) -> float:
+        return self.n_twins / max(self.n_ref, 1)
+
+    @property
+    def excess(self) -> float:
+        return max(0.0, self.query_rate - self.twin_rate)
+
+    @classmethod
+    def of(cls, ref: list[bytes], query: list[bytes]) -> ExactRate:
+        counts = Counter(ref)
+        twins = sum(counts[h] > 1 for h in ref)
+        copies = sum(h in counts for h in query)
+        table = [[copies, len(query) - copies], [twins, len(ref) - twins]]
+        p = float(fisher_exact(table, alternative="greater").pvalue) if query and ref else 1.0
+        return cls(len(query), copies, len(ref), twins, p)
 
 
 @dataclass(frozen=True)
