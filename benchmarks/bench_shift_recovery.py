@@ -41,7 +41,14 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from shift_recovery_bounds import AT_TARGET, power_table, print_bound, print_power, threshold_bounds  # noqa: E402
+from shift_recovery_bounds import (  # noqa: E402
+    AT_TARGET,
+    cut_for_power,
+    power_table,
+    print_bound,
+    print_power,
+    threshold_bounds,
+)
 from shift_recovery_run import NPZ, OUT, champion_run  # noqa: E402
 
 
@@ -199,9 +206,9 @@ def summarize(
     target_power = None
     if args.power_draws and shifted:
         table = power_table(y, p_all, shipped_threshold, costs, draws=args.power_draws, also=(n_eval,))
-        print_power(table, len(y), n_eval, args.power_draws)
+        cut = cut_for_power(y, p_all, shipped_threshold, costs, n_eval, draws=args.power_draws)
+        print_power(table, len(y), n_eval, args.power_draws, cut)
         target_power = table[AT_TARGET][n_eval]
-    shifted = name != "in_distribution"
     targets = (
         [
             ("median ACC >= 0.90", np.median(ch["acc"]) >= 0.90, bound["acc"] >= 0.90),
@@ -368,7 +375,8 @@ def main() -> None:
             print_bound(threshold_bounds(y, p_all, model.threshold, costs), len(y))
             if args.power_draws and name != "in_distribution":
                 table = power_table(y, p_all, model.threshold, costs, draws=args.power_draws, also=(n_eval,))
-                print_power(table, len(y), n_eval, args.power_draws)
+                cut = cut_for_power(y, p_all, model.threshold, costs, n_eval, draws=args.power_draws)
+                print_power(table, len(y), n_eval, args.power_draws, cut)
             continue
         z_all = model.predict_logits(X).reshape(-1).astype(np.float64) / model.temperature
         phi_all = model.embed(X).astype(np.float64)

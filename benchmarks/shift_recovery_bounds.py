@@ -139,6 +139,27 @@ def power_table(
     }
 
 
+def cut_for_power(
+    y: np.ndarray,
+    p: np.ndarray,
+    shipped: float,
+    costs: tuple[float, float],
+    n: int,
+    *,
+    power: float = 0.90,
+    draws: int = 400,
+) -> float | None:
+    """The smallest cost cut (40%, 50%, ... 100% of the champion's cost, no new error:
+    :func:`at_cost_target`) that the declared test finds on ``n`` evaluation labels in at least
+    ``power`` of the draws (``None``: not even a perfect challenger)."""
+    y = np.asarray(y).astype(int)
+    champ = p >= shipped
+    for cut in (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0):
+        if promotion_power(y, at_cost_target(y, champ, costs, cut), champ, costs, n, draws=draws) >= power:
+            return cut
+    return None
+
+
 def print_bound(bound: dict[str, float], n_images: int) -> None:
     print(
         f"  bound of any threshold on the champion's scores (all {n_images} images, sees the answers): best ACC "
@@ -148,8 +169,11 @@ def print_bound(bound: dict[str, float], n_images: int) -> None:
     )
 
 
-def print_power(table: dict[str, dict[int, float]], n_images: int, n_eval: int, draws: int) -> None:
-    """One line per simulated challenger: its power at each size, and the size it needs for 90%."""
+def print_power(
+    table: dict[str, dict[int, float]], n_images: int, n_eval: int, draws: int, cut: float | None
+) -> None:
+    """One line per simulated challenger: its power at each size, and the size it needs for 90%; then
+    the cost cut a challenger needs for 90% at the protocol's evaluation size (``cut``)."""
     print(
         f"  promotion power of the declared test (paired one-sided sign-flip on the cost per case, alpha 0.05; "
         f"{draws} simulated draws of n random evaluation labels from the {n_images} images; an upper bound on "
@@ -162,3 +186,13 @@ def print_power(table: dict[str, dict[int, float]], n_images: int, n_eval: int, 
             + ", ".join(f"n={n} {pw:.0%}" for n, pw in by_n.items())
             + f"; 90% needs {'n = ' + str(need) if need else 'more than ' + str(max(by_n))} evaluation labels"
         )
+    print(
+        f"    found better in >= 90% of draws on {n_eval} evaluation labels: a challenger (no new error) that cuts "
+        "the cost per case by "
+        + (
+            f"at least {cut:.0%}"
+            if cut is not None
+            else "more than any challenger can (not even a perfect one)"
+        )
+        + " (the issue's cost target: 40%)"
+    )
