@@ -53,6 +53,9 @@ with tempfile.TemporaryDirectory() as tmp:
     if s["status"] != "ok":
         raise SystemExit(f"train failed: {{s.get('error')}}")
     timings = json.loads((res.run_dir / s["dir"] / "stage.json").read_text())["timings"]
+    ledger = [json.loads(line) for line in (res.run_dir / "validation_ledger.jsonl").read_text().splitlines()]
+    trees = [{{k: v for k, v in r.items() if k != "time"}} for r in ledger if r["description"].startswith("lgbm:")]
+    timings["tree rows"] = json.dumps(trees, sort_keys=True)
 print("TIMINGS " + json.dumps(timings))
 """
 
@@ -117,6 +120,13 @@ def main() -> None:
                         f"{table} round {r + 1} {name:>6}: selection trees {trees:.2f} s, MLP {mlp:.2f} s, "
                         f"ratio MLP/trees {mlp / trees:.2f}; trees by phase: {phases}"
                     )
+            rows = {t["tree rows"] for name in ("before", "after") for t in got[name]}
+            n_rows = len(json.loads(next(iter(rows))))
+            say(
+                f"{table}: the tree family's validation ledger rows (configurations, parameters, scores) in all "
+                f"{2 * args.rounds} runs: {'IDENTICAL' if len(rows) == 1 else f'{len(rows)} DIFFERENT sets'} "
+                f"({n_rows} rows)"
+            )
             for name in ("before", "after"):
                 ratios = [t["family mlp seconds"] / t["family lgbm seconds"] for t in got[name]]
                 trees = [t["family lgbm seconds"] for t in got[name]]

@@ -137,3 +137,20 @@ def test_the_journal_lock_excludes_other_processes_and_changes_no_directory(
         journal.append_logs([{"op_code": 0, "n": i}])
     monkeypatch.undo()
     assert len((tmp_path / "study.journal").read_text().splitlines()) == 5
+
+
+def test_the_kept_booster_serves_until_the_buffer_changes_and_leaves_are_counted_in_the_text() -> None:
+    train, val = _table(400, "multiclass", 0), _table(100, "multiclass", 1)
+    eng = _engine("multiclass")
+    net = TreeEnsemble(5, 3, num_leaves=8)
+    eng.fit(net, train, val, HParams(epochs=2), seed=0)
+    booster = net.lgb_booster()
+    assert net.lgb_booster() is booster  # not read again from the buffer for each prediction
+    assert net.n_leaves() == sum(t["num_leaves"] for t in booster.dump_model()["tree_info"]) > 3
+    other = TreeEnsemble(5, 3, num_leaves=8)
+    eng.fit(other, train, val, HParams(epochs=1), seed=1)
+    before = other.lgb_booster()
+    other.load_state_dict(net.state_dict())  # a load writes the buffer: the booster is read from it
+    assert other.lgb_booster() is not before
+    np.testing.assert_array_equal(eng.predict_logits(other, val), eng.predict_logits(net, val))
+    assert other.n_leaves() == net.n_leaves()

@@ -164,17 +164,19 @@ class TreeEngine(Engine):
 
     def finished(
         self, booster: Any, objective: tuple[Any, np.ndarray] | None, num_iteration: int | None = None
-    ) -> Any:
+    ) -> tuple[Any, str | None]:
         """The booster a :class:`TreeEnsemble` keeps: its first ``num_iteration`` rounds (all: None); a
-        multi-label fit's start folded in and its objective declared one-vs-rest."""
+        multi-label fit's start folded in and its objective declared one-vs-rest. With its model text
+        when that is what it was read from (``TreeEnsemble.set_booster`` then writes it out no more)."""
         import lightgbm as lgb
 
-        kept = lgb.Booster(model_str=booster.model_to_string(num_iteration=num_iteration))
+        text = booster.model_to_string(num_iteration=num_iteration)
+        kept = lgb.Booster(model_str=text)
         if objective is None:
-            return kept
+            return kept, text
         from closedloop.models.families.lgbm_multilabel import one_vs_rest_booster
 
-        return one_vs_rest_booster(kept, objective[1])
+        return one_vs_rest_booster(kept, objective[1]), None
 
     def dataset(
         self, data: TensorSet, hp: HParams | None, *, init_score: np.ndarray | None = None, **params: Any
@@ -302,7 +304,7 @@ class TreeEngine(Engine):
         ds = {"seed": params["seed"]} if len(train) > BIN_SAMPLE_ROWS else {}
         booster = self.train_booster(params, train, hp, rounds, per_round, objective, **ds)
         keep = state["best_round"] if (restore_best and has_val) else booster.current_iteration()
-        tree.set_booster(self.finished(booster, objective, max(1, keep)))
+        tree.set_booster(*self.finished(booster, objective, max(1, keep)))
         val_logits = None
         if has_val:  # the kept round's scores, summed epoch by epoch above: no second pass over val
             raw = state["best_raw"] if keep == state["best_round"] else None
@@ -391,7 +393,7 @@ class TreeEngine(Engine):
             min_data_in_bin=1,
             min_child_samples=1,
         )
-        tree.set_booster(self.finished(booster, objective))
+        tree.set_booster(*self.finished(booster, objective))
         return losses
 
     def lr_range_test(self, *args: Any, **kw: Any) -> tuple[list[float], list[float], float]:
