@@ -34,14 +34,48 @@ ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("sanity", "beat_baseline", "scale_up", "tune", "cross_validate")
 
 ONE_RUN = """
-import json, sys, tempfile
+import functools, json, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, {bench!r})
 import bench_tables as B
+import lightgbm
 from closedloop.core.checks import GivenArtifacts
 from closedloop.core.pipeline import Pipeline
 from closedloop.core.registry import STAGES
-from closedloop.stages.train import TrainModel
+from closedloop.stages.train import TrainModel, families, plots
+from closedloop.stages.train.tree_engine import TreeEngine
+parts, inside, active = {{}}, [None], set()
+def timed(owner, name, part):  # wall seconds spent in owner.name while a family selects, per family
+    fn = getattr(owner, name)
+    @functools.wraps(fn)
+    def wrapper(*a, **k):
+        if inside[0] is None or part in active:  # a part's nested calls are counted once
+            return fn(*a, **k)
+        active.add(part)
+        t0 = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            key = inside[0] + " " + part
+            parts[key] = parts.get(key, 0.0) + time.perf_counter() - t0
+            active.discard(part)
+    setattr(owner, name, wrapper)
+for owner, name, part in [  # figures; the fits (validation scoring and callbacks in); LightGBM's rounds
+    (plots, "_save", "figures"),
+    (plots, "warm", "figures"),
+    (TreeEngine, "fit", "fits"),
+    (TreeEngine, "overfit_batch", "fits"),
+    (lightgbm.Booster, "update", "boosting rounds"),
+]:
+    timed(owner, name, part)
+run_phases = families.run_phases
+def timed_phases(sess, select):
+    inside[0] = sess.family
+    try:
+        return run_phases(sess, select)
+    finally:
+        inside[0] = None
+families.run_phases = timed_phases
 X, y, cats = B.TABLES[{table!r}]()
 data, _, _ = B.bundle(X, y, cats, {table!r})
 with tempfile.TemporaryDirectory() as tmp:
@@ -56,6 +90,7 @@ with tempfile.TemporaryDirectory() as tmp:
     ledger = [json.loads(line) for line in (res.run_dir / "validation_ledger.jsonl").read_text().splitlines()]
     trees = [{{k: v for k, v in r.items() if k != "time"}} for r in ledger if r["description"].startswith("lgbm:")]
     timings["tree rows"] = json.dumps(trees, sort_keys=True)
+    timings.update({{f"part {{k}}": v for k, v in parts.items()}})
 print("TIMINGS " + json.dumps(timings))
 """
 
@@ -116,9 +151,14 @@ def main() -> None:
                     got[name].append(t)
                     trees, mlp = t["family lgbm seconds"], t["family mlp seconds"]
                     phases = ", ".join(f"{p} {t.get(f'lgbm: phase {p}', 0.0):.2f}" for p in PHASES)
+                    part = {k.removeprefix("part "): v for k, v in t.items() if k.startswith("part ")}
                     say(
                         f"{table} round {r + 1} {name:>6}: selection trees {trees:.2f} s, MLP {mlp:.2f} s, "
-                        f"ratio MLP/trees {mlp / trees:.2f}; trees by phase: {phases}"
+                        f"ratio MLP/trees {mlp / trees:.2f}; trees by phase: {phases}; trees by part: figures "
+                        f"{part.get('lgbm figures', 0.0):.2f}, fits {part.get('lgbm fits', 0.0):.2f} (LightGBM's "
+                        f"boosting rounds {part.get('lgbm boosting rounds', 0.0):.2f}), the rest "
+                        f"{trees - part.get('lgbm figures', 0.0) - part.get('lgbm fits', 0.0):.2f}; MLP's figures "
+                        f"{part.get('mlp figures', 0.0):.2f}"
                     )
             rows = {t["tree rows"] for name in ("before", "after") for t in got[name]}
             n_rows = len(json.loads(next(iter(rows))))
@@ -131,10 +171,20 @@ def main() -> None:
                 ratios = [t["family mlp seconds"] / t["family lgbm seconds"] for t in got[name]]
                 trees = [t["family lgbm seconds"] for t in got[name]]
                 mlp = [t["family mlp seconds"] for t in got[name]]
+                # the figures are the same for both families (one per phase): the ratio of the rest of
+                # each family's selection says how much faster the trees train, method included
+                bare = [
+                    (t["family mlp seconds"] - t.get("part mlp figures", 0.0))
+                    / (t["family lgbm seconds"] - t.get("part lgbm figures", 0.0))
+                    for t in got[name]
+                ]
+                figs = [t.get("part lgbm figures", 0.0) / t["family lgbm seconds"] for t in got[name]]
                 say(
                     f"{table} {name:>6}: median over {args.rounds} rounds: selection trees "
                     f"{statistics.median(trees):.2f} s, MLP {statistics.median(mlp):.2f} s, ratio MLP/trees "
-                    f"{statistics.median(ratios):.2f} (min {min(ratios):.2f}, max {max(ratios):.2f})"
+                    f"{statistics.median(ratios):.2f} (min {min(ratios):.2f}, max {max(ratios):.2f}); figures "
+                    f"{statistics.median(figs):.0%} of the trees' selection; without each family's figures "
+                    f"MLP/trees {statistics.median(bare):.2f}"
                 )
     say(f"load average at the end {os.getloadavg()[0]:.1f}")
     if args.out:
