@@ -80,6 +80,11 @@ X, y, cats = B.TABLES[{table!r}]()
 data, _, _ = B.bundle(X, y, cats, {table!r})
 with tempfile.TemporaryDirectory() as tmp:
     runs = Path(tmp)
+    if {warm!r}:  # the same family run on a slice first: every library either family uses is loaded
+        small, _, _ = B.bundle(X.iloc[:{warm_rows}], y[:{warm_rows}], cats, {table!r})
+        warm = [STAGES.resolve("task")(), TrainModel(**{{**B.TRAIN, "n_trials": 2}}, family=["lgbm", "mlp"])]
+        Pipeline([GivenArtifacts.of({{"data": small}}, runs / "warm_given"), *warm], name="warm", runs_dir=runs / "warm").run(progress=False)
+        parts.clear()
     given = GivenArtifacts.of({{"data": data}}, runs / "given")
     stages = [STAGES.resolve("task")(), TrainModel(**B.TRAIN, family=["lgbm", "mlp"])]
     res = Pipeline([given, *stages], name="speed", runs_dir=runs).run(progress=False)
@@ -105,8 +110,12 @@ def extract(commit: str, into: Path) -> Path:
     return into / "src"
 
 
-def one_run(src: Path, table: str) -> dict[str, float]:
-    code = ONE_RUN.format(bench=str(ROOT / "benchmarks"), table=table)
+WARM_ROWS = 600
+"""Rows of the slice a warm run trains first (``--cold``: none)."""
+
+
+def one_run(src: Path, table: str, warm: bool = True) -> dict[str, float]:
+    code = ONE_RUN.format(bench=str(ROOT / "benchmarks"), table=table, warm=warm, warm_rows=WARM_ROWS)
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1800)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("TIMINGS ")), None)
@@ -121,6 +130,11 @@ def main() -> None:
     ap.add_argument("--tables", default="nwtco,medexp")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default=None)
+    ap.add_argument(
+        "--cold",
+        action="store_true",
+        help="no warm-up run: the family listed first (trees) also pays the first use of the libraries",
+    )
     args = ap.parse_args()
     head = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
@@ -132,7 +146,14 @@ def main() -> None:
         f"bench_tree_speed ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}): python "
         f"benchmarks/bench_tree_speed.py {' '.join(sys.argv[1:])}; before = {args.before}, after = this "
         f"checkout ({head}{', with uncommitted changes in src' if dirty.stdout.strip() else ''}); "
-        f"family run [lgbm, mlp], bench_tables.TRAIN; load average at start {os.getloadavg()[0]:.1f}"
+        f"family run [lgbm, mlp], bench_tables.TRAIN; "
+        + (
+            "cold processes (the family listed first, trees, also loads the libraries both use)"
+            if args.cold
+            else f"each process first runs the same family run on the table's first {WARM_ROWS} rows, so neither "
+            "family pays the first use of a library (matplotlib, Optuna, LightGBM, torch's lazy modules)"
+        )
+        + f"; load average at start {os.getloadavg()[0]:.1f}"
     ]
     print(lines[0], flush=True)
 
@@ -147,7 +168,7 @@ def main() -> None:
             for r in range(args.rounds):
                 order = ["before", "after"] if r % 2 == 0 else ["after", "before"]
                 for name in order:
-                    t = one_run(codes[name], table)
+                    t = one_run(codes[name], table, warm=not args.cold)
                     got[name].append(t)
                     trees, mlp = t["family lgbm seconds"], t["family mlp seconds"]
                     phases = ", ".join(f"{p} {t.get(f'lgbm: phase {p}', 0.0):.2f}" for p in PHASES)
