@@ -483,8 +483,10 @@ def draw_timeline(mon: Monitor, X: dict[str, np.ndarray], y: dict[str, np.ndarra
     )
     st = res.stream
     print(
-        f"stream test '{st['test']}': alarm {st['alarm']} at row {st['alarm_at']}; looks {st.get('looks')}, "
-        f"statistic per window: {[round(w['stream']['e_value'], 2) for w in res.windows]} (alarm at {st['threshold']:g})"
+        f"stream test '{st['test']}' (delta {st.get('delta')}): alarm {st['alarm']} at row {st['alarm_at']}, "
+        f"evidence at 1/alpha from row {st.get('evidence_at')}; looks {st.get('looks')}, "
+        f"statistic per window: {[round(w['stream']['e_value'], 2) for w in res.windows]} "
+        f"(alarm at {st['threshold']:g} = 1/(alpha*delta) per deployment; estimate withheld from {1 / st['alpha']:g} = 1/alpha)"
     )
     print("estimate withheld per window: " + str([",".join(w["estimate_flags"]) or "-" for w in res.windows]))
     print(f"timeline figure: {fig.relative_to(ROOT)}")

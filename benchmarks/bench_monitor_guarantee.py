@@ -162,7 +162,9 @@ def main() -> None:
     est_test: list[tuple[bool, dict[str, float]]] = []
 
     # per window: draw, flagged, domain-flagged, |CBPE - realized|, |weighted calibration - realized|
-    def gap(r: dict[str, Any], y: np.ndarray, proba: np.ndarray) -> tuple[bool, dict[str, float]]:
+    def gap(
+        r: dict[str, Any], y: np.ndarray, proba: np.ndarray, status: dict[str, Any] | None = None
+    ) -> tuple[bool, dict[str, float]]:
         real = realized(["auc", "acc"], y, proba, "binary", r_threshold[0])
         point = r["estimated"] or r["estimate_withheld"]
         flags = set(r.get("estimate_flags", []))
@@ -179,6 +181,16 @@ def main() -> None:
                 "auc": (r.get("domain") or {}).get("auc", float("nan")),
                 "ess_fraction": (r.get("domain") or {}).get("ess_fraction", float("nan")),
                 "err": max(abs(point[m] - real[m]) for m in ("auc", "acc")),
+                "err_auc": abs(point["auc"] - real["auc"]),
+                "err_acc": abs(point["acc"] - real["acc"]),
+                "acc": real["acc"],
+                "n": len(y),
+                # each flag's evidence and its level (the diagnosis of an unflagged window off by more)
+                "min_p": r["min_p"],
+                "drift_level": r["thresholds"].get("alarm_marginal", r["thresholds"]["alarm"]),
+                "p_stream": (status or {}).get("p_value"),
+                "stream_looks": (status or {}).get("looks", 0),
+                "stream_flag": "stream" in flags,
                 "err_weighted": max(abs(weighted[m] - real[m]) for m in ("auc", "acc"))
                 if weighted
                 else float("nan"),
@@ -233,7 +245,7 @@ def main() -> None:
                 status = mon.stream_update(sr, full.take(widx))
                 if o == 0:
                     r = mon.evaluate(full.take(widx), seed=[d, 200 + k], stream=status)
-                    est_in.append(gap(r, yu[widx], proba_u[widx]))
+                    est_in.append(gap(r, yu[widx], proba_u[widx], status))
                     domain_rows[-1]["kind"] = "in"
             stream_fa.append(sr.alarm_at is not None)
             stream_fa_conf.append(st.alarm_at is not None)
@@ -247,9 +259,10 @@ def main() -> None:
                 st.update(stream_scores(proba_t[widx], info.problem_type, info.threshold))
                 status = mon.stream_update(sr, tsample.take(widx))
                 r = mon.evaluate(tsample.take(widx), seed=[d, 500 + 3 * o + k], stream=status)
-                est_test.append(gap(r, yt[widx], proba_t[widx]))
+                est_test.append(gap(r, yt[widx], proba_t[widx], status))
                 domain_rows[-1]["kind"] = "test"
                 domain_rows[-1]["pos"] = k
+                domain_rows[-1]["order"] = o
                 tdist["win_new"].append(r["min_p"] <= thr["alarm"])
                 tdist["win_old"].append(r["min_p"] <= thr["alarm_marginal"])
             tdist["600"].append(sr.alarm_at)
@@ -361,6 +374,23 @@ def main() -> None:
         "   targets: in-distribution <= 10% flagged and the unflagged within 0.03; test distribution: every window"
     )
     print("   within 0.03 or flagged (with its reason)")
+    for row in domain_rows:  # why an unflagged window is unflagged: each flag's evidence against its level
+        if row.get("kind") == "test" and not row["flagged"] and row["err"] > 0.03:
+            sd = float(np.sqrt(row["acc"] * (1 - row["acc"]) / row["n"]))
+            look = (
+                f"stream look {row['stream_looks']} p={row['p_stream']:.3g} (evidence at <= "
+                f"{info0.stream_alpha / (row['stream_looks'] * (row['stream_looks'] + 1)):.3g})"
+                if row["p_stream"] is not None
+                else "no stream look yet"
+            )
+            print(
+                f"   unflagged and off: draw {row['draw']}, order {row['order']}, window {row['pos'] + 1} of its stream: "
+                f"|AUC err| {row['err_auc']:.3f}, |ACC err| {row['err_acc']:.3f} (realized ACC {row['acc']:.3f}, its own "
+                f"sampling s.d. at {row['n']} rows {sd:.3f}); evidence below its level: drift min p {row['min_p']:.3g} "
+                f"(flag at <= {row['drift_level']:.3g}), domain mean-shift p {row['p_domain']:.3g} (flag at <= "
+                f"{info0.domain_level:g}), classifier p {row['p_classifier']:.3g}, ESS fraction {row['ess_fraction']:.2f} "
+                f"(flag at < {info0.min_ess_fraction:g}), {look}"
+            )
     marginal = info0.domain_alpha or 0.0
     print(
         "   the same windows under both domain flag levels (the other reasons, drift tests / ESS / stream alarm, kept):"

@@ -34,18 +34,57 @@ ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("sanity", "beat_baseline", "scale_up", "tune", "cross_validate")
 
 ONE_RUN = """
-import json, sys, tempfile
+import functools, json, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, {bench!r})
 import bench_tables as B
+import lightgbm
 from closedloop.core.checks import GivenArtifacts
 from closedloop.core.pipeline import Pipeline
 from closedloop.core.registry import STAGES
-from closedloop.stages.train import TrainModel
+from closedloop.stages.train import TrainModel, families, plots
+from closedloop.stages.train.tree_engine import TreeEngine
+parts, inside, active = {{}}, [None], set()
+def timed(owner, name, part):  # wall seconds spent in owner.name while a family selects, per family
+    fn = getattr(owner, name)
+    @functools.wraps(fn)
+    def wrapper(*a, **k):
+        if inside[0] is None or part in active:  # a part's nested calls are counted once
+            return fn(*a, **k)
+        active.add(part)
+        t0 = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            key = inside[0] + " " + part
+            parts[key] = parts.get(key, 0.0) + time.perf_counter() - t0
+            active.discard(part)
+    setattr(owner, name, wrapper)
+for owner, name, part in [  # figures; the fits (validation scoring and callbacks in); LightGBM's rounds
+    (plots, "_save", "figures"),
+    (plots, "warm", "figures"),
+    (TreeEngine, "fit", "fits"),
+    (TreeEngine, "overfit_batch", "fits"),
+    (lightgbm.Booster, "update", "boosting rounds"),
+]:
+    timed(owner, name, part)
+run_phases = families.run_phases
+def timed_phases(sess, select):
+    inside[0] = sess.family
+    try:
+        return run_phases(sess, select)
+    finally:
+        inside[0] = None
+families.run_phases = timed_phases
 X, y, cats = B.TABLES[{table!r}]()
 data, _, _ = B.bundle(X, y, cats, {table!r})
 with tempfile.TemporaryDirectory() as tmp:
     runs = Path(tmp)
+    if {warm!r}:  # the same family run on a slice first: every library either family uses is loaded
+        small, _, _ = B.bundle(X.iloc[:{warm_rows}], y[:{warm_rows}], cats, {table!r})
+        warm = [STAGES.resolve("task")(), TrainModel(**{{**B.TRAIN, "n_trials": 2}}, family=["lgbm", "mlp"])]
+        Pipeline([GivenArtifacts.of({{"data": small}}, runs / "warm_given"), *warm], name="warm", runs_dir=runs / "warm").run(progress=False)
+        parts.clear()
     given = GivenArtifacts.of({{"data": data}}, runs / "given")
     stages = [STAGES.resolve("task")(), TrainModel(**B.TRAIN, family=["lgbm", "mlp"])]
     res = Pipeline([given, *stages], name="speed", runs_dir=runs).run(progress=False)
@@ -53,6 +92,10 @@ with tempfile.TemporaryDirectory() as tmp:
     if s["status"] != "ok":
         raise SystemExit(f"train failed: {{s.get('error')}}")
     timings = json.loads((res.run_dir / s["dir"] / "stage.json").read_text())["timings"]
+    ledger = [json.loads(line) for line in (res.run_dir / "validation_ledger.jsonl").read_text().splitlines()]
+    trees = [{{k: v for k, v in r.items() if k != "time"}} for r in ledger if r["description"].startswith("lgbm:")]
+    timings["tree rows"] = json.dumps(trees, sort_keys=True)
+    timings.update({{f"part {{k}}": v for k, v in parts.items()}})
 print("TIMINGS " + json.dumps(timings))
 """
 
@@ -67,8 +110,12 @@ def extract(commit: str, into: Path) -> Path:
     return into / "src"
 
 
-def one_run(src: Path, table: str) -> dict[str, float]:
-    code = ONE_RUN.format(bench=str(ROOT / "benchmarks"), table=table)
+WARM_ROWS = 600
+"""Rows of the slice a warm run trains first (``--cold``: none)."""
+
+
+def one_run(src: Path, table: str, warm: bool = True) -> dict[str, float]:
+    code = ONE_RUN.format(bench=str(ROOT / "benchmarks"), table=table, warm=warm, warm_rows=WARM_ROWS)
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1800)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("TIMINGS ")), None)
@@ -83,6 +130,11 @@ def main() -> None:
     ap.add_argument("--tables", default="nwtco,medexp")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default=None)
+    ap.add_argument(
+        "--cold",
+        action="store_true",
+        help="no warm-up run: the family listed first (trees) also pays the first use of the libraries",
+    )
     args = ap.parse_args()
     head = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
@@ -94,7 +146,14 @@ def main() -> None:
         f"bench_tree_speed ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}): python "
         f"benchmarks/bench_tree_speed.py {' '.join(sys.argv[1:])}; before = {args.before}, after = this "
         f"checkout ({head}{', with uncommitted changes in src' if dirty.stdout.strip() else ''}); "
-        f"family run [lgbm, mlp], bench_tables.TRAIN; load average at start {os.getloadavg()[0]:.1f}"
+        f"family run [lgbm, mlp], bench_tables.TRAIN; "
+        + (
+            "cold processes (the family listed first, trees, also loads the libraries both use)"
+            if args.cold
+            else f"each process first runs the same family run on the table's first {WARM_ROWS} rows, so neither "
+            "family pays the first use of a library (matplotlib, Optuna, LightGBM, torch's lazy modules)"
+        )
+        + f"; load average at start {os.getloadavg()[0]:.1f}"
     ]
     print(lines[0], flush=True)
 
@@ -109,22 +168,44 @@ def main() -> None:
             for r in range(args.rounds):
                 order = ["before", "after"] if r % 2 == 0 else ["after", "before"]
                 for name in order:
-                    t = one_run(codes[name], table)
+                    t = one_run(codes[name], table, warm=not args.cold)
                     got[name].append(t)
                     trees, mlp = t["family lgbm seconds"], t["family mlp seconds"]
                     phases = ", ".join(f"{p} {t.get(f'lgbm: phase {p}', 0.0):.2f}" for p in PHASES)
+                    part = {k.removeprefix("part "): v for k, v in t.items() if k.startswith("part ")}
                     say(
                         f"{table} round {r + 1} {name:>6}: selection trees {trees:.2f} s, MLP {mlp:.2f} s, "
-                        f"ratio MLP/trees {mlp / trees:.2f}; trees by phase: {phases}"
+                        f"ratio MLP/trees {mlp / trees:.2f}; trees by phase: {phases}; trees by part: figures "
+                        f"{part.get('lgbm figures', 0.0):.2f}, fits {part.get('lgbm fits', 0.0):.2f} (LightGBM's "
+                        f"boosting rounds {part.get('lgbm boosting rounds', 0.0):.2f}), the rest "
+                        f"{trees - part.get('lgbm figures', 0.0) - part.get('lgbm fits', 0.0):.2f}; MLP's figures "
+                        f"{part.get('mlp figures', 0.0):.2f}"
                     )
+            rows = {t["tree rows"] for name in ("before", "after") for t in got[name]}
+            n_rows = len(json.loads(next(iter(rows))))
+            say(
+                f"{table}: the tree family's validation ledger rows (configurations, parameters, scores) in all "
+                f"{2 * args.rounds} runs: {'IDENTICAL' if len(rows) == 1 else f'{len(rows)} DIFFERENT sets'} "
+                f"({n_rows} rows)"
+            )
             for name in ("before", "after"):
                 ratios = [t["family mlp seconds"] / t["family lgbm seconds"] for t in got[name]]
                 trees = [t["family lgbm seconds"] for t in got[name]]
                 mlp = [t["family mlp seconds"] for t in got[name]]
+                # the figures are the same for both families (one per phase): the ratio of the rest of
+                # each family's selection says how much faster the trees train, method included
+                bare = [
+                    (t["family mlp seconds"] - t.get("part mlp figures", 0.0))
+                    / (t["family lgbm seconds"] - t.get("part lgbm figures", 0.0))
+                    for t in got[name]
+                ]
+                figs = [t.get("part lgbm figures", 0.0) / t["family lgbm seconds"] for t in got[name]]
                 say(
                     f"{table} {name:>6}: median over {args.rounds} rounds: selection trees "
                     f"{statistics.median(trees):.2f} s, MLP {statistics.median(mlp):.2f} s, ratio MLP/trees "
-                    f"{statistics.median(ratios):.2f} (min {min(ratios):.2f}, max {max(ratios):.2f})"
+                    f"{statistics.median(ratios):.2f} (min {min(ratios):.2f}, max {max(ratios):.2f}); figures "
+                    f"{statistics.median(figs):.0%} of the trees' selection; without each family's figures "
+                    f"MLP/trees {statistics.median(bare):.2f}"
                 )
     say(f"load average at the end {os.getloadavg()[0]:.1f}")
     if args.out:

@@ -1,24 +1,23 @@
-"""The warm-start retrain's weight, epochs and learning rate chosen on the development half, then the
+"""``closedloop adapt``'s warm-start retrain tuned on the development half: its line-up (alone, or
+inside the choice among every family), the evaluation fraction, the weight and the epochs; then the
 report half judged once with the choice (bench_shift_recovery.py in parallel processes).
 
-1. **Tuning (development half only).** For every setting in ``GRID`` and every shifted scenario
-   (the test distribution, gaussian noise, contrast), ``bench_shift_recovery.py --half dev
-   --challengers retrain --retrain-mode warm_start`` over ``--dev-draws`` draws: the retrained
-   challenger alone, through ``closedloop adapt``'s rule. The declared rule picks one setting: the
-   most promotions over the three scenarios; ties go to the lowest mean of the scenarios' median cost
-   change on unseen production, then to the earlier setting in ``GRID`` (cheaper first).
-2. **Report (report half, once).** ``bench_shift_recovery.py --half report --challengers
-   recalibration,head,finetune,retrain`` with the chosen setting, every scenario (in-distribution
-   included), ``--report-draws`` draws split into chunks run side by side; the per-draw lines are
-   summarized by ``shift_recovery_draws.py`` (medians, promotions, the targets met or not).
+1. **Tuning (development half only).** For every setting in ``GRID`` (weight, epochs, learning rate,
+   ``--eval-fraction``) and every shifted scenario (the test distribution, gaussian noise, contrast),
+   ``bench_shift_recovery.py --half dev --retrain-mode warm_start`` over ``--dev-draws`` draws with
+   both line-ups (``LINEUPS``: the warm start alone, and inside the choice among recalibration, head,
+   fine-tune and the warm start) judged on the same draws. The declared rule (:data:`RULE`, printed
+   before anything runs) picks one (setting, line-up).
+2. **Report (report half, once).** ``bench_shift_recovery.py --half report`` with the chosen setting
+   and line-up, every scenario (in-distribution included), ``--report-draws`` draws; the per-draw
+   lines are summarized by ``shift_recovery_draws.py`` (medians, promotions, the targets met or not).
 
-Every process writes its own log under ``--logs``; this script prints the tuning table, the choice
-and the report summary. Meant for a machine with many cores (each process uses one thread; the
-warm start trains on CUDA when there is one).
+Every process writes its own log under ``--logs``; this script prints the rule, the tuning table, the
+choice and the report summary.
 
-Run: PYTHONPATH=src python benchmarks/shift_recovery_tune.py [--jobs 14] [--dev-draws 6] [--report-draws 20]
-     [--grid "5:1:5e-4;20:1:5e-4"] [--skip-report]; later, the report half alone with the setting an
-     earlier (saved) tuning run chose: ... --chosen 20:1:5e-4
+Run: PYTHONPATH=src python benchmarks/shift_recovery_tune.py [--jobs 2] [--dev-draws 6] [--report-draws 20]
+     [--grid "20:1:5e-4:0.5;5:1:5e-4:0.5"] [--skip-report]; later, the report half alone with what an
+     earlier (saved) tuning run chose: ... --chosen 20:1:5e-4:0.5:alone
 """
 
 from __future__ import annotations
@@ -36,18 +35,57 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks" / "bench_shift_recovery.py"
 SHIFTED = ("test", "gaussian_noise", "contrast")
+LINEUPS = {"alone": "retrain", "choice": "recalibration,head,finetune,retrain"}
+"""``--challengers`` of the two line-ups: the warm start alone (its decision is its own), or competing
+with the other families' winner on its calibration labels (``closedloop adapt``'s choice)."""
 GRID = [
-    {"weight": w, "epochs": e, "lr": lr} for w, e, lr in itertools.product((5, 20, 50), (1, 3), (1e-4, 5e-4))
+    {"weight": w, "epochs": e, "lr": 5e-4, "eval_fraction": f}
+    for f, (w, e) in itertools.product((0.5, 0.3, 0.7), ((5, 1), (20, 1), (50, 1), (20, 2)))
 ]
-"""Weight (each production fit label added this many times to the ~3,700 training images), passes,
-Adam's learning rate; cheaper settings first (the last tie-break)."""
+"""Per setting: the weight (each production fit label added this many times to the ~3,700 training
+images), passes over the training split, Adam's learning rate (5e-4: chosen last session over 1e-4 on
+this half) and ``--eval-fraction`` (the share of the 100 labels that judges; the rest adapts). The
+order is the last tie-break: the declared default fraction first, then lighter and shorter first.
+Sized for 2 shared CPU cores (12 settings x 2 line-ups x 3 scenarios x 10 draws in about half an hour)."""
+RULE = (
+    "the (setting, line-up) with the lowest mean, over the three shifted scenarios' draws, of the change "
+    "in expected cost per case on unseen development-half production of the model that runs after the "
+    "decision (the challenger where promoted, else the champion: what the loop delivers, promotions and "
+    "their quality together); within 0.1 point of it: the most promotions; then the earlier setting in "
+    "the grid, the warm start alone before the choice (cheaper first)"
+)
 
+HEADER = re.compile(r"^\[(\w+)\] production.*line-up --challengers (\S+)", re.M)
 COST = re.compile(r"expected cost per case vs the champion: median change ([-+\d.]+)%")
 PROMOTED = re.compile(r"promoted in (\d+) of (\d+) draws")
+AFTER = re.compile(r"mean cost change vs the champion ([-+\d.]+)%")
 AUC = re.compile(r"AUC champion median ([\d.]+), challenger ([\d.]+)")
 PARTS = re.compile(
     r"better on the production evaluation part \(p < alpha\) in (\d+) of \d+ draws; non-inferior on the clean original test split in (\d+)"
 )
+
+
+class Cell:
+    """One (setting, line-up, scenario) of the tuning table, read from the bench's summary block."""
+
+    def __init__(self, block: str) -> None:
+        found = [r.search(block) for r in (PROMOTED, AFTER, COST, AUC, PARTS)]
+        if any(m is None for m in found):
+            raise ValueError(block[-1500:])
+        p, after, cost, auc, parts = found
+        self.promoted, self.draws = int(p.group(1)), int(p.group(2))
+        self.after, self.cost = float(after.group(1)), float(cost.group(1))
+        self.text = (
+            f"promoted {self.promoted}/{self.draws}, after {self.after:+.1f}%, challenger {self.cost:+.1f}% "
+            f"(AUC {auc.group(1)}->{auc.group(2)}, better {parts.group(1)}, non-inferior {parts.group(2)})"
+        )
+
+
+def _blocks(log: str) -> dict[str, str]:
+    """The bench's summary block of each line-up in a log (by its ``--challengers``)."""
+    heads = list(HEADER.finditer(log))
+    ends = [h.start() for h in heads[1:]] + [len(log)]
+    return {h.group(2): log[h.start() : e] for h, e in zip(heads, ends, strict=True)}
 
 
 def _bench(args: list[str], log: Path) -> str:
@@ -64,7 +102,84 @@ def _setting_args(s: dict) -> list[str]:
     return [
         "--retrain-mode", "warm_start", "--retrain-weight", str(s["weight"]),
         "--retrain-epochs", str(s["epochs"]), "--retrain-lr", f"{s['lr']:g}",
+        "--eval-fraction", f"{s['eval_fraction']:g}",
     ]  # fmt: skip
+
+
+def _describe(s: dict) -> str:
+    return (
+        f"weight {s['weight']:>2}, epochs {s['epochs']}, lr {s['lr']:g}, eval fraction {s['eval_fraction']:g}"
+    )
+
+
+def tune(args: argparse.Namespace, logs: Path) -> tuple[dict, str]:
+    """The development-half study; returns the chosen (setting, line-up name)."""
+    t0 = time.time()
+    grid = (
+        [
+            {"weight": int(w), "epochs": int(e), "lr": float(lr), "eval_fraction": float(f)}
+            for w, e, lr, f in (x.split(":") for x in args.grid.split(";"))
+        ]
+        if args.grid
+        else GRID
+    )[: args.settings]
+    print(
+        f"== tuning on the DEVELOPMENT half: {len(grid)} settings x {len(LINEUPS)} line-ups x {len(SHIFTED)} "
+        f"scenarios x {args.dev_draws} draws ==\ndeclared rule, fixed before any tuning run: {RULE}",
+        flush=True,
+    )
+    jobs = [(i, s, sc) for i, s in enumerate(grid) for sc in SHIFTED]
+    challengers = ";".join(LINEUPS.values())
+
+    def dev(job: tuple[int, dict, str]) -> tuple[int, str, str]:
+        i, s, sc = job
+        name = f"dev-s{i}-{sc}"
+        done = logs / f"{name}.log"
+        if args.reuse and done.is_file() and len(_blocks(done.read_text())) == len(LINEUPS):
+            return i, sc, done.read_text()  # finished in an earlier, cut run (same grid, same draws)
+        out = _bench(
+            ["--half", "dev", "--challengers", challengers, "--scenarios", sc, "--draws", str(args.dev_draws),
+             "--power-draws", "0", *_setting_args(s), "--work", str(logs / "work" / name)],
+            logs / f"{name}.log",
+        )  # fmt: skip
+        return i, sc, out
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        results = list(pool.map(dev, jobs))
+    table: dict[tuple[int, str], dict[str, Cell]] = {}
+    for i, sc, out in results:
+        blocks = _blocks(out)
+        for lineup, chall in LINEUPS.items():
+            if chall not in blocks:
+                raise SystemExit(f"tuning run {i} {sc} failed: see {logs}/dev-s{i}-{sc}.log\n{out[-2000:]}")
+            table.setdefault((i, lineup), {})[sc] = Cell(blocks[chall])
+    print(f"({time.time() - t0:.0f} s)")
+
+    def after(key: tuple[int, str]) -> float:
+        cells = table[key].values()
+        return sum(c.after * c.draws for c in cells) / sum(c.draws for c in cells)
+
+    def promotions(key: tuple[int, str]) -> int:
+        return sum(c.promoted for c in table[key].values())
+
+    order = [(i, lineup) for i in range(len(grid)) for lineup in LINEUPS]
+    for key in order:
+        cells = "; ".join(f"{sc} {table[key][sc].text}" for sc in SHIFTED)
+        print(
+            f"  {_describe(grid[key[0]])}, {key[1]:>6}: mean after-decision cost change {after(key):+.1f}%, "
+            f"promoted {promotions(key)}; {cells}"
+        )
+    best_after = min(after(k) for k in order)
+    near = [k for k in order if after(k) <= best_after + 0.1]
+    most = max(promotions(k) for k in near)
+    i, lineup = next(k for k in near if promotions(k) == most)
+    print(
+        f"chosen by the declared rule: {_describe(grid[i])}, line-up {lineup} (--challengers {LINEUPS[lineup]}): "
+        f"mean after-decision cost change {after((i, lineup)):+.1f}%, {promotions((i, lineup))} promotions over "
+        f"{len(SHIFTED) * args.dev_draws} draws",
+        flush=True,
+    )
+    return grid[i], lineup
 
 
 def main() -> None:
@@ -72,14 +187,15 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     ap.add_argument("--dev-draws", type=int, default=6)
     ap.add_argument("--report-draws", type=int, default=20)
-    ap.add_argument("--chunk", type=int, default=5, help="report draws per process")
+    ap.add_argument("--chunk", type=int, default=20, help="report draws per process")
     ap.add_argument("--logs", default=str(ROOT / "benchmarks" / "out" / "shift_recovery_tune"))
     ap.add_argument("--skip-report", action="store_true")
     ap.add_argument("--reuse", action="store_true", help="keep tuning logs under --logs that finished")
     ap.add_argument(
         "--chosen",
         default=None,
-        help="'weight:epochs:lr' chosen by an earlier tuning run (its output saved): only the report half runs",
+        help="'weight:epochs:lr:eval_fraction:lineup' chosen by an earlier tuning run (its output saved): "
+        "only the report half runs",
     )
     ap.add_argument(
         "--settings", type=int, default=len(GRID), help="the first N settings of GRID (a smoke run)"
@@ -87,85 +203,20 @@ def main() -> None:
     ap.add_argument(
         "--grid",
         default=None,
-        help="settings to try instead of GRID, 'weight:epochs:lr' separated by ';' (cheaper first)",
+        help="settings to try instead of GRID, 'weight:epochs:lr:eval_fraction' separated by ';' (cheaper first)",
     )
     ap.add_argument("--scenarios", default=",".join((*SHIFTED, "in_distribution")), help="report scenarios")
+    ap.add_argument("--power-draws", type=int, default=300, help="report: bench_shift_recovery --power-draws")
     args = ap.parse_args()
     logs = Path(args.logs)
     logs.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
 
     if args.chosen:
-        w, e, lr = args.chosen.split(":")
-        chosen = {"weight": int(w), "epochs": int(e), "lr": float(lr)}
-        print(f"setting chosen by an earlier tuning run on the development half: {args.chosen}", flush=True)
+        w, e, lr, f, lineup = args.chosen.split(":")
+        chosen = {"weight": int(w), "epochs": int(e), "lr": float(lr), "eval_fraction": float(f)}
+        print(f"chosen by an earlier tuning run on the development half: {args.chosen}", flush=True)
     else:
-        grid = (
-            [
-                {"weight": int(w), "epochs": int(e), "lr": float(lr)}
-                for w, e, lr in (x.split(":") for x in args.grid.split(";"))
-            ]
-            if args.grid
-            else GRID
-        )[: args.settings]
-        jobs = [(i, s, sc) for i, s in enumerate(grid) for sc in SHIFTED]
-
-        def dev(job: tuple[int, dict, str]) -> tuple[int, str, str]:
-            i, s, sc = job
-            name = f"dev-s{i}-{sc}"
-            done = logs / f"{name}.log"
-            if (
-                args.reuse
-                and done.is_file()
-                and COST.search(done.read_text())
-                and PROMOTED.search(done.read_text())
-            ):
-                return i, sc, done.read_text()  # finished in an earlier, cut run (same grid, same draws)
-            out = _bench(
-                ["--half", "dev", "--challengers", "retrain", "--scenarios", sc, "--draws", str(args.dev_draws),
-                 *_setting_args(s), "--work", str(logs / "work" / name)],
-                logs / f"{name}.log",
-            )  # fmt: skip
-            return i, sc, out
-
-        with ThreadPoolExecutor(args.jobs) as pool:
-            results = list(pool.map(dev, jobs))
-        table: dict[int, dict[str, tuple[int, float, str]]] = {i: {} for i in range(len(grid))}
-        for i, sc, out in results:
-            c, p = COST.search(out), PROMOTED.search(out)
-            a, parts = AUC.search(out), PARTS.search(out)
-            if c is None or p is None:
-                raise SystemExit(f"tuning run {i} {sc} failed: see {logs}/dev-s{i}-{sc}.log\n{out[-2000:]}")
-            extra = (f"AUC {a.group(1)}->{a.group(2)}" if a else "") + (
-                f", better {parts.group(1)}, non-inferior {parts.group(2)}" if parts else ""
-            )
-            table[i][sc] = (int(p.group(1)), float(c.group(1)), extra)
-        print(
-            f"== tuning the warm-start retrain on the DEVELOPMENT half: {len(grid)} settings x {len(SHIFTED)} "
-            f"scenarios x {args.dev_draws} draws (the retrained challenger alone), {time.time() - t0:.0f} s =="
-        )
-
-        def score(i: int) -> tuple[int, float, int]:
-            return (
-                -sum(v[0] for v in table[i].values()),
-                sum(v[1] for v in table[i].values()) / len(SHIFTED),
-                i,
-            )
-
-        for i, s in enumerate(grid):
-            cells = "; ".join(
-                f"{sc} promoted {table[i][sc][0]}/{args.dev_draws}, cost {table[i][sc][1]:+.1f}% ({table[i][sc][2]})"
-                for sc in SHIFTED
-            )
-            print(f"  weight {s['weight']:>3}, epochs {s['epochs']}, lr {s['lr']:g}: {cells}")
-        best = min(range(len(grid)), key=score)
-        chosen = grid[best]
-        print(
-            f"chosen by the declared rule (most promotions over the three scenarios, then the lowest mean median "
-            f"cost change, then the cheaper): weight {chosen['weight']}, epochs {chosen['epochs']}, lr {chosen['lr']:g} "
-            f"({-score(best)[0]} promotions, mean median cost change {score(best)[1]:+.1f}%)",
-            flush=True,
-        )
+        chosen, lineup = tune(args, logs)
     if args.skip_report:
         return
 
@@ -180,9 +231,9 @@ def main() -> None:
         sc, first, n = job
         name = f"report-{sc}-{first}"
         _bench(
-            ["--half", "report", "--challengers", "recalibration,head,finetune,retrain", "--scenarios", sc,
-             "--first-draw", str(first), "--draws", str(n), *_setting_args(chosen),
-             "--work", str(logs / "work" / name)],
+            ["--half", "report", "--challengers", LINEUPS[lineup], "--scenarios", sc,
+             "--first-draw", str(first), "--draws", str(n), "--power-draws", str(args.power_draws),
+             *_setting_args(chosen), "--work", str(logs / "work" / name)],
             logs / f"{name}.log",
         )  # fmt: skip
         return logs / f"{name}.log"
@@ -190,12 +241,16 @@ def main() -> None:
     with ThreadPoolExecutor(args.jobs) as pool:
         paths = list(pool.map(report, chunks))
     print(
-        f"\n== REPORT half, once, with the chosen setting: {args.report_draws} draws per scenario, challengers "
-        f"recalibration,head,finetune,retrain, {time.time() - t1:.0f} s =="
+        f"\n== REPORT half, once, with the chosen setting ({_describe(chosen)}, line-up {lineup}: --challengers "
+        f"{LINEUPS[lineup]}): {args.report_draws} draws per scenario, {time.time() - t1:.0f} s =="
     )
+    for path in paths:  # the bench's own summary of each scenario: bounds, power, targets
+        text = path.read_text()
+        print(text[text.index("\n[") :].split("\n(champion run")[0] if "\n[" in text else text[-2000:])
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from shift_recovery_draws import main as summarize
 
+    print("\n== the per-draw lines summarized (shift_recovery_draws.py --targets) ==")
     summarize([str(p) for p in paths], targets=True)
 
 

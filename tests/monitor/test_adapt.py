@@ -609,3 +609,23 @@ def test_warm_start_retrain_bad_input(champion, tmp_path, capsys):
     assert main([*base, "--retrain-mode", "warm_start", "--retrain-set", "train.max_epochs=2"]) == 2
     assert "reruns no config" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_retrain_weight_left_out_is_the_declared_default_of_its_mode(champion, tmp_path, capsys):
+    """A warm start without ``--retrain-weight`` adds each fit label the tuned number of times; a
+    pipeline rerun once; a weight given is kept, and a weight below 1 is refused naming the flag."""
+    from closedloop.adapt.arguments import WARM_START_WEIGHT
+    from closedloop.adapt.retrain import RetrainSpec
+
+    assert RetrainSpec().weight == 1 and RetrainSpec(mode="warm_start").weight == WARM_START_WEIGHT
+    assert RetrainSpec(mode="warm_start", weight=3).weight == 3
+    run, _ = champion
+    labels = _labels(tmp_path / "p.npz", run, 60, 33, shift=40)
+    out = tmp_path / "o"
+    base = ["adapt", str(run), str(labels), "--challengers", "retrain", "--retrain-mode", "warm_start"]
+    assert main([*base, "--retrain-weight", "0", "--out", str(out)]) == 2
+    assert "--retrain-weight 0" in capsys.readouterr().err and not out.exists()
+    assert main([*base, "--out", str(out)]) == 0, capsys.readouterr().err
+    fit = json.loads((out / "adapt.json").read_text())["choice"]["chosen"]["retrain"]
+    assert fit["spec"]["weight"] == WARM_START_WEIGHT
+    assert fit["n_added"] == WARM_START_WEIGHT * len(fit["fit_rows"])

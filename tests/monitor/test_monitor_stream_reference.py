@@ -113,7 +113,7 @@ def _profile(digits, tmp: Path, **kw):
     return stage, out.reference
 
 
-def test_profile_defaults_reach_the_summary_guarantee_and_monitor(digits, tmp_path):
+def test_profile_defaults_reach_the_summary_guarantee_and_monitor(digits, tmp_path, monkeypatch):
     bundle, model, _ = digits
     stage, profile = _profile(digits, tmp_path)
     info = profile.info
@@ -137,6 +137,17 @@ def test_profile_defaults_reach_the_summary_guarantee_and_monitor(digits, tmp_pa
     last = res.windows[-1]
     assert not last["estimate_reliable"] and {"domain", "stream"} <= set(last["estimate_flags"])
     assert res.windows[0]["estimate_flags"] == [] or "domain" not in res.windows[0]["estimate_flags"]
+    # the timeline draws both stream levels: the per-deployment alarm and the one that withholds the estimate
+    import matplotlib.figure
+
+    drawn: list[matplotlib.figure.Figure] = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: drawn.append(fig))
+    res.plot(tmp_path / "timeline.png")
+    legends = [ax.get_legend() for ax in drawn[0].axes if ax.get_legend() is not None]
+    labels = {t.get_text() for legend in legends for t in legend.get_texts()}
+    assert {"stream alarm (1/(alpha*delta), per deployment)", "estimate withheld (1/alpha)"} <= labels
+    lines = {round(float(line.get_ydata()[0]), 6) for ax in drawn[0].axes for line in ax.get_lines()}
+    assert {200.0, 20.0} <= lines
 
 
 def test_conformal_and_marginal_domain_flag_stay_available(digits, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from closedloop.adapt.arguments import DEFAULT_CHALLENGERS
+from closedloop.adapt.arguments import DEFAULT_CHALLENGERS, WARM_START_WEIGHT
 from closedloop.stats.promotion_arguments import add_promotion_arguments
 
 
@@ -115,8 +115,9 @@ def add_commands(subparsers: Any) -> None:
     ad.add_argument(
         "--retrain-weight",
         type=int,
-        default=1,
-        help="retrain: each production label is added to train this many times (default 1)",
+        default=None,
+        help="retrain: each production label is added to train this many times (default: 1 for a pipeline "
+        f"rerun, {WARM_START_WEIGHT} for a warm start, chosen on bench_shift_recovery's development half)",
     )
     ad.add_argument(
         "--retrain-calibration-fraction",

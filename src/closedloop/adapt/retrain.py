@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from closedloop.adapt.arguments import WARM_START_WEIGHT
 from closedloop.core.errors import ConfigError, DataError, RunDirError
 from closedloop.monitoring.production_labels import ProductionLabels
 from closedloop.stats.errors import StatsError
@@ -44,7 +45,8 @@ class RetrainSpec(BaseModel):
     calibration_fraction: float = Field(0.5, gt=0, lt=1)
     """Share of the adaptation part kept out of training to set the threshold on."""
     weight: int = Field(1, ge=1, le=1000)
-    """Each production sample is added to train this many times."""
+    """Each production sample is added to train this many times (left out: 1 for a pipeline rerun,
+    :data:`WARM_START_WEIGHT` for a warm start)."""
     overrides: tuple[str, ...] = ()
     """``closedloop run --set`` overrides of the champion's config for the retrain (e.g.
     ``train.budget_minutes=5``); ``pipeline`` mode only."""
@@ -60,6 +62,14 @@ class RetrainSpec(BaseModel):
     """``warm_start``: Adam's learning rate."""
     batch_size: int = Field(64, ge=2)
     """``warm_start``: rows per step."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _weight_of_the_mode(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("weight") is None:
+            warm = data.get("mode") == "warm_start"
+            data = {**data, "weight": WARM_START_WEIGHT if warm else 1}
+        return data
 
     def describe(self) -> str:
         if self.mode == "pipeline":

@@ -666,13 +666,21 @@ class MonitorResult:
                 label=name,
                 drawstyle="steps-post" if reference else "default",
             )
+            first = self.windows[0]["stream"]
+            per_deployment = first.get("delta") is not None
             twin.axhline(
-                self.windows[0]["stream"]["threshold"],
+                first["threshold"],
                 color="k",
                 ls=":",
                 lw=1,
-                label="stream alarm (1/alpha)",
+                label="stream alarm (1/(alpha*delta), per deployment)"
+                if per_deployment
+                else "stream alarm (1/alpha)",
             )
+            if per_deployment:  # the level over runs still withholds the estimate (StreamStatus.evidence_at)
+                twin.axhline(
+                    1 / first["alpha"], color="grey", ls="-.", lw=1, label="estimate withheld (1/alpha)"
+                )
             twin.set_yscale("log")
             twin.set_ylabel(name)
             twin.legend(fontsize=6, loc="lower right")
