@@ -32,7 +32,6 @@ Run: PYTHONPATH=src .venv/bin/python benchmarks/tune_monitor_last_window.py --wo
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -116,7 +115,13 @@ def choose(scores: dict[str, dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    from bench_monitor_guarantee import SPLIT_SEED, deployment, deployment_parser, test_halves
+    from bench_monitor_guarantee import (
+        SPLIT_SEED,
+        deployment,
+        deployment_parser,
+        draw_deployment,
+        test_halves,
+    )
 
     ap = deployment_parser()
     ap.add_argument("--windows", type=int, default=20, help="in-distribution windows of 200 per deployment")
@@ -132,13 +137,12 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    from closedloop.data.bundle import Split
     from closedloop.monitoring import Monitor
     from closedloop.monitoring.domain import domain_check, domain_matrix, mean_shift_test
     from closedloop.monitoring.drift import Sample
     from closedloop.monitoring.estimate import realized
     from closedloop.monitoring.profile import forward_all, model_input, summary_features
-    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig, build_profile
+    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
 
     if args.half == "report" and args.rule not in CANDIDATES and args.explain is None:
         raise SystemExit(f"--half report needs --rule, the development choice, one of {list(CANDIDATES)}")
@@ -167,11 +171,7 @@ def main() -> None:
     rows: list[Row] = []
     for d in args.explain or range(args.draws):
         rng = np.random.default_rng([POOL_SEED, d])
-        perm = rng.permutation(half)
-        pool, rest = np.sort(perm[: args.pool]), perm[args.pool :]
-        bundle = dataclasses.replace(data, splits={**data.splits, "val": Split(X=Xu[pool], y=yu[pool])})
-        profile = build_profile(cfg, bundle, task, model, np.random.default_rng([7, d]))
-        mon = Monitor(profile, model, seed=d, effects=False)
+        pool, rest, profile, mon = draw_deployment(data, task, model, cfg, (Xu, yu), half, rng, args.pool, d)
         info = profile.info
         if proba_u is None:
             feats_u = summary_features(info, Xu)
