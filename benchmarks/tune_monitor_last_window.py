@@ -27,7 +27,11 @@ part's per-deployment flag rate at or below 5% in >= 90% of deployments, the few
 unflagged and off by > 0.03; ties: the most test windows flagged; then the current rule. The report
 halves are run once, with ``--rule`` naming the development choice.
 
-Run: PYTHONPATH=src .venv/bin/python benchmarks/tune_monitor_last_window.py --workdir /tmp/mon19/r2500 --half dev
+Run (session 11: docs/results/monitor_last_window_dev.txt, monitor_last_window.txt, monitor_last_window_explain.txt):
+  PYTHONPATH=src .venv/bin/python benchmarks/tune_monitor_last_window.py --workdir /tmp/mon19/r2500 --half dev --draws 8 --windows 10 --orders 6
+  ... --half report --draws 10 --windows 10 --orders 10 --rule "current: mean-shift (ridge 1) p <= 0.005"   (once)
+  ... --half report --explain 3 0 1 2 4 5 6 7 8 9   (diagnosis only: each deployment's held-out rows against its
+  production and against the test half)
 """
 
 from __future__ import annotations
