@@ -449,6 +449,12 @@ def _guarantee_sentence(
             f"{1 - config.domain_delta:g} over the draw of the held-out rows (an exact permutation test of the "
             "window's mean inputs against the held-out rows'; Markov's inequality)."
         )
+        if config.train_reference_rows:
+            stream += (
+                f" It is a union of two tests, each at half that level: the held-out rows' and the window's summary "
+                f"features against up to {config.train_reference_rows} training rows' (which also rests on the "
+                "training rows coming from production's population)."
+            )
     elif config.domain_alpha is not None:
         stream += (
             f" The domain flag on the label-free estimate (p <= {config.domain_alpha:g}) flags in-distribution "
@@ -517,6 +523,7 @@ class BuildMonitorProfile(Stage):
                 "stream_test": i.stream_test,
                 "stream_look": i.stream_look,
                 "min_ess_fraction": i.min_ess_fraction,
+                "train_reference_rows": i.train_reference_rows,
                 "domain_rows": len(outputs.reference.domain),
                 "stream_scores": sorted(outputs.reference.stream),
                 "guarantee": i.guarantee,
