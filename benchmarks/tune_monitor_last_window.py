@@ -37,6 +37,11 @@ halves are run once, with ``--rule`` naming the development choice.
 Run (session 11: docs/results/monitor_last_window_dev.txt, monitor_last_window.txt, monitor_last_window_explain.txt):
   PYTHONPATH=src .venv/bin/python benchmarks/tune_monitor_last_window.py --workdir /tmp/mon19/r2500 --half dev --draws 8 --windows 10 --orders 6
   ... --half report --draws 10 --windows 10 --orders 10 --rule "current: mean-shift (ridge 1) p <= 0.005"   (once)
+  monitor2 (session 11): ... --half dev --draws 12 --windows 10 --orders 6 (docs/results/monitor_last_window_train_dev.txt),
+  ... --half report ... --rule "current: ..." once more with the two train-reference candidates printed
+  (docs/results/monitor_last_window_train.txt), then a confirmation on ten deployments no run had drawn:
+  ... --half report --first-draw 10 --draws 10 --windows 10 --orders 10 --rule "mean-shift (ridge 1) or
+  train-reference features, each p <= 0.0025" (docs/results/monitor_last_window_train_confirm.txt)
   ... --half report --explain 3 0 1 2 4 5 6 7 8 9   (diagnosis only: each deployment's held-out rows against its
   production and against the test half)
 """
@@ -148,6 +153,12 @@ def main() -> None:
     ap = deployment_parser()
     ap.add_argument("--windows", type=int, default=20, help="in-distribution windows of 200 per deployment")
     ap.add_argument("--orders", type=int, default=5, help="test-distribution streams of 600 per deployment")
+    ap.add_argument(
+        "--first-draw",
+        type=int,
+        default=0,
+        help="first deployment's draw number (a confirmation on deployments no run has drawn: e.g. 10)",
+    )
     ap.add_argument("--rule", default=None, help="report half: the candidate chosen on the development half")
     ap.add_argument(
         "--explain",
@@ -193,7 +204,7 @@ def main() -> None:
         )
     feats_u = emb_u = proba_u = feats_t = emb_t = proba_t = None
     rows: list[Row] = []
-    for d in args.explain or range(args.draws):
+    for d in args.explain or range(args.first_draw, args.first_draw + args.draws):
         rng = np.random.default_rng([POOL_SEED, d])
         pool, rest, profile, mon = draw_deployment(data, task, model, cfg, (Xu, yu), half, rng, args.pool, d)
         info = profile.info
