@@ -25,6 +25,7 @@ into decisions with the threshold stored in the metadata.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -125,6 +126,13 @@ class Predictor:
         self.categories = {
             f: {str(n): i for i, n in enumerate(v)} for f, v in (inp.get("categories") or {}).items()
         }
+        self.category_values: dict[str, dict[float, int]] = {}
+        """Categorical features whose category names are all numbers: value -> code. In rows keyed by
+        feature name (and a DataFrame) a number there is the category, not its code (stage 3 is not
+        code 3, stage 4)."""
+        for f, by_name in self.categories.items():
+            with contextlib.suppress(ValueError):
+                self.category_values[f] = {float(n): code for n, code in by_name.items()}
         self.unseen_categories: list[dict[str, Any]] = []
         """Category names the last call's rows held that the model never saw (answered as missing)."""
 
@@ -138,7 +146,8 @@ class Predictor:
             return x
         if hasattr(x, "columns") and hasattr(x, "to_dict"):  # a pandas DataFrame, without importing pandas
             x = x.to_dict("records")
-        if isinstance(x, list | tuple) and x and all(isinstance(r, dict) for r in x):
+        keyed = isinstance(x, list | tuple) and bool(x) and all(isinstance(r, dict) for r in x)
+        if keyed:
             rows = []
             for i, r in enumerate(x):
                 missing, unknown = [n for n in names if n not in r], [k for k in r if k not in names]
@@ -156,14 +165,27 @@ class Predictor:
             rows = arr.tolist()
         out = np.empty((len(rows), len(names)), np.float32)
         for i, row in enumerate(rows):
-            out[i] = [self._value(i, f, v) for f, v in zip(names, row, strict=True)]
+            out[i] = [self._value(i, f, v, keyed) for f, v in zip(names, row, strict=True)]
         return out
 
-    def _value(self, i: int, feature: str, v: Any) -> float:
+    def _value(self, i: int, feature: str, v: Any, keyed: bool = False) -> float:
         if v is None:
             return float("nan")
+        by_value = self.category_values.get(feature) if keyed else None
+        number = isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+        if by_value is not None and number and v == v:  # a numeric category by its value (NaN: missing)
+            code = by_value.get(float(v))
+            if code is None:
+                self.unseen_categories.append({"index": i, "feature": feature, "value": v})
+                return float("nan")
+            return float(code)
         if isinstance(v, str) and feature in self.categories:
             code = self.categories[feature].get(v)
+            if code is None and by_value is not None:  # "3.0" names the category 3
+                try:
+                    code = by_value.get(float(v))
+                except ValueError:
+                    code = None
             if code is None:
                 self.unseen_categories.append({"index": i, "feature": feature, "value": v})
                 return float("nan")
