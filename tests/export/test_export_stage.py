@@ -149,6 +149,7 @@ def test_export_table_mlp_uses_dynamic_quantization(tmp_path: Path) -> None:
     np.testing.assert_allclose(p.predict_proba(X), m.predict_proba(b.val.X), rtol=1e-4, atol=1e-5)
     assert "montage" not in out.exported.model_card.lower() or "not drawn" in out.exported.model_card
     check_int8_answers_a_row_alone(out.exported.directory, X)
+    assert "one row at a time" in out.exported.model_card
 
 
 def check_int8_answers_a_row_alone(directory: Path, X: np.ndarray) -> None:
