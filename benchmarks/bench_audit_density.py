@@ -9,8 +9,8 @@ duplicates are counted apart (in a table that repeats rows by itself they are ju
 Val and test pooled against train's own density warns at p < 0.025, each held-out split alone at
 p < 0.0125 (the 0.05 level shared in advance, weighted Bonferroni). Random re-splits (train, val and test
 pooled and dealt again at the released sizes, the null the pooled warning tests): how often the audit
-gives any near-duplicate warning or error (the rule before, each of three looks warning on its own at
-p < 0.05, counted from the same runs), and how often a random split shows a held-out excess at least as
+gives any near-duplicate warning or error (the rule before: train/val, train/test, val/test and the
+pooled look each warning at p < 0.05, counted from the same runs), and how often a random split shows a held-out excess at least as
 large as the released split's (a permutation p-value that does not rest on Fisher's independence).
 
 Run: .venv/bin/python benchmarks/bench_audit_density.py

@@ -5,15 +5,26 @@ Per table, ``--rounds`` rounds; in each round the family run ``train: {family: [
 settings of ``bench_tables.py``: both families through sanity, beat the baseline, the ladder, tuning and
 cross-validation, the winner fitted finally) runs once with the code of ``--before`` (a commit, its
 ``src/`` extracted by ``git archive`` into a temporary folder) and once with this checkout's ``src/``,
-in alternating order, each in its own Python process. From each run's stage timings: the selection
-seconds of each family (``family <name> seconds``) and their ratio MLP / trees, which comes from one run
-(the same machine state for both families); then the median over rounds for each code. The tree
-family's seconds per phase are printed too (``lgbm: phase <name>``), to say where its time goes.
+in alternating order, each in its own Python process. Each process first runs the same family run on
+the table's first 600 rows (``--cold``: not), so neither family pays the first use of a library (the
+family listed first, trees, used to load matplotlib, Optuna and LightGBM for both). From each run's
+stage timings: the selection seconds of each family (``family <name> seconds``) and their ratio MLP /
+trees, which comes from one run (the same machine state for both families); then the median over
+rounds for each code. Per run, the tree family's seconds per phase (``lgbm: phase <name>``) and per part
+(wall seconds inside the drawing functions, the tree fits, LightGBM's ``Booster.update``; the rest is
+the method's own work: Optuna, the ledger, the paired comparisons, the files), and the MLP's figures;
+the median ratio without each family's figures. It also says whether the tree family's validation
+ledger rows (every configuration, its parameters and scores) are identical in every run, before and
+after: a speed change that trains the same trees.
+
+``--alone``: per round and code, one process also trains the table with each family alone (``family:
+lgbm``, then ``family: mlp``, the order alternating over rounds) and reports each whole train stage's
+wall seconds (selection, final fit, calibration, test, importance, figures) and their ratio.
 
 Timings are wall seconds on whatever machine runs it; run at normal priority when quoting them.
 
 Run: .venv/bin/python benchmarks/bench_tree_speed.py --before COMMIT [--tables nwtco,medexp]
-     [--rounds 3] [--out docs/results/tree_speed.txt]
+     [--rounds 3] [--alone] [--cold] [--out docs/results/tree_speed.txt]
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ import tempfile
 import time
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("sanity", "beat_baseline", "scale_up", "tune", "cross_validate")
@@ -86,6 +98,17 @@ with tempfile.TemporaryDirectory() as tmp:
         Pipeline([GivenArtifacts.of({{"data": small}}, runs / "warm_given"), *warm], name="warm", runs_dir=runs / "warm").run(progress=False)
         parts.clear()
     given = GivenArtifacts.of({{"data": data}}, runs / "given")
+    if {alone!r}:  # each family alone in its own train stage, as a user runs it: the stage's wall time
+        alone = {{}}
+        for fam in {alone!r}:
+            stages = [STAGES.resolve("task")(), TrainModel(**B.TRAIN, family=fam)]
+            res = Pipeline([given, *stages], name=f"alone_{{fam}}", runs_dir=runs / fam).run(progress=False)
+            s = res.summary["stages"]["train"]
+            if s["status"] != "ok":
+                raise SystemExit(f"train failed: {{s.get('error')}}")
+            alone[f"stage {{fam}} seconds"] = s["seconds"]
+        print("TIMINGS " + json.dumps(alone))
+        raise SystemExit(0)
     stages = [STAGES.resolve("task")(), TrainModel(**B.TRAIN, family=["lgbm", "mlp"])]
     res = Pipeline([given, *stages], name="speed", runs_dir=runs).run(progress=False)
     s = res.summary["stages"]["train"]
@@ -114,14 +137,40 @@ WARM_ROWS = 600
 """Rows of the slice a warm run trains first (``--cold``: none)."""
 
 
-def one_run(src: Path, table: str, warm: bool = True) -> dict[str, float]:
-    code = ONE_RUN.format(bench=str(ROOT / "benchmarks"), table=table, warm=warm, warm_rows=WARM_ROWS)
+def one_run(src: Path, table: str, warm: bool = True, alone: list[str] | None = None) -> dict[str, float]:
+    """One process: the family run's timings, or (``alone``: the families in this order) each family's
+    own train stage's wall seconds."""
+    code = ONE_RUN.format(
+        bench=str(ROOT / "benchmarks"), table=table, warm=warm, warm_rows=WARM_ROWS, alone=alone or []
+    )
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1800)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("TIMINGS ")), None)
     if out.returncode != 0 or line is None:
         raise SystemExit(f"{table} with {src}: exit {out.returncode}\n{out.stderr[-3000:]}")
     return json.loads(line.removeprefix("TIMINGS "))
+
+
+def alone_rounds(codes: dict[str, Path], table: str, args: argparse.Namespace, say: Any) -> None:
+    """``--alone``: per round and code, one process trains the table with each family alone (their order
+    alternating over rounds) and reports each train stage's wall seconds and their ratio."""
+    got: dict[str, list[float]] = {"before": [], "after": []}
+    for r in range(args.rounds):
+        families = ["lgbm", "mlp"] if r % 2 == 0 else ["mlp", "lgbm"]
+        for name in ["before", "after"] if r % 2 == 0 else ["after", "before"]:
+            t = one_run(codes[name], table, warm=not args.cold, alone=families)
+            trees, mlp = t["stage lgbm seconds"], t["stage mlp seconds"]
+            got[name].append(mlp / trees)
+            say(
+                f"{table} alone, round {r + 1} {name:>6}: train stage with trees alone {trees:.2f} s, with the "
+                f"MLP alone {mlp:.2f} s, ratio MLP/trees {mlp / trees:.2f} (ran {' then '.join(families)})"
+            )
+    for name in ("before", "after"):
+        v = got[name]
+        say(
+            f"{table} alone {name:>6}: median over {args.rounds} rounds: train stage ratio MLP/trees "
+            f"{statistics.median(v):.2f} (min {min(v):.2f}, max {max(v):.2f})"
+        )
 
 
 def main() -> None:
@@ -134,6 +183,12 @@ def main() -> None:
         "--cold",
         action="store_true",
         help="no warm-up run: the family listed first (trees) also pays the first use of the libraries",
+    )
+    ap.add_argument(
+        "--alone",
+        action="store_true",
+        help="also each family alone in its own train stage (the whole stage: selection, final fit, "
+        "calibration, test, figures; trees alone draw theirs in a helper process by default)",
     )
     args = ap.parse_args()
     head = subprocess.run(
@@ -207,6 +262,8 @@ def main() -> None:
                     f"{statistics.median(figs):.0%} of the trees' selection; without each family's figures "
                     f"MLP/trees {statistics.median(bare):.2f}"
                 )
+            if args.alone:
+                alone_rounds(codes, table, args, say)
     say(f"load average at the end {os.getloadavg()[0]:.1f}")
     if args.out:
         Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")

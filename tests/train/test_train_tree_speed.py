@@ -154,3 +154,39 @@ def test_the_kept_booster_serves_until_the_buffer_changes_and_leaves_are_counted
     assert other.lgb_booster() is not before
     np.testing.assert_array_equal(eng.predict_logits(other, val), eng.predict_logits(net, val))
     assert other.n_leaves() == net.n_leaves()
+
+
+@pytest.mark.parametrize(
+    ("problem", "metric"),
+    [
+        ("binary", "auc"),
+        ("binary", "loss"),
+        ("multiclass", "auc"),
+        ("multiclass", "accuracy"),
+        ("multilabel", "auc"),
+    ],
+)
+def test_permutation_importance_scores_every_resample_in_one_pass_as_one_by_one(
+    problem: str, metric: str
+) -> None:
+    from closedloop.stages.train.engine import score
+    from closedloop.stages.train.importance import _resampled_metric
+
+    data = _table(300, problem, 2)
+    eng = TreeEngine(
+        problem,
+        {"binary": 2, "multiclass": 3, "multilabel": 2}[problem],
+        metric=metric,
+        higher_is_better=True,
+    )
+    net = TreeEnsemble(5, eng.n_logits, num_leaves=4)
+    eng.fit(net, _table(400, problem, 0), None, HParams(epochs=2, patience=None), seed=0, restore_best=False)
+    logits = np.asarray(eng.predict_logits(net, data)).reshape(len(data), -1)
+    rng = np.random.default_rng(0)
+    boots = [rng.integers(0, len(data), len(data)) for _ in range(40)]
+
+    def one(lg: np.ndarray, idx: np.ndarray) -> float:
+        return score(metric, data.y_np[idx], lg[idx], problem, eng.metric_convention)
+
+    fast = _resampled_metric(eng, data.y_np, boots, one)(logits)
+    np.testing.assert_allclose(fast, [one(logits, b) for b in boots], rtol=0, atol=1e-12)

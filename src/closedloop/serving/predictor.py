@@ -35,6 +35,39 @@ import numpy as np
 
 METADATA_FILE = "predictor.json"
 FORMAT_VERSION = 1
+PER_BATCH_OP = b"DynamicQuantizeLinear"
+"""The op of a dynamically quantized int8 model: it scales activations by the range of the whole
+input tensor, so with several rows in one call a row's answer depends on its batch-mates."""
+
+
+def scales_per_batch(path: str | os.PathLike[str]) -> bool:
+    """Whether the ONNX file holds :data:`PER_BATCH_OP` (the op type is stored as plain text in the
+    protobuf; a false hit would only make the model slower, never change an answer)."""
+    return PER_BATCH_OP in Path(path).read_bytes()
+
+
+class OneRowAtATime:
+    """An onnxruntime session that runs each row of a batch alone, so a model whose activations are
+    quantized per call (:func:`scales_per_batch`) answers a row the same in any batch. The export
+    stage wraps its int8 session the same way (``closedloop.stages.export.onnx_export``)."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+
+    def get_inputs(self) -> Any:
+        return self.session.get_inputs()
+
+    def get_outputs(self) -> Any:
+        return self.session.get_outputs()
+
+    def run(self, output_names: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        (name, x), *others = feeds.items()
+        if others:
+            raise ValueError("one-row-at-a-time runs need a model with exactly one input")
+        if len(x) <= 1:
+            return self.session.run(output_names, feeds)
+        rows = [self.session.run(output_names, {name: x[i : i + 1]}) for i in range(len(x))]
+        return [np.concatenate([r[k] for r in rows]) for k in range(len(rows[0]))]
 
 
 class PredictorError(ValueError):
@@ -108,11 +141,15 @@ class Predictor:
         opts.intra_op_num_threads = int(threads or self.meta.get("threads") or 1)
         opts.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise PredictorError(
                 f"{path}: cannot load the ONNX model ({type(exc).__name__}: {exc})"
             ) from None
+        self.one_row_at_a_time = scales_per_batch(path)
+        """A dynamically quantized model runs row by row: a row's answer never depends on the other
+        rows of the call (or, served with dynamic batching, on other clients' rows)."""
+        self.session: Any = OneRowAtATime(session) if self.one_row_at_a_time else session
         self.input_name = self.session.get_inputs()[0].name
         inp = self.meta["input"]
         self.input_shape = tuple(int(d) for d in inp["shape"])
