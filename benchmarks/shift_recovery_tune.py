@@ -84,7 +84,7 @@ class Cell:
 def _blocks(log: str) -> dict[str, str]:
     """The bench's summary block of each line-up in a log (by its ``--challengers``)."""
     heads = list(HEADER.finditer(log))
-    ends = [h.start() for h in heads[1:]] + [len(log)]
+    ends = [h.start() for h in heads[1:]] + [len(log)] if heads else []
     return {h.group(2): log[h.start() : e] for h, e in zip(heads, ends, strict=True)}
 
 
