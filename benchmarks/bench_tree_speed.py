@@ -5,15 +5,26 @@ Per table, ``--rounds`` rounds; in each round the family run ``train: {family: [
 settings of ``bench_tables.py``: both families through sanity, beat the baseline, the ladder, tuning and
 cross-validation, the winner fitted finally) runs once with the code of ``--before`` (a commit, its
 ``src/`` extracted by ``git archive`` into a temporary folder) and once with this checkout's ``src/``,
-in alternating order, each in its own Python process. From each run's stage timings: the selection
-seconds of each family (``family <name> seconds``) and their ratio MLP / trees, which comes from one run
-(the same machine state for both families); then the median over rounds for each code. The tree
-family's seconds per phase are printed too (``lgbm: phase <name>``), to say where its time goes.
+in alternating order, each in its own Python process. Each process first runs the same family run on
+the table's first 600 rows (``--cold``: not), so neither family pays the first use of a library (the
+family listed first, trees, used to load matplotlib, Optuna and LightGBM for both). From each run's
+stage timings: the selection seconds of each family (``family <name> seconds``) and their ratio MLP /
+trees, which comes from one run (the same machine state for both families); then the median over
+rounds for each code. Per run, the tree family's seconds per phase (``lgbm: phase <name>``) and per part
+(wall seconds inside the drawing functions, the tree fits, LightGBM's ``Booster.update``; the rest is
+the method's own work: Optuna, the ledger, the paired comparisons, the files), and the MLP's figures;
+the median ratio without each family's figures. It also says whether the tree family's validation
+ledger rows (every configuration, its parameters and scores) are identical in every run, before and
+after: a speed change that trains the same trees.
+
+``--alone``: per round and code, one process also trains the table with each family alone (``family:
+lgbm``, then ``family: mlp``, the order alternating over rounds) and reports each whole train stage's
+wall seconds (selection, final fit, calibration, test, importance, figures) and their ratio.
 
 Timings are wall seconds on whatever machine runs it; run at normal priority when quoting them.
 
 Run: .venv/bin/python benchmarks/bench_tree_speed.py --before COMMIT [--tables nwtco,medexp]
-     [--rounds 3] [--out docs/results/tree_speed.txt]
+     [--rounds 3] [--alone] [--cold] [--out docs/results/tree_speed.txt]
 """
 
 from __future__ import annotations
@@ -29,30 +40,85 @@ import tempfile
 import time
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("sanity", "beat_baseline", "scale_up", "tune", "cross_validate")
 
 ONE_RUN = """
-import json, sys, tempfile
+import functools, json, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, {bench!r})
 import bench_tables as B
+import lightgbm
 from closedloop.core.checks import GivenArtifacts
 from closedloop.core.pipeline import Pipeline
 from closedloop.core.registry import STAGES
-from closedloop.stages.train import TrainModel
+from closedloop.stages.train import TrainModel, families, plots
+from closedloop.stages.train.tree_engine import TreeEngine
+parts, inside, active = {{}}, [None], set()
+def timed(owner, name, part):  # wall seconds spent in owner.name while a family selects, per family
+    fn = getattr(owner, name)
+    @functools.wraps(fn)
+    def wrapper(*a, **k):
+        if inside[0] is None or part in active:  # a part's nested calls are counted once
+            return fn(*a, **k)
+        active.add(part)
+        t0 = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            key = inside[0] + " " + part
+            parts[key] = parts.get(key, 0.0) + time.perf_counter() - t0
+            active.discard(part)
+    setattr(owner, name, wrapper)
+for owner, name, part in [  # figures; the fits (validation scoring and callbacks in); LightGBM's rounds
+    (plots, "_save", "figures"),
+    (plots, "warm", "figures"),
+    (TreeEngine, "fit", "fits"),
+    (TreeEngine, "overfit_batch", "fits"),
+    (lightgbm.Booster, "update", "boosting rounds"),
+]:
+    timed(owner, name, part)
+run_phases = families.run_phases
+def timed_phases(sess, select):
+    inside[0] = sess.family
+    try:
+        return run_phases(sess, select)
+    finally:
+        inside[0] = None
+families.run_phases = timed_phases
 X, y, cats = B.TABLES[{table!r}]()
 data, _, _ = B.bundle(X, y, cats, {table!r})
 with tempfile.TemporaryDirectory() as tmp:
     runs = Path(tmp)
+    if {warm!r}:  # the same family run on a slice first: every library either family uses is loaded
+        small, _, _ = B.bundle(X.iloc[:{warm_rows}], y[:{warm_rows}], cats, {table!r})
+        warm = [STAGES.resolve("task")(), TrainModel(**{{**B.TRAIN, "n_trials": 2}}, family=["lgbm", "mlp"])]
+        Pipeline([GivenArtifacts.of({{"data": small}}, runs / "warm_given"), *warm], name="warm", runs_dir=runs / "warm").run(progress=False)
+        parts.clear()
     given = GivenArtifacts.of({{"data": data}}, runs / "given")
+    if {alone!r}:  # each family alone in its own train stage, as a user runs it: the stage's wall time
+        alone = {{}}
+        for fam in {alone!r}:
+            stages = [STAGES.resolve("task")(), TrainModel(**B.TRAIN, family=fam)]
+            res = Pipeline([given, *stages], name=f"alone_{{fam}}", runs_dir=runs / fam).run(progress=False)
+            s = res.summary["stages"]["train"]
+            if s["status"] != "ok":
+                raise SystemExit(f"train failed: {{s.get('error')}}")
+            alone[f"stage {{fam}} seconds"] = s["seconds"]
+        print("TIMINGS " + json.dumps(alone))
+        raise SystemExit(0)
     stages = [STAGES.resolve("task")(), TrainModel(**B.TRAIN, family=["lgbm", "mlp"])]
     res = Pipeline([given, *stages], name="speed", runs_dir=runs).run(progress=False)
     s = res.summary["stages"]["train"]
     if s["status"] != "ok":
         raise SystemExit(f"train failed: {{s.get('error')}}")
     timings = json.loads((res.run_dir / s["dir"] / "stage.json").read_text())["timings"]
+    ledger = [json.loads(line) for line in (res.run_dir / "validation_ledger.jsonl").read_text().splitlines()]
+    trees = [{{k: v for k, v in r.items() if k != "time"}} for r in ledger if r["description"].startswith("lgbm:")]
+    timings["tree rows"] = json.dumps(trees, sort_keys=True)
+    timings.update({{f"part {{k}}": v for k, v in parts.items()}})
 print("TIMINGS " + json.dumps(timings))
 """
 
@@ -67,8 +133,16 @@ def extract(commit: str, into: Path) -> Path:
     return into / "src"
 
 
-def one_run(src: Path, table: str) -> dict[str, float]:
-    code = ONE_RUN.format(bench=str(ROOT / "benchmarks"), table=table)
+WARM_ROWS = 600
+"""Rows of the slice a warm run trains first (``--cold``: none)."""
+
+
+def one_run(src: Path, table: str, warm: bool = True, alone: list[str] | None = None) -> dict[str, float]:
+    """One process: the family run's timings, or (``alone``: the families in this order) each family's
+    own train stage's wall seconds."""
+    code = ONE_RUN.format(
+        bench=str(ROOT / "benchmarks"), table=table, warm=warm, warm_rows=WARM_ROWS, alone=alone or []
+    )
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1800)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("TIMINGS ")), None)
@@ -77,12 +151,45 @@ def one_run(src: Path, table: str) -> dict[str, float]:
     return json.loads(line.removeprefix("TIMINGS "))
 
 
+def alone_rounds(codes: dict[str, Path], table: str, args: argparse.Namespace, say: Any) -> None:
+    """``--alone``: per round and code, one process trains the table with each family alone (their order
+    alternating over rounds) and reports each train stage's wall seconds and their ratio."""
+    got: dict[str, list[float]] = {"before": [], "after": []}
+    for r in range(args.rounds):
+        families = ["lgbm", "mlp"] if r % 2 == 0 else ["mlp", "lgbm"]
+        for name in ["before", "after"] if r % 2 == 0 else ["after", "before"]:
+            t = one_run(codes[name], table, warm=not args.cold, alone=families)
+            trees, mlp = t["stage lgbm seconds"], t["stage mlp seconds"]
+            got[name].append(mlp / trees)
+            say(
+                f"{table} alone, round {r + 1} {name:>6}: train stage with trees alone {trees:.2f} s, with the "
+                f"MLP alone {mlp:.2f} s, ratio MLP/trees {mlp / trees:.2f} (ran {' then '.join(families)})"
+            )
+    for name in ("before", "after"):
+        v = got[name]
+        say(
+            f"{table} alone {name:>6}: median over {args.rounds} rounds: train stage ratio MLP/trees "
+            f"{statistics.median(v):.2f} (min {min(v):.2f}, max {max(v):.2f})"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--before", required=True, help="the commit to compare this checkout with")
     ap.add_argument("--tables", default="nwtco,medexp")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default=None)
+    ap.add_argument(
+        "--cold",
+        action="store_true",
+        help="no warm-up run: the family listed first (trees) also pays the first use of the libraries",
+    )
+    ap.add_argument(
+        "--alone",
+        action="store_true",
+        help="also each family alone in its own train stage (the whole stage: selection, final fit, "
+        "calibration, test, figures; trees alone draw theirs in a helper process by default)",
+    )
     args = ap.parse_args()
     head = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
@@ -94,7 +201,14 @@ def main() -> None:
         f"bench_tree_speed ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}): python "
         f"benchmarks/bench_tree_speed.py {' '.join(sys.argv[1:])}; before = {args.before}, after = this "
         f"checkout ({head}{', with uncommitted changes in src' if dirty.stdout.strip() else ''}); "
-        f"family run [lgbm, mlp], bench_tables.TRAIN; load average at start {os.getloadavg()[0]:.1f}"
+        f"family run [lgbm, mlp], bench_tables.TRAIN; "
+        + (
+            "cold processes (the family listed first, trees, also loads the libraries both use)"
+            if args.cold
+            else f"each process first runs the same family run on the table's first {WARM_ROWS} rows, so neither "
+            "family pays the first use of a library (matplotlib, Optuna, LightGBM, torch's lazy modules)"
+        )
+        + f"; load average at start {os.getloadavg()[0]:.1f}"
     ]
     print(lines[0], flush=True)
 
@@ -109,23 +223,47 @@ def main() -> None:
             for r in range(args.rounds):
                 order = ["before", "after"] if r % 2 == 0 else ["after", "before"]
                 for name in order:
-                    t = one_run(codes[name], table)
+                    t = one_run(codes[name], table, warm=not args.cold)
                     got[name].append(t)
                     trees, mlp = t["family lgbm seconds"], t["family mlp seconds"]
                     phases = ", ".join(f"{p} {t.get(f'lgbm: phase {p}', 0.0):.2f}" for p in PHASES)
+                    part = {k.removeprefix("part "): v for k, v in t.items() if k.startswith("part ")}
                     say(
                         f"{table} round {r + 1} {name:>6}: selection trees {trees:.2f} s, MLP {mlp:.2f} s, "
-                        f"ratio MLP/trees {mlp / trees:.2f}; trees by phase: {phases}"
+                        f"ratio MLP/trees {mlp / trees:.2f}; trees by phase: {phases}; trees by part: figures "
+                        f"{part.get('lgbm figures', 0.0):.2f}, fits {part.get('lgbm fits', 0.0):.2f} (LightGBM's "
+                        f"boosting rounds {part.get('lgbm boosting rounds', 0.0):.2f}), the rest "
+                        f"{trees - part.get('lgbm figures', 0.0) - part.get('lgbm fits', 0.0):.2f}; MLP's figures "
+                        f"{part.get('mlp figures', 0.0):.2f}"
                     )
+            rows = {t["tree rows"] for name in ("before", "after") for t in got[name]}
+            n_rows = len(json.loads(next(iter(rows))))
+            say(
+                f"{table}: the tree family's validation ledger rows (configurations, parameters, scores) in all "
+                f"{2 * args.rounds} runs: {'IDENTICAL' if len(rows) == 1 else f'{len(rows)} DIFFERENT sets'} "
+                f"({n_rows} rows)"
+            )
             for name in ("before", "after"):
                 ratios = [t["family mlp seconds"] / t["family lgbm seconds"] for t in got[name]]
                 trees = [t["family lgbm seconds"] for t in got[name]]
                 mlp = [t["family mlp seconds"] for t in got[name]]
+                # the figures are the same for both families (one per phase): the ratio of the rest of
+                # each family's selection says how much faster the trees train, method included
+                bare = [
+                    (t["family mlp seconds"] - t.get("part mlp figures", 0.0))
+                    / (t["family lgbm seconds"] - t.get("part lgbm figures", 0.0))
+                    for t in got[name]
+                ]
+                figs = [t.get("part lgbm figures", 0.0) / t["family lgbm seconds"] for t in got[name]]
                 say(
                     f"{table} {name:>6}: median over {args.rounds} rounds: selection trees "
                     f"{statistics.median(trees):.2f} s, MLP {statistics.median(mlp):.2f} s, ratio MLP/trees "
-                    f"{statistics.median(ratios):.2f} (min {min(ratios):.2f}, max {max(ratios):.2f})"
+                    f"{statistics.median(ratios):.2f} (min {min(ratios):.2f}, max {max(ratios):.2f}); figures "
+                    f"{statistics.median(figs):.0%} of the trees' selection; without each family's figures "
+                    f"MLP/trees {statistics.median(bare):.2f}"
                 )
+            if args.alone:
+                alone_rounds(codes, table, args, say)
     say(f"load average at the end {os.getloadavg()[0]:.1f}")
     if args.out:
         Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")

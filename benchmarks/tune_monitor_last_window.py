@@ -27,12 +27,15 @@ part's per-deployment flag rate at or below 5% in >= 90% of deployments, the few
 unflagged and off by > 0.03; ties: the most test windows flagged; then the current rule. The report
 halves are run once, with ``--rule`` naming the development choice.
 
-Run: PYTHONPATH=src .venv/bin/python benchmarks/tune_monitor_last_window.py --workdir /tmp/mon19/r2500 --half dev
+Run (session 11: docs/results/monitor_last_window_dev.txt, monitor_last_window.txt, monitor_last_window_explain.txt):
+  PYTHONPATH=src .venv/bin/python benchmarks/tune_monitor_last_window.py --workdir /tmp/mon19/r2500 --half dev --draws 8 --windows 10 --orders 6
+  ... --half report --draws 10 --windows 10 --orders 10 --rule "current: mean-shift (ridge 1) p <= 0.005"   (once)
+  ... --half report --explain 3 0 1 2 4 5 6 7 8 9   (diagnosis only: each deployment's held-out rows against its
+  production and against the test half)
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -116,45 +119,63 @@ def choose(scores: dict[str, dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    from bench_monitor_guarantee import SPLIT_SEED, deployment, deployment_parser, test_halves
+    from bench_monitor_guarantee import (
+        SPLIT_SEED,
+        deployment,
+        deployment_parser,
+        draw_deployment,
+        test_halves,
+    )
 
     ap = deployment_parser()
     ap.add_argument("--windows", type=int, default=20, help="in-distribution windows of 200 per deployment")
     ap.add_argument("--orders", type=int, default=5, help="test-distribution streams of 600 per deployment")
     ap.add_argument("--rule", default=None, help="report half: the candidate chosen on the development half")
+    ap.add_argument(
+        "--explain",
+        type=int,
+        nargs="+",
+        default=None,
+        help="diagnosis only: for these deployments, each one's held-out rows against its own production and "
+        "against the test half (domain AUC, mean-shift p); nothing is scored or chosen",
+    )
     args = ap.parse_args()
 
-    from closedloop.data.bundle import Split
     from closedloop.monitoring import Monitor
-    from closedloop.monitoring.domain import domain_matrix, mean_shift_test
+    from closedloop.monitoring.domain import domain_check, domain_matrix, mean_shift_test
     from closedloop.monitoring.drift import Sample
     from closedloop.monitoring.estimate import realized
     from closedloop.monitoring.profile import forward_all, model_input, summary_features
-    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig, build_profile
+    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
 
-    if args.half == "report" and args.rule not in CANDIDATES:
+    if args.half == "report" and args.rule not in CANDIDATES and args.explain is None:
         raise SystemExit(f"--half report needs --rule, the development choice, one of {list(CANDIDATES)}")
     t0 = time.time()
     run, data, task, model, Xu, yu = deployment(Path(args.workdir), args.remove)
     cfg = BuildMonitorProfileConfig(window_sizes=[200])
     half = pool_halves(len(yu))[args.half]
     Xt, yt = test_halves()[args.half]
-    print(
+    pools = (
         f"== {args.half.upper()} halves: the unseen in-distribution pool's (seed {POOL_SEED}, {len(half)} of "
         f"{len(yu)} images) and the test split's (seed {SPLIT_SEED}, {len(yt)} images); model {run.name}; "
-        f"{args.draws} deployments of {args.pool} held-out rows from the pool half; {args.windows} in-distribution "
-        f"windows of 200 + one in-distribution stream of 4 windows and {args.orders} test streams of 3 windows per "
-        f"deployment; domain level {cfg.domain_alpha}*{cfg.domain_delta}; 2 shared CPU cores =="
     )
+    if args.explain is not None:
+        print(
+            pools
+            + f"diagnosis of deployments {args.explain} ({args.pool} held-out rows each); nothing scored =="
+        )
+    else:
+        print(
+            pools
+            + f"{args.draws} deployments of {args.pool} held-out rows from the pool half; {args.windows} "
+            f"in-distribution windows of 200 + one in-distribution stream of 4 windows and {args.orders} test streams "
+            f"of 3 windows per deployment; domain level {cfg.domain_alpha}*{cfg.domain_delta}; 2 shared CPU cores =="
+        )
     feats_u = emb_u = proba_u = feats_t = emb_t = proba_t = None
     rows: list[Row] = []
-    for d in range(args.draws):
+    for d in args.explain or range(args.draws):
         rng = np.random.default_rng([POOL_SEED, d])
-        perm = rng.permutation(half)
-        pool, rest = np.sort(perm[: args.pool]), perm[args.pool :]
-        bundle = dataclasses.replace(data, splits={**data.splits, "val": Split(X=Xu[pool], y=yu[pool])})
-        profile = build_profile(cfg, bundle, task, model, np.random.default_rng([7, d]))
-        mon = Monitor(profile, model, seed=d, effects=False)
+        pool, rest, profile, mon = draw_deployment(data, task, model, cfg, (Xu, yu), half, rng, args.pool, d)
         info = profile.info
         if proba_u is None:
             feats_u = summary_features(info, Xu)
@@ -163,6 +184,19 @@ def main() -> None:
             emb_t, proba_t = forward_all(model, model_input(info, Xt))
         full = Sample(features=feats_u, embeddings=profile.reduce(emb_u), proba=proba_u)
         tsample = Sample(features=feats_t, embeddings=profile.reduce(emb_t), proba=proba_t)
+        if args.explain is not None:  # does this deployment's reference sit apart from its own population?
+            own = domain_check(profile.domain, full.take(rest), info.problem_type, np.random.default_rng(d))[
+                0
+            ]
+            test = domain_check(profile.domain, tsample, info.problem_type, np.random.default_rng(d))[0]
+            ref_acc = float(np.mean((proba_u[pool, 1] >= info.threshold) == yu[pool]))
+            print(
+                f"  deployment {d}: its {len(pool)} held-out rows (pneumonia {yu[pool].mean():.1%}, model accuracy "
+                f"{ref_acc:.3f}) against its {len(rest)} production rows: domain AUC {own.auc:.3f}, mean-shift p "
+                f"{own.p_value:.3g}; against the {len(yt)} test-half rows: domain AUC {test.auc:.3f}, mean-shift p "
+                f"{test.p_value:.3g}"
+            )
+            continue
 
         def record(
             s: Sample,
@@ -210,6 +244,8 @@ def main() -> None:
                 status = mon.stream_update(sr, tsample.take(widx))
                 record(tsample.take(widx), yt[widx], [d, 500 + 3 * o + k], "test", k, status)
         print(f"  draw {d:>2}: {time.time() - t0:.0f} s", flush=True)
+    if args.explain is not None:
+        return
 
     scores = {name: score(rows, rule) for name, (_, rule) in CANDIDATES.items()}
     s0 = next(iter(scores.values()))
@@ -238,12 +274,19 @@ def main() -> None:
         )
     # why a target of "every window" is out of reach of a flag with a stated per-deployment budget: the chance
     # that a flag with this first-window power misses none of the report run's 100 first windows
-    power = s["first_flagged"]
+    from scipy.stats import beta
+
+    power, n_first = s["first_flagged"], s["n_first"]
+    hits = round(power * n_first)
+    low = (
+        float(beta.ppf(0.05, hits, n_first - hits + 1)) if hits > 0 else 0.0
+    )  # one-sided 95% Clopper-Pearson
     tests = [r for r in rows if r["kind"] == "test"]
     print(
         f"   the bound: CBPE's error on test windows median {np.median([r['err'] for r in tests]):.3f} (within 0.03: "
-        f"{np.mean([r['err'] <= 0.03 for r in tests]):.0%}), so only a flag meets the target; first-window flag "
-        f"power {power:.3f} over {s['n_first']} => P(no unflagged first window among 100) = {power**100:.2f}"
+        f"{np.mean([r['err'] <= 0.03 for r in tests]):.0%}), so only a flag meets the target; first windows flagged "
+        f"{hits} of {n_first} (power {power:.3f}, one-sided 95% lower bound {low:.3f}) => P(no unflagged first window "
+        f"among 100) = {power**100:.2f} at the estimate, {low**100:.3f} at the lower bound"
     )
     print(f"total {time.time() - t0:.0f} s")
 

@@ -105,14 +105,16 @@ def test_the_excess_pairs_are_ranked_by_the_look_that_found_the_excess() -> None
     assert ne(None).excess_queries(0.0001).tolist() == []  # not significant: nothing marked
 
 
-def _split_leak(n_copies: int, seed: int = 0) -> DatasetBundle:
-    """Spread-out random images; val and test each get ``n_copies`` noisy copies of train images: too few
-    for either split's own look (two hypergeometric draws of 122 of 622), enough pooled."""
+def _split_leak(n_copies: int, seed: int = 0, n_test: int | None = None, val: bool = True) -> DatasetBundle:
+    """Spread-out random images; val and test each get ``n_copies`` (test: ``n_test`` if given) noisy
+    copies of train images: too few for either split's own look (two hypergeometric draws of 122 of 622),
+    enough pooled."""
     rng = np.random.default_rng(seed)
     X = rng.integers(0, 256, (740, 8, 8, 1)).astype(np.float64)
-    parts = {"train": X[:500], "val": X[500:620], "test": X[620:740]}
+    parts = {"train": X[:500], "val": X[500:620] if val else X[:0], "test": X[620:740]}
     for name in ("val", "test"):
-        src = rng.choice(500, n_copies, replace=False)
+        n = n_copies if name == "val" or n_test is None else n_test
+        src = rng.choice(500, n if len(parts[name]) else 0, replace=False)
         copies = X[src] + rng.normal(0, 3.0, X[src].shape)
         parts[name] = np.concatenate([parts[name], copies])
     splits = {
@@ -126,14 +128,17 @@ def test_val_and_test_pooled_show_a_split_excess_that_neither_shows_alone(tmp_pa
     _, out = run(_split_leak(2), tmp_path / "a", checks=["duplicates"])  # a warning: the run goes on
     nd = out.audit.results["duplicates"]["metrics"]["near_density"]
     assert nd["train-test"]["p_value"] >= 0.05 and nd["train-val"]["p_value"] >= 0.05
-    assert nd["train-held-out"]["p_value"] < 0.05 and nd["train-held-out"]["n_excess"] == 4
+    assert nd["train-held-out"]["p_value"] < 0.025 and nd["train-held-out"]["n_excess"] == 4
     f = next(f for f in out.audit.findings if f["message"].startswith("train/held-out"))
     assert f["severity"] == "warning" and "not made by source" in f["message"]
+    assert f["evidence"]["warns_below"] == 0.025  # half of warn_alpha: the pooled look's share
     ev = f["evidence"]
     assert ev["held_out_close_rate"] > ev["train_within_rate"] and {e["split"] for e in ev["examples"]} == {
         "val",
         "test",
     }
+    assert ev["per_split"]["val"]["excess_pairs"] == 2 and ev["per_split"]["test"]["excess_pairs"] == 2
+    assert "(2 in val, 2 in test) are marked excess" in f["message"]
     # a split whose own look already warns is not repeated by the pooled look; pooled: false turns it off
     _, out = run(_split_leak(6), tmp_path / "b", checks=["duplicates"], stop_on=[])
     assert not [f for f in out.audit.findings if f["message"].startswith("train/held-out")]
@@ -142,9 +147,89 @@ def test_val_and_test_pooled_show_a_split_excess_that_neither_shows_alone(tmp_pa
     assert "train-held-out" not in out.audit.results["duplicates"]["metrics"]["near_density"]
 
 
+def test_copies_in_test_alone_warn_at_the_splits_share_of_the_level(tmp_path: Path) -> None:
+    """Four copies in test only: diluted in the pool, found by test's own look at its quarter of
+    warn_alpha (weighted Bonferroni), said once; the four planted pairs are the ones marked."""
+    leak = _split_leak(0, n_test=4)
+    _, out = run(leak, tmp_path / "a", checks=["duplicates"])
+    nd = out.audit.results["duplicates"]["metrics"]["near_density"]
+    assert 0.001 <= nd["train-test"]["p_value"] < 0.0125 < nd["train-held-out"]["p_value"]
+    own = next(f for f in out.audit.findings if f["message"].startswith("train/test"))
+    assert own["severity"] == "warning" and own["evidence"]["warns_below"] == 0.0125
+    assert not any(f["message"].startswith("train/held-out") for f in out.audit.findings)
+    d = out.audit.duplicates
+    assert set(d[(d.split_b == "test") & d.excess].index_b) == {120, 121, 122, 123}  # the planted copies
+    cfg = {"name": "duplicates", "params": {"pooled": False}}
+    _, out = run(leak, tmp_path / "b", checks=[cfg])
+    own = next(f for f in out.audit.findings if f["message"].startswith("train/test"))
+    assert own["severity"] == "warning" and own["evidence"]["warns_below"] == 0.05
+
+
+def test_without_val_the_held_out_look_is_test_alone(tmp_path: Path) -> None:
+    """An empty validation split (a bundle the Python API may pass): test alone is the held-out look."""
+    from closedloop.core.stage import RunContext
+    from closedloop.stages.audit import AuditDataset
+    from closedloop.stages.task import DefineTaskConfig, build_task_spec
+
+    leak = _split_leak(0, n_test=4, val=False)
+    task = build_task_spec(DefineTaskConfig(), _split_leak(0, n_test=4))
+    ctx = RunContext(stage_name="audit", stage_dir=tmp_path, seed=0)
+    out = AuditDataset(checks=["duplicates"]).execute({"data": leak, "task": task}, ctx)
+    nd = out.audit.results["duplicates"]["metrics"]["near_density"]
+    assert "train-val" not in nd and nd["train-held-out"]["p_value"] == nd["train-test"]["p_value"] < 0.05
+    pooled = next(f for f in out.audit.findings if f["message"].startswith("train/held-out"))
+    assert pooled["message"].startswith("train/held-out: 4 of 124 test samples")
+    assert (
+        list(pooled["evidence"]["per_split"]) == ["test"]
+        and "test scores may be optimistic" in pooled["message"]
+    )
+
+
 def test_bad_pooled_value_names_the_field() -> None:
     from closedloop.core.errors import ConfigError
     from closedloop.stages.audit import AuditDataset
 
     with pytest.raises(ConfigError, match="pooled"):
         AuditDataset(checks=[{"name": "duplicates", "params": {"pooled": "both"}}])
+
+
+def _discrete_table(n: int = 1500, planted: int = 0, seed: int = 0) -> DatasetBundle:
+    """Four columns of 6 levels each (1,296 possible rows): about half the train rows repeat another by
+    chance, and so do test rows; ``planted`` extra test rows are copies of train rows."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(rng.integers(0, 6, (n, 4)).astype(float), columns=list("abcd"))
+    y = (X.a + rng.normal(0, 1, n) > 2.5).astype(int).to_numpy()
+    a, b = int(n * 0.6), int(n * 0.8)
+    test_X, test_y = X.iloc[b:], y[b:]
+    if planted:
+        src = rng.choice(a, planted, replace=False)
+        test_X, test_y = pd.concat([test_X, X.iloc[src]]), np.concatenate([test_y, y[src]])
+    meta = DatasetMeta(name="discrete", source="synthetic", kind="table", label_names=["0", "1"])
+    splits = {
+        "train": Split(X.iloc[:a].reset_index(drop=True), y[:a]),
+        "val": Split(X.iloc[a:b].reset_index(drop=True), y[a:b]),
+        "test": Split(test_X.reset_index(drop=True), test_y),
+    }
+    return DatasetBundle(meta=meta, splits=splits)
+
+
+def test_a_table_that_repeats_rows_by_itself_is_not_an_exact_overlap(tmp_path: Path) -> None:
+    """Exact copies in a table of few discrete columns are judged against train's own repetition (nwtco:
+    71% of test rows equal a train row, 69.5% of train rows another train row: it was an overlap error
+    that stopped the run); planted copies beyond that rate are still an error; images are unchanged."""
+    _, out = run(_discrete_table(), tmp_path / "a", checks=["duplicates"])  # must not stop
+    f = next(
+        f
+        for f in out.audit.findings
+        if f["message"].startswith("train/test") and "equal a train" in f["message"]
+    )
+    assert f["severity"] == "info" and "repeats rows by itself" in f["message"]
+    ev = f["evidence"]
+    assert ev["test_copy_rate"] > 0.3 and ev["train_repeat_rate"] > 0.3 and ev["p_value"] > 0.05
+    d = out.audit.duplicates
+    assert not d[(d.kind == "exact") & (d.split_a == "train") & (d.split_b != "train")].excess.any()
+    assert out.audit.results["duplicates"]["metrics"]["overlap"]["train-test"] == 0
+    with pytest.raises(DataError, match=r"train/test overlap: .* are exact copies \(vs .* repeats rows"):
+        run(_discrete_table(planted=150), tmp_path / "b", checks=["duplicates"])

@@ -59,6 +59,15 @@ def test_single_class_target_is_an_error() -> None:
         build_task_spec(DefineTaskConfig(), b)
 
 
+def test_empty_validation_split_is_a_clear_error() -> None:
+    from closedloop.data.bundle import DatasetBundle, Split
+
+    b = _binary(0.5)
+    empty = Split(b.val.X[:0], b.val.y[:0])
+    with pytest.raises(DataError, match=r"dataset '.*': the val split is empty"):
+        build_task_spec(DefineTaskConfig(), DatasetBundle(meta=b.meta, splits={**b.splits, "val": empty}))
+
+
 def test_unknown_metric_lists_valid_ones() -> None:
     with pytest.raises(
         ConfigError, match="unknown metric 'acuracy'.*did you mean 'accuracy'|unknown metric 'acuracy'"

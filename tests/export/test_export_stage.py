@@ -148,6 +148,33 @@ def test_export_table_mlp_uses_dynamic_quantization(tmp_path: Path) -> None:
     p = Predictor(out.exported.directory, variant="fp32")
     np.testing.assert_allclose(p.predict_proba(X), m.predict_proba(b.val.X), rtol=1e-4, atol=1e-5)
     assert "montage" not in out.exported.model_card.lower() or "not drawn" in out.exported.model_card
+    check_int8_answers_a_row_alone(out.exported.directory, X)
+    assert "one row at a time" in out.exported.model_card
+
+
+def check_int8_answers_a_row_alone(directory: Path, X: np.ndarray) -> None:
+    """A dynamically quantized int8 model (one activation scale per call) must answer a row the same
+    alone and among mixed batch-mates, in the predictor and in the export stage's own session."""
+    int8 = Predictor(directory, variant="int8")
+    assert int8.one_row_at_a_time
+    rows = np.nan_to_num(X[:8], nan=0.0)
+    mates = rows.copy()
+    mates[1:] *= 40.0  # far wider activations than row 0's: they set the batch's scale
+    alone = int8.predict_proba(rows[:1])
+    np.testing.assert_array_equal(int8.predict_proba(mates)[:1], alone)
+    np.testing.assert_array_equal(int8.predict_proba(rows)[:1], alone)
+    # the export stage scores (and times) the int8 model through the same one-row path
+    from closedloop.stages.export.onnx_export import OneRowAtATime, onnx_session
+
+    session = onnx_session(
+        directory / json.loads((directory / "predictor.json").read_text())["models"]["int8"]["file"]
+    )
+    assert isinstance(session, OneRowAtATime)
+    logits = session.run(None, {session.get_inputs()[0].name: mates})[0]
+    np.testing.assert_array_equal(logits.reshape(len(mates), -1), int8.predict_logits(mates))
+    fp32 = Predictor(directory, variant="fp32")
+    assert not fp32.one_row_at_a_time  # fp32 answers a row the same in any batch: it keeps its batches
+    assert not isinstance(onnx_session(directory / fp32.meta["models"]["fp32"]["file"]), OneRowAtATime)
 
 
 @pytest.mark.parametrize("problem", ["binary", "multiclass", "multilabel", "regression"])
@@ -198,3 +225,23 @@ def test_latency_is_timed_interleaved() -> None:
     t = measure_all(runners, np.zeros((3, 2), np.float32), threads=1, repeats=6, warmup=0)
     assert set(t) == {"a", "b", "c"} and all(v.throughput_per_s > 0 for v in t.values())
     assert calls[:6] == ["a", "b", "c", "b", "c", "a"]  # round-robin, rotating order
+
+
+def test_one_row_at_a_time_is_the_same_in_the_predictor_and_the_export_stage() -> None:
+    """The standalone predictor cannot import the stage, so each has its wrapper; they must agree."""
+    from closedloop.serving.predictor import OneRowAtATime as Served
+    from closedloop.stages.export.onnx_export import OneRowAtATime as Exported
+
+    class PerCallScale:  # like DynamicQuantizeLinear: the answer depends on the whole call's range
+        def get_inputs(self) -> list:
+            return []
+
+        def run(self, names, feeds):
+            (x,) = feeds.values()
+            return [np.round(x / np.abs(x).max() * 127), x.sum(axis=1)]
+
+    x = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    ours, theirs = Served(PerCallScale()).run(None, {"x": x}), Exported(PerCallScale()).run(None, {"x": x})
+    for a, b, k in zip(ours, theirs, range(2), strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a[2:3], PerCallScale().run(None, {"x": x[2:3]})[k])

@@ -62,9 +62,8 @@ def test_a_figure_the_helper_cannot_draw_fails_as_it_would_inline(tmp_path: Path
 def test_figures_setting() -> None:
     assert TrainConfig(figures="inline").figures_in_background() is False
     assert TrainConfig(figures="background").figures_in_background() is True
-    auto = TrainConfig()
-    assert auto.figures_in_background(["network"]) is False  # torch's threads use the cores
-    assert auto.figures_in_background(["trees", "network"]) is False
-    assert auto.figures_in_background(["trees"]) is (len(__import__("os").sched_getaffinity(0)) >= 2)
+    auto = TrainConfig()  # inline: the helper's start cost more than the figures (session 11)
+    for kinds in (["network"], ["trees", "network"], ["trees"]):
+        assert auto.figures_in_background(kinds) is False
     with pytest.raises(ValueError, match="figures"):
         TrainConfig(figures="later")

@@ -4,7 +4,13 @@ in code order, fixed when the model was trained). A name the model never saw is 
 (NaN: the model routes it as it routes missing values) and listed in the response's
 ``unseen_categories``, so the caller sees it; it is never refused and never crashes the request. The
 OIP route (``/v2/models/{m}/infer``) takes the same names (:func:`oip_table_rows`) and lists unseen names
-in the response's ``parameters.unseen_categories``."""
+in the response's ``parameters.unseen_categories``.
+
+Categories that are numbers (a tumour stage 1..4, a study 3/4): in a row keyed by feature name (and one
+OIP input per feature) a number is the category's *name*, the value the user sees in the data, not its
+code: read as a code, stage 3 would silently be answered as stage 4 (nwtco through ``closedloop serve``,
+``benchmarks/bench_table_serving.py``). Rows as lists in the model's column order are the model's input
+tensor, where a number is a code, as before."""
 
 from __future__ import annotations
 
@@ -23,23 +29,53 @@ def category_codes(contract: dict[str, Any]) -> dict[str, dict[str, int]]:
     }
 
 
+def numeric_codes(codes: dict[str, dict[str, int]]) -> dict[str, dict[float, int]]:
+    """Feature -> (category value -> code) for the categorical features whose names are all numbers."""
+    out = {}
+    for feature, by_name in codes.items():
+        try:
+            out[feature] = {float(name): code for name, code in by_name.items()}
+        except ValueError:
+            continue
+    return out
+
+
+def _is_number(v: Any) -> bool:
+    return (
+        isinstance(v, int | float | np.integer | np.floating)
+        and not isinstance(v, bool)
+        and not math.isnan(v)
+    )
+
+
 def encode_names(
     values: list[Any],
     names: list[str],
     codes: dict[str, dict[str, int]],
     index: int,
     unseen: list[dict[str, Any]],
+    by_value: dict[str, dict[float, int]] | None = None,
 ) -> list[Any]:
     """One row in the model's column order: a text value of a categorical feature becomes its code, or
-    NaN when the model never saw it (appended to ``unseen``); everything else is left for the caller's
-    number check."""
+    NaN when the model never saw it (appended to ``unseen``); with ``by_value`` (rows keyed by feature
+    name), so does a number of a categorical feature whose categories are numbers. Everything else is
+    left for the caller's number check."""
+    by_value = by_value or {}
     out = list(values)
     for j, (feature, v) in enumerate(zip(names, values, strict=False)):
-        if isinstance(v, str) and feature in codes:
-            code = codes[feature].get(v)
-            if code is None:
-                unseen.append({"index": index, "feature": feature, "value": v})
-            out[j] = math.nan if code is None else code
+        if feature not in codes or not (isinstance(v, str) or (feature in by_value and _is_number(v))):
+            continue
+        code = codes[feature].get(v) if isinstance(v, str) else None
+        if code is None and feature in by_value:  # "3", 3 and 3.0 all name the category 3
+            try:
+                code = by_value[feature].get(float(v))
+            except ValueError:
+                code = None
+        if code is None:
+            unseen.append(
+                {"index": index, "feature": feature, "value": v.item() if hasattr(v, "item") else v}
+            )
+        out[j] = math.nan if code is None else code
     return out
 
 
@@ -104,7 +140,10 @@ def oip_table_rows(
                 f"{ {n: list(c.shape) for n, c in cols.items()} }"
             )
         n = lengths.pop()
-        rows = [encode_names([cols[f][i, 0] for f in names], names, codes, i, unseen) for i in range(n)]
+        by_value = numeric_codes(codes)
+        rows = [
+            encode_names([cols[f][i, 0] for f in names], names, codes, i, unseen, by_value) for i in range(n)
+        ]
     out = np.empty((len(rows), len(names)), np.float32)
     for i, row in enumerate(rows):
         out[i] = [_number(v, f, f"input {i}") for f, v in zip(names, row, strict=True)]

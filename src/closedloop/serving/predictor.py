@@ -25,6 +25,7 @@ into decisions with the threshold stored in the metadata.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -34,6 +35,39 @@ import numpy as np
 
 METADATA_FILE = "predictor.json"
 FORMAT_VERSION = 1
+PER_BATCH_OP = b"DynamicQuantizeLinear"
+"""The op of a dynamically quantized int8 model: it scales activations by the range of the whole
+input tensor, so with several rows in one call a row's answer depends on its batch-mates."""
+
+
+def scales_per_batch(path: str | os.PathLike[str]) -> bool:
+    """Whether the ONNX file holds :data:`PER_BATCH_OP` (the op type is stored as plain text in the
+    protobuf; a false hit would only make the model slower, never change an answer)."""
+    return PER_BATCH_OP in Path(path).read_bytes()
+
+
+class OneRowAtATime:
+    """An onnxruntime session that runs each row of a batch alone, so a model whose activations are
+    quantized per call (:func:`scales_per_batch`) answers a row the same in any batch. The export
+    stage wraps its int8 session the same way (``closedloop.stages.export.onnx_export``)."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+
+    def get_inputs(self) -> Any:
+        return self.session.get_inputs()
+
+    def get_outputs(self) -> Any:
+        return self.session.get_outputs()
+
+    def run(self, output_names: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        (name, x), *others = feeds.items()
+        if others:
+            raise ValueError("one-row-at-a-time runs need a model with exactly one input")
+        if len(x) <= 1:
+            return self.session.run(output_names, feeds)
+        rows = [self.session.run(output_names, {name: x[i : i + 1]}) for i in range(len(x))]
+        return [np.concatenate([r[k] for r in rows]) for k in range(len(rows[0]))]
 
 
 class PredictorError(ValueError):
@@ -107,11 +141,15 @@ class Predictor:
         opts.intra_op_num_threads = int(threads or self.meta.get("threads") or 1)
         opts.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise PredictorError(
                 f"{path}: cannot load the ONNX model ({type(exc).__name__}: {exc})"
             ) from None
+        self.one_row_at_a_time = scales_per_batch(path)
+        """A dynamically quantized model runs row by row: a row's answer never depends on the other
+        rows of the call (or, served with dynamic batching, on other clients' rows)."""
+        self.session: Any = OneRowAtATime(session) if self.one_row_at_a_time else session
         self.input_name = self.session.get_inputs()[0].name
         inp = self.meta["input"]
         self.input_shape = tuple(int(d) for d in inp["shape"])
@@ -125,6 +163,13 @@ class Predictor:
         self.categories = {
             f: {str(n): i for i, n in enumerate(v)} for f, v in (inp.get("categories") or {}).items()
         }
+        self.category_values: dict[str, dict[float, int]] = {}
+        """Categorical features whose category names are all numbers: value -> code. In rows keyed by
+        feature name (and a DataFrame) a number there is the category, not its code (stage 3 is not
+        code 3, stage 4)."""
+        for f, by_name in self.categories.items():
+            with contextlib.suppress(ValueError):
+                self.category_values[f] = {float(n): code for n, code in by_name.items()}
         self.unseen_categories: list[dict[str, Any]] = []
         """Category names the last call's rows held that the model never saw (answered as missing)."""
 
@@ -138,7 +183,8 @@ class Predictor:
             return x
         if hasattr(x, "columns") and hasattr(x, "to_dict"):  # a pandas DataFrame, without importing pandas
             x = x.to_dict("records")
-        if isinstance(x, list | tuple) and x and all(isinstance(r, dict) for r in x):
+        keyed = isinstance(x, list | tuple) and bool(x) and all(isinstance(r, dict) for r in x)
+        if keyed:
             rows = []
             for i, r in enumerate(x):
                 missing, unknown = [n for n in names if n not in r], [k for k in r if k not in names]
@@ -156,14 +202,27 @@ class Predictor:
             rows = arr.tolist()
         out = np.empty((len(rows), len(names)), np.float32)
         for i, row in enumerate(rows):
-            out[i] = [self._value(i, f, v) for f, v in zip(names, row, strict=True)]
+            out[i] = [self._value(i, f, v, keyed) for f, v in zip(names, row, strict=True)]
         return out
 
-    def _value(self, i: int, feature: str, v: Any) -> float:
+    def _value(self, i: int, feature: str, v: Any, keyed: bool = False) -> float:
         if v is None:
             return float("nan")
+        by_value = self.category_values.get(feature) if keyed else None
+        number = isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+        if by_value is not None and number and v == v:  # a numeric category by its value (NaN: missing)
+            code = by_value.get(float(v))
+            if code is None:
+                self.unseen_categories.append({"index": i, "feature": feature, "value": v})
+                return float("nan")
+            return float(code)
         if isinstance(v, str) and feature in self.categories:
             code = self.categories[feature].get(v)
+            if code is None and by_value is not None:  # "3.0" names the category 3
+                try:
+                    code = by_value.get(float(v))
+                except ValueError:
+                    code = None
             if code is None:
                 self.unseen_categories.append({"index": i, "feature": feature, "value": v})
                 return float("nan")

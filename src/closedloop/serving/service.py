@@ -23,7 +23,7 @@ from closedloop.monitoring.requestlog import (
     RequestRecord,
     utc_now,
 )
-from closedloop.serving.categories import category_codes, encode_names, oip_table_rows
+from closedloop.serving.categories import category_codes, encode_names, numeric_codes, oip_table_rows
 from closedloop.serving.feedback import Answered, AnsweredIndex, check_feedback_target
 from closedloop.serving.log_lines import request_line
 from closedloop.serving.metrics import ServiceMetrics
@@ -230,6 +230,7 @@ class Service:
         codes = category_codes(contract) if model.input_kind != "images" else {}
         unseen = [] if unseen is None else unseen
         if model.input_kind != "images" and names and all(isinstance(r, dict) for r in data):
+            by_value = numeric_codes(codes)  # keyed rows: a number of a numeric category is its name
             rows = []
             for i, row in enumerate(data):
                 missing = [n for n in names if n not in row]
@@ -239,7 +240,7 @@ class Service:
                         f"input {i}: missing feature(s) {missing}, unknown feature(s) {unknown}; "
                         f"expected {names} (null for a missing value)"
                     )
-                values = encode_names([row[n] for n in names], names, codes, i, unseen)
+                values = encode_names([row[n] for n in names], names, codes, i, unseen, by_value)
                 text = next(
                     (j for j, v in enumerate(values) if isinstance(v, str | bool | list | dict)), None
                 )

@@ -296,6 +296,11 @@ def build_task_spec(cfg: DefineTaskConfig, data: DatasetBundle) -> TaskSpec:
     name = data.meta.name
     if len(y) == 0:
         raise DataError(f"dataset {name!r}: the train split is empty")
+    if len(data.val.y) == 0:  # else a numpy reshape error below, naming nothing
+        raise DataError(
+            f"dataset {name!r}: the val split is empty; the stages choose, stop early and calibrate on it "
+            "(give the source a validation fraction or a val split)"
+        )
     inferred_type, why = infer_problem_type(data)
     problem = cfg.problem_type or inferred_type
     if cfg.problem_type is None:

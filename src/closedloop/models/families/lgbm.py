@@ -107,31 +107,38 @@ class TreeEnsemble(nn.Module):
         with torch.no_grad():
             self.head.weight.copy_(torch.eye(self.n_logits))
             self.head.bias.zero_()
-        self._cache: tuple[int, Any] | None = None
+        self._cache: tuple[torch.Tensor, int, Any] | None = None
+        """The buffer, its version and the ``lightgbm.Booster`` read from it: parsed again only when the
+        buffer is replaced or written in place (a load), not hashed on every prediction."""
 
     # -- the booster --------------------------------------------------------------------------
-    def set_booster(self, booster: Any) -> None:
-        """Store a trained ``lightgbm.Booster`` (its text format) in the ``booster`` buffer."""
-        text = booster.model_to_string().encode("utf-8")
-        self.booster = torch.frombuffer(bytearray(text), dtype=torch.uint8).clone()
-        self._cache = None
+    def set_booster(self, booster: Any, text: str | None = None) -> None:
+        """Store a trained ``lightgbm.Booster`` in the ``booster`` buffer as its text format (``text``,
+        when the caller has it already: ``booster`` must then be ``lightgbm.Booster(model_str=text)``).
+        ``booster`` serves this module's predictions until the buffer changes."""
+        if text is None:
+            text = booster.model_to_string()
+        self.booster = torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8).clone()
+        self._cache = (self.booster, self.booster._version, booster)
 
     def lgb_booster(self) -> Any:
         """The ``lightgbm.Booster`` held in the buffer (None before training)."""
         if self.booster.numel() == 0:
             return None
-        key = hash(self.booster.numpy().tobytes())
-        if self._cache is None or self._cache[0] != key:
+        c = self._cache
+        if c is None or c[0] is not self.booster or c[1] != self.booster._version:
             import lightgbm as lgb
 
-            self._cache = (key, lgb.Booster(model_str=bytes(self.booster.numpy()).decode("utf-8")))
-        return self._cache[1]
+            text = bytes(self.booster.numpy()).decode("utf-8")
+            self._cache = (self.booster, self.booster._version, lgb.Booster(model_str=text))
+        return self._cache[2]
 
     def n_leaves(self) -> int:
-        b = self.lgb_booster()
-        if b is None:
+        """Leaves over all trees, counted in the model text (each tree's ``num_leaves=`` line)."""
+        if self.booster.numel() == 0:
             return 0
-        return int(sum(t["num_leaves"] for t in b.dump_model()["tree_info"]))
+        text = bytes(self.booster.numpy()).decode("utf-8")
+        return sum(int(n) for n in re.findall(r"(?m)^num_leaves=(\d+)$", text))
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kw: Any) -> None:
         # the buffer's length is the model text's: take the saved one's size before the copy

@@ -161,6 +161,15 @@ def render_model_card(
         f"- Inputs must match the training distribution: {task.inputs}; raw values as documented in `predictor.json`.",
         f"- Metrics are estimates on {on} data with bootstrap intervals; a new site, scanner or population may differ.",
         "- int8 outputs differ slightly from fp32 (see the parity figures in `measurements.json`).",
+        *(
+            [
+                "- The int8 model is dynamically quantized (one activation scale per model call), so the "
+                "predictor and the server run it one row at a time: a row's answer never depends on its "
+                "batch-mates, and a large request costs one model call per row (`quantize: none` ships fp32)."
+            ]
+            if m.get("quantization") == "dynamic" and "int8" in m.get("variants", {})
+            else []
+        ),
         "",
         "## Monitoring drift",
         "- Log inputs' summary statistics and predicted probabilities per day; compare with the reference profile "

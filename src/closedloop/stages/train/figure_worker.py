@@ -10,7 +10,9 @@ every figure before it ends, so its outputs and report are those of inline drawi
 could not draw is drawn in the stage's own process (an error then surfaces as it would have inline),
 and when the helper cannot start every figure is drawn inline.
 
-``train: {figures: background}`` (the default on a machine with two cores or more) or ``inline``.
+``train: {figures: background}``, or ``inline`` (the default, ``auto``): the helper imports the training
+package before it draws its first figure, which on the shared 2-core machine cost more than the
+figures it took off the stage (:meth:`~closedloop.stages.train.config.TrainConfig.figures_in_background`).
 """
 
 from __future__ import annotations

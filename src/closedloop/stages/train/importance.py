@@ -46,7 +46,8 @@ def tree_importance(
             sel = slice(None) if idx is None else idx
             return score(engine.metric, y[sel], logits[sel], engine.problem_type, engine.metric_convention)
 
-        base_boot = np.array([metric(base, b) for b in boots])  # the same for every column: once
+        resampled = _resampled_metric(engine, y, boots, metric)
+        base_boot = resampled(base)  # the same for every column: once
         for j in range(len(names)):
             x = heldout.x.clone()
             x[:, j] = x[rng.permutation(n), j]
@@ -54,7 +55,7 @@ def tree_importance(
             if np.array_equal(shuffled, base):  # a column no split reads (or no row moved): exactly 0
                 perm[j] = (0.0, [0.0, 0.0])
                 continue
-            drops = sign * (base_boot - np.array([metric(shuffled, b) for b in boots]))
+            drops = sign * (base_boot - resampled(shuffled))
             drops = drops[np.isfinite(drops)]
             lo, hi = (np.quantile(drops, [0.025, 0.975]).tolist()) if len(drops) else (np.nan, np.nan)
             perm[j] = (sign * (metric(base) - metric(shuffled)), [float(lo), float(hi)])
@@ -84,3 +85,32 @@ def tree_importance(
     return ImportanceReport(
         features=rows, metric=engine.metric, evaluated_on=on, n_rows=len(perm) and n, note=note
     )
+
+
+def _resampled_metric(engine: Engine, y: np.ndarray, boots: list[np.ndarray], metric: Any) -> Any:
+    """``logits -> (the metric on each bootstrap resample)``, every resample in one weighted pass: a
+    resample is its draw counts per row (:mod:`closedloop.stats.bootstrap`), so the task's metric is the
+    weighted one the per-resample call computes with unit weights (``compute_metrics``), on the same
+    draws. One resample at a time was 3.5 s of a 50,000-row tree stage's 15 (200 resamples x 18 columns).
+    A metric the weighted pass cannot take here falls back to ``metric`` per resample."""
+    from closedloop.models.trained import logits_to_proba
+    from closedloop.stats.errors import StatsError
+    from closedloop.stats.metrics import make_metric, prepare
+
+    pt = engine.problem_type
+    try:
+        m = make_metric(engine.metric, pt, convention=engine.metric_convention)
+    except (StatsError, ValueError):
+        return lambda logits: np.array([metric(logits, b) for b in boots])
+    counts = np.stack([np.bincount(b, minlength=len(y)) for b in boots]).astype(np.float64)
+
+    def resampled(logits: np.ndarray) -> np.ndarray:
+        yy, P = prepare(y, logits_to_proba(logits, pt), pt)
+        try:
+            m.check_defined(yy, P)
+        except StatsError:  # undefined on every row, so on every resample: NaN, as one by one
+            return np.full(len(boots), np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):  # a resample it is undefined on: NaN
+            return np.asarray(m.weighted(yy, P, counts), np.float64)
+
+    return resampled

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from closedloop.core.errors import ConfigError
@@ -41,6 +42,14 @@ METRICS = {
     "regression": "l2",
     "multilabel": "None",
 }
+
+
+BIN_SAMPLE_ROWS = 200_000
+"""LightGBM's ``bin_construct_sample_cnt``: up to this many rows, a Dataset's bins are found on every row;
+above it, on a sample drawn with the fit's seed."""
+DATASETS_KEPT = 4
+"""How many LightGBM Datasets a tree engine keeps for reuse (:meth:`TreeEngine.dataset`): the training
+split under the class weights in use, and a few others (cross-validation folds, the sanity batch)."""
 
 
 class FamilyCannotTrain(ConfigError):
@@ -77,6 +86,8 @@ class TreeEngine(Engine):
             )
         self.categorical = list(categorical or [])
         self.threads = int(threads)
+        self._datasets: list[tuple[TensorSet, tuple[Any, ...], Any]] = []
+        """LightGBM Datasets built so far (:meth:`dataset`): the split, what else they were built from."""
 
     # -- LightGBM ---------------------------------------------------------------------------------
     def lgb_params(self, tree: Any, seed: int, **over: Any) -> dict[str, Any]:
@@ -153,17 +164,19 @@ class TreeEngine(Engine):
 
     def finished(
         self, booster: Any, objective: tuple[Any, np.ndarray] | None, num_iteration: int | None = None
-    ) -> Any:
+    ) -> tuple[Any, str | None]:
         """The booster a :class:`TreeEnsemble` keeps: its first ``num_iteration`` rounds (all: None); a
-        multi-label fit's start folded in and its objective declared one-vs-rest."""
+        multi-label fit's start folded in and its objective declared one-vs-rest. With its model text
+        when that is what it was read from (``TreeEnsemble.set_booster`` then writes it out no more)."""
         import lightgbm as lgb
 
-        kept = lgb.Booster(model_str=booster.model_to_string(num_iteration=num_iteration))
+        text = booster.model_to_string(num_iteration=num_iteration)
+        kept = lgb.Booster(model_str=text)
         if objective is None:
-            return kept
+            return kept, text
         from closedloop.models.families.lgbm_multilabel import one_vs_rest_booster
 
-        return one_vs_rest_booster(kept, objective[1])
+        return one_vs_rest_booster(kept, objective[1]), None
 
     def dataset(
         self, data: TensorSet, hp: HParams | None, *, init_score: np.ndarray | None = None, **params: Any
@@ -189,7 +202,15 @@ class TreeEngine(Engine):
                 weight = yb * w[1].reshape(-1)[0] + (1 - yb) * w[0].reshape(-1)[0]
             else:
                 weight = w[label.astype(np.int64)]
-        return lgb.Dataset(
+        key = (
+            tuple(sorted(params.items())),
+            None if weight is None else np.asarray(weight, np.float64).tobytes(),
+            None if init_score is None else np.asarray(init_score, np.float64).tobytes(),
+        )
+        for rows, built_from, ds in self._datasets:
+            if rows is data and built_from == key:
+                return ds
+        ds = lgb.Dataset(
             data.x.numpy(),
             label=label,
             weight=weight,
@@ -198,6 +219,12 @@ class TreeEngine(Engine):
             params={"verbosity": -1, "feature_pre_filter": False, **params},
             free_raw_data=False,
         )
+        # the phases fit one split many times (ladder rungs, trials): LightGBM bins it once. A Dataset's
+        # bins depend on its rows and these parameters alone (not on a fit's leaves, minimum leaf size
+        # with feature_pre_filter off, or seed below 200,000 rows), so a reused one grows the same trees
+        # (tests/train/test_train_tree_speed.py); the rows are this very split object, kept alive here
+        self._datasets = [*self._datasets[-(DATASETS_KEPT - 1) :], (data, key, ds)]
+        return ds
 
     # -- the Engine interface -----------------------------------------------------------------------
     def fit(
@@ -230,7 +257,14 @@ class TreeEngine(Engine):
         if objective is not None:  # the raw scores omit the start (init score) until finished()
             val_raw += objective[1][None, :]
         history: list[dict[str, float]] = []
-        state = {"best": -math.inf, "best_round": 0, "bad": 0, "done": 0, "stopped": "completed"}
+        state: dict[str, Any] = {
+            "best": -math.inf,
+            "best_round": 0,
+            "bad": 0,
+            "done": 0,
+            "stopped": "completed",
+            "best_raw": None,
+        }
 
         def per_round(env: Any) -> None:
             r = env.iteration + 1
@@ -252,7 +286,7 @@ class TreeEngine(Engine):
                 sc = -train_loss if math.isfinite(train_loss) else -math.inf
             history.append(rec)
             if sc > state["best"] or state["best_round"] == 0:
-                state.update(best=sc, best_round=r, bad=0)
+                state.update(best=sc, best_round=r, bad=0, best_raw=val_raw.copy() if has_val else None)
             else:
                 state["bad"] += 1
             if label is not None:
@@ -266,12 +300,15 @@ class TreeEngine(Engine):
                 state["stopped"] = "time_budget"
                 raise lgb.callback.EarlyStopException(r, [])
 
-        booster = self.train_booster(
-            params, train, hp, rounds, per_round, objective, min_child_samples=params["min_child_samples"]
-        )
+        # above BIN_SAMPLE_ROWS rows LightGBM bins a sample drawn with the fit's seed: a Dataset per seed
+        ds = {"seed": params["seed"]} if len(train) > BIN_SAMPLE_ROWS else {}
+        booster = self.train_booster(params, train, hp, rounds, per_round, objective, **ds)
         keep = state["best_round"] if (restore_best and has_val) else booster.current_iteration()
-        tree.set_booster(self.finished(booster, objective, max(1, keep)))
-        val_logits = self.predict_logits(net, val) if has_val else None
+        tree.set_booster(*self.finished(booster, objective, max(1, keep)))
+        val_logits = None
+        if has_val:  # the kept round's scores, summed epoch by epoch above: no second pass over val
+            raw = state["best_raw"] if keep == state["best_round"] else None
+            val_logits = self.head_logits(tree, raw) if raw is not None else self.predict_logits(net, val)
         return FitResult(
             history=history,
             best_epoch=max(1, math.ceil(keep / rpe)) if has_val else len(history),
@@ -280,6 +317,14 @@ class TreeEngine(Engine):
             seconds=time.time() - t0,
             val_logits=val_logits,
         )
+
+    @staticmethod
+    def head_logits(tree: Any, raw: np.ndarray) -> np.ndarray:
+        """Logits ``(N, n_logits)`` float32 from the booster's raw scores ``raw`` through the tree's head
+        (the identity until calibration), as :meth:`predict_logits` gives them."""
+        with torch.no_grad():
+            x = torch.from_numpy(np.ascontiguousarray(raw, np.float32)).to(tree.head.weight.device)
+            return tree.head(x).float().cpu().numpy()
 
     def logits_by_epoch(self, net: nn.Module, data: TensorSet, epochs: int) -> np.ndarray:
         """``(epochs, N, n_logits)``: the fitted model's logits on ``data`` after each epoch's rounds (a
@@ -348,7 +393,7 @@ class TreeEngine(Engine):
             min_data_in_bin=1,
             min_child_samples=1,
         )
-        tree.set_booster(self.finished(booster, objective))
+        tree.set_booster(*self.finished(booster, objective))
         return losses
 
     def lr_range_test(self, *args: Any, **kw: Any) -> tuple[list[float], list[float], float]:

@@ -97,12 +97,18 @@ def _epoch_seconds(sess: TrainSession, ladder: ScaleUpOutcome | None) -> float:
     return epoch_s
 
 
+def _trials(study: Any) -> list[Any]:
+    """The study's trials to read, not to change: without the deep copy ``study.trials`` makes of every
+    trial (their epoch histories included) on each call, which the trial loop makes twice per trial."""
+    return study.get_trials(deepcopy=False)
+
+
 def _final_epochs(study: Any, ladder: ScaleUpOutcome | None) -> int:
     """The epochs the final fit trains if tuning ended now: the best complete trial's best epoch, or
     the capacity rung's when none is complete or the rung scores better (``choose`` keeps it then)."""
     import optuna
 
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    complete = [t for t in _trials(study) if t.state == optuna.trial.TrialState.COMPLETE]
     rung = ladder.rung if ladder is not None and ladder.rungs else None
     if complete:
         best = max(complete, key=lambda t: (t.value, -t.number))
@@ -126,7 +132,7 @@ def tune(sess: TrainSession, model_params: dict[str, Any], ladder_logits: np.nda
     n_trials = cfg.n_trials or 1
     remaining = deadline - time.time()
     forced_epochs: int | None = None
-    if remaining < epoch_s * min_epochs and not [t for t in study.trials if t.state.is_finished()]:
+    if remaining < epoch_s * min_epochs and not [t for t in _trials(study) if t.state.is_finished()]:
         n_trials = 1
         space = {k: v for k, v in space.items() if k != "epochs"}
         # no seconds in the decision: it enters the evaluation artifact (the numbers are in ctx.timings)
@@ -146,11 +152,11 @@ def tune(sess: TrainSession, model_params: dict[str, Any], ladder_logits: np.nda
         failures = tune_in_workers(sess, study, model_params, space, n_trials, forced_epochs, deadline)
         return choose(sess, study, model_params, ladder_logits, space, forced_epochs, failures, deadline)
     # trials finished before a crash were recorded in the ledger by the interrupted run: count them
-    sess.n_configs += len([t for t in study.trials if t.state.is_finished()])
+    sess.n_configs += len([t for t in _trials(study) if t.state.is_finished()])
     failures: list[dict[str, Any]] = []
     ran_until = sess.deadline("tune")  # the latest deadline a trial ran under
     while True:
-        done = [t for t in study.trials if t.state.is_finished()]
+        done = [t for t in _trials(study) if t.state.is_finished()]
         if len(done) >= n_trials:
             break
         # tuning may run on the part of the final's share that the final fit (the best trial's
@@ -413,7 +419,8 @@ def choose(
 
     cfg, eng, task = sess.cfg, sess.engine, sess.task
     complete_state = optuna.trial.TrialState.COMPLETE
-    complete = [t for t in study.trials if t.state == complete_state]
+    trials = study.trials  # one copy for the whole choice
+    complete = [t for t in trials if t.state == complete_state]
     if not complete:
         raise StageFailedError(
             "train: no tuning trial finished (all pruned or failed: "
@@ -426,7 +433,7 @@ def choose(
         knobs["epochs"] = forced_epochs
     mp, hp = split_params(sess, model_params, knobs)
     best_logits = sess.load_logits(trial_logits_file(best.number))
-    values = [selection_value(eng, t.value) if t.state == complete_state else None for t in study.trials]
+    values = [selection_value(eng, t.value) if t.state == complete_state else None for t in trials]
     plots.trials(
         sess.figure("trials.png", "Validation score of each tuning trial", "tune"),
         values,
@@ -442,7 +449,7 @@ def choose(
     )
     importance = _importance(sess, study, complete)
     gain = _gain(sess, best_logits, ladder_logits)
-    n_done = len([t for t in study.trials if t.state.is_finished()])
+    n_done = len([t for t in trials if t.state.is_finished()])
     chosen_value = selection_value(eng, best.value)
     logits_file = trial_logits_file(best.number)
     best_epoch = int(best.user_attrs.get("best_epoch") or hp.epochs)
@@ -506,7 +513,7 @@ def choose(
         val_logits_file=logits_file,
         n_trials=n_done,
         n_complete=len(complete),
-        n_pruned=len([t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]),
+        n_pruned=len([t for t in trials if t.state == optuna.trial.TrialState.PRUNED]),
         n_failed=len(failures),
         failures=failures,
         importance=importance,
@@ -521,7 +528,7 @@ def choose(
                 params=t.params,
                 best_epoch=t.user_attrs.get("best_epoch"),
             )
-            for i, t in enumerate(study.trials)
+            for i, t in enumerate(trials)
         ],
         best_trial_number=best.number,
         space={k: d.as_list() for k, d in space.items()},
