@@ -20,13 +20,17 @@ adaptation should almost never be promoted.
 With ``--challengers ...,retrain`` every draw also retrains with half of the adaptation labels added
 to train (``closedloop adapt``'s retrained challenger): the champion's config rerun (``--retrain-mode
 pipeline``, about a minute per draw on a quiet 2-core machine) or its network trained further from its
-weights (``--retrain-mode warm_start --retrain-weight 20``, the setting chosen on the development
-half by ``shift_recovery_tune.py``; tens of seconds on a CPU). Per scenario the bench prints, besides the targets, how many draws
-were better on production (p < alpha), non-inferior on the clean original test split, and both.
+weights (``--retrain-mode warm_start --retrain-weight 5``; chosen on the development half by
+``shift_recovery_tune.py`` with the line-up ``--challengers retrain``, the warm start alone; seconds
+to tens of seconds on a CPU). Several line-ups separated by ``;`` are judged on the same draws. Per
+scenario the bench prints, besides the targets, how many draws were better on production
+(p < alpha), non-inferior on the clean original test split, and both, and the bounds of
+``shift_recovery_bounds.py`` (the oracle threshold; the declared test's simulated power).
 
 Run: PYTHONPATH=src .venv/bin/python benchmarks/bench_shift_recovery.py [--draws 25] [--half dev]
      [--challengers recalibration,head,finetune[,retrain]] [--eval-fraction 0.5] [--retrain-weight 1]
-     [--retrain-mode warm_start --retrain-epochs 1 --retrain-lr 5e-4]
+     [--retrain-mode warm_start --retrain-weight 5 --retrain-epochs 1 --retrain-lr 5e-4] [--power-draws 400]
+     [--bounds-only]
 """
 
 from __future__ import annotations

@@ -22,6 +22,13 @@ the domain part; an **eligible** candidate spends at most the per-deployment dom
 Markov's inequality gives the same stated guarantee (<= 0.05 with probability >= 0.9 per deployment).
 The rest are printed for what they would cost, never chosen: they weaken the stated guarantee.
 
+Added in session 11 by monitor2, before its development run: two candidates that test each window's
+summary features (model-free inputs) against ``TRAIN_ROWS`` training rows, a reference no deployment's
+draw decides (``closedloop.monitoring.train_reference``): in a union with the held-out mean-shift test
+(each at half the level) and alone (at the level). Both spend the same domain level. The train sample is
+fixed by the model (the same for every deployment here: one trained model), so the per-deployment
+spread of its flag rate comes from the production windows only.
+
 Choice (declared): among eligible candidates with in-distribution windows flagged <= 10% and the domain
 part's per-deployment flag rate at or below 5% in >= 90% of deployments, the fewest test windows
 unflagged and off by > 0.03; ties: the most test windows flagged; then the current rule. The report
@@ -30,6 +37,11 @@ halves are run once, with ``--rule`` naming the development choice.
 Run (session 11: docs/results/monitor_last_window_dev.txt, monitor_last_window.txt, monitor_last_window_explain.txt):
   PYTHONPATH=src .venv/bin/python benchmarks/tune_monitor_last_window.py --workdir /tmp/mon19/r2500 --half dev --draws 8 --windows 10 --orders 6
   ... --half report --draws 10 --windows 10 --orders 10 --rule "current: mean-shift (ridge 1) p <= 0.005"   (once)
+  monitor2 (session 11): ... --half dev --draws 12 --windows 10 --orders 6 (docs/results/monitor_last_window_train_dev.txt),
+  ... --half report ... --rule "current: ..." once more with the two train-reference candidates printed
+  (docs/results/monitor_last_window_train.txt), then a confirmation on ten deployments no run had drawn:
+  ... --half report --first-draw 10 --draws 10 --windows 10 --orders 10 --rule "mean-shift (ridge 1) or
+  train-reference features, each p <= 0.0025" (docs/results/monitor_last_window_train_confirm.txt)
   ... --half report --explain 3 0 1 2 4 5 6 7 8 9   (diagnosis only: each deployment's held-out rows against its
   production and against the test half)
 """
@@ -51,6 +63,10 @@ POOL_SEED = 1919
 DOMAIN_LEVEL = 0.005
 """The per-deployment domain level (``domain_alpha * domain_delta``) every eligible candidate spends in all."""
 
+TRAIN_ROWS = 2000
+"""Training rows the train-reference candidates test each window's summary features against (the
+model trained on 2,208 after the 2,500 unseen images were removed)."""
+
 Row = dict[str, Any]
 CANDIDATES: dict[str, tuple[bool, Callable[[Row], bool]]] = {
     "current: mean-shift (ridge 1) p <= 0.005": (True, lambda r: r["p_ms1"] <= DOMAIN_LEVEL),
@@ -66,6 +82,13 @@ CANDIDATES: dict[str, tuple[bool, Callable[[Row], bool]]] = {
         True,
         lambda r: min(r["p_ms1"], r["p_ms01"], r["p_clf"]) <= DOMAIN_LEVEL / 3,
     ),
+    # session 11, monitor2 (declared before its development run): a reference no deployment's draw decides,
+    # TRAIN_ROWS training rows' model-free summary features (closedloop.monitoring.train_reference)
+    "mean-shift (ridge 1) or train-reference features, each p <= 0.0025": (
+        True,
+        lambda r: min(r["p_ms1"], r["p_train"]) <= DOMAIN_LEVEL / 2,
+    ),
+    "train-reference features alone, p <= 0.005": (True, lambda r: r["p_train"] <= DOMAIN_LEVEL),
     "not eligible: mean-shift p <= 0.01 (Markov: probability >= 0.8, not 0.9)": (
         False,
         lambda r: r["p_ms1"] <= 0.01,
@@ -130,6 +153,12 @@ def main() -> None:
     ap = deployment_parser()
     ap.add_argument("--windows", type=int, default=20, help="in-distribution windows of 200 per deployment")
     ap.add_argument("--orders", type=int, default=5, help="test-distribution streams of 600 per deployment")
+    ap.add_argument(
+        "--first-draw",
+        type=int,
+        default=0,
+        help="first deployment's draw number (a confirmation on deployments no run has drawn: e.g. 10)",
+    )
     ap.add_argument("--rule", default=None, help="report half: the candidate chosen on the development half")
     ap.add_argument(
         "--explain",
@@ -152,7 +181,9 @@ def main() -> None:
         raise SystemExit(f"--half report needs --rule, the development choice, one of {list(CANDIDATES)}")
     t0 = time.time()
     run, data, task, model, Xu, yu = deployment(Path(args.workdir), args.remove)
-    cfg = BuildMonitorProfileConfig(window_sizes=[200])
+    # the profile keeps TRAIN_ROWS training rows' features; the monitor's own flag then splits the domain level,
+    # but every candidate below is scored from the recorded p-values, not from that flag
+    cfg = BuildMonitorProfileConfig(window_sizes=[200], train_reference_rows=TRAIN_ROWS)
     half = pool_halves(len(yu))[args.half]
     Xt, yt = test_halves()[args.half]
     pools = (
@@ -173,7 +204,7 @@ def main() -> None:
         )
     feats_u = emb_u = proba_u = feats_t = emb_t = proba_t = None
     rows: list[Row] = []
-    for d in args.explain or range(args.draws):
+    for d in args.explain or range(args.first_draw, args.first_draw + args.draws):
         rng = np.random.default_rng([POOL_SEED, d])
         pool, rest, profile, mon = draw_deployment(data, task, model, cfg, (Xu, yu), half, rng, args.pool, d)
         info = profile.info
@@ -223,6 +254,7 @@ def main() -> None:
                     "other": bool(flags & {"drift", "ess", "stream"}),
                     "p_ms1": dom.get("p_value", 1.0),
                     "p_clf": dom.get("p_classifier", 1.0),
+                    "p_train": (r["train_reference"] or {}).get("p_value", 1.0),
                     "p_ms01": mean_shift_test(X, len(profile.domain), np.random.default_rng(seed), ridge=0.1),
                     "err": max(abs(point[m] - real[m]) for m in ("auc", "acc")),
                     "acc": real["acc"],
@@ -270,7 +302,7 @@ def main() -> None:
         print(
             f"   unflagged and off: draw {r['draw']}, window {r['pos'] + 1} of its stream, max |error| {r['err']:.3f} "
             f"(realized ACC {r['acc']:.3f}, sampling s.d. {sd:.3f}); mean-shift p {r['p_ms1']:.3g}, ridge 0.1 "
-            f"{r['p_ms01']:.3g}, classifier p {r['p_clf']:.3g}"
+            f"{r['p_ms01']:.3g}, classifier p {r['p_clf']:.3g}, train reference p {r['p_train']:.3g}"
         )
     # why a target of "every window" is out of reach of a flag with a stated per-deployment budget: the chance
     # that a flag with this first-window power misses none of the report run's 100 first windows

@@ -7,7 +7,7 @@ DEFAULT_CHALLENGERS: tuple[str, ...] = ("recalibration", "head", "finetune")
 """``closedloop adapt``'s challenger families by default (here, light, so ``--help`` imports no numpy);
 the choice among them is made by cross-validation on the adaptation labels."""
 
-WARM_START_WEIGHT = 20
+WARM_START_WEIGHT = 5
 """The warm-start retrain's default weight (each production fit label added this many times to the
 champion's training split), chosen on bench_shift_recovery's development half
 (docs/results/shift_recovery_dev.txt). A pipeline rerun's stays 1: a new search over the training

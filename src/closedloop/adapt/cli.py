@@ -109,7 +109,9 @@ def add_commands(subparsers: Any) -> None:
         "torch-free, seconds), head (last layer fine-tuned toward the champion's), finetune (the network "
         "fine-tuned from the champion's weights, its training data replayed; torch), retrain (the champion's "
         "config rerun with part of the adaptation labels added to train, its threshold set on the rest; "
-        "minutes); chosen on the adaptation part only "
+        "minutes, or seconds with --retrain-mode warm_start); chosen on the adaptation part only; on "
+        "PneumoniaMNIST's shifted test distribution the warm start alone (--challengers retrain "
+        "--retrain-mode warm_start) did best on the development half (docs/adapt.md) "
         f"(default: {','.join(DEFAULT_CHALLENGERS)})",
     )
     ad.add_argument(
@@ -137,8 +139,9 @@ def add_commands(subparsers: Any) -> None:
         "--retrain-epochs",
         type=int,
         default=1,
-        help="retrain, warm_start: passes over the training split (default 1: chosen with --retrain-weight 20 "
-        "and --retrain-lr 5e-4 on bench_shift_recovery's development half, docs/adapt.md)",
+        help="retrain, warm_start: passes over the training split (default 1: chosen with --retrain-weight "
+        f"{WARM_START_WEIGHT}, --retrain-lr 5e-4 and the warm start alone (--challengers retrain) on "
+        "bench_shift_recovery's development half, docs/adapt.md)",
     )
     ad.add_argument(
         "--retrain-lr",

@@ -56,7 +56,7 @@ class RetrainSpec(BaseModel):
     the production samples (seconds to tens of seconds: :mod:`closedloop.adapt.warm_retrain`)."""
     epochs: int = Field(1, ge=1, le=100)
     """``warm_start``: passes over the training split with the production samples added (1, Adam's
-    ``lr`` 5e-4 and ``weight`` 20 were chosen on bench_shift_recovery's development half:
+    ``lr`` 5e-4 and ``weight`` 5 were chosen on bench_shift_recovery's development half:
     docs/results/shift_recovery_dev.txt)."""
     lr: float = Field(5e-4, gt=0, le=1)
     """``warm_start``: Adam's learning rate."""

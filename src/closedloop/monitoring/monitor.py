@@ -28,6 +28,7 @@ from closedloop.monitoring.estimate import estimate, realized
 from closedloop.monitoring.profile import ReferenceProfile, forward_all, model_input, summary_features
 from closedloop.monitoring.stream import StreamTest, stream_scores
 from closedloop.monitoring.stream_reference import ReferenceStreamTest, new_stream_test
+from closedloop.monitoring.train_reference import train_reference_check
 
 MIN_WINDOW = 10
 """Fewer samples than this cannot support any of the tests."""
@@ -307,11 +308,24 @@ class Monitor:
         domain_why = []
         flags = ["drift"] if differs else []
         level_d = info.domain_level
+        # a second reference no deployment's draw decides: the training rows' model-free features; the
+        # two tests share the per-deployment domain level (a union, each at half), so its guarantee holds
+        train_check = None
+        if est and level_d is not None and self.profile.train_features is not None:
+            level_d = level_d / 2
+            train_check = train_reference_check(self.profile.train_features, win.features, rng)
         if domain is not None and level_d is not None and domain.p_value <= level_d:
             flags.append("domain")
             domain_why.append(
                 f"the window's inputs differ from the reference's (domain {domain.test.replace('_', '-')} test "
                 f"p={domain.p_value:.2g}, classifier AUC {domain.auc:.2f})"
+            )
+        if train_check is not None and level_d is not None and train_check.p_value <= level_d:
+            if "domain" not in flags:
+                flags.append("domain")
+            domain_why.append(
+                f"the window's inputs differ from {train_check.n_train} training rows' (mean-shift test of the "
+                f"summary features p={train_check.p_value:.2g})"
             )
         if domain is not None and domain.ess_fraction < info.min_ess_fraction:
             flags.append("ess")
@@ -356,6 +370,7 @@ class Monitor:
             "estimate_withheld": {m: v["value"] for m, v in est.items()} if not reliable else {},
             "spot_check": spot_check(est, reliable),
             "domain": domain.model_dump() if domain is not None else None,
+            "train_reference": train_check.model_dump() if train_check is not None else None,
             "estimate_weighted": weighted,
             "reference_performance": dict(info.reference_performance),
             "evidence": evidence,

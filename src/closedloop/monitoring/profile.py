@@ -15,7 +15,9 @@ Layout::
                            and ``domain_<field>``: every held-out row's features, embeddings,
                            probabilities and labels, the rows the domain check compares a window with
                            (``closedloop.monitoring.domain``; absent in profiles built before: the
-                           reference sample is used)
+                           reference sample is used), and ``train_features``: a sample of training
+                           rows' summary features (``closedloop.monitoring.train_reference``; absent
+                           when ``train_reference_rows`` is 0 and in profiles built before)
 
 Loading needs neither the training data nor the model; the monitor finds the model by the weights
 hash recorded here (``model_sha256``).
@@ -98,6 +100,10 @@ class ProfileInfo(BaseModel):
     """Per-deployment domain flag: the flag's false-flag rate is at most ``domain_alpha`` for this
     reference with probability at least ``1 - domain_delta`` (flag at p <= ``domain_alpha *
     domain_delta``, Markov's inequality). None: flag at p <= ``domain_alpha`` (on average over references)."""
+    train_reference_rows: int = 0
+    """Training rows whose summary features the domain flag also tests each window against
+    (``closedloop.monitoring.train_reference``; it then splits the domain level with the held-out test).
+    0: off (and in profiles built before)."""
     min_ess_fraction: float = 0.25
     """Importance weights leaving fewer effective reference rows than this fraction flag the estimate."""
     calibration: dict[str, Any]
@@ -137,6 +143,7 @@ class ReferenceProfile(Artifact):
         pca_components: np.ndarray,
         stream: dict[str, np.ndarray] | None = None,
         domain: Sample | None = None,
+        train_features: np.ndarray | None = None,
     ) -> None:
         self.info = info
         self.reference = reference
@@ -145,6 +152,9 @@ class ReferenceProfile(Artifact):
         ``DOMAIN_MAX_ROWS``), not only the reference half. The domain check needs no re-split
         calibration, so the rows the thresholds were calibrated on can speak too: twice the rows, a
         stronger classifier (measured in ``benchmarks/tune_monitor_domain.py``)."""
+        self.train_features = None if train_features is None else np.asarray(train_features, np.float32)
+        """A sample of training rows' summary features (model-free inputs), the domain flag's second
+        reference; None when off."""
         self.pca_mean = np.asarray(pca_mean, dtype=np.float32)
         self.pca_components = np.asarray(pca_components, dtype=np.float32)
         self.stream = dict(stream or {})
@@ -220,6 +230,8 @@ class ReferenceProfile(Artifact):
                 val = getattr(self.domain, name)
                 if val is not None:
                     arrays[f"domain_{name}"] = val
+        if self.train_features is not None:
+            arrays["train_features"] = self.train_features
         with atomic_path(directory / "arrays.npz") as tmp, open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
 
@@ -259,7 +271,9 @@ class ReferenceProfile(Artifact):
                 proba=arrs.get("domain_proba"),
                 labels=arrs.get("domain_labels"),
             )
-        return cls(info, ref, arrs["pca_mean"], arrs["pca_components"], stream, domain)
+        return cls(
+            info, ref, arrs["pca_mean"], arrs["pca_components"], stream, domain, arrs.get("train_features")
+        )
 
     def files(self, directory: Path) -> dict[str, str]:
         return {"profile": "profile.json", "arrays": "arrays.npz"}

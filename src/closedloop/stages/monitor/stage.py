@@ -84,6 +84,11 @@ class BuildMonitorProfileConfig(StageConfig):
     with probability at least ``1 - domain_delta`` (the flag is at p <= ``domain_alpha * domain_delta``;
     Markov's inequality, as for the alarm's ``delta``). None: flag at p <= ``domain_alpha``, a budget
     that holds on average over references only."""
+    train_reference_rows: int = Field(0, ge=0)
+    """Also test each window's summary features (model-free: intensity statistics / table columns)
+    against this many random training rows (``closedloop.monitoring.train_reference``), a reference no
+    deployment's draw of held-out rows decides; the held-out domain test and this one then share the
+    domain level (each at half). 0: off (the default; see docs/monitor.md for what it measured)."""
     min_ess_fraction: float = Field(0.25, gt=0, le=1)
     """...or when the importance weights leave fewer than this fraction of the reference rows
     effectively speaking for the window (extreme weights)."""
@@ -111,6 +116,13 @@ class BuildMonitorProfileConfig(StageConfig):
         tests = build_tests(v, where="stage 'monitor': tests")
         if not any(not t.needs_labels for t in tests):
             raise ValueError("name at least one drift test that runs without labels")
+        return v
+
+    @field_validator("train_reference_rows")
+    @classmethod
+    def _train_rows(cls, v: int) -> int:
+        if 0 < v < 100:
+            raise ValueError(f"{v}: expected 0 (off) or at least 100 training rows (the test's reference)")
         return v
 
 
@@ -314,6 +326,7 @@ def build_profile(
         domain_alpha=config.domain_alpha,
         domain_delta=config.domain_delta,
         min_ess_fraction=config.min_ess_fraction,
+        train_reference_rows=config.train_reference_rows,
         thresholds={},
         calibration={},
         bandwidth=bandwidth,
@@ -345,7 +358,17 @@ def build_profile(
     if len(domain_idx) > DOMAIN_MAX_ROWS:
         # a generator of its own: the calibration's draws stay the ones of profiles built before
         domain_idx = np.sort(np.random.default_rng(0).choice(domain_idx, DOMAIN_MAX_ROWS, replace=False))
-    profile = ReferenceProfile(info, ref, mean, components, stream, full.take(domain_idx))
+    train_feats = None
+    if config.train_reference_rows:
+        # model-free inputs of training rows (a generator of its own: the calibration's draws stay as before)
+        rows_tr = np.arange(len(tr))
+        if len(tr) > config.train_reference_rows:
+            rows_tr = np.sort(
+                np.random.default_rng(1).choice(len(tr), config.train_reference_rows, replace=False)
+            )
+        train_feats = summary_features(tmp_info, tr.X.iloc[rows_tr] if kind == "table" else tr.X[rows_tr])
+        info.train_reference_rows = int(len(rows_tr))
+    profile = ReferenceProfile(info, ref, mean, components, stream, full.take(domain_idx), train_feats)
     # Re-splitting all of validation gives exchangeable (pseudo-reference, window) pairs, so the min-p
     # null distribution is the one a fixed reference meets on fresh in-distribution windows.
     tests = build_tests(config.tests, where="stage 'monitor': tests")
@@ -426,6 +449,12 @@ def _guarantee_sentence(
             f"{1 - config.domain_delta:g} over the draw of the held-out rows (an exact permutation test of the "
             "window's mean inputs against the held-out rows'; Markov's inequality)."
         )
+        if config.train_reference_rows:
+            stream += (
+                f" It is a union of two tests, each at half that level: the held-out rows' and the window's summary "
+                f"features against up to {config.train_reference_rows} training rows' (which also rests on the "
+                "training rows coming from production's population)."
+            )
     elif config.domain_alpha is not None:
         stream += (
             f" The domain flag on the label-free estimate (p <= {config.domain_alpha:g}) flags in-distribution "
@@ -494,6 +523,7 @@ class BuildMonitorProfile(Stage):
                 "stream_test": i.stream_test,
                 "stream_look": i.stream_look,
                 "min_ess_fraction": i.min_ess_fraction,
+                "train_reference_rows": i.train_reference_rows,
                 "domain_rows": len(outputs.reference.domain),
                 "stream_scores": sorted(outputs.reference.stream),
                 "guarantee": i.guarantee,
