@@ -27,7 +27,6 @@ system, where ``flock`` may not reach the other machines) keeps Optuna's fsync a
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from typing import Any
@@ -67,10 +66,14 @@ class FlockLock(BaseJournalFileLock):
     def release(self) -> None:
         fcntl.flock(self._descriptor(), fcntl.LOCK_UN)
 
-    def __del__(self) -> None:
-        if self._fd is not None and self._pid == os.getpid():
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
+    # At interpreter shutdown the module's globals (``os`` among them) may already be None when
+    # this runs, so the two functions it needs are bound when the class is made.
+    def __del__(self, _getpid=os.getpid, _close=os.close) -> None:
+        if self._fd is not None and self._pid == _getpid():
+            try:  # noqa: SIM105 (contextlib may be gone at shutdown)
+                _close(self._fd)
+            except OSError:
+                pass
 
 
 class UnsyncedJournalFile(JournalFileBackend):
