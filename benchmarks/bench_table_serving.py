@@ -29,8 +29,6 @@ Run: .venv/bin/python benchmarks/bench_table_serving.py [--only NAME ...]
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_tables as bt  # noqa: E402  (sets one OpenMP thread before numpy)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from bench_serve import closedloop_server  # noqa: E402
 
 from closedloop.artifacts.export import ExportBundle  # noqa: E402
 
@@ -63,50 +62,6 @@ def json_rows(X: pd.DataFrame) -> list[dict[str, Any]]:
                 row[k] = str(v)
         out.append(row)
     return out
-
-
-class Server:
-    """``closedloop serve RUN_DIR`` in its own process on a free loopback port."""
-
-    def __init__(self, run_dir: Path, log: Path) -> None:
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        self.url = f"http://127.0.0.1:{self.port}"
-        code = "from closedloop.cli import main\nimport sys\nraise SystemExit(main(sys.argv[1:]))\n"
-        args = ["serve", str(run_dir), "--port", str(self.port), "--no-metrics"]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", code, *args],
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-            env=os.environ,
-        )
-        self.log = log
-
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"server exited with {self.proc.returncode}:\n{self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=2.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise SystemExit(f"server not ready after {timeout} s:\n{self.log.read_text()}")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def served_proba(url: str, rows: list[dict[str, Any]], labels: list[str]) -> tuple[np.ndarray, list[Any]]:
@@ -146,9 +101,8 @@ def one(name: str, family: str, runs: Path) -> str:
     )
     p_alone = np.concatenate([local.predict_proba(feats[i : i + 1]) for i in range(min(len(feats), 300))])
     labels = list(data.meta.label_names)
-    server = Server(res.run_dir, runs / f"{name}_{family}_server.log")
+    server = closedloop_server(res.run_dir, "--no-metrics", label=f"{name} {family} server")
     try:
-        server.wait_ready()
         p_served, decided = served_proba(server.url, json_rows(test.X), labels)
     finally:
         server.stop()

@@ -53,13 +53,18 @@ def tree_table(n: int = 600, seed: int = 0) -> DatasetBundle:
             "color": pd.Categorical(color, categories=["blue", "green", "red"]),
         }
     )
-    parts = np.split(np.arange(n), [int(n * 0.6), int(n * 0.8)])
+    return binary_table_bundle("trees", X, y, categorical=["color"])
+
+
+def binary_table_bundle(name: str, X: pd.DataFrame, y: np.ndarray, categorical: list[str]) -> DatasetBundle:
+    """A no/yes table split 60/20/20 in row order into train, val and test."""
+    parts = np.split(np.arange(len(X)), [int(len(X) * 0.6), int(len(X) * 0.8)])
     splits = {
         k: Split(X.iloc[p].reset_index(drop=True), y[p])
         for k, p in zip(("train", "val", "test"), parts, strict=True)
     }
     meta = DatasetMeta(
-        name="trees", source="test", kind="table", label_names=["no", "yes"], categorical_features=["color"]
+        name=name, source="test", kind="table", label_names=["no", "yes"], categorical_features=categorical
     )
     return DatasetBundle(meta=meta, splits=splits)
 

@@ -19,9 +19,10 @@ pytest.importorskip("onnxmltools")
 from closedloop.artifacts.export import ExportBundle  # noqa: E402
 from closedloop.core.checks import GivenArtifacts  # noqa: E402
 from closedloop.core.pipeline import Pipeline, RunResult  # noqa: E402
-from closedloop.data.bundle import DatasetBundle, DatasetMeta, Split  # noqa: E402
+from closedloop.data.bundle import DatasetBundle  # noqa: E402
 from closedloop.stages.train import TrainModel  # noqa: E402
 
+from .test_train_trees import binary_table_bundle  # noqa: E402
 from .test_train_trees_bad_input import QUICK  # noqa: E402
 
 
@@ -32,15 +33,7 @@ def staged_table(n: int = 400, seed: int = 0) -> DatasetBundle:
     a = rng.normal(size=n)
     y = (stage + 0.5 * a + rng.normal(0, 0.5, n) > 2.8).astype(np.int64)
     X = pd.DataFrame({"a": a, "stage": pd.Categorical(stage, categories=[1, 2, 3, 4])})
-    parts = np.split(np.arange(n), [int(n * 0.6), int(n * 0.8)])
-    splits = {
-        k: Split(X.iloc[p].reset_index(drop=True), y[p])
-        for k, p in zip(("train", "val", "test"), parts, strict=True)
-    }
-    meta = DatasetMeta(
-        name="staged", source="test", kind="table", label_names=["no", "yes"], categorical_features=["stage"]
-    )
-    return DatasetBundle(meta=meta, splits=splits)
+    return binary_table_bundle("staged", X, y, categorical=["stage"])
 
 
 @pytest.fixture(scope="module")

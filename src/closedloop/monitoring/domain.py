@@ -208,6 +208,22 @@ def mean_shift_test(
     return (1 + exceed) / (permutations + 1)
 
 
+def fill_missing(X: np.ndarray) -> np.ndarray:
+    """``X`` (reference rows then window rows) with each missing table value replaced by its column's
+    mean over both sides (0 for a column missing everywhere), so a missing value is no evidence of a
+    shift by itself.
+
+    >>> fill_missing(np.array([[1.0, np.nan], [3.0, np.nan]])).tolist()
+    [[1.0, 0.0], [3.0, 0.0]]
+    """
+    missing = ~np.isfinite(X)
+    if not missing.any():
+        return X
+    with np.errstate(all="ignore"):
+        fill = np.nan_to_num(np.nanmean(np.where(missing, np.nan, X), axis=0))
+    return np.where(missing, fill[None, :], X)
+
+
 def domain_matrix(
     ref: Sample, win: Sample, problem_type: str, features: bool = True
 ) -> tuple[np.ndarray, list[str]]:
@@ -231,12 +247,7 @@ def domain_matrix(
         raise ValueError(
             f"domain check: {nr} reference and {nw} window rows; at least {MIN_ROWS} of each are needed"
         )
-    X = np.concatenate([Xr, Xw])
-    missing = ~np.isfinite(X)
-    if missing.any():  # a missing table value: the column's mean over both sides (all missing: 0)
-        with np.errstate(all="ignore"):
-            fill = np.nan_to_num(np.nanmean(np.where(missing, np.nan, X), axis=0))
-        X = np.where(missing, fill[None, :], X)
+    X = fill_missing(np.concatenate([Xr, Xw]))
     varies = X.std(axis=0) > 0  # a constant input (a column that never changes) tells nothing apart
     X, names = X[:, varies], [n for n, v in zip(names, varies, strict=True) if v]
     return X, names

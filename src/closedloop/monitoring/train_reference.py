@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from closedloop.monitoring.domain import MIN_ROWS, PERMUTATIONS, mean_shift_test
+from closedloop.monitoring.domain import MIN_ROWS, PERMUTATIONS, fill_missing, mean_shift_test
 
 
 class TrainReferenceCheck(BaseModel):
@@ -57,12 +57,7 @@ def train_reference_check(
     tr, win = np.asarray(train_features, np.float64), np.asarray(window_features, np.float64)
     if tr.ndim != 2 or tr.shape[1] != win.shape[1] or tr.shape[1] == 0 or min(len(tr), len(win)) < MIN_ROWS:
         return None
-    X = np.concatenate([tr, win])
-    missing = ~np.isfinite(X)
-    if missing.any():  # a missing table value: the column's mean over both sides (all missing: 0)
-        with np.errstate(all="ignore"):
-            fill = np.nan_to_num(np.nanmean(np.where(missing, np.nan, X), axis=0))
-        X = np.where(missing, fill[None, :], X)
+    X = fill_missing(np.concatenate([tr, win]))
     X = X[:, X.std(axis=0) > 0]
     if X.shape[1] == 0:
         return None
