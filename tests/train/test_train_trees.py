@@ -69,6 +69,18 @@ def binary_table_bundle(name: str, X: pd.DataFrame, y: np.ndarray, categorical: 
     return DatasetBundle(meta=meta, splits=splits)
 
 
+def task_train_export(data: DatasetBundle, train: dict[str, Any], runs: Path, name: str) -> RunResult:
+    """The task, train and export stages on ``data``; every stage must end ok."""
+    from closedloop.core.registry import STAGES
+
+    given = GivenArtifacts.of({"data": data}, runs / "given")
+    stages = [STAGES.resolve("task")(), TrainModel(**train), STAGES.resolve("export")()]
+    result = Pipeline([given, *stages], name=name, runs_dir=runs).run(progress=False)
+    failed = {k: v.get("error") for k, v in result.summary["stages"].items() if v["status"] != "ok"}
+    assert not failed, failed
+    return result
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
     from closedloop.core.registry import STAGES

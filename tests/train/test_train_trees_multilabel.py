@@ -18,11 +18,10 @@ import pytest
 pytest.importorskip("lightgbm")
 pytest.importorskip("onnxmltools")
 
-from closedloop.core.pipeline import Pipeline, RunResult  # noqa: E402
+from closedloop.core.pipeline import RunResult  # noqa: E402
 from closedloop.data.bundle import DatasetBundle, Split  # noqa: E402
-from closedloop.stages.train import TrainModel  # noqa: E402
 
-from .test_train_trees import TREE_TRAIN, tree_table  # noqa: E402
+from .test_train_trees import TREE_TRAIN, task_train_export, tree_table  # noqa: E402
 
 LABELS = ["p", "q", "rare"]
 #: the binary tree tests' settings, smaller: one multi-label stage is several boosters' work
@@ -125,16 +124,7 @@ def test_a_one_label_multilabel_task_is_refused_naming_the_count() -> None:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
-    from closedloop.core.checks import GivenArtifacts
-    from closedloop.core.registry import STAGES
-
-    runs = tmp_path_factory.mktemp("ml_tree_runs")
-    given = GivenArtifacts.of({"data": multilabel_table()}, runs / "given")
-    stages = [STAGES.resolve("task")(), TrainModel(**ML_TRAIN), STAGES.resolve("export")()]
-    result = Pipeline([given, *stages], name="mltrees", runs_dir=runs).run(progress=False)
-    failed = {k: v.get("error") for k, v in result.summary["stages"].items() if v["status"] != "ok"}
-    assert not failed, failed
-    return result
+    return task_train_export(multilabel_table(), ML_TRAIN, tmp_path_factory.mktemp("ml_tree_runs"), "mltrees")
 
 
 def test_multilabel_trees_train_and_export_with_parity(run: RunResult) -> None:

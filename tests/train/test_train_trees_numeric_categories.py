@@ -17,12 +17,10 @@ pytest.importorskip("lightgbm")
 pytest.importorskip("onnxmltools")
 
 from closedloop.artifacts.export import ExportBundle  # noqa: E402
-from closedloop.core.checks import GivenArtifacts  # noqa: E402
-from closedloop.core.pipeline import Pipeline, RunResult  # noqa: E402
+from closedloop.core.pipeline import RunResult  # noqa: E402
 from closedloop.data.bundle import DatasetBundle  # noqa: E402
-from closedloop.stages.train import TrainModel  # noqa: E402
 
-from .test_train_trees import binary_table_bundle  # noqa: E402
+from .test_train_trees import binary_table_bundle, task_train_export  # noqa: E402
 from .test_train_trees_bad_input import QUICK  # noqa: E402
 
 
@@ -38,15 +36,7 @@ def staged_table(n: int = 400, seed: int = 0) -> DatasetBundle:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
-    from closedloop.core.registry import STAGES
-
-    runs = tmp_path_factory.mktemp("staged_runs")
-    given = GivenArtifacts.of({"data": staged_table()}, runs / "given")
-    stages = [STAGES.resolve("task")(), TrainModel(**QUICK), STAGES.resolve("export")()]
-    result = Pipeline([given, *stages], name="staged", runs_dir=runs).run(progress=False)
-    failed = {k: v.get("error") for k, v in result.summary["stages"].items() if v["status"] != "ok"}
-    assert not failed, failed
-    return result
+    return task_train_export(staged_table(), QUICK, tmp_path_factory.mktemp("staged_runs"), "staged")
 
 
 def _rows() -> pd.DataFrame:
