@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from closedloop.monitoring.estimate import estimate
 from closedloop.monitoring.recalibrate import fit_platt
@@ -39,3 +40,40 @@ def test_platt_on_heldout_rows_corrects_a_biased_confidence_and_keeps_the_decisi
 def test_platt_is_not_fitted_on_one_class() -> None:
     p = np.tile([[0.8, 0.2]], (50, 1))
     assert fit_platt(p, np.zeros(50, int)) is None
+
+
+def test_estimate_calibration_heldout_platt_reaches_the_profile_summary_and_each_window(tmp_path):
+    import sys
+    from pathlib import Path
+
+    from closedloop.core.errors import ConfigError
+    from closedloop.core.stage import RunContext
+    from closedloop.monitoring import Monitor
+    from closedloop.stages.monitor import BuildMonitorProfile
+    from closedloop.stages.task import DefineTaskConfig, build_task_spec
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from monitor_helpers import table_setup
+
+    bundle, model = table_setup()
+    task = build_task_spec(DefineTaskConfig(), bundle)
+    fast = {"calibration_windows": 30, "window_sizes": [50, 100], "permutations": 60}
+    stage = BuildMonitorProfile(**fast, estimate_calibration="heldout_platt")
+    out = stage.execute(
+        {"data": bundle, "task": task, "model": model}, RunContext("monitor", Path("."), seed=0)
+    )
+    assert stage.summarize(out)["reference"]["estimate_calibration"] == "heldout_platt"
+    out.reference.save(tmp_path)
+    prof = type(out.reference).load(tmp_path)
+    X, y = bundle.splits["test"].X, bundle.splits["test"].y
+    cal = Monitor(prof, model).check(X, labels=y)
+    prof.info.estimate_calibration = "none"
+    raw = Monitor(prof, model).check(X, labels=y)
+    m = cal["estimate_calibration"]
+    assert m["method"] == "heldout_platt" and m["slope"] > 0 and raw["estimate_calibration"] is None
+    point = cal["estimated"] or cal["estimate_withheld"]
+    raw_point = raw["estimated"] or raw["estimate_withheld"]
+    assert point["acc"] != raw_point["acc"]  # the estimate moved ...
+    assert cal["realized"] == raw["realized"]  # ... the model's decisions did not
+    with pytest.raises(ConfigError, match="estimate_calibration"):
+        BuildMonitorProfile(estimate_calibration="isotonic")
