@@ -137,6 +137,18 @@ def tree_refusal(cfg: ExportModelConfig, family: str, what: str | None = None) -
     return None
 
 
+def refuse_int8_without_variant(cfg: ExportModelConfig, data_kind: str) -> None:
+    """``ship: int8`` when ``quantize: auto`` makes no int8 variant (a table model): say so before any
+    work, with the two modes that would make one."""
+    if cfg.ship == "int8" and cfg.quantize_mode(data_kind) == "none":
+        raise ExportError(
+            "export.ship: int8 - quantize: auto makes no int8 variant for a table model (fp32 ships: on table "
+            "MLPs int8 was measured no faster than fp32, see docs/export.md); set quantize: static (scales "
+            "calibrated on train rows, batch-independent) or quantize: dynamic (answers one row at a time) "
+            "to make one, or use ship: auto"
+        )
+
+
 class Exporter:
     """Writes a raw-input module to ONNX in the export folder (a sample of held-out rows traces it)."""
 
