@@ -192,14 +192,16 @@ def test_export_ship_without_its_variant_fails_at_validate(params: str, needed: 
 
 
 def test_export_ship_int8_on_a_table_under_quantize_auto_is_refused_before_any_work(tmp_path: Path) -> None:
-    """quantize: auto makes no int8 variant for a table; ship: int8 then names the two modes that would."""
+    """quantize: auto makes no int8 variant for a small table network; ship: int8 then names the modes
+    that would make one."""
     b = table_bundle()
     m, t = table_model(b, steps=20), task_for(b)
     ctx = RunContext(stage_name="export", stage_dir=tmp_path, seed=0)
     with pytest.raises(ExportError) as info:
         ExportModel(**FAST, ship="int8").execute({"data": b, "task": t, "model": m}, ctx)
     msg = str(info.value)
-    assert "export.ship: int8 - quantize: auto makes no int8 variant for a table model" in msg
+    assert "export.ship: int8 - quantize: auto makes no int8 variant for this table model" in msg
+    assert "< table_int8_min_parameters 100,000" in msg
     assert "quantize: static" in msg and "quantize: dynamic" in msg and "ship: auto" in msg
     assert not (ctx.work_dir / "export").exists()  # refused before the fp32 export
     # asked for explicitly, a table gets its int8 variant and ships it

@@ -144,7 +144,8 @@ def run_export(cfg: ExportModelConfig, inputs: Any, ctx: RunContext) -> ExportBu
     """Run every step; the folder (ONNX files, metadata, card) is deterministic, timings go to ``ctx``."""
     data, task, model = inputs.data, inputs.task, inputs.model
     refuse_for_trees(cfg, model)
-    refuse_int8_without_variant(cfg, task.data_kind)
+    if not is_trees(model):
+        refuse_int8_without_variant(cfg, task.data_kind, model.n_parameters())
     threads = cfg.latency.threads or task.constraints.threads
     out = ctx.work_dir / "export"
     shutil.rmtree(out, ignore_errors=True)
@@ -191,8 +192,8 @@ def run_export(cfg: ExportModelConfig, inputs: Any, ctx: RunContext) -> ExportBu
         variants=variants,
         threads=threads,
         distillation=student.distillation if student is not None else None,
-        quantization="none" if is_trees(model) else cfg.quantize_mode(task.data_kind),
-        quantization_note=cfg.quantize_note(task.data_kind, trees=is_trees(model)),
+        quantization="none" if is_trees(model) else cfg.quantize_mode(task.data_kind, model.n_parameters()),
+        quantization_note=cfg.quantize_note(task.data_kind, model.n_parameters(), trees=is_trees(model)),
     )
     thr = model.threshold
     card = render_model_card(
