@@ -22,6 +22,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             mode=args.retrain_mode,
             epochs=args.retrain_epochs,
             lr=args.retrain_lr,
+            threshold_fit=args.retrain_threshold,
         )
     except ValueError as exc:  # pydantic: name the flag and the value
         first = exc.errors()[0] if hasattr(exc, "errors") else {}
@@ -148,6 +149,15 @@ def add_commands(subparsers: Any) -> None:
         type=float,
         default=5e-4,
         help="retrain, warm_start: Adam's learning rate (default 5e-4)",
+    )
+    ad.add_argument(
+        "--retrain-threshold",
+        choices=["held_out", "cross_fit"],
+        default="held_out",
+        help="retrain: where its threshold at the task's costs is set: held_out (on the calibration part, "
+        "never trained on; the model trains on the rest) or cross_fit (warm_start only: two warm starts on "
+        "swapped halves score the half each never trained on; the shipped warm start trains on every "
+        "adaptation label, its threshold set on those out-of-fold scores; three warm starts) (default held_out)",
     )
     ad.add_argument(
         "--retrain-set",
