@@ -38,6 +38,7 @@ SHIFTED = ("test", "gaussian_noise", "contrast")
 LINEUPS = {
     "alone": ("retrain", "held_out"),
     "choice": ("recalibration,head,finetune,retrain", "held_out"),
+    "alone+cross_fit_half": ("retrain", "cross_fit_half"),
     "alone+cross_fit": ("retrain", "cross_fit"),
     "choice+cross_fit": ("recalibration,head,finetune,retrain", "cross_fit"),
 }
@@ -45,7 +46,9 @@ LINEUPS = {
 own), or competing with the other families' winner on its calibration labels (``closedloop adapt``'s
 choice); its threshold set on the calibration half it never trained on (``held_out``), or cross-fitted
 on out-of-fold scores of every adaptation label with the shipped warm start trained on all of them
-(``cross_fit``: session 12). ``--lineups`` picks which run (in this order: the last tie-break)."""
+(``cross_fit``: session 12), or on the same out-of-fold scores with the shipped warm start the one on
+the fit half (``cross_fit_half``: its scores are like the out-of-fold ones, two exchangeable models).
+``--lineups`` picks which run (in this order: the last tie-break)."""
 
 
 def _label(lineup: str) -> str:
@@ -73,7 +76,8 @@ RULE = (
     "in expected cost per case on unseen development-half production of the model that runs after the "
     "decision (the challenger where promoted, else the champion: what the loop delivers, promotions and "
     "their quality together); within 0.1 point of it: the most promotions; then the earlier setting in "
-    "the grid, then the line-up listed first (alone, choice, alone+cross_fit, choice+cross_fit: cheaper first)"
+    "the grid, then the line-up listed first (alone, choice, alone+cross_fit_half, alone+cross_fit, "
+    "choice+cross_fit: cheaper first)"
 )
 
 HEADER = re.compile(r"^\[(\w+)\] production.*line-up --challengers (.+)$", re.M)

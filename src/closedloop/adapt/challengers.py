@@ -109,7 +109,7 @@ class AdaptedChallenger(BaseModel):
             where = (
                 f"the out-of-fold scores of those {len(t.calibration_rows)} labels (two warm starts on swapped "
                 "halves, each scoring the half it never trained on)"
-                if t.spec.threshold_fit == "cross_fit"
+                if t.spec.threshold_fit != "held_out"
                 else f"{len(t.calibration_rows)} production labels it never trained on"
             )
             return (

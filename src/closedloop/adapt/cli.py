@@ -152,12 +152,14 @@ def add_commands(subparsers: Any) -> None:
     )
     ad.add_argument(
         "--retrain-threshold",
-        choices=["held_out", "cross_fit"],
+        choices=["held_out", "cross_fit", "cross_fit_half"],
         default="held_out",
         help="retrain: where its threshold at the task's costs is set: held_out (on the calibration part, "
-        "never trained on; the model trains on the rest) or cross_fit (warm_start only: two warm starts on "
+        "never trained on; the model trains on the rest), cross_fit (warm_start only: two warm starts on "
         "swapped halves score the half each never trained on; the shipped warm start trains on every "
-        "adaptation label, its threshold set on those out-of-fold scores; three warm starts) (default held_out)",
+        "adaptation label, its threshold set on those out-of-fold scores; three warm starts) or "
+        "cross_fit_half (the same out-of-fold scores; the shipped warm start is the one on the fit half; "
+        "two warm starts) (default held_out)",
     )
     ad.add_argument(
         "--retrain-set",

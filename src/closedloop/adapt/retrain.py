@@ -20,7 +20,12 @@ with production labels added to train:
    calibration part and one on the calibration part scores the fit part (out-of-fold scores for
    every label); the shipped warm start trains on ALL the adaptation labels and its threshold is set
    on those out-of-fold scores (three warm starts instead of one; the threshold then rests on twice
-   the labels, at the price of scores from models trained on half of them);
+   the labels, at the price of scores from models trained on half of them, whose scores need not
+   be distributed like the shipped model's). ``"cross_fit_half"`` ships the warm start on the fit
+   part (the ``held_out`` model) with the threshold on the same out-of-fold scores: its own on the
+   calibration part and its twin's (the same recipe on the calibration part) on the fit part, two
+   exchangeable models, so every score the threshold reads comes from a model like the shipped one
+   (two warm starts);
 4. its score for the choice against the other challengers is its expected cost on the calibration
    part with the threshold cross-fitted there (each fold decided by a threshold fitted on the other
    folds), compared with the other challengers' out-of-fold costs on the same rows
@@ -67,10 +72,11 @@ class RetrainSpec(BaseModel):
     """``warm_start``: Adam's learning rate."""
     batch_size: int = Field(64, ge=2)
     """``warm_start``: rows per step."""
-    threshold_fit: Literal["held_out", "cross_fit"] = "held_out"
+    threshold_fit: Literal["held_out", "cross_fit", "cross_fit_half"] = "held_out"
     """How the threshold at the task's costs is set (module docstring, step 3): ``held_out``, on the
     calibration part the model never trained on; ``cross_fit`` (``warm_start`` only), on out-of-fold
-    scores of every adaptation label, the shipped model trained on all of them."""
+    scores of every adaptation label, the shipped model trained on all of them; ``cross_fit_half``
+    (``warm_start`` only), on the same out-of-fold scores, the shipped model the one on the fit part."""
 
     @model_validator(mode="before")
     @classmethod
@@ -83,7 +89,10 @@ class RetrainSpec(BaseModel):
     def describe(self) -> str:
         if self.mode == "pipeline":
             return f"pipeline rerun, weight {self.weight}"
-        how = ", threshold cross-fitted" if self.threshold_fit == "cross_fit" else ""
+        how = {
+            "cross_fit": ", threshold cross-fitted",
+            "cross_fit_half": ", threshold cross-fitted (fit half)",
+        }.get(self.threshold_fit, "")
         return f"warm start, weight {self.weight}, {self.epochs} epoch(s), lr {self.lr:g}{how}"
 
 
@@ -99,7 +108,8 @@ class RetrainFit(BaseModel):
     """Rows of the adaptation part added to train (``cross_fit``: every row)."""
     calibration_rows: list[int]
     """Rows of the adaptation part the threshold was chosen on, scored by a model that never trained
-    on them (``cross_fit``: every row, each scored by the warm start on the other half)."""
+    on them (``cross_fit``, ``cross_fit_half``: every row, each scored by the warm start on the other
+    half)."""
     n_added: int
     """Training samples added (``len(fit_rows) * weight``)."""
     own_threshold: float | None
@@ -120,10 +130,11 @@ def check_retrain_config(run_dir: Path, spec: RetrainSpec) -> None:
             f"{cfg} not found: the retrained challenger reruns the champion's own config; leave 'retrain' out "
             "of --challengers for a bare model folder"
         )
-    if spec.threshold_fit == "cross_fit" and spec.mode != "warm_start":
+    if spec.threshold_fit != "held_out" and spec.mode != "warm_start":
         raise ConfigError(
-            "--retrain-threshold cross_fit: cross-fitting trains three models (two on swapped halves, one on "
-            "all labels); it is offered for --retrain-mode warm_start only (a pipeline rerun takes minutes each)"
+            f"--retrain-threshold {spec.threshold_fit}: cross-fitting trains two or three models (two on "
+            "swapped halves, for cross_fit one more on all labels); it is offered for --retrain-mode warm_start "
+            "only (a pipeline rerun takes minutes each)"
         )
     if spec.mode == "warm_start":
         if spec.overrides:
@@ -229,10 +240,14 @@ def retrain_challenger(
     fit_rows, cal_rows = split_for_retrain(adapt_part.y, spec.calibration_fraction, seed)
     fit_part, cal_part = adapt_part.take(fit_rows), adapt_part.take(cal_rows)
     p_cal: np.ndarray | None = None
-    if spec.mode == "warm_start" and spec.threshold_fit == "cross_fit":
-        model, device, p_cal = _cross_fitted_warm_start(run_dir, adapt_part, fit_rows, cal_rows, spec, seed)
+    if spec.mode == "warm_start" and spec.threshold_fit != "held_out":
+        ship_all = spec.threshold_fit == "cross_fit"
+        model, device, p_cal = _cross_fitted_warm_start(
+            run_dir, adapt_part, fit_rows, cal_rows, spec, seed, ship_all=ship_all
+        )
         new_run = None
-        fit_rows = cal_rows = np.arange(len(adapt_part.y))
+        fit_rows = np.arange(len(adapt_part.y)) if ship_all else fit_rows
+        cal_rows = np.arange(len(adapt_part.y))
         cal_part = adapt_part
         n_added = len(fit_rows) * spec.weight
     elif spec.mode == "warm_start":
@@ -309,13 +324,20 @@ def _cross_fitted_warm_start(
     b_rows: np.ndarray,
     spec: RetrainSpec,
     seed: int,
+    *,
+    ship_all: bool,
 ) -> tuple[Any, str, np.ndarray]:
-    """(the warm start trained on every adaptation label, its device, out-of-fold P(pos) of every
-    adaptation label): the warm start on part A scores part B and the one on B scores A, each with
-    the declared recipe and seed (the one on A is the ``held_out`` mode's model)."""
+    """(the shipped warm start, its device, out-of-fold P(pos) of every adaptation label): the warm
+    start on part A scores part B and the one on B scores A, each with the declared recipe and seed
+    (the one on A is the ``held_out`` mode's model). Shipped: a warm start on every adaptation label
+    (``ship_all``), else the one on A."""
     p = np.empty(len(adapt_part.y), np.float64)
+    halves = []
     for train_rows, score_rows in ((a_rows, b_rows), (b_rows, a_rows)):
-        half, _, _ = _warm_started(run_dir, adapt_part.take(train_rows), spec, seed)
+        half, device, _ = _warm_started(run_dir, adapt_part.take(train_rows), spec, seed)
         p[score_rows] = np.asarray(half.predict_proba(adapt_part.take(score_rows).X), np.float64)[:, -1]
+        halves.append((half, device))
+    if not ship_all:
+        return *halves[0], p
     model, device, _ = _warm_started(run_dir, adapt_part, spec, seed)
     return model, device, p
