@@ -631,10 +631,12 @@ def test_retrain_weight_left_out_is_the_declared_default_of_its_mode(champion, t
     assert fit["n_added"] == WARM_START_WEIGHT * len(fit["fit_rows"])
 
 
+@pytest.mark.slow  # seven warm starts of the tiny CNN and two adaptations (about 20 s of CPU)
 def test_warm_start_cross_fitted_threshold_uses_every_adaptation_label(champion, tmp_path, capsys):
     """``--retrain-threshold cross_fit``: the shipped warm start trains on every adaptation label, and
     its threshold is the task's costs on out-of-fold scores (the warm start on one half scores the
-    other, and back), so no label sets the threshold on a score from a model that trained on it."""
+    other, and back), so no label sets the threshold on a score from a model that trained on it;
+    ``cross_fit_half`` reads the same scores and ships the warm start on the fit half."""
     from closedloop.adapt.retrain import split_for_retrain
     from closedloop.adapt.warm_retrain import warm_retrain
     from closedloop.stats.recalibration import fit_recalibration
@@ -677,6 +679,20 @@ def test_warm_start_cross_fitted_threshold_uses_every_adaptation_label(champion,
     # the shipped network is the warm start on all of them
     shipped = warm(np.arange(len(y)))
     np.testing.assert_allclose(adapted.predict_logits(X), shipped.predict_logits(X), rtol=1e-5, atol=1e-5)
+
+    # cross_fit_half: the same threshold from the same out-of-fold scores; the shipped network is the
+    # warm start on the fit half (the held_out mode's model)
+    half = tmp_path / "half"
+    rc = main([
+        "adapt", str(run), str(labels), "--challengers", "retrain", "--retrain-mode", "warm_start",
+        "--retrain-threshold", "cross_fit_half", "--seed", "2", "--out", str(half),
+    ])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    fit = json.loads((half / "adapt.json").read_text())["choice"]["chosen"]["retrain"]
+    assert fit["fit_rows"] == a.tolist() and fit["calibration_rows"] == list(range(len(ia)))
+    adapted = TrainedModel.load(half / "model")
+    assert adapted.threshold == pytest.approx(expect)
+    np.testing.assert_allclose(adapted.predict_logits(X), warm(a).predict_logits(X), rtol=1e-5, atol=1e-5)
 
     # a pipeline rerun is not cross-fitted (three pipeline runs): refused, naming the flag
     assert main([
