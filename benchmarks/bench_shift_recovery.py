@@ -25,11 +25,16 @@ weights (``--retrain-mode warm_start --retrain-weight 5``; chosen on the develop
 to tens of seconds on a CPU). Several line-ups separated by ``;`` are judged on the same draws. Per
 scenario the bench prints, besides the targets, how many draws were better on production
 (p < alpha), non-inferior on the clean original test split, and both, and the bounds of
-``shift_recovery_bounds.py`` (the oracle threshold; the declared test's simulated power).
+``shift_recovery_bounds.py`` (the oracle threshold on the champion's scores; the same oracle on each
+draw's challenger's own scores, on the images it never saw; the declared test's simulated power).
+``--retrain-threshold held_out;cross_fit_half;cross_fit`` pairs with the line-ups of ``--challengers``
+(where the warm start's threshold is set: ``closedloop adapt --retrain-threshold``); one warm start per
+distinct training set is trained and shared between line-ups.
 
 Run: PYTHONPATH=src .venv/bin/python benchmarks/bench_shift_recovery.py [--draws 25] [--half dev]
      [--challengers recalibration,head,finetune[,retrain]] [--eval-fraction 0.5] [--retrain-weight 1]
-     [--retrain-mode warm_start --retrain-weight 5 --retrain-epochs 1 --retrain-lr 5e-4] [--power-draws 400]
+     [--retrain-mode warm_start --retrain-weight 5 --retrain-epochs 1 --retrain-lr 5e-4]
+     [--retrain-threshold held_out|cross_fit_half|cross_fit, or one per line-up separated by ';'] [--power-draws 400]
      [--bounds-only]
 """
 

@@ -16,8 +16,9 @@ Every process writes its own log under ``--logs``; this script prints the rule, 
 choice and the report summary.
 
 Run: PYTHONPATH=src python benchmarks/shift_recovery_tune.py [--jobs 2] [--dev-draws 6] [--report-draws 20]
-     [--grid "20:1:5e-4:0.5;5:1:5e-4:0.5"] [--skip-report]; later, the report half alone with what an
-     earlier (saved) tuning run chose: ... --chosen 20:1:5e-4:0.5:alone
+     [--grid "20:1:5e-4:0.5;5:1:5e-4:0.5"] [--lineups alone,alone+cross_fit_half,alone+cross_fit]
+     [--skip-report]; later, the report half alone with what an earlier (saved) tuning run chose:
+     ... --chosen 20:1:5e-4:0.5:alone
 """
 
 from __future__ import annotations

@@ -558,7 +558,8 @@ def test_warm_start_retrain_continues_from_the_champion_with_the_labels_added_an
     out = tmp_path / "warm"
     rc = main([
         "adapt", str(run), str(labels), "--challengers", "retrain", "--retrain-mode", "warm_start",
-        "--retrain-weight", "5", "--retrain-epochs", "1", "--retrain-lr", "0.001", "--out", str(out),
+        "--retrain-weight", "5", "--retrain-epochs", "1", "--retrain-lr", "0.001", "--retrain-threshold",
+        "held_out", "--out", str(out),
     ])  # fmt: skip
     assert rc == 0, capsys.readouterr().err
     assert "trained further from the champion's weights" in capsys.readouterr().out
@@ -614,11 +615,15 @@ def test_warm_start_retrain_bad_input(champion, tmp_path, capsys):
 def test_retrain_weight_left_out_is_the_declared_default_of_its_mode(champion, tmp_path, capsys):
     """A warm start without ``--retrain-weight`` adds each fit label the tuned number of times; a
     pipeline rerun once; a weight given is kept, and a weight below 1 is refused naming the flag."""
-    from closedloop.adapt.arguments import WARM_START_WEIGHT
+    from closedloop.adapt.arguments import WARM_START_THRESHOLD, WARM_START_WEIGHT
     from closedloop.adapt.retrain import RetrainSpec
 
     assert RetrainSpec().weight == 1 and RetrainSpec(mode="warm_start").weight == WARM_START_WEIGHT
     assert RetrainSpec(mode="warm_start", weight=3).weight == 3
+    # the threshold's fit too: cross-fitted for a warm start, held out for a pipeline rerun
+    assert RetrainSpec().threshold_fit == "held_out"
+    assert RetrainSpec(mode="warm_start").threshold_fit == WARM_START_THRESHOLD == "cross_fit"
+    assert RetrainSpec(mode="warm_start", threshold_fit="held_out").threshold_fit == "held_out"
     run, _ = champion
     labels = _labels(tmp_path / "p.npz", run, 60, 33, shift=40)
     out = tmp_path / "o"
@@ -627,7 +632,7 @@ def test_retrain_weight_left_out_is_the_declared_default_of_its_mode(champion, t
     assert "--retrain-weight 0" in capsys.readouterr().err and not out.exists()
     assert main([*base, "--out", str(out)]) == 0, capsys.readouterr().err
     fit = json.loads((out / "adapt.json").read_text())["choice"]["chosen"]["retrain"]
-    assert fit["spec"]["weight"] == WARM_START_WEIGHT
+    assert fit["spec"]["weight"] == WARM_START_WEIGHT and fit["spec"]["threshold_fit"] == WARM_START_THRESHOLD
     assert fit["n_added"] == WARM_START_WEIGHT * len(fit["fit_rows"])
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from closedloop.adapt.arguments import DEFAULT_CHALLENGERS, WARM_START_WEIGHT
+from closedloop.adapt.arguments import DEFAULT_CHALLENGERS, WARM_START_THRESHOLD, WARM_START_WEIGHT
 from closedloop.stats.promotion_arguments import add_promotion_arguments
 
 
@@ -153,13 +153,14 @@ def add_commands(subparsers: Any) -> None:
     ad.add_argument(
         "--retrain-threshold",
         choices=["held_out", "cross_fit", "cross_fit_half"],
-        default="held_out",
+        default=None,
         help="retrain: where its threshold at the task's costs is set: held_out (on the calibration part, "
         "never trained on; the model trains on the rest), cross_fit (warm_start only: two warm starts on "
         "swapped halves score the half each never trained on; the shipped warm start trains on every "
         "adaptation label, its threshold set on those out-of-fold scores; three warm starts) or "
         "cross_fit_half (the same out-of-fold scores; the shipped warm start is the one on the fit half; "
-        "two warm starts) (default held_out)",
+        f"two warm starts) (default: {WARM_START_THRESHOLD} for a warm start, chosen on bench_shift_recovery's "
+        "development half; held_out for a pipeline rerun)",
     )
     ad.add_argument(
         "--retrain-set",

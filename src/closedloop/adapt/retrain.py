@@ -41,7 +41,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from closedloop.adapt.arguments import WARM_START_WEIGHT
+from closedloop.adapt.arguments import WARM_START_THRESHOLD, WARM_START_WEIGHT
 from closedloop.core.errors import ConfigError, DataError, RunDirError
 from closedloop.monitoring.production_labels import ProductionLabels
 from closedloop.stats.errors import StatsError
@@ -76,14 +76,18 @@ class RetrainSpec(BaseModel):
     """How the threshold at the task's costs is set (module docstring, step 3): ``held_out``, on the
     calibration part the model never trained on; ``cross_fit`` (``warm_start`` only), on out-of-fold
     scores of every adaptation label, the shipped model trained on all of them; ``cross_fit_half``
-    (``warm_start`` only), on the same out-of-fold scores, the shipped model the one on the fit part."""
+    (``warm_start`` only), on the same out-of-fold scores, the shipped model the one on the fit part.
+    Left out: :data:`WARM_START_THRESHOLD` for a warm start, ``held_out`` for a pipeline rerun."""
 
     @model_validator(mode="before")
     @classmethod
     def _weight_of_the_mode(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("weight") is None:
+        if isinstance(data, dict):
             warm = data.get("mode") == "warm_start"
-            data = {**data, "weight": WARM_START_WEIGHT if warm else 1}
+            if data.get("weight") is None:
+                data = {**data, "weight": WARM_START_WEIGHT if warm else 1}
+            if data.get("threshold_fit") is None:
+                data = {**data, "threshold_fit": WARM_START_THRESHOLD if warm else "held_out"}
         return data
 
     def describe(self) -> str:
