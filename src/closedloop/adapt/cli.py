@@ -59,8 +59,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         rc = r.retrain_choice
         other = rc["other_oof_cost_on_calibration_rows"]
         print(
-            f"retrained challenger: cost {rc['retrain_calibration_cost']:.4f} on its {rc['n_calibration']} "
-            "calibration labels"
+            f"retrained challenger: cost {rc['retrain_calibration_cost']:.4f} on the {rc['n_calibration']} "
+            "labels its threshold was set on (threshold cross-fitted there)"
             + ("" if other is None else f" vs {other:.4f} for {rc['other_chosen']} (out of fold)")
             + f": {rc['chosen']} chosen ({r.seconds['retrain']:.0f} s)"
         )
