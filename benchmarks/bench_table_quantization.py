@@ -278,6 +278,7 @@ def _rows_at_temperature_one(rows: Rows) -> Rows:
 
 
 def main() -> None:
+    global CALIBRATION
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="+", choices=sorted(bt.TABLES), default=None)
     ap.add_argument("--rounds", type=int, default=101)
@@ -290,7 +291,10 @@ def main() -> None:
     )
     ap.add_argument("--sweep-epochs", type=int, default=3)
     ap.add_argument("--no-sweep", action="store_true")
+    ap.add_argument("--calibration", type=int, default=CALIBRATION, help="train rows calibrating static int8")
     args = ap.parse_args()
+    CALIBRATION = args.calibration
+    print(f"static int8 calibrated on {CALIBRATION} train rows")
     bt.TRAIN.update(SHORT)
     print(__doc__.splitlines()[0])
     print(RULE, flush=True)
