@@ -211,6 +211,22 @@ def test_export_ship_int8_on_a_table_under_quantize_auto_is_refused_before_any_w
     assert out.exported.measurements.shipped == "int8"
 
 
+def test_export_table_int8_threshold_from_yaml_is_checked_at_validate(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(
+        "name: bad\ndata: {source: sklearn, name: breast_cancer}\nstages:\n  - kind: task\n  - kind: train\n"
+        "  - kind: export\n    params: {table_int8_min_parameters: -5}\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "closedloop", "validate", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "table_int8_min_parameters" in r.stderr and "-5" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_export_config_checks_run_when_the_stage_is_built() -> None:
     from closedloop.core.errors import ConfigError
 
