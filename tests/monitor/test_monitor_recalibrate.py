@@ -75,5 +75,7 @@ def test_estimate_calibration_heldout_platt_reaches_the_profile_summary_and_each
     raw_point = raw["estimated"] or raw["estimate_withheld"]
     assert point["acc"] != raw_point["acc"]  # the estimate moved ...
     assert cal["realized"] == raw["realized"]  # ... the model's decisions did not
+    # the shipped default (chosen on development deployments, docs/monitor.md); profiles built before: none
+    assert BuildMonitorProfile().config.estimate_calibration == "heldout_platt"
     with pytest.raises(ConfigError, match="estimate_calibration"):
         BuildMonitorProfile(estimate_calibration="isotonic")

@@ -89,11 +89,12 @@ class BuildMonitorProfileConfig(StageConfig):
     against this many random training rows (``closedloop.monitoring.train_reference``), a reference no
     deployment's draw of held-out rows decides; the held-out domain test and this one then share the
     domain level (each at half). 0: off (the default; see docs/monitor.md for what it measured)."""
-    estimate_calibration: Literal["none", "heldout_platt"] = "none"
+    estimate_calibration: Literal["none", "heldout_platt"] = "heldout_platt"
     """``heldout_platt``: compute the label-free estimate on probabilities recalibrated by Platt scaling
     on the held-out rows' labels (binary tasks; ``closedloop.monitoring.recalibrate``; the decisions, and
     so the realized metrics, do not change). Chosen on development deployments in session 12
-    (docs/monitor.md, "The reliability flag's knobs, chosen per deployment")."""
+    (docs/monitor.md, "The reliability flag's knobs, chosen per deployment"), the default since; ``none``: CBPE on
+    the model's own probabilities."""
     min_ess_fraction: float = Field(0.25, gt=0, le=1)
     """...or when the importance weights leave fewer than this fraction of the reference rows
     effectively speaking for the window (extreme weights)."""
