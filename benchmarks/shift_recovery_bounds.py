@@ -7,6 +7,10 @@ every answer):
    chosen with every answer known. It is the ceiling of every re-mapping challenger (threshold, Platt,
    temperature: monotone maps of the champion's score); head, fine-tune and retrain change the scores
    and are not bounded by it.
+   :func:`challenger_oracle` is the same oracle on a *challenger's* scores (per draw, on the
+   production images it never saw): what a perfect operating point would have given that challenger's
+   ranking. When it cannot reach a target either, no threshold rule on that challenger can; when it
+   can, the shortfall is the threshold's, set on a few dozen labels.
 2. **The promotion power of the declared test** (:func:`promotion_power`): how often the rule's first
    part, the paired one-sided sign-flip test of the per-case cost at alpha
    (:func:`closedloop.stats.promotion.cost_comparison`, the very function the rule calls), finds a
@@ -67,6 +71,25 @@ def threshold_bounds(
         "acc": float(acc.max()),
         "specificity_at_sens95": float(spec[sens >= 0.95].max()),
         "cost_change": float(best / shipped_cost - 1),
+    }
+
+
+def challenger_oracle(
+    y: np.ndarray, p_challenger: np.ndarray, champion: np.ndarray, costs: tuple[float, float]
+) -> dict[str, float]:
+    """The oracle threshold on a challenger's scores ``p_challenger`` (sees the answers): its ACC,
+    specificity, sensitivity and cost change against the champion's decisions ``champion`` on the same
+    cases, and the best specificity any threshold on those scores reaches with sensitivity >= 0.95."""
+    y = np.asarray(y).astype(int)
+    d = oracle_threshold_decisions(y, p_challenger, costs)
+    pos, neg = y == 1, y == 0
+    bound = threshold_bounds(y, p_challenger, 0.5, costs)
+    return {
+        "acc": float(np.mean(d == pos)),
+        "specificity": float((~d[neg]).mean()),
+        "sensitivity": float(d[pos].mean()),
+        "cost_change": float(case_costs(y, d, costs).mean() / case_costs(y, champion, costs).mean() - 1),
+        "specificity_at_sens95": bound["specificity_at_sens95"],
     }
 
 

@@ -27,12 +27,18 @@ DRAW = re.compile(
     r"sensitivity ([\d.]+), cost ([\d.]+) vs ([\d.]+), AUC ([\d.]+) vs ([\d.]+); better on production (\w+) "
     r"\(p ([\d.]+)\), non-inferior on clean test (\w+); promoted (\w+); (\d+) s"
 )
+ORACLE = re.compile(
+    r"oracle threshold on its scores: cost change ([-+\d.]+), specificity ([\d.]+), sensitivity ([\d.]+), "
+    r"best specificity at sensitivity >= 0.95 ([\d.]+)"
+)
+"""The oracle threshold on the challenger's own scores (session 12 on; absent from older logs)."""
 SCENARIO = re.compile(r"^\[(\w+)\] production")
 RECAL = re.compile(r"recalibration family alone median ([\d.]+) ms, max ([\d.]+) ms")
 
 
 def main(paths: list[str], targets: bool = False) -> None:
     draws: dict[str, dict[int, tuple]] = defaultdict(dict)
+    oracle: dict[str, dict[int, tuple]] = defaultdict(dict)
     bound: dict[str, str] = {}
     recal_max: dict[str, float] = defaultdict(float)
     for path in paths:
@@ -40,11 +46,14 @@ def main(paths: list[str], targets: bool = False) -> None:
         scenario = None
         for line in Path(path).read_text().splitlines():
             if m := DRAW.search(line):
-                pending.append(m.groups())
+                o = ORACLE.search(line)
+                pending.append((m.groups(), o.groups() if o else None))
             elif m := SCENARIO.match(line):  # the scenario's summary follows its draws
                 scenario = m.group(1)
-                for g in pending:
+                for g, o in pending:
                     draws[scenario][int(g[0])] = g
+                    if o:
+                        oracle[scenario][int(g[0])] = o
                 pending = []
             elif scenario and "bound of any threshold" in line:
                 bound.setdefault(scenario, line.strip())
@@ -54,8 +63,10 @@ def main(paths: list[str], targets: bool = False) -> None:
             name = next(
                 (s for s in ("gaussian_noise", "contrast", "in_distribution", "test") if s in path), "?"
             )
-            for g in pending:
+            for g, o in pending:
                 draws[name][int(g[0])] = g
+                if o:
+                    oracle[name][int(g[0])] = o
     for name, by_draw in draws.items():
         g = [by_draw[i] for i in sorted(by_draw)]
         f = {
@@ -84,6 +95,14 @@ def main(paths: list[str], targets: bool = False) -> None:
         )
         if name in bound:
             print(f"  {bound[name]}")
+        if oracle[name]:
+            o = np.array([[float(v) for v in oracle[name][i]] for i in sorted(oracle[name])])
+            print(
+                f"  oracle threshold on the challenger's own scores (per draw, sees the answers): cost change median "
+                f"{np.median(o[:, 0]):+.1%} (<= -40% in {int((o[:, 0] <= -0.40).sum())} of {len(o)} draws), "
+                f"specificity {np.median(o[:, 1]):.3f}, sensitivity {np.median(o[:, 2]):.3f}; best specificity with "
+                f"sensitivity >= 0.95 median {np.median(o[:, 3]):.3f}"
+            )
         rate = float(np.mean(promoted))
         checks = (
             [("promoted <= 5%", rate <= 0.05)]

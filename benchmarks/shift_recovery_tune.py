@@ -16,8 +16,9 @@ Every process writes its own log under ``--logs``; this script prints the rule, 
 choice and the report summary.
 
 Run: PYTHONPATH=src python benchmarks/shift_recovery_tune.py [--jobs 2] [--dev-draws 6] [--report-draws 20]
-     [--grid "20:1:5e-4:0.5;5:1:5e-4:0.5"] [--skip-report]; later, the report half alone with what an
-     earlier (saved) tuning run chose: ... --chosen 20:1:5e-4:0.5:alone
+     [--grid "20:1:5e-4:0.5;5:1:5e-4:0.5"] [--lineups alone,alone+cross_fit_half,alone+cross_fit]
+     [--skip-report]; later, the report half alone with what an earlier (saved) tuning run chose:
+     ... --chosen 20:1:5e-4:0.5:alone
 """
 
 from __future__ import annotations
@@ -35,9 +36,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks" / "bench_shift_recovery.py"
 SHIFTED = ("test", "gaussian_noise", "contrast")
-LINEUPS = {"alone": "retrain", "choice": "recalibration,head,finetune,retrain"}
-"""``--challengers`` of the two line-ups: the warm start alone (its decision is its own), or competing
-with the other families' winner on its calibration labels (``closedloop adapt``'s choice)."""
+LINEUPS = {
+    "alone": ("retrain", "held_out"),
+    "choice": ("recalibration,head,finetune,retrain", "held_out"),
+    "alone+cross_fit_half": ("retrain", "cross_fit_half"),
+    "alone+cross_fit": ("retrain", "cross_fit"),
+    "choice+cross_fit": ("recalibration,head,finetune,retrain", "cross_fit"),
+}
+"""``(--challengers, --retrain-threshold)`` of each line-up: the warm start alone (its decision is its
+own), or competing with the other families' winner on its calibration labels (``closedloop adapt``'s
+choice); its threshold set on the calibration half it never trained on (``held_out``), or cross-fitted
+on out-of-fold scores of every adaptation label with the shipped warm start trained on all of them
+(``cross_fit``: session 12), or on the same out-of-fold scores with the shipped warm start the one on
+the fit half (``cross_fit_half``: its scores are like the out-of-fold ones, two exchangeable models).
+``--lineups`` picks which run (in this order: the last tie-break)."""
+
+
+def _label(lineup: str) -> str:
+    """The line-up as bench_shift_recovery.py names it in its summary header."""
+    challengers, fit = LINEUPS[lineup]
+    return challengers + (f" --retrain-threshold {fit}" if "retrain" in challengers.split(",") else "")
+
+
 GRID = [
     *(
         {"weight": w, "epochs": e, "lr": 5e-4, "eval_fraction": f}
@@ -57,10 +77,11 @@ RULE = (
     "in expected cost per case on unseen development-half production of the model that runs after the "
     "decision (the challenger where promoted, else the champion: what the loop delivers, promotions and "
     "their quality together); within 0.1 point of it: the most promotions; then the earlier setting in "
-    "the grid, the warm start alone before the choice (cheaper first)"
+    "the grid, then the line-up listed first (alone, choice, alone+cross_fit_half, alone+cross_fit, "
+    "choice+cross_fit: cheaper first)"
 )
 
-HEADER = re.compile(r"^\[(\w+)\] production.*line-up --challengers (\S+)", re.M)
+HEADER = re.compile(r"^\[(\w+)\] production.*line-up --challengers (.+)$", re.M)
 COST = re.compile(r"expected cost per case vs the champion: median change ([-+\d.]+)%")
 PROMOTED = re.compile(r"promoted in (\d+) of (\d+) draws")
 AFTER = re.compile(r"mean cost change vs the champion ([-+\d.]+)%")
@@ -87,7 +108,7 @@ class Cell:
 
 
 def _blocks(log: str) -> dict[str, str]:
-    """The bench's summary block of each line-up in a log (by its ``--challengers``)."""
+    """The bench's summary block of each line-up in a log (by its label: :func:`_label`)."""
     heads = list(HEADER.finditer(log))
     ends = [h.start() for h in heads[1:]] + [len(log)] if heads else []
     return {h.group(2): log[h.start() : e] for h, e in zip(heads, ends, strict=True)}
@@ -128,22 +149,25 @@ def tune(args: argparse.Namespace, logs: Path) -> tuple[dict, str]:
         if args.grid
         else GRID
     )[: args.settings]
+    lineups = [x for x in LINEUPS if x in args.lineups.split(",")]
     print(
-        f"== tuning on the DEVELOPMENT half: {len(grid)} settings x {len(LINEUPS)} line-ups x {len(SHIFTED)} "
-        f"scenarios x {args.dev_draws} draws ==\ndeclared rule, fixed before any tuning run: {RULE}",
+        f"== tuning on the DEVELOPMENT half: {len(grid)} settings x {len(lineups)} line-ups ({', '.join(lineups)}) "
+        f"x {len(SHIFTED)} scenarios x {args.dev_draws} draws ==\ndeclared rule, fixed before any tuning run: {RULE}",
         flush=True,
     )
     jobs = [(i, s, sc) for i, s in enumerate(grid) for sc in SHIFTED]
-    challengers = ";".join(LINEUPS.values())
+    challengers = ";".join(LINEUPS[x][0] for x in lineups)
+    fits = ";".join(LINEUPS[x][1] for x in lineups)
 
     def dev(job: tuple[int, dict, str]) -> tuple[int, str, str]:
         i, s, sc = job
         name = f"dev-s{i}-{sc}"
         done = logs / f"{name}.log"
-        if args.reuse and done.is_file() and len(_blocks(done.read_text())) == len(LINEUPS):
+        if args.reuse and done.is_file() and len(_blocks(done.read_text())) == len(lineups):
             return i, sc, done.read_text()  # finished in an earlier, cut run (same grid, same draws)
         out = _bench(
-            ["--half", "dev", "--challengers", challengers, "--scenarios", sc, "--draws", str(args.dev_draws),
+            ["--half", "dev", "--challengers", challengers, "--retrain-threshold", fits, "--scenarios", sc,
+             "--draws", str(args.dev_draws),
              "--power-draws", "0", *_setting_args(s), "--work", str(logs / "work" / name)],
             logs / f"{name}.log",
         )  # fmt: skip
@@ -154,7 +178,8 @@ def tune(args: argparse.Namespace, logs: Path) -> tuple[dict, str]:
     table: dict[tuple[int, str], dict[str, Cell]] = {}
     for i, sc, out in results:
         blocks = _blocks(out)
-        for lineup, chall in LINEUPS.items():
+        for lineup in lineups:
+            chall = _label(lineup)
             if chall not in blocks:
                 raise SystemExit(f"tuning run {i} {sc} failed: see {logs}/dev-s{i}-{sc}.log\n{out[-2000:]}")
             table.setdefault((i, lineup), {})[sc] = Cell(blocks[chall])
@@ -167,11 +192,11 @@ def tune(args: argparse.Namespace, logs: Path) -> tuple[dict, str]:
     def promotions(key: tuple[int, str]) -> int:
         return sum(c.promoted for c in table[key].values())
 
-    order = [(i, lineup) for i in range(len(grid)) for lineup in LINEUPS]
+    order = [(i, lineup) for i in range(len(grid)) for lineup in lineups]
     for key in order:
         cells = "; ".join(f"{sc} {table[key][sc].text}" for sc in SHIFTED)
         print(
-            f"  {_describe(grid[key[0]])}, {key[1]:>6}: mean after-decision cost change {after(key):+.1f}%, "
+            f"  {_describe(grid[key[0]])}, {key[1]:>16}: mean after-decision cost change {after(key):+.1f}%, "
             f"promoted {promotions(key)}; {cells}"
         )
     best_after = min(after(k) for k in order)
@@ -179,7 +204,7 @@ def tune(args: argparse.Namespace, logs: Path) -> tuple[dict, str]:
     most = max(promotions(k) for k in near)
     i, lineup = next(k for k in near if promotions(k) == most)
     print(
-        f"chosen by the declared rule: {_describe(grid[i])}, line-up {lineup} (--challengers {LINEUPS[lineup]}): "
+        f"chosen by the declared rule: {_describe(grid[i])}, line-up {lineup} (--challengers {_label(lineup)}): "
         f"mean after-decision cost change {after((i, lineup)):+.1f}%, {promotions((i, lineup))} promotions over "
         f"{len(SHIFTED) * args.dev_draws} draws",
         flush=True,
@@ -195,6 +220,11 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=20, help="report draws per process")
     ap.add_argument("--logs", default=str(ROOT / "benchmarks" / "out" / "shift_recovery_tune"))
     ap.add_argument("--skip-report", action="store_true")
+    ap.add_argument(
+        "--lineups",
+        default="alone,choice",
+        help=f"line-ups tuned, comma-separated, of {', '.join(LINEUPS)} (session 11: alone,choice)",
+    )
     ap.add_argument("--reuse", action="store_true", help="keep tuning logs under --logs that finished")
     ap.add_argument(
         "--chosen",
@@ -236,7 +266,8 @@ def main() -> None:
         sc, first, n = job
         name = f"report-{sc}-{first}"
         _bench(
-            ["--half", "report", "--challengers", LINEUPS[lineup], "--scenarios", sc,
+            ["--half", "report", "--challengers", LINEUPS[lineup][0], "--retrain-threshold", LINEUPS[lineup][1],
+             "--scenarios", sc,
              "--first-draw", str(first), "--draws", str(n), "--power-draws", str(args.power_draws),
              *_setting_args(chosen), "--work", str(logs / "work" / name)],
             logs / f"{name}.log",
@@ -247,7 +278,7 @@ def main() -> None:
         paths = list(pool.map(report, chunks))
     print(
         f"\n== REPORT half, once, with the chosen setting ({_describe(chosen)}, line-up {lineup}: --challengers "
-        f"{LINEUPS[lineup]}): {args.report_draws} draws per scenario, {time.time() - t1:.0f} s =="
+        f"{_label(lineup)}): {args.report_draws} draws per scenario, {time.time() - t1:.0f} s =="
     )
     for path in paths:  # the bench's own summary of each scenario: bounds, power, targets
         text = path.read_text()

@@ -13,7 +13,14 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from export_fixtures import TinyCNN, digits_bundle, digits_model, task_for  # noqa: E402
+from export_fixtures import (  # noqa: E402
+    TinyCNN,
+    digits_bundle,
+    digits_model,
+    table_bundle,
+    table_model,
+    task_for,
+)
 
 from closedloop.core.errors import ClosedLoopError, DataError  # noqa: E402
 from closedloop.core.stage import RunContext  # noqa: E402
@@ -182,6 +189,42 @@ def test_export_ship_without_its_variant_fails_at_validate(params: str, needed: 
     )
     assert r.returncode == 2, r.stdout + r.stderr
     assert "export.ship" in r.stderr and needed in r.stderr and "Traceback" not in r.stderr
+
+
+def test_export_ship_int8_on_a_table_under_quantize_auto_is_refused_before_any_work(tmp_path: Path) -> None:
+    """quantize: auto makes no int8 variant for a small table network; ship: int8 then names the modes
+    that would make one."""
+    b = table_bundle()
+    m, t = table_model(b, steps=20), task_for(b)
+    ctx = RunContext(stage_name="export", stage_dir=tmp_path, seed=0)
+    with pytest.raises(ExportError) as info:
+        ExportModel(**FAST, ship="int8").execute({"data": b, "task": t, "model": m}, ctx)
+    msg = str(info.value)
+    assert "export.ship: int8 - quantize: auto makes no int8 variant for this table model" in msg
+    assert "< table_int8_min_parameters 100,000" in msg
+    assert "quantize: static" in msg and "quantize: dynamic" in msg and "ship: auto" in msg
+    assert not (ctx.work_dir / "export").exists()  # refused before the fp32 export
+    # asked for explicitly, a table gets its int8 variant and ships it
+    out = ExportModel(**FAST, ship="int8", quantize="static").execute(
+        {"data": b, "task": t, "model": m}, RunContext(stage_name="export", stage_dir=tmp_path / "ok", seed=0)
+    )
+    assert out.exported.measurements.shipped == "int8"
+
+
+def test_export_table_int8_threshold_from_yaml_is_checked_at_validate(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(
+        "name: bad\ndata: {source: sklearn, name: breast_cancer}\nstages:\n  - kind: task\n  - kind: train\n"
+        "  - kind: export\n    params: {table_int8_min_parameters: -5}\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "closedloop", "validate", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "table_int8_min_parameters" in r.stderr and "-5" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_export_config_checks_run_when_the_stage_is_built() -> None:

@@ -558,7 +558,8 @@ def test_warm_start_retrain_continues_from_the_champion_with_the_labels_added_an
     out = tmp_path / "warm"
     rc = main([
         "adapt", str(run), str(labels), "--challengers", "retrain", "--retrain-mode", "warm_start",
-        "--retrain-weight", "5", "--retrain-epochs", "1", "--retrain-lr", "0.001", "--out", str(out),
+        "--retrain-weight", "5", "--retrain-epochs", "1", "--retrain-lr", "0.001", "--retrain-threshold",
+        "held_out", "--out", str(out),
     ])  # fmt: skip
     assert rc == 0, capsys.readouterr().err
     assert "trained further from the champion's weights" in capsys.readouterr().out
@@ -614,11 +615,15 @@ def test_warm_start_retrain_bad_input(champion, tmp_path, capsys):
 def test_retrain_weight_left_out_is_the_declared_default_of_its_mode(champion, tmp_path, capsys):
     """A warm start without ``--retrain-weight`` adds each fit label the tuned number of times; a
     pipeline rerun once; a weight given is kept, and a weight below 1 is refused naming the flag."""
-    from closedloop.adapt.arguments import WARM_START_WEIGHT
+    from closedloop.adapt.arguments import WARM_START_THRESHOLD, WARM_START_WEIGHT
     from closedloop.adapt.retrain import RetrainSpec
 
     assert RetrainSpec().weight == 1 and RetrainSpec(mode="warm_start").weight == WARM_START_WEIGHT
     assert RetrainSpec(mode="warm_start", weight=3).weight == 3
+    # the threshold's fit too: cross-fitted for a warm start, held out for a pipeline rerun
+    assert RetrainSpec().threshold_fit == "held_out"
+    assert RetrainSpec(mode="warm_start").threshold_fit == WARM_START_THRESHOLD == "cross_fit"
+    assert RetrainSpec(mode="warm_start", threshold_fit="held_out").threshold_fit == "held_out"
     run, _ = champion
     labels = _labels(tmp_path / "p.npz", run, 60, 33, shift=40)
     out = tmp_path / "o"
@@ -627,5 +632,76 @@ def test_retrain_weight_left_out_is_the_declared_default_of_its_mode(champion, t
     assert "--retrain-weight 0" in capsys.readouterr().err and not out.exists()
     assert main([*base, "--out", str(out)]) == 0, capsys.readouterr().err
     fit = json.loads((out / "adapt.json").read_text())["choice"]["chosen"]["retrain"]
-    assert fit["spec"]["weight"] == WARM_START_WEIGHT
+    assert fit["spec"]["weight"] == WARM_START_WEIGHT and fit["spec"]["threshold_fit"] == WARM_START_THRESHOLD
     assert fit["n_added"] == WARM_START_WEIGHT * len(fit["fit_rows"])
+
+
+@pytest.mark.slow  # seven warm starts of the tiny CNN and two adaptations (about 20 s of CPU)
+def test_warm_start_cross_fitted_threshold_uses_every_adaptation_label(champion, tmp_path, capsys):
+    """``--retrain-threshold cross_fit``: the shipped warm start trains on every adaptation label, and
+    its threshold is the task's costs on out-of-fold scores (the warm start on one half scores the
+    other, and back), so no label sets the threshold on a score from a model that trained on it;
+    ``cross_fit_half`` reads the same scores and ships the warm start on the fit half."""
+    from closedloop.adapt.retrain import split_for_retrain
+    from closedloop.adapt.warm_retrain import warm_retrain
+    from closedloop.stats.recalibration import fit_recalibration
+
+    run, _ = champion
+    champ = TrainedModel.load(run / "stages/03_train/artifacts/model")
+    labels = _labels(tmp_path / "prod.npz", run, 80, 34, shift=40)
+    out = tmp_path / "cross"
+    rc = main([
+        "adapt", str(run), str(labels), "--challengers", "retrain", "--retrain-mode", "warm_start",
+        "--retrain-threshold", "cross_fit", "--seed", "2", "--out", str(out),
+    ])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    assert "out-of-fold scores" in capsys.readouterr().out
+    res = json.loads((out / "adapt.json").read_text())
+    fit = res["choice"]["chosen"]["retrain"]
+    ia = np.asarray(res["split"]["adaptation"])
+    assert fit["spec"]["threshold_fit"] == "cross_fit"
+    assert fit["fit_rows"] == fit["calibration_rows"] == list(range(len(ia)))
+    assert fit["n_added"] == fit["spec"]["weight"] * len(ia)
+
+    with np.load(labels) as z:
+        X, y = z["images"][ia][..., None], z["labels"][ia]
+    data = yaml.safe_load((run / "config.yaml").read_text())["data"]
+    train = SOURCES.resolve("medmnist")({k: v for k, v in data.items() if k != "source"}).load(0).train
+    tr = (train.X, np.asarray(train.y))
+
+    def warm(rows: np.ndarray) -> TrainedModel:
+        return warm_retrain(
+            champ, tr, (X[rows], y[rows]), weight=fit["spec"]["weight"], epochs=1, lr=5e-4, batch_size=64, seed=2
+        )[0]  # fmt: skip
+
+    a, b = split_for_retrain(y, 0.5, 2)
+    oof = np.empty(len(y))
+    oof[b] = warm(a).predict_proba(X[b])[:, 1]
+    oof[a] = warm(b).predict_proba(X[a])[:, 1]
+    expect = fit_recalibration(y, oof, "threshold", costs=(1.0, 1.0)).threshold
+    adapted = TrainedModel.load(out / "model")
+    assert adapted.threshold == pytest.approx(expect)
+    # the shipped network is the warm start on all of them
+    shipped = warm(np.arange(len(y)))
+    np.testing.assert_allclose(adapted.predict_logits(X), shipped.predict_logits(X), rtol=1e-5, atol=1e-5)
+
+    # cross_fit_half: the same threshold from the same out-of-fold scores; the shipped network is the
+    # warm start on the fit half (the held_out mode's model)
+    half = tmp_path / "half"
+    rc = main([
+        "adapt", str(run), str(labels), "--challengers", "retrain", "--retrain-mode", "warm_start",
+        "--retrain-threshold", "cross_fit_half", "--seed", "2", "--out", str(half),
+    ])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    fit = json.loads((half / "adapt.json").read_text())["choice"]["chosen"]["retrain"]
+    assert fit["fit_rows"] == a.tolist() and fit["calibration_rows"] == list(range(len(ia)))
+    adapted = TrainedModel.load(half / "model")
+    assert adapted.threshold == pytest.approx(expect)
+    np.testing.assert_allclose(adapted.predict_logits(X), warm(a).predict_logits(X), rtol=1e-5, atol=1e-5)
+
+    # a pipeline rerun is not cross-fitted (three pipeline runs): refused, naming the flag
+    assert main([
+        "adapt", str(run), str(labels), "--challengers", "retrain", "--retrain-threshold", "cross_fit",
+        "--out", str(tmp_path / "o"),
+    ]) == 2  # fmt: skip
+    assert "--retrain-threshold cross_fit" in capsys.readouterr().err and not (tmp_path / "o").exists()

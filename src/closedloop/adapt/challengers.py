@@ -106,10 +106,15 @@ class AdaptedChallenger(BaseModel):
                 else f"trained further from the champion's weights on its training split, {t.spec.epochs} "
                 f"epoch(s) at lr {t.spec.lr:g} on {t.device}"
             )
+            where = (
+                f"the out-of-fold scores of those {len(t.calibration_rows)} labels (two warm starts on swapped "
+                "halves, each scoring the half it never trained on)"
+                if t.spec.threshold_fit != "held_out"
+                else f"{len(t.calibration_rows)} production labels it never trained on"
+            )
             return (
                 f"retrained with {len(t.fit_rows)} production labels added to train ({t.spec.describe()}: "
-                f"{t.n_added} samples; {how}), threshold {self.threshold:.4f} at the task's costs on "
-                f"{len(t.calibration_rows)} production labels it never trained on"
+                f"{t.n_added} samples; {how}), threshold {self.threshold:.4f} at the task's costs on {where}"
             )
         if self.finetune is not None:
             f, r = self.finetune, self.recalibration

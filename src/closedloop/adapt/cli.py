@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from closedloop.adapt.arguments import DEFAULT_CHALLENGERS, WARM_START_WEIGHT
+from closedloop.adapt.arguments import DEFAULT_CHALLENGERS, WARM_START_THRESHOLD, WARM_START_WEIGHT
 from closedloop.stats.promotion_arguments import add_promotion_arguments
 
 
@@ -22,6 +22,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             mode=args.retrain_mode,
             epochs=args.retrain_epochs,
             lr=args.retrain_lr,
+            threshold_fit=args.retrain_threshold,
         )
     except ValueError as exc:  # pydantic: name the flag and the value
         first = exc.errors()[0] if hasattr(exc, "errors") else {}
@@ -58,8 +59,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         rc = r.retrain_choice
         other = rc["other_oof_cost_on_calibration_rows"]
         print(
-            f"retrained challenger: cost {rc['retrain_calibration_cost']:.4f} on its {rc['n_calibration']} "
-            "calibration labels"
+            f"retrained challenger: cost {rc['retrain_calibration_cost']:.4f} on the {rc['n_calibration']} "
+            "labels its threshold was set on (threshold cross-fitted there)"
             + ("" if other is None else f" vs {other:.4f} for {rc['other_chosen']} (out of fold)")
             + f": {rc['chosen']} chosen ({r.seconds['retrain']:.0f} s)"
         )
@@ -148,6 +149,18 @@ def add_commands(subparsers: Any) -> None:
         type=float,
         default=5e-4,
         help="retrain, warm_start: Adam's learning rate (default 5e-4)",
+    )
+    ad.add_argument(
+        "--retrain-threshold",
+        choices=["held_out", "cross_fit", "cross_fit_half"],
+        default=None,
+        help="retrain: where its threshold at the task's costs is set: held_out (on the calibration part, "
+        "never trained on; the model trains on the rest), cross_fit (warm_start only: two warm starts on "
+        "swapped halves score the half each never trained on; the shipped warm start trains on every "
+        "adaptation label, its threshold set on those out-of-fold scores; three warm starts) or "
+        "cross_fit_half (the same out-of-fold scores; the shipped warm start is the one on the fit half; "
+        f"two warm starts) (default: {WARM_START_THRESHOLD} for a warm start, chosen on bench_shift_recovery's "
+        "development half; held_out for a pipeline rerun)",
     )
     ad.add_argument(
         "--retrain-set",

@@ -15,7 +15,17 @@ with production labels added to train:
    search, seconds to tens of seconds);
 3. its **operating point** is the threshold at the task's costs on the calibration part: production
    labels, never data the model trained on (its own run's threshold comes from in-distribution
-   validation data, which is what the issue found wrong after a shift);
+   validation data, which is what the issue found wrong after a shift). ``threshold_fit="cross_fit"``
+   (warm start only) uses every adaptation label for both: a warm start on the fit part scores the
+   calibration part and one on the calibration part scores the fit part (out-of-fold scores for
+   every label); the shipped warm start trains on ALL the adaptation labels and its threshold is set
+   on those out-of-fold scores (three warm starts instead of one; the threshold then rests on twice
+   the labels, at the price of scores from models trained on half of them, whose scores need not
+   be distributed like the shipped model's). ``"cross_fit_half"`` ships the warm start on the fit
+   part (the ``held_out`` model) with the threshold on the same out-of-fold scores: its own on the
+   calibration part and its twin's (the same recipe on the calibration part) on the fit part, two
+   exchangeable models, so every score the threshold reads comes from a model like the shipped one
+   (two warm starts);
 4. its score for the choice against the other challengers is its expected cost on the calibration
    part with the threshold cross-fitted there (each fold decided by a threshold fitted on the other
    folds), compared with the other challengers' out-of-fold costs on the same rows
@@ -31,7 +41,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from closedloop.adapt.arguments import WARM_START_WEIGHT
+from closedloop.adapt.arguments import WARM_START_THRESHOLD, WARM_START_WEIGHT
 from closedloop.core.errors import ConfigError, DataError, RunDirError
 from closedloop.monitoring.production_labels import ProductionLabels
 from closedloop.stats.errors import StatsError
@@ -62,19 +72,32 @@ class RetrainSpec(BaseModel):
     """``warm_start``: Adam's learning rate."""
     batch_size: int = Field(64, ge=2)
     """``warm_start``: rows per step."""
+    threshold_fit: Literal["held_out", "cross_fit", "cross_fit_half"] = "held_out"
+    """How the threshold at the task's costs is set (module docstring, step 3): ``held_out``, on the
+    calibration part the model never trained on; ``cross_fit`` (``warm_start`` only), on out-of-fold
+    scores of every adaptation label, the shipped model trained on all of them; ``cross_fit_half``
+    (``warm_start`` only), on the same out-of-fold scores, the shipped model the one on the fit part.
+    Left out: :data:`WARM_START_THRESHOLD` for a warm start, ``held_out`` for a pipeline rerun."""
 
     @model_validator(mode="before")
     @classmethod
     def _weight_of_the_mode(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("weight") is None:
+        if isinstance(data, dict):
             warm = data.get("mode") == "warm_start"
-            data = {**data, "weight": WARM_START_WEIGHT if warm else 1}
+            if data.get("weight") is None:
+                data = {**data, "weight": WARM_START_WEIGHT if warm else 1}
+            if data.get("threshold_fit") is None:
+                data = {**data, "threshold_fit": WARM_START_THRESHOLD if warm else "held_out"}
         return data
 
     def describe(self) -> str:
         if self.mode == "pipeline":
             return f"pipeline rerun, weight {self.weight}"
-        return f"warm start, weight {self.weight}, {self.epochs} epoch(s), lr {self.lr:g}"
+        how = {
+            "cross_fit": ", threshold cross-fitted",
+            "cross_fit_half": ", threshold cross-fitted (fit half)",
+        }.get(self.threshold_fit, "")
+        return f"warm start, weight {self.weight}, {self.epochs} epoch(s), lr {self.lr:g}{how}"
 
 
 class RetrainFit(BaseModel):
@@ -86,9 +109,11 @@ class RetrainFit(BaseModel):
     run_dir: str | None
     """The retrained run (next to the champion); ``None`` for a warm start (no run)."""
     fit_rows: list[int]
-    """Rows of the adaptation part added to train."""
+    """Rows of the adaptation part added to train (``cross_fit``: every row)."""
     calibration_rows: list[int]
-    """Rows of the adaptation part the threshold was chosen on (never trained on)."""
+    """Rows of the adaptation part the threshold was chosen on, scored by a model that never trained
+    on them (``cross_fit``, ``cross_fit_half``: every row, each scored by the warm start on the other
+    half)."""
     n_added: int
     """Training samples added (``len(fit_rows) * weight``)."""
     own_threshold: float | None
@@ -108,6 +133,12 @@ def check_retrain_config(run_dir: Path, spec: RetrainSpec) -> None:
         raise RunDirError(
             f"{cfg} not found: the retrained challenger reruns the champion's own config; leave 'retrain' out "
             "of --challengers for a bare model folder"
+        )
+    if spec.threshold_fit != "held_out" and spec.mode != "warm_start":
+        raise ConfigError(
+            f"--retrain-threshold {spec.threshold_fit}: cross-fitting trains two or three models (two on "
+            "swapped halves, for cross_fit one more on all labels); it is offered for --retrain-mode warm_start "
+            "only (a pipeline rerun takes minutes each)"
         )
     if spec.mode == "warm_start":
         if spec.overrides:
@@ -212,7 +243,18 @@ def retrain_challenger(
         raise RunDirError(f"{cfg} not found: the retrained challenger reruns the champion's own config")
     fit_rows, cal_rows = split_for_retrain(adapt_part.y, spec.calibration_fraction, seed)
     fit_part, cal_part = adapt_part.take(fit_rows), adapt_part.take(cal_rows)
-    if spec.mode == "warm_start":
+    p_cal: np.ndarray | None = None
+    if spec.mode == "warm_start" and spec.threshold_fit != "held_out":
+        ship_all = spec.threshold_fit == "cross_fit"
+        model, device, p_cal = _cross_fitted_warm_start(
+            run_dir, adapt_part, fit_rows, cal_rows, spec, seed, ship_all=ship_all
+        )
+        new_run = None
+        fit_rows = np.arange(len(adapt_part.y)) if ship_all else fit_rows
+        cal_rows = np.arange(len(adapt_part.y))
+        cal_part = adapt_part
+        n_added = len(fit_rows) * spec.weight
+    elif spec.mode == "warm_start":
         model, device, new_run = _warm_started(run_dir, fit_part, spec, seed)
         n_added = len(fit_rows) * spec.weight
     else:
@@ -237,7 +279,8 @@ def retrain_challenger(
         model, _ = _load_run(Path(result.run_dir))
         new_run = str(result.run_dir)
     own = None if model.threshold is None else float(model.threshold)
-    p_cal = np.asarray(model.predict_proba(cal_part.X), np.float64)[:, -1]
+    if p_cal is None:
+        p_cal = np.asarray(model.predict_proba(cal_part.X), np.float64)[:, -1]
     try:
         rec = fit_recalibration(cal_part.y, p_cal, "threshold", costs=costs)
         cal_cost = cross_fitted_cost(cal_part.y, p_cal, costs, seed)
@@ -276,3 +319,29 @@ def _warm_started(
         weight=spec.weight, epochs=spec.epochs, lr=spec.lr, batch_size=spec.batch_size, seed=seed,
     )  # fmt: skip
     return model, device, None
+
+
+def _cross_fitted_warm_start(
+    run_dir: Path,
+    adapt_part: ProductionLabels,
+    a_rows: np.ndarray,
+    b_rows: np.ndarray,
+    spec: RetrainSpec,
+    seed: int,
+    *,
+    ship_all: bool,
+) -> tuple[Any, str, np.ndarray]:
+    """(the shipped warm start, its device, out-of-fold P(pos) of every adaptation label): the warm
+    start on part A scores part B and the one on B scores A, each with the declared recipe and seed
+    (the one on A is the ``held_out`` mode's model). Shipped: a warm start on every adaptation label
+    (``ship_all``), else the one on A."""
+    p = np.empty(len(adapt_part.y), np.float64)
+    halves = []
+    for train_rows, score_rows in ((a_rows, b_rows), (b_rows, a_rows)):
+        half, device, _ = _warm_started(run_dir, adapt_part.take(train_rows), spec, seed)
+        p[score_rows] = np.asarray(half.predict_proba(adapt_part.take(score_rows).X), np.float64)[:, -1]
+        halves.append((half, device))
+    if not ship_all:
+        return *halves[0], p
+    model, device, _ = _warm_started(run_dir, adapt_part, spec, seed)
+    return model, device, p

@@ -507,8 +507,9 @@ def render_markdown(r: AdaptResult) -> str:
         f"- selection: {ch.selection}: " + ", ".join(f"{k} {v:.4f}" for k, v in ch.cv_cost.items()),
         *(
             [
-                f"- retrained challenger: cost {r.retrain_choice['retrain_calibration_cost']:.4f} on its "
-                f"{r.retrain_choice['n_calibration']} calibration labels vs "
+                f"- retrained challenger: cost {r.retrain_choice['retrain_calibration_cost']:.4f} on the "
+                f"{r.retrain_choice['n_calibration']} labels its threshold was set on (threshold cross-fitted "
+                "there) vs "
                 + (
                     "no other challenger"
                     if r.retrain_choice["other_oof_cost_on_calibration_rows"] is None

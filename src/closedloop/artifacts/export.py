@@ -186,6 +186,9 @@ class ExportRecord(_Record):
     distillation: Distillation | None
     """The student against the teacher and alone; None without a ``distill:`` section."""
     quantization: str
+    """The int8 mode used: ``static``, ``dynamic`` or ``none`` (no int8 variant)."""
+    quantization_note: str = ""
+    """Why, in one sentence (``ExportModelConfig.quantize_note``; empty in records written before it)."""
 
     @property
     def shipped_variant(self) -> Variant:

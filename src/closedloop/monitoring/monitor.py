@@ -26,6 +26,7 @@ from closedloop.monitoring.drift import DEFAULT_LABEL_TESTS, DriftTest, Sample, 
 from closedloop.monitoring.drift.stats import single_threaded_blas
 from closedloop.monitoring.estimate import estimate, realized
 from closedloop.monitoring.profile import ReferenceProfile, forward_all, model_input, summary_features
+from closedloop.monitoring.recalibrate import PlattMap, fit_platt
 from closedloop.monitoring.stream import StreamTest, stream_scores
 from closedloop.monitoring.stream_reference import ReferenceStreamTest, new_stream_test
 from closedloop.monitoring.train_reference import train_reference_check
@@ -90,6 +91,19 @@ class Monitor:
         """The profile's drift tests, in order."""
         self.label_tests = [] if any(t.needs_labels for t in self.tests) else build_tests(DEFAULT_LABEL_TESTS)
         """Label tests added when labels arrive and the profile names none."""
+        self.recalibration = self._recalibration()
+        """The Platt map the label-free estimate applies (``estimate_calibration: heldout_platt``), or None."""
+
+    def _recalibration(self) -> PlattMap | None:
+        info, ref = self.profile.info, self.profile.domain
+        if (
+            info.estimate_calibration != "heldout_platt"
+            or info.problem_type != "binary"
+            or ref.proba is None
+            or ref.labels is None
+        ):
+            return None
+        return fit_platt(ref.proba, ref.labels)
 
     # -- loading --------------------------------------------------------------------------------
     @classmethod
@@ -285,8 +299,17 @@ class Monitor:
             evidence += [f"data quality: {w}" for w in quality["warnings"]]
             if alert == "ok":
                 alert = "warn"
+        # the estimate's own probabilities: recalibrated on the held-out rows when the profile says so, at
+        # the mapped threshold (the same decisions)
+        cal = self.recalibration
         est = (
-            estimate(win.proba, info.problem_type, info.threshold, info.metrics, rng=rng)
+            estimate(
+                win.proba if cal is None else cal.proba(win.proba),
+                info.problem_type,
+                info.threshold if cal is None else cal.threshold(info.threshold),
+                info.metrics,
+                rng=rng,
+            )
             if win.proba is not None
             else {}
         )
@@ -371,6 +394,11 @@ class Monitor:
             "spot_check": spot_check(est, reliable),
             "domain": domain.model_dump() if domain is not None else None,
             "train_reference": train_check.model_dump() if train_check is not None else None,
+            "estimate_calibration": (
+                {"method": "heldout_platt", "slope": cal.slope, "intercept": cal.intercept}
+                if cal is not None
+                else None
+            ),
             "estimate_weighted": weighted,
             "reference_performance": dict(info.reference_performance),
             "evidence": evidence,

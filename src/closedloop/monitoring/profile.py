@@ -104,6 +104,10 @@ class ProfileInfo(BaseModel):
     """Training rows whose summary features the domain flag also tests each window against
     (``closedloop.monitoring.train_reference``; it then splits the domain level with the held-out test).
     0: off (and in profiles built before)."""
+    estimate_calibration: str = "none"
+    """``heldout_platt``: the label-free estimate is computed on probabilities recalibrated by Platt scaling
+    on the held-out rows (``closedloop.monitoring.recalibrate``); ``none`` (and profiles built before): as
+    the model gives them."""
     min_ess_fraction: float = 0.25
     """Importance weights leaving fewer effective reference rows than this fraction flag the estimate."""
     calibration: dict[str, Any]

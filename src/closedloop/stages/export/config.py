@@ -69,10 +69,18 @@ class ExportModelConfig(StageConfig):
     exporter: Literal["torchscript", "dynamo"] = "torchscript"
     """torch.onnx exporter; torchscript is much faster for these models, dynamo is the new default."""
     quantize: Literal["auto", "static", "dynamic", "none"] = "auto"
-    """int8 mode: auto = static (QDQ, per-channel) for images, dynamic for tables."""
+    """int8 mode: auto = static (QDQ, per-channel) for images; for tables static when the network has at
+    least ``table_int8_min_parameters`` parameters, else none (fp32 ships). Measured on table MLPs:
+    ``docs/export.md``, ``benchmarks/bench_table_quantization.py``."""
+    table_int8_min_parameters: int = Field(100_000, ge=0)
+    """``quantize: auto`` on a table: the smallest network that gets a static int8 variant. Measured on
+    table MLPs (``docs/results/table_quantization.txt``): up to 20k parameters static int8 was 1.5-1.9x
+    slower than fp32 at 1 row; at 71k 0.65x on 500 rows but 0.9-1.3x at 1 row (either side of fp32, run
+    to run); from 273k 0.44-0.9x at 1 row and 0.18-0.43x on 500 rows."""
     per_channel: bool = True
-    calibration_samples: int = Field(256, ge=1)
-    """Train samples used to calibrate static quantization."""
+    calibration_samples: int | None = Field(None, ge=1)
+    """Train samples used to calibrate static quantization; default 256 for images, 2000 for tables
+    (MedExp's widest MLPs: 0.11-0.16 off fp32 with 256 rows, 0.04-0.07 with 2000; ``docs/export.md``)."""
     tolerance: float = Field(0.01, ge=0)
     """Largest primary-metric loss (vs fp32, on the held-out split) for a compressed variant to be accepted."""
     int8_max_prob_diff: float = Field(0.1, gt=0)
@@ -106,8 +114,52 @@ class ExportModelConfig(StageConfig):
             )
         return ship
 
-    def quantize_mode(self, data_kind: str) -> str:
-        """The int8 mode for a task's data kind (``auto`` = static for images, dynamic for tables)."""
+    def quantize_mode(self, data_kind: str, n_parameters: int | None = None) -> str:
+        """The int8 mode for a task's data kind and the network's parameter count (``auto`` = static for
+        images; for tables static from ``table_int8_min_parameters`` parameters, else none)."""
         if self.quantize != "auto":
             return self.quantize
-        return "static" if data_kind == "images" else "dynamic"
+        if data_kind == "images":
+            return "static"
+        wide = n_parameters is not None and n_parameters >= self.table_int8_min_parameters
+        return "static" if wide else "none"
+
+    def calibration_count(self, data_kind: str) -> int:
+        """Train rows that calibrate static quantization (``calibration_samples``, else by data kind)."""
+        if self.calibration_samples is not None:
+            return self.calibration_samples
+        return 256 if data_kind == "images" else 2000
+
+    def quantize_note(self, data_kind: str, n_parameters: int | None = None, trees: bool = False) -> str:
+        """Why the export has the int8 variant it has, in one sentence (report, summary, model card)."""
+        if trees:
+            return (
+                "none: a tree ensemble has split thresholds and leaf values, no weight matrices to quantize"
+            )
+        mode = self.quantize_mode(data_kind, n_parameters)
+        size = f"{n_parameters:,} parameters" if n_parameters is not None else "the network"
+        if mode == "static":
+            if self.quantize != "auto":
+                how = "quantize: static"
+            elif data_kind == "images":
+                how = "quantize: auto for images"
+            else:
+                how = f"quantize: auto for a table network of {size} >= table_int8_min_parameters {self.table_int8_min_parameters:,}"
+            return (
+                f"static int8 ({how}): scales calibrated once on up to {self.calibration_count(data_kind)} "
+                "train rows, then fixed, so a row gets the same answer in any batch and requests keep their batches"
+            )
+        if mode == "dynamic":
+            return (
+                "dynamic int8 (quantize: dynamic): one activation scale per model call, so it answers one "
+                "row at a time (a row's answer never depends on its batch-mates; a large request costs one "
+                "call per row)"
+            )
+        if self.quantize == "auto":
+            return (
+                f"none (quantize: auto for a table network of {size} < table_int8_min_parameters "
+                f"{self.table_int8_min_parameters:,}): fp32 ships. On table MLPs this small, static int8 was "
+                "measured slower than fp32 at 1 row and no faster on 500 rows, and dynamic int8 must answer "
+                "row by row (docs/export.md); quantize: static makes a batch-independent int8 variant on request"
+            )
+        return "none (quantize: none): fp32 ships"

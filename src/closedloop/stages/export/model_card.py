@@ -160,7 +160,11 @@ def render_model_card(
         "## Limits",
         f"- Inputs must match the training distribution: {task.inputs}; raw values as documented in `predictor.json`.",
         f"- Metrics are estimates on {on} data with bootstrap intervals; a new site, scanner or population may differ.",
-        "- int8 outputs differ slightly from fp32 (see the parity figures in `measurements.json`).",
+        *(
+            ["- int8 outputs differ slightly from fp32 (see the parity figures in `measurements.json`)."]
+            if "int8" in m.get("variants", {})
+            else [f"- No int8 variant: {m.get('quantization_note') or m.get('quantization', 'none')}."]
+        ),
         *(
             [
                 "- The int8 model is dynamically quantized (one activation scale per model call), so the "

@@ -116,10 +116,13 @@ def quantize_model(
     input_shape: list[int],
     per_channel: bool = True,
     batch_size: int = 32,
+    static_format: Literal["qdq", "qoperator"] = "qdq",
 ) -> Path:
     """Write an int8 model to ``out_path`` (names compacted, see :func:`compact_model`).
 
-    ``calibration`` (raw train inputs) is needed for static quantization.
+    ``calibration`` (raw train inputs) is needed for static quantization. ``static_format``: QDQ pairs
+    around float ops (onnxruntime fuses them into int8 kernels; the default) or QOperator (the int8
+    ops written directly: ``QLinearMatMul``, ``QGemm``...); both keep the calibrated scales fixed.
     """
     from onnxruntime.quantization import (
         CalibrationMethod,
@@ -149,7 +152,7 @@ def quantize_model(
                     str(pre),
                     str(out_path),
                     _reader(batches),
-                    quant_format=QuantFormat.QDQ,
+                    quant_format=QuantFormat.QDQ if static_format == "qdq" else QuantFormat.QOperator,
                     op_types_to_quantize=STATIC_OPS,
                     per_channel=per_channel,
                     activation_type=QuantType.QInt8,

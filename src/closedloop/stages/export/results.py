@@ -72,6 +72,7 @@ def measurements_record(
     threads: int,
     distillation: Distillation | None,
     quantization: str,
+    quantization_note: str,
 ) -> ExportRecord:
     """``measurements.json``: every deterministic figure of the export (no latencies, no wall times)."""
     return ExportRecord.model_validate(
@@ -89,5 +90,6 @@ def measurements_record(
             "threads": threads,
             "distillation": distillation,
             "quantization": quantization,
+            "quantization_note": quantization_note,
         }
     )

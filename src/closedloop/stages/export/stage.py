@@ -81,6 +81,8 @@ class ExportModel(Stage):
             "parity_max_abs_diff": m.parity.max_abs_diff,
             "evaluated_on": m.evaluated_on,
             "n_evaluated": m.n_evaluated,
+            "quantization": m.quantization,
+            "quantization_note": m.quantization_note,
         }
         for name, v in m.variants.items():
             entry: dict[str, Any] = {"size_bytes": v.size_bytes, "accepted": v.accepted}
@@ -109,6 +111,7 @@ class ExportModel(Stage):
                     "parity max |diff| (fp32 ONNX vs torch)": m.parity.max_abs_diff,
                     "export + quantize + checks (s)": timings.get(CORE_SECONDS),
                     "threads": m.threads,
+                    "int8": m.quantization_note or m.quantization,
                 },
                 title="Export",
             ),

@@ -43,9 +43,11 @@ from closedloop.stages.export.variants import (
     Judge,
     fp32_step,
     int8_step,
+    is_trees,
     onnx_logits,
     pruned_step,
     refuse_for_trees,
+    refuse_int8_without_variant,
     student_step,
 )
 from closedloop.stages.task import TaskSpec
@@ -142,6 +144,8 @@ def run_export(cfg: ExportModelConfig, inputs: Any, ctx: RunContext) -> ExportBu
     """Run every step; the folder (ONNX files, metadata, card) is deterministic, timings go to ``ctx``."""
     data, task, model = inputs.data, inputs.task, inputs.model
     refuse_for_trees(cfg, model)
+    if not is_trees(model):
+        refuse_int8_without_variant(cfg, task.data_kind, model.n_parameters())
     threads = cfg.latency.threads or task.constraints.threads
     out = ctx.work_dir / "export"
     shutil.rmtree(out, ignore_errors=True)
@@ -188,7 +192,8 @@ def run_export(cfg: ExportModelConfig, inputs: Any, ctx: RunContext) -> ExportBu
         variants=variants,
         threads=threads,
         distillation=student.distillation if student is not None else None,
-        quantization=cfg.quantize_mode(task.data_kind),
+        quantization="none" if is_trees(model) else cfg.quantize_mode(task.data_kind, model.n_parameters()),
+        quantization_note=cfg.quantize_note(task.data_kind, model.n_parameters(), trees=is_trees(model)),
     )
     thr = model.threshold
     card = render_model_card(

@@ -137,6 +137,19 @@ def tree_refusal(cfg: ExportModelConfig, family: str, what: str | None = None) -
     return None
 
 
+def refuse_int8_without_variant(cfg: ExportModelConfig, data_kind: str, n_parameters: int) -> None:
+    """``ship: int8`` when ``quantize: auto`` makes no int8 variant (a small table network): say so
+    before any work, with the settings that would make one."""
+    if cfg.ship == "int8" and cfg.quantize_mode(data_kind, n_parameters) == "none":
+        raise ExportError(
+            f"export.ship: int8 - quantize: auto makes no int8 variant for this table model ({n_parameters:,} "
+            f"parameters < table_int8_min_parameters {cfg.table_int8_min_parameters:,}: fp32 ships, as int8 "
+            "was measured slower than fp32 on table MLPs this small, see docs/export.md); set quantize: static "
+            "(scales calibrated on train rows, batch-independent) or quantize: dynamic (answers one row at a "
+            "time) to make one, or use ship: auto"
+        )
+
+
 class Exporter:
     """Writes a raw-input module to ONNX in the export folder (a sample of held-out rows traces it)."""
 
@@ -207,10 +220,13 @@ def int8_step(
     judge: Judge,
 ) -> VariantRun | None:
     """Quantize fp32 to int8 (static: calibrated on a seeded train sample); its bar: probability drift."""
-    mode = cfg.quantize_mode(task.data_kind)
-    if mode == "none" or is_trees(model):  # trees: no weight matrices, nothing to quantize
+    if is_trees(model):  # trees: no weight matrices, nothing to quantize
         return None
-    idx = rng.choice(len(X_train), size=min(cfg.calibration_samples, len(X_train)), replace=False)
+    mode = cfg.quantize_mode(task.data_kind, model.n_parameters())
+    if mode == "none":
+        return None
+    n_calibration = cfg.calibration_count(task.data_kind)
+    idx = rng.choice(len(X_train), size=min(n_calibration, len(X_train)), replace=False)
     path = quantize_model(
         export.out / FILES["onnx_fp32"],
         export.out / FILES["onnx_int8"],

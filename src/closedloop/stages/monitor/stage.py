@@ -89,6 +89,11 @@ class BuildMonitorProfileConfig(StageConfig):
     against this many random training rows (``closedloop.monitoring.train_reference``), a reference no
     deployment's draw of held-out rows decides; the held-out domain test and this one then share the
     domain level (each at half). 0: off (the default; see docs/monitor.md for what it measured)."""
+    estimate_calibration: Literal["none", "heldout_platt"] = "none"
+    """``heldout_platt``: compute the label-free estimate on probabilities recalibrated by Platt scaling
+    on the held-out rows' labels (binary tasks; ``closedloop.monitoring.recalibrate``; the decisions, and
+    so the realized metrics, do not change). Chosen on development deployments in session 12
+    (docs/monitor.md, "The reliability flag's knobs, chosen per deployment")."""
     min_ess_fraction: float = Field(0.25, gt=0, le=1)
     """...or when the importance weights leave fewer than this fraction of the reference rows
     effectively speaking for the window (extreme weights)."""
@@ -327,6 +332,7 @@ def build_profile(
         domain_delta=config.domain_delta,
         min_ess_fraction=config.min_ess_fraction,
         train_reference_rows=config.train_reference_rows,
+        estimate_calibration=config.estimate_calibration,
         thresholds={},
         calibration={},
         bandwidth=bandwidth,
@@ -524,6 +530,7 @@ class BuildMonitorProfile(Stage):
                 "stream_look": i.stream_look,
                 "min_ess_fraction": i.min_ess_fraction,
                 "train_reference_rows": i.train_reference_rows,
+                "estimate_calibration": i.estimate_calibration,
                 "domain_rows": len(outputs.reference.domain),
                 "stream_scores": sorted(outputs.reference.stream),
                 "guarantee": i.guarantee,
