@@ -262,6 +262,14 @@ def main() -> None:
                     f"{statistics.median(figs):.0%} of the trees' selection; without each family's figures "
                     f"MLP/trees {statistics.median(bare):.2f}"
                 )
+                # a ceiling no change around the fits can pass: the trees' selection if it were LightGBM's
+                # boosting rounds alone (no figures, no validation scoring, no Optuna, no files)
+                boost = [t.get("part lgbm boosting rounds", 0.0) for t in got[name]]
+                say(
+                    f"{table} {name:>6}: LightGBM's boosting rounds {statistics.median(boost):.2f} s of the trees' "
+                    f"selection; ceiling if everything else were free: MLP/trees "
+                    f"{statistics.median([m / b for m, b in zip(mlp, boost, strict=True) if b > 0] or [0.0]):.2f}"
+                )
             if args.alone:
                 alone_rounds(codes, table, args, say)
     say(f"load average at the end {os.getloadavg()[0]:.1f}")

@@ -80,6 +80,40 @@ def test_each_label_column_is_that_labels_own_binary_booster() -> None:
         np.testing.assert_allclose(raw[:, k], alone.predict(x, raw_score=True), atol=1e-9)
 
 
+def test_one_vs_rest_text_predicts_bit_for_bit_what_set_leaf_output_gave() -> None:
+    """The text edit that folds each label's start into its first tree (one write, one parse per fit)
+    gives the very doubles the ``Booster.set_leaf_output`` path gave (session 11's code, written out
+    here), on trees of one leaf and of many; and the in-place objective the very gradients of
+    ``p - y`` and ``max(p (1 - p), 1e-16)`` times the class weights."""
+    import lightgbm as lgb
+
+    from closedloop.models.families.lgbm_multilabel import PerLabelLogistic, label_log_odds, one_vs_rest_text
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 4))
+    y = np.stack([x[:, 0] > 0, x[:, 1] > 0.5, np.zeros(300) > 1], 1).astype(np.float64)  # label 3: no split
+    w = np.array([[0.7, 1.0, 0.5], [1.8, 1.2, 2.0]])
+    objective, init = PerLabelLogistic(y, w), label_log_odds(y, w)
+    z = rng.normal(scale=40, size=y.shape)
+    p = 0.5 * (1.0 + np.tanh(0.5 * z))
+    grad, hess = objective(z.reshape(-1), None)
+    weights = y * w[1] + (1 - y) * w[0]
+    assert np.array_equal(grad, (p - y) * weights)
+    assert np.array_equal(hess, np.maximum(p * (1.0 - p), 1e-16) * weights)
+    data = lgb.Dataset(x, label=np.zeros(len(x)), init_score=np.tile(init, (len(x), 1)))
+    params = {"objective": objective, "num_class": 3, "num_leaves": 6, "verbosity": -1, "num_threads": 1}
+    fit = lgb.train(params, data, num_boost_round=5)
+    old = lgb.Booster(model_str=fit.model_to_string())
+    for tree, info in enumerate(old.dump_model(num_iteration=1)["tree_info"][:3]):
+        for leaf in range(info["num_leaves"]):
+            old.set_leaf_output(tree, leaf, old.get_leaf_output(tree, leaf) + float(init[tree]))
+    text = one_vs_rest_text(fit.model_to_string(), init)
+    assert "objective=multiclassova num_class:3 sigmoid:1" in text and "tree_sizes=" not in text
+    new = lgb.Booster(model_str=text)
+    assert np.array_equal(new.predict(x, raw_score=True), old.predict(x, raw_score=True))
+    assert np.array_equal(new.predict(x, raw_score=True)[:, 2], np.full(300, init[2]))
+
+
 def test_seed_members_of_a_multilabel_fit_average_into_one_booster() -> None:
     """``final_seeds``: multi-label members (bagging, different seeds) ship as one booster whose per-label
     raw scores are the members' mean, still a one-vs-rest model."""

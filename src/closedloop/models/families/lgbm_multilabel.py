@@ -25,7 +25,13 @@ import numpy as np
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))  # no overflow warning for large |z|
+    """``1 / (1 + e^-z)`` as ``0.5 (1 + tanh(z / 2))``: no overflow warning for large ``|z|``. A new array
+    (``z`` is not written)."""
+    out = np.multiply(z, 0.5)
+    np.tanh(out, out=out)
+    np.add(out, 1.0, out=out)
+    np.multiply(out, 0.5, out=out)
+    return out
 
 
 class PerLabelLogistic:
@@ -46,11 +52,17 @@ class PerLabelLogistic:
             self.w = self.y * w[1][None, :] + (1.0 - self.y) * w[0][None, :]
 
     def __call__(self, preds: np.ndarray, data: Any) -> tuple[np.ndarray, np.ndarray]:
-        """LightGBM's custom objective: gradient and hessian ``(N, K)`` of the log-loss at ``preds``."""
+        """LightGBM's custom objective: gradient and hessian ``(N, K)`` of the log-loss at ``preds``.
+        Computed in place in two arrays (the fit calls it once per boosting round: temporaries were
+        half its cost); the same floating-point operations as ``p - y`` and ``max(p (1 - p), 1e-16)``."""
         p = _sigmoid(np.asarray(preds, np.float64).reshape(self.y.shape))
-        grad, hess = p - self.y, np.maximum(p * (1.0 - p), 1e-16)
+        hess = np.subtract(1.0, p)
+        np.multiply(hess, p, out=hess)
+        np.maximum(hess, 1e-16, out=hess)
+        grad = np.subtract(p, self.y, out=p)
         if self.w is not None:
-            grad, hess = grad * self.w, hess * self.w
+            np.multiply(grad, self.w, out=grad)
+            np.multiply(hess, self.w, out=hess)
         return grad, hess
 
     def loss(self, raw: np.ndarray) -> float:
@@ -78,33 +90,50 @@ def label_log_odds(y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarr
     return np.log(pos / (1 - pos))
 
 
-def one_vs_rest_booster(booster: Any, init: np.ndarray) -> Any:
-    """A standard LightGBM model from a per-label custom-objective fit (see the module doc): ``init``
-    (the per-label start the fit used) added to each label's first tree, objective ``multiclassova``.
-    Its raw score equals the fit's raw score plus ``init``: the logit of every label."""
-    import lightgbm as lgb
+def one_vs_rest_text(text: str, init: np.ndarray) -> str:
+    """A standard LightGBM model text from a per-label custom-objective fit's text (see the module doc):
+    ``init`` (the per-label start the fit used) added to every leaf of each label's first tree, objective
+    ``multiclassova``. Its raw score equals the fit's raw score plus ``init``: the logit of every label.
 
+    Edited as text, not through ``Booster.set_leaf_output``: that path wrote and parsed the model three
+    times per fit, and the tuning phase converts every trial's fit. The sums are the same doubles (a
+    leaf value is written with 17 significant digits, so it reads back exactly, and ``repr`` writes the
+    sum exactly), so the model predicts bit for bit what the ``set_leaf_output`` path gave
+    (``tests/train/test_train_trees_multilabel.py``)."""
     init = np.asarray(init, np.float64).reshape(-1)
     k = len(init)
-    text = booster.model_to_string()
     if k < 2:
-        raise ValueError("one_vs_rest_booster: a multi-label model has at least 2 labels")
-    b = lgb.Booster(model_str=text)
-    if b.num_trees() < k:
-        raise ValueError("one_vs_rest_booster: the booster has no complete boosting round")
-    leaves = [t["num_leaves"] for t in b.dump_model(num_iteration=1)["tree_info"][:k]]
-    for tree, (n_leaves, start) in enumerate(zip(leaves, init, strict=True)):
-        for leaf in range(n_leaves):
-            b.set_leaf_output(tree, leaf, b.get_leaf_output(tree, leaf) + float(start))
-    text = b.model_to_string()
-    text = re.sub(r"(?m)^objective=[^\n]*\n", "", text)
-    text = re.sub(
+        raise ValueError("one_vs_rest_text: a multi-label model has at least 2 labels")
+    start = text.find("\nTree=0\n")
+    ends = [m.start() for m in re.finditer(r"(?m)^Tree=\d+$", text[start + 1 :])]
+    if start < 0 or len(ends) < k:
+        raise ValueError("one_vs_rest_text: the booster has no complete boosting round")
+    head, body = text[: start + 1], text[start + 1 :]
+    cut = ends[k] if len(ends) > k else body.index("end of trees")
+
+    def shifted(tree: str, by: float) -> str:
+        def add(m: re.Match[str]) -> str:
+            return "leaf_value=" + " ".join(repr(float(v) + by) for v in m[1].split())
+
+        return re.sub(r"(?m)^leaf_value=(.*)$", add, tree, count=1)
+
+    first = [body[a:b] for a, b in zip(ends[:k], [*ends[1:k], cut], strict=True)]
+    body = "".join(shifted(t, float(s)) for t, s in zip(first, init, strict=True)) + body[cut:]
+    head = re.sub(r"(?m)^objective=[^\n]*\n", "", head)
+    head = re.sub(
         r"(?m)^max_feature_idx=",
         f"objective=multiclassova num_class:{k} sigmoid:1\nmax_feature_idx=",
-        text,
+        head,
         count=1,
     )
-    text = text.replace("[objective: custom]", "[objective: multiclassova]")
-    text = text.replace("[metric: custom]", "[metric: multi_logloss]")
-    text = re.sub(r"tree_sizes=[^\n]*\n", "", text)  # byte offsets of the old text; optional when absent
-    return lgb.Booster(model_str=text)
+    head = re.sub(r"tree_sizes=[^\n]*\n", "", head)  # byte offsets of the old text; optional when absent
+    body = body.replace("[objective: custom]", "[objective: multiclassova]")
+    body = body.replace("[metric: custom]", "[metric: multi_logloss]")
+    return head + body
+
+
+def one_vs_rest_booster(booster: Any, init: np.ndarray) -> Any:
+    """:func:`one_vs_rest_text` of a trained ``lightgbm.Booster``, as a ``lightgbm.Booster``."""
+    import lightgbm as lgb
+
+    return lgb.Booster(model_str=one_vs_rest_text(booster.model_to_string(), init))

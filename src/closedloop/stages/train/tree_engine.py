@@ -164,19 +164,19 @@ class TreeEngine(Engine):
 
     def finished(
         self, booster: Any, objective: tuple[Any, np.ndarray] | None, num_iteration: int | None = None
-    ) -> tuple[Any, str | None]:
+    ) -> tuple[Any, str]:
         """The booster a :class:`TreeEnsemble` keeps: its first ``num_iteration`` rounds (all: None); a
-        multi-label fit's start folded in and its objective declared one-vs-rest. With its model text
-        when that is what it was read from (``TreeEnsemble.set_booster`` then writes it out no more)."""
+        multi-label fit's start folded in and its objective declared one-vs-rest. With its model text,
+        which it was read from (``TreeEnsemble.set_booster`` then writes it out no more): one write and
+        one parse per fit, multi-label fits included (:func:`~closedloop.models.families.lgbm_multilabel.one_vs_rest_text`)."""
         import lightgbm as lgb
 
         text = booster.model_to_string(num_iteration=num_iteration)
-        kept = lgb.Booster(model_str=text)
-        if objective is None:
-            return kept, text
-        from closedloop.models.families.lgbm_multilabel import one_vs_rest_booster
+        if objective is not None:
+            from closedloop.models.families.lgbm_multilabel import one_vs_rest_text
 
-        return one_vs_rest_booster(kept, objective[1]), None
+            text = one_vs_rest_text(text, objective[1])
+        return lgb.Booster(model_str=text), text
 
     def dataset(
         self, data: TensorSet, hp: HParams | None, *, init_score: np.ndarray | None = None, **params: Any
