@@ -62,7 +62,11 @@ def test_estimate_calibration_heldout_platt_reaches_the_profile_summary_and_each
     out = stage.execute(
         {"data": bundle, "task": task, "model": model}, RunContext("monitor", Path("."), seed=0)
     )
-    assert stage.summarize(out)["reference"]["estimate_calibration"] == "heldout_platt"
+    summary = stage.summarize(out)["reference"]
+    assert (
+        summary["estimate_calibration"] == "heldout_platt"
+        and "recalibrated by Platt scaling" in summary["guarantee"]
+    )
     out.reference.save(tmp_path)
     prof = type(out.reference).load(tmp_path)
     X, y = bundle.splits["test"].X, bundle.splits["test"].y

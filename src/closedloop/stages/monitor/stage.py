@@ -467,6 +467,11 @@ def _guarantee_sentence(
             f" The domain flag on the label-free estimate (p <= {config.domain_alpha:g}) flags in-distribution "
             f"windows at a rate {config.domain_alpha:g} on average over references; one deployment's own rate can be higher."
         )
+    if config.estimate_calibration == "heldout_platt":
+        stream += (
+            " The label-free estimate is computed on probabilities recalibrated by Platt scaling on the held-out "
+            "rows (binary tasks; the model's decisions are unchanged)."
+        )
     if config.delta is None:
         return (
             f"Per-window alarm rate {config.alpha:g} on average over draws of the reference (windows of {sizes}); "
