@@ -7,10 +7,11 @@ run in seconds on tiny data). A registered stage without an entry fails ``test_e
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
+from closedloop import JsonArtifact, RunContext, Stage, StageIO
 from closedloop.core.checks import check_stage
 from closedloop.core.pipeline import Pipeline, RunResult
 from closedloop.core.registry import STAGES
@@ -23,7 +24,13 @@ TINY_PARAMS: dict[str, dict[str, Any]] = {
     "baseline": {},
     "train": {
         "preset": "quick",
-        "budget_minutes": 10,  # generous: a budget cut would make the two determinism runs differ
+        # generous for every phase, so the trial and epoch counts, not the clock, end each one: a budget
+        # cut would make the two determinism runs differ. The tightest share is sanity's (3 %): at 10
+        # minutes its 18 s were cut on a loaded machine (the check took 12 s at load ~3, and was cut
+        # after 20 of its 48 steps at load ~8), so the saved evaluation (its steps, losses, decision)
+        # differed; 60 minutes give it 108 s, like the kill battery's budget (the counts end the run
+        # long before: a larger budget costs no time)
+        "budget_minutes": 60,
         "n_trials": 2,
         "max_epochs": 2,
         "ladder_epochs": 2,
@@ -73,3 +80,31 @@ def test_stage_contract(
         except KeyError:
             assert not port.required, f"no upstream artifact {port.name!r} for {key}"
     check_stage(stage, inputs, tmp_path)
+
+
+class _RunCount(JsonArtifact):
+    runs: int
+
+
+class _Drifts(Stage):
+    """Saves a value that changes from run to run, like a measured seconds figure in an artifact."""
+
+    runs: ClassVar[int] = 0
+
+    class Inputs(StageIO):
+        pass
+
+    class Outputs(StageIO):
+        count: _RunCount
+
+    def run(self, inputs: Inputs, ctx: RunContext) -> Outputs:
+        type(self).runs += 1
+        return self.Outputs(count=_RunCount(runs=type(self).runs))
+
+
+def test_check_stage_names_what_two_runs_differ_in(tmp_path: Path) -> None:
+    # a flaky determinism failure is diagnosed from the log alone: the output and its file
+    with pytest.raises(
+        AssertionError, match=r"two runs with seed 0 differ: \{'count': \['artifact.json'\]\}"
+    ):
+        check_stage(_Drifts(), {}, tmp_path)

@@ -76,6 +76,23 @@ def _output_hashes(stage: Stage, outputs: Any, root: Path, skip: tuple[str, ...]
     return hashes
 
 
+def _differing_files(a: Path, b: Path) -> list[str]:
+    """The files (relative paths) whose bytes differ between saved artifacts ``a`` and ``b``, or that
+    only one has (an output one run did not produce: every file of the other): what a failed
+    determinism check names, so the cause can be found from the log."""
+    if not (a.is_dir() and b.is_dir()):
+        return [f"{d.parent.name}: not produced" for d in (a, b) if not d.is_dir()]
+    rel = sorted(
+        {p.relative_to(a) for p in a.rglob("*") if p.is_file()}
+        | {p.relative_to(b) for p in b.rglob("*") if p.is_file()}
+    )
+    return [
+        str(f)
+        for f in rel
+        if not ((a / f).is_file() and (b / f).is_file() and (a / f).read_bytes() == (b / f).read_bytes())
+    ]
+
+
 def check_stage(stage: Stage, inputs: dict[str, Artifact], workdir: Path, *, seed: int = 0) -> dict[str, Any]:
     """Run the common contract checks on ``stage`` with ready-made ``inputs``; raise AssertionError
     naming the broken rule. Returns the smoke run's summary (for further assertions)."""
@@ -125,9 +142,13 @@ def check_stage(stage: Stage, inputs: dict[str, Artifact], workdir: Path, *, see
     out_b = clone.execute(dict(inputs), ctx_b)
     skip = tuple(cls.nondeterministic_outputs)
     hashes_b = _output_hashes(stage, out_b, workdir / "saved_b", skip)
-    assert {k: v for k, v in hashes_a.items() if k not in skip} == hashes_b, (
-        f"{name}: two runs with seed {seed} differ"
-    )
+    compared = sorted(set(hashes_a) - set(skip) | set(hashes_b))
+    differing = {
+        port: _differing_files(workdir / "saved_a" / port, workdir / "saved_b" / port)
+        for port in compared
+        if hashes_a.get(port) != hashes_b.get(port)
+    }
+    assert not differing, f"{name}: two runs with seed {seed} differ: {differing}"
     # 8. clear error on a missing required input
     required = [p.name for p in stage.input_ports() if p.required]
     if required:
