@@ -28,8 +28,8 @@ TINY_PARAMS: dict[str, dict[str, Any]] = {
         # cut would make the two determinism runs differ. The tightest share is sanity's (3 %): at 10
         # minutes its 18 s were cut on a loaded machine (the check took 12 s at load ~3, and was cut
         # after 20 of its 48 steps at load ~8), so the saved evaluation (its steps, losses, decision)
-        # differed; 60 minutes give it 108 s, like the kill battery's budget (the counts end the run
-        # long before: a larger budget costs no time)
+        # differed; 60 minutes give it 108 s (its 48 steps took 17 s and 34 s at load ~8-9), like the
+        # kill battery's budget (the counts end the run long before: a larger budget costs no time)
         "budget_minutes": 60,
         "n_trials": 2,
         "max_epochs": 2,
