@@ -166,6 +166,21 @@ def test_export_serving_does_not_import_torch() -> None:
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr
 
 
+def validate_export_params(tmp_path: Path, dataset: str, params: str) -> subprocess.CompletedProcess[str]:
+    """`closedloop validate` on task -> train -> export over sklearn's ``dataset``, export taking ``params``."""
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(
+        f"name: bad\ndata: {{source: sklearn, name: {dataset}}}\nstages:\n  - kind: task\n  - kind: train\n"
+        f"  - kind: export\n    params: {params}\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "closedloop", "validate", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 @pytest.mark.parametrize(
     ("params", "needed"),
     [
@@ -176,17 +191,7 @@ def test_export_serving_does_not_import_torch() -> None:
 )
 def test_export_ship_without_its_variant_fails_at_validate(params: str, needed: str, tmp_path: Path) -> None:
     """Caught by `closedloop validate` (the config's validators), not after the whole training."""
-    cfg = tmp_path / "bad.yaml"
-    cfg.write_text(
-        "name: bad\ndata: {source: sklearn, name: digits}\nstages:\n  - kind: task\n  - kind: train\n"
-        f"  - kind: export\n    params: {params}\n"
-    )
-    r = subprocess.run(
-        [sys.executable, "-m", "closedloop", "validate", str(cfg)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = validate_export_params(tmp_path, "digits", params)
     assert r.returncode == 2, r.stdout + r.stderr
     assert "export.ship" in r.stderr and needed in r.stderr and "Traceback" not in r.stderr
 
@@ -212,17 +217,7 @@ def test_export_ship_int8_on_a_table_under_quantize_auto_is_refused_before_any_w
 
 
 def test_export_table_int8_threshold_from_yaml_is_checked_at_validate(tmp_path: Path) -> None:
-    cfg = tmp_path / "bad.yaml"
-    cfg.write_text(
-        "name: bad\ndata: {source: sklearn, name: breast_cancer}\nstages:\n  - kind: task\n  - kind: train\n"
-        "  - kind: export\n    params: {table_int8_min_parameters: -5}\n"
-    )
-    r = subprocess.run(
-        [sys.executable, "-m", "closedloop", "validate", str(cfg)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = validate_export_params(tmp_path, "breast_cancer", "{table_int8_min_parameters: -5}")
     assert r.returncode == 2, r.stdout + r.stderr
     assert "table_int8_min_parameters" in r.stderr and "-5" in r.stderr and "Traceback" not in r.stderr
 

@@ -649,13 +649,18 @@ def test_warm_start_cross_fitted_threshold_uses_every_adaptation_label(champion,
     run, _ = champion
     champ = TrainedModel.load(run / "stages/03_train/artifacts/model")
     labels = _labels(tmp_path / "prod.npz", run, 80, 34, shift=40)
+
+    def adapt_with(threshold_fit: str, out: Path) -> str:
+        rc = main([
+            "adapt", str(run), str(labels), "--challengers", "retrain", "--retrain-mode", "warm_start",
+            "--retrain-threshold", threshold_fit, "--seed", "2", "--out", str(out),
+        ])  # fmt: skip
+        captured = capsys.readouterr()
+        assert rc == 0, captured.err
+        return captured.out
+
     out = tmp_path / "cross"
-    rc = main([
-        "adapt", str(run), str(labels), "--challengers", "retrain", "--retrain-mode", "warm_start",
-        "--retrain-threshold", "cross_fit", "--seed", "2", "--out", str(out),
-    ])  # fmt: skip
-    assert rc == 0, capsys.readouterr().err
-    assert "out-of-fold scores" in capsys.readouterr().out
+    assert "out-of-fold scores" in adapt_with("cross_fit", out)
     res = json.loads((out / "adapt.json").read_text())
     fit = res["choice"]["chosen"]["retrain"]
     ia = np.asarray(res["split"]["adaptation"])
@@ -688,11 +693,7 @@ def test_warm_start_cross_fitted_threshold_uses_every_adaptation_label(champion,
     # cross_fit_half: the same threshold from the same out-of-fold scores; the shipped network is the
     # warm start on the fit half (the held_out mode's model)
     half = tmp_path / "half"
-    rc = main([
-        "adapt", str(run), str(labels), "--challengers", "retrain", "--retrain-mode", "warm_start",
-        "--retrain-threshold", "cross_fit_half", "--seed", "2", "--out", str(half),
-    ])  # fmt: skip
-    assert rc == 0, capsys.readouterr().err
+    adapt_with("cross_fit_half", half)
     fit = json.loads((half / "adapt.json").read_text())["choice"]["chosen"]["retrain"]
     assert fit["fit_rows"] == a.tolist() and fit["calibration_rows"] == list(range(len(ia)))
     adapted = TrainedModel.load(half / "model")
