@@ -180,3 +180,21 @@ def test_a_running_trial_that_never_named_its_process_is_failed_and_retried(tmp_
     assert states[named.number] == optuna.trial.TrialState.RUNNING
     retry = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.WAITING]
     assert [W.origin(t) for t in retry] == [orphan.number]
+
+
+def test_a_queued_retry_holds_its_place_so_a_fresh_trial_beside_it_is_surplus() -> None:
+    """The race seen once in the server-lost test: a retry is queued (WAITING, the lower number) just as
+    another process creates a fresh trial; the fresh trial must count the queued retry, or both run and
+    the study ends with one counted trial too many."""
+    import optuna
+
+    from closedloop.stages.train.phases import workers as W
+
+    study = optuna.create_study()
+    for _ in range(4):  # four counted trials of five
+        trial = study.ask()
+        study.tell(trial, 0.5)
+    study.enqueue_trial({})  # the retry of a lost trial, queued: number 4
+    earlier = study.get_trials(deepcopy=False)
+    assert [t.state for t in earlier].count(optuna.trial.TrialState.WAITING) == 1
+    assert W.taken(earlier) == 5  # the fresh trial (number 5) sees five places taken: surplus at n_trials 5

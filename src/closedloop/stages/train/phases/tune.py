@@ -341,15 +341,12 @@ def worker_trials(
     ran: list[int] = []
     current: list[int] = []
 
-    def taken(trials: list[Any]) -> int:
-        return len([t for t in trials if W.counted(t) or t.state == st.RUNNING])
-
     def objective(trial: Any) -> float:
         trial.set_user_attr(W.WORKER, W.worker_id(trial.number))  # failed and retried if this process dies
         current.append(trial.number)
         trial.set_user_attr("pid", os.getpid())
         frozen = {t.number: t for t in study.get_trials(deepcopy=False)}
-        if taken([t for n, t in frozen.items() if n < trial.number]) >= n_trials:
+        if W.taken([t for n, t in frozen.items() if n < trial.number]) >= n_trials:
             raise _Surplus()
         knobs = K.suggest(trial, space)
         if plan.forced_epochs is not None:
@@ -390,7 +387,7 @@ def worker_trials(
         if len(done) >= n_trials or time.time() > plan.deadline + (0 if done else 3600):
             return ran
         waiting = [t for t in trials if t.state == st.WAITING]
-        if not waiting and taken(trials) >= n_trials:
+        if not waiting and W.taken(trials) >= n_trials:
             time.sleep(POLL_SECONDS)  # the last trials run elsewhere: finish them if their process dies
             continue
         study.sampler = S.seeded_sampler(sess, len(trials))

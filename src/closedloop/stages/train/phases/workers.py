@@ -229,6 +229,23 @@ def fail_lost(study: Any, orphan_seconds: float = ORPHAN_SECONDS) -> list[int]:
     return failed
 
 
+def taken(trials: list[Any]) -> int:
+    """Trials that hold a place among ``n_trials``: counted, running, or queued to run. A queued
+    (WAITING) trial holds its place: a retry queued while another process creates a fresh trial gets
+    the lower number, so the fresh one must see the retry, or both run and the study ends one over.
+
+    >>> import optuna
+    >>> study = optuna.create_study()
+    >>> study.enqueue_trial({})
+    >>> taken(study.get_trials())
+    1
+    """
+    import optuna
+
+    st = optuna.trial.TrialState
+    return len([t for t in trials if counted(t) or t.state in (st.RUNNING, st.WAITING)])
+
+
 def counted(t: Any) -> bool:
     """Trials that count toward ``n_trials``: complete, pruned, or failed by the model itself."""
     import optuna
