@@ -106,7 +106,7 @@ RULE_V3 = """Declared rule, protocol v3 (session 13, docs/monitor.md "Protocol v
      summed and in the weakest deployment; among those: (a) the largest share of the random deployments'
      unflagged in-distribution windows within 0.03 of realized AUC and ACC; (b) fewest test windows unflagged
      and off; (c) heldout_platt first.
-  3. the report halves once with the development choice: deployments no run has drawn (report draws 100-119)
+  3. the report halves once with the development choice: deployments no run has drawn (report draws 100-109)
      and, for continuity, session 12's report deployments (draws 0-9). The chosen flag becomes the shipped
      default only if on the fresh deployments the in-distribution windows flagged stay <= 10% and the
      domain part and the per-window alarm are each <= 5% in >= 90% of deployments; the chosen estimate
