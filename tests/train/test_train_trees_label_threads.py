@@ -77,21 +77,39 @@ def test_per_label_boosters_are_the_joint_fit_without_column_sampling() -> None:
     assert _trees(joint_cs) != _trees(per_cs)
 
 
-def test_label_threads_reaches_the_decision_log_summary_and_report(tmp_path: Any) -> None:
-    """``train: {label_threads: 2}`` on a multi-label table: the stage says so in its decision log
-    (summary.json and the report), and the model exports with parity as the joint fit's does."""
+def test_label_threads_reaches_the_report_and_one_or_three_threads_train_the_same_stage(
+    tmp_path: Any,
+) -> None:
+    """``train: {label_threads: N}`` on a multi-label table, N = 3 and 1: the stage says so in its decision
+    log (summary.json and the report), the model exports with parity, and the two stages' validation
+    ledgers (every configuration, its parameters and scores) and models are the same bit for bit."""
+    import json
+
     from .test_train_trees import task_train_export
     from .test_train_trees_multilabel import ML_TRAIN, multilabel_table
 
-    run = task_train_export(multilabel_table(), {**ML_TRAIN, "label_threads": 2}, tmp_path, "mlthreads")
-    train = run.summary["stages"]["train"]
+    runs = {
+        n: task_train_export(multilabel_table(), {**ML_TRAIN, "label_threads": n}, tmp_path / str(n), "ml")
+        for n in (3, 1)
+    }
+    train = runs[3].summary["stages"]["train"]
     said = [d["decision"] for d in train["decisions"] if d["phase"] == "setup"]
-    assert any(d.startswith("label_threads: 2: multi-label trees grow one booster per label") for d in said)
+    assert any(d.startswith("label_threads: 3: multi-label trees grow one booster per label") for d in said)
     assert (
-        "label_threads: 2: multi-label trees grow one booster per label"
-        in (run.run_dir / "report.html").read_text()
+        "label_threads: 3: multi-label trees grow one booster per label"
+        in (runs[3].run_dir / "report.html").read_text()
     )
-    assert run.summary["stages"]["export"]["parity_max_abs_diff"] <= 1e-5
+    assert runs[3].summary["stages"]["export"]["parity_max_abs_diff"] <= 1e-5
+
+    def ledger(run: Any) -> list[dict[str, Any]]:
+        rows = [
+            json.loads(line) for line in (run.run_dir / "validation_ledger.jsonl").read_text().splitlines()
+        ]
+        return [{k: v for k, v in r.items() if k != "time"} for r in rows]
+
+    assert len(ledger(runs[3])) >= 3 and ledger(runs[3]) == ledger(runs[1])
+    booster = {n: bytes(r.artifact("model").network.booster.numpy()) for n, r in runs.items()}
+    assert booster[3] == booster[1]
 
 
 def test_label_threads_below_one_is_refused_naming_the_field() -> None:
