@@ -301,13 +301,19 @@ def test_the_non_zero_look_sets_ties_at_zero_aside_and_is_off_unless_asked() -> 
     ref = rng.integers(0, 40, (300, 2)).astype(np.float32)
     ref[:20] = ref[20]  # 21 rows tied in the embedding, distinct contents
     hashes = [i.to_bytes(4, "little") for i in range(len(ref))]
-    query = np.concatenate([ref[:3], ref[100:110] + 0.01, rng.integers(0, 40, (60, 2))]).astype(np.float32)
+    # free grid points a step right of a row, rounded a hair under the step (nwtco: 0.031578 vs 0.031580)
+    taken = {tuple(r) for r in ref.tolist()}
+    free = [(x, y) for x in range(1, 40) for y in range(40) if (x, y) not in taken and (x - 1, y) in taken]
+    step = np.float32(free[:20]) - np.float32([0.00002, 0.0])
+    query = np.concatenate([ref[:3], ref[100:110] + 0.01, step, rng.integers(0, 40, (60, 2))]).astype(
+        np.float32
+    )
     exact = np.zeros(len(query), bool)
-    on = near_excess(ref, query, hashes, exact, 0.5, 1000, np.random.default_rng(0), nonzero_look=True)
-    assert on.nonzero_cut == 1.0 and on.ratio_cut is None  # the grid step; ties and twins set aside
+    on = near_excess(ref, query, hashes, exact, 1.5, 1000, np.random.default_rng(0), nonzero_look=True)
+    assert on.nonzero_cut == pytest.approx(1.0, rel=1e-3) and on.ratio_cut is None  # the grid step
     assert set(np.flatnonzero(on.close)) == set(range(3, 13)) and on.n_null_close == 0
     assert on.n_query == len(query) - int((on.dist == 0).sum())
-    off = near_excess(ref, query, hashes, exact, 0.5, 1000, np.random.default_rng(0))
+    off = near_excess(ref, query, hashes, exact, 1.5, 1000, np.random.default_rng(0))
     assert off.nonzero_cut is None and off.p_value > on.p_value
 
 
