@@ -268,10 +268,17 @@ def test_noisy_copies_in_a_table_that_repeats_rows_are_found_below_its_own_small
     """nwtco's planted copies had recall 0.000: natural rows sit on a grid (exact twins, or a step away),
     under max_distance nearly all rows are close. The non-zero look sets twins aside and counts rows
     closer than train's own 1% quantile of non-zero neighbour distances; off the look, they are missed."""
+    from closedloop.core.blocks import KeyValues, Section
+
     clean, _ = _grid_table()
-    _, out = run(clean, tmp_path / "a", checks=["duplicates"])
+    stage, out = run(clean, tmp_path / "a", checks=["duplicates"])
     m = out.audit.results["duplicates"]["metrics"]
     assert m["nonzero_look"] is True and m["overlap"]["train-test"] == 0
+    assert stage.summarize(out)["near_nonzero_look"] is True  # summary.json and the report say it applied
+    sec = next(
+        b for b in stage.report(out, tmp_path / "a") if isinstance(b, Section) and b.title == "duplicates"
+    )
+    assert any(isinstance(k, KeyValues) and k.items.get("nonzero_look") is True for k in sec.blocks)
     assert not [f for f in out.audit.findings if f["severity"] != "info" and "exact" not in f["message"]]
     leaked, truth = _grid_table(planted=25)
     with pytest.raises(DataError, match=r"train/test overlap: .*0 < embedding distance < .*non-zero"):
