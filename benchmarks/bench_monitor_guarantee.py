@@ -96,17 +96,23 @@ def draw_deployment(
     rng: np.random.Generator,
     pool_size: int,
     d: int,
+    held_out_from: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, Any, Any]:
     """Deployment ``d``: ``pool_size`` of the ``candidates`` (unseen rows, in ``rng``'s order) are its held-out
     rows, from which the monitor stage's own code builds its profile; the rest are its production. Returns
-    the held-out rows, the production rows, the profile and its monitor."""
+    the held-out rows, the production rows, the profile and its monitor. ``held_out_from``: draw the
+    held-out rows from these candidates only (a deployment whose held-out rows lean one way)."""
     from closedloop.data.bundle import Split
     from closedloop.monitoring import Monitor
     from closedloop.stages.monitor.stage import build_profile
 
     X, y = unseen
-    perm = rng.permutation(candidates)
-    pool, rest = np.sort(perm[:pool_size]), perm[pool_size:]
+    if held_out_from is None:
+        perm = rng.permutation(candidates)
+        pool, rest = np.sort(perm[:pool_size]), perm[pool_size:]
+    else:
+        pool = np.sort(rng.choice(held_out_from, pool_size, replace=False))
+        rest = rng.permutation(np.setdiff1d(candidates, pool))
     bundle = dataclasses.replace(data, splits={**data.splits, "val": Split(X=X[pool], y=y[pool])})
     profile = build_profile(cfg, bundle, task, model, np.random.default_rng([7, d]))
     return pool, rest, profile, Monitor(profile, model, seed=d, effects=False)

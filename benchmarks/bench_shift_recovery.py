@@ -57,6 +57,7 @@ from shift_recovery_bounds import (  # noqa: E402
     power_table,
     print_bound,
     print_power,
+    promotion_power,
     threshold_bounds,
 )
 from shift_recovery_run import NPZ, OUT, champion_run  # noqa: E402
@@ -225,6 +226,21 @@ def summarize(
         f"specificity {np.median(oc['specificity']):.3f}, sensitivity {np.median(oc['sensitivity']):.3f}; best "
         f"specificity with sensitivity >= 0.95 median {np.median(oc['specificity_at_sens95']):.3f}"
     )
+    # how far the shipped threshold lands from that oracle on the same scores (0: the oracle itself)
+    gap = -red - oc["cost_change"]
+    print(
+        f"  gap of the shipped threshold to that oracle (challenger cost change minus the oracle's, per draw): "
+        f"median {np.median(gap) * 100:+.1f} points (10th-90th pct {np.percentile(gap, 10) * 100:+.1f} to "
+        f"{np.percentile(gap, 90) * 100:+.1f})"
+    )
+    own = np.array([r[9] for r in rows], float)
+    if not np.isnan(own).any():
+        print(
+            f"  promotion bound of THIS challenger at {int(np.median(nd[:, 0]))} evaluation labels (the declared test "
+            f"on its own decisions against the champion's, {args.challenger_power_draws} simulated evaluation sets "
+            f"per draw from its unseen images; promotion also needs non-inferiority): mean over draws {own.mean():.0%}, "
+            f"median {np.median(own):.0%} (10th-90th pct {np.percentile(own, 10):.0%}-{np.percentile(own, 90):.0%})"
+        )
     shifted = name != "in_distribution"
     # the promotion target is judged against what the declared test can find at this evaluation size
     # for a challenger exactly at the cost target (simulated; None: not simulated)
@@ -322,6 +338,13 @@ def main() -> None:
         "--bounds-only",
         action="store_true",
         help="only the threshold oracle's bound and the declared test's power per scenario (a minute)",
+    )
+    ap.add_argument(
+        "--challenger-power-draws",
+        type=int,
+        default=100,
+        help="per draw, simulated evaluation sets for the declared test's power on the challenger's own "
+        "decisions (its promotion bound; 0: not simulated)",
     )
     ap.add_argument(
         "--power-draws",
@@ -488,6 +511,17 @@ def main() -> None:
                     r.decision.significant and r.decision.better,
                     ni is not None and ni.ok,
                     challenger_oracle(y[unseen], p_ch, p_all[unseen] >= model.threshold, costs),
+                    promotion_power(
+                        y[unseen],
+                        p_ch >= rec.threshold,
+                        p_all[unseen] >= model.threshold,
+                        costs,
+                        len(r.split.evaluation),
+                        draws=args.challenger_power_draws,
+                        seed=i,
+                    )  # fmt: skip
+                    if args.challenger_power_draws
+                    else float("nan"),
                 )
                 rows[k].append(row)
                 need[k].append((len(r.split.evaluation), r.n_needed_for_effect, r.decision.p_value))
@@ -501,7 +535,8 @@ def main() -> None:
                     f"on clean test {row[7]}; promoted {r.decision.promote}; {row[3]:.0f} s; oracle threshold on its "
                     f"scores: cost change {row[8]['cost_change']:+.3f}, specificity {row[8]['specificity']:.3f}, "
                     f"sensitivity {row[8]['sensitivity']:.3f}, best specificity at sensitivity >= 0.95 "
-                    f"{row[8]['specificity_at_sens95']:.3f}",
+                    f"{row[8]['specificity_at_sens95']:.3f}"
+                    + ("" if np.isnan(row[9]) else f"; its promotion bound {row[9]:.0%}"),
                     flush=True,
                 )
         for k, lineup in enumerate(labels):

@@ -42,14 +42,18 @@ LINEUPS = {
     "alone+cross_fit_half": ("retrain", "cross_fit_half"),
     "alone+cross_fit": ("retrain", "cross_fit"),
     "choice+cross_fit": ("recalibration,head,finetune,retrain", "cross_fit"),
+    "alone+cross_fit_platt": ("retrain", "cross_fit_platt"),
+    "alone+cross_fit_half_platt": ("retrain", "cross_fit_half_platt"),
 }
 """``(--challengers, --retrain-threshold)`` of each line-up: the warm start alone (its decision is its
 own), or competing with the other families' winner on its calibration labels (``closedloop adapt``'s
 choice); its threshold set on the calibration half it never trained on (``held_out``), or cross-fitted
 on out-of-fold scores of every adaptation label with the shipped warm start trained on all of them
 (``cross_fit``: session 12), or on the same out-of-fold scores with the shipped warm start the one on
-the fit half (``cross_fit_half``: its scores are like the out-of-fold ones, two exchangeable models).
-``--lineups`` picks which run (in this order: the last tie-break)."""
+the fit half (``cross_fit_half``: its scores are like the out-of-fold ones, two exchangeable models);
+``*_platt`` (session 13): the same networks, the threshold where a Platt map of the out-of-fold scores
+reaches the task's cost ratio. ``--lineups`` picks which run (in the order given there under
+``--rule threshold``, in this order otherwise: the last tie-break)."""
 
 
 def _label(lineup: str) -> str:
@@ -81,11 +85,25 @@ RULE = (
     "choice+cross_fit: cheaper first)"
 )
 
+RULE_THRESHOLD = (
+    "(session 13, where the warm start's threshold is set; one setting) the line-up with the lowest mean, "
+    "over the three shifted scenarios, of the MEDIAN change in expected cost per case of the challenger at "
+    "its shipped threshold against the champion on unseen development-half production (the issue's cost "
+    "statistic, which the threshold rule sets); within 1.0 point of it: the lowest mean after-decision cost "
+    "change (the session 11-12 rule's quantity); then the line-up listed first in --lineups (the incumbent "
+    "first)"
+)
+"""``--rule threshold``; ``--rule after`` (the default) is :data:`RULE`, sessions 11 and 12."""
+
 HEADER = re.compile(r"^\[(\w+)\] production.*line-up --challengers (.+)$", re.M)
 COST = re.compile(r"expected cost per case vs the champion: median change ([-+\d.]+)%")
 PROMOTED = re.compile(r"promoted in (\d+) of (\d+) draws")
 AFTER = re.compile(r"mean cost change vs the champion ([-+\d.]+)%")
 AUC = re.compile(r"AUC champion median ([\d.]+), challenger ([\d.]+)")
+GAP = re.compile(r"gap of the shipped threshold to that oracle .*?: median ([-+\d.]+) points")
+POINT = re.compile(
+    r"challenger at its shipped threshold on unseen production: median ACC ([\d.]+).*?specificity ([\d.]+).*?sensitivity ([\d.]+)"
+)
 PARTS = re.compile(
     r"better on the production evaluation part \(p < alpha\) in (\d+) of \d+ draws; non-inferior on the clean original test split in (\d+)"
 )
@@ -101,9 +119,13 @@ class Cell:
         p, after, cost, auc, parts = found
         self.promoted, self.draws = int(p.group(1)), int(p.group(2))
         self.after, self.cost = float(after.group(1)), float(cost.group(1))
+        gap, pt = GAP.search(block), POINT.search(block)
         self.text = (
             f"promoted {self.promoted}/{self.draws}, after {self.after:+.1f}%, challenger {self.cost:+.1f}% "
-            f"(AUC {auc.group(1)}->{auc.group(2)}, better {parts.group(1)}, non-inferior {parts.group(2)})"
+            f"(AUC {auc.group(1)}->{auc.group(2)}, better {parts.group(1)}, non-inferior {parts.group(2)}"
+            + (f", gap to its oracle {float(gap.group(1)):+.1f} points" if gap else "")
+            + (f", ACC/spec/sens {pt.group(1)}/{pt.group(2)}/{pt.group(3)}" if pt else "")
+            + ")"
         )
 
 
@@ -149,10 +171,17 @@ def tune(args: argparse.Namespace, logs: Path) -> tuple[dict, str]:
         if args.grid
         else GRID
     )[: args.settings]
-    lineups = [x for x in LINEUPS if x in args.lineups.split(",")]
+    lineups = (
+        [x for x in args.lineups.split(",") if x in LINEUPS]
+        if args.rule == "threshold"
+        else [x for x in LINEUPS if x in args.lineups.split(",")]
+    )
+    if args.rule == "threshold" and len(grid) != 1:
+        raise SystemExit("--rule threshold compares line-ups at one setting: give one --grid setting")
     print(
         f"== tuning on the DEVELOPMENT half: {len(grid)} settings x {len(lineups)} line-ups ({', '.join(lineups)}) "
-        f"x {len(SHIFTED)} scenarios x {args.dev_draws} draws ==\ndeclared rule, fixed before any tuning run: {RULE}",
+        f"x {len(SHIFTED)} scenarios x {args.dev_draws} draws ==\ndeclared rule, fixed before any tuning run: "
+        f"{RULE_THRESHOLD if args.rule == 'threshold' else RULE}",
         flush=True,
     )
     jobs = [(i, s, sc) for i, s in enumerate(grid) for sc in SHIFTED]
@@ -168,7 +197,8 @@ def tune(args: argparse.Namespace, logs: Path) -> tuple[dict, str]:
         out = _bench(
             ["--half", "dev", "--challengers", challengers, "--retrain-threshold", fits, "--scenarios", sc,
              "--draws", str(args.dev_draws),
-             "--power-draws", "0", *_setting_args(s), "--work", str(logs / "work" / name)],
+             "--power-draws", "0", "--challenger-power-draws", "0", *_setting_args(s),
+             "--work", str(logs / "work" / name)],
             logs / f"{name}.log",
         )  # fmt: skip
         return i, sc, out
@@ -199,6 +229,25 @@ def tune(args: argparse.Namespace, logs: Path) -> tuple[dict, str]:
             f"  {_describe(grid[key[0]])}, {key[1]:>16}: mean after-decision cost change {after(key):+.1f}%, "
             f"promoted {promotions(key)}; {cells}"
         )
+    if args.rule == "threshold":
+
+        def median_cost(key: tuple[int, str]) -> float:
+            return sum(c.cost for c in table[key].values()) / len(table[key])
+
+        for key in order:
+            print(
+                f"  {key[1]:>26}: mean over the scenarios of the median challenger cost change {median_cost(key):+.2f}%"
+            )
+        best = min(median_cost(k) for k in order)
+        near = [k for k in order if median_cost(k) <= best + 1.0]
+        lowest = min(after(k) for k in near)
+        i, lineup = next(k for k in near if after(k) == lowest)
+        print(
+            f"chosen by the declared rule: line-up {lineup} (--challengers {_label(lineup)}): mean median challenger "
+            f"cost change {median_cost((i, lineup)):+.2f}%, mean after-decision cost change {after((i, lineup)):+.1f}%",
+            flush=True,
+        )
+        return grid[i], lineup
     best_after = min(after(k) for k in order)
     near = [k for k in order if after(k) <= best_after + 0.1]
     most = max(promotions(k) for k in near)
@@ -224,6 +273,12 @@ def main() -> None:
         "--lineups",
         default="alone,choice",
         help=f"line-ups tuned, comma-separated, of {', '.join(LINEUPS)} (session 11: alone,choice)",
+    )
+    ap.add_argument(
+        "--rule",
+        choices=["after", "threshold"],
+        default="after",
+        help="the declared rule: after (sessions 11-12, RULE) or threshold (session 13, RULE_THRESHOLD)",
     )
     ap.add_argument("--reuse", action="store_true", help="keep tuning logs under --logs that finished")
     ap.add_argument(

@@ -487,6 +487,30 @@ def test_retrained_challengers_split_needs_both_classes_in_each_part():
         split_for_retrain(np.array([0] * 10 + [1, 1, 1]), 0.5, seed=0)
 
 
+def test_platt_smoothed_threshold_is_where_the_fitted_map_reaches_the_cost_ratio():
+    """``cost_threshold(..., smoothed=True)``: the score where the Platt map fitted on the labels reaches
+    ``cost_fp / (cost_fp + cost_fn)`` (checked through the map itself), unlike the cost minimum, which
+    sits at a label's own score; a map that would reverse the ranking falls back to the cost minimum."""
+    from scipy.special import expit, logit
+
+    from closedloop.adapt.retrain import cost_threshold, cross_fitted_cost
+    from closedloop.stats.recalibration import fit_recalibration
+
+    rng = np.random.default_rng(5)
+    y = (rng.random(60) < 0.6).astype(int)
+    p = expit(rng.normal(2.0 * y - 0.5, 1.3))  # overconfident on the negatives: the map moves the cut
+    costs = (1.0, 5.0)
+    raw, none = cost_threshold(y, p, costs)
+    assert none is None and raw == fit_recalibration(y, p, "threshold", costs=costs).threshold
+    t, (a, b) = cost_threshold(y, p, costs, smoothed=True)
+    assert a > 0 and expit(a * logit(t) + b) == pytest.approx(1 / 6)
+    assert t not in set(p) and abs(t - raw) > 1e-3  # not read off one label's score
+    # the same map decides each fold in the cross-fitted cost (a different number from the raw rule's)
+    assert cross_fitted_cost(y, p, costs, 0, smoothed=True) != cross_fitted_cost(y, p, costs, 0)
+    # a reversed ranking: no positive slope, so the cost minimum is used and no map is recorded
+    assert cost_threshold(y, 1 - p, costs, smoothed=True) == cost_threshold(y, 1 - p, costs)
+
+
 def test_an_augmented_source_refilled_at_the_same_path_is_new_data_for_the_cache(champion, tmp_path):
     """Each retrain writes its labeled samples to a folder; refilled at the same path with other
     samples, the data stage must not be served from the cache of the previous run."""
@@ -622,7 +646,7 @@ def test_retrain_weight_left_out_is_the_declared_default_of_its_mode(champion, t
     assert RetrainSpec(mode="warm_start", weight=3).weight == 3
     # the threshold's fit too: cross-fitted for a warm start, held out for a pipeline rerun
     assert RetrainSpec().threshold_fit == "held_out"
-    assert RetrainSpec(mode="warm_start").threshold_fit == WARM_START_THRESHOLD == "cross_fit"
+    assert RetrainSpec(mode="warm_start").threshold_fit == WARM_START_THRESHOLD == "cross_fit_half_platt"
     assert RetrainSpec(mode="warm_start", threshold_fit="held_out").threshold_fit == "held_out"
     run, _ = champion
     labels = _labels(tmp_path / "p.npz", run, 60, 33, shift=40)
@@ -636,7 +660,7 @@ def test_retrain_weight_left_out_is_the_declared_default_of_its_mode(champion, t
     assert fit["n_added"] == WARM_START_WEIGHT * len(fit["fit_rows"])
 
 
-@pytest.mark.slow  # seven warm starts of the tiny CNN and two adaptations (about 20 s of CPU)
+@pytest.mark.slow  # ten warm starts of the tiny CNN and three adaptations (about 30 s of CPU)
 def test_warm_start_cross_fitted_threshold_uses_every_adaptation_label(champion, tmp_path, capsys):
     """``--retrain-threshold cross_fit``: the shipped warm start trains on every adaptation label, and
     its threshold is the task's costs on out-of-fold scores (the warm start on one half scores the
@@ -700,9 +724,27 @@ def test_warm_start_cross_fitted_threshold_uses_every_adaptation_label(champion,
     assert adapted.threshold == pytest.approx(expect)
     np.testing.assert_allclose(adapted.predict_logits(X), warm(a).predict_logits(X), rtol=1e-5, atol=1e-5)
 
+    # cross_fit_platt: the network of cross_fit, the threshold off the Platt map of the same
+    # out-of-fold scores, recorded and described
+    from closedloop.adapt.retrain import cost_threshold
+
+    platt = tmp_path / "platt"
+    assert "read off their Platt map" in adapt_with("cross_fit_platt", platt)
+    fit = json.loads((platt / "adapt.json").read_text())["choice"]["chosen"]["retrain"]
+    t, m = cost_threshold(y, oof, (1.0, 1.0), smoothed=True)
+    assert m is not None and fit["threshold_map"] == pytest.approx(list(m))
+    adapted = TrainedModel.load(platt / "model")
+    assert adapted.threshold == pytest.approx(t) and adapted.threshold != pytest.approx(expect)
+    np.testing.assert_allclose(adapted.predict_logits(X), shipped.predict_logits(X), rtol=1e-5, atol=1e-5)
+
     # a pipeline rerun is not cross-fitted (three pipeline runs): refused, naming the flag
     assert main([
         "adapt", str(run), str(labels), "--challengers", "retrain", "--retrain-threshold", "cross_fit",
         "--out", str(tmp_path / "o"),
     ]) == 2  # fmt: skip
     assert "--retrain-threshold cross_fit" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    assert main([
+        "adapt", str(run), str(labels), "--challengers", "retrain", "--retrain-threshold", "cross_fit_half_platt",
+        "--out", str(tmp_path / "o"),
+    ]) == 2  # fmt: skip
+    assert "--retrain-threshold cross_fit_half_platt" in capsys.readouterr().err

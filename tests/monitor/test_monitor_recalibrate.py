@@ -83,3 +83,75 @@ def test_estimate_calibration_heldout_platt_reaches_the_profile_summary_and_each
     assert BuildMonitorProfile().config.estimate_calibration == "heldout_platt"
     with pytest.raises(ConfigError, match="estimate_calibration"):
         BuildMonitorProfile(estimate_calibration="isotonic")
+
+
+def test_heldout_bias_moves_the_accuracy_estimate_by_its_own_error_on_the_heldout_rows() -> None:
+    from closedloop.monitoring.recalibrate import fit_estimate_calibration
+
+    # an under-confident model: its confidence sits below its accuracy, in the held-out rows and the window
+    rng = np.random.default_rng(3)
+    z = rng.normal(0.5, 2.5, 6000)
+    y = (rng.random(6000) < 1 / (1 + np.exp(-z))).astype(int)
+    p1 = 1 / (1 + np.exp(-0.6 * z))
+    proba = np.stack([1 - p1, p1], 1)
+    ref, win = slice(0, 3000), slice(3000, None)
+    thr = 0.5
+    acc_win = float(np.mean((p1[win] >= thr) == y[win]))
+    raw = estimate(proba[win], "binary", thr, ["acc", "auc"])
+    for method in ("heldout_bias", "heldout_platt_bias"):
+        cal = fit_estimate_calibration(method, proba[ref], y[ref], thr)
+        assert cal is not None and cal.method == method
+        conf = estimate(cal.proba(proba[ref]), "binary", cal.threshold(thr), ["acc"])["acc"]["value"]
+        assert cal.acc_bias == pytest.approx(conf - np.mean((p1[ref] >= thr) == y[ref]))
+        est = cal.correct(estimate(cal.proba(proba[win]), "binary", cal.threshold(thr), ["acc", "auc"]))
+        plain = estimate(cal.proba(proba[win]), "binary", cal.threshold(thr), ["acc", "auc"])
+        assert est["acc"]["value"] == pytest.approx(plain["acc"]["value"] - cal.acc_bias)
+        assert est["acc"]["low"] == pytest.approx(plain["acc"]["low"] - cal.acc_bias)
+        assert est["auc"] == plain["auc"]  # AUC is not corrected
+        # the correction closes most of the gap CBPE leaves open (what is left: two samples' noise)
+        assert abs(est["acc"]["value"] - acc_win) < (acc_win - raw["acc"]["value"]) / 3
+    assert raw["acc"]["value"] < acc_win - 0.05
+    assert fit_estimate_calibration("heldout_bias", proba[ref], y[ref], thr).platt is None
+    assert fit_estimate_calibration("heldout_platt", proba[ref], y[ref], thr).acc_bias == 0.0
+    assert fit_estimate_calibration("none", proba[ref], y[ref], thr) is None
+    with pytest.raises(ValueError, match="isotonic"):
+        fit_estimate_calibration("isotonic", proba[ref], y[ref], thr)
+
+
+@pytest.mark.parametrize("method", ["heldout_bias", "heldout_platt_bias"])
+def test_a_heldout_bias_calibration_reaches_the_summary_the_guarantee_and_each_window(method):
+    import sys
+    from pathlib import Path
+
+    from closedloop.core.stage import RunContext
+    from closedloop.monitoring import Monitor
+    from closedloop.monitoring.recalibrate import fit_estimate_calibration
+    from closedloop.stages.monitor import BuildMonitorProfile
+    from closedloop.stages.task import DefineTaskConfig, build_task_spec
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from monitor_helpers import table_setup
+
+    bundle, model = table_setup()
+    task = build_task_spec(DefineTaskConfig(), bundle)
+    fast = {"calibration_windows": 30, "window_sizes": [50, 100], "permutations": 60}
+    stage = BuildMonitorProfile(**fast, estimate_calibration=method)
+    out = stage.execute(
+        {"data": bundle, "task": task, "model": model}, RunContext("monitor", Path("."), seed=0)
+    )
+    summary = stage.summarize(out)["reference"]
+    assert summary["estimate_calibration"] == method and "corrected by a constant" in summary["guarantee"]
+    prof = out.reference
+    X, y = bundle.splits["test"].X, bundle.splits["test"].y
+    res = Monitor(prof, model).check(X, labels=y)
+    ref = prof.domain
+    cal = fit_estimate_calibration(method, ref.proba, ref.labels, prof.info.threshold)
+    m = res["estimate_calibration"]
+    assert m["method"] == method and m["acc_bias"] == pytest.approx(cal.acc_bias) and m["acc_bias"] != 0
+    # the same estimate without the constant: the accuracy moves by it, AUC and the decisions do not
+    prof.info.estimate_calibration = "heldout_platt" if method == "heldout_platt_bias" else "none"
+    base = Monitor(prof, model).check(X, labels=y)
+    point = res["estimated"] or res["estimate_withheld"]
+    base_point = base["estimated"] or base["estimate_withheld"]
+    assert point["acc"] == pytest.approx(float(np.clip(base_point["acc"] - m["acc_bias"], 0, 1)))
+    assert point["auc"] == base_point["auc"] and res["realized"] == base["realized"]

@@ -111,6 +111,12 @@ class AdaptedChallenger(BaseModel):
                 "halves, each scoring the half it never trained on)"
                 if t.spec.threshold_fit != "held_out"
                 else f"{len(t.calibration_rows)} production labels it never trained on"
+            ) + (
+                ""
+                if not t.spec.smoothed
+                else f", read off their Platt map (slope {t.threshold_map[0]:.3f}, intercept {t.threshold_map[1]:.3f})"
+                if t.threshold_map is not None
+                else ", their cost minimum (the Platt map's slope was not positive)"
             )
             return (
                 f"retrained with {len(t.fit_rows)} production labels added to train ({t.spec.describe()}: "

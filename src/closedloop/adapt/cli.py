@@ -152,14 +152,15 @@ def add_commands(subparsers: Any) -> None:
     )
     ad.add_argument(
         "--retrain-threshold",
-        choices=["held_out", "cross_fit", "cross_fit_half"],
+        choices=["held_out", "cross_fit", "cross_fit_half", "cross_fit_platt", "cross_fit_half_platt"],
         default=None,
         help="retrain: where its threshold at the task's costs is set: held_out (on the calibration part, "
         "never trained on; the model trains on the rest), cross_fit (warm_start only: two warm starts on "
         "swapped halves score the half each never trained on; the shipped warm start trains on every "
         "adaptation label, its threshold set on those out-of-fold scores; three warm starts) or "
         "cross_fit_half (the same out-of-fold scores; the shipped warm start is the one on the fit half; "
-        f"two warm starts) (default: {WARM_START_THRESHOLD} for a warm start, chosen on bench_shift_recovery's "
+        "two warm starts); cross_fit_platt, cross_fit_half_platt: the same, the threshold where a Platt map "
+        f"of the out-of-fold scores reaches the task's cost ratio (default: {WARM_START_THRESHOLD} for a warm start, chosen on bench_shift_recovery's "
         "development half; held_out for a pipeline rerun)",
     )
     ad.add_argument(

@@ -25,7 +25,11 @@ with production labels added to train:
    part (the ``held_out`` model) with the threshold on the same out-of-fold scores: its own on the
    calibration part and its twin's (the same recipe on the calibration part) on the fit part, two
    exchangeable models, so every score the threshold reads comes from a model like the shipped one
-   (two warm starts);
+   (two warm starts). ``"cross_fit_platt"`` and ``"cross_fit_half_platt"`` (session 13) ship the same
+   networks but read the threshold off a Platt map fitted on the same out-of-fold scores (a logistic
+   fit of the label on the score's logit: two parameters from every label) where it reaches the task's
+   Bayes cost ratio, instead of the raw empirical cost minimum (which rests on the few labels near the
+   cut: at a false-negative cost of 5, on the one or two positives scored lowest);
 4. its score for the choice against the other challengers is its expected cost on the calibration
    part with the threshold cross-fitted there (each fold decided by a threshold fitted on the other
    folds), compared with the other challengers' out-of-fold costs on the same rows
@@ -72,12 +76,26 @@ class RetrainSpec(BaseModel):
     """``warm_start``: Adam's learning rate."""
     batch_size: int = Field(64, ge=2)
     """``warm_start``: rows per step."""
-    threshold_fit: Literal["held_out", "cross_fit", "cross_fit_half"] = "held_out"
+    threshold_fit: Literal[
+        "held_out", "cross_fit", "cross_fit_half", "cross_fit_platt", "cross_fit_half_platt"
+    ] = "held_out"
     """How the threshold at the task's costs is set (module docstring, step 3): ``held_out``, on the
     calibration part the model never trained on; ``cross_fit`` (``warm_start`` only), on out-of-fold
     scores of every adaptation label, the shipped model trained on all of them; ``cross_fit_half``
-    (``warm_start`` only), on the same out-of-fold scores, the shipped model the one on the fit part.
-    Left out: :data:`WARM_START_THRESHOLD` for a warm start, ``held_out`` for a pipeline rerun."""
+    (``warm_start`` only), on the same out-of-fold scores, the shipped model the one on the fit part;
+    ``*_platt``: the same networks, the threshold where a Platt map of those out-of-fold scores reaches
+    the task's Bayes cost ratio (:func:`cost_threshold`). Left out: :data:`WARM_START_THRESHOLD` for a
+    warm start, ``held_out`` for a pipeline rerun."""
+
+    @property
+    def smoothed(self) -> bool:
+        """Whether the threshold is read off a Platt map of the scores (``*_platt``)."""
+        return self.threshold_fit.endswith("_platt")
+
+    @property
+    def ships_all(self) -> bool:
+        """Whether a cross-fitted warm start ships the network trained on every adaptation label."""
+        return self.threshold_fit in ("cross_fit", "cross_fit_platt")
 
     @model_validator(mode="before")
     @classmethod
@@ -96,6 +114,8 @@ class RetrainSpec(BaseModel):
         how = {
             "cross_fit": ", threshold cross-fitted",
             "cross_fit_half": ", threshold cross-fitted (fit half)",
+            "cross_fit_platt": ", threshold cross-fitted, Platt-smoothed",
+            "cross_fit_half_platt": ", threshold cross-fitted (fit half), Platt-smoothed",
         }.get(self.threshold_fit, "")
         return f"warm start, weight {self.weight}, {self.epochs} epoch(s), lr {self.lr:g}{how}"
 
@@ -120,6 +140,10 @@ class RetrainFit(BaseModel):
     """The threshold the retrained run chose on its own (in-distribution) validation data, replaced."""
     calibration_cost: float
     """Expected cost per case on the calibration part, threshold cross-fitted there."""
+    threshold_map: tuple[float, float] | None = None
+    """``*_platt``: (slope, intercept) of the Platt map on the scores' logit the threshold was read
+    off; ``None`` otherwise, or where the fitted slope was not positive (the map would reverse the
+    ranking; the empirical cost minimum was used instead)."""
     seconds: float
     device: str = "cpu"
     """Where a warm start trained (``cuda`` when there is one)."""
@@ -209,17 +233,40 @@ def _labeled_path(part: ProductionLabels, folder: Path) -> Path:
     return folder / "labeled.csv" if isinstance(part.X, pd.DataFrame) else folder
 
 
-def cross_fitted_cost(y: np.ndarray, p: np.ndarray, costs: tuple[float, float], seed: int) -> float:
-    """Expected cost per case of thresholds at the task's costs, each fold decided by a threshold
-    fitted on the other folds (no row judged by a threshold fitted on itself)."""
-    from closedloop.stats.recalibration import expected_cost, fit_recalibration, stratified_folds
+def cost_threshold(
+    y: np.ndarray, p: np.ndarray, costs: tuple[float, float], *, smoothed: bool = False
+) -> tuple[float, tuple[float, float] | None]:
+    """(threshold on P(pos), the Platt map it was read off or ``None``) at the task's costs, set on
+    labels ``y`` and scores ``p`` no model trained on: the empirical cost minimum, or (``smoothed``)
+    the score where ``sigmoid(slope * logit(p) + intercept)`` equals the Bayes cost ratio
+    ``cost_fp / (cost_fp + cost_fn)``. A Platt slope that is not positive falls back to the cost
+    minimum (the map would reverse the ranking)."""
+    from scipy.special import expit, logit
+
+    from closedloop.stats.recalibration import fit_recalibration
+
+    t = fit_recalibration(y, p, "threshold", costs=costs).threshold
+    if not smoothed:
+        return float(t), None
+    r = fit_recalibration(y, p, "platt", costs=costs)
+    if r.slope <= 0:
+        return float(t), None
+    return float(expit((logit(r.threshold) - r.intercept) / r.slope)), (r.slope, r.intercept)
+
+
+def cross_fitted_cost(
+    y: np.ndarray, p: np.ndarray, costs: tuple[float, float], seed: int, *, smoothed: bool = False
+) -> float:
+    """Expected cost per case of thresholds at the task's costs (:func:`cost_threshold`), each fold
+    decided by a threshold fitted on the other folds (no row judged by a threshold fitted on itself)."""
+    from closedloop.stats.recalibration import expected_cost, stratified_folds
 
     fold, k = stratified_folds(y, 5, seed, what="scoring the retrained challenger on its calibration labels")
     cost = 0.0
     for f in range(k):
         tr, te = fold != f, fold == f
-        r = fit_recalibration(y[tr], p[tr], "threshold", costs=costs)
-        cost += expected_cost(y[te], p[te] >= r.threshold, costs) * te.sum()
+        t, _ = cost_threshold(y[tr], p[tr], costs, smoothed=smoothed)
+        cost += expected_cost(y[te], p[te] >= t, costs) * te.sum()
     return cost / len(y)
 
 
@@ -235,8 +282,6 @@ def retrain_challenger(
 ) -> tuple[Any, RetrainFit]:
     """(the retrained :class:`~closedloop.models.trained.TrainedModel` at its production threshold,
     what was done): module docstring."""
-    from closedloop.stats.recalibration import fit_recalibration
-
     t0 = time.perf_counter()
     cfg = Path(run_dir) / "config.yaml"
     if not cfg.is_file():
@@ -245,7 +290,7 @@ def retrain_challenger(
     fit_part, cal_part = adapt_part.take(fit_rows), adapt_part.take(cal_rows)
     p_cal: np.ndarray | None = None
     if spec.mode == "warm_start" and spec.threshold_fit != "held_out":
-        ship_all = spec.threshold_fit == "cross_fit"
+        ship_all = spec.ships_all
         model, device, p_cal = _cross_fitted_warm_start(
             run_dir, adapt_part, fit_rows, cal_rows, spec, seed, ship_all=ship_all
         )
@@ -282,11 +327,11 @@ def retrain_challenger(
     if p_cal is None:
         p_cal = np.asarray(model.predict_proba(cal_part.X), np.float64)[:, -1]
     try:
-        rec = fit_recalibration(cal_part.y, p_cal, "threshold", costs=costs)
-        cal_cost = cross_fitted_cost(cal_part.y, p_cal, costs, seed)
+        threshold, threshold_map = cost_threshold(cal_part.y, p_cal, costs, smoothed=spec.smoothed)
+        cal_cost = cross_fitted_cost(cal_part.y, p_cal, costs, seed, smoothed=spec.smoothed)
     except StatsError as exc:
         raise DataError(f"the retrained challenger's calibration labels: {exc}") from exc
-    model.threshold = float(rec.threshold)
+    model.threshold = threshold
     fit = RetrainFit(
         spec=spec,
         run_dir=new_run,
@@ -295,6 +340,7 @@ def retrain_challenger(
         n_added=n_added,
         own_threshold=own,
         calibration_cost=cal_cost,
+        threshold_map=threshold_map,
         seconds=time.perf_counter() - t0,
         device=device,
     )

@@ -26,7 +26,7 @@ from closedloop.monitoring.drift import DEFAULT_LABEL_TESTS, DriftTest, Sample, 
 from closedloop.monitoring.drift.stats import single_threaded_blas
 from closedloop.monitoring.estimate import estimate, realized
 from closedloop.monitoring.profile import ReferenceProfile, forward_all, model_input, summary_features
-from closedloop.monitoring.recalibrate import PlattMap, fit_platt
+from closedloop.monitoring.recalibrate import EstimateCalibration, fit_estimate_calibration
 from closedloop.monitoring.stream import StreamTest, stream_scores
 from closedloop.monitoring.stream_reference import ReferenceStreamTest, new_stream_test
 from closedloop.monitoring.train_reference import train_reference_check
@@ -92,18 +92,19 @@ class Monitor:
         self.label_tests = [] if any(t.needs_labels for t in self.tests) else build_tests(DEFAULT_LABEL_TESTS)
         """Label tests added when labels arrive and the profile names none."""
         self.recalibration = self._recalibration()
-        """The Platt map the label-free estimate applies (``estimate_calibration: heldout_platt``), or None."""
+        """What the label-free estimate applies (``estimate_calibration``: a held-out Platt map and/or a
+        constant accuracy correction), or None."""
 
-    def _recalibration(self) -> PlattMap | None:
+    def _recalibration(self) -> EstimateCalibration | None:
         info, ref = self.profile.info, self.profile.domain
         if (
-            info.estimate_calibration != "heldout_platt"
+            info.estimate_calibration == "none"
             or info.problem_type != "binary"
             or ref.proba is None
             or ref.labels is None
         ):
             return None
-        return fit_platt(ref.proba, ref.labels)
+        return fit_estimate_calibration(info.estimate_calibration, ref.proba, ref.labels, info.threshold)
 
     # -- loading --------------------------------------------------------------------------------
     @classmethod
@@ -313,6 +314,8 @@ class Monitor:
             if win.proba is not None
             else {}
         )
+        if cal is not None:
+            est = cal.correct(est)
         # confidence-based estimation (CBPE) assumes the reference's confidence-accuracy relation holds
         # in the window; evidence that the window differs from the reference at the marginal alarm
         # level (about alpha of in-distribution windows) is evidence it may not, so the point estimate
@@ -394,11 +397,7 @@ class Monitor:
             "spot_check": spot_check(est, reliable),
             "domain": domain.model_dump() if domain is not None else None,
             "train_reference": train_check.model_dump() if train_check is not None else None,
-            "estimate_calibration": (
-                {"method": "heldout_platt", "slope": cal.slope, "intercept": cal.intercept}
-                if cal is not None
-                else None
-            ),
+            "estimate_calibration": cal.record() if cal is not None else None,
             "estimate_weighted": weighted,
             "reference_performance": dict(info.reference_performance),
             "evidence": evidence,

@@ -106,8 +106,9 @@ class ProfileInfo(BaseModel):
     0: off (and in profiles built before)."""
     estimate_calibration: str = "none"
     """``heldout_platt``: the label-free estimate is computed on probabilities recalibrated by Platt scaling
-    on the held-out rows (``closedloop.monitoring.recalibrate``); ``none`` (and profiles built before): as
-    the model gives them."""
+    on the held-out rows (``closedloop.monitoring.recalibrate``); ``heldout_bias`` / ``heldout_platt_bias``:
+    without / with that map, the accuracy estimate is moved by its own error on the held-out rows;
+    ``none`` (and profiles built before): as the model gives them."""
     min_ess_fraction: float = 0.25
     """Importance weights leaving fewer effective reference rows than this fraction flag the estimate."""
     calibration: dict[str, Any]

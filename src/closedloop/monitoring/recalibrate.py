@@ -62,3 +62,64 @@ def fit_platt(proba: np.ndarray, labels: np.ndarray, weights: np.ndarray | None 
     clf.fit(x, y, sample_weight=weights)
     slope, intercept = float(clf.coef_[0, 0]), float(clf.intercept_[0])
     return PlattMap(slope, intercept) if slope > 0 else None
+
+
+METHODS = ("none", "heldout_platt", "heldout_bias", "heldout_platt_bias")
+"""``estimate_calibration`` values. ``heldout_bias`` / ``heldout_platt_bias``: the accuracy estimate is also
+moved by a constant, the estimate's own error on the held-out rows (session 13's candidates)."""
+
+
+@dataclass(frozen=True)
+class EstimateCalibration:
+    """What the label-free estimate applies: an optional Platt map (probabilities and threshold), then a
+    constant subtracted from the accuracy estimate (its bias on the held-out rows; 0: none)."""
+
+    method: str
+    platt: PlattMap | None
+    acc_bias: float = 0.0
+
+    def proba(self, proba: np.ndarray) -> np.ndarray:
+        return proba if self.platt is None else self.platt.proba(proba)
+
+    def threshold(self, threshold: float) -> float:
+        return threshold if self.platt is None else self.platt.threshold(threshold)
+
+    def correct(self, est: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        """``estimate``'s output with the accuracy (value and interval) moved by ``-acc_bias``, kept in [0, 1]."""
+        if not self.acc_bias or "acc" not in est:
+            return est
+        acc = {k: float(np.clip(v - self.acc_bias, 0.0, 1.0)) for k, v in est["acc"].items()}
+        return {**est, "acc": acc}
+
+    def record(self) -> dict[str, float | str]:
+        """The window JSON's ``estimate_calibration`` (an identity map when no Platt map is applied)."""
+        slope, intercept = (1.0, 0.0) if self.platt is None else (self.platt.slope, self.platt.intercept)
+        return {"method": self.method, "slope": slope, "intercept": intercept, "acc_bias": self.acc_bias}
+
+
+def fit_estimate_calibration(
+    method: str, proba: np.ndarray, labels: np.ndarray, threshold: float
+) -> EstimateCalibration | None:
+    """The calibration ``method`` fitted on labeled held-out rows of a binary task (None for ``none``,
+    or when a Platt map cannot be fitted honestly). The accuracy bias is the estimate's mean confidence
+    minus the held-out rows' realized accuracy, both at the deployed decisions (the map's mapped
+    threshold); it is measured on the same rows the map is fitted on."""
+    from closedloop.monitoring.drift.predictions import confidences
+
+    if method not in METHODS:
+        raise ValueError(f"estimate_calibration {method!r}: expected one of {', '.join(METHODS)}")
+    if method == "none":
+        return None
+    platt = None
+    if method in ("heldout_platt", "heldout_platt_bias"):
+        platt = fit_platt(proba, labels)
+        if platt is None:
+            return None
+    cal = EstimateCalibration(method, platt)
+    if method == "heldout_platt":
+        return cal
+    y = np.asarray(labels).reshape(-1).astype(int)
+    proba = np.asarray(proba, dtype=np.float64)
+    conf = confidences(cal.proba(proba), "binary", cal.threshold(threshold))
+    acc = np.mean((proba[:, 1] >= threshold).astype(int) == y)
+    return EstimateCalibration(method, platt, float(conf.mean() - acc))

@@ -89,12 +89,15 @@ class BuildMonitorProfileConfig(StageConfig):
     against this many random training rows (``closedloop.monitoring.train_reference``), a reference no
     deployment's draw of held-out rows decides; the held-out domain test and this one then share the
     domain level (each at half). 0: off (the default; see docs/monitor.md for what it measured)."""
-    estimate_calibration: Literal["none", "heldout_platt"] = "heldout_platt"
+    estimate_calibration: Literal["none", "heldout_platt", "heldout_bias", "heldout_platt_bias"] = (
+        "heldout_platt"
+    )
     """``heldout_platt``: compute the label-free estimate on probabilities recalibrated by Platt scaling
     on the held-out rows' labels (binary tasks; ``closedloop.monitoring.recalibrate``; the decisions, and
     so the realized metrics, do not change). Chosen on development deployments in session 12
     (docs/monitor.md, "The reliability flag's knobs, chosen per deployment"), the default since; ``none``: CBPE on
-    the model's own probabilities."""
+    the model's own probabilities. ``heldout_platt_bias`` / ``heldout_bias``: with / without the Platt map, the
+    accuracy estimate is also moved by a constant, its own error on the held-out rows (session 13's candidates)."""
     min_ess_fraction: float = Field(0.25, gt=0, le=1)
     """...or when the importance weights leave fewer than this fraction of the reference rows
     effectively speaking for the window (extreme weights)."""
@@ -467,10 +470,15 @@ def _guarantee_sentence(
             f" The domain flag on the label-free estimate (p <= {config.domain_alpha:g}) flags in-distribution "
             f"windows at a rate {config.domain_alpha:g} on average over references; one deployment's own rate can be higher."
         )
-    if config.estimate_calibration == "heldout_platt":
+    if config.estimate_calibration in ("heldout_platt", "heldout_platt_bias"):
         stream += (
             " The label-free estimate is computed on probabilities recalibrated by Platt scaling on the held-out "
             "rows (binary tasks; the model's decisions are unchanged)."
+        )
+    if config.estimate_calibration in ("heldout_bias", "heldout_platt_bias"):
+        stream += (
+            " Its accuracy is corrected by a constant: the estimate's own error on the held-out rows "
+            f"(estimate_calibration: {config.estimate_calibration})."
         )
     if config.delta is None:
         return (
