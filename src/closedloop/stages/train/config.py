@@ -180,6 +180,12 @@ class TrainConfig(StageConfig):
     :mod:`closedloop.stages.train.figure_worker`."""
     threads: int | None = Field(None, ge=1)
     """torch CPU threads (default: torch's choice); tree families: LightGBM threads (default 1)."""
+    label_threads: int | None = Field(None, ge=1)
+    """Multi-label tasks, tree families: None (default), one LightGBM booster that grows a tree per label
+    each round; a number N, one booster per label, N of them growing at once on Python threads (each
+    with ``threads`` OpenMP threads). The model does not depend on N; it is the default's bit for bit
+    when ``feature_fraction`` is 1, and differs in LightGBM's column-sampling draws otherwise. No effect
+    on other tasks or families (the decision log says so). See docs/training.md "Multi-label trees"."""
     n_bootstrap: int = Field(1000, ge=100)
 
     def figures_in_background(self, kinds: list[str] | None = None) -> bool:
