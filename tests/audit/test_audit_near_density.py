@@ -233,3 +233,100 @@ def test_a_table_that_repeats_rows_by_itself_is_not_an_exact_overlap(tmp_path: P
     assert out.audit.results["duplicates"]["metrics"]["overlap"]["train-test"] == 0
     with pytest.raises(DataError, match=r"train/test overlap: .* are exact copies \(vs .* repeats rows"):
         run(_discrete_table(planted=150), tmp_path / "b", checks=["duplicates"])
+
+
+def _grid_table(n: int = 2500, planted: int = 0, seed: int = 0) -> tuple[DatasetBundle, set[int]]:
+    """nwtco-like: three columns of 2-3 levels and an age in whole months, 3% missing (train repeats rows
+    by itself; a row without a twin sits a month or more from its neighbour); ``planted`` extra test rows are
+    train rows with their age moved by noise of sd 1% of its sd (off the grid, never an exact copy)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame({c: rng.integers(0, k, n).astype(float) for c, k in (("a", 2), ("b", 3), ("c", 3))})
+    X["age"] = np.clip(rng.normal(40, 25, n), 0, 180).round()
+    X.loc[rng.random(n) < 0.03, "age"] = np.nan  # imputed by the median: ties at 0 in the embedding
+    y = (X.a + rng.normal(0, 1, n) > 0.5).astype(int).to_numpy()
+    a, b = int(n * 0.6), int(n * 0.8)
+    test_X, test_y = X.iloc[b:], y[b:]
+    if planted:
+        src = rng.choice(np.flatnonzero(X.age.iloc[:a].notna()), planted, replace=False)
+        copies = X.iloc[src].copy()
+        copies["age"] += rng.normal(0, 0.01 * X.age.iloc[:a].std(), planted)
+        test_X, test_y = pd.concat([test_X, copies]), np.concatenate([test_y, y[src]])
+    meta = DatasetMeta(name="grid", source="synthetic", kind="table", label_names=["0", "1"])
+    splits = {
+        "train": Split(X.iloc[:a].reset_index(drop=True), y[:a]),
+        "val": Split(X.iloc[a:b].reset_index(drop=True), y[a:b]),
+        "test": Split(test_X.reset_index(drop=True), test_y),
+    }
+    return DatasetBundle(meta=meta, splits=splits), set(range(n - b, n - b + planted))
+
+
+def test_noisy_copies_in_a_table_that_repeats_rows_are_found_below_its_own_smallest_step(
+    tmp_path: Path,
+) -> None:
+    """nwtco's planted copies had recall 0.000: natural rows sit on a grid (exact twins, or a step away),
+    under max_distance nearly all rows are close. The non-zero look sets twins aside and counts rows
+    closer than train's own 1% quantile of non-zero neighbour distances; off the look, they are missed."""
+    from closedloop.core.blocks import KeyValues, Section
+
+    clean, _ = _grid_table()
+    stage, out = run(clean, tmp_path / "a", checks=["duplicates"])
+    m = out.audit.results["duplicates"]["metrics"]
+    assert m["nonzero_look"] is True and m["overlap"]["train-test"] == 0
+    assert stage.summarize(out)["near_nonzero_look"] is True  # summary.json and the report say it applied
+    sec = next(
+        b for b in stage.report(out, tmp_path / "a") if isinstance(b, Section) and b.title == "duplicates"
+    )
+    assert any(isinstance(k, KeyValues) and k.items.get("nonzero_look") is True for k in sec.blocks)
+    assert not [f for f in out.audit.findings if f["severity"] != "info" and "exact" not in f["message"]]
+    leaked, truth = _grid_table(planted=25)
+    with pytest.raises(DataError, match=r"train/test overlap: .*0 < embedding distance < .*non-zero"):
+        run(leaked, tmp_path / "b", checks=["duplicates"])
+    _, out = run(leaked, tmp_path / "c", checks=["duplicates"], stop_on=[])
+    d = out.audit.duplicates
+    flagged = set(d[(d.split_a == "train") & (d.split_b == "test") & d.excess].index_b)
+    assert len(flagged & truth) >= 0.9 * len(truth) and len(flagged - truth) <= 2
+    nd = out.audit.results["duplicates"]["metrics"]["near_density"]["train-test"]
+    assert nd["nonzero_cut"] == pytest.approx(
+        1 / np.nanstd(clean.train.X.age), abs=1e-4
+    )  # one month, standardized
+    off = {"name": "duplicates", "params": {"nonzero_look": False}}
+    _, out = run(leaked, tmp_path / "d", checks=[off], stop_on=[])  # the two looks before: missed
+    d = out.audit.duplicates
+    flagged = set(d[(d.split_a == "train") & (d.split_b == "test") & d.excess].index_b)
+    assert (
+        len(flagged & truth) < 0.5 * len(truth)
+        and out.audit.results["duplicates"]["metrics"]["nonzero_look"] is False
+    )
+
+
+def test_the_non_zero_look_sets_ties_at_zero_aside_and_is_off_unless_asked() -> None:
+    """Rows equal in the embedding but not in content (a missing value imputed by the median) are ties
+    at 0: they do not make the cut 0 (as they made the relative look's), and a query tie is not a copy."""
+    rng = np.random.default_rng(0)
+    ref = rng.integers(0, 40, (300, 2)).astype(np.float32)
+    ref[:20] = ref[20]  # 21 rows tied in the embedding, distinct contents
+    hashes = [i.to_bytes(4, "little") for i in range(len(ref))]
+    # free grid points a step right of a row, rounded a hair under the step (nwtco: 0.031578 vs 0.031580)
+    taken = {tuple(r) for r in ref.tolist()}
+    free = [(x, y) for x in range(1, 40) for y in range(40) if (x, y) not in taken and (x - 1, y) in taken]
+    step = np.float32(free[:20]) - np.float32([0.00002, 0.0])
+    query = np.concatenate([ref[:3], ref[100:110] + 0.01, step, rng.integers(0, 40, (60, 2))]).astype(
+        np.float32
+    )
+    exact = np.zeros(len(query), bool)
+    on = near_excess(ref, query, hashes, exact, 1.5, 1000, np.random.default_rng(0), nonzero_look=True)
+    assert on.nonzero_cut == pytest.approx(1.0, rel=1e-3) and on.ratio_cut is None  # the grid step
+    assert set(np.flatnonzero(on.close)) == set(range(3, 13)) and on.n_null_close == 0
+    assert on.n_query == len(query) - int((on.dist == 0).sum())
+    off = near_excess(ref, query, hashes, exact, 1.5, 1000, np.random.default_rng(0))
+    assert off.nonzero_cut is None and off.p_value > on.p_value
+
+
+def test_bad_nonzero_look_value_names_the_field() -> None:
+    from closedloop.core.errors import ConfigError
+    from closedloop.stages.audit import AuditDataset
+
+    with pytest.raises(ConfigError, match="nonzero_look"):
+        AuditDataset(checks=[{"name": "duplicates", "params": {"nonzero_look": "sometimes"}}])

@@ -646,7 +646,7 @@ def test_retrain_weight_left_out_is_the_declared_default_of_its_mode(champion, t
     assert RetrainSpec(mode="warm_start", weight=3).weight == 3
     # the threshold's fit too: cross-fitted for a warm start, held out for a pipeline rerun
     assert RetrainSpec().threshold_fit == "held_out"
-    assert RetrainSpec(mode="warm_start").threshold_fit == WARM_START_THRESHOLD == "cross_fit"
+    assert RetrainSpec(mode="warm_start").threshold_fit == WARM_START_THRESHOLD == "cross_fit_half_platt"
     assert RetrainSpec(mode="warm_start", threshold_fit="held_out").threshold_fit == "held_out"
     run, _ = champion
     labels = _labels(tmp_path / "p.npz", run, 60, 33, shift=40)

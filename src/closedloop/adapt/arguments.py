@@ -13,9 +13,11 @@ champion's training split), chosen on bench_shift_recovery's development half
 (docs/results/shift_recovery_dev.txt). A pipeline rerun's stays 1: a new search over the training
 split is a different use of the samples and was not tuned."""
 
-WARM_START_THRESHOLD = "cross_fit"
-"""Where a warm start's threshold is set by default (``--retrain-threshold``): on out-of-fold scores of
-every adaptation label, the shipped warm start trained on all of them. Chosen over ``held_out`` and
-``cross_fit_half`` on bench_shift_recovery's development half by the declared rule of
-``shift_recovery_tune.py`` (docs/results/shift_recovery_crossfit_dev.txt). A pipeline rerun stays
-``held_out`` (cross-fitting it would take three pipeline runs)."""
+WARM_START_THRESHOLD = "cross_fit_half_platt"
+"""Where a warm start's threshold is set by default (``--retrain-threshold``): where a Platt map of the
+out-of-fold scores of every adaptation label reaches the task's cost ratio, the shipped warm start the
+one on the fit half (two warm starts). Chosen in session 13 over ``cross_fit`` (session 12's default,
+chosen over ``held_out`` and ``cross_fit_half``: docs/results/shift_recovery_crossfit_dev.txt),
+``cross_fit_platt`` and ``cross_fit_half`` on bench_shift_recovery's development half by the declared
+rule ``RULE_THRESHOLD`` of ``shift_recovery_tune.py`` (docs/results/shift_recovery_threshold_dev.txt).
+A pipeline rerun stays ``held_out`` (cross-fitting it would take two or three pipeline runs)."""

@@ -65,6 +65,12 @@ class DuplicatesConfig(CheckConfig):
     """PCA dimensions of the near-duplicate embedding."""
     overlap_severity: Severity = "error"
     """Severity of train/test overlap (exact or near)."""
+    nonzero_look: bool = True
+    """In a table that repeats rows by itself (a train row equals another train row), also test an
+    excess of query rows strictly closer to the reference than its own ``density_quantile`` of non-zero
+    nearest-neighbour distances, exact twins and ties at distance 0 set aside (Bonferroni over three
+    looks): such a table lies on a grid, and a noisy copy falls below its smallest step (nwtco's planted
+    copies: recall 0.000 without it). Images and tables whose train rows are all distinct: no effect."""
     pooled: bool = True
     """Judge val and test together against train as well as each alone, ``warn_alpha`` shared out among
     the looks (:class:`WarnLevels`). False: each split alone, each warning at ``warn_alpha``."""
@@ -104,9 +110,14 @@ class Duplicates(AuditCheck):
                 anchor = members[0]  # a star, not all pairs: k copies give k-1 rows
                 rows += [(anchor[0], anchor[1], m[0], m[1], 0.0, "exact", True) for m in members[1:]]
         near: dict[tuple[str, str], NearExcess] = {}
+        nonzero = False
         if cfg.near:
             emb = dup_embedding(ctx, splits, data.kind, cfg.n_components)
             rng = np.random.default_rng(0)
+            # a table that repeats rows by itself lies on a grid: the non-zero look (near_density)
+            nonzero = (
+                cfg.nonzero_look and data.kind == "table" and len(set(hashes["train"])) < len(hashes["train"])
+            )
             ref_sets = {name: set(hashes[name]) for name in ("train", "val")}
             exact_in = {  # per split: which samples have an exact copy in the reference split
                 (ref, q): np.fromiter((h in ref_sets[ref] for h in hashes[q]), bool, len(hashes[q]))
@@ -116,7 +127,7 @@ class Duplicates(AuditCheck):
                 if len(emb[ref]) and len(emb[q]):
                     near[(ref, q)] = near_excess(
                         emb[ref], emb[q], hashes[ref], exact_in[(ref, q)], cfg.max_distance,
-                        cfg.null_samples, rng, cfg.density_quantile,
+                        cfg.null_samples, rng, cfg.density_quantile, nonzero,
                     )  # fmt: skip
             held_out = [q for q in ("val", "test") if ("train", q) in near]
             if cfg.pooled and len(held_out) == 1:  # one held-out split: it is the pooled look
@@ -131,6 +142,7 @@ class Duplicates(AuditCheck):
                     cfg.null_samples,
                     np.random.default_rng(0),
                     cfg.density_quantile,
+                    nonzero,
                 )
             # the pairs marked as the excess: by a split's own look at the level it speaks at, and by
             # the pooled look (mapped back to each held-out split)
@@ -176,6 +188,7 @@ class Duplicates(AuditCheck):
                 "pairs": pairs,
                 "n_exact": int((df.kind == "exact").sum()),
                 "n_near": int((df.kind == "near").sum()),
+                "nonzero_look": bool(cfg.near and nonzero),  # the third look applied (a table on a grid)
                 "overlap": {  # exact copies plus near pairs in excess of the data's own density
                     f"{a}-{b}": int(df[(df.split_a == a) & (df.split_b == b) & df.excess].index_b.nunique())
                     for a, b in (("train", "val"), ("train", "test"), ("val", "test"))
@@ -184,6 +197,7 @@ class Duplicates(AuditCheck):
                     f"{a}-{b}": {
                         "threshold": ne.threshold,
                         "ratio_cut": None if ne.ratio_cut is None else round(ne.ratio_cut, 4),
+                        "nonzero_cut": None if ne.nonzero_cut is None else round(ne.nonzero_cut, 5),
                         f"{b}_close_rate": round(ne.query_rate, 4),
                         f"{a}_within_rate": round(ne.null_rate, 4),
                         "excess": round(ne.excess, 4),

@@ -13,6 +13,13 @@ own 1% quantile of that ratio - on very dense data almost every sample is "close
 stand out relative to the local spacing. The smaller p-value counts, Bonferroni-corrected for the two
 looks. The pairs that most likely make the excess are the close test samples ranked by that look: the
 smallest distance (distance look) or the smallest ratio (relative look).
+
+A table that repeats rows by itself (a few discrete columns) lies on a grid: natural rows without an
+exact twin sit at least one grid step from their neighbour, and nearly all are "close" under any
+threshold that a step passes. There a third look (``nonzero_look``) sets exact twins and ties at
+distance 0 aside on both sides and counts query rows *strictly* closer than the reference's own
+``density_quantile`` of its non-zero nearest-neighbour distances: a noisy copy falls off the grid,
+below the smallest step the data takes (nwtco: planted copies 0.0004-0.025, natural rows >= 0.0316).
 """
 
 from __future__ import annotations
@@ -22,6 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import fisher_exact
 from sklearn.neighbors import NearestNeighbors
+
+ON_THE_CUT = 1e-4
+"""Relative width of the non-zero look's cut: a distance this close to the cut counts as on it."""
 
 
 @dataclass
@@ -51,11 +61,21 @@ class NearExcess:
     """Per query sample: ``dist`` over that reference sample's own nearest-neighbour distance (inf
     for queries farther than ``threshold``, where it is not needed)."""
     judged: np.ndarray
-    """Per query sample: True when it counts in ``n_query`` (no exact copy in the reference)."""
+    """Per query sample: True when it has no exact copy in the reference (the non-zero look also sets
+    aside those at distance 0)."""
+    nonzero_cut: float | None = None
+    """When the non-zero look gave the smallest p-value: close means 0 < distance < this, the
+    reference's ``quantile`` of its own non-zero nearest-neighbour distances."""
+    quantile: float = 0.01
 
     @property
     def criterion(self) -> str:
         """What "close" meant, in words, for the audit's messages."""
+        if self.nonzero_cut is not None:
+            return (
+                f"0 < embedding distance < {self.nonzero_cut:.4g}, the reference's own {self.quantile:.0%} quantile "
+                "of non-zero nearest-neighbour distances; exact twins and ties set aside"
+            )
         how = f"embedding distance <= {self.threshold:g}"
         if self.ratio_cut is not None:
             how += f" and <= {self.ratio_cut:.2f} x that neighbour's own nearest-neighbour distance"
@@ -65,6 +85,8 @@ class NearExcess:
     def close(self) -> np.ndarray:
         """Per query sample: judged and close under the reported look."""
         c = self.judged & (self.dist <= self.threshold)
+        if self.nonzero_cut is not None:
+            return c & (self.dist > 0) & (self.dist < self.nonzero_cut)
         return c & (self.ratio <= self.ratio_cut) if self.ratio_cut is not None else c
 
     @property
@@ -108,10 +130,12 @@ def near_excess(
     max_null: int,
     rng: np.random.Generator,
     density_quantile: float = 0.01,
+    nonzero_look: bool = False,
 ) -> NearExcess:
     """Compare query -> ref nearest-neighbour distances with ref -> ref ones (leave one out).
 
     ``query_exact`` marks query samples with an exact copy in ``ref`` (judged by the exact check).
+    ``nonzero_look``: also the non-zero look (for a table that repeats rows by itself).
     Memory O(n): a brute nearest-neighbour index, queried in chunks by scikit-learn.
     """
     seen: set[bytes] = set()
@@ -138,28 +162,41 @@ def near_excess(
         ratio = dist / np.maximum(spacing[pos], 1e-12)
         null_d, null_r = _leave_one_out(nn, U, rng.choice(len(U), min(len(U), max_null), replace=False))
     n_query, n_null = int(judged.sum()), len(null_d)
-    looks: list[float | None] = [None]  # None: distance alone; a float: also relative distance <= it
+    # a look: ("distance" | "ratio" | "nonzero", its cut); each gives query/null close masks and counts
+    looks: list[tuple[str, float | None]] = [("distance", None)]
     if n_null:
-        looks.append(float(np.quantile(null_r, density_quantile)))
-    best: tuple[float, float | None, int, int] = (2.0, None, 0, 0)
-    for cut in looks:
+        looks.append(("ratio", float(np.quantile(null_r, density_quantile))))
+    null_nz = null_d[null_d > 0]  # ties at 0 are set aside like exact twins: equal is not near
+    if nonzero_look and len(null_nz):
+        # strictly below the cut, with float32 rounding of the embedding left on the cut: one month of
+        # nwtco's age comes out 0.031578-0.031580, and 3 of 233 natural rows one step away counted close
+        cut_nz = float(np.quantile(null_nz, density_quantile)) * (1 - ON_THE_CUT)
+        looks.append(("nonzero", cut_nz))
+    best: tuple[float, str, float | None, int, int, int, int] = (2.0, "distance", None, 0, 0, 0, 0)
+    for kind, cut in looks:
+        q_in, r_in = judged, np.ones(len(null_d), bool)
         q_close = judged & (dist <= threshold)
         r_close = null_d <= threshold
-        if cut is not None:
+        if kind == "ratio":
             q_close &= ratio <= cut
             r_close &= null_r <= cut
+        elif kind == "nonzero":
+            q_in, r_in = judged & (dist > 0), null_d > 0
+            q_close &= q_in & (dist < cut)
+            r_close &= r_in & (null_d < cut)
+        nq, nr = int(q_in.sum()), int(r_in.sum())
         n_close, n_null_close = int(q_close.sum()), int(r_close.sum())
         p = 1.0
-        if n_query and n_null:
-            table = [[n_close, n_query - n_close], [n_null_close, n_null - n_null_close]]
+        if nq and nr:
+            table = [[n_close, nq - n_close], [n_null_close, nr - n_null_close]]
             p = float(fisher_exact(table, alternative="greater").pvalue)
         if p < best[0]:
-            best = (p, cut, n_close, n_null_close)
-    p, cut, n_close, n_null_close = best
+            best = (p, kind, cut, nq, nr, n_close, n_null_close)
+    p, kind, cut, n_query, n_null, n_close, n_null_close = best
     p = min(1.0, p * len(looks))
     return NearExcess(
         threshold=threshold,
-        ratio_cut=cut,
+        ratio_cut=cut if kind == "ratio" else None,
         n_query=n_query,
         n_close=n_close,
         n_null=n_null,
@@ -169,6 +206,8 @@ def near_excess(
         index=keep[pos],
         ratio=ratio,
         judged=judged,
+        nonzero_cut=cut if kind == "nonzero" else None,
+        quantile=density_quantile,
     )
 
 

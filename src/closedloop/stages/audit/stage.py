@@ -231,6 +231,7 @@ class AuditDataset(Stage):
             ("estimated_noise_rate", "label_issues", "estimated_noise_rate"),
             ("adversarial_auc_test", "split_shift", "adversarial_auc_test"),
             ("gain_at_2x_data", "learning_curve", "gain_at_2x"),
+            ("near_nonzero_look", "duplicates", "nonzero_look"),
         ):
             if metric in metrics.get(check, {}):
                 out[key] = metrics[check][metric]
