@@ -89,9 +89,8 @@ LIGHT_PACKAGE = "closedloop.stages.train"
 
 def bare_package(name: str) -> None:
     """Register package ``name`` without running its ``__init__``, so a module in it imports alone. The
-    training package's ``__init__`` imports the stage, hence torch, LightGBM and the audit: 6-8 s of a
-    helper's start on the loaded 2-core machine, against about 1 s for matplotlib, which is all the
-    drawing module (:mod:`~closedloop.stages.train.plots`) imports. For the helper process only, which
+    training package's ``__init__`` imports the stage, hence torch, LightGBM and the audit, while the
+    drawing module (:mod:`~closedloop.stages.train.plots`) imports matplotlib only. For the helper process only, which
     imports nothing else from the package."""
     if name in sys.modules:
         return
