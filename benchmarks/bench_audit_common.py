@@ -16,6 +16,8 @@ from closedloop.stages.task import DefineTaskConfig, build_task_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 MEDMNIST = ROOT.parent / "shared" / "data" / "medmnist"
+if not MEDMNIST.is_dir():  # a worktree elsewhere (/work/wt/NAME): the machine's shared copy
+    MEDMNIST = Path("/work/shared/data/medmnist")
 
 
 def digits_bundle(seed: int = 0) -> DatasetBundle:

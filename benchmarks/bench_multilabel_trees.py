@@ -15,8 +15,14 @@ the family run's MLP/trees ratio is 1.4 there, 3.1-3.7 on the binary tables). Th
    each label at its own best. Counts, not timings.
 3. **Two OpenMP threads** for a fit that runs alone, against one (the ratio in one run). Quote it with
    the machine's load: on 2 cores shared with other jobs, threads wait on each other.
+4. **One booster per label on threads** (``train: {label_threads: N}``,
+   :class:`~closedloop.models.families.lgbm_multilabel.LabelBoosters`): the same rounds grown as three
+   single-label boosters on 1, 2 and 3 Python threads (one OpenMP thread each), against the joint fit;
+   interleaved, medians and ratios from one run. Also whether the model text is the same for every
+   thread count, and whether the trees equal the joint fit's at ``feature_fraction`` 1 and 0.7.
 
-Run: .venv/bin/python benchmarks/bench_multilabel_trees.py [--repeats 5] [--out docs/results/multilabel_trees.txt]
+Run: .venv/bin/python benchmarks/bench_multilabel_trees.py [--repeats 5] [--only 1,2,4]
+     [--out docs/results/multilabel_trees.txt]
 """
 
 from __future__ import annotations
@@ -39,6 +45,89 @@ TABLE = "medexp_multilabel"
 PARAMS = {"num_leaves": 64, "learning_rate": 0.05, "min_child_samples": 20, "seed": 1}
 """A configuration in the middle of the tuned range (the stage's tuned fits have 8-64 leaves)."""
 ROUNDS = 200
+
+
+def table_arrays() -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """The table's rows as float32 (categories as codes), its (N, K) labels, its categorical columns."""
+    X, y, cats = B.TABLES[TABLE]()
+    x = np.column_stack([X[c].cat.codes if c in cats else X[c] for c in X.columns]).astype(np.float32)
+    return x, np.asarray(y, np.float64), [i for i, c in enumerate(X.columns) if c in cats]
+
+
+def label_threads(repeats: int, say: Any) -> None:
+    import lightgbm as lgb
+
+    from closedloop.models.families.lgbm_multilabel import LabelBoosters, PerLabelLogistic, label_log_odds
+
+    x, yy, cat_idx = table_arrays()
+    k = yy.shape[1]
+    objective, init = PerLabelLogistic(yy), label_log_odds(yy)
+    ds_params = {"verbosity": -1, "feature_pre_filter": False}
+
+    def dataset(start: np.ndarray) -> Any:
+        return lgb.Dataset(
+            x,
+            label=np.zeros(len(yy)),
+            init_score=start,
+            categorical_feature=cat_idx,
+            params=ds_params,
+            free_raw_data=False,
+        ).construct()
+
+    joint_ds = dataset(np.tile(init, (len(yy), 1)))
+    label_ds = [dataset(np.full(len(yy), s)) for s in init]
+    base = {
+        **PARAMS,
+        "verbosity": -1,
+        "num_threads": 1,
+        "deterministic": True,
+        "force_row_wise": True,
+        "feature_pre_filter": False,
+        "bagging_fraction": 0.8,
+        "bagging_freq": 1,
+    }
+
+    def trees(text: str) -> str:
+        return text[text.index("Tree=0") : text.index("end of trees")]
+
+    def joint(ff: float) -> str:
+        p = {**base, "feature_fraction": ff, "objective": objective, "num_class": k}
+        return lgb.train(p, joint_ds, num_boost_round=ROUNDS).model_to_string()
+
+    def per_label(threads: int, ff: float = 1.0) -> str:
+        labels = LabelBoosters({**base, "feature_fraction": ff}, label_ds, objective, threads)
+        try:
+            labels.advance(ROUNDS)
+            return labels.text()
+        finally:
+            labels.close()
+
+    fits = {"joint fit (one booster, 3 trees a round)": lambda: joint(1.0)} | {
+        f"one booster per label, {n} thread{'s' if n > 1 else ''}": (lambda n=n: per_label(n))
+        for n in (1, 2, 3)
+    }
+    got: dict[str, list[float]] = {name: [] for name in fits}
+    load0 = os.getloadavg()[0]
+    for r in range(repeats):
+        for name in list(fits) if r % 2 == 0 else list(fits)[::-1]:
+            t0 = time.perf_counter()
+            fits[name]()
+            got[name].append(time.perf_counter() - t0)
+    med = {name: statistics.median(v) for name, v in got.items()}
+    say(
+        f"4. one booster per label on threads ({ROUNDS} rounds, {PARAMS}, bagging_fraction 0.8; medians of "
+        f"{repeats} interleaved repeats; load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; "
+        f"{os.cpu_count()} cores):"
+    )
+    one = med["one booster per label, 1 thread"]
+    for name, v in med.items():
+        say(f"   {name}: {v:.3f} s (time / one booster per label on 1 thread: {v / one:.2f})")
+    same = {per_label(n, 0.7) for n in (1, 2, 3)}
+    say(
+        f"   model text for 1, 2 and 3 threads at feature_fraction 0.7: {'IDENTICAL' if len(same) == 1 else 'DIFFERENT'}; "
+        f"trees equal the joint fit's at feature_fraction 1.0: {trees(joint(1.0)) == trees(per_label(2))}, "
+        f"at 0.7: {trees(joint(0.7)) == trees(per_label(2, 0.7))}"
+    )
 
 
 def round_costs(repeats: int, say: Any) -> None:
@@ -171,8 +260,10 @@ def per_label_stopping(say: Any) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--only", default="1,2,4", help="sections to run (3 comes with 1)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    only = set(args.only.split(","))
     lines = [
         f"bench_multilabel_trees ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}): python "
         f"benchmarks/bench_multilabel_trees.py {' '.join(sys.argv[1:])}"
@@ -183,8 +274,12 @@ def main() -> None:
         print(line, flush=True)
         lines.append(line)
 
-    round_costs(args.repeats, say)
-    per_label_stopping(say)
+    if "1" in only:
+        round_costs(args.repeats, say)
+    if "2" in only:
+        per_label_stopping(say)
+    if "4" in only:
+        label_threads(args.repeats, say)
     say(f"load average at the end {os.getloadavg()[0]:.1f}")
     if args.out:
         Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")

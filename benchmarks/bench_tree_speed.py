@@ -23,8 +23,14 @@ wall seconds (selection, final fit, calibration, test, importance, figures) and 
 
 Timings are wall seconds on whatever machine runs it; run at normal priority when quoting them.
 
+``--train-before`` / ``--train-after KEY=VALUE``: train params over ``bench_tables.TRAIN`` for one side
+(e.g. ``--before HEAD --train-before label_threads=1 --train-after label_threads=2``: the same code, one
+thread against two). With ``label_threads`` the boosting rounds are the wall seconds of every label's
+rounds on the stage's thread (the label threads' own calls are not counted again).
+
 Run: .venv/bin/python benchmarks/bench_tree_speed.py --before COMMIT [--tables nwtco,medexp]
-     [--rounds 3] [--alone] [--cold] [--out docs/results/tree_speed.txt]
+     [--rounds 3] [--alone] [--cold] [--train-before K=V ...] [--train-after K=V ...]
+     [--out docs/results/tree_speed.txt]
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("sanity", "beat_baseline", "scale_up", "tune", "cross_validate")
 
 ONE_RUN = """
-import functools, json, sys, tempfile, time
+import functools, json, sys, tempfile, threading, time
 from pathlib import Path
 sys.path.insert(0, {bench!r})
 import bench_tables as B
@@ -61,8 +67,8 @@ def timed(owner, name, part):  # wall seconds spent in owner.name while a family
     fn = getattr(owner, name)
     @functools.wraps(fn)
     def wrapper(*a, **k):
-        if inside[0] is None or part in active:  # a part's nested calls are counted once
-            return fn(*a, **k)
+        if inside[0] is None or part in active or threading.current_thread() is not threading.main_thread():
+            return fn(*a, **k)  # a part's nested calls, and calls on label threads, are counted once
         active.add(part)
         t0 = time.perf_counter()
         try:
@@ -80,6 +86,12 @@ for owner, name, part in [  # figures; the fits (validation scoring and callback
     (lightgbm.Booster, "update", "boosting rounds"),
 ]:
     timed(owner, name, part)
+try:  # one booster per label (train.label_threads): its rounds, all labels, wall seconds on the stage's thread
+    from closedloop.models.families.lgbm_multilabel import LabelBoosters
+    timed(LabelBoosters, "advance", "boosting rounds")
+except ImportError:  # code from before label_threads
+    pass
+TRAIN = {{**B.TRAIN, **{train!r}}}
 run_phases = families.run_phases
 def timed_phases(sess, select):
     inside[0] = sess.family
@@ -94,14 +106,14 @@ with tempfile.TemporaryDirectory() as tmp:
     runs = Path(tmp)
     if {warm!r}:  # the same family run on a slice first: every library either family uses is loaded
         small, _, _ = B.bundle(X.iloc[:{warm_rows}], y[:{warm_rows}], cats, {table!r})
-        warm = [STAGES.resolve("task")(), TrainModel(**{{**B.TRAIN, "n_trials": 2}}, family=["lgbm", "mlp"])]
+        warm = [STAGES.resolve("task")(), TrainModel(**{{**TRAIN, "n_trials": 2}}, family=["lgbm", "mlp"])]
         Pipeline([GivenArtifacts.of({{"data": small}}, runs / "warm_given"), *warm], name="warm", runs_dir=runs / "warm").run(progress=False)
         parts.clear()
     given = GivenArtifacts.of({{"data": data}}, runs / "given")
     if {alone!r}:  # each family alone in its own train stage, as a user runs it: the stage's wall time
         alone = {{}}
         for fam in {alone!r}:
-            stages = [STAGES.resolve("task")(), TrainModel(**B.TRAIN, family=fam)]
+            stages = [STAGES.resolve("task")(), TrainModel(**TRAIN, family=fam)]
             res = Pipeline([given, *stages], name=f"alone_{{fam}}", runs_dir=runs / fam).run(progress=False)
             s = res.summary["stages"]["train"]
             if s["status"] != "ok":
@@ -109,7 +121,7 @@ with tempfile.TemporaryDirectory() as tmp:
             alone[f"stage {{fam}} seconds"] = s["seconds"]
         print("TIMINGS " + json.dumps(alone))
         raise SystemExit(0)
-    stages = [STAGES.resolve("task")(), TrainModel(**B.TRAIN, family=["lgbm", "mlp"])]
+    stages = [STAGES.resolve("task")(), TrainModel(**TRAIN, family=["lgbm", "mlp"])]
     res = Pipeline([given, *stages], name="speed", runs_dir=runs).run(progress=False)
     s = res.summary["stages"]["train"]
     if s["status"] != "ok":
@@ -137,11 +149,22 @@ WARM_ROWS = 600
 """Rows of the slice a warm run trains first (``--cold``: none)."""
 
 
-def one_run(src: Path, table: str, warm: bool = True, alone: list[str] | None = None) -> dict[str, float]:
+def one_run(
+    src: Path,
+    table: str,
+    warm: bool = True,
+    alone: list[str] | None = None,
+    train: dict[str, Any] | None = None,
+) -> dict[str, float]:
     """One process: the family run's timings, or (``alone``: the families in this order) each family's
-    own train stage's wall seconds."""
+    own train stage's wall seconds. ``train``: train params over bench_tables.TRAIN."""
     code = ONE_RUN.format(
-        bench=str(ROOT / "benchmarks"), table=table, warm=warm, warm_rows=WARM_ROWS, alone=alone or []
+        bench=str(ROOT / "benchmarks"),
+        table=table,
+        warm=warm,
+        warm_rows=WARM_ROWS,
+        alone=alone or [],
+        train=train or {},
     )
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1800)
@@ -158,7 +181,7 @@ def alone_rounds(codes: dict[str, Path], table: str, args: argparse.Namespace, s
     for r in range(args.rounds):
         families = ["lgbm", "mlp"] if r % 2 == 0 else ["mlp", "lgbm"]
         for name in ["before", "after"] if r % 2 == 0 else ["after", "before"]:
-            t = one_run(codes[name], table, warm=not args.cold, alone=families)
+            t = one_run(codes[name], table, warm=not args.cold, alone=families, train=args.train[name])
             trees, mlp = t["stage lgbm seconds"], t["stage mlp seconds"]
             got[name].append(mlp / trees)
             say(
@@ -190,7 +213,19 @@ def main() -> None:
         help="also each family alone in its own train stage (the whole stage: selection, final fit, "
         "calibration, test, figures; trees alone draw theirs in a helper process by default)",
     )
+    ap.add_argument(
+        "--train-before",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="train params (JSON values) over bench_tables.TRAIN for the before runs, e.g. label_threads=1",
+    )
+    ap.add_argument("--train-after", nargs="*", default=[], metavar="KEY=VALUE", help="the same, after")
     args = ap.parse_args()
+    args.train = {
+        name: {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in given)}
+        for name, given in (("before", args.train_before), ("after", args.train_after))
+    }
     head = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
@@ -201,7 +236,11 @@ def main() -> None:
         f"bench_tree_speed ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}): python "
         f"benchmarks/bench_tree_speed.py {' '.join(sys.argv[1:])}; before = {args.before}, after = this "
         f"checkout ({head}{', with uncommitted changes in src' if dirty.stdout.strip() else ''}); "
-        f"family run [lgbm, mlp], bench_tables.TRAIN; "
+        f"family run [lgbm, mlp], bench_tables.TRAIN"
+        + "".join(
+            f", {name} with {args.train[name]} over it" for name in ("before", "after") if args.train[name]
+        )
+        + "; "
         + (
             "cold processes (the family listed first, trees, also loads the libraries both use)"
             if args.cold
@@ -223,7 +262,7 @@ def main() -> None:
             for r in range(args.rounds):
                 order = ["before", "after"] if r % 2 == 0 else ["after", "before"]
                 for name in order:
-                    t = one_run(codes[name], table, warm=not args.cold)
+                    t = one_run(codes[name], table, warm=not args.cold, train=args.train[name])
                     got[name].append(t)
                     trees, mlp = t["family lgbm seconds"], t["family mlp seconds"]
                     phases = ", ".join(f"{p} {t.get(f'lgbm: phase {p}', 0.0):.2f}" for p in PHASES)

@@ -38,6 +38,18 @@ The same run measures the stream targets on the pool halves (the stream test is 
 Run (session 12, monitor3; docs/results/monitor_deployments_dev.txt, monitor_deployments.txt):
   PYTHONPATH=src .venv/bin/python benchmarks/tune_monitor_deployments.py --workdir /tmp/mon19/r2500 --half dev --draws 30
   ... --half report --draws 10 --orders 10 --flag N --estimate NAME    (once, with the development choice)
+
+Protocol v3 (session 13, monitor4; ``--protocol v3``; declared in docs/monitor.md "Protocol v3" and printed,
+``RULE_V3``): random deployments plus a stratum of leaning ones (held-out rows drawn from the development pool
+rows an out-of-fold classifier finds most like the development test half, ``leaning_rows``), flag candidates
+``TRAIN_ROWS_V3``, estimate candidates ``ESTIMATES_V3`` scored through the library's own
+``fit_estimate_calibration``, the weakest deployment first. The monitor each deployment builds now names
+``estimate_calibration: none``, so "cbpe" is CBPE again (its default became ``heldout_platt`` after session
+12's runs) and ``--protocol v2`` reproduces them. Runs (docs/results/monitor_deployments_v3_dev.txt,
+monitor_deployments_v3_fresh.txt, monitor_deployments_v3.txt):
+  ... --protocol v3 --half dev --draws 60 --leaning 60 --null-streams 0 --stop-at 04:08
+  ... --protocol v3 --half report --first-draw 100 --draws 10 --orders 10 --flag 0 --estimate heldout_platt
+  ... --protocol v3 --half report --first-draw 0 --draws 10 --orders 10 --flag 0 --estimate heldout_platt
 """
 
 from __future__ import annotations
@@ -106,7 +118,7 @@ RULE_V3 = """Declared rule, protocol v3 (session 13, docs/monitor.md "Protocol v
      summed and in the weakest deployment; among those: (a) the largest share of the random deployments'
      unflagged in-distribution windows within 0.03 of realized AUC and ACC; (b) fewest test windows unflagged
      and off; (c) heldout_platt first.
-  3. the report halves once with the development choice: deployments no run has drawn (report draws 100-119)
+  3. the report halves once with the development choice: deployments no run has drawn (report draws 100-109)
      and, for continuity, session 12's report deployments (draws 0-9). The chosen flag becomes the shipped
      default only if on the fresh deployments the in-distribution windows flagged stay <= 10% and the
      domain part and the per-window alarm are each <= 5% in >= 90% of deployments; the chosen estimate

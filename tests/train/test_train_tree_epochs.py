@@ -67,3 +67,22 @@ def test_figures_setting() -> None:
         assert auto.figures_in_background(kinds) is False
     with pytest.raises(ValueError, match="figures"):
         TrainConfig(figures="later")
+
+
+def test_the_figure_helper_imports_the_drawing_module_without_torch() -> None:
+    """The helper runs figure_worker.py as a script and imports plots without the training package's
+    ``__init__`` (which imports torch): its start is matplotlib's, not the stage's imports."""
+    import subprocess
+    import sys
+
+    from closedloop.stages.train import figure_worker
+
+    path = str(Path(figure_worker.__file__).resolve())
+    code = (
+        f"import runpy, sys; ns = runpy.run_path({path!r}); ns['bare_package']({figure_worker.LIGHT_PACKAGE!r}); "
+        "import closedloop.stages.train.plots as p; print(callable(p.sanity), 'torch' in sys.modules, "
+        "'closedloop.stages.train.stage' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False", "False"]
+    assert "runpy.run_path" in figure_worker.HELPER  # the helper starts the same way

@@ -1,6 +1,7 @@
 """The tree family's selection does less repeated work without changing what it trains (issue #25, trees'
 speed): one LightGBM Dataset per split for the fits that share it, the kept round's validation logits
-from the scores the fit already summed, and the study journal locked with ``flock``."""
+from the scores the fit already summed, the training booster kept (no write-and-parse at the end of
+lgb.train), and the study journal locked with ``flock``."""
 
 from __future__ import annotations
 
@@ -96,6 +97,34 @@ def test_the_kept_rounds_validation_logits_are_those_of_the_kept_model(problem: 
         np.testing.assert_allclose(res.val_logits, eng.predict_logits(net, val), rtol=0, atol=1e-5)
         stops.add(res.stopped)
     assert "early_stopped" in stops  # the kept round is then before the last one
+
+
+@pytest.mark.parametrize("problem", ["binary", "multiclass", "multilabel"])
+def test_a_fit_keeps_its_training_booster_and_writes_the_model_lgb_trains_default_round_trip_gave(
+    problem: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``keep_training_booster=True`` skips lgb.train's closing write-and-parse; the kept model (text,
+    history, scores) is what the round trip gave, bit for bit."""
+    import lightgbm as lgb
+
+    train, val = _table(600, problem, 0), _table(200, problem, 1)
+    kept = []
+    for params, hp, seed in CONFIGS:
+        net = TreeEnsemble(5, _engine(problem).n_logits, **params)
+        kept.append((_engine(problem).fit(net, train, val, hp, seed=seed), bytes(net.booster.numpy())))
+    real = lgb.train
+
+    def round_trip(*a: object, **k: object) -> object:
+        assert k.pop("keep_training_booster") is True  # the engine asks for the training booster
+        return real(*a, **k)  # lgb.train's default: keep_training_booster=False
+
+    monkeypatch.setattr(lgb, "train", round_trip)
+    for (params, hp, seed), (res, text) in zip(CONFIGS, kept, strict=True):
+        net = TreeEnsemble(5, _engine(problem).n_logits, **params)
+        again = _engine(problem).fit(net, train, val, hp, seed=seed)
+        assert bytes(net.booster.numpy()) == text
+        assert again.history == res.history and again.best_epoch == res.best_epoch
+        np.testing.assert_array_equal(again.val_logits, res.val_logits)
 
 
 def _hold(path: str, held: multiprocessing.synchronize.Event, go: multiprocessing.synchronize.Event) -> None:

@@ -10,7 +10,8 @@ Categories that are numbers (a tumour stage 1..4, a study 3/4): in a row keyed b
 OIP input per feature) a number is the category's *name*, the value the user sees in the data, not its
 code: read as a code, stage 3 would silently be answered as stage 4 (nwtco through ``closedloop serve``,
 ``benchmarks/bench_table_serving.py``). Rows as lists in the model's column order are the model's input
-tensor, where a number is a code, as before."""
+tensor, where a number is a code, as before. A ``true``/``false`` of a categorical feature names the category
+``"True"``/``"False"``: the tabular source makes a bool column categorical with those names."""
 
 from __future__ import annotations
 
@@ -63,6 +64,8 @@ def encode_names(
     by_value = by_value or {}
     out = list(values)
     for j, (feature, v) in enumerate(zip(names, values, strict=False)):
+        if feature in codes and isinstance(v, bool | np.bool_):
+            v = str(bool(v))  # a bool column's categories are named "False"/"True" (the tabular source)
         if feature not in codes or not (isinstance(v, str) or (feature in by_value and _is_number(v))):
             continue
         code = codes[feature].get(v) if isinstance(v, str) else None

@@ -208,6 +208,8 @@ class Predictor:
     def _value(self, i: int, feature: str, v: Any, keyed: bool = False) -> float:
         if v is None:
             return float("nan")
+        if isinstance(v, bool | np.bool_) and feature in self.categories:
+            v = str(bool(v))  # a bool column's categories are named "False"/"True" (the tabular source)
         by_value = self.category_values.get(feature) if keyed else None
         number = isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
         if by_value is not None and number and v == v:  # a numeric category by its value (NaN: missing)

@@ -251,8 +251,15 @@ class Service:
                     )
                 rows.append([math.nan if v is None else v for v in values])
             data = rows
-        elif codes and names and all(isinstance(r, list) and len(r) == len(names) for r in data):
-            data = [encode_names(r, names, codes, i, unseen) for i, r in enumerate(data)]
+        elif model.input_kind != "images" and names and all(isinstance(r, list) for r in data):
+            wrong = next((i for i, r in enumerate(data) if len(r) != len(names)), None)
+            if wrong is not None:  # a table wider (or narrower) than the model's columns: say which row
+                raise ProtocolError(
+                    f"input {wrong}: {len(data[wrong])} values; expected [N, {len(names)}] in the column "
+                    f"order {names} (or objects keyed by feature name)"
+                )
+            if codes:
+                data = [encode_names(r, names, codes, i, unseen) for i, r in enumerate(data)]
         try:
             arr = np.asarray(data)
         except (TypeError, ValueError):

@@ -19,6 +19,7 @@ Needs the optional extra ``closedloop[trees]`` (imported lazily).
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -74,6 +75,14 @@ class PerLabelLogistic:
     def metric(self, preds: np.ndarray, data: Any) -> tuple[str, float, bool]:
         """LightGBM's ``feval``: ``("multilabel_logloss", value, is_higher_better=False)``."""
         return "multilabel_logloss", self.loss(preds), False
+
+    def column(self, k: int) -> PerLabelLogistic:
+        """The objective of label ``k`` alone (its targets and weights): a single-label booster's. Its
+        gradient is elementwise the same floating-point operations as column ``k`` of this one's."""
+        out = PerLabelLogistic.__new__(PerLabelLogistic)
+        out.y = np.ascontiguousarray(self.y[:, [k]])
+        out.w = None if self.w is None else np.ascontiguousarray(self.w[:, [k]])
+        return out
 
 
 def label_log_odds(y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -137,3 +146,113 @@ def one_vs_rest_booster(booster: Any, init: np.ndarray) -> Any:
     import lightgbm as lgb
 
     return lgb.Booster(model_str=one_vs_rest_text(booster.model_to_string(), init))
+
+
+def joint_text(texts: list[str]) -> str:
+    """One custom-objective model text with K trees a round, as a ``num_class=K`` fit writes it, from K
+    single-label boosters' texts (:class:`LabelBoosters`): label ``k``'s tree ``i`` becomes tree
+    ``i K + k``. The header and parameters are label 0's with the class count set to K; the
+    ``feature_importances`` section (label 0's alone) is left out: LightGBM computes importances from
+    the trees, not from that section."""
+    k = len(texts)
+    if k < 2:
+        raise ValueError("joint_text: a multi-label model has at least 2 labels")
+    trees: list[list[str]] = []
+    for text in texts:
+        body = text[text.index("\nTree=0\n") + 1 : text.index("end of trees")]
+        trees.append(re.split(r"(?m)^Tree=\d+\n", body)[1:])
+    rounds = {len(t) for t in trees}
+    if len(rounds) != 1:
+        raise ValueError(f"joint_text: the labels' boosters have different round counts {sorted(rounds)}")
+    first = texts[0]
+    head = first[: first.index("\nTree=0\n") + 1]
+    head = re.sub(r"(?m)^num_class=1$", f"num_class={k}", head, count=1)
+    head = re.sub(r"(?m)^num_tree_per_iteration=1$", f"num_tree_per_iteration={k}", head, count=1)
+    head = re.sub(r"tree_sizes=[^\n]*\n", "", head)  # byte offsets of label 0's text; optional when absent
+    body = "".join(f"Tree={i * k + j}\n{trees[j][i]}" for i in range(rounds.pop()) for j in range(k))
+    tail = first[first.index("end of trees") :]
+    if "\nparameters:" in tail:
+        tail = "end of trees\n\n" + tail[tail.index("parameters:") :]
+    tail = tail.replace("[num_class: 1]", f"[num_class: {k}]")
+    return head + body + tail
+
+
+class LabelBoosters:
+    """A multi-label fit as K single-label boosters (one per label, each with one OpenMP thread) that
+    advance in lockstep, on up to ``threads`` Python threads at once (LightGBM releases the GIL while it
+    grows a tree). Label ``k``'s booster gets column ``k`` of the joint fit's gradient, so it grows the
+    trees column ``k`` of a ``num_class=K`` fit grows, except where LightGBM's column sampling
+    (``feature_fraction < 1``) draws: the joint fit draws once per tree of every label in turn, a
+    single-label booster once per tree of its own. The boosters, hence the model, do not depend on
+    ``threads`` (each label's booster is the same object fed the same gradients in the same order).
+
+    Args:
+        params: LightGBM parameters of the fit (``num_class`` is set to 1 here).
+        datasets: one LightGBM Dataset per label, its init score that label's start.
+        objective: the joint fit's :class:`PerLabelLogistic`.
+        threads: Python threads that grow labels at once (1: one after another in the caller's).
+    """
+
+    def __init__(
+        self, params: dict[str, Any], datasets: list[Any], objective: PerLabelLogistic, threads: int
+    ):
+        import lightgbm as lgb
+
+        self.objectives = [objective.column(k) for k in range(len(datasets))]
+        self.boosters: list[Any] = []
+        p = {**params, "objective": "none", "num_class": 1}
+        for ds in datasets:  # what lgb.train does before it builds its booster
+            ds._update_params(p)._set_predictor(None)
+            try:
+                self.boosters.append(lgb.Booster(params=p, train_set=ds))
+            finally:
+                ds._reverse_update_params()
+        self.pool = ThreadPoolExecutor(min(threads, len(datasets))) if threads > 1 else None
+
+    def _grow(self, k: int, rounds: int) -> None:
+        booster, objective = self.boosters[k], self.objectives[k]
+
+        def fobj(preds: np.ndarray, data: Any) -> tuple[np.ndarray, np.ndarray]:
+            grad, hess = objective(preds, data)
+            return grad.reshape(-1), hess.reshape(-1)
+
+        for _ in range(rounds):
+            booster.update(fobj=fobj)
+
+    def advance(self, rounds: int) -> None:
+        """Every label's booster grows ``rounds`` more rounds."""
+        if self.pool is None:
+            for k in range(len(self.boosters)):
+                self._grow(k, rounds)
+        else:
+            list(self.pool.map(lambda k: self._grow(k, rounds), range(len(self.boosters))))
+
+    def current_iteration(self) -> int:
+        return int(self.boosters[0].current_iteration())
+
+    def raw(self, x: np.ndarray, start: int, rounds: int) -> np.ndarray:
+        """``(N, K)`` raw scores of rounds ``[start, start + rounds)`` on ``x``."""
+        cols = [
+            b.predict(x, raw_score=True, start_iteration=start, num_iteration=rounds) for b in self.boosters
+        ]
+        return np.column_stack([np.asarray(c, np.float64).reshape(-1) for c in cols])
+
+    def train_raw(self) -> np.ndarray:
+        """``(N, K)`` raw scores of the training rows, init score in (what the joint fit's metric reads)."""
+        got: list[np.ndarray] = []
+
+        def grab(preds: np.ndarray, data: Any) -> tuple[str, float, bool]:
+            got.append(np.asarray(preds, np.float64).reshape(-1))
+            return "raw", 0.0, False
+
+        for b in self.boosters:
+            b.eval_train(feval=grab)
+        return np.column_stack(got)
+
+    def text(self, num_iteration: int | None = None) -> str:
+        """The joint custom-objective model text of the first ``num_iteration`` rounds (:func:`joint_text`)."""
+        return joint_text([b.model_to_string(num_iteration=num_iteration) for b in self.boosters])
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()

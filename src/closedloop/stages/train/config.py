@@ -180,13 +180,21 @@ class TrainConfig(StageConfig):
     :mod:`closedloop.stages.train.figure_worker`."""
     threads: int | None = Field(None, ge=1)
     """torch CPU threads (default: torch's choice); tree families: LightGBM threads (default 1)."""
+    label_threads: int | None = Field(None, ge=1)
+    """Multi-label tasks, tree families: None (default), one LightGBM booster that grows a tree per label
+    each round; a number N, one booster per label, N of them growing at once on Python threads (each
+    with ``threads`` OpenMP threads). The model does not depend on N; it is the default's bit for bit
+    when ``feature_fraction`` is 1, and differs in LightGBM's column-sampling draws otherwise. No effect
+    on other tasks or families (the decision log says so). See docs/training.md "Multi-label trees"."""
     n_bootstrap: int = Field(1000, ge=100)
 
     def figures_in_background(self, kinds: list[str] | None = None) -> bool:
         """Whether the figures go to a helper process (``figures``). ``auto`` is inline for every family
-        (``kinds``, the families' kinds, is kept for callers): the helper is a fresh interpreter that
-        imports the training package before its first figure, 4-5 s on the shared 2-core machine, and
-        the stage waits for it at its end. A tree-only train stage on a 4,000-row table took 5.1-5.6 s
+        (``kinds``, the families' kinds, is kept for callers): the helper is a fresh interpreter, and
+        the stage waits for it at its end. It imported the training package before its first figure,
+        4-5 s on the shared 2-core machine (session 11); it imports matplotlib only since session 13, and
+        at load 11 it still slowed the stage, drawing on the core the fits ran on
+        (docs/results/tree_speed_figures_background.txt: trees alone 4.04 s inline, 5.95 s background). A tree-only train stage on a 4,000-row table took 5.1-5.6 s
         with the helper against 1.5 s inline, and 9.2-12.4 s against 9.2-13.6 s on the 50,000-row table
         (session 11, docs/results/tree_speed.txt); beside a network's torch threads the helper slowed
         the MLP (session 10). ``background`` stays for a stage long enough to repay the helper."""

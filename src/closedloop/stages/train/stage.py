@@ -178,6 +178,25 @@ class TrainModel(Stage):
         return self.Outputs(model=model, evaluation=evaluation)
 
     @staticmethod
+    def _note_label_threads(sess: TrainSession, n: int, trees: bool) -> None:
+        """``label_threads`` in the decision log: how multi-label trees grow, or why it does nothing."""
+        if trees and sess.task.problem_type == "multilabel":
+            sess.decide(
+                "setup",
+                f"label_threads: {n}: multi-label trees grow one booster per label, up to {n} at once on "
+                "threads (the same model for every thread count)",
+                {"label_threads": n, "labels": sess.engine.n_logits},
+            )
+        else:
+            what = "a tree family" if trees else f"family {sess.family}"
+            sess.decide(
+                "setup",
+                f"label_threads: {n} has no effect: it applies to multi-label tree fits, and this is "
+                f"{what} on a {sess.task.problem_type} task",
+                {"label_threads": n},
+            )
+
+    @staticmethod
     def _note_no_baseline(sess: TrainSession, inputs: Inputs) -> None:
         if inputs.baseline is None:
             sess.decide(
@@ -257,6 +276,8 @@ class TrainModel(Stage):
                 seed=ctx.seed,
             ),
         )
+        if cfg.label_threads is not None:
+            self._note_label_threads(sess, cfg.label_threads, trees)
         if batch_size != cfg.batch_size:
             sess.decide(
                 "setup",
@@ -357,6 +378,7 @@ def make_tree_engine(
         metric_convention=task.metric_convention,
         categorical=[i for i, n in enumerate(pre.feature_names) if n in cats],
         threads=cfg.threads or 1,
+        label_threads=cfg.label_threads,
     )
 
 

@@ -70,9 +70,18 @@ def _tree(net: nn.Module) -> Any:
 
 class TreeEngine(Engine):
     """:class:`Engine` for tree families. Args as :class:`Engine`, plus ``categorical`` (column
-    indices LightGBM splits natively as categories) and ``threads`` (LightGBM's, default 1)."""
+    indices LightGBM splits natively as categories), ``threads`` (LightGBM's, default 1) and
+    ``label_threads`` (multi-label fits: None, one booster with K trees a round; a number, one booster
+    per label on that many Python threads, :meth:`fit_per_label`)."""
 
-    def __init__(self, *args: Any, categorical: list[int] | None = None, threads: int = 1, **kw: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        categorical: list[int] | None = None,
+        threads: int = 1,
+        label_threads: int | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(*args, **kw)
         if self.problem_type not in OBJECTIVES:
             raise FamilyCannotTrain(
@@ -86,6 +95,9 @@ class TreeEngine(Engine):
             )
         self.categorical = list(categorical or [])
         self.threads = int(threads)
+        self.label_threads = None if label_threads is None else int(label_threads)
+        self.datasets_kept = DATASETS_KEPT + (self.n_logits if self.label_threads is not None else 0)
+        """One Dataset per label too, when a multi-label fit grows one booster per label."""
         self._datasets: list[tuple[TensorSet, tuple[Any, ...], Any]] = []
         """LightGBM Datasets built so far (:meth:`dataset`): the split, what else they were built from."""
 
@@ -155,6 +167,9 @@ class TreeEngine(Engine):
             valid_names=["training"] if loss_every_round else None,
             feval=feval if loss_every_round else None,
             callbacks=[callback],
+            # lgb.train otherwise ends by writing the booster out and parsing it back (a prediction-only
+            # copy); :meth:`finished` writes and parses it anyway: that round trip was 6% of a 3-label fit
+            keep_training_booster=True,
         )
 
     @staticmethod
@@ -223,7 +238,7 @@ class TreeEngine(Engine):
         # bins depend on its rows and these parameters alone (not on a fit's leaves, minimum leaf size
         # with feature_pre_filter off, or seed below 200,000 rows), so a reused one grows the same trees
         # (tests/train/test_train_tree_speed.py); the rows are this very split object, kept alive here
-        self._datasets = [*self._datasets[-(DATASETS_KEPT - 1) :], (data, key, ds)]
+        self._datasets = [*self._datasets[-(self.datasets_kept - 1) :], (data, key, ds)]
         return ds
 
     # -- the Engine interface -----------------------------------------------------------------------
@@ -266,18 +281,13 @@ class TreeEngine(Engine):
             "best_raw": None,
         }
 
-        def per_round(env: Any) -> None:
-            r = env.iteration + 1
-            if r % rpe and r != rounds:
-                return
-            train_loss = self.train_loss(env, objective)
+        def epoch_end(r: int, train_loss: float, chunk: Any) -> bool:
+            """The stage's work after round ``r`` ends an epoch; True: stop boosting. ``chunk(start, n)``:
+            the raw validation scores of rounds ``[start, start + n)``."""
             rec: dict[str, float] = {"epoch": len(history) + 1, "train_loss": train_loss}
             rec["lr"] = float(params["learning_rate"])
             if has_val:
-                chunk = env.model.predict(
-                    xv, raw_score=True, start_iteration=state["done"], num_iteration=r - state["done"]
-                )
-                val_raw[:] += np.asarray(chunk).reshape(len(xv), -1)
+                val_raw[:] += np.asarray(chunk(state["done"], r - state["done"])).reshape(len(xv), -1)
                 state["done"] = r
                 ev = self.evaluate(val_raw.astype(np.float32), val)
                 rec.update({f"val_{k}": v for k, v in ev.items()})
@@ -295,16 +305,33 @@ class TreeEngine(Engine):
                 on_epoch(int(rec["epoch"]), rec)
             if hp.patience is not None and has_val and state["bad"] >= hp.patience:
                 state["stopped"] = "early_stopped"
-                raise lgb.callback.EarlyStopException(r, [])
+                return True
             if deadline is not None and time.time() > deadline and r < rounds:
                 state["stopped"] = "time_budget"
-                raise lgb.callback.EarlyStopException(r, [])
+                return True
+            return False
 
         # above BIN_SAMPLE_ROWS rows LightGBM bins a sample drawn with the fit's seed: a Dataset per seed
         ds = {"seed": params["seed"]} if len(train) > BIN_SAMPLE_ROWS else {}
-        booster = self.train_booster(params, train, hp, rounds, per_round, objective, **ds)
-        keep = state["best_round"] if (restore_best and has_val) else booster.current_iteration()
-        tree.set_booster(*self.finished(booster, objective, max(1, keep)))
+        if objective is not None and self.label_threads is not None:
+            text = self.fit_per_label(
+                params, train, hp, rounds, rpe, objective, epoch_end, has_val, restore_best, state, ds, xv
+            )
+            tree.set_booster(lgb.Booster(model_str=text), text)
+            keep = state["keep"]
+        else:
+
+            def per_round(env: Any) -> None:
+                r = env.iteration + 1
+                if r % rpe and r != rounds:
+                    return
+                chunk = lambda a, n: env.model.predict(xv, raw_score=True, start_iteration=a, num_iteration=n)  # noqa: E731
+                if epoch_end(r, self.train_loss(env, objective), chunk):
+                    raise lgb.callback.EarlyStopException(r, [])
+
+            booster = self.train_booster(params, train, hp, rounds, per_round, objective, **ds)
+            keep = state["best_round"] if (restore_best and has_val) else booster.current_iteration()
+            tree.set_booster(*self.finished(booster, objective, max(1, keep)))
         val_logits = None
         if has_val:  # the kept round's scores, summed epoch by epoch above: no second pass over val
             raw = state["best_raw"] if keep == state["best_round"] else None
@@ -317,6 +344,44 @@ class TreeEngine(Engine):
             seconds=time.time() - t0,
             val_logits=val_logits,
         )
+
+    def fit_per_label(
+        self,
+        params: dict[str, Any],
+        train: TensorSet,
+        hp: HParams,
+        rounds: int,
+        rpe: int,
+        objective: tuple[Any, np.ndarray],
+        epoch_end: Callable[[int, float, Any], bool],
+        has_val: bool,
+        restore_best: bool,
+        state: dict[str, Any],
+        ds: dict[str, Any],
+        xv: np.ndarray | None,
+    ) -> str:
+        """A multi-label fit as one booster per label on ``label_threads`` threads
+        (:class:`~closedloop.models.families.lgbm_multilabel.LabelBoosters`), epoch by epoch in lockstep
+        (the stage's work between epochs runs here, in the caller's thread). Returns the kept rounds'
+        one-vs-rest model text; ``state["keep"]``: how many rounds it keeps."""
+        from closedloop.models.families.lgbm_multilabel import LabelBoosters, one_vs_rest_text
+
+        fit_objective, init = objective
+        datasets = [self.dataset(train, hp, init_score=np.full(len(train), s), **ds) for s in init]
+        labels = LabelBoosters(params, datasets, fit_objective, int(self.label_threads or 1))
+        try:
+            r = 0
+            while r < rounds:
+                n = min(rpe - r % rpe, rounds - r)
+                labels.advance(n)
+                r += n
+                loss = float(fit_objective.loss(labels.train_raw()))
+                if epoch_end(r, loss, lambda a, n: labels.raw(xv, a, n)):
+                    break
+            state["keep"] = state["best_round"] if (restore_best and has_val) else labels.current_iteration()
+            return one_vs_rest_text(labels.text(max(1, state["keep"])), init)
+        finally:
+            labels.close()
 
     @staticmethod
     def head_logits(tree: Any, raw: np.ndarray) -> np.ndarray:
