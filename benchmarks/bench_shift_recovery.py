@@ -26,8 +26,11 @@ to tens of seconds on a CPU). Several line-ups separated by ``;`` are judged on 
 scenario the bench prints, besides the targets, how many draws were better on production
 (p < alpha), non-inferior on the clean original test split, and both, and the bounds of
 ``shift_recovery_bounds.py`` (the oracle threshold on the champion's scores; the same oracle on each
-draw's challenger's own scores, on the images it never saw; the declared test's simulated power).
-``--retrain-threshold held_out;cross_fit_half;cross_fit`` pairs with the line-ups of ``--challengers``
+draw's challenger's own scores, on the images it never saw; the declared test's simulated power),
+the gap of the shipped threshold to that oracle (points of cost change), and the promotion bound of
+the challenger itself: per draw, the declared test on its own decisions against the champion's over
+``--challenger-power-draws`` simulated evaluation sets of the protocol's size from its unseen images.
+``--retrain-threshold held_out;cross_fit_half;cross_fit;cross_fit_platt;cross_fit_half_platt`` pairs with the line-ups of ``--challengers``
 (where the warm start's threshold is set: ``closedloop adapt --retrain-threshold``); one warm start per
 distinct training set is trained and shared between line-ups.
 

