@@ -138,13 +138,18 @@ def near_excess(
     ``nonzero_look``: also the non-zero look (for a table that repeats rows by itself).
     Memory O(n): a brute nearest-neighbour index, queried in chunks by scikit-learn.
     """
-    seen: set[bytes] = set()
+    copies: dict[bytes, int] = {}
     distinct: list[int] = []  # exact copies inside ref are one sample: a copy is not density
     for i, h in enumerate(ref_hashes):
-        if h not in seen:
-            seen.add(h)
+        if h not in copies:
+            copies[h] = 0
             distinct.append(i)
+        copies[h] += 1
     keep = np.asarray(distinct, int)
+    # The null is drawn from reference samples that have no exact copy in the reference: a held-out
+    # sample is judged only when it has none, and under a random split the two are exchangeable. A
+    # value the reference repeats would, left out once, still have its twin (set aside, like a query's).
+    single = np.flatnonzero([copies[ref_hashes[i]] == 1 for i in distinct])
     U = ref[keep]
     nn = NearestNeighbors(n_neighbors=min(2, len(U)), algorithm="brute").fit(U)
     d, u = nn.kneighbors(query, n_neighbors=1)
@@ -160,7 +165,9 @@ def near_excess(
         if len(matched):
             spacing[matched] = nn.kneighbors(U[matched], n_neighbors=2)[0][:, 1]
         ratio = dist / np.maximum(spacing[pos], 1e-12)
-        null_d, null_r = _leave_one_out(nn, U, rng.choice(len(U), min(len(U), max_null), replace=False))
+        if len(single):
+            pick = single[rng.choice(len(single), min(len(single), max_null), replace=False)]
+            null_d, null_r = _leave_one_out(nn, U, pick)
     n_query, n_null = int(judged.sum()), len(null_d)
     # a look: ("distance" | "ratio" | "nonzero", its cut); each gives query/null close masks and counts
     looks: list[tuple[str, float | None]] = [("distance", None)]
