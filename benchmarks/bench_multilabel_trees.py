@@ -43,6 +43,14 @@ import bench_tables as B  # noqa: E402
 
 TABLE = "medexp_multilabel"
 PARAMS = {"num_leaves": 64, "learning_rate": 0.05, "min_child_samples": 20, "seed": 1}
+FIT = {  # how the tree engine runs LightGBM: one thread, deterministic, row-wise
+    **PARAMS,
+    "verbosity": -1,
+    "num_threads": 1,
+    "deterministic": True,
+    "force_row_wise": True,
+    "feature_pre_filter": False,
+}
 """A configuration in the middle of the tuned range (the stage's tuned fits have 8-64 leaves)."""
 ROUNDS = 200
 
@@ -76,16 +84,7 @@ def label_threads(repeats: int, say: Any) -> None:
 
     joint_ds = dataset(np.tile(init, (len(yy), 1)))
     label_ds = [dataset(np.full(len(yy), s)) for s in init]
-    base = {
-        **PARAMS,
-        "verbosity": -1,
-        "num_threads": 1,
-        "deterministic": True,
-        "force_row_wise": True,
-        "feature_pre_filter": False,
-        "bagging_fraction": 0.8,
-        "bagging_freq": 1,
-    }
+    base = {**FIT, "bagging_fraction": 0.8, "bagging_freq": 1}
 
     def trees(text: str) -> str:
         return text[text.index("Tree=0") : text.index("end of trees")]
@@ -139,14 +138,7 @@ def round_costs(repeats: int, say: Any) -> None:
     x = np.column_stack([X[c].cat.codes if c in cats else X[c] for c in X.columns]).astype(np.float32)
     yy = np.asarray(y, np.float64)
     cat_idx = [i for i, c in enumerate(X.columns) if c in cats]
-    base = {
-        **PARAMS,
-        "verbosity": -1,
-        "num_threads": 1,
-        "deterministic": True,
-        "force_row_wise": True,
-        "feature_pre_filter": False,
-    }
+    base = dict(FIT)
 
     def dataset(label: np.ndarray, **kw: Any) -> Any:
         d = lgb.Dataset(

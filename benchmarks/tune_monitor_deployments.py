@@ -177,20 +177,22 @@ def score(rows: list[Row], domain, estimate: str) -> dict[str, Any]:
     }
 
 
-def choose_flag(scores: dict[int, dict[str, Any]]) -> int:
+def choose_flag(scores: dict[int, dict[str, Any]], weakest_first: bool = False) -> int:
+    """The declared flag rule: eligible candidates, then fewest unflagged-and-off test windows and the
+    weakest deployment's (protocol v3: ``weakest_first``, the weakest deployment before the total)."""
     ok = [k for k, s in scores.items() if s["in_flagged"] <= 0.10 and s["domain_draws_ok"] >= 0.90]
     if not ok:
         return 0
-    return min(
-        ok,
-        key=lambda k: (
-            scores[k]["off"],
-            scores[k]["weakest_off"],
-            -scores[k]["weakest_flagged"],
-            scores[k]["in_flagged"],
-            k,
-        ),
-    )
+
+    def key(k: int) -> tuple[float, ...]:
+        off = (
+            (scores[k]["weakest_off"], scores[k]["off"])
+            if weakest_first
+            else (scores[k]["off"], scores[k]["weakest_off"])
+        )
+        return (*off, -scores[k]["weakest_flagged"], scores[k]["in_flagged"], k)
+
+    return min(ok, key=key)
 
 
 def choose_estimate(scores: dict[str, dict[str, Any]]) -> str:
@@ -204,22 +206,6 @@ def score_v3(rows: list[Row], domain, estimate: str) -> dict[str, Any]:
     both = score(rows, domain, estimate)
     keep = ("off", "weakest_off", "weakest_off_draw", "weakest_flagged", "off_rows", "n_test", "test_flagged")
     return rand | {k: both[k] for k in keep} | {"n_draws_all": both["n_draws"]}
-
-
-def choose_flag_v3(scores: dict[int, dict[str, Any]]) -> int:
-    ok = [k for k, s in scores.items() if s["in_flagged"] <= 0.10 and s["domain_draws_ok"] >= 0.90]
-    if not ok:
-        return 0
-    return min(
-        ok,
-        key=lambda k: (
-            scores[k]["weakest_off"],
-            scores[k]["off"],
-            -scores[k]["weakest_flagged"],
-            scores[k]["in_flagged"],
-            k,
-        ),
-    )
 
 
 def choose_estimate_v3(scores: dict[str, dict[str, Any]]) -> str:
@@ -327,7 +313,7 @@ def report_v3(rows: list[Row], args: Any, done: list[int], streams_in: list, str
         print(line(f"train_reference_rows {k}", s))
         if n_lean:
             print(by_stratum(s, f"train_reference_rows {k}"))
-    flag = choose_flag_v3(flag_scores) if dev else args.flag
+    flag = choose_flag(flag_scores, weakest_first=True) if dev else args.flag
     print(
         f"   {'chosen by the declared rule' if dev else 'the development choice, measured once'}: train_reference_rows {flag}"
     )
