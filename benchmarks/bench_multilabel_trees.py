@@ -55,6 +55,22 @@ FIT = {  # how the tree engine runs LightGBM: one thread, deterministic, row-wis
 ROUNDS = 200
 
 
+def interleaved_medians(fits: dict[str, Any], repeats: int) -> dict[str, float]:
+    """Median seconds of each fit over ``repeats`` rounds, the order reversed every other round so the
+    load of a shared machine hits every fit alike.
+
+    >>> sorted(interleaved_medians({"a": lambda: None, "b": lambda: None}, 2))
+    ['a', 'b']
+    """
+    got: dict[str, list[float]] = {name: [] for name in fits}
+    for r in range(repeats):
+        for name in list(fits) if r % 2 == 0 else list(fits)[::-1]:
+            t0 = time.perf_counter()
+            fits[name]()
+            got[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(v) for name, v in got.items()}
+
+
 def table_arrays() -> tuple[np.ndarray, np.ndarray, list[int]]:
     """The table's rows as float32 (categories as codes), its (N, K) labels, its categorical columns."""
     X, y, cats = B.TABLES[TABLE]()
@@ -105,14 +121,8 @@ def label_threads(repeats: int, say: Any) -> None:
         f"one booster per label, {n} thread{'s' if n > 1 else ''}": (lambda n=n: per_label(n))
         for n in (1, 2, 3)
     }
-    got: dict[str, list[float]] = {name: [] for name in fits}
     load0 = os.getloadavg()[0]
-    for r in range(repeats):
-        for name in list(fits) if r % 2 == 0 else list(fits)[::-1]:
-            t0 = time.perf_counter()
-            fits[name]()
-            got[name].append(time.perf_counter() - t0)
-    med = {name: statistics.median(v) for name, v in got.items()}
+    med = interleaved_medians(fits, repeats)
     say(
         f"4. one booster per label on threads ({ROUNDS} rounds, {PARAMS}, bagging_fraction 0.8; medians of "
         f"{repeats} interleaved repeats; load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; "
@@ -169,14 +179,7 @@ def round_costs(repeats: int, say: Any) -> None:
             {**base, "objective": objective, "num_class": k, "num_threads": 2}, joint, num_boost_round=ROUNDS
         ),
     }
-    got: dict[str, list[float]] = {name: [] for name in fits}
-    for r in range(repeats):
-        order = list(fits) if r % 2 == 0 else list(fits)[::-1]
-        for name in order:
-            t0 = time.perf_counter()
-            fits[name]()
-            got[name].append(time.perf_counter() - t0)
-    med = {name: statistics.median(v) for name, v in got.items()}
+    med = interleaved_medians(fits, repeats)
     say(
         f"1. cost per boosting round ({len(yy):,} rows, {x.shape[1]} columns, {ROUNDS} rounds, {PARAMS}; "
         f"medians of {repeats} interleaved repeats; load average {os.getloadavg()[0]:.1f}):"
