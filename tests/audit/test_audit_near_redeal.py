@@ -40,6 +40,7 @@ def test_close_pairs_make_the_difference_vary_more_than_fisher_assumes() -> None
     assert eff["distance"] > 1.5
 
 
+@pytest.mark.slow  # 120 splits, re-deals in 13 of them
 def test_on_random_splits_of_paired_data_fisher_warns_too_often_and_the_corrected_p_less() -> None:
     X = paired()
     fisher = corrected = 0
