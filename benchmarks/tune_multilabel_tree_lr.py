@@ -137,7 +137,8 @@ def tree_stage(data: Any, floor: float, runs: Path, rec: Recorder) -> dict[str, 
         "phases": rec.by_phase(),
         "fits": [dict(f) for f in rec.fits],
         "selection_s": selection,
-        "lr": tuned["model_params"].get("learning_rate"),
+        # a ladder rung (no tuned learning rate) trains at the builder's 0.1
+        "lr": tuned["model_params"].get("learning_rate", 0.1),
     }
 
 
