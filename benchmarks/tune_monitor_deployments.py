@@ -399,7 +399,7 @@ def main() -> None:
     from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
 
     t0 = time.time()
-    run, data, task, model, Xu, yu = deployment(Path(args.workdir), args.remove)
+    run, data, task, model, Xu, yu = deployment(Path(args.workdir), args.remove, args.train_seed)
     # train_reference_rows 0 and the estimate as the model gives it (CBPE): each candidate is scored below
     # (estimate_calibration is named: its default became heldout_platt after session 12's runs)
     cfg = BuildMonitorProfileConfig(window_sizes=[200], estimate_calibration="none")
