@@ -93,7 +93,13 @@ class BuildMonitorProfileConfig(StageConfig):
     """Also test each window's summary features (model-free: intensity statistics / table columns)
     against this many random training rows (``closedloop.monitoring.train_reference``), a reference no
     deployment's draw of held-out rows decides; the held-out domain test and this one then share the
-    domain level (each at half). 0: off (the default; see docs/monitor.md for what it measured)."""
+    domain level (``train_reference_share``). 0: off (the default; see docs/monitor.md for what it measured)."""
+    train_reference_share: float = Field(0.5, gt=0, lt=1)
+    """With ``train_reference_rows`` on: the share of the per-deployment domain level the training-rows test
+    spends (the held-out test spends the rest, so the stated guarantee is unchanged). The training rows are
+    one draw every deployment of the model shares, so that test's own false-flag rate is exact only on
+    average over trainings (docs/monitor.md, "Why the training-rows union over-flags"): a smaller share
+    bounds what an unlucky training set costs."""
     estimate_calibration: Literal["none", "heldout_platt", "heldout_bias", "heldout_platt_bias"] = (
         "heldout_platt"
     )
@@ -342,6 +348,7 @@ def build_profile(
         domain_delta=config.domain_delta,
         min_ess_fraction=config.min_ess_fraction,
         train_reference_rows=config.train_reference_rows,
+        train_reference_share=config.train_reference_share,
         estimate_calibration=config.estimate_calibration,
         thresholds={},
         calibration={},
@@ -471,9 +478,10 @@ def _guarantee_sentence(
         )
         if config.train_reference_rows:
             stream += (
-                f" It is a union of two tests, each at half that level: the held-out rows' and the window's summary "
-                f"features against up to {config.train_reference_rows} training rows' (which also rests on the "
-                "training rows coming from production's population)."
+                f" It is a union of two tests: the held-out rows' (at {1 - config.train_reference_share:g} of that "
+                f"level) and the window's summary features against up to {config.train_reference_rows} training "
+                f"rows' (at {config.train_reference_share:g} of it; it also rests on the training rows coming from "
+                "production's population)."
             )
     elif config.domain_alpha is not None:
         stream += (
@@ -555,6 +563,7 @@ class BuildMonitorProfile(Stage):
                 "stream_look_test": i.stream_look_test,
                 "min_ess_fraction": i.min_ess_fraction,
                 "train_reference_rows": i.train_reference_rows,
+                "train_reference_share": i.train_reference_share,
                 "estimate_calibration": i.estimate_calibration,
                 "domain_rows": len(outputs.reference.domain),
                 "stream_scores": sorted(outputs.reference.stream),
