@@ -94,6 +94,9 @@ class ProfileInfo(BaseModel):
     before this field keep it)."""
     stream_look: int = 200
     """Rows between the reference stream test's looks."""
+    stream_look_test: Literal["classifier", "mean_shift"] = "classifier"
+    """The p-value the reference stream test's looks use (``monitoring.stream_reference.LOOK_TESTS``;
+    profiles built before this field keep ``classifier``)."""
     domain_alpha: float | None = 0.05
     """The domain flag's false-flag budget (``monitoring.domain``)."""
     domain_delta: float | None = None

@@ -75,6 +75,11 @@ class BuildMonitorProfileConfig(StageConfig):
     reference grows with the stream (``closedloop.monitoring.stream``)."""
     stream_look: int = Field(200, ge=20, le=100_000)
     """Rows between the reference stream test's looks."""
+    stream_look_test: Literal["classifier", "mean_shift"] = "classifier"
+    """The p-value each look of the reference stream test uses (both exact, so the stream's guarantee is
+    the same): ``classifier``, the domain check's cross-fitted classifier (Mann-Whitney per fold,
+    Bonferroni over the two folds); ``mean_shift``, its permutation test of the mean shift (the window's
+    domain p-value) with enough relabellings for the look's level, stopped early (Besag-Clifford)."""
     domain_alpha: float | None = Field(0.05, gt=0, lt=0.5)
     """The label-free estimate is flagged unreliable when a domain classifier (reference rows vs the
     window, on the model's outputs, embeddings and summary features) separates them
@@ -338,6 +343,7 @@ def build_profile(
         stream_delta=config.stream_delta,
         stream_test=config.stream_test,
         stream_look=config.stream_look,
+        stream_look_test=config.stream_look_test,
         domain_alpha=config.domain_alpha,
         domain_delta=config.domain_delta,
         min_ess_fraction=config.min_ess_fraction,
@@ -445,7 +451,11 @@ def _guarantee_sentence(
             f"tested against the fixed held-out rows every {config.stream_look} rows, "
             f"{'alpha' if sd is None else 'alpha*delta'}/(k(k+1)) spent at look k"
         )
-        why = "union bound over exact domain tests"
+        why = (
+            "union bound over exact domain tests"
+            if config.stream_look_test == "classifier"
+            else "union bound over exact mean-shift permutation tests"
+        )
     else:
         how, why = "conformal test martingales", "Ville's inequality"
     if sd is None:
@@ -550,6 +560,7 @@ class BuildMonitorProfile(Stage):
                 "domain_level": i.domain_level,
                 "stream_test": i.stream_test,
                 "stream_look": i.stream_look,
+                "stream_look_test": i.stream_look_test,
                 "min_ess_fraction": i.min_ess_fraction,
                 "train_reference_rows": i.train_reference_rows,
                 "train_reference_share": i.train_reference_share,
