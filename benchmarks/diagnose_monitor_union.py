@@ -54,13 +54,14 @@ def main() -> None:
     from tune_monitor_last_window import pool_halves
 
     from closedloop.monitoring.domain import mean_shift_test
-    from closedloop.monitoring.features import image_features
+    from closedloop.monitoring.features import image_feature_names, image_features
     from closedloop.monitoring.train_reference import train_reference_check
 
     t0 = time.time()
     z = np.load(npz_path())
     n = len(z["train_labels"])
     F = image_features(z["train_images"][..., None])
+    names = image_feature_names(1)
     print(
         f"== PneumoniaMNIST train split ({n} images, {F.shape[1]} summary features); {REMOVE} removed per draw "
         f"(training seed r draws them); windows of 200; rates at p <= {' / '.join(map(str, LEVELS))}; "
@@ -94,7 +95,7 @@ def main() -> None:
                 f"   draw {r}, {k} training rows: windows from the "
                 + "; from ".join(f"{s} {rates(p)}" for s, p in res.items())
                 + f"; the whole development half against the training rows p {half:.3f} (largest |z|: "
-                + ", ".join(f"feature {j} {zs[j]:+.1f}" for j in top)
+                + ", ".join(f"{names[j]} {zs[j]:+.1f}" for j in top)
                 + f") [{time.time() - t0:.0f} s]",
                 flush=True,
             )
