@@ -391,7 +391,7 @@ def main() -> None:
             f"{out.audit.results['duplicates']['metrics']['nonzero_look']} (cut {nd.get('nonzero_cut')})"
         )
         print(f"   {held_out_line(out)}")
-        if name.split(" ")[0] in RESPLITS:
+        if RESPLITS.get(name.split(" ")[0], 0) > 0:
             nd_h = out.audit.results["duplicates"]["metrics"]["near_density"].get("train-held-out", {})
             random_splits(name.split(" ")[0], b, nd_h.get("excess") or 0.0, args.looks, args.before)
         nonzero = out.audit.results["duplicates"]["metrics"]["nonzero_look"]
