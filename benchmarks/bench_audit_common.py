@@ -59,12 +59,16 @@ def pneumonia_bundle() -> DatasetBundle:
 def run_audit(
     data: DatasetBundle, stage_dir: Path | None = None, timings: dict[str, float] | None = None, **params: Any
 ) -> tuple[Any, float, AuditDataset]:
-    """Run the audit stage; returns (outputs, seconds, stage); per-check wall times go into ``timings``."""
+    """Run the audit stage; returns (outputs, seconds, stage); per-check wall times go into ``timings``.
+    Without ``stage_dir`` the stage writes into a temporary folder removed on return (the outputs are
+    in memory): one ``mkdtemp`` per call left 2,300 empty ``/tmp/audit-*`` folders behind."""
+    if stage_dir is None:
+        with tempfile.TemporaryDirectory(prefix="audit-") as tmp:
+            return run_audit(data, Path(tmp), timings, **params)
     task = build_task_spec(DefineTaskConfig(), data)
     stage = AuditDataset(params)
-    d = Path(stage_dir or tempfile.mkdtemp(prefix="audit-"))
     t0 = time.perf_counter()
-    ctx = RunContext(stage_name="audit", stage_dir=d, seed=0)
+    ctx = RunContext(stage_name="audit", stage_dir=Path(stage_dir), seed=0)
     out = stage.execute({"data": data, "task": task}, ctx)
     if timings is not None:
         timings.update(ctx.timings)

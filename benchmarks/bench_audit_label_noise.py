@@ -71,12 +71,13 @@ def audit_check(
     b = DatasetBundle(
         meta=meta, splits={"train": Split(tr, ytr), "val": Split(va, yva), "test": Split(va[:0], yva[:0])}
     )
-    ctx = AuditContext(RunContext(stage_name="audit", stage_dir=Path(tempfile.mkdtemp()), seed=seed), b)
-    ctx.current_check = "label_issues"
-    t0, c0 = time.perf_counter(), time.process_time()
-    with threadpool_limits(limits=1, user_api="openmp"):  # as the audit stage runs its checks
-        res = LabelIssues({}).run(b, None, ctx)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    with tempfile.TemporaryDirectory(prefix="audit-") as tmp:  # removed on return, not left in /tmp
+        ctx = AuditContext(RunContext(stage_name="audit", stage_dir=Path(tmp), seed=seed), b)
+        ctx.current_check = "label_issues"
+        t0, c0 = time.perf_counter(), time.process_time()
+        with threadpool_limits(limits=1, user_api="openmp"):  # as the audit stage runs its checks
+            res = LabelIssues({}).run(b, None, ctx)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     t = res.tables["label_issues"]
     return t[t.split == "train"]["index"].to_numpy(), wall, cpu, res.metrics["models"]
 

@@ -40,11 +40,21 @@ def write_reduced_npz(src: Path, dest_dir: Path, n_remove: int, seed: int) -> tu
     return removed[0][..., None], removed[1]
 
 
-def run_pipeline(data_root: Path, runs: Path, preset: str, train_extra: dict[str, Any], audit: bool) -> Any:
+def run_pipeline(
+    data_root: Path,
+    runs: Path,
+    preset: str,
+    train_extra: dict[str, Any],
+    audit: bool,
+    seed: int | None = None,
+) -> Any:
+    """Run the shipped config on ``data_root``; ``seed`` replaces its top-level seed (None: the config's)."""
     from closedloop.core.config import load_yaml_file
     from closedloop.core.pipeline import Pipeline
 
     raw = copy.deepcopy(load_yaml_file(CONFIG))
+    if seed is not None:
+        raw["seed"] = seed
     raw["data"]["root"] = str(data_root)
     raw["runs_dir"] = str(runs)
     stages = []

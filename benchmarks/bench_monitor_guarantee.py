@@ -56,21 +56,27 @@ def npz_path() -> Path:
     raise SystemExit("pneumoniamnist.npz not found under ../shared/data/medmnist")
 
 
-def trained_run(workdir: Path, remove: int) -> tuple[Path, np.ndarray, np.ndarray]:
-    """The run directory and the removed (unseen) images and labels; trains once per workdir."""
+def trained_run(workdir: Path, remove: int, seed: int = 0) -> tuple[Path, np.ndarray, np.ndarray]:
+    """The run directory and the removed (unseen) images and labels; trains once per workdir.
+
+    ``seed`` is one training: it draws the removed images and is the pipeline's seed (0: the
+    earlier sessions' single training). A workdir trained with another seed is refused."""
     from bench_heldout_monitor import run_pipeline, write_reduced_npz
 
     runs = sorted((workdir / "runs").glob("*/*/summary.json"))
     if runs and (workdir / "unseen.npz").is_file():
         z = np.load(workdir / "unseen.npz")
+        had = int(z["seed"]) if "seed" in z else 0
+        if had != seed:
+            raise SystemExit(f"{workdir} was trained with seed {had}, not {seed}: use another --workdir")
         return runs[-1].parent, z["X"], z["y"]
-    X, y = write_reduced_npz(npz_path(), workdir / "data", remove, 0)
-    np.savez_compressed(workdir / "unseen.npz", X=X, y=y)
-    res = run_pipeline(workdir / "data", workdir / "runs", "quick", {"budget_minutes": 30}, False)
+    X, y = write_reduced_npz(npz_path(), workdir / "data", remove, seed)
+    np.savez_compressed(workdir / "unseen.npz", X=X, y=y, seed=seed)
+    res = run_pipeline(workdir / "data", workdir / "runs", "quick", {"budget_minutes": 30}, False, seed=seed)
     return Path(res.run_dir), X, y
 
 
-def deployment(workdir: Path, remove: int):
+def deployment(workdir: Path, remove: int, seed: int = 0):
     """The trained run, its data, task and model (its held-out record dropped: each draw's held-out rows
     are given as the validation split) and the removed (unseen) images and labels."""
     from closedloop.data.bundle import DatasetBundle
@@ -78,7 +84,7 @@ def deployment(workdir: Path, remove: int):
     from closedloop.stages.task import TaskSpec
     from closedloop.stages.train.heldout import INFO_KEY
 
-    run, Xu, yu = trained_run(workdir, remove)
+    run, Xu, yu = trained_run(workdir, remove, seed)
     data = DatasetBundle.load(next(run.glob("stages/*_data/artifacts/data")))
     task = TaskSpec.load(next(run.glob("stages/*_task/artifacts/task")))
     model = TrainedModel.load(next(run.glob("stages/*_train/artifacts/model")))
@@ -139,6 +145,12 @@ def deployment_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser()
     ap.add_argument("--workdir", required=True, help="data copy and run (outside the repo); reused")
     ap.add_argument("--remove", type=int, default=2500, help="train images removed before training")
+    ap.add_argument(
+        "--train-seed",
+        type=int,
+        default=0,
+        help="one training: removed-image draw and pipeline seed (0: before)",
+    )
     ap.add_argument("--draws", type=int, default=20)
     ap.add_argument("--pool", type=int, default=262, help="held-out rows per deployment")
     ap.add_argument("--null-streams", type=int, default=5, help="in-distribution streams of 2,000 per draw")
@@ -163,7 +175,7 @@ def main() -> None:
     from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
 
     t0 = time.time()
-    run, data, task, model, Xu, yu = deployment(Path(args.workdir), args.remove)
+    run, data, task, model, Xu, yu = deployment(Path(args.workdir), args.remove, args.train_seed)
     cfg = BuildMonitorProfileConfig(window_sizes=[200])
     print(
         f"== PneumoniaMNIST, {args.remove} train images removed before training (unseen, in-distribution); "

@@ -95,7 +95,7 @@ def main() -> None:
     from closedloop.stages.monitor.stage import BuildMonitorProfileConfig, build_profile
 
     t0 = time.time()
-    run, data, task, model, Xu, yu = deployment(Path(args.workdir), args.remove)
+    run, data, task, model, Xu, yu = deployment(Path(args.workdir), args.remove, args.train_seed)
     cfg = BuildMonitorProfileConfig(window_sizes=[200])
     alpha, delta = cfg.stream_alpha, cfg.stream_delta
     assert delta is not None

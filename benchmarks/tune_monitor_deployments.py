@@ -373,23 +373,36 @@ def main() -> None:
         "--estimate", default=None, help=f"report half: the development choice, one of {ESTIMATES}"
     )
     ap.add_argument(
-        "--protocol", choices=["v2", "v3"], default="v2", help="v2: session 12's (default, reproducible); v3"
+        "--protocol",
+        choices=["v2", "v3", "v4"],
+        default="v2",
+        help="v2: session 12's (default, reproducible); v3; v4: v3's deployments for tune_monitor_union.py",
     )
+    ap.add_argument(
+        "--domain-windows",
+        type=int,
+        default=0,
+        help="v4: extra in-distribution windows per random deployment scored by the domain part only",
+    )
+    ap.add_argument("--save", default=None, help="v4: write the windows' records here (pickle)")
     ap.add_argument(
         "--leaning", type=int, default=0, help="v3, dev half: leaning deployments (draws 1000...)"
     )
     ap.add_argument("--stop-at", default=None, help="HH:MM UTC: start no deployment after this (declared)")
     args = ap.parse_args()
-    v3 = args.protocol == "v3"
+    v3 = args.protocol in ("v3", "v4")  # v4 draws v3's deployments (tune_monitor_union.py scores them)
     flags_tried = TRAIN_ROWS_V3 if v3 else TRAIN_ROWS_CANDIDATES
     estimates_tried = ("none", *ESTIMATES_V3) if v3 else ESTIMATES
     if args.half == "report" and (args.flag not in flags_tried or args.estimate not in estimates_tried):
         raise SystemExit(
             f"--half report needs --flag (one of {flags_tried}) and --estimate (one of {estimates_tried})"
         )
+    if (args.domain_windows or args.save) and args.protocol != "v4":
+        raise SystemExit("--domain-windows and --save are protocol v4's")
     if args.leaning and (not v3 or args.half != "dev"):
         raise SystemExit("--leaning: leaning deployments are protocol v3's, on the development half only")
 
+    from closedloop.monitoring.domain import domain_check
     from closedloop.monitoring.drift import Sample
     from closedloop.monitoring.drift.predictions import confidences
     from closedloop.monitoring.estimate import estimate, realized
@@ -399,7 +412,7 @@ def main() -> None:
     from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
 
     t0 = time.time()
-    run, data, task, model, Xu, yu = deployment(Path(args.workdir), args.remove)
+    run, data, task, model, Xu, yu = deployment(Path(args.workdir), args.remove, args.train_seed)
     # train_reference_rows 0 and the estimate as the model gives it (CBPE): each candidate is scored below
     # (estimate_calibration is named: its default became heldout_platt after session 12's runs)
     cfg = BuildMonitorProfileConfig(window_sizes=[200], estimate_calibration="none")
@@ -551,6 +564,25 @@ def main() -> None:
             for w in range(args.windows):
                 idx = rng.choice(rest, 200, replace=False)
                 record(full.take(idx), yu[idx], [d, w], "in")
+            # v4: more windows for the domain part's rate per deployment (the held-out mean-shift test as the
+            # monitor runs it, and the training rows' test), nothing else
+            for w in range(args.domain_windows):
+                idx = rng.choice(rest, 200, replace=False)
+                s, seed = full.take(idx), [d, 1000 + w]
+                chk, _ = domain_check(profile.domain, s, "binary", np.random.default_rng(seed))
+                prng = np.random.default_rng([*seed, 1])
+                rows.append(
+                    {
+                        "draw": d,
+                        "stratum": stratum,
+                        "kind": "dom",
+                        "p_ms": chk.p_value,
+                        "p_train": {
+                            k: getattr(train_reference_check(f, s.features, prng), "p_value", 1.0)
+                            for k, f in train_feats.items()
+                        },
+                    }
+                )
             # its production as one stream, no repeats: 4 windows evaluated with the stream's status, a last look at the end
             sr, order = mon.stream_test(), rng.permutation(rest)
             for k in range(4):
@@ -576,6 +608,22 @@ def main() -> None:
             streams_test.append((d, bool(status["alarm"]), status.get("alarm_at")))
         done.append(d)
         print(f"  draw {d:>2} ({stratum}): {time.time() - t0:.0f} s", flush=True)
+    if args.save:
+        import pickle
+
+        with open(args.save, "wb") as fh:
+            pickle.dump(
+                {
+                    "run": run.name,
+                    "train_seed": args.train_seed,
+                    "half": args.half,
+                    "rows": rows,
+                    "streams_in": streams_in,
+                    "streams_test": streams_test,
+                    "done": done,
+                },
+                fh,
+            )
     if v3:
         report_v3(rows, args, done, streams_in, streams_test)
         print(f"total {time.time() - t0:.0f} s")

@@ -180,7 +180,7 @@ def main() -> None:
     if args.half == "report" and args.rule not in CANDIDATES and args.explain is None:
         raise SystemExit(f"--half report needs --rule, the development choice, one of {list(CANDIDATES)}")
     t0 = time.time()
-    run, data, task, model, Xu, yu = deployment(Path(args.workdir), args.remove)
+    run, data, task, model, Xu, yu = deployment(Path(args.workdir), args.remove, args.train_seed)
     # the profile keeps TRAIN_ROWS training rows' features; the monitor's own flag then splits the domain level,
     # but every candidate below is scored from the recorded p-values, not from that flag
     cfg = BuildMonitorProfileConfig(window_sizes=[200], train_reference_rows=TRAIN_ROWS)

@@ -244,3 +244,86 @@ def test_stream_delta_reaches_profile_summary_guarantee_and_rebuild(digits, tmp_
     raw.pop("stream_delta")
     meta.write_text(json.dumps(raw))
     assert ReferenceProfile.load(tmp_path / "old").info.stream_delta is None
+
+
+def test_sequential_mean_shift_p_value_is_valid_and_stops_early():
+    """Besag-Clifford: stop at the relabelling that brings the exceedances to ``stop_after``; the p-value
+    stays valid (P(p <= u) <= u without a shift) and a large shift still reaches 1 / (B + 1)."""
+    from closedloop.monitoring.domain import mean_shift_test
+
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(60, 3))
+    full = mean_shift_test(X, 30, np.random.default_rng(0), 199)
+    assert full == mean_shift_test(X, 30, np.random.default_rng(0), 199, stop_after=None)
+    shifted = np.concatenate([X[:30], X[30:] + 3.0])
+    assert mean_shift_test(shifted, 30, np.random.default_rng(0), 999, stop_after=10) == pytest.approx(
+        1 / 1000
+    )
+    ps = np.array(
+        [mean_shift_test(rng.normal(size=(60, 3)), 30, rng, 999, stop_after=10) for _ in range(300)]
+    )
+    assert np.mean(ps <= 0.1) <= 0.1 + 3 * np.sqrt(0.1 * 0.9 / 300)  # valid, up to 3 binomial SDs
+    assert np.mean(ps <= 0.5) >= 0.3  # not conservative to uselessness: most nulls stop early near their p
+    with pytest.raises(ValueError, match="stop_after=0: expected at least 1 or None"):
+        mean_shift_test(X, 30, rng, 99, stop_after=0)
+
+
+def test_mean_shift_looks_keep_the_stream_guarantee_and_find_a_shift():
+    """stream_look_test mean_shift: the same looks and spending, each look's p-value from the mean-shift
+    permutation test with relabellings enough for its level; the classifier's p-value is kept beside it."""
+    from closedloop.monitoring.stream_reference import look_permutations
+
+    assert look_permutations(0.005, 1) == 1999 and look_permutations(0.005, 10) == 43_999
+    rng = np.random.default_rng(8)
+    alarms = 0
+    for run in range(30):
+        st = ReferenceStreamTest(
+            _rows(rng, 100), "binary", look_rows=60, max_rows=240, seed=run, look_test="mean_shift"
+        )
+        for _ in range(4):
+            st.update(_rows(rng, 60))
+        alarms += st.status().alarm
+        assert st.p_classifier is not None and st.p_value is not None
+    assert alarms <= 5  # 5% of 30 is 1.5; a binomial 5 or more is below 0.02
+    found = []
+    for run in range(10):
+        st = ReferenceStreamTest(
+            _rows(rng, 100), "binary", look_rows=60, max_rows=240, seed=run, delta=0.1, look_test="mean_shift"
+        )
+        if st.update(_rows(rng, 240, shift=0.5)).alarm:
+            found.append(st)
+    assert len(found) >= 8
+    # after the alarm, looks use the window test's 1,999 relabellings (cost), the alarm stays raised
+    st = found[0]
+    st.update(_rows(rng, 60, shift=3.0))
+    assert st.alarm_at is not None and st.p_value >= 1 / 2000 and st.status().alarm
+    s = st.status()
+    assert s.look_test == "mean_shift" and "mean-shift permutation test" in s.rests_on
+    assert ReferenceStreamTest(_rows(rng, 50), "binary").status().look_test == "classifier"
+    with pytest.raises(ValueError, match="stream look_test='bogus': expected one of classifier, mean_shift"):
+        ReferenceStreamTest(_rows(rng, 50), "binary", look_test="bogus")
+    with pytest.raises(ConfigError, match="stream_look_test"):
+        BuildMonitorProfile(stream_look_test="bogus")
+
+
+def test_stream_look_test_reaches_profile_summary_guarantee_rebuild_and_monitor(digits, tmp_path):
+    bundle, model, _ = digits
+    for value, words in [("classifier", "domain tests"), ("mean_shift", "mean-shift permutation tests")]:
+        stage, profile = _profile(digits, tmp_path / value, stream_look_test=value)
+        info = profile.info
+        assert info.stream_look_test == value and f"union bound over exact {words}" in info.guarantee
+        assert (
+            stage.summarize(type(stage).Outputs(reference=profile))["reference"]["stream_look_test"] == value
+        )
+        assert profile_config(info).stream_look_test == value
+        test = Monitor(profile, model, seed=0, effects=False).stream_test()
+        assert isinstance(test, ReferenceStreamTest) and test.look_test == value
+        res = Monitor(profile, model, seed=0, effects=False).check_stream(bundle.val.X[:200], window=100)
+        assert res.stream["look_test"] == value
+    # a profile saved before the setting existed loads with the classifier looks it was built with
+    profile.save(tmp_path / "old")
+    meta = tmp_path / "old" / "profile.json"
+    raw = json.loads(meta.read_text())
+    raw.pop("stream_look_test")
+    meta.write_text(json.dumps(raw))
+    assert ReferenceProfile.load(tmp_path / "old").info.stream_look_test == "classifier"

@@ -50,7 +50,8 @@ def test_the_profile_keeps_training_rows_and_the_flag_splits_the_level(tmp_path)
     prof = out.reference
     summary = stage.summarize(out)["reference"]
     assert summary["train_reference_rows"] == prof.info.train_reference_rows
-    assert "each at half that level" in summary["guarantee"] and "training rows" in summary["guarantee"]
+    assert summary["train_reference_share"] == prof.info.train_reference_share == 0.5
+    assert "at 0.5 of that level" in summary["guarantee"] and "training rows" in summary["guarantee"]
     assert prof.info.train_reference_rows == prof.train_features.shape[0] == min(300, len(bundle.train))
     prof.save(tmp_path)
     back = type(prof).load(tmp_path)
@@ -74,3 +75,31 @@ def test_the_profile_keeps_training_rows_and_the_flag_splits_the_level(tmp_path)
     assert off.train_reference_rows == 0
     with pytest.raises(ConfigError, match="train_reference_rows"):
         BuildMonitorProfile(train_reference_rows=5)
+
+
+def test_the_training_rows_test_spends_its_share_of_the_domain_level(monkeypatch):
+    """share 0.5: both tests at 0.0025 (the domain level 0.005); share 0.2: the training rows' test at
+    0.001, the held-out test at 0.004. A training-rows p of 0.002 flags under the first only."""
+    from closedloop.core.errors import ConfigError
+    from closedloop.monitoring import monitor as monitor_mod
+    from closedloop.monitoring.train_reference import TrainReferenceCheck
+
+    bundle, model = table_setup()
+    task = build_task_spec(DefineTaskConfig(), bundle)
+    fixed = TrainReferenceCheck(p_value=0.002, n_train=300, n_window=100, features=3)
+    monkeypatch.setattr(monitor_mod, "train_reference_check", lambda *a, **k: fixed)
+    flagged = {}
+    for share in (0.5, 0.2):
+        stage = BuildMonitorProfile(**FAST, train_reference_rows=300, train_reference_share=share)
+        out = stage.execute(
+            {"data": bundle, "task": task, "model": model}, RunContext("monitor", Path("."), seed=0)
+        )
+        assert out.reference.info.train_reference_share == share
+        assert f"at {share:g} of it" in stage.summarize(out)["reference"]["guarantee"]
+        res = Monitor(out.reference, model).check(bundle.splits["test"].X)
+        assert res["train_reference"]["p_value"] == 0.002
+        flagged[share] = "training rows' (mean-shift test" in res["estimate_reason"]
+    assert flagged == {0.5: True, 0.2: False}
+    for bad in (0, 1, 1.5):
+        with pytest.raises(ConfigError, match="train_reference_share"):
+            BuildMonitorProfile(train_reference_rows=300, train_reference_share=bad)

@@ -176,12 +176,21 @@ def mean_shift_test(
     rng: np.random.Generator,
     permutations: int = PERMUTATIONS,
     ridge: float = RIDGE,
+    stop_after: int | None = None,
 ) -> float:
     """Permutation p-value of the ridge-regularized Hotelling statistic between the first
     ``n_reference`` rows of ``X`` and the rest (module doc). Inputs are standardized and clipped on
-    both sides together, so the statistic of any relabelling is computed the same way (exact test)."""
+    both sides together, so the statistic of any relabelling is computed the same way (exact test).
+
+    ``stop_after`` (Besag and Clifford's sequential Monte Carlo p-value, 1991): stop at the ``l``-th
+    relabelling that brings the exceedances to ``stop_after`` and return ``stop_after / l``; without
+    that many in ``permutations``, ``(1 + exceedances) / (permutations + 1)`` as before. Still a valid
+    p-value (``P(p <= u) <= u`` under exchangeability), and a window like the reference stops after a few
+    dozen relabellings, so ``permutations`` can be large enough for a small level at little cost."""
     if permutations < 1:
         raise ValueError(f"mean-shift test: permutations={permutations}: expected at least 1")
+    if stop_after is not None and stop_after < 1:
+        raise ValueError(f"mean-shift test: stop_after={stop_after}: expected at least 1 or None")
     n, nw = len(X), len(X) - n_reference
     if min(n_reference, nw) < 1 or X.ndim != 2 or X.shape[1] == 0:
         raise ValueError(f"mean-shift test: {n_reference} reference and {nw} window rows of {X.shape} inputs")
@@ -201,9 +210,12 @@ def mean_shift_test(
         u = rng.random((b, n))
         kth = np.partition(u, nw - 1, axis=1)[:, nw - 1 : nw]
         window = (u <= kth).astype(np.float32)  # a random set of nw rows plays the window
-        exceed += int(
-            np.sum(stat((window @ Zf).astype(np.float64)) >= observed * (1 - 1e-6))
-        )  # float32 sums: a tie is a tie
+        hits = stat((window @ Zf).astype(np.float64)) >= observed * (1 - 1e-6)  # float32 sums: a tie is a tie
+        if stop_after is not None and exceed + int(hits.sum()) >= stop_after:
+            # the relabelling (1-based, over all chunks) at which the exceedances reach stop_after
+            at = done + int(np.flatnonzero(np.cumsum(hits) == stop_after - exceed)[0]) + 1
+            return stop_after / at
+        exceed += int(hits.sum())
         done += b
     return (1 + exceed) / (permutations + 1)
 
@@ -260,11 +272,13 @@ def domain_check(
     rng: np.random.Generator,
     features: bool = True,
     permutations: int = PERMUTATIONS,
+    stop_after: int | None = None,
 ) -> tuple[DomainCheck, np.ndarray]:
     """The verdict and the importance weights of the reference rows (normalized to mean 1).
     ``features``: give the classifier the summary features too (when both sides have the same ones).
     ``permutations``: relabellings of the mean-shift test that gives ``p_value`` (0: the classifier's
-    cross-fitted p-value is ``p_value``, as the stream test's looks use it)."""
+    cross-fitted p-value is ``p_value``, as the stream test's looks use it); ``stop_after``: stop the
+    relabellings early (:func:`mean_shift_test`)."""
     X, names = domain_matrix(ref, win, problem_type, features)
     nr, nw = len(ref), len(win)
     z = np.concatenate([np.zeros(nr, dtype=int), np.ones(nw, dtype=int)])
@@ -277,7 +291,9 @@ def domain_check(
         for f in range(FOLDS)
     ]
     p_classifier = min(1.0, FOLDS * float(min(per_fold)))
-    p_value = mean_shift_test(X, nr, rng, permutations) if permutations > 0 else p_classifier
+    p_value = (
+        mean_shift_test(X, nr, rng, permutations, stop_after=stop_after) if permutations > 0 else p_classifier
+    )
     sr = np.clip(sr, CLIP, 1 - CLIP)
     w = sr / (1 - sr) * (nr / nw)
     w = w / w.mean()

@@ -335,10 +335,13 @@ class Monitor:
         flags = ["drift"] if differs else []
         level_d = info.domain_level
         # a second reference no deployment's draw decides: the training rows' model-free features; the
-        # two tests share the per-deployment domain level (a union, each at half), so its guarantee holds
+        # two tests share the per-deployment domain level (a union: the training rows' test at its share,
+        # the held-out test at the rest), so its guarantee holds
         train_check = None
+        level_t = None
         if est and level_d is not None and self.profile.train_features is not None:
-            level_d = level_d / 2
+            level_t = level_d * info.train_reference_share
+            level_d = level_d - level_t
             train_check = train_reference_check(self.profile.train_features, win.features, rng)
         if domain is not None and level_d is not None and domain.p_value <= level_d:
             flags.append("domain")
@@ -346,7 +349,7 @@ class Monitor:
                 f"the window's inputs differ from the reference's (domain {domain.test.replace('_', '-')} test "
                 f"p={domain.p_value:.2g}, classifier AUC {domain.auc:.2f})"
             )
-        if train_check is not None and level_d is not None and train_check.p_value <= level_d:
+        if train_check is not None and level_t is not None and train_check.p_value <= level_t:
             if "domain" not in flags:
                 flags.append("domain")
             domain_why.append(

@@ -94,6 +94,9 @@ class ProfileInfo(BaseModel):
     before this field keep it)."""
     stream_look: int = 200
     """Rows between the reference stream test's looks."""
+    stream_look_test: Literal["classifier", "mean_shift"] = "classifier"
+    """The p-value the reference stream test's looks use (``monitoring.stream_reference.LOOK_TESTS``;
+    profiles built before this field keep ``classifier``)."""
     domain_alpha: float | None = 0.05
     """The domain flag's false-flag budget (``monitoring.domain``)."""
     domain_delta: float | None = None
@@ -104,6 +107,9 @@ class ProfileInfo(BaseModel):
     """Training rows whose summary features the domain flag also tests each window against
     (``closedloop.monitoring.train_reference``; it then splits the domain level with the held-out test).
     0: off (and in profiles built before)."""
+    train_reference_share: float = 0.5
+    """Share of the domain level the training-rows test spends when ``train_reference_rows`` is on (the
+    held-out test spends the rest; 0.5 in profiles built before)."""
     estimate_calibration: str = "none"
     """``heldout_platt``: the label-free estimate is computed on probabilities recalibrated by Platt scaling
     on the held-out rows (``closedloop.monitoring.recalibrate``); ``heldout_bias`` / ``heldout_platt_bias``:

@@ -125,6 +125,9 @@ class StreamStatus(BaseModel):
     """Which stream test: ``conformal`` (this module's martingales; the reference grows with the
     stream) or ``reference`` (``closedloop.monitoring.stream_reference``: every row so far against
     the fixed held-out reference, alpha spent over looks)."""
+    look_test: str | None = None
+    """``reference`` test: which p-value its looks test with (``classifier`` or ``mean_shift``,
+    ``closedloop.monitoring.stream_reference``); None for the conformal test and statuses saved before."""
     p_value: float | None = None
     """``reference`` test: the p-value at the last look."""
     looks: int = 0

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from closedloop.monitoring.domain import MIN_ROWS, domain_check
+from closedloop.monitoring.domain import MIN_ROWS, PERMUTATIONS, domain_check
 from closedloop.monitoring.drift.base import Sample
 from closedloop.monitoring.stream import StreamStatus, StreamTest, per_deployment_level, promise
 
@@ -61,6 +61,25 @@ MAX_ROWS = 2000
 """Production rows a look tests at most (a uniform reservoir of the rows so far beyond this)."""
 PROBLEMS = ("binary", "multiclass", "ordinal")
 """Tasks with class probabilities (the domain check's inputs)."""
+LOOK_TESTS = ("classifier", "mean_shift")
+"""The p-value each look tests with (``stream_look_test``): ``classifier``, the domain check's
+cross-fitted classifier (a Mann-Whitney test per fold, Bonferroni over the two); ``mean_shift``, its
+permutation test of the mean shift (the window's p-value), with enough relabellings to reach the look's
+level, stopped early by Besag and Clifford's rule."""
+STOP_AFTER = 10
+"""``mean_shift`` looks: relabellings stop once this many reach the observed statistic (the p-value is
+then ``10 / l``; a look without a shift stops after a few dozen relabellings)."""
+
+
+def look_permutations(level: float, k: int) -> int:
+    """Relabellings of a ``mean_shift`` look ``k`` at stream level ``level``: the smallest p-value
+    ``1 / (B + 1)`` is half the look's threshold ``level / (k (k + 1))``, at least the window test's
+    ``PERMUTATIONS``.
+
+    >>> look_permutations(0.005, 1), look_permutations(0.005, 3)
+    (1999, 4799)
+    """
+    return max(PERMUTATIONS, int(np.ceil(2.0 / (level * spend(k)))) - 1)
 
 
 def spend(k: int) -> float:
@@ -80,7 +99,10 @@ class ReferenceStreamTest:
         look_rows: int = LOOK_ROWS,
         max_rows: int = MAX_ROWS,
         delta: float | None = None,
+        look_test: str = "classifier",
     ) -> None:
+        if look_test not in LOOK_TESTS:
+            raise ValueError(f"stream look_test={look_test!r}: expected one of {', '.join(LOOK_TESTS)}")
         if not 0 < alpha < 1:
             raise ValueError(f"stream alpha={alpha}: expected a value in (0, 1)")
         if delta is not None and not 0 < delta < 1:
@@ -106,6 +128,8 @@ class ReferenceStreamTest:
         self.level = per_deployment_level(self.alpha, self.delta)
         self.look_rows = int(look_rows)
         self.max_rows = int(max_rows)
+        self.look_test = look_test
+        self.p_classifier: float | None = None  # the last look's classifier p-value (both tests compute it)
         self.rng = np.random.default_rng(seed)
         self.reference_rows = len(reference)
         self.n = 0
@@ -141,10 +165,18 @@ class ReferenceStreamTest:
         assert self._kept is not None
         self.looks += 1
         self._looked_at = self.n
-        # the classifier's p-value: the looks spend alpha / (k (k + 1)), far below a permutation test's reach
-        check, _ = domain_check(self.reference, self._kept, self.problem_type, self.rng, permutations=0)
-        self.p_value = max(check.p_classifier, 1e-300)
         w = spend(self.looks)
+        # the looks spend alpha / (k (k + 1)): a mean-shift look gets relabellings to reach half of that
+        b = look_permutations(self.level, self.looks) if self.look_test == "mean_shift" else 0
+        if self.alarm_at is not None and self.evidence_at is not None:
+            # raised alarms stay raised: later looks need no small p-values, and a look's cost grows as
+            # k^2 relabellings times the rows (a shifted live stream would otherwise slow down every look)
+            b = min(b, PERMUTATIONS)
+        check, _ = domain_check(
+            self.reference, self._kept, self.problem_type, self.rng, permutations=b, stop_after=STOP_AFTER
+        )
+        self.p_classifier = max(check.p_classifier, 1e-300)
+        self.p_value = max(check.p_value, 1e-300)
         self.stat = w / self.p_value
         self.max_stat = max(self.max_stat, self.stat)
         if self.alarm_at is None and self.p_value <= self.level * w:
@@ -192,13 +224,14 @@ class ReferenceStreamTest:
             by_score={"domain": self.stat},
             reference_rows=self.reference_rows,
             test="reference",
+            look_test=self.look_test,
             p_value=self.p_value,
             looks=self.looks,
             look_rows=self.look_rows,
             rests_on=(
                 "held-out reference rows and in-distribution production rows are exchangeable; rows arrive in "
                 f"an order that does not depend on their values; every {self.look_rows} rows an exact domain "
-                f"check of the rows so far against the fixed reference spends {_spent(self.delta)}/(k(k+1)) at "
+                f"check ({_LOOK_WORDS[self.look_test]}) of the rows so far against the fixed reference spends {_spent(self.delta)}/(k(k+1)) at "
                 f"look k; {promise(self.alpha, self.delta)}"
             ),
         )
@@ -212,9 +245,21 @@ def new_stream_test(profile: ReferenceProfile, seed: Any = 0) -> StreamTest | Re
     usable = info.problem_type in PROBLEMS and ref.proba is not None and len(ref) >= MIN_ROWS
     if info.stream_test == "reference" and usable:
         return ReferenceStreamTest(
-            ref, info.problem_type, info.stream_alpha, seed, info.stream_look, delta=info.stream_delta
+            ref,
+            info.problem_type,
+            info.stream_alpha,
+            seed,
+            info.stream_look,
+            delta=info.stream_delta,
+            look_test=info.stream_look_test,
         )
     return StreamTest(profile.stream, info.stream_alpha, seed=seed, delta=info.stream_delta)
+
+
+_LOOK_WORDS = {
+    "classifier": "cross-fitted classifier, Mann-Whitney per fold",
+    "mean_shift": "mean-shift permutation test",
+}
 
 
 def _spent(delta: float | None) -> str:

@@ -14,9 +14,11 @@ sample of training rows' summary features (``train_features``), and each window'
 against them with the same exact permutation test of a ridge-regularized mean shift
 (:func:`closedloop.monitoring.domain.mean_shift_test`).
 
-The flag spends the per-deployment domain level with the held-out test (a union, each at half the
-level), so the stated guarantee (the domain flag's false-flag rate <= ``domain_alpha`` with probability
->= ``1 - domain_delta``) is unchanged. What it rests on: the training rows and production come from the
+The flag spends the per-deployment domain level with the held-out test (a union: this test at
+``train_reference_share`` of the level, the held-out test at the rest), so the stated guarantee is unchanged.
+Its exactness is over the draw of the training set, which every deployment of one model shares: for one
+training set its own false-flag rate can sit above its share (docs/monitor.md, "Why the training-rows union
+over-flags"); a smaller share bounds that. What it rests on: the training rows and production come from the
 same population (the held-out rows' exchangeability assumption, extended to train); a training set
 drawn from elsewhere (another site, another period) makes this test flag every window, and the profile
 then needs ``train_reference_rows: 0``.

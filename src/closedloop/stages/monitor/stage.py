@@ -75,6 +75,11 @@ class BuildMonitorProfileConfig(StageConfig):
     reference grows with the stream (``closedloop.monitoring.stream``)."""
     stream_look: int = Field(200, ge=20, le=100_000)
     """Rows between the reference stream test's looks."""
+    stream_look_test: Literal["classifier", "mean_shift"] = "classifier"
+    """The p-value each look of the reference stream test uses (both exact, so the stream's guarantee is
+    the same): ``classifier``, the domain check's cross-fitted classifier (Mann-Whitney per fold,
+    Bonferroni over the two folds); ``mean_shift``, its permutation test of the mean shift (the window's
+    domain p-value) with enough relabellings for the look's level, stopped early (Besag-Clifford)."""
     domain_alpha: float | None = Field(0.05, gt=0, lt=0.5)
     """The label-free estimate is flagged unreliable when a domain classifier (reference rows vs the
     window, on the model's outputs, embeddings and summary features) separates them
@@ -88,7 +93,13 @@ class BuildMonitorProfileConfig(StageConfig):
     """Also test each window's summary features (model-free: intensity statistics / table columns)
     against this many random training rows (``closedloop.monitoring.train_reference``), a reference no
     deployment's draw of held-out rows decides; the held-out domain test and this one then share the
-    domain level (each at half). 0: off (the default; see docs/monitor.md for what it measured)."""
+    domain level (``train_reference_share``). 0: off (the default; see docs/monitor.md for what it measured)."""
+    train_reference_share: float = Field(0.5, gt=0, lt=1)
+    """With ``train_reference_rows`` on: the share of the per-deployment domain level the training-rows test
+    spends (the held-out test spends the rest, so the stated guarantee is unchanged). The training rows are
+    one draw every deployment of the model shares, so that test's own false-flag rate is exact only on
+    average over trainings (docs/monitor.md, "Why the training-rows union over-flags"): a smaller share
+    bounds what an unlucky training set costs."""
     estimate_calibration: Literal["none", "heldout_platt", "heldout_bias", "heldout_platt_bias"] = (
         "heldout_platt"
     )
@@ -332,10 +343,12 @@ def build_profile(
         stream_delta=config.stream_delta,
         stream_test=config.stream_test,
         stream_look=config.stream_look,
+        stream_look_test=config.stream_look_test,
         domain_alpha=config.domain_alpha,
         domain_delta=config.domain_delta,
         min_ess_fraction=config.min_ess_fraction,
         train_reference_rows=config.train_reference_rows,
+        train_reference_share=config.train_reference_share,
         estimate_calibration=config.estimate_calibration,
         thresholds={},
         calibration={},
@@ -438,7 +451,11 @@ def _guarantee_sentence(
             f"tested against the fixed held-out rows every {config.stream_look} rows, "
             f"{'alpha' if sd is None else 'alpha*delta'}/(k(k+1)) spent at look k"
         )
-        why = "union bound over exact domain tests"
+        why = (
+            "union bound over exact domain tests"
+            if config.stream_look_test == "classifier"
+            else "union bound over exact mean-shift permutation tests"
+        )
     else:
         how, why = "conformal test martingales", "Ville's inequality"
     if sd is None:
@@ -461,9 +478,10 @@ def _guarantee_sentence(
         )
         if config.train_reference_rows:
             stream += (
-                f" It is a union of two tests, each at half that level: the held-out rows' and the window's summary "
-                f"features against up to {config.train_reference_rows} training rows' (which also rests on the "
-                "training rows coming from production's population)."
+                f" It is a union of two tests: the held-out rows' (at {1 - config.train_reference_share:g} of that "
+                f"level) and the window's summary features against up to {config.train_reference_rows} training "
+                f"rows' (at {config.train_reference_share:g} of it; it also rests on the training rows coming from "
+                "production's population)."
             )
     elif config.domain_alpha is not None:
         stream += (
@@ -542,8 +560,10 @@ class BuildMonitorProfile(Stage):
                 "domain_level": i.domain_level,
                 "stream_test": i.stream_test,
                 "stream_look": i.stream_look,
+                "stream_look_test": i.stream_look_test,
                 "min_ess_fraction": i.min_ess_fraction,
                 "train_reference_rows": i.train_reference_rows,
+                "train_reference_share": i.train_reference_share,
                 "estimate_calibration": i.estimate_calibration,
                 "domain_rows": len(outputs.reference.domain),
                 "stream_scores": sorted(outputs.reference.stream),

@@ -195,7 +195,24 @@ class TrainConfig(StageConfig):
     with ``threads`` OpenMP threads). The model does not depend on N; it is the default's bit for bit
     when ``feature_fraction`` is 1, and differs in LightGBM's column-sampling draws otherwise. No effect
     on other tasks or families (the decision log says so). See docs/training.md "Multi-label trees"."""
+    tree_learning_rate_min: float | Literal["auto"] = "auto"
+    """Tree families: the lowest ``learning_rate`` the tune phase searches (the range's top stays 0.3).
+    A trial's boosting rounds per epoch are 2 / learning rate, so the floor bounds what a slow trial
+    costs. ``auto``: 0.01 for every task except multi-label, whose rounds grow one tree per label
+    (:data:`~closedloop.stages.train.knobs.MULTILABEL_TREE_LR_MIN`, chosen by the rule declared in
+    docs/training.md "Session 14"); a number (0 < x <= 0.1, the first trial's 0.1 stays in range) for
+    every tree task. Recorded in the decision log when it is not 0.01, and in the tune phase's space."""
     n_bootstrap: int = Field(1000, ge=100)
+
+    @field_validator("tree_learning_rate_min")
+    @classmethod
+    def _tree_lr_min_in_range(cls, v: float | str) -> float | str:
+        if v != "auto" and not 0 < float(v) <= 0.1:
+            raise ValueError(
+                f"train.tree_learning_rate_min: {v} is outside (0, 0.1]: the tune phase's first trial "
+                "keeps LightGBM's learning rate 0.1 ('auto' picks the floor by task)"
+            )
+        return v
 
     def figures_in_background(self, kinds: list[str] | None = None) -> bool:
         """Whether the figures go to a helper process (``figures``). ``auto`` is inline for every family

@@ -55,6 +55,8 @@ class SpaceContext(BaseModel):
     problem_type: str
     input_kind: str
     family: str
+    tree_lr_min: float = 0.01
+    """Tree families: the lowest learning rate searched (``train.tree_learning_rate_min``)."""
 
 
 Range = tuple[float, float]
@@ -306,8 +308,26 @@ class Mixup(Knob):
         return (0.0, 0.4) if images_classes else None
 
 
+TREE_LR_MIN = 0.01
+"""The tree learning rate's floor for every task but multi-label (``train.tree_learning_rate_min: auto``)."""
+MULTILABEL_TREE_LR_MIN = 0.1
+"""The floor for multi-label tasks (``auto``): a round grows one tree per label, so a trial at learning
+rate ``lr`` grows ``K * 2 / lr`` trees an epoch. Chosen by the rule declared in docs/training.md
+("Session 14: where the multi-label trees' rounds go"), among 0.01, 0.03 and 0.1."""
+
+
+def tree_lr_min(setting: float | str, problem_type: str) -> float:
+    """The tree learning rate's floor for ``train.tree_learning_rate_min`` = ``setting`` on a task."""
+    if setting != "auto":
+        return float(setting)
+    return MULTILABEL_TREE_LR_MIN if problem_type == "multilabel" else TREE_LR_MIN
+
+
 class LearningRate(_Trees):
     name, log, default, neutral, bounds = "learning_rate", True, 0.1, 0.1, (0.01, 0.3)
+
+    def range(self, c: SpaceContext) -> Range | None:
+        return None if _net_family(c) else (c.tree_lr_min, self.bounds[1])
 
 
 class MinChildSamples(_Trees):

@@ -41,7 +41,7 @@ from closedloop.stages.train.engine import Engine, HParams, make_engine, make_te
 from closedloop.stages.train.families import family_summary, run_families
 from closedloop.stages.train.heldout import plan_heldout
 from closedloop.stages.train.importance import tree_importance
-from closedloop.stages.train.knobs import knob
+from closedloop.stages.train.knobs import TREE_LR_MIN, knob, tree_lr_min
 from closedloop.stages.train.phases import PHASES, Phase
 from closedloop.stages.train.phases.tune import KNOB_GAINS_TITLE, knob_gain_rows
 from closedloop.stages.train.phases.workers import check_reachable
@@ -294,6 +294,14 @@ class TrainModel(Stage):
             self._note_label_threads(sess, cfg.label_threads, trees)
         if trees:
             self._note_tree_extend(sess, cfg.tree_extend)
+        if trees and (floor := tree_lr_min(cfg.tree_learning_rate_min, task.problem_type)) != TREE_LR_MIN:
+            sess.decide(
+                "setup",
+                f"tree learning rate searched from {floor:g} (not {TREE_LR_MIN:g}; tree_learning_rate_min: "
+                f"{cfg.tree_learning_rate_min}): a trial grows {sess.engine.n_logits} tree(s) a round and "
+                f"2 / learning rate rounds an epoch, so the floor bounds a slow trial's cost",
+                {"tree_learning_rate_min": floor, "trees_per_round": sess.engine.n_logits},
+            )
         if batch_size != cfg.batch_size:
             sess.decide(
                 "setup",

@@ -16,6 +16,7 @@ def space_context(sess: TrainSession) -> K.SpaceContext:
         problem_type=sess.task.problem_type,
         input_kind=sess.pre.input_kind,
         family=sess.family,
+        tree_lr_min=K.tree_lr_min(sess.cfg.tree_learning_rate_min, sess.task.problem_type),
     )
 
 
