@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -144,6 +145,12 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=262)
     ap.add_argument("--null-streams", type=int, default=4)
     ap.add_argument("--orders", type=int, default=5)
+    ap.add_argument(
+        "--save",
+        default=None,
+        help="folder (outside the repo) for each training's results; a training saved there with the same "
+        "settings is read back instead of rerun (trainings run one process each, then one run summarizes)",
+    )
     args = ap.parse_args()
 
     cfg = BuildMonitorProfileConfig()
@@ -160,7 +167,23 @@ def main() -> None:
     )
     table: dict[str, dict[int, tuple[float, float]]] = {c: {} for c in CANDIDATES}
     for seed in args.train_seeds:
-        res = one_training(args, seed, level)
+        key = {k: v for k, v in vars(args).items() if k not in ("train_seeds", "save")} | {"seed": seed}
+        saved = Path(args.save) / f"t{seed}_{args.half}_{args.first_draw}.json" if args.save else None
+        old = json.loads(saved.read_text()) if saved is not None and saved.is_file() else None
+        # the number of deployments may differ per training (the clock amendment in docs/monitor.md)
+        if old is not None and {k: v for k, v in old["settings"].items() if k != "draws"} == {
+            k: v for k, v in key.items() if k != "draws"
+        }:
+            res = old["results"]
+            print(
+                f"  t{seed}: read back from {saved} (run by an earlier process with the same settings, "
+                f"{old['settings']['draws']} deployments)"
+            )
+        else:
+            res = one_training(args, seed, level)
+            if saved is not None:
+                saved.parent.mkdir(parents=True, exist_ok=True)
+                saved.write_text(json.dumps({"settings": key, "results": res}))
         for c in CANDIDATES:
             null = [r is not None for _, r in res[c]["null"]]
             rows = [r for _, r in res[c]["test"]]

@@ -285,13 +285,18 @@ def test_mean_shift_looks_keep_the_stream_guarantee_and_find_a_shift():
         alarms += st.status().alarm
         assert st.p_classifier is not None and st.p_value is not None
     assert alarms <= 5  # 5% of 30 is 1.5; a binomial 5 or more is below 0.02
-    found = 0
+    found = []
     for run in range(10):
         st = ReferenceStreamTest(
             _rows(rng, 100), "binary", look_rows=60, max_rows=240, seed=run, delta=0.1, look_test="mean_shift"
         )
-        found += st.update(_rows(rng, 240, shift=0.5)).alarm
-    assert found >= 8
+        if st.update(_rows(rng, 240, shift=0.5)).alarm:
+            found.append(st)
+    assert len(found) >= 8
+    # after the alarm, looks use the window test's 1,999 relabellings (cost), the alarm stays raised
+    st = found[0]
+    st.update(_rows(rng, 60, shift=3.0))
+    assert st.alarm_at is not None and st.p_value >= 1 / 2000 and st.status().alarm
     s = st.status()
     assert s.look_test == "mean_shift" and "mean-shift permutation test" in s.rests_on
     assert ReferenceStreamTest(_rows(rng, 50), "binary").status().look_test == "classifier"

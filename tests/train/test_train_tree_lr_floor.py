@@ -68,3 +68,22 @@ def test_the_floor_bounds_every_trial_and_reaches_the_decision_log_and_report(tm
     work = next(run.run_dir.glob("stages/*_train")) / "work"
     space = json.loads((work / "phase_tune.json").read_text())["outcomes"]["tune"]["space"]
     assert space["learning_rate"][1:3] == [0.08, 0.3], space
+
+
+def test_a_multi_label_tree_stage_searches_from_the_chosen_floor_by_default(tmp_path: Any) -> None:
+    """``auto`` on a multi-label table: the tune space starts at ``MULTILABEL_TREE_LR_MIN`` (0.1, the
+    declared rule's choice) and the decision log says so."""
+    pytest.importorskip("lightgbm")
+    from .test_train_trees import task_train_export
+    from .test_train_trees_multilabel import ML_TRAIN, multilabel_table
+
+    assert K.MULTILABEL_TREE_LR_MIN == 0.1
+    run = task_train_export(multilabel_table(), dict(ML_TRAIN), tmp_path, "ml")
+    said = [d["decision"] for d in run.summary["stages"]["train"]["decisions"] if d["phase"] == "setup"]
+    assert any(
+        d.startswith("tree learning rate searched from 0.1 (not 0.01; tree_learning_rate_min: auto)")
+        for d in said
+    )
+    work = next(run.run_dir.glob("stages/*_train")) / "work"
+    space = json.loads((work / "phase_tune.json").read_text())["outcomes"]["tune"]["space"]
+    assert space["learning_rate"][1:3] == [0.1, 0.3], space

@@ -1,0 +1,100 @@
+"""The near-duplicate test's p-value corrected by the design effect measured on random re-deals.
+
+Closeness belongs to pairs, not samples: a close pair inside train counts twice in the null, and a pair
+feeds the null when both ends land in train but the query rate when a split separates them. Fisher's
+test, which treats samples as independent, is then overconfident (nwtco's random re-splits warned in
+6.0% at a shared level of 5%). The re-deals measure how much more the close-rate difference varies
+over random splits than Fisher assumes, and the p-value is corrected by it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tests.audit.test_audit_near_density import dense_images, plant
+from tests.audit.test_audit_stage import run
+
+from closedloop.stages.audit.near_density import _design_effects, near_excess
+
+
+def paired(n_pairs: int = 300, seed: int = 0) -> np.ndarray:
+    """Points that come in close pairs (0.02 apart), the pairs far from each other."""
+    rng = np.random.default_rng(seed)
+    c = rng.uniform(0, 10, (n_pairs, 4))
+    return np.concatenate([c, c + rng.normal(0, 0.01, c.shape)])
+
+
+def split(X: np.ndarray, seed: int, n_ref: int = 360):
+    perm = np.random.default_rng(seed).permutation(len(X))
+    r, q = perm[:n_ref], perm[n_ref:]
+    h = [x.tobytes() for x in X]
+    return X[r], X[q], [h[i] for i in r], [h[i] for i in q]
+
+
+def test_close_pairs_make_the_difference_vary_more_than_fisher_assumes() -> None:
+    ref, q, rh, qh = split(paired(), 0)
+    eff = _design_effects(ref, q, rh, qh, 0.1, 1000, np.random.default_rng(1), 0.01, False, 50)
+    # about 2: whether a pair sits inside the reference or is split decides both rates at once; the
+    # difference is one count (the pairs split apart), not 600 independent samples
+    assert eff["distance"] > 1.5
+
+
+@pytest.mark.slow  # 120 splits, re-deals in 13 of them
+def test_on_random_splits_of_paired_data_fisher_warns_too_often_and_the_corrected_p_less() -> None:
+    X = paired()
+    fisher = corrected = 0
+    n = 120
+    for s in range(n):
+        ref, q, rh, qh = split(X, 100 + s)
+        args = (ref, q, rh, np.zeros(len(q), bool), 0.1, 1000, np.random.default_rng(0))
+        a = near_excess(*args)
+        fisher += a.p_value < 0.05
+        if a.p_value < 0.05:  # the corrected p is never below Fisher's (checked here too)
+            b = near_excess(*args, query_hashes=qh, redeals=30, redeal_below=0.05)
+            assert b.p_value >= a.p_value and (b.ratio_cut, b.n_close) == (a.ratio_cut, a.n_close)
+            corrected += b.p_value < 0.05
+    assert fisher / n >= 0.1  # 13 of 120 at a nominal 5%: the pairs make Fisher overconfident
+    assert corrected / n <= 0.06  # 7 of 120 (a binomial 95% interval for 5% of 120 reaches 10%)
+
+
+def test_the_correction_runs_only_when_it_could_matter_and_within_its_row_bound() -> None:
+    ref, q, rh, qh = split(paired(), 7)
+    no_copy = np.zeros(len(q), bool)
+    args = (ref, q, rh, no_copy, 0.1, 1000, np.random.default_rng(0))
+    plain = near_excess(*args)
+    assert near_excess(*args, query_hashes=qh, redeals=30, redeal_below=0.0).design_effect is None
+    on = near_excess(*args, query_hashes=qh, redeals=30, redeal_below=1.1)
+    assert on.design_effect is not None and on.design_effect >= 1.0 and on.p_value >= plain.p_value
+    off = near_excess(*args, query_hashes=qh, redeals=30, redeal_below=1.1, redeal_max_rows=100)
+    assert off.design_effect is None and off.p_value == plain.p_value
+
+
+def test_planted_copies_stay_an_error_and_the_design_effect_reaches_metrics_summary_and_message(
+    tmp_path: Path,
+) -> None:
+    leaked, truth = plant(dense_images(), 15, sd=1.0)
+    stage, out = run(leaked, tmp_path, checks=["duplicates"], stop_on=[])
+    m = out.audit.results["duplicates"]["metrics"]
+    assert m["null_redeals"] == 50 and m["redeal_max_rows"] == 20000
+    assert stage.summarize(out)["near_null_redeals"] == 50
+    assert m["near_density"]["train-test"]["design_effect"] >= 1.0
+    f = next(f for f in out.audit.findings if "train/test overlap" in f["message"])
+    assert (
+        f["severity"] == "error" and "design effect" in f["message"] and f["evidence"]["design_effect"] >= 1
+    )
+    d = out.audit.duplicates
+    flagged = set(d[(d.split_a == "train") & (d.split_b == "test") & d.excess].index_b)
+    assert len(flagged & truth) / len(truth) >= 0.9
+    off = {"name": "duplicates", "params": {"null_redeals": 0}}
+    _, out0 = run(leaked, tmp_path / "off", checks=[off], stop_on=[])
+    m0 = out0.audit.results["duplicates"]["metrics"]
+    assert m0["null_redeals"] == 0 and m0["near_density"]["train-test"]["design_effect"] is None
+
+
+def test_bad_null_redeals_names_the_field() -> None:
+    from closedloop.core.errors import ConfigError
+    from closedloop.stages.audit import AuditDataset
+
+    with pytest.raises(ConfigError, match="null_redeals"):
+        AuditDataset({"checks": [{"name": "duplicates", "params": {"null_redeals": -1}}]})
