@@ -169,9 +169,16 @@ def main() -> None:
     for seed in args.train_seeds:
         key = {k: v for k, v in vars(args).items() if k not in ("train_seeds", "save")} | {"seed": seed}
         saved = Path(args.save) / f"t{seed}_{args.half}_{args.first_draw}.json" if args.save else None
-        if saved is not None and saved.is_file() and json.loads(saved.read_text())["settings"] == key:
-            res = json.loads(saved.read_text())["results"]
-            print(f"  t{seed}: read back from {saved} (run by an earlier process with the same settings)")
+        old = json.loads(saved.read_text()) if saved is not None and saved.is_file() else None
+        # the number of deployments may differ per training (the clock amendment in docs/monitor.md)
+        if old is not None and {k: v for k, v in old["settings"].items() if k != "draws"} == {
+            k: v for k, v in key.items() if k != "draws"
+        }:
+            res = old["results"]
+            print(
+                f"  t{seed}: read back from {saved} (run by an earlier process with the same settings, "
+                f"{old['settings']['draws']} deployments)"
+            )
         else:
             res = one_training(args, seed, level)
             if saved is not None:

@@ -87,6 +87,23 @@ def test_darker_scanner_alarms_on_the_latest_window(run, tmp_path):
     assert first.stream is not None and first.stream.n == 100 and not first.stream.alarm
 
 
+def test_live_stream_uses_the_profiles_look_test(run, tmp_path):
+    """stream_look_test reaches GET /monitor: the live stream test is built from the profile."""
+    import shutil
+
+    copy = tmp_path / "copy" / run.run.name  # the run's name is the logged model version
+    shutil.copytree(run.run, copy)
+    meta = next(copy.glob("stages/*_monitor/artifacts/reference/profile.json"))
+    raw = json.loads(meta.read_text())
+    assert raw["stream_look_test"] == "classifier"  # the default
+    raw["stream_look_test"] = "mean_shift"
+    meta.write_text(json.dumps(raw))
+    _traffic(tmp_path / "log", run, run.X[:200], run.proba[:200], batch=2)
+    status = LiveMonitor(copy, tmp_path / "log", window=200).status()
+    assert status.stream is not None and status.stream.looks == 1 and status.stream.look_test == "mean_shift"
+    assert json.loads(json.dumps(status.model_dump()))["stream"]["look_test"] == "mean_shift"
+
+
 def test_realized_metrics_from_feedback(run, tmp_path):
     ids = _traffic(tmp_path, run, run.X[:120], run.proba[:120])
     names = run.names

@@ -193,9 +193,11 @@ class TrainSession:
         if res.stopped != "time_budget":
             return
         done = round(res.epochs_done, 2)
+        # a tree fit still improving may boost past its plan (train.tree_extend): then "of" would mislead
+        of = f"of {planned}" if done <= planned else f"({planned} planned, boosting on while improving)"
         self.decide(
             phase,
-            f"{what} cut short by the time budget after {done:g} of {planned} epoch(s)",
+            f"{what} cut short by the time budget after {done:g} {of} epoch(s)",
             {"epochs_done": done, "epochs_planned": planned},
         )
 

@@ -197,6 +197,20 @@ class TrainModel(Stage):
             )
 
     @staticmethod
+    def _note_tree_extend(sess: TrainSession, n: int) -> None:
+        """``tree_extend`` in the decision log: whether a still-improving tree fit boosts past its plan."""
+        if n == 1:
+            text = "tree_extend: 1: tree fits stop at their planned epochs (a cap)"
+        elif sess.task.problem_type == "multilabel":
+            text = f"tree_extend: {n} has no effect: multi-label tree fits keep their planned epochs"
+        else:
+            text = (
+                f"tree_extend: {n}: a tree fit with early stopping still improving on validation at its last "
+                f"planned epoch boosts on, under the same patience, up to {n}x its planned epochs"
+            )
+        sess.decide("setup", text, {"tree_extend": n})
+
+    @staticmethod
     def _note_no_baseline(sess: TrainSession, inputs: Inputs) -> None:
         if inputs.baseline is None:
             sess.decide(
@@ -278,6 +292,8 @@ class TrainModel(Stage):
         )
         if cfg.label_threads is not None:
             self._note_label_threads(sess, cfg.label_threads, trees)
+        if trees:
+            self._note_tree_extend(sess, cfg.tree_extend)
         if trees and (floor := tree_lr_min(cfg.tree_learning_rate_min, task.problem_type)) != TREE_LR_MIN:
             sess.decide(
                 "setup",
@@ -387,6 +403,7 @@ def make_tree_engine(
         categorical=[i for i, n in enumerate(pre.feature_names) if n in cats],
         threads=cfg.threads or 1,
         label_threads=cfg.label_threads,
+        extend=cfg.tree_extend,
     )
 
 

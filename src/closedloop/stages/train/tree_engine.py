@@ -5,7 +5,10 @@ tuning with pruning, cross-validation, final fit, calibration) runs unchanged.
 One "epoch" is ``rounds_per_epoch`` boosting rounds of the family: after each, the callback scores
 validation with the stage's metric, keeps the best round (early stopping on validation only, with the
 config's patience), calls ``on_epoch`` (Optuna pruning) and the kill point, and stops at the deadline.
-``hp.epochs`` (the tuned knob) caps the rounds; ``hp.class_weight`` becomes per-row weights; the seed of
+``hp.epochs`` (the tuned knob) plans the rounds; a fit with early stopping (``hp.patience``) that is still
+improving at its last planned epoch boosts on, epoch by epoch under the same patience, up to ``extend``
+times its planned epochs (``train.tree_extend``; a network-sized epoch cap stopped diamonds' trees while
+they improved, issue #25; multi-label fits are not extended); ``hp.class_weight`` becomes per-row weights; the seed of
 ``fit`` is LightGBM's (bagging, column sampling), with ``deterministic`` and one thread by default
 (trees on a 2-core machine: one OpenMP thread per trial, issue #25). A killed tree fit restarts from
 the beginning of that fit (no mid-fit checkpoint: fits take seconds, and a seeded refit is identical).
@@ -72,7 +75,8 @@ class TreeEngine(Engine):
     """:class:`Engine` for tree families. Args as :class:`Engine`, plus ``categorical`` (column
     indices LightGBM splits natively as categories), ``threads`` (LightGBM's, default 1) and
     ``label_threads`` (multi-label fits: None, one booster with K trees a round; a number, one booster
-    per label on that many Python threads, :meth:`fit_per_label`)."""
+    per label on that many Python threads, :meth:`fit_per_label`) and ``extend`` (``train.tree_extend``:
+    how many times its planned rounds a fit still improving at its end may boost, :meth:`fit`)."""
 
     def __init__(
         self,
@@ -80,6 +84,7 @@ class TreeEngine(Engine):
         categorical: list[int] | None = None,
         threads: int = 1,
         label_threads: int | None = None,
+        extend: int = 1,
         **kw: Any,
     ) -> None:
         super().__init__(*args, **kw)
@@ -96,6 +101,7 @@ class TreeEngine(Engine):
         self.categorical = list(categorical or [])
         self.threads = int(threads)
         self.label_threads = None if label_threads is None else int(label_threads)
+        self.extend = max(1, int(extend))
         self.datasets_kept = DATASETS_KEPT + (self.n_logits if self.label_threads is not None else 0)
         """One Dataset per label too, when a multi-label fit grows one booster per label."""
         self._datasets: list[tuple[TensorSet, tuple[Any, ...], Any]] = []
@@ -267,6 +273,9 @@ class TreeEngine(Engine):
         params = self.lgb_params(tree, seed)
         objective = self.multilabel_objective(train, hp) if self.problem_type == "multilabel" else None
         has_val = val is not None and len(val) > 0
+        # boosting on past the plan needs a validation score to stop on; multi-label fits keep their plan
+        extend = self.extend if (has_val and hp.patience is not None and max_steps is None) else 1
+        limit = rounds * (extend if self.problem_type != "multilabel" else 1)
         xv = val.x.numpy() if has_val else None
         val_raw = np.zeros((len(val) if has_val else 0, self.n_logits), np.float64)
         if objective is not None:  # the raw scores omit the start (init score) until finished()
@@ -306,7 +315,9 @@ class TreeEngine(Engine):
             if hp.patience is not None and has_val and state["bad"] >= hp.patience:
                 state["stopped"] = "early_stopped"
                 return True
-            if deadline is not None and time.time() > deadline and r < rounds:
+            if r == rounds < limit and state["best_round"] != r:
+                return True  # not improving at its last planned epoch: the plan stands ("completed")
+            if deadline is not None and time.time() > deadline and r < limit:
                 state["stopped"] = "time_budget"
                 return True
             return False
@@ -323,13 +334,13 @@ class TreeEngine(Engine):
 
             def per_round(env: Any) -> None:
                 r = env.iteration + 1
-                if r % rpe and r != rounds:
+                if r % rpe and r != limit:
                     return
                 chunk = lambda a, n: env.model.predict(xv, raw_score=True, start_iteration=a, num_iteration=n)  # noqa: E731
                 if epoch_end(r, self.train_loss(env, objective), chunk):
                     raise lgb.callback.EarlyStopException(r, [])
 
-            booster = self.train_booster(params, train, hp, rounds, per_round, objective, **ds)
+            booster = self.train_booster(params, train, hp, limit, per_round, objective, **ds)
             keep = state["best_round"] if (restore_best and has_val) else booster.current_iteration()
             tree.set_booster(*self.finished(booster, objective, max(1, keep)))
         val_logits = None
@@ -429,7 +440,9 @@ class TreeEngine(Engine):
             0,
             learning_rate=max(0.3, tree.params["learning_rate"]),
             min_child_samples=1,
-            min_sum_hessian_in_leaf=0.0,
+            # LightGBM's own minimum, not 0: with 0 a split could leave a side empty on a categorical
+            # column ("Check failed: best_split_info.left_count > 0"; nwtco split seed 1, session 14)
+            min_sum_hessian_in_leaf=1e-3,
             min_data_in_bin=1,
             feature_fraction=1.0,
             bagging_fraction=1.0,

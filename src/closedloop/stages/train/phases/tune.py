@@ -117,6 +117,15 @@ def _final_epochs(study: Any, ladder: ScaleUpOutcome | None) -> int:
     return max(1, int(rung.best_epoch)) if rung is not None else 1
 
 
+def _extended_txt(sess: TrainSession, planned: int, best_epoch: int) -> str:
+    """A tree trial that boosted past its planned epochs (``train.tree_extend``) says so."""
+    if best_epoch <= planned:
+        return ""
+    return (
+        f", past its planned {planned}: still improving, it boosted on (tree_extend {sess.cfg.tree_extend})"
+    )
+
+
 def tune(sess: TrainSession, model_params: dict[str, Any], ladder_logits: np.ndarray | None) -> TuneOutcome:
     import optuna
 
@@ -497,7 +506,10 @@ def choose(
         sess.decide(
             "tune",
             f"chose trial {best.user_attrs.get('k', best.number)} among {n_done} tuning trials "
-            f"(validation {task.primary_metric} {chosen_value:.4f}, best epoch {best_epoch})" + gain_txt,
+            f"(validation {task.primary_metric} {chosen_value:.4f}, best epoch {best_epoch}"
+            + _extended_txt(sess, hp.epochs, best_epoch)
+            + ")"
+            + gain_txt,
             {"knobs": knobs, "importance": importance},
         )
     note_borrowed(sess, int(best_epoch), deadline)
