@@ -78,7 +78,7 @@ def main() -> None:
             tr = Ftr[train_rows_drawn(len(keep), k)]
             rng = np.random.default_rng([r, k])
             res = {}
-            for src, cand in (("development half", dev), ("all removed", np.arange(REMOVE))):
+            for src, cand in (("the development half", dev), ("all removed rows", np.arange(REMOVE))):
                 ps = np.array(
                     [
                         train_reference_check(tr, Fu[rng.choice(cand, 200, replace=False)], rng).p_value
@@ -92,7 +92,7 @@ def main() -> None:
             zs = (Fu[dev].mean(0) - tr.mean(0)) / (tr.std(0) * np.sqrt(1 / len(dev) + 1 / k) + 1e-12)
             top = np.argsort(-np.abs(zs))[:3]
             print(
-                f"   draw {r}, {k} training rows: windows from the "
+                f"   draw {r}, {k} training rows: windows from "
                 + "; from ".join(f"{s} {rates(p)}" for s, p in res.items())
                 + f"; the whole development half against the training rows p {half:.3f} (largest |z|: "
                 + ", ".join(f"{names[j]} {zs[j]:+.1f}" for j in top)
@@ -101,7 +101,7 @@ def main() -> None:
             )
     print("   over all draws (the test is exact over draws: each mean should be near its level):")
     for (k, src), ps in pooled.items():
-        print(f"   {k} training rows, windows from the {src}: {rates(np.array(ps))} of {len(ps)} windows")
+        print(f"   {k} training rows, windows from {src}: {rates(np.array(ps))} of {len(ps)} windows")
 
     if not args.workdirs:
         return

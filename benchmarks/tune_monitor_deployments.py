@@ -50,6 +50,10 @@ monitor_deployments_v3_fresh.txt, monitor_deployments_v3.txt):
   ... --protocol v3 --half dev --draws 60 --leaning 60 --null-streams 0 --stop-at 04:08
   ... --protocol v3 --half report --first-draw 100 --draws 10 --orders 10 --flag 0 --estimate heldout_platt
   ... --protocol v3 --half report --first-draw 0 --draws 10 --orders 10 --flag 0 --estimate heldout_platt
+
+Protocol v4 (session 14, estimate5; ``--protocol v4``; declared in docs/monitor.md "Protocol v4"): v3's
+deployments of one training, plus ``--domain-windows`` in-distribution windows per random deployment scored by
+the domain part only, saved with ``--save``; ``tune_monitor_union.py`` applies v4's rule over the trainings.
 """
 
 from __future__ import annotations
