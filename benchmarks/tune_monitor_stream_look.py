@@ -214,7 +214,11 @@ def main() -> None:
         )
         if ok:
             eligible[c] = min(det)
-    if eligible:
+    if args.half == "report":
+        print(
+            "report half: measured once; the choice was made on the development half (no rule applied here)"
+        )
+    elif eligible:
         best = max(eligible.values())
         chosen = CANDIDATES[0] if eligible.get(CANDIDATES[0]) == best else max(eligible, key=eligible.get)
         print(f"chosen by the declared rule: stream_look_test {chosen} (worst-training detection {best:.1%})")

@@ -90,3 +90,28 @@ def test_the_one_batch_check_does_not_crash_lightgbm_on_categorical_columns() ->
     net = TreeEnsemble(4, 1, num_leaves=16)
     losses = eng.overfit_batch(net, batch, steps=100, lr=3e-3, deadline=time.time() + 3600, label="sanity")
     assert losses[-1] < losses[0] / 3  # and it still learns the batch (random labels: not to 5% here)
+
+
+def test_the_one_batch_check_allows_for_identical_rows_with_different_labels() -> None:
+    """A table that repeats rows (nwtco split seed 1) can hold the same inputs under both labels: no model
+    fits those, so the check's target adds their entropy; rows told apart by a category alone are fitted."""
+    from closedloop.stages.train.phases.sanity import loss_floor
+
+    x = np.array([[0, 1.0], [0, 1.0], [1, 1.0], [2, np.nan], [2, np.nan]], np.float32)
+    y = np.array([0, 1, 1, 0, 0])
+    batch = TensorSet(torch.from_numpy(x), torch.from_numpy(y).float().reshape(-1, 1), y)
+    assert loss_floor(batch, "binary") == pytest.approx(2 * np.log(2) / 5)  # one tied pair, 50/50
+    assert loss_floor(batch, "regression") == 0.0
+    # 32 rows that differ only in a categorical column with 16 levels, the label a function of it
+    import time
+
+    codes = np.repeat(np.arange(16), 2)
+    x = np.stack([codes, np.ones(32)], 1).astype(np.float32)
+    y = (codes % 2).astype(np.int64)
+    batch = TensorSet(torch.from_numpy(x), torch.from_numpy(y).float().reshape(-1, 1), y)
+    assert loss_floor(batch, "binary") == 0.0
+    eng = TreeEngine("binary", 2, metric="auc", higher_is_better=True, device="cpu", categorical=[0])
+    losses = eng.overfit_batch(
+        TreeEnsemble(2, 1, num_leaves=16), batch, steps=100, lr=3e-3, deadline=time.time() + 3600, label="s"
+    )
+    assert losses[-1] <= max(0.05 * losses[0], 0.02)

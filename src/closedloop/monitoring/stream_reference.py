@@ -13,7 +13,9 @@ Each p_k is exact when the held-out rows and the production rows are exchangeabl
 
     P(the alarm is ever raised) <= sum_k alpha * w_k = alpha,
 
-however many looks are taken and however often the status is read: the false-alarm rate over the whole
+however many looks are taken and however often the status is read (``look_test``: the classifier's
+p-value, or ``mean_shift``, the domain check's permutation test with enough relabellings for the look's
+level, stopped early; both exact, so the bound is the same): the false-alarm rate over the whole
 stream is at most ``alpha`` over runs (draws of the reference and of the stream). Reading the status
 between looks shows the last look. The reported statistic is ``max_k w_k / p_k``: it reaches ``c`` with
 probability at most ``1 / c`` under no shift, and the alarm is at ``1 / alpha`` (``1 / (alpha * delta)``

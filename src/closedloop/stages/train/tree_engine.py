@@ -444,6 +444,11 @@ class TreeEngine(Engine):
             # column ("Check failed: best_split_info.left_count > 0"; nwtco split seed 1, session 14)
             min_sum_hessian_in_leaf=1e-3,
             min_data_in_bin=1,
+            # LightGBM's categorical regularizers (100 rows per category group, smoothing) forbid the
+            # splits that tell 32 rows apart by a category: the check asks whether the family can fit
+            min_data_per_group=1,
+            cat_smooth=0.0,
+            cat_l2=0.0,
             feature_fraction=1.0,
             bagging_fraction=1.0,
             reg_lambda=0.0,

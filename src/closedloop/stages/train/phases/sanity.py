@@ -63,6 +63,7 @@ def sanity(sess: TrainSession, params: dict) -> SanityOutcome:
     target = None
     if losses:
         target = max(0.05 * losses[0], 0.02) if sess.task.problem_type != "regression" else 0.05 * losses[0]
+        target += loss_floor(batch, sess.task.problem_type)
     # the loop stopped before its steps with a finite loss above the target: the clock stopped it
     # (the only other ways out of the loop are a non-finite loss and the target reached)
     cut = bool(
@@ -129,6 +130,23 @@ def sanity(sess: TrainSession, params: dict) -> SanityOutcome:
         evidence,
     )
     return SanityOutcome(ok=True, losses=losses, **evidence)
+
+
+def loss_floor(batch: TensorSet, problem_type: str) -> float:
+    """The least mean cross-entropy any model reaches on ``batch`` (binary / multi-class; else 0): rows
+    with identical inputs and different labels (a table that repeats rows, e.g. nwtco) cannot be told
+    apart, so each group of identical rows keeps its labels' entropy. Missing values count as equal."""
+    if problem_type not in ("binary", "multiclass") or batch.x.dtype == torch.uint8:
+        return 0.0
+    x = np.nan_to_num(batch.x.numpy().reshape(len(batch), -1), nan=np.inf)
+    _, group = np.unique(x, axis=0, return_inverse=True)
+    y = np.asarray(batch.y_np).reshape(len(batch), -1)[:, 0].astype(np.int64)
+    counts = np.zeros((int(group.max()) + 1, int(y.max()) + 1))
+    np.add.at(counts, (group.reshape(-1), y), 1.0)
+    q = counts / counts.sum(1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -np.where(q > 0, q * np.log(q), 0.0).sum(1)
+    return float((counts.sum(1) * h).sum() / len(batch))
 
 
 def diagnose(sess: TrainSession, net: torch.nn.Module, batch: TensorSet, losses: list[float]) -> str:
