@@ -20,7 +20,7 @@ import bench_audit_density as bd  # noqa: E402
 
 from closedloop.stages.audit.duplicates import content_hashes  # noqa: E402
 from closedloop.stages.audit.features import _raw_rows, table_stats  # noqa: E402
-from closedloop.stages.audit.near_density import _fisher, _measure, near_excess  # noqa: E402
+from closedloop.stages.audit.near_density import _fisher, _Looks, _measure, near_excess  # noqa: E402
 
 REDEALS = 400
 
@@ -33,7 +33,7 @@ def main() -> None:
         tr, te = (_raw_rows(planted.splits[k], "table", center, scale) for k in ("train", "test"))
         h_tr, h_te = content_hashes(planted.train), content_hashes(planted.splits["test"])
         exact = np.array([h in set(h_tr) for h in h_te])
-        m = _measure(tr, te, h_tr, exact, 0.125, 2000, np.random.default_rng(0), 0.01, False)
+        m = _measure(tr, te, h_tr, exact, np.random.default_rng(0), _Looks(0.125, 2000, 0.01, False))
         observed = {k: v[2] / v[0] - v[3] / v[1] for k, v in m.looks.items()}
         ne = near_excess(
             tr, te, h_tr, exact, 0.125, 2000, np.random.default_rng(0), 0.01, False, h_te, 50, 0.05
@@ -51,11 +51,8 @@ def main() -> None:
                 pool[q],
                 r_h,
                 np.array([hashes[i] in in_ref for i in q]),
-                0.125,
-                2000,
                 rng,
-                0.01,
-                False,
+                _Looks(0.125, 2000, 0.01, False),
             )
             for k, v in mm.looks.items():
                 if k in observed and v[0] and v[1]:

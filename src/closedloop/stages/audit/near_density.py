@@ -148,9 +148,8 @@ def near_excess(
     ``redeal_max_rows`` rows in all (each re-deal is a full neighbour search).
     Memory O(n): a brute nearest-neighbour index, queried in chunks by scikit-learn.
     """
-    m = _measure(
-        ref, query, ref_hashes, query_exact, threshold, max_null, rng, density_quantile, nonzero_look
-    )
+    looks = _Looks(threshold, max_null, density_quantile, nonzero_look)
+    m = _measure(ref, query, ref_hashes, query_exact, rng, looks)
     pvals = {kind: _fisher(c) for kind, c in m.looks.items()}
     kind = min(pvals, key=lambda k: (pvals[k], list(pvals).index(k)))  # ties: the first look
     p, effect = pvals[kind], None
@@ -159,8 +158,7 @@ def near_excess(
         # the look (and so the pairs of the excess) stays Fisher's choice; only its p-value is corrected
         # its own generator: the caller's draws (the next comparison's null) stay as without re-deals
         own = np.random.default_rng((len(ref), len(query), redeals))
-        args = (threshold, max_null, own, density_quantile, nonzero_look, redeals)
-        effect = _design_effects(ref, query, ref_hashes, query_hashes, *args).get(kind, 1.0)
+        effect = _design_effects(ref, query, ref_hashes, query_hashes, own, looks, redeals).get(kind, 1.0)
         p = _redealt_p(p, effect)
     n_query, n_null, n_close, n_null_close, cut = m.looks[kind]
     return NearExcess(
@@ -192,18 +190,27 @@ class _Measured:
     looks: dict[str, tuple[int, int, int, int, float | None]]
 
 
+@dataclass(frozen=True)
+class _Looks:
+    """How one comparison looks: the distance cut, the null's size, the density quantile, the non-zero look."""
+
+    threshold: float
+    max_null: int
+    density_quantile: float
+    nonzero_look: bool
+
+
 def _measure(
     ref: np.ndarray,
     query: np.ndarray,
     ref_hashes: list[bytes],
     query_exact: np.ndarray,
-    threshold: float,
-    max_null: int,
     rng: np.random.Generator,
-    density_quantile: float,
-    nonzero_look: bool,
+    looks: _Looks,
 ) -> _Measured:
     """The looks' counts for one split of the data into reference and query."""
+    threshold, max_null = looks.threshold, looks.max_null
+    density_quantile, nonzero_look = looks.density_quantile, looks.nonzero_look
     copies: dict[bytes, int] = {}
     distinct: list[int] = []  # exact copies inside ref are one sample: a copy is not density
     for i, h in enumerate(ref_hashes):
@@ -278,11 +285,8 @@ def _design_effects(
     query: np.ndarray,
     ref_hashes: list[bytes],
     query_hashes: list[bytes],
-    threshold: float,
-    max_null: int,
     rng: np.random.Generator,
-    density_quantile: float,
-    nonzero_look: bool,
+    looks: _Looks,
     redeals: int,
 ) -> dict[str, float]:
     """Per look: how much more the close-rate difference (query minus null) varies over random re-deals
@@ -306,7 +310,7 @@ def _design_effects(
         r_h = [hashes[i] for i in r]
         in_ref = set(r_h)
         q_exact = np.fromiter((hashes[i] in in_ref for i in q), bool, len(q))
-        m = _measure(pool[r], pool[q], r_h, q_exact, threshold, max_null, rng, density_quantile, nonzero_look)
+        m = _measure(pool[r], pool[q], r_h, q_exact, rng, looks)
         for kind, (nq, nr, a, b, _) in m.looks.items():
             if not (nq and nr):
                 continue
