@@ -46,6 +46,12 @@ CHOSEN_S14 = {  # closedloop's chosen tree trial on split seed 1 (session 14's r
     "bagging_fraction": 0.8743886725829777,
 }
 PLANNED = 6
+RULE = (
+    "declared rule (docs/training.md, session 15): tree_extend's default moves from 4 to the smallest c in "
+    "{8, 16} whose section-2 hold-out AUC, averaged over split seeds 0 and 1, is >= +0.0005 above "
+    "tree_extend 4's, not below 4's by more than 0.0005 at either seed, and whose tree-only train stage took "
+    "<= 2x 4's seconds (mean over the seeds); otherwise it stays 4"
+)
 PATIENCE = 3  # the quick preset's
 
 
@@ -150,6 +156,7 @@ def main() -> None:
         f"hold-out {len(ho)} (the test part is not read); train params {B.TRAIN}, task {B.TASK}; "
         f"load {os.getloadavg()[0]:.1f}"
     )
+    say(RULE)
     if not args.skip_plain:
         plain(tr, va, ho)
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
