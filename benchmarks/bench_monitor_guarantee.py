@@ -179,6 +179,14 @@ def main() -> None:
     ap.add_argument(
         "--save", type=Path, help="write this training's figures as JSON (bench_monitor_trainings.py)"
     )
+    ap.add_argument(
+        "--skip-whole",
+        action="store_true",
+        help="skip the whole test half as one stream (section 3's two 312-row lines; the same rows otherwise)",
+    )
+    ap.add_argument(
+        "--stop-at", help="HH:MM (UTC): start no draw after it; the figures cover the draws finished"
+    )
     args = ap.parse_args()
 
     from bench_monitor import SHIFTS
@@ -278,7 +286,12 @@ def main() -> None:
     r_threshold = [0.5]
     Xt, yt = test_halves()[args.half]
     alarm_tests: list[dict[str, int]] = []
+    done: list[int] = []
     for d in range(args.first_draw, args.first_draw + args.draws):
+        if args.stop_at and time.strftime("%H:%M", time.gmtime()) >= args.stop_at:
+            print(f"  stop at {args.stop_at} UTC: {len(done)} of {args.draws} draws finished", flush=True)
+            break
+        done.append(d)
         current_draw[0] = d
         rng = np.random.default_rng([19, d])
         # the pool's indices in rng's order: the same rows as rng.permutation(len(yu)) (one shuffle of arange)
@@ -348,7 +361,9 @@ def main() -> None:
                 tdist["win_old"].append(r["min_p"] <= thr["alarm_marginal"])
             tdist["600"].append(sr.alarm_at)
             tdist["600_conf"].append(st.alarm_at)
-            whole = rng.permutation(len(yt))
+            whole = rng.permutation(len(yt))  # drawn either way: the later windows stay the same rows
+            if args.skip_whole:
+                continue
             st = StreamTest(profile.stream, info.stream_alpha, seed=[d, 3, o], delta=info.stream_delta)
             st.update(stream_scores(proba_t[whole], info.problem_type, info.threshold))
             tdist["whole_conf"].append(st.alarm_at)
@@ -378,7 +393,8 @@ def main() -> None:
         print(
             f"  draw {d:>2}: alarm rate new {rates_new[-1]:.1%} / old {rates_old[-1]:.1%} "
             f"(thresholds {thr['alarm']:.4f} / {thr['alarm_marginal']:.4f}); stream 2000 in-dist alarm "
-            f"{stream_fa[-1]} (conformal {stream_fa_conf[-1]}); alarms by smallest-p test "
+            f"{stream_fa[-1] if stream_fa else '-'} (conformal {stream_fa_conf[-1] if stream_fa_conf else '-'}); "
+            "alarms by smallest-p test "
             f"{', '.join(f'{k} {v}' for k, v in sorted(by_test.items())) or 'none'}; {time.time() - t0:.0f} s",
             flush=True,
         )
@@ -578,7 +594,7 @@ def main() -> None:
             "train_seed": args.train_seed,
             "half": args.half,
             "pool_half": args.pool_half,
-            "draws": list(range(args.first_draw, args.first_draw + args.draws)),
+            "draws": done,
             "stream_look_test": cfg.stream_look_test,
             "windows": args.windows,
             "alarm_rates": rates_new,
