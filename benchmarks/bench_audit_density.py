@@ -438,7 +438,7 @@ def main() -> None:
                 name.split(" ")[0], b, nd_h.get("excess") or 0.0, args.looks, args.before, args.bonferroni
             )
         nonzero = out.audit.results["duplicates"]["metrics"]["nonzero_look"]
-        rec, sevs, oracle, aside, rec_b = [], [], [], [], []
+        rec, sevs, oracle, aside, rec_b, own_p, own_pb = [], [], [], [], [], [], []
         for seed in SEEDS:
             planted, truth = plant(b, seed)
             out, _, _ = run_audit(planted, checks=["duplicates"], stop_on=[])
@@ -446,9 +446,13 @@ def main() -> None:
             flagged = set(d[(d.split_a == "train") & (d.split_b == "test") & d.excess].index_b)  # either look
             rec.append(len(flagged & truth) / len(truth))
             sevs.append(near_line(out)[0])
+            tt = near_line(out)[1]
+            own_p.append((tt.get("p_value"), tt.get("looks_counted")))
             if args.bonferroni:
                 off = {"name": "duplicates", "params": {"combine_looks": "bonferroni"}}
-                d = run_audit(planted, checks=[off], stop_on=[])[0].audit.duplicates
+                out_b = run_audit(planted, checks=[off], stop_on=[])[0]
+                own_pb.append(near_line(out_b)[1].get("p_value"))
+                d = out_b.audit.duplicates
                 rec_b.append(
                     len(set(d[(d.split_a == "train") & (d.split_b == "test") & d.excess].index_b) & truth)
                 )
@@ -462,11 +466,13 @@ def main() -> None:
             f"(per seed {[round(r, 3) for r in rec]}); severity {sevs}; recall 0.9 by distance to train needs "
             f"flagging {oracle} of {len(planted.splits['test'])} test samples per seed (oracle)"
             + (f"; with rows at distance 0 set aside {aside}" if aside else "")
+            + f"; train/test p (looks counted) per seed {own_p}"
         )
         if rec_b:
             print(
                 f"   planted, combine_looks: bonferroni (session 14's rule): recall among excess pairs "
-                f"{np.mean(rec_b) / len(truth):.3f} (per seed {[round(r / len(truth), 3) for r in rec_b]})"
+                f"{np.mean(rec_b) / len(truth):.3f} (per seed {[round(r / len(truth), 3) for r in rec_b]}); train/test "
+                f"p per seed {own_pb}"
             )
     print(f"mean recall over all sets and seeds: {np.mean(all_recall):.3f}; min {np.min(all_recall):.3f}")
     if only or args.no_big:
