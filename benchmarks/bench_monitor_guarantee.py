@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -164,6 +165,28 @@ def main() -> None:
     ap.add_argument("--shift-draws", type=int, default=3)
     ap.add_argument("--shift-windows", type=int, default=20)
     ap.add_argument("--stream-orders", type=int, default=2, help="test-distribution stream orders per draw")
+    ap.add_argument(
+        "--pool-half",
+        choices=["all", "dev", "report"],
+        default="all",
+        help="which unseen rows a deployment's held-out rows and production come from: all (before) or one "
+        "half of the pool (tune_monitor_last_window.POOL_SEED); the in-distribution streams of 2,000 use every "
+        "unseen row but the held-out ones",
+    )
+    ap.add_argument(
+        "--first-draw", type=int, default=0, help="deployments first-draw .. first-draw + draws - 1"
+    )
+    ap.add_argument(
+        "--save", type=Path, help="write this training's figures as JSON (bench_monitor_trainings.py)"
+    )
+    ap.add_argument(
+        "--skip-whole",
+        action="store_true",
+        help="skip the whole test half as one stream (section 3's two 312-row lines; the same rows otherwise)",
+    )
+    ap.add_argument(
+        "--stop-at", help="HH:MM (UTC): start no draw after it; the figures cover the draws finished"
+    )
     args = ap.parse_args()
 
     from bench_monitor import SHIFTS
@@ -184,6 +207,16 @@ def main() -> None:
         f"calibration windows {cfg.calibration_windows}; 2 shared CPU cores =="
     )
     print(f"test distribution: {args.half} half of the test split (seed {SPLIT_SEED})")
+    from tune_monitor_last_window import POOL_SEED, pool_halves
+
+    candidates = np.arange(len(yu)) if args.pool_half == "all" else pool_halves(len(yu))[args.pool_half]
+    print(
+        f"in-distribution pool: {args.pool_half}"
+        + ("" if args.pool_half == "all" else f" half (seed {POOL_SEED})")
+        + f", {len(candidates)} of {len(yu)} unseen rows; deployments {args.first_draw}-{args.first_draw + args.draws - 1}; "
+        f"training seed {args.train_seed}; stream_look_test {cfg.stream_look_test}; "
+        f"estimate_calibration {cfg.estimate_calibration}; train_reference_rows {cfg.train_reference_rows}"
+    )
 
     # one forward pass over the unseen and test images: draws differ only in which rows play which part
     info0 = None
@@ -205,9 +238,13 @@ def main() -> None:
 
     # per window: draw, flagged, domain-flagged, |CBPE - realized|, |weighted calibration - realized|
     def gap(
-        r: dict[str, Any], y: np.ndarray, proba: np.ndarray, status: dict[str, Any] | None = None
+        r: dict[str, Any],
+        y: np.ndarray,
+        proba: np.ndarray,
+        status: dict[str, Any] | None = None,
     ) -> tuple[bool, dict[str, float]]:
         real = realized(["auc", "acc"], y, proba, "binary", r_threshold[0])
+        conf = np.max(proba, axis=1)
         point = r["estimated"] or r["estimate_withheld"]
         flags = set(r.get("estimate_flags", []))
         weighted = r.get("estimate_weighted") or {}
@@ -227,6 +264,9 @@ def main() -> None:
                 "err_acc": abs(point["acc"] - real["acc"]),
                 "acc": real["acc"],
                 "n": len(y),
+                # the realized accuracy's own sampling noise given the window's probabilities (if they were
+                # calibrated, each row is right with its confidence c: s.d. sqrt(sum c(1-c)) / n)
+                "acc_sd": float(np.sqrt(np.sum(conf * (1 - conf))) / len(y)),
                 # each flag's evidence and its level (the diagnosis of an unflagged window off by more)
                 "min_p": r["min_p"],
                 "drift_level": r["thresholds"].get("alarm_marginal", r["thresholds"]["alarm"]),
@@ -245,13 +285,21 @@ def main() -> None:
 
     r_threshold = [0.5]
     Xt, yt = test_halves()[args.half]
-    for d in range(args.draws):
+    alarm_tests: list[dict[str, int]] = []
+    done: list[int] = []
+    for d in range(args.first_draw, args.first_draw + args.draws):
+        if args.stop_at and time.strftime("%H:%M", time.gmtime()) >= args.stop_at:
+            print(f"  stop at {args.stop_at} UTC: {len(done)} of {args.draws} draws finished", flush=True)
+            break
+        done.append(d)
         current_draw[0] = d
         rng = np.random.default_rng([19, d])
         # the pool's indices in rng's order: the same rows as rng.permutation(len(yu)) (one shuffle of arange)
         pool, rest, profile, mon = draw_deployment(
-            data, task, model, cfg, (Xu, yu), np.arange(len(yu)), rng, args.pool, d
+            data, task, model, cfg, (Xu, yu), candidates, rng, args.pool, d
         )
+        # in-distribution streams of 2,000 need more rows than a pool half's production
+        stream_rows = rest if args.pool_half == "all" else np.setdiff1d(np.arange(len(yu)), pool)
         info = profile.info
         if info0 is None:
             info0 = info
@@ -264,6 +312,7 @@ def main() -> None:
         r_threshold[0] = info.threshold
         guarantees.append(thr)
         alarms_new, alarms_old = [], []
+        by_test: dict[str, int] = {}  # which test gave an alarming window its smallest p-value
         for w in range(args.windows):
             idx = rng.choice(rest, 200, replace=False)
             r = mon.evaluate(full.take(idx), seed=[d, w])
@@ -271,6 +320,10 @@ def main() -> None:
             domain_rows[-1]["kind"] = "in"
             alarms_new.append(r["min_p"] <= thr["alarm"])
             alarms_old.append(r["min_p"] <= thr["alarm_marginal"])
+            if alarms_new[-1]:
+                top = min(r["p_values"], key=lambda k: r["p_values"][k])
+                by_test[top] = by_test.get(top, 0) + 1
+        alarm_tests.append(by_test)
         rates_new.append(float(np.mean(alarms_new)))
         rates_old.append(float(np.mean(alarms_old)))
         # stream: 2,000 unseen in-distribution rows in a random order
@@ -279,7 +332,7 @@ def main() -> None:
             # the stream's rate); the first stream's windows also measure the estimate in a stream
             st = StreamTest(profile.stream, info.stream_alpha, seed=[d, 1, o], delta=info.stream_delta)
             sr = mon.stream_test()
-            order = rng.permutation(rest)[:2000]
+            order = rng.permutation(stream_rows)[:2000]
             for k, start in enumerate(range(0, 2000, 200)):
                 widx = order[start : start + 200]
                 st.update(stream_scores(proba_u[widx], info.problem_type, info.threshold))
@@ -308,7 +361,9 @@ def main() -> None:
                 tdist["win_old"].append(r["min_p"] <= thr["alarm_marginal"])
             tdist["600"].append(sr.alarm_at)
             tdist["600_conf"].append(st.alarm_at)
-            whole = rng.permutation(len(yt))
+            whole = rng.permutation(len(yt))  # drawn either way: the later windows stay the same rows
+            if args.skip_whole:
+                continue
             st = StreamTest(profile.stream, info.stream_alpha, seed=[d, 3, o], delta=info.stream_delta)
             st.update(stream_scores(proba_t[whole], info.problem_type, info.threshold))
             tdist["whole_conf"].append(st.alarm_at)
@@ -319,7 +374,7 @@ def main() -> None:
             mon.stream_update(sr, tsample.take(whole), last=True)
             tdist["whole_end"].append(sr.alarm_at)
         # generated shifts at window 200
-        if d < args.shift_draws:
+        if d - args.first_draw < args.shift_draws:
             pos, neg = rest[yu[rest] == 1], rest[yu[rest] == 0]
             for name, fn in {**SHIFTS, "prevalence -> 40%": None}.items():
                 for w in range(args.shift_windows):
@@ -338,7 +393,9 @@ def main() -> None:
         print(
             f"  draw {d:>2}: alarm rate new {rates_new[-1]:.1%} / old {rates_old[-1]:.1%} "
             f"(thresholds {thr['alarm']:.4f} / {thr['alarm_marginal']:.4f}); stream 2000 in-dist alarm "
-            f"{stream_fa[-1]} (conformal {stream_fa_conf[-1]}); {time.time() - t0:.0f} s",
+            f"{stream_fa[-1] if stream_fa else '-'} (conformal {stream_fa_conf[-1] if stream_fa_conf else '-'}); "
+            "alarms by smallest-p test "
+            f"{', '.join(f'{k} {v}' for k, v in sorted(by_test.items())) or 'none'}; {time.time() - t0:.0f} s",
             flush=True,
         )
     assert info0 is not None
@@ -411,6 +468,26 @@ def main() -> None:
                 f"{np.mean([g['acc'] for g in kept]):.3f}"
             )
         print(line)
+    # the noise floor on the same unflagged in-distribution windows: the realized accuracy's own sampling noise
+    kept_in = [r for r in domain_rows if r.get("kind") == "in" and not r["flagged"]]
+    noise = {}
+    if kept_in:
+        from scipy.stats import norm
+
+        sds = np.array([r["acc_sd"] for r in kept_in])
+        noise = {
+            "estimate_within": float(np.mean([r["err"] <= 0.03 for r in kept_in])),
+            "acc_within": float(np.mean([r["err_acc"] <= 0.03 for r in kept_in])),
+            "acc_sd": float(np.mean(sds)),
+            "acc_floor": float(np.mean(2 * norm.cdf(0.03 / sds) - 1)),
+        }
+        print(
+            f"   the realized accuracy's own noise on the same {len(kept_in)} unflagged in-distribution windows: s.d. "
+            f"given the window's probabilities {noise['acc_sd']:.3f} (mean; sqrt(sum c(1-c))/200); a perfectly "
+            f"calibrated estimate would be within 0.03 of realized ACC in {noise['acc_floor']:.1%} of them (normal "
+            f"approximation); the estimate's ACC is within 0.03 in {noise['acc_within']:.1%}, ACC and AUC "
+            f"{noise['estimate_within']:.1%}"
+        )
     print(
         "   targets: in-distribution <= 10% flagged and the unflagged within 0.03; test distribution: every window"
     )
@@ -508,6 +585,45 @@ def main() -> None:
             f"importance-weighted calibration median {np.nanmedian(errw):.3f}, within 0.03 {np.nanmean(errw <= 0.03):.0%}"
         )
     print(f"total {time.time() - t0:.0f} s")
+    if args.save:
+        test_rows = [r for r in domain_rows if r.get("kind") == "test"]
+        in_rows = [r for r in domain_rows if r.get("kind") == "in"]
+        off = [r for r in test_rows if not r["flagged"] and r["err"] > 0.03]
+        a600 = tdist["600"]
+        out = {
+            "train_seed": args.train_seed,
+            "half": args.half,
+            "pool_half": args.pool_half,
+            "draws": done,
+            "stream_look_test": cfg.stream_look_test,
+            "windows": args.windows,
+            "alarm_rates": rates_new,
+            "alarm_rates_marginal": rates_old,
+            "alarm_tests": alarm_tests,
+            "detection": {k: float(np.mean(v["new"])) for k, v in det.items()},
+            "detection_windows": {k: len(v["new"]) for k, v in det.items()},
+            "in_windows": len(in_rows),
+            "in_flagged": float(np.mean([r["flagged"] for r in in_rows])) if in_rows else float("nan"),
+            "in_flagged_per_draw": [
+                float(np.mean([r["flagged"] for r in in_rows if r["draw"] == d]))
+                for d in sorted({r["draw"] for r in in_rows})
+            ],
+            "noise": noise,
+            "in_unflagged_off": sum(1 for r in in_rows if not r["flagged"] and r["err"] > 0.03),
+            "test_windows": len(test_rows),
+            "test_flagged": float(np.mean([r["flagged"] for r in test_rows])) if test_rows else float("nan"),
+            "test_off": [
+                {k: r.get(k) for k in ("draw", "order", "pos", "err", "err_acc", "err_auc")} for r in off
+            ],
+            "stream_null_alarms": int(np.sum(stream_fa)),
+            "stream_null_runs": len(stream_fa),
+            "stream_600": float(np.mean([a is not None and a <= 600 for a in a600]))
+            if a600
+            else float("nan"),
+            "stream_600_orders": len(a600),
+        }
+        args.save.write_text(json.dumps(out, indent=1))
+        print(f"saved {args.save}")
 
 
 if __name__ == "__main__":

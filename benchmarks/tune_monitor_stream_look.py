@@ -20,6 +20,15 @@ keeps the shipped default. ``--half dev`` tunes; ``--half report`` (fresh deploy
 is run once after the choice is committed.
 
 Run: PYTHONPATH=src .venv/bin/python benchmarks/tune_monitor_stream_look.py --nets /tmp/nets --half dev
+
+Session 15 (``--protocol s15``; declared in docs/monitor.md, "The stream's look test, decided on a finer
+development criterion", before any s15 run; ``RULE_S15`` printed first): the same looks, and every window of
+every stream is also evaluated by the monitor (``Monitor.evaluate``, no stream status): its own estimate
+flags and its label-free estimate against realized AUC / ACC. A candidate's stream evidence (the level over
+runs, as ``evidence_at``) withholds the estimate of the window it is reached in and every later one. The
+rule adds detection within 200 rows and the test windows left unflagged and off by > 0.03, and makes a
+candidate ineligible when its stream evidence adds a deployment whose in-distribution windows are flagged
+more than 10%. ``--stop-at HH:MM`` (UTC): start no deployment after it.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +56,20 @@ RULE = (
 )
 NULL_ROWS = 2000
 TEST_ROWS = 600
+RULE_S15 = (
+    "rule s15 (declared in docs/monitor.md before the run): 1. eligible when in EVERY training (a) the "
+    "in-distribution 2,000-row streams alarm in <= 5% of runs and (b) the candidate's stream evidence "
+    "(p_k <= stream_alpha/(k(k+1)), as evidence_at) adds no deployment whose in-distribution windows are "
+    "flagged > 10% (deployments above 10% with it == above 10% by the windows' own flags alone); 2. among "
+    "eligible candidates, lexicographically, higher first: (a) worst-training share of test orders alarming "
+    "within 600 rows, (b) worst-training share alarming within 200 rows, (c) fewer test windows unflagged "
+    "and off by > 0.03 from realized AUC or ACC (summed over trainings); a tie keeps classifier; 3. the "
+    "choice becomes the default unless the report run finds it ineligible by 1(a) or 1(b) in a report training"
+)
+TOLERANCE = 0.03
+"""The issue's tolerance between the label-free estimate and realized AUC / ACC."""
+FLAG_TARGET = 0.10
+"""The issue's target share of in-distribution windows flagged."""
 
 
 def alarm_row(looks: list[tuple[int, float]], level: float) -> int | None:
@@ -70,10 +94,38 @@ def run_looks(test, rows, chunk: int = 200) -> dict[str, list[tuple[int, float]]
     return out
 
 
+def windows_of(mon, s, y: np.ndarray, seed: list[int], thr: float) -> list[tuple[bool, float]]:
+    """Each window of 200 of a stream, as the monitor sees it without a stream status: (its own estimate
+    flags raised, max |estimate - realized| over AUC and ACC)."""
+    from closedloop.monitoring.estimate import realized
+
+    out = []
+    for k in range(0, len(y), 200):
+        idx = np.arange(k, min(len(y), k + 200))
+        r = mon.evaluate(s.take(idx), seed=[*seed, k // 200])
+        real = realized(["auc", "acc"], y[idx], s.proba[idx], "binary", thr)
+        est = r["estimated"] or r["estimate_withheld"]
+        err = max(abs(est[m] - real[m]) for m in ("auc", "acc")) if est else float("inf")
+        out.append((bool(r["estimate_flags"]), float(err)))
+    return out
+
+
+def stop_time(hhmm: str | None) -> float | None:
+    """``--stop-at HH:MM`` (UTC, today) as a timestamp."""
+    if not hhmm:
+        return None
+    import datetime as dt
+
+    hh, mm = (int(x) for x in hhmm.split(":"))
+    now = dt.datetime.now(dt.UTC)
+    return now.replace(hour=hh, minute=mm, second=0, microsecond=0).timestamp()
+
+
 def one_training(args: argparse.Namespace, seed: int, level: float) -> dict[str, dict[str, list]]:
     from bench_monitor_guarantee import deployment, test_halves
 
     from closedloop.data.bundle import Split
+    from closedloop.monitoring import Monitor
     from closedloop.monitoring.drift import Sample
     from closedloop.monitoring.profile import forward_all, model_input, summary_features
     from closedloop.monitoring.stream_reference import ReferenceStreamTest, new_stream_test
@@ -82,15 +134,25 @@ def one_training(args: argparse.Namespace, seed: int, level: float) -> dict[str,
     t0 = time.time()
     run, data, task, model, Xu, yu = deployment(Path(args.nets) / f"t{seed}", args.remove, seed)
     cfg = BuildMonitorProfileConfig(window_sizes=[200], stream_look_test="mean_shift")
-    Xt, _ = test_halves()[args.half]
-    res: dict[str, dict[str, list]] = {c: {"null": [], "test": []} for c in CANDIDATES}
+    Xt, yt = test_halves()[args.half]
+    res: dict[str, Any] = {c: {"null": [], "test": []} for c in CANDIDATES}
+    s15 = args.protocol == "s15"
+    res["streams"] = []  # s15: each stream's looks (both candidates) and windows (own flags, error)
     cache = None
+    stop = stop_time(args.stop_at)
     for d in range(args.first_draw, args.first_draw + args.draws):
+        if stop is not None and time.time() >= stop:
+            print(
+                f"  t{seed}: stopped by --stop-at {args.stop_at} UTC (declared) before draw {d}", flush=True
+            )
+            break
         rng = np.random.default_rng([19, d])
         perm = rng.permutation(len(yu))
         pool, rest = np.sort(perm[: args.pool]), perm[args.pool :]
         bundle = dataclasses.replace(data, splits={**data.splits, "val": Split(X=Xu[pool], y=yu[pool])})
         profile = build_profile(cfg, bundle, task, model, np.random.default_rng([7, d]))
+        mon = Monitor(profile, model, seed=d, effects=False)
+        thr = profile.info.threshold
         if cache is None:
             info = profile.info
             cache = (
@@ -106,14 +168,21 @@ def one_training(args: argparse.Namespace, seed: int, level: float) -> dict[str,
         for o in range(args.null_streams):
             test = new_stream_test(profile, seed=[d, 1, o])
             assert isinstance(test, ReferenceStreamTest) and test.look_test == "mean_shift"
-            looks = run_looks(test, full.take(srng.choice(rest, NULL_ROWS, replace=False)))
+            idx = srng.choice(rest, NULL_ROWS, replace=False)
+            looks = run_looks(test, full.take(idx))
             for c in CANDIDATES:
                 res[c]["null"].append((d, alarm_row(looks[c], level)))
+            if s15:
+                wins = windows_of(mon, full.take(idx), yu[idx], [d, 1, o], thr)
+                res["streams"].append({"d": d, "kind": "null", "looks": looks, "windows": wins})
         for o in range(args.orders):
             idx = np.concatenate([srng.choice(len(Xt), 200, replace=False) for _ in range(3)])
             looks = run_looks(new_stream_test(profile, seed=[d, 2, o]), tsample.take(idx))
             for c in CANDIDATES:
                 res[c]["test"].append((d, alarm_row(looks[c], level)))
+            if s15:
+                wins = windows_of(mon, tsample.take(idx), yt[idx], [d, 2, o], thr)
+                res["streams"].append({"d": d, "kind": "test", "looks": looks, "windows": wins})
         print(
             f"  t{seed} draw {d:>3}: "
             + "; ".join(
@@ -126,6 +195,114 @@ def one_training(args: argparse.Namespace, seed: int, level: float) -> dict[str,
         )
     print(f"  t{seed}: model {run.name}, {len(yu)} unseen images; {time.time() - t0:.0f} s", flush=True)
     return res
+
+
+def score_s15(streams: list[dict[str, Any]], c: str, level: float, alpha: float) -> dict[str, Any]:
+    """One candidate in one training: what its looks and the windows' own flags give (RULE_S15)."""
+    per_dep: dict[int, list[tuple[bool, bool]]] = {}  # in-distribution windows: (own flag, with the stream)
+    kept_within, test_off, test_flagged, hit600, hit200, rows, null_alarm = [], 0, [], [], [], [], []
+    n_test = 0
+    for st in streams:
+        looks = [tuple(x) for x in st["looks"][c]]
+        alarm, evidence = alarm_row(looks, level), alarm_row(looks, alpha)
+        for i, (own, err) in enumerate(st["windows"]):
+            # the monitor withholds the estimate of the window whose look reached the evidence, and every later one
+            flagged = own or (evidence is not None and evidence <= 200 * (i + 1))
+            if st["kind"] == "null":
+                per_dep.setdefault(st["d"], []).append((own, flagged))
+                if not flagged:
+                    kept_within.append(err <= TOLERANCE)
+            else:
+                n_test += 1
+                test_flagged.append(flagged)
+                test_off += int(not flagged and err > TOLERANCE)
+        if st["kind"] == "null":
+            null_alarm.append(alarm is not None)
+        else:
+            hit600.append(alarm is not None and alarm <= TEST_ROWS)
+            hit200.append(alarm is not None and alarm <= 200)
+            rows.append(alarm)
+    own_rate = {d: float(np.mean([o for o, _ in v])) for d, v in per_dep.items()}
+    with_rate = {d: float(np.mean([f for _, f in v])) for d, v in per_dep.items()}
+    at = [r for r in rows if r is not None]
+    return {
+        "null_alarm": float(np.mean(null_alarm)),
+        "n_null": len(null_alarm),
+        "deployments": len(per_dep),
+        "over_own": sum(r > FLAG_TARGET for r in own_rate.values()),
+        "over_with": sum(r > FLAG_TARGET for r in with_rate.values()),
+        "in_flagged": float(np.mean([f for v in per_dep.values() for _, f in v])),
+        "in_flagged_own": float(np.mean([o for v in per_dep.values() for o, _ in v])),
+        "dep_max": max(with_rate.values()),
+        "dep_max_own": max(own_rate.values()),
+        "kept_within": float(np.mean(kept_within)) if kept_within else float("nan"),
+        "within600": float(np.mean(hit600)),
+        "within200": float(np.mean(hit200)),
+        "orders": len(hit600),
+        "median_row": float(np.median(at)) if at else float("nan"),
+        "test_off": test_off,
+        "n_test": n_test,
+        "test_flagged": float(np.mean(test_flagged)),
+    }
+
+
+def line_s15(name: str, s: dict[str, Any]) -> str:
+    return (
+        f"[{name}] {s['deployments']} deployments; in-distribution windows flagged {s['in_flagged']:.1%} "
+        f"({s['in_flagged_own']:.1%} by their own flags), per deployment max {s['dep_max']:.1%} "
+        f"({s['dep_max_own']:.1%}); deployments above {FLAG_TARGET:.0%}: {s['over_with']} ({s['over_own']} by own "
+        f"flags); unflagged within {TOLERANCE}: {s['kept_within']:.1%}; test orders within 200 rows "
+        f"{s['within200']:.1%}, within 600 {s['within600']:.1%} of {s['orders']}, median row {s['median_row']:.0f}; "
+        f"test windows flagged {s['test_flagged']:.1%}, unflagged and off by > {TOLERANCE}: {s['test_off']} of "
+        f"{s['n_test']}"
+    )
+
+
+def summary_s15(args: argparse.Namespace, scores: dict[str, dict[int, dict[str, Any]]]) -> None:
+    """RULE_S15 over the trainings (development half), or its one measurement (report half)."""
+    print("\nsummary over trainings (s15):")
+    keys: dict[str, tuple[float, float, int]] = {}
+    ok: dict[str, bool] = {}
+    for c in CANDIDATES:
+        sc = [scores[c][s] for s in args.train_seeds]
+        ok[c] = all(s["null_alarm"] <= 0.05 and s["over_with"] == s["over_own"] for s in sc)
+        keys[c] = (
+            min(s["within600"] for s in sc),
+            min(s["within200"] for s in sc),
+            -sum(s["test_off"] for s in sc),
+        )
+
+        def each(field: str, fmt: str = "{:.1%}", sc: list = sc) -> str:
+            return ", ".join(fmt.format(s[field]) for s in sc)
+
+        over = ", ".join(f"{s['over_with']} (own flags {s['over_own']})" for s in sc)
+        print(
+            f"[{c}] in-distribution stream alarm per training {each('null_alarm')}; deployments with "
+            f"in-distribution windows flagged > {FLAG_TARGET:.0%} per training {over}; eligible: {ok[c]}; "
+            f"within 600 per training {each('within600')} (worst {keys[c][0]:.1%}); within 200 "
+            f"{each('within200')} (worst {keys[c][1]:.1%}); test windows unflagged and off by > {TOLERANCE}: "
+            f"{each('test_off', '{}')} (total {-keys[c][2]} of {sum(s['n_test'] for s in sc)})"
+        )
+    if args.half == "report":
+        print(
+            "report half: measured once; the choice was made on the development half (rule 3: it stays the "
+            "default unless ineligible here): " + ", ".join(f"{c} eligible {ok[c]}" for c in CANDIDATES)
+        )
+        return
+    eligible = [c for c in CANDIDATES if ok[c]]
+    if not eligible:
+        print(f"no candidate eligible: the shipped default ({CANDIDATES[0]}) stays")
+        return
+    best = max(keys[c] for c in eligible)
+    chosen = (
+        CANDIDATES[0]
+        if keys.get(CANDIDATES[0]) == best and ok[CANDIDATES[0]]
+        else max(eligible, key=keys.get)
+    )
+    print(
+        f"chosen by the declared rule s15: stream_look_test {chosen} (worst-training within 600 {best[0]:.1%}, "
+        f"within 200 {best[1]:.1%}, test windows unflagged and off {-best[2]})"
+    )
 
 
 def main() -> None:
@@ -146,6 +323,10 @@ def main() -> None:
     ap.add_argument("--null-streams", type=int, default=4)
     ap.add_argument("--orders", type=int, default=5)
     ap.add_argument(
+        "--protocol", choices=["s14", "s15"], default="s14", help="s15: windows evaluated too, RULE_S15"
+    )
+    ap.add_argument("--stop-at", default=None, help="HH:MM UTC: start no deployment after this (declared)")
+    ap.add_argument(
         "--save",
         default=None,
         help="folder (outside the repo) for each training's results; a training saved there with the same "
@@ -156,18 +337,29 @@ def main() -> None:
     cfg = BuildMonitorProfileConfig()
     assert cfg.stream_delta is not None
     level = cfg.stream_alpha * cfg.stream_delta
-    print(RULE)
+    s15 = args.protocol == "s15"
+    print(RULE_S15 if s15 else RULE)
     print(
         f"== candidates {', '.join(CANDIDATES)}; trainings {args.train_seeds} ({args.remove} train images removed, "
         f"seed = removed-image draw and pipeline seed); deployments {args.first_draw}..{args.first_draw + args.draws - 1} "
         f"per training ({args.pool} held-out rows each); per deployment {args.null_streams} in-distribution streams of "
         f"{NULL_ROWS} and {args.orders} test-distribution streams of {TEST_ROWS} ({args.half} half, seed {SPLIT_SEED}); "
-        f"a look every {cfg.stream_look} rows, alarm at p_k <= {level:g}/(k(k+1)) ==",
+        f"a look every {cfg.stream_look} rows, alarm at p_k <= {level:g}/(k(k+1)); protocol {args.protocol}"
+        + (
+            f", every window evaluated by the monitor (shipped defaults), stream evidence at p_k <= "
+            f"{cfg.stream_alpha:g}/(k(k+1)), tolerance {TOLERANCE}, stop at {args.stop_at or 'none'} UTC"
+            if s15
+            else ""
+        )
+        + " ==",
         flush=True,
     )
     table: dict[str, dict[int, tuple[float, float]]] = {c: {} for c in CANDIDATES}
+    scores: dict[str, dict[int, dict[str, Any]]] = {c: {} for c in CANDIDATES}
     for seed in args.train_seeds:
-        key = {k: v for k, v in vars(args).items() if k not in ("train_seeds", "save")} | {"seed": seed}
+        key = {k: v for k, v in vars(args).items() if k not in ("train_seeds", "save", "stop_at")} | {
+            "seed": seed
+        }
         saved = Path(args.save) / f"t{seed}_{args.half}_{args.first_draw}.json" if args.save else None
         old = json.loads(saved.read_text()) if saved is not None and saved.is_file() else None
         # the number of deployments may differ per training (the clock amendment in docs/monitor.md)
@@ -201,6 +393,12 @@ def main() -> None:
                 f"{np.median(at) if at else float('nan'):.0f}",
                 flush=True,
             )
+            if s15:
+                scores[c][seed] = score_s15(res["streams"], c, level, cfg.stream_alpha)
+                print(line_s15(f"t{seed} {c}", scores[c][seed]), flush=True)
+    if s15:
+        summary_s15(args, scores)
+        return
     print("\nsummary over trainings:")
     eligible = {}
     for c in CANDIDATES:
