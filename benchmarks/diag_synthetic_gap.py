@@ -12,9 +12,12 @@ never read.
    (77 leaves, learning rate 0.041, 450 rounds, its other knobs at LightGBM's defaults).
 2. closedloop's tree family alone (``family: lgbm``, the bench's train settings) with ``tree_extend``
    4, 8 and 16: the chosen trial, its best epoch against its plan, whether a fit was cut by the clock
-   (the deadline), the train stage's seconds and the hold-out AUC of the shipped model.
+   (the deadline), the train stage's seconds and the hold-out AUC of the shipped model. ``--leaves N``:
+   the same with the tree ladder 4, 16, N leaves (the quick preset's is 4, 16), ``tree_extend`` the
+   first of ``--extends`` (a diagnosis of capacity, session 15; no default changes with it).
 
-Run: .venv/bin/python benchmarks/diag_synthetic_gap.py [--seed 1] [--extends 4 8 16] [--out FILE]
+Run: .venv/bin/python benchmarks/diag_synthetic_gap.py [--seed 1] [--extends 4 8 16] [--leaves 64]
+     [--skip-plain] [--out FILE]
 """
 
 from __future__ import annotations
@@ -105,13 +108,16 @@ def plain(tr: Any, va: Any, ho: Any) -> None:
     )
 
 
-def library(data: Any, ho: Any, runs: Path, extends: list[int]) -> None:
+def library(data: Any, ho: Any, runs: Path, extends: list[int], leaves: int | None = None) -> None:
     yh = np.asarray(ho.y)
     say("\n2. closedloop's tree family alone (family: lgbm; the bench's train settings), hold-out AUC")
-    for extend in extends:
+    for extend in extends if leaves is None else extends[:1]:
         B.TRAIN["tree_extend"] = extend
+        if leaves is not None:
+            B.TRAIN["ladder"] = [{"num_leaves": 4}, {"num_leaves": 16}, {"num_leaves": leaves}]
         t0 = time.perf_counter()
         res = B.closedloop_run(data, "lgbm", runs / f"extend{extend}")
+        B.TRAIN.pop("ladder", None)
         s = res.summary["stages"]["train"]
         text = [d["decision"] for d in s["decisions"]]
         tune = next(
@@ -126,7 +132,7 @@ def library(data: Any, ho: Any, runs: Path, extends: list[int]) -> None:
         ]
         p = res.artifact("model").predict_proba(ho.X)[:, 1]
         say(
-            f"  tree_extend {extend}: hold-out AUC {roc_auc_score(yh, p):.4f}; model "
+            f"  tree_extend {extend}{f', ladder 4, 16, {leaves} leaves' if leaves else ''}: hold-out AUC {roc_auc_score(yh, p):.4f}; model "
             f"{json.dumps(s['model']['params'], sort_keys=True)}, {s['model']['epochs']} epochs; completed "
             f"trials planned->best epoch {', '.join(trials)}; train stage {s['seconds']:.1f} s (run "
             f"{time.perf_counter() - t0:.0f} s); load {os.getloadavg()[0]:.1f}"
@@ -143,6 +149,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--extends", type=int, nargs="+", default=[4, 8, 16])
     ap.add_argument("--skip-plain", action="store_true")
+    ap.add_argument("--leaves", type=int, default=None, help="section 2 with the ladder 4, 16, N leaves")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     B.TASK["metric"] = "auc"
@@ -156,11 +163,15 @@ def main() -> None:
         f"hold-out {len(ho)} (the test part is not read); train params {B.TRAIN}, task {B.TASK}; "
         f"load {os.getloadavg()[0]:.1f}"
     )
-    say(RULE)
+    say(
+        RULE
+        if args.leaves is None
+        else f"capacity diagnosis (ladder 4, 16, {args.leaves} leaves): no default changes with it"
+    )
     if not args.skip_plain:
         plain(tr, va, ho)
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
-        library(data, ho, Path(tmp), args.extends)
+        library(data, ho, Path(tmp), args.extends, args.leaves)
     if args.out:
         Path(args.out).write_text("\n".join(LINES) + "\n", encoding="utf-8")
 
