@@ -396,6 +396,17 @@ def main() -> None:
             if s15:
                 scores[c][seed] = score_s15(res["streams"], c, level, cfg.stream_alpha)
                 print(line_s15(f"t{seed} {c}", scores[c][seed]), flush=True)
+                # which in-distribution streams reached the evidence that withholds estimates, and when
+                ev: dict[int, list[int]] = {}
+                for st in res["streams"]:
+                    e = alarm_row([tuple(x) for x in st["looks"][c]], cfg.stream_alpha)
+                    if st["kind"] == "null" and e is not None:
+                        ev.setdefault(st["d"], []).append(e)
+                print(
+                    f"   in-distribution streams whose evidence reached p_k <= {cfg.stream_alpha:g}/(k(k+1)): "
+                    f"{sum(map(len, ev.values()))} of {scores[c][seed]['n_null']}; deployment: rows {ev}",
+                    flush=True,
+                )
     if s15:
         summary_s15(args, scores)
         return
