@@ -118,18 +118,22 @@ def test_profile_defaults_reach_the_summary_guarantee_and_monitor(digits, tmp_pa
     stage, profile = _profile(digits, tmp_path)
     info = profile.info
     assert (info.stream_test, info.stream_look, info.domain_delta) == ("reference", 200, 0.1)
+    # the looks' p-value: the mean-shift permutation test (the default since session 15's declared rule)
+    assert info.stream_look_test == "mean_shift" and "exact mean-shift permutation tests" in info.guarantee
     assert info.domain_level == pytest.approx(0.005)
     assert "tested against the fixed held-out rows every 200 rows" in info.guarantee
     assert "domain flag on the label-free estimate (p <= 0.005)" in info.guarantee
     assert "probability >= 0.9 over the draw of the held-out rows" in info.guarantee
     ref = stage.summarize(type(stage).Outputs(reference=profile))["reference"]
     assert ref["stream_test"] == "reference" and ref["stream_look"] == 200
+    assert ref["stream_look_test"] == "mean_shift"
     assert ref["domain_delta"] == 0.1 and ref["domain_level"] == pytest.approx(0.005)
     # the settings survive a rebuild from the profile (a verified period, an adapted model's reference)
     again = profile_config(info)
     assert (again.stream_test, again.stream_look, again.domain_delta) == ("reference", 200, 0.1)
+    assert again.stream_look_test == "mean_shift"
     mon = Monitor(profile, model, seed=0, effects=False)
-    assert isinstance(mon.stream_test(), ReferenceStreamTest)
+    assert isinstance(mon.stream_test(), ReferenceStreamTest) and mon.stream_test().look_test == "mean_shift"
     # a dark stream: the window's flags name the domain check, the stream alarms at a look
     X = np.concatenate([bundle.val.X[:100], (bundle.val.X[100:400] * 0.5).astype(np.uint8)])
     res = mon.check_stream(X, window=100)

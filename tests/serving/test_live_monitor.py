@@ -95,13 +95,16 @@ def test_live_stream_uses_the_profiles_look_test(run, tmp_path):
     shutil.copytree(run.run, copy)
     meta = next(copy.glob("stages/*_monitor/artifacts/reference/profile.json"))
     raw = json.loads(meta.read_text())
-    assert raw["stream_look_test"] == "classifier"  # the default
-    raw["stream_look_test"] = "mean_shift"
-    meta.write_text(json.dumps(raw))
+    assert raw["stream_look_test"] == "mean_shift"  # the default (session 15)
     _traffic(tmp_path / "log", run, run.X[:200], run.proba[:200], batch=2)
     status = LiveMonitor(copy, tmp_path / "log", window=200).status()
     assert status.stream is not None and status.stream.looks == 1 and status.stream.look_test == "mean_shift"
     assert json.loads(json.dumps(status.model_dump()))["stream"]["look_test"] == "mean_shift"
+    # a profile that records the classifier looks (built before, or chosen) keeps them live
+    raw["stream_look_test"] = "classifier"
+    meta.write_text(json.dumps(raw))
+    status = LiveMonitor(copy, tmp_path / "log", window=200).status()
+    assert status.stream is not None and status.stream.looks == 1 and status.stream.look_test == "classifier"
 
 
 def test_realized_metrics_from_feedback(run, tmp_path):

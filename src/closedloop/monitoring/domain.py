@@ -34,9 +34,9 @@ p-value tests each half on its own and pays a factor 2 for the two; it is exact 
 PneumoniaMNIST's test split (``benchmarks/tune_monitor_first_window.py``) it flagged every first
 window of a test-distribution stream at p <= 0.005 (the cross-fitted classifier: 87%) with the same
 in-distribution flag rate. Its smallest p-value is ``1 / (PERMUTATIONS + 1)``, too coarse for the stream
-test's late looks (``alpha / (k (k + 1))``), which use the classifier's p-value (``p_classifier``) by
-default; ``stream_look_test: mean_shift`` gives each look enough relabellings, stopped early
-(``stop_after``, Besag-Clifford).
+test's late looks (``alpha / (k (k + 1))``): ``stream_look_test: mean_shift`` (the monitor stage's default
+since session 15) gives each look enough relabellings, stopped early (``stop_after``, Besag-Clifford);
+``classifier`` uses the classifier's p-value (``p_classifier``).
 
 What it rests on: the reference rows' labels are correct and the reference is held out from
 training; the classifier is small (L2 logistic regression, a handful of inputs), so with a reference

@@ -75,11 +75,13 @@ class BuildMonitorProfileConfig(StageConfig):
     reference grows with the stream (``closedloop.monitoring.stream``)."""
     stream_look: int = Field(200, ge=20, le=100_000)
     """Rows between the reference stream test's looks."""
-    stream_look_test: Literal["classifier", "mean_shift"] = "classifier"
+    stream_look_test: Literal["classifier", "mean_shift"] = "mean_shift"
     """The p-value each look of the reference stream test uses (both exact, so the stream's guarantee is
-    the same): ``classifier``, the domain check's cross-fitted classifier (Mann-Whitney per fold,
-    Bonferroni over the two folds); ``mean_shift``, its permutation test of the mean shift (the window's
-    domain p-value) with enough relabellings for the look's level, stopped early (Besag-Clifford)."""
+    the same): ``mean_shift`` (the default since session 15, chosen by a declared rule on development
+    data, docs/monitor.md), the domain check's permutation test of the mean shift (the window's domain
+    p-value) with enough relabellings for the look's level, stopped early (Besag-Clifford);
+    ``classifier``, its cross-fitted classifier (Mann-Whitney per fold, Bonferroni over the two folds;
+    the default before, and what profiles built before the setting existed keep)."""
     domain_alpha: float | None = Field(0.05, gt=0, lt=0.5)
     """The label-free estimate is flagged unreliable when a domain classifier (reference rows vs the
     window, on the model's outputs, embeddings and summary features) separates them
