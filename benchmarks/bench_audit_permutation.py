@@ -3,7 +3,10 @@
 Diabetes (scikit-learn), planted copies as in bench_audit_density.py (5% of test, train rows with noise sd
 1% of each float column's sd, seed 1): the train/test close-rate difference of each look, and how often
 train and test dealt again at random at their sizes (400 times) reach or beat it - no Fisher, no design
-effect. Shows whether four copy pairs are strong evidence under the random-split null at all.
+effect. Shows whether four copy pairs are strong evidence under the random-split null at all. Also
+(session 15) the floor no test can go under at that null: the chance that a random deal at the same sizes
+splits all k copy pairs across the two sides, whatever statistic reads it (the copy and its source are two
+rows like any others; a deal that splits every pair looks the same as the planted split).
 
 Run: .venv/bin/python benchmarks/bench_audit_permutation.py
 """
@@ -25,10 +28,27 @@ from closedloop.stages.audit.near_density import _fisher, _Looks, _measure, near
 REDEALS = 400
 
 
+def all_pairs_split(n_ref: int, n_query: int, k: int) -> float:
+    """Chance that dealing n_ref + n_query rows at random at those sizes puts the two ends of each of k
+    disjoint pairs on different sides."""
+    from math import comb
+
+    n = n_ref + n_query
+    return 2**k * comb(n - 2 * k, n_ref - k) / comb(n, n_ref)
+
+
 def main() -> None:
     b = bd.sklearn_table("diabetes")
     for seed in (1,):
         planted, truth = bd.plant(b, seed)
+        k, n_tr = len(truth), len(planted.train)
+        n_te, n_va = len(planted.splits["test"]), len(planted.val)
+        print(
+            f"diabetes planted seed {seed}: the floor of any test at the random-split null (all {k} copy pairs split "
+            f"across, the most extreme deal): train/test ({n_tr} vs {n_te} rows) "
+            f"{all_pairs_split(n_tr, n_te, k):.4f} against test's own level 0.0125; train/val+test ({n_tr} vs "
+            f"{n_va + n_te}) {all_pairs_split(n_tr, n_va + n_te, k):.4f} against the pooled level 0.025"
+        )
         center, scale = table_stats(planted.train)
         tr, te = (_raw_rows(planted.splits[k], "table", center, scale) for k in ("train", "test"))
         h_tr, h_te = content_hashes(planted.train), content_hashes(planted.splits["test"])

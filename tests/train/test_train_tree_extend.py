@@ -65,7 +65,7 @@ def test_without_early_stopping_or_validation_the_plan_is_a_cap() -> None:
 def test_bad_tree_extend_value_names_the_field() -> None:
     with pytest.raises((ConfigError, ValueError), match="tree_extend"):
         TrainConfig(tree_extend=0)
-    assert TrainConfig().tree_extend == 4
+    assert TrainConfig().tree_extend == 8  # session 15's declared rule (docs/training.md)
 
 
 def test_the_one_batch_check_does_not_crash_lightgbm_on_categorical_columns() -> None:

@@ -132,10 +132,10 @@ def test_tree_family_through_the_train_stage(run: RunResult) -> None:
     report = (run.run_dir / "report.html").read_text()
     assert "Feature importance" in report and "held-out rows" in report
     assert model.preprocessing.native_missing and model.preprocessing.impute is None
-    # tree_extend (default 4) is in the decision log, so in summary.json and the report
+    # tree_extend (default 8) is in the decision log, so in summary.json and the report
     extend = [d for d in s["decisions"] if "tree_extend" in (d.get("evidence") or {})]
-    assert len(extend) == 1 and "up to 4x its planned epochs" in extend[0]["decision"], extend
-    assert "tree_extend: 4" in report
+    assert len(extend) == 1 and "up to 8x its planned epochs" in extend[0]["decision"], extend
+    assert "tree_extend: 8" in report
 
 
 @pytest.mark.slow

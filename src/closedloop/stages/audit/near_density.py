@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import fisher_exact, norm
+from scipy.stats import fisher_exact, multivariate_normal, norm
 from sklearn.neighbors import NearestNeighbors
 
 ON_THE_CUT = 1e-4
@@ -69,6 +69,9 @@ class NearExcess:
     quantile: float = 0.01
     design_effect: float | None = None
     """When re-deals were measured: the reported look's design effect (:func:`_redealt_p`)."""
+    looks_counted: float = 1.0
+    """How many looks the p-value paid for: the number of looks (Bonferroni), or less when the looks
+    were combined by their joint null measured on the re-deals (:func:`_joint_p`)."""
 
     @property
     def criterion(self) -> str:
@@ -137,6 +140,7 @@ def near_excess(
     redeals: int = 0,
     redeal_below: float = 0.0,
     redeal_max_rows: int = 20000,
+    joint: bool = True,
 ) -> NearExcess:
     """Compare query -> ref nearest-neighbour distances with ref -> ref ones (leave one out).
 
@@ -146,6 +150,8 @@ def near_excess(
     chosen look's design effect is measured on that many random re-deals of ref + query at their sizes
     (:func:`_design_effects`) and its p-value corrected by it (:func:`_redealt_p`); not above
     ``redeal_max_rows`` rows in all (each re-deal is a full neighbour search).
+    ``joint``: with re-deals, the looks are paid for by their joint null (:func:`_joint_p`), not x looks,
+    and re-deals start when the smallest p itself (not x looks) is under ``redeal_below``.
     Memory O(n): a brute nearest-neighbour index, queried in chunks by scikit-learn.
     """
     looks = _Looks(threshold, max_null, density_quantile, nonzero_look)
@@ -153,13 +159,21 @@ def near_excess(
     pvals = {kind: _fisher(c) for kind, c in m.looks.items()}
     kind = min(pvals, key=lambda k: (pvals[k], list(pvals).index(k)))  # ties: the first look
     p, effect = pvals[kind], None
+    p_final, counted = min(1.0, p * len(pvals)), float(len(pvals))  # Bonferroni over the looks
     small = len(ref) + len(query) <= redeal_max_rows  # each re-deal is a full search: bounded cost
-    if redeals > 1 and query_hashes is not None and small and p * len(pvals) < redeal_below:
+    # joint: the looks may count as fewer than their number, so any p under the level may warn
+    gate = p if joint else p * len(pvals)
+    if redeals > 1 and query_hashes is not None and small and gate < redeal_below:
         # the look (and so the pairs of the excess) stays Fisher's choice; only its p-value is corrected
         # its own generator: the caller's draws (the next comparison's null) stay as without re-deals
         own = np.random.default_rng((len(ref), len(query), redeals))
-        effect = _design_effects(ref, query, ref_hashes, query_hashes, own, looks, redeals).get(kind, 1.0)
+        null = _redeal_null(ref, query, ref_hashes, query_hashes, own, looks, redeals)
+        effect = null.effects.get(kind, 1.0)
         p = _redealt_p(p, effect)
+        p_final = min(1.0, p * len(pvals))
+        if joint:
+            p_final = _joint_p(p, list(pvals), null)
+            counted = p_final / p
     n_query, n_null, n_close, n_null_close, cut = m.looks[kind]
     return NearExcess(
         threshold=threshold,
@@ -168,7 +182,7 @@ def near_excess(
         n_close=n_close,
         n_null=n_null,
         n_null_close=n_null_close,
-        p_value=min(1.0, p * len(pvals)),
+        p_value=p_final,
         dist=m.dist,
         index=m.index,
         ratio=m.ratio,
@@ -176,6 +190,7 @@ def near_excess(
         nonzero_cut=cut if kind == "nonzero" else None,
         quantile=density_quantile,
         design_effect=effect,
+        looks_counted=counted,
     )
 
 
@@ -280,6 +295,15 @@ def _redealt_p(p: float, effect: float) -> float:
     return max(p, float(norm.sf(float(norm.isf(p)) / np.sqrt(max(effect, 1.0)))))
 
 
+@dataclass
+class _RedealNull:
+    """What the re-deals measured: per look its design effect, and the looks' close-rate differences
+    re-deal by re-deal (NaN where a look had no rows in a re-deal)."""
+
+    effects: dict[str, float]
+    diffs: dict[str, np.ndarray]
+
+
 def _design_effects(
     ref: np.ndarray,
     query: np.ndarray,
@@ -289,9 +313,22 @@ def _design_effects(
     looks: _Looks,
     redeals: int,
 ) -> dict[str, float]:
+    """Per look, the design effect of :func:`_redeal_null`."""
+    return _redeal_null(ref, query, ref_hashes, query_hashes, rng, looks, redeals).effects
+
+
+def _redeal_null(
+    ref: np.ndarray,
+    query: np.ndarray,
+    ref_hashes: list[bytes],
+    query_hashes: list[bytes],
+    rng: np.random.Generator,
+    looks: _Looks,
+    redeals: int,
+) -> _RedealNull:
     """Per look: how much more the close-rate difference (query minus null) varies over random re-deals
     of ref + query (at their sizes: the random split the test's null stands for) than Fisher's test
-    assumes for independent rows, at least 1.
+    assumes for independent rows, at least 1; and the differences themselves (for :func:`_joint_p`).
 
     Closeness belongs to pairs, not rows: a close pair inside the reference counts twice in the null
     (each end is the other's neighbour), and a close pair feeds the null when both ends land in the
@@ -302,9 +339,9 @@ def _design_effects(
     pool = np.concatenate([ref, query])
     hashes = list(ref_hashes) + list(query_hashes)
     n_ref = len(ref)
-    diffs: dict[str, list[float]] = {}
+    diffs: dict[str, np.ndarray] = {}
     fisher_var: dict[str, list[float]] = {}
-    for _ in range(redeals):
+    for t in range(redeals):
         perm = rng.permutation(len(pool))
         r, q = perm[:n_ref], perm[n_ref:]
         r_h = [hashes[i] for i in r]
@@ -315,13 +352,41 @@ def _design_effects(
             if not (nq and nr):
                 continue
             p0 = (a + b) / (nq + nr)
-            diffs.setdefault(kind, []).append(a / nq - b / nr)
+            diffs.setdefault(kind, np.full(redeals, np.nan))[t] = a / nq - b / nr
             fisher_var.setdefault(kind, []).append(p0 * (1 - p0) * (1 / nq + 1 / nr))
-    out = {}
+    effects = {}
     for kind, d in diffs.items():
+        d = d[np.isfinite(d)]
         expected = float(np.mean(fisher_var[kind]))
-        out[kind] = max(1.0, float(np.var(d, ddof=1)) / expected) if len(d) > 1 and expected > 0 else 1.0
-    return out
+        effects[kind] = max(1.0, float(np.var(d, ddof=1)) / expected) if len(d) > 1 and expected > 0 else 1.0
+    return _RedealNull(effects=effects, diffs=diffs)
+
+
+def _joint_p(p: float, names: list[str], null: _RedealNull) -> float:
+    """The reported look's corrected p paid for by the looks' joint null instead of x looks: the chance
+    that the largest of the looks' normal scores reaches this look's (corrected) score, the scores
+    jointly normal with the correlation of the looks' close-rate differences over the re-deals.
+
+    The looks count the same close pairs (a copy is usually close by distance *and* by ratio), so their
+    scores move together and Bonferroni's x looks pays for looks that add little: with perfectly
+    correlated looks this is the one look's p, with independent ones Sidak's 1 - (1 - p)^looks (at most
+    Bonferroni's). A look that did not vary over the re-deals (or had no rows in one) is taken as
+    independent of the others, the cautious side. Never below ``p``, never above ``p`` x looks."""
+    k = len(names)
+    if k == 1 or p >= 1.0:
+        return min(1.0, p)
+    corr = np.eye(k)
+    t = max((len(v) for v in null.diffs.values()), default=0)
+    rows = np.column_stack([null.diffs.get(n, np.full(t, np.nan)) for n in names])
+    rows = rows[np.isfinite(rows).all(axis=1)]
+    sd = rows.std(axis=0) if len(rows) > 2 else np.zeros(k)
+    varies = np.flatnonzero(sd > 0)
+    if len(varies) > 1:
+        corr[np.ix_(varies, varies)] = np.corrcoef(rows[:, varies], rowvar=False)
+    z = float(norm.isf(p))
+    # Genz's integration with a fixed seed: the same data give the same p
+    inside = multivariate_normal.cdf(np.full(k, z), mean=np.zeros(k), cov=corr, allow_singular=True, rng=0)
+    return float(min(k * p, max(p, 1.0 - inside), 1.0))
 
 
 def _leave_one_out(nn: NearestNeighbors, U: np.ndarray, sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
