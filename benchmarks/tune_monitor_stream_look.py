@@ -29,6 +29,11 @@ runs, as ``evidence_at``) withholds the estimate of the window it is reached in 
 rule adds detection within 200 rows and the test windows left unflagged and off by > 0.03, and makes a
 candidate ineligible when its stream evidence adds a deployment whose in-distribution windows are flagged
 more than 10%. ``--stop-at HH:MM`` (UTC): start no deployment after it.
+
+Session 15, second rule (``--protocol s16``; declared in docs/monitor.md, "session 15, second rule", before
+its report run; ``RULE_S16`` printed first): the same measurement as s15 (so s15's saved trainings are read
+back), and eligibility 1(b) becomes the issue's rate: the share of in-distribution windows flagged (own
+flags or the candidate's stream evidence) over all of a training's deployments <= 10%.
 """
 
 from __future__ import annotations
@@ -66,6 +71,19 @@ RULE_S15 = (
     "and off by > 0.03 from realized AUC or ACC (summed over trainings); a tie keeps classifier; 3. the "
     "choice becomes the default unless the report run finds it ineligible by 1(a) or 1(b) in a report training"
 )
+RULE_S16 = (
+    "rule s16 (declared in docs/monitor.md before the report run, written after reading session 15's "
+    "development results): 1. eligible when in EVERY training (a) the in-distribution 2,000-row streams "
+    "alarm in <= 5% of runs and (b) the share of in-distribution windows flagged (the windows' own flags or "
+    "the candidate's stream evidence, p_k <= stream_alpha/(k(k+1)) at or before the window's last row) over "
+    "all that training's deployments is <= 10%; 2. among eligible candidates, lexicographically, higher "
+    "first: (a) worst-training share of test orders alarming within 600 rows, (b) worst-training share "
+    "alarming within 200 rows, (c) fewer test windows unflagged and off by > 0.03 from realized AUC or ACC "
+    "(summed over trainings); a tie keeps classifier; 3. the choice becomes the default only if it is "
+    "eligible by 1(a) and 1(b) in every report training"
+)
+MEASURED_AS = {"s14": "s14", "s15": "s15", "s16": "s15"}
+"""The measurement each protocol runs (s16 changes only the rule, so s15's saved trainings are read back)."""
 TOLERANCE = 0.03
 """The issue's tolerance between the label-free estimate and realized AUC / ACC."""
 FLAG_TARGET = 0.10
@@ -136,7 +154,7 @@ def one_training(args: argparse.Namespace, seed: int, level: float) -> dict[str,
     cfg = BuildMonitorProfileConfig(window_sizes=[200], stream_look_test="mean_shift")
     Xt, yt = test_halves()[args.half]
     res: dict[str, Any] = {c: {"null": [], "test": []} for c in CANDIDATES}
-    s15 = args.protocol == "s15"
+    s15 = MEASURED_AS[args.protocol] == "s15"
     res["streams"] = []  # s15: each stream's looks (both candidates) and windows (own flags, error)
     cache = None
     stop = stop_time(args.stop_at)
@@ -258,14 +276,25 @@ def line_s15(name: str, s: dict[str, Any]) -> str:
     )
 
 
+def eligible_s15(s: dict[str, Any]) -> bool:
+    """RULE_S15's 1: no in-distribution alarm beyond 5%; the stream evidence adds no deployment above 10%."""
+    return s["null_alarm"] <= 0.05 and s["over_with"] == s["over_own"]
+
+
+def eligible_s16(s: dict[str, Any]) -> bool:
+    """RULE_S16's 1: no in-distribution alarm beyond 5%; <= 10% of in-distribution windows flagged overall."""
+    return s["null_alarm"] <= 0.05 and s["in_flagged"] <= FLAG_TARGET
+
+
 def summary_s15(args: argparse.Namespace, scores: dict[str, dict[int, dict[str, Any]]]) -> None:
-    """RULE_S15 over the trainings (development half), or its one measurement (report half)."""
-    print("\nsummary over trainings (s15):")
+    """RULE_S15 (or RULE_S16) over the trainings (development half), or its one measurement (report half)."""
+    rule = args.protocol
+    print(f"\nsummary over trainings ({rule}):")
     keys: dict[str, tuple[float, float, int]] = {}
     ok: dict[str, bool] = {}
     for c in CANDIDATES:
         sc = [scores[c][s] for s in args.train_seeds]
-        ok[c] = all(s["null_alarm"] <= 0.05 and s["over_with"] == s["over_own"] for s in sc)
+        ok[c] = all((eligible_s16 if rule == "s16" else eligible_s15)(s) for s in sc)
         keys[c] = (
             min(s["within600"] for s in sc),
             min(s["within200"] for s in sc),
@@ -276,17 +305,28 @@ def summary_s15(args: argparse.Namespace, scores: dict[str, dict[int, dict[str, 
             return ", ".join(fmt.format(s[field]) for s in sc)
 
         over = ", ".join(f"{s['over_with']} (own flags {s['over_own']})" for s in sc)
+        rate = ", ".join(f"{s['in_flagged']:.1%} (own flags {s['in_flagged_own']:.1%})" for s in sc)
         print(
-            f"[{c}] in-distribution stream alarm per training {each('null_alarm')}; deployments with "
-            f"in-distribution windows flagged > {FLAG_TARGET:.0%} per training {over}; eligible: {ok[c]}; "
+            f"[{c}] in-distribution stream alarm per training {each('null_alarm')}; "
+            + (
+                f"in-distribution windows flagged per training {rate}; "
+                if rule == "s16"
+                else f"deployments with in-distribution windows flagged > {FLAG_TARGET:.0%} per training {over}; "
+            )
+            + f"eligible: {ok[c]}; "
             f"within 600 per training {each('within600')} (worst {keys[c][0]:.1%}); within 200 "
             f"{each('within200')} (worst {keys[c][1]:.1%}); test windows unflagged and off by > {TOLERANCE}: "
             f"{each('test_off', '{}')} (total {-keys[c][2]} of {sum(s['n_test'] for s in sc)})"
         )
     if args.half == "report":
         print(
-            "report half: measured once; the choice was made on the development half (rule 3: it stays the "
-            "default unless ineligible here): " + ", ".join(f"{c} eligible {ok[c]}" for c in CANDIDATES)
+            f"report half: measured once; the choice was made on the development half (rule {rule[1:]}'s 3: it "
+            + (
+                "becomes the default only if eligible here): "
+                if rule == "s16"
+                else "stays the default unless ineligible here): "
+            )
+            + ", ".join(f"{c} eligible {ok[c]}" for c in CANDIDATES)
         )
         return
     eligible = [c for c in CANDIDATES if ok[c]]
@@ -300,7 +340,7 @@ def summary_s15(args: argparse.Namespace, scores: dict[str, dict[int, dict[str, 
         else max(eligible, key=keys.get)
     )
     print(
-        f"chosen by the declared rule s15: stream_look_test {chosen} (worst-training within 600 {best[0]:.1%}, "
+        f"chosen by the declared rule {rule}: stream_look_test {chosen} (worst-training within 600 {best[0]:.1%}, "
         f"within 200 {best[1]:.1%}, test windows unflagged and off {-best[2]})"
     )
 
@@ -323,7 +363,10 @@ def main() -> None:
     ap.add_argument("--null-streams", type=int, default=4)
     ap.add_argument("--orders", type=int, default=5)
     ap.add_argument(
-        "--protocol", choices=["s14", "s15"], default="s14", help="s15: windows evaluated too, RULE_S15"
+        "--protocol",
+        choices=["s14", "s15", "s16"],
+        default="s14",
+        help="s15: windows evaluated too, RULE_S15; s16: the same measurement, RULE_S16",
     )
     ap.add_argument("--stop-at", default=None, help="HH:MM UTC: start no deployment after this (declared)")
     ap.add_argument(
@@ -337,14 +380,19 @@ def main() -> None:
     cfg = BuildMonitorProfileConfig()
     assert cfg.stream_delta is not None
     level = cfg.stream_alpha * cfg.stream_delta
-    s15 = args.protocol == "s15"
-    print(RULE_S15 if s15 else RULE)
+    s15 = MEASURED_AS[args.protocol] == "s15"
+    print({"s14": RULE, "s15": RULE_S15, "s16": RULE_S16}[args.protocol])
     print(
         f"== candidates {', '.join(CANDIDATES)}; trainings {args.train_seeds} ({args.remove} train images removed, "
         f"seed = removed-image draw and pipeline seed); deployments {args.first_draw}..{args.first_draw + args.draws - 1} "
         f"per training ({args.pool} held-out rows each); per deployment {args.null_streams} in-distribution streams of "
         f"{NULL_ROWS} and {args.orders} test-distribution streams of {TEST_ROWS} ({args.half} half, seed {SPLIT_SEED}); "
         f"a look every {cfg.stream_look} rows, alarm at p_k <= {level:g}/(k(k+1)); protocol {args.protocol}"
+        + (
+            f" (measured as {MEASURED_AS[args.protocol]})"
+            if MEASURED_AS[args.protocol] != args.protocol
+            else ""
+        )
         + (
             f", every window evaluated by the monitor (shipped defaults), stream evidence at p_k <= "
             f"{cfg.stream_alpha:g}/(k(k+1)), tolerance {TOLERANCE}, stop at {args.stop_at or 'none'} UTC"
@@ -358,7 +406,8 @@ def main() -> None:
     scores: dict[str, dict[int, dict[str, Any]]] = {c: {} for c in CANDIDATES}
     for seed in args.train_seeds:
         key = {k: v for k, v in vars(args).items() if k not in ("train_seeds", "save", "stop_at")} | {
-            "seed": seed
+            "seed": seed,
+            "protocol": MEASURED_AS[args.protocol],
         }
         saved = Path(args.save) / f"t{seed}_{args.half}_{args.first_draw}.json" if args.save else None
         old = json.loads(saved.read_text()) if saved is not None and saved.is_file() else None
@@ -396,6 +445,17 @@ def main() -> None:
             if s15:
                 scores[c][seed] = score_s15(res["streams"], c, level, cfg.stream_alpha)
                 print(line_s15(f"t{seed} {c}", scores[c][seed]), flush=True)
+                # which in-distribution streams reached the evidence that withholds estimates, and when
+                ev: dict[int, list[int]] = {}
+                for st in res["streams"]:
+                    e = alarm_row([tuple(x) for x in st["looks"][c]], cfg.stream_alpha)
+                    if st["kind"] == "null" and e is not None:
+                        ev.setdefault(st["d"], []).append(e)
+                print(
+                    f"   in-distribution streams whose evidence reached p_k <= {cfg.stream_alpha:g}/(k(k+1)): "
+                    f"{sum(map(len, ev.values()))} of {scores[c][seed]['n_null']}; deployment: rows {ev}",
+                    flush=True,
+                )
     if s15:
         summary_s15(args, scores)
         return
