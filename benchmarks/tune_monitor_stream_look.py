@@ -320,7 +320,7 @@ def summary_s15(args: argparse.Namespace, scores: dict[str, dict[int, dict[str, 
         )
     if args.half == "report":
         print(
-            f"report half: measured once; the choice was made on the development half (rule {rule[1:]}'s 3: it "
+            f"report half: measured once; the choice was made on the development half (rule {rule.upper()}'s 3: it "
             + (
                 "becomes the default only if eligible here): "
                 if rule == "s16"
