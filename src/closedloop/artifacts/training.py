@@ -186,6 +186,14 @@ class FinalFit(Outcome):
     threshold: float | None
     threshold_rule: str
     evaluated_on: dict[str, str]
+    selected_epochs: int | None = None
+    """The epochs the chosen configuration was selected with (its best epoch)."""
+    epochs_trained: float | None = None
+    """Epochs the deployed network trained when the time budget cut its fit below
+    ``selected_epochs`` (a part-epoch counted by its share); None when it was not cut."""
+    budget_overrun_s: float | None = None
+    """Seconds past ``budget_minutes`` the final phase was given to keep its own share, because the
+    phases before it ran into that share; None when they did not."""
 
 
 class FinalOutcome(FinalFit):
