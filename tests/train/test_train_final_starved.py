@@ -46,14 +46,14 @@ def test_a_selection_past_the_budget_leaves_the_final_fit_its_share_and_says_so(
     assert not any("cut short by the time budget" in d for d in decisions if "member" in d)
     # and the overrun is said: summary.json (about 2 x the budget less the final share), the log
     budget_s = 60.0 * TINY["budget_minutes"]
-    assert fit["budget_overrun_s"] == pytest.approx((2.0 + 1.0 - 1.0 + 0.2 - 1.0) * budget_s, rel=0.05)
+    assert fit["deadline_extended_s"] == pytest.approx((2.0 + 1.0 - 1.0 + 0.2 - 1.0) * budget_s, rel=0.05)
     assert any("the final phase keeps its own share" in d for d in decisions)
     # the same model as a run with time to spare: the same test figures
     on_time = TrainModel(**{**TINY, **cfg})
     ref = on_time.summarize(
         on_time.execute({"data": binary_digits, "task": binary_task}, make_ctx(tmp_path / "on_time"))
     )
-    assert s["test"] == ref["test"] and ref["final_fit"]["budget_overrun_s"] is None
+    assert s["test"] == ref["test"] and ref["final_fit"]["deadline_extended_s"] is None
 
 
 def test_a_final_fit_the_budget_still_cuts_is_flagged_in_summary_and_report(
@@ -76,7 +76,7 @@ def test_a_final_fit_the_budget_still_cuts_is_flagged_in_summary_and_report(
     out = stage.execute({"data": binary_digits, "task": binary_task}, ctx)
     fit = stage.summarize(out)["final_fit"]
     assert fit["epochs_trained"] is not None and fit["epochs_trained"] < fit["selected_epochs"]
-    assert fit["budget_overrun_s"] is None
+    assert fit["deadline_extended_s"] is None
     warning = [d["decision"] for d in out.evaluation.decisions if d["decision"].startswith("WARNING")]
     assert len(warning) == 1 and f"of the {fit['selected_epochs']} epoch(s)" in warning[0]
     texts = [getattr(b, "text", "") for b in stage.report(out, tmp_path)]

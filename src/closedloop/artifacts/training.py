@@ -191,9 +191,10 @@ class FinalFit(Outcome):
     epochs_trained: float | None = None
     """Epochs the deployed network trained when the time budget cut its fit below
     ``selected_epochs`` (a part-epoch counted by its share); None when it was not cut."""
-    budget_overrun_s: float | None = None
-    """Seconds past ``budget_minutes`` the final phase was given to keep its own share, because the
-    phases before it ran into that share; None when they did not."""
+    deadline_extended_s: float | None = None
+    """Seconds past the end of ``budget_minutes`` that the final phase's deadline was moved so that it
+    keeps its own share, because the phases before it ran into that share (the stage overruns the
+    budget by at most this); None when they did not."""
 
 
 class FinalOutcome(FinalFit):

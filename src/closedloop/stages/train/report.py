@@ -54,11 +54,12 @@ def report_blocks(ev: EvaluationReport, phases: list[Phase], timings: dict[str, 
                 "warning",
             )
         )
-    if fin.get("budget_overrun_s"):
+    if fin.get("deadline_extended_s"):
         blocks.append(
             Paragraph(
                 f"The phases before the final fit ran into its share of the time budget: the final phase "
-                f"kept its own share and the stage ran {fin['budget_overrun_s']:g} s past budget_minutes."
+                f"kept its own share: its deadline moved {fin['deadline_extended_s']:g} s past the end of "
+                "budget_minutes."
             )
         )
     on = ev.evaluated_on

@@ -361,7 +361,7 @@ class TrainModel(Stage):
             "final_fit": None
             if final is None
             else final.model_dump(
-                mode="json", include={"epochs", "selected_epochs", "epochs_trained", "budget_overrun_s"}
+                mode="json", include={"epochs", "selected_epochs", "epochs_trained", "deadline_extended_s"}
             ),
             "knob_gains": {}
             if tune is None

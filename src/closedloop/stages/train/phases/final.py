@@ -63,10 +63,10 @@ class Final(Phase):
             sess.decide(
                 "final",
                 f"the phases before the final fit ran {over:.0f} s into its share of the time budget "
-                f"({share:.0%} of {sess.budget_s:.0f} s): the final phase keeps its own share, so the "
-                f"stage ends about {over:.0f} s past budget_minutes instead of shipping a model the "
-                "deadline left no time to train",
-                {"budget_overrun_s": round(over, 1), "final_share_s": round(share * sess.budget_s, 1)},
+                f"({share:.0%} of {sess.budget_s:.0f} s): the final phase keeps its own share, so its "
+                f"deadline moves {over:.0f} s past the end of budget_minutes (the stage may run over "
+                "the budget by up to that) instead of shipping a model the deadline left no time to train",
+                {"deadline_extended_s": round(over, 1), "final_share_s": round(share * sess.budget_s, 1)},
             )
         refitted = refit_for_test(sess)  # before the fit: its time comes out of the fit's deadline
         model, fitted = final_fit(sess, tuned)
@@ -311,7 +311,7 @@ def final_fit(sess: TrainSession, tuned: TunedConfig) -> tuple[TrainedModel, Fit
         evaluated_on=evaluated_on,
         selected_epochs=selected,
         epochs_trained=round(trained, 2) if cut else None,
-        budget_overrun_s=round(over, 1) if (over := sess.last_phase_overrun()) > 0 else None,
+        deadline_extended_s=round(over, 1) if (over := sess.last_phase_overrun()) > 0 else None,
     )
     return model, Fitted(fit=fit, val_proba=p_val, heldout_proba=p_hold)
 
