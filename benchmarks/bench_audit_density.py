@@ -234,7 +234,9 @@ def random_splits(
         at_least += (ex.get("excess") or 0.0) >= observed
     if done < n:
         print(f"   stopped at the declared deadline {DEADLINE} UTC after {done} of {n} re-splits")
-    n = max(done, 1)
+        if not done:
+            return
+    n = done
     ci = binomtest(now, n).proportion_ci(0.95)
     eff = (
         f"design effect measured in {len(effects)} comparison(s): median {np.median(effects):.2f}, "

@@ -84,7 +84,7 @@ def main() -> None:
         )
         print(
             f"diabetes planted seed {seed} ({len(truth)} copies in {len(te)} test rows), train/test, {REDEALS} "
-            f"re-deals: {looks}; the audit's p (x looks, corrected) {ne.p_value:.3g}, design effect "
+            f"re-deals: {looks}; the audit's p (corrected, looks by their joint null: counted as {ne.looks_counted:.2f}) {ne.p_value:.3g}, design effect "
             f"{ne.design_effect:.2f} (test's own look warns at p < 0.0125)"
         )
 

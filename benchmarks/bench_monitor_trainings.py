@@ -107,12 +107,17 @@ def main() -> None:
     print("\n4. Test-distribution windows unflagged and off by more than 0.03 (target none)")
     for r in runs:
         off = r["test_off"]
+        if not r["test_windows"]:
+            print(
+                f"   [training {r['train_seed']}] not measured (no test-distribution streams: --stream-orders 0)"
+            )
+            continue
         where = ", ".join(f"draw {o['draw']} window {o['pos'] + 1} (ACC off {o['err_acc']:.3f})" for o in off)
         print(
             f"   [training {r['train_seed']}] {len(off)} of {r['test_windows']} (flagged {r['test_flagged']:.1%})"
             + (f": {where}" if off else "")
         )
-    counts = [len(r["test_off"]) for r in runs]
+    counts = [len(r["test_off"]) for r in runs if r["test_windows"]]
     print(
         f"   over trainings: {sum(counts)} of {sum(r['test_windows'] for r in runs)}; per training "
         f"{', '.join(map(str, counts))} -> {'met' if sum(counts) == 0 else 'NOT met'}"
@@ -120,6 +125,8 @@ def main() -> None:
 
     print("\n(the stream, stream6's item, printed for completeness)")
     for r in runs:
+        if not r["stream_null_runs"] and not r["stream_600_orders"]:
+            continue
         print(
             f"   [training {r['train_seed']}] in-distribution streams of 2,000: {r['stream_null_alarms']} of "
             f"{r['stream_null_runs']} alarmed; test distribution within 600 rows {r['stream_600']:.0%} of "

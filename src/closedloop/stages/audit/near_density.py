@@ -10,8 +10,9 @@ with a one-sided Fisher exact test, in two looks: distance alone (under the conf
 distance), and distance relative to the neighbour's own spacing (a copy sits much closer to its source
 than the source's other neighbours do; a sample in a dense region does not), cut at the reference's
 own 1% quantile of that ratio - on very dense data almost every sample is "close", so copies only
-stand out relative to the local spacing. The smaller p-value counts, Bonferroni-corrected for the two
-looks. The pairs that most likely make the excess are the close test samples ranked by that look: the
+stand out relative to the local spacing. The smaller p-value counts, Bonferroni-corrected for the
+looks; with re-deals (session 14's design effect), the looks are paid for by their joint null on the
+same re-deals instead (:func:`_joint_p`, session 15). The pairs that most likely make the excess are the close test samples ranked by that look: the
 smallest distance (distance look) or the smallest ratio (relative look).
 
 A table that repeats rows by itself (a few discrete columns) lies on a grid: natural rows without an
