@@ -240,6 +240,17 @@ def fmt_diff(d: tuple[float, float, float]) -> str:
 
 
 # -- runs ------------------------------------------------------------------------------------------
+def development_bundle(
+    X: pd.DataFrame, y: np.ndarray, cats: list[str], name: str, seed: int, dev_name: str
+) -> tuple[Any, np.ndarray]:
+    """The split seed's development part (train + validation of :func:`bundle`) split again into train,
+    validation and a development hold-out, for diagnoses that must not read the test part; and the
+    development labels."""
+    _, X_dev, y_dev = bundle(X, y, cats, name, seed)
+    data, _, _ = bundle(X_dev, y_dev, cats, dev_name, seed)
+    return data, y_dev
+
+
 def bundle(
     X: pd.DataFrame, y: np.ndarray, cats: list[str], name: str, seed: int = 0
 ) -> tuple[Any, pd.DataFrame, np.ndarray]:

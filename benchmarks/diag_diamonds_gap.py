@@ -116,8 +116,8 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     X, y, cats = B.diamonds()
-    _, X_dev, y_dev = B.bundle(X, y, cats, "diamonds", args.seed)  # the development part only
-    data, _, _ = B.bundle(X_dev, y_dev, cats, "diamonds_dev", args.seed)
+    # the development part only: the test part is never read
+    data, y_dev = B.development_bundle(X, y, cats, "diamonds", args.seed, "diamonds_dev")
     tr, va, ho = (data.splits[k] for k in ("train", "val", "test"))
     say(
         f"diag_diamonds_gap ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}), split seed {args.seed}: "

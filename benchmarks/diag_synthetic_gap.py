@@ -154,8 +154,8 @@ def main() -> None:
     args = ap.parse_args()
     B.TASK["metric"] = "auc"
     X, y, cats = B.synthetic()
-    _, X_dev, y_dev = B.bundle(X, y, cats, "synthetic_50k", args.seed)  # the development part only
-    data, _, _ = B.bundle(X_dev, y_dev, cats, "synthetic_dev", args.seed)
+    # the development part only: the test part is never read
+    data, y_dev = B.development_bundle(X, y, cats, "synthetic_50k", args.seed, "synthetic_dev")
     tr, va, ho = (data.splits[k] for k in ("train", "val", "test"))
     say(
         f"diag_synthetic_gap ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}), split seed {args.seed}: "

@@ -15,7 +15,7 @@ import pytest
 from tests.audit.test_audit_near_density import dense_images, plant
 from tests.audit.test_audit_stage import run
 
-from closedloop.stages.audit.near_density import _design_effects, _Looks, near_excess
+from closedloop.stages.audit.near_density import _Looks, _redeal_null, near_excess
 
 
 def paired(n_pairs: int = 300, seed: int = 0) -> np.ndarray:
@@ -34,7 +34,7 @@ def split(X: np.ndarray, seed: int, n_ref: int = 360):
 
 def test_close_pairs_make_the_difference_vary_more_than_fisher_assumes() -> None:
     ref, q, rh, qh = split(paired(), 0)
-    eff = _design_effects(ref, q, rh, qh, np.random.default_rng(1), _Looks(0.1, 1000, 0.01, False), 50)
+    eff = _redeal_null(ref, q, rh, qh, np.random.default_rng(1), _Looks(0.1, 1000, 0.01, False), 50).effects
     # about 2: whether a pair sits inside the reference or is split decides both rates at once; the
     # difference is one count (the pairs split apart), not 600 independent samples
     assert eff["distance"] > 1.5

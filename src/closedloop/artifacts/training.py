@@ -186,6 +186,15 @@ class FinalFit(Outcome):
     threshold: float | None
     threshold_rule: str
     evaluated_on: dict[str, str]
+    selected_epochs: int | None = None
+    """The epochs the chosen configuration was selected with (its best epoch)."""
+    epochs_trained: float | None = None
+    """Epochs the deployed network trained when the time budget cut its fit below
+    ``selected_epochs`` (a part-epoch counted by its share); None when it was not cut."""
+    deadline_extended_s: float | None = None
+    """Seconds past the end of ``budget_minutes`` that the final phase's deadline was moved so that it
+    keeps its own share, because the phases before it ran into that share (the stage overruns the
+    budget by at most this); None when they did not."""
 
 
 class FinalOutcome(FinalFit):

@@ -149,7 +149,7 @@ def near_excess(
     ``nonzero_look``: also the non-zero look (for a table that repeats rows by itself).
     ``redeals`` (with ``query_hashes``): when the smallest p (x looks) is under ``redeal_below``, the
     chosen look's design effect is measured on that many random re-deals of ref + query at their sizes
-    (:func:`_design_effects`) and its p-value corrected by it (:func:`_redealt_p`); not above
+    (:func:`_redeal_null`) and its p-value corrected by it (:func:`_redealt_p`); not above
     ``redeal_max_rows`` rows in all (each re-deal is a full neighbour search).
     ``joint``: with re-deals, the looks are paid for by their joint null (:func:`_joint_p`), not x looks,
     and re-deals start when the smallest p itself (not x looks) is under ``redeal_below``.
@@ -303,19 +303,6 @@ class _RedealNull:
 
     effects: dict[str, float]
     diffs: dict[str, np.ndarray]
-
-
-def _design_effects(
-    ref: np.ndarray,
-    query: np.ndarray,
-    ref_hashes: list[bytes],
-    query_hashes: list[bytes],
-    rng: np.random.Generator,
-    looks: _Looks,
-    redeals: int,
-) -> dict[str, float]:
-    """Per look, the design effect of :func:`_redeal_null`."""
-    return _redeal_null(ref, query, ref_hashes, query_hashes, rng, looks, redeals).effects
 
 
 def _redeal_null(

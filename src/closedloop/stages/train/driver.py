@@ -49,6 +49,8 @@ def run_phases(sess: TrainSession, phases: list[Phase]) -> None:
                 _announce_resume(sess, phase.name, clock)
                 announce = False
             clock.enter(phase.name)
+            if phase.name == list(sess.budget)[-1]:  # it keeps its own share (TrainSession.deadline)
+                sess.last_start = time.time() - clock.spent().get(phase.name, 0.0)
             with sess.ctx.timed(f"phase {phase.name}"):
                 out = phase.run(sess)
             sess.outcomes[phase.name] = out

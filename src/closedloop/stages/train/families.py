@@ -148,6 +148,7 @@ def run_families(
         win.budget, win.budget_s, win.t0 = full, budget_s, t_stage
         win.decide("families", choice.sentence, choice.model_dump(mode="json", exclude={"sentence"}))
         clock.enter(last.name)
+        win.last_start = time.time() - clock.spent().get(last.name, 0.0)  # it keeps its own share
         with win.ctx.timed(f"phase {last.name}"):
             win.outcomes[last.name] = last.run(win)
         clock.enter("done")

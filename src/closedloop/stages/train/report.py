@@ -43,6 +43,25 @@ def report_blocks(ev: EvaluationReport, phases: list[Phase], timings: dict[str, 
         blocks.append(
             Callout("No baseline was wired into this stage: the model is not compared with one.", "warning")
         )
+    fin = ev.phases.get("final") or {}
+    if fin.get("epochs_trained") is not None:  # the time budget cut the deployed model's fit
+        blocks.append(
+            Callout(
+                f"The time budget cut the final fit: the deployed model trained {fin['epochs_trained']:g} "
+                f"of the {fin['selected_epochs']} epoch(s) its configuration was selected with, so its "
+                "test figures are those of a less-trained model than the one validated; a larger "
+                "budget_minutes trains it fully.",
+                "warning",
+            )
+        )
+    if fin.get("deadline_extended_s"):
+        blocks.append(
+            Paragraph(
+                f"The phases before the final fit ran into its share of the time budget: the final phase "
+                f"kept its own share: its deadline moved {fin['deadline_extended_s']:g} s past the end of "
+                "budget_minutes."
+            )
+        )
     on = ev.evaluated_on
     val_col = EVALUATED_ON_TEXT.get(on.get("val", "validation"), "validation")
     hold_col = EVALUATED_ON_TEXT.get(on.get("heldout", ""), "held-out")

@@ -124,6 +124,10 @@ class TrainSession:
     final_reserve: bool = True
     """Keep :meth:`reserve` before the last phase's end (False for a family of a family list, whose
     final fit, if chosen, runs later with the stage's whole budget)."""
+    last_start: float | None = None
+    """``time.time()`` at which the last phase began, less what interrupted attempts spent in it (None
+    before it begins): it keeps its own share of the budget from then on however long the phases
+    before it ran (:meth:`deadline`)."""
     rivals: list[tuple[str, Path]] = field(default_factory=list)
     """The other families' (name, work folder) of a family list: their candidates enter the selection
     bias (:mod:`closedloop.stages.train.selection`)."""
@@ -143,9 +147,21 @@ class TrainSession:
             if p == phase:
                 break
         end = self.t0 + upto * self.budget_s
-        if phase == list(self.budget)[-1] or not self.final_reserve:
+        if phase == list(self.budget)[-1]:
+            return end + self.last_phase_overrun()
+        if not self.final_reserve:
             return end
         return min(end, self.t0 + self.budget_s - self.reserve())
+
+    def last_phase_overrun(self) -> float:
+        """Seconds past the budget's end that the last phase is given so that it keeps its own share
+        (0 unless the phases before it ran into that share: a family list's selection or a
+        cross-validation under load can). Without it a late selection left the final fit no time and
+        the stage shipped a network trained for one step (session 15, issue #25)."""
+        if self.last_start is None or not self.budget:
+            return 0.0
+        own = self.last_start + list(self.budget.values())[-1] * self.budget_s
+        return max(0.0, own - (self.t0 + self.budget_s))
 
     def reserve(self) -> float:
         """Seconds kept at the end of the budget for the last phase's work after its fit

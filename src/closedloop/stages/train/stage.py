@@ -358,6 +358,11 @@ class TrainModel(Stage):
             "temperature": ev.chosen.temperature,
             "threshold": ev.chosen.threshold,
             "final_ranks": 1 if final is None else final.ranks,
+            "final_fit": None
+            if final is None
+            else final.model_dump(
+                mode="json", include={"epochs", "selected_epochs", "epochs_trained", "deadline_extended_s"}
+            ),
             "knob_gains": {}
             if tune is None
             else {

@@ -57,6 +57,17 @@ class Final(Phase):
         tuned = cv.tuned if cv is not None else tune.config() if tune is not None else None
         if tuned is None:
             raise StageFailedError("train: the final fit needs the tune phase's outcome")
+        over = sess.last_phase_overrun()
+        if over > 0:
+            share = list(sess.budget.values())[-1]
+            sess.decide(
+                "final",
+                f"the phases before the final fit ran {over:.0f} s into its share of the time budget "
+                f"({share:.0%} of {sess.budget_s:.0f} s): the final phase keeps its own share, so its "
+                f"deadline moves {over:.0f} s past the end of budget_minutes (the stage may run over "
+                "the budget by up to that) instead of shipping a model the deadline left no time to train",
+                {"deadline_extended_s": round(over, 1), "final_share_s": round(share * sess.budget_s, 1)},
+            )
         refitted = refit_for_test(sess)  # before the fit: its time comes out of the fit's deadline
         model, fitted = final_fit(sess, tuned)
         with sess.ctx.timed(EVALUATION_SECONDS):
@@ -109,6 +120,7 @@ def final_fit(sess: TrainSession, tuned: TunedConfig) -> tuple[TrainedModel, Fit
     else:
         fitted_on = f"train + {len(fit_idx)} of {plan.n_val} validation samples"
     sess.decide("final", plan.note, {"n_heldout": len(plan.indices), "n_val": plan.n_val, "fit": fitted_on})
+    selected, trained = epochs, float(epochs)
     # the final fit has its share of the budget: fewer members, then fewer epochs, when time is short
     n_fit = len(sess.train if cfg.final_fit == "train" else fit_data)
     size = plan_final(sess, epochs, cfg.final_seeds, n_fit, hp.batch_size)
@@ -159,6 +171,8 @@ def final_fit(sess: TrainSession, tuned: TunedConfig) -> tuple[TrainedModel, Fit
             _note_replans(sess, size, epochs, res)
             epochs, hp = res.epochs_planned, hp.with_(epochs=res.epochs_planned)
         sess.note_cut("final", f"member {s}'s fit", res, epochs)
+        if s == 0:  # the deployed network's training (the other members train as many epochs or fewer)
+            trained = float(res.epochs_done) if res.stopped == "time_budget" else float(epochs)
         histories[f"final seed {s}"] = res.history
         nets.append(net.cpu().eval())
     if ranks > 1:
@@ -252,6 +266,16 @@ def final_fit(sess: TrainSession, tuned: TunedConfig) -> tuple[TrainedModel, Fit
             "evaluated_on": evaluated_on,
         },
     )
+    cut = trained < selected
+    if cut:  # never silently: the deployed model is less trained than the configuration selected
+        sess.decide(
+            "final",
+            f"WARNING: the deployed model trained {trained:.2g} of the {selected} epoch(s) its "
+            "configuration was selected with: the time budget cut its final fit, so its test figures "
+            "are those of a less-trained model than the one validated; a larger budget_minutes trains "
+            "it fully",
+            {"selected_epochs": selected, "epochs_trained": round(trained, 2)},
+        )
     model = TrainedModel(
         spec=spec,
         network=network,
@@ -285,6 +309,9 @@ def final_fit(sess: TrainSession, tuned: TunedConfig) -> tuple[TrainedModel, Fit
         threshold=threshold,
         threshold_rule=why,
         evaluated_on=evaluated_on,
+        selected_epochs=selected,
+        epochs_trained=round(trained, 2) if cut else None,
+        deadline_extended_s=round(over, 1) if (over := sess.last_phase_overrun()) > 0 else None,
     )
     return model, Fitted(fit=fit, val_proba=p_val, heldout_proba=p_hold)
 
