@@ -251,6 +251,16 @@ def development_bundle(
     return data, y_dev
 
 
+def development_header(script: str, seed: int, data: Any, n_dev: int) -> str:
+    """The first line of a development-only diagnosis: when, which split seed, and the re-split's sizes."""
+    tr, va, ho = (len(data.splits[k].y) for k in ("train", "val", "test"))
+    return (
+        f"{script} ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}), split seed {seed}: "
+        f"development part {n_dev:,} rows -> train {tr}, validation {va}, development "
+        f"hold-out {ho} (the test part is not read); train params {TRAIN}"
+    )
+
+
 def bundle(
     X: pd.DataFrame, y: np.ndarray, cats: list[str], name: str, seed: int = 0
 ) -> tuple[Any, pd.DataFrame, np.ndarray]:

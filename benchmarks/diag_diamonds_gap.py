@@ -119,11 +119,7 @@ def main() -> None:
     # the development part only: the test part is never read
     data, y_dev = B.development_bundle(X, y, cats, "diamonds", args.seed, "diamonds_dev")
     tr, va, ho = (data.splits[k] for k in ("train", "val", "test"))
-    say(
-        f"diag_diamonds_gap ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}), split seed {args.seed}: "
-        f"development part {len(y_dev):,} rows -> train {len(tr)}, validation {len(va)}, development "
-        f"hold-out {len(ho)} (the test part is not read); train params {B.TRAIN}"
-    )
+    say(B.development_header("diag_diamonds_gap", args.seed, data, len(y_dev)))
     plain(tr, va, ho)
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         library(data, ho, Path(tmp))

@@ -157,12 +157,8 @@ def main() -> None:
     # the development part only: the test part is never read
     data, y_dev = B.development_bundle(X, y, cats, "synthetic_50k", args.seed, "synthetic_dev")
     tr, va, ho = (data.splits[k] for k in ("train", "val", "test"))
-    say(
-        f"diag_synthetic_gap ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}), split seed {args.seed}: "
-        f"development part {len(y_dev):,} rows -> train {len(tr)}, validation {len(va)}, development "
-        f"hold-out {len(ho)} (the test part is not read); train params {B.TRAIN}, task {B.TASK}; "
-        f"load {os.getloadavg()[0]:.1f}"
-    )
+    header = B.development_header("diag_synthetic_gap", args.seed, data, len(y_dev))
+    say(f"{header}, task {B.TASK}; load {os.getloadavg()[0]:.1f}")
     say(
         RULE
         if args.leaves is None
