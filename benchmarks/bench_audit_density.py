@@ -191,13 +191,18 @@ def random_splits(
     looks: bool = False,
     before: bool = False,
     bonf: bool = False,
+    details: bool = False,
 ) -> None:
     """``looks``: also audit each re-split with ``nonzero_look: false`` and say which look warned.
     ``before``: also audit each re-split with ``null_redeals: 0`` (Fisher's p as in session 13).
     ``bonf``: also count session 14's rule (``combine_looks: bonferroni``) on the same re-splits; audited
     again only where the joint rule warned (its p is never above Bonferroni's on the same re-deals, so
-    Bonferroni cannot warn where joint does not)."""
+    Bonferroni cannot warn where joint does not).
+    ``details``: print each warned re-split's warning findings and, over all re-splits, how often each
+    comparison's p fell under its own share of ``warn_alpha`` (which share a false-warning rate overruns)."""
     from scipy.stats import binomtest
+
+    from closedloop.stages.audit.duplicates import DuplicatesConfig, WarnLevels
 
     n = RESPLITS[name]
     now = fisher = at_least = 0
@@ -206,6 +211,13 @@ def random_splits(
     counted: list[float] = []
     bonf_warned = 0
     done = 0
+    # the levels the audit's defaults give a split with val and test (the shares of warn_alpha)
+    cfg = DuplicatesConfig()
+    levels = WarnLevels.of(cfg, 2)
+    share = {"train-val": levels.split, "train-test": levels.split, "train-held-out": levels.pooled}
+    share["val-test"] = levels.val_test
+    under = dict.fromkeys(share, 0)
+    warned_lines: list[str] = []
     for seed in range(n):
         if DEADLINE and time.strftime("%H:%M", time.gmtime()) >= DEADLINE:
             break
@@ -224,6 +236,11 @@ def random_splits(
             worst = min(nd.values(), key=lambda v: v["p_value"])
             kind = "nonzero" if worst["nonzero_cut"] else "ratio" if worst["ratio_cut"] else "distance"
             by_look[kind] += 1
+        if details:
+            for key, v in nd.items():
+                under[key] += bool(key in share and v["n_excess"] and v["p_value"] < share[key])
+            if warned:
+                warned_lines.append(f"seed {RESPLIT_SEED + seed}: " + warned_findings(out, nd))
         if before:
             off = {"name": "duplicates", "params": {"null_redeals": 0}}
             fisher += near_warned(run_audit(split, checks=[off], stop_on=[])[0], "now")
@@ -263,11 +280,44 @@ def random_splits(
             f"   the same re-splits with null_redeals: 0 (Fisher's p as in session 13): a near-duplicate warning or "
             f"error in {fisher} ({fisher / n:.1%}, 95% interval {ci.low:.1%}-{ci.high:.1%})"
         )
+    if details:
+        print(
+            f"   each comparison's p under its own share of warn_alpha {cfg.warn_alpha} (with an excess), over {n} "
+            "re-splits: "
+            + "; ".join(
+                f"{k} {under[k]} ({under[k] / n:.1%}, 95% interval "
+                f"{binomtest(under[k], n).proportion_ci(0.95).low:.1%}-"
+                f"{binomtest(under[k], n).proportion_ci(0.95).high:.1%}; share {share[k]:.2%})"
+                for k in share
+            )
+        )
+        for line in warned_lines:
+            print(f"   warned re-split {line}")
     if looks:
         print(
             f"   the same re-splits with nonzero_look: false: a near-duplicate warning or error in {off_warned} "
             f"({off_warned / n:.1%})"
         )
+
+
+def warned_findings(out, nd: dict) -> str:  # type: ignore[no-untyped-def]
+    """The near-duplicate warnings of one audit: comparison, look, p against its level, design effect,
+    looks counted, the two close rates and the excess."""
+    parts = []
+    for f in out.audit.findings:
+        e = f["evidence"]
+        if f["check"] != "duplicates" or f["severity"] == "info" or "n_excess" not in e:
+            continue
+        key = f["message"].split(":")[0].split(" ")[0].replace("/", "-")
+        v = nd.get(key, {})
+        look = "nonzero" if v.get("nonzero_cut") else "ratio" if v.get("ratio_cut") else "distance"
+        rates = ", ".join(f"{k} {e[k]}" for k in e if k.endswith(("_close_rate", "_within_rate")))
+        parts.append(
+            f"{key} {f['severity']} (look {look}, p {e['p_value']} < {e.get('warns_below')}, design effect "
+            f"{e.get('design_effect') and round(e['design_effect'], 3)}, looks counted {e.get('looks_counted')}, "
+            f"{rates}, excess {e['excess']}, n_excess {e['n_excess']})"
+        )
+    return "; ".join(parts)
 
 
 def embedded(b: DatasetBundle) -> tuple[np.ndarray, np.ndarray]:
@@ -391,6 +441,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="planted-copy seeds")
     ap.add_argument("--resplits", nargs="+", default=[], help="NAME=N: fewer re-splits for a set (time)")
     ap.add_argument("--no-big", action="store_true", help="skip the 50,000-row timing line")
+    ap.add_argument(
+        "--details",
+        action="store_true",
+        help="re-splits: each warned split's findings, each comparison's share",
+    )
     args = ap.parse_args()
     RESPLIT_SEED, SEEDS, DEADLINE = args.resplit_seed, tuple(args.seeds), args.deadline
     for item in args.resplits:
@@ -437,7 +492,13 @@ def main() -> None:
         if RESPLITS.get(name.split(" ")[0], 0) > 0:
             nd_h = out.audit.results["duplicates"]["metrics"]["near_density"].get("train-held-out", {})
             random_splits(
-                name.split(" ")[0], b, nd_h.get("excess") or 0.0, args.looks, args.before, args.bonferroni
+                name.split(" ")[0],
+                b,
+                nd_h.get("excess") or 0.0,
+                args.looks,
+                args.before,
+                args.bonferroni,
+                args.details,
             )
         nonzero = out.audit.results["duplicates"]["metrics"]["nonzero_look"]
         rec, sevs, oracle, aside, rec_b, own_p, own_pb = [], [], [], [], [], [], []
