@@ -112,8 +112,26 @@ def main() -> None:
     )
     args = ap.parse_args()
     by_training: dict[int, list[dict[str, Any]]] = {}
+    # (training, draw, same-half rate, other-half rate, same-half tests, other-half tests, the marginal rule's
+    # same-half and other-half rates): both protocols' windows
+    paired: list[tuple[int, int, float, float, dict[str, int], dict[str, int], float, float]] = []
     for f in args.files:
         r = json.loads(f.read_text())
+        if "alarm_rates" in r and "other_half" in r:
+            o = r["other_half"]
+            paired += list(
+                zip(
+                    [r["train_seed"]] * len(r["draws"]),
+                    r["draws"],
+                    r["alarm_rates"],
+                    o["alarm_rates"],
+                    r["alarm_tests"],
+                    o["alarm_tests"],
+                    r["alarm_rates_marginal"],
+                    o["alarm_rates_marginal"],
+                    strict=True,
+                )
+            )
         if args.production == "other":
             if "other_half" not in r:
                 raise SystemExit(
@@ -260,6 +278,43 @@ def main() -> None:
                 else ""
             )
         )
+
+    if paired:
+        same = np.array([p[2] for p in paired])
+        other = np.array([p[3] for p in paired])
+        print(
+            f"\n6. The two production protocols on the same {len(paired)} references (window alarm, threshold "
+            "alpha*delta): the rest of the held-out rows' pool half (same) against the pool's other half (other)"
+        )
+        print(
+            f"   draws <= 5%: same {np.mean(same <= 0.05):.1%}, other {np.mean(other <= 0.05):.1%}; mean rate same "
+            f"{same.mean():.2%}, other {other.mean():.2%}; rank correlation of a draw's two rates "
+            f"{spearman(same, other):+.2f}"
+        )
+        ms, mo = np.array([p[6] for p in paired]), np.array([p[7] for p in paired])
+        print(
+            f"   the marginal rule (threshold alpha) on the same windows: draws <= 5% same {np.mean(ms <= 0.05):.1%}, "
+            f"other {np.mean(mo <= 0.05):.1%}; mean rate same {ms.mean():.2%}, other {mo.mean():.2%}; "
+            f"90th pct same {np.quantile(ms, 0.9):.1%}, other {np.quantile(mo, 0.9):.1%}"
+        )
+        for t, d, a, b, ta, tb, _, _ in paired:
+            if a > 0.05 or b > 0.05:
+                print(
+                    f"   training {t} draw {d}: same {a:.0%} ({tests_text(ta)}), other {b:.0%} ({tests_text(tb)})"
+                )
+
+
+def tests_text(tests: dict[str, int]) -> str:
+    """Which test gave a deployment's alarming windows their smallest p-value, and how often."""
+    return ", ".join(f"{k} {v}" for k, v in sorted(tests.items())) or "none"
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
 
 
 if __name__ == "__main__":
