@@ -84,8 +84,8 @@ def test_first_window_alpha_flags_only_the_streams_first_window(digits, tmp_path
     assert "first_window" not in _flags(mon, X, None)[0]  # one window, no stream: no first window
     _domain_p(mon, 0.07, monkeypatch)
     assert "first_window" not in _flags(mon, X, _status(100))[0]  # above the level
-    # off (the default): the same first window is not flagged
-    _, off = _profile(digits, tmp_path / "off")
+    # off: the same first window is not flagged
+    _, off = _profile(digits, tmp_path / "off", first_window_alpha=None)
     mon = Monitor(off, model, seed=0, effects=False)
     _domain_p(mon, 0.02, monkeypatch)
     assert off.info.first_window_alpha is None
@@ -107,7 +107,8 @@ def test_stream_evidence_per_deployment_withholds_only_on_the_alarm(digits, tmp_
 
 
 def test_flag_levels_reach_profile_summary_guarantee_and_rebuild(digits, tmp_path):
-    stage, profile = _profile(digits, tmp_path, first_window_alpha=0.05, stream_evidence="per_deployment")
+    # the defaults since rule W16 (session 16): the first window at 0.05, the stream evidence per deployment
+    stage, profile = _profile(digits, tmp_path)
     info = profile.info
     assert (info.first_window_alpha, info.stream_evidence) == (0.05, "per_deployment")
     assert "first window (its first 200 rows since the reference" in info.guarantee
@@ -126,6 +127,13 @@ def test_flag_levels_reach_profile_summary_guarantee_and_rebuild(digits, tmp_pat
     meta.write_text(json.dumps(raw))
     old = ReferenceProfile.load(tmp_path / "old").info
     assert (old.first_window_alpha, old.stream_evidence) == (None, "over_runs")
+    # and the other settings stay available from YAML / Python
+    _, before = _profile(digits, tmp_path / "before", first_window_alpha=None, stream_evidence="over_runs")
+    assert (before.info.first_window_alpha, before.info.stream_evidence) == (None, "over_runs")
+    assert (
+        "from the level 0.05 over runs" in before.info.guarantee
+        and "first window" not in before.info.guarantee
+    )
 
 
 def test_flag_levels_bad_input_names_the_setting():

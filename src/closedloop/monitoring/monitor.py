@@ -539,6 +539,7 @@ class Monitor:
             quality=prepared.quality,
             stream=stream.status().model_dump(),
             guarantee=self.profile.info.guarantee,
+            stream_evidence=self.profile.info.stream_evidence,
         )
 
     # -- flywheel and shadow mode ---------------------------------------------------------------
@@ -654,6 +655,8 @@ class MonitorResult:
     """The stream test after the last row (``StreamStatus``): beside the per-window alerts."""
     guarantee: str = ""
     """What the alarms promise (the profile's sentence)."""
+    stream_evidence: str = "over_runs"
+    """The stream level that withholds the estimate (``ProfileInfo.stream_evidence``; the timeline draws it)."""
 
     def summary(self) -> dict[str, Any]:
         alerts = [w["alert"] for w in self.windows]
@@ -674,6 +677,7 @@ class MonitorResult:
             "summary": self.summary(),
             "stream": self.stream,
             "guarantee": self.guarantee,
+            "stream_evidence": self.stream_evidence,
             "data_quality": self.quality,
             "windows": self.windows,
         }
@@ -740,7 +744,8 @@ class MonitorResult:
                 if per_deployment
                 else "stream alarm (1/alpha)",
             )
-            if per_deployment:  # the level over runs still withholds the estimate (StreamStatus.evidence_at)
+            if per_deployment and self.stream_evidence == "over_runs":
+                # the level over runs still withholds the estimate (StreamStatus.evidence_at)
                 twin.axhline(
                     1 / first["alpha"], color="grey", ls="-.", lw=1, label="estimate withheld (1/alpha)"
                 )
