@@ -13,6 +13,9 @@ its in-distribution production. The model stays the same across draws.
 1. Per-deployment false alarms: each draw's alarm rate over ``--windows`` windows of 200 from its
    production, for the new rule (threshold at alpha*delta: per-deployment guarantee) and the old one
    (threshold at alpha: marginal), on the same windows. Target: <= 5% in >= 90% of draws.
+   ``--production other`` / ``both`` (with ``--pool-half``): the windows come from the pool's other half,
+   an independent sample of the population, instead of (or beside) the rest of the held-out rows' half,
+   whose rows are the complement of the held-out draw (docs/monitor.md, session 16).
 2. Detection of benchmarks/bench_monitor.py's moderate shifts at window 200, both rules (target >= 90%).
 3. The stream test: an unseen in-distribution stream of 2,000 images per draw (target: alarm in <= 5% of
    runs); the PneumoniaMNIST **test** distribution streamed as production (target: alarm within 600
@@ -174,6 +177,15 @@ def main() -> None:
         "unseen row but the held-out ones",
     )
     ap.add_argument(
+        "--production",
+        choices=["same", "other", "both"],
+        default="same",
+        help="where each deployment's --windows in-distribution windows come from (sections 1 and 4): same = the "
+        "rest of its held-out rows' pool half (before); other = the pool's other half, an independent sample of the "
+        "population, not the complement of the held-out rows; both = both, on the same references (the same-half "
+        "windows exactly as with same); other and both need --pool-half dev or report",
+    )
+    ap.add_argument(
         "--first-draw", type=int, default=0, help="deployments first-draw .. first-draw + draws - 1"
     )
     ap.add_argument(
@@ -188,6 +200,12 @@ def main() -> None:
         "--stop-at", help="HH:MM (UTC): start no draw after it; the figures cover the draws finished"
     )
     args = ap.parse_args()
+    if args.production != "same" and args.pool_half == "all":
+        ap.error(
+            f"--production {args.production} needs --pool-half dev or report (the pool's other half is the "
+            "production); with --pool-half all there is no other half"
+        )
+    same, other = args.production in ("same", "both"), args.production in ("other", "both")
 
     from bench_monitor import SHIFTS
 
@@ -210,6 +228,9 @@ def main() -> None:
     from tune_monitor_last_window import POOL_SEED, pool_halves
 
     candidates = np.arange(len(yu)) if args.pool_half == "all" else pool_halves(len(yu))[args.pool_half]
+    other_rows = (
+        pool_halves(len(yu))["report" if args.pool_half == "dev" else "dev"] if other else np.arange(0)
+    )
     print(
         f"in-distribution pool: {args.pool_half}"
         + ("" if args.pool_half == "all" else f" half (seed {POOL_SEED})")
@@ -217,10 +238,31 @@ def main() -> None:
         f"training seed {args.train_seed}; stream_look_test {cfg.stream_look_test}; "
         f"estimate_calibration {cfg.estimate_calibration}; train_reference_rows {cfg.train_reference_rows}"
     )
+    print(
+        "production windows (sections 1, 4): "
+        + " and ".join(
+            (
+                [
+                    f"same half (the {len(candidates) - args.pool} rows of the pool half that are not the held-out rows)"
+                ]
+                if same
+                else []
+            )
+            + (
+                [f"other half (the {len(other_rows)} rows of the pool's other half; generator [19, d, 1])"]
+                if other
+                else []
+            )
+        )
+    )
 
     # one forward pass over the unseen and test images: draws differ only in which rows play which part
     info0 = None
     rates_new, rates_old, stream_fa, guarantees = [], [], [], []
+    # the same references' windows from the pool's other half (--production other / both)
+    rates_new_o: list[float] = []
+    rates_old_o: list[float] = []
+    alarm_tests_o: list[dict[str, int]] = []
     det: dict[str, dict[str, list[bool]]] = {}
     tdist: dict[str, list[Any]] = {
         "600": [],
@@ -234,6 +276,10 @@ def main() -> None:
     stream_fa_conf: list[bool] = []
     # estimate reliability: (flagged, |estimate - realized| per metric) per window
     est_in: list[tuple[bool, dict[str, float]]] = []
+    est_in_o: list[tuple[bool, dict[str, float]]] = []
+    est_stream: list[
+        tuple[bool, dict[str, float]]
+    ] = []  # the 2,000-row stream's windows (not --production same)
     est_test: list[tuple[bool, dict[str, float]]] = []
 
     # per window: draw, flagged, domain-flagged, |CBPE - realized|, |weighted calibration - realized|
@@ -311,21 +357,47 @@ def main() -> None:
         thr = profile.threshold_for(200)
         r_threshold[0] = info.threshold
         guarantees.append(thr)
-        alarms_new, alarms_old = [], []
-        by_test: dict[str, int] = {}  # which test gave an alarming window its smallest p-value
-        for w in range(args.windows):
-            idx = rng.choice(rest, 200, replace=False)
-            r = mon.evaluate(full.take(idx), seed=[d, w])
-            est_in.append(gap(r, yu[idx], proba_u[idx]))
-            domain_rows[-1]["kind"] = "in"
-            alarms_new.append(r["min_p"] <= thr["alarm"])
-            alarms_old.append(r["min_p"] <= thr["alarm_marginal"])
-            if alarms_new[-1]:
-                top = min(r["p_values"], key=lambda k: r["p_values"][k])
-                by_test[top] = by_test.get(top, 0) + 1
-        alarm_tests.append(by_test)
-        rates_new.append(float(np.mean(alarms_new)))
-        rates_old.append(float(np.mean(alarms_old)))
+        # the same-half windows are drawn either way, so every later draw of rng is the same for any --production
+        same_idx = [rng.choice(rest, 200, replace=False) for _ in range(args.windows)]
+        other_gen = np.random.default_rng([19, d, 1])  # diagnose_monitor_alarm_draws.py's other-half windows
+        for kind, windows, seeds, out_new, out_old, out_tests, out_est in (
+            (
+                "in",
+                same_idx if same else [],
+                [[d, w] for w in range(args.windows)],
+                rates_new,
+                rates_old,
+                alarm_tests,
+                est_in,
+            ),
+            (
+                "in_other",
+                [other_gen.choice(other_rows, 200, replace=False) for _ in range(args.windows)]
+                if other
+                else [],
+                [[d, 10_000 + w] for w in range(args.windows)],
+                rates_new_o,
+                rates_old_o,
+                alarm_tests_o,
+                est_in_o,
+            ),
+        ):
+            if not windows:
+                continue
+            alarms_new, alarms_old = [], []
+            by_test: dict[str, int] = {}  # which test gave an alarming window its smallest p-value
+            for idx, seed in zip(windows, seeds, strict=True):
+                r = mon.evaluate(full.take(idx), seed=seed)
+                out_est.append(gap(r, yu[idx], proba_u[idx]))
+                domain_rows[-1]["kind"] = kind
+                alarms_new.append(r["min_p"] <= thr["alarm"])
+                alarms_old.append(r["min_p"] <= thr["alarm_marginal"])
+                if alarms_new[-1]:
+                    top = min(r["p_values"], key=lambda k: r["p_values"][k])
+                    by_test[top] = by_test.get(top, 0) + 1
+            out_tests.append(by_test)
+            out_new.append(float(np.mean(alarms_new)))
+            out_old.append(float(np.mean(alarms_old)))
         # stream: 2,000 unseen in-distribution rows in a random order
         for o in range(args.null_streams):
             # 2,000 unseen in-distribution rows as windows of 200, read after each (looks do not inflate
@@ -339,8 +411,11 @@ def main() -> None:
                 status = mon.stream_update(sr, full.take(widx))
                 if o == 0:
                     r = mon.evaluate(full.take(widx), seed=[d, 200 + k], stream=status)
-                    est_in.append(gap(r, yu[widx], proba_u[widx], status))
-                    domain_rows[-1]["kind"] = "in"
+                    # its rows come from both pool halves: with --production other / both they are kept apart
+                    (est_in if args.production == "same" else est_stream).append(
+                        gap(r, yu[widx], proba_u[widx], status)
+                    )
+                    domain_rows[-1]["kind"] = "in" if args.production == "same" else "in_stream"
             stream_fa.append(sr.alarm_at is not None)
             stream_fa_conf.append(st.alarm_at is not None)
         # the test distribution as a stream: three windows of 200 (each without repeats) = 600 rows
@@ -390,19 +465,33 @@ def main() -> None:
                     cell = det.setdefault(name, {"new": [], "old": []})
                     cell["new"].append(r["min_p"] <= thr["alarm"])
                     cell["old"].append(r["min_p"] <= thr["alarm_marginal"])
+        rate_lines = [
+            f"{label}alarm rate new {new[-1]:.1%} / old {old[-1]:.1%} (alarms by smallest-p test "
+            f"{', '.join(f'{k} {v}' for k, v in sorted(tests[-1].items())) or 'none'})"
+            for label, new, old, tests, on in (
+                ("same half: " if other else "", rates_new, rates_old, alarm_tests, same),
+                ("other half: ", rates_new_o, rates_old_o, alarm_tests_o, other),
+            )
+            if on
+        ]
         print(
-            f"  draw {d:>2}: alarm rate new {rates_new[-1]:.1%} / old {rates_old[-1]:.1%} "
-            f"(thresholds {thr['alarm']:.4f} / {thr['alarm_marginal']:.4f}); stream 2000 in-dist alarm "
-            f"{stream_fa[-1] if stream_fa else '-'} (conformal {stream_fa_conf[-1] if stream_fa_conf else '-'}); "
-            "alarms by smallest-p test "
-            f"{', '.join(f'{k} {v}' for k, v in sorted(by_test.items())) or 'none'}; {time.time() - t0:.0f} s",
+            f"  draw {d:>2}: {'; '.join(rate_lines)}; thresholds {thr['alarm']:.4f} / {thr['alarm_marginal']:.4f}; "
+            f"stream 2000 in-dist alarm {stream_fa[-1] if stream_fa else '-'} "
+            f"(conformal {stream_fa_conf[-1] if stream_fa_conf else '-'}); {time.time() - t0:.0f} s",
             flush=True,
         )
     assert info0 is not None
     print(f"\nguarantee (profile sentence): {info0.guarantee}")
     print(f"\n1. Per-deployment false alarms, {args.windows} unseen in-distribution windows of 200 per draw")
-    print(f"   new rule (alpha*delta threshold): {spread(rates_new)}  (target <= 5% in >= 90% of draws)")
-    print(f"   old rule (alpha threshold):       {spread(rates_old)}")
+    for label, new, old, on in (
+        ("production from the same pool half", rates_new, rates_old, same),
+        ("production from the pool's other half", rates_new_o, rates_old_o, other),
+    ):
+        if not on:
+            continue
+        print(f"   [{label}]")
+        print(f"   new rule (alpha*delta threshold): {spread(new)}  (target <= 5% in >= 90% of draws)")
+        print(f"   old rule (alpha threshold):       {spread(old)}")
     print(
         f"\n2. Detection at window 200 of bench_monitor.py's moderate shifts ({args.shift_draws} draws x {args.shift_windows} windows)"
     )
@@ -451,9 +540,16 @@ def main() -> None:
     )
     print("\n4. Label-free estimate: withheld (flagged unreliable) or within 0.03 of realized (AUC and ACC)?")
     for name, rows in (
-        ("unseen in-distribution", est_in),
+        ("unseen in-distribution (same pool half)", est_in),
+        ("unseen in-distribution (the pool's other half)", est_in_o),
+        (
+            "unseen in-distribution stream of 2,000 (its first 10 windows, with the stream's status)",
+            est_stream,
+        ),
         (f"test distribution ({args.half} half)", est_test),
     ):
+        if not rows:
+            continue
         flagged = [f for f, _ in rows]
         kept = [g for f, g in rows if not f]
         ok = [max(g.values()) <= 0.03 for g in kept]
@@ -469,20 +565,23 @@ def main() -> None:
             )
         print(line)
     # the noise floor on the same unflagged in-distribution windows: the realized accuracy's own sampling noise
-    kept_in = [r for r in domain_rows if r.get("kind") == "in" and not r["flagged"]]
-    noise = {}
-    if kept_in:
+    noises: dict[str, dict[str, float]] = {}
+    for kind in ("in", "in_other"):
+        kept_in = [r for r in domain_rows if r.get("kind") == kind and not r["flagged"]]
+        if not kept_in:
+            continue
         from scipy.stats import norm
 
         sds = np.array([r["acc_sd"] for r in kept_in])
-        noise = {
+        noise = noises[kind] = {
             "estimate_within": float(np.mean([r["err"] <= 0.03 for r in kept_in])),
             "acc_within": float(np.mean([r["err_acc"] <= 0.03 for r in kept_in])),
             "acc_sd": float(np.mean(sds)),
             "acc_floor": float(np.mean(2 * norm.cdf(0.03 / sds) - 1)),
         }
         print(
-            f"   the realized accuracy's own noise on the same {len(kept_in)} unflagged in-distribution windows: s.d. "
+            f"   {'same pool half' if kind == 'in' else 'the pool' + chr(39) + 's other half'}: the realized "
+            f"accuracy's own noise on the same {len(kept_in)} unflagged in-distribution windows: s.d. "
             f"given the window's probabilities {noise['acc_sd']:.3f} (mean; sqrt(sum c(1-c))/200); a perfectly "
             f"calibrated estimate would be within 0.03 of realized ACC in {noise['acc_floor']:.1%} of them (normal "
             f"approximation); the estimate's ACC is within 0.03 in {noise['acc_within']:.1%}, ACC and AUC "
@@ -526,8 +625,14 @@ def main() -> None:
             "p_classifier",
         ),
     ):
-        for kind, label in (("in", "in-distribution"), ("test", f"test ({args.half} half)")):
+        for kind, label in (
+            ("in", "in-distribution (same half)"),
+            ("in_other", "in-distribution (other half)"),
+            ("test", f"test ({args.half} half)"),
+        ):
             rows = [r for r in domain_rows if r.get("kind") == kind]
+            if not rows:
+                continue
             fl = [r["other"] or r[pkey] <= level or r["ess_fraction"] < info0.min_ess_fraction for r in rows]
             off = [r for r, f in zip(rows, fl, strict=True) if not f and r["err"] > 0.03]
             where = ""
@@ -547,14 +652,18 @@ def main() -> None:
         f"\n5. Domain check (the mean-shift permutation test's p, flag at p <= {info0.domain_level:g}; the classifier's AUC and importance weights, flag at ESS fraction < "
         f"{info0.min_ess_fraction}) and the importance-weighted calibration"
     )
-    for kind, label in (("in", "unseen in-distribution"), ("test", f"test distribution ({args.half} half)")):
+    for kind, label in (
+        ("in", "unseen in-distribution (same pool half)"),
+        ("in_other", "unseen in-distribution (the pool's other half)"),
+        ("test", f"test distribution ({args.half} half)"),
+    ):
         rows = [r for r in domain_rows if r.get("kind") == kind]
         if not rows:
             continue
         per_draw = [
             np.mean([r["domain"] for r in rows if r["draw"] == d]) for d in sorted({r["draw"] for r in rows})
         ]
-        if kind == "in":  # the domain flag's false-flag budget, one rate per deployment (draw)
+        if kind != "test":  # the domain flag's false-flag budget, one rate per deployment (draw)
             for lname, level, pkey in (
                 ("per-deployment, mean-shift test", info0.domain_level or 0.0, "p_domain"),
                 ("marginal, mean-shift test", marginal, "p_domain"),
@@ -587,7 +696,26 @@ def main() -> None:
     print(f"total {time.time() - t0:.0f} s")
     if args.save:
         test_rows = [r for r in domain_rows if r.get("kind") == "test"]
-        in_rows = [r for r in domain_rows if r.get("kind") == "in"]
+
+        def in_figures(
+            kind: str, new: list[float], old: list[float], tests: list[dict[str, int]]
+        ) -> dict[str, Any]:
+            """Sections 1 and 4's in-distribution figures of one production protocol."""
+            in_rows = [r for r in domain_rows if r.get("kind") == kind]
+            return {
+                "alarm_rates": new,
+                "alarm_rates_marginal": old,
+                "alarm_tests": tests,
+                "in_windows": len(in_rows),
+                "in_flagged": float(np.mean([r["flagged"] for r in in_rows])) if in_rows else float("nan"),
+                "in_flagged_per_draw": [
+                    float(np.mean([r["flagged"] for r in in_rows if r["draw"] == d]))
+                    for d in sorted({r["draw"] for r in in_rows})
+                ],
+                "noise": noises.get(kind, {}),
+                "in_unflagged_off": sum(1 for r in in_rows if not r["flagged"] and r["err"] > 0.03),
+            }
+
         off = [r for r in test_rows if not r["flagged"] and r["err"] > 0.03]
         a600 = tdist["600"]
         out = {
@@ -597,19 +725,9 @@ def main() -> None:
             "draws": done,
             "stream_look_test": cfg.stream_look_test,
             "windows": args.windows,
-            "alarm_rates": rates_new,
-            "alarm_rates_marginal": rates_old,
-            "alarm_tests": alarm_tests,
+            "production": args.production,
             "detection": {k: float(np.mean(v["new"])) for k, v in det.items()},
             "detection_windows": {k: len(v["new"]) for k, v in det.items()},
-            "in_windows": len(in_rows),
-            "in_flagged": float(np.mean([r["flagged"] for r in in_rows])) if in_rows else float("nan"),
-            "in_flagged_per_draw": [
-                float(np.mean([r["flagged"] for r in in_rows if r["draw"] == d]))
-                for d in sorted({r["draw"] for r in in_rows})
-            ],
-            "noise": noise,
-            "in_unflagged_off": sum(1 for r in in_rows if not r["flagged"] and r["err"] > 0.03),
             "test_windows": len(test_rows),
             "test_flagged": float(np.mean([r["flagged"] for r in test_rows])) if test_rows else float("nan"),
             "test_off": [
@@ -622,6 +740,13 @@ def main() -> None:
             else float("nan"),
             "stream_600_orders": len(a600),
         }
+        if same:  # the same-half figures at the top level, as before
+            out |= in_figures("in", rates_new, rates_old, alarm_tests)
+        if other:
+            out["other_half"] = in_figures("in_other", rates_new_o, rates_old_o, alarm_tests_o)
+        if est_stream:
+            out["stream_windows"] = len(est_stream)
+            out["stream_windows_flagged"] = float(np.mean([f for f, _ in est_stream]))
         args.save.write_text(json.dumps(out, indent=1))
         print(f"saved {args.save}")
 

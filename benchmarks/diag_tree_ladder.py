@@ -133,10 +133,14 @@ def develop(tables: list[str], seeds: list[int], save: Path) -> None:
             )
 
 
-def decide(save: Path) -> None:
-    got = {
+def load(save: Path) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    return {
         (d["table"], d["seed"]): d["runs"] for d in map(json.loads, map(Path.read_text, save.glob("*.json")))
     }
+
+
+def decide(save: Path, timing: Path | None) -> None:
+    got = load(save)
     gain = {k: v[1]["holdout_auc"] - v[0]["holdout_auc"] for k, v in got.items()}
     say("\n== the rule applied (hold-out AUC gain = 3 rungs minus 2 rungs)")
     for k in sorted(gain):
@@ -156,8 +160,26 @@ def decide(save: Path) -> None:
     b = min(gain["diamonds", s] for s in (0, 1)) >= -0.0005
     small = [gain[t, s] for t in SMALL for s in (0, 1)]
     c = min(small) >= -0.005 and np.mean(small) >= -0.001
-    extra = {s: got["synthetic_50k", s][1]["cpu_s"] - got["synthetic_50k", s][0]["cpu_s"] for s in (0, 1)}
-    cut = {s: bool(got["synthetic_50k", s][1]["clock"]) for s in (0, 1)}
+    # (d) from the normal-priority re-run (the amendment of 11:40 UTC), when given
+    timed = load(timing) if timing is not None else got
+    if timing is not None:
+        say(
+            f"  (d) read from the normal-priority re-run in {timing} (docs/training.md, amendment of 11:40 UTC):"
+        )
+        for s in (0, 1):
+            if ("synthetic_50k", s) not in timed:
+                say(f"    synthetic_50k seed {s}: not run -> (d) fails")
+                say("  -> REJECTED: the quick preset keeps 2 tree rungs (4, 16 leaves)")
+                return
+            v = timed["synthetic_50k", s]
+            say(
+                f"    synthetic_50k seed {s}: hold-out AUC {v[0]['holdout_auc']:.4f} -> {v[1]['holdout_auc']:.4f} "
+                f"(printed, not used); CPU {v[0]['cpu_s']:.0f} -> {v[1]['cpu_s']:.0f} s; train stage "
+                f"{v[0]['train_s']:.0f} -> {v[1]['train_s']:.0f} s; clock: 2 rungs {v[0]['clock'] or 'none'}; "
+                f"3 rungs {v[1]['clock'] or 'none'}; load {v[0]['load']:.1f}, {v[1]['load']:.1f}"
+            )
+    extra = {s: timed["synthetic_50k", s][1]["cpu_s"] - timed["synthetic_50k", s][0]["cpu_s"] for s in (0, 1)}
+    cut = {s: bool(timed["synthetic_50k", s][1]["clock"]) for s in (0, 1)}
     d = all(extra[s] <= CAP[s] and not cut[s] for s in (0, 1))
     say(
         f"  (a) synthetic_50k gain mean {np.mean(syn):+.4f} (>= +0.0010), lowest {min(syn):+.4f} (>= -0.0005): {a}"
@@ -184,14 +206,18 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--save-dir", required=True, help="one JSON per (table, seed); --decide reads them all")
     ap.add_argument("--decide", action="store_true", help="apply the rule to the saved runs")
+    ap.add_argument("--timing-dir", default=None, help="--decide: criterion (d) from these saved runs")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     B.TASK["metric"] = "auc"
     say(RULE)
     if args.decide:
-        decide(Path(args.save_dir))
+        decide(Path(args.save_dir), Path(args.timing_dir) if args.timing_dir else None)
     else:
-        say(f"diag_tree_ladder: task {B.TASK}; started {time.strftime('%H:%M UTC', time.gmtime())}")
+        up = os.popen("uptime").read().strip()  # the load beside the timings
+        say(
+            f"diag_tree_ladder: task {B.TASK}; started {time.strftime('%H:%M UTC', time.gmtime())}; uptime: {up}"
+        )
         develop(args.tables, args.seeds, Path(args.save_dir))
     if args.out:
         Path(args.out).write_text("\n".join(LINES) + "\n", encoding="utf-8")

@@ -46,6 +46,8 @@ JOURNAL_SUFFIX = ".journal"
 WORKER = "worker"  # user attr of a running trial: host:pid:number of the process running it
 # a running trial without WORKER this old was created by a process that died before naming itself
 ORPHAN_SECONDS = 60.0
+# a fork still alive this long after the study held its trials is stuck (see StragglerWatch)
+STRAGGLER_SECONDS = 60.0
 
 
 def is_journal(url: str | None) -> bool:
@@ -266,21 +268,32 @@ def _worker_main(run_trials: Any) -> None:
 
 
 def run_workers(
-    study: Any, workers: int, n_trials: int, run_trials: Any, log: Any, storage: str | None = None
+    study: Any,
+    workers: int,
+    n_trials: int,
+    run_trials: Any,
+    log: Any,
+    storage: str | None = None,
+    straggler_grace: float = STRAGGLER_SECONDS,
 ) -> int:
     """Fork ``workers`` processes running ``run_trials()``; each returns once the study holds
     ``n_trials`` counted trials (its own, other forks' or joined ``closedloop worker``s') or the time
     is up. A dead fork is replaced (its trial failed and queued again by :func:`fail_lost`); a dead
-    fork whose database is gone ends the stage with one message naming it. Returns how many died."""
+    fork whose database is gone ends the stage with one message naming it; a fork still alive
+    ``straggler_grace`` seconds after the study is complete is stopped (:class:`StragglerWatch`).
+    Returns how many died."""
     ctx = mp.get_context("fork")  # the worker inherits the leader's session: data, engine, outcomes
     procs = [ctx.Process(target=_worker_main, args=(run_trials,), daemon=True) for _ in range(workers)]
     for p in procs:
         p.start()
     deaths = 0
     max_deaths = n_trials + workers  # a worker that dies on every start is a bug, not bad luck
+    watch = StragglerWatch(study, n_trials, straggler_grace)
     try:
         while procs:
             time.sleep(0.2)
+            stopped = watch.stop_stragglers(procs, log)
+            procs = [p for p in procs if p not in stopped]  # stopped, not died: nothing to retry
             alive = [p for p in procs if p.is_alive()]
             for p in procs:
                 if p in alive:
@@ -312,6 +325,52 @@ def run_workers(
     if n < n_trials:
         log.info("train: workers stopped with %d of %d trials (time budget)", n, n_trials)
     return deaths
+
+
+class StragglerWatch:
+    """Stops a fork that has not returned ``grace`` seconds after the study held its ``n_trials``
+    counted trials. A healthy worker returns within one poll of that; one that has not is stuck, e.g.
+    forked while another thread of the leader held a lock the child needs (fork copies the lock, not
+    the thread that would release it). Without this the leader would wait for it forever.
+
+    >>> import optuna
+    >>> watch = StragglerWatch(optuna.create_study(), n_trials=1, grace=0.0)
+    >>> watch.complete_since is None
+    True
+    """
+
+    def __init__(self, study: Any, n_trials: int, grace: float = STRAGGLER_SECONDS, every: float = 2.0):
+        self.study, self.n_trials, self.grace, self.every = study, n_trials, grace, every
+        self.complete_since: float | None = None
+        self._next = 0.0
+
+    def stop_stragglers(self, procs: list[Any], log: Any) -> list[Any]:
+        """Kill the live forks once the study has been complete for ``grace`` seconds; returns them."""
+        now = time.monotonic()
+        if self.complete_since is None:
+            if now < self._next:  # the study is read at most every ``every`` seconds
+                return []
+            self._next = now + self.every
+            try:
+                trials = self.study.get_trials(deepcopy=False)
+            except Exception:  # the storage is busy or gone: the dead-worker path says which
+                return []
+            if len([t for t in trials if counted(t)]) < self.n_trials:
+                return []
+            self.complete_since = now
+        if now - self.complete_since < self.grace:
+            return []
+        stopped = []
+        for p in procs:
+            if p.is_alive():
+                log.warning(
+                    "train: tuning worker pid %s had not returned %.0f s after the study held its %d "
+                    "trials; stopped it (a fork that hung)", p.pid, now - self.complete_since, self.n_trials,
+                )  # fmt: skip
+                p.kill()
+                p.join()
+                stopped.append(p)
+        return stopped
 
 
 def storage_lost(storage: str | None, exc: BaseException | None = None) -> None:
