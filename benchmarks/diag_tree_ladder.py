@@ -160,11 +160,11 @@ def decide(save: Path, timing: Path | None) -> None:
     b = min(gain["diamonds", s] for s in (0, 1)) >= -0.0005
     small = [gain[t, s] for t in SMALL for s in (0, 1)]
     c = min(small) >= -0.005 and np.mean(small) >= -0.001
-    # (d) from the normal-priority re-run (the amendment of 11:41 UTC), when given
+    # (d) from the normal-priority re-run (the amendment of 11:40 UTC), when given
     timed = load(timing) if timing is not None else got
     if timing is not None:
         say(
-            f"  (d) read from the normal-priority re-run in {timing} (docs/training.md, amendment of 11:41 UTC):"
+            f"  (d) read from the normal-priority re-run in {timing} (docs/training.md, amendment of 11:40 UTC):"
         )
         for s in (0, 1):
             if ("synthetic_50k", s) not in timed:

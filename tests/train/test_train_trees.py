@@ -136,6 +136,11 @@ def test_tree_family_through_the_train_stage(run: RunResult) -> None:
     extend = [d for d in s["decisions"] if "tree_extend" in (d.get("evidence") or {})]
     assert len(extend) == 1 and "up to 8x its planned epochs" in extend[0]["decision"], extend
     assert "tree_extend: 8" in report
+    # a given ladder overrides tree_ladder_size, and the decision log says so
+    ladder = [d["decision"] for d in s["decisions"] if "tree_ladder_size" in (d.get("evidence") or {})]
+    assert ladder == [
+        "tree_ladder_size: 3 has no effect: the ladder is given (2 rung(s): num_leaves=4; num_leaves=16)"
+    ]
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "ablate_knobs": 0,
         "cv_candidates": 0,
         "ladder_size": 2,
+        "tree_ladder_size": 3,
     },
     "default": {
         "budget_minutes": 10.0,
@@ -37,6 +38,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "ablate_knobs": 2,
         "cv_candidates": 3,
         "ladder_size": 3,
+        "tree_ladder_size": 3,
     },
     "thorough": {
         "budget_minutes": 30.0,
@@ -49,6 +51,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "ablate_knobs": 4,
         "cv_candidates": 5,
         "ladder_size": 4,
+        "tree_ladder_size": 4,
     },
 }
 
@@ -89,6 +92,12 @@ class TrainConfig(StageConfig):
     ladder: list[dict[str, Any]] | dict[str, list[dict[str, Any]]] | None = None
     """Capacity rungs (family params), smallest first; default by family and preset. With a family list:
     a mapping family -> rungs (families not named keep their default ladder)."""
+    tree_ladder_size: int | None = Field(None, ge=1)
+    """Tree families: how many rungs of the family's registered ladder (lgbm: 4, 16, 64, 256 leaves) the
+    capacity ladder may climb when no ``ladder`` is given (networks climb the preset's own count: quick 2,
+    default 3, thorough 4). Preset: quick 3 (2 before session 16: the 64-leaf rung was adopted by the rule
+    declared in docs/training.md "Session 16"), default 3, thorough 4. The ladder still stops at a rung
+    that overfits, and no rung starts past the scale-up phase's deadline."""
     batch_size: int = Field(128, ge=1)
     min_steps_per_epoch: int = Field(16, ge=0)
     """Small data: halve the batch size (not below 8) until an epoch has at least this many steps (0: off)."""

@@ -80,8 +80,14 @@ class TrainModel(Stage):
         elif isinstance(cfg.ladder, list):
             rungs = cfg.ladder
         else:
-            rungs = family_ladder(family)[: PRESETS[cfg.preset]["ladder_size"]]
+            rungs = family_ladder(family)[: self.ladder_size(family)]
         return [{**cfg.model_params, **r} for r in rungs] or [dict(cfg.model_params)]
+
+    def ladder_size(self, family: str) -> int:
+        """Rungs of the family's registered ladder climbed when no ``ladder`` is given: a tree family's
+        ``tree_ladder_size``, the preset's count for networks."""
+        size = self.config.tree_ladder_size if family_kind(family) == "trees" else None
+        return size or PRESETS[self.config.preset]["ladder_size"]
 
     def candidate_families(self) -> list[str]:
         """The families this stage may ship (a later stage checks its config against them when the
@@ -210,6 +216,22 @@ class TrainModel(Stage):
             )
         sess.decide("setup", text, {"tree_extend": n})
 
+    def _note_tree_ladder(self, sess: TrainSession) -> None:
+        """``tree_ladder_size`` in the decision log: which of the family's registered rungs the ladder
+        may climb, or that a given ``ladder`` overrides it."""
+        cfg = self.config
+        n = cfg.tree_ladder_size
+        rungs = "; ".join(", ".join(f"{k}={v}" for k, v in r.items()) for r in sess.ladder)
+        given = isinstance(cfg.ladder, list) or (isinstance(cfg.ladder, dict) and sess.family in cfg.ladder)
+        if given:
+            text = f"tree_ladder_size: {n} has no effect: the ladder is given ({len(sess.ladder)} rung(s): {rungs})"
+        else:
+            text = (
+                f"tree ladder: {len(sess.ladder)} of {sess.family}'s {len(family_ladder(sess.family))} registered "
+                f"rungs ({rungs}; tree_ladder_size {n}, preset {cfg.preset})"
+            )
+        sess.decide("setup", text, {"tree_ladder_size": n, "rungs": sess.ladder, "given": given})
+
     @staticmethod
     def _note_no_baseline(sess: TrainSession, inputs: Inputs) -> None:
         if inputs.baseline is None:
@@ -294,6 +316,7 @@ class TrainModel(Stage):
             self._note_label_threads(sess, cfg.label_threads, trees)
         if trees:
             self._note_tree_extend(sess, cfg.tree_extend)
+            self._note_tree_ladder(sess)
         if trees and (floor := tree_lr_min(cfg.tree_learning_rate_min, task.problem_type)) != TREE_LR_MIN:
             sess.decide(
                 "setup",
