@@ -232,7 +232,10 @@ def main() -> None:
                 f"   [training {r['train_seed']}] not measured (no test-distribution streams: --stream-orders 0)"
             )
             continue
-        where = ", ".join(f"draw {o['draw']} window {o['pos'] + 1} (ACC off {o['err_acc']:.3f})" for o in off)
+        where = ", ".join(
+            f"draw {o['draw']} order {o['order']} window {o['pos'] + 1} (ACC off {o['err_acc']:.3f})"
+            for o in off
+        )
         print(
             f"   [training {r['train_seed']}] {len(off)} of {r['test_windows']} (flagged {r['test_flagged']:.1%})"
             + (f": {where}" if off else "")

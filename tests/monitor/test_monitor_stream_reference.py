@@ -149,9 +149,18 @@ def test_profile_defaults_reach_the_summary_guarantee_and_monitor(digits, tmp_pa
     res.plot(tmp_path / "timeline.png")
     legends = [ax.get_legend() for ax in drawn[0].axes if ax.get_legend() is not None]
     labels = {t.get_text() for legend in legends for t in legend.get_texts()}
-    assert {"stream alarm (1/(alpha*delta), per deployment)", "estimate withheld (1/alpha)"} <= labels
+    # since rule W16 (session 16) only the alarm withholds the estimate, so the level over runs is not drawn
+    assert "stream alarm (1/(alpha*delta), per deployment)" in labels
+    assert "estimate withheld (1/alpha)" not in labels
     lines = {round(float(line.get_ydata()[0]), 6) for ax in drawn[0].axes for line in ax.get_lines()}
-    assert {200.0, 20.0} <= lines
+    assert 200.0 in lines and 20.0 not in lines
+    res.stream_evidence = (
+        "over_runs"  # a profile built before: the level over runs withholds it, and is drawn
+    )
+    drawn.clear()
+    res.plot(tmp_path / "timeline.png")
+    legends = [ax.get_legend() for ax in drawn[0].axes if ax.get_legend() is not None]
+    assert "estimate withheld (1/alpha)" in {t.get_text() for legend in legends for t in legend.get_texts()}
 
 
 def test_conformal_and_marginal_domain_flag_stay_available(digits, tmp_path):
@@ -221,8 +230,10 @@ def test_stream_delta_reaches_profile_summary_guarantee_and_rebuild(digits, tmp_
     assert profile_config(info).stream_delta == 0.1
     test = Monitor(profile, model, seed=0, effects=False).stream_test()
     assert test.delta == 0.1 and test.status().threshold == pytest.approx(200.0)
-    # the label-free estimate is withheld from the stream's evidence at 1/stream_alpha on, before its alarm
-    mon = Monitor(profile, model, seed=0, effects=False)
+    # the label-free estimate is withheld from the stream's alarm on (stream_evidence: per_deployment, the
+    # default since rule W16); with stream_evidence: over_runs already from its evidence at 1/stream_alpha
+    _, over_runs = _profile(digits, tmp_path / "runs", stream_evidence="over_runs")
+    mon = Monitor(over_runs, model, seed=0, effects=False)
     win = mon.sample(mon.prepare(digits[0].val.X[:100]))
     quiet = StreamStatus(
         alarm=False, e_value=1.0, max_e_value=1.0, threshold=200.0, alpha=0.05, delta=0.1, n=100

@@ -326,7 +326,9 @@ class Monitor:
         # (1/stream_alpha, as the drift tests above use their marginal level), the stream may not be the
         # reference's distribution, and no later window's estimate is trusted (until a new reference);
         # the stream ALARM waits for the per-deployment level (stream_delta)
-        drifted = bool(stream and (stream.get("alarm") or stream.get("evidence_at") is not None))
+        # (``stream_evidence: per_deployment``: only the alarm withholds it)
+        evidence_at = stream.get("evidence_at") if stream and info.stream_evidence == "over_runs" else None
+        drifted = bool(stream and (stream.get("alarm") or evidence_at is not None))
         # a domain classifier between the reference and the window: a covariate shift the per-feature
         # tests miss, and importance weights whose effective sample size says whether the reference
         # can still speak for this window at all
@@ -356,6 +358,22 @@ class Monitor:
                 f"the window's inputs differ from {train_check.n_train} training rows' (mean-shift test of the "
                 f"summary features p={train_check.p_value:.2g})"
             )
+        # the stream's first window (its rows start before the first look) has only its own rows as
+        # evidence; first_window_alpha flags it at a looser level, once per reference
+        first = info.first_window_alpha
+        if (
+            domain is not None
+            and first is not None
+            and "domain" not in flags
+            and stream is not None
+            and int(stream.get("n", 0)) - len(win) < info.stream_look
+            and domain.p_value <= first
+        ):
+            flags.append("first_window")
+            domain_why.append(
+                f"the stream's first window differs from the reference (domain {domain.test.replace('_', '-')} "
+                f"test p={domain.p_value:.2g} <= {first:g}, the first window's level)"
+            )
         if domain is not None and domain.ess_fraction < info.min_ess_fraction:
             flags.append("ess")
             domain_why.append(
@@ -375,7 +393,7 @@ class Monitor:
                     for x in (
                         which,
                         f"stream e-value {stream['max_e_value']:.3g} since row "
-                        f"{stream.get('evidence_at') or stream['alarm_at']}",
+                        f"{evidence_at or stream['alarm_at']}",
                     )
                     if x
                 )
@@ -521,6 +539,7 @@ class Monitor:
             quality=prepared.quality,
             stream=stream.status().model_dump(),
             guarantee=self.profile.info.guarantee,
+            stream_evidence=self.profile.info.stream_evidence,
         )
 
     # -- flywheel and shadow mode ---------------------------------------------------------------
@@ -636,6 +655,8 @@ class MonitorResult:
     """The stream test after the last row (``StreamStatus``): beside the per-window alerts."""
     guarantee: str = ""
     """What the alarms promise (the profile's sentence)."""
+    stream_evidence: str = "over_runs"
+    """The stream level that withholds the estimate (``ProfileInfo.stream_evidence``; the timeline draws it)."""
 
     def summary(self) -> dict[str, Any]:
         alerts = [w["alert"] for w in self.windows]
@@ -656,6 +677,7 @@ class MonitorResult:
             "summary": self.summary(),
             "stream": self.stream,
             "guarantee": self.guarantee,
+            "stream_evidence": self.stream_evidence,
             "data_quality": self.quality,
             "windows": self.windows,
         }
@@ -722,7 +744,8 @@ class MonitorResult:
                 if per_deployment
                 else "stream alarm (1/alpha)",
             )
-            if per_deployment:  # the level over runs still withholds the estimate (StreamStatus.evidence_at)
+            if per_deployment and self.stream_evidence == "over_runs":
+                # the level over runs still withholds the estimate (StreamStatus.evidence_at)
                 twin.axhline(
                     1 / first["alpha"], color="grey", ls="-.", lw=1, label="estimate withheld (1/alpha)"
                 )

@@ -103,6 +103,12 @@ class ProfileInfo(BaseModel):
     """Per-deployment domain flag: the flag's false-flag rate is at most ``domain_alpha`` for this
     reference with probability at least ``1 - domain_delta`` (flag at p <= ``domain_alpha *
     domain_delta``, Markov's inequality). None: flag at p <= ``domain_alpha`` (on average over references)."""
+    first_window_alpha: float | None = None
+    """The stream's first window is also flagged at domain p <= this level (None: off, and in profiles
+    built before)."""
+    stream_evidence: Literal["over_runs", "per_deployment"] = "over_runs"
+    """The stream level that withholds the label-free estimate: the level over runs (``evidence_at``; and
+    profiles built before) or the per-deployment alarm's."""
     train_reference_rows: int = 0
     """Training rows whose summary features the domain flag also tests each window against
     (``closedloop.monitoring.train_reference``; it then splits the domain level with the held-out test).

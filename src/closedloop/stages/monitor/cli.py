@@ -106,7 +106,12 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         if args.plot:
             from closedloop.monitoring.monitor import MonitorResult
 
-            res = MonitorResult(windows=out["windows"], window=out["window"], alpha=out["alpha"])
+            res = MonitorResult(
+                windows=out["windows"],
+                window=out["window"],
+                alpha=out["alpha"],
+                stream_evidence=out.get("stream_evidence", "over_runs"),
+            )
             out["timeline_plot"] = str(res.plot(args.plot))
         if args.out:
             write_text_atomic(Path(args.out), to_json(out))

@@ -110,6 +110,8 @@ def profile_config(info: Any) -> Any:
         stream_delta=info.stream_delta,
         domain_alpha=info.domain_alpha,
         domain_delta=info.domain_delta,
+        first_window_alpha=info.first_window_alpha,
+        stream_evidence=info.stream_evidence,
         stream_test=info.stream_test,
         stream_look=info.stream_look,
         stream_look_test=info.stream_look_test,

@@ -91,6 +91,18 @@ class BuildMonitorProfileConfig(StageConfig):
     with probability at least ``1 - domain_delta`` (the flag is at p <= ``domain_alpha * domain_delta``;
     Markov's inequality, as for the alarm's ``delta``). None: flag at p <= ``domain_alpha``, a budget
     that holds on average over references only."""
+    first_window_alpha: float | None = Field(0.05, gt=0, lt=0.5)
+    """The stream's first window (its rows start before the stream's first look, so no stream evidence
+    speaks for it yet) is also flagged when its domain mean-shift p-value is at most this level: one
+    window per reference, flagged in distribution at this rate. The default since session 16 (chosen by
+    rule W16 on development data with ``stream_evidence: per_deployment``, docs/monitor.md). None: off, the
+    first window is flagged as the others (and profiles built before)."""
+    stream_evidence: Literal["over_runs", "per_deployment"] = "per_deployment"
+    """The stream level at which the stream's evidence withholds the label-free estimate of every later
+    window: ``over_runs`` (``p_k <= stream_alpha / (k (k + 1))``, the statistic at ``1/stream_alpha``;
+    about ``stream_alpha`` of in-distribution streams reach it; profiles built before) or ``per_deployment``
+    (the default since session 16, rule W16: only the stream alarm, ``stream_alpha * stream_delta``,
+    withholds it)."""
     train_reference_rows: int = Field(0, ge=0)
     """Also test each window's summary features (model-free: intensity statistics / table columns)
     against this many random training rows (``closedloop.monitoring.train_reference``), a reference no
@@ -348,6 +360,8 @@ def build_profile(
         stream_look_test=config.stream_look_test,
         domain_alpha=config.domain_alpha,
         domain_delta=config.domain_delta,
+        first_window_alpha=config.first_window_alpha,
+        stream_evidence=config.stream_evidence,
         min_ess_fraction=config.min_ess_fraction,
         train_reference_rows=config.train_reference_rows,
         train_reference_share=config.train_reference_share,
@@ -490,6 +504,21 @@ def _guarantee_sentence(
             f" The domain flag on the label-free estimate (p <= {config.domain_alpha:g}) flags in-distribution "
             f"windows at a rate {config.domain_alpha:g} on average over references; one deployment's own rate can be higher."
         )
+    if config.first_window_alpha is not None and config.domain_alpha is not None:
+        stream += (
+            f" The stream's first window (its first {config.stream_look} rows since the reference, before any "
+            f"stream evidence) is also flagged at domain p <= {config.first_window_alpha:g}: one window per "
+            f"reference, flagged in distribution at that rate."
+        )
+    if config.stream_evidence == "per_deployment":
+        stream += (
+            " The stream's evidence withholds the label-free estimate only once the stream alarm is raised."
+        )
+    else:
+        stream += (
+            f" The stream's evidence withholds the label-free estimate from the level {a:g} over runs "
+            "(before the stream alarm)."
+        )
     if config.estimate_calibration in ("heldout_platt", "heldout_platt_bias"):
         stream += (
             " The label-free estimate is computed on probabilities recalibrated by Platt scaling on the held-out "
@@ -521,7 +550,7 @@ class BuildMonitorProfile(Stage):
     """Build the drift-monitoring reference profile from held-out validation data, with calibrated thresholds."""
 
     Config = BuildMonitorProfileConfig
-    version = "8"  # 8: per-deployment stream alarm (stream_delta); 7: the domain flag's p from the mean-shift permutation test; 6: fixed-reference stream test, per-deployment domain flag; 5: every held-out row kept for the domain check; 4: per-deployment thresholds, stream scores (profile format 3); 3: held-out reference
+    version = "9"  # 9: the estimate flag's first-window level and per-deployment stream evidence (rule W16); 8: per-deployment stream alarm (stream_delta); 7: the domain flag's p from the mean-shift permutation test; 6: fixed-reference stream test, per-deployment domain flag; 5: every held-out row kept for the domain check; 4: per-deployment thresholds, stream scores (profile format 3); 3: held-out reference
 
     class Inputs(StageIO):
         data: DatasetBundle
@@ -560,6 +589,8 @@ class BuildMonitorProfile(Stage):
                 "domain_alpha": i.domain_alpha,
                 "domain_delta": i.domain_delta,
                 "domain_level": i.domain_level,
+                "first_window_alpha": i.first_window_alpha,
+                "stream_evidence": i.stream_evidence,
                 "stream_test": i.stream_test,
                 "stream_look": i.stream_look,
                 "stream_look_test": i.stream_look_test,

@@ -1,0 +1,143 @@
+"""Issue 19: the estimate flag's levels for the stream's first window (``first_window_alpha``) and for the
+stream's evidence (``stream_evidence``), their settings (YAML / Python) and bad input."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from closedloop.core.errors import ConfigError
+from closedloop.core.stage import RunContext
+from closedloop.monitoring import Monitor
+from closedloop.monitoring.domain import DomainCheck
+from closedloop.monitoring.profile import ReferenceProfile
+from closedloop.stages.monitor import BuildMonitorProfile
+from closedloop.stages.monitor.reference import profile_config
+from closedloop.stages.task import DefineTaskConfig, build_task_spec
+
+sys.path.insert(0, str(Path(__file__).parent))
+from monitor_helpers import digits_setup  # noqa: E402
+
+FAST = {"calibration_windows": 40, "window_sizes": [50, 100], "permutations": 40}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    bundle, model = digits_setup()
+    task = build_task_spec(DefineTaskConfig(), bundle)
+    return bundle, model, task
+
+
+def _profile(digits, tmp: Path, **kw):
+    bundle, model, task = digits
+    stage = BuildMonitorProfile(**FAST, **kw)
+    out = stage.execute({"data": bundle, "task": task, "model": model}, RunContext("monitor", tmp, seed=0))
+    return stage, out.reference
+
+
+def _domain_p(mon: Monitor, p: float, monkeypatch) -> None:
+    """The window's domain check returns p (between the per-window level 0.005 and 0.05)."""
+    check = DomainCheck(
+        auc=0.6,
+        p_value=p,
+        p_classifier=0.5,
+        test="mean_shift",
+        ess=200.0,
+        ess_fraction=0.9,
+        max_weight_share=0.01,
+        inputs=["proba"],
+        n_reference=400,
+        n_window=100,
+    )
+    monkeypatch.setattr(mon, "_domain", lambda win, rng: (check, {}))
+
+
+def _flags(mon: Monitor, X, stream) -> tuple[list[str], str]:
+    res = mon.evaluate(mon.sample(mon.prepare(X)), seed=0, stream=stream)
+    return res["estimate_flags"], res["estimate_reason"]
+
+
+def _status(n: int, evidence_at: int | None = None, alarm_at: int | None = None) -> dict:
+    return {
+        "n": n,
+        "alarm": alarm_at is not None,
+        "alarm_at": alarm_at,
+        "evidence_at": evidence_at,
+        "max_e_value": 30.0,
+    }
+
+
+def test_first_window_alpha_flags_only_the_streams_first_window(digits, tmp_path, monkeypatch):
+    bundle, model, _ = digits
+    X = bundle.val.X[:100]
+    _, profile = _profile(digits, tmp_path / "on", first_window_alpha=0.05)
+    mon = Monitor(profile, model, seed=0, effects=False)
+    _domain_p(mon, 0.02, monkeypatch)
+    flags, reason = _flags(mon, X, _status(100))  # rows 0-100: before the first look at 200
+    assert "first_window" in flags and "domain" not in flags
+    assert "first window differs from the reference" in reason and "p=0.02 <= 0.05" in reason
+    assert "first_window" in _flags(mon, X, _status(200))[0]  # rows 100-200: still before the look
+    assert "first_window" not in _flags(mon, X, _status(300))[0]  # rows 200-300: the look has spoken
+    assert "first_window" not in _flags(mon, X, None)[0]  # one window, no stream: no first window
+    _domain_p(mon, 0.07, monkeypatch)
+    assert "first_window" not in _flags(mon, X, _status(100))[0]  # above the level
+    # off: the same first window is not flagged
+    _, off = _profile(digits, tmp_path / "off", first_window_alpha=None)
+    mon = Monitor(off, model, seed=0, effects=False)
+    _domain_p(mon, 0.02, monkeypatch)
+    assert off.info.first_window_alpha is None
+    assert "first_window" not in _flags(mon, X, _status(100))[0]
+
+
+def test_stream_evidence_per_deployment_withholds_only_on_the_alarm(digits, tmp_path, monkeypatch):
+    bundle, model, _ = digits
+    X = bundle.val.X[:100]
+    for value, on_evidence in [("over_runs", True), ("per_deployment", False)]:
+        _, profile = _profile(digits, tmp_path / value, stream_evidence=value)
+        mon = Monitor(profile, model, seed=0, effects=False)
+        _domain_p(mon, 0.5, monkeypatch)
+        flags, reason = _flags(mon, X, _status(400, evidence_at=200))
+        assert ("stream" in flags) is on_evidence
+        assert ("since row 200" in reason) is on_evidence
+        flags, reason = _flags(mon, X, _status(600, evidence_at=200, alarm_at=600))
+        assert "stream" in flags and f"since row {200 if on_evidence else 600}" in reason
+
+
+def test_flag_levels_reach_profile_summary_guarantee_and_rebuild(digits, tmp_path):
+    # the defaults since rule W16 (session 16): the first window at 0.05, the stream evidence per deployment
+    stage, profile = _profile(digits, tmp_path)
+    info = profile.info
+    assert (info.first_window_alpha, info.stream_evidence) == (0.05, "per_deployment")
+    assert "first window (its first 200 rows since the reference" in info.guarantee
+    assert "flagged at domain p <= 0.05" in info.guarantee
+    assert "withholds the label-free estimate only once the stream alarm is raised" in info.guarantee
+    ref = stage.summarize(type(stage).Outputs(reference=profile))["reference"]
+    assert (ref["first_window_alpha"], ref["stream_evidence"]) == (0.05, "per_deployment")
+    again = profile_config(info)
+    assert (again.first_window_alpha, again.stream_evidence) == (0.05, "per_deployment")
+    # a profile saved before the settings existed loads with the rule it was built with
+    profile.save(tmp_path / "old")
+    meta = tmp_path / "old" / "profile.json"
+    raw = json.loads(meta.read_text())
+    raw.pop("first_window_alpha")
+    raw.pop("stream_evidence")
+    meta.write_text(json.dumps(raw))
+    old = ReferenceProfile.load(tmp_path / "old").info
+    assert (old.first_window_alpha, old.stream_evidence) == (None, "over_runs")
+    # and the other settings stay available from YAML / Python
+    _, before = _profile(digits, tmp_path / "before", first_window_alpha=None, stream_evidence="over_runs")
+    assert (before.info.first_window_alpha, before.info.stream_evidence) == (None, "over_runs")
+    assert (
+        "from the level 0.05 over runs" in before.info.guarantee
+        and "first window" not in before.info.guarantee
+    )
+
+
+def test_flag_levels_bad_input_names_the_setting():
+    with pytest.raises(ConfigError, match="first_window_alpha"):
+        BuildMonitorProfile(first_window_alpha=0.7)
+    with pytest.raises(ConfigError, match="stream_evidence"):
+        BuildMonitorProfile(stream_evidence="sometimes")
