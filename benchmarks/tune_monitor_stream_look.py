@@ -43,6 +43,7 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -139,50 +140,100 @@ def stop_time(hhmm: str | None) -> float | None:
     return now.replace(hour=hh, minute=mm, second=0, microsecond=0).timestamp()
 
 
-def one_training(args: argparse.Namespace, seed: int, level: float) -> dict[str, dict[str, list]]:
+@dataclasses.dataclass
+class Draw:
+    """One deployment of a training: its held-out rows' profile and monitor, and the samples to stream."""
+
+    d: int
+    rest: np.ndarray  # the unseen rows that are not the held-out rows (in-distribution production)
+    profile: Any
+    mon: Any
+    thr: float
+    full: Any  # every unseen row as a drift Sample
+    tsample: Any  # every test-half row as a drift Sample
+    srng: np.random.Generator  # the draw's stream generator (seed [19, d, 2])
+
+
+@dataclasses.dataclass
+class Training:
+    """A trained #19 network with its unseen rows and the test half, and the deployments drawn from it."""
+
+    run: Path
+    yu: np.ndarray
+    Xt: np.ndarray
+    yt: np.ndarray
+    t0: float
+    draws: Iterator[Draw]
+
+
+def deployment_draws(args: argparse.Namespace, seed: int, cfg: Any) -> Training:
+    """Load training ``seed`` and draw its deployments lazily: ``args.first_draw ..``, ``args.pool``
+    held-out rows each from ``[19, d]``, none started after ``--stop-at``. Shared by this script and
+    ``tune_monitor_test_windows.py`` so both draw the same deployments the same way."""
     from bench_monitor_guarantee import deployment, test_halves
 
     from closedloop.data.bundle import Split
     from closedloop.monitoring import Monitor
     from closedloop.monitoring.drift import Sample
     from closedloop.monitoring.profile import forward_all, model_input, summary_features
-    from closedloop.monitoring.stream_reference import ReferenceStreamTest, new_stream_test
-    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig, build_profile
+    from closedloop.stages.monitor.stage import build_profile
 
     t0 = time.time()
     run, data, task, model, Xu, yu = deployment(Path(args.nets) / f"t{seed}", args.remove, seed)
-    cfg = BuildMonitorProfileConfig(window_sizes=[200], stream_look_test="mean_shift")
     Xt, yt = test_halves()[args.half]
+
+    def draws() -> Iterator[Draw]:
+        cache = None
+        stop = stop_time(args.stop_at)
+        for d in range(args.first_draw, args.first_draw + args.draws):
+            if stop is not None and time.time() >= stop:
+                print(
+                    f"  t{seed}: stopped by --stop-at {args.stop_at} UTC (declared) before draw {d}",
+                    flush=True,
+                )
+                return
+            rng = np.random.default_rng([19, d])
+            perm = rng.permutation(len(yu))
+            pool, rest = np.sort(perm[: args.pool]), perm[args.pool :]
+            bundle = dataclasses.replace(data, splits={**data.splits, "val": Split(X=Xu[pool], y=yu[pool])})
+            profile = build_profile(cfg, bundle, task, model, np.random.default_rng([7, d]))
+            if cache is None:  # the model's outputs do not depend on the draw: computed once
+                info = profile.info
+                cache = (
+                    summary_features(info, Xu),
+                    forward_all(model, model_input(info, Xu)),
+                    summary_features(info, Xt),
+                    forward_all(model, model_input(info, Xt)),
+                )
+            fu, (eu, pu), ft, (et, pt) = cache
+            yield Draw(
+                d=d,
+                rest=rest,
+                profile=profile,
+                mon=Monitor(profile, model, seed=d, effects=False),
+                thr=profile.info.threshold,
+                full=Sample(features=fu, embeddings=profile.reduce(eu), proba=pu),
+                tsample=Sample(features=ft, embeddings=profile.reduce(et), proba=pt),
+                srng=np.random.default_rng([19, d, 2]),
+            )
+
+    return Training(run=run, yu=yu, Xt=Xt, yt=yt, t0=t0, draws=draws())
+
+
+def one_training(args: argparse.Namespace, seed: int, level: float) -> dict[str, dict[str, list]]:
+    from closedloop.monitoring.stream_reference import ReferenceStreamTest, new_stream_test
+    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
+
+    cfg = BuildMonitorProfileConfig(window_sizes=[200], stream_look_test="mean_shift")
     res: dict[str, Any] = {c: {"null": [], "test": []} for c in CANDIDATES}
     s15 = MEASURED_AS[args.protocol] == "s15"
     res["streams"] = []  # s15: each stream's looks (both candidates) and windows (own flags, error)
-    cache = None
-    stop = stop_time(args.stop_at)
-    for d in range(args.first_draw, args.first_draw + args.draws):
-        if stop is not None and time.time() >= stop:
-            print(
-                f"  t{seed}: stopped by --stop-at {args.stop_at} UTC (declared) before draw {d}", flush=True
-            )
-            break
-        rng = np.random.default_rng([19, d])
-        perm = rng.permutation(len(yu))
-        pool, rest = np.sort(perm[: args.pool]), perm[args.pool :]
-        bundle = dataclasses.replace(data, splits={**data.splits, "val": Split(X=Xu[pool], y=yu[pool])})
-        profile = build_profile(cfg, bundle, task, model, np.random.default_rng([7, d]))
-        mon = Monitor(profile, model, seed=d, effects=False)
-        thr = profile.info.threshold
-        if cache is None:
-            info = profile.info
-            cache = (
-                summary_features(info, Xu),
-                forward_all(model, model_input(info, Xu)),
-                summary_features(info, Xt),
-                forward_all(model, model_input(info, Xt)),
-            )
-        fu, (eu, pu), ft, (et, pt) = cache
-        full = Sample(features=fu, embeddings=profile.reduce(eu), proba=pu)
-        tsample = Sample(features=ft, embeddings=profile.reduce(et), proba=pt)
-        srng = np.random.default_rng([19, d, 2])
+    tr = deployment_draws(args, seed, cfg)
+    yu, Xt, yt, t0 = tr.yu, tr.Xt, tr.yt, tr.t0
+    for dr in tr.draws:
+        d, rest, profile, mon, thr, full, tsample, srng = (
+            dr.d, dr.rest, dr.profile, dr.mon, dr.thr, dr.full, dr.tsample, dr.srng,
+        )  # fmt: skip
         for o in range(args.null_streams):
             test = new_stream_test(profile, seed=[d, 1, o])
             assert isinstance(test, ReferenceStreamTest) and test.look_test == "mean_shift"
@@ -211,7 +262,7 @@ def one_training(args: argparse.Namespace, seed: int, level: float) -> dict[str,
             + f"; {time.time() - t0:.0f} s",
             flush=True,
         )
-    print(f"  t{seed}: model {run.name}, {len(yu)} unseen images; {time.time() - t0:.0f} s", flush=True)
+    print(f"  t{seed}: model {tr.run.name}, {len(yu)} unseen images; {time.time() - t0:.0f} s", flush=True)
     return res
 
 

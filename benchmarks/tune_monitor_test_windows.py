@@ -24,7 +24,6 @@ Run: PYTHONPATH=src .venv/bin/python benchmarks/tune_monitor_test_windows.py --n
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -94,48 +93,19 @@ def window_numbers(mon, s, y: np.ndarray, seed: list[int], thr: float) -> list[d
 
 
 def one_training(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
-    from bench_monitor_guarantee import deployment, test_halves
-    from tune_monitor_stream_look import run_looks, stop_time
+    from tune_monitor_stream_look import deployment_draws, run_looks
 
-    from closedloop.data.bundle import Split
-    from closedloop.monitoring import Monitor
-    from closedloop.monitoring.drift import Sample
-    from closedloop.monitoring.profile import forward_all, model_input, summary_features
     from closedloop.monitoring.stream_reference import new_stream_test
-    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig, build_profile
+    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
 
-    t0 = time.time()
-    run, data, task, model, Xu, yu = deployment(Path(args.nets) / f"t{seed}", args.remove, seed)
     cfg = BuildMonitorProfileConfig(window_sizes=[200])
-    Xt, yt = test_halves()[args.half]
+    tr = deployment_draws(args, seed, cfg)
+    yu, Xt, yt, t0 = tr.yu, tr.Xt, tr.yt, tr.t0
     streams: list[dict[str, Any]] = []
-    cache = None
-    stop = stop_time(args.stop_at)
-    for d in range(args.first_draw, args.first_draw + args.draws):
-        if stop is not None and time.time() >= stop:
-            print(
-                f"  t{seed}: stopped by --stop-at {args.stop_at} UTC (declared) before draw {d}", flush=True
-            )
-            break
-        rng = np.random.default_rng([19, d])
-        perm = rng.permutation(len(yu))
-        pool, rest = np.sort(perm[: args.pool]), perm[args.pool :]
-        bundle = dataclasses.replace(data, splits={**data.splits, "val": Split(X=Xu[pool], y=yu[pool])})
-        profile = build_profile(cfg, bundle, task, model, np.random.default_rng([7, d]))
-        mon = Monitor(profile, model, seed=d, effects=False)
-        thr = profile.info.threshold
-        if cache is None:
-            info = profile.info
-            cache = (
-                summary_features(info, Xu),
-                forward_all(model, model_input(info, Xu)),
-                summary_features(info, Xt),
-                forward_all(model, model_input(info, Xt)),
-            )
-        fu, (eu, pu), ft, (et, pt) = cache
-        full = Sample(features=fu, embeddings=profile.reduce(eu), proba=pu)
-        tsample = Sample(features=ft, embeddings=profile.reduce(et), proba=pt)
-        srng = np.random.default_rng([19, d, 2])
+    for dr in tr.draws:
+        d, rest, profile, mon, thr, full, tsample, srng = (
+            dr.d, dr.rest, dr.profile, dr.mon, dr.thr, dr.full, dr.tsample, dr.srng,
+        )  # fmt: skip
         for o in range(args.null_streams):
             idx = srng.choice(rest, NULL_ROWS, replace=False)
             looks = run_looks(new_stream_test(profile, seed=[d, 1, o]), full.take(idx))["mean_shift"]
@@ -147,7 +117,7 @@ def one_training(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
             wins = window_numbers(mon, tsample.take(idx), yt[idx], [d, 2, o], thr)
             streams.append({"d": d, "o": o, "kind": "test", "looks": looks, "windows": wins})
         print(f"  t{seed} draw {d:>3}: done; {time.time() - t0:.0f} s", flush=True)
-    print(f"  t{seed}: model {run.name}, {len(yu)} unseen images; {time.time() - t0:.0f} s", flush=True)
+    print(f"  t{seed}: model {tr.run.name}, {len(yu)} unseen images; {time.time() - t0:.0f} s", flush=True)
     return streams
 
 

@@ -99,6 +99,26 @@ def digits_setup(
     return bundle, model
 
 
+def digits_task_setup() -> tuple[DatasetBundle, TrainedModel, object]:
+    """``digits_setup()`` with the task the pipeline would define for it."""
+    from closedloop.stages.task import DefineTaskConfig, build_task_spec
+
+    bundle, model = digits_setup()
+    return bundle, model, build_task_spec(DefineTaskConfig(), bundle)
+
+
+def stage_profile(digits: tuple, tmp, fast: dict, **kw) -> tuple[object, object]:
+    """Run the monitor stage (``fast`` settings plus ``kw``) on ``digits_task_setup()``'s output in ``tmp``;
+    returns the stage and its reference profile."""
+    from closedloop.core.stage import RunContext
+    from closedloop.stages.monitor import BuildMonitorProfile
+
+    bundle, model, task = digits
+    stage = BuildMonitorProfile(**fast, **kw)
+    out = stage.execute({"data": bundle, "task": task, "model": model}, RunContext("monitor", tmp, seed=0))
+    return stage, out.reference
+
+
 def table_setup() -> tuple[DatasetBundle, TrainedModel]:
     rng = np.random.default_rng(0)
     n = 900

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from closedloop.core.errors import ConfigError
-from closedloop.core.stage import RunContext
 from closedloop.monitoring import Monitor
 from closedloop.monitoring.drift import Sample
 from closedloop.monitoring.profile import ReferenceProfile
@@ -19,10 +18,9 @@ from closedloop.monitoring.stream import StreamStatus, StreamTest
 from closedloop.monitoring.stream_reference import ReferenceStreamTest, new_stream_test, spend
 from closedloop.stages.monitor import BuildMonitorProfile
 from closedloop.stages.monitor.reference import profile_config
-from closedloop.stages.task import DefineTaskConfig, build_task_spec
 
 sys.path.insert(0, str(Path(__file__).parent))
-from monitor_helpers import digits_setup  # noqa: E402
+from monitor_helpers import digits_task_setup, stage_profile  # noqa: E402
 
 FAST = {"calibration_windows": 40, "window_sizes": [50, 100], "permutations": 40}
 
@@ -101,16 +99,11 @@ def test_stream_and_domain_settings_bad_config():
 
 @pytest.fixture(scope="module")
 def digits():
-    bundle, model = digits_setup()
-    task = build_task_spec(DefineTaskConfig(), bundle)
-    return bundle, model, task
+    return digits_task_setup()
 
 
 def _profile(digits, tmp: Path, **kw):
-    bundle, model, task = digits
-    stage = BuildMonitorProfile(**FAST, **kw)
-    out = stage.execute({"data": bundle, "task": task, "model": model}, RunContext("monitor", tmp, seed=0))
-    return stage, out.reference
+    return stage_profile(digits, tmp, FAST, **kw)
 
 
 def test_profile_defaults_reach_the_summary_guarantee_and_monitor(digits, tmp_path, monkeypatch):
