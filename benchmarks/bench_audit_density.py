@@ -184,6 +184,22 @@ def near_warned(out, rule: str) -> bool:  # type: ignore[no-untyped-def]
     return any(v["p_value"] < 0.05 and v["n_excess"] for v in nd.values())
 
 
+def look_of(v: dict) -> str:
+    """Which look a comparison's ``near_density`` metrics report (the one with the smallest p)."""
+    if v.get("nonzero_cut"):
+        return "nonzero"
+    if v.get("columns_cut") is not None:
+        return "columns"
+    return "ratio" if v.get("ratio_cut") else "distance"
+
+
+def columns_alt() -> dict:
+    """The duplicates check with ``columns_look`` the other way round from its default (``--columns``)."""
+    from closedloop.stages.audit.duplicates import DuplicatesConfig
+
+    return {"name": "duplicates", "params": {"columns_look": not DuplicatesConfig().columns_look}}
+
+
 def random_splits(
     name: str,
     b: DatasetBundle,
@@ -192,6 +208,7 @@ def random_splits(
     before: bool = False,
     bonf: bool = False,
     details: bool = False,
+    columns: bool = False,
 ) -> None:
     """``looks``: also audit each re-split with ``nonzero_look: false`` and say which look warned.
     ``before``: also audit each re-split with ``null_redeals: 0`` (Fisher's p as in session 13).
@@ -199,14 +216,17 @@ def random_splits(
     again only where the joint rule warned (its p is never above Bonferroni's on the same re-deals, so
     Bonferroni cannot warn where joint does not).
     ``details``: print each warned re-split's warning findings and, over all re-splits, how often each
-    comparison's p fell under its own share of ``warn_alpha`` (which share a false-warning rate overruns)."""
+    comparison's p fell under its own share of ``warn_alpha`` (which share a false-warning rate overruns).
+    ``columns``: also audit each re-split with ``columns_look`` the other way round (:func:`columns_alt`)
+    and count its warnings on the same re-splits."""
     from scipy.stats import binomtest
 
     from closedloop.stages.audit.duplicates import DuplicatesConfig, WarnLevels
 
     n = RESPLITS[name]
     now = fisher = at_least = 0
-    off_warned, by_look = 0, {"distance": 0, "ratio": 0, "nonzero": 0}
+    off_warned, by_look = 0, {"distance": 0, "ratio": 0, "nonzero": 0, "columns": 0}
+    alt_warned, alt_by_look, alt_only, base_only = 0, dict(by_look), [], []
     effects: list[float] = []
     counted: list[float] = []
     bonf_warned = 0
@@ -233,9 +253,16 @@ def random_splits(
             off = {"name": "duplicates", "params": {"combine_looks": "bonferroni"}}
             bonf_warned += near_warned(run_audit(split, checks=[off], stop_on=[])[0], "now")
         if warned:
-            worst = min(nd.values(), key=lambda v: v["p_value"])
-            kind = "nonzero" if worst["nonzero_cut"] else "ratio" if worst["ratio_cut"] else "distance"
-            by_look[kind] += 1
+            by_look[look_of(min(nd.values(), key=lambda v: v["p_value"]))] += 1
+        if columns:
+            alt_out = run_audit(split, checks=[columns_alt()], stop_on=[])[0]
+            alt = near_warned(alt_out, "now")
+            alt_warned += alt
+            if alt:
+                nd_alt = alt_out.audit.results["duplicates"]["metrics"]["near_density"]
+                alt_by_look[look_of(min(nd_alt.values(), key=lambda v: v["p_value"]))] += 1
+            if alt != warned:
+                (alt_only if alt else base_only).append(RESPLIT_SEED + seed)
         if details:
             for key, v in nd.items():
                 under[key] += bool(key in share and v["n_excess"] and v["p_value"] < share[key])
@@ -280,6 +307,13 @@ def random_splits(
             f"   the same re-splits with null_redeals: 0 (Fisher's p as in session 13): a near-duplicate warning or "
             f"error in {fisher} ({fisher / n:.1%}, 95% interval {ci.low:.1%}-{ci.high:.1%})"
         )
+    if columns:
+        ci = binomtest(alt_warned, n).proportion_ci(0.95)
+        print(
+            f"   the same re-splits with {columns_alt()['params']}: a near-duplicate warning or error in "
+            f"{alt_warned} ({alt_warned / n:.1%}, 95% interval {ci.low:.1%}-{ci.high:.1%}); the look with the smallest "
+            f"p in each warned split: {alt_by_look}; warned only with it: {alt_only}; only without it: {base_only}"
+        )
     if details:
         print(
             f"   each comparison's p under its own share of warn_alpha {cfg.warn_alpha} (with an excess), over {n} "
@@ -310,7 +344,7 @@ def warned_findings(out, nd: dict) -> str:  # type: ignore[no-untyped-def]
             continue
         key = f["message"].split(":")[0].split(" ")[0].replace("/", "-")
         v = nd.get(key, {})
-        look = "nonzero" if v.get("nonzero_cut") else "ratio" if v.get("ratio_cut") else "distance"
+        look = look_of(v)
         rates = ", ".join(f"{k} {e[k]}" for k in e if k.endswith(("_close_rate", "_within_rate")))
         parts.append(
             f"{key} {f['severity']} (look {look}, p {e['p_value']} < {e.get('warns_below')}, design effect "
@@ -442,6 +476,11 @@ def main() -> None:
     ap.add_argument("--resplits", nargs="+", default=[], help="NAME=N: fewer re-splits for a set (time)")
     ap.add_argument("--no-big", action="store_true", help="skip the 50,000-row timing line")
     ap.add_argument(
+        "--columns",
+        action="store_true",
+        help="as released, re-splits and planted also with columns_look the other way round from its default",
+    )
+    ap.add_argument(
         "--details",
         action="store_true",
         help="re-splits: each warned split's findings, each comparison's share",
@@ -486,9 +525,20 @@ def main() -> None:
             f"train within {nd.get('train_within_rate')}, excess {nd.get('excess')}, p {nd.get('p_value')}, design effect "
             f"{nd.get('design_effect')}, looks counted {nd.get('looks_counted')}); "
             f"exact train/test copies {n_exact} ({dt:.1f}s); non-zero look "
-            f"{out.audit.results['duplicates']['metrics']['nonzero_look']} (cut {nd.get('nonzero_cut')})"
+            f"{out.audit.results['duplicates']['metrics']['nonzero_look']} (cut {nd.get('nonzero_cut')}); columns look "
+            f"{out.audit.results['duplicates']['metrics']['columns_look']} (cut {nd.get('columns_cut')})"
         )
         print(f"   {held_out_line(out)}")
+        if args.columns:
+            alt_out = run_audit(b, checks=[columns_alt()], stop_on=[])[0]
+            sev_a, nd_a, n_exact_a = near_line(alt_out)
+            print(
+                f"   as released with {columns_alt()['params']}: near-duplicate finding about test {sev_a} (test "
+                f"alone: close {nd_a.get('test_close_rate')}, train within {nd_a.get('train_within_rate')}, p "
+                f"{nd_a.get('p_value')}, look {look_of(nd_a)}); exact train/test copies {n_exact_a}; columns look "
+                f"{alt_out.audit.results['duplicates']['metrics']['columns_look']} (cut {nd_a.get('columns_cut')}); "
+                f"{held_out_line(alt_out)}"
+            )
         if RESPLITS.get(name.split(" ")[0], 0) > 0:
             nd_h = out.audit.results["duplicates"]["metrics"]["near_density"].get("train-held-out", {})
             random_splits(
@@ -499,9 +549,11 @@ def main() -> None:
                 args.before,
                 args.bonferroni,
                 args.details,
+                args.columns,
             )
         nonzero = out.audit.results["duplicates"]["metrics"]["nonzero_look"]
         rec, sevs, oracle, aside, rec_b, own_p, own_pb = [], [], [], [], [], [], []
+        rec_c, sevs_c, own_pc = [], [], []
         for seed in SEEDS:
             planted, truth = plant(b, seed)
             out, _, _ = run_audit(planted, checks=["duplicates"], stop_on=[])
@@ -519,6 +571,16 @@ def main() -> None:
                 rec_b.append(
                     len(set(d[(d.split_a == "train") & (d.split_b == "test") & d.excess].index_b) & truth)
                 )
+            if args.columns:
+                out_c = run_audit(planted, checks=[columns_alt()], stop_on=[])[0]
+                d = out_c.audit.duplicates
+                rec_c.append(
+                    len(set(d[(d.split_a == "train") & (d.split_b == "test") & d.excess].index_b) & truth)
+                    / len(truth)
+                )
+                sevs_c.append(near_line(out_c)[0])
+                tt_c = near_line(out_c)[1]
+                own_pc.append((tt_c.get("p_value"), look_of(tt_c)))
             oracle.append(flags_needed(planted, truth, seed))
             if nonzero:
                 aside.append(flags_needed(planted, truth, seed, twins_aside=True))
@@ -531,6 +593,11 @@ def main() -> None:
             + (f"; with rows at distance 0 set aside {aside}" if aside else "")
             + f"; train/test p (looks counted) per seed {own_p}"
         )
+        if rec_c:
+            print(
+                f"   planted, {columns_alt()['params']}: recall among excess pairs {np.mean(rec_c):.3f} (per seed "
+                f"{[round(r, 3) for r in rec_c]}); severity {sevs_c}; train/test p (look) per seed {own_pc}"
+            )
         if rec_b:
             print(
                 f"   planted, combine_looks: bonferroni (session 14's rule): recall among excess pairs "
