@@ -185,6 +185,22 @@ def near_warned(out, rule: str) -> bool:  # type: ignore[no-untyped-def]
     return any(v["p_value"] < 0.05 and v["n_excess"] for v in nd.values())
 
 
+def look_of(v: dict) -> str:
+    """Which look a comparison's ``near_density`` metrics report (the one with the smallest p)."""
+    if v.get("nonzero_cut"):
+        return "nonzero"
+    if v.get("columns_cut") is not None:
+        return "columns"
+    return "ratio" if v.get("ratio_cut") else "distance"
+
+
+def columns_alt() -> dict:
+    """The duplicates check with ``columns_look`` the other way round from its default (``--columns``)."""
+    from closedloop.stages.audit.duplicates import DuplicatesConfig
+
+    return {"name": "duplicates", "params": {"columns_look": not DuplicatesConfig().columns_look}}
+
+
 def seed_ranges(seeds: list[int]) -> str:
     """Seeds as compact ranges in their order: ``7000-7399`` or ``8000-8999, 10000-10123``."""
     parts: list[str] = []
@@ -240,8 +256,11 @@ def read_records(path: Path, name: str) -> dict[int, dict]:
     return done
 
 
-def one_resplit(b: DatasetBundle, seed: int, before: bool, bonf: bool, looks: bool, share: dict) -> dict:
-    """Audit one random re-split; everything the summary needs, as a JSON-able record."""
+def one_resplit(
+    b: DatasetBundle, seed: int, before: bool, bonf: bool, looks: bool, share: dict, columns: bool = False
+) -> dict:
+    """Audit one random re-split; everything the summary needs, as a JSON-able record. ``columns``: also
+    audited with ``columns_look`` the other way round (``alt``: it warned; ``alt_look``: by which look)."""
     t0 = time.perf_counter()
     split = resplit(b, seed)
     out, _, _ = run_audit(split, checks=["duplicates"], stop_on=[])
@@ -251,8 +270,7 @@ def one_resplit(b: DatasetBundle, seed: int, before: bool, bonf: bool, looks: bo
     rec["effects"] = [v["design_effect"] for v in nd.values() if v.get("design_effect") is not None]
     rec["counted"] = [v["looks_counted"] for v in nd.values() if v.get("design_effect") is not None]
     if warned:
-        worst = min(nd.values(), key=lambda v: v["p_value"])
-        rec["look"] = "nonzero" if worst["nonzero_cut"] else "ratio" if worst["ratio_cut"] else "distance"
+        rec["look"] = look_of(min(nd.values(), key=lambda v: v["p_value"]))
         rec["line"] = warned_findings(out, nd)
     rec["under"] = {k: bool(k in nd and nd[k]["n_excess"] and nd[k]["p_value"] < share[k]) for k in share}
     rec["excess"] = float(nd.get("train-held-out", {}).get("excess") or 0.0)
@@ -265,6 +283,11 @@ def one_resplit(b: DatasetBundle, seed: int, before: bool, bonf: bool, looks: bo
     if looks:
         off = {"name": "duplicates", "params": {"nonzero_look": False}}
         rec["off_warned"] = bool(near_warned(run_audit(split, checks=[off], stop_on=[])[0], "now"))
+    if columns:
+        alt_out = run_audit(split, checks=[columns_alt()], stop_on=[])[0]
+        rec["alt"] = bool(near_warned(alt_out, "now"))
+        nd_alt = alt_out.audit.results["duplicates"]["metrics"]["near_density"]
+        rec["alt_look"] = look_of(min(nd_alt.values(), key=lambda v: v["p_value"])) if rec["alt"] else None
     rec["seconds"] = round(time.perf_counter() - t0, 2)
     return rec
 
@@ -278,6 +301,7 @@ def random_splits(
     bonf: bool = False,
     details: bool = False,
     record: Path | None = None,
+    columns: bool = False,
 ) -> None:
     """``looks``: also audit each re-split with ``nonzero_look: false`` and say which look warned.
     ``before``: also audit each re-split with ``null_redeals: 0`` (Fisher's p as in session 13).
@@ -288,7 +312,9 @@ def random_splits(
     comparison's p fell under its own share of ``warn_alpha`` (which share a false-warning rate overruns).
     ``record``: append each finished re-split to this file (one JSON line) and take the ones already there
     instead of auditing them again, so a run that crashed or was stopped goes on where it was (the audit
-    is seeded, so a recorded re-split is the one that would be computed again)."""
+    is seeded, so a recorded re-split is the one that would be computed again).
+    ``columns``: also audit each re-split with ``columns_look`` the other way round (:func:`columns_alt`)
+    and count its warnings on the same re-splits."""
     import json
 
     from scipy.stats import binomtest
@@ -308,7 +334,9 @@ def random_splits(
     share = {"train-val": levels.split, "train-test": levels.split, "train-held-out": levels.pooled}
     share["val-test"] = levels.val_test
     recorded = read_records(record, name) if record else {}
-    need = [k for k, on in (("bonf", bonf), ("fisher", before), ("off_warned", looks)) if on]
+    need = [
+        k for k, on in (("bonf", bonf), ("fisher", before), ("off_warned", looks), ("alt", columns)) if on
+    ]
     recs: list[dict] = []
     for seed in seeds:
         if seed in recorded:
@@ -322,7 +350,7 @@ def random_splits(
             continue
         if DEADLINE and time.strftime("%H:%M", time.gmtime()) >= DEADLINE:
             break
-        rec = one_resplit(b, seed, before, bonf, looks, share)
+        rec = one_resplit(b, seed, before, bonf, looks, share, columns)
         recs.append(rec)
         if record:
             with record.open("a") as f:
@@ -336,7 +364,7 @@ def random_splits(
             return
     n = done
     now = sum(r["warned"] for r in recs)
-    by_look = {"distance": 0, "ratio": 0, "nonzero": 0}
+    by_look = {"distance": 0, "ratio": 0, "nonzero": 0, "columns": 0}
     for r in recs:
         if r["look"]:
             by_look[r["look"]] += 1
@@ -357,6 +385,20 @@ def random_splits(
         f"smallest p in each warned split: {by_look}; {eff}; held-out excess >= the released {observed}: "
         f"{at_least} (permutation p {(at_least + 1) / (n + 1):.3f})"
     )
+    if columns:
+        alt_warned = sum(r["alt"] for r in recs)
+        alt_by_look = dict.fromkeys(by_look, 0)
+        for r in recs:
+            if r["alt_look"]:
+                alt_by_look[r["alt_look"]] += 1
+        alt_only = [r["seed"] for r in recs if r["alt"] and not r["warned"]]
+        base_only = [r["seed"] for r in recs if r["warned"] and not r["alt"]]
+        ci = binomtest(alt_warned, n).proportion_ci(0.95)
+        print(
+            f"   the same re-splits with {columns_alt()['params']}: a near-duplicate warning or error in "
+            f"{alt_warned} ({alt_warned / n:.1%}, 95% interval {ci.low:.1%}-{ci.high:.1%}); the look with the smallest "
+            f"p in each warned split: {alt_by_look}; warned only with it: {alt_only}; only without it: {base_only}"
+        )
     if bonf:
         bonf_warned = sum(r["bonf"] for r in recs)
         ci = binomtest(bonf_warned, n).proportion_ci(0.95)
@@ -404,7 +446,7 @@ def warned_findings(out, nd: dict) -> str:  # type: ignore[no-untyped-def]
             continue
         key = f["message"].split(":")[0].split(" ")[0].replace("/", "-")
         v = nd.get(key, {})
-        look = "nonzero" if v.get("nonzero_cut") else "ratio" if v.get("ratio_cut") else "distance"
+        look = look_of(v)
         rates = ", ".join(f"{k} {e[k]}" for k in e if k.endswith(("_close_rate", "_within_rate")))
         parts.append(
             f"{key} {f['severity']} (look {look}, p {e['p_value']} < {e.get('warns_below')}, design effect "
@@ -548,6 +590,11 @@ def main() -> None:
     ap.add_argument("--resplits", nargs="+", default=[], help="NAME=N: fewer re-splits for a set (time)")
     ap.add_argument("--no-big", action="store_true", help="skip the 50,000-row timing line")
     ap.add_argument(
+        "--columns",
+        action="store_true",
+        help="as released, re-splits and planted also with columns_look the other way round from its default",
+    )
+    ap.add_argument(
         "--details",
         action="store_true",
         help="re-splits: each warned split's findings, each comparison's share",
@@ -593,9 +640,20 @@ def main() -> None:
             f"train within {nd.get('train_within_rate')}, excess {nd.get('excess')}, p {nd.get('p_value')}, design effect "
             f"{nd.get('design_effect')}, looks counted {nd.get('looks_counted')}); "
             f"exact train/test copies {n_exact} ({dt:.1f}s); non-zero look "
-            f"{out.audit.results['duplicates']['metrics']['nonzero_look']} (cut {nd.get('nonzero_cut')})"
+            f"{out.audit.results['duplicates']['metrics']['nonzero_look']} (cut {nd.get('nonzero_cut')}); columns look "
+            f"{out.audit.results['duplicates']['metrics']['columns_look']} (cut {nd.get('columns_cut')})"
         )
         print(f"   {held_out_line(out)}")
+        if args.columns:
+            alt_out = run_audit(b, checks=[columns_alt()], stop_on=[])[0]
+            sev_a, nd_a, n_exact_a = near_line(alt_out)
+            print(
+                f"   as released with {columns_alt()['params']}: near-duplicate finding about test {sev_a} (test "
+                f"alone: close {nd_a.get('test_close_rate')}, train within {nd_a.get('train_within_rate')}, p "
+                f"{nd_a.get('p_value')}, look {look_of(nd_a)}); exact train/test copies {n_exact_a}; columns look "
+                f"{alt_out.audit.results['duplicates']['metrics']['columns_look']} (cut {nd_a.get('columns_cut')}); "
+                f"{held_out_line(alt_out)}"
+            )
         if RESPLITS.get(name.split(" ")[0], 0) > 0:
             nd_h = out.audit.results["duplicates"]["metrics"]["near_density"].get("train-held-out", {})
             random_splits(
@@ -607,9 +665,11 @@ def main() -> None:
                 args.bonferroni,
                 args.details,
                 args.record,
+                args.columns,
             )
         nonzero = out.audit.results["duplicates"]["metrics"]["nonzero_look"]
         rec, sevs, oracle, aside, rec_b, own_p, own_pb = [], [], [], [], [], [], []
+        rec_c, sevs_c, own_pc = [], [], []
         for seed in SEEDS:
             planted, truth = plant(b, seed)
             out, _, _ = run_audit(planted, checks=["duplicates"], stop_on=[])
@@ -627,6 +687,16 @@ def main() -> None:
                 rec_b.append(
                     len(set(d[(d.split_a == "train") & (d.split_b == "test") & d.excess].index_b) & truth)
                 )
+            if args.columns:
+                out_c = run_audit(planted, checks=[columns_alt()], stop_on=[])[0]
+                d = out_c.audit.duplicates
+                rec_c.append(
+                    len(set(d[(d.split_a == "train") & (d.split_b == "test") & d.excess].index_b) & truth)
+                    / len(truth)
+                )
+                sevs_c.append(near_line(out_c)[0])
+                tt_c = near_line(out_c)[1]
+                own_pc.append((tt_c.get("p_value"), look_of(tt_c)))
             oracle.append(flags_needed(planted, truth, seed))
             if nonzero:
                 aside.append(flags_needed(planted, truth, seed, twins_aside=True))
@@ -639,6 +709,11 @@ def main() -> None:
             + (f"; with rows at distance 0 set aside {aside}" if aside else "")
             + f"; train/test p (looks counted) per seed {own_p}"
         )
+        if rec_c:
+            print(
+                f"   planted, {columns_alt()['params']}: recall among excess pairs {np.mean(rec_c):.3f} (per seed "
+                f"{[round(r, 3) for r in rec_c]}); severity {sevs_c}; train/test p (look) per seed {own_pc}"
+            )
         if rec_b:
             print(
                 f"   planted, combine_looks: bonferroni (session 14's rule): recall among excess pairs "

@@ -47,7 +47,16 @@ figures: macro and per-label test ROC AUC with bootstrap intervals, the paired m
 multi-label trees' ONNX parity on the test rows (all three probabilities, served predictor vs the
 in-process model). No tuned plain LightGBM here (the practitioner's baseline is for the binary tables).
 
-Run: .venv/bin/python benchmarks/bench_tables.py [--out docs/results/tables.txt] [--only NAME]
+``--blend`` (session 17, docs/training.md "a tree + MLP blend"; off by default, the output is then
+unchanged): per (table, seed) both families get a deployed model (the other family alone, as the MLP
+already is when the trees win), and the candidate ``blend`` (the mean of the two deployed models'
+probabilities) is selected on the family run's own evidence (the two families' chosen configurations on
+validation, or out-of-fold when both were cross-validated) only when strictly better than the chosen
+family; its test AUC, and the target judged with "the choice with the blend candidate" as closedloop's
+figure, are printed beside the shipped choice's. The blend is built by the benchmark from the two runs'
+models, not by the train stage.
+
+Run: .venv/bin/python benchmarks/bench_tables.py [--out docs/results/tables.txt] [--only NAME] [--blend]
 """
 
 from __future__ import annotations
@@ -95,6 +104,10 @@ class Outcome:
 
 
 OUTCOMES: list[Outcome] = []
+BLEND: dict[str, bool] = {"on": False}
+"""``--blend``: the rule's blend candidate beside the shipped choice (see the module docstring)."""
+BLENDED: list[Outcome] = []
+"""``--blend``: each binary/multi-class (table, seed) judged with the choice with the blend candidate."""
 
 
 def say(line: str) -> None:
@@ -367,6 +380,67 @@ def tuned_lightgbm(
     return model, {"trials": len(study.trials), "cut": cut, **cv, **best.params}, rounds
 
 
+def chosen_config(work: Path) -> dict[str, Any]:
+    """A family's chosen configuration as the family choice read it (``work/family_<name>``): the
+    cross-validation's when that phase chose one, else the tuning's."""
+    outcomes = json.loads((work / "phase_cross_validate.json").read_text())["outcomes"]
+    cv = outcomes.get("cross_validate") or {}
+    if cv.get("tuned") and cv.get("chosen") is not None:
+        return cv["tuned"]
+    tune = outcomes["tune"]
+    return {k: tune[k] for k in ("val_metric", "val_logits_file")} | {"calibration_logits_file": None}
+
+
+def blend_evidence(res: Any, data: Any) -> dict[str, Any]:
+    """The blend candidate's score on the evidence the family run's choice used (validation, or
+    out-of-fold when both families were cross-validated), next to each family's; selected only when
+    strictly better than the chosen family."""
+    from closedloop.models.trained import logits_to_proba
+    from closedloop.stats.metrics import compute_metric
+
+    task = res.artifact("task")
+    fam = res.summary["stages"]["train"]["families"]
+    on = fam["evaluated_on"]
+    work = res.run_dir / res.summary["stages"]["train"]["dir"] / "work"
+    proba, y = {}, None
+    for f in ("lgbm", "mlp"):
+        t, w = chosen_config(work / f"family_{f}"), work / f"family_{f}"
+        if on == "out_of_fold":
+            z, y = np.load(w / t["calibration_logits_file"]), np.load(w / t["calibration_labels_file"])
+        else:
+            z, y = np.load(w / t["val_logits_file"]), np.asarray(data.splits["val"].y)
+        proba[f] = logits_to_proba(z, task.problem_type)
+
+    def score(p: np.ndarray) -> float:
+        return compute_metric(task.primary_metric, y, p, task.problem_type, convention=task.metric_convention)
+
+    rows = {r["family"]: r["score"] for r in fam["rows"]}
+    blend = score((proba["lgbm"] + proba["mlp"]) / 2)
+    sign = 1.0 if task.higher_is_better else -1.0
+    return {
+        "evaluated_on": on,
+        "family_scores": rows,
+        "recomputed": {f: score(p) for f, p in proba.items()},
+        "blend_score": blend,
+        "selected": sign * blend > sign * rows[fam["chosen"]],
+    }
+
+
+def final_phase_seconds(res: Any) -> float:
+    """A run's train-stage final phase (final fit, calibration, test) in seconds."""
+    stage = res.run_dir / res.summary["stages"]["train"]["dir"] / "stage.json"
+    return float(json.loads(stage.read_text())["timings"].get("phase final", float("nan")))
+
+
+def say_blend_evidence(ev: dict[str, Any], chosen: str) -> None:
+    fs = ev["family_scores"]
+    say(
+        f"blend candidate (the rule's, built by the benchmark) on the family run's {ev['evaluated_on']} "
+        f"evidence: trees {fs['lgbm']:.4f}, MLP {fs['mlp']:.4f}, blend {ev['blend_score']:.4f} -> "
+        f"{'selected over ' + chosen if ev['selected'] else 'not selected (' + chosen + ' stays)'}"
+    )
+
+
 def family_choice(res: Any, label: str) -> tuple[str, dict[str, Any], dict[str, float]]:
     """Print the train stage's family choice on validation (``label`` names the metric's averaging) and
     return the chosen family, the families' rows and the stage's timings."""
@@ -440,6 +514,19 @@ def multilabel_table(name: str, runs: Path, seed: int) -> None:
         f"paired test macro ROC AUC difference, trees minus MLP: "
         f"{macro(proba['lgbm']) - macro(proba['mlp']):+.4f} [{lo:+.4f}, {hi:+.4f}]"
     )
+    if BLEND["on"]:
+        ev = blend_evidence(res, data)
+        say_blend_evidence(ev, chosen)
+        p_blend = (proba["lgbm"] + proba["mlp"]) / 2
+        p_with = p_blend if ev["selected"] else proba[chosen]
+        d = [macro(p_with, b) - macro(proba[chosen], b) for b in boots]
+        lo, hi = np.quantile(d, [0.025, 0.975])
+        say(
+            f"blend: test macro ROC AUC {macro(p_blend):.4f}; the choice with the blend candidate "
+            f"({'blend' if ev['selected'] else chosen}) minus the shipped choice "
+            f"{macro(p_with) - macro(proba[chosen]):+.4f} [{lo:+.4f}, {hi:+.4f}]; the blend's second final fit "
+            f"(the other family's final phase in its own run) {final_phase_seconds(alone):.1f} s"
+        )
 
 
 def table(name: str, runs: Path, seed: int) -> None:
@@ -496,12 +583,23 @@ def table(name: str, runs: Path, seed: int) -> None:
             )
         )
     # 2. closedloop's MLP alone (its test figure whichever family won)
+    alone = None
     if chosen == "mlp":
         p_mlp = p_choice
         mlp_note = "(the family run's winner)"
     else:
-        p_mlp = pos(closedloop_run(data, "mlp", runs / "mlp").artifact("model").predict_proba(Xt))
+        alone = closedloop_run(data, "mlp", runs / "mlp")
+        p_mlp = pos(alone.artifact("model").predict_proba(Xt))
         mlp_note = "(family: mlp alone)"
+    if BLEND["on"]:  # the other family's deployed model too: the blend needs both
+        p_trees = p_choice
+        if chosen != "lgbm":
+            alone = closedloop_run(data, "lgbm", runs / "lgbm")
+            p_trees = pos(alone.artifact("model").predict_proba(Xt))
+        assert alone is not None
+        other_final_s = final_phase_seconds(alone)
+        ev = blend_evidence(res, data)
+        say_blend_evidence(ev, chosen)
     # 3. the practitioner's tuned LightGBM, the same wall time as closedloop's train stage
     t0 = time.perf_counter()
     plain, info, rounds = tuned_lightgbm(X_dev, y_dev, seconds=train_s, seed=seed)
@@ -529,18 +627,36 @@ def table(name: str, runs: Path, seed: int) -> None:
         f"{fmt_diff(d_mlp)} -> "
         f"target (>= the better of the two within the interval) {'met' if met else 'NOT met'}"
     )
-    OUTCOMES.append(
-        Outcome(
-            table=name,
-            seed=seed,
-            chosen=chosen,
-            met=met,
-            vs_plain=d_plain,
-            vs_mlp=d_mlp,
-            trees_when_better=(chosen == "lgbm") == (rows["lgbm"]["score"] > rows["mlp"]["score"]),
-            mlp_over_trees=timings["family mlp seconds"] / max(timings["family lgbm seconds"], 1e-9),
-        )
+    outcome = Outcome(
+        table=name,
+        seed=seed,
+        chosen=chosen,
+        met=met,
+        vs_plain=d_plain,
+        vs_mlp=d_mlp,
+        trees_when_better=(chosen == "lgbm") == (rows["lgbm"]["score"] > rows["mlp"]["score"]),
+        mlp_over_trees=timings["family mlp seconds"] / max(timings["family lgbm seconds"], 1e-9),
     )
+    OUTCOMES.append(outcome)
+    if BLEND["on"]:
+        p_blend = (p_trees + p_mlp) / 2
+        p_with = p_blend if ev["selected"] else p_choice
+        b_plain, b_mlp = paired_diff(yt, p_with, p_plain, boots), paired_diff(yt, p_with, p_mlp, boots)
+        b_met = b_plain[2] >= 0 and b_mlp[2] >= 0
+        say(
+            f"blend: test ROC AUC trees {auc(yt, p_trees):.4f}, MLP {auc(yt, p_mlp):.4f}, blend "
+            f"{auc_ci(yt, p_blend, boots)}; the choice with the blend candidate "
+            f"({'blend' if ev['selected'] else chosen}) minus the shipped choice "
+            f"{fmt_diff(paired_diff(yt, p_with, p_choice, boots))}; minus tuned LightGBM {fmt_diff(b_plain)}; "
+            f"minus MLP {fmt_diff(b_mlp)} -> target {'met' if b_met else 'NOT met'}; the blend's second final "
+            f"fit (the other family's final phase in its own run) {other_final_s:.1f} s"
+        )
+        chose = "blend" if ev["selected"] else chosen
+        BLENDED.append(
+            Outcome(
+                name, seed, chose, b_met, b_plain, b_mlp, outcome.trees_when_better, outcome.mlp_over_trees
+            )
+        )
 
 
 def summary() -> None:
@@ -562,6 +678,18 @@ def summary() -> None:
         f"{len(OUTCOMES)}; selection-phase time MLP/trees median {np.median(ratios):.1f}x (min {min(ratios):.1f}, "
         f"max {max(ratios):.1f})"
     )
+    if BLENDED:
+        say("\n== with the blend candidate (the rule's, built by the benchmark; --blend)")
+        for o in BLENDED:
+            say(
+                f"{o.table:<14} seed {o.seed}: with the blend candidate chose {o.chosen:<5}; minus tuned LightGBM "
+                f"{fmt_diff(o.vs_plain)}; minus MLP {fmt_diff(o.vs_mlp)} -> {'met' if o.met else 'NOT met'}"
+            )
+        say(
+            f"target with the blend candidate met in {sum(o.met for o in BLENDED)} of {len(BLENDED)} (table, seed) "
+            f"runs (shipped choice: {sum(o.met for o in OUTCOMES)} of {len(OUTCOMES)}); blend selected in "
+            f"{sum(o.chosen == 'blend' for o in BLENDED)}"
+        )
 
 
 def main() -> None:
@@ -572,7 +700,9 @@ def main() -> None:
     ap.add_argument("--keep-runs", default=None, help="keep the closedloop runs in this folder")
     ap.add_argument("--metric", default=None, help="the task's primary metric (default: the task's rule)")
     ap.add_argument("--train", default=[], nargs="*", help="train params KEY=VALUE (JSON values) over TRAIN")
+    ap.add_argument("--blend", action="store_true", help="the tree + MLP blend candidate beside the choice")
     args = ap.parse_args()
+    BLEND["on"] = args.blend
     if args.metric:
         TASK["metric"] = args.metric
     TRAIN.update({k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.train)})

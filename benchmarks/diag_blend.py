@@ -71,51 +71,6 @@ def holdout_auc(y: np.ndarray, p: np.ndarray) -> float:
     return B.auc(y, p[:, 1] if p.shape[1] == 2 else p)
 
 
-def chosen_config(work: Path) -> dict[str, Any]:
-    """A family's chosen configuration as the family choice read it: the cross-validation's when that
-    phase chose one, else the tuning's."""
-    outcomes = json.loads((work / "phase_cross_validate.json").read_text())["outcomes"]
-    cv = outcomes.get("cross_validate") or {}
-    if cv.get("tuned") and cv.get("chosen") is not None:
-        return cv["tuned"]
-    tune = outcomes["tune"]
-    return {k: tune[k] for k in ("val_metric", "val_logits_file")} | {"calibration_logits_file": None}
-
-
-def blend_evidence(res: Any, data: Any) -> dict[str, Any]:
-    """The blend's score on the evidence the family choice used, next to each family's."""
-    from closedloop.models.trained import logits_to_proba
-    from closedloop.stats.metrics import compute_metric
-
-    task = res.artifact("task")
-    fam = res.summary["stages"]["train"]["families"]
-    on = fam["evaluated_on"]
-    work = res.run_dir / res.summary["stages"]["train"]["dir"] / "work"
-    proba, y = {}, None
-    for f in ("lgbm", "mlp"):
-        t, w = chosen_config(work / f"family_{f}"), work / f"family_{f}"
-        if on == "out_of_fold":
-            z, y = np.load(w / t["calibration_logits_file"]), np.load(w / t["calibration_labels_file"])
-        else:
-            z, y = np.load(w / t["val_logits_file"]), np.asarray(data.splits["val"].y)
-        proba[f] = logits_to_proba(z, task.problem_type)
-
-    def score(p: np.ndarray) -> float:
-        return compute_metric(task.primary_metric, y, p, task.problem_type, convention=task.metric_convention)
-
-    rows = {r["family"]: r["score"] for r in fam["rows"]}
-    recomputed = {f: score(p) for f, p in proba.items()}
-    blend = score((proba["lgbm"] + proba["mlp"]) / 2)
-    sign = 1.0 if task.higher_is_better else -1.0
-    return {
-        "evaluated_on": on,
-        "family_scores": rows,
-        "recomputed": recomputed,
-        "blend_score": blend,
-        "selected": sign * blend > sign * rows[fam["chosen"]],
-    }
-
-
 def one(name: str, seed: int, runs: Path) -> dict[str, Any]:
     X, y, cats = B.TABLES[name]()
     data, y_dev = B.development_bundle(X, y, cats, name, seed, f"{name}_dev")
@@ -133,7 +88,7 @@ def one(name: str, seed: int, runs: Path) -> dict[str, Any]:
         other: alone.artifact("model").predict_proba(ho.X),
     }
     p = {k: np.asarray(v, dtype=np.float64) for k, v in p.items()}
-    ev = blend_evidence(res, data)
+    ev = B.blend_evidence(res, data)  # the same evidence bench_tables --blend uses
     timings = json.loads(
         (alone.run_dir / alone.summary["stages"]["train"]["dir"] / "stage.json").read_text()
     )["timings"]

@@ -18,6 +18,10 @@ saved windows and looks.
 * ``--nets DIR --train-seeds 9 10 --half report --first-draw 600 --draws 8``: the report, once (the same
   streams per deployment as ``tune_monitor_test_windows.py``; ``--save`` keeps each training's numbers, one
   process per training, then one summarizing run reads them back); clause 3 of the rule decides.
+* ``--verify CANDIDATE --save DIR``: the shipped monitor itself (its stream test fed window by window, each
+  window evaluated with the stream's status) on the first deployment of the first training, against the
+  saved numbers: the looks' p-values reproduced, and each window's ``stream`` flag equal to the candidate's
+  scored one (the default the rule shipped must withhold exactly where the scoring said).
 
 Run: PYTHONPATH=src .venv/bin/python benchmarks/tune_monitor_evidence_budget.py --saved /tmp/.../t0_dev_40.json ...
 """
@@ -63,6 +67,7 @@ factor ``f`` of the stream evidence's level ``stream_alpha * f`` (per deployment
 own evidence rate exceeds ``stream_alpha`` with probability <= ``f``); ``from_look``: the first look whose
 evidence withholds (the first look tests the first window's own rows, which ``first`` already judges)."""
 SHIPPED = "w16"
+"""The default the rule was declared against (session 16's; the outputs keep calling it shipped)."""
 
 
 def diagnose(name: str, streams: list[dict[str, Any]], alpha: float, delta: float) -> None:
@@ -110,6 +115,63 @@ def diagnose(name: str, streams: list[dict[str, Any]], alpha: float, delta: floa
                 + ", ".join(f"{k}: {m:.2f}" for m, k in looks)
                 + f"; domain p {w['domain_p']:.4f}, drift min p {w['min_p']:.4f} (marginal {w['marginal']:.4f})"
             )
+
+
+def verify(args: argparse.Namespace, name: str) -> None:
+    """The shipped monitor on the saved streams of one deployment: same looks, same ``stream`` flags."""
+    import numpy as np
+    from tune_monitor_stream_look import deployment_draws
+    from tune_monitor_test_windows import NULL_ROWS, margins
+
+    from closedloop.monitoring.stream_reference import new_stream_test
+    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
+
+    seed = args.train_seeds[0]
+    saved = Path(args.save) / f"t{seed}_{args.half}_{args.first_draw}.json"
+    streams = json.loads(saved.read_text())["streams"]
+    cfg = BuildMonitorProfileConfig(window_sizes=[200])
+    tr = deployment_draws(argparse.Namespace(**{**vars(args), "draws": 1}), seed, cfg)
+    agree = total = flagged = same_looks = n_streams = agree_all = withheld = 0
+    for dr in tr.draws:
+        info = dr.profile.info
+        print(
+            f"  t{seed} d{dr.d}: shipped monitor stream_evidence {info.stream_evidence}, stream_evidence_delta "
+            f"{info.stream_evidence_delta}, first_window_alpha {info.first_window_alpha}; against {name}"
+        )
+        # the same streams in the same order as tune_monitor_test_windows.one_training draws them
+        plan = [("null", o, 1) for o in range(args.null_streams)] + [
+            ("test", o, 2) for o in range(args.orders)
+        ]
+        for kind, o, tag in plan:
+            st = next(s for s in streams if s["d"] == dr.d and s["kind"] == kind and s["o"] == o)
+            if kind == "null":
+                idx = dr.srng.choice(dr.rest, NULL_ROWS, replace=False)
+                rows = dr.full.take(idx)
+            else:
+                idx = np.concatenate([dr.srng.choice(len(tr.Xt), 200, replace=False) for _ in range(3)])
+                rows = dr.tsample.take(idx)
+            test = new_stream_test(dr.profile, seed=[dr.d, tag, o])
+            looks = []
+            for i, k in enumerate(range(0, len(idx), 200)):
+                win = rows.take(np.arange(k, min(len(idx), k + 200)))
+                status = test.update(win).model_dump()
+                looks.append([status["n"], status["p_value"]])
+                res = dr.mon.evaluate(win, seed=[dr.d, tag, o, i], stream=status)
+                m = margins(st, i, CANDIDATES[name], args.alpha, args.delta)
+                mine = "stream" in res["estimate_flags"]
+                agree += mine == (m["stream"] <= 1.0)
+                flagged += mine
+                # the whole flag: withheld by any evidence, as the scoring counts it
+                agree_all += (not res["estimate_reliable"]) == (min(m.values()) <= 1.0)
+                withheld += not res["estimate_reliable"]
+                total += 1
+            same_looks += bool(np.allclose(np.array(looks), np.array(st["looks"])))
+            n_streams += 1
+    print(
+        f"verify: looks reproduced in {same_looks} of {n_streams} streams; the shipped monitor's 'stream' flag "
+        f"equals {name}'s scored one in {agree} of {total} windows ({flagged} flagged); the estimate withheld or "
+        f"not as scored in {agree_all} of {total} ({withheld} withheld)"
+    )
 
 
 def load_sets(args: argparse.Namespace) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -167,6 +229,9 @@ def main() -> None:
         "--save", default=None, help="report: folder (outside the repo) for each training's numbers"
     )
     ap.add_argument("--diagnose", action="store_true", help="what the stream evidence withholds (old vs w16)")
+    ap.add_argument(
+        "--verify", default=None, choices=list(CANDIDATES), help="the shipped monitor against this candidate"
+    )
     args = ap.parse_args()
     if (args.saved is None) == (args.nets is None):
         ap.error("give either --saved FILE ... (development) or --nets DIR (report)")
@@ -177,6 +242,12 @@ def main() -> None:
         and cfg.first_window_alpha == CANDIDATES[SHIPPED]["first"]
     )
     alpha, delta = cfg.stream_alpha, cfg.stream_delta
+    if args.verify:
+        if args.save is None or args.nets is None:
+            ap.error("--verify needs --nets and --save (the saved numbers of the report run)")
+        args.alpha, args.delta = alpha, delta
+        verify(args, args.verify)
+        return
     print(RULE_W17)
     mode = (
         "development (saved sets)"

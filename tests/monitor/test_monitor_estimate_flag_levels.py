@@ -88,7 +88,8 @@ def test_first_window_alpha_flags_only_the_streams_first_window(digits, tmp_path
 def test_stream_evidence_per_deployment_withholds_only_on_the_alarm(digits, tmp_path, monkeypatch):
     bundle, model, _ = digits
     X = bundle.val.X[:100]
-    for value, on_evidence in [("over_runs", True), ("per_deployment", False)]:
+    # budget (rule W17): the stream test records evidence_at at its budget, and the monitor trusts it
+    for value, on_evidence in [("over_runs", True), ("per_deployment", False), ("budget", True)]:
         _, profile = _profile(digits, tmp_path / value, stream_evidence=value)
         mon = Monitor(profile, model, seed=0, effects=False)
         _domain_p(mon, 0.5, monkeypatch)
@@ -100,29 +101,49 @@ def test_stream_evidence_per_deployment_withholds_only_on_the_alarm(digits, tmp_
 
 
 def test_flag_levels_reach_profile_summary_guarantee_and_rebuild(digits, tmp_path):
-    # the defaults since rule W16 (session 16): the first window at 0.05, the stream evidence per deployment
+    # the defaults: the first window at 0.05 (rule W16, session 16), the stream evidence at a budget of 0.25
+    # (rule W17, session 17)
     stage, profile = _profile(digits, tmp_path)
     info = profile.info
-    assert (info.first_window_alpha, info.stream_evidence) == (0.05, "per_deployment")
+    assert (info.first_window_alpha, info.stream_evidence, info.stream_evidence_delta) == (
+        0.05,
+        "budget",
+        0.25,
+    )
     assert "first window (its first 200 rows since the reference" in info.guarantee
     assert "flagged at domain p <= 0.05" in info.guarantee
-    assert "withholds the label-free estimate only once the stream alarm is raised" in info.guarantee
+    assert "withholds the label-free estimate from the level 0.0125 (0.05*0.25" in info.guarantee
+    assert "with probability >= 0.75 over the draw of the held-out rows" in info.guarantee
     ref = stage.summarize(type(stage).Outputs(reference=profile))["reference"]
-    assert (ref["first_window_alpha"], ref["stream_evidence"]) == (0.05, "per_deployment")
+    assert (ref["first_window_alpha"], ref["stream_evidence"], ref["stream_evidence_delta"]) == (
+        0.05,
+        "budget",
+        0.25,
+    )
     again = profile_config(info)
-    assert (again.first_window_alpha, again.stream_evidence) == (0.05, "per_deployment")
+    assert (again.first_window_alpha, again.stream_evidence, again.stream_evidence_delta) == (
+        0.05,
+        "budget",
+        0.25,
+    )
     # a profile saved before the settings existed loads with the rule it was built with
     profile.save(tmp_path / "old")
     meta = tmp_path / "old" / "profile.json"
     raw = json.loads(meta.read_text())
     raw.pop("first_window_alpha")
     raw.pop("stream_evidence")
+    raw.pop("stream_evidence_delta")
     meta.write_text(json.dumps(raw))
     old = ReferenceProfile.load(tmp_path / "old").info
-    assert (old.first_window_alpha, old.stream_evidence) == (None, "over_runs")
+    assert (old.first_window_alpha, old.stream_evidence, old.stream_evidence_delta) == (
+        None,
+        "over_runs",
+        None,
+    )
     # and the other settings stay available from YAML / Python
     _, before = _profile(digits, tmp_path / "before", first_window_alpha=None, stream_evidence="over_runs")
     assert (before.info.first_window_alpha, before.info.stream_evidence) == (None, "over_runs")
+    assert before.info.stream_evidence_delta is None  # recorded only with the budget
     assert (
         "from the level 0.05 over runs" in before.info.guarantee
         and "first window" not in before.info.guarantee
@@ -134,3 +155,8 @@ def test_flag_levels_bad_input_names_the_setting():
         BuildMonitorProfile(first_window_alpha=0.7)
     with pytest.raises(ConfigError, match="stream_evidence"):
         BuildMonitorProfile(stream_evidence="sometimes")
+    with pytest.raises(ConfigError, match="stream_evidence_delta"):
+        BuildMonitorProfile(stream_evidence_delta=1.5)
+    with pytest.raises(ConfigError, match=r"stream_evidence_delta: None with stream_evidence 'budget'"):
+        BuildMonitorProfile(stream_evidence_delta=None)
+    BuildMonitorProfile(stream_evidence="per_deployment", stream_evidence_delta=None)  # unused there: fine

@@ -326,8 +326,11 @@ class Monitor:
         # (1/stream_alpha, as the drift tests above use their marginal level), the stream may not be the
         # reference's distribution, and no later window's estimate is trusted (until a new reference);
         # the stream ALARM waits for the per-deployment level (stream_delta)
-        # (``stream_evidence: per_deployment``: only the alarm withholds it)
-        evidence_at = stream.get("evidence_at") if stream and info.stream_evidence == "over_runs" else None
+        # (``stream_evidence: per_deployment``: only the alarm withholds it; ``budget``: the evidence at
+        # stream_alpha * stream_evidence_delta, which the stream test records as evidence_at, rule W17)
+        evidence_at = (
+            stream.get("evidence_at") if stream and info.stream_evidence != "per_deployment" else None
+        )
         drifted = bool(stream and (stream.get("alarm") or evidence_at is not None))
         # a domain classifier between the reference and the window: a covariate shift the per-feature
         # tests miss, and importance weights whose effective sample size says whether the reference
@@ -540,6 +543,7 @@ class Monitor:
             stream=stream.status().model_dump(),
             guarantee=self.profile.info.guarantee,
             stream_evidence=self.profile.info.stream_evidence,
+            stream_evidence_delta=self.profile.info.stream_evidence_delta,
         )
 
     # -- flywheel and shadow mode ---------------------------------------------------------------
@@ -657,6 +661,8 @@ class MonitorResult:
     """What the alarms promise (the profile's sentence)."""
     stream_evidence: str = "over_runs"
     """The stream level that withholds the estimate (``ProfileInfo.stream_evidence``; the timeline draws it)."""
+    stream_evidence_delta: float | None = None
+    """``stream_evidence: budget``: its factor of alpha (``ProfileInfo.stream_evidence_delta``)."""
 
     def summary(self) -> dict[str, Any]:
         alerts = [w["alert"] for w in self.windows]
@@ -678,6 +684,7 @@ class MonitorResult:
             "stream": self.stream,
             "guarantee": self.guarantee,
             "stream_evidence": self.stream_evidence,
+            "stream_evidence_delta": self.stream_evidence_delta,
             "data_quality": self.quality,
             "windows": self.windows,
         }
@@ -748,6 +755,16 @@ class MonitorResult:
                 # the level over runs still withholds the estimate (StreamStatus.evidence_at)
                 twin.axhline(
                     1 / first["alpha"], color="grey", ls="-.", lw=1, label="estimate withheld (1/alpha)"
+                )
+            elif per_deployment and self.stream_evidence == "budget" and self.stream_evidence_delta:
+                # a budget between the two withholds it (StreamStatus.evidence_at, rule W17)
+                f = self.stream_evidence_delta
+                twin.axhline(
+                    1 / (first["alpha"] * f),
+                    color="grey",
+                    ls="-.",
+                    lw=1,
+                    label=f"estimate withheld (1/(alpha*{f:g}))",
                 )
             twin.set_yscale("log")
             twin.set_ylabel(name)

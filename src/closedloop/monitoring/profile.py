@@ -106,9 +106,13 @@ class ProfileInfo(BaseModel):
     first_window_alpha: float | None = None
     """The stream's first window is also flagged at domain p <= this level (None: off, and in profiles
     built before)."""
-    stream_evidence: Literal["over_runs", "per_deployment"] = "over_runs"
+    stream_evidence: Literal["over_runs", "per_deployment", "budget"] = "over_runs"
     """The stream level that withholds the label-free estimate: the level over runs (``evidence_at``; and
-    profiles built before) or the per-deployment alarm's."""
+    profiles built before), the per-deployment alarm's, or ``budget``: ``stream_alpha *
+    stream_evidence_delta`` (``evidence_at`` recorded there)."""
+    stream_evidence_delta: float | None = None
+    """``stream_evidence: budget``: the factor of ``stream_alpha`` at which the stream's evidence withholds
+    the estimate (None otherwise, and in profiles built before)."""
     train_reference_rows: int = 0
     """Training rows whose summary features the domain flag also tests each window against
     (``closedloop.monitoring.train_reference``; it then splits the domain level with the held-out test).

@@ -56,6 +56,12 @@ def per_deployment_level(alpha: float, delta: float | None) -> float:
     return alpha * (1.0 if delta is None else delta)
 
 
+def check_evidence(evidence: float) -> None:
+    """The stream evidence's factor of alpha (``evidence_at``): in (0, 1]."""
+    if not 0 < evidence <= 1:
+        raise ValueError(f"stream evidence={evidence}: expected a factor of alpha in (0, 1]")
+
+
 def promise(alpha: float, delta: float | None) -> str:
     """What the stream alarm's false-alarm rate is bounded by, in words (status and CLI show it)."""
     if delta is None:
@@ -113,10 +119,14 @@ class StreamStatus(BaseModel):
     alarm_at: int | None = None
     """Row count at which the stream alarm was first raised."""
     evidence_at: int | None = None
-    """Row count at which the evidence first reached ``1 / alpha``, the level over runs (without
-    ``delta``; the same as ``alarm_at`` when ``delta`` is None). The label-free estimate is withheld from
-    there on, as the drift tests' marginal level withholds it; the alarm waits for the per-deployment
-    level. None for statuses saved before it existed."""
+    """Row count at which the evidence first reached ``1 / (alpha * evidence)``: the level over runs
+    (``evidence`` 1, without ``delta``; the same as ``alarm_at`` when ``delta`` is None) or a budget
+    between it and the alarm's (``stream_evidence: budget``, rule W17). The label-free estimate is
+    withheld from there on, as the drift tests' marginal level withholds it (unless the profile says only
+    the alarm withholds it); the alarm waits for the per-deployment level. None for statuses saved before
+    it existed."""
+    evidence: float = 1.0
+    """The factor of ``alpha`` at which ``evidence_at`` is recorded (1: over runs; statuses saved before)."""
     by_score: dict[str, float] = Field(default_factory=dict)
     """Each score's martingale now."""
     reference_rows: int = 0
@@ -150,11 +160,13 @@ class StreamTest:
         seed: Any = 0,
         bets: tuple[tuple[int, float], ...] = BETS,
         delta: float | None = None,
+        evidence: float = 1.0,
     ) -> None:
         if not 0 < alpha < 1:
             raise ValueError(f"stream alpha={alpha}: expected a value in (0, 1)")
         if delta is not None and not 0 < delta < 1:
             raise ValueError(f"stream delta={delta}: expected a value in (0, 1) or None")
+        check_evidence(evidence)
         bad = [b for b in bets if int(b[0]) < 1 or not 0 < float(b[1]) <= 1]
         if not bets or bad:
             raise ValueError(
@@ -164,6 +176,7 @@ class StreamTest:
         self.alpha = float(alpha)
         self.delta = None if delta is None else float(delta)
         self.level = per_deployment_level(self.alpha, self.delta)
+        self.evidence = float(evidence)
         self.rng = np.random.default_rng(seed)
         self.names = sorted(calibration)
         self._sorted = {k: np.sort(np.asarray(calibration[k], dtype=np.float64)) for k in self.names}
@@ -227,7 +240,7 @@ class StreamTest:
         crossed = np.flatnonzero(mean_e >= 1 / self.level)
         if self.alarm_at is None and len(crossed):
             self.alarm_at = self.n + int(crossed[0]) + 1
-        seen = np.flatnonzero(mean_e >= 1 / self.alpha)
+        seen = np.flatnonzero(mean_e >= 1 / (self.alpha * self.evidence))
         if self.evidence_at is None and len(seen):
             self.evidence_at = self.n + int(seen[0]) + 1
         self.max_e = max(self.max_e, float(mean_e.max()) if len(mean_e) else 1.0)
@@ -257,6 +270,7 @@ class StreamTest:
             n=self.n,
             alarm_at=self.alarm_at,
             evidence_at=self.evidence_at,
+            evidence=self.evidence,
             by_score=self.by_score(),
             reference_rows=self.reference_rows,
             rests_on=(

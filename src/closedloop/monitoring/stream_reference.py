@@ -52,7 +52,13 @@ import numpy as np
 
 from closedloop.monitoring.domain import MIN_ROWS, PERMUTATIONS, domain_check
 from closedloop.monitoring.drift.base import Sample
-from closedloop.monitoring.stream import StreamStatus, StreamTest, per_deployment_level, promise
+from closedloop.monitoring.stream import (
+    StreamStatus,
+    StreamTest,
+    check_evidence,
+    per_deployment_level,
+    promise,
+)
 
 if TYPE_CHECKING:
     from closedloop.monitoring.profile import ReferenceProfile
@@ -102,6 +108,7 @@ class ReferenceStreamTest:
         max_rows: int = MAX_ROWS,
         delta: float | None = None,
         look_test: str = "classifier",
+        evidence: float = 1.0,
     ) -> None:
         if look_test not in LOOK_TESTS:
             raise ValueError(f"stream look_test={look_test!r}: expected one of {', '.join(LOOK_TESTS)}")
@@ -109,6 +116,7 @@ class ReferenceStreamTest:
             raise ValueError(f"stream alpha={alpha}: expected a value in (0, 1)")
         if delta is not None and not 0 < delta < 1:
             raise ValueError(f"stream delta={delta}: expected a value in (0, 1) or None")
+        check_evidence(evidence)
         if look_rows < MIN_ROWS:
             raise ValueError(f"stream look_rows={look_rows}: expected at least {MIN_ROWS} rows between looks")
         if max_rows < look_rows:
@@ -128,6 +136,8 @@ class ReferenceStreamTest:
         self.alpha = float(alpha)
         self.delta = None if delta is None else float(delta)
         self.level = per_deployment_level(self.alpha, self.delta)
+        # the level that withholds the estimate: alpha over runs, or a budget alpha * evidence (rule W17)
+        self.evidence = float(evidence)
         self.look_rows = int(look_rows)
         self.max_rows = int(max_rows)
         self.look_test = look_test
@@ -138,7 +148,7 @@ class ReferenceStreamTest:
         self.looks = 0
         self.alarm_at: int | None = None
         self.evidence_at: int | None = (
-            None  # p_k <= alpha * w_k: the level over runs (withholds the estimate)
+            None  # p_k <= alpha * evidence * w_k (withholds the estimate; evidence 1: over runs)
         )
         self.stat = 1.0
         self.max_stat = 1.0
@@ -183,7 +193,7 @@ class ReferenceStreamTest:
         self.max_stat = max(self.max_stat, self.stat)
         if self.alarm_at is None and self.p_value <= self.level * w:
             self.alarm_at = self.n
-        if self.evidence_at is None and self.p_value <= self.alpha * w:
+        if self.evidence_at is None and self.p_value <= self.alpha * self.evidence * w:
             self.evidence_at = self.n
 
     def update(self, rows: Sample) -> StreamStatus:
@@ -223,6 +233,7 @@ class ReferenceStreamTest:
             n=self.n,
             alarm_at=self.alarm_at,
             evidence_at=self.evidence_at,
+            evidence=self.evidence,
             by_score={"domain": self.stat},
             reference_rows=self.reference_rows,
             test="reference",
@@ -245,6 +256,7 @@ def new_stream_test(profile: ReferenceProfile, seed: Any = 0) -> StreamTest | Re
     conformal test follows what the profile has."""
     info, ref = profile.info, profile.domain
     usable = info.problem_type in PROBLEMS and ref.proba is not None and len(ref) >= MIN_ROWS
+    evidence = evidence_factor(info)
     if info.stream_test == "reference" and usable:
         return ReferenceStreamTest(
             ref,
@@ -254,8 +266,18 @@ def new_stream_test(profile: ReferenceProfile, seed: Any = 0) -> StreamTest | Re
             info.stream_look,
             delta=info.stream_delta,
             look_test=info.stream_look_test,
+            evidence=evidence,
         )
-    return StreamTest(profile.stream, info.stream_alpha, seed=seed, delta=info.stream_delta)
+    return StreamTest(
+        profile.stream, info.stream_alpha, seed=seed, delta=info.stream_delta, evidence=evidence
+    )
+
+
+def evidence_factor(info: Any) -> float:
+    """The factor of ``stream_alpha`` at which a profile's stream evidence is recorded: its budget
+    ``stream_evidence_delta`` under ``stream_evidence: budget``, else 1 (the level over runs)."""
+    delta = getattr(info, "stream_evidence_delta", None)
+    return float(delta) if info.stream_evidence == "budget" and delta is not None else 1.0
 
 
 _LOOK_WORDS = {

@@ -71,6 +71,14 @@ class DuplicatesConfig(CheckConfig):
     nearest-neighbour distances, exact twins and ties at distance 0 set aside (Bonferroni over three
     looks): such a table lies on a grid, and a noisy copy falls below its smallest step (nwtco's planted
     copies: recall 0.000 without it). Images and tables whose train rows are all distinct: no effect."""
+    columns_look: bool = True
+    """In a table that repeats rows by itself, also test an excess of query rows whose nearest reference
+    row (0 < distance <= ``max_distance``) differs from them in more columns than the reference's own
+    close pairs do (their ``1 - density_quantile`` quantile of that count): a noisy copy differs a little
+    in every column, a natural close pair by whole steps in a few (Car: copies 56-57 of 69 columns,
+    natural close pairs 6). For many columns on a grid, where the copies' noise adds up past the
+    non-zero look's cut (on by default since session 17: Car's planted recall 0.553 -> 1.000 on development
+    seeds, docs/audit.md). Images and tables whose train rows are all distinct: no effect."""
     null_redeals: int = Field(50, ge=0)
     """When a near-duplicate look's Fisher p (x looks) is under ``warn_alpha``: deal the reference and
     query samples again at random this many times (the random split the test's null stands for) and
@@ -127,14 +135,13 @@ class Duplicates(AuditCheck):
                 anchor = members[0]  # a star, not all pairs: k copies give k-1 rows
                 rows += [(anchor[0], anchor[1], m[0], m[1], 0.0, "exact", True) for m in members[1:]]
         near: dict[tuple[str, str], NearExcess] = {}
-        nonzero = False
+        nonzero = columns = False
         if cfg.near:
             emb = dup_embedding(ctx, splits, data.kind, cfg.n_components)
             rng = np.random.default_rng(0)
             # a table that repeats rows by itself lies on a grid: the non-zero look (near_density)
-            nonzero = (
-                cfg.nonzero_look and data.kind == "table" and len(set(hashes["train"])) < len(hashes["train"])
-            )
+            grid = data.kind == "table" and len(set(hashes["train"])) < len(hashes["train"])
+            nonzero, columns = cfg.nonzero_look and grid, cfg.columns_look and grid
             ref_sets = {name: set(hashes[name]) for name in ("train", "val")}
             exact_in = {  # per split: which samples have an exact copy in the reference split
                 (ref, q): np.fromiter((h in ref_sets[ref] for h in hashes[q]), bool, len(hashes[q]))
@@ -146,7 +153,7 @@ class Duplicates(AuditCheck):
                         emb[ref], emb[q], hashes[ref], exact_in[(ref, q)], cfg.max_distance,
                         cfg.null_samples, rng, cfg.density_quantile, nonzero,
                         hashes[q], cfg.null_redeals, cfg.warn_alpha, cfg.redeal_max_rows,
-                        cfg.combine_looks == "joint",
+                        cfg.combine_looks == "joint", columns,
                     )  # fmt: skip
             held_out = [q for q in ("val", "test") if ("train", q) in near]
             if cfg.pooled and len(held_out) == 1:  # one held-out split: it is the pooled look
@@ -167,6 +174,7 @@ class Duplicates(AuditCheck):
                     cfg.warn_alpha,
                     cfg.redeal_max_rows,
                     cfg.combine_looks == "joint",
+                    columns,
                 )
             # the pairs marked as the excess: by a split's own look at the level it speaks at, and by
             # the pooled look (mapped back to each held-out split)
@@ -213,6 +221,7 @@ class Duplicates(AuditCheck):
                 "n_exact": int((df.kind == "exact").sum()),
                 "n_near": int((df.kind == "near").sum()),
                 "nonzero_look": bool(cfg.near and nonzero),  # the third look applied (a table on a grid)
+                "columns_look": bool(cfg.near and columns),  # the columns look applied (a table on a grid)
                 "null_redeals": cfg.null_redeals if cfg.near else 0,
                 "redeal_max_rows": cfg.redeal_max_rows,
                 "combine_looks": cfg.combine_looks,
@@ -225,6 +234,7 @@ class Duplicates(AuditCheck):
                         "threshold": ne.threshold,
                         "ratio_cut": None if ne.ratio_cut is None else round(ne.ratio_cut, 4),
                         "nonzero_cut": None if ne.nonzero_cut is None else round(ne.nonzero_cut, 5),
+                        "columns_cut": ne.columns_cut,
                         f"{b}_close_rate": round(ne.query_rate, 4),
                         f"{a}_within_rate": round(ne.null_rate, 4),
                         "excess": round(ne.excess, 4),

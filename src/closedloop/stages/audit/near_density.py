@@ -21,6 +21,12 @@ threshold that a step passes. There a third look (``nonzero_look``) sets exact t
 distance 0 aside on both sides and counts query rows *strictly* closer than the reference's own
 ``density_quantile`` of its non-zero nearest-neighbour distances: a noisy copy falls off the grid,
 below the smallest step the data takes (nwtco: planted copies 0.0004-0.025, natural rows >= 0.0316).
+Where many columns each take few values, a copy's small noise adds up over the columns to more than
+that smallest step (Car: 57 float columns, copies at 0.056-0.085, the cut 0.058), but its *shape* still
+differs: a noisy copy differs a little in every column, a natural close pair by whole steps in a few.
+The fourth look (``columns_look``) counts, for each close pair (0 < distance <= ``threshold``), the
+columns in which the two rows differ, and calls close only pairs that differ in more columns than the
+reference's own close pairs do (above their ``1 - density_quantile`` quantile).
 """
 
 from __future__ import annotations
@@ -33,6 +39,9 @@ from sklearn.neighbors import NearestNeighbors
 
 ON_THE_CUT = 1e-4
 """Relative width of the non-zero look's cut: a distance this close to the cut counts as on it."""
+MOVED = 1e-6
+"""A column differs between two rows when their standardized values differ by more than this (equal
+raw values standardize to the same float32; the planted noise is 1e-2)."""
 
 
 @dataclass
@@ -73,6 +82,12 @@ class NearExcess:
     looks_counted: float = 1.0
     """How many looks the p-value paid for: the number of looks (Bonferroni), or less when the looks
     were combined by their joint null measured on the re-deals (:func:`_joint_p`)."""
+    columns_cut: float | None = None
+    """When the columns look gave the smallest p-value: close means 0 < distance <= ``threshold`` and
+    the nearest reference row differs in more than this many columns (the reference's own
+    ``1 - quantile`` quantile of that count among its close pairs)."""
+    moved: np.ndarray | None = None
+    """Per query sample: how many columns differ from its nearest reference sample (columns look)."""
 
     @property
     def criterion(self) -> str:
@@ -81,6 +96,13 @@ class NearExcess:
             return (
                 f"0 < embedding distance < {self.nonzero_cut:.4g}, the reference's own {self.quantile:.0%} quantile "
                 "of non-zero nearest-neighbour distances; exact twins and ties set aside"
+            )
+        if self.columns_cut is not None:
+            return (
+                f"0 < embedding distance <= {self.threshold:g} and differing from that neighbour in more than "
+                f"{self.columns_cut:.4g} columns, the reference's own {1 - self.quantile:.0%} quantile among its "
+                "close pairs (a noisy copy differs a little in every column, a natural neighbour in a few); "
+                "exact twins and ties set aside"
             )
         how = f"embedding distance <= {self.threshold:g}"
         if self.ratio_cut is not None:
@@ -93,6 +115,8 @@ class NearExcess:
         c = self.judged & (self.dist <= self.threshold)
         if self.nonzero_cut is not None:
             return c & (self.dist > 0) & (self.dist < self.nonzero_cut)
+        if self.columns_cut is not None and self.moved is not None:
+            return c & (self.dist > 0) & (self.moved > self.columns_cut)
         return c & (self.ratio <= self.ratio_cut) if self.ratio_cut is not None else c
 
     @property
@@ -142,11 +166,14 @@ def near_excess(
     redeal_below: float = 0.0,
     redeal_max_rows: int = 20000,
     joint: bool = True,
+    columns_look: bool = False,
 ) -> NearExcess:
     """Compare query -> ref nearest-neighbour distances with ref -> ref ones (leave one out).
 
     ``query_exact`` marks query samples with an exact copy in ``ref`` (judged by the exact check).
     ``nonzero_look``: also the non-zero look (for a table that repeats rows by itself).
+    ``columns_look``: also the columns look (a close pair that differs in more columns than the
+    reference's own close pairs do; for a table that repeats rows by itself).
     ``redeals`` (with ``query_hashes``): when the smallest p (x looks) is under ``redeal_below``, the
     chosen look's design effect is measured on that many random re-deals of ref + query at their sizes
     (:func:`_redeal_null`) and its p-value corrected by it (:func:`_redealt_p`); not above
@@ -155,7 +182,7 @@ def near_excess(
     and re-deals start when the smallest p itself (not x looks) is under ``redeal_below``.
     Memory O(n): a brute nearest-neighbour index, queried in chunks by scikit-learn.
     """
-    looks = _Looks(threshold, max_null, density_quantile, nonzero_look)
+    looks = _Looks(threshold, max_null, density_quantile, nonzero_look, columns_look)
     m = _measure(ref, query, ref_hashes, query_exact, rng, looks)
     pvals = {kind: _fisher(c) for kind, c in m.looks.items()}
     kind = min(pvals, key=lambda k: (pvals[k], list(pvals).index(k)))  # ties: the first look
@@ -192,6 +219,8 @@ def near_excess(
         quantile=density_quantile,
         design_effect=effect,
         looks_counted=counted,
+        columns_cut=cut if kind == "columns" else None,
+        moved=m.moved,
     )
 
 
@@ -204,6 +233,7 @@ class _Measured:
     ratio: np.ndarray
     judged: np.ndarray
     looks: dict[str, tuple[int, int, int, int, float | None]]
+    moved: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -214,6 +244,7 @@ class _Looks:
     max_null: int
     density_quantile: float
     nonzero_look: bool
+    columns_look: bool = False
 
 
 def _measure(
@@ -245,7 +276,8 @@ def _measure(
     dist, pos = d[:, 0], u[:, 0]
     judged = ~np.asarray(query_exact, bool)
     ratio = np.full(len(dist), np.inf)
-    null_d, null_r = np.empty(0), np.empty(0)
+    null_d, null_r, null_k = np.empty(0), np.empty(0), np.empty(0)
+    moved = (np.abs(query - U[pos]) > MOVED).sum(axis=1) if looks.columns_look else None
     if len(U) >= 3:
         # each matched reference sample's own spacing: distance to its nearest *other* distinct sample
         # (only for close queries: the ratio matters only under ``threshold``)
@@ -256,7 +288,9 @@ def _measure(
         ratio = dist / np.maximum(spacing[pos], 1e-12)
         if len(single):
             pick = single[rng.choice(len(single), min(len(single), max_null), replace=False)]
-            null_d, null_r = _leave_one_out(nn, U, pick)
+            null_d, null_r, b = _leave_one_out(nn, U, pick)
+            if looks.columns_look:
+                null_k = (np.abs(U[pick] - U[b]) > MOVED).sum(axis=1)
     # a look: "distance" | "ratio" | "nonzero", with its cut; each gives query/null close counts
     cuts: dict[str, float | None] = {"distance": None}
     if len(null_d):
@@ -266,6 +300,11 @@ def _measure(
         # strictly below the cut, with float32 rounding of the embedding left on the cut: one month of
         # nwtco's age comes out 0.031578-0.031580, and 3 of 233 natural rows one step away counted close
         cuts["nonzero"] = float(np.quantile(null_nz, density_quantile)) * (1 - ON_THE_CUT)
+    null_pairs = null_k[(null_d > 0) & (null_d <= threshold)] if len(null_k) else null_k
+    if looks.columns_look and len(null_pairs):
+        # the reference's own close pairs differ in this many columns at most (but a 1% tail): Car's
+        # natural close pairs differ in 6 columns (the six prices), its noisy copies in 56-57
+        cuts["columns"] = float(np.quantile(null_pairs, 1 - density_quantile))
     looks = {}
     for kind, cut in cuts.items():
         q_in, r_in = judged, np.ones(len(null_d), bool)
@@ -278,8 +317,12 @@ def _measure(
             q_in, r_in = judged & (dist > 0), null_d > 0
             q_close &= q_in & (dist < cut)
             r_close &= r_in & (null_d < cut)
+        elif kind == "columns":
+            q_in, r_in = judged & (dist > 0), null_d > 0
+            q_close &= q_in & (moved > cut)
+            r_close &= r_in & (null_k > cut)
         looks[kind] = (int(q_in.sum()), int(r_in.sum()), int(q_close.sum()), int(r_close.sum()), cut)
-    return _Measured(dist=dist, index=keep[pos], ratio=ratio, judged=judged, looks=looks)
+    return _Measured(dist=dist, index=keep[pos], ratio=ratio, judged=judged, looks=looks, moved=moved)
 
 
 def _fisher(look: tuple[int, int, int, int, float | None]) -> float:
@@ -377,9 +420,11 @@ def _joint_p(p: float, names: list[str], null: _RedealNull) -> float:
     return float(min(k * p, max(p, 1.0 - inside), 1.0))
 
 
-def _leave_one_out(nn: NearestNeighbors, U: np.ndarray, sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For sampled reference points ``a``: distance to their nearest other point ``b``, and that
-    distance over ``b``'s own spacing without ``a`` - what a query's distance and ratio are compared to."""
+def _leave_one_out(
+    nn: NearestNeighbors, U: np.ndarray, sample: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For sampled reference points ``a``: distance to their nearest other point ``b``, that distance
+    over ``b``'s own spacing without ``a`` - what a query's distance and ratio are compared to - and ``b``."""
     d2, i2 = nn.kneighbors(U[sample], n_neighbors=2)
     self_first = i2[:, 0] == sample  # ties at distance 0 may list another point first
     b = np.where(self_first, i2[:, 1], i2[:, 0])
@@ -388,4 +433,4 @@ def _leave_one_out(nn: NearestNeighbors, U: np.ndarray, sample: np.ndarray) -> t
     other = (i3 != sample[:, None]) & (i3 != b[:, None])
     first = other.argmax(axis=1)
     s_b = d3[np.arange(len(b)), first]
-    return d_ab, d_ab / np.maximum(s_b, 1e-12)
+    return d_ab, d_ab / np.maximum(s_b, 1e-12), b

@@ -111,6 +111,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
                 window=out["window"],
                 alpha=out["alpha"],
                 stream_evidence=out.get("stream_evidence", "over_runs"),
+                stream_evidence_delta=out.get("stream_evidence_delta"),
             )
             out["timeline_plot"] = str(res.plot(args.plot))
         if args.out:

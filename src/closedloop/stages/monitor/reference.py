@@ -112,6 +112,12 @@ def profile_config(info: Any) -> Any:
         domain_delta=info.domain_delta,
         first_window_alpha=info.first_window_alpha,
         stream_evidence=info.stream_evidence,
+        # profiles built before the budget keep their rule; the budget's own factor when they have one
+        **(
+            {}
+            if info.stream_evidence_delta is None
+            else {"stream_evidence_delta": info.stream_evidence_delta}
+        ),
         stream_test=info.stream_test,
         stream_look=info.stream_look,
         stream_look_test=info.stream_look_test,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from closedloop.core.config import PluginSpec, StageConfig
 from closedloop.core.errors import ConfigError, DataError
@@ -97,12 +97,18 @@ class BuildMonitorProfileConfig(StageConfig):
     window per reference, flagged in distribution at this rate. The default since session 16 (chosen by
     rule W16 on development data with ``stream_evidence: per_deployment``, docs/monitor.md). None: off, the
     first window is flagged as the others (and profiles built before)."""
-    stream_evidence: Literal["over_runs", "per_deployment"] = "per_deployment"
+    stream_evidence: Literal["over_runs", "per_deployment", "budget"] = "budget"
     """The stream level at which the stream's evidence withholds the label-free estimate of every later
     window: ``over_runs`` (``p_k <= stream_alpha / (k (k + 1))``, the statistic at ``1/stream_alpha``;
-    about ``stream_alpha`` of in-distribution streams reach it; profiles built before) or ``per_deployment``
-    (the default since session 16, rule W16: only the stream alarm, ``stream_alpha * stream_delta``,
-    withholds it)."""
+    about ``stream_alpha`` of in-distribution streams reach it; profiles built before session 16),
+    ``per_deployment`` (session 16's default, rule W16: only the stream alarm, ``stream_alpha *
+    stream_delta``, withholds it) or ``budget`` (the default since session 17, rule W17: ``p_k <=
+    stream_alpha * stream_evidence_delta / (k (k + 1))``, between the two)."""
+    stream_evidence_delta: float | None = Field(0.25, gt=0, lt=1)
+    """``stream_evidence: budget``: the stream evidence withholds the estimate at ``stream_alpha`` times
+    this; by Markov's inequality a reference's own in-distribution rate of withheld streams exceeds
+    ``stream_alpha`` with probability at most this (0.25: chosen by rule W17 on development data,
+    docs/monitor.md). Needed with ``budget``; unused otherwise."""
     train_reference_rows: int = Field(0, ge=0)
     """Also test each window's summary features (model-free: intensity statistics / table columns)
     against this many random training rows (``closedloop.monitoring.train_reference``), a reference no
@@ -151,6 +157,15 @@ class BuildMonitorProfileConfig(StageConfig):
         if not any(not t.needs_labels for t in tests):
             raise ValueError("name at least one drift test that runs without labels")
         return v
+
+    @model_validator(mode="after")
+    def _budget_needs_delta(self) -> BuildMonitorProfileConfig:
+        if self.stream_evidence == "budget" and self.stream_evidence_delta is None:
+            raise ValueError(
+                "stream_evidence_delta: None with stream_evidence 'budget': expected a factor of stream_alpha "
+                "in (0, 1) (e.g. 0.25), or stream_evidence 'over_runs' / 'per_deployment'"
+            )
+        return self
 
     @field_validator("train_reference_rows")
     @classmethod
@@ -362,6 +377,7 @@ def build_profile(
         domain_delta=config.domain_delta,
         first_window_alpha=config.first_window_alpha,
         stream_evidence=config.stream_evidence,
+        stream_evidence_delta=config.stream_evidence_delta if config.stream_evidence == "budget" else None,
         min_ess_fraction=config.min_ess_fraction,
         train_reference_rows=config.train_reference_rows,
         train_reference_share=config.train_reference_share,
@@ -514,6 +530,14 @@ def _guarantee_sentence(
         stream += (
             " The stream's evidence withholds the label-free estimate only once the stream alarm is raised."
         )
+    elif config.stream_evidence == "budget" and config.stream_evidence_delta is not None:
+        f = config.stream_evidence_delta
+        stream += (
+            f" The stream's evidence withholds the label-free estimate from the level {a * f:g} "
+            f"({a:g}*{f:g}, before the stream alarm): for this deployment's reference, in-distribution streams "
+            f"are withheld at a rate <= {a:g} with probability >= {1 - f:g} over the draw of the held-out rows "
+            "(Markov's inequality)."
+        )
     else:
         stream += (
             f" The stream's evidence withholds the label-free estimate from the level {a:g} over runs "
@@ -550,7 +574,7 @@ class BuildMonitorProfile(Stage):
     """Build the drift-monitoring reference profile from held-out validation data, with calibrated thresholds."""
 
     Config = BuildMonitorProfileConfig
-    version = "9"  # 9: the estimate flag's first-window level and per-deployment stream evidence (rule W16); 8: per-deployment stream alarm (stream_delta); 7: the domain flag's p from the mean-shift permutation test; 6: fixed-reference stream test, per-deployment domain flag; 5: every held-out row kept for the domain check; 4: per-deployment thresholds, stream scores (profile format 3); 3: held-out reference
+    version = "10"  # 10: the stream evidence at a per-deployment budget (stream_evidence: budget, rule W17); 9: the estimate flag's first-window level and per-deployment stream evidence (rule W16); 8: per-deployment stream alarm (stream_delta); 7: the domain flag's p from the mean-shift permutation test; 6: fixed-reference stream test, per-deployment domain flag; 5: every held-out row kept for the domain check; 4: per-deployment thresholds, stream scores (profile format 3); 3: held-out reference
 
     class Inputs(StageIO):
         data: DatasetBundle
@@ -591,6 +615,7 @@ class BuildMonitorProfile(Stage):
                 "domain_level": i.domain_level,
                 "first_window_alpha": i.first_window_alpha,
                 "stream_evidence": i.stream_evidence,
+                "stream_evidence_delta": i.stream_evidence_delta,
                 "stream_test": i.stream_test,
                 "stream_look": i.stream_look,
                 "stream_look_test": i.stream_look_test,
