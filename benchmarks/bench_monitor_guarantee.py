@@ -591,12 +591,18 @@ def main() -> None:
         "   targets: in-distribution <= 10% flagged and the unflagged within 0.03; test distribution: every window"
     )
     print("   within 0.03 or flagged (with its reason)")
+    from closedloop.monitoring.stream_reference import evidence_factor
+
+    # the level at which the stream's evidence withholds the estimate (the profile's rule, not the level over runs)
+    withhold = (
+        (info0.stream_delta or 1.0) if info0.stream_evidence == "per_deployment" else evidence_factor(info0)
+    )
     for row in domain_rows:  # why an unflagged window is unflagged: each flag's evidence against its level
         if row.get("kind") == "test" and not row["flagged"] and row["err"] > 0.03:
             sd = float(np.sqrt(row["acc"] * (1 - row["acc"]) / row["n"]))
             look = (
                 f"stream look {row['stream_looks']} p={row['p_stream']:.3g} (evidence at <= "
-                f"{info0.stream_alpha / (row['stream_looks'] * (row['stream_looks'] + 1)):.3g})"
+                f"{info0.stream_alpha * withhold / (row['stream_looks'] * (row['stream_looks'] + 1)):.3g})"
                 if row["p_stream"] is not None
                 else "no stream look yet"
             )
