@@ -27,7 +27,6 @@ Run: .venv/bin/python benchmarks/diag_blend.py [--tables NAME ...] [--seeds 0 1]
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -41,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_tables as B  # noqa: E402
 import numpy as np  # noqa: E402
+from diag_tree_ladder import SMALL, development_parser, holdout_auc  # noqa: E402  (the ladder rule's tables and AUC)
 
 LINES: list[str] = []
 RULE = (
@@ -53,22 +53,12 @@ RULE = (
     "-0.001; (d) at each synthetic_50k seed where the blend is selected, the other family's final-phase "
     "seconds <= 190 s (seed 0) / 171 s (seed 1); else no blend candidate"
 )
-SMALL = ["breast_cancer", "nwtco", "medexp", "medexp_multilabel"]
 CAP = {0: 190.0, 1: 171.0}  # 300 s - the quiet session-16 pipeline (80 s, 99 s) - a 30 s margin
 
 
 def say(line: str) -> None:
     print(line, flush=True)
     LINES.append(line)
-
-
-def holdout_auc(y: np.ndarray, p: np.ndarray) -> float:
-    """Binary: ROC AUC of P(positive); multi-class: macro one-vs-rest; multi-label: macro over labels."""
-    from sklearn.metrics import roc_auc_score
-
-    if y.ndim == 2:
-        return float(np.mean([roc_auc_score(y[:, k], p[:, k]) for k in range(y.shape[1])]))
-    return B.auc(y, p[:, 1] if p.shape[1] == 2 else p)
 
 
 def one(name: str, seed: int, runs: Path) -> dict[str, Any]:
@@ -175,15 +165,7 @@ def decide(save: Path) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument(
-        "--tables", nargs="+", default=[*SMALL, "synthetic_50k", "diamonds"], choices=sorted(B.TABLES)
-    )
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    ap.add_argument("--save-dir", required=True, help="one JSON per (table, seed); --decide reads them all")
-    ap.add_argument("--decide", action="store_true", help="apply the rule to the saved runs")
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args()
+    args = development_parser().parse_args()
     B.TASK["metric"] = "auc"
     say(RULE)
     if args.decide:

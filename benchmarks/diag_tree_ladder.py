@@ -198,7 +198,8 @@ def decide(save: Path, timing: Path | None) -> None:
     )
 
 
-def main() -> None:
+def development_parser() -> argparse.ArgumentParser:
+    """The options every development diagnostic over bench_tables' tables shares (this one, diag_blend)."""
     ap = argparse.ArgumentParser()
     ap.add_argument(
         "--tables", nargs="+", default=[*SMALL, "synthetic_50k", "diamonds"], choices=sorted(B.TABLES)
@@ -206,8 +207,13 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--save-dir", required=True, help="one JSON per (table, seed); --decide reads them all")
     ap.add_argument("--decide", action="store_true", help="apply the rule to the saved runs")
-    ap.add_argument("--timing-dir", default=None, help="--decide: criterion (d) from these saved runs")
     ap.add_argument("--out", default=None)
+    return ap
+
+
+def main() -> None:
+    ap = development_parser()
+    ap.add_argument("--timing-dir", default=None, help="--decide: criterion (d) from these saved runs")
     args = ap.parse_args()
     B.TASK["metric"] = "auc"
     say(RULE)
