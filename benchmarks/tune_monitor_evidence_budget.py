@@ -183,7 +183,7 @@ def load_sets(args: argparse.Namespace) -> list[tuple[str, list[dict[str, Any]]]
             s = data["settings"]
             out.append((f"t{s['seed']} {s['half']} {s['first_draw']}", data["streams"]))
         return out
-    from tune_monitor_test_windows import one_training
+    from tune_monitor_test_windows import saved_streams
 
     out = []
     for seed in args.train_seeds:
@@ -192,17 +192,7 @@ def load_sets(args: argparse.Namespace) -> list[tuple[str, list[dict[str, Any]]]
             "draws": args.draws, "pool": args.pool, "null_streams": args.null_streams, "orders": args.orders,
             "seed": seed,
         }  # fmt: skip
-        saved = Path(args.save) / f"t{seed}_{args.half}_{args.first_draw}.json" if args.save else None
-        old = json.loads(saved.read_text()) if saved is not None and saved.is_file() else None
-        if old is not None and old["settings"] == key:
-            streams = old["streams"]
-            print(f"  t{seed}: read back from {saved} ({len({s['d'] for s in streams})} deployments)")
-        else:
-            streams = one_training(args, seed)
-            if saved is not None:
-                saved.parent.mkdir(parents=True, exist_ok=True)
-                saved.write_text(json.dumps({"settings": key, "streams": streams}))
-        out.append((f"t{seed} {args.half} {args.first_draw}", streams))
+        out.append((f"t{seed} {args.half} {args.first_draw}", saved_streams(args, seed, key)))
     return out
 
 

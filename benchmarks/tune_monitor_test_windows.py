@@ -184,6 +184,26 @@ def score(streams: list[dict[str, Any]], cand: dict[str, Any], alpha: float, del
     }
 
 
+def saved_streams(
+    args: argparse.Namespace, seed: int, key: dict[str, Any], ignore: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """One training's streams: read back from ``--save`` when saved with the same settings (``ignore`` set
+    aside), else measured by ``one_training`` and saved, so a crashed or repeated run measures nothing twice."""
+    saved = Path(args.save) / f"t{seed}_{args.half}_{args.first_draw}.json" if args.save else None
+    old = json.loads(saved.read_text()) if saved is not None and saved.is_file() else None
+    if old is not None and {k: v for k, v in old["settings"].items() if k not in ignore} == {
+        k: v for k, v in key.items() if k not in ignore
+    }:
+        streams = old["streams"]
+        print(f"  t{seed}: read back from {saved} ({len({s['d'] for s in streams})} deployments)")
+        return streams
+    streams = one_training(args, seed)
+    if saved is not None:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps({"settings": key, "streams": streams}))
+    return streams
+
+
 def diagnose(seed: int, streams: list[dict[str, Any]], alpha: float, delta: float) -> None:
     """Every test window off by > 0.03 under the shipped rule: each evidence's p over its level."""
     cand = CANDIDATES["shipped"]
@@ -251,18 +271,7 @@ def main() -> None:
     for seed in args.train_seeds:
         key = {k: v for k, v in vars(args).items() if k not in ("train_seeds", "save", "stop_at", "diagnose")}
         key["seed"] = seed
-        saved = Path(args.save) / f"t{seed}_{args.half}_{args.first_draw}.json" if args.save else None
-        old = json.loads(saved.read_text()) if saved is not None and saved.is_file() else None
-        if old is not None and {k: v for k, v in old["settings"].items() if k != "draws"} == {
-            k: v for k, v in key.items() if k != "draws"
-        }:
-            streams = old["streams"]
-            print(f"  t{seed}: read back from {saved} ({len({s['d'] for s in streams})} deployments)")
-        else:
-            streams = one_training(args, seed)
-            if saved is not None:
-                saved.parent.mkdir(parents=True, exist_ok=True)
-                saved.write_text(json.dumps({"settings": key, "streams": streams}))
+        streams = saved_streams(args, seed, key, ignore=("draws",))
         if args.diagnose:
             diagnose(seed, streams, alpha, delta)
         for c, cand in CANDIDATES.items():
