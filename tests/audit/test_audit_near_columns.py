@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from tests.audit.test_audit_near_density import planted_bundle
 from tests.audit.test_audit_stage import run
 
 from closedloop.core.errors import DataError
-from closedloop.data.bundle import DatasetBundle, DatasetMeta, Split
+from closedloop.data.bundle import DatasetBundle
 from closedloop.stages.audit.near_density import near_excess
 
 
@@ -28,21 +29,12 @@ def car_like(n: int = 2000, planted: int = 0, seed: int = 0) -> tuple[DatasetBun
     for j in range(6):
         X[f"price{j}"] = base[k, j] * (1 + 0.01 * level)
     y = (designs[k, 0] + rng.normal(0, 1, n) > 1).astype(int)
-    a, b = int(n * 0.6), int(n * 0.8)
-    test_X, test_y = X.iloc[b:], y[b:]
-    if planted:
-        src = rng.choice(a, planted, replace=False)
-        copies = X.iloc[src].copy()
-        for c in X.columns:
-            copies[c] += rng.normal(0, 0.01 * X[c].iloc[:a].std(), planted)
-        test_X, test_y = pd.concat([test_X, copies]), np.concatenate([test_y, y[src]])
-    meta = DatasetMeta(name="car_like", source="synthetic", kind="table", label_names=["0", "1"])
-    splits = {
-        "train": Split(X.iloc[:a].reset_index(drop=True), y[:a]),
-        "val": Split(X.iloc[a:b].reset_index(drop=True), y[a:b]),
-        "test": Split(test_X.reset_index(drop=True), test_y),
-    }
-    return DatasetBundle(meta=meta, splits=splits), set(range(n - b, n - b + planted))
+    a = int(n * 0.6)
+    src = rng.choice(a, planted, replace=False)
+    copies = X.iloc[src].copy()
+    for c in X.columns:
+        copies[c] += rng.normal(0, 0.01 * X[c].iloc[:a].std(), planted)
+    return planted_bundle("car_like", X, y, src, copies)
 
 
 def _flagged(out) -> set[int]:  # type: ignore[no-untyped-def]

@@ -205,18 +205,8 @@ def _discrete_table(n: int = 1500, planted: int = 0, seed: int = 0) -> DatasetBu
     rng = np.random.default_rng(seed)
     X = pd.DataFrame(rng.integers(0, 6, (n, 4)).astype(float), columns=list("abcd"))
     y = (X.a + rng.normal(0, 1, n) > 2.5).astype(int).to_numpy()
-    a, b = int(n * 0.6), int(n * 0.8)
-    test_X, test_y = X.iloc[b:], y[b:]
-    if planted:
-        src = rng.choice(a, planted, replace=False)
-        test_X, test_y = pd.concat([test_X, X.iloc[src]]), np.concatenate([test_y, y[src]])
-    meta = DatasetMeta(name="discrete", source="synthetic", kind="table", label_names=["0", "1"])
-    splits = {
-        "train": Split(X.iloc[:a].reset_index(drop=True), y[:a]),
-        "val": Split(X.iloc[a:b].reset_index(drop=True), y[a:b]),
-        "test": Split(test_X.reset_index(drop=True), test_y),
-    }
-    return DatasetBundle(meta=meta, splits=splits)
+    src = rng.choice(int(n * 0.6), planted, replace=False)
+    return planted_bundle("discrete", X, y, src, X.iloc[src])[0]
 
 
 def test_a_table_that_repeats_rows_by_itself_is_not_an_exact_overlap(tmp_path: Path) -> None:
@@ -250,14 +240,23 @@ def _grid_table(n: int = 2500, planted: int = 0, seed: int = 0) -> tuple[Dataset
     X["age"] = np.clip(rng.normal(40, 25, n), 0, 180).round()
     X.loc[rng.random(n) < 0.03, "age"] = np.nan  # imputed by the median: ties at 0 in the embedding
     y = (X.a + rng.normal(0, 1, n) > 0.5).astype(int).to_numpy()
+    a = int(n * 0.6)
+    src = rng.choice(np.flatnonzero(X.age.iloc[:a].notna()), planted, replace=False)
+    copies = X.iloc[src].copy()
+    copies["age"] += rng.normal(0, 0.01 * X.age.iloc[:a].std(), planted)
+    return planted_bundle("grid", X, y, src, copies)
+
+
+def planted_bundle(name: str, X, y: np.ndarray, src: np.ndarray, copies) -> tuple[DatasetBundle, set[int]]:  # type: ignore[no-untyped-def]
+    """Train, val, test = X's rows in order at 60/20/20, with ``copies`` (of train rows ``src``, labels
+    theirs) appended to test; returns the bundle and the copies' positions in test."""
+    import pandas as pd
+
+    n, planted = len(X), len(src)
     a, b = int(n * 0.6), int(n * 0.8)
-    test_X, test_y = X.iloc[b:], y[b:]
-    if planted:
-        src = rng.choice(np.flatnonzero(X.age.iloc[:a].notna()), planted, replace=False)
-        copies = X.iloc[src].copy()
-        copies["age"] += rng.normal(0, 0.01 * X.age.iloc[:a].std(), planted)
-        test_X, test_y = pd.concat([test_X, copies]), np.concatenate([test_y, y[src]])
-    meta = DatasetMeta(name="grid", source="synthetic", kind="table", label_names=["0", "1"])
+    test_X = pd.concat([X.iloc[b:], copies]) if planted else X.iloc[b:]
+    test_y = np.concatenate([y[b:], y[src]]) if planted else y[b:]
+    meta = DatasetMeta(name=name, source="synthetic", kind="table", label_names=["0", "1"])
     splits = {
         "train": Split(X.iloc[:a].reset_index(drop=True), y[:a]),
         "val": Split(X.iloc[a:b].reset_index(drop=True), y[a:b]),
