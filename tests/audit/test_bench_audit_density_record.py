@@ -3,29 +3,14 @@ re-split once, and its seed ranges and pooled counts are read back as printed.""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from tests.audit.test_bench_audit_common import load_bench
 
 from closedloop.data.bundle import DatasetBundle, DatasetMeta, Split
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load(name: str):
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location(f"{name}_under_test", BENCH / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.path.remove(str(BENCH))
 
 
 def _table() -> DatasetBundle:
@@ -44,7 +29,7 @@ def _table() -> DatasetBundle:
 def test_a_recorded_resplit_is_not_audited_again_and_the_summary_is_the_same(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bench = _load("bench_audit_density")
+    bench = load_bench("bench_audit_density")
     monkeypatch.setitem(bench.RESPLITS, "t", 4)
     monkeypatch.setattr(bench, "RESPLIT_SEEDS", bench.parse_seed_ranges(["10-11", "20-21"]))
     record = tmp_path / "t.jsonl"
@@ -72,7 +57,7 @@ def test_a_recorded_resplit_is_not_audited_again_and_the_summary_is_the_same(
 def test_a_run_that_stopped_goes_on_with_the_next_seed_in_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bench = _load("bench_audit_density")
+    bench = load_bench("bench_audit_density")
     record = tmp_path / "t.jsonl"
     b = _table()
     monkeypatch.setattr(bench, "RESPLIT_SEEDS", [5, 6, 7])
@@ -101,7 +86,7 @@ def test_a_run_that_stopped_goes_on_with_the_next_seed_in_order(
 
 
 def test_bad_seed_ranges_and_records_say_what_is_wrong(tmp_path: Path) -> None:
-    bench = _load("bench_audit_density")
+    bench = load_bench("bench_audit_density")
     assert bench.seed_ranges([8000, 8001, 8002, 10000, 10001, 12]) == "8000-8002, 10000-10001, 12"
     with pytest.raises(SystemExit, match="ends before it starts"):
         bench.parse_seed_ranges(["9-3"])
@@ -118,7 +103,7 @@ def test_bad_seed_ranges_and_records_say_what_is_wrong(tmp_path: Path) -> None:
 def test_the_pooled_count_is_read_from_the_printed_lines_and_refuses_a_seed_twice(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pool = _load("pool_audit_resplits")
+    pool = load_bench("pool_audit_resplits")
     line = (
         "car (table): as released: ...\n   random re-splits ({n}, seeds {s}): a near-duplicate warning or error "
         "in {k} (x; target <= 5%)\n   each comparison's p under its own share of warn_alpha 0.05 (with an "
