@@ -64,7 +64,9 @@ RULE = (
     "looks are paid for by their joint null on the same re-deals: p = P(max over looks of their scores >= the chosen "
     "look's corrected score), the scores jointly normal with the correlation of the looks' close-rate differences over "
     "the re-deals (between the one look's p and p x looks); re-deals start when the smallest Fisher p (not x looks) is "
-    "under warn_alpha; not above 20,000 rows (redeal_max_rows: Bonferroni as before); levels unchanged"
+    "under warn_alpha; not above 20,000 rows (redeal_max_rows: Bonferroni as before); levels unchanged; since "
+    "session 17 (columns_look: true) a fourth look in tables that repeat rows: close pairs differing in more "
+    "columns than train's own 99% quantile among its close pairs"
 )
 
 
