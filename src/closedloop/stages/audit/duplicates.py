@@ -33,7 +33,7 @@ from scipy.stats import fisher_exact
 
 from closedloop.stages.audit.base import AuditCheck, AuditContext, CheckConfig, CheckResult, Severity
 from closedloop.stages.audit.features import class_labels, dup_embedding
-from closedloop.stages.audit.near_density import NearExcess, near_excess
+from closedloop.stages.audit.near_density import NEAR_EXACT, NearExcess, near_excess
 from closedloop.stages.audit.plots import montage
 
 COLUMNS = ["split_a", "index_a", "split_b", "index_b", "distance", "kind", "excess"]
@@ -79,6 +79,15 @@ class DuplicatesConfig(CheckConfig):
     natural close pairs 6). For many columns on a grid, where the copies' noise adds up past the
     non-zero look's cut (on by default since session 17: Car's planted recall 0.553 -> 1.000 on development
     seeds, docs/audit.md). Images and tables whose train rows are all distinct: no effect."""
+    near_exact_look: bool = True
+    """In a table whose train rows are all distinct (where an exact train/test copy is an error on its
+    own), also report *near-exact* copies like exact ones: query rows closer to the reference than the
+    reference's own nearest-neighbour distances allow, their lower tail read as a power law that
+    predicts fewer than ``excess_alpha`` such rows by chance (:func:`near_density.near_exact_cut`). A few
+    copies among few rows cannot beat the random-split null of the counted looks (diabetes: 4 planted
+    copies among 93 test rows, recall 0.333 without it); one copy with 1% noise sits 20-30x closer to
+    its source than any natural pair. Default on since session 18 (declared rule, docs/audit.md).
+    Images and tables that repeat rows by themselves: no effect."""
     null_redeals: int = Field(50, ge=0)
     """When a near-duplicate look's Fisher p (x looks) is under ``warn_alpha``: deal the reference and
     query samples again at random this many times (the random split the test's null stands for) and
@@ -135,13 +144,15 @@ class Duplicates(AuditCheck):
                 anchor = members[0]  # a star, not all pairs: k copies give k-1 rows
                 rows += [(anchor[0], anchor[1], m[0], m[1], 0.0, "exact", True) for m in members[1:]]
         near: dict[tuple[str, str], NearExcess] = {}
-        nonzero = columns = False
+        nonzero = columns = exact_look = False
         if cfg.near:
             emb = dup_embedding(ctx, splits, data.kind, cfg.n_components)
             rng = np.random.default_rng(0)
             # a table that repeats rows by itself lies on a grid: the non-zero look (near_density)
             grid = data.kind == "table" and len(set(hashes["train"])) < len(hashes["train"])
             nonzero, columns = cfg.nonzero_look and grid, cfg.columns_look and grid
+            # all rows distinct: an exact copy is an error on its own, and so is a near-exact one
+            exact_look = cfg.near_exact_look and data.kind == "table" and not grid
             ref_sets = {name: set(hashes[name]) for name in ("train", "val")}
             exact_in = {  # per split: which samples have an exact copy in the reference split
                 (ref, q): np.fromiter((h in ref_sets[ref] for h in hashes[q]), bool, len(hashes[q]))
@@ -153,7 +164,8 @@ class Duplicates(AuditCheck):
                         emb[ref], emb[q], hashes[ref], exact_in[(ref, q)], cfg.max_distance,
                         cfg.null_samples, rng, cfg.density_quantile, nonzero,
                         hashes[q], cfg.null_redeals, cfg.warn_alpha, cfg.redeal_max_rows,
-                        cfg.combine_looks == "joint", columns,
+                        cfg.combine_looks == "joint", columns, NEAR_EXACT if exact_look else None,
+                        cfg.excess_alpha,
                     )  # fmt: skip
             held_out = [q for q in ("val", "test") if ("train", q) in near]
             if cfg.pooled and len(held_out) == 1:  # one held-out split: it is the pooled look
@@ -188,9 +200,14 @@ class Duplicates(AuditCheck):
             for (ref, q), ne in near.items():
                 if q == "held-out":
                     continue
-                for j in np.flatnonzero(ne.judged & (ne.dist <= cfg.max_distance)):
+                exact_near = set(ne.near_exact_rows.tolist())  # reported like exact copies
+                listed = ne.judged & (ne.dist <= cfg.max_distance)
+                listed[ne.near_exact_rows] = True  # a near-exact cut may lie above max_distance
+                for j in np.flatnonzero(listed):
                     d = round(float(ne.dist[j]), 5)
-                    rows.append((ref, int(ne.index[j]), q, int(j), d, "near", int(j) in flagged[(ref, q)]))
+                    kind = "near_exact" if int(j) in exact_near else "near"
+                    excess = int(j) in flagged[(ref, q)] or int(j) in exact_near
+                    rows.append((ref, int(ne.index[j]), q, int(j), d, kind, excess))
         # order each pair train < val < test so "split_a" is the earlier split
         rows = [r if ORDER[r[0]] <= ORDER[r[2]] else (r[2], r[3], r[0], r[1], *r[4:]) for r in rows]
         df = pd.DataFrame(rows, columns=COLUMNS).astype(
@@ -222,6 +239,8 @@ class Duplicates(AuditCheck):
                 "n_near": int((df.kind == "near").sum()),
                 "nonzero_look": bool(cfg.near and nonzero),  # the third look applied (a table on a grid)
                 "columns_look": bool(cfg.near and columns),  # the columns look applied (a table on a grid)
+                "near_exact_look": bool(cfg.near and exact_look),  # applied (a table with all rows distinct)
+                "n_near_exact": int((df.kind == "near_exact").sum()),
                 "null_redeals": cfg.null_redeals if cfg.near else 0,
                 "redeal_max_rows": cfg.redeal_max_rows,
                 "combine_looks": cfg.combine_looks,
@@ -242,6 +261,11 @@ class Duplicates(AuditCheck):
                         "p_value": float(f"{ne.p_value:.3g}"),
                         "design_effect": None if ne.design_effect is None else round(ne.design_effect, 3),
                         "looks_counted": round(ne.looks_counted, 3),
+                        "near_exact_cut": None
+                        if ne.near_exact is None
+                        else float(f"{ne.near_exact.cut:.4g}"),
+                        "near_exact_rows": len(ne.near_exact_rows),
+                        "tail_exponent": None if ne.near_exact is None else round(ne.near_exact.exponent, 3),
                     }
                     for (a, b), ne in near.items()
                 },
@@ -300,6 +324,8 @@ class Duplicates(AuditCheck):
                         sev, msg, pairs=len(exact), **{f"{b}_samples": n_b}, **judged, examples=examples
                     )
                 )
+            if ne is not None and len(ne.near_exact_rows):
+                out.append(self._near_exact_finding(a, b, sub[sub.kind == "near_exact"], ne, cfg, splits))
             if ne is not None and ne.n_close:
                 out.append(self._near_finding(a, b, sub[sub.kind == "near"], ne, cfg, levels))
         pooled = near.get(("train", "held-out"))
@@ -334,6 +360,36 @@ class Duplicates(AuditCheck):
         if rate.p_value < max(levels.own(a), cfg.excess_alpha) and rate.excess:
             return "warning"
         return "info"
+
+    def _near_exact_finding(
+        self, a: str, b: str, sub: pd.DataFrame, ne: NearExcess, cfg: DuplicatesConfig, splits: dict[str, Any]
+    ) -> Any:
+        """Near-exact copies, reported like exact ones: an overlap (train/test: ``overlap_severity``)."""
+        cut = ne.near_exact
+        assert cut is not None
+        n_b = len(ne.near_exact_rows)
+        sev: Severity = cfg.overlap_severity if (a, b) == ("train", "test") else "warning"
+        msg = (
+            f"{a}/{b} overlap: {n_b} {b} row(s) ({n_b / max(len(splits[b]), 1):.1%}) are near-exact copies of "
+            f"{a} rows: each within {cut.cut:.3g} of one (embedding distance), where {a}'s own nearest-neighbour "
+            f"distances (the smallest {cut.smallest:.3g}; their lower tail read as a power law of exponent "
+            f"{cut.exponent:.2f} from the {cut.rows} smallest) predict fewer than {cfg.excess_alpha:g} such "
+            f"row(s) by chance. The pairs are marked excess in duplicates.csv (kind near_exact). {_consequence(b)}"
+        )
+        examples = sub.head(5)[["index_a", "index_b", "distance"]].to_dict("records")
+        return self.finding(
+            sev,
+            msg,
+            pairs=len(sub),
+            near_exact=n_b,
+            n_excess=n_b,
+            cut=float(f"{cut.cut:.4g}"),
+            tail_exponent=round(cut.exponent, 3),
+            tail_rows=cut.rows,
+            smallest_within=float(f"{cut.smallest:.4g}"),
+            expected_by_chance=cfg.excess_alpha,
+            examples=examples,
+        )
 
     @staticmethod
     def _own_severity(a: str, b: str, ne: NearExcess, cfg: DuplicatesConfig, levels: WarnLevels) -> Severity:

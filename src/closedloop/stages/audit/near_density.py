@@ -27,6 +27,13 @@ differs: a noisy copy differs a little in every column, a natural close pair by 
 The fourth look (``columns_look``) counts, for each close pair (0 < distance <= ``threshold``), the
 columns in which the two rows differ, and calls close only pairs that differ in more columns than the
 reference's own close pairs do (above their ``1 - density_quantile`` quantile).
+
+The looks above are counts against the random-split null, and a few copies among few rows cannot
+beat it (diabetes: 4 copies among 93 test rows; a random deal splits all four copy pairs with chance
+0.0217). In a table whose rows are all distinct an *exact* copy needs no such test, and neither does a
+copy a little off: the near-exact look (:func:`near_exact_cut`) reads the lower tail of the reference's
+own nearest-neighbour distances as a power law and calls a query row a near-exact copy when it sits so
+close that the data's own spacing predicts fewer than ``alpha`` such rows by chance.
 """
 
 from __future__ import annotations
@@ -39,9 +46,79 @@ from sklearn.neighbors import NearestNeighbors
 
 ON_THE_CUT = 1e-4
 """Relative width of the non-zero look's cut: a distance this close to the cut counts as on it."""
+TAIL_MIN_ROWS = 10
+"""The near-exact look reads the reference's lower tail from at least this many smallest distances."""
 MOVED = 1e-6
 """A column differs between two rows when their standardized values differ by more than this (equal
 raw values standardize to the same float32; the planted noise is 1e-2)."""
+
+
+@dataclass(frozen=True)
+class NearExactRule:
+    """How the near-exact look reads the reference's lower tail (docs/audit.md, session 18): from its
+    ``k`` smallest leave-one-out nearest-neighbour distances, ``k = max(TAIL_MIN_ROWS, ceil(k_share
+    n))``; ``bound``: Hill's exponent lowered to its one-sided 95% bound (the cautious side)."""
+
+    k_share: float = 0.0
+    bound: bool = False
+
+    def rows(self, n: int) -> int:
+        return max(TAIL_MIN_ROWS, int(np.ceil(self.k_share * n)))
+
+
+NEAR_EXACT_CANDIDATES = {
+    "k10": NearExactRule(0.0, False),
+    "k10_bound": NearExactRule(0.0, True),
+    "k5pct": NearExactRule(0.05, False),
+    "k5pct_bound": NearExactRule(0.05, True),
+}
+"""The candidates declared in docs/audit.md (session 18) before the development run that chose."""
+NEAR_EXACT = NEAR_EXACT_CANDIDATES["k5pct_bound"]
+"""The shipped rule, chosen by the declared rule on development data (docs/results/
+audit_nearexact_s18_dev.txt): the most cautious eligible candidate (the two unbounded ones put
+near-exact rows on 3-34 of 200 random re-splits of diabetes, breast_cancer or synthetic)."""
+
+
+@dataclass(frozen=True)
+class NearExactCut:
+    """The near-exact look's cut for one comparison and the tail it came from."""
+
+    cut: float
+    """A judged query row closer than this to the reference is a near-exact copy."""
+    exponent: float
+    """m: the lower tail's power (Hill's estimate, capped at the number of columns; bounded if asked)."""
+    rows: int
+    """k: how many of the smallest reference distances the tail was read from."""
+    edge: float
+    """t: the (k+1)-th smallest reference distance, where the power law is anchored."""
+    smallest: float
+    """The reference's smallest own nearest-neighbour distance (for the message)."""
+
+
+def near_exact_cut(
+    null: np.ndarray, n_query: int, alpha: float, n_columns: int, rule: NearExactRule
+) -> NearExactCut | None:
+    """The distance under which fewer than ``alpha`` of ``n_query`` natural rows are expected, from the
+    reference's own leave-one-out nearest-neighbour distances ``null``: their lower tail read as a power
+    law F(r) = (k / n) (r / t)^m below t = r(k+1) (in m dimensions the chance of a neighbour within r
+    grows as r^m), m by Hill's estimator on the k smallest, at most ``n_columns`` (a density in D
+    dimensions has no steeper tail); then ``n_query F(cut) = alpha``. None where the tail cannot be read:
+    fewer than 2k distances, or ties at 0 (a grid: the non-zero look's business)."""
+    r = np.sort(np.asarray(null, float))
+    k = rule.rows(len(r))
+    if n_query < 1 or len(r) < 2 * k or r[0] <= 0:
+        return None
+    t = float(r[k])
+    spread = float(np.sum(np.log(t / r[:k])))
+    if spread <= 0:  # the k smallest all equal t: no tail to read
+        return None
+    m = min(k / spread, float(n_columns))
+    if rule.bound:
+        m *= max(0.0, 1 - 1.645 / np.sqrt(k))
+    if m <= 0:
+        return None
+    cut = t * (alpha * len(r) / (n_query * k)) ** (1 / m)
+    return NearExactCut(cut=float(cut), exponent=float(m), rows=k, edge=t, smallest=float(r[0]))
 
 
 @dataclass
@@ -88,6 +165,15 @@ class NearExcess:
     ``1 - quantile`` quantile of that count among its close pairs)."""
     moved: np.ndarray | None = None
     """Per query sample: how many columns differ from its nearest reference sample (columns look)."""
+    near_exact: NearExactCut | None = None
+    """The near-exact look's cut, where it applies (a table whose rows are all distinct)."""
+
+    @property
+    def near_exact_rows(self) -> np.ndarray:
+        """Indices of judged query samples closer to the reference than the near-exact cut."""
+        if self.near_exact is None:
+            return np.empty(0, int)
+        return np.flatnonzero(self.judged & (self.dist < self.near_exact.cut))
 
     @property
     def criterion(self) -> str:
@@ -167,6 +253,8 @@ def near_excess(
     redeal_max_rows: int = 20000,
     joint: bool = True,
     columns_look: bool = False,
+    near_exact: NearExactRule | None = None,
+    near_exact_alpha: float = 0.001,
 ) -> NearExcess:
     """Compare query -> ref nearest-neighbour distances with ref -> ref ones (leave one out).
 
@@ -180,6 +268,8 @@ def near_excess(
     ``redeal_max_rows`` rows in all (each re-deal is a full neighbour search).
     ``joint``: with re-deals, the looks are paid for by their joint null (:func:`_joint_p`), not x looks,
     and re-deals start when the smallest p itself (not x looks) is under ``redeal_below``.
+    ``near_exact``: also the near-exact look's cut (:func:`near_exact_cut`) at ``near_exact_alpha``,
+    from the same null rows (for a table whose rows are all distinct); it is not one of the counted looks.
     Memory O(n): a brute nearest-neighbour index, queried in chunks by scikit-learn.
     """
     looks = _Looks(threshold, max_null, density_quantile, nonzero_look, columns_look)
@@ -203,6 +293,9 @@ def near_excess(
             p_final = _joint_p(p, list(pvals), null)
             counted = p_final / p
     n_query, n_null, n_close, n_null_close, cut = m.looks[kind]
+    exact_cut = None
+    if near_exact is not None:
+        exact_cut = near_exact_cut(m.null_d, int(m.judged.sum()), near_exact_alpha, ref.shape[1], near_exact)
     return NearExcess(
         threshold=threshold,
         ratio_cut=cut if kind == "ratio" else None,
@@ -221,6 +314,7 @@ def near_excess(
         looks_counted=counted,
         columns_cut=cut if kind == "columns" else None,
         moved=m.moved,
+        near_exact=exact_cut,
     )
 
 
@@ -234,6 +328,7 @@ class _Measured:
     judged: np.ndarray
     looks: dict[str, tuple[int, int, int, int, float | None]]
     moved: np.ndarray | None = None
+    null_d: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -322,7 +417,9 @@ def _measure(
             q_close &= q_in & (moved > cut)
             r_close &= r_in & (null_k > cut)
         looks[kind] = (int(q_in.sum()), int(r_in.sum()), int(q_close.sum()), int(r_close.sum()), cut)
-    return _Measured(dist=dist, index=keep[pos], ratio=ratio, judged=judged, looks=looks, moved=moved)
+    return _Measured(
+        dist=dist, index=keep[pos], ratio=ratio, judged=judged, looks=looks, moved=moved, null_d=null_d
+    )
 
 
 def _fisher(look: tuple[int, int, int, int, float | None]) -> float:

@@ -233,6 +233,7 @@ class AuditDataset(Stage):
             ("gain_at_2x_data", "learning_curve", "gain_at_2x"),
             ("near_nonzero_look", "duplicates", "nonzero_look"),
             ("near_columns_look", "duplicates", "columns_look"),
+            ("near_exact_look", "duplicates", "near_exact_look"),
             ("near_null_redeals", "duplicates", "null_redeals"),
             ("near_combine_looks", "duplicates", "combine_looks"),
         ):
