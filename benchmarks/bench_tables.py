@@ -254,13 +254,20 @@ def fmt_diff(d: tuple[float, float, float]) -> str:
 
 # -- runs ------------------------------------------------------------------------------------------
 def development_bundle(
-    X: pd.DataFrame, y: np.ndarray, cats: list[str], name: str, seed: int, dev_name: str
+    X: pd.DataFrame,
+    y: np.ndarray,
+    cats: list[str],
+    name: str,
+    seed: int,
+    dev_name: str,
+    resplit: int | None = None,
 ) -> tuple[Any, np.ndarray]:
     """The split seed's development part (train + validation of :func:`bundle`) split again into train,
     validation and a development hold-out, for diagnoses that must not read the test part; and the
-    development labels."""
+    development labels. ``resplit``: the seed of that second split (default: the split seed), so a rule
+    can be judged on partitions of the same development rows that a diagnosis did not see."""
     _, X_dev, y_dev = bundle(X, y, cats, name, seed)
-    data, _, _ = bundle(X_dev, y_dev, cats, dev_name, seed)
+    data, _, _ = bundle(X_dev, y_dev, cats, dev_name, seed if resplit is None else resplit)
     return data, y_dev
 
 
@@ -312,10 +319,11 @@ def closedloop_run(data: Any, family: str | list[str], runs: Path, full: bool = 
 
 
 def tuned_lightgbm(
-    X: pd.DataFrame, y: np.ndarray, seconds: float, seed: int = 0
+    X: pd.DataFrame, y: np.ndarray, seconds: float, seed: int = 0, n_trials: int | None = None
 ) -> tuple[Any, dict[str, Any], int]:
     """The practitioner's default: Optuna over LightGBM's usual knobs, stratified 5-fold CV ROC AUC with
-    early stopping (multi-class: CV log-loss), for ``seconds``; refit on all of ``X`` with the best
+    early stopping (multi-class: CV log-loss), for ``seconds`` (or ``n_trials`` trials, whichever ends
+    first: diagnoses fix the count so the load does not choose it); refit on all of ``X`` with the best
     parameters and rounds."""
     import lightgbm as lgb
     import optuna
@@ -370,7 +378,7 @@ def tuned_lightgbm(
         return float(np.max(scores))
 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-    study.optimize(objective, timeout=seconds)
+    study.optimize(objective, timeout=seconds, n_trials=n_trials)
     cut = sum(bool(t.user_attrs.get("cut")) for t in study.trials)
     best = study.best_trial
     params = {**base, **best.params, "bagging_freq": 1}
