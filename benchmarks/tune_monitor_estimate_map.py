@@ -247,6 +247,9 @@ def share_within(
 def diagnose(rows: list[dict[str, Any]]) -> None:
     """Of the windows off by > 0.03 under the shipped estimate: which metric, by how much, what separates them."""
     offw = [w for w in rows if off(w, "heldout_platt")]
+    if not offw:
+        print(f"  [diagnosis] shipped estimate off by > {TOLERANCE} on 0 of {len(rows)} windows")
+        return
     acc_only = sum(w["heldout_platt"]["acc"] > TOLERANCE >= w["heldout_platt"]["auc"] for w in offw)
     auc_only = sum(w["heldout_platt"]["auc"] > TOLERANCE >= w["heldout_platt"]["acc"] for w in offw)
     print(
@@ -444,8 +447,17 @@ def report_training(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]
     return rows
 
 
-def print_report(rows: list[dict[str, Any]]) -> None:
+def print_report(rows: list[dict[str, Any]], pick: str | None) -> None:
     seeds = sorted({w["t"] for w in rows})
+    for t in seeds:
+        ins = [w for w in rows if w["t"] == t and w["kind"] == "in"]
+        print(
+            f"  t{t}: {len({w['d'] for w in ins})} deployments finished ({min(w['d'] for w in ins)}-"
+            f"{max(w['d'] for w in ins)}), {len(ins)} in-distribution and "
+            f"{sum(w['t'] == t and w['kind'] == 'test' for w in rows)} test windows"
+        )
+        print(f"  [diagnosis, training {t}, the monitor's unflagged in-distribution windows]")
+        diagnose([w for w in ins if not w["saved_flag"]])
     for cand in CANDIDATES:
         parts = []
         for t in seeds:
@@ -464,6 +476,25 @@ def print_report(rows: list[dict[str, Any]]) -> None:
             f"and off by > {TOLERANCE}: {toff} of {len(tests)}",
             flush=True,
         )
+    if pick is None or pick == "heldout_platt":
+        print(
+            f"development choice {pick}: nothing replaces the default (rule E18, clause 3); it stays heldout_platt"
+        )
+        return
+    ins, tests = [w for w in rows if w["kind"] == "in"], [w for w in rows if w["kind"] == "test"]
+    fl_ok = all(
+        np.mean([w["saved_flag"] or own_flag(w, pick) for w in ins if w["t"] == t]) <= 0.10 for t in seeds
+    )
+    toff = {
+        c: sum(1 for w in tests if not w["saved_flag"] and not own_flag(w, c) and off(w, c))
+        for c in (pick, "heldout_platt")
+    }
+    better = share_within(ins, pick, "saved_flag")[0] > share_within(ins, "heldout_platt", "saved_flag")[0]
+    adopt = fl_ok and toff[pick] <= toff["heldout_platt"] and better
+    print(
+        f"development choice {pick}: flagged <= 10% per training {fl_ok}; test off {toff}; higher share {better} -> "
+        + ("it replaces the default" if adopt else "the default stays heldout_platt")
+    )
 
 
 def main() -> None:
@@ -559,7 +590,7 @@ def main() -> None:
         )
         args.first_draw = first
         rows = [w for s in seeds for w in report_training(args, s)]
-        print_report(rows)
+        print_report(rows, args.pick)
 
 
 if __name__ == "__main__":
