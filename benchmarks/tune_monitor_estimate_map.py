@@ -265,6 +265,8 @@ def diagnose(rows: list[dict[str, Any]]) -> None:
         ("real_acc", "realized ACC"),
         ("n_errors", "the deployment's held-out rows the model gets wrong"),
     ):
+        if any(key not in w for w in rows):  # the report's windows do not keep the held-out errors
+            continue
         a = [w[key] for w in offw]
         b = [w[key] for w in rows if not off(w, "heldout_platt")]
         print(f"  [diagnosis] {label}: off windows mean {np.mean(a):.4f}, the others {np.mean(b):.4f}")
