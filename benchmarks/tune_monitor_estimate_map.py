@@ -382,6 +382,14 @@ def scored(
     if abs(shipped - max(row["heldout_platt"]["auc"], row["heldout_platt"]["acc"])) > 1e-6:
         raise SystemExit(f"t{seed} d{d}: the monitor's estimate differs from heldout_platt's ({shipped})")
     flags = {"saved_flag": not r["estimate_reliable"], "flags": list(r["estimate_flags"])}
+    # each flag's evidence (a test window left unflagged and off: how far from its level)
+    dom = r.get("domain") or {}
+    flags["evidence"] = {
+        "min_p": float(r["min_p"]),
+        "drift_level": float(r["thresholds"].get("alarm_marginal", r["thresholds"]["alarm"])),
+        "domain_p": float(dom.get("p_value", 1.0)),
+        "ess_fraction": float(dom.get("ess_fraction", 1.0)),
+    }
     return {"t": seed, "d": d, "kind": kind, **flags, **extra, **row}
 
 
@@ -441,7 +449,8 @@ def report_training(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]
                 widx = trng.choice(len(yt), WINDOW, replace=False)
                 status = mon.stream_update(sr, tsample.take(widx))
                 r = mon.evaluate(tsample.take(widx), seed=[d, 500 + 3 * o + k], stream=status)
-                rows.append(scored(dep, r, pt[widx], yt[widx], seed, d, "test", order=o, pos=k))
+                look = {"stream_p": status.get("p_value"), "stream_looks": status.get("looks", 0)}
+                rows.append(scored(dep, r, pt[widx], yt[widx], seed, d, "test", order=o, pos=k, **look))
         if save is not None:
             save.parent.mkdir(parents=True, exist_ok=True)
             save.write_text(json.dumps(rows))
