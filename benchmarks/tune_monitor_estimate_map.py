@@ -170,8 +170,11 @@ def load_training(nets: Path, seed: int, remove: int) -> dict[str, Any]:
     return out
 
 
-def guarantee_windows(tr: dict[str, Any], first: int, draws: int, windows: int) -> list[dict[str, Any]]:
-    """The guarantee protocol's other-half windows (``--pool-half report --production other``), flag-free."""
+def guarantee_windows(
+    tr: dict[str, Any], first: int, draws: int, windows: int, pool_size: int = POOL
+) -> list[dict[str, Any]]:
+    """The guarantee protocol's other-half windows (``--pool-half report --production other``), flag-free;
+    ``pool_size`` held-out rows per deployment (more than 262: a diagnosis of what more rows would give)."""
     from tune_monitor_last_window import pool_halves
 
     pu, yu = tr["pu"], tr["yu"]
@@ -179,7 +182,7 @@ def guarantee_windows(tr: dict[str, Any], first: int, draws: int, windows: int) 
     rows = []
     for d in range(first, first + draws):
         rng = np.random.default_rng([19, d])
-        pool = np.sort(rng.permutation(halves["report"])[:POOL])
+        pool = np.sort(rng.permutation(halves["report"])[:pool_size])
         dep = Deployment(pu[pool], yu[pool], tr["threshold"])
         og = np.random.default_rng([19, d, 1])
         for _ in range(windows):
@@ -477,6 +480,13 @@ def main() -> None:
         "--saved", nargs="*", default=[], help="tune_monitor_test_windows.py --save sets (development)"
     )
     ap.add_argument("--diagnose", action="store_true")
+    ap.add_argument(
+        "--pool-sizes",
+        type=int,
+        nargs="*",
+        default=[],
+        help="dev diagnosis: the shipped estimate with its map fitted on this many held-out rows (not a candidate)",
+    )
     ap.add_argument("--first-draw", type=int)
     ap.add_argument("--draws", type=int, default=20)
     ap.add_argument(
@@ -501,6 +511,22 @@ def main() -> None:
         )
         nets = Path(args.nets)
         trainings = {s: load_training(nets, s, args.remove) for s in seeds}
+        if args.pool_sizes:  # what more held-out rows would give (the deployment does not have them)
+            for n in args.pool_sizes:
+                got = [
+                    w
+                    for s in seeds
+                    for w in guarantee_windows(trainings[s], first, args.draws, args.windows, n)
+                ]
+                per_t = {t: share_within([w for w in got if w["t"] == t], "heldout_platt")[0] for t in seeds}
+                sh, bad, kept = share_within(got, "heldout_platt")
+                print(
+                    f"[pool {n}] heldout_platt fitted on {n} held-out rows: within {TOLERANCE} {sh:.2%} ({bad} of "
+                    f"{kept} off); delta-method s.d. of the map {np.mean([w['sd_map'] for w in got]):.4f}; lowest "
+                    f"training {min(per_t.values()):.1%}",
+                    flush=True,
+                )
+            return
         rows = [w for s in seeds for w in guarantee_windows(trainings[s], first, args.draws, args.windows)]
         saved: list[dict[str, Any]] = []
         for f in args.saved:
