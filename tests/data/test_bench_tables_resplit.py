@@ -5,6 +5,8 @@ never a row of the split seed's test part, and the reference's search can be fix
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -46,3 +48,30 @@ def test_the_references_search_can_be_fixed_to_a_trial_count() -> None:
     # a generous time budget: the trial count, not the clock, ends the search
     model, info, rounds = bt.tuned_lightgbm(X, y, seconds=600, seed=0, n_trials=2)
     assert info["trials"] == 2 and rounds >= 1 and model.predict(X).shape == (300,)
+
+
+def test_the_family_choice_line_says_the_choices_paired_interval(tmp_path: Path) -> None:
+    import json
+    from types import SimpleNamespace
+
+    bt = _bench_tables()
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "stage.json").write_text(json.dumps({"timings": {}}))
+    fam = {"evaluated_on": "validation", "metric": "auc", "chosen": "lgbm", "difference": 0.0026}
+    fam |= {"rows": [{"family": "lgbm", "score": 0.9155}, {"family": "mlp", "score": 0.9129}]}
+    res = SimpleNamespace(run_dir=tmp_path, summary={"stages": {"train": {"dir": "train", "families": fam}}})
+    bt.family_choice(res, "x")
+    assert bt.LINES[-1].startswith(
+        "family choice on validation auc (x): trees 0.9155, MLP 0.9129 -> chose lgbm"
+    )
+    assert "(difference +0.0026)" in bt.LINES[-1]  # no interval in the summary: the line as before
+    bt.family_choice(
+        SimpleNamespace(
+            run_dir=tmp_path,
+            summary={
+                "stages": {"train": {"dir": "train", "families": fam | {"paired_ci95": [-0.0006, 0.0059]}}}
+            },
+        ),
+        "x",
+    )
+    assert "(difference +0.0026; paired 95% interval [-0.0006, +0.0059])" in bt.LINES[-1]
