@@ -459,7 +459,10 @@ def family_choice(res: Any, label: str) -> tuple[str, dict[str, Any], dict[str, 
     ]
     rows = {r["family"]: r for r in fam["rows"]}
     trees_better = rows["lgbm"]["score"] > rows["mlp"]["score"]
-    difference = f" (difference {fam['difference']:+.4f})" if "difference" in fam else ""
+    said = [f"difference {fam['difference']:+.4f}"] if fam.get("difference") is not None else []
+    if fam.get("paired_ci95"):  # is the choice inside its own noise? (session 18: the family choice's noise)
+        said.append("paired 95% interval [{:+.4f}, {:+.4f}]".format(*fam["paired_ci95"]))
+    difference = f" ({'; '.join(said)})" if said else ""
     say(
         f"family choice on {fam['evaluated_on']} {fam['metric']} ({label}): trees {rows['lgbm']['score']:.4f}, MLP "
         f"{rows['mlp']['score']:.4f} -> chose {chosen}{difference}; tree family chosen "

@@ -170,8 +170,11 @@ def load_training(nets: Path, seed: int, remove: int) -> dict[str, Any]:
     return out
 
 
-def guarantee_windows(tr: dict[str, Any], first: int, draws: int, windows: int) -> list[dict[str, Any]]:
-    """The guarantee protocol's other-half windows (``--pool-half report --production other``), flag-free."""
+def guarantee_windows(
+    tr: dict[str, Any], first: int, draws: int, windows: int, pool_size: int = POOL
+) -> list[dict[str, Any]]:
+    """The guarantee protocol's other-half windows (``--pool-half report --production other``), flag-free;
+    ``pool_size`` held-out rows per deployment (more than 262: a diagnosis of what more rows would give)."""
     from tune_monitor_last_window import pool_halves
 
     pu, yu = tr["pu"], tr["yu"]
@@ -179,7 +182,7 @@ def guarantee_windows(tr: dict[str, Any], first: int, draws: int, windows: int) 
     rows = []
     for d in range(first, first + draws):
         rng = np.random.default_rng([19, d])
-        pool = np.sort(rng.permutation(halves["report"])[:POOL])
+        pool = np.sort(rng.permutation(halves["report"])[:pool_size])
         dep = Deployment(pu[pool], yu[pool], tr["threshold"])
         og = np.random.default_rng([19, d, 1])
         for _ in range(windows):
@@ -244,6 +247,9 @@ def share_within(
 def diagnose(rows: list[dict[str, Any]]) -> None:
     """Of the windows off by > 0.03 under the shipped estimate: which metric, by how much, what separates them."""
     offw = [w for w in rows if off(w, "heldout_platt")]
+    if not offw:
+        print(f"  [diagnosis] shipped estimate off by > {TOLERANCE} on 0 of {len(rows)} windows")
+        return
     acc_only = sum(w["heldout_platt"]["acc"] > TOLERANCE >= w["heldout_platt"]["auc"] for w in offw)
     auc_only = sum(w["heldout_platt"]["auc"] > TOLERANCE >= w["heldout_platt"]["acc"] for w in offw)
     print(
@@ -259,6 +265,8 @@ def diagnose(rows: list[dict[str, Any]]) -> None:
         ("real_acc", "realized ACC"),
         ("n_errors", "the deployment's held-out rows the model gets wrong"),
     ):
+        if any(key not in w for w in rows):  # the report's windows do not keep the held-out errors
+            continue
         a = [w[key] for w in offw]
         b = [w[key] for w in rows if not off(w, "heldout_platt")]
         print(f"  [diagnosis] {label}: off windows mean {np.mean(a):.4f}, the others {np.mean(b):.4f}")
@@ -374,6 +382,14 @@ def scored(
     if abs(shipped - max(row["heldout_platt"]["auc"], row["heldout_platt"]["acc"])) > 1e-6:
         raise SystemExit(f"t{seed} d{d}: the monitor's estimate differs from heldout_platt's ({shipped})")
     flags = {"saved_flag": not r["estimate_reliable"], "flags": list(r["estimate_flags"])}
+    # each flag's evidence (a test window left unflagged and off: how far from its level)
+    dom = r.get("domain") or {}
+    flags["evidence"] = {
+        "min_p": float(r["min_p"]),
+        "drift_level": float(r["thresholds"].get("alarm_marginal", r["thresholds"]["alarm"])),
+        "domain_p": float(dom.get("p_value", 1.0)),
+        "ess_fraction": float(dom.get("ess_fraction", 1.0)),
+    }
     return {"t": seed, "d": d, "kind": kind, **flags, **extra, **row}
 
 
@@ -433,7 +449,8 @@ def report_training(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]
                 widx = trng.choice(len(yt), WINDOW, replace=False)
                 status = mon.stream_update(sr, tsample.take(widx))
                 r = mon.evaluate(tsample.take(widx), seed=[d, 500 + 3 * o + k], stream=status)
-                rows.append(scored(dep, r, pt[widx], yt[widx], seed, d, "test", order=o, pos=k))
+                look = {"stream_p": status.get("p_value"), "stream_looks": status.get("looks", 0)}
+                rows.append(scored(dep, r, pt[widx], yt[widx], seed, d, "test", order=o, pos=k, **look))
         if save is not None:
             save.parent.mkdir(parents=True, exist_ok=True)
             save.write_text(json.dumps(rows))
@@ -441,8 +458,17 @@ def report_training(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]
     return rows
 
 
-def print_report(rows: list[dict[str, Any]]) -> None:
+def print_report(rows: list[dict[str, Any]], pick: str | None) -> None:
     seeds = sorted({w["t"] for w in rows})
+    for t in seeds:
+        ins = [w for w in rows if w["t"] == t and w["kind"] == "in"]
+        print(
+            f"  t{t}: {len({w['d'] for w in ins})} deployments finished ({min(w['d'] for w in ins)}-"
+            f"{max(w['d'] for w in ins)}), {len(ins)} in-distribution and "
+            f"{sum(w['t'] == t and w['kind'] == 'test' for w in rows)} test windows"
+        )
+        print(f"  [diagnosis, training {t}, the monitor's unflagged in-distribution windows]")
+        diagnose([w for w in ins if not w["saved_flag"]])
     for cand in CANDIDATES:
         parts = []
         for t in seeds:
@@ -461,6 +487,25 @@ def print_report(rows: list[dict[str, Any]]) -> None:
             f"and off by > {TOLERANCE}: {toff} of {len(tests)}",
             flush=True,
         )
+    if pick is None or pick == "heldout_platt":
+        print(
+            f"development choice {pick}: nothing replaces the default (rule E18, clause 3); it stays heldout_platt"
+        )
+        return
+    ins, tests = [w for w in rows if w["kind"] == "in"], [w for w in rows if w["kind"] == "test"]
+    fl_ok = all(
+        np.mean([w["saved_flag"] or own_flag(w, pick) for w in ins if w["t"] == t]) <= 0.10 for t in seeds
+    )
+    toff = {
+        c: sum(1 for w in tests if not w["saved_flag"] and not own_flag(w, c) and off(w, c))
+        for c in (pick, "heldout_platt")
+    }
+    better = share_within(ins, pick, "saved_flag")[0] > share_within(ins, "heldout_platt", "saved_flag")[0]
+    adopt = fl_ok and toff[pick] <= toff["heldout_platt"] and better
+    print(
+        f"development choice {pick}: flagged <= 10% per training {fl_ok}; test off {toff}; higher share {better} -> "
+        + ("it replaces the default" if adopt else "the default stays heldout_platt")
+    )
 
 
 def main() -> None:
@@ -477,6 +522,13 @@ def main() -> None:
         "--saved", nargs="*", default=[], help="tune_monitor_test_windows.py --save sets (development)"
     )
     ap.add_argument("--diagnose", action="store_true")
+    ap.add_argument(
+        "--pool-sizes",
+        type=int,
+        nargs="*",
+        default=[],
+        help="dev diagnosis: the shipped estimate with its map fitted on this many held-out rows (not a candidate)",
+    )
     ap.add_argument("--first-draw", type=int)
     ap.add_argument("--draws", type=int, default=20)
     ap.add_argument(
@@ -501,6 +553,22 @@ def main() -> None:
         )
         nets = Path(args.nets)
         trainings = {s: load_training(nets, s, args.remove) for s in seeds}
+        if args.pool_sizes:  # what more held-out rows would give (the deployment does not have them)
+            for n in args.pool_sizes:
+                got = [
+                    w
+                    for s in seeds
+                    for w in guarantee_windows(trainings[s], first, args.draws, args.windows, n)
+                ]
+                per_t = {t: share_within([w for w in got if w["t"] == t], "heldout_platt")[0] for t in seeds}
+                sh, bad, kept = share_within(got, "heldout_platt")
+                print(
+                    f"[pool {n}] heldout_platt fitted on {n} held-out rows: within {TOLERANCE} {sh:.2%} ({bad} of "
+                    f"{kept} off); delta-method s.d. of the map {np.mean([w['sd_map'] for w in got]):.4f}; lowest "
+                    f"training {min(per_t.values()):.1%}",
+                    flush=True,
+                )
+            return
         rows = [w for s in seeds for w in guarantee_windows(trainings[s], first, args.draws, args.windows)]
         saved: list[dict[str, Any]] = []
         for f in args.saved:
@@ -533,7 +601,7 @@ def main() -> None:
         )
         args.first_draw = first
         rows = [w for s in seeds for w in report_training(args, s)]
-        print_report(rows)
+        print_report(rows, args.pick)
 
 
 if __name__ == "__main__":
