@@ -398,10 +398,9 @@ def report_training(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]
     """The real monitor on fresh deployments: its flags on other-half windows and test streams."""
     from bench_monitor_guarantee import deployment, draw_deployment, test_halves
     from tune_monitor_last_window import pool_halves
-    from tune_monitor_stream_look import stop_time
+    from tune_monitor_stream_look import model_outputs, stop_time
 
     from closedloop.monitoring.drift import Sample
-    from closedloop.monitoring.profile import forward_all, model_input, summary_features
     from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
 
     save = Path(args.save) / f"t{seed}_{args.first_draw}.json" if args.save else None
@@ -426,12 +425,7 @@ def report_training(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]
         )
         info = profile.info
         if cache is None:
-            cache = (
-                summary_features(info, Xu),
-                forward_all(model, model_input(info, Xu)),
-                summary_features(info, Xt),
-                forward_all(model, model_input(info, Xt)),
-            )
+            cache = model_outputs(info, model, Xu, Xt)
         fu, (eu, pu), ft, (et, pt) = cache
         full = Sample(features=fu, embeddings=profile.reduce(eu), proba=pu)
         tsample = Sample(features=ft, embeddings=profile.reduce(et), proba=pt)

@@ -140,6 +140,17 @@ def stop_time(hhmm: str | None) -> float | None:
     return now.replace(hour=hh, minute=mm, second=0, microsecond=0).timestamp()
 
 
+def model_outputs(info: Any, model: Any, *arrays: Any) -> tuple[Any, ...]:
+    """Per array: its summary features and the model's (embeddings, probabilities). They do not depend on
+    the deployment's draw, so the tuning scripts compute them once per training."""
+    from closedloop.monitoring.profile import forward_all, model_input, summary_features
+
+    out: list[Any] = []
+    for X in arrays:
+        out += [summary_features(info, X), forward_all(model, model_input(info, X))]
+    return tuple(out)
+
+
 @dataclasses.dataclass
 class Draw:
     """One deployment of a training: its held-out rows' profile and monitor, and the samples to stream."""
@@ -175,7 +186,6 @@ def deployment_draws(args: argparse.Namespace, seed: int, cfg: Any) -> Training:
     from closedloop.data.bundle import Split
     from closedloop.monitoring import Monitor
     from closedloop.monitoring.drift import Sample
-    from closedloop.monitoring.profile import forward_all, model_input, summary_features
     from closedloop.stages.monitor.stage import build_profile
 
     t0 = time.time()
@@ -198,13 +208,7 @@ def deployment_draws(args: argparse.Namespace, seed: int, cfg: Any) -> Training:
             bundle = dataclasses.replace(data, splits={**data.splits, "val": Split(X=Xu[pool], y=yu[pool])})
             profile = build_profile(cfg, bundle, task, model, np.random.default_rng([7, d]))
             if cache is None:  # the model's outputs do not depend on the draw: computed once
-                info = profile.info
-                cache = (
-                    summary_features(info, Xu),
-                    forward_all(model, model_input(info, Xu)),
-                    summary_features(info, Xt),
-                    forward_all(model, model_input(info, Xt)),
-                )
+                cache = model_outputs(profile.info, model, Xu, Xt)
             fu, (eu, pu), ft, (et, pt) = cache
             yield Draw(
                 d=d,
