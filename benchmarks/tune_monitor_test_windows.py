@@ -155,12 +155,17 @@ def margins(st: dict[str, Any], i: int, cand: dict[str, Any], alpha: float, delt
     }
 
 
-def score(streams: list[dict[str, Any]], cand: dict[str, Any], alpha: float, delta: float) -> dict[str, Any]:
+def score(
+    streams: list[dict[str, Any]], cand: dict[str, Any], alpha: float, delta: float, margins_of: Any = None
+) -> dict[str, Any]:
+    """Counts of one candidate over saved streams; ``margins_of`` (default ``margins``) gives each window's
+    evidence over its levels (rule F19 adds its non-sticky look flag there)."""
+    margins_of = margins if margins_of is None else margins_of
     per_dep: dict[int, list[bool]] = {}
     test_off, near, n_test, flagged_test = 0, 0, 0, 0
     for st in streams:
         for i, w in enumerate(st["windows"]):
-            m = min(margins(st, i, cand, alpha, delta).values())
+            m = min(margins_of(st, i, cand, alpha, delta).values())
             flagged = m <= 1.0
             if st["kind"] == "null":
                 per_dep.setdefault(st["d"], []).append(flagged)
