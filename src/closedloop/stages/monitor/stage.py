@@ -109,6 +109,13 @@ class BuildMonitorProfileConfig(StageConfig):
     this; by Markov's inequality a reference's own in-distribution rate of withheld streams exceeds
     ``stream_alpha`` with probability at most this (0.25: chosen by rule W17 on development data,
     docs/monitor.md). Needed with ``budget``; unused otherwise."""
+    stream_look_flag: Literal["over_runs"] | float | None = None
+    """A non-sticky flag on the label-free estimate: the window that holds a stream look is flagged, that
+    window only, when the look's p-value is at or under this level: ``over_runs`` (``stream_alpha / (k (k +
+    1))`` at look ``k``; an in-distribution stream has any window flagged by it with probability <=
+    ``stream_alpha`` over runs) or a number in (0, 0.5) (that level at every look: in-distribution windows
+    flagged by it at that rate over runs). The stream evidence above still withholds every later window
+    from its own level. None: off (rule F19, docs/monitor.md)."""
     train_reference_rows: int = Field(0, ge=0)
     """Also test each window's summary features (model-free: intensity statistics / table columns)
     against this many random training rows (``closedloop.monitoring.train_reference``), a reference no
@@ -166,6 +173,13 @@ class BuildMonitorProfileConfig(StageConfig):
                 "in (0, 1) (e.g. 0.25), or stream_evidence 'over_runs' / 'per_deployment'"
             )
         return self
+
+    @field_validator("stream_look_flag")
+    @classmethod
+    def _look_flag_level(cls, v: str | float | None) -> str | float | None:
+        if isinstance(v, float) and not 0 < v < 0.5:
+            raise ValueError(f"stream_look_flag={v}: expected 'over_runs', a level in (0, 0.5) or null (off)")
+        return v
 
     @field_validator("train_reference_rows")
     @classmethod
@@ -378,6 +392,7 @@ def build_profile(
         first_window_alpha=config.first_window_alpha,
         stream_evidence=config.stream_evidence,
         stream_evidence_delta=config.stream_evidence_delta if config.stream_evidence == "budget" else None,
+        stream_look_flag=config.stream_look_flag,
         min_ess_fraction=config.min_ess_fraction,
         train_reference_rows=config.train_reference_rows,
         train_reference_share=config.train_reference_share,
@@ -543,6 +558,18 @@ def _guarantee_sentence(
             f" The stream's evidence withholds the label-free estimate from the level {a:g} over runs "
             "(before the stream alarm)."
         )
+    if config.stream_look_flag == "over_runs":
+        stream += (
+            " The window that holds a stream look is also flagged, that window only, when the look's p-value is "
+            f"at or under the level over runs ({a:g}/(k(k+1)) at look k): an in-distribution stream has a window "
+            f"flagged by it with probability <= {a:g} over runs."
+        )
+    elif config.stream_look_flag is not None:
+        stream += (
+            " The window that holds a stream look is also flagged, that window only, when the look's p-value is "
+            f"at or under {config.stream_look_flag:g}: in-distribution windows are flagged by it at a rate <= "
+            f"{config.stream_look_flag:g} over runs."
+        )
     if config.estimate_calibration in ("heldout_platt", "heldout_platt_bias"):
         stream += (
             " The label-free estimate is computed on probabilities recalibrated by Platt scaling on the held-out "
@@ -616,6 +643,7 @@ class BuildMonitorProfile(Stage):
                 "first_window_alpha": i.first_window_alpha,
                 "stream_evidence": i.stream_evidence,
                 "stream_evidence_delta": i.stream_evidence_delta,
+                "stream_look_flag": i.stream_look_flag,
                 "stream_test": i.stream_test,
                 "stream_look": i.stream_look,
                 "stream_look_test": i.stream_look_test,
