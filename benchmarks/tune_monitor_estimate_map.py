@@ -35,6 +35,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -171,10 +172,16 @@ def load_training(nets: Path, seed: int, remove: int) -> dict[str, Any]:
 
 
 def guarantee_windows(
-    tr: dict[str, Any], first: int, draws: int, windows: int, pool_size: int = POOL
+    tr: dict[str, Any],
+    first: int,
+    draws: int,
+    windows: int,
+    pool_size: int = POOL,
+    make: Callable[..., Deployment] = Deployment,
 ) -> list[dict[str, Any]]:
     """The guarantee protocol's other-half windows (``--pool-half report --production other``), flag-free;
-    ``pool_size`` held-out rows per deployment (more than 262: a diagnosis of what more rows would give)."""
+    ``pool_size`` held-out rows per deployment (more than 262: a diagnosis of what more rows would give);
+    ``make(p_pool, y_pool, threshold)`` builds each deployment's maps (rule E19 adds candidates)."""
     from tune_monitor_last_window import pool_halves
 
     pu, yu = tr["pu"], tr["yu"]
@@ -183,7 +190,7 @@ def guarantee_windows(
     for d in range(first, first + draws):
         rng = np.random.default_rng([19, d])
         pool = np.sort(rng.permutation(halves["report"])[:pool_size])
-        dep = Deployment(pu[pool], yu[pool], tr["threshold"])
+        dep = make(pu[pool], yu[pool], tr["threshold"])
         og = np.random.default_rng([19, d, 1])
         for _ in range(windows):
             idx = og.choice(halves["dev"], WINDOW, replace=False)
@@ -191,7 +198,9 @@ def guarantee_windows(
     return rows
 
 
-def saved_windows(tr: dict[str, Any], saved: dict[str, Any]) -> list[dict[str, Any]]:
+def saved_windows(
+    tr: dict[str, Any], saved: dict[str, Any], make: Callable[..., Deployment] = Deployment
+) -> list[dict[str, Any]]:
     """A saved set's windows replayed (``tune_monitor_test_windows.one_training``'s draws), each shipped error
     checked against the saved one, flagged as the shipped rule W17 flags the saved evidence."""
     from tune_monitor_evidence_budget import CANDIDATES as CANDIDATES_W17
@@ -208,7 +217,7 @@ def saved_windows(tr: dict[str, Any], saved: dict[str, Any]) -> list[dict[str, A
     for d in sorted({st["d"] for st in saved["streams"]}):
         perm = np.random.default_rng([19, d]).permutation(len(yu))
         pool, rest = np.sort(perm[: s["pool"]]), perm[s["pool"] :]
-        dep = Deployment(pu[pool], yu[pool], tr["threshold"])
+        dep = make(pu[pool], yu[pool], tr["threshold"])
         srng = np.random.default_rng([19, d, 2])
         for st in [x for x in saved["streams"] if x["d"] == d]:
             if st["kind"] == "null":
@@ -394,8 +403,11 @@ def scored(
 
 
 # -- report -----------------------------------------------------------------------------------------------
-def report_training(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
-    """The real monitor on fresh deployments: its flags on other-half windows and test streams."""
+def report_training(
+    args: argparse.Namespace, seed: int, make: Callable[..., Deployment] = Deployment
+) -> list[dict[str, Any]]:
+    """The real monitor on fresh deployments: its flags on other-half windows and test streams
+    (``make(p_pool, y_pool, threshold)``: each deployment's candidate maps)."""
     from bench_monitor_guarantee import deployment, draw_deployment, test_halves
     from tune_monitor_last_window import pool_halves
     from tune_monitor_stream_look import model_outputs, stop_time
@@ -429,7 +441,7 @@ def report_training(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]
         fu, (eu, pu), ft, (et, pt) = cache
         full = Sample(features=fu, embeddings=profile.reduce(eu), proba=pu)
         tsample = Sample(features=ft, embeddings=profile.reduce(et), proba=pt)
-        dep = Deployment(pu[pool], yu[pool].astype(int), info.threshold)
+        dep = make(pu[pool], yu[pool].astype(int), info.threshold)
 
         og = np.random.default_rng([19, d, 1])
         for w in range(args.windows):

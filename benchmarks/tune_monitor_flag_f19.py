@@ -44,6 +44,13 @@ RULE_F19 = (
     "eligible by 1(a) and 1(b) against w17 and leaves fewer test windows unflagged and off than w17 on the same "
     "windows; otherwise w17 stays"
 )
+AMENDMENT_F19A = (
+    "amendment f19a (declared in docs/monitor.md after 12 of the 14 development sets were scored, before the report "
+    "run): clause 1(a) as declared excludes every candidate, the shipped default included, because w17 itself "
+    "flags 12.5% of training 14's in-distribution windows; amended, 1(a) reads: in every set <= 10% of "
+    "in-distribution windows flagged OR no more than w17 flags in that set; clauses 1(b), 2 and 3 unchanged (3 "
+    "with the amended 1(a)); both verdicts are printed"
+)
 W17: dict[str, Any] = {"domain": 0.005, "first": 0.05, "evidence": 0.25}
 """The shipped default (rule W17): ``tune_monitor_test_windows.margins``' candidate form."""
 CANDIDATES: dict[str, dict[str, Any]] = {
@@ -179,6 +186,7 @@ def main() -> None:
     ), "main's monitor defaults are no longer W17's: the rule was declared against W17"
     alpha, delta = cfg.stream_alpha, cfg.stream_delta
     print(RULE_F19)
+    print(AMENDMENT_F19A)
     mode = (
         "development (saved sets)"
         if args.saved
@@ -211,10 +219,19 @@ def main() -> None:
     names = [n for n, _ in sets]
     print(f"\nsummary over {len(sets)} sets ({', '.join(names)}):")
     base_over = sum(s["over"] for s in scores[SHIPPED])
-    keys, ok = {}, {}
+    keys, ok, ok_a = {}, {}, {}
     for c in CANDIDATES:
         sc = scores[c]
-        ok[c] = all(s["in_flagged"] <= FLAG_TARGET for s in sc) and sum(s["over"] for s in sc) <= base_over
+        fewer_over = sum(s["over"] for s in sc) <= base_over
+        ok[c] = all(s["in_flagged"] <= FLAG_TARGET for s in sc) and fewer_over
+        # f19a: a set where the shipped default is itself above 10% allows up to the shipped default's rate
+        ok_a[c] = (
+            all(
+                s["in_flagged"] <= max(FLAG_TARGET, b["in_flagged"])
+                for s, b in zip(sc, scores[SHIPPED], strict=True)
+            )
+            and fewer_over
+        )
         keys[c] = (
             sum(s["test_off"] for s in sc),
             sum(s["near"] for s in sc),
@@ -223,26 +240,33 @@ def main() -> None:
         rates = ", ".join(f"{s['in_flagged']:.1%}" for s in sc)
         print(
             f"[{c}] in-distribution windows flagged per set {rates}; deployments above {FLAG_TARGET:.0%} "
-            f"{sum(s['over'] for s in sc)} ({SHIPPED} {base_over}); eligible: {ok[c]}; test windows unflagged and "
-            f"off by > {TOLERANCE}: {', '.join(str(s['test_off']) for s in sc)} (total {keys[c][0]} of "
-            f"{sum(s['n_test'] for s in sc)}); near misses {keys[c][1]}; in-distribution windows flagged "
-            f"{keys[c][2]} of {sum(s['n_in'] for s in sc)}"
+            f"{sum(s['over'] for s in sc)} ({SHIPPED} {base_over}); eligible as declared: {ok[c]}, as amended "
+            f"(f19a): {ok_a[c]}; test windows unflagged and off by > {TOLERANCE}: "
+            f"{', '.join(str(s['test_off']) for s in sc)} (total {keys[c][0]} of {sum(s['n_test'] for s in sc)}); "
+            f"near misses {keys[c][1]}; in-distribution windows flagged {keys[c][2]} of {sum(s['n_in'] for s in sc)}"
         )
     if args.saved is None:
         base = keys[SHIPPED][0]
-        print(
-            f"report: measured once; a development choice replaces {SHIPPED} only if here it is eligible by 1(a) and "
-            f"1(b) and leaves fewer test windows unflagged and off than {SHIPPED} ({base}): "
-            + ", ".join(f"{c} {ok[c] and keys[c][0] < base}" for c in CANDIDATES if c != SHIPPED)
-        )
+        for label, elig in (("as declared", ok), ("as amended (f19a)", ok_a)):
+            print(
+                f"report {label}: measured once; a development choice replaces {SHIPPED} only if here it is eligible "
+                f"by 1(a) and 1(b) and leaves fewer test windows unflagged and off than {SHIPPED} ({base}): "
+                + ", ".join(f"{c} {elig[c] and keys[c][0] < base}" for c in CANDIDATES if c != SHIPPED)
+            )
         return
-    eligible = [c for c in CANDIDATES if ok[c]]
-    best = min(keys[c] for c in eligible)
-    chosen = SHIPPED if keys[SHIPPED] == best else min(eligible, key=lambda c: keys[c])
-    print(
-        f"development choice by the declared rule f19: {chosen} (test windows unflagged and off {best[0]}, near "
-        f"misses {best[1]}, in-distribution windows flagged {best[2]})"
-    )
+    for label, elig in (("as declared", ok), ("as amended (f19a)", ok_a)):
+        eligible = [c for c in CANDIDATES if elig[c]]
+        if not eligible:
+            print(
+                f"development choice by rule f19 {label}: no candidate eligible (not even {SHIPPED}): {SHIPPED} stays"
+            )
+            continue
+        best = min(keys[c] for c in eligible)
+        chosen = SHIPPED if keys[SHIPPED] == best else min(eligible, key=lambda c: keys[c])
+        print(
+            f"development choice by rule f19 {label}: {chosen} (test windows unflagged and off {best[0]}, near "
+            f"misses {best[1]}, in-distribution windows flagged {best[2]})"
+        )
 
 
 if __name__ == "__main__":

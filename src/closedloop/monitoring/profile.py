@@ -97,6 +97,9 @@ class ProfileInfo(BaseModel):
     stream_look_test: Literal["classifier", "mean_shift"] = "classifier"
     """The p-value the reference stream test's looks use (``monitoring.stream_reference.LOOK_TESTS``;
     profiles built before this field keep ``classifier``)."""
+    stream_spending: Literal["harmonic", "geometric", "first3_even", "first3_late"] = "harmonic"
+    """How the reference stream test's looks share the alarm's alpha (``monitoring.stream_reference.SPENDINGS``;
+    profiles built before this field keep ``harmonic``)."""
     domain_alpha: float | None = 0.05
     """The domain flag's false-flag budget (``monitoring.domain``)."""
     domain_delta: float | None = None

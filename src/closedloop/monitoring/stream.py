@@ -138,6 +138,9 @@ class StreamStatus(BaseModel):
     look_test: str | None = None
     """``reference`` test: which p-value its looks test with (``classifier`` or ``mean_shift``,
     ``closedloop.monitoring.stream_reference``); None for the conformal test and statuses saved before."""
+    spending: str | None = None
+    """``reference`` test: how its looks share the alarm's alpha (``stream_reference.SPENDINGS``); None for
+    the conformal test and statuses saved before (the harmonic shares)."""
     p_value: float | None = None
     """``reference`` test: the p-value at the last look."""
     looks: int = 0

@@ -79,20 +79,51 @@ STOP_AFTER = 10
 then ``10 / l``; a look without a shift stops after a few dozen relabellings)."""
 
 
-def look_permutations(level: float, k: int) -> int:
+def look_permutations(level: float, k: int, spending: str = "harmonic") -> int:
     """Relabellings of a ``mean_shift`` look ``k`` at stream level ``level``: the smallest p-value
-    ``1 / (B + 1)`` is half the look's threshold ``level / (k (k + 1))``, at least the window test's
-    ``PERMUTATIONS``.
+    ``1 / (B + 1)`` is half the look's threshold ``level * w_k`` (``spend(k, spending)``), at least the
+    window test's ``PERMUTATIONS``.
 
     >>> look_permutations(0.005, 1), look_permutations(0.005, 3)
     (1999, 4799)
     """
-    return max(PERMUTATIONS, int(np.ceil(2.0 / (level * spend(k)))) - 1)
+    return max(PERMUTATIONS, int(np.ceil(2.0 / (level * spend(k, spending)))) - 1)
 
 
-def spend(k: int) -> float:
-    """The share of alpha spent at look ``k`` (1-based): ``1 / (k (k + 1))``, summing to 1."""
+def _harmonic(k: int) -> float:
     return 1.0 / (k * (k + 1))
+
+
+def _first_three(shares: tuple[float, float, float]) -> Any:
+    """The first three looks (600 rows at the default look of 200: the issue's horizon) get ``shares``;
+    the rest, ``1 - sum(shares)``, goes to the later looks harmonically (``(1 - s) / ((k - 3) (k - 2))``)."""
+    rest = 1.0 - sum(shares)
+
+    def w(k: int) -> float:
+        return shares[k - 1] if k <= 3 else rest / ((k - 3) * (k - 2))
+
+    return w
+
+
+SPENDINGS = {
+    "harmonic": _harmonic,
+    "geometric": lambda k: 0.5**k,
+    "first3_even": _first_three((0.3, 0.3, 0.3)),
+    "first3_late": _first_three((0.2, 0.2, 0.5)),
+}
+"""How the looks share the stream alarm's alpha (``stream_spending``): look ``k``'s share ``w_k``, summing to
+1 over all looks and fixed before any row is seen, so the union bound (and the per-deployment Markov bound)
+holds for each. ``harmonic`` (the default): ``1 / (k (k + 1))``, 0.5, 0.167, 0.083 at the first three looks;
+``geometric``: ``2^-k``, 0.5, 0.25, 0.125; ``first3_even``: 0.3 each at the first three looks, 0.1 over the
+later ones; ``first3_late``: 0.2, 0.2, 0.5, then 0.1 over the later ones. The estimate-withholding evidence
+(``evidence_at``) keeps the harmonic shares whatever the alarm's (its budget, rule W17, was chosen with them)."""
+
+
+def spend(k: int, spending: str = "harmonic") -> float:
+    """The share of alpha spent at look ``k`` (1-based) by ``spending`` (``SPENDINGS``)."""
+    if spending not in SPENDINGS:
+        raise ValueError(f"stream spending={spending!r}: expected one of {', '.join(SPENDINGS)}")
+    return SPENDINGS[spending](k)
 
 
 class ReferenceStreamTest:
@@ -109,7 +140,10 @@ class ReferenceStreamTest:
         delta: float | None = None,
         look_test: str = "classifier",
         evidence: float = 1.0,
+        spending: str = "harmonic",
     ) -> None:
+        if spending not in SPENDINGS:
+            raise ValueError(f"stream spending={spending!r}: expected one of {', '.join(SPENDINGS)}")
         if look_test not in LOOK_TESTS:
             raise ValueError(f"stream look_test={look_test!r}: expected one of {', '.join(LOOK_TESTS)}")
         if not 0 < alpha < 1:
@@ -141,6 +175,7 @@ class ReferenceStreamTest:
         self.look_rows = int(look_rows)
         self.max_rows = int(max_rows)
         self.look_test = look_test
+        self.spending = spending
         self.p_classifier: float | None = None  # the last look's classifier p-value (both tests compute it)
         self.rng = np.random.default_rng(seed)
         self.reference_rows = len(reference)
@@ -177,9 +212,19 @@ class ReferenceStreamTest:
         assert self._kept is not None
         self.looks += 1
         self._looked_at = self.n
-        w = spend(self.looks)
-        # the looks spend alpha / (k (k + 1)): a mean-shift look gets relabellings to reach half of that
-        b = look_permutations(self.level, self.looks) if self.look_test == "mean_shift" else 0
+        w = spend(self.looks, self.spending)  # the alarm's share at this look
+        w_evidence = spend(
+            self.looks
+        )  # the evidence keeps the harmonic shares (rule W17 was chosen with them)
+        # a mean-shift look gets relabellings to reach half of the smaller of the two thresholds
+        b = (
+            max(
+                look_permutations(self.level, self.looks, self.spending),
+                look_permutations(self.alpha * self.evidence, self.looks),
+            )
+            if self.look_test == "mean_shift"
+            else 0
+        )
         if self.alarm_at is not None and self.evidence_at is not None:
             # raised alarms stay raised: later looks need no small p-values, and a look's cost grows as
             # k^2 relabellings times the rows (a shifted live stream would otherwise slow down every look)
@@ -193,7 +238,7 @@ class ReferenceStreamTest:
         self.max_stat = max(self.max_stat, self.stat)
         if self.alarm_at is None and self.p_value <= self.level * w:
             self.alarm_at = self.n
-        if self.evidence_at is None and self.p_value <= self.alpha * self.evidence * w:
+        if self.evidence_at is None and self.p_value <= self.alpha * self.evidence * w_evidence:
             self.evidence_at = self.n
 
     def update(self, rows: Sample) -> StreamStatus:
@@ -238,13 +283,14 @@ class ReferenceStreamTest:
             reference_rows=self.reference_rows,
             test="reference",
             look_test=self.look_test,
+            spending=self.spending,
             p_value=self.p_value,
             looks=self.looks,
             look_rows=self.look_rows,
             rests_on=(
                 "held-out reference rows and in-distribution production rows are exchangeable; rows arrive in "
                 f"an order that does not depend on their values; every {self.look_rows} rows an exact domain "
-                f"check ({_LOOK_WORDS[self.look_test]}) of the rows so far against the fixed reference spends {_spent(self.delta)}/(k(k+1)) at "
+                f"check ({_LOOK_WORDS[self.look_test]}) of the rows so far against the fixed reference spends {spent_words(self.delta, self.spending)} at "
                 f"look k; {promise(self.alpha, self.delta)}"
             ),
         )
@@ -267,6 +313,7 @@ def new_stream_test(profile: ReferenceProfile, seed: Any = 0) -> StreamTest | Re
             delta=info.stream_delta,
             look_test=info.stream_look_test,
             evidence=evidence,
+            spending=info.stream_spending,
         )
     return StreamTest(
         profile.stream, info.stream_alpha, seed=seed, delta=info.stream_delta, evidence=evidence
@@ -286,8 +333,18 @@ _LOOK_WORDS = {
 }
 
 
-def _spent(delta: float | None) -> str:
-    return "alpha" if delta is None else "alpha*delta"
+def spent_words(delta: float | None, spending: str = "harmonic") -> str:
+    """What look ``k`` spends, in words: ``alpha*delta/(k(k+1))`` for the harmonic shares."""
+    a = "alpha" if delta is None else "alpha*delta"
+    return f"{a}{_SPENDING_WORDS[spending]}"
+
+
+_SPENDING_WORDS = {
+    "harmonic": "/(k(k+1))",
+    "geometric": "/2^k",
+    "first3_even": " x 0.3 at each of looks 1-3 and x 0.1/((k-3)(k-2)) after",
+    "first3_late": " x 0.2, 0.2, 0.5 at looks 1-3 and x 0.1/((k-3)(k-2)) after",
+}
 
 
 def _concat(a: Sample, b: Sample) -> Sample:

@@ -122,6 +122,7 @@ def profile_config(info: Any) -> Any:
         stream_test=info.stream_test,
         stream_look=info.stream_look,
         stream_look_test=info.stream_look_test,
+        stream_spending=info.stream_spending,
         min_ess_fraction=info.min_ess_fraction,
         tests=info.tests,
         window_sizes=sorted(int(k) for k in info.thresholds),

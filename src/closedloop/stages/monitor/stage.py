@@ -34,6 +34,7 @@ from closedloop.monitoring.profile import (
 )
 from closedloop.monitoring.selection import ReviewConfig
 from closedloop.monitoring.stream import reference_stream_scores
+from closedloop.monitoring.stream_reference import spent_words
 from closedloop.stages.task import TaskSpec
 
 
@@ -82,6 +83,12 @@ class BuildMonitorProfileConfig(StageConfig):
     p-value) with enough relabellings for the look's level, stopped early (Besag-Clifford);
     ``classifier``, its cross-fitted classifier (Mann-Whitney per fold, Bonferroni over the two folds;
     the default before, and what profiles built before the setting existed keep)."""
+    stream_spending: Literal["harmonic", "geometric", "first3_even", "first3_late"] = "harmonic"
+    """How the reference stream test's looks share the alarm's ``stream_alpha * stream_delta``
+    (``closedloop.monitoring.stream_reference.SPENDINGS``; every choice sums to 1 over the looks, so the
+    guarantee is the same, only when the alarm can come moves): ``harmonic`` ``1/(k(k+1))`` (0.5, 0.167,
+    0.083 at rows 200, 400, 600), ``geometric`` ``2^-k``, ``first3_even`` (0.3 at each of the first three
+    looks), ``first3_late`` (0.2, 0.2, 0.5). Session 19's candidates (rule S19, docs/monitor.md)."""
     domain_alpha: float | None = Field(0.05, gt=0, lt=0.5)
     """The label-free estimate is flagged unreliable when a domain classifier (reference rows vs the
     window, on the model's outputs, embeddings and summary features) separates them
@@ -387,6 +394,7 @@ def build_profile(
         stream_test=config.stream_test,
         stream_look=config.stream_look,
         stream_look_test=config.stream_look_test,
+        stream_spending=config.stream_spending,
         domain_alpha=config.domain_alpha,
         domain_delta=config.domain_delta,
         first_window_alpha=config.first_window_alpha,
@@ -496,7 +504,7 @@ def _guarantee_sentence(
     if config.stream_test == "reference":
         how = (
             f"tested against the fixed held-out rows every {config.stream_look} rows, "
-            f"{'alpha' if sd is None else 'alpha*delta'}/(k(k+1)) spent at look k"
+            f"{spent_words(sd, config.stream_spending)} spent at look k"
         )
         why = (
             "union bound over exact domain tests"
@@ -647,6 +655,7 @@ class BuildMonitorProfile(Stage):
                 "stream_test": i.stream_test,
                 "stream_look": i.stream_look,
                 "stream_look_test": i.stream_look_test,
+                "stream_spending": i.stream_spending,
                 "min_ess_fraction": i.min_ess_fraction,
                 "train_reference_rows": i.train_reference_rows,
                 "train_reference_share": i.train_reference_share,

@@ -1,0 +1,244 @@
+"""Issue 19 (session 19, rule S19): how the reference stream test should spend its alpha over the looks.
+
+The stream alarm (``closedloop.monitoring.stream_reference``) raises at look ``k`` (``200 k`` rows) when the
+look's exact mean-shift p-value ``p_k <= stream_alpha * stream_delta * w_k``; the shipped shares are
+``w_k = 1 / (k (k + 1))`` (``harmonic``: 0.5, 0.167, 0.083 at rows 200, 400, 600). Any shares that sum to at
+most 1 keep the stated guarantee (the union bound over runs, Markov's inequality per deployment), so the
+candidates (``stream_reference.SPENDINGS``) only move alpha between looks.
+
+Measurement (replayed from the model's outputs, as ``tune_monitor_stream_look.py``; the deployments are
+drawn by its ``deployment_draws``): per training (``--train-seeds``, workdirs ``--nets``/t<seed>) and
+deployment (``--first-draw ..``, 262 unseen images as held-out rows, the monitor stage's defaults),
+``--null-streams`` unseen in-distribution streams of 2,000 rows and ``--orders`` test-distribution streams
+of 600 (three windows of 200 from ``--half`` of the test split, each without repeats). Every look records
+its mean-shift p-value (relabellings enough for a quarter of the shipped level, ``RESOLUTION``, so every
+candidate's threshold is reachable; stopped early by Besag and Clifford's rule) and the classifier's.
+Each candidate is then scored on the same looks of the same rows.
+
+``--diagnose`` prints what the test streams' looks reach by 600 rows and how much of the stream alpha the
+in-distribution streams spend (the level each needs to alarm). The rule (``RULE_S19``, printed first) is
+declared in docs/monitor.md ("session 19, rule S19") before any run on the report trainings.
+
+Run: PYTHONPATH=src .venv/bin/python benchmarks/tune_monitor_stream_spending.py --nets /tmp/nets \
+  --train-seeds 15 --half dev --first-draw 1120 --draws 10 --save /tmp/stream19/dev
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+NULL_ROWS = 2000
+TEST_ROWS = 600
+RESOLUTION = 0.25
+"""Each look gets relabellings enough for ``RESOLUTION`` times the shipped share (its smallest p-value half of
+that threshold), so candidates with a smaller share at a look are still scored exactly."""
+RULE_S19 = "rule S19: see docs/monitor.md, 'session 19, rule S19' (printed in full by --rule)"
+
+
+def resolution_permutations(level: float, k: int) -> int:
+    """Relabellings of look ``k``: the smallest p-value is half of ``level * RESOLUTION / (k (k + 1))``."""
+    from closedloop.monitoring.domain import PERMUTATIONS
+
+    return max(PERMUTATIONS, int(np.ceil(2.0 * k * (k + 1) / (level * RESOLUTION))) - 1)
+
+
+def replay_looks(profile: Any, rows: Any, seed: list[int], level: float) -> list[tuple[int, float, float]]:
+    """Feed ``rows`` 200 at a time to the profile's reference stream test; each look's (rows so far,
+    mean-shift p-value, classifier p-value), the mean-shift test with ``resolution_permutations``."""
+    from closedloop.monitoring.domain import domain_check
+    from closedloop.monitoring.stream_reference import STOP_AFTER, new_stream_test
+
+    test = new_stream_test(profile, seed=seed)
+    out: list[tuple[int, float, float]] = []
+
+    def look() -> None:  # the shipped look, with this script's relabellings and no stop after an alarm
+        test.looks += 1
+        test._looked_at = test.n
+        b = resolution_permutations(level, test.looks)
+        check, _ = domain_check(
+            test.reference, test._kept, test.problem_type, test.rng, permutations=b, stop_after=STOP_AFTER
+        )
+        out.append((test.n, float(check.p_value), float(check.p_classifier)))
+
+    test._look = look
+    test.update(rows)
+    return out
+
+
+def alarm_row(looks: list, level: float, shares: list[float], column: int = 1) -> int | None:
+    """The row of the first look with ``p_k <= level * shares[k-1]`` (None: no alarm)."""
+    for k, look in enumerate(looks, start=1):
+        if look[column] <= level * shares[k - 1]:
+            return int(look[0])
+    return None
+
+
+def needed(looks: list, shares: list[float], upto: int | None = None) -> float:
+    """The smallest stream level at which these looks alarm (min over looks of ``p_k / w_k``)."""
+    return min(
+        look[1] / shares[k - 1] for k, look in enumerate(looks, start=1) if upto is None or look[0] <= upto
+    )
+
+
+def one_training(args: argparse.Namespace, seed: int, level: float) -> dict[str, Any]:
+    from tune_monitor_stream_look import deployment_draws
+
+    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
+
+    cfg = BuildMonitorProfileConfig(window_sizes=[200])
+    tr = deployment_draws(args, seed, cfg)
+    res: dict[str, Any] = {"null": [], "test": []}
+    for dr in tr.draws:
+        for o in range(args.null_streams):
+            idx = dr.srng.choice(dr.rest, NULL_ROWS, replace=False)
+            res["null"].append(
+                {"d": dr.d, "looks": replay_looks(dr.profile, dr.full.take(idx), [dr.d, 1, o], level)}
+            )
+        for o in range(args.orders):
+            idx = np.concatenate([dr.srng.choice(len(tr.Xt), 200, replace=False) for _ in range(3)])
+            res["test"].append(
+                {"d": dr.d, "looks": replay_looks(dr.profile, dr.tsample.take(idx), [dr.d, 2, o], level)}
+            )
+        print(f"  t{seed} draw {dr.d}: {time.time() - tr.t0:.0f} s", flush=True)
+    print(
+        f"  t{seed}: model {tr.run.name}, {len(tr.yu)} unseen images; {time.time() - tr.t0:.0f} s", flush=True
+    )
+    return res
+
+
+def score(res: dict[str, Any], name: str, level: float, looks_max: int = 10) -> dict[str, Any]:
+    """One candidate in one training: in-distribution alarms (pooled, per deployment) and detection."""
+    from closedloop.monitoring.stream_reference import spend
+
+    shares = [spend(k, name) for k in range(1, looks_max + 1)]
+    per_dep: dict[int, list[bool]] = {}
+    for st in res["null"]:
+        per_dep.setdefault(st["d"], []).append(alarm_row(st["looks"], level, shares) is not None)
+    rows = [alarm_row(st["looks"], level, shares) for st in res["test"]]
+    null = [a for v in per_dep.values() for a in v]
+    at = [r for r in rows if r is not None]
+    return {
+        "null_alarm": float(np.mean(null)),
+        "n_null": len(null),
+        "deployments": len(per_dep),
+        "deps_clean": float(np.mean([not any(v) for v in per_dep.values()])),
+        "within600": float(np.mean([r is not None and r <= TEST_ROWS for r in rows])),
+        "within200": float(np.mean([r is not None and r <= 200 for r in rows])),
+        "orders": len(rows),
+        "median_row": float(np.median(at)) if at else float("nan"),
+    }
+
+
+def diagnose(seed: int, res: dict[str, Any], level: float) -> None:
+    """What the test streams' looks reach by 600 rows; how much alpha the in-distribution streams spend."""
+    from closedloop.monitoring.stream_reference import spend
+
+    shipped = [spend(k, "harmonic") for k in range(1, 11)]
+    p = np.array([[lk[1] for lk in st["looks"][:3]] for st in res["test"]])
+    pc = np.array([[lk[2] for lk in st["looks"][:3]] for st in res["test"]])
+    need = np.array([needed(st["looks"], shipped, TEST_ROWS) for st in res["test"]])
+    q = (0.1, 0.25, 0.5)
+    print(
+        f"[t{seed} diagnosis] test orders {len(p)}: mean-shift p at rows 200/400/600, quantiles {q}: "
+        + "; ".join(
+            f"row {200 * (k + 1)} " + ", ".join(f"{np.quantile(p[:, k], x):.2g}" for x in q) for k in range(3)
+        )
+        + f"; classifier p at 600 median {np.median(pc[:, 2]):.2g}"
+    )
+    print(
+        f"[t{seed} diagnosis] level each test order needs to alarm by 600 rows under harmonic shares "
+        f"(min_k p_k/w_k): share <= {level:g} {np.mean(need <= level):.1%}, <= {2 * level:g} {np.mean(need <= 2 * level):.1%}, "
+        f"<= {4 * level:g} {np.mean(need <= 4 * level):.1%}; missed orders' p at 200/400/600: "
+        + ", ".join("/".join(f"{x:.2g}" for x in row) for row, n in zip(p, need, strict=True) if n > level)
+    )
+    # per look, which look would have been the first to reach the shipped level with a share of 1
+    best_k = np.argmin(p / np.array([shipped[:3]]), axis=1) + 1
+    print(
+        f"[t{seed} diagnosis] the look where p_k/w_k is smallest (harmonic): "
+        + ", ".join(f"look {k} {np.mean(best_k == k):.0%}" for k in (1, 2, 3))
+    )
+    nn = np.array([needed(st["looks"], shipped) for st in res["null"]])
+    pmin = np.array([min(lk[1] for lk in st["looks"]) for st in res["null"]])
+    print(
+        f"[t{seed} diagnosis] in-distribution streams {len(nn)}: level needed to alarm (min_k p_k/w_k over 10 looks) "
+        f"quantiles 1/5/10/50%: {', '.join(f'{np.quantile(nn, x):.3g}' for x in (0.01, 0.05, 0.1, 0.5))}; "
+        f"<= {level:g}: {int(np.sum(nn <= level))}, <= {10 * level:g}: {int(np.sum(nn <= 10 * level))}; "
+        f"smallest look p min {pmin.min():.2g}, 5% {np.quantile(pmin, 0.05):.2g}; smallest p at looks 1-3: "
+        f"{min(lk[1] for st in res['null'] for lk in st['looks'][:3]):.2g}"
+    )
+
+
+def main() -> None:
+    from closedloop.monitoring.stream_reference import SPENDINGS
+    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument(
+        "--nets", required=True, help="folder of the trainings' workdirs t<seed> (outside the repo)"
+    )
+    ap.add_argument("--train-seeds", type=int, nargs="+", required=True)
+    ap.add_argument("--remove", type=int, default=2500)
+    ap.add_argument("--half", choices=["dev", "report"], default="dev")
+    ap.add_argument("--first-draw", type=int, default=1120)
+    ap.add_argument("--draws", type=int, default=10)
+    ap.add_argument("--pool", type=int, default=262)
+    ap.add_argument("--null-streams", type=int, default=4)
+    ap.add_argument("--orders", type=int, default=6)
+    ap.add_argument("--stop-at", default=None, help="HH:MM UTC: start no deployment after this (declared)")
+    ap.add_argument(
+        "--save", default=None, help="folder (outside the repo) for each training's looks; read back"
+    )
+    ap.add_argument("--diagnose", action="store_true")
+    args = ap.parse_args()
+
+    cfg = BuildMonitorProfileConfig()
+    assert cfg.stream_delta is not None
+    level = cfg.stream_alpha * cfg.stream_delta
+    print(RULE_S19)
+    print(
+        f"== spendings {', '.join(SPENDINGS)}; trainings {args.train_seeds}; deployments {args.first_draw}.."
+        f"{args.first_draw + args.draws - 1} ({args.pool} held-out rows each); per deployment {args.null_streams} "
+        f"in-distribution streams of {NULL_ROWS} and {args.orders} test-distribution streams of {TEST_ROWS} "
+        f"({args.half} half); a look every {cfg.stream_look} rows ({cfg.stream_look_test}), alarm at "
+        f"p_k <= {level:g} * w_k; stop at {args.stop_at or 'none'} UTC ==",
+        flush=True,
+    )
+    scores: dict[str, dict[int, dict[str, Any]]] = {c: {} for c in SPENDINGS}
+    for seed in args.train_seeds:
+        key = {k: v for k, v in vars(args).items() if k not in ("train_seeds", "save", "stop_at", "diagnose")}
+        saved = Path(args.save) / f"t{seed}_{args.half}_{args.first_draw}.json" if args.save else None
+        old = json.loads(saved.read_text()) if saved is not None and saved.is_file() else None
+        if old is not None and {k: v for k, v in old["settings"].items() if k != "draws"} == {
+            k: v for k, v in key.items() if k != "draws"
+        }:
+            res = old["results"]
+            print(f"  t{seed}: read back from {saved}")
+        else:
+            res = one_training(args, seed, level)
+            if saved is not None:
+                saved.parent.mkdir(parents=True, exist_ok=True)
+                saved.write_text(json.dumps({"settings": key, "results": res}))
+        if args.diagnose:
+            diagnose(seed, res, level)
+        for c in SPENDINGS:
+            s = scores[c][seed] = score(res, c, level)
+            print(
+                f"[t{seed} {c}] in-distribution streams of {NULL_ROWS}: alarm in {s['null_alarm']:.1%} of {s['n_null']}, "
+                f"deployments with none {s['deps_clean']:.0%} of {s['deployments']}; test orders within 600 rows "
+                f"{s['within600']:.1%}, within 200 {s['within200']:.1%} of {s['orders']}, median row {s['median_row']:.0f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
