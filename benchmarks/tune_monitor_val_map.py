@@ -219,6 +219,13 @@ def decide(res: dict[str, Any]) -> str:
     return best
 
 
+def noise_floor(rows: list[dict[str, Any]]) -> float:
+    """The share of windows whose realized ACC is within 0.03 of an exact estimate (its own sampling noise)."""
+    from scipy.stats import norm
+
+    return float(np.mean([2 * norm.cdf(TOLERANCE / w["sd_window"]) - 1 for w in rows]))
+
+
 def print_report(rows: list[dict[str, Any]], pick: str) -> None:
     """Every candidate on the report's windows, and clause 3."""
     seeds = sorted({w["t"] for w in rows})
@@ -228,7 +235,8 @@ def print_report(rows: list[dict[str, Any]], pick: str) -> None:
         print(
             f"  t{t}: {len({w['d'] for w in mine})} deployments finished ({min(w['d'] for w in mine)}-"
             f"{max(w['d'] for w in mine)}), {len(mine)} in-distribution and "
-            f"{sum(w['t'] == t and w['kind'] == 'test' for w in rows)} test windows"
+            f"{sum(w['t'] == t and w['kind'] == 'test' for w in rows)} test windows; ACC's own noise floor on the "
+            f"unflagged ones {noise_floor([w for w in mine if not w['saved_flag']]):.1%} (normal approximation, exact map)"
         )
     share: dict[str, float] = {}
     for cand in CANDIDATES:
