@@ -89,8 +89,8 @@ def test_look_flag_marks_only_the_window_that_holds_the_look(digits, tmp_path, m
     flags, reason, _ = _flags(mon, X, _status(1000, 5, 0.009))
     assert "stream_look" in flags and "p=0.009 <= 0.01, the look flag's level" in reason
     assert "stream_look" not in _flags(mon, X, _status(1000, 5, 0.011))[0]
-    # off (the default): the same window is not flagged; no stream, or the conformal test's status: nothing
-    mon, _ = _monitor(digits, tmp_path / "off", monkeypatch)
+    # off: the same window is not flagged; no stream, or the conformal test's status: nothing
+    mon, _ = _monitor(digits, tmp_path / "off", monkeypatch, stream_look_flag=None)
     assert "stream_look" not in _flags(mon, X, _status(400, 2, 0.005))[0]
     mon, _ = _monitor(digits, tmp_path / "runs", monkeypatch, stream_look_flag="over_runs")
     assert "stream_look" not in _flags(mon, X, None)[0]
@@ -98,7 +98,8 @@ def test_look_flag_marks_only_the_window_that_holds_the_look(digits, tmp_path, m
 
 
 def test_look_flag_reaches_profile_summary_guarantee_and_rebuild(digits, tmp_path):
-    stage, profile = stage_profile(digits, tmp_path / "on", FAST, stream_look_flag="over_runs")
+    # the default since session 19 (rule F19)
+    stage, profile = stage_profile(digits, tmp_path / "on", FAST)
     info = profile.info
     assert info.stream_look_flag == "over_runs"
     assert "that window only, when the look's p-value is at or under the level over runs" in info.guarantee
@@ -114,6 +115,8 @@ def test_look_flag_reaches_profile_summary_guarantee_and_rebuild(digits, tmp_pat
     assert ReferenceProfile.load(tmp_path / "old").info.stream_look_flag is None
     _, num = stage_profile(digits, tmp_path / "num", FAST, stream_look_flag=0.01)
     assert num.info.stream_look_flag == 0.01 and "at or under 0.01" in num.info.guarantee
+    _, off = stage_profile(digits, tmp_path / "off", FAST, stream_look_flag=None)
+    assert off.info.stream_look_flag is None and "holds a stream look" not in off.info.guarantee
 
 
 def test_look_flag_bad_input_names_the_setting():

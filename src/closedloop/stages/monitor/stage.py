@@ -116,13 +116,14 @@ class BuildMonitorProfileConfig(StageConfig):
     this; by Markov's inequality a reference's own in-distribution rate of withheld streams exceeds
     ``stream_alpha`` with probability at most this (0.25: chosen by rule W17 on development data,
     docs/monitor.md). Needed with ``budget``; unused otherwise."""
-    stream_look_flag: Literal["over_runs"] | float | None = None
+    stream_look_flag: Literal["over_runs"] | float | None = "over_runs"
     """A non-sticky flag on the label-free estimate: the window that holds a stream look is flagged, that
     window only, when the look's p-value is at or under this level: ``over_runs`` (``stream_alpha / (k (k +
     1))`` at look ``k``; an in-distribution stream has any window flagged by it with probability <=
     ``stream_alpha`` over runs) or a number in (0, 0.5) (that level at every look: in-distribution windows
     flagged by it at that rate over runs). The stream evidence above still withholds every later window
-    from its own level. None: off (rule F19, docs/monitor.md)."""
+    from its own level. ``over_runs`` is the default since session 19 (rule F19, docs/monitor.md); None: off
+    (and profiles built before)."""
     train_reference_rows: int = Field(0, ge=0)
     """Also test each window's summary features (model-free: intensity statistics / table columns)
     against this many random training rows (``closedloop.monitoring.train_reference``), a reference no
@@ -609,7 +610,7 @@ class BuildMonitorProfile(Stage):
     """Build the drift-monitoring reference profile from held-out validation data, with calibrated thresholds."""
 
     Config = BuildMonitorProfileConfig
-    version = "10"  # 10: the stream evidence at a per-deployment budget (stream_evidence: budget, rule W17); 9: the estimate flag's first-window level and per-deployment stream evidence (rule W16); 8: per-deployment stream alarm (stream_delta); 7: the domain flag's p from the mean-shift permutation test; 6: fixed-reference stream test, per-deployment domain flag; 5: every held-out row kept for the domain check; 4: per-deployment thresholds, stream scores (profile format 3); 3: held-out reference
+    version = "11"  # 11: the non-sticky look flag (stream_look_flag: over_runs, rule F19); 10: the stream evidence at a per-deployment budget (stream_evidence: budget, rule W17); 9: the estimate flag's first-window level and per-deployment stream evidence (rule W16); 8: per-deployment stream alarm (stream_delta); 7: the domain flag's p from the mean-shift permutation test; 6: fixed-reference stream test, per-deployment domain flag; 5: every held-out row kept for the domain check; 4: per-deployment thresholds, stream scores (profile format 3); 3: held-out reference
 
     class Inputs(StageIO):
         data: DatasetBundle
