@@ -213,6 +213,7 @@ def main() -> None:
     from closedloop.monitoring.estimate import realized
     from closedloop.monitoring.profile import forward_all, model_input, summary_features
     from closedloop.monitoring.stream import StreamTest, stream_scores
+    from closedloop.monitoring.stream_reference import spent_words
     from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
 
     t0 = time.time()
@@ -235,7 +236,7 @@ def main() -> None:
         f"in-distribution pool: {args.pool_half}"
         + ("" if args.pool_half == "all" else f" half (seed {POOL_SEED})")
         + f", {len(candidates)} of {len(yu)} unseen rows; deployments {args.first_draw}-{args.first_draw + args.draws - 1}; "
-        f"training seed {args.train_seed}; stream_look_test {cfg.stream_look_test}; "
+        f"training seed {args.train_seed}; stream_look_test {cfg.stream_look_test}; stream_spending {cfg.stream_spending}; "
         f"estimate_calibration {cfg.estimate_calibration}; train_reference_rows {cfg.train_reference_rows}"
     )
     print(
@@ -503,7 +504,7 @@ def main() -> None:
     print(f"   lowest detection rate, new rule: {worst_new:.0%} (target >= 90%)")
     print(
         f"\n3. Stream test: 'reference' (the default: every row so far against the fixed held-out rows, a look every "
-        f"{info0.stream_look} rows spending {'alpha' if info0.stream_delta is None else 'alpha*delta'}/(k(k+1)); "
+        f"{info0.stream_look} rows spending {spent_words(info0.stream_delta, info0.stream_spending)}; "
         f"stream_delta {info0.stream_delta}) and 'conformal' (the martingales before, at the same level), same streams"
     )
     for label, fa, k600, kwhole in (

@@ -42,7 +42,18 @@ TEST_ROWS = 600
 RESOLUTION = 0.25
 """Each look gets relabellings enough for ``RESOLUTION`` times the shipped share (its smallest p-value half of
 that threshold), so candidates with a smaller share at a look are still scored exactly."""
-RULE_S19 = "rule S19: see docs/monitor.md, 'session 19, rule S19' (printed in full by --rule)"
+RULE_S19 = (
+    "rule S19 (declared in docs/monitor.md before any run on trainings 17 and 18): candidates stream_spending "
+    "harmonic (shipped), geometric, first3_even, first3_late; 1. eligible when in EVERY development training "
+    "(a) its unseen in-distribution 2,000-row streams alarm in <= 5% of runs and (b) >= 90% of the deployments "
+    "have none of their in-distribution streams alarmed (the per-deployment guarantee: a deployment with one "
+    "alarm of 4 streams measures 25% > 5%); 2. among eligible candidates the highest LOWEST per-training share "
+    "of test-distribution orders alarming within 600 rows wins; a tie goes to the higher lowest share within "
+    "200 rows, then to harmonic; 3. the development choice (committed before the report run) replaces harmonic "
+    "only if on the report trainings 17 and 18 it is eligible by 1(a) and 1(b) in both, its lowest per-training "
+    "share within 600 rows is higher than harmonic's on the same orders, and it is lower than harmonic's in "
+    "neither training; otherwise harmonic stays"
+)
 
 
 def resolution_permutations(level: float, k: int) -> int:
@@ -178,6 +189,34 @@ def diagnose(seed: int, res: dict[str, Any], level: float) -> None:
     )
 
 
+def choose(scores: dict[str, dict[int, dict[str, Any]]], seeds: list[int]) -> dict[str, Any]:
+    """RULE_S19's 1 and 2 over ``seeds``: each candidate's eligibility and key, and the choice."""
+    out: dict[str, Any] = {"eligible": {}, "key": {}}
+    for c, per in scores.items():
+        sc = [per[s] for s in seeds]
+        out["eligible"][c] = all(s["null_alarm"] <= 0.05 and s["deps_clean"] >= 0.9 for s in sc)
+        out["key"][c] = (min(s["within600"] for s in sc), min(s["within200"] for s in sc))
+    ok = [c for c in scores if out["eligible"][c]]
+    best = max((out["key"][c] for c in ok), default=None)
+    # a tie on both keys goes to harmonic (the shipped default), else to the first candidate listed
+    tied = [c for c in ok if out["key"][c] == best]
+    out["chosen"] = "harmonic" if not ok or "harmonic" in tied else tied[0]
+    return out
+
+
+def adopted(scores: dict[str, dict[int, dict[str, Any]]], seeds: list[int], chosen: str) -> bool:
+    """RULE_S19's 3 on the report trainings: eligible, better than harmonic at its lowest, lower in none."""
+    if chosen == "harmonic":
+        return False
+    ch = choose({c: scores[c] for c in ("harmonic", chosen)}, seeds)
+    mine, ship = scores[chosen], scores["harmonic"]
+    return (
+        ch["eligible"][chosen]
+        and ch["key"][chosen][0] > ch["key"]["harmonic"][0]
+        and all(mine[s]["within600"] >= ship[s]["within600"] for s in seeds)
+    )
+
+
 def main() -> None:
     from closedloop.monitoring.stream_reference import SPENDINGS
     from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
@@ -199,6 +238,12 @@ def main() -> None:
         "--save", default=None, help="folder (outside the repo) for each training's looks; read back"
     )
     ap.add_argument("--diagnose", action="store_true")
+    ap.add_argument(
+        "--rule", action="store_true", help="apply RULE_S19 over the trainings (development half)"
+    )
+    ap.add_argument(
+        "--chosen", default=None, help="report trainings: the development choice, tested by clause 3"
+    )
     args = ap.parse_args()
 
     cfg = BuildMonitorProfileConfig()
@@ -215,7 +260,11 @@ def main() -> None:
     )
     scores: dict[str, dict[int, dict[str, Any]]] = {c: {} for c in SPENDINGS}
     for seed in args.train_seeds:
-        key = {k: v for k, v in vars(args).items() if k not in ("train_seeds", "save", "stop_at", "diagnose")}
+        key = {
+            k: v
+            for k, v in vars(args).items()
+            if k not in ("train_seeds", "save", "stop_at", "diagnose", "rule", "chosen")
+        }
         saved = Path(args.save) / f"t{seed}_{args.half}_{args.first_draw}.json" if args.save else None
         old = json.loads(saved.read_text()) if saved is not None and saved.is_file() else None
         if old is not None and {k: v for k, v in old["settings"].items() if k != "draws"} == {
@@ -238,6 +287,28 @@ def main() -> None:
                 f"{s['within600']:.1%}, within 200 {s['within200']:.1%} of {s['orders']}, median row {s['median_row']:.0f}",
                 flush=True,
             )
+    if args.rule or args.chosen:
+        ch = choose(scores, args.train_seeds)
+        for c in SPENDINGS:
+            per = [scores[c][s] for s in args.train_seeds]
+
+            def each(field: str, fmt: str = "{:.1%}", per: list = per) -> str:
+                return ", ".join(fmt.format(s[field]) for s in per)
+
+            print(
+                f"[{c}] in-distribution alarm per training {each('null_alarm')}; deployments with none "
+                f"{each('deps_clean', '{:.0%}')}; eligible: {ch['eligible'][c]}; within 600 per training "
+                f"{each('within600')} (lowest {ch['key'][c][0]:.1%}); within 200 {each('within200')} "
+                f"(lowest {ch['key'][c][1]:.1%})"
+            )
+        if args.rule:
+            print(f"development choice by rule S19: {ch['chosen']}")
+    if args.chosen:
+        ok = adopted(scores, args.train_seeds, args.chosen)
+        print(
+            f"report (rule S19, clause 3): the development choice {args.chosen} "
+            + ("replaces harmonic as the default" if ok else "does not replace harmonic; harmonic stays")
+        )
 
 
 if __name__ == "__main__":

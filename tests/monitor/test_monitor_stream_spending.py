@@ -89,7 +89,7 @@ def test_stream_spending_reaches_profile_summary_guarantee_rebuild_and_monitor(d
     bundle, model, _ = digits
     for value, words in [
         ("harmonic", "alpha*delta/(k(k+1)) spent"),
-        ("first3_late", "x 0.2, 0.2, 0.5 at looks"),
+        ("first3_late", "alpha*delta x (0.2, 0.2, 0.5 at looks 1-3, then 0.1/((k-3)(k-2))) spent at look k"),
     ]:
         stage, profile = stage_profile(digits, tmp_path / value, FAST, stream_spending=value)
         info = profile.info

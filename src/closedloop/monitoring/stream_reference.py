@@ -342,8 +342,8 @@ def spent_words(delta: float | None, spending: str = "harmonic") -> str:
 _SPENDING_WORDS = {
     "harmonic": "/(k(k+1))",
     "geometric": "/2^k",
-    "first3_even": " x 0.3 at each of looks 1-3 and x 0.1/((k-3)(k-2)) after",
-    "first3_late": " x 0.2, 0.2, 0.5 at looks 1-3 and x 0.1/((k-3)(k-2)) after",
+    "first3_even": " x (0.3 at each of looks 1-3, then 0.1/((k-3)(k-2)))",
+    "first3_late": " x (0.2, 0.2, 0.5 at looks 1-3, then 0.1/((k-3)(k-2)))",
 }
 
 
