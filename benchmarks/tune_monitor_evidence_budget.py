@@ -117,8 +117,17 @@ def diagnose(name: str, streams: list[dict[str, Any]], alpha: float, delta: floa
             )
 
 
-def verify(args: argparse.Namespace, name: str) -> None:
-    """The shipped monitor on the saved streams of one deployment: same looks, same ``stream`` flags."""
+def verify(
+    args: argparse.Namespace,
+    name: str,
+    cand: dict[str, Any] | None = None,
+    margins_of: Any = None,
+    flag: tuple[str, str] = ("stream", "stream"),
+    settings: dict[str, Any] | None = None,
+) -> None:
+    """The shipped monitor on the saved streams of one deployment: same looks, same ``stream`` flags.
+    Rule F19 reuses it: its candidate ``cand``, its ``margins_of``, the monitor's ``flag`` (name in
+    ``estimate_flags``, key in the margins) and the monitor stage's ``settings`` that build the profile."""
     import numpy as np
     from tune_monitor_stream_look import deployment_draws
     from tune_monitor_test_windows import NULL_ROWS, margins
@@ -129,7 +138,9 @@ def verify(args: argparse.Namespace, name: str) -> None:
     seed = args.train_seeds[0]
     saved = Path(args.save) / f"t{seed}_{args.half}_{args.first_draw}.json"
     streams = json.loads(saved.read_text())["streams"]
-    cfg = BuildMonitorProfileConfig(window_sizes=[200])
+    cfg = BuildMonitorProfileConfig(window_sizes=[200], **(settings or {}))
+    cand = CANDIDATES[name] if cand is None else cand
+    margins_of = margins if margins_of is None else margins_of
     tr = deployment_draws(argparse.Namespace(**{**vars(args), "draws": 1}), seed, cfg)
     agree = total = flagged = same_looks = n_streams = agree_all = withheld = 0
     for dr in tr.draws:
@@ -157,9 +168,9 @@ def verify(args: argparse.Namespace, name: str) -> None:
                 status = test.update(win).model_dump()
                 looks.append([status["n"], status["p_value"]])
                 res = dr.mon.evaluate(win, seed=[dr.d, tag, o, i], stream=status)
-                m = margins(st, i, CANDIDATES[name], args.alpha, args.delta)
-                mine = "stream" in res["estimate_flags"]
-                agree += mine == (m["stream"] <= 1.0)
+                m = margins_of(st, i, cand, args.alpha, args.delta)
+                mine = flag[0] in res["estimate_flags"]
+                agree += mine == (m[flag[1]] <= 1.0)
                 flagged += mine
                 # the whole flag: withheld by any evidence, as the scoring counts it
                 agree_all += (not res["estimate_reliable"]) == (min(m.values()) <= 1.0)
@@ -168,7 +179,7 @@ def verify(args: argparse.Namespace, name: str) -> None:
             same_looks += bool(np.allclose(np.array(looks), np.array(st["looks"])))
             n_streams += 1
     print(
-        f"verify: looks reproduced in {same_looks} of {n_streams} streams; the shipped monitor's 'stream' flag "
+        f"verify: looks reproduced in {same_looks} of {n_streams} streams; the shipped monitor's '{flag[0]}' flag "
         f"equals {name}'s scored one in {agree} of {total} windows ({flagged} flagged); the estimate withheld or "
         f"not as scored in {agree_all} of {total} ({withheld} withheld)"
     )

@@ -179,6 +179,12 @@ def main() -> None:
         "--save", default=None, help="report: folder (outside the repo) for each training's numbers"
     )
     ap.add_argument("--diagnose", action="store_true", help="the shipped default's unflagged and off windows")
+    ap.add_argument(
+        "--verify",
+        default=None,
+        choices=list(CANDIDATES),
+        help="the monitor itself, built with this candidate's settings, on the first saved deployment",
+    )
     args = ap.parse_args()
     if (args.saved is None) == (args.nets is None):
         ap.error("give either --saved FILE ... (development) or --nets DIR (report)")
@@ -191,6 +197,17 @@ def main() -> None:
         and cfg.stream_evidence_delta == W17["evidence"]
     ), "main's monitor defaults are no longer W17's: the rule was declared against W17"
     alpha, delta = cfg.stream_alpha, cfg.stream_delta
+    if args.verify:
+        if args.save is None or args.nets is None:
+            ap.error("--verify needs --nets and --save (the saved numbers of a run)")
+        from tune_monitor_evidence_budget import verify
+
+        cand = CANDIDATES[args.verify]
+        settings = {"stream_look_flag": "over_runs" if cand.get("look") == "runs" else cand.get("look")}
+        settings["first_window_alpha"] = cand["first"]
+        args.alpha, args.delta = alpha, delta
+        verify(args, args.verify, cand, margins_f19, ("stream_look", "look"), settings)
+        return
     print(RULE_F19)
     print(AMENDMENT_F19A)
     print(AMENDMENT_F19B)

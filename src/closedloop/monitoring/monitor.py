@@ -28,7 +28,7 @@ from closedloop.monitoring.estimate import estimate, realized
 from closedloop.monitoring.profile import ReferenceProfile, forward_all, model_input, summary_features
 from closedloop.monitoring.recalibrate import EstimateCalibration, fit_estimate_calibration
 from closedloop.monitoring.stream import StreamTest, stream_scores
-from closedloop.monitoring.stream_reference import ReferenceStreamTest, new_stream_test
+from closedloop.monitoring.stream_reference import ReferenceStreamTest, new_stream_test, spend
 from closedloop.monitoring.train_reference import train_reference_check
 
 MIN_WINDOW = 10
@@ -377,6 +377,13 @@ class Monitor:
                 f"the stream's first window differs from the reference (domain {domain.test.replace('_', '-')} "
                 f"test p={domain.p_value:.2g} <= {first:g}, the first window's level)"
             )
+        # rule F19: the window that holds a stream look is flagged, that window only, when the look's p-value
+        # is under the look flag's level; the sticky evidence above withholds every later window from its
+        # own (stricter) level, this flag costs an in-distribution stream one window per low look
+        look = self._look_flag(stream, len(win))
+        if est and look is not None:
+            flags.append("stream_look")
+            domain_why.append(look)
         if domain is not None and domain.ess_fraction < info.min_ess_fraction:
             flags.append("ess")
             domain_why.append(
@@ -545,6 +552,24 @@ class Monitor:
             stream_evidence=self.profile.info.stream_evidence,
             stream_evidence_delta=self.profile.info.stream_evidence_delta,
         )
+
+    def _look_flag(self, stream: dict[str, Any] | None, rows: int) -> str | None:
+        """The look flag's reason when the stream's last look was taken on one of the window's ``rows`` (the
+        last rows of the stream) at a p-value at or under ``stream_look_flag``'s level; None otherwise."""
+        level = self.profile.info.stream_look_flag
+        if level is None or not stream or stream.get("p_value") is None or not stream.get("looks"):
+            return None
+        k, n = int(stream["looks"]), int(stream.get("n", 0))
+        # looks at every look_rows rows; a finished stream's last look at its end (stream_reference.finish)
+        at = min(n, k * int(stream.get("look_rows") or self.profile.info.stream_look))
+        if n - rows >= at:
+            return None  # the last look is older than this window
+        limit = self.profile.info.stream_alpha * spend(k) if level == "over_runs" else float(level)
+        p = float(stream["p_value"])
+        if p > limit:
+            return None
+        which = "the level over runs" if level == "over_runs" else "the look flag's level"
+        return f"the stream's look {k} at row {at} (p={p:.2g} <= {limit:.2g}, {which})"
 
     # -- flywheel and shadow mode ---------------------------------------------------------------
     def review_queue(

@@ -116,6 +116,10 @@ class ProfileInfo(BaseModel):
     stream_evidence_delta: float | None = None
     """``stream_evidence: budget``: the factor of ``stream_alpha`` at which the stream's evidence withholds
     the estimate (None otherwise, and in profiles built before)."""
+    stream_look_flag: Literal["over_runs"] | float | None = None
+    """The window that holds a stream look is also flagged, that window only, when the look's p-value is at
+    or under this level: ``over_runs`` (``stream_alpha / (k (k + 1))`` at look ``k``) or a number (that level
+    at every look). None: off (and profiles built before; rule F19)."""
     train_reference_rows: int = 0
     """Training rows whose summary features the domain flag also tests each window against
     (``closedloop.monitoring.train_reference``; it then splits the domain level with the held-out test).

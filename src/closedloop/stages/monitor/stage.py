@@ -116,6 +116,14 @@ class BuildMonitorProfileConfig(StageConfig):
     this; by Markov's inequality a reference's own in-distribution rate of withheld streams exceeds
     ``stream_alpha`` with probability at most this (0.25: chosen by rule W17 on development data,
     docs/monitor.md). Needed with ``budget``; unused otherwise."""
+    stream_look_flag: Literal["over_runs"] | float | None = "over_runs"
+    """A non-sticky flag on the label-free estimate: the window that holds a stream look is flagged, that
+    window only, when the look's p-value is at or under this level: ``over_runs`` (``stream_alpha / (k (k +
+    1))`` at look ``k``; an in-distribution stream has any window flagged by it with probability <=
+    ``stream_alpha`` over runs) or a number in (0, 0.5) (that level at every look: in-distribution windows
+    flagged by it at that rate over runs). The stream evidence above still withholds every later window
+    from its own level. ``over_runs`` is the default since session 19 (rule F19, docs/monitor.md); None: off
+    (and profiles built before)."""
     train_reference_rows: int = Field(0, ge=0)
     """Also test each window's summary features (model-free: intensity statistics / table columns)
     against this many random training rows (``closedloop.monitoring.train_reference``), a reference no
@@ -173,6 +181,13 @@ class BuildMonitorProfileConfig(StageConfig):
                 "in (0, 1) (e.g. 0.25), or stream_evidence 'over_runs' / 'per_deployment'"
             )
         return self
+
+    @field_validator("stream_look_flag")
+    @classmethod
+    def _look_flag_level(cls, v: str | float | None) -> str | float | None:
+        if isinstance(v, float) and not 0 < v < 0.5:
+            raise ValueError(f"stream_look_flag={v}: expected 'over_runs', a level in (0, 0.5) or null (off)")
+        return v
 
     @field_validator("train_reference_rows")
     @classmethod
@@ -386,6 +401,7 @@ def build_profile(
         first_window_alpha=config.first_window_alpha,
         stream_evidence=config.stream_evidence,
         stream_evidence_delta=config.stream_evidence_delta if config.stream_evidence == "budget" else None,
+        stream_look_flag=config.stream_look_flag,
         min_ess_fraction=config.min_ess_fraction,
         train_reference_rows=config.train_reference_rows,
         train_reference_share=config.train_reference_share,
@@ -551,6 +567,18 @@ def _guarantee_sentence(
             f" The stream's evidence withholds the label-free estimate from the level {a:g} over runs "
             "(before the stream alarm)."
         )
+    if config.stream_look_flag == "over_runs":
+        stream += (
+            " The window that holds a stream look is also flagged, that window only, when the look's p-value is "
+            f"at or under the level over runs ({a:g}/(k(k+1)) at look k): an in-distribution stream has a window "
+            f"flagged by it with probability <= {a:g} over runs."
+        )
+    elif config.stream_look_flag is not None:
+        stream += (
+            " The window that holds a stream look is also flagged, that window only, when the look's p-value is "
+            f"at or under {config.stream_look_flag:g}: in-distribution windows are flagged by it at a rate <= "
+            f"{config.stream_look_flag:g} over runs."
+        )
     if config.estimate_calibration in ("heldout_platt", "heldout_platt_bias"):
         stream += (
             " The label-free estimate is computed on probabilities recalibrated by Platt scaling on the held-out "
@@ -582,7 +610,7 @@ class BuildMonitorProfile(Stage):
     """Build the drift-monitoring reference profile from held-out validation data, with calibrated thresholds."""
 
     Config = BuildMonitorProfileConfig
-    version = "10"  # 10: the stream evidence at a per-deployment budget (stream_evidence: budget, rule W17); 9: the estimate flag's first-window level and per-deployment stream evidence (rule W16); 8: per-deployment stream alarm (stream_delta); 7: the domain flag's p from the mean-shift permutation test; 6: fixed-reference stream test, per-deployment domain flag; 5: every held-out row kept for the domain check; 4: per-deployment thresholds, stream scores (profile format 3); 3: held-out reference
+    version = "11"  # 11: the non-sticky look flag (stream_look_flag: over_runs, rule F19); 10: the stream evidence at a per-deployment budget (stream_evidence: budget, rule W17); 9: the estimate flag's first-window level and per-deployment stream evidence (rule W16); 8: per-deployment stream alarm (stream_delta); 7: the domain flag's p from the mean-shift permutation test; 6: fixed-reference stream test, per-deployment domain flag; 5: every held-out row kept for the domain check; 4: per-deployment thresholds, stream scores (profile format 3); 3: held-out reference
 
     class Inputs(StageIO):
         data: DatasetBundle
@@ -624,6 +652,7 @@ class BuildMonitorProfile(Stage):
                 "first_window_alpha": i.first_window_alpha,
                 "stream_evidence": i.stream_evidence,
                 "stream_evidence_delta": i.stream_evidence_delta,
+                "stream_look_flag": i.stream_look_flag,
                 "stream_test": i.stream_test,
                 "stream_look": i.stream_look,
                 "stream_look_test": i.stream_look_test,
