@@ -51,6 +51,12 @@ AMENDMENT_F19A = (
     "in-distribution windows flagged OR no more than w17 flags in that set; clauses 1(b), 2 and 3 unchanged (3 "
     "with the amended 1(a)); both verdicts are printed"
 )
+AMENDMENT_F19B = (
+    "extension f19b (declared in docs/monitor.md after the report on trainings 17, 18 tied, before any run on "
+    "trainings 19, 20; the last one): nothing re-tuned, the development choice stays w17+look_runs, the only "
+    "candidate it can adopt; clause 3 (with f19a's 1(a)) applied to the report trainings 17-20 pooled; otherwise "
+    "w17 stays"
+)
 W17: dict[str, Any] = {"domain": 0.005, "first": 0.05, "evidence": 0.25}
 """The shipped default (rule W17): ``tune_monitor_test_windows.margins``' candidate form."""
 CANDIDATES: dict[str, dict[str, Any]] = {
@@ -187,6 +193,7 @@ def main() -> None:
     alpha, delta = cfg.stream_alpha, cfg.stream_delta
     print(RULE_F19)
     print(AMENDMENT_F19A)
+    print(AMENDMENT_F19B)
     mode = (
         "development (saved sets)"
         if args.saved

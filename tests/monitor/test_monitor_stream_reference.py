@@ -218,7 +218,9 @@ def test_stream_delta_reaches_profile_summary_guarantee_and_rebuild(digits, tmp_
     assert (
         "for this deployment's reference, a false-alarm rate <= 0.05 over the whole stream" in info.guarantee
     )
-    assert "alpha*delta/(k(k+1)) spent at look k" in info.guarantee
+    assert (
+        "alpha*delta x (0.2, 0.2, 0.5 at looks 1-3, then 0.1/((k-3)(k-2))) spent at look k" in info.guarantee
+    )
     assert stage.summarize(type(stage).Outputs(reference=profile))["reference"]["stream_delta"] == 0.1
     assert profile_config(info).stream_delta == 0.1
     test = Monitor(profile, model, seed=0, effects=False).stream_test()

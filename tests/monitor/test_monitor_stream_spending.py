@@ -103,8 +103,8 @@ def test_stream_spending_reaches_profile_summary_guarantee_rebuild_and_monitor(d
         assert isinstance(test, ReferenceStreamTest) and test.spending == value
         res = mon.check_stream(bundle.val.X[:200], window=100)
         assert res.stream["spending"] == value
-    # the default is the harmonic shares; a profile saved before the setting existed loads with them
-    assert BuildMonitorProfile().config.stream_spending == "harmonic"
+    # the default since rule S19 (session 19); a profile saved before the setting existed loads with harmonic
+    assert BuildMonitorProfile().config.stream_spending == "first3_late"
     profile.save(tmp_path / "old")
     meta = tmp_path / "old" / "profile.json"
     raw = json.loads(meta.read_text())

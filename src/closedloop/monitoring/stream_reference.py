@@ -9,6 +9,9 @@ production rows so far, one Mann-Whitney test per fold, Bonferroni) and raises t
 
     p_k <= alpha * w_k,    w_k = 1 / (k (k + 1))    (sum over k = 1, 2, ... is 1).
 
+(``spending``: other fixed shares summing to 1, ``SPENDINGS``; the monitor stage's default since session 19
+is ``first3_late``, 0.2, 0.2, 0.5 at the first three looks; the bound below is the same for each.)
+
 Each p_k is exact when the held-out rows and the production rows are exchangeable, so by the union bound
 
     P(the alarm is ever raised) <= sum_k alpha * w_k = alpha,

@@ -83,12 +83,13 @@ class BuildMonitorProfileConfig(StageConfig):
     p-value) with enough relabellings for the look's level, stopped early (Besag-Clifford);
     ``classifier``, its cross-fitted classifier (Mann-Whitney per fold, Bonferroni over the two folds;
     the default before, and what profiles built before the setting existed keep)."""
-    stream_spending: Literal["harmonic", "geometric", "first3_even", "first3_late"] = "harmonic"
+    stream_spending: Literal["harmonic", "geometric", "first3_even", "first3_late"] = "first3_late"
     """How the reference stream test's looks share the alarm's ``stream_alpha * stream_delta``
     (``closedloop.monitoring.stream_reference.SPENDINGS``; every choice sums to 1 over the looks, so the
     guarantee is the same, only when the alarm can come moves): ``harmonic`` ``1/(k(k+1))`` (0.5, 0.167,
     0.083 at rows 200, 400, 600), ``geometric`` ``2^-k``, ``first3_even`` (0.3 at each of the first three
-    looks), ``first3_late`` (0.2, 0.2, 0.5). Session 19's candidates (rule S19, docs/monitor.md)."""
+    looks), ``first3_late`` (0.2, 0.2, 0.5; the default since session 19, chosen by rule S19 on development
+    trainings and adopted on the report trainings, docs/monitor.md; profiles built before keep ``harmonic``)."""
     domain_alpha: float | None = Field(0.05, gt=0, lt=0.5)
     """The label-free estimate is flagged unreliable when a domain classifier (reference rows vs the
     window, on the model's outputs, embeddings and summary features) separates them
@@ -582,7 +583,7 @@ class BuildMonitorProfile(Stage):
     """Build the drift-monitoring reference profile from held-out validation data, with calibrated thresholds."""
 
     Config = BuildMonitorProfileConfig
-    version = "10"  # 10: the stream evidence at a per-deployment budget (stream_evidence: budget, rule W17); 9: the estimate flag's first-window level and per-deployment stream evidence (rule W16); 8: per-deployment stream alarm (stream_delta); 7: the domain flag's p from the mean-shift permutation test; 6: fixed-reference stream test, per-deployment domain flag; 5: every held-out row kept for the domain check; 4: per-deployment thresholds, stream scores (profile format 3); 3: held-out reference
+    version = "11"  # 11: the stream alarm's looks share its alpha 0.2, 0.2, 0.5 at looks 1-3 (stream_spending: first3_late, rule S19); 10: the stream evidence at a per-deployment budget (stream_evidence: budget, rule W17); 9: the estimate flag's first-window level and per-deployment stream evidence (rule W16); 8: per-deployment stream alarm (stream_delta); 7: the domain flag's p from the mean-shift permutation test; 6: fixed-reference stream test, per-deployment domain flag; 5: every held-out row kept for the domain check; 4: per-deployment thresholds, stream scores (profile format 3); 3: held-out reference
 
     class Inputs(StageIO):
         data: DatasetBundle
