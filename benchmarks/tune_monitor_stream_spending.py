@@ -38,6 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 NULL_ROWS = 2000
+LATE_SWITCH = 600
+"""``--late``: the in-distribution rows before the test distribution starts (the issue's horizon)."""
 TEST_ROWS = 600
 RESOLUTION = 0.25
 """Each look gets relabellings enough for ``RESOLUTION`` times the shipped share (its smallest p-value half of
@@ -63,9 +65,12 @@ def resolution_permutations(level: float, k: int) -> int:
     return max(PERMUTATIONS, int(np.ceil(2.0 * k * (k + 1) / (level * RESOLUTION))) - 1)
 
 
-def replay_looks(profile: Any, rows: Any, seed: list[int], level: float) -> list[tuple[int, float, float]]:
+def replay_looks(
+    profile: Any, rows: Any, seed: list[int], level: float, stop: Any = None
+) -> list[tuple[int, float, float]]:
     """Feed ``rows`` 200 at a time to the profile's reference stream test; each look's (rows so far,
-    mean-shift p-value, classifier p-value), the mean-shift test with ``resolution_permutations``."""
+    mean-shift p-value, classifier p-value), the mean-shift test with ``resolution_permutations``;
+    ``stop(looks)``: stop feeding once it is true."""
     from closedloop.monitoring.domain import domain_check
     from closedloop.monitoring.stream_reference import STOP_AFTER, new_stream_test
 
@@ -82,8 +87,66 @@ def replay_looks(profile: Any, rows: Any, seed: list[int], level: float) -> list
         out.append((test.n, float(check.p_value), float(check.p_classifier)))
 
     test._look = look
-    test.update(rows)
+    for start in range(0, len(rows), 200):
+        test.update(rows.take(np.arange(start, min(len(rows), start + 200))))
+        if stop is not None and stop(out):
+            break
     return out
+
+
+def late_training(args: argparse.Namespace, seed: int, level: float) -> list[dict[str, Any]]:
+    """``--late N``: per deployment N streams of ``LATE_SWITCH`` unseen in-distribution rows, then
+    test-distribution rows (windows of 200 from the half, each without repeats) up to ``NULL_ROWS``; every look's
+    p-value until every candidate has alarmed (a shift that starts after the issue's 600-row horizon)."""
+    from tune_monitor_stream_look import deployment_draws
+
+    from closedloop.monitoring.drift import Sample
+    from closedloop.monitoring.stream_reference import SPENDINGS, spend
+    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
+
+    cfg = BuildMonitorProfileConfig(window_sizes=[200])
+    tr = deployment_draws(args, seed, cfg)
+    shares = {c: [spend(k, c) for k in range(1, 11)] for c in SPENDINGS}
+
+    def cat(a: Any, b: Any) -> Any:
+        return None if a is None or b is None else np.concatenate([a, b])
+
+    def every_alarm(looks: list) -> bool:
+        return all(alarm_row(looks, level, shares[c]) is not None for c in SPENDINGS)
+
+    out: list[dict[str, Any]] = []
+    for dr in tr.draws:
+        for o in range(args.late):
+            rng = np.random.default_rng([19, dr.d, 4, o])
+            head = dr.full.take(rng.choice(dr.rest, LATE_SWITCH, replace=False))
+            n_tail = (NULL_ROWS - LATE_SWITCH) // 200
+            pick = np.concatenate([rng.choice(len(tr.Xt), 200, replace=False) for _ in range(n_tail)])
+            tail = dr.tsample.take(pick)
+            rows = Sample(
+                features=np.concatenate([head.features, tail.features]),
+                embeddings=cat(head.embeddings, tail.embeddings),
+                proba=cat(head.proba, tail.proba),
+            )
+            out.append({"d": dr.d, "looks": replay_looks(dr.profile, rows, [dr.d, 4, o], level, every_alarm)})
+        print(f"  t{seed} draw {dr.d} (late): {time.time() - tr.t0:.0f} s", flush=True)
+    return out
+
+
+def late_lines(seed: int, late: list[dict[str, Any]], level: float) -> None:
+    """Each candidate's alarm row on the streams whose shift starts after ``LATE_SWITCH`` rows."""
+    from closedloop.monitoring.stream_reference import SPENDINGS, spend
+
+    for c in SPENDINGS:
+        shares = [spend(k, c) for k in range(1, 11)]
+        rows = [alarm_row(st["looks"], level, shares) for st in late]
+        before = sum(r is not None and r <= LATE_SWITCH for r in rows)
+        after = [r - LATE_SWITCH for r in rows if r is not None and r > LATE_SWITCH]
+        print(
+            f"[t{seed} {c} late shift] {len(rows)} streams ({LATE_SWITCH} in-distribution rows, then the test "
+            f"distribution): alarm before the switch {before}; within 600 rows after it {sum(a <= 600 for a in after)}, "
+            f"by row {NULL_ROWS} {len(after)}; rows after the switch median "
+            f"{np.median(after) if after else float('nan'):.0f}, each: {sorted(after)}"
+        )
 
 
 def alarm_row(looks: list, level: float, shares: list[float], column: int = 1) -> int | None:
@@ -239,6 +302,12 @@ def main() -> None:
     )
     ap.add_argument("--diagnose", action="store_true")
     ap.add_argument(
+        "--late",
+        type=int,
+        default=0,
+        help="diagnosis only: N streams per deployment whose shift starts after 600 rows",
+    )
+    ap.add_argument(
         "--rule", action="store_true", help="apply RULE_S19 over the trainings (development half)"
     )
     ap.add_argument(
@@ -263,7 +332,7 @@ def main() -> None:
         key = {
             k: v
             for k, v in vars(args).items()
-            if k not in ("train_seeds", "save", "stop_at", "diagnose", "rule", "chosen")
+            if k not in ("train_seeds", "save", "stop_at", "diagnose", "rule", "chosen", "late")
         }
         saved = Path(args.save) / f"t{seed}_{args.half}_{args.first_draw}.json" if args.save else None
         old = json.loads(saved.read_text()) if saved is not None and saved.is_file() else None
@@ -279,6 +348,15 @@ def main() -> None:
                 saved.write_text(json.dumps({"settings": key, "results": res}))
         if args.diagnose:
             diagnose(seed, res, level)
+        if args.late:
+            late_file = saved.with_name(saved.stem + "_late.json") if saved is not None else None
+            if late_file is not None and late_file.is_file():
+                late = json.loads(late_file.read_text())
+            else:
+                late = late_training(args, seed, level)
+                if late_file is not None:
+                    late_file.write_text(json.dumps(late))
+            late_lines(seed, late, level)
         for c in SPENDINGS:
             s = scores[c][seed] = score(res, c, level)
             print(
