@@ -25,7 +25,6 @@ Run: PYTHONPATH=src .venv/bin/python benchmarks/tune_monitor_flag_f19.py --saved
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -136,20 +135,12 @@ def diagnose(name: str, streams: list[dict[str, Any]], alpha: float, delta: floa
 
 def load_sets(args: argparse.Namespace) -> list[tuple[str, list[dict[str, Any]]]]:
     """The saved development sets, or the report trainings (measured once, or read back from ``--save``)."""
-    from tune_monitor_test_windows import saved_streams
+    from tune_monitor_test_windows import protocol_key, saved_sets, saved_streams
 
-    out = []
-    for f in args.saved or []:
-        data = json.loads(Path(f).read_text())
-        s = data["settings"]
-        out.append((f"t{s['seed']} {s['half']} {s['first_draw']}", data["streams"]))
+    out = saved_sets(args.saved or [])
     if args.nets:
         for seed in args.train_seeds:
-            key = {
-                "nets": args.nets, "remove": args.remove, "half": args.half, "first_draw": args.first_draw,
-                "draws": args.draws, "pool": args.pool, "null_streams": args.null_streams,
-                "orders": args.orders, "seed": seed,
-            }  # fmt: skip
+            key = protocol_key(args, seed)
             out.append(
                 (f"t{seed} {args.half} {args.first_draw}", saved_streams(args, seed, key, ignore=("draws",)))
             )
@@ -157,7 +148,7 @@ def load_sets(args: argparse.Namespace) -> list[tuple[str, list[dict[str, Any]]]
 
 
 def main() -> None:
-    from tune_monitor_test_windows import FLAG_TARGET, TOLERANCE
+    from tune_monitor_test_windows import FLAG_TARGET, TOLERANCE, protocol_arguments
 
     from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
 
@@ -166,18 +157,7 @@ def main() -> None:
         "--saved", nargs="+", default=None, help="development: saved sets of tune_monitor_test_windows"
     )
     ap.add_argument("--nets", default=None, help="report: folder of the trainings' workdirs t<seed>")
-    ap.add_argument("--train-seeds", type=int, nargs="+", default=[17, 18])
-    ap.add_argument("--remove", type=int, default=2500)
-    ap.add_argument("--half", choices=["dev", "report"], default="report")
-    ap.add_argument("--first-draw", type=int, default=1000)
-    ap.add_argument("--draws", type=int, default=8)
-    ap.add_argument("--pool", type=int, default=262)
-    ap.add_argument("--null-streams", type=int, default=2)
-    ap.add_argument("--orders", type=int, default=10)
-    ap.add_argument("--stop-at", default=None, help="HH:MM UTC: start no deployment after this (declared)")
-    ap.add_argument(
-        "--save", default=None, help="report: folder (outside the repo) for each training's numbers"
-    )
+    protocol_arguments(ap, [17, 18], "report", 1000, 8)
     ap.add_argument("--diagnose", action="store_true", help="the shipped default's unflagged and off windows")
     ap.add_argument(
         "--verify",

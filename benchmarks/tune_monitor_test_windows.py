@@ -239,6 +239,42 @@ def diagnose(seed: int, streams: list[dict[str, Any]], alpha: float, delta: floa
         )
 
 
+def protocol_arguments(
+    ap: argparse.ArgumentParser, train_seeds: list[int], half: str, first_draw: int, draws: int
+) -> None:
+    """The arguments of the saved-set protocol every script on these windows shares: which trainings, which
+    deployments, how many streams each, when to stop and where each training's numbers are kept."""
+    ap.add_argument("--train-seeds", type=int, nargs="+", default=train_seeds)
+    ap.add_argument("--remove", type=int, default=2500)
+    ap.add_argument("--half", choices=["dev", "report"], default=half)
+    ap.add_argument("--first-draw", type=int, default=first_draw)
+    ap.add_argument("--draws", type=int, default=draws)
+    ap.add_argument("--pool", type=int, default=262)
+    ap.add_argument("--null-streams", type=int, default=2)
+    ap.add_argument("--orders", type=int, default=10)
+    ap.add_argument("--stop-at", default=None, help="HH:MM UTC: start no deployment after this (declared)")
+    ap.add_argument("--save", default=None, help="folder (outside the repo) for each training's numbers")
+
+
+def protocol_key(args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """One training's settings as saved beside its numbers (``saved_streams`` reads back only on a match)."""
+    return {
+        "nets": args.nets, "remove": args.remove, "half": args.half, "first_draw": args.first_draw,
+        "draws": args.draws, "pool": args.pool, "null_streams": args.null_streams, "orders": args.orders,
+        "seed": seed,
+    }  # fmt: skip
+
+
+def saved_sets(files: list[str]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Saved sets (``--save`` files) read back, each named by its training, half and first deployment."""
+    out = []
+    for f in files:
+        data = json.loads(Path(f).read_text())
+        s = data["settings"]
+        out.append((f"t{s['seed']} {s['half']} {s['first_draw']}", data["streams"]))
+    return out
+
+
 def main() -> None:
     from bench_monitor_guarantee import SPLIT_SEED
 
@@ -248,16 +284,7 @@ def main() -> None:
     ap.add_argument(
         "--nets", required=True, help="folder of the trainings' workdirs t<seed> (outside the repo)"
     )
-    ap.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--remove", type=int, default=2500)
-    ap.add_argument("--half", choices=["dev", "report"], default="dev")
-    ap.add_argument("--first-draw", type=int, default=40)
-    ap.add_argument("--draws", type=int, default=10)
-    ap.add_argument("--pool", type=int, default=262)
-    ap.add_argument("--null-streams", type=int, default=2)
-    ap.add_argument("--orders", type=int, default=10)
-    ap.add_argument("--stop-at", default=None, help="HH:MM UTC: start no deployment after this (declared)")
-    ap.add_argument("--save", default=None, help="folder (outside the repo) for each training's numbers")
+    protocol_arguments(ap, [0, 1, 2], "dev", 40, 10)
     ap.add_argument("--diagnose", action="store_true", help="print the shipped rule's off test windows")
     args = ap.parse_args()
 
