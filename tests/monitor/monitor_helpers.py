@@ -158,3 +158,23 @@ def table_setup() -> tuple[DatasetBundle, TrainedModel]:
     )
     _fit(model, Split(bundle.train.X, y).features(), bundle.train.y, 80, binary=True)
     return bundle, model
+
+
+def fix_window_domain(mon, monkeypatch, p: float, auc: float = 0.6) -> None:
+    """Make the monitor's per-window domain check return p-value ``p`` (the stream and drift tests still run),
+    so a test can set the domain evidence a window's estimate flag sees."""
+    from closedloop.monitoring.domain import DomainCheck
+
+    check = DomainCheck(
+        auc=auc,
+        p_value=p,
+        p_classifier=0.5,
+        test="mean_shift",
+        ess=200.0,
+        ess_fraction=0.9,
+        max_weight_share=0.01,
+        inputs=["proba"],
+        n_reference=400,
+        n_window=100,
+    )
+    monkeypatch.setattr(mon, "_domain", lambda win, rng: (check, {}))

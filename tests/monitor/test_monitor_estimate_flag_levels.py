@@ -11,13 +11,12 @@ import pytest
 
 from closedloop.core.errors import ConfigError
 from closedloop.monitoring import Monitor
-from closedloop.monitoring.domain import DomainCheck
 from closedloop.monitoring.profile import ReferenceProfile
 from closedloop.stages.monitor import BuildMonitorProfile
 from closedloop.stages.monitor.reference import profile_config
 
 sys.path.insert(0, str(Path(__file__).parent))
-from monitor_helpers import digits_task_setup, stage_profile  # noqa: E402
+from monitor_helpers import digits_task_setup, fix_window_domain, stage_profile  # noqa: E402
 
 FAST = {"calibration_windows": 40, "window_sizes": [50, 100], "permutations": 40}
 
@@ -33,19 +32,7 @@ def _profile(digits, tmp: Path, **kw):
 
 def _domain_p(mon: Monitor, p: float, monkeypatch) -> None:
     """The window's domain check returns p (between the per-window level 0.005 and 0.05)."""
-    check = DomainCheck(
-        auc=0.6,
-        p_value=p,
-        p_classifier=0.5,
-        test="mean_shift",
-        ess=200.0,
-        ess_fraction=0.9,
-        max_weight_share=0.01,
-        inputs=["proba"],
-        n_reference=400,
-        n_window=100,
-    )
-    monkeypatch.setattr(mon, "_domain", lambda win, rng: (check, {}))
+    fix_window_domain(mon, monkeypatch, p)
 
 
 def _flags(mon: Monitor, X, stream) -> tuple[list[str], str]:

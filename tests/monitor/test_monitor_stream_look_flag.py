@@ -12,13 +12,12 @@ import pytest
 
 from closedloop.core.errors import ConfigError
 from closedloop.monitoring import Monitor
-from closedloop.monitoring.domain import DomainCheck
 from closedloop.monitoring.profile import ReferenceProfile
 from closedloop.stages.monitor import BuildMonitorProfile
 from closedloop.stages.monitor.reference import profile_config
 
 sys.path.insert(0, str(Path(__file__).parent))
-from monitor_helpers import digits_task_setup, stage_profile  # noqa: E402
+from monitor_helpers import digits_task_setup, fix_window_domain, stage_profile  # noqa: E402
 
 FAST = {"calibration_windows": 40, "window_sizes": [50, 100], "permutations": 40}
 
@@ -33,19 +32,7 @@ def _monitor(digits, tmp: Path, monkeypatch, **kw) -> tuple[Monitor, ReferencePr
     _, model, _ = digits
     _, profile = stage_profile(digits, tmp, FAST, **kw)
     mon = Monitor(profile, model, seed=0, effects=False)
-    check = DomainCheck(
-        auc=0.5,
-        p_value=0.5,
-        p_classifier=0.5,
-        test="mean_shift",
-        ess=200.0,
-        ess_fraction=0.9,
-        max_weight_share=0.01,
-        inputs=["proba"],
-        n_reference=400,
-        n_window=100,
-    )
-    monkeypatch.setattr(mon, "_domain", lambda win, rng: (check, {}))
+    fix_window_domain(mon, monkeypatch, 0.5, auc=0.5)
     return mon, profile
 
 
