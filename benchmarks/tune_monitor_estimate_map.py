@@ -514,8 +514,9 @@ def print_report(rows: list[dict[str, Any]], pick: str | None) -> None:
     )
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def estimate_arguments(ap: argparse.ArgumentParser) -> None:
+    """The arguments every estimate-map script shares: the trainings, the mode, the saved development sets and
+    the report protocol (deployments, windows, test streams, where each training's windows are kept)."""
     ap.add_argument(
         "--nets", required=True, help="folder of the trainings' workdirs t<seed> (outside the repo)"
     )
@@ -527,14 +528,6 @@ def main() -> None:
     ap.add_argument(
         "--saved", nargs="*", default=[], help="tune_monitor_test_windows.py --save sets (development)"
     )
-    ap.add_argument("--diagnose", action="store_true")
-    ap.add_argument(
-        "--pool-sizes",
-        type=int,
-        nargs="*",
-        default=[],
-        help="dev diagnosis: the shipped estimate with its map fitted on this many held-out rows (not a candidate)",
-    )
     ap.add_argument("--first-draw", type=int)
     ap.add_argument("--draws", type=int, default=20)
     ap.add_argument(
@@ -543,6 +536,19 @@ def main() -> None:
     ap.add_argument("--orders", type=int, default=2, help="test-distribution streams per deployment (report)")
     ap.add_argument("--save", help="report: folder for each training's windows (resume)")
     ap.add_argument("--stop-at", help="HH:MM UTC: report: start no deployment after it")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    estimate_arguments(ap)
+    ap.add_argument("--diagnose", action="store_true")
+    ap.add_argument(
+        "--pool-sizes",
+        type=int,
+        nargs="*",
+        default=[],
+        help="dev diagnosis: the shipped estimate with its map fitted on this many held-out rows (not a candidate)",
+    )
     ap.add_argument(
         "--pick", default=None, help="report: the development choice (printed beside the default)"
     )

@@ -272,31 +272,13 @@ def print_report(rows: list[dict[str, Any]], pick: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument(
-        "--nets", required=True, help="folder of the trainings' workdirs t<seed> (outside the repo)"
-    )
-    ap.add_argument("--remove", type=int, default=2500)
-    ap.add_argument("--train-seeds", type=int, nargs="+")
-    mode = ap.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--dev", action="store_true")
-    mode.add_argument("--report", action="store_true")
-    ap.add_argument(
-        "--saved", nargs="*", default=[], help="tune_monitor_test_windows.py --save sets (development)"
-    )
+    e18.estimate_arguments(ap)
     ap.add_argument(
         "--saved-report",
         nargs="*",
         default=[],
         help="tune_monitor_estimate_map.py --report --save sets (development)",
     )
-    ap.add_argument("--first-draw", type=int)
-    ap.add_argument("--draws", type=int, default=20)
-    ap.add_argument(
-        "--windows", type=int, default=100, help="other-half in-distribution windows per deployment"
-    )
-    ap.add_argument("--orders", type=int, default=2, help="report: test-distribution streams per deployment")
-    ap.add_argument("--save", help="report: folder for each training's windows (resume)")
-    ap.add_argument("--stop-at", help="HH:MM UTC: report: start no deployment after it")
     ap.add_argument(
         "--pick", default="heldout_platt", choices=CANDIDATES, help="report: the development choice"
     )
