@@ -199,7 +199,14 @@ def load_sets(args: argparse.Namespace) -> list[tuple[str, list[dict[str, Any]]]
 
 
 def main() -> None:
-    from tune_monitor_test_windows import FLAG_TARGET, TOLERANCE, protocol_arguments, score
+    from tune_monitor_test_windows import (
+        FLAG_TARGET,
+        TOLERANCE,
+        candidate_key,
+        protocol_arguments,
+        score,
+        score_sets,
+    )
 
     from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
 
@@ -239,20 +246,7 @@ def main() -> None:
         f"== {mode}; candidates {', '.join(CANDIDATES)}; shipped default {SHIPPED}; tolerance {TOLERANCE} =="
     )
     sets = load_sets(args)
-    scores: dict[str, list[dict[str, Any]]] = {c: [] for c in CANDIDATES}
-    for name, streams in sets:
-        if args.diagnose:
-            diagnose(name, streams, alpha, delta)
-        for c, cand in CANDIDATES.items():
-            s = score(streams, cand, alpha, delta)
-            scores[c].append(s)
-            print(
-                f"[{name} {c}] {s['deployments']} deployments; in-distribution windows flagged {s['in_flagged']:.1%} "
-                f"of {s['n_in']} (per deployment max {s['dep_max']:.1%}, above {FLAG_TARGET:.0%}: {s['over']}); "
-                f"test windows unflagged and off by > {TOLERANCE}: {s['test_off']} of {s['n_test']}, near misses "
-                f"{s['near']}",
-                flush=True,
-            )
+    scores = score_sets(sets, CANDIDATES, score, alpha, delta, diagnose if args.diagnose else None)
     names = [n for n, _ in sets]
     print(f"\nsummary over {len(sets)} sets ({', '.join(names)}):")
     base_over = sum(s["over"] for s in scores[SHIPPED])
@@ -261,11 +255,7 @@ def main() -> None:
         sc = scores[c]
         ok_a[c] = all(s["in_flagged"] <= FLAG_TARGET for s in sc)
         ok[c] = ok_a[c] and sum(s["over"] for s in sc) <= base_over
-        keys[c] = (
-            sum(s["test_off"] for s in sc),
-            sum(s["near"] for s in sc),
-            round(sum(s["in_flagged"] * s["n_in"] for s in sc)),
-        )
+        keys[c] = candidate_key(sc)
         rates = ", ".join(f"{s['in_flagged']:.1%}" for s in sc)
         print(
             f"[{c}] in-distribution windows flagged per set {rates}; "

@@ -239,6 +239,46 @@ def diagnose(seed: int, streams: list[dict[str, Any]], alpha: float, delta: floa
         )
 
 
+def score_sets(
+    sets: list[tuple[str, list[dict[str, Any]]]],
+    candidates: dict[str, dict[str, Any]],
+    score_fn: Any,
+    alpha: float,
+    delta: float,
+    diagnose_fn: Any = None,
+    test_flagged: bool = False,
+) -> dict[str, list[dict[str, Any]]]:
+    """Every candidate's score on every set (the same windows and looks), one line per set and candidate.
+    ``diagnose_fn(name, streams, alpha, delta)`` runs first on each set; ``test_flagged`` also prints the share of
+    test windows flagged."""
+    scores: dict[str, list[dict[str, Any]]] = {c: [] for c in candidates}
+    for name, streams in sets:
+        if diagnose_fn is not None:
+            diagnose_fn(name, streams, alpha, delta)
+        for c, cand in candidates.items():
+            s = score_fn(streams, cand, alpha, delta)
+            scores[c].append(s)
+            shown = f"test windows flagged {s['test_flagged']:.1%}, " if test_flagged else "test windows "
+            print(
+                f"[{name} {c}] {s['deployments']} deployments; in-distribution windows flagged {s['in_flagged']:.1%} "
+                f"of {s['n_in']} (per deployment max {s['dep_max']:.1%}, above {FLAG_TARGET:.0%}: {s['over']}); "
+                f"{shown}unflagged and off by > {TOLERANCE}: {s['test_off']} of {s['n_test']}, near misses "
+                f"{s['near']}",
+                flush=True,
+            )
+    return scores
+
+
+def candidate_key(sc: list[dict[str, Any]]) -> tuple[int, int, int]:
+    """A candidate's order over the sets (lower is better): test windows unflagged and off, near misses,
+    in-distribution windows flagged."""
+    return (
+        sum(s["test_off"] for s in sc),
+        sum(s["near"] for s in sc),
+        round(sum(s["in_flagged"] * s["n_in"] for s in sc)),
+    )
+
+
 def protocol_arguments(
     ap: argparse.ArgumentParser, train_seeds: list[int], half: str, first_draw: int, draws: int
 ) -> None:
