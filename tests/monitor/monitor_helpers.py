@@ -160,21 +160,33 @@ def table_setup() -> tuple[DatasetBundle, TrainedModel]:
     return bundle, model
 
 
-def fix_window_domain(mon, monkeypatch, p: float, auc: float = 0.6) -> None:
-    """Make the monitor's per-window domain check return p-value ``p`` (the stream and drift tests still run),
-    so a test can set the domain evidence a window's estimate flag sees."""
+def fixed_domain_check(
+    p: float,
+    auc: float = 0.6,
+    p_classifier: float = 0.5,
+    ess: float = 200.0,
+    n_reference: int = 400,
+    n_window: int = 100,
+):
+    """A domain check result with p-value ``p`` (for tests that set the evidence a flag or a look sees)."""
     from closedloop.monitoring.domain import DomainCheck
 
-    check = DomainCheck(
+    return DomainCheck(
         auc=auc,
         p_value=p,
-        p_classifier=0.5,
+        p_classifier=p_classifier,
         test="mean_shift",
-        ess=200.0,
+        ess=ess,
         ess_fraction=0.9,
         max_weight_share=0.01,
         inputs=["proba"],
-        n_reference=400,
-        n_window=100,
+        n_reference=n_reference,
+        n_window=n_window,
     )
+
+
+def fix_window_domain(mon, monkeypatch, p: float, auc: float = 0.6) -> None:
+    """Make the monitor's per-window domain check return p-value ``p`` (the stream and drift tests still run),
+    so a test can set the domain evidence a window's estimate flag sees."""
+    check = fixed_domain_check(p, auc)
     monkeypatch.setattr(mon, "_domain", lambda win, rng: (check, {}))

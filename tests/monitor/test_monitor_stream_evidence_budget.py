@@ -15,13 +15,12 @@ from closedloop.core.config import apply_overrides
 from closedloop.core.errors import ConfigError
 from closedloop.core.pipeline import Pipeline
 from closedloop.monitoring import stream_reference
-from closedloop.monitoring.domain import DomainCheck
 from closedloop.monitoring.drift.base import Sample
 from closedloop.monitoring.stream import StreamTest
 from closedloop.monitoring.stream_reference import ReferenceStreamTest, new_stream_test
 
 sys.path.insert(0, str(Path(__file__).parent))
-from monitor_helpers import digits_task_setup, stage_profile  # noqa: E402
+from monitor_helpers import digits_task_setup, fixed_domain_check, stage_profile  # noqa: E402
 
 FAST = {"calibration_windows": 40, "window_sizes": [50, 100], "permutations": 40}
 
@@ -34,18 +33,7 @@ def _rows(n: int, seed: int) -> Sample:
 
 def _fixed_p(monkeypatch, p: float) -> None:
     """Every look of the reference stream test returns this p-value."""
-    check = DomainCheck(
-        auc=0.6,
-        p_value=p,
-        p_classifier=p,
-        test="mean_shift",
-        ess=100.0,
-        ess_fraction=0.9,
-        max_weight_share=0.01,
-        inputs=["proba"],
-        n_reference=100,
-        n_window=200,
-    )
+    check = fixed_domain_check(p, p_classifier=p, ess=100.0, n_reference=100, n_window=200)
     monkeypatch.setattr(stream_reference, "domain_check", lambda *a, **k: (check, {}))
 
 
