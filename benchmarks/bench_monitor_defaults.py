@@ -1,0 +1,254 @@
+"""Issue 19: main's shipped monitor defaults together, on fresh trainings (session 20, a declared measurement).
+
+Declared in docs/monitor.md ("The shipped defaults on fresh trainings (session 20)") before any run on trainings
+21-24. Nothing is tuned and no default changes. Session 19 changed two defaults separately (``stream_spending:
+first3_late``, rule S19; ``stream_look_flag: over_runs``, rules F19/F19b); this scores them together.
+
+The windows and looks are F19's report protocol (``tune_monitor_flag_f19.py --nets ... --save DIR``: per
+deployment 2 unseen in-distribution streams of 2,000 rows and 10 test-distribution streams of 600, every look's
+p-value from the monitor's own stream test, every window evaluated by the monitor). From those saved numbers
+each window's estimate flag is replayed under the shipped defaults (``SHIPPED``): W17's flags (drift tests at
+their marginal level, domain p <= 0.005, the first window's 0.05, the sticky evidence budget), the non-sticky
+look flag over runs, and the sticky stream ALARM at ``stream_alpha * stream_delta * w_k`` with the shipped
+spending's shares ``w_k`` (F19's scoring leaves the alarm out; under ``first3_late`` its third look is laxer
+than the budget's). The stream alarm's own numbers come from the same looks. ``--verify`` runs the monitor
+itself on the first saved deployment and compares its withholding with this replay.
+
+Run: PYTHONPATH=src .venv/bin/python benchmarks/bench_monitor_defaults.py /tmp/combined20/sets/t21_report_1400.json ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+DECLARATION = (
+    "declared in docs/monitor.md before any run on trainings 21-24 (session 20, combined20): a measurement, "
+    "nothing tuned, no default changed; main's shipped monitor defaults scored together on fresh trainings "
+    "21-24, report half of the test split: (b) unseen in-distribution streams of 2,000 alarm in <= 5% of runs, "
+    "and test-distribution streams alarm within 600 rows in >= 90% of orders; (c) every test-distribution "
+    "window within 0.03 of realized AUC and ACC or flagged, in-distribution windows flagged <= 10% and the "
+    "unflagged within 0.03; per training and as a spread over trainings (min, median, max), pooled too"
+)
+TARGETS = {"null_alarm": 0.05, "within_600": 0.90, "in_flagged": 0.10}
+
+
+def shipped(cfg: Any) -> dict[str, Any]:
+    """The replayed flag settings of main's defaults (``cfg``: ``BuildMonitorProfileConfig()``); refuses
+    defaults the replay does not model."""
+    from tune_monitor_flag_f19 import W17
+
+    assert cfg.stream_test == "reference" and cfg.stream_look == 200 and cfg.stream_look_test == "mean_shift"
+    assert cfg.stream_evidence == "budget" and cfg.stream_evidence_delta == W17["evidence"]
+    assert cfg.first_window_alpha == W17["first"] and np.isclose(
+        cfg.domain_alpha * cfg.domain_delta, W17["domain"]
+    )
+    assert cfg.stream_look_flag == "over_runs" and cfg.train_reference_rows == 0
+    return {**W17, "look": "runs", "alarm": cfg.stream_spending}
+
+
+def alarm_margin(st: dict[str, Any], i: int, spending: str, alpha: float, delta: float) -> float:
+    """The sticky stream alarm at window ``i``: the smallest ``p_k / (alpha * delta * w_k)`` of the looks
+    taken by the end of the window (<= 1: alarmed, the estimate withheld)."""
+    from closedloop.monitoring.stream_reference import spend
+
+    end = st["windows"][i]["end"]
+    return min(
+        (
+            p / (alpha * delta * spend(k, spending))
+            for k, (n, p) in enumerate(st["looks"], start=1)
+            if n <= end
+        ),
+        default=float("inf"),
+    )
+
+
+def margins_shipped(
+    st: dict[str, Any], i: int, cand: dict[str, Any], alpha: float, delta: float
+) -> dict[str, float]:
+    """Every evidence of window ``i`` over its level under the shipped defaults: F19's (W17 and the look flag)
+    and the alarm; ``stream_any`` is the monitor's ``stream`` flag (evidence budget or alarm)."""
+    from tune_monitor_flag_f19 import margins_f19
+
+    m = margins_f19(st, i, cand, alpha, delta)
+    m["alarm"] = alarm_margin(st, i, cand["alarm"], alpha, delta)
+    m["stream_any"] = min(m["stream"], m["alarm"])
+    return m
+
+
+def alarm_row(looks: list[list[float]], spending: str, alpha: float, delta: float) -> int | None:
+    """The row of the stream alarm (None: none)."""
+    from closedloop.monitoring.stream_reference import spend
+
+    for k, (n, p) in enumerate(looks, start=1):
+        if p <= alpha * delta * spend(k, spending):
+            return int(n)
+    return None
+
+
+def training(
+    streams: list[dict[str, Any]], cand: dict[str, Any], alpha: float, delta: float
+) -> dict[str, Any]:
+    """One training's numbers under ``cand`` (the shipped defaults)."""
+    from tune_monitor_test_windows import TOLERANCE
+
+    n: dict[str, Any] = {"null_runs": 0, "null_alarms": 0, "orders": 0, "w600": 0, "w200": 0}
+    dep_alarm: dict[int, bool] = {}
+    dep_flags: dict[int, list[bool]] = {}
+    in_kept = in_ok = test_n = test_flagged = test_off = by_alarm_only = 0
+    for st in streams:
+        row = alarm_row(st["looks"], cand["alarm"], alpha, delta)
+        if st["kind"] == "null":
+            n["null_runs"] += 1
+            n["null_alarms"] += row is not None
+            dep_alarm[st["d"]] = dep_alarm.get(st["d"], False) or row is not None
+        else:
+            n["orders"] += 1
+            n["w600"] += row is not None and row <= 600
+            n["w200"] += row is not None and row <= 200
+        for i, w in enumerate(st["windows"]):
+            m = margins_shipped(st, i, cand, alpha, delta)
+            flagged = min(m.values()) <= 1.0
+            others = min(v for k, v in m.items() if k not in ("alarm", "stream_any"))
+            by_alarm_only += flagged and others > 1.0
+            if st["kind"] == "null":
+                dep_flags.setdefault(st["d"], []).append(flagged)
+                if not flagged:
+                    in_kept += 1
+                    in_ok += w["err"] <= TOLERANCE
+            else:
+                test_n += 1
+                test_flagged += flagged
+                test_off += (not flagged) and w["err"] > TOLERANCE
+    rates = [float(np.mean(v)) for v in dep_flags.values()]
+    flags = [f for v in dep_flags.values() for f in v]
+    return n | {
+        "deployments": len(dep_flags),
+        "deps_no_alarm": sum(not a for a in dep_alarm.values()),
+        "in_n": len(flags),
+        "in_flagged": float(np.mean(flags)) if flags else float("nan"),
+        "dep_max": max(rates, default=float("nan")),
+        "over": sum(r > TARGETS["in_flagged"] for r in rates),
+        "in_kept": in_kept,
+        "in_ok": in_ok,
+        "test_n": test_n,
+        "test_flagged": test_flagged,
+        "test_off": test_off,
+        "by_alarm_only": by_alarm_only,
+    }
+
+
+def spread(values: list[float], fmt: str = "{:.1%}") -> str:
+    v = np.asarray(values, dtype=float)
+    return f"min {fmt.format(v.min())}, median {fmt.format(np.median(v))}, max {fmt.format(v.max())}"
+
+
+def report(
+    sets: list[tuple[str, list[dict[str, Any]]]], cand: dict[str, Any], alpha: float, delta: float
+) -> None:
+    """Per training and over trainings: each number, met or not."""
+    from tune_monitor_test_windows import TOLERANCE
+
+    rows = []
+    for name, streams in sets:
+        r = training(streams, cand, alpha, delta)
+        rows.append(r)
+        print(
+            f"[{name}] {r['deployments']} deployments; (b) in-distribution streams of 2,000 alarmed {r['null_alarms']} "
+            f"of {r['null_runs']} ({r['null_alarms'] / r['null_runs']:.1%}; deployments with none "
+            f"{r['deps_no_alarm']} of {r['deployments']}); test-distribution streams alarmed within 600 rows "
+            f"{r['w600'] / r['orders']:.1%} of {r['orders']} orders (within 200 {r['w200'] / r['orders']:.1%}); "
+            f"(c) test windows flagged {r['test_flagged'] / r['test_n']:.1%}, unflagged and off by > {TOLERANCE}: "
+            f"{r['test_off']} of {r['test_n']}; in-distribution windows flagged {r['in_flagged']:.1%} of {r['in_n']} "
+            f"(per deployment max {r['dep_max']:.1%}, above 10%: {r['over']}), unflagged within {TOLERANCE} "
+            f"{r['in_ok'] / max(r['in_kept'], 1):.1%} ({r['in_kept'] - r['in_ok']} of {r['in_kept']} off); windows "
+            f"withheld by the alarm alone {r['by_alarm_only']}",
+            flush=True,
+        )
+    k = len(rows)
+    null = [r["null_alarms"] / r["null_runs"] for r in rows]
+    w600 = [r["w600"] / r["orders"] for r in rows]
+    inf = [r["in_flagged"] for r in rows]
+    inok = [r["in_ok"] / max(r["in_kept"], 1) for r in rows]
+
+    def met(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    tot = {key: sum(r[key] for r in rows) for key in rows[0] if isinstance(rows[0][key], int)}
+    print(f"\nover {k} trainings ({', '.join(n for n, _ in sets)}):")
+    print(
+        f"(b) in-distribution streams of 2,000 alarmed: per training {spread(null)}; pooled {tot['null_alarms']} of "
+        f"{tot['null_runs']} ({tot['null_alarms'] / tot['null_runs']:.1%}) -> "
+        f"{met(tot['null_alarms'] / tot['null_runs'] <= TARGETS['null_alarm'])} (target <= 5%); "
+        f"<= 5% in {sum(x <= TARGETS['null_alarm'] for x in null)} of {k} trainings"
+    )
+    print(
+        f"(b) test-distribution streams alarmed within 600 rows: per training {spread(w600)}; pooled "
+        f"{tot['w600'] / tot['orders']:.1%} of {tot['orders']}; >= 90% in {sum(x >= TARGETS['within_600'] for x in w600)} "
+        f"of {k} trainings -> {met(min(w600) >= TARGETS['within_600'])} (target >= 90% of orders)"
+    )
+    print(
+        f"(c) test windows unflagged and off by > {TOLERANCE}: per training "
+        f"{', '.join(str(r['test_off']) for r in rows)} (total {tot['test_off']} of {tot['test_n']}); test windows "
+        f"flagged {spread([r['test_flagged'] / r['test_n'] for r in rows])} -> {met(tot['test_off'] == 0)} (target none)"
+    )
+    print(
+        f"(c) in-distribution windows flagged: per training {spread(inf)}; pooled {tot['in_n'] and sum(r['in_flagged'] * r['in_n'] for r in rows) / tot['in_n']:.1%} "
+        f"of {tot['in_n']}; deployments above 10% {tot['over']} of {tot['deployments']} -> "
+        f"{met(max(inf) <= TARGETS['in_flagged'])} (target <= 10% per training)"
+    )
+    print(
+        f"(c) unflagged in-distribution windows within {TOLERANCE}: per training {spread(inok)}; pooled "
+        f"{tot['in_ok'] / max(tot['in_kept'], 1):.2%} ({tot['in_kept'] - tot['in_ok']} of {tot['in_kept']} off) -> "
+        f"{met(tot['in_ok'] == tot['in_kept'])} (target: all)"
+    )
+
+
+def main() -> None:
+    from tune_monitor_test_windows import protocol_arguments, saved_sets
+
+    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument(
+        "saved", nargs="*", help="saved sets of tune_monitor_flag_f19.py --save (one per training)"
+    )
+    ap.add_argument("--nets", default=None, help="--verify: folder of the trainings' workdirs t<seed>")
+    protocol_arguments(ap, [20], "report", 1000, 1)
+    ap.add_argument(
+        "--verify", action="store_true", help="the monitor itself on the first deployment of --save"
+    )
+    args = ap.parse_args()
+    cfg = BuildMonitorProfileConfig()
+    cand = shipped(cfg)
+    alpha, delta = cfg.stream_alpha, cfg.stream_delta
+    print(DECLARATION)
+    print(
+        f"== main's shipped monitor defaults: stream_spending {cfg.stream_spending}, stream_look_flag "
+        f"{cfg.stream_look_flag}, stream_evidence {cfg.stream_evidence} {cfg.stream_evidence_delta}, "
+        f"first_window_alpha {cfg.first_window_alpha}, domain level {cfg.domain_alpha * cfg.domain_delta:g}, "
+        f"stream_alpha {alpha}, stream_delta {delta}, estimate_calibration {cfg.estimate_calibration}, "
+        f"stream_look_test {cfg.stream_look_test} =="
+    )
+    if args.verify:
+        if args.nets is None or args.save is None:
+            ap.error("--verify needs --nets, --save and the protocol arguments of the saved run")
+        from tune_monitor_evidence_budget import verify
+
+        args.alpha, args.delta = alpha, delta
+        verify(args, "shipped", cand, margins_shipped, ("stream", "stream_any"))
+        return
+    if not args.saved:
+        ap.error("give the saved sets (tune_monitor_flag_f19.py --save files)")
+    report(saved_sets(args.saved), cand, alpha, delta)
+
+
+if __name__ == "__main__":
+    main()

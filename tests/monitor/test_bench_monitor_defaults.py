@@ -1,0 +1,58 @@
+"""The shipped defaults' replay (benchmarks/bench_monitor_defaults.py): the sticky stream alarm at the
+spending's shares withholds where W17's budget and the look flag do not, and the stream numbers count it."""
+
+from __future__ import annotations
+
+from tests.audit.test_bench_audit_common import load_bench
+from tests.monitor.test_tune_monitor_flag_f19 import stream
+
+DEF = load_bench("bench_monitor_defaults")
+ALPHA, DELTA = 0.05, 0.1
+
+
+def shipped() -> dict:
+    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
+
+    return DEF.shipped(BuildMonitorProfileConfig())
+
+
+def flagged(st: dict, cand: dict) -> list[bool]:
+    return [
+        min(DEF.margins_shipped(st, i, cand, ALPHA, DELTA).values()) <= 1 for i in range(len(st["windows"]))
+    ]
+
+
+def test_alarm_at_third_look_withholds_every_later_window() -> None:
+    cand = shipped()
+    assert cand["alarm"] == "first3_late" and cand["look"] == "runs"
+    # look 3 at 0.002: above the budget's level there (0.05 * 0.25 / 12 = 0.00104), under first3_late's alarm
+    # (0.05 * 0.1 * 0.5 = 0.0025) and the look flag over runs (0.05 / 12 = 0.0042)
+    st = stream("null", 0, [0.5, 0.5, 0.002] + [0.5] * 7, [0.01] * 10)
+    assert flagged(st, cand) == [False, False] + [True] * 8
+    # with the harmonic shares the alarm's third look is 0.05 * 0.1 / 12 = 0.00042: only the look flag's window
+    assert flagged(st, {**cand, "alarm": "harmonic"}) == [False, False, True] + [False] * 7
+    assert DEF.alarm_row(st["looks"], "first3_late", ALPHA, DELTA) == 600
+    assert DEF.alarm_row(st["looks"], "harmonic", ALPHA, DELTA) is None
+
+
+def test_training_counts_streams_and_windows() -> None:
+    cand = shipped()
+    streams = [
+        stream(
+            "null", 0, [0.5, 0.5, 0.002] + [0.5] * 7, [0.01] * 10
+        ),  # alarmed at row 600: windows 3-10 withheld
+        stream("null", 1, [0.5] * 10, [0.01] * 9 + [0.05]),  # quiet; its last window off by 0.05
+        stream("test", 0, [0.0009, 0.5, 0.5], [0.1, 0.1, 0.1]),  # alarm at row 200: every window withheld
+        stream(
+            "test", 1, [0.5, 0.5, 0.5], [0.1, 0.01, 0.01]
+        ),  # never alarms; its first window off, unflagged
+    ]
+    r = DEF.training(streams, cand, ALPHA, DELTA)
+    assert (r["null_runs"], r["null_alarms"], r["deps_no_alarm"]) == (2, 1, 1)
+    assert (r["orders"], r["w600"], r["w200"]) == (2, 1, 1)
+    assert (r["test_n"], r["test_flagged"], r["test_off"]) == (6, 3, 1)
+    assert r["in_n"] == 20 and r["in_flagged"] == 8 / 20 and r["over"] == 1 and r["dep_max"] == 0.8
+    assert (r["in_kept"], r["in_ok"]) == (12, 11)
+    # window 3 of the first null stream is the look flag's too, the 7 after it the alarm's alone; the alarmed
+    # test stream's windows are the budget's too (0.0009 <= 0.05 * 0.25 / 2)
+    assert r["by_alarm_only"] == 7
