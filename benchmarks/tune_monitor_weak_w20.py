@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 RULE_W20 = (
     "rule w20 (declared in docs/monitor.md before any run on the report trainings 21, 22): every candidate "
     "scores the same windows; 1. eligible when (a) in every development set <= 10% of in-distribution windows are "
-    "flagged or no more than under the shipped default (w17+look_runs) in that set, and (b) summed over the sets, no "
+    "flagged or no more than under the shipped defaults (W17's flags, the look flag over runs, the stream alarm "
+    "with first3_late) in that set, and (b) summed over the sets, no "
     "more deployments have > 10% of their in-distribution windows flagged than under the shipped default; 2. among "
     "eligible candidates, lexicographically: (a) fewest test windows unflagged and off by > 0.03 (summed), (b) "
     "fewest near misses, (c) fewest in-distribution windows flagged; a tie keeps the shipped default; 3. the "
@@ -41,7 +42,7 @@ RULE_W20 = (
     "trainings (21, 22; 23, 24 too when their runs finish 3 deployments) pooled it is eligible by 1(a) and 1(b) "
     "against the shipped default and leaves fewer test windows unflagged and off than it on the same windows"
 )
-SHIPPED = "w17+look_runs"
+SHIPPED = "shipped"
 TESTS = {"fisher": 0, "z": 1}
 """Which p-value of ``tune_monitor_test_windows.low_positive_numbers``' pair each test reads."""
 
@@ -51,10 +52,13 @@ def _lp(q: float, test: str, level: float) -> dict[str, Any]:
 
 
 def candidates() -> dict[str, dict[str, Any]]:
-    """The shipped default (rule F19b) and the low-positive flag added at a few quantiles, tests and levels."""
-    from tune_monitor_flag_f19 import W17
+    """The shipped defaults (``bench_monitor_defaults.shipped``: W17's flags, F19's look flag, the stream
+    alarm) and the low-positive flag added at a few quantiles, tests and levels."""
+    from bench_monitor_defaults import shipped
 
-    base = {**W17, "look": "runs"}
+    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
+
+    base = shipped(BuildMonitorProfileConfig())
     out = {SHIPPED: base}
     for q, test, level in (
         (0.1, "fisher", 0.001),
@@ -75,10 +79,11 @@ CANDIDATES = candidates()
 def margins_w20(
     st: dict[str, Any], i: int, cand: dict[str, Any], alpha: float, delta: float
 ) -> dict[str, float]:
-    """Every evidence of window ``i`` over its level under ``cand``: F19's and the low-positive flag."""
-    from tune_monitor_flag_f19 import margins_f19
+    """Every evidence of window ``i`` over its level under ``cand``: the shipped defaults' (W17's, the look flag
+    and the stream alarm, as ``bench_monitor_defaults`` replays them) and the low-positive flag."""
+    from bench_monitor_defaults import margins_shipped
 
-    m = margins_f19(st, i, cand, alpha, delta)
+    m = margins_shipped(st, i, cand, alpha, delta)
     lp = cand.get("low_positive")
     m["low_positive"] = float("inf")
     if lp is not None:
@@ -161,7 +166,7 @@ def recompute(
 def main() -> None:
     import json
 
-    from tune_monitor_flag_f19 import W17
+    from bench_monitor_defaults import shipped
     from tune_monitor_test_windows import (
         FLAG_TARGET,
         TOLERANCE,
@@ -182,25 +187,28 @@ def main() -> None:
     ap.add_argument(
         "--outputs-from", default="/tmp/nets", help="development: the trainings' workdirs (read only)"
     )
+    ap.add_argument(
+        "--report-saved",
+        action="store_true",
+        help="the --saved sets are report sets (combined20's read-out): clause 3's line, no development choice",
+    )
     protocol_arguments(ap, [21, 22], "report", 1300, 8)
     args = ap.parse_args()
     if (args.saved is None) == (args.nets is None):
         ap.error("give either --saved FILE ... (development) or --nets DIR (report)")
 
     cfg = BuildMonitorProfileConfig()
-    # the candidates are declared against main's defaults at the declaration: W17's evidence, F19's look flag
-    assert (
-        cfg.first_window_alpha == W17["first"]
-        and cfg.stream_evidence == "budget"
-        and cfg.stream_evidence_delta == W17["evidence"]
-        and cfg.stream_look_flag == "over_runs"
-    ), "main's monitor defaults are no longer F19b's: the rule was declared against them"
+    # the candidates are declared against main's defaults at the declaration (W17's evidence, F19's look flag,
+    # S19's first3_late alarm): bench_monitor_defaults.shipped refuses others
+    assert CANDIDATES[SHIPPED] == shipped(cfg), "main's monitor defaults changed since rule W20 was declared"
     alpha, delta = cfg.stream_alpha, cfg.stream_delta
     print(RULE_W20)
     mode = (
-        "development (saved sets)"
-        if args.saved
-        else f"report (trainings {args.train_seeds}, {args.half} half)"
+        f"report (trainings {args.train_seeds}, {args.half} half)"
+        if args.nets
+        else "read-out (saved report sets, not deciding)"
+        if args.report_saved
+        else "development (saved sets)"
     )
     print(
         f"== {mode}; candidates {', '.join(CANDIDATES)}; shipped default {SHIPPED}; tolerance {TOLERANCE} =="
@@ -258,10 +266,10 @@ def main() -> None:
             f"{sum(s['n_test'] for s in sc)}); near misses {keys[c][1]}; in-distribution windows flagged "
             f"{keys[c][2]} of {sum(s['n_in'] for s in sc)}"
         )
-    if args.saved is None:
+    if args.saved is None or args.report_saved:
         base = keys[SHIPPED][0]
         print(
-            f"report (rule w20, clause 3): measured once; a development choice replaces {SHIPPED} only if here it is "
+            f"{'report' if args.nets else 'read-out, not deciding'} (rule w20, clause 3): measured once; a development choice replaces {SHIPPED} only if here it is "
             f"eligible by 1(a) and 1(b) and leaves fewer test windows unflagged and off than {SHIPPED} ({base}): "
             + ", ".join(f"{c} {ok[c] and keys[c][0] < base}" for c in CANDIDATES if c != SHIPPED)
         )

@@ -8,7 +8,7 @@ import numpy as np
 from tests.audit.test_bench_audit_common import load_bench
 
 W20 = load_bench("tune_monitor_weak_w20")
-F19 = load_bench("tune_monitor_flag_f19")
+DEFAULTS = load_bench("bench_monitor_defaults")
 ALPHA, DELTA = 0.05, 0.1
 
 
@@ -37,18 +37,20 @@ def test_low_positive_flag_reads_its_quantile_and_test() -> None:
         for name in c
     }
     assert flagged[W20.SHIPPED] == [False, False, False]
-    assert flagged["w17+look_runs+low_positive_fisher_0.1@0.001"] == [False, False, False]
-    assert flagged["w17+look_runs+low_positive_z_0.1@0.001"] == [True, False, False]
-    assert flagged["w17+look_runs+low_positive_fisher_0.1@0.002"] == [True, False, False]
-    assert flagged["w17+look_runs+low_positive_fisher_0.1@0.005"] == [True, True, False]
-    assert flagged["w17+look_runs+low_positive_fisher_0.2@0.005"] == [False, False, False]
+    assert flagged["shipped+low_positive_fisher_0.1@0.001"] == [False, False, False]
+    assert flagged["shipped+low_positive_z_0.1@0.001"] == [True, False, False]
+    assert flagged["shipped+low_positive_fisher_0.1@0.002"] == [True, False, False]
+    assert flagged["shipped+low_positive_fisher_0.1@0.005"] == [True, True, False]
+    assert flagged["shipped+low_positive_fisher_0.2@0.005"] == [False, False, False]
     null = stream("null", 0, [{"0.1": [0.001, 0.001]}] + [{}] * 9, 0.01)
-    s = W20.score([st, null], c["w17+look_runs+low_positive_fisher_0.1@0.005"], ALPHA, DELTA)
+    s = W20.score([st, null], c["shipped+low_positive_fisher_0.1@0.005"], ALPHA, DELTA)
     assert (s["test_off"], s["in_flagged"]) == (1, 1 / 10)
-    # the shipped candidate is scored exactly as rule F19 scores it
-    assert W20.score([st, null], c[W20.SHIPPED], ALPHA, DELTA) == F19.score(
-        [st, null], c[W20.SHIPPED], ALPHA, DELTA
-    )
+    # the shipped candidate's flags are bench_monitor_defaults' replay of the shipped monitor
+    for s_ in (st, null):
+        for i in range(len(s_["windows"])):
+            m = W20.margins_w20(s_, i, c[W20.SHIPPED], ALPHA, DELTA)
+            assert m.pop("low_positive") == float("inf")
+            assert m == DEFAULTS.margins_shipped(s_, i, c[W20.SHIPPED], ALPHA, DELTA)
 
 
 def test_recompute_fills_then_checks_a_runs_own_numbers() -> None:
