@@ -14,8 +14,10 @@ tune_monitor_weak_w20.py``). Binary tasks only; the counts are unchanged by a mo
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from scipy.stats import fisher_exact, norm
 
 
@@ -72,4 +74,40 @@ def low_positive_check(
         n_reference=n0,
         p_fisher=p_fisher,
         p_z=p_z,
+    )
+
+
+class LowPositiveFlag(BaseModel):
+    """The low-positive flag's settings (monitor option ``low_positive_flag``): the window's label-free
+    estimate is flagged when its check's one-sided p-value (``test``) is at or under ``level``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    quantile: float = Field(0.1, gt=0, lt=1)
+    """The cut: this quantile of the held-out rows' positive calls' scores."""
+    test: Literal["fisher", "z"] = "fisher"
+    """Fisher's exact test or the pooled two-proportion z-test."""
+    level: float = Field(0.002, gt=0, lt=0.5)
+    """The flag's p-value level (in-distribution windows flagged at about this rate; measured, not exact)."""
+
+
+def low_positive_reason(
+    flag: LowPositiveFlag | None,
+    reference_proba: np.ndarray | None,
+    window_proba: np.ndarray | None,
+    threshold: float,
+) -> str | None:
+    """The flag's reason when ``flag`` is on and the window holds more barely-positive calls than the reference
+    at its level; None otherwise (off, no probabilities, too few positive calls in the reference)."""
+    if flag is None or reference_proba is None or window_proba is None:
+        return None
+    c = low_positive_check(reference_proba, window_proba, threshold, flag.quantile)
+    if c is None:
+        return None
+    p = c.p_fisher if flag.test == "fisher" else c.p_z
+    if p > flag.level:
+        return None
+    return (
+        f"more barely-positive calls than the reference ({c.window_share:.0%} of the window's rows called positive "
+        f"at a score <= {c.cut:.3g}, against {c.reference_share:.0%} of the held-out rows; {flag.test} p={p:.2g} <= "
+        f"{flag.level:g})"
     )
