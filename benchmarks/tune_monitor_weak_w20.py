@@ -39,8 +39,9 @@ RULE_W20 = (
     "eligible candidates, lexicographically: (a) fewest test windows unflagged and off by > 0.03 (summed), (b) "
     "fewest near misses, (c) fewest in-distribution windows flagged; a tie keeps the shipped default; 3. the "
     "development choice is committed before the report run; it replaces the default only if on the report "
-    "trainings (21, 22; 23, 24 too when their runs finish 3 deployments) pooled it is eligible by 1(a) and 1(b) "
-    "against the shipped default and leaves fewer test windows unflagged and off than it on the same windows"
+    "trainings (21, 22; deployments 1300-1307; a training with fewer than 3 finished deployments left out) pooled "
+    "it is eligible by 1(a) and 1(b) against the shipped default and leaves fewer test windows unflagged and off "
+    "than it on the same windows"
 )
 SHIPPED = "shipped"
 TESTS = {"fisher": 0, "z": 1}
