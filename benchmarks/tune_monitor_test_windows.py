@@ -70,6 +70,7 @@ def window_numbers(mon, s, y: np.ndarray, seed: list[int], thr: float) -> list[d
     """Each window of 200 of a stream evaluated on its own: the numbers every candidate flag reads."""
     from closedloop.monitoring.estimate import realized
 
+    ref = mon.profile.domain
     out = []
     for k in range(0, len(y), 200):
         idx = np.arange(k, min(len(y), k + 200))
@@ -87,8 +88,26 @@ def window_numbers(mon, s, y: np.ndarray, seed: list[int], thr: float) -> list[d
                 "ess": float(dom.get("ess_fraction", 1.0)),
                 "err": float(err),
                 "end": int(idx[-1]) + 1,
+                # rule W20 (session 20): the barely-positive calls' one-sided p-values, per quantile
+                "low_positive": low_positive_numbers(ref.proba, s.proba[idx], thr),
             }
         )
+    return out
+
+
+LOW_POSITIVE_QUANTILES = (0.1, 0.2)
+
+
+def low_positive_numbers(ref_proba: Any, win_proba: Any, thr: float) -> dict[str, list[float]]:
+    """``monitoring.low_positive``'s p-values (Fisher, z) of one window per quantile (rule W20); {} when the
+    reference has too few positive calls."""
+    from closedloop.monitoring.low_positive import low_positive_check
+
+    out = {}
+    for q in LOW_POSITIVE_QUANTILES:
+        c = low_positive_check(ref_proba, win_proba, thr, q)
+        if c is not None:
+            out[str(q)] = [c.p_fisher, c.p_z]
     return out
 
 

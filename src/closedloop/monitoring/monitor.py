@@ -25,6 +25,7 @@ from closedloop.monitoring.domain import DomainCheck, domain_check, weighted_pla
 from closedloop.monitoring.drift import DEFAULT_LABEL_TESTS, DriftTest, Sample, build_tests, run_tests
 from closedloop.monitoring.drift.stats import single_threaded_blas
 from closedloop.monitoring.estimate import estimate, realized
+from closedloop.monitoring.low_positive import low_positive_reason
 from closedloop.monitoring.profile import ReferenceProfile, forward_all, model_input, summary_features
 from closedloop.monitoring.recalibrate import EstimateCalibration, fit_estimate_calibration
 from closedloop.monitoring.stream import StreamTest, stream_scores
@@ -384,6 +385,16 @@ class Monitor:
         if est and look is not None:
             flags.append("stream_look")
             domain_why.append(look)
+        # rule W20: a weak network's shift can move normal rows just over the decision threshold, which no
+        # window-level drift or domain test sees; the share of barely-positive calls against the held-out rows'
+        low = (
+            low_positive_reason(info.low_positive_flag, self.profile.domain.proba, win.proba, info.threshold)
+            if est and info.problem_type == "binary" and self.profile.domain is not None
+            else None
+        )
+        if low is not None:
+            flags.append("low_positive")
+            domain_why.append(low)
         if domain is not None and domain.ess_fraction < info.min_ess_fraction:
             flags.append("ess")
             domain_why.append(

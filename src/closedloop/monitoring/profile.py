@@ -37,6 +37,7 @@ from closedloop.core.config import PluginSpec
 from closedloop.core.io import atomic_path, read_json, to_json, write_text_atomic
 from closedloop.monitoring.drift.base import DriftContext, Sample
 from closedloop.monitoring.features import image_feature_names, image_features, table_features
+from closedloop.monitoring.low_positive import LowPositiveFlag
 from closedloop.monitoring.selection import ReviewConfig
 
 DOMAIN_MAX_ROWS = 1000
@@ -120,6 +121,9 @@ class ProfileInfo(BaseModel):
     """The window that holds a stream look is also flagged, that window only, when the look's p-value is at
     or under this level: ``over_runs`` (``stream_alpha / (k (k + 1))`` at look ``k``) or a number (that level
     at every look). None: off (and profiles built before; rule F19)."""
+    low_positive_flag: LowPositiveFlag | None = None
+    """The window is also flagged when it holds more barely-positive calls than the held-out rows
+    (``monitoring.low_positive``, binary tasks; rule W20). None: off (and profiles built before)."""
     train_reference_rows: int = 0
     """Training rows whose summary features the domain flag also tests each window against
     (``closedloop.monitoring.train_reference``; it then splits the domain level with the held-out test).

@@ -119,6 +119,7 @@ def profile_config(info: Any) -> Any:
             else {"stream_evidence_delta": info.stream_evidence_delta}
         ),
         stream_look_flag=info.stream_look_flag,
+        low_positive_flag=info.low_positive_flag,
         stream_test=info.stream_test,
         stream_look=info.stream_look,
         stream_look_test=info.stream_look_test,

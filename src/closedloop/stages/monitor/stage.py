@@ -21,6 +21,7 @@ from closedloop.monitoring.drift import DEFAULT_TESTS, DriftTest, Sample, build_
 from closedloop.monitoring.drift.predictions import confidences, predicted_classes
 from closedloop.monitoring.drift.stats import median_bandwidth, single_threaded_blas
 from closedloop.monitoring.estimate import SUPPORTED, realized, reliability
+from closedloop.monitoring.low_positive import LowPositiveFlag
 from closedloop.monitoring.monitor import model_fingerprint
 from closedloop.monitoring.profile import (
     DOMAIN_MAX_ROWS,
@@ -125,6 +126,11 @@ class BuildMonitorProfileConfig(StageConfig):
     flagged by it at that rate over runs). The stream evidence above still withholds every later window
     from its own level. ``over_runs`` is the default since session 19 (rule F19, docs/monitor.md); None: off
     (and profiles built before)."""
+    low_positive_flag: LowPositiveFlag | None = None
+    """A flag on the label-free estimate: the window is flagged when it holds more barely-positive calls (rows
+    called positive at a score at or below the held-out rows' ``quantile`` of their positive calls) than the
+    held-out rows, at a one-sided p-value (``test``: ``fisher`` or ``z``) at or under ``level``
+    (``closedloop.monitoring.low_positive``; binary tasks). Rule W20 (docs/monitor.md, session 20). None: off."""
     train_reference_rows: int = Field(0, ge=0)
     """Also test each window's summary features (model-free: intensity statistics / table columns)
     against this many random training rows (``closedloop.monitoring.train_reference``), a reference no
@@ -403,6 +409,7 @@ def build_profile(
         stream_evidence=config.stream_evidence,
         stream_evidence_delta=config.stream_evidence_delta if config.stream_evidence == "budget" else None,
         stream_look_flag=config.stream_look_flag,
+        low_positive_flag=config.low_positive_flag,
         min_ess_fraction=config.min_ess_fraction,
         train_reference_rows=config.train_reference_rows,
         train_reference_share=config.train_reference_share,
@@ -580,6 +587,13 @@ def _guarantee_sentence(
             f"at or under {config.stream_look_flag:g}: in-distribution windows are flagged by it at a rate <= "
             f"{config.stream_look_flag:g} over runs."
         )
+    lp = config.low_positive_flag
+    if lp is not None:
+        stream += (
+            " A window is also flagged when it holds more barely-positive calls than the held-out rows (rows called "
+            f"positive at a score at or below the held-out rows' {lp.quantile:g}-quantile of their positive calls; "
+            f"one-sided {lp.test} p <= {lp.level:g}; binary tasks; its in-distribution rate is measured, not exact)."
+        )
     if config.estimate_calibration in ("heldout_platt", "heldout_platt_bias"):
         stream += (
             " The label-free estimate is computed on probabilities recalibrated by Platt scaling on the held-out "
@@ -654,6 +668,9 @@ class BuildMonitorProfile(Stage):
                 "stream_evidence": i.stream_evidence,
                 "stream_evidence_delta": i.stream_evidence_delta,
                 "stream_look_flag": i.stream_look_flag,
+                "low_positive_flag": None
+                if i.low_positive_flag is None
+                else i.low_positive_flag.model_dump(),
                 "stream_test": i.stream_test,
                 "stream_look": i.stream_look,
                 "stream_look_test": i.stream_look_test,

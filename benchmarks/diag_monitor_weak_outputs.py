@@ -1,0 +1,79 @@
+"""Issue 19, rule W20's diagnosis (development trainings only): what a weak network's outputs do on the test split.
+
+Per training (``--train-seeds``, workdirs ``--nets``/t<seed>): the model's calls on every unseen in-distribution
+row and on the test split's ``--half``: prevalence, share called positive, accuracy, sensitivity, specificity, and
+the share of rows called positive with a score between the threshold and 0.3 (barely-positive calls). With
+``--windows N``: the direction of the label-free estimate's error on the first deployment's first N test windows
+(F19's report protocol's windows, the monitor's own estimate against realized AUC and ACC).
+
+Run: PYTHONPATH=src .venv/bin/python benchmarks/diag_monitor_weak_outputs.py --nets /tmp/nets --train-seeds 13 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def calls(p: np.ndarray, y: np.ndarray, thr: float) -> str:
+    pred = p >= thr
+    return (
+        f"prevalence {y.mean():.3f}, called positive {pred.mean():.3f}, accuracy {(pred == y).mean():.3f}, "
+        f"sensitivity {pred[y == 1].mean():.3f}, specificity {1 - pred[y == 0].mean():.3f}, "
+        f"barely positive (threshold <= score < 0.3) {np.mean(pred & (p < 0.3)):.3f}"
+    )
+
+
+def main() -> None:
+    from tune_monitor_stream_look import deployment_draws
+
+    from closedloop.monitoring.estimate import realized
+    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--nets", required=True)
+    ap.add_argument("--train-seeds", type=int, nargs="+", required=True)
+    ap.add_argument("--half", choices=["dev", "report"], default="report")
+    ap.add_argument("--first-draw", type=int, default=1000)
+    ap.add_argument("--windows", type=int, default=0, help="test windows of the first deployment to evaluate")
+    args = ap.parse_args()
+    args.remove, args.draws, args.pool, args.stop_at = 2500, 1, 262, None
+    print(
+        f"== development trainings {args.train_seeds}; test split's {args.half} half; deployment {args.first_draw} =="
+    )
+    for seed in args.train_seeds:
+        tr = deployment_draws(args, seed, BuildMonitorProfileConfig(window_sizes=[200]))
+        dr = next(tr.draws)
+        pu, pt = dr.full.proba[:, 1], dr.tsample.proba[:, 1]
+        print(f"[t{seed}] threshold {dr.thr:.3f}")
+        print(f"[t{seed}] unseen rows ({len(pu)}): {calls(pu, tr.yu, dr.thr)}")
+        print(f"[t{seed}] test rows ({len(pt)}): {calls(pt, tr.yt, dr.thr)}")
+        if not args.windows:
+            continue
+        srng = np.random.default_rng([19, dr.d, 2])
+        for _ in range(2):  # the protocol's two in-distribution streams come first
+            srng.choice(dr.rest, 2000, replace=False)
+        gaps = []
+        for o in range((args.windows + 2) // 3):
+            for j in range(3):
+                idx = srng.choice(len(tr.yt), 200, replace=False)
+                r = dr.mon.evaluate(dr.tsample.take(idx), seed=[dr.d, 2, o, j])
+                est = r["estimated"] or r["estimate_withheld"]
+                real = realized(["auc", "acc"], tr.yt[idx], dr.tsample.proba[idx], "binary", dr.thr)
+                gaps.append((est["auc"] - real["auc"], est["acc"] - real["acc"]))
+        g = np.array(gaps[: args.windows])
+        print(
+            f"[t{seed}] {len(g)} test windows, estimate minus realized: AUC mean {g[:, 0].mean():+.3f} "
+            f"(range {g[:, 0].min():+.3f} to {g[:, 0].max():+.3f}), ACC mean {g[:, 1].mean():+.3f} (range "
+            f"{g[:, 1].min():+.3f} to {g[:, 1].max():+.3f})"
+        )
+
+
+if __name__ == "__main__":
+    main()
