@@ -193,6 +193,12 @@ def main() -> None:
         action="store_true",
         help="the --saved sets are report sets (combined20's read-out): clause 3's line, no development choice",
     )
+    ap.add_argument(
+        "--verify",
+        default=None,
+        choices=[c for c in CANDIDATES if c != SHIPPED],
+        help="the monitor itself, built with this candidate's low_positive_flag, on the first saved deployment",
+    )
     protocol_arguments(ap, [21, 22], "report", 1300, 8)
     args = ap.parse_args()
     if (args.saved is None) == (args.nets is None):
@@ -203,6 +209,16 @@ def main() -> None:
     # S19's first3_late alarm): bench_monitor_defaults.shipped refuses others
     assert CANDIDATES[SHIPPED] == shipped(cfg), "main's monitor defaults changed since rule W20 was declared"
     alpha, delta = cfg.stream_alpha, cfg.stream_delta
+    if args.verify:
+        if args.save is None or args.nets is None:
+            ap.error("--verify needs --nets and --save (the saved numbers of a run)")
+        from tune_monitor_evidence_budget import verify
+
+        cand = CANDIDATES[args.verify]
+        args.alpha, args.delta = alpha, delta
+        flag = ("low_positive", "low_positive")
+        verify(args, args.verify, cand, margins_w20, flag, {"low_positive_flag": cand["low_positive"]})
+        return
     print(RULE_W20)
     mode = (
         f"report (trainings {args.train_seeds}, {args.half} half)"
