@@ -145,19 +145,53 @@ def training(
     }
 
 
+def diagnose(
+    name: str, streams: list[dict[str, Any]], cand: dict[str, Any], alpha: float, delta: float
+) -> None:
+    """The in-distribution streams of deployments above 10% flagged: which evidence flags each window."""
+    per: dict[int, list[bool]] = {}
+    for st in streams:
+        if st["kind"] == "null":
+            per.setdefault(st["d"], []).extend(
+                min(margins_shipped(st, i, cand, alpha, delta).values()) <= 1
+                for i in range(len(st["windows"]))
+            )
+    for st in streams:
+        if st["kind"] != "null" or np.mean(per[st["d"]]) <= TARGETS["in_flagged"]:
+            continue
+        why = []
+        for i in range(len(st["windows"])):
+            m = margins_shipped(st, i, cand, alpha, delta)
+            hit = [k for k, v in m.items() if v <= 1.0 and k != "stream_any"]
+            if hit:
+                why.append(f"{i + 1}:{'+'.join(hit)}")
+        k = int(np.argmin([p for _, p in st["looks"]]))
+        print(
+            f"  [{name} diagnosis] in-distribution d{st['d']} stream {st['o']}: deployment flagged "
+            f"{np.mean(per[st['d']]):.0%}; windows flagged {', '.join(why) or 'none'}; smallest look p "
+            f"{st['looks'][k][1]:.2g} at look {k + 1} (budget level there {alpha * cand['evidence'] / ((k + 1) * (k + 2)):.2g})"
+        )
+
+
 def spread(values: list[float], fmt: str = "{:.1%}") -> str:
     v = np.asarray(values, dtype=float)
     return f"min {fmt.format(v.min())}, median {fmt.format(np.median(v))}, max {fmt.format(v.max())}"
 
 
 def report(
-    sets: list[tuple[str, list[dict[str, Any]]]], cand: dict[str, Any], alpha: float, delta: float
+    sets: list[tuple[str, list[dict[str, Any]]]],
+    cand: dict[str, Any],
+    alpha: float,
+    delta: float,
+    explain: bool = False,
 ) -> None:
     """Per training and over trainings: each number, met or not."""
     from tune_monitor_test_windows import TOLERANCE
 
     rows = []
     for name, streams in sets:
+        if explain:
+            diagnose(name, streams, cand, alpha, delta)
         r = training(streams, cand, alpha, delta)
         rows.append(r)
         print(
@@ -223,6 +257,11 @@ def main() -> None:
     ap.add_argument("--nets", default=None, help="--verify: folder of the trainings' workdirs t<seed>")
     protocol_arguments(ap, [20], "report", 1000, 1)
     ap.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="which evidence flags the deployments above 10% in distribution",
+    )
+    ap.add_argument(
         "--verify", action="store_true", help="the monitor itself on the first deployment of --save"
     )
     args = ap.parse_args()
@@ -247,7 +286,7 @@ def main() -> None:
         return
     if not args.saved:
         ap.error("give the saved sets (tune_monitor_flag_f19.py --save files)")
-    report(saved_sets(args.saved), cand, alpha, delta)
+    report(saved_sets(args.saved), cand, alpha, delta, args.diagnose)
 
 
 if __name__ == "__main__":
