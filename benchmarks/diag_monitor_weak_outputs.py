@@ -34,6 +34,7 @@ def main() -> None:
     from tune_monitor_stream_look import deployment_draws
 
     from closedloop.monitoring.estimate import realized
+    from closedloop.monitoring.low_positive import low_positive_check
     from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
 
     ap = argparse.ArgumentParser()
@@ -42,6 +43,13 @@ def main() -> None:
     ap.add_argument("--half", choices=["dev", "report"], default="report")
     ap.add_argument("--first-draw", type=int, default=1000)
     ap.add_argument("--windows", type=int, default=0, help="test windows of the first deployment to evaluate")
+    ap.add_argument(
+        "--reference-tail",
+        type=int,
+        default=0,
+        help="deployments (from --first-draw): the low-positive cut of each one's held-out rows, their share below "
+        "it and every unseen row's share below it",
+    )
     args = ap.parse_args()
     args.remove, args.draws, args.pool, args.stop_at = 2500, 1, 262, None
     print(
@@ -54,6 +62,17 @@ def main() -> None:
         print(f"[t{seed}] threshold {dr.thr:.3f}")
         print(f"[t{seed}] unseen rows ({len(pu)}): {calls(pu, tr.yu, dr.thr)}")
         print(f"[t{seed}] test rows ({len(pt)}): {calls(pt, tr.yt, dr.thr)}")
+        for d in range(args.first_draw, args.first_draw + args.reference_tail):
+            # the held-out rows of deployment d, drawn as tune_monitor_stream_look.deployment_draws draws them
+            pool = np.sort(np.random.default_rng([19, d]).permutation(len(tr.yu))[: args.pool])
+            c = low_positive_check(pu[pool], pu[:1], dr.thr, 0.1)
+            assert c is not None
+            rest = np.setdiff1d(np.arange(len(pu)), pool)
+            share = np.mean((pu[rest] >= dr.thr) & (pu[rest] <= c.cut))
+            print(
+                f"[t{seed} d{d}] low-positive cut {c.cut:.4f}: held-out rows below it {c.reference_share:.3f}, the "
+                f"other unseen rows {share:.3f}"
+            )
         if not args.windows:
             continue
         srng = np.random.default_rng([19, dr.d, 2])

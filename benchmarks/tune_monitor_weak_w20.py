@@ -164,6 +164,47 @@ def recompute(
     return compared, equal
 
 
+def per_deployment(sets: list[tuple[str, list[dict[str, Any]]]], alpha: float, delta: float) -> None:
+    """Per set: the deployments whose test windows the shipped defaults leave unflagged and off, with their test
+    windows' median domain p-value against the other deployments' (a diagnosis: which reference draws go blind)."""
+    from tune_monitor_test_windows import TOLERANCE
+
+    chosen = f"{SHIPPED}+low_positive_z_0.1@0.002"
+    print("== per deployment (a diagnosis after rule W20's report; nothing is chosen from it) ==")
+    total = with_miss = misses = 0
+    for name, streams in sets:
+        deps: dict[int, dict[str, list[float]]] = {}
+        for st in streams:
+            if st["kind"] != "test":
+                continue
+            for i, w in enumerate(st["windows"]):
+                m = margins_w20(st, i, CANDIDATES[chosen], alpha, delta)
+                lp = m.pop("low_positive")
+                off = w["err"] > TOLERANCE
+                dep = deps.setdefault(st["d"], {"miss": [], "miss_lp": [], "domain_p": []})
+                dep["miss"].append(off and min(m.values()) > 1.0)
+                dep["miss_lp"].append(off and min(lp, *m.values()) > 1.0)
+                dep["domain_p"].append(w["domain_p"])
+        bad = {d: v for d, v in deps.items() if any(v["miss"])}
+        total += len(deps)
+        with_miss += len(bad)
+        misses += sum(sum(v["miss"]) for v in deps.values())
+        others = [p for d, v in deps.items() if d not in bad for p in v["domain_p"]]
+        shown = "; ".join(
+            f"d{d} {sum(v['miss'])} of {len(v['miss'])} ({chosen}: {sum(v['miss_lp'])}), its test windows' median "
+            f"domain p {np.median(v['domain_p']):.3f}"
+            for d, v in sorted(bad.items())
+        )
+        print(
+            f"[{name}] {len(bad)} of {len(deps)} deployments hold the {SHIPPED} test windows unflagged and off"
+            + (f": {shown}; the others' median domain p {np.median(others):.4f}" if bad else "")
+        )
+    print(
+        f"over {len(sets)} sets: {misses} test windows unflagged and off by {SHIPPED}, in {with_miss} of {total} "
+        "deployments"
+    )
+
+
 def main() -> None:
     import json
 
@@ -198,6 +239,11 @@ def main() -> None:
         default=None,
         choices=[c for c in CANDIDATES if c != SHIPPED],
         help="the monitor itself, built with this candidate's low_positive_flag, on the first saved deployment",
+    )
+    ap.add_argument(
+        "--per-deployment",
+        action="store_true",
+        help="after the scores: which deployments hold the test windows unflagged and off (diagnosis)",
     )
     protocol_arguments(ap, [21, 22], "report", 1300, 8)
     args = ap.parse_args()
@@ -261,6 +307,9 @@ def main() -> None:
         )
         assert equal == compared, f"{name}: the recomputed low-positive check differs from the run's own"
     named = [(n, st) for n, st, _ in sets]
+    if args.per_deployment:
+        per_deployment(named, alpha, delta)
+        return
     scores = score_sets(named, CANDIDATES, score, alpha, delta, None, True)
     print(f"\nsummary over {len(named)} sets ({', '.join(n for n, _ in named)}):")
     base_over = sum(s["over"] for s in scores[SHIPPED])
