@@ -23,14 +23,18 @@ def window(end: int, domain_p: float, train_p: float, flags: list[str]) -> dict:
             "end": end, "low_positive": {}, "train_p": train_p}  # fmt: skip
 
 
-def stream(pairs: list[tuple[float, float]], kind: str = "test", flags: list[list[str]] | None = None) -> dict:
+def stream(
+    pairs: list[tuple[float, float]], kind: str = "test", flags: list[list[str]] | None = None
+) -> dict:
     flags = flags or [[] for _ in pairs]
     return {
         "d": 0,
         "o": 0,
         "kind": kind,
         "looks": [[200 * (k + 1), 0.5] for k in range(len(pairs))],
-        "windows": [window(200 * (i + 1), d, t, f) for i, ((d, t), f) in enumerate(zip(pairs, flags))],
+        "windows": [
+            window(200 * (i + 1), d, t, f) for i, ((d, t), f) in enumerate(zip(pairs, flags, strict=True))
+        ],
     }
 
 
