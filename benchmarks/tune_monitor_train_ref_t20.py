@@ -93,12 +93,16 @@ def score(streams: list[dict[str, Any]], cand: dict[str, Any], alpha: float, del
 
 
 def agreement(streams: list[dict[str, Any]], alpha: float, delta: float) -> tuple[int, int]:
-    """Windows where the replayed union (share 0.5, the monitor's own setting in these runs) flags the domain
-    exactly when the run's own monitor did: (equal, windows)."""
+    """Windows after a stream's first where the replayed union (share 0.5, the monitor's own setting in these
+    runs) flags the domain exactly when the run's own monitor did: (equal, windows). The protocol evaluates each
+    window on its own, without the stream, so the monitor's first-window level (0.05) never applies there; the
+    replay applies it to each stream's first window, as the monitor does on a stream."""
     cand = CANDIDATES[f"{SHIPPED}+train_reference_{TRAIN_ROWS}"]
     equal = n = 0
     for st in streams:
         for i, w in enumerate(st["windows"]):
+            if i == 0:
+                continue
             m = margins_t20(st, i, cand, alpha, delta)
             equal += (min(m["domain"], m["train"]) <= 1.0) == ("domain" in w["flags"])
             n += 1
