@@ -245,6 +245,39 @@ def report(
     )
 
 
+def report_s19(files: list[str], spending: str, level: float) -> None:
+    """(b) by S19's protocol: its saved looks (``tune_monitor_stream_spending.py --save``) scored with the
+    shipped spending, per training and over trainings."""
+    import json
+
+    from tune_monitor_stream_spending import score
+
+    rows = []
+    for f in files:
+        z = json.loads(Path(f).read_text())
+        s = score(z["results"], spending, level)
+        n_null, n_ord = s["n_null"], s["orders"]
+        s |= {"name": Path(f).name.split("_")[0], "alarms": round(s["null_alarm"] * n_null)}
+        s |= {"w600": round(s["within600"] * n_ord)}
+        rows.append(s)
+        print(
+            f"[{s['name']} S19 protocol, {spending}] {s['deployments']} deployments; in-distribution streams of "
+            f"2,000 alarmed {s['alarms']} of {n_null} ({s['null_alarm']:.1%}; deployments with none "
+            f"{s['deps_clean']:.0%}); test-distribution streams within 600 rows {s['within600']:.1%} of {n_ord} "
+            f"orders (within 200 {s['within200']:.1%}, median row {s['median_row']:.0f})"
+        )
+    null, runs = sum(r["alarms"] for r in rows), sum(r["n_null"] for r in rows)
+    w600 = [r["within600"] for r in rows]
+    print(
+        f"over {len(rows)} trainings (S19 protocol): in-distribution streams alarmed per training "
+        f"{spread([r['null_alarm'] for r in rows])}; pooled {null} of {runs} ({null / runs:.1%}) -> "
+        f"{'met' if null / runs <= TARGETS['null_alarm'] else 'NOT met'} (target <= 5%); within 600 rows per "
+        f"training {spread(w600)}; pooled {sum(r['w600'] for r in rows)} of {sum(r['orders'] for r in rows)}; "
+        f">= 90% in {sum(x >= TARGETS['within_600'] for x in w600)} of {len(rows)} trainings -> "
+        f"{'met' if min(w600) >= TARGETS['within_600'] else 'NOT met'}"
+    )
+
+
 def main() -> None:
     from tune_monitor_test_windows import protocol_arguments, saved_sets
 
@@ -256,6 +289,12 @@ def main() -> None:
     )
     ap.add_argument("--nets", default=None, help="--verify: folder of the trainings' workdirs t<seed>")
     protocol_arguments(ap, [20], "report", 1000, 1)
+    ap.add_argument(
+        "--s19",
+        nargs="+",
+        default=None,
+        help="(b) by S19's protocol: tune_monitor_stream_spending.py --save files",
+    )
     ap.add_argument(
         "--diagnose",
         action="store_true",
@@ -284,6 +323,10 @@ def main() -> None:
         args.alpha, args.delta = alpha, delta
         verify(args, "shipped", cand, margins_shipped, ("stream", "stream_any"))
         return
+    if args.s19:
+        report_s19(args.s19, cand["alarm"], alpha * delta)
+        if not args.saved:
+            return
     if not args.saved:
         ap.error("give the saved sets (tune_monitor_flag_f19.py --save files)")
     report(saved_sets(args.saved), cand, alpha, delta, args.diagnose)

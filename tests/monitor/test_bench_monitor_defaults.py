@@ -56,3 +56,30 @@ def test_training_counts_streams_and_windows() -> None:
     # window 3 of the first null stream is the look flag's too, the 7 after it the alarm's alone; the alarmed
     # test stream's windows are the budget's too (0.0009 <= 0.05 * 0.25 / 2)
     assert r["by_alarm_only"] == 7
+
+
+def test_s19_protocol_read_back_scores_the_shipped_spending(tmp_path, capsys) -> None:
+    import json
+
+    def looks(ps: list[float]) -> list[list[float]]:
+        return [[200 * (k + 1), p, 1.0] for k, p in enumerate(ps)]
+
+    # first3_late alarms at look 3 on p 0.002 (0.005 * 0.5), harmonic would not (0.005 / 12)
+    res = {
+        "null": [
+            {"d": 0, "looks": looks([0.5, 0.5, 0.002] + [0.5] * 7)},
+            {"d": 1, "looks": looks([0.5] * 10)},
+        ],
+        "test": [{"d": 0, "looks": looks([0.0009, 0.5, 0.5])}, {"d": 1, "looks": looks([0.5, 0.5, 0.5])}],
+    }
+    f = tmp_path / "t7_report_1440.json"
+    f.write_text(json.dumps({"settings": {}, "results": res}))
+    DEF.report_s19([str(f)], "first3_late", ALPHA * DELTA)
+    out = capsys.readouterr().out
+    assert (
+        "[t7 S19 protocol, first3_late] 2 deployments; in-distribution streams of 2,000 alarmed 1 of 2" in out
+    )
+    assert "within 600 rows 50.0% of 2 orders (within 200 50.0%" in out
+    assert "pooled 1 of 2 (50.0%) -> NOT met" in out
+    DEF.report_s19([str(f)], "harmonic", ALPHA * DELTA)
+    assert "alarmed 0 of 2" in capsys.readouterr().out
