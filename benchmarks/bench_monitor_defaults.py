@@ -278,6 +278,42 @@ def report_s19(files: list[str], spending: str, level: float) -> None:
     )
 
 
+def diagnose_e19(files: list[str]) -> None:
+    """E19's protocol (``tune_monitor_val_map.py --report --save``; the real monitor's flags): every test window
+    unflagged and off by > 0.03 with its evidence, and each training's deployments with the most unflagged
+    in-distribution windows off (the shipped ``heldout_platt`` estimate; signed ACC error: estimate - realized)."""
+    import json
+
+    for f in files:
+        z = json.loads(Path(f).read_text())
+        for w in z:
+            err = w["heldout_platt"]
+            if w["kind"] != "test" or w["saved_flag"] or max(err.values()) <= 0.03:
+                continue
+            e = w["evidence"]
+            print(
+                f"  [t{w['t']} E19 protocol] test d{w['d']} order {w['order']} window {w['pos'] + 1}: unflagged, off "
+                f"AUC {err['auc']:.3f} ACC {err['acc']:.3f} (signed {w['acc_signed']:+.3f}); drift min p "
+                f"{e['min_p']:.3g} (level {e['drift_level']:.3g}), domain p {e['domain_p']:.3g}, ESS "
+                f"{e['ess_fraction']:.2f}, stream p {w['stream_p']:.3g} at look {w['stream_looks']}"
+            )
+        per: dict[int, list[tuple[bool, float]]] = {}
+        for w in z:
+            if w["kind"] == "in" and not w["saved_flag"]:
+                per.setdefault(w["d"], []).append((max(w["heldout_platt"].values()) > 0.03, w["acc_signed"]))
+        worst = sorted(per.items(), key=lambda kv: -sum(o for o, _ in kv[1]))[:3]
+        off = sum(o for v in per.values() for o, _ in v)
+        print(
+            f"  [{Path(f).name.split('_')[0]} E19 protocol] unflagged in-distribution windows off by > 0.03: {off} of "
+            f"{sum(map(len, per.values()))}; mean signed ACC error {np.mean([x for v in per.values() for _, x in v]):+.4f}; "
+            "most off: "
+            + ", ".join(
+                f"d{d} {sum(o for o, _ in v)} of {len(v)} (mean signed {np.mean([x for _, x in v]):+.4f})"
+                for d, v in worst
+            )
+        )
+
+
 def main() -> None:
     from tune_monitor_test_windows import protocol_arguments, saved_sets
 
@@ -294,6 +330,12 @@ def main() -> None:
         nargs="+",
         default=None,
         help="(b) by S19's protocol: tune_monitor_stream_spending.py --save files",
+    )
+    ap.add_argument(
+        "--e19",
+        nargs="+",
+        default=None,
+        help="diagnosis of E19's protocol: tune_monitor_val_map.py --save files",
     )
     ap.add_argument(
         "--diagnose",
@@ -325,8 +367,10 @@ def main() -> None:
         return
     if args.s19:
         report_s19(args.s19, cand["alarm"], alpha * delta)
-        if not args.saved:
-            return
+    if args.e19:
+        diagnose_e19(args.e19)
+    if (args.s19 or args.e19) and not args.saved:
+        return
     if not args.saved:
         ap.error("give the saved sets (tune_monitor_flag_f19.py --save files)")
     report(saved_sets(args.saved), cand, alpha, delta, args.diagnose)
