@@ -30,6 +30,38 @@ def calls(p: np.ndarray, y: np.ndarray, thr: float) -> str:
     )
 
 
+def train_reference(args: argparse.Namespace, seed: int) -> None:
+    """Deployment ``--first-draw``'s protocol windows (2 in-distribution streams of 2,000, 10 test orders of 600,
+    each window evaluated on its own) under each ``train_reference_rows``: windows whose domain flag is raised."""
+    from tune_monitor_stream_look import deployment_draws
+
+    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
+
+    for rows in args.train_reference:
+        cfg = BuildMonitorProfileConfig(window_sizes=[200], train_reference_rows=rows)
+        tr = deployment_draws(args, seed, cfg)
+        dr = next(tr.draws)
+        counts = {"null": [0, 0], "test": [0, 0]}
+        plan = [("null", o, 1) for o in range(2)] + [("test", o, 2) for o in range(10)]
+        for kind, o, tag in plan:
+            if kind == "null":
+                rows_ = dr.full.take(dr.srng.choice(dr.rest, 2000, replace=False))
+            else:
+                rows_ = dr.tsample.take(
+                    np.concatenate([dr.srng.choice(len(tr.yt), 200, replace=False) for _ in range(3)])
+                )
+            for i, k in enumerate(range(0, len(rows_), 200)):
+                r = dr.mon.evaluate(rows_.take(np.arange(k, k + 200)), seed=[dr.d, tag, o, i])
+                counts[kind][0] += "domain" in r["estimate_flags"]
+                counts[kind][1] += 1
+        print(
+            f"[t{seed} d{dr.d}] train_reference_rows {rows}: domain flag on {counts['test'][0]} of "
+            f"{counts['test'][1]} test windows and {counts['null'][0]} of {counts['null'][1]} in-distribution "
+            "windows (each window on its own, no stream evidence)",
+            flush=True,
+        )
+
+
 def main() -> None:
     from tune_monitor_stream_look import deployment_draws
 
@@ -50,8 +82,19 @@ def main() -> None:
         help="deployments (from --first-draw): the low-positive cut of each one's held-out rows, their share below "
         "it and every unseen row's share below it",
     )
+    ap.add_argument(
+        "--train-reference",
+        type=int,
+        nargs="*",
+        default=None,
+        help="train_reference_rows settings to compare on --first-draw's protocol windows (e.g. 0 2000)",
+    )
     args = ap.parse_args()
     args.remove, args.draws, args.pool, args.stop_at = 2500, 1, 262, None
+    if args.train_reference is not None:
+        for seed in args.train_seeds:
+            train_reference(args, seed)
+        return
     print(
         f"== development trainings {args.train_seeds}; test split's {args.half} half; deployment {args.first_draw} =="
     )

@@ -92,6 +92,8 @@ def window_numbers(mon, s, y: np.ndarray, seed: list[int], thr: float) -> list[d
                 "low_positive": low_positive_numbers(ref.proba, s.proba[idx], thr),
             }
         )
+        if r.get("train_reference") is not None:  # rule T20 (session 20): only with train_reference_rows on
+            out[-1]["train_p"] = float(r["train_reference"]["p_value"])
     return out
 
 
@@ -117,7 +119,9 @@ def one_training(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
     from closedloop.monitoring.stream_reference import new_stream_test
     from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
 
-    cfg = BuildMonitorProfileConfig(window_sizes=[200])
+    # rule T20: --train-reference-rows keeps that many training rows in each profile (0: off, as before)
+    rows = int(getattr(args, "train_reference_rows", 0))
+    cfg = BuildMonitorProfileConfig(window_sizes=[200], train_reference_rows=rows)
     tr = deployment_draws(args, seed, cfg)
     yu, Xt, yt, t0 = tr.yu, tr.Xt, tr.yt, tr.t0
     streams: list[dict[str, Any]] = []
@@ -313,15 +317,24 @@ def protocol_arguments(
     ap.add_argument("--orders", type=int, default=10)
     ap.add_argument("--stop-at", default=None, help="HH:MM UTC: start no deployment after this (declared)")
     ap.add_argument("--save", default=None, help="folder (outside the repo) for each training's numbers")
+    ap.add_argument(
+        "--train-reference-rows",
+        type=int,
+        default=0,
+        help="rule T20: the profiles keep this many training rows (train_reference_rows); 0: off",
+    )
 
 
 def protocol_key(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     """One training's settings as saved beside its numbers (``saved_streams`` reads back only on a match)."""
-    return {
+    key = {
         "nets": args.nets, "remove": args.remove, "half": args.half, "first_draw": args.first_draw,
         "draws": args.draws, "pool": args.pool, "null_streams": args.null_streams, "orders": args.orders,
         "seed": seed,
     }  # fmt: skip
+    if getattr(args, "train_reference_rows", 0):  # absent when off: sets saved before rule T20 still match
+        key["train_reference_rows"] = int(args.train_reference_rows)
+    return key
 
 
 def saved_sets(files: list[str]) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -361,6 +374,8 @@ def main() -> None:
     scores: dict[str, dict[int, dict[str, Any]]] = {c: {} for c in CANDIDATES}
     for seed in args.train_seeds:
         key = {k: v for k, v in vars(args).items() if k not in ("train_seeds", "save", "stop_at", "diagnose")}
+        if not key["train_reference_rows"]:  # rule T20's option, absent when off: older sets still match
+            del key["train_reference_rows"]
         key["seed"] = seed
         streams = saved_streams(args, seed, key, ignore=("draws",))
         if args.diagnose:

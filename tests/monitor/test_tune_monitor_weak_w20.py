@@ -71,3 +71,23 @@ def test_recompute_fills_then_checks_a_runs_own_numbers() -> None:
     assert W20.recompute(streams, settings, outs) == (16, 15)
     # the test windows' scores sit high (0.3-1): more barely-positive calls than the unseen rows
     assert streams[2]["windows"][0]["low_positive"]["0.1"][0] < 0.05
+
+
+def test_per_deployment_names_the_deployments_that_hold_the_misses(capsys) -> None:
+    miss = {"0.1": [0.5, 0.5]}  # the low-positive check sees nothing: the chosen candidate misses it too
+    caught = {"0.1": [0.001, 0.001]}  # under the chosen candidate's level (z-test, 0.002)
+    sets = [
+        (
+            "t0 report 1",
+            [
+                stream("test", 1, [miss, caught, miss], 0.1),
+                stream("test", 2, [{}, {}, {}], 0.01),  # within 0.03: never a miss
+                stream("null", 1, [{}] * 10, 0.01),
+            ],
+        )
+    ]
+    W20.per_deployment(sets, ALPHA, DELTA)
+    out = capsys.readouterr().out
+    assert "1 of 2 deployments hold the shipped test windows unflagged and off: d1 3 of 3" in out
+    assert "(shipped+low_positive_z_0.1@0.002: 2)" in out
+    assert "over 1 sets: 3 test windows unflagged and off by shipped, in 1 of 2 deployments" in out
