@@ -245,6 +245,75 @@ def report(
     )
 
 
+def report_s19(files: list[str], spending: str, level: float) -> None:
+    """(b) by S19's protocol: its saved looks (``tune_monitor_stream_spending.py --save``) scored with the
+    shipped spending, per training and over trainings."""
+    import json
+
+    from tune_monitor_stream_spending import score
+
+    rows = []
+    for f in files:
+        z = json.loads(Path(f).read_text())
+        s = score(z["results"], spending, level)
+        n_null, n_ord = s["n_null"], s["orders"]
+        s |= {"name": Path(f).name.split("_")[0], "alarms": round(s["null_alarm"] * n_null)}
+        s |= {"w600": round(s["within600"] * n_ord)}
+        rows.append(s)
+        print(
+            f"[{s['name']} S19 protocol, {spending}] {s['deployments']} deployments; in-distribution streams of "
+            f"2,000 alarmed {s['alarms']} of {n_null} ({s['null_alarm']:.1%}; deployments with none "
+            f"{s['deps_clean']:.0%}); test-distribution streams within 600 rows {s['within600']:.1%} of {n_ord} "
+            f"orders (within 200 {s['within200']:.1%}, median row {s['median_row']:.0f})"
+        )
+    null, runs = sum(r["alarms"] for r in rows), sum(r["n_null"] for r in rows)
+    w600 = [r["within600"] for r in rows]
+    print(
+        f"over {len(rows)} trainings (S19 protocol): in-distribution streams alarmed per training "
+        f"{spread([r['null_alarm'] for r in rows])}; pooled {null} of {runs} ({null / runs:.1%}) -> "
+        f"{'met' if null / runs <= TARGETS['null_alarm'] else 'NOT met'} (target <= 5%); within 600 rows per "
+        f"training {spread(w600)}; pooled {sum(r['w600'] for r in rows)} of {sum(r['orders'] for r in rows)}; "
+        f">= 90% in {sum(x >= TARGETS['within_600'] for x in w600)} of {len(rows)} trainings -> "
+        f"{'met' if min(w600) >= TARGETS['within_600'] else 'NOT met'}"
+    )
+
+
+def diagnose_e19(files: list[str]) -> None:
+    """E19's protocol (``tune_monitor_val_map.py --report --save``; the real monitor's flags): every test window
+    unflagged and off by > 0.03 with its evidence, and each training's deployments with the most unflagged
+    in-distribution windows off (the shipped ``heldout_platt`` estimate; signed ACC error: estimate - realized)."""
+    import json
+
+    for f in files:
+        z = json.loads(Path(f).read_text())
+        for w in z:
+            err = w["heldout_platt"]
+            if w["kind"] != "test" or w["saved_flag"] or max(err.values()) <= 0.03:
+                continue
+            e = w["evidence"]
+            print(
+                f"  [t{w['t']} E19 protocol] test d{w['d']} order {w['order']} window {w['pos'] + 1}: unflagged, off "
+                f"AUC {err['auc']:.3f} ACC {err['acc']:.3f} (signed {w['acc_signed']:+.3f}); drift min p "
+                f"{e['min_p']:.3g} (level {e['drift_level']:.3g}), domain p {e['domain_p']:.3g}, ESS "
+                f"{e['ess_fraction']:.2f}, stream p {w['stream_p']:.3g} at look {w['stream_looks']}"
+            )
+        per: dict[int, list[tuple[bool, float]]] = {}
+        for w in z:
+            if w["kind"] == "in" and not w["saved_flag"]:
+                per.setdefault(w["d"], []).append((max(w["heldout_platt"].values()) > 0.03, w["acc_signed"]))
+        worst = sorted(per.items(), key=lambda kv: -sum(o for o, _ in kv[1]))[:3]
+        off = sum(o for v in per.values() for o, _ in v)
+        print(
+            f"  [{Path(f).name.split('_')[0]} E19 protocol] unflagged in-distribution windows off by > 0.03: {off} of "
+            f"{sum(map(len, per.values()))}; mean signed ACC error {np.mean([x for v in per.values() for _, x in v]):+.4f}; "
+            "most off: "
+            + ", ".join(
+                f"d{d} {sum(o for o, _ in v)} of {len(v)} (mean signed {np.mean([x for _, x in v]):+.4f})"
+                for d, v in worst
+            )
+        )
+
+
 def main() -> None:
     from tune_monitor_test_windows import protocol_arguments, saved_sets
 
@@ -256,6 +325,18 @@ def main() -> None:
     )
     ap.add_argument("--nets", default=None, help="--verify: folder of the trainings' workdirs t<seed>")
     protocol_arguments(ap, [20], "report", 1000, 1)
+    ap.add_argument(
+        "--s19",
+        nargs="+",
+        default=None,
+        help="(b) by S19's protocol: tune_monitor_stream_spending.py --save files",
+    )
+    ap.add_argument(
+        "--e19",
+        nargs="+",
+        default=None,
+        help="diagnosis of E19's protocol: tune_monitor_val_map.py --save files",
+    )
     ap.add_argument(
         "--diagnose",
         action="store_true",
@@ -283,6 +364,12 @@ def main() -> None:
 
         args.alpha, args.delta = alpha, delta
         verify(args, "shipped", cand, margins_shipped, ("stream", "stream_any"))
+        return
+    if args.s19:
+        report_s19(args.s19, cand["alarm"], alpha * delta)
+    if args.e19:
+        diagnose_e19(args.e19)
+    if (args.s19 or args.e19) and not args.saved:
         return
     if not args.saved:
         ap.error("give the saved sets (tune_monitor_flag_f19.py --save files)")

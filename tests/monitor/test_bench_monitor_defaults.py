@@ -56,3 +56,63 @@ def test_training_counts_streams_and_windows() -> None:
     # window 3 of the first null stream is the look flag's too, the 7 after it the alarm's alone; the alarmed
     # test stream's windows are the budget's too (0.0009 <= 0.05 * 0.25 / 2)
     assert r["by_alarm_only"] == 7
+
+
+def test_s19_protocol_read_back_scores_the_shipped_spending(tmp_path, capsys) -> None:
+    import json
+
+    def looks(ps: list[float]) -> list[list[float]]:
+        return [[200 * (k + 1), p, 1.0] for k, p in enumerate(ps)]
+
+    # first3_late alarms at look 3 on p 0.002 (0.005 * 0.5), harmonic would not (0.005 / 12)
+    res = {
+        "null": [
+            {"d": 0, "looks": looks([0.5, 0.5, 0.002] + [0.5] * 7)},
+            {"d": 1, "looks": looks([0.5] * 10)},
+        ],
+        "test": [{"d": 0, "looks": looks([0.0009, 0.5, 0.5])}, {"d": 1, "looks": looks([0.5, 0.5, 0.5])}],
+    }
+    f = tmp_path / "t7_report_1440.json"
+    f.write_text(json.dumps({"settings": {}, "results": res}))
+    DEF.report_s19([str(f)], "first3_late", ALPHA * DELTA)
+    out = capsys.readouterr().out
+    assert (
+        "[t7 S19 protocol, first3_late] 2 deployments; in-distribution streams of 2,000 alarmed 1 of 2" in out
+    )
+    assert "within 600 rows 50.0% of 2 orders (within 200 50.0%" in out
+    assert "pooled 1 of 2 (50.0%) -> NOT met" in out
+    DEF.report_s19([str(f)], "harmonic", ALPHA * DELTA)
+    assert "alarmed 0 of 2" in capsys.readouterr().out
+
+
+def test_e19_diagnosis_names_unflagged_test_windows_and_worst_deployments(tmp_path, capsys) -> None:
+    import json
+
+    ev = {"min_p": 0.5, "drift_level": 0.02, "domain_p": 0.2, "ess_fraction": 0.8}
+
+    def win(kind: str, d: int, flagged: bool, acc: float, **more) -> dict:
+        return (
+            {"t": 9, "d": d, "kind": kind, "saved_flag": flagged, "evidence": ev, "acc_signed": acc}
+            | {"heldout_platt": {"auc": 0.01, "acc": abs(acc)}}
+            | more
+        )
+
+    test = {"order": 1, "pos": 0, "stream_p": 0.2, "stream_looks": 1}
+    rows = [
+        win("test", 5, False, 0.11, **test),  # unflagged and off: printed
+        win("test", 5, True, 0.2, **test),  # flagged: not printed
+        win("test", 6, False, 0.01, **test),  # within 0.03: not printed
+        win("in", 5, False, 0.05),
+        win("in", 5, False, -0.04),
+        win("in", 6, False, 0.01),
+        win("in", 6, True, 0.2),  # flagged: not counted
+    ]
+    f = tmp_path / "t9_1460.json"
+    f.write_text(json.dumps(rows))
+    DEF.diagnose_e19([str(f)])
+    out = capsys.readouterr().out
+    assert (
+        out.count("unflagged, off") == 1
+        and "test d5 order 1 window 1: unflagged, off AUC 0.010 ACC 0.110" in out
+    )
+    assert "off by > 0.03: 2 of 3; mean signed ACC error +0.0067; most off: d5 2 of 2" in out
