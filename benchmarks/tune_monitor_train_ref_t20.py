@@ -109,6 +109,26 @@ def agreement(streams: list[dict[str, Any]], alpha: float, delta: float) -> tupl
     return equal, n
 
 
+def misses(name: str, streams: list[dict[str, Any]], alpha: float, delta: float) -> None:
+    """Every test window the shipped defaults leave unflagged and off: its held-out and training-rows p-values
+    and whether the union (share 0.5) flags it (diagnosis)."""
+    from tune_monitor_test_windows import TOLERANCE
+
+    ship, union = CANDIDATES[SHIPPED], CANDIDATES[f"{SHIPPED}+train_reference_{TRAIN_ROWS}"]
+    for st in streams:
+        for i, w in enumerate(st["windows"]):
+            if st["kind"] != "test" or w["err"] <= TOLERANCE:
+                continue
+            if min(margins_t20(st, i, ship, alpha, delta).values()) <= 1.0:
+                continue
+            caught = min(margins_t20(st, i, union, alpha, delta).values()) <= 1.0
+            print(
+                f"  [{name}] d{st['d']} order {st['o']} window {i + 1}: off by {w['err']:.3f}, unflagged by "
+                f"{SHIPPED}; held-out domain p {w['domain_p']:.4f}, training-rows p {w['train_p']:.4f}; the union "
+                f"(share 0.5) {'flags' if caught else 'does not flag'} it"
+            )
+
+
 def main() -> None:
     import json
 
@@ -128,6 +148,7 @@ def main() -> None:
     ap.add_argument("--saved", nargs="+", default=None, help="saved sets of this script's runs")
     ap.add_argument("--nets", default=None, help="measure: folder of the trainings' workdirs t<seed>")
     ap.add_argument("--report", action="store_true", help="the --saved sets are the report: clause 3")
+    ap.add_argument("--misses", action="store_true", help="the shipped defaults' misses, each (diagnosis)")
     protocol_arguments(ap, [25, 26], "report", 1500, 8)
     args = ap.parse_args()
     if (args.saved is None) == (args.nets is None):
@@ -175,6 +196,10 @@ def main() -> None:
         print(
             f"  [{name}] the replayed union (share 0.5) equals the run's own domain flag in {eq} of {n} windows"
         )
+    if args.misses:
+        for name, streams in sets:
+            misses(name, streams, alpha, delta)
+        return
     scores = score_sets(sets, CANDIDATES, score, alpha, delta, None, True)
     if args.nets:
         return
