@@ -78,3 +78,13 @@ def test_protocol_key_is_unchanged_when_the_option_is_off() -> None:
     on = ap.parse_args(["--train-reference-rows", "2000"])
     on.nets = "/x"
     assert WINDOWS.protocol_key(on, 20)["train_reference_rows"] == 2000
+
+
+def test_misses_names_the_shipped_misses_and_what_the_union_does(capsys) -> None:
+    # windows 2-3 are off (err 0.1) and unflagged by the shipped defaults; the union catches window 2 only
+    st = stream([(0.001, 0.5), (0.5, 0.001), (0.5, 0.004)])
+    T20.misses("t0", [st], ALPHA, DELTA)
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2
+    assert "window 2:" in out[0] and out[0].endswith("the union (share 0.5) flags it")
+    assert "window 3:" in out[1] and out[1].endswith("does not flag it")
