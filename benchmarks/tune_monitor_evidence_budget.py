@@ -200,12 +200,13 @@ def load_sets(args: argparse.Namespace) -> list[tuple[str, list[dict[str, Any]]]
 
 def main() -> None:
     from tune_monitor_test_windows import (
-        FLAG_TARGET,
         TOLERANCE,
-        candidate_key,
+        print_choice,
+        print_report_clause,
         protocol_arguments,
         score,
         score_sets,
+        summarize_candidates,
     )
 
     from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
@@ -249,36 +250,11 @@ def main() -> None:
     scores = score_sets(sets, CANDIDATES, score, alpha, delta, diagnose if args.diagnose else None)
     names = [n for n, _ in sets]
     print(f"\nsummary over {len(sets)} sets ({', '.join(names)}):")
-    base_over = sum(s["over"] for s in scores[SHIPPED])
-    keys, ok_a, ok = {}, {}, {}
-    for c in CANDIDATES:
-        sc = scores[c]
-        ok_a[c] = all(s["in_flagged"] <= FLAG_TARGET for s in sc)
-        ok[c] = ok_a[c] and sum(s["over"] for s in sc) <= base_over
-        keys[c] = candidate_key(sc)
-        rates = ", ".join(f"{s['in_flagged']:.1%}" for s in sc)
-        print(
-            f"[{c}] in-distribution windows flagged per set {rates}; "
-            f"deployments above {FLAG_TARGET:.0%} {sum(s['over'] for s in sc)} ({SHIPPED} {base_over}); eligible: "
-            f"{ok[c]}; test windows unflagged and off by > {TOLERANCE}: {', '.join(str(s['test_off']) for s in sc)} "
-            f"(total {keys[c][0]} of {sum(s['n_test'] for s in sc)}); near misses {keys[c][1]}; in-distribution "
-            f"windows flagged {keys[c][2]} of {sum(s['n_in'] for s in sc)}"
-        )
+    keys, ok = summarize_candidates(scores, SHIPPED, amended=False)
     if args.saved is None:
-        base = keys[SHIPPED][0]
-        print(
-            f"report: measured once; a development choice replaces {SHIPPED} only if here it is eligible by 1(a) and "
-            f"1(b) and leaves fewer test windows unflagged and off than {SHIPPED} ({base}): "
-            + ", ".join(f"{c} {ok[c] and keys[c][0] < base}" for c in CANDIDATES if c != SHIPPED)
-        )
+        print_report_clause("report", keys, ok, SHIPPED)
         return
-    eligible = [c for c in CANDIDATES if ok[c]]
-    best = min(keys[c] for c in eligible)
-    chosen = SHIPPED if keys[SHIPPED] == best else min(eligible, key=lambda c: keys[c])
-    print(
-        f"chosen by the declared rule w17: {chosen} (test windows unflagged and off {best[0]}, near misses "
-        f"{best[1]}, in-distribution windows flagged {best[2]})"
-    )
+    print_choice("chosen by the declared rule w17", keys, ok, SHIPPED)
 
 
 if __name__ == "__main__":

@@ -302,6 +302,60 @@ def candidate_key(sc: list[dict[str, Any]]) -> tuple[int, int, int]:
     )
 
 
+def summarize_candidates(
+    scores: dict[str, list[dict[str, Any]]], shipped: str, amended: bool
+) -> tuple[dict[str, tuple[int, int, int]], dict[str, bool]]:
+    """Print each candidate's line over the sets and return its order key and clause-1 eligibility.
+
+    Eligible: (a) every set at most FLAG_TARGET of in-distribution windows flagged (with ``amended``, F19a's
+    reading: or no more than ``shipped`` there) and (b) no more deployments above FLAG_TARGET than ``shipped``.
+    """
+    base_over = sum(s["over"] for s in scores[shipped])
+    keys, ok = {}, {}
+    for c, sc in scores.items():
+        ok[c] = (
+            all(
+                s["in_flagged"] <= (max(FLAG_TARGET, b["in_flagged"]) if amended else FLAG_TARGET)
+                for s, b in zip(sc, scores[shipped], strict=True)
+            )
+            and sum(s["over"] for s in sc) <= base_over
+        )
+        keys[c] = candidate_key(sc)
+        rates = ", ".join(f"{s['in_flagged']:.1%}" for s in sc)
+        print(
+            f"[{c}] in-distribution windows flagged per set {rates}; deployments above {FLAG_TARGET:.0%} "
+            f"{sum(s['over'] for s in sc)} ({shipped} {base_over}); eligible: {ok[c]}; test windows unflagged and "
+            f"off by > {TOLERANCE}: {', '.join(str(s['test_off']) for s in sc)} (total {keys[c][0]} of "
+            f"{sum(s['n_test'] for s in sc)}); near misses {keys[c][1]}; in-distribution windows flagged "
+            f"{keys[c][2]} of {sum(s['n_in'] for s in sc)}"
+        )
+    return keys, ok
+
+
+def print_report_clause(
+    label: str, keys: dict[str, tuple[int, int, int]], ok: dict[str, bool], shipped: str
+) -> None:
+    """The report's clause: which candidate would replace ``shipped`` (eligible and fewer test windows off)."""
+    base = keys[shipped][0]
+    print(
+        f"{label}: measured once; a development choice replaces {shipped} only if here it is "
+        f"eligible by 1(a) and 1(b) and leaves fewer test windows unflagged and off than {shipped} ({base}): "
+        + ", ".join(f"{c} {ok[c] and keys[c][0] < base}" for c in keys if c != shipped)
+    )
+
+
+def print_choice(label: str, keys: dict[str, tuple[int, int, int]], ok: dict[str, bool], shipped: str) -> str:
+    """Clause 2: the eligible candidate first by its key; a tie with ``shipped`` keeps ``shipped``."""
+    eligible = [c for c in keys if ok[c]]
+    best = min(keys[c] for c in eligible)
+    chosen = shipped if keys[shipped] == best else min(eligible, key=lambda c: keys[c])
+    print(
+        f"{label}: {chosen} (test windows unflagged and off {best[0]}, near misses "
+        f"{best[1]}, in-distribution windows flagged {best[2]})"
+    )
+    return chosen
+
+
 def protocol_arguments(
     ap: argparse.ArgumentParser, train_seeds: list[int], half: str, first_draw: int, draws: int
 ) -> None:

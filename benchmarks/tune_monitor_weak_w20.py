@@ -210,13 +210,14 @@ def main() -> None:
 
     from bench_monitor_defaults import shipped
     from tune_monitor_test_windows import (
-        FLAG_TARGET,
         TOLERANCE,
-        candidate_key,
+        print_choice,
+        print_report_clause,
         protocol_arguments,
         protocol_key,
         saved_streams,
         score_sets,
+        summarize_candidates,
     )
 
     from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
@@ -312,41 +313,12 @@ def main() -> None:
         return
     scores = score_sets(named, CANDIDATES, score, alpha, delta, None, True)
     print(f"\nsummary over {len(named)} sets ({', '.join(n for n, _ in named)}):")
-    base_over = sum(s["over"] for s in scores[SHIPPED])
-    keys, ok = {}, {}
-    for c in CANDIDATES:
-        sc = scores[c]
-        ok[c] = (
-            all(
-                s["in_flagged"] <= max(FLAG_TARGET, b["in_flagged"])
-                for s, b in zip(sc, scores[SHIPPED], strict=True)
-            )
-            and sum(s["over"] for s in sc) <= base_over
-        )
-        keys[c] = candidate_key(sc)
-        rates = ", ".join(f"{s['in_flagged']:.1%}" for s in sc)
-        print(
-            f"[{c}] in-distribution windows flagged per set {rates}; deployments above {FLAG_TARGET:.0%} "
-            f"{sum(s['over'] for s in sc)} ({SHIPPED} {base_over}); eligible: {ok[c]}; test windows unflagged and "
-            f"off by > {TOLERANCE}: {', '.join(str(s['test_off']) for s in sc)} (total {keys[c][0]} of "
-            f"{sum(s['n_test'] for s in sc)}); near misses {keys[c][1]}; in-distribution windows flagged "
-            f"{keys[c][2]} of {sum(s['n_in'] for s in sc)}"
-        )
+    keys, ok = summarize_candidates(scores, SHIPPED, amended=True)
     if args.saved is None or args.report_saved:
-        base = keys[SHIPPED][0]
-        print(
-            f"{'report' if args.nets else 'read-out, not deciding'} (rule w20, clause 3): measured once; a development choice replaces {SHIPPED} only if here it is "
-            f"eligible by 1(a) and 1(b) and leaves fewer test windows unflagged and off than {SHIPPED} ({base}): "
-            + ", ".join(f"{c} {ok[c] and keys[c][0] < base}" for c in CANDIDATES if c != SHIPPED)
-        )
+        label = "report" if args.nets else "read-out, not deciding"
+        print_report_clause(f"{label} (rule w20, clause 3)", keys, ok, SHIPPED)
         return
-    eligible = [c for c in CANDIDATES if ok[c]]
-    best = min(keys[c] for c in eligible)
-    chosen = SHIPPED if keys[SHIPPED] == best else min(eligible, key=lambda c: keys[c])
-    print(
-        f"development choice by rule w20: {chosen} (test windows unflagged and off {best[0]}, near misses "
-        f"{best[1]}, in-distribution windows flagged {best[2]})"
-    )
+    print_choice("development choice by rule w20", keys, ok, SHIPPED)
 
 
 if __name__ == "__main__":
