@@ -204,6 +204,7 @@ def main() -> None:
         print_choice,
         print_report_clause,
         protocol_arguments,
+        saved_set_arguments,
         score,
         score_sets,
         summarize_candidates,
@@ -212,10 +213,7 @@ def main() -> None:
     from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
 
     ap = argparse.ArgumentParser()
-    ap.add_argument(
-        "--saved", nargs="+", default=None, help="development: saved sets of tune_monitor_test_windows"
-    )
-    ap.add_argument("--nets", default=None, help="report: folder of the trainings' workdirs t<seed>")
+    saved_set_arguments(ap)
     protocol_arguments(ap, [9, 10], "report", 600, 8)
     ap.add_argument("--diagnose", action="store_true", help="what the stream evidence withholds (old vs w16)")
     ap.add_argument(

@@ -153,16 +153,14 @@ def main() -> None:
         TOLERANCE,
         candidate_key,
         protocol_arguments,
+        saved_set_arguments,
         score_sets,
     )
 
     from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
 
     ap = argparse.ArgumentParser()
-    ap.add_argument(
-        "--saved", nargs="+", default=None, help="development: saved sets of tune_monitor_test_windows"
-    )
-    ap.add_argument("--nets", default=None, help="report: folder of the trainings' workdirs t<seed>")
+    saved_set_arguments(ap)
     protocol_arguments(ap, [17, 18], "report", 1000, 8)
     ap.add_argument("--diagnose", action="store_true", help="the shipped default's unflagged and off windows")
     ap.add_argument(

@@ -356,6 +356,16 @@ def print_choice(label: str, keys: dict[str, tuple[int, int, int]], ok: dict[str
     return chosen
 
 
+def saved_set_arguments(
+    ap: argparse.ArgumentParser,
+    saved_help: str = "development: saved sets of tune_monitor_test_windows",
+    nets_help: str = "report: folder of the trainings' workdirs t<seed>",
+) -> None:
+    """``--saved`` (score saved sets) and ``--nets`` (run or read back the protocol on these trainings)."""
+    ap.add_argument("--saved", nargs="+", default=None, help=saved_help)
+    ap.add_argument("--nets", default=None, help=nets_help)
+
+
 def protocol_arguments(
     ap: argparse.ArgumentParser, train_seeds: list[int], half: str, first_draw: int, draws: int
 ) -> None:

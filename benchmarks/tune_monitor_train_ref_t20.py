@@ -138,6 +138,7 @@ def main() -> None:
         print_report_clause,
         protocol_arguments,
         protocol_key,
+        saved_set_arguments,
         saved_streams,
         score_sets,
         summarize_candidates,
@@ -146,8 +147,9 @@ def main() -> None:
     from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--saved", nargs="+", default=None, help="saved sets of this script's runs")
-    ap.add_argument("--nets", default=None, help="measure: folder of the trainings' workdirs t<seed>")
+    saved_set_arguments(
+        ap, "saved sets of this script's runs", "measure: folder of the trainings' workdirs t<seed>"
+    )
     ap.add_argument("--report", action="store_true", help="the --saved sets are the report: clause 3")
     ap.add_argument("--misses", action="store_true", help="the shipped defaults' misses, each (diagnosis)")
     protocol_arguments(ap, [25, 26], "report", 1500, 8)

@@ -215,6 +215,7 @@ def main() -> None:
         print_report_clause,
         protocol_arguments,
         protocol_key,
+        saved_set_arguments,
         saved_streams,
         score_sets,
         summarize_candidates,
@@ -223,10 +224,7 @@ def main() -> None:
     from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
 
     ap = argparse.ArgumentParser()
-    ap.add_argument(
-        "--saved", nargs="+", default=None, help="development: saved sets of tune_monitor_test_windows"
-    )
-    ap.add_argument("--nets", default=None, help="report: folder of the trainings' workdirs t<seed>")
+    saved_set_arguments(ap)
     ap.add_argument(
         "--outputs-from", default="/tmp/nets", help="development: the trainings' workdirs (read only)"
     )
