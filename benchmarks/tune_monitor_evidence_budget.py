@@ -200,9 +200,9 @@ def load_sets(args: argparse.Namespace) -> list[tuple[str, list[dict[str, Any]]]
 
 def main() -> None:
     from tune_monitor_test_windows import (
-        TOLERANCE,
         print_choice,
         print_report_clause,
+        print_run_header,
         protocol_arguments,
         saved_set_arguments,
         score,
@@ -241,9 +241,7 @@ def main() -> None:
         if args.saved
         else f"report (trainings {args.train_seeds}, {args.half} half)"
     )
-    print(
-        f"== {mode}; candidates {', '.join(CANDIDATES)}; shipped default {SHIPPED}; tolerance {TOLERANCE} =="
-    )
+    print_run_header(mode, list(CANDIDATES), SHIPPED)
     sets = load_sets(args)
     scores = score_sets(sets, CANDIDATES, score, alpha, delta, diagnose if args.diagnose else None)
     names = [n for n, _ in sets]

@@ -152,6 +152,7 @@ def main() -> None:
         FLAG_TARGET,
         TOLERANCE,
         candidate_key,
+        print_run_header,
         protocol_arguments,
         saved_set_arguments,
         score_sets,
@@ -200,15 +201,7 @@ def main() -> None:
         if args.saved
         else f"report (trainings {args.train_seeds}, {args.half} half)"
     )
-    print(
-        f"== {mode}; candidates {', '.join(CANDIDATES)}; shipped default {SHIPPED}; tolerance {TOLERANCE} =="
-    )
-    if args.nets:
-        print(
-            f"== deployments {args.first_draw}..{args.first_draw + args.draws - 1} per training ({args.pool} "
-            f"held-out rows each); per deployment {args.null_streams} in-distribution streams of 2000 and "
-            f"{args.orders} test-distribution streams of 600; stop at {args.stop_at or 'none'} UTC =="
-        )
+    print_run_header(mode, list(CANDIDATES), SHIPPED, args)
     sets = load_sets(args)
     scores = score_sets(sets, CANDIDATES, score, alpha, delta, diagnose if args.diagnose else None, True)
     names = [n for n, _ in sets]

@@ -332,6 +332,21 @@ def summarize_candidates(
     return keys, ok
 
 
+def print_run_header(
+    mode: str, candidates: list[str], shipped: str, args: argparse.Namespace | None = None
+) -> None:
+    """The run's first lines after its rule: what it scores and, for a run on trainings, which deployments."""
+    print(
+        f"== {mode}; candidates {', '.join(candidates)}; shipped default {shipped}; tolerance {TOLERANCE} =="
+    )
+    if args is not None and args.nets:
+        print(
+            f"== deployments {args.first_draw}..{args.first_draw + args.draws - 1} per training ({args.pool} "
+            f"held-out rows each); per deployment {args.null_streams} in-distribution streams of 2000 and "
+            f"{args.orders} test-distribution streams of 600; stop at {args.stop_at or 'none'} UTC =="
+        )
+
+
 def print_report_clause(
     label: str, keys: dict[str, tuple[int, int, int]], ok: dict[str, bool], shipped: str
 ) -> None:

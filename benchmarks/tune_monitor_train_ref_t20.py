@@ -133,9 +133,9 @@ def main() -> None:
     import json
 
     from tune_monitor_test_windows import (
-        TOLERANCE,
         print_choice,
         print_report_clause,
+        print_run_header,
         protocol_arguments,
         protocol_key,
         saved_set_arguments,
@@ -168,9 +168,7 @@ def main() -> None:
     alpha, delta = cfg.stream_alpha, cfg.stream_delta
     print(RULE_T20)
     mode = "measure" if args.nets else "report" if args.report else "development"
-    print(
-        f"== {mode}; candidates {', '.join(CANDIDATES)}; shipped default {SHIPPED}; tolerance {TOLERANCE} =="
-    )
+    print_run_header(mode, list(CANDIDATES), SHIPPED)
     sets: list[tuple[str, list[dict[str, Any]]]] = []
     if args.nets:
         print(

@@ -210,9 +210,9 @@ def main() -> None:
 
     from bench_monitor_defaults import shipped
     from tune_monitor_test_windows import (
-        TOLERANCE,
         print_choice,
         print_report_clause,
+        print_run_header,
         protocol_arguments,
         protocol_key,
         saved_set_arguments,
@@ -272,15 +272,7 @@ def main() -> None:
         if args.report_saved
         else "development (saved sets)"
     )
-    print(
-        f"== {mode}; candidates {', '.join(CANDIDATES)}; shipped default {SHIPPED}; tolerance {TOLERANCE} =="
-    )
-    if args.nets:
-        print(
-            f"== deployments {args.first_draw}..{args.first_draw + args.draws - 1} per training ({args.pool} "
-            f"held-out rows each); per deployment {args.null_streams} in-distribution streams of 2000 and "
-            f"{args.orders} test-distribution streams of 600; stop at {args.stop_at or 'none'} UTC =="
-        )
+    print_run_header(mode, list(CANDIDATES), SHIPPED, args)
     sets: list[tuple[str, list[dict[str, Any]], dict[str, Any]]] = []
     for f in args.saved or []:
         data = json.loads(Path(f).read_text())
