@@ -113,6 +113,17 @@ def low_positive_numbers(ref_proba: Any, win_proba: Any, thr: float) -> dict[str
     return out
 
 
+def null_stream(dr: Any, yu: np.ndarray, o: int, idx: np.ndarray) -> dict[str, Any]:
+    """In-distribution stream ``o`` of deployment ``dr`` on the unseen rows ``idx``: its looks and windows."""
+    from tune_monitor_stream_look import run_looks
+
+    from closedloop.monitoring.stream_reference import new_stream_test
+
+    looks = run_looks(new_stream_test(dr.profile, seed=[dr.d, 1, o]), dr.full.take(idx))["mean_shift"]
+    wins = window_numbers(dr.mon, dr.full.take(idx), yu[idx], [dr.d, 1, o], dr.thr)
+    return {"d": dr.d, "o": o, "kind": "null", "looks": looks, "windows": wins}
+
+
 def one_training(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
     from tune_monitor_stream_look import deployment_draws, run_looks
 
@@ -122,6 +133,11 @@ def one_training(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
     # rule T20: --train-reference-rows keeps that many training rows in each profile (0: off, as before)
     rows = int(getattr(args, "train_reference_rows", 0))
     cfg = BuildMonitorProfileConfig(window_sizes=[200], train_reference_rows=rows)
+    # rule T21: --extra-null-streams more in-distribution streams per deployment, drawn after the test orders so
+    # every earlier stream is unchanged; --extra-only draws the earlier streams' rows (the generator advances the
+    # same) but measures only the extra ones and each deployment's first in-distribution window (a check)
+    extra = int(getattr(args, "extra_null_streams", 0))
+    extra_only = bool(getattr(args, "extra_only", False))
     tr = deployment_draws(args, seed, cfg)
     yu, Xt, yt, t0 = tr.yu, tr.Xt, tr.yt, tr.t0
     streams: list[dict[str, Any]] = []
@@ -131,14 +147,21 @@ def one_training(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
         )  # fmt: skip
         for o in range(args.null_streams):
             idx = srng.choice(rest, NULL_ROWS, replace=False)
-            looks = run_looks(new_stream_test(profile, seed=[d, 1, o]), full.take(idx))["mean_shift"]
-            wins = window_numbers(mon, full.take(idx), yu[idx], [d, 1, o], thr)
-            streams.append({"d": d, "o": o, "kind": "null", "looks": looks, "windows": wins})
+            if extra_only:
+                if o == 0:
+                    wins = window_numbers(mon, full.take(idx[:200]), yu[idx[:200]], [d, 1, o], thr)
+                    streams.append({"d": d, "o": o, "kind": "check", "looks": [], "windows": wins})
+                continue
+            streams.append(null_stream(dr, yu, o, idx))
         for o in range(args.orders):
             idx = np.concatenate([srng.choice(len(Xt), 200, replace=False) for _ in range(3)])
+            if extra_only:
+                continue
             looks = run_looks(new_stream_test(profile, seed=[d, 2, o]), tsample.take(idx))["mean_shift"]
             wins = window_numbers(mon, tsample.take(idx), yt[idx], [d, 2, o], thr)
             streams.append({"d": d, "o": o, "kind": "test", "looks": looks, "windows": wins})
+        for o in range(args.null_streams, args.null_streams + extra):
+            streams.append(null_stream(dr, yu, o, srng.choice(rest, NULL_ROWS, replace=False)))
         print(f"  t{seed} draw {d:>3}: done; {time.time() - t0:.0f} s", flush=True)
     print(f"  t{seed}: model {tr.run.name}, {len(yu)} unseen images; {time.time() - t0:.0f} s", flush=True)
     return streams
@@ -413,6 +436,9 @@ def protocol_key(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     }  # fmt: skip
     if getattr(args, "train_reference_rows", 0):  # absent when off: sets saved before rule T20 still match
         key["train_reference_rows"] = int(args.train_reference_rows)
+    if getattr(args, "extra_null_streams", 0):  # rule T21; absent when off: earlier sets still match
+        key["extra_null_streams"] = int(args.extra_null_streams)
+        key["extra_only"] = bool(getattr(args, "extra_only", False))
     return key
 
 
