@@ -138,6 +138,17 @@ def full_set(f: str) -> tuple[str, list[dict[str, Any]]] | None:
     return label, [st for st in data["streams"] if st["d"] in done]
 
 
+def clause_1a(s: dict[str, Any], b: dict[str, Any], amended: bool) -> bool:
+    """Clause 1(a) in one set for a candidate's score ``s`` against shipped's ``b``: at most 10 % of in-distribution
+    windows flagged, or no more than shipped (amendment T21a: plus one window per deployment of the set)."""
+    from tune_monitor_test_windows import FLAG_TARGET
+
+    if s["in_flagged"] <= FLAG_TARGET:
+        return True
+    allowance = s["deployments"] if amended else 0
+    return round(s["in_flagged"] * s["n_in"]) <= round(b["in_flagged"] * b["n_in"]) + allowance
+
+
 def summarize(
     sets: list[tuple[str, list[dict[str, Any]]]],
     scores: dict[str, list[dict[str, Any]]],
@@ -156,24 +167,15 @@ def summarize(
         counted = [above_line(p, b) for p, b in zip(per[c], per[SHIPPED], strict=True)]
         over = sum(x[0] for x in counted)
         pairs = list(zip(sc, scores[SHIPPED], strict=True))
-        declared[c] = (
-            all(s["in_flagged"] <= max(FLAG_TARGET, b["in_flagged"]) for s, b in pairs) and over <= base_over
-        )
-        # amendment T21a: 1(a) allows one window per deployment of the set over shipped
-        ok[c] = (
-            all(
-                s["in_flagged"] <= FLAG_TARGET
-                or round(s["in_flagged"] * s["n_in"]) <= round(b["in_flagged"] * b["n_in"]) + s["deployments"]
-                for s, b in pairs
-            )
-            and over <= base_over
-        )
+        declared[c] = all(clause_1a(s, b, amended=False) for s, b in pairs) and over <= base_over
+        ok[c] = all(clause_1a(s, b, amended=True) for s, b in pairs) and over <= base_over
         keys[c] = candidate_key(sc)
         rates = ", ".join(f"{s['in_flagged']:.1%}" for s in sc)
         print(
             f"[{c}] in-distribution windows flagged per set {rates}; "
             f"deployments above the line as 1(b) counts them {over} (plain {sum(x[1] for x in counted)}; "
-            f"{SHIPPED} {base_over}); eligible: {ok[c]} (as declared, before T21a: {declared[c]}); test windows unflagged and off by > {TOLERANCE}: "
+            f"{SHIPPED} {base_over}); eligible: {ok[c]} (as declared, before T21a: {declared[c]}); test windows "
+            f"unflagged and off by > {TOLERANCE}: "
             f"{', '.join(str(s['test_off']) for s in sc)} (total {keys[c][0]} of {sum(s['n_test'] for s in sc)}); "
             f"near misses {keys[c][1]}; in-distribution windows flagged {keys[c][2]} of "
             f"{sum(s['n_in'] for s in sc)}"

@@ -76,3 +76,14 @@ def test_protocol_key_is_unchanged_when_the_option_is_off() -> None:
     args.extra_null_streams, args.extra_only = 4, True
     key = WINDOWS.protocol_key(args, 20)
     assert key["extra_null_streams"] == 4 and key["extra_only"] is True
+
+
+def test_clause_1a_amended_allows_one_window_per_deployment() -> None:
+    ship = {"in_flagged": 58 / 480, "n_in": 480, "deployments": 8}
+    two_more = {**ship, "in_flagged": 60 / 480}
+    nine_more = {**ship, "in_flagged": 67 / 480}
+    assert not T21.clause_1a(two_more, ship, amended=False)
+    assert T21.clause_1a(two_more, ship, amended=True)
+    assert not T21.clause_1a(nine_more, ship, amended=True)
+    low = {**ship, "in_flagged": 0.05}
+    assert T21.clause_1a({**low, "in_flagged": 0.1}, low, amended=False)  # at most 10 %: eligible either way
