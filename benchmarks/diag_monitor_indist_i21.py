@@ -117,14 +117,14 @@ def main() -> None:
     from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("saved", nargs="+", help="saved per-window sets (development only)")
+    ap.add_argument("saved", nargs="+", help="saved per-window sets")
     args = ap.parse_args()
     cfg = BuildMonitorProfileConfig()
     cand = shipped(cfg)
     alpha, delta = cfg.stream_alpha, cfg.stream_delta
     print(
-        "diagnosis i21 (development sets only): in-distribution windows flagged above 10% in single "
-        "deployments under main's shipped defaults (replayed); which flag withholds them, and their held-out draw"
+        "diagnosis i21: in-distribution windows flagged above 10% in single deployments under main's shipped "
+        f"defaults (replayed); which flag withholds them, and their held-out draw; {len(args.saved)} sets"
     )
     causes: list[str] = []
     n_dep = 0
