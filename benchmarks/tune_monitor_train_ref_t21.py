@@ -43,6 +43,13 @@ RULE_T21 = (
     "out) pooled it is eligible by 1(a) and 1(b) against the shipped defaults and leaves fewer test windows "
     "unflagged and off than they do on the same windows"
 )
+AMENDMENT_T21A = (
+    "amendment t21a (declared after 2 of the development sets were scored, t20 1000-1007 and t22 1300-1307, before "
+    "the others were read and before any run on trainings 27, 28): clause 1(a) reads: in every set <= 10% of "
+    "in-distribution windows flagged, or no more than under the shipped defaults there plus one window per "
+    "deployment of the set; clauses 1(b), 2, 3 unchanged (3 with the amended 1(a)); both verdicts are printed, "
+    "the amended rule's choice is the development choice"
+)
 EXTRA = 4
 """In-distribution streams per deployment beyond T20's two (6 in all: 60 windows of 200)."""
 BASE_NULL = 2
@@ -136,21 +143,28 @@ def summarize(
     scores: dict[str, list[dict[str, Any]]],
     alpha: float,
     delta: float,
-) -> tuple[dict[str, tuple[int, int, int]], dict[str, bool]]:
-    """Each candidate's line over the sets, its clause-2 key and its clause-1 eligibility (rule T21)."""
+) -> tuple[dict[str, tuple[int, int, int]], dict[str, bool], dict[str, bool]]:
+    """Each candidate's line over the sets, its clause-2 key and its clause-1 eligibility (amendment T21a's and
+    rule T21's as declared)."""
     from tune_monitor_test_windows import FLAG_TARGET, TOLERANCE, candidate_key
     from tune_monitor_train_ref_t20 import CANDIDATES, SHIPPED
 
     per = {c: [per_deployment(st, CANDIDATES[c], alpha, delta) for _, st in sets] for c in CANDIDATES}
     base_over = sum(above_line(p, p)[0] for p in per[SHIPPED])
-    keys, ok = {}, {}
+    keys, ok, declared = {}, {}, {}
     for c, sc in scores.items():
         counted = [above_line(p, b) for p, b in zip(per[c], per[SHIPPED], strict=True)]
         over = sum(x[0] for x in counted)
+        pairs = list(zip(sc, scores[SHIPPED], strict=True))
+        declared[c] = (
+            all(s["in_flagged"] <= max(FLAG_TARGET, b["in_flagged"]) for s, b in pairs) and over <= base_over
+        )
+        # amendment T21a: 1(a) allows one window per deployment of the set over shipped
         ok[c] = (
             all(
-                s["in_flagged"] <= max(FLAG_TARGET, b["in_flagged"])
-                for s, b in zip(sc, scores[SHIPPED], strict=True)
+                s["in_flagged"] <= FLAG_TARGET
+                or round(s["in_flagged"] * s["n_in"]) <= round(b["in_flagged"] * b["n_in"]) + s["deployments"]
+                for s, b in pairs
             )
             and over <= base_over
         )
@@ -159,7 +173,7 @@ def summarize(
         print(
             f"[{c}] in-distribution windows flagged per set {rates}; "
             f"deployments above the line as 1(b) counts them {over} (plain {sum(x[1] for x in counted)}; "
-            f"{SHIPPED} {base_over}); eligible: {ok[c]}; test windows unflagged and off by > {TOLERANCE}: "
+            f"{SHIPPED} {base_over}); eligible: {ok[c]} (as declared, before T21a: {declared[c]}); test windows unflagged and off by > {TOLERANCE}: "
             f"{', '.join(str(s['test_off']) for s in sc)} (total {keys[c][0]} of {sum(s['n_test'] for s in sc)}); "
             f"near misses {keys[c][1]}; in-distribution windows flagged {keys[c][2]} of "
             f"{sum(s['n_in'] for s in sc)}"
@@ -173,7 +187,7 @@ def summarize(
         print(
             f"  [{name}] in-distribution windows flagged, {SHIPPED} -> union 0.5: {'; '.join(moved) or 'none'}"
         )
-    return keys, ok
+    return keys, ok, declared
 
 
 def main() -> None:
@@ -220,6 +234,7 @@ def main() -> None:
     assert CANDIDATES[SHIPPED] == shipped(cfg), "main's monitor defaults changed since rule T21 was declared"
     alpha, delta = cfg.stream_alpha, cfg.stream_delta
     print(RULE_T21)
+    print(AMENDMENT_T21A)
     mode = "measure" if args.nets else "report" if args.report else "development"
     print_run_header(mode, list(CANDIDATES), SHIPPED)
     if args.nets:
@@ -246,11 +261,13 @@ def main() -> None:
         )
     scores = score_sets(sets, CANDIDATES, score, alpha, delta, None, True)
     print(f"\nsummary over {len(sets)} sets ({', '.join(n for n, _ in sets)}):")
-    keys, ok = summarize(sets, scores, alpha, delta)
+    keys, ok, declared = summarize(sets, scores, alpha, delta)
     if args.report:
-        print_report_clause("report (rule t21, clause 3)", keys, ok, SHIPPED)
+        print_report_clause("report (rule t21 with amendment t21a, clause 3)", keys, ok, SHIPPED)
+        print_report_clause("report (rule t21 as declared, clause 3; read-out)", keys, declared, SHIPPED)
         return
-    print_choice("development choice by rule t21", keys, ok, SHIPPED)
+    print_choice("by rule t21 as declared, before amendment t21a (read-out)", keys, declared, SHIPPED)
+    print_choice("development choice by rule t21 with amendment t21a", keys, ok, SHIPPED)
 
 
 if __name__ == "__main__":
