@@ -111,22 +111,70 @@ def diagnose_set(
     return found
 
 
+def heldout_draws(f: str, nets: str, rates: dict[int, float]) -> list[tuple[float, float, float, float]]:
+    """The set's deployments rebuilt from its settings (the same draws, ``tune_monitor_stream_look
+    .deployment_draws``): each one's 262 held-out rows against the 2,000 training rows' summary features (the
+    training-rows test, a check a profile could run when it is built), and against the rest of the unseen pool,
+    which no deployment has (its model scores: two-sample KS, and the mean positive score); one line each,
+    beside its in-distribution windows flagged (``rates``). Returns (rate, p training rows, p KS, mean shift)."""
+    from scipy.stats import ks_2samp
+    from tune_monitor_stream_look import deployment_draws
+
+    from closedloop.monitoring.train_reference import train_reference_check
+    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
+
+    s = json.loads(Path(f).read_text())["settings"]
+    args = argparse.Namespace(
+        nets=nets, remove=s["remove"], half=s["half"], first_draw=s["first_draw"], pool=s["pool"],
+        draws=len(rates), stop_at=None,
+    )  # fmt: skip
+    cfg = BuildMonitorProfileConfig(window_sizes=[200], train_reference_rows=2000)
+    tr = deployment_draws(args, s["seed"], cfg)
+    out = []
+    for dr in tr.draws:
+        if dr.d not in rates:
+            continue
+        held = dr.profile.domain
+        chk = train_reference_check(
+            dr.profile.train_features, held.features, np.random.default_rng([21, dr.d])
+        )
+        p_train = chk.p_value if chk is not None else float("nan")
+        rest = dr.full.proba[dr.rest][:, -1]
+        ks = float(ks_2samp(held.proba[:, -1], rest).pvalue)
+        shift = float(held.proba[:, -1].mean() - rest.mean())
+        out.append((rates[dr.d], p_train, ks, shift))
+        print(
+            f"  [t{s['seed']} d{dr.d}] in-distribution windows flagged {rates[dr.d]:.0%}; held-out rows against "
+            f"the training rows p {p_train:.4f}; against the rest of the unseen pool: scores KS p {ks:.4f}, "
+            f"mean score {shift:+.4f}",
+            flush=True,
+        )
+    return out
+
+
 def main() -> None:
     from bench_monitor_defaults import shipped
 
     from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("saved", nargs="+", help="saved per-window sets (development only)")
+    ap.add_argument("saved", nargs="+", help="saved per-window sets")
+    ap.add_argument(
+        "--heldout",
+        default=None,
+        metavar="NETS",
+        help="also rebuild each deployment from the trainings' workdirs in NETS and test its held-out draw",
+    )
     args = ap.parse_args()
     cfg = BuildMonitorProfileConfig()
     cand = shipped(cfg)
     alpha, delta = cfg.stream_alpha, cfg.stream_delta
     print(
-        "diagnosis i21 (development sets only): in-distribution windows flagged above 10% in single "
-        "deployments under main's shipped defaults (replayed); which flag withholds them, and their held-out draw"
+        "diagnosis i21: in-distribution windows flagged above 10% in single deployments under main's shipped "
+        f"defaults (replayed); which flag withholds them, and their held-out draw; {len(args.saved)} sets"
     )
     causes: list[str] = []
+    held: list[tuple[float, float, float, float]] = []
     n_dep = 0
     for f in args.saved:
         data = json.loads(Path(f).read_text())
@@ -134,11 +182,35 @@ def main() -> None:
         name = f"t{s['seed']} {s['half']} {s['first_draw']}"
         n_dep += len({st["d"] for st in data["streams"]})
         causes += diagnose_set(name, data["streams"], cand, alpha, delta)
+        if args.heldout:
+            rows = deployment_rows(data["streams"], cand, alpha, delta)
+            rates = {d: float(np.mean([bool(c) for c in r["causes"]])) for d, r in rows.items()}
+            held += heldout_draws(f, args.heldout, rates)
     by = ", ".join(f"{k} {causes.count(k)}" for k in KINDS if causes.count(k))
     print(
         f"summary: {len(causes)} of {n_dep} deployments in {len(args.saved)} sets have more than 10% of their "
         f"in-distribution windows flagged; dominant cause: {by}"
     )
+
+    if held:
+        heldout_summary(held)
+
+
+def heldout_summary(held: list[tuple[float, float, float, float]]) -> None:
+    """The held-out draws of deployments above 10 % against the others: medians, and how many fall under 0.05."""
+    from tune_monitor_test_windows import FLAG_TARGET
+
+    for label, keep in (("above 10%", True), ("the others", False)):
+        rows = [h for h in held if (h[0] > FLAG_TARGET) == keep]
+        if not rows:
+            continue
+        p_tr, p_ks, sh = (np.array([h[i] for h in rows]) for i in (1, 2, 3))
+        print(
+            f"held-out draws of deployments {label} ({len(rows)}): against the training rows p median "
+            f"{np.median(p_tr):.3f}, under 0.05 in {int((p_tr < 0.05).sum())}; against the rest of the unseen "
+            f"pool scores KS p median {np.median(p_ks):.3f}, under 0.05 in {int((p_ks < 0.05).sum())}; mean score "
+            f"shift median {np.median(sh):+.4f}, |shift| median {np.median(np.abs(sh)):.4f}"
+        )
 
 
 if __name__ == "__main__":

@@ -89,3 +89,12 @@ def test_diagnosis_names_the_dominant_flag(capsys) -> None:
     assert found == ["drift"]
     out = capsys.readouterr().out
     assert "d1: 75% of 4" in out and "by that flag alone drift 2" in out and "d2" not in out
+
+
+def test_heldout_summary_splits_at_ten_percent(capsys) -> None:
+    # (in-distribution windows flagged, p against the training rows, KS p against the unseen pool, mean shift)
+    DIAG.heldout_summary([(1.0, 0.001, 0.7, 0.03), (0.15, 0.02, 0.01, -0.05), (0.05, 0.6, 0.3, 0.0)])
+    above, others = capsys.readouterr().out.splitlines()
+    assert above.startswith("held-out draws of deployments above 10% (2):")
+    assert "p median 0.011, under 0.05 in 2" in above and "KS p median 0.355, under 0.05 in 1" in above
+    assert others.startswith("held-out draws of deployments the others (1):") and "under 0.05 in 0" in others
