@@ -50,8 +50,10 @@ def shipped(cfg: Any) -> dict[str, Any]:
     assert cfg.first_window_alpha == W17["first"] and np.isclose(
         cfg.domain_alpha * cfg.domain_delta, W17["domain"]
     )
-    assert cfg.stream_look_flag == "over_runs" and cfg.train_reference_rows == 0
-    return {**W17, "look": "runs", "alarm": cfg.stream_spending}
+    assert cfg.stream_look_flag == "over_runs"
+    cand = {**W17, "look": "runs", "alarm": cfg.stream_spending}
+    # rule T21 (session 21): with the training-rows test on, the domain flag is the union at its share
+    return cand | ({"train": cfg.train_reference_share} if cfg.train_reference_rows else {})
 
 
 def alarm_margin(st: dict[str, Any], i: int, spending: str, alpha: float, delta: float) -> float:
@@ -81,6 +83,19 @@ def margins_shipped(
     m["alarm"] = alarm_margin(st, i, cand["alarm"], alpha, delta)
     m["stream_any"] = min(m["stream"], m["alarm"])
     return m
+
+
+def margins_now(
+    st: dict[str, Any], i: int, cand: dict[str, Any], alpha: float, delta: float
+) -> dict[str, float]:
+    """``margins_shipped``, with the domain flag as the union of the held-out and the training-rows test when
+    ``cand`` has the training rows' share (``tune_monitor_train_ref_t20.margins_t20``, the replay rules T20 and
+    T21 scored; session 21)."""
+    if cand.get("train") is None:
+        return margins_shipped(st, i, cand, alpha, delta)
+    from tune_monitor_train_ref_t20 import margins_t20
+
+    return margins_t20(st, i, cand, alpha, delta)
 
 
 def alarm_row(looks: list[list[float]], spending: str, alpha: float, delta: float) -> int | None:
@@ -114,7 +129,7 @@ def training(
             n["w600"] += row is not None and row <= 600
             n["w200"] += row is not None and row <= 200
         for i, w in enumerate(st["windows"]):
-            m = margins_shipped(st, i, cand, alpha, delta)
+            m = margins_now(st, i, cand, alpha, delta)
             flagged = min(m.values()) <= 1.0
             others = min(v for k, v in m.items() if k not in ("alarm", "stream_any"))
             by_alarm_only += flagged and others > 1.0
@@ -153,7 +168,7 @@ def diagnose(
     for st in streams:
         if st["kind"] == "null":
             per.setdefault(st["d"], []).extend(
-                min(margins_shipped(st, i, cand, alpha, delta).values()) <= 1
+                min(margins_now(st, i, cand, alpha, delta).values()) <= 1
                 for i in range(len(st["windows"]))
             )
     for st in streams:
@@ -161,7 +176,7 @@ def diagnose(
             continue
         why = []
         for i in range(len(st["windows"])):
-            m = margins_shipped(st, i, cand, alpha, delta)
+            m = margins_now(st, i, cand, alpha, delta)
             hit = [k for k, v in m.items() if v <= 1.0 and k != "stream_any"]
             if hit:
                 why.append(f"{i + 1}:{'+'.join(hit)}")
