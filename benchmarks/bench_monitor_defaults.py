@@ -40,6 +40,14 @@ DECLARATION = (
 TARGETS = {"null_alarm": 0.05, "within_600": 0.90, "in_flagged": 0.10}
 
 
+def before_t21(**kw: Any) -> Any:
+    """The monitor defaults the replay models: main's with the training-rows test off, as before rule T21 (the
+    union is replayed by ``tune_monitor_train_ref_t20.margins_t20`` on sets that saved its p-values)."""
+    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
+
+    return BuildMonitorProfileConfig(**{"train_reference_rows": 0, **kw})
+
+
 def shipped(cfg: Any) -> dict[str, Any]:
     """The replayed flag settings of main's defaults (``cfg``: ``BuildMonitorProfileConfig()``); refuses
     defaults the replay does not model."""
@@ -332,8 +340,6 @@ def diagnose_e19(files: list[str]) -> None:
 def main() -> None:
     from tune_monitor_test_windows import protocol_arguments, saved_sets
 
-    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
-
     ap = argparse.ArgumentParser()
     ap.add_argument(
         "saved", nargs="*", help="saved sets of tune_monitor_flag_f19.py --save (one per training)"
@@ -361,7 +367,7 @@ def main() -> None:
         "--verify", action="store_true", help="the monitor itself on the first deployment of --save"
     )
     args = ap.parse_args()
-    cfg = BuildMonitorProfileConfig()
+    cfg = before_t21()
     cand = shipped(cfg)
     alpha, delta = cfg.stream_alpha, cfg.stream_delta
     print(DECLARATION)

@@ -153,9 +153,7 @@ def heldout_draws(f: str, nets: str, rates: dict[int, float]) -> list[tuple[floa
 
 
 def main() -> None:
-    from bench_monitor_defaults import shipped
-
-    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
+    from bench_monitor_defaults import before_t21, shipped
 
     ap = argparse.ArgumentParser()
     ap.add_argument("saved", nargs="+", help="saved per-window sets")
@@ -166,7 +164,7 @@ def main() -> None:
         help="also rebuild each deployment from the trainings' workdirs in NETS and test its held-out draw",
     )
     args = ap.parse_args()
-    cfg = BuildMonitorProfileConfig()
+    cfg = before_t21()
     cand = shipped(cfg)
     alpha, delta = cfg.stream_alpha, cfg.stream_delta
     print(

@@ -49,11 +49,9 @@ DRIFT_FACTORS = (0.5, 0.2)
 
 def candidates() -> dict[str, dict[str, Any]]:
     """The shipped defaults; the drift flag at each factor, alone and with rule T20's training-rows union."""
-    from bench_monitor_defaults import shipped
+    from bench_monitor_defaults import before_t21, shipped
 
-    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
-
-    base = shipped(BuildMonitorProfileConfig())
+    base = shipped(before_t21())
     out: dict[str, dict[str, Any]] = {SHIPPED: base}
     for f in DRIFT_FACTORS:
         out[f"{SHIPPED}+drift_{f}"] = {**base, "drift": f}
@@ -130,7 +128,7 @@ def choose(keys: dict[str, tuple[int, int]], ok: dict[str, bool]) -> str:
 def main() -> None:
     import json
 
-    from bench_monitor_defaults import shipped
+    from bench_monitor_defaults import before_t21, shipped
     from tune_monitor_test_windows import (
         print_run_header,
         protocol_arguments,
@@ -139,8 +137,6 @@ def main() -> None:
         saved_streams,
         score_sets,
     )
-
-    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
 
     ap = argparse.ArgumentParser()
     saved_set_arguments(
@@ -158,7 +154,7 @@ def main() -> None:
         ap.error(f"--report needs --chosen, one of {', '.join(CANDIDATES)}")
     args.train_reference_rows = TRAIN_ROWS
 
-    cfg = BuildMonitorProfileConfig()
+    cfg = before_t21()
     # the candidates are declared against main's defaults at the declaration
     assert CANDIDATES[SHIPPED] == shipped(cfg), "main's monitor defaults changed since rule I21 was declared"
     alpha, delta = cfg.stream_alpha, cfg.stream_delta

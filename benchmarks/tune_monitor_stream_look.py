@@ -228,7 +228,8 @@ def one_training(args: argparse.Namespace, seed: int, level: float) -> dict[str,
     from closedloop.monitoring.stream_reference import ReferenceStreamTest, new_stream_test
     from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
 
-    cfg = BuildMonitorProfileConfig(window_sizes=[200], stream_look_test="mean_shift")
+    # train_reference_rows 0: the profiles of the rules measured before T21 made the training-rows test default
+    cfg = BuildMonitorProfileConfig(window_sizes=[200], stream_look_test="mean_shift", train_reference_rows=0)
     res: dict[str, Any] = {c: {"null": [], "test": []} for c in CANDIDATES}
     s15 = MEASURED_AS[args.protocol] == "s15"
     res["streams"] = []  # s15: each stream's looks (both candidates) and windows (own flags, error)

@@ -47,11 +47,9 @@ TRAIN_ROWS = 2000
 
 def candidates() -> dict[str, dict[str, Any]]:
     """The shipped defaults and the union with the training-rows test at two shares of the domain level."""
-    from bench_monitor_defaults import shipped
+    from bench_monitor_defaults import before_t21, shipped
 
-    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
-
-    base = shipped(BuildMonitorProfileConfig())
+    base = shipped(before_t21())
     return {
         SHIPPED: base,
         f"{SHIPPED}+train_reference_{TRAIN_ROWS}": {**base, "train": 0.5},
@@ -144,8 +142,6 @@ def main() -> None:
         summarize_candidates,
     )
 
-    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
-
     ap = argparse.ArgumentParser()
     saved_set_arguments(
         ap, "saved sets of this script's runs", "measure: folder of the trainings' workdirs t<seed>"
@@ -160,8 +156,9 @@ def main() -> None:
         ap.error("--nets needs --save (the scoring run reads the sets back)")
     args.train_reference_rows = TRAIN_ROWS
 
-    cfg = BuildMonitorProfileConfig()
-    from bench_monitor_defaults import shipped
+    from bench_monitor_defaults import before_t21, shipped
+
+    cfg = before_t21()
 
     # the candidates are declared against main's defaults at the declaration
     assert CANDIDATES[SHIPPED] == shipped(cfg), "main's monitor defaults changed since rule T20 was declared"

@@ -205,8 +205,6 @@ def main() -> None:
     )
     from tune_monitor_train_ref_t20 import CANDIDATES, SHIPPED, TRAIN_ROWS, agreement, score
 
-    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
-
     ap = argparse.ArgumentParser()
     saved_set_arguments(
         ap, "saved sets of this script's runs", "measure: folder of the trainings' workdirs t<seed>"
@@ -229,8 +227,9 @@ def main() -> None:
     args.train_reference_rows = TRAIN_ROWS
     args.extra_null_streams = EXTRA
 
-    cfg = BuildMonitorProfileConfig()
-    from bench_monitor_defaults import shipped
+    from bench_monitor_defaults import before_t21, shipped
+
+    cfg = before_t21()
 
     # the candidates are declared against main's defaults at the declaration
     assert CANDIDATES[SHIPPED] == shipped(cfg), "main's monitor defaults changed since rule T21 was declared"

@@ -55,11 +55,9 @@ def _lp(q: float, test: str, level: float) -> dict[str, Any]:
 def candidates() -> dict[str, dict[str, Any]]:
     """The shipped defaults (``bench_monitor_defaults.shipped``: W17's flags, F19's look flag, the stream
     alarm) and the low-positive flag added at a few quantiles, tests and levels."""
-    from bench_monitor_defaults import shipped
+    from bench_monitor_defaults import before_t21, shipped
 
-    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
-
-    base = shipped(BuildMonitorProfileConfig())
+    base = shipped(before_t21())
     out = {SHIPPED: base}
     for q, test, level in (
         (0.1, "fisher", 0.001),
@@ -116,7 +114,11 @@ def training_outputs(nets: str, seed: int, remove: int, half: str) -> dict[str, 
     pool = np.arange(262)  # a throwaway profile: only its info (threshold, input kind) is read
     bundle = dataclasses.replace(data, splits={**data.splits, "val": Split(X=Xu[pool], y=yu[pool])})
     info = build_profile(
-        BuildMonitorProfileConfig(window_sizes=[200]), bundle, task, model, np.random.default_rng(0)
+        BuildMonitorProfileConfig(window_sizes=[200], train_reference_rows=0),
+        bundle,
+        task,
+        model,
+        np.random.default_rng(0),
     ).info
     pu = forward_all(model, model_input(info, Xu))[1]
     pt = forward_all(model, model_input(info, Xt))[1]
@@ -208,7 +210,7 @@ def per_deployment(sets: list[tuple[str, list[dict[str, Any]]]], alpha: float, d
 def main() -> None:
     import json
 
-    from bench_monitor_defaults import shipped
+    from bench_monitor_defaults import before_t21, shipped
     from tune_monitor_test_windows import (
         print_choice,
         print_report_clause,
@@ -220,8 +222,6 @@ def main() -> None:
         score_sets,
         summarize_candidates,
     )
-
-    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
 
     ap = argparse.ArgumentParser()
     saved_set_arguments(ap)
@@ -249,7 +249,7 @@ def main() -> None:
     if (args.saved is None) == (args.nets is None):
         ap.error("give either --saved FILE ... (development) or --nets DIR (report)")
 
-    cfg = BuildMonitorProfileConfig()
+    cfg = before_t21()
     # the candidates are declared against main's defaults at the declaration (W17's evidence, F19's look flag,
     # S19's first3_late alarm): bench_monitor_defaults.shipped refuses others
     assert CANDIDATES[SHIPPED] == shipped(cfg), "main's monitor defaults changed since rule W20 was declared"

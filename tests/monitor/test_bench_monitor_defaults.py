@@ -11,9 +11,7 @@ ALPHA, DELTA = 0.05, 0.1
 
 
 def shipped() -> dict:
-    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
-
-    return DEF.shipped(BuildMonitorProfileConfig())
+    return DEF.shipped(DEF.before_t21())
 
 
 def flagged(st: dict, cand: dict) -> list[bool]:
@@ -116,3 +114,14 @@ def test_e19_diagnosis_names_unflagged_test_windows_and_worst_deployments(tmp_pa
         and "test d5 order 1 window 1: unflagged, off AUC 0.010 ACC 0.110" in out
     )
     assert "off by > 0.03: 2 of 3; mean signed ACC error +0.0067; most off: d5 2 of 2" in out
+
+
+def test_the_replay_models_the_defaults_before_t21() -> None:
+    """Main's defaults keep 2,000 training rows since rule T21: the replay refuses them and models the rest."""
+    import pytest
+
+    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
+
+    with pytest.raises(AssertionError):
+        DEF.shipped(BuildMonitorProfileConfig())
+    assert DEF.before_t21().train_reference_rows == 0

@@ -70,9 +70,10 @@ def test_the_profile_keeps_training_rows_and_the_flag_splits_the_level(tmp_path)
     old = type(prof).load(tmp_path)
     assert old.train_features is None
     assert Monitor(old, model).check(bundle.splits["test"].X)["train_reference"] is None
-    # off by default
-    off = copy.copy(BuildMonitorProfile().config)
-    assert off.train_reference_rows == 0
+    # on by default since rule T21 (2,000 rows, share 0.5); 0 turns it off
+    on = copy.copy(BuildMonitorProfile().config)
+    assert (on.train_reference_rows, on.train_reference_share) == (2000, 0.5)
+    assert BuildMonitorProfile(train_reference_rows=0).config.train_reference_rows == 0
     with pytest.raises(ConfigError, match="train_reference_rows"):
         BuildMonitorProfile(train_reference_rows=5)
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from tests.audit.test_bench_audit_common import load_bench
 
-from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
-
 I21 = load_bench("tune_monitor_indist_i21")
 DIAG = load_bench("diag_monitor_indist_i21")
 DEFAULTS = load_bench("bench_monitor_defaults")
@@ -79,7 +77,7 @@ def test_eligibility_and_order(capsys) -> None:
 
 
 def test_diagnosis_names_the_dominant_flag(capsys) -> None:
-    cand = DEFAULTS.shipped(BuildMonitorProfileConfig())
+    cand = DEFAULTS.shipped(DEFAULTS.before_t21())
     # deployment 1: 3 of 4 windows flagged by drift (one with the domain test too); deployment 2: none flagged
     bad = stream(
         [window(200, 0.5, domain_p=0.001), window(400, 0.5), window(600, 0.9), window(800, 5.0)], d=1

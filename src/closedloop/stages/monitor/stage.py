@@ -131,11 +131,12 @@ class BuildMonitorProfileConfig(StageConfig):
     called positive at a score at or below the held-out rows' ``quantile`` of their positive calls) than the
     held-out rows, at a one-sided p-value (``test``: ``fisher`` or ``z``) at or under ``level``
     (``closedloop.monitoring.low_positive``; binary tasks). Rule W20 (docs/monitor.md, session 20). None: off."""
-    train_reference_rows: int = Field(0, ge=0)
+    train_reference_rows: int = Field(2000, ge=0)
     """Also test each window's summary features (model-free: intensity statistics / table columns)
     against this many random training rows (``closedloop.monitoring.train_reference``), a reference no
     deployment's draw of held-out rows decides; the held-out domain test and this one then share the
-    domain level (``train_reference_share``). 0: off (the default; see docs/monitor.md for what it measured)."""
+    domain level (``train_reference_share``). 2000: the default since rule T21 (docs/monitor.md, session 21);
+    0: off (the default before; needed when the training rows come from another population)."""
     train_reference_share: float = Field(0.5, gt=0, lt=1)
     """With ``train_reference_rows`` on: the share of the per-deployment domain level the training-rows test
     spends (the held-out test spends the rest, so the stated guarantee is unchanged). The training rows are
@@ -625,7 +626,7 @@ class BuildMonitorProfile(Stage):
     """Build the drift-monitoring reference profile from held-out validation data, with calibrated thresholds."""
 
     Config = BuildMonitorProfileConfig
-    version = "12"  # 12: the non-sticky look flag (stream_look_flag: over_runs, rule F19); 11: the stream alarm's looks share its alpha 0.2, 0.2, 0.5 at looks 1-3 (stream_spending: first3_late, rule S19); 10: the stream evidence at a per-deployment budget (stream_evidence: budget, rule W17); 9: the estimate flag's first-window level and per-deployment stream evidence (rule W16); 8: per-deployment stream alarm (stream_delta); 7: the domain flag's p from the mean-shift permutation test; 6: fixed-reference stream test, per-deployment domain flag; 5: every held-out row kept for the domain check; 4: per-deployment thresholds, stream scores (profile format 3); 3: held-out reference
+    version = "13"  # 13: the training-rows test on by default (train_reference_rows: 2000, share 0.5, rule T21); 12: the non-sticky look flag (stream_look_flag: over_runs, rule F19); 11: the stream alarm's looks share its alpha 0.2, 0.2, 0.5 at looks 1-3 (stream_spending: first3_late, rule S19); 10: the stream evidence at a per-deployment budget (stream_evidence: budget, rule W17); 9: the estimate flag's first-window level and per-deployment stream evidence (rule W16); 8: per-deployment stream alarm (stream_delta); 7: the domain flag's p from the mean-shift permutation test; 6: fixed-reference stream test, per-deployment domain flag; 5: every held-out row kept for the domain check; 4: per-deployment thresholds, stream scores (profile format 3); 3: held-out reference
 
     class Inputs(StageIO):
         data: DatasetBundle
