@@ -37,6 +37,16 @@ DECLARATION = (
     "window within 0.03 of realized AUC and ACC or flagged, in-distribution windows flagged <= 10% and the "
     "unflagged within 0.03; per training and as a spread over trainings (min, median, max), pooled too"
 )
+DECLARATION_S21 = (
+    "declared in docs/monitor.md before any run on trainings 31, 32 (session 21, combined21): a measurement, "
+    "nothing tuned, no default changed; main's shipped monitor defaults, with rule T21's train_reference_rows "
+    "2000 (share 0.5: the domain flag is the union of the held-out and the training-rows test), scored together "
+    "on fresh trainings 31, 32, report half of the test split, F19's report protocol (deployments 1800-1807): "
+    "(b) unseen in-distribution streams of 2,000 alarm in <= 5% of runs, and test-distribution streams alarm "
+    "within 600 rows in >= 90% of orders; (c) every test-distribution window within 0.03 of realized AUC and ACC "
+    "or flagged, in-distribution windows flagged <= 10% and the unflagged within 0.03; per training and as a "
+    "spread over trainings (min, median, max), pooled too"
+)
 TARGETS = {"null_alarm": 0.05, "within_600": 0.90, "in_flagged": 0.10}
 
 
@@ -176,8 +186,7 @@ def diagnose(
     for st in streams:
         if st["kind"] == "null":
             per.setdefault(st["d"], []).extend(
-                min(margins_now(st, i, cand, alpha, delta).values()) <= 1
-                for i in range(len(st["windows"]))
+                min(margins_now(st, i, cand, alpha, delta).values()) <= 1 for i in range(len(st["windows"]))
             )
     for st in streams:
         if st["kind"] != "null" or np.mean(per[st["d"]]) <= TARGETS["in_flagged"]:
@@ -337,6 +346,35 @@ def diagnose_e19(files: list[str]) -> None:
         )
 
 
+def check_union(
+    files: list[str],
+    sets: list[tuple[str, list[dict[str, Any]]]],
+    cand: dict[str, Any],
+    rows: int,
+    alpha: float,
+    delta: float,
+) -> None:
+    """Session 21: the sets must carry the training-rows test of ``rows`` rows, and the replayed union is rule
+    T20's; prints, per set, how often it equals the run's own monitor's ``domain`` flag (a check of the replay)."""
+    import json
+
+    from tune_monitor_train_ref_t20 import CANDIDATES, SHIPPED, TRAIN_ROWS, agreement
+
+    assert rows == TRAIN_ROWS and cand == CANDIDATES[f"{SHIPPED}+train_reference_{TRAIN_ROWS}"]
+    for f, (name, streams) in zip(files, sets, strict=True):
+        saved = json.loads(Path(f).read_text())["settings"].get("train_reference_rows", 0)
+        if saved != rows:
+            raise SystemExit(
+                f"{f}: saved with train_reference_rows {saved}, the defaults keep {rows}: measure the set with "
+                f"--train-reference-rows {rows}"
+            )
+        equal, n = agreement(streams, alpha, delta)
+        print(
+            f"[{name}] replay check: the replayed union's domain flag equals the run's own monitor's in {equal} of "
+            f"{n} windows after a stream's first"
+        )
+
+
 def main() -> None:
     from tune_monitor_test_windows import protocol_arguments, saved_sets
 
@@ -367,16 +405,34 @@ def main() -> None:
         "--verify", action="store_true", help="the monitor itself on the first deployment of --save"
     )
     args = ap.parse_args()
+    # session 21: --train-reference-rows replays main's defaults with their training-rows union (the sets must be
+    # saved with the same rows); without it the defaults before rule T21, as session 20 scored them
+    union = bool(args.train_reference_rows)
     cfg = before_t21()
+    if union:
+        from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
+
+        cfg = BuildMonitorProfileConfig()
+        if args.train_reference_rows != cfg.train_reference_rows or args.verify:
+            ap.error(
+                f"--train-reference-rows {args.train_reference_rows}: the replay models main's defaults only "
+                f"(train_reference_rows {cfg.train_reference_rows}), and not with --verify"
+            )
     cand = shipped(cfg)
     alpha, delta = cfg.stream_alpha, cfg.stream_delta
-    print(DECLARATION)
+    print(DECLARATION_S21 if union else DECLARATION)
     print(
         f"== main's shipped monitor defaults: stream_spending {cfg.stream_spending}, stream_look_flag "
         f"{cfg.stream_look_flag}, stream_evidence {cfg.stream_evidence} {cfg.stream_evidence_delta}, "
         f"first_window_alpha {cfg.first_window_alpha}, domain level {cfg.domain_alpha * cfg.domain_delta:g}, "
         f"stream_alpha {alpha}, stream_delta {delta}, estimate_calibration {cfg.estimate_calibration}, "
-        f"stream_look_test {cfg.stream_look_test} =="
+        f"stream_look_test {cfg.stream_look_test}"
+        + (
+            f", train_reference_rows {cfg.train_reference_rows}, train_reference_share {cfg.train_reference_share}"
+            if union
+            else ""
+        )
+        + " =="
     )
     if args.verify:
         if args.nets is None or args.save is None:
@@ -394,7 +450,10 @@ def main() -> None:
         return
     if not args.saved:
         ap.error("give the saved sets (tune_monitor_flag_f19.py --save files)")
-    report(saved_sets(args.saved), cand, alpha, delta, args.diagnose)
+    sets = saved_sets(args.saved)
+    if union:
+        check_union(args.saved, sets, cand, cfg.train_reference_rows, alpha, delta)
+    report(sets, cand, alpha, delta, args.diagnose)
 
 
 if __name__ == "__main__":

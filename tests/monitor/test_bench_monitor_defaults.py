@@ -117,11 +117,32 @@ def test_e19_diagnosis_names_unflagged_test_windows_and_worst_deployments(tmp_pa
 
 
 def test_the_replay_models_the_defaults_before_t21() -> None:
-    """Main's defaults keep 2,000 training rows since rule T21: the replay refuses them and models the rest."""
+    """Main's defaults keep 2,000 training rows since rule T21: ``before_t21`` models the defaults before it, and
+    the replay of main's own adds the training rows' share of the domain level (session 21)."""
+    from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
+
+    assert DEF.before_t21().train_reference_rows == 0 and "train" not in shipped()
+    assert DEF.shipped(BuildMonitorProfileConfig()) == {**shipped(), "train": 0.5}
+
+
+def test_main_defaults_replay_the_training_rows_union() -> None:
+    """Session 21: with the training rows' share the domain flag is the union (held-out test at 0.0025, or the
+    first window's 0.05; training-rows test at 0.0025), and a set without the training-rows test is refused."""
     import pytest
 
     from closedloop.stages.monitor.stage import BuildMonitorProfileConfig
 
-    with pytest.raises(AssertionError):
-        DEF.shipped(BuildMonitorProfileConfig())
-    assert DEF.before_t21().train_reference_rows == 0
+    cand = DEF.shipped(BuildMonitorProfileConfig())
+    st = stream("test", 0, [0.5, 0.5, 0.5], [0.1, 0.1, 0.1])
+    for w, domain_p, train_p in zip(st["windows"], [0.5, 0.004, 0.5], [0.5, 0.5, 0.002], strict=True):
+        w["domain_p"], w["train_p"] = domain_p, train_p
+    # window 2: held-out p 0.004 flags under the shipped level 0.005, not under the union's 0.0025;
+    # window 3: the training rows alone flag it
+    assert flagged(st, shipped()) == [False, True, False]
+    union = [min(DEF.margins_now(st, i, cand, ALPHA, DELTA).values()) <= 1 for i in range(3)]
+    assert union == [False, False, True]
+    r = DEF.training([st], cand, ALPHA, DELTA)
+    assert (r["test_n"], r["test_flagged"], r["test_off"]) == (3, 1, 2)
+    del st["windows"][0]["train_p"]
+    with pytest.raises(ValueError, match="train-reference-rows"):
+        DEF.training([st], cand, ALPHA, DELTA)
