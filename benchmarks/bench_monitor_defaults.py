@@ -373,6 +373,30 @@ def check_union(
             f"[{name}] replay check: the replayed union's domain flag equals the run's own monitor's in {equal} of "
             f"{n} windows after a stream's first"
         )
+        moved = union_moves(streams, cand, shipped(before_t21()), alpha, delta)
+        print(
+            f"[{name}] the union against the held-out domain test alone (the defaults before rule T21) on the same "
+            + "; ".join(
+                f"{kind} windows: flagged by the union only {a}, by the held-out test alone only {b}"
+                for kind, (a, b) in moved.items()
+            )
+        )
+
+
+def union_moves(
+    streams: list[dict[str, Any]], cand: dict[str, Any], before: dict[str, Any], alpha: float, delta: float
+) -> dict[str, tuple[int, int]]:
+    """Per kind of window ("test", "in-distribution"): (windows flagged under ``cand`` only, under ``before``
+    only), each window's whole flag (every evidence) replayed both ways."""
+    out = {"test": [0, 0], "in-distribution": [0, 0]}
+    for st in streams:
+        kind = "test" if st["kind"] == "test" else "in-distribution"
+        for i in range(len(st["windows"])):
+            now = min(margins_now(st, i, cand, alpha, delta).values()) <= 1
+            was = min(margins_now(st, i, before, alpha, delta).values()) <= 1
+            out[kind][0] += now and not was
+            out[kind][1] += was and not now
+    return {k: (a, b) for k, (a, b) in out.items()}
 
 
 def main() -> None:

@@ -143,6 +143,9 @@ def test_main_defaults_replay_the_training_rows_union() -> None:
     assert union == [False, False, True]
     r = DEF.training([st], cand, ALPHA, DELTA)
     assert (r["test_n"], r["test_flagged"], r["test_off"]) == (3, 1, 2)
+    # what the union moved against the held-out test alone: window 3 gained, window 2 lost
+    moved = DEF.union_moves([st], cand, shipped(), ALPHA, DELTA)
+    assert moved == {"test": (1, 1), "in-distribution": (0, 0)}
     del st["windows"][0]["train_p"]
     with pytest.raises(ValueError, match="train-reference-rows"):
         DEF.training([st], cand, ALPHA, DELTA)
