@@ -126,8 +126,6 @@ def choose(keys: dict[str, tuple[int, int]], ok: dict[str, bool]) -> str:
 
 
 def main() -> None:
-    import json
-
     from bench_monitor_defaults import before_t21, shipped
     from tune_monitor_test_windows import (
         print_run_header,
@@ -137,6 +135,7 @@ def main() -> None:
         saved_streams,
         score_sets,
     )
+    from tune_monitor_train_ref_t20 import saved_set
 
     ap = argparse.ArgumentParser()
     saved_set_arguments(
@@ -166,17 +165,7 @@ def main() -> None:
         for seed in args.train_seeds:
             streams = saved_streams(args, seed, protocol_key(args, seed), ignore=("draws",))
             sets.append((f"t{seed} {args.half} {args.first_draw}", streams))
-    for f in args.saved or []:
-        data = json.loads(Path(f).read_text())
-        s = data["settings"]
-        if s.get("train_reference_rows") != TRAIN_ROWS:
-            raise SystemExit(
-                f"{f}: settings.train_reference_rows is {s.get('train_reference_rows')}, expected {TRAIN_ROWS}"
-            )
-        if len({st["d"] for st in data["streams"]}) < 3:
-            print(f"  t{s['seed']}: fewer than 3 deployments finished: left out (declared)")
-            continue
-        sets.append((f"t{s['seed']} {s['half']} {s['first_draw']}", data["streams"]))
+    sets += [one for f in args.saved or [] if (one := saved_set(f)) is not None]
     scores = score_sets(sets, CANDIDATES, score, alpha, delta, None, True)
     if args.nets:
         return

@@ -127,9 +127,24 @@ def misses(name: str, streams: list[dict[str, Any]], alpha: float, delta: float)
             )
 
 
-def main() -> None:
+def saved_set(f: str) -> tuple[str, list[dict[str, Any]]] | None:
+    """One saved set of monitor runs with ``TRAIN_ROWS`` training rows, named as the scores print it; None
+    (and said) when fewer than 3 deployments finished (declared by rules T20 and I21)."""
     import json
 
+    data = json.loads(Path(f).read_text())
+    s = data["settings"]
+    if s.get("train_reference_rows") != TRAIN_ROWS:
+        raise SystemExit(
+            f"{f}: settings.train_reference_rows is {s.get('train_reference_rows')}, expected {TRAIN_ROWS}"
+        )
+    if len({st["d"] for st in data["streams"]}) < 3:
+        print(f"  t{s['seed']}: fewer than 3 deployments finished: left out (declared)")
+        return None
+    return f"t{s['seed']} {s['half']} {s['first_draw']}", data["streams"]
+
+
+def main() -> None:
     from tune_monitor_test_windows import (
         print_choice,
         print_report_clause,
@@ -178,17 +193,7 @@ def main() -> None:
         for seed in args.train_seeds:
             streams = saved_streams(args, seed, protocol_key(args, seed), ignore=("draws",))
             sets.append((f"t{seed} {args.half} {args.first_draw}", streams))
-    for f in args.saved or []:
-        data = json.loads(Path(f).read_text())
-        s = data["settings"]
-        if s.get("train_reference_rows") != TRAIN_ROWS:
-            raise SystemExit(
-                f"{f}: settings.train_reference_rows is {s.get('train_reference_rows')}, expected {TRAIN_ROWS}"
-            )
-        if len({st["d"] for st in data["streams"]}) < 3:
-            print(f"  t{s['seed']}: fewer than 3 deployments finished: left out (declared)")
-            continue
-        sets.append((f"t{s['seed']} {s['half']} {s['first_draw']}", data["streams"]))
+    sets += [one for f in args.saved or [] if (one := saved_set(f)) is not None]
     for name, streams in sets:
         eq, n = agreement(streams, alpha, delta)
         print(
