@@ -131,6 +131,7 @@ def main() -> None:
         print_run_header,
         protocol_arguments,
         protocol_key,
+        require_score_or_measure,
         saved_set_arguments,
         saved_streams,
         score_sets,
@@ -145,10 +146,7 @@ def main() -> None:
     ap.add_argument("--chosen", default=None, help="--report: the committed development choice")
     protocol_arguments(ap, [29, 30], "report", 1700, 8)
     args = ap.parse_args()
-    if (args.saved is None) == (args.nets is None):
-        ap.error("give either --saved FILE ... (score) or --nets DIR --save DIR (measure)")
-    if args.nets and args.save is None:
-        ap.error("--nets needs --save (the scoring run reads the sets back)")
+    require_score_or_measure(ap, args)
     if args.report and args.chosen not in CANDIDATES:
         ap.error(f"--report needs --chosen, one of {', '.join(CANDIDATES)}")
     args.train_reference_rows = TRAIN_ROWS

@@ -404,6 +404,15 @@ def saved_set_arguments(
     ap.add_argument("--nets", default=None, help=nets_help)
 
 
+def require_score_or_measure(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exactly one of ``--saved`` (score saved sets) and ``--nets`` (measure); measuring needs ``--save``, since
+    the scoring run reads the sets back."""
+    if (args.saved is None) == (args.nets is None):
+        ap.error("give either --saved FILE ... (score) or --nets DIR --save DIR (measure)")
+    if args.nets and args.save is None:
+        ap.error("--nets needs --save (the scoring run reads the sets back)")
+
+
 def protocol_arguments(
     ap: argparse.ArgumentParser, train_seeds: list[int], half: str, first_draw: int, draws: int
 ) -> None:

@@ -151,6 +151,7 @@ def main() -> None:
         print_run_header,
         protocol_arguments,
         protocol_key,
+        require_score_or_measure,
         saved_set_arguments,
         saved_streams,
         score_sets,
@@ -165,10 +166,7 @@ def main() -> None:
     ap.add_argument("--misses", action="store_true", help="the shipped defaults' misses, each (diagnosis)")
     protocol_arguments(ap, [25, 26], "report", 1500, 8)
     args = ap.parse_args()
-    if (args.saved is None) == (args.nets is None):
-        ap.error("give either --saved FILE ... (score) or --nets DIR --save DIR (measure)")
-    if args.nets and args.save is None:
-        ap.error("--nets needs --save (the scoring run reads the sets back)")
+    require_score_or_measure(ap, args)
     args.train_reference_rows = TRAIN_ROWS
 
     from bench_monitor_defaults import before_t21, shipped

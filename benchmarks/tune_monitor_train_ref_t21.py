@@ -199,6 +199,7 @@ def main() -> None:
         print_run_header,
         protocol_arguments,
         protocol_key,
+        require_score_or_measure,
         saved_set_arguments,
         saved_streams,
         score_sets,
@@ -214,10 +215,7 @@ def main() -> None:
     ap.add_argument("--report", action="store_true", help="the --saved sets are the report, measured whole")
     protocol_arguments(ap, [27, 28], "report", 1600, 8)
     args = ap.parse_args()
-    if (args.saved is None) == (args.nets is None):
-        ap.error("give either --saved FILE ... (score) or --nets DIR --save DIR (measure)")
-    if args.nets and args.save is None:
-        ap.error("--nets needs --save (the scoring run reads the sets back)")
+    require_score_or_measure(ap, args)
     if args.saved and not args.report and not args.base:
         ap.error("development scoring needs --base (T20's saved sets)")
     if args.null_streams != BASE_NULL:
