@@ -74,7 +74,10 @@ def run(tmp_path, monkeypatch, capsys, large_flags: int, large_rates: list[float
 
 def test_pairs_deployments_and_recommends_only_when_every_clause_holds(tmp_path, monkeypatch, capsys) -> None:
     out = run(tmp_path, monkeypatch, capsys, 1, [0.0, 0.0])
-    assert "[F19, t33] each deployment's in-distribution windows flagged, 262 -> 498 rows: d1 30%->10%, d2 0%->0%" in out
+    assert (
+        "[F19, t33] each deployment's in-distribution windows flagged, 262 -> 498 rows: d1 30%->10%, d2 0%->0%"
+        in out
+    )
     assert "[F19, 262 rows, pooled over 1 trainings] in-distribution windows flagged 15.0% of 20" in out
     assert "deployments above 10% 1 of 2" in out
     assert "d1920 0%->0% / 20%->5%, d1921 10%->0% / 0%->0%" in out
