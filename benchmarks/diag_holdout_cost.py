@@ -10,6 +10,10 @@ AUC, ACC and balanced accuracy at each model's own shipped threshold, and the lo
 No test image is read. Nothing is chosen from it (docs/monitor.md, "What holding out all validation rows costs the
 model (session 19, diagnosis H19)").
 
+``--holdout-fraction F`` (session 22, measurement P22) trains the other network with ``holdout_fraction: F`` instead
+of ``final_fit: train`` (``0.95``: 498 of PneumoniaMNIST's 524 validation rows held out, the rest in the final fit);
+its workdirs are then ``--work``/t<seed>_h<F>.
+
 Run: PYTHONPATH=src .venv/bin/python benchmarks/diag_holdout_cost.py --nets /tmp/nets --work /tmp/h19 --train-seed 13
 """
 
@@ -40,21 +44,21 @@ def last_run(workdir: Path) -> Path | None:
     return runs[-1].parent if runs else None
 
 
-def train_all_held_out(work: Path, seed: int, unseen_y: np.ndarray) -> Path:
-    """The network of training ``seed`` refitted with ``final_fit: train`` (once per workdir)."""
+def train_all_held_out(work: Path, seed: int, unseen_y: np.ndarray, fraction: float | None = None) -> Path:
+    """The network of training ``seed`` refitted with ``final_fit: train`` (``fraction``: with that
+    ``holdout_fraction`` instead), once per workdir."""
     from bench_heldout_monitor import run_pipeline, write_reduced_npz
     from bench_monitor_guarantee import npz_path
 
-    wd = work / f"t{seed}"
+    wd = work / (f"t{seed}" if fraction is None else f"t{seed}_h{fraction:g}")
     run = last_run(wd)
     if run is not None:
         return run
     _, y = write_reduced_npz(npz_path(), wd / "data", REMOVE, seed)
     if not np.array_equal(y, unseen_y):
         raise SystemExit(f"t{seed}: the removed images differ from the shipped network's")
-    res = run_pipeline(
-        wd / "data", wd / "runs", "quick", {"budget_minutes": 30, "final_fit": "train"}, False, seed=seed
-    )
+    other = {"final_fit": "train"} if fraction is None else {"holdout_fraction": fraction}
+    res = run_pipeline(wd / "data", wd / "runs", "quick", {"budget_minutes": 30, **other}, False, seed=seed)
     return Path(res.run_dir)
 
 
@@ -89,8 +93,22 @@ def main() -> None:
         "--work", required=True, help="folder for the final_fit: train networks (outside the repo)"
     )
     ap.add_argument("--train-seeds", type=int, nargs="+", required=True)
+    ap.add_argument(
+        "--holdout-fraction",
+        type=float,
+        default=None,
+        help="train the other network with this holdout_fraction, not final_fit: train (measurement P22)",
+    )
     args = ap.parse_args()
-    print(RULE, flush=True)
+    other = (
+        "final_fit: train" if args.holdout_fraction is None else f"holdout_fraction {args.holdout_fraction:g}"
+    )
+    if args.holdout_fraction is None:
+        print(RULE, flush=True)
+    else:  # session 22: the same measurement, declared with measurement P22
+        print(
+            RULE.replace("diagnosis H19", "P22's cost").replace("final_fit: train,", f"{other},"), flush=True
+        )
     diffs = []
     for seed in args.train_seeds:
         t0 = time.time()
@@ -99,11 +117,11 @@ def main() -> None:
         shipped_run = last_run(Path(args.nets) / f"t{seed}")
         if shipped_run is None:
             raise SystemExit(f"t{seed}: no shipped network in {args.nets}")
-        held_run = train_all_held_out(Path(args.work), seed, y)
+        held_run = train_all_held_out(Path(args.work), seed, y, args.holdout_fraction)
         a, b = scores(shipped_run, X, y), scores(held_run, X, y)
         d = {k: b[k] - a[k] for k in ("auc", "acc", "bacc", "logloss")}
         diffs.append(d)
-        for name, s in (("holdout 0.5 (shipped)", a), ("final_fit: train", b)):
+        for name, s in (("holdout 0.5 (shipped)", a), (other, b)):
             print(
                 f"  t{seed} {name}: AUC {s['auc']:.4f}, ACC {s['acc']:.4f}, balanced accuracy {s['bacc']:.4f}, "
                 f"log-loss {s['logloss']:.4f} (threshold {s['threshold']:.4f}; fitted on {s['fitted_on']}; "
@@ -111,7 +129,7 @@ def main() -> None:
                 flush=True,
             )
         print(
-            f"[t{seed}] final_fit: train minus shipped on {len(y)} unseen images: AUC {d['auc']:+.4f}, ACC "
+            f"[t{seed}] {other} minus shipped on {len(y)} unseen images: AUC {d['auc']:+.4f}, ACC "
             f"{d['acc']:+.4f}, balanced accuracy {d['bacc']:+.4f}, log-loss {d['logloss']:+.4f} ({time.time() - t0:.0f} s)",
             flush=True,
         )
