@@ -40,7 +40,10 @@ DECLARATION = (
     "report half of the test split. If over both trainings the 498 arm (i) flags fewer in-distribution windows on "
     "F19's protocol and on the guarantee's windows, with no more deployments above 10%, (ii) leaves no more test "
     "windows unflagged and off, and (iii) keeps (a), (b) and (d) met, the docs recommend holdout_fraction 0.95 for "
-    "a model that will be monitored; otherwise they say what the larger reference did not buy"
+    "a model that will be monitored; otherwise they say what the larger reference did not buy. Amendment P22a "
+    "(declared before any comparison was read): the same on fresh trainings 35-38, the consequence decided on "
+    "33-38 pooled (run this script on every training's files), the verdict on 33 and 34 alone printed beside it "
+    "(run it on theirs)"
 )
 SMALL, LARGE = 262, 498
 
