@@ -727,6 +727,7 @@ def main() -> None:
         a600 = tdist["600"]
         out = {
             "train_seed": args.train_seed,
+            "pool": args.pool,
             "half": args.half,
             "pool_half": args.pool_half,
             "draws": done,

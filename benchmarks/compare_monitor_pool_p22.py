@@ -77,11 +77,13 @@ def f19_arm(files: list[str], pool: int) -> dict[str, Any]:
 
 
 def guarantee_arm(files: list[str], pool: int) -> dict[str, Any]:
-    """One arm of the guarantee protocol (``--production other``): per training its saved numbers (the file
-    does not record its held-out rows: the run's log prints them)."""
+    """One arm of the guarantee protocol (``--production other``): per training its saved numbers (files saved
+    before session 22's change do not record their held-out rows: the run's log prints them)."""
     out: dict[str, Any] = {}
     for f in files:
         r = json.loads(Path(f).read_text())
+        if r.get("pool", pool) != pool:
+            raise SystemExit(f"{f}: saved with {r['pool']} held-out rows, this arm is {pool}")
         r |= r["other_half"]
         out[f"t{r['train_seed']}"] = r
     return out
