@@ -89,6 +89,11 @@ def guarantee_arm(files: list[str], pool: int) -> dict[str, Any]:
     return out
 
 
+def paired(arms: dict[int, dict[str, Any]]) -> list[tuple[str, Any, Any]]:
+    """(training, its numbers with 262 rows, with 498) for every training measured in both arms."""
+    return [(t, r, arms[LARGE][t]) for t, r in arms[SMALL].items() if t in arms[LARGE]]
+
+
 def print_f19(arms: dict[int, dict[str, Any]]) -> dict[int, dict[str, float]]:
     """F19's numbers per arm and training, and each deployment's flag rate in both arms; returns pooled sums."""
     from tune_monitor_test_windows import TOLERANCE
@@ -128,14 +133,9 @@ def print_f19(arms: dict[int, dict[str, Any]]) -> dict[int, dict[str, float]]:
             f"{p['null_alarms']} of {p['null_runs']}; test streams within 600 rows, lowest training "
             f"{p['w600_min']:.1%}; unflagged within {TOLERANCE} {p['in_ok'] / max(p['in_kept'], 1):.2%}"
         )
-    small, large = arms[SMALL], arms[LARGE]
-    for t in small:
-        if t not in large:
-            continue
+    for t, a, b in paired(arms):
         pairs = [
-            f"d{d} {small[t]['per_dep'][d]:.0%}->{large[t]['per_dep'][d]:.0%}"
-            for d in small[t]["per_dep"]
-            if d in large[t]["per_dep"]
+            f"d{d} {a['per_dep'][d]:.0%}->{b['per_dep'][d]:.0%}" for d in a["per_dep"] if d in b["per_dep"]
         ]
         print(
             f"[F19, {t}] each deployment's in-distribution windows flagged, {SMALL} -> {LARGE} rows: {', '.join(pairs)}"
@@ -177,11 +177,7 @@ def print_guarantee(arms: dict[int, dict[str, Any]]) -> dict[int, dict[str, floa
             f"flagged {p['in_flagged']:.1%} of {p['in_n']}; draws above 10% flagged {p['draws_over']} of {p['draws']}; "
             f"unflagged off by > 0.03: {p['off']}"
         )
-    small, large = arms[SMALL], arms[LARGE]
-    for t in small:
-        if t not in large:
-            continue
-        a, b = small[t], large[t]
+    for t, a, b in paired(arms):
         common = [d for d in a["draws"] if d in b["draws"]]
         ia, ib = {d: i for i, d in enumerate(a["draws"])}, {d: i for i, d in enumerate(b["draws"])}
         print(
