@@ -104,7 +104,7 @@ def print_f19(arms: dict[int, dict[str, Any]]) -> dict[int, dict[str, float]]:
             print(
                 f"[F19, {pool} rows, {t}] {r['deployments']} deployments; (b) in-distribution streams alarmed "
                 f"{r['null_alarms']} of {r['null_runs']}; test streams within 600 rows {r['w600'] / r['orders']:.1%} "
-                f"of {r['orders']}; (c) test windows unflagged and off by > {TOLERANCE}: {r['test_off']} of "
+                f"of {r['orders']} (within 200 {r['w200'] / r['orders']:.1%}); (c) test windows unflagged and off by > {TOLERANCE}: {r['test_off']} of "
                 f"{r['test_n']}; in-distribution windows flagged {r['in_flagged']:.1%} of {r['in_n']} (deployments "
                 f"above 10%: {r['over']}, max {r['dep_max']:.0%}); unflagged within {TOLERANCE} "
                 f"{r['in_ok'] / max(r['in_kept'], 1):.1%} ({r['in_kept'] - r['in_ok']} of {r['in_kept']} off)"
@@ -121,6 +121,7 @@ def print_f19(arms: dict[int, dict[str, Any]]) -> dict[int, dict[str, float]]:
             "null_alarms": sum(r["null_alarms"] for r in rows),
             "null_runs": sum(r["null_runs"] for r in rows),
             "w600_min": min(r["w600"] / r["orders"] for r in rows),
+            "w200": sum(r["w200"] for r in rows) / sum(r["orders"] for r in rows),
             "in_ok": sum(r["in_ok"] for r in rows),
             "in_kept": sum(r["in_kept"] for r in rows),
             "trainings": len(rows),
@@ -131,7 +132,8 @@ def print_f19(arms: dict[int, dict[str, Any]]) -> dict[int, dict[str, float]]:
             f"{p['in_flagged']:.1%} of {p['in_n']}; deployments above 10% {p['over']} of {p['deployments']}; test "
             f"windows unflagged and off {p['test_off']} of {p['test_n']}; in-distribution streams alarmed "
             f"{p['null_alarms']} of {p['null_runs']}; test streams within 600 rows, lowest training "
-            f"{p['w600_min']:.1%}; unflagged within {TOLERANCE} {p['in_ok'] / max(p['in_kept'], 1):.2%}"
+            f"{p['w600_min']:.1%} (pooled within 200 rows {p['w200']:.1%}); unflagged within {TOLERANCE} "
+            f"{p['in_ok'] / max(p['in_kept'], 1):.2%}"
         )
     for t, a, b in paired(arms):
         pairs = [
