@@ -97,3 +97,30 @@ def test_refuses_a_set_of_the_other_arm(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit, match="saved with 498 held-out rows, this arm is 262"):
         P22.main()
+
+
+def test_cost_script_trains_the_other_network_with_the_fraction(tmp_path, monkeypatch) -> None:
+    """``diag_holdout_cost.py --holdout-fraction F``: the other network's pipeline gets ``holdout_fraction: F``
+    (not ``final_fit: train``) in its own workdir; without the option, H19's ``final_fit: train`` as before."""
+    import bench_heldout_monitor
+    import bench_monitor_guarantee
+    import numpy as np
+
+    cost = load_bench("diag_holdout_cost")
+    calls: list[tuple[str, dict]] = []
+    y = np.array([0, 1, 1])
+
+    def fake_pipeline(data, runs, preset, overrides, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append((str(runs), overrides))
+        return type("Result", (), {"run_dir": str(runs / "run")})()
+
+    monkeypatch.setattr(bench_heldout_monitor, "run_pipeline", fake_pipeline)
+    monkeypatch.setattr(bench_heldout_monitor, "write_reduced_npz", lambda *a: (None, y))
+    monkeypatch.setattr(bench_monitor_guarantee, "npz_path", lambda: tmp_path)  # no data read
+    cost.train_all_held_out(tmp_path, 33, y, 0.95)
+    cost.train_all_held_out(tmp_path, 33, y)
+    assert calls[0] == (
+        str(tmp_path / "t33_h0.95" / "runs"),
+        {"budget_minutes": 30, "holdout_fraction": 0.95},
+    )
+    assert calls[1] == (str(tmp_path / "t33" / "runs"), {"budget_minutes": 30, "final_fit": "train"})
