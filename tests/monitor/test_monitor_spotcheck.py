@@ -76,7 +76,25 @@ def test_spot_check_draws_random_rows_and_measures_them(run, tmp_path, capsys):
     assert res["n"] == 120 and res["metrics"]["acc"]["value"] == pytest.approx(truth)
     lo, hi = res["metrics"]["acc"]["ci95"]
     assert lo < truth < hi and hi - lo < 0.2
-    assert "realized on 120 random row(s): acc=" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "realized on 120 random row(s): acc=" in text
+    # 120 labeled rows, fewer than the reference's 400: no hint that they could become a larger reference
+    assert "agrees with the reference accuracy" in text and "this verified period has" not in text
+
+
+def test_a_verified_period_larger_than_the_reference_is_offered_as_one() -> None:
+    from closedloop.stages.monitor.cli import larger_reference_hint
+
+    hint = larger_reference_hint({"agrees_with_reference": True, "n": 500}, 262)
+    assert (
+        hint is not None
+        and "500 random labeled row(s), more than the reference's 262; --set-reference" in hint
+    )
+    assert larger_reference_hint({"agrees_with_reference": False, "n": 500}, 262) is None  # not verified
+    assert (
+        larger_reference_hint({"agrees_with_reference": None, "n": 500}, 262) is None
+    )  # no reference accuracy
+    assert larger_reference_hint({"agrees_with_reference": True, "n": 262}, 262) is None  # not larger
 
 
 def test_spot_check_bad_input(run, tmp_path, capsys):
