@@ -6,11 +6,14 @@
 set -euo pipefail
 VENV="${CLOSEDLOOP_LABEL_STUDIO_VENV:-$HOME/.cache/closedloop/label-studio-venv}"
 VERSION="${LABEL_STUDIO_VERSION:-1.23.2}"
-STAMP="$VENV/.installed-$VERSION"
+# sentry-sdk 3 (December 2026) refuses the option Label Studio 1.23 passes it at start-up ("Unknown option
+# 'send_default_pii'"): keep its dependency on the 2.x line; the stamp names the constraint so an older venv is redone
+SENTRY='sentry-sdk<3'
+STAMP="$VENV/.installed-$VERSION-sentry2"
 [ -f "$STAMP" ] && exit 0
 start=$(date +%s)
 python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet "label-studio==$VERSION"
+"$VENV/bin/python" -m pip install --quiet "label-studio==$VERSION" "$SENTRY"
 echo "label-studio $VERSION installed in $(( $(date +%s) - start )) s" > "$STAMP"
 cat "$STAMP"

@@ -158,6 +158,7 @@ def quantize_model(
                     activation_type=QuantType.QInt8,
                     weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax,
+                    reduce_range=True,
                     extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
                 )
             elif mode == "dynamic":
@@ -167,6 +168,7 @@ def quantize_model(
                     op_types_to_quantize=DYNAMIC_OPS,
                     per_channel=per_channel,
                     weight_type=QuantType.QInt8,
+                    reduce_range=True,
                 )
             else:
                 raise ExportError(f"unknown quantization mode {mode!r}; expected static or dynamic")
