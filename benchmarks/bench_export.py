@@ -122,7 +122,7 @@ def main() -> None:
         seconds_stage = time.perf_counter() - t_stage
         # measured latencies and wall times are in the stage's timings, not in the export folder
         latency_ms, throughput = latency_from_timings(ctx.timings)
-        m = out.exported.measurements
+        m = out.exported.measurements.model_dump()  # the typed record as the plain fields this script prints
         s = stage.summarize(out)
         int8_path = out.exported.directory / out.exported.files()["onnx_int8"]
         make_up, kernels = int8_make_up(int8_path), ort_kernels(int8_path, m["threads"])
