@@ -57,3 +57,23 @@ def test_a_chance_feature_on_few_rows_is_not_a_leak_but_a_real_one_is(tmp_path: 
 def test_bad_null_shuffles_names_the_field() -> None:
     with pytest.raises(ConfigError, match="null_shuffles"):
         AuditDataset(checks=[{"name": "target_leakage", "params": {"null_shuffles": -1}}])
+
+
+def test_column_aucs_equal_roc_auc_score_with_ties_and_one_vs_rest() -> None:
+    # the check ranks every column at once; each score must be sklearn's, binary and macro one-vs-rest
+    from sklearn.metrics import roc_auc_score
+
+    from closedloop.stages.audit.leakage import column_aucs
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 80)
+    S = rng.integers(0, 5, size=(80, 12)).astype(float)  # coarse scores: many ties
+    want = [roc_auc_score(y, S[:, j]) for j in range(S.shape[1])]
+    np.testing.assert_allclose(column_aucs(y == 1, S), want, rtol=0, atol=1e-12)
+    P = rng.dirichlet(np.ones(3), size=(80, 4)).round(2)  # (rows, columns, classes)
+    P /= P.sum(-1, keepdims=True)
+    y3 = rng.integers(0, 3, 80)
+    macro = np.mean([column_aucs(y3 == k, P[:, :, k]) for k in range(3)], axis=0)
+    want3 = [roc_auc_score(y3, P[:, j], multi_class="ovr") for j in range(P.shape[1])]
+    np.testing.assert_allclose(macro, want3, rtol=0, atol=1e-12)
+    assert np.isnan(column_aucs(np.zeros(80, bool), S)).all()  # one class only: no AUC
