@@ -1,4 +1,4 @@
-"""Command line: ``closedloop run | validate | schema | stages | monitor | retrain``.
+"""Command line: ``closedloop <command>``; ``closedloop --help`` lists every command.
 
 A user error (bad config, missing file, wrong wiring) prints a one-screen message and exits with
 status 2; a stage that fails during a run exits with status 1 after writing the summary and report.
@@ -92,7 +92,10 @@ def cmd_stages(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="closedloop", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="closedloop",
+        description="closedloop: the machine-learning lifecycle from a YAML config, and its production loop.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
 
