@@ -31,10 +31,10 @@ import pandas as pd
 from pydantic import Field
 from scipy.stats import fisher_exact
 
+from closedloop.report.montage import montage
 from closedloop.stages.audit.base import AuditCheck, AuditContext, CheckConfig, CheckResult, Severity
 from closedloop.stages.audit.features import class_labels, dup_embedding
 from closedloop.stages.audit.near_density import NEAR_EXACT, NearExcess, near_excess
-from closedloop.stages.audit.plots import montage
 
 COLUMNS = ["split_a", "index_a", "split_b", "index_b", "distance", "kind", "excess"]
 ORDER = {"train": 0, "val": 1, "test": 2}

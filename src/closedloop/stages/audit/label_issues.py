@@ -18,10 +18,10 @@ import pandas as pd
 from pydantic import Field
 from sklearn.model_selection import StratifiedKFold
 
+from closedloop.report.montage import montage
 from closedloop.stages.audit.base import AuditCheck, AuditContext, CheckConfig, CheckResult, CheckSkipped
 from closedloop.stages.audit.features import class_labels, model_features
 from closedloop.stages.audit.oof import AUTO, ModelName, average_oof, sklearn_oof
-from closedloop.stages.audit.plots import montage
 
 COLUMNS = ["split", "index", "given_label", "suggested_label", "score"]
 FilterBy = Literal["ranked_noise_rate", "prune_by_noise_rate", "prune_by_class", "both", "confident_learning"]

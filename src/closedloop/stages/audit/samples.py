@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from closedloop.report.montage import montage
 from closedloop.stages.audit.base import AuditCheck, AuditContext, CheckConfig, CheckResult
 from closedloop.stages.audit.features import class_labels
-from closedloop.stages.audit.plots import montage
 
 
 class LookAtSamplesConfig(CheckConfig):

@@ -195,10 +195,7 @@ def worst_errors_montage(
     k: int = 16,
 ) -> Path:
     """A grid of the ``k`` most confident wrong predictions on held-out samples (image tasks)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from closedloop.report.montage import montage
 
     yi = np.asarray(y).reshape(-1).astype(int)
     conf_true = proba[np.arange(len(yi)), yi]
@@ -209,19 +206,13 @@ def worst_errors_montage(
     order = wrong[np.argsort(conf_true[wrong])][:k]
     cols = min(8, len(order))
     rows = int(np.ceil(len(order) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
+    imgs = np.asarray(X[order])
+    if imgs.dtype != np.uint8:  # stored as floats: spread their range over 0-255
+        lo, hi = float(imgs.min()), float(imgs.max())
+        imgs = (imgs - lo) * (255.0 / (hi - lo if hi > lo else 1.0))
 
     def name(c: int) -> str:
         return label_names[c] if c < len(label_names) else str(c)
 
-    for ax, i in zip(axes.ravel(), order, strict=False):
-        img = X[i]
-        ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
-        ax.set_title(f"y={name(yi[i])}\np={name(pred[i])} {proba[i, pred[i]]:.2f}", fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    titles = [f"y={name(yi[i])}\np={name(pred[i])} {proba[i, pred[i]]:.2f}" for i in order]
+    return montage(list(imgs), titles, [""] * rows, cols, path, "")
