@@ -50,6 +50,7 @@ def trained_run() -> Path:
            "--set", f"data.root={npz_path().parent}", "--set", "train.preset=quick",
            "--only", "export", "--out", str(run)]  # fmt: skip
     print("training the model once:", " ".join(cmd), flush=True)
+    OUT.mkdir(parents=True, exist_ok=True)  # the run's working directory: a clean clone has none
     subprocess.run(cmd, check=True, cwd=OUT)
     return run
 
