@@ -1,6 +1,6 @@
 """Issue 19: main's shipped monitor defaults together, on fresh trainings (session 20, a declared measurement).
 
-Declared in docs/monitor.md ("The shipped defaults on fresh trainings (session 20)") before any run on trainings
+Declared in docs/monitor_decisions.md ("The shipped defaults on fresh trainings (session 20)") before any run on trainings
 21-24. Nothing is tuned and no default changes. Session 19 changed two defaults separately (``stream_spending:
 first3_late``, rule S19; ``stream_look_flag: over_runs``, rules F19/F19b); this scores them together.
 
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 DECLARATION = (
-    "declared in docs/monitor.md before any run on trainings 21-24 (session 20, combined20): a measurement, "
+    "declared in docs/monitor_decisions.md before any run on trainings 21-24 (session 20, combined20): a measurement, "
     "nothing tuned, no default changed; main's shipped monitor defaults scored together on fresh trainings "
     "21-24, report half of the test split: (b) unseen in-distribution streams of 2,000 alarm in <= 5% of runs, "
     "and test-distribution streams alarm within 600 rows in >= 90% of orders; (c) every test-distribution "
@@ -38,7 +38,7 @@ DECLARATION = (
     "unflagged within 0.03; per training and as a spread over trainings (min, median, max), pooled too"
 )
 DECLARATION_S21 = (
-    "declared in docs/monitor.md before any run on trainings 31, 32 (session 21, combined21): a measurement, "
+    "declared in docs/monitor_decisions.md before any run on trainings 31, 32 (session 21, combined21): a measurement, "
     "nothing tuned, no default changed; main's shipped monitor defaults, with rule T21's train_reference_rows "
     "2000 (share 0.5: the domain flag is the union of the held-out and the training-rows test), scored together "
     "on fresh trainings 31, 32, report half of the test split, F19's report protocol (deployments 1800-1807): "

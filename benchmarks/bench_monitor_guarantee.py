@@ -15,11 +15,11 @@ its in-distribution production. The model stays the same across draws.
    (threshold at alpha: marginal), on the same windows. Target: <= 5% in >= 90% of draws.
    ``--production other`` / ``both`` (with ``--pool-half``): the windows come from the pool's other half,
    an independent sample of the population, instead of (or beside) the rest of the held-out rows' half,
-   whose rows are the complement of the held-out draw (docs/monitor.md, session 16).
+   whose rows are the complement of the held-out draw (docs/monitor_decisions.md, session 16).
 2. Detection of benchmarks/bench_monitor.py's moderate shifts at window 200, both rules (target >= 90%).
 3. The stream test: an unseen in-distribution stream of 2,000 images per draw (target: alarm in <= 5% of
    runs); the PneumoniaMNIST **test** distribution streamed as production (target: alarm within 600
-   rows in >= 90% of stream orders). Protocol (docs/monitor.md): the test images are split by a fixed
+   rows in >= 90% of stream orders). Protocol (docs/monitor_decisions.md): the test images are split by a fixed
    seed (19) into a development half (``--half dev``: tuning) and a report half (``--half report``:
    measured once, quoted). A stream of 600 rows is three windows of 200 drawn from the half (it has
    312; no repeats inside a window); the whole half in a random order (312 rows) is reported beside it,
@@ -49,7 +49,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 SPLIT_SEED = 19
-"""Fixed seed of the test split's development / report halves (declared in docs/monitor.md)."""
+"""Fixed seed of the test split's development / report halves (declared in docs/monitor_decisions.md)."""
 
 
 def npz_path() -> Path:

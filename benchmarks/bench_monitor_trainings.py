@@ -3,7 +3,7 @@
 One JSON file per training (``bench_monitor_guarantee.py --workdir /tmp/nets/tN --train-seed N --save tN.json``),
 or several per training (blocks of draws, ``--first-draw``): files of the same training are merged, their draws
 concatenated and their rates weighted by their window counts.
-Prints, per training and as a spread over trainings, the issue's numbers (docs/monitor.md, session 15):
+Prints, per training and as a spread over trainings, the issue's numbers (docs/monitor_decisions.md, session 15):
 (1) each deployment's false-alarm rate on in-distribution windows of 200 (target <= 5% in >= 90% of draws),
 which deployments fail and which test gave their alarms the smallest p-value; (2) detection of
 bench_monitor.py's shifts at window 200 (target >= 90%, every kind); (3) in-distribution windows flagged

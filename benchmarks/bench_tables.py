@@ -47,7 +47,7 @@ figures: macro and per-label test ROC AUC with bootstrap intervals, the paired m
 multi-label trees' ONNX parity on the test rows (all three probabilities, served predictor vs the
 in-process model). No tuned plain LightGBM here (the practitioner's baseline is for the binary tables).
 
-``--blend`` (session 17, docs/training.md "a tree + MLP blend"; off by default, the output is then
+``--blend`` (session 17, docs/trees_decisions.md "a tree + MLP blend"; off by default, the output is then
 unchanged): per (table, seed) both families get a deployed model (the other family alone, as the MLP
 already is when the trees win), and the candidate ``blend`` (the mean of the two deployed models'
 probabilities) is selected on the family run's own evidence (the two families' chosen configurations on

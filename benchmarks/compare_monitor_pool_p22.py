@@ -1,6 +1,6 @@
 """Issue 19, measurement P22 (session 22): what 498 held-out rows buy one deployment against 262.
 
-Declared in docs/monitor.md ("What a larger held-out reference buys one deployment") before any run on trainings 33
+Declared in docs/monitor_decisions.md ("What a larger held-out reference buys one deployment") before any run on trainings 33
 and 34. Nothing is tuned and no default changes. Both arms are the same deployments of the same fresh networks:
 a deployment's 498 held-out rows are its 262 plus the next 236 of the same draw, so each number is paired.
 
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 DECLARATION = (
-    "declared in docs/monitor.md before any run on trainings 33 and 34 (session 22, measurement P22): nothing "
+    "declared in docs/monitor_decisions.md before any run on trainings 33 and 34 (session 22, measurement P22): nothing "
     "tuned, no default changed; main's shipped monitor defaults with a deployment's held-out reference of 262 rows "
     "(holdout_fraction 0.5) and of 498 (holdout_fraction 0.95), the same deployments, fresh trainings 33 and 34, "
     "report half of the test split. If over both trainings the 498 arm (i) flags fewer in-distribution windows on "

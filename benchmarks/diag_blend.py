@@ -1,5 +1,5 @@
 """Would a blend of the trees and the MLP help closedloop's family choice (issue #25, session 17)? The
-development runs of the rule declared in docs/training.md "Session 17: a tree + MLP blend", on
+development runs of the rule declared in docs/trees_decisions.md "Session 17: a tree + MLP blend", on
 DEVELOPMENT data only: each table's split-seed development part is split again
 (``bench_tables.development_bundle``: train / validation / a development hold-out); the test part is
 never read.
@@ -44,7 +44,7 @@ from diag_tree_ladder import SMALL, development_parser, holdout_auc  # noqa: E40
 
 LINES: list[str] = []
 RULE = (
-    "declared rule (docs/training.md, session 17): the family choice gains a candidate 'blend' (the mean of "
+    "declared rule (docs/trees_decisions.md, session 17): the family choice gains a candidate 'blend' (the mean of "
     "the chosen tree model's and the chosen MLP's probabilities, selected on the family choice's own "
     "evidence only when strictly better than both families) only if, on the development hold-out, the gain "
     "(the choice with the blend candidate minus the shipped choice) (a) on synthetic_50k averages >= +0.0010 "

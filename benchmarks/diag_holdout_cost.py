@@ -7,7 +7,7 @@ validation rows. This script measures that cost, paired by training seed: the sa
 pipeline seed and preset as a #19 network in ``--nets`` (``holdout_fraction: 0.5``, the default), trained again with
 ``final_fit: train`` into ``--work``, both scored on the 2,500 removed (unseen, in-distribution) train images:
 AUC, ACC and balanced accuracy at each model's own shipped threshold, and the log-loss of its served probabilities.
-No test image is read. Nothing is chosen from it (docs/monitor.md, "What holding out all validation rows costs the
+No test image is read. Nothing is chosen from it (docs/monitor_decisions.md, "What holding out all validation rows costs the
 model (session 19, diagnosis H19)").
 
 ``--holdout-fraction F`` (session 22, measurement P22) trains the other network with ``holdout_fraction: F`` instead
@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 REMOVE = 2500
 RULE = (
-    "diagnosis H19 (declared in docs/monitor.md before its runs): per training seed, the #19 network as shipped "
+    "diagnosis H19 (declared in docs/monitor_decisions.md before its runs): per training seed, the #19 network as shipped "
     "(final_fit train+val, holdout_fraction 0.5) against the same seed, removed images and preset trained with "
     "final_fit: train, both scored on the 2,500 unseen images (AUC, ACC and balanced accuracy at each model's "
     "shipped threshold, log-loss); differences printed per seed and on average; nothing is chosen"

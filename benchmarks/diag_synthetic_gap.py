@@ -50,7 +50,7 @@ CHOSEN_S14 = {  # closedloop's chosen tree trial on split seed 1 (session 14's r
 }
 PLANNED = 6
 RULE = (
-    "declared rule (docs/training.md, session 15): tree_extend's default moves from 4 to the smallest c in "
+    "declared rule (docs/trees_decisions.md, session 15): tree_extend's default moves from 4 to the smallest c in "
     "{8, 16} whose section-2 hold-out AUC, averaged over split seeds 0 and 1, is >= +0.0005 above "
     "tree_extend 4's, not below 4's by more than 0.0005 at either seed, and whose tree-only train stage took "
     "<= 2x 4's seconds (mean over the seeds); otherwise it stays 4"

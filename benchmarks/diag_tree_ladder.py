@@ -1,5 +1,5 @@
 """Should the quick preset's tree ladder climb a third rung of 64 leaves (issue #25, session 16)? The
-development runs of the rule declared in docs/training.md "Session 16: a 64-leaf third rung", on
+development runs of the rule declared in docs/trees_decisions.md "Session 16: a 64-leaf third rung", on
 DEVELOPMENT data only: each table's split-seed development part is split again
 (``bench_tables.development_bundle``: train / validation / a development hold-out); the test part is
 never read.
@@ -37,7 +37,7 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 
 LINES: list[str] = []
 RULE = (
-    "declared rule (docs/training.md, session 16): the quick preset's tree ladder becomes 3 rungs (4, 16, 64 "
+    "declared rule (docs/trees_decisions.md, session 16): the quick preset's tree ladder becomes 3 rungs (4, 16, 64 "
     "leaves) only if (a) synthetic_50k's development hold-out AUC gain (3 rungs minus 2), averaged over seeds "
     "0 and 1, is >= +0.0010 and >= -0.0005 at each seed; (b) diamonds >= -0.0005 at each seed; (c) on "
     "breast_cancer, nwtco, medexp, medexp_multilabel (8 runs) no run below -0.005 and their mean >= -0.001; "
@@ -164,7 +164,7 @@ def decide(save: Path, timing: Path | None) -> None:
     timed = load(timing) if timing is not None else got
     if timing is not None:
         say(
-            f"  (d) read from the normal-priority re-run in {timing} (docs/training.md, amendment of 11:40 UTC):"
+            f"  (d) read from the normal-priority re-run in {timing} (docs/trees_decisions.md, amendment of 11:40 UTC):"
         )
         for s in (0, 1):
             if ("synthetic_50k", s) not in timed:

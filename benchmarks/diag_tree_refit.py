@@ -51,7 +51,7 @@ import numpy as np  # noqa: E402
 
 LINES: list[str] = []
 RULE = (
-    "declared rule (docs/training.md, session 18, famsel): the tree family's final fit on train + the validation "
+    "declared rule (docs/trees_decisions.md, session 18, famsel): the tree family's final fit on train + the validation "
     "rows not held out boosts the chosen rounds times (final-fit rows / train rows) (`train.tree_refit_rounds: "
     "scaled`) instead of the count chosen on train alone, only if, on the development parts of split seeds 0 "
     "and 1 re-split with seeds 100 and 101 (partitions no diagnosis read; the test part never read), the replay "

@@ -6,7 +6,7 @@ so its declared tie-break kept the current flag, while on the report halves one 
 (held-out rows that lean toward the test distribution) let 16 of 300 test windows through unflagged and
 off by more than 0.03. Twelve development deployments could not show a one-in-ten deployment.
 
-This successor declares (docs/monitor.md, "The reliability flag's knobs, chosen per deployment"), and
+This successor declares (docs/monitor_decisions.md, "The reliability flag's knobs, chosen per deployment"), and
 prints before it runs:
 
 * **>= 30 development deployments** (``--half dev --draws 30``), each drawn exactly as before
@@ -39,7 +39,7 @@ Run (session 12, monitor3; docs/results/monitor_deployments_dev.txt, monitor_dep
   PYTHONPATH=src .venv/bin/python benchmarks/tune_monitor_deployments.py --workdir /tmp/mon19/r2500 --half dev --draws 30
   ... --half report --draws 10 --orders 10 --flag N --estimate NAME    (once, with the development choice)
 
-Protocol v3 (session 13, monitor4; ``--protocol v3``; declared in docs/monitor.md "Protocol v3" and printed,
+Protocol v3 (session 13, monitor4; ``--protocol v3``; declared in docs/monitor_decisions.md "Protocol v3" and printed,
 ``RULE_V3``): random deployments plus a stratum of leaning ones (held-out rows drawn from the development pool
 rows an out-of-fold classifier finds most like the development test half, ``leaning_rows``), flag candidates
 ``TRAIN_ROWS_V3``, estimate candidates ``ESTIMATES_V3`` scored through the library's own
@@ -51,7 +51,7 @@ monitor_deployments_v3_fresh.txt, monitor_deployments_v3.txt):
   ... --protocol v3 --half report --first-draw 100 --draws 10 --orders 10 --flag 0 --estimate heldout_platt
   ... --protocol v3 --half report --first-draw 0 --draws 10 --orders 10 --flag 0 --estimate heldout_platt
 
-Protocol v4 (session 14, estimate5; ``--protocol v4``; declared in docs/monitor.md "Protocol v4"): v3's
+Protocol v4 (session 14, estimate5; ``--protocol v4``; declared in docs/monitor_decisions.md "Protocol v4"): v3's
 deployments of one training, plus ``--domain-windows`` in-distribution windows per random deployment scored by
 the domain part only, saved with ``--save``; ``tune_monitor_union.py`` applies v4's rule over the trainings.
 """
@@ -93,7 +93,7 @@ RULE = """Declared rule (session 12, before any run of this script):
 
 Row = dict[str, Any]
 
-# -- protocol v3 (session 13, monitor4; declared in docs/monitor.md, "Protocol v3", before any v3 run) --------
+# -- protocol v3 (session 13, monitor4; declared in docs/monitor_decisions.md, "Protocol v3", before any v3 run) --------
 TRAIN_ROWS_V3 = (0, 1000, 2000)
 """``train_reference_rows`` values tried by protocol v3."""
 ESTIMATES_V3 = ("heldout_platt", "heldout_platt_bias", "heldout_bias")
@@ -103,7 +103,7 @@ constant correction alone. CBPE (``none``) is printed beside them, never chosen.
 LEAN_TOP = 0.5
 """A leaning deployment draws its held-out rows from this top share of the development pool half, ranked by
 an out-of-fold classifier's probability that a row comes from the development test half."""
-RULE_V3 = """Declared rule, protocol v3 (session 13, docs/monitor.md "Protocol v3", committed before any v3 run):
+RULE_V3 = """Declared rule, protocol v3 (session 13, docs/monitor_decisions.md "Protocol v3", committed before any v3 run):
   deployments: random ones (held-out rows drawn as before) and leaning ones (held-out rows drawn from the
   development pool rows that look most like the development test half; see LEAN_TOP); in-distribution
   figures and eligibility come from the random deployments only (the guarantee is over random draws of the

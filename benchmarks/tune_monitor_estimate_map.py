@@ -2,7 +2,7 @@
 
 The label-free estimate is CBPE on probabilities recalibrated by a Platt map fitted on the deployment's ~262
 held-out rows (``estimate_calibration: heldout_platt``). This script scores candidate replacements on the same
-windows as the shipped default (docs/monitor.md, "The unflagged in-distribution windows (session 18, rule E18)"):
+windows as the shipped default (docs/monitor_decisions.md, "The unflagged in-distribution windows (session 18, rule E18)"):
 
 * maps: ``heldout_platt`` (shipped), ``temperature`` (one parameter: ``sigmoid(a logit p)``), ``platt_ridge``
   (Platt shrunk toward the identity map, a Gaussian prior of precision 5 on ``(a - 1, b)``);
@@ -48,7 +48,7 @@ TOLERANCE = 0.03
 POOL = 262
 WINDOW = 200
 RULE = (
-    "rule E18 (declared in docs/monitor.md before any run on trainings 13, 14): candidates heldout_platt (shipped), "
+    "rule E18 (declared in docs/monitor_decisions.md before any run on trainings 13, 14): candidates heldout_platt (shipped), "
     "temperature, platt_ridge, precision_95, precision_90, scored on the same windows; 1. eligible when (a) on the "
     "development guarantee windows the candidate's own flags are <= 5% of in-distribution windows in EVERY "
     "development training, (b) on the saved development sets in-distribution windows flagged (saved flags or the "

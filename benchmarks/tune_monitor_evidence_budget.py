@@ -1,6 +1,6 @@
 """Issue 19: the W16 default revisited (rule W17): how much stream evidence withholds the estimate.
 
-Declared in docs/monitor.md ("The W16 default revisited (session 17, rule W17)") before the report run.
+Declared in docs/monitor_decisions.md ("The W16 default revisited (session 17, rule W17)") before the report run.
 Session 16's rule W16 made only the per-deployment stream alarm withhold later estimates
 (``stream_evidence: per_deployment``) and flagged a stream's first window at domain p <= 0.05
 (``first_window_alpha``). A check on trainings 0, 3, 6 found it leaves 16 of 720 test windows unflagged
@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 RULE_W17 = (
-    "rule w17 (declared in docs/monitor.md before the report run): every candidate scores the same windows; "
+    "rule w17 (declared in docs/monitor_decisions.md before the report run): every candidate scores the same windows; "
     "1. eligible when (a) in EVERY development set (one training's saved deployments) <= 10% of in-distribution "
     "windows are flagged and (b) summed over the sets, no more deployments have > 10% of their in-distribution "
     "windows flagged than under the shipped default (w16); 2. among eligible candidates, lexicographically: "

@@ -1,6 +1,6 @@
 """Issue 19: the test windows the W17 defaults leave unflagged and off by > 0.03 (rule F19).
 
-Declared in docs/monitor.md ("The test windows unflagged and off on fresh trainings (session 19, rule F19)")
+Declared in docs/monitor_decisions.md ("The test windows unflagged and off on fresh trainings (session 19, rule F19)")
 before any run on the report trainings. Over four fresh report pairs the W17 defaults (first window's domain
 level 0.05, the stream evidence withholding from ``stream_alpha * 0.25 / (k (k + 1))`` on, sticky) left 0, 1,
 5 and 9 of 240 test windows unflagged and off: most are later windows whose stream look p-value was under the
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 RULE_F19 = (
-    "rule f19 (declared in docs/monitor.md before any run on the report trainings 17, 18): every candidate "
+    "rule f19 (declared in docs/monitor_decisions.md before any run on the report trainings 17, 18): every candidate "
     "scores the same windows; 1. eligible when (a) in EVERY development set (one training's saved deployments) "
     "<= 10% of in-distribution windows are flagged and (b) summed over the sets, no more deployments have > 10% "
     "of their in-distribution windows flagged than under the shipped default (w17); 2. among eligible "
@@ -44,14 +44,14 @@ RULE_F19 = (
     "windows; otherwise w17 stays"
 )
 AMENDMENT_F19A = (
-    "amendment f19a (declared in docs/monitor.md after 12 of the 14 development sets were scored, before the report "
+    "amendment f19a (declared in docs/monitor_decisions.md after 12 of the 14 development sets were scored, before the report "
     "run): clause 1(a) as declared excludes every candidate, the shipped default included, because w17 itself "
     "flags 12.5% of training 14's in-distribution windows; amended, 1(a) reads: in every set <= 10% of "
     "in-distribution windows flagged OR no more than w17 flags in that set; clauses 1(b), 2 and 3 unchanged (3 "
     "with the amended 1(a)); both verdicts are printed"
 )
 AMENDMENT_F19B = (
-    "extension f19b (declared in docs/monitor.md after the report on trainings 17, 18 tied, before any run on "
+    "extension f19b (declared in docs/monitor_decisions.md after the report on trainings 17, 18 tied, before any run on "
     "trainings 19, 20; the last one): nothing re-tuned, the development choice stays w17+look_runs, the only "
     "candidate it can adopt; clause 3 (with f19a's 1(a)) applied to the report trainings 17-20 pooled; otherwise "
     "w17 stays"

@@ -1,6 +1,6 @@
 """Issue 19: in-distribution windows flagged in single unlucky deployments (rule I21).
 
-Declared in docs/monitor.md ("In-distribution windows flagged in single unlucky deployments (session 21, rule
+Declared in docs/monitor_decisions.md ("In-distribution windows flagged in single unlucky deployments (session 21, rule
 I21)") before any run on the report trainings 29 and 30. The diagnosis (``diag_monitor_indist_i21.py``,
 development sets only) found 12 of 120 deployments above 10 % of their in-distribution windows flagged, 7 of
 them by the drift tests at their marginal level, with every window of the deployment nearer that level than in
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 RULE_I21 = (
-    "rule i21 (declared in docs/monitor.md before any run on the report trainings 29, 30): every candidate "
+    "rule i21 (declared in docs/monitor_decisions.md before any run on the report trainings 29, 30): every candidate "
     "scores the same windows (monitor runs with train_reference_rows 2000); 1. eligible when, summed over the "
     "sets, it leaves no more test windows unflagged and off by > 0.03 than the shipped defaults (window alarms, "
     "and so detection, are the same for every candidate); 2. among eligible candidates, lexicographically: (a) "

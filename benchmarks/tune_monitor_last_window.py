@@ -59,7 +59,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 POOL_SEED = 1919
-"""Fixed seed of the unseen in-distribution pool's development / report halves (docs/monitor.md)."""
+"""Fixed seed of the unseen in-distribution pool's development / report halves (docs/monitor_decisions.md)."""
 DOMAIN_LEVEL = 0.005
 """The per-deployment domain level (``domain_alpha * domain_delta``) every eligible candidate spends in all."""
 

@@ -1,6 +1,6 @@
 """Issue 19: which p-value should the reference stream test's looks use (``stream_look_test``)?
 
-Declared in docs/monitor.md ("The stream's look test", session 14) before any run. Over several
+Declared in docs/monitor_decisions.md ("The stream's look test", session 14) before any run. Over several
 trainings (``--train-seeds``: bench_monitor_guarantee.trained_run's seed, the removed-image draw and the
 pipeline seed; workdirs ``--nets``/t<seed>), each with ``--draws`` deployments (262 unseen images as
 held-out rows, the monitor stage's defaults), the profile's reference stream test is run with
@@ -21,7 +21,7 @@ is run once after the choice is committed.
 
 Run: PYTHONPATH=src .venv/bin/python benchmarks/tune_monitor_stream_look.py --nets /tmp/nets --half dev
 
-Session 15 (``--protocol s15``; declared in docs/monitor.md, "The stream's look test, decided on a finer
+Session 15 (``--protocol s15``; declared in docs/monitor_decisions.md, "The stream's look test, decided on a finer
 development criterion", before any s15 run; ``RULE_S15`` printed first): the same looks, and every window of
 every stream is also evaluated by the monitor (``Monitor.evaluate``, no stream status): its own estimate
 flags and its label-free estimate against realized AUC / ACC. A candidate's stream evidence (the level over
@@ -30,7 +30,7 @@ rule adds detection within 200 rows and the test windows left unflagged and off 
 candidate ineligible when its stream evidence adds a deployment whose in-distribution windows are flagged
 more than 10%. ``--stop-at HH:MM`` (UTC): start no deployment after it.
 
-Session 15, second rule (``--protocol s16``; declared in docs/monitor.md, "session 15, second rule", before
+Session 15, second rule (``--protocol s16``; declared in docs/monitor_decisions.md, "session 15, second rule", before
 its report run; ``RULE_S16`` printed first): the same measurement as s15 (so s15's saved trainings are read
 back), and eligibility 1(b) becomes the issue's rate: the share of in-distribution windows flagged (own
 flags or the candidate's stream evidence) over all of a training's deployments <= 10%.
@@ -55,7 +55,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 CANDIDATES = ("classifier", "mean_shift")
 """The looks' p-values (``stream_look_test``); the first is the shipped default before this run."""
 RULE = (
-    "rule (declared in docs/monitor.md before the run): a candidate is eligible when its in-distribution "
+    "rule (declared in docs/monitor_decisions.md before the run): a candidate is eligible when its in-distribution "
     "2,000-row streams alarm in <= 5% of runs in EVERY training; among eligible candidates the highest "
     "worst-training share of test-distribution streams alarming within 600 rows wins; a tie keeps the "
     "shipped default (classifier)"
@@ -63,7 +63,7 @@ RULE = (
 NULL_ROWS = 2000
 TEST_ROWS = 600
 RULE_S15 = (
-    "rule s15 (declared in docs/monitor.md before the run): 1. eligible when in EVERY training (a) the "
+    "rule s15 (declared in docs/monitor_decisions.md before the run): 1. eligible when in EVERY training (a) the "
     "in-distribution 2,000-row streams alarm in <= 5% of runs and (b) the candidate's stream evidence "
     "(p_k <= stream_alpha/(k(k+1)), as evidence_at) adds no deployment whose in-distribution windows are "
     "flagged > 10% (deployments above 10% with it == above 10% by the windows' own flags alone); 2. among "
@@ -73,7 +73,7 @@ RULE_S15 = (
     "choice becomes the default unless the report run finds it ineligible by 1(a) or 1(b) in a report training"
 )
 RULE_S16 = (
-    "rule s16 (declared in docs/monitor.md before the report run, written after reading session 15's "
+    "rule s16 (declared in docs/monitor_decisions.md before the report run, written after reading session 15's "
     "development results): 1. eligible when in EVERY training (a) the in-distribution 2,000-row streams "
     "alarm in <= 5% of runs and (b) the share of in-distribution windows flagged (the windows' own flags or "
     "the candidate's stream evidence, p_k <= stream_alpha/(k(k+1)) at or before the window's last row) over "
@@ -467,7 +467,7 @@ def main() -> None:
         }
         saved = Path(args.save) / f"t{seed}_{args.half}_{args.first_draw}.json" if args.save else None
         old = json.loads(saved.read_text()) if saved is not None and saved.is_file() else None
-        # the number of deployments may differ per training (the clock amendment in docs/monitor.md)
+        # the number of deployments may differ per training (the clock amendment in docs/monitor_decisions.md)
         if old is not None and {k: v for k, v in old["settings"].items() if k != "draws"} == {
             k: v for k, v in key.items() if k != "draws"
         }:

@@ -17,7 +17,7 @@ Each candidate is then scored on the same looks of the same rows.
 
 ``--diagnose`` prints what the test streams' looks reach by 600 rows and how much of the stream alpha the
 in-distribution streams spend (the level each needs to alarm). The rule (``RULE_S19``, printed first) is
-declared in docs/monitor.md ("session 19, rule S19") before any run on the report trainings.
+declared in docs/monitor_decisions.md ("session 19, rule S19") before any run on the report trainings.
 
 Run: PYTHONPATH=src .venv/bin/python benchmarks/tune_monitor_stream_spending.py --nets /tmp/nets \
   --train-seeds 15 --half dev --first-draw 1120 --draws 10 --save /tmp/stream19/dev
@@ -45,7 +45,7 @@ RESOLUTION = 0.25
 """Each look gets relabellings enough for ``RESOLUTION`` times the shipped share (its smallest p-value half of
 that threshold), so candidates with a smaller share at a look are still scored exactly."""
 RULE_S19 = (
-    "rule S19 (declared in docs/monitor.md before any run on trainings 17 and 18): candidates stream_spending "
+    "rule S19 (declared in docs/monitor_decisions.md before any run on trainings 17 and 18): candidates stream_spending "
     "harmonic (shipped), geometric, first3_even, first3_late; 1. eligible when in EVERY development training "
     "(a) its unseen in-distribution 2,000-row streams alarm in <= 5% of runs and (b) >= 90% of the deployments "
     "have none of their in-distribution streams alarmed (the per-deployment guarantee: a deployment with one "

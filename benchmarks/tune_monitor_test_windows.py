@@ -1,6 +1,6 @@
 """Issue 19: the test-distribution windows left unflagged and off by > 0.03 — which evidence was short, and one rule.
 
-Declared in docs/monitor.md ("The test windows still unflagged and off (session 16, rule W16)") before any
+Declared in docs/monitor_decisions.md ("The test windows still unflagged and off (session 16, rule W16)") before any
 run. Over several trainings (``--train-seeds``; workdirs ``--nets``/t<seed>, as
 ``tune_monitor_stream_look.py``), each with ``--draws`` deployments (262 unseen images as held-out rows,
 the monitor stage's shipped defaults, so the stream looks use ``mean_shift``):
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 RULE_W16 = (
-    "rule w16 (declared in docs/monitor.md before any run of this script): candidates score the same windows; "
+    "rule w16 (declared in docs/monitor_decisions.md before any run of this script): candidates score the same windows; "
     "1. eligible when (a) in EVERY training <= 10% of in-distribution windows are flagged (all deployments "
     "together) and (b) summed over the trainings, no more deployments have > 10% of their in-distribution "
     "windows flagged than under the shipped rule; 2. among eligible candidates, lexicographically: (a) fewest "

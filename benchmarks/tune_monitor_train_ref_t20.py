@@ -1,6 +1,6 @@
 """Issue 19: the training-rows reference against unlucky held-out draws (rule T20).
 
-Declared in docs/monitor.md ("The training rows against unlucky held-out draws (session 20, rule T20)") before
+Declared in docs/monitor_decisions.md ("The training rows against unlucky held-out draws (session 20, rule T20)") before
 any run on the report trainings 25 and 26. Rule W20 found 42 of the 54 test windows the shipped defaults leave
 unflagged and off in two deployments (training 20's d1005, training 22's d1306) whose 262 held-out rows leave
 the domain check nearly blind; the existing, off-by-default training-rows test (``train_reference_rows``,
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 RULE_T20 = (
-    "rule t20 (declared in docs/monitor.md before any run on the report trainings 25, 26): every candidate "
+    "rule t20 (declared in docs/monitor_decisions.md before any run on the report trainings 25, 26): every candidate "
     "scores the same windows (monitor runs with train_reference_rows 2000); 1. eligible when (a) in every "
     "development set <= 10% of in-distribution windows are flagged or no more than under the shipped defaults "
     "in that set, and (b) summed over the sets, no more deployments have > 10% of their in-distribution windows "

@@ -1,6 +1,6 @@
 """Issue 19: the training-rows reference with more in-distribution windows per deployment (rule T21).
 
-Declared in docs/monitor.md ("The training rows with more in-distribution windows per deployment (session 21,
+Declared in docs/monitor_decisions.md ("The training rows with more in-distribution windows per deployment (session 21,
 rule T21)") before any run on the report trainings 27 and 28. Rule T20 (``tune_monitor_train_ref_t20.py``) found
 the union of the held-out domain test and the training-rows test (``train_reference_rows: 2000``, share 0.5)
 cut the development test windows unflagged and off from 45 to 3 of 1,200, and lost eligibility by one window of
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 RULE_T21 = (
-    "rule t21 (declared in docs/monitor.md before any run on the report trainings 27, 28): every candidate "
+    "rule t21 (declared in docs/monitor_decisions.md before any run on the report trainings 27, 28): every candidate "
     "scores the same windows (monitor runs with train_reference_rows 2000; per deployment 6 in-distribution "
     "streams of 2000, 60 windows, and 10 test orders of 600); 1. eligible when (a) in every development set <= "
     "10% of in-distribution windows are flagged or no more than under the shipped defaults in that set, and (b) "

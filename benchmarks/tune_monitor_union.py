@@ -3,11 +3,11 @@
 Protocol v3 (session 13) found that the reliability flag's training-rows union (``train_reference_rows``)
 flags the leaning deployments' test windows but its domain part flagged more than 5 % of a random
 deployment's in-distribution windows in 2 of 17 (1,000 rows) and 6 of 17 (2,000 rows) deployments.
-``diagnose_monitor_union.py`` measures why (docs/monitor.md, "Why the training-rows union over-flags"):
+``diagnose_monitor_union.py`` measures why (docs/monitor_decisions.md, "Why the training-rows union over-flags"):
 the training-rows test is exact only over the draw of the training set, which every deployment of one
 model shares, and v3 judged each deployment on 14 windows (one flagged window put it above 5 %).
 
-Protocol v4 (declared in docs/monitor.md, "Protocol v4", and printed, ``RULE_V4``) scores the candidates
+Protocol v4 (declared in docs/monitor_decisions.md, "Protocol v4", and printed, ``RULE_V4``) scores the candidates
 ``CANDIDATES_V4`` (``train_reference_rows`` with ``train_reference_share``, the test's share of the domain
 level) on **three trainings**, each with its own removed-image draw, from the records that
 ``tune_monitor_deployments.py --protocol v4 --save FILE`` writes (one file per training; v3's random and
@@ -37,7 +37,7 @@ ESTIMATE = "heldout_platt"
 """The shipped estimate (not tuned here)."""
 CANDIDATES_V4 = ((0, 0.5), (1000, 0.5), (1000, 0.2), (2000, 0.5), (2000, 0.2))
 """(``train_reference_rows``, ``train_reference_share``); rows 0 is off (the shipped default)."""
-RULE_V4 = """Declared rule, protocol v4 (session 14, docs/monitor.md "Protocol v4", committed before any v4 run):
+RULE_V4 = """Declared rule, protocol v4 (session 14, docs/monitor_decisions.md "Protocol v4", committed before any v4 run):
   three trainings (each its own removed-image draw and pipeline seed); development halves only; per training
   random deployments (held-out rows drawn as before; 14 in-distribution windows the monitor evaluates and 36
   more scored by the domain part only: 50 per deployment) and leaning deployments (v3's stratum, scored on test

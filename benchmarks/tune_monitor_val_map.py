@@ -5,7 +5,7 @@ Session 18 (rule E18) found one lever for the unflagged in-distribution windows 
 shrinks. A pipeline has no other rows the deployed model never saw: with the train stage's default
 ``final_fit: train+val`` and ``holdout_fraction: 0.5`` the final fit trains on the other 262 of PneumoniaMNIST's
 524 validation rows. This script measures whether those **fitted-on validation rows** still help the map
-(docs/monitor.md, "The Platt map on the validation rows too (session 19, rule E19)"):
+(docs/monitor_decisions.md, "The Platt map on the validation rows too (session 19, rule E19)"):
 
 * ``heldout_platt`` (shipped): Platt on the deployment's held-out rows;
 * ``heldout_val_platt``: Platt on the held-out rows plus the validation rows the final fit trained on;
@@ -47,7 +47,7 @@ TOLERANCE = e18.TOLERANCE
 WINDOW = e18.WINDOW
 REPORT_SEEDS = (17, 18)
 RULE = (
-    "rule E19 (declared in docs/monitor.md before any run on trainings 17, 18): candidates heldout_platt (shipped), "
+    "rule E19 (declared in docs/monitor_decisions.md before any run on trainings 17, 18): candidates heldout_platt (shipped), "
     "heldout_val_platt (Platt on the held-out rows plus the validation rows the final fit trained on), "
     "heldout_val_platt_half (those rows at weight 0.5), scored on the same windows; no candidate adds a flag, so "
     "in-distribution windows flagged are unchanged; 1. eligible when, summed over the saved development sets, no "

@@ -1,6 +1,6 @@
 """Issue 19: the test windows the shipped defaults leave unflagged and off on weak networks (rule W20).
 
-Declared in docs/monitor.md ("The test windows on weak networks (session 20, rule W20)") before any run on the
+Declared in docs/monitor_decisions.md ("The test windows on weak networks (session 20, rule W20)") before any run on the
 report trainings. With the shipped defaults (W17's evidence and F19's non-sticky look flag, ``stream_look_flag:
 over_runs``) training 20 leaves 24 of its 240 test windows unflagged and off by > 0.03 (every one of its test
 windows is off by 0.12-0.19). There the test split moves normal images just over the decision threshold: the
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 RULE_W20 = (
-    "rule w20 (declared in docs/monitor.md before any run on the report trainings 21, 22): every candidate "
+    "rule w20 (declared in docs/monitor_decisions.md before any run on the report trainings 21, 22): every candidate "
     "scores the same windows; 1. eligible when (a) in every development set <= 10% of in-distribution windows are "
     "flagged or no more than under the shipped defaults (W17's flags, the look flag over runs, the stream alarm "
     "with first3_late) in that set, and (b) summed over the sets, no "

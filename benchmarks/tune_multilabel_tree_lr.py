@@ -1,5 +1,5 @@
 """Where the multi-label trees' boosting rounds go, and the learning-rate floor that cuts them (issue #25,
-session 14; the rule is declared in docs/training.md "Session 14: where the multi-label trees' rounds go").
+session 14; the rule is declared in docs/trees_decisions.md "Session 14: where the multi-label trees' rounds go").
 
 On ``medexp_multilabel`` (``bench_tables.py``: MedExp, three labels) the tree family alone runs its train
 stage (``bench_tables.TRAIN``: quick preset, 10 trials, one thread) once per split seed and candidate
@@ -40,7 +40,7 @@ import bench_tables as B  # noqa: E402
 TABLE = "medexp_multilabel"
 CURRENT = 0.01
 RULE = (
-    "rule (declared in docs/training.md before this run): a candidate floor is admissible when, at every "
+    "rule (declared in docs/trees_decisions.md before this run): a candidate floor is admissible when, at every "
     "split seed, the upper end of the paired bootstrap 95% interval of its chosen configuration's "
     "validation macro ROC AUC minus the 0.01 floor's is >= 0, and the mean of the point differences over "
     "the seeds is >= -0.005; among the admissible candidates (0.01 always is) the one whose tree stages "

@@ -11,7 +11,7 @@ The model's decisions do not change: a window's realized accuracy is the accurac
 threshold on the original probabilities, so the estimate is computed on the recalibrated probabilities
 at the **mapped** threshold (the map is increasing, so the same rows fall on each side of it).
 Whether it helps at all is an empirical question, decided on development data
-(``benchmarks/tune_monitor_deployments.py``; docs/monitor.md).
+(``benchmarks/tune_monitor_deployments.py``; docs/monitor_decisions.md).
 """
 
 from __future__ import annotations

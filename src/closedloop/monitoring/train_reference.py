@@ -17,7 +17,7 @@ against them with the same exact permutation test of a ridge-regularized mean sh
 The flag spends the per-deployment domain level with the held-out test (a union: this test at
 ``train_reference_share`` of the level, the held-out test at the rest), so the stated guarantee is unchanged.
 Its exactness is over the draw of the training set, which every deployment of one model shares: for one
-training set its own false-flag rate can sit above its share (docs/monitor.md, "Why the training-rows union
+training set its own false-flag rate can sit above its share (docs/monitor_decisions.md, "Why the training-rows union
 over-flags"); a smaller share bounds that. What it rests on: the training rows and production come from the
 same population (the held-out rows' exchangeability assumption, extended to train); a training set
 drawn from elsewhere (another site, another period) makes this test flag every window, and the profile

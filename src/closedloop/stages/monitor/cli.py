@@ -238,7 +238,7 @@ def _spot_checks(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
 def larger_reference_hint(check: dict[str, Any], held: int) -> str | None:
     """What to say when a spot check verifies its period and holds more labeled rows than the reference's
     ``held`` held-out rows: a larger reference gave a closer label-free estimate and earlier stream alarms at no
-    cost to the model (docs/monitor.md, measurement P22: 498 rows against 262).
+    cost to the model (docs/monitor_decisions.md, measurement P22: 498 rows against 262).
 
     >>> larger_reference_hint({"agrees_with_reference": True, "n": 500}, 262)[:62]
     'spot check: this verified period has 500 random labeled row(s)'
@@ -250,7 +250,7 @@ def larger_reference_hint(check: dict[str, Any], held: int) -> str | None:
     return (
         f"spot check: this verified period has {check['n']} random labeled row(s), more than the reference's "
         f"{held}; --set-reference makes them the new reference (a larger reference gave a closer label-free "
-        "estimate and earlier stream alarms in docs/monitor.md, measurement P22)"
+        "estimate and earlier stream alarms in docs/monitor_decisions.md, measurement P22)"
     )
 
 

@@ -80,7 +80,7 @@ class BuildMonitorProfileConfig(StageConfig):
     stream_look_test: Literal["classifier", "mean_shift"] = "mean_shift"
     """The p-value each look of the reference stream test uses (both exact, so the stream's guarantee is
     the same): ``mean_shift`` (the default since session 15, chosen by a declared rule on development
-    data, docs/monitor.md), the domain check's permutation test of the mean shift (the window's domain
+    data, docs/monitor_decisions.md), the domain check's permutation test of the mean shift (the window's domain
     p-value) with enough relabellings for the look's level, stopped early (Besag-Clifford);
     ``classifier``, its cross-fitted classifier (Mann-Whitney per fold, Bonferroni over the two folds;
     the default before, and what profiles built before the setting existed keep)."""
@@ -90,7 +90,7 @@ class BuildMonitorProfileConfig(StageConfig):
     guarantee is the same, only when the alarm can come moves): ``harmonic`` ``1/(k(k+1))`` (0.5, 0.167,
     0.083 at rows 200, 400, 600), ``geometric`` ``2^-k``, ``first3_even`` (0.3 at each of the first three
     looks), ``first3_late`` (0.2, 0.2, 0.5; the default since session 19, chosen by rule S19 on development
-    trainings and adopted on the report trainings, docs/monitor.md; profiles built before keep ``harmonic``)."""
+    trainings and adopted on the report trainings, docs/monitor_decisions.md; profiles built before keep ``harmonic``)."""
     domain_alpha: float | None = Field(0.05, gt=0, lt=0.5)
     """The label-free estimate is flagged unreliable when a domain classifier (reference rows vs the
     window, on the model's outputs, embeddings and summary features) separates them
@@ -104,7 +104,7 @@ class BuildMonitorProfileConfig(StageConfig):
     """The stream's first window (its rows start before the stream's first look, so no stream evidence
     speaks for it yet) is also flagged when its domain mean-shift p-value is at most this level: one
     window per reference, flagged in distribution at this rate. The default since session 16 (chosen by
-    rule W16 on development data with ``stream_evidence: per_deployment``, docs/monitor.md). None: off, the
+    rule W16 on development data with ``stream_evidence: per_deployment``, docs/monitor_decisions.md). None: off, the
     first window is flagged as the others (and profiles built before)."""
     stream_evidence: Literal["over_runs", "per_deployment", "budget"] = "budget"
     """The stream level at which the stream's evidence withholds the label-free estimate of every later
@@ -117,31 +117,31 @@ class BuildMonitorProfileConfig(StageConfig):
     """``stream_evidence: budget``: the stream evidence withholds the estimate at ``stream_alpha`` times
     this; by Markov's inequality a reference's own in-distribution rate of withheld streams exceeds
     ``stream_alpha`` with probability at most this (0.25: chosen by rule W17 on development data,
-    docs/monitor.md). Needed with ``budget``; unused otherwise."""
+    docs/monitor_decisions.md). Needed with ``budget``; unused otherwise."""
     stream_look_flag: Literal["over_runs"] | float | None = "over_runs"
     """A non-sticky flag on the label-free estimate: the window that holds a stream look is flagged, that
     window only, when the look's p-value is at or under this level: ``over_runs`` (``stream_alpha / (k (k +
     1))`` at look ``k``; an in-distribution stream has any window flagged by it with probability <=
     ``stream_alpha`` over runs) or a number in (0, 0.5) (that level at every look: in-distribution windows
     flagged by it at that rate over runs). The stream evidence above still withholds every later window
-    from its own level. ``over_runs`` is the default since session 19 (rule F19, docs/monitor.md); None: off
+    from its own level. ``over_runs`` is the default since session 19 (rule F19, docs/monitor_decisions.md); None: off
     (and profiles built before)."""
     low_positive_flag: LowPositiveFlag | None = None
     """A flag on the label-free estimate: the window is flagged when it holds more barely-positive calls (rows
     called positive at a score at or below the held-out rows' ``quantile`` of their positive calls) than the
     held-out rows, at a one-sided p-value (``test``: ``fisher`` or ``z``) at or under ``level``
-    (``closedloop.monitoring.low_positive``; binary tasks). Rule W20 (docs/monitor.md, session 20). None: off."""
+    (``closedloop.monitoring.low_positive``; binary tasks). Rule W20 (docs/monitor_decisions.md, session 20). None: off."""
     train_reference_rows: int = Field(2000, ge=0)
     """Also test each window's summary features (model-free: intensity statistics / table columns)
     against this many random training rows (``closedloop.monitoring.train_reference``), a reference no
     deployment's draw of held-out rows decides; the held-out domain test and this one then share the
-    domain level (``train_reference_share``). 2000: the default since rule T21 (docs/monitor.md, session 21);
+    domain level (``train_reference_share``). 2000: the default since rule T21 (docs/monitor_decisions.md, session 21);
     0: off (the default before; needed when the training rows come from another population)."""
     train_reference_share: float = Field(0.5, gt=0, lt=1)
     """With ``train_reference_rows`` on: the share of the per-deployment domain level the training-rows test
     spends (the held-out test spends the rest, so the stated guarantee is unchanged). The training rows are
     one draw every deployment of the model shares, so that test's own false-flag rate is exact only on
-    average over trainings (docs/monitor.md, "Why the training-rows union over-flags"): a smaller share
+    average over trainings (docs/monitor_decisions.md, "Why the training-rows union over-flags"): a smaller share
     bounds what an unlucky training set costs."""
     estimate_calibration: Literal["none", "heldout_platt", "heldout_bias", "heldout_platt_bias"] = (
         "heldout_platt"
@@ -149,7 +149,7 @@ class BuildMonitorProfileConfig(StageConfig):
     """``heldout_platt``: compute the label-free estimate on probabilities recalibrated by Platt scaling
     on the held-out rows' labels (binary tasks; ``closedloop.monitoring.recalibrate``; the decisions, and
     so the realized metrics, do not change). Chosen on development deployments in session 12
-    (docs/monitor.md, "The reliability flag's knobs, chosen per deployment"), the default since; ``none``: CBPE on
+    (docs/monitor_decisions.md, "The reliability flag's knobs, chosen per deployment"), the default since; ``none``: CBPE on
     the model's own probabilities. ``heldout_platt_bias`` / ``heldout_bias``: with / without the Platt map, the
     accuracy estimate is also moved by a constant, its own error on the held-out rows (session 13's candidates)."""
     min_ess_fraction: float = Field(0.25, gt=0, le=1)

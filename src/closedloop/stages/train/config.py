@@ -96,7 +96,7 @@ class TrainConfig(StageConfig):
     """Tree families: how many rungs of the family's registered ladder (lgbm: 4, 16, 64, 256 leaves) the
     capacity ladder may climb when no ``ladder`` is given (networks climb the preset's own count: quick 2,
     default 3, thorough 4). Preset: quick 3 (2 before session 16: the 64-leaf rung was adopted by the rule
-    declared in docs/training.md "Session 16"), default 3, thorough 4. The ladder still stops at a rung
+    declared in docs/trees_decisions.md "Session 16"), default 3, thorough 4. The ladder still stops at a rung
     that overfits, and no rung starts past the scale-up phase's deadline."""
     batch_size: int = Field(128, ge=1)
     min_steps_per_epoch: int = Field(16, ge=0)
@@ -143,9 +143,9 @@ class TrainConfig(StageConfig):
     then trains the epochs it reached. 1: off (the planned epochs are a cap, as before session 14).
     ``max_epochs`` is sized for networks, whose epoch is a pass over the data; a tree epoch is a fixed
     amount of boosting, and on diamonds (quick preset, ``max_epochs`` 8) the trees were cut while still
-    improving (docs/training.md "diamonds: what the gap was made of"). Default 8 since session 15 (4
+    improving (docs/trees_decisions.md "diamonds: what the gap was made of"). Default 8 since session 15 (4
     before): on synthetic_50k's development hold-out the chosen trial reached 4x and 8 scored higher,
-    by the rule declared in docs/training.md "Session 15". Multi-label tree fits keep their plan."""
+    by the rule declared in docs/trees_decisions.md "Session 15". Multi-label tree fits keep their plan."""
     ablate_knobs: int | None = Field(None, ge=0)
     """How many knobs to ablate after tuning (preset: quick 0, default 2, thorough 4): the most important
     ones (fANOVA) are each reset to neutral (0; lr and epochs: the un-tuned defaults) and the chosen
@@ -210,7 +210,7 @@ class TrainConfig(StageConfig):
     A trial's boosting rounds per epoch are 2 / learning rate, so the floor bounds what a slow trial
     costs. ``auto``: 0.01 for every task except multi-label, whose rounds grow one tree per label
     (:data:`~closedloop.stages.train.knobs.MULTILABEL_TREE_LR_MIN`, chosen by the rule declared in
-    docs/training.md "Session 14"); a number (0 < x <= 0.1, the first trial's 0.1 stays in range) for
+    docs/trees_decisions.md "Session 14"); a number (0 < x <= 0.1, the first trial's 0.1 stays in range) for
     every tree task. Recorded in the decision log when it is not 0.01, and in the tune phase's space."""
     n_bootstrap: int = Field(1000, ge=100)
 

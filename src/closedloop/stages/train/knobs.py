@@ -312,7 +312,7 @@ TREE_LR_MIN = 0.01
 """The tree learning rate's floor for every task but multi-label (``train.tree_learning_rate_min: auto``)."""
 MULTILABEL_TREE_LR_MIN = 0.1
 """The floor for multi-label tasks (``auto``): a round grows one tree per label, so a trial at learning
-rate ``lr`` grows ``K * 2 / lr`` trees an epoch. Chosen by the rule declared in docs/training.md
+rate ``lr`` grows ``K * 2 / lr`` trees an epoch. Chosen by the rule declared in docs/trees_decisions.md
 ("Session 14: where the multi-label trees' rounds go"), among 0.01, 0.03 and 0.1."""
 
 
