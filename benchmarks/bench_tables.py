@@ -449,6 +449,14 @@ def say_blend_evidence(ev: dict[str, Any], chosen: str) -> None:
     )
 
 
+def chosen_when_better(chosen: str, rows: dict[str, Any]) -> bool:
+    """Was the tree family chosen exactly when its validation score was better? With one family left (the
+    other dropped before the choice) there was no choice to get wrong."""
+    if "lgbm" not in rows or "mlp" not in rows:
+        return True
+    return (chosen == "lgbm") == (rows["lgbm"]["score"] > rows["mlp"]["score"])
+
+
 def family_choice(res: Any, label: str) -> tuple[str, dict[str, Any], dict[str, float]]:
     """Print the train stage's family choice on validation (``label`` names the metric's averaging) and
     return the chosen family, the families' rows and the stage's timings."""
@@ -458,15 +466,22 @@ def family_choice(res: Any, label: str) -> tuple[str, dict[str, Any], dict[str, 
         "timings"
     ]
     rows = {r["family"]: r for r in fam["rows"]}
-    trees_better = rows["lgbm"]["score"] > rows["mlp"]["score"]
+    dropped = fam.get("dropped") or {}
+    if dropped:  # a family that failed before the choice (e.g. its sanity check): the other is the only one
+        for f, why in dropped.items():
+            say(f"family {f} dropped by the train stage: {why}")
     said = [f"difference {fam['difference']:+.4f}"] if fam.get("difference") is not None else []
     if fam.get("paired_ci95"):  # is the choice inside its own noise? (session 18: the family choice's noise)
         said.append("paired 95% interval [{:+.4f}, {:+.4f}]".format(*fam["paired_ci95"]))
     difference = f" ({'; '.join(said)})" if said else ""
+    scores = ", ".join(
+        f"{n} {rows[f]['score']:.4f}" if f in rows else f"{n} dropped"
+        for f, n in (("lgbm", "trees"), ("mlp", "MLP"))
+    )
     say(
-        f"family choice on {fam['evaluated_on']} {fam['metric']} ({label}): trees {rows['lgbm']['score']:.4f}, MLP "
-        f"{rows['mlp']['score']:.4f} -> chose {chosen}{difference}; tree family chosen "
-        f"whenever better on validation: {'yes' if (chosen == 'lgbm') == trees_better else 'NO'}"
+        f"family choice on {fam['evaluated_on']} {fam['metric']} ({label}): {scores} -> chose {chosen}{difference}; "
+        f"tree family chosen whenever better on validation: {'yes' if chosen_when_better(chosen, rows) else 'NO'}"
+        + (" (the only family left)" if dropped else "")
     )
     return chosen, rows, timings
 
@@ -489,8 +504,8 @@ def multilabel_table(name: str, runs: Path, seed: int) -> None:
     other = "mlp" if chosen == "lgbm" else "lgbm"
     say(
         f"train stage wall time (family run): {s['train']['seconds']:.1f} s in all; selection phases trees "
-        f"{timings['family lgbm seconds']:.1f} s, MLP {timings['family mlp seconds']:.1f} s (ratio MLP/trees "
-        f"{timings['family mlp seconds'] / max(timings['family lgbm seconds'], 1e-9):.1f})"
+        f"{timings['family lgbm seconds']:.1f} s, MLP {timings.get('family mlp seconds', float('nan')):.1f} s (ratio MLP/trees "
+        f"{timings.get('family mlp seconds', float('nan')) / max(timings['family lgbm seconds'], 1e-9):.1f})"
     )
     alone = closedloop_run(data, other, runs / other)
     by_family = {chosen: res, other: alone}
@@ -573,8 +588,8 @@ def table(name: str, runs: Path, seed: int) -> None:
     train_s = s["train"]["seconds"]
     say(
         f"train stage wall time (family run): {train_s:.1f} s in all; selection phases trees "
-        f"{timings['family lgbm seconds']:.1f} s, MLP {timings['family mlp seconds']:.1f} s (ratio MLP/trees "
-        f"{timings['family mlp seconds'] / max(timings['family lgbm seconds'], 1e-9):.1f}); final fit + test "
+        f"{timings['family lgbm seconds']:.1f} s, MLP {timings.get('family mlp seconds', float('nan')):.1f} s (ratio MLP/trees "
+        f"{timings.get('family mlp seconds', float('nan')) / max(timings['family lgbm seconds'], 1e-9):.1f}); final fit + test "
         f"({chosen}) {timings.get('phase final', float('nan')):.1f} s"
     )
     if chosen == "lgbm":
@@ -645,8 +660,9 @@ def table(name: str, runs: Path, seed: int) -> None:
         met=met,
         vs_plain=d_plain,
         vs_mlp=d_mlp,
-        trees_when_better=(chosen == "lgbm") == (rows["lgbm"]["score"] > rows["mlp"]["score"]),
-        mlp_over_trees=timings["family mlp seconds"] / max(timings["family lgbm seconds"], 1e-9),
+        trees_when_better=chosen_when_better(chosen, rows),
+        mlp_over_trees=timings.get("family mlp seconds", float("nan"))
+        / max(timings["family lgbm seconds"], 1e-9),
     )
     OUTCOMES.append(outcome)
     if BLEND["on"]:

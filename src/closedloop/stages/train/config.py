@@ -115,6 +115,11 @@ class TrainConfig(StageConfig):
     sanity_batch: int = Field(32, ge=2)
     sanity_steps: int | None = Field(None, ge=1)
     sanity_lr: float = Field(3e-3, gt=0)
+    sanity_extend: int = Field(4, ge=1)
+    """A one-batch check that ends above its target but falling fast enough to reach it within this many
+    times its steps (at the rate of its last quarter of steps) is run again from the start with that many
+    steps before it fails: a slow learner is not one that cannot learn (nwtco's MLP reached the target at
+    step 128 of the quick preset's 100, session 24). 1: off, fail at ``sanity_steps``."""
     baseline_epochs: int | None = Field(None, ge=1)
     ladder_epochs: int | None = Field(None, ge=2)
     n_trials: int | None = Field(None, ge=1)

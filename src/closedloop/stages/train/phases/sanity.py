@@ -64,6 +64,31 @@ def sanity(sess: TrainSession, params: dict) -> SanityOutcome:
     if losses:
         target = max(0.05 * losses[0], 0.02) if sess.task.problem_type != "regression" else 0.05 * losses[0]
         target += loss_floor(batch, sess.task.problem_type)
+    if (
+        target is not None
+        and cfg.sanity_extend > 1
+        and len(losses) == steps
+        and still_falling(losses, target, steps * (cfg.sanity_extend - 1))
+    ):
+        # all its steps taken, above the target and still falling: run it again from the start (the same
+        # seed, so the same first steps) with more steps, within the same share of the budget
+        before = (len(losses), losses[-1])
+        steps *= cfg.sanity_extend
+        net = sess.build(params, sess.ctx.seed)
+        losses = eng.overfit_batch(
+            net,
+            batch,
+            steps=steps,
+            lr=cfg.sanity_lr,
+            deadline=share_end - draw_s,
+            label="train/sanity_extend",
+        )
+        sess.decide(
+            "sanity",
+            f"the loss was still falling at the check's last step ({before[0]} steps, loss {before[1]:.3g}, target "
+            f"{target:.3g}): ran it again with up to {steps} steps (sanity_extend {cfg.sanity_extend})",
+            {"steps_before": before[0], "loss_before": before[1], "steps_allowed": steps},
+        )
     # the loop stopped before its steps with a finite loss above the target: the clock stopped it
     # (the only other ways out of the loop are a non-finite loss and the target reached)
     cut = bool(
@@ -130,6 +155,26 @@ def sanity(sess: TrainSession, params: dict) -> SanityOutcome:
         evidence,
     )
     return SanityOutcome(ok=True, losses=losses, **evidence)
+
+
+def still_falling(losses: list[float], target: float, more_steps: int) -> bool:
+    """Above ``target`` at the end, but falling fast enough to reach it within ``more_steps`` further
+    steps at the rate of its last quarter (the last quarter's lowest loss against the quarter before's,
+    carried on geometrically): still learning, not stuck.
+
+    >>> still_falling([1.0, 0.5, 0.3, 0.2, 0.15, 0.1, 0.07, 0.05], 0.01, 24)
+    True
+    >>> still_falling([1.0, 0.5, 0.3, 0.2, 0.2, 0.2, 0.2, 0.2], 0.01, 24)
+    False
+    """
+    q = max(1, len(losses) // 4)
+    if len(losses) < 2 * q or not all(math.isfinite(v) for v in losses) or min(losses) <= target:
+        return False
+    last, before = min(losses[-q:]), min(losses[-2 * q : -q])
+    if not 0 < last < before:
+        return False
+    quarters = math.log(target / last) / math.log(last / before)  # quarters of steps to the target
+    return quarters * q <= more_steps
 
 
 def loss_floor(batch: TensorSet, problem_type: str) -> float:
