@@ -70,19 +70,28 @@ def one(name: str, seed: int, resplit: int, runs: Path) -> dict[str, float]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tables", nargs="+", default=["nwtco", "medexp", "medexp_multilabel"])
+def resplit_args(doc: str, script: str, tables: list[str], seeds: list[int], resplits: list[int]) -> Any:
+    """The command line of a development diagnosis over (table, split seed, re-split), its task told the judged
+    metric (ROC AUC) and its first line printed; shared with ``diag_tree_pruning.py``."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--tables", nargs="+", default=tables)
     ap.add_argument(
-        "--seeds", nargs="+", type=int, default=[0, 1], help="split seeds (their development parts)"
+        "--seeds", nargs="+", type=int, default=seeds, help="split seeds (their development parts)"
     )
-    ap.add_argument("--resplits", nargs="+", type=int, default=[100, 101], help="seeds of the second split")
+    ap.add_argument("--resplits", nargs="+", type=int, default=resplits, help="seeds of the second split")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     B.TASK.update({"metric": "auc"})
     B.say(
-        f"diag_table_protocol ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}): "
+        f"{script} ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}): "
         f"{' '.join(sys.argv)}; load average {os.getloadavg()[0]:.1f}"
+    )
+    return args
+
+
+def main() -> None:
+    args = resplit_args(
+        __doc__, "diag_table_protocol", ["nwtco", "medexp", "medexp_multilabel"], [0, 1], [100, 101]
     )
     diffs: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -20,12 +20,10 @@ Run: .venv/bin/python benchmarks/diag_tree_pruning.py [--tables synthetic_50k] [
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_tables as B  # noqa: E402
-from diag_table_protocol import holdout_auc  # noqa: E402
+from diag_table_protocol import holdout_auc, resplit_args  # noqa: E402
 
 
 def tune_outcome(res: Any) -> dict[str, Any]:
@@ -70,17 +68,7 @@ def one(name: str, seed: int, resplit: int, runs: Path) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tables", nargs="+", default=["synthetic_50k"])
-    ap.add_argument("--seeds", nargs="+", type=int, default=[7])
-    ap.add_argument("--resplits", nargs="+", type=int, default=[100])
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args()
-    B.TASK.update({"metric": "auc"})
-    B.say(
-        f"diag_tree_pruning ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}): {' '.join(sys.argv)}; load "
-        f"average {os.getloadavg()[0]:.1f}"
-    )
+    args = resplit_args(__doc__, "diag_tree_pruning", ["synthetic_50k"], [7], [100])
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.tables:
             for seed in args.seeds:
