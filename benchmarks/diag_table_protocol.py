@@ -28,6 +28,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,10 +71,20 @@ def one(name: str, seed: int, resplit: int, runs: Path) -> dict[str, float]:
     return out
 
 
-def resplit_args(doc: str, script: str, tables: list[str], seeds: list[int], resplits: list[int]) -> Any:
+def resplit_args(
+    doc: str,
+    script: str,
+    tables: list[str],
+    seeds: list[int],
+    resplits: list[int],
+    more: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> Any:
     """The command line of a development diagnosis over (table, split seed, re-split), its task told the judged
-    metric (ROC AUC) and its first line printed; shared with ``diag_tree_pruning.py``."""
+    metric (ROC AUC) and its first line printed; shared with ``diag_tree_pruning.py`` (``more`` adds its
+    own options)."""
     ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    if more is not None:
+        more(ap)
     ap.add_argument("--tables", nargs="+", default=tables)
     ap.add_argument(
         "--seeds", nargs="+", type=int, default=seeds, help="split seeds (their development parts)"

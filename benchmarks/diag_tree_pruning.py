@@ -14,8 +14,14 @@ trial runs to its own early stop). Printed: trials completed / pruned, the chose
 leaves and best epoch, the development hold-out's ROC AUC and the train stage's seconds. A diagnosis: it
 chooses nothing.
 
+Session 25 adds the arm ``start-up``: ``train.prune_startup: auto``, successive halving that stops no
+trial before the sampler's start-up trials (3 of 10) have completed; the shipped arm is ``prune_startup:
+0`` (the rule before session 25). ``--arms`` picks the arms; the last lines are each arm's mean change of
+the development hold-out AUC against ``shipped`` (and its smallest) and its total train-stage seconds,
+for the rule declared in docs/trees_decisions.md "Session 25".
+
 Run: .venv/bin/python benchmarks/diag_tree_pruning.py [--tables synthetic_50k] [--seeds 7] [--resplits 100]
-     [--out FILE]
+     [--arms shipped start-up none] [--out FILE]
 """
 
 from __future__ import annotations
@@ -41,39 +47,67 @@ def tune_outcome(res: Any) -> dict[str, Any]:
     return tune
 
 
-def one(name: str, seed: int, resplit: int, runs: Path) -> None:
+ARMS = {"shipped": "prune_startup 0", "start-up": "prune_startup auto", "none": "no pruning"}
+
+
+def one(name: str, seed: int, resplit: int, runs: Path, arms: list[str]) -> dict[str, tuple[float, float]]:
+    """Each arm's (development hold-out AUC, train-stage seconds) on one re-split."""
     import optuna
 
     X, y, cats = B.TABLES[name]()
     data, y_dev = B.development_bundle(X, y, cats, name, seed, f"{name}_dev", resplit=resplit)
     B.say(B.development_header("diag_tree_pruning", seed, data, len(y_dev)) + f"; re-split {resplit}")
     shipped = optuna.pruners.SuccessiveHalvingPruner
-    for arm in ("shipped pruner", "no pruning"):
-        if arm == "no pruning":
-            # study.open_study imports optuna inside the function: patch the class it looks up there
+    out: dict[str, tuple[float, float]] = {}
+    for arm in arms:
+        B.TRAIN["prune_startup"] = "auto" if arm == "start-up" else 0
+        if arm == "none":
+            # study.pruner_for imports optuna inside the function: patch the class it looks up there
             optuna.pruners.SuccessiveHalvingPruner = lambda **_: optuna.pruners.NopPruner()  # type: ignore[misc]
         try:
-            res = B.closedloop_run(data, "lgbm", runs / f"{name}_{seed}_{resplit}_{arm.split()[0]}")
+            res = B.closedloop_run(data, "lgbm", runs / f"{name}_{seed}_{resplit}_{arm}")
         finally:
             optuna.pruners.SuccessiveHalvingPruner = shipped
+            B.TRAIN.pop("prune_startup")
         t = tune_outcome(res)
         mp = t["model_params"]
+        auc, secs = holdout_auc(res, data), res.summary["stages"]["train"]["seconds"]
+        out[arm] = (auc, secs)
         B.say(
-            f"  {arm:<14}: trials completed {t['n_complete']}, pruned {t['n_pruned']}; chose trial "
+            f"  {ARMS[arm]:<18}: trials completed {t['n_complete']}, pruned {t['n_pruned']}; chose trial "
             f"{t['best_trial_number']} (leaves {mp.get('num_leaves')}, learning rate {mp.get('learning_rate'):.3g}, "
             f"min_child_samples {mp.get('min_child_samples')}, best epoch {t['best_epoch']}, "
-            f"validation AUC {t['val_metric']:.4f}); development hold-out AUC {holdout_auc(res, data):.4f}; train "
-            f"stage {res.summary['stages']['train']['seconds']:.1f} s"
+            f"validation AUC {t['val_metric']:.4f}); development hold-out AUC {auc:.4f}; train "
+            f"stage {secs:.1f} s"
+        )
+    return out
+
+
+def summary(results: list[dict[str, tuple[float, float]]], arms: list[str]) -> None:
+    if "shipped" not in arms:
+        return
+    base_s = sum(r["shipped"][1] for r in results)
+    for arm in (a for a in arms if a != "shipped"):
+        d = [r[arm][0] - r["shipped"][0] for r in results]
+        s = sum(r[arm][1] for r in results)
+        B.say(
+            f"{ARMS[arm]} minus {ARMS['shipped']} over {len(d)} re-split(s): hold-out AUC mean {sum(d) / len(d):+.4f} "
+            f"(min {min(d):+.4f}, max {max(d):+.4f}); train stage {s:.0f} s in all = {s / base_s:.2f}x the shipped arm's"
         )
 
 
 def main() -> None:
-    args = resplit_args(__doc__, "diag_tree_pruning", ["synthetic_50k"], [7], [100])
+    def more(ap: Any) -> None:
+        ap.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
+
+    args = resplit_args(__doc__, "diag_tree_pruning", ["synthetic_50k"], [7], [100], more)
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.tables:
             for seed in args.seeds:
                 for r in args.resplits:
-                    one(name, seed, r, Path(tmp))
+                    results.append(one(name, seed, r, Path(tmp), args.arms))
+    summary(results, args.arms)
     if args.out:
         Path(args.out).write_text("\n".join(B.LINES) + "\n")
 

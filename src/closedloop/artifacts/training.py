@@ -136,6 +136,8 @@ class TuneOutcome(TunedConfig):
     n_trials: int
     n_complete: int
     n_pruned: int
+    prune_startup: int = 0
+    """Trials that completed before the pruner could stop one (``train.prune_startup``)."""
     n_failed: int
     failures: list[dict[str, Any]]
     importance: dict[str, float]

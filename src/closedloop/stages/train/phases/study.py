@@ -27,13 +27,67 @@ def storage_url(sess: TrainSession) -> Any:
     return rdb_url(sess.cfg.storage)
 
 
+def prune_startup(sess: TrainSession) -> int:
+    """Trials that complete before the pruner may stop one (``train.prune_startup``; ``auto``: tree
+    families wait for the sampler's start-up trials, networks for none)."""
+    from closedloop.models.registry import family_kind
+
+    if sess.cfg.prune_startup != "auto":
+        return int(sess.cfg.prune_startup)
+    return n_startup(sess) if family_kind(sess.family) == "trees" else 0
+
+
+def pruner_for(sess: TrainSession) -> Any:
+    """Successive halving (reduction factor 3, first rung at a sixth of ``max_epochs``), held back until
+    :func:`prune_startup` trials have completed."""
+    import optuna
+
+    halving = optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=max(2, (sess.cfg.max_epochs or 1) // 6), reduction_factor=3
+    )
+    startup = prune_startup(sess)
+    return AfterStartup(halving, startup) if startup else halving
+
+
+class AfterStartup:
+    """An Optuna pruner that asks ``inner`` at every report but stops no trial until ``n`` trials have
+    completed. ``inner`` is still asked during the start-up so it records the start-up trials' rung
+    scores (successive halving keeps them in the trial's system attributes) and later trials compete
+    with them.
+
+    >>> import optuna
+    >>> optuna.logging.set_verbosity(optuna.logging.WARNING)
+    >>> pruner = AfterStartup(optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3), 2)
+    >>> study = optuna.create_study(direction="maximize", pruner=pruner)
+    >>> def objective(trial):
+    ...     for step in range(4):
+    ...         trial.report([0.9, 0.1, 0.1][min(trial.number, 2)], step)
+    ...         if trial.should_prune():
+    ...             raise optuna.TrialPruned()
+    ...     return 1.0
+    >>> study.optimize(objective, n_trials=3)
+    >>> [t.state.name for t in study.trials]  # trial 1 scores below trial 0 but runs: start-up
+    ['COMPLETE', 'COMPLETE', 'PRUNED']
+    """
+
+    def __init__(self, inner: Any, n: int) -> None:
+        self.inner, self.n = inner, n
+
+    def prune(self, study: Any, trial: Any) -> bool:
+        import optuna
+
+        verdict = bool(self.inner.prune(study, trial))
+        if not verdict:
+            return False
+        done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        return len(done) >= self.n
+
+
 def open_study(sess: TrainSession, name: str, seed: int, storage: Any = None) -> Any:
     import optuna
 
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup(sess))
-    pruner = optuna.pruners.SuccessiveHalvingPruner(
-        min_resource=max(2, (sess.cfg.max_epochs or 1) // 6), reduction_factor=3
-    )
+    pruner = pruner_for(sess)
     return optuna.create_study(
         study_name=name,
         storage=storage if storage is not None else storage_url(sess),

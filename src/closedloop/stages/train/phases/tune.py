@@ -71,9 +71,19 @@ class Tune(Phase):
         body.append(
             Paragraph(
                 f"{t['n_trials']} trials: {t['n_complete']} complete, {t['n_pruned']} pruned, {t['n_failed']} failed."
+                + (
+                    f" The pruner stopped no trial before {t['prune_startup']} had completed."
+                    if t.get("prune_startup")
+                    else ""
+                )
             )
         )
         return body
+
+
+def _startup_txt(sess: TrainSession) -> str:
+    n = S.prune_startup(sess)
+    return f", none pruned before {n} had completed (prune_startup)" if n else ""
 
 
 def trial_seed(sess: TrainSession, k: int) -> int:
@@ -456,6 +466,7 @@ def choose(
     importance = _importance(sess, study, complete)
     gain = _gain(sess, best_logits, ladder_logits)
     n_done = len([t for t in trials if t.state.is_finished()])
+    n_pruned = len([t for t in trials if t.state == optuna.trial.TrialState.PRUNED])
     chosen_value = selection_value(eng, best.value)
     logits_file = trial_logits_file(best.number)
     best_epoch = int(best.user_attrs.get("best_epoch") or hp.epochs)
@@ -506,7 +517,8 @@ def choose(
         sess.decide(
             "tune",
             f"chose trial {best.user_attrs.get('k', best.number)} among {n_done} tuning trials "
-            f"(validation {task.primary_metric} {chosen_value:.4f}, best epoch {best_epoch}"
+            f"({len(complete)} complete, {n_pruned} pruned{_startup_txt(sess)}; "
+            f"validation {task.primary_metric} {chosen_value:.4f}, best epoch {best_epoch}"
             + _extended_txt(sess, hp.epochs, best_epoch)
             + ")"
             + gain_txt,
@@ -522,7 +534,8 @@ def choose(
         val_logits_file=logits_file,
         n_trials=n_done,
         n_complete=len(complete),
-        n_pruned=len([t for t in trials if t.state == optuna.trial.TrialState.PRUNED]),
+        n_pruned=n_pruned,
+        prune_startup=S.prune_startup(sess),
         n_failed=len(failures),
         failures=failures,
         importance=importance,
