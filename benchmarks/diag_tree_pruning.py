@@ -9,19 +9,20 @@ them all at its first rung.
 
 Per (table, split seed, re-split): the split seed's development part split again
 (``bench_tables.development_bundle``; the test part is never read), the tree family alone (bench_tables'
-train settings) twice on the same rows: with the shipped pruner and with Optuna's ``NopPruner`` (every
+train settings) on the same rows, session 24: with the shipped pruner and with Optuna's ``NopPruner`` (every
 trial runs to its own early stop). Printed: trials completed / pruned, the chosen trial's learning rate,
 leaves and best epoch, the development hold-out's ROC AUC and the train stage's seconds. A diagnosis: it
 chooses nothing.
 
-Session 25 adds the arm ``start-up``: ``train.prune_startup: auto``, successive halving that stops no
-trial before the sampler's start-up trials (3 of 10) have completed; the shipped arm is ``prune_startup:
-0`` (the rule before session 25). ``--arms`` picks the arms; the last lines are each arm's mean change of
-the development hold-out AUC against ``shipped`` (and its smallest) and its total train-stage seconds,
-for the rule declared in docs/trees_decisions.md "Session 25".
+Session 25 adds ``train.prune_startup``: the arms are ``shipped`` (``prune_startup: 0``, successive halving from
+the first trial), ``start-up`` (``startup``: no trial stopped before the sampler's start-up trials, 3 of 10,
+have completed) and ``all`` (no trial stopped: every trial runs to its own early stop, as Optuna's NopPruner
+did in session 24's runs). ``--arms`` picks them; each run prints every arm's hold-out AUC minus the shipped
+arm's to five decimals, and the last lines each arm's mean change (and its smallest) and total train-stage
+seconds, for the rules declared in docs/trees_decisions.md "Session 25".
 
 Run: .venv/bin/python benchmarks/diag_tree_pruning.py [--tables synthetic_50k] [--seeds 7] [--resplits 100]
-     [--arms shipped start-up none] [--out FILE]
+     [--arms shipped start-up all] [--out FILE]
 """
 
 from __future__ import annotations
@@ -47,38 +48,43 @@ def tune_outcome(res: Any) -> dict[str, Any]:
     return tune
 
 
-ARMS = {"shipped": "prune_startup 0", "start-up": "prune_startup auto", "none": "no pruning"}
+ARMS = {"shipped": "prune_startup 0", "start-up": "prune_startup startup", "all": "prune_startup all"}
+SETTING = {"shipped": 0, "start-up": "startup", "all": "all"}
 
 
 def one(name: str, seed: int, resplit: int, runs: Path, arms: list[str]) -> dict[str, tuple[float, float]]:
     """Each arm's (development hold-out AUC, train-stage seconds) on one re-split."""
-    import optuna
-
     X, y, cats = B.TABLES[name]()
     data, y_dev = B.development_bundle(X, y, cats, name, seed, f"{name}_dev", resplit=resplit)
     B.say(B.development_header("diag_tree_pruning", seed, data, len(y_dev)) + f"; re-split {resplit}")
-    shipped = optuna.pruners.SuccessiveHalvingPruner
     out: dict[str, tuple[float, float]] = {}
     for arm in arms:
-        B.TRAIN["prune_startup"] = "auto" if arm == "start-up" else 0
-        if arm == "none":
-            # study.pruner_for imports optuna inside the function: patch the class it looks up there
-            optuna.pruners.SuccessiveHalvingPruner = lambda **_: optuna.pruners.NopPruner()  # type: ignore[misc]
+        B.TRAIN["prune_startup"] = SETTING[arm]
         try:
             res = B.closedloop_run(data, "lgbm", runs / f"{name}_{seed}_{resplit}_{arm}")
         finally:
-            optuna.pruners.SuccessiveHalvingPruner = shipped
             B.TRAIN.pop("prune_startup")
         t = tune_outcome(res)
         mp = t["model_params"]
         auc, secs = holdout_auc(res, data), res.summary["stages"]["train"]["seconds"]
         out[arm] = (auc, secs)
+        # no tuned learning rate: no trial beat the unregularized capacity rung, which was kept
+        chose = (
+            f"chose trial {t['best_trial_number']}"
+            if "learning_rate" in mp
+            else "kept the unregularized capacity rung (learning rate 0.1)"
+        )
         B.say(
-            f"  {ARMS[arm]:<18}: trials completed {t['n_complete']}, pruned {t['n_pruned']}; chose trial "
-            f"{t['best_trial_number']} (leaves {mp.get('num_leaves')}, learning rate {mp.get('learning_rate'):.3g}, "
+            f"  {ARMS[arm]:<18}: trials completed {t['n_complete']}, pruned {t['n_pruned']}; {chose} "
+            f"(leaves {mp.get('num_leaves')}, learning rate {mp.get('learning_rate', 0.1):.3g}, "
             f"min_child_samples {mp.get('min_child_samples')}, best epoch {t['best_epoch']}, "
             f"validation AUC {t['val_metric']:.4f}); development hold-out AUC {auc:.4f}; train "
             f"stage {secs:.1f} s"
+        )
+    if "shipped" in out:
+        B.say(
+            f"  hold-out AUC minus the shipped arm's ({name} seed {seed} re-split {resplit}): "
+            + ", ".join(f"{a} {out[a][0] - out['shipped'][0]:+.5f}" for a in out if a != "shipped")
         )
     return out
 
@@ -91,8 +97,8 @@ def summary(results: list[dict[str, tuple[float, float]]], arms: list[str]) -> N
         d = [r[arm][0] - r["shipped"][0] for r in results]
         s = sum(r[arm][1] for r in results)
         B.say(
-            f"{ARMS[arm]} minus {ARMS['shipped']} over {len(d)} re-split(s): hold-out AUC mean {sum(d) / len(d):+.4f} "
-            f"(min {min(d):+.4f}, max {max(d):+.4f}); train stage {s:.0f} s in all = {s / base_s:.2f}x the shipped arm's"
+            f"{ARMS[arm]} minus {ARMS['shipped']} over {len(d)} re-split(s): hold-out AUC mean {sum(d) / len(d):+.5f} "
+            f"(min {min(d):+.5f}, max {max(d):+.5f}); train stage {s:.0f} s in all = {s / base_s:.2f}x the shipped arm's"
         )
 
 

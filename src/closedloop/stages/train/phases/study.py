@@ -28,13 +28,14 @@ def storage_url(sess: TrainSession) -> Any:
 
 
 def prune_startup(sess: TrainSession) -> int:
-    """Trials that complete before the pruner may stop one (``train.prune_startup``; ``auto``: tree
-    families wait for the sampler's start-up trials, networks for none)."""
-    from closedloop.models.registry import family_kind
-
-    if sess.cfg.prune_startup != "auto":
-        return int(sess.cfg.prune_startup)
-    return n_startup(sess) if family_kind(sess.family) == "trees" else 0
+    """Trials that complete before the pruner may stop one (``train.prune_startup``: a count,
+    ``startup`` the sampler's start-up trials, ``all`` every trial; None, the family's default: 0)."""
+    setting = sess.cfg.prune_startup
+    if setting == "startup":
+        return n_startup(sess)
+    if setting == "all":
+        return sess.cfg.n_trials or 1
+    return int(setting or 0)
 
 
 def pruner_for(sess: TrainSession) -> Any:

@@ -81,11 +81,6 @@ class Tune(Phase):
         return body
 
 
-def _startup_txt(sess: TrainSession) -> str:
-    n = S.prune_startup(sess)
-    return f", none pruned before {n} had completed (prune_startup)" if n else ""
-
-
 def trial_seed(sess: TrainSession, k: int) -> int:
     """Weights, batch order and augmentation of tuning trial ``k`` (0-based, in running order)."""
     return sess.seed("tune", "trial", k)
@@ -144,6 +139,16 @@ def tune(sess: TrainSession, model_params: dict[str, Any], ladder_logits: np.nda
     max_epochs = cfg.max_epochs or 1
     space = search_space(sess)
     study = S.study_for(sess)
+    if startup := S.prune_startup(sess):
+        why = {"startup": "the sampler's random start-up trials", "all": "every trial: no pruning"}.get(
+            str(cfg.prune_startup), "the configured count"
+        )
+        sess.decide(
+            "tune",
+            f"the pruner stops no trial before {startup} have completed (prune_startup: {cfg.prune_startup}; "
+            f"{why}); later trials are judged against all of them at each rung",
+            {"prune_startup": startup},
+        )
     ladder = sess.get(ScaleUpOutcome)
     deadline = tune_deadline(sess, _final_epochs(study, ladder))
     epoch_s = _epoch_seconds(sess, ladder)
@@ -517,7 +522,7 @@ def choose(
         sess.decide(
             "tune",
             f"chose trial {best.user_attrs.get('k', best.number)} among {n_done} tuning trials "
-            f"({len(complete)} complete, {n_pruned} pruned{_startup_txt(sess)}; "
+            f"({len(complete)} complete, {n_pruned} pruned; "
             f"validation {task.primary_metric} {chosen_value:.4f}, best epoch {best_epoch}"
             + _extended_txt(sess, hp.epochs, best_epoch)
             + ")"
