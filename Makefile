@@ -18,7 +18,7 @@ quickstart: $(STAMP)
 	$(BIN)/closedloop run configs/quickstart.yaml
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n auto --dist loadfile
+	$(BIN)/python -m pytest -n auto --dist loadfile --durations=25
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
