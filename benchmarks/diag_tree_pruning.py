@@ -19,7 +19,7 @@ the first trial), ``start-up`` (``startup``: no trial stopped before the sampler
 have completed) and ``all`` (no trial stopped: every trial runs to its own early stop, as Optuna's NopPruner
 did in session 24's runs). ``--arms`` picks them; each run prints every arm's hold-out AUC minus the shipped
 arm's to five decimals, and the last lines each arm's mean change (and its smallest) and total train-stage
-seconds, for the rules declared in docs/trees_decisions.md "Session 25".
+seconds, for the rules declared in docs/trees_decisions.md, "A pruner that lets the start-up trials finish (session 25)" and the section after it.
 
 Run: .venv/bin/python benchmarks/diag_tree_pruning.py [--tables synthetic_50k] [--seeds 7] [--resplits 100]
      [--arms shipped start-up all] [--out FILE]

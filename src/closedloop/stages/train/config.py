@@ -132,8 +132,10 @@ class TrainConfig(StageConfig):
     records are kept from the first trial, so later trials still compete with these): a number;
     ``startup``, the sampler's random start-up trials (a third of ``n_trials``, 2-5); ``all``, every
     trial (no pruning); None, the family's default, 0 (prune from the first trial). On the tables'
-    development re-splits ``startup`` for trees changed the hold-out AUC by -0.0019 to +0.0032, about 0
-    on average, so the default stayed (docs/trees_decisions.md "Session 25")."""
+    development re-splits, for trees, ``startup`` changed the hold-out AUC by -0.0019 to +0.0032 (0 on
+    average) and ``all`` by -0.0028 to +0.0023 (+0.0002) at 2.5x the time, so neither is the default
+    (docs/trees_decisions.md, "A pruner that lets the start-up trials finish (session 25)" and the
+    section after it)."""
     cv_candidates: int | None = Field(None, ge=0)
     """Small data (the task's validation protocol is kfold / repeated_kfold): how many of the best
     configurations on the hold-out split (plus the unregularized rung) are re-ranked by cross-validation
