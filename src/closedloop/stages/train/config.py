@@ -131,7 +131,7 @@ class TrainConfig(StageConfig):
     """How many tuning trials must complete before the successive-halving pruner may stop one (its rung
     records are kept from the first trial, so later trials still compete with these): a number;
     ``startup``, the sampler's random start-up trials (a third of ``n_trials``, 2-5); ``all``, every
-    trial (no pruning); None, the family's default, 0 (prune from the first trial). On the tables'
+    trial (no pruning); None (the default), 0: prune from the first trial. On the tables'
     development re-splits, for trees, ``startup`` changed the hold-out AUC by -0.0019 to +0.0032 (0 on
     average) and ``all`` by -0.0028 to +0.0023 (+0.0002) at 2.5x the time, so neither is the default
     (docs/trees_decisions.md, "A pruner that lets the start-up trials finish (session 25)" and the

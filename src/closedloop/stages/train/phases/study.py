@@ -29,7 +29,7 @@ def storage_url(sess: TrainSession) -> Any:
 
 def prune_startup(sess: TrainSession) -> int:
     """Trials that complete before the pruner may stop one (``train.prune_startup``: a count,
-    ``startup`` the sampler's start-up trials, ``all`` every trial; None, the family's default: 0)."""
+    ``startup`` the sampler's start-up trials, ``all`` every trial; None: 0)."""
     setting = sess.cfg.prune_startup
     if setting == "startup":
         return n_startup(sess)
