@@ -21,8 +21,13 @@ did in session 24's runs). ``--arms`` picks them; each run prints every arm's ho
 arm's to five decimals, and the last lines each arm's mean change (and its smallest) and total train-stage
 seconds, for the rules declared in docs/trees_decisions.md, "A pruner that lets the start-up trials finish (session 25)" and the section after it.
 
+Session 26 adds the ``num_leaves`` knob (leaves searched in ``[r/2, 2r]`` around the ladder's rung ``r``) and two
+arms that set it explicitly: ``leaves-fixed`` (``tune_knobs`` without it: leaves stay at the rung, as before session
+26) and ``leaves-searched`` (with it). ``--base`` names the arm the others are compared with (default ``shipped``);
+the rule is in docs/trees_decisions.md, "Leaves searched around the ladder's rung (session 26)".
+
 Run: .venv/bin/python benchmarks/diag_tree_pruning.py [--tables synthetic_50k] [--seeds 7] [--resplits 100]
-     [--arms shipped start-up all] [--out FILE]
+     [--arms shipped start-up all] [--base shipped] [--out FILE]
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_tables as B  # noqa: E402
 from diag_table_protocol import holdout_auc, resplit_args  # noqa: E402
 
+from closedloop.stages.train.knobs import ALL_KNOBS  # noqa: E402
+
 
 def tune_outcome(res: Any) -> dict[str, Any]:
     """The tree family's tune phase as recorded in its work folder."""
@@ -48,22 +55,32 @@ def tune_outcome(res: Any) -> dict[str, Any]:
     return tune
 
 
-ARMS = {"shipped": "prune_startup 0", "start-up": "prune_startup startup", "all": "prune_startup all"}
-SETTING = {"shipped": 0, "start-up": "startup", "all": "all"}
+ARMS: dict[str, tuple[str, dict[str, Any]]] = {
+    "shipped": ("prune_startup 0", {"prune_startup": 0}),
+    "start-up": ("prune_startup startup", {"prune_startup": "startup"}),
+    "all": ("prune_startup all", {"prune_startup": "all"}),
+    "leaves-fixed": ("leaves at the rung", {"tune_knobs": [k for k in ALL_KNOBS if k != "num_leaves"]}),
+    "leaves-searched": ("leaves searched", {"tune_knobs": list(dict.fromkeys([*ALL_KNOBS, "num_leaves"]))}),
+}
+"""Arm -> (its label, the train settings it sets over bench_tables' TRAIN)."""
 
 
-def one(name: str, seed: int, resplit: int, runs: Path, arms: list[str]) -> dict[str, tuple[float, float]]:
+def one(
+    name: str, seed: int, resplit: int, runs: Path, arms: list[str], base: str
+) -> dict[str, tuple[float, float]]:
     """Each arm's (development hold-out AUC, train-stage seconds) on one re-split."""
     X, y, cats = B.TABLES[name]()
     data, y_dev = B.development_bundle(X, y, cats, name, seed, f"{name}_dev", resplit=resplit)
     B.say(B.development_header("diag_tree_pruning", seed, data, len(y_dev)) + f"; re-split {resplit}")
     out: dict[str, tuple[float, float]] = {}
     for arm in arms:
-        B.TRAIN["prune_startup"] = SETTING[arm]
+        settings = ARMS[arm][1]
+        B.TRAIN.update(settings)
         try:
             res = B.closedloop_run(data, "lgbm", runs / f"{name}_{seed}_{resplit}_{arm}")
         finally:
-            B.TRAIN.pop("prune_startup")
+            for key in settings:
+                B.TRAIN.pop(key)
         t = tune_outcome(res)
         mp = t["model_params"]
         auc, secs = holdout_auc(res, data), res.summary["stages"]["train"]["seconds"]
@@ -75,36 +92,40 @@ def one(name: str, seed: int, resplit: int, runs: Path, arms: list[str]) -> dict
             else "kept the unregularized capacity rung (learning rate 0.1)"
         )
         B.say(
-            f"  {ARMS[arm]:<18}: trials completed {t['n_complete']}, pruned {t['n_pruned']}; {chose} "
+            f"  {ARMS[arm][0]:<22}: trials completed {t['n_complete']}, pruned {t['n_pruned']}; {chose} "
             f"(leaves {mp.get('num_leaves')}, learning rate {mp.get('learning_rate', 0.1):.3g}, "
             f"min_child_samples {mp.get('min_child_samples')}, best epoch {t['best_epoch']}, "
             f"validation AUC {t['val_metric']:.4f}); development hold-out AUC {auc:.4f}; train "
             f"stage {secs:.1f} s"
         )
-    if "shipped" in out:
+    if base in out:
         B.say(
-            f"  hold-out AUC minus the shipped arm's ({name} seed {seed} re-split {resplit}): "
-            + ", ".join(f"{a} {out[a][0] - out['shipped'][0]:+.5f}" for a in out if a != "shipped")
+            f"  hold-out AUC minus the {base} arm's ({name} seed {seed} re-split {resplit}): "
+            + ", ".join(f"{a} {out[a][0] - out[base][0]:+.5f}" for a in out if a != base)
         )
     return out
 
 
-def summary(results: list[dict[str, tuple[float, float]]], arms: list[str]) -> None:
-    if "shipped" not in arms:
+def summary(results: list[dict[str, tuple[float, float]]], arms: list[str], base: str) -> None:
+    if base not in arms:
         return
-    base_s = sum(r["shipped"][1] for r in results)
-    for arm in (a for a in arms if a != "shipped"):
-        d = [r[arm][0] - r["shipped"][0] for r in results]
+    base_s = sum(r[base][1] for r in results)
+    for arm in (a for a in arms if a != base):
+        d = [r[arm][0] - r[base][0] for r in results]
         s = sum(r[arm][1] for r in results)
         B.say(
-            f"{ARMS[arm]} minus {ARMS['shipped']} over {len(d)} re-split(s): hold-out AUC mean {sum(d) / len(d):+.5f} "
-            f"(min {min(d):+.5f}, max {max(d):+.5f}); train stage {s:.0f} s in all = {s / base_s:.2f}x the shipped arm's"
+            f"{ARMS[arm][0]} minus {ARMS[base][0]} over {len(d)} re-split(s): hold-out AUC mean "
+            f"{sum(d) / len(d):+.5f} (min {min(d):+.5f}, max {max(d):+.5f}); train stage {s:.0f} s in all = "
+            f"{s / base_s:.2f}x the {base} arm's"
         )
 
 
 def main() -> None:
     def more(ap: Any) -> None:
-        ap.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
+        ap.add_argument("--arms", nargs="+", choices=list(ARMS), default=["shipped", "start-up", "all"])
+        ap.add_argument(
+            "--base", choices=list(ARMS), default="shipped", help="the arm the others are compared with"
+        )
 
     args = resplit_args(__doc__, "diag_tree_pruning", ["synthetic_50k"], [7], [100], more)
     results = []
@@ -112,8 +133,8 @@ def main() -> None:
         for name in args.tables:
             for seed in args.seeds:
                 for r in args.resplits:
-                    results.append(one(name, seed, r, Path(tmp), args.arms))
-    summary(results, args.arms)
+                    results.append(one(name, seed, r, Path(tmp), args.arms, args.base))
+    summary(results, args.arms, args.base)
     if args.out:
         Path(args.out).write_text("\n".join(B.LINES) + "\n")
 

@@ -28,11 +28,13 @@ def test_search_space_default_trial_and_neutral_values_come_from_the_registry() 
         "reg_alpha",
         "feature_fraction",
         "bagging_fraction",
+        "num_leaves",
     }
     # images + classification: every network knob applies, no tree knob
     assert list(space) == [k for k in K.ALL_KNOBS if k not in tree_knobs]
     trees = K.SpaceContext(lr=3e-3, max_epochs=9, problem_type="binary", input_kind="table", family="lgbm")
-    assert set(K.search_space(trees, K.ALL_KNOBS)) == tree_knobs | {"epochs"}
+    # without a ladder rung that sets num_leaves, there is nothing to search around
+    assert set(K.search_space(trees, K.ALL_KNOBS)) == tree_knobs - {"num_leaves"} | {"epochs"}
     assert space["lr"].as_list() == ["float", pytest.approx(3e-4), pytest.approx(9e-3), True]
     assert space["epochs"].as_list() == ["int", 3, 9, False]
     table = K.SpaceContext(**{**IMAGES.model_dump(), "input_kind": "table", "problem_type": "regression"})
@@ -52,6 +54,27 @@ def test_search_space_default_trial_and_neutral_values_come_from_the_registry() 
     assert "lr" not in K.default_trial(space)  # the minimum trial samples lr
     neutral = K.neutral_values(3e-3, 9)
     assert neutral["lr"] == 3e-3 and neutral["epochs"] == 9 and neutral["dropout"] == 0.0
+    assert "num_leaves" not in neutral  # no rung: nothing to reset it to, so it is not ablated
+
+
+def test_num_leaves_is_searched_around_the_ladders_rung_which_is_its_first_trial_and_neutral() -> None:
+    for rung, (lo, hi) in ((4, (2, 8)), (64, (32, 128)), (2, (2, 4))):
+        c = K.SpaceContext(
+            lr=0.1,
+            max_epochs=9,
+            problem_type="binary",
+            input_kind="table",
+            family="lgbm",
+            capacity={"num_leaves": rung},
+        )
+        space = K.search_space(c, K.ALL_KNOBS)
+        assert space["num_leaves"].as_list() == ["int", lo, hi, True]
+        assert K.default_trial(space, capacity={"num_leaves": rung})["num_leaves"] == rung
+        assert K.neutral_values(0.1, 9, {"num_leaves": rung})["num_leaves"] == rung
+        assert "num_leaves" not in K.search_space(c, [k for k in K.ALL_KNOBS if k != "num_leaves"])
+    # a network's rung has no leaves; the knob never applies to a network family
+    net = K.SpaceContext(**{**IMAGES.model_dump(), "capacity": {"num_leaves": 4, "width": 16}})
+    assert "num_leaves" not in K.search_space(net, K.ALL_KNOBS)
 
 
 def test_split_params_sends_each_knob_where_the_registry_says() -> None:

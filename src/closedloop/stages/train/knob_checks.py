@@ -30,8 +30,10 @@ from closedloop.stages.train import knobs as K
 from closedloop.stages.train.hparams import HParams
 
 FAMILIES = ("mlp", "small_cnn", "lgbm")
+RUNGS = {"mlp": {"width": 128, "depth": 2}, "small_cnn": {"width": 16}, "lgbm": {"num_leaves": 16}}
+"""A capacity rung per family (what the ladder chose), for knobs searched around it."""
 CONTEXTS = tuple(
-    K.SpaceContext(lr=3e-3, max_epochs=9, problem_type=p, input_kind=i, family=f)
+    K.SpaceContext(lr=3e-3, max_epochs=9, problem_type=p, input_kind=i, family=f, capacity=RUNGS.get(f, {}))
     for f, p, i in itertools.product(FAMILIES, ("binary", "multiclass", "regression"), ("table", "images"))
 )
 """The tasks and data the battery asks each knob's range about."""

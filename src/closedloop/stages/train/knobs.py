@@ -57,6 +57,8 @@ class SpaceContext(BaseModel):
     family: str
     tree_lr_min: float = 0.01
     """Tree families: the lowest learning rate searched (``train.tree_learning_rate_min``)."""
+    capacity: dict[str, int | float | str] = {}
+    """The capacity the ladder chose (the rung's builder params): a knob can search around it."""
 
 
 Range = tuple[float, float]
@@ -81,9 +83,11 @@ class Knob:
     (its field) or applies through :meth:`targets` / :meth:`loss_term`. An optimizer or training
     knob's value is kept in the run's HParams."""
     default: ClassVar[float | None] = None
-    """Value in the first trial (``None``: the un-tuned base value)."""
+    """Value in the first trial (``None``: the un-tuned base value, or the ladder's rung for a
+    capacity knob)."""
     neutral: ClassVar[float | None] = 0.0
-    """No effect: what the knob ablation resets it to (``None``: the un-tuned base value)."""
+    """No effect: what the knob ablation resets it to (``None``: the un-tuned base value, or the
+    ladder's rung for a capacity knob)."""
     log: ClassVar[bool] = False
 
     def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
@@ -350,6 +354,28 @@ class BaggingFraction(_Trees):
     name, default, neutral, bounds = "bagging_fraction", 1.0, 1.0, (0.5, 1.0)
 
 
+class NumLeaves(_Trees):
+    """Leaves per tree, searched around the capacity ladder's rung ``r``: ``[r/2, 2r]``, the leaves
+    closer (on a log scale) to ``r`` than to the built-in ladder's neighbouring rungs ``r/4`` and
+    ``4r``. The ladder picks ``r`` unregularized; with regularization the best size can move, and a
+    step of 4x is too coarse to find it (docs/trees_decisions.md, session 26). The first trial and the
+    ablation's neutral value are ``r`` itself. Applies only where the rung sets ``num_leaves``.
+
+    >>> c = SpaceContext(lr=0.1, max_epochs=9, problem_type="binary", input_kind="table", family="lgbm",
+    ...                  capacity={"num_leaves": 4})
+    >>> NumLeaves().range(c)
+    (2, 8)
+    """
+
+    name, kind, log, default, neutral = "num_leaves", "int", True, None, None
+
+    def range(self, c: SpaceContext) -> Range | None:
+        rung = c.capacity.get(self.name)
+        if _net_family(c) or not isinstance(rung, int) or rung < 2:
+            return None
+        return (max(2, rung // 2), rung * 2)
+
+
 BY_NAME = {k.name: k for k in KNOBS}
 ALL_KNOBS = tuple(BY_NAME)
 """The built-in knobs (``train.tune_knobs``' default); a user's knob is tuned where it is named."""
@@ -396,17 +422,29 @@ def suggest(trial: Any, space: Space) -> dict[str, Any]:
     return out
 
 
-def default_trial(space: Space, *, lr: float | None = None, max_epochs: int | None = None) -> dict[str, Any]:
-    """The first trial: each knob's default; ``lr``/``max_epochs`` given: the base values too."""
-    base = {"lr": lr, "epochs": max_epochs}
+def default_trial(
+    space: Space,
+    *,
+    lr: float | None = None,
+    max_epochs: int | None = None,
+    capacity: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The first trial: each knob's default; ``lr``/``max_epochs`` given: the base values too; a
+    capacity knob (default ``None``) at the ladder's rung ``capacity``."""
+    base = {**(capacity or {}), "lr": lr, "epochs": max_epochs}
     fixed = {k.name: k.default for k in KNOBS if k.default is not None and k.name in space}
     return fixed | {k: v for k, v in base.items() if v is not None and k in space}
 
 
-def neutral_values(lr: float, max_epochs: int) -> dict[str, Any]:
-    """Each knob's neutral value: no regularization (0), the un-tuned defaults for lr and epochs."""
-    base = {"lr": lr, "epochs": max_epochs}
-    return {k.name: (k.neutral if k.neutral is not None else base[k.name]) for k in KNOBS}
+def neutral_values(lr: float, max_epochs: int, capacity: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Each knob's neutral value: no regularization (0), the un-tuned defaults for lr and epochs, the
+    ladder's rung ``capacity`` for a capacity knob (left out where the rung does not set it)."""
+    base = {**(capacity or {}), "lr": lr, "epochs": max_epochs}
+    return {
+        k.name: (k.neutral if k.neutral is not None else base[k.name])
+        for k in KNOBS
+        if k.neutral is not None or k.name in base
+    }
 
 
 def split_params(

@@ -35,7 +35,7 @@ def knob_ablation(
 
     cfg, eng, task = sess.cfg, sess.engine, sess.task
     n = cfg.ablate_knobs or 0
-    neutral = K.neutral_values(sess.base_hp.lr, cfg.max_epochs or 1)
+    neutral = K.neutral_values(sess.base_hp.lr, cfg.max_epochs or 1, model_params)
     cands = [k for k in space if k in knobs and k in neutral and float(knobs[k]) != float(neutral[k])]
     if importance:
         cands.sort(key=lambda k: -importance.get(k, 0.0))  # stable: search-space order on ties

@@ -9,7 +9,9 @@ from closedloop.stages.train.engine import HParams
 from closedloop.stages.train.session import TrainSession
 
 
-def space_context(sess: TrainSession) -> K.SpaceContext:
+def space_context(sess: TrainSession, model_params: dict[str, Any] | None = None) -> K.SpaceContext:
+    """``model_params``: the ladder's rung (its builder params), which a capacity knob searches around."""
+    capacity = {k: v for k, v in (model_params or {}).items() if isinstance(v, int | float | str)}
     return K.SpaceContext(
         lr=sess.base_hp.lr,
         max_epochs=sess.cfg.max_epochs or 1,
@@ -17,12 +19,14 @@ def space_context(sess: TrainSession) -> K.SpaceContext:
         input_kind=sess.pre.input_kind,
         family=sess.family,
         tree_lr_min=K.tree_lr_min(sess.cfg.tree_learning_rate_min, sess.task.problem_type),
+        capacity=capacity,
     )
 
 
-def search_space(sess: TrainSession) -> K.Space:
-    """The knobs that apply to the session's task and data and that ``cfg.tune_knobs`` allows."""
-    return K.search_space(space_context(sess), sess.cfg.tune_knobs)
+def search_space(sess: TrainSession, model_params: dict[str, Any] | None = None) -> K.Space:
+    """The knobs that apply to the session's task and data (and the ladder's rung ``model_params``)
+    and that ``cfg.tune_knobs`` allows."""
+    return K.search_space(space_context(sess, model_params), sess.cfg.tune_knobs)
 
 
 def split_params(

@@ -137,7 +137,7 @@ def tune(sess: TrainSession, model_params: dict[str, Any], ladder_logits: np.nda
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg, eng, task = sess.cfg, sess.engine, sess.task
     max_epochs = cfg.max_epochs or 1
-    space = search_space(sess)
+    space = search_space(sess, model_params)
     study = S.study_for(sess)
     if startup := S.prune_startup(sess):
         why = {"startup": "the sampler's random start-up trials", "all": "every trial: no pruning"}.get(
@@ -167,10 +167,12 @@ def tune(sess: TrainSession, model_params: dict[str, Any], ladder_logits: np.nda
             {"min_epochs": min_epochs},
         )
         sess.note_time("tune seconds left at start", max(remaining, 0.0))
-        study.enqueue_trial(K.default_trial(space))
+        study.enqueue_trial(K.default_trial(space, capacity=model_params))
         forced_epochs = min_epochs
     elif not study.trials:
-        study.enqueue_trial(K.default_trial(space, lr=sess.base_hp.lr, max_epochs=max_epochs))
+        study.enqueue_trial(
+            K.default_trial(space, lr=sess.base_hp.lr, max_epochs=max_epochs, capacity=model_params)
+        )
     if S.in_workers(sess):  # the trials' deadline is set once: the final's epochs bounded by the most
         deadline = tune_deadline(sess, forced_epochs or max_epochs)  # a trial can train
         failures = tune_in_workers(sess, study, model_params, space, n_trials, forced_epochs, deadline)
