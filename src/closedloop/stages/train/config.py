@@ -11,7 +11,7 @@ from closedloop.core.config import StageConfig
 from closedloop.core.errors import ConfigError
 from closedloop.models.registry import MODELS
 from closedloop.stages.train.augment import AugmentSettings
-from closedloop.stages.train.knobs import ALL_KNOBS, knob
+from closedloop.stages.train.knobs import ALL_KNOBS, DEFAULT_KNOBS, knob
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
@@ -165,11 +165,12 @@ class TrainConfig(StageConfig):
     ones (fANOVA) are each reset to neutral (0; lr and epochs: the un-tuned defaults) and the chosen
     configuration retrained on train; the validation difference gets a paired bootstrap 95% CI. Each
     fit counts toward the tune phase's time budget and the validation ledger (0: off)."""
-    tune_knobs: list[str] = Field(default_factory=lambda: list(ALL_KNOBS))
+    tune_knobs: list[str] = Field(default_factory=lambda: list(DEFAULT_KNOBS))
     """Knobs the search may change (networks: lr, weight_decay, dropout, l1, strength, label_smoothing, mixup,
     epochs; tree families: learning_rate, min_child_samples, reg_lambda, reg_alpha, feature_fraction,
     bagging_fraction, epochs; a knob of your own by import path, ``my_pkg.knobs:MyKnob``, see
-    docs/extending.md); each applies only where it means something."""
+    docs/extending.md); each applies only where it means something. Opt-in, tuned only where named:
+    ``num_leaves`` (trees: the leaves per tree around the capacity ladder's rung)."""
     lr_finder: bool = False
     """Run an LR range test before tuning and centre the LR search on its suggestion."""
     storage: str | None = None

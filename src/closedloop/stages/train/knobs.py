@@ -4,7 +4,9 @@ A knob is a subclass of :class:`Knob`; defining the class registers it (the orde
 search space's: Optuna suggests in this order, so changing it changes the trials). It declares
 
 - its ``name``, ``kind`` (float or int), ``log`` scale and :meth:`Knob.range` for a task and data
-  (``None``: it does not apply there);
+  (``None``: it does not apply there; a capacity knob reads the ladder's rung, ``SpaceContext.capacity``);
+- ``opt_in``: a built-in knob tuned only where ``train.tune_knobs`` names it (``DEFAULT_KNOBS`` leaves
+  it out);
 - ``default``: its value in the first trial (the enqueued default configuration; ``None``: the
   un-tuned base value, for ``lr`` and ``epochs``), and ``neutral``: the value with no effect, which
   the knob ablation resets it to and which a run that does not tune it has;
@@ -89,6 +91,9 @@ class Knob:
     """No effect: what the knob ablation resets it to (``None``: the un-tuned base value, or the
     ladder's rung for a capacity knob)."""
     log: ClassVar[bool] = False
+    opt_in: ClassVar[bool] = False
+    """A built-in knob tuned only where ``train.tune_knobs`` names it (its rule was not met as a
+    default: docs/trees_decisions.md says what was measured)."""
 
     def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
         """Checks the declaration and registers the knob (``abstract=True``: a shared base, not a knob)."""
@@ -358,8 +363,9 @@ class NumLeaves(_Trees):
     """Leaves per tree, searched around the capacity ladder's rung ``r``: ``[r/2, 2r]``, the leaves
     closer (on a log scale) to ``r`` than to the built-in ladder's neighbouring rungs ``r/4`` and
     ``4r``. The ladder picks ``r`` unregularized; with regularization the best size can move, and a
-    step of 4x is too coarse to find it (docs/trees_decisions.md, session 26). The first trial and the
-    ablation's neutral value are ``r`` itself. Applies only where the rung sets ``num_leaves``.
+    step of 4x is too coarse to find it. The first trial and the ablation's neutral value are ``r``
+    itself. Applies only where the rung sets ``num_leaves``. Opt-in: the rule declared for it as a
+    default was not met (docs/trees_decisions.md, session 26); name it in ``train.tune_knobs``.
 
     >>> c = SpaceContext(lr=0.1, max_epochs=9, problem_type="binary", input_kind="table", family="lgbm",
     ...                  capacity={"num_leaves": 4})
@@ -367,7 +373,7 @@ class NumLeaves(_Trees):
     (2, 8)
     """
 
-    name, kind, log, default, neutral = "num_leaves", "int", True, None, None
+    name, kind, log, default, neutral, opt_in = "num_leaves", "int", True, None, None, True
 
     def range(self, c: SpaceContext) -> Range | None:
         rung = c.capacity.get(self.name)
@@ -378,7 +384,10 @@ class NumLeaves(_Trees):
 
 BY_NAME = {k.name: k for k in KNOBS}
 ALL_KNOBS = tuple(BY_NAME)
-"""The built-in knobs (``train.tune_knobs``' default); a user's knob is tuned where it is named."""
+"""The built-in knobs, the names ``train.tune_knobs`` accepts without an import path."""
+DEFAULT_KNOBS = tuple(k.name for k in KNOBS if not k.opt_in)
+"""``train.tune_knobs``' default: the built-in knobs but the opt-in ones; a user's knob is tuned where
+it is named."""
 
 
 class Dimension(BaseModel):
