@@ -26,12 +26,19 @@ arms that set it explicitly: ``leaves-fixed`` (``tune_knobs`` without it: leaves
 26) and ``leaves-searched`` (with it). ``--base`` names the arm the others are compared with (default ``shipped``);
 the rule is in docs/trees_decisions.md, "Leaves searched around the ladder's rung (session 26)".
 
+Session 26 also adds ``cv-all``: no trial pruned and every trial (with the capacity rung, 11 candidates) scored by the
+k-fold cross-validation, so the tuning's choice rests on every row of train + validation rather than on the
+validation split alone; with ``--origin seeded_stratified`` (the split a user's CSV gets) tables below 5,000 rows
+take the k-fold protocol. Its rule: docs/trees_decisions.md, "Every tree trial cross-validated on small tables
+(session 26)".
+
 Run: .venv/bin/python benchmarks/diag_tree_pruning.py [--tables synthetic_50k] [--seeds 7] [--resplits 100]
-     [--arms shipped start-up all] [--base shipped] [--out FILE]
+     [--arms shipped start-up all] [--base shipped] [--origin source] [--out FILE]
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -48,11 +55,22 @@ from diag_table_protocol import holdout_auc, resplit_args  # noqa: E402
 from closedloop.stages.train.knobs import ALL_KNOBS  # noqa: E402
 
 
+def phase_outcome(res: Any, phase: str) -> dict[str, Any]:
+    """The tree family's phase outcome as recorded in its work folder."""
+    work = res.run_dir / res.summary["stages"]["train"]["dir"] / "work"
+    return json.loads(next(work.rglob(f"phase_{phase}.json")).read_text())["outcomes"][phase]
+
+
+def cv_said(cv: dict[str, Any]) -> str:
+    """What the cross-validation chose, and among how many candidates."""
+    if not cv.get("candidates"):
+        return f"no cross-validation ({cv.get('skipped') or 'skipped'})"
+    return f"{cv['protocol']}: {len(cv['candidates'])} candidates cross-validated, chose {cv['chosen']}"
+
+
 def tune_outcome(res: Any) -> dict[str, Any]:
     """The tree family's tune phase as recorded in its work folder."""
-    work = res.run_dir / res.summary["stages"]["train"]["dir"] / "work"
-    tune = json.loads(next(work.rglob("phase_tune.json")).read_text())["outcomes"]["tune"]
-    return tune
+    return phase_outcome(res, "tune")
 
 
 ARMS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -61,27 +79,34 @@ ARMS: dict[str, tuple[str, dict[str, Any]]] = {
     "all": ("prune_startup all", {"prune_startup": "all"}),
     "leaves-fixed": ("leaves at the rung", {"tune_knobs": [k for k in ALL_KNOBS if k != "num_leaves"]}),
     "leaves-searched": ("leaves searched", {"tune_knobs": list(dict.fromkeys([*ALL_KNOBS, "num_leaves"]))}),
+    "cv-all": ("every trial, all CV'd", {"prune_startup": "all", "cv_candidates": 11}),
 }
 """Arm -> (its label, the train settings it sets over bench_tables' TRAIN)."""
 
 
 def one(
-    name: str, seed: int, resplit: int, runs: Path, arms: list[str], base: str
+    name: str, seed: int, resplit: int, runs: Path, arms: list[str], base: str, origin: str = "source"
 ) -> dict[str, tuple[float, float]]:
-    """Each arm's (development hold-out AUC, train-stage seconds) on one re-split."""
+    """Each arm's (development hold-out AUC, train-stage seconds) on one re-split; ``origin`` the split's
+    marking (``seeded_stratified``: a user's CSV, k-fold below 5,000 rows)."""
     X, y, cats = B.TABLES[name]()
     data, y_dev = B.development_bundle(X, y, cats, name, seed, f"{name}_dev", resplit=resplit)
-    B.say(B.development_header("diag_tree_pruning", seed, data, len(y_dev)) + f"; re-split {resplit}")
+    data = dataclasses.replace(data, meta=data.meta.model_copy(update={"split_origin": origin}))
+    B.say(
+        B.development_header("diag_tree_pruning", seed, data, len(y_dev))
+        + f"; re-split {resplit}; split_origin {origin}"
+    )
     out: dict[str, tuple[float, float]] = {}
     for arm in arms:
-        settings = ARMS[arm][1]
+        settings, before = ARMS[arm][1], dict(B.TRAIN)
         B.TRAIN.update(settings)
         try:
             res = B.closedloop_run(data, "lgbm", runs / f"{name}_{seed}_{resplit}_{arm}")
-        finally:
-            for key in settings:
-                B.TRAIN.pop(key)
+        finally:  # bench_tables' own settings back (cv_candidates is one of them)
+            B.TRAIN.clear()
+            B.TRAIN.update(before)
         t = tune_outcome(res)
+        cv = phase_outcome(res, "cross_validate")
         mp = t["model_params"]
         auc, secs = holdout_auc(res, data), res.summary["stages"]["train"]["seconds"]
         out[arm] = (auc, secs)
@@ -95,8 +120,8 @@ def one(
             f"  {ARMS[arm][0]:<22}: trials completed {t['n_complete']}, pruned {t['n_pruned']}; {chose} "
             f"(leaves {mp.get('num_leaves')}, learning rate {mp.get('learning_rate', 0.1):.3g}, "
             f"min_child_samples {mp.get('min_child_samples')}, best epoch {t['best_epoch']}, "
-            f"validation AUC {t['val_metric']:.4f}); development hold-out AUC {auc:.4f}; train "
-            f"stage {secs:.1f} s"
+            f"validation AUC {t['val_metric']:.4f}); {cv_said(cv)}; development hold-out AUC {auc:.4f}; "
+            f"train stage {secs:.1f} s"
         )
     if base in out:
         B.say(
@@ -126,6 +151,7 @@ def main() -> None:
         ap.add_argument(
             "--base", choices=list(ARMS), default="shipped", help="the arm the others are compared with"
         )
+        ap.add_argument("--origin", choices=["source", "seeded_stratified"], default="source")
 
     args = resplit_args(__doc__, "diag_tree_pruning", ["synthetic_50k"], [7], [100], more)
     results = []
@@ -133,7 +159,7 @@ def main() -> None:
         for name in args.tables:
             for seed in args.seeds:
                 for r in args.resplits:
-                    results.append(one(name, seed, r, Path(tmp), args.arms, args.base))
+                    results.append(one(name, seed, r, Path(tmp), args.arms, args.base, args.origin))
     summary(results, args.arms, args.base)
     if args.out:
         Path(args.out).write_text("\n".join(B.LINES) + "\n")
