@@ -72,7 +72,12 @@ def test_num_leaves_is_searched_around_the_ladders_rung_which_is_its_first_trial
         assert K.default_trial(space, capacity={"num_leaves": rung})["num_leaves"] == rung
         assert K.neutral_values(0.1, 9, {"num_leaves": rung})["num_leaves"] == rung
         assert "num_leaves" not in K.search_space(c, [k for k in K.ALL_KNOBS if k != "num_leaves"])
+    # a rung's params set only a capacity knob's first trial, never another knob's default
+    mlp = K.SpaceContext(**{**IMAGES.model_dump(), "input_kind": "table", "family": "mlp"})
+    first = K.default_trial(K.search_space(mlp, K.ALL_KNOBS), capacity={"dropout": 0.0, "width": 64})
+    assert first["dropout"] == 0.1 and "width" not in first
     # a network's rung has no leaves; the knob never applies to a network family
+
     net = K.SpaceContext(**{**IMAGES.model_dump(), "capacity": {"num_leaves": 4, "width": 16}})
     assert "num_leaves" not in K.search_space(net, K.ALL_KNOBS)
 

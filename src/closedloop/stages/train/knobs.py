@@ -440,7 +440,10 @@ def default_trial(
 ) -> dict[str, Any]:
     """The first trial: each knob's default; ``lr``/``max_epochs`` given: the base values too; a
     capacity knob (default ``None``) at the ladder's rung ``capacity``."""
-    base = {**(capacity or {}), "lr": lr, "epochs": max_epochs}
+    rung = {
+        k.name: (capacity or {})[k.name] for k in KNOBS if k.default is None and k.name in (capacity or {})
+    }
+    base = {**rung, "lr": lr, "epochs": max_epochs}  # a rung's value never replaces a knob's own default
     fixed = {k.name: k.default for k in KNOBS if k.default is not None and k.name in space}
     return fixed | {k: v for k, v in base.items() if v is not None and k in space}
 
