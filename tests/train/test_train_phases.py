@@ -77,7 +77,6 @@ def test_num_leaves_is_searched_around_the_ladders_rung_which_is_its_first_trial
     first = K.default_trial(K.search_space(mlp, K.ALL_KNOBS), capacity={"dropout": 0.0, "width": 64})
     assert first["dropout"] == 0.1 and "width" not in first
     # a network's rung has no leaves; the knob never applies to a network family
-
     net = K.SpaceContext(**{**IMAGES.model_dump(), "capacity": {"num_leaves": 4, "width": 16}})
     assert "num_leaves" not in K.search_space(net, K.ALL_KNOBS)
 
