@@ -292,5 +292,14 @@ def test_train_small_data_cross_validated_selection(binary_digits, binary_task, 
 
 def test_train_cross_validation_follows_the_task_protocol(full_run) -> None:
     # the quick preset sets cv_candidates 0: no cross-validation, the hold-out choice is final
-    _, out, _ = full_run
+    stage, out, ctx = full_run
     assert out.evaluation.phases["cross_validate"]["skipped"] == "cv_candidates is 0"
+    # the task chose repeated k-fold (320 labeled cases): skipping it is said, with the way back
+    said = [d for d in out.evaluation.decisions if "cv_candidates is 0" in d["decision"]]
+    assert said and "the task chose the repeated_kfold protocol" in said[0]["decision"]
+    assert said[0]["evidence"] == {"protocol": "repeated_kfold", "cv_candidates": 0, "n_validation": 80}
+    from closedloop.report.html import render_blocks
+
+    assert "but cv_candidates is 0 (preset quick)" in render_blocks(
+        stage.report(out, ctx.stage_dir), ctx.stage_dir
+    )

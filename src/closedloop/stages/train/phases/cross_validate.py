@@ -173,6 +173,16 @@ def cross_validate(sess: TrainSession, tuned: TuneOutcome) -> CrossValidateOutco
     trees = tree_cv(sess)
     if not runs_folds(sess):
         why = f"protocol {proto.protocol}" if n else "cv_candidates is 0"
+        if not n and proto.protocol in ("kfold", "repeated_kfold"):
+            # never silently: the task chose k-fold because the hold-out split is small and noisy
+            sess.decide(
+                "tune",
+                f"the task chose the {proto.protocol} protocol, but cv_candidates is 0 (preset "
+                f"{cfg.preset}): the configuration is chosen on the {len(sess.val)}-row hold-out "
+                "validation split alone, a noisier judge; cv_candidates >= 1 (preset default: 3) "
+                "cross-validates the best ones on train+val",
+                {"protocol": proto.protocol, "cv_candidates": 0, "n_validation": len(sess.val)},
+            )
         return CrossValidateOutcome(tuned=tuned.config(), skipped=why)
     kfold = proto.protocol in ("kfold", "repeated_kfold")
     repeats = proto.repeats if proto.protocol == "repeated_kfold" else 1
