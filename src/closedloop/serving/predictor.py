@@ -74,6 +74,19 @@ class PredictorError(ValueError):
     """The model files or the input do not follow the predictor's contract."""
 
 
+def feature_mismatch(row: dict[str, Any], names: list[str]) -> str | None:
+    """What a keyed row lacks or has too many of, naming only what is wrong; None when it matches.
+
+    >>> feature_mismatch({"age": 3, "zip": 1}, ["age", "city"])
+    "missing feature(s) ['city']; unknown feature(s) ['zip']"
+    """
+    missing, unknown = [n for n in names if n not in row], [k for k in row if k not in names]
+    parts = [
+        f"{what} feature(s) {keys}" for what, keys in (("missing", missing), ("unknown", unknown)) if keys
+    ]
+    return "; ".join(parts) or None
+
+
 def _logits_to_proba(logits: np.ndarray, problem_type: str, temperature: float) -> np.ndarray:
     # Same convention as closedloop.models.trained.logits_to_proba (kept in sync by a test).
     z = np.asarray(logits, dtype=np.float64) / float(temperature)
@@ -187,11 +200,8 @@ class Predictor:
         if keyed:
             rows = []
             for i, r in enumerate(x):
-                missing, unknown = [n for n in names if n not in r], [k for k in r if k not in names]
-                if missing or unknown:
-                    raise PredictorError(
-                        f"row {i}: missing feature(s) {missing}, unknown feature(s) {unknown}; expected {names}"
-                    )
+                if wrong := feature_mismatch(r, names):
+                    raise PredictorError(f"row {i}: {wrong}; expected {names}")
                 rows.append([r[n] for n in names])
         else:
             arr = np.asarray(x, dtype=object) if isinstance(x, list | tuple) else x

@@ -28,6 +28,7 @@ from closedloop.serving.feedback import Answered, AnsweredIndex, check_feedback_
 from closedloop.serving.log_lines import request_line
 from closedloop.serving.metrics import ServiceMetrics
 from closedloop.serving.model import ServedModel, ServeError
+from closedloop.serving.predictor import feature_mismatch
 from closedloop.serving.protocol import DecodedRequest, ProtocolError
 from closedloop.serving.routing import Router, Routing
 from closedloop.serving.shadow import ShadowJob, ShadowRunner
@@ -233,13 +234,8 @@ class Service:
             by_value = numeric_codes(codes)  # keyed rows: a number of a numeric category is its name
             rows = []
             for i, row in enumerate(data):
-                missing = [n for n in names if n not in row]
-                unknown = [k for k in row if k not in names]
-                if missing or unknown:
-                    raise ProtocolError(
-                        f"input {i}: missing feature(s) {missing}, unknown feature(s) {unknown}; "
-                        f"expected {names} (null for a missing value)"
-                    )
+                if wrong := feature_mismatch(row, names):
+                    raise ProtocolError(f"input {i}: {wrong}; expected {names} (null for a missing value)")
                 values = encode_names([row[n] for n in names], names, codes, i, unseen, by_value)
                 text = next(
                     (j for j, v in enumerate(values) if isinstance(v, str | bool | list | dict)), None
