@@ -49,15 +49,16 @@ UNREGULARIZED = {
 
 FIXED = {
     "LightGBM defaults": {"num_leaves": 31, "learning_rate": 0.1, "min_child_samples": 20},
-    "LightGBM defaults at learning rate 0.02": {"num_leaves": 31, "learning_rate": 0.02, "min_child_samples": 20},
+    "LightGBM defaults at learning rate 0.02": {
+        "num_leaves": 31,
+        "learning_rate": 0.02,
+        "min_child_samples": 20,
+    },
 }
 
 
-def cv_auc(x: np.ndarray, y: np.ndarray, cats: list[int], params: dict[str, Any]) -> tuple[float, int]:
-    """Mean-of-folds ROC AUC at the best round, stratified 5-fold (seed 0: the same folds for every call)."""
-    import lightgbm as lgb
-
-    p = {
+def lgb_full(params: dict[str, Any]) -> dict[str, Any]:
+    return {
         "objective": "binary",
         "metric": "auc",
         "num_threads": 1,
@@ -66,9 +67,21 @@ def cv_auc(x: np.ndarray, y: np.ndarray, cats: list[int], params: dict[str, Any]
         **params,
         "bagging_freq": 1 if params.get("bagging_fraction", 1.0) < 1 else 0,
     }
-    ds = lgb.Dataset(
+
+
+def dataset(x: np.ndarray, y: np.ndarray, cats: list[int]) -> Any:
+    import lightgbm as lgb
+
+    return lgb.Dataset(
         x, label=y, categorical_feature=cats or "auto", params={"verbosity": -1, "feature_pre_filter": False}
     )
+
+
+def cv_auc(x: np.ndarray, y: np.ndarray, cats: list[int], params: dict[str, Any]) -> tuple[float, int]:
+    """Mean-of-folds ROC AUC at the best round, stratified 5-fold (seed 0: the same folds for every call)."""
+    import lightgbm as lgb
+
+    p, ds = lgb_full(params), dataset(x, y, cats)
     cv = lgb.cv(
         p,
         ds,
@@ -111,7 +124,9 @@ def one(name: str, seed: int, resplit: int, runs: Path, ref_trials: int) -> dict
     yy = np.concatenate([np.asarray(tr.y), np.asarray(va.y)])
     cat_idx = [list(tr.X.columns).index(c) for c in cats]
     tune = json.loads(
-        next((res.run_dir / res.summary["stages"]["train"]["dir"] / "work").rglob("phase_tune.json")).read_text()
+        next(
+            (res.run_dir / res.summary["stages"]["train"]["dir"] / "work").rglob("phase_tune.json")
+        ).read_text()
     )["outcomes"]["tune"]
     cvp = res.summary["stages"]["train"].get("cross_validation") or {}
     B.say(
@@ -120,15 +135,18 @@ def one(name: str, seed: int, resplit: int, runs: Path, ref_trials: int) -> dict
         f"{B.auc(np.asarray(ho.y), res.artifact('model').predict_proba(ho.X)[:, 1]):.4f}"
     )
     best_cl = -1.0
+    scored: list[tuple[str, float, dict[str, Any], int]] = []
     for desc, val, params in ledger_configs(res):
         auc, rounds = cv_auc(x, yy, cat_idx, params)
         best_cl = max(best_cl, auc)
+        scored.append((desc, auc, params, rounds))
         B.say(
             f"  {desc:<40} validation {val:.4f}  5-fold CV {auc:.4f} ({rounds} rounds; leaves "
             f"{params['num_leaves']}, learning rate {params['learning_rate']:.3g}, min_child_samples "
             f"{params['min_child_samples']})"
         )
-    fixed = {}
+    picks = replays(res, scored, x, yy, cat_idx, raw_array(ho.X), np.asarray(ho.y), tune, cvp)
+    fixed: dict[str, float] = {}
     for label, params in FIXED.items():
         fixed[label], rounds = cv_auc(x, yy, cat_idx, params)
         B.say(f"  {label:<40} 5-fold CV {fixed[label]:.4f} ({rounds} rounds)")
@@ -145,7 +163,53 @@ def one(name: str, seed: int, resplit: int, runs: Path, ref_trials: int) -> dict
         f"  best 5-fold CV among closedloop's candidates {best_cl:.4f}; minus the reference's {best_cl - ref:+.4f}; "
         + "; ".join(f"{k} minus the reference's {v - ref:+.4f}" for k, v in fixed.items())
     )
-    return {"best_cl": best_cl, "ref": ref, **fixed}
+    return {"best_cl": best_cl, "ref": ref, "ref_holdout": ref_ho, **fixed, **picks}
+
+
+def replays(
+    res: Any,
+    scored: list[tuple[str, float, dict[str, Any], int]],
+    x: np.ndarray,
+    y: np.ndarray,
+    cats: list[int],
+    x_ho: np.ndarray,
+    y_ho: np.ndarray,
+    tune: dict[str, Any],
+    cvp: dict[str, Any],
+) -> dict[str, float]:
+    """Development hold-out AUC of plain LightGBM refits on train + validation (each configuration with the
+    rounds the common 5-fold CV chose): one pick against the average of several."""
+    import lightgbm as lgb
+
+    def proba(entry: tuple[str, float, dict[str, Any], int]) -> np.ndarray:
+        return lgb.train(lgb_full(entry[2]), dataset(x, y, cats), num_boost_round=entry[3]).predict(x_ho)
+
+    by_desc = {e[0].replace(" (pruned)", ""): e for e in scored}
+    tuned = f"tuning trial {tune.get('best_trial_number')}"
+    chosen = cvp.get("chosen", "hold-out choice")
+    shipped = tuned if chosen == "hold-out choice" else f"tuning {chosen}"
+    cross_validated = [tuned] + [
+        f"tuning {c['candidate']}" for c in cvp.get("candidates", []) if c["candidate"] != "hold-out choice"
+    ]
+    ranked = sorted(scored, key=lambda e: -e[1])
+    p: dict[str, np.ndarray] = {}
+    out: dict[str, float] = {}
+    for label, members in (
+        ("the configuration closedloop shipped", [shipped]),
+        ("the average of the two closedloop cross-validated", cross_validated),
+        ("the best by the common CV", [ranked[0][0]]),
+        ("the average of the top 3 by the common CV", [e[0] for e in ranked[:3]]),
+    ):
+        members = [m.replace(" (pruned)", "") for m in members]
+        if not all(m in by_desc for m in members):
+            B.say(f"  replay of {label}: not run ({members} not all in the ledger)")
+            continue
+        for m in members:
+            if m not in p:
+                p[m] = proba(by_desc[m])
+        out[label] = B.auc(y_ho, np.mean([p[m] for m in members], axis=0))
+        B.say(f"  replay of {label} ({', '.join(members)}): development hold-out AUC {out[label]:.4f}")
+    return out
 
 
 def main() -> None:
@@ -163,10 +227,25 @@ def main() -> None:
             for seed in args.seeds:
                 for r in args.resplits:
                     rows.append(one(name, seed, r, Path(tmp), args.ref_trials))
+    base = "the configuration closedloop shipped"
+    for k in sorted({k for r in rows for k in r if k.startswith("the ") and k != base}):
+        d = [r[k] - r[base] for r in rows if k in r and base in r]
+        B.say(
+            f"mean over {len(d)} runs: development hold-out AUC, {k} minus the shipped configuration's replay "
+            f"{np.mean(d):+.4f} (standard error {np.std(d, ddof=1) / max(len(d), 1) ** 0.5 if len(d) > 1 else 0:.4f})"
+        )
+    d = [r["ref_holdout"] - r[base] for r in rows if base in r]
+    B.say(
+        f"mean over {len(d)} runs: development hold-out AUC, the reference's refit minus the shipped replay {np.mean(d):+.4f}"
+    )
     gap = [r["best_cl"] - r["ref"] for r in rows]
-    B.say(f"mean over {len(rows)} runs: best closedloop candidate minus the reference's best {np.mean(gap):+.4f}")
+    B.say(
+        f"mean over {len(rows)} runs: best closedloop candidate minus the reference's best {np.mean(gap):+.4f}"
+    )
     for k in FIXED:
-        B.say(f"mean over {len(rows)} runs: {k} minus the reference's best {np.mean([r[k] - r['ref'] for r in rows]):+.4f}")
+        B.say(
+            f"mean over {len(rows)} runs: {k} minus the reference's best {np.mean([r[k] - r['ref'] for r in rows]):+.4f}"
+        )
     if args.out:
         Path(args.out).write_text("\n".join(B.LINES) + "\n")
 
