@@ -50,16 +50,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = pipeline.run(
         out=args.out, resume=args.resume, only=only, unseal_test=args.unseal_test, cache=not args.no_cache
     )
-    for name, st in result.summary["stages"].items():
-        extra = " (cached)" if st.get("cached") else ""
-        line = f"  {name:<12} {st['status']:<8} {st['seconds']:7.1f} s{extra}"
-        if st.get("error"):
-            line += f"\n      {st['error']}"
-        print(line)
+    print("\n".join(stage_lines(result.summary)))
     print(f"status: {result.summary['status']}")
     print(f"report: {result.report_path}")
     print(f"summary: {result.run_dir / 'summary.json'}")
     return 0 if result.ok else EXIT_STAGE_FAILED
+
+
+def stage_lines(summary: dict[str, Any]) -> list[str]:
+    """A line per stage (status, seconds), its error, and the error-severity findings it reported: a run
+    that ends "ok" with an audit error (a leaking column, say) says so here too, not only in the report.
+
+    >>> audit = {"status": "ok", "seconds": 1.0, "findings": [
+    ...     {"check": "target_leakage", "severity": "error", "message": "'x' alone predicts the target. Remove it"}]}
+    >>> print("\\n".join(stage_lines({"stages": {"audit": audit}})))
+      audit        ok           1.0 s
+          1 error finding(s): [target_leakage] 'x' alone predicts the target
+    """
+    lines = []
+    for name, st in summary["stages"].items():
+        extra = " (cached)" if st.get("cached") else ""
+        lines.append(f"  {name:<12} {st['status']:<8} {st['seconds']:7.1f} s{extra}")
+        if st.get("error"):
+            lines.append(f"      {st['error']}")
+        errors = [f for f in st.get("findings") or [] if isinstance(f, dict) and f.get("severity") == "error"]
+        if errors:
+            first = errors[0]
+            more = f" (and {len(errors) - 1} more; see the report)" if len(errors) > 1 else ""
+            text = str(first.get("message", "")).split(". ")[0]
+            lines.append(f"      {len(errors)} error finding(s): [{first.get('check')}] {text}{more}")
+    return lines
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
