@@ -12,10 +12,14 @@ import yaml
 from closedloop.cli import main
 
 
-def test_a_leaking_column_is_named_in_the_terminal_under_the_audit(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_a_leaking_column_is_named_in_the_terminal_under_the_audit(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 300)
-    table = pd.DataFrame({"a": rng.normal(size=300), "b": rng.normal(size=300), "hours": y * 40.0, "label": y})
+    table = pd.DataFrame(
+        {"a": rng.normal(size=300), "b": rng.normal(size=300), "hours": y * 40.0, "label": y}
+    )
     table.to_csv(tmp_path / "t.csv", index=False)
     cfg = {
         "name": "leaky",
