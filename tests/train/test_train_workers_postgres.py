@@ -46,7 +46,7 @@ class PgServer:
             user = "postgres" if shutil.which("runuser") and _has_user("postgres") else "nobody"
             shutil.chown(self.root, user)
             self.as_user = ["runuser", "-u", user, "--"]
-        self.data, self.port = os.path.join(self.root, "data"), _free_port()
+        self.data, self.port, self.running = os.path.join(self.root, "data"), _free_port(), False
         self.url = f"postgresql://closedloop@127.0.0.1:{self.port}/study"
         self._run(f"{bindir}/initdb", "-D", self.data, "-A", "trust", "-U", "closedloop", "--no-sync")
         self.start()
@@ -56,15 +56,19 @@ class PgServer:
         subprocess.run([*self.as_user, *cmd], check=True, capture_output=True, timeout=120)
 
     def start(self) -> None:
+        if self.running:  # a test's cleanup restarts a server it may not have stopped
+            return
         opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
         log = os.path.join(self.root, "log")
         self._run(f"{self.bindir}/pg_ctl", "-D", self.data, "-o", opts, "-l", log, "-w", "start")
+        self.running = True
 
     def stop(self) -> None:
         subprocess.run(
             [*self.as_user, f"{self.bindir}/pg_ctl", "-D", self.data, "-m", "immediate", "stop"],
             capture_output=True,
         )
+        self.running = False
 
 
 @pytest.fixture(scope="module")
@@ -198,18 +202,28 @@ def test_server_lost_mid_tune_fails_clearly_and_resume_completes_once_back(postg
 
     import optuna
 
-    from .test_train_worker_join import N_TRIALS, check_study_and_run, cli, open_study, write_config
+    from .test_train_worker_join import (
+        KILLABLE_EPOCHS,
+        N_TRIALS,
+        check_study_and_run,
+        cli,
+        open_study,
+        write_config,
+    )
 
     url, name = rdb_url(postgres.url), "server-lost"
-    config = write_config(tmp_path / "lost.yaml", study_name=name, workers=2)
+    # trials that live several epochs, and one storage for the polls (a new one per poll took long
+    # enough that a quiet machine finished the whole tune phase between two looks)
+    config = write_config(tmp_path / "lost.yaml", study_name=name, workers=2, max_epochs=KILLABLE_EPOCHS)
     run = tmp_path / "run"
     leader = cli(["run", str(config), "--storage", postgres.url, "--out", str(run)], tmp_path / "leader.log")
+    storage = optuna.storages.RDBStorage(url)
     try:
         t_end = time.time() + 400
         while time.time() < t_end:  # stop the server once the study holds a finished trial
             time.sleep(0.2)
             assert leader.poll() is None, (tmp_path / "leader.log").read_text()
-            study = open_study(url, name)
+            study = open_study(storage, name)
             if study is not None and any(t.state.is_finished() for t in study.get_trials(deepcopy=False)):
                 break
         postgres.stop()
