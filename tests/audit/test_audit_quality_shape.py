@@ -62,3 +62,44 @@ def test_a_heavy_tail_is_shape_not_outliers_but_a_sentinel_in_it_is(tmp_path: Pa
 def test_bad_skew_rule_value_names_the_field() -> None:
     with pytest.raises(ConfigError, match="skew_rule"):
         AuditDataset(checks=[{"name": "feature_quality", "params": {"skew_rule": "sometimes"}}])
+
+
+def test_identifier_timestamp_and_free_text_columns_are_warned_real_columns_are_not(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    n = 300
+    X = pd.DataFrame(
+        {
+            "patient_id": rng.permutation(np.arange(5000, 5000 + n)),  # a running number
+            "visit_date": pd.date_range("2024-01-01", periods=n, freq="D").strftime("%Y-%m-%d"),
+            "note": [f"reports {w} on day {i}" for i, w in enumerate(rng.choice(["pain", "cough"], n))],
+            "age": rng.normal(50, 10, n).round(),  # integers with repeats
+            "income": rng.choice(
+                np.arange(20_000, 200_000), n, replace=False
+            ),  # unique, but sparse in its range
+            "bp": rng.normal(120, 15, n),  # unique floats: a measurement
+            "ward": rng.choice(["a", "b", "c"], n),
+        }
+    )
+    y = (X.bp > 120).astype(int).to_numpy()
+    meta = DatasetMeta(
+        name="t",
+        source="synthetic",
+        kind="table",
+        label_names=["0", "1"],
+        feature_names=list(X.columns),
+        categorical_features=["visit_date", "note", "ward"],
+    )
+    parts = {"train": slice(0, 180), "val": slice(180, 240), "test": slice(240, n)}
+    bundle = DatasetBundle(
+        meta=meta, splits={k: Split(X.iloc[s].reset_index(drop=True), y[s]) for k, s in parts.items()}
+    )
+    _, out = run(bundle, tmp_path, checks=["feature_quality"])
+    warned = {
+        f["evidence"]["column"]: f["message"]
+        for f in out.audit.findings
+        if f["severity"] == "warning" and "looks like an identifier" in f["message"]
+    }
+    assert set(warned) == {"patient_id", "visit_date", "note"}
+    assert "a running number" in warned["patient_id"] and "parse as dates" in warned["visit_date"]
+    assert "parse as dates" not in warned["note"]
+    assert out.audit.results["feature_quality"]["metrics"]["n_identifier_columns"] == 3

@@ -1,4 +1,5 @@
-"""Check 5, feature quality: missing values, constant and near-constant features, outliers;
+"""Check 5, feature quality: missing values, constant and near-constant features, outliers, columns
+that look like identifiers, timestamps or free text;
 feature histograms (tables) and pixel-intensity histograms per split (images)."""
 
 from __future__ import annotations
@@ -29,6 +30,53 @@ class FeatureQualityConfig(CheckConfig):
     """An outlier share above this is a warning."""
     max_hist_features: int = Field(12, ge=1)
     """Histograms drawn at most (tables)."""
+
+
+def identifier_like(s: pd.Series) -> str | None:
+    """Why a column looks like a row identifier, a timestamp or free text, judged on its own values; None
+    when it does not. Two shapes, no dataset-scale constant:
+
+    * text or categories where most rows (at least half) have their own value: as a category it cannot
+      generalize, and at serving nearly every value is new (an unseen category is a missing value);
+    * integers, a different one in every row, filling at least half of their range: a running number,
+      from which a model can learn only the rows' order.
+
+    >>> identifier_like(pd.Series(range(1000, 1300)))
+    'integers, a different one in every train row (300), filling 100% of the range 1000-1299: a running number'
+    >>> identifier_like(pd.Series([f"2024-01-{d:02d}" for d in range(1, 29)]))
+    'a different value in 28 of 28 train rows (100%), and they parse as dates'
+    >>> identifier_like(pd.Series([3, 1, 2] * 10)) is None
+    True
+    """
+    v = s.dropna()
+    n = len(v)
+    if n < 20:  # too few rows to tell an identifier from a small table's natural spread
+        return None
+    unique = int(v.nunique())
+    textual = isinstance(s.dtype, pd.CategoricalDtype) or not pd.api.types.is_numeric_dtype(s)
+    if textual:
+        if unique < 20 or unique / n < 0.5:
+            return None
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pandas warns when it cannot infer one format
+            dates = pd.to_datetime(v.astype(str), errors="coerce", format="mixed")
+        what = ", and they parse as dates" if dates.notna().mean() >= 0.9 else ""
+        return f"a different value in {unique} of {n} train rows ({unique / n:.0%}){what}"
+    if pd.api.types.is_bool_dtype(s) or unique < n:
+        return None
+    x = v.to_numpy(float)
+    if not np.all(np.isfinite(x)) or not np.all(x == np.round(x)):
+        return None
+    lo, hi = int(x.min()), int(x.max())
+    fill = n / (hi - lo + 1)
+    if fill < 0.5:
+        return None
+    return (
+        f"integers, a different one in every train row ({n}), filling {fill:.0%} of the range {lo}-{hi}: "
+        "a running number"
+    )
 
 
 def robust_z(v: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -78,6 +126,7 @@ class FeatureQuality(AuditCheck):
         res = CheckResult()
         X: pd.DataFrame = splits["train"].X
         rows = []
+        n_ident = 0
         for col in X.columns:
             s = X[col]
             miss = float(s.isna().mean()) if len(s) else 0.0
@@ -117,6 +166,18 @@ class FeatureQuality(AuditCheck):
                 )
             elif vc.size > 1 and top_share > cfg.near_constant:
                 notes.append(("info", f"column {col!r} is near-constant ({top_share:.1%} one value)", {}))
+            ident = identifier_like(s) if miss < 1.0 else None
+            if ident is not None:
+                n_ident += 1
+                notes.append(
+                    (
+                        "warning",
+                        f"column {col!r} looks like an identifier, a timestamp or free text ({ident}): as a "
+                        "feature it cannot generalize to new rows. Drop it, or derive what carries meaning "
+                        "from it (a date's month or weekday, a text's category)",
+                        {},
+                    )
+                )
             if out_share > cfg.outlier_warning:
                 notes.append(
                     (
@@ -132,6 +193,7 @@ class FeatureQuality(AuditCheck):
         res.metrics["n_missing_columns"] = int(sum(r["missing"] > 0 for r in rows))
         res.metrics["n_outlier_columns"] = int(sum(r["outlier_share"] > cfg.outlier_warning for r in rows))
         res.metrics["n_skewed_columns"] = int(sum(r["outlier_scale"] == "asinh" for r in rows))
+        res.metrics["n_identifier_columns"] = n_ident
         numeric = [c for c in X.columns if pd.api.types.is_numeric_dtype(X[c]) and X[c].notna().any()][
             : cfg.max_hist_features
         ]
