@@ -102,6 +102,27 @@ def test_boosted_trees_find_flips_on_a_table(tmp_path: Path) -> None:
     found = res.tables["label_issues"]["index"].to_numpy()
     assert res.metrics["models"] == "hgb"
     assert f1(found, truth) >= 0.6
+    # informative probabilities: the estimate is far below its shuffled-label null, so it warns
+    assert res.metrics["noise_to_null"] < 0.5 and res.metrics["null_noise_rate"] > 0.3
+    said = res.findings[-1]
+    assert (
+        said.severity == "warning"
+        and "with the labels shuffled against the same probabilities" in said.message
+    )
+
+
+def test_labels_unrelated_to_the_features_are_not_called_label_noise(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    n = 400
+    df = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n)})
+    y = rng.integers(0, 2, n).astype(np.int64)  # nothing to learn: confident learning flags about half
+    res = check(bundle(df, y, kind="table"), tmp_path / "a", models=["hgb"])
+    assert res.metrics["estimated_noise_rate"] > 0.3 and res.metrics["noise_to_null"] >= 0.5
+    said = res.findings[-1]
+    assert said.severity == "info" and "Not evidence of label noise" in said.message
+    assert "know too little about the labels" in said.message
+    before = check(bundle(df, y, kind="table"), tmp_path / "b", models=["hgb"], null_shuffles=0)
+    assert before.findings[-1].severity == "warning" and before.metrics["null_noise_rate"] is None
 
 
 def test_cnn_on_a_table_is_left_out_with_a_note(tmp_path: Path) -> None:
