@@ -71,6 +71,11 @@ def test_clean_window_ok_and_shift_alarms(digits):
     assert shifted["alert"] == "alarm"
     assert shifted["p_values"]["features"] < 1e-6
     assert shifted["top_features"][0]["feature"].startswith(("intensity", "grid"))
+    # the alert's evidence line names what moved, not only that something did
+    top = shifted["top_features"][0]["feature"]
+    said = next(e for e in shifted["evidence"] if e.startswith("features: "))
+    assert f"univariate per feature; most drifted: {top} (PSI " in said
+    assert not any("most drifted" in e for e in clean["evidence"])
     # the label-free estimate is withheld where the window differs from the reference
     assert clean["estimate_reliable"] is True  # no test at the marginal alarm level
     assert shifted["estimate_reliable"] is False

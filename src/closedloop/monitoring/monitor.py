@@ -291,7 +291,9 @@ class Monitor:
         evidence = []
         for k, r in sorted(results.items(), key=lambda kv: kv[1].p_value):
             if r.p_value <= thr["warn"]:
-                evidence.append(f"{k}: p={r.p_value:.2g} ({tests[k].headline()})")
+                evidence.append(
+                    f"{k}: p={r.p_value:.2g} ({'; '.join(filter(None, [tests[k].headline(), r.said]))})"
+                )
         for k, p in p_values.items():
             if tests[k].needs_labels and p <= info.alpha:
                 evidence.append(f"{k}: p={p:.2g}: {tests[k].label_evidence or tests[k].description}")

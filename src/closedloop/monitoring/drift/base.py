@@ -98,6 +98,8 @@ class DriftResult:
     statistic: float
     effect: dict[str, float] = field(default_factory=dict)
     details: list[dict[str, Any]] = field(default_factory=list)
+    said: str = ""
+    """A few words on what moved (the most drifted features, say), added to the alert's evidence line."""
 
 
 class DriftTestConfig(BaseModel):

@@ -84,6 +84,11 @@ class FeatureDrift(DriftTest):
             "top_feature_psi": float(rows[0]["psi"]),
         }
         result.details = rows[: self.config.top]
+        drifted = [r for r in rows if r["p_adjusted"] <= 0.05][:3]  # Holm-corrected, as the p-value above
+        if drifted:
+            result.said = "most drifted: " + ", ".join(
+                f"{r['feature']} (PSI {r['psi']:.2f})" for r in drifted
+            )
         return result
 
 
