@@ -103,3 +103,6 @@ def test_identifier_timestamp_and_free_text_columns_are_warned_real_columns_are_
     assert "a running number" in warned["patient_id"] and "parse as dates" in warned["visit_date"]
     assert "parse as dates" not in warned["note"]
     assert out.audit.results["feature_quality"]["metrics"]["n_identifier_columns"] == 3
+    off = {"name": "feature_quality", "params": {"identifier_rule": False}}  # YAML's way to turn it off
+    _, out = run(bundle, tmp_path / "off", checks=[off])
+    assert out.audit.results["feature_quality"]["metrics"]["n_identifier_columns"] == 0

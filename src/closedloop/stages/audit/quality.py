@@ -26,6 +26,9 @@ class FeatureQualityConfig(CheckConfig):
     skew_rule: bool = True
     """Judge a skewed column on a log-like scale (False: every column on its raw scale, the rule
     before; on scikit-learn's breast_cancer it warned on 5 of 30 clean columns)."""
+    identifier_rule: bool = True
+    """Warn on columns that look like identifiers, timestamps or free text (:func:`identifier_like`);
+    False: never (a table whose unique codes are meant as features)."""
     outlier_warning: float = Field(0.01, gt=0, lt=1)
     """An outlier share above this is a warning."""
     max_hist_features: int = Field(12, ge=1)
@@ -166,7 +169,7 @@ class FeatureQuality(AuditCheck):
                 )
             elif vc.size > 1 and top_share > cfg.near_constant:
                 notes.append(("info", f"column {col!r} is near-constant ({top_share:.1%} one value)", {}))
-            ident = identifier_like(s) if miss < 1.0 else None
+            ident = identifier_like(s) if cfg.identifier_rule and miss < 1.0 else None
             if ident is not None:
                 n_ident += 1
                 notes.append(
