@@ -203,7 +203,13 @@ def audit(findings: list[dict[str, str]] | None = None, **metrics: Any) -> dict[
                 "status": "ok",
                 "metrics": {"pairs": {"train-test": metrics.get("train_test", 0), "val-test": 0}},
             },
-            "label_issues": {"status": "ok", "metrics": {"estimated_noise_rate": metrics.get("noise", 0.01)}},
+            "label_issues": {
+                "status": "ok",
+                "metrics": {
+                    "estimated_noise_rate": metrics.get("noise", 0.01),
+                    "noise_is_evidence": metrics.get("noise_is_evidence"),
+                },
+            },
             "learning_curve": {
                 "status": "ok",
                 "metrics": {"gain_at_2x": (g := metrics.get("gain", 0.002)), "gain_90ci": [g / 2, g * 1.5]},

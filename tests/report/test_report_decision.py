@@ -73,6 +73,16 @@ def test_data_problems_come_first(tmp_path):
     assert d.audit[0].severity == "error"
 
 
+def test_a_weak_models_noise_rate_is_not_a_data_problem(tmp_path):
+    # the label-issue check found its estimate near its shuffled-label null: not evidence of label noise
+    run = make_run(tmp_path, artifacts={"audit": audit(noise=0.66, noise_is_evidence=False)})
+    d = decide(gather(run))
+    assert d.next_step.action != "fix_data"
+    assert not any("labels look wrong" in r for r in d.next_step.reasons)
+    noisy = make_run(tmp_path / "b", artifacts={"audit": audit(noise=0.66, noise_is_evidence=True)})
+    assert decide(gather(noisy)).next_step.action == "fix_data"
+
+
 def test_near_reference_stops_tuning(tmp_path):
     run = make_run(
         tmp_path,

@@ -88,6 +88,9 @@ class LabelIssueMetrics(CheckMetrics):
 
     estimated_noise_rate: float | None = None
     """Estimated share of wrong labels in train."""
+    noise_is_evidence: bool | None = None
+    """False when the estimate is at or above ``uninformative_ratio`` of its shuffled-label null: the
+    models know too little about the labels, so the rate is not evidence of label noise."""
 
 
 class LearningCurveMetrics(CheckMetrics):

@@ -249,7 +249,8 @@ def next_step(
     data_reasons = []
     a = ev.audit
     if a is not None:
-        if a.estimated_noise_rate is not None and a.estimated_noise_rate >= rules.label_noise_high:
+        noise = a.estimated_noise_rate if a.label_noise_is_evidence is not False else None
+        if noise is not None and noise >= rules.label_noise_high:
             data_reasons.append(
                 f"about {a.estimated_noise_rate:.0%} of train labels look wrong (label-issue check; "
                 f"bar {rules.label_noise_high:.0%})"

@@ -102,6 +102,8 @@ class AuditEvidence(_Model):
     findings: list[Finding] = Field(default_factory=list)
     estimated_noise_rate: float | None = None
     """Estimated share of wrong labels in train (label-issue check)."""
+    label_noise_is_evidence: bool | None = None
+    """False when that estimate is a weak model's uncertainty, not evidence of label noise."""
     test_overlap: float | None = None
     """Share of test samples with an exact or near copy in train/val (upper bound: pairs / test size)."""
     gain_at_2x: float | None = None
@@ -225,11 +227,13 @@ def _audit(report: AuditReport | None, n_test: int | None) -> AuditEvidence | No
     if pairs is not None and n_test:
         overlap = min(1.0, (pairs.train_test + pairs.val_test) / n_test)
     curve = report.metrics_of("learning_curve", LearningCurveMetrics)
+    labels = report.metrics_of("label_issues", LabelIssueMetrics)
     return AuditEvidence(
         findings=[
             Finding(check=f.check, severity=f.severity, message=f.message) for f in report.finding_records()
         ],
-        estimated_noise_rate=report.metrics_of("label_issues", LabelIssueMetrics).estimated_noise_rate,
+        estimated_noise_rate=labels.estimated_noise_rate,
+        label_noise_is_evidence=labels.noise_is_evidence,
         test_overlap=overlap,
         gain_at_2x=curve.gain_at_2x,
         gain_ci=_pair(curve.gain_90ci),

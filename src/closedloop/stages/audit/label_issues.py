@@ -224,6 +224,7 @@ class LabelIssues(AuditCheck):
         joint = estimate_joint(y_enc, P)
         noise = float(1.0 - np.trace(joint))
         null = shuffled_noise_rate(y_enc, P, cfg.null_shuffles, ctx.rng("label_null"))
+        informative = not null or noise / null < cfg.uninformative_ratio
         suggested = P.argmax(1)
         score = 1.0 - P[np.arange(len(y)), y_enc]  # suspicion: 1 - probability of the given label
         df = pd.DataFrame(
@@ -245,6 +246,7 @@ class LabelIssues(AuditCheck):
                 "estimated_noise_rate": round(noise, 4),
                 "null_noise_rate": None if null is None else round(null, 4),
                 "noise_to_null": None if not null else round(noise / null, 4),
+                "noise_is_evidence": informative,
                 "oof_accuracy": round(acc, 4),
                 **{
                     f"oof_accuracy_{k}": round(float((v.argmax(1) == y_enc).mean()), 4)
@@ -258,7 +260,6 @@ class LabelIssues(AuditCheck):
         )
         for note in notes:
             res.findings.append(self.finding("info", note))
-        informative = not null or noise / null < cfg.uninformative_ratio
         sev = "warning" if noise > cfg.noise_warning and informative else "info"
         said = (
             f"{len(df)} suspected label error(s) among {len(y)} train/val samples ({len(df) / len(y):.1%}); "
