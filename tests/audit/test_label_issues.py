@@ -104,6 +104,7 @@ def test_boosted_trees_find_flips_on_a_table(tmp_path: Path) -> None:
     assert f1(found, truth) >= 0.6
     # informative probabilities: the estimate is far below its shuffled-label null, so it warns
     assert res.metrics["noise_to_null"] < 0.5 and res.metrics["null_noise_rate"] > 0.3
+    assert res.metrics["noise_is_evidence"] is True
     said = res.findings[-1]
     assert (
         said.severity == "warning"
@@ -118,6 +119,7 @@ def test_labels_unrelated_to_the_features_are_not_called_label_noise(tmp_path: P
     y = rng.integers(0, 2, n).astype(np.int64)  # nothing to learn: confident learning flags about half
     res = check(bundle(df, y, kind="table"), tmp_path / "a", models=["hgb"])
     assert res.metrics["estimated_noise_rate"] > 0.3 and res.metrics["noise_to_null"] >= 0.5
+    assert res.metrics["noise_is_evidence"] is False  # the report's next step does not count it
     said = res.findings[-1]
     assert said.severity == "info" and "Not evidence of label noise" in said.message
     assert "know too little about the labels" in said.message
