@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
 
 from closedloop.core.errors import SealedTestError
 from closedloop.core.ledger import TestLedger, ValidationLedger
-from closedloop.core.stage import RunContext
+from closedloop.core.stage import RunContext, Stage, StageIO
 from closedloop.data.bundle import DatasetBundle, DatasetMeta, Split
 
 
@@ -117,3 +118,39 @@ def test_validation_ledger_counts(tmp_path: Path) -> None:
     )
     assert led.selected_among("train").startswith("selected among 1 configuration ")
     assert led.rows("train") == [{"stage": "train", "configuration": "lr=0.1", "auc": 0.9}]
+
+
+class _Scorer(Stage):
+    """Opens the test split to score, after work worth sparing (counted in ``runs``)."""
+
+    scores_on_test = True
+    runs: ClassVar[int] = 0
+
+    class Inputs(StageIO):
+        data: DatasetBundle
+
+    class Outputs(StageIO):
+        pass
+
+    def run(self, inputs: Inputs, ctx: RunContext) -> Outputs:
+        type(self).runs += 1  # the training a refusal after the fact would have wasted
+        ctx.open_test(inputs.data, reason="final evaluation")
+        return self.Outputs()
+
+
+def test_a_sealed_test_split_is_refused_before_the_scoring_stage_runs(tmp_path: Path) -> None:
+    from closedloop.core.checks import GivenArtifacts
+    from closedloop.core.pipeline import Pipeline
+
+    def pipeline(unseal: str | None = None):  # type: ignore[no-untyped-def]
+        given = GivenArtifacts.of({"data": _bundle()}, tmp_path / "given")
+        run = Pipeline([given, _Scorer()], name="sealed", runs_dir=tmp_path / "runs")
+        return run.run(progress=False, unseal_test=unseal, cache=False)  # no reuse: the stage would run
+
+    _Scorer.runs = 0
+    assert pipeline().ok and _Scorer.runs == 1
+    again = pipeline()
+    assert not again.ok and _Scorer.runs == 1  # refused before its work, not after
+    error = again.summary["stages"]["__scorer"]["error"]
+    assert "already opened for this exact pipeline" in error and "--unseal-test" in error
+    assert pipeline(unseal="a deliberate re-run").ok and _Scorer.runs == 2

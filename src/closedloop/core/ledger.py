@@ -62,16 +62,34 @@ class TestLedger:
     def entries(self) -> list[dict[str, Any]]:
         return _read_jsonl(self.run_path)
 
-    def open(self, *, stage: str, fingerprint: str, purpose: Purpose, reason: str) -> dict[str, Any]:
-        if not reason or not reason.strip():
-            raise SealedTestError(f"stage {stage!r}: opening the test split needs a reason")
-        previous = [
+    def _previous(self, fingerprint: str) -> list[dict[str, Any]]:
+        """Evaluation openings of ``fingerprint`` by other runs."""
+        return [
             e
             for e in _read_jsonl(self.global_path)
             if e.get("fingerprint") == fingerprint
             and e.get("purpose") == "evaluation"
             and e.get("run_id") != self.run_id
         ]
+
+    def refuse_if_sealed(self, stage: str, fingerprint: str) -> None:
+        """Raise :class:`SealedTestError` when an evaluation opening of ``fingerprint`` would be refused
+        (another run opened it and this one was not unsealed). The pipeline calls it before a stage
+        that scores on test runs, so the refusal costs no training time."""
+        previous = self._previous(fingerprint)
+        if previous and not self.unseal_reason:
+            first = previous[0]
+            raise SealedTestError(
+                f"stage {stage!r}: the test split was already opened for this exact pipeline "
+                f"(fingerprint {fingerprint[:12]}) on {first.get('time')} in run {first.get('run_id')}. "
+                "Opening it again turns the test set into a second validation set. Change the "
+                'pipeline, or rerun with --unseal-test "<reason>" to record a deliberate re-opening.'
+            )
+
+    def open(self, *, stage: str, fingerprint: str, purpose: Purpose, reason: str) -> dict[str, Any]:
+        if not reason or not reason.strip():
+            raise SealedTestError(f"stage {stage!r}: opening the test split needs a reason")
+        previous = self._previous(fingerprint)
         again = [  # this run's stage opened it before a crash: the resumed attempt is the same opening
             e
             for e in self.entries()
@@ -83,14 +101,7 @@ class TestLedger:
             return again[0]
         unsealed = False
         if purpose == "evaluation" and previous:
-            if not self.unseal_reason:
-                first = previous[0]
-                raise SealedTestError(
-                    f"stage {stage!r}: the test split was already opened for this exact pipeline "
-                    f"(fingerprint {fingerprint[:12]}) on {first.get('time')} in run {first.get('run_id')}. "
-                    "Opening it again turns the test set into a second validation set. Change the "
-                    'pipeline, or rerun with --unseal-test "<reason>" to record a deliberate re-opening.'
-                )
+            self.refuse_if_sealed(stage, fingerprint)
             unsealed = True
         record = {
             "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),

@@ -348,6 +348,8 @@ class Pipeline:
                 if reused:
                     stage_outputs = load_outputs(stage, final_dir)
                 else:
+                    if type(stage).scores_on_test:  # refused now, not after the stage's work
+                        test_ledger.refuse_if_sealed(stage.name, rec.fingerprint)
                     stage_outputs = execute_stage(
                         stage, inputs, rec, final_dir, run_dir, self.seed, test_ledger, val_ledger, progress
                     )

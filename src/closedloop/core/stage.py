@@ -198,6 +198,10 @@ class Stage:
     nondeterministic_outputs: ClassVar[tuple[str, ...]] = ()
     """Output ports that legitimately differ between identical runs (e.g. they hold measured
     latencies); the common determinism check skips them."""
+    scores_on_test: ClassVar[bool] = False
+    """True when the stage opens the test split to score a model (``purpose="evaluation"``): the
+    pipeline then refuses it before it runs, not after its work, when this exact pipeline's test split
+    was already opened by another run (:meth:`~closedloop.core.ledger.TestLedger.refuse_if_sealed`)."""
     Config: ClassVar[type[StageConfig]] = StageConfig
     Inputs: ClassVar[type[StageIO]] = StageIO
     Outputs: ClassVar[type[StageIO]] = StageIO

@@ -57,6 +57,7 @@ class TrainModel(Stage):
     Config = TrainConfig
     version = "4"  # 4: held-out calibration split + gate without Holm over N, selection bias; 2: calibration option, knob ablation
     phases: ClassVar[tuple[type[Phase], ...]] = PHASES
+    scores_on_test = True  # the final evaluation: a sealed test split is refused before training
     """The phases in running order (their budget shares must add up to 1)."""
 
     class Inputs(StageIO):
