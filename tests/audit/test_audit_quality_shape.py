@@ -93,7 +93,8 @@ def test_identifier_timestamp_and_free_text_columns_are_warned_real_columns_are_
     bundle = DatasetBundle(
         meta=meta, splits={k: Split(X.iloc[s].reset_index(drop=True), y[s]) for k, s in parts.items()}
     )
-    _, out = run(bundle, tmp_path, checks=["feature_quality"])
+    stage, out = run(bundle, tmp_path, checks=["feature_quality"])
+    assert stage.summarize(out)["n_identifier_columns"] == 3  # summary.json
     warned = {
         f["evidence"]["column"]: f["message"]
         for f in out.audit.findings

@@ -229,6 +229,8 @@ class AuditDataset(Stage):
         }
         for key, check, metric in (
             ("estimated_noise_rate", "label_issues", "estimated_noise_rate"),
+            ("label_noise_is_evidence", "label_issues", "noise_is_evidence"),
+            ("n_identifier_columns", "feature_quality", "n_identifier_columns"),
             ("adversarial_auc_test", "split_shift", "adversarial_auc_test"),
             ("gain_at_2x_data", "learning_curve", "gain_at_2x"),
             ("near_nonzero_look", "duplicates", "nonzero_look"),
