@@ -16,19 +16,28 @@ from closedloop.stages.audit import AuditDataset
 from closedloop.stages.audit.quality import bowley_skew, column_scale
 
 
-def _table(price: np.ndarray, seed: int = 0) -> DatasetBundle:
-    rng = np.random.default_rng(seed)
-    n = len(price)
-    X = pd.DataFrame({"price": price, "age": rng.normal(50, 10, n)})
-    y = (X.age > 50).astype(int).to_numpy()
+def _bundle(X: pd.DataFrame, y: np.ndarray, categorical: tuple[str, ...] = ()) -> DatasetBundle:
+    """60 / 20 / 20 % of the rows, in order, as train / val / test."""
+    n = len(y)
     a, b = int(n * 0.6), int(n * 0.8)
     meta = DatasetMeta(
-        name="t", source="synthetic", kind="table", label_names=["0", "1"], feature_names=list(X.columns)
+        name="t",
+        source="synthetic",
+        kind="table",
+        label_names=["0", "1"],
+        feature_names=list(X.columns),
+        categorical_features=list(categorical),
     )
     parts = {"train": slice(0, a), "val": slice(a, b), "test": slice(b, n)}
     return DatasetBundle(
         meta=meta, splits={k: Split(X.iloc[s].reset_index(drop=True), y[s]) for k, s in parts.items()}
     )
+
+
+def _table(price: np.ndarray, seed: int = 0) -> DatasetBundle:
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame({"price": price, "age": rng.normal(50, 10, len(price))})
+    return _bundle(X, (X.age > 50).astype(int).to_numpy())
 
 
 def _warned(out) -> set[str]:  # type: ignore[no-untyped-def]
@@ -80,19 +89,7 @@ def test_identifier_timestamp_and_free_text_columns_are_warned_real_columns_are_
             "ward": rng.choice(["a", "b", "c"], n),
         }
     )
-    y = (X.bp > 120).astype(int).to_numpy()
-    meta = DatasetMeta(
-        name="t",
-        source="synthetic",
-        kind="table",
-        label_names=["0", "1"],
-        feature_names=list(X.columns),
-        categorical_features=["visit_date", "note", "ward"],
-    )
-    parts = {"train": slice(0, 180), "val": slice(180, 240), "test": slice(240, n)}
-    bundle = DatasetBundle(
-        meta=meta, splits={k: Split(X.iloc[s].reset_index(drop=True), y[s]) for k, s in parts.items()}
-    )
+    bundle = _bundle(X, (X.bp > 120).astype(int).to_numpy(), ("visit_date", "note", "ward"))
     stage, out = run(bundle, tmp_path, checks=["feature_quality"])
     assert stage.summarize(out)["n_identifier_columns"] == 3  # summary.json
     warned = {
