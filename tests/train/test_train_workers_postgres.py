@@ -115,11 +115,15 @@ def test_two_workers_on_postgres_one_killed_exact_count_same_shape_as_one_proces
     killed: list[int] = []
     stop = threading.Event()
 
-    url = rdb_url(postgres_url)
+    # one storage, built here before the leader forks: a storage built in the killer thread (alembic
+    # loading its migrations, SQLAlchemy's ORM registry lock held) while the leader forked a replacement
+    # worker left that lock held, ownerless, in the child, which then hung building its own storage
+    # until the straggler watch stopped it 60 s later (py-spy: the child idle in registry.__init__)
+    storage = optuna.storages.RDBStorage(rdb_url(postgres_url))
 
     def load():
-        names = optuna.get_all_study_names(url)
-        return optuna.load_study(study_name="shared", storage=url) if "shared" in names else None
+        names = optuna.get_all_study_names(storage)
+        return optuna.load_study(study_name="shared", storage=storage) if "shared" in names else None
 
     th = threading.Thread(target=killer, args=(load, killed, stop), daemon=True)
     th.start()
@@ -129,7 +133,7 @@ def test_two_workers_on_postgres_one_killed_exact_count_same_shape_as_one_proces
         stop.set()
         th.join()
     assert killed, "the test did not manage to kill a worker mid-trial"
-    trials = optuna.load_study(study_name="shared", storage=url).get_trials()
+    trials = optuna.load_study(study_name="shared", storage=storage).get_trials()
     numbers = [t.number for t in trials]
     assert len(numbers) == len(set(numbers))  # no duplicate trial
     counted = [t for t in trials if t.state != optuna.trial.TrialState.FAIL or t.user_attrs.get("failure")]
