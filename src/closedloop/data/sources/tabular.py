@@ -47,6 +47,9 @@ class TabularConfig(SplitFractionsConfig):
     target_type: Literal["auto", "classes", "regression"] = "auto"
     """auto: text/bool targets and numeric ones with at most 20 distinct values are classes, others
     regression."""
+    missing_target: Literal["error", "drop"] = "error"
+    """Rows without a target value: ``error`` (the default, naming the rows) or ``drop`` them before the
+    splits are made; how many were dropped is in ``meta.provenance`` and the audit's provenance line."""
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -80,7 +83,7 @@ def _encode_target(
         rows = ", ".join(str(i) for i in np.flatnonzero(missing)[:5])
         raise DataError(
             f"{where}: target column {col.name!r} has {int(missing.sum())} missing value(s) (rows {rows}); "
-            "expected a label on every row: drop or fill those rows"
+            "expected a label on every row: drop or fill those rows, or set missing_target: drop"
         )
     numeric = pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype)
     if target_type == "regression" or (
@@ -129,7 +132,10 @@ class TabularSource(DataSource):
             _require_columns(df, [cfg.split_column], where=where, field="split_column")
         if TARGET_COLUMN in df.columns:
             raise DataError(f"{where}: column name {TARGET_COLUMN!r} is reserved; rename that column")
-        df = df.reset_index(drop=True)
+        dropped = int(df[cfg.target].isna().sum()) if cfg.missing_target == "drop" else 0
+        df = (df.dropna(subset=[cfg.target]) if dropped else df).reset_index(drop=True)
+        if len(df) == 0:
+            raise DataError(f"{where}: every row's target {cfg.target!r} is missing; expected labeled rows")
 
         excluded = {cfg.target, *cfg.drop, *([cfg.split_column] if cfg.split_column else [])}
         features = [c for c in df.columns if c not in excluded]
@@ -165,6 +171,12 @@ class TabularSource(DataSource):
             "target_encoding": how,
         }
         warnings: list[str] = []
+        if dropped:
+            provenance["unlabeled_rows_dropped"] = dropped
+            warnings.append(
+                f"{path.name}: {dropped} row(s) without a value in target column {cfg.target!r} dropped "
+                "(missing_target: drop); every split and figure is on the labeled rows only"
+            )
         if cfg.split_column is not None:
             labels = df[cfg.split_column].astype("string").str.strip().str.lower()
             bad = ~labels.isin(SPLITS).fillna(False).to_numpy(dtype=bool)
