@@ -60,6 +60,11 @@ class Preprocessing(BaseModel):
     categories: dict[str, list[str]] = Field(default_factory=dict)
     """Tables: each categorical column's category names in code order (code ``i`` is ``categories[c][i]``),
     so a served request may send the name instead of the code (docs/serving.md)."""
+    target_mean: float | None = None
+    target_std: float | None = None
+    """Regression with a network: the train split's target mean and standard deviation. The network
+    trains on standardized targets; the saved model has them folded into its head, so it predicts in the
+    target's units (None: not standardized, e.g. tree families)."""
 
     def input_contract(self) -> dict[str, Any]:
         """The ``input`` section of an exported model's predictor.json (what the ONNX graph accepts)."""

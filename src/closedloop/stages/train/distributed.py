@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         if rank == 0:
             TrainedModel(
                 spec=spec,
-                network=net,
+                network=eng.fold_target_units(net),
                 preprocessing=pre,
                 problem_type=task.problem_type,
                 n_outputs=task.n_outputs,

@@ -148,8 +148,15 @@ class Engine:
         device: str = "cpu",
         class_counts: list[int] | None = None,
         eval_batch_size: int = 1024,
+        target_mean: float | None = None,
+        target_std: float | None = None,
     ) -> None:
         self.problem_type = problem_type
+        # regression: the network trains on standardized targets (a price in thousands would need head
+        # weights in the thousands, which AdamW's steps of about the learning rate never reach) and its
+        # logits leave the engine in the target's units; the final model has the scale folded into its head
+        self.target_mean = float(target_mean) if target_mean is not None else 0.0
+        self.target_std = float(target_std) if target_std is not None else 1.0
         self.n_outputs = n_outputs
         self.n_logits = n_logits_for(problem_type, n_outputs)
         self.device = torch.device(device)
@@ -191,7 +198,7 @@ class Engine:
                 t = F.one_hot(yb, k).float()
             return _knob_targets(t, hp, k)
         if self.problem_type == "regression":
-            return yb.float()
+            return (yb.float() - self.target_mean) / self.target_std
         return _knob_targets(yb.float(), hp, 2)  # each sigmoid output: two classes
 
     def class_weights(self, hp: HParams, y: TensorSet) -> torch.Tensor | None:
@@ -234,11 +241,32 @@ class Engine:
             xb = self.to_input(data.x[i : i + self.eval_batch_size], None, None)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
                 outs.append(net(xb).float().cpu())
-        return torch.cat(outs).numpy() if outs else np.zeros((0, self.n_logits), np.float32)
+        if not outs:
+            return np.zeros((0, self.n_logits), np.float32)
+        return self.to_target_units(torch.cat(outs).numpy())
+
+    def fold_target_units(self, net: nn.Module) -> nn.Module:
+        """Fold the regression target's scale into ``net.head`` (in place), so the network itself predicts
+        in the target's units, as a saved model must; the engine's own :meth:`predict_logits` is for
+        networks it trains, not for a folded one."""
+        if self.problem_type == "regression" and (self.target_mean, self.target_std) != (0.0, 1.0):
+            with torch.no_grad():
+                net.head.weight.mul_(self.target_std)
+                net.head.bias.mul_(self.target_std).add_(self.target_mean)
+        return net
+
+    def to_target_units(self, out: np.ndarray) -> np.ndarray:
+        """A network's raw regression outputs (standardized targets) in the target's units; other tasks'
+        logits unchanged."""
+        if self.problem_type != "regression" or (self.target_mean, self.target_std) == (0.0, 1.0):
+            return out
+        return (out * self.target_std + self.target_mean).astype(np.float32)
 
     def evaluate(self, logits: np.ndarray, data: TensorSet) -> dict[str, float]:
         """Validation loss and metric from logits (no smoothing, no weights)."""
         lt = torch.from_numpy(logits)
+        if self.problem_type == "regression":  # the loss on the scale the network trains on
+            lt = (lt.float() - self.target_mean) / self.target_std
         t = self.soft_targets(data.y, HParams(label_smoothing=0.0, ordinal_loss="ce")).cpu()
         out = {"loss": float(self.loss(lt, t))}
         if self.metric != "loss":
@@ -661,6 +689,8 @@ def make_engine(task: Any, pre: Any, device: str) -> Engine:
         higher_is_better=task.higher_is_better,
         metric_convention=task.metric_convention,
         device=device,
+        target_mean=pre.target_mean,
+        target_std=pre.target_std,
     )
 
 

@@ -447,7 +447,11 @@ def make_preprocessing(data: DatasetBundle, task: TaskSpec, native_missing: bool
         mean, std = xf.mean(0), xf.std(0)
         std = np.where(std < 1e-6, 1.0, std)
         return Preprocessing(
-            input_kind="images", input_shape=list(x.shape[1:]), mean=mean.tolist(), std=std.tolist()
+            input_kind="images",
+            input_shape=list(x.shape[1:]),
+            mean=mean.tolist(),
+            std=std.tolist(),
+            **_target_scale(data, task),
         )
     feats = data.train.features()
     cats = {  # the names behind each categorical column's codes (fixed by the dtype, same in every split)
@@ -479,4 +483,22 @@ def make_preprocessing(data: DatasetBundle, task: TaskSpec, native_missing: bool
         impute=med.tolist(),
         feature_names=[str(c) for c in data.train.X.columns],
         categories=cats,
+        **_target_scale(data, task),
     )
+
+
+def _target_scale(data: DatasetBundle, task: TaskSpec) -> dict[str, float]:
+    """A regression target's train mean and standard deviation, for a network to train on standardized
+    targets (:class:`~closedloop.models.trained.Preprocessing`); nothing for other tasks.
+
+    >>> from closedloop.data.sources.sklearn_datasets import SklearnSource
+    >>> from closedloop.stages.task import DefineTaskConfig, build_task_spec
+    >>> data = SklearnSource(name="diabetes").load(seed=0)
+    >>> {k: round(v) for k, v in _target_scale(data, build_task_spec(DefineTaskConfig(), data)).items()}
+    {'target_mean': 154, 'target_std': 78}
+    """
+    if task.problem_type != "regression":
+        return {}
+    y = np.asarray(data.train.y, np.float64).reshape(-1)
+    std = float(y.std())
+    return {"target_mean": float(y.mean()), "target_std": std if std > 1e-12 else 1.0}

@@ -213,7 +213,9 @@ def final_fit(sess: TrainSession, tuned: TunedConfig) -> tuple[TrainedModel, Fit
         network = nets[0]
     # the deployed model (ensemble included) scores the rows it did not train on
     hold_logits = np.asarray(eng.predict_logits(network.to(eng.device), hold)).reshape(len(hold), -1)
-    network = network.cpu().eval()
+    network = eng.fold_target_units(
+        network.cpu().eval()
+    )  # regression: the saved model predicts in target units
     if tuned.calibration_logits_file and tuned.calibration_labels_file:  # k-fold: out-of-fold predictions
         cal_on = "out_of_fold"
         cal_logits = sess.load_logits(tuned.calibration_logits_file)
