@@ -223,3 +223,30 @@ def test_header_without_rows_names_the_file(tmp_path):
         DataError, match=r"empty\.csv: the file has a header \(a, b, churn\) but no data rows"
     ):
         TabularSource(path=path, target="churn").load(seed=0)
+
+
+def test_numbers_with_a_placeholder_string_are_refused_until_na_values_or_categorical_says_what_it_is(
+    tmp_path,
+):
+    """A UCI-style file marks missing numbers with '?': read as text, the column would become one category per
+    number (and the audit would call it an identifier). Refused, naming the string and both ways out."""
+    df = frame()
+    df["age"] = df["age"].round(1).astype(object)
+    df.loc[[2, 5, 8], "age"] = "?"
+    path = write_csv(tmp_path, df)
+    with pytest.raises(
+        DataError, match=r"column 'age' holds numbers in 55 of 58 rows and the string\(s\) \['\?'\]"
+    ):
+        TabularSource(path=path, target="churn", drop=["id"]).load(seed=0)
+    b = TabularSource(path=path, target="churn", drop=["id"], na_values=["?"]).load(seed=0)
+    assert "age" not in b.meta.categorical_features
+    ages = pd.concat([s.X["age"] for s in b.splits.values()])
+    assert ages.dtype == np.float64 and ages.isna().sum() == 5  # the 2 missing before and the 3 '?'
+    kept = TabularSource(path=path, target="churn", drop=["id"], categorical=["plan", "age"]).load(seed=0)
+    assert "age" in kept.meta.categorical_features
+    # in a parquet file (typed columns) a string equal to one of na_values becomes missing the same way
+    pq = tmp_path / "churn.parquet"
+    frame().assign(plan=lambda d: d["plan"].fillna("?")).to_parquet(pq)
+    b2 = TabularSource(path=str(pq), target="churn", drop=["id"], na_values=["?"]).load(seed=0)
+    n_none = int(frame()["plan"].isna().sum())
+    assert pd.concat([s.X["plan"] for s in b2.splits.values()]).isna().sum() == n_none > 0

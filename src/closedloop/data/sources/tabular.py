@@ -47,18 +47,22 @@ class TabularConfig(SplitFractionsConfig):
     target_type: Literal["auto", "classes", "regression"] = "auto"
     """auto: text/bool targets and numeric ones with at most 20 distinct values are classes, others
     regression."""
+    na_values: list[str] = Field(default_factory=list)
+    """More strings that mark a missing value (besides pandas' defaults: empty, NA, N/A, NaN, null, ...),
+    e.g. ``["?"]`` for UCI-style files."""
     missing_target: Literal["error", "drop"] = "error"
     """Rows without a target value: ``error`` (the default, naming the rows) or ``drop`` them before the
     splits are made; how many were dropped is in ``meta.provenance`` and the audit's provenance line."""
 
 
-def _read(path: Path) -> pd.DataFrame:
+def _read(path: Path, na_values: list[str]) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix in PARQUET_SUFFIXES:
-            return pd.read_parquet(path)
+            df = pd.read_parquet(path)
+            return df.replace(na_values, np.nan) if na_values else df
         if suffix in CSV_SUFFIXES:
-            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", na_values=na_values or None)
     except Exception as exc:  # noqa: BLE001 - parser errors vary by engine; all get one clear message
         raise DataError(f"table {path}: cannot be read: {exc}") from None
     raise DataError(
@@ -71,6 +75,35 @@ def _require_columns(df: pd.DataFrame, names: list[str], *, where: str, field: s
     if missing:
         raise DataError(
             f"{where}: {field} column(s) {missing} not found; the file's columns are {list(map(str, df.columns))}"
+        )
+
+
+MAX_PLACEHOLDERS = 3
+"""At most this many distinct non-numeric strings in a column of numbers read as placeholders for a missing
+value ('?', '-', 'unknown'), not as text."""
+
+
+def _refuse_numbers_read_as_text(col: pd.Series, where: str) -> None:
+    """A column of numbers with a few placeholder strings ('?' for missing, as in UCI files) would be read as
+    text, one category per number: refused, naming the strings and both ways out.
+
+    >>> _refuse_numbers_read_as_text(pd.Series(["1.5", "2", "?"] * 10, name="radius"), "table t.csv")
+    Traceback (most recent call last):
+    ...
+    closedloop.core.errors.DataError: table t.csv: column 'radius' holds numbers in 20 of 30 rows and the string(s) ['?'] in the other 10: read as text, every number would be a category of its own. If ['?'] mark a missing value, set na_values: ['?']; to keep the column as text, list it in categorical
+    """
+    text = col.dropna().astype(str).str.strip()
+    if len(text) < 2 * MAX_PLACEHOLDERS:
+        return
+    numbers = pd.to_numeric(text, errors="coerce")
+    other = text[numbers.isna()]
+    tokens = sorted(other.unique().tolist())
+    if numbers.notna().sum() >= len(text) / 2 and 0 < len(tokens) <= MAX_PLACEHOLDERS:
+        raise DataError(
+            f"{where}: column {col.name!r} holds numbers in {int(numbers.notna().sum())} of {len(text)} rows and "
+            f"the string(s) {tokens} in the other {len(other)}: read as text, every number would be a category "
+            f"of its own. If {tokens} mark a missing value, set na_values: {tokens}; to keep the column as text, "
+            "list it in categorical"
         )
 
 
@@ -115,7 +148,7 @@ class TabularSource(DataSource):
         where = f"table {path}"
         if not path.is_file():
             raise DataError(f"{where}: file not found; expected a CSV or Parquet file")
-        df = _read(path)
+        df = _read(path, cfg.na_values)
         if len(df) == 0:
             raise DataError(
                 f"{where}: the file has a header ({', '.join(map(str, df.columns))}) but no data rows; "
@@ -151,6 +184,8 @@ class TabularSource(DataSource):
                 or pd.api.types.is_string_dtype(X[c].dtype)
                 or isinstance(X[c].dtype, pd.CategoricalDtype)
             ]
+            for c in categorical:
+                _refuse_numbers_read_as_text(X[c], where)
         else:
             categorical = [c for c in cfg.categorical if c in features]
         for c in categorical:
