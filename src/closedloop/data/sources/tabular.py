@@ -55,7 +55,11 @@ class TabularConfig(SplitFractionsConfig):
     splits are made; how many were dropped is in ``meta.provenance`` and the audit's provenance line."""
 
 
-def _read(path: Path, na_values: list[str]) -> pd.DataFrame:
+def read_table(path: Path, na_values: list[str] | None = None) -> pd.DataFrame:
+    """A CSV/TSV or Parquet file as a DataFrame, ``na_values`` read as missing (besides pandas' defaults);
+    a file that cannot be parsed is a :class:`DataError` naming it."""
+    na_values = list(na_values or [])
+    path = Path(path)
     suffix = path.suffix.lower()
     try:
         if suffix in PARQUET_SUFFIXES:
@@ -148,7 +152,7 @@ class TabularSource(DataSource):
         where = f"table {path}"
         if not path.is_file():
             raise DataError(f"{where}: file not found; expected a CSV or Parquet file")
-        df = _read(path, cfg.na_values)
+        df = read_table(path, cfg.na_values)
         if len(df) == 0:
             raise DataError(
                 f"{where}: the file has a header ({', '.join(map(str, df.columns))}) but no data rows; "
@@ -205,6 +209,8 @@ class TabularSource(DataSource):
             "target": cfg.target,
             "target_encoding": how,
         }
+        if cfg.na_values:  # new rows in this file's format (retrain --add-labeled) are read the same way
+            provenance["na_values"] = list(cfg.na_values)
         warnings: list[str] = []
         if dropped:
             provenance["unlabeled_rows_dropped"] = dropped

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -85,10 +86,19 @@ def read_labeled(
         if not xs:
             raise DataError(f"--add-labeled {path}: no images found in class subfolders")
         return np.stack(xs), np.asarray(ys, dtype=bundle.train.y.dtype), len(xs)
-    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    col = label_column if label_column in df else TARGET_COLUMN if TARGET_COLUMN in df else None
+    from closedloop.data.sources.tabular import read_table
+
+    prov = bundle.meta.provenance
+    df = read_table(path, list(prov.get("na_values", [])))  # the training file's missing-value strings
+    # the label column: the one named, else the training table's own target column (new rows in the
+    # training file's format), else the bundle's reserved target column
+    wanted = list(dict.fromkeys(c for c in (label_column, prov.get("target"), TARGET_COLUMN) if c))
+    col = next((c for c in wanted if c in df), None)
     if col is None:
-        raise DataError(f"--add-labeled {path}: no label column {label_column!r}")
+        raise DataError(
+            f"--add-labeled {path}: no label column; looked for {wanted}, the file's columns are "
+            f"{list(map(str, df.columns))[:20]}"
+        )
     y = df.pop(col).to_numpy()
     cols = list(bundle.train.X.columns)
     missing = [c for c in cols if c not in df]
@@ -309,6 +319,49 @@ def resolve_retrain_config(
     return raw, base
 
 
+def default_champion(runs_root: Path) -> Path:
+    """The deployed model's run when ``--champion`` is not given: the latest run under ``runs_root`` that
+    finished with a trained model, leaving out challengers that were not promoted (their ``retrain.json``
+    says ``promote: false``, or their comparison never finished). Before session 28 it was the latest run of
+    any kind, so one failed retrain made the next one compare against a run with no model."""
+    skipped = []
+    for run in sorted((p for p in runs_root.glob("*") if (p / "manifest.json").is_file()), reverse=True):
+        why = _why_not_champion(run)
+        if why is None:
+            return run
+        skipped.append(f"{run.name} ({why})")
+    raise RunDirError(
+        f"no champion under {runs_root}: no finished run with a trained model"
+        + (f" (skipped: {'; '.join(skipped[:5])})" if skipped else "")
+        + "; pass --champion RUN_DIR (the deployed model's run)"
+    )
+
+
+def _why_not_champion(run: Path) -> str | None:
+    import yaml
+
+    try:
+        status = json.loads((run / "summary.json").read_text(encoding="utf-8")).get("status")
+    except (OSError, ValueError):
+        status = None
+    if status != "ok":
+        return f"status {status or 'unknown'}"
+    if not any(run.glob("stages/*/artifacts/*/model.json")):
+        return "no trained model"
+    try:
+        source = (yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}).get("data", {})
+    except (OSError, yaml.YAMLError):
+        source = {}
+    if isinstance(source, dict) and source.get("source") == "augmented":
+        try:
+            promoted = json.loads((run / "retrain.json").read_text(encoding="utf-8")).get("promote")
+        except (OSError, ValueError):
+            return "a retrain challenger whose comparison did not finish"
+        if not promoted:
+            return "a retrain challenger that was not promoted"
+    return None
+
+
 def run_retrain(
     config: str | Path,
     add_labeled: str | Path,
@@ -336,14 +389,7 @@ def run_retrain(
 
     raw, base = resolve_retrain_config(config, add_labeled, overrides)
     runs_root = Path(raw.get("runs_dir", "runs")) / str(raw.get("name"))
-    if champion is None:
-        previous = sorted(p for p in runs_root.glob("*") if (p / "manifest.json").is_file())
-        if not previous:
-            raise RunDirError(
-                f"no champion: no earlier run under {runs_root}; pass --champion RUN_DIR (the deployed model's run)"
-            )
-        champion = previous[-1]
-    champion = Path(champion)
+    champion = Path(champion) if champion is not None else default_champion(runs_root)
     result = Pipeline.from_dict(raw, where=str(config)).run()
     if not result.ok:
         raise RunDirError(f"the challenger run failed: see {result.run_dir}")
