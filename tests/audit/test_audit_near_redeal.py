@@ -18,6 +18,17 @@ from tests.audit.test_audit_stage import run
 from closedloop.stages.audit.near_density import _Looks, _redeal_null, near_excess
 
 
+@pytest.fixture(autouse=True)
+def one_openmp_thread():
+    """Thousands of small nearest-neighbour queries: with two pytest workers on two cores, scikit-learn's
+    OpenMP threads oversubscribe the CPU, and when other work shares the machine their spin-waits made one
+    test run past its 300 s timeout (18 s on a quiet machine; CI, session 28). One thread per worker."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="openmp"):
+        yield
+
+
 def paired(n_pairs: int = 300, seed: int = 0) -> np.ndarray:
     """Points that come in close pairs (0.02 apart), the pairs far from each other."""
     rng = np.random.default_rng(seed)
