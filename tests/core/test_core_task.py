@@ -94,3 +94,29 @@ def test_constraints_and_business_are_carried() -> None:
     assert (
         t.constraints.max_latency_ms == 20 and t.business.cases_per_day == 200 and t.intended_use == "triage"
     )
+
+
+def test_a_tables_target_is_described_by_its_column_and_a_regression_target_as_a_number(tmp_path) -> None:
+    """The report's first line of the task read 'Predict Computers label () from 9 tabular features (regression,
+    1 outputs)' for a price column (session 28): a table names its target column, a regression target is a number."""
+    import pandas as pd
+
+    from closedloop.data.sources.tabular import TabularSource
+    from closedloop.stages.task import DefineTask
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"speed": rng.normal(size=200), "cd": rng.choice(["no", "yes"], 200)})
+    df["price"] = 2000 + 300 * df["speed"] + rng.normal(0, 10, 200)
+    df["deny"] = np.where(df["speed"] > 0, "yes", "no")
+    df.drop(columns=["deny"]).to_csv(tmp_path / "computers.csv", index=False)
+    df.drop(columns=["price"]).to_csv(tmp_path / "hdma.csv", index=False)
+    reg = TabularSource(path=str(tmp_path / "computers.csv"), target="price").load(seed=0)
+    spec = build_task_spec(DefineTaskConfig(), reg)
+    assert spec.target == "computers price (a number)"
+    cls = TabularSource(path=str(tmp_path / "hdma.csv"), target="deny").load(seed=0)
+    assert build_task_spec(DefineTaskConfig(), cls).target == "hdma deny (no, yes)"
+    assert build_task_spec(DefineTaskConfig(target="the sale price"), reg).target == "the sale price"
+    from closedloop.report.html import render_blocks
+
+    html = render_blocks(DefineTask().report(DefineTask.Outputs(task=spec), tmp_path), tmp_path)
+    assert "(regression, 1 output)." in html and "label ()" not in html

@@ -225,7 +225,7 @@ class DefineTask(Stage):
         t = outputs.task
         blocks: list[Any] = [
             Paragraph(
-                f"Predict <b>{t.target}</b> from <b>{t.inputs}</b> ({t.problem_type}, {t.n_outputs} outputs)."
+                f"Predict <b>{t.target}</b> from <b>{t.inputs}</b> ({t.problem_type}, {t.n_outputs} output{'s' if t.n_outputs != 1 else ''})."
             ),
             KeyValues(
                 {
@@ -392,9 +392,13 @@ def build_task_spec(cfg: DefineTaskConfig, data: DatasetBundle) -> TaskSpec:
         inputs_desc = cfg.inputs or f"{input_shape[0]} tabular features"
     if cfg.inputs is None:
         inferred["inputs"] = "from the dataset"
-    target_desc = cfg.target or (
-        f"{data.meta.name} label ({', '.join(label_names[:6])}{'...' if len(label_names) > 6 else ''})"
-    )
+    column = data.meta.provenance.get("target")  # a table's target column, as the user named it
+    if problem == "regression":
+        default_target = f"{data.meta.name} {column or 'target'} (a number)"
+    else:
+        shown = f"{', '.join(label_names[:6])}{'...' if len(label_names) > 6 else ''}"
+        default_target = f"{data.meta.name} {column or 'label'} ({shown})"
+    target_desc = cfg.target or default_target
 
     return TaskSpec(
         problem_type=problem,
