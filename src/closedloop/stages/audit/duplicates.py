@@ -338,7 +338,9 @@ class Duplicates(AuditCheck):
                 continue
             conflict = self._conflicts(sub, splits[a])
             msg = f"{len(sub)} exact duplicate(s) within {a}"
-            what = "target values" if np.asarray(splits[a].y).dtype.kind == "f" else "labels"  # regression: numbers
+            what = (
+                "target values" if np.asarray(splits[a].y).dtype.kind == "f" else "labels"
+            )  # regression: numbers
             msg += f"; {conflict} of them with different {what}" if conflict else ""
             sev = "warning" if conflict or len(sub) / max(len(splits[a]), 1) > 0.01 else "info"
             examples = sub.head(5)[["index_a", "index_b"]].to_dict("records")

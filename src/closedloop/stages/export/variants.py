@@ -67,6 +67,12 @@ class Judge:
         self.cfg, self.task, self.rows, self.p_ref, self.thr, self.seed, self.log = (
             cfg, task, rows, p_ref, threshold, seed, log,
         )  # fmt: skip
+        # the bars (tolerance, int8_max_prob_diff) are in probability and metric units; a regression model's
+        # outputs and errors are in the target's units (prices in thousands), so there they count in
+        # standard deviations of the held-out target: else no int8 regression model could ever pass
+        sd = float(np.std(np.asarray(rows.y, np.float64))) if task.problem_type == "regression" else 0.0
+        self.scale = sd if sd > 0 else 1.0
+        self.scale_text = f" x the held-out target's standard deviation {sd:.4g}" if sd > 0 else ""
 
     def variant(
         self,
@@ -84,8 +90,10 @@ class Judge:
             metric, y, p, self.p_ref, problem, self.thr, n_boot=self.cfg.bootstrap, seed=self.seed
         )
         reasons = []
-        if cmp.loss > self.cfg.tolerance:
-            reasons.append(f"{metric} loses {cmp.loss:.4f} vs fp32 (> tolerance {self.cfg.tolerance})")
+        if cmp.loss > self.cfg.tolerance * self.scale:
+            reasons.append(
+                f"{metric} loses {cmp.loss:.4f} vs fp32 (> tolerance {self.cfg.tolerance}{self.scale_text})"
+            )
         if extra_reason:
             reasons.append(extra_reason)
         reason = "; ".join(reasons) if reasons else None
@@ -245,8 +253,8 @@ def int8_step(
         path,
         logits,
         model.temperature,
-        f"max |P(int8) - P(fp32)| {drift:.4f} > {cfg.int8_max_prob_diff}"
-        if drift > cfg.int8_max_prob_diff
+        f"max |P(int8) - P(fp32)| {drift:.4f} > {cfg.int8_max_prob_diff}{judge.scale_text}"
+        if drift > cfg.int8_max_prob_diff * judge.scale
         else None,
         mode=mode,
         parity_vs_fp32=parity.model_dump(include={"max_abs_diff", "max_rel_diff", "n_violations"}),
