@@ -250,3 +250,43 @@ def test_numbers_with_a_placeholder_string_are_refused_until_na_values_or_catego
     b2 = TabularSource(path=str(pq), target="churn", drop=["id"], na_values=["?"]).load(seed=0)
     n_none = int(frame()["plan"].isna().sum())
     assert pd.concat([s.X["plan"] for s in b2.splits.values()]).isna().sum() == n_none > 0
+
+
+def test_class_order_gives_an_ordinal_target_its_ranks_and_an_alphabetical_one_is_refused(tmp_path):
+    """Text classes are encoded in sorted order: 'low, medium, high' became high < low < medium, and an ordinal
+    task trained on those ranks in silence (session 28). ``class_order`` gives the ranks; the task stage refuses
+    an ordinal task on an alphabetical encoding."""
+    from closedloop.stages.task import DefineTaskConfig, build_task_spec
+
+    df = frame()
+    df["grade"] = np.array(["low", "medium", "high"])[np.arange(len(df)) % 3]
+    path = write_csv(tmp_path, df)
+    plain = TabularSource(path=path, target="grade", drop=["id", "churn"]).load(seed=0)
+    assert plain.meta.label_names == ["high", "low", "medium"]
+    with pytest.raises(
+        ConfigError, match=r"ordinal needs the classes in rank order.*\(high < low < medium\).*class_order"
+    ):
+        build_task_spec(DefineTaskConfig(problem_type="ordinal"), plain)
+    assert (
+        build_task_spec(DefineTaskConfig(), plain).problem_type == "multiclass"
+    )  # nominal: any order will do
+
+    ranked = TabularSource(
+        path=path, target="grade", drop=["id", "churn"], class_order=["low", "medium", "high"]
+    ).load(seed=0)
+    assert ranked.meta.label_names == ["low", "medium", "high"]
+    tr = ranked.splits["train"]
+    grades = df.set_index(df["age"].round(6))["grade"]
+    for x, y in zip(tr.X["age"].round(6), tr.y, strict=True):
+        if not np.isnan(x):
+            assert ["low", "medium", "high"][y] == grades[x]
+    assert build_task_spec(DefineTaskConfig(problem_type="ordinal"), ranked).label_names == [
+        "low",
+        "medium",
+        "high",
+    ]
+    with pytest.raises(
+        DataError,
+        match=r"class_order \['low', 'high'\] must list each of the target's values; .* also holds \['medium'\]",
+    ):
+        TabularSource(path=path, target="grade", class_order=["low", "high"]).load(seed=0)

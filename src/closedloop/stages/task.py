@@ -305,6 +305,15 @@ def build_task_spec(cfg: DefineTaskConfig, data: DatasetBundle) -> TaskSpec:
     problem = cfg.problem_type or inferred_type
     if cfg.problem_type is None:
         inferred["problem_type"] = why
+    from closedloop.data.sources.tabular import ALPHABETICAL  # here: the table source brings pandas
+
+    if problem == "ordinal" and data.meta.provenance.get("target_encoding") == ALPHABETICAL:
+        order = " < ".join(data.meta.label_names)
+        raise ConfigError(
+            f"task.problem_type: ordinal needs the classes in rank order, but dataset {name!r}'s text target was "
+            f"encoded in alphabetical order ({order}); give the ranks with data.class_order (lowest first; "
+            "the alphabetical order too, if it is the rank order)"
+        )
     labels_all = np.concatenate(
         [
             np.asarray(data.train.y).reshape(len(data.train.y), -1),

@@ -50,6 +50,10 @@ class TabularConfig(SplitFractionsConfig):
     na_values: list[str] = Field(default_factory=list)
     """More strings that mark a missing value (besides pandas' defaults: empty, NA, N/A, NaN, null, ...),
     e.g. ``["?"]`` for UCI-style files."""
+    class_order: list[str] | None = None
+    """The target's classes in this order (class ``i`` is ``class_order[i]``), as their values read in the
+    file; default: sorted. An ordinal task needs its ranks in order, which text sorts alphabetically
+    (``[low, medium, high]``, not ``high < low < medium``)."""
     missing_target: Literal["error", "drop"] = "error"
     """Rows without a target value: ``error`` (the default, naming the rows) or ``drop`` them before the
     splits are made; how many were dropped is in ``meta.provenance`` and the audit's provenance line."""
@@ -111,8 +115,13 @@ def _refuse_numbers_read_as_text(col: pd.Series, where: str) -> None:
         )
 
 
+ALPHABETICAL = "classes encoded in alphabetical order of their text"
+"""``provenance['target_encoding']`` of a text target without ``class_order`` (the task stage refuses it for
+an ordinal task: alphabetical order is not a rank order)."""
+
+
 def _encode_target(
-    col: pd.Series, *, target_type: str, where: str
+    col: pd.Series, *, target_type: str, where: str, class_order: list[str] | None = None
 ) -> tuple[np.ndarray, list[str], bool, str]:
     """(y, label_names, regression, how) for the target column."""
     missing = col.isna().to_numpy()
@@ -131,12 +140,28 @@ def _encode_target(
         if not numeric:
             raise DataError(f"{where}: target column {col.name!r} is not numeric; regression needs numbers")
         return col.to_numpy(dtype=np.float64), [], True, "regression (numeric target)"
+    if class_order is not None:
+        text = col.astype(str).str.strip()
+        found = set(text)
+        unknown = sorted(found - set(class_order))
+        absent = [c for c in class_order if c not in found]
+        if unknown:
+            raise DataError(
+                f"{where}: class_order {class_order} must list each of the target's values; the column "
+                f"{col.name!r} also holds {unknown}"
+            )
+        if len(set(class_order)) != len(class_order):
+            raise DataError(f"{where}: class_order {class_order} lists a class twice")
+        index = {v: i for i, v in enumerate(class_order)}
+        how = "classes in the order given by class_order" + (f" ({absent} not in the file)" if absent else "")
+        return text.map(index).to_numpy(dtype=np.int64), list(class_order), False, how
     values = sorted(col.unique().tolist(), key=lambda v: (str(type(v)), v))
     if numeric and values == list(range(len(values))):
         return col.to_numpy(dtype=np.int64), [str(v) for v in values], False, "classes 0..K-1 as given"
     index = {v: i for i, v in enumerate(values)}
     y = col.map(index).to_numpy(dtype=np.int64)
-    return y, [str(v) for v in values], False, "classes encoded in sorted order of their values"
+    how = "classes encoded in sorted order of their values" if numeric else ALPHABETICAL
+    return y, [str(v) for v in values], False, how
 
 
 @register_source("tabular")
@@ -201,7 +226,7 @@ class TabularSource(DataSource):
                 raise DataError(f"{where}: column {c!r} holds text; list it in `categorical` or `drop`")
 
         y, label_names, regression, how = _encode_target(
-            df[cfg.target], target_type=cfg.target_type, where=where
+            df[cfg.target], target_type=cfg.target_type, where=where, class_order=cfg.class_order
         )
         provenance: dict[str, Any] = {
             "file": str(path),
