@@ -310,7 +310,7 @@ def build_task_spec(cfg: DefineTaskConfig, data: DatasetBundle) -> TaskSpec:
     if problem == "ordinal" and data.meta.provenance.get("target_encoding") == ALPHABETICAL:
         order = " < ".join(data.meta.label_names)
         raise ConfigError(
-            f"task.problem_type: ordinal needs the classes in rank order, but dataset {name!r}'s text target was "
+            f"task.problem_type: ordinal needs the classes in rank order, but the text target of dataset {name!r} was "
             f"encoded in alphabetical order ({order}); give the ranks with data.class_order (lowest first; "
             "the alphabetical order too, if it is the rank order)"
         )
