@@ -122,3 +122,24 @@ def test_compare_refuses_a_directory_that_is_not_a_run(tmp_path: Path, capsys) -
     assert main(["compare", str(tmp_path / "plain"), str(a)]) == 2
     assert "not a closedloop run directory (no manifest.json, config.yaml)" in capsys.readouterr().err
     assert main(["runs", str(tmp_path / "plain")]) == 0  # an empty runs directory is not an error
+
+
+def test_a_setting_added_since_the_older_run_is_not_a_config_difference() -> None:
+    """``closedloop compare`` listed ``data.na_values A=(not set) B=[]`` between a run made before the setting
+    existed and one after (session 28): both sides are read with today's defaults first."""
+    from closedloop.report.compare import _with_todays_defaults, config_params
+
+    old = {
+        "name": "computers",
+        "data": {"source": "tabular", "path": "computers.csv", "target": "price"},
+        "stages": [{"kind": "task"}],
+    }
+    new = {**old, "data": {**old["data"], "na_values": [], "class_order": None, "missing_target": "error"}}
+    a, b = config_params(_with_todays_defaults(old)), config_params(_with_todays_defaults(new))
+    assert {k for k in set(a) | set(b) if a.get(k) != b.get(k)} == set()
+    changed = {**old, "data": {**old["data"], "na_values": ["?"]}}
+    c = config_params(_with_todays_defaults(changed))
+    assert {k for k in set(a) | set(c) if a.get(k) != c.get(k)} == {"data.na_values"}
+    assert _with_todays_defaults({"data": {"source": "no-such-source"}}) == {
+        "data": {"source": "no-such-source"}
+    }

@@ -180,6 +180,19 @@ def _paired(
 
 
 # -- the comparison ----------------------------------------------------------------------------------------
+def _with_todays_defaults(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A run's saved config with every default of today's schema filled in, so a setting added since the older
+    run was made (``na_values``, ``class_order``: session 28) is not listed as a difference where the newer run
+    holds only its default. A config today's schema cannot read is compared as saved."""
+    from closedloop.core.pipeline import Pipeline
+
+    try:
+        return Pipeline.from_dict(cfg, where="compare").resolved_config()
+    except Exception:  # noqa: BLE001 - an old or foreign config: compare what was saved
+        return cfg
+
+
+
 def compare_runs(
     run_a: str | Path, run_b: str | Path, *, n_resamples: int = 1000, seed: int = 0
 ) -> Comparison:
@@ -200,7 +213,7 @@ def compare_runs(
             "(or of configs that share data and task)"
         )
     out = Comparison(run_a=str(a), run_b=str(b), dataset=da, task=ta)
-    pa_, pb_ = config_params(ca), config_params(cb)
+    pa_, pb_ = config_params(_with_todays_defaults(ca)), config_params(_with_todays_defaults(cb))
     for k in sorted(set(pa_) | set(pb_)):
         if k != "runs_dir" and pa_.get(k) != pb_.get(k):
             out.config_diffs.append(ConfigDiff(key=k, a=pa_.get(k), b=pb_.get(k)))
