@@ -290,3 +290,41 @@ def test_class_order_gives_an_ordinal_target_its_ranks_and_an_alphabetical_one_i
         match=r"class_order \['low', 'high'\] must list each of the target's values; .* also holds \['medium'\]",
     ):
         TabularSource(path=path, target="grade", class_order=["low", "high"]).load(seed=0)
+
+
+def test_a_list_of_target_columns_is_a_multi_label_target(tmp_path):
+    """A table with several yes/no outcomes (MedExp's physical limitation, poor health, many diseases): each
+    column one label, read as 0/1 (the later of two sorted strings positive), through the task stage as
+    multi-label. Before session 28 a CSV could hold one target column only."""
+    from closedloop.stages.task import DefineTaskConfig, build_task_spec
+
+    df = frame()
+    df["asthma"] = np.where(np.arange(len(df)) % 4 == 0, "yes", "no")
+    df["copd"] = (np.arange(len(df)) % 5 == 0).astype(int)
+    path = write_csv(tmp_path, df)
+    b = TabularSource(path=path, target=["churn", "asthma", "copd"], drop=["id"]).load(seed=0)
+    assert b.meta.label_names == ["churn", "asthma", "copd"] and b.meta.feature_names == [
+        "age",
+        "plan",
+        "active",
+    ]
+    y = np.concatenate([np.asarray(s.y) for s in b.splits.values()])
+    assert y.shape == (60, 3) and y.sum(axis=0).tolist() == [20, 15, 12]
+    assert "asthma ('yes' positive)" in b.meta.provenance["target_encoding"]
+    spec = build_task_spec(DefineTaskConfig(), b)
+    assert spec.problem_type == "multilabel" and spec.n_outputs == 3
+    assert spec.target == "churn labels (churn, asthma, copd)"
+    df.loc[3, "copd"] = 2
+    with pytest.raises(
+        DataError, match=r"multi-label target column 'copd' holds \[0, 1, 2\]; expected two values"
+    ):
+        TabularSource(path=write_csv(tmp_path, df), target=["churn", "copd"], drop=["id"]).load(seed=0)
+    df.loc[3, "copd"] = None
+    with pytest.raises(DataError, match=r"target column 'copd' has 1 missing value"):
+        TabularSource(path=write_csv(tmp_path, df), target=["churn", "copd"], drop=["id"]).load(seed=0)
+    kept = TabularSource(
+        path=write_csv(tmp_path, df), target=["churn", "copd"], drop=["id"], missing_target="drop"
+    ).load(seed=0)
+    assert sum(len(s) for s in kept.splits.values()) == 59
+    with pytest.raises(DataError, match=r"target column 'nope' not found"):
+        TabularSource(path=path, target=["churn", "nope"]).load(seed=0)

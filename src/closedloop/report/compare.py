@@ -192,7 +192,6 @@ def _with_todays_defaults(cfg: dict[str, Any]) -> dict[str, Any]:
         return cfg
 
 
-
 def compare_runs(
     run_a: str | Path, run_b: str | Path, *, n_resamples: int = 1000, seed: int = 0
 ) -> Comparison:

@@ -401,8 +401,10 @@ def build_task_spec(cfg: DefineTaskConfig, data: DatasetBundle) -> TaskSpec:
         inputs_desc = cfg.inputs or f"{input_shape[0]} tabular features"
     if cfg.inputs is None:
         inferred["inputs"] = "from the dataset"
-    column = data.meta.provenance.get("target")  # a table's target column, as the user named it
-    if problem == "regression":
+    column = data.meta.provenance.get("target")  # a table's target column(s), as the user named them
+    if isinstance(column, list):  # a multi-label table: the columns are the labels
+        default_target = f"{data.meta.name} labels ({', '.join(column)})"
+    elif problem == "regression":
         default_target = f"{data.meta.name} {column or 'target'} (a number)"
     else:
         shown = f"{', '.join(label_names[:6])}{'...' if len(label_names) > 6 else ''}"

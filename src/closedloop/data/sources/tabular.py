@@ -35,8 +35,9 @@ class TabularConfig(SplitFractionsConfig):
 
     path: PathStr
     """CSV (.csv, .tsv) or Parquet (.parquet, .pq) file; relative to the working directory."""
-    target: str
-    """Name of the column to predict."""
+    target: str | list[str]
+    """Name of the column to predict; a list of columns is a multi-label target (each column two values:
+    0/1, false/true, or two strings, the later in sorted order being the positive one)."""
     split_column: str | None = None
     """Column whose values (train, val, test) assign each row to a split; without it splits are made
     here (seeded, stratified by class)."""
@@ -115,6 +116,40 @@ def _refuse_numbers_read_as_text(col: pd.Series, where: str) -> None:
         )
 
 
+def _encode_labels(frame: pd.DataFrame, *, where: str) -> tuple[np.ndarray, list[str], str]:
+    """A multi-label target, one column per label: (y as (N, L) 0/1, the column names, how each was read).
+
+    >>> y, names, how = _encode_labels(
+    ...     pd.DataFrame({"asthma": ["no", "yes", "no"], "copd": [0, 0, 1]}), where="t.csv"
+    ... )
+    >>> y.tolist(), names, how
+    ([[0, 0], [1, 0], [0, 1]], ['asthma', 'copd'], "multi-label: asthma ('yes' positive), copd (1 positive)")
+    """
+    cols, said = [], []
+    for name in frame.columns:
+        col = frame[name]
+        if col.isna().any():
+            rows = ", ".join(str(i) for i in np.flatnonzero(col.isna().to_numpy())[:5])
+            raise DataError(
+                f"{where}: target column {name!r} has {int(col.isna().sum())} missing value(s) (rows {rows}); "
+                "expected a label on every row: drop or fill those rows, or set missing_target: drop"
+            )
+        values = sorted(col.unique().tolist(), key=lambda v: (str(type(v)), v))
+        if len(values) > 2 or (len(values) == 2 and pd.api.types.is_numeric_dtype(col) and values != [0, 1]):
+            raise DataError(
+                f"{where}: multi-label target column {name!r} holds {values[:6]}; expected two values per label "
+                "column (0/1, false/true, or two strings: the later in sorted order is the positive one)"
+            )
+        positive = values[-1] if len(values) == 2 else 1
+        cols.append((col == positive).to_numpy(dtype=np.int64))
+        said.append(
+            f"{name} ({positive!r} positive)"
+            if isinstance(positive, str)
+            else f"{name} ({positive} positive)"
+        )
+    return np.stack(cols, axis=1), [str(c) for c in frame.columns], "multi-label: " + ", ".join(said)
+
+
 ALPHABETICAL = "classes encoded in alphabetical order of their text"
 """``provenance['target_encoding']`` of a text target without ``class_order`` (the task stage refuses it for
 an ordinal task: alphabetical order is not a rank order)."""
@@ -184,9 +219,12 @@ class TabularSource(DataSource):
                 "expected one row per example"
             )
         df.columns = [str(c) for c in df.columns]
-        if cfg.target not in df.columns:
+        targets = [cfg.target] if isinstance(cfg.target, str) else list(cfg.target)
+        missing_targets = [t for t in targets if t not in df.columns]
+        if missing_targets:
             raise DataError(
-                f"{where}: target column {cfg.target!r} not found; the file's columns are {list(df.columns)}"
+                f"{where}: target column {', '.join(map(repr, missing_targets))} not found; the file's columns are "
+                f"{list(df.columns)}"
             )
         _require_columns(df, cfg.drop, where=where, field="drop")
         _require_columns(df, list(cfg.categorical or []), where=where, field="categorical")
@@ -194,12 +232,13 @@ class TabularSource(DataSource):
             _require_columns(df, [cfg.split_column], where=where, field="split_column")
         if TARGET_COLUMN in df.columns:
             raise DataError(f"{where}: column name {TARGET_COLUMN!r} is reserved; rename that column")
-        dropped = int(df[cfg.target].isna().sum()) if cfg.missing_target == "drop" else 0
-        df = (df.dropna(subset=[cfg.target]) if dropped else df).reset_index(drop=True)
+        unlabeled = df[targets].isna().any(axis=1)
+        dropped = int(unlabeled.sum()) if cfg.missing_target == "drop" else 0
+        df = (df[~unlabeled] if dropped else df).reset_index(drop=True)
         if len(df) == 0:
             raise DataError(f"{where}: every row's target {cfg.target!r} is missing; expected labeled rows")
 
-        excluded = {cfg.target, *cfg.drop, *([cfg.split_column] if cfg.split_column else [])}
+        excluded = {*targets, *cfg.drop, *([cfg.split_column] if cfg.split_column else [])}
         features = [c for c in df.columns if c not in excluded]
         if not features:
             raise DataError(f"{where}: no feature columns left after removing target, split_column and drop")
@@ -225,9 +264,13 @@ class TabularSource(DataSource):
             if c not in categorical and (X[c].dtype == object or pd.api.types.is_string_dtype(X[c].dtype)):
                 raise DataError(f"{where}: column {c!r} holds text; list it in `categorical` or `drop`")
 
-        y, label_names, regression, how = _encode_target(
-            df[cfg.target], target_type=cfg.target_type, where=where, class_order=cfg.class_order
-        )
+        if len(targets) > 1:
+            y, label_names, how = _encode_labels(df[targets], where=where)
+            regression = False
+        else:
+            y, label_names, regression, how = _encode_target(
+                df[targets[0]], target_type=cfg.target_type, where=where, class_order=cfg.class_order
+            )
         provenance: dict[str, Any] = {
             "file": str(path),
             "rows": len(df),
@@ -273,7 +316,7 @@ class TabularSource(DataSource):
             name=path.stem,
             source="tabular",
             kind="table",
-            task_hint="regression" if regression else None,
+            task_hint="regression" if regression else "multilabel" if len(targets) > 1 else None,
             label_names=label_names,
             feature_names=features,
             categorical_features=categorical,

@@ -92,7 +92,10 @@ def read_labeled(
     df = read_table(path, list(prov.get("na_values", [])))  # the training file's missing-value strings
     # the label column: the one named, else the training table's own target column (new rows in the
     # training file's format), else the bundle's reserved target column
-    wanted = list(dict.fromkeys(c for c in (label_column, prov.get("target"), TARGET_COLUMN) if c))
+    target = (
+        prov.get("target") if isinstance(prov.get("target"), str) else None
+    )  # one column: not multi-label
+    wanted = list(dict.fromkeys(c for c in (label_column, target, TARGET_COLUMN) if c))
     col = next((c for c in wanted if c in df), None)
     if col is None:
         raise DataError(
