@@ -35,6 +35,12 @@ def digits_bundle(
     return DatasetBundle(meta=meta, splits=splits)
 
 
+def one_rung_mlp(width: int = 32, depth: int = 1, epochs: int = 4) -> dict[str, Any]:
+    """TINY train settings with a one-rung MLP ladder (the table tests' small network)."""
+    ladder = [{"width": width, "depth": depth}]
+    return {**TINY, "ladder": ladder, "batch_size": 32, "ladder_epochs": epochs, "max_epochs": epochs}
+
+
 def make_ctx(stage_dir: Path, seed: int = 0) -> RunContext:
     stage_dir.mkdir(parents=True, exist_ok=True)
     return RunContext(

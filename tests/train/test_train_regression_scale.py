@@ -12,7 +12,7 @@ from closedloop.data.bundle import DatasetBundle, DatasetMeta, Split
 from closedloop.stages.task import DefineTaskConfig, build_task_spec
 from closedloop.stages.train import TrainModel
 
-from .conftest import TINY, make_ctx
+from .conftest import make_ctx, one_rung_mlp
 
 
 def price_table(n: int = 600, seed: int = 0) -> DatasetBundle:
@@ -31,14 +31,7 @@ def test_an_mlp_fits_a_target_in_the_thousands_and_its_model_predicts_in_target_
     data = price_table()
     task = build_task_spec(DefineTaskConfig(), data)
     assert task.problem_type == "regression"
-    cfg = {
-        **TINY,
-        "ladder": [{"width": 32, "depth": 1}],
-        "batch_size": 32,
-        "ladder_epochs": 8,
-        "max_epochs": 8,
-    }
-    stage = TrainModel(**cfg)
+    stage = TrainModel(**one_rung_mlp(epochs=8))
     out = stage.execute({"data": data, "task": task}, make_ctx(tmp_path))
     s = stage.summarize(out)
     sanity = next(d for d in s["decisions"] if d["phase"] == "sanity")
@@ -71,14 +64,8 @@ def test_the_export_judges_a_regression_int8_in_standard_deviations_of_the_targe
 
     data = price_table()
     task = build_task_spec(DefineTaskConfig(), data)
-    cfg = {
-        **TINY,
-        # wide enough for static int8 to keep its predictions (a 64x2 net moved one by 0.17 sd: rightly refused)
-        "ladder": [{"width": 256, "depth": 2}],
-        "batch_size": 32,
-        "ladder_epochs": 8,
-        "max_epochs": 8,
-    }
+    # wide enough for static int8 to keep its predictions (a 64x2 net moved one by 0.17 sd: rightly refused)
+    cfg = one_rung_mlp(width=256, depth=2, epochs=8)
     out = TrainModel(**cfg).execute({"data": data, "task": task}, make_ctx(tmp_path / "train"))
     fast = {"latency": {"repeats": 5, "warmup": 1}, "bootstrap": 20, "calibration_samples": 400}
     ctx = RunContext(stage_name="export", stage_dir=tmp_path / "export", seed=0)

@@ -17,7 +17,7 @@ from closedloop.models.trained import TrainedModel
 from closedloop.stages.train import TrainModel
 from closedloop.stages.train.engine import Engine
 
-from .conftest import TINY, digits_bundle, make_ctx
+from .conftest import TINY, digits_bundle, make_ctx, one_rung_mlp
 
 
 @pytest.fixture(scope="module")
@@ -228,14 +228,7 @@ def test_train_table_multiclass_with_mlp(tmp_path) -> None:
         splits[name] = Split(X=df, y=sp.y)
     data = DatasetBundle(meta=DatasetMeta(name="digits-table", source="sklearn", kind="table"), splits=splits)
     task = build_task_spec(DefineTaskConfig(), data)
-    cfg = {
-        **TINY,
-        "ladder": [{"width": 32, "depth": 1}],
-        "batch_size": 32,
-        "ladder_epochs": 4,
-        "max_epochs": 4,
-    }
-    stage = TrainModel(**cfg)
+    stage = TrainModel(**one_rung_mlp())
     out = stage.execute({"data": data, "task": task}, make_ctx(tmp_path))
     s = stage.summarize(out)
     assert s["model"]["family"] == "mlp" and s["beats_baseline"] is None
