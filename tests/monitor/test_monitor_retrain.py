@@ -234,3 +234,21 @@ def test_the_default_champion_is_the_latest_finished_run_not_a_failed_run_or_a_r
         RunDirError, match=r"no finished run with a trained model \(skipped: 20261207-1100 \(status failed\)"
     ):
         default_champion(tmp_path / "only_failed")
+
+
+def test_new_rows_of_a_multi_label_table_keep_each_labels_positive_value(tmp_path):
+    """New labeled rows of a multi-label table come with its label columns; a new file whose 'asthma' column
+    holds only 'yes' must still read 'yes' as positive (the training file's choice, kept in provenance)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame({"dir": rng.random(60).round(3)})
+    rows["asthma"] = np.where(rows["dir"] > 0.5, "yes", "no")
+    rows["copd"] = (rows["dir"] < 0.2).astype(int)
+    rows.to_csv(tmp_path / "t.csv", index=False)
+    rows[rows["asthma"] == "yes"].iloc[:5].to_csv(tmp_path / "new.csv", index=False)
+    base = {"source": "tabular", "path": str(tmp_path / "t.csv"), "target": ["asthma", "copd"]}
+    aug = AugmentedSource({"base": base, "labeled": str(tmp_path / "new.csv")}).load(seed=0)
+    assert aug.meta.provenance["label_positives"] == {"asthma": "yes", "copd": 1}
+    assert np.asarray(aug.train.y)[-5:].tolist() == [[1, 0]] * 5
+    assert list(aug.train.X.columns) == ["dir"]

@@ -116,16 +116,20 @@ def _refuse_numbers_read_as_text(col: pd.Series, where: str) -> None:
         )
 
 
-def _encode_labels(frame: pd.DataFrame, *, where: str) -> tuple[np.ndarray, list[str], str]:
-    """A multi-label target, one column per label: (y as (N, L) 0/1, the column names, how each was read).
+def encode_labels(
+    frame: pd.DataFrame, *, where: str, positives: dict[str, Any] | None = None
+) -> tuple[np.ndarray, list[str], dict[str, Any], str]:
+    """A multi-label target, one column per label: (y as (N, L) 0/1, the column names, each column's positive
+    value, how they were read). ``positives`` (the training file's, from its provenance) fixes the positive
+    values for new rows, whose columns may hold one value only.
 
-    >>> y, names, how = _encode_labels(
-    ...     pd.DataFrame({"asthma": ["no", "yes", "no"], "copd": [0, 0, 1]}), where="t.csv"
-    ... )
-    >>> y.tolist(), names, how
-    ([[0, 0], [1, 0], [0, 1]], ['asthma', 'copd'], "multi-label: asthma ('yes' positive), copd (1 positive)")
+    >>> y, names, positives, how = encode_labels(pd.DataFrame({"asthma": ["no", "yes", "no"], "copd": [0, 0, 1]}), where="t.csv")
+    >>> y.tolist(), names, positives
+    ([[0, 0], [1, 0], [0, 1]], ['asthma', 'copd'], {'asthma': 'yes', 'copd': 1})
+    >>> encode_labels(pd.DataFrame({"asthma": ["yes"], "copd": [0]}), where="new.csv", positives=positives)[0].tolist()
+    [[1, 0]]
     """
-    cols, said = [], []
+    cols, said, found = [], [], {}
     for name in frame.columns:
         col = frame[name]
         if col.isna().any():
@@ -140,14 +144,12 @@ def _encode_labels(frame: pd.DataFrame, *, where: str) -> tuple[np.ndarray, list
                 f"{where}: multi-label target column {name!r} holds {values[:6]}; expected two values per label "
                 "column (0/1, false/true, or two strings: the later in sorted order is the positive one)"
             )
-        positive = values[-1] if len(values) == 2 else 1
+        positive = (positives or {}).get(str(name), values[-1] if len(values) == 2 else 1)
+        found[str(name)] = positive
         cols.append((col == positive).to_numpy(dtype=np.int64))
-        said.append(
-            f"{name} ({positive!r} positive)"
-            if isinstance(positive, str)
-            else f"{name} ({positive} positive)"
-        )
-    return np.stack(cols, axis=1), [str(c) for c in frame.columns], "multi-label: " + ", ".join(said)
+        said.append(f"{name} ({positive!r} positive)")
+    how = "multi-label: " + ", ".join(said)
+    return np.stack(cols, axis=1), [str(c) for c in frame.columns], found, how
 
 
 ALPHABETICAL = "classes encoded in alphabetical order of their text"
@@ -265,7 +267,7 @@ class TabularSource(DataSource):
                 raise DataError(f"{where}: column {c!r} holds text; list it in `categorical` or `drop`")
 
         if len(targets) > 1:
-            y, label_names, how = _encode_labels(df[targets], where=where)
+            y, label_names, positives, how = encode_labels(df[targets], where=where)
             regression = False
         else:
             y, label_names, regression, how = _encode_target(
@@ -277,6 +279,8 @@ class TabularSource(DataSource):
             "target": cfg.target,
             "target_encoding": how,
         }
+        if len(targets) > 1:  # new rows (retrain --add-labeled) read each label with the same positive value
+            provenance["label_positives"] = positives
         if cfg.na_values:  # new rows in this file's format (retrain --add-labeled) are read the same way
             provenance["na_values"] = list(cfg.na_values)
         warnings: list[str] = []

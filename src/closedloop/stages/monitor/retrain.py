@@ -92,17 +92,23 @@ def read_labeled(
     df = read_table(path, list(prov.get("na_values", [])))  # the training file's missing-value strings
     # the label column: the one named, else the training table's own target column (new rows in the
     # training file's format), else the bundle's reserved target column
-    target = (
-        prov.get("target") if isinstance(prov.get("target"), str) else None
-    )  # one column: not multi-label
-    wanted = list(dict.fromkeys(c for c in (label_column, target, TARGET_COLUMN) if c))
-    col = next((c for c in wanted if c in df), None)
-    if col is None:
-        raise DataError(
-            f"--add-labeled {path}: no label column; looked for {wanted}, the file's columns are "
-            f"{list(map(str, df.columns))[:20]}"
-        )
-    y = df.pop(col).to_numpy()
+    target = prov.get("target")
+    if isinstance(target, list) and all(t in df for t in target):  # a multi-label table: its label columns
+        from closedloop.data.sources.tabular import encode_labels
+
+        y = encode_labels(df[target], where=f"--add-labeled {path}", positives=prov.get("label_positives"))[0]
+        df = df.drop(columns=target)
+    else:
+        one = target if isinstance(target, str) else None
+        wanted = list(dict.fromkeys(c for c in (label_column, one, TARGET_COLUMN) if c))
+        col = next((c for c in wanted if c in df), None)
+        if col is None:
+            looked = wanted + ([f"the label columns {target}"] if isinstance(target, list) else [])
+            raise DataError(
+                f"--add-labeled {path}: no label column; looked for {looked}, the file's columns are "
+                f"{list(map(str, df.columns))[:20]}"
+            )
+        y = df.pop(col).to_numpy()
     cols = list(bundle.train.X.columns)
     missing = [c for c in cols if c not in df]
     if missing:
