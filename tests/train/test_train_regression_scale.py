@@ -74,3 +74,36 @@ def test_the_export_judges_a_regression_int8_in_standard_deviations_of_the_targe
     int8 = s["int8"]
     assert int8["accepted"], (int8, s["fp32"])
     assert abs(int8["metrics"]["rmse"] - s["fp32"]["metrics"]["rmse"]) < 0.05 * np.std(data.val.y)
+
+
+def test_a_served_price_model_answers_in_prices_under_value(tmp_path) -> None:
+    """The whole loop on a CSV of prices: the served model's ``/predict`` answers each row's predicted price
+    under ``value`` (``label`` carries the same number, as before), in the target's units."""
+    from fastapi.testclient import TestClient
+
+    from closedloop.core.pipeline import Pipeline
+    from closedloop.serving.app import create_app
+
+    data = price_table(n=400)
+    frame = pd.concat([data.splits[s].X.assign(price=np.asarray(data.splits[s].y)) for s in data.splits])
+    frame.to_csv(tmp_path / "prices.csv", index=False)
+    train = one_rung_mlp(width=64, depth=2, epochs=8)
+    raw = {
+        "name": "prices",
+        "runs_dir": str(tmp_path / "runs"),
+        "data": {"source": "tabular", "path": str(tmp_path / "prices.csv"), "target": "price"},
+        "stages": [
+            {"kind": "task"},
+            {"kind": "train", "params": train},
+            {"kind": "export", "params": {"quantize": "none"}},
+        ],
+    }
+    run = Pipeline.from_dict(raw).run()
+    assert run.ok, run.run_dir
+    client = TestClient(create_app(run.run_dir, log_dir=str(tmp_path / "log")))
+    rows = frame.drop(columns=["price"]).iloc[:3].to_dict("records")
+    answer = client.post("/predict", json=rows)
+    assert answer.status_code == 200, answer.text
+    preds = answer.json()["predictions"]
+    for p, truth in zip(preds, frame["price"].iloc[:3], strict=True):
+        assert p["value"] == p["label"] and abs(p["value"] - truth) < 300  # a price (spread about 470)
