@@ -381,7 +381,9 @@ def _predictions(name: str, scored: Any) -> dict[str, Any]:
     preds = []
     for i, (row, label) in enumerate(zip(scored.proba.tolist(), scored.labels, strict=True)):
         entry: dict[str, Any] = {"index": i, "label": label}
-        if model.problem_type == "regression":  # a number, not a class: named as one (label kept for old clients)
+        if (
+            model.problem_type == "regression"
+        ):  # a number, not a class: named as one (label kept for old clients)
             entry["value"] = float(row[0]) if isinstance(row, list) else float(row)
         else:
             entry["probabilities"] = dict(zip(names, row, strict=False)) if names else row
