@@ -116,6 +116,16 @@ def _refuse_numbers_read_as_text(col: pd.Series, where: str) -> None:
         )
 
 
+def _refuse_missing_target(col: pd.Series, where: str) -> None:
+    missing = col.isna().to_numpy()
+    if missing.any():
+        rows = ", ".join(str(i) for i in np.flatnonzero(missing)[:5])
+        raise DataError(
+            f"{where}: target column {col.name!r} has {int(missing.sum())} missing value(s) (rows {rows}); "
+            "expected a label on every row: drop or fill those rows, or set missing_target: drop"
+        )
+
+
 def encode_labels(
     frame: pd.DataFrame, *, where: str, positives: dict[str, Any] | None = None
 ) -> tuple[np.ndarray, list[str], dict[str, Any], str]:
@@ -132,12 +142,7 @@ def encode_labels(
     cols, said, found = [], [], {}
     for name in frame.columns:
         col = frame[name]
-        if col.isna().any():
-            rows = ", ".join(str(i) for i in np.flatnonzero(col.isna().to_numpy())[:5])
-            raise DataError(
-                f"{where}: target column {name!r} has {int(col.isna().sum())} missing value(s) (rows {rows}); "
-                "expected a label on every row: drop or fill those rows, or set missing_target: drop"
-            )
+        _refuse_missing_target(col, where)
         values = sorted(col.unique().tolist(), key=lambda v: (str(type(v)), v))
         if len(values) > 2 or (len(values) == 2 and pd.api.types.is_numeric_dtype(col) and values != [0, 1]):
             raise DataError(
@@ -161,13 +166,7 @@ def _encode_target(
     col: pd.Series, *, target_type: str, where: str, class_order: list[str] | None = None
 ) -> tuple[np.ndarray, list[str], bool, str]:
     """(y, label_names, regression, how) for the target column."""
-    missing = col.isna().to_numpy()
-    if missing.any():
-        rows = ", ".join(str(i) for i in np.flatnonzero(missing)[:5])
-        raise DataError(
-            f"{where}: target column {col.name!r} has {int(missing.sum())} missing value(s) (rows {rows}); "
-            "expected a label on every row: drop or fill those rows, or set missing_target: drop"
-        )
+    _refuse_missing_target(col, where)
     numeric = pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype)
     if target_type == "regression" or (
         target_type == "auto"
