@@ -120,3 +120,52 @@ def test_a_tables_target_is_described_by_its_column_and_a_regression_target_as_a
 
     html = render_blocks(DefineTask().report(DefineTask.Outputs(task=spec), tmp_path), tmp_path)
     assert "(regression, 1 output)." in html and "label ()" not in html
+
+
+def _ordinal(source: str = "test") -> DatasetBundle:
+    rng = np.random.default_rng(1)
+    splits = {
+        s: Split(X=rng.normal(size=(300, 3)).astype(np.float32), y=rng.integers(0, 4, 300).astype(np.int64))
+        for s in ("train", "val", "test")
+    }
+    return DatasetBundle(
+        meta=DatasetMeta(name="grades", source=source, kind="table", task_hint="ordinal"), splits=splits
+    )
+
+
+def test_an_ordinal_task_is_scored_by_its_ranks_not_like_a_multiclass_one() -> None:
+    """Ordinal tables were scored like multi-class ones (session 28): a grade two ranks off counted as one
+    rank off. An ordinal task's primary metric is the quadratic weighted kappa, the mean absolute rank
+    error beside it; MedMNIST's ordinal task keeps MedMNIST's AUC and ACC first and reports both too."""
+    t = build_task_spec(DefineTaskConfig(), _ordinal())
+    assert t.problem_type == "ordinal" and t.primary_metric == "qwk" and t.higher_is_better
+    assert t.metrics[:2] == ["qwk", "mae"] and "balanced_accuracy" in t.metrics
+    assert "quadratic weighted kappa" in t.inferred["primary_metric"]
+    med = _ordinal(source="medmnist")
+    med.meta.task_hint = "ordinal-regression"
+    m = build_task_spec(DefineTaskConfig(), med)
+    assert m.primary_metric == "auc" and m.metrics[:2] == ["auc", "acc"] and {"qwk", "mae"} <= set(m.metrics)
+    assert "mean absolute rank error" in m.inferred["primary_metric"]
+    mae = build_task_spec(DefineTaskConfig(metric="mae"), _ordinal())
+    assert mae.primary_metric == "mae" and not mae.higher_is_better
+    nominal = build_task_spec(DefineTaskConfig(problem_type="multiclass"), _ordinal())
+    assert "qwk" not in nominal.metrics and nominal.primary_metric in ("acc", "balanced_accuracy")
+
+
+def _regression() -> DatasetBundle:
+    rng = np.random.default_rng(2)
+    splits = {s: Split(X=rng.normal(size=(100, 2)), y=rng.normal(size=100)) for s in ("train", "val", "test")}
+    return DatasetBundle(
+        meta=DatasetMeta(name="r", source="test", kind="table", task_hint="regression"), splits=splits
+    )
+
+
+def test_a_metric_the_problem_type_does_not_define_is_refused_at_the_task() -> None:
+    with pytest.raises(
+        ConfigError, match=r"metric 'qwk' is not defined for a multiclass task; valid there: auc"
+    ):
+        build_task_spec(DefineTaskConfig(metric="qwk"), digits_bundle())
+    with pytest.raises(ConfigError, match=r"metric 'rmse' is not defined for a binary task"):
+        build_task_spec(DefineTaskConfig(metrics=["auc", "rmse"]), _binary(0.5))
+    with pytest.raises(ConfigError, match=r"metric 'auc' is not defined for a regression task"):
+        build_task_spec(DefineTaskConfig(acceptance={"auc": 0.8}), _regression())

@@ -23,6 +23,14 @@ def test_each_metric_names_its_decision_rule() -> None:
     std = label_operating_points(m, "binary", "standard", 0.073)
     assert std["acc"]["decided_at"] == "shipped threshold 0.073"
     assert label_operating_points(m, "multiclass", "standard", None)["acc"]["decided_at"] == "argmax"
+    # an ordinal rank error is the argmax class's distance; a regression error has no decision in it
+    ranks = {k: {"value": 0.3, "ci95": [0.2, 0.4]} for k in ("mae", "rmse", "qwk")}
+    assert {v["decided_at"] for v in label_operating_points(ranks, "ordinal", "standard", None).values()} == {
+        "argmax"
+    }
+    assert label_operating_points({"mae": ranks["mae"]}, "regression", "standard", None)["mae"][
+        "decided_at"
+    ] == ("threshold-free")
     # the report's acceptance table and per-day panel carry the label
     assert _on_test(Figure.model_validate(med["acc"])) == (
         "test, at 0.5 (MedMNIST convention, not the shipped threshold)"

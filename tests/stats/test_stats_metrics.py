@@ -9,7 +9,7 @@ from sklearn import metrics as skm
 
 from closedloop.core.errors import ClosedLoopError, DataError
 from closedloop.stats.errors import StatsError
-from closedloop.stats.metrics import METRICS, compute_metric, compute_metrics
+from closedloop.stats.metrics import METRICS, compute_metric, compute_metrics, make_metric
 
 RNG = np.random.default_rng(42)
 
@@ -57,7 +57,7 @@ def test_binary_matches_sklearn() -> None:
     y, P = _binary()
     p = P[:, 1]
     pred = p >= 0.5
-    r = compute_metrics(list(METRICS.keys() - {"rmse", "mae"}), y, P, "binary")
+    r = compute_metrics(list(METRICS.keys() - {"rmse", "mae", "qwk"}), y, P, "binary")
     assert r["auc"] == pytest.approx(skm.roc_auc_score(y, p), abs=1e-12)
     assert r["pr_auc"] == pytest.approx(skm.average_precision_score(y, p), abs=1e-12)
     assert r["acc"] == pytest.approx(skm.accuracy_score(y, pred))
@@ -135,3 +135,37 @@ def test_bad_input_messages() -> None:
     # the error is a ValueError for plain callers and a ClosedLoopError/DataError for the CLI
     assert issubclass(StatsError, ValueError) and issubclass(StatsError, DataError)
     assert issubclass(StatsError, ClosedLoopError)
+
+
+def test_qwk_is_scikit_learns_quadratic_kappa_in_every_bootstrap_row() -> None:
+    """The quadratic weighted kappa of an ordinal task: the point value and each weighted (bootstrap) row
+    equal scikit-learn's ``cohen_kappa_score(weights="quadratic")`` on the argmax ranks, rows repeated."""
+    for k in (3, 5):
+        y = RNG.integers(0, k, 250)
+        P = RNG.dirichlet(np.ones(k), 250)
+        P[np.arange(250), np.clip(y + RNG.integers(-1, 2, 250), 0, k - 1)] += 0.5
+        pred = P.argmax(axis=1)
+        want = skm.cohen_kappa_score(y, pred, weights="quadratic")
+        assert compute_metric("qwk", y, P, "ordinal") == pytest.approx(want, abs=1e-12)
+        m = make_metric("qwk", "ordinal")
+        W = RNG.multinomial(250, np.full(250, 1 / 250), size=3).astype(float)
+        rows = m.weighted(*m.prepare(y, P), W)
+        for b in range(3):
+            reps = W[b].astype(int)
+            want_b = skm.cohen_kappa_score(np.repeat(y, reps), np.repeat(pred, reps), weights="quadratic")
+            assert rows[b] == pytest.approx(want_b, abs=1e-12)
+    # two ranks off costs four times one rank off: kappa falls further for the farther error
+    y = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2])
+    near, far = y.copy(), y.copy()
+    near[0], far[0] = 1, 2
+    eye = np.eye(3)
+    assert compute_metric("qwk", y, eye[near], "ordinal") > compute_metric("qwk", y, eye[far], "ordinal")
+    assert compute_metric("acc", y, eye[near], "ordinal") == compute_metric("acc", y, eye[far], "ordinal")
+    # one class everywhere: chance and skill cannot be told apart
+    assert np.isnan(compute_metric("qwk", np.zeros(5, int), np.tile([0.9, 0.1], (5, 1)), "ordinal"))
+
+
+def test_rank_metrics_are_refused_where_the_classes_have_no_order() -> None:
+    for problem in ("binary", "multiclass", "multilabel"):
+        with pytest.raises(StatsError, match=rf"'qwk' is not defined for {problem} tasks; valid there: auc"):
+            make_metric("qwk", problem)

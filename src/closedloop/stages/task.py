@@ -31,6 +31,7 @@ from closedloop.core.io import sha256_file
 from closedloop.core.registry import register_stage
 from closedloop.core.stage import RunContext, Stage, StageIO
 from closedloop.data.bundle import DatasetBundle
+from closedloop.stats.metrics import METRICS, higher_is_better, metrics_for
 
 __all__ = [  # the records live in closedloop.artifacts.task (below the stages); named here as before
     "Business",
@@ -65,7 +66,7 @@ class DefineTaskConfig(StageConfig):
     positive_class: int | None = None
     """Index of the positive class for binary tasks (default 1)."""
     metric: str | None = None
-    """Primary metric (auc, acc, pr_auc, f1, balanced_accuracy, rmse, mae); chosen by rule when omitted."""
+    """Primary metric (auc, acc, pr_auc, f1, balanced_accuracy, rmse, mae, qwk); chosen by rule when omitted."""
     metrics: list[str] | None = None
     """All metrics to report (default: by rule, primary first)."""
     acceptance: dict[str, float] = Field(default_factory=dict)
@@ -124,13 +125,27 @@ def choose_metrics(
     if problem == "multilabel":
         return "auc", ["auc", "acc"], "multi-label: mean per-label ROC AUC (and mean per-label accuracy)"
     imbalanced = share < threshold if problem == "binary" else (min(counts) / max(max(counts), 1)) < threshold
+    # an ordinal error two ranks off is worse than one rank off; accuracy and AUC cannot tell them apart
+    ranked = ["qwk", "mae"] if problem == "ordinal" else []
     if medmnist:
         extra = ["pr_auc", "f1", "balanced_accuracy"] if imbalanced else ["balanced_accuracy"]
         return (
             "auc",
-            ["auc", "acc", *extra],
+            ["auc", "acc", *extra, *ranked],
             "MedMNIST task: AUC and ACC as MedMNIST defines them"
-            + (f"; minority class is {share:.0%}, so PR AUC and F1 are reported too" if imbalanced else ""),
+            + (f"; minority class is {share:.0%}, so PR AUC and F1 are reported too" if imbalanced else "")
+            + (
+                "; ordinal, so the quadratic weighted kappa and the mean absolute rank error too"
+                if ranked
+                else ""
+            ),
+        )
+    if problem == "ordinal":
+        return (
+            "qwk",
+            ["qwk", "mae", "balanced_accuracy", "auc", "acc"],
+            "ordinal: quadratic weighted kappa (an error costs its distance in ranks squared; chance scores 0), "
+            "the mean absolute rank error beside it",
         )
     if problem == "binary":
         if imbalanced:
@@ -368,7 +383,7 @@ def build_task_spec(cfg: DefineTaskConfig, data: DatasetBundle) -> TaskSpec:
     if cfg.metrics is not None:
         metrics = list(cfg.metrics)
     metrics = [primary, *(m for m in metrics if m != primary)]
-    _check_metric_names([primary, *metrics, *cfg.acceptance])
+    _check_metric_names([primary, *metrics, *cfg.acceptance], problem)
 
     positive = None
     if problem == "binary":
@@ -423,7 +438,7 @@ def build_task_spec(cfg: DefineTaskConfig, data: DatasetBundle) -> TaskSpec:
         primary_metric=primary,
         metrics=list(dict.fromkeys(metrics)),
         metric_convention="medmnist" if medmnist else "standard",
-        higher_is_better=primary not in ("rmse", "mae", "ece", "log_loss"),
+        higher_is_better=higher_is_better(primary),
         acceptance=dict(cfg.acceptance),
         references=list(cfg.references),
         constraints=cfg.constraints,
@@ -436,24 +451,10 @@ def build_task_spec(cfg: DefineTaskConfig, data: DatasetBundle) -> TaskSpec:
     )
 
 
-KNOWN_METRICS = (
-    "auc",
-    "acc",
-    "pr_auc",
-    "f1",
-    "precision",
-    "recall",
-    "balanced_accuracy",
-    "rmse",
-    "mae",
-    "ece",
-    "log_loss",
-)
+KNOWN_METRICS = tuple(METRICS)
 
 
-def _check_metric_names(names: list[str]) -> None:
-    from closedloop.core.errors import ConfigError
-
+def _check_metric_names(names: list[str], problem: str) -> None:
     for n in names:
         if n not in KNOWN_METRICS:
             import difflib
@@ -461,4 +462,9 @@ def _check_metric_names(names: list[str]) -> None:
             hint = difflib.get_close_matches(n, KNOWN_METRICS, n=1)
             raise ConfigError(
                 f"stage 'task': unknown metric {n!r}{f' (did you mean {hint[0]!r}?)' if hint else ''}; valid: {', '.join(KNOWN_METRICS)}"
+            )
+        if n not in metrics_for(problem):
+            raise ConfigError(
+                f"stage 'task': metric {n!r} is not defined for a {problem} task; valid there: "
+                f"{', '.join(metrics_for(problem))}"
             )

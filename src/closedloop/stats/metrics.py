@@ -53,16 +53,19 @@ METRICS: dict[str, str] = {
     "balanced_accuracy": "mean of per-class recalls",
     "rmse": "root mean squared error (ordinal: of the predicted class index)",
     "mae": "mean absolute error (ordinal: of the predicted class index)",
+    "qwk": "quadratic weighted kappa of the predicted class index (ordinal: an error costs its distance in ranks squared; 0 is chance, 1 perfect)",
     "ece": "expected calibration error, 15 equal-width bins of top-label confidence",
     "log_loss": "cross-entropy of the predicted probabilities",
 }
 
 LOWER_IS_BETTER = frozenset({"rmse", "mae", "ece", "log_loss"})
+# rank distances (rmse, mae, qwk) mean something only where the classes have an order
+_RANKED = frozenset({"rmse", "mae", "qwk"})
 _ALLOWED: dict[str, frozenset[str]] = {
-    "binary": frozenset(METRICS) - {"rmse", "mae"},
-    "multiclass": frozenset(METRICS) - {"rmse", "mae"},
+    "binary": frozenset(METRICS) - _RANKED,
+    "multiclass": frozenset(METRICS) - _RANKED,
     "ordinal": frozenset(METRICS),
-    "multilabel": frozenset(METRICS) - {"rmse", "mae"},
+    "multilabel": frozenset(METRICS) - _RANKED,
     "regression": frozenset({"rmse", "mae"}),
 }
 ECE_BINS = 15
@@ -85,6 +88,16 @@ def check_metric_name(name: str) -> None:
             f"unknown metric {name!r}{f' (did you mean {hint[0]!r}?)' if hint else ''}; "
             f"valid metrics: {', '.join(METRICS)}"
         )
+
+
+def metrics_for(problem_type: str) -> list[str]:
+    """The metrics defined for ``problem_type``, in :data:`METRICS` order.
+
+    >>> metrics_for("regression")
+    ['rmse', 'mae']
+    """
+    _check_problem(problem_type)
+    return [m for m in METRICS if m in _ALLOWED[problem_type]]
 
 
 def _check_problem(problem_type: str) -> None:
@@ -282,6 +295,8 @@ def _multiclass_w(name: str, y: np.ndarray, P: np.ndarray, W: np.ndarray) -> np.
     if name in ("rmse", "mae"):
         err = pred.astype(np.float64) - y
         return np.sqrt(_mean_w(err**2, W)) if name == "rmse" else _mean_w(np.abs(err), W)
+    if name == "qwk":
+        return _qwk_w(y, pred, k, W)
     if name == "ece":
         return _ece_w(P.max(axis=1), pred == y, W)
     if name == "log_loss":
@@ -305,6 +320,19 @@ def _multiclass_w(name: str, y: np.ndarray, P: np.ndarray, W: np.ndarray) -> np.
     else:  # pragma: no cover
         raise StatsError(f"metric {name!r} is not defined for multi-class tasks")
     return _div(np.where(present, per, 0.0).sum(axis=1), present.sum(axis=1).astype(np.float64))
+
+
+def _qwk_w(y: np.ndarray, pred: np.ndarray, k: int, W: np.ndarray) -> np.ndarray:
+    """Quadratic weighted kappa, ``1 - sum(w O) / sum(w E)`` with ``w = (i - j)^2``: ``O`` the weighted
+    confusion matrix of each row of W, ``E`` the one its margins give by chance. NaN where every
+    example (and prediction) is one class, as then chance cannot be told from skill."""
+    pair = np.zeros((len(y), k * k))
+    pair[np.arange(len(y)), y * k + pred] = 1.0
+    observed = (W @ pair).reshape(-1, k, k)
+    total = np.where(observed.sum(axis=(1, 2)) > 0, observed.sum(axis=(1, 2)), 1.0)
+    chance = np.einsum("bi,bj->bij", observed.sum(axis=2), observed.sum(axis=1)) / total[:, None, None]
+    cost = (np.arange(k)[:, None] - np.arange(k)[None, :]) ** 2.0
+    return 1.0 - _div((observed * cost).sum(axis=(1, 2)), (chance * cost).sum(axis=(1, 2)))
 
 
 def _regression_w(name: str, y: np.ndarray, p: np.ndarray, W: np.ndarray) -> np.ndarray:
@@ -340,7 +368,7 @@ class Metric:
         if self.name not in _ALLOWED[self.problem_type]:
             raise StatsError(
                 f"metric {self.name!r} is not defined for {self.problem_type} tasks; "
-                f"valid there: {', '.join(m for m in METRICS if m in _ALLOWED[self.problem_type])}"
+                f"valid there: {', '.join(metrics_for(self.problem_type))}"
             )
         if self.threshold is not None and not 0.0 <= float(self.threshold) <= 1.0:
             raise StatsError(f"threshold must be within [0, 1], got {self.threshold}")

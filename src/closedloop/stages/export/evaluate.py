@@ -11,8 +11,7 @@ from typing import Any
 import numpy as np
 
 from closedloop.artifacts.export import MetricComparison
-
-LOWER_IS_BETTER = {"rmse", "mae", "log_loss", "ece"}
+from closedloop.stats.metrics import LOWER_IS_BETTER, compute_metric
 
 
 def metric_value(
@@ -74,6 +73,9 @@ def metric_value(
             "precision": lambda: M.precision_score(yi, pred, average="macro", zero_division=0),
             "recall": lambda: M.recall_score(yi, pred, average="macro", zero_division=0),
         }
+        if problem == "ordinal":  # distances in ranks, as the stats package defines them
+            for rank_metric in ("rmse", "mae", "qwk"):
+                table[rank_metric] = lambda m=rank_metric: compute_metric(m, yi, proba, "ordinal")
     if name not in table:
         raise KeyError(name)
     return float(table[name]())

@@ -39,8 +39,8 @@ def label_operating_points(
     t = 0.5 if threshold is None else float(threshold)
     out = {}
     for name, m in metrics.items():
-        if name in THRESHOLD_FREE:
-            at = "threshold-free"
+        if name in THRESHOLD_FREE and not (problem_type == "ordinal" and name in ("rmse", "mae")):
+            at = "threshold-free"  # an ordinal rank error is the argmax class's distance
         elif problem_type not in ("binary", "multilabel"):
             at = "argmax"
         elif name == "acc" and convention == "medmnist":
