@@ -17,7 +17,9 @@ from scipy.stats import rankdata
 
 from closedloop.monitoring.drift.predictions import confidences, predicted_classes
 
-SUPPORTED = ("acc", "auc", "balanced_accuracy")
+SUPPORTED = ("acc", "auc", "balanced_accuracy", "qwk", "mae")
+RANKED = ("qwk", "mae")
+"""Estimated for ordinal tasks only: distances between ranks."""
 
 
 def _auc_from_ranks(ranks: np.ndarray, Y: np.ndarray) -> np.ndarray:
@@ -55,6 +57,12 @@ def _metric_from_labels(metric: str, y: np.ndarray, proba: np.ndarray, problem: 
         vals = [roc_auc_score(y[:, k], proba[:, k]) for k in range(y.shape[1]) if 0 < y[:, k].sum() < len(y)]
         return float(np.mean(vals)) if vals else float("nan")
     yy = y.reshape(-1).astype(int)
+    if metric in RANKED:
+        if problem != "ordinal":
+            return float("nan")
+        from closedloop.stats.metrics import compute_metric
+
+        return compute_metric(metric, yy, proba, "ordinal")
     pred = predicted_classes(proba, problem, thr)
     if metric == "acc":
         return float((pred == yy).mean())
@@ -107,9 +115,11 @@ def estimate(
     sims = _simulate_labels(proba, problem, draws, rng)
     pred = predicted_classes(proba, problem, threshold) if problem != "multilabel" else None
     for m in metrics:
-        if m not in SUPPORTED:
+        if m not in SUPPORTED or (m in RANKED and problem != "ordinal"):
             continue
-        if m == "acc":
+        if m in RANKED:
+            value, dist = _expected_rank_metric(m, proba, pred, sims)
+        elif m == "acc":
             if problem == "multilabel":
                 value = float(np.maximum(proba, 1 - proba).mean())
                 dist = ((proba[None] >= 0.5) == sims).mean(axis=(1, 2))
@@ -159,6 +169,29 @@ def estimate(
         low, high = np.quantile(dist, [0.025, 0.975]) if len(dist) else (np.nan, np.nan)
         out[m] = {"value": float(value), "low": float(low), "high": float(high)}
     return out
+
+
+def _expected_rank_metric(
+    metric: str, proba: np.ndarray, pred: np.ndarray, sims: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """An ordinal task's mean absolute rank error or quadratic weighted kappa: the value from the expected
+    confusion matrix (true rank drawn from each row's probabilities, the predicted rank fixed), the spread from
+    the simulated labels ``sims`` (D, N)."""
+    from closedloop.stats.metrics import make_metric
+
+    k = proba.shape[1]
+    ranks = np.arange(k)
+    if metric == "mae":
+        value = float((proba * np.abs(ranks[None, :] - pred[:, None])).sum(axis=1).mean())
+        return value, np.abs(sims - pred[None]).mean(axis=1)
+    qwk = make_metric("qwk", "ordinal")
+    onehot_pred = np.eye(k)[pred]
+    # the expected confusion matrix as weights: row b of W is one (true rank, predicted rank) cell per example
+    expected = qwk.weighted(np.repeat(ranks, len(pred)), np.tile(onehot_pred, (k, 1)), proba.T.reshape(1, -1))
+    per_draw = np.array(
+        [qwk.weighted(sims[d], onehot_pred, np.ones((1, len(pred))))[0] for d in range(len(sims))]
+    )
+    return float(expected[0]), per_draw
 
 
 def reliability(

@@ -61,7 +61,13 @@ class ProductionLabels:
         return np.isin(self.selected_by.astype(str), list(RANDOM_SOURCES))
 
 
-def _labels_to_index(raw: np.ndarray, names: list[str], path: Path) -> np.ndarray:
+def labels_to_index(raw: np.ndarray, names: list[str], path: Path) -> np.ndarray:
+    """Class indices from labels given as class names (``Premium``) or indices; anything else is refused,
+    naming the file and the task's classes.
+
+    >>> labels_to_index(np.array(["Good", "Fair"]), ["Fair", "Good"], Path("prod.csv")).tolist()
+    [1, 0]
+    """
     raw = np.asarray(raw).reshape(-1)
     if raw.dtype.kind in "OUS":
         text = raw.astype(str)
@@ -117,7 +123,7 @@ def read_production_labels(path: str | Path, label_names: list[str]) -> Producti
         raise DataError(f"{path}: {len(X)} samples but {n} labels")
     if n == 0:
         raise DataError(f"{path}: no labeled samples")
-    y = _labels_to_index(raw, label_names, path)
+    y = labels_to_index(raw, label_names, path)
     for k, v in extra.items():
         if np.ndim(v) != 0 and len(v) != n:
             raise DataError(f"{path}: '{k}' has {len(v)} entries for {n} samples")
