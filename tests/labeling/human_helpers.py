@@ -15,10 +15,11 @@ from monitor_helpers import digits_setup  # noqa: E402
 from closedloop.stages.task import DefineTaskConfig, build_task_spec  # noqa: E402
 
 
-def make_model_run(root: Path, name: str = "demo") -> Path:
-    """``root/<name>/20260101-000000-abcdef12`` holding task, data (digits, 400 val) and model."""
+def make_model_run(root: Path, name: str = "demo", problem_type: str | None = None) -> Path:
+    """``root/<name>/20260101-000000-abcdef12`` holding task, data (digits, 400 val) and model;
+    ``problem_type="ordinal"`` reads the digits 0-9 as ranks."""
     data, model = digits_setup(n_train=600, steps=60)
-    task = build_task_spec(DefineTaskConfig(), data)
+    task = build_task_spec(DefineTaskConfig(problem_type=problem_type), data)
     run = root / name / "20260101-000000-abcdef12"
     stages = []
     for i, (stage, port, art, typ) in enumerate(

@@ -113,3 +113,44 @@ def test_rescore_against_another_runs_model(run: Path, tmp_path: Path, capsys) -
     capsys.readouterr()
     assert main(["human-baseline", "--score", str(hb), "--run", str(bad), "--no-publish"]) == 2
     assert "does not hold the items of this human baseline" in capsys.readouterr().err
+
+
+def test_an_ordinal_tasks_graders_are_compared_on_their_distance_in_ranks(tmp_path: Path, capsys) -> None:
+    """Two graders with the same accuracy: one is off by a rank where wrong, the other by five. Accuracy cannot
+    tell them apart; the quadratic weighted kappa and the mean absolute rank error can, and the verdict on mae
+    (lower is better) reads the right way round."""
+    run = make_model_run(tmp_path / "runs", "grades", problem_type="ordinal")
+    hb = tmp_path / "hb"
+    assert main(["human-baseline", str(run), "--n", "60", "--out", str(hb), "--annotators", "near,far"]) == 0
+    q = load_queue(hb / "queue")
+    held = pd.read_csv(hb / "heldback.csv", dtype={"id": str, "label": str}).set_index("id")
+    store = LabelStore(q.dir / "labels.csv", q.ids, q.classes)
+    for who, off in (("near", 1), ("far", 5)):
+        for k, item in enumerate(q.assignments[who]):
+            lab = int(held.loc[item, "label"])
+            if k % 2 == 0:
+                lab = lab - off if lab + off > 9 else lab + off
+            store.append(item, [str(lab)], "labeled", who)
+    scores = {}
+    for who in ("near", "far"):
+        assert (
+            main(
+                ["human-baseline", "--score", str(hb), "--annotator", who, "--metric", "mae", "--no-publish"]
+            )
+            == 0
+        )
+        res = json.loads((hb / "human_reference.json").read_text())
+        scores[who] = res["reference"]
+    capsys.readouterr()
+    assert scores["near"]["metrics"]["acc"] == scores["far"]["metrics"]["acc"] == 0.5
+    assert scores["near"]["metrics"]["mae"] == pytest.approx(0.5) and scores["far"]["metrics"][
+        "mae"
+    ] == pytest.approx(2.5)
+    assert scores["near"]["metrics"]["qwk"] > scores["far"]["metrics"]["qwk"]
+    far = scores["far"]["comparison"]
+    assert far["metric"] == "mae" and far["delta"] < 0 and far["verdict"] == "better"  # the model errs less
+    assert main(["human-baseline", "--score", str(hb), "--metric", "rmse"]) != 0
+    assert (
+        "--metric rmse: for this ordinal task the human level is compared on acc, balanced_accuracy, qwk, mae"
+        in (capsys.readouterr().err)
+    )

@@ -221,7 +221,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         metavar="RUN",
         help="with --score: compare this run's model (e.g. a retrained one) on the same items",
     )
-    h.add_argument("--metric", default="acc", help="with --score: acc or balanced_accuracy (the verdict)")
+    h.add_argument(
+        "--metric",
+        default="acc",
+        help="with --score: acc or balanced_accuracy, for an ordinal task also qwk or mae (the verdict)",
+    )
     h.add_argument(
         "--no-publish", action="store_true", help="with --score: do not write into the pipeline's runs folder"
     )

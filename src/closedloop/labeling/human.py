@@ -219,8 +219,19 @@ def create_human_baseline(
 
 
 # -- scoring ---------------------------------------------------------------------------------------------
-HARD_LABEL_METRICS = ("acc", "balanced_accuracy", "f1", "precision", "recall")
+HARD_LABEL_METRICS = ("acc", "balanced_accuracy", "f1", "precision", "recall", "qwk", "mae")
 """Metrics defined for a hard label (a person gives a class, not a score)."""
+RANKED = ("qwk", "mae")
+"""An ordinal task's graders are compared on distances in ranks too: a grade one off is a nearer miss."""
+
+
+def compared_metrics(problem: str) -> tuple[str, ...]:
+    """The metrics a person and the model are compared on.
+
+    >>> compared_metrics("ordinal")
+    ('acc', 'balanced_accuracy', 'qwk', 'mae')
+    """
+    return ("acc", "balanced_accuracy", *(RANKED if problem == "ordinal" else ()))
 
 
 def wilson(k: int, n: int, z: float = 1.959963984540054) -> list[float]:
@@ -246,7 +257,8 @@ def _metrics(
 
     out: dict[str, MetricCI] = {}
     arg = P[:, 1] if problem == "binary" else P
-    wanted = ["acc", "balanced_accuracy"] + ([primary] if primary in HARD_LABEL_METRICS[2:] else [])
+    wanted = list(compared_metrics(problem))
+    wanted += [primary] if primary in HARD_LABEL_METRICS[2:] and primary not in wanted else []
     for k, v in metrics_with_ci(
         wanted, y, arg, problem, threshold=threshold, n_resamples=n_boot, seed=seed
     ).items():
@@ -304,9 +316,10 @@ def _probs_of_run(
 Verdict = Literal["better", "not_distinguishable", "worse"]
 
 
-def _verdict(delta: float, p: float, alpha: float = 0.05) -> Verdict:
+def _verdict(delta: float, p: float, higher_is_better: bool = True, alpha: float = 0.05) -> Verdict:
+    """The model against the person: ``delta`` is the model's value minus the person's."""
     if p < alpha:
-        return "better" if delta > 0 else "worse"
+        return "better" if (delta > 0) == higher_is_better else "worse"
     return "not_distinguishable"
 
 
@@ -338,8 +351,11 @@ def score_human_baseline(
             f"{out}: no {PLAN} and {HELDBACK}; expected a folder made by 'closedloop human-baseline RUN --out DIR'"
         )
     plan = HumanBaselinePlan.model_validate(read_json(out / PLAN))
-    if metric not in ("acc", "balanced_accuracy"):
-        raise ConfigError(f"--metric {metric}: the human level is compared on 'acc' or 'balanced_accuracy'")
+    if metric not in compared_metrics(plan.problem_type):
+        raise ConfigError(
+            f"--metric {metric}: for this {plan.problem_type} task the human level is compared on "
+            f"{', '.join(compared_metrics(plan.problem_type))}"
+        )
     queue = load_queue(out / QUEUE_SUBDIR)
     held = pd.read_csv(out / HELDBACK, dtype={"id": str, "label": str})
     names = plan.label_names
@@ -400,7 +416,7 @@ def score_human_baseline(
         f"{len(y)} {plan.split} items drawn at random (seed {plan.seed}) from the {plan.n_pool} the model never "
         f"trained on ({plan.evaluated_on})"
     )
-    for m in ("acc", "balanced_accuracy"):
+    for m in compared_metrics(problem):
         a = M[:, 1] if problem == "binary" else M
         b = H[:, 1] if problem == "binary" else H
         r = compare(
@@ -423,7 +439,7 @@ def score_human_baseline(
                 ci95=[float(v) for v in r.ci95],
                 p_value=float(r.p_value),
                 method=r.method,
-                verdict=_verdict(r.delta, r.p_value),
+                verdict=_verdict(r.delta, r.p_value, r.higher_is_better),
                 evaluated_on=on,
                 model_run=model_run,
             )
