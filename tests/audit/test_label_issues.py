@@ -241,3 +241,29 @@ def test_review_after_training_on_a_holdout_reranks_val_and_says_so(tmp_path: Pa
     assert (
         review_after_training(tmp_path, {"val_logits_file": "val.npy"}, data, "regression", tmp_path) is None
     )
+
+
+def test_an_ordinal_targets_suspects_say_how_many_are_one_rank_off(tmp_path: Path) -> None:
+    """Grades from a latent score cut at thresholds: the rows confident learning flags sit mostly at the cuts,
+    one rank from the grade it suggests; the finding says how many, so a reader does not read them as
+    wrong labels alone."""
+    rng = np.random.default_rng(0)
+    n = 900
+    df = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n)})
+    latent = df.a + 0.5 * df.b + rng.normal(scale=0.4, size=n)
+    y = np.digitize(latent, [-1.0, 0.0, 1.0]).astype(np.int64)
+    data = bundle(df, y, kind="table")
+    data.meta.label_names = ["D", "C", "B", "A"]
+    with_val = DatasetBundle(
+        meta=data.meta, splits={**data.splits, "val": Split(df, y), "test": Split(df, y)}
+    )
+    task = build_task_spec(DefineTaskConfig(problem_type="ordinal"), with_val)
+    ctx = AuditContext(RunContext(stage_name="audit", stage_dir=tmp_path, seed=0), data)
+    ctx.current_check = "label_issues"
+    res = LabelIssues({"models": ["hgb"]}).run(data, task, ctx)
+    flagged = res.tables["label_issues"]
+    near = int((np.abs(flagged["given_label"] - flagged["suggested_label"]) == 1).sum())
+    assert len(flagged) > 20 and res.metrics["one_rank_from_suggested"] == near and near >= 0.8 * len(flagged)
+    assert f"Ordinal target: {near} of the {len(flagged)}" in res.findings[-1].message
+    nominal = LabelIssues({"models": ["hgb"]}).run(data, None, ctx)
+    assert "one_rank_from_suggested" not in nominal.metrics

@@ -282,6 +282,15 @@ class LabelIssues(AuditCheck):
                 f"{cfg.uninformative_ratio:g}). The models know too little about the labels to tell label errors "
                 "from cases the features cannot separate."
             )
+        if task is not None and task.problem_type == "ordinal" and len(df):
+            # ranks are class indices: a grade one from the suggested one is a near miss, which graders and
+            # features confuse more often than they mislabel outright
+            near = int((np.abs(df["given_label"].to_numpy() - df["suggested_label"].to_numpy()) == 1).sum())
+            res.metrics["one_rank_from_suggested"] = near
+            said += (
+                f" Ordinal target: {near} of the {len(df)} ({near / len(df):.0%}) are one rank from the suggested "
+                "grade, where neighbouring grades the features cannot separate are as likely as wrong labels."
+            )
         res.findings.append(self.finding(sev, said, top=df.head(10).to_dict("records")))
         if data.kind == "images" and len(df):
             names = list(task.label_names) if task is not None else list(data.meta.label_names)
