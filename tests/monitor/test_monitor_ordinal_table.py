@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
 
 from closedloop.cli import main
@@ -51,6 +52,20 @@ def test_a_text_ordinal_target_is_scored_by_its_ranks_in_training_and_in_the_mon
     assert task["primary_metric"] == "qwk" and task["metrics"][:2] == ["qwk", "mae"]
     assert train["test"]["qwk"]["decided_at"] == "argmax" and train["test"]["qwk"]["value"] > 0.5
     assert train["test"]["mae"]["value"] < 0.5  # in ranks: most grades right, the rest one off
+    # the test confusion matrix: counts that give the reported accuracy and rank error, drawn in the report
+    conf = train["test_confusion"]
+    counts = np.array(conf["counts"])
+    assert conf["labels"] == GRADES and conf["decided_at"] == "argmax" and conf["evaluated_on"] == "test"
+    assert np.trace(counts) / counts.sum() == pytest.approx(train["test"]["acc"]["value"])
+    i, j = np.indices(counts.shape)
+    assert (counts * abs(i - j)).sum() / counts.sum() == pytest.approx(train["test"]["mae"]["value"])
+    wrong = int(counts.sum() - np.trace(counts))
+    assert any(
+        d["decision"].startswith(f"ordinal errors on test: {wrong} of {counts.sum()} rows wrong")
+        for d in train["decisions"]
+    )
+    assert list(run.glob("stages/*_train/figures/confusion.png"))
+    assert "Confusion matrix on the test split" in (run / "report.html").read_text()
 
     prod = _table(300, 1)  # the same population, grades as text
     prod.to_csv(tmp_path / "prod.csv", index=False)

@@ -81,3 +81,30 @@ class PerDay(_Record):
     sentence: str
     sentence_with_intervals: str
     evaluated_on: str = "test"
+
+
+class Confusion(_Record):
+    """Single-label tasks: counts of (true class, predicted class) on one split, rows true, columns predicted.
+
+    >>> c = Confusion(labels=["low", "mid", "high"], counts=[[5, 1, 0], [1, 4, 1], [0, 2, 6]], decided_at="argmax")
+    >>> c.n, c.errors_by_distance()
+    (20, {1: 5, 2: 0})
+    """
+
+    labels: list[str]
+    counts: list[list[int]]
+    decided_at: str
+    """``argmax`` or ``shipped threshold 0.42``: the decision that made each prediction a class."""
+    evaluated_on: str = "test"
+
+    @property
+    def n(self) -> int:
+        return int(sum(map(sum, self.counts)))
+
+    def errors_by_distance(self) -> dict[int, int]:
+        """Wrong predictions by their distance in ranks from the true class (an ordinal task's reading)."""
+        k = len(self.counts)
+        return {
+            d: sum(self.counts[i][j] for i in range(k) for j in range(k) if abs(i - j) == d)
+            for d in range(1, k)
+        }

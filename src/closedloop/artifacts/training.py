@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from closedloop.artifacts.figures import Figure, PerDay
+from closedloop.artifacts.figures import Confusion, Figure, PerDay
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -209,6 +209,8 @@ class FinalOutcome(FinalFit):
     test_ece: float | None = None
     per_day: PerDay | None = None
     """Binary tasks: per-day counts on test (``evaluated_on: test``); the report's first screen reads it."""
+    test_confusion: Confusion | None = None
+    """Single-label tasks: the deployed model's confusion matrix on test, at its deployed decisions."""
 
 
 class FamilyRow(Outcome):

@@ -224,3 +224,37 @@ def importance(path: str, imp: dict[str, float]) -> None:
     ax.set_xlabel("importance (fANOVA share of variance)")
     ax.set_title("What each knob mattered", y=TITLE_Y)
     _save(fig, path, plt, left_in=0.3 + 0.08 * max((len(n) for n in names), default=4))  # the knob names
+
+
+@_drawn
+def confusion(path: str, counts: list[list[int]], labels: list[str], title: str) -> None:
+    """Rows the true class, columns the predicted one; each cell's colour is its share of the row (the
+    recall of the diagonal), its text the count, so a rare class's errors show as clearly as a common one's."""
+    import numpy as np
+
+    plt = _plt()
+    c = np.asarray(counts, dtype=float)
+    k = len(c)
+    share = c / np.maximum(c.sum(axis=1, keepdims=True), 1)
+    side = min(1.2 + 0.5 * k, 7.0)
+    fig, ax = plt.subplots(figsize=(side + 1.2, side))
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    short = [str(n)[:12] for n in labels]
+    ax.set_xticks(range(k), short, rotation=45 if max(map(len, short)) > 3 else 0, ha="right", fontsize=7)
+    ax.set_yticks(range(k), short, fontsize=7)
+    if k <= 15:
+        for i in range(k):
+            for j in range(k):
+                ax.text(
+                    j,
+                    i,
+                    f"{int(c[i, j])}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if share[i, j] > 0.6 else "black",
+                )
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, y=TITLE_Y, fontsize=8)
+    _save(fig, path, plt, left_in=0.4 + 0.07 * max(map(len, short)), bbox_inches="tight")

@@ -174,8 +174,8 @@ class TrainSession:
         beat_baseline comparison's seconds per resampled row and model, times the final evaluation's
         resampled rows: every task metric on validation, held-out and test, the per-day framing and
         the paired test comparison, at ``n_bootstrap`` resamples), its predictions (validation and
-        test rows at the latest validation pass's measured seconds per row) and its figure (the
-        measured draw), times :data:`RESERVE_MARGIN`. Before the comparison is measured,
+        test rows at the latest validation pass's measured seconds per row) and its figures (the
+        measured draw each), times :data:`RESERVE_MARGIN`. Before the comparison is measured,
         :data:`RESERVE_SHARE` of the last phase's budget."""
         cmp_s = self.ctx.timings.get(COMPARISON_SECONDS)
         n_val = len(self.val)
@@ -189,13 +189,15 @@ class TrainSession:
         boot = per_row * rows * self.cfg.n_bootstrap
         row_s = float(self.ctx.timings.get(EVAL_ROW_SECONDS) or 0.0)
         predict = row_s * (n_val + n_test)
-        figure = float(self.ctx.timings.get(DRAW_SECONDS, 0.0))
+        # the final fit's loss curve, and for a single-label task the test confusion matrix
+        n_figures = 2 if self.task.problem_type in ("binary", "multiclass", "ordinal") else 1
+        figure = n_figures * float(self.ctx.timings.get(DRAW_SECONDS, 0.0))
         seconds = RESERVE_MARGIN * (boot + predict + figure)
         how = (
             f"measured: bootstrap {boot:.1f} s ({rows * self.cfg.n_bootstrap:,} resampled rows at the "
             f"beat_baseline comparison's {per_row * 1e6:.2g} us each), predictions {predict:.1f} s "
             f"({n_val + n_test} rows at the latest validation pass's {row_s * 1e3:.2g} ms each), "
-            f"figure {figure:.1f} s, "
+            f"{n_figures} figure(s) {figure:.1f} s, "
             f"x {RESERVE_MARGIN:g}"
         )
         return Reserve(seconds, how, True)

@@ -400,6 +400,9 @@ class TrainModel(Stage):
             else [s.model_dump(mode="json") for s in tune.knob_gains_skipped],
             "cross_validation": R.cv_summary(ev.phases.get("cross_validate")),
             "feature_importance": R.importance_summary(ev.feature_importance),
+            "test_confusion": None
+            if final is None or final.test_confusion is None
+            else final.test_confusion.model_dump(mode="json"),
             "families": family_summary(ev.families),
             "label_review": review_summary(
                 None if ev.label_review is None else ev.label_review.model_dump(mode="json")

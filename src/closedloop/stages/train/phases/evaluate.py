@@ -25,6 +25,8 @@ class Evaluation:
     test_ece: float | None = None
     per_day: dict[str, Any] | None = None
     """Binary tasks: caught / missed / false alarms per day on test (``stats.business.per_day``)."""
+    confusion: dict[str, Any] | None = None
+    """Single-label tasks: the confusion matrix on test at the deployed decisions (``Confusion``)."""
     beats_baseline: dict[str, Any] | None = None
 
 
@@ -49,6 +51,25 @@ def label_operating_points(
             at = f"shipped threshold {t:.4g}"
         out[name] = {**m, "decided_at": at} if isinstance(m, dict) else m
     return out
+
+
+def confusion_on_test(
+    y: np.ndarray, proba: np.ndarray, task: Any, threshold: float | None
+) -> dict[str, Any] | None:
+    """The confusion matrix of a single-label task at the deployed decisions (binary: the shipped threshold;
+    otherwise the argmax), as a :class:`~closedloop.artifacts.figures.Confusion`'s fields; None for others."""
+    if task.problem_type not in ("binary", "multiclass", "ordinal"):
+        return None
+    k = proba.shape[1]
+    if task.problem_type == "binary":
+        t = 0.5 if threshold is None else float(threshold)
+        pred, rule = (proba[:, 1] >= t).astype(np.int64), f"shipped threshold {t:.4g}"
+    else:
+        pred, rule = proba.argmax(axis=1), "argmax"
+    counts = np.zeros((k, k), dtype=np.int64)
+    np.add.at(counts, (y.reshape(-1).astype(np.int64), pred), 1)
+    names = [str(n) for n in task.label_names] if len(task.label_names) == k else [str(i) for i in range(k)]
+    return {"labels": names, "counts": counts.tolist(), "decided_at": rule, "evaluated_on": "test"}
 
 
 def refit_for_test(sess: TrainSession) -> Any:
@@ -108,6 +129,7 @@ def evaluate_on_test(
         return label_operating_points(d, task.problem_type, task.metric_convention, model.threshold)
 
     out = Evaluation(val=label(val), heldout=label(heldout), test=label(test), n_test=len(test_split))
+    out.confusion = confusion_on_test(np.asarray(test_split.y), p_test, task, model.threshold)
     if task.problem_type == "binary":
         from closedloop.stages.train.calibration import expected_calibration_error
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from closedloop.artifacts.figures import Confusion
 from closedloop.core.errors import StageFailedError
 from closedloop.models.trained import ModelSpec, TrainedModel, logits_to_proba
 from closedloop.stages.train import plots
@@ -75,6 +76,8 @@ class Final(Phase):
                 sess, model, fitted.val_proba, fitted.heldout_proba, sess.baseline, refitted
             )
             sess.selection = selection_evidence(sess, tuned)
+        if ev.confusion is not None:
+            self._show_confusion(sess, Confusion.model_validate(ev.confusion))
         sess.model = model
         sess.beats_baseline = ev.beats_baseline
         return FinalOutcome(
@@ -84,7 +87,25 @@ class Final(Phase):
             heldout=ev.heldout,
             test_ece=ev.test_ece,
             per_day=ev.per_day,
+            test_confusion=ev.confusion,
         )
+
+    @staticmethod
+    def _show_confusion(sess: TrainSession, c: Confusion) -> None:
+        """The test confusion matrix as a figure, and for an ordinal task how far its errors land."""
+        caption = f"Confusion matrix on the test split ({c.n} rows, opened once; decided at {c.decided_at})"
+        plots.confusion(
+            sess.figure("confusion.png", caption, "final"), c.counts, c.labels, "Test: true vs predicted"
+        )
+        if sess.task.problem_type == "ordinal":
+            far = c.errors_by_distance()
+            wrong = sum(far.values())
+            parts = ", ".join(f"{n} {d} rank{'s' if d > 1 else ''} off" for d, n in far.items() if n)
+            sess.decide(
+                "final",
+                f"ordinal errors on test: {wrong} of {c.n} rows wrong" + (f": {parts}" if parts else ""),
+                {"errors_by_distance": far, "n": c.n, "evaluated_on": "test"},
+            )
 
 
 @dataclass
