@@ -17,7 +17,7 @@ Each run: task -> baseline -> train (``preset: quick``, ``family: [lgbm, mlp]``,
 test qwk, mae, and the old rule's metric, each with its 95% bootstrap interval from the train stage; then the
 paired differences (new rule minus old) over all (target, seed), mean and standard error. Then a lead that is
 not a feature: the qwk rule's model deciding each grade by its expected rank rounded instead of the argmax, where
-validation qwk prefers that, judged on test.
+qwk on its held-out validation rows (never trained on) prefers that, judged on test.
 
     python benchmarks/bench_ordinal_metric.py [--seeds 0 1 2 3 4 5] [--targets cut color clarity]
 """
@@ -94,17 +94,25 @@ def run(csv: Path, target: str, seed: int, metric: str | None, runs: Path) -> di
 
 def decision_rules(run_dir: Path) -> dict[str, dict[str, dict[str, float]]]:
     """A lead, not a feature: the deployed model's grade taken as the argmax (what closedloop ships) or as its
-    expected rank rounded, scored on validation (where a rule would be chosen) and on test (where it is judged)."""
+    expected rank rounded, scored on the validation rows the deployed model never trained on (its held-out
+    rows, where a rule would be chosen) and on test (where it is judged)."""
+    from closedloop.artifacts.heldout import HeldOut
     from closedloop.data.bundle import DatasetBundle
     from closedloop.models.trained import TrainedModel
     from closedloop.stats.metrics import compute_metric
 
     model = TrainedModel.load(next(run_dir.glob("stages/*_train/artifacts/model")))
     data = DatasetBundle.load(next(run_dir.glob("stages/*_data/artifacts/data")))
+    held = HeldOut.of(model.info)
+    if held is None or held.evaluated_on == "trained_on":
+        raise SystemExit(f"{run_dir}: the deployed model has no held-out validation rows to choose a rule on")
     out: dict[str, dict[str, dict[str, float]]] = {}
     for split in ("val", "test"):
-        P = model.predict_proba(data.splits[split].X)
-        y = np.asarray(data.splits[split].y)
+        X, y = data.splits[split].X, np.asarray(data.splits[split].y)
+        if split == "val":
+            rows = np.asarray(held.indices, dtype=np.int64)
+            X, y = (X.iloc[rows] if hasattr(X, "iloc") else X[rows]), y[rows]
+        P = model.predict_proba(X)
         eye = np.eye(P.shape[1])
         picks = {"argmax": P.argmax(axis=1), "expected": np.rint(P @ np.arange(P.shape[1])).astype(int)}
         out[split] = {
@@ -161,7 +169,7 @@ def main() -> None:
                     lead[m].append(rules["test"][pick][m] - rules["test"]["argmax"][m])
                 lead["picked"].append(pick == "expected")
                 print(
-                    f"{'':7s}         lead, qwk rule's model: validation qwk argmax "
+                    f"{'':7s}         lead, qwk rule's model: held-out qwk argmax "
                     f"{rules['val']['argmax']['qwk']:.4f} / expected rank {rules['val']['expected']['qwk']:.4f} -> "
                     f"{pick}; test qwk {rules['test'][pick]['qwk']:.4f} vs argmax {rules['test']['argmax']['qwk']:.4f}"
                 )
