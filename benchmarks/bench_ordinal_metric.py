@@ -190,7 +190,7 @@ def main() -> None:
         )
     picked = int(sum(lead["picked"]))
     print(
-        f"\n# a lead (not shipped): the qwk rule's model deciding by its expected rank, rounded, where validation qwk "
+        f"\n# a lead (not shipped): the qwk rule's model deciding by its expected rank, rounded, where held-out validation qwk "
         f"prefers it ({picked} of {n}); test, minus the argmax it ships:"
     )
     for m in ("qwk", "mae", "acc"):
