@@ -28,6 +28,7 @@ from closedloop.core.run_reader import RunDir
 from closedloop.labeling.blind import HELDBACK, QUEUE_SUBDIR, make_blind_queue
 from closedloop.labeling.queue import load_queue
 from closedloop.labeling.store import LabelStore
+from closedloop.stats.metrics import ORDINAL_METRICS
 
 PLAN = "baseline.json"
 RESULT = "human_reference.json"
@@ -219,19 +220,18 @@ def create_human_baseline(
 
 
 # -- scoring ---------------------------------------------------------------------------------------------
-HARD_LABEL_METRICS = ("acc", "balanced_accuracy", "f1", "precision", "recall", "qwk", "mae")
+HARD_LABEL_METRICS = ("acc", "balanced_accuracy", "f1", "precision", "recall", *ORDINAL_METRICS)
 """Metrics defined for a hard label (a person gives a class, not a score)."""
-RANKED = ("qwk", "mae")
-"""An ordinal task's graders are compared on distances in ranks too: a grade one off is a nearer miss."""
 
 
 def compared_metrics(problem: str) -> tuple[str, ...]:
-    """The metrics a person and the model are compared on.
+    """The metrics a person and the model are compared on; an ordinal task's graders on distances in ranks
+    too (a grade one off is a nearer miss).
 
     >>> compared_metrics("ordinal")
     ('acc', 'balanced_accuracy', 'qwk', 'mae')
     """
-    return ("acc", "balanced_accuracy", *(RANKED if problem == "ordinal" else ()))
+    return ("acc", "balanced_accuracy", *(ORDINAL_METRICS if problem == "ordinal" else ()))
 
 
 def wilson(k: int, n: int, z: float = 1.959963984540054) -> list[float]:

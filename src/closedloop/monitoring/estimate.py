@@ -16,9 +16,10 @@ import numpy as np
 from scipy.stats import rankdata
 
 from closedloop.monitoring.drift.predictions import confidences, predicted_classes
+from closedloop.stats.metrics import ORDINAL_METRICS
 
-SUPPORTED = ("acc", "auc", "balanced_accuracy", "qwk", "mae")
-RANKED = ("qwk", "mae")
+SUPPORTED = ("acc", "auc", "balanced_accuracy", *ORDINAL_METRICS)
+RANKED = ORDINAL_METRICS
 """Estimated for ordinal tasks only: distances between ranks."""
 
 

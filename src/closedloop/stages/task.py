@@ -31,7 +31,7 @@ from closedloop.core.io import sha256_file
 from closedloop.core.registry import register_stage
 from closedloop.core.stage import RunContext, Stage, StageIO
 from closedloop.data.bundle import DatasetBundle
-from closedloop.stats.metrics import METRICS, higher_is_better, metrics_for
+from closedloop.stats.metrics import METRICS, ORDINAL_METRICS, higher_is_better, metrics_for
 
 __all__ = [  # the records live in closedloop.artifacts.task (below the stages); named here as before
     "Business",
@@ -126,7 +126,7 @@ def choose_metrics(
         return "auc", ["auc", "acc"], "multi-label: mean per-label ROC AUC (and mean per-label accuracy)"
     imbalanced = share < threshold if problem == "binary" else (min(counts) / max(max(counts), 1)) < threshold
     # an ordinal error two ranks off is worse than one rank off; accuracy and AUC cannot tell them apart
-    ranked = ["qwk", "mae"] if problem == "ordinal" else []
+    ranked = list(ORDINAL_METRICS) if problem == "ordinal" else []
     if medmnist:
         extra = ["pr_auc", "f1", "balanced_accuracy"] if imbalanced else ["balanced_accuracy"]
         return (
@@ -143,7 +143,7 @@ def choose_metrics(
     if problem == "ordinal":
         return (
             "qwk",
-            ["qwk", "mae", "balanced_accuracy", "auc", "acc"],
+            [*ORDINAL_METRICS, "balanced_accuracy", "auc", "acc"],
             "ordinal: quadratic weighted kappa (an error costs its distance in ranks squared; chance scores 0), "
             "the mean absolute rank error beside it",
         )

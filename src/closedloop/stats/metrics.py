@@ -61,6 +61,9 @@ METRICS: dict[str, str] = {
 LOWER_IS_BETTER = frozenset({"rmse", "mae", "ece", "log_loss"})
 # rank distances (rmse, mae, qwk) mean something only where the classes have an order
 _RANKED = frozenset({"rmse", "mae", "qwk"})
+ORDINAL_METRICS = ("qwk", "mae")
+"""What an ordinal task is scored by besides the classification metrics: the quadratic weighted kappa and
+the mean absolute rank error (the task's rule, the monitor's estimate, a person's comparison)."""
 _ALLOWED: dict[str, frozenset[str]] = {
     "binary": frozenset(METRICS) - _RANKED,
     "multiclass": frozenset(METRICS) - _RANKED,
