@@ -137,11 +137,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             raise DataError(f"{args.data}: no label column {args.label_column!r}")
         labels = data.pop(args.label_column).to_numpy()
         info = monitor.profile.info
-        if info.problem_type in (
-            "binary",
-            "multiclass",
-            "ordinal",
-        ):  # class names as the training file wrote them
+        if info.problem_type in ("binary", "multiclass", "ordinal"):
+            # class names as the training file wrote them, or indices
             from closedloop.monitoring.production_labels import labels_to_index
 
             labels = labels_to_index(labels, list(info.label_names), Path(args.data))

@@ -60,12 +60,12 @@ def confusion_on_test(
     otherwise the argmax), as a :class:`~closedloop.artifacts.figures.Confusion`'s fields; None for others."""
     if task.problem_type not in ("binary", "multiclass", "ordinal"):
         return None
+    from closedloop.monitoring.drift.predictions import predicted_classes
+
     k = proba.shape[1]
-    if task.problem_type == "binary":
-        t = 0.5 if threshold is None else float(threshold)
-        pred, rule = (proba[:, 1] >= t).astype(np.int64), f"shipped threshold {t:.4g}"
-    else:
-        pred, rule = proba.argmax(axis=1), "argmax"
+    t = 0.5 if threshold is None else float(threshold)
+    pred = predicted_classes(proba, task.problem_type, t)
+    rule = f"shipped threshold {t:.4g}" if task.problem_type == "binary" else "argmax"
     counts = np.zeros((k, k), dtype=np.int64)
     np.add.at(counts, (y.reshape(-1).astype(np.int64), pred), 1)
     names = [str(n) for n in task.label_names] if len(task.label_names) == k else [str(i) for i in range(k)]
