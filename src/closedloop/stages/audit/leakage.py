@@ -182,6 +182,7 @@ class TargetLeakage(AuditCheck):
         scores = single_feature_scores(F, target, classification, cfg.bins, cfg.folds, ctx.run.seed)
         order = np.argsort(-np.nan_to_num(scores, nan=-1))
         metric = "AUC" if classification else "R^2"
+        said = metric if classification else "R^2 (or squared rank correlation, the larger)"
         table = pd.DataFrame(
             {"feature": [names[i] for i in order], f"oof_{metric}": np.round(scores[order], 4)}
         )
@@ -201,7 +202,7 @@ class TargetLeakage(AuditCheck):
             res.findings.append(
                 self.finding(
                     "info",
-                    f"{[names[i] for i in within[:5]]} reach out-of-fold {metric} {scores[within[0]]:.3f}, but with "
+                    f"{[names[i] for i in within[:5]]} reach out-of-fold {said} {scores[within[0]]:.3f}, but with "
                     f"{len(target)} rows and {len(names)} features shuffled labels give a best feature of "
                     f"{chance:.3f} within {cfg.null_shuffles} shuffles: within chance at this size, not a leak",
                     features={names[i]: float(scores[i]) for i in within[:10]},
@@ -213,7 +214,7 @@ class TargetLeakage(AuditCheck):
             res.findings.append(
                 self.finding(
                     "error",
-                    f"{names[i]!r} alone predicts the target (out-of-fold {metric} {scores[i]:.3f}). A feature this "
+                    f"{names[i]!r} alone predicts the target (out-of-fold {said} {scores[i]:.3f}). A feature this "
                     "good is usually information not available at prediction time (the classic case: 'took "
                     "antibiotics' predicting pneumonia) or a marker of the label's origin (a scanner tag, a burned-in "
                     "annotation). Remove it or prove it is known before the prediction is made.",
@@ -225,7 +226,7 @@ class TargetLeakage(AuditCheck):
             res.findings.append(
                 self.finding(
                     "info",
-                    f"strong single features (out-of-fold {metric} >= {cfg.info_auc}): "
+                    f"strong single features (out-of-fold {said} >= {cfg.info_auc}): "
                     f"{[names[i] for i in strong[:5]]}; check they are available at prediction time",
                     features={names[i]: float(scores[i]) for i in strong[:10]},
                 )
@@ -235,7 +236,7 @@ class TargetLeakage(AuditCheck):
                 self.finding(
                     "info",
                     f"no single feature predicts the target alone (best: {names[order[0]]!r}, "
-                    f"out-of-fold {metric} {scores[order[0]]:.3f})",
+                    f"out-of-fold {said} {scores[order[0]]:.3f})",
                 )
             )
         top = order[:15]
@@ -247,7 +248,7 @@ class TargetLeakage(AuditCheck):
         )
         ax.set_yticks(np.arange(len(top))[::-1], [names[i][:28] for i in top], fontsize=7)
         ax.axvline(cfg.error_auc, color="C3", ls="--", lw=1)
-        ax.set_xlabel(f"single-feature out-of-fold {metric}")
+        ax.set_xlabel(f"single-feature out-of-fold {said}")
         if classification:
             ax.set_xlim(0.5, 1.0)
         save(fig, ctx.figures_dir / "target_leakage.png")
