@@ -36,6 +36,9 @@ def test_an_mlp_fits_a_target_in_the_thousands_and_its_model_predicts_in_target_
     s = stage.summarize(out)
     sanity = next(d for d in s["decisions"] if d["phase"] == "sanity")
     assert "fits one batch" in sanity["decision"], sanity
+    fit = next(d["decision"] for d in s["decisions"] if d["decision"].startswith("trained the chosen"))
+    assert "no calibration: a regression model's predictions are numbers" in fit and "temperature" not in fit
+    assert s["test_confusion"] is None  # no classes to confuse
     y_train = np.asarray(data.train.y)
     pre = out.model.preprocessing
     assert abs(pre.target_mean - y_train.mean()) < 1e-6 and abs(pre.target_std - y_train.std()) < 1e-6

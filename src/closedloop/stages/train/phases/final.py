@@ -277,7 +277,12 @@ def final_fit(sess: TrainSession, tuned: TunedConfig) -> tuple[TrainedModel, Fit
     sess.decide(
         "final",
         f"trained the chosen configuration on {fitted_on} for {epochs} epoch(s) "
-        f"({len(nets)} seed(s)); {_calibration_text(calibrated, temperature, bias, cal_on, len(cal_y))}"
+        f"({len(nets)} seed(s)); "
+        + (
+            "no calibration: a regression model's predictions are numbers, not probabilities"
+            if task.problem_type == "regression"
+            else _calibration_text(calibrated, temperature, bias, cal_on, len(cal_y))
+        )
         + (f"; operating threshold {threshold:.3f}: {why}" if threshold is not None else ""),
         {
             "epochs": epochs,
