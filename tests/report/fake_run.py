@@ -208,6 +208,7 @@ def audit(findings: list[dict[str, str]] | None = None, **metrics: Any) -> dict[
                 "metrics": {
                     "estimated_noise_rate": metrics.get("noise", 0.01),
                     "noise_is_evidence": metrics.get("noise_is_evidence"),
+                    **{k: metrics[k] for k in ("n_flagged", "one_rank_from_suggested") if k in metrics},
                 },
             },
             "learning_curve": {

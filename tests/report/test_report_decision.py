@@ -83,6 +83,23 @@ def test_a_weak_models_noise_rate_is_not_a_data_problem(tmp_path):
     assert decide(gather(noisy)).next_step.action == "fix_data"
 
 
+def test_an_ordinal_tasks_label_suspects_say_how_many_are_a_neighbouring_grade(tmp_path):
+    """Grades cut from one scale flag mostly at the cuts: the next step still points at the data, and says that
+    most suspects are one rank off, so the reader does not take them all for wrong labels."""
+    run = make_run(
+        tmp_path,
+        artifacts={
+            "audit": audit(noise=0.22, noise_is_evidence=True, n_flagged=660, one_rank_from_suggested=627)
+        },
+    )
+    d = decide(gather(run))
+    assert d.next_step.action == "fix_data"
+    why = next(r for r in d.next_step.reasons if "labels look wrong" in r)
+    assert "; 95% of the suspects are one rank from the suggested grade" in why
+    plain = make_run(tmp_path / "b", artifacts={"audit": audit(noise=0.22, noise_is_evidence=True)})
+    assert not any("one rank" in r for r in decide(gather(plain)).next_step.reasons)
+
+
 def test_near_reference_stops_tuning(tmp_path):
     run = make_run(
         tmp_path,

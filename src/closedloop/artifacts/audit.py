@@ -91,6 +91,16 @@ class LabelIssueMetrics(CheckMetrics):
     noise_is_evidence: bool | None = None
     """False when the estimate is at or above ``uninformative_ratio`` of its shuffled-label null: the
     models know too little about the labels, so the rate is not evidence of label noise."""
+    n_flagged: int | None = None
+    one_rank_from_suggested: int | None = None
+    """Ordinal tasks: the suspects one rank from the grade suggested (neighbouring grades)."""
+
+    @property
+    def one_rank_share(self) -> float | None:
+        """Ordinal tasks: the share of suspects one rank from the suggested grade."""
+        if self.one_rank_from_suggested is None or not self.n_flagged:
+            return None
+        return self.one_rank_from_suggested / self.n_flagged
 
 
 class LearningCurveMetrics(CheckMetrics):

@@ -251,9 +251,16 @@ def next_step(
     if a is not None:
         noise = a.estimated_noise_rate if a.label_noise_is_evidence is not False else None
         if noise is not None and noise >= rules.label_noise_high:
+            near = a.label_suspects_one_rank_off
             data_reasons.append(
                 f"about {a.estimated_noise_rate:.0%} of train labels look wrong (label-issue check; "
                 f"bar {rules.label_noise_high:.0%})"
+                + (
+                    f"; {near:.0%} of the suspects are one rank from the suggested grade: neighbouring grades "
+                    "the features cannot separate, as likely as wrong labels"
+                    if near is not None
+                    else ""
+                )
             )
         if a.test_overlap is not None and a.test_overlap >= rules.test_overlap_high:
             data_reasons.append(

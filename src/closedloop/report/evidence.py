@@ -104,6 +104,8 @@ class AuditEvidence(_Model):
     """Estimated share of wrong labels in train (label-issue check)."""
     label_noise_is_evidence: bool | None = None
     """False when that estimate is a weak model's uncertainty, not evidence of label noise."""
+    label_suspects_one_rank_off: float | None = None
+    """Ordinal tasks: the share of suspected label errors one rank from the suggested grade."""
     test_overlap: float | None = None
     """Share of test samples with an exact or near copy in train/val (upper bound: pairs / test size)."""
     gain_at_2x: float | None = None
@@ -234,6 +236,7 @@ def _audit(report: AuditReport | None, n_test: int | None) -> AuditEvidence | No
         ],
         estimated_noise_rate=labels.estimated_noise_rate,
         label_noise_is_evidence=labels.noise_is_evidence,
+        label_suspects_one_rank_off=labels.one_rank_share,
         test_overlap=overlap,
         gain_at_2x=curve.gain_at_2x,
         gain_ci=_pair(curve.gain_90ci),
