@@ -8,7 +8,7 @@ Layout on disk::
 
     <dir>/meta.json
     <dir>/<split>.npz              images: X (N,H,W,C) uint8, y
-    <dir>/<split>.parquet          tables: feature columns + "__target__"
+    <dir>/<split>.parquet          tables: feature columns + "__target__" (+ "__group__")
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from closedloop.core.io import atomic_path, read_json, to_json, write_text_atomi
 
 SPLITS = ("train", "val", "test")
 TARGET_COLUMN = "__target__"
+GROUP_COLUMN = "__group__"
 
 
 class DatasetMeta(BaseModel):
@@ -65,6 +66,9 @@ class Split:
 
     X: np.ndarray | pd.DataFrame
     y: np.ndarray
+    groups: np.ndarray | None = None
+    """Tables with a ``group`` column: which rows belong together (a patient, a classroom). Splits never
+    share a group, and the train stage's folds and held-out rows keep each group whole."""
 
     def __len__(self) -> int:
         return len(self.y)
@@ -159,6 +163,8 @@ class DatasetBundle(Artifact):
                 df = split.X.copy()
                 y = split.y
                 df[TARGET_COLUMN] = list(y) if y.ndim > 1 else y
+                if split.groups is not None:
+                    df[GROUP_COLUMN] = np.asarray(split.groups).astype(str)
                 with atomic_path(directory / f"{name}.parquet") as tmp:
                     df.to_parquet(tmp, index=False)
 
@@ -174,6 +180,7 @@ class DatasetBundle(Artifact):
             else:
                 df = pd.read_parquet(directory / f"{name}.parquet")
                 y = df.pop(TARGET_COLUMN)
+                groups = df.pop(GROUP_COLUMN).to_numpy().astype(str) if GROUP_COLUMN in df else None
                 y_arr = (
                     np.stack(y.to_numpy())
                     if len(y) and isinstance(y.iloc[0], list | np.ndarray)
@@ -182,5 +189,5 @@ class DatasetBundle(Artifact):
                 for col in meta.categorical_features:
                     if col in df:
                         df[col] = df[col].astype("category")
-                splits[name] = Split(X=df, y=y_arr)
+                splits[name] = Split(X=df, y=y_arr, groups=groups)
         return cls(meta=meta, splits=splits)

@@ -154,11 +154,74 @@ def stratified_split(
     return SplitPlan(indices=ordered, stratified_on=what, note=note, small_classes=small)
 
 
-def take(X: np.ndarray | pd.DataFrame, y: np.ndarray, rows: np.ndarray) -> Split:
-    """Rows of ``X`` and ``y`` as a :class:`Split` (DataFrames get a fresh 0..n-1 index)."""
+def take(
+    X: np.ndarray | pd.DataFrame, y: np.ndarray, rows: np.ndarray, groups: np.ndarray | None = None
+) -> Split:
+    """Rows of ``X`` and ``y`` (and ``groups``) as a :class:`Split` (DataFrames get a fresh 0..n-1 index)."""
+    g = None if groups is None else np.asarray(groups)[rows]
     if isinstance(X, pd.DataFrame):
-        return Split(X=X.iloc[rows].reset_index(drop=True), y=np.asarray(y)[rows])
-    return Split(X=np.ascontiguousarray(X[rows]), y=np.asarray(y)[rows])
+        return Split(X=X.iloc[rows].reset_index(drop=True), y=np.asarray(y)[rows], groups=g)
+    return Split(X=np.ascontiguousarray(X[rows]), y=np.asarray(y)[rows], groups=g)
+
+
+def group_folds(
+    y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``n_splits`` (kept, held-out) row-index pairs in which no group has rows on both sides, with the class
+    shares kept as far as whole groups allow (scikit-learn's ``StratifiedGroupKFold``; a continuous or
+    multi-label target: ``GroupKFold`` on shuffled groups). Fewer groups than ``n_splits`` is an error.
+
+    Example:
+        >>> import numpy as np
+        >>> groups = np.repeat(np.arange(10), 3)
+        >>> folds = group_folds(np.arange(30) % 2, groups, 5, seed=0)
+        >>> all(not set(groups[a]) & set(groups[b]) for a, b in folds)
+        True
+    """
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+
+    groups = np.asarray(groups)
+    _, codes = np.unique(groups.astype(str), return_inverse=True)
+    n_groups = int(codes.max()) + 1 if len(codes) else 0
+    if n_groups < n_splits:
+        raise ValueError(f"{n_groups} group(s) cannot fill {n_splits} folds")
+    flat = np.asarray(y).reshape(len(codes), -1)
+    if flat.shape[1] == 1 and not is_continuous(flat[:, 0]):
+        _, cls = np.unique(flat[:, 0], return_inverse=True)
+        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed % (1 << 32))
+        return [(a, b) for a, b in splitter.split(np.zeros(len(codes)), cls.reshape(-1), codes)]
+    # GroupKFold balances fold sizes deterministically: shuffle the group ids first so the seed matters
+    relabel = np.random.default_rng(seed).permutation(n_groups)[codes]
+    return [(a, b) for a, b in GroupKFold(n_splits=n_splits).split(np.zeros(len(codes)), groups=relabel)]
+
+
+def grouped_split(
+    y: np.ndarray, groups: np.ndarray, *, val_fraction: float, test_fraction: float, seed: int
+) -> SplitPlan:
+    """Train/val/test row indices with every group in one split: the test split is one fold of about
+    ``1 / test_fraction`` group folds, validation one fold of the rest, cut the same way.
+
+    Example:
+        >>> import numpy as np
+        >>> groups = np.repeat(np.arange(40), 5)
+        >>> plan = grouped_split(np.arange(200) % 2, groups, val_fraction=0.15, test_fraction=0.15, seed=0)
+        >>> [len(set(groups[plan.indices[a]]) & set(groups[plan.indices[b]])) for a, b in [("train", "test"), ("train", "val"), ("val", "test")]]
+        [0, 0, 0]
+    """
+    n = len(groups)
+    rows = np.arange(n)
+    keep, test = group_folds(y, groups, max(2, round(1 / test_fraction)), seed)[0]
+    k_val = max(2, round((1 - test_fraction) / val_fraction))
+    fit, val = group_folds(np.asarray(y)[keep], np.asarray(groups)[keep], k_val, seed + 1)[0]
+    flat = np.asarray(y).reshape(n, -1)
+    stratified = flat.shape[1] == 1 and not is_continuous(flat[:, 0])
+    return SplitPlan(
+        indices={"train": np.sort(rows[keep][fit]), "val": np.sort(rows[keep][val]), "test": np.sort(test)},
+        stratified_on="class, within whole groups" if stratified else None,
+        note=None
+        if stratified
+        else "whole groups shuffled, not stratified (continuous or multi-label target)",
+    )
 
 
 def split_arrays(
@@ -169,12 +232,17 @@ def split_arrays(
     test_fraction: float,
     seed: int,
     label_names: list[str] | None = None,
+    groups: np.ndarray | None = None,
 ) -> tuple[dict[str, Split], SplitPlan]:
-    """Split ``X``/``y`` into train/val/test with :func:`stratified_split`."""
-    plan = stratified_split(
-        y, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, label_names=label_names
-    )
-    return {k: take(X, y, v) for k, v in plan.indices.items()}, plan
+    """Split ``X``/``y`` into train/val/test with :func:`stratified_split`, or :func:`grouped_split` when
+    ``groups`` says which rows belong together (each split then holds whole groups, which it carries)."""
+    if groups is not None:
+        plan = grouped_split(y, groups, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    else:
+        plan = stratified_split(
+            y, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, label_names=label_names
+        )
+    return {k: take(X, y, v, groups) for k, v in plan.indices.items()}, plan
 
 
 def stratified_subsample(y: np.ndarray, n: int, seed: int) -> np.ndarray:

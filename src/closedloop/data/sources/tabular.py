@@ -55,9 +55,25 @@ class TabularConfig(SplitFractionsConfig):
     """The target's classes in this order (class ``i`` is ``class_order[i]``), as their values read in the
     file; default: sorted. An ordinal task needs its ranks in order, which text sorts alphabetically
     (``[low, medium, high]``, not ``high < low < medium``)."""
+    group: str | None = None
+    """Column saying which rows belong together (a patient's visits, a classroom's pupils): each split holds
+    whole groups, and the train stage's folds and held-out rows keep them whole, so no figure is computed on
+    a group the model trained on. The column is not a feature."""
     missing_target: Literal["error", "drop"] = "error"
     """Rows without a target value: ``error`` (the default, naming the rows) or ``drop`` them before the
     splits are made; how many were dropped is in ``meta.provenance`` and the audit's provenance line."""
+
+
+def _refuse_groups_across_splits(splits: dict[str, Any], column: str | None, where: str) -> None:
+    """A ``split_column`` that puts one group's rows in two splits would test on groups the model trained on."""
+    seen: dict[str, str] = {}
+    for name, split in splits.items():
+        for g in sorted(set(np.asarray(split.groups).tolist())):
+            if seen.setdefault(g, name) != name:
+                raise DataError(
+                    f"{where}: group {g!r} of column {column!r} has rows in both {seen[g]} and {name} "
+                    "(split_column); expected each group in one split"
+                )
 
 
 def read_table(path: Path, na_values: list[str] | None = None) -> pd.DataFrame:
@@ -231,6 +247,10 @@ class TabularSource(DataSource):
         _require_columns(df, list(cfg.categorical or []), where=where, field="categorical")
         if cfg.split_column is not None:
             _require_columns(df, [cfg.split_column], where=where, field="split_column")
+        if cfg.group is not None:
+            _require_columns(df, [cfg.group], where=where, field="group")
+            if cfg.group in targets:
+                raise DataError(f"{where}: group {cfg.group!r} is the target; expected a column of group ids")
         if TARGET_COLUMN in df.columns:
             raise DataError(f"{where}: column name {TARGET_COLUMN!r} is reserved; rename that column")
         unlabeled = df[targets].isna().any(axis=1)
@@ -239,7 +259,17 @@ class TabularSource(DataSource):
         if len(df) == 0:
             raise DataError(f"{where}: every row's target {cfg.target!r} is missing; expected labeled rows")
 
-        excluded = {*targets, *cfg.drop, *([cfg.split_column] if cfg.split_column else [])}
+        groups = None
+        if cfg.group is not None:
+            no_group = df[cfg.group].isna().to_numpy()
+            if no_group.any():
+                rows = ", ".join(str(i) for i in np.flatnonzero(no_group)[:5])
+                raise DataError(
+                    f"{where}: group column {cfg.group!r} is missing in {int(no_group.sum())} row(s) (rows {rows}); "
+                    "expected a group id on every row"
+                )
+            groups = df[cfg.group].astype(str).to_numpy()
+        excluded = {*targets, *cfg.drop, *(c for c in (cfg.split_column, cfg.group) if c)}
         features = [c for c in df.columns if c not in excluded]
         if not features:
             raise DataError(f"{where}: no feature columns left after removing target, split_column and drop")
@@ -299,22 +329,36 @@ class TabularSource(DataSource):
                     f"{where}: split_column {cfg.split_column!r} has values {found} (rows {rows}); "
                     "expected train, val or test on every row"
                 )
-            splits = {s: take(X, y, np.flatnonzero((labels == s).to_numpy(dtype=bool))) for s in SPLITS}
+            splits = {
+                s: take(X, y, np.flatnonzero((labels == s).to_numpy(dtype=bool)), groups) for s in SPLITS
+            }
             split_origin = "source"
             provenance["split_column"] = cfg.split_column
+            if groups is not None:
+                _refuse_groups_across_splits(splits, cfg.group, where)
         else:
-            splits, plan = split_arrays(
-                X,
-                y,
-                val_fraction=cfg.val_fraction,
-                test_fraction=cfg.test_fraction,
-                seed=seed,
-                label_names=label_names,
-            )
+            try:
+                splits, plan = split_arrays(
+                    X,
+                    y,
+                    val_fraction=cfg.val_fraction,
+                    test_fraction=cfg.test_fraction,
+                    seed=seed,
+                    label_names=label_names,
+                    groups=groups,
+                )
+            except ValueError as exc:  # too few groups for whole-group splits
+                raise DataError(f"{where}: group column {cfg.group!r}: {exc}; expected more groups") from exc
             split_origin = "seeded_stratified"
             provenance["splits"] = plan.provenance(seed, cfg.val_fraction, cfg.test_fraction)
             if plan.small_classes and plan.note:
                 warnings.append(f"{path.name}: {plan.note}")
+        if groups is not None:
+            provenance["group"] = {
+                "column": cfg.group,
+                "groups": int(len(set(groups.tolist()))),
+                "rows_per_group_max": int(pd.Series(groups).value_counts().max()),
+            }
         meta = DatasetMeta(
             name=path.stem,
             source="tabular",

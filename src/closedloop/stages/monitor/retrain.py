@@ -166,7 +166,9 @@ class AugmentedSource(DataSource):
         }
         meta = bundle.meta.model_copy(update={"provenance": prov})
         splits = dict(bundle.splits)
-        splits["train"] = Split(X=X, y=y)
+        # a grouped table: each added row is a group of its own (production rows, not a training group's)
+        groups = None if tr.groups is None else np.concatenate([tr.groups, [f"added-{i}" for i in range(n)]])
+        splits["train"] = Split(X=X, y=y, groups=groups)
         return DatasetBundle(meta=meta, splits=splits)
 
 

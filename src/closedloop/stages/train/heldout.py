@@ -53,6 +53,21 @@ def _stratified_pick(y: np.ndarray, k: int, stratify: bool, rng: np.random.Gener
     return np.sort(np.concatenate(picked))
 
 
+def _group_pick(groups: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Rows of whole groups, in a seeded order of the groups, until at least ``k`` rows (so no group has rows
+    both held out and fitted on)."""
+    ids = np.unique(groups)
+    picked: list[np.ndarray] = []
+    n = 0
+    for g in rng.permutation(ids):
+        if n >= k:
+            break
+        rows = np.flatnonzero(groups == g)
+        picked.append(rows)
+        n += len(rows)
+    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
+
+
 def plan_heldout(
     X_val: Any,
     y_val: np.ndarray,
@@ -63,6 +78,7 @@ def plan_heldout(
     min_size: int,
     n_train: int,
     seed: int,
+    groups: np.ndarray | None = None,
 ) -> HeldOut:
     """Choose the validation rows kept out of the final fit, and say how (``note``).
 
@@ -76,6 +92,14 @@ def plan_heldout(
     strat = y.reshape(n_val, -1)[:, 0] if problem_type in ("binary", "multiclass", "ordinal") else y
     rng = np.random.default_rng([int(seed), 0x4E1D])
     stratify = problem_type in ("binary", "multiclass", "ordinal")
+
+    def pick(k: int) -> np.ndarray:
+        return (
+            _stratified_pick(strat, k, stratify, rng)
+            if groups is None
+            else _group_pick(np.asarray(groups), k, rng)
+        )
+
     if final_fit == "train":
         idx = np.arange(n_val)
         on: EvaluatedOn = "validation"
@@ -98,7 +122,7 @@ def plan_heldout(
                 f"and the final fit uses train only ({n_train} samples) instead of train+val"
             )
         elif want < min_size:
-            idx = _stratified_pick(strat, min_size, stratify, rng)
+            idx = pick(min_size)
             on = "calibration"
             note = (
                 f"the validation split has {n_val} samples: holdout_fraction {fraction:g} would reserve {want} "
@@ -106,10 +130,11 @@ def plan_heldout(
                 f"({n_train}) + the other {n_val - min_size} validation samples"
             )
         else:
-            idx = _stratified_pick(strat, want, stratify, rng)
+            idx = pick(want)
             on = "calibration"
+            how = "stratified" if groups is None else "whole groups"
             note = (
-                f"{len(idx)} of {n_val} validation samples ({fraction:g}, stratified) reserved as the "
+                f"{len(idx)} of {n_val} validation samples ({fraction:g}, {how}) reserved as the "
                 f"calibration split; the final fit uses train ({n_train}) + the other {n_val - len(idx)}"
             )
     return HeldOut(

@@ -163,6 +163,12 @@ class TrainSession:
         own = self.last_start + list(self.budget.values())[-1] * self.budget_s
         return max(0.0, own - (self.t0 + self.budget_s))
 
+    def groups_train_val(self) -> np.ndarray | None:
+        """The group of each train then validation row (the order of ``TensorSet.concat(train, val)``), or
+        None when the data has no ``group`` column."""
+        tr, va = self.data.splits["train"].groups, self.data.splits["val"].groups
+        return None if tr is None or va is None else np.concatenate([np.asarray(tr), np.asarray(va)])
+
     def reserve(self) -> float:
         """Seconds kept at the end of the budget for the last phase's work after its fit
         (:meth:`reserve_estimate`)."""

@@ -311,6 +311,7 @@ class TrainModel(Stage):
                 min_size=cfg.min_holdout,
                 n_train=len(data.train),
                 seed=ctx.seed,
+                groups=data.splits["val"].groups,
             ),
         )
         if cfg.label_threads is not None:

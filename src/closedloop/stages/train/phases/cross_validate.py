@@ -64,16 +64,25 @@ class CrossValidate(Phase):
         return [Table(rows, title=title)]
 
 
-def cv_splits(y: np.ndarray, problem_type: str, folds: int, repeats: int, seed: int) -> list[list[tuple]]:
+def cv_splits(
+    y: np.ndarray, problem_type: str, folds: int, repeats: int, seed: int, groups: np.ndarray | None = None
+) -> list[list[tuple]]:
     """``repeats`` lists of ``folds`` (train_idx, held_out_idx) pairs over ``len(y)`` samples, stratified
-    by class for single-label classification."""
+    by class for single-label classification; with ``groups``, each group whole in one fold."""
     from sklearn.model_selection import KFold, StratifiedKFold
+
+    from closedloop.data.splits import group_folds
 
     labels = np.asarray(y).reshape(len(y), -1)
     stratify = problem_type in ("binary", "multiclass", "ordinal")
     out = []
     for r in range(repeats):
-        if stratify:
+        if groups is not None:
+            k = min(folds, len(np.unique(groups)))
+            out.append(
+                group_folds(labels if stratify else labels.astype(float), groups, k, _repeat_seed(seed, r))
+            )
+        elif stratify:
             cls = labels[:, 0].astype(int)
             counts = np.bincount(cls)
             k = max(2, min(folds, int(counts[counts > 0].min())))  # every fold holds every class
@@ -188,8 +197,18 @@ def cross_validate(sess: TrainSession, tuned: TuneOutcome) -> CrossValidateOutco
     repeats = proto.repeats if proto.protocol == "repeated_kfold" else 1
     data = TensorSet.concat(sess.train, sess.val)
     y = data.y_np
-    splits = cv_splits(y, task.problem_type, proto.folds, repeats, sess.seed("cross_validate", "splits"))
+    groups = sess.groups_train_val()
+    splits = cv_splits(
+        y, task.problem_type, proto.folds, repeats, sess.seed("cross_validate", "splits"), groups=groups
+    )
     folds = len(splits[0])
+    if groups is not None:
+        sess.decide(
+            "tune",
+            f"cross-validation folds keep each of the {len(np.unique(groups))} groups whole (data.group): no "
+            "group is scored by a model that trained on its other rows",
+            {"groups": int(len(np.unique(groups))), "folds": folds},
+        )
     deadline = sess.deadline("cross_validate")
     folder = sess.work / "cv"
     folder.mkdir(exist_ok=True)

@@ -1,0 +1,126 @@
+"""A table whose rows come in groups (a patient's visits, a classroom's pupils): with ``group``, no group has
+rows in two splits, in two cross-validation folds, or both held out and fitted on, and the column is no feature.
+Without it a model that memorizes groups scores on test rows of groups it trained on."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from closedloop.core.errors import DataError
+from closedloop.data.bundle import DatasetBundle
+from closedloop.data.sources.tabular import TabularSource
+
+
+def classrooms(n_groups: int = 60, size: int = 12, seed: int = 0) -> pd.DataFrame:
+    """Each classroom has one type (the label) and its own look in the features; the features say nothing
+    about the type across classrooms, so only memorizing a classroom predicts it."""
+    rng = np.random.default_rng(seed)
+    kind = rng.integers(0, 2, n_groups)
+    centre = rng.normal(0, 3, (n_groups, 2))
+    g = np.repeat(np.arange(n_groups), size)
+    X = centre[g] + rng.normal(0, 0.2, (len(g), 2))
+    return pd.DataFrame({"room": [f"r{i}" for i in g], "a": X[:, 0], "b": X[:, 1], "small": kind[g]})
+
+
+def _rooms(split) -> set:  # type: ignore[no-untyped-def]
+    return set(np.asarray(split.groups).tolist())
+
+
+def test_each_group_lands_in_one_split_and_is_no_feature(tmp_path) -> None:
+    path = tmp_path / "rooms.csv"
+    classrooms().to_csv(path, index=False)
+    data = TabularSource(path=str(path), target="small", group="room").load(seed=0)
+    tr, va, te = (data.splits[s] for s in ("train", "val", "test"))
+    assert "room" not in tr.X.columns and data.meta.feature_names == ["a", "b"]
+    assert not (_rooms(tr) & _rooms(va) or _rooms(tr) & _rooms(te) or _rooms(va) & _rooms(te))
+    assert len(_rooms(tr)) + len(_rooms(va)) + len(_rooms(te)) == 60
+    assert 0.1 < len(te) / 720 < 0.2 and 0.1 < len(va) / 720 < 0.2
+    assert data.meta.provenance["group"] == {"column": "room", "groups": 60, "rows_per_group_max": 12}
+    # saved and read back with the groups
+    data.save(tmp_path / "bundle")
+    again = DatasetBundle.load(tmp_path / "bundle")
+    assert (
+        np.array_equal(again.splits["train"].groups, tr.groups) and "__group__" not in again.train.X.columns
+    )
+
+
+def test_bad_group_columns_are_refused_with_the_file_and_rows(tmp_path) -> None:
+    df = classrooms(n_groups=3, size=4)
+    path = tmp_path / "few.csv"
+    df.to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"few\.csv: group column 'room': 3 group\(s\) cannot fill"):
+        TabularSource(path=str(path), target="small", group="room").load(seed=0)
+    df.loc[[2, 5], "room"] = None
+    df.to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"group column 'room' is missing in 2 row\(s\) \(rows 2, 5\)"):
+        TabularSource(path=str(path), target="small", group="room").load(seed=0)
+    with pytest.raises(DataError, match=r"group 'nope' .*not found|'nope'"):
+        TabularSource(path=str(path), target="small", group="nope").load(seed=0)
+    mixed = classrooms(n_groups=6, size=3).assign(part=["train", "val", "test"] * 6)
+    mixed.to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"group 'r\d' of column 'room' has rows in both (train|val) and (val|test)"):
+        TabularSource(path=str(path), target="small", group="room", split_column="part").load(seed=0)
+
+
+def test_folds_and_held_out_rows_keep_groups_whole() -> None:
+    from closedloop.stages.train.heldout import plan_heldout
+    from closedloop.stages.train.phases.cross_validate import cv_splits
+
+    df = classrooms()
+    g = df["room"].to_numpy()
+    y = df["small"].to_numpy()
+    for train_idx, held in cv_splits(y, "binary", 5, 2, seed=0, groups=g)[1]:
+        assert not set(g[train_idx]) & set(g[held])
+    plan = plan_heldout(
+        df[["a", "b"]],
+        y,
+        problem_type="binary",
+        final_fit="train+val",
+        fraction=0.5,
+        min_size=50,
+        n_train=0,
+        seed=0,
+        groups=g,
+    )
+    held = np.asarray(plan.indices)
+    fitted = np.setdiff1d(np.arange(len(y)), held)
+    assert not set(g[held]) & set(g[fitted]) and "whole groups" in plan.note
+    assert 300 <= len(held) < 400
+
+
+def test_a_model_that_memorizes_groups_is_judged_on_groups_it_never_saw(tmp_path) -> None:
+    """Through the pipeline from YAML: without ``group`` the test split shares classrooms with train and the
+    trees score far above chance; with it, test classrooms are new, and the score falls to what the features
+    say across classrooms (nothing)."""
+    from closedloop.cli import main
+
+    classrooms(n_groups=80, size=10).to_csv(tmp_path / "rooms.csv", index=False)
+    scores = {}
+    for grouped in (False, True):
+        data = {"source": "tabular", "path": str(tmp_path / "rooms.csv"), "target": "small"}
+        data.update({"group": "room"} if grouped else {"drop": ["room"]})
+        config = {
+            "name": f"rooms_{grouped}",
+            "seed": 0,
+            "data": data,
+            "stages": [
+                {"kind": "task"},
+                {
+                    "kind": "train",
+                    "params": {"preset": "quick", "family": "lgbm", "n_trials": 3, "n_bootstrap": 100},
+                },
+            ],
+        }
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+        out = tmp_path / f"run_{grouped}"
+        assert main(["run", str(tmp_path / "c.yaml"), "--out", str(out)]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        scores[grouped] = summary["stages"]["train"]["test"]["auc"]["value"]
+        decisions = " ".join(d["decision"] for d in summary["stages"]["train"]["decisions"])
+        assert ("whole groups" in decisions) == grouped
+    assert scores[False] > 0.8 and scores[True] < 0.7, scores
