@@ -63,7 +63,9 @@ def test_bad_group_columns_are_refused_with_the_file_and_rows(tmp_path) -> None:
         TabularSource(path=str(path), target="small", group="nope").load(seed=0)
     mixed = classrooms(n_groups=6, size=3).assign(part=["train", "val", "test"] * 6)
     mixed.to_csv(path, index=False)
-    with pytest.raises(DataError, match=r"group 'r\d' of column 'room' has rows in both (train|val) and (val|test)"):
+    with pytest.raises(
+        DataError, match=r"group 'r\d' of column 'room' has rows in both (train|val) and (val|test)"
+    ):
         TabularSource(path=str(path), target="small", group="room", split_column="part").load(seed=0)
 
 
@@ -124,3 +126,28 @@ def test_a_model_that_memorizes_groups_is_judged_on_groups_it_never_saw(tmp_path
         decisions = " ".join(d["decision"] for d in summary["stages"]["train"]["decisions"])
         assert ("whole groups" in decisions) == grouped
     assert scores[False] > 0.8 and scores[True] < 0.7, scores
+
+
+def test_the_label_issue_checks_folds_keep_groups_whole(tmp_path) -> None:
+    """The audit's out-of-fold probabilities (confident learning) come from models that saw none of a row's
+    group; without groups a row's classroom-mates in other folds would vouch for its label."""
+    from closedloop.core.stage import RunContext
+    from closedloop.stages.audit.base import AuditContext
+    from closedloop.stages.audit.label_issues import LabelIssues
+
+    path = tmp_path / "rooms.csv"
+    classrooms().to_csv(path, index=False)
+    found = {}
+    for grouped in (False, True):
+        src = TabularSource(
+            path=str(path), target="small", **({"group": "room"} if grouped else {"drop": ["room"]})
+        )
+        data = src.load(seed=0)
+        ctx = AuditContext(RunContext(stage_name="audit", stage_dir=tmp_path / str(grouped), seed=0), data)
+        ctx.current_check = "label_issues"
+        res = LabelIssues({"models": ["hgb"]}).run(data, None, ctx)
+        notes = " ".join(f.message for f in res.findings)
+        assert ("out-of-fold folds of whole groups" in notes) == grouped
+        found[grouped] = res.metrics["oof_accuracy"]
+    # memorized classrooms make the labels look right; a new classroom's label is a guess
+    assert found[False] > 0.8 and found[True] < 0.65, found

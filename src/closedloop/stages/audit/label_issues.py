@@ -106,6 +106,7 @@ def oof_probabilities(
     seed: int,
     n_classes: int,
     cfg: LabelIssuesConfig | None = None,
+    groups: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
     """Averaged out-of-fold probabilities of ``models`` (all on the same stratified folds), each
     model's own, and how many samples the CNN did not train on. ``images`` feeds the CNN, ``X`` (PCA
@@ -114,7 +115,12 @@ def oof_probabilities(
     from cleanlab.filter import find_label_issues
 
     cfg = cfg or LabelIssuesConfig()
-    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(X, y))
+    if groups is not None:  # a grouped table: a row is predicted by models that saw none of its group
+        from closedloop.data.splits import group_folds
+
+        splits = group_folds(y, groups, min(folds, len(np.unique(groups))), seed)
+    else:
+        splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(X, y))
     parts: dict[str, np.ndarray] = {
         name: sklearn_oof(X, y, name, splits, seed, n_classes) for name in models if name != "cnn"
     }
@@ -170,6 +176,8 @@ class LabelIssues(AuditCheck):
         y = np.concatenate([ys["train"], ys["val"]])  # type: ignore[list-item]
         origin = np.array(["train"] * len(ys["train"]) + ["val"] * len(ys["val"]))  # type: ignore[arg-type]
         local = np.concatenate([np.arange(len(ys["train"])), np.arange(len(ys["val"]))])  # type: ignore[arg-type]
+        grouped = splits["train"].groups is not None and splits["val"].groups is not None
+        groups = np.concatenate([splits["train"].groups, splits["val"].groups]) if grouped else None  # type: ignore[list-item]
         res = CheckResult()
         notes = []
         keep = None
@@ -178,6 +186,7 @@ class LabelIssues(AuditCheck):
             n_all = len(y)
             keep = np.sort(_stratified_subsample(y, cfg.max_samples, rng))
             X, y, origin, local = X[keep], y[keep], origin[keep], local[keep]
+            groups = None if groups is None else groups[keep]
             notes.append(
                 f"examined a stratified subsample of {len(y)} of {n_all} train/val samples, for speed"
             )
@@ -213,8 +222,10 @@ class LabelIssues(AuditCheck):
                 [splits["train"].X[rows[rows < n_train]], splits["val"].X[rows[rows >= n_train] - n_train]]
             )
         P, parts, n_excluded = oof_probabilities(
-            images, X, y_enc, models, folds, ctx.run.seed, len(present), cfg
+            images, X, y_enc, models, folds, ctx.run.seed, len(present), cfg, groups=groups
         )
+        if groups is not None:
+            notes.append(f"out-of-fold folds of whole groups ({len(np.unique(groups))} groups, data.group)")
         if n_excluded:
             notes.append(
                 f"the CNN trained without the {n_excluded} sample(s) the quicker models flagged "
