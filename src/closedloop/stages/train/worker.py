@@ -87,7 +87,9 @@ def _find_study(
     t_end = time.time() + wait_s
     while True:
         summaries = optuna.study.get_all_study_summaries(storage, include_best_trial=False)
-        ours = [s for s in summaries if J.FINGERPRINT_ATTR in s.user_attrs]
+        # the leader publishes the fingerprint, the plan, then opens the study (``joining.publish``): one it is
+        # still publishing is neither open nor closed, and a worker that took it then found no plan
+        ours = [s for s in summaries if J.FINGERPRINT_ATTR in s.user_attrs and J.OPEN_ATTR in s.user_attrs]
         if name is not None:
             ours = [s for s in ours if s.study_name == name or s.study_name.startswith(f"{name}-")]
         open_ = [s for s in ours if s.user_attrs.get(J.OPEN_ATTR)]
