@@ -85,3 +85,11 @@ def write_medmnist(
     folder.mkdir(parents=True, exist_ok=True)
     np.savez(folder / f"{flag}.npz", **arrays)
     return arrays
+
+
+def binary_holdout_plan(X: Any, y: Any, **kw: Any) -> Any:
+    """``plan_heldout`` for the tests' common case: a binary task whose final fit uses train + the rest of
+    validation (``fraction`` and ``min_size`` given; ``n_train`` 1 and ``seed`` 0 unless given)."""
+    from closedloop.stages.train.heldout import plan_heldout
+
+    return plan_heldout(X, y, problem_type="binary", final_fit="train+val", **{"n_train": 1, "seed": 0, **kw})

@@ -14,6 +14,7 @@ import yaml
 from closedloop.core.errors import DataError
 from closedloop.data.bundle import DatasetBundle
 from closedloop.data.sources.tabular import TabularSource
+from common_data import binary_holdout_plan
 
 
 def classrooms(n_groups: int = 60, size: int = 12, seed: int = 0) -> pd.DataFrame:
@@ -70,7 +71,6 @@ def test_bad_group_columns_are_refused_with_the_file_and_rows(tmp_path) -> None:
 
 
 def test_folds_and_held_out_rows_keep_groups_whole() -> None:
-    from closedloop.stages.train.heldout import plan_heldout
     from closedloop.stages.train.phases.cross_validate import cv_splits
 
     df = classrooms()
@@ -78,17 +78,7 @@ def test_folds_and_held_out_rows_keep_groups_whole() -> None:
     y = df["small"].to_numpy()
     for train_idx, held in cv_splits(y, "binary", 5, 2, seed=0, groups=g)[1]:
         assert not set(g[train_idx]) & set(g[held])
-    plan = plan_heldout(
-        df[["a", "b"]],
-        y,
-        problem_type="binary",
-        final_fit="train+val",
-        fraction=0.5,
-        min_size=50,
-        n_train=0,
-        seed=0,
-        groups=g,
-    )
+    plan = binary_holdout_plan(df[["a", "b"]], y, fraction=0.5, min_size=50, n_train=0, groups=g)
     held = np.asarray(plan.indices)
     fitted = np.setdiff1d(np.arange(len(y)), held)
     assert not set(g[held]) & set(g[fitted]) and "whole groups" in plan.note

@@ -13,7 +13,7 @@ from export_fixtures import digits_bundle, digits_model, task_for  # noqa: E402
 
 from closedloop.core.stage import RunContext  # noqa: E402
 from closedloop.stages.export import ExportModel  # noqa: E402
-from closedloop.stages.train.heldout import plan_heldout  # noqa: E402
+from common_data import binary_holdout_plan  # noqa: E402
 
 FAST = {"latency": {"repeats": 5, "warmup": 1}, "bootstrap": 20, "calibration_samples": 64}
 
@@ -22,16 +22,7 @@ def test_export_gate_and_card_use_the_heldout_rows(tmp_path) -> None:
     b = digits_bundle(binary=True)
     m = digits_model(b, steps=40)
     val = b.val
-    plan = plan_heldout(
-        val.X,
-        val.y,
-        problem_type="binary",
-        final_fit="train+val",
-        fraction=0.4,
-        min_size=30,
-        n_train=1,
-        seed=0,
-    )
+    plan = binary_holdout_plan(val.X, val.y, fraction=0.4, min_size=30)
     m.info = {"trained_on": "train+val", "heldout": plan.model_dump()}
     t = task_for(b, business={"cases_per_day": 100})
     stage = ExportModel(**FAST)

@@ -11,6 +11,7 @@ from closedloop.core.errors import ConfigError
 from closedloop.stages.train import TrainModel
 from closedloop.stages.train import engine as E
 from closedloop.stages.train.heldout import HeldOut, heldout_split, plan_heldout
+from common_data import binary_holdout_plan
 
 from .conftest import TINY, digits_bundle, make_ctx
 
@@ -122,16 +123,7 @@ def test_kfold_reuses_out_of_fold_predictions_and_small_validation_falls_back(
 
 def test_later_stages_get_the_heldout_rows_or_a_clear_error(binary_digits) -> None:
     val = binary_digits.val
-    plan = plan_heldout(
-        val.X,
-        val.y,
-        problem_type="binary",
-        final_fit="train+val",
-        fraction=0.5,
-        min_size=10,
-        n_train=1,
-        seed=3,
-    )
+    plan = binary_holdout_plan(val.X, val.y, fraction=0.5, min_size=10, seed=3)
     model = SimpleNamespace(info={"heldout": plan.model_dump()})
     split, on, _ = heldout_split(model, binary_digits, "export")
     assert on == "calibration" and len(split) == len(plan.indices)
