@@ -28,6 +28,7 @@ from scipy.stats import rankdata
 from sklearn.metrics import r2_score
 from sklearn.model_selection import KFold, StratifiedKFold
 
+from closedloop.data.splits import group_folds
 from closedloop.stages.audit.base import AuditCheck, AuditContext, CheckConfig, CheckResult
 from closedloop.stages.audit.features import class_labels, downsample
 from closedloop.stages.audit.plots import new_figure, save
@@ -48,9 +49,17 @@ class TargetLeakageConfig(CheckConfig):
 
 
 def single_feature_scores(
-    F: np.ndarray, y: np.ndarray, classification: bool, bins: int, folds: int, seed: int
+    F: np.ndarray,
+    y: np.ndarray,
+    classification: bool,
+    bins: int,
+    folds: int,
+    seed: int,
+    groups: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Out-of-fold score of a per-bin frequency model on each column of ``F`` (NaN = own bin).
+    """Out-of-fold score of a per-bin frequency model on each column of ``F`` (NaN = own bin). With
+    ``groups`` (``data.group``) each fold holds out whole groups, so a column that only names the group (a
+    classroom's room number beside the classroom's type) scores what it says about unseen groups.
 
     Example (a copied label scores 1, a constant column chance):
         >>> import numpy as np
@@ -63,10 +72,14 @@ def single_feature_scores(
     if classification:
         classes, yk = np.unique(y, return_inverse=True)
         K = len(classes)
+    else:
+        yk, K = y.astype(float), 1
+    if groups is not None:
+        split = group_folds(yk, groups, min(folds, len(np.unique(groups))), seed)
+    elif classification:
         cv: Any = StratifiedKFold(min(folds, int(np.bincount(yk).min())), shuffle=True, random_state=seed)
         split = list(cv.split(F, yk))
     else:
-        yk, K = y.astype(float), 1
         split = list(KFold(folds, shuffle=True, random_state=seed).split(F))
     scores = np.full(d, np.nan)
     qs = np.linspace(0, 1, bins + 1)[1:-1]
@@ -167,6 +180,31 @@ def equal_column_features(
     return (np.stack(out, axis=1) if out else np.zeros((len(F), 0))), out_names
 
 
+def shuffle_by_group(y: np.ndarray, groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Labels shuffled between groups, not rows: each group takes the labels of another group, drawn to its
+    own size (without replacement as far as the other group's rows go, the rest with replacement). Labels
+    a group shares stay shared, so under this null a column that names the group meets the same clustering
+    as in the data; a row shuffle breaks it and gives a null too low for a table of few groups.
+
+    Example (a label constant within each group stays constant, and equal groups keep the label counts):
+        >>> import numpy as np
+        >>> y, g = np.repeat([0, 1, 1, 0], 3), np.repeat([10, 11, 12, 13], 3)
+        >>> s = shuffle_by_group(y, g, np.random.default_rng(0))
+        >>> all(len(set(s[g == k])) == 1 for k in (10, 11, 12, 13)), sorted(s) == sorted(y)
+        (True, True)
+    """
+    _, codes = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    order = np.argsort(codes, kind="stable")
+    members = np.split(order, np.cumsum(np.bincount(codes))[:-1])
+    out = np.empty_like(y)
+    for rows, k in zip(members, rng.permutation(len(members)), strict=True):
+        source = y[members[k]]
+        pick = rng.permutation(len(source))[: len(rows)]
+        extra = rng.integers(0, len(source), max(0, len(rows) - len(source)))
+        out[rows] = source[np.concatenate([pick, extra])]
+    return out
+
+
 def column_aucs(positive: np.ndarray, S: np.ndarray) -> np.ndarray:
     """ROC AUC of every column of ``S`` (N, D) against the boolean ``positive`` (N,): Mann-Whitney
     with ties counted half, as ``roc_auc_score``; NaN where a class is absent.
@@ -203,6 +241,9 @@ class TargetLeakage(AuditCheck):
         idx = np.arange(len(y))
         if len(idx) > cfg.max_samples:
             idx = np.sort(ctx.rng("subsample").choice(len(y), cfg.max_samples, replace=False))
+        groups = None if train.groups is None else np.asarray(train.groups)[idx]
+        if groups is not None and len(np.unique(groups.astype(str))) < 2:
+            groups = None  # one group: nothing to hold out whole
         if data.kind == "images":
             X = train.X[idx]
             grid = downsample(X, max_side=16)
@@ -226,7 +267,7 @@ class TargetLeakage(AuditCheck):
             matches, match_names = equal_column_features(F, names, numeric)
             F, names = np.concatenate([F, matches], axis=1), names + match_names
         target = (yc if classification else y.astype(float))[idx]  # type: ignore[index]
-        scores = single_feature_scores(F, target, classification, cfg.bins, cfg.folds, ctx.run.seed)
+        scores = single_feature_scores(F, target, classification, cfg.bins, cfg.folds, ctx.run.seed, groups)
         order = np.argsort(-np.nan_to_num(scores, nan=-1))
         metric = "AUC" if classification else "R^2"
         said = metric if classification else "R^2 (or squared rank correlation, the larger)"
@@ -238,8 +279,10 @@ class TargetLeakage(AuditCheck):
             round(float(np.nanmax(scores)), 4) if np.isfinite(scores).any() else None
         )
         res.metrics["top_feature"] = names[order[0]] if len(order) else None
+        n_groups = None if groups is None else len(np.unique(groups.astype(str)))
+        res.metrics["groups"] = n_groups
         over = [i for i in order if scores[i] >= cfg.info_auc]
-        chance = self._null(F, target, classification, cfg, ctx, [float(scores[i]) for i in over])
+        chance = self._null(F, target, classification, cfg, ctx, [float(scores[i]) for i in over], groups)
         res.metrics["null_best_score"] = chance
         beyond = [i for i in over if chance is None or scores[i] > chance]
         leaks = [i for i in beyond if scores[i] >= cfg.error_auc]
@@ -299,6 +342,13 @@ class TargetLeakage(AuditCheck):
                     f"out-of-fold {said} {scores[order[0]]:.3f})",
                 )
             )
+        if n_groups is not None:  # every finding says its folds were of whole groups
+            for f in res.findings:
+                f.message += (
+                    f" (folds of whole groups: {n_groups} groups of data.group; the null shuffled labels between"
+                    " groups)"
+                )
+                f.evidence["groups"] = n_groups
         top = order[:15]
         fig, ax = new_figure(5, 0.25 * len(top) + 1)
         ax.barh(
@@ -325,15 +375,17 @@ class TargetLeakage(AuditCheck):
         cfg: TargetLeakageConfig,
         ctx: AuditContext,
         candidates: list[float],
+        groups: np.ndarray | None = None,
     ) -> float | None:
-        """The best single-feature score over label shuffles, up to the point it reaches the weakest
-        candidate (then that candidate is within chance; the loop stops at the strongest one reached).
-        None when nothing crosses ``info_auc`` or shuffles are off."""
+        """The best single-feature score over label shuffles (between whole groups where ``groups`` is
+        given), up to the point it reaches the weakest candidate (then that candidate is within chance; the
+        loop stops at the strongest one reached). None when nothing crosses ``info_auc`` or shuffles are off."""
         if not candidates or cfg.null_shuffles == 0:
             return None
         rng, best = ctx.rng("leakage_null"), -np.inf
         for k in range(cfg.null_shuffles):
-            s = single_feature_scores(F, rng.permutation(y), classification, cfg.bins, cfg.folds, k)
+            shuffled = rng.permutation(y) if groups is None else shuffle_by_group(y, groups, rng)
+            s = single_feature_scores(F, shuffled, classification, cfg.bins, cfg.folds, k, groups)
             best = max(best, float(np.nanmax(s)) if np.isfinite(s).any() else best)
             if best >= max(candidates):  # every candidate is within chance: more shuffles change nothing
                 break
