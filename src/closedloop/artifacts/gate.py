@@ -36,6 +36,8 @@ class TestComparison(BaseModel):
     higher_is_better: bool
     method: str
     n: int
+    n_groups: int | None = None
+    """Groups (``data.group``) the ``n`` rows come in, resampled whole; None: rows resampled."""
 
     @property
     def better(self) -> bool:
@@ -69,6 +71,8 @@ class GateResult(BaseModel):
     higher_is_better: bool
     method: str
     n: int
+    n_groups: int | None = None
+    """Groups (``data.group``) the ``n`` test rows come in, resampled whole; None: rows resampled."""
     alpha: float
     evaluated_on: Literal["test"] = "test"
     comparisons: list[TestComparison]

@@ -22,6 +22,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+
 from closedloop.artifacts.gate import GateResult, TestComparison
 from closedloop.core.errors import ClosedLoopError
 from closedloop.stats.errors import StatsError
@@ -61,9 +63,11 @@ def compare_family(
     threshold: float | None = None,
     n_resamples: int = 1000,
     seed: int = 0,
+    clusters: Any = None,
 ) -> list[TestComparison]:
     """The model against each of ``others`` on each metric (metric-major order, so the first entry
-    is the declared comparison), one-sided p-values Holm-adjusted over this family."""
+    is the declared comparison), one-sided p-values Holm-adjusted over this family. ``clusters``: a
+    group id per row (``data.group``), resampled whole."""
     if not others or not metrics:
         raise StatsError("a comparison family needs at least one metric and one model to compare with")
     results = [
@@ -80,12 +84,14 @@ def compare_family(
                 convention=convention,
                 threshold=threshold,
                 method="auto",
+                clusters=clusters,
             ),
         )
         for metric in metrics
         for name, proba in others.items()
     ]
     adjusted = holm([r.p_one_sided for _, r in results])
+    n_groups = None if clusters is None else len(np.unique(np.asarray(clusters).astype(str)))
     return [
         TestComparison(
             metric=r.metric,
@@ -101,6 +107,7 @@ def compare_family(
             higher_is_better=r.higher_is_better,
             method=r.method,
             n=r.n,
+            n_groups=n_groups,
         )
         for (name, r), pa in zip(results, adjusted, strict=True)
     ]
@@ -118,10 +125,12 @@ def gate_on_test(
     n_resamples: int = 1000,
     alpha: float = 0.05,
     threshold: float | None = None,
+    clusters: Any = None,
 ) -> GateResult:
     """Model vs each baseline on each metric (the declared one first: the task's primary metric
     against the first baseline). The decision is on the declared comparison, Holm-adjusted over
-    the comparisons made here when there are several; ``n_configs`` is only reported."""
+    the comparisons made here when there are several; ``n_configs`` is only reported. ``clusters``: a
+    group id per test row (``data.group``): the resamples draw whole groups."""
     primary = task.primary_metric
     wanted = [primary, *[m for m in (metrics or []) if m != primary]]
     comps = compare_family(
@@ -134,15 +143,17 @@ def gate_on_test(
         threshold=threshold,
         n_resamples=n_resamples,
         seed=seed,
+        clusters=clusters,
     )
     d = comps[0]
+    n_text = f"n = {d.n}" if d.n_groups is None else f"n = {d.n} rows in {d.n_groups} groups, resampled whole"
     k = len(comps)
     significant = bool(d.better and d.p_adjusted < alpha)
     lo, hi = d.ci95
     core = (
         f"{d.metric} {_fmt(d.model_value)} for the model vs {_fmt(d.baseline_value)} for the {d.baseline} "
         f"(difference {d.delta:+.3f}, 95% CI [{_fmt(lo)}, {_fmt(hi)}], one-sided 95% bound "
-        f"{'>' if d.higher_is_better else '<'} {d.bound95:+.3f}, n = {d.n})"
+        f"{'>' if d.higher_is_better else '<'} {d.bound95:+.3f}, {n_text})"
     )
     if k == 1:
         correction = "none"
@@ -192,6 +203,7 @@ def gate_on_test(
         higher_is_better=d.higher_is_better,
         method=d.method,
         n=d.n,
+        n_groups=d.n_groups,
         alpha=alpha,
         comparisons=comps,
         sentence=sentence,
@@ -210,6 +222,7 @@ def beats_baseline(
     alpha: float = 0.05,
     threshold: float | None = None,
     baseline_name: str = "best baseline",
+    clusters: Any = None,
 ) -> GateResult:
     """The single declared comparison: model vs the best baseline on the primary metric.
 
@@ -226,6 +239,7 @@ def beats_baseline(
         n_resamples=n_resamples,
         alpha=alpha,
         threshold=threshold,
+        clusters=clusters,
     )
 
 

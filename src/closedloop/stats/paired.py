@@ -165,11 +165,13 @@ def compare(
     threshold: float | None = None,
     alpha: float = 0.05,
     method: CompareMethod = "bootstrap",
+    clusters: np.ndarray | None = None,
 ) -> PairedResult:
     """Paired bootstrap of ``metric(a) - metric(b)``: the difference, its interval and p-values.
 
     Both models are scored on identical (stratified, seeded) resamples, so the interval reflects
-    the uncertainty of the *difference*, which is much narrower than that of either score.
+    the uncertainty of the *difference*, which is much narrower than that of either score. With
+    ``clusters`` (a group id per row) the resamples draw whole groups.
     """
     m = make_metric(metric, problem_type, threshold=threshold, convention=convention)
     y, Pa = prepare(y_true, proba_a, problem_type)
@@ -181,7 +183,7 @@ def compare(
     va, vb = float(m.weighted(y, Pa, ones)[0]), float(m.weighted(y, Pb, ones)[0])
     diffs = [
         m.weighted(y, Pa, W) - m.weighted(y, Pb, W)
-        for W in weight_chunks(len(y), n_resamples, seed, strata_for(y, problem_type))
+        for W in weight_chunks(len(y), n_resamples, seed, strata_for(y, problem_type), clusters)
     ]
     d = np.concatenate(diffs)
     d = d[np.isfinite(d)]
@@ -196,8 +198,9 @@ def compare(
     n_le, n_ge = int(np.sum(d <= 0)), int(np.sum(d >= 0))
     p_two = min(1.0, 2 * min(n_le + 1, n_ge + 1) / (b + 1))
     p_one = (n_le + 1) / (b + 1) if hib else (n_ge + 1) / (b + 1)
-    label = "paired bootstrap"
-    if method == "auto":
+    label = "paired bootstrap" if clusters is None else "paired bootstrap of whole groups"
+    # DeLong and McNemar count rows as independent: with groups the group bootstrap's p-value stands
+    if method == "auto" and clusters is None:
         better = delta > 0 if hib else delta < 0
         if metric == "auc" and problem_type == "binary":
             p_two = delong(y, Pa, Pb).p_value
@@ -211,7 +214,7 @@ def compare(
             label = "McNemar (interval: paired bootstrap)"
         if label != "paired bootstrap":
             p_one = p_two / 2 if better else 1 - p_two / 2
-    elif method != "bootstrap":
+    elif method not in ("bootstrap", "auto"):
         raise StatsError(f"unknown comparison method {method!r}; expected 'bootstrap' or 'auto'")
     return PairedResult(
         metric=metric,

@@ -57,9 +57,12 @@ def selection_bias(
     threshold: float | None = None,
     n_resamples: int = 1000,
     seed: int = 0,
+    clusters: Any = None,
 ) -> SelectionBias:
     """Optimism of the best validation score among ``candidates`` (each a prediction array on the
-    same validation rows ``y_true``). ``winner`` is the index actually chosen (default: the best)."""
+    same validation rows ``y_true``). ``winner`` is the index actually chosen (default: the best).
+    ``clusters``: a group id per row (``data.group``): resamples draw whole groups, and a resample's
+    unseen rows are those of the groups it did not draw."""
     if len(candidates) == 0:
         raise StatsError("selection_bias needs at least one candidate's validation predictions")
     names = list(names) if names is not None else [f"configuration {i}" for i in range(len(candidates))]
@@ -82,7 +85,7 @@ def selection_bias(
     if not 0 <= win < len(preds):
         raise StatsError(f"winner index {win} is outside the {len(preds)} candidates")
     in_sample, oob, picks = [], [], []
-    for W in weight_chunks(len(y), n_resamples, seed, strata_for(y, problem_type)):
+    for W in weight_chunks(len(y), n_resamples, seed, strata_for(y, problem_type), clusters):
         S = np.stack([sign * m.weighted(y, P, W) for P in preds], axis=1)
         S = np.where(np.isfinite(S), S, -np.inf)
         k = np.argmax(S, axis=1)

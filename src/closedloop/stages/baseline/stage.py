@@ -175,7 +175,7 @@ class FitBaselines(Stage):
             with ctx.timed(f"fit {name}"):
                 model = fit_one(baseline, split, task, cfg, seed=ctx.seed, time_column=time_column)
                 proba = model.predict_proba(data.val.X)
-            val = _score(task, y_val, proba, cfg.n_resamples, ctx.seed)
+            val = _score(task, y_val, proba, cfg.n_resamples, ctx.seed, data.val.groups)
             params = baseline.params()
             results.append(
                 BaselineResult(
@@ -301,9 +301,15 @@ class FitBaselines(Stage):
 
 
 def _score(
-    task: TaskSpec, y: np.ndarray, proba: np.ndarray, n_resamples: int, seed: int
+    task: TaskSpec,
+    y: np.ndarray,
+    proba: np.ndarray,
+    n_resamples: int,
+    seed: int,
+    groups: np.ndarray | None = None,
 ) -> dict[str, MetricCI]:
-    kw = {"convention": task.metric_convention, "n_resamples": n_resamples, "seed": seed}
+    """Each metric with its interval; with ``groups`` (``data.group``) the resamples draw whole groups."""
+    kw = {"convention": task.metric_convention, "n_resamples": n_resamples, "seed": seed, "clusters": groups}
     try:
         res = metrics_with_ci(task.metrics, y, proba, task.problem_type, **kw)  # type: ignore[arg-type]
         return {k: MetricCI(value=v["value"], ci95=v["ci95"]) for k, v in res.items()}

@@ -235,6 +235,7 @@ def choose_family(sessions: list[TrainSession], failed: dict[str, str] | None = 
                 "one family left"
             )  # by how much: paired on the predictions the choice was made on
         y, pw, pr = _compared_predictions(sessions[w], sessions[r], on)
+        groups = sessions[w].val_groups if on == "validation" else sessions[w].groups_train_val()
         cmp = compare(
             task.primary_metric,
             y,
@@ -244,6 +245,7 @@ def choose_family(sessions: list[TrainSession], failed: dict[str, str] | None = 
             seed=sessions[w].ctx.seed,
             convention=task.metric_convention,
             n_resamples=sessions[w].cfg.n_bootstrap,
+            clusters=groups if groups is not None and len(groups) == len(y) else None,
         )
         paired, ci = float(cmp.delta), [float(c) for c in cmp.ci95]
     except Exception as exc:  # evidence, not a reason to stop: the scores themselves still decide

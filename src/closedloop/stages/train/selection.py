@@ -69,6 +69,7 @@ def selection_evidence(sess: TrainSession, tuned: TunedConfig) -> SelectionBias 
             convention=task.metric_convention,
             n_resamples=sess.cfg.n_bootstrap,
             seed=sess.ctx.seed,
+            clusters=sess.val_groups,
         )
     except StatsError as exc:  # evidence, not a reason to stop training
         sess.decide("final", f"selection bias not estimated: {exc}", {})

@@ -163,6 +163,13 @@ class TrainSession:
         own = self.last_start + list(self.budget.values())[-1] * self.budget_s
         return max(0.0, own - (self.t0 + self.budget_s))
 
+    @property
+    def val_groups(self) -> np.ndarray | None:
+        """The group of each validation row (``data.group``), or None: paired comparisons and intervals on
+        validation resample whole groups where it is given."""
+        groups = self.data.splits["val"].groups
+        return None if groups is None else np.asarray(groups)
+
     def groups_train_val(self) -> np.ndarray | None:
         """The group of each train then validation row (the order of ``TensorSet.concat(train, val)``), or
         None when the data has no ``group`` column."""

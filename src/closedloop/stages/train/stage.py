@@ -361,6 +361,7 @@ class TrainModel(Stage):
             "evaluated_on",
             "method",
             "n",
+            "n_groups",
         )
         return {
             "test": with_ci(ev.test),

@@ -100,6 +100,7 @@ def knob_ablation(
                 n_resamples=cfg.n_bootstrap,
                 seed=sess.ctx.seed,
                 convention=task.metric_convention,
+                clusters=sess.val_groups,
             )
             entry = entry.model_copy(
                 update={

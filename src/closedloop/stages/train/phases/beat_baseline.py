@@ -89,6 +89,7 @@ def after_fit_seconds(sess: TrainSession, p_base: np.ndarray | None) -> float:
             seed=sess.ctx.seed,
             convention=sess.task.metric_convention,
             method="auto",
+            clusters=sess.val_groups,
         )
     except Exception:  # the real comparison reports its own error; nothing to keep time for
         return figure
@@ -169,6 +170,7 @@ def beat_baseline(sess: TrainSession, params: dict[str, Any], baseline: Any) -> 
             seed=sess.ctx.seed,
             convention=task.metric_convention,
             method="auto",
+            clusters=sess.val_groups,
         ).to_dict()
     except Exception as exc:  # the comparison is evidence, not a reason to stop training
         out.comparison = {"error": f"{type(exc).__name__}: {exc}"}

@@ -109,19 +109,36 @@ def evaluate_on_test(
         "n_resamples": cfg.n_bootstrap,
         "seed": sess.ctx.seed,
     }
-    val = metrics_with_ci(task.metrics, sess.val.y_np, p_val, task.problem_type, **kw)
-    y_hold = sess.val.y_np[np.asarray(sess.heldout.indices, dtype=np.int64)]
+    val_groups = sess.data.splits["val"].groups
+    val = metrics_with_ci(task.metrics, sess.val.y_np, p_val, task.problem_type, clusters=val_groups, **kw)
+    hold_rows = np.asarray(sess.heldout.indices, dtype=np.int64)
+    y_hold = sess.val.y_np[hold_rows]
     heldout = None
     if len(y_hold) and sess.heldout.evaluated_on != "trained_on":
         from closedloop.stats.errors import StatsError
 
+        hold_groups = None if val_groups is None else np.asarray(val_groups)[hold_rows]
         try:
-            heldout = metrics_with_ci(task.metrics, y_hold, p_hold, task.problem_type, **kw)
+            heldout = metrics_with_ci(
+                task.metrics, y_hold, p_hold, task.problem_type, clusters=hold_groups, **kw
+            )
         except StatsError as exc:  # e.g. one class among a handful of held-out rows
             sess.decide("final", f"no metrics on the {len(y_hold)} held-out samples: {exc}", {})
     test_split = sess.ctx.open_test(sess.data, reason="final evaluation", purpose="evaluation")
     p_test = model.predict_proba(test_split.X)
-    test = metrics_with_ci(task.metrics, np.asarray(test_split.y), p_test, task.problem_type, **kw)
+    test_groups = test_split.groups
+    test = metrics_with_ci(
+        task.metrics, np.asarray(test_split.y), p_test, task.problem_type, clusters=test_groups, **kw
+    )
+    if test_groups is not None and val_groups is not None:
+        n_val, n_test = (len(np.unique(np.asarray(g).astype(str))) for g in (val_groups, test_groups))
+        sess.decide(
+            "final",
+            f"intervals on validation and test resample whole groups of data.group ({n_val} and {n_test} "
+            "groups): a group's rows are not independent evidence, so a resample of rows would give intervals "
+            "too narrow",
+            {"val_groups": n_val, "test_groups": n_test},
+        )
 
     def label(d: dict[str, Any] | None) -> dict[str, Any] | None:
         if d is None:
@@ -169,6 +186,7 @@ def evaluate_on_test(
         n_resamples=cfg.n_bootstrap,
         threshold=model.threshold,
         baseline_name=f"best baseline ({best})" if best else "best baseline",
+        clusters=test_groups,
     ).to_dict()
     out.beats_baseline = bb
     sess.decide("final", bb["sentence"], {k: v for k, v in bb.items() if k != "sentence"})

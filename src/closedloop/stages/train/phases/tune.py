@@ -603,6 +603,7 @@ def _gain(
             seed=sess.ctx.seed,
             convention=task.metric_convention,
             n_resamples=sess.cfg.n_bootstrap,
+            clusters=sess.val_groups,
         ).to_dict()
     except Exception as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
