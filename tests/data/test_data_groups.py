@@ -119,7 +119,9 @@ def test_a_model_that_memorizes_groups_is_judged_on_groups_it_never_saw(tmp_path
         # intervals and the test gate resample whole classrooms (rows of one are not independent evidence)
         assert ("intervals on validation and test resample whole groups" in decisions) == grouped
         gate = summary["stages"]["train"]["beats_baseline"]
-        said = [d for d in summary["stages"]["train"]["decisions"] if d["decision"].startswith("intervals on")]
+        said = [
+            d for d in summary["stages"]["train"]["decisions"] if d["decision"].startswith("intervals on")
+        ]
         test_rooms = said[0]["evidence"]["test_groups"] if grouped else None
         assert gate["n_groups"] == test_rooms and (not grouped or 5 <= test_rooms <= 20)
     assert scores[False] > 0.8 and scores[True] < 0.7, scores
