@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_tables import rdata  # noqa: E402
+from bench_group_split import star_with_classrooms  # noqa: E402
 
 from closedloop.core.stage import RunContext  # noqa: E402
 from closedloop.data.bundle import DatasetBundle  # noqa: E402
@@ -39,8 +39,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = ap.parse_args()
-    star = rdata("Star").reset_index(drop=True)
-    star["classroom"] = star["schidkn"].astype(str) + "-" + star["totexpk"].astype(str)
+    star = star_with_classrooms()
     print(
         f"# bench_audit_shift_groups: Star, {len(star)} pupils, {star['classroom'].nunique()} classrooms, target "
         f"classk, split by classroom, split seeds {args.seeds}"

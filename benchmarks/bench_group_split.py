@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_tables import rdata  # noqa: E402
@@ -50,12 +51,18 @@ def run(csv: Path, grouped: bool, seed: int, work: Path) -> dict:
     return {"test": train["test"], "beats": train["beats_baseline"], "family": train["model"]["family"]}
 
 
+def star_with_classrooms() -> pd.DataFrame:
+    """Star with a ``classroom`` column: (school id, teacher experience), the grouping the model found."""
+    star = rdata("Star").reset_index(drop=True)
+    star["classroom"] = star["schidkn"].astype(str) + "-" + star["totexpk"].astype(str)
+    return star
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = ap.parse_args()
-    star = rdata("Star").reset_index(drop=True)
-    star["classroom"] = star["schidkn"].astype(str) + "-" + star["totexpk"].astype(str)
+    star = star_with_classrooms()
     print(
         f"# bench_group_split: Star, {len(star)} pupils, {star['classroom'].nunique()} classrooms "
         f"(school id x teacher experience), target classk, split seeds {args.seeds}"
