@@ -76,6 +76,7 @@ def test_smoke_all_checks_save_load_summarize_report(tmp_path: Path) -> None:
         "feature_quality",
         "duplicates",
         "target_leakage",
+        "repeated_entities",  # tables only: skipped here, with the reason
         "split_shift",
         "label_issues",
         "learning_curve",

@@ -11,6 +11,7 @@ from closedloop.stages.audit.base import (
     Finding,
 )
 from closedloop.stages.audit.duplicates import Duplicates
+from closedloop.stages.audit.entities import RepeatedEntities
 from closedloop.stages.audit.label_issues import LabelIssues
 from closedloop.stages.audit.leakage import TargetLeakage
 from closedloop.stages.audit.learning_curve import LearningCurve
@@ -39,6 +40,7 @@ __all__ = [
     "LearningCurve",
     "LookAtSamples",
     "Provenance",
+    "RepeatedEntities",
     "SplitShift",
     "TargetLeakage",
 ]

@@ -39,6 +39,7 @@ DEFAULT_CHECKS = [
     "feature_quality",
     "duplicates",
     "target_leakage",
+    "repeated_entities",
     "split_shift",
     "label_issues",
     "learning_curve",
