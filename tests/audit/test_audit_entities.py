@@ -60,6 +60,7 @@ def test_a_person_id_whose_rows_share_the_label_is_a_warning_naming_the_fix(tmp_
     assert f["evidence"]["test_rows_sharing"] > 0.9 * n_test and f"of the {n_test} test rows" in f["message"]
     m = out.audit.results["repeated_entities"]["metrics"]
     assert m["entity_columns"] == ["person"] and m["top_column"] == "person"
+    assert m["test_share_sharing"]["person"] == round(f["evidence"]["test_rows_sharing"] / n_test, 4)
 
 
 def test_an_id_whose_rows_do_not_share_the_label_is_not_reported(tmp_path: Path) -> None:

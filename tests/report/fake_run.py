@@ -215,6 +215,16 @@ def audit(findings: list[dict[str, str]] | None = None, **metrics: Any) -> dict[
                 "status": "ok",
                 "metrics": {"gain_at_2x": (g := metrics.get("gain", 0.002)), "gain_90ci": [g / 2, g * 1.5]},
             },
+            **(
+                {
+                    "repeated_entities": {
+                        "status": "ok",
+                        "metrics": {"test_share_sharing": metrics["entities"]},
+                    }
+                }
+                if "entities" in metrics
+                else {}
+            ),
         },
         "failed": {},
     }

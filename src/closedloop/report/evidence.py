@@ -18,6 +18,7 @@ from closedloop.artifacts.audit import (
     DuplicateMetrics,
     LabelIssueMetrics,
     LearningCurveMetrics,
+    RepeatedEntitiesMetrics,
     SplitShiftMetrics,
 )
 from closedloop.artifacts.evaluation import EvaluationReport
@@ -113,6 +114,9 @@ class AuditEvidence(_Model):
     gain_ci: tuple[float, float] | None = None
     test_shift_auc: float | None = None
     """Adversarial AUC of train vs test (split-shift check): 0.5 when test looks like train."""
+    entity_shared: tuple[str, float] | None = None
+    """A column naming an entity whose rows share their label, and the share of test rows whose entity has
+    train rows (repeated-entities check)."""
 
 
 class HumanLevel(_Model):
@@ -241,6 +245,7 @@ def _audit(report: AuditReport | None, n_test: int | None) -> AuditEvidence | No
         gain_at_2x=curve.gain_at_2x,
         gain_ci=_pair(curve.gain_90ci),
         test_shift_auc=report.metrics_of("split_shift", SplitShiftMetrics).adversarial_auc_test,
+        entity_shared=report.metrics_of("repeated_entities", RepeatedEntitiesMetrics).worst(),
     )
 
 

@@ -148,12 +148,14 @@ class RepeatedEntities(AuditCheck):
             if flagged
             else None
         )
+        res.metrics["test_share_sharing"] = {}
         for c in flagged:
             known = set(X[c].dropna().astype(str))
             shared = None
             if test is not None and c in test.X.columns:
                 tv = test.X[c].dropna().astype(str)
                 shared = (int(tv.isin(known).sum()), len(test.X))
+                res.metrics["test_share_sharing"][str(c)] = round(shared[0] / max(shared[1], 1), 4)
             counts = X[c].value_counts()
             where = (
                 f"; {shared[0]} of the {shared[1]} test rows share their {c!r} with train rows, so the test score "
