@@ -150,3 +150,29 @@ def test_the_label_issue_checks_folds_keep_groups_whole(tmp_path) -> None:
         found[grouped] = res.metrics["oof_accuracy"]
     # memorized classrooms make the labels look right; a new classroom's label is a guess
     assert found[False] > 0.8 and found[True] < 0.65, found
+
+
+def test_added_labeled_rows_keep_their_group_and_a_held_out_group_is_refused(tmp_path) -> None:
+    """``retrain --add-labeled`` on a grouped table: a new row of a train classroom keeps the classroom's id (the
+    folds keep it with its classroom), a file without the column adds each row as its own group, and a row of a
+    classroom that validation or test holds is refused with its id."""
+    from closedloop.stages.monitor.retrain import AugmentedSource
+
+    df = classrooms(n_groups=40, size=8)
+    df.to_csv(tmp_path / "rooms.csv", index=False)
+    base = {"source": "tabular", "path": str(tmp_path / "rooms.csv"), "target": "small", "group": "room"}
+    splits = TabularSource(**{k: v for k, v in base.items() if k != "source"}).load(0).splits
+    train_room, test_room = sorted(_rooms(splits["train"]))[0], sorted(_rooms(splits["test"]))[0]
+    new = df[df.room == train_room].head(2).assign(a=0.0)
+    new.to_csv(tmp_path / "new.csv", index=False)
+    out = AugmentedSource(base=base, labeled=str(tmp_path / "new.csv"), label_column="small").load(0)
+    assert out.splits["train"].groups[-2:].tolist() == [train_room, train_room]
+    new.drop(columns="room").to_csv(tmp_path / "anonymous.csv", index=False)
+    out = AugmentedSource(base=base, labeled=str(tmp_path / "anonymous.csv"), label_column="small").load(0)
+    assert out.splits["train"].groups[-2:].tolist() == ["added-0", "added-1"]
+    df[df.room == test_room].head(3).to_csv(tmp_path / "leak.csv", index=False)
+    with pytest.raises(
+        DataError,
+        match=rf"leak.csv: 3 row\(s\) belong to group\(s\) of column 'room'.*'{test_room}' \(test\)",
+    ):
+        AugmentedSource(base=base, labeled=str(tmp_path / "leak.csv"), label_column="small").load(0)

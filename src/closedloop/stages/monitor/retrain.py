@@ -166,10 +166,34 @@ class AugmentedSource(DataSource):
         }
         meta = bundle.meta.model_copy(update={"provenance": prov})
         splits = dict(bundle.splits)
-        # a grouped table: each added row is a group of its own (production rows, not a training group's)
-        groups = None if tr.groups is None else np.concatenate([tr.groups, [f"added-{i}" for i in range(n)]])
+        groups = None if tr.groups is None else np.concatenate([tr.groups, _added_groups(path, bundle, n)])
         splits["train"] = Split(X=X, y=y, groups=groups)
         return DatasetBundle(meta=meta, splits=splits)
+
+
+def _added_groups(path: Path, bundle: DatasetBundle, n: int) -> np.ndarray:
+    """The group of each added row of a grouped table: the file's own group column where it has one (a man
+    already in train keeps his id, so the train stage's folds keep his rows together), else a group per row.
+    A row of a group that validation or test holds is refused: training on it would score those splits on a
+    group the model trained on."""
+    from closedloop.data.sources.tabular import read_table
+
+    column = (bundle.meta.provenance.get("group") or {}).get("column")
+    df = read_table(path, list(bundle.meta.provenance.get("na_values", []))) if column else None
+    if df is None or column not in df:
+        return np.array([f"added-{i}" for i in range(n)])
+    ids = df[column].astype(str).to_numpy()
+    held = {str(g): k for k in ("val", "test") for g in np.asarray(bundle.splits[k].groups)}
+    clash = [g for g in dict.fromkeys(ids) if g in held]
+    if clash:
+        where = ", ".join(f"{g!r} ({held[g]})" for g in clash[:5])
+        raise DataError(
+            f"--add-labeled {path}: {sum(g in held for g in ids)} row(s) belong to group(s) of column {column!r} "
+            f"that the evaluation splits hold: {where}{' ...' if len(clash) > 5 else ''}. Training on them would "
+            "score validation and test on groups the model trained on; expected rows of new groups or of train's "
+            "groups (drop those rows)"
+        )
+    return ids
 
 
 # -- champion vs challenger ----------------------------------------------------------------------
