@@ -67,3 +67,32 @@ def test_the_paired_comparison_and_the_gate_say_they_resampled_groups() -> None:
         clusters=g,
     )
     assert gate.n_groups == 30 and "n = 600 rows in 30 groups, resampled whole" in gate.sentence
+
+
+def test_the_promotion_rule_resamples_whole_groups_in_both_parts() -> None:
+    """``retrain`` on a grouped table: the challenger-vs-champion comparison and the non-inferiority check on
+    the test split resample whole groups (``compare_runs`` passes the held-out split's groups)."""
+    from closedloop.data.bundle import Split
+    from closedloop.stages.monitor.retrain import drop_trained_on
+    from closedloop.stats.promotion import PairedCases, decide_promotion
+
+    y, P, g = _clustered(30, 20, 2)
+    coin = np.random.default_rng(0).random(len(y))  # a champion that guesses
+    worse = np.stack([1 - coin, coin], 1)
+    kw = {"metric": "acc", "problem_type": "binary", "n_resamples": 300}
+    rows = decide_promotion(y, P, worse, **kw)
+    grouped = decide_promotion(y, P, worse, clusters=g, **kw)
+    assert grouped.comparisons[0].n_groups == 30 and rows.comparisons[0].n_groups is None
+    assert grouped.comparisons[0].method == "paired bootstrap of whole groups"
+    ref = PairedCases(y_true=y, challenger_proba=P, champion_proba=worse, groups=g)
+    ni = decide_promotion(y, P, worse, reference=ref, margin=0.01, **kw).non_inferiority
+    ni_rows = decide_promotion(
+        y, P, worse, reference=ref.model_copy(update={"groups": None}), margin=0.01, **kw
+    )
+    assert ni is not None and ni_rows.non_inferiority is not None
+    assert ni.bound95 < ni_rows.non_inferiority.bound95  # the lower bound of whole groups is the wider one
+    import pandas as pd
+
+    held = Split(pd.DataFrame({"a": np.arange(6.0)}), np.zeros(6, int), groups=np.array(list("aabbcc")))
+    kept, _ = drop_trained_on(held, [("challenger", Split(held.X.iloc[:1], np.zeros(1, int)))])
+    assert kept.groups.tolist() == list("abbcc")

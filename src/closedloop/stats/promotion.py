@@ -38,7 +38,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -102,6 +102,8 @@ class PairedCases(BaseModel):
     challenger_proba: Any
     champion_proba: Any
     evaluated_on: str = "test"
+    groups: Any = None
+    """A group id per case (``data.group``): the comparison resamples whole groups."""
 
 
 class PromotionDecision(BaseModel):
@@ -235,6 +237,8 @@ class Scoring:
     costs: tuple[float, float] | None = None
     n_resamples: int = 1000
     seed: int = 0
+    clusters: Any = None
+    """A group id per case, resampled whole (the cost comparison's sign-flip test stays per case)."""
 
 
 def _comparisons(y: Any, chall: Any, champ: Any, metrics: list[str], s: Scoring) -> list[TestComparison]:
@@ -258,7 +262,7 @@ def _comparisons(y: Any, chall: Any, champ: Any, metrics: list[str], s: Scoring)
             a, b, t = chall, champ, s.threshold
         out += compare_family(
             y, a, {"champion": b}, [m], s.problem_type,
-            convention=s.convention, threshold=t, n_resamples=s.n_resamples, seed=s.seed,
+            convention=s.convention, threshold=t, n_resamples=s.n_resamples, seed=s.seed, clusters=s.clusters,
         )  # fmt: skip
     if len(out) > 1:
         adj = holm([c.p_value for c in out])
@@ -287,6 +291,7 @@ def non_inferiority(
 def _non_inferiority(cases: PairedCases, metric: str, margin: float, s: Scoring) -> NonInferiority:
     if margin < 0:
         raise StatsError(f"the non-inferiority margin must be >= 0, got {margin}")
+    s = replace(s, clusters=cases.groups)
     (c,) = _comparisons(cases.y_true, cases.challenger_proba, cases.champion_proba, [metric], s)
     ok = bool(c.bound95 >= -margin) if c.higher_is_better else bool(c.bound95 <= margin)
     side = "lower" if c.higher_is_better else "upper"
@@ -331,14 +336,18 @@ def decide_promotion(
     costs: tuple[float, float] | None = None,
     n_resamples: int = 1000,
     seed: int = 0,
+    clusters: Any = None,
 ) -> PromotionDecision:
     """Apply the promotion rule (module docstring) to both models' predictions on the same cases.
 
     ``threshold`` is the challenger's operating threshold and ``champion_threshold`` the champion's
     (default: the challenger's, the old single-threshold behaviour); ``reference`` is the original
-    test split for the non-inferiority part, judged within ``margin`` on the same metric."""
+    test split for the non-inferiority part, judged within ``margin`` on the same metric. ``clusters``: a
+    group id per case of ``y_true`` (``data.group``), resampled whole."""
     champion_threshold = threshold if champion_threshold is None else champion_threshold
-    scoring = Scoring(problem_type, convention, threshold, champion_threshold, costs, n_resamples, seed)
+    scoring = Scoring(
+        problem_type, convention, threshold, champion_threshold, costs, n_resamples, seed, clusters
+    )
     metrics = [metric, *[m for m in extra_metrics if m != metric]]
     comps = _comparisons(y_true, challenger_proba, champion_proba, metrics, scoring)
     d = comps[0]

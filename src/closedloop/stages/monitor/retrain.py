@@ -236,13 +236,15 @@ def compare_runs(
     evaluated_on: str = "test",
     production: tuple[Any, np.ndarray] | None = None,
     margin: float = 0.02,
+    groups: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Paired comparison on the same held-out data and the promotion decision with its reasons
     (the rule: :func:`closedloop.stats.promotion.decide_promotion`).
 
     With ``production`` (randomly selected labeled production samples, ``(X, y)``), the challenger must
     be better *there*, and ``X, y`` (the held-out split) becomes the non-inferiority check within
-    ``margin``: the two-part rule ``closedloop adapt`` uses."""
+    ``margin``: the two-part rule ``closedloop adapt`` uses. ``groups``: the group of each row of ``X``
+    (``data.group``): comparisons on them resample whole groups."""
     from closedloop.models.trained import raw_array
     from closedloop.stats.promotion import Check, PairedCases, decide_promotion
 
@@ -276,8 +278,9 @@ def compare_runs(
             challenger_proba=chall.predict_proba(X),
             champion_proba=champ.predict_proba(X),
             evaluated_on=evaluated_on,
+            groups=groups,
         )
-        X, y = production
+        X, y, groups = production[0], production[1], None
         evaluated_on = f"the production evaluation labels ({len(y)} randomly selected)"
     decision = decide_promotion(
         y,
@@ -294,6 +297,7 @@ def compare_runs(
         evaluated_on=evaluated_on,
         reference=reference,
         margin=margin,
+        clusters=groups,
     )
     first = decision.comparisons[0]
     return {
@@ -474,6 +478,7 @@ def run_retrain(
         evaluated_on=on,
         production=production,
         margin=margin,
+        groups=held.groups,
     )
     out["heldout_split"] = on
     out["excluded"] = excluded
@@ -551,7 +556,8 @@ def drop_trained_on(held: Split, trained: list[tuple[Any, ...]]) -> tuple[Split,
         "by": by,
         "rule": "held-out samples whose content hash is in either model's training data are left out",
     }
-    return Split(X=X, y=np.asarray(held.y)[keep]), info
+    groups = None if held.groups is None else np.asarray(held.groups)[keep]
+    return Split(X=X, y=np.asarray(held.y)[keep], groups=groups), info
 
 
 def unseen_by_both(champion_dir: Path, challenger_dir: Path, bundle: DatasetBundle) -> tuple[Split, str]:
@@ -573,7 +579,8 @@ def unseen_by_both(champion_dir: Path, challenger_dir: Path, bundle: DatasetBund
     val = bundle.val
     X = val.X.iloc[rows].reset_index(drop=True) if isinstance(val.X, pd.DataFrame) else val.X[rows]
     label = f"validation rows unseen by both models ({len(rows)} of {n_val})"
-    return Split(X=X, y=np.asarray(val.y)[rows]), label
+    groups = None if val.groups is None else np.asarray(val.groups)[rows]
+    return Split(X=X, y=np.asarray(val.y)[rows], groups=groups), label
 
 
 def record_dataset_version(runs_root: Path, run_dir: Path) -> dict[str, Any] | None:
