@@ -17,6 +17,7 @@ def _session(work: Path, y: np.ndarray, rivals: list[tuple[str, Path]] | None = 
         family="mlp",
         rivals=rivals or [],
         val=SimpleNamespace(y_np=y),
+        val_groups=None,  # no data.group: rows resampled
         task=SimpleNamespace(primary_metric="auc", problem_type="binary", metric_convention="medmnist"),
         cfg=SimpleNamespace(n_bootstrap=200),
         ctx=SimpleNamespace(seed=0),
