@@ -48,8 +48,9 @@ class DatasetMeta(BaseModel):
     n_channels: int | None = None
     feature_names: list[str] = Field(default_factory=list)
     categorical_features: list[str] = Field(default_factory=list)
-    split_origin: Literal["source", "seeded_stratified"] = "source"
-    """Whether splits came with the data or were made here (seeded, stratified)."""
+    split_origin: Literal["source", "seeded_stratified", "time_ordered"] = "source"
+    """Whether splits came with the data, were made here (seeded, stratified), or were cut in time order
+    (a table's ``time_column``)."""
     provenance: dict[str, Any] = Field(default_factory=dict)
     """File paths, checksums (expected vs. actual), download URL, version."""
     warnings: list[str] = Field(default_factory=list)

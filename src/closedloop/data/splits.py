@@ -263,3 +263,69 @@ def stratified_subsample(y: np.ndarray, n: int, seed: int) -> np.ndarray:
     alloc = _allocate(np.array([len(g) for g in groups]), n)
     chosen = [rng.choice(g, size=min(a, len(g)), replace=False) for g, a in zip(groups, alloc, strict=True)]
     return np.sort(np.concatenate(chosen))
+
+
+def time_order(values: pd.Series, where: str) -> np.ndarray:
+    """A column's values as sortable numbers: numbers as they are, dates (datetime or text a date parser reads)
+    as nanoseconds. Raises ``ValueError`` naming the rows without a time."""
+    if pd.api.types.is_bool_dtype(values):
+        raise ValueError(f"{where}: holds true/false values; expected numbers or dates")
+    if pd.api.types.is_numeric_dtype(values):
+        t = values.to_numpy(dtype=float)
+    else:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pandas warns when it cannot infer one format
+            parsed = pd.to_datetime(values, errors="coerce", format="mixed")
+        unread = parsed.isna() & values.notna()
+        if unread.any():
+            first = values[unread].astype(str).unique()[:3].tolist()
+            raise ValueError(f"{where}: values {first} are neither numbers nor dates")
+        t = np.where(
+            parsed.isna(), np.nan, parsed.to_numpy().astype("datetime64[ns]").astype(np.int64).astype(float)
+        )
+    missing = np.flatnonzero(~np.isfinite(t))
+    if len(missing):
+        rows = ", ".join(str(i) for i in missing[:5])
+        raise ValueError(
+            f"{where}: no time in {len(missing)} row(s) (rows {rows}); expected a time on every row"
+        )
+    return t
+
+
+def time_split(times: np.ndarray, *, val_fraction: float, test_fraction: float) -> dict[str, np.ndarray]:
+    """Train/val/test row indices in time order: test is the latest rows, about ``test_fraction`` of them,
+    validation about ``val_fraction`` just before, train the rest; the rows of one time stay in one split.
+
+    Production is the future: a random split scores a model on the same periods it trained on, a time split
+    on the period after. Raises ``ValueError`` when there are fewer than three distinct times.
+
+    Example (ten years, two rows each):
+        >>> import numpy as np
+        >>> parts = time_split(np.repeat(np.arange(2000, 2010), 2), val_fraction=0.2, test_fraction=0.2)
+        >>> {k: sorted(set((2000 + v // 2).tolist())) for k, v in parts.items()}
+        {'train': [2000, 2001, 2002, 2003, 2004, 2005], 'val': [2006, 2007], 'test': [2008, 2009]}
+    """
+    t = np.asarray(times, dtype=float)
+    distinct, counts = np.unique(t, return_counts=True)
+    if len(distinct) < 3:
+        raise ValueError(
+            f"{len(distinct)} distinct time(s) cannot fill train, val and test; expected at least 3"
+        )
+
+    def cut(n_times: int, share: float, total: int) -> int:
+        """How many of the latest of the first ``n_times`` times hold closest to ``share * total`` rows."""
+        tail = np.cumsum(counts[:n_times][::-1])  # rows in the latest 1, 2, ... times
+        return int(np.argmin(np.abs(tail - share * total))) + 1
+
+    n = len(t)
+    k_test = min(cut(len(distinct), test_fraction, n), len(distinct) - 2)
+    k_val = min(cut(len(distinct) - k_test, val_fraction, n), len(distinct) - k_test - 1)
+    test_from = distinct[len(distinct) - k_test]
+    val_from = distinct[len(distinct) - k_test - k_val]
+    return {
+        "train": np.flatnonzero(t < val_from),
+        "val": np.flatnonzero((t >= val_from) & (t < test_from)),
+        "test": np.flatnonzero(t >= test_from),
+    }

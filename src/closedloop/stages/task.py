@@ -402,7 +402,7 @@ def build_task_spec(cfg: DefineTaskConfig, data: DatasetBundle) -> TaskSpec:
     validation = cfg.validation
     if validation.protocol is None:
         n_labeled = len(data.train) + len(data.val)
-        proto, why = choose_protocol(n_labeled, data.meta.split_origin == "source")
+        proto, why = choose_protocol(n_labeled, data.meta.split_origin != "seeded_stratified")
         validation = validation.model_copy(update={"protocol": proto})
         inferred["validation.protocol"] = why
 

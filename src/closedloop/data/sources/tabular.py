@@ -23,7 +23,7 @@ from closedloop.core.errors import DataError
 from closedloop.core.registry import register_source
 from closedloop.data.bundle import SPLITS, TARGET_COLUMN, DatasetBundle, DatasetMeta
 from closedloop.data.sources.base import DataSource, PathStr, SplitFractionsConfig
-from closedloop.data.splits import MAX_CLASSES, split_arrays, take
+from closedloop.data.splits import MAX_CLASSES, split_arrays, take, time_order, time_split
 from closedloop.data.validate import validate_bundle
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
@@ -59,6 +59,11 @@ class TabularConfig(SplitFractionsConfig):
     """Column saying which rows belong together (a patient's visits, a classroom's pupils): each split holds
     whole groups, and the train stage's folds and held-out rows keep them whole, so no figure is computed on
     a group the model trained on. The column is not a feature."""
+    time_column: str | None = None
+    """Column ordering the rows in time (numbers such as a year, or dates): test is the latest rows (about
+    ``test_fraction``), validation the ``val_fraction`` just before, train the rest, and the rows of one time
+    stay in one split. Production is the future: a random split scores the model on the periods it trained
+    on. The column stays a feature unless listed in ``drop`` (it still orders the rows)."""
     missing_target: Literal["error", "drop"] = "error"
     """Rows without a target value: ``error`` (the default, naming the rows) or ``drop`` them before the
     splits are made; how many were dropped is in ``meta.provenance`` and the audit's provenance line."""
@@ -247,6 +252,15 @@ class TabularSource(DataSource):
         _require_columns(df, list(cfg.categorical or []), where=where, field="categorical")
         if cfg.split_column is not None:
             _require_columns(df, [cfg.split_column], where=where, field="split_column")
+        if cfg.time_column is not None:
+            _require_columns(df, [cfg.time_column], where=where, field="time_column")
+            both = [f for f, v in (("split_column", cfg.split_column), ("group", cfg.group)) if v is not None]
+            if both:
+                raise DataError(
+                    f"{where}: time_column {cfg.time_column!r} and {both[0]} {getattr(cfg, both[0])!r} both say "
+                    "how to split; expected one (an entity observed over time, split by time, has rows in "
+                    "train and test: that is the production case a time split measures)"
+                )
         if cfg.group is not None:
             _require_columns(df, [cfg.group], where=where, field="group")
             if cfg.group in targets:
@@ -336,6 +350,28 @@ class TabularSource(DataSource):
             provenance["split_column"] = cfg.split_column
             if groups is not None:
                 _refuse_groups_across_splits(splits, cfg.group, where)
+        elif cfg.time_column is not None:
+            try:
+                times = time_order(df[cfg.time_column], f"{where}: time_column {cfg.time_column!r}")
+                parts = time_split(times, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction)
+            except ValueError as exc:
+                raise DataError(
+                    str(exc)
+                    if str(exc).startswith(where)
+                    else f"{where}: time_column {cfg.time_column!r}: {exc}"
+                ) from None
+            splits = {s: take(X, y, parts[s]) for s in SPLITS}
+            split_origin = "time_ordered"
+            provenance["time_split"] = {
+                "column": cfg.time_column,
+                **{
+                    s: [
+                        str(df[cfg.time_column].iloc[parts[s]].min()),
+                        str(df[cfg.time_column].iloc[parts[s]].max()),
+                    ]
+                    for s in SPLITS
+                },
+            }
         else:
             try:
                 splits, plan = split_arrays(
