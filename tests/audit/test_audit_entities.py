@@ -76,3 +76,12 @@ def test_the_check_runs_by_default_on_tables_and_its_bar_is_validated(tmp_path: 
     assert "repeated_entities" in DEFAULT_CHECKS
     with pytest.raises(ConfigError, match="min_excess"):
         AuditDataset(checks=[{"name": "repeated_entities", "params": {"min_excess": 0}}])
+
+
+def test_entities_seen_again_under_a_time_split_are_the_production_case(tmp_path: Path) -> None:
+    data = _panel()
+    data.meta.split_origin = "time_ordered"
+    _, out = run(data, tmp_path, checks=["repeated_entities"], stop_on=[])
+    fs = _findings(out)
+    assert [f["severity"] for f in fs] == ["info"] and "in time order" in fs[0]["message"]
+    assert not out.audit.results["repeated_entities"]["metrics"].get("test_share_sharing")

@@ -143,6 +143,17 @@ class RepeatedEntities(AuditCheck):
         res.metrics["null_best_score"] = None if not over else round(float(null), 4)
         flagged = [c for c in sorted(over, key=lambda c: -scores[c]) if scores[c] > null]
         res.metrics["entity_columns"] = [str(c) for c in flagged]
+        if flagged and data.meta.split_origin == "time_ordered":
+            # split by time, an entity's later rows are test: known entities seen again, the production case
+            res.findings.append(
+                self.finding(
+                    "info",
+                    f"column(s) {[str(c) for c in flagged]} name entities whose rows share their label; the splits are "
+                    "in time order (time_column), so test holds their later rows, as production will",
+                    columns=[str(c) for c in flagged],
+                )
+            )
+            return res
         test = (
             ctx.splits(with_test=True, reason="which test rows share an entity with train")["test"]
             if flagged
@@ -170,7 +181,7 @@ class RepeatedEntities(AuditCheck):
                     f"{counts.median():.0f} train rows each on median), and rows sharing a value share their label: "
                     f"{scores[c]:.2f} of its variance beyond a smooth trend in the value (label shuffles reach "
                     f"{null:.2f}){where}. If a value is one person, patient or place, hold each one in a single "
-                    f"split: data: {{group: {c}}} (or split by time)",
+                    f"split: data: {{group: {c}}}, or split by time: data: {{time_column: <its time column>}}",
                     column=str(c),
                     score=float(scores[c]),
                     null_best_score=float(null),
