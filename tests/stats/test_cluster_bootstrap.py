@@ -96,3 +96,15 @@ def test_the_promotion_rule_resamples_whole_groups_in_both_parts() -> None:
     held = Split(pd.DataFrame({"a": np.arange(6.0)}), np.zeros(6, int), groups=np.array(list("aabbcc")))
     kept, _ = drop_trained_on(held, [("challenger", Split(held.X.iloc[:1], np.zeros(1, int)))])
     assert kept.groups.tolist() == list("abbcc")
+
+
+def test_the_exports_variant_intervals_resample_whole_groups() -> None:
+    """The export judges a variant on the deployed model's held-out rows; on a grouped table its intervals
+    resample whole groups too (``HeldOutRows.groups``, from the held-out split)."""
+    from closedloop.stages.export.evaluate import compare_metric
+
+    y, P, g = _clustered(30, 20, 3)
+    rows = compare_metric("acc", y, P, P, "binary", 0.5, n_boot=300)
+    grouped = compare_metric("acc", y, P, P, "binary", 0.5, n_boot=300, groups=g)
+    assert grouped.value == rows.value
+    assert grouped.ci[1] - grouped.ci[0] > 2 * (rows.ci[1] - rows.ci[0])

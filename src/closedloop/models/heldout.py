@@ -76,4 +76,5 @@ def heldout_split(model: Any, data: Any, stage: str) -> tuple[Any, str, str]:
             f"this stage's data (checksum {got}); wire the same data into train and this stage"
         )
     X = val.X.iloc[idx].reset_index(drop=True) if hasattr(val.X, "iloc") else np.asarray(val.X)[idx]
-    return Split(X=X, y=np.asarray(val.y)[idx]), plan.evaluated_on, plan.note
+    groups = None if val.groups is None else np.asarray(val.groups)[idx]
+    return Split(X=X, y=np.asarray(val.y)[idx], groups=groups), plan.evaluated_on, plan.note

@@ -91,14 +91,24 @@ def compare_metric(
     *,
     n_boot: int = 200,
     seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> MetricComparison:
+    """The variant's metric and its difference to the reference, with paired bootstrap intervals; with
+    ``groups`` (``data.group``) each resample draws whole groups."""
     v = metric_value(name, y, proba, problem, threshold)
     r = metric_value(name, y, proba_ref, problem, threshold)
     rng = np.random.default_rng(seed)
     n = len(y)
+    members: list[np.ndarray] = []
+    if groups is not None:
+        _, codes = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+        members = [np.flatnonzero(codes == k) for k in range(int(codes.max()) + 1)] if n else []
     vals, diffs = [], []
     for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
+        if len(members) > 1:
+            idx = np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))])
+        else:
+            idx = rng.integers(0, n, n)
         a = metric_value(name, y[idx], proba[idx], problem, threshold)
         b = metric_value(name, y[idx], proba_ref[idx], problem, threshold)
         if np.isfinite(a) and np.isfinite(b):

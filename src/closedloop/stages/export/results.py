@@ -44,6 +44,8 @@ class HeldOutRows(_Held):
     evaluated_on: str
     """``calibration``, ``validation`` or ``trained_on`` (see closedloop.stages.train.heldout)."""
     note: str
+    groups: np.ndarray | None = None
+    """The group of each row (``data.group``): intervals resample whole groups."""
 
 
 class VariantRun(_Held):

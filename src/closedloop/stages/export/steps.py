@@ -62,7 +62,12 @@ def heldout_rows(model: TrainedModel, data: Any, ctx: RunContext) -> HeldOutRows
     if evaluated_on == "trained_on":
         ctx.logger.warning("export: %s; variant figures are on trained-on data", note)
     return HeldOutRows(
-        X=raw_array(held.X), images=held.X, y=np.asarray(held.y), evaluated_on=evaluated_on, note=note
+        X=raw_array(held.X),
+        images=held.X,
+        y=np.asarray(held.y),
+        evaluated_on=evaluated_on,
+        note=note,
+        groups=held.groups,
     )
 
 

@@ -87,7 +87,15 @@ class Judge:
         p = logits_to_proba(logits, problem, temperature)
         y = self.rows.y
         cmp = compare_metric(
-            metric, y, p, self.p_ref, problem, self.thr, n_boot=self.cfg.bootstrap, seed=self.seed
+            metric,
+            y,
+            p,
+            self.p_ref,
+            problem,
+            self.thr,
+            n_boot=self.cfg.bootstrap,
+            seed=self.seed,
+            groups=self.rows.groups,
         )
         reasons = []
         if cmp.loss > self.cfg.tolerance * self.scale:
@@ -210,7 +218,9 @@ def fp32_step(
         accepted=True,
         temperature=model.temperature,
         threshold=thr,
-        comparison=compare_metric(metric, rows.y, p, p, problem, thr, n_boot=cfg.bootstrap, seed=seed),
+        comparison=compare_metric(
+            metric, rows.y, p, p, problem, thr, n_boot=cfg.bootstrap, seed=seed, groups=rows.groups
+        ),
         metrics=all_metrics(task.metrics, rows.y, p, problem, thr),
     )
     return Fp32Run(variant=variant, session=session, logits=logits, teacher=teacher, parity=parity, proba=p)
@@ -368,7 +378,15 @@ def student_step(
     n_s = D.n_params(students["distilled"].network)
     variant = judge.variant("student", path, s_logits["distilled"], temps["distilled"], parameters=n_s)
     vs_alone = compare_metric(
-        metric, rows.y, p_kd, p_alone, problem, model.threshold, n_boot=cfg.bootstrap, seed=seed
+        metric,
+        rows.y,
+        p_kd,
+        p_alone,
+        problem,
+        model.threshold,
+        n_boot=cfg.bootstrap,
+        seed=seed,
+        groups=rows.groups,
     )
     distillation = Distillation(
         metric=metric,
