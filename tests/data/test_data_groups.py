@@ -107,6 +107,7 @@ def test_a_model_that_memorizes_groups_is_judged_on_groups_it_never_saw(tmp_path
                     "kind": "train",
                     "params": {"preset": "quick", "family": "lgbm", "n_trials": 3, "n_bootstrap": 100},
                 },
+                {"kind": "monitor", "params": {"calibration_windows": 50}},
             ],
         }
         (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
@@ -124,6 +125,9 @@ def test_a_model_that_memorizes_groups_is_judged_on_groups_it_never_saw(tmp_path
         ]
         test_rooms = said[0]["evidence"]["test_groups"] if grouped else None
         assert gate["n_groups"] == test_rooms and (not grouped or 5 <= test_rooms <= 20)
+        # the monitor's false-alarm guarantee assumes independent rows: a grouped table's says it is not covered
+        guarantee = summary["stages"]["monitor"]["reference"]["guarantee"]
+        assert ("NOT COVERED here" in guarantee) == grouped
     assert scores[False] > 0.8 and scores[True] < 0.7, scores
 
 
