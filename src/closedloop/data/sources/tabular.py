@@ -404,6 +404,7 @@ class TabularSource(DataSource):
             feature_names=features,
             categorical_features=categorical,
             split_origin=split_origin,
+            time_column=cfg.time_column if cfg.time_column in features else None,
             provenance=provenance,
             warnings=warnings,
         )

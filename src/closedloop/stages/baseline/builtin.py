@@ -63,7 +63,9 @@ class Median(_Dummy):
 class Persistence(Baseline):
     name = "persistence"
     kind = "trivial"
-    description = "the previous observation's target (ordered by the time column)"
+    description = (
+        "the previous observation's target (ordered by the time column; per entity with entity_column)"
+    )
     data_kinds = frozenset({"table"})
     subsample = False
     needs_time_column = True
@@ -147,10 +149,13 @@ class TreeEnsemble(Baseline):
 class PersistenceModel:
     """Predicts the target of the latest earlier row (by time) seen in fit; before any, the prior."""
 
-    def __init__(self, time_column: str, problem_type: str, n_outputs: int) -> None:
+    def __init__(
+        self, time_column: str, problem_type: str, n_outputs: int, entity_column: str | None = None
+    ) -> None:
         self.time_column = time_column
         self.problem_type = problem_type
         self.n_outputs = n_outputs
+        self.entity_column = entity_column
 
     def fit(self, X: pd.DataFrame, y: np.ndarray) -> PersistenceModel:
         t = _time_values(X, self.time_column)
@@ -158,6 +163,12 @@ class PersistenceModel:
         self.t_ = t[order]
         self.y_ = np.asarray(y)[order]
         self.fallback_ = self._encode(self.y_).mean(axis=0)
+        self.entities_: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        if self.entity_column is not None:  # each entity's own rows, in time order
+            e = _entity_values(X, self.entity_column)[order]
+            for key in np.unique(e):
+                rows = np.flatnonzero(e == key)
+                self.entities_[key] = (self.t_[rows], self._encode(self.y_[rows]))
         return self
 
     def _encode(self, y: np.ndarray) -> np.ndarray:
@@ -173,7 +184,24 @@ class PersistenceModel:
         idx = np.searchsorted(self.t_, t, side="left") - 1  # strictly earlier rows only
         enc = self._encode(self.y_)
         out = np.where((idx >= 0)[:, None], enc[np.clip(idx, 0, None)], self.fallback_[None, :])
+        if self.entity_column is not None:  # an entity's own latest earlier row, where it has one
+            e = _entity_values(X, self.entity_column)
+            for key in np.unique(e):
+                if key not in self.entities_:
+                    continue
+                rows = np.flatnonzero(e == key)
+                times, values = self.entities_[key]
+                j = np.searchsorted(times, t[rows], side="left") - 1
+                seen = j >= 0
+                out[rows[seen]] = values[j[seen]]
         return out
+
+
+def _entity_values(X: Any, col: str) -> np.ndarray:
+    if not isinstance(X, pd.DataFrame) or col not in X.columns:
+        cols = list(X.columns)[:20] if isinstance(X, pd.DataFrame) else "images"
+        raise DataError(f"baseline 'persistence': entity column {col!r} not found; columns: {cols}")
+    return X[col].astype(str).to_numpy()
 
 
 def _time_values(X: Any, col: str) -> np.ndarray:

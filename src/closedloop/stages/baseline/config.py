@@ -30,6 +30,10 @@ class FitBaselinesConfig(StageConfig):
     time_column: str | None = None
     """Table column ordering the rows in time: enables the persistence baseline
     (default: the dataset's declared ``time_column``, if any)."""
+    entity_column: str | None = None
+    """Table column naming the entity a row belongs to (a state, a store, a patient): persistence then
+    repeats that entity's own latest earlier target, the forecaster's "same as last period"; a row of an
+    entity not seen before gets the latest earlier target of any entity."""
     extra: list[str | PluginSpec] = Field(default_factory=list)
     """More baselines by registered name or import path (or ``{name, params}``), after the built-ins."""
 

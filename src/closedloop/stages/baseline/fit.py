@@ -167,7 +167,7 @@ def fit_one(
         y = y.astype(np.int64)
     if baseline.needs_time_column:
         assert time_column is not None
-        model = PersistenceModel(time_column, pt, task.n_outputs).fit(split.X, y)
+        model = PersistenceModel(time_column, pt, task.n_outputs, cfg.entity_column).fit(split.X, y)
         return BaselineModel(baseline.name, model, pt, task.n_outputs)
     if baseline.subsample:
         split = _subsample(split, cfg.max_train, seed, stratify=pt in ("binary", "multiclass", "ordinal"))

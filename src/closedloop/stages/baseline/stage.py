@@ -163,6 +163,11 @@ class FitBaselines(Stage):
                 f"stage {self.name!r}: time_column {cfg.time_column!r} is not a column of the table "
                 f"(columns: {list(data.train.X.columns)[:20]})"
             )
+        if cfg.entity_column and data.kind == "table" and cfg.entity_column not in data.train.X.columns:
+            raise ConfigError(
+                f"stage {self.name!r}: entity_column {cfg.entity_column!r} is not a feature column of the table "
+                f"(columns: {list(data.train.X.columns)[:20]})"
+            )
         baselines = configured_baselines(task, cfg, time_column if data.kind == "table" else None)
         if not baselines:
             raise ConfigError(f"stage {self.name!r}: every baseline family is switched off in the config")
