@@ -19,13 +19,13 @@ its interval, per split seed.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_tables import rdata  # noqa: E402
+from table_pipeline import run_quick  # noqa: E402
 
 DEVELOPMENT = {
     "Males": "union",
@@ -119,26 +119,14 @@ def check_tables(tables: dict[str, str], expected: dict[str, str | None] | None,
 
 
 def males_pipeline(seeds: list[int], tmp: Path) -> None:
-    from closedloop.core.pipeline import Pipeline
-    from closedloop.core.registry import STAGES
-    from closedloop.stages.train import TrainModel
-
     csv = tmp / "males.csv"
     rdata("Males").reset_index(drop=True).to_csv(csv, index=False)
     for seed in seeds:
         for grouped in (False, True):
             data = {"source": "tabular", "path": str(csv), "target": "union"}
             data.update({"group": "nr"} if grouped else {})
-            stages = [
-                STAGES.resolve("task")(),
-                STAGES.resolve("baseline")(),
-                TrainModel(preset="quick", family=["lgbm", "mlp"], threads=1, n_bootstrap=500),
-            ]
             name = f"males_{'grouped' if grouped else 'rows'}_{seed}"
-            result = Pipeline(stages, data=data, name=name, runs_dir=tmp, seed=seed).run(progress=False)
-            if result.summary["status"] != "ok":
-                raise SystemExit(f"{name}: {json.dumps(result.summary['stages'], default=str)[:500]}")
-            train = result.summary["stages"]["train"]
+            train = run_quick(data, name, seed, tmp)["train"]
             auc = train["test"]["auc"]
             lo, hi = auc["ci95"]
             how = "group: nr (whole men) " if grouped else "by row (nr a feature)"

@@ -19,7 +19,6 @@ baseline's, and whether the model beats it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -29,25 +28,14 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_tables import rdata  # noqa: E402
+from table_pipeline import run_quick  # noqa: E402
 
 
 def run(csv: Path, grouped: bool, seed: int, work: Path) -> dict:
-    from closedloop.core.pipeline import Pipeline
-    from closedloop.core.registry import STAGES
-    from closedloop.stages.train import TrainModel
-
     data = {"source": "tabular", "path": str(csv), "target": "classk"}
     data.update({"group": "classroom"} if grouped else {"drop": ["classroom"]})
-    stages = [
-        STAGES.resolve("task")(),
-        STAGES.resolve("baseline")(),
-        TrainModel(preset="quick", family=["lgbm", "mlp"], threads=1, n_bootstrap=200),
-    ]
     name = f"star_{'grouped' if grouped else 'plain'}_{seed}"
-    result = Pipeline(stages, data=data, name=name, runs_dir=work, seed=seed).run(progress=False)
-    if result.summary["status"] != "ok":
-        raise SystemExit(f"{name}: {json.dumps(result.summary['stages'], default=str)[:500]}")
-    train = result.summary["stages"]["train"]
+    train = run_quick(data, name, seed, work, n_bootstrap=200)["train"]
     return {"test": train["test"], "beats": train["beats_baseline"], "family": train["model"]["family"]}
 
 

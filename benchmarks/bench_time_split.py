@@ -19,19 +19,19 @@ Produc (48 states, 1970-1986, unemployment rate), Crime (90 counties, 1981-1987,
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_tables import rdata  # noqa: E402
+from table_pipeline import run_quick  # noqa: E402
 
-TABLES = {
-    "Males": ("union", "year"),
-    "Cigar": ("sales", "year"),
-    "Produc": ("unemp", "year"),
-    "Crime": ("crmrte", "year"),
+TABLES = {  # table: (target, time column, entity column)
+    "Males": ("union", "year", "nr"),
+    "Cigar": ("sales", "year", "state"),
+    "Produc": ("unemp", "year", "state"),
+    "Crime": ("crmrte", "year", "county"),
 }
 
 
@@ -44,23 +44,12 @@ def run(
     work: Path,
     entity: str | None = None,
 ) -> str:
-    from closedloop.core.pipeline import Pipeline
-    from closedloop.core.registry import STAGES
-    from closedloop.stages.train import TrainModel
-
     data = {"source": "tabular", "path": str(csv), "target": target}
     if time_column:
         data["time_column"] = time_column
-    stages = [
-        STAGES.resolve("task")(),
-        STAGES.resolve("baseline")(entity_column=entity),
-        TrainModel(preset="quick", family=["lgbm", "mlp"], threads=1, n_bootstrap=500),
-    ]
     label = f"{name}_{'time' if time_column else 'random'}_{entity or 'pooled'}_{seed}"
-    result = Pipeline(stages, data=data, name=label, runs_dir=work, seed=seed).run(progress=False)
-    if result.summary["status"] != "ok":
-        raise SystemExit(f"{label}: {json.dumps(result.summary['stages'], default=str)[:500]}")
-    train, task = result.summary["stages"]["train"], result.summary["stages"]["task"]
+    stages = run_quick(data, label, seed, work, baseline={"entity_column": entity})
+    train, task = stages["train"], stages["task"]
     metric = task["primary_metric"]
     v = train["test"][metric]
     lo, hi = v["ci95"]
