@@ -55,7 +55,7 @@ def run(
     lo, hi = v["ci95"]
     return (
         f"{train['model']['family']:4s} test {metric} {v['value']:.4f} [{lo:.4f}, {hi:.4f}]; "
-        f"best baseline {train['beats_baseline']['baseline']}, beaten: {train['beats_baseline']['significant']} "
+        f"{train['beats_baseline']['baseline']}, beaten: {train['beats_baseline']['significant']} "
         f"(difference {train['beats_baseline']['delta']:+.4f} [{train['beats_baseline']['ci95'][0]:+.4f}, "
         f"{train['beats_baseline']['ci95'][1]:+.4f}])"
     )
