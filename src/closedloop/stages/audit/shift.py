@@ -60,6 +60,15 @@ def _image_stats(X: np.ndarray) -> np.ndarray:
     return np.stack([f.mean(1), f.std(1), np.percentile(f, 5, axis=1), np.percentile(f, 95, axis=1)], 1)
 
 
+def _pooled_groups(train_groups: Any, ia: np.ndarray, other_groups: Any, ib: np.ndarray) -> np.ndarray | None:
+    """The group of each sampled train row then each sampled row of the other split, or None where either
+    split has no groups or fewer than two among its sampled rows (nothing to hold out whole)."""
+    if train_groups is None or other_groups is None:
+        return None
+    a, b = np.asarray(train_groups)[ia].astype(str), np.asarray(other_groups)[ib].astype(str)
+    return None if min(len(np.unique(a)), len(np.unique(b))) < 2 else np.r_[a, b]
+
+
 class SplitShift(AuditCheck):
     """Adversarial validation: can a classifier tell train from test?"""
 
@@ -102,18 +111,15 @@ class SplitShift(AuditCheck):
             clf = HistGradientBoostingClassifier(
                 max_iter=100, learning_rate=0.1, max_leaf_nodes=15, random_state=0
             )
-            ga, gb = splits["train"].groups, splits[other].groups
-            n_a, n_b, grouped = len(A), len(B), ga is not None and gb is not None
-            if grouped:
-                groups = np.r_[np.asarray(ga)[ia].astype(str), np.asarray(gb)[ib].astype(str)]
-                n_a, n_b = len(np.unique(groups[: len(A)])), len(np.unique(groups[len(A) :]))
-                grouped = min(n_a, n_b) >= 2
-            if grouped:
-                cv: Any = group_folds(z, groups, min(5, n_a + n_b), seed=0)
-            else:
+            groups = _pooled_groups(splits["train"].groups, ia, splits[other].groups, ib)
+            if groups is None:  # rows are the units: stratified folds of rows, the p-value counts rows
                 n_a, n_b, cv = len(A), len(B), StratifiedKFold(5, shuffle=True, random_state=0)
+            else:  # groups are the units: folds of whole groups, the p-value counts groups
+                n_a, n_b = len(np.unique(groups[: len(A)])), len(np.unique(groups[len(A) :]))
+                cv = group_folds(z, groups, min(5, n_a + n_b), seed=0)
             p = cross_val_predict(clf, X, z, cv=cv, method="predict_proba")[:, 1]
             auc = float(roc_auc_score(z, p))
+            grouped = groups is not None
             unit = "groups of data.group, folds of whole groups" if grouped else "samples"
             ks = np.array([ks_2samp(A[:, j], B[:, j]).statistic for j in range(A.shape[1])])
             top = np.argsort(-ks)[:5]
