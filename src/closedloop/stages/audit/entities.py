@@ -104,6 +104,25 @@ def entity_score(s: pd.Series, Y: np.ndarray, bins: int) -> float:
     return exact - max(0.0, shared_label_share(np.searchsorted(edges, x, side="right"), Y[known]))
 
 
+def _shuffled_best(
+    X: pd.DataFrame, Y: np.ndarray, columns: list[Any], cfg: RepeatedEntitiesConfig, rng: np.random.Generator
+) -> float:
+    """The largest score of ``columns`` over ``cfg.null_shuffles`` label shuffles (a reported column beats it)."""
+    best = -np.inf
+    for _ in range(cfg.null_shuffles):
+        shuffled = Y[rng.permutation(len(Y))]
+        best = max(best, max(entity_score(X[c], shuffled, cfg.bins) for c in columns))
+    return best
+
+
+def _test_rows_sharing(train_values: pd.Series, test: Any, column: Any) -> tuple[int, int] | None:
+    """How many test rows have a value of ``column`` that train rows also have, and how many test rows."""
+    if test is None or column not in test.X.columns:
+        return None
+    known = set(train_values.dropna().astype(str))
+    return int(test.X[column].dropna().astype(str).isin(known).sum()), len(test.X)
+
+
 class RepeatedEntities(AuditCheck):
     """Columns that name an entity whose rows share their label: the split should hold them whole."""
 
@@ -129,12 +148,7 @@ class RepeatedEntities(AuditCheck):
             )
         scores = {c: entity_score(X[c], Y, cfg.bins) for c in cols}
         over = [c for c in cols if scores[c] >= cfg.min_excess]
-        rng = ctx.rng("entities_null")
-        null = -np.inf
-        if over:  # the null only where the effect is there: each shuffle scores the candidates again
-            for _ in range(cfg.null_shuffles):
-                Ys = Y[rng.permutation(len(Y))]
-                null = max(null, max(entity_score(X[c], Ys, cfg.bins) for c in over))
+        null = _shuffled_best(X, Y, over, cfg, ctx.rng("entities_null")) if over else -np.inf
         res.tables["entity_scores"] = pd.DataFrame(
             {"column": cols, "shared_label_share_beyond_trend": [round(scores[c], 4) for c in cols]}
         ).sort_values("shared_label_share_beyond_trend", ascending=False)
@@ -161,11 +175,8 @@ class RepeatedEntities(AuditCheck):
         )
         res.metrics["test_share_sharing"] = {}
         for c in flagged:
-            known = set(X[c].dropna().astype(str))
-            shared = None
-            if test is not None and c in test.X.columns:
-                tv = test.X[c].dropna().astype(str)
-                shared = (int(tv.isin(known).sum()), len(test.X))
+            shared = _test_rows_sharing(X[c], test, c)
+            if shared is not None:
                 res.metrics["test_share_sharing"][str(c)] = round(shared[0] / max(shared[1], 1), 4)
             counts = X[c].value_counts()
             where = (
