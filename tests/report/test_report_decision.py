@@ -112,6 +112,20 @@ def test_test_rows_of_entities_train_has_seen_point_at_the_data(tmp_path):
     assert not any("share their" in r for r in decide(gather(none)).next_step.reasons)
 
 
+def test_the_first_screen_says_the_gate_resampled_whole_groups():
+    """A grouped table's gate (cluster bootstrap): the baseline card says which data and how it was resampled."""
+    from closedloop.artifacts.gate import GateResult
+
+    fields = {
+        "metric": "auc", "baseline": "best baseline (knn)", "delta": 0.03, "ci95": [-0.03, 0.1], "bound95": -0.02,
+        "p_value": 0.17, "p_two_sided": 0.34, "p_adjusted": 0.17, "correction": "none", "n_test_comparisons": 1,
+        "n_configs": 5, "significant": False, "model_value": 0.69, "baseline_value": 0.66, "higher_is_better": True,
+        "method": "paired bootstrap of whole groups", "n": 624, "alpha": 0.05, "comparisons": [], "sentence": "",
+    }  # fmt: skip
+    assert gate_evidence(GateResult(**fields, n_groups=78)).evaluated_on == "test, 78 groups resampled whole"
+    assert gate_evidence(GateResult(**fields)).evaluated_on == "test"
+
+
 def test_near_reference_stops_tuning(tmp_path):
     run = make_run(
         tmp_path,

@@ -185,7 +185,8 @@ def gate_evidence(gate: GateResult) -> GateEvidence:
         n_configs=gate.n_configs,
         significant=gate.significant,
         sentence=gate.sentence,
-        evaluated_on=gate.evaluated_on,
+        evaluated_on=gate.evaluated_on
+        + (f", {gate.n_groups} groups resampled whole" if gate.n_groups is not None else ""),
     )
 
 
