@@ -180,3 +180,40 @@ def test_added_labeled_rows_keep_their_group_and_a_held_out_group_is_refused(tmp
         match=rf"leak.csv: 3 row\(s\) belong to group\(s\) of column 'room'.*'{test_room}' \(test\)",
     ):
         AugmentedSource(base=base, labeled=str(tmp_path / "leak.csv"), label_column="small").load(0)
+
+
+def test_a_split_of_one_group_falls_back_to_rows_and_says_so(tmp_path) -> None:
+    """Seven classrooms: each split of the plan can hold a single one, where no resample of groups can vary.
+    The run completes; its intervals resample rows there, and the decision log says they are too narrow."""
+    from closedloop.cli import main
+
+    rng = np.random.default_rng(1)
+    rooms = np.repeat(np.arange(7), 40)
+    a = rng.normal(size=len(rooms))
+    df = pd.DataFrame({"room": [f"r{i}" for i in rooms], "a": a, "b": rng.normal(size=len(rooms))})
+    df["small"] = (a + rng.normal(0, 0.5, len(rooms)) > 0).astype(int)  # both classes in every room
+    df.to_csv(tmp_path / "rooms.csv", index=False)
+    config = {
+        "name": "seven_rooms",
+        "seed": 0,
+        "data": {
+            "source": "tabular",
+            "path": str(tmp_path / "rooms.csv"),
+            "target": "small",
+            "group": "room",
+        },
+        "stages": [
+            {"kind": "task"},
+            {"kind": "baseline", "params": {"n_resamples": 100}},
+            {
+                "kind": "train",
+                "params": {"preset": "quick", "family": "lgbm", "n_trials": 2, "n_bootstrap": 100},
+            },
+        ],
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    assert main(["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run")]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    decisions = " ".join(d["decision"] for d in summary["stages"]["train"]["decisions"])
+    assert "holds a single group of data.group: its intervals resample rows" in decisions
+    assert summary["stages"]["train"]["beats_baseline"]["n_groups"] is None

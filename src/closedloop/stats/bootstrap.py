@@ -78,6 +78,20 @@ def weight_chunks(
         done += b
 
 
+def usable_clusters(groups: Any) -> np.ndarray | None:
+    """``groups`` as cluster ids for a resample of whole groups, or None (rows resampled) when there are none or
+    only one: a single group cannot vary between resamples, and a split of few groups can hold just one.
+
+    Example:
+        >>> usable_clusters(["a", "a", "b"]).tolist(), usable_clusters(["a", "a"]), usable_clusters(None)
+        (['a', 'a', 'b'], None, None)
+    """
+    if groups is None:
+        return None
+    ids = np.asarray(groups)
+    return ids if len(np.unique(ids.astype(str))) >= 2 else None
+
+
 def _cluster_weight_chunks(n: int, n_resamples: int, seed: int, clusters: np.ndarray) -> Iterator[np.ndarray]:
     """Weight matrices of the cluster bootstrap: each resample draws as many clusters as there are, with
     replacement; a row's weight is how often its cluster was drawn."""

@@ -36,7 +36,7 @@ from closedloop.data.bundle import DatasetBundle, Split
 from closedloop.stages.baseline.config import FitBaselinesConfig
 from closedloop.stages.baseline.fit import BaselineModel, _concat, configured_baselines, fit_baseline, fit_one
 from closedloop.stages.task import TaskSpec
-from closedloop.stats.bootstrap import metrics_with_ci
+from closedloop.stats.bootstrap import metrics_with_ci, usable_clusters
 from closedloop.stats.errors import StatsError
 from closedloop.stats.metrics import higher_is_better
 
@@ -314,7 +314,13 @@ def _score(
     groups: np.ndarray | None = None,
 ) -> dict[str, MetricCI]:
     """Each metric with its interval; with ``groups`` (``data.group``) the resamples draw whole groups."""
-    kw = {"convention": task.metric_convention, "n_resamples": n_resamples, "seed": seed, "clusters": groups}
+    clusters = usable_clusters(groups)
+    kw = {
+        "convention": task.metric_convention,
+        "n_resamples": n_resamples,
+        "seed": seed,
+        "clusters": clusters,
+    }
     try:
         res = metrics_with_ci(task.metrics, y, proba, task.problem_type, **kw)  # type: ignore[arg-type]
         return {k: MetricCI(value=v["value"], ci95=v["ci95"]) for k, v in res.items()}

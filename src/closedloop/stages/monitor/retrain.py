@@ -35,6 +35,7 @@ from closedloop.core.registry import SOURCES, register_source
 from closedloop.core.run_reader import RunDir
 from closedloop.data.bundle import TARGET_COLUMN, DatasetBundle, Split
 from closedloop.data.sources.base import DataSource, SourceConfig
+from closedloop.stats.bootstrap import usable_clusters
 
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -478,7 +479,7 @@ def run_retrain(
         evaluated_on=on,
         production=production,
         margin=margin,
-        groups=held.groups,
+        groups=usable_clusters(held.groups),
     )
     out["heldout_split"] = on
     out["excluded"] = excluded

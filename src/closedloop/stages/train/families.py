@@ -200,6 +200,7 @@ def choose_family(sessions: list[TrainSession], failed: dict[str, str] | None = 
     """The family whose chosen configuration scores best on the evidence every family has (``failed``:
     families dropped before the choice, with the reason)."""
     from closedloop.models.registry import family_kind
+    from closedloop.stats.bootstrap import usable_clusters
     from closedloop.stats.paired import compare
 
     task = sessions[0].task
@@ -245,7 +246,7 @@ def choose_family(sessions: list[TrainSession], failed: dict[str, str] | None = 
             seed=sessions[w].ctx.seed,
             convention=task.metric_convention,
             n_resamples=sessions[w].cfg.n_bootstrap,
-            clusters=groups if groups is not None and len(groups) == len(y) else None,
+            clusters=usable_clusters(groups) if groups is not None and len(groups) == len(y) else None,
         )
         paired, ci = float(cmp.delta), [float(c) for c in cmp.ci95]
     except Exception as exc:  # evidence, not a reason to stop: the scores themselves still decide

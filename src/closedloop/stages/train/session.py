@@ -167,8 +167,9 @@ class TrainSession:
     def val_groups(self) -> np.ndarray | None:
         """The group of each validation row (``data.group``), or None: paired comparisons and intervals on
         validation resample whole groups where it is given."""
-        groups = self.data.splits["val"].groups
-        return None if groups is None else np.asarray(groups)
+        from closedloop.stats.bootstrap import usable_clusters
+
+        return usable_clusters(self.data.splits["val"].groups)
 
     def groups_train_val(self) -> np.ndarray | None:
         """The group of each train then validation row (the order of ``TensorSet.concat(train, val)``), or

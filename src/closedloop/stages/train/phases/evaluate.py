@@ -100,7 +100,7 @@ def evaluate_on_test(
     """Validation metrics (selected configuration before the refit) and the deployed model's metrics on
     its held-out rows, with intervals; then the single opening of the test split. ``refitted``: the
     baseline from :func:`refit_for_test` (refitted here when not given)."""
-    from closedloop.stats.bootstrap import metrics_with_ci
+    from closedloop.stats.bootstrap import metrics_with_ci, usable_clusters
 
     cfg, task = sess.cfg, sess.task
     kw = {
@@ -109,7 +109,7 @@ def evaluate_on_test(
         "n_resamples": cfg.n_bootstrap,
         "seed": sess.ctx.seed,
     }
-    val_groups = sess.data.splits["val"].groups
+    val_groups = sess.val_groups
     val = metrics_with_ci(task.metrics, sess.val.y_np, p_val, task.problem_type, clusters=val_groups, **kw)
     hold_rows = np.asarray(sess.heldout.indices, dtype=np.int64)
     y_hold = sess.val.y_np[hold_rows]
@@ -117,7 +117,7 @@ def evaluate_on_test(
     if len(y_hold) and sess.heldout.evaluated_on != "trained_on":
         from closedloop.stats.errors import StatsError
 
-        hold_groups = None if val_groups is None else np.asarray(val_groups)[hold_rows]
+        hold_groups = None if val_groups is None else usable_clusters(np.asarray(val_groups)[hold_rows])
         try:
             heldout = metrics_with_ci(
                 task.metrics, y_hold, p_hold, task.problem_type, clusters=hold_groups, **kw
@@ -126,10 +126,17 @@ def evaluate_on_test(
             sess.decide("final", f"no metrics on the {len(y_hold)} held-out samples: {exc}", {})
     test_split = sess.ctx.open_test(sess.data, reason="final evaluation", purpose="evaluation")
     p_test = model.predict_proba(test_split.X)
-    test_groups = test_split.groups
+    test_groups = usable_clusters(test_split.groups)
     test = metrics_with_ci(
         task.metrics, np.asarray(test_split.y), p_test, task.problem_type, clusters=test_groups, **kw
     )
+    if test_split.groups is not None and (test_groups is None or val_groups is None):
+        sess.decide(
+            "final",
+            "validation or test holds a single group of data.group: its intervals resample rows, which counts the "
+            "group's rows as independent evidence (too narrow); more groups per split give honest ones",
+            {},
+        )
     if test_groups is not None and val_groups is not None:
         n_val, n_test = (len(np.unique(np.asarray(g).astype(str))) for g in (val_groups, test_groups))
         sess.decide(
