@@ -58,14 +58,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def stage_lines(summary: dict[str, Any]) -> list[str]:
-    """A line per stage (status, seconds), its error, and the error-severity findings it reported: a run
-    that ends "ok" with an audit error (a leaking column, say) says so here too, not only in the report.
+    """A line per stage (status, seconds), its error, the error-severity findings it reported and which checks
+    warned: a run that ends "ok" with an audit error (a leaking column, say) says so here too, not only in the
+    report.
 
     >>> audit = {"status": "ok", "seconds": 1.0, "findings": [
     ...     {"check": "target_leakage", "severity": "error", "message": "'x' alone predicts the target. Remove it"}]}
     >>> print("\\n".join(stage_lines({"stages": {"audit": audit}})))
       audit        ok           1.0 s
           1 error finding(s): [target_leakage] 'x' alone predicts the target
+    >>> audit["findings"] = [{"check": "repeated_entities", "severity": "warning", "message": "column 'nr' ..."}]
+    >>> print("\\n".join(stage_lines({"stages": {"audit": audit}})))
+      audit        ok           1.0 s
+          1 warning(s) from repeated_entities (see the report)
     """
     lines = []
     for name, st in summary["stages"].items():
@@ -79,6 +84,10 @@ def stage_lines(summary: dict[str, Any]) -> list[str]:
             more = f" (and {len(errors) - 1} more; see the report)" if len(errors) > 1 else ""
             text = str(first.get("message", "")).split(". ")[0]
             lines.append(f"      {len(errors)} error finding(s): [{first.get('check')}] {text}{more}")
+        warned = [f for f in st.get("findings") or [] if isinstance(f, dict) and f.get("severity") == "warning"]
+        if warned:  # which checks warned, in one line: the messages are in the report
+            checks = ", ".join(dict.fromkeys(str(f.get("check")) for f in warned))
+            lines.append(f"      {len(warned)} warning(s) from {checks} (see the report)")
     return lines
 
 
