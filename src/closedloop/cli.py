@@ -84,7 +84,9 @@ def stage_lines(summary: dict[str, Any]) -> list[str]:
             more = f" (and {len(errors) - 1} more; see the report)" if len(errors) > 1 else ""
             text = str(first.get("message", "")).split(". ")[0]
             lines.append(f"      {len(errors)} error finding(s): [{first.get('check')}] {text}{more}")
-        warned = [f for f in st.get("findings") or [] if isinstance(f, dict) and f.get("severity") == "warning"]
+        warned = [
+            f for f in st.get("findings") or [] if isinstance(f, dict) and f.get("severity") == "warning"
+        ]
         if warned:  # which checks warned, in one line: the messages are in the report
             checks = ", ".join(dict.fromkeys(str(f.get("check")) for f in warned))
             lines.append(f"      {len(warned)} warning(s) from {checks} (see the report)")
