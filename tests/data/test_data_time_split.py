@@ -99,3 +99,28 @@ def test_a_time_split_from_yaml_is_judged_on_a_hold_out_of_later_rows(tmp_path) 
     assert summary["stages"]["task"]["validation_protocol"] == "holdout"
     line = next(f["message"] for f in summary["stages"]["audit"]["findings"] if f["check"] == "provenance")
     assert "(time_ordered splits)" in line
+
+
+def test_added_rows_from_the_test_period_are_a_warning_of_the_retrained_data(tmp_path) -> None:
+    """``retrain --add-labeled`` on a time-ordered table: rows from the test period or later make test stop being
+    the retrained model's future; the data's warnings (reported by the audit) say so and what to judge on."""
+    from closedloop.stages.monitor.retrain import AugmentedSource
+
+    df = _daily().assign(day=lambda d: pd.to_datetime(d["date"]).dt.dayofyear)
+    df.to_csv(tmp_path / "d.csv", index=False)
+    base = {
+        "source": "tabular",
+        "path": str(tmp_path / "d.csv"),
+        "target": "sold",
+        "time_column": "day",
+        "drop": ["date"],
+    }
+    late = df[df.day >= 55].head(4)
+    late.to_csv(tmp_path / "late.csv", index=False)
+    out = AugmentedSource(base=base, labeled=str(tmp_path / "late.csv"), label_column="sold").load(0)
+    assert any(
+        "4 of 4 added row(s) are from the test period or later (day >= 52)" in w for w in out.meta.warnings
+    )
+    df[df.day < 40].head(4).to_csv(tmp_path / "early.csv", index=False)
+    out = AugmentedSource(base=base, labeled=str(tmp_path / "early.csv"), label_column="sold").load(0)
+    assert not any("test period" in w for w in out.meta.warnings)

@@ -270,8 +270,9 @@ def time_order(values: pd.Series, where: str) -> np.ndarray:
     as nanoseconds. Raises ``ValueError`` naming the rows without a time."""
     if pd.api.types.is_bool_dtype(values):
         raise ValueError(f"{where}: holds true/false values; expected numbers or dates")
-    if pd.api.types.is_numeric_dtype(values):
-        t = values.to_numpy(dtype=float)
+    numbers = values if pd.api.types.is_numeric_dtype(values) else pd.to_numeric(values, errors="coerce")
+    if numbers.notna().sum() == values.notna().sum():  # numbers, or text that reads as numbers
+        t = numbers.to_numpy(dtype=float)
     else:
         import warnings
 

@@ -165,11 +165,34 @@ class AugmentedSource(DataSource):
             "dataset_version": version,
             "note": self.config.note,
         }
-        meta = bundle.meta.model_copy(update={"provenance": prov})
+        warnings = [*bundle.meta.warnings, *_later_than_test(bundle, X_new, path)]
+        meta = bundle.meta.model_copy(update={"provenance": prov, "warnings": warnings})
         splits = dict(bundle.splits)
         groups = None if tr.groups is None else np.concatenate([tr.groups, _added_groups(path, bundle, n)])
         splits["train"] = Split(X=X, y=y, groups=groups)
         return DatasetBundle(meta=meta, splits=splits)
+
+
+def _later_than_test(bundle: DatasetBundle, X_new: Any, path: Path) -> list[str]:
+    """A time-ordered table (``time_column``) whose added rows reach past the start of the test period: the
+    retrained model then learns from the test period or after it, and test stops being its future. Said in the
+    data's warnings (the audit's provenance check reports them)."""
+    span = bundle.meta.provenance.get("time_split") or {}
+    column = span.get("column")
+    if not column or not isinstance(X_new, pd.DataFrame) or column not in X_new.columns:
+        return []
+    from closedloop.data.splits import time_order
+
+    test_from = time_order(pd.Series([span["test"][0]]), f"time_split of {bundle.meta.name}")[0]
+    added = time_order(X_new[column], f"--add-labeled {path}: time_column {column!r}")
+    n_late = int((added >= test_from).sum())
+    if not n_late:
+        return []
+    return [
+        f"--add-labeled {path.name}: {n_late} of {len(added)} added row(s) are from the test period or later "
+        f"({column} >= {span['test'][0]}): the retrained model learns from test's period, so test is no longer "
+        "its future; judge it on production labels (--eval-labels) instead"
+    ]
 
 
 def _added_groups(path: Path, bundle: DatasetBundle, n: int) -> np.ndarray:
