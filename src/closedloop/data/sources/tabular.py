@@ -362,16 +362,12 @@ class TabularSource(DataSource):
                 ) from None
             splits = {s: take(X, y, parts[s]) for s in SPLITS}
             split_origin = "time_ordered"
-            provenance["time_split"] = {
-                "column": cfg.time_column,
-                **{
-                    s: [
-                        str(df[cfg.time_column].iloc[parts[s]].min()),
-                        str(df[cfg.time_column].iloc[parts[s]].max()),
-                    ]
-                    for s in SPLITS
-                },
-            }
+            values = df[cfg.time_column].astype(str).to_numpy()
+
+            def span(rows: np.ndarray) -> list[str]:  # first and last time as written in the file
+                return [values[rows[np.argmin(times[rows])]], values[rows[np.argmax(times[rows])]]]
+
+            provenance["time_split"] = {"column": cfg.time_column, **{s: span(parts[s]) for s in SPLITS}}
         else:
             try:
                 splits, plan = split_arrays(
