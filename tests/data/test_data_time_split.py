@@ -124,3 +124,15 @@ def test_added_rows_from_the_test_period_are_a_warning_of_the_retrained_data(tmp
     df[df.day < 40].head(4).to_csv(tmp_path / "early.csv", index=False)
     out = AugmentedSource(base=base, labeled=str(tmp_path / "early.csv"), label_column="sold").load(0)
     assert not any("test period" in w for w in out.meta.warnings)
+
+
+def test_split_shift_under_a_time_split_judges_the_features_other_than_time(tmp_path) -> None:
+    """The time column tells the periods apart by construction; the check asks which other features moved."""
+    from tests.audit.test_audit_stage import run
+
+    df = _daily().assign(day=lambda d: pd.to_datetime(d["date"]).dt.dayofyear)
+    df.to_csv(tmp_path / "d.csv", index=False)
+    b = TabularSource(path=str(tmp_path / "d.csv"), target="sold", time_column="day", drop=["date"]).load(0)
+    _, out = run(b, tmp_path / "audit", checks=["split_shift"], stop_on=[])
+    metrics = out.audit.results["split_shift"]["metrics"]
+    assert metrics["left_out"] == "day" and metrics["adversarial_auc_test"] < 0.7  # x and shop do not drift

