@@ -136,3 +136,14 @@ def test_split_shift_under_a_time_split_judges_the_features_other_than_time(tmp_
     _, out = run(b, tmp_path / "audit", checks=["split_shift"], stop_on=[])
     metrics = out.audit.results["split_shift"]["metrics"]
     assert metrics["left_out"] == "day" and metrics["adversarial_auc_test"] < 0.7  # x and shop do not drift
+
+
+def test_a_small_time_split_table_is_judged_on_its_later_rows_not_folds(tmp_path) -> None:
+    """Below 1,000 rows a table gets repeated k-fold; split in time order, folds would mix the periods."""
+    from closedloop.stages.task import DefineTaskConfig, build_task_spec
+
+    _daily(n_days=30, per_day=20).to_csv(tmp_path / "d.csv", index=False)
+    b = TabularSource(path=str(tmp_path / "d.csv"), target="sold", time_column="date", drop=["date"]).load(0)
+    task = build_task_spec(DefineTaskConfig(), b)
+    assert task.validation.protocol == "holdout"
+    assert "split in time order" in task.inferred["validation.protocol"]

@@ -402,7 +402,16 @@ def build_task_spec(cfg: DefineTaskConfig, data: DatasetBundle) -> TaskSpec:
     validation = cfg.validation
     if validation.protocol is None:
         n_labeled = len(data.train) + len(data.val)
-        proto, why = choose_protocol(n_labeled, data.meta.split_origin != "seeded_stratified")
+        if data.meta.split_origin == "time_ordered":  # folds of train+val would mix the periods
+            proto, why = (
+                "holdout",
+                (
+                    f"{n_labeled} labeled samples split in time order: the later validation rows judge (k-fold folds "
+                    "would train on periods after the ones they score)"
+                ),
+            )
+        else:
+            proto, why = choose_protocol(n_labeled, data.meta.split_origin != "seeded_stratified")
         validation = validation.model_copy(update={"protocol": proto})
         inferred["validation.protocol"] = why
 
