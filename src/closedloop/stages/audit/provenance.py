@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from closedloop.data.bundle import SPLITS
 from closedloop.stages.audit.base import AuditCheck, AuditContext, CheckConfig, CheckResult
 
 
@@ -39,11 +40,16 @@ class Provenance(AuditCheck):
         else:
             dtypes = {k: f"{s.X.shape[1]} columns" for k, s in (("train", data.train), ("val", data.val))}
         res.metrics["dtypes"] = dtypes
+        how = f"{meta.split_origin} splits"
+        span, group = meta.provenance.get("time_split"), meta.provenance.get("group")
+        if span:  # which periods each split covers, as written in the file
+            how += f" by {span['column']}: " + ", ".join(f"{k} {span[k][0]}-{span[k][1]}" for k in SPLITS)
+        if group:
+            how += f" of whole groups of {group['column']}, {group['groups']} groups"
         res.findings.append(
             self.finding(
                 "info",
-                f"{meta.name} from source {meta.source!r} ({meta.split_origin} splits): sizes {sizes}; "
-                f"inputs {dtypes['train']}",
+                f"{meta.name} from source {meta.source!r} ({how}): sizes {sizes}; inputs {dtypes['train']}",
                 sizes=sizes,
                 dtypes=dtypes,
             )
