@@ -12,14 +12,13 @@ the shift's p-value counts classrooms). Printed per split seed: each check's fin
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_group_split import star_with_classrooms  # noqa: E402
+from bench_group_split import star_and_seeds  # noqa: E402
 
 from closedloop.core.stage import RunContext  # noqa: E402
 from closedloop.data.bundle import DatasetBundle  # noqa: E402
@@ -36,18 +35,15 @@ def audited(data: DatasetBundle, work: Path) -> list[dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    args = ap.parse_args()
-    star = star_with_classrooms()
+    star, seeds = star_and_seeds(__doc__)
     print(
         f"# bench_audit_shift_groups: Star, {len(star)} pupils, {star['classroom'].nunique()} classrooms, target "
-        f"classk, split by classroom, split seeds {args.seeds}"
+        f"classk, split by classroom, split seeds {seeds}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "star.csv"
         star.to_csv(csv, index=False)
-        for seed in args.seeds:
+        for seed in seeds:
             data = TabularSource(path=str(csv), target="classk", group="classroom").load(seed)
             hidden = dataclasses.replace(
                 data, splits={k: dataclasses.replace(s, groups=None) for k, s in data.splits.items()}

@@ -46,20 +46,24 @@ def star_with_classrooms() -> pd.DataFrame:
     return star
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def star_and_seeds(doc: str) -> tuple[pd.DataFrame, list[int]]:
+    """Star with its classrooms, and the split seeds from the command line (``--seeds``, default 0 1 2)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    args = ap.parse_args()
-    star = star_with_classrooms()
+    return star_with_classrooms(), ap.parse_args().seeds
+
+
+def main() -> None:
+    star, seeds = star_and_seeds(__doc__)
     print(
         f"# bench_group_split: Star, {len(star)} pupils, {star['classroom'].nunique()} classrooms "
-        f"(school id x teacher experience), target classk, split seeds {args.seeds}"
+        f"(school id x teacher experience), target classk, split seeds {seeds}"
     )
     gaps = []
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "star.csv"
         star.to_csv(csv, index=False)
-        for seed in args.seeds:
+        for seed in seeds:
             accs = {}
             for grouped in (False, True):
                 r = run(csv, grouped, seed, Path(tmp) / "runs")
