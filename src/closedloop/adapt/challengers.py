@@ -32,6 +32,7 @@ from scipy.special import expit
 from closedloop.adapt.finetune import FINETUNE_GRID, FinetuneFit, FinetuneSpec
 from closedloop.adapt.head import L2_GRID, HeadFit, fit_head
 from closedloop.adapt.retrain import RetrainFit
+from closedloop.stats.class_recalibration import CLASS_METHODS, ClassRecalibration, fit_class_recalibration
 from closedloop.stats.errors import StatsError
 from closedloop.stats.recalibration import (
     METHODS,
@@ -70,8 +71,11 @@ class AdaptedChallenger(BaseModel):
     finetune: FinetuneFit | None = None
     retrain: RetrainFit | None = None
     """The retrained challenger (:mod:`closedloop.adapt.retrain`): its own run, scored by its network."""
-    threshold: float
-    """The served decision: P(pos) >= threshold (re-chosen on production labels)."""
+    classes: ClassRecalibration | None = None
+    """A multi-class model's recalibration (class offsets, temperature or scales on its logits)."""
+    threshold: float | None = None
+    """The served decision of a binary model: P(pos) >= threshold (re-chosen on production labels);
+    ``None`` for a multi-class one, which decides by the largest probability."""
     _network: Any = PrivateAttr(default=None)
     """``finetune``/``retrain``: the challenger's own :class:`~closedloop.models.trained.TrainedModel`."""
 
@@ -81,7 +85,10 @@ class AdaptedChallenger(BaseModel):
 
     def proba(self, z: np.ndarray, phi: np.ndarray | None, X: Any = None) -> np.ndarray:
         """P(pos) from the champion's logit ``z`` and features ``phi``; a fine-tuned or retrained
-        challenger scores the inputs ``X`` with its own network."""
+        challenger scores the inputs ``X`` with its own network. Multi-class: ``(N, K)`` probabilities
+        from the champion's logits ``(N, K)``."""
+        if self.classes is not None:
+            return self.classes.apply(z)
         if self.own_network():
             if self._network is None or X is None:
                 raise StatsError(f"a {self.method} challenger scores inputs with its own network: pass X")
@@ -94,9 +101,14 @@ class AdaptedChallenger(BaseModel):
         return self.recalibration.apply(expit(np.asarray(z, np.float64)))
 
     def decide(self, z: np.ndarray, phi: np.ndarray | None, X: Any = None) -> np.ndarray:
+        """Binary: P(pos) >= threshold; multi-class: the class index of the largest probability."""
+        if self.classes is not None:
+            return self.classes.predict(z)
         return self.proba(z, phi, X) >= self.threshold
 
     def describe(self) -> str:
+        if self.classes is not None:
+            return self.classes.describe() + "; decision: the most probable class"
         if self.retrain is not None:
             t = self.retrain
             how = (
@@ -319,6 +331,38 @@ def choose_challenger(
     )
 
 
+def choose_class_challenger(y_true: Any, z: Any, *, folds: int = 5, seed: int = 0) -> ChallengerChoice:
+    """A multi-class model's challenger: each method of :mod:`closedloop.stats.class_recalibration`
+    cross-validated on the same stratified folds of the adaptation labels by its error rate (the expected
+    cost per case at unit costs), the lowest refitted on all of them (ties: the simpler, listed first)."""
+    y = np.asarray(y_true).reshape(-1).astype(int)
+    z = np.asarray(z, np.float64)
+    fold, k = stratified_folds(y, folds, seed, what="choosing a challenger from adaptation labels")
+    cv: dict[str, float] = {}
+    rows: dict[str, np.ndarray] = {}
+    for name in CLASS_METHODS:
+        row = np.zeros(len(y))
+        for f in range(k):
+            tr, te = fold != f, fold == f
+            r = fit_class_recalibration(y[tr], z[tr], name)
+            row[te] = r.predict(z[te]) != y[te]
+        cv[name], rows[name] = float(row.mean()), row
+    best = min(CLASS_METHODS, key=lambda n: (cv[n], CLASS_METHODS.index(n)))
+    chosen = AdaptedChallenger(method=best, classes=fit_class_recalibration(y, z, best))
+    return ChallengerChoice(
+        chosen=chosen,
+        cv_cost=cv,
+        folds=k,
+        candidates=len(CLASS_METHODS),
+        oof_costs=rows[best].tolist(),
+        selection=(
+            f"{len(CLASS_METHODS)} candidates, chosen by {k}-fold cross-validated error rate on the adaptation "
+            "labels only; the evaluation part judges the one chosen (one paired test, no correction for "
+            "candidates needed there; the winner's cross-validated error is optimistic and not reported)"
+        ),
+    )
+
+
 def _row_costs(y: np.ndarray, d: np.ndarray, costs: tuple[float, float]) -> np.ndarray:
     """Each case's cost: ``cost_fp`` per false alarm, ``cost_fn`` per miss, 0 when right."""
     d = np.asarray(d).astype(bool)
@@ -330,17 +374,22 @@ def adapted_model(model: Any, chosen: AdaptedChallenger) -> Any:
     into its head (temperature 1, threshold the challenger's): the adapted model as a model."""
     import torch
 
-    from closedloop.models.trained import TrainedModel
-
     if chosen.own_network():
         if chosen._network is None:
             raise StatsError(f"this {chosen.method} challenger was read from JSON: its network was not kept")
         return chosen._network
     net = copy.deepcopy(model.network)
     head = getattr(net, "head", None)
-    if not isinstance(head, torch.nn.Linear) or head.out_features != 1:
-        raise StatsError("the adapted model needs a binary network with a linear 'head'")
+    k = 1 if chosen.classes is None else len(chosen.classes.bias)
+    if not isinstance(head, torch.nn.Linear) or head.out_features != k:
+        what = "a binary network" if k == 1 else f"a network of {k} logits"
+        raise StatsError(f"the adapted model needs {what} with a linear 'head'")
     T = float(model.temperature)
+    if chosen.classes is not None:  # scale * (W x + b) / T + offset, one row per class
+        s, c = np.asarray(chosen.classes.scale), np.asarray(chosen.classes.bias)
+        Wk = head.weight.detach().double().numpy() * (s / T)[:, None]
+        bk = s * (head.bias.detach().double().numpy() / T if head.bias is not None else 0.0) + c
+        return _with_head(model, net, head, Wk, bk, chosen)
     W = head.weight.detach().double().numpy()[0] / T
     b = float(head.bias.detach().double().numpy()[0]) / T if head.bias is not None else 0.0
     if chosen.head is not None:
@@ -353,11 +402,23 @@ def adapted_model(model: Any, chosen: AdaptedChallenger) -> Any:
         assert r is not None
         s, c = (1.0, 0.0) if r.method == "threshold" else (r.slope, r.intercept)
         W2, b2 = s * W, s * b + c
+    return _with_head(model, net, head, W2[None, :], np.array([b2]), chosen)
+
+
+def _with_head(
+    model: Any, net: Any, head: Any, W: np.ndarray, b: np.ndarray, chosen: AdaptedChallenger
+) -> Any:
+    """The champion as a :class:`~closedloop.models.trained.TrainedModel` with ``net`` (a copy of its network)
+    whose linear ``head`` now holds ``W``, ``b``: temperature 1, the challenger's threshold."""
+    import torch
+
+    from closedloop.models.trained import TrainedModel
+
     with torch.no_grad():
-        head.weight.copy_(torch.from_numpy(W2[None, :]).to(head.weight.dtype))
+        head.weight.copy_(torch.from_numpy(W).to(head.weight.dtype))
         if head.bias is None:
-            head.bias = torch.nn.Parameter(torch.zeros(1))
-        head.bias.fill_(b2)
+            head.bias = torch.nn.Parameter(torch.zeros(len(b)))
+        head.bias.copy_(torch.from_numpy(b).to(head.bias.dtype))
     info = {**model.info, "adapted_from": model.info.get("run_id"), "adaptation": chosen.method}
     return TrainedModel(
         spec=model.spec,

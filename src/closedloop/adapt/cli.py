@@ -11,7 +11,7 @@ from closedloop.stats.promotion_arguments import add_promotion_arguments
 
 def cmd_adapt(args: argparse.Namespace) -> int:
     from closedloop.adapt.retrain import RetrainSpec
-    from closedloop.adapt.run import run_adapt
+    from closedloop.adapt.run import champion_threshold_words, run_adapt
     from closedloop.core.errors import ConfigError
 
     try:
@@ -52,7 +52,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     print(r.split.note)
     c = r.choice.chosen
     print(
-        f"challenger: {c.describe()} (champion threshold {r.champion_threshold:.4f}); "
+        f"challenger: {c.describe()}{champion_threshold_words(r.champion_threshold)}; "
         f"{r.choice.candidates} candidates fitted and chosen in {r.seconds['challenger_fit'] * 1000:.0f} ms"
     )
     if r.retrain_choice:
@@ -74,6 +74,9 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             f"  {name:<10} at its shipped threshold on the evaluation part: ACC {m['acc']:.3f}, "
             f"sensitivity {m['sensitivity']:.3f}, specificity {m['specificity']:.3f}, "
             f"expected cost {m['expected_cost']:.4f}"
+            if "sensitivity" in m
+            else f"  {name:<10} deciding the most probable class on the evaluation part: ACC {m['acc']:.3f}, "
+            f"balanced accuracy {m['balanced_accuracy']:.3f}, error rate {m['expected_cost']:.4f}"
         )
     for w in r.warnings:
         print(f"warning: {w}")
@@ -173,9 +176,10 @@ def add_commands(subparsers: Any) -> None:
     ad.add_argument("--effect", type=float, help="smallest cost reduction worth detecting (sizes the split)")
     ad.add_argument(
         "--metric",
-        default="expected_cost",
+        default=None,
         choices=["expected_cost", "balanced_accuracy", "acc"],
-        help="the declared comparison, each model at its own threshold (default: expected cost at the task's costs)",
+        help="the declared comparison, each model at its own threshold (default: expected cost at the task's "
+        "costs; acc for a multi-class model)",
     )
     ad.add_argument("--out", help="output folder (default RUN/adapt/<time>)")
     ad.set_defaults(func=cmd_adapt)

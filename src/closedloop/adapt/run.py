@@ -44,6 +44,7 @@ from closedloop.adapt.challengers import (
     FinetuneData,
     adapted_model,
     choose_challenger,
+    choose_class_challenger,
 )
 from closedloop.adapt.reference import adapted_reference
 from closedloop.adapt.retrain import RetrainSpec
@@ -67,7 +68,10 @@ challenger (:mod:`closedloop.adapt.retrain`: a pipeline run, minutes)."""
 
 DECLARABLE = ("expected_cost", "balanced_accuracy", "acc")
 """Metrics ``adapt`` may declare: the task's cost per case (default), or decision metrics at each
-model's own shipped threshold."""
+model's own shipped threshold. A multi-class model declares ``acc`` (default) or ``balanced_accuracy``."""
+ADAPTABLE = ("binary", "multiclass")
+CLASS_FAMILIES = ("recalibration",)
+"""The families a multi-class model can take: its recalibration (:mod:`closedloop.stats.class_recalibration`)."""
 
 
 class Declared(BaseModel):
@@ -99,11 +103,13 @@ class AdaptResult(BaseModel):
     split: AdaptSplit
     n_needed_for_effect: int
     choice: ChallengerChoice
-    champion_threshold: float
+    champion_threshold: float | None
+    """``None`` for a multi-class model (it decides by the largest probability)."""
     decision: PromotionDecision
     production: dict[str, dict[str, float]]
     """Champion and challenger at their shipped thresholds on the evaluation part: acc,
-    sensitivity, specificity, expected_cost."""
+    sensitivity, specificity, expected_cost (multi-class: acc, balanced_accuracy, expected_cost = the
+    error rate)."""
     excluded_from_test: dict[str, Any]
     excluded_from_production: dict[str, Any] = {}
     """Evaluation samples left out because their content is among the adaptation labels or the
@@ -136,6 +142,22 @@ def operating_point(y: np.ndarray, decisions: np.ndarray, costs: tuple[float, fl
     }
 
 
+def class_operating_point(y: np.ndarray, predicted: np.ndarray, k: int) -> dict[str, float]:
+    """ACC, balanced accuracy (mean recall of the classes present) and error rate of class decisions.
+
+    >>> class_operating_point(np.array([0, 1, 2, 2]), np.array([0, 2, 2, 2]), 3)["balanced_accuracy"]
+    0.6666666666666666
+    """
+    y, d = np.asarray(y).astype(int), np.asarray(predicted).astype(int)
+    recalls = [float(np.mean(d[y == c] == c)) for c in range(k) if np.any(y == c)]
+    return {
+        "acc": float(np.mean(d == y)),
+        "balanced_accuracy": float(np.mean(recalls)),
+        "expected_cost": float(np.mean(d != y)),
+        "n": float(len(y)),
+    }
+
+
 def _p_pos(p: np.ndarray) -> np.ndarray:
     p = np.asarray(p, dtype=np.float64)
     return p[:, -1] if p.ndim == 2 else p.reshape(-1)
@@ -157,37 +179,56 @@ def run_adapt(
     alpha: float = 0.05,
     margin: float = 0.02,
     effect: float | None = None,
-    metric: str = "expected_cost",
+    metric: str | None = None,
     out: str | Path | None = None,
     unseal_test: str | None = None,
     challengers: tuple[str, ...] = DEFAULT_CHALLENGERS,
     retrain: RetrainSpec | None = None,
 ) -> AdaptResult:
-    """Adapt, judge and record (module docstring)."""
+    """Adapt, judge and record (module docstring). ``metric``: ``expected_cost`` for a binary model and
+    ``acc`` for a multi-class one unless given."""
     from closedloop.stages.monitor.retrain import _load_run
 
     t_start = time.perf_counter()
     run_dir = Path(run_dir)
     model, task = _load_run(run_dir)
-    if model.problem_type != "binary":
+    if model.problem_type not in ADAPTABLE:
         raise DataError(
-            f"{run_dir}: adapt recalibrates binary models; this one is {model.problem_type} "
+            f"{run_dir}: adapt recalibrates binary and multi-class models; this one is {model.problem_type} "
             "(retrain with --add-labeled instead)"
+        )
+    binary = model.problem_type == "binary"
+    metric = metric or ("expected_cost" if binary else "acc")
+    if not binary and metric == "expected_cost":
+        raise DataError(
+            f"--metric expected_cost: {run_dir} is a {model.problem_type} model, which has no pair of costs "
+            "(false alarm, miss); declare acc or balanced_accuracy"
         )
     names = list(model.label_names) or ["0", "1"]
     labels = read_production_labels(labels_path, names)
     check_version(labels, run_dir, "the labeled samples")
     biz = getattr(task, "business", None) if task is not None else None
     costs = (
-        (float(biz.cost_false_positive), float(biz.cost_false_negative)) if biz is not None else (1.0, 1.0)
+        (float(biz.cost_false_positive), float(biz.cost_false_negative))
+        if biz is not None and binary
+        else (1.0, 1.0)
     )
-    champion_t = 0.5 if model.threshold is None else float(model.threshold)
+    champion_t = None if not binary else 0.5 if model.threshold is None else float(model.threshold)
 
     bad = [c for c in challengers if c not in ADAPT_FAMILIES] or ([] if challengers else ["(none)"])
     if bad:
         raise DataError(
             f"--challengers {','.join(challengers)!r}: {bad} not known; expected some of {', '.join(ADAPT_FAMILIES)}"
         )
+    warnings: list[str] = []
+    if not binary:
+        challengers, dropped = _class_challengers(challengers, run_dir, model.problem_type)
+        if dropped:
+            warnings.append(
+                f"challenger families {dropped} were left out: a {model.problem_type} model is adapted by "
+                "recalibrating its logits (class offsets, temperature, scales); retrain it with the labels "
+                "added for more: closedloop retrain --add-labeled"
+            )
     with_retrain = "retrain" in challengers
     challengers = tuple(c for c in challengers if c != "retrain")
     retrain_spec = retrain or RetrainSpec()
@@ -198,21 +239,34 @@ def run_adapt(
     use_features = "head" in challengers
 
     def champion_p(part: ProductionLabels) -> np.ndarray:
+        if not binary:  # a served P(pos) column says nothing of K classes: score the inputs
+            return np.asarray(model.predict_proba(part.X), np.float64)
         return part.proba if part.proba is not None else _p_pos(model.predict_proba(part.X))
 
     def scores(part: ProductionLabels, p: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """The champion's logit (after its temperature) and, for head challengers, its features."""
-        if part.proba is not None:
+        """The champion's logit (after its temperature; ``(N, K)`` for a multi-class model) and, for head
+        challengers, its features."""
+        if binary and part.proba is not None:
             z = _logit(p)
         else:
-            z = model.predict_logits(part.X).reshape(-1).astype(np.float64) / float(model.temperature)
+            z = model.predict_logits(part.X).astype(np.float64) / float(model.temperature)
+            z = z.reshape(-1) if binary else z
         return z, (model.embed(part.X).astype(np.float64) if use_features else None)
 
     p_all = champion_p(labels)
-    champ_cost = np.where(
-        (p_all >= champion_t) & (labels.y == 0),
-        costs[0],
-        np.where((p_all < champion_t) & (labels.y == 1), costs[1], 0.0),
+    if not binary and labels.proba is not None:
+        warnings.append(
+            f"{labels_path}: its 'proba' column was not used: a {model.problem_type} model's probabilities "
+            "were computed from the inputs"
+        )
+    champ_cost = (
+        np.where(
+            (p_all >= champion_t) & (labels.y == 0),
+            costs[0],
+            np.where((p_all < champion_t) & (labels.y == 1), costs[1], 0.0),
+        )
+        if binary
+        else (p_all.argmax(axis=1) != labels.y).astype(np.float64)
     )
     effect = float(effect) if effect is not None else max(0.25 * float(champ_cost.mean()), 1e-3)
     if metric not in DECLARABLE:
@@ -262,7 +316,6 @@ def run_adapt(
             f"(classes {sorted(set(eval_part.y.tolist()))}): judge on samples neither model saw, of both classes"
         )
 
-    warnings: list[str] = []
     if "finetune" in challengers and _is_tree_model(model):
         challengers = tuple(c for c in challengers if c != "finetune")
         warnings.append(
@@ -274,11 +327,13 @@ def run_adapt(
         finetune = FinetuneData(model, adapt_part.X, _replay(run_dir, seed, warnings))
     t0 = time.perf_counter()
     choice = (
-        choose_challenger(
+        None
+        if not challengers
+        else choose_class_challenger(adapt_part.y, z_adapt, seed=seed)
+        if not binary
+        else choose_challenger(
             adapt_part.y, z_adapt, f_adapt, costs=costs, families=challengers, seed=seed, finetune=finetune
         )
-        if challengers
-        else None
     )
     t_fit = time.perf_counter() - t0
     out_dir = Path(out) if out else run_dir / "adapt" / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
@@ -295,16 +350,24 @@ def run_adapt(
 
     reference, excluded = _reference(run_dir, model, chosen, adapt_part, unseal_test)
     decision = decide_promotion(
-        eval_part.y, chosen.proba(z_eval, f_eval, eval_part.X), p_eval, metric=metric, problem_type="binary",
+        eval_part.y, chosen.proba(z_eval, f_eval, eval_part.X), p_eval, metric=metric,
+        problem_type=model.problem_type,
         threshold=chosen.threshold, champion_threshold=champion_t, alpha=alpha, costs=costs,
         extra_metrics=(), reference=reference, margin=margin,
         evaluated_on=f"the production evaluation part ({len(eval_part)} randomly selected labels)",
         seed=seed,
     )  # fmt: skip
-    production = {
-        "champion": operating_point(eval_part.y, p_eval >= champion_t, costs),
-        "challenger": operating_point(eval_part.y, chosen.decide(z_eval, f_eval, eval_part.X), costs),
-    }
+    production = (
+        {
+            "champion": operating_point(eval_part.y, p_eval >= champion_t, costs),
+            "challenger": operating_point(eval_part.y, chosen.decide(z_eval, f_eval, eval_part.X), costs),
+        }
+        if binary
+        else {
+            "champion": class_operating_point(eval_part.y, p_eval.argmax(axis=1), len(names)),
+            "challenger": class_operating_point(eval_part.y, chosen.decide(z_eval, f_eval), len(names)),
+        }
+    )
     if len(eval_part) < needed:
         warnings.append(
             f"the evaluation part has {len(eval_part)} labels; detecting the declared effect "
@@ -343,6 +406,22 @@ def run_adapt(
     write_text_atomic(out_dir / "adapt.json", to_json(result.to_dict()))
     write_text_atomic(out_dir / "adapt.md", render_markdown(result))
     return result
+
+
+def _class_challengers(
+    challengers: tuple[str, ...], run_dir: Path, problem_type: str
+) -> tuple[tuple[str, ...], list[str]]:
+    """A multi-class model's families (:data:`CLASS_FAMILIES`) and the requested ones left out; an error
+    when none is left (``retrain`` alone, say), naming what can be asked for."""
+    kept = tuple(c for c in challengers if c in CLASS_FAMILIES)
+    dropped = [c for c in challengers if c not in CLASS_FAMILIES]
+    if not kept:
+        raise DataError(
+            f"--challengers {','.join(challengers)}: {run_dir} is a {problem_type} model, which adapt adapts by "
+            f"{', '.join(CLASS_FAMILIES)} only (class offsets, temperature or scales on its logits); to train "
+            "it again with the labels added use closedloop retrain --add-labeled"
+        )
+    return kept, dropped
 
 
 def _unseen_by_either(
@@ -481,29 +560,60 @@ def _reference(
     held, excluded = drop_trained_on(test, trained)
     if len(held) == 0:
         return None, {**excluded, "skipped": "no test sample is left that neither model saw"}
-    p = _p_pos(model.predict_proba(held.X))
-    z = model.predict_logits(held.X).reshape(-1).astype(np.float64) / float(model.temperature)
+    binary = model.problem_type == "binary"
+    p = model.predict_proba(held.X)
+    p = _p_pos(p) if binary else np.asarray(p, np.float64)
+    z = model.predict_logits(held.X).astype(np.float64) / float(model.temperature)
+    z = z.reshape(-1) if binary else z
     phi = model.embed(held.X).astype(np.float64) if chosen.head is not None else None
     return PairedCases(
         y_true=np.asarray(held.y), challenger_proba=chosen.proba(z, phi, held.X), champion_proba=p
     ), excluded
 
 
+def champion_threshold_words(t: float | None) -> str:
+    """`` (champion threshold 0.4123)`` for a binary champion, nothing for a multi-class one."""
+    return "" if t is None else f" (champion threshold {t:.4f})"
+
+
+def _production_table(production: dict[str, dict[str, float]], binary: bool) -> list[str]:
+    """Champion and challenger on the evaluation part, as markdown rows."""
+    if not binary:
+        head = "| deciding the most probable class, on the production evaluation part | ACC | balanced accuracy | error rate |"
+        rows = [
+            f"| {name} | {m['acc']:.3f} | {m['balanced_accuracy']:.3f} | {m['expected_cost']:.4f} |"
+            for name, m in production.items()
+        ]
+        return [head, "|---|---|---|---|", *rows]
+    head = "| at its shipped threshold, on the production evaluation part | ACC | sensitivity | specificity | expected cost |"
+    rows = [
+        f"| {name} | {m['acc']:.3f} | {m['sensitivity']:.3f} | {m['specificity']:.3f} | {m['expected_cost']:.4f} |"
+        for name, m in production.items()
+    ]
+    return [head, "|---|---|---|---|---|", *rows]
+
+
 def render_markdown(r: AdaptResult) -> str:
     """A short human-readable record of the adaptation and its judgement."""
     d = r.decision
     ch = r.choice
+    binary = r.champion_threshold is not None
+    at_costs = (
+        f"at costs FP {r.declared.costs[0]:g} / FN {r.declared.costs[1]:g}"
+        if binary
+        else "of each model's most probable class"
+    )
     lines = [
         f"# Adaptation of {r.champion}",
         "",
         f"**{'PROMOTE' if d.promote else 'keep the champion'}**: " + "; ".join(d.reasons),
         "",
         f"- labels: {r.labels} ({r.n_labels}); {r.split.note}",
-        f"- declared before evaluation: metric {r.declared.metric} at costs FP {r.declared.costs[0]:g} / "
-        f"FN {r.declared.costs[1]:g}, alpha {r.declared.alpha}, non-inferiority margin {r.declared.margin:g} "
+        f"- declared before evaluation: metric {r.declared.metric} {at_costs}, "
+        f"alpha {r.declared.alpha}, non-inferiority margin {r.declared.margin:g} "
         f"on the original test split, effect {r.declared.effect:.4g} "
         f"(about {r.n_needed_for_effect} evaluation labels to detect it with 80% power)",
-        f"- challenger: {ch.chosen.describe()} (champion threshold {r.champion_threshold:.4f})",
+        f"- challenger: {ch.chosen.describe()}" + champion_threshold_words(r.champion_threshold),
         f"- selection: {ch.selection}: " + ", ".join(f"{k} {v:.4f}" for k, v in ch.cv_cost.items()),
         *(
             [
@@ -524,13 +634,8 @@ def render_markdown(r: AdaptResult) -> str:
         f"- left out of the production evaluation: {r.excluded_from_production.get('n', 0)} sample(s) whose content "
         f"a model trained or adapted on {r.excluded_from_production.get('by') or ''}".rstrip(),
         "",
-        "| at its shipped threshold, on the production evaluation part | ACC | sensitivity | specificity | expected cost |",
-        "|---|---|---|---|---|",
+        *_production_table(r.production, binary),
     ]
-    for name, m in r.production.items():
-        lines.append(
-            f"| {name} | {m['acc']:.3f} | {m['sensitivity']:.3f} | {m['specificity']:.3f} | {m['expected_cost']:.4f} |"
-        )
     ni = d.non_inferiority
     lines += [
         "",
@@ -539,7 +644,13 @@ def render_markdown(r: AdaptResult) -> str:
         f"- not worse on the original test split: {ni.sentence if ni else r.excluded_from_test.get('skipped')}",
         f"- left out of the test comparison: {r.excluded_from_test.get('n', 0)} sample(s) a model trained or adapted on",
         f"- challengers fitted and chosen in {r.seconds['challenger_fit'] * 1000:.0f} ms",
-        f"- the adapted model (served decision: P(pos) >= {ch.chosen.threshold:.4f}): {r.out_dir}/model; serve it "
+        "- the adapted model (served decision: "
+        + (
+            "the most probable class"
+            if ch.chosen.threshold is None
+            else f"P(pos) >= {ch.chosen.threshold:.4f}"
+        )
+        + f"): {r.out_dir}/model; serve it "
         f"next to the champion: closedloop serve {r.champion} --shadow {r.out_dir}",
         f"- its monitor reference: {r.monitor_reference.get('path') or r.monitor_reference.get('note', 'none')}",
         *[f"- warning: {w}" for w in r.warnings],

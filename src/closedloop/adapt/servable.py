@@ -47,7 +47,9 @@ def write_servable(
             "fp32": {"file": ONNX_FILE, "temperature": adapted.temperature, "threshold": adapted.threshold}
         },
         "input": pre.input_contract(),
-        "output": "logits; proba = sigmoid(logits / temperature)",
+        "output": "logits; proba = "
+        + ("softmax" if adapted.problem_type == "multiclass" else "sigmoid")
+        + "(logits / temperature)",
         "adapted_from": adapted_from,
         "rejected": {},
     }

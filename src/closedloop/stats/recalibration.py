@@ -158,16 +158,16 @@ class RecalibrationChoice(BaseModel):
 
 
 def stratified_folds(y: np.ndarray, folds: int, seed: int, *, what: str) -> tuple[np.ndarray, int]:
-    """Each binary label's fold index (classes spread evenly, seeded) and the fold count actually used
-    (``folds``, fewer when a class has fewer labels; at least 2, else a StatsError naming ``what``)."""
-    k = int(min(folds, np.bincount(y, minlength=2).min()))
+    """Each label's fold index (classes spread evenly, seeded) and the fold count actually used
+    (``folds``, fewer when a class has fewer labels; at least 2, else a StatsError naming ``what``).
+    Classes are ``0..max(y)`` (at least 0 and 1): each needs 2 labels."""
+    counts = np.bincount(y, minlength=2)
+    k = int(min(folds, counts.min()))
     if k < 2:
-        raise StatsError(
-            f"{what} needs at least 2 labels of each class; got {np.bincount(y, minlength=2).tolist()}"
-        )
+        raise StatsError(f"{what} needs at least 2 labels of each class; got {counts.tolist()}")
     rng = np.random.default_rng([seed, 31])
     fold = np.empty(len(y), int)
-    for c in (0, 1):
+    for c in range(len(counts)):
         idx = rng.permutation(np.flatnonzero(y == c))
         fold[idx] = np.arange(len(idx)) % k
     return fold, k

@@ -1,0 +1,137 @@
+"""``closedloop adapt`` on a multi-class model: the class mix of production differs from training's, a
+few production labels refit the logits' class offsets (and temperature or scales), the evaluation part
+judges it by accuracy, and the adapted model is written and served with the same probabilities."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from closedloop.adapt.challengers import AdaptedChallenger, choose_class_challenger
+from closedloop.cli import main
+from closedloop.stats.class_recalibration import CLASS_METHODS, fit_class_recalibration
+from closedloop.stats.errors import StatsError
+
+CENTRES = np.array([[0.0, 0.0], [1.2, 0.0], [0.0, 1.2]])
+
+
+def _rows(n: int, priors: list[float], seed: int) -> pd.DataFrame:
+    """Three overlapping classes in two features (and a noise column), drawn at the class mix ``priors``."""
+    rng = np.random.default_rng(seed)
+    y = rng.choice(3, n, p=priors)
+    X = CENTRES[y] + rng.normal(size=(n, 2))
+    return pd.DataFrame({"a": X[:, 0], "b": X[:, 1], "noise": rng.normal(size=n), "label": y})
+
+
+def test_the_class_offsets_recover_a_label_shift() -> None:
+    """Logits of a model that knew a uniform mix; production is 80/10/10: the fitted offsets move
+    toward log(0.8/0.1), the decisions get better, and the methods refuse what they cannot fit."""
+    rng = np.random.default_rng(0)
+    y = rng.choice(3, 3000, p=[0.8, 0.1, 0.1])
+    X = CENTRES[y] + rng.normal(size=(3000, 2))
+    z = -0.5 * ((X[:, None, :] - CENTRES[None]) ** 2).sum(-1)  # the Bayes logits under a uniform mix
+    r = fit_class_recalibration(y, z, "bias")
+    assert r.bias[0] - r.bias[1] == pytest.approx(np.log(8), abs=0.35)
+    assert np.allclose(r.scale, 1.0)
+    assert np.mean(r.predict(z) == y) > np.mean(z.argmax(1) == y) + 0.05
+    for method in CLASS_METHODS:
+        p = fit_class_recalibration(y, z, method).apply(z)
+        assert p.shape == (3000, 3) and np.allclose(p.sum(1), 1.0)
+    with pytest.raises(StatsError, match=r"shape \(N, K >= 3\)"):
+        fit_class_recalibration(y, z[:, 0], "bias")
+    with pytest.raises(StatsError, match="unknown class recalibration"):
+        fit_class_recalibration(y, z, "platt")  # type: ignore[arg-type]
+    choice = choose_class_challenger(y[:300], z[:300])
+    assert set(choice.cv_cost) == set(CLASS_METHODS) and choice.chosen.classes is not None
+    assert len(choice.oof_costs) == 300 and choice.chosen.threshold is None
+
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A quick tabular run trained on a uniform class mix (the MLP: its head takes the offsets)."""
+    tmp = tmp_path_factory.mktemp("adapt_multiclass")
+    table = _rows(900, [1 / 3, 1 / 3, 1 / 3], 0)
+    table["split"] = np.array(["train"] * 500 + ["val"] * 200 + ["test"] * 200)
+    table.to_csv(tmp / "table.csv", index=False)
+    cfg = {
+        "name": "adapt_multiclass",
+        "seed": 0,
+        "runs_dir": str(tmp / "runs"),
+        "data": {"source": "tabular", "path": str(tmp / "table.csv"), "target": "label", "split_column": "split"},
+        "stages": [
+            {"kind": "task"},
+            {
+                "kind": "train",
+                "params": {
+                    "preset": "quick",
+                    "family": "mlp",
+                    "ladder_epochs": 3,
+                    "n_trials": 1,
+                    "max_epochs": 5,
+                    "n_bootstrap": 100,
+                },
+            },
+        ],
+    }
+    config = tmp / "pipeline.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(config)]) == 0
+    (run,) = [p for p in (tmp / "runs" / "adapt_multiclass").iterdir() if (p / "manifest.json").is_file()]
+    return run
+
+
+def test_adapt_a_multiclass_model_to_a_new_class_mix(
+    champion: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from closedloop.models.trained import TrainedModel
+    from closedloop.serving.predictor import Predictor
+
+    prod = _rows(400, [0.8, 0.1, 0.1], 5)
+    prod["selected_by"] = "random_control"
+    labels = tmp_path / "prod.csv"
+    prod.to_csv(labels, index=False)
+    out = tmp_path / "adapt"
+    rc = main(["adapt", str(champion), str(labels), "--out", str(out), "--seed", "1"])
+    printed = capsys.readouterr()
+    assert rc in (0, 1), printed.err
+    res = json.loads((out / "adapt.json").read_text())
+    assert res["decision"]["metric"] == "acc" and res["champion_threshold"] is None
+    assert set(res["choice"]["cv_cost"]) == set(CLASS_METHODS)
+    assert any("['head', 'finetune'] were left out" in w for w in res["warnings"])
+    champ, chall = res["production"]["champion"], res["production"]["challenger"]
+    assert chall["acc"] > champ["acc"]  # the mix moved toward class 0; the offsets follow it
+    assert "deciding the most probable class" in printed.out and "balanced accuracy" in printed.out
+    md = (out / "adapt.md").read_text()
+    assert "| deciding the most probable class" in md and "served decision: the most probable class" in md
+
+    # the adapted model (the offsets written into the head) gives the challenger's probabilities, and the
+    # servable folder answers with them
+    chosen = AdaptedChallenger.model_validate_json((out / "challenger.json").read_text())
+    assert chosen.classes is not None and chosen.method in CLASS_METHODS
+    X = prod.drop(columns=["label", "selected_by"])
+    model = TrainedModel.load(next((champion / "stages").glob("*_train/artifacts/model")))
+    z = model.predict_logits(X) / model.temperature
+    adapted = TrainedModel.load(out / "model")
+    np.testing.assert_allclose(adapted.predict_proba(X), chosen.proba(z, None), atol=1e-5)
+    served = Predictor(out)
+    assert json.loads((out / "predictor.json").read_text())["output"].startswith("logits; proba = softmax")
+    np.testing.assert_allclose(served.predict_proba(X), chosen.proba(z, None), atol=1e-4)
+
+
+def test_adapt_refuses_what_a_multiclass_model_cannot_take(
+    champion: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prod = _rows(200, [0.8, 0.1, 0.1], 6)
+    labels = tmp_path / "prod.csv"
+    prod.to_csv(labels, index=False)
+    assert main(["adapt", str(champion), str(labels), "--metric", "expected_cost", "--out", str(tmp_path)]) == 2
+    assert "no pair of costs" in capsys.readouterr().err
+    rc = main(["adapt", str(champion), str(labels), "--challengers", "retrain", "--out", str(tmp_path / "r")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "recalibration only" in err and "closedloop retrain --add-labeled" in err
