@@ -116,7 +116,7 @@ def main() -> None:
     )
     ap.add_argument(
         "--settings",
-        default="in_distribution:600,label_shift:300,label_shift:600,covariate_shift:600",
+        default="in_distribution:800,label_shift:300,label_shift:600,covariate_shift:800",
         help="scenario:N labels, comma-separated",
     )
     args = ap.parse_args()
@@ -175,8 +175,9 @@ def main() -> None:
 def measure(run, work, family, scenario, n, margin, draw, Xp, yp, yp_model, z_pool, args) -> None:
     """One setting's draws, a line each, and its summary line."""
     from closedloop.adapt.run import run_adapt
+    from closedloop.core.errors import DataError
 
-    promoted, after, own, methods, seconds = [], [], [], [], []
+    promoted, after, own, methods, seconds, refused = [], [], [], [], [], []
     tag = f"{scenario} N={n} margin {margin:g}"
     for i in range(args.first_draw, args.first_draw + args.draws):
         r_i = np.random.default_rng([11, i])
@@ -188,10 +189,16 @@ def measure(run, work, family, scenario, n, margin, draw, Xp, yp, yp_model, z_po
         rows["selected_by"] = "random_control"
         rows.to_csv(lab, index=False)
         t1 = time.perf_counter()
-        r = run_adapt(
-                run, lab, seed=i, margin=margin, out=work / f"out-{family}-{scenario}-{n}-{i}",
-                unseal_test=f"bench draw {i}",
-            )  # fmt: skip
+        try:
+            r = run_adapt(
+                    run, lab, seed=i, margin=margin, out=work / f"out-{family}-{scenario}-{n}-{i}",
+                    unseal_test=f"bench draw {i}",
+                )  # fmt: skip
+        except DataError as exc:  # what a user meets: adapt refuses, the champion stays
+            refused.append(str(exc).split(": ", 1)[-1][:160])
+            print(f"  [{tag}] draw {i}: refused by adapt: {refused[-1]}", flush=True)
+            after.append(0.0)
+            continue
         seconds.append(time.perf_counter() - t1)
         ch = r.choice.chosen
         acc_champ = float(np.mean(z_pool[unseen].argmax(1) == yp_model[unseen]))
@@ -213,7 +220,7 @@ def measure(run, work, family, scenario, n, margin, draw, Xp, yp, yp_model, z_po
     chosen = {m: methods.count(m) for m in sorted(set(methods))}
     worse = int(np.sum(np.asarray(after) < 0))
     print(
-        f"[{family} {tag}] promoted {k} of {len(promoted)} ({worse} of them worse on the unseen rows); accuracy change after the decision "
+        f"[{family} {tag}] promoted {k} of {len(promoted)} ({worse} of them worse on the unseen rows; {len(refused)} more draws refused: too few labels of a class); accuracy change after the decision "
         f"{pct(after)}; the challenger itself on unseen rows {pct(own)} (better in "
         f"{int(np.sum(np.asarray(own) > 0))} of {len(own)}); chosen {chosen}; "
         f"adapt {np.median(seconds):.1f} s per draw (median)"

@@ -14,6 +14,7 @@ import yaml
 
 from closedloop.adapt.challengers import AdaptedChallenger, choose_class_challenger
 from closedloop.cli import main
+from closedloop.core.errors import DataError
 from closedloop.stats.class_recalibration import CLASS_METHODS, fit_class_recalibration
 from closedloop.stats.errors import StatsError
 
@@ -62,7 +63,12 @@ def champion(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "name": "adapt_multiclass",
         "seed": 0,
         "runs_dir": str(tmp / "runs"),
-        "data": {"source": "tabular", "path": str(tmp / "table.csv"), "target": "label", "split_column": "split"},
+        "data": {
+            "source": "tabular",
+            "path": str(tmp / "table.csv"),
+            "target": "label",
+            "split_column": "split",
+        },
         "stages": [
             {"kind": "task"},
             {
@@ -123,15 +129,56 @@ def test_adapt_a_multiclass_model_to_a_new_class_mix(
     np.testing.assert_allclose(served.predict_proba(X), chosen.proba(z, None), atol=1e-4)
 
 
+def test_non_inferiority_at_production_class_mix(champion: Path, tmp_path: Path) -> None:
+    """At the old (uniform) mix the adapted model is worse by design, and the warning says why; with
+    ``test_mix="production"`` the test split's rows weigh production's mix and the record says so."""
+    from closedloop.adapt.run import run_adapt
+
+    prod = _rows(400, [0.8, 0.1, 0.1], 5)
+    labels = tmp_path / "prod.csv"
+    prod.to_csv(labels, index=False)
+    old = run_adapt(champion, labels, seed=1, out=tmp_path / "old")
+    new = run_adapt(champion, labels, seed=1, out=tmp_path / "new", test_mix="production")
+    assert old.test_mix == {"mix": "original"}
+    ni_old, ni_new = old.decision.non_inferiority, new.decision.non_inferiority
+    assert ni_old is not None and ni_new is not None
+    assert "weighted to production's class mix" in ni_new.evaluated_on
+    shares = new.test_mix["production_shares"]
+    assert shares[0] > 0.7 and new.test_mix["test_shares"] == pytest.approx([0.335, 0.3, 0.365], abs=0.1)
+    assert ni_new.delta > ni_old.delta  # the new mix is where the offsets help
+    # better on production, worse at the old mix: blocked, with the reason; at production's mix, promoted
+    assert old.decision.significant and not ni_old.ok and not old.decision.promote
+    assert any("--test-mix production" in w for w in old.warnings)
+    assert ni_new.ok and new.decision.promote
+    assert "judged at production's class mix" in (tmp_path / "new" / "adapt.md").read_text()
+    with pytest.raises(DataError, match="--test-mix 'today'"):
+        run_adapt(champion, labels, out=tmp_path / "x", test_mix="today")
+
+
 def test_adapt_refuses_what_a_multiclass_model_cannot_take(
     champion: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     prod = _rows(200, [0.8, 0.1, 0.1], 6)
     labels = tmp_path / "prod.csv"
     prod.to_csv(labels, index=False)
-    assert main(["adapt", str(champion), str(labels), "--metric", "expected_cost", "--out", str(tmp_path)]) == 2
+    assert (
+        main(["adapt", str(champion), str(labels), "--metric", "expected_cost", "--out", str(tmp_path)]) == 2
+    )
     assert "no pair of costs" in capsys.readouterr().err
     rc = main(["adapt", str(champion), str(labels), "--challengers", "retrain", "--out", str(tmp_path / "r")])
     assert rc == 2
     err = capsys.readouterr().err
     assert "recalibration only" in err and "closedloop retrain --add-labeled" in err
+
+
+def test_a_rare_class_sets_how_many_labels_the_split_needs() -> None:
+    """Nine labels of a 1.5% class cannot give each part five: the message says how many labels would."""
+    from closedloop.adapt.split import split_production
+    from closedloop.monitoring.production_labels import ProductionLabels
+
+    y = np.array([0] * 9 + [1] * 200 + [2] * 391)
+    labels = ProductionLabels(
+        X=np.zeros((600, 1)), y=y, selected_by=None, model_version=None, proba=None, path="p.csv"
+    )
+    with pytest.raises(DataError, match=r"class 0 is 1.5% of these labels, so about 667 labels"):
+        split_production(labels, eval_fraction=0.5, seed=0, needed=320)

@@ -95,3 +95,37 @@ def test_recalibration_methods_and_the_choice() -> None:
         fit_recalibration(np.ones(20, int), p[:20], "threshold", costs=costs)
     with pytest.raises(StatsError, match="at least 2 labels of each class"):
         choose_recalibration(np.r_[np.ones(20, int), 0], p[:21], costs=costs)
+
+
+def test_row_weights_score_the_test_split_at_another_class_mix() -> None:
+    """Weighted rows give the per-class accuracies mixed at the weights' shares, in the comparison and in
+    non-inferiority (for acc and for the binary expected cost); bad weights are refused."""
+    from closedloop.stats.paired import compare
+    from closedloop.stats.promotion import PairedCases, cost_comparison, non_inferiority
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], [300, 300, 400])
+    champ = np.eye(3)[np.where(rng.random(1000) < 0.8, y, (y + 1) % 3)]
+    chall = np.eye(3)[np.where(rng.random(1000) < np.array([0.95, 0.65, 0.65])[y], y, (y + 1) % 3)]
+    mix = np.array([0.8, 0.1, 0.1])
+    w = (mix / np.bincount(y) * len(y))[y]
+    r = compare("acc", y, chall, champ, "multiclass", row_weights=w, n_resamples=300)
+
+    def at_mix(p: np.ndarray) -> float:
+        return float(sum(mix[c] * np.mean(p[y == c].argmax(1) == c) for c in range(3)))
+
+    assert r.delta == pytest.approx(at_mix(chall) - at_mix(champ)) and "rows weighted" in r.method
+    assert r.delta > 0 > compare("acc", y, chall, champ, "multiclass", n_resamples=300).delta
+    cases = PairedCases(y_true=y, challenger_proba=chall, champion_proba=champ, weights=w)
+    assert non_inferiority(cases, metric="acc", margin=0.0, problem_type="multiclass").ok
+    assert not non_inferiority(
+        cases.model_copy(update={"weights": None}), metric="acc", margin=0.0, problem_type="multiclass"
+    ).ok
+    with pytest.raises(StatsError, match="row_weights"):
+        compare("acc", y, chall, champ, "multiclass", row_weights=-w)
+    yb = (y > 0).astype(int)
+    a, b = chall.argmax(1) > 0, champ.argmax(1) > 0
+    wb = np.where(yb == 1, 0.25, 4.0)
+    c = cost_comparison(yb, a, b, (1.0, 1.0), weights=wb, n_resamples=200)
+    per = lambda d: np.where(d != yb, 1.0, 0.0)  # noqa: E731
+    assert c.delta == pytest.approx(float(np.sum(wb * (per(a) - per(b))) / wb.sum()))

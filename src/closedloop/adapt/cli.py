@@ -48,6 +48,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         unseal_test=args.unseal_test,
         challengers=tuple(x.strip() for x in args.challengers.split(",") if x.strip()),
         retrain=spec,
+        test_mix=args.test_mix,
     )
     print(r.split.note)
     c = r.choice.chosen
@@ -180,6 +181,13 @@ def add_commands(subparsers: Any) -> None:
         choices=["expected_cost", "balanced_accuracy", "acc"],
         help="the declared comparison, each model at its own threshold (default: expected cost at the task's "
         "costs; acc for a multi-class model)",
+    )
+    ad.add_argument(
+        "--test-mix",
+        default="original",
+        choices=["original", "production"],
+        help="the class mix the original test split is judged at for non-inferiority: as it is (default), or "
+        "its rows weighted to the adaptation labels' class mix (for a change of the class mix)",
     )
     ad.add_argument("--out", help="output folder (default RUN/adapt/<time>)")
     ad.set_defaults(func=cmd_adapt)

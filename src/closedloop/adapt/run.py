@@ -114,6 +114,10 @@ class AdaptResult(BaseModel):
     excluded_from_production: dict[str, Any] = {}
     """Evaluation samples left out because their content is among the adaptation labels or the
     champion's training data (by content hash): ``n``, ``of``, ``by``."""
+    test_mix: dict[str, Any] = {}
+    """How the original test split was weighed for non-inferiority: ``mix`` (``original`` or ``production``),
+    and with ``production`` the class shares of the test split and of the adaptation labels it was
+    reweighted to."""
     retrain_choice: dict[str, Any] = {}
     """With ``retrain``: the retrained challenger's cross-fitted cost on its calibration labels, the
     chosen other challenger's out-of-fold cost on the same labels, and which won."""
@@ -184,9 +188,12 @@ def run_adapt(
     unseal_test: str | None = None,
     challengers: tuple[str, ...] = DEFAULT_CHALLENGERS,
     retrain: RetrainSpec | None = None,
+    test_mix: str = "original",
 ) -> AdaptResult:
     """Adapt, judge and record (module docstring). ``metric``: ``expected_cost`` for a binary model and
-    ``acc`` for a multi-class one unless given."""
+    ``acc`` for a multi-class one unless given. ``test_mix``: ``original`` judges non-inferiority on the
+    test split as it is; ``production`` weighs its rows to the adaptation labels' class mix
+    (:func:`reweighted_to_production`)."""
     from closedloop.stages.monitor.retrain import _load_run
 
     t_start = time.perf_counter()
@@ -269,6 +276,8 @@ def run_adapt(
         else (p_all.argmax(axis=1) != labels.y).astype(np.float64)
     )
     effect = float(effect) if effect is not None else max(0.25 * float(champ_cost.mean()), 1e-3)
+    if test_mix not in TEST_MIXES:
+        raise DataError(f"--test-mix {test_mix!r}: expected one of {', '.join(TEST_MIXES)}")
     if metric not in DECLARABLE:
         raise DataError(f"--metric {metric!r}: expected one of {', '.join(DECLARABLE)}")
     declared = Declared(
@@ -349,6 +358,9 @@ def run_adapt(
     chosen = choice.chosen
 
     reference, excluded = _reference(run_dir, model, chosen, adapt_part, unseal_test)
+    mix: dict[str, Any] = {"mix": test_mix}
+    if reference is not None and test_mix == "production":
+        reference, mix = reweighted_to_production(reference, adapt_part.y, len(names))
     decision = decide_promotion(
         eval_part.y, chosen.proba(z_eval, f_eval, eval_part.X), p_eval, metric=metric,
         problem_type=model.problem_type,
@@ -368,6 +380,10 @@ def run_adapt(
             "challenger": class_operating_point(eval_part.y, chosen.decide(z_eval, f_eval), len(names)),
         }
     )
+    if reference is not None and test_mix == "original" and decision.significant:
+        note = _mix_note(decision, reference, adapt_part.y, len(names))
+        if note:
+            warnings.append(note)
     if len(eval_part) < needed:
         warnings.append(
             f"the evaluation part has {len(eval_part)} labels; detecting the declared effect "
@@ -386,6 +402,7 @@ def run_adapt(
         decision=decision,
         production=production,
         excluded_from_test=excluded,
+        test_mix=mix,
         excluded_from_production=excluded_prod,
         retrain_choice=retrain_choice,
         seconds={"challenger_fit": t_fit, "retrain": t_retrain, "total": time.perf_counter() - t_start},
@@ -406,6 +423,70 @@ def run_adapt(
     write_text_atomic(out_dir / "adapt.json", to_json(result.to_dict()))
     write_text_atomic(out_dir / "adapt.md", render_markdown(result))
     return result
+
+
+TEST_MIXES = ("original", "production")
+"""``--test-mix``: the class mix the original test split is judged at for non-inferiority."""
+
+
+def _shares(y: Any, k: int) -> np.ndarray:
+    return np.bincount(np.asarray(y).reshape(-1).astype(int), minlength=k) / max(len(y), 1)
+
+
+def reweighted_to_production(
+    cases: PairedCases, y_production: Any, k: int
+) -> tuple[PairedCases, dict[str, Any]]:
+    """The test split's cases weighted so that its class mix is production's (the shares of ``y_production``,
+    the adaptation labels): each class's rows weigh ``production share / test share``. Under a change of the
+    class mix alone (the inputs of each class alike) that is production's distribution, so non-inferiority
+    then asks "no worse on such inputs at today's mix" rather than "no worse at the old mix", which a
+    model adapted to the new mix fails by design.
+
+    >>> c = PairedCases(y_true=np.array([0, 0, 0, 1]), challenger_proba=np.zeros(4), champion_proba=np.zeros(4))
+    >>> reweighted_to_production(c, np.array([0, 1]), 2)[0].weights.tolist()
+    [0.6666666666666666, 0.6666666666666666, 0.6666666666666666, 2.0]
+    """
+    y = np.asarray(cases.y_true).reshape(-1).astype(int)
+    test, prod = _shares(y, k), _shares(y_production, k)
+    w = np.where(test[y] > 0, prod[y] / np.where(test[y] > 0, test[y], 1.0), 0.0)
+    shares = ", ".join(f"{p:.0%}" for p in prod)
+    weighted = cases.model_copy(
+        update={
+            "weights": w,
+            "evaluated_on": f"{cases.evaluated_on}, its rows weighted to production's class mix ({shares}, from "
+            f"{len(np.asarray(y_production))} adaptation labels)",
+        }
+    )
+    return weighted, {
+        "mix": "production",
+        "test_shares": test.round(4).tolist(),
+        "production_shares": prod.round(4).tolist(),
+        "n_production": len(np.asarray(y_production)),
+        "rule": "each test row weighs (its class's share of the adaptation labels) / (its share of the test split)",
+    }
+
+
+def _mix_note(decision: PromotionDecision, reference: PairedCases, y_production: Any, k: int) -> str:
+    """A warning when the challenger is better on production, fails non-inferiority at the old mix, and
+    production's class mix differs from the test split's (chi-square, p < 0.01): the likely reason."""
+    from scipy.stats import chisquare
+
+    ni = decision.non_inferiority
+    if ni is None or ni.ok:
+        return ""
+    test = _shares(reference.y_true, k)
+    counts = np.bincount(np.asarray(y_production).astype(int), minlength=k)
+    keep = test > 0
+    p = float(chisquare(counts[keep], test[keep] / test[keep].sum() * counts[keep].sum()).pvalue)
+    if p >= 0.01:
+        return ""
+    fmt = ", ".join
+    return (
+        f"production's class mix ({fmt(f'{v:.0%}' for v in counts / counts.sum())} in the adaptation labels) differs "
+        f"from the test split's ({fmt(f'{v:.0%}' for v in test)}; chi-square p = {p:.2g}): a model adapted to the "
+        "new mix is worse at the old one by design. Judge non-inferiority at production's mix with --test-mix "
+        "production, or declare with --margin how much worse at the old mix you accept"
+    )
 
 
 def _class_challengers(
@@ -643,6 +724,14 @@ def render_markdown(r: AdaptResult) -> str:
         f"(one-sided p = {d.p_value:.3g}, n = {d.n}, {d.method})",
         f"- not worse on the original test split: {ni.sentence if ni else r.excluded_from_test.get('skipped')}",
         f"- left out of the test comparison: {r.excluded_from_test.get('n', 0)} sample(s) a model trained or adapted on",
+        *(
+            [
+                f"- the test split judged at production's class mix: shares {r.test_mix['test_shares']} reweighted to "
+                f"{r.test_mix['production_shares']} (from {r.test_mix['n_production']} adaptation labels)"
+            ]
+            if r.test_mix.get("mix") == "production"
+            else []
+        ),
         f"- challengers fitted and chosen in {r.seconds['challenger_fit'] * 1000:.0f} ms",
         "- the adapted model (served decision: "
         + (

@@ -64,7 +64,28 @@ def split_production(labels: ProductionLabels, *, eval_fraction: float, seed: in
     }
     short = {k: v for k, v in counts.items() if min(v) < MIN_PER_CLASS}
     if short:
-        need_total = max(needed, 2 * MIN_PER_CLASS * len(counts["adaptation"]))
+        # a rare class sets the size: each part needs MIN_PER_CLASS of it at its share of the labels
+        shares = np.bincount(y, minlength=len(counts["adaptation"])) / len(y)
+        rare = [
+            c
+            for c, v in enumerate(shares)
+            if min(counts["adaptation"][c], counts["evaluation"][c]) < MIN_PER_CLASS
+        ]
+        for_rare = max(
+            (
+                math.ceil(MIN_PER_CLASS / min(eval_fraction, 1 - eval_fraction) / shares[c])
+                for c in rare
+                if shares[c] > 0
+            ),
+            default=0,
+        )
+        need_total = max(needed, 2 * MIN_PER_CLASS * len(counts["adaptation"]), for_rare)
+        rarest = (
+            ""
+            if not rare or for_rare <= len(y)
+            else f"; class {rare[0]} is {shares[rare[0]]:.1%} of these labels, so about {for_rare} labels hold "
+            f"{MIN_PER_CLASS} of it in each part"
+        )
         biased = (
             ""
             if eligible.all() or labels.selected_by is None
@@ -77,7 +98,7 @@ def split_production(labels: ProductionLabels, *, eval_fraction: float, seed: in
             f"({int(eligible.sum())} randomly selected), per class in each part {counts}; each part needs at least "
             f"{MIN_PER_CLASS} of every class, and a decision at the declared effect size needs about {needed} "
             f"randomly selected evaluation labels (about {math.ceil(needed / eval_fraction)} labels at "
-            f"--eval-fraction {eval_fraction}); label at least {need_total} random samples{biased}"
+            f"--eval-fraction {eval_fraction}){rarest}; label at least {need_total} random samples{biased}"
         )
     note = f"stratified random split (seed {seed}): {len(ad_arr)} adaptation, {len(ev_arr)} evaluation; " + (
         "evaluation drawn only from the randomly selected samples "

@@ -64,10 +64,11 @@ def compare_family(
     n_resamples: int = 1000,
     seed: int = 0,
     clusters: Any = None,
+    row_weights: Any = None,
 ) -> list[TestComparison]:
     """The model against each of ``others`` on each metric (metric-major order, so the first entry
     is the declared comparison), one-sided p-values Holm-adjusted over this family. ``clusters``: a
-    group id per row (``data.group``), resampled whole."""
+    group id per row (``data.group``), resampled whole; ``row_weights``: a weight per row (:func:`compare`)."""
     if not others or not metrics:
         raise StatsError("a comparison family needs at least one metric and one model to compare with")
     results = [
@@ -85,6 +86,7 @@ def compare_family(
                 threshold=threshold,
                 method="auto",
                 clusters=clusters,
+                row_weights=row_weights,
             ),
         )
         for metric in metrics

@@ -166,12 +166,15 @@ def compare(
     alpha: float = 0.05,
     method: CompareMethod = "bootstrap",
     clusters: np.ndarray | None = None,
+    row_weights: np.ndarray | None = None,
 ) -> PairedResult:
     """Paired bootstrap of ``metric(a) - metric(b)``: the difference, its interval and p-values.
 
     Both models are scored on identical (stratified, seeded) resamples, so the interval reflects
     the uncertainty of the *difference*, which is much narrower than that of either score. With
-    ``clusters`` (a group id per row) the resamples draw whole groups.
+    ``clusters`` (a group id per row) the resamples draw whole groups. ``row_weights`` (one per row) weigh
+    each row in every score and resample: e.g. a test split reweighted to another class mix (its
+    resamples are stratified by class, so each class keeps its weight).
     """
     m = make_metric(metric, problem_type, threshold=threshold, convention=convention)
     y, Pa = prepare(y_true, proba_a, problem_type)
@@ -179,10 +182,13 @@ def compare(
     if Pa.shape != Pb.shape:
         raise StatsError(f"the two models' predictions differ in shape: {Pa.shape} vs {Pb.shape}")
     m.check_defined(y, Pa)
-    ones = np.ones((1, len(y)))
+    rw = np.ones(len(y)) if row_weights is None else np.asarray(row_weights, np.float64).reshape(-1)
+    if len(rw) != len(y) or not np.all(np.isfinite(rw)) or np.any(rw < 0) or not rw.any():
+        raise StatsError(f"row_weights: {len(rw)} finite non-negative weights expected for {len(y)} rows")
+    ones = rw[None, :]
     va, vb = float(m.weighted(y, Pa, ones)[0]), float(m.weighted(y, Pb, ones)[0])
     diffs = [
-        m.weighted(y, Pa, W) - m.weighted(y, Pb, W)
+        m.weighted(y, Pa, W * rw) - m.weighted(y, Pb, W * rw)
         for W in weight_chunks(len(y), n_resamples, seed, strata_for(y, problem_type), clusters)
     ]
     d = np.concatenate(diffs)
@@ -199,8 +205,9 @@ def compare(
     p_two = min(1.0, 2 * min(n_le + 1, n_ge + 1) / (b + 1))
     p_one = (n_le + 1) / (b + 1) if hib else (n_ge + 1) / (b + 1)
     label = "paired bootstrap" if clusters is None else "paired bootstrap of whole groups"
-    # DeLong and McNemar count rows as independent: with groups the group bootstrap's p-value stands
-    if method == "auto" and clusters is None:
+    label += "" if row_weights is None else ", rows weighted"
+    # DeLong and McNemar count rows as independent and alike: with groups or weights the bootstrap's p-value stands
+    if method == "auto" and clusters is None and row_weights is None:
         better = delta > 0 if hib else delta < 0
         if metric == "auc" and problem_type == "binary":
             p_two = delong(y, Pa, Pb).p_value

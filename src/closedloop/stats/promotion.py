@@ -104,6 +104,9 @@ class PairedCases(BaseModel):
     evaluated_on: str = "test"
     groups: Any = None
     """A group id per case (``data.group``): the comparison resamples whole groups."""
+    weights: Any = None
+    """A weight per case: e.g. the test split reweighted to production's class mix (``adapt --test-mix
+    production``); ``None``: every case alike."""
 
 
 class PromotionDecision(BaseModel):
@@ -184,10 +187,12 @@ def cost_comparison(
     *,
     n_resamples: int = 1000,
     seed: int = 0,
+    weights: Any = None,
 ) -> TestComparison:
     """Expected cost per case (``cost_fp`` per false alarm, ``cost_fn`` per miss) of two sets of
     binary decisions on the same cases: paired bootstrap interval, and a one-sided p-value from a
-    sign-flip randomization test of the per-case cost differences (H0: the challenger is not cheaper)."""
+    sign-flip randomization test of the per-case cost differences (H0: the challenger is not cheaper).
+    ``weights``: a weight per case in every mean (``None``: alike)."""
     cost_fp, cost_fn = (float(c) for c in costs)
     y = np.asarray(y_true).reshape(-1).astype(int)
     a, b = (np.asarray(v).reshape(-1).astype(bool) for v in (challenger_pred, champion_pred))
@@ -199,11 +204,13 @@ def cost_comparison(
     def per_case(pred: np.ndarray) -> np.ndarray:
         return np.where(pred & (y == 0), cost_fp, 0.0) + np.where(~pred & (y == 1), cost_fn, 0.0)
 
-    ca, cb = per_case(a), per_case(b)
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, np.float64).reshape(-1)
+    w = w / w.mean()  # the mean of w * cost is the weighted mean
+    ca, cb = per_case(a) * w, per_case(b) * w
     d = ca - cb
     rng = np.random.default_rng([seed, 20])
     idx = rng.integers(0, len(y), (n_resamples, len(y)))
-    boot = d[idx].mean(axis=1)
+    boot = d[idx].mean(axis=1) if weights is None else d[idx].sum(axis=1) / w[idx].sum(axis=1)
     signs = rng.choice([-1.0, 1.0], (max(n_resamples, 2000), len(y)))
     flipped = (signs * np.abs(d)).mean(axis=1)
     p_one = float((np.sum(flipped <= d.mean()) + 1) / (len(flipped) + 1))
@@ -239,6 +246,8 @@ class Scoring:
     seed: int = 0
     clusters: Any = None
     """A group id per case, resampled whole (the cost comparison's sign-flip test stays per case)."""
+    row_weights: Any = None
+    """A weight per case (:attr:`PairedCases.weights`)."""
 
 
 def _comparisons(y: Any, chall: Any, champ: Any, metrics: list[str], s: Scoring) -> list[TestComparison]:
@@ -253,7 +262,11 @@ def _comparisons(y: Any, chall: Any, champ: Any, metrics: list[str], s: Scoring)
                 raise StatsError("metric 'expected_cost' needs a binary task and costs=(cost_fp, cost_fn)")
             ca = at_own_threshold(chall, s.threshold) >= 0.5
             cb = at_own_threshold(champ, s.champion_threshold) >= 0.5
-            out.append(cost_comparison(y, ca, cb, s.costs, n_resamples=s.n_resamples, seed=s.seed))
+            out.append(
+                cost_comparison(
+                    y, ca, cb, s.costs, n_resamples=s.n_resamples, seed=s.seed, weights=s.row_weights
+                )
+            )
             continue
         if own and m not in THRESHOLD_FREE:
             a, b = at_own_threshold(chall, s.threshold), at_own_threshold(champ, s.champion_threshold)
@@ -263,6 +276,7 @@ def _comparisons(y: Any, chall: Any, champ: Any, metrics: list[str], s: Scoring)
         out += compare_family(
             y, a, {"champion": b}, [m], s.problem_type,
             convention=s.convention, threshold=t, n_resamples=s.n_resamples, seed=s.seed, clusters=s.clusters,
+            row_weights=s.row_weights,
         )  # fmt: skip
     if len(out) > 1:
         adj = holm([c.p_value for c in out])
@@ -291,7 +305,7 @@ def non_inferiority(
 def _non_inferiority(cases: PairedCases, metric: str, margin: float, s: Scoring) -> NonInferiority:
     if margin < 0:
         raise StatsError(f"the non-inferiority margin must be >= 0, got {margin}")
-    s = replace(s, clusters=cases.groups)
+    s = replace(s, clusters=cases.groups, row_weights=cases.weights)
     (c,) = _comparisons(cases.y_true, cases.challenger_proba, cases.champion_proba, [metric], s)
     ok = bool(c.bound95 >= -margin) if c.higher_is_better else bool(c.bound95 <= margin)
     side = "lower" if c.higher_is_better else "upper"
