@@ -110,9 +110,12 @@ def main() -> None:
     ap.add_argument("--first-draw", type=int, default=0)
     ap.add_argument("--families", default="lgbm,mlp")
     ap.add_argument(
-        "--margins",
-        default="0.02,0.1",
-        help="non-inferiority margins on the champion's test split (accuracy), each declared by its own adapt call",
+        "--arms",
+        default="original:0.02,original:0.1,production:0.02",
+        help="test mix:non-inferiority margin (accuracy) on the champion's test split, each declared by its own "
+        "adapt call: original (the test split as it is) or production (its rows weighted to the adaptation "
+        "labels' class mix, --test-mix production) or default (what adapt declares unless told: production for a "
+        "multi-class model)",
     )
     ap.add_argument(
         "--settings",
@@ -155,15 +158,18 @@ def main() -> None:
             for setting in args.settings.split(","):
                 scenario, n = setting.split(":")
                 n = int(n)
-                for margin in (float(m) for m in args.margins.split(",")):
+                for arm in args.arms.split(","):
+                    mix, margin = arm.split(":")
+                    draw = sampler(scenario, Xp, yp)
                     measure(
                         run,
                         work,
                         family,
                         scenario,
                         n,
-                        margin,
-                        sampler(scenario, Xp, yp),
+                        mix,
+                        float(margin),
+                        draw,
                         Xp,
                         yp,
                         yp_model,
@@ -172,13 +178,13 @@ def main() -> None:
                     )
 
 
-def measure(run, work, family, scenario, n, margin, draw, Xp, yp, yp_model, z_pool, args) -> None:
+def measure(run, work, family, scenario, n, mix, margin, draw, Xp, yp, yp_model, z_pool, args) -> None:
     """One setting's draws, a line each, and its summary line."""
     from closedloop.adapt.run import run_adapt
     from closedloop.core.errors import DataError
 
     promoted, after, own, methods, seconds, refused = [], [], [], [], [], []
-    tag = f"{scenario} N={n} margin {margin:g}"
+    tag = f"{scenario} N={n} test mix {mix} margin {margin:g}"
     for i in range(args.first_draw, args.first_draw + args.draws):
         r_i = np.random.default_rng([11, i])
         idx = draw(r_i, n, np.array([], int))
@@ -191,7 +197,7 @@ def measure(run, work, family, scenario, n, margin, draw, Xp, yp, yp_model, z_po
         t1 = time.perf_counter()
         try:
             r = run_adapt(
-                    run, lab, seed=i, margin=margin, out=work / f"out-{family}-{scenario}-{n}-{i}",
+                    run, lab, seed=i, margin=margin, test_mix=None if mix == "default" else mix, out=work / f"out-{family}-{scenario}-{n}-{i}",
                     unseal_test=f"bench draw {i}",
                 )  # fmt: skip
         except DataError as exc:  # what a user meets: adapt refuses, the champion stays

@@ -107,6 +107,7 @@ def test_adapt_a_multiclass_model_to_a_new_class_mix(
     assert rc in (0, 1), printed.err
     res = json.loads((out / "adapt.json").read_text())
     assert res["decision"]["metric"] == "acc" and res["champion_threshold"] is None
+    assert res["test_mix"]["mix"] == "production"
     assert set(res["choice"]["cv_cost"]) == set(CLASS_METHODS)
     assert any("['head', 'finetune'] were left out" in w for w in res["warnings"])
     champ, chall = res["production"]["champion"], res["production"]["challenger"]
@@ -130,15 +131,16 @@ def test_adapt_a_multiclass_model_to_a_new_class_mix(
 
 
 def test_non_inferiority_at_production_class_mix(champion: Path, tmp_path: Path) -> None:
-    """At the old (uniform) mix the adapted model is worse by design, and the warning says why; with
-    ``test_mix="production"`` the test split's rows weigh production's mix and the record says so."""
+    """At the old (uniform) mix the adapted model is worse by design, and the warning says why; at a
+    multi-class model's default ``test_mix="production"`` the test split's rows weigh production's mix and
+    the record says so."""
     from closedloop.adapt.run import run_adapt
 
     prod = _rows(400, [0.8, 0.1, 0.1], 5)
     labels = tmp_path / "prod.csv"
     prod.to_csv(labels, index=False)
-    old = run_adapt(champion, labels, seed=1, out=tmp_path / "old")
-    new = run_adapt(champion, labels, seed=1, out=tmp_path / "new", test_mix="production")
+    old = run_adapt(champion, labels, seed=1, out=tmp_path / "old", test_mix="original")
+    new = run_adapt(champion, labels, seed=1, out=tmp_path / "new")  # a multi-class model's default
     assert old.test_mix == {"mix": "original"}
     ni_old, ni_new = old.decision.non_inferiority, new.decision.non_inferiority
     assert ni_old is not None and ni_new is not None

@@ -184,10 +184,11 @@ def add_commands(subparsers: Any) -> None:
     )
     ad.add_argument(
         "--test-mix",
-        default="original",
+        default=None,
         choices=["original", "production"],
-        help="the class mix the original test split is judged at for non-inferiority: as it is (default), or "
-        "its rows weighted to the adaptation labels' class mix (for a change of the class mix)",
+        help="the class mix the original test split is judged at for non-inferiority: as it is (original; "
+        "default for a binary model), or its rows weighted to the adaptation labels' class mix (production; "
+        "default for a multi-class model)",
     )
     ad.add_argument("--out", help="output folder (default RUN/adapt/<time>)")
     ad.set_defaults(func=cmd_adapt)

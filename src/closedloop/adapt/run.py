@@ -188,12 +188,13 @@ def run_adapt(
     unseal_test: str | None = None,
     challengers: tuple[str, ...] = DEFAULT_CHALLENGERS,
     retrain: RetrainSpec | None = None,
-    test_mix: str = "original",
+    test_mix: str | None = None,
 ) -> AdaptResult:
     """Adapt, judge and record (module docstring). ``metric``: ``expected_cost`` for a binary model and
     ``acc`` for a multi-class one unless given. ``test_mix``: ``original`` judges non-inferiority on the
     test split as it is; ``production`` weighs its rows to the adaptation labels' class mix
-    (:func:`reweighted_to_production`)."""
+    (:func:`reweighted_to_production`). Default: ``original`` for a binary model, ``production`` for a
+    multi-class one, whose challengers exist to follow a new class mix."""
     from closedloop.stages.monitor.retrain import _load_run
 
     t_start = time.perf_counter()
@@ -276,6 +277,7 @@ def run_adapt(
         else (p_all.argmax(axis=1) != labels.y).astype(np.float64)
     )
     effect = float(effect) if effect is not None else max(0.25 * float(champ_cost.mean()), 1e-3)
+    test_mix = test_mix or ("original" if binary else "production")
     if test_mix not in TEST_MIXES:
         raise DataError(f"--test-mix {test_mix!r}: expected one of {', '.join(TEST_MIXES)}")
     if metric not in DECLARABLE:
@@ -484,8 +486,9 @@ def _mix_note(decision: PromotionDecision, reference: PairedCases, y_production:
     return (
         f"production's class mix ({fmt(f'{v:.0%}' for v in counts / counts.sum())} in the adaptation labels) differs "
         f"from the test split's ({fmt(f'{v:.0%}' for v in test)}; chi-square p = {p:.2g}): a model adapted to the "
-        "new mix is worse at the old one by design. Judge non-inferiority at production's mix with --test-mix "
-        "production, or declare with --margin how much worse at the old mix you accept"
+        "new mix is worse at the old one by design. If the old mix is not coming back, declare --test-mix "
+        "production (or with --margin how much worse at the old mix you accept) before judging fresh evaluation "
+        "labels: judging these again under another declaration would be a second look at them"
     )
 
 
