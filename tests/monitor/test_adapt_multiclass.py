@@ -184,3 +184,58 @@ def test_a_rare_class_sets_how_many_labels_the_split_needs() -> None:
     )
     with pytest.raises(DataError, match=r"class 0 is 1.5% of these labels, so about 667 labels"):
         split_production(labels, eval_fraction=0.5, seed=0, needed=320)
+
+
+@pytest.mark.slow
+def test_the_adapted_multiclass_model_served_in_shadow_and_judged_live(
+    champion: Path, tmp_path: Path
+) -> None:
+    """The adapted folder is served next to the champion (a real server, a real HTTP client, table rows
+    as JSON); labels come back as feedback; compare-live judges the pair by accuracy on live traffic."""
+    import sys
+
+    import httpx
+
+    from closedloop.adapt.run import run_adapt
+    from closedloop.adapt.servable import write_servable
+    from closedloop.models.trained import TrainedModel
+    from closedloop.monitoring.compare import compare_live
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "serving"))
+    from serve_helpers import ServerProcess
+
+    prod = _rows(400, [0.8, 0.1, 0.1], 5)
+    labels = tmp_path / "prod.csv"
+    prod.to_csv(labels, index=False)
+    res = run_adapt(champion, labels, seed=1, out=tmp_path / "adapted")
+    assert res.decision.promote, res.decision.reasons
+    champ = TrainedModel.load(next((champion / "stages").glob("*_train/artifacts/model")))
+    write_servable(champ, tmp_path / "champion")
+    live_rows = _rows(150, [0.8, 0.1, 0.1], 9)
+    names = champ.label_names
+    server = ServerProcess(
+        [
+            str(tmp_path / "champion"),
+            "--shadow",
+            str(tmp_path / "adapted"),
+            "--log-dir",
+            str(tmp_path / "log"),
+        ],
+        tmp_path,
+    )
+    try:
+        server.wait_ready()
+        for b in range(0, len(live_rows), 25):
+            part = live_rows.iloc[b : b + 25]
+            body = part.drop(columns=["label"]).to_dict(orient="records")
+            r = httpx.post(f"{server.url}/predict", json=body, headers={"X-Request-Id": f"r{b}"}, timeout=30)
+            assert r.status_code == 200, r.text
+            for j, y in enumerate(part["label"]):
+                fb = {"request_id": f"r{b}", "index": j, "label": names[int(y)], "random": True}
+                assert httpx.post(f"{server.url}/feedback", json=fb, timeout=30).status_code == 200
+    finally:
+        server.stop()
+    live = compare_live(tmp_path / "log", run_dir=champion, metric="acc")
+    assert live.challenger_route == "shadow" and live.design == "paired" and live.n_pairs == 150
+    assert live.performance is not None and live.performance.metric == "acc"
+    assert live.performance.value_challenger > live.performance.value_champion, live.reasons
