@@ -52,10 +52,8 @@ def test_the_class_offsets_recover_a_label_shift() -> None:
     assert len(choice.oof_costs) == 300 and choice.chosen.threshold is None
 
 
-@pytest.fixture(scope="module")
-def champion(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _champion(tmp: Path, task: dict) -> Path:
     """A quick tabular run trained on a uniform class mix (the MLP: its head takes the offsets)."""
-    tmp = tmp_path_factory.mktemp("adapt_multiclass")
     table = _rows(900, [1 / 3, 1 / 3, 1 / 3], 0)
     table["split"] = np.array(["train"] * 500 + ["val"] * 200 + ["test"] * 200)
     table.to_csv(tmp / "table.csv", index=False)
@@ -70,7 +68,7 @@ def champion(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "split_column": "split",
         },
         "stages": [
-            {"kind": "task"},
+            {"kind": "task", "params": task},
             {
                 "kind": "train",
                 "params": {
@@ -89,6 +87,25 @@ def champion(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert main(["run", str(config)]) == 0
     (run,) = [p for p in (tmp / "runs" / "adapt_multiclass").iterdir() if (p / "manifest.json").is_file()]
     return run
+
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _champion(tmp_path_factory.mktemp("adapt_multiclass"), {})
+
+
+def test_an_ordinal_model_is_adapted_like_a_multiclass_one(tmp_path: Path) -> None:
+    """Ranked classes, the same softmax: the class offsets follow the new mix, and the servable is softmax."""
+    from closedloop.adapt.run import run_adapt
+
+    run = _champion(tmp_path, {"problem_type": "ordinal"})
+    prod = _rows(400, [0.8, 0.1, 0.1], 5)
+    prod.to_csv(tmp_path / "prod.csv", index=False)
+    res = run_adapt(run, tmp_path / "prod.csv", seed=1, out=tmp_path / "adapted")
+    assert res.choice.chosen.classes is not None and res.decision.metric == "acc"
+    assert res.production["challenger"]["acc"] > res.production["champion"]["acc"]
+    meta = json.loads((tmp_path / "adapted" / "predictor.json").read_text())
+    assert meta["problem_type"] == "ordinal" and "softmax" in meta["output"]
 
 
 def test_adapt_a_multiclass_model_to_a_new_class_mix(

@@ -69,7 +69,9 @@ challenger (:mod:`closedloop.adapt.retrain`: a pipeline run, minutes)."""
 DECLARABLE = ("expected_cost", "balanced_accuracy", "acc")
 """Metrics ``adapt`` may declare: the task's cost per case (default), or decision metrics at each
 model's own shipped threshold. A multi-class model declares ``acc`` (default) or ``balanced_accuracy``."""
-ADAPTABLE = ("binary", "multiclass")
+ADAPTABLE = ("binary", "multiclass", "ordinal")
+"""Problem types ``adapt`` takes: an ordinal model's softmax over ranked classes is adapted as a
+multi-class one's (class offsets, temperature, scales)."""
 CLASS_FAMILIES = ("recalibration",)
 """The families a multi-class model can take: its recalibration (:mod:`closedloop.stats.class_recalibration`)."""
 
@@ -202,7 +204,7 @@ def run_adapt(
     model, task = _load_run(run_dir)
     if model.problem_type not in ADAPTABLE:
         raise DataError(
-            f"{run_dir}: adapt recalibrates binary and multi-class models; this one is {model.problem_type} "
+            f"{run_dir}: adapt recalibrates binary, multi-class and ordinal models; this one is {model.problem_type} "
             "(retrain with --add-labeled instead)"
         )
     binary = model.problem_type == "binary"

@@ -48,7 +48,7 @@ def write_servable(
         },
         "input": pre.input_contract(),
         "output": "logits; proba = "
-        + ("softmax" if adapted.problem_type == "multiclass" else "sigmoid")
+        + ("softmax" if adapted.problem_type in ("multiclass", "ordinal") else "sigmoid")
         + "(logits / temperature)",
         "adapted_from": adapted_from,
         "rejected": {},
