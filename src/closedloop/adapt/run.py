@@ -15,10 +15,14 @@
    calibration labels is lower than the chosen one's out-of-fold cost on the same labels.
    Evaluation samples whose content (hash) is among the adaptation labels or the champion's training
    data are dropped from the evaluation part (recorded in ``excluded_from_production``).
+   A multi-class or ordinal model takes the class recalibrations instead
+   (:func:`closedloop.adapt.challengers.choose_class_challenger`: class offsets, temperature, scales on its
+   logits), chosen by cross-validated error rate, and decides by its most probable class.
 3. The rule :func:`closedloop.stats.promotion.decide_promotion` judges it against the champion, each
    at its own threshold: better on the evaluation part (paired, one-sided, the declared metric) AND
    non-inferior within the declared margin on the original test split, opened through the test
-   ledger, without any sample either model trained or adapted on (content hash).
+   ledger, without any sample either model trained or adapted on (content hash); ``test_mix="production"``
+   (a multi-class model's default) weighs that split's rows to the adaptation labels' class mix.
 4. ``adapt.json`` (everything), ``challenger.json`` (the challenger), ``adapt.md``, ``model/``
    (the adapted model: the champion's network with the challenger written into its head, its own
    threshold) and ``model_fp32.onnx`` + ``predictor.json`` (the same, servable:
