@@ -317,16 +317,24 @@ def choose_challenger(
         chosen = _finetuned(spec, how, y, oof[spec.name()], finetune, costs, seed)
     else:
         chosen = fit_candidate(best, y, z, phi, costs)
+    return _chosen_by_cv(chosen, cv, rows[best], k, "expected cost")
+
+
+def _chosen_by_cv(
+    chosen: AdaptedChallenger, cv: dict[str, float], oof: np.ndarray, k: int, criterion: str
+) -> ChallengerChoice:
+    """The choice made by ``k``-fold cross-validated ``criterion`` over the candidates of ``cv``, recorded
+    with where its optimism stays."""
     return ChallengerChoice(
         chosen=chosen,
         cv_cost=cv,
         folds=k,
-        candidates=len(names),
-        oof_costs=rows[best].tolist(),
+        candidates=len(cv),
+        oof_costs=oof.tolist(),
         selection=(
-            f"{len(names)} candidates, chosen by {k}-fold cross-validated expected cost on the adaptation labels "
+            f"{len(cv)} candidates, chosen by {k}-fold cross-validated {criterion} on the adaptation labels "
             "only; the evaluation part judges the one chosen (one paired test, no correction for candidates "
-            "needed there; the winner's cross-validated cost is optimistic and not reported as performance)"
+            "needed there; the winner's cross-validated score is optimistic and not reported as performance)"
         ),
     )
 
@@ -349,18 +357,7 @@ def choose_class_challenger(y_true: Any, z: Any, *, folds: int = 5, seed: int = 
         cv[name], rows[name] = float(row.mean()), row
     best = min(CLASS_METHODS, key=lambda n: (cv[n], CLASS_METHODS.index(n)))
     chosen = AdaptedChallenger(method=best, classes=fit_class_recalibration(y, z, best))
-    return ChallengerChoice(
-        chosen=chosen,
-        cv_cost=cv,
-        folds=k,
-        candidates=len(CLASS_METHODS),
-        oof_costs=rows[best].tolist(),
-        selection=(
-            f"{len(CLASS_METHODS)} candidates, chosen by {k}-fold cross-validated error rate on the adaptation "
-            "labels only; the evaluation part judges the one chosen (one paired test, no correction for "
-            "candidates needed there; the winner's cross-validated error is optimistic and not reported)"
-        ),
-    )
+    return _chosen_by_cv(chosen, cv, rows[best], k, "error rate")
 
 
 def _row_costs(y: np.ndarray, d: np.ndarray, costs: tuple[float, float]) -> np.ndarray:
