@@ -47,8 +47,9 @@ N_CHAMPION = (7000, 2500, 2500)
 N_AFTER = 3000
 
 
-def champion(family: str, table: pd.DataFrame, work: Path) -> Path:
-    """Train the champion with the CLI, as a user would (its run keeps config.yaml for the test split)."""
+def champion(family: str, table: pd.DataFrame, work: Path, extra: tuple[dict, ...] = ()) -> Path:
+    """Train the champion with the CLI, as a user would (its run keeps config.yaml for the test split);
+    ``extra``: stages after train (e.g. the monitor's)."""
     from closedloop.cli import main
 
     csv = work / "champion.csv"
@@ -64,6 +65,7 @@ def champion(family: str, table: pd.DataFrame, work: Path) -> Path:
                 "kind": "train",
                 "params": {"preset": "quick", "family": family, "threads": 1, "n_bootstrap": 200},
             },
+            *extra,
         ],
     }
     path = work / f"{family}.yaml"

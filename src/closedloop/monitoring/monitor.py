@@ -21,6 +21,7 @@ import pandas as pd
 
 from closedloop.core.errors import DataError, RunDirError
 from closedloop.core.run_reader import RunDir
+from closedloop.monitoring.class_mix import estimate_class_mix
 from closedloop.monitoring.domain import DomainCheck, domain_check, weighted_platt
 from closedloop.monitoring.drift import DEFAULT_LABEL_TESTS, DriftTest, Sample, build_tests, run_tests
 from closedloop.monitoring.drift.stats import single_threaded_blas
@@ -456,6 +457,24 @@ class Monitor:
                 {k: d[k] for k in ("feature", "p_value", "psi") if k in d}
                 for d in results["features"].details[:5]
             ]
+        # production's class mix from the decisions alone, with a generator of its own (the draws above stay)
+        mix = (
+            estimate_class_mix(
+                self.profile.domain.proba,
+                self.profile.domain.labels,
+                win.proba,
+                info.problem_type,
+                info.threshold,
+                seed=[self.seed, len(win), 41],
+            )  # fmt: skip
+            if self.profile.domain is not None and win.proba is not None
+            else None
+        )
+        out["class_mix"] = mix.model_dump() if mix is not None else None
+        # shown when the decisions' shares differ from the reference's at the level that withholds the
+        # label-free estimate (the calibrated predicted-class test): what the mix moved to, if only it moved
+        if mix is not None and any(k == "predicted_class" for _, k in differs):
+            evidence.append(mix.sentence(list(info.label_names)))
         if win.labels is not None and win.proba is not None:
             real = realized(info.metrics, win.labels, win.proba, info.problem_type, info.threshold)
             out["realized"] = real

@@ -281,6 +281,9 @@ def _print_windows(out: dict[str, Any]) -> None:
             f"  [{w['index']:>3}] {w['start']}-{w['end']}: {w['alert']:<5} min-p={w['min_p']:.2g}{stream}  "
             f"{est}{real}  {ev}"
         )
+        mix = next((e for e in w["evidence"][2:] if e.startswith("class mix")), None)
+        if mix:  # the estimate a person needs when the mix moved, even when other evidence came first
+            print(f"        {mix}")
     st = out.get("stream") or {}
     if st:
         verdict = f"ALARM (raised at row {st['alarm_at']})" if st["alarm"] else "no alarm"
