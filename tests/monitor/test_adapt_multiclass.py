@@ -52,10 +52,28 @@ def test_the_class_offsets_recover_a_label_shift() -> None:
     assert len(choice.oof_costs) == 300 and choice.chosen.threshold is None
 
 
-def _champion(tmp: Path, task: dict) -> Path:
-    """A quick tabular run trained on a uniform class mix (the MLP: its head takes the offsets)."""
-    table = _rows(900, [1 / 3, 1 / 3, 1 / 3], 0)
-    table["split"] = np.array(["train"] * 500 + ["val"] * 200 + ["test"] * 200)
+TRAIN_MLP = {
+    "preset": "quick",
+    "family": "mlp",
+    "ladder_epochs": 3,
+    "n_trials": 1,
+    "max_epochs": 5,
+    "n_bootstrap": 100,
+}
+
+
+def _champion(
+    tmp: Path,
+    task: dict,
+    *,
+    train: dict | None = None,
+    after: tuple[dict, ...] = (),
+    sizes: tuple[int, int, int] = (500, 200, 200),
+) -> Path:
+    """A quick tabular run trained on a uniform class mix (by default the MLP: its head takes the offsets);
+    ``after``: stages after train; ``sizes``: its train, val and test rows."""
+    table = _rows(sum(sizes), [1 / 3, 1 / 3, 1 / 3], 0)
+    table["split"] = np.repeat(["train", "val", "test"], sizes)
     table.to_csv(tmp / "table.csv", index=False)
     cfg = {
         "name": "adapt_multiclass",
@@ -69,17 +87,8 @@ def _champion(tmp: Path, task: dict) -> Path:
         },
         "stages": [
             {"kind": "task", "params": task},
-            {
-                "kind": "train",
-                "params": {
-                    "preset": "quick",
-                    "family": "mlp",
-                    "ladder_epochs": 3,
-                    "n_trials": 1,
-                    "max_epochs": 5,
-                    "n_bootstrap": 100,
-                },
-            },
+            {"kind": "train", "params": train or TRAIN_MLP},
+            *after,
         ],
     }
     config = tmp / "pipeline.yaml"

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from closedloop.cli import main
 from closedloop.monitoring.class_mix import estimate_class_mix
 
-from .test_adapt_multiclass import _rows
+from .test_adapt_multiclass import _champion, _rows
 
 
 def test_the_estimate_recovers_a_mix_and_says_when_it_cannot() -> None:
@@ -43,28 +42,13 @@ def test_the_estimate_recovers_a_mix_and_says_when_it_cannot() -> None:
 def test_closedloop_monitor_estimates_production_class_mix(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    table = _rows(1500, [1 / 3, 1 / 3, 1 / 3], 0)
-    table["split"] = np.array(["train"] * 700 + ["val"] * 600 + ["test"] * 200)
-    table.to_csv(tmp_path / "table.csv", index=False)
-    cfg = {
-        "name": "mix",
-        "seed": 0,
-        "runs_dir": str(tmp_path / "runs"),
-        "data": {
-            "source": "tabular",
-            "path": str(tmp_path / "table.csv"),
-            "target": "label",
-            "split_column": "split",
-        },
-        "stages": [
-            {"kind": "task"},
-            {"kind": "train", "params": {"preset": "quick", "family": "lgbm", "n_bootstrap": 100}},
-            {"kind": "monitor", "params": {"calibration_windows": 100, "permutations": 50}},
-        ],
-    }
-    (tmp_path / "p.yaml").write_text(yaml.safe_dump(cfg))
-    assert main(["run", str(tmp_path / "p.yaml")]) == 0
-    (run,) = [p for p in (tmp_path / "runs" / "mix").iterdir() if (p / "manifest.json").is_file()]
+    run = _champion(
+        tmp_path,
+        {},
+        train={"preset": "quick", "family": "lgbm", "n_bootstrap": 100},
+        after=({"kind": "monitor", "params": {"calibration_windows": 100, "permutations": 50}},),
+        sizes=(700, 600, 200),
+    )
     prod = _rows(600, [0.8, 0.1, 0.1], 3)
     prod.drop(columns=["label"]).to_csv(tmp_path / "prod.csv", index=False)
     capsys.readouterr()
