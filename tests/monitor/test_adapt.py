@@ -748,3 +748,26 @@ def test_warm_start_cross_fitted_threshold_uses_every_adaptation_label(champion,
         "--out", str(tmp_path / "o"),
     ]) == 2  # fmt: skip
     assert "--retrain-threshold cross_fit_half_platt" in capsys.readouterr().err
+
+
+def test_a_binary_model_may_declare_non_inferiority_at_production_mix(champion, tmp_path):
+    """``test_mix="production"`` on a binary model: the test split's rows weigh the adaptation labels'
+    mix in the expected-cost comparison, and the record says so; the default stays the split as it is."""
+    from closedloop.adapt.run import run_adapt
+
+    run, _ = champion
+    labels = _labels(tmp_path / "prod.npz", run, 160, 21)
+    kw = {"challengers": ("recalibration",), "seed": 2}
+    same = run_adapt(run, labels, out=tmp_path / "same", **kw)
+    mixed = run_adapt(run, labels, out=tmp_path / "mixed", test_mix="production", **kw)
+    assert same.test_mix == {"mix": "original"} and mixed.test_mix["mix"] == "production"
+    assert len(mixed.test_mix["production_shares"]) == 2 and mixed.test_mix["n_production"] == len(
+        same.split.adaptation
+    )
+    ni_same, ni_mixed = same.decision.non_inferiority, mixed.decision.non_inferiority
+    assert ni_same is not None and ni_mixed is not None and ni_mixed.metric == "expected_cost"
+    assert "weighted to production's class mix" in ni_mixed.evaluated_on
+    # the same decisions on the same rows, weighed otherwise
+    assert ni_mixed.n == ni_same.n and ni_mixed.champion_value != pytest.approx(
+        ni_same.champion_value, abs=1e-9
+    )
