@@ -197,14 +197,13 @@ def test_adapt_writes_the_adapted_model_and_refuses_unknown_challengers(champion
 def test_live_loop_adapted_model_served_in_shadow_and_judged_by_compare_live(champion, tmp_path, capsys):
     """The adapted folder is served next to the champion (real server, real HTTP client); feedback
     labels come back; compare-live pairs the two on the same requests with the same rule."""
-    import httpx
 
     from closedloop.adapt.run import run_adapt
     from closedloop.adapt.servable import write_servable
     from closedloop.monitoring.compare import compare_live
 
     sys.path.insert(0, str(Path(__file__).parents[1] / "serving"))
-    from serve_helpers import ServerProcess
+    from serve_helpers import serve_labeled
 
     run, _ = champion
     res = run_adapt(
@@ -218,32 +217,22 @@ def test_live_loop_adapted_model_served_in_shadow_and_judged_by_compare_live(cha
     write_servable(champ, tmp_path / "champion")
     X, y = _images(np.random.default_rng(12), 200)
     names = champ.label_names
-    server = ServerProcess(
-        [
-            str(tmp_path / "champion"),
-            "--shadow",
-            str(tmp_path / "adapted"),
-            "--log-dir",
-            str(tmp_path / "log"),
-        ],
-        tmp_path,
-    )
-    try:
-        server.wait_ready()
-        for b in range(0, len(y), 25):
-            r = httpx.post(
-                f"{server.url}/predict",
-                json=X[b : b + 25, ..., None].tolist(),
-                headers={"X-Request-Id": f"r{b}"},
-            )
-            assert r.status_code == 200, r.text
-            decision = r.json()["predictions"][0]["decision"]
-            assert decision["threshold"] == pytest.approx(champ.threshold)  # the champion answers
-            for j in range(25):
-                fb = {"request_id": f"r{b}", "index": j, "label": names[int(y[b + j])], "random": True}
-                assert httpx.post(f"{server.url}/feedback", json=fb).status_code == 200
-    finally:
-        server.stop()
+
+    def answered_by_the_champion(answer: dict) -> None:
+        assert answer["predictions"][0]["decision"]["threshold"] == pytest.approx(champ.threshold)
+
+    batches = [
+        (f"r{b}", X[b : b + 25, ..., None].tolist(), [names[int(v)] for v in y[b : b + 25]])
+        for b in range(0, len(y), 25)
+    ]
+    args = [
+        str(tmp_path / "champion"),
+        "--shadow",
+        str(tmp_path / "adapted"),
+        "--log-dir",
+        str(tmp_path / "log"),
+    ]
+    serve_labeled(args, tmp_path, batches, answered_by_the_champion)
     # the rule adapt declared (expected cost, each model at its own served threshold), now on live traffic
     live = compare_live(tmp_path / "log", run_dir=run, metric="expected_cost")
     assert live.challenger_route == "shadow" and live.design == "paired"

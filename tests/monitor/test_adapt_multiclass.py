@@ -220,15 +220,13 @@ def test_the_adapted_multiclass_model_served_in_shadow_and_judged_live(
     as JSON); labels come back as feedback; compare-live judges the pair by accuracy on live traffic."""
     import sys
 
-    import httpx
-
     from closedloop.adapt.run import run_adapt
     from closedloop.adapt.servable import write_servable
     from closedloop.models.trained import TrainedModel
     from closedloop.monitoring.compare import compare_live
 
     sys.path.insert(0, str(Path(__file__).parents[1] / "serving"))
-    from serve_helpers import ServerProcess
+    from serve_helpers import serve_labeled
 
     prod = _rows(400, [0.8, 0.1, 0.1], 5)
     labels = tmp_path / "prod.csv"
@@ -239,28 +237,22 @@ def test_the_adapted_multiclass_model_served_in_shadow_and_judged_live(
     write_servable(champ, tmp_path / "champion")
     live_rows = _rows(150, [0.8, 0.1, 0.1], 9)
     names = champ.label_names
-    server = ServerProcess(
-        [
-            str(tmp_path / "champion"),
-            "--shadow",
-            str(tmp_path / "adapted"),
-            "--log-dir",
-            str(tmp_path / "log"),
-        ],
-        tmp_path,
-    )
-    try:
-        server.wait_ready()
-        for b in range(0, len(live_rows), 25):
-            part = live_rows.iloc[b : b + 25]
-            body = part.drop(columns=["label"]).to_dict(orient="records")
-            r = httpx.post(f"{server.url}/predict", json=body, headers={"X-Request-Id": f"r{b}"}, timeout=30)
-            assert r.status_code == 200, r.text
-            for j, y in enumerate(part["label"]):
-                fb = {"request_id": f"r{b}", "index": j, "label": names[int(y)], "random": True}
-                assert httpx.post(f"{server.url}/feedback", json=fb, timeout=30).status_code == 200
-    finally:
-        server.stop()
+    batches = [
+        (
+            f"r{b}",
+            live_rows.iloc[b : b + 25].drop(columns=["label"]).to_dict(orient="records"),
+            [names[int(v)] for v in live_rows["label"].iloc[b : b + 25]],
+        )
+        for b in range(0, len(live_rows), 25)
+    ]
+    args = [
+        str(tmp_path / "champion"),
+        "--shadow",
+        str(tmp_path / "adapted"),
+        "--log-dir",
+        str(tmp_path / "log"),
+    ]
+    serve_labeled(args, tmp_path, batches)
     live = compare_live(tmp_path / "log", run_dir=champion, metric="acc")
     assert live.challenger_route == "shadow" and live.design == "paired" and live.n_pairs == 150
     assert live.performance is not None and live.performance.metric == "acc"

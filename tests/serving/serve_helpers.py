@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -73,3 +74,25 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait()
         return int(self.proc.returncode)
+
+
+def serve_labeled(
+    args: list[str], tmp: Path, batches: list[tuple[str, Any, list[str]]], check: Any = None
+) -> None:
+    """Serve with ``args``, post each ``(request id, body, labels)`` batch to ``/predict`` (``check(answer)``
+    on each answer) and every label back as random feedback, then stop the server."""
+    import httpx
+
+    server = ServerProcess(args, tmp)
+    try:
+        server.wait_ready()
+        for rid, body, labels in batches:
+            r = httpx.post(f"{server.url}/predict", json=body, headers={"X-Request-Id": rid}, timeout=30)
+            assert r.status_code == 200, r.text
+            if check is not None:
+                check(r.json())
+            for j, label in enumerate(labels):
+                fb = {"request_id": rid, "index": j, "label": label, "random": True}
+                assert httpx.post(f"{server.url}/feedback", json=fb, timeout=30).status_code == 200
+    finally:
+        server.stop()
