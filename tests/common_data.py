@@ -93,3 +93,30 @@ def binary_holdout_plan(X: Any, y: Any, **kw: Any) -> Any:
     from closedloop.stages.train.heldout import plan_heldout
 
     return plan_heldout(X, y, problem_type="binary", final_fit="train+val", **{"n_train": 1, "seed": 0, **kw})
+
+
+def run_split_table(tmp: Path, name: str, table: Any, stages: list[dict[str, Any]]) -> tuple[Path, Path]:
+    """Write ``table`` (features, ``label`` and a ``split`` column) as a CSV, a pipeline YAML that reads it
+    with ``stages``, and run it with the CLI: ``(the config, the run directory)``."""
+    import yaml
+
+    from closedloop.cli import main
+
+    table.to_csv(tmp / "table.csv", index=False)
+    cfg = {
+        "name": name,
+        "seed": 0,
+        "runs_dir": str(tmp / "runs"),
+        "data": {
+            "source": "tabular",
+            "path": str(tmp / "table.csv"),
+            "target": "label",
+            "split_column": "split",
+        },
+        "stages": stages,
+    }
+    config = tmp / "pipeline.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(config)]) == 0
+    (run,) = [p for p in (tmp / "runs" / name).iterdir() if (p / "manifest.json").is_file()]
+    return config, run

@@ -225,14 +225,9 @@ def test_live_loop_adapted_model_served_in_shadow_and_judged_by_compare_live(cha
         (f"r{b}", X[b : b + 25, ..., None].tolist(), [names[int(v)] for v in y[b : b + 25]])
         for b in range(0, len(y), 25)
     ]
-    args = [
-        str(tmp_path / "champion"),
-        "--shadow",
-        str(tmp_path / "adapted"),
-        "--log-dir",
-        str(tmp_path / "log"),
-    ]
-    serve_labeled(args, tmp_path, batches, answered_by_the_champion)
+    serve_labeled(
+        tmp_path / "champion", tmp_path / "adapted", tmp_path / "log", batches, answered_by_the_champion
+    )
     # the rule adapt declared (expected cost, each model at its own served threshold), now on live traffic
     live = compare_live(tmp_path / "log", run_dir=run, metric="expected_cost")
     assert live.challenger_route == "shadow" and live.design == "paired"

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from closedloop.adapt.challengers import AdaptedChallenger, choose_class_challenger
 from closedloop.cli import main
 from closedloop.core.errors import DataError
 from closedloop.stats.class_recalibration import CLASS_METHODS, fit_class_recalibration
 from closedloop.stats.errors import StatsError
+from common_data import run_split_table
 
 CENTRES = np.array([[0.0, 0.0], [1.2, 0.0], [0.0, 1.2]])
 
@@ -74,28 +74,8 @@ def _champion(
     ``after``: stages after train; ``sizes``: its train, val and test rows."""
     table = _rows(sum(sizes), [1 / 3, 1 / 3, 1 / 3], 0)
     table["split"] = np.repeat(["train", "val", "test"], sizes)
-    table.to_csv(tmp / "table.csv", index=False)
-    cfg = {
-        "name": "adapt_multiclass",
-        "seed": 0,
-        "runs_dir": str(tmp / "runs"),
-        "data": {
-            "source": "tabular",
-            "path": str(tmp / "table.csv"),
-            "target": "label",
-            "split_column": "split",
-        },
-        "stages": [
-            {"kind": "task", "params": task},
-            {"kind": "train", "params": train or TRAIN_MLP},
-            *after,
-        ],
-    }
-    config = tmp / "pipeline.yaml"
-    config.write_text(yaml.safe_dump(cfg))
-    assert main(["run", str(config)]) == 0
-    (run,) = [p for p in (tmp / "runs" / "adapt_multiclass").iterdir() if (p / "manifest.json").is_file()]
-    return run
+    stages = [{"kind": "task", "params": task}, {"kind": "train", "params": train or TRAIN_MLP}, *after]
+    return run_split_table(tmp, "adapt_multiclass", table, stages)[1]
 
 
 @pytest.fixture(scope="module")
@@ -245,14 +225,7 @@ def test_the_adapted_multiclass_model_served_in_shadow_and_judged_live(
         )
         for b in range(0, len(live_rows), 25)
     ]
-    args = [
-        str(tmp_path / "champion"),
-        "--shadow",
-        str(tmp_path / "adapted"),
-        "--log-dir",
-        str(tmp_path / "log"),
-    ]
-    serve_labeled(args, tmp_path, batches)
+    serve_labeled(tmp_path / "champion", tmp_path / "adapted", tmp_path / "log", batches)
     live = compare_live(tmp_path / "log", run_dir=champion, metric="acc")
     assert live.challenger_route == "shadow" and live.design == "paired" and live.n_pairs == 150
     assert live.performance is not None and live.performance.metric == "acc"

@@ -77,13 +77,14 @@ class ServerProcess:
 
 
 def serve_labeled(
-    args: list[str], tmp: Path, batches: list[tuple[str, Any, list[str]]], check: Any = None
+    champion: Path, shadow: Path, log: Path, batches: list[tuple[str, Any, list[str]]], check: Any = None
 ) -> None:
-    """Serve with ``args``, post each ``(request id, body, labels)`` batch to ``/predict`` (``check(answer)``
-    on each answer) and every label back as random feedback, then stop the server."""
+    """Serve ``champion`` with ``shadow`` beside it, logging to ``log``; post each ``(request id, body,
+    labels)`` batch to ``/predict`` (``check(answer)`` on each answer) and every label back as random
+    feedback, then stop the server."""
     import httpx
 
-    server = ServerProcess(args, tmp)
+    server = ServerProcess([str(champion), "--shadow", str(shadow), "--log-dir", str(log)], log.parent)
     try:
         server.wait_ready()
         for rid, body, labels in batches:

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 pytest.importorskip("lightgbm")
 
 from closedloop.cli import main  # noqa: E402
+from common_data import run_split_table  # noqa: E402
 
 from .test_train_trees import tree_table  # noqa: E402
 
@@ -47,24 +47,8 @@ def champion(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("trees_loop")
     table = _rows(0, 500)
     table["split"] = np.array(["train"] * 300 + ["val"] * 100 + ["test"] * 100)
-    table.to_csv(tmp / "table.csv", index=False)
-    cfg = {
-        "name": "trees_loop",
-        "seed": 0,
-        "runs_dir": str(tmp / "runs"),
-        "data": {
-            "source": "tabular",
-            "path": str(tmp / "table.csv"),
-            "target": "label",
-            "split_column": "split",
-        },
-        "stages": [{"kind": "task"}, {"kind": "train", "params": TRAIN}, {"kind": "export"}],
-    }
-    config = tmp / "pipeline.yaml"
-    config.write_text(yaml.safe_dump(cfg))
-    assert main(["run", str(config)]) == 0
-    (run,) = [p for p in (tmp / "runs" / "trees_loop").iterdir() if (p / "manifest.json").is_file()]
-    return config, run
+    stages = [{"kind": "task"}, {"kind": "train", "params": TRAIN}, {"kind": "export"}]
+    return run_split_table(tmp, "trees_loop", table, stages)
 
 
 def test_retrain_with_labeled_table_rows_on_a_tree_run(
